@@ -1,0 +1,197 @@
+"""Activation functions: forward and derivative of each, written once as scalar functions.
+
+Every activation is a code (an int) so one compiled kernel serves them all: the dense
+layer's fused epilogue, the standalone activation layers and (later) the CUDA kernels call
+:func:`activate` and :func:`activate_grad`. ``softmax`` and ``log_softmax`` act on rows.
+
+Shapes: 2-D ``(batch, features)`` arrays, float32 or float64; outputs have the input's dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, n_chunks
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, SOFTMAX, LOG_SOFTMAX = range(11)
+
+#: name -> (code, default parameter ``alpha``; the parameter's name or None)
+ACTIVATIONS = {
+    "identity": (IDENTITY, 0.0, None),
+    "sigmoid": (SIGMOID, 0.0, None),
+    "tanh": (TANH, 0.0, None),
+    "relu": (RELU, 0.0, None),
+    "leaky_relu": (LEAKY_RELU, 0.01, "negative_slope"),
+    "elu": (ELU, 1.0, "alpha"),
+    "selu": (SELU, 0.0, None),
+    "gelu": (GELU, 0.0, None),
+    "gelu_tanh": (GELU_TANH, 0.0, None),
+    "softmax": (SOFTMAX, 0.0, None),
+    "log_softmax": (LOG_SOFTMAX, 0.0, None),
+}
+#: activations whose derivative needs the pre-activation z (the others use the output y)
+NEEDS_INPUT = frozenset({LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, RELU})
+#: codes at or above this act on whole rows (softmax, log_softmax)
+ROWWISE_CODES = SOFTMAX
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_SQRT_HALF = 0.70710678118654752440
+_INV_SQRT_2PI = 0.39894228040143267794
+_SQRT_2_OVER_PI = 0.79788456080286535588
+_GELU_C = 0.044715
+
+
+@njit(**JIT_INLINE)
+def sigmoid(z):
+    """Logistic function without overflow for large ``|z|``."""
+    one = like(1.0, z)
+    if z >= 0:
+        return one / (one + np.exp(-z))
+    e = np.exp(z)
+    return e / (one + e)
+
+
+@njit(**JIT_INLINE)
+def _gelu_tanh_inner(z):
+    return like(_SQRT_2_OVER_PI, z) * (z + like(_GELU_C, z) * z * z * z)
+
+
+@njit(**JIT_INLINE)
+def activate(code, z, alpha):
+    """y = f(z) for the elementwise activation ``code`` (alpha: slope of leaky_relu, alpha of elu)."""
+    zero = like(0.0, z)
+    one = like(1.0, z)
+    half = like(0.5, z)
+    if code == RELU:
+        return z if z > zero else zero
+    if code == TANH:
+        return np.tanh(z)
+    if code == SIGMOID:
+        return sigmoid(z)
+    if code == LEAKY_RELU:
+        return z if z > zero else alpha * z
+    if code == ELU:
+        return z if z > zero else alpha * np.expm1(z)
+    if code == SELU:
+        return like(SELU_SCALE, z) * (z if z > zero else like(SELU_ALPHA, z) * np.expm1(z))
+    if code == GELU:
+        return half * z * (one + math.erf(z * like(_SQRT_HALF, z)))
+    if code == GELU_TANH:
+        return half * z * (one + np.tanh(_gelu_tanh_inner(z)))
+    return z
+
+
+@njit(**JIT_INLINE)
+def activate_grad(code, z, y, alpha):
+    """dy/dz of the elementwise activation ``code`` at pre-activation ``z`` with output ``y``."""
+    zero = like(0.0, z)
+    one = like(1.0, z)
+    half = like(0.5, z)
+    if code == RELU:
+        return one if z > zero else zero
+    if code == TANH:
+        return one - y * y
+    if code == SIGMOID:
+        return y * (one - y)
+    if code == LEAKY_RELU:
+        return one if z > zero else alpha
+    if code == ELU:
+        return one if z > zero else alpha * np.exp(z)
+    if code == SELU:
+        scale = like(SELU_SCALE, z)
+        return scale if z > zero else scale * like(SELU_ALPHA, z) * np.exp(z)
+    if code == GELU:
+        cdf = half * (one + math.erf(z * like(_SQRT_HALF, z)))
+        return cdf + z * like(_INV_SQRT_2PI, z) * np.exp(-half * z * z)
+    if code == GELU_TANH:
+        t = np.tanh(_gelu_tanh_inner(z))
+        inner_grad = like(_SQRT_2_OVER_PI, z) * (one + like(3.0 * _GELU_C, z) * z * z)
+        return half * (one + t) + half * z * (one - t * t) * inner_grad
+    return one
+
+
+@njit(**JIT_INLINE)
+def rows_activate(code, z, y, alpha, r0, r1):
+    """y[r0:r1] = f(z[r0:r1]); row-wise for softmax/log_softmax (stable: the row max is subtracted)."""
+    n = z.shape[1]
+    if code == SOFTMAX or code == LOG_SOFTMAX:
+        for i in range(r0, r1):
+            row_max = z[i, 0]
+            for j in range(1, n):
+                row_max = max(row_max, z[i, j])
+            total = like(0.0, z)
+            for j in range(n):
+                total += np.exp(z[i, j] - row_max)
+            if code == SOFTMAX:
+                inv = like(1.0, z) / total
+                for j in range(n):
+                    y[i, j] = np.exp(z[i, j] - row_max) * inv
+            else:
+                log_total = np.log(total) + row_max
+                for j in range(n):
+                    y[i, j] = z[i, j] - log_total
+        return
+    for i in range(r0, r1):
+        for j in range(n):
+            y[i, j] = activate(code, z[i, j], alpha)
+
+
+@njit(**JIT_INLINE)
+def rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
+    """grad_z[r0:r1] = grad_y * dy/dz (the full Jacobian-vector product for softmax rows)."""
+    n = z.shape[1]
+    if code == SOFTMAX or code == LOG_SOFTMAX:
+        for i in range(r0, r1):
+            total = like(0.0, z)
+            if code == SOFTMAX:
+                for j in range(n):
+                    total += grad_y[i, j] * y[i, j]
+                for j in range(n):
+                    grad_z[i, j] = y[i, j] * (grad_y[i, j] - total)
+            else:
+                for j in range(n):
+                    total += grad_y[i, j]
+                for j in range(n):
+                    grad_z[i, j] = grad_y[i, j] - np.exp(y[i, j]) * total
+        return
+    for i in range(r0, r1):
+        for j in range(n):
+            grad_z[i, j] = grad_y[i, j] * activate_grad(code, z[i, j], y[i, j], alpha)
+
+
+@njit(**JIT_PARALLEL)
+def activation_forward(x, out, code, alpha):
+    """out = f(x) for ``x``, ``out`` of shape (batch, features); ``out`` may be ``x``."""
+    m = x.shape[0]
+    a = like(alpha, x)
+    chunks = n_chunks(m, 64)
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        rows_activate(code, x, out, a, 0, m)
+    else:
+        for c in prange(chunks):
+            rows_activate(code, x, out, a, c * 64, min(m, (c + 1) * 64))
+
+
+@njit(**JIT_PARALLEL)
+def activation_backward(x, y, grad_y, grad_x, code, alpha):
+    """grad_x = grad_y * f'(x) given input ``x`` and output ``y = f(x)``; all (batch, features)."""
+    m = x.shape[0]
+    a = like(alpha, x)
+    chunks = n_chunks(m, 64)
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        rows_activate_grad(code, x, y, grad_y, grad_x, a, 0, m)
+    else:
+        for c in prange(chunks):
+            rows_activate_grad(code, x, y, grad_y, grad_x, a, c * 64, min(m, (c + 1) * 64))
+
+
+def activation_code(name: str) -> int:
+    return ACTIVATIONS[name][0]
+
+
+__all__ = ["ACTIVATIONS", "activate", "activate_grad", "activation_forward", "activation_backward",
+           "rows_activate", "rows_activate_grad", "sigmoid", "JIT"]

@@ -1,0 +1,105 @@
+"""BLAS GEMM callable from ``@njit`` code on any sub-block of a matrix, without copies.
+
+``np.dot`` inside njit copies non-contiguous operands and cannot accumulate. fastnn instead
+calls the CBLAS ``?gemm`` of the OpenBLAS that ships inside SciPy's wheel, bound by symbol
+name (so functions that use it can still be cached). That BLAS is pinned to one thread:
+parallel kernels split a GEMM into fixed tiles of the output and run tiles on Numba's
+threads, so one thread pool does all the work (PERF_NOTES.md: two pools fighting cost 27x).
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+
+from .._config import JIT
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+def _find_openblas() -> tuple[str, str]:
+    import scipy
+
+    root = os.path.dirname(os.path.dirname(scipy.__file__))
+    for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_", ""):
+            if hasattr(lib, prefix + "cblas_sgemm"):
+                return path, prefix
+    raise ImportError(
+        "fastnn needs the OpenBLAS bundled in SciPy's PyPI wheel (libscipy_openblas with "
+        "cblas_sgemm) and could not find it. Install SciPy from PyPI: pip install --force-reinstall scipy")
+
+
+_LIB_PATH, _PREFIX = _find_openblas()
+llvm.load_library_permanently(_LIB_PATH)
+_lib = ctypes.CDLL(_LIB_PATH)
+for _name in (_PREFIX + "openblas_set_num_threads", "openblas_set_num_threads"):
+    if hasattr(_lib, _name):
+        getattr(_lib, _name)(1)
+        break
+
+_i32, _ip = types.int32, types.intp
+
+
+def _gemm_signature(real):
+    return types.void(_i32, _i32, _i32, _i32, _i32, _i32, real, _ip, _i32, _ip, _i32, real, _ip, _i32)
+
+
+_sgemm = types.ExternalFunction(_PREFIX + "cblas_sgemm", _gemm_signature(types.float32))
+_dgemm = types.ExternalFunction(_PREFIX + "cblas_dgemm", _gemm_signature(types.float64))
+
+
+@njit(**JIT)
+def _address(a, row, col):
+    return a.ctypes.data + (row * a.strides[0] + col * a.strides[1])
+
+
+@njit(**JIT)
+def gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
+    """``C[r0:r1, c0:c1] = alpha * op(A) @ op(B)[:, c0:c1] + beta * C[r0:r1, c0:c1]``.
+
+    ``op(A)`` is ``A`` or ``A.T`` (``trans_a``), rows r0:r1 of it are used; ``op(B)`` likewise
+    with columns c0:c1. All three matrices are 2-D, row-major with unit inner stride (views of
+    C-contiguous arrays qualify), of the same dtype float32 or float64. No allocation.
+    """
+    m = r1 - r0
+    n = c1 - c0
+    if m <= 0 or n <= 0:
+        return
+    k = a.shape[0] if trans_a else a.shape[1]
+    itemsize = c.itemsize
+    lda = a.strides[0] // itemsize
+    ldb = b.strides[0] // itemsize
+    ldc = c.strides[0] // itemsize
+    pa = _address(a, 0, r0) if trans_a else _address(a, r0, 0)
+    pb = _address(b, c0, 0) if trans_b else _address(b, 0, c0)
+    pc = _address(c, r0, c0)
+    ta = _TRANS if trans_a else _NO_TRANS
+    tb = _TRANS if trans_b else _NO_TRANS
+    if itemsize == 4:
+        _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
+    else:
+        _dgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), pa, lda, pb, ldb, np.float64(beta), pc, ldc)
+
+
+@njit(**JIT)
+def gemm(trans_a, trans_b, alpha, a, b, beta, c):
+    """``C = alpha * op(A) @ op(B) + beta * C`` in one serial BLAS call (see gemm_block)."""
+    gemm_block(trans_a, trans_b, alpha, a, b, beta, c, 0, c.shape[0], 0, c.shape[1])
+
+
+@njit(**JIT)
+def tile_shape(m, n):
+    """Fixed output tiles for splitting an ``m x n`` GEMM over threads: ``(tile_rows, tile_cols)``.
+
+    Depends on the shape only, never on the thread count, so results are bit-identical on
+    any number of threads.
+    """
+    if m >= 128:
+        return 64, n
+    return m, 128 if n > 128 else n
