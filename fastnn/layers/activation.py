@@ -1,0 +1,112 @@
+"""Activation layers, one per activation of :data:`fastnn.kernels.activations.ACTIVATIONS`."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validation as V
+from ..kernels.activations import ACTIVATIONS, activation_backward, activation_forward
+from .base import Layer, Workspace
+
+
+def resolve_activation(activation, **params) -> tuple[str, int, float]:
+    """(name, code, alpha) from a name, None (identity) or an :class:`Activation` instance."""
+    if activation is None:
+        return "identity", ACTIVATIONS["identity"][0], 0.0
+    if isinstance(activation, Activation):
+        return activation.activation, activation.code, activation.alpha
+    name = V.check_choice(activation, ACTIVATIONS, "activation")
+    code, alpha, param_name = ACTIVATIONS[name]
+    if param_name is not None and param_name in params:
+        alpha = params.pop(param_name)
+    if params:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(params)} for activation {name!r}"
+                        + (f" (it takes {param_name!r})" if param_name else " (it takes none)"))
+    if name == "elu":
+        alpha = V.check_float(alpha, "alpha", low=0.0)
+    elif name == "leaky_relu":
+        alpha = V.check_float(alpha, "negative_slope")
+    return name, code, float(alpha)
+
+
+class Activation(Layer):
+    """Applies an activation elementwise (softmax/log_softmax: per row). Shape-preserving."""
+
+    def __init__(self, activation: str = "identity", **params):
+        super().__init__()
+        self.activation, self.code, self.alpha = resolve_activation(activation, **params)
+        self._workspace: Workspace | None = None
+        self._x = None
+
+    def build(self, in_features, dtype):
+        out = super().build(in_features, dtype)
+        self._workspace = Workspace(dtype, y=(out,), grad_x=(out,))
+        return out
+
+    def forward(self, x, training):
+        ws = self._workspace(x.shape[0])
+        self._x = x
+        activation_forward(x, ws["y"], self.code, self.alpha)
+        self.last_output = ws["y"]
+        return ws["y"]
+
+    def backward(self, grad_y, need_grad_x=True):
+        ws = self._workspace(grad_y.shape[0])
+        activation_backward(self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha)
+        self.last_grad_input = ws["grad_x"]
+        return ws["grad_x"]
+
+    def get_config(self):
+        _, _, param_name = ACTIVATIONS[self.activation]
+        config = {"activation": self.activation}
+        if param_name:
+            config[param_name] = self.alpha
+        return config
+
+    def extra_repr(self):
+        _, _, param_name = ACTIVATIONS[self.activation]
+        return f"{param_name}={self.alpha}" if param_name else ""
+
+
+def _activation_class(name: str, doc: str, param: str | None = None, default: float = 0.0):
+    if param is None:
+        def __init__(self):
+            Activation.__init__(self, name)
+    else:
+        def __init__(self, value: float = default):
+            Activation.__init__(self, name, **{param: value})
+
+    def get_config(self):
+        return {param: self.alpha} if param else {}
+
+    cls_name = {"identity": "Identity", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU",
+                "leaky_relu": "LeakyReLU", "elu": "ELU", "selu": "SELU", "softmax": "Softmax",
+                "log_softmax": "LogSoftmax"}[name]
+    return type(cls_name, (Activation,), {"__init__": __init__, "__doc__": doc, "get_config": get_config})
+
+
+Identity = _activation_class("identity", "y = x.")
+Sigmoid = _activation_class("sigmoid", "y = 1 / (1 + exp(-x)).")
+Tanh = _activation_class("tanh", "y = tanh(x).")
+ReLU = _activation_class("relu", "y = max(x, 0).")
+LeakyReLU = _activation_class("leaky_relu", "y = x if x > 0 else negative_slope * x.", "negative_slope", 0.01)
+ELU = _activation_class("elu", "y = x if x > 0 else alpha * (exp(x) - 1).", "alpha", 1.0)
+SELU = _activation_class("selu", "Scaled ELU with the self-normalising constants (use lecun_normal init).")
+Softmax = _activation_class("softmax", "Row-wise softmax (numerically stable).")
+LogSoftmax = _activation_class("log_softmax", "Row-wise log-softmax (numerically stable).")
+
+
+class GELU(Activation):
+    """Gaussian error linear unit: x * Phi(x); approximate="tanh" uses the tanh form."""
+
+    def __init__(self, approximate: str = "none"):
+        V.check_choice(approximate, ("none", "tanh"), "approximate")
+        super().__init__("gelu" if approximate == "none" else "gelu_tanh")
+        self.approximate = approximate
+
+    def get_config(self):
+        return {"approximate": self.approximate}
+
+
+ACTIVATION_LAYERS = {"identity": Identity, "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU,
+                     "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "gelu": GELU,
+                     "softmax": Softmax, "log_softmax": LogSoftmax}

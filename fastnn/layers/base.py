@@ -1,0 +1,97 @@
+"""The layer protocol and the per-batch-size workspace every layer draws its buffers from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One trainable parameter: its name in the layer, shape, whether weight decay applies, and
+    ``init(view, seed, stream)`` that fills a view of the model's flat parameter buffer."""
+
+    name: str
+    shape: tuple[int, ...]
+    decay: bool
+    init: Callable[[np.ndarray, int, int], None]
+
+
+class Workspace:
+    """Buffers of shape (batch, *trailing) allocated once at the largest batch seen and handed
+    out as contiguous row views, memoised per batch size: steady-state steps allocate nothing."""
+
+    def __init__(self, dtype, **trailing: tuple[int, ...]):
+        self.dtype = np.dtype(dtype)
+        self.trailing = trailing
+        self.capacity = 0
+        self._full: dict[str, np.ndarray] = {}
+        self._views: dict[int, dict[str, np.ndarray]] = {}
+
+    def __call__(self, batch: int) -> dict[str, np.ndarray]:
+        views = self._views.get(batch)
+        if views is None:
+            if batch > self.capacity:
+                self.capacity = batch
+                self._full = {name: np.zeros((batch, *shape), self.dtype) for name, shape in self.trailing.items()}
+                self._views.clear()
+            views = self._views[batch] = {name: arr[:batch] for name, arr in self._full.items()}
+        return views
+
+    def nbytes(self) -> int:
+        return sum(arr.nbytes for arr in self._full.values())
+
+
+class Layer:
+    """Base of every layer.
+
+    Life cycle: ``build(in_features, dtype) -> out_features`` (checks sizes), then the model
+    allocates one flat buffer for all ``parameter_specs()`` and calls ``bind(params, grads)``
+    with views into it. ``forward(x, training)`` returns a view of the layer's own output
+    buffer (valid until its next forward); ``backward(grad_y, need_grad_x)`` writes parameter
+    gradients (overwriting, not accumulating) and returns the gradient of the input.
+    """
+
+    in_features: int | None = None
+    out_features: int | None = None
+
+    def __init__(self):
+        self.dtype = None
+        self.training = True
+        self.last_output: np.ndarray | None = None
+        self.last_grad_input: np.ndarray | None = None
+
+    # -- construction -------------------------------------------------------------------
+    def build(self, in_features: int, dtype) -> int:
+        self.in_features = in_features
+        self.out_features = in_features if self.out_features is None else self.out_features
+        self.dtype = np.dtype(dtype)
+        return self.out_features
+
+    def parameter_specs(self) -> list[ParamSpec]:
+        return []
+
+    def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """Receive views of the model's flat parameter and gradient buffers."""
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trainable state saved with the model (e.g. running statistics)."""
+        return {}
+
+    # -- computation --------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_y: np.ndarray, need_grad_x: bool = True) -> np.ndarray | None:
+        raise NotImplementedError
+
+    # -- description --------------------------------------------------------------------
+    def get_config(self) -> dict:
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,161 @@
+"""Loss objects: thin wrappers that pick a fused kernel, hold the reduction and check targets.
+
+Each loss computes its value and the gradient with respect to the model's output in one
+kernel pass (``forward_backward``). Names: ``cross_entropy`` (from logits, integer labels,
+softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as V
+from ._config import REDUCTION_CHUNK_ROWS
+from .kernels import losses as K
+from .kernels.activations import SIGMOID, SOFTMAX, activation_forward
+
+
+class Loss:
+    """Base class. ``reduction`` is "mean" (over samples, or over elements for elementwise
+    losses, as in PyTorch) or "sum"."""
+
+    name = "loss"
+    is_classification = False
+
+    def __init__(self, *, reduction: str = "mean"):
+        self.reduction = V.check_choice(reduction, ("mean", "sum"), "reduction")
+        self._partials = np.zeros(1, np.float64)
+
+    def _scratch(self, n_rows: int) -> np.ndarray:
+        chunks = (n_rows + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS
+        if self._partials.shape[0] < chunks:
+            self._partials = np.zeros(chunks, np.float64)
+        return self._partials
+
+    def check_targets(self, y, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
+        return V.check_targets(y, n_samples, n_outputs, dtype)
+
+    def forward_backward(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray,
+                         compute_grad: bool = True) -> float:
+        """Loss of ``output`` (batch, outputs) against checked ``target``; writes d loss / d output
+        into ``grad`` (same shape and dtype as ``output``) when ``compute_grad``."""
+        raise NotImplementedError
+
+    def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
+        """Number of correctly classified samples, or None for regression losses."""
+        return None
+
+    def probabilities(self, output: np.ndarray) -> np.ndarray:
+        raise TypeError(f"predict_proba needs a classification loss (cross_entropy or "
+                        f"binary_cross_entropy); this model was compiled with {self.name!r}")
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "reduction": self.reduction}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,)."""
+
+    name = "cross_entropy"
+    is_classification = True
+
+    def check_targets(self, y, n_samples, n_outputs, dtype):
+        if n_outputs < 2:
+            raise ValueError("cross_entropy needs a last layer with at least 2 outputs (one per class); "
+                             "for a single output use loss='binary_cross_entropy'")
+        return V.check_labels(y, n_samples, n_outputs)
+
+    def forward_backward(self, output, target, grad, compute_grad=True):
+        return K.cross_entropy_forward_backward(output, target, grad, self._scratch(output.shape[0]),
+                                                self.reduction == "mean", compute_grad)
+
+    def correct_count(self, output, target):
+        return int(K.accuracy_count(output, target))
+
+    def probabilities(self, output):
+        probs = np.empty_like(output)
+        activation_forward(output, probs, SOFTMAX, 0.0)
+        return probs
+
+
+class _Elementwise(Loss):
+    code = -1
+
+    def __init__(self, *, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction=reduction)
+        self.delta = V.check_float(delta, "delta", low=0.0, low_inclusive=False)
+
+    def forward_backward(self, output, target, grad, compute_grad=True):
+        return K.elementwise_loss(output, target, grad, self._scratch(output.shape[0]), self.code,
+                                  self.delta, self.reduction == "mean", compute_grad)
+
+
+class MSE(_Elementwise):
+    """Mean squared error."""
+
+    name, code = "mse", K.MSE
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+
+class MAE(_Elementwise):
+    """Mean absolute error (L1)."""
+
+    name, code = "mae", K.MAE
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+
+class Huber(_Elementwise):
+    """Huber loss: quadratic for ``|error| < delta``, linear beyond (torch.nn.HuberLoss)."""
+
+    name, code = "huber", K.HUBER
+
+    def get_config(self):
+        return dict(super().get_config(), delta=self.delta)
+
+
+class BinaryCrossEntropy(_Elementwise):
+    """Binary cross-entropy from logits (batch, k) against targets in [0, 1] (sigmoid fused)."""
+
+    name, code = "binary_cross_entropy", K.BCE_LOGITS
+    is_classification = True
+
+    def __init__(self, *, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
+    def check_targets(self, y, n_samples, n_outputs, dtype):
+        target = V.check_targets(y, n_samples, n_outputs, dtype)
+        if target.min() < 0 or target.max() > 1:
+            raise ValueError(f"binary_cross_entropy targets must lie in [0, 1], got values in "
+                             f"[{target.min()}, {target.max()}]")
+        return target
+
+    def correct_count(self, output, target):
+        return int(K.binary_accuracy_count(output, target))
+
+    def probabilities(self, output):
+        probs = np.empty_like(output)
+        activation_forward(output, probs, SIGMOID, 0.0)
+        return probs
+
+
+LOSSES = {cls.name: cls for cls in (CrossEntropy, BinaryCrossEntropy, MSE, MAE, Huber)}
+
+
+def get(loss) -> Loss:
+    """A Loss from a name in :data:`LOSSES` or an instance (returned as is)."""
+    if isinstance(loss, Loss):
+        return loss
+    name = V.check_choice(loss, LOSSES, "loss")
+    return LOSSES[name]()
+
+
+def from_config(config: dict) -> Loss:
+    config = dict(config)
+    return LOSSES[V.check_choice(config.pop("name"), LOSSES, "loss")](**config)

@@ -1,0 +1,360 @@
+"""Sequential: a stack of layers over one flat parameter buffer, trained with fit()."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from . import _validation as V
+from . import losses as losses_mod
+from . import optim as optim_mod
+from ._progress import EpochProgress
+from .callbacks import CallbackList, History
+from .layers.base import Layer, Workspace
+
+_PREDICT_BATCH = 1024
+
+
+class Sequential:
+    """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
+    initial weights, the shuffling order and dropout masks.
+
+    Parameters, gradients and optimizer states each live in one flat contiguous buffer
+    (``model.params``, ``model.grads``); every layer's ``weight``/``bias`` is a view into them,
+    weights (which get weight decay) first, then biases and normalisation parameters.
+    """
+
+    def __init__(self, layers, *, seed: int = 0, dtype="float32", device: str = "cpu",
+                 input_features: int | None = None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers is empty: pass a list of layers, e.g. [fnn.Dense(2, 16), fnn.Tanh(), "
+                             "fnn.Dense(16, 1)]")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a fastnn layer, got {type(layer).__name__} {layer!r}")
+        self.layers = layers
+        self.seed = V.check_int(seed, "seed", minimum=0)
+        self.dtype = V.check_dtype(dtype)
+        if device != "cpu":
+            V.check_choice(device, ("cpu", "cuda"), "device")
+            raise NotImplementedError("device='cuda' is not available yet: the CUDA backend is still being "
+                                      "built; use device='cpu'")
+        self.device = device
+        self.loss: losses_mod.Loss | None = None
+        self.optimizer = None
+        self.training = True
+        self.stop_training = False
+        self.epochs_done = 0
+        self._build(input_features)
+
+    # -- construction -----------------------------------------------------------------------
+    def _build(self, input_features):
+        first = self.layers[0]
+        width = input_features if input_features is not None else first.in_features
+        if width is None:
+            raise ValueError(f"the input size is unknown: give the first layer its input size "
+                             f"(e.g. Dense({first.out_features and 'in_features'}, ...)) or pass "
+                             f"Sequential(..., input_features=N)")
+        self.in_features = V.check_int(width, "input_features", minimum=1)
+        for i, layer in enumerate(self.layers):
+            expected = layer.in_features
+            if expected is not None and expected != width:
+                prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {width} features" if i else \
+                    f"the model's input has {width} features"
+                raise ValueError(f"layer sizes do not chain: {prev}, but layer {i} ({layer!r}) expects "
+                                 f"{expected}; make layer {i}'s input size {width}")
+            width = layer.build(width, self.dtype)
+        self.out_features = width
+        self._allocate_parameters()
+        self._grad_out = Workspace(self.dtype, grad=(self.out_features,))
+
+    def _allocate_parameters(self):
+        specs = [(i, spec) for i, layer in enumerate(self.layers) for spec in layer.parameter_specs()]
+        ordered = sorted(range(len(specs)), key=lambda k: not specs[k][1].decay)  # stable: decayed first
+        sizes = [int(np.prod(spec.shape)) for _, spec in specs]
+        total = sum(sizes)
+        self.params = np.zeros(total, self.dtype)
+        self.grads = np.zeros(total, self.dtype)
+        self.n_decay = sum(sizes[k] for k in range(len(specs)) if specs[k][1].decay)
+        views: list[dict] = [dict() for _ in self.layers]
+        grad_views: list[dict] = [dict() for _ in self.layers]
+        offsets = {}
+        offset = 0
+        for k in ordered:
+            offsets[k] = offset
+            offset += sizes[k]
+        self._param_index = []  # (name, offset, shape) in layer order
+        for k, (i, spec) in enumerate(specs):
+            lo, hi = offsets[k], offsets[k] + sizes[k]
+            views[i][spec.name] = self.params[lo:hi].reshape(spec.shape)
+            grad_views[i][spec.name] = self.grads[lo:hi].reshape(spec.shape)
+            spec.init(views[i][spec.name], self.seed, k)
+            self._param_index.append((f"{i}.{spec.name}", lo, spec.shape))
+        for layer, v, g in zip(self.layers, views, grad_views):
+            layer.bind(v, g)
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
+        return [(name, self.params[lo:lo + int(np.prod(shape))].reshape(shape),
+                 self.grads[lo:lo + int(np.prod(shape))].reshape(shape))
+                for name, lo, shape in self._param_index]
+
+    def count_params(self) -> int:
+        return int(self.params.size)
+
+    # -- modes ------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Sequential":
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.training = self.training
+        return self
+
+    def eval(self) -> "Sequential":
+        return self.train(False)
+
+    # -- computation ------------------------------------------------------------------------
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _backward(self, grad: np.ndarray, need_grad_x: bool) -> np.ndarray | None:
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            grad = self.layers[i].backward(grad, need_grad_x or i > 0)
+        return grad
+
+    def _check_x(self, X, argument="X"):
+        return V.check_array(X, argument, self.dtype, self.in_features, f"the first layer ({self.layers[0]!r})")
+
+    def forward(self, x, training: bool = False) -> np.ndarray:
+        """Output (batch, out_features) for input (batch, in_features); a new array.
+
+        Keeps what :meth:`backward` needs; ``training=True`` uses batch statistics and dropout.
+        """
+        self._last_input = self._check_x(x, "x")
+        return self._forward(self._last_input, training).copy()
+
+    def backward(self, grad_out) -> np.ndarray:
+        """Gradient of the input from ``grad_out`` = d loss / d output of the last forward().
+
+        Also writes every parameter's gradient (``model.grads``, ``named_parameters()``).
+        """
+        grad = V.check_array(grad_out, "grad_out", self.dtype, self.out_features, "the model's output")
+        if grad.shape[0] != self._last_input.shape[0]:
+            raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had "
+                             f"{self._last_input.shape[0]}")
+        return self._backward(grad, True).copy()
+
+    __call__ = forward
+
+    # -- training ---------------------------------------------------------------------------
+    def compile(self, loss="cross_entropy", optimizer="sgd") -> "Sequential":
+        """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance)."""
+        self.loss = losses_mod.get(loss)
+        self.optimizer = optim_mod.get(optimizer)
+        self.optimizer.bind(self.params, self.grads, self.n_decay)
+        return self
+
+    def _require_compiled(self, what: str):
+        if self.loss is None or self.optimizer is None:
+            raise RuntimeError(f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
+                               f"optimizer=...) first, or pass them to fit()")
+
+    def _check_xy(self, X, y, argument="X"):
+        X = self._check_x(X, argument)
+        y = self.loss.check_targets(y, X.shape[0], self.out_features, self.dtype)
+        return X, y
+
+    def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        out = self._forward(xb, True)
+        grad = self._grad_out(xb.shape[0])["grad"]
+        loss = self.loss.forward_backward(out, yb, grad, True)
+        if not math.isfinite(loss):
+            raise FloatingPointError(self._divergence_report(loss))
+        self._backward(grad, False)
+        self.optimizer.step()
+        return loss, out
+
+    def train_step(self, xb, yb) -> float:
+        """One forward, loss, backward and optimizer update on a batch; returns the loss."""
+        self._require_compiled("train_step")
+        xb, yb = self._check_xy(xb, yb, "xb")
+        return self._step(xb, yb)[0]
+
+    def _divergence_report(self, loss: float) -> str:
+        where = "the loss itself"
+        for i, layer in enumerate(self.layers):
+            if layer.last_output is not None and not np.isfinite(layer.last_output).all():
+                where = f"the output of layer {i} ({layer!r})"
+                break
+        return (f"Training diverged: the loss is {loss} at step {getattr(self.optimizer, 'step_count', '?')}; "
+                f"first non-finite value: {where}. Lower the learning rate, clip gradients "
+                f"(clip_norm=1.0) or standardise the inputs.")
+
+    def fit(self, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1) -> History:
+        """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
+
+        X (n, in_features) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
+        or (n,) targets. ``validation_data=(X_val, y_val)`` adds val_loss/val_accuracy per epoch.
+        ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch.
+        """
+        if loss is not None or optimizer is not None or self.loss is None or self.optimizer is None:
+            if (loss or self.loss) is None or (optimizer or self.optimizer) is None:
+                self._require_compiled("fit")
+            self.compile(loss or self.loss, optimizer or self.optimizer)
+        epochs = V.check_int(epochs, "epochs", minimum=0)
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
+        X, y = self._check_xy(X, y)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, y_val)")
+            X_val, y_val = self._check_xy(*validation_data, argument="X_val")
+        n = X.shape[0]
+        batch_size = min(batch_size, n)
+        batches = (n + batch_size - 1) // batch_size
+        history = History()
+        cbs = CallbackList([history, *(callbacks or [])], self)
+        progress = EpochProgress(verbose, epochs, batches)
+        x_buf = np.empty((batch_size, X.shape[1]), self.dtype)
+        y_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
+        was_training = self.training
+        self.train()
+        self.stop_training = False
+        cbs.on_train_begin({})
+        try:
+            first_epoch = self.epochs_done
+            for epoch in range(first_epoch, first_epoch + epochs):
+                cbs.on_epoch_begin(epoch, {})
+                progress.epoch_begin(epoch - first_epoch)
+                start = time.perf_counter()
+                order = np.random.default_rng([self.seed, epoch]).permutation(n) if shuffle else None
+                total_loss, correct = 0.0, 0
+                for b in range(batches):
+                    lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                    if order is None:
+                        xb, yb = X[lo:hi], y[lo:hi]
+                    else:
+                        idx = order[lo:hi]
+                        xb = np.take(X, idx, axis=0, out=x_buf[:hi - lo])
+                        yb = np.take(y, idx, axis=0, out=y_buf[:hi - lo])
+                    batch_loss, out = self._step(xb, yb)
+                    total_loss += batch_loss * (hi - lo)
+                    count = self.loss.correct_count(out, yb)
+                    correct = None if count is None else correct + count
+                    progress.batch_end(total_loss / hi)
+                    cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
+                logs = {"loss": total_loss / n}
+                if correct is not None:
+                    logs["accuracy"] = correct / n
+                if validation_data is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, y_val, _PREDICT_BATCH).items()})
+                logs["lr"] = float(self.optimizer.lr)
+                self.epochs_done = epoch + 1
+                progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            progress.close()
+            self.train(was_training)
+        cbs.on_train_end({})
+        return history
+
+    # -- inference --------------------------------------------------------------------------
+    def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+        out = np.empty((X.shape[0], self.out_features), self.dtype)
+        was_training = self.training
+        self.eval()
+        try:
+            for lo in range(0, X.shape[0], batch_size):
+                out[lo:lo + batch_size] = self._forward(X[lo:lo + batch_size], False)
+        finally:
+            self.train(was_training)
+        return out
+
+    def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """The network's outputs (logits for classifiers) for X, in evaluation mode."""
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        return self._predict(self._check_x(X), batch_size)
+
+    def predict_proba(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary)."""
+        self._require_compiled("predict_proba")
+        return self.loss.probabilities(self.predict(X, batch_size))
+
+    def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """Predicted class labels (argmax of the logits, or logit > 0 for one binary output)."""
+        out = self.predict(X, batch_size)
+        return out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0).astype(np.int64)
+
+    def _evaluate(self, X, y, batch_size) -> dict:
+        out = self._predict(X, batch_size)
+        grad = np.empty((1, 1), self.dtype)
+        metrics = {"loss": float(self.loss.forward_backward(out, y, grad, False))}
+        correct = self.loss.correct_count(out, y)
+        if correct is not None:
+            metrics["accuracy"] = correct / X.shape[0]
+        return metrics
+
+    def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
+        """{"loss": ..., "accuracy": ...} (accuracy for classification losses), in evaluation mode."""
+        self._require_compiled("evaluate")
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        X, y = self._check_xy(X, y)
+        return self._evaluate(X, y, batch_size)
+
+    # -- weights ----------------------------------------------------------------------------
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Every parameter ("0.weight" ...) and layer buffer ("1.running_mean" ...) by name."""
+        arrays = {name: value for name, value, _ in self.named_parameters()}
+        for i, layer in enumerate(self.layers):
+            arrays.update({f"{i}.{name}": buf for name, buf in layer.buffers().items()})
+        return arrays
+
+    def save_weights(self, path) -> None:
+        """Write parameters and buffers to an .npz file (no pickle; written atomically)."""
+        from .io import atomic_write
+
+        with atomic_write(path) as handle:
+            np.savez(handle, **self.state_arrays())
+
+    def load_weights(self, path) -> None:
+        """Load parameters and buffers saved by :meth:`save_weights`; shapes must match."""
+        expected = self.state_arrays()
+        with np.load(path, allow_pickle=False) as data:
+            missing = sorted(set(expected) - set(data.files))
+            unexpected = sorted(set(data.files) - set(expected))
+            if missing or unexpected:
+                raise ValueError(f"{path} does not match this model: missing {missing}, unexpected {unexpected}")
+            for name, target in expected.items():
+                if data[name].shape != target.shape:
+                    raise ValueError(f"{path}: {name} has shape {data[name].shape}, the model expects {target.shape}")
+            for name, target in expected.items():
+                target[...] = data[name]
+
+    # -- description ------------------------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """Table of layers, output shapes and parameter counts; printed and returned."""
+        rows = [("#", "Layer", "Output shape", "Params")]
+        counts = [sum(int(np.prod(s.shape)) for s in layer.parameter_specs()) for layer in self.layers]
+        for i, (layer, count) in enumerate(zip(self.layers, counts)):
+            rows.append((str(i), repr(layer), f"(batch, {layer.out_features})", f"{count:,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        line = "-" * (sum(widths) + 6)
+        fmt = lambda r: "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))  # noqa: E731
+        text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
+                          line, *map(fmt, rows[1:]), line,
+                          f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)",
+                          f"Input features: {self.in_features}"])
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
