@@ -1,0 +1,754 @@
+"""Datasets and data files: toy generators, scikit-learn's digits, IDX/CSV/NPZ readers, splitting, scaling.
+
+Toy problems (each ``(X, y)`` with ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)``):
+:func:`make_xor`, :func:`make_spirals`, :func:`make_moons`. Every generator takes ``seed`` (an int,
+``None`` or a :class:`numpy.random.Generator`): the same seed gives the same data.
+
+Files: :func:`read_idx` / :func:`write_idx` (the MNIST format, optionally gzipped), :func:`read_csv`,
+:func:`read_npz`, and :func:`load_file`, which picks the reader from the file's name and first bytes.
+Nothing is ever unpickled.
+
+Preparation: :func:`train_test_split` (seeded, optionally stratified), :class:`Standardizer` and
+:func:`standardize`.
+
+Plain NumPy: none of this is a hot path.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import math
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Standardizer",
+    "load_digits",
+    "load_file",
+    "make_moons",
+    "make_spirals",
+    "make_xor",
+    "read_csv",
+    "read_idx",
+    "read_npz",
+    "standardize",
+    "train_test_split",
+    "write_idx",
+]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+# IDX type code -> big-endian dtype of the stored values
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+# numpy dtype (native byte order) -> IDX type code
+_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks (user input is checked here, once)
+# --------------------------------------------------------------------------------------------
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value
+
+
+def _check_noise(noise: Any) -> float:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
+        raise TypeError(f"noise must be a float >= 0, got {type(noise).__name__} ({noise!r})")
+    noise = float(noise)
+    if not (math.isfinite(noise) and noise >= 0.0):
+        raise ValueError(f"noise must be a finite float >= 0 (the Gaussian standard deviation), got {noise}")
+    return noise
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return np.random.default_rng(seed)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} ({value!r})")
+    return bool(value)
+
+
+def _path(name: str, path: Any) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike file path, got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _head(path: str, n: int = 4) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+# --------------------------------------------------------------------------------------------
+# toy problems
+# --------------------------------------------------------------------------------------------
+
+_XOR_CORNERS = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+_XOR_LABELS = np.array([0, 1, 1, 0], dtype=np.int64)
+
+
+def make_xor(n_samples: int = 200, noise: float = 0.0, seed: Any = 0, *, shuffle: bool = True):
+    """Points at the four corners ``(+-1, +-1)``, labelled by the XOR of the coordinates' signs.
+
+    Corners are used in turn (as balanced as ``n_samples`` allows), then Gaussian noise of standard
+    deviation ``noise`` is added; a point's label is its corner's (so noise > 1 makes classes overlap).
+    ``make_xor(4)`` (with ``noise=0``) is the classic truth table: each corner once, in the order
+    ``(-1,-1), (-1,1), (1,-1), (1,1)`` with labels ``0, 1, 1, 0`` (``shuffle`` does not apply).
+
+    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``{0, 1}``.
+    """
+    n = _check_int("n_samples", n_samples, 1)
+    noise = _check_noise(noise)
+    shuffle = _check_bool("shuffle", shuffle)
+    rng = _rng(seed)
+    corner = np.arange(n) % 4
+    if shuffle and not (n == 4 and noise == 0.0):
+        corner = rng.permutation(corner)
+    X = _XOR_CORNERS[corner]
+    if noise > 0.0:
+        X = X + rng.normal(0.0, noise, size=X.shape)
+    return X, _XOR_LABELS[corner]
+
+
+def _class_sizes(n: int, k: int) -> np.ndarray:
+    """``n`` split into ``k`` near-equal parts (the first ``n % k`` one larger)."""
+    return np.full(k, n // k) + (np.arange(k) < n % k)
+
+
+def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0,
+                 *, shuffle: bool = True):
+    """Interleaved spiral arms, one per class (the CS231n toy problem).
+
+    Class ``j``'s points have radius ``linspace(0, 1)`` and angle ``linspace(4j, 4(j+1))`` plus
+    Gaussian noise of standard deviation ``noise`` (radians); ``X = r * (sin t, cos t)``.
+    Classes are as balanced as ``n_samples`` allows.
+
+    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``[0, n_classes)``.
+    """
+    k = _check_int("n_classes", n_classes, 1)
+    n = _check_int("n_samples", n_samples, k)
+    noise = _check_noise(noise)
+    shuffle = _check_bool("shuffle", shuffle)
+    rng = _rng(seed)
+    sizes = _class_sizes(n, k)
+    r = np.concatenate([np.linspace(0.0, 1.0, m) for m in sizes])
+    t = np.concatenate([np.linspace(4.0 * j, 4.0 * (j + 1), m) for j, m in enumerate(sizes)])
+    if noise > 0.0:
+        t = t + rng.normal(0.0, noise, size=n)
+    X = np.column_stack([r * np.sin(t), r * np.cos(t)])
+    y = np.repeat(np.arange(k, dtype=np.int64), sizes)
+    if shuffle:
+        order = rng.permutation(n)
+        X, y = X[order], y[order]
+    return X, y
+
+
+def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuffle: bool = True):
+    """Two interleaving half circles (as scikit-learn's ``make_moons``).
+
+    Class 0 is the upper moon ``(cos a, sin a)``, class 1 the lower one ``(1 - cos a, 0.5 - sin a)``,
+    ``a`` in ``[0, pi]``; class 0 gets ``n_samples // 2`` points. Gaussian noise of standard deviation
+    ``noise`` is added to every coordinate.
+
+    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``{0, 1}``.
+    """
+    n = _check_int("n_samples", n_samples, 2)
+    noise = _check_noise(noise)
+    shuffle = _check_bool("shuffle", shuffle)
+    rng = _rng(seed)
+    n_out = n // 2
+    n_in = n - n_out
+    a_out = np.linspace(0.0, np.pi, n_out)
+    a_in = np.linspace(0.0, np.pi, n_in)
+    X = np.vstack([
+        np.column_stack([np.cos(a_out), np.sin(a_out)]),
+        np.column_stack([1.0 - np.cos(a_in), 0.5 - np.sin(a_in)]),
+    ])
+    y = np.repeat(np.array([0, 1], dtype=np.int64), [n_out, n_in])
+    if shuffle:
+        order = rng.permutation(n)
+        X, y = X[order], y[order]
+    if noise > 0.0:
+        X = X + rng.normal(0.0, noise, size=X.shape)
+    return X, y
+
+
+def load_digits(return_X_y: bool = True):
+    """scikit-learn's bundled 8x8 handwritten digits (no network needed).
+
+    Returns ``X`` float64 ``(1797, 64)`` scaled to ``[0, 1]`` (pixel values / 16) and ``y`` int64
+    ``(1797,)`` in ``[0, 10)``. With ``return_X_y=False`` returns a dict with ``"data"`` (that ``X``),
+    ``"target"``, ``"images"`` (``(1797, 8, 8)``, scaled the same way) and ``"target_names"``.
+    Needs scikit-learn: ``pip install "fastnn[datasets]"``.
+    """
+    return_X_y = _check_bool("return_X_y", return_X_y)
+    try:
+        from sklearn.datasets import load_digits as _sk_load_digits
+    except ImportError as exc:
+        raise ImportError(
+            'load_digits needs scikit-learn, which is not installed: pip install "fastnn[datasets]" '
+            "(or pip install scikit-learn)"
+        ) from exc
+    bunch = _sk_load_digits()
+    X = np.asarray(bunch.data, dtype=np.float64) / 16.0
+    y = np.asarray(bunch.target, dtype=np.int64)
+    if return_X_y:
+        return X, y
+    return {
+        "data": X, "target": y, "images": X.reshape(-1, 8, 8),
+        "target_names": np.asarray(bunch.target_names, dtype=np.int64),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# IDX (MNIST) files
+# --------------------------------------------------------------------------------------------
+
+def _read_bytes(path: str) -> bytes:
+    """The file's content, gunzipped when it starts with the gzip magic bytes."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path!r}: corrupt or truncated gzip data ({exc})") from exc
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not (detected from its first bytes).
+
+    Supports every IDX type (uint8, int8, int16, int32, float32, float64) and any number of
+    dimensions. Returns a new, writable array of that dtype in native byte order with the stored shape
+    (MNIST images: uint8 ``(n, 28, 28)``; labels: uint8 ``(n,)``).
+    Raises ``ValueError`` naming the file when it is truncated, too long or not IDX.
+    """
+    path = _path("path", path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"{path!r} is not an IDX file: {len(data)} bytes, shorter than the 4-byte magic number")
+    zero, code, ndim = data[0] << 8 | data[1], data[2], data[3]
+    if zero != 0 or code not in _IDX_DTYPES:
+        raise ValueError(
+            f"{path!r} is not an IDX file: magic number {data[:4].hex()} (expected 0000 followed by a "
+            f"type byte in {{{', '.join(f'{c:02x}' for c in _IDX_DTYPES)}}} and the number of dimensions)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(
+            f"{path!r}: truncated IDX header: {ndim} dimensions need {header} header bytes, file has {len(data)}"
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = _IDX_DTYPES[code]
+    count = math.prod(shape)
+    expected = header + count * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(
+            f"{path!r}: IDX data {what}: shape {shape} of {dtype.newbyteorder('=').name} needs "
+            f"{expected} bytes in all, file has {len(data)}"
+        )
+    values = np.frombuffer(data, dtype=dtype, count=count, offset=header)
+    return values.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def _atomic_write(path: str, write) -> None:
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_idx(path: str | os.PathLike, array: Any) -> None:
+    """Write ``array`` as an IDX file (gzipped when ``path`` ends with ``.gz``).
+
+    ``array`` must have dtype uint8, int8, int16, int32, float32 or float64, at most 255 dimensions and
+    every dimension below 2**32. The file is written atomically (temporary file, then rename).
+    """
+    path = _path("path", path)
+    a = np.asarray(array)
+    key = a.dtype.newbyteorder("=") if a.dtype.byteorder in "<>" else a.dtype
+    if key not in _IDX_CODES:
+        raise TypeError(
+            f"array has dtype {a.dtype}, which IDX cannot store; convert it first, e.g. "
+            "array.astype(np.uint8), np.int32 or np.float32 (IDX holds uint8, int8, int16, int32, "
+            "float32, float64)"
+        )
+    if a.ndim > 255 or any(d >= 2**32 for d in a.shape):
+        raise ValueError(f"array of shape {a.shape} does not fit IDX (at most 255 dimensions, each < 2**32)")
+    code = _IDX_CODES[key]
+    header = struct.pack(f">BBBB{a.ndim}I", 0, 0, code, a.ndim, *a.shape)
+    body = np.ascontiguousarray(a, dtype=_IDX_DTYPES[code])
+
+    def write(f):
+        if path.endswith(".gz"):
+            # filename="" and mtime=0: the same array gives the same bytes
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=6, mtime=0) as gz:
+                gz.write(header)
+                gz.write(memoryview(body).cast("B"))
+        else:
+            f.write(header)
+            f.write(memoryview(body).cast("B"))
+
+    _atomic_write(path, write)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _open_text(path: str):
+    """Text handle on ``path``, gunzipping it when it starts with the gzip magic bytes."""
+    if _head(path, 2) == _GZIP_MAGIC:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_rows(path: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """Non-blank rows (cells stripped) and the line number where each ends."""
+    rows, lines = [], []
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                cells = [c.strip() for c in row]
+                if any(cells):
+                    rows.append(cells)
+                    lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path!r} could not be read as delimited text: {exc}") from exc
+    return rows, lines
+
+
+def _resolve_target(target: Any, names: list[str] | None, n_cols: int, path: str) -> int:
+    if isinstance(target, str):
+        if names is None:
+            raise ValueError(
+                f"target={target!r} is a column name but {path!r} has no header row; pass the column "
+                "index instead (e.g. target=-1) or header=True if the first row is a header"
+            )
+        hits = [j for j, name in enumerate(names) if name == target]
+        if not hits:
+            close = difflib.get_close_matches(target, names, n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"target={target!r} is not a column of {path!r}; columns are {names}{hint}")
+        if len(hits) > 1:
+            raise ValueError(f"target={target!r} names several columns of {path!r} (indices {hits}); pass an index")
+        return hits[0]
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise TypeError(f"target must be a column name (str), a column index (int) or None, got "
+                        f"{type(target).__name__}")
+    if not -n_cols <= target < n_cols:
+        raise ValueError(f"target={target} is out of range for {path!r}, which has {n_cols} columns "
+                         f"(valid indices: {-n_cols} to {n_cols - 1})")
+    return int(target) % n_cols
+
+
+def _to_float(cells: np.ndarray, lines: list[int], columns: list[int], names: list[str] | None,
+              path: str) -> np.ndarray:
+    """``cells`` (a 2-D str array) as float64; the first unparsable cell is named in the error."""
+    try:
+        return cells.astype(np.float64)
+    except ValueError:
+        pass
+    for j in range(cells.shape[1]):
+        try:
+            cells[:, j].astype(np.float64)
+            continue
+        except ValueError:
+            pass
+        for i in range(cells.shape[0]):
+            try:
+                np.array(cells[i, j]).astype(np.float64)
+            except ValueError:
+                col = columns[j]
+                label = f"column {col}" + (f" ({names[col]!r})" if names is not None else "")
+                raise ValueError(
+                    f"{path!r}, line {lines[i]}, {label}: {str(cells[i, j])!r} is not a number; feature "
+                    "columns must be numeric (make it the target column, or drop it)"
+                ) from None
+    raise ValueError(f"{path!r}: some feature cells are not numbers")  # pragma: no cover
+
+
+def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter: str = ",",
+             header: str | bool = "infer", *, return_classes: bool = False):
+    """Read a delimited text file (optionally gzipped) of numbers into ``(X, y)``.
+
+    ``target``: the label column, by name (needs a header) or index (negative counts from the end);
+    ``None`` means no labels (``y`` is ``None``). ``header``: ``True``, ``False`` or ``"infer"`` (the
+    first row is a header when some column holds a non-number there and a number in the second row).
+    Blank lines are skipped; cells are stripped of surrounding spaces.
+
+    Returns ``X`` float64 ``(n_rows, n_features)`` and ``y``: int64 when the target column holds
+    integers or strings (strings become ``0..k-1`` in sorted order), float64 for other numbers.
+    With ``return_classes=True`` returns ``(X, y, classes)``, ``classes`` being the sorted class names
+    (a str array) when the target held strings, else ``None``.
+    """
+    path = _path("path", path)
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ValueError(f"delimiter must be a single character, got {delimiter!r}")
+    if not (isinstance(header, (bool, np.bool_)) or (isinstance(header, str) and header == "infer")):
+        raise ValueError(f"header must be True, False or 'infer', got {header!r}")
+    return_classes = _check_bool("return_classes", return_classes)
+    rows, lines = _read_rows(path, delimiter)
+    if not rows:
+        raise ValueError(f"{path!r} is empty (no non-blank rows)")
+    n_cols = len(rows[0])
+    for row, line in zip(rows, lines):
+        if len(row) != n_cols:
+            raise ValueError(f"{path!r}, line {line}: {len(row)} cells, but the first row has {n_cols} "
+                             f"(is the delimiter {delimiter!r} right?)")
+    if header == "infer":
+        header = len(rows) > 1 and any(
+            not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1]))
+    names = None
+    if header:
+        names, rows, lines = rows[0], rows[1:], lines[1:]
+        if not rows:
+            raise ValueError(f"{path!r} has a header row but no data rows")
+    t = None if target is None else _resolve_target(target, names, n_cols, path)
+    feature_cols = [j for j in range(n_cols) if j != t]
+    if not feature_cols:
+        raise ValueError(f"{path!r} has no feature columns besides the target column")
+    cells = np.array(rows, dtype=str)
+    X = _to_float(cells[:, feature_cols], lines, feature_cols, names, path)
+    y, classes = None, None
+    if t is not None:
+        y, classes = _parse_target(cells[:, t], lines, path)
+    return (X, y, classes) if return_classes else (X, y)
+
+
+def _parse_target(col: np.ndarray, lines: list[int], path: str):
+    empty = np.flatnonzero(col == "")
+    if empty.size:
+        raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
+    try:
+        values = col.astype(np.float64)
+    except ValueError:
+        classes, y = np.unique(col, return_inverse=True)
+        return y.astype(np.int64), classes
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)) \
+            and np.all(np.abs(values) < 2.0**63):
+        return values.astype(np.int64), None
+    return values, None
+
+
+# --------------------------------------------------------------------------------------------
+# NPZ
+# --------------------------------------------------------------------------------------------
+
+def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y"):
+    """Read ``(X, y)`` from a ``.npz`` archive (``np.savez``), never unpickling anything.
+
+    ``X`` is the array stored under ``x_key``; ``y`` the one under ``y_key``, or ``None`` when
+    ``y_key`` is ``None`` or is left at its default ``"y"`` and the archive has no ``"y"``.
+    Arrays come back as stored (dtype and shape). A missing key raises ``KeyError`` listing the keys
+    the archive has; a file that is not an ``.npz`` archive raises ``ValueError``.
+    """
+    path = _path("path", path)
+    for name, key in (("x_key", x_key), ("y_key", y_key)):
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"{name} must be a str{' or None' if name == 'y_key' else ''}, got {type(key).__name__}")
+    if x_key is None:
+        raise TypeError("x_key must be a str, got None")
+    if _head(path) != _ZIP_MAGIC:
+        raise ValueError(f"{path!r} is not an .npz archive (it does not start with the zip magic bytes)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path!r} is not a readable .npz archive: {exc}") from exc
+    with archive:
+        keys = list(archive.files)
+
+        def get(key):
+            if key not in keys:
+                raise KeyError(f"{path!r} has no array {key!r}; its arrays are {keys}")
+            try:
+                return archive[key]
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                raise ValueError(f"{path!r}: array {key!r} cannot be read without unpickling or is "
+                                 f"corrupt: {exc}") from exc
+
+        X = get(x_key)
+        y = None
+        if y_key is not None and (y_key in keys or y_key != "y"):
+            y = get(y_key)
+    return X, y
+
+
+# --------------------------------------------------------------------------------------------
+# any file
+# --------------------------------------------------------------------------------------------
+
+def _looks_like_idx(head: bytes) -> bool:
+    return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
+
+
+def _as_float(X: np.ndarray) -> np.ndarray:
+    return X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
+
+
+def load_file(path: str | os.PathLike, target: Any = None):
+    """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
+
+    - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`; ``target`` is the label column's
+      name or index (``None``: no labels).
+    - ``.npz`` (or any zip): :func:`read_npz`; ``target`` is the label array's key (default ``"y"``).
+    - IDX (``.idx``, ``*-ubyte``, ``.gz``, or IDX magic bytes): :func:`read_idx`; ``target`` is the
+      path of the labels IDX file (or ``None``). Images ``(n, rows, cols)`` are flattened to
+      ``(n, rows * cols)``.
+
+    ``X`` is 2-D and floating: integer data become float64 (not rescaled: divide MNIST by 255 yourself),
+    float32 stays float32. ``y`` is as the reader gives it (IDX labels as int64), or ``None``.
+    """
+    path = _path("path", path)
+    name = path.lower()
+    inner = name.removesuffix(".gz")
+    head = _head(path)
+    if head[:2] == _GZIP_MAGIC and not inner.endswith((".csv", ".tsv", ".txt")):
+        with gzip.open(path, "rb") as f:
+            try:
+                head = f.read(4)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ValueError(f"{path!r}: corrupt gzip data ({exc})") from exc
+    if inner.endswith((".csv", ".tsv", ".txt")):
+        X, y = read_csv(path, target=target, delimiter="\t" if inner.endswith(".tsv") else ",")
+        return X, y
+    if inner.endswith(".npz") or head == _ZIP_MAGIC:
+        if target is not None and not isinstance(target, str):
+            raise TypeError(f"target for an .npz file must be the label array's key (a str), got "
+                            f"{type(target).__name__}")
+        X, y = read_npz(path, y_key="y" if target is None else target)
+        if X.ndim != 2:
+            X = X.reshape(len(X), -1) if X.ndim > 2 else X.reshape(-1, 1)
+        return _as_float(X), y
+    if _looks_like_idx(head) or inner.endswith((".idx", "ubyte")) or "idx" in os.path.basename(inner):
+        X = read_idx(path)
+        X = X.reshape(len(X), -1) if X.ndim >= 2 else X.reshape(-1, 1)
+        y = None
+        if target is not None:
+            if not isinstance(target, (str, os.PathLike)):
+                raise TypeError(f"target for an IDX file must be the path of the labels IDX file, got "
+                                f"{type(target).__name__}")
+            y = read_idx(target)
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            if y.ndim != 1 or len(y) != len(X):
+                raise ValueError(f"labels file {os.fspath(target)!r} holds shape {y.shape}; expected "
+                                 f"({len(X)},): one label per image of {path!r}")
+            if np.issubdtype(y.dtype, np.integer):
+                y = y.astype(np.int64)
+        return _as_float(X), y
+    raise ValueError(f"cannot tell the format of {path!r}: expected .csv/.tsv, .npz or an IDX file "
+                     "(.idx, *-ubyte, optionally .gz)")
+
+
+# --------------------------------------------------------------------------------------------
+# splitting and scaling
+# --------------------------------------------------------------------------------------------
+
+def _n_test(test_size: Any, n: int) -> int:
+    msg = f"test_size must be in (0, 1) or an int in [1, n_samples-1] = [1, {n - 1}], got {test_size!r}"
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float, np.integer, np.floating)):
+        raise TypeError(msg)
+    if isinstance(test_size, (int, np.integer)):
+        if not 1 <= test_size <= n - 1:
+            raise ValueError(msg)
+        return int(test_size)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(msg)
+    n_test = math.ceil(test_size * n)
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(f"test_size={test_size} leaves {n_test} of {n} samples for the test set; "
+                         "both sets need at least one sample")
+    return n_test
+
+
+def _stratified_test_counts(counts: np.ndarray, n_test: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-class test counts summing to ``n_test``, proportional to ``counts`` (largest remainder)."""
+    ideal = counts * (n_test / counts.sum())
+    take = np.floor(ideal).astype(np.int64)
+    left = n_test - take.sum()
+    if left:
+        # largest fractional part first; ties broken at random (seeded)
+        order = np.lexsort((rng.random(len(counts)), -(ideal - take)))
+        take[order[:left]] += 1
+    return take
+
+
+def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stratify: Any = False):
+    """Shuffle and split into ``X_train, X_test, y_train, y_test``.
+
+    ``test_size``: fraction in (0, 1) (rounded up to whole samples) or a count in
+    ``[1, n_samples - 1]``. ``stratify=True`` keeps each class's share of ``y`` in both sets (an array of
+    labels may be given instead, to stratify on it). ``y`` may be ``None`` (then both y parts are None).
+    The same ``seed`` gives the same split.
+    """
+    X = np.asarray(X)
+    if X.ndim == 0:
+        raise ValueError("X must be an array with one sample per row, got a scalar")
+    n = len(X)
+    if n < 2:
+        raise ValueError(f"X must have at least 2 samples to split, got {n}")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != n:
+            raise ValueError(f"X and y must have the same number of samples, got {n} and "
+                             f"{'a scalar' if y.ndim == 0 else len(y)}")
+    n_test = _n_test(test_size, n)
+    rng = _rng(seed)
+    if isinstance(stratify, (bool, np.bool_)):
+        labels = None
+        if stratify:
+            if y is None:
+                raise ValueError("stratify=True needs labels y; pass y or stratify=False")
+            labels = y
+    else:
+        labels = np.asarray(stratify)
+        if labels.ndim != 1 or len(labels) != n:
+            raise ValueError(f"stratify must be True, False or an array of {n} labels, got shape {labels.shape}")
+    if labels is None:
+        order = rng.permutation(n)
+        test, train = order[:n_test], order[n_test:]
+    else:
+        if labels.ndim != 1:
+            raise ValueError(f"stratify=True needs 1-D class labels y, got y of shape {labels.shape}")
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        if counts.min() < 2:
+            raise ValueError(f"stratify: class {classes[counts.argmin()]!r} has only 1 sample; every class "
+                             "needs at least 2 (or use stratify=False)")
+        take = _stratified_test_counts(counts, n_test, rng)
+        test_parts, train_parts = [], []
+        for c, k in enumerate(take):
+            members = rng.permutation(np.flatnonzero(inverse == c))
+            test_parts.append(members[:k])
+            train_parts.append(members[k:])
+        test = rng.permutation(np.concatenate(test_parts))
+        train = rng.permutation(np.concatenate(train_parts))
+    if y is None:
+        return X[train], X[test], None, None
+    return X[train], X[test], y[train], y[test]
+
+
+class Standardizer:
+    """Per-feature standardisation: ``(X - mean_) / std_``.
+
+    ``fit`` computes ``mean_`` and ``std_`` (population std) of each column of a 2-D ``X``; constant
+    columns get ``std_ = 1`` (they become 0, not NaN). Floating inputs keep their dtype (float32 stays
+    float32; statistics are computed in float64); integer inputs give float64.
+    """
+
+    def __init__(self) -> None:
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+
+    @staticmethod
+    def _check(X: Any, name: str = "X") -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
+        if X.ndim != 2:
+            hint = " (use X.reshape(-1, 1) for a single feature)" if X.ndim == 1 else ""
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}{hint}")
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float64)
+        if not np.isfinite(X.sum()) and not np.isfinite(X).all():
+            raise ValueError(f"{name} contains NaN or inf; remove or impute those values first")
+        return X
+
+    def fit(self, X: Any) -> Standardizer:
+        X = self._check(X)
+        if X.shape[0] == 0:
+            raise ValueError("X must have at least one sample to fit, got shape (0, ...)")
+        x64 = X.astype(np.float64, copy=False)
+        mean = x64.mean(axis=0)
+        var = x64.var(axis=0)
+        n, eps = X.shape[0], np.finfo(X.dtype).eps
+        # constant columns: exactly equal values (their mean is that value, so they become exactly 0),
+        # or a variance within rounding of zero (as scikit-learn)
+        exact = np.ptp(x64, axis=0) == 0
+        mean = np.where(exact, x64[0], mean)
+        constant = exact | (var <= n * eps * var + (n * mean * eps) ** 2)
+        std = np.where(constant, 1.0, np.sqrt(var))
+        self.mean_, self.std_ = mean.astype(X.dtype), std.astype(X.dtype)
+        return self
+
+    def _fitted(self, X: Any, name: str) -> np.ndarray:
+        if self.mean_ is None:
+            raise ValueError("this Standardizer is not fitted yet; call fit(X_train) first")
+        X = self._check(X, name)
+        if X.shape[1] != self.mean_.shape[0]:
+            raise ValueError(f"{name} has {X.shape[1]} features, but the Standardizer was fitted on "
+                             f"{self.mean_.shape[0]}")
+        return X
+
+    def transform(self, X: Any) -> np.ndarray:
+        X = self._fitted(X, "X")
+        return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
+
+    def fit_transform(self, X: Any) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        X = self._fitted(X, "X")
+        return X * self.std_.astype(X.dtype) + self.mean_.astype(X.dtype)
+
+    def __repr__(self) -> str:
+        fitted = "unfitted" if self.mean_ is None else f"n_features={self.mean_.shape[0]}"
+        return f"Standardizer({fitted})"
+
+
+def standardize(X_train: Any, X_test: Any = None):
+    """Fit a :class:`Standardizer` on ``X_train`` and apply it.
+
+    Returns ``(X_train_scaled, scaler)``, or ``(X_train_scaled, X_test_scaled, scaler)`` when ``X_test``
+    is given.
+    """
+    scaler = Standardizer()
+    train = scaler.fit_transform(X_train)
+    if X_test is None:
+        return train, scaler
+    return train, scaler.transform(X_test), scaler
