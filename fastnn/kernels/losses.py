@@ -1,0 +1,246 @@
+"""Loss functions: the loss value and its gradient w.r.t. the prediction in one pass.
+
+Each loss's per-element value and derivative is written once as a scalar function
+(:func:`loss_value`, :func:`loss_grad`); the CPU kernels below (and, later, the CUDA
+kernels) call them. The loss is accumulated in float64, in fixed chunks of
+``REDUCTION_CHUNK_ROWS`` rows whose partial sums go to a caller-owned ``partials`` buffer of
+shape ``(n_partials(batch),)`` float64 and are combined in chunk order, so the value is
+bit-identical on any number of threads. Chunks run serially below ``PARALLEL_MIN_ELEMENTS``
+elements and over ``prange`` above it.
+
+Reductions follow torch: ``mean`` divides by the batch size for cross-entropy and by the
+total element count ``m * k`` for the elementwise losses; ``sum`` does not divide. The
+gradient buffer has the prediction's shape and dtype and receives d(loss)/d(prediction) for
+the chosen reduction; with ``compute_grad=False`` (evaluation) it is not touched.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from ._scalar import like, n_chunks
+from .activations import sigmoid
+
+MSE, MAE, HUBER, BCE_LOGITS, CROSS_ENTROPY = range(5)
+
+#: kind of a loss: "elementwise" (prediction and target of the same shape (m, k), float) or
+#: "classes" (logits (m, c) and int64 class labels (m,))
+ELEMENTWISE, CLASSES = "elementwise", "classes"
+
+#: name -> (code, kind)
+LOSSES = {
+    "mse": (MSE, ELEMENTWISE),
+    "mae": (MAE, ELEMENTWISE),
+    "huber": (HUBER, ELEMENTWISE),
+    "binary_cross_entropy": (BCE_LOGITS, ELEMENTWISE),
+    "cross_entropy": (CROSS_ENTROPY, CLASSES),
+}
+
+
+def n_partials(batch: int) -> int:
+    """Length of the float64 ``partials`` scratch buffer the loss kernels need for ``batch`` rows."""
+    return max(1, -(-batch // REDUCTION_CHUNK_ROWS))
+
+
+# ---------------------------------------------------------------------------- scalar rules
+
+
+@njit(**JIT_INLINE)
+def loss_value(code, p, t, delta):
+    """Per-element loss of prediction ``p`` against target ``t`` (elementwise losses).
+
+    MSE (p - t)^2; MAE |p - t|; HUBER 0.5 d^2 if |d| < delta else delta (|d| - delta/2);
+    BCE_LOGITS (p is a logit) max(p, 0) - p t + log1p(exp(-|p|)), stable for any |p|.
+    """
+    zero = like(0.0, p)
+    half = like(0.5, p)
+    if code == BCE_LOGITS:
+        return max(p, zero) - p * t + np.log1p(np.exp(-abs(p)))
+    d = p - t
+    if code == MSE:
+        return d * d
+    if code == MAE:
+        return abs(d)
+    ad = abs(d)
+    if ad < delta:
+        return half * d * d
+    return delta * (ad - half * delta)
+
+
+@njit(**JIT_INLINE)
+def loss_grad(code, p, t, delta):
+    """d(loss_value)/dp; MAE's derivative at p == t is 0 and Huber's is clamp(d, -delta, delta) (as torch)."""
+    zero = like(0.0, p)
+    one = like(1.0, p)
+    if code == BCE_LOGITS:
+        return sigmoid(p) - t
+    d = p - t
+    if code == MSE:
+        return like(2.0, p) * d
+    if code == MAE:
+        if d > zero:
+            return one
+        if d < zero:
+            return -one
+        return zero
+    return min(max(d, -delta), delta)
+
+
+# ---------------------------------------------------------------------------- chunk bodies
+
+
+@njit(**JIT_INLINE)
+def _chunk_rows(m, chunk):
+    r0 = chunk * REDUCTION_CHUNK_ROWS
+    return r0, min(r0 + REDUCTION_CHUNK_ROWS, m)
+
+
+@njit(**JIT_INLINE)
+def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
+    """Sum over one row chunk of log-sum-exp(row) - row[label] (float64); grad = scale (softmax - onehot)."""
+    r0, r1 = _chunk_rows(logits.shape[0], chunk)
+    c = logits.shape[1]
+    total = 0.0
+    for i in range(r0, r1):
+        row_max = logits[i, 0]
+        for j in range(1, c):
+            row_max = max(row_max, logits[i, j])
+        s = like(0.0, logits)
+        if compute_grad:
+            for j in range(c):
+                e = np.exp(logits[i, j] - row_max)
+                grad[i, j] = e
+                s += e
+        else:
+            for j in range(c):
+                s += np.exp(logits[i, j] - row_max)
+        label = labels[i]
+        total += np.float64(np.log(s) - (logits[i, label] - row_max))
+        if compute_grad:
+            inv = scale / s
+            for j in range(c):
+                grad[i, j] *= inv
+            grad[i, label] -= scale
+    return total
+
+
+@njit(**JIT_INLINE)
+def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk):
+    """Sum over one row chunk of loss_value (float64); grad = scale * loss_grad."""
+    r0, r1 = _chunk_rows(pred.shape[0], chunk)
+    k = pred.shape[1]
+    total = 0.0
+    for i in range(r0, r1):
+        for j in range(k):
+            total += np.float64(loss_value(code, pred[i, j], target[i, j], delta))
+        if compute_grad:
+            for j in range(k):
+                grad[i, j] = scale * loss_grad(code, pred[i, j], target[i, j], delta)
+    return total
+
+
+@njit(**JIT_INLINE)
+def _combine(partials, chunks):
+    """Sum of partials[0:chunks] in chunk order."""
+    total = 0.0
+    for c in range(chunks):
+        total += partials[c]
+    return total
+
+
+# ---------------------------------------------------------------------------- kernels
+
+
+@njit(**JIT_PARALLEL)
+def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute_grad):
+    """Softmax cross-entropy from logits; returns the loss (float64) and writes its gradient.
+
+    logits (m, c) float32/float64, labels (m,) int64 in [0, c), grad (m, c) of the logits'
+    dtype (ignored when ``compute_grad`` is False), partials (n_partials(m),) float64 scratch.
+    Loss = sum_i [log sum_j exp(logits[i, j]) - logits[i, labels[i]]], divided by m if
+    ``mean``; grad = (softmax(logits) - onehot(labels)) / m (or / 1 for sum).
+    """
+    m, c = logits.shape
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    scale = like(1.0 / m if mean else 1.0, logits)
+    if m * c < PARALLEL_MIN_ELEMENTS:
+        for ch in range(chunks):
+            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
+    else:
+        for ch in prange(chunks):
+            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
+    total = _combine(partials, chunks)
+    return total / m if mean else total
+
+
+@njit(**JIT_PARALLEL)
+def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_grad):
+    """Elementwise loss ``code`` (MSE, MAE, HUBER, BCE_LOGITS); returns the loss (float64), writes its gradient.
+
+    pred, target, grad (m, k) of one dtype float32/float64 (for BCE_LOGITS pred holds logits
+    and target probabilities in [0, 1]); grad is ignored when ``compute_grad`` is False;
+    partials (n_partials(m),) float64 scratch; ``delta`` is Huber's threshold (unused by
+    the others). Mean reduction divides by m * k (torch's convention).
+    """
+    m, k = pred.shape
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    d = like(delta, pred)
+    count = m * k
+    scale = like(1.0 / count if mean else 1.0, pred)
+    if count < PARALLEL_MIN_ELEMENTS:
+        for ch in range(chunks):
+            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
+    else:
+        for ch in prange(chunks):
+            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
+    total = _combine(partials, chunks)
+    return total / count if mean else total
+
+
+@njit(**JIT)
+def accuracy_count(logits, labels):
+    """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64)."""
+    m, c = logits.shape
+    hits = 0
+    for i in range(m):
+        best = 0
+        for j in range(1, c):
+            if logits[i, j] > logits[i, best]:
+                best = j
+        if best == labels[i]:
+            hits += 1
+    return hits
+
+
+@njit(**JIT)
+def binary_accuracy_count(logits, targets):
+    """Number of elements where (logit > 0) equals (target > 0.5); logits, targets (m, k)."""
+    m, k = logits.shape
+    zero = like(0.0, logits)
+    half = like(0.5, targets)
+    hits = 0
+    for i in range(m):
+        for j in range(k):
+            if (logits[i, j] > zero) == (targets[i, j] > half):
+                hits += 1
+    return hits
+
+
+__all__ = [
+    "BCE_LOGITS",
+    "CLASSES",
+    "CROSS_ENTROPY",
+    "ELEMENTWISE",
+    "HUBER",
+    "LOSSES",
+    "MAE",
+    "MSE",
+    "accuracy_count",
+    "binary_accuracy_count",
+    "cross_entropy_forward_backward",
+    "elementwise_loss",
+    "loss_grad",
+    "loss_value",
+    "n_partials",
+]

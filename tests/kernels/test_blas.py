@@ -1,0 +1,97 @@
+"""gemm / gemm_block on sub-blocks (row-strided views) of larger arrays, all transpose combinations."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fastnn.kernels.blas import gemm, gemm_block, tile_shape
+
+DTYPES = [np.float32, np.float64]
+TRANSPOSES = list(itertools.product([False, True], repeat=2))
+TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-5}, np.float64: {"rtol": 1e-12, "atol": 1e-12}}
+
+
+def _view(rng, shape, dtype, pad=(3, 5)):
+    """A (shape) view with row stride > its width into a larger random array; returns (view, parent)."""
+    parent = rng.standard_normal((shape[0] + pad[0], shape[1] + pad[1])).astype(dtype)
+    return parent[2:2 + shape[0], 1:1 + shape[1]], parent
+
+
+def _operands(rng, m, n, k, trans_a, trans_b, dtype):
+    a, _ = _view(rng, (k, m) if trans_a else (m, k), dtype)
+    b, _ = _view(rng, (n, k) if trans_b else (k, n), dtype)
+    return a, b
+
+
+def _op(a, trans):
+    return a.T.astype(np.float64) if trans else a.astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+def test_gemm_on_views(trans_a, trans_b, dtype):
+    rng = np.random.default_rng(0)
+    for m, n, k in [(1, 1, 1), (5, 7, 3), (33, 17, 65)]:
+        a, b = _operands(rng, m, n, k, trans_a, trans_b, dtype)
+        c, parent = _view(rng, (m, n), dtype)
+        before = parent.copy()
+        c0 = c.astype(np.float64)
+        gemm(trans_a, trans_b, 0.5, a, b, 1.0, c)  # beta=1 accumulates
+        assert c.dtype == dtype
+        np.testing.assert_allclose(c, 0.5 * _op(a, trans_a) @ _op(b, trans_b) + c0, **TOL[dtype])
+        outside = np.ones(parent.shape, dtype=bool)
+        outside[2:2 + m, 1:1 + n] = False
+        np.testing.assert_array_equal(parent[outside], before[outside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_beta_zero_ignores_old_contents(dtype):
+    rng = np.random.default_rng(1)
+    a, b = _operands(rng, 6, 4, 5, False, False, dtype)
+    c, _ = _view(rng, (6, 4), dtype)
+    c[...] = np.nan
+    gemm(False, False, 1.0, a, b, 0.0, c)
+    np.testing.assert_allclose(c, _op(a, False) @ _op(b, False), **TOL[dtype])
+
+
+def test_gemm_on_contiguous_arrays():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((9, 4)), rng.standard_normal((4, 3))
+    c = np.zeros((9, 3))
+    gemm(False, False, 1.0, a, b, 0.0, c)
+    np.testing.assert_allclose(c, a @ b, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+def test_gemm_block_writes_only_its_block(trans_a, trans_b, dtype):
+    rng = np.random.default_rng(3)
+    m, n, k = 20, 15, 9
+    a, b = _operands(rng, m, n, k, trans_a, trans_b, dtype)
+    c, _ = _view(rng, (m, n), dtype)
+    before = c.astype(np.float64)
+    full = 2.0 * _op(a, trans_a) @ _op(b, trans_b)
+    r0, r1, c0, c1 = 3, 11, 4, 13
+    gemm_block(trans_a, trans_b, 2.0, a, b, 1.0, c, r0, r1, c0, c1)
+    expected = before.copy()
+    expected[r0:r1, c0:c1] += full[r0:r1, c0:c1]
+    np.testing.assert_allclose(c, expected, **TOL[dtype])
+    # an empty block is a no-op
+    snapshot = c.copy()
+    gemm_block(trans_a, trans_b, 2.0, a, b, 1.0, c, 5, 5, 0, n)
+    np.testing.assert_array_equal(c, snapshot)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiles_cover_the_output_exactly_once(dtype):
+    rng = np.random.default_rng(4)
+    m, n, k = 150, 300, 7
+    a, b = _operands(rng, m, n, k, False, False, dtype)
+    c, _ = _view(rng, (m, n), dtype)
+    tile_rows, tile_cols = tile_shape(m, n)
+    for r0 in range(0, m, tile_rows):
+        for c0 in range(0, n, tile_cols):
+            gemm_block(False, False, 1.0, a, b, 0.0, c, r0, min(r0 + tile_rows, m), c0, min(c0 + tile_cols, n))
+    np.testing.assert_allclose(c, _op(a, False) @ _op(b, False), **TOL[dtype])

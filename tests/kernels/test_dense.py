@@ -1,0 +1,131 @@
+"""dense_forward / dense_backward against float64 references, finite differences and thread counts."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from fastnn._config import REDUCTION_CHUNK_ROWS
+from fastnn.kernels.activations import ACTIVATIONS
+from fastnn.kernels.dense import dense_backward, dense_forward
+from tests import _reference_core as ref
+
+DTYPES = [np.float32, np.float64]
+ACTIVATION_NAMES = ["identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "softmax", "log_softmax"]
+# (batch, in_features, out_features); the last two run the parallel, tiled paths
+SHAPES = [(1, 3, 5), (7, 13, 11), (130, 77, 300), (129, 130, 131)]
+TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-11}}
+
+
+def _problem(m, k, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(dtype)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    grad_y = rng.standard_normal((m, n)).astype(dtype)
+    return x, w, b, grad_y
+
+
+def _forward(name, x, w, b, alpha):
+    """Returns (z, y); for identity y is z, as the layer passes it."""
+    m, n = x.shape[0], w.shape[1]
+    z = np.full((m, n), np.nan, dtype=x.dtype)
+    y = z if name == "identity" else np.full_like(z, np.nan)
+    dense_forward(x, w, b, z, y, ACTIVATIONS[name][0], alpha)
+    return z, y
+
+
+def _backward(name, x, w, b, grad_y, alpha, need_grad_x=True, grad_x=None):
+    """Returns (grad_x, grad_w, grad_b); for identity grad_z is (a copy of) grad_y."""
+    z, y = _forward(name, x, w, b, alpha)
+    m, n = z.shape
+    grad_y = grad_y.copy()
+    grad_z = grad_y if name == "identity" else np.full_like(z, np.nan)
+    if grad_x is None:
+        grad_x = np.full_like(x, np.nan)
+    grad_w = np.full_like(w, np.nan)
+    grad_b = np.full_like(b, np.nan)
+    partial_b = np.full((-(-m // REDUCTION_CHUNK_ROWS), n), np.nan, dtype=x.dtype)
+    dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, ACTIVATIONS[name][0], alpha,
+                   need_grad_x)
+    return grad_x, grad_w, grad_b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+def test_forward_and_backward_match_reference(name, dtype):
+    alpha = ACTIVATIONS[name][1]
+    for shape in SHAPES:
+        x, w, b, grad_y = _problem(*shape, dtype)
+        z, y = _forward(name, x, w, b, alpha)
+        z_ref, y_ref = ref.dense_forward(x, w, b, name, alpha)
+        assert z.dtype == y.dtype == x.dtype
+        np.testing.assert_allclose(z, z_ref, **TOL[dtype], err_msg=f"z {shape}")
+        np.testing.assert_allclose(y, y_ref, **TOL[dtype], err_msg=f"y {shape}")
+        grads = _backward(name, x, w, b, grad_y, alpha)
+        for label, got, want in zip(("grad_x", "grad_w", "grad_b"), grads,
+                                    ref.dense_backward(x, w, b, grad_y, name, alpha)):
+            assert got.dtype == x.dtype
+            np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{label} {shape}")
+
+
+@pytest.mark.parametrize("shape", [(7, 13, 11), (130, 77, 300)])
+def test_need_grad_x_false_leaves_grad_x_untouched(shape):
+    x, w, b, grad_y = _problem(*shape, np.float64)
+    sentinel = np.full_like(x, 7.0)
+    grad_x, grad_w, grad_b = _backward("relu", x, w, b, grad_y, 0.0, need_grad_x=False, grad_x=sentinel)
+    assert np.all(grad_x == 7.0)
+    _, want_w, want_b = ref.dense_backward(x, w, b, grad_y, "relu")
+    np.testing.assert_allclose(grad_w, want_w, **TOL[np.float64])
+    np.testing.assert_allclose(grad_b, want_b, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("name", ["tanh", "gelu", "softmax"])
+def test_backward_finite_differences(name):
+    x, w, b, upstream = _problem(4, 5, 3, np.float64, seed=1)
+    alpha = ACTIVATIONS[name][1]
+    grads = _backward(name, x, w, b, upstream, alpha)
+
+    def objective(x_, w_, b_):
+        return np.sum(upstream * _forward(name, x_, w_, b_, alpha)[1])
+
+    eps = 1e-6
+    params = [x, w, b]
+    for which, (param, grad) in enumerate(zip(params, grads)):
+        numeric = np.empty_like(param)
+        for idx in np.ndindex(param.shape):
+            plus = [p.copy() for p in params]
+            minus = [p.copy() for p in params]
+            plus[which][idx] += eps
+            minus[which][idx] -= eps
+            numeric[idx] = (objective(*plus) - objective(*minus)) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=("x", "w", "b")[which])
+
+
+@pytest.mark.parametrize("name", ["relu", "softmax"])
+def test_bit_identical_on_one_and_two_threads(name):
+    x, w, b, grad_y = _problem(256, 512, 384, np.float32, seed=2)
+    alpha = ACTIVATIONS[name][1]
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _forward(name, x, w, b, alpha) + _backward(name, x, w, b, grad_y, alpha)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _forward(name, x, w, b, alpha) + _backward(name, x, w, b, grad_y, alpha)
+    finally:
+        numba.set_num_threads(threads)
+    for a, c in zip(one, two):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_matches_torch_linear():
+    torch = pytest.importorskip("torch")
+    x, w, b, grad_y = _problem(9, 6, 4, np.float64, seed=3)
+    _, y = _forward("tanh", x, w, b, 0.0)
+    grads = _backward("tanh", x, w, b, grad_y, 0.0)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    yt = torch.tanh(torch.nn.functional.linear(xt, wt.T, bt))
+    yt.backward(torch.tensor(grad_y))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-13)
+    for got, want in zip(grads, (xt.grad, wt.grad, bt.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-13)
