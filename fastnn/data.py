@@ -347,8 +347,8 @@ def _open_text(path: str):
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_rows(path: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
-    """Non-blank rows (cells stripped) and the line number where each ends."""
+def _read_rows(path: str, delimiter: str, limit: int | None = None) -> tuple[list[list[str]], list[int]]:
+    """The first ``limit`` (default: all) non-blank rows, cells stripped, and the line each ends on."""
     rows, lines = [], []
     try:
         with _open_text(path) as f:
@@ -358,6 +358,8 @@ def _read_rows(path: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
                 if any(cells):
                     rows.append(cells)
                     lines.append(reader.line_num)
+                    if len(rows) == limit:
+                        break
     except (UnicodeDecodeError, csv.Error, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"{path!r} could not be read as delimited text: {exc}") from exc
     return rows, lines
@@ -419,7 +421,8 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
 
     ``target``: the label column, by name (needs a header) or index (negative counts from the end);
     ``None`` means no labels (``y`` is ``None``). ``header``: ``True``, ``False`` or ``"infer"`` (the
-    first row is a header when some column holds a non-number there and a number in the second row).
+    first row is a header when it holds the ``target`` name, or when some column holds a non-number
+    there and a number in the second row).
     Blank lines are skipped; cells are stripped of surrounding spaces.
 
     Returns ``X`` float64 ``(n_rows, n_features)`` and ``y``: int64 when the target column holds
@@ -433,43 +436,90 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
     if not (isinstance(header, (bool, np.bool_)) or (isinstance(header, str) and header == "infer")):
         raise ValueError(f"header must be True, False or 'infer', got {header!r}")
     return_classes = _check_bool("return_classes", return_classes)
-    rows, lines = _read_rows(path, delimiter)
+    rows, lines = _read_rows(path, delimiter, limit=2)
     if not rows:
         raise ValueError(f"{path!r} is empty (no non-blank rows)")
     n_cols = len(rows[0])
-    for row, line in zip(rows, lines):
-        if len(row) != n_cols:
-            raise ValueError(f"{path!r}, line {line}: {len(row)} cells, but the first row has {n_cols} "
-                             f"(is the delimiter {delimiter!r} right?)")
     if header == "infer":
-        header = len(rows) > 1 and any(
-            not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1]))
-    names = None
-    if header:
-        names, rows, lines = rows[0], rows[1:], lines[1:]
-        if not rows:
-            raise ValueError(f"{path!r} has a header row but no data rows")
+        header = (isinstance(target, str) and target in rows[0]) or (
+            len(rows) > 1 and len(rows[1]) == n_cols
+            and any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1])))
+    names = rows[0] if header else None
+    if header and len(rows) == 1:
+        raise ValueError(f"{path!r} has a header row but no data rows")
     t = None if target is None else _resolve_target(target, names, n_cols, path)
     feature_cols = [j for j in range(n_cols) if j != t]
     if not feature_cols:
         raise ValueError(f"{path!r} has no feature columns besides the target column")
-    cells = np.array(rows, dtype=str)
-    X = _to_float(cells[:, feature_cols], lines, feature_cols, names, path)
+    skip = lines[0] if header else 0
+    parsed = _read_numeric_fast(path, delimiter, skip, n_cols, feature_cols, t)
+    if parsed is not None:
+        X, target_cells = parsed
+        lines = None
+    else:  # something is off: read cell by cell, to name the culprit
+        rows, lines = _read_rows(path, delimiter)
+        for row, line in zip(rows, lines):
+            if len(row) != n_cols:
+                raise ValueError(f"{path!r}, line {line}: {len(row)} cells, but the first row has {n_cols} "
+                                 f"(is the delimiter {delimiter!r} right?)")
+        if header:
+            rows, lines = rows[1:], lines[1:]
+        cells = np.array(rows, dtype=str)
+        X = _to_float(cells[:, feature_cols], lines, feature_cols, names, path)
+        target_cells = None if t is None else cells[:, t]
     y, classes = None, None
     if t is not None:
-        y, classes = _parse_target(cells[:, t], lines, path)
+        y, classes = _parse_target(target_cells, lines, path)
     return (X, y, classes) if return_classes else (X, y)
 
 
-def _parse_target(col: np.ndarray, lines: list[int], path: str):
-    empty = np.flatnonzero(col == "")
-    if empty.size:
-        raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
+def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, feature_cols: list[int],
+                       t: int | None):
+    """``(X, target cells)`` through NumPy's C parser, or ``None`` when the file is not that simple."""
+    options = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
     try:
-        values = col.astype(np.float64)
+        with _open_text(path) as f:
+            table = np.loadtxt(f, dtype=np.float64, **options)
+        if table.shape[1] != n_cols:
+            return None
+        if t is None:
+            return table, None
+        return table[:, feature_cols], table[:, t]
     except ValueError:
-        classes, y = np.unique(col, return_inverse=True)
-        return y.astype(np.int64), classes
+        if t is None:
+            return None
+    # a column of class names: features and labels parsed apart (usecols), the row widths checked
+    # by counting delimiters (no quoted cells, so each row of n_cols cells has n_cols - 1 of them)
+    raw = _read_bytes(path)
+    if not delimiter.isascii() or b'"' in raw:
+        return None
+    try:
+        with _open_text(path) as f:
+            X = np.loadtxt(f, dtype=np.float64, usecols=feature_cols, **options)
+        with _open_text(path) as f:
+            labels = np.char.strip(np.loadtxt(f, dtype=str, usecols=[t], **options)[:, 0])
+    except ValueError:
+        return None
+    n_rows = len(X) + (1 if skip else 0)
+    if len(labels) != len(X) or np.any(labels == "") \
+            or raw.count(delimiter.encode()) != (n_cols - 1) * n_rows:
+        return None
+    return X, labels
+
+
+def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
+    """Labels from the target column: float64 or int64 numbers, or class names -> ``(codes, names)``."""
+    if col.dtype.kind == "f":
+        values = col
+    else:
+        empty = np.flatnonzero(col == "")
+        if empty.size:
+            raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
+        try:
+            values = col.astype(np.float64)
+        except ValueError:
+            classes, y = np.unique(col, return_inverse=True)
+            return y.astype(np.int64), classes
     if np.all(np.isfinite(values)) and np.all(values == np.round(values)) \
             and np.all(np.abs(values) < 2.0**63):
         return values.astype(np.int64), None

@@ -268,6 +268,39 @@ def test_csv_explicit_header_flag(tmp_path):
     assert data.read_csv(p)[0].shape == (2, 2)
 
 
+def test_csv_quotes_gzip_and_ragged_rows(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text('a,b,t\n1,2,x\n\n3,4,"y,z"\n')
+    X, y, classes = data.read_csv(p, target="t", return_classes=True)
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(classes, ["x", "y,z"])
+    np.testing.assert_array_equal(y, [0, 1])
+    g = tmp_path / "g.csv.gz"
+    g.write_bytes(gzip.compress(b"a,b\n1,2\n3,4\n"))
+    np.testing.assert_array_equal(data.read_csv(g)[0], [[1, 2], [3, 4]])
+    for text in ["a,b,t\n1,2,x\n3,4,y,5\n", "a,b,t\n1,2,0\n3,4,1,5\n", "a,b,t\n1,2,x\n3,4\n"]:
+        (tmp_path / "r.csv").write_text(text)
+        with pytest.raises(ValueError, match="line 3"):
+            data.read_csv(tmp_path / "r.csv", target="t")
+
+
+def test_csv_header_inferred_from_target_name(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,species\n1,cat\n2,dog\n")  # no numeric column under a name: the name decides
+    X, y = data.read_csv(p, target="species")
+    np.testing.assert_array_equal(X, [[1], [2]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
+def test_csv_slow_path_agrees(tmp_path):
+    # cells NumPy's C parser refuses (underscores, a whitespace-only line) go through the csv module
+    p = tmp_path / "d.csv"
+    p.write_text("x,y,t\n1_000,2,a\n   \n3,4.5,b\n")
+    X, y = data.read_csv(p, target="t")
+    np.testing.assert_array_equal(X, [[1000, 2], [3, 4.5]])
+    np.testing.assert_array_equal(y, [0, 1])
+
+
 def test_csv_bad_cells(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("a,b,label\n1,2,0\n3,oops,1\n")
