@@ -1,0 +1,137 @@
+"""Kernel benchmarks: fastnn's dense, activation and loss kernels beside NumPy's GEMM floor and torch.
+
+    pytest benchmarks/test_bench_kernels.py --benchmark-only --benchmark-group-by=group
+    pytest benchmarks --benchmark-disable        # CI: each benchmark runs once, as a test
+
+Every benchmark calls its function once before timing (compilation and the first touch of
+memory stay out of the numbers) and checks the result is finite.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastnn._config import REDUCTION_CHUNK_ROWS
+from fastnn.kernels.activations import ACTIVATIONS, activation_backward, activation_forward
+from fastnn.kernels.dense import dense_backward, dense_forward
+from fastnn.kernels.losses import cross_entropy_forward_backward, n_partials
+
+BATCH, IN, OUT = 128, 784, 256
+DENSE_GROUP = f"dense {IN}->{OUT} relu, batch {BATCH}, float32, forward+backward"
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def dense_arrays():
+    rng = _rng()
+    x = rng.standard_normal((BATCH, IN)).astype(np.float32)
+    w = (rng.standard_normal((IN, OUT)) * np.sqrt(2.0 / IN)).astype(np.float32)
+    b = np.zeros(OUT, np.float32)
+    grad_y = rng.standard_normal((BATCH, OUT)).astype(np.float32)
+    buffers = {name: np.empty(shape, np.float32) for name, shape in [
+        ("z", (BATCH, OUT)), ("y", (BATCH, OUT)), ("grad_z", (BATCH, OUT)), ("grad_x", (BATCH, IN)),
+        ("grad_w", (IN, OUT)), ("grad_b", (OUT,)), ("partial_b", (-(-BATCH // REDUCTION_CHUNK_ROWS), OUT))]}
+    return x, w, b, grad_y, buffers
+
+
+def _run(benchmark, fn, *args):
+    fn(*args)  # warm-up: compile, first touch
+    return benchmark(fn, *args)
+
+
+@pytest.mark.benchmark(group=DENSE_GROUP)
+def test_dense_fastnn(benchmark, dense_arrays):
+    x, w, b, grad_y, o = dense_arrays
+    relu = ACTIVATIONS["relu"][0]
+
+    def step():
+        dense_forward(x, w, b, o["z"], o["y"], relu, 0.0)
+        dense_backward(x, w, o["z"], o["y"], grad_y, o["grad_z"], o["grad_x"], o["grad_w"], o["grad_b"],
+                       o["partial_b"], relu, 0.0, True)
+
+    _run(benchmark, step)
+    assert all(np.all(np.isfinite(o[name])) for name in ("y", "grad_x", "grad_w", "grad_b"))
+
+
+@pytest.mark.benchmark(group=DENSE_GROUP)
+def test_dense_gemm_floor(benchmark, dense_arrays):
+    """The three matrix products alone (NumPy's BLAS into preallocated outputs): the floor to beat."""
+    x, w, _, grad_z, o = dense_arrays
+
+    def step():
+        np.matmul(x, w, out=o["z"])
+        np.matmul(x.T, grad_z, out=o["grad_w"])
+        np.matmul(grad_z, w.T, out=o["grad_x"])
+
+    _run(benchmark, step)
+    assert np.all(np.isfinite(o["grad_x"]))
+
+
+@pytest.mark.benchmark(group=DENSE_GROUP)
+def test_dense_torch(benchmark, dense_arrays):
+    torch = pytest.importorskip("torch")
+    x, w, b, grad_y, _ = dense_arrays
+    layer = torch.nn.Linear(IN, OUT)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w.T.copy()))
+        layer.bias.copy_(torch.from_numpy(b))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    gt = torch.from_numpy(grad_y)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        xt.grad = None
+        torch.relu(layer(xt)).backward(gt)
+
+    _run(benchmark, step)
+    assert torch.isfinite(xt.grad).all()
+
+
+@pytest.mark.benchmark(group="activation 128x256 float32, forward+backward")
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "gelu", "softmax"])
+def test_activation(benchmark, name):
+    rng = _rng()
+    x = rng.standard_normal((128, 256)).astype(np.float32)
+    grad_y = rng.standard_normal((128, 256)).astype(np.float32)
+    y, grad_x = np.empty_like(x), np.empty_like(x)
+    code, alpha, _ = ACTIVATIONS[name]
+
+    def step():
+        activation_forward(x, y, code, alpha)
+        activation_backward(x, y, grad_y, grad_x, code, alpha)
+
+    _run(benchmark, step)
+    assert np.all(np.isfinite(grad_x))
+
+
+@pytest.fixture(scope="module")
+def logits_labels():
+    rng = _rng()
+    return rng.standard_normal((128, 10)).astype(np.float32), rng.integers(0, 10, 128).astype(np.int64)
+
+
+@pytest.mark.benchmark(group="cross-entropy 128x10 float32, loss+gradient")
+def test_cross_entropy_fastnn(benchmark, logits_labels):
+    logits, labels = logits_labels
+    grad = np.empty_like(logits)
+    partials = np.empty(n_partials(logits.shape[0]))
+    loss = _run(benchmark, cross_entropy_forward_backward, logits, labels, grad, partials, True, True)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.benchmark(group="cross-entropy 128x10 float32, loss+gradient")
+def test_cross_entropy_torch(benchmark, logits_labels):
+    torch = pytest.importorskip("torch")
+    logits = torch.from_numpy(logits_labels[0]).requires_grad_(True)
+    labels = torch.from_numpy(logits_labels[1])
+
+    def step():
+        logits.grad = None
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        return loss.item()
+
+    assert np.isfinite(_run(benchmark, step))
