@@ -1,0 +1,105 @@
+"""Inverted dropout, fused: the mask is drawn, applied and scaled in one pass.
+
+Element ``(i, j)`` of a (batch, features) input is kept when the top 32 bits of
+``hash64(seed, stream, step, i * features + j)`` (kernels/rng.py), read as a fraction of 2**32,
+are ``>= p``: an integer comparison with ``ceil(p * 2**32)``, so the mask does not depend on the
+dtype, the thread count or the device. Kept units are scaled by ``1 / (1 - p)``, so the expected
+activation is unchanged; ``p = 0`` keeps every unit and multiplies by exactly 1.
+
+The mask is stored as bits: ``mask`` is uint8 of shape ``(batch, mask_bytes(features))``, bit
+``k`` of ``mask[i, b]`` belonging to column ``8 * b + k`` (padding bits are 0). The backward
+reuses it and draws nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, n_chunks
+from .rng import hash_at, key64
+
+#: rows per chunk of the parallel loops (elementwise: only spreads the work)
+CHUNK_ROWS = 64
+_S32 = np.uint64(32)
+
+
+def mask_bytes(features: int) -> int:
+    """Bytes per row of a dropout mask for ``features`` columns."""
+    return (features + 7) // 8
+
+
+@njit(**JIT_INLINE)
+def keep_threshold(p):
+    """uint64 threshold t: a unit is kept when ``hash >> 32 >= t`` (probability 1 - p)."""
+    return np.uint64(np.ceil(np.float64(p) * 4294967296.0))
+
+
+@njit(**JIT_INLINE)
+def keep_unit(bits, threshold):
+    """True when the unit with hash ``bits`` is kept (see :func:`keep_threshold`)."""
+    return (bits >> _S32) >= threshold
+
+
+@njit(**JIT_INLINE)
+def _forward_rows(x, out, mask, key, threshold, scale, r0, r1):
+    n = x.shape[1]
+    zero = like(0.0, x)
+    for i in range(r0, r1):
+        base = i * n
+        for b in range(mask.shape[1]):
+            j0 = 8 * b
+            j1 = min(n, j0 + 8)
+            byte = np.uint8(0)
+            for j in range(j0, j1):
+                kept = keep_unit(hash_at(key, base + j), threshold)
+                out[i, j] = x[i, j] * scale if kept else zero
+                byte |= np.uint8(kept) << np.uint8(j - j0)
+            mask[i, b] = byte
+
+
+@njit(**JIT_PARALLEL)
+def dropout_forward(x, out, mask, p, seed, stream, step):
+    """out = x * keep / (1 - p), keep drawn from (seed, stream, step); writes the bit mask.
+
+    x, out (batch, features) float32/float64 (``out`` may be ``x``); mask uint8
+    (batch, mask_bytes(features)); 0 <= p < 1 (unchecked).
+    """
+    m = x.shape[0]
+    key = key64(seed, stream, step)
+    threshold = keep_threshold(p)
+    scale = like(1.0 / (1.0 - p), x)
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        _forward_rows(x, out, mask, key, threshold, scale, 0, m)
+    else:
+        for c in prange(n_chunks(m, CHUNK_ROWS)):
+            _forward_rows(x, out, mask, key, threshold, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
+
+
+@njit(**JIT_INLINE)
+def _backward_rows(grad_out, mask, grad_in, scale, r0, r1):
+    n = grad_out.shape[1]
+    zero = like(0.0, grad_out)
+    one = np.uint8(1)
+    for i in range(r0, r1):
+        for j in range(n):
+            kept = (mask[i, j >> 3] >> np.uint8(j & 7)) & one
+            grad_in[i, j] = grad_out[i, j] * scale if kept else zero
+
+
+@njit(**JIT_PARALLEL)
+def dropout_backward(grad_out, mask, grad_in, p):
+    """grad_in = grad_out * keep / (1 - p) with the mask of the forward; (batch, features).
+
+    ``grad_in`` may be ``grad_out``; ``p`` must be the forward's.
+    """
+    m = grad_out.shape[0]
+    scale = like(1.0 / (1.0 - p), grad_out)
+    if grad_out.size < PARALLEL_MIN_ELEMENTS:
+        _backward_rows(grad_out, mask, grad_in, scale, 0, m)
+    else:
+        for c in prange(n_chunks(m, CHUNK_ROWS)):
+            _backward_rows(grad_out, mask, grad_in, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
+
+
+__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "keep_threshold", "keep_unit", "mask_bytes"]
