@@ -1,0 +1,239 @@
+"""Sequential end to end: building, gradients against finite differences and torch, training."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.data import load_digits, make_xor, standardize, train_test_split
+
+
+def mlp(sizes, activation="tanh", dtype="float64", seed=0):
+    layers = [fnn.Dense(a, b, activation=activation) for a, b in zip(sizes[:-2], sizes[1:-1])]
+    layers.append(fnn.Dense(sizes[-2], sizes[-1]))
+    return fnn.Sequential(layers, seed=seed, dtype=dtype)
+
+
+def test_flat_buffers_hold_every_parameter_as_views():
+    model = mlp([3, 5, 2])
+    names = [name for name, _, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert model.params.size == 3 * 5 + 5 + 5 * 2 + 2
+    for _, value, grad in model.named_parameters():
+        assert np.shares_memory(value, model.params) and np.shares_memory(grad, model.grads)
+    # weights (decayed) come first in the flat buffer
+    assert model.n_decay == 3 * 5 + 5 * 2
+    assert np.shares_memory(model.layers[1].weight, model.params[:model.n_decay])
+
+
+def test_same_seed_same_weights_and_other_seed_differs():
+    a, b, c = mlp([4, 8, 3], seed=1), mlp([4, 8, 3], seed=1), mlp([4, 8, 3], seed=2)
+    assert np.array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "binary_cross_entropy", "mae", "huber"])
+def test_parameter_gradients_match_finite_differences(loss, rng):
+    n_out = 3
+    model = mlp([4, 6, 5, n_out], activation="tanh")
+    model.compile(loss=loss, optimizer="sgd")
+    X = rng.standard_normal((7, 4))
+    if loss == "cross_entropy":
+        y = rng.integers(0, n_out, 7)
+    elif loss == "binary_cross_entropy":
+        y = (rng.random((7, n_out)) > 0.5).astype(float)
+    else:
+        y = rng.standard_normal((7, n_out))
+    Xc, yc = model._check_xy(X, y)
+
+    def loss_value():
+        out = model._forward(Xc, False)
+        return model.loss.forward_backward(out, yc, np.empty((1, 1)), False)
+
+    out = model._forward(Xc, True)
+    grad_out = np.empty_like(out)
+    model.loss.forward_backward(out, yc, grad_out, True)
+    grad_x = model._backward(grad_out, True).copy()
+    analytic = model.grads.copy()
+    numeric = np.empty_like(analytic)
+    eps = 1e-6
+    for k in range(model.params.size):
+        keep = model.params[k]
+        model.params[k] = keep + eps
+        up = loss_value()
+        model.params[k] = keep - eps
+        down = loss_value()
+        model.params[k] = keep
+        numeric[k] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+    # input gradient too
+    numeric_x = np.empty_like(Xc)
+    for idx in np.ndindex(*Xc.shape):
+        keep = Xc[idx]
+        Xc[idx] = keep + eps
+        up = loss_value()
+        Xc[idx] = keep - eps
+        down = loss_value()
+        Xc[idx] = keep
+        numeric_x[idx] = (up - down) / (2 * eps)
+    np.testing.assert_allclose(grad_x, numeric_x, rtol=1e-5, atol=1e-7)
+
+
+def test_forward_backward_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    acts = [("relu", torch.nn.ReLU()), ("tanh", torch.nn.Tanh()), ("gelu", torch.nn.GELU()),
+            ("elu", torch.nn.ELU()), ("sigmoid", torch.nn.Sigmoid())]
+    sizes = [9, 17, 13, 11, 7, 5, 4]
+    layers, tlayers = [], []
+    for (a, b), (name, tact) in zip(zip(sizes[:-1], sizes[1:]), acts + [(None, None)]):
+        layers.append(fnn.Dense(a, b, activation=name))
+        lin = torch.nn.Linear(a, b).double()
+        tlayers += [lin] + ([tact] if tact is not None else [])
+    model = fnn.Sequential(layers, seed=3, dtype="float64")
+    tmodel = torch.nn.Sequential(*tlayers)
+    with torch.no_grad():
+        linears = [m for m in tmodel if isinstance(m, torch.nn.Linear)]
+        for layer, lin in zip(model.layers, linears):
+            lin.weight.copy_(torch.from_numpy(layer.weight.T.copy()))
+            lin.bias.copy_(torch.from_numpy(layer.bias.copy()))
+    X = rng.standard_normal((33, 9))
+    y = rng.integers(0, 4, 33)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    out = model.forward(X, training=True)
+    grad_out = np.empty_like(out)
+    loss = model.loss.forward_backward(out, y, grad_out, True)
+    model.backward(grad_out)
+    tx = torch.from_numpy(X)
+    tout = tmodel(tx)
+    tloss = torch.nn.functional.cross_entropy(tout, torch.from_numpy(y))
+    tloss.backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert loss == pytest.approx(tloss.item(), rel=1e-12)
+    for layer, lin in zip(model.layers, linears):
+        np.testing.assert_allclose(layer.grad_weight, lin.weight.grad.numpy().T, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.grad_bias, lin.bias.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_perceptron_cannot_learn_xor_but_mlp_can():
+    X, y = make_xor(n_samples=4)
+    perceptron = fnn.Sequential([fnn.Dense(2, 2)], seed=0)
+    perceptron.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.5), epochs=300, batch_size=4,
+                   verbose=0)
+    assert perceptron.evaluate(X, y)["accuracy"] <= 0.75
+    model = fnn.Sequential([fnn.Dense(2, 16, activation="tanh"), fnn.Dense(16, 1)], seed=0)
+    model.fit(X, y.astype(float), loss="binary_cross_entropy", optimizer=fnn.optim.SGD(lr=0.5, momentum=0.9),
+              epochs=300, batch_size=4, verbose=0)
+    assert model.evaluate(X, y.astype(float))["accuracy"] == 1.0
+
+
+def test_mlp_reaches_95_percent_on_digits():
+    pytest.importorskip("sklearn")
+    X, y = load_digits()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, seed=0, stratify=True)
+    X_train, X_test, _ = standardize(X_train, X_test)
+    model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
+    hist = model.fit(X_train, y_train, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=20,
+                     batch_size=32, validation_data=(X_test, y_test), verbose=0)
+    assert model.evaluate(X_test, y_test)["accuracy"] >= 0.95
+    assert len(hist["loss"]) == 20 and hist["loss"][-1] < hist["loss"][0]
+    assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    proba = model.predict_proba(X_test[:5])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.array_equal(model.predict_classes(X_test[:5]), proba.argmax(axis=1))
+
+
+def test_training_steps_allocate_no_new_workspaces(rng):
+    model = mlp([10, 32, 16, 4], activation="relu", dtype="float32")
+    model.compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9))
+    X = rng.standard_normal((16, 10)).astype(np.float32)
+    y = rng.integers(0, 4, 16)
+    model.train_step(X, y)
+    buffers = [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
+    outs = [id(model._forward(X, True))]
+    for _ in range(3):
+        model.train_step(X, y)
+    assert buffers == [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
+    assert outs == [id(model._forward(X, True))]
+
+
+def test_fit_writes_one_line_per_epoch_when_not_a_terminal(capsys, rng):
+    X = rng.standard_normal((100, 3))
+    y = rng.integers(0, 2, 100)
+    model = fnn.Sequential([fnn.Dense(3, 8, activation="relu"), fnn.Dense(8, 2)])
+    model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=3, batch_size=10, verbose=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 3
+    assert lines[0].startswith("Epoch 1/3") and "loss" in lines[0] and "accuracy" in lines[0]
+
+
+def test_fit_verbose_zero_is_silent(capsys, rng):
+    model = fnn.Sequential([fnn.Dense(3, 2)])
+    model.fit(rng.standard_normal((20, 3)), rng.integers(0, 2, 20), loss="cross_entropy", optimizer="sgd",
+              epochs=2, verbose=0)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_fit_shows_a_progress_bar_in_a_terminal(rng):
+    import io
+
+    from fastnn._progress import EpochProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = EpochProgress(1, 2, 5, stream=stream)
+    assert progress.use_bar
+    progress.epoch_begin(0)
+    for _ in range(5):
+        progress.batch_end(0.5)
+    progress.epoch_end(0, {"loss": 0.5}, 0.1)
+    text = stream.getvalue()
+    assert "Epoch 1/2" in text and "5/5" in text and "loss: 0.5" in text
+
+
+def test_predict_and_evaluate_in_eval_mode_and_restore_mode(rng):
+    model = mlp([3, 4, 2], dtype="float32")
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    X = rng.standard_normal((5, 3))
+    model.train()
+    out = model.predict(X)
+    assert out.dtype == np.float32 and out.shape == (5, 2)
+    assert model.training
+    model.eval()
+    model.evaluate(X, rng.integers(0, 2, 5))
+    assert not model.training
+
+
+def test_summary_lists_layers_shapes_and_counts():
+    model = fnn.Sequential([fnn.Dense(784, 256, activation="relu"), fnn.Dropout(0.2) if hasattr(fnn, "Dropout")
+                            else fnn.Identity(), fnn.Dense(256, 10)])
+    text = model.summary(print_fn=None)
+    assert "Dense(784, 256, activation='relu')" in text
+    assert "(batch, 256)" in text and "(batch, 10)" in text
+    assert "200,960" in text and "2,570" in text
+    assert f"Total params: {784 * 256 + 256 + 2570:,}" in text
+
+
+def test_save_and_load_weights_roundtrip(tmp_path, rng):
+    model = mlp([3, 4, 2], dtype="float32", seed=0)
+    other = mlp([3, 4, 2], dtype="float32", seed=1)
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    other.load_weights(path)
+    assert np.array_equal(model.params, other.params)
+    with pytest.raises(ValueError, match=r"has shape \(3, 4\), the model expects \(3, 5\)"):
+        mlp([3, 5, 2]).load_weights(path)
+
+
+def test_diverging_training_names_the_first_non_finite_layer(rng):
+    model = fnn.Sequential([fnn.Dense(2, 4, activation="relu"), fnn.Dense(4, 1)], dtype="float32")
+    model.layers[0].weight[...] = 3e38  # the first layer's output overflows to inf
+    with pytest.raises(FloatingPointError, match=r"diverged.*output of layer 0 \(Dense\(2, 4"):
+        model.fit(rng.standard_normal((8, 2)) + 2, rng.standard_normal(8), loss="mse", optimizer="sgd", verbose=0)
+
+
+def test_diverging_loss_is_reported(rng):
+    model = fnn.Sequential([fnn.Dense(1, 1)], dtype="float32")
+    with pytest.raises(FloatingPointError, match="diverged: the loss is inf"):
+        model.fit(np.ones((4, 1)), np.full(4, 3e38), loss="mse", optimizer="sgd", verbose=0)
