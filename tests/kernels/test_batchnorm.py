@@ -1,0 +1,169 @@
+"""Batch-norm kernels against float64 references, finite differences, torch and thread counts."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from fastnn.kernels.batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+                                      partial_rows)
+from tests import _reference_norm as ref
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-11)}
+EPS = 1e-5
+
+
+def _problem(m, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, n)) * rng.uniform(0.5, 3, n) + rng.uniform(-2, 2, n)).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, n).astype(dtype)
+    beta = rng.standard_normal(n).astype(dtype)
+    grad_out = rng.standard_normal((m, n)).astype(dtype)
+    return x, gamma, beta, grad_out
+
+
+def _train(x, gamma, beta, running_mean=None, running_var=None, momentum=0.1, affine=True, track=True, eps=EPS):
+    m, n = x.shape
+    dtype = x.dtype
+    rm = np.zeros(n, dtype) if running_mean is None else running_mean
+    rv = np.ones(n, dtype) if running_var is None else running_var
+    out = np.full_like(x, np.nan)
+    x_hat = np.full_like(x, np.nan)
+    mean = np.full(n, np.nan, dtype)
+    inv_std = np.full(n, np.nan, dtype)
+    partials = np.full((2, partial_rows(m), n), np.nan, dtype)
+    batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, eps, momentum, affine,
+                            track)
+    return out, x_hat, mean, inv_std, rm, rv
+
+
+def _backward(grad_out, x_hat, inv_std, gamma, affine=True):
+    m, n = grad_out.shape
+    grad_x = np.full_like(grad_out, np.nan)
+    grad_gamma = np.full(n, np.nan, grad_out.dtype)
+    grad_beta = np.full(n, np.nan, grad_out.dtype)
+    partials = np.full((2, partial_rows(m), n), np.nan, grad_out.dtype)
+    batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine)
+    return grad_x, grad_gamma, grad_beta
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_forward_backward_match_reference(dtype):
+    for shape in [(2, 3), (7, 13), (130, 5), (300, 301)]:  # smallest batch, odd, chunk edges, parallel
+        x, gamma, beta, grad_out = _problem(*shape, dtype)
+        for affine in (True, False):
+            out, x_hat, mean, inv_std, rm, rv = _train(x, gamma, beta, affine=affine)
+            want_out, want_hat, want_mean, want_var = ref.batchnorm_forward_train(
+                x, gamma if affine else None, beta, EPS)
+            for got, want, label in [(out, want_out, "out"), (x_hat, want_hat, "x_hat"), (mean, want_mean, "mean"),
+                                     (inv_std, 1 / np.sqrt(want_var + EPS), "inv_std")]:
+                assert got.dtype == dtype
+                np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{label} {shape} affine={affine}")
+            want_rm, want_rv = ref.batchnorm_running_update(np.zeros(shape[1]), np.ones(shape[1]), want_mean, want_var,
+                                                            shape[0], 0.1)
+            np.testing.assert_allclose(rm, want_rm, **TOL[dtype])
+            np.testing.assert_allclose(rv, want_rv, **TOL[dtype])
+            grads = _backward(grad_out, x_hat, inv_std, gamma, affine)
+            wants = ref.batchnorm_backward(x, grad_out, gamma if affine else None, EPS)
+            for got, want, label in zip(grads, wants, ("grad_x", "grad_gamma", "grad_beta")):
+                assert got.dtype == dtype
+                scale = 1e2 if dtype == np.float32 and label == "grad_x" else 1.0  # cancellation in float32
+                np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"] * scale,
+                                           atol=TOL[dtype]["atol"] * scale, err_msg=f"{label} {shape} {affine}")
+
+
+def test_track_false_leaves_running_stats_and_x_hat_may_be_out():
+    x, gamma, beta, _ = _problem(9, 4, np.float64)
+    rm, rv = np.full(4, 3.0), np.full(4, 5.0)
+    _train(x, gamma, beta, rm, rv, track=False)
+    assert np.all(rm == 3.0) and np.all(rv == 5.0)
+    out = np.empty_like(x)
+    mean, inv_std = np.empty(4), np.empty(4)
+    batchnorm_forward_train(x, gamma, beta, rm, rv, out, out, mean, inv_std, np.empty((2, 1, 4)), EPS, 0.1,
+                            False, False)
+    np.testing.assert_allclose(out, ref.batchnorm_forward_train(x, None, None, EPS)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eval_matches_reference_batch_one(dtype):
+    x, gamma, beta, _ = _problem(1, 11, dtype)
+    rng = np.random.default_rng(1)
+    rm = rng.standard_normal(11).astype(dtype)
+    rv = rng.uniform(0.2, 2, 11).astype(dtype)
+    for affine in (True, False):
+        out = np.full_like(x, np.nan)
+        batchnorm_forward_eval(x, gamma, beta, rm, rv, out, EPS, affine)
+        assert out.dtype == dtype
+        want = ref.batchnorm_forward_eval(x, gamma if affine else None, beta, rm, rv, EPS)
+        np.testing.assert_allclose(out, want, **TOL[dtype])
+    big = _problem(300, 301, dtype)[0]  # the parallel path, in place
+    rm, rv = np.resize(rm, 301), np.resize(rv, 301)
+    gamma, beta = np.resize(gamma, 301), np.resize(beta, 301)
+    want = ref.batchnorm_forward_eval(big, gamma, beta, rm, rv, EPS)
+    batchnorm_forward_eval(big, gamma, beta, rm, rv, big, EPS, True)
+    np.testing.assert_allclose(big, want, **TOL[dtype])
+
+
+def test_backward_finite_differences():
+    x, gamma, beta, upstream = _problem(5, 3, np.float64, seed=2)
+    _, x_hat, _, inv_std, _, _ = _train(x, gamma, beta)
+    grads = _backward(upstream, x_hat, inv_std, gamma)
+
+    def objective(x_, gamma_, beta_):
+        return np.sum(upstream * _train(x_, gamma_, beta_)[0])
+
+    params = [x, gamma, beta]
+    h = 1e-6
+    for which, (param, grad) in enumerate(zip(params, grads)):
+        numeric = np.empty_like(param)
+        for idx in np.ndindex(param.shape):
+            plus = [p.copy() for p in params]
+            minus = [p.copy() for p in params]
+            plus[which][idx] += h
+            minus[which][idx] -= h
+            numeric[idx] = (objective(*plus) - objective(*minus)) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=("x", "gamma", "beta")[which])
+
+
+def test_bit_identical_on_one_and_two_threads():
+    x, gamma, beta, grad_out = _problem(1000, 257, np.float32, seed=3)  # 16 chunks, parallel path
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            fwd = _train(x, gamma, beta)
+            results.append(fwd + _backward(grad_out, fwd[1], fwd[3], gamma))
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_matches_torch_over_several_steps():
+    torch = pytest.importorskip("torch")
+    m, n = 37, 6
+    bn = torch.nn.BatchNorm1d(n, eps=EPS, momentum=0.1).double()
+    rng = np.random.default_rng(4)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor(rng.uniform(0.5, 1.5, n)))
+        bn.bias.copy_(torch.tensor(rng.standard_normal(n)))
+    gamma, beta = bn.weight.detach().numpy().copy(), bn.bias.detach().numpy().copy()
+    rm, rv = np.zeros(n), np.ones(n)
+    for step in range(4):
+        x, _, _, grad_out = _problem(m, n, np.float64, seed=10 + step)
+        out, x_hat, _, inv_std, rm, rv = _train(x, gamma, beta, rm, rv)
+        grads = _backward(grad_out, x_hat, inv_std, gamma)
+        xt = torch.tensor(x, requires_grad=True)
+        bn.zero_grad()
+        yt = bn.train()(xt)
+        yt.backward(torch.tensor(grad_out))
+        np.testing.assert_allclose(out, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        for got, want in zip(grads, (xt.grad, bn.weight.grad, bn.bias.grad)):
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(rm, bn.running_mean.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rv, bn.running_var.numpy(), rtol=1e-12, atol=1e-14)
+    x = _problem(3, n, np.float64, seed=99)[0]
+    out = np.empty_like(x)
+    batchnorm_forward_eval(x, gamma, beta, rm, rv, out, EPS, True)
+    np.testing.assert_allclose(out, bn.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
