@@ -4,7 +4,8 @@ Each loss's per-element value and derivative is written once as a scalar functio
 (:func:`loss_value`, :func:`loss_grad`); the CPU kernels below (and, later, the CUDA
 kernels) call them. The loss is accumulated in float64, in fixed chunks of
 ``REDUCTION_CHUNK_ROWS`` rows whose partial sums go to a caller-owned ``partials`` buffer of
-shape ``(n_partials(batch),)`` float64 and are combined in chunk order, so the value is
+shape ``(n,)`` float64, ``n >= n_partials(batch)`` (only the first ``n_partials(batch)``
+entries are used), and are combined in chunk order, so the value is
 bit-identical on any number of threads. Chunks run serially below ``PARALLEL_MIN_ELEMENTS``
 elements and over ``prange`` above it.
 
@@ -157,7 +158,7 @@ def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute
     """Softmax cross-entropy from logits; returns the loss (float64) and writes its gradient.
 
     logits (m, c) float32/float64, labels (m,) int64 in [0, c), grad (m, c) of the logits'
-    dtype (ignored when ``compute_grad`` is False), partials (n_partials(m),) float64 scratch.
+    dtype (ignored when ``compute_grad`` is False), partials (>= n_partials(m),) float64 scratch.
     Loss = sum_i [log sum_j exp(logits[i, j]) - logits[i, labels[i]]], divided by m if
     ``mean``; grad = (softmax(logits) - onehot(labels)) / m (or / 1 for sum).
     """
@@ -180,7 +181,7 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
 
     pred, target, grad (m, k) of one dtype float32/float64 (for BCE_LOGITS pred holds logits
     and target probabilities in [0, 1]); grad is ignored when ``compute_grad`` is False;
-    partials (n_partials(m),) float64 scratch; ``delta`` is Huber's threshold (unused by
+    partials (>= n_partials(m),) float64 scratch; ``delta`` is Huber's threshold (unused by
     the others). Mean reduction divides by m * k (torch's convention).
     """
     m, k = pred.shape

@@ -85,6 +85,21 @@ def test_compute_grad_false_leaves_grad_untouched(name):
     assert value == _loss(name, pred, target)[0]
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "mse"])
+def test_partials_buffer_may_be_longer(name):
+    """Only the first n_partials(batch) entries are used (callers keep one buffer for the largest batch)."""
+    pred, target = _data(name, (70, 4), np.float64)
+    code, kind = LOSSES[name]
+    grad = np.empty_like(pred)
+    partials = np.full(n_partials(70) + 5, np.nan)
+    if kind == CLASSES:
+        value = cross_entropy_forward_backward(pred, target, grad, partials, True, True)
+    else:
+        value = elementwise_loss(pred, target, grad, partials, code, 1.0, True, True)
+    assert value == _loss(name, pred, target)[0]
+    assert np.all(np.isnan(partials[n_partials(70):]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_extreme_logits_stay_finite(dtype):
     logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype=dtype)
