@@ -5,11 +5,15 @@ import numba
 import numpy as np
 import pytest
 
-from fastnn.kernels.batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
-                                      partial_rows)
+from fastnn.kernels.batchnorm import (
+    batchnorm_backward,
+    batchnorm_forward_eval,
+    batchnorm_forward_train,
+    partial_rows,
+)
 from tests import _reference_norm as ref
 
-TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-11)}
+TOL = {np.float32: {"rtol": 2e-4, "atol": 2e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-11}}
 EPS = 1e-5
 
 

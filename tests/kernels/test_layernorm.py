@@ -8,7 +8,7 @@ import pytest
 from fastnn.kernels.layernorm import layernorm_backward, layernorm_forward, partial_rows
 from tests import _reference_norm as ref
 
-TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-11)}
+TOL = {np.float32: {"rtol": 2e-4, "atol": 2e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-11}}
 EPS = 1e-5
 
 

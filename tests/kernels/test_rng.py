@@ -55,7 +55,7 @@ def test_normal_moments_and_shape(dtype):
 
 @pytest.mark.parametrize("counter", ["seed", "stream", "step"])
 def test_neighbouring_counters_are_independent(counter):
-    base = dict(seed=5, stream=9, step=100)
+    base = {"seed": 5, "stream": 9, "step": 100}
     other = dict(base, **{counter: base[counter] + 1})
     a = _uniform(N, np.float64, **base)
     b = _uniform(N, np.float64, **other)
