@@ -69,7 +69,11 @@ class History(Callback):
 
 
 class CallbackList:
-    """Calls each hook on every callback in order."""
+    """Calls each hook on every callback that overrides it, in order (hooks nobody overrides
+    cost nothing per batch)."""
+
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin",
+             "on_batch_end")
 
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)
@@ -78,13 +82,267 @@ class CallbackList:
                 raise TypeError(f"callbacks must be fastnn.callbacks.Callback instances, got "
                                 f"{type(cb).__name__}; subclass Callback and override its hooks")
             cb.set_model(model)
+        for hook in self.HOOKS:
+            methods = [getattr(cb, hook) for cb in self.callbacks
+                       if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            setattr(self, hook, self._caller(methods))
 
-    def __getattr__(self, hook):
-        if not hook.startswith("on_"):
-            raise AttributeError(hook)
+    @staticmethod
+    def _caller(methods):
+        if not methods:
+            return lambda *args: None
 
         def call(*args):
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args)
+            for method in methods:
+                method(*args)
 
         return call
+
+
+def _monitor_mode(monitor: str, mode: str) -> str:
+    from ._validation import check_choice
+
+    check_choice(mode, ("auto", "min", "max"), "mode")
+    if mode != "auto":
+        return mode
+    return "max" if any(word in monitor for word in ("acc", "auc", "precision", "recall", "f1")) else "min"
+
+
+class _Monitor(Callback):
+    """Shared logic of callbacks that watch one metric: improvement test with min_delta and
+    a clear error when the monitored metric does not exist."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float):
+        from ._validation import check_float
+
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
+        self.monitor = monitor
+        self.mode = _monitor_mode(monitor, mode)
+        self.min_delta = abs(check_float(min_delta, "min_delta"))
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _current(self, logs: dict) -> float:
+        from ._validation import suggest
+
+        if self.monitor not in (logs or {}):
+            available = sorted(k for k, v in (logs or {}).items() if isinstance(v, float))
+            hint = " (validation metrics need fit(validation_data=...))" if self.monitor.startswith("val_") else ""
+            raise ValueError(f"{type(self).__name__}: monitor {self.monitor!r} is not a metric of this run"
+                             f"{hint}.{suggest(self.monitor, available)} Available: {', '.join(available)}")
+        return float(logs[self.monitor])
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = float(state["best"])
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    ``restore_best_weights=True`` puts back the weights of the best epoch at the end of
+    training, whether it stopped early or ran all its epochs.
+    """
+
+    def __init__(self, monitor: str = "val_loss", *, patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False, baseline: float | None = None,
+                 start_from_epoch: int = 0):
+        from ._validation import check_int
+
+        super().__init__(monitor, mode, min_delta)
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.start_from_epoch = check_int(start_from_epoch, "start_from_epoch", minimum=0)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = baseline
+        if baseline is not None:
+            self.best = float(baseline)
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.best_epoch: int | None = None
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self._current(logs)
+        if epoch < self.start_from_epoch:
+            return
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.params.copy()
+            return
+        self.wait += 1
+        if self.wait > self.patience or (self.patience == 0 and self.wait >= 1):
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.params[...] = self.best_weights
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+
+    def arrays(self) -> dict:
+        """Arrays that are part of the state (saved as tensors, not JSON)."""
+        return {} if self.best_weights is None else {"best_weights": self.best_weights}
+
+    def load_arrays(self, arrays: dict) -> None:
+        if "best_weights" in arrays:
+            self.best_weights = arrays["best_weights"].copy()
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "val_loss", *, factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 verbose: int = 0):
+        from ._validation import check_float, check_int
+
+        super().__init__(monitor, mode, min_delta)
+        self.factor = check_float(factor, "factor", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.cooldown = check_int(cooldown, "cooldown", minimum=0)
+        self.min_lr = check_float(min_lr, "min_lr", low=0.0)
+        self.verbose = verbose
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self._current(logs)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait > self.patience:
+                old = float(self.model.optimizer.lr)
+                new = max(old * self.factor, self.min_lr)
+                if old - new > 1e-12 * old:
+                    self.model.optimizer.lr = new
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowered the learning rate to {new:.3g}")
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate from ``schedule(step)`` (a fastnn.schedules schedule or any callable)
+    at the start of every epoch (``per="epoch"``) or batch (``per="batch"``)."""
+
+    def __init__(self, schedule, *, per: str = "epoch"):
+        from ._validation import check_choice
+
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable as schedule(step) -> lr, e.g. "
+                            f"fastnn.schedules.CosineAnnealing(...); got {schedule!r}")
+        self.schedule = schedule
+        self.per = check_choice(per, ("epoch", "batch"), "per")
+
+    def _set(self, step: int):
+        lr = float(self.schedule(step))
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
+        self.model.optimizer.lr = lr
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.per == "epoch":
+            self._set(epoch)
+
+    def on_batch_begin(self, batch, logs=None):
+        if self.per == "batch":
+            self._set(self.model.optimizer.step_count)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (weights, optimizer, training state) after each epoch to ``path``; the path
+    may contain ``{epoch}`` and metric names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
+    ``save_best_only`` saves only when ``monitor`` improves."""
+
+    def __init__(self, path, *, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
+                 min_delta: float = 0.0):
+        import os
+
+        self.path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"ModelCheckpoint path {self.path!r}: directory {directory!r} does not "
+                                    f"exist; create it first (os.makedirs)")
+        self.save_best_only = bool(save_best_only)
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self._monitor._current(logs)
+            if not self._monitor._improved(value):
+                return
+            self._monitor.best = value
+        path = self.path.format(epoch=epoch + 1, **logs)
+        self.model.save(path)
+        self.saved.append(path)
+
+    def state_dict(self):
+        return self._monitor.state_dict()
+
+    def load_state_dict(self, state):
+        self._monitor.load_state_dict(state)
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (epoch and every metric) to a CSV file."""
+
+    def __init__(self, path, *, separator: str = ",", append: bool = False):
+        import os
+
+        self.path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"CSVLogger path {self.path!r}: directory {directory!r} does not exist")
+        self.separator = separator
+        self.append = bool(append)
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, logs=None):
+        import os
+
+        if not self.append and os.path.exists(self.path):
+            os.remove(self.path)
+        self._keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        import os
+
+        logs = logs or {}
+        if self._keys is None:
+            self._keys = list(logs)
+        write_header = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        with open(self.path, "a", encoding="utf-8") as handle:
+            if write_header:
+                handle.write(self.separator.join(["epoch", *self._keys]) + "\n")
+            handle.write(self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan)))
+                                                            for k in self._keys)]) + "\n")

@@ -11,6 +11,7 @@ from . import losses as losses_mod
 from . import optim as optim_mod
 from ._progress import EpochProgress
 from .callbacks import CallbackList, History
+from .layers import layer_from_config, layer_to_config
 from .layers.base import Layer, Workspace
 
 _PREDICT_BATCH = 1024
@@ -47,6 +48,9 @@ class Sequential:
         self.training = True
         self.stop_training = False
         self.epochs_done = 0
+        self._cursor = None  # (epoch, samples done, loss sum, correct) while inside an epoch
+        self._callbacks: list = []
+        self._pending_callback_states: list | None = None
         self._build(input_features)
 
     # -- construction -----------------------------------------------------------------------
@@ -218,7 +222,10 @@ class Sequential:
         batch_size = min(batch_size, n)
         batches = (n + batch_size - 1) // batch_size
         history = History()
-        cbs = CallbackList([history, *(callbacks or [])], self)
+        user_callbacks = list(callbacks or [])
+        cbs = CallbackList([history, *user_callbacks], self)
+        self._callbacks = user_callbacks
+        self._restore_callback_states(user_callbacks)
         progress = EpochProgress(verbose, epochs, batches)
         x_buf = np.empty((batch_size, X.shape[1]), self.dtype)
         y_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
@@ -233,9 +240,14 @@ class Sequential:
                 progress.epoch_begin(epoch - first_epoch)
                 start = time.perf_counter()
                 order = np.random.default_rng([self.seed, epoch]).permutation(n) if shuffle else None
-                total_loss, correct = 0.0, 0
+                total_loss, correct, start_sample = 0.0, 0, 0
+                if self._cursor is not None and self._cursor[0] == epoch:  # resuming mid-epoch
+                    _, start_sample, total_loss, correct = self._cursor
                 for b in range(batches):
-                    lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                    lo, hi = max(b * batch_size, start_sample), min(n, (b + 1) * batch_size)
+                    if lo >= hi:
+                        continue
+                    cbs.on_batch_begin(b, {})
                     if order is None:
                         xb, yb = X[lo:hi], y[lo:hi]
                     else:
@@ -246,6 +258,7 @@ class Sequential:
                     total_loss += batch_loss * (hi - lo)
                     count = self.loss.correct_count(out, yb)
                     correct = None if count is None else correct + count
+                    self._cursor = (epoch, hi, total_loss, correct)
                     progress.batch_end(total_loss / hi)
                     cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
                 logs = {"loss": total_loss / n}
@@ -255,6 +268,7 @@ class Sequential:
                     logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, y_val, _PREDICT_BATCH).items()})
                 logs["lr"] = float(self.optimizer.lr)
                 self.epochs_done = epoch + 1
+                self._cursor = None
                 progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
@@ -336,6 +350,36 @@ class Sequential:
                     raise ValueError(f"{path}: {name} has shape {data[name].shape}, the model expects {target.shape}")
             for name, target in expected.items():
                 target[...] = data[name]
+
+    # -- full save / load --------------------------------------------------------------------
+    def get_config(self) -> dict:
+        """JSON-able architecture: dtype, seed, input size and each layer's class and config."""
+        return {"class": "Sequential", "dtype": self.dtype.name, "seed": self.seed,
+                "input_features": self.in_features,
+                "layers": [layer_to_config(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        layers = [layer_from_config(entry) for entry in config["layers"]]
+        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_features=config["input_features"])
+
+    def save(self, path) -> None:
+        """Write everything needed to resume training exactly to one safetensors file, atomically:
+        architecture, weights and buffers, loss, optimizer state and step count, the position
+        in the epoch, and the state of the callbacks of the last fit()."""
+        from . import serialization
+
+        serialization.save_model(self, path)
+
+    def _restore_callback_states(self, callbacks) -> None:
+        pending, self._pending_callback_states = self._pending_callback_states, None
+        if not pending:
+            return
+        for cb, saved in zip(callbacks, pending):
+            if type(cb).__name__ == saved["class"]:
+                cb.load_state_dict(saved["state"])
+                if hasattr(cb, "load_arrays"):
+                    cb.load_arrays(saved.get("arrays", {}))
 
     # -- description ------------------------------------------------------------------------
     def summary(self, print_fn=print) -> str:

@@ -131,9 +131,9 @@ def rows_activate(code, z, y, alpha, r0, r1):
                 for j in range(n):
                     y[i, j] = np.exp(z[i, j] - row_max) * inv
             else:
-                log_total = np.log(total) + row_max
+                log_total = np.log(total)
                 for j in range(n):
-                    y[i, j] = z[i, j] - log_total
+                    y[i, j] = (z[i, j] - row_max) - log_total
         return
     for i in range(r0, r1):
         for j in range(n):

@@ -4,5 +4,28 @@ from .activation import (ACTIVATION_LAYERS, ELU, GELU, SELU, Activation, Identit
 from .base import Layer, ParamSpec, Workspace
 from .dense import Dense
 
-__all__ = ["Layer", "ParamSpec", "Workspace", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
+LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
+    Dense, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Make a user-defined layer class loadable by name from saved models."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def layer_to_config(layer: Layer) -> dict:
+    return {"class": type(layer).__name__, "config": layer.get_config()}
+
+
+def layer_from_config(entry: dict) -> Layer:
+    from .._validation import check_choice
+
+    cls = LAYERS[check_choice(entry["class"], LAYERS, "layer class")]
+    if hasattr(cls, "from_config"):
+        return cls.from_config(entry["config"])
+    return cls(**entry["config"])
+
+
+__all__ = ["LAYERS", "register_layer", "layer_to_config", "layer_from_config", "Layer", "ParamSpec", "Workspace", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
            "LeakyReLU", "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "ACTIVATION_LAYERS"]

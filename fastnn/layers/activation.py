@@ -62,37 +62,45 @@ class Activation(Layer):
             config[param_name] = self.alpha
         return config
 
-    def extra_repr(self):
-        _, _, param_name = ACTIVATIONS[self.activation]
-        return f"{param_name}={self.alpha}" if param_name else ""
 
-
-def _activation_class(name: str, doc: str, param: str | None = None, default: float = 0.0):
-    if param is None:
-        def __init__(self):
-            Activation.__init__(self, name)
-    else:
-        def __init__(self, value: float = default):
-            Activation.__init__(self, name, **{param: value})
+def _activation_class(name: str, class_name: str, doc: str):
+    """A parameter-free activation layer class, e.g. ReLU()."""
+    def __init__(self):
+        Activation.__init__(self, name)
 
     def get_config(self):
-        return {param: self.alpha} if param else {}
+        return {}
 
-    cls_name = {"identity": "Identity", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU",
-                "leaky_relu": "LeakyReLU", "elu": "ELU", "selu": "SELU", "softmax": "Softmax",
-                "log_softmax": "LogSoftmax"}[name]
-    return type(cls_name, (Activation,), {"__init__": __init__, "__doc__": doc, "get_config": get_config})
+    return type(class_name, (Activation,), {"__init__": __init__, "__doc__": doc, "get_config": get_config})
 
 
-Identity = _activation_class("identity", "y = x.")
-Sigmoid = _activation_class("sigmoid", "y = 1 / (1 + exp(-x)).")
-Tanh = _activation_class("tanh", "y = tanh(x).")
-ReLU = _activation_class("relu", "y = max(x, 0).")
-LeakyReLU = _activation_class("leaky_relu", "y = x if x > 0 else negative_slope * x.", "negative_slope", 0.01)
-ELU = _activation_class("elu", "y = x if x > 0 else alpha * (exp(x) - 1).", "alpha", 1.0)
-SELU = _activation_class("selu", "Scaled ELU with the self-normalising constants (use lecun_normal init).")
-Softmax = _activation_class("softmax", "Row-wise softmax (numerically stable).")
-LogSoftmax = _activation_class("log_softmax", "Row-wise log-softmax (numerically stable).")
+Identity = _activation_class("identity", "Identity", "y = x.")
+Sigmoid = _activation_class("sigmoid", "Sigmoid", "y = 1 / (1 + exp(-x)).")
+Tanh = _activation_class("tanh", "Tanh", "y = tanh(x).")
+ReLU = _activation_class("relu", "ReLU", "y = max(x, 0).")
+SELU = _activation_class("selu", "SELU", "Scaled ELU with the self-normalising constants (use lecun_normal init).")
+Softmax = _activation_class("softmax", "Softmax", "Row-wise softmax (numerically stable).")
+LogSoftmax = _activation_class("log_softmax", "LogSoftmax", "Row-wise log-softmax (numerically stable).")
+
+
+class LeakyReLU(Activation):
+    """y = x if x > 0 else negative_slope * x."""
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__("leaky_relu", negative_slope=negative_slope)
+
+    def get_config(self):
+        return {"negative_slope": self.alpha}
+
+
+class ELU(Activation):
+    """y = x if x > 0 else alpha * (exp(x) - 1)."""
+
+    def __init__(self, alpha: float = 1.0):
+        super().__init__("elu", alpha=alpha)
+
+    def get_config(self):
+        return {"alpha": self.alpha}
 
 
 class GELU(Activation):
