@@ -1,0 +1,143 @@
+"""Optimizer update kernels, gradient norm and value clipping against float64 references."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from fastnn._config import PARALLEL_MIN_ELEMENTS
+from fastnn.kernels import optim as K
+from tests import _reference_optim as ref
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: {"rtol": 2e-4, "atol": 2e-5}, np.float64: {"rtol": 1e-11, "atol": 1e-12}}
+# (size, n_decay): one element; odd sizes with a decayed prefix ending inside a chunk; and a buffer
+# above the parallel threshold whose decay boundary falls inside a chunk, not at its edge.
+SIZES = [(1, 1), (1001, 700), (PARALLEL_MIN_ELEMENTS + 4321, 3 * K.OPTIM_CHUNK + 77)]
+
+
+def _kernel_runner(name, n, dtype, hyper):
+    """A function ``step(p, g, t)`` that runs the kernel of ``name`` with buffers it owns."""
+
+    def zeros():
+        return np.zeros(n, dtype)
+
+    empty = np.empty(0, dtype)
+    h = hyper
+    if name == "sgd":
+        buf = zeros()
+        return lambda p, g, t, nd: K.sgd_update(p, g, buf, h["lr"], h["momentum"], h["dampening"],
+                                                h["weight_decay"], nd, h["nesterov"], 1.0, t == 1)
+    if name == "rmsprop":
+        sq, ga, buf = zeros(), zeros(), zeros()
+        return lambda p, g, t, nd: K.rmsprop_update(p, g, sq, ga, buf, h["lr"], h["alpha"], h["eps"],
+                                                    h["weight_decay"], nd, h["momentum"], h["centered"], 1.0)
+    if name == "adagrad":
+        s = np.full(n, h["initial_accumulator_value"], dtype)
+        return lambda p, g, t, nd: K.adagrad_update(p, g, s, h["lr"], h["lr_decay"], h["eps"],
+                                                    h["weight_decay"], nd, t, 1.0)
+    if name in ("adam", "adamw"):
+        m, v, vmax = zeros(), zeros(), zeros() if h["amsgrad"] else empty
+        return lambda p, g, t, nd: K.adam_update(p, g, m, v, vmax, h["lr"], h["betas"][0], h["betas"][1],
+                                                 h["eps"], h["weight_decay"], nd, name == "adamw",
+                                                 h["amsgrad"], t, 1.0)
+    m = zeros()
+    return lambda p, g, t, nd: K.lion_update(p, g, m, h["lr"], h["betas"][0], h["betas"][1],
+                                             h["weight_decay"], nd, 1.0)
+
+
+# every kernel argument given, all floats as floats (one compiled signature per dtype)
+KERNEL_CASES = {
+    "sgd": {"lr": 0.05, "momentum": 0.9, "dampening": 0.0, "nesterov": True, "weight_decay": 0.1},
+    "rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-8, "momentum": 0.5, "centered": True,
+                "weight_decay": 0.1},
+    "adagrad": {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-10,
+                "weight_decay": 0.1},
+    "adam": {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1, "amsgrad": True},
+    "adamw": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1, "amsgrad": False},
+    "lion": {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.1},
+}
+
+
+@pytest.mark.parametrize("size,n_decay", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(KERNEL_CASES))
+def test_update_kernel_matches_reference(name, dtype, size, n_decay):
+    hyper = KERNEL_CASES[name]
+    rng = np.random.default_rng(size)
+    p0 = rng.standard_normal(size)
+    grads = [rng.standard_normal(size) for _ in range(5)]
+    p = p0.astype(dtype)
+    step = _kernel_runner(name, size, dtype, hyper)
+    for t, g in enumerate(grads, start=1):
+        step(p, g.astype(dtype), t, n_decay)
+    assert p.dtype == dtype
+    expected, _ = ref.optimizer_trajectory_reference(name, p0, grads, n_decay, hyper)
+    np.testing.assert_allclose(p, expected[-1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_decay_only_on_prefix(dtype):
+    """With zero gradients only weight decay moves parameters: the tail [n_decay, n) stays put."""
+    n, n_decay = 1001, 600
+    p = np.linspace(-1, 1, n).astype(dtype)
+    before = p.copy()
+    K.sgd_update(p, np.zeros(n, dtype), np.empty(0, dtype), 0.5, 0.0, 0.0, 0.1, n_decay, False, 1.0, True)
+    np.testing.assert_array_equal(p[n_decay:], before[n_decay:])
+    np.testing.assert_allclose(p[:n_decay], before[:n_decay] * (1 - 0.5 * 0.1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_scale_multiplies_gradients(dtype):
+    n = 257
+    rng = np.random.default_rng(3)
+    g = rng.standard_normal(n).astype(dtype)
+    p1, p2 = np.zeros(n, dtype), np.zeros(n, dtype)
+    empty = np.empty(0, dtype)
+    K.sgd_update(p1, g, empty, 1.0, 0.0, 0.0, 0.0, n, False, 0.25, True)
+    K.sgd_update(p2, g * dtype(0.25), empty, 1.0, 0.0, 0.0, 0.0, n, False, 1.0, True)
+    np.testing.assert_array_equal(p1, p2)
+
+
+@pytest.mark.parametrize("size", [1, 1001, 5 * K.OPTIM_CHUNK + 13])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_global_norm(dtype, size):
+    g = np.random.default_rng(size).standard_normal(size).astype(dtype)
+    partials = np.empty(K.norm_partials_size(size), np.float64)
+    norm = K.grad_global_norm(g, partials)
+    assert isinstance(norm, float)
+    np.testing.assert_allclose(norm, ref.grad_norm_reference(g), rtol=1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_by_value(dtype):
+    g = np.random.default_rng(0).standard_normal(PARALLEL_MIN_ELEMENTS + 3).astype(dtype) * 2
+    expected = np.clip(g.astype(np.float64), -0.5, 0.5)
+    K.clip_by_value(g, 0.5)
+    assert g.dtype == dtype
+    np.testing.assert_array_equal(g, expected.astype(dtype))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_kernels_identical_on_one_and_two_threads():
+    n = 2 * PARALLEL_MIN_ELEMENTS + 999
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(3)]
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            p = p0.copy()
+            step = _kernel_runner("adam", n, np.float32, KERNEL_CASES["adam"])
+            partials = np.empty(K.norm_partials_size(n), np.float64)
+            norms = []
+            for t, g in enumerate(grads, start=1):
+                norms.append(K.grad_global_norm(g, partials))
+                step(p, g, t, n // 3)
+            results.append((p, norms))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
