@@ -73,14 +73,9 @@ def test_p_zero_is_an_exact_identity():
     np.testing.assert_array_equal(grad, x)
 
 
-def test_in_place_forward_and_backward():
+def test_in_place_backward():
     x = np.random.default_rng(2).standard_normal((20, 9))
-    want, mask = _forward(x, 0.4, seed=3)
-    y = x.copy()
-    mask2 = np.zeros_like(mask)
-    dropout_forward(y, y, mask2, 0.4, 3, 0, 0)
-    np.testing.assert_array_equal(y, want)
-    np.testing.assert_array_equal(mask2, mask)
+    _, mask = _forward(x, 0.4, seed=3)
     g = x.copy()
     want_g = _backward(x, mask, 0.4)
     dropout_backward(g, mask, g, 0.4)
