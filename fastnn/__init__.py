@@ -4,15 +4,15 @@
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)
 """
-from . import callbacks, data, init, losses, optim, schedules
+from . import callbacks, data, diagnostics, init, losses, optim, schedules
 from ._config import get_num_threads, set_num_threads
-from .layers import (ELU, GELU, SELU, Activation, Dense, Identity, Layer, LeakyReLU, LogSoftmax, ReLU, Sigmoid,
-                     Softmax, Tanh)
+from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer, LayerNorm, LeakyReLU,
+                     LogSoftmax, ReLU, Residual, Sigmoid, Softmax, Tanh, register_layer)
 from .model import Sequential
 from .serialization import load_model as load
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "Layer", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
-           "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "callbacks", "data", "init", "losses", "optim", "schedules",
+__all__ = ["Sequential", "Layer", "Dense", "Dropout", "BatchNorm1d", "LayerNorm", "Residual", "register_layer", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
+           "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "callbacks", "data", "diagnostics", "init", "losses", "optim", "schedules",
            "load", "set_num_threads", "get_num_threads", "__version__"]

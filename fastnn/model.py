@@ -68,8 +68,10 @@ class Sequential:
                 prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {width} features" if i else \
                     f"the model's input has {width} features"
                 raise ValueError(f"layer sizes do not chain: {prev}, but layer {i} ({layer!r}) expects "
-                                 f"{expected}; make layer {i}'s input size {width}")
+                                 f"{expected}; set layer {i}'s {layer.input_argument} to {width}")
             width = layer.build(width, self.dtype)
+            if hasattr(layer, "seed_rng"):
+                layer.seed_rng(self.seed, 1_000_000 + i)
         self.out_features = width
         self._allocate_parameters()
         self._grad_out = Workspace(self.dtype, grad=(self.out_features,))
@@ -133,13 +135,14 @@ class Sequential:
     def _check_x(self, X, argument="X"):
         return V.check_array(X, argument, self.dtype, self.in_features, f"the first layer ({self.layers[0]!r})")
 
-    def forward(self, x, training: bool = False) -> np.ndarray:
+    def forward(self, x, training: bool | None = None) -> np.ndarray:
         """Output (batch, out_features) for input (batch, in_features); a new array.
 
-        Keeps what :meth:`backward` needs; ``training=True`` uses batch statistics and dropout.
+        Keeps what :meth:`backward` needs. ``training`` (default: the model's mode, see
+        :meth:`train`/:meth:`eval`) selects dropout and batch statistics.
         """
         self._last_input = self._check_x(x, "x")
-        return self._forward(self._last_input, training).copy()
+        return self._forward(self._last_input, self.training if training is None else bool(training)).copy()
 
     def backward(self, grad_out) -> np.ndarray:
         """Gradient of the input from ``grad_out`` = d loss / d output of the last forward().

@@ -3,9 +3,12 @@ from .activation import (ACTIVATION_LAYERS, ELU, GELU, SELU, Activation, Identit
                          Sigmoid, Softmax, Tanh)
 from .base import Layer, ParamSpec, Workspace
 from .dense import Dense
+from .dropout import Dropout
+from .normalization import BatchNorm1d, LayerNorm
+from .residual import Residual
 
 LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
+    Dense, Dropout, BatchNorm1d, LayerNorm, Residual, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -27,5 +30,5 @@ def layer_from_config(entry: dict) -> Layer:
     return cls(**entry["config"])
 
 
-__all__ = ["LAYERS", "register_layer", "layer_to_config", "layer_from_config", "Layer", "ParamSpec", "Workspace", "Dense", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
+__all__ = ["LAYERS", "register_layer", "layer_to_config", "layer_from_config", "Layer", "ParamSpec", "Workspace", "Dense", "Dropout", "BatchNorm1d", "LayerNorm", "Residual", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
            "LeakyReLU", "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "ACTIVATION_LAYERS"]

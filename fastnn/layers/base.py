@@ -55,6 +55,8 @@ class Layer:
 
     in_features: int | None = None
     out_features: int | None = None
+    #: the constructor argument that fixes the input width (named in size-mismatch errors)
+    input_argument = "in_features"
 
     def __init__(self):
         self.dtype = None

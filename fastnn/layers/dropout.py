@@ -1,0 +1,60 @@
+"""Inverted dropout."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validation as V
+from ..kernels.dropout import dropout_backward, dropout_forward, mask_bytes
+from .base import Layer, Workspace
+
+
+class Dropout(Layer):
+    """Zero each unit with probability ``p`` in training and scale the kept ones by 1/(1-p), so
+    the expected activation is unchanged; the identity in evaluation.
+
+    Masks come from the counter-based RNG keyed by (model seed, layer, step): the same seed
+    gives the same masks on any number of threads. The mask is stored as bits for backward.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = V.check_float(p, "p", 0.0, 1.0, high_inclusive=False)
+        self.seed, self.stream = 0, 0
+        self.step = np.zeros(1, np.int64)  # masks drawn so far; saved so that resuming is exact
+        self._workspace = None
+        self._identity = True
+
+    def build(self, in_features, dtype):
+        out = super().build(in_features, dtype)
+        self._workspace = Workspace(dtype, y=(out,), grad_x=(out,))
+        self._masks = Workspace(np.uint8, mask=(mask_bytes(out),))
+        return out
+
+    def seed_rng(self, seed: int, stream: int) -> None:
+        self.seed, self.stream = seed, stream
+
+    def buffers(self):
+        return {"step": self.step}
+
+    def forward(self, x, training):
+        self._identity = not training or self.p == 0.0
+        if self._identity:
+            self.last_output = x
+            return x
+        y = self._workspace(x.shape[0])["y"]
+        dropout_forward(x, y, self._masks(x.shape[0])["mask"], self.p, self.seed, self.stream, int(self.step[0]))
+        self.step[0] += 1
+        self.last_output = y
+        return y
+
+    def backward(self, grad_y, need_grad_x=True):
+        if self._identity:
+            self.last_grad_input = grad_y
+            return grad_y
+        grad_x = self._workspace(grad_y.shape[0])["grad_x"]
+        dropout_backward(grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p)
+        self.last_grad_input = grad_x
+        return grad_x
+
+    def get_config(self):
+        return {"p": self.p}

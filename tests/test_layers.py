@@ -1,0 +1,221 @@
+"""Dropout, BatchNorm1d, LayerNorm, Residual as layers of a model; train/eval modes; the
+vanishing-gradient experiment."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+
+def fd_check(model, X, y, eps=1e-6, rtol=1e-5, atol=1e-7):
+    """Parameter and input gradients of a float64 model vs central differences (training mode)."""
+    Xc, yc = model._check_xy(X, y)
+
+    def loss_value():
+        return model.loss.forward_backward(model._forward(Xc, True), yc, np.empty((1, 1)), False)
+
+    out = model._forward(Xc, True)
+    grad_out = np.empty_like(out)
+    model.loss.forward_backward(out, yc, grad_out, True)
+    grad_x = model._backward(grad_out, True).copy()
+    analytic = model.grads.copy()
+    for arr, expected in ((model.params, analytic), (Xc, grad_x)):
+        flat = arr.reshape(-1)
+        numeric = np.empty(flat.size)
+        for k in range(flat.size):
+            keep = flat[k]
+            flat[k] = keep + eps
+            up = loss_value()
+            flat[k] = keep - eps
+            down = loss_value()
+            flat[k] = keep
+            numeric[k] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(expected.reshape(-1), numeric, rtol=rtol, atol=atol)
+
+
+def test_batchnorm_layernorm_residual_gradients_match_finite_differences(rng):
+    model = fnn.Sequential([
+        fnn.Dense(5, 6), fnn.BatchNorm1d(6), fnn.Tanh(),
+        fnn.Residual([fnn.Dense(6, 6, activation="tanh"), fnn.LayerNorm(6)]),
+        fnn.Residual([fnn.Dense(6, 4, activation="gelu")]),  # projection 6 -> 4 on the skip path
+        fnn.Dense(4, 3)], dtype="float64", seed=1)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    fd_check(model, rng.standard_normal((9, 5)), rng.integers(0, 3, 9))
+
+
+def test_non_affine_norms_gradients(rng):
+    model = fnn.Sequential([fnn.Dense(4, 5), fnn.BatchNorm1d(5, affine=False), fnn.LayerNorm(5, elementwise_affine=False),
+                            fnn.Dense(5, 2)], dtype="float64")
+    model.compile(loss="mse", optimizer="sgd")
+    fd_check(model, rng.standard_normal((6, 4)), rng.standard_normal((6, 2)))
+
+
+def test_dropout_train_and_eval(rng):
+    layer = fnn.Dropout(0.3)
+    model = fnn.Sequential([fnn.Dense(50, 400, init="ones", bias_init="zeros"), layer], seed=3, dtype="float64")
+    X = np.full((200, 50), 0.02)
+    train_out = model.forward(X, training=True)
+    kept = train_out != 0
+    assert abs(kept.mean() - 0.7) < 0.01  # 80,000 units
+    np.testing.assert_allclose(train_out[kept], 1.0 / 0.7)
+    assert abs(train_out.mean() - 1.0) < 0.02  # expected activation preserved
+    grad = model.backward(np.ones((200, 400)))
+    np.testing.assert_allclose(model.layers[0].grad_bias, kept.sum(axis=0) / 0.7)  # only kept units
+    assert grad.shape == (200, 50)
+    np.testing.assert_allclose(model.forward(X, training=False), np.ones((200, 400)), rtol=1e-12)  # identity
+    again = model.forward(X, training=True)
+    assert not np.array_equal(again != 0, kept)  # a new mask each step
+
+
+def test_dropout_zero_is_an_exact_identity(rng):
+    model = fnn.Sequential([fnn.Dense(3, 4), fnn.Dropout(0.0)])
+    X = rng.standard_normal((5, 3))
+    np.testing.assert_array_equal(model.forward(X, training=True), model.forward(X, training=False))
+
+
+def test_same_seed_gives_the_same_masks_on_one_and_two_threads(rng):
+    import numba
+
+    X = rng.standard_normal((300, 20))
+
+    def run(threads):
+        numba.set_num_threads(threads)
+        try:
+            model = fnn.Sequential([fnn.Dense(20, 512, activation="relu"), fnn.Dropout(0.5), fnn.Dense(512, 3)], seed=5)
+            model.fit(X, np.arange(300) % 3, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=150,
+                      verbose=0)
+            return model.params.copy()
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+    assert np.array_equal(run(1), run(2))
+
+
+def test_batchnorm_uses_batch_stats_in_training_and_running_stats_in_eval(rng):
+    bn = fnn.BatchNorm1d(3, momentum=0.5)
+    model = fnn.Sequential([bn], input_features=3, dtype="float64")
+    X = rng.standard_normal((64, 3)) * 4 + 10
+    out = model.forward(X, training=True)
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(out.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(bn.running_mean, 0.5 * X.mean(axis=0))
+    np.testing.assert_allclose(bn.running_var, 0.5 + 0.5 * X.var(axis=0, ddof=1))
+    eval_out = model.forward(X, training=False)
+    np.testing.assert_allclose(eval_out, (X - bn.running_mean) / np.sqrt(bn.running_var + 1e-5))
+
+
+def test_batchnorm_batch_of_one_in_training_is_refused():
+    model = fnn.Sequential([fnn.Dense(3, 4), fnn.BatchNorm1d(4)])
+    with pytest.raises(ValueError, match="more than 1 sample per batch"):
+        model.forward(np.ones((1, 3)), training=True)
+    assert model.forward(np.ones((1, 3)), training=False).shape == (1, 4)
+
+
+def test_model_with_batchnorm_and_dropout_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    model = fnn.Sequential([fnn.Dense(7, 9), fnn.BatchNorm1d(9, momentum=0.2), fnn.ReLU(), fnn.LayerNorm(9),
+                            fnn.Dense(9, 4)], dtype="float64", seed=2)
+    model.compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
+    lin1, lin2 = torch.nn.Linear(7, 9).double(), torch.nn.Linear(9, 4).double()
+    bn, ln = torch.nn.BatchNorm1d(9, momentum=0.2).double(), torch.nn.LayerNorm(9).double()
+    tmodel = torch.nn.Sequential(lin1, bn, torch.nn.ReLU(), ln, lin2)
+    with torch.no_grad():
+        for ours, theirs in ((model.layers[0], lin1), (model.layers[4], lin2)):
+            theirs.weight.copy_(torch.from_numpy(ours.weight.T.copy()))
+            theirs.bias.copy_(torch.from_numpy(ours.bias.copy()))
+    topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
+    for _ in range(4):
+        X = rng.standard_normal((16, 7))
+        y = rng.integers(0, 4, 16)
+        loss = model.train_step(X, y)
+        topt.zero_grad()
+        tloss = torch.nn.functional.cross_entropy(tmodel(torch.from_numpy(X)), torch.from_numpy(y))
+        tloss.backward()
+        topt.step()
+        assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    np.testing.assert_allclose(model.layers[1].running_mean, bn.running_mean.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(model.layers[1].running_var, bn.running_var.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(model.layers[1].weight, bn.weight.detach().numpy(), rtol=1e-9)
+    np.testing.assert_allclose(model.layers[3].bias, ln.bias.detach().numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.layers[0].weight, lin1.weight.detach().numpy().T, rtol=1e-9)
+    X = rng.standard_normal((5, 7))
+    tmodel.eval()
+    np.testing.assert_allclose(model.predict(X), tmodel(torch.from_numpy(X)).detach().numpy(), rtol=1e-9)
+
+
+def test_fit_uses_train_mode_and_predict_eval_mode_restoring_the_mode(rng):
+    model = fnn.Sequential([fnn.Dense(4, 8), fnn.Dropout(0.5), fnn.Dense(8, 2)])
+    model.compile("cross_entropy", "sgd")
+    X = rng.standard_normal((10, 4))
+    model.eval()
+    model.fit(X, np.arange(10) % 2, epochs=1, verbose=0)
+    assert not model.training
+    np.testing.assert_array_equal(model.predict(X), model.predict(X))  # no dropout in predict
+    model.train()
+    assert model.training
+    np.testing.assert_array_equal(model.predict(X), model.forward(X, training=False))
+    assert not np.array_equal(model.forward(X), model.forward(X))  # train mode: dropout on
+
+
+def test_residual_identity_path_and_projection(rng):
+    res = fnn.Residual([fnn.Dense(4, 4, init="zeros")])
+    model = fnn.Sequential([res], input_features=4, dtype="float64")
+    X = rng.standard_normal((3, 4))
+    np.testing.assert_array_equal(model.forward(X), X)  # zero block: y = x
+    proj = fnn.Sequential([fnn.Residual(fnn.Sequential([fnn.Dense(4, 6), fnn.ReLU()]))], input_features=4)
+    assert proj.layers[0].projection is not None and proj.out_features == 6
+    with pytest.raises(ValueError, match="maps 4 features to 6.*projection"):
+        fnn.Sequential([fnn.Residual([fnn.Dense(4, 6)], projection=False)], input_features=4)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: fnn.Dropout(1.0), r"p must be in \[0.0, 1.0\)"),
+    (lambda: fnn.Dropout(-0.1), r"p must be in"),
+    (lambda: fnn.BatchNorm1d(4, eps=0), r"eps must be in \(0.0"),
+    (lambda: fnn.BatchNorm1d(4, momentum=1.5), r"momentum must be in \[0.0, 1.0\]"),
+    (lambda: fnn.LayerNorm(4, eps=-1), r"eps must be in"),
+    (lambda: fnn.Sequential([fnn.Dense(3, 5), fnn.BatchNorm1d(4)]), r"layer 1 \(BatchNorm1d\(4.*expects 4; set layer 1.s num_features to 5"),
+    (lambda: fnn.Dense(3, 4, init="xavier_unifrom"), r"Did you mean 'xavier_uniform'"),
+])
+def test_bad_layer_arguments(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
+
+
+def test_save_and_load_keeps_running_stats_and_dropout_position(tmp_path, rng):
+    model = fnn.Sequential([fnn.Dense(4, 8), fnn.BatchNorm1d(8), fnn.Dropout(0.2),
+                            fnn.Residual([fnn.Dense(8, 8, activation="relu")]), fnn.Dense(8, 2)])
+    X = rng.standard_normal((40, 4))
+    model.fit(X, np.arange(40) % 2, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = fnn.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.layers[1].running_var, model.layers[1].running_var)
+    assert loaded.layers[2].step[0] == model.layers[2].step[0] == 10
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def deep_net(activation, init, *, batch_norm=False, residual=False, depth=20, width=32):
+    layers = []
+    for _ in range(depth):
+        if residual:
+            layers.append(fnn.Residual([fnn.Dense(width, width, activation=activation, init=init)]))
+        elif batch_norm:
+            layers += [fnn.Dense(width, width, init=init), fnn.BatchNorm1d(width), fnn.Activation(activation)]
+        else:
+            layers.append(fnn.Dense(width, width, activation=activation, init=init))
+    model = fnn.Sequential(layers + [fnn.Dense(width, 4)], dtype="float64", seed=0)
+    model.compile("cross_entropy", "sgd")
+    return model
+
+
+def test_vanishing_gradients_and_their_three_fixes(rng):
+    """First hidden layer's weight-gradient norm vs the last hidden layer's, 20 layers deep."""
+    X, y = rng.standard_normal((256, 32)), rng.integers(0, 4, 256)
+
+    def first_over_last(model):
+        norms = fnn.diagnostics.layer_gradient_norms(model, X, y)
+        return norms[0] / norms[-2]
+
+    assert first_over_last(deep_net("sigmoid", "xavier_normal")) < 1e-6  # vanishes by > 6 orders
+    assert 0.1 < first_over_last(deep_net("relu", "he_normal")) < 10
+    assert 0.1 < first_over_last(deep_net("sigmoid", "xavier_normal", batch_norm=True)) < 10
+    assert 0.02 < first_over_last(deep_net("sigmoid", "xavier_normal", residual=True)) < 50
