@@ -180,7 +180,7 @@ class EarlyStopping(_Monitor):
                 self.best_weights = self.model.params.copy()
             return
         self.wait += 1
-        if self.wait > self.patience or (self.patience == 0 and self.wait >= 1):
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
