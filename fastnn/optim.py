@@ -1,0 +1,370 @@
+"""Optimizers: thin objects holding hyper-parameters and flat state buffers over fused kernels.
+
+A model keeps all its parameters in one contiguous 1-D buffer and the gradients in another of
+the same layout, decayed parameters first (indices ``[0, n_decay)``; biases and norm parameters
+after them). An optimizer is bound to those buffers once::
+
+    opt = fastnn.optim.Adam(lr=1e-3, clip_norm=1.0)
+    opt.bind(params, grads, n_decay)   # allocates the state buffers (params' size and dtype)
+    opt.step()                         # clip + one fused pass over the buffers; no allocation
+    opt.lr = 5e-4                      # schedules and callbacks set the learning rate
+
+Each ``step()`` is one kernel call from :mod:`fastnn.kernels.optim` (plus one norm pass when
+clipping by norm). Semantics are those of ``torch.optim`` (SGD, RMSprop, Adagrad, Adam, AdamW)
+and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_``.
+:data:`OPTIMIZERS` is the one table of optimizers, used by :func:`get` and by the tests.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ._validation import check_choice, check_float, check_int
+from .kernels import optim as K
+
+
+def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
+    if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise TypeError(f"{argument} must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
+    return (check_float(betas[0], f"{argument}[0]", 0.0, 1.0, high_inclusive=False),
+            check_float(betas[1], f"{argument}[1]", 0.0, 1.0, high_inclusive=False))
+
+
+def _check_bool(value, argument: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argument} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _check_positive_or_none(value, argument: str) -> float | None:
+    if value is None:
+        return None
+    return check_float(value, argument, 0.0, None, low_inclusive=False)
+
+
+class Optimizer:
+    """Base class: learning rate, clipping, binding, step counting, state (de)serialisation.
+
+    Subclasses set :attr:`name`, store their validated hyper-parameters in ``self._hyper``,
+    say which state buffers they need (:meth:`_state_init`) and call their kernel (:meth:`_update`).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, lr: float, *, clip_norm: float | None = None, clip_value: float | None = None):
+        self.lr = lr
+        self.clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
+        self.clip_value = _check_positive_or_none(clip_value, "clip_value")
+        if self.clip_norm is not None and self.clip_value is not None:
+            raise ValueError("clip_norm and clip_value were both given; clip by one of them: pass "
+                             "clip_norm (global norm, like torch.nn.utils.clip_grad_norm_) or clip_value")
+        self._hyper: dict[str, Any] = {}
+        self.step_count = 0
+        self.last_grad_norm: float | None = None
+        self._params: np.ndarray | None = None
+        self._grads: np.ndarray | None = None
+        self._n_decay = 0
+        self._state: dict[str, np.ndarray] = {}
+        self._empty: np.ndarray | None = None
+        self._partials: np.ndarray | None = None
+        self._pending: dict | None = None
+
+    # ---------------------------------------------------------------- learning rate
+    @property
+    def lr(self) -> float:
+        """Current learning rate (a float >= 0); schedules and callbacks set it."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_float(value, "lr", 0.0, None)
+
+    # ---------------------------------------------------------------- subclass hooks
+    def _state_init(self) -> dict[str, float]:
+        """Name -> initial value of each state buffer this configuration uses."""
+        raise NotImplementedError
+
+    def _update(self, grad_scale: float) -> None:
+        raise NotImplementedError
+
+    def _buffer(self, name: str) -> np.ndarray:
+        """A bound state buffer, or an empty array of the right dtype where it is unused."""
+        return self._state.get(name, self._empty)
+
+    # ---------------------------------------------------------------- binding and stepping
+    def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:
+        """Attach to the flat buffers and allocate the state buffers (resets the step count).
+
+        params, grads: C-contiguous 1-D float32/float64 arrays of one size and dtype, updated in
+        place by :meth:`step`. ``n_decay``: parameters ``[0, n_decay)`` get weight decay.
+        """
+        for argument, arr in (("params", params), ("grads", grads)):
+            if not isinstance(arr, np.ndarray):
+                raise TypeError(f"{argument} must be a numpy array, got {type(arr).__name__}")
+            if arr.ndim != 1 or not arr.flags.c_contiguous or arr.dtype not in (np.float32, np.float64):
+                raise ValueError(f"{argument} must be a contiguous 1-D float32 or float64 buffer, got "
+                                 f"shape {arr.shape}, dtype {arr.dtype}, contiguous={arr.flags.c_contiguous}")
+        if grads.shape != params.shape or grads.dtype != params.dtype:
+            raise ValueError(f"grads must match params: params {params.shape} {params.dtype}, "
+                             f"grads {grads.shape} {grads.dtype}")
+        self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
+        self._params, self._grads = params, grads
+        self._empty = np.empty(0, params.dtype)
+        self._state = {name: np.full(params.size, value, params.dtype)
+                       for name, value in self._state_init().items()}
+        self._partials = np.empty(K.norm_partials_size(params.size), np.float64)
+        self.step_count = 0
+        self.last_grad_norm = None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.load_state_dict(pending)
+
+    def step(self) -> None:
+        """Clip the gradients (if asked) and update the parameters in place: one fused pass."""
+        if self._params is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
+                               f"optimizer.bind(params, grads, n_decay) (model.compile does it)")
+        scale = 1.0
+        if self.clip_norm is not None:
+            norm = K.grad_global_norm(self._grads, self._partials)
+            self.last_grad_norm = norm
+            scale = min(1.0, self.clip_norm / (norm + 1e-6))
+        elif self.clip_value is not None:
+            K.clip_by_value(self._grads, self.clip_value)
+        self.step_count += 1
+        self._update(scale)
+
+    # ---------------------------------------------------------------- saving and loading
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able hyper-parameters; :func:`optimizer_from_config` rebuilds the optimizer."""
+        config = {"name": self.name, "lr": self.lr}
+        for key, value in self._hyper.items():
+            config[key] = list(value) if isinstance(value, tuple) else value
+        config["clip_norm"] = self.clip_norm
+        config["clip_value"] = self.clip_value
+        return config
+
+    def state_dict(self) -> dict[str, np.ndarray | float | int | str]:
+        """Everything needed to continue exactly: name, step count, lr and copies of the buffers."""
+        state: dict[str, np.ndarray | float | int | str] = {
+            "name": self.name, "step_count": self.step_count, "lr": self.lr}
+        for key, buf in self._state.items():
+            state[key] = buf.copy()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (copied into the bound buffers; applied at bind if unbound)."""
+        if state.get("name") != self.name:
+            raise ValueError(f"this optimizer state was saved by {state.get('name')!r}, not {self.name!r}; "
+                             f"load it into a {state.get('name')!r} optimizer")
+        if self._params is None:
+            self._pending = dict(state)
+            return
+        for key, buf in self._state.items():
+            if key not in state:
+                raise ValueError(f"optimizer state lacks the buffer {key!r} that this {self.name} "
+                                 f"configuration needs (saved with other hyper-parameters?)")
+            saved = np.asarray(state[key])
+            if saved.shape != buf.shape:
+                raise ValueError(f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
+                                 f"bound parameters need {buf.shape}; was it saved from another model?")
+            np.copyto(buf, saved, casting="same_kind")
+        self.step_count = check_int(np.asarray(state["step_count"]).item(), "step_count", 0)
+        self.lr = np.asarray(state["lr"]).item()
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name" and v is not None)
+        return f"{type(self).__name__}({items})"
+
+
+class SGD(Optimizer):
+    """SGD with momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD)."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.01, *, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 clip_value: float | None = None):
+        super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
+        momentum = check_float(momentum, "momentum", 0.0, None)
+        dampening = check_float(dampening, "dampening", 0.0, 1.0)
+        nesterov = _check_bool(nesterov, "nesterov")
+        if nesterov and (momentum == 0 or dampening != 0):
+            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
+                             f"dampening={dampening}; set momentum (e.g. 0.9) or nesterov=False")
+        self._hyper = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov,
+                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+
+    def _state_init(self):
+        return {"momentum_buffer": 0.0} if self._hyper["momentum"] != 0 else {}
+
+    def _update(self, grad_scale):
+        h = self._hyper
+        K.sgd_update(self._params, self._grads, self._buffer("momentum_buffer"), self.lr, h["momentum"],
+                     h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"], grad_scale,
+                     self.step_count == 1)
+
+
+class RMSProp(Optimizer):
+    """RMSprop: optionally centered, with momentum and L2 weight decay (torch.optim.RMSprop)."""
+
+    name = "rmsprop"
+
+    def __init__(self, lr: float = 0.01, *, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
+                 centered: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
+                 clip_value: float | None = None):
+        super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
+        self._hyper = {"alpha": check_float(alpha, "alpha", 0.0, 1.0, high_inclusive=False),
+                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
+                       "momentum": check_float(momentum, "momentum", 0.0, None),
+                       "centered": _check_bool(centered, "centered"),
+                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+
+    def _state_init(self):
+        state = {"square_avg": 0.0}
+        if self._hyper["centered"]:
+            state["grad_avg"] = 0.0
+        if self._hyper["momentum"] > 0:
+            state["momentum_buffer"] = 0.0
+        return state
+
+    def _update(self, grad_scale):
+        h = self._hyper
+        K.rmsprop_update(self._params, self._grads, self._state["square_avg"], self._buffer("grad_avg"),
+                         self._buffer("momentum_buffer"), self.lr, h["alpha"], h["eps"], h["weight_decay"],
+                         self._n_decay, h["momentum"], h["centered"], grad_scale)
+
+
+class Adagrad(Optimizer):
+    """Adagrad with learning-rate decay and L2 weight decay (torch.optim.Adagrad)."""
+
+    name = "adagrad"
+
+    def __init__(self, lr: float = 0.01, *, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 clip_norm: float | None = None, clip_value: float | None = None):
+        super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
+        self._hyper = {"lr_decay": check_float(lr_decay, "lr_decay", 0.0, None),
+                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+                       "initial_accumulator_value": check_float(
+                           initial_accumulator_value, "initial_accumulator_value", 0.0, None),
+                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False)}
+
+    def _state_init(self):
+        return {"state_sum": self._hyper["initial_accumulator_value"]}
+
+    def _update(self, grad_scale):
+        h = self._hyper
+        K.adagrad_update(self._params, self._grads, self._state["state_sum"], self.lr, h["lr_decay"],
+                         h["eps"], h["weight_decay"], self._n_decay, self.step_count, grad_scale)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, L2 weight decay added to the gradient and amsgrad (torch.optim.Adam)."""
+
+    name = "adam"
+    decoupled: ClassVar[bool] = False
+
+    def __init__(self, lr: float = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None):
+        super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
+        self._hyper = {"betas": _check_betas(betas),
+                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
+                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+                       "amsgrad": _check_bool(amsgrad, "amsgrad")}
+
+    def _state_init(self):
+        state = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
+        if self._hyper["amsgrad"]:
+            state["max_exp_avg_sq"] = 0.0
+        return state
+
+    def _update(self, grad_scale):
+        h = self._hyper
+        K.adam_update(self._params, self._grads, self._state["exp_avg"], self._state["exp_avg_sq"],
+                      self._buffer("max_exp_avg_sq"), self.lr, h["betas"][0], h["betas"][1], h["eps"],
+                      h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"], self.step_count,
+                      grad_scale)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, p *= 1 - lr * weight_decay (torch.optim.AdamW)."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None):
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         clip_norm=clip_norm, clip_value=clip_value)
+
+
+class Lion(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    p -= lr * sign(beta1 * m + (1 - beta1) * g), then m = beta2 * m + (1 - beta2) * g, with
+    decoupled weight decay. One state buffer (half Adam's memory traffic); use a learning rate
+    3-10x smaller and a weight decay 3-10x larger than AdamW's.
+    """
+
+    name = "lion"
+
+    def __init__(self, lr: float = 1e-4, *, betas: tuple[float, float] = (0.9, 0.99),
+                 weight_decay: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None):
+        super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
+        self._hyper = {"betas": _check_betas(betas),
+                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+
+    def _state_init(self):
+        return {"exp_avg": 0.0}
+
+    def _update(self, grad_scale):
+        h = self._hyper
+        K.lion_update(self._params, self._grads, self._state["exp_avg"], self.lr, h["betas"][0],
+                      h["betas"][1], h["weight_decay"], self._n_decay, grad_scale)
+
+
+#: The one table of optimizers: name -> class. Drives :func:`get` and the table-driven tests.
+OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, RMSProp, Adagrad, Adam, AdamW, Lion)}
+
+
+def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
+    """An optimizer from its name (``"adam"``, ``"SGD"`` ...; case-insensitive) and hyper-parameters.
+
+    An :class:`Optimizer` instance is returned as it is (then no keyword arguments are allowed).
+    """
+    if isinstance(optimizer, Optimizer):
+        if kwargs:
+            raise TypeError(f"hyper-parameters {sorted(kwargs)} given with an optimizer instance; set them "
+                            f"when constructing it, e.g. fastnn.optim.{type(optimizer).__name__}(...)")
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a fastnn.optim.Optimizer, "
+                        f"got {type(optimizer).__name__} {optimizer!r}")
+    name = check_choice(optimizer.lower(), OPTIMIZERS, "optimizer")
+    return OPTIMIZERS[name](**kwargs)
+
+
+def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
+    """Rebuild an optimizer from :meth:`Optimizer.get_config`."""
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"an optimizer config must be a dict with a 'name' key, got {config!r}")
+    kwargs = {k: tuple(v) if k == "betas" else v for k, v in config.items() if k != "name"}
+    return get(config["name"], **kwargs)
+
+
+__all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Lion",
+    "Optimizer",
+    "RMSProp",
+    "get",
+    "optimizer_from_config",
+]

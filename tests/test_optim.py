@@ -1,0 +1,245 @@
+"""Optimizer objects, table-driven over fastnn.optim.OPTIMIZERS: trajectories against float64
+references and torch.optim, clipping, dtypes, thread counts, state round trips and bad input."""
+from __future__ import annotations
+
+import json
+
+import numba
+import numpy as np
+import pytest
+
+from fastnn import optim
+from fastnn._config import PARALLEL_MIN_ELEMENTS
+from tests import _reference_optim as ref
+
+SIZE, N_DECAY, STEPS = 103, 71, 20
+
+# name -> hyper-parameter sets: weight decay off and on, every option exercised once.
+CASES = {
+    "sgd": [{"lr": 0.05}, {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.1},
+            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}],
+    "rmsprop": [{"lr": 0.01}, {"lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}],
+    "adagrad": [{"lr": 0.1}, {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8,
+                              "weight_decay": 0.1}],
+    "adam": [{"lr": 0.01}, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1, "amsgrad": True}],
+    "adamw": [{"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}],
+    "lion": [{"lr": 0.01}, {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1}],
+}
+PARAMS = [pytest.param(name, hyper, id=f"{name}-{i}") for name, cases in CASES.items()
+          for i, hyper in enumerate(cases)]
+CLIPS = [{}, {"clip_norm": 2.0}, {"clip_value": 0.3}]
+
+
+def test_every_optimizer_has_cases():
+    assert set(CASES) == set(optim.OPTIMIZERS)
+
+
+def _problem(size=SIZE, steps=STEPS, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(size), [rng.standard_normal(size) for _ in range(steps)]
+
+
+def _run(opt, p0, grads, dtype=np.float64, n_decay=N_DECAY):
+    """Bind ``opt`` to fresh buffers, feed ``grads``; returns the parameter path and grad norms."""
+    params, g = p0.astype(dtype), np.zeros(p0.size, dtype)
+    opt.bind(params, g, n_decay)
+    path, norms = [], []
+    for grad in grads:
+        g[:] = grad
+        opt.step()
+        path.append(params.copy())
+        norms.append(opt.last_grad_norm)
+    return path, norms
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=["noclip", "clipnorm", "clipvalue"])
+@pytest.mark.parametrize("name,hyper", PARAMS)
+def test_matches_reference(name, hyper, clip):
+    p0, grads = _problem()
+    path, norms = _run(optim.get(name, **hyper, **clip), p0, grads)
+    expected, expected_norms = ref.optimizer_trajectory_reference(name, p0, grads, N_DECAY, hyper, **clip)
+    np.testing.assert_allclose(np.array(path), np.array(expected), rtol=1e-10, atol=1e-12)
+    if "clip_norm" in clip:
+        np.testing.assert_allclose(norms, expected_norms, rtol=1e-12)
+    else:
+        assert norms == [None] * STEPS
+
+
+TORCH_CLASSES = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW"}
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=["noclip", "clipnorm", "clipvalue"])
+@pytest.mark.parametrize("name,hyper", PARAMS)
+def test_matches_torch(name, hyper, clip):
+    torch = pytest.importorskip("torch")
+    if name not in TORCH_CLASSES:
+        pytest.skip(f"torch.optim has no {name}")
+    p0, grads = _problem()
+    path, norms = _run(optim.get(name, **hyper, **clip), p0, grads)
+    # two parameter groups: the decayed prefix and the undecayed tail
+    head = torch.tensor(p0[:N_DECAY], dtype=torch.float64, requires_grad=True)
+    tail = torch.tensor(p0[N_DECAY:], dtype=torch.float64, requires_grad=True)
+    wd = hyper.get("weight_decay", optim.OPTIMIZERS[name]().get_config().get("weight_decay", 0.0))
+    kwargs = {k: v for k, v in hyper.items() if k != "weight_decay"}
+    opt = getattr(torch.optim, TORCH_CLASSES[name])(
+        [{"params": [head], "weight_decay": wd}, {"params": [tail], "weight_decay": 0.0}], **kwargs)
+    for step, grad in enumerate(grads):
+        head.grad = torch.tensor(grad[:N_DECAY])
+        tail.grad = torch.tensor(grad[N_DECAY:])
+        if "clip_norm" in clip:
+            norm = torch.nn.utils.clip_grad_norm_([head, tail], clip["clip_norm"])
+            assert norms[step] == pytest.approx(float(norm), rel=1e-12)
+        if "clip_value" in clip:
+            torch.nn.utils.clip_grad_value_([head, tail], clip["clip_value"])
+        opt.step()
+        got = np.concatenate([head.detach().numpy(), tail.detach().numpy()])
+        np.testing.assert_allclose(path[step], got, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_float32_stays_float32(name):
+    hyper = CASES[name][-1]
+    p0, grads = _problem(steps=5)
+    opt = optim.get(name, **hyper, clip_norm=5.0)
+    path, _ = _run(opt, p0, grads, dtype=np.float32)
+    assert path[-1].dtype == np.float32
+    for key, value in opt.state_dict().items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype == np.float32, key
+    expected, _ = ref.optimizer_trajectory_reference(name, p0, grads, N_DECAY, hyper, clip_norm=5.0)
+    np.testing.assert_allclose(path[-1], expected[-1], rtol=1e-4, atol=1e-4)
+
+
+def test_tail_is_not_decayed():
+    """n_decay < size: with zero gradients only the decayed prefix moves."""
+    for name in ("sgd", "adamw", "lion"):
+        p0 = np.linspace(0.5, 1.5, SIZE)
+        path, _ = _run(optim.get(name, lr=0.1, weight_decay=0.5), p0, [np.zeros(SIZE)] * 3)
+        np.testing.assert_array_equal(path[-1][N_DECAY:], p0[N_DECAY:])
+        assert np.all(np.abs(path[-1][:N_DECAY]) < p0[:N_DECAY])
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_bit_identical_on_one_and_two_threads(name):
+    p0, grads = _problem(size=PARALLEL_MIN_ELEMENTS + 12345, steps=3)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            runs.append(_run(optim.get(name, **CASES[name][-1], clip_norm=10.0), p0, grads,
+                             dtype=np.float32, n_decay=50_000))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(runs[0][0][-1], runs[1][0][-1])
+    assert runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_state_dict_round_trip_continues_exactly(name):
+    p0, grads = _problem()
+    straight, _ = _run(optim.get(name, **CASES[name][-1]), p0, grads)
+    first = optim.get(name, **CASES[name][-1])
+    half, _ = _run(first, p0, grads[:10])
+    state = first.state_dict()
+    assert state["step_count"] == 10 and state["name"] == name
+    resumed = optim.optimizer_from_config(json.loads(json.dumps(first.get_config())))
+    resumed.load_state_dict(state)            # before bind: applied when bound
+    rest, _ = _run(resumed, half[-1], grads[10:])
+    assert resumed.step_count == STEPS
+    np.testing.assert_array_equal(rest[-1], straight[-1])
+
+
+def test_state_dict_is_a_copy_and_load_checks():
+    opt = optim.Adam(lr=0.1)
+    _run(opt, *_problem(steps=2))
+    state = opt.state_dict()
+    state["exp_avg"][:] = 123.0
+    assert not np.any(opt.state_dict()["exp_avg"] == 123.0)
+    with pytest.raises(ValueError, match="'adam'"):
+        optim.SGD().load_state_dict(state)
+    other = optim.Adam(lr=0.1)
+    other.bind(np.zeros(5), np.zeros(5), 5)
+    with pytest.raises(ValueError, match="shape"):
+        other.load_state_dict(state)
+    ams = optim.Adam(amsgrad=True)
+    ams.bind(np.zeros(SIZE), np.zeros(SIZE), N_DECAY)
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+        ams.load_state_dict(state)
+
+
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_config_round_trip(name):
+    opt = optim.get(name, **CASES[name][-1], clip_norm=1.5)
+    config = json.loads(json.dumps(opt.get_config()))
+    assert config["name"] == name
+    assert optim.optimizer_from_config(config).get_config() == config
+    assert type(optim.OPTIMIZERS[name]()).__name__ in repr(opt)
+
+
+def test_get():
+    assert isinstance(optim.get("Adam"), optim.Adam)
+    assert isinstance(optim.get("RMSProp", lr=0.1), optim.RMSProp)
+    opt = optim.SGD()
+    assert optim.get(opt) is opt
+    with pytest.raises(ValueError, match="Did you mean 'adamw'"):
+        optim.get("adamww")
+    with pytest.raises(TypeError, match="instance"):
+        optim.get(opt, lr=0.1)
+    with pytest.raises(TypeError):
+        optim.get(3)
+
+
+def test_lr_is_settable_and_used():
+    opt = optim.SGD(lr=1.0)
+    p, g = np.ones(3), np.ones(3)
+    opt.bind(p, g, 3)
+    opt.lr = 0.25
+    opt.step()
+    np.testing.assert_array_equal(p, np.full(3, 0.75))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr"):
+            opt.lr = bad
+
+
+BAD_HYPER = [
+    ("sgd", {"lr": -0.1}, "lr"), ("sgd", {"lr": float("nan")}, "lr"), ("adam", {"lr": "fast"}, "lr"),
+    ("sgd", {"momentum": -0.5}, "momentum"), ("sgd", {"nesterov": True}, "nesterov"),
+    ("sgd", {"momentum": 0.9, "dampening": 0.5, "nesterov": True}, "nesterov"),
+    ("sgd", {"weight_decay": -1.0}, "weight_decay"), ("sgd", {"clip_norm": 0.0}, "clip_norm"),
+    ("sgd", {"clip_value": -1.0}, "clip_value"), ("sgd", {"clip_norm": 1.0, "clip_value": 1.0}, "clip_value"),
+    ("rmsprop", {"alpha": 1.0}, "alpha"), ("rmsprop", {"eps": 0.0}, "eps"), ("rmsprop", {"centered": 1}, "centered"),
+    ("adagrad", {"lr_decay": -0.1}, "lr_decay"), ("adagrad", {"initial_accumulator_value": -1.0},
+                                                          "initial_accumulator_value"),
+    ("adam", {"betas": (1.0, 0.999)}, "betas"), ("adam", {"betas": (0.9, -0.1)}, "betas"),
+    ("adam", {"betas": 0.9}, "betas"), ("adam", {"eps": -1e-8}, "eps"), ("adamw", {"amsgrad": "yes"}, "amsgrad"),
+    ("lion", {"betas": (0.9, float("nan"))}, "betas"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,argument", BAD_HYPER)
+def test_bad_hyper_parameters_name_the_argument(name, kwargs, argument):
+    with pytest.raises((ValueError, TypeError), match=argument):
+        optim.get(name, **kwargs)
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        optim.Adam(1e-3, (0.9, 0.999))
+
+
+def test_bind_and_step_checks():
+    opt = optim.SGD()
+    with pytest.raises(RuntimeError, match="bind"):
+        opt.step()
+    with pytest.raises(ValueError, match="grads"):
+        opt.bind(np.zeros(4), np.zeros(5), 0)
+    with pytest.raises(ValueError, match="grads"):
+        opt.bind(np.zeros(4), np.zeros(4, np.float32), 0)
+    with pytest.raises(ValueError, match="params"):
+        opt.bind(np.zeros((2, 2)), np.zeros((2, 2)), 0)
+    with pytest.raises(ValueError, match="params"):
+        opt.bind(np.zeros(4, np.int64), np.zeros(4, np.int64), 0)
+    with pytest.raises(ValueError, match="n_decay"):
+        opt.bind(np.zeros(4), np.zeros(4), 5)
