@@ -11,10 +11,12 @@ from . import losses as losses_mod
 from . import optim as optim_mod
 from ._progress import EpochProgress
 from .callbacks import CallbackList, History
+from .kernels.rng import permutation
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Layer, Workspace
 
 _PREDICT_BATCH = 1024
+_SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 
 
 class Sequential:
@@ -44,6 +46,7 @@ class Sequential:
                                       "built; use device='cpu'")
         self.device = device
         self.loss: losses_mod.Loss | None = None
+        self.decay_bias_and_norm = False
         self.optimizer = None
         self.training = True
         self.stop_training = False
@@ -158,11 +161,16 @@ class Sequential:
     __call__ = forward
 
     # -- training ---------------------------------------------------------------------------
-    def compile(self, loss="cross_entropy", optimizer="sgd") -> "Sequential":
-        """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance)."""
+    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool = False) -> "Sequential":
+        """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
+
+        The optimizer's weight decay applies to weight matrices only; biases and normalisation
+        parameters are excluded unless ``decay_bias_and_norm=True``.
+        """
         self.loss = losses_mod.get(loss)
         self.optimizer = optim_mod.get(optimizer)
-        self.optimizer.bind(self.params, self.grads, self.n_decay)
+        self.decay_bias_and_norm = bool(decay_bias_and_norm)
+        self.optimizer.bind(self.params, self.grads, self.params.size if self.decay_bias_and_norm else self.n_decay)
         return self
 
     def _require_compiled(self, what: str):
@@ -230,6 +238,7 @@ class Sequential:
         self._callbacks = user_callbacks
         self._restore_callback_states(user_callbacks)
         progress = EpochProgress(verbose, epochs, batches)
+        order = np.empty(n, np.int64) if shuffle else None
         x_buf = np.empty((batch_size, X.shape[1]), self.dtype)
         y_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
         was_training = self.training
@@ -242,7 +251,8 @@ class Sequential:
                 cbs.on_epoch_begin(epoch, {})
                 progress.epoch_begin(epoch - first_epoch)
                 start = time.perf_counter()
-                order = np.random.default_rng([self.seed, epoch]).permutation(n) if shuffle else None
+                if shuffle:  # counter-based: the order of epoch e depends only on (seed, e)
+                    permutation(n, self.seed, _SHUFFLE_STREAM, epoch, order)
                 total_loss, correct, start_sample = 0.0, 0, 0
                 if self._cursor is not None and self._cursor[0] == epoch:  # resuming mid-epoch
                     _, start_sample, total_loss, correct = self._cursor

@@ -32,7 +32,8 @@ def save_model(model, path) -> None:
         arrays, scalars = _split_state(model.optimizer.state_dict())
         tensors.update({f"optimizer.{k}": v for k, v in arrays.items()})
         meta["optimizer"] = json.dumps({"config": model.optimizer.get_config(), "state": scalars})
-    meta["training"] = json.dumps({"epochs_done": model.epochs_done, "cursor": model._cursor})
+    meta["training"] = json.dumps({"epochs_done": model.epochs_done, "cursor": model._cursor,
+                                   "decay_bias_and_norm": model.decay_bias_and_norm})
     callbacks = []
     for i, cb in enumerate(model._callbacks):
         arrays = cb.arrays() if hasattr(cb, "arrays") else {}
@@ -66,7 +67,9 @@ def load_model(path):
         if "optimizer" in meta:
             saved = json.loads(meta["optimizer"])
             loss = losses.from_config(json.loads(meta["loss"])) if "loss" in meta else None
-            model.compile(loss if loss is not None else "mse", optim.optimizer_from_config(saved["config"]))
+            training = json.loads(meta.get("training", "{}"))
+            model.compile(loss if loss is not None else "mse", optim.optimizer_from_config(saved["config"]),
+                          decay_bias_and_norm=training.get("decay_bias_and_norm", False))
             if loss is None:
                 model.loss = None
             state = dict(saved["state"])

@@ -72,7 +72,10 @@ def test_dropout_zero_is_an_exact_identity(rng):
     np.testing.assert_array_equal(model.forward(X, training=True), model.forward(X, training=False))
 
 
-def test_same_seed_gives_the_same_masks_on_one_and_two_threads(rng):
+def test_seeded_training_is_bit_identical_on_one_and_two_threads(rng):
+    """Dropout masks, batch-norm and layer-norm sums, bias gradients, tiled GEMMs and the
+    optimizer all give the same bits whatever the thread count (every size here takes the
+    parallel paths)."""
     import numba
 
     X = rng.standard_normal((300, 20))
@@ -80,7 +83,9 @@ def test_same_seed_gives_the_same_masks_on_one_and_two_threads(rng):
     def run(threads):
         numba.set_num_threads(threads)
         try:
-            model = fnn.Sequential([fnn.Dense(20, 512, activation="relu"), fnn.Dropout(0.5), fnn.Dense(512, 3)], seed=5)
+            model = fnn.Sequential([fnn.Dense(20, 512), fnn.BatchNorm1d(512), fnn.ReLU(), fnn.Dropout(0.5),
+                                    fnn.Dense(512, 256, activation="tanh"), fnn.LayerNorm(256), fnn.Dense(256, 3)],
+                                   seed=5)
             model.fit(X, np.arange(300) % 3, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=150,
                       verbose=0)
             return model.params.copy()
@@ -219,3 +224,21 @@ def test_vanishing_gradients_and_their_three_fixes(rng):
     assert 0.1 < first_over_last(deep_net("relu", "he_normal")) < 10
     assert 0.1 < first_over_last(deep_net("sigmoid", "xavier_normal", batch_norm=True)) < 10
     assert 0.02 < first_over_last(deep_net("sigmoid", "xavier_normal", residual=True)) < 50
+
+
+def test_weight_decay_skips_bias_and_norm_unless_asked(rng):
+    def run(decay_all):
+        model = fnn.Sequential([fnn.Dense(3, 4), fnn.BatchNorm1d(4), fnn.Dense(4, 2)], dtype="float64")
+        model.compile("mse", fnn.optim.SGD(lr=0.1, weight_decay=0.5), decay_bias_and_norm=decay_all)
+        before = {name: value.copy() for name, value, _ in model.named_parameters()}
+        model.grads[...] = 0.0
+        model.optimizer.step()  # zero gradients: only the decay moves parameters
+        return {name: (value, before[name]) for name, value, _ in model.named_parameters()}
+
+    for name, (after, before) in run(False).items():
+        if name.endswith("weight") and after.ndim == 2:
+            np.testing.assert_allclose(after, before * 0.95)
+        else:
+            np.testing.assert_array_equal(after, before)
+    for name, (after, before) in run(True).items():
+        np.testing.assert_allclose(after, before * 0.95)
