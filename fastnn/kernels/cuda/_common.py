@@ -1,0 +1,129 @@
+"""Launch geometry, typed constants and block reductions shared by the CUDA kernels.
+
+Kernels are compiled lazily (``@cuda.jit`` without a signature, or built per dtype by a cached
+factory on first launch), so importing this package needs numba-cuda but neither a driver nor a
+GPU. Block sizes are compile-time constants (no runtime-sized shared memory, never more than 1024
+threads); every ``cuda.syncthreads()`` is reached by all threads of a block.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+#: threads per block of the 1-D (elementwise and row) kernels; a power of two
+BLOCK = 256
+#: 2-D blocks of the column reductions: COLS columns x LANES row lanes (256 threads)
+COLS = 32
+LANES = 8
+#: upper bound on the blocks of a grid-stride launch (the loops cover any size)
+MAX_BLOCKS = 4096
+#: blocks of a grid-stride launch under the simulator, where each thread is an OS thread
+SIM_MAX_BLOCKS = 2
+
+
+def simulator() -> bool:
+    """True when Numba runs CUDA kernels on its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+def blocks_for(work: int, per_block: int = BLOCK) -> int:
+    """Blocks of a grid-stride launch over ``work`` items, ``per_block`` per block."""
+    cap = SIM_MAX_BLOCKS if simulator() else MAX_BLOCKS
+    return max(1, min(-(-int(work) // per_block), cap))
+
+
+def typed(value, ref):
+    """``value`` as a scalar of ``ref``'s dtype (host side: float32 stays float32)."""
+    return ref.dtype.type(value)
+
+
+def numba_type(dtype):
+    """The Numba scalar type of a NumPy dtype (for shared arrays of kernel factories)."""
+    return numba.from_dtype(np.dtype(dtype))
+
+
+def per_dtype(factory):
+    """Cache ``factory(dtype_name)`` -> kernels: one lazily built set of kernels per dtype."""
+    cached = functools.lru_cache(maxsize=None)(factory)
+
+    @functools.wraps(factory)
+    def get(dtype):
+        return cached(np.dtype(dtype).name)
+
+    return get
+
+
+@cuda.jit(device=True)
+def block_sum(buf, tid):
+    """Tree sum of ``buf[0:BLOCK]`` (shared) by all BLOCK threads of a block; returns the total.
+
+    Every thread must call it (it synchronises, also before returning, so ``buf`` may be
+    rewritten at once).
+    """
+    cuda.syncthreads()
+    s = BLOCK // 2
+    while s > 0:
+        if tid < s:
+            buf[tid] += buf[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    total = buf[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def lanes_sum(buf, tx, ty):
+    """Sum over the LANES row lanes of ``buf[LANES, COLS]`` (shared); returns column tx's total.
+
+    Called by every thread of a (COLS, LANES) block; the result is valid in every thread.
+    """
+    cuda.syncthreads()
+    s = LANES // 2
+    while s > 0:
+        if ty < s:
+            buf[ty, tx] += buf[ty + s, tx]
+        cuda.syncthreads()
+        s //= 2
+    total = buf[0, tx]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit
+def combine_rows(partials, chunks, out):
+    """out[j] = partials[0, j] + partials[1, j] + ... + partials[chunks - 1, j], in chunk order."""
+    for j in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        total = partials[0, j]
+        for c in range(1, chunks):
+            total += partials[c, j]
+        out[j] = total
+
+
+@cuda.jit
+def finish_sum(partials, count, scale, root):
+    """partials[0] = scale * sum(partials[0:count]) (its square root if ``root``): one block, float64."""
+    buf = cuda.shared.array(BLOCK, numba.float64)
+    tid = cuda.threadIdx.x
+    acc = 0.0
+    for c in range(tid, count, BLOCK):
+        acc += partials[c]
+    buf[tid] = acc
+    total = block_sum(buf, tid) * scale
+    if tid == 0:
+        partials[0] = math.sqrt(total) if root else total
+
+
+def reduce_partials(partials, count: int, scale: float = 1.0, root: bool = False, sync: bool = True):
+    """Second stage of a float64 reduction: partials[0] = scale * sum of the first ``count``.
+
+    Returns that value as a Python float when ``sync`` (one 8-byte copy to the host), else None.
+    """
+    finish_sum[1, BLOCK](partials, count, np.float64(scale), root)
+    if sync:
+        return float(partials[0:1].copy_to_host()[0])
+    return None

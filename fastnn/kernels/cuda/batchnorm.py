@@ -1,0 +1,193 @@
+"""CUDA twins of kernels/batchnorm.py: batch statistics by block reductions over fixed row chunks.
+
+The forward's statistics follow the CPU exactly in structure: a kernel of (COLS x LANES) blocks
+computes each fixed ``REDUCTION_CHUNK_ROWS`` row chunk's column mean and sum of squared
+deviations (two passes over the chunk, block reductions across the row lanes) into ``partials``;
+one thread per column then merges the chunks in chunk order (Chan et al.), updates the running
+statistics and writes inv_std; an elementwise kernel normalises. The backward reduces sum(dy) and
+sum(dy * x_hat) the same way, combines them in chunk order, then computes grad_x elementwise.
+
+Buffers, shapes and arguments as on the CPU (device arrays): partials (2, partial_rows(batch), features).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ..._config import REDUCTION_CHUNK_ROWS
+from .._scalar import like
+from ..batchnorm import partial_rows
+from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, lanes_sum, numba_type, per_dtype, typed
+
+
+@per_dtype
+def column_kernels(dtype):
+    """(chunk_moments, chunk_sums2) for one dtype: per-chunk column reductions into ``partials``."""
+    nb_type = numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+
+    @cuda.jit
+    def chunk_moments(x, partials):
+        """partials[0, chunk, j] = chunk mean of column j, partials[1, chunk, j] = its sum of squared deviations."""
+        buf = cuda.shared.array((LANES, COLS), nb_type)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = x.shape[0]
+        n = x.shape[1]
+        for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS, cuda.gridDim.y):
+            r0 = chunk * REDUCTION_CHUNK_ROWS
+            r1 = min(m, r0 + REDUCTION_CHUNK_ROWS)
+            inv_count = like(1.0 / (r1 - r0), x)
+            for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
+                j = tile * COLS + tx
+                acc = zero
+                if j < n:
+                    for i in range(r0 + ty, r1, LANES):
+                        acc += x[i, j]
+                buf[ty, tx] = acc
+                mean = lanes_sum(buf, tx, ty) * inv_count
+                acc = zero
+                if j < n:
+                    for i in range(r0 + ty, r1, LANES):
+                        d = x[i, j] - mean
+                        acc += d * d
+                buf[ty, tx] = acc
+                m2 = lanes_sum(buf, tx, ty)
+                if ty == 0 and j < n:
+                    partials[0, chunk, j] = mean
+                    partials[1, chunk, j] = m2
+
+    @cuda.jit
+    def chunk_sums2(a, b, partials):
+        """partials[0, chunk, j] = sum of a[:, j] over the chunk's rows, partials[1, chunk, j] = of a * b."""
+        buf = cuda.shared.array((LANES, COLS), nb_type)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = a.shape[0]
+        n = a.shape[1]
+        for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS, cuda.gridDim.y):
+            r0 = chunk * REDUCTION_CHUNK_ROWS
+            r1 = min(m, r0 + REDUCTION_CHUNK_ROWS)
+            for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
+                j = tile * COLS + tx
+                s = zero
+                sx = zero
+                if j < n:
+                    for i in range(r0 + ty, r1, LANES):
+                        g = a[i, j]
+                        s += g
+                        sx += g * b[i, j]
+                buf[ty, tx] = s
+                total = lanes_sum(buf, tx, ty)
+                buf[ty, tx] = sx
+                total_x = lanes_sum(buf, tx, ty)
+                if ty == 0 and j < n:
+                    partials[0, chunk, j] = total
+                    partials[1, chunk, j] = total_x
+
+    return chunk_moments, chunk_sums2
+
+
+def column_grid(m: int, n: int):
+    """(grid, block) of the per-chunk column reductions over an (m, n) array."""
+    grid = (blocks_for(-(-n // COLS), 1), blocks_for(-(-m // REDUCTION_CHUNK_ROWS), 1))
+    return grid, (COLS, LANES)
+
+
+@cuda.jit
+def _merge_moments(partials, mean, inv_std, running_mean, running_var, m, chunks, eps, momentum, track):
+    """Per column: Chan's merge of the chunk moments in chunk order, running stats, inv_std."""
+    for j in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
+        mu = partials[0, 0, j]
+        var = partials[1, 0, j]
+        count = min(REDUCTION_CHUNK_ROWS, m)
+        for c in range(1, chunks):
+            nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
+            total = count + nb
+            wb = like(nb / total, mu)
+            cross = like(count * nb / total, mu)
+            delta = partials[0, c, j] - mu
+            mu += delta * wb
+            var += partials[1, c, j] + delta * delta * cross
+            count = total
+        var *= like(1.0 / m, mu)
+        mean[j] = mu
+        one = like(1.0, mu)
+        if track:
+            keep = one - momentum
+            running_mean[j] = keep * running_mean[j] + momentum * mu
+            running_var[j] = keep * running_var[j] + momentum * (var * like(m / max(m - 1, 1), mu))
+        inv_std[j] = one / math.sqrt(var + eps)
+
+
+@cuda.jit
+def _normalize(x, mean, inv_std, gamma, beta, out, x_hat, affine):
+    n = x.shape[1]
+    for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        h = (x[i, j] - mean[j]) * inv_std[j]
+        x_hat[i, j] = h
+        out[i, j] = gamma[j] * h + beta[j] if affine else h
+
+
+def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
+                            eps, momentum, affine, track):
+    """Training-mode batch norm of ``x`` (batch >= 2, features) on the device; as the CPU kernel."""
+    m, n = x.shape
+    chunks = -(-m // REDUCTION_CHUNK_ROWS)
+    grid, block = column_grid(m, n)
+    column_kernels(x.dtype)[0][grid, block](x, partials)
+    _merge_moments[blocks_for(n), BLOCK](partials, mean, inv_std, running_mean, running_var, m, chunks,
+                                          typed(eps, x), typed(momentum, x), track)
+    _normalize[blocks_for(x.size), BLOCK](x, mean, inv_std, gamma, beta, out, x_hat, affine)
+
+
+@cuda.jit
+def _eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
+    n = x.shape[1]
+    one = like(1.0, x)
+    for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        h = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
+        out[i, j] = gamma[j] * h + beta[j] if affine else h
+
+
+def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
+    """Evaluation-mode batch norm with the running statistics; ``out`` may be ``x``."""
+    _eval[blocks_for(x.size), BLOCK](x, gamma, beta, running_mean, running_var, out, typed(eps, x), affine)
+
+
+def sum_partials(partials, which, total, chunks):
+    """total = partials[which, 0] + partials[which, 1] + ... (chunk order), one thread per column."""
+    combine_rows[blocks_for(total.size), BLOCK](partials[which], chunks, total)
+
+
+@cuda.jit
+def _grad_x(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, inv_m):
+    n = grad_out.shape[1]
+    for e in range(cuda.grid(1), grad_out.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+        g = grad_out[i, j] - (grad_beta[j] + x_hat[i, j] * grad_gamma[j]) * inv_m
+        grad_x[i, j] = scale * g
+
+
+def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine):
+    """Gradients of training-mode batch norm on the device; as the CPU kernel (grad_x may be grad_out)."""
+    m, n = grad_out.shape
+    chunks = -(-m // REDUCTION_CHUNK_ROWS)
+    grid, block = column_grid(m, n)
+    column_kernels(grad_out.dtype)[1][grid, block](grad_out, x_hat, partials)
+    sum_partials(partials, 0, grad_beta, chunks)
+    sum_partials(partials, 1, grad_gamma, chunks)
+    _grad_x[blocks_for(grad_out.size), BLOCK](grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x,
+                                              affine, typed(1.0 / m, grad_out))
+
+
+__all__ = ["batchnorm_backward", "batchnorm_forward_eval", "batchnorm_forward_train", "partial_rows",
+           "sum_partials"]

@@ -1,0 +1,208 @@
+"""CUDA twins of kernels/dense.py: ``z = x @ w + b``, ``y = f(z)`` and its backward.
+
+GEMMs are a tiled shared-memory kernel of our own (TILE x TILE threads per block, one output
+element per thread, grid-stride over output tiles) with the bias + activation epilogue fused
+into the forward; when CuPy is importable and a GPU is present they go to cuBLAS instead
+(zero-copy through ``__cuda_array_interface__``) and the epilogue runs as one elementwise
+kernel. The backward computes grad_z = grad_y * f'(z) and the bias-gradient partial sums of
+fixed ``REDUCTION_CHUNK_ROWS`` row chunks in one kernel (block reductions, the CPU's
+``partial_b`` layout), combines the partials in chunk order, then runs the two GEMMs.
+
+Shapes as on the CPU: x (batch, in), w (in, out), b (out,), z/y/grad_y/grad_z (batch, out),
+grad_x (batch, in), grad_w (in, out), grad_b (out,), partial_b (ceil(batch / 64), out);
+device arrays of one dtype, float32 or float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from ..._config import REDUCTION_CHUNK_ROWS
+from ..activations import IDENTITY, ROWWISE_CODES, activate, activate_grad
+from ._common import (
+    BLOCK,
+    COLS,
+    LANES,
+    blocks_for,
+    combine_rows,
+    lanes_sum,
+    numba_type,
+    per_dtype,
+    simulator,
+    typed,
+)
+from .activations import activation_backward, activation_forward
+
+#: side of the square GEMM tiles (TILE * TILE threads per block)
+TILE = 16
+#: GEMM epilogues: plain store, + bias, + bias and activation
+STORE, BIAS, BIAS_ACTIVATE = 0, 1, 2
+
+_FORCE_TILED = [False]
+
+
+def use_cublas(enabled: bool) -> None:
+    """Allow (default) or forbid the cuBLAS path (the tiled kernels are then always used)."""
+    _FORCE_TILED[0] = not enabled
+
+
+def _cupy():
+    """CuPy when it is importable, a GPU is present and the simulator is off; else None."""
+    if _FORCE_TILED[0] or simulator():
+        return None
+    try:
+        import cupy
+    except ImportError:
+        return None
+    try:
+        return cupy if cupy.cuda.is_available() else None
+    except Exception:  # noqa: BLE001 - a broken CUDA install means "no cuBLAS", not a crash
+        return None
+
+
+def gemm_backend() -> str:
+    """``"cublas"`` when dense GEMMs go to cuBLAS through CuPy, else ``"tiled"``."""
+    return "cublas" if _cupy() is not None else "tiled"
+
+
+@per_dtype
+def _kernels(dtype):
+    """The GEMM and reduction kernels for one dtype (typed zero and shared arrays)."""
+    nb_type = numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+
+    @cuda.jit
+    def gemm(a, b, c, trans_a, trans_b, bias, y, epilogue, code, alpha):
+        """c = op(a) @ op(b), then the epilogue: + bias (into c) and y = f(c)."""
+        sa = cuda.shared.array((TILE, TILE), nb_type)
+        sb = cuda.shared.array((TILE, TILE), nb_type)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = c.shape[0]
+        n = c.shape[1]
+        k = a.shape[0] if trans_a else a.shape[1]
+        for tile_row in range(cuda.blockIdx.y, (m + TILE - 1) // TILE, cuda.gridDim.y):
+            for tile_col in range(cuda.blockIdx.x, (n + TILE - 1) // TILE, cuda.gridDim.x):
+                row = tile_row * TILE + ty
+                col = tile_col * TILE + tx
+                acc = zero
+                for k0 in range(0, k, TILE):
+                    ka = k0 + tx
+                    if row < m and ka < k:
+                        sa[ty, tx] = a[ka, row] if trans_a else a[row, ka]
+                    else:
+                        sa[ty, tx] = zero
+                    kb = k0 + ty
+                    if kb < k and col < n:
+                        sb[ty, tx] = b[col, kb] if trans_b else b[kb, col]
+                    else:
+                        sb[ty, tx] = zero
+                    cuda.syncthreads()
+                    for q in range(TILE):
+                        acc += sa[ty, q] * sb[q, tx]
+                    cuda.syncthreads()
+                if row < m and col < n:
+                    if epilogue != STORE:
+                        acc += bias[col]
+                    c[row, col] = acc
+                    if epilogue == BIAS_ACTIVATE:
+                        y[row, col] = activate(code, acc, alpha)
+
+    @cuda.jit
+    def bias_activate(z, b, y, epilogue, code, alpha):
+        """z += b and (BIAS_ACTIVATE) y = f(z), elementwise (the epilogue after a cuBLAS GEMM)."""
+        n = z.shape[1]
+        for e in range(cuda.grid(1), z.shape[0] * n, cuda.gridsize(1)):
+            i = e // n
+            j = e - i * n
+            v = z[i, j] + b[j]
+            z[i, j] = v
+            if epilogue == BIAS_ACTIVATE:
+                y[i, j] = activate(code, v, alpha)
+
+    @cuda.jit
+    def grad_z_partials(z, y, grad_y, grad_z, partial_b, code, alpha):
+        """grad_z = grad_y * f'(z) and partial_b[chunk, j] = sum of grad_z over the chunk's rows."""
+        buf = cuda.shared.array((LANES, COLS), nb_type)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        m = z.shape[0]
+        n = z.shape[1]
+        for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS,
+                           cuda.gridDim.y):
+            r1 = min(m, (chunk + 1) * REDUCTION_CHUNK_ROWS)
+            for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
+                j = tile * COLS + tx
+                acc = zero
+                if j < n:
+                    for i in range(chunk * REDUCTION_CHUNK_ROWS + ty, r1, LANES):
+                        if code != IDENTITY:
+                            g = grad_y[i, j] * activate_grad(code, z[i, j], y[i, j], alpha)
+                            grad_z[i, j] = g
+                        else:
+                            g = grad_z[i, j]
+                        acc += g
+                buf[ty, tx] = acc
+                total = lanes_sum(buf, tx, ty)
+                if ty == 0 and j < n:
+                    partial_b[chunk, j] = total
+
+    return gemm, bias_activate, grad_z_partials
+
+
+def _gemm_grid(m, n):
+    return (blocks_for(-(-n // TILE), 1), blocks_for(-(-m // TILE), 1)), (TILE, TILE)
+
+
+def gemm(trans_a, trans_b, a, b, c):
+    """``C = op(A) @ op(B)`` on the device (cuBLAS through CuPy when available, else tiled)."""
+    cp = _cupy()
+    if cp is not None:
+        ca, cb = cp.asarray(a), cp.asarray(b)
+        cp.matmul(ca.T if trans_a else ca, cb.T if trans_b else cb, out=cp.asarray(c))
+        return
+    kernel = _kernels(c.dtype)[0]
+    grid, block = _gemm_grid(c.shape[0], c.shape[1])
+    kernel[grid, block](a, b, c, trans_a, trans_b, c[0], c, STORE, IDENTITY, typed(0.0, c))
+
+
+def dense_forward(x, w, b, z, y, code, alpha):
+    """z = x @ w + b and y = f(z) (activation ``code``) on the device; ``y`` may be ``z``."""
+    m, n = z.shape
+    a = typed(alpha, z)
+    epilogue = BIAS_ACTIVATE if code < ROWWISE_CODES else BIAS
+    gemm_kernel, bias_activate = _kernels(z.dtype)[:2]
+    cp = _cupy()
+    if cp is not None:
+        cp.matmul(cp.asarray(x), cp.asarray(w), out=cp.asarray(z))
+        bias_activate[blocks_for(z.size), BLOCK](z, b, y, epilogue, code, a)
+    else:
+        grid, block = _gemm_grid(m, n)
+        gemm_kernel[grid, block](x, w, z, False, False, b, y, epilogue, code, a)
+    if code >= ROWWISE_CODES:
+        activation_forward(z, y, code, alpha)
+
+
+def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, code, alpha, need_grad_x):
+    """Gradients of the dense layer from ``grad_y`` (batch, out), on the device.
+
+    Writes grad_z = grad_y * f'(z) (pass ``grad_z`` = ``grad_y`` for identity), grad_w, grad_b
+    and, if ``need_grad_x``, grad_x. ``partial_b`` (ceil(batch / REDUCTION_CHUNK_ROWS), out) is
+    scratch for the bias sums of fixed row chunks, combined in chunk order.
+    """
+    m, n = z.shape
+    a = typed(alpha, z)
+    if code >= ROWWISE_CODES:
+        activation_backward(z, y, grad_y, grad_z, code, alpha)
+        code = IDENTITY
+    grad_z_partials = _kernels(z.dtype)[2]
+    chunks = -(-m // REDUCTION_CHUNK_ROWS)
+    grid = (blocks_for(-(-n // COLS), 1), blocks_for(chunks, 1))
+    grad_z_partials[grid, (COLS, LANES)](z, y, grad_y, grad_z, partial_b, code, a)
+    combine_rows[blocks_for(n), BLOCK](partial_b, chunks, grad_b)
+    gemm(True, False, x, grad_z, grad_w)
+    if need_grad_x:
+        gemm(False, True, grad_z, w, grad_x)
+
+
+__all__ = ["dense_backward", "dense_forward", "gemm", "gemm_backend", "use_cublas"]

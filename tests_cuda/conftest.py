@@ -1,0 +1,66 @@
+"""CUDA kernel tests: run in their own pytest process, on Numba's CUDA simulator.
+
+The simulator must be chosen before ``numba.cuda`` is first imported, so this conftest sets
+NUMBA_ENABLE_CUDASIM=1 (unless already set) and reloads Numba's config before anything else, and
+stops the run loudly when the simulator is not active (e.g. numba.cuda was imported earlier by a
+plugin, or the variable was set to 0). To run these tests on a real GPU instead, set
+FASTNN_CUDA_TESTS_ON_GPU=1 and NUMBA_ENABLE_CUDASIM=0.
+
+Run: python -m pytest tests_cuda -q   (never in the same process as tests/)
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+_ON_GPU = os.environ.get("FASTNN_CUDA_TESTS_ON_GPU") == "1"
+_CUDA_IMPORTED_BEFORE = "numba.cuda" in sys.modules
+
+import numba
+
+numba.config.reload_config()
+
+import numpy as np
+import pytest
+from numba import cuda
+
+
+def _simulator_active() -> bool:
+    return bool(numba.config.ENABLE_CUDASIM) and "simulator" in type(cuda.device_array(1)).__module__
+
+
+SIMULATOR = _simulator_active()
+if not SIMULATOR and not _ON_GPU:
+    raise RuntimeError(
+        "tests_cuda must run on Numba's CUDA simulator, but it is not active "
+        f"(NUMBA_ENABLE_CUDASIM={os.environ.get('NUMBA_ENABLE_CUDASIM')!r}, numba.cuda imported before this "
+        f"conftest: {_CUDA_IMPORTED_BEFORE}). Run `python -m pytest tests_cuda` in its own process with "
+        "NUMBA_ENABLE_CUDASIM=1 (or FASTNN_CUDA_TESTS_ON_GPU=1 on a machine with a GPU).")
+
+# Each simulated thread is an OS thread; shorter switch intervals make block barriers cheaper.
+sys.setswitchinterval(1e-3)
+
+
+def pytest_configure(config):
+    # The simulator's worker threads do uint64 hash arithmetic in NumPy scalars, which warns.
+    config.addinivalue_line("filterwarnings", "ignore:overflow encountered:RuntimeWarning")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def to_device(*arrays):
+    """Device copies of host arrays."""
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+def host(device_array):
+    return device_array.copy_to_host()
+
+
+def tol(dtype):
+    """(rtol, atol) for CPU-vs-CUDA comparisons: the simulator evaluates math.* in float64."""
+    return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
