@@ -1,0 +1,102 @@
+"""TensorBoard logging for :meth:`fastnn.Sequential.fit`, written with tensorboardX.
+
+    tb = fastnn.callbacks.TensorBoard("runs/exp1", histogram_freq=5)
+    model.fit(X, y, epochs=50, callbacks=[tb])      # then: tensorboard --logdir runs
+
+Needs tensorboardX: ``pip install "fastnn[tensorboard]"``.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from . import _validation as V
+from .callbacks import Callback
+
+
+def _summary_writer():
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as exc:
+        raise ImportError('the TensorBoard callback needs tensorboardX, which is not installed: '
+                          'pip install "fastnn[tensorboard]" (or pip install tensorboardX)') from exc
+    return SummaryWriter
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard event files under ``log_dir``.
+
+    Every epoch (global step = epoch index): scalars for each metric of the epoch's logs
+    (``loss``, ``accuracy``, ``val_*``, ``lr``) and, with ``gradient_norms=True``, the L2 norm
+    of each parameter's gradient from the epoch's last batch (``grad_norm/0.weight`` ...)
+    plus their global norm (``grad_norm/global``).
+
+    Every ``histogram_freq`` epochs (0: never): histograms of each parameter
+    (``weights/0.weight``), its gradient (``gradients/0.weight``) and each layer's output
+    (``activations/0.Dense``). Activations come from a forward pass in evaluation mode on
+    ``activation_data`` (an array of inputs) when given, else from the layers' last outputs.
+    """
+
+    def __init__(self, log_dir="runs", *, histogram_freq: int = 1, gradient_norms: bool = True,
+                 activation_data=None, flush_secs: int = 10):
+        self._writer_class = _summary_writer()
+        self.log_dir = os.fspath(log_dir)
+        self.histogram_freq = V.check_int(histogram_freq, "histogram_freq", minimum=0)
+        self.gradient_norms = bool(gradient_norms)
+        self.activation_data = None if activation_data is None else np.asarray(activation_data)
+        self.flush_secs = V.check_int(flush_secs, "flush_secs", minimum=1)
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        if self.writer is None:
+            self.writer = self._writer_class(logdir=self.log_dir, flush_secs=self.flush_secs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_train_begin()
+        writer = self.writer
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+                writer.add_scalar(key, float(value), epoch)
+        params = self.model.named_parameters()
+        if self.gradient_norms:
+            total = 0.0
+            for name, _, grad in params:
+                norm = float(np.linalg.norm(grad))
+                total += norm * norm
+                writer.add_scalar(f"grad_norm/{name}", norm, epoch)
+            writer.add_scalar("grad_norm/global", math.sqrt(total), epoch)
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            self._histograms(epoch, params)
+        writer.flush()
+
+    def _histograms(self, epoch, params):
+        writer = self.writer
+        for name, value, grad in params:
+            writer.add_histogram(f"weights/{name}", np.asarray(value, np.float64), epoch)
+            writer.add_histogram(f"gradients/{name}", np.asarray(grad, np.float64), epoch)
+        if self.activation_data is not None:
+            from .diagnostics import activations
+
+            outputs = activations(self.model, self.activation_data)
+        else:
+            outputs = [layer.last_output for layer in self.model.layers]
+        for i, (layer, out) in enumerate(zip(self.model.layers, outputs)):
+            if out is not None and np.size(out) and np.isfinite(out).all():
+                writer.add_histogram(f"activations/{i}.{type(layer).__name__}", np.asarray(out, np.float64), epoch)
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the event file (a later fit() opens a new one in the same log_dir)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def state_dict(self):
+        return {}
+
+
+__all__ = ["TensorBoard"]
