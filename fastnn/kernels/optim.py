@@ -127,9 +127,8 @@ def _sgd_range(params, grads, buf, lr, momentum, omd, wd, nesterov, first_step, 
 
 
 @njit(**JIT_INLINE)
-def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, gs):
+def _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, use_buf, gs):
     zero = like(0.0, params)
-    use_buf = momentum > 0
     for i in range(params.size):
         p, s, a, b = rmsprop_rule(params[i], grads[i] * gs, sq[i], ga[i] if centered else zero,
                                   buf[i] if use_buf else zero, lr, alpha, oma, eps, momentum, wd, centered)
@@ -139,6 +138,20 @@ def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd
             ga[i] = a
         if use_buf:
             buf[i] = b
+
+
+@njit(**JIT_INLINE)
+def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, gs):
+    # constant flags per call: after inlining each loop carries no branch (and vectorises)
+    if centered:
+        if momentum > 0:
+            _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, True, True, gs)
+        else:
+            _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, True, False, gs)
+    elif momentum > 0:
+        _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, False, True, gs)
+    else:
+        _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, False, False, gs)
 
 
 @njit(**JIT_INLINE)
