@@ -1,0 +1,168 @@
+"""Figures for looking at training: curves, activation and gradient histograms, gradient norms
+across depth, decision boundaries, learning-rate range tests.
+
+Every function returns a :class:`matplotlib.figure.Figure` (made without pyplot, so nothing
+accumulates in pyplot's global state) and saves it when given ``path``. Needs matplotlib:
+``pip install "fastnn[plot]"``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import _validation as V
+from . import diagnostics
+
+
+def _figure(n_panels: int = 1, *, ncols: int | None = None, size: tuple[float, float] = (4.0, 3.0)):
+    """A Figure with ``n_panels`` axes on a grid (a flat list of axes)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError('fastnn.plot needs matplotlib, which is not installed: pip install "fastnn[plot]" '
+                          '(or pip install matplotlib)') from exc
+    ncols = min(n_panels, ncols or 4)
+    nrows = (n_panels + ncols - 1) // ncols
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n_panels])
+
+
+def _finish(fig, path):
+    if path is not None:
+        fig.savefig(os.fspath(path), dpi=100)
+    return fig
+
+
+def _history_dict(history) -> dict[str, list[float]]:
+    data = getattr(history, "history", history)
+    if not isinstance(data, dict) or not data:
+        raise TypeError(f"history must be the History returned by fit() or a non-empty dict of metric lists, "
+                        f"got {type(history).__name__}")
+    return data
+
+
+def plot_history(history, *, metrics=None, path=None):
+    """Training curves: one panel per metric (``loss``, ``accuracy``, ``lr`` ...), each with its
+    ``val_`` twin when present; the learning rate on a log axis. ``metrics`` picks panels."""
+    data = _history_dict(history)
+    names = list(metrics) if metrics is not None else [k for k in data if not k.startswith("val_")]
+    for name in names:
+        if name not in data:
+            raise ValueError(f"metric {name!r} is not in the history.{V.suggest(name, data)} "
+                             f"Available: {', '.join(data)}")
+    fig, axes = _figure(len(names), ncols=3)
+    for ax, name in zip(axes, names):
+        epochs = np.arange(1, len(data[name]) + 1)
+        ax.plot(epochs, data[name], marker=".", label=name)
+        if f"val_{name}" in data:
+            ax.plot(epochs, data[f"val_{name}"], marker=".", label=f"val_{name}")
+        if name == "lr" and min(data[name]) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend()
+    return _finish(fig, path)
+
+
+def _histogram_grid(arrays, titles, bins, xlabel, path):
+    fig, axes = _figure(len(arrays), ncols=4, size=(3.2, 2.4))
+    for ax, values, title in zip(axes, arrays, titles):
+        values = np.asarray(values, np.float64).ravel()
+        values = values[np.isfinite(values)]
+        ax.hist(values, bins=bins)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
+    return _finish(fig, path)
+
+
+def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = False, path=None):
+    """Histogram of each layer's output on X (one panel per top-level layer), titled with the
+    layer, its output std and, where it applies, the fraction of dead or saturated units."""
+    stats = diagnostics.activation_stats(model, X, training=training)
+    outputs = diagnostics.activations(model, X, training=training)
+    titles = []
+    for s in stats:
+        extra = f", dead {s.dead_fraction:.0%}" if s.dead_fraction is not None else \
+            f", saturated {s.saturated_fraction:.0%}" if s.saturated_fraction is not None else ""
+        titles.append(f"{s.index}: {s.layer}\nstd {s.std:.3g}{extra}")
+    return _histogram_grid(outputs, titles, bins, "activation", path)
+
+
+def plot_gradient_histograms(model, X, y, *, bins: int = 50, path=None):
+    """Histogram of each weight matrix's gradient for one batch (X, y) (no update)."""
+    diagnostics.gradient_norms(model, X, y)
+    items = [(name, grad.copy()) for name, value, grad in model.named_parameters() if value.ndim == 2]
+    return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
+
+
+def plot_gradient_norms(model, X, y, *, labels=None, path=None, ax=None):
+    """Gradient norm of each weight-holding layer against its depth, on a log axis: vanishing
+    gradients show as a line falling towards the input. ``model`` may be a list of models
+    (one line each, named by ``labels``) for comparisons."""
+    models = model if isinstance(model, (list, tuple)) else [model]
+    labels = list(labels) if labels is not None else [None] * len(models)
+    if len(labels) != len(models):
+        raise ValueError(f"labels has {len(labels)} entries for {len(models)} models")
+    if ax is None:
+        fig, (ax,) = _figure(1, size=(5.0, 3.5))
+    else:
+        fig = ax.figure
+    for m, label in zip(models, labels):
+        norms = diagnostics.layer_gradient_norms(m, X, y)
+        ax.plot(np.arange(1, len(norms) + 1), norms, marker="o", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input -> output)")
+    ax.set_ylabel("weight-gradient L2 norm")
+    if any(label is not None for label in labels):
+        ax.legend()
+    return _finish(fig, path)
+
+
+def plot_decision_boundary(model, X, y, *, resolution: int = 200, margin: float = 0.5, path=None, ax=None,
+                           title: str | None = None):
+    """Predicted class over a grid covering the 2-D inputs X, with the samples on top coloured
+    by their label ``y``. The image is ``ax.images[0]`` (its array holds the classes)."""
+    X = np.asarray(X, np.float64)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"plot_decision_boundary needs 2-D inputs X of shape (n, 2), got {X.shape}")
+    resolution = V.check_int(resolution, "resolution", minimum=2)
+    lo, hi = X.min(axis=0) - margin, X.max(axis=0) + margin
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    grid = np.column_stack([gx.ravel(), gy.ravel()])
+    classes = model.predict_classes(grid).reshape(resolution, resolution)
+    if ax is None:
+        fig, (ax,) = _figure(1, size=(4.5, 4.0))
+    else:
+        fig = ax.figure
+    n_classes = max(int(np.max(classes)), int(np.max(y))) + 1
+    ax.imshow(classes, extent=(lo[0], hi[0], lo[1], hi[1]), origin="lower", cmap="coolwarm", alpha=0.35,
+              vmin=0, vmax=max(n_classes - 1, 1), aspect="auto", interpolation="nearest")
+    ax.scatter(X[:, 0], X[:, 1], c=np.asarray(y), cmap="coolwarm", vmin=0, vmax=max(n_classes - 1, 1),
+               edgecolors="k", s=18)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path)
+
+
+def plot_lr_range(result, *, path=None, ax=None):
+    """Loss against learning rate (log axis) from :func:`fastnn.diagnostics.lr_range_test`, with
+    the suggested learning rate marked."""
+    if ax is None:
+        fig, (ax,) = _figure(1, size=(5.0, 3.5))
+    else:
+        fig = ax.figure
+    ax.plot(result.lrs, result.losses, label="smoothed loss")
+    ax.axvline(result.suggested_lr, color="k", linestyle="--", label=f"suggested {result.suggested_lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.legend()
+    return _finish(fig, path)
+
+
+__all__ = ["plot_activation_histograms", "plot_decision_boundary", "plot_gradient_histograms", "plot_gradient_norms",
+           "plot_history", "plot_lr_range"]
