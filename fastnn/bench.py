@@ -1,0 +1,668 @@
+"""Side-by-side benchmark: fastnn beside its GEMM floor and PyTorch, printed as one table.
+
+    python -m fastnn.bench                      # every config, all threads, 7 interleaved repeats
+    python -m fastnn.bench --quick              # a fast look (3 repeats, short blocks)
+    python -m fastnn.bench --configs tiny,mlp --threads 1 --repeats 11
+
+(``fastnn bench`` once the CLI wires :func:`add_arguments` and :func:`main`.)
+
+For each config of :data:`CONFIGS`, in one process and at one thread count (fastnn's Numba
+pool, PyTorch's pool and NumPy's BLAS for the floor all set to ``--threads``), the cases are
+timed in interleaved repeats (fastnn, floor, torch, fastnn, floor, torch, ...), each repeat a
+block of calls long enough to time well:
+
+- ``train``: ``model.train_step(xb, yb)`` (forward, loss, backward, optimizer update); the
+  floor is the same forward and backward matrix products with NumPy's BLAS into preallocated
+  outputs (x@W per layer, dW = x.T@dZ per layer, dX = dZ@W.T for all layers but the first);
+  torch is zero_grad, forward, loss, backward, step.
+- ``infer b=1`` / ``infer b=B``: ``model.predict(x)``; the floor is the forward products;
+  torch runs under ``no_grad`` in eval mode.
+- the optimizer update alone (:data:`OPTIMIZER_CASES`) beside the memory floor: a copy of the
+  same bytes the update reads and writes (NumPy's ``copyto``, or torch's multi-threaded
+  ``copy_`` when faster).
+
+GFLOP/s counts 2*m*k*n per matrix product. Ratios: ``fastnn/floor`` (time; 1.0 is the floor)
+and ``torch/fastnn`` (time; above 1 fastnn is faster). Results go to
+``benchmarks/results/compare.{md,json}`` (``--out``) with the machine description.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from typing import ClassVar
+
+import numpy as np
+
+# ----------------------------------------------------------------------------- the configs
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One benchmarked network: layer sizes, hidden activation, batch, optimizer and loss.
+
+    ``batchnorm``/``dropout``: each hidden layer is Dense -> BatchNorm1d -> act -> Dropout(p)
+    instead of Dense with the activation fused. ``heavy``: too slow for the default CI run.
+    """
+
+    name: str
+    sizes: tuple[int, ...]
+    activation: str
+    batch: int
+    optimizer: str
+    optimizer_kwargs: tuple[tuple[str, float], ...]
+    loss: str
+    batchnorm: bool = False
+    dropout: float = 0.0
+    heavy: bool = False
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of each Dense layer."""
+        return list(pairwise(self.sizes))
+
+    def describe(self) -> str:
+        hidden = "Dense-BN-ReLU-Dropout" if self.batchnorm else self.activation
+        return (f"{'-'.join(map(str, self.sizes))} {hidden}, batch {self.batch}, {self.optimizer}"
+                f"{dict(self.optimizer_kwargs)}, {self.loss}")
+
+
+CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
+    BenchConfig("tiny", (2, 16, 16, 1), "tanh", 32, "sgd", (("lr", 0.01), ("momentum", 0.9)), "mse"),
+    BenchConfig("mlp", (784, 256, 128, 10), "relu", 128, "adam", (("lr", 1e-3),), "cross_entropy"),
+    BenchConfig("mlp-bn-do", (784, 512, 256, 10), "relu", 256, "adam", (("lr", 1e-3),), "cross_entropy",
+                batchnorm=True, dropout=0.2),
+    BenchConfig("wide", (1024, 4096, 4096, 1024), "relu", 512, "adam", (("lr", 1e-3),), "mse", heavy=True),
+)}
+
+
+def train_flops(sizes, batch: int) -> int:
+    """Floating-point operations of the training step's matrix products (2*m*k*n each): the
+    forward product and dW of every layer, dX of every layer but the first."""
+    return sum(2 * batch * a * b * (2 if i == 0 else 3) for i, (a, b) in enumerate(pairwise(sizes)))
+
+
+def infer_flops(sizes, batch: int) -> int:
+    """Floating-point operations of the forward matrix products."""
+    return sum(2 * batch * a * b for a, b in pairwise(sizes))
+
+
+def make_batch(cfg: BenchConfig, batch: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal float32 inputs and targets: int64 labels (cross-entropy) or float32 values."""
+    batch = cfg.batch if batch is None else batch
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, cfg.sizes[0]), dtype=np.float32)
+    if cfg.loss == "cross_entropy":
+        y = rng.integers(0, cfg.sizes[-1], batch).astype(np.int64)
+    else:
+        y = rng.standard_normal((batch, cfg.sizes[-1]), dtype=np.float32)
+    return x, y
+
+
+def build_fastnn(cfg: BenchConfig, seed: int = 0):
+    """The config as a compiled float32 fastnn Sequential."""
+    import fastnn as fnn
+
+    layers = []
+    for i, (a, b) in enumerate(cfg.layer_shapes):
+        last = i == len(cfg.layer_shapes) - 1
+        if last:
+            layers.append(fnn.Dense(a, b))
+        elif cfg.batchnorm:
+            layers += [fnn.Dense(a, b, init="he_normal"), fnn.BatchNorm1d(b), fnn.Activation(cfg.activation)]
+            if cfg.dropout:
+                layers.append(fnn.Dropout(cfg.dropout))
+        else:
+            layers.append(fnn.Dense(a, b, activation=cfg.activation))
+            if cfg.dropout:
+                layers.append(fnn.Dropout(cfg.dropout))
+    model = fnn.Sequential(layers, seed=seed, dtype="float32")
+    model.compile(loss=cfg.loss, optimizer=fnn.optim.get(cfg.optimizer, **dict(cfg.optimizer_kwargs)))
+    return model
+
+
+class TorchBench:
+    """The config in PyTorch (float32, CPU): module, optimizer, loss and tensors of one batch.
+
+    Built with the same weights as ``model`` (a fastnn Sequential of the config) when given.
+    """
+
+    _ACTIVATIONS: ClassVar[dict[str, str]] = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU", "elu": "ELU"}
+
+    def __init__(self, cfg: BenchConfig, model=None, seed: int = 0):
+        import torch
+        from torch import nn
+
+        self.torch = torch
+        torch.manual_seed(seed)
+        modules = []
+        for i, (a, b) in enumerate(cfg.layer_shapes):
+            modules.append(nn.Linear(a, b))
+            if i < len(cfg.layer_shapes) - 1:
+                if cfg.batchnorm:
+                    modules.append(nn.BatchNorm1d(b))
+                modules.append(getattr(nn, self._ACTIVATIONS[cfg.activation])())
+                if cfg.dropout:
+                    modules.append(nn.Dropout(cfg.dropout))
+        self.net = nn.Sequential(*modules)
+        if model is not None:
+            self.copy_weights(model)
+        optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                      "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+        self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), **dict(cfg.optimizer_kwargs))
+        self.loss_fn = nn.CrossEntropyLoss() if cfg.loss == "cross_entropy" else nn.MSELoss()
+
+    def copy_weights(self, model) -> None:
+        """Copy a fastnn model's Dense and BatchNorm1d parameters (same order of layers)."""
+        torch = self.torch
+        ours = [layer for layer in model.layers if type(layer).__name__ in ("Dense", "BatchNorm1d")]
+        theirs = [m for m in self.net if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
+        if len(ours) != len(theirs):
+            raise ValueError(f"cannot copy weights: {len(ours)} fastnn layers vs {len(theirs)} torch layers")
+        with torch.no_grad():
+            for src, dst in zip(ours, theirs):
+                weight = src.weight.T if isinstance(dst, torch.nn.Linear) else src.weight
+                dst.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+                dst.bias.copy_(torch.from_numpy(np.ascontiguousarray(src.bias)))
+
+    def tensors(self, x: np.ndarray, y: np.ndarray | None = None):
+        t = self.torch.from_numpy(np.ascontiguousarray(x))
+        return t if y is None else (t, self.torch.from_numpy(np.ascontiguousarray(y)))
+
+    def train_step(self, x, y):
+        """One zero_grad, forward, loss, backward, step on tensors; returns the loss tensor."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def predict(self, x):
+        """Eval-mode forward under no_grad (call :meth:`eval` once before timing)."""
+        with self.torch.no_grad():
+            return self.net(x)
+
+    def eval(self) -> TorchBench:
+        self.net.eval()
+        return self
+
+
+class GemmFloor:
+    """The matrix products of a training step (or forward) with NumPy's BLAS into preallocated
+    float32 outputs: the time no implementation of the network can beat.
+
+    ``acts[i]`` is layer i's input (batch, in_i) and ``acts[i+1]`` its output; ``grads[i+1]``
+    is dZ of layer i (the last one random, fixed) and ``grads[i]`` its dX (i > 0);
+    ``grad_w[i]`` is dW of layer i. Weights are scaled by 1/sqrt(fan_in) so values stay O(1).
+    """
+
+    def __init__(self, sizes, batch: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.sizes, self.batch = tuple(sizes), batch
+        shapes = list(pairwise(sizes))
+        self.weights = [(rng.standard_normal((a, b), dtype=np.float32) / np.float32(math.sqrt(a))) for a, b in shapes]
+        self.acts = [rng.standard_normal((batch, sizes[0]), dtype=np.float32)]
+        self.acts += [np.empty((batch, b), np.float32) for _, b in shapes]
+        self.grad_w = [np.empty((a, b), np.float32) for a, b in shapes]
+        self.grads: list[np.ndarray | None] = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
+        self.grads[-1][...] = rng.standard_normal((batch, sizes[-1]), dtype=np.float32)
+        self.forward()
+
+    def forward(self) -> None:
+        for i, w in enumerate(self.weights):
+            np.matmul(self.acts[i], w, out=self.acts[i + 1])
+
+    def backward(self) -> None:
+        for i in range(len(self.weights) - 1, -1, -1):
+            np.matmul(self.acts[i].T, self.grads[i + 1], out=self.grad_w[i])
+            if i > 0:
+                np.matmul(self.grads[i + 1], self.weights[i].T, out=self.grads[i])
+
+    def train_step(self) -> None:
+        self.forward()
+        self.backward()
+
+
+# ----------------------------------------------------------------------------- threads, machine
+
+def _fastnn_blas_path() -> str | None:
+    try:
+        from .kernels import blas
+    except ImportError:
+        return None
+    return os.path.realpath(getattr(blas, "_LIB_PATH", "")) or None
+
+
+def numpy_blas_controllers() -> list:
+    """threadpoolctl controllers of the BLAS libraries other than the one fastnn's kernels call
+    (fastnn pins that one to 1 thread and must stay so): NumPy's, used by the floor."""
+    from threadpoolctl import ThreadpoolController
+
+    ours = _fastnn_blas_path()
+    return [lib for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas" and os.path.realpath(lib.filepath) != ours]
+
+
+def set_threads(n: int) -> None:
+    """n threads for fastnn (Numba), NumPy's BLAS (the floor) and torch, if it is imported."""
+    import fastnn
+
+    fastnn.set_num_threads(n)
+    for lib in numpy_blas_controllers():
+        lib.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def torch_or_none():
+    """The torch module, or None when it is not installed (``FASTNN_BENCH_NO_TORCH=1`` hides it)."""
+    if os.environ.get("FASTNN_BENCH_NO_TORCH") == "1":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def machine_info() -> dict:
+    """CPU model, cores, library versions, BLAS libraries (threadpoolctl) and Numba's threads."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+            "numba_num_threads": numba.config.NUMBA_NUM_THREADS}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    try:
+        import scipy
+
+        info["scipy"] = scipy.__version__
+    except ImportError:
+        pass
+    torch = torch_or_none()
+    info["torch"] = torch.__version__ if torch is not None else None
+    try:
+        info["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:
+        info["numba_threading_layer"] = None  # no parallel kernel has run yet
+    ours = _fastnn_blas_path()
+    info["threadpools"] = [
+        {k: lib.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version", "filepath")}
+        | {"used_by": "fastnn kernels" if os.path.realpath(lib["filepath"]) == ours else "numpy (floor)"
+           if lib["user_api"] == "blas" else "openmp"}
+        for lib in threadpool_info()]
+    return info
+
+
+# ----------------------------------------------------------------------------- timing
+
+def _calibrate(fn: Callable[[], object], min_time: float) -> int:
+    """Calls per timed block so that a block lasts about ``min_time`` seconds."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min(0.05, min_time) or calls >= 1000:
+            break
+    return max(1, math.ceil(min_time / (elapsed / calls)))
+
+
+# Seconds of rest before each timed block, so that the previous case's thread pool (OpenBLAS
+# threads spin for ~0.1 s after their last call, OpenMP threads for a while too) is asleep
+# before the next case starts: otherwise two pools fight over the cores (PERF_NOTES.md).
+PAUSE_S = 0.1
+
+
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: float,
+                warmup: int = 2, pause: float | None = None) -> dict[str, list[float]]:
+    """Seconds per call of each case: ``repeats`` rounds, each timing every case in turn
+    (round-robin) for a block of about ``min_time`` seconds after a ``pause`` (default
+    :data:`PAUSE_S`). Each case is called ``warmup`` times first (compilation, first touch of
+    memory, allocator warm-up)."""
+    pause = PAUSE_S if pause is None else pause
+    calls = {}
+    for name, fn in cases.items():
+        for _ in range(warmup):
+            fn()
+        calls[name] = _calibrate(fn, min_time)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            n = calls[name]
+            if pause > 0 and len(cases) > 1:
+                time.sleep(pause)
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - start) / n)
+    return times
+
+
+def summarize(seconds: list[float], flops: int | None = None) -> dict:
+    """Median, quartiles, min/max (seconds), steps/s and GFLOP/s at the median."""
+    q1, median, q3 = (float(v) for v in np.percentile(seconds, [25, 50, 75]))
+    out = {"median_s": median, "q1_s": q1, "q3_s": q3, "min_s": float(min(seconds)),
+           "max_s": float(max(seconds)), "steps_per_s": 1.0 / median, "repeats": len(seconds),
+           "seconds": [float(s) for s in seconds]}
+    if flops:
+        out["flops"] = int(flops)
+        out["gflops"] = flops / median / 1e9
+    return out
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str, Callable]]]:
+    """(phase, batch, flops, {impl: callable}) for the training step and both inference batches."""
+    model = build_fastnn(cfg)
+    x, y = make_batch(cfg)
+    x1 = np.ascontiguousarray(x[:1])
+    floor_train, floor_1 = GemmFloor(cfg.sizes, cfg.batch), GemmFloor(cfg.sizes, 1)
+    train = {"fastnn": lambda: model.train_step(x, y), "floor": floor_train.train_step}
+    infer_1 = {"fastnn": lambda: model.predict(x1), "floor": floor_1.forward}
+    infer_b = {"fastnn": lambda: model.predict(x), "floor": floor_train.forward}
+    if torch is not None:
+        tb = TorchBench(cfg, model)
+        tx, ty = tb.tensors(x, y)
+        tx1 = tb.tensors(x1)
+        tb_eval = TorchBench(cfg, model).eval()
+        train["torch"] = lambda: tb.train_step(tx, ty)
+        infer_1["torch"] = lambda: tb_eval.predict(tx1)
+        infer_b["torch"] = lambda: tb_eval.predict(tx)
+    return [("train", cfg.batch, train_flops(cfg.sizes, cfg.batch), train),
+            ("infer", 1, infer_flops(cfg.sizes, 1), infer_1),
+            ("infer", cfg.batch, infer_flops(cfg.sizes, cfg.batch), infer_b)]
+
+
+def _ratios(row: dict) -> None:
+    impls = row["impls"]
+    fast = impls["fastnn"]["median_s"]
+    if "floor" in impls:
+        row["fastnn_over_floor"] = fast / impls["floor"]["median_s"]
+    if "torch" in impls:
+        row["torch_over_fastnn"] = impls["torch"]["median_s"] / fast
+    # paired per-repeat ratios (the repeats are interleaved): their spread
+    for key, num, den in (("fastnn_over_floor", "fastnn", "floor"), ("torch_over_fastnn", "torch", "fastnn")):
+        if num in impls and den in impls:
+            pairs = [a / b for a, b in zip(impls[num]["seconds"], impls[den]["seconds"])]
+            row[key + "_range"] = [float(min(pairs)), float(max(pairs))]
+
+
+def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None) -> list[dict]:
+    """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase."""
+    torch = torch_or_none()
+    set_threads(threads)
+    rows = []
+    for name in names:
+        cfg = CONFIGS[name]
+        for phase, batch, flops, cases in _config_cases(cfg, torch):
+            log(f"  {name:10s} {phase} batch {batch}: {', '.join(cases)} ...")
+            times = interleaved(cases, repeats, min_time, pause=pause)
+            row = {"config": name, "phase": phase, "batch": batch, "threads": threads,
+                   "impls": {impl: summarize(t, flops) for impl, t in times.items()}}
+            _ratios(row)
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- optimizer update
+
+# Optimizer cases (name, hyper-parameters) as in benchmarks/test_bench_optim.py.
+OPTIMIZER_CASES: dict[str, tuple[str, dict]] = {
+    "sgd momentum": ("sgd", {"momentum": 0.9, "weight_decay": 1e-4}),
+    "rmsprop": ("rmsprop", {}),
+    "adagrad": ("adagrad", {}),
+    "adam": ("adam", {}),
+    "adamw": ("adamw", {}),
+    "lion": ("lion", {"weight_decay": 0.1}),
+    "adam clip_norm": ("adam", {"clip_norm": 1.0}),
+}
+_TORCH_OPTIMIZERS = {"sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adam": "Adam", "adamw": "AdamW"}
+
+
+def optimizer_passes(opt) -> int:
+    """Buffer passes of one step: read params, grads and each state, write params and each
+    state (3 + 2k), plus one more read of the grads for the global norm when clipping by norm."""
+    k = sum(isinstance(v, np.ndarray) for v in opt.state_dict().values())
+    return 3 + 2 * k + (1 if opt.clip_norm is not None else 0)
+
+
+def copy_bandwidth(n_bytes: int = 256 << 20, repeats: int = 5) -> dict:
+    """Bytes/s (read + written) of a large copy: NumPy's single-threaded ``copyto`` and, when
+    torch is installed, torch's multi-threaded ``copy_``; ``best`` is the higher."""
+    src = np.ones(n_bytes // 4, np.float32)
+    dst = np.empty_like(src)
+    copies = {"numpy": lambda: np.copyto(dst, src)}
+    torch = torch_or_none()
+    if torch is not None:
+        ts, td = torch.from_numpy(src), torch.from_numpy(dst)
+        copies["torch"] = lambda: td.copy_(ts)
+    times = interleaved(copies, repeats, 0.1, warmup=1)
+    out = {name: 2 * src.nbytes / float(np.median(t)) for name, t in times.items()}
+    out["best"] = max(out.values())
+    return out
+
+
+def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float | None = None) -> dict:
+    """Each optimizer's update over n float32 params beside the copy floor and torch's step."""
+    from . import optim
+
+    bandwidth = copy_bandwidth()
+    torch = torch_or_none()
+    rows = []
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        params = rng.standard_normal(n, dtype=np.float32)
+        grads = rng.standard_normal(n, dtype=np.float32) * np.float32(1e-3)
+        for label, (name, hyper) in OPTIMIZER_CASES.items():
+            log(f"  optimizer {label}, {n:,} params ...")
+            opt = optim.get(name, lr=1e-4, **hyper)
+            opt.bind(params, grads, n - 1000)
+            passes = optimizer_passes(opt)
+            cases = {"fastnn": opt.step}
+            if torch is not None and name in _TORCH_OPTIMIZERS and opt.clip_norm is None:
+                p = torch.nn.Parameter(torch.from_numpy(params.copy()))
+                p.grad = torch.from_numpy(grads.copy())
+                topt = getattr(torch.optim, _TORCH_OPTIMIZERS[name])([p], lr=1e-4, **hyper)
+                cases["torch"] = topt.step
+            times = interleaved(cases, repeats, min_time, pause=pause)
+            floor_s = passes * params.nbytes / bandwidth["best"]
+            row = {"optimizer": label, "n_params": n, "passes": passes, "bytes": passes * params.nbytes,
+                   "floor_s": floor_s, "impls": {k: summarize(v) for k, v in times.items()}}
+            row["fastnn_over_floor"] = row["impls"]["fastnn"]["median_s"] / floor_s
+            if "torch" in row["impls"]:
+                row["torch_over_fastnn"] = row["impls"]["torch"]["median_s"] / row["impls"]["fastnn"]["median_s"]
+            rows.append(row)
+            del opt, cases
+    return {"copy_bandwidth_bytes_per_s": bandwidth, "rows": rows}
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def _ms(s: float) -> str:
+    ms = s * 1e3
+    return f"{ms:.4f}" if ms < 0.01 else f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
+
+
+def _cell(impls: dict, name: str, spread: bool = False) -> str:
+    if name not in impls:
+        return "-"
+    s = impls[name]
+    return f"{_ms(s['median_s'])} ({_ms(s['q1_s'])}-{_ms(s['q3_s'])})" if spread else _ms(s["median_s"])
+
+
+def _gflops(impls: dict, name: str) -> str:
+    return f"{impls[name]['gflops']:.1f}" if name in impls and "gflops" in impls[name] else "-"
+
+
+def _rate(per_s: float) -> str:
+    return f"{per_s:,.0f}" if per_s >= 100 else f"{per_s:.2f}"
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "-"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The one markdown table: ms/step median (IQR), steps/s, GFLOP/s and the two ratios."""
+    head = ("| config | phase | batch | fastnn ms (IQR) | floor ms (IQR) | torch ms (IQR) | fastnn steps/s "
+            "| GFLOP/s fastnn / floor / torch | fastnn/floor | torch/fastnn |")
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        i = r["impls"]
+        lines.append(f"| {r['config']} | {r['phase']} | {r['batch']} | {_cell(i, 'fastnn', True)} | "
+                     f"{_cell(i, 'floor', True)} | {_cell(i, 'torch', True)} | {_rate(i['fastnn']['steps_per_s'])} | "
+                     f"{_gflops(i, 'fastnn')} / {_gflops(i, 'floor')} / {_gflops(i, 'torch')} | "
+                     f"{_ratio(r, 'fastnn_over_floor')} | {_ratio(r, 'torch_over_fastnn')} |")
+    return "\n".join(lines)
+
+
+def format_optimizer_table(result: dict) -> str:
+    bw = result["copy_bandwidth_bytes_per_s"]
+    torch_bw = f", torch {bw['torch'] / 1e9:.1f} GB/s" if "torch" in bw else ""
+    lines = [(f"Copy bandwidth (read + write): numpy {bw['numpy'] / 1e9:.1f} GB/s{torch_bw}; the floor uses "
+              f"{bw['best'] / 1e9:.1f} GB/s."), "",
+             "| optimizer | params | passes | floor ms | fastnn ms (IQR) | torch ms (IQR) | fastnn/floor | torch/fastnn |",
+             "|" + "---|" * 8]
+    for r in result["rows"]:
+        i = r["impls"]
+        lines.append(f"| {r['optimizer']} | {r['n_params'] / 1e6:g}M | {r['passes']} | {_ms(r['floor_s'])} | "
+                     f"{_cell(i, 'fastnn', True)} | {_cell(i, 'torch', True)} | {_ratio(r, 'fastnn_over_floor')} "
+                     f"| {_ratio(r, 'torch_over_fastnn')} |")
+    return "\n".join(lines)
+
+
+def format_machine(info: dict) -> str:
+    blas = "; ".join(f"{p['internal_api']} {p.get('version') or ''} {p.get('architecture') or ''} "
+                     f"{os.path.basename(p['filepath'])} ({p['num_threads']} threads, {p['used_by']})".replace("  ", " ")
+                     for p in info["threadpools"])
+    return (f"Machine: {info['cpu']}, {info.get('usable_cores', info['cpu_count'])} usable cores; "
+            f"Python {info['python']}, numpy {info['numpy']}, numba {info['numba']} "
+            f"(threading layer {info['numba_threading_layer']}), torch {info['torch']}. Thread pools: {blas}.")
+
+
+def write_results(out_dir: str, report: dict, text: str) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    md, js = os.path.join(out_dir, "compare.md"), os.path.join(out_dir, "compare.json")
+    with open(md, "w") as handle:
+        handle.write(text + "\n")
+    with open(js, "w") as handle:
+        json.dump(report, handle, indent=1)
+    return md, js
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _default_out() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench = os.path.join(here, "benchmarks")
+    return os.path.join(bench if os.path.isdir(bench) else os.getcwd(), "results")
+
+
+def _parse_configs(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"--configs takes names from {', '.join(CONFIGS)} separated by "
+                                         f"commas, got {text!r}")
+    return names
+
+
+def _parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--optim-sizes takes parameter counts like 1e6,1e7, got {text!r}")
+    return sizes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the benchmark's options to ``parser`` (for ``fastnn bench``)."""
+    parser.add_argument("--configs", type=_parse_configs, default=None,
+                        help=f"comma-separated configs from {', '.join(CONFIGS)} (default: all; with "
+                             f"--quick all but the heavy ones: {', '.join(n for n, c in CONFIGS.items() if c.heavy)})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for fastnn, torch and the floor's BLAS (default: all of Numba's)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7; 3 with --quick)")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="seconds per timed block (default 0.2; 0.03 with --quick)")
+    parser.add_argument("--pause", type=float, default=PAUSE_S,
+                        help=f"seconds of rest before each timed block, so the previous case's threads sleep "
+                             f"(default {PAUSE_S})")
+    parser.add_argument("--quick", action="store_true",
+                        help="few short repeats, no heavy configs, optimizers at 1M params only")
+    parser.add_argument("--optim-sizes", type=_parse_sizes, default=None,
+                        help="parameter counts of the optimizer benchmark (default 1e6,1e7)")
+    parser.add_argument("--no-optim", action="store_true", help="skip the optimizer-update benchmark")
+    parser.add_argument("--out", default=None, help="folder for compare.md/compare.json "
+                        "(default: benchmarks/results); '-' writes nothing")
+    return parser
+
+
+def _command(argv: list[str] | None) -> str:
+    args = " ".join(sys.argv[1:] if argv is None else argv)
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = {"compare.py": "python benchmarks/compare.py", "bench.py": "python -m fastnn.bench"}.get(script, "fastnn bench")
+    return f"{prog} {args}".strip()
+
+
+def run(args, argv: list[str] | None = None) -> int:
+    import numba
+
+    threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    repeats = args.repeats or (3 if args.quick else 7)
+    min_time = args.min_time or (0.03 if args.quick else 0.2)
+    sizes = args.optim_sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000])
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    command = _command(argv)
+    configs = args.configs or [n for n, c in CONFIGS.items() if not (args.quick and c.heavy)]
+    log(f"fastnn bench: {threads} threads, {repeats} interleaved repeats of >= {min_time} s blocks")
+    rows = run_configs(configs, threads, repeats, min_time, log, args.pause)
+    optim_result = None if args.no_optim else run_optimizers(sizes, repeats, min_time, log, args.pause)
+    info = machine_info()
+    parts = [f"## fastnn beside its GEMM floor and PyTorch ({threads} threads)", "",
+             format_table(rows), "",
+             ("ms per step: median of interleaved repeats (IQR). fastnn/floor: time over the bare matrix "
+              "products (1.00 = the floor). torch/fastnn: above 1, fastnn is faster."), ""]
+    if optim_result is not None:
+        parts += ["## Optimizer update alone beside its memory floor", "", format_optimizer_table(optim_result), ""]
+    parts += [format_machine(info), "", f"Command: `{command}`; repeats {repeats}, blocks >= {min_time} s."]
+    text = "\n".join(parts)
+    print(text)
+    if args.out != "-":
+        report = {"machine": info, "threads": threads, "repeats": repeats, "min_time_s": min_time,
+                  "pause_s": args.pause, "command": command, "configs": {n: dataclasses.asdict(CONFIGS[n]) for n in configs},
+                  "rows": rows, "optimizers": optim_result}
+        md, js = write_results(args.out or _default_out(), report, text)
+        log(f"wrote {md} and {js}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fastnn bench`` / ``python -m fastnn.bench``: print the table, write the results."""
+    parser = add_arguments(argparse.ArgumentParser(prog="fastnn bench", description=__doc__.split("\n")[0]))
+    return run(parser.parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
