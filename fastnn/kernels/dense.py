@@ -7,22 +7,27 @@ and bias column sums before the backward GEMMs) are fused into those same sweeps
 """
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import literal_unroll, njit, prange
 
-from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, REDUCTION_CHUNK_ROWS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, REDUCTION_CHUNK_ROWS
 from ._scalar import like, n_chunks
-from .activations import IDENTITY, ROWWISE_CODES, activate, rows_activate, rows_activate_grad
+from .activations import ELEMENTWISE_CODES, IDENTITY, ROWWISE_CODES, activate, rows_activate, rows_activate_grad
 from .blas import gemm_block, tile_shape
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
     """z[r0:r1, c0:c1] += b; y = f(z) on that block (elementwise activations only)."""
-    for i in range(r0, r1):
-        for j in range(c0, c1):
-            v = z[i, j] + b[j]
-            z[i, j] = v
-            y[i, j] = activate(code, v, alpha)
+    bb = b[c0:c1]
+    n = c1 - c0
+    for c in literal_unroll(ELEMENTWISE_CODES):  # the code is a constant inside each loop: it vectorises
+        if code == c:
+            for i in range(r0, r1):
+                zi, yi = z[i, c0:c1], y[i, c0:c1]
+                for j in range(n):
+                    v = zi[j] + bb[j]
+                    zi[j] = v
+                    yi[j] = activate(c, v, alpha)
 
 
 @njit(**JIT_INLINE)
@@ -68,11 +73,13 @@ def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
     if code != IDENTITY:
         rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
     n = z.shape[1]
+    sums = partial_b[chunk]
     for j in range(n):
-        partial_b[chunk, j] = 0
+        sums[j] = 0
     for i in range(r0, r1):
+        gzi = grad_z[i]
         for j in range(n):
-            partial_b[chunk, j] += grad_z[i, j]
+            sums[j] += gzi[j]
 
 
 @njit(**JIT_INLINE)

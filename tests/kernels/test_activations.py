@@ -164,3 +164,15 @@ def test_matches_torch(name):
         yt.backward(torch.tensor(grad_y))
         np.testing.assert_allclose(_forward(name, x, alpha), yt.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(_backward(name, x, grad_y, alpha), xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_float32_tanh_approximation_error_bound():
+    """tanh in float32 kernels is a vectorisable rational approximation: max error 5e-7."""
+    from fastnn.kernels.activations import TANH, activation_forward
+
+    x = np.linspace(-12, 12, 400_001, dtype=np.float32).reshape(1, -1)
+    y = np.empty_like(x)
+    activation_forward(x, y, TANH, 0.0)
+    err = np.abs(y.astype(np.float64) - np.tanh(x.astype(np.float64)))
+    assert err.max() < 5e-7
+    assert np.all(np.abs(y) <= 1) and y[0, -1] == pytest.approx(1.0, abs=1e-7)
