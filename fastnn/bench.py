@@ -238,7 +238,7 @@ def _fastnn_blas_path() -> str | None:
         from .kernels import blas
     except ImportError:
         return None
-    return os.path.realpath(getattr(blas, "_LIB_PATH", "")) or None
+    return os.path.realpath(getattr(blas, "LIBRARY_PATH", "")) or None
 
 
 def numpy_blas_controllers() -> list:

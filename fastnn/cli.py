@@ -111,6 +111,11 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", "-o", help="where to save the weights (.npz)")
     common(train, [256, 128], 10, None)
     train.set_defaults(func=cmd_train)
+    from . import bench
+
+    bench_parser = sub.add_parser("bench", help="benchmark training steps beside the GEMM floor and PyTorch")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run)
     return parser
 
 

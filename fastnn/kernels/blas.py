@@ -35,9 +35,9 @@ def _find_openblas() -> tuple[str, str]:
         "cblas_sgemm) and could not find it. Install SciPy from PyPI: pip install --force-reinstall scipy")
 
 
-_LIB_PATH, _PREFIX = _find_openblas()
-llvm.load_library_permanently(_LIB_PATH)
-_lib = ctypes.CDLL(_LIB_PATH)
+LIBRARY_PATH, _PREFIX = _find_openblas()  #: the BLAS library fastnn's kernels call (pinned to 1 thread)
+llvm.load_library_permanently(LIBRARY_PATH)
+_lib = ctypes.CDLL(LIBRARY_PATH)
 for _name in (_PREFIX + "openblas_set_num_threads", "openblas_set_num_threads"):
     if hasattr(_lib, _name):
         getattr(_lib, _name)(1)
