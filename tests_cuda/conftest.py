@@ -62,5 +62,15 @@ def host(device_array):
 
 
 def tol(dtype):
-    """(rtol, atol) for CPU-vs-CUDA comparisons: the simulator evaluates math.* in float64."""
-    return (2e-5, 2e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
+    """(rtol, atol) for comparing a CUDA result of ``dtype`` with the float64 CPU twin."""
+    return (1e-4, 1e-5) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
+
+
+def f64(*arrays):
+    """float64 copies for the CPU twins.
+
+    The CPU reference runs in float64 only: compiling the parallel CPU kernels dominates a cold
+    run of this suite (rmsprop_update alone takes ~20 s per dtype), and float32 GPU results are
+    compared with float32 tolerances anyway. Integer arrays are copied unchanged.
+    """
+    return [a.astype(np.float64) if a.dtype.kind == "f" else a.copy() for a in map(np.asarray, arrays)]

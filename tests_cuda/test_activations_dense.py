@@ -10,7 +10,7 @@ from fastnn.kernels import dense as cpu_dense
 from fastnn.kernels.cuda import activations as gpu_act
 from fastnn.kernels.cuda import dense as gpu_dense
 
-from .conftest import host, to_device, tol
+from .conftest import f64, host, to_device, tol
 
 NAMES = list(cpu_act.ACTIVATIONS)
 
@@ -21,11 +21,11 @@ def test_activation_forward_backward(name, dtype, rng):
     code, alpha, _ = cpu_act.ACTIVATIONS[name]
     x = (rng.standard_normal((7, 13)) * 2).astype(dtype)
     g = rng.standard_normal(x.shape).astype(dtype)
-    y = np.empty_like(x)
-    gx = np.empty_like(x)
-    cpu_act.activation_forward(x, y, code, alpha)
-    cpu_act.activation_backward(x, y, g, gx, code, alpha)
-    dx, dy_cpu, dg = to_device(x, y, g)
+    x64, g64 = f64(x, g)
+    y, gx = np.empty_like(x64), np.empty_like(x64)
+    cpu_act.activation_forward(x64, y, code, alpha)
+    cpu_act.activation_backward(x64, y, g64, gx, code, alpha)
+    dx, dy_cpu, dg = to_device(x, y.astype(dtype), g)
     dy = cuda.device_array_like(x)
     dgx = cuda.device_array_like(x)
     gpu_act.activation_forward(dx, dy, code, alpha)
@@ -46,9 +46,10 @@ def test_dense_forward_backward(name, dtype, m, k, n, rng):
     x = rng.standard_normal((m, k)).astype(dtype)
     w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(dtype)
     b = rng.standard_normal(n).astype(dtype)
-    z = np.empty((m, n), dtype)
-    y = z if name == "identity" else np.empty((m, n), dtype)
-    cpu_dense.dense_forward(x, w, b, z, y, code, alpha)
+    x64, w64, b64 = f64(x, w, b)
+    z = np.empty((m, n))
+    y = z if name == "identity" else np.empty((m, n))
+    cpu_dense.dense_forward(x64, w64, b64, z, y, code, alpha)
     dx, dw, db = to_device(x, w, b)
     dz = cuda.device_array((m, n), dtype)
     dy = dz if name == "identity" else cuda.device_array((m, n), dtype)
@@ -59,13 +60,14 @@ def test_dense_forward_backward(name, dtype, m, k, n, rng):
     assert host(dy).dtype == dtype
 
     gy = rng.standard_normal((m, n)).astype(dtype)
-    gz = gy.copy() if name == "identity" else np.empty_like(gy)
-    gx, gw, gb = np.empty_like(x), np.empty_like(w), np.empty_like(b)
-    pb = np.empty((-(-m // 64), n), dtype)
-    cpu_dense.dense_backward(x, w, z, y, gy, gz, gx, gw, gb, pb, code, alpha, True)
+    (gy64,) = f64(gy)
+    gz = gy64.copy() if name == "identity" else np.empty_like(gy64)
+    gx, gw, gb = np.empty_like(x64), np.empty_like(w64), np.empty_like(b64)
+    pb = np.empty((-(-m // 64), n))
+    cpu_dense.dense_backward(x64, w64, z, y, gy64, gz, gx, gw, gb, pb, code, alpha, True)
     dgy = cuda.to_device(gy)
     dgz = dgy if name == "identity" else cuda.device_array_like(gy)
-    dgx, dgw, dgb, dpb = (cuda.device_array_like(a) for a in (gx, gw, gb, pb))
+    dgx, dgw, dgb, dpb = (cuda.device_array(a.shape, dtype) for a in (gx, gw, gb, pb))
     gpu_dense.dense_backward(dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, code, alpha, True)
     for got, want in ((dgz, gz), (dgx, gx), (dgw, gw), (dgb, gb)):
         np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol * 10)
@@ -91,9 +93,9 @@ def test_dense_backward_many_chunks_and_no_grad_x(rng):
 
 
 def test_gemm_transposes(rng):
-    a = rng.standard_normal((17, 5)).astype(np.float32)
+    a = rng.standard_normal((5, 17)).astype(np.float32)
     b = rng.standard_normal((18, 5)).astype(np.float32)
     c = cuda.device_array((17, 18), np.float32)
-    gpu_dense.gemm(False, True, cuda.to_device(a), cuda.to_device(b), c)
-    np.testing.assert_allclose(host(c), a @ b.T, rtol=1e-5, atol=1e-5)
+    gpu_dense.gemm(True, True, cuda.to_device(a), cuda.to_device(b), c)
+    np.testing.assert_allclose(host(c), a.T.astype(np.float64) @ b.T.astype(np.float64), rtol=1e-5, atol=1e-5)
     assert gpu_dense.gemm_backend() == "tiled"  # the simulator never uses cuBLAS

@@ -39,7 +39,7 @@ def column_kernels(dtype):
         for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS, cuda.gridDim.y):
             r0 = chunk * REDUCTION_CHUNK_ROWS
             r1 = min(m, r0 + REDUCTION_CHUNK_ROWS)
-            inv_count = like(1.0 / (r1 - r0), x)
+            inv_count = like(1.0, x) / like(r1 - r0, x)
             for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
                 j = tile * COLS + tx
                 acc = zero
@@ -106,19 +106,19 @@ def _merge_moments(partials, mean, inv_std, running_mean, running_var, m, chunks
         for c in range(1, chunks):
             nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
             total = count + nb
-            wb = like(nb / total, mu)
-            cross = like(count * nb / total, mu)
+            wb = like(nb, mu) / like(total, mu)
+            cross = like(count, mu) * like(nb, mu) / like(total, mu)
             delta = partials[0, c, j] - mu
             mu += delta * wb
             var += partials[1, c, j] + delta * delta * cross
             count = total
-        var *= like(1.0 / m, mu)
+        var /= like(m, mu)
         mean[j] = mu
         one = like(1.0, mu)
         if track:
             keep = one - momentum
             running_mean[j] = keep * running_mean[j] + momentum * mu
-            running_var[j] = keep * running_var[j] + momentum * (var * like(m / max(m - 1, 1), mu))
+            running_var[j] = keep * running_var[j] + momentum * (var * like(m, mu) / like(max(m - 1, 1), mu))
         inv_std[j] = one / math.sqrt(var + eps)
 
 

@@ -28,7 +28,8 @@ def _forward(x, out, mask, key, threshold, scale):
         j0 = 8 * b
         byte = np.uint8(0)
         for j in range(j0, min(n, j0 + 8)):
-            kept = keep_unit(hash_at(key, i * n + j), threshold)
+            # np.uint64(): the simulator returns uint64 as a Python int, which @njit would read as int64
+            kept = keep_unit(np.uint64(hash_at(key, i * n + j)), threshold)
             out[i, j] = x[i, j] * scale if kept else zero
             if kept:
                 byte |= np.uint8(1 << (j - j0))

@@ -30,7 +30,7 @@ def _kernels(dtype):
         buf = cuda.shared.array(BLOCK, nb_type)
         tid = cuda.threadIdx.x
         n = x.shape[1]
-        inv_n = like(1.0 / n, x)
+        inv_n = like(1.0, x) / like(n, x)
         for i in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
             acc = zero
             for j in range(tid, n, BLOCK):
@@ -55,7 +55,7 @@ def _kernels(dtype):
         buf = cuda.shared.array(BLOCK, nb_type)
         tid = cuda.threadIdx.x
         n = grad_out.shape[1]
-        inv_n = like(1.0 / n, grad_out)
+        inv_n = like(1.0, grad_out) / like(n, grad_out)
         for i in range(cuda.blockIdx.x, grad_out.shape[0], cuda.gridDim.x):
             sg = zero
             sgx = zero

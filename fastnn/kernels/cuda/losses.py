@@ -147,7 +147,7 @@ def _accuracy_rows(logits, labels, targets, partials, binary):
         partials[cuda.blockIdx.x] = total
 
 
-def accuracy_count(logits, labels, partials=None):
+def accuracy_count(logits, labels, *, partials=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
     ``partials``: float64 device scratch of n_partials(m) (allocated when omitted).
@@ -160,7 +160,7 @@ def accuracy_count(logits, labels, partials=None):
     return int(reduce_partials(partials, blocks))
 
 
-def binary_accuracy_count(logits, targets, partials=None):
+def binary_accuracy_count(logits, targets, *, partials=None):
     """Elements where (logit > 0) equals (target > 0.5); logits, targets (m, k); an int (syncs)."""
     blocks = blocks_for(logits.shape[0] * logits.shape[1])
     if partials is None:

@@ -48,7 +48,7 @@ def _permutation(n, key, out):
         for i in range(n):
             out[i] = i
         for i in range(n - 1, 0, -1):
-            j = np.int64(hash_at(key, i) % np.uint64(i + 1))
+            j = np.int64(np.uint64(hash_at(key, i)) % np.uint64(i + 1))
             t = out[i]
             out[i] = out[j]
             out[j] = t

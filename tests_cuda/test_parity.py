@@ -1,0 +1,78 @@
+"""Every public CPU kernel has a CUDA twin of the same name and arguments (or a stated reason not to)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+from numba.core.registry import CPUDispatcher
+
+import fastnn.kernels
+
+#: CPU kernel modules without a CUDA twin module
+CPU_ONLY_MODULES = {
+    "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
+    "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
+}
+
+#: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
+CPU_ONLY_FUNCTIONS = {
+    ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
+    ("activations", "rows_activate"): "CPU row loop; the CUDA row kernels restate it per row (arrays cannot "
+                                      "enter @njit code from the simulator)",
+    ("activations", "rows_activate_grad"): "CPU row loop; restated by the CUDA row kernels (see above)",
+    ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",
+    ("rng", "hash64"): "scalar convenience wrapper of key64 + hash_at, callable from device code as is",
+    ("rng", "uniform"): "scalar convenience wrapper of key64 + uniform_at, callable from device code as is",
+    ("rng", "normal"): "scalar convenience wrapper of key64 + normal_at, callable from device code as is",
+    ("rng", "normal_at"): "scalar function; the CUDA fill uses normal_pair_at directly",
+}
+
+
+def _cpu_kernel_modules():
+    for info in pkgutil.iter_modules(fastnn.kernels.__path__):
+        if info.name != "cuda":
+            yield info.name
+
+
+def _public_dispatchers(module):
+    return {name: obj for name, obj in vars(module).items()
+            if isinstance(obj, CPUDispatcher) and not name.startswith("_")
+            and obj.py_func.__module__ == module.__name__}
+
+
+def _positional_names(fn):
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+@pytest.mark.parametrize("module_name", list(_cpu_kernel_modules()))
+def test_every_cpu_kernel_has_a_cuda_twin(module_name):
+    cpu = importlib.import_module(f"fastnn.kernels.{module_name}")
+    if module_name in CPU_ONLY_MODULES:
+        return
+    gpu = importlib.import_module(f"fastnn.kernels.cuda.{module_name}")
+    missing = []
+    for name, cpu_fn in _public_dispatchers(cpu).items():
+        twin = getattr(gpu, name, None)
+        if twin is cpu_fn:
+            continue  # a scalar rule the CUDA kernels call as is: one source for both backends
+        if (module_name, name) in CPU_ONLY_FUNCTIONS:
+            continue
+        if twin is None or not callable(twin):
+            missing.append(name)
+            continue
+        assert _positional_names(twin) == _positional_names(cpu_fn.py_func), (
+            f"fastnn.kernels.cuda.{module_name}.{name} must take the CPU kernel's arguments in order")
+    assert not missing, (f"CPU kernels without a CUDA twin in fastnn/kernels/cuda/{module_name}.py: {missing} "
+                         "(add a launcher of the same name and arguments, or list it in CPU_ONLY_FUNCTIONS "
+                         "with the reason)")
+
+
+def test_allow_lists_name_existing_things():
+    modules = set(_cpu_kernel_modules())
+    assert set(CPU_ONLY_MODULES) <= modules
+    for module_name, name in CPU_ONLY_FUNCTIONS:
+        cpu = importlib.import_module(f"fastnn.kernels.{module_name}")
+        assert name in _public_dispatchers(cpu), f"stale allow-list entry {module_name}.{name}"

@@ -1,0 +1,125 @@
+"""CUDA dropout, random fills, batch norm and layer norm against their CPU twins."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+
+from fastnn.kernels import batchnorm as cpu_bn
+from fastnn.kernels import dropout as cpu_drop
+from fastnn.kernels import layernorm as cpu_ln
+from fastnn.kernels import rng as cpu_rng
+from fastnn.kernels.cuda import batchnorm as gpu_bn
+from fastnn.kernels.cuda import dropout as gpu_drop
+from fastnn.kernels.cuda import layernorm as gpu_ln
+from fastnn.kernels.cuda import rng as gpu_rng
+
+from .conftest import f64, host, to_device, tol
+
+
+@pytest.mark.parametrize("dtype,p", [(np.float32, 0.3), (np.float64, 0.0)])
+def test_dropout_same_mask_as_cpu(dtype, p, rng):
+    m, n = 9, 21  # 21 columns: a partial last mask byte
+    x = rng.standard_normal((m, n)).astype(dtype)
+    (x64,) = f64(x)
+    out = np.empty_like(x64)
+    mask = np.empty((m, cpu_drop.mask_bytes(n)), np.uint8)
+    cpu_drop.dropout_forward(x64, out, mask, p, 7, 3, 11)
+    (dx,) = to_device(x)
+    dout = cuda.device_array_like(x)
+    dmask = cuda.device_array_like(mask)
+    gpu_drop.dropout_forward(dx, dout, dmask, p, 7, 3, 11)
+    np.testing.assert_array_equal(host(dmask), mask)  # bit-identical masks: same hash, same threshold
+    rtol, atol = tol(dtype)
+    np.testing.assert_allclose(host(dout), out, rtol=rtol, atol=atol)
+    assert (host(dout) == 0).sum() == (out == 0).sum()
+    g = rng.standard_normal((m, n)).astype(dtype)
+    (g64,) = f64(g)
+    gin = np.empty_like(g64)
+    cpu_drop.dropout_backward(g64, mask, gin, p)
+    (dg,) = to_device(g)
+    gpu_drop.dropout_backward(dg, dmask, dg, p)  # in place, as allowed
+    np.testing.assert_allclose(host(dg), gin, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_fills_match_cpu(dtype):
+    n = 601  # odd: the last normal pair writes one value
+    for fill, args in ((cpu_rng.fill_uniform, (-2.0, 3.0)), (cpu_rng.fill_normal, (0.5, 2.0))):
+        want = np.empty(n, dtype)
+        fill(want, 42, 5, 2, *args)
+        got = cuda.device_array(n, dtype)
+        getattr(gpu_rng, fill.__name__)(got, 42, 5, 2, *args)
+        rtol, atol = tol(dtype)
+        np.testing.assert_allclose(host(got), want, rtol=rtol * 10, atol=atol * 10)
+
+
+def test_permutation_matches_cpu():
+    want = np.empty(50, np.int64)
+    cpu_rng.permutation(50, 3, 1, 4, want)
+    got = cuda.device_array(50, np.int64)
+    gpu_rng.permutation(50, 3, 1, 4, got)
+    np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("dtype,m,affine", [(np.float32, 70, True), (np.float64, 5, False)])
+def test_batchnorm(dtype, m, affine, rng):
+    n = 6
+    x = (rng.standard_normal((m, n)) * 3 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    rm, rv = np.zeros(n, dtype), np.ones(n, dtype)
+    partials = np.empty((2, cpu_bn.partial_rows(m), n), dtype)
+    d = dict(zip(["x", "gamma", "beta", "rm", "rv", "partials"], to_device(x, gamma, beta, rm, rv, partials)))
+    x, gamma, beta, rm, rv, partials = f64(x, gamma, beta, rm, rv, partials)
+    out, x_hat = np.empty_like(x), np.empty_like(x)
+    mean, inv_std = np.empty(n), np.empty(n)
+    cpu_bn.batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, 1e-5, 0.1,
+                                   affine, True)
+    dout, dxh = cuda.device_array_like(x), cuda.device_array_like(x)
+    dmean, dinv = cuda.device_array(n, dtype), cuda.device_array(n, dtype)
+    gpu_bn.batchnorm_forward_train(d["x"], d["gamma"], d["beta"], d["rm"], d["rv"], dout, dxh, dmean, dinv,
+                                   d["partials"], 1e-5, 0.1, affine, True)
+    rtol, atol = tol(dtype)
+    for got, want in ((dout, out), (dxh, x_hat), (dmean, mean), (dinv, inv_std), (d["rm"], rm), (d["rv"], rv)):
+        np.testing.assert_allclose(host(got), want, rtol=rtol * 5, atol=atol * 5)
+
+    ev = np.empty_like(x)
+    cpu_bn.batchnorm_forward_eval(x, gamma, beta, rm, rv, ev, 1e-5, affine)
+    dev = cuda.device_array_like(x)
+    gpu_bn.batchnorm_forward_eval(d["x"], d["gamma"], d["beta"], d["rm"], d["rv"], dev, 1e-5, affine)
+    np.testing.assert_allclose(host(dev), ev, rtol=rtol * 5, atol=atol * 5)
+
+    g = rng.standard_normal((m, n)).astype(dtype)
+    (dg,) = to_device(g)
+    (g,) = f64(g)
+    gx, gg, gb = np.empty_like(g), np.empty(n), np.empty(n)
+    cpu_bn.batchnorm_backward(g, x_hat, inv_std, gamma, gx, gg, gb, partials, affine)
+    dgx, dgg, dgb = cuda.device_array_like(g), cuda.device_array(n, dtype), cuda.device_array(n, dtype)
+    gpu_bn.batchnorm_backward(dg, dxh, dinv, d["gamma"], dgx, dgg, dgb, d["partials"], affine)
+    for got, want in ((dgx, gx), (dgg, gg), (dgb, gb)):
+        np.testing.assert_allclose(host(got), want, rtol=rtol * 10, atol=atol * 10)
+
+
+@pytest.mark.parametrize("dtype,affine", [(np.float32, True), (np.float64, False)])
+def test_layernorm(dtype, affine, rng):
+    m, n = 3, 300  # more features than threads per block: the row loops stride
+    x = (rng.standard_normal((m, n)) * 2 - 1).astype(dtype)
+    gamma, beta = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    dx, dgamma, dbeta = to_device(x, gamma, beta)
+    x, gamma, beta = f64(x, gamma, beta)
+    out, x_hat, inv_std = np.empty_like(x), np.empty_like(x), np.empty(m)
+    cpu_ln.layernorm_forward(x, gamma, beta, out, x_hat, inv_std, 1e-5, affine)
+    dout, dxh, dinv = cuda.device_array_like(x), cuda.device_array_like(x), cuda.device_array(m, dtype)
+    gpu_ln.layernorm_forward(dx, dgamma, dbeta, dout, dxh, dinv, 1e-5, affine)
+    rtol, atol = tol(dtype)
+    for got, want in ((dout, out), (dxh, x_hat), (dinv, inv_std)):
+        np.testing.assert_allclose(host(got), want, rtol=rtol * 5, atol=atol * 5)
+    g = rng.standard_normal((m, n)).astype(dtype)
+    partials = np.empty((2, cpu_ln.partial_rows(m), n), dtype)
+    dg, dgg, dgb, dpart = to_device(g, np.zeros(n, dtype), np.zeros(n, dtype), partials)
+    g, partials = f64(g, partials)
+    gx, gg, gb = np.empty_like(g), np.zeros(n), np.zeros(n)
+    cpu_ln.layernorm_backward(g, x_hat, inv_std, gamma, gx, gg, gb, partials, affine)
+    gpu_ln.layernorm_backward(dg, dxh, dinv, dgamma, dg, dgg, dgb, dpart, affine)  # grad_x = grad_out
+    for got, want in ((dg, gx), (dgg, gg), (dgb, gb)):
+        np.testing.assert_allclose(host(got), want, rtol=rtol * 10, atol=atol * 10)
