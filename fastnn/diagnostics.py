@@ -242,7 +242,8 @@ def overfit_one_batch(model, X, y, *, steps: int = 200, lr: float = 1e-2, optimi
     X, y = model._check_xy(X, y)
     snap = _Snapshot(model)
     opt = optimizer if optimizer is not None else Adam(lr=V.check_float(lr, "lr", low=0.0, low_inclusive=False))
-    opt.bind(model.params, model.grads, model.n_decay)
+    opt.bind(model.params, model.grads,
+             model.params.size if getattr(model, "decay_bias_and_norm", False) else model.n_decay)
     losses: list[float] = []
     try:
         model.optimizer = opt
