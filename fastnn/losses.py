@@ -34,11 +34,20 @@ class Loss:
     def check_targets(self, y, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
         return V.check_targets(y, n_samples, n_outputs, dtype)
 
+    def target_spec(self, n_outputs: int, dtype) -> tuple[tuple[int, ...], np.dtype]:
+        """(trailing shape, dtype) of one batch's checked targets."""
+        return (n_outputs,), np.dtype(dtype)
+
+    def call(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True):
+        """(kernel, args): the kernel returns the loss and writes the gradient (see forward_backward)."""
+        raise NotImplementedError
+
     def forward_backward(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray,
                          compute_grad: bool = True) -> float:
         """Loss of ``output`` (batch, outputs) against checked ``target``; writes d loss / d output
         into ``grad`` (same shape and dtype as ``output``) when ``compute_grad``."""
-        raise NotImplementedError
+        fn, args = self.call(output, target, grad, compute_grad)
+        return fn(*args)
 
     def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
         """Number of correctly classified samples, or None for regression losses."""
@@ -68,9 +77,12 @@ class CrossEntropy(Loss):
                              "for a single output use loss='binary_cross_entropy'")
         return V.check_labels(y, n_samples, n_outputs)
 
-    def forward_backward(self, output, target, grad, compute_grad=True):
-        return K.cross_entropy_forward_backward(output, target, grad, self._scratch(output.shape[0]),
-                                                self.reduction == "mean", compute_grad)
+    def target_spec(self, n_outputs, dtype):
+        return (), np.dtype(np.int64)
+
+    def call(self, output, target, grad, compute_grad=True):
+        return K.cross_entropy_forward_backward, (output, target, grad, self._scratch(output.shape[0]),
+                                                  self.reduction == "mean", compute_grad)
 
     def correct_count(self, output, target):
         return int(K.accuracy_count(output, target))
@@ -88,9 +100,9 @@ class _Elementwise(Loss):
         super().__init__(reduction=reduction)
         self.delta = V.check_float(delta, "delta", low=0.0, low_inclusive=False)
 
-    def forward_backward(self, output, target, grad, compute_grad=True):
-        return K.elementwise_loss(output, target, grad, self._scratch(output.shape[0]), self.code,
-                                  self.delta, self.reduction == "mean", compute_grad)
+    def call(self, output, target, grad, compute_grad=True):
+        return K.elementwise_loss, (output, target, grad, self._scratch(output.shape[0]), self.code,
+                                    self.delta, self.reduction == "mean", compute_grad)
 
 
 class MSE(_Elementwise):

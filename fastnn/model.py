@@ -19,6 +19,20 @@ _PREDICT_BATCH = 1024
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 
 
+class _StepPlan:
+    """The kernel calls of one training step at one batch size, on fixed buffers: the input
+    and target buffers are filled, then forward calls, the loss kernel and backward calls run."""
+
+    __slots__ = ("x", "y", "out", "forward", "loss_fn", "loss_args", "backward")
+
+    def __init__(self, x, y, out, forward, loss_call, backward):
+        self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
+        self.loss_fn, self.loss_args = loss_call
+
+
+_MAX_PLANS = 8
+
+
 class Sequential:
     """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
     initial weights, the shuffling order and dropout masks.
@@ -78,6 +92,9 @@ class Sequential:
         self.out_features = width
         self._allocate_parameters()
         self._grad_out = Workspace(self.dtype, grad=(self.out_features,))
+        self._inputs = Workspace(self.dtype, x=(self.in_features,))
+        self._plans: dict[int, _StepPlan] = {}
+        self._plannable = all(layer.plannable() for layer in self.layers)
 
     def _allocate_parameters(self):
         specs = [(i, spec) for i, layer in enumerate(self.layers) for spec in layer.parameter_specs()]
@@ -169,6 +186,7 @@ class Sequential:
         """
         self.loss = losses_mod.get(loss)
         self.optimizer = optim_mod.get(optimizer)
+        self._plans.clear()
         self.decay_bias_and_norm = bool(decay_bias_and_norm)
         self.optimizer.bind(self.params, self.grads, self.params.size if self.decay_bias_and_norm else self.n_decay)
         return self
@@ -183,15 +201,53 @@ class Sequential:
         y = self.loss.check_targets(y, X.shape[0], self.out_features, self.dtype)
         return X, y
 
+    def _plan(self, m: int) -> _StepPlan | None:
+        """The step plan for batch size ``m`` (built once), or None when a layer is not plannable."""
+        plan = self._plans.get(m)
+        if plan is None and self._plannable:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            x = self._inputs(m)["x"]
+            trailing, dtype = self.loss.target_spec(self.out_features, self.dtype)
+            y = np.zeros((m, *trailing), dtype)
+            forward, h = [], x
+            for layer in self.layers:
+                calls, h = layer.forward_calls(h, True)
+                forward += calls
+            grad = self._grad_out(m)["grad"]
+            backward, g = [], grad
+            for i in range(len(self.layers) - 1, -1, -1):
+                calls, g = self.layers[i].backward_calls(g, i > 0)
+                backward += calls
+            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(h, y, grad), backward)
+        return plan
+
     def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
-        out = self._forward(xb, True)
-        grad = self._grad_out(xb.shape[0])["grad"]
-        loss = self.loss.forward_backward(out, yb, grad, True)
+        """One training step on checked arrays; returns (loss, output view)."""
+        plan = self._plan(xb.shape[0])
+        if plan is None:  # a user layer runs its own forward/backward
+            out = self._forward(xb, True)
+            grad = self._grad_out(xb.shape[0])["grad"]
+            loss = self.loss.forward_backward(out, yb, grad, True)
+            if not math.isfinite(loss):
+                raise FloatingPointError(self._divergence_report(loss))
+            self._backward(grad, False)
+            self.optimizer.step()
+            return loss, out
+        if xb is not plan.x:
+            np.copyto(plan.x, xb)
+        if yb is not plan.y:
+            np.copyto(plan.y, yb)
+        for fn, args in plan.forward:
+            fn(*args)
+        loss = plan.loss_fn(*plan.loss_args)
         if not math.isfinite(loss):
+            self._forward(plan.x, False)  # fills every layer's last_output for the report
             raise FloatingPointError(self._divergence_report(loss))
-        self._backward(grad, False)
+        for fn, args in plan.backward:
+            fn(*args)
         self.optimizer.step()
-        return loss, out
+        return loss, plan.out
 
     def train_step(self, xb, yb) -> float:
         """One forward, loss, backward and optimizer update on a batch; returns the loss."""
@@ -239,8 +295,8 @@ class Sequential:
         self._restore_callback_states(user_callbacks)
         progress = EpochProgress(verbose, epochs, batches)
         order = np.empty(n, np.int64) if shuffle else None
-        x_buf = np.empty((batch_size, X.shape[1]), self.dtype)
-        y_buf = np.empty((batch_size, *y.shape[1:]), y.dtype)
+        self._inputs(batch_size)  # grow the buffers to the full batch before any plan uses them
+        self._grad_out(batch_size)
         was_training = self.training
         self.train()
         self.stop_training = False
@@ -261,12 +317,14 @@ class Sequential:
                     if lo >= hi:
                         continue
                     cbs.on_batch_begin(b, {})
+                    plan = self._plan(hi - lo)
                     if order is None:
                         xb, yb = X[lo:hi], y[lo:hi]
+                    elif plan is not None:  # gather the batch straight into the plan's buffers
+                        xb = np.take(X, order[lo:hi], axis=0, out=plan.x)
+                        yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
                     else:
-                        idx = order[lo:hi]
-                        xb = np.take(X, idx, axis=0, out=x_buf[:hi - lo])
-                        yb = np.take(y, idx, axis=0, out=y_buf[:hi - lo])
+                        xb, yb = X[order[lo:hi]], y[order[lo:hi]]
                     batch_loss, out = self._step(xb, yb)
                     total_loss += batch_loss * (hi - lo)
                     count = self.loss.correct_count(out, yb)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
 from ._scalar import like, n_chunks
 
 
@@ -231,3 +231,15 @@ __all__ = [
     "partial_rows",
     "sum_partials",
 ]
+
+
+@njit(**JIT)
+def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std,
+                                    partials, eps, momentum, affine, track, batches):
+    """:func:`batchnorm_forward_train` that also counts batches in ``batches`` (int64 (1,)) when
+    tracking; ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``)."""
+    if track:
+        batches[0] += 1
+    mom = momentum if momentum >= 0 else 1.0 / max(1, batches[0])
+    batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
+                            eps, mom, affine, track)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .rng import hash_at, key64
 
@@ -107,3 +107,10 @@ def dropout_backward(grad_out, mask, grad_in, p):
 
 
 __all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "keep_threshold", "keep_unit", "mask_bytes"]
+
+
+@njit(**JIT)
+def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
+    """:func:`dropout_forward` at step ``counter[0]``, then ``counter[0] += 1`` (int64 (1,))."""
+    dropout_forward(x, out, mask, p, seed, stream, counter[0])
+    counter[0] += 1

@@ -42,18 +42,14 @@ class Activation(Layer):
         self._workspace = Workspace(dtype, y=(out,), grad_x=(out,))
         return out
 
-    def forward(self, x, training):
+    def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
         self._x = x
-        activation_forward(x, ws["y"], self.code, self.alpha)
-        self.last_output = ws["y"]
-        return ws["y"]
+        return [(activation_forward, (x, ws["y"], self.code, self.alpha))], ws["y"]
 
-    def backward(self, grad_y, need_grad_x=True):
+    def backward_calls(self, grad_y, need_grad_x):
         ws = self._workspace(grad_y.shape[0])
-        activation_backward(self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha)
-        self.last_grad_input = ws["grad_x"]
-        return ws["grad_x"]
+        return [(activation_backward, (self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha))], ws["grad_x"]
 
     def get_config(self):
         _, _, param_name = ACTIVATIONS[self.activation]

@@ -43,6 +43,12 @@ class Workspace:
         return sum(arr.nbytes for arr in self._full.values())
 
 
+def run_calls(calls) -> None:
+    """Run a list of (kernel, args) in order."""
+    for fn, args in calls:
+        fn(*args)
+
+
 class Layer:
     """Base of every layer.
 
@@ -81,12 +87,35 @@ class Layer:
         """Non-trainable state saved with the model (e.g. running statistics)."""
         return {}
 
-    # -- computation --------------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+    # -- computation ---------------------------------------------------------------------
+    # A layer describes its work as kernel calls [(function, args)] on fixed buffers. The
+    # model runs them directly (forward/backward below) or records them once per batch size
+    # as a plan, so a steady-state training step is a flat list of kernel calls.
+    def forward_calls(self, x: np.ndarray, training: bool) -> tuple[list, np.ndarray]:
+        """([(kernel, args)], output view) computing this layer's output from ``x``."""
         raise NotImplementedError
 
-    def backward(self, grad_y: np.ndarray, need_grad_x: bool = True) -> np.ndarray | None:
+    def backward_calls(self, grad_y: np.ndarray, need_grad_x: bool) -> tuple[list, np.ndarray | None]:
+        """([(kernel, args)], grad_x view or None) for the last ``forward_calls``."""
         raise NotImplementedError
+
+    def plannable(self) -> bool:
+        """True when forward/backward are fully described by forward_calls/backward_calls
+        (user layers that override forward/backward instead run through them directly)."""
+        cls = type(self)
+        return cls.forward is Layer.forward and cls.backward is Layer.backward
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        calls, y = self.forward_calls(x, training)
+        run_calls(calls)
+        self.last_output = y
+        return y
+
+    def backward(self, grad_y: np.ndarray, need_grad_x: bool = True) -> np.ndarray | None:
+        calls, grad_x = self.backward_calls(grad_y, need_grad_x)
+        run_calls(calls)
+        self.last_grad_input = grad_x
+        return grad_x
 
     # -- description --------------------------------------------------------------------
     def get_config(self) -> dict:

@@ -80,24 +80,21 @@ class Dense(Layer):
             self._partial_b = np.zeros((chunks, self.out_features), self.dtype)
         return self._partial_b
 
-    def forward(self, x, training):
+    def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
         self._x = x
         z = ws["z"]
         y = ws.get("y", z)
-        dense_forward(x, self.weight, self.bias, z, y, self.code, self.alpha)
-        self.last_output = y
-        return y
+        return [(dense_forward, (x, self.weight, self.bias, z, y, self.code, self.alpha))], y
 
-    def backward(self, grad_y, need_grad_x=True):
+    def backward_calls(self, grad_y, need_grad_x):
         m = grad_y.shape[0]
         ws = self._workspace(m)
         z = ws["z"]
-        grad_x = self._grad_x(m)["grad_x"] if need_grad_x else self._grad_x(1)["grad_x"]
-        dense_backward(self._x, self.weight, z, ws.get("y", z), grad_y, ws.get("grad_z", grad_y), grad_x,
-                       self.grad_weight, self.grad_bias, self._partials(m), self.code, self.alpha, need_grad_x)
-        self.last_grad_input = grad_x if need_grad_x else None
-        return self.last_grad_input
+        grad_x = self._grad_x(m if need_grad_x else 1)["grad_x"]
+        args = (self._x, self.weight, z, ws.get("y", z), grad_y, ws.get("grad_z", grad_y), grad_x,
+                self.grad_weight, self.grad_bias, self._partials(m), self.code, self.alpha, need_grad_x)
+        return [(dense_backward, args)], (grad_x if need_grad_x else None)
 
     def get_config(self):
         config = {"in_features": self.in_features, "out_features": self.out_features,

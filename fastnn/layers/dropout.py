@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
-from ..kernels.dropout import dropout_backward, dropout_forward, mask_bytes
+from ..kernels.dropout import dropout_backward, dropout_forward_counted, mask_bytes
 from .base import Layer, Workspace
 
 
@@ -36,25 +36,19 @@ class Dropout(Layer):
     def buffers(self):
         return {"step": self.step}
 
-    def forward(self, x, training):
+    def forward_calls(self, x, training):
         self._identity = not training or self.p == 0.0
         if self._identity:
-            self.last_output = x
-            return x
+            return [], x
         y = self._workspace(x.shape[0])["y"]
-        dropout_forward(x, y, self._masks(x.shape[0])["mask"], self.p, self.seed, self.stream, int(self.step[0]))
-        self.step[0] += 1
-        self.last_output = y
-        return y
+        mask = self._masks(x.shape[0])["mask"]
+        return [(dropout_forward_counted, (x, y, mask, self.p, self.seed, self.stream, self.step))], y
 
-    def backward(self, grad_y, need_grad_x=True):
+    def backward_calls(self, grad_y, need_grad_x):
         if self._identity:
-            self.last_grad_input = grad_y
-            return grad_y
+            return [], grad_y
         grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        dropout_backward(grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p)
-        self.last_grad_input = grad_x
-        return grad_x
+        return [(dropout_backward, (grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p))], grad_x
 
     def get_config(self):
         return {"p": self.p}

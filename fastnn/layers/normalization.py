@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
-from ..kernels.batchnorm import batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, partial_rows
+from ..kernels.batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train_counted,
+                                 partial_rows)
 from ..kernels.layernorm import layernorm_backward, layernorm_forward
 from .base import Layer, ParamSpec, Workspace
 
@@ -95,42 +96,38 @@ class BatchNorm1d(_Normalization):
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
 
-    def forward(self, x, training):
+    def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
         self._batch_stats = training or not self.track_running_stats
-        if self._batch_stats:
-            if x.shape[0] < 2:
-                raise ValueError(f"{self!r} needs more than 1 sample per batch in training (the batch variance "
-                                 f"of one sample is 0), got batch size {x.shape[0]}; use a larger batch_size, "
-                                 f"or eval mode")
-            track = training and self.track_running_stats
-            if track:
-                self.num_batches_tracked[0] += 1
-            momentum = self.momentum if self.momentum is not None else 1.0 / max(1, int(self.num_batches_tracked[0]))
-            batchnorm_forward_train(x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
-                                    ws["x_hat"], self._mean, self._inv_std, self._scratch(x.shape[0]),
-                                    self.eps, momentum, self.affine, track)
-        else:
-            batchnorm_forward_eval(x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
-                                   self.eps, self.affine)
+        if not self._batch_stats:
             self._x = x
-        self.last_output = ws["y"]
-        return ws["y"]
+            return [(batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
+                                              self.eps, self.affine))], ws["y"]
+        if x.shape[0] < 2:
+            raise ValueError(f"{self!r} needs more than 1 sample per batch in training (the batch variance "
+                             f"of one sample is 0), got batch size {x.shape[0]}; use a larger batch_size, "
+                             f"or eval mode")
+        momentum = -1.0 if self.momentum is None else self.momentum
+        args = (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"], ws["x_hat"], self._mean,
+                self._inv_std, self._scratch(x.shape[0]), self.eps, momentum, self.affine,
+                training and self.track_running_stats, self.num_batches_tracked)
+        return [(batchnorm_forward_train_counted, args)], ws["y"]
 
-    def backward(self, grad_y, need_grad_x=True):
+    def backward_calls(self, grad_y, need_grad_x):
         ws = self._workspace(grad_y.shape[0])
         if self._batch_stats:
-            batchnorm_backward(grad_y, ws["x_hat"], self._inv_std, self.weight, ws["grad_x"], self.grad_weight,
-                               self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
-        else:  # evaluation mode is an affine map per feature (rare: backward through a frozen layer)
-            inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
-            x_hat = (self._x - self.running_mean) * inv_std
-            if self.affine:
-                self.grad_bias[...] = grad_y.sum(axis=0)
-                self.grad_weight[...] = (grad_y * x_hat).sum(axis=0)
-            np.multiply(grad_y, self.weight * inv_std, out=ws["grad_x"])
-        self.last_grad_input = ws["grad_x"]
-        return ws["grad_x"]
+            args = (grad_y, ws["x_hat"], self._inv_std, self.weight, ws["grad_x"], self.grad_weight,
+                    self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
+            return [(batchnorm_backward, args)], ws["grad_x"]
+        return [(self._eval_backward, (self._x, grad_y, ws["grad_x"]))], ws["grad_x"]
+
+    def _eval_backward(self, x, grad_y, grad_x):
+        """Evaluation mode is an affine map per feature (rare: backward through a frozen layer)."""
+        inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
+        if self.affine:
+            self.grad_bias[...] = grad_y.sum(axis=0)
+            self.grad_weight[...] = (grad_y * ((x - self.running_mean) * inv_std)).sum(axis=0)
+        np.multiply(grad_y, self.weight * inv_std, out=grad_x)
 
     def get_config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
@@ -150,20 +147,18 @@ class LayerNorm(_Normalization):
         self._inv_std_rows = Workspace(dtype, inv_std=())
         return out
 
-    def forward(self, x, training):
+    def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
-        layernorm_forward(x, self.weight, self.bias, ws["y"], ws["x_hat"], self._inv_std_rows(x.shape[0])["inv_std"],
-                          self.eps, self.affine)
-        self.last_output = ws["y"]
-        return ws["y"]
+        inv_std = self._inv_std_rows(x.shape[0])["inv_std"]
+        return [(layernorm_forward, (x, self.weight, self.bias, ws["y"], ws["x_hat"], inv_std, self.eps,
+                                     self.affine))], ws["y"]
 
-    def backward(self, grad_y, need_grad_x=True):
+    def backward_calls(self, grad_y, need_grad_x):
         m = grad_y.shape[0]
         ws = self._workspace(m)
-        layernorm_backward(grad_y, ws["x_hat"], self._inv_std_rows(m)["inv_std"], self.weight, ws["grad_x"],
-                           self.grad_weight, self.grad_bias, self._scratch(m), self.affine)
-        self.last_grad_input = ws["grad_x"]
-        return ws["grad_x"]
+        args = (grad_y, ws["x_hat"], self._inv_std_rows(m)["inv_std"], self.weight, ws["grad_x"], self.grad_weight,
+                self.grad_bias, self._scratch(m), self.affine)
+        return [(layernorm_backward, args)], ws["grad_x"]
 
     def get_config(self):
         return {"normalized_features": self.num_features, "eps": self.eps, "elementwise_affine": self.affine}

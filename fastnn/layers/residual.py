@@ -67,25 +67,32 @@ class Residual(Layer):
     def buffers(self):
         return {f"{prefix}.{name}": buf for prefix, layer in self._children() for name, buf in layer.buffers().items()}
 
-    def forward(self, x, training):
-        h = x
-        for layer in self.block:
-            h = layer.forward(h, training)
-        skip = x if self.projection is None else self.projection.forward(x, training)
-        y = self._workspace(x.shape[0])["y"]
-        np.add(h, skip, out=y)
-        self.last_output = y
-        return y
+    def plannable(self):
+        return super().plannable() and all(layer.plannable() for _, layer in self._children())
 
-    def backward(self, grad_y, need_grad_x=True):
-        grad = grad_y
+    def forward_calls(self, x, training):
+        calls, h = [], x
+        for layer in self.block:
+            more, h = layer.forward_calls(h, training)
+            calls += more
+        skip = x
+        if self.projection is not None:
+            more, skip = self.projection.forward_calls(x, training)
+            calls += more
+        y = self._workspace(x.shape[0])["y"]
+        return calls + [(np.add, (h, skip, y))], y
+
+    def backward_calls(self, grad_y, need_grad_x):
+        calls, grad = [], grad_y
         for layer in reversed(self.block):
-            grad = layer.backward(grad, True)
-        grad_skip = grad_y if self.projection is None else self.projection.backward(grad_y, True)
+            more, grad = layer.backward_calls(grad, True)
+            calls += more
+        grad_skip = grad_y
+        if self.projection is not None:
+            more, grad_skip = self.projection.backward_calls(grad_y, True)
+            calls += more
         grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        np.add(grad, grad_skip, out=grad_x)
-        self.last_grad_input = grad_x
-        return grad_x
+        return calls + [(np.add, (grad, grad_skip, grad_x))], grad_x
 
     def get_config(self):
         from . import layer_to_config
