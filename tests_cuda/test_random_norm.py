@@ -123,3 +123,35 @@ def test_layernorm(dtype, affine, rng):
     gpu_ln.layernorm_backward(dg, dxh, dinv, dgamma, dg, dgg, dgb, dpart, affine)  # grad_x = grad_out
     for got, want in ((dg, gx), (dgg, gg), (dgb, gb)):
         np.testing.assert_allclose(host(got), want, rtol=rtol * 10, atol=atol * 10)
+
+
+def test_counted_variants(rng):
+    """The step-counting wrappers (skipped while the CPU side does not have them)."""
+    if not hasattr(cpu_drop, "dropout_forward_counted") or not hasattr(cpu_bn, "batchnorm_forward_train_counted"):
+        pytest.skip("CPU counted kernels not present")
+    x = rng.standard_normal((4, 10))
+    mask, out = np.empty((4, 2), np.uint8), np.empty_like(x)
+    counter = np.array([5], np.int64)
+    cpu_drop.dropout_forward_counted(x, out, mask, 0.5, 1, 2, counter)
+    dmask, dout = cuda.device_array_like(mask), cuda.device_array_like(x)
+    gpu_counter = np.array([5], np.int64)
+    gpu_drop.dropout_forward_counted(cuda.to_device(x), dout, dmask, 0.5, 1, 2, gpu_counter)
+    np.testing.assert_array_equal(host(dmask), mask)
+    assert gpu_counter[0] == counter[0] == 6
+
+    n = 3
+    rm, rv = np.zeros(n), np.ones(n)
+    args = (np.ones(n), np.zeros(n))
+    batches = np.array([2], np.int64)
+    cpu_bn.batchnorm_forward_train_counted(x[:, :n].copy(), *args, rm, rv, np.empty((4, n)), np.empty((4, n)),
+                                           np.empty(n), np.empty(n), np.empty((2, 1, n)), 1e-5, -1.0, True, True,
+                                           batches)
+    drm, drv = to_device(np.zeros(n), np.ones(n))
+    gpu_batches = np.array([2], np.int64)
+    gpu_bn.batchnorm_forward_train_counted(
+        cuda.to_device(x[:, :n].copy()), *to_device(*args), drm, drv, cuda.device_array((4, n)),
+        cuda.device_array((4, n)), cuda.device_array(n), cuda.device_array(n), cuda.device_array((2, 1, n)),
+        1e-5, -1.0, True, True, gpu_batches)
+    assert gpu_batches[0] == batches[0] == 3
+    np.testing.assert_allclose(host(drm), rm, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(host(drv), rv, rtol=1e-12, atol=1e-13)

@@ -145,6 +145,20 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
     _normalize[blocks_for(x.size), BLOCK](x, mean, inv_std, gamma, beta, out, x_hat, affine)
 
 
+def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std,
+                                    partials, eps, momentum, affine, track, batches):
+    """:func:`batchnorm_forward_train` that counts batches in ``batches`` (int64 (1,)) when tracking.
+
+    ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``). Keep ``batches`` a
+    host NumPy array (a device array works, but each access is a synchronising copy).
+    """
+    if track:
+        batches[0] += 1
+    mom = momentum if momentum >= 0 else 1.0 / max(1, int(batches[0]))
+    batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
+                            eps, mom, affine, track)
+
+
 @cuda.jit
 def _eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
     n = x.shape[1]
@@ -189,5 +203,5 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
                                               affine, typed(1.0 / m, grad_out))
 
 
-__all__ = ["batchnorm_backward", "batchnorm_forward_eval", "batchnorm_forward_train", "partial_rows",
-           "sum_partials"]
+__all__ = ["batchnorm_backward", "batchnorm_forward_eval", "batchnorm_forward_train",
+           "batchnorm_forward_train_counted", "partial_rows", "sum_partials"]

@@ -43,6 +43,16 @@ def dropout_forward(x, out, mask, p, seed, stream, step):
     _forward[blocks_for(mask.size), BLOCK](x, out, mask, key, threshold, typed(1.0 / (1.0 - p), x))
 
 
+def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
+    """:func:`dropout_forward` at step ``counter[0]``, then ``counter[0] += 1``.
+
+    ``counter`` is int64 (1,); keep it a host NumPy array (a device array works, but each read
+    and write is a synchronising copy).
+    """
+    dropout_forward(x, out, mask, p, seed, stream, int(counter[0]))
+    counter[0] += 1
+
+
 @cuda.jit
 def _backward(grad_out, mask, grad_in, scale):
     n = grad_out.shape[1]
@@ -59,4 +69,4 @@ def dropout_backward(grad_out, mask, grad_in, p):
     _backward[blocks_for(grad_out.size), BLOCK](grad_out, mask, grad_in, typed(1.0 / (1.0 - p), grad_out))
 
 
-__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "mask_bytes"]
+__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "mask_bytes"]
