@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .kernels.checks import all_finite, labels_in_range
+
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest of ``choices``, or ''."""
@@ -95,6 +97,9 @@ def _as_numeric_array(X, argument: str) -> np.ndarray:
 def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None = None,
                 layer_name: str = "the first layer") -> np.ndarray:
     """X as a C-contiguous 2-D ``dtype`` array with finite values (converted, not refused)."""
+    if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous and X.size
+            and (n_features is None or X.shape[1] == n_features) and all_finite(X)):
+        return X  # the fast path: already what the kernels take
     arr = _as_numeric_array(X, argument)
     if arr.ndim == 1:
         raise ValueError(f"Expected 2D array for {argument}, got 1D array of shape {arr.shape} instead. "
@@ -120,6 +125,9 @@ def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None
 
 def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.ndarray:
     """Integer class labels in [0, n_classes) as a contiguous int64 vector of length n_samples."""
+    if (type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.shape[0] == n_samples > 0
+            and y.flags.c_contiguous and labels_in_range(y, n_classes)):
+        return y
     arr = _as_numeric_array(y, argument)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -146,6 +154,9 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
 
 def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y") -> np.ndarray:
     """Real-valued targets as a contiguous (n_samples, n_outputs) array of ``dtype``."""
+    if (type(y) is np.ndarray and y.dtype == dtype and y.ndim == 2 and y.shape == (n_samples, n_outputs)
+            and n_samples > 0 and y.flags.c_contiguous and all_finite(y)):
+        return y
     arr = _as_numeric_array(y, argument)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
