@@ -346,3 +346,11 @@ class CSVLogger(Callback):
                 handle.write(self.separator.join(["epoch", *self._keys]) + "\n")
             handle.write(self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan)))
                                                             for k in self._keys)]) + "\n")
+
+
+def __getattr__(name):  # TensorBoard lives in its own module (it needs tensorboardX, an extra)
+    if name == "TensorBoard":
+        from .tensorboard import TensorBoard
+
+        return TensorBoard
+    raise AttributeError(f"module 'fastnn.callbacks' has no attribute {name!r}")
