@@ -13,6 +13,8 @@ import fastnn.kernels
 #: CPU kernel modules without a CUDA twin module
 CPU_ONLY_MODULES = {
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
+    "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
+              "is copied to the device",
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
 }
 
