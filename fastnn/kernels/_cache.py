@@ -1,0 +1,62 @@
+"""Numba's on-disk cache, made safe for a package whose kernels call each other across files.
+
+Numba keys a cached function by its own source file only. When a kernel calls a function in
+another file (dense.py calls blas.py and activations.py), editing the callee leaves the caller's
+cache stale: it keeps the old inlined code, which was measured to give wrong results and even to
+segfault (after a pip upgrade too, since pip leaves the cache files behind). Here every kernel's
+cache stamp also covers the sources of all kernels and of ``_config.py``, so any change to them
+invalidates every fastnn kernel cache at once.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+
+from numba.core import caching
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_KERNELS = os.path.join(_PACKAGE, "kernels")
+
+
+def _sources_digest() -> bytes:
+    paths = sorted(glob.glob(os.path.join(_KERNELS, "**", "*.py"), recursive=True))
+    digest = hashlib.sha256()
+    for path in [*paths, os.path.join(_PACKAGE, "_config.py")]:
+        with open(path, "rb") as handle:
+            digest.update(path.encode() + b"\0" + handle.read())
+    return digest.digest()
+
+
+_DIGEST = _sources_digest()
+
+
+class _KernelStampMixin:
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not os.path.abspath(py_file).startswith(_KERNELS + os.sep):
+            return None
+        return super().from_function(py_func, py_file)
+
+    def get_source_stamp(self):
+        return (super().get_source_stamp(), _DIGEST)
+
+
+def _numba(name):  # public names since numba 0.65, underscored before
+    return getattr(caching, name, None) or getattr(caching, "_" + name)
+
+
+class KernelInTreeCacheLocator(_KernelStampMixin, _numba("InTreeCacheLocator")):
+    """fastnn kernels cached in their package's __pycache__."""
+
+
+class KernelUserProvidedCacheLocator(_KernelStampMixin, _numba("UserProvidedCacheLocator")):
+    """fastnn kernels cached under NUMBA_CACHE_DIR."""
+
+
+def install() -> None:
+    """Put the fastnn locators first (idempotent)."""
+    classes = _numba("CacheImpl")._locator_classes
+    for locator in (KernelInTreeCacheLocator, KernelUserProvidedCacheLocator):
+        if locator not in classes:
+            classes.insert(0, locator)
