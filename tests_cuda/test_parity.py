@@ -12,6 +12,7 @@ import fastnn.kernels
 
 #: CPU kernel modules without a CUDA twin module
 CPU_ONLY_MODULES = {
+    "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
               "is copied to the device",
@@ -21,6 +22,7 @@ CPU_ONLY_MODULES = {
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
 CPU_ONLY_FUNCTIONS = {
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
+    ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
     ("activations", "rows_activate"): "CPU row loop; the CUDA row kernels restate it per row (arrays cannot "
                                       "enter @njit code from the simulator)",
     ("activations", "rows_activate_grad"): "CPU row loop; restated by the CUDA row kernels (see above)",

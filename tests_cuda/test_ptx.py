@@ -27,11 +27,6 @@ F64_ALLOWED = {"losses.cross_entropy_rows", "losses.elementwise_rows", "optim.su
 #: ufuncs that numba-cuda 0.30.4 cannot lower on the device (np.exp, np.expm1, np.log1p, np.sqrt,
 #: np.sign in kernels/activations.py, losses.py, optim.py, rng.py). Fix: math.exp/expm1/log1p/sqrt
 #: and a scalar sign() helper there. strict: this test fails once they compile, to shrink the list.
-BLOCKED_BY_CPU_UFUNCS = {
-    "activations.forward_elementwise", "activations.backward_elementwise", "dense.gemm", "dense.bias_activate",
-    "dense.grad_z_partials", "optim.rmsprop", "optim.adagrad", "optim.adam", "optim.lion", "rng.fill_normal",
-    "losses.elementwise_rows",
-}
 
 KERNELS = [
     "activations.forward_elementwise", "activations.backward_elementwise", "activations.forward_rows",
@@ -59,9 +54,6 @@ def ptx_results():
 
 @pytest.mark.parametrize("name", KERNELS)
 def test_float32_kernel_compiles_to_ptx_without_float64(name, ptx_results, request):
-    if name in BLOCKED_BY_CPU_UFUNCS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="CPU scalar rule uses a NumPy ufunc "
-                                              "numba-cuda cannot lower (see BLOCKED_BY_CPU_UFUNCS)"))
     assert set(ptx_results) == set(KERNELS), "the probe's kernel list and this test's must agree"
     outcome = ptx_results[name]
     assert not outcome.startswith("error"), f"{name}: {outcome}"

@@ -57,14 +57,14 @@ _TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.1
 
 
 def fast_tanh(z):
-    """tanh(z): a vectorisable rational approximation for float32, np.tanh for float64."""
-    return np.tanh(z)
+    """tanh(z): a vectorisable rational approximation for float32, libm's tanh for float64."""
+    return math.tanh(z)
 
 
 @overload(fast_tanh, jit_options=dict(JIT_INLINE))
 def _fast_tanh_overload(z):
     if z != types.float32:
-        return lambda z: np.tanh(z)
+        return lambda z: math.tanh(z)
     c, (p1, p3, p5, p7, p9, p11, p13), (q0, q2, q4, q6) = (
         np.float32(_TANH_CLAMP), map(np.float32, _TANH_P), map(np.float32, _TANH_Q))
 
@@ -83,8 +83,8 @@ def sigmoid(z):
     """Logistic function without overflow for large ``|z|``."""
     one = like(1.0, z)
     if z >= 0:
-        return one / (one + np.exp(-z))
-    e = np.exp(z)
+        return one / (one + math.exp(-z))
+    e = math.exp(z)
     return e / (one + e)
 
 
@@ -108,13 +108,13 @@ def activate(code, z, alpha):
     if code == LEAKY_RELU:
         return z if z > zero else alpha * z
     if code == ELU:
-        return z if z > zero else alpha * np.expm1(z)
+        return z if z > zero else alpha * math.expm1(z)
     if code == SELU:
-        return like(SELU_SCALE, z) * (z if z > zero else like(SELU_ALPHA, z) * np.expm1(z))
+        return like(SELU_SCALE, z) * (z if z > zero else like(SELU_ALPHA, z) * math.expm1(z))
     if code == GELU:
         return half * z * (one + math.erf(z * like(_SQRT_HALF, z)))
     if code == GELU_TANH:
-        return half * z * (one + np.tanh(_gelu_tanh_inner(z)))
+        return half * z * (one + math.tanh(_gelu_tanh_inner(z)))
     return z
 
 
@@ -133,15 +133,15 @@ def activate_grad(code, z, y, alpha):
     if code == LEAKY_RELU:
         return one if z > zero else alpha
     if code == ELU:
-        return one if z > zero else alpha * np.exp(z)
+        return one if z > zero else alpha * math.exp(z)
     if code == SELU:
         scale = like(SELU_SCALE, z)
-        return scale if z > zero else scale * like(SELU_ALPHA, z) * np.exp(z)
+        return scale if z > zero else scale * like(SELU_ALPHA, z) * math.exp(z)
     if code == GELU:
         cdf = half * (one + math.erf(z * like(_SQRT_HALF, z)))
-        return cdf + z * like(_INV_SQRT_2PI, z) * np.exp(-half * z * z)
+        return cdf + z * like(_INV_SQRT_2PI, z) * math.exp(-half * z * z)
     if code == GELU_TANH:
-        t = np.tanh(_gelu_tanh_inner(z))
+        t = math.tanh(_gelu_tanh_inner(z))
         inner_grad = like(_SQRT_2_OVER_PI, z) * (one + like(3.0 * _GELU_C, z) * z * z)
         return half * (one + t) + half * z * (one - t * t) * inner_grad
     return one
@@ -158,13 +158,13 @@ def rows_activate(code, z, y, alpha, r0, r1):
                 row_max = max(row_max, z[i, j])
             total = like(0.0, z)
             for j in range(n):
-                total += np.exp(z[i, j] - row_max)
+                total += math.exp(z[i, j] - row_max)
             if code == SOFTMAX:
                 inv = like(1.0, z) / total
                 for j in range(n):
-                    y[i, j] = np.exp(z[i, j] - row_max) * inv
+                    y[i, j] = math.exp(z[i, j] - row_max) * inv
             else:
-                log_total = np.log(total)
+                log_total = math.log(total)
                 for j in range(n):
                     y[i, j] = (z[i, j] - row_max) - log_total
         return
@@ -192,7 +192,7 @@ def rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
                 for j in range(n):
                     total += grad_y[i, j]
                 for j in range(n):
-                    grad_z[i, j] = grad_y[i, j] - np.exp(y[i, j]) * total
+                    grad_z[i, j] = grad_y[i, j] - math.exp(y[i, j]) * total
         return
     for c in literal_unroll(ELEMENTWISE_CODES):
         if code == c:

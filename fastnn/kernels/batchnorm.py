@@ -16,6 +16,8 @@ Buffers (all one dtype, float32 or float64, C-contiguous):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -121,7 +123,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
             running_mean[j] = keep * running_mean[j] + mom * mean[j]
             running_var[j] = keep * running_var[j] + mom * (var[j] * unbias)
     for j in range(n):
-        inv_std[j] = one / np.sqrt(var[j] + e)
+        inv_std[j] = one / math.sqrt(var[j] + e)
     if parallel:
         for c in prange(chunks):
             r0, r1 = _chunk_rows(c, m)
@@ -136,7 +138,7 @@ def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, 
     one = like(1.0, x)
     for i in range(r0, r1):
         for j in range(n):
-            h = (x[i, j] - running_mean[j]) * (one / np.sqrt(running_var[j] + eps))
+            h = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
             out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 

@@ -11,6 +11,8 @@ Buffers (one dtype, float32 or float64, C-contiguous):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -33,7 +35,7 @@ def _forward_rows(x, gamma, beta, out, x_hat, inv_std, eps, affine, r0, r1):
         for j in range(n):
             d = x[i, j] - mean
             var += d * d
-        s = one / np.sqrt(var * inv_n + eps)
+        s = one / math.sqrt(var * inv_n + eps)
         inv_std[i] = s
         for j in range(n):
             h = (x[i, j] - mean) * s

@@ -16,6 +16,8 @@ the chosen reduction; with ``compute_grad=False`` (evaluation) it is not touched
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -57,7 +59,7 @@ def loss_value(code, p, t, delta):
     zero = like(0.0, p)
     half = like(0.5, p)
     if code == BCE_LOGITS:
-        return max(p, zero) - p * t + np.log1p(np.exp(-abs(p)))
+        return max(p, zero) - p * t + math.log1p(math.exp(-abs(p)))
     d = p - t
     if code == MSE:
         return d * d
@@ -110,14 +112,14 @@ def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
         s = like(0.0, logits)
         if compute_grad:
             for j in range(c):
-                e = np.exp(logits[i, j] - row_max)
+                e = math.exp(logits[i, j] - row_max)
                 grad[i, j] = e
                 s += e
         else:
             for j in range(c):
-                s += np.exp(logits[i, j] - row_max)
+                s += math.exp(logits[i, j] - row_max)
         label = labels[i]
-        total += np.float64(np.log(s) - (logits[i, label] - row_max))
+        total += np.float64(math.log(s) - (logits[i, label] - row_max))
         if compute_grad:
             inv = scale / s
             for j in range(c):

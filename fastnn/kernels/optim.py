@@ -44,6 +44,17 @@ def _chunk_bounds(c, n, n_decay):
     return i0, i1, i2
 
 
+@njit(**JIT_INLINE)
+def sign(u):
+    """np.sign for one scalar of u's dtype (NaN stays NaN); usable on CUDA, which lacks the np.sign ufunc."""
+    zero = like(0.0, u)
+    if u > zero:
+        return like(1.0, u)
+    if u < zero:
+        return like(-1.0, u)
+    return u
+
+
 # ---------------------------------------------------------------------------------------------
 # Scalar rules: new parameter (and new states) from one element. All scalars have the dtype of p.
 # ---------------------------------------------------------------------------------------------
@@ -65,9 +76,9 @@ def rmsprop_rule(p, g, sq, ga, buf, lr, alpha, one_minus_alpha, eps, momentum, w
     sq = alpha * sq + one_minus_alpha * g * g
     if centered:
         ga = ga + one_minus_alpha * (g - ga)
-        avg = np.sqrt(sq - ga * ga) + eps
+        avg = math.sqrt(sq - ga * ga) + eps
     else:
-        avg = np.sqrt(sq) + eps
+        avg = math.sqrt(sq) + eps
     if momentum > 0:
         buf = momentum * buf + g / avg
         return p - lr * buf, sq, ga, buf
@@ -79,7 +90,7 @@ def adagrad_rule(p, g, s, clr, eps, wd):
     """Adagrad with the decayed step ``clr``; returns (p, state_sum)."""
     g = g + wd * p
     s = s + g * g
-    return p - clr * g / (np.sqrt(s) + eps), s
+    return p - clr * g / (math.sqrt(s) + eps), s
 
 
 @njit(**JIT_INLINE)
@@ -95,9 +106,9 @@ def adam_rule(p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_bet
     v = beta2 * v + one_minus_beta2 * g * g
     if amsgrad:
         vmax = max(vmax, v)
-        denom = np.sqrt(vmax) / bc2_sqrt + eps
+        denom = math.sqrt(vmax) / bc2_sqrt + eps
     else:
-        denom = np.sqrt(v) / bc2_sqrt + eps
+        denom = math.sqrt(v) / bc2_sqrt + eps
     return p - step_size * m / denom, m, v, vmax
 
 
@@ -105,7 +116,7 @@ def adam_rule(p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_bet
 def lion_rule(p, g, m, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay):
     """Lion: p -= lr * sign(beta1 m + (1 - beta1) g) after decoupled decay; returns (p, m)."""
     u = beta1 * m + one_minus_beta1 * g
-    p = p * decay - lr * np.sign(u)
+    p = p * decay - lr * sign(u)
     return p, beta2 * m + one_minus_beta2 * g
 
 

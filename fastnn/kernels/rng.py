@@ -17,6 +17,8 @@ branch of the same two hashes), computed in the output dtype.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
@@ -108,9 +110,9 @@ def normal_pair_at(key, pair, ref):
     one = like(1.0, ref)
     u1 = uniform_at(key, 2 * pair, ref)
     u2 = uniform_at(key, 2 * pair + 1, ref)
-    r = np.sqrt(like(-2.0, ref) * np.log(one - u1))  # 1 - u1 in (0, 1]: finite
+    r = math.sqrt(like(-2.0, ref) * math.log(one - u1))  # 1 - u1 in (0, 1]: finite
     theta = like(_TWO_PI, ref) * u2
-    return r * np.cos(theta), r * np.sin(theta)
+    return r * math.cos(theta), r * math.sin(theta)
 
 
 @njit(**JIT_INLINE)
