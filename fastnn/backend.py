@@ -6,10 +6,22 @@ package (installed by ``pip install "fastnn[cuda]"``), an NVIDIA driver, and at 
 ``RuntimeError`` naming the first that is missing. Numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1`` set before Numba is imported) counts as available: it runs the same
 kernels on the CPU, slowly, for tests.
+
+It is also the one place the object layer gets its kernels and buffers from: :func:`kernels`
+returns a namespace of the kernel functions of a device (``"cpu"``: :mod:`fastnn.kernels`,
+``"cuda"``: :mod:`fastnn.kernels.cuda`, the same names and arguments), and :func:`zeros`,
+:func:`to_device`, :func:`to_host`, :func:`host_copy` and :func:`copy_into` allocate and move
+arrays. Layers, losses and optimizers look kernels up when they *build* their calls, so a step
+plan holds the plain kernel functions (no per-call dispatch). ``numba.cuda`` is imported only
+when the "cuda" device is asked for.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
+from types import SimpleNamespace
+
+import numpy as np
 
 INSTALL_HINT = 'pip install "fastnn[cuda]"'
 
@@ -57,7 +69,8 @@ def require_cuda() -> None:
     """Raise ``RuntimeError`` saying what is missing when CUDA cannot be used; return quietly otherwise."""
     available, reason = _probe()
     if not available:
-        raise RuntimeError(f'device="cuda" is not available: {reason}. Use device="cpu" meanwhile.')
+        raise RuntimeError(f'device="cuda" is not available: {reason}. GPU training needs numba-cuda '
+                           f'({INSTALL_HINT}), an NVIDIA driver and a GPU; use device="cpu" meanwhile.')
 
 
 def cuda_simulator() -> bool:
@@ -67,4 +80,126 @@ def cuda_simulator() -> bool:
     return bool(numba.config.ENABLE_CUDASIM)
 
 
-__all__ = ["INSTALL_HINT", "cuda_available", "cuda_simulator", "require_cuda"]
+DEVICES = ("cpu", "cuda")
+
+#: the kernel functions the object layer calls, by kernel module; each device's module of that
+#: name provides them with the same arguments (``add``: out = a + b, for Residual)
+KERNEL_NAMES = {
+    "activations": ("activation_forward", "activation_backward"),
+    "dense": ("dense_forward", "dense_backward"),
+    "dropout": ("dropout_forward_counted", "dropout_backward", "mask_bytes"),
+    "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",
+                  "partial_rows"),
+    "layernorm": ("layernorm_forward", "layernorm_backward"),
+    "losses": ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
+               "n_partials"),
+    "optim": ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update",
+              "grad_global_norm", "clip_by_value", "norm_partials_size"),
+}
+
+_NAMESPACES: dict[str, SimpleNamespace] = {}
+
+
+def kernels(device: str = "cpu") -> SimpleNamespace:
+    """The kernel functions of ``device`` as attributes (``kernels("cuda").dense_forward`` ...).
+
+    Built once per device and cached. Resolve functions from it when building kernel calls, not
+    inside hot loops. For "cuda" call :func:`require_cuda` first (this does not).
+    """
+    namespace = _NAMESPACES.get(device)
+    if namespace is None:
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        package = "fastnn.kernels" if device == "cpu" else "fastnn.kernels.cuda"
+        functions = {"device": device}
+        for module_name, names in KERNEL_NAMES.items():
+            module = importlib.import_module(f"{package}.{module_name}")
+            functions.update({name: getattr(module, name) for name in names})
+        if device == "cpu":
+            functions["add"] = np.add
+        else:
+            functions["add"] = importlib.import_module(f"{package}.elementwise").add
+        namespace = _NAMESPACES[device] = SimpleNamespace(**functions)
+    return namespace
+
+
+def _cuda():
+    from numba import cuda
+
+    return cuda
+
+
+def is_host(array) -> bool:
+    """True for NumPy arrays (pinned host arrays included), False for device arrays."""
+    return isinstance(array, np.ndarray)
+
+
+def device_of(array) -> str:
+    """"cpu" for a NumPy array, "cuda" for a device array."""
+    return "cpu" if isinstance(array, np.ndarray) else "cuda"
+
+
+def zeros(shape, dtype, device: str = "cpu"):
+    """A zero-filled array of ``shape`` and ``dtype`` on ``device``."""
+    host = np.zeros(shape, dtype)
+    return host if device == "cpu" else _cuda().to_device(host)
+
+
+def full(shape, value, dtype, device: str = "cpu"):
+    """An array of ``shape`` and ``dtype`` filled with ``value`` on ``device``."""
+    host = np.full(shape, value, dtype)
+    return host if device == "cpu" else _cuda().to_device(host)
+
+
+def pinned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised page-locked host array (NumPy), for fast asynchronous copies to the GPU."""
+    return _cuda().pinned_array(shape, dtype)
+
+
+def stream(device: str = "cuda"):
+    """A new CUDA stream for ``device`` (0, the default stream, on the CPU where none exists)."""
+    return 0 if device == "cpu" else _cuda().stream()
+
+
+def to_device(array, device: str):
+    """``array`` (NumPy or device) on ``device``: the array itself when it is there already, else a copy."""
+    if device == "cpu":
+        return to_host(array)
+    if isinstance(array, np.ndarray):
+        return _cuda().to_device(np.ascontiguousarray(array))
+    return array
+
+
+def to_host(array) -> np.ndarray:
+    """A NumPy array with the contents of ``array``: a NumPy array itself, a device array copied."""
+    if isinstance(array, np.ndarray):
+        return array
+    return array.copy_to_host()
+
+
+def host_copy(array) -> np.ndarray:
+    """A new NumPy array with the contents of ``array`` (NumPy or device)."""
+    return array.copy() if isinstance(array, np.ndarray) else array.copy_to_host()
+
+
+def copy_into(dst, src, stream=0) -> None:
+    """dst[...] = src between any two of host and device arrays of one shape (cast to dst's dtype)."""
+    if isinstance(dst, np.ndarray):
+        if isinstance(src, np.ndarray):
+            np.copyto(dst, src, casting="same_kind")
+        elif dst.flags.c_contiguous and dst.dtype == src.dtype:
+            src.copy_to_host(dst, stream=stream)
+        else:
+            np.copyto(dst, src.copy_to_host(stream=stream), casting="same_kind")
+    elif isinstance(src, np.ndarray):
+        if src.shape != tuple(dst.shape):
+            src = np.broadcast_to(src, dst.shape)
+        dst.copy_to_device(np.ascontiguousarray(src.astype(dst.dtype, casting="same_kind", copy=False)),
+                           stream=stream)
+    else:
+        dst.copy_to_device(src, stream=stream)
+
+
+__all__ = ["DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
+           "cuda_simulator", "device_of", "full", "host_copy", "is_host", "kernels", "pinned_empty", "require_cuda", "stream",
+           "to_device", "to_host", "zeros"]

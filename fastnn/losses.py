@@ -1,7 +1,9 @@
 """Loss objects: thin wrappers that pick a fused kernel, hold the reduction and check targets.
 
 Each loss computes its value and the gradient with respect to the model's output in one
-kernel pass (``forward_backward``). Names: ``cross_entropy`` (from logits, integer labels,
+kernel pass (``forward_backward``). A loss holds no device: it runs on the device of the arrays
+it is given (NumPy arrays on the CPU, device arrays on the GPU), choosing the kernels when it
+builds the call. Names: ``cross_entropy`` (from logits, integer labels,
 softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
 """
 from __future__ import annotations
@@ -9,9 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation as V
-from ._config import REDUCTION_CHUNK_ROWS
+from . import backend
 from .kernels import losses as K
-from .kernels.activations import SIGMOID, SOFTMAX, activation_forward
+from .kernels.activations import SIGMOID, SOFTMAX
+
+
+def _kernels(array):
+    """The kernel namespace of the device ``array`` lives on (losses follow their arrays)."""
+    return _CPU if isinstance(array, np.ndarray) else backend.kernels("cuda")
+
+
+_CPU = backend.kernels("cpu")
 
 
 class Loss:
@@ -23,13 +33,14 @@ class Loss:
 
     def __init__(self, *, reduction: str = "mean"):
         self.reduction = V.check_choice(reduction, ("mean", "sum"), "reduction")
-        self._partials = np.zeros(1, np.float64)
+        self._partials: dict = {}  # device -> float64 scratch of the reductions
 
-    def _scratch(self, n_rows: int) -> np.ndarray:
-        chunks = (n_rows + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS
-        if self._partials.shape[0] < chunks:
-            self._partials = np.zeros(chunks, np.float64)
-        return self._partials
+    def _scratch(self, n_rows: int, kernels=_CPU):
+        chunks = kernels.n_partials(n_rows)
+        partials = self._partials.get(kernels.device)
+        if partials is None or partials.shape[0] < chunks:
+            partials = self._partials[kernels.device] = backend.zeros(max(chunks, 1), np.float64, kernels.device)
+        return partials
 
     def check_targets(self, y, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
         return V.check_targets(y, n_samples, n_outputs, dtype)
@@ -81,15 +92,16 @@ class CrossEntropy(Loss):
         return (), np.dtype(np.int64)
 
     def call(self, output, target, grad, compute_grad=True):
-        return K.cross_entropy_forward_backward, (output, target, grad, self._scratch(output.shape[0]),
-                                                  self.reduction == "mean", compute_grad)
+        kernels = _kernels(output)
+        return kernels.cross_entropy_forward_backward, (output, target, grad, self._scratch(output.shape[0], kernels),
+                                                        self.reduction == "mean", compute_grad)
 
     def correct_count(self, output, target):
-        return int(K.accuracy_count(output, target))
+        return int(_kernels(output).accuracy_count(output, target))
 
     def probabilities(self, output):
         probs = np.empty_like(output)
-        activation_forward(output, probs, SOFTMAX, 0.0)
+        _CPU.activation_forward(output, probs, SOFTMAX, 0.0)
         return probs
 
 
@@ -101,8 +113,9 @@ class _Elementwise(Loss):
         self.delta = V.check_float(delta, "delta", low=0.0, low_inclusive=False)
 
     def call(self, output, target, grad, compute_grad=True):
-        return K.elementwise_loss, (output, target, grad, self._scratch(output.shape[0]), self.code,
-                                    self.delta, self.reduction == "mean", compute_grad)
+        kernels = _kernels(output)
+        return kernels.elementwise_loss, (output, target, grad, self._scratch(output.shape[0], kernels), self.code,
+                                          self.delta, self.reduction == "mean", compute_grad)
 
 
 class MSE(_Elementwise):
@@ -149,11 +162,11 @@ class BinaryCrossEntropy(_Elementwise):
         return target
 
     def correct_count(self, output, target):
-        return int(K.binary_accuracy_count(output, target))
+        return int(_kernels(output).binary_accuracy_count(output, target))
 
     def probabilities(self, output):
         probs = np.empty_like(output)
-        activation_forward(output, probs, SIGMOID, 0.0)
+        _CPU.activation_forward(output, probs, SIGMOID, 0.0)
         return probs
 
 

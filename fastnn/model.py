@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from . import _validation as V
+from . import backend
 from . import losses as losses_mod
 from . import optim as optim_mod
 from ._progress import EpochProgress
@@ -33,6 +34,35 @@ class _StepPlan:
 _MAX_PLANS = 8
 
 
+class _BatchFeeder:
+    """Copies training batches from host arrays into a step plan's device buffers.
+
+    Each batch is gathered on the host into page-locked (pinned) buffers, then copied to the
+    device asynchronously on a stream of its own; the stream is synchronised before the step's
+    kernels run. (No overlap with the previous step: every step reads its loss back to the host.)
+    """
+
+    def __init__(self, model: Sequential, batch_size: int):
+        trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
+        self.x = backend.pinned_empty((batch_size, model.in_features), model.dtype)
+        self.y = backend.pinned_empty((batch_size, *trailing), y_dtype)
+        self.stream = backend.stream(model.device)
+
+    def load(self, plan: _StepPlan, X: np.ndarray, y: np.ndarray, rows) -> tuple:
+        m = plan.x.shape[0]
+        hx, hy = self.x[:m], self.y[:m]
+        if isinstance(rows, slice):
+            np.copyto(hx, X[rows])
+            np.copyto(hy, y[rows])
+        else:
+            np.take(X, rows, axis=0, out=hx)
+            np.take(y, rows, axis=0, out=hy)
+        backend.copy_into(plan.x, hx, self.stream)
+        backend.copy_into(plan.y, hy, self.stream)
+        self.stream.synchronize()
+        return plan.x, plan.y
+
+
 class Sequential:
     """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
     initial weights, the shuffling order and dropout masks.
@@ -40,6 +70,11 @@ class Sequential:
     Parameters, gradients and optimizer states each live in one flat contiguous buffer
     (``model.params``, ``model.grads``); every layer's ``weight``/``bias`` is a view into them,
     weights (which get weight decay) first, then biases and normalisation parameters.
+
+    ``device``: "cpu" (default) or "cuda" (an NVIDIA GPU through numba-cuda: ``pip install
+    "fastnn[cuda]"``); :meth:`to` moves a model. On "cuda" the flat buffers, optimizer state,
+    layer buffers and workspaces are device arrays (``model.params`` is a numba device array);
+    fit/predict/evaluate take and return NumPy arrays and copy batches in and results out.
     """
 
     def __init__(self, layers, *, seed: int = 0, dtype="float32", device: str = "cpu",
@@ -54,11 +89,10 @@ class Sequential:
         self.layers = layers
         self.seed = V.check_int(seed, "seed", minimum=0)
         self.dtype = V.check_dtype(dtype)
+        V.check_choice(device, backend.DEVICES, "device")
         if device != "cpu":
-            V.check_choice(device, ("cpu", "cuda"), "device")
-            raise NotImplementedError("device='cuda' is not available yet: the CUDA backend is still being "
-                                      "built; use device='cpu'")
-        self.device = device
+            backend.require_cuda()  # before building anything: a clear error, not a Numba traceback
+        self._device = "cpu"
         self.loss: losses_mod.Loss | None = None
         self.decay_bias_and_norm = False
         self.optimizer = None
@@ -69,6 +103,8 @@ class Sequential:
         self._callbacks: list = []
         self._pending_callback_states: list | None = None
         self._build(input_features)
+        if device != "cpu":
+            self.to(device)
 
     # -- construction -----------------------------------------------------------------------
     def _build(self, input_features):
@@ -91,10 +127,15 @@ class Sequential:
                 layer.seed_rng(self.seed, 1_000_000 + i)
         self.out_features = width
         self._allocate_parameters()
-        self._grad_out = Workspace(self.dtype, grad=(self.out_features,))
-        self._inputs = Workspace(self.dtype, x=(self.in_features,))
         self._plans: dict[int, _StepPlan] = {}
+        self._make_workspaces()
         self._plannable = all(layer.plannable() for layer in self.layers)
+
+    def _make_workspaces(self):
+        self._grad_out = Workspace(self.dtype, self._device, grad=(self.out_features,))
+        self._inputs = Workspace(self.dtype, self._device, x=(self.in_features,))  # the plans' inputs
+        self._feed = Workspace(self.dtype, self._device, x=(self.in_features,))  # predict/forward on a device
+        self._plans.clear()
 
     def _allocate_parameters(self):
         specs = [(i, spec) for i, layer in enumerate(self.layers) for spec in layer.parameter_specs()]
@@ -104,22 +145,82 @@ class Sequential:
         self.params = np.zeros(total, self.dtype)
         self.grads = np.zeros(total, self.dtype)
         self.n_decay = sum(sizes[k] for k in range(len(specs)) if specs[k][1].decay)
-        views: list[dict] = [dict() for _ in self.layers]
-        grad_views: list[dict] = [dict() for _ in self.layers]
         offsets = {}
         offset = 0
         for k in ordered:
             offsets[k] = offset
             offset += sizes[k]
         self._param_index = []  # (name, offset, shape) in layer order
+        self._layout = []  # (layer index, parameter name, offset, shape)
         for k, (i, spec) in enumerate(specs):
             lo, hi = offsets[k], offsets[k] + sizes[k]
-            views[i][spec.name] = self.params[lo:hi].reshape(spec.shape)
-            grad_views[i][spec.name] = self.grads[lo:hi].reshape(spec.shape)
-            spec.init(views[i][spec.name], self.seed, k)
+            spec.init(self.params[lo:hi].reshape(spec.shape), self.seed, k)
             self._param_index.append((f"{i}.{spec.name}", lo, spec.shape))
+            self._layout.append((i, spec.name, lo, spec.shape))
+        self._bind_views()
+
+    def _bind_views(self):
+        """Give every layer views of the flat parameter and gradient buffers (on their device)."""
+        views: list[dict] = [{} for _ in self.layers]
+        grad_views: list[dict] = [{} for _ in self.layers]
+        for i, name, lo, shape in self._layout:
+            hi = lo + int(np.prod(shape))
+            views[i][name] = self.params[lo:hi].reshape(shape)
+            grad_views[i][name] = self.grads[lo:hi].reshape(shape)
         for layer, v, g in zip(self.layers, views, grad_views):
             layer.bind(v, g)
+
+    # -- devices ----------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the parameters, optimizer state and layer buffers live: "cpu" or "cuda"."""
+        return self._device
+
+    def to(self, device: str) -> Sequential:
+        """Move the model to ``device`` ("cpu" or "cuda") and return it.
+
+        The flat parameter and gradient buffers and the optimizer state are copied once and every
+        layer's views re-bound to them; layer buffers (running statistics ...) are copied, workspaces
+        re-allocated there, step plans rebuilt. Moving to "cuda" where numba-cuda, a driver or a GPU
+        is missing raises RuntimeError saying which (``pip install "fastnn[cuda]"``).
+        """
+        V.check_choice(device, backend.DEVICES, "device")
+        if device == self._device:
+            return self
+        if device != "cpu":
+            backend.require_cuda()
+            for i, layer in enumerate(self.layers):
+                if not layer.plannable():
+                    raise ValueError(f"layer {i} ({layer!r}) overrides forward/backward with host code, so the "
+                                     f"model cannot run on {device!r}; describe its work as forward_calls/"
+                                     f"backward_calls with kernels from self.K, or keep the model on 'cpu'")
+        saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
+        self.params = backend.to_device(self.params, device)
+        self.grads = backend.to_device(self.grads, device)
+        width = self.in_features
+        for layer in self.layers:  # build again: every layer buffer is allocated on the new device
+            layer.set_device(device)
+            width = layer.build(width, self.dtype)
+            layer.training = self.training
+        self._bind_views()
+        for layer, state in zip(self.layers, saved):
+            buffers = layer.buffers()
+            for name, value in state.items():
+                backend.copy_into(buffers[name], value)
+        self._device = device
+        self._make_workspaces()
+        self._last_input = None
+        if self.optimizer is not None and getattr(self.optimizer, "_params", None) is not None:
+            self.optimizer.rebind(self.params, self.grads)
+        return self
+
+    def _rows_in(self, rows: np.ndarray, workspace: Workspace, name: str):
+        """Host rows as the model's input: themselves on the CPU, copied into ``workspace`` on a device."""
+        if self._device == "cpu":
+            return rows
+        buf = workspace(rows.shape[0])[name]
+        backend.copy_into(buf, rows)
+        return buf
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
@@ -161,8 +262,9 @@ class Sequential:
         Keeps what :meth:`backward` needs. ``training`` (default: the model's mode, see
         :meth:`train`/:meth:`eval`) selects dropout and batch statistics.
         """
-        self._last_input = self._check_x(x, "x")
-        return self._forward(self._last_input, self.training if training is None else bool(training)).copy()
+        self._last_input = self._rows_in(self._check_x(x, "x"), self._feed, "x")
+        training = self.training if training is None else bool(training)
+        return backend.host_copy(self._forward(self._last_input, training))
 
     def backward(self, grad_out) -> np.ndarray:
         """Gradient of the input from ``grad_out`` = d loss / d output of the last forward().
@@ -173,7 +275,7 @@ class Sequential:
         if grad.shape[0] != self._last_input.shape[0]:
             raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had "
                              f"{self._last_input.shape[0]}")
-        return self._backward(grad, True).copy()
+        return backend.host_copy(self._backward(self._rows_in(grad, self._grad_out, "grad"), True))
 
     __call__ = forward
 
@@ -209,7 +311,7 @@ class Sequential:
                 self._plans.clear()
             x = self._inputs(m)["x"]
             trailing, dtype = self.loss.target_spec(self.out_features, self.dtype)
-            y = np.zeros((m, *trailing), dtype)
+            y = backend.zeros((m, *trailing), dtype, self._device)
             forward, h = [], x
             for layer in self.layers:
                 calls, h = layer.forward_calls(h, True)
@@ -253,12 +355,17 @@ class Sequential:
         """One forward, loss, backward and optimizer update on a batch; returns the loss."""
         self._require_compiled("train_step")
         xb, yb = self._check_xy(xb, yb, "xb")
+        if self._device != "cpu":
+            plan = self._plan(xb.shape[0])
+            backend.copy_into(plan.x, xb)
+            backend.copy_into(plan.y, yb)
+            xb, yb = plan.x, plan.y
         return self._step(xb, yb)[0]
 
     def _divergence_report(self, loss: float) -> str:
         where = "the loss itself"
         for i, layer in enumerate(self.layers):
-            if layer.last_output is not None and not np.isfinite(layer.last_output).all():
+            if layer.last_output is not None and not np.isfinite(backend.to_host(layer.last_output)).all():
                 where = f"the output of layer {i} ({layer!r})"
                 break
         return (f"Training diverged: the loss is {loss} at step {getattr(self.optimizer, 'step_count', '?')}; "
@@ -295,6 +402,7 @@ class Sequential:
         self._restore_callback_states(user_callbacks)
         progress = EpochProgress(verbose, epochs, batches)
         order = np.empty(n, np.int64) if shuffle else None
+        feeder = None if self._device == "cpu" else _BatchFeeder(self, batch_size)
         self._inputs(batch_size)  # grow the buffers to the full batch before any plan uses them
         self._grad_out(batch_size)
         was_training = self.training
@@ -318,7 +426,9 @@ class Sequential:
                         continue
                     cbs.on_batch_begin(b, {})
                     plan = self._plan(hi - lo)
-                    if order is None:
+                    if feeder is not None:  # gathered on the host, copied into the plan's device buffers
+                        xb, yb = feeder.load(plan, X, y, slice(lo, hi) if order is None else order[lo:hi])
+                    elif order is None:
                         xb, yb = X[lo:hi], y[lo:hi]
                     elif plan is not None:  # gather the batch straight into the plan's buffers
                         xb = np.take(X, order[lo:hi], axis=0, out=plan.x)
@@ -357,7 +467,8 @@ class Sequential:
         self.eval()
         try:
             for lo in range(0, X.shape[0], batch_size):
-                out[lo:lo + batch_size] = self._forward(X[lo:lo + batch_size], False)
+                rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x")
+                backend.copy_into(out[lo:lo + batch_size], self._forward(rows, False))
         finally:
             self.train(was_training)
         return out
@@ -395,7 +506,8 @@ class Sequential:
 
     # -- weights ----------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Every parameter ("0.weight" ...) and layer buffer ("1.running_mean" ...) by name."""
+        """Every parameter ("0.weight" ...) and layer buffer ("1.running_mean" ...) by name
+        (views on the model's device: device arrays on "cuda")."""
         arrays = {name: value for name, value, _ in self.named_parameters()}
         for i, layer in enumerate(self.layers):
             arrays.update({f"{i}.{name}": buf for name, buf in layer.buffers().items()})
@@ -406,7 +518,7 @@ class Sequential:
         from .io import atomic_write
 
         with atomic_write(path) as handle:
-            np.savez(handle, **self.state_arrays())
+            np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})
 
     def load_weights(self, path) -> None:
         """Load parameters and buffers saved by :meth:`save_weights`; shapes must match."""
@@ -420,7 +532,7 @@ class Sequential:
                 if data[name].shape != target.shape:
                     raise ValueError(f"{path}: {name} has shape {data[name].shape}, the model expects {target.shape}")
             for name, target in expected.items():
-                target[...] = data[name]
+                backend.copy_into(target, data[name])
 
     # -- full save / load --------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -430,9 +542,10 @@ class Sequential:
                 "layers": [layer_to_config(layer) for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Sequential":
+    def from_config(cls, config: dict, device: str = "cpu") -> Sequential:
         layers = [layer_from_config(entry) for entry in config["layers"]]
-        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_features=config["input_features"])
+        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_features=config["input_features"],
+                   device=device)
 
     def save(self, path) -> None:
         """Write everything needed to resume training exactly to one safetensors file, atomically:

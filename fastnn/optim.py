@@ -10,7 +10,8 @@ after them). An optimizer is bound to those buffers once::
     opt.lr = 5e-4                      # schedules and callbacks set the learning rate
 
 Each ``step()`` is one kernel call from :mod:`fastnn.kernels.optim` (plus one norm pass when
-clipping by norm). Semantics are those of ``torch.optim`` (SGD, RMSprop, Adagrad, Adam, AdamW)
+clipping by norm), or from :mod:`fastnn.kernels.cuda.optim` when the buffers are device arrays:
+the state lives on the device of the parameters (``rebind`` moves it there). Semantics are those of ``torch.optim`` (SGD, RMSprop, Adagrad, Adam, AdamW)
 and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_``.
 :data:`OPTIMIZERS` is the one table of optimizers, used by :func:`get` and by the tests.
 """
@@ -20,8 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import backend
 from ._validation import check_choice, check_float, check_int
-from .kernels import optim as K
 
 
 def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
@@ -69,6 +70,7 @@ class Optimizer:
         self._empty: np.ndarray | None = None
         self._partials: np.ndarray | None = None
         self._pending: dict | None = None
+        self._K = backend.kernels("cpu")
 
     # ---------------------------------------------------------------- learning rate
     @property
@@ -96,29 +98,64 @@ class Optimizer:
     def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:
         """Attach to the flat buffers and allocate the state buffers (resets the step count).
 
-        params, grads: C-contiguous 1-D float32/float64 arrays of one size and dtype, updated in
-        place by :meth:`step`. ``n_decay``: parameters ``[0, n_decay)`` get weight decay.
+        params, grads: C-contiguous 1-D float32/float64 arrays of one size and dtype (NumPy arrays,
+        or CUDA device arrays: the state is then allocated on the device), updated in place by
+        :meth:`step`. ``n_decay``: parameters ``[0, n_decay)`` get weight decay.
         """
-        for argument, arr in (("params", params), ("grads", grads)):
-            if not isinstance(arr, np.ndarray):
-                raise TypeError(f"{argument} must be a numpy array, got {type(arr).__name__}")
-            if arr.ndim != 1 or not arr.flags.c_contiguous or arr.dtype not in (np.float32, np.float64):
-                raise ValueError(f"{argument} must be a contiguous 1-D float32 or float64 buffer, got "
-                                 f"shape {arr.shape}, dtype {arr.dtype}, contiguous={arr.flags.c_contiguous}")
-        if grads.shape != params.shape or grads.dtype != params.dtype:
-            raise ValueError(f"grads must match params: params {params.shape} {params.dtype}, "
-                             f"grads {grads.shape} {grads.dtype}")
+        device = self._check_buffers(params, grads)
         self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
-        self._params, self._grads = params, grads
-        self._empty = np.empty(0, params.dtype)
-        self._state = {name: np.full(params.size, value, params.dtype)
+        self._attach(params, grads, device)
+        self._state = {name: backend.full(params.size, value, params.dtype, device)
                        for name, value in self._state_init().items()}
-        self._partials = np.empty(K.norm_partials_size(params.size), np.float64)
         self.step_count = 0
         self.last_grad_norm = None
         if self._pending is not None:
             pending, self._pending = self._pending, None
             self.load_state_dict(pending)
+
+    @staticmethod
+    def _check_buffers(params, grads) -> str:
+        """The device of params and grads after checking they are matching flat float buffers."""
+        device = backend.device_of(params)
+        for argument, arr in (("params", params), ("grads", grads)):
+            if not isinstance(arr, np.ndarray) and not hasattr(arr, "__cuda_array_interface__") \
+                    and not hasattr(arr, "copy_to_host"):
+                raise TypeError(f"{argument} must be a numpy array (or a CUDA device array), got "
+                                f"{type(arr).__name__}")
+            if backend.device_of(arr) != device:
+                raise ValueError(f"params and grads must be on one device, got params on {device} and "
+                                 f"{argument} on {backend.device_of(arr)}")
+            contiguous = arr.is_c_contiguous() if device != "cpu" else arr.flags.c_contiguous
+            if arr.ndim != 1 or not contiguous or arr.dtype not in (np.float32, np.float64):
+                raise ValueError(f"{argument} must be a contiguous 1-D float32 or float64 buffer, got "
+                                 f"shape {arr.shape}, dtype {arr.dtype}, contiguous={contiguous}")
+        if grads.shape != params.shape or grads.dtype != params.dtype:
+            raise ValueError(f"grads must match params: params {params.shape} {params.dtype}, "
+                             f"grads {grads.shape} {grads.dtype}")
+        return device
+
+    def _attach(self, params, grads, device: str) -> None:
+        self._K = backend.kernels(device)
+        self._params, self._grads = params, grads
+        self._empty = backend.zeros(0, params.dtype, device)
+        self._partials = backend.zeros(self._K.norm_partials_size(params.size), np.float64, device)
+
+    def rebind(self, params, grads) -> None:
+        """Attach to new flat buffers of the same size and layout (e.g. after ``model.to(device)``),
+        keeping the state and step count; the state buffers move to the device of ``params``."""
+        if self._params is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay)")
+        device = self._check_buffers(params, grads)
+        if params.shape != self._params.shape or params.dtype != self._params.dtype:
+            raise ValueError(f"rebind needs buffers like the bound ones ({self._params.shape} "
+                             f"{self._params.dtype}), got {params.shape} {params.dtype}")
+        self._attach(params, grads, device)
+        self._state = {name: backend.to_device(buf, device) for name, buf in self._state.items()}
+
+    @property
+    def device(self) -> str:
+        """Where the bound buffers and the state live: "cpu" or "cuda"."""
+        return self._K.device
 
     def step(self) -> None:
         """Clip the gradients (if asked) and update the parameters in place: one fused pass."""
@@ -127,11 +164,11 @@ class Optimizer:
                                f"optimizer.bind(params, grads, n_decay) (model.compile does it)")
         scale = 1.0
         if self.clip_norm is not None:
-            norm = K.grad_global_norm(self._grads, self._partials)
+            norm = self._K.grad_global_norm(self._grads, self._partials)
             self.last_grad_norm = norm
             scale = min(1.0, self.clip_norm / (norm + 1e-6))
         elif self.clip_value is not None:
-            K.clip_by_value(self._grads, self.clip_value)
+            self._K.clip_by_value(self._grads, self.clip_value)
         self.step_count += 1
         self._update(scale)
 
@@ -150,7 +187,7 @@ class Optimizer:
         state: dict[str, np.ndarray | float | int | str] = {
             "name": self.name, "step_count": self.step_count, "lr": self.lr}
         for key, buf in self._state.items():
-            state[key] = buf.copy()
+            state[key] = backend.host_copy(buf)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -169,7 +206,7 @@ class Optimizer:
             if saved.shape != buf.shape:
                 raise ValueError(f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
                                  f"bound parameters need {buf.shape}; was it saved from another model?")
-            np.copyto(buf, saved, casting="same_kind")
+            backend.copy_into(buf, saved)
         self.step_count = check_int(np.asarray(state["step_count"]).item(), "step_count", 0)
         self.lr = np.asarray(state["lr"]).item()
 
@@ -201,7 +238,7 @@ class SGD(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        K.sgd_update(self._params, self._grads, self._buffer("momentum_buffer"), self.lr, h["momentum"],
+        self._K.sgd_update(self._params, self._grads, self._buffer("momentum_buffer"), self.lr, h["momentum"],
                      h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"], grad_scale,
                      self.step_count == 1)
 
@@ -231,7 +268,7 @@ class RMSProp(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        K.rmsprop_update(self._params, self._grads, self._state["square_avg"], self._buffer("grad_avg"),
+        self._K.rmsprop_update(self._params, self._grads, self._state["square_avg"], self._buffer("grad_avg"),
                          self._buffer("momentum_buffer"), self.lr, h["alpha"], h["eps"], h["weight_decay"],
                          self._n_decay, h["momentum"], h["centered"], grad_scale)
 
@@ -256,7 +293,7 @@ class Adagrad(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        K.adagrad_update(self._params, self._grads, self._state["state_sum"], self.lr, h["lr_decay"],
+        self._K.adagrad_update(self._params, self._grads, self._state["state_sum"], self.lr, h["lr_decay"],
                          h["eps"], h["weight_decay"], self._n_decay, self.step_count, grad_scale)
 
 
@@ -283,7 +320,7 @@ class Adam(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        K.adam_update(self._params, self._grads, self._state["exp_avg"], self._state["exp_avg_sq"],
+        self._K.adam_update(self._params, self._grads, self._state["exp_avg"], self._state["exp_avg_sq"],
                       self._buffer("max_exp_avg_sq"), self.lr, h["betas"][0], h["betas"][1], h["eps"],
                       h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"], self.step_count,
                       grad_scale)
@@ -323,7 +360,7 @@ class Lion(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        K.lion_update(self._params, self._grads, self._state["exp_avg"], self.lr, h["betas"][0],
+        self._K.lion_update(self._params, self._grads, self._state["exp_avg"], self.lr, h["betas"][0],
                       h["betas"][1], h["weight_decay"], self._n_decay, grad_scale)
 
 

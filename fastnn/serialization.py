@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from . import backend
 from .io import CorruptFileError, read_safetensors, write_safetensors
 
 FORMAT = "fastnn"
@@ -21,9 +22,10 @@ def _split_state(state: dict) -> tuple[dict, dict]:
 def save_model(model, path) -> None:
     from . import __version__
 
-    tensors = {f"param.{name}": value for name, value, _ in model.named_parameters()}
+    # host copies of device arrays when the model is on a GPU (the file is the same from any device)
+    tensors = {f"param.{name}": backend.to_host(value) for name, value, _ in model.named_parameters()}
     for i, layer in enumerate(model.layers):
-        tensors.update({f"buffer.{i}.{name}": buf for name, buf in layer.buffers().items()})
+        tensors.update({f"buffer.{i}.{name}": backend.to_host(buf) for name, buf in layer.buffers().items()})
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fastnn_version": __version__,
             "architecture": json.dumps(model.get_config())}
     if model.loss is not None:
@@ -43,10 +45,16 @@ def save_model(model, path) -> None:
     write_safetensors(path, tensors, meta)
 
 
-def load_model(path):
-    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit()."""
+def load_model(path, device: str = "cpu"):
+    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
+    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either)."""
     from . import losses, optim
+    from ._validation import check_choice
     from .model import Sequential
+
+    check_choice(device, backend.DEVICES, "device")
+    if device != "cpu":
+        backend.require_cuda()
 
     tensors, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
@@ -88,7 +96,7 @@ def load_model(path):
         model._pending_callback_states = callbacks or None
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed ({exc!r})") from None
-    return model
+    return model.to(device)
 
 
 def _take(tensors: dict, key: str, shape, path) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
-from ..kernels.activations import ACTIVATIONS, activation_backward, activation_forward
+from ..kernels.activations import ACTIVATIONS
 from .base import Layer, Workspace
 
 
@@ -39,17 +39,17 @@ class Activation(Layer):
 
     def build(self, in_features, dtype):
         out = super().build(in_features, dtype)
-        self._workspace = Workspace(dtype, y=(out,), grad_x=(out,))
+        self._workspace = self.workspace(y=(out,), grad_x=(out,))
         return out
 
     def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
         self._x = x
-        return [(activation_forward, (x, ws["y"], self.code, self.alpha))], ws["y"]
+        return [(self.K.activation_forward, (x, ws["y"], self.code, self.alpha))], ws["y"]
 
     def backward_calls(self, grad_y, need_grad_x):
         ws = self._workspace(grad_y.shape[0])
-        return [(activation_backward, (self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha))], ws["grad_x"]
+        return [(self.K.activation_backward, (self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha))], ws["grad_x"]
 
     def get_config(self):
         _, _, param_name = ACTIVATIONS[self.activation]

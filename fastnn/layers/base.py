@@ -6,6 +6,8 @@ from typing import Callable
 
 import numpy as np
 
+from .. import backend
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -20,10 +22,12 @@ class ParamSpec:
 
 class Workspace:
     """Buffers of shape (batch, *trailing) allocated once at the largest batch seen and handed
-    out as contiguous row views, memoised per batch size: steady-state steps allocate nothing."""
+    out as contiguous row views, memoised per batch size: steady-state steps allocate nothing.
+    ``device``: "cpu" (NumPy arrays) or "cuda" (device arrays)."""
 
-    def __init__(self, dtype, **trailing: tuple[int, ...]):
+    def __init__(self, dtype, device: str = "cpu", **trailing: tuple[int, ...]):
         self.dtype = np.dtype(dtype)
+        self.device = device
         self.trailing = trailing
         self.capacity = 0
         self._full: dict[str, np.ndarray] = {}
@@ -34,7 +38,8 @@ class Workspace:
         if views is None:
             if batch > self.capacity:
                 self.capacity = batch
-                self._full = {name: np.zeros((batch, *shape), self.dtype) for name, shape in self.trailing.items()}
+                self._full = {name: backend.zeros((batch, *shape), self.dtype, self.device)
+                              for name, shape in self.trailing.items()}
                 self._views.clear()
             views = self._views[batch] = {name: arr[:batch] for name, arr in self._full.items()}
         return views
@@ -52,17 +57,26 @@ def run_calls(calls) -> None:
 class Layer:
     """Base of every layer.
 
-    Life cycle: ``build(in_features, dtype) -> out_features`` (checks sizes), then the model
+    Life cycle: ``build(in_features, dtype) -> out_features`` (checks sizes and allocates the
+    layer's buffers on ``self.device``, through :meth:`zeros` / :meth:`workspace`), then the model
     allocates one flat buffer for all ``parameter_specs()`` and calls ``bind(params, grads)``
     with views into it. ``forward(x, training)`` returns a view of the layer's own output
     buffer (valid until its next forward); ``backward(grad_y, need_grad_x)`` writes parameter
     gradients (overwriting, not accumulating) and returns the gradient of the input.
+
+    Devices: ``self.device`` ("cpu" or "cuda") and ``self.K``, that device's kernel namespace
+    (:func:`fastnn.backend.kernels`), are set by the model through :meth:`set_device` before
+    ``build``; ``model.to(device)`` sets the new device, runs ``build`` again (re-allocating every
+    buffer there), re-binds the parameter views and copies ``buffers()`` back. Layers take their
+    kernels from ``self.K`` when they build calls, so one code path serves both devices.
     """
 
     in_features: int | None = None
     out_features: int | None = None
     #: the constructor argument that fixes the input width (named in size-mismatch errors)
     input_argument = "in_features"
+    device = "cpu"
+    K = backend.kernels("cpu")
 
     def __init__(self):
         self.dtype = None
@@ -71,6 +85,20 @@ class Layer:
         self.last_grad_input: np.ndarray | None = None
 
     # -- construction -------------------------------------------------------------------
+    def set_device(self, device: str) -> None:
+        """Use ``device``'s kernels and allocate there from the next ``build`` on."""
+        self.device = device
+        self.K = backend.kernels(device)
+        self.last_output = self.last_grad_input = None
+
+    def zeros(self, shape, dtype=None):
+        """A zero array on this layer's device (dtype: the layer's by default)."""
+        return backend.zeros(shape, self.dtype if dtype is None else dtype, self.device)
+
+    def workspace(self, dtype=None, **trailing: tuple[int, ...]) -> Workspace:
+        """A :class:`Workspace` on this layer's device (dtype: the layer's by default)."""
+        return Workspace(self.dtype if dtype is None else dtype, self.device, **trailing)
+
     def build(self, in_features: int, dtype) -> int:
         self.in_features = in_features
         self.out_features = in_features if self.out_features is None else self.out_features

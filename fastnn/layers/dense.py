@@ -7,7 +7,6 @@ from .. import _validation as V
 from .. import init as initializers
 from .._config import REDUCTION_CHUNK_ROWS
 from ..kernels.activations import ACTIVATIONS, IDENTITY
-from ..kernels.dense import dense_backward, dense_forward
 from .activation import resolve_activation
 from .base import Layer, ParamSpec, Workspace
 
@@ -48,11 +47,11 @@ class Dense(Layer):
         out = self.out_features
         # identity: y is z and grad_z is grad_y, so only z needs a buffer
         extra = {} if self.code == IDENTITY else {"y": (out,), "grad_z": (out,)}
-        self._workspace = Workspace(dtype, z=(out,), **extra)
-        self._partial_b = np.zeros((1, out), dtype)
-        self._grad_x = Workspace(dtype, grad_x=(in_features,))
+        self._workspace = self.workspace(z=(out,), **extra)
+        self._partial_b = self.zeros((1, out))
+        self._grad_x = self.workspace(grad_x=(in_features,))
         if not self.use_bias:
-            self.bias, self.grad_bias = np.zeros(out, dtype), np.zeros(out, dtype)
+            self.bias, self.grad_bias = self.zeros(out), self.zeros(out)
         return out
 
     def parameter_specs(self):
@@ -77,7 +76,7 @@ class Dense(Layer):
     def _partials(self, batch):
         chunks = (batch + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS
         if self._partial_b.shape[0] < chunks:
-            self._partial_b = np.zeros((chunks, self.out_features), self.dtype)
+            self._partial_b = self.zeros((chunks, self.out_features))
         return self._partial_b
 
     def forward_calls(self, x, training):
@@ -85,7 +84,7 @@ class Dense(Layer):
         self._x = x
         z = ws["z"]
         y = ws.get("y", z)
-        return [(dense_forward, (x, self.weight, self.bias, z, y, self.code, self.alpha))], y
+        return [(self.K.dense_forward, (x, self.weight, self.bias, z, y, self.code, self.alpha))], y
 
     def backward_calls(self, grad_y, need_grad_x):
         m = grad_y.shape[0]
@@ -94,7 +93,7 @@ class Dense(Layer):
         grad_x = self._grad_x(m if need_grad_x else 1)["grad_x"]
         args = (self._x, self.weight, z, ws.get("y", z), grad_y, ws.get("grad_z", grad_y), grad_x,
                 self.grad_weight, self.grad_bias, self._partials(m), self.code, self.alpha, need_grad_x)
-        return [(dense_backward, args)], (grad_x if need_grad_x else None)
+        return [(self.K.dense_backward, args)], (grad_x if need_grad_x else None)
 
     def get_config(self):
         config = {"in_features": self.in_features, "out_features": self.out_features,

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
-from ..kernels.dropout import dropout_backward, dropout_forward_counted, mask_bytes
-from .base import Layer, Workspace
+from .base import Layer
 
 
 class Dropout(Layer):
@@ -13,7 +12,8 @@ class Dropout(Layer):
     the expected activation is unchanged; the identity in evaluation.
 
     Masks come from the counter-based RNG keyed by (model seed, layer, step): the same seed
-    gives the same masks on any number of threads. The mask is stored as bits for backward.
+    gives the same masks on any number of threads, and on the CPU and a GPU. The mask is stored
+    as bits for backward; the step counter stays a host array on either device.
     """
 
     def __init__(self, p: float = 0.5):
@@ -26,8 +26,8 @@ class Dropout(Layer):
 
     def build(self, in_features, dtype):
         out = super().build(in_features, dtype)
-        self._workspace = Workspace(dtype, y=(out,), grad_x=(out,))
-        self._masks = Workspace(np.uint8, mask=(mask_bytes(out),))
+        self._workspace = self.workspace(y=(out,), grad_x=(out,))
+        self._masks = self.workspace(np.uint8, mask=(self.K.mask_bytes(out),))
         return out
 
     def seed_rng(self, seed: int, stream: int) -> None:
@@ -42,13 +42,13 @@ class Dropout(Layer):
             return [], x
         y = self._workspace(x.shape[0])["y"]
         mask = self._masks(x.shape[0])["mask"]
-        return [(dropout_forward_counted, (x, y, mask, self.p, self.seed, self.stream, self.step))], y
+        return [(self.K.dropout_forward_counted, (x, y, mask, self.p, self.seed, self.stream, self.step))], y
 
     def backward_calls(self, grad_y, need_grad_x):
         if self._identity:
             return [], grad_y
         grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        return [(dropout_backward, (grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p))], grad_x
+        return [(self.K.dropout_backward, (grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p))], grad_x
 
     def get_config(self):
         return {"p": self.p}

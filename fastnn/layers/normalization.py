@@ -4,10 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
-from ..kernels.batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train_counted,
-                                 partial_rows)
-from ..kernels.layernorm import layernorm_backward, layernorm_forward
-from .base import Layer, ParamSpec, Workspace
+from .. import backend
+from .base import Layer, ParamSpec
 
 
 def _fill(value):
@@ -34,16 +32,16 @@ class _Normalization(Layer):
                              f"{in_features}; use {type(self).__name__}({in_features})")
         out = super().build(in_features, dtype)
         if not self.affine:  # the kernels read gamma/beta only when affine; keep typed placeholders
-            self.weight, self.bias = np.ones(out, dtype), np.zeros(out, dtype)
-            self.grad_weight, self.grad_bias = np.zeros(out, dtype), np.zeros(out, dtype)
-        self._workspace = Workspace(dtype, y=(out,), x_hat=(out,), grad_x=(out,))
-        self._partials = np.zeros((2, 1, out), dtype)
+            self.weight, self.bias = backend.full(out, 1.0, dtype, self.device), self.zeros(out)
+            self.grad_weight, self.grad_bias = self.zeros(out), self.zeros(out)
+        self._workspace = self.workspace(y=(out,), x_hat=(out,), grad_x=(out,))
+        self._partials = self.zeros((2, 1, out))
         return out
 
     def _scratch(self, batch):
-        rows = partial_rows(batch)
+        rows = self.K.partial_rows(batch)
         if self._partials.shape[1] < rows:
-            self._partials = np.zeros((2, rows, self.num_features), self.dtype)
+            self._partials = self.zeros((2, rows, self.num_features))
         return self._partials
 
     def parameter_specs(self):
@@ -84,10 +82,10 @@ class BatchNorm1d(_Normalization):
 
     def build(self, in_features, dtype):
         out = super().build(in_features, dtype)
-        self.running_mean = np.zeros(out, dtype)
-        self.running_var = np.ones(out, dtype)
-        self._mean = np.zeros(out, dtype)
-        self._inv_std = np.zeros(out, dtype)
+        self.running_mean = self.zeros(out)
+        self.running_var = backend.full(out, 1.0, dtype, self.device)
+        self._mean = self.zeros(out)
+        self._inv_std = self.zeros(out)
         return out
 
     def buffers(self):
@@ -101,7 +99,7 @@ class BatchNorm1d(_Normalization):
         self._batch_stats = training or not self.track_running_stats
         if not self._batch_stats:
             self._x = x
-            return [(batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
+            return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
                                               self.eps, self.affine))], ws["y"]
         if x.shape[0] < 2:
             raise ValueError(f"{self!r} needs more than 1 sample per batch in training (the batch variance "
@@ -111,18 +109,21 @@ class BatchNorm1d(_Normalization):
         args = (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"], ws["x_hat"], self._mean,
                 self._inv_std, self._scratch(x.shape[0]), self.eps, momentum, self.affine,
                 training and self.track_running_stats, self.num_batches_tracked)
-        return [(batchnorm_forward_train_counted, args)], ws["y"]
+        return [(self.K.batchnorm_forward_train_counted, args)], ws["y"]
 
     def backward_calls(self, grad_y, need_grad_x):
         ws = self._workspace(grad_y.shape[0])
         if self._batch_stats:
             args = (grad_y, ws["x_hat"], self._inv_std, self.weight, ws["grad_x"], self.grad_weight,
                     self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
-            return [(batchnorm_backward, args)], ws["grad_x"]
+            return [(self.K.batchnorm_backward, args)], ws["grad_x"]
         return [(self._eval_backward, (self._x, grad_y, ws["grad_x"]))], ws["grad_x"]
 
     def _eval_backward(self, x, grad_y, grad_x):
         """Evaluation mode is an affine map per feature (rare: backward through a frozen layer)."""
+        if self.device != "cpu":
+            raise NotImplementedError(f"{self!r}: backward in evaluation mode (through frozen running "
+                                      f"statistics) runs on the CPU only; call model.to('cpu') for it")
         inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
         if self.affine:
             self.grad_bias[...] = grad_y.sum(axis=0)
@@ -144,13 +145,13 @@ class LayerNorm(_Normalization):
 
     def build(self, in_features, dtype):
         out = super().build(in_features, dtype)
-        self._inv_std_rows = Workspace(dtype, inv_std=())
+        self._inv_std_rows = self.workspace(inv_std=())
         return out
 
     def forward_calls(self, x, training):
         ws = self._workspace(x.shape[0])
         inv_std = self._inv_std_rows(x.shape[0])["inv_std"]
-        return [(layernorm_forward, (x, self.weight, self.bias, ws["y"], ws["x_hat"], inv_std, self.eps,
+        return [(self.K.layernorm_forward, (x, self.weight, self.bias, ws["y"], ws["x_hat"], inv_std, self.eps,
                                      self.affine))], ws["y"]
 
     def backward_calls(self, grad_y, need_grad_x):
@@ -158,7 +159,7 @@ class LayerNorm(_Normalization):
         ws = self._workspace(m)
         args = (grad_y, ws["x_hat"], self._inv_std_rows(m)["inv_std"], self.weight, ws["grad_x"], self.grad_weight,
                 self.grad_bias, self._scratch(m), self.affine)
-        return [(layernorm_backward, args)], ws["grad_x"]
+        return [(self.K.layernorm_backward, args)], ws["grad_x"]
 
     def get_config(self):
         return {"normalized_features": self.num_features, "eps": self.eps, "elementwise_affine": self.affine}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, ParamSpec, Workspace
+from .base import Layer, ParamSpec
 from .dense import Dense
 
 
@@ -44,11 +44,18 @@ class Residual(Layer):
                 raise ValueError(f"Residual block maps {in_features} features to {width}, so x + block(x) is "
                                  f"undefined; allow a projection (projection=True) or make the block end with "
                                  f"{in_features} features")
-            self.projection = Dense(in_features, width, init="xavier_uniform", bias=False)
+            if self.projection is None:  # kept when build runs again (model.to)
+                self.projection = Dense(in_features, width, init="xavier_uniform", bias=False)
+            self.projection.set_device(self.device)
             self.projection.build(in_features, dtype)
         self.out_features = width
-        self._workspace = Workspace(dtype, y=(width,), grad_x=(in_features,))
+        self._workspace = self.workspace(y=(width,), grad_x=(in_features,))
         return width
+
+    def set_device(self, device):
+        super().set_device(device)
+        for _, layer in self._children():
+            layer.set_device(device)
 
     def seed_rng(self, seed, stream):
         for k, (_, layer) in enumerate(self._children()):
@@ -80,7 +87,7 @@ class Residual(Layer):
             more, skip = self.projection.forward_calls(x, training)
             calls += more
         y = self._workspace(x.shape[0])["y"]
-        return calls + [(np.add, (h, skip, y))], y
+        return calls + [(self.K.add, (h, skip, y))], y
 
     def backward_calls(self, grad_y, need_grad_x):
         calls, grad = [], grad_y
@@ -92,7 +99,7 @@ class Residual(Layer):
             more, grad_skip = self.projection.backward_calls(grad_y, True)
             calls += more
         grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        return calls + [(np.add, (grad, grad_skip, grad_x))], grad_x
+        return calls + [(self.K.add, (grad, grad_skip, grad_x))], grad_x
 
     def get_config(self):
         from . import layer_to_config
