@@ -1,0 +1,176 @@
+"""A Sequential model on "cuda" (the simulator) trains, predicts, moves and saves like its CPU twin.
+
+Tiny shapes: every simulated CUDA thread is an OS thread, so a training step of this model (~23
+kernel launches of 256 threads) takes seconds. The expensive runs (two training steps on each
+device, one fit) are module fixtures shared by the tests.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import backend
+
+RTOL, ATOL = 1e-4, 1e-5
+STEPS = 2
+
+
+def _model(device, seed=3):
+    # no bias before batch norm: its gradient is ~0 (rounding noise), which Adam would amplify to +-lr
+    layers = [fnn.Dense(5, 8, bias=False), fnn.BatchNorm1d(8), fnn.ReLU(), fnn.Dropout(0.25), fnn.Dense(8, 3)]
+    model = fnn.Sequential(layers, seed=seed, device=device)
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((12, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """(cpu model, cuda model, cpu losses, cuda losses) after STEPS identical train_steps."""
+    X, y = data
+    cpu, gpu = _model("cpu"), _model("cuda")
+    cpu_losses = [cpu.train_step(X, y) for _ in range(STEPS)]
+    gpu_losses = [gpu.train_step(X, y) for _ in range(STEPS)]
+    return cpu, gpu, cpu_losses, gpu_losses
+
+
+def _state(model):
+    """Host copies of everything that defines a trained model: parameters, buffers, optimizer state."""
+    state = {f"param.{k}": backend.host_copy(v) for k, v in model.state_arrays().items()}
+    state.update({f"opt.{k}": np.asarray(v) for k, v in model.optimizer.state_dict().items() if k != "name"})
+    return state
+
+
+def _assert_states_close(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+def test_model_lives_on_the_device(trained):
+    _, gpu, _, _ = trained
+    assert gpu.device == "cuda"
+    assert gpu.optimizer.device == "cuda"
+    assert not isinstance(gpu.params, np.ndarray) and not isinstance(gpu.grads, np.ndarray)
+    assert not isinstance(gpu.layers[1].running_mean, np.ndarray)
+    assert isinstance(gpu.layers[3].step, np.ndarray)  # step counters stay on the host
+    assert all(layer.K is backend.kernels("cuda") for layer in gpu.layers)
+    assert gpu.layers[0].K.dense_forward.__module__ == "fastnn.kernels.cuda.dense"
+
+
+def test_train_steps_match_the_cpu(trained):
+    cpu, gpu, cpu_losses, gpu_losses = trained
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=RTOL)
+    _assert_states_close(_state(cpu), _state(gpu))
+    assert gpu.optimizer.step_count == cpu.optimizer.step_count == STEPS
+    assert int(gpu.layers[1].num_batches_tracked[0]) == STEPS
+    assert int(gpu.layers[3].step[0]) == STEPS
+
+
+def test_dropout_masks_equal_the_cpu(trained, data):
+    cpu, gpu, _, _ = trained
+    m = data[0].shape[0]
+    cpu_mask = cpu.layers[3]._masks(m)["mask"]
+    gpu_mask = backend.to_host(gpu.layers[3]._masks(m)["mask"])
+    assert cpu_mask.any() and np.array_equal(gpu_mask, cpu_mask)
+
+
+def test_predict_and_evaluate_return_numpy_and_match(trained, data):
+    cpu, gpu, _, _ = trained
+    X, y = data
+    out = gpu.predict(X, batch_size=7)  # two batches: copies in and out per batch
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (12, 3)
+    np.testing.assert_allclose(out, cpu.predict(X), rtol=RTOL, atol=ATOL)
+    gpu_metrics, cpu_metrics = gpu.evaluate(X, y), cpu.evaluate(X, y)
+    assert gpu_metrics.keys() == cpu_metrics.keys()
+    assert gpu_metrics["loss"] == pytest.approx(cpu_metrics["loss"], rel=RTOL)
+    assert gpu_metrics["accuracy"] == cpu_metrics["accuracy"]
+
+
+def test_to_cpu_and_back_keeps_everything(trained, data):
+    _, gpu, _, _ = trained
+    before = _state(gpu)
+    assert gpu.to("cpu") is gpu and gpu.device == "cpu"
+    assert isinstance(gpu.params, np.ndarray) and gpu.optimizer.device == "cpu"
+    assert isinstance(gpu.layers[1].running_var, np.ndarray)
+    assert gpu.layers[0].weight.base is gpu.params or np.shares_memory(gpu.layers[0].weight, gpu.params)
+    on_cpu = _state(gpu)
+    gpu.to("cuda")
+    assert gpu.device == "cuda"
+    for key in before:
+        assert np.array_equal(on_cpu[key], before[key]), key
+        assert np.array_equal(_state(gpu)[key], before[key]), key
+
+
+def test_save_on_cuda_load_on_cpu(trained, data, tmp_path):
+    cpu, gpu, _, _ = trained
+    path = tmp_path / "model.safetensors"
+    gpu.save(path)
+    loaded = fnn.load(path)
+    assert loaded.device == "cpu"
+    before = _state(gpu)
+    after = _state(loaded)
+    for key in before:
+        assert np.array_equal(after[key], before[key]), key
+    np.testing.assert_allclose(loaded.predict(data[0]), cpu.predict(data[0]), rtol=RTOL, atol=ATOL)
+    on_gpu = fnn.load(path, device="cuda")
+    assert on_gpu.device == "cuda" and on_gpu.optimizer.device == "cuda"
+    assert np.array_equal(backend.to_host(on_gpu.params), _flat_params(before, on_gpu))
+
+
+def _flat_params(state, model):
+    """The flat parameter vector of ``state`` in ``model``'s layout."""
+    flat = np.empty(model.params.size, model.dtype)
+    for name, lo, shape in model._param_index:
+        flat[lo:lo + int(np.prod(shape))] = state[f"param.{name}"].ravel()
+    return flat
+
+
+def test_fit_with_validation_on_cuda(data):
+    """fit keeps the model on the device; batches are gathered into pinned buffers and copied in."""
+    X, y = data
+    Xv, yv = X[:4], y[:4]
+    histories, models = [], []
+    for device in ("cpu", "cuda"):  # a smaller model than the fixture's: fewer launches per step
+        model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=5, device=device)
+        model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
+        history = model.fit(X, y, epochs=2, batch_size=12, validation_data=(Xv, yv), verbose=0)
+        histories.append(history.history)
+        models.append(model)
+    cpu_hist, gpu_hist = histories
+    assert models[1].device == "cuda"
+    assert set(gpu_hist) == set(cpu_hist) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(gpu_hist[key], cpu_hist[key], rtol=RTOL)
+    assert gpu_hist["accuracy"] == cpu_hist["accuracy"]
+    _assert_states_close(_state(models[0]), _state(models[1]))
+
+
+def test_residual_forward_on_cuda(data):
+    X = data[0]
+    layers = [fnn.Residual([fnn.Dense(5, 6, activation="relu")]), fnn.Dense(6, 2)]
+    cpu = fnn.Sequential(layers, seed=2)
+    expected = cpu.predict(X)
+    out = cpu.to("cuda").predict(X)
+    np.testing.assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_host_layers_cannot_go_to_cuda():
+    class HostLayer(fnn.Layer):
+        def forward(self, x, training):
+            return x
+
+        def backward(self, grad_y, need_grad_x=True):
+            return grad_y
+
+    model = fnn.Sequential([fnn.Dense(2, 2), HostLayer()])
+    with pytest.raises(ValueError, match="cannot run on 'cuda'"):
+        model.to("cuda")
+    assert model.device == "cpu"
