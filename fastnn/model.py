@@ -466,9 +466,13 @@ class Sequential:
         was_training = self.training
         self.eval()
         try:
-            for lo in range(0, X.shape[0], batch_size):
-                rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x")
-                backend.copy_into(out[lo:lo + batch_size], self._forward(rows, False))
+            if self._device == "cpu":
+                for lo in range(0, X.shape[0], batch_size):
+                    out[lo:lo + batch_size] = self._forward(X[lo:lo + batch_size], False)
+            else:  # each batch copied into the device input buffer, the output copied back
+                for lo in range(0, X.shape[0], batch_size):
+                    rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x")
+                    backend.copy_into(out[lo:lo + batch_size], self._forward(rows, False))
         finally:
             self.train(was_training)
         return out

@@ -83,6 +83,7 @@ class Layer:
         self.training = True
         self.last_output: np.ndarray | None = None
         self.last_grad_input: np.ndarray | None = None
+        self.K = Layer.K  # an instance attribute: found without walking the class hierarchy
 
     # -- construction -------------------------------------------------------------------
     def set_device(self, device: str) -> None:
