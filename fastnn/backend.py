@@ -129,11 +129,6 @@ def _cuda():
     return cuda
 
 
-def is_host(array) -> bool:
-    """True for NumPy arrays (pinned host arrays included), False for device arrays."""
-    return isinstance(array, np.ndarray)
-
-
 def device_of(array) -> str:
     """"cpu" for a NumPy array, "cuda" for a device array."""
     return "cpu" if isinstance(array, np.ndarray) else "cuda"
@@ -142,13 +137,17 @@ def device_of(array) -> str:
 def zeros(shape, dtype, device: str = "cpu"):
     """A zero-filled array of ``shape`` and ``dtype`` on ``device``."""
     host = np.zeros(shape, dtype)
-    return host if device == "cpu" else _cuda().to_device(host)
+    if device == "cpu":
+        return host
+    return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)  # no 0-byte copy
 
 
 def full(shape, value, dtype, device: str = "cpu"):
     """An array of ``shape`` and ``dtype`` filled with ``value`` on ``device``."""
     host = np.full(shape, value, dtype)
-    return host if device == "cpu" else _cuda().to_device(host)
+    if device == "cpu":
+        return host
+    return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)
 
 
 def pinned_empty(shape, dtype) -> np.ndarray:
@@ -201,5 +200,5 @@ def copy_into(dst, src, stream=0) -> None:
 
 
 __all__ = ["DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
-           "cuda_simulator", "device_of", "full", "host_copy", "is_host", "kernels", "pinned_empty", "require_cuda", "stream",
+           "cuda_simulator", "device_of", "full", "host_copy", "kernels", "pinned_empty", "require_cuda", "stream",
            "to_device", "to_host", "zeros"]
