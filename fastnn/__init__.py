@@ -6,13 +6,60 @@
 """
 from . import callbacks, data, diagnostics, init, losses, optim, schedules
 from ._config import get_num_threads, set_num_threads
-from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer, LayerNorm, LeakyReLU,
-                     LogSoftmax, ReLU, Residual, Sigmoid, Softmax, Tanh, register_layer)
+from .layers import (
+                     ELU,
+                     GELU,
+                     SELU,
+                     Activation,
+                     BatchNorm1d,
+                     Dense,
+                     Dropout,
+                     Identity,
+                     Layer,
+                     LayerNorm,
+                     LeakyReLU,
+                     LogSoftmax,
+                     ReLU,
+                     Residual,
+                     Sigmoid,
+                     Softmax,
+                     Tanh,
+                     register_layer,
+)
 from .model import Sequential
 from .serialization import load_model as load
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "Layer", "Dense", "Dropout", "BatchNorm1d", "LayerNorm", "Residual", "register_layer", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU", "LeakyReLU",
-           "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "callbacks", "data", "diagnostics", "init", "losses", "optim", "schedules",
-           "load", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = [
+                     "ELU",
+                     "GELU",
+                     "SELU",
+                     "Activation",
+                     "BatchNorm1d",
+                     "Dense",
+                     "Dropout",
+                     "Identity",
+                     "Layer",
+                     "LayerNorm",
+                     "LeakyReLU",
+                     "LogSoftmax",
+                     "ReLU",
+                     "Residual",
+                     "Sequential",
+                     "Sigmoid",
+                     "Softmax",
+                     "Tanh",
+                     "__version__",
+                     "callbacks",
+                     "data",
+                     "diagnostics",
+                     "get_num_threads",
+                     "init",
+                     "load",
+                     "losses",
+                     "optim",
+                     "register_layer",
+                     "schedules",
+                     "set_num_threads",
+]

@@ -526,7 +526,7 @@ def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float
             k = sum(isinstance(v, np.ndarray) for v in opt.state_dict().values())
             fp, fg = params.copy(), np.zeros_like(grads)
             fs = [np.zeros_like(params) for _ in range(k)] + [np.empty(0, np.float32)] * (3 - k)
-            cases = {"fastnn": opt.step, "stream floor": lambda: stream(fp, fg, *fs, k)}
+            cases = {"fastnn": opt.step, "stream floor": lambda fp=fp, fg=fg, fs=fs, k=k: stream(fp, fg, *fs, k)}
             if torch is not None and name in _TORCH_OPTIMIZERS and opt.clip_norm is None:
                 p = torch.nn.Parameter(torch.from_numpy(params.copy()))
                 p.grad = torch.from_numpy(grads.copy())
@@ -539,7 +539,6 @@ def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float
             row["fastnn_over_floor"] = row["impls"]["fastnn"]["median_s"] / floor_s
             row["fastnn_over_stream_floor"] = (row["impls"]["fastnn"]["median_s"]
                                                / row["impls"]["stream floor"]["median_s"])
-            del fp, fg, fs
             if "torch" in row["impls"]:
                 row["torch_over_fastnn"] = row["impls"]["torch"]["median_s"] / row["impls"]["fastnn"]["median_s"]
             rows.append(row)
@@ -686,7 +685,9 @@ def run(args, argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = args.min_time or (0.03 if args.quick else 0.2)
     sizes = args.optim_sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000])
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
     command = _command(argv)
     configs = args.configs or [n for n, c in CONFIGS.items() if not (args.quick and c.heavy)]
     log(f"fastnn bench: {threads} threads, {repeats} interleaved repeats of >= {min_time} s blocks")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from . import backend
+
 
 class Callback:
     """Base class: override any hook. ``self.model`` is set before ``on_train_begin``.
@@ -177,7 +179,7 @@ class EarlyStopping(_Monitor):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = self.model.params.copy()
+                self.best_weights = backend.host_copy(self.model.params)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -186,7 +188,7 @@ class EarlyStopping(_Monitor):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
-            self.model.params[...] = self.best_weights
+            backend.copy_into(self.model.params, self.best_weights)
 
     def state_dict(self):
         return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _validation as V
+from . import backend
 
 #: activations whose units can die (output exactly zero for every sample)
 _RELU_LIKE = ("relu",)
@@ -76,7 +77,7 @@ class _Snapshot:
 
     def __init__(self, model):
         self.model = model
-        self.arrays = {name: arr.copy() for name, arr in model.state_arrays().items()}
+        self.arrays = {name: backend.host_copy(arr) for name, arr in model.state_arrays().items()}
         self.optimizer = model.optimizer
         self.optimizer_state = None if model.optimizer is None or model.optimizer._params is None \
             else model.optimizer.state_dict()
@@ -99,7 +100,7 @@ def update_ratios(model, X, y) -> dict[str, float]:
     model._require_compiled("update_ratios")
     X, y = model._check_xy(X, y)
     snap = _Snapshot(model)
-    before = {name: value.copy() for name, value, _ in model.named_parameters()}
+    before = {name: backend.host_copy(value) for name, value, _ in model.named_parameters()}
     try:
         model.train()
         model._step(X, y)
@@ -320,7 +321,7 @@ def gradient_check(layer, x, *, eps: float = 1e-6, training: bool = False, seed:
 
     model._forward(x, training)
     grad_x = np.array(model._backward(R.copy(), True))
-    analytic_params = {name: g.copy() for name, _, g in model.named_parameters()}
+    analytic_params = {name: backend.host_copy(g) for name, _, g in model.named_parameters()}
 
     def numeric(target: np.ndarray, flat_idx: np.ndarray, evaluate) -> np.ndarray:
         flat = target.reshape(-1)

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import struct
 import tempfile
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -31,11 +36,6 @@ def atomic_write(path, mode: str = "wb"):
 # a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {str: str}}, then the raw
 # little-endian tensor bytes. Written here directly (no pickle, no extra dependency); files are
 # readable by the safetensors package and vice versa.
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import struct  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
            "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,

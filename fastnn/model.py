@@ -20,11 +20,26 @@ _PREDICT_BATCH = 1024
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 
 
+class _LazyText:
+    """A string computed only when formatted (error messages on the hot path cost nothing)."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make):
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
+
+    def __format__(self, spec: str) -> str:
+        return format(self.make(), spec)
+
+
 class _StepPlan:
     """The kernel calls of one training step at one batch size, on fixed buffers: the input
     and target buffers are filled, then forward calls, the loss kernel and backward calls run."""
 
-    __slots__ = ("x", "y", "out", "forward", "loss_fn", "loss_args", "backward")
+    __slots__ = ("backward", "forward", "loss_args", "loss_fn", "out", "x", "y")
 
     def __init__(self, x, y, out, forward, loss_call, backward):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
@@ -232,13 +247,13 @@ class Sequential:
         return int(self.params.size)
 
     # -- modes ------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "Sequential":
+    def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
         for layer in self.layers:
             layer.training = self.training
         return self
 
-    def eval(self) -> "Sequential":
+    def eval(self) -> Sequential:
         return self.train(False)
 
     # -- computation ------------------------------------------------------------------------
@@ -254,7 +269,11 @@ class Sequential:
         return grad
 
     def _check_x(self, X, argument="X"):
-        return V.check_array(X, argument, self.dtype, self.in_features, f"the first layer ({self.layers[0]!r})")
+        return V.check_array(X, argument, self.dtype, self.in_features, self._first_layer_name)
+
+    @property
+    def _first_layer_name(self) -> str:  # only formatted when an error message needs it
+        return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")
 
     def forward(self, x, training: bool | None = None) -> np.ndarray:
         """Output (batch, out_features) for input (batch, in_features); a new array.
@@ -280,7 +299,7 @@ class Sequential:
     __call__ = forward
 
     # -- training ---------------------------------------------------------------------------
-    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool = False) -> "Sequential":
+    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool = False) -> Sequential:
         """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
 
         The optimizer's weight decay applies to weight matrices only; biases and normalisation
@@ -578,7 +597,9 @@ class Sequential:
             rows.append((str(i), repr(layer), f"(batch, {layer.out_features})", f"{count:,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(widths) + 6)
-        fmt = lambda r: "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))  # noqa: E731
+        def fmt(r):
+            return "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
+
         text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
                           line, *map(fmt, rows[1:]), line,
                           f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)",

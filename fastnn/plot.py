@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from . import _validation as V
-from . import diagnostics
+from . import backend, diagnostics
 
 
 def _figure(n_panels: int = 1, *, ncols: int | None = None, size: tuple[float, float] = (4.0, 3.0)):
@@ -95,7 +95,7 @@ def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = Fal
 def plot_gradient_histograms(model, X, y, *, bins: int = 50, path=None):
     """Histogram of each weight matrix's gradient for one batch (X, y) (no update)."""
     diagnostics.gradient_norms(model, X, y)
-    items = [(name, grad.copy()) for name, value, grad in model.named_parameters() if value.ndim == 2]
+    items = [(name, backend.host_copy(grad)) for name, value, grad in model.named_parameters() if value.ndim == 2]
     return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
 
 

@@ -26,8 +26,7 @@ def test_train_on_csv_saves_weights(tmp_path, capsys):
     path = tmp_path / "data.csv"
     with open(path, "w") as f:
         f.write("a,b,c,d,label\n")
-        for row, lab in zip(X, label):
-            f.write(",".join(f"{v:.5f}" for v in row) + f",{lab}\n")
+        f.writelines(",".join(f"{v:.5f}" for v in row) + f",{lab}\n" for row, lab in zip(X, label))
     out_path = tmp_path / "w.npz"
     code = main(["train", "--data", str(path), "--target", "label", "--hidden", "16,8", "--epochs", "30",
                  "--verbose", "0", "--output", str(out_path)])

@@ -1,7 +1,5 @@
 """Saving and loading: safetensors format, integrity checks, exact resume in a fresh process."""
-import json
 import os
-import struct
 import subprocess
 import sys
 import textwrap

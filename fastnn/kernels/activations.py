@@ -232,5 +232,14 @@ def activation_code(name: str) -> int:
     return ACTIVATIONS[name][0]
 
 
-__all__ = ["ACTIVATIONS", "activate", "activate_grad", "activation_forward", "activation_backward",
-           "rows_activate", "rows_activate_grad", "sigmoid", "JIT"]
+__all__ = [
+    "ACTIVATIONS",
+    "JIT",
+    "activate",
+    "activate_grad",
+    "activation_backward",
+    "activation_forward",
+    "rows_activate",
+    "rows_activate_grad",
+    "sigmoid",
+]

@@ -133,4 +133,4 @@ def tile_shape(m, n):
     """
     if m >= 128:
         return 64, n
-    return m, 128 if n > 128 else n
+    return m, min(n, 128)

@@ -9,9 +9,23 @@ from __future__ import annotations
 
 from numba import literal_unroll, njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, REDUCTION_CHUNK_ROWS
+from .._config import (
+    JIT,
+    JIT_INLINE,
+    JIT_PARALLEL,
+    PARALLEL_MIN_ELEMENTS,
+    PARALLEL_MIN_MACS,
+    REDUCTION_CHUNK_ROWS,
+)
 from ._scalar import like, n_chunks
-from .activations import ELEMENTWISE_CODES, IDENTITY, ROWWISE_CODES, activate, rows_activate, rows_activate_grad
+from .activations import (
+    ELEMENTWISE_CODES,
+    IDENTITY,
+    ROWWISE_CODES,
+    activate,
+    rows_activate,
+    rows_activate_grad,
+)
 from .blas import gemm_block, tile_shape
 
 

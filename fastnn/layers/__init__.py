@@ -1,6 +1,18 @@
 """Layers: Dense, activation layers (and, as they land, Dropout, normalisation, Residual)."""
-from .activation import (ACTIVATION_LAYERS, ELU, GELU, SELU, Activation, Identity, LeakyReLU, LogSoftmax, ReLU,
-                         Sigmoid, Softmax, Tanh)
+from .activation import (
+    ACTIVATION_LAYERS,
+    ELU,
+    GELU,
+    SELU,
+    Activation,
+    Identity,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .base import Layer, ParamSpec, Workspace
 from .dense import Dense
 from .dropout import Dropout
@@ -30,5 +42,29 @@ def layer_from_config(entry: dict) -> Layer:
     return cls(**entry["config"])
 
 
-__all__ = ["LAYERS", "register_layer", "layer_to_config", "layer_from_config", "Layer", "ParamSpec", "Workspace", "Dense", "Dropout", "BatchNorm1d", "LayerNorm", "Residual", "Activation", "Identity", "Sigmoid", "Tanh", "ReLU",
-           "LeakyReLU", "ELU", "SELU", "GELU", "Softmax", "LogSoftmax", "ACTIVATION_LAYERS"]
+__all__ = [
+    "ACTIVATION_LAYERS",
+    "ELU",
+    "GELU",
+    "LAYERS",
+    "SELU",
+    "Activation",
+    "BatchNorm1d",
+    "Dense",
+    "Dropout",
+    "Identity",
+    "Layer",
+    "LayerNorm",
+    "LeakyReLU",
+    "LogSoftmax",
+    "ParamSpec",
+    "ReLU",
+    "Residual",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "Workspace",
+    "layer_from_config",
+    "layer_to_config",
+    "register_layer",
+]

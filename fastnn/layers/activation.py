@@ -1,8 +1,6 @@
 """Activation layers, one per activation of :data:`fastnn.kernels.activations.ACTIVATIONS`."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import _validation as V
 from ..kernels.activations import ACTIVATIONS
 from .base import Layer, Workspace

@@ -1,8 +1,8 @@
 """The layer protocol and the per-batch-size workspace every layer draws its buffers from."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
