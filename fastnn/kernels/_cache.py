@@ -21,7 +21,9 @@ _KERNELS = os.path.join(_PACKAGE, "kernels")
 
 def _sources_digest() -> bytes:
     paths = sorted(glob.glob(os.path.join(_KERNELS, "**", "*.py"), recursive=True))
-    digest = hashlib.sha256()
+    from .._config import GEMM_TILES
+
+    digest = hashlib.sha256(f"gemm_tiles={GEMM_TILES}".encode())
     for path in [*paths, os.path.join(_PACKAGE, "_config.py")]:
         with open(path, "rb") as handle:
             digest.update(path.encode() + b"\0" + handle.read())

