@@ -36,6 +36,9 @@ ACTIVATIONS = {
 #: activations whose derivative needs the pre-activation z (the others use the output y)
 NEEDS_INPUT = frozenset({LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, RELU})
 ELEMENTWISE_CODES = (IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH)
+#: elementwise codes whose loops get their own branch-free, vectorised copy (``literal_unroll``);
+#: the others call libm per element, where a copy per code would only add compile time
+VECTORISED_CODES = (IDENTITY, TANH, RELU, LEAKY_RELU)
 #: codes at or above this act on whole rows (softmax, log_softmax)
 ROWWISE_CODES = SOFTMAX
 
@@ -93,7 +96,7 @@ def _gelu_tanh_inner(z):
     return like(_SQRT_2_OVER_PI, z) * (z + like(_GELU_C, z) * z * z * z)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)
 def activate(code, z, alpha):
     """y = f(z) for the elementwise activation ``code`` (alpha: slope of leaky_relu, alpha of elu)."""
     zero = like(0.0, z)
@@ -118,7 +121,7 @@ def activate(code, z, alpha):
     return z
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)
 def activate_grad(code, z, y, alpha):
     """dy/dz of the elementwise activation ``code`` at pre-activation ``z`` with output ``y``."""
     zero = like(0.0, z)
@@ -168,12 +171,19 @@ def rows_activate(code, z, y, alpha, r0, r1):
                 for j in range(n):
                     y[i, j] = (z[i, j] - row_max) - log_total
         return
-    for c in literal_unroll(ELEMENTWISE_CODES):  # the code is a constant inside each loop: it vectorises
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
+            vectorised = True
             for i in range(r0, r1):
                 zi, yi = z[i], y[i]
                 for j in range(n):
                     yi[j] = activate(c, zi[j], alpha)
+    if not vectorised:
+        for i in range(r0, r1):
+            zr, yr = z[i], y[i]
+            for j in range(n):
+                yr[j] = activate(code, zr[j], alpha)
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -194,12 +204,19 @@ def rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
                 for j in range(n):
                     grad_z[i, j] = grad_y[i, j] - math.exp(y[i, j]) * total
         return
-    for c in literal_unroll(ELEMENTWISE_CODES):
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):
         if code == c:
+            vectorised = True
             for i in range(r0, r1):
                 zi, yi, gyi, gzi = z[i], y[i], grad_y[i], grad_z[i]
                 for j in range(n):
                     gzi[j] = gyi[j] * activate_grad(c, zi[j], yi[j], alpha)
+    if not vectorised:
+        for i in range(r0, r1):
+            zr, yr, gyr, gzr = z[i], y[i], grad_y[i], grad_z[i]
+            for j in range(n):
+                gzr[j] = gyr[j] * activate_grad(code, zr[j], yr[j], alpha)
 
 
 @njit(**JIT_PARALLEL)

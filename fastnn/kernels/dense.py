@@ -19,9 +19,9 @@ from .._config import (
 )
 from ._scalar import like, n_chunks
 from .activations import (
-    ELEMENTWISE_CODES,
     IDENTITY,
     ROWWISE_CODES,
+    VECTORISED_CODES,
     activate,
     rows_activate,
     rows_activate_grad,
@@ -34,14 +34,23 @@ def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
     """z[r0:r1, c0:c1] += b; y = f(z) on that block (elementwise activations only)."""
     bb = b[c0:c1]
     n = c1 - c0
-    for c in literal_unroll(ELEMENTWISE_CODES):  # the code is a constant inside each loop: it vectorises
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
+            vectorised = True
             for i in range(r0, r1):
                 zi, yi = z[i, c0:c1], y[i, c0:c1]
                 for j in range(n):
                     v = zi[j] + bb[j]
                     zi[j] = v
                     yi[j] = activate(c, v, alpha)
+    if not vectorised:
+        for i in range(r0, r1):
+            zr, yr = z[i, c0:c1], y[i, c0:c1]
+            for j in range(n):
+                u = zr[j] + bb[j]
+                zr[j] = u
+                yr[j] = activate(code, u, alpha)
 
 
 @njit(**JIT_INLINE)
