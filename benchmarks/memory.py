@@ -62,8 +62,11 @@ def _wrap_kernels(counts: dict) -> None:
     from numba.core.registry import CPUDispatcher
     from numba.core.runtime import rtsys
 
-    for mod_name in [m for m in sys.modules if m == "fastnn" or m.startswith("fastnn.")]:
-        module = sys.modules[mod_name]
+    from fastnn import backend
+
+    targets = [sys.modules[m] for m in sys.modules if m == "fastnn" or m.startswith("fastnn.")]
+    targets.append(backend.kernels("cpu"))  # the namespace layers take their kernels from
+    for module in targets:
         for attr, value in list(vars(module).items()):
             if isinstance(value, CPUDispatcher):
                 name = f"{value.py_func.__module__}.{value.py_func.__qualname__}"
@@ -111,6 +114,9 @@ def child(name: str, steps: int) -> dict:
     tracemalloc.stop()
     counts: dict = {}
     _wrap_kernels(counts)
+    model._plans.clear()  # rebuild the step plans so they call the counting wrappers
+    model.train_step(x, y)
+    counts.clear()
     for _ in range(steps):
         model.train_step(x, y)
     by_kernel = {k: {"calls": c / steps, "allocs": a / steps, "array_args": n / steps}
