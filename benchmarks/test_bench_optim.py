@@ -23,17 +23,10 @@ from numba import njit, prange
 
 from fastnn import optim
 from fastnn._config import JIT_PARALLEL
+from fastnn.bench import OPTIMIZER_CASES
 
 SIZES = [1_000_000, 10_000_000] + ([50_000_000] if os.environ.get("FASTNN_BENCH_LARGE") == "1" else [])
-CONFIGS = {
-    "sgd momentum": ("sgd", {"momentum": 0.9, "weight_decay": 1e-4}),
-    "rmsprop": ("rmsprop", {}),
-    "adagrad": ("adagrad", {}),
-    "adam": ("adam", {}),
-    "adamw": ("adamw", {}),
-    "lion": ("lion", {"weight_decay": 0.1}),
-    "adam clip_norm": ("adam", {"clip_norm": 1.0}),
-}
+CONFIGS = OPTIMIZER_CASES  # one table for this suite and `fastnn bench`
 assert {name for name, _ in CONFIGS.values()} == set(optim.OPTIMIZERS)
 
 
