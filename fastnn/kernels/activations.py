@@ -33,9 +33,6 @@ ACTIVATIONS = {
     "softmax": (SOFTMAX, 0.0, None),
     "log_softmax": (LOG_SOFTMAX, 0.0, None),
 }
-#: activations whose derivative needs the pre-activation z (the others use the output y)
-NEEDS_INPUT = frozenset({LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, RELU})
-ELEMENTWISE_CODES = (IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH)
 #: elementwise codes whose loops get their own branch-free, vectorised copy (``literal_unroll``);
 #: the others call libm per element, where a copy per code would only add compile time
 VECTORISED_CODES = (IDENTITY, TANH, RELU, LEAKY_RELU)
@@ -245,13 +242,8 @@ def activation_backward(x, y, grad_y, grad_x, code, alpha):
             rows_activate_grad(code, x, y, grad_y, grad_x, a, c * 64, min(m, (c + 1) * 64))
 
 
-def activation_code(name: str) -> int:
-    return ACTIVATIONS[name][0]
-
-
 __all__ = [
     "ACTIVATIONS",
-    "JIT",
     "activate",
     "activate_grad",
     "activation_backward",
