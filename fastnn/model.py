@@ -10,6 +10,7 @@ from . import _validation as V
 from . import backend
 from . import losses as losses_mod
 from . import optim as optim_mod
+from ._config import PARALLEL_MIN_ELEMENTS
 from ._progress import EpochProgress
 from .callbacks import CallbackList, History
 from .kernels.rng import permutation
@@ -142,7 +143,7 @@ class Sequential:
                 layer.seed_rng(self.seed, 1_000_000 + i)
         self.out_features = width
         self._allocate_parameters()
-        self._plans: dict[int, _StepPlan] = {}
+        self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
         self._make_workspaces()
         self._plannable = all(layer.plannable() for layer in self.layers)
 
@@ -343,6 +344,20 @@ class Sequential:
             plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(h, y, grad), backward)
         return plan
 
+    def _infer_plan(self, m: int) -> tuple[np.ndarray, list, np.ndarray]:
+        """(input buffer, forward calls in evaluation mode, output view) for batch size ``m``."""
+        plan = self._plans.get(("infer", m))
+        if plan is None:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            x = self._inputs(m)["x"]
+            calls, h = [], x
+            for layer in self.layers:
+                more, h = layer.forward_calls(h, False)
+                calls += more
+            plan = self._plans[("infer", m)] = (x, calls, h)
+        return plan
+
     def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
         """One training step on checked arrays; returns (loss, output view)."""
         plan = self._plan(xb.shape[0])
@@ -485,7 +500,13 @@ class Sequential:
         was_training = self.training
         self.eval()
         try:
-            if self._device == "cpu":
+            if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS and self._plannable:
+                x, calls, y = self._infer_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
+                x[...] = X
+                for fn, args in calls:
+                    fn(*args)
+                out[...] = y
+            elif self._device == "cpu":
                 for lo in range(0, X.shape[0], batch_size):
                     out[lo:lo + batch_size] = self._forward(X[lo:lo + batch_size], False)
             else:  # each batch copied into the device input buffer, the output copied back

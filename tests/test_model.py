@@ -237,3 +237,17 @@ def test_diverging_loss_is_reported(rng):
     model = fnn.Sequential([fnn.Dense(1, 1)], dtype="float32")
     with pytest.raises(FloatingPointError, match="diverged: the loss is inf"):
         model.fit(np.ones((4, 1)), np.full(4, 3e38), loss="mse", optimizer="sgd", verbose=0)
+
+
+def test_small_predictions_use_recorded_calls_and_match_the_layer_path(rng):
+    model = fnn.Sequential([fnn.Dense(5, 8), fnn.BatchNorm1d(8), fnn.ReLU(), fnn.Dropout(0.5), fnn.Dense(8, 3)], seed=2)
+    model.compile("cross_entropy", "adam")
+    X = rng.standard_normal((16, 5)).astype(np.float32)
+    for _ in range(3):
+        model.train_step(X, np.arange(16) % 3)
+    one = model.predict(X[:1])
+    assert ("infer", 1) in model._plans  # the small input took the recorded path
+    np.testing.assert_array_equal(one, model._forward(model._check_x(X[:1]), False))
+    np.testing.assert_allclose(model.predict(X)[:1], one, rtol=1e-5, atol=1e-6)  # gemm vs gemv rounding
+    model.train_step(X, np.arange(16) % 3)  # training after an inference plan still matches a fresh pass
+    np.testing.assert_array_equal(model.predict(X[:1]), model._forward(model._check_x(X[:1]), False))
