@@ -7,6 +7,7 @@ import pytest
 
 from fastnn.kernels.layernorm import layernorm_backward, layernorm_forward, partial_rows
 from tests import _reference_norm as ref
+from tests._gradcheck import numeric_gradients
 
 TOL = {np.float32: {"rtol": 2e-4, "atol": 2e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-11}}
 EPS = 1e-5
@@ -69,17 +70,9 @@ def test_backward_finite_differences():
     def objective(x_, gamma_, beta_):
         return np.sum(upstream * _forward(x_, gamma_, beta_)[0])
 
-    params = [x, gamma, beta]
-    h = 1e-6
-    for which, (param, grad) in enumerate(zip(params, grads)):
-        numeric = np.empty_like(param)
-        for idx in np.ndindex(param.shape):
-            plus = [p.copy() for p in params]
-            minus = [p.copy() for p in params]
-            plus[which][idx] += h
-            minus[which][idx] -= h
-            numeric[idx] = (objective(*plus) - objective(*minus)) / (2 * h)
-        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=("x", "gamma", "beta")[which])
+    numeric = numeric_gradients(objective, [x, gamma, beta])
+    for name, grad, expected in zip(("x", "gamma", "beta"), grads, numeric):
+        np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def test_in_place_backward():
