@@ -42,6 +42,14 @@ CASES = [("relu", np.float32, 20, 17, 18), ("softmax", np.float32, 9, 5, 10),
 
 @pytest.mark.parametrize("name,dtype,m,k,n", CASES)
 def test_dense_forward_backward(name, dtype, m, k, n, rng):
+    check_dense(name, dtype, m, k, n, rng)
+
+
+def check_dense(name, dtype, m, k, n, rng, need_grad_x=True) -> dict:
+    """Dense forward and backward of (m, k) @ (k, n) on the device against the float64 CPU kernels.
+
+    Returns the device arrays by their CPU kernel argument names (x, w, z, grad_w ...).
+    """
     code, alpha, _ = cpu_act.ACTIVATIONS[name]
     x = rng.standard_normal((m, k)).astype(dtype)
     w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(dtype)
@@ -62,15 +70,18 @@ def test_dense_forward_backward(name, dtype, m, k, n, rng):
     gy = rng.standard_normal((m, n)).astype(dtype)
     (gy64,) = f64(gy)
     gz = gy64.copy() if name == "identity" else np.empty_like(gy64)
-    gx, gw, gb = np.empty_like(x64), np.empty_like(w64), np.empty_like(b64)
+    gx, gw, gb = np.zeros_like(x64), np.empty_like(w64), np.empty_like(b64)
     pb = np.empty((-(-m // 64), n))
-    cpu_dense.dense_backward(x64, w64, z, y, gy64, gz, gx, gw, gb, pb, code, alpha, True)
+    cpu_dense.dense_backward(x64, w64, z, y, gy64, gz, gx, gw, gb, pb, code, alpha, need_grad_x)
     dgy = cuda.to_device(gy)
     dgz = dgy if name == "identity" else cuda.device_array_like(gy)
-    dgx, dgw, dgb, dpb = (cuda.device_array(a.shape, dtype) for a in (gx, gw, gb, pb))
-    gpu_dense.dense_backward(dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, code, alpha, True)
+    dgx = cuda.to_device(np.zeros(gx.shape, dtype))
+    dgw, dgb, dpb = (cuda.device_array(a.shape, dtype) for a in (gw, gb, pb))
+    gpu_dense.dense_backward(dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, code, alpha, need_grad_x)
     for got, want in ((dgz, gz), (dgx, gx), (dgw, gw), (dgb, gb)):
         np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol * 10)
+    return {"x": dx, "w": dw, "b": db, "z": dz, "y": dy, "grad_y": dgy, "grad_z": dgz, "grad_x": dgx,
+            "grad_w": dgw, "grad_b": dgb}
 
 
 def test_dense_backward_many_chunks_and_no_grad_x(rng):
