@@ -97,6 +97,9 @@ KERNEL_NAMES = {
               "grad_global_norm", "clip_by_value", "norm_partials_size"),
 }
 
+#: kernels only the "cuda" namespace has, by module: the CPU layers do these rare steps in NumPy
+CUDA_ONLY_NAMES = {"batchnorm": ("batchnorm_backward_eval",)}
+
 _NAMESPACES: dict[str, SimpleNamespace] = {}
 
 
@@ -119,6 +122,9 @@ def kernels(device: str = "cpu") -> SimpleNamespace:
             functions["add"] = np.add
         else:
             functions["add"] = importlib.import_module(f"{package}.elementwise").add
+            for module_name, names in CUDA_ONLY_NAMES.items():
+                module = importlib.import_module(f"{package}.{module_name}")
+                functions.update({name: getattr(module, name) for name in names})
         namespace = _NAMESPACES[device] = SimpleNamespace(**functions)
     return namespace
 
@@ -199,6 +205,6 @@ def copy_into(dst, src, stream=0) -> None:
         dst.copy_to_device(src, stream=stream)
 
 
-__all__ = ["DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
+__all__ = ["CUDA_ONLY_NAMES", "DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
            "cuda_simulator", "device_of", "full", "host_copy", "kernels", "pinned_empty", "require_cuda", "stream",
            "to_device", "to_host", "zeros"]

@@ -60,6 +60,8 @@ def main():
         "batchnorm.normalize": (batchnorm._normalize, (A2, A1, A1, A1, A1, A2, A2, b)),
         "batchnorm.eval": (batchnorm._eval, (A2, A1, A1, A1, A1, A2, f, b)),
         "batchnorm.grad_x": (batchnorm._grad_x, (A2, A2, A1, A1, A1, A1, A2, b, f)),
+        "batchnorm.eval_hat": (batchnorm._eval_hat, (A2, A1, A1, A2, f)),
+        "batchnorm.eval_grad_x": (batchnorm._eval_grad_x, (A2, A1, A1, A2, f, b)),
         "layernorm.forward": (ln_forward, (A2, A1, A1, A2, A2, A1, f, b)),
         "layernorm.backward_rows": (ln_backward, (A2, A2, A1, A1, A2, b)),
         "rng.fill_uniform": (rng._fill_uniform, (A1, uint64, f, f)),

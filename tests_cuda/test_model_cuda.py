@@ -153,6 +153,27 @@ def test_fit_with_validation_on_cuda(data):
     _assert_states_close(_state(models[0]), _state(models[1]))
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_backward_through_batchnorm_in_eval_mode(data, affine):
+    """Gradients through frozen running statistics on "cuda" equal the CPU's (NumPy) eval-mode backward."""
+    X = data[0].astype(np.float64)
+    model = fnn.Sequential([fnn.Dense(5, 4), fnn.BatchNorm1d(4, momentum=0.5, affine=affine), fnn.Dense(4, 2)],
+                           seed=4, dtype="float64")
+    model.forward(X, training=True)  # running statistics away from (0, 1)
+    if affine:
+        backend.copy_into(model.layers[1].weight, np.array([0.5, -1.5, 2.0, 1.0]))
+    g = np.random.default_rng(3).standard_normal((X.shape[0], 2))
+    results = []
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        out = model.forward(X, training=False)
+        grad_x = model.backward(g)
+        results.append((out, grad_x, backend.host_copy(model.grads)))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.abs(results[1][1]).sum() > 0
+
+
 def test_residual_forward_on_cuda(data):
     X = data[0]
     layers = [fnn.Residual([fnn.Dense(5, 6, activation="relu")]), fnn.Dense(6, 2)]

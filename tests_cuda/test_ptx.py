@@ -33,8 +33,9 @@ KERNELS = [
     "activations.backward_rows", "dense.gemm", "dense.bias_activate", "dense.grad_z_partials", "dropout.forward",
     "dropout.backward", "optim.sgd", "optim.rmsprop", "optim.adagrad", "optim.adam", "optim.lion", "optim.clip",
     "batchnorm.chunk_moments", "batchnorm.chunk_sums2", "batchnorm.merge_moments", "batchnorm.normalize",
-    "batchnorm.eval", "batchnorm.grad_x", "layernorm.forward", "layernorm.backward_rows", "rng.fill_uniform",
-    "rng.fill_normal", "losses.cross_entropy_rows", "losses.elementwise_rows", "optim.sum_squares",
+    "batchnorm.eval", "batchnorm.grad_x", "batchnorm.eval_hat", "batchnorm.eval_grad_x", "layernorm.forward",
+    "layernorm.backward_rows", "rng.fill_uniform", "rng.fill_normal", "losses.cross_entropy_rows",
+    "losses.elementwise_rows", "optim.sum_squares",
 ]
 
 

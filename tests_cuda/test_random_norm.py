@@ -100,6 +100,27 @@ def test_batchnorm(dtype, m, affine, rng):
         np.testing.assert_allclose(host(got), want, rtol=rtol * 10, atol=atol * 10)
 
 
+@pytest.mark.parametrize("dtype,m,affine", [(np.float32, 70, True), (np.float64, 5, False), (np.float32, 1, True)])
+def test_batchnorm_backward_eval(dtype, m, affine, rng):
+    """Backward through frozen running statistics: the formulas of the CPU layer (BatchNorm1d._eval_backward)."""
+    n = 6
+    x = (rng.standard_normal((m, n)) * 3 + 1).astype(dtype)
+    g = rng.standard_normal((m, n)).astype(dtype)
+    gamma = rng.standard_normal(n).astype(dtype) if affine else np.ones(n, dtype)
+    rm, rv = rng.standard_normal(n).astype(dtype), rng.uniform(0.5, 2.0, n).astype(dtype)
+    d = to_device(g, x, gamma, rm, rv, np.empty((m, n), dtype), np.zeros(n, dtype), np.zeros(n, dtype),
+                  np.empty((2, cpu_bn.partial_rows(m), n), dtype))
+    grad_out = d[0] if dtype == np.float64 else cuda.device_array((m, n), dtype)  # float64: grad_x is grad_out
+    gpu_bn.batchnorm_backward_eval(*d[:5], d[5], grad_out, *d[6:], 1e-5, affine)
+    g, x, gamma, rm, rv = f64(g, x, gamma, rm, rv)
+    inv_std = 1.0 / np.sqrt(rv + 1e-5)
+    rtol, atol = tol(dtype)
+    np.testing.assert_allclose(host(grad_out), g * gamma * inv_std, rtol=rtol * 10, atol=atol * 10)
+    want = ((g * ((x - rm) * inv_std)).sum(axis=0), g.sum(axis=0)) if affine else (np.zeros(n), np.zeros(n))
+    for got, w in zip((d[6], d[7]), want):  # without affine the parameter gradients are not touched
+        np.testing.assert_allclose(host(got), w, rtol=rtol * 10, atol=atol * 10)
+
+
 @pytest.mark.parametrize("dtype,affine", [(np.float32, True), (np.float64, False)])
 def test_layernorm(dtype, affine, rng):
     m, n = 3, 300  # more features than threads per block: the row loops stride

@@ -117,13 +117,15 @@ class BatchNorm1d(_Normalization):
             args = (grad_y, ws["x_hat"], self._inv_std, self.weight, ws["grad_x"], self.grad_weight,
                     self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
             return [(self.K.batchnorm_backward, args)], ws["grad_x"]
-        return [(self._eval_backward, (self._x, grad_y, ws["grad_x"]))], ws["grad_x"]
+        if self.device == "cpu":
+            return [(self._eval_backward, (self._x, grad_y, ws["grad_x"]))], ws["grad_x"]
+        args = (grad_y, self._x, self.weight, self.running_mean, self.running_var, ws["x_hat"], ws["grad_x"],
+                self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.eps, self.affine)
+        return [(self.K.batchnorm_backward_eval, args)], ws["grad_x"]
 
     def _eval_backward(self, x, grad_y, grad_x):
-        """Evaluation mode is an affine map per feature (rare: backward through a frozen layer)."""
-        if self.device != "cpu":
-            raise NotImplementedError(f"{self!r}: backward in evaluation mode (through frozen running "
-                                      f"statistics) runs on the CPU only; call model.to('cpu') for it")
+        """Evaluation mode is an affine map per feature (rare: backward through a frozen layer); on the
+        CPU in NumPy, on "cuda" the kernel ``batchnorm_backward_eval`` (the same formulas)."""
         inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
         if self.affine:
             self.grad_bias[...] = grad_y.sum(axis=0)

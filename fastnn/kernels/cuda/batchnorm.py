@@ -203,5 +203,49 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
                                               affine, typed(1.0 / m, grad_out))
 
 
-__all__ = ["batchnorm_backward", "batchnorm_forward_eval", "batchnorm_forward_train",
+@cuda.jit
+def _eval_hat(x, running_mean, running_var, x_hat, eps):
+    """x_hat = (x - running_mean) / sqrt(running_var + eps), elementwise."""
+    n = x.shape[1]
+    one = like(1.0, x)
+    for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        x_hat[i, j] = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
+
+
+@cuda.jit
+def _eval_grad_x(grad_out, gamma, running_var, grad_x, eps, affine):
+    """grad_x = grad_out * gamma / sqrt(running_var + eps) (without gamma unless ``affine``)."""
+    n = grad_out.shape[1]
+    one = like(1.0, grad_out)
+    for e in range(cuda.grid(1), grad_out.shape[0] * n, cuda.gridsize(1)):
+        i = e // n
+        j = e - i * n
+        inv_std = one / math.sqrt(running_var[j] + eps)
+        grad_x[i, j] = grad_out[i, j] * (gamma[j] * inv_std if affine else inv_std)
+
+
+def batchnorm_backward_eval(grad_out, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta,
+                            partials, eps, affine):
+    """Gradients of evaluation-mode batch norm (frozen running statistics) on the device.
+
+    A per-feature affine map: grad_x = grad_out * gamma / sqrt(running_var + eps); if ``affine``,
+    grad_beta = sum(grad_out) and grad_gamma = sum(grad_out * x_hat) over the batch (fixed row
+    chunks, combined in chunk order), with x_hat (batch, features) scratch written first. CUDA only:
+    the CPU layer does this step in NumPy (``BatchNorm1d._eval_backward``). ``grad_x`` may be ``grad_out``.
+    """
+    m, n = grad_out.shape
+    e = typed(eps, grad_out)
+    if affine:
+        _eval_hat[blocks_for(x.size), BLOCK](x, running_mean, running_var, x_hat, e)
+        grid, block = column_grid(m, n)
+        column_kernels(grad_out.dtype)[1][grid, block](grad_out, x_hat, partials)
+        chunks = -(-m // REDUCTION_CHUNK_ROWS)
+        sum_partials(partials, 0, grad_beta, chunks)
+        sum_partials(partials, 1, grad_gamma, chunks)
+    _eval_grad_x[blocks_for(grad_out.size), BLOCK](grad_out, gamma, running_var, grad_x, e, affine)
+
+
+__all__ = ["batchnorm_backward", "batchnorm_backward_eval", "batchnorm_forward_eval", "batchnorm_forward_train",
            "batchnorm_forward_train_counted", "partial_rows", "sum_partials"]
