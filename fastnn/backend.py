@@ -161,9 +161,38 @@ def pinned_empty(shape, dtype) -> np.ndarray:
     return _cuda().pinned_array(shape, dtype)
 
 
-def stream(device: str = "cuda"):
-    """A new CUDA stream for ``device`` (0, the default stream, on the CPU where none exists)."""
-    return 0 if device == "cpu" else _cuda().stream()
+def stream(device: str = "cuda", non_blocking: bool = False):
+    """A new CUDA stream for ``device`` (0, the default stream, on the CPU where none exists).
+
+    ``non_blocking``: the stream does not synchronise with the default stream, where fastnn's
+    kernels run, so copies on it can overlap them (order work with :func:`event` instead).
+    numba-cuda has no public call for that flag: where the internal one fails, a plain stream
+    (correct, without overlap) is returned.
+    """
+    if device == "cpu":
+        return 0
+    if non_blocking and not cuda_simulator():
+        try:
+            return _non_blocking_stream()
+        except Exception:  # noqa: BLE001 - internals of another numba-cuda version: no overlap, no crash
+            pass
+    return _cuda().stream()
+
+
+def _non_blocking_stream():
+    """numba-cuda 0.30's ``Context.create_stream`` with CU_STREAM_NON_BLOCKING instead of the default flags."""
+    from numba.cuda.cudadrv import driver as drv
+
+    context = _cuda().current_context()
+    handle = drv.driver.cuStreamCreate(drv.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value)
+    return drv.Stream(handle, finalizer=drv._stream_finalizer(context.deallocations, handle))
+
+
+def event(device: str = "cuda"):
+    """A CUDA event without timing (``record(stream)``, ``wait(stream)``, ``synchronize()``) to order streams."""
+    if device == "cpu":
+        raise ValueError('event() needs device="cuda": the CPU has no streams to order')
+    return _cuda().event() if cuda_simulator() else _cuda().event(timing=False)
 
 
 def to_device(array, device: str):
@@ -206,5 +235,5 @@ def copy_into(dst, src, stream=0) -> None:
 
 
 __all__ = ["CUDA_ONLY_NAMES", "DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
-           "cuda_simulator", "device_of", "full", "host_copy", "kernels", "pinned_empty", "require_cuda", "stream",
-           "to_device", "to_host", "zeros"]
+           "cuda_simulator", "device_of", "event", "full", "host_copy", "kernels", "pinned_empty", "require_cuda",
+           "stream", "to_device", "to_host", "zeros"]

@@ -51,32 +51,66 @@ _MAX_PLANS = 8
 
 
 class _BatchFeeder:
-    """Copies training batches from host arrays into a step plan's device buffers.
+    """Copies training batches from host arrays into a step plan's device buffers, one batch ahead.
 
-    Each batch is gathered on the host into page-locked (pinned) buffers, then copied to the
-    device asynchronously on a stream of its own; the stream is synchronised before the step's
-    kernels run. (No overlap with the previous step: every step reads its loss back to the host.)
+    Two slots, each a page-locked (pinned) host pair (x, y) and a device pair of the full batch
+    size. While the GPU runs step i, batch i+1 is gathered on the host into the other slot and
+    copied to its device pair on a non-blocking stream of its own. At step i+1 the default stream
+    (where the kernels run) waits for that copy (an event) and moves the batch into the plan's
+    buffers device-to-device, after step i's kernels that still read them. A slot is refilled only
+    when its last copy has finished (the host waits on its event) and was moved on (the copy stream
+    waits on an event), so the results are those of synchronous copies. ``prefetch = False``
+    copies each batch when its step starts (no overlap).
     """
 
-    def __init__(self, model: Sequential, batch_size: int):
-        trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
-        self.x = backend.pinned_empty((batch_size, model.in_features), model.dtype)
-        self.y = backend.pinned_empty((batch_size, *trailing), y_dtype)
-        self.stream = backend.stream(model.device)
+    prefetch = True
 
-    def load(self, plan: _StepPlan, X: np.ndarray, y: np.ndarray, rows) -> tuple:
-        m = plan.x.shape[0]
-        hx, hy = self.x[:m], self.y[:m]
-        if isinstance(rows, slice):
-            np.copyto(hx, X[rows])
-            np.copyto(hy, y[rows])
+    def __init__(self, model: Sequential, batch_size: int, X: np.ndarray, y: np.ndarray):
+        trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
+        specs = (((batch_size, model.in_features), model.dtype), ((batch_size, *trailing), y_dtype))
+        self.X, self.y, self.n, self.batch_size = X, y, X.shape[0], batch_size
+        self.host = [[backend.pinned_empty(shape, dtype) for shape, dtype in specs] for _ in range(2)]
+        self.device = [[backend.zeros(shape, dtype, model.device) for shape, dtype in specs] for _ in range(2)]
+        self.copied = [backend.event(model.device) for _ in range(2)]
+        self.moved = [backend.event(model.device) for _ in range(2)]
+        self.stream = backend.stream(model.device, non_blocking=True)
+        self.slot = 0
+        self.pending = None  # ((lo, hi), slot) of the batch being copied
+
+    def _start(self, lo: int, hi: int, order) -> None:
+        """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
+        k = self.slot = 1 - self.slot
+        self.copied[k].synchronize()  # the slot's previous copy has read its host buffers
+        hx, hy = (a[:hi - lo] for a in self.host[k])
+        if order is None:
+            np.copyto(hx, self.X[lo:hi])
+            np.copyto(hy, self.y[lo:hi])
         else:
-            np.take(X, rows, axis=0, out=hx)
-            np.take(y, rows, axis=0, out=hy)
-        backend.copy_into(plan.x, hx, self.stream)
-        backend.copy_into(plan.y, hy, self.stream)
-        self.stream.synchronize()
+            np.take(self.X, order[lo:hi], axis=0, out=hx)
+            np.take(self.y, order[lo:hi], axis=0, out=hy)
+        self.moved[k].wait(self.stream)  # ... and its device buffers were moved into a plan
+        for dst, src in zip(self.device[k], (hx, hy)):
+            backend.copy_into(dst[:hi - lo], src, self.stream)
+        self.copied[k].record(self.stream)
+        self.pending = ((lo, hi), k)
+
+    def load(self, plan: _StepPlan, lo: int, hi: int, order) -> tuple:
+        """Batch rows [lo, hi) in ``plan.x``/``plan.y`` (device); starts copying the epoch's next batch."""
+        if self.pending is None or self.pending[0] != (lo, hi):
+            self._start(lo, hi, order)
+        k = self.pending[1]
+        self.pending = None
+        self.copied[k].wait(0)  # the default stream runs on after the copy only
+        backend.copy_into(plan.x, self.device[k][0][:hi - lo])
+        backend.copy_into(plan.y, self.device[k][1][:hi - lo])
+        self.moved[k].record(0)
+        if self.prefetch and hi < self.n:
+            self._start(hi, min(self.n, hi + self.batch_size), order)
         return plan.x, plan.y
+
+    def close(self) -> None:
+        """Wait for a copy still in flight (its pinned host buffers must outlive it)."""
+        self.stream.synchronize()
 
 
 class Sequential:
@@ -436,7 +470,7 @@ class Sequential:
         self._restore_callback_states(user_callbacks)
         progress = EpochProgress(verbose, epochs, batches)
         order = np.empty(n, np.int64) if shuffle else None
-        feeder = None if self._device == "cpu" else _BatchFeeder(self, batch_size)
+        feeder = None if self._device == "cpu" else _BatchFeeder(self, batch_size, X, y)
         self._inputs(batch_size)  # grow the buffers to the full batch before any plan uses them
         self._grad_out(batch_size)
         was_training = self.training
@@ -460,8 +494,8 @@ class Sequential:
                         continue
                     cbs.on_batch_begin(b, {})
                     plan = self._plan(hi - lo)
-                    if feeder is not None:  # gathered on the host, copied into the plan's device buffers
-                        xb, yb = feeder.load(plan, X, y, slice(lo, hi) if order is None else order[lo:hi])
+                    if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
+                        xb, yb = feeder.load(plan, lo, hi, order)
                     elif order is None:
                         xb, yb = X[lo:hi], y[lo:hi]
                     elif plan is not None:  # gather the batch straight into the plan's buffers
@@ -491,6 +525,8 @@ class Sequential:
         finally:
             progress.close()
             self.train(was_training)
+            if feeder is not None:
+                feeder.close()
         cbs.on_train_end({})
         return history
 

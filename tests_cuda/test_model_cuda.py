@@ -11,6 +11,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn import backend
+from fastnn import model as model_mod
 
 RTOL, ATOL = 1e-4, 1e-5
 STEPS = 2
@@ -151,6 +152,102 @@ def test_fit_with_validation_on_cuda(data):
         np.testing.assert_allclose(gpu_hist[key], cpu_hist[key], rtol=RTOL)
     assert gpu_hist["accuracy"] == cpu_hist["accuracy"]
     _assert_states_close(_state(models[0]), _state(models[1]))
+
+
+class _LazyStream:
+    """A copy stream whose copies run as late as the feeder's synchronisation allows: when an event
+    recorded after them is waited for or synchronised, or the stream is synchronised. (The simulator
+    copies at once, which would hide a missing wait.) A queued copy reads its source when it runs, as
+    an asynchronous copy from pinned memory does."""
+
+    def __init__(self):
+        self.queue, self.enqueued, self.done = [], 0, 0
+
+    def enqueue(self, copy):
+        self.queue.append(copy)
+        self.enqueued += 1
+
+    def run_until(self, position):
+        while self.done < position:
+            self.queue.pop(0)()
+            self.done += 1
+
+    def synchronize(self):
+        self.run_until(self.enqueued)
+
+
+class _LazyEvent:
+    def __init__(self):
+        self.stream, self.position = None, 0
+
+    def record(self, stream=0):
+        lazy = isinstance(stream, _LazyStream)
+        self.stream, self.position = (stream, stream.enqueued) if lazy else (None, 0)
+
+    def wait(self, stream=0):
+        if not isinstance(stream, _LazyStream):  # the default stream (synchronous here) runs on after it
+            self.synchronize()
+
+    def synchronize(self):
+        if self.stream is not None:
+            self.stream.run_until(self.position)
+
+
+def _fit_on_cuda(monkeypatch, X, y, prefetch=True, lazy=False):
+    """(model, history, copies in flight at each step) of a small fit on "cuda" with shuffling."""
+    monkeypatch.setattr(model_mod._BatchFeeder, "prefetch", prefetch)
+    streams = []
+    if lazy:
+        copy_into = backend.copy_into
+
+        def lazy_copy(dst, src, stream=0):
+            if isinstance(stream, _LazyStream):
+                stream.enqueue(lambda: copy_into(dst, src))
+            else:
+                copy_into(dst, src, stream)
+
+        def lazy_stream(device="cuda", non_blocking=False):
+            streams.append(_LazyStream())
+            return streams[-1]
+
+        monkeypatch.setattr(backend, "copy_into", lazy_copy)
+        monkeypatch.setattr(backend, "event", lambda device="cuda": _LazyEvent())
+        monkeypatch.setattr(backend, "stream", lazy_stream)
+    model = _fit_model("cuda")
+    in_flight = []
+    step = model._step
+
+    def counting_step(xb, yb):
+        in_flight.append(len(streams[-1].queue) if streams else None)
+        return step(xb, yb)
+
+    model._step = counting_step
+    history = model.fit(X, y, epochs=2, batch_size=4, shuffle=True, verbose=0)
+    monkeypatch.undo()
+    return model, history.history, in_flight
+
+
+def _fit_model(device):
+    model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=6, device=device)
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
+
+
+def test_fit_overlaps_copies_and_equals_the_synchronous_and_cpu_runs(data, monkeypatch):
+    """7 samples in batches of 4 (the last one partial), shuffled, 2 epochs: the next batch's copy is
+    in flight during each step but the last of an epoch, and the weights equal the synchronous run's
+    bit for bit and the CPU's within rounding."""
+    X, y = data[0][:7], data[1][:7]
+    cpu = _fit_model("cpu")
+    cpu_history = cpu.fit(X, y, epochs=2, batch_size=4, shuffle=True, verbose=0).history
+    runs = {"overlap": _fit_on_cuda(monkeypatch, X, y), "sync": _fit_on_cuda(monkeypatch, X, y, prefetch=False),
+            "lazy": _fit_on_cuda(monkeypatch, X, y, lazy=True)}
+    assert runs["lazy"][2] == [2, 0, 2, 0]  # x and y of the next batch still queued while a step runs
+    weights = {name: backend.host_copy(model.params) for name, (model, _, _) in runs.items()}
+    assert np.array_equal(weights["overlap"], weights["sync"]) and np.array_equal(weights["lazy"], weights["sync"])
+    for _, history, _ in runs.values():
+        np.testing.assert_allclose(history["loss"], cpu_history["loss"], rtol=RTOL)
+        assert history["accuracy"] == cpu_history["accuracy"]
+    np.testing.assert_allclose(weights["overlap"], cpu.params, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("affine", [True, False])
