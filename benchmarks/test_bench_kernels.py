@@ -14,6 +14,7 @@ import pytest
 from fastnn._config import REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import ACTIVATIONS, activation_backward, activation_forward
 from fastnn.kernels.dense import dense_backward, dense_forward
+from fastnn.kernels.elementwise import add
 from fastnn.kernels.losses import cross_entropy_forward_backward, n_partials
 
 BATCH, IN, OUT = 128, 784, 256
@@ -88,6 +89,16 @@ def test_dense_torch(benchmark, dense_arrays):
 
     _run(benchmark, step)
     assert torch.isfinite(xt.grad).all()
+
+
+@pytest.mark.benchmark(group="residual add 512x1024 float32")
+@pytest.mark.parametrize("impl", ["fastnn", "numpy"])
+def test_residual_add(benchmark, impl):
+    rng = _rng()
+    a, b = (rng.standard_normal((512, 1024)).astype(np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    _run(benchmark, (lambda: add(a, b, out)) if impl == "fastnn" else (lambda: np.add(a, b, out=out)))
+    np.testing.assert_array_equal(out, a + b)
 
 
 @pytest.mark.benchmark(group="activation 128x256 float32, forward+backward")

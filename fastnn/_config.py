@@ -5,6 +5,8 @@ Every ``@njit`` in ``fastnn.kernels`` takes its options from :data:`JIT` (serial
 """
 from __future__ import annotations
 
+import os
+
 import numba
 
 # fastmath without 'nnan'/'ninf': NaN and inf stay detectable (DESIGN.md, PERF_NOTES.md).
@@ -30,6 +32,16 @@ GEMM_TILES = max(1, numba.config.NUMBA_NUM_THREADS)
 REDUCTION_CHUNK_ROWS = 64
 
 DTYPES = ("float32", "float64")
+
+# Recorded kernel calls (training steps, small predictions) tier up to one compiled function
+# (fastnn._fused) after this many runs, when Python's dispatch was more than FUSE_MIN_SHARE of
+# their time. FASTNN_FUSE=always fuses at once, =never keeps the Python loop (the test suite
+# uses never, except the tests of fusion itself, to save the compile time).
+FUSE_AFTER_CALLS = 200
+FUSE_MIN_SHARE = 0.02
+FUSE = os.environ.get("FASTNN_FUSE", "auto").strip().lower() or "auto"
+if FUSE not in ("auto", "always", "never"):
+    raise ValueError(f"FASTNN_FUSE must be auto, always or never, got {FUSE!r}; unset it for auto")
 
 
 def set_num_threads(n: int) -> None:

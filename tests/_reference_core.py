@@ -189,8 +189,14 @@ def binary_accuracy_count(logits, targets):
     return int(((_f64(logits) > 0) == (_f64(targets) > 0.5)).sum())
 
 
+def add(a, b):
+    """a + b in float64 (the residual sum)."""
+    return _f64(a) + _f64(b)
+
+
 __all__ = [
     "ACTIVATION_NAMES",
+    "add",
     "LOSS_REFERENCES",
     "accuracy_count",
     "activation_backward",

@@ -33,6 +33,12 @@ def _sources_digest() -> bytes:
 _DIGEST = _sources_digest()
 
 
+def stamp() -> bytes:
+    """Digest of every kernel source, ``_config.py`` and the GEMM tiling: code compiled from
+    fastnn kernels is valid only while this is unchanged."""
+    return _DIGEST
+
+
 class _KernelStampMixin:
     @classmethod
     def from_function(cls, py_func, py_file):

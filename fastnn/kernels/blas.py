@@ -1,10 +1,15 @@
 """BLAS GEMM callable from ``@njit`` code on any sub-block of a matrix, without copies.
 
 ``np.dot`` inside njit copies non-contiguous operands and cannot accumulate. fastnn instead
-calls the CBLAS ``?gemm`` of the OpenBLAS that ships inside SciPy's wheel, bound by symbol
-name (so functions that use it can still be cached). That BLAS is pinned to one thread:
-parallel kernels split a GEMM into fixed tiles of the output and run tiles on Numba's
-threads, so one thread pool does all the work (PERF_NOTES.md: two pools fighting cost 27x).
+calls the CBLAS ``?gemm`` of its own OpenBLAS instance, bound by symbol name (so functions that
+use it can still be cached): the ``scipy-openblas32`` wheel (the OpenBLAS build SciPy itself
+vendors, as a standalone package), or, without it, the copy bundled inside SciPy's wheel. The
+standalone wheel comes first because it is newer: OpenBLAS 0.3.31+ runs the single-thread
+GEMMs of fastnn's tiles 5-30% faster than SciPy 1.17's 0.3.30 on this project's machine
+(benchmarks/RESULTS.md). Either library is a separate instance from NumPy's, so pinning it to
+one thread leaves NumPy's BLAS alone: parallel kernels split a GEMM into fixed tiles of the
+output and run tiles on Numba's threads, so one thread pool does all the work (two pools
+fighting were measured 27x slower).
 """
 from __future__ import annotations
 
@@ -22,18 +27,31 @@ from ._scalar import n_chunks
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _find_openblas() -> tuple[str, str]:
-    import scipy
+def _candidate_libraries() -> list[str]:
+    """OpenBLAS shared libraries with 32-bit-int CBLAS, best first (none is loaded here)."""
+    import importlib.util
 
-    root = os.path.dirname(os.path.dirname(scipy.__file__))
-    for path in sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*"))):
+    found = []
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is not None and spec.origin:
+        lib_dir = os.path.join(os.path.dirname(spec.origin), "lib")
+        found += sorted(glob.glob(os.path.join(lib_dir, "libscipy_openblas*.so*")))
+    spec = importlib.util.find_spec("scipy")
+    if spec is not None and spec.origin:
+        root = os.path.dirname(os.path.dirname(spec.origin))
+        found += sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*")))
+    return found
+
+
+def _find_openblas() -> tuple[str, str]:
+    for path in _candidate_libraries():
         lib = ctypes.CDLL(path)
         for prefix in ("scipy_", ""):
             if hasattr(lib, prefix + "cblas_sgemm"):
                 return path, prefix
     raise ImportError(
-        "fastnn needs the OpenBLAS bundled in SciPy's PyPI wheel (libscipy_openblas with "
-        "cblas_sgemm) and could not find it. Install SciPy from PyPI: pip install --force-reinstall scipy")
+        "fastnn needs an OpenBLAS with CBLAS: the scipy-openblas32 wheel or the copy inside "
+        "SciPy's PyPI wheel, and found neither. Install one: pip install scipy-openblas32")
 
 
 LIBRARY_PATH, _PREFIX = _find_openblas()  #: the BLAS library fastnn's kernels call (pinned to 1 thread)

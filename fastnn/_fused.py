@@ -1,0 +1,264 @@
+"""Recorded kernel calls compiled into one function, so a step costs one Python-to-Numba call.
+
+A training step or a small prediction is a fixed list of ``(kernel, args)`` calls on fixed
+buffers (``Sequential._plan``). Run from Python, every call pays Numba's dispatch and the
+unboxing of each array argument: 3-6 us per call here, most of a small network's step. This
+module writes the list out as the source of one ``@njit`` function whose parameters are the
+distinct arguments, imports it and calls it once per step.
+
+The generated source depends only on the *structure* of the list (which kernels, and which
+argument positions share one buffer), never on sizes or values, so models of one structure
+share it. Files are named by a hash of their source and of the kernels' cache stamp, so a
+changed kernel never meets a stale compiled step; they live in fastnn's cache folder, and
+Numba caches their compiled code beside them.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from numba.core.registry import CPUDispatcher
+
+from . import _config
+from .kernels import _cache
+
+Call = tuple[Callable[..., Any], tuple]
+
+
+def cache_dir() -> str:
+    """Folder of the generated step functions: ``$FASTNN_CACHE_DIR``, else under
+    ``$NUMBA_CACHE_DIR``, else ``~/.cache/fastnn`` (a temporary folder if that is not writable)."""
+    root = os.environ.get("FASTNN_CACHE_DIR")
+    if not root:
+        numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+        root = os.path.join(numba_dir, "fastnn") if numba_dir else os.path.join(
+            os.path.expanduser("~"), ".cache", "fastnn")
+    for candidate in (root, os.path.join(tempfile.gettempdir(), f"fastnn-{os.getuid()}")):
+        try:
+            os.makedirs(candidate, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise OSError(f"no writable folder for fastnn's compiled steps (tried {root!r}); "
+                  f"set FASTNN_CACHE_DIR to a writable folder")
+
+
+def fusible(calls: Sequence[Call]) -> bool:
+    """True when every callable is a fastnn ``@njit`` kernel (user layers are not)."""
+    return all(isinstance(fn, CPUDispatcher) and fn.py_func.__module__.startswith("fastnn.kernels")
+               for fn, _ in calls)
+
+
+def _root(arr: np.ndarray) -> np.ndarray:
+    while isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr
+
+
+def _scalar_expr(value, fv: list, iv: list) -> str:
+    """Source that reads scalar ``value`` back, with its Numba type, from the packed arrays."""
+    if isinstance(value, (bool, np.bool_)):
+        iv.append(int(value))
+        return f"(iv[{len(iv) - 1}] != 0)"
+    if isinstance(value, (int, np.integer)):
+        iv.append(int(value))
+        kind = "" if isinstance(value, int) or np.dtype(type(value)) == np.int64 else f"np.{np.dtype(type(value)).name}"
+        return f"{kind}(iv[{len(iv) - 1}])" if kind else f"iv[{len(iv) - 1}]"
+    if isinstance(value, (float, np.floating)):
+        fv.append(float(value))
+        kind = "" if isinstance(value, float) or np.dtype(type(value)) == np.float64 else f"np.{np.dtype(type(value)).name}"
+        return f"{kind}(fv[{len(fv) - 1}])" if kind else f"fv[{len(fv) - 1}]"
+    raise TypeError(f"cannot fuse an argument of type {type(value).__name__}")
+
+
+class _Arguments:
+    """The distinct buffers of a list of calls: every C-contiguous array that is a view of a
+    C-contiguous buffer becomes ``buffer[start:stop].reshape(shape)`` inside the function, so
+    one parameter serves all views of one buffer (a layer's workspace, the flat parameters);
+    the other arrays are parameters of their own; scalars are packed into two arrays."""
+
+    def __init__(self):
+        self.buffers: list[np.ndarray] = []  # flat views of the root buffers, then loose arrays
+        self._buffer_index: dict[int, int] = {}
+        self.meta: list[int] = []
+        self.fv: list[float] = []
+        self.iv: list[int] = []
+        self.lines: list[str] = []
+        self._names: dict[int, str] = {}
+        self._keep: list[np.ndarray] = []  # ids stay unique while the arrays live
+
+    def _buffer(self, arr: np.ndarray) -> str:
+        if id(arr) not in self._buffer_index:
+            self._buffer_index[id(arr)] = len(self.buffers)
+            self.buffers.append(arr)
+            self._keep.append(arr)
+        return f"b{self._buffer_index[id(arr)]}"
+
+    def array(self, arr: np.ndarray) -> str:
+        name = self._names.get(id(arr))
+        if name is not None:
+            return name
+        self._keep.append(arr)
+        root = _root(arr)
+        if (arr.flags.c_contiguous and root.flags.c_contiguous and root.dtype == arr.dtype
+                and arr.ndim in (1, 2) and arr.size > 0):
+            flat = self._flat(root)
+            start = (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // arr.itemsize
+            m = len(self.meta)
+            self.meta += [start, start + arr.size, *arr.shape]
+            view = f"view{arr.ndim}({self._buffer(flat)}, meta, {m})"
+            name = f"v{len(self._names)}"
+            self.lines.append(f"    {name} = {view}")
+        else:
+            name = self._buffer(arr)
+        self._names[id(arr)] = name
+        return name
+
+    def _flat(self, root: np.ndarray) -> np.ndarray:
+        for existing in self.buffers:
+            if _root(existing) is root and existing.ndim == 1:
+                return existing
+        return root.reshape(-1)
+
+    def value(self, value) -> str:
+        return self.array(value) if isinstance(value, np.ndarray) else _scalar_expr(value, self.fv, self.iv)
+
+
+def _source(calls: Sequence[Call], returns: int | None) -> tuple[str, list]:
+    """(source of ``run``, the values to pass to it) for ``calls``; ``run`` returns the result of
+    call number ``returns`` (or nothing)."""
+    imports, names, body = [], {}, []
+    args = _Arguments()
+    for index, (fn, values) in enumerate(calls):
+        key = (fn.py_func.__module__, fn.py_func.__name__)
+        if key not in names:
+            names[key] = f"k{len(names)}"
+            imports.append(f"from {key[0]} import {key[1]} as {names[key]}")
+        call = f"{names[key]}({', '.join(args.value(v) for v in values)})"
+        body.append(f"    result = {call}" if index == returns else f"    {call}")
+    body.append("    return result" if returns is not None else "    return None")
+    params = ["meta", "fv", "iv", *(f"b{i}" for i in range(len(args.buffers)))]
+    source = "\n".join([
+        '"""Generated by fastnn._fused: one step of recorded kernel calls."""',
+        "import numpy as np", "from numba import njit",
+        "from fastnn.kernels.views import view1, view2", *imports, "", "",
+        "@njit(cache=True, nogil=True)",
+        f"def run({', '.join(params)}):", *args.lines, *body, ""])
+    values = [np.array(args.meta, np.int64), np.array(args.fv, np.float64), np.array(args.iv, np.int64),
+              *args.buffers]
+    return source, values
+
+
+_LOADED: dict[str, Callable] = {}
+
+
+def _load(source: str) -> Callable:
+    digest = hashlib.sha256(source.encode() + _cache.stamp()).hexdigest()[:24]
+    fn = _LOADED.get(digest)
+    if fn is not None:
+        return fn
+    path = os.path.join(cache_dir(), f"step_{digest}.py")
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as handle:
+            handle.write(source)
+        os.replace(tmp, path)  # atomic: concurrent processes write the same content
+    name = f"fastnn_step_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    fn = _LOADED[digest] = module.run
+    return fn
+
+
+class FusedCalls:
+    """``calls`` compiled into one function; ``__call__`` runs them all and returns the result
+    of call number ``returns`` (None if not given). The arguments are bound once: the calls
+    must keep working on the same buffers, as recorded plans do."""
+
+    def __init__(self, calls: Sequence[Call], returns: int | None = None):
+        self.source, self._values = _source(calls, returns)
+        self._fn = _load(self.source)
+
+    def __call__(self):
+        return self._fn(*self._values)
+
+
+class CallRunner:
+    """Runs a recorded list of kernel calls, tiering up like a JIT.
+
+    The calls first run one by one from Python. Once they have run ``FUSE_AFTER_CALLS``
+    times, if Python's dispatch of them was measured at more than ``FUSE_MIN_SHARE`` of their
+    time (small networks, small batches), they are compiled into one function
+    (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
+    and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
+    ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns.
+    """
+
+    __slots__ = ("_elapsed", "_fused", "_runs", "_tiering", "calls", "returns")
+
+    def __init__(self, calls: Sequence[Call], returns: int | None = None):
+        self.calls = list(calls)
+        self.returns = returns
+        self._fused: FusedCalls | None = None
+        self._runs = 0
+        self._elapsed = 0.0
+        self._tiering = _config.FUSE != "never" and fusible(self.calls)
+        if self._tiering and _config.FUSE == "always":
+            self._fused = FusedCalls(self.calls, returns)
+
+    @property
+    def fused(self) -> bool:
+        """True once the calls run as one compiled function."""
+        return self._fused is not None
+
+    def __call__(self):
+        if self._fused is not None:
+            return self._fused()
+        if not self._tiering:
+            return self._run_calls()
+        start = time.perf_counter()
+        result = self._run_calls()
+        self._elapsed += time.perf_counter() - start
+        self._runs += 1
+        if self._runs >= _config.FUSE_AFTER_CALLS:
+            self._tiering = False
+            dispatch = len(self.calls) * _dispatch_seconds(self.calls[0][1][0].dtype)
+            if dispatch > _config.FUSE_MIN_SHARE * self._elapsed / self._runs:
+                self._fused = FusedCalls(self.calls, self.returns)
+        return result
+
+    def _run_calls(self):
+        result = None
+        for index, (fn, args) in enumerate(self.calls):
+            value = fn(*args)
+            if index == self.returns:
+                result = value
+        return result
+
+
+_DISPATCH: list[float] = []
+
+
+def _dispatch_seconds(dtype) -> float:
+    """Measured cost of calling a cached 7-argument kernel from Python (seconds, once per process)."""
+    if not _DISPATCH:
+        from .kernels.checks import all_finite  # compiled already: input validation uses it
+
+        probe = np.zeros((1, 1), dtype)
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(20):
+                all_finite(probe)
+            best = min(best, (time.perf_counter() - start) / 20)
+        _DISPATCH.append(best + 6 * 1.5e-7)  # + the unboxing of 6 more arguments (measured ~0.13-0.15 us each)
+    return _DISPATCH[0]

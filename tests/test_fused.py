@@ -1,0 +1,144 @@
+"""Fused steps (fastnn._fused): recorded kernel calls compiled into one function.
+
+The rest of the suite runs with FASTNN_FUSE=never (tests/conftest.py) to save compile time;
+here fusion is switched on per test through ``fastnn._config.FUSE``.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _config, _fused
+from fastnn.layers.base import Layer
+
+
+@pytest.fixture
+def fuse(monkeypatch, tmp_path):
+    """Fuse every plan at once; generated steps go to a fresh cache folder."""
+    monkeypatch.setattr(_config, "FUSE", "always")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})  # load from this folder, not from earlier tests
+    return tmp_path
+
+
+def _tiny(seed=3, dtype="float32", width=16):
+    return fnn.Sequential([fnn.Dense(2, width, activation="tanh"), fnn.Dense(width, width, activation="tanh"),
+                           fnn.Dense(width, 1)], seed=seed, dtype=dtype)
+
+
+def _regularised(dtype="float32"):
+    return fnn.Sequential([fnn.Dense(7, 33), fnn.BatchNorm1d(33), fnn.ReLU(), fnn.Dropout(0.3),
+                           fnn.Residual(fnn.Dense(33, 33, activation="gelu")), fnn.LayerNorm(33),
+                           fnn.Dense(33, 4)], seed=11, dtype=dtype)
+
+
+def _train(model, X, y, loss, steps=6, batch=9):
+    model.compile(loss=loss, optimizer=fnn.optim.Adam(lr=0.01))
+    losses = [model.train_step(X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]) for i in range(steps)]
+    return np.array(losses), model.params.copy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_training_steps_equal_the_python_loop_bit_for_bit(fuse, monkeypatch, dtype, rng):
+    X = rng.standard_normal((60, 2))
+    y = np.tanh(X[:, :1] * X[:, 1:])
+    fused_model = _tiny(dtype=dtype)
+    fused = _train(fused_model, X, y, "mse")
+    assert fused_model._plan(9).run.fused
+    monkeypatch.setattr(_config, "FUSE", "never")
+    loop_model = _tiny(dtype=dtype)
+    loop = _train(loop_model, X, y, "mse")
+    assert not loop_model._plan(9).run.fused
+    np.testing.assert_array_equal(fused[0], loop[0])
+    np.testing.assert_array_equal(fused[1], loop[1])
+
+
+def test_fused_step_with_batchnorm_dropout_residual_layernorm(fuse, monkeypatch, rng):
+    """Every plannable layer kind in one fused step: same losses, weights, running statistics
+    and dropout masks as the Python loop; then the same predictions at batch 1 and 5."""
+    X = rng.standard_normal((54, 7)).astype(np.float32)
+    y = np.arange(54) % 4
+    fused_model = _regularised()
+    fused = _train(fused_model, X, y, "cross_entropy")
+    monkeypatch.setattr(_config, "FUSE", "never")
+    loop_model = _regularised()
+    loop = _train(loop_model, X, y, "cross_entropy")
+    np.testing.assert_array_equal(fused[0], loop[0])
+    np.testing.assert_array_equal(fused[1], loop[1])
+    np.testing.assert_array_equal(fused_model.layers[1].running_var, loop_model.layers[1].running_var)
+    monkeypatch.setattr(_config, "FUSE", "always")
+    for rows in (X[:1], X[:5]):
+        np.testing.assert_array_equal(fused_model.predict(rows), loop_model.predict(rows))
+        assert fused_model._infer_plan(rows.shape[0])[1].fused
+
+
+def test_one_generated_step_serves_every_model_of_one_structure(fuse):
+    """The source holds the structure only: sizes, values and dtypes are arguments."""
+    X32 = np.ones((8, 2), np.float32)
+    sources = set()
+    for width, seed in ((16, 1), (40, 2)):
+        model = _tiny(seed=seed, width=width)
+        model.compile(loss="mse", optimizer="sgd")
+        model.train_step(X32, X32[:, :1])
+        sources.add(model._plan(8).run._fused.source)
+    assert len(sources) == 1
+    assert len([f for f in os.listdir(fuse) if f.endswith(".py")]) == 1
+
+
+def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(monkeypatch):
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 3)
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    X = np.zeros((4, 2), np.float32)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", float("inf"))  # dispatch never worth it
+    for _ in range(5):
+        model.train_step(X, X[:, :1])
+    assert not model._plan(4).run.fused
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.0)  # dispatch always worth it
+    X = np.zeros((5, 2), np.float32)
+    model.train_step(X, X[:, :1])
+    model.train_step(X, X[:, :1])
+    assert not model._plan(5).run.fused
+    model.train_step(X, X[:, :1])
+    assert model._plan(5).run.fused
+
+
+def test_user_layers_are_never_fused(fuse, rng):
+    class Double(Layer):
+        def build(self, in_features, dtype):
+            return in_features
+
+        def forward(self, x, training=True):
+            return 2 * x
+
+        def backward(self, grad_y, need_grad_x=True):
+            return 2 * grad_y
+
+    calls = [(lambda: None, ())]
+    assert not _fused.fusible(calls)
+    runner = _fused.CallRunner(calls)
+    assert not runner.fused and runner() is None
+    model = fnn.Sequential([fnn.Dense(3, 4), Double(), fnn.Dense(4, 1)], seed=0)
+    model.compile(loss="mse", optimizer="sgd")
+    X = rng.standard_normal((6, 3)).astype(np.float32)
+    assert np.isfinite(model.train_step(X, X[:, :1]))
+
+
+def test_cache_dir_falls_back_when_the_folder_is_not_writable(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(blocked / "sub"))
+    folder = _fused.cache_dir()
+    assert os.path.isdir(folder) and os.access(folder, os.W_OK)
+    assert not folder.startswith(str(blocked))
+
+
+def test_bad_fastnn_fuse_value_is_a_clear_error():
+    env = dict(os.environ, FASTNN_FUSE="sometimes")
+    result = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "FASTNN_FUSE must be auto, always or never" in result.stderr
