@@ -83,7 +83,7 @@ def cuda_simulator() -> bool:
 DEVICES = ("cpu", "cuda")
 
 #: the kernel functions the object layer calls, by kernel module; each device's module of that
-#: name provides them with the same arguments (``add``: out = a + b, for Residual)
+#: name provides them with the same arguments
 KERNEL_NAMES = {
     "activations": ("activation_forward", "activation_backward"),
     "dense": ("dense_forward", "dense_backward"),
@@ -91,6 +91,7 @@ KERNEL_NAMES = {
     "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",
                   "partial_rows"),
     "layernorm": ("layernorm_forward", "layernorm_backward"),
+    "elementwise": ("add",),
     "losses": ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
                "n_partials"),
     "optim": ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update",
@@ -118,10 +119,7 @@ def kernels(device: str = "cpu") -> SimpleNamespace:
         for module_name, names in KERNEL_NAMES.items():
             module = importlib.import_module(f"{package}.{module_name}")
             functions.update({name: getattr(module, name) for name in names})
-        if device == "cpu":
-            functions["add"] = np.add
-        else:
-            functions["add"] = importlib.import_module(f"{package}.elementwise").add
+        if device != "cpu":
             for module_name, names in CUDA_ONLY_NAMES.items():
                 module = importlib.import_module(f"{package}.{module_name}")
                 functions.update({name: getattr(module, name) for name in names})

@@ -11,6 +11,7 @@ from . import backend
 from . import losses as losses_mod
 from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
+from ._fused import CallRunner
 from ._progress import EpochProgress
 from .callbacks import CallbackList, History
 from .kernels.rng import permutation
@@ -40,11 +41,13 @@ class _StepPlan:
     """The kernel calls of one training step at one batch size, on fixed buffers: the input
     and target buffers are filled, then forward calls, the loss kernel and backward calls run."""
 
-    __slots__ = ("backward", "forward", "loss_args", "loss_fn", "out", "x", "y")
+    __slots__ = ("backward", "forward", "loss_args", "loss_fn", "out", "run", "x", "y")
 
     def __init__(self, x, y, out, forward, loss_call, backward):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
         self.loss_fn, self.loss_args = loss_call
+        # forward, loss and backward as one runner that returns the loss (fused when small)
+        self.run = CallRunner([*forward, loss_call, *backward], returns=len(forward))
 
 
 _MAX_PLANS = 8
@@ -389,7 +392,7 @@ class Sequential:
             for layer in self.layers:
                 more, h = layer.forward_calls(h, False)
                 calls += more
-            plan = self._plans[("infer", m)] = (x, calls, h)
+            plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
         return plan
 
     def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
@@ -408,14 +411,10 @@ class Sequential:
             np.copyto(plan.x, xb)
         if yb is not plan.y:
             np.copyto(plan.y, yb)
-        for fn, args in plan.forward:
-            fn(*args)
-        loss = plan.loss_fn(*plan.loss_args)
-        if not math.isfinite(loss):
+        loss = plan.run()
+        if not math.isfinite(loss):  # the gradients are garbage then; the weights are not touched
             self._forward(plan.x, False)  # fills every layer's last_output for the report
             raise FloatingPointError(self._divergence_report(loss))
-        for fn, args in plan.backward:
-            fn(*args)
         self.optimizer.step()
         return loss, plan.out
 
@@ -537,10 +536,9 @@ class Sequential:
         self.eval()
         try:
             if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS and self._plannable:
-                x, calls, y = self._infer_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
+                x, run, y = self._infer_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
                 x[...] = X
-                for fn, args in calls:
-                    fn(*args)
+                run()
                 out[...] = y
             elif self._device == "cpu":
                 for lo in range(0, X.shape[0], batch_size):
