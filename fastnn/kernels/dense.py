@@ -58,10 +58,11 @@ def _forward_tile(x, w, b, z, y, code, alpha, tile, grid):
     r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], z.shape[0], z.shape[1])
     zero = like(0.0, z)
     gemm_block(False, False, like(1.0, z), x, w, zero, z, r0, r1, c0, c1)
-    if code < ROWWISE_CODES:
-        _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1)
-    else:
-        _bias_activate_block(z, z, b, IDENTITY, alpha, r0, r1, c0, c1)
+    # row-wise activations (softmax) run after all tiles: here only the bias. One call site with
+    # a run-time code, so the block function is compiled once (a literal code compiled it twice)
+    elementwise = code < ROWWISE_CODES
+    act = code if elementwise else IDENTITY
+    _bias_activate_block(z, y if elementwise else z, b, act, alpha, r0, r1, c0, c1)
 
 
 @njit(**JIT_PARALLEL)
