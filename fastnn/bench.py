@@ -41,6 +41,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import _config
+
 # ----------------------------------------------------------------------------- the configs
 
 
@@ -315,6 +317,17 @@ def machine_info() -> dict:
 
 # ----------------------------------------------------------------------------- timing
 
+def _warm_up(fn: Callable[[], object], calls: int, settle_s: float = 2.0) -> None:
+    """Call ``fn`` ``calls`` times, then on until fastnn's recorded calls have had the chance to
+    tier up to a fused step (``FUSE_AFTER_CALLS`` runs, then a compile or a cache load), or for
+    ``settle_s`` seconds at most: one-time costs must not leak into the calibration."""
+    start = time.perf_counter()
+    done = 0
+    while done < calls or (done <= _config.FUSE_AFTER_CALLS and time.perf_counter() - start < settle_s):
+        fn()
+        done += 1
+
+
 def _calibrate(fn: Callable[[], object], min_time: float) -> int:
     """Calls per timed block so that a block lasts about ``min_time`` seconds."""
     calls, start = 0, time.perf_counter()
@@ -342,8 +355,7 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: 
     pause = PAUSE_S if pause is None else pause
     calls = {}
     for name, fn in cases.items():
-        for _ in range(warmup):
-            fn()
+        _warm_up(fn, warmup)
         calls[name] = _calibrate(fn, min_time)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
