@@ -17,6 +17,8 @@ CPU_ONLY_MODULES = {
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
               "is copied to the device",
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
+    "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
+             "call their kernels one by one",
 }
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
