@@ -309,10 +309,20 @@ def machine_info() -> dict:
     ours = _fastnn_blas_path()
     info["threadpools"] = [
         {k: lib.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version", "filepath")}
-        | {"used_by": "fastnn kernels" if os.path.realpath(lib["filepath"]) == ours else "numpy (floor)"
-           if lib["user_api"] == "blas" else "openmp"}
-        for lib in threadpool_info()]
+        | {"used_by": _blas_user(lib, ours)} for lib in threadpool_info()]
     return info
+
+
+def _blas_user(lib: dict, ours: str | None) -> str:
+    """Who uses a thread pool threadpoolctl reports: fastnn's kernels, NumPy (the floor), or another library."""
+    if lib["user_api"] != "blas":
+        return "openmp"
+    path = os.path.realpath(lib["filepath"])
+    if path == ours:
+        return "fastnn kernels"
+    if os.sep + "numpy.libs" + os.sep in path:
+        return "numpy (floor)"
+    return "loaded by another library (SciPy), unused here"
 
 
 # ----------------------------------------------------------------------------- timing
