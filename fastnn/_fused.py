@@ -113,7 +113,7 @@ class _Arguments:
             start = (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // arr.itemsize
             m = len(self.meta)
             self.meta += [start, start + arr.size, *arr.shape]
-            view = f"view{arr.ndim}({self._buffer(flat)}, meta, {m})"
+            view = f"view{arr.ndim}({self._buffer(flat)}, meta[{m}:{len(self.meta)}])"
             name = f"v{len(self._names)}"
             self.lines.append(f"    {name} = {view}")
         else:

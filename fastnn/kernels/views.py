@@ -2,6 +2,8 @@
 
 Used by fused steps (``fastnn._fused``): a step receives each of its buffers once, flat, and
 takes its arrays back as views, so Python unboxes a few buffers per step instead of every array.
+The record is a slice of an int64 array (never a constant index: a literal index would compile
+one specialisation per position).
 """
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ from .._config import JIT
 
 
 @njit(**JIT)
-def view1(buffer, meta, i):
-    """``buffer[meta[i]:meta[i + 1]]``: a 1-D view (no copy)."""
-    return buffer[meta[i]:meta[i + 1]]
+def view1(buffer, record):
+    """``buffer[record[0]:record[1]]``: a 1-D view (no copy)."""
+    return buffer[record[0]:record[1]]
 
 
 @njit(**JIT)
-def view2(buffer, meta, i):
-    """``buffer[meta[i]:meta[i + 1]]`` as a ``(meta[i + 2], meta[i + 3])`` C-contiguous view."""
-    return buffer[meta[i]:meta[i + 1]].reshape((meta[i + 2], meta[i + 3]))
+def view2(buffer, record):
+    """``buffer[record[0]:record[1]]`` as a ``(record[2], record[3])`` C-contiguous view (no copy)."""
+    return buffer[record[0]:record[1]].reshape((record[2], record[3]))
