@@ -29,3 +29,10 @@ def _like_overload(value, ref):
 def n_chunks(n, chunk):
     """Number of fixed-size chunks of ``chunk`` items covering ``n`` items."""
     return (n + chunk - 1) // chunk
+
+
+@njit(**JIT_INLINE)
+def start_of(n):
+    """A 0 typed like ``n`` (int64), not a literal: serial twins pass it where the parallel path
+    passes a computed row, so the callee is compiled once instead of once more for literal 0."""
+    return n - n

@@ -15,7 +15,7 @@ from numba import literal_unroll, njit, prange, types
 from numba.extending import overload
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, start_of
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, SOFTMAX, LOG_SOFTMAX = range(11)
 
@@ -223,9 +223,10 @@ def activation_forward(x, out, code, alpha):
     a = like(alpha, x)
     chunks = n_chunks(m, 64)
     if x.size < PARALLEL_MIN_ELEMENTS:
-        rows_activate(code, x, out, a, 0, m)
+        rows_activate(code, x, out, a, start_of(m), m)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             rows_activate(code, x, out, a, c * 64, min(m, (c + 1) * 64))
 
 
@@ -236,9 +237,10 @@ def activation_backward(x, y, grad_y, grad_x, code, alpha):
     a = like(alpha, x)
     chunks = n_chunks(m, 64)
     if x.size < PARALLEL_MIN_ELEMENTS:
-        rows_activate_grad(code, x, y, grad_y, grad_x, a, 0, m)
+        rows_activate_grad(code, x, y, grad_y, grad_x, a, start_of(m), m)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             rows_activate_grad(code, x, y, grad_y, grad_x, a, c * 64, min(m, (c + 1) * 64))
 
 

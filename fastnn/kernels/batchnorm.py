@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, start_of
 
 
 def partial_rows(batch: int) -> int:
@@ -35,7 +36,7 @@ def _chunk_rows(chunk, m):
     return r0, min(r0 + REDUCTION_CHUNK_ROWS, m)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _chunk_moments(x, partials, chunk):
     """partials[0, chunk] = column means, partials[1, chunk] = sums of squared deviations."""
     r0, r1 = _chunk_rows(chunk, x.shape[0])
@@ -80,7 +81,7 @@ def _merge_moments(partials, mean, var, m, chunks):
         var[j] *= inv_m
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
     """x_hat = (x - mean) * inv_std and out = gamma * x_hat + beta (out = x_hat if not affine)."""
     n = x.shape[1]
@@ -105,7 +106,8 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     parallel = m * n >= PARALLEL_MIN_ELEMENTS
     if parallel:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _chunk_moments(x, partials, c)
     else:
         for c in range(chunks):
@@ -124,14 +126,15 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
     for j in range(n):
         inv_std[j] = one / math.sqrt(var[j] + e)
     if parallel:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
             _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1)
     else:
-        _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, 0, m)
+        _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, start_of(m), m)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, r1):
     n = x.shape[1]
     one = like(1.0, x)
@@ -150,14 +153,15 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out, eps, 
     m, n = x.shape
     e = like(eps, x)
     if m * n < PARALLEL_MIN_ELEMENTS:
-        _eval_rows(x, gamma, beta, running_mean, running_var, out, e, affine, 0, m)
+        _eval_rows(x, gamma, beta, running_mean, running_var, out, e, affine, start_of(m), m)
     else:
-        for c in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+        for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
             _eval_rows(x, gamma, beta, running_mean, running_var, out, e, affine, r0, r1)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _grad_sums_chunk(grad_out, x_hat, partials, chunk):
     """partials[0, chunk] = column sums of grad_out, partials[1, chunk] = of grad_out * x_hat."""
     r0, r1 = _chunk_rows(chunk, grad_out.shape[0])
@@ -185,7 +189,7 @@ def sum_partials(partials, which, total, chunks):
             total[j] += partials[which, c, j]
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1):
     """grad_x = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))."""
     m, n = grad_out.shape
@@ -210,7 +214,8 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     parallel = m * n >= PARALLEL_MIN_ELEMENTS
     if parallel:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _grad_sums_chunk(grad_out, x_hat, partials, c)
     else:
         for c in range(chunks):
@@ -218,11 +223,12 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
     if parallel:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
             _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1)
     else:
-        _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, 0, m)
+        _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, start_of(m), m)
 
 
 __all__ = [

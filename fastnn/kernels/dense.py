@@ -7,6 +7,7 @@ and bias column sums before the backward GEMMs) are fused into those same sweeps
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import (
@@ -17,7 +18,7 @@ from .._config import (
     PARALLEL_MIN_MACS,
     REDUCTION_CHUNK_ROWS,
 )
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, start_of
 from .activations import (
     IDENTITY,
     ROWWISE_CODES,
@@ -53,7 +54,7 @@ def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
                 yr[j] = activate(code, u, alpha)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _forward_tile(x, w, b, z, y, code, alpha, tile, grid):
     r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], z.shape[0], z.shape[1])
     zero = like(0.0, z)
@@ -76,15 +77,16 @@ def dense_forward(x, w, b, z, y, code, alpha):
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, parallel)
     if parallel:
-        for t in prange(grid[2] * grid[3]):
+        for t_u in prange(grid[2] * grid[3]):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
         _forward_tile(x, w, b, z, y, code, a, 0, grid)
     if code >= ROWWISE_CODES:
-        rows_activate(code, z, y, a, 0, m)
+        rows_activate(code, z, y, a, start_of(m), m)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
     """grad_z = grad_y * f'(z) on one fixed row chunk, and that chunk's bias-gradient partial."""
     r0 = chunk * REDUCTION_CHUNK_ROWS
@@ -126,7 +128,7 @@ def _block(tile, tile_rows, tile_cols, col_tiles, m, n):
     return r0, min(r0 + tile_rows, m), c0, min(c0 + tile_cols, n)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _backward_tile(x, w, grad_z, grad_x, grad_w, tile, w_grid, x_grid):
     """Tile ``tile`` of grad_w = x.T @ grad_z (the first tiles) or of grad_x = grad_z @ w.T."""
     one = like(1.0, grad_z)
@@ -154,13 +156,14 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     a = like(alpha, z)
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     if code >= ROWWISE_CODES:
-        rows_activate_grad(code, z, y, grad_y, grad_z, a, 0, m)
+        rows_activate_grad(code, z, y, grad_y, grad_z, a, start_of(m), m)
         code = IDENTITY
     if m * n < PARALLEL_MIN_ELEMENTS:
         for c in range(chunks):
             _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, a, c)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, a, c)
     for j in range(n):
         grad_b[j] = partial_b[0, j]
@@ -172,7 +175,8 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     x_grid = _grid(m, k, parallel)
     tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
     if parallel:
-        for t in prange(tiles):
+        for t_u in prange(tiles):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
     else:
         for t in range(tiles):

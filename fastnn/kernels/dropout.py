@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, start_of
 from .rng import hash_at, key64
 
 #: rows per chunk of the parallel loops (elementwise: only spreads the work)
@@ -74,9 +74,10 @@ def dropout_forward(x, out, mask, p, seed, stream, step):
     threshold = keep_threshold(p)
     scale = like(1.0 / (1.0 - p), x)
     if x.size < PARALLEL_MIN_ELEMENTS:
-        _forward_rows(x, out, mask, key, threshold, scale, 0, m)
+        _forward_rows(x, out, mask, key, threshold, scale, start_of(m), m)
     else:
-        for c in prange(n_chunks(m, CHUNK_ROWS)):
+        for c_u in prange(n_chunks(m, CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _forward_rows(x, out, mask, key, threshold, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
 
 
@@ -100,9 +101,10 @@ def dropout_backward(grad_out, mask, grad_in, p):
     m = grad_out.shape[0]
     scale = like(1.0 / (1.0 - p), grad_out)
     if grad_out.size < PARALLEL_MIN_ELEMENTS:
-        _backward_rows(grad_out, mask, grad_in, scale, 0, m)
+        _backward_rows(grad_out, mask, grad_in, scale, start_of(m), m)
     else:
-        for c in prange(n_chunks(m, CHUNK_ROWS)):
+        for c_u in prange(n_chunks(m, CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _backward_rows(grad_out, mask, grad_in, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
 
 

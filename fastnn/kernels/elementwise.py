@@ -6,10 +6,11 @@ of the block's input + gradient of the skip in the backward pass). A kernel rath
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import n_chunks
+from ._scalar import n_chunks, start_of
 
 
 @njit(**JIT_INLINE)
@@ -27,9 +28,10 @@ def add(a, b, out):
     ``a`` or ``b``. Parallel over row chunks from PARALLEL_MIN_ELEMENTS values."""
     m = out.shape[0]
     if out.size < PARALLEL_MIN_ELEMENTS:
-        _add_rows(a, b, out, 0, m)
+        _add_rows(a, b, out, start_of(m), m)
     else:
-        for c in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+        for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0 = c * REDUCTION_CHUNK_ROWS
             _add_rows(a, b, out, r0, min(m, r0 + REDUCTION_CHUNK_ROWS))
 

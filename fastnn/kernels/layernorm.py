@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import like, n_chunks
+from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from ._scalar import like, n_chunks, start_of
 from .batchnorm import partial_rows, sum_partials
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _forward_rows(x, gamma, beta, out, x_hat, inv_std, eps, affine, r0, r1):
     n = x.shape[1]
     inv_n = like(1.0 / n, x)
@@ -52,14 +53,15 @@ def layernorm_forward(x, gamma, beta, out, x_hat, inv_std, eps, affine):
     m = x.shape[0]
     e = like(eps, x)
     if x.size < PARALLEL_MIN_ELEMENTS:
-        _forward_rows(x, gamma, beta, out, x_hat, inv_std, e, affine, 0, m)
+        _forward_rows(x, gamma, beta, out, x_hat, inv_std, e, affine, start_of(m), m)
     else:
-        for c in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+        for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0 = c * REDUCTION_CHUNK_ROWS
             _forward_rows(x, gamma, beta, out, x_hat, inv_std, e, affine, r0, min(m, r0 + REDUCTION_CHUNK_ROWS))
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _backward_chunk(grad_out, x_hat, inv_std, gamma, grad_x, partials, affine, chunk):
     """grad_x on one row chunk and, if ``affine``, that chunk's partial sums for grad_beta/grad_gamma."""
     m, n = grad_out.shape
@@ -106,7 +108,8 @@ def layernorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
         for c in range(chunks):
             _backward_chunk(grad_out, x_hat, inv_std, gamma, grad_x, partials, affine, c)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _backward_chunk(grad_out, x_hat, inv_std, gamma, grad_x, partials, affine, c)
     if affine:
         sum_partials(partials, 0, grad_beta, chunks)

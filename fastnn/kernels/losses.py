@@ -99,7 +99,7 @@ def _chunk_rows(m, chunk):
     return r0, min(r0 + REDUCTION_CHUNK_ROWS, m)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
     """Sum over one row chunk of log-sum-exp(row) - row[label] (float64); grad = scale (softmax - onehot)."""
     r0, r1 = _chunk_rows(logits.shape[0], chunk)
@@ -128,7 +128,7 @@ def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
     return total
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk):
     """Sum over one row chunk of loss_value (float64); grad = scale * loss_grad."""
     r0, r1 = _chunk_rows(pred.shape[0], chunk)
@@ -171,7 +171,8 @@ def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute
         for ch in range(chunks):
             partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
     else:
-        for ch in prange(chunks):
+        for ch_u in prange(chunks):
+            ch = np.int64(ch_u)  # prange indices are uint64; int64 like the serial twin
             partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
     total = _combine(partials, chunks)
     return total / m if mean else total
@@ -195,7 +196,8 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
         for ch in range(chunks):
             partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
     else:
-        for ch in prange(chunks):
+        for ch_u in prange(chunks):
+            ch = np.int64(ch_u)  # prange indices are uint64; int64 like the serial twin
             partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
     total = _combine(partials, chunks)
     return total / count if mean else total

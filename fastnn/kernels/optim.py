@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 
 #: Elements per fixed chunk of every sweep (updates and the gradient-norm partials).
@@ -125,7 +125,7 @@ def lion_rule(p, g, m, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay
 # no negative-index wraparound blocks vectorisation: range(i0, i1) loops stayed scalar).
 # ---------------------------------------------------------------------------------------------
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _sgd_range(params, grads, buf, lr, momentum, omd, wd, nesterov, first_step, gs):
     if momentum != 0:
         for i in range(params.size):
@@ -151,7 +151,7 @@ def _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd,
             buf[i] = b
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, gs):
     # constant flags per call: after inlining each loop carries no branch (and vectorises)
     if centered:
@@ -165,13 +165,13 @@ def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd
         _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, False, False, gs)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _adagrad_range(params, grads, state_sum, clr, eps, wd, gs):
     for i in range(params.size):
         params[i], state_sum[i] = adagrad_rule(params[i], grads[i] * gs, state_sum[i], clr, eps, wd)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqrt, eps,
                 coupled_wd, decay, amsgrad, gs):
     if amsgrad:
@@ -186,7 +186,7 @@ def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqr
                 eps, coupled_wd, decay, amsgrad)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _lion_range(params, grads, m, lr, beta1, omb1, beta2, omb2, decay, gs):
     for i in range(params.size):
         params[i], m[i] = lion_rule(params[i], grads[i] * gs, m[i], lr, beta1, omb1, beta2, omb2, decay)
@@ -218,7 +218,8 @@ def sgd_update(params, grads, velocity, lr, momentum, dampening, weight_decay, n
         for c in range(chunks):
             _sgd_chunk(params, grads, velocity, c, n_decay, lr_, mom, omd, wd, nesterov, first_step, gs)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _sgd_chunk(params, grads, velocity, c, n_decay, lr_, mom, omd, wd, nesterov, first_step, gs)
 
 
@@ -247,7 +248,8 @@ def rmsprop_update(params, grads, square_avg, grad_avg, momentum_buffer, lr, alp
             _rmsprop_chunk(params, grads, square_avg, grad_avg, momentum_buffer, c, n_decay, lr_, a, oma,
                            eps_, mom, wd, centered, gs)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _rmsprop_chunk(params, grads, square_avg, grad_avg, momentum_buffer, c, n_decay, lr_, a, oma,
                            eps_, mom, wd, centered, gs)
 
@@ -269,7 +271,8 @@ def adagrad_update(params, grads, state_sum, lr, lr_decay, eps, weight_decay, n_
         for c in range(chunks):
             _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps_, wd, gs)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps_, wd, gs)
 
 
@@ -304,7 +307,8 @@ def adam_update(params, grads, m, v, vmax, lr, beta1, beta2, eps, weight_decay, 
             _adam_chunk(params, grads, m, v, vmax, c, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps_,
                         coupled_wd, decay, amsgrad, gs)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _adam_chunk(params, grads, m, v, vmax, c, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps_,
                         coupled_wd, decay, amsgrad, gs)
 
@@ -328,7 +332,8 @@ def lion_update(params, grads, m, lr, beta1, beta2, weight_decay, n_decay, grad_
         for c in range(chunks):
             _lion_chunk(params, grads, m, c, n_decay, lr_, b1, omb1, b2, omb2, decay, gs)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _lion_chunk(params, grads, m, c, n_decay, lr_, b1, omb1, b2, omb2, decay, gs)
 
 
@@ -357,7 +362,8 @@ def grad_global_norm(grads, partials):
         for c in range(chunks):
             _sum_squares_chunk(grads, partials, c)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _sum_squares_chunk(grads, partials, c)
     total = 0.0
     for c in range(chunks):
@@ -382,7 +388,8 @@ def clip_by_value(grads, clip_value):
         for c in range(chunks):
             _clip_chunk(grads, c, low, high)
     else:
-        for c in prange(chunks):
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _clip_chunk(grads, c, low, high)
 
 

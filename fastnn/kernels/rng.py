@@ -24,7 +24,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, start_of
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -128,7 +128,7 @@ def normal(seed, stream, step, index, ref):
     return normal_at(key64(seed, stream, step), index, ref)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _fill_uniform_range(out, key, low, span, i0, i1):
     for i in range(i0, i1):
         out[i] = low + span * uniform_at(key, i, out)
@@ -145,13 +145,14 @@ def fill_uniform(out, seed, stream, step, low, high):
     lo = like(low, out)
     span = like(high, out) - lo
     if n < PARALLEL_MIN_ELEMENTS:
-        _fill_uniform_range(out, key, lo, span, 0, n)
+        _fill_uniform_range(out, key, lo, span, start_of(n), n)
     else:
-        for c in prange(n_chunks(n, FILL_CHUNK)):
+        for c_u in prange(n_chunks(n, FILL_CHUNK)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _fill_uniform_range(out, key, lo, span, c * FILL_CHUNK, min(n, (c + 1) * FILL_CHUNK))
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _fill_normal_pairs(out, key, mean, std, p0, p1):
     n = out.shape[0]
     for p in range(p0, p1):
@@ -171,9 +172,10 @@ def fill_normal(out, seed, stream, step, mean, std):
     sigma = like(std, out)
     chunk = FILL_CHUNK // 2
     if n < PARALLEL_MIN_ELEMENTS:
-        _fill_normal_pairs(out, key, mu, sigma, 0, pairs)
+        _fill_normal_pairs(out, key, mu, sigma, start_of(pairs), pairs)
     else:
-        for c in prange(n_chunks(pairs, chunk)):
+        for c_u in prange(n_chunks(pairs, chunk)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _fill_normal_pairs(out, key, mu, sigma, c * chunk, min(pairs, (c + 1) * chunk))
 
 
