@@ -92,6 +92,7 @@ class _Arguments:
         self.iv: list[int] = []
         self.lines: list[str] = []
         self._names: dict[int, str] = {}
+        self._flats: dict[int, np.ndarray] = {}
         self._keep: list[np.ndarray] = []  # ids stay unique while the arrays live
 
     def _buffer(self, arr: np.ndarray) -> str:
@@ -122,10 +123,12 @@ class _Arguments:
         return name
 
     def _flat(self, root: np.ndarray) -> np.ndarray:
-        for existing in self.buffers:
-            if _root(existing) is root and existing.ndim == 1:
-                return existing
-        return root.reshape(-1)
+        """One flat view per root buffer (made once, so the parameter is shared)."""
+        flat = self._flats.get(id(root))
+        if flat is None:
+            flat = self._flats[id(root)] = root.reshape(-1)
+            self._keep.append(root)
+        return flat
 
     def value(self, value) -> str:
         return self.array(value) if isinstance(value, np.ndarray) else _scalar_expr(value, self.fv, self.iv)
