@@ -9,6 +9,7 @@ from fastnn._config import REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import ACTIVATIONS
 from fastnn.kernels.dense import dense_backward, dense_forward
 from tests import _reference_core as ref
+from tests._gradcheck import numeric_gradients
 
 DTYPES = [np.float32, np.float64]
 ACTIVATION_NAMES = ["identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "softmax", "log_softmax"]
@@ -89,17 +90,9 @@ def test_backward_finite_differences(name):
     def objective(x_, w_, b_):
         return np.sum(upstream * _forward(name, x_, w_, b_, alpha)[1])
 
-    eps = 1e-6
-    params = [x, w, b]
-    for which, (param, grad) in enumerate(zip(params, grads)):
-        numeric = np.empty_like(param)
-        for idx in np.ndindex(param.shape):
-            plus = [p.copy() for p in params]
-            minus = [p.copy() for p in params]
-            plus[which][idx] += eps
-            minus[which][idx] -= eps
-            numeric[idx] = (objective(*plus) - objective(*minus)) / (2 * eps)
-        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=("x", "w", "b")[which])
+    numeric = numeric_gradients(objective, [x, w, b], h=1e-6)
+    for which, (grad, expected) in enumerate(zip(grads, numeric)):
+        np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8, err_msg=("x", "w", "b")[which])
 
 
 @pytest.mark.parametrize("name", ["relu", "softmax"])
