@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -214,9 +215,9 @@ class CallRunner:
         self._fused: FusedCalls | None = None
         self._runs = 0
         self._elapsed = 0.0
-        self._tiering = _config.FUSE != "never" and fusible(self.calls)
+        self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
         if self._tiering and _config.FUSE == "always":
-            self._fused = FusedCalls(self.calls, returns)
+            self._fuse()
 
     @property
     def fused(self) -> bool:
@@ -234,10 +235,20 @@ class CallRunner:
         self._runs += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
             self._tiering = False
-            dispatch = len(self.calls) * _dispatch_seconds(self.calls[0][1][0].dtype)
-            if dispatch > _config.FUSE_MIN_SHARE * self._elapsed / self._runs:
-                self._fused = FusedCalls(self.calls, self.returns)
+            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / self._runs:
+                self._fuse()
         return result
+
+    def _fuse(self) -> None:
+        """Compile the calls into one function; if that fails, keep running them one by one."""
+        try:
+            self._fused = FusedCalls(self.calls, self.returns)
+        except Exception as error:  # a speed-up only: never let it stop training
+            self._tiering = False
+            warnings.warn(f"fastnn could not fuse a step's kernel calls into one function "
+                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                          f"they keep running one by one. Set FASTNN_FUSE=never to skip the attempt.",
+                          RuntimeWarning, stacklevel=3)
 
     def _run_calls(self):
         result = None
@@ -251,12 +262,12 @@ class CallRunner:
 _DISPATCH: list[float] = []
 
 
-def _dispatch_seconds(dtype) -> float:
+def _dispatch_seconds() -> float:
     """Measured cost of calling a cached 7-argument kernel from Python (seconds, once per process)."""
     if not _DISPATCH:
-        from .kernels.checks import all_finite  # compiled already: input validation uses it
+        from .kernels.checks import all_finite
 
-        probe = np.zeros((1, 1), dtype)
+        probe = np.zeros((1, 1), np.float32)
         best = float("inf")
         for _ in range(5):
             start = time.perf_counter()

@@ -142,3 +142,24 @@ def test_bad_fastnn_fuse_value_is_a_clear_error():
     result = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "FASTNN_FUSE must be auto, always or never" in result.stderr
+
+
+def test_a_failed_fusion_warns_and_keeps_the_python_loop(monkeypatch, rng):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(_fused, "FusedCalls", broken)
+    monkeypatch.setattr(_config, "FUSE", "always")
+    X = rng.standard_normal((9, 2)).astype(np.float32)
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    with pytest.warns(RuntimeWarning, match="could not fuse.*no compiler today.*FASTNN_FUSE=never"):
+        first = model.train_step(X, X[:, :1])
+    assert not model._plan(9).run.fused
+    assert np.isfinite(first) and np.isfinite(model.train_step(X, X[:, :1]))
+
+
+def test_an_empty_list_of_calls_never_tiers_up(monkeypatch):
+    monkeypatch.setattr(_config, "FUSE", "always")
+    runner = _fused.CallRunner([])
+    assert not runner.fused and runner() is None
