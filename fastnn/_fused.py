@@ -14,6 +14,7 @@ Numba caches their compiled code beside them.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -94,20 +95,17 @@ class _Arguments:
         self.lines: list[str] = []
         self._names: dict[int, str] = {}
         self._flats: dict[int, np.ndarray] = {}
-        self._keep: list[np.ndarray] = []  # ids stay unique while the arrays live
 
     def _buffer(self, arr: np.ndarray) -> str:
         if id(arr) not in self._buffer_index:
             self._buffer_index[id(arr)] = len(self.buffers)
             self.buffers.append(arr)
-            self._keep.append(arr)
         return f"b{self._buffer_index[id(arr)]}"
 
     def array(self, arr: np.ndarray) -> str:
         name = self._names.get(id(arr))
         if name is not None:
             return name
-        self._keep.append(arr)
         root = _root(arr)
         if (arr.flags.c_contiguous and root.flags.c_contiguous and root.dtype == arr.dtype
                 and arr.ndim in (1, 2) and arr.size > 0):
@@ -128,7 +126,6 @@ class _Arguments:
         flat = self._flats.get(id(root))
         if flat is None:
             flat = self._flats[id(root)] = root.reshape(-1)
-            self._keep.append(root)
         return flat
 
     def value(self, value) -> str:
@@ -259,20 +256,16 @@ class CallRunner:
         return result
 
 
-_DISPATCH: list[float] = []
-
-
+@functools.cache
 def _dispatch_seconds() -> float:
     """Measured cost of calling a cached 7-argument kernel from Python (seconds, once per process)."""
-    if not _DISPATCH:
-        from .kernels.checks import all_finite
+    from .kernels.checks import all_finite
 
-        probe = np.zeros((1, 1), np.float32)
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(20):
-                all_finite(probe)
-            best = min(best, (time.perf_counter() - start) / 20)
-        _DISPATCH.append(best + 6 * 1.5e-7)  # + the unboxing of 6 more arguments (measured ~0.13-0.15 us each)
-    return _DISPATCH[0]
+    probe = np.zeros((1, 1), np.float32)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(20):
+            all_finite(probe)
+        best = min(best, (time.perf_counter() - start) / 20)
+    return best + 6 * 1.5e-7  # + the unboxing of 6 more arguments (measured ~0.13-0.15 us each)
