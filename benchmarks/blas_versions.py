@@ -16,32 +16,30 @@ import time
 
 import numpy as np
 
+from fastnn.kernels import blas
+
 
 def _libraries() -> dict[str, tuple]:
-    """name -> (cblas_sgemm, int type) for every OpenBLAS found."""
+    """name -> (cblas_sgemm, int type) for NumPy's OpenBLAS and every one fastnn could call."""
+    spec = importlib.util.find_spec("numpy")
+    numpy_libs = os.path.join(os.path.dirname(os.path.dirname(spec.origin)), "numpy.libs")
+    paths = sorted(glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*"))) + blas._candidate_libraries()
     found = {}
-    patterns = []
-    for package, folder in (("numpy", "numpy.libs"), ("scipy", "scipy.libs")):
-        spec = importlib.util.find_spec(package)
-        if spec is not None:
-            patterns.append((package, os.path.join(os.path.dirname(os.path.dirname(spec.origin)), folder)))
-    spec = importlib.util.find_spec("scipy_openblas32")
-    if spec is not None:
-        patterns.append(("scipy-openblas32", os.path.join(os.path.dirname(spec.origin), "lib")))
-    for name, folder in patterns:
-        for path in glob.glob(os.path.join(folder, "libscipy_openblas*.so*")):
-            lib = ctypes.CDLL(path)
-            for suffix, int_type in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
-                if hasattr(lib, "scipy_cblas_sgemm" + suffix):
-                    getattr(lib, "scipy_openblas_set_num_threads" + suffix)(1)
-                    get_config = getattr(lib, "scipy_openblas_get_config" + suffix)
-                    get_config.restype = ctypes.c_char_p
-                    version = get_config().decode().split()[1]
-                    sgemm = getattr(lib, "scipy_cblas_sgemm" + suffix)
-                    sgemm.argtypes = [int_type] * 6 + [ctypes.c_float, ctypes.c_void_p, int_type, ctypes.c_void_p,
-                                                       int_type, ctypes.c_float, ctypes.c_void_p, int_type]
-                    found[f"{name} {version}"] = (sgemm, int_type)
-                    break
+    for path in paths:
+        name = ("numpy" if "numpy.libs" in path else "scipy-openblas32" if "scipy_openblas32" in path
+                else "scipy")
+        lib = ctypes.CDLL(path)
+        for suffix, int_type in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
+            if hasattr(lib, "scipy_cblas_sgemm" + suffix):
+                getattr(lib, "scipy_openblas_set_num_threads" + suffix)(1)
+                get_config = getattr(lib, "scipy_openblas_get_config" + suffix)
+                get_config.restype = ctypes.c_char_p
+                version = get_config().decode().split()[1]
+                sgemm = getattr(lib, "scipy_cblas_sgemm" + suffix)
+                sgemm.argtypes = [int_type] * 6 + [ctypes.c_float, ctypes.c_void_p, int_type, ctypes.c_void_p,
+                                                   int_type, ctypes.c_float, ctypes.c_void_p, int_type]
+                found[f"{name} {version}"] = (sgemm, int_type)
+                break
     return found
 
 
