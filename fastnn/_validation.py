@@ -174,3 +174,52 @@ def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:
     if arr.shape[0] != n_samples:
         raise ValueError(f"X and {argument} have different lengths: X has {n_samples} samples, "
                          f"{argument} has {arr.shape[0]}; pass one target per sample")
+
+
+def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the first layer") -> np.ndarray:
+    """X as a C-contiguous ``dtype`` array of shape (samples, *input_shape) with finite values.
+
+    One-axis inputs go through :func:`check_array` (sklearn's messages); for images and sequences
+    the per-sample shape must match ``input_shape`` exactly."""
+    if input_shape is None or len(input_shape) == 1:
+        return check_array(X, argument, dtype, None if input_shape is None else input_shape[0], layer_name)
+    shape = tuple(input_shape)
+    if (type(X) is np.ndarray and X.dtype == dtype and X.shape[1:] == shape and X.flags.c_contiguous and X.size
+            and all_finite(X.reshape(X.shape[0], -1))):
+        return X
+    arr = _as_numeric_array(X, argument)
+    expected = "(samples, " + ", ".join(map(str, shape)) + ")"
+    if arr.ndim == len(shape) and arr.shape == shape:
+        raise ValueError(f"{argument} has the shape of one sample {arr.shape}; {layer_name} expects {expected}: "
+                         f"add the sample axis with {argument}[None]")
+    if arr.ndim != len(shape) + 1 or arr.shape[1:] != shape:
+        raise ValueError(f"{argument} has shape {arr.shape}, but {layer_name} expects {expected}; reshape the data "
+                         f"(e.g. {argument}.reshape(len({argument}), {', '.join(map(str, shape))})) or build the "
+                         f"model with input_shape={arr.shape[1:]}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{argument} is empty (shape {arr.shape}); at least one sample is required")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{argument} contains NaN or infinity (first at index {tuple(int(i) for i in bad)}); "
+                         f"remove or impute those values first")
+    return arr
+
+
+def check_loss_output(output_shape, loss) -> None:
+    """Losses compare (batch, outputs) arrays: refuse models whose per-sample output has more axes."""
+    if output_shape is not None and len(output_shape) != 1:
+        raise ValueError(f"the model's output has per-sample shape {tuple(output_shape)}, but the loss {loss!r} "
+                         f"takes (batch, outputs): end the model with Flatten() (and a Dense layer) or a global "
+                         f"pooling layer")
+
+
+def check_state_array(expected: dict, name: str, value) -> None:
+    """A saved array ``name`` must exist in the model (``expected``) with the same shape."""
+    if name not in expected:
+        raise ValueError(f"the saved state has an array {name!r} that this model does not have; was it saved "
+                         f"from another architecture?")
+    shape = np.shape(value)
+    if tuple(shape) != tuple(expected[name].shape):
+        raise ValueError(f"the saved array {name!r} has shape {tuple(shape)}, the model expects "
+                         f"{tuple(expected[name].shape)}")

@@ -34,24 +34,13 @@ _SATURATION = {"sigmoid": (0.01, 0.99), "tanh": (-0.99, 0.99)}
 
 
 # -------------------------------------------------------------------------------- gradients
-def _loss_gradient(model, X, y, training: bool) -> float:
-    """Forward + loss + backward (no update): parameter gradients land in ``model.grads``."""
-    out = model._forward(X, training)
-    grad = np.empty_like(out)
-    loss = model.loss.forward_backward(out, y, grad, True)
-    model._backward(grad, False)
-    return float(loss)
-
-
 def gradient_norms(model, X, y, *, training: bool = True) -> dict[str, float]:
     """L2 norm of each parameter's gradient ("0.weight" -> norm) for one batch (X, y).
 
     Runs one forward and backward pass (no update) with the compiled loss; weights unchanged.
     """
-    model._require_compiled("gradient_norms")
-    X, y = model._check_xy(X, y)
-    _loss_gradient(model, X, y, training)
-    return {name: float(np.linalg.norm(g)) for name, _, g in model.named_parameters()}
+    _, grads = model.loss_and_grads(X, y, training=training)
+    return {name: float(np.linalg.norm(g)) for name, g in grads.items()}
 
 
 def layer_gradient_norms(model, X, y, *, training: bool = True) -> list[float]:
@@ -73,37 +62,30 @@ def weight_norms(model) -> dict[str, float]:
 
 # -------------------------------------------------------------------------------- snapshots
 class _Snapshot:
-    """Weights, layer buffers (running statistics, dropout counters), optimizer state, mode."""
+    """The model's checkpoint record (weights, buffers, optimizer state, training state) and its
+    optimizer object, put back by :meth:`restore`."""
 
     def __init__(self, model):
         self.model = model
-        self.arrays = {name: backend.host_copy(arr) for name, arr in model.state_arrays().items()}
+        self.record = model.snapshot()
         self.optimizer = model.optimizer
-        self.optimizer_state = None if model.optimizer is None or model.optimizer._params is None \
-            else model.optimizer.state_dict()
-        self.training = model.training
 
     def restore(self) -> None:
-        model = self.model
-        for name, arr in model.state_arrays().items():
-            arr[...] = self.arrays[name]
-        model.optimizer = self.optimizer
-        if self.optimizer_state is not None:
-            self.optimizer.load_state_dict(self.optimizer_state)
-        model.train(self.training)
+        if self.optimizer is not None and self.model.optimizer is not self.optimizer:
+            self.model.compile(self.model.loss, self.optimizer)
+        self.model.restore(self.record)
 
 
 def update_ratios(model, X, y) -> dict[str, float]:
     """||delta|| / ||weight|| per parameter for one ``train_step`` on (X, y) with the compiled
     optimizer; the step is undone afterwards (NaN for a parameter that is all zeros). Rule of thumb: around 1e-3 is healthy, 1e-1 and
     above means the learning rate is too high, below 1e-5 too low (CS231n)."""
-    model._require_compiled("update_ratios")
-    X, y = model._check_xy(X, y)
+    X, y = model.check_data(X, y)
     snap = _Snapshot(model)
     before = {name: backend.host_copy(value) for name, value, _ in model.named_parameters()}
     try:
         model.train()
-        model._step(X, y)
+        model.train_step(X, y)
         ratios = {}
         for name, value, _ in model.named_parameters():
             norm = float(np.linalg.norm(before[name]))
@@ -117,9 +99,7 @@ def update_ratios(model, X, y) -> dict[str, float]:
 # -------------------------------------------------------------------------------- activations
 def activations(model, X, *, training: bool = False) -> list[np.ndarray]:
     """A copy of every (top-level) layer's output for input X, first layer first."""
-    X = model._check_x(X)
-    model._forward(X, bool(training))
-    return [np.array(layer.last_output) for layer in model.layers]
+    return model.layer_outputs(X, training=bool(training))
 
 
 @dataclass
@@ -186,8 +166,7 @@ def find_nonfinite(model, X, y, *, training: bool = True) -> NonFiniteReport | N
     """Run one forward and backward pass layer by layer (no update) and name the first layer
     whose output (forward) or gradient (backward, walking from the last layer) contains NaN or
     inf; None when everything is finite."""
-    model._require_compiled("find_nonfinite")
-    X, y = model._check_xy(X, y)
+    X, y = model.check_data(X, y)
     h = X
     for i, layer in enumerate(model.layers):
         h = layer.forward(h, bool(training))
@@ -240,28 +219,29 @@ def overfit_one_batch(model, X, y, *, steps: int = 200, lr: float = 1e-2, optimi
     if model.loss is None:
         raise RuntimeError("overfit_one_batch needs a loss: call model.compile(loss=...) first")
     steps = V.check_int(steps, "steps", minimum=1)
-    X, y = model._check_xy(X, y)
+    X, y = model.check_data(X, y)
     snap = _Snapshot(model)
     opt = optimizer if optimizer is not None else Adam(lr=V.check_float(lr, "lr", low=0.0, low_inclusive=False))
-    opt.bind(model.params, model.grads,
-             model.params.size if getattr(model, "decay_bias_and_norm", False) else model.n_decay)
     losses: list[float] = []
     try:
-        model.optimizer = opt
+        model.compile(model.loss, opt)
         model.train()
         for _ in range(steps):
             try:
-                losses.append(float(model._step(X, y)[0]))
+                losses.append(float(model.train_step(X, y)))
             except FloatingPointError:
                 losses.append(math.inf)
                 break
-        final = float(model._evaluate(X, y, len(X))["loss"]) if math.isfinite(losses[-1]) else math.inf
-        accuracy = model._evaluate(X, y, len(X)).get("accuracy") if math.isfinite(final) else None
+        metrics = model.validate(X, y) if math.isfinite(losses[-1]) else {"loss": math.inf}
+        final = float(metrics["loss"])
+        accuracy = metrics.get("accuracy") if math.isfinite(final) else None
     finally:
         if restore:
             snap.restore()
-        else:
-            model.optimizer = snap.optimizer
+        elif snap.optimizer is not None:
+            trained = model.snapshot()
+            model.compile(model.loss, snap.optimizer)
+            model.restore({**trained, "optimizer": snap.record["optimizer"]})
     tol = 0.01 * losses[0] if tolerance is None else V.check_float(tolerance, "tolerance", low=0.0)
     return OverfitResult(losses, final, tol, bool(final <= tol), accuracy)
 
@@ -308,19 +288,19 @@ def gradient_check(layer, x, *, eps: float = 1e-6, training: bool = False, seed:
     from .model import Sequential
 
     x = np.array(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 1:
-        raise ValueError(f"x must be a 2-D array (batch, in_features), got shape {x.shape}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must be an array (batch, *input_shape) of at least 2 dimensions, got shape {x.shape}")
     eps = V.check_float(eps, "eps", low=0.0, low_inclusive=False)
     max_checks = V.check_int(max_checks, "max_checks", minimum=1)
-    model = Sequential([copy.deepcopy(layer)], dtype="float64", seed=seed, input_features=x.shape[1])
+    model = Sequential([copy.deepcopy(layer)], dtype="float64", seed=seed, input_shape=x.shape[1:])
     rng = np.random.default_rng(seed)
-    R = rng.standard_normal((x.shape[0], model.out_features))
+    R = rng.standard_normal((x.shape[0], *model.output_shape))
 
     def loss_at(inp):
-        return float(np.sum(model._forward(inp, training) * R))
+        return float(np.sum(model.forward(inp, training) * R))
 
-    model._forward(x, training)
-    grad_x = np.array(model._backward(R.copy(), True))
+    model.forward(x, training)
+    grad_x = np.array(model.backward(R.copy()))
     analytic_params = {name: backend.host_copy(g) for name, _, g in model.named_parameters()}
 
     def numeric(target: np.ndarray, flat_idx: np.ndarray, evaluate) -> np.ndarray:
@@ -372,13 +352,12 @@ def lr_range_test(model, X, y, *, start: float = 1e-6, end: float = 1.0, steps: 
     stopping once the smoothed loss exceeds ``diverge_factor`` times its best. Uses the model's
     compiled optimizer; the weights and optimizer state are restored afterwards.
     """
-    model._require_compiled("lr_range_test")
     start = V.check_float(start, "start", low=0.0, low_inclusive=False)
     end = V.check_float(end, "end", low=start, low_inclusive=False)
     steps = V.check_int(steps, "steps", minimum=2)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     smoothing = V.check_float(smoothing, "smoothing", 0.0, 1.0, high_inclusive=False)
-    X, y = model._check_xy(X, y)
+    X, y = model.check_data(X, y)
     n = X.shape[0]
     batch_size = min(batch_size, n)
     order = np.random.default_rng(seed).permutation(n)
@@ -393,7 +372,7 @@ def lr_range_test(model, X, y, *, start: float = 1e-6, end: float = 1.0, steps: 
             idx = order[lo:lo + batch_size]
             model.optimizer.lr = float(lr)
             try:
-                loss = float(model._step(X[idx], y[idx])[0])
+                loss = float(model.train_step(X[idx], y[idx]))
             except FloatingPointError:
                 diverged = True
                 break

@@ -1,8 +1,12 @@
-"""Sequential: a stack of layers over one flat parameter buffer, trained with fit()."""
+"""Sequential: a stack of layers over one flat parameter buffer, and the engine API (forward,
+backward, step plans, loss_and_grads, validate, snapshot/restore) that the training loop
+(:mod:`fastnn.training`), diagnostics and serialization use."""
 from __future__ import annotations
 
+import contextlib
 import math
-import time
+import threading
+import weakref
 
 import numpy as np
 
@@ -12,14 +16,11 @@ from . import losses as losses_mod
 from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
 from ._fused import CallRunner
-from ._progress import EpochProgress
-from .callbacks import CallbackList, History
-from .kernels.rng import permutation
 from .layers import layer_from_config, layer_to_config
-from .layers.base import Layer, Workspace
+from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of
 
 _PREDICT_BATCH = 1024
-_SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
+_MAX_PLANS = 8
 
 
 class _LazyText:
@@ -37,163 +38,234 @@ class _LazyText:
         return format(self.make(), spec)
 
 
+class _LayerList(list):
+    """The model's layers: a list that refuses changes (a built model's buffers and plans follow
+    its layers; a changed list would be silently ignored)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("a Sequential's layers are fixed when it is built (its parameters and step plans "
+                        "follow them); build a new model, e.g. fnn.Sequential([...new layers...]), or "
+                        "copy.deepcopy(model) first to keep the trained one")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
 class _StepPlan:
     """The kernel calls of one training step at one batch size, on fixed buffers: the input
-    and target buffers are filled, then forward calls, the loss kernel and backward calls run."""
+    and target buffers are filled, then forward calls, the loss kernel, backward calls and the
+    gradient norm run (``run()`` returns (loss, gradient norm))."""
 
-    __slots__ = ("backward", "forward", "loss_args", "loss_fn", "out", "run", "x", "y")
+    __slots__ = ("backward", "contexts", "forward", "loss_args", "loss_fn", "out", "run", "x", "y")
 
-    def __init__(self, x, y, out, forward, loss_call, backward):
+    def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
         self.loss_fn, self.loss_args = loss_call
-        # forward, loss and backward as one runner that returns the loss (fused when small)
-        self.run = CallRunner([*forward, loss_call, *backward], returns=len(forward))
+        self.contexts = contexts
+        calls = [*forward, loss_call, *backward, norm_call]
+        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1))
 
 
-_MAX_PLANS = 8
+class _StepGuard:
+    """Copies of the state a step changes before it commits (running statistics, dropout
+    counters), restored when the step fails, so any exception or interrupt leaves the model at
+    the last completed step."""
+
+    def __init__(self, buffers: list):
+        self.pairs = [(buf, backend.host_copy(buf) if isinstance(buf, np.ndarray) else backend.zeros(
+            buf.shape, buf.dtype, "cuda")) for buf in buffers]
+
+    def save(self) -> None:
+        for buf, saved in self.pairs:
+            backend.copy_into(saved, buf)
+
+    def restore(self) -> None:
+        for buf, saved in self.pairs:
+            backend.copy_into(buf, saved)
 
 
-class _BatchFeeder:
-    """Copies training batches from host arrays into a step plan's device buffers, one batch ahead.
+def _without_lr(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "lr"}
 
-    Two slots, each a page-locked (pinned) host pair (x, y) and a device pair of the full batch
-    size. While the GPU runs step i, batch i+1 is gathered on the host into the other slot and
-    copied to its device pair on a non-blocking stream of its own. At step i+1 the default stream
-    (where the kernels run) waits for that copy (an event) and moves the batch into the plan's
-    buffers device-to-device, after step i's kernels that still read them. A slot is refilled only
-    when its last copy has finished (the host waits on its event) and was moved on (the copy stream
-    waits on an event), so the results are those of synchronous copies. ``prefetch = False``
-    copies each batch when its step starts (no overlap).
-    """
 
-    prefetch = True
-
-    def __init__(self, model: Sequential, batch_size: int, X: np.ndarray, y: np.ndarray):
-        trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
-        specs = (((batch_size, model.in_features), model.dtype), ((batch_size, *trailing), y_dtype))
-        self.X, self.y, self.n, self.batch_size = X, y, X.shape[0], batch_size
-        self.host = [[backend.pinned_empty(shape, dtype) for shape, dtype in specs] for _ in range(2)]
-        self.device = [[backend.zeros(shape, dtype, model.device) for shape, dtype in specs] for _ in range(2)]
-        self.copied = [backend.event(model.device) for _ in range(2)]
-        self.moved = [backend.event(model.device) for _ in range(2)]
-        self.stream = backend.stream(model.device, non_blocking=True)
-        self.slot = 0
-        self.pending = None  # ((lo, hi), slot) of the batch being copied
-
-    def _start(self, lo: int, hi: int, order) -> None:
-        """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
-        k = self.slot = 1 - self.slot
-        self.copied[k].synchronize()  # the slot's previous copy has read its host buffers
-        hx, hy = (a[:hi - lo] for a in self.host[k])
-        if order is None:
-            np.copyto(hx, self.X[lo:hi])
-            np.copyto(hy, self.y[lo:hi])
-        else:
-            np.take(self.X, order[lo:hi], axis=0, out=hx)
-            np.take(self.y, order[lo:hi], axis=0, out=hy)
-        self.moved[k].wait(self.stream)  # ... and its device buffers were moved into a plan
-        for dst, src in zip(self.device[k], (hx, hy)):
-            backend.copy_into(dst[:hi - lo], src, self.stream)
-        self.copied[k].record(self.stream)
-        self.pending = ((lo, hi), k)
-
-    def load(self, plan: _StepPlan, lo: int, hi: int, order) -> tuple:
-        """Batch rows [lo, hi) in ``plan.x``/``plan.y`` (device); starts copying the epoch's next batch."""
-        if self.pending is None or self.pending[0] != (lo, hi):
-            self._start(lo, hi, order)
-        k = self.pending[1]
-        self.pending = None
-        self.copied[k].wait(0)  # the default stream runs on after the copy only
-        backend.copy_into(plan.x, self.device[k][0][:hi - lo])
-        backend.copy_into(plan.y, self.device[k][1][:hi - lo])
-        self.moved[k].record(0)
-        if self.prefetch and hi < self.n:
-            self._start(hi, min(self.n, hi + self.batch_size), order)
-        return plan.x, plan.y
-
-    def close(self) -> None:
-        """Wait for a copy still in flight (its pinned host buffers must outlive it)."""
-        self.stream.synchronize()
+def _all_layers(layers):
+    for layer in layers:
+        yield layer
+        yield from _all_layers([child for _, child in layer.sublayers()])
 
 
 class Sequential:
     """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
     initial weights, the shuffling order and dropout masks.
 
+    ``input_shape``: the per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``; taken from
+    the first layer when it fixes it (``Dense(64, ...)``), else from the first batch the model
+    sees. ``input_features=N`` is ``input_shape=(N,)``. The chain of shapes is checked when the
+    model is built, naming both layers on a mismatch.
+
     Parameters, gradients and optimizer states each live in one flat contiguous buffer
     (``model.params``, ``model.grads``); every layer's ``weight``/``bias`` is a view into them,
     weights (which get weight decay) first, then biases and normalisation parameters.
 
     ``device``: "cpu" (default) or "cuda" (an NVIDIA GPU through numba-cuda: ``pip install
-    "fastnn[cuda]"``); :meth:`to` moves a model. On "cuda" the flat buffers, optimizer state,
-    layer buffers and workspaces are device arrays (``model.params`` is a numba device array);
-    fit/predict/evaluate take and return NumPy arrays and copy batches in and results out.
+    "fastnn[cuda]"``); :meth:`to` moves a model.
+
+    Life cycle guarantees: a layer, an optimizer and a loss belong to one model (a layer or an
+    optimizer of another live model is refused; a shared loss is copied); ``copy.deepcopy`` and
+    pickling give an independent model (its checkpoint record, like :meth:`save`); predict and
+    evaluate may be called from several threads (they take the model's lock); training one model
+    from two threads at once raises RuntimeError.
     """
 
     def __init__(self, layers, *, seed: int = 0, dtype="float32", device: str = "cpu",
-                 input_features: int | None = None):
-        layers = list(layers)
+                 input_shape=None, input_features: int | None = None):
+        if isinstance(layers, Layer):
+            layers = [layers]
+        try:
+            layers = list(layers)
+        except TypeError:
+            raise TypeError(f"layers must be a list of fastnn layers, got {type(layers).__name__}") from None
         if not layers:
             raise ValueError("layers is empty: pass a list of layers, e.g. [fnn.Dense(2, 16), fnn.Tanh(), "
                              "fnn.Dense(16, 1)]")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastnn layer, got {type(layer).__name__} {layer!r}")
-        self.layers = layers
+        self._check_ownership(layers)
         self.seed = V.check_int(seed, "seed", minimum=0)
         self.dtype = V.check_dtype(dtype)
         V.check_choice(device, backend.DEVICES, "device")
         if device != "cpu":
             backend.require_cuda()  # before building anything: a clear error, not a Numba traceback
+        self.layers = _LayerList(layers)
         self._device = "cpu"
+        self._target_device = device
         self.loss: losses_mod.Loss | None = None
         self.decay_bias_and_norm = False
         self.optimizer = None
         self.training = True
         self.stop_training = False
-        self.epochs_done = 0
-        self._cursor = None  # (epoch, samples done, loss sum, correct) while inside an epoch
-        self._callbacks: list = []
-        self._pending_callback_states: list | None = None
-        self._build(input_features)
-        if device != "cpu":
-            self.to(device)
+        from .training import TrainingState
 
-    # -- construction -----------------------------------------------------------------------
-    def _build(self, input_features):
-        first = self.layers[0]
-        width = input_features if input_features is not None else first.in_features
-        if width is None:
-            raise ValueError(f"the input size is unknown: give the first layer its input size "
-                             f"(e.g. Dense({first.out_features and 'in_features'}, ...)) or pass "
-                             f"Sequential(..., input_features=N)")
-        self.in_features = V.check_int(width, "input_features", minimum=1)
+        self.state = TrainingState()
+        self._lock = threading.RLock()
+        self._trainer: int | None = None
+        self._building = False
+        self._stale = False
+        self._eager: tuple | None = None  # (input, contexts) of the last eager forward()
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        for layer in _all_layers(layers):
+            object.__setattr__(layer, "_owner", weakref.ref(self))
+        if input_features is not None and input_shape is not None:
+            raise ValueError("pass input_shape or input_features, not both")
+        if input_features is not None:
+            input_shape = (V.check_int(input_features, "input_features", minimum=1),)
+        if input_shape is None:
+            input_shape = layers[0].expected_input_shape()
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # -- ownership ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_ownership(layers) -> None:
+        seen: dict[int, int] = {}
+        for i, layer in enumerate(layers):
+            for sub in _all_layers([layer]):
+                if id(sub) in seen:
+                    raise ValueError(
+                        f"layer {sub!r} appears twice in this model (at positions {seen[id(sub)]} and {i}); "
+                        f"fastnn has no weight tying: each position needs its own layer object (e.g. "
+                        f"copy.deepcopy(layer) before the model is built, for equal initial weights; or a custom "
+                        f"Layer that applies the shared block twice)")
+                seen[id(sub)] = i
+                owner = sub.__dict__.get("_owner")
+                if owner is not None and owner() is not None:
+                    raise ValueError(
+                        f"layers[{i}] ({sub!r}) already belongs to another model (it holds views of that model's "
+                        f"parameters); create a new layer, or copy the other model with copy.deepcopy(model)")
+
+    # -- construction -------------------------------------------------------------------------
+    def build(self, input_shape) -> Sequential:
+        """Check the chain of shapes from ``input_shape`` (per sample) and allocate everything."""
+        shape = normalize_shape(input_shape)
+        self._building = True
+        try:
+            self._build_layers(shape)
+            self.input_shape = shape
+            self._allocate_parameters()
+            self._make_workspaces()
+            self._plannable = all(layer.plannable() for layer in self.layers)
+            self.built = True
+        finally:
+            self._building = False
+        if self._target_device != "cpu":
+            self.to(self._target_device)
+        return self
+
+    def _build_layers(self, shape):
         for i, layer in enumerate(self.layers):
-            expected = layer.in_features
-            if expected is not None and expected != width:
-                prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {width} features" if i else \
-                    f"the model's input has {width} features"
-                raise ValueError(f"layer sizes do not chain: {prev}, but layer {i} ({layer!r}) expects "
-                                 f"{expected}; set layer {i}'s {layer.input_argument} to {width}")
-            width = layer.build(width, self.dtype)
+            expected = layer.expected_input_shape()
+            if expected is not None and expected[-1] != shape[-1]:
+                prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {shape_str(shape)}" if i else \
+                    f"the model's input is {shape_str(shape)}"
+                raise ValueError(f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) expects "
+                                 f"{expected[-1]} features on the last axis; set layer {i}'s "
+                                 f"{layer.input_argument} to {shape[-1]}")
+            try:
+                out = layer.build(shape, self.dtype)
+            except ValueError as exc:
+                prev = f"layer {i - 1} ({self.layers[i - 1]!r})" if i else "the model's input"
+                raise ValueError(f"layer {i} ({layer!r}) cannot take the output of {prev}, shape "
+                                 f"{shape_str(shape)}: {exc}") from None
+            shape = normalize_shape(out)
             if hasattr(layer, "seed_rng"):
                 layer.seed_rng(self.seed, 1_000_000 + i)
-        self.out_features = width
-        self._allocate_parameters()
-        self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
-        self._make_workspaces()
-        self._plannable = all(layer.plannable() for layer in self.layers)
+        self.output_shape = shape
 
-    def _make_workspaces(self):
-        self._grad_out = Workspace(self.dtype, self._device, grad=(self.out_features,))
-        self._inputs = Workspace(self.dtype, self._device, x=(self.in_features,))  # the plans' inputs
-        self._feed = Workspace(self.dtype, self._device, x=(self.in_features,))  # predict/forward on a device
-        self._plans.clear()
+    @property
+    def epochs_done(self) -> int:
+        """Epochs completed by fit() (saved with the model)."""
+        return self.state.epochs_done
+
+    @epochs_done.setter
+    def epochs_done(self, value: int) -> None:
+        self.state.epochs_done = V.check_int(value, "epochs_done", minimum=0)
+
+    @property
+    def in_features(self) -> int | None:
+        """The last axis of the input shape."""
+        return None if self.input_shape is None else self.input_shape[-1]
+
+    @property
+    def out_features(self) -> int | None:
+        """The last axis of the output shape."""
+        return None if self.output_shape is None else self.output_shape[-1]
+
+    def _require_built(self, what: str):
+        if not self.built:
+            raise RuntimeError(f"{what} needs a built model, and this one does not know its input shape yet: pass "
+                               f"Sequential(..., input_shape=(...)), call model.build(input_shape), or fit/predict "
+                               f"on data first")
+
+    def _build_from(self, X) -> None:
+        """Build from the first batch's per-sample shape (models created without an input shape)."""
+        if not self.built:
+            arr = np.asarray(X)
+            if arr.ndim < 2:
+                raise ValueError(f"cannot infer the model's input shape from data of shape {arr.shape}: pass "
+                                 f"(samples, *per_sample_shape) data or Sequential(..., input_shape=(...))")
+            self.build(arr.shape[1:])
+
+    def _parameter_layout(self):
+        specs = [(i, spec) for i, layer in enumerate(self.layers) for spec in layer.parameter_specs()]
+        return [(i, spec.name, tuple(spec.shape), spec.decay) for i, spec in specs], specs
 
     def _allocate_parameters(self):
-        specs = [(i, spec) for i, layer in enumerate(self.layers) for spec in layer.parameter_specs()]
+        layout, specs = self._parameter_layout()
         ordered = sorted(range(len(specs)), key=lambda k: not specs[k][1].decay)  # stable: decayed first
-        sizes = [int(np.prod(spec.shape)) for _, spec in specs]
+        sizes = [size_of(spec.shape) for _, spec in specs]
         total = sum(sizes)
         self.params = np.zeros(total, self.dtype)
         self.grads = np.zeros(total, self.dtype)
@@ -203,6 +275,7 @@ class Sequential:
         for k in ordered:
             offsets[k] = offset
             offset += sizes[k]
+        self._signature = layout
         self._param_index = []  # (name, offset, shape) in layer order
         self._layout = []  # (layer index, parameter name, offset, shape)
         for k, (i, spec) in enumerate(specs):
@@ -217,13 +290,56 @@ class Sequential:
         views: list[dict] = [{} for _ in self.layers]
         grad_views: list[dict] = [{} for _ in self.layers]
         for i, name, lo, shape in self._layout:
-            hi = lo + int(np.prod(shape))
+            hi = lo + size_of(shape)
             views[i][name] = self.params[lo:hi].reshape(shape)
             grad_views[i][name] = self.grads[lo:hi].reshape(shape)
         for layer, v, g in zip(self.layers, views, grad_views):
             layer.bind(v, g)
 
-    # -- devices ----------------------------------------------------------------------------
+    def _make_workspaces(self):
+        self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
+        self._inputs = Workspace(self.dtype, self._device, x=self.input_shape)  # the plans' inputs
+        self._feed = Workspace(self.dtype, self._device, x=self.input_shape)  # predict/forward on a device
+        self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
+        self._norm_partials = backend.zeros(backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)),
+                                            np.float64, self._device)
+        buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
+        self._guard = _StepGuard(buffers)
+        self._eager = None
+
+    # -- changes after build ------------------------------------------------------------------
+    def _layer_changed(self, layer: Layer, name: str) -> None:
+        """Called when a public attribute of a built layer is set: plans are rebuilt before next use."""
+        if not self._building and self.built:
+            self._stale = True
+
+    def _refresh(self) -> None:
+        """Rebuild the layers' buffers and the plans after a layer's hyper-parameter changed; refuse
+        changes that would change the parameters (they need a new model)."""
+        with self._lock:
+            self._building = True
+            try:
+                self._build_layers(self.input_shape)
+                layout, _ = self._parameter_layout()
+                if layout != self._signature:
+                    raise ValueError("a layer of this built model was changed in a way that changes its parameters "
+                                     "(their shapes or names); that needs a new model: build a new Sequential with "
+                                     "the new layers (copy weights with named_parameters() if needed)")
+                for layer in self.layers:
+                    layer.training = self.training
+                self._bind_views()
+                self._make_workspaces()
+                self._plannable = all(layer.plannable() for layer in self.layers)
+            finally:
+                self._building = False
+            self._stale = False
+
+    def _ready(self, what: str) -> None:
+        self._require_built(what)
+        if self._stale:
+            self._refresh()
+
+    # -- devices --------------------------------------------------------------------------------
     @property
     def device(self) -> str:
         """Where the parameters, optimizer state and layer buffers live: "cpu" or "cuda"."""
@@ -238,7 +354,8 @@ class Sequential:
         is missing raises RuntimeError saying which (``pip install "fastnn[cuda]"``).
         """
         V.check_choice(device, backend.DEVICES, "device")
-        if device == self._device:
+        self._target_device = device
+        if device == self._device or not self.built:
             return self
         if device != "cpu":
             backend.require_cuda()
@@ -247,116 +364,327 @@ class Sequential:
                     raise ValueError(f"layer {i} ({layer!r}) overrides forward/backward with host code, so the "
                                      f"model cannot run on {device!r}; describe its work as forward_calls/"
                                      f"backward_calls with kernels from self.K, or keep the model on 'cpu'")
-        saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
-        self.params = backend.to_device(self.params, device)
-        self.grads = backend.to_device(self.grads, device)
-        width = self.in_features
-        for layer in self.layers:  # build again: every layer buffer is allocated on the new device
-            layer.set_device(device)
-            width = layer.build(width, self.dtype)
-            layer.training = self.training
-        self._bind_views()
-        for layer, state in zip(self.layers, saved):
-            buffers = layer.buffers()
-            for name, value in state.items():
-                backend.copy_into(buffers[name], value)
-        self._device = device
-        self._make_workspaces()
-        self._last_input = None
-        if self.optimizer is not None and getattr(self.optimizer, "_params", None) is not None:
-            self.optimizer.rebind(self.params, self.grads)
+        with self._lock:
+            saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
+            self.params = backend.to_device(self.params, device)
+            self.grads = backend.to_device(self.grads, device)
+            self._building = True
+            try:
+                for layer in self.layers:  # build again: every layer buffer is allocated on the new device
+                    layer.set_device(device)
+                self._build_layers(self.input_shape)
+                for layer in self.layers:
+                    layer.training = self.training
+                self._bind_views()
+            finally:
+                self._building = False
+            for layer, state in zip(self.layers, saved):
+                buffers = layer.buffers()
+                for name, value in state.items():
+                    backend.copy_into(buffers[name], value)
+            self._device = device
+            self._make_workspaces()
+            if self.optimizer is not None and getattr(self.optimizer, "_params", None) is not None:
+                self.optimizer.rebind(self.params, self.grads)
         return self
 
-    def _rows_in(self, rows: np.ndarray, workspace: Workspace, name: str):
+    def _rows_in(self, rows: np.ndarray, workspace: Workspace, name: str, arena: str = "infer"):
         """Host rows as the model's input: themselves on the CPU, copied into ``workspace`` on a device."""
         if self._device == "cpu":
             return rows
-        buf = workspace(rows.shape[0])[name]
+        buf = workspace(rows.shape[0], arena)[name]
         backend.copy_into(buf, rows)
         return buf
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
-        return [(name, self.params[lo:lo + int(np.prod(shape))].reshape(shape),
-                 self.grads[lo:lo + int(np.prod(shape))].reshape(shape))
+        self._require_built("named_parameters")
+        return [(name, self.params[lo:lo + size_of(shape)].reshape(shape),
+                 self.grads[lo:lo + size_of(shape)].reshape(shape))
                 for name, lo, shape in self._param_index]
 
     def count_params(self) -> int:
+        self._require_built("count_params")
         return int(self.params.size)
 
-    # -- modes ------------------------------------------------------------------------------
+    # -- modes ----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
-        for layer in self.layers:
+        for layer in _all_layers(self.layers):
             layer.training = self.training
         return self
 
     def eval(self) -> Sequential:
         return self.train(False)
 
-    # -- computation ------------------------------------------------------------------------
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+    # -- the engine: eager forward/backward on contexts ------------------------------------------
+    def _forward(self, x: np.ndarray, training: bool, arena: str = "eager") -> tuple[np.ndarray, list]:
+        """(output, contexts): every layer's forward in order; the contexts feed :meth:`_backward`."""
+        contexts = []
         for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+            if layer.plannable():
+                ctx = Context(training, arena)
+                calls, x = layer.forward_calls(x, ctx)
+                for fn, args in calls:
+                    fn(*args)
+                layer.last_output = x
+                contexts.append(ctx)
+            else:
+                x = layer.forward(x, training)
+                contexts.append(None)
+        return x, contexts
 
-    def _backward(self, grad: np.ndarray, need_grad_x: bool) -> np.ndarray | None:
+    def _backward(self, grad: np.ndarray, contexts: list, need_grad_x: bool) -> np.ndarray | None:
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
-            grad = self.layers[i].backward(grad, need_grad_x or i > 0)
+            layer, need = self.layers[i], need_grad_x or i > 0
+            if contexts[i] is None:
+                grad = layer.backward(grad, need)
+            else:
+                calls, grad = layer.backward_calls(grad, contexts[i], need)
+                for fn, args in calls:
+                    fn(*args)
+                layer.last_grad_input = grad
         return grad
 
     def _check_x(self, X, argument="X"):
-        return V.check_array(X, argument, self.dtype, self.in_features, self._first_layer_name)
+        self._build_from(X)
+        return V.check_input(X, argument, self.dtype, self.input_shape, self._first_layer_name)
 
     @property
     def _first_layer_name(self) -> str:  # only formatted when an error message needs it
         return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")
 
     def forward(self, x, training: bool | None = None) -> np.ndarray:
-        """Output (batch, out_features) for input (batch, in_features); a new array.
+        """Output (batch, *output_shape) for input (batch, *input_shape); a new array.
 
-        Keeps what :meth:`backward` needs. ``training`` (default: the model's mode, see
-        :meth:`train`/:meth:`eval`) selects dropout and batch statistics.
+        Keeps what :meth:`backward` needs (in buffers of its own: a predict in between does not
+        change it). ``training`` (default: the model's mode) selects dropout and batch statistics.
         """
-        self._last_input = self._rows_in(self._check_x(x, "x"), self._feed, "x")
+        x = self._check_x(x, "x")
+        self._ready("forward")
         training = self.training if training is None else bool(training)
-        return backend.host_copy(self._forward(self._last_input, training))
+        with self._lock:
+            x = self._rows_in(x, self._feed, "x", "eager")
+            out, contexts = self._forward(x, training)
+            self._eager = (x.shape[0], contexts)
+            return backend.host_copy(out)
 
     def backward(self, grad_out) -> np.ndarray:
         """Gradient of the input from ``grad_out`` = d loss / d output of the last forward().
 
         Also writes every parameter's gradient (``model.grads``, ``named_parameters()``).
         """
-        grad = V.check_array(grad_out, "grad_out", self.dtype, self.out_features, "the model's output")
-        if grad.shape[0] != self._last_input.shape[0]:
-            raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had "
-                             f"{self._last_input.shape[0]}")
-        return backend.host_copy(self._backward(self._rows_in(grad, self._grad_out, "grad"), True))
+        if self._eager is None:
+            raise RuntimeError("backward() needs a forward() first: call out = model.forward(x), then "
+                               "model.backward(d_loss/d_out) with an array shaped like out")
+        batch, contexts = self._eager
+        grad = V.check_input(grad_out, "grad_out", self.dtype, self.output_shape, "the model's output")
+        if grad.shape[0] != batch:
+            raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had {batch}; pass the "
+                             f"gradient of that forward's output")
+        with self._lock:
+            return backend.host_copy(self._backward(self._rows_in(grad, self._grad_out, "grad", "eager"), contexts,
+                                                    True))
 
     __call__ = forward
 
-    # -- training ---------------------------------------------------------------------------
-    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool = False) -> Sequential:
+    def layer_outputs(self, X, training: bool = False) -> list[np.ndarray]:
+        """Every layer's output for input X (host copies, in layer order); the engine's view of the
+        activations (diagnostics, plots). Training mode draws dropout masks and batch statistics
+        without changing running statistics or the model's state."""
+        X = self._check_x(X)
+        self._ready("layer_outputs")
+        with self._lock, self._state_kept():
+            _, contexts = self._forward(self._rows_in(X, self._feed, "x", "eager"), bool(training))
+            return [backend.host_copy(layer.last_output) for layer in self.layers]
+
+    def loss_and_grads(self, X, y, training: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+        """(loss, {parameter name: gradient copy}) on one batch, without an update; leaves
+        ``model.grads`` filled. Running statistics and dropout counters are left unchanged."""
+        self._require_compiled("loss_and_grads")
+        X, y = self._check_xy(X, y)
+        self._ready("loss_and_grads")
+        with self._lock, self._state_kept():
+            out, contexts = self._forward(self._rows_in(X, self._feed, "x", "eager"), bool(training))
+            grad = self._grad_out(X.shape[0], "eager")["grad"]
+            loss = self.loss.forward_backward(out, self._target_in(y), grad, True)
+            self._backward(grad, contexts, False)
+            return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
+
+    def validate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
+        """Metrics of the model on (X, y) in evaluation mode: {"loss": ..., "accuracy": ...} (checked
+        input; the pass the fit loop runs on validation data)."""
+        self._require_compiled("validate")
+        X, y = self._check_xy(X, y)
+        return self._evaluate(X, y, batch_size)
+
+    @contextlib.contextmanager
+    def _state_kept(self):
+        """The layers' buffers (running statistics, dropout counters) are restored on exit."""
+        self._guard.save()
+        try:
+            yield
+        finally:
+            self._guard.restore()
+
+    def _target_in(self, y):
+        if self._device == "cpu":
+            return y
+        return backend.to_device(y, self._device)
+
+    # -- snapshot / restore (checkpoint records) -------------------------------------------------
+    def snapshot(self) -> dict:
+        """Everything needed to continue exactly, as a plain record of host arrays and JSON-able
+        values: architecture, parameters, buffers, loss, optimizer config and state, training state
+        (epochs done, position in the epoch, callback states). :func:`restore` (or
+        :meth:`from_snapshot`) rebuilds; ``save`` writes this record to a file."""
+        self._require_built("snapshot")
+        with self._lock:
+            record = {"config": self.get_config(),
+                      "params": {name: backend.host_copy(v) for name, v, _ in self.named_parameters()},
+                      "buffers": {f"{i}.{name}": backend.host_copy(buf) for i, layer in enumerate(self.layers)
+                                  for name, buf in layer.buffers().items()},
+                      "loss": None if self.loss is None else self.loss.get_config(),
+                      "optimizer": None, "training": self.state.to_record(),
+                      "decay_bias_and_norm": self.decay_bias_and_norm, "training_mode": self.training}
+            if self.optimizer is not None:
+                record["optimizer"] = {"config": self.optimizer.get_config(),
+                                       "state": self.optimizer.state_dict()}
+            return record
+
+    def restore(self, record: dict) -> Sequential:
+        """Load a :meth:`snapshot` record of a model of the same architecture into this one."""
+        self._require_built("restore")
+        with self._lock:
+            arrays = self.state_arrays()
+            for name, value in record["params"].items():
+                V.check_state_array(arrays, name, value)
+            for name, value in record["buffers"].items():
+                V.check_state_array(arrays, name, value)
+            for name, value in {**record["params"], **record["buffers"]}.items():
+                backend.copy_into(arrays[name], np.asarray(value))
+            if record.get("optimizer") is not None:
+                loss = losses_mod.from_config(record["loss"]) if record.get("loss") is not None else None
+                config = record["optimizer"]["config"]
+                optimizer = self.optimizer
+                if optimizer is None or _without_lr(optimizer.get_config()) != _without_lr(config):
+                    optimizer = optim_mod.optimizer_from_config(config)
+                self.compile(loss if loss is not None else "mse", optimizer,
+                             decay_bias_and_norm=record.get("decay_bias_and_norm", False))
+                if loss is None:
+                    self.loss = None
+                self.optimizer.load_state_dict(record["optimizer"]["state"])
+            elif record.get("loss") is not None:
+                self.loss = losses_mod.from_config(record["loss"])
+            self.state.load_record(record.get("training") or {})
+            self.train(record.get("training_mode", True))
+        return self
+
+    @classmethod
+    def from_snapshot(cls, record: dict, device: str = "cpu") -> Sequential:
+        """A new model rebuilt from a :meth:`snapshot` record."""
+        model = cls.from_config(record["config"])
+        model.restore(record)
+        return model.to(device)
+
+    def __getstate__(self):
+        if not self.built:
+            state = {"layers": [layer_to_config(layer, by_class=True) for layer in self.layers],
+                     "seed": self.seed, "dtype": self.dtype.name}
+            return {"unbuilt": state}
+        record = self.snapshot()
+        record["config"]["layers"] = [layer_to_config(layer, by_class=True) for layer in self.layers]
+        record["device"] = self._device
+        return {"record": record}
+
+    def __setstate__(self, state):
+        if "unbuilt" in state:
+            s = state["unbuilt"]
+            self.__init__([layer_from_config(e) for e in s["layers"]], seed=s["seed"], dtype=s["dtype"])
+            return
+        record = state["record"]
+        config = record["config"]
+        self.__init__([layer_from_config(e) for e in config["layers"]], seed=config["seed"], dtype=config["dtype"],
+                      input_shape=config["input_shape"])
+        self.restore(record)
+        self.to(record.get("device", "cpu"))
+
+    def __deepcopy__(self, memo):
+        clone = Sequential.__new__(Sequential)
+        clone.__setstate__(self.__getstate__())
+        memo[id(self)] = clone
+        return clone
+
+    def __copy__(self):
+        raise TypeError("a shallow copy of a model would share its parameters and buffers; use copy.deepcopy(model) "
+                        "for an independent copy")
+
+    # -- training ---------------------------------------------------------------------------------
+    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool | None = None) -> Sequential:
         """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
 
         The optimizer's weight decay applies to weight matrices only; biases and normalisation
-        parameters are excluded unless ``decay_bias_and_norm=True``.
+        parameters are excluded unless ``decay_bias_and_norm=True`` (default: keep the current
+        choice, False at first). Compiling again with the optimizer already bound to this model keeps
+        its state (moments, step count). An optimizer bound to another live model is refused.
         """
-        self.loss = losses_mod.get(loss)
-        self.optimizer = optim_mod.get(optimizer)
-        self._plans.clear()
-        self.decay_bias_and_norm = bool(decay_bias_and_norm)
-        self.optimizer.bind(self.params, self.grads, self.params.size if self.decay_bias_and_norm else self.n_decay)
+        loss = losses_mod.get(loss)
+        owner = loss.__dict__.get("_owner")
+        if owner is not None and owner() is not None and owner() is not self:
+            import copy
+
+            loss = copy.deepcopy(loss)  # a loss holds only scratch: each model gets its own
+        optimizer = optim_mod.get(optimizer)
+        owner = optimizer.__dict__.get("_owner")
+        if owner is not None and owner() is not None and owner() is not self:
+            raise ValueError(f"this optimizer ({optimizer!r}) is already bound to another model; an optimizer "
+                             f"holds the state of one model's parameters: create a new one for this model, e.g. "
+                             f"fnn.optim.{type(optimizer).__name__}(...)")
+        if decay_bias_and_norm is not None:
+            decay_bias_and_norm = bool(decay_bias_and_norm)
+        with self._lock:
+            self.loss = loss
+            loss._owner = weakref.ref(self)
+            changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
+            if decay_bias_and_norm is not None:
+                self.decay_bias_and_norm = decay_bias_and_norm
+            keep = optimizer is self.optimizer and not changed and getattr(optimizer, "_params", None) is not None
+            self.optimizer = optimizer
+            optimizer._owner = weakref.ref(self)
+            if self.built:
+                self._plans.clear()
+                if not keep:
+                    self._bind_optimizer()
         return self
+
+    def _bind_optimizer(self):
+        n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
+        self.optimizer.bind(self.params, self.grads, n_decay)
 
     def _require_compiled(self, what: str):
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
                                f"optimizer=...) first, or pass them to fit()")
+        if self.built and getattr(self.optimizer, "_params", None) is None:
+            self._bind_optimizer()
+
+    def check_data(self, X, y=None, argument: str = "X"):
+        """(X, y) checked and converted as fit/evaluate take them (X alone when y is None): the
+        public boundary other modules use before they call the engine."""
+        if y is None:
+            return self._check_x(X, argument)
+        return self._check_xy(X, y, argument)
+
+    def last_batch(self) -> np.ndarray | None:
+        """A host copy of the input of the last training step (None before any)."""
+        last = self.__dict__.get("_last_x")
+        return None if last is None else backend.host_copy(last)
 
     def _check_xy(self, X, y, argument="X"):
         X = self._check_x(X, argument)
+        self._require_compiled("training")
+        V.check_loss_output(self.output_shape, self.loss)
         y = self.loss.check_targets(y, X.shape[0], self.out_features, self.dtype)
         return X, y
 
@@ -369,186 +697,156 @@ class Sequential:
             x = self._inputs(m)["x"]
             trailing, dtype = self.loss.target_spec(self.out_features, self.dtype)
             y = backend.zeros((m, *trailing), dtype, self._device)
-            forward, h = [], x
+            forward, contexts, h = [], [], x
             for layer in self.layers:
-                calls, h = layer.forward_calls(h, True)
+                ctx = Context(True, "train")
+                calls, h = layer.forward_calls(h, ctx)
                 forward += calls
+                contexts.append(ctx)
             grad = self._grad_out(m)["grad"]
             backward, g = [], grad
             for i in range(len(self.layers) - 1, -1, -1):
-                calls, g = self.layers[i].backward_calls(g, i > 0)
+                calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
                 backward += calls
-            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(h, y, grad), backward)
+            K = backend.kernels(self._device)
+            norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
+            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(h, y, grad), backward, norm_call,
+                                              contexts)
         return plan
 
-    def _infer_plan(self, m: int) -> tuple[np.ndarray, list, np.ndarray]:
+    def _infer_plan(self, m: int) -> tuple[np.ndarray, CallRunner, np.ndarray]:
         """(input buffer, forward calls in evaluation mode, output view) for batch size ``m``."""
         plan = self._plans.get(("infer", m))
         if plan is None:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
-            x = self._inputs(m)["x"]
+            x = self._feed(m, "infer")["x"]
             calls, h = [], x
             for layer in self.layers:
-                more, h = layer.forward_calls(h, False)
+                more, h = layer.forward_calls(h, Context(False, "infer"))
                 calls += more
             plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
         return plan
 
+    def _acquire_training(self, what: str):
+        """Mark the calling thread as this model's trainer; RuntimeError if another thread trains it."""
+        me = threading.get_ident()
+        with self._lock:
+            if self._trainer is not None and self._trainer != me:
+                raise RuntimeError(f"{what}: this model is being trained by another thread; train one model from "
+                                   f"one thread at a time (copy.deepcopy(model) gives each thread its own)")
+            previous, self._trainer = self._trainer, me
+        return previous
+
+    def _release_training(self, previous):
+        self._trainer = previous
+
     def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
-        """One training step on checked arrays; returns (loss, output view)."""
-        plan = self._plan(xb.shape[0])
-        if plan is None:  # a user layer runs its own forward/backward
-            out = self._forward(xb, True)
-            grad = self._grad_out(xb.shape[0])["grad"]
-            loss = self.loss.forward_backward(out, yb, grad, True)
-            if not math.isfinite(loss):
-                raise FloatingPointError(self._divergence_report(loss))
-            self._backward(grad, False)
-            self.optimizer.step()
+        """One training step on checked arrays; returns (loss, output view). Transactional: if it
+        fails (an exception, a non-finite loss or gradient), the model is left as before it."""
+        with self._lock:
+            guard = self._guard
+            guard.save()
+            step_count = self.optimizer.step_count
+            try:
+                plan = self._plan(xb.shape[0])
+                if plan is None:  # a user layer runs its own forward/backward
+                    out, contexts = self._forward(xb, True, "train")
+                    grad = self._grad_out(xb.shape[0])["grad"]
+                    loss = self.loss.forward_backward(out, yb, grad, True)
+                    self._backward(grad, contexts, False)
+                    norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
+                else:
+                    if xb is not plan.x:
+                        backend.copy_into(plan.x, xb)
+                    if yb is not plan.y:
+                        backend.copy_into(plan.y, yb)
+                    xb, yb, out = plan.x, plan.y, plan.out
+                    loss, norm = plan.run()
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    guard.restore()
+                    raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
+                self.optimizer.step(grad_norm=norm)
+                self._last_x = xb
+            except BaseException:
+                guard.restore()
+                self.optimizer.step_count = step_count
+                raise
             return loss, out
-        if xb is not plan.x:
-            np.copyto(plan.x, xb)
-        if yb is not plan.y:
-            np.copyto(plan.y, yb)
-        loss = plan.run()
-        if not math.isfinite(loss):  # the gradients are garbage then; the weights are not touched
-            self._forward(plan.x, False)  # fills every layer's last_output for the report
-            raise FloatingPointError(self._divergence_report(loss))
-        self.optimizer.step()
-        return loss, plan.out
 
     def train_step(self, xb, yb) -> float:
         """One forward, loss, backward and optimizer update on a batch; returns the loss."""
         self._require_compiled("train_step")
         xb, yb = self._check_xy(xb, yb, "xb")
-        if self._device != "cpu":
-            plan = self._plan(xb.shape[0])
-            backend.copy_into(plan.x, xb)
-            backend.copy_into(plan.y, yb)
-            xb, yb = plan.x, plan.y
-        return self._step(xb, yb)[0]
+        self._ready("train_step")
+        previous = self._acquire_training("train_step")
+        try:
+            return self._step(xb, yb)[0]
+        finally:
+            self._release_training(previous)
 
-    def _divergence_report(self, loss: float) -> str:
-        where = "the loss itself"
-        for i, layer in enumerate(self.layers):
-            if layer.last_output is not None and not np.isfinite(backend.to_host(layer.last_output)).all():
-                where = f"the output of layer {i} ({layer!r})"
-                break
-        return (f"Training diverged: the loss is {loss} at step {getattr(self.optimizer, 'step_count', '?')}; "
-                f"first non-finite value: {where}. Lower the learning rate, clip gradients "
-                f"(clip_norm=1.0) or standardise the inputs.")
+    def _divergence_report(self, loss: float, norm: float, xb, yb) -> str:
+        """Re-runs the failed step eagerly in training mode (same masks: the guard restored the
+        counters) and names the first layer whose output, or gradient, went non-finite."""
+        where = "the loss itself" if not math.isfinite(loss) else "the gradients"
+        with self._state_kept():
+            out, contexts = self._forward(xb, True)
+            for i, layer in enumerate(self.layers):
+                if layer.last_output is not None and not np.isfinite(backend.to_host(layer.last_output)).all():
+                    where = f"the output of layer {i} ({layer!r})"
+                    break
+            else:
+                if math.isfinite(loss):
+                    grad = self._grad_out(out.shape[0], "eager")["grad"]
+                    self.loss.forward_backward(out, yb, grad, True)
+                    for i in range(len(self.layers) - 1, -1, -1):
+                        layer = self.layers[i]
+                        if contexts[i] is None:
+                            grad = layer.backward(grad, True)
+                        else:
+                            calls, grad = layer.backward_calls(grad, contexts[i], True)
+                            for fn, args in calls:
+                                fn(*args)
+                        grads = [g for n, _, g in self.named_parameters() if n.startswith(f"{i}.")]
+                        if any(not np.isfinite(backend.to_host(g)).all() for g in [grad, *grads] if g is not None):
+                            where = f"the gradient of layer {i} ({layer!r})"
+                            break
+        step = getattr(self.optimizer, "step_count", 0) + 1
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the loss is finite ({loss:.4g}) but the " \
+            f"gradient norm is {norm}"
+        return (f"Training diverged: {what} at step {step}; first non-finite value: {where}. The step was not "
+                f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs.")
 
     def fit(self, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1) -> History:
+            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
-        X (n, in_features) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
+        X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
         or (n,) targets. ``validation_data=(X_val, y_val)`` adds val_loss/val_accuracy per epoch.
-        ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch.
+        ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch. See
+        :func:`fastnn.training.fit` for interrupts and resuming.
         """
-        if loss is not None or optimizer is not None or self.loss is None or self.optimizer is None:
-            if (loss or self.loss) is None or (optimizer or self.optimizer) is None:
-                self._require_compiled("fit")
-            self.compile(loss or self.loss, optimizer or self.optimizer)
-        epochs = V.check_int(epochs, "epochs", minimum=0)
-        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
-        verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
-        X, y = self._check_xy(X, y)
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, y_val)")
-            X_val, y_val = self._check_xy(*validation_data, argument="X_val")
-        n = X.shape[0]
-        batch_size = min(batch_size, n)
-        batches = (n + batch_size - 1) // batch_size
-        history = History()
-        user_callbacks = list(callbacks or [])
-        cbs = CallbackList([history, *user_callbacks], self)
-        self._callbacks = user_callbacks
-        self._restore_callback_states(user_callbacks)
-        progress = EpochProgress(verbose, epochs, batches)
-        order = np.empty(n, np.int64) if shuffle else None
-        feeder = None if self._device == "cpu" else _BatchFeeder(self, batch_size, X, y)
-        self._inputs(batch_size)  # grow the buffers to the full batch before any plan uses them
-        self._grad_out(batch_size)
-        was_training = self.training
-        self.train()
-        self.stop_training = False
-        cbs.on_train_begin({})
-        try:
-            first_epoch = self.epochs_done
-            for epoch in range(first_epoch, first_epoch + epochs):
-                cbs.on_epoch_begin(epoch, {})
-                progress.epoch_begin(epoch - first_epoch)
-                start = time.perf_counter()
-                if shuffle:  # counter-based: the order of epoch e depends only on (seed, e)
-                    permutation(n, self.seed, _SHUFFLE_STREAM, epoch, order)
-                total_loss, correct, start_sample = 0.0, 0, 0
-                if self._cursor is not None and self._cursor[0] == epoch:  # resuming mid-epoch
-                    _, start_sample, total_loss, correct = self._cursor
-                for b in range(batches):
-                    lo, hi = max(b * batch_size, start_sample), min(n, (b + 1) * batch_size)
-                    if lo >= hi:
-                        continue
-                    cbs.on_batch_begin(b, {})
-                    plan = self._plan(hi - lo)
-                    if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
-                        xb, yb = feeder.load(plan, lo, hi, order)
-                    elif order is None:
-                        xb, yb = X[lo:hi], y[lo:hi]
-                    elif plan is not None:  # gather the batch straight into the plan's buffers
-                        xb = np.take(X, order[lo:hi], axis=0, out=plan.x)
-                        yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
-                    else:
-                        xb, yb = X[order[lo:hi]], y[order[lo:hi]]
-                    batch_loss, out = self._step(xb, yb)
-                    total_loss += batch_loss * (hi - lo)
-                    count = self.loss.correct_count(out, yb)
-                    correct = None if count is None else correct + count
-                    self._cursor = (epoch, hi, total_loss, correct)
-                    progress.batch_end(total_loss / hi)
-                    cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
-                logs = {"loss": total_loss / n}
-                if correct is not None:
-                    logs["accuracy"] = correct / n
-                if validation_data is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate(X_val, y_val, _PREDICT_BATCH).items()})
-                logs["lr"] = float(self.optimizer.lr)
-                self.epochs_done = epoch + 1
-                self._cursor = None
-                progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        finally:
-            progress.close()
-            self.train(was_training)
-            if feeder is not None:
-                feeder.close()
-        cbs.on_train_end({})
-        return history
+        from .training import fit
 
-    # -- inference --------------------------------------------------------------------------
+        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+
+    # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
-        out = np.empty((X.shape[0], self.out_features), self.dtype)
-        was_training = self.training
-        self.eval()
-        try:
-            if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS and self._plannable:
+        self._ready("predict")
+        out = np.empty((X.shape[0], *self.output_shape), self.dtype)
+        with self._lock:
+            if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS \
+                    and self._plannable:
                 x, run, y = self._infer_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
                 x[...] = X
                 run()
                 out[...] = y
-            elif self._device == "cpu":
+            else:
                 for lo in range(0, X.shape[0], batch_size):
-                    out[lo:lo + batch_size] = self._forward(X[lo:lo + batch_size], False)
-            else:  # each batch copied into the device input buffer, the output copied back
-                for lo in range(0, X.shape[0], batch_size):
-                    rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x")
-                    backend.copy_into(out[lo:lo + batch_size], self._forward(rows, False))
-        finally:
-            self.train(was_training)
+                    rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
+                    result, _ = self._forward(rows, False, "infer")
+                    backend.copy_into(out[lo:lo + batch_size], result)
         return out
 
     def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
@@ -558,12 +856,17 @@ class Sequential:
 
     def predict_proba(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary)."""
-        self._require_compiled("predict_proba")
+        if self.loss is None:
+            raise RuntimeError("predict_proba needs a loss (it says how outputs become probabilities): call "
+                               "model.compile(loss=...) first")
         return self.loss.probabilities(self.predict(X, batch_size))
 
     def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
-        """Predicted class labels (argmax of the logits, or logit > 0 for one binary output)."""
+        """Predicted class labels: argmax of the logits, or (logit > 0) per output for binary and
+        multi-label outputs (the labels the accuracy compares)."""
         out = self.predict(X, batch_size)
+        if self.loss is not None and hasattr(self.loss, "predict_classes"):
+            return self.loss.predict_classes(out)
         return out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0).astype(np.int64)
 
     def _evaluate(self, X, y, batch_size) -> dict:
@@ -582,7 +885,7 @@ class Sequential:
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size)
 
-    # -- weights ----------------------------------------------------------------------------
+    # -- weights ----------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Every parameter ("0.weight" ...) and layer buffer ("1.running_mean" ...) by name
         (views on the model's device: device arrays on "cuda")."""
@@ -600,7 +903,11 @@ class Sequential:
 
     def load_weights(self, path) -> None:
         """Load parameters and buffers saved by :meth:`save_weights`; shapes must match."""
+        from . import io
+
         expected = self.state_arrays()
+        if hasattr(io, "check_npz_file"):
+            io.check_npz_file(path)
         with np.load(path, allow_pickle=False) as data:
             missing = sorted(set(expected) - set(data.files))
             unexpected = sorted(set(data.files) - set(expected))
@@ -609,21 +916,24 @@ class Sequential:
             for name, target in expected.items():
                 if data[name].shape != target.shape:
                     raise ValueError(f"{path}: {name} has shape {data[name].shape}, the model expects {target.shape}")
-            for name, target in expected.items():
-                backend.copy_into(target, data[name])
+            with self._lock:
+                for name, target in expected.items():
+                    backend.copy_into(target, data[name])
 
-    # -- full save / load --------------------------------------------------------------------
+    # -- full save / load --------------------------------------------------------------------------
     def get_config(self) -> dict:
-        """JSON-able architecture: dtype, seed, input size and each layer's class and config."""
+        """JSON-able architecture: dtype, seed, input shape and each layer's class and config."""
         return {"class": "Sequential", "dtype": self.dtype.name, "seed": self.seed,
-                "input_features": self.in_features,
+                "input_shape": None if self.input_shape is None else list(self.input_shape),
                 "layers": [layer_to_config(layer) for layer in self.layers]}
 
     @classmethod
     def from_config(cls, config: dict, device: str = "cpu") -> Sequential:
         layers = [layer_from_config(entry) for entry in config["layers"]]
-        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_features=config["input_features"],
-                   device=device)
+        shape = config.get("input_shape")
+        if shape is None and config.get("input_features") is not None:  # files of fastnn 0.1
+            shape = (config["input_features"],)
+        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_shape=shape, device=device)
 
     def save(self, path) -> None:
         """Write everything needed to resume training exactly to one safetensors file, atomically:
@@ -633,32 +943,26 @@ class Sequential:
 
         serialization.save_model(self, path)
 
-    def _restore_callback_states(self, callbacks) -> None:
-        pending, self._pending_callback_states = self._pending_callback_states, None
-        if not pending:
-            return
-        for cb, saved in zip(callbacks, pending):
-            if type(cb).__name__ == saved["class"]:
-                cb.load_state_dict(saved["state"])
-                if hasattr(cb, "load_arrays"):
-                    cb.load_arrays(saved.get("arrays", {}))
-
-    # -- description ------------------------------------------------------------------------
+    # -- description --------------------------------------------------------------------------------
     def summary(self, print_fn=print) -> str:
         """Table of layers, output shapes and parameter counts; printed and returned."""
         rows = [("#", "Layer", "Output shape", "Params")]
-        counts = [sum(int(np.prod(s.shape)) for s in layer.parameter_specs()) for layer in self.layers]
+        counts = [sum(size_of(s.shape) for s in layer.parameter_specs()) if self.built else 0
+                  for layer in self.layers]
         for i, (layer, count) in enumerate(zip(self.layers, counts)):
-            rows.append((str(i), repr(layer), f"(batch, {layer.out_features})", f"{count:,}"))
+            shape = shape_str(layer.output_shape) if layer.output_shape is not None else "?"
+            rows.append((str(i), repr(layer), shape, f"{count:,}" if self.built else "?"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         line = "-" * (sum(widths) + 6)
+
         def fmt(r):
             return "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
 
+        total = f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)" if self.built else \
+            "Total params: unknown until the model is built (pass input_shape=...)"
+        inputs = f"Input shape: {shape_str(self.input_shape)}" if self.built else "Input shape: not known yet"
         text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
-                          line, *map(fmt, rows[1:]), line,
-                          f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)",
-                          f"Input features: {self.in_features}"])
+                          line, *map(fmt, rows[1:]), line, total, inputs])
         if print_fn is not None:
             print_fn(text)
         return text

@@ -157,20 +157,34 @@ class Optimizer:
         """Where the bound buffers and the state live: "cpu" or "cuda"."""
         return self._K.device
 
-    def step(self) -> None:
-        """Clip the gradients (if asked) and update the parameters in place: one fused pass."""
+    def step(self, grad_norm: float | None = None) -> None:
+        """Clip the gradients (if asked) and update the parameters in place: one fused pass.
+
+        ``grad_norm``: the global norm of the gradients when the caller already computed it (the
+        model's step plans do, to detect non-finite gradients), saving the clipping its own pass.
+        """
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
                                f"optimizer.bind(params, grads, n_decay) (model.compile does it)")
         scale = 1.0
         if self.clip_norm is not None:
-            norm = self._K.grad_global_norm(self._grads, self._partials)
+            norm = self._K.grad_global_norm(self._grads, self._partials) if grad_norm is None else grad_norm
             self.last_grad_norm = norm
             scale = min(1.0, self.clip_norm / (norm + 1e-6))
         elif self.clip_value is not None:
             self._K.clip_by_value(self._grads, self.clip_value)
         self.step_count += 1
         self._update(scale)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a copy belongs to no model
+        state["_K"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._K = backend.kernels(backend.device_of(self._params) if self._params is not None else "cpu")
 
     # ---------------------------------------------------------------- saving and loading
     def get_config(self) -> dict[str, Any]:

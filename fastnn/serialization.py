@@ -10,7 +10,7 @@ from . import backend
 from .io import CorruptFileError, read_safetensors, write_safetensors
 
 FORMAT = "fastnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _split_state(state: dict) -> tuple[dict, dict]:
@@ -20,35 +20,72 @@ def _split_state(state: dict) -> tuple[dict, dict]:
 
 
 def save_model(model, path) -> None:
+    """Write ``model.snapshot()`` (the checkpoint record) to ``path`` as one safetensors file."""
+    write_safetensors(path, *record_to_file(model.snapshot()))
+
+
+def record_to_file(record: dict) -> tuple[dict, dict]:
+    """(tensors, string metadata) of a checkpoint record (:meth:`fastnn.Sequential.snapshot`)."""
     from . import __version__
 
-    # host copies of device arrays when the model is on a GPU (the file is the same from any device)
-    tensors = {f"param.{name}": backend.to_host(value) for name, value, _ in model.named_parameters()}
-    for i, layer in enumerate(model.layers):
-        tensors.update({f"buffer.{i}.{name}": backend.to_host(buf) for name, buf in layer.buffers().items()})
+    tensors = {f"param.{name}": value for name, value in record["params"].items()}
+    tensors.update({f"buffer.{name}": value for name, value in record["buffers"].items()})
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fastnn_version": __version__,
-            "architecture": json.dumps(model.get_config())}
-    if model.loss is not None:
-        meta["loss"] = json.dumps(model.loss.get_config())
-    if model.optimizer is not None:
-        arrays, scalars = _split_state(model.optimizer.state_dict())
+            "architecture": json.dumps(record["config"])}
+    if record.get("loss") is not None:
+        meta["loss"] = json.dumps(record["loss"])
+    if record.get("optimizer") is not None:
+        arrays, scalars = _split_state(record["optimizer"]["state"])
         tensors.update({f"optimizer.{k}": v for k, v in arrays.items()})
-        meta["optimizer"] = json.dumps({"config": model.optimizer.get_config(), "state": scalars})
-    meta["training"] = json.dumps({"epochs_done": model.epochs_done, "cursor": model._cursor,
-                                   "decay_bias_and_norm": model.decay_bias_and_norm})
-    callbacks = []
-    for i, cb in enumerate(model._callbacks):
-        arrays = cb.arrays() if hasattr(cb, "arrays") else {}
-        tensors.update({f"callback.{i}.{k}": v for k, v in arrays.items()})
-        callbacks.append({"class": type(cb).__name__, "state": cb.state_dict()})
+        meta["optimizer"] = json.dumps({"config": record["optimizer"]["config"], "state": scalars})
+    training = dict(record["training"])
+    callbacks = {}
+    for key, entry in training.pop("callbacks", {}).items():
+        tensors.update({f"callback.{key}.{k}": v for k, v in entry.get("arrays", {}).items()})
+        callbacks[key] = {"class": entry["class"], "state": entry["state"], "arrays": sorted(entry.get("arrays", {}))}
+    training["decay_bias_and_norm"] = record.get("decay_bias_and_norm", False)
+    meta["training"] = json.dumps(training)
     meta["callbacks"] = json.dumps(callbacks)
-    write_safetensors(path, tensors, meta)
+    return tensors, meta
+
+
+def record_from_file(tensors: dict, meta: dict, path) -> dict:
+    """The checkpoint record of a file written by :func:`save_model` (format 1 or 2)."""
+    config = json.loads(meta["architecture"])
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise CorruptFileError(f"{path}: the architecture metadata is not a model configuration")
+    version = int(meta.get("format_version", "0"))
+    params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
+    buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
+    training = json.loads(meta.get("training", "{}"))
+    if not isinstance(training, dict):
+        raise CorruptFileError(f"{path}: the training metadata is not a JSON object")
+    record = {"config": config, "params": params, "buffers": buffers, "optimizer": None,
+              "loss": json.loads(meta["loss"]) if "loss" in meta else None,
+              "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False))}
+    if "optimizer" in meta:
+        saved = json.loads(meta["optimizer"])
+        state = dict(saved["state"])
+        state.update({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")})
+        record["optimizer"] = {"config": saved["config"], "state": state}
+    callbacks = json.loads(meta.get("callbacks", "{}"))
+    if version < 2 and isinstance(callbacks, list):  # by position
+        callbacks = {f"#{i}": entry for i, entry in enumerate(callbacks)}
+        prefix = "callback.{}."
+        for i, key in enumerate(list(callbacks)):
+            p = prefix.format(i)
+            callbacks[key]["arrays"] = {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+    else:
+        for key, entry in callbacks.items():
+            entry["arrays"] = {name: tensors[f"callback.{key}.{name}"] for name in entry.get("arrays", [])}
+    training["callbacks"] = callbacks
+    record["training"] = training
+    return record
 
 
 def load_model(path, device: str = "cpu"):
     """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
     ``device`` ("cpu" or "cuda"; a file saved from either device loads on either)."""
-    from . import losses, optim
     from ._validation import check_choice
     from .model import Sequential
 
@@ -60,48 +97,25 @@ def load_model(path, device: str = "cpu"):
     if meta.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
                                f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors")
-    version = int(meta.get("format_version", "0"))
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        raise CorruptFileError(f"{path}: format_version {meta.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
                          f"upgrade fastnn to load it")
     try:
-        model = Sequential.from_config(json.loads(meta["architecture"]))
-        for name, value, _ in model.named_parameters():
-            value[...] = _take(tensors, f"param.{name}", value.shape, path)
-        for i, layer in enumerate(model.layers):
-            for name, buf in layer.buffers().items():
-                buf[...] = _take(tensors, f"buffer.{i}.{name}", buf.shape, path)
-        if "optimizer" in meta:
-            saved = json.loads(meta["optimizer"])
-            loss = losses.from_config(json.loads(meta["loss"])) if "loss" in meta else None
-            training = json.loads(meta.get("training", "{}"))
-            model.compile(loss if loss is not None else "mse", optim.optimizer_from_config(saved["config"]),
-                          decay_bias_and_norm=training.get("decay_bias_and_norm", False))
-            if loss is None:
-                model.loss = None
-            state = dict(saved["state"])
-            state.update({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")})
-            model.optimizer.load_state_dict(state)
-        elif "loss" in meta:
-            model.loss = losses.from_config(json.loads(meta["loss"]))
-        training = json.loads(meta.get("training", "{}"))
-        model.epochs_done = int(training.get("epochs_done", 0))
-        cursor = training.get("cursor")
-        model._cursor = tuple(cursor) if cursor else None
-        callbacks = json.loads(meta.get("callbacks", "[]"))
-        for i, entry in enumerate(callbacks):
-            prefix = f"callback.{i}."
-            entry["arrays"] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        model._pending_callback_states = callbacks or None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        record = record_from_file(tensors, meta, path)
+        model = Sequential.from_config(record["config"])
+        for name, arr in model.state_arrays().items():
+            saved = record["params"].get(name, record["buffers"].get(name))
+            if saved is None:
+                raise CorruptFileError(f"{path} lacks tensor {name!r} required by its architecture")
+            if tuple(saved.shape) != tuple(arr.shape):
+                raise CorruptFileError(f"{path}: tensor {name!r} has shape {tuple(saved.shape)}, expected "
+                                       f"{tuple(arr.shape)}")
+        model.restore(record)
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed ({exc!r})") from None
     return model.to(device)
-
-
-def _take(tensors: dict, key: str, shape, path) -> np.ndarray:
-    if key not in tensors:
-        raise CorruptFileError(f"{path} lacks tensor {key!r} required by its architecture")
-    if tensors[key].shape != tuple(shape):
-        raise CorruptFileError(f"{path}: tensor {key!r} has shape {tensors[key].shape}, expected {tuple(shape)}")
-    return tensors[key]

@@ -76,12 +76,8 @@ class TensorBoard(Callback):
         for name, value, grad in params:
             writer.add_histogram(f"weights/{name}", np.asarray(value, np.float64), epoch)
             writer.add_histogram(f"gradients/{name}", np.asarray(grad, np.float64), epoch)
-        if self.activation_data is not None:
-            from .diagnostics import activations
-
-            outputs = activations(self.model, self.activation_data)
-        else:
-            outputs = [layer.last_output for layer in self.model.layers]
+        data = self.activation_data if self.activation_data is not None else self.model.last_batch()
+        outputs = [] if data is None else self.model.layer_outputs(data, training=self.activation_data is None)
         for i, (layer, out) in enumerate(zip(self.model.layers, outputs)):
             if out is not None and np.size(out) and np.isfinite(out).all():
                 writer.add_histogram(f"activations/{i}.{type(layer).__name__}", np.asarray(out, np.float64), epoch)

@@ -211,5 +211,5 @@ def test_diagnostics_validate_their_arguments(moons):
     model.compile("cross_entropy", "sgd")
     with pytest.raises(ValueError, match="end"):
         D.lr_range_test(model, X, y, start=1.0, end=0.1)
-    with pytest.raises(ValueError, match="x must be a 2-D"):
+    with pytest.raises(ValueError, match="x must be an array"):
         D.gradient_check(fnn.Dense(2, 2), np.ones(3))

@@ -8,15 +8,15 @@ import fastnn as fnn
 
 def fd_check(model, X, y, eps=1e-6, rtol=1e-5, atol=1e-7):
     """Parameter and input gradients of a float64 model vs central differences (training mode)."""
-    Xc, yc = model._check_xy(X, y)
+    Xc, yc = model.check_data(X, y)
 
     def loss_value():
-        return model.loss.forward_backward(model._forward(Xc, True), yc, np.empty((1, 1)), False)
+        return model.loss.forward_backward(model.forward(Xc, True), yc, np.empty((1, 1)), False)
 
-    out = model._forward(Xc, True)
+    out = model.forward(Xc, True)
     grad_out = np.empty_like(out)
     model.loss.forward_backward(out, yc, grad_out, True)
-    grad_x = model._backward(grad_out, True).copy()
+    grad_x = model.backward(grad_out).copy()
     analytic = model.grads.copy()
     for arr, expected in ((model.params, analytic), (Xc, grad_x)):
         flat = arr.reshape(-1)
@@ -168,7 +168,7 @@ def test_residual_identity_path_and_projection(rng):
     np.testing.assert_array_equal(model.forward(X), X)  # zero block: y = x
     proj = fnn.Sequential([fnn.Residual(fnn.Sequential([fnn.Dense(4, 6), fnn.ReLU()]))], input_features=4)
     assert proj.layers[0].projection is not None and proj.out_features == 6
-    with pytest.raises(ValueError, match="maps 4 features to 6.*projection"):
+    with pytest.raises(ValueError, match=r"maps \(batch, 4\) to \(batch, 6\).*projection"):
         fnn.Sequential([fnn.Residual([fnn.Dense(4, 6)], projection=False)], input_features=4)
 
 
@@ -178,7 +178,7 @@ def test_residual_identity_path_and_projection(rng):
     (lambda: fnn.BatchNorm1d(4, eps=0), r"eps must be in \(0.0"),
     (lambda: fnn.BatchNorm1d(4, momentum=1.5), r"momentum must be in \[0.0, 1.0\]"),
     (lambda: fnn.LayerNorm(4, eps=-1), r"eps must be in"),
-    (lambda: fnn.Sequential([fnn.Dense(3, 5), fnn.BatchNorm1d(4)]), r"layer 1 \(BatchNorm1d\(4.*expects 4; set layer 1.s num_features to 5"),
+    (lambda: fnn.Sequential([fnn.Dense(3, 5), fnn.BatchNorm1d(4)]), r"layer 1 \(BatchNorm1d\(4.*expects 4 features.*set layer 1.s num_features to 5"),
     (lambda: fnn.Dense(3, 4, init="xavier_unifrom"), r"Did you mean 'xavier_uniform'"),
 ])
 def test_bad_layer_arguments(make, pattern):

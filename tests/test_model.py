@@ -42,16 +42,16 @@ def test_parameter_gradients_match_finite_differences(loss, rng):
         y = (rng.random((7, n_out)) > 0.5).astype(float)
     else:
         y = rng.standard_normal((7, n_out))
-    Xc, yc = model._check_xy(X, y)
+    Xc, yc = model.check_data(X, y)
 
     def loss_value():
-        out = model._forward(Xc, False)
+        out = model.forward(Xc, False)
         return model.loss.forward_backward(out, yc, np.empty((1, 1)), False)
 
-    out = model._forward(Xc, True)
+    out = model.forward(Xc, True)
     grad_out = np.empty_like(out)
     model.loss.forward_backward(out, yc, grad_out, True)
-    grad_x = model._backward(grad_out, True).copy()
+    grad_x = model.backward(grad_out).copy()
     analytic = model.grads.copy()
     numeric = np.empty_like(analytic)
     eps = 1e-6
@@ -147,11 +147,11 @@ def test_training_steps_allocate_no_new_workspaces(rng):
     y = rng.integers(0, 4, 16)
     model.train_step(X, y)
     buffers = [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
-    outs = [id(model._forward(X, True))]
+    outs = [id(model._plan(16).out)]
     for _ in range(3):
         model.train_step(X, y)
     assert buffers == [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
-    assert outs == [id(model._forward(X, True))]
+    assert outs == [id(model._plan(16).out)]
 
 
 def test_fit_writes_one_line_per_epoch_when_not_a_terminal(capsys, rng):
@@ -247,7 +247,7 @@ def test_small_predictions_use_recorded_calls_and_match_the_layer_path(rng):
         model.train_step(X, np.arange(16) % 3)
     one = model.predict(X[:1])
     assert ("infer", 1) in model._plans  # the small input took the recorded path
-    np.testing.assert_array_equal(one, model._forward(model._check_x(X[:1]), False))
+    np.testing.assert_array_equal(one, model.forward(X[:1], False))
     np.testing.assert_allclose(model.predict(X)[:1], one, rtol=1e-5, atol=1e-6)  # gemm vs gemv rounding
     model.train_step(X, np.arange(16) % 3)  # training after an inference plan still matches a fresh pass
-    np.testing.assert_array_equal(model.predict(X[:1]), model._forward(model._check_x(X[:1]), False))
+    np.testing.assert_array_equal(model.predict(X[:1]), model.forward(X[:1], False))

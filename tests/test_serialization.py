@@ -166,7 +166,7 @@ def test_resume_from_the_middle_of_an_epoch(tmp_path):
     interrupted = small_model()
     interrupted.fit(X, y, epochs=2, batch_size=8, verbose=0, callbacks=[SaveAt()])
     resumed = fnn.load(tmp_path / "mid.safetensors")
-    assert resumed._cursor[1] == 40
+    assert resumed.state.cursor.samples == 40
     hist = resumed.fit(X, y, epochs=1, batch_size=8, verbose=0)
     assert np.array_equal(resumed.params, straight.params)
     assert hist.epoch == [1]

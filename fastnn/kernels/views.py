@@ -22,3 +22,15 @@ def view1(buffer, record):
 def view2(buffer, record):
     """``buffer[record[0]:record[1]]`` as a ``(record[2], record[3])`` C-contiguous view (no copy)."""
     return buffer[record[0]:record[1]].reshape((record[2], record[3]))
+
+
+@njit(**JIT)
+def view3(buffer, record):
+    """``buffer[record[0]:record[1]]`` as a ``(record[2], record[3], record[4])`` view (no copy)."""
+    return buffer[record[0]:record[1]].reshape((record[2], record[3], record[4]))
+
+
+@njit(**JIT)
+def view4(buffer, record):
+    """``buffer[record[0]:record[1]]`` as a 4-D view (images: batch, channels, height, width)."""
+    return buffer[record[0]:record[1]].reshape((record[2], record[3], record[4], record[5]))

@@ -29,14 +29,21 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     return cls
 
 
-def layer_to_config(layer: Layer) -> dict:
-    return {"class": type(layer).__name__, "config": layer.get_config()}
+def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
+    """{"class": name, "config": layer.get_config()}; ``by_class`` stores the class object itself
+    (for pickling and copies, where a class need not be registered)."""
+    return {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
 
 
 def layer_from_config(entry: dict) -> Layer:
     from .._validation import check_choice
 
-    cls = LAYERS[check_choice(entry["class"], LAYERS, "layer class")]
+    cls = entry["class"]
+    if not isinstance(cls, type):
+        if cls not in LAYERS:
+            raise ValueError(f"Unknown layer class {cls!r}: a custom layer must be registered before loading, with "
+                             f"@fastnn.register_layer on its class (known: {', '.join(sorted(LAYERS))})")
+        cls = LAYERS[check_choice(cls, LAYERS, "layer class")]
     if hasattr(cls, "from_config"):
         return cls.from_config(entry["config"])
     return cls(**entry["config"])

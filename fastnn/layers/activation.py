@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import _validation as V
 from ..kernels.activations import ACTIVATIONS
-from .base import Layer, Workspace
+from .base import Layer, Workspace, rows
 
 
 def resolve_activation(activation, **params) -> tuple[str, int, float]:
@@ -33,21 +33,24 @@ class Activation(Layer):
         super().__init__()
         self.activation, self.code, self.alpha = resolve_activation(activation, **params)
         self._workspace: Workspace | None = None
-        self._x = None
 
-    def build(self, in_features, dtype):
-        out = super().build(in_features, dtype)
-        self._workspace = self.workspace(y=(out,), grad_x=(out,))
-        return out
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self._workspace = self.workspace(y=shape, grad_x=shape)
+        return shape
 
-    def forward_calls(self, x, training):
-        ws = self._workspace(x.shape[0])
-        self._x = x
-        return [(self.K.activation_forward, (x, ws["y"], self.code, self.alpha))], ws["y"]
+    def forward_calls(self, x, ctx):
+        ws = self._workspace(x.shape[0], ctx.arena)
+        ctx.x = x
+        width = self.input_shape[-1]  # softmax/log_softmax: over the last axis
+        return [(self.K.activation_forward, (rows(x, width), rows(ws["y"], width), self.code, self.alpha))], ws["y"]
 
-    def backward_calls(self, grad_y, need_grad_x):
-        ws = self._workspace(grad_y.shape[0])
-        return [(self.K.activation_backward, (self._x, ws["y"], grad_y, ws["grad_x"], self.code, self.alpha))], ws["grad_x"]
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        ws = self._workspace(grad_y.shape[0], ctx.arena)
+        width = self.input_shape[-1]
+        args = (rows(ctx.x, width), rows(ws["y"], width), rows(grad_y, width), rows(ws["grad_x"], width), self.code,
+                self.alpha)
+        return [(self.K.activation_backward, args)], ws["grad_x"]
 
     def get_config(self):
         _, _, param_name = ACTIVATIONS[self.activation]

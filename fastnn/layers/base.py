@@ -1,12 +1,22 @@
-"""The layer protocol and the per-batch-size workspace every layer draws its buffers from."""
+"""The layer protocol, the per-call context a forward leaves for its backward, and the
+per-batch-size workspaces every layer draws its buffers from."""
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import backend
+
+Shape = tuple[int, ...]
+
+#: buffer arenas: the training plans, inference (predict/evaluate/validation) and the eager
+#: forward()/backward() API each write their own buffers, so one never overwrites what another's
+#: backward still needs (a predict between forward and backward cannot change gradients)
+ARENAS = ("train", "infer", "eager")
 
 
 @dataclass(frozen=True)
@@ -20,32 +30,65 @@ class ParamSpec:
     init: Callable[[np.ndarray, int, int], None]
 
 
+class Context:
+    """What one forward of one layer leaves for its backward.
+
+    ``training`` (the mode of that forward) and ``arena`` (whose buffers it wrote, one of
+    :data:`ARENAS`) are set by the caller; the layer saves what its backward needs as attributes
+    (``ctx.x = x``) and reads them back in ``backward_calls``. Composite layers keep one child
+    context per sub-layer (:meth:`child`). Backward reads only its context, never state left on
+    the layer by another call.
+    """
+
+    def __init__(self, training: bool, arena: str = "train"):
+        self.training = bool(training)
+        self.arena = arena
+        self.children: dict = {}
+
+    def child(self, key) -> Context:
+        """The context of sub-layer ``key`` (created on first use)."""
+        ctx = self.children.get(key)
+        if ctx is None:
+            ctx = self.children[key] = Context(self.training, self.arena)
+        return ctx
+
+
 class Workspace:
-    """Buffers of shape (batch, *trailing) allocated once at the largest batch seen and handed
-    out as contiguous row views, memoised per batch size: steady-state steps allocate nothing.
-    ``device``: "cpu" (NumPy arrays) or "cuda" (device arrays)."""
+    """Buffers of shape (batch, *trailing) allocated once per arena at the largest batch seen and
+    handed out as contiguous row views, memoised per (arena, batch size): steady-state steps
+    allocate nothing. ``device``: "cpu" (NumPy arrays) or "cuda" (device arrays). A trailing shape
+    of ``()`` gives one value per sample."""
 
     def __init__(self, dtype, device: str = "cpu", **trailing: tuple[int, ...]):
         self.dtype = np.dtype(dtype)
         self.device = device
         self.trailing = trailing
-        self.capacity = 0
-        self._full: dict[str, np.ndarray] = {}
-        self._views: dict[int, dict[str, np.ndarray]] = {}
+        self._capacity: dict[str, int] = {}
+        self._full: dict[str, dict[str, np.ndarray]] = {}
+        self._views: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
-    def __call__(self, batch: int) -> dict[str, np.ndarray]:
-        views = self._views.get(batch)
+    def __call__(self, batch: int, arena: str = "train") -> dict[str, np.ndarray]:
+        views = self._views.get((arena, batch))
         if views is None:
-            if batch > self.capacity:
-                self.capacity = batch
-                self._full = {name: backend.zeros((batch, *shape), self.dtype, self.device)
-                              for name, shape in self.trailing.items()}
-                self._views.clear()
-            views = self._views[batch] = {name: arr[:batch] for name, arr in self._full.items()}
+            if batch > self._capacity.get(arena, 0):
+                # allocate first: a MemoryError leaves the workspace as it was, still usable
+                full = {name: backend.zeros((batch, *shape), self.dtype, self.device)
+                        for name, shape in self.trailing.items()}
+                self._full[arena] = full
+                self._capacity[arena] = batch
+                for key in [k for k in self._views if k[0] == arena]:
+                    del self._views[key]
+            full = self._full[arena]
+            views = self._views[(arena, batch)] = {name: arr[:batch] for name, arr in full.items()}
         return views
 
+    @property
+    def capacity(self) -> int:
+        """The largest batch allocated in any arena."""
+        return max(self._capacity.values(), default=0)
+
     def nbytes(self) -> int:
-        return sum(arr.nbytes for arr in self._full.values())
+        return sum(arr.nbytes for full in self._full.values() for arr in full.values())
 
 
 def run_calls(calls) -> None:
@@ -54,42 +97,111 @@ def run_calls(calls) -> None:
         fn(*args)
 
 
+def rows(x, width: int):
+    """``x`` (batch, *shape) as the 2-D C-contiguous view (batch * prod(shape[:-1]), width) the
+    row kernels take (a view, never a copy: workspace buffers are contiguous)."""
+    return x.reshape((x.size // width if width else 0, width))
+
+
+def flat_rows(x):
+    """``x`` (batch, *shape) as the 2-D view (batch, prod(shape))."""
+    return x.reshape((x.shape[0], x.size // x.shape[0] if x.shape[0] else 0))
+
+
+def shape_str(shape) -> str:
+    """"(batch, 3, 28, 28)" for a per-sample shape (3, 28, 28)."""
+    return "(batch, " + ", ".join(str(d) for d in shape) + ")"
+
+
 class Layer:
     """Base of every layer.
 
-    Life cycle: ``build(in_features, dtype) -> out_features`` (checks sizes and allocates the
-    layer's buffers on ``self.device``, through :meth:`zeros` / :meth:`workspace`), then the model
-    allocates one flat buffer for all ``parameter_specs()`` and calls ``bind(params, grads)``
-    with views into it. ``forward(x, training)`` returns a view of the layer's own output
-    buffer (valid until its next forward); ``backward(grad_y, need_grad_x)`` writes parameter
-    gradients (overwriting, not accumulating) and returns the gradient of the input.
+    Shapes are per sample: ``(features,)``, ``(channels, length)``, ``(channels, height, width)``,
+    ``(time, features)``. Life cycle:
+
+    1. ``build(input_shape, dtype) -> output_shape`` checks the shape and allocates the layer's
+       buffers on ``self.device`` (through :meth:`zeros` / :meth:`workspace`);
+    2. the model allocates one flat buffer for all ``parameter_specs()`` and calls
+       ``bind(params, grads)`` with views into it;
+    3. ``forward_calls(x, ctx) -> (calls, y)``: the kernel calls [(function, args)] computing the
+       output ``y`` (a view of this layer's buffers in ``ctx.arena``) from ``x`` (batch,
+       *input_shape); what backward needs is saved on ``ctx`` (a :class:`Context`);
+    4. ``backward_calls(grad_y, ctx, need_grad_x) -> (calls, grad_x or None)``: parameter
+       gradients are overwritten (not accumulated).
+
+    The model runs the calls directly or records them once per batch size as a plan, so a
+    steady-state training step is a flat list of kernel calls. A user layer may instead override
+    ``forward(x, training)`` / ``backward(grad_y, need_grad_x)`` with NumPy code (then it keeps its
+    own state between them and the model calls it eagerly).
 
     Devices: ``self.device`` ("cpu" or "cuda") and ``self.K``, that device's kernel namespace
     (:func:`fastnn.backend.kernels`), are set by the model through :meth:`set_device` before
-    ``build``; ``model.to(device)`` sets the new device, runs ``build`` again (re-allocating every
-    buffer there), re-binds the parameter views and copies ``buffers()`` back. Layers take their
-    kernels from ``self.K`` when they build calls, so one code path serves both devices.
+    ``build``; layers take their kernels from ``self.K`` when they build calls.
+
+    A layer belongs to one model (it holds views of that model's buffers); the model refuses a
+    layer that already belongs to another live model.
     """
 
-    in_features: int | None = None
-    out_features: int | None = None
-    #: the constructor argument that fixes the input width (named in size-mismatch errors)
+    #: the constructor argument that fixes the input size (named in size-mismatch errors)
     input_argument = "in_features"
     device = "cpu"
     K = backend.kernels("cpu")
+    #: attributes the model may set on a built layer without making its plans stale
+    _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input"})
 
     def __init__(self):
         self.dtype = None
         self.training = True
+        self.input_shape: Shape | None = None
+        self.output_shape: Shape | None = None
         self.last_output: np.ndarray | None = None
         self.last_grad_input: np.ndarray | None = None
         self.K = Layer.K  # an instance attribute: found without walking the class hierarchy
+        self._eager_ctx: Context | None = None
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES:
+            owner = self.__dict__.get("_owner")
+            model = owner() if owner is not None else None
+            if model is not None:
+                model._layer_changed(self, name)
+
+    # -- widths of 1-D layers (the common case) -------------------------------------------
+    @property
+    def in_features(self) -> int | None:
+        """The last axis of the input shape (None before build unless the constructor fixed it)."""
+        fixed = self.__dict__.get("_in_features")
+        if self.input_shape is not None:
+            return self.input_shape[-1]
+        return fixed
+
+    @in_features.setter
+    def in_features(self, value) -> None:
+        object.__setattr__(self, "_in_features", value)
+
+    @property
+    def out_features(self) -> int | None:
+        """The last axis of the output shape."""
+        if self.output_shape is not None:
+            return self.output_shape[-1]
+        return self.__dict__.get("_out_features")
+
+    @out_features.setter
+    def out_features(self, value) -> None:
+        object.__setattr__(self, "_out_features", value)
+
+    def expected_input_shape(self) -> Shape | None:
+        """The per-sample input shape this layer's constructor fixes, if any (e.g. Dense(784, 10):
+        (784,)); lets a model infer its input shape from the first layer."""
+        width = self.__dict__.get("_in_features")
+        return None if width is None else (width,)
 
     # -- construction -------------------------------------------------------------------
     def set_device(self, device: str) -> None:
         """Use ``device``'s kernels and allocate there from the next ``build`` on."""
-        self.device = device
-        self.K = backend.kernels(device)
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "K", backend.kernels(device))
         self.last_output = self.last_grad_input = None
 
     def zeros(self, shape, dtype=None):
@@ -100,11 +212,22 @@ class Layer:
         """A :class:`Workspace` on this layer's device (dtype: the layer's by default)."""
         return Workspace(self.dtype if dtype is None else dtype, self.device, **trailing)
 
-    def build(self, in_features: int, dtype) -> int:
-        self.in_features = in_features
-        self.out_features = in_features if self.out_features is None else self.out_features
-        self.dtype = np.dtype(dtype)
-        return self.out_features
+    def build(self, input_shape, dtype):
+        """Check ``input_shape`` (a per-sample tuple), allocate, return the output shape.
+
+        The default keeps the shape (elementwise layers). An int is taken as ``(int,)``.
+        """
+        shape = normalize_shape(input_shape)
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "output_shape", shape)
+        object.__setattr__(self, "dtype", np.dtype(dtype))
+        return shape
+
+    def compute_output_shape(self, input_shape) -> Shape:
+        """The output shape for ``input_shape`` (after ``build``: the built one)."""
+        if self.output_shape is not None and normalize_shape(input_shape) == self.input_shape:
+            return self.output_shape
+        raise NotImplementedError
 
     def parameter_specs(self) -> list[ParamSpec]:
         return []
@@ -116,17 +239,18 @@ class Layer:
         """Non-trainable state saved with the model (e.g. running statistics)."""
         return {}
 
-    # -- computation ---------------------------------------------------------------------
-    # A layer describes its work as kernel calls [(function, args)] on fixed buffers. The
-    # model runs them directly (forward/backward below) or records them once per batch size
-    # as a plan, so a steady-state training step is a flat list of kernel calls.
-    def forward_calls(self, x: np.ndarray, training: bool) -> tuple[list, np.ndarray]:
-        """([(kernel, args)], output view) computing this layer's output from ``x``."""
-        raise NotImplementedError
+    def sublayers(self) -> list[tuple[str, Layer]]:
+        """(name, layer) of the layers this one contains (Residual's block ...)."""
+        return []
 
-    def backward_calls(self, grad_y: np.ndarray, need_grad_x: bool) -> tuple[list, np.ndarray | None]:
-        """([(kernel, args)], grad_x view or None) for the last ``forward_calls``."""
-        raise NotImplementedError
+    # -- computation ---------------------------------------------------------------------
+    def forward_calls(self, x: np.ndarray, ctx: Context) -> tuple[list, np.ndarray]:
+        """([(kernel, args)], output view) computing this layer's output from ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither forward_calls nor forward")
+
+    def backward_calls(self, grad_y: np.ndarray, ctx: Context, need_grad_x: bool) -> tuple[list, np.ndarray | None]:
+        """([(kernel, args)], grad_x view or None) for the forward that filled ``ctx``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither backward_calls nor backward")
 
     def plannable(self) -> bool:
         """True when forward/backward are fully described by forward_calls/backward_calls
@@ -135,16 +259,36 @@ class Layer:
         return cls.forward is Layer.forward and cls.backward is Layer.backward
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        calls, y = self.forward_calls(x, training)
+        """Eager forward of this layer alone (in the "eager" arena); its context is kept for
+        :meth:`backward`."""
+        ctx = Context(training, "eager")
+        calls, y = self.forward_calls(x, ctx)
         run_calls(calls)
+        self._eager_ctx = ctx
         self.last_output = y
         return y
 
     def backward(self, grad_y: np.ndarray, need_grad_x: bool = True) -> np.ndarray | None:
-        calls, grad_x = self.backward_calls(grad_y, need_grad_x)
+        """Eager backward of the last :meth:`forward` of this layer."""
+        if self._eager_ctx is None:
+            raise RuntimeError(f"{self!r}.backward() was called before forward(); run forward(x, training) "
+                               f"first, then backward(grad_y)")
+        calls, grad_x = self.backward_calls(grad_y, self._eager_ctx, need_grad_x)
         run_calls(calls)
         self.last_grad_input = grad_x
         return grad_x
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a copy belongs to no model
+        state.pop("_eager_ctx", None)
+        state.pop("K", None)  # kernels are found again from the device
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_eager_ctx"] = None
+        self.__dict__["K"] = backend.kernels(self.__dict__.get("device", "cpu"))
 
     # -- description --------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -155,3 +299,26 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def normalize_shape(shape) -> Shape:
+    """A per-sample shape as a tuple of positive ints (an int n is (n,)); ValueError otherwise."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        out = tuple(int(d) for d in shape)
+        ok = all(float(d) == o for d, o in zip(shape, out))
+    except (TypeError, ValueError):
+        ok, out = False, ()
+    if not ok or not out or any(d < 1 for d in out):
+        raise ValueError(f"a per-sample shape must be a non-empty tuple of positive integers, e.g. (784,) or "
+                         f"(1, 28, 28), got {shape!r}")
+    return out
+
+
+def size_of(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def owner_ref(model) -> weakref.ref:
+    return weakref.ref(model)

@@ -1,10 +1,10 @@
-"""Inverted dropout."""
+"""Inverted dropout over inputs of any shape."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _validation as V
-from .base import Layer
+from .base import Layer, flat_rows, size_of
 
 
 class Dropout(Layer):
@@ -19,36 +19,43 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = V.check_float(p, "p", 0.0, 1.0, high_inclusive=False)
-        self.seed, self.stream = 0, 0
-        self.step = np.zeros(1, np.int64)  # masks drawn so far; saved so that resuming is exact
+        self._seed, self._stream = 0, 0
+        self._step = np.zeros(1, np.int64)  # masks drawn so far; saved so that resuming is exact
         self._workspace = None
-        self._identity = True
 
-    def build(self, in_features, dtype):
-        out = super().build(in_features, dtype)
-        self._workspace = self.workspace(y=(out,), grad_x=(out,))
-        self._masks = self.workspace(np.uint8, mask=(self.K.mask_bytes(out),))
-        return out
+    @property
+    def step(self) -> np.ndarray:
+        """Masks drawn so far (a 1-element int64 array, saved with the model)."""
+        return self._step
+
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self._workspace = self.workspace(y=shape, grad_x=shape)
+        self._masks = self.workspace(np.uint8, mask=(self.K.mask_bytes(size_of(shape)),))
+        return shape
 
     def seed_rng(self, seed: int, stream: int) -> None:
-        self.seed, self.stream = seed, stream
+        self._seed, self._stream = seed, stream
 
     def buffers(self):
-        return {"step": self.step}
+        return {"step": self._step}
 
-    def forward_calls(self, x, training):
-        self._identity = not training or self.p == 0.0
-        if self._identity:
+    def forward_calls(self, x, ctx):
+        ctx.identity = not ctx.training or self.p == 0.0
+        if ctx.identity:
             return [], x
-        y = self._workspace(x.shape[0])["y"]
-        mask = self._masks(x.shape[0])["mask"]
-        return [(self.K.dropout_forward_counted, (x, y, mask, self.p, self.seed, self.stream, self.step))], y
+        y = self._workspace(x.shape[0], ctx.arena)["y"]
+        mask = self._masks(x.shape[0], ctx.arena)["mask"]
+        args = (flat_rows(x), flat_rows(y), mask, self.p, self._seed, self._stream, self._step)
+        return [(self.K.dropout_forward_counted, args)], y
 
-    def backward_calls(self, grad_y, need_grad_x):
-        if self._identity:
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        if ctx.identity:
             return [], grad_y
-        grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        return [(self.K.dropout_backward, (grad_y, self._masks(grad_y.shape[0])["mask"], grad_x, self.p))], grad_x
+        m = grad_y.shape[0]
+        grad_x = self._workspace(m, ctx.arena)["grad_x"]
+        mask = self._masks(m, ctx.arena)["mask"]
+        return [(self.K.dropout_backward, (flat_rows(grad_y), mask, flat_rows(grad_x), self.p))], grad_x
 
     def get_config(self):
         return {"p": self.p}

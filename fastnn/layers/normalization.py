@@ -1,11 +1,11 @@
-"""Batch normalisation and layer normalisation over (batch, features) inputs."""
+"""Batch normalisation over (batch, features) and layer normalisation over the last axis."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _validation as V
 from .. import backend
-from .base import Layer, ParamSpec
+from .base import Layer, ParamSpec, normalize_shape, rows, shape_str
 
 
 def _fill(value):
@@ -15,33 +15,37 @@ def _fill(value):
 
 
 class _Normalization(Layer):
+    _feature_axis = -1
+
     """Shared parts: the per-feature gain (``weight``, gamma) and shift (``bias``, beta), which
     get no weight decay by default, and the checks of the feature count and eps."""
 
     def __init__(self, num_features: int, eps: float, affine: bool):
         super().__init__()
         self.num_features = V.check_int(num_features, "num_features", minimum=1)
-        self.in_features = self.out_features = self.num_features
+        self.in_features = self.num_features
         self.eps = V.check_float(eps, "eps", low=0.0, low_inclusive=False)
         self.affine = bool(affine)
         self.weight = self.bias = self.grad_weight = self.grad_bias = None
 
-    def build(self, in_features, dtype):
-        if in_features != self.num_features:
-            raise ValueError(f"{self!r}: num_features={self.num_features} does not match the input width "
-                             f"{in_features}; use {type(self).__name__}({in_features})")
-        out = super().build(in_features, dtype)
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        if shape[self._feature_axis] != self.num_features:
+            raise ValueError(f"{self!r}: num_features={self.num_features} does not match the input shape "
+                             f"{shape_str(shape)}; use {type(self).__name__}({shape[self._feature_axis]})")
+        super().build(shape, dtype)
+        out = self.num_features
         if not self.affine:  # the kernels read gamma/beta only when affine; keep typed placeholders
             self.weight, self.bias = backend.full(out, 1.0, dtype, self.device), self.zeros(out)
             self.grad_weight, self.grad_bias = self.zeros(out), self.zeros(out)
-        self._workspace = self.workspace(y=(out,), x_hat=(out,), grad_x=(out,))
+        self._workspace = self.workspace(y=shape, x_hat=shape, grad_x=shape)
         self._partials = self.zeros((2, 1, out))
-        return out
+        return shape
 
     def _scratch(self, batch):
-        rows = self.K.partial_rows(batch)
-        if self._partials.shape[1] < rows:
-            self._partials = self.zeros((2, rows, self.num_features))
+        n = self.K.partial_rows(batch)
+        if self._partials.shape[1] < n:
+            self._partials = self.zeros((2, n, self.num_features))
         return self._partials
 
     def parameter_specs(self):
@@ -80,13 +84,16 @@ class BatchNorm1d(_Normalization):
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
 
-    def build(self, in_features, dtype):
-        out = super().build(in_features, dtype)
+    def build(self, input_shape, dtype):
+        if len(normalize_shape(input_shape)) != 1:
+            raise ValueError(f"{self!r} takes (batch, features) input, got {shape_str(normalize_shape(input_shape))}; "
+                             f"use BatchNorm2d for (batch, channels, height, width), or Flatten() first")
+        shape = super().build(input_shape, dtype)
+        out = shape[-1]
         self.running_mean = self.zeros(out)
         self.running_var = backend.full(out, 1.0, dtype, self.device)
-        self._mean = self.zeros(out)
-        self._inv_std = self.zeros(out)
-        return out
+        self._stats = self.workspace(mean=(out,), inv_std=(out,))  # batch statistics, per arena
+        return shape
 
     def buffers(self):
         if not self.track_running_stats:
@@ -94,32 +101,33 @@ class BatchNorm1d(_Normalization):
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
 
-    def forward_calls(self, x, training):
-        ws = self._workspace(x.shape[0])
-        self._batch_stats = training or not self.track_running_stats
-        if not self._batch_stats:
-            self._x = x
-            return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"],
-                                              self.eps, self.affine))], ws["y"]
+    def forward_calls(self, x, ctx):
+        ws = self._workspace(x.shape[0], ctx.arena)
+        ctx.batch_stats = ctx.training or not self.track_running_stats
+        ctx.x = x
+        if not ctx.batch_stats:
+            return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var,
+                                                     ws["y"], self.eps, self.affine))], ws["y"]
         if x.shape[0] < 2:
             raise ValueError(f"{self!r} needs more than 1 sample per batch in training (the batch variance "
                              f"of one sample is 0), got batch size {x.shape[0]}; use a larger batch_size, "
                              f"or eval mode")
         momentum = -1.0 if self.momentum is None else self.momentum
-        args = (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"], ws["x_hat"], self._mean,
-                self._inv_std, self._scratch(x.shape[0]), self.eps, momentum, self.affine,
-                training and self.track_running_stats, self.num_batches_tracked)
+        stats = self._stats(1, ctx.arena)
+        args = (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"], ws["x_hat"], stats["mean"][0],
+                stats["inv_std"][0], self._scratch(x.shape[0]), self.eps, momentum, self.affine,
+                ctx.training and self.track_running_stats, self.num_batches_tracked)
         return [(self.K.batchnorm_forward_train_counted, args)], ws["y"]
 
-    def backward_calls(self, grad_y, need_grad_x):
-        ws = self._workspace(grad_y.shape[0])
-        if self._batch_stats:
-            args = (grad_y, ws["x_hat"], self._inv_std, self.weight, ws["grad_x"], self.grad_weight,
-                    self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        ws = self._workspace(grad_y.shape[0], ctx.arena)
+        if ctx.batch_stats:
+            args = (grad_y, ws["x_hat"], self._stats(1, ctx.arena)["inv_std"][0], self.weight, ws["grad_x"],
+                    self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
             return [(self.K.batchnorm_backward, args)], ws["grad_x"]
         if self.device == "cpu":
-            return [(self._eval_backward, (self._x, grad_y, ws["grad_x"]))], ws["grad_x"]
-        args = (grad_y, self._x, self.weight, self.running_mean, self.running_var, ws["x_hat"], ws["grad_x"],
+            return [(self._eval_backward, (ctx.x, grad_y, ws["grad_x"]))], ws["grad_x"]
+        args = (grad_y, ctx.x, self.weight, self.running_mean, self.running_var, ws["x_hat"], ws["grad_x"],
                 self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.eps, self.affine)
         return [(self.K.batchnorm_backward_eval, args)], ws["grad_x"]
 
@@ -138,29 +146,32 @@ class BatchNorm1d(_Normalization):
 
 
 class LayerNorm(_Normalization):
-    """Layer normalisation over the features of each sample (torch.nn.LayerNorm on the last axis)."""
+    """Layer normalisation over the last axis of each sample (torch.nn.LayerNorm(normalized_features))."""
 
     input_argument = "normalized_features"
 
     def __init__(self, normalized_features: int, eps: float = 1e-5, elementwise_affine: bool = True):
         super().__init__(normalized_features, eps, elementwise_affine)
 
-    def build(self, in_features, dtype):
-        out = super().build(in_features, dtype)
-        self._inv_std_rows = self.workspace(inv_std=())
-        return out
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self._inv_std_rows = self.workspace(inv_std=shape[:-1])
+        return shape
 
-    def forward_calls(self, x, training):
-        ws = self._workspace(x.shape[0])
-        inv_std = self._inv_std_rows(x.shape[0])["inv_std"]
-        return [(self.K.layernorm_forward, (x, self.weight, self.bias, ws["y"], ws["x_hat"], inv_std, self.eps,
-                                     self.affine))], ws["y"]
+    def forward_calls(self, x, ctx):
+        ws = self._workspace(x.shape[0], ctx.arena)
+        f = self.num_features
+        inv_std = self._inv_std_rows(x.shape[0], ctx.arena)["inv_std"].reshape(-1)
+        return [(self.K.layernorm_forward, (rows(x, f), self.weight, self.bias, rows(ws["y"], f), rows(ws["x_hat"], f),
+                                            inv_std, self.eps, self.affine))], ws["y"]
 
-    def backward_calls(self, grad_y, need_grad_x):
+    def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
-        ws = self._workspace(m)
-        args = (grad_y, ws["x_hat"], self._inv_std_rows(m)["inv_std"], self.weight, ws["grad_x"], self.grad_weight,
-                self.grad_bias, self._scratch(m), self.affine)
+        ws = self._workspace(m, ctx.arena)
+        f = self.num_features
+        g = rows(grad_y, f)
+        args = (g, rows(ws["x_hat"], f), self._inv_std_rows(m, ctx.arena)["inv_std"].reshape(-1), self.weight,
+                rows(ws["grad_x"], f), self.grad_weight, self.grad_bias, self._scratch(g.shape[0]), self.affine)
         return [(self.K.layernorm_backward, args)], ws["grad_x"]
 
     def get_config(self):

@@ -1,9 +1,7 @@
 """Residual connection: y = x + block(x)."""
 from __future__ import annotations
 
-import numpy as np
-
-from .base import Layer, ParamSpec
+from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str
 from .dense import Dense
 
 
@@ -24,33 +22,39 @@ class Residual(Layer):
         self.block = layers
         self.allow_projection = bool(projection)
         self.projection: Dense | None = None
-        self.in_features = layers[0].in_features
+
+    def expected_input_shape(self):
+        return self.block[0].expected_input_shape()
 
     def _children(self) -> list[tuple[str, Layer]]:
         named = [(f"block.{i}", layer) for i, layer in enumerate(self.block)]
         return named + ([("projection", self.projection)] if self.projection is not None else [])
 
-    def build(self, in_features, dtype):
-        self.in_features = in_features
-        self.dtype = np.dtype(dtype)
-        width = in_features
+    def sublayers(self):
+        return self._children()
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        super().build(shape, dtype)
+        out = shape
         for i, layer in enumerate(self.block):
-            if layer.in_features is not None and layer.in_features != width:
+            expected = layer.expected_input_shape()
+            if expected is not None and expected[-1] != out[-1]:
                 raise ValueError(f"inside {type(self).__name__}: block layer {i} ({layer!r}) expects "
-                                 f"{layer.in_features} features but receives {width}")
-            width = layer.build(width, dtype)
-        if width != in_features:
-            if not self.allow_projection:
-                raise ValueError(f"Residual block maps {in_features} features to {width}, so x + block(x) is "
-                                 f"undefined; allow a projection (projection=True) or make the block end with "
-                                 f"{in_features} features")
+                                 f"{expected[-1]} features but receives {shape_str(out)}")
+            out = layer.build(out, dtype)
+        if out != shape:
+            if not self.allow_projection or out[:-1] != shape[:-1]:
+                raise ValueError(f"Residual block maps {shape_str(shape)} to {shape_str(out)}, so x + block(x) is "
+                                 f"undefined; allow a projection (projection=True, for a change of the last axis "
+                                 f"only) or make the block end with the shape {shape_str(shape)}")
             if self.projection is None:  # kept when build runs again (model.to)
-                self.projection = Dense(in_features, width, init="xavier_uniform", bias=False)
+                self.projection = Dense(shape[-1], out[-1], init="xavier_uniform", bias=False)
             self.projection.set_device(self.device)
-            self.projection.build(in_features, dtype)
-        self.out_features = width
-        self._workspace = self.workspace(y=(width,), grad_x=(in_features,))
-        return width
+            self.projection.build(shape, dtype)
+        self.output_shape = out
+        self._workspace = self.workspace(y=out, grad_x=shape)
+        return out
 
     def set_device(self, device):
         super().set_device(device)
@@ -77,29 +81,29 @@ class Residual(Layer):
     def plannable(self):
         return super().plannable() and all(layer.plannable() for _, layer in self._children())
 
-    def forward_calls(self, x, training):
+    def forward_calls(self, x, ctx):
         calls, h = [], x
-        for layer in self.block:
-            more, h = layer.forward_calls(h, training)
+        for i, layer in enumerate(self.block):
+            more, h = layer.forward_calls(h, ctx.child(i))
             calls += more
         skip = x
         if self.projection is not None:
-            more, skip = self.projection.forward_calls(x, training)
+            more, skip = self.projection.forward_calls(x, ctx.child("projection"))
             calls += more
-        y = self._workspace(x.shape[0])["y"]
-        return calls + [(self.K.add, (h, skip, y))], y
+        y = self._workspace(x.shape[0], ctx.arena)["y"]
+        return calls + [(self.K.add, (flat_rows(h), flat_rows(skip), flat_rows(y)))], y
 
-    def backward_calls(self, grad_y, need_grad_x):
+    def backward_calls(self, grad_y, ctx, need_grad_x):
         calls, grad = [], grad_y
-        for layer in reversed(self.block):
-            more, grad = layer.backward_calls(grad, True)
+        for i in range(len(self.block) - 1, -1, -1):
+            more, grad = self.block[i].backward_calls(grad, ctx.child(i), True)
             calls += more
         grad_skip = grad_y
         if self.projection is not None:
-            more, grad_skip = self.projection.backward_calls(grad_y, True)
+            more, grad_skip = self.projection.backward_calls(grad_y, ctx.child("projection"), True)
             calls += more
-        grad_x = self._workspace(grad_y.shape[0])["grad_x"]
-        return calls + [(self.K.add, (grad, grad_skip, grad_x))], grad_x
+        grad_x = self._workspace(grad_y.shape[0], ctx.arena)["grad_x"]
+        return calls + [(self.K.add, (flat_rows(grad), flat_rows(grad_skip), flat_rows(grad_x)))], grad_x
 
     def get_config(self):
         from . import layer_to_config
