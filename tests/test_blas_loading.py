@@ -26,7 +26,8 @@ WHEEL_FILES = {
 SCIPY_FILES = {
     "linux": {"scipy.libs": ["libgfortran-8f1e9814.so.5.0.0", "libscipy_openblas-6cdc3b4a.so"]},
     "darwin": {os.path.join("scipy", ".dylibs"): ["libgfortran.5.dylib", "libscipy_openblas.dylib"]},
-    "win32": {"scipy.libs": ["libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll", "msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll"],
+    "win32": {"scipy.libs": ["libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll",
+                             "msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll"],
               os.path.join("scipy", ".libs"): ["libopenblas.XWYDX2IKJW2NMTWSFYNGFUWKQU3LYTCZ.gfortran-win_amd64.dll"]},
 }
 WHEEL_EXPECTED = {"linux": "libscipy_openblas.so", "darwin": "libscipy_openblas.dylib",
