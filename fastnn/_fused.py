@@ -41,7 +41,8 @@ def cache_dir() -> str:
         numba_dir = os.environ.get("NUMBA_CACHE_DIR")
         root = os.path.join(numba_dir, "fastnn") if numba_dir else os.path.join(
             os.path.expanduser("~"), ".cache", "fastnn")
-    for candidate in (root, os.path.join(tempfile.gettempdir(), f"fastnn-{os.getuid()}")):
+    user = f"-{os.getuid()}" if hasattr(os, "getuid") else ""  # Windows' temporary folder is per-user already
+    for candidate in (root, os.path.join(tempfile.gettempdir(), f"fastnn{user}")):
         try:
             os.makedirs(candidate, exist_ok=True)
             if os.access(candidate, os.W_OK):
@@ -181,7 +182,7 @@ def _load(source: str) -> Callable:
     path = os.path.join(cache_dir(), f"step_{digest}.py")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as handle:
+        with open(tmp, "w", encoding="utf-8") as handle:  # Python reads sources as UTF-8
             handle.write(source)
         os.replace(tmp, path)  # atomic: concurrent processes write the same content
     name = f"fastnn_step_{digest}"

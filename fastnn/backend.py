@@ -49,7 +49,7 @@ def _probe() -> tuple[bool, str]:
         detail = getattr(cuda_driver.driver, "initialization_error", None) or "driver library not found"
         detail = " ".join(str(detail).split()).rstrip(":")
         return False, (f"no usable NVIDIA driver was found ({detail}). Install the NVIDIA driver for your GPU "
-                       "(libcuda.so must be loadable), then check with `nvidia-smi`")
+                       "(libcuda.so on Linux, nvcuda.dll on Windows, must be loadable), then check with `nvidia-smi`")
     try:
         n_gpus = len(cuda.gpus)
     except Exception:  # noqa: BLE001

@@ -320,7 +320,7 @@ def _blas_user(lib: dict, ours: str | None) -> str:
     path = os.path.realpath(lib["filepath"])
     if path == ours:
         return "fastnn kernels"
-    if os.sep + "numpy.libs" + os.sep in path:
+    if any(os.sep + folder + os.sep in path for folder in ("numpy.libs", os.path.join("numpy", ".dylibs"))):
         return "numpy (floor)"
     return "loaded by another library (SciPy), unused here"
 

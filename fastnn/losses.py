@@ -61,8 +61,14 @@ class Loss:
         return fn(*args)
 
     def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
-        """Number of correctly classified samples, or None for regression losses."""
+        """Number of correctly classified samples (accuracy = this / samples), or None for
+        regression losses. ``output`` (batch, outputs) and checked ``target`` on one device."""
         return None
+
+    def predict_classes(self, output: np.ndarray) -> np.ndarray:
+        """Class labels (int64) of host ``output`` (batch, outputs), the ones ``correct_count`` scores."""
+        raise TypeError(f"predict_classes needs a classification loss (cross_entropy or "
+                        f"binary_cross_entropy); this model was compiled with {self.name!r}")
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
         raise TypeError(f"predict_proba needs a classification loss (cross_entropy or "
@@ -77,7 +83,10 @@ class Loss:
 
 
 class CrossEntropy(Loss):
-    """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,)."""
+    """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,).
+
+    Accuracy: the fraction of samples whose argmax (the first maximum) equals the label.
+    """
 
     name = "cross_entropy"
     is_classification = True
@@ -98,6 +107,10 @@ class CrossEntropy(Loss):
 
     def correct_count(self, output, target):
         return int(_kernels(output).accuracy_count(output, target))
+
+    def predict_classes(self, output):
+        """(batch,) int64: the argmax of each row (the first maximum)."""
+        return np.argmax(output, axis=1).astype(np.int64, copy=False)
 
     def probabilities(self, output):
         probs = np.empty_like(output)
@@ -146,7 +159,13 @@ class Huber(_Elementwise):
 
 
 class BinaryCrossEntropy(_Elementwise):
-    """Binary cross-entropy from logits (batch, k) against targets in [0, 1] (sigmoid fused)."""
+    """Binary cross-entropy from logits (batch, k) against targets in [0, 1] (sigmoid fused).
+
+    A logit > 0 predicts class 1, a target > 0.5 is class 1. With k = 1 output, accuracy is the
+    fraction of samples classified right. With k > 1 (multi-label) it is the exact-match subset
+    accuracy of sklearn's ``accuracy_score``: the fraction of samples whose k labels are all right
+    (stricter than Keras' ``binary_accuracy``, the mean over the k * batch elements).
+    """
 
     name, code = "binary_cross_entropy", K.BCE_LOGITS
     is_classification = True
@@ -163,6 +182,11 @@ class BinaryCrossEntropy(_Elementwise):
 
     def correct_count(self, output, target):
         return int(_kernels(output).binary_accuracy_count(output, target))
+
+    def predict_classes(self, output):
+        """int64 ``logit > 0``: (batch,) for one output, (batch, k) for k > 1 (multi-label)."""
+        labels = (output > 0).astype(np.int64)
+        return labels[:, 0] if labels.shape[1] == 1 else labels
 
     def probabilities(self, output):
         probs = np.empty_like(output)

@@ -185,8 +185,8 @@ def accuracy_count(logits, labels):
 
 
 def binary_accuracy_count(logits, targets):
-    """Elements where (logit > 0) equals (target > 0.5)."""
-    return int(((_f64(logits) > 0) == (_f64(targets) > 0.5)).sum())
+    """Rows where (logit > 0) equals (target > 0.5) in every column (multi-label exact match)."""
+    return int(((_f64(logits) > 0) == (_f64(targets) > 0.5)).all(axis=1).sum())
 
 
 def add(a, b):

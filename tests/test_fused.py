@@ -137,6 +137,15 @@ def test_cache_dir_falls_back_when_the_folder_is_not_writable(monkeypatch, tmp_p
     assert not folder.startswith(str(blocked))
 
 
+
+def test_cache_dir_fallback_without_getuid(monkeypatch, tmp_path):
+    """Windows has no os.getuid: the fallback is the (per-user) temporary folder's fastnn/."""
+    monkeypatch.delattr(os, "getuid", raising=False)
+    monkeypatch.setattr(_fused.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "file-not-folder" / "sub"))
+    (tmp_path / "file-not-folder").write_text("not a folder")
+    assert _fused.cache_dir() == os.path.join(str(tmp_path / "tmp"), "fastnn")
+
 def test_bad_fastnn_fuse_value_is_a_clear_error():
     env = dict(os.environ, FASTNN_FUSE="sometimes")
     result = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True)

@@ -56,10 +56,11 @@ def test_elementwise_losses(name, dtype, rng):
 def test_accuracy_counts(rng):
     logits = rng.standard_normal((40, 5))
     labels = rng.integers(0, 5, 40).astype(np.int64)
-    targets = rng.random((40, 5))
+    targets = (logits > 0) * 0.8 + 0.1  # all rows match but those spoiled below (exact match per row)
+    targets[:7, 2] = 1 - targets[:7, 2]
     dl, dlab, dt = to_device(logits, labels, targets)
     assert gpu_loss.accuracy_count(dl, dlab) == cpu_loss.accuracy_count(logits, labels)
-    assert gpu_loss.binary_accuracy_count(dl, dt) == cpu_loss.binary_accuracy_count(logits, targets)
+    assert gpu_loss.binary_accuracy_count(dl, dt) == cpu_loss.binary_accuracy_count(logits, targets) == 33
 
 
 N, N_DECAY = 600, 450  # more elements than the simulator's threads: the grid-stride loop is exercised

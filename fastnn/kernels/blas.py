@@ -3,19 +3,21 @@
 ``np.dot`` inside njit copies non-contiguous operands and cannot accumulate. fastnn instead
 calls the CBLAS ``?gemm`` of its own OpenBLAS instance, bound by symbol name (so functions that
 use it can still be cached): the ``scipy-openblas32`` wheel (the OpenBLAS build SciPy itself
-vendors, as a standalone package), or, without it, the copy bundled inside SciPy's wheel. The
-standalone wheel comes first because it is newer: OpenBLAS 0.3.31+ runs the single-thread
-GEMMs of fastnn's tiles 5-30% faster than SciPy 1.17's 0.3.30 on this project's machine
-(benchmarks/RESULTS.md). Either library is a separate instance from NumPy's, so pinning it to
-one thread leaves NumPy's BLAS alone: parallel kernels split a GEMM into fixed tiles of the
-output and run tiles on Numba's threads, so one thread pool does all the work (two pools
-fighting were measured 27x slower).
+vendors, as a standalone package, found through its own ``get_lib_dir``/``get_library``), or,
+without it, the copy bundled inside SciPy's wheel (``scipy.libs`` on Linux and Windows,
+``scipy/.dylibs`` on macOS). The standalone wheel comes first because it is newer: OpenBLAS
+0.3.31+ runs the single-thread GEMMs of fastnn's tiles 5-30% faster than SciPy 1.17's 0.3.30 on
+this project's machine (benchmarks/RESULTS.md). Either library is a separate instance from
+NumPy's, so pinning it to one thread leaves NumPy's BLAS alone: parallel kernels split a GEMM
+into fixed tiles of the output and run tiles on Numba's threads, so one thread pool does all the
+work (two pools fighting were measured 27x slower).
 """
 from __future__ import annotations
 
 import ctypes
-import glob
+import importlib.util
 import os
+import sys
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -27,31 +29,119 @@ from ._scalar import n_chunks
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _candidate_libraries() -> list[str]:
-    """OpenBLAS shared libraries with 32-bit-int CBLAS, best first (none is loaded here)."""
-    import importlib.util
+# Where each platform's wheel tools put SciPy's vendored libraries, relative to site-packages:
+# auditwheel (Linux), delocate (macOS), delvewheel (Windows; scipy/.libs in older SciPy wheels).
+_SCIPY_LIB_DIRS = {
+    "linux": ("scipy.libs",),
+    "darwin": (os.path.join("scipy", ".dylibs"),),
+    "win32": ("scipy.libs", os.path.join("scipy", ".libs")),
+}
+_LIB_SUFFIX = {"linux": ".so", "darwin": ".dylib", "win32": ".dll"}
+_PREFIXES = ("scipy_", "")  # CBLAS symbol prefix: scipy_ in the scipy-openblas builds, none in plain OpenBLAS
+_INSTALL_HINT = "pip install scipy-openblas32"
 
-    found = []
-    spec = importlib.util.find_spec("scipy_openblas32")
-    if spec is not None and spec.origin:
-        lib_dir = os.path.join(os.path.dirname(spec.origin), "lib")
-        found += sorted(glob.glob(os.path.join(lib_dir, "libscipy_openblas*.so*")))
-    spec = importlib.util.find_spec("scipy")
-    if spec is not None and spec.origin:
-        root = os.path.dirname(os.path.dirname(spec.origin))
-        found += sorted(glob.glob(os.path.join(root, "scipy.libs", "libscipy_openblas*.so*")))
+
+def _platform() -> str:
+    """The library layout to search: "linux", "darwin" or "win32" (other POSIX systems use Linux's)."""
+    return sys.platform if sys.platform in ("darwin", "win32") else "linux"
+
+
+def _is_openblas(name: str, suffix: str) -> bool:
+    """An OpenBLAS shared library of this platform (``.so`` may carry a version: ``.so.0``)."""
+    name = name.lower()
+    return "openblas" in name and (name.endswith(suffix) or f"{suffix}." in name)
+
+
+def _libraries_in(directory: str, suffix: str, stem: str = "") -> list[str]:
+    """OpenBLAS shared libraries in ``directory`` whose name starts with ``stem``, sorted."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if n.startswith(stem) and _is_openblas(n, suffix)]
+
+
+def _wheel_libraries(suffix: str, searched: list[str]) -> list[str]:
+    """The scipy-openblas32 wheel's library, located through the wheel's own API."""
+    try:
+        import scipy_openblas32 as wheel  # its import loads the library itself
+    except ImportError:
+        searched.append("the scipy-openblas32 wheel: not installed")
+        return []
+    except OSError as exc:
+        searched.append(f"the scipy-openblas32 wheel: its library failed to load ({exc})")
+        return []
+    try:
+        lib_dir = wheel.get_lib_dir()
+        # libscipy_openblas.so / .dylib, or the .lib import library beside the .dll on Windows
+        stem = wheel.get_library(fullname=True).split(".", 1)[0]
+    except (AttributeError, IndexError, OSError) as exc:
+        searched.append(f"the scipy-openblas32 wheel: broken install ({exc!r})")
+        return []
+    found = _libraries_in(lib_dir, suffix, stem)
+    if not found:
+        searched.append(f"the scipy-openblas32 wheel: no {stem}*{suffix} in {lib_dir}")
     return found
 
 
+def _scipy_dir() -> str | None:
+    """SciPy's package folder, found without importing SciPy, or None."""
+    spec = importlib.util.find_spec("scipy")
+    return os.path.dirname(spec.origin) if spec is not None and spec.origin else None
+
+
+def _scipy_libraries(platform: str, suffix: str, searched: list[str]) -> list[str]:
+    """The OpenBLAS bundled in SciPy's wheel (libscipy_openblas*, libopenblas* before SciPy 1.13)."""
+    scipy_dir = _scipy_dir()
+    if scipy_dir is None:
+        searched.append("SciPy's bundled OpenBLAS: SciPy is not installed")
+        return []
+    site = os.path.dirname(scipy_dir)
+    found = []
+    for sub in _SCIPY_LIB_DIRS[platform]:
+        directory = os.path.join(site, sub)
+        libraries = _libraries_in(directory, suffix)
+        found += libraries
+        if not libraries:
+            searched.append(f"SciPy's bundled OpenBLAS: no *openblas*{suffix} in {directory}")
+    return found
+
+
+def _search() -> tuple[list[str], list[str]]:
+    """(OpenBLAS libraries with 32-bit-int CBLAS, best first; what was searched without success)."""
+    platform = _platform()
+    suffix = _LIB_SUFFIX[platform]
+    searched: list[str] = []
+    found = _wheel_libraries(suffix, searched) + _scipy_libraries(platform, suffix, searched)
+    return list(dict.fromkeys(found)), searched
+
+
+def _candidate_libraries() -> list[str]:
+    """OpenBLAS shared libraries with 32-bit-int CBLAS, best first (none is loaded here)."""
+    return _search()[0]
+
+
+def _cblas_prefix(lib) -> str | None:
+    """The prefix of ``lib``'s CBLAS symbols (see _PREFIXES), or None if it has no ``cblas_sgemm``."""
+    return next((p for p in _PREFIXES if hasattr(lib, p + "cblas_sgemm")), None)
+
+
 def _find_openblas() -> tuple[str, str]:
-    for path in _candidate_libraries():
-        lib = ctypes.CDLL(path)
-        for prefix in ("scipy_", ""):
-            if hasattr(lib, prefix + "cblas_sgemm"):
-                return path, prefix
+    """(path, symbol prefix) of the first candidate library that loads and has CBLAS."""
+    candidates, searched = _search()
+    for path in candidates:
+        try:
+            prefix = _cblas_prefix(ctypes.CDLL(path))
+        except OSError as exc:
+            searched.append(f"{path}: failed to load ({exc})")
+            continue
+        if prefix is not None:
+            return path, prefix
+        searched.append(f"{path}: no cblas_sgemm symbol (tried prefixes {_PREFIXES})")
     raise ImportError(
-        "fastnn needs an OpenBLAS with CBLAS: the scipy-openblas32 wheel or the copy inside "
-        "SciPy's PyPI wheel, and found neither. Install one: pip install scipy-openblas32")
+        "fastnn needs an OpenBLAS with CBLAS (the scipy-openblas32 wheel, or the copy inside SciPy's "
+        f"PyPI wheel) and found none on {sys.platform}. Searched:\n  " + "\n  ".join(searched)
+        + f"\nFix: {_INSTALL_HINT} (in this Python: {sys.executable} -m {_INSTALL_HINT})")
 
 
 LIBRARY_PATH, _PREFIX = _find_openblas()  #: the BLAS library fastnn's kernels call (pinned to 1 thread)

@@ -220,15 +220,21 @@ def accuracy_count(logits, labels):
 
 @njit(**JIT)
 def binary_accuracy_count(logits, targets):
-    """Number of elements where (logit > 0) equals (target > 0.5); logits, targets (m, k)."""
+    """Number of rows i where (logits[i, j] > 0) equals (targets[i, j] > 0.5) for every j.
+
+    logits, targets (m, k). With k = 1 the samples classified right; with k > 1 the multi-label
+    exact-match (subset accuracy) count, sklearn's ``accuracy_score``.
+    """
     m, k = logits.shape
     zero = like(0.0, logits)
     half = like(0.5, targets)
     hits = 0
     for i in range(m):
-        for j in range(k):
-            if (logits[i, j] > zero) == (targets[i, j] > half):
-                hits += 1
+        j = 0
+        while j < k and (logits[i, j] > zero) == (targets[i, j] > half):
+            j += 1
+        if j == k:
+            hits += 1
     return hits
 
 

@@ -201,6 +201,10 @@ def test_accuracy_counts(dtype):
     labels[0] = 1
     assert accuracy_count(logits, labels) == ref.accuracy_count(logits, labels)
     assert accuracy_count(logits, np.argmax(logits, axis=1)) == 37
-    targets = rng.integers(0, 2, (37, 4)).astype(dtype)
-    assert binary_accuracy_count(logits, targets) == ref.binary_accuracy_count(logits, targets)
-    assert binary_accuracy_count(logits, (logits > 0).astype(dtype)) == logits.size
+    targets = (logits > 0).astype(dtype)
+    assert binary_accuracy_count(logits, targets) == 37
+    targets[:10, 3] = 1 - targets[:10, 3]  # one wrong label spoils a row (exact match)
+    targets[10:20, :] = 1 - targets[10:20, :]
+    assert binary_accuracy_count(logits, targets) == ref.binary_accuracy_count(logits, targets) == 17
+    assert binary_accuracy_count(logits[:, :1], targets[:, :1]) == ref.binary_accuracy_count(logits[:, :1],
+                                                                                             targets[:, :1]) == 27

@@ -119,7 +119,8 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
 
 @cuda.jit
 def _accuracy_rows(logits, labels, targets, partials, binary):
-    """Per-block hit counts (as float64, exact below 2**53) of argmax == label or (logit > 0) == (t > 0.5)."""
+    """Per-block counts (as float64, exact below 2**53) of rows whose argmax == label, or (binary)
+    whose every element has (logit > 0) == (target > 0.5)."""
     buf = cuda.shared.array(BLOCK, numba.float64)
     tid = cuda.threadIdx.x
     m = logits.shape[0]
@@ -128,10 +129,11 @@ def _accuracy_rows(logits, labels, targets, partials, binary):
     if binary:
         zero = like(0.0, logits)
         half = like(0.5, targets)
-        for e in range(cuda.grid(1), m * c, cuda.gridsize(1)):
-            i = e // c
-            j = e - i * c
-            if (logits[i, j] > zero) == (targets[i, j] > half):
+        for i in range(cuda.grid(1), m, cuda.gridsize(1)):
+            j = 0
+            while j < c and (logits[i, j] > zero) == (targets[i, j] > half):
+                j += 1
+            if j == c:
                 acc += 1.0
     else:
         for i in range(cuda.grid(1), m, cuda.gridsize(1)):
@@ -161,8 +163,8 @@ def accuracy_count(logits, labels, *, partials=None):
 
 
 def binary_accuracy_count(logits, targets, *, partials=None):
-    """Elements where (logit > 0) equals (target > 0.5); logits, targets (m, k); an int (syncs)."""
-    blocks = blocks_for(logits.shape[0] * logits.shape[1])
+    """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs)."""
+    blocks = blocks_for(logits.shape[0])
     if partials is None:
         partials = cuda.device_array(max(blocks, 1), dtype="float64")
     no_labels = cuda.device_array(1, dtype="int64")
