@@ -45,9 +45,13 @@ def save_model(model, path) -> None:
     write_safetensors(path, tensors, meta)
 
 
-def load_model(path, device: str = "cpu"):
+def load_model(path, device: str = "cpu", *, verify: bool = True):
     """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
-    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either)."""
+    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either).
+
+    Raises CorruptFileError (a ValueError) for a damaged, tampered or foreign file. ``verify=False``
+    skips the checksum (for a file whose checksum was removed); the structure, dtypes and shapes
+    are checked against the architecture either way."""
     from . import losses, optim
     from ._validation import check_choice
     from .model import Sequential
@@ -56,11 +60,14 @@ def load_model(path, device: str = "cpu"):
     if device != "cpu":
         backend.require_cuda()
 
-    tensors, meta = read_safetensors(path)
+    tensors, meta = read_safetensors(path, verify=verify)
     if meta.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
                                f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors")
-    version = int(meta.get("format_version", "0"))
+    version = meta.get("format_version", "0")
+    if not (version.isascii() and version.isdigit()):
+        raise CorruptFileError(f"{path}: malformed format_version {version!r} in its metadata")
+    version = int(version)
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
@@ -68,10 +75,10 @@ def load_model(path, device: str = "cpu"):
     try:
         model = Sequential.from_config(json.loads(meta["architecture"]))
         for name, value, _ in model.named_parameters():
-            value[...] = _take(tensors, f"param.{name}", value.shape, path)
+            value[...] = _take(tensors, f"param.{name}", value, path)
         for i, layer in enumerate(model.layers):
             for name, buf in layer.buffers().items():
-                buf[...] = _take(tensors, f"buffer.{i}.{name}", buf.shape, path)
+                buf[...] = _take(tensors, f"buffer.{i}.{name}", buf, path)
         if "optimizer" in meta:
             saved = json.loads(meta["optimizer"])
             loss = losses.from_config(json.loads(meta["loss"])) if "loss" in meta else None
@@ -81,7 +88,8 @@ def load_model(path, device: str = "cpu"):
             if loss is None:
                 model.loss = None
             state = dict(saved["state"])
-            state.update({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")})
+            state.update({k[len("optimizer."):]: _of_dtype(tensors, k, model.dtype, path)
+                          for k in tensors if k.startswith("optimizer.")})
             model.optimizer.load_state_dict(state)
         elif "loss" in meta:
             model.loss = losses.from_config(json.loads(meta["loss"]))
@@ -94,14 +102,25 @@ def load_model(path, device: str = "cpu"):
             prefix = f"callback.{i}."
             entry["arrays"] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         model._pending_callback_states = callbacks or None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except CorruptFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        # only reachable with verify=False or a file fastnn did not write: its metadata is not ours
         raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed ({exc!r})") from None
     return model.to(device)
 
 
-def _take(tensors: dict, key: str, shape, path) -> np.ndarray:
+def _of_dtype(tensors: dict, key: str, dtype, path) -> np.ndarray:
+    if tensors[key].dtype != dtype:
+        raise CorruptFileError(f"{path}: tensor {key!r} has dtype {tensors[key].dtype}, its architecture "
+                               f"needs {np.dtype(dtype)}; the file is damaged or was edited")
+    return tensors[key]
+
+
+def _take(tensors: dict, key: str, like: np.ndarray, path) -> np.ndarray:
+    """tensors[key], refused unless it has the shape and dtype of the model's array ``like``."""
     if key not in tensors:
         raise CorruptFileError(f"{path} lacks tensor {key!r} required by its architecture")
-    if tensors[key].shape != tuple(shape):
-        raise CorruptFileError(f"{path}: tensor {key!r} has shape {tensors[key].shape}, expected {tuple(shape)}")
-    return tensors[key]
+    if tensors[key].shape != like.shape:
+        raise CorruptFileError(f"{path}: tensor {key!r} has shape {tensors[key].shape}, expected {like.shape}")
+    return _of_dtype(tensors, key, like.dtype, path)
