@@ -105,8 +105,10 @@ def load_model(path, device: str = "cpu", *, verify: bool = True):
     except CorruptFileError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-        # only reachable with verify=False or a file fastnn did not write: its metadata is not ours
-        raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed ({exc!r})") from None
+        # metadata that passed the checksum only fails here for classes this process has not
+        # registered (the message says so); with verify=False it may be anything
+        raise CorruptFileError(f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
+                               f"malformed or names unknown classes ({type(exc).__name__}: {exc})") from None
     return model.to(device)
 
 

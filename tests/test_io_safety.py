@@ -505,6 +505,12 @@ def test_a_registered_custom_loss_round_trips_through_save_and_load(tmp_path):
     assert loaded.loss.get_config() == {"name": "test_scaled_squared_error", "reduction": "sum", "scale": 3.0}
     assert loaded.evaluate(X, y)["loss"] == pytest.approx(model.evaluate(X, y)["loss"])
     assert fnn.Sequential([fnn.Dense(3, 2)]).compile(loss="test_scaled_squared_error").loss.scale == 2.0
+    del fnn.losses.LOSSES["test_scaled_squared_error"]  # as in a process that did not register it
+    try:
+        with pytest.raises(CorruptFileError, match="Unknown loss 'test_scaled_squared_error'.*register_loss"):
+            fnn.load(tmp_path / "m.safetensors")
+    finally:
+        fnn.register_loss(ScaledSquaredError)
 
 
 def test_the_loss_registry_is_the_one_table():
