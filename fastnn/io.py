@@ -1,4 +1,5 @@
-"""File helpers: atomic writes, so a crash while saving never leaves a corrupt file."""
+"""File helpers: atomic writes (a crash while saving never leaves a corrupt file, and only
+regular files are ever replaced) and a checked safetensors reader and writer."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,6 @@ import struct
 import time
 
 import numpy as np
-
 
 _TMP_PREFIX = ".fastnn-tmp-"
 # .fastnn-tmp-<pid>-<16 hex digits>-<name>: only files of exactly this form are ever cleaned up
@@ -131,8 +131,6 @@ _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.in
            "U8": np.uint8, "BOOL": np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
-
-
 _MAX_NDIM = 32
 
 
