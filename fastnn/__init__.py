@@ -26,6 +26,7 @@ from .layers import (
                      Tanh,
                      register_layer,
 )
+from .losses import register_loss
 from .model import Sequential
 from .serialization import load_model as load
 
@@ -60,6 +61,7 @@ __all__ = [
                      "losses",
                      "optim",
                      "register_layer",
+                     "register_loss",
                      "schedules",
                      "set_num_threads",
 ]

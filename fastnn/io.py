@@ -1,34 +1,123 @@
-"""File helpers: atomic writes, so a crash while saving never leaves a corrupt file."""
+"""File helpers: atomic writes (a crash while saving never leaves a corrupt file, and only
+regular files are ever replaced) and a checked safetensors reader and writer."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
+import secrets
+import stat
 import struct
-import tempfile
+import time
 
 import numpy as np
+
+_TMP_PREFIX = ".fastnn-tmp-"
+# .fastnn-tmp-<pid>-<16 hex digits>-<name>: only files of exactly this form are ever cleaned up
+_TMP_NAME = re.compile(r"\.fastnn-tmp-[0-9]+-[0-9a-f]{16}-.")
+_STALE_AFTER_S = 24 * 3600  # a temporary this old was left by a killed process
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _save_target(path: str) -> tuple[str, os.stat_result | None]:
+    """(the file a save of ``path`` replaces, through symlinks; its stat, None when it is new).
+
+    Refuses targets that are not regular files: replacing a pipe or a device would silently
+    swap it for an ordinary file."""
+    target = os.path.realpath(path)
+    shown = repr(path) if target == os.path.abspath(path) else f"{path!r} (a link to {target!r})"
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save to {shown}: directory {directory!r} does not exist; create it first")
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target, None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise ValueError(f"cannot save to {shown}: it is {kind}, not a regular file; saving would replace it. "
+                         f"Choose the path of a regular file (or of a new one)")
+    return target, st
+
+
+def _create_temporary(target: str) -> tuple[int, str]:
+    """(fd, path) of a new file beside ``target`` named .fastnn-tmp-<pid>-<random>-<name>; created
+    with mode 0o666 so the kernel applies the umask (and default ACLs) exactly as open() would."""
+    directory, name = os.path.split(target)
+    name = os.fsdecode(os.fsencode(name)[:160])  # the whole name stays under the 255-byte limit
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = os.path.join(directory, f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}-{name}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
+def _remove_stale_temporaries(directory: str) -> None:
+    """Delete this module's temporaries older than a day in ``directory`` (left by killed saves)."""
+    cutoff = time.time() - _STALE_AFTER_S
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if not _TMP_NAME.match(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    os.unlink(entry.path)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in ``directory`` durable (best effort: not every platform can)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``."""
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    ``path`` may be a symlink: its final target is replaced and the link kept. A new file gets
+    the mode open() would give (0o666 minus the umask); a replaced file keeps its mode. Targets
+    that are not regular files (directories, pipes, devices, sockets) are refused with a
+    ValueError. On any failure (KeyboardInterrupt included) the temporary file is removed and
+    ``path`` is untouched; temporaries over a day old that killed saves left are cleaned up.
+    """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    target, existing = _save_target(path)
+    directory = os.path.dirname(target)
+    _remove_stale_temporaries(directory)
+    fd, tmp = _create_temporary(target)
     try:
-        with os.fdopen(fd, mode) as handle:
+        if existing is not None:
+            if (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(OSError):  # only root (or the group's members) may
+                    os.fchown(fd, existing.st_uid, existing.st_gid)
+            os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+        handle = os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _fsync_directory(directory)
 
 
 # -- safetensors ------------------------------------------------------------------------------
@@ -42,22 +131,29 @@ _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.in
            "U8": np.uint8, "BOOL": np.bool_}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+_MAX_NDIM = 32
 
 
 class CorruptFileError(ValueError):
     """A file that is truncated, tampered with, or not in the expected format."""
 
 
-def _digest(header_without_digest: bytes, payload: bytes) -> str:
-    return hashlib.sha256(header_without_digest + payload).hexdigest()
+def _digest(header_without_digest: bytes, payload) -> str:
+    digest = hashlib.sha256(header_without_digest)
+    digest.update(payload)
+    return digest.hexdigest()
 
 
-def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None,
-                      checksum: bool = True) -> None:
+def _signed_header(header: dict, meta: dict) -> bytes:
+    """The canonical bytes the checksum covers together with the payload (meta without "sha256")."""
+    return json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
+
+
+def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write ``tensors`` (name -> array) and string ``metadata`` atomically to ``path``.
 
-    With ``checksum`` a SHA-256 of the header and data is stored in the metadata ("sha256") and
-    checked by :func:`read_safetensors`, so edited or damaged files are refused.
+    A SHA-256 of the header and data is stored in the metadata ("sha256", replacing any given)
+    and checked by :func:`read_safetensors`, so edited or damaged files are refused.
     """
     header: dict = {}
     chunks, offset = [], 0
@@ -71,10 +167,8 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, 
         chunks.append(data)
         offset += len(data)
     payload = b"".join(chunks)
-    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    if checksum:
-        unsigned = json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
-        meta["sha256"] = _digest(unsigned, payload)
+    meta = {str(k): str(v) for k, v in (metadata or {}).items() if k != "sha256"}
+    meta["sha256"] = _digest(_signed_header(header, meta), payload)
     raw = json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
     raw += b" " * (-len(raw) % 8)
     with atomic_write(path) as handle:
@@ -83,14 +177,15 @@ def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, 
         handle.write(payload)
 
 
-def read_safetensors(path, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) from a safetensors file; CorruptFileError when it is truncated, not
-    safetensors, or (with a stored checksum and ``verify``) changed since it was written."""
-    import os
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise CorruptFileError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
 
-    path = os.fspath(path)
-    with open(path, "rb") as handle:
-        blob = handle.read()
+
+def _parse_header(path: str, blob: bytes) -> tuple[dict, dict, memoryview]:
+    """(tensor entries, metadata, payload) of a safetensors ``blob``; only the framing is checked."""
     if len(blob) < 8:
         raise CorruptFileError(f"{path} is not a safetensors file: only {len(blob)} bytes (truncated?)")
     (size,) = struct.unpack("<Q", blob[:8])
@@ -98,30 +193,103 @@ def read_safetensors(path, verify: bool = True) -> tuple[dict[str, np.ndarray], 
         raise CorruptFileError(f"{path} is not a valid safetensors file: the header length {size} exceeds the "
                                f"file ({len(blob)} bytes); the file is truncated or of another format")
     try:
-        header = json.loads(blob[8:8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(blob[8:8 + size].decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError, duplicates
         raise CorruptFileError(f"{path} is not a valid safetensors file: unreadable header ({exc})") from None
     if not isinstance(header, dict):
         raise CorruptFileError(f"{path} is not a valid safetensors file: the header is not a JSON object")
-    meta = header.pop("__metadata__", {}) or {}
-    payload = blob[8 + size:]
-    tensors = {}
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CorruptFileError(f"{path} is not a valid safetensors file: __metadata__ must map strings to strings")
+    return header, meta, memoryview(blob)[8 + size:]
+
+
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_layout(path: str, header: dict, n_bytes: int) -> list[tuple[str, np.dtype, tuple, int]]:
+    """[(name, dtype, shape, begin)] of valid entries that cover the ``n_bytes`` payload exactly,
+    without gaps or overlaps (as the safetensors format requires)."""
+    entries = []
     for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise CorruptFileError(f"{path}: malformed entry for tensor {name!r} (needs dtype, shape, data_offsets)")
+        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise CorruptFileError(f"{path}: tensor {name!r} has unknown or unsupported dtype {code!r}; "
+                                   f"this reader knows {', '.join(_DTYPES)}")
+        if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(map(_is_count, shape)):
+            raise CorruptFileError(f"{path}: tensor {name!r} has an invalid shape {shape!r} (expected a list of "
+                                   f"at most {_MAX_NDIM} non-negative integers)")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)) \
+                or offsets[0] > offsets[1]:
+            raise CorruptFileError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        dtype = np.dtype(_DTYPES[code]).newbyteorder("<")
+        if offsets[1] > n_bytes:
+            raise CorruptFileError(f"{path}: tensor {name!r} lies outside the file (its data ends at byte "
+                                   f"{offsets[1]} of a {n_bytes}-byte payload); the file is truncated or damaged")
+        if offsets[1] - offsets[0] != dtype.itemsize * math.prod(shape):
+            raise CorruptFileError(f"{path}: tensor {name!r} of shape {shape} and dtype {code} needs "
+                                   f"{dtype.itemsize * math.prod(shape)} bytes, its data_offsets give "
+                                   f"{offsets[1] - offsets[0]}; the file is damaged")
+        entries.append((name, dtype, tuple(shape), offsets[0], offsets[1]))
+    covered = 0
+    for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if begin != covered:
+            problem = "overlaps the previous tensor" if begin < covered else f"leaves a gap of {begin - covered} bytes"
+            raise CorruptFileError(f"{path}: tensor {name!r} (bytes {begin}..{end}) {problem}; the data of a "
+                                   f"safetensors file must be covered exactly once, in order")
+        covered = end
+    if covered != n_bytes:
+        raise CorruptFileError(f"{path}: {n_bytes - covered} bytes after the last tensor belong to none; "
+                               f"the file is damaged")
+    return [entry[:4] for entry in entries]
+
+
+def read_safetensors(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) from a safetensors file.
+
+    Raises CorruptFileError when the file is truncated, not safetensors, or malformed (unknown
+    dtypes, bad shapes, tensor data with gaps or overlaps): always. With ``verify`` (the default)
+    also when it lacks fastnn's checksum or was changed since fastnn wrote it; pass
+    ``verify=False`` to read a file of another program. The returned metadata omits "sha256".
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        blob = handle.read()
+    header, meta, payload = _parse_header(path, blob)
+    entries = _check_layout(path, header, len(payload))
+    stored = meta.pop("sha256", None)
+    if verify and stored is None:
+        raise CorruptFileError(f"{path} carries no fastnn checksum ('sha256' in its metadata): it was not "
+                               f"written by fastnn, or the checksum was removed, so its integrity cannot be "
+                               f"checked. If you trust the file, load it with verify=False "
+                               f"(fnn.load(path, verify=False) or fastnn.io.read_safetensors(path, verify=False))")
+    if verify and _digest(_signed_header(header, meta), payload) != stored:
+        raise CorruptFileError(f"{path} failed its integrity check: its contents changed after it was "
+                               f"written (tampered or damaged); refusing to load it")
+    tensors = {}
+    for name, dtype, shape, begin in entries:
         try:
-            dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
-            begin, end = info["data_offsets"]
-            shape = tuple(int(d) for d in info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise CorruptFileError(f"{path}: malformed entry for tensor {name!r}") from None
-        if not 0 <= begin <= end <= len(payload) or end - begin != dtype.itemsize * int(np.prod(shape)):
-            raise CorruptFileError(f"{path}: tensor {name!r} lies outside the file or has the wrong size "
-                                   f"(the file is truncated or damaged)")
-        tensors[name] = np.frombuffer(payload, dtype, int(np.prod(shape)), begin).reshape(shape).astype(
-            dtype.newbyteorder("="))
-    if verify and "sha256" in meta:
-        stored = meta.pop("sha256")
-        unsigned = json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
-        if _digest(unsigned, payload) != stored:
-            raise CorruptFileError(f"{path} failed its integrity check: its contents changed after it was "
-                                   f"written (tampered or damaged); refusing to load it")
+            flat = np.frombuffer(payload, dtype, math.prod(shape), begin)
+            tensors[name] = flat.reshape(shape).astype(dtype.newbyteorder("="))
+        except ValueError:
+            raise CorruptFileError(f"{path}: tensor {name!r} has an impossible shape {shape}") from None
     return tensors, meta
+
+
+def check_npz_file(path) -> None:
+    """Raise a clear CorruptFileError when ``path`` (a file name) is not an .npz archive, e.g. a
+    .safetensors model given to ``load_weights``; file objects are left to NumPy."""
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    if len(head) >= 9 and head[8:9] == b"{":
+        raise CorruptFileError(f"{os.fspath(path)} is a safetensors file (as written by model.save), not the .npz "
+                               f"of model.save_weights; load the whole model with fnn.load(path)")
+    raise CorruptFileError(f"{os.fspath(path)} is not an .npz weights file written by model.save_weights "
+                           f"(it starts with {head[:8]!r}); load models written by model.save with fnn.load(path)")

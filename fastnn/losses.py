@@ -23,6 +23,24 @@ def _kernels(array):
 
 _CPU = backend.kernels("cpu")
 
+LOSSES: dict[str, type] = {}  # name -> Loss subclass; filled by register_loss, the one table
+
+
+def register_loss(cls: type) -> type:
+    """Make a Loss subclass usable by its ``name`` (``compile(loss=name)``) and loadable from
+    saved models; use as a class decorator. The class must rebuild from its get_config()
+    (``cls(**config)`` without "name")."""
+    if not (isinstance(cls, type) and issubclass(cls, Loss)):
+        raise TypeError(f"register_loss expects a subclass of fastnn.losses.Loss, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} needs its own class attribute `name` (a non-empty str) to be "
+                         f"registered, e.g. name = {cls.__name__.lower()!r}")
+    if LOSSES.get(name, cls) is not cls and LOSSES[name].__module__ == __name__:
+        raise ValueError(f"loss name {name!r} belongs to fastnn's {LOSSES[name].__name__}; choose another name")
+    LOSSES[name] = cls
+    return cls
+
 
 class Loss:
     """Base class. ``reduction`` is "mean" (over samples, or over elements for elementwise
@@ -82,6 +100,7 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
+@register_loss
 class CrossEntropy(Loss):
     """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,).
 
@@ -131,6 +150,7 @@ class _Elementwise(Loss):
                                           self.delta, self.reduction == "mean", compute_grad)
 
 
+@register_loss
 class MSE(_Elementwise):
     """Mean squared error."""
 
@@ -140,6 +160,7 @@ class MSE(_Elementwise):
         super().__init__(reduction=reduction)
 
 
+@register_loss
 class MAE(_Elementwise):
     """Mean absolute error (L1)."""
 
@@ -149,6 +170,7 @@ class MAE(_Elementwise):
         super().__init__(reduction=reduction)
 
 
+@register_loss
 class Huber(_Elementwise):
     """Huber loss: quadratic for ``|error| < delta``, linear beyond (torch.nn.HuberLoss)."""
 
@@ -158,6 +180,7 @@ class Huber(_Elementwise):
         return dict(super().get_config(), delta=self.delta)
 
 
+@register_loss
 class BinaryCrossEntropy(_Elementwise):
     """Binary cross-entropy from logits (batch, k) against targets in [0, 1] (sigmoid fused).
 
@@ -194,9 +217,6 @@ class BinaryCrossEntropy(_Elementwise):
         return probs
 
 
-LOSSES = {cls.name: cls for cls in (CrossEntropy, BinaryCrossEntropy, MSE, MAE, Huber)}
-
-
 def get(loss) -> Loss:
     """A Loss from a name in :data:`LOSSES` or an instance (returned as is)."""
     if isinstance(loss, Loss):
@@ -206,5 +226,11 @@ def get(loss) -> Loss:
 
 
 def from_config(config: dict) -> Loss:
+    """The Loss that ``config`` (a get_config()) describes; user losses must be registered."""
     config = dict(config)
-    return LOSSES[V.check_choice(config.pop("name"), LOSSES, "loss")](**config)
+    name = config.pop("name")
+    if isinstance(name, str) and name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}{V.suggest(name, LOSSES)}. A custom loss must be registered "
+                         f"before loading: decorate its class with @fastnn.register_loss. "
+                         f"Known: {', '.join(LOSSES)}.")
+    return LOSSES[V.check_choice(name, LOSSES, "loss")](**config)

@@ -906,8 +906,7 @@ class Sequential:
         from . import io
 
         expected = self.state_arrays()
-        if hasattr(io, "check_npz_file"):
-            io.check_npz_file(path)
+        io.check_npz_file(path)
         with np.load(path, allow_pickle=False) as data:
             missing = sorted(set(expected) - set(data.files))
             unexpected = sorted(set(data.files) - set(expected))
