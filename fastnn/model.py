@@ -319,7 +319,11 @@ class Sequential:
         with self._lock:
             self._building = True
             try:
-                self._build_layers(self.input_shape)
+                try:
+                    self._build_layers(self.input_shape)
+                except ValueError as exc:
+                    raise ValueError(f"a layer of this built model was changed and the model no longer builds: "
+                                     f"{exc}. Undo the change, or build a new Sequential with the new layers") from None
                 layout, _ = self._parameter_layout()
                 if layout != self._signature:
                     raise ValueError("a layer of this built model was changed in a way that changes its parameters "

@@ -25,7 +25,7 @@ class Dense(Layer):
         super().__init__()
         if out_features is None:
             in_features, out_features = None, in_features
-        else:
+        elif in_features is not None:  # Dense(None, 6): the input size comes from the previous layer
             in_features = V.check_int(in_features, "in_features", minimum=1)
         self.in_features = in_features
         self.units = V.check_int(out_features, "out_features (units)", minimum=1)

@@ -1,0 +1,384 @@
+"""Life-cycle paths of a model: copies, ownership, interrupts, threads, stale plans, allocation
+failures, resuming on other data, callback state keys, non-finite gradients."""
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import callbacks as cb_mod
+
+
+def _data(rng, n=48, d=5, k=3):
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    return X, (np.abs(X[:, 0] * 3).astype(int) % k)
+
+
+def _model(seed=0, dropout=0.2):
+    model = fnn.Sequential([fnn.Dense(5, 12, activation="relu"), fnn.BatchNorm1d(12), fnn.Dropout(dropout),
+                            fnn.Dense(12, 3)], seed=seed)
+    model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2))
+    return model
+
+
+# -- copies ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("trained", [False, True])
+def test_copies_are_independent_models_that_train(how, trained, rng, tmp_path):
+    X, y = _data(rng)
+    model = _model()
+    if trained:
+        model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+    before = model.params.copy()
+    history = clone.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]  # the copy trains
+    np.testing.assert_array_equal(model.params, before)  # ... and never changes the original
+    assert clone.optimizer is not model.optimizer
+    clone.save(tmp_path / "clone.safetensors")
+    np.testing.assert_array_equal(fnn.load(tmp_path / "clone.safetensors").predict(X), clone.predict(X))
+
+
+def test_a_copy_continues_exactly_like_the_original(rng):
+    X, y = _data(rng)
+    model = _model()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    clone = copy.deepcopy(model)
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    clone.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(clone.params, model.params)
+
+
+def test_unbuilt_model_copies_and_shallow_copy_refuses(rng):
+    model = fnn.Sequential([fnn.Dense(4), fnn.ReLU(), fnn.Dense(2)])
+    assert not model.built
+    clone = copy.deepcopy(model)
+    assert not clone.built
+    with pytest.raises(TypeError, match="deepcopy"):
+        copy.copy(model)
+
+
+# -- ownership ------------------------------------------------------------------------------------
+def test_a_layer_belongs_to_one_model():
+    dense = fnn.Dense(3, 4)
+    first = fnn.Sequential([dense])
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        fnn.Sequential([dense])
+    del first  # a layer of a model that is gone can be reused
+    import gc
+
+    gc.collect()
+    assert fnn.Sequential([dense]).count_params() == 16
+    shared = fnn.Dense(4, 4)
+    with pytest.raises(ValueError, match="appears twice.*no weight tying"):
+        fnn.Sequential([shared, fnn.ReLU(), shared])
+    inner = fnn.Dense(4, 4)
+    with pytest.raises(ValueError, match="appears twice"):
+        fnn.Sequential([inner, fnn.Residual([inner])])
+
+
+def test_a_deepcopied_layer_is_free_to_join_another_model():
+    dense = fnn.Dense(3, 4)
+    fnn.Sequential([dense])
+    twin = copy.deepcopy(dense)
+    model = fnn.Sequential([twin])
+    assert model.count_params() == 16
+
+
+def test_an_optimizer_belongs_to_one_model_and_a_loss_is_copied(rng):
+    X, y = _data(rng)
+    opt = fnn.optim.Adam(lr=1e-2)
+    loss = fnn.losses.CrossEntropy()
+    first = _model()
+    first.compile(loss, opt)
+    second = _model(seed=1)
+    with pytest.raises(ValueError, match="already bound to another model"):
+        second.compile(loss, opt)
+    second.compile(loss, "adam")
+    assert second.loss is not first.loss  # each model gets its own loss (scratch buffers)
+    before = first.params.copy()
+    first.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert not np.array_equal(first.params, before)  # the first model still trains
+
+
+def test_fit_with_the_same_optimizer_keeps_its_state(rng):
+    X, y = _data(rng)
+    model = _model()
+    model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2), decay_bias_and_norm=True)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    opt = model.optimizer
+    steps = opt.step_count
+    moments = opt.state_dict()["exp_avg"].copy()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0, loss="cross_entropy", optimizer=opt)
+    assert model.optimizer is opt and opt.step_count == steps + 3
+    assert model.decay_bias_and_norm
+    assert np.any(opt.state_dict()["exp_avg"] != moments)
+    reference = _model()
+    reference.compile("cross_entropy", fnn.optim.Adam(lr=1e-2), decay_bias_and_norm=True)
+    reference.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(reference.params, model.params)
+
+
+# -- interrupts ------------------------------------------------------------------------------------
+class _RaiseAt(cb_mod.Callback):
+    def __init__(self, batch, hook, exc=KeyboardInterrupt):
+        self.batch, self.hook, self.exc, self.fired = batch, hook, exc, False
+
+    def _maybe(self, batch):
+        if not self.fired and batch == self.batch:
+            self.fired = True
+            raise self.exc("interrupted")
+
+    def on_batch_begin(self, batch, logs=None):
+        if self.hook == "begin":
+            self._maybe(batch)
+
+    def on_batch_end(self, batch, logs=None):
+        if self.hook == "end":
+            self._maybe(batch)
+
+
+def _interrupt_kernel(monkeypatch, model, where, after_calls):
+    """Make the step raise KeyboardInterrupt from inside the plan (forward/loss/backward) or the optimizer."""
+    state = {"calls": 0}
+    if where == "update":
+        original = model.optimizer._update
+
+        def update(scale):
+            state["calls"] += 1
+            if state["calls"] == after_calls:
+                raise KeyboardInterrupt
+            original(scale)
+
+        monkeypatch.setattr(model.optimizer, "_update", update)
+        return
+    original_step = model._step
+
+    def step(xb, yb):
+        plan = model._plan(xb.shape[0])
+        calls = plan.run.calls
+        index = {"forward": 1, "loss": len(plan.forward), "backward": len(plan.forward) + 2}[where]
+        fn, args = calls[index]
+        state["calls"] += 1
+
+        def broken(*a):
+            raise KeyboardInterrupt
+
+        if state["calls"] == after_calls:
+            calls[index] = (broken, args)
+            try:
+                return original_step(xb, yb)
+            finally:
+                calls[index] = (fn, args)
+        return original_step(xb, yb)
+
+    monkeypatch.setattr(model, "_step", step)
+
+
+@pytest.mark.parametrize("where", ["forward", "loss", "backward", "update", "callback_begin", "callback_end"])
+def test_an_interrupt_anywhere_then_save_load_fit_equals_the_uninterrupted_run(where, rng, tmp_path, monkeypatch):
+    X, y = _data(rng)
+    reference = _model()
+    reference.fit(X, y, epochs=2, batch_size=16, verbose=0)
+
+    model = _model()
+    callbacks = []
+    if where.startswith("callback"):
+        callbacks = [_RaiseAt(1, where.split("_")[1])]
+    else:
+        _interrupt_kernel(monkeypatch, model, where, after_calls=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=callbacks)
+    monkeypatch.undo()
+    model.save(tmp_path / "m.safetensors")
+    resumed = fnn.load(tmp_path / "m.safetensors")
+    resumed.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(resumed.params, reference.params)
+    np.testing.assert_array_equal(resumed.predict(X), reference.predict(X))
+
+
+def test_fit_on_other_data_starts_a_fresh_epoch_position(rng):
+    X, y = _data(rng)
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[_RaiseAt(2, "begin")])
+    assert model.state.cursor is not None and model.state.cursor.samples == 32
+    X2, y2 = _data(np.random.default_rng(7), n=40)
+    seen = []
+
+    class Count(cb_mod.Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append(logs["size"])
+
+    history = model.fit(X2, y2, epochs=1, batch_size=16, verbose=0, callbacks=[Count()])
+    assert seen == [16, 16, 8]  # the whole of the new data, not the stale position's remainder
+    assert 0 <= history.history["accuracy"][0] <= 1
+
+
+def test_the_same_data_resumes_mid_epoch(rng):
+    X, y = _data(rng)
+    reference = _model()
+    reference.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[_RaiseAt(2, "begin")])
+    model.fit(X.copy(), y.copy(), epochs=1, batch_size=16, verbose=0)  # equal data, other arrays
+    np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_a_memory_error_leaves_the_model_usable(rng, monkeypatch):
+    X, y = _data(rng)
+    model = _model()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    from fastnn import backend
+
+    real = backend.zeros
+    monkeypatch.setattr(backend, "zeros", lambda *a, **k: (_ for _ in ()).throw(MemoryError("no memory")))
+    with pytest.raises(MemoryError):
+        model.fit(np.concatenate([X] * 3), np.concatenate([y] * 3), epochs=1, batch_size=48, verbose=0)
+    monkeypatch.setattr(backend, "zeros", real)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(model.predict(X)).all()
+
+
+# -- stale plans --------------------------------------------------------------------------------------
+def test_changing_a_built_layer_rebuilds_the_plans_or_refuses(rng):
+    X, y = _data(rng)
+    model = _model(dropout=0.0)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    model.layers[2].p = 0.9  # takes effect: the plans are rebuilt
+    model.train()
+    out = model.forward(X)
+    assert np.mean(model.layer_outputs(X, training=True)[2] == 0) > 0.5
+    assert out.shape == (48, 3)
+    model.layers[0].units = 7  # would change the parameters
+    with pytest.raises(ValueError, match="was changed"):
+        model.predict(X)
+    with pytest.raises(TypeError, match="layers are fixed"):
+        model.layers.append(fnn.ReLU())
+
+
+# -- threads -----------------------------------------------------------------------------------------
+def test_predict_from_several_threads_is_correct(rng):
+    X, y = _data(rng, n=64)
+    model = _model()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    expected = [model.predict(X[i:i + 1 + i % 5]) for i in range(40)]
+    errors = []
+
+    def work():
+        for _ in range(20):
+            for i in range(40):
+                if not np.array_equal(model.predict(X[i:i + 1 + i % 5]), expected[i]):
+                    errors.append(i)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_training_one_model_from_two_threads_is_refused(rng):
+    X, y = _data(rng)
+    model = _model()
+    started, release = threading.Event(), threading.Event()
+
+    class Hold(cb_mod.Callback):
+        def on_batch_begin(self, batch, logs=None):
+            started.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=lambda: model.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[Hold()]))
+    worker.start()
+    assert started.wait(30)
+    try:
+        with pytest.raises(RuntimeError, match="another thread"):
+            model.train_step(X[:16], y[:16])
+    finally:
+        release.set()
+        worker.join()
+
+
+# -- the layer protocol: contexts ---------------------------------------------------------------------
+def test_predict_between_forward_and_backward_does_not_change_gradients(rng):
+    X, _ = _data(rng)
+    model = fnn.Sequential([fnn.Dense(5, 6, activation="tanh"), fnn.BatchNorm1d(6), fnn.Dropout(0.3),
+                            fnn.LayerNorm(6), fnn.Residual([fnn.Dense(6, 6, activation="gelu")]), fnn.Dense(6, 2)],
+                           dtype="float64")
+    grad_out = rng.standard_normal((8, 2))
+    twin = copy.deepcopy(model)  # the same weights, buffers and dropout counters
+    twin.forward(X[:8], training=True)
+    expected = twin.backward(grad_out), twin.grads.copy()
+    model.forward(X[:8], training=True)
+    model.predict(X[8:16])
+    model.predict(X[:8] * 3)
+    got = model.backward(grad_out), model.grads.copy()
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_backward_before_forward_is_a_clear_error():
+    model = fnn.Sequential([fnn.Dense(3, 2)])
+    with pytest.raises(RuntimeError, match="needs a forward"):
+        model.backward(np.zeros((1, 2)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        fnn.Dense(3, 2).backward(np.zeros((1, 2)))
+
+
+def test_shapes_chain_and_mismatches_name_both_layers(rng):
+    model = fnn.Sequential([fnn.Dense(6), fnn.ReLU(), fnn.Dense(2)], input_shape=(4,))
+    assert model.output_shape == (2,) and model.layers[0].input_shape == (4,)
+    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(3, 4\)\) outputs \(batch, 4\), but layer 1 \(Dense\(5, 2\)\) expects 5"):
+        fnn.Sequential([fnn.Dense(3, 4), fnn.Dense(5, 2)])
+    lazy = fnn.Sequential([fnn.Dense(6), fnn.Tanh(), fnn.Dense(2)])
+    assert not lazy.built and "unknown" in lazy.summary(print_fn=None)
+    lazy.compile("mse", "sgd")
+    lazy.fit(rng.standard_normal((10, 7)), rng.standard_normal((10, 2)), epochs=1, verbose=0)
+    assert lazy.input_shape == (7,) and lazy.count_params() == 7 * 6 + 6 + 6 * 2 + 2
+    seq = fnn.Sequential([fnn.Dense(3, 4), fnn.LayerNorm(4)], input_shape=(5, 3))
+    assert seq.output_shape == (5, 4)
+    out = seq.predict(rng.standard_normal((2, 5, 3)))
+    assert out.shape == (2, 5, 4)
+    with pytest.raises(ValueError, match=r"expects \(samples, 5, 3\)"):
+        seq.predict(rng.standard_normal((2, 4, 3)))
+
+
+# -- callbacks' saved states -------------------------------------------------------------------------
+def test_two_callbacks_of_one_class_get_their_own_state_back(rng, tmp_path):
+    X, y = _data(rng)
+    model = _model()
+    a = fnn.callbacks.EarlyStopping(monitor="loss", patience=5)
+    b = fnn.callbacks.EarlyStopping(monitor="accuracy", mode="max", patience=7)
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[a, b])
+    model.save(tmp_path / "m.safetensors")
+    loaded = fnn.load(tmp_path / "m.safetensors")
+    a2 = fnn.callbacks.EarlyStopping(monitor="loss", patience=5)
+    b2 = fnn.callbacks.EarlyStopping(monitor="accuracy", mode="max", patience=7)
+    loaded.fit(X, y, epochs=0, batch_size=16, verbose=0, callbacks=[b2, a2])  # other order
+    assert a2.state_dict() == a.state_dict() and b2.state_dict() == b.state_dict()
+
+
+# -- non-finite gradients -------------------------------------------------------------------------------
+def test_a_non_finite_gradient_with_a_finite_loss_is_caught_and_named(rng):
+    from fastnn.layers import Layer
+
+    class Sqrt(Layer):  # y = sqrt(|x|): infinite gradient at x = 0 but finite output
+        def forward(self, x, training):
+            self._x = x
+            return np.sqrt(np.abs(x))
+
+        def backward(self, grad_y, need_grad_x=True):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return grad_y * np.sign(self._x) / (2 * np.sqrt(np.abs(self._x)))
+
+    model = fnn.Sequential([fnn.Dense(3, 3, init="zeros"), Sqrt(), fnn.Dense(3, 1)], dtype="float64")
+    model.compile("mse", "sgd")
+    before = model.params.copy()
+    with pytest.raises(FloatingPointError, match=r"gradient norm is (nan|inf).*gradient of layer 1 \(Sqrt"):
+        model.train_step(rng.standard_normal((4, 3)), rng.standard_normal((4, 1)))
+    np.testing.assert_array_equal(model.params, before)  # the step was not applied
