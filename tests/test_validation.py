@@ -84,7 +84,7 @@ def test_dense_with_units_below_one(args):
 
 
 def test_layers_that_do_not_chain_name_both_layers():
-    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(3, 8.*outputs 8 features.*layer 1 \(Dense\(7, 2\)\) "
+    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(3, 8.*outputs \(batch, 8\).*layer 1 \(Dense\(7, 2\)\) "
                                          r"expects 7"):
         fnn.Sequential([fnn.Dense(3, 8), fnn.Dense(7, 2)])
 

@@ -1,0 +1,68 @@
+"""Flatten and Reshape: views of the input with another per-sample shape (no kernel, no copy)."""
+from __future__ import annotations
+
+from .base import Layer, shape_str, size_of
+
+
+class Reshape(Layer):
+    """Per-sample reshape: (batch, *input_shape) -> (batch, *target_shape), a view (like
+    ``torch.reshape`` / Keras ``Reshape``). One entry of ``target_shape`` may be -1 (inferred)."""
+
+    input_argument = "target_shape"
+
+    def __init__(self, target_shape):
+        super().__init__()
+        if isinstance(target_shape, int):
+            target_shape = (target_shape,)
+        try:
+            target = tuple(int(d) for d in target_shape)
+        except (TypeError, ValueError):
+            raise TypeError(f"target_shape must be a tuple of ints, e.g. (16, 4, 4), got {target_shape!r}") from None
+        if not target or sum(d == -1 for d in target) > 1 or any(d == 0 or d < -1 for d in target):
+            raise ValueError(f"target_shape must be positive ints with at most one -1, got {target_shape!r}")
+        self.target_shape = target
+
+    def _resolve(self, shape) -> tuple[int, ...]:
+        size, known = size_of(shape), -size_of(self.target_shape) if -1 in self.target_shape else None
+        if known is not None:
+            if size % known:
+                raise ValueError(f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample): {size} is "
+                                 f"not divisible by {known}")
+            return tuple(size // known if d == -1 else d for d in self.target_shape)
+        if size_of(self.target_shape) != size:
+            raise ValueError(f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample) to "
+                             f"{shape_str(self.target_shape)} ({size_of(self.target_shape)} values)")
+        return self.target_shape
+
+    def build(self, input_shape, dtype):
+        shape = super().build(input_shape, dtype)
+        self.output_shape = self._resolve(shape)
+        return self.output_shape
+
+    def forward_calls(self, x, ctx):
+        return [], x.reshape((x.shape[0], *self.output_shape))
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        return [], grad_y.reshape((grad_y.shape[0], *self.input_shape))
+
+    def get_config(self):
+        return {"target_shape": list(self.target_shape)}
+
+    def extra_repr(self):
+        return repr(self.target_shape)
+
+
+class Flatten(Reshape):
+    """(batch, *shape) -> (batch, prod(shape)), like ``torch.nn.Flatten()``; a view."""
+
+    def __init__(self):
+        super().__init__((-1,))
+
+    def get_config(self):
+        return {}
+
+    def extra_repr(self):
+        return ""
+
+
+__all__ = ["Flatten", "Reshape"]
