@@ -60,7 +60,7 @@ def load_model(path, device: str = "cpu"):
     if meta.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
                                f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors")
-    version = int(meta.get("format_version", "0"))
+    version = _meta_int(meta.get("format_version", "0"), "format_version", path)
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
@@ -75,9 +75,9 @@ def load_model(path, device: str = "cpu"):
         if "optimizer" in meta:
             saved = json.loads(meta["optimizer"])
             loss = losses.from_config(json.loads(meta["loss"])) if "loss" in meta else None
-            training = json.loads(meta.get("training", "{}"))
+            training = _meta_training(meta, path)
             model.compile(loss if loss is not None else "mse", optim.optimizer_from_config(saved["config"]),
-                          decay_bias_and_norm=training.get("decay_bias_and_norm", False))
+                          decay_bias_and_norm=training["decay_bias_and_norm"])
             if loss is None:
                 model.loss = None
             state = dict(saved["state"])
@@ -85,18 +85,48 @@ def load_model(path, device: str = "cpu"):
             model.optimizer.load_state_dict(state)
         elif "loss" in meta:
             model.loss = losses.from_config(json.loads(meta["loss"]))
-        training = json.loads(meta.get("training", "{}"))
-        model.epochs_done = int(training.get("epochs_done", 0))
-        cursor = training.get("cursor")
-        model._cursor = tuple(cursor) if cursor else None
+        training = _meta_training(meta, path)
+        model.epochs_done, model._cursor = training["epochs_done"], training["cursor"]
         callbacks = json.loads(meta.get("callbacks", "[]"))
         for i, entry in enumerate(callbacks):
             prefix = f"callback.{i}."
             entry["arrays"] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         model._pending_callback_states = callbacks or None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed ({exc!r})") from None
     return model.to(device)
+
+
+def _meta_int(value, key: str, path) -> int:
+    """A non-negative integer metadata field (an int, or a str of digits), else CorruptFileError."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CorruptFileError(f"{path}: metadata field {key!r} must be a non-negative integer, got {value!r}; "
+                               f"the file was edited or damaged (save the model again)")
+    return value
+
+
+def _meta_training(meta: dict, path) -> dict:
+    """The "training" metadata: epochs_done, cursor (None or (epoch, sample, loss sum, correct)) and
+    decay_bias_and_norm, each checked, with defaults for files that lack them."""
+    training = json.loads(meta.get("training", "{}"))
+    if not isinstance(training, dict):
+        raise CorruptFileError(f"{path}: metadata field 'training' must be a JSON object, got {training!r}")
+    cursor = training.get("cursor")
+    if cursor is not None:
+        if not (isinstance(cursor, list) and len(cursor) == 4 and isinstance(cursor[2], (int, float))
+                and not isinstance(cursor[2], bool)):
+            raise CorruptFileError(f"{path}: metadata field 'cursor' must be null or [epoch, sample, loss sum, "
+                                   f"correct count], got {cursor!r}; the file was edited or damaged")
+        epoch, sample, loss_sum, correct = cursor
+        cursor = (_meta_int(epoch, "cursor[0]", path), _meta_int(sample, "cursor[1]", path), float(loss_sum),
+                  None if correct is None else _meta_int(correct, "cursor[3]", path))
+    decay = training.get("decay_bias_and_norm", False)
+    if not isinstance(decay, bool):
+        raise CorruptFileError(f"{path}: metadata field 'decay_bias_and_norm' must be true or false, got {decay!r}")
+    return {"epochs_done": _meta_int(training.get("epochs_done", 0), "epochs_done", path), "cursor": cursor,
+            "decay_bias_and_norm": decay}
 
 
 def _take(tensors: dict, key: str, shape, path) -> np.ndarray:

@@ -237,3 +237,25 @@ def test_check_forward_done():
     fnn._validation.check_forward_done(np.zeros(1))
     with pytest.raises(RuntimeError, match=r"backward\(\) needs.*call model.forward\(x, training=True\) first"):
         fnn._validation.check_forward_done(None)
+
+
+# -- model files with malformed metadata ------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("format_version", "x", "'format_version' must be a non-negative integer, got 'x'"),
+    ("training", '{"epochs_done": "x"}', "'epochs_done' must be a non-negative integer, got 'x'"),
+    ("training", '{"epochs_done": 2.5}', "'epochs_done' must be a non-negative integer, got 2.5"),
+    ("training", '{"cursor": 5}', r"'cursor' must be null or \[epoch, sample, loss sum, correct count\], got 5"),
+    ("training", '{"cursor": [0, -1, 0.5, null]}', r"'cursor\[1\]' must be a non-negative integer, got -1"),
+    ("training", '{"decay_bias_and_norm": "x"}', "'decay_bias_and_norm' must be true or false"),
+    ("training", "[1]", "'training' must be a JSON object, got \\[1\\]"),
+])
+def test_malformed_metadata_is_a_corrupt_file_error(tmp_path, key, value, pattern):
+    from fastnn.io import CorruptFileError, read_safetensors, write_safetensors
+
+    path = tmp_path / "m.safetensors"
+    fnn.Sequential([fnn.Dense(3, 2)]).compile(loss="mse", optimizer="sgd").save(path)
+    tensors, meta = read_safetensors(path)
+    write_safetensors(path, tensors, {**meta, key: value})
+    with pytest.raises(CorruptFileError, match=pattern):
+        fnn.load(path)
