@@ -257,7 +257,7 @@ class BatchPlan(NamedTuple):
     note: str
 
 
-def check_batch_plan(n_samples: int, batch_size, needs_batch_over_one: bool, shuffle: bool = True,
+def check_batch_plan(n_samples: int, batch_size, *, needs_batch_over_one: bool, shuffle: bool = True,
                      layer_name: str = "a BatchNorm layer") -> BatchPlan:
     """The batches of an epoch over ``n_samples`` rows, checked before training starts.
 
