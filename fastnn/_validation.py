@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import numbers
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,9 +76,62 @@ def check_dtype(dtype) -> np.dtype:
     return resolved
 
 
+def _is_pandas(X) -> bool:
+    return type(X).__module__.partition(".")[0] == "pandas"
+
+
+def _pandas_column(col, label: str, non_numeric: list, missing: list):
+    """One pandas column (Series) as a 1-D numeric ndarray, or None after noting why it is not one."""
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return col.to_numpy()
+    kind = getattr(dtype, "kind", "O")
+    if kind in "biuf" and str(dtype) != "category":  # nullable Int64/Float64/boolean: numeric unless NA
+        n_missing = int(col.isna().sum())
+        if n_missing:
+            missing.append(f"{label} ({dtype}, {n_missing} missing)")
+            return None
+        return col.to_numpy(dtype=dtype.numpy_dtype)
+    if kind == "O" and str(dtype) not in ("category", "string", "str"):  # objects may be plain numbers
+        values = np.asarray(col.tolist())
+        if values.dtype.kind in "biuf":
+            return values
+    non_numeric.append(f"{label} ({dtype})")
+    return None
+
+
+def _from_pandas(X, argument: str) -> np.ndarray:
+    """A pandas DataFrame or Series as a numeric ndarray; strings, categories and missing values
+    (pd.NA) are refused naming the columns, their dtypes and the fix."""
+    frame = hasattr(X, "columns")
+    if frame and all(isinstance(d, np.dtype) and d.kind in "biuf" for d in X.dtypes):
+        return np.asarray(X)
+    if frame:
+        parts = [(X.iloc[:, j], f"column {name!r}") for j, name in enumerate(X.columns)]
+    else:
+        name = getattr(X, "name", None)
+        parts = [(X if hasattr(X, "isna") else X.to_series(), type(X).__name__ + (f" {name!r}" if name else ""))]
+    non_numeric, missing = [], []
+    arrays = [_pandas_column(col, label, non_numeric, missing) for col, label in parts]
+    if non_numeric:
+        encode = (f"pd.get_dummies({argument}) for one-hot columns, {argument}[name].astype('category')"
+                  f".cat.codes for integer codes" if frame else
+                  f"{argument}.astype('category').cat.codes for integer class codes")
+        raise TypeError(f"{argument} must be numeric, but has non-numeric data: {', '.join(non_numeric)}; "
+                        f"encode it as numbers first ({encode}, or .astype(float) for numbers stored as "
+                        f"text)")
+    if missing:
+        raise ValueError(f"{argument} has missing values (pd.NA) in {', '.join(missing)}; fill or drop them "
+                         f"first ({argument}.fillna(value) or {argument}.dropna()), or convert with "
+                         f"{argument}.to_numpy(dtype=float, na_value=np.nan) and impute")
+    return np.column_stack(arrays) if frame else arrays[0]
+
+
 def _as_numeric_array(X, argument: str) -> np.ndarray:
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{argument} must be a numeric array, got a string {X[:20]!r}")
+    if _is_pandas(X) and hasattr(X, "dtype" if not hasattr(X, "columns") else "dtypes"):
+        return _from_pandas(X, argument)
     try:
         arr = np.asarray(X)
     except ValueError as exc:  # ragged nested lists
@@ -92,6 +146,33 @@ def _as_numeric_array(X, argument: str) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{argument} must be a real numeric array, got dtype={arr.dtype}")
     return arr
+
+
+def _number(value) -> str:
+    """A label or value for a message: integers as integers, huge or fractional floats as %g."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0**53:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _as_finite(arr: np.ndarray, dtype, argument: str) -> np.ndarray:
+    """``arr`` as a C-contiguous ``dtype`` array; NaN/inf, and finite values that overflow ``dtype``,
+    are refused naming the first position."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if np.isfinite(out.sum(dtype=np.float64)) or np.isfinite(out).all():
+        return out
+    where = tuple(np.argwhere(~np.isfinite(out))[0])
+    at = f"row {where[0]}, column {where[1]}" if out.ndim == 2 else f"index {where[0]}"
+    value = arr[where]
+    if np.isfinite(value):
+        dtype = np.dtype(dtype)
+        raise ValueError(f"{argument} holds {_number(value)} (first at {at}), beyond the range of {dtype.name} "
+                         f"(largest {np.finfo(dtype).max:.4g}): it overflows to infinity when converted to "
+                         f"the model's {dtype.name}; rescale the data (e.g. fastnn.data.standardize) or build "
+                         f"the model with dtype='float64'")
+    raise ValueError(f"{argument} contains NaN or infinity (first at {at}); remove or impute those values first")
 
 
 def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None = None,
@@ -115,12 +196,7 @@ def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{argument} has {arr.shape[1]} features per sample, but {layer_name} expects "
                          f"{n_features}; check the data or the model's input size")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{argument} contains NaN or infinity (first at row {bad[0]}, column {bad[1]}); "
-                         f"remove or impute those values first")
-    return arr
+    return _as_finite(arr, dtype, argument)
 
 
 def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.ndarray:
@@ -142,14 +218,13 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
             bad = arr[arr != np.round(arr)][0]
             raise ValueError(f"{argument} must hold integer class labels for cross_entropy, found "
                              f"{bad!r}; for regression targets use loss='mse'")
-    labels = np.ascontiguousarray(arr, dtype=np.int64)
-    low, high = labels.min(), labels.max()
+    low, high = arr.min(), arr.max()  # before the cast: 1e20 would wrap around in int64
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
-        raise ValueError(f"{argument} has label {bad}, outside [0, {n_classes}): the model's last layer "
+        raise ValueError(f"{argument} has label {_number(bad)}, outside [0, {n_classes}): the model's last layer "
                          f"has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
                          f"widen the last layer)")
-    return labels
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y") -> np.ndarray:
@@ -164,10 +239,7 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y")
         raise ValueError(f"{argument} must have shape (n_samples, {n_outputs}) to match the model's "
                          f"{n_outputs} outputs, got shape {arr.shape}")
     check_length(arr, n_samples, argument)
-    arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{argument} contains NaN or infinity; remove or impute those targets first")
-    return arr
+    return _as_finite(arr, dtype, argument)
 
 
 def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:
@@ -223,3 +295,71 @@ def check_state_array(expected: dict, name: str, value) -> None:
     if tuple(shape) != tuple(expected[name].shape):
         raise ValueError(f"the saved array {name!r} has shape {tuple(shape)}, the model expects "
                          f"{tuple(expected[name].shape)}")
+
+
+class BatchPlan(NamedTuple):
+    """How fit() cuts an epoch: ``batches`` batches of ``batch_size`` over the first ``samples`` rows
+    (of the shuffled order); ``note`` says why ``samples`` is less than n, or is ''."""
+    batch_size: int
+    batches: int
+    samples: int
+    note: str
+
+
+def check_batch_plan(n_samples: int, batch_size, *, needs_batch_over_one: bool, shuffle: bool = True,
+                     layer_name: str = "a BatchNorm layer") -> BatchPlan:
+    """The batches of an epoch over ``n_samples`` rows, checked before training starts.
+
+    When a layer needs more than one sample per training batch (``needs_batch_over_one``, batch
+    norm) and the last batch would hold one sample, that sample is skipped for the epoch (as
+    torch's ``drop_last``; with ``shuffle`` a different one each epoch) and ``note`` says so and
+    which batch_size would use every sample. A single sample in all is a ValueError.
+    """
+    batch_size = min(check_int(batch_size, "batch_size", minimum=1), n_samples)
+    samples, note = n_samples, ""
+    if needs_batch_over_one and batch_size == 1:
+        fix = "pass at least 2 samples" if n_samples == 1 else "pass batch_size >= 2"
+        raise ValueError(f"{layer_name} needs at least 2 samples per training batch (the variance of one "
+                         f"sample is 0), but fit() got batch_size=1 for {n_samples} sample(s); {fix}, or "
+                         f"remove the batch norm layer")
+    if needs_batch_over_one and n_samples % batch_size == 1:
+        better = next(b for d in range(1, n_samples) for b in (batch_size - d, batch_size + d)
+                      if 2 <= b <= n_samples and n_samples % b != 1)
+        samples = n_samples - 1
+        which = "a different sample each epoch" if shuffle else "always the last sample, as shuffle=False"
+        note = (f"{n_samples} samples in batches of {batch_size} leave a last batch of 1 sample, which "
+                f"{layer_name} cannot train on (the variance of one sample is 0); each epoch skips it "
+                f"({which}). Pass batch_size={better} to train on every sample.")
+    return BatchPlan(batch_size, -(-samples // batch_size), samples, note)
+
+
+def check_callbacks(callbacks) -> list:
+    """``callbacks`` as a list of fastnn Callback instances: None gives [], a single Callback is
+    wrapped in a list; anything else is a TypeError naming what came."""
+    from .callbacks import Callback
+
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if not isinstance(callbacks, (list, tuple)):
+        hint = (f"pass an instance: callbacks=[{callbacks.__name__}(...)]"
+                if isinstance(callbacks, type) and issubclass(callbacks, Callback) else
+                "e.g. callbacks=[fnn.callbacks.EarlyStopping(patience=3)]")
+        raise TypeError(f"callbacks must be a list of fastnn.callbacks.Callback objects (or one Callback), "
+                        f"got {type(callbacks).__name__} {callbacks!r}; {hint}")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            hint = (f"pass an instance, {cb.__name__}(...), not the class"
+                    if isinstance(cb, type) and issubclass(cb, Callback) else
+                    "subclass fastnn.callbacks.Callback and override its hooks")
+            raise TypeError(f"callbacks[{i}] must be a fastnn.callbacks.Callback, got {type(cb).__name__} "
+                            f"{cb!r}; {hint}")
+    return list(callbacks)
+
+
+def check_forward_done(context, what: str = "backward()") -> None:
+    """A RuntimeError saying what to call first when ``context`` (what forward() keeps) is None."""
+    if context is None:
+        raise RuntimeError(f"{what} needs the values kept by a forward() call on the same batch; call "
+                           f"model.forward(x, training=True) first, then model.backward(grad_out)")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -64,24 +66,79 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# -o extension -> (what is saved, how to load it)
+_OUTPUTS = {".npz": ("weights", "Sequential.load_weights"), ".safetensors": ("whole model", "fastnn.load")}
+
+
+def _check_output(path: str) -> None:
+    """-o checked before training, so a typo cannot lose the trained model: a known extension, in an
+    existing, writable directory."""
+    if os.path.isdir(path):
+        raise ValueError(f"--output {path!r} is a directory; name a file in it, e.g. "
+                         f"{os.path.join(path, 'model.npz')!r}")
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in _OUTPUTS:
+        kinds = " or ".join(f"{ext} for the {what} ({load})" for ext, (what, load) in _OUTPUTS.items())
+        raise ValueError(f"--output {path!r} has the extension {extension or '(none)'!r}; use {kinds}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--output {path!r}: the directory {folder!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--output {path!r}: the directory {folder!r} is not writable; choose another one")
+
+
+def _is_whole(y: np.ndarray) -> bool:
+    return y.dtype.kind in "biu" or (y.dtype.kind == "f" and bool(np.all(y == np.round(y))))
+
+
+def _looks_like_classes(y: np.ndarray) -> bool:
+    """--task auto: at most 100 distinct whole numbers within int32 (1e30-sized floats are all whole)."""
+    if y.dtype.kind not in "biuf" or not _is_whole(y):
+        return y.dtype.kind not in "biuf"  # text labels are classes (and refused with the fix)
+    values = np.unique(y)
+    return len(values) <= 100 and bool(np.abs(values).max() < 2**31)
+
+
+def _class_labels(y: np.ndarray) -> np.ndarray:
+    """Labels 0..k-1 as int64; other label sets are refused with the fix (they would ask for an output
+    per value up to the largest label)."""
+    values = np.unique(y) if y.ndim == 1 and y.dtype.kind in "biuf" else None
+    if values is None or not _is_whole(values) or values[0] != 0 or values[-1] != len(values) - 1:
+        if values is None:
+            found = f"labels of shape {y.shape} and dtype {y.dtype}"
+        else:
+            shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
+            found = f"the labels {{{shown}}} ({len(values)} distinct)"
+        raise ValueError(f"--target holds {found}; classification needs one integer label per row, 0..k-1 for "
+                         f"k classes: re-encode them (e.g. np.unique(y, return_inverse=True)[1]), or pass "
+                         f"--task regression to predict the values")
+    return y.astype(np.int64)
+
+
 def cmd_train(args) -> int:
     from fastnn.data import load_file
 
-    X, y = load_file(args.data, target=args.target)
+    if args.output:
+        _check_output(args.output)
+    X, y = load_file(args.data, target=args.target, header=False if args.no_header else "infer")
     if y is None:
-        print("error: --target is required (the label column of a CSV, the y key of an NPZ, or the "
-              "labels file of IDX images)", file=sys.stderr)
-        return 2
+        raise ValueError("--target is required (the label column of a CSV by name or index, the y key of an "
+                         "NPZ, or the labels file of IDX images)")
+    y = np.asarray(y)
     task = args.task
     if task == "auto":
-        task = "classification" if np.all(np.asarray(y) == np.round(y)) and len(np.unique(y)) <= 100 else "regression"
+        task = "classification" if _looks_like_classes(y) else "regression"
     if task == "classification":
-        y = np.asarray(y).astype(np.int64)
+        y = _class_labels(y)
     model, metrics, seconds = _train_and_report(X, y, args, task)
     print(f"{task}: " + ", ".join(f"test {k} {v:.4f}" for k, v in metrics.items()) + f", time {seconds:.2f} s")
     if args.output:
-        model.save_weights(args.output)
-        print(f"weights saved to {args.output}")
+        if args.output.lower().endswith(".safetensors"):
+            model.save(args.output)
+        else:
+            model.save_weights(args.output)
+        what, load = _OUTPUTS[os.path.splitext(args.output)[1].lower()]
+        print(f"{what} saved to {args.output} (load with {load})")
     return 0
 
 
@@ -106,10 +163,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an MLP on your CSV, NPZ or IDX file")
     train.add_argument("--data", required=True, help="CSV, NPZ or IDX (MNIST format, .gz ok) file")
-    train.add_argument("--target", help="CSV column name/index, NPZ key, or IDX labels file")
+    train.add_argument("--target", help="CSV column name or 0-based index (-1: the last column), NPZ key, "
+                                        "or IDX labels file")
+    train.add_argument("--no-header", action="store_true",
+                       help="the CSV's first row is data, not column names (default: inferred)")
     train.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     train.add_argument("--test-size", type=float, default=0.2)
-    train.add_argument("--output", "-o", help="where to save the weights (.npz)")
+    train.add_argument("--output", "-o", help="where to save the weights (.npz) or the whole model "
+                                              "(.safetensors); checked before training")
     common(train, [256, 128], 10, None)
     train.set_defaults(func=cmd_train)
     from . import bench
@@ -120,10 +181,25 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a bad argument, file or value, or a diverging run: one line and status 2; anything else is a bug
+# (status 1, with the traceback)
+_USER_ERRORS = (ValueError, TypeError, OSError, ImportError, KeyError, FloatingPointError)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, FloatingPointError):
+        text += " From the command line: try a smaller --lr (e.g. --lr 1e-4), or rescale the --target values."
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except _USER_ERRORS as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception:
+        traceback.print_exc()
+        return 1

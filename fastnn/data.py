@@ -21,6 +21,7 @@ import gzip
 import io
 import math
 import os
+import re
 import struct
 import tempfile
 import zipfile
@@ -101,7 +102,14 @@ def _path(name: str, path: Any) -> str:
     return os.fspath(path)
 
 
+def _not_a_directory(path: str) -> None:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory, not a data file; pass one of the files in it "
+                                "(.csv, .tsv, .npz or IDX)")
+
+
 def _head(path: str, n: int = 4) -> bytes:
+    _not_a_directory(path)
     with open(path, "rb") as f:
         return f.read(n)
 
@@ -233,6 +241,7 @@ def load_digits(return_X_y: bool = True):
 
 def _read_bytes(path: str) -> bytes:
     """The file's content, gunzipped when it starts with the gzip magic bytes."""
+    _not_a_directory(path)
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] != _GZIP_MAGIC:
@@ -365,8 +374,13 @@ def _read_rows(path: str, delimiter: str, limit: int | None = None) -> tuple[lis
     return rows, lines
 
 
+def _index_text(target: Any) -> bool:
+    """Whether ``target`` is a str spelling a column index, such as "0" or "-1"."""
+    return isinstance(target, str) and re.fullmatch(r"[+-]?\d+", target.strip()) is not None
+
+
 def _resolve_target(target: Any, names: list[str] | None, n_cols: int, path: str) -> int:
-    if isinstance(target, str):
+    if isinstance(target, str) and not (_index_text(target) and (names is None or target not in names)):
         if names is None:
             raise ValueError(
                 f"target={target!r} is a column name but {path!r} has no header row; pass the column "
@@ -380,6 +394,8 @@ def _resolve_target(target: Any, names: list[str] | None, n_cols: int, path: str
         if len(hits) > 1:
             raise ValueError(f"target={target!r} names several columns of {path!r} (indices {hits}); pass an index")
         return hits[0]
+    if _index_text(target):
+        target = int(target)
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
         raise TypeError(f"target must be a column name (str), a column index (int) or None, got "
                         f"{type(target).__name__}")
@@ -419,7 +435,8 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
              header: str | bool = "infer", *, return_classes: bool = False):
     """Read a delimited text file (optionally gzipped) of numbers into ``(X, y)``.
 
-    ``target``: the label column, by name (needs a header) or index (negative counts from the end);
+    ``target``: the label column, by name (needs a header) or index (negative counts from the end; a
+    str of digits such as ``"0"`` or ``"-1"`` that names no column is an index too, for command lines);
     ``None`` means no labels (``y`` is ``None``). ``header``: ``True``, ``False`` or ``"infer"`` (the
     first row is a header when it holds the ``target`` name, or when some column holds a non-number
     there and a number in the second row).
@@ -441,7 +458,7 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
         raise ValueError(f"{path!r} is empty (no non-blank rows)")
     n_cols = len(rows[0])
     if header == "infer":
-        header = (isinstance(target, str) and target in rows[0]) or (
+        header = (isinstance(target, str) and not _index_text(target) and target in rows[0]) or (
             len(rows) > 1 and len(rows[1]) == n_cols
             and any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1])))
     names = rows[0] if header else None
@@ -581,11 +598,11 @@ def _as_float(X: np.ndarray) -> np.ndarray:
     return X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
 
 
-def load_file(path: str | os.PathLike, target: Any = None):
+def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer"):
     """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
 
     - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`; ``target`` is the label column's
-      name or index (``None``: no labels).
+      name or index (``None``: no labels); ``header`` (``True``, ``False`` or ``"infer"``) as there.
     - ``.npz`` (or any zip): :func:`read_npz`; ``target`` is the label array's key (default ``"y"``).
     - IDX (``.idx``, ``*-ubyte``, ``.gz``, or IDX magic bytes): :func:`read_idx`; ``target`` is the
       path of the labels IDX file (or ``None``). Images ``(n, rows, cols)`` are flattened to
@@ -605,8 +622,9 @@ def load_file(path: str | os.PathLike, target: Any = None):
             except (OSError, EOFError, zlib.error) as exc:
                 raise ValueError(f"{path!r}: corrupt gzip data ({exc})") from exc
     if inner.endswith((".csv", ".tsv", ".txt")):
-        X, y = read_csv(path, target=target, delimiter="\t" if inner.endswith(".tsv") else ",")
-        return X, y
+        return read_csv(path, target=target, delimiter="\t" if inner.endswith(".tsv") else ",", header=header)
+    if not (isinstance(header, str) and header == "infer"):
+        raise ValueError(f"header={header!r} applies to CSV/TSV files only, and {path!r} is not one")
     if inner.endswith(".npz") or head == _ZIP_MAGIC:
         if target is not None and not isinstance(target, str):
             raise TypeError(f"target for an .npz file must be the label array's key (a str), got "

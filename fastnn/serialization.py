@@ -54,12 +54,10 @@ def record_from_file(tensors: dict, meta: dict, path) -> dict:
     config = json.loads(meta["architecture"])
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise CorruptFileError(f"{path}: the architecture metadata is not a model configuration")
-    version = int(meta.get("format_version", "0"))
+    version = _meta_int(meta.get("format_version", "0"), "format_version", path)
     params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
     buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
-    training = json.loads(meta.get("training", "{}"))
-    if not isinstance(training, dict):
-        raise CorruptFileError(f"{path}: the training metadata is not a JSON object")
+    training = _meta_training(json.loads(meta.get("training", "{}")), path)
     record = {"config": config, "params": params, "buffers": buffers, "optimizer": None,
               "loss": json.loads(meta["loss"]) if "loss" in meta else None,
               "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False))}
@@ -101,10 +99,7 @@ def load_model(path, device: str = "cpu", *, verify: bool = True):
     if meta.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
                                f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors")
-    version = meta.get("format_version", "0")
-    if not (version.isascii() and version.isdigit()):
-        raise CorruptFileError(f"{path}: malformed format_version {version!r} in its metadata")
-    version = int(version)
+    version = _meta_int(meta.get("format_version", "0"), "format_version", path)
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
@@ -127,6 +122,8 @@ def load_model(path, device: str = "cpu", *, verify: bool = True):
         raise CorruptFileError(f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
                                f"malformed or names unknown classes ({type(exc).__name__}: {exc})") from None
     return model.to(device)
+
+
 def _of_dtype(tensors: dict, key: str, dtype, path) -> np.ndarray:
     if tensors[key].dtype != dtype:
         raise CorruptFileError(f"{path}: tensor {key!r} has dtype {tensors[key].dtype}, its architecture "
@@ -141,3 +138,34 @@ def _take(tensors: dict, key: str, like: np.ndarray, path) -> np.ndarray:
     if tensors[key].shape != like.shape:
         raise CorruptFileError(f"{path}: tensor {key!r} has shape {tensors[key].shape}, expected {like.shape}")
     return _of_dtype(tensors, key, like.dtype, path)
+
+
+def _meta_int(value, key: str, path) -> int:
+    """A non-negative integer metadata field (an int, or a str of digits), else CorruptFileError."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CorruptFileError(f"{path}: metadata field {key!r} must be a non-negative integer, got {value!r}; "
+                               f"the file was edited or damaged (save the model again)")
+    return value
+
+
+def _meta_training(training, path) -> dict:
+    """The "training" metadata (epochs_done, cursor [epoch, sample, loss sum, correct, data
+    fingerprint], decay_bias_and_norm), each field checked; CorruptFileError naming a bad one."""
+    if not isinstance(training, dict):
+        raise CorruptFileError(f"{path}: metadata field 'training' must be a JSON object, got {training!r}")
+    cursor = training.get("cursor")
+    if cursor is not None:
+        if not (isinstance(cursor, list) and len(cursor) in (4, 5) and isinstance(cursor[2], (int, float))
+                and not isinstance(cursor[2], bool)):
+            raise CorruptFileError(f"{path}: metadata field 'cursor' must be null or [epoch, sample, loss sum, "
+                                   f"correct count, data], got {cursor!r}; the file was edited or damaged")
+        epoch, sample, loss_sum, correct, *data = cursor
+        cursor = [_meta_int(epoch, "cursor[0]", path), _meta_int(sample, "cursor[1]", path), float(loss_sum),
+                  None if correct is None else _meta_int(correct, "cursor[3]", path), str(data[0]) if data else ""]
+    decay = training.get("decay_bias_and_norm", False)
+    if not isinstance(decay, bool):
+        raise CorruptFileError(f"{path}: metadata field 'decay_bias_and_norm' must be true or false, got {decay!r}")
+    return {**training, "epochs_done": _meta_int(training.get("epochs_done", 0), "epochs_done", path),
+            "cursor": cursor, "decay_bias_and_norm": decay}

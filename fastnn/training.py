@@ -18,6 +18,7 @@ import hashlib
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from . import _validation as V
 from . import backend
 from ._progress import EpochProgress
-from .callbacks import Callback, CallbackList, History
+from .callbacks import CallbackList, History
 from .kernels.rng import permutation
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
@@ -173,10 +174,11 @@ class BatchFeeder:
 
     prefetch = True
 
-    def __init__(self, model, batch_size: int, X: np.ndarray, y: np.ndarray):
+    def __init__(self, model, batch_size: int, X: np.ndarray, y: np.ndarray, n: int | None = None):
         trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
         specs = (((batch_size, *model.input_shape), model.dtype), ((batch_size, *trailing), y_dtype))
-        self.X, self.y, self.n, self.batch_size = X, y, X.shape[0], batch_size
+        self.X, self.y, self.batch_size = X, y, batch_size
+        self.n = X.shape[0] if n is None else n  # positions of the epoch's order that are trained on
         self.host = [[backend.pinned_empty(shape, dtype) for shape, dtype in specs] for _ in range(2)]
         self.device = [[backend.zeros(shape, dtype, model.device) for shape, dtype in specs] for _ in range(2)]
         self.copied = [backend.event(model.device) for _ in range(2)]
@@ -221,23 +223,10 @@ class BatchFeeder:
         self.stream.synchronize()
 
 
-def _check_callbacks(callbacks) -> list:
-    if callbacks is None:
-        return []
-    if isinstance(callbacks, Callback):
-        return [callbacks]
-    if hasattr(V, "check_callbacks"):
-        return list(V.check_callbacks(callbacks))
-    if not isinstance(callbacks, (list, tuple)):
-        raise TypeError(f"callbacks must be a list of fastnn.callbacks.Callback objects, got "
-                        f"{type(callbacks).__name__}; wrap it: callbacks=[...]")
-    return list(callbacks)
-
-
-def _needs_batches_over_one(model) -> bool:
-    from .layers.normalization import BatchNorm1d
-
-    return any(isinstance(layer, BatchNorm1d) for layer in model.layers)
+def _walk(layers):
+    for layer in layers:
+        yield layer
+        yield from _walk([child for _, child in layer.sublayers()])
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
@@ -251,7 +240,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     epochs = V.check_int(epochs, "epochs", minimum=0)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
-    user_callbacks = _check_callbacks(callbacks)
+    user_callbacks = V.check_callbacks(callbacks)
     X, y = model._check_xy(X, y)
     model._ready("fit")
     if validation_data is not None:
@@ -259,12 +248,12 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             raise ValueError("validation_data must be a tuple (X_val, y_val)")
         X_val, y_val = model._check_xy(*validation_data, argument="X_val")
     n = X.shape[0]
-    batch_size = min(batch_size, n)
-    if n % batch_size == 1 and n > 1 and _needs_batches_over_one(model):
-        raise ValueError(f"with {n} samples and batch_size={batch_size} the last batch of every epoch holds 1 "
-                         f"sample, and BatchNorm1d cannot train on a batch of 1 (its variance is 0); choose a "
-                         f"batch_size that does not leave 1 sample over (e.g. {batch_size + 1}), or drop a sample")
-    batches = (n + batch_size - 1) // batch_size
+    norm = next((layer for layer in _walk(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+    batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
+                                    layer_name=repr(norm))
+    if batch_plan.note:
+        warnings.warn(batch_plan.note, stacklevel=3)
+    batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
     fingerprint = data_fingerprint(X, y)
     if state.cursor is not None and state.cursor.data != fingerprint:
@@ -275,7 +264,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
-    feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y)
+    feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
     previous_trainer = model._acquire_training("fit")
     was_training = model.training
     model.train()
@@ -285,8 +274,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
         model._grad_out(batch_size)
         cbs.on_train_begin({})
         with _DeferredInterrupt() as interrupt:
-            _run_epochs(model, X, y, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt, fingerprint,
-                        None if validation_data is None else (X_val, y_val))
+            _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
+                        fingerprint, None if validation_data is None else (X_val, y_val))
     finally:
         progress.close()
         model.train(was_training)
@@ -297,8 +286,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     return history
 
 
-def _run_epochs(model, X, y, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt, fingerprint,
-                validation):
+def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
+                fingerprint, validation):
+    """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
+    each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
     state = model.state
     n = X.shape[0]
     first_epoch = state.epochs_done
@@ -313,7 +304,7 @@ def _run_epochs(model, X, y, epochs, batch_size, batches, order, feeder, cbs, pr
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             start_sample, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
         for b in range(batches):
-            lo, hi = max(b * batch_size, start_sample), min(n, (b + 1) * batch_size)
+            lo, hi = max(b * batch_size, start_sample), min(n_used, (b + 1) * batch_size)
             if lo >= hi:
                 continue
             cbs.on_batch_begin(b, {})
@@ -337,9 +328,9 @@ def _run_epochs(model, X, y, epochs, batch_size, batches, order, feeder, cbs, pr
             interrupt.check()
             progress.batch_end(total_loss / hi)
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
-        logs = {"loss": total_loss / n}
+        logs = {"loss": total_loss / n_used}
         if correct is not None:
-            logs["accuracy"] = correct / n
+            logs["accuracy"] = correct / n_used
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in model._evaluate(*validation, 1024).items()})
         logs["lr"] = float(model.optimizer.lr)

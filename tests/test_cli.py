@@ -1,5 +1,6 @@
 """The fastnn command line: demo and train."""
 import os
+import re
 import subprocess
 import sys
 
@@ -62,8 +63,111 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert "--hidden must be comma-separated integers" in capsys.readouterr().err
 
 
-def test_python_dash_m_fastnn_runs():
+def _train(*argv):
+    return main(["train", *map(str, argv), "--hidden", "4", "--epochs", "2", "--verbose", "0"])
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "demo" in out and "train" in out
+
+
+def test_target_by_column_index_for_a_csv_without_header(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([y, X, y]), delimiter=",", fmt="%.5f")
+    for target in ("0", "-1"):
+        assert _train("--data", path, "--target", target) == 0
+        assert "classification" in capsys.readouterr().out
+    assert _train("--data", path, "--target", "0", "--no-header") == 0
+    assert _train("--data", path, "--target", "9") == 2
+    assert "target=9 is out of range" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("labels", [[0, 5], [1, 2, 3]])
+def test_labels_that_are_not_0_to_k_minus_1_are_refused(tmp_path, capsys, labels):
+    y = np.resize(np.asarray(labels, float), 30)
+    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).standard_normal((30, 2)), y=y)
+    assert _train("--data", tmp_path / "d.npz", "--task", "classification") == 2
+    err = _error_line(capsys)
+    assert "classification needs one integer label per row, 0..k-1" in err and "re-encode" in err
+    assert "{" + ", ".join(map(str, labels)) + "}" in err
+
+
+def test_a_label_of_1e9_is_refused_not_built_into_1e9_outputs():
+    from fastnn.cli import _class_labels
+
+    with pytest.raises(ValueError, match=r"the labels \{0, 1e\+09\} \(2 distinct\).*--task regression"):
+        _class_labels(np.array([0.0, 1e9, 0.0]))
+    np.testing.assert_array_equal(_class_labels(np.array([1.0, 0.0, 2.0])), [1, 0, 2])
+
+
+@pytest.mark.parametrize("output, pattern", [
+    ("missing_dir/w.npz", "the directory .*missing_dir' does not exist"),
+    ("w.pt", "has the extension '.pt'; use .npz for the weights .* or .safetensors for the whole model"),
+    (".", "is a directory; name a file in it"),
+])
+def test_bad_output_is_refused_before_training(tmp_path, capsys, monkeypatch, output, pattern):
+    import fastnn.cli
+
+    monkeypatch.setattr(fastnn.cli, "_train_and_report", lambda *a: pytest.fail("trained before checking -o"))
+    np.savez(tmp_path / "d.npz", X=np.zeros((10, 2)), y=np.arange(10) % 2)
+    monkeypatch.chdir(tmp_path)
+    assert _train("--data", "d.npz", "-o", output) == 2
+    assert re.search(pattern, _error_line(capsys))
+
+
+def test_output_safetensors_saves_the_whole_model(tmp_path, capsys):
+    X = np.random.default_rng(3).standard_normal((30, 2))
+    np.savez(tmp_path / "d.npz", X=X, y=(X[:, 1] > 0).astype(np.int64))
+    assert _train("--data", tmp_path / "d.npz", "-o", tmp_path / "m.safetensors") == 0
+    assert "whole model saved to" in capsys.readouterr().out
+    model = fnn.load(tmp_path / "m.safetensors")
+    assert model.predict(X).shape == (30, 2)
+
+
+def test_diverging_run_is_one_line_with_status_2(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((40, 2))
+    np.savez(tmp_path / "d.npz", X=X, y=X[:, 0] * 1e3)
+    assert main(["train", "--data", str(tmp_path / "d.npz"), "--task", "regression", "--optimizer", "sgd",
+                 "--lr", "1e3", "--hidden", "4", "--epochs", "5", "--verbose", "0"]) == 2
+    err = _error_line(capsys)
+    assert "Training diverged" in err and "--lr" in err
+
+
+def test_missing_npz_key_is_one_unquoted_line(tmp_path, capsys):
+    np.savez(tmp_path / "d.npz", X=np.zeros((4, 2)))
+    assert _train("--data", tmp_path / "d.npz", "--target", "labels") == 2
+    assert _error_line(capsys).startswith("error: '")  # the message, not the KeyError's repr of it
+
+
+def test_unexpected_errors_exit_1_with_the_traceback(monkeypatch, capsys):
+    import fastnn.cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fastnn.cli, "cmd_train", broken)
+    assert _train("--data", "x.csv") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err
+
+
+def test_python_dash_m_fastnn_gives_one_line_and_status_2(tmp_path):
+    """The one subprocess: the real exit status and stderr of ``python -m fastnn``."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    result = subprocess.run([sys.executable, "-m", "fastnn", "--help"], capture_output=True, text=True, env=env)
-    assert result.returncode == 0 and "demo" in result.stdout and "train" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "fastnn", "train", "--data", str(tmp_path)],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is a directory, not a data file" in result.stderr

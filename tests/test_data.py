@@ -245,6 +245,34 @@ def test_csv_no_header_index_target(tmp_path):
         data.read_csv(p, target="label")
 
 
+def test_csv_index_given_as_text_for_command_lines(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("0,2,0.5\n1,4,1.5\n")  # a "0" cell in the first row does not make it a header
+    for text, column in (("0", 0), ("-1", 2), (" +1 ", 1)):
+        X, y = data.read_csv(p, target=text)
+        np.testing.assert_array_equal(y, np.loadtxt(p, delimiter=",")[:, column])
+        assert X.shape == (2, 2)
+    with pytest.raises(ValueError, match="target=3 is out of range.*3 columns"):
+        data.read_csv(p, target="3")
+    named = tmp_path / "n.csv"
+    named.write_text("x,2021,label\n1,5,0\n2,6,1\n")  # a column named like an index: the name wins
+    np.testing.assert_array_equal(data.read_csv(named, target="2021")[1], [5, 6])
+
+
+def test_load_file_header_flag_and_directories(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("10,20,1\n1,2,0\n")
+    X, y = data.load_file(p, target="-1", header=False)
+    assert X.shape == (2, 2) and list(y) == [1, 0]
+    assert data.load_file(p, target=-1, header=True)[0].shape == (1, 2)
+    np.savez(tmp_path / "d.npz", X=np.ones((2, 2)), y=np.zeros(2))
+    with pytest.raises(ValueError, match="header=False applies to CSV/TSV files only"):
+        data.load_file(tmp_path / "d.npz", header=False)
+    for reader in (data.load_file, data.read_csv, data.read_idx, data.read_npz):
+        with pytest.raises(IsADirectoryError, match="is a directory, not a data file"):
+            reader(tmp_path)
+
+
 def test_csv_string_labels_and_tsv(tmp_path):
     p = tmp_path / "d.tsv"
     p.write_text("x\ty\tspecies\n1\t2\tversicolor\n3\t4\tsetosa\n5\t6\tversicolor\n")

@@ -1,4 +1,6 @@
 """Bad input gets a clear ValueError/TypeError naming the argument; benign input is converted."""
+import re
+
 import numpy as np
 import pytest
 
@@ -117,3 +119,143 @@ def test_benign_inputs_are_converted(model, convert):
     assert got.dtype == np.float32 and got.flags.c_contiguous
     if not np.issubdtype(np.asarray(convert(X)).dtype, np.integer):
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+# -- values that only go wrong on conversion --------------------------------------------------
+
+def test_finite_value_beyond_float32_is_called_an_overflow(model):
+    bad = X.copy()
+    bad[3, 1] = 1e39
+    with pytest.raises(ValueError, match=r"X holds 1e\+39 \(first at row 3, column 1\), beyond the range of "
+                                         r"float32.*overflows to infinity.*dtype='float64'"):
+        model.predict(bad)
+    m64 = fnn.Sequential([fnn.Dense(3, 2)], dtype="float64")
+    assert np.isfinite(m64.predict(bad)).all()  # float64 holds it
+
+
+def test_regression_target_beyond_float32_is_called_an_overflow():
+    m = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile(loss="mse", optimizer="sgd")
+    y = np.zeros(10)
+    y[7] = -1e40
+    with pytest.raises(ValueError, match=r"y holds -1e\+40 \(first at row 7, column 0\).*float32"):
+        m.fit(X, y, verbose=0)
+
+
+@pytest.mark.parametrize("big", [1e20, 2.0**63, 1e300])
+def test_huge_label_is_named_not_wrapped_around(model, big):
+    labels = Y.astype(float)
+    labels[5] = big
+    with pytest.raises(ValueError, match=re.escape(f"label {big:g}, outside [0, 4)")):
+        model.fit(X, labels, verbose=0)
+
+
+# -- pandas -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def pd():
+    return pytest.importorskip("pandas")
+
+
+def _frame(pd, column):
+    return pd.DataFrame({"a": column, "b": X[:, 1], "c": X[:, 2]})
+
+
+@pytest.mark.parametrize("make, exc, pattern", [
+    (lambda pd: pd.array([str(v) for v in X[:, 0]], dtype="string"), TypeError,
+     r"X must be numeric.*column 'a' \(string\).*encode.*get_dummies.*cat\.codes.*astype\(float\)"),
+    (lambda pd: pd.Series(["u", "v"] * 5, dtype=object), TypeError, r"column 'a' \(object\).*encode"),
+    (lambda pd: pd.Categorical(["u", "v"] * 5), TypeError, r"column 'a' \(category\).*cat\.codes"),
+    (lambda pd: pd.array([1, None] * 5, dtype="Int64"), ValueError,
+     r"X has missing values \(pd\.NA\) in column 'a' \(Int64, 5 missing\).*fillna.*to_numpy\(dtype=float"),
+    (lambda pd: pd.array([0.5, None] * 5, dtype="Float64"), ValueError, r"column 'a' \(Float64, 5 missing\)"),
+])
+def test_pandas_columns_that_are_not_numbers_are_named(model, pd, make, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        model.fit(_frame(pd, make(pd)), Y, verbose=0)
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "Float64", "object"])
+def test_pandas_numeric_columns_without_missing_values_convert(model, pd, dtype):
+    column = (X[:, 0] * 30).astype(np.int64) if dtype == "Int64" else X[:, 0]
+    frame = _frame(pd, pd.array(column, dtype=dtype) if dtype != "object" else column.astype(object))
+    expected = model.predict(np.column_stack([column, X[:, 1:]]))
+    np.testing.assert_allclose(model.predict(frame), expected, rtol=1e-6)
+
+
+def test_pandas_labels(model, pd):
+    model.fit(X, pd.Series(Y, dtype="Int64"), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"y has missing values.*Series 'label' \(Int64, 1 missing\)"):
+        model.fit(X, pd.Series([None, *Y[1:]], dtype="Int64", name="label"), verbose=0)
+    with pytest.raises(TypeError, match=r"y must be numeric.*astype\('category'\)\.cat\.codes"):
+        model.fit(X, pd.Series(np.where(Y > 1, "yes", "no")), verbose=0)
+
+
+# -- batch plans and callbacks (checked before training starts) --------------------------------
+
+def test_batch_plan_without_batch_norm_keeps_every_sample():
+    assert fnn._validation.check_batch_plan(33, 32, needs_batch_over_one=False) == (32, 2, 33, "")
+    assert fnn._validation.check_batch_plan(10, 64, needs_batch_over_one=True) == (10, 1, 10, "")
+
+
+def test_batch_plan_skips_a_last_batch_of_one_for_batch_norm_and_says_so():
+    plan = fnn._validation.check_batch_plan(33, 32, needs_batch_over_one=True, layer_name="BatchNorm1d(8)")
+    assert plan[:3] == (32, 1, 32)
+    assert "last batch of 1 sample, which BatchNorm1d(8) cannot train on" in plan.note
+    assert "batch_size=31" in plan.note and 33 % 31 != 1
+    plan = fnn._validation.check_batch_plan(5, 2, needs_batch_over_one=True, shuffle=False)
+    assert plan[:3] == (2, 2, 4) and "shuffle=False" in plan.note and "batch_size=3" in plan.note
+
+
+@pytest.mark.parametrize("n, batch_size, pattern", [
+    (1, 32, "batch_size=1 for 1 sample.*pass at least 2 samples"),
+    (5, 1, "batch_size=1 for 5 sample.*pass batch_size >= 2"),
+])
+def test_batch_plan_refuses_batches_of_one_for_batch_norm(n, batch_size, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        fnn._validation.check_batch_plan(n, batch_size, needs_batch_over_one=True)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        fnn._validation.check_batch_plan(n, 0, needs_batch_over_one=False)
+
+
+def test_check_callbacks_wraps_one_and_names_what_is_wrong():
+    from fastnn._validation import check_callbacks
+
+    stop = fnn.callbacks.EarlyStopping(patience=2)
+    assert check_callbacks(None) == [] and check_callbacks(stop) == [stop]
+    assert check_callbacks((stop,)) == [stop] and check_callbacks([stop]) == [stop]
+    with pytest.raises(TypeError, match=r"callbacks\[1\] must be a fastnn.callbacks.Callback, got str 'x'"):
+        check_callbacks([stop, "x"])
+    with pytest.raises(TypeError, match=r"callbacks\[0\].*got type.*EarlyStopping\(\.\.\.\), not the class"):
+        check_callbacks([fnn.callbacks.EarlyStopping])
+    with pytest.raises(TypeError, match=r"callbacks must be a list.*got type.*callbacks=\[EarlyStopping\(\.\.\.\)\]"):
+        check_callbacks(fnn.callbacks.EarlyStopping)
+    with pytest.raises(TypeError, match=r"callbacks must be a list.*got dict"):
+        check_callbacks({"a": stop})
+
+
+def test_check_forward_done():
+    fnn._validation.check_forward_done(np.zeros(1))
+    with pytest.raises(RuntimeError, match=r"backward\(\) needs.*call model.forward\(x, training=True\) first"):
+        fnn._validation.check_forward_done(None)
+
+
+# -- model files with malformed metadata ------------------------------------------------------
+
+@pytest.mark.parametrize("key, value, pattern", [
+    ("format_version", "x", "'format_version' must be a non-negative integer, got 'x'"),
+    ("training", '{"epochs_done": "x"}', "'epochs_done' must be a non-negative integer, got 'x'"),
+    ("training", '{"epochs_done": 2.5}', "'epochs_done' must be a non-negative integer, got 2.5"),
+    ("training", '{"cursor": 5}', r"'cursor' must be null or \[epoch, sample, loss sum, correct count, data\], got 5"),
+    ("training", '{"cursor": [0, -1, 0.5, null]}', r"'cursor\[1\]' must be a non-negative integer, got -1"),
+    ("training", '{"decay_bias_and_norm": "x"}', "'decay_bias_and_norm' must be true or false"),
+    ("training", "[1]", "'training' must be a JSON object, got \\[1\\]"),
+])
+def test_malformed_metadata_is_a_corrupt_file_error(tmp_path, key, value, pattern):
+    from fastnn.io import CorruptFileError, read_safetensors, write_safetensors
+
+    path = tmp_path / "m.safetensors"
+    fnn.Sequential([fnn.Dense(3, 2)]).compile(loss="mse", optimizer="sgd").save(path)
+    tensors, meta = read_safetensors(path)
+    write_safetensors(path, tensors, {**meta, key: value})
+    with pytest.raises(CorruptFileError, match=pattern):
+        fnn.load(path)

@@ -75,6 +75,8 @@ class BatchNorm1d(_Normalization):
     """
 
     input_argument = "num_features"
+    #: a batch of one sample has no variance: fit() skips a last batch of one (see check_batch_plan)
+    needs_batch_over_one = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
