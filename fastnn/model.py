@@ -207,12 +207,14 @@ class Sequential:
     def _build_layers(self, shape):
         for i, layer in enumerate(self.layers):
             expected = layer.expected_input_shape()
-            if expected is not None and expected[-1] != shape[-1]:
+            axis = layer.feature_axis
+            if expected is not None and -len(shape) <= axis < len(shape) and expected[-1] != shape[axis]:
                 prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {shape_str(shape)}" if i else \
                     f"the model's input is {shape_str(shape)}"
+                where = "the last axis" if axis == -1 else "the channel axis"
                 raise ValueError(f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) expects "
-                                 f"{expected[-1]} features on the last axis; set layer {i}'s "
-                                 f"{layer.input_argument} to {shape[-1]}")
+                                 f"{expected[-1]} features on {where}; set layer {i}'s "
+                                 f"{layer.input_argument} to {shape[axis]}")
             try:
                 out = layer.build(shape, self.dtype)
             except ValueError as exc:

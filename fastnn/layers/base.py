@@ -144,6 +144,8 @@ class Layer:
 
     #: the constructor argument that fixes the input size (named in size-mismatch errors)
     input_argument = "in_features"
+    #: the input axis that argument sizes (per sample; -1: the last, 0: channels first)
+    feature_axis = -1
     device = "cpu"
     K = backend.kernels("cpu")
     #: attributes the model may set on a built layer without making its plans stale

@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import _validation as V
 from .. import backend
-from .base import Layer, ParamSpec, normalize_shape, rows, shape_str
+from .base import Layer, ParamSpec, normalize_shape, rows, shape_str, size_of
 
 
 def _fill(value):
@@ -15,7 +15,7 @@ def _fill(value):
 
 
 class _Normalization(Layer):
-    _feature_axis = -1
+    feature_axis = -1
 
     """Shared parts: the per-feature gain (``weight``, gamma) and shift (``bias``, beta), which
     get no weight decay by default, and the checks of the feature count and eps."""
@@ -30,9 +30,9 @@ class _Normalization(Layer):
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
-        if shape[self._feature_axis] != self.num_features:
+        if shape[self.feature_axis] != self.num_features:
             raise ValueError(f"{self!r}: num_features={self.num_features} does not match the input shape "
-                             f"{shape_str(shape)}; use {type(self).__name__}({shape[self._feature_axis]})")
+                             f"{shape_str(shape)}; use {type(self).__name__}({shape[self.feature_axis]})")
         super().build(shape, dtype)
         out = self.num_features
         if not self.affine:  # the kernels read gamma/beta only when affine; keep typed placeholders
@@ -66,7 +66,8 @@ class _Normalization(Layer):
 
 
 class BatchNorm1d(_Normalization):
-    """Batch normalisation with the conventions of torch.nn.BatchNorm1d.
+    """Batch normalisation with the conventions of torch.nn.BatchNorm1d, over (batch, features)
+    or (batch, channels, length) (statistics per channel over the batch and the length).
 
     Training: normalise with the batch mean and biased variance; update
     ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance
@@ -75,8 +76,9 @@ class BatchNorm1d(_Normalization):
     """
 
     input_argument = "num_features"
-    #: a batch of one sample has no variance: fit() skips a last batch of one (see check_batch_plan)
-    needs_batch_over_one = True
+    feature_axis = 0
+    _ranks = (1, 2)
+    _layout = "(batch, features) or (batch, channels, length)"
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True):
@@ -85,16 +87,28 @@ class BatchNorm1d(_Normalization):
         self.track_running_stats = bool(track_running_stats)
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
+        self._positions = 1
+
+    @property
+    def needs_batch_over_one(self) -> bool:
+        """A batch of one sample with one position has no variance: fit() skips a last batch of
+        one (see ``_validation.check_batch_plan``)."""
+        return self._positions == 1
 
     def build(self, input_shape, dtype):
-        if len(normalize_shape(input_shape)) != 1:
-            raise ValueError(f"{self!r} takes (batch, features) input, got {shape_str(normalize_shape(input_shape))}; "
-                             f"use BatchNorm2d for (batch, channels, height, width), or Flatten() first")
-        shape = super().build(input_shape, dtype)
-        out = shape[-1]
-        self.running_mean = self.zeros(out)
-        self.running_var = backend.full(out, 1.0, dtype, self.device)
-        self._stats = self.workspace(mean=(out,), inv_std=(out,))  # batch statistics, per arena
+        shape = normalize_shape(input_shape)
+        if len(shape) not in self._ranks:
+            other = "BatchNorm2d for (batch, channels, height, width)" if len(shape) == 3 else "Flatten() first"
+            raise ValueError(f"{self!r} takes {self._layout} input, got {shape_str(shape)}; use {other}")
+        shape = super().build(shape, dtype)
+        c = shape[0]
+        self._positions = size_of(shape[1:])
+        if self._positions > 1:  # channels first: batch norm runs on (batch * positions, channels) rows
+            rows = (self._positions, c)
+            self._rows = self.workspace(x=rows, y=rows, x_hat=rows, grad_y=rows, grad_x=rows)
+        self.running_mean = self.zeros(c)
+        self.running_var = backend.full(c, 1.0, dtype, self.device)
+        self._stats = self.workspace(mean=(c,), inv_std=(c,))  # batch statistics, per arena
         return shape
 
     def buffers(self):
@@ -103,35 +117,65 @@ class BatchNorm1d(_Normalization):
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
 
+    def _row_views(self, m: int, arena: str) -> dict:
+        c = self.num_features
+        return {k: v.reshape((m * self._positions, c)) for k, v in self._rows(m, arena).items()}
+
+    def _channels(self, x):
+        """(batch, C, positions) view of a channels-first array."""
+        return x.reshape((x.shape[0], self.num_features, self._positions))
+
     def forward_calls(self, x, ctx):
-        ws = self._workspace(x.shape[0], ctx.arena)
+        m = x.shape[0]
+        ws = self._workspace(m, ctx.arena)
+        if self._positions == 1:
+            calls = self._row_forward(x, ws["y"], ws["x_hat"], ctx)
+            return calls, ws["y"]
+        r = self._row_views(m, ctx.arena)
+        calls = [(self.K.nchw_to_rows, (self._channels(x), r["x"]))]
+        calls += self._row_forward(r["x"], r["y"], r["x_hat"], ctx)
+        calls.append((self.K.rows_to_nchw, (r["y"], self._channels(ws["y"]))))
+        return calls, ws["y"]
+
+    def _row_forward(self, x, y, x_hat, ctx) -> list:
+        """Calls normalising rows x (n, C) into y; what backward needs goes to ctx."""
         ctx.batch_stats = ctx.training or not self.track_running_stats
         ctx.x = x
         if not ctx.batch_stats:
             return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var,
-                                                     ws["y"], self.eps, self.affine))], ws["y"]
+                                                     y, self.eps, self.affine))]
         if x.shape[0] < 2:
-            raise ValueError(f"{self!r} needs more than 1 sample per batch in training (the batch variance "
-                             f"of one sample is 0), got batch size {x.shape[0]}; use a larger batch_size, "
+            raise ValueError(f"{self!r} needs more than 1 value per channel in training (the batch variance "
+                             f"of one value is 0), got batch size {x.shape[0]}; use a larger batch_size, "
                              f"or eval mode")
         momentum = -1.0 if self.momentum is None else self.momentum
         stats = self._stats(1, ctx.arena)
-        args = (x, self.weight, self.bias, self.running_mean, self.running_var, ws["y"], ws["x_hat"], stats["mean"][0],
+        args = (x, self.weight, self.bias, self.running_mean, self.running_var, y, x_hat, stats["mean"][0],
                 stats["inv_std"][0], self._scratch(x.shape[0]), self.eps, momentum, self.affine,
                 ctx.training and self.track_running_stats, self.num_batches_tracked)
-        return [(self.K.batchnorm_forward_train_counted, args)], ws["y"]
+        return [(self.K.batchnorm_forward_train_counted, args)]
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
-        ws = self._workspace(grad_y.shape[0], ctx.arena)
+        m = grad_y.shape[0]
+        ws = self._workspace(m, ctx.arena)
+        if self._positions == 1:
+            return self._row_backward(grad_y, ws["grad_x"], ws["x_hat"], ctx), ws["grad_x"]
+        r = self._row_views(m, ctx.arena)
+        calls = [(self.K.nchw_to_rows, (self._channels(grad_y), r["grad_y"]))]
+        calls += self._row_backward(r["grad_y"], r["grad_x"], r["x_hat"], ctx)
+        calls.append((self.K.rows_to_nchw, (r["grad_x"], self._channels(ws["grad_x"]))))
+        return calls, ws["grad_x"]
+
+    def _row_backward(self, grad_y, grad_x, x_hat, ctx) -> list:
         if ctx.batch_stats:
-            args = (grad_y, ws["x_hat"], self._stats(1, ctx.arena)["inv_std"][0], self.weight, ws["grad_x"],
+            args = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
                     self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
-            return [(self.K.batchnorm_backward, args)], ws["grad_x"]
+            return [(self.K.batchnorm_backward, args)]
         if self.device == "cpu":
-            return [(self._eval_backward, (ctx.x, grad_y, ws["grad_x"]))], ws["grad_x"]
-        args = (grad_y, ctx.x, self.weight, self.running_mean, self.running_var, ws["x_hat"], ws["grad_x"],
+            return [(self._eval_backward, (ctx.x, grad_y, grad_x))]
+        args = (grad_y, ctx.x, self.weight, self.running_mean, self.running_var, x_hat, grad_x,
                 self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.eps, self.affine)
-        return [(self.K.batchnorm_backward_eval, args)], ws["grad_x"]
+        return [(self.K.batchnorm_backward_eval, args)]
 
     def _eval_backward(self, x, grad_y, grad_x):
         """Evaluation mode is an affine map per feature (rare: backward through a frozen layer); on the
@@ -145,6 +189,14 @@ class BatchNorm1d(_Normalization):
     def get_config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
                 "affine": self.affine, "track_running_stats": self.track_running_stats}
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation per channel of (batch, channels, height, width), statistics over the
+    batch and all positions (torch.nn.BatchNorm2d conventions)."""
+
+    _ranks = (3,)
+    _layout = "(batch, channels, height, width)"
 
 
 class LayerNorm(_Normalization):

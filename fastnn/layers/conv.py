@@ -1,0 +1,226 @@
+"""Convolutions (Conv1d, Conv2d) with PyTorch's layout and a fused bias and activation.
+
+Input (batch, channels, length) or (batch, channels, height, width); weight (out_channels,
+in_channels // groups, *kernel), bias (out_channels,), as ``torch.nn.Conv1d/Conv2d``, so weights
+move over directly. Both run the kernels of :mod:`fastnn.kernels.conv` (im2col + GEMMs on
+fastnn's BLAS); a 1-D convolution is the 2-D one over a height of 1.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import _validation as V
+from .. import init as initializers
+from ..kernels.activations import ACTIVATIONS, IDENTITY
+from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
+from .activation import resolve_activation
+from .base import Layer, ParamSpec, normalize_shape, shape_str
+
+
+def _pair(value, n: int, argument: str, minimum: int) -> tuple[int, ...]:
+    """An int or an n-tuple of ints >= minimum as an n-tuple."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise ValueError(f"{argument} must be an int or a tuple of {n} ints, got {value!r}")
+        return tuple(V.check_int(v, argument, minimum=minimum) for v in value)
+    return (V.check_int(value, argument, minimum=minimum),) * n
+
+
+class _ConvNd(Layer):
+    """Shared parts of Conv1d and Conv2d; ``_dims`` spatial axes (1 or 2)."""
+
+    _dims = 2
+    input_argument = "in_channels"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, activation=None, *, init: str | None = None,
+                 bias_init: str = "zeros", **activation_params):
+        super().__init__()
+        n = self._dims
+        self.in_channels = V.check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = V.check_int(out_channels, "out_channels", minimum=1)
+        self.kernel_size = _pair(kernel_size, n, "kernel_size", 1)
+        self.stride = _pair(stride, n, "stride", 1)
+        self.dilation = _pair(dilation, n, "dilation", 1)
+        self.groups = V.check_int(groups, "groups", minimum=1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
+                             f"divisible by groups ({self.groups}); e.g. groups={math.gcd(self.in_channels, self.out_channels)}"
+                             f" (groups=in_channels=out_channels is a depthwise convolution)")
+        if isinstance(padding, str):
+            self.padding = V.check_choice(padding, ("same", "valid"), "padding")
+            if self.padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError("padding='same' needs stride 1 (as in PyTorch); pass explicit padding for strided "
+                                 "convolutions")
+        else:
+            self.padding = _pair(padding, n, "padding", 0)
+        self.activation, self.code, self.alpha = resolve_activation(activation, **activation_params)
+        self.init = initializers.default_init(self.activation) if init is None else \
+            V.check_choice(init, initializers.INITIALIZERS, "init")
+        self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
+        self.use_bias = bool(bias)
+        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+
+    def expected_input_shape(self):
+        return None  # the spatial size comes from the data (or the model's input_shape)
+
+    def _pads(self) -> list[tuple[int, int]]:
+        """(low, high) zero padding per spatial axis."""
+        if self.padding == "valid":
+            return [(0, 0)] * self._dims
+        if self.padding == "same":
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            return [(t // 2, t - t // 2) for t in total]
+        return [(p, p) for p in self.padding]
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        if len(shape) != self._dims + 1:
+            raise ValueError(f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
+                             f", got {shape_str(shape)}; " + ("use Reshape((channels, length)) first" if self._dims == 1
+                                                              else "use Reshape((channels, height, width)) first"))
+        if shape[0] != self.in_channels:
+            raise ValueError(f"{self!r} expects {self.in_channels} input channels but receives {shape_str(shape)} "
+                             f"(channels first, like PyTorch); set in_channels to {shape[0]}")
+        spatial = shape[1:]
+        out = []
+        for axis, (size, k, s, d, (lo, hi)) in enumerate(zip(spatial, self.kernel_size, self.stride, self.dilation,
+                                                              self._pads())):
+            if size + lo + hi < d * (k - 1) + 1:
+                raise ValueError(f"{self!r}: the kernel (extent {d * (k - 1) + 1} with dilation) is larger than the "
+                                 f"padded input ({size} + padding {lo + hi}) on spatial axis {axis}; use a smaller "
+                                 f"kernel_size or more padding")
+            out.append(conv_output_size(size, k, s, lo, hi, d))
+        super().build(shape, dtype)
+        self.output_shape = (self.out_channels, *out)
+        self._in4 = (shape[0], 1, *spatial) if self._dims == 1 else shape
+        self._out4 = (self.out_channels, 1, *out) if self._dims == 1 else self.output_shape
+        extra = {} if self.code == IDENTITY else {"y": self._out4}
+        self._workspace = self.workspace(z=self._out4, **extra)
+        self._grad_x = self.workspace(grad_x=self._in4)
+        self._scratch: dict = {}
+        if not self.use_bias:
+            self.bias, self.grad_bias = self.zeros(self.out_channels), self.zeros(self.out_channels)
+        return self.output_shape
+
+    def _fans(self) -> tuple[int, int]:
+        receptive = math.prod(self.kernel_size)
+        return self.in_channels // self.groups * receptive, self.out_channels * receptive  # as torch computes them
+
+    def parameter_specs(self):
+        fan_in, fan_out = self._fans()
+        shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+        def init_weight(view, seed, stream):
+            initializers.initialize(view, self.init, fan_in, fan_out, seed, stream)
+
+        def init_bias(view, seed, stream):
+            initializers.initialize(view, self.bias_init, fan_in, fan_out, seed, stream)
+
+        specs = [ParamSpec("weight", shape, True, init_weight)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (self.out_channels,), False, init_bias))
+        return specs
+
+    def bind(self, params, grads):
+        self.weight, self.grad_weight = params["weight"], grads["weight"]
+        if self.use_bias:
+            self.bias, self.grad_bias = params["bias"], grads["bias"]
+
+    def _w4(self, w):
+        return w.reshape((w.shape[0], w.shape[1], 1, w.shape[2])) if self._dims == 1 else w
+
+    def _scratch_for(self, batch: int):
+        """(col, zcol, partial_b) scratch for one kernel call at this batch size (shared by arenas:
+        its contents do not outlive a call)."""
+        scratch = self._scratch.get(batch)
+        if scratch is None:
+            c, kh_kw, o = self.in_channels, self._w4_kernel(), self.out_channels
+            shapes = conv2d_scratch_shapes(batch, c, o, kh_kw[0], kh_kw[1], self._out4[1], self._out4[2])
+            scratch = self._scratch[batch] = tuple(self.zeros(s) for s in shapes)
+        return scratch
+
+    def _w4_kernel(self) -> tuple[int, int]:
+        return (1, self.kernel_size[0]) if self._dims == 1 else self.kernel_size
+
+    def _geometry(self):
+        pads = self._pads()
+        if self._dims == 1:
+            return (1, self.stride[0], 0, pads[0][0], 1, self.dilation[0])
+        return (self.stride[0], self.stride[1], pads[0][0], pads[1][0], self.dilation[0], self.dilation[1])
+
+    def forward_calls(self, x, ctx):
+        m = x.shape[0]
+        ws = self._workspace(m, ctx.arena)
+        z = ws["z"]
+        y = ws.get("y", z)
+        ctx.x = x.reshape((m, *self._in4))
+        col, zcol, _ = self._scratch_for(m)
+        args = (ctx.x, self._w4(self.weight), self.bias, col, zcol, z, y, *self._geometry(), self.groups, self.code,
+                self.alpha)
+        return [(self.K.conv2d_forward, args)], y.reshape((m, *self.output_shape))
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        m = grad_y.shape[0]
+        ws = self._workspace(m, ctx.arena)
+        z = ws["z"]
+        y = ws.get("y", z)
+        col, zcol, partial_b = self._scratch_for(m)
+        grad_x = self._grad_x(m if need_grad_x else 1, ctx.arena)["grad_x"]
+        args = (ctx.x, self._w4(self.weight), z, y, grad_y.reshape((m, *self._out4)), col, zcol, grad_x,
+                self._w4(self.grad_weight), self.grad_bias, partial_b, *self._geometry(), self.groups, self.code,
+                self.alpha, need_grad_x)
+        return [(self.K.conv2d_backward, args)], (grad_x.reshape((m, *self.input_shape)) if need_grad_x else None)
+
+    def get_config(self):
+        one = self._dims == 1
+        config = {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                  "kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
+                  "stride": self.stride[0] if one else list(self.stride),
+                  "padding": self.padding if isinstance(self.padding, str) else
+                  (self.padding[0] if one else list(self.padding)),
+                  "dilation": self.dilation[0] if one else list(self.dilation), "groups": self.groups,
+                  "bias": self.use_bias, "activation": self.activation, "init": self.init, "bias_init": self.bias_init}
+        param_name = ACTIVATIONS[self.activation][2]
+        if param_name:
+            config[param_name] = self.alpha
+        return config
+
+    def extra_repr(self):
+        one = self._dims == 1
+        parts = [str(self.in_channels), str(self.out_channels), f"kernel_size={self.kernel_size[0] if one else self.kernel_size}"]
+        for name, default in (("stride", 1), ("dilation", 1)):
+            value = getattr(self, name)
+            if any(v != default for v in value):
+                parts.append(f"{name}={value[0] if one else value}")
+        if self.padding not in ((0,) * self._dims, "valid"):
+            parts.append(f"padding={self.padding!r}" if isinstance(self.padding, str) else
+                         f"padding={self.padding[0] if one else self.padding}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if not self.use_bias:
+            parts.append("bias=False")
+        if self.activation != "identity":
+            parts.append(f"activation={self.activation!r}")
+        return ", ".join(parts)
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution over (batch, in_channels, height, width) -> (batch, out_channels, OH, OW).
+
+    ``kernel_size``, ``stride``, ``padding``, ``dilation``: an int or a pair; ``padding`` also
+    "same" (stride 1; output size = input size) or "valid" (none). ``groups``: channel groups
+    (``groups=in_channels`` with ``out_channels`` a multiple of it: depthwise). ``activation``:
+    fused after the bias, as in :class:`fastnn.Dense`. Weight (out_channels, in_channels //
+    groups, KH, KW); default init He/Xavier by activation, with torch's fans (fan_in =
+    in_channels // groups * KH * KW, fan_out = out_channels * KH * KW).
+    """
+
+    _dims = 2
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution over (batch, in_channels, length) -> (batch, out_channels, out_length);
+    weight (out_channels, in_channels // groups, kernel_size). See :class:`Conv2d`."""
+
+    _dims = 1

@@ -1,0 +1,96 @@
+"""Embedding: integer indices of any shape -> rows of a (num_embeddings, embedding_dim) table."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validation as V
+from .. import init as initializers
+from .base import Layer, ParamSpec, normalize_shape
+
+
+class Embedding(Layer):
+    """``y[..., :] = weight[indices[...]]`` like ``torch.nn.Embedding``: input (batch, *shape) of
+    integer indices in [0, num_embeddings), output (batch, *shape, embedding_dim). Must be the
+    model's first layer (the model's input is then int64). ``padding_idx``: that row gets no
+    gradient (and starts at zero). The gradient is a scatter-add, bit-identical on any number of
+    threads. Initialised N(0, 1) like torch."""
+
+    input_argument = "num_embeddings"
+    input_dtype = np.dtype(np.int64)
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
+                 init: str = "normal"):
+        super().__init__()
+        self.num_embeddings = V.check_int(num_embeddings, "num_embeddings", minimum=1)
+        self.embedding_dim = V.check_int(embedding_dim, "embedding_dim", minimum=1)
+        if padding_idx is not None:
+            padding_idx = V.check_int(padding_idx, "padding_idx", minimum=-self.num_embeddings,
+                                      maximum=self.num_embeddings - 1)
+            padding_idx %= self.num_embeddings
+        self.padding_idx = padding_idx
+        self.init = V.check_choice(init, initializers.INITIALIZERS, "init")
+        self.weight = self.grad_weight = None
+
+    def expected_input_shape(self):
+        return None
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        super().build(shape, dtype)
+        self.output_shape = (*shape, self.embedding_dim)
+        self._workspace = self.workspace(y=self.output_shape)
+        return self.output_shape
+
+    def parameter_specs(self):
+        def init_weight(view, seed, stream):
+            initializers.initialize(view, self.init, self.num_embeddings, self.embedding_dim, seed, stream)
+            if self.padding_idx is not None:
+                view[self.padding_idx] = 0
+
+        return [ParamSpec("weight", (self.num_embeddings, self.embedding_dim), False, init_weight)]
+
+    def bind(self, params, grads):
+        self.weight, self.grad_weight = params["weight"], grads["weight"]
+
+    def check_indices(self, X, argument: str = "X") -> np.ndarray:
+        """X as C-contiguous int64 indices in [0, num_embeddings) of shape (batch, *input_shape)."""
+        arr = V._as_numeric_array(X, argument)
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
+                raise TypeError(f"{argument} must hold integer indices for {self!r}, got non-integer values "
+                                f"(dtype {arr.dtype}); pass token ids as integers")
+        if self.input_shape is not None and arr.shape[1:] != self.input_shape:
+            raise ValueError(f"{argument} has shape {arr.shape}, {self!r} expects (samples, "
+                             f"{', '.join(map(str, self.input_shape))})")
+        if arr.ndim < 2 or arr.shape[0] == 0:
+            raise ValueError(f"{argument} must be (samples, *index_shape) integer indices, got shape {arr.shape}")
+        low, high = arr.min(), arr.max()
+        if low < 0 or high >= self.num_embeddings:
+            bad = low if low < 0 else high
+            raise ValueError(f"{argument} holds index {bad:g}, outside [0, {self.num_embeddings}) of {self!r}; "
+                             f"widen num_embeddings or remap the ids")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+
+    def forward_calls(self, x, ctx):
+        m = x.shape[0]
+        ctx.indices = x.reshape(-1)
+        y = self._workspace(m, ctx.arena)["y"]
+        return [(self.K.embedding_forward, (ctx.indices, self.weight, y.reshape((-1, self.embedding_dim))))], y
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        if need_grad_x:
+            raise ValueError(f"{self!r} has no gradient with respect to its integer input: it must be the model's "
+                             f"first layer")
+        padding = -1 if self.padding_idx is None else self.padding_idx
+        args = (ctx.indices, grad_y.reshape((-1, self.embedding_dim)), self.grad_weight, padding)
+        return [(self.K.embedding_backward, args)], None
+
+    def get_config(self):
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "padding_idx": self.padding_idx, "init": self.init}
+
+    def extra_repr(self):
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+

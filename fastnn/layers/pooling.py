@@ -1,0 +1,138 @@
+"""Pooling over (batch, channels, length) or (batch, channels, height, width), PyTorch's
+conventions: MaxPool1d/2d, AvgPool1d/2d (``count_include_pad=True`` like torch's default) and
+GlobalAvgPool (the mean over all spatial positions: (batch, channels, ...) -> (batch, channels))."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.conv import conv_output_size
+from .base import Layer, normalize_shape, shape_str
+from .conv import _pair
+
+
+class _PoolNd(Layer):
+    _dims = 2
+    _mode = "max"
+    input_argument = "input shape"
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
+        super().__init__()
+        n = self._dims
+        self.kernel_size = _pair(kernel_size, n, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, n, "stride", 1)
+        self.padding = _pair(padding, n, "padding", 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size} "
+                             f"(as in PyTorch)")
+        self.count_include_pad = bool(count_include_pad)
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        if len(shape) != self._dims + 1:
+            raise ValueError(f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
+                             f", got {shape_str(shape)}")
+        out = []
+        for axis, (size, k, s, p) in enumerate(zip(shape[1:], self.kernel_size, self.stride, self.padding)):
+            if size + 2 * p < k:
+                raise ValueError(f"{self!r}: kernel_size {k} is larger than the padded input ({size} + 2 * {p}) on "
+                                 f"spatial axis {axis}; use a smaller kernel_size or more padding")
+            out.append(conv_output_size(size, k, s, p, p))
+        super().build(shape, dtype)
+        self.output_shape = (shape[0], *out)
+        self._in4 = (shape[0], 1, *shape[1:]) if self._dims == 1 else shape
+        self._out4 = (shape[0], 1, *out) if self._dims == 1 else self.output_shape
+        self._workspace = self.workspace(y=self._out4, grad_x=self._in4)
+        if self._mode == "max":
+            self._argmax = self.workspace(np.int64, argmax=self._out4)
+        return self.output_shape
+
+    def _geometry(self):
+        if self._dims == 1:
+            return (1, self.kernel_size[0], 1, self.stride[0], 0, self.padding[0])
+        return (*self.kernel_size, *self.stride, *self.padding)
+
+    def forward_calls(self, x, ctx):
+        m = x.shape[0]
+        y = self._workspace(m, ctx.arena)["y"]
+        x4 = x.reshape((m, *self._in4))
+        if self._mode == "max":
+            argmax = self._argmax(m, ctx.arena)["argmax"]
+            call = (self.K.maxpool2d_forward, (x4, y, argmax, *self._geometry()))
+        else:
+            call = (self.K.avgpool2d_forward, (x4, y, *self._geometry(), self.count_include_pad))
+        return [call], y.reshape((m, *self.output_shape))
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        m = grad_y.shape[0]
+        grad_x = self._workspace(m, ctx.arena)["grad_x"]
+        g4 = grad_y.reshape((m, *self._out4))
+        if self._mode == "max":
+            call = (self.K.maxpool2d_backward, (self._argmax(m, ctx.arena)["argmax"], g4, grad_x, *self._geometry()))
+        else:
+            call = (self.K.avgpool2d_backward, (g4, grad_x, *self._geometry(), self.count_include_pad))
+        return [call], grad_x.reshape((m, *self.input_shape))
+
+    def get_config(self):
+        one = self._dims == 1
+        config = {"kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
+                  "stride": self.stride[0] if one else list(self.stride),
+                  "padding": self.padding[0] if one else list(self.padding)}
+        if self._mode == "avg":
+            config["count_include_pad"] = self.count_include_pad
+        return config
+
+
+class MaxPool2d(_PoolNd):
+    """Max over windows of (batch, channels, height, width); ``stride`` defaults to ``kernel_size``;
+    padding is -inf (never chosen), as in PyTorch."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+
+
+class MaxPool1d(MaxPool2d):
+    """Max over windows of (batch, channels, length)."""
+
+    _dims = 1
+
+
+class AvgPool2d(_PoolNd):
+    """Mean over windows of (batch, channels, height, width); zero padding counted in the divisor
+    unless ``count_include_pad=False`` (PyTorch's default: counted)."""
+
+    _mode = "avg"
+
+
+class AvgPool1d(AvgPool2d):
+    """Mean over windows of (batch, channels, length)."""
+
+    _dims = 1
+
+
+class GlobalAvgPool(Layer):
+    """Mean over all spatial positions: (batch, channels, *spatial) -> (batch, channels), for one
+    or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten)."""
+
+    input_argument = "input shape"
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{self!r} takes (batch, channels, length) or (batch, channels, height, width), got "
+                             f"{shape_str(shape)}")
+        super().build(shape, dtype)
+        self.output_shape = (shape[0],)
+        self._in4 = (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+        self._workspace = self.workspace(y=(shape[0],), grad_x=self._in4)
+        return self.output_shape
+
+    def forward_calls(self, x, ctx):
+        m = x.shape[0]
+        y = self._workspace(m, ctx.arena)["y"]
+        return [(self.K.global_avgpool_forward, (x.reshape((m, *self._in4)), y))], y
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        m = grad_y.shape[0]
+        grad_x = self._workspace(m, ctx.arena)["grad_x"]
+        return [(self.K.global_avgpool_backward, (grad_y, grad_x))], grad_x.reshape((m, *self.input_shape))
+
