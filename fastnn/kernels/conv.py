@@ -53,7 +53,7 @@ def conv2d_scratch_shapes(batch: int, in_channels: int, out_channels: int, kerne
 
 
 @njit(**JIT_INLINE)
-def valid_range(offset, stride, size, count):
+def _valid_range(offset, stride, size, count):
     """(lo, hi): the outputs ``t`` in [0, count) whose input ``t * stride + offset`` is in [0, size)."""
     lo = max(0, -(offset // stride))
     hi = min(count, max(0, (size - 1 - offset) // stride + 1))
@@ -79,7 +79,7 @@ def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, sca
         for j in range(kw):
             row = col[(c * kh + i) * kw + j, s * p:(s + 1) * p]
             off_w = j * dw - pl
-            lo, hi = valid_range(off_w, sw, w, ow)
+            lo, hi = _valid_range(off_w, sw, w, ow)
             for a in range(oh):
                 ih = a * sh - pt + i * dh
                 seg = row[a * ow:(a + 1) * ow]
@@ -289,5 +289,4 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
             grad_b[o] += partial_b[n, o]
 
 
-__all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size",
-           "valid_range"]
+__all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size"]
