@@ -86,18 +86,24 @@ def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, sca
                 if scatter:
                     if 0 <= ih < h:
                         xr = xc[ih]
-                        for t in range(lo, hi):
-                            xr[t * sw + off_w] += seg[t]
+                        if sw == 1:  # unit stride: a contiguous run that vectorises
+                            dst, src = xr[lo + off_w:hi + off_w], seg[lo:hi]
+                            for t in range(hi - lo):
+                                dst[t] += src[t]
+                        else:
+                            for t in range(lo, hi):
+                                xr[t * sw + off_w] += seg[t]
                 elif ih < 0 or ih >= h:
                     seg[:] = zero
                 else:
                     xr = xc[ih]
-                    for t in range(lo):
-                        seg[t] = zero
-                    for t in range(lo, hi):
-                        seg[t] = xr[t * sw + off_w]
-                    for t in range(hi, ow):
-                        seg[t] = zero
+                    seg[:lo] = zero
+                    if sw == 1:
+                        seg[lo:hi] = xr[lo + off_w:hi + off_w]
+                    else:
+                        for t in range(lo, hi):
+                            seg[t] = xr[t * sw + off_w]
+                    seg[hi:] = zero
 
 
 @njit(**JIT_PARALLEL)
@@ -245,11 +251,11 @@ def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_le
     zero = like(0.0, z)
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
-        cols, zc = col[:, :count * p], zcol[:, :count * p]
-        _im2col(x, cols, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+        # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
+        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
                 oh, ow, False)
-        _group_gemm(False, False, w2, cols, zero, zc, groups)
-        _planes(zc, b, z3, y3, y3, y3[0], n0, count, code, a, False)
+        _group_gemm(False, False, w2, col[:, :count * p], zero, zcol[:, :count * p], groups)
+        _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False)
 
 
 @njit(**JIT)
@@ -274,13 +280,13 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
         cols, gz = col[:, :count * p], zcol[:, :count * p]
-        _planes(gz, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
-        _im2col(x, cols, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+        _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
+        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
                 oh, ow, False)
         _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
             _group_gemm(True, False, w2, gz, zero, cols, groups)
-            _im2col(grad_x, cols, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+            _im2col(grad_x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
                     kh, kw, oh, ow, True)
     for o in range(c_out):
         grad_b[o] = partial_b[0, o]
