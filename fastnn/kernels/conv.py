@@ -94,16 +94,21 @@ def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, sca
                             for t in range(lo, hi):
                                 xr[t * sw + off_w] += seg[t]
                 elif ih < 0 or ih >= h:
-                    seg[:] = zero
-                else:
+                    for t in range(ow):
+                        seg[t] = zero
+                else:  # loops, not slice assignment: numba's setitem checks overlap per call (2x slower here)
                     xr = xc[ih]
-                    seg[:lo] = zero
+                    for t in range(lo):
+                        seg[t] = zero
                     if sw == 1:
-                        seg[lo:hi] = xr[lo + off_w:hi + off_w]
+                        dst, src = seg[lo:hi], xr[lo + off_w:hi + off_w]
+                        for t in range(hi - lo):
+                            dst[t] = src[t]
                     else:
                         for t in range(lo, hi):
                             seg[t] = xr[t * sw + off_w]
-                    seg[hi:] = zero
+                    for t in range(hi, ow):
+                        seg[t] = zero
 
 
 @njit(**JIT_PARALLEL)
