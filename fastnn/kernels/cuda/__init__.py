@@ -10,5 +10,5 @@ from __future__ import annotations
 
 from . import activations, batchnorm, conv, dense, dropout, embedding, layernorm, layout, losses, optim, pooling, rng
 
-__all__ = ["activations", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout", "losses", "optim",
-           "pooling", "rng"]
+__all__ = ["activations", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout", "losses",
+           "optim", "pooling", "rng"]
