@@ -87,6 +87,11 @@ DEVICES = ("cpu", "cuda")
 KERNEL_NAMES = {
     "activations": ("activation_forward", "activation_backward"),
     "dense": ("dense_forward", "dense_backward"),
+    "conv": ("conv2d_forward", "conv2d_backward", "conv2d_scratch_shapes", "conv_output_size"),
+    "pooling": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+                "global_avgpool_forward", "global_avgpool_backward"),
+    "embedding": ("embedding_forward", "embedding_backward"),
+    "layout": ("nchw_to_rows", "rows_to_nchw"),
     "dropout": ("dropout_forward_counted", "dropout_backward", "mask_bytes"),
     "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",
                   "partial_rows"),

@@ -8,6 +8,7 @@ Check :func:`fastnn.backend.require_cuda` before launching anything.
 """
 from __future__ import annotations
 
-from . import activations, batchnorm, dense, dropout, layernorm, losses, optim, rng
+from . import activations, batchnorm, conv, dense, dropout, embedding, layernorm, layout, losses, optim, pooling, rng
 
-__all__ = ["activations", "batchnorm", "dense", "dropout", "layernorm", "losses", "optim", "rng"]
+__all__ = ["activations", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout", "losses",
+           "optim", "pooling", "rng"]

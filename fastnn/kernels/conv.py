@@ -1,0 +1,303 @@
+"""2-D convolution (1-D is height 1) as GEMMs on fastnn's own BLAS: im2col, one GEMM per group.
+
+Layout as PyTorch: x (N, C, H, W), w (O, C // groups, KH, KW), b (O,), z and y (N, O, OH, OW);
+a 1-D convolution passes (N, C, 1, L) views and (O, C // groups, 1, K) weights. One dtype,
+float32 or float64, C-contiguous. Padding is zero padding: ``pad_top``/``pad_left`` are given,
+the bottom/right padding is implied by the output's shape (so asymmetric "same" padding works;
+see :func:`conv_output_size`).
+
+The batch runs in passes of ``nb`` samples (``nb`` fixed by the shape, :func:`conv2d_scratch_shapes`):
+  col  (C * KH * KW, nb * OH * OW)  im2col of a pass: row (c, i, j), column (sample, oh, ow)
+  zcol (O, nb * OH * OW)            GEMM output; group g's rows of w, col and zcol are contiguous
+Forward per pass: im2col, ``zcol_g = w_g @ col_g`` (fixed output tiles over Numba's threads,
+BLAS at one thread, as kernels/dense.py), then one sweep that moves zcol into NCHW with the bias
+and the activation fused. Backward per pass: one sweep computes ``grad_z = grad_y * f'(z)`` into
+zcol's layout with per-sample bias sums, then ``grad_w_g += grad_z_g @ col_g.T`` (passes in
+order), and ``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane
+owned by one thread). Every sum is in an order fixed by the shape: bit-identical on any number
+of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import literal_unroll, njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like
+from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
+from .blas import gemm_block
+from .dense import _block, _grid, _worth_parallel
+
+#: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
+COL_MAX_ELEMENTS = 1 << 22
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0,
+                     dilation: int = 1) -> int:
+    """Output length of one spatial axis (PyTorch's formula, floor mode)."""
+    return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv2d_scratch_shapes(batch: int, in_channels: int, out_channels: int, kernel_h: int, kernel_w: int,
+                          out_h: int, out_w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Shapes of (col, zcol, partial_b), the scratch of conv2d_forward (col, zcol) and conv2d_backward.
+
+    The samples per pass ``nb`` keep col under :data:`COL_MAX_ELEMENTS` (at least one sample);
+    it depends on the shape only, so the order of the weight-gradient sums does too.
+    """
+    positions = out_h * out_w
+    per_sample = in_channels * kernel_h * kernel_w * positions
+    nb = max(1, min(batch, COL_MAX_ELEMENTS // max(per_sample, 1)))
+    return (in_channels * kernel_h * kernel_w, nb * positions), (out_channels, nb * positions), \
+        (batch, out_channels)
+
+
+@njit(**JIT_INLINE)
+def _valid_range(offset, stride, size, count):
+    """(lo, hi): the outputs ``t`` in [0, count) whose input ``t * stride + offset`` is in [0, size)."""
+    lo = max(0, -(offset // stride))
+    hi = min(count, max(0, (size - 1 - offset) // stride + 1))
+    return lo, max(lo, hi)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
+    """Rows (c, :, :) of col, columns of sample ``plane // C``, from x[n0 + s, c] (``scatter``:
+    the reverse, x[n0 + s, c] = sum of those col entries at their input positions; x is grad_x)."""
+    c_in = x.shape[1]
+    s = plane // c_in
+    c = plane - s * c_in
+    h, w = x.shape[2], x.shape[3]
+    p = oh * ow
+    zero = like(0.0, col)
+    xc = x[n0 + s, c]
+    if scatter:
+        for r in range(h):
+            for q in range(w):
+                xc[r, q] = zero
+    for i in range(kh):
+        for j in range(kw):
+            row = col[(c * kh + i) * kw + j, s * p:(s + 1) * p]
+            off_w = j * dw - pl
+            lo, hi = _valid_range(off_w, sw, w, ow)
+            for a in range(oh):
+                ih = a * sh - pt + i * dh
+                seg = row[a * ow:(a + 1) * ow]
+                if scatter:
+                    if 0 <= ih < h:
+                        xr = xc[ih]
+                        if sw == 1:  # unit stride: a contiguous run that vectorises
+                            dst, src = xr[lo + off_w:hi + off_w], seg[lo:hi]
+                            for t in range(hi - lo):
+                                dst[t] += src[t]
+                        else:
+                            for t in range(lo, hi):
+                                xr[t * sw + off_w] += seg[t]
+                elif ih < 0 or ih >= h:
+                    for t in range(ow):
+                        seg[t] = zero
+                else:  # loops, not slice assignment: numba's setitem checks overlap per call (2x slower here)
+                    xr = xc[ih]
+                    for t in range(lo):
+                        seg[t] = zero
+                    if sw == 1:
+                        dst, src = seg[lo:hi], xr[lo + off_w:hi + off_w]
+                        for t in range(hi - lo):
+                            dst[t] = src[t]
+                    else:
+                        for t in range(lo, hi):
+                            seg[t] = xr[t * sw + off_w]
+                    for t in range(hi, ow):
+                        seg[t] = zero
+
+
+@njit(**JIT_PARALLEL)
+def _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
+    """im2col (or col2im when ``scatter``) of samples n0 .. n0 + count, one (sample, channel) plane per task."""
+    planes = count * x.shape[1]
+    if planes * kh * kw * oh * ow < PARALLEL_MIN_ELEMENTS:
+        for t in range(planes):
+            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+    else:
+        for t_u in prange(planes):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, tile, grid):
+    """Tile ``tile`` of ``C_g = op(A_g) @ op(B_g) + beta * C_g``; X_g is row block g of X (groups blocks)."""
+    per_group = grid[2] * grid[3]
+    g = tile // per_group
+    ra, rb, rc = a.shape[0] // groups, b.shape[0] // groups, c.shape[0] // groups
+    cg = c[g * rc:(g + 1) * rc]
+    r0, r1, c0, c1 = _block(tile - g * per_group, grid[0], grid[1], grid[3], rc, c.shape[1])
+    gemm_block(trans_a, trans_b, like(1.0, c), a[g * ra:(g + 1) * ra], b[g * rb:(g + 1) * rb], beta, cg,
+               r0, r1, c0, c1)
+
+
+@njit(**JIT_PARALLEL)
+def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
+    """Per-group GEMMs in fixed output tiles (fixed by the shape), over Numba's threads when large."""
+    m = c.shape[0] // groups
+    n = c.shape[1]
+    k = a.shape[0] // groups if trans_a else a.shape[1]
+    parallel = _worth_parallel(m * groups, n, k)
+    grid = _grid(m, n, parallel)
+    tiles = groups * grid[2] * grid[3]
+    if parallel:
+        for t_u in prange(tiles):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
+    else:
+        for t in range(tiles):
+            _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha):
+    """z3[n0 + s, o] = zcol[o, sample s's columns] + b[o]; y3[n0 + s, o] = f(z)."""
+    c_out = z3.shape[1]
+    p = z3.shape[2]
+    s = plane // c_out
+    o = plane - s * c_out
+    src = zcol[o, s * p:(s + 1) * p]
+    zr, yr = z3[n0 + s, o], y3[n0 + s, o]
+    bias = b[o]
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
+        if code == c:
+            vectorised = True
+            for t in range(p):
+                v = src[t] + bias
+                zr[t] = v
+                yr[t] = activate(c, v, alpha)
+    if not vectorised:
+        for t in range(p):
+            u = src[t] + bias
+            zr[t] = u
+            yr[t] = activate(code, u, alpha)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
+    """gzcol[o, sample s's columns] = grad_y * f'(z) of (n0 + s, o); partial_b[n0 + s, o] = its sum."""
+    c_out = z3.shape[1]
+    p = z3.shape[2]
+    s = plane // c_out
+    o = plane - s * c_out
+    n = n0 + s
+    dst = gzcol[o, s * p:(s + 1) * p]
+    zr, yr, gr = z3[n, o], y3[n, o], gy3[n, o]
+    total = like(0.0, dst)
+    if code == IDENTITY:
+        for t in range(p):
+            g = gr[t]
+            dst[t] = g
+            total += g
+    else:
+        vectorised = False
+        for c in literal_unroll(VECTORISED_CODES):
+            if code == c:
+                vectorised = True
+                for t in range(p):
+                    g = gr[t] * activate_grad(c, zr[t], yr[t], alpha)
+                    dst[t] = g
+                    total += g
+        if not vectorised:
+            for t in range(p):
+                u = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
+                dst[t] = u
+                total += u
+    partial_b[n, o] = total
+
+
+@njit(**JIT_PARALLEL)
+def _planes(zcol, b, z3, y3, gy3, partial_b, n0, count, code, alpha, backward):
+    """The sweep around the GEMMs over (sample, out channel) planes: the forward epilogue, or
+    (``backward``) grad_z into zcol with per-plane bias sums."""
+    planes = count * z3.shape[1]
+    if planes * z3.shape[2] < PARALLEL_MIN_ELEMENTS:
+        for t in range(planes):
+            if backward:
+                _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
+            else:
+                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha)
+    else:
+        for t_u in prange(planes):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            if backward:
+                _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
+            else:
+                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha)
+
+
+@njit(**JIT_INLINE)
+def _as3(a):
+    """(N, C, H, W) C-contiguous -> (N, C, H * W) view."""
+    return a.reshape((a.shape[0], a.shape[1], a.shape[2] * a.shape[3]))
+
+
+@njit(**JIT)
+def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                   groups, code, alpha):
+    """z = conv2d(x, w) + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z``.
+
+    x (N, C, H, W), w (O, C // groups, KH, KW), b (O,), z/y (N, O, OH, OW); col, zcol: scratch
+    of :func:`conv2d_scratch_shapes`. Zero padding pad_top/pad_left (bottom/right implied by OH, OW).
+    """
+    c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = z.shape[2], z.shape[3]
+    p = oh * ow
+    nb = col.shape[1] // p
+    w2 = w.reshape((c_out, w.shape[1] * kh * kw))
+    z3, y3 = _as3(z), _as3(y)
+    a = like(alpha, z)
+    zero = like(0.0, z)
+    for n0 in range(0, x.shape[0], nb):
+        count = min(nb, x.shape[0] - n0)
+        # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
+        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+                oh, ow, False)
+        _group_gemm(False, False, w2, col[:, :count * p], zero, zcol[:, :count * p], groups)
+        _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False)
+
+
+@njit(**JIT)
+def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
+                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x):
+    """Gradients of conv2d_forward from ``grad_y`` (N, O, OH, OW).
+
+    Writes grad_w (O, C // groups, KH, KW), grad_b (O,) and, if ``need_grad_x``, grad_x
+    (N, C, H, W). col, zcol: scratch of :func:`conv2d_scratch_shapes`; partial_b (N, O) scratch
+    (per-sample bias sums, added in sample order). x, w, z, y as in (and after) the forward.
+    """
+    c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = z.shape[2], z.shape[3]
+    p = oh * ow
+    nb = col.shape[1] // p
+    w2 = w.reshape((c_out, w.shape[1] * kh * kw))
+    gw2 = grad_w.reshape(w2.shape)
+    z3, y3, gy3 = _as3(z), _as3(y), _as3(grad_y)
+    a = like(alpha, z)
+    zero = like(0.0, z)
+    one = like(1.0, z)
+    for n0 in range(0, x.shape[0], nb):
+        count = min(nb, x.shape[0] - n0)
+        cols, gz = col[:, :count * p], zcol[:, :count * p]
+        _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
+        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+                oh, ow, False)
+        _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
+        if need_grad_x:
+            _group_gemm(True, False, w2, gz, zero, cols, groups)
+            _im2col(grad_x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+                    kh, kw, oh, ow, True)
+    for o in range(c_out):
+        grad_b[o] = partial_b[0, o]
+    for n in range(1, x.shape[0]):
+        for o in range(c_out):
+            grad_b[o] += partial_b[n, o]
+
+
+__all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size"]

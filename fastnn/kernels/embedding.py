@@ -1,0 +1,64 @@
+"""Embedding lookup (torch.nn.Embedding): rows of a (vocabulary, dim) table picked by integer indices.
+
+Indices of any shape are passed flattened: ``indices`` (M,) int64 in [0, vocabulary) (checked at
+the public boundary, not here), ``weight`` (V, D), ``out``/``grad_out`` (M, D), one float dtype.
+``padding_idx`` is a row in [0, V) whose gradient stays zero, or -1 for none.
+
+The backward is a scatter-add. It is deterministic without sorting: the vocabulary is split into
+row ranges, each range owned by one task that scans all indices in order and adds only those in
+its range, so every row sums its gradients in index order whatever the number of threads (and
+the partition).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import GEMM_TILES, JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, n_chunks
+
+#: vocabulary ranges of the parallel backward: Numba's threads at start-up (a compile-time constant;
+#: the result does not depend on it, each row's sum is in index order whatever the partition)
+_RANGES = GEMM_TILES
+
+
+@njit(**JIT_PARALLEL)
+def embedding_forward(indices, weight, out):
+    """out[m] = weight[indices[m]]; indices (M,) int64, weight (V, D), out (M, D)."""
+    if out.size < PARALLEL_MIN_ELEMENTS:
+        for m in range(indices.shape[0]):
+            out[m] = weight[indices[m]]
+    else:
+        for m in prange(indices.shape[0]):
+            out[m] = weight[indices[m]]
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _grad_rows(indices, grad_out, grad_weight, padding_idx, v0, v1):
+    """grad_weight[v0:v1] = sum of grad_out rows whose index is in [v0, v1), in index order."""
+    zero = like(0.0, grad_weight)
+    grad_weight[v0:v1] = zero
+    for m in range(indices.shape[0]):
+        v = indices[m]
+        if v0 <= v < v1 and v != padding_idx:
+            row, g = grad_weight[v], grad_out[m]
+            for j in range(row.shape[0]):
+                row[j] += g[j]
+
+
+@njit(**JIT_PARALLEL)
+def embedding_backward(indices, grad_out, grad_weight, padding_idx):
+    """grad_weight (V, D) = scatter-add of grad_out (M, D) rows at ``indices`` (M,); the
+    ``padding_idx`` row (-1: none) and rows never indexed are zero. Bit-identical on any thread count."""
+    vocabulary = grad_weight.shape[0]
+    if grad_out.size + grad_weight.size < PARALLEL_MIN_ELEMENTS:
+        _grad_rows(indices, grad_out, grad_weight, padding_idx, 0, vocabulary)
+    else:
+        per = n_chunks(vocabulary, _RANGES)
+        for r_u in prange(_RANGES):
+            r = np.int64(r_u)  # prange indices are uint64; int64 like the serial twin
+            _grad_rows(indices, grad_out, grad_weight, padding_idx, min(r * per, vocabulary),
+                       min((r + 1) * per, vocabulary))
+
+
+__all__ = ["embedding_backward", "embedding_forward"]

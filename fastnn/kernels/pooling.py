@@ -1,0 +1,194 @@
+"""Max, average and global-average pooling over the spatial axes of (N, C, H, W) arrays.
+
+1-D pooling passes (N, C, 1, L) views with a kernel height of 1. Windows of ``kernel_h x
+kernel_w`` move by the strides; zero padding ``pad_top``/``pad_left`` (bottom/right implied by
+the output's shape, floor mode as PyTorch's default). Max pooling pads with -inf and records the
+flat index ``h * W + w`` of each window's maximum (the first one, NaN wins) in ``argmax`` (int64,
+the output's shape) for the backward. Average pooling divides by ``kernel_h * kernel_w``
+(``count_include_pad``, PyTorch's default) or by the window's in-bounds count.
+
+Every kernel works on (sample, channel) planes, one plane per task: a backward plane is zeroed
+and accumulated by one thread in output order, so results never depend on the thread count.
+One dtype, float32 or float64, C-contiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like
+
+MAX, AVG, AVG_EXCLUDE_PAD = 0, 1, 2
+
+
+@njit(**JIT_INLINE)
+def window_bounds(start, kernel, size):
+    """(lo, hi): offsets of a window at ``start`` (may be negative) that fall in [0, size)."""
+    return max(0, -start), min(kernel, size - start)
+
+
+@njit(**JIT_INLINE)
+def avg_divisor(kernel_h, kernel_w, i_lo, i_hi, j_lo, j_hi, count_include_pad):
+    """Divisor of an average window: its full size, or its in-bounds count."""
+    if count_include_pad:
+        return kernel_h * kernel_w
+    return max(1, (i_hi - i_lo) * (j_hi - j_lo))
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode):
+    """Forward pooling of one (sample, channel) plane."""
+    c = x.shape[1]
+    n = plane // c
+    ch = plane - n * c
+    h, w = x.shape[2], x.shape[3]
+    xp, yp, ap = x[n, ch], y[n, ch], argmax[n, ch]
+    for a in range(y.shape[2]):
+        h0 = a * stride_h - pad_top
+        i_lo, i_hi = window_bounds(h0, kernel_h, h)
+        for b in range(y.shape[3]):
+            w0 = b * stride_w - pad_left
+            j_lo, j_hi = window_bounds(w0, kernel_w, w)
+            if mode == MAX:
+                best = like(-np.inf, x)
+                where = -1
+                for i in range(i_lo, i_hi):
+                    row = xp[h0 + i]
+                    for j in range(j_lo, j_hi):
+                        v = row[w0 + j]
+                        if where < 0 or v > best or (v != v and best == best):
+                            best = v
+                            where = (h0 + i) * w + w0 + j
+                yp[a, b] = best
+                ap[a, b] = where
+            else:
+                total = like(0.0, x)
+                for i in range(i_lo, i_hi):
+                    row = xp[h0 + i]
+                    for j in range(j_lo, j_hi):
+                        total += row[w0 + j]
+                yp[a, b] = total / like(avg_divisor(kernel_h, kernel_w, i_lo, i_hi, j_lo, j_hi, mode == AVG), x)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _pool_grad_plane(argmax, grad_y, grad_x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                     mode):
+    """Backward pooling of one (sample, channel) plane: grad_x zeroed, then accumulated in output order."""
+    c = grad_x.shape[1]
+    n = plane // c
+    ch = plane - n * c
+    h, w = grad_x.shape[2], grad_x.shape[3]
+    gx, gy, ap = grad_x[n, ch], grad_y[n, ch], argmax[n, ch]
+    zero = like(0.0, grad_x)
+    for r in range(h):
+        for q in range(w):
+            gx[r, q] = zero
+    for a in range(gy.shape[0]):
+        h0 = a * stride_h - pad_top
+        i_lo, i_hi = window_bounds(h0, kernel_h, h)
+        for b in range(gy.shape[1]):
+            if mode == MAX:
+                where = np.int64(ap[a, b])
+                if where >= 0:
+                    gx[where // w, where % w] += gy[a, b]
+                continue
+            w0 = b * stride_w - pad_left
+            j_lo, j_hi = window_bounds(w0, kernel_w, w)
+            g = gy[a, b] / like(avg_divisor(kernel_h, kernel_w, i_lo, i_hi, j_lo, j_hi, mode == AVG), grad_x)
+            for i in range(i_lo, i_hi):
+                row = gx[h0 + i]
+                for j in range(j_lo, j_hi):
+                    row[w0 + j] += g
+
+
+@njit(**JIT_PARALLEL)
+def _pool(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, backward):
+    """Forward (x -> y) or backward (``backward``: y is grad_y, x is grad_x) over all planes."""
+    planes = x.shape[0] * x.shape[1]
+    if x.size + y.size < PARALLEL_MIN_ELEMENTS:
+        for t in range(planes):
+            if backward:
+                _pool_grad_plane(argmax, y, x, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+            else:
+                _pool_plane(x, y, argmax, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+    else:
+        for t_u in prange(planes):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            if backward:
+                _pool_grad_plane(argmax, y, x, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+            else:
+                _pool_plane(x, y, argmax, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+
+
+@njit(**JIT)
+def maxpool2d_forward(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left):
+    """y = max over each window of x; argmax (int64, y's shape) = flat index h * W + w of the max.
+
+    x (N, C, H, W), y (N, C, OH, OW). Padding counts as -inf (PyTorch requires pad <= kernel / 2,
+    so every window holds an input element).
+    """
+    _pool(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, MAX, False)
+
+
+@njit(**JIT)
+def maxpool2d_backward(argmax, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left):
+    """grad_x (N, C, H, W) = grad_y (N, C, OH, OW) routed to each window's argmax (summed on overlaps)."""
+    _pool(grad_x, grad_y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, MAX, True)
+
+
+@njit(**JIT)
+def avgpool2d_forward(x, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, count_include_pad):
+    """y = mean over each window of x (N, C, H, W) -> (N, C, OH, OW); padding is zeros."""
+    mode = AVG if count_include_pad else AVG_EXCLUDE_PAD
+    _pool(x, y, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, False)  # y: no argmax
+
+
+@njit(**JIT)
+def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+                       count_include_pad):
+    """grad_x (N, C, H, W): each window's grad_y / divisor spread over its in-bounds elements."""
+    mode = AVG if count_include_pad else AVG_EXCLUDE_PAD
+    _pool(grad_x, grad_y, grad_y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode,
+          True)  # grad_y stands in for the argmax that average pooling never reads
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _global_plane(x3, y, plane, backward):
+    """y[n, c] = mean of x3[n, c] (or, ``backward``, x3[n, c, :] = y[n, c] / S: x3 is grad_x)."""
+    n = plane // x3.shape[1]
+    c = plane - n * x3.shape[1]
+    inv = like(1.0, x3) / like(x3.shape[2], x3)
+    if backward:
+        x3[n, c, :] = y[n, c] * inv
+    else:
+        y[n, c] = np.sum(x3[n, c]) * inv
+
+
+@njit(**JIT_PARALLEL)
+def _global(x, y, backward):
+    x3 = x.reshape((x.shape[0], x.shape[1], x.shape[2] * x.shape[3]))
+    planes = x.shape[0] * x.shape[1]
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        for t in range(planes):
+            _global_plane(x3, y, t, backward)
+    else:
+        for t_u in prange(planes):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            _global_plane(x3, y, t, backward)
+
+
+@njit(**JIT)
+def global_avgpool_forward(x, y):
+    """y[n, c] = mean of x[n, c] over all spatial positions; x (N, C, H, W), y (N, C)."""
+    _global(x, y, False)
+
+
+@njit(**JIT)
+def global_avgpool_backward(grad_y, grad_x):
+    """grad_x[n, c, :, :] = grad_y[n, c] / (H * W); grad_y (N, C), grad_x (N, C, H, W)."""
+    _global(grad_x, grad_y, True)
+
+
+__all__ = ["avg_divisor", "avgpool2d_backward", "avgpool2d_forward", "global_avgpool_backward",
+           "global_avgpool_forward", "maxpool2d_backward", "maxpool2d_forward", "window_bounds"]
