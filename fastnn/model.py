@@ -132,6 +132,9 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastnn layer, got {type(layer).__name__} {layer!r}")
         self._check_ownership(layers)
+        for i, layer in enumerate(layers[1:], 1):
+            if getattr(layer, "input_dtype", None) is not None:
+                raise ValueError(f"layer {i} ({layer!r}) takes integer indices, so it must be the model's first layer")
         self.seed = V.check_int(seed, "seed", minimum=0)
         self.dtype = V.check_dtype(dtype)
         V.check_choice(device, backend.DEVICES, "device")
@@ -236,6 +239,12 @@ class Sequential:
         self.state.epochs_done = V.check_int(value, "epochs_done", minimum=0)
 
     @property
+    def input_dtype(self) -> np.dtype:
+        """dtype of the model's input: the model's dtype, or int64 when the first layer takes indices
+        (Embedding)."""
+        return getattr(self.layers[0], "input_dtype", None) or self.dtype
+
+    @property
     def in_features(self) -> int | None:
         """The last axis of the input shape."""
         return None if self.input_shape is None else self.input_shape[-1]
@@ -300,8 +309,8 @@ class Sequential:
 
     def _make_workspaces(self):
         self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
-        self._inputs = Workspace(self.dtype, self._device, x=self.input_shape)  # the plans' inputs
-        self._feed = Workspace(self.dtype, self._device, x=self.input_shape)  # predict/forward on a device
+        self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
+        self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
         self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
         self._norm_partials = backend.zeros(backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)),
                                             np.float64, self._device)
@@ -455,6 +464,9 @@ class Sequential:
 
     def _check_x(self, X, argument="X"):
         self._build_from(X)
+        first = self.layers[0]
+        if hasattr(first, "check_indices"):
+            return first.check_indices(X, argument)
         return V.check_input(X, argument, self.dtype, self.input_shape, self._first_layer_name)
 
     @property
@@ -476,8 +488,9 @@ class Sequential:
             self._eager = (x.shape[0], contexts)
             return backend.host_copy(out)
 
-    def backward(self, grad_out) -> np.ndarray:
-        """Gradient of the input from ``grad_out`` = d loss / d output of the last forward().
+    def backward(self, grad_out) -> np.ndarray | None:
+        """Gradient of the input from ``grad_out`` = d loss / d output of the last forward() (None
+        for a model whose input is integer indices).
 
         Also writes every parameter's gradient (``model.grads``, ``named_parameters()``).
         """
@@ -489,9 +502,10 @@ class Sequential:
         if grad.shape[0] != batch:
             raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had {batch}; pass the "
                              f"gradient of that forward's output")
+        need_grad_x = self.input_dtype.kind == "f"  # no gradient with respect to integer indices
         with self._lock:
-            return backend.host_copy(self._backward(self._rows_in(grad, self._grad_out, "grad", "eager"), contexts,
-                                                    True))
+            grad_x = self._backward(self._rows_in(grad, self._grad_out, "grad", "eager"), contexts, need_grad_x)
+            return None if grad_x is None else backend.host_copy(grad_x)
 
     __call__ = forward
 

@@ -14,13 +14,18 @@ from .activation import (
     Tanh,
 )
 from .base import Layer, ParamSpec, Workspace
+from .conv import Conv1d, Conv2d
 from .dense import Dense
 from .dropout import Dropout
-from .normalization import BatchNorm1d, LayerNorm
+from .embedding import Embedding
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
+from .reshape import Flatten, Reshape
 from .residual import Residual
 
 LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Dropout, BatchNorm1d, LayerNorm, Residual, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
+    Dense, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d,
+    AvgPool2d, GlobalAvgPool, Flatten, Reshape, Embedding, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
 
 
 def register_layer(cls: type[Layer]) -> type[Layer]:
@@ -50,6 +55,17 @@ def layer_from_config(entry: dict) -> Layer:
 
 
 __all__ = [
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "Embedding",
+    "Flatten",
+    "GlobalAvgPool",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Reshape",
     "ACTIVATION_LAYERS",
     "ELU",
     "GELU",

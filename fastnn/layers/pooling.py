@@ -82,6 +82,22 @@ class _PoolNd(Layer):
         return config
 
 
+    def extra_repr(self):
+        one = self._dims == 1
+
+        def fmt(v):
+            return str(v[0]) if one or len(set(v)) == 1 else str(v)
+
+        parts = [f"kernel_size={fmt(self.kernel_size)}"]
+        if self.stride != self.kernel_size:
+            parts.append(f"stride={fmt(self.stride)}")
+        if any(self.padding):
+            parts.append(f"padding={fmt(self.padding)}")
+        if self._mode == "avg" and not self.count_include_pad:
+            parts.append("count_include_pad=False")
+        return ", ".join(parts)
+
+
 class MaxPool2d(_PoolNd):
     """Max over windows of (batch, channels, height, width); ``stride`` defaults to ``kernel_size``;
     padding is -inf (never chosen), as in PyTorch."""
