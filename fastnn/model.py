@@ -4,6 +4,7 @@ backward, step plans, loss_and_grads, validate, snapshot/restore) that the train
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 import weakref
@@ -193,11 +194,13 @@ class Sequential:
     def build(self, input_shape) -> Sequential:
         """Check the chain of shapes from ``input_shape`` (per sample) and allocate everything."""
         shape = normalize_shape(input_shape)
+        carried = [self._carried_state(layer) for layer in self.layers]
         self._building = True
         try:
             self._build_layers(shape)
             self.input_shape = shape
             self._allocate_parameters()
+            self._carry_over(carried)
             self._make_workspaces()
             self._plannable = all(layer.plannable() for layer in self.layers)
             self.built = True
@@ -206,6 +209,27 @@ class Sequential:
         if self._target_device != "cpu":
             self.to(self._target_device)
         return self
+
+    @staticmethod
+    def _carried_state(layer) -> tuple[dict, dict]:
+        """(parameters, buffers) a layer brings from an earlier model (a copy of a trained layer)."""
+        views = layer.__dict__.get("_param_views") or {}
+        buffers = layer.buffers() if layer.output_shape is not None else {}
+        return ({name: backend.host_copy(v) for name, v in views.items()},
+                {name: backend.host_copy(b) for name, b in buffers.items() if b is not None})
+
+    def _carry_over(self, carried) -> None:
+        """Layers that arrive with weights (``copy.deepcopy`` of a trained layer, ``model[a:b]``)
+        keep them instead of a fresh initialisation, where the shapes still match."""
+        for layer, (params, buffers) in zip(self.layers, carried):
+            views = layer.__dict__.get("_param_views") or {}
+            for name, value in params.items():
+                if name in views and views[name].shape == value.shape:
+                    backend.copy_into(views[name], value)
+            current = layer.buffers()
+            for name, value in buffers.items():
+                if name in current and current[name].shape == value.shape:
+                    backend.copy_into(current[name], value)
 
     def _build_layers(self, shape):
         for i, layer in enumerate(self.layers):
@@ -306,6 +330,7 @@ class Sequential:
             grad_views[i][name] = self.grads[lo:hi].reshape(shape)
         for layer, v, g in zip(self.layers, views, grad_views):
             layer.bind(v, g)
+            object.__setattr__(layer, "_param_views", v)
 
     def _make_workspaces(self):
         self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
@@ -410,6 +435,21 @@ class Sequential:
         buf = workspace(rows.shape[0], arena)[name]
         backend.copy_into(buf, rows)
         return buf
+
+    def __getitem__(self, index):
+        """``model[i]``: layer i; ``model[a:b]``: a new, independent model of copies of those layers
+        with their trained weights and buffers (e.g. the encoder of an autoencoder)."""
+        if isinstance(index, slice):
+            layers = list(self.layers)[index]
+            if not layers:
+                raise ValueError(f"model[{index.start}:{index.stop}] selects no layers; this model has {len(self.layers)}")
+            shape = layers[0].input_shape if self.built else None
+            return Sequential(copy.deepcopy(layers), seed=self.seed, dtype=self.dtype, device=self._device,
+                              input_shape=shape)
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
@@ -516,7 +556,7 @@ class Sequential:
         X = self._check_x(X)
         self._ready("layer_outputs")
         with self._lock, self._state_kept():
-            _, contexts = self._forward(self._rows_in(X, self._feed, "x", "eager"), bool(training))
+            _, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
             return [backend.host_copy(layer.last_output) for layer in self.layers]
 
     def loss_and_grads(self, X, y, training: bool = True) -> tuple[float, dict[str, np.ndarray]]:
@@ -526,8 +566,8 @@ class Sequential:
         X, y = self._check_xy(X, y)
         self._ready("loss_and_grads")
         with self._lock, self._state_kept():
-            out, contexts = self._forward(self._rows_in(X, self._feed, "x", "eager"), bool(training))
-            grad = self._grad_out(X.shape[0], "eager")["grad"]
+            out, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
+            grad = self._grad_out(X.shape[0], "probe")["grad"]
             loss = self.loss.forward_backward(out, self._target_in(y), grad, True)
             self._backward(grad, contexts, False)
             return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
@@ -810,14 +850,14 @@ class Sequential:
         counters) and names the first layer whose output, or gradient, went non-finite."""
         where = "the loss itself" if not math.isfinite(loss) else "the gradients"
         with self._state_kept():
-            out, contexts = self._forward(xb, True)
+            out, contexts = self._forward(xb, True, "probe")
             for i, layer in enumerate(self.layers):
                 if layer.last_output is not None and not np.isfinite(backend.to_host(layer.last_output)).all():
                     where = f"the output of layer {i} ({layer!r})"
                     break
             else:
                 if math.isfinite(loss):
-                    grad = self._grad_out(out.shape[0], "eager")["grad"]
+                    grad = self._grad_out(out.shape[0], "probe")["grad"]
                     self.loss.forward_backward(out, yb, grad, True)
                     for i in range(len(self.layers) - 1, -1, -1):
                         layer = self.layers[i]

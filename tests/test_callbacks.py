@@ -173,7 +173,7 @@ def test_csv_logger(tmp_path, problem):
 
 def test_callbacks_must_be_callback_instances(problem):
     X, y, _, _ = problem
-    with pytest.raises(TypeError, match="Callback instances"):
+    with pytest.raises(TypeError, match=r"callbacks\[0\] must be a fastnn.callbacks.Callback"):
         make_model().fit(X, y, verbose=0, callbacks=[lambda: None])
 
 

@@ -382,3 +382,18 @@ def test_a_non_finite_gradient_with_a_finite_loss_is_caught_and_named(rng):
     with pytest.raises(FloatingPointError, match=r"gradient norm is (nan|inf).*gradient of layer 1 \(Sqrt"):
         model.train_step(rng.standard_normal((4, 3)), rng.standard_normal((4, 1)))
     np.testing.assert_array_equal(model.params, before)  # the step was not applied
+
+
+def test_slicing_a_model_copies_layers_with_their_trained_weights(rng):
+    X, y = _data(rng)
+    model = _model()
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    head = model[:2]  # Dense + BatchNorm1d with running statistics
+    assert len(head) == 2 and head.layers[0] is not model.layers[0] and model[0] is model.layers[0]
+    np.testing.assert_array_equal(head.predict(X), model.layer_outputs(X)[1])
+    before = model.params.copy()
+    head.compile("mse", "sgd")
+    head.fit(X, np.zeros((48, 12)), epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.params, before)
+    twin = fnn.Sequential([copy.deepcopy(layer) for layer in model.layers])  # a deep-copied layer keeps its weights
+    np.testing.assert_array_equal(twin.predict(X), model.predict(X))

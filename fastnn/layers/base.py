@@ -13,10 +13,11 @@ from .. import backend
 
 Shape = tuple[int, ...]
 
-#: buffer arenas: the training plans, inference (predict/evaluate/validation) and the eager
-#: forward()/backward() API each write their own buffers, so one never overwrites what another's
-#: backward still needs (a predict between forward and backward cannot change gradients)
-ARENAS = ("train", "infer", "eager")
+#: buffer arenas: the training plans, inference (predict/evaluate/validation), the eager
+#: forward()/backward() API and the engine's probes (layer_outputs, loss_and_grads, divergence
+#: reports) each write their own buffers, so one never overwrites what another's backward still
+#: needs (a predict or a probe between forward and backward cannot change gradients)
+ARENAS = ("train", "infer", "eager", "probe")
 
 
 @dataclass(frozen=True)
