@@ -17,16 +17,12 @@ from .base import Layer, ParamSpec, Workspace
 from .dense import Dense
 from .dropout import Dropout
 from .normalization import BatchNorm1d, LayerNorm
+from .registry import LAYERS, register_layer
 from .residual import Residual
 
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Dropout, BatchNorm1d, LayerNorm, Residual, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
-
-
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Make a user-defined layer class loadable by name from saved models."""
-    LAYERS[cls.__name__] = cls
-    return cls
+# the classes of these files are registered here until they carry @register_layer themselves
+for _cls in (Dense, Dropout, BatchNorm1d, LayerNorm, Residual):
+    register_layer(_cls)
 
 
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
