@@ -23,6 +23,7 @@ from .residual import Residual
 # the classes of these files are registered here until they carry @register_layer themselves
 for _cls in (Dense, Dropout, BatchNorm1d, LayerNorm, Residual):
     register_layer(_cls)
+del _cls
 
 
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
