@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .kernels.activations import ACTIVATION_TABLE
 from .kernels.rng import fill_normal, fill_uniform
 
 #: the ``step`` counter of every initialiser's draws (training steps and epochs start at 0)
@@ -265,13 +266,10 @@ INITIALIZERS: dict[str, Initializer] = {
     "orthogonal": Initializer(orthogonal, **_SCALED),
 }
 
-#: activation name -> default initialiser name (see the module note)
-DEFAULT_INIT = {
-    "relu": "he_normal", "leaky_relu": "he_normal", "elu": "he_normal", "gelu": "he_normal",
-    "gelu_tanh": "he_normal", "selu": "lecun_normal",
-    "identity": "xavier_uniform", "linear": "xavier_uniform", "tanh": "xavier_uniform",
-    "sigmoid": "xavier_uniform", "softmax": "xavier_uniform", "log_softmax": "xavier_uniform",
-}
+#: activation name -> default initialiser name (see the module note): the ``init`` column of
+#: the activation table, plus "linear", another name of identity
+DEFAULT_INIT = {row.name: row.init for row in ACTIVATION_TABLE}
+DEFAULT_INIT["linear"] = DEFAULT_INIT["identity"]
 
 
 def default_init(activation: str | None) -> str:

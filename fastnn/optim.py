@@ -229,6 +229,28 @@ class Optimizer:
         return f"{type(self).__name__}({items})"
 
 
+#: The one table of optimizers: name -> class, filled by :func:`register_optimizer`. Drives
+#: :func:`get`, loading, and the table-driven tests.
+OPTIMIZERS: dict[str, type[Optimizer]] = {}
+
+
+def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
+    """Make an Optimizer subclass usable by its ``name`` (``compile(optimizer=name)``) and loadable
+    from saved models; use as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise TypeError(f"register_optimizer expects a subclass of fastnn.optim.Optimizer, got {cls!r}")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name or name != name.lower():
+        raise ValueError(f"{cls.__name__} needs its own class attribute `name` (a non-empty lower-case str) to be "
+                         f"registered, e.g. name = {cls.__name__.lower()!r}")
+    if OPTIMIZERS.get(name, cls) is not cls and OPTIMIZERS[name].__module__ == __name__:
+        raise ValueError(f"optimizer name {name!r} belongs to fastnn's {OPTIMIZERS[name].__name__}; choose another "
+                         f"name")
+    OPTIMIZERS[name] = cls
+    return cls
+
+
+@register_optimizer
 class SGD(Optimizer):
     """SGD with momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD)."""
 
@@ -257,6 +279,7 @@ class SGD(Optimizer):
                      self.step_count == 1)
 
 
+@register_optimizer
 class RMSProp(Optimizer):
     """RMSprop: optionally centered, with momentum and L2 weight decay (torch.optim.RMSprop)."""
 
@@ -287,6 +310,7 @@ class RMSProp(Optimizer):
                          self._n_decay, h["momentum"], h["centered"], grad_scale)
 
 
+@register_optimizer
 class Adagrad(Optimizer):
     """Adagrad with learning-rate decay and L2 weight decay (torch.optim.Adagrad)."""
 
@@ -311,6 +335,7 @@ class Adagrad(Optimizer):
                          h["eps"], h["weight_decay"], self._n_decay, self.step_count, grad_scale)
 
 
+@register_optimizer
 class Adam(Optimizer):
     """Adam with bias correction, L2 weight decay added to the gradient and amsgrad (torch.optim.Adam)."""
 
@@ -340,6 +365,7 @@ class Adam(Optimizer):
                       grad_scale)
 
 
+@register_optimizer
 class AdamW(Adam):
     """Adam with decoupled weight decay, p *= 1 - lr * weight_decay (torch.optim.AdamW)."""
 
@@ -353,6 +379,7 @@ class AdamW(Adam):
                          clip_norm=clip_norm, clip_value=clip_value)
 
 
+@register_optimizer
 class Lion(Optimizer):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
 
@@ -376,10 +403,6 @@ class Lion(Optimizer):
         h = self._hyper
         self._K.lion_update(self._params, self._grads, self._state["exp_avg"], self.lr, h["betas"][0],
                       h["betas"][1], h["weight_decay"], self._n_decay, grad_scale)
-
-
-#: The one table of optimizers: name -> class. Drives :func:`get` and the table-driven tests.
-OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, RMSProp, Adagrad, Adam, AdamW, Lion)}
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
@@ -418,4 +441,5 @@ __all__ = [
     "RMSProp",
     "get",
     "optimizer_from_config",
+    "register_optimizer",
 ]

@@ -4,32 +4,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-
-
-def fd_check(model, X, y, eps=1e-6, rtol=1e-5, atol=1e-7):
-    """Parameter and input gradients of a float64 model vs central differences (training mode)."""
-    Xc, yc = model.check_data(X, y)
-
-    def loss_value():
-        return model.loss.forward_backward(model.forward(Xc, True), yc, np.empty((1, 1)), False)
-
-    out = model.forward(Xc, True)
-    grad_out = np.empty_like(out)
-    model.loss.forward_backward(out, yc, grad_out, True)
-    grad_x = model.backward(grad_out).copy()
-    analytic = model.grads.copy()
-    for arr, expected in ((model.params, analytic), (Xc, grad_x)):
-        flat = arr.reshape(-1)
-        numeric = np.empty(flat.size)
-        for k in range(flat.size):
-            keep = flat[k]
-            flat[k] = keep + eps
-            up = loss_value()
-            flat[k] = keep - eps
-            down = loss_value()
-            flat[k] = keep
-            numeric[k] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(expected.reshape(-1), numeric, rtol=rtol, atol=atol)
+from tests._gradcheck import check_model_gradients
 
 
 def test_batchnorm_layernorm_residual_gradients_match_finite_differences(rng):
@@ -39,14 +14,14 @@ def test_batchnorm_layernorm_residual_gradients_match_finite_differences(rng):
         fnn.Residual([fnn.Dense(6, 4, activation="gelu")]),  # projection 6 -> 4 on the skip path
         fnn.Dense(4, 3)], dtype="float64", seed=1)
     model.compile(loss="cross_entropy", optimizer="sgd")
-    fd_check(model, rng.standard_normal((9, 5)), rng.integers(0, 3, 9))
+    check_model_gradients(model, rng.standard_normal((9, 5)), rng.integers(0, 3, 9))
 
 
 def test_non_affine_norms_gradients(rng):
     model = fnn.Sequential([fnn.Dense(4, 5), fnn.BatchNorm1d(5, affine=False), fnn.LayerNorm(5, elementwise_affine=False),
                             fnn.Dense(5, 2)], dtype="float64")
     model.compile(loss="mse", optimizer="sgd")
-    fd_check(model, rng.standard_normal((6, 4)), rng.standard_normal((6, 2)))
+    check_model_gradients(model, rng.standard_normal((6, 4)), rng.standard_normal((6, 2)))
 
 
 def test_dropout_train_and_eval(rng):

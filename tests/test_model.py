@@ -4,6 +4,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn.data import load_digits, make_xor, standardize, train_test_split
+from tests._gradcheck import check_model_gradients
 
 
 def mlp(sizes, activation="tanh", dtype="float64", seed=0):
@@ -42,39 +43,7 @@ def test_parameter_gradients_match_finite_differences(loss, rng):
         y = (rng.random((7, n_out)) > 0.5).astype(float)
     else:
         y = rng.standard_normal((7, n_out))
-    Xc, yc = model.check_data(X, y)
-
-    def loss_value():
-        out = model.forward(Xc, False)
-        return model.loss.forward_backward(out, yc, np.empty((1, 1)), False)
-
-    out = model.forward(Xc, True)
-    grad_out = np.empty_like(out)
-    model.loss.forward_backward(out, yc, grad_out, True)
-    grad_x = model.backward(grad_out).copy()
-    analytic = model.grads.copy()
-    numeric = np.empty_like(analytic)
-    eps = 1e-6
-    for k in range(model.params.size):
-        keep = model.params[k]
-        model.params[k] = keep + eps
-        up = loss_value()
-        model.params[k] = keep - eps
-        down = loss_value()
-        model.params[k] = keep
-        numeric[k] = (up - down) / (2 * eps)
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
-    # input gradient too
-    numeric_x = np.empty_like(Xc)
-    for idx in np.ndindex(*Xc.shape):
-        keep = Xc[idx]
-        Xc[idx] = keep + eps
-        up = loss_value()
-        Xc[idx] = keep - eps
-        down = loss_value()
-        Xc[idx] = keep
-        numeric_x[idx] = (up - down) / (2 * eps)
-    np.testing.assert_allclose(grad_x, numeric_x, rtol=1e-5, atol=1e-7)
+    check_model_gradients(model, X, y)
 
 
 def test_forward_backward_match_torch(rng):

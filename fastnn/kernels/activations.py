@@ -9,6 +9,7 @@ Shapes: 2-D ``(batch, features)`` arrays, float32 or float64; outputs have the i
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import literal_unroll, njit, prange, types
@@ -19,20 +20,40 @@ from ._scalar import like, n_chunks, start_of
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, SOFTMAX, LOG_SOFTMAX = range(11)
 
-#: name -> (code, default parameter ``alpha``; the parameter's name or None)
-ACTIVATIONS = {
-    "identity": (IDENTITY, 0.0, None),
-    "sigmoid": (SIGMOID, 0.0, None),
-    "tanh": (TANH, 0.0, None),
-    "relu": (RELU, 0.0, None),
-    "leaky_relu": (LEAKY_RELU, 0.01, "negative_slope"),
-    "elu": (ELU, 1.0, "alpha"),
-    "selu": (SELU, 0.0, None),
-    "gelu": (GELU, 0.0, None),
-    "gelu_tanh": (GELU_TANH, 0.0, None),
-    "softmax": (SOFTMAX, 0.0, None),
-    "log_softmax": (LOG_SOFTMAX, 0.0, None),
-}
+
+class ActivationRow(NamedTuple):
+    """One activation: everything the package derives from it (kernel code, the parameter, the
+    layer class, the default initialiser of a Dense layer it follows)."""
+
+    name: str
+    code: int
+    default: float  #: default parameter ``alpha`` (0.0 when it takes none)
+    param: str | None  #: the parameter's keyword name, or None
+    layer: str | None  #: the activation layer class (fastnn.layers.activation), None for none of its own
+    init: str  #: default initialiser of the weights before it (fastnn.init.default_init)
+    doc: str
+
+
+#: the one table of activations, in code order
+ACTIVATION_TABLE = (
+    ActivationRow("identity", IDENTITY, 0.0, None, "Identity", "xavier_uniform", "y = x."),
+    ActivationRow("sigmoid", SIGMOID, 0.0, None, "Sigmoid", "xavier_uniform", "y = 1 / (1 + exp(-x))."),
+    ActivationRow("tanh", TANH, 0.0, None, "Tanh", "xavier_uniform", "y = tanh(x)."),
+    ActivationRow("relu", RELU, 0.0, None, "ReLU", "he_normal", "y = max(x, 0)."),
+    ActivationRow("leaky_relu", LEAKY_RELU, 0.01, "negative_slope", "LeakyReLU", "he_normal",
+                  "y = x if x > 0 else negative_slope * x."),
+    ActivationRow("elu", ELU, 1.0, "alpha", "ELU", "he_normal", "y = x if x > 0 else alpha * (exp(x) - 1)."),
+    ActivationRow("selu", SELU, 0.0, None, "SELU", "lecun_normal",
+                  "Scaled ELU with the self-normalising constants (use lecun_normal init)."),
+    ActivationRow("gelu", GELU, 0.0, None, "GELU", "he_normal",
+                  "Gaussian error linear unit: x * Phi(x); approximate=\"tanh\" uses the tanh form."),
+    ActivationRow("gelu_tanh", GELU_TANH, 0.0, None, None, "he_normal", "GELU's tanh form (GELU(approximate=\"tanh\"))."),
+    ActivationRow("softmax", SOFTMAX, 0.0, None, "Softmax", "xavier_uniform", "Row-wise softmax (numerically stable)."),
+    ActivationRow("log_softmax", LOG_SOFTMAX, 0.0, None, "LogSoftmax", "xavier_uniform",
+                  "Row-wise log-softmax (numerically stable)."),
+)
+#: name -> (code, default parameter ``alpha``, the parameter's name or None): a view of the table
+ACTIVATIONS = {row.name: (row.code, row.default, row.param) for row in ACTIVATION_TABLE}
 #: elementwise codes whose loops get their own branch-free, vectorised copy (``literal_unroll``);
 #: the others call libm per element, where a copy per code would only add compile time
 VECTORISED_CODES = (IDENTITY, TANH, RELU, LEAKY_RELU)
@@ -246,6 +267,8 @@ def activation_backward(x, y, grad_y, grad_x, code, alpha):
 
 __all__ = [
     "ACTIVATIONS",
+    "ACTIVATION_TABLE",
+    "ActivationRow",
     "activate",
     "activate_grad",
     "activation_backward",

@@ -1,4 +1,5 @@
-"""Layers: Dense, activation layers (and, as they land, Dropout, normalisation, Residual)."""
+"""Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
+Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
 from .activation import (
     ACTIVATION_LAYERS,
     ELU,
@@ -20,18 +21,9 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
+from .registry import LAYERS, register_layer
 from .reshape import Flatten, Reshape
 from .residual import Residual
-
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Dense, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Residual, Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d,
-    AvgPool2d, GlobalAvgPool, Flatten, Reshape, Embedding, Activation, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, SELU, GELU, Softmax, LogSoftmax)}
-
-
-def register_layer(cls: type[Layer]) -> type[Layer]:
-    """Make a user-defined layer class loadable by name from saved models."""
-    LAYERS[cls.__name__] = cls
-    return cls
 
 
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:

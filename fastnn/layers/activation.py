@@ -1,31 +1,37 @@
-"""Activation layers, one per activation of :data:`fastnn.kernels.activations.ACTIVATIONS`."""
+"""Activation layers, one class per row of :data:`fastnn.kernels.activations.ACTIVATION_TABLE`
+that names a layer (generated from the row: its name, docstring and parameter)."""
 from __future__ import annotations
 
+from inspect import Parameter, Signature
+
 from .. import _validation as V
-from ..kernels.activations import ACTIVATIONS
+from ..kernels.activations import ACTIVATION_TABLE, ACTIVATIONS
 from .base import Layer, Workspace, rows
+from .registry import LAYERS, register_layer
+
+_ROWS = {row.name: row for row in ACTIVATION_TABLE}
 
 
 def resolve_activation(activation, **params) -> tuple[str, int, float]:
     """(name, code, alpha) from a name, None (identity) or an :class:`Activation` instance."""
     if activation is None:
-        return "identity", ACTIVATIONS["identity"][0], 0.0
+        return "identity", _ROWS["identity"].code, 0.0
     if isinstance(activation, Activation):
         return activation.activation, activation.code, activation.alpha
     name = V.check_choice(activation, ACTIVATIONS, "activation")
-    code, alpha, param_name = ACTIVATIONS[name]
-    if param_name is not None and param_name in params:
-        alpha = params.pop(param_name)
+    row = _ROWS[name]
+    alpha = params.pop(row.param) if row.param is not None and row.param in params else row.default
     if params:
         raise TypeError(f"unexpected keyword argument(s) {sorted(params)} for activation {name!r}"
-                        + (f" (it takes {param_name!r})" if param_name else " (it takes none)"))
+                        + (f" (it takes {row.param!r})" if row.param else " (it takes none)"))
     if name == "elu":
         alpha = V.check_float(alpha, "alpha", low=0.0)
     elif name == "leaky_relu":
         alpha = V.check_float(alpha, "negative_slope")
-    return name, code, float(alpha)
+    return name, row.code, float(alpha)
 
 
+@register_layer
 class Activation(Layer):
     """Applies an activation elementwise (softmax/log_softmax: per row). Shape-preserving."""
 
@@ -53,55 +59,56 @@ class Activation(Layer):
         return [(self.K.activation_backward, args)], ws["grad_x"]
 
     def get_config(self):
-        _, _, param_name = ACTIVATIONS[self.activation]
+        param = _ROWS[self.activation].param
         config = {"activation": self.activation}
-        if param_name:
-            config[param_name] = self.alpha
+        if param:
+            config[param] = self.alpha
         return config
 
 
-def _activation_class(name: str, class_name: str, doc: str):
-    """A parameter-free activation layer class, e.g. ReLU()."""
-    def __init__(self):
-        Activation.__init__(self, name)
+def _activation_class(name: str) -> type[Activation]:
+    """The layer class of the table row ``name``: ``ReLU()``, or ``LeakyReLU(negative_slope=0.01)``
+    for a row with a parameter (positional or by its name)."""
+    row = _ROWS[name]
+    self_param = Parameter("self", Parameter.POSITIONAL_OR_KEYWORD)
+    if row.param is None:
+        def __init__(self):
+            Activation.__init__(self, name)
 
-    def get_config(self):
-        return {}
+        def get_config(self):
+            return {}
+    else:
+        def __init__(self, *args, **kwargs):
+            try:
+                bound = __init__.__signature__.bind(self, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{row.layer}(): {exc} (it takes {row.param}={row.default})") from None
+            bound.apply_defaults()
+            Activation.__init__(self, name, **{row.param: bound.arguments[row.param]})
 
-    return type(class_name, (Activation,), {"__init__": __init__, "__doc__": doc, "get_config": get_config})
+        __init__.__signature__ = Signature([self_param, Parameter(row.param, Parameter.POSITIONAL_OR_KEYWORD,
+                                                                  default=row.default)])
 
-
-Identity = _activation_class("identity", "Identity", "y = x.")
-Sigmoid = _activation_class("sigmoid", "Sigmoid", "y = 1 / (1 + exp(-x)).")
-Tanh = _activation_class("tanh", "Tanh", "y = tanh(x).")
-ReLU = _activation_class("relu", "ReLU", "y = max(x, 0).")
-SELU = _activation_class("selu", "SELU", "Scaled ELU with the self-normalising constants (use lecun_normal init).")
-Softmax = _activation_class("softmax", "Softmax", "Row-wise softmax (numerically stable).")
-LogSoftmax = _activation_class("log_softmax", "LogSoftmax", "Row-wise log-softmax (numerically stable).")
-
-
-class LeakyReLU(Activation):
-    """y = x if x > 0 else negative_slope * x."""
-
-    def __init__(self, negative_slope: float = 0.01):
-        super().__init__("leaky_relu", negative_slope=negative_slope)
-
-    def get_config(self):
-        return {"negative_slope": self.alpha}
-
-
-class ELU(Activation):
-    """y = x if x > 0 else alpha * (exp(x) - 1)."""
-
-    def __init__(self, alpha: float = 1.0):
-        super().__init__("elu", alpha=alpha)
-
-    def get_config(self):
-        return {"alpha": self.alpha}
+        def get_config(self):
+            return {row.param: self.alpha}
+    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": row.doc, "__module__": __name__}
+    return register_layer(type(row.layer, (Activation,), namespace))
 
 
+Identity = _activation_class("identity")
+Sigmoid = _activation_class("sigmoid")
+Tanh = _activation_class("tanh")
+ReLU = _activation_class("relu")
+LeakyReLU = _activation_class("leaky_relu")
+ELU = _activation_class("elu")
+SELU = _activation_class("selu")
+Softmax = _activation_class("softmax")
+LogSoftmax = _activation_class("log_softmax")
+
+
+@register_layer
 class GELU(Activation):
-    """Gaussian error linear unit: x * Phi(x); approximate="tanh" uses the tanh form."""
+    __doc__ = _ROWS["gelu"].doc  # its parameter picks one of two rows (gelu, gelu_tanh)
 
     def __init__(self, approximate: str = "none"):
         V.check_choice(approximate, ("none", "tanh"), "approximate")
@@ -112,6 +119,5 @@ class GELU(Activation):
         return {"approximate": self.approximate}
 
 
-ACTIVATION_LAYERS = {"identity": Identity, "sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU,
-                     "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "gelu": GELU,
-                     "softmax": Softmax, "log_softmax": LogSoftmax}
+#: activation name -> its layer class, for every row that names one
+ACTIVATION_LAYERS = {row.name: LAYERS[row.layer] for row in ACTIVATION_TABLE if row.layer}

@@ -15,6 +15,7 @@ from ..kernels.activations import ACTIVATIONS, IDENTITY
 from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
 from .activation import resolve_activation
 from .base import Layer, ParamSpec, normalize_shape, shape_str
+from .registry import register_layer
 
 
 def _pair(value, n: int, argument: str, minimum: int) -> tuple[int, ...]:
@@ -205,6 +206,7 @@ class _ConvNd(Layer):
         return ", ".join(parts)
 
 
+@register_layer
 class Conv2d(_ConvNd):
     """2-D convolution over (batch, in_channels, height, width) -> (batch, out_channels, OH, OW).
 
@@ -219,6 +221,7 @@ class Conv2d(_ConvNd):
     _dims = 2
 
 
+@register_layer
 class Conv1d(_ConvNd):
     """1-D convolution over (batch, in_channels, length) -> (batch, out_channels, out_length);
     weight (out_channels, in_channels // groups, kernel_size). See :class:`Conv2d`."""

@@ -7,8 +7,10 @@ from .._config import REDUCTION_CHUNK_ROWS
 from ..kernels.activations import ACTIVATIONS, IDENTITY
 from .activation import resolve_activation
 from .base import Layer, ParamSpec, normalize_shape, rows, shape_str
+from .registry import register_layer
 
 
+@register_layer
 class Dense(Layer):
     """``y = f(x @ weight + bias)``; weight (in_features, out_features), bias (out_features,).
 

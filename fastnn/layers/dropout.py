@@ -5,8 +5,10 @@ import numpy as np
 
 from .. import _validation as V
 from .base import Layer, flat_rows, size_of
+from .registry import register_layer
 
 
+@register_layer
 class Dropout(Layer):
     """Zero each unit with probability ``p`` in training and scale the kept ones by 1/(1-p), so
     the expected activation is unchanged; the identity in evaluation.

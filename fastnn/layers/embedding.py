@@ -6,8 +6,10 @@ import numpy as np
 from .. import _validation as V
 from .. import init as initializers
 from .base import Layer, ParamSpec, normalize_shape
+from .registry import register_layer
 
 
+@register_layer
 class Embedding(Layer):
     """``y[..., :] = weight[indices[...]]`` like ``torch.nn.Embedding``: input (batch, *shape) of
     integer indices in [0, num_embeddings), output (batch, *shape, embedding_dim). Must be the

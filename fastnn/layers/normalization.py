@@ -6,6 +6,7 @@ import numpy as np
 from .. import _validation as V
 from .. import backend
 from .base import Layer, ParamSpec, normalize_shape, rows, shape_str, size_of
+from .registry import register_layer
 
 
 def _fill(value):
@@ -65,6 +66,7 @@ class _Normalization(Layer):
             self.grad_weight, self.grad_bias = grads["weight"], grads["bias"]
 
 
+@register_layer
 class BatchNorm1d(_Normalization):
     """Batch normalisation with the conventions of torch.nn.BatchNorm1d, over (batch, features)
     or (batch, channels, length) (statistics per channel over the batch and the length).
@@ -191,6 +193,7 @@ class BatchNorm1d(_Normalization):
                 "affine": self.affine, "track_running_stats": self.track_running_stats}
 
 
+@register_layer
 class BatchNorm2d(BatchNorm1d):
     """Batch normalisation per channel of (batch, channels, height, width), statistics over the
     batch and all positions (torch.nn.BatchNorm2d conventions)."""
@@ -199,6 +202,7 @@ class BatchNorm2d(BatchNorm1d):
     _layout = "(batch, channels, height, width)"
 
 
+@register_layer
 class LayerNorm(_Normalization):
     """Layer normalisation over the last axis of each sample (torch.nn.LayerNorm(normalized_features))."""
 

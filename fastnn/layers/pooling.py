@@ -8,6 +8,7 @@ import numpy as np
 from ..kernels.conv import conv_output_size
 from .base import Layer, normalize_shape, shape_str
 from .conv import _pair
+from .registry import register_layer
 
 
 class _PoolNd(Layer):
@@ -98,6 +99,7 @@ class _PoolNd(Layer):
         return ", ".join(parts)
 
 
+@register_layer
 class MaxPool2d(_PoolNd):
     """Max over windows of (batch, channels, height, width); ``stride`` defaults to ``kernel_size``;
     padding is -inf (never chosen), as in PyTorch."""
@@ -106,12 +108,14 @@ class MaxPool2d(_PoolNd):
         super().__init__(kernel_size, stride, padding)
 
 
+@register_layer
 class MaxPool1d(MaxPool2d):
     """Max over windows of (batch, channels, length)."""
 
     _dims = 1
 
 
+@register_layer
 class AvgPool2d(_PoolNd):
     """Mean over windows of (batch, channels, height, width); zero padding counted in the divisor
     unless ``count_include_pad=False`` (PyTorch's default: counted)."""
@@ -119,12 +123,14 @@ class AvgPool2d(_PoolNd):
     _mode = "avg"
 
 
+@register_layer
 class AvgPool1d(AvgPool2d):
     """Mean over windows of (batch, channels, length)."""
 
     _dims = 1
 
 
+@register_layer
 class GlobalAvgPool(Layer):
     """Mean over all spatial positions: (batch, channels, *spatial) -> (batch, channels), for one
     or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten)."""

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from .base import Layer, shape_str, size_of
+from .registry import register_layer
 
 
+@register_layer
 class Reshape(Layer):
     """Per-sample reshape: (batch, *input_shape) -> (batch, *target_shape), a view (like
     ``torch.reshape`` / Keras ``Reshape``). One entry of ``target_shape`` may be -1 (inferred)."""
@@ -52,6 +54,7 @@ class Reshape(Layer):
         return repr(self.target_shape)
 
 
+@register_layer
 class Flatten(Reshape):
     """(batch, *shape) -> (batch, prod(shape)), like ``torch.nn.Flatten()``; a view."""
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str
 from .dense import Dense
+from .registry import register_layer
 
 
+@register_layer
 class Residual(Layer):
     """``y = block(x) + x``, or ``block(x) + x @ P`` when the block changes the width and
     ``projection`` is allowed (P is a bias-free Dense, Xavier-initialised). Gradients flow

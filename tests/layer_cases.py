@@ -1,0 +1,156 @@
+"""The layer table: one row per layer case, read by tests/test_layer_table.py (CPU checks) and
+tests_cuda/test_layer_table_cuda.py (CUDA simulator == CPU). A new layer adds its rows here.
+
+A row says how to build a fresh layer, the per-sample input shape, how to draw inputs, the torch
+twin (optional) and what the checks may assume (mode, determinism, buffers).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+import fastnn as fnn
+
+
+def float_inputs(rng, batch: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Standard normal inputs (batch, *shape)."""
+    return rng.standard_normal((batch, *shape)).astype(dtype)
+
+
+def index_inputs(n: int) -> Callable:
+    """Integer inputs in [0, n) (batch, *shape), e.g. token ids for an Embedding."""
+    def draw(rng, batch, shape, dtype):
+        return rng.integers(0, n, (batch, *shape))
+    return draw
+
+
+@dataclass(frozen=True)
+class LayerCase:
+    """One row of the layer table.
+
+    ``torch``: ``torch.nn -> module``, the equivalent torch module (None: torch has none).
+    ``torch_pairs``: ``(layer, module) -> {fastnn name: (torch tensor, transposed)}`` for every
+    parameter (names of ``layer.parameter_specs()``) and float buffer; the tests copy fastnn's
+    values into the module through it and compare gradients through it (Dense weights are
+    (in, out), torch's (out, in): transposed=True).
+    ``training``: the mode the checks run in (False: evaluation mode).
+    ``deterministic``: a training-mode forward is a function of x and the parameters alone
+    (False for Dropout(p > 0): its masks are random, so it gets the statistical checks instead).
+    ``has_buffers``: the layer keeps non-trainable state (running statistics).
+    ``batch_one_training``: a batch of one sample works in training mode (not for BatchNorm).
+    """
+
+    id: str
+    make: Callable[[], fnn.layers.Layer]
+    shape: tuple[int, ...]
+    inputs: Callable = float_inputs
+    torch: Callable | None = None
+    torch_pairs: Callable | None = None
+    training: bool = True
+    deterministic: bool = True
+    has_buffers: bool = False
+    batch_one_training: bool = True
+
+
+def no_pairs(layer, module) -> dict:
+    return {}
+
+
+def linear_pairs(linear, prefix: str = "") -> dict:
+    """A torch Linear's weight (the transpose of fastnn's) and bias under fastnn's names."""
+    pairs = {f"{prefix}weight": (linear.weight, True)}
+    if linear.bias is not None:
+        pairs[f"{prefix}bias"] = (linear.bias, False)
+    return pairs
+
+
+def norm_pairs(layer, module) -> dict:
+    pairs = {"weight": (module.weight, False), "bias": (module.bias, False)}
+    if getattr(module, "running_mean", None) is not None:
+        pairs.update(running_mean=(module.running_mean, False), running_var=(module.running_var, False))
+    return pairs
+
+
+_TORCH_ACTIVATIONS = {  # fastnn activation name -> torch.nn -> module
+    "identity": lambda nn: nn.Identity(), "sigmoid": lambda nn: nn.Sigmoid(), "tanh": lambda nn: nn.Tanh(),
+    "relu": lambda nn: nn.ReLU(), "elu": lambda nn: nn.ELU(), "selu": lambda nn: nn.SELU(),
+    "gelu": lambda nn: nn.GELU(), "gelu_tanh": lambda nn: nn.GELU(approximate="tanh"),
+    "leaky_relu": lambda nn: nn.LeakyReLU(0.2), "softmax": lambda nn: nn.Softmax(dim=-1),
+    "log_softmax": lambda nn: nn.LogSoftmax(dim=-1),
+}
+
+
+def _torch_dense(n_in, n_out, activation="identity", bias=True):
+    return lambda nn: nn.Sequential(nn.Linear(n_in, n_out, bias=bias), _TORCH_ACTIVATIONS[activation](nn))
+
+
+def _dense_pairs(layer, module):
+    return linear_pairs(module[0])
+
+
+def _torch_residual(block, projection=None):
+    """torch.nn -> x + block(x) (or block(x) + projection(x)), for Residual."""
+    def make(nn):
+        class Residual(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = block(nn)
+                self.projection = None if projection is None else projection(nn)
+
+            def forward(self, x):
+                return self.block(x) + (x if self.projection is None else self.projection(x))
+        return Residual()
+    return make
+
+
+def _residual_pairs(layer, module):
+    pairs = {f"block.0.{k}": v for k, v in linear_pairs(module.block[0]).items()}
+    if module.projection is not None:
+        pairs.update(linear_pairs(module.projection, "projection."))
+    return pairs
+
+
+def _dense_cases():
+    yield LayerCase("dense", lambda: fnn.Dense(5, 3), (5,), torch=_torch_dense(5, 3), torch_pairs=_dense_pairs)
+    yield LayerCase("dense-no-bias", lambda: fnn.Dense(5, 3, bias=False), (5,), torch=_torch_dense(5, 3, bias=False),
+                    torch_pairs=_dense_pairs)
+    for act in ("relu", "tanh", "gelu"):
+        yield LayerCase(f"dense-{act}", lambda act=act: fnn.Dense(5, 4, activation=act), (5,),
+                        torch=_torch_dense(5, 4, act), torch_pairs=_dense_pairs)
+    yield LayerCase("dense-time", lambda: fnn.Dense(4, 3, activation="tanh"), (3, 4), torch=_torch_dense(4, 3, "tanh"),
+                    torch_pairs=_dense_pairs)
+
+
+def _activation_cases():
+    layers = {"identity": fnn.Identity, "sigmoid": fnn.Sigmoid, "tanh": fnn.Tanh, "relu": fnn.ReLU,
+              "leaky_relu": lambda: fnn.LeakyReLU(0.2), "elu": fnn.ELU, "selu": fnn.SELU, "gelu": fnn.GELU,
+              "gelu_tanh": lambda: fnn.GELU(approximate="tanh"), "softmax": fnn.Softmax,
+              "log_softmax": fnn.LogSoftmax}
+    for name, make in layers.items():
+        yield LayerCase(name, make, (5,), torch=_TORCH_ACTIVATIONS[name], torch_pairs=no_pairs)
+    yield LayerCase("softmax-time", fnn.Softmax, (2, 3), torch=_TORCH_ACTIVATIONS["softmax"], torch_pairs=no_pairs)
+
+
+def _other_cases():
+    yield LayerCase("dropout-0", lambda: fnn.Dropout(0.0), (5,), torch=lambda nn: nn.Dropout(0.0),
+                    torch_pairs=no_pairs, has_buffers=True)
+    yield LayerCase("dropout-0.3", lambda: fnn.Dropout(0.3), (5,), torch=lambda nn: nn.Dropout(0.3),
+                    torch_pairs=no_pairs, training=False, deterministic=False, has_buffers=True)
+    for training in (True, False):
+        yield LayerCase(f"batchnorm-{'train' if training else 'eval'}", lambda: fnn.BatchNorm1d(4), (4,),
+                        torch=lambda nn: nn.BatchNorm1d(4), torch_pairs=norm_pairs, training=training,
+                        has_buffers=True, batch_one_training=False)
+    yield LayerCase("layernorm", lambda: fnn.LayerNorm(4), (4,), torch=lambda nn: nn.LayerNorm(4),
+                    torch_pairs=norm_pairs)
+    yield LayerCase("layernorm-time", lambda: fnn.LayerNorm(4), (3, 4), torch=lambda nn: nn.LayerNorm(4),
+                    torch_pairs=norm_pairs)
+    yield LayerCase("residual", lambda: fnn.Residual([fnn.Dense(4, 4, activation="tanh")]), (4,),
+                    torch=_torch_residual(_torch_dense(4, 4, "tanh")), torch_pairs=_residual_pairs)
+    yield LayerCase("residual-projection", lambda: fnn.Residual([fnn.Dense(4, 3, activation="relu")]), (4,),
+                    torch=_torch_residual(_torch_dense(4, 3, "relu"), lambda nn: nn.Linear(4, 3, bias=False)),
+                    torch_pairs=_residual_pairs)
+
+
+CASES: tuple[LayerCase, ...] = (*_dense_cases(), *_activation_cases(), *_other_cases())
