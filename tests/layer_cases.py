@@ -153,4 +153,64 @@ def _other_cases():
                     torch_pairs=_residual_pairs)
 
 
-CASES: tuple[LayerCase, ...] = (*_dense_cases(), *_activation_cases(), *_other_cases())
+def conv_pairs(layer, module) -> dict:
+    """A torch Conv's weight and bias: the same layout as fastnn's."""
+    pairs = {"weight": (module.weight, False)}
+    if module.bias is not None:
+        pairs["bias"] = (module.bias, False)
+    return pairs
+
+
+def _conv_cases():
+    combos = [  # (id, kwargs, per-sample shape)
+        ("conv2d", dict(in_channels=2, out_channels=3, kernel_size=3), (2, 5, 6)),
+        ("conv2d-stride-pad", dict(in_channels=2, out_channels=4, kernel_size=(3, 2), stride=(2, 1), padding=(1, 0)),
+         (2, 5, 5)),
+        ("conv2d-same-dilation-groups", dict(in_channels=4, out_channels=4, kernel_size=3, padding="same", dilation=2,
+                                             groups=2), (4, 5, 5)),
+        ("conv2d-depthwise", dict(in_channels=3, out_channels=3, kernel_size=3, padding=1, groups=3), (3, 4, 4)),
+        ("conv2d-no-bias", dict(in_channels=2, out_channels=2, kernel_size=2, bias=False), (2, 3, 3)),
+    ]
+    for name, kwargs, shape in combos:
+        yield LayerCase(name, lambda kwargs=kwargs: fnn.Conv2d(**kwargs), shape,
+                        torch=lambda nn, kwargs=kwargs: nn.Conv2d(**kwargs), torch_pairs=conv_pairs)
+    yield LayerCase("conv2d-relu", lambda: fnn.Conv2d(2, 3, 3, padding=1, activation="relu"), (2, 4, 4),
+                    torch=lambda nn: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU()),
+                    torch_pairs=lambda layer, module: conv_pairs(layer, module[0]))
+    for name, kwargs in (("conv1d", dict(in_channels=3, out_channels=4, kernel_size=3)),
+                         ("conv1d-stride-dilation", dict(in_channels=2, out_channels=2, kernel_size=3, stride=2,
+                                                         padding=2, dilation=2))):
+        yield LayerCase(name, lambda kwargs=kwargs: fnn.Conv1d(**kwargs), (kwargs["in_channels"], 9),
+                        torch=lambda nn, kwargs=kwargs: nn.Conv1d(**kwargs), torch_pairs=conv_pairs)
+
+
+def _pooling_cases():
+    yield LayerCase("maxpool2d", lambda: fnn.MaxPool2d(2), (2, 5, 4), torch=lambda nn: nn.MaxPool2d(2),
+                    torch_pairs=no_pairs)
+    yield LayerCase("maxpool2d-stride-pad", lambda: fnn.MaxPool2d(3, stride=2, padding=1), (2, 5, 5),
+                    torch=lambda nn: nn.MaxPool2d(3, stride=2, padding=1), torch_pairs=no_pairs)
+    yield LayerCase("avgpool2d-pad", lambda: fnn.AvgPool2d(2, padding=1), (2, 4, 5),
+                    torch=lambda nn: nn.AvgPool2d(2, padding=1), torch_pairs=no_pairs)
+    yield LayerCase("maxpool1d", lambda: fnn.MaxPool1d(2), (3, 7), torch=lambda nn: nn.MaxPool1d(2),
+                    torch_pairs=no_pairs)
+    yield LayerCase("avgpool1d", lambda: fnn.AvgPool1d(3, stride=2), (2, 8), torch=lambda nn: nn.AvgPool1d(3, stride=2),
+                    torch_pairs=no_pairs)
+    yield LayerCase("global-avgpool", fnn.GlobalAvgPool, (3, 4, 4),
+                    torch=lambda nn: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), torch_pairs=no_pairs)
+    yield LayerCase("flatten", fnn.Flatten, (2, 3, 2), torch=lambda nn: nn.Flatten(), torch_pairs=no_pairs)
+    yield LayerCase("reshape", lambda: fnn.Reshape((3, -1)), (6, 2), torch=None)
+    for training in (True, False):
+        yield LayerCase(f"batchnorm2d-{'train' if training else 'eval'}", lambda: fnn.BatchNorm2d(3), (3, 3, 2),
+                        torch=lambda nn: nn.BatchNorm2d(3), torch_pairs=norm_pairs, training=training,
+                        has_buffers=True, batch_one_training=False)
+    yield LayerCase("batchnorm1d-length", lambda: fnn.BatchNorm1d(3), (3, 4), torch=lambda nn: nn.BatchNorm1d(3),
+                    torch_pairs=norm_pairs, has_buffers=True, batch_one_training=False)
+    # (padding_idx is left out: its row's gradient is zero by definition, not by calculus;
+    # tests/test_conv_layers.py checks it against torch)
+    yield LayerCase("embedding", lambda: fnn.Embedding(11, 3), (4,), inputs=index_inputs(11),
+                    torch=lambda nn: nn.Embedding(11, 3),
+                    torch_pairs=lambda layer, module: {"weight": (module.weight, False)})
+
+
+CASES: tuple[LayerCase, ...] = (*_dense_cases(), *_activation_cases(), *_other_cases(), *_conv_cases(),
+                                *_pooling_cases())
