@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         models[mode] = model = build_fastnn(cfg)
         model.train_step(x, y)
         model.predict(x1)
-    assert models["always"]._plan(x.shape[0]).run.fused and not models["never"]._plan(x.shape[0]).run.fused
+    assert models["always"].step_plan(x.shape[0]).run.fused and not models["never"].step_plan(x.shape[0]).run.fused
     step_calls = max(20, int(0.2 / max(_us(lambda: models["never"].train_step(x, y), 5) * 1e-6, 1e-6)))
     rows = []
     for _ in range(args.repeats):

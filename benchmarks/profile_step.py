@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     xb, yb = make_batch(cfg)
     for _ in range(10):
         model.train_step(xb, yb)
-    plan = model._plan(xb.shape[0])
+    plan = model.step_plan(xb.shape[0])
     if args.in_context:
         return _in_context(args, model, plan, xb, yb)
     rows = [("whole train_step", median_us(model.train_step, (xb, yb)))]

@@ -332,6 +332,11 @@ class Sequential:
             layer.bind(v, g)
             object.__setattr__(layer, "_param_views", v)
 
+    def reserve(self, batch_size: int) -> None:
+        """Grow the training input and gradient buffers to ``batch_size`` rows before any plan uses them."""
+        self._inputs(batch_size)
+        self._grad_out(batch_size)
+
     def _make_workspaces(self):
         self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
         self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
@@ -374,7 +379,8 @@ class Sequential:
                 self._building = False
             self._stale = False
 
-    def _ready(self, what: str) -> None:
+    def prepare(self, what: str) -> None:
+        """Before computing: the model must be built; plans made stale by a changed layer are rebuilt."""
         self._require_built(what)
         if self._stale:
             self._refresh()
@@ -520,7 +526,7 @@ class Sequential:
         change it). ``training`` (default: the model's mode) selects dropout and batch statistics.
         """
         x = self._check_x(x, "x")
-        self._ready("forward")
+        self.prepare("forward")
         training = self.training if training is None else bool(training)
         with self._lock:
             x = self._rows_in(x, self._feed, "x", "eager")
@@ -554,7 +560,7 @@ class Sequential:
         activations (diagnostics, plots). Training mode draws dropout masks and batch statistics
         without changing running statistics or the model's state."""
         X = self._check_x(X)
-        self._ready("layer_outputs")
+        self.prepare("layer_outputs")
         with self._lock, self._state_kept():
             _, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
             return [backend.host_copy(layer.last_output) for layer in self.layers]
@@ -562,9 +568,9 @@ class Sequential:
     def loss_and_grads(self, X, y, training: bool = True) -> tuple[float, dict[str, np.ndarray]]:
         """(loss, {parameter name: gradient copy}) on one batch, without an update; leaves
         ``model.grads`` filled. Running statistics and dropout counters are left unchanged."""
-        self._require_compiled("loss_and_grads")
+        self.require_compiled("loss_and_grads")
         X, y = self._check_xy(X, y)
-        self._ready("loss_and_grads")
+        self.prepare("loss_and_grads")
         with self._lock, self._state_kept():
             out, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
             grad = self._grad_out(X.shape[0], "probe")["grad"]
@@ -575,7 +581,7 @@ class Sequential:
     def validate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
         """Metrics of the model on (X, y) in evaluation mode: {"loss": ..., "accuracy": ...} (checked
         input; the pass the fit loop runs on validation data)."""
-        self._require_compiled("validate")
+        self.require_compiled("validate")
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size)
 
@@ -722,7 +728,7 @@ class Sequential:
         n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
         self.optimizer.bind(self.params, self.grads, n_decay)
 
-    def _require_compiled(self, what: str):
+    def require_compiled(self, what: str):
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
                                f"optimizer=...) first, or pass them to fit()")
@@ -743,13 +749,14 @@ class Sequential:
 
     def _check_xy(self, X, y, argument="X"):
         X = self._check_x(X, argument)
-        self._require_compiled("training")
+        self.require_compiled("training")
         V.check_loss_output(self.output_shape, self.loss)
         y = self.loss.check_targets(y, X.shape[0], self.out_features, self.dtype)
         return X, y
 
-    def _plan(self, m: int) -> _StepPlan | None:
-        """The step plan for batch size ``m`` (built once), or None when a layer is not plannable."""
+    def step_plan(self, m: int) -> _StepPlan | None:
+        """The step plan for batch size ``m`` (built once): its input/target buffers ``x``/``y``
+        and its calls; None when a layer is not plannable (user layers with NumPy code)."""
         plan = self._plans.get(m)
         if plan is None and self._plannable:
             if len(self._plans) >= _MAX_PLANS:
@@ -774,7 +781,7 @@ class Sequential:
                                               contexts)
         return plan
 
-    def _infer_plan(self, m: int) -> tuple[np.ndarray, CallRunner, np.ndarray]:
+    def inference_plan(self, m: int) -> tuple[np.ndarray, CallRunner, np.ndarray]:
         """(input buffer, forward calls in evaluation mode, output view) for batch size ``m``."""
         plan = self._plans.get(("infer", m))
         if plan is None:
@@ -788,28 +795,31 @@ class Sequential:
             plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
         return plan
 
-    def _acquire_training(self, what: str):
-        """Mark the calling thread as this model's trainer; RuntimeError if another thread trains it."""
+    @contextlib.contextmanager
+    def training_session(self, what: str):
+        """The calling thread trains this model inside the block; RuntimeError if another thread
+        is training it (one model is trained from one thread at a time)."""
         me = threading.get_ident()
         with self._lock:
             if self._trainer is not None and self._trainer != me:
                 raise RuntimeError(f"{what}: this model is being trained by another thread; train one model from "
                                    f"one thread at a time (copy.deepcopy(model) gives each thread its own)")
             previous, self._trainer = self._trainer, me
-        return previous
+        try:
+            yield
+        finally:
+            self._trainer = previous
 
-    def _release_training(self, previous):
-        self._trainer = previous
-
-    def _step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
-        """One training step on checked arrays; returns (loss, output view). Transactional: if it
-        fails (an exception, a non-finite loss or gradient), the model is left as before it."""
+    def run_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        """One training step on checked arrays (:meth:`check_data`; or a step plan's own buffers);
+        returns (loss, output view). Transactional: if it fails (an exception, a non-finite loss
+        or gradient), the model is left as before it."""
         with self._lock:
             guard = self._guard
             guard.save()
             step_count = self.optimizer.step_count
             try:
-                plan = self._plan(xb.shape[0])
+                plan = self.step_plan(xb.shape[0])
                 if plan is None:  # a user layer runs its own forward/backward
                     out, contexts = self._forward(xb, True, "train")
                     grad = self._grad_out(xb.shape[0])["grad"]
@@ -836,14 +846,11 @@ class Sequential:
 
     def train_step(self, xb, yb) -> float:
         """One forward, loss, backward and optimizer update on a batch; returns the loss."""
-        self._require_compiled("train_step")
+        self.require_compiled("train_step")
         xb, yb = self._check_xy(xb, yb, "xb")
-        self._ready("train_step")
-        previous = self._acquire_training("train_step")
-        try:
-            return self._step(xb, yb)[0]
-        finally:
-            self._release_training(previous)
+        self.prepare("train_step")
+        with self.training_session("train_step"):
+            return self.run_step(xb, yb)[0]
 
     def _divergence_report(self, loss: float, norm: float, xb, yb) -> str:
         """Re-runs the failed step eagerly in training mode (same masks: the guard restored the
@@ -893,12 +900,12 @@ class Sequential:
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
-        self._ready("predict")
+        self.prepare("predict")
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS \
                     and self._plannable:
-                x, run, y = self._infer_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
+                x, run, y = self.inference_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
                 x[...] = X
                 run()
                 out[...] = y
@@ -940,7 +947,7 @@ class Sequential:
 
     def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
         """{"loss": ..., "accuracy": ...} (accuracy for classification losses), in evaluation mode."""
-        self._require_compiled("evaluate")
+        self.require_compiled("evaluate")
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size)

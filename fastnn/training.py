@@ -234,19 +234,19 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
-            model._require_compiled("fit")
+            model.require_compiled("fit")
         model.compile(loss if loss is not None else model.loss,
                       optimizer if optimizer is not None else model.optimizer)
     epochs = V.check_int(epochs, "epochs", minimum=0)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
     user_callbacks = V.check_callbacks(callbacks)
-    X, y = model._check_xy(X, y)
-    model._ready("fit")
+    X, y = model.check_data(X, y)
+    model.prepare("fit")
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (X_val, y_val)")
-        X_val, y_val = model._check_xy(*validation_data, argument="X_val")
+        X_val, y_val = model.check_data(*validation_data, argument="X_val")
     n = X.shape[0]
     norm = next((layer for layer in _walk(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
     batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
@@ -265,21 +265,19 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
     feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
-    previous_trainer = model._acquire_training("fit")
     was_training = model.training
     model.train()
     model.stop_training = False
     try:
-        model._inputs(batch_size)  # grow the buffers to the full batch before any plan uses them
-        model._grad_out(batch_size)
-        cbs.on_train_begin({})
-        with _DeferredInterrupt() as interrupt:
-            _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                        fingerprint, None if validation_data is None else (X_val, y_val))
+        with model.training_session("fit"):
+            model.reserve(batch_size)
+            cbs.on_train_begin({})
+            with _DeferredInterrupt() as interrupt:
+                _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
+                            fingerprint, None if validation_data is None else (X_val, y_val))
     finally:
         progress.close()
         model.train(was_training)
-        model._release_training(previous_trainer)
         if feeder is not None:
             feeder.close()
     cbs.on_train_end({})
@@ -309,7 +307,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
                 continue
             cbs.on_batch_begin(b, {})
             interrupt.critical = True
-            plan = model._plan(hi - lo)
+            plan = model.step_plan(hi - lo)
             if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
                 xb, yb = feeder.load(plan, lo, hi, order)
             elif order is None:
@@ -319,7 +317,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
                 yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
             else:
                 xb, yb = X[order[lo:hi]], y[order[lo:hi]]
-            batch_loss, out = model._step(xb, yb)
+            batch_loss, out = model.run_step(xb, yb)
             total_loss += batch_loss * (hi - lo)
             count = model.loss.correct_count(out, yb if plan is None else plan.y)
             correct = None if count is None or correct is None else correct + count
@@ -332,7 +330,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         if correct is not None:
             logs["accuracy"] = correct / n_used
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in model._evaluate(*validation, 1024).items()})
+            logs.update({f"val_{k}": v for k, v in model.validate(*validation).items()})
         logs["lr"] = float(model.optimizer.lr)
         state.epochs_done = epoch + 1
         state.cursor = None

@@ -109,7 +109,7 @@ def test_cpu_step_plan_calls_the_kernels_directly():
     model = fnn.Sequential(_layers(), seed=1).compile("cross_entropy", "adam")
     X = np.ones((4, 3), np.float32)
     model.train_step(X, np.array([0, 1, 0, 1]))
-    plan = model._plan(4)
+    plan = model.step_plan(4)
     assert [fn for fn, _ in plan.forward] == [dense_kernels.dense_forward] * 2
     assert plan.loss_fn is loss_kernels.cross_entropy_forward_backward
     assert model.device == "cpu" and model.to("cpu") is model

@@ -47,11 +47,11 @@ def test_fused_training_steps_equal_the_python_loop_bit_for_bit(fuse, monkeypatc
     y = np.tanh(X[:, :1] * X[:, 1:])
     fused_model = _tiny(dtype=dtype)
     fused = _train(fused_model, X, y, "mse")
-    assert fused_model._plan(9).run.fused
+    assert fused_model.step_plan(9).run.fused
     monkeypatch.setattr(_config, "FUSE", "never")
     loop_model = _tiny(dtype=dtype)
     loop = _train(loop_model, X, y, "mse")
-    assert not loop_model._plan(9).run.fused
+    assert not loop_model.step_plan(9).run.fused
     np.testing.assert_array_equal(fused[0], loop[0])
     np.testing.assert_array_equal(fused[1], loop[1])
 
@@ -72,7 +72,7 @@ def test_fused_step_with_batchnorm_dropout_residual_layernorm(fuse, monkeypatch,
     monkeypatch.setattr(_config, "FUSE", "always")
     for rows in (X[:1], X[:5]):
         np.testing.assert_array_equal(fused_model.predict(rows), loop_model.predict(rows))
-        assert fused_model._infer_plan(rows.shape[0])[1].fused
+        assert fused_model.inference_plan(rows.shape[0])[1].fused
 
 
 def test_one_generated_step_serves_every_model_of_one_structure(fuse):
@@ -83,7 +83,7 @@ def test_one_generated_step_serves_every_model_of_one_structure(fuse):
         model = _tiny(seed=seed, width=width)
         model.compile(loss="mse", optimizer="sgd")
         model.train_step(X32, X32[:, :1])
-        sources.add(model._plan(8).run._fused.source)
+        sources.add(model.step_plan(8).run._fused.source)
     assert len(sources) == 1
     assert len([f for f in os.listdir(fuse) if f.endswith(".py")]) == 1
 
@@ -97,14 +97,14 @@ def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(m
     monkeypatch.setattr(_config, "FUSE_MIN_SHARE", float("inf"))  # dispatch never worth it
     for _ in range(5):
         model.train_step(X, X[:, :1])
-    assert not model._plan(4).run.fused
+    assert not model.step_plan(4).run.fused
     monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.0)  # dispatch always worth it
     X = np.zeros((5, 2), np.float32)
     model.train_step(X, X[:, :1])
     model.train_step(X, X[:, :1])
-    assert not model._plan(5).run.fused
+    assert not model.step_plan(5).run.fused
     model.train_step(X, X[:, :1])
-    assert model._plan(5).run.fused
+    assert model.step_plan(5).run.fused
 
 
 def test_user_layers_are_never_fused(fuse, rng):
@@ -164,7 +164,7 @@ def test_a_failed_fusion_warns_and_keeps_the_python_loop(monkeypatch, rng):
     model.compile(loss="mse", optimizer="sgd")
     with pytest.warns(RuntimeWarning, match="could not fuse.*no compiler today.*FASTNN_FUSE=never"):
         first = model.train_step(X, X[:, :1])
-    assert not model._plan(9).run.fused
+    assert not model.step_plan(9).run.fused
     assert np.isfinite(first) and np.isfinite(model.train_step(X, X[:, :1]))
 
 

@@ -141,9 +141,9 @@ def test_fused_steps_equal_the_python_loop_bit_for_bit(case, fused_cache, monkey
         target = upstream(model, batch=5)
         losses = [model.train_step(x, target) for _ in range(3)] if one_d else []
         if one_d:
-            assert model._plan(5).run.fused == (fuse == "always")
+            assert model.step_plan(5).run.fused == (fuse == "always")
         preds = [model.predict(x[:1]), model.predict(x)]
-        assert model._infer_plan(5)[1].fused == (fuse == "always")
+        assert model.inference_plan(5)[1].fused == (fuse == "always")
         results.append((losses, model.params.copy(), model.state_arrays(), preds))
     (l1, p1, s1, y1), (l2, p2, s2, y2) = results
     np.testing.assert_array_equal(l1, l2)

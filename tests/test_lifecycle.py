@@ -155,10 +155,10 @@ def _interrupt_kernel(monkeypatch, model, where, after_calls):
 
         monkeypatch.setattr(model.optimizer, "_update", update)
         return
-    original_step = model._step
+    original_step = model.run_step
 
     def step(xb, yb):
-        plan = model._plan(xb.shape[0])
+        plan = model.step_plan(xb.shape[0])
         calls = plan.run.calls
         index = {"forward": 1, "loss": len(plan.forward), "backward": len(plan.forward) + 2}[where]
         fn, args = calls[index]
@@ -175,7 +175,7 @@ def _interrupt_kernel(monkeypatch, model, where, after_calls):
                 calls[index] = (fn, args)
         return original_step(xb, yb)
 
-    monkeypatch.setattr(model, "_step", step)
+    monkeypatch.setattr(model, "run_step", step)
 
 
 @pytest.mark.parametrize("where", ["forward", "loss", "backward", "update", "callback_begin", "callback_end"])

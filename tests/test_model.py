@@ -116,11 +116,11 @@ def test_training_steps_allocate_no_new_workspaces(rng):
     y = rng.integers(0, 4, 16)
     model.train_step(X, y)
     buffers = [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
-    outs = [id(model._plan(16).out)]
+    outs = [id(model.step_plan(16).out)]
     for _ in range(3):
         model.train_step(X, y)
     assert buffers == [id(arr) for layer in model.layers for arr in layer._workspace(16).values()]
-    assert outs == [id(model._plan(16).out)]
+    assert outs == [id(model.step_plan(16).out)]
 
 
 def test_fit_writes_one_line_per_epoch_when_not_a_terminal(capsys, rng):

@@ -11,7 +11,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn import backend
-from fastnn import model as model_mod
+from fastnn import training as training_mod
 
 RTOL, ATOL = 1e-4, 1e-5
 STEPS = 2
@@ -195,7 +195,7 @@ class _LazyEvent:
 
 def _fit_on_cuda(monkeypatch, X, y, prefetch=True, lazy=False):
     """(model, history, copies in flight at each step) of a small fit on "cuda" with shuffling."""
-    monkeypatch.setattr(model_mod._BatchFeeder, "prefetch", prefetch)
+    monkeypatch.setattr(training_mod.BatchFeeder, "prefetch", prefetch)
     streams = []
     if lazy:
         copy_into = backend.copy_into
@@ -215,13 +215,13 @@ def _fit_on_cuda(monkeypatch, X, y, prefetch=True, lazy=False):
         monkeypatch.setattr(backend, "stream", lazy_stream)
     model = _fit_model("cuda")
     in_flight = []
-    step = model._step
+    step = model.run_step
 
     def counting_step(xb, yb):
         in_flight.append(len(streams[-1].queue) if streams else None)
         return step(xb, yb)
 
-    model._step = counting_step
+    model.run_step = counting_step
     history = model.fit(X, y, epochs=2, batch_size=4, shuffle=True, verbose=0)
     monkeypatch.undo()
     return model, history.history, in_flight
