@@ -27,10 +27,13 @@ JIT_INLINE = dict(JIT, inline="always")
 PARALLEL_MIN_ELEMENTS = 65_536
 # GEMMs with fewer multiply-adds than this run as one serial BLAS call.
 PARALLEL_MIN_MACS = 1 << 20
-# GEMMs run in parallel are split into this many output tiles (Numba's thread count at start-up,
-# fixed for the process: set_num_threads changes who runs the tiles, not the tiling, so the
-# bits of every product stay the same). Part of the kernels' cache stamp (kernels/_cache.py).
-GEMM_TILES = max(1, numba.config.NUMBA_NUM_THREADS)
+# GEMMs run in parallel are split into this many output tiles (the machine's CPU count, or
+# NUMBA_NUM_THREADS if larger; fixed for the process: set_num_threads changes who runs the tiles,
+# not the tiling, so the bits of every product stay the same). Not NUMBA_NUM_THREADS alone:
+# joblib's workers get NUMBA_NUM_THREADS=cpus/n_jobs, and a tiling of their own would give other
+# bits than the parent and, being part of the kernels' cache stamp (kernels/_cache.py), make
+# parent and workers recompile every kernel over each other's cache (measured: 100 s per fit).
+GEMM_TILES = max(1, numba.config.NUMBA_DEFAULT_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
 # Rows per fixed-size chunk of every reduction over the batch: partial sums are per chunk,
 # combined in chunk order, so results never depend on the thread count.
 REDUCTION_CHUNK_ROWS = 64

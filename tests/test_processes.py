@@ -14,15 +14,16 @@ import platform
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _config
+from fastnn import _config, _fused
 
-TIMEOUT_S = 240
+TIMEOUT_S = 120
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tbb wheel (a core dependency where one exists) makes the layer fork- and thread-safe.
 TBB_WHEEL = platform.machine().lower() in ("x86_64", "amd64") and sys.platform in ("linux", "win32", "darwin")
@@ -69,10 +70,10 @@ def test_an_explicit_numba_threading_layer_is_kept(layer):
         import numba, fastnn
         from tests.test_processes import train_tiny
         train_tiny(0, steps=1)
-        print(fastnn._config.THREADING_LAYER, numba.threading_layer())
+        print(numba.threading_layer())
         """, env={**os.environ, "NUMBA_THREADING_LAYER": layer})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [layer, layer]
+    assert result.stdout.split() == [layer]
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
@@ -81,7 +82,7 @@ def test_children_train_after_the_parent_trained(method):
     then waits for ever); tbb does not."""
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"no {method} start method here")
-    if method == "fork" and _config.THREADING_LAYER != "tbb" and not TBB_WHEEL:
+    if method == "fork" and not TBB_WHEEL:
         pytest.skip("no tbb wheel for this platform: fork after training needs tbb (docs/architecture.md)")
     expected = [train_tiny(seed) for seed in (1, 2)]  # the parent trains first
     with multiprocessing.get_context(method).Pool(2) as pool:
@@ -106,7 +107,7 @@ def test_models_trained_in_threads_equal_models_trained_one_after_another(tmp_pa
     result = _python("""
         import threading
         import numpy as np
-        from fastnn import _config
+        from fastnn import _config, _fused
         from tests.test_processes import train_tiny
 
         seeds = (1, 2, 3)
@@ -172,3 +173,50 @@ def test_processes_fusing_one_structure_at_once_share_the_cache(tmp_path):
     sources = [name for name in os.listdir(cache) if name.endswith(".py")]
     assert len(sources) == 1
     assert not [name for name in os.listdir(cache) if name.endswith(".tmp")]
+
+
+def _load_in_threads(source: str, n: int = 8) -> list:
+    """``_fused._load(source)`` from ``n`` threads released at once: what each got or raised."""
+    start = threading.Barrier(n)
+    results = [None] * n
+
+    def work(i):
+        start.wait()
+        try:
+            results[i] = _fused._load(source)
+        except Exception as error:  # reported by the assertions of the caller
+            results[i] = error
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    return results
+
+
+def test_threads_loading_one_step_source_at_once_get_one_function(monkeypatch, tmp_path):
+    """In-process writers of one cache file (models fused in several threads) neither collide
+    on a temporary file nor import a partial one; no temporary file is left behind."""
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    for k in range(10):  # a few rounds: the collision needs the threads to interleave
+        source = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(2000)) + f"def run():\n    return {k}\n"
+        results = _load_in_threads(source)
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert len({id(r) for r in results}) == 1 and results[0]() == k
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in os.listdir(tmp_path) if n.endswith(".py"))
+    assert len(os.listdir(tmp_path)) == 10
+
+
+def test_a_damaged_step_file_in_the_cache_is_rewritten(monkeypatch, tmp_path):
+    """A step file cut short (a crash while writing, a full disk) is replaced, not imported."""
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    source = "def run():\n    return 42\n"
+    first = _fused._load(source)
+    (path,) = tmp_path.glob("step_*.py")
+    path.write_text(source[:12])
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    assert _fused._load(source)() == first() == 42
+    assert path.read_text() == source
