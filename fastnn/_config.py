@@ -1,11 +1,15 @@
 """Process-wide settings: compiler flags for every kernel, size thresholds, thread control.
 
 Every ``@njit`` in ``fastnn.kernels`` takes its options from :data:`JIT` (serial) or
-:data:`JIT_PARALLEL`; nothing else in the package spells ``fastmath=``.
+:data:`JIT_PARALLEL`; nothing else in the package spells ``fastmath=``. Importing this module
+also picks Numba's threading layer (:data:`THREADING_LAYER`), before any parallel kernel runs.
 """
 from __future__ import annotations
 
+import ctypes
+import importlib.metadata
 import os
+import sys
 
 import numba
 
@@ -23,10 +27,13 @@ JIT_INLINE = dict(JIT, inline="always")
 PARALLEL_MIN_ELEMENTS = 65_536
 # GEMMs with fewer multiply-adds than this run as one serial BLAS call.
 PARALLEL_MIN_MACS = 1 << 20
-# GEMMs run in parallel are split into this many output tiles (Numba's thread count at start-up,
-# fixed for the process: set_num_threads changes who runs the tiles, not the tiling, so the
-# bits of every product stay the same). Part of the kernels' cache stamp (kernels/_cache.py).
-GEMM_TILES = max(1, numba.config.NUMBA_NUM_THREADS)
+# GEMMs run in parallel are split into this many output tiles (the machine's CPU count, or
+# NUMBA_NUM_THREADS if larger; fixed for the process: set_num_threads changes who runs the tiles,
+# not the tiling, so the bits of every product stay the same). Not NUMBA_NUM_THREADS alone:
+# joblib's workers get NUMBA_NUM_THREADS=cpus/n_jobs, and a tiling of their own would give other
+# bits than the parent and, being part of the kernels' cache stamp (kernels/_cache.py), make
+# parent and workers recompile every kernel over each other's cache (measured: 100 s per fit).
+GEMM_TILES = max(1, numba.config.NUMBA_DEFAULT_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
 # Rows per fixed-size chunk of every reduction over the batch: partial sums are per chunk,
 # combined in chunk order, so results never depend on the thread count.
 REDUCTION_CHUNK_ROWS = 64
@@ -63,3 +70,62 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Number of threads fastnn's parallel kernels use."""
     return numba.get_num_threads()
+
+
+# --- Numba's threading layer (docs/architecture.md, "Threads") ---------------------------------
+# tbb is the only layer that is both fork-safe (GNU OpenMP kills a child forked after a parallel
+# region as soon as it runs one: a multiprocessing pool with the fork start method hangs) and
+# thread-safe (workqueue aborts the process when two threads run parallel kernels at once).
+_TBB_LIBRARY = {"win32": "tbb12.dll", "darwin": "libtbb.12.dylib"}.get(sys.platform, "libtbb.so.12")
+_TBB_MIN_INTERFACE = 12060  # the oldest TBB Numba's tbbpool accepts (numba/np/ufunc/parallel.py)
+
+
+def _load_tbb() -> bool:
+    """Load the TBB runtime so Numba's tbb layer can start; True if it is there and new enough.
+
+    The ``tbb`` wheel puts its library in ``<prefix>/lib`` (``Library/bin`` on Windows), which the
+    dynamic loader does not always search (pyenv, some venvs): loaded once here by full path and
+    globally, it is the one Numba's ``tbbpool`` extension links to.
+    """
+    try:
+        library = ctypes.CDLL(_TBB_LIBRARY)
+    except OSError:
+        try:
+            files = importlib.metadata.distribution("tbb").files or ()
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        paths = [str(f.locate()) for f in files if f.name == _TBB_LIBRARY]
+        if not paths:
+            return False
+        try:
+            library = ctypes.CDLL(paths[0], mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            return False
+    try:
+        if library.TBB_runtime_interface_version() < _TBB_MIN_INTERFACE:
+            return False
+        from numba.np.ufunc import tbbpool  # noqa: F401  (the extension links against the library)
+    except (AttributeError, ImportError, OSError):
+        return False
+    return True
+
+
+def _select_threading_layer() -> str:
+    """Ask Numba for the tbb layer unless the user chose a layer (``NUMBA_THREADING_LAYER`` or
+    ``numba.config.THREADING_LAYER`` set before importing fastnn) or a parallel region already
+    ran; returns the layer asked for (``"default"``: Numba's own order, tbb, omp, workqueue).
+    A user's choice that may use tbb (tbb, safe, threadsafe, forksafe) gets its library loaded."""
+    from numba.np.ufunc import parallel
+
+    chosen = str(numba.config.THREADING_LAYER).lower()
+    if parallel._is_initialized or chosen in ("omp", "workqueue"):
+        return chosen
+    if not _load_tbb() or "NUMBA_THREADING_LAYER" in os.environ or chosen != "default":
+        return chosen
+    numba.config.THREADING_LAYER = "tbb"
+    return "tbb"
+
+
+# The layer asked for at import: "tbb" when fastnn chose it, else the user's choice or "default".
+# numba.threading_layer() names the one running, once a parallel kernel has run.
+THREADING_LAYER = _select_threading_layer()

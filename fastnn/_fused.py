@@ -20,6 +20,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -172,26 +173,60 @@ def _source(calls: Sequence[Call], returns) -> tuple[str, list]:
 
 
 _LOADED: dict[str, Callable] = {}
+_LOAD_LOCK = threading.Lock()  # threads fusing one structure import (and compile) it once
+
+
+def _write_once(path: str, source: str) -> None:
+    """Make ``path`` hold ``source``, safely against other processes and threads doing the same.
+
+    The text goes to a temporary file of its own in the same folder, then is linked into place
+    atomically: a reader never sees a partial file, and the first complete writer wins (later
+    ones find the same text, named by its hash, and leave it be). A file left wrong by a crash
+    of an older version is replaced.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == source:
+                return
+    except FileNotFoundError:
+        pass
+    folder, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(source)
+        try:
+            os.link(tmp, path)  # fails if another writer got there first: keep theirs
+        except FileExistsError:
+            with open(path, encoding="utf-8") as handle:
+                if handle.read() != source:
+                    os.replace(tmp, path)
+        except OSError:  # no hard links on this file system
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _load(source: str) -> Callable:
     digest = hashlib.sha256(source.encode() + _cache.stamp()).hexdigest()[:24]
-    fn = _LOADED.get(digest)
-    if fn is not None:
+    with _LOAD_LOCK:
+        fn = _LOADED.get(digest)
+        if fn is not None:
+            return fn
+        path = os.path.join(cache_dir(), f"step_{digest}.py")
+        _write_once(path, source)
+        name = f"fastnn_step_{digest}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        fn = _LOADED[digest] = module.run
         return fn
-    path = os.path.join(cache_dir(), f"step_{digest}.py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:  # Python reads sources as UTF-8
-            handle.write(source)
-        os.replace(tmp, path)  # atomic: concurrent processes write the same content
-    name = f"fastnn_step_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    fn = _LOADED[digest] = module.run
-    return fn
 
 
 class FusedCalls:
