@@ -38,8 +38,7 @@ from .layers import (
     register_layer,
 )
 from .losses import register_loss
-from .model import Sequential
-from .serialization import load_model as load
+from .model import Sequential, load
 
 __version__ = "0.1.0"
 

@@ -333,11 +333,10 @@ def check_batch_plan(n_samples: int, batch_size, *, needs_batch_over_one: bool, 
     return BatchPlan(batch_size, -(-samples // batch_size), samples, note)
 
 
-def check_callbacks(callbacks) -> list:
+def check_callbacks(callbacks, base: type) -> list:
     """``callbacks`` as a list of fastnn Callback instances: None gives [], a single Callback is
     wrapped in a list; anything else is a TypeError naming what came."""
-    from .callbacks import Callback
-
+    Callback = base  # fastnn.callbacks.Callback, passed in: validation imports nothing above it
     if callbacks is None:
         return []
     if isinstance(callbacks, Callback):

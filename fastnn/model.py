@@ -1036,3 +1036,31 @@ class Sequential:
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
+
+
+def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
+    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
+    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either).
+
+    Raises CorruptFileError (a ValueError) for a damaged, tampered or foreign file. ``verify=False``
+    skips the checksum (for a file whose checksum was removed); the structure, dtypes and shapes
+    are checked against the architecture either way."""
+    from . import serialization
+    from .io import CorruptFileError
+
+    V.check_choice(device, backend.DEVICES, "device")
+    if device != "cpu":
+        backend.require_cuda()
+    record, tensors = serialization.read_checkpoint(path, verify=verify)
+    try:
+        model = Sequential.from_config(record["config"])
+        serialization.check_tensors(tensors, record, model.state_arrays(), model.dtype, path)
+        model.restore(record)
+    except CorruptFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        # metadata that passed the checksum only fails here for classes this process has not
+        # registered (the message says so); with verify=False it may be anything
+        raise CorruptFileError(f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
+                               f"malformed or names unknown classes ({type(exc).__name__}: {exc})") from None
+    return model.to(device)

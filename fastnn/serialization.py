@@ -1,12 +1,13 @@
-"""Saving and loading whole models (architecture, weights, optimizer and training state) as
-one safetensors file; nothing is ever unpickled."""
+"""Checkpoint files: a model's snapshot record (:meth:`fastnn.Sequential.snapshot`: architecture,
+weights, buffers, optimizer and training state) as one safetensors file, and back. Works on plain
+records only (it imports nothing above it); ``fastnn.load`` rebuilds the model. Nothing is ever
+unpickled."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from . import backend
 from .io import CorruptFileError, read_safetensors, write_safetensors
 
 FORMAT = "fastnn"
@@ -81,20 +82,12 @@ def record_from_file(tensors: dict, meta: dict, path) -> dict:
     return record
 
 
-def load_model(path, device: str = "cpu", *, verify: bool = True):
-    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
-    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either).
+def read_checkpoint(path, *, verify: bool = True) -> tuple[dict, dict]:
+    """(checkpoint record, raw tensors) of a file written by :func:`save_model`.
 
     Raises CorruptFileError (a ValueError) for a damaged, tampered or foreign file. ``verify=False``
-    skips the checksum (for a file whose checksum was removed); the structure, dtypes and shapes
-    are checked against the architecture either way."""
-    from ._validation import check_choice
-    from .model import Sequential
-
-    check_choice(device, backend.DEVICES, "device")
-    if device != "cpu":
-        backend.require_cuda()
-
+    skips the checksum (for a file whose checksum was removed); :func:`check_tensors` then checks
+    structure, dtypes and shapes against the rebuilt architecture either way."""
     tensors, meta = read_safetensors(path, verify=verify)
     if meta.get("format") != FORMAT:
         raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
@@ -105,23 +98,23 @@ def load_model(path, device: str = "cpu", *, verify: bool = True):
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
                          f"upgrade fastnn to load it")
     try:
-        record = record_from_file(tensors, meta, path)
-        model = Sequential.from_config(record["config"])
-        for name, arr in model.state_arrays().items():
-            key = f"param.{name}" if name in record["params"] else f"buffer.{name}"
-            _take(tensors, key, arr, path)
-        for key in tensors:
-            if key.startswith("optimizer."):
-                _of_dtype(tensors, key, model.dtype, path)
-        model.restore(record)
+        return record_from_file(tensors, meta, path), tensors
     except CorruptFileError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-        # metadata that passed the checksum only fails here for classes this process has not
-        # registered (the message says so); with verify=False it may be anything
-        raise CorruptFileError(f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
-                               f"malformed or names unknown classes ({type(exc).__name__}: {exc})") from None
-    return model.to(device)
+        raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed "
+                               f"({type(exc).__name__}: {exc})") from None
+
+
+def check_tensors(tensors: dict, record: dict, expected: dict, dtype, path) -> None:
+    """Every array the rebuilt model has (``expected``: name -> array) is in the file with its
+    shape and dtype; optimizer state has the model's dtype. CorruptFileError otherwise."""
+    for name, arr in expected.items():
+        key = f"param.{name}" if name in record["params"] else f"buffer.{name}"
+        _take(tensors, key, arr, path)
+    for key in tensors:
+        if key.startswith("optimizer."):
+            _of_dtype(tensors, key, dtype, path)
 
 
 def _of_dtype(tensors: dict, key: str, dtype, path) -> np.ndarray:

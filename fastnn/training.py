@@ -26,7 +26,7 @@ import numpy as np
 from . import _validation as V
 from . import backend
 from ._progress import EpochProgress
-from .callbacks import CallbackList, History
+from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
@@ -240,7 +240,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     epochs = V.check_int(epochs, "epochs", minimum=0)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
-    user_callbacks = V.check_callbacks(callbacks)
+    user_callbacks = V.check_callbacks(callbacks, Callback)
     X, y = model.check_data(X, y)
     model.prepare("fit")
     if validation_data is not None:

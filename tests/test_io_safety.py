@@ -234,7 +234,7 @@ def test_every_written_file_carries_the_checksum(tmp_path):
 def test_a_file_without_checksum_is_refused_unless_verify_false(saved):
     model, path = saved
     edit_header(path, drop_checksum)
-    for load in (fnn.load, read_safetensors, fnn.serialization.load_model):
+    for load in (fnn.load, read_safetensors, fnn.model.load):
         with pytest.raises(CorruptFileError, match="no fastnn checksum.*verify=False"):
             load(path)
     np.testing.assert_array_equal(fnn.load(path, verify=False).params, model.params)

@@ -221,16 +221,17 @@ def test_check_callbacks_wraps_one_and_names_what_is_wrong():
     from fastnn._validation import check_callbacks
 
     stop = fnn.callbacks.EarlyStopping(patience=2)
-    assert check_callbacks(None) == [] and check_callbacks(stop) == [stop]
-    assert check_callbacks((stop,)) == [stop] and check_callbacks([stop]) == [stop]
+    base = fnn.callbacks.Callback
+    assert check_callbacks(None, base) == [] and check_callbacks(stop, base) == [stop]
+    assert check_callbacks((stop,), base) == [stop] and check_callbacks([stop], base) == [stop]
     with pytest.raises(TypeError, match=r"callbacks\[1\] must be a fastnn.callbacks.Callback, got str 'x'"):
-        check_callbacks([stop, "x"])
+        check_callbacks([stop, "x"], fnn.callbacks.Callback)
     with pytest.raises(TypeError, match=r"callbacks\[0\].*got type.*EarlyStopping\(\.\.\.\), not the class"):
-        check_callbacks([fnn.callbacks.EarlyStopping])
+        check_callbacks([fnn.callbacks.EarlyStopping], fnn.callbacks.Callback)
     with pytest.raises(TypeError, match=r"callbacks must be a list.*got type.*callbacks=\[EarlyStopping\(\.\.\.\)\]"):
-        check_callbacks(fnn.callbacks.EarlyStopping)
+        check_callbacks(fnn.callbacks.EarlyStopping, fnn.callbacks.Callback)
     with pytest.raises(TypeError, match=r"callbacks must be a list.*got dict"):
-        check_callbacks({"a": stop})
+        check_callbacks({"a": stop}, fnn.callbacks.Callback)
 
 
 def test_check_forward_done():
