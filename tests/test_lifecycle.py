@@ -397,3 +397,36 @@ def test_slicing_a_model_copies_layers_with_their_trained_weights(rng):
     np.testing.assert_array_equal(model.params, before)
     twin = fnn.Sequential([copy.deepcopy(layer) for layer in model.layers])  # a deep-copied layer keeps its weights
     np.testing.assert_array_equal(twin.predict(X), model.predict(X))
+
+
+def test_ctrl_c_during_a_step_is_held_until_the_step_commits(rng, tmp_path, monkeypatch):
+    """A real SIGINT delivered while the plan's kernels run: the step completes and commits, then
+    fit raises KeyboardInterrupt; save, load and fit give the uninterrupted run."""
+    import os
+    import signal
+
+    X, y = _data(rng)
+    reference = _model()
+    reference.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    model = _model()
+    plan = model.step_plan(16)
+    index = len(plan.forward) + 1  # the first backward call
+    fn, args = plan.run.calls[index]
+    fired = []
+
+    def signalled(*a):
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, inside the step
+        return fn(*a)
+
+    plan.run.calls[index] = (signalled, args)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    plan.run.calls[index] = (fn, args)
+    assert model.state.cursor.samples == 16 and model.optimizer.step_count == 1  # the step committed
+    model.save(tmp_path / "m.safetensors")
+    resumed = fnn.load(tmp_path / "m.safetensors")
+    resumed.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(resumed.params, reference.params)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put the handler back
