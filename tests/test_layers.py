@@ -85,7 +85,7 @@ def test_batchnorm_uses_batch_stats_in_training_and_running_stats_in_eval(rng):
 
 def test_batchnorm_batch_of_one_in_training_is_refused():
     model = fnn.Sequential([fnn.Dense(3, 4), fnn.BatchNorm1d(4)])
-    with pytest.raises(ValueError, match="more than 1 sample per batch"):
+    with pytest.raises(ValueError, match="more than 1 value per channel in training"):
         model.forward(np.ones((1, 3)), training=True)
     assert model.forward(np.ones((1, 3)), training=False).shape == (1, 4)
 
