@@ -173,21 +173,17 @@ def softmax_row(code, z, y, i):
     for j in range(1, n):
         row_max = max(row_max, z[i, j])
     total = like(0.0, z)
+    for j in range(n):  # no stores here: with y = z a storing loop would not vectorise (other sum order)
+        total += math.exp(z[i, j] - row_max)
     if code == SOFTMAX:
-        for j in range(n):
-            e = math.exp(z[i, j] - row_max)
-            y[i, j] = e
-            total += e
         inv = like(1.0, z) / total
         for j in range(n):
-            y[i, j] *= inv
+            y[i, j] = math.exp(z[i, j] - row_max) * inv
     else:
         # z - max goes through y, so 'reassoc' cannot fold the two subtractions into
-        # z - (max + log_total), which loses log_total when max is huge
+        # z - (max + log_total), which loses log_total when max is huge (measured)
         for j in range(n):
-            d = z[i, j] - row_max
-            y[i, j] = d
-            total += math.exp(d)
+            y[i, j] = z[i, j] - row_max
         log_total = math.log(total)
         for j in range(n):
             y[i, j] -= log_total
