@@ -131,11 +131,16 @@ def scaled_moments(v, eps):
         d = like(math.ldexp(v[k], -e), v) - mean
         var += d * d
     var /= count
-    mean_full = clamp_finite(like(math.ldexp(mean, e), v), v)
-    var_full = like(math.ldexp(var, e + e), v)
-    if is_finite(var_full):
+    # No ldexp may overflow (Python's, run by the CUDA simulator, raises): |mean| is kept within
+    # top * 2**-e, and the variance is scaled back only when its exponent fits the dtype's.
+    limit = like(math.ldexp(top, -e), v)
+    mean_full = like(math.ldexp(min(max(mean, -limit), limit), e), v)
+    _, e_var = math.frexp(var)
+    _, e_max = math.frexp(big(one))
+    if var == 0 or e_var + e + e <= e_max:
+        var_full = like(math.ldexp(var, e + e), v)
         return mean_full, var_full, one / math.sqrt(var_full + eps)
-    return mean_full, big(v), like(math.ldexp(one / math.sqrt(var), -e), v)
+    return mean_full, big(one), like(math.ldexp(one / math.sqrt(var), -e), v)
 
 
 # ---------------------------------------------------------------------------- CPU kernels
