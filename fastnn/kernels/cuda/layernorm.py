@@ -16,10 +16,13 @@ from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
 from .._scalar import is_finite, like
+from ..batchnorm import normalize_value, scaled_moments
 from ..layernorm import partial_rows
 from ._common import BLOCK, block_sum, blocks_for, numba_type, per_dtype
-from ..batchnorm import normalize_value
-from .batchnorm import _scaled_moments, column_grid, column_kernels, sum_partials
+from .batchnorm import column_grid, column_kernels, sum_partials
+
+# The CPU's rescue of a row whose sums overflowed, compiled as a device function.
+_scaled_moments = cuda.jit(device=True)(scaled_moments.py_func)
 
 
 @per_dtype
