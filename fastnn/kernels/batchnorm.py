@@ -169,20 +169,11 @@ def _merge_moments(partials, mean, var, m, chunks):
 def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
     """x_hat = (x - mean) * inv_std and out = gamma * x_hat + beta (out = x_hat if not affine)."""
     n = x.shape[1]
-    worst = like(0.0, x)
-    for i in range(r0, r1):  # branch-free: vectorises; rows where x - mean overflowed are redone below
+    for i in range(r0, r1):
         for j in range(n):
-            d = x[i, j] - mean[j]
-            worst = max(worst, abs(d))
-            h = d * inv_std[j]
+            h = normalize_value(x[i, j], mean[j], inv_std[j])
             x_hat[i, j] = h
             out[i, j] = gamma[j] * h + beta[j] if affine else h
-    if not is_finite(worst):
-        for i in range(r0, r1):
-            for j in range(n):
-                h = normalize_value(x[i, j], mean[j], inv_std[j])
-                x_hat[i, j] = h
-                out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
 @njit(**JIT_PARALLEL)
@@ -190,8 +181,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
                             eps, momentum, affine, track):
     """Training-mode batch norm of ``x`` (batch >= 2, features); shapes in the module note.
 
-    Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``; neither may be
-    ``x``: a chunk whose x - mean overflowed is normalised again from ``x``), mean and
+    Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``), mean and
     inv_std = 1 / sqrt(var + eps) (features,); ``gamma``/``beta`` are read only if ``affine``.
     If ``track``: running_mean/running_var updated in place with ``momentum`` (for PyTorch's
     ``momentum=None``, pass 1 / batches_seen), the variance unbiased.
@@ -238,7 +228,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
 def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, r1):
     n = x.shape[1]
     one = like(1.0, x)
-    for i in range(r0, r1):  # per element (out may be x, so a row cannot be redone afterwards)
+    for i in range(r0, r1):
         for j in range(n):
             h = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
             out[i, j] = gamma[j] * h + beta[j] if affine else h

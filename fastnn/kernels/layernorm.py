@@ -42,25 +42,17 @@ def _forward_rows(x, gamma, beta, out, x_hat, inv_std, eps, affine, r0, r1):
         else:  # the row's sums overflowed: redo it on scaled values
             mean, _, s = scaled_moments(x[i], eps)
         inv_std[i] = s
-        worst = like(0.0, x)
-        for j in range(n):  # branch-free: vectorises; a row where x - mean overflowed is redone below
-            d = x[i, j] - mean
-            worst = max(worst, abs(d))
-            h = d * s
+        for j in range(n):
+            h = normalize_value(x[i, j], mean, s)
             x_hat[i, j] = h
             out[i, j] = gamma[j] * h + beta[j] if affine else h
-        if not is_finite(worst):
-            for j in range(n):
-                h = normalize_value(x[i, j], mean, s)
-                x_hat[i, j] = h
-                out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
 @njit(**JIT_PARALLEL)
 def layernorm_forward(x, gamma, beta, out, x_hat, inv_std, eps, affine):
     """out = (x - row mean) / sqrt(row var + eps) (* gamma + beta if ``affine``), rows of (batch, features).
 
-    Writes out, x_hat (may be ``out`` when not ``affine``; neither may be ``x``) and inv_std
+    Writes out, x_hat (may be ``out`` when not ``affine``; may not be ``x``) and inv_std
     (batch,). ``gamma``/``beta`` (features,) are read only if ``affine``.
     """
     m = x.shape[0]

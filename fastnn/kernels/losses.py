@@ -102,12 +102,10 @@ def _chunk_rows(m, chunk):
 
 @njit(**JIT_INLINE)
 def loss_term(code, p, t, delta):
-    """loss_value of one element as float64; where it overflows ``p``'s dtype, evaluated in float64
-    (a float32 difference squares past 3e38), and for Huber from p/2 - t/2 where p - t overflows
-    float64 itself. Normal inputs keep the dtype's arithmetic (and its speed)."""
-    value = loss_value(code, p, t, delta)
-    if is_finite(value):
-        return wide(value)
+    """loss_value of one element in float64 (float32 differences square past the float32 range).
+
+    Where p - t overflows float64 itself, Huber's linear branch is formed from p/2 - t/2, so it
+    stays finite while delta * |p - t| is."""
     wp, wt, wd = wide(p), wide(t), wide(delta)
     value = loss_value(code, wp, wt, wd)
     if code == HUBER and not is_finite(value):
@@ -117,17 +115,16 @@ def loss_term(code, p, t, delta):
 
 @njit(**JIT_INLINE)
 def loss_grad_term(code, p, t, delta, scale):
-    """scale * loss_grad of one element in ``p``'s dtype (``scale`` of that dtype too); where that
-    overflows, evaluated in float64 (2 (p - t) / count stays finite for float32 p = 3e38, t = -3e38),
-    and MSE's from p/2 - t/2 where p - t overflows float64 itself."""
-    g = scale * loss_grad(code, p, t, delta)
-    if is_finite(g):
-        return g
+    """scale * loss_grad of one element, computed in float64 and returned in ``p``'s dtype.
+
+    ``scale`` is float64 (1 / count for the mean); float64 keeps e.g. 2 (p - t) / count finite for
+    float32 p = 3e38, t = -3e38, and MSE's gradient is formed from p/2 - t/2 where p - t overflows
+    float64."""
     wp, wt = wide(p), wide(t)
-    w = wide(scale) * loss_grad(code, wp, wt, wide(delta))
-    if code == MSE and not is_finite(w):
-        w = (4.0 * wide(scale)) * halved_difference(wp, wt)
-    return like(w, p)
+    g = scale * loss_grad(code, wp, wt, wide(delta))
+    if code == MSE and not is_finite(g):
+        g = (4.0 * scale) * halved_difference(wp, wt)
+    return like(g, p)
 
 
 @njit(**JIT_INLINE)
@@ -233,7 +230,7 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     d = like(delta, pred)
     count = m * k
-    scale = like(1.0 / count if mean else 1.0, pred)
+    scale = 1.0 / count if mean else 1.0
     if count < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
             partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)

@@ -100,7 +100,7 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
     """
     count = pred.shape[0] * pred.shape[1]
     blocks = _blocks(pred.shape[0], count)
-    scale = typed(1.0 / count if mean else 1.0, pred)
+    scale = 1.0 / count if mean else 1.0  # float64, as on the CPU
     _elementwise_rows[blocks, BLOCK](pred, target, grad, partials, code, typed(delta, pred), scale, compute_grad)
     return reduce_partials(partials, blocks, 1.0 / count if mean else 1.0, sync=sync)
 
