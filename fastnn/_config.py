@@ -21,6 +21,10 @@ FASTMATH = frozenset({"contract", "reassoc", "arcp", "afn", "nsz"})
 JIT = dict(cache=True, error_model="numpy", fastmath=set(FASTMATH), nogil=True)
 JIT_PARALLEL = dict(JIT, parallel=True)
 JIT_INLINE = dict(JIT, inline="always")
+# For the few scalar helpers whose order of operations is their point (a - (b - shift) with a huge
+# shift, a/2 - b/2 near the dtype max): without 'reassoc', and not inlined, so their instructions
+# keep these flags inside any caller (LLVM re-associated them into overflows or lost terms).
+JIT_ORDERED = dict(JIT, fastmath=set(FASTMATH - {"reassoc"}))
 
 # Work below this many elements runs in the serial twin of a kernel: a 2-thread parallel
 # region costs ~2 us to start (PERF_NOTES.md: break-even near 65k elements).

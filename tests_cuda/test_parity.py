@@ -25,9 +25,12 @@ CPU_ONLY_MODULES = {
 CPU_ONLY_FUNCTIONS = {
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
     ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
-    ("activations", "rows_activate"): "CPU row loop; the CUDA row kernels restate it per row (arrays cannot "
-                                      "enter @njit code from the simulator)",
-    ("activations", "rows_activate_grad"): "CPU row loop; restated by the CUDA row kernels (see above)",
+    ("activations", "rows_activate"): "CPU loop over a chunk of rows; the CUDA row kernels call its row rule "
+                                      "softmax_row (compiled from its py_func) per row",
+    ("activations", "rows_activate_grad"): "CPU loop over a chunk of rows; the CUDA row kernels call "
+                                           "softmax_row_grad per row (see above)",
+    ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
+    ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",
     ("rng", "hash64"): "scalar convenience wrapper of key64 + hash_at, callable from device code as is",
     ("rng", "uniform"): "scalar convenience wrapper of key64 + uniform_at, callable from device code as is",

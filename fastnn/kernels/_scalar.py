@@ -1,4 +1,4 @@
-"""Typed scalar helpers shared by every kernel (CPU loops and, later, CUDA kernels)."""
+"""Typed scalar helpers shared by every kernel (CPU loops and CUDA kernels)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ from numba import njit, types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from .._config import JIT_INLINE
+from .._config import JIT_INLINE, JIT_ORDERED
 
 
 def like(value, ref):
@@ -36,3 +36,52 @@ def start_of(n):
     """A 0 typed like ``n`` (int64), not a literal: serial twins pass it where the parallel path
     passes a computed row, so the callee is compiled once instead of once more for literal 0."""
     return n - n
+
+
+def big(ref):
+    """The largest finite value of the dtype of the scalar or array ``ref``."""
+    return np.finfo(np.asarray(ref).dtype).max
+
+
+@overload(big, jit_options=dict(JIT_INLINE))
+def _big_overload(ref):
+    numba_type = ref.dtype if isinstance(ref, types.Array) else ref
+    value = np.finfo(as_dtype(numba_type)).max
+
+    def impl(ref):
+        return value
+
+    return impl
+
+
+@njit(**JIT_INLINE)
+def wide(value):
+    """``value`` as float64: the working precision of loss terms (float32 errors square past 3e38)."""
+    return np.float64(value)
+
+
+@njit(**JIT_INLINE)
+def is_finite(value):
+    """Not inf and not NaN. (Numba lowers math.isfinite(x) as "x - x is ordered", which the
+    kernels' fastmath flags fold to True: measured, isfinite(inf) gave True in a kernel.)"""
+    return abs(value) <= big(value)
+
+
+@njit(**JIT_INLINE)
+def clamp_finite(value, ref):
+    """``value`` limited to [-big, big] of ``ref``'s dtype (for statistics that must stay finite)."""
+    limit = big(ref)
+    return min(max(value, -limit), limit)
+
+
+@njit(**JIT_ORDERED)  # not inlined: the caller's 'reassoc' would turn it into (a - b) / 2, which overflows
+def halved_difference(a, b):
+    """a/2 - b/2: finite for all finite a, b of one dtype (a - b itself overflows near +-max)."""
+    half = like(0.5, a)
+    return half * a - half * b
+
+
+@njit(**JIT_ORDERED)  # not inlined: re-associated into (a + shift) - b, a is lost when shift is huge
+def sub_shifted(a, b, shift):
+    """a - (b - shift), in this order."""
+    return a - (b - shift)

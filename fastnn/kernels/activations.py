@@ -109,6 +109,19 @@ def sigmoid(z):
     return e / (one + e)
 
 
+# tanh(sqrt(2/pi) (z + 0.044715 z^3)) is exactly +-1 in float32 and float64 once |z| >= 10 (its
+# argument passes 43, where tanh rounds to 1 even in float64), so the tanh-form GELU evaluates its
+# inner polynomial at z clamped to [-10, 10]: the same bits for every z, and no z^3 overflow (which
+# made the gradient 0 * inf = NaN for |z| >= 1e14 in float32).
+_GELU_TANH_CLAMP = 10.0
+
+
+@njit(**JIT_INLINE)
+def _gelu_tanh_clamped(z):
+    c = like(_GELU_TANH_CLAMP, z)
+    return min(max(z, -c), c)
+
+
 @njit(**JIT_INLINE)
 def _gelu_tanh_inner(z):
     return like(_SQRT_2_OVER_PI, z) * (z + like(_GELU_C, z) * z * z * z)
@@ -135,7 +148,7 @@ def activate(code, z, alpha):
     if code == GELU:
         return half * z * (one + math.erf(z * like(_SQRT_HALF, z)))
     if code == GELU_TANH:
-        return half * z * (one + math.tanh(_gelu_tanh_inner(z)))
+        return half * z * (one + math.tanh(_gelu_tanh_inner(_gelu_tanh_clamped(z))))
     return z
 
 
@@ -162,32 +175,66 @@ def activate_grad(code, z, y, alpha):
         cdf = half * (one + math.erf(z * like(_SQRT_HALF, z)))
         return cdf + z * like(_INV_SQRT_2PI, z) * math.exp(-half * z * z)
     if code == GELU_TANH:
-        t = math.tanh(_gelu_tanh_inner(z))
-        inner_grad = like(_SQRT_2_OVER_PI, z) * (one + like(3.0 * _GELU_C, z) * z * z)
-        return half * (one + t) + half * z * (one - t * t) * inner_grad
+        zc = _gelu_tanh_clamped(z)  # (1 - t^2) is 0 wherever zc differs from z
+        t = math.tanh(_gelu_tanh_inner(zc))
+        inner_grad = like(_SQRT_2_OVER_PI, z) * (one + like(3.0 * _GELU_C, z) * zc * zc)
+        return half * (one + t) + half * zc * (one - t * t) * inner_grad
     return one
+
+
+@njit(**JIT_INLINE)
+def softmax_row(code, z, y, i):
+    """Row ``i`` of softmax or log_softmax of z (batch, classes) into y (may be z); stable: the row
+    max is subtracted, and log_softmax is (z - max) - log(sum exp(z - max)) in that order.
+
+    The one source of the row rule: the CPU loop below calls it, the CUDA kernels compile its
+    ``py_func`` as a device function (arrays cannot enter @njit code from the simulator)."""
+    n = z.shape[1]
+    row_max = z[i, 0]
+    for j in range(1, n):
+        row_max = max(row_max, z[i, j])
+    total = like(0.0, z)
+    for j in range(n):  # no stores here: with y = z a storing loop would not vectorise (other sum order)
+        total += math.exp(z[i, j] - row_max)
+    if code == SOFTMAX:
+        inv = like(1.0, z) / total
+        for j in range(n):
+            y[i, j] = math.exp(z[i, j] - row_max) * inv
+    else:
+        # z - max goes through y, so 'reassoc' cannot fold the two subtractions into
+        # z - (max + log_total), which loses log_total when max is huge (measured)
+        for j in range(n):
+            y[i, j] = z[i, j] - row_max
+        log_total = math.log(total)
+        for j in range(n):
+            y[i, j] -= log_total
+
+
+@njit(**JIT_INLINE)
+def softmax_row_grad(code, y, grad_y, grad_z, i):
+    """Row ``i`` of the softmax / log_softmax Jacobian-vector product (y: the forward's output);
+    shared with the CUDA kernels as :func:`softmax_row` is."""
+    n = y.shape[1]
+    total = like(0.0, y)
+    if code == SOFTMAX:
+        for j in range(n):
+            total += grad_y[i, j] * y[i, j]
+        for j in range(n):
+            grad_z[i, j] = y[i, j] * (grad_y[i, j] - total)
+    else:
+        for j in range(n):
+            total += grad_y[i, j]
+        for j in range(n):
+            grad_z[i, j] = grad_y[i, j] - math.exp(y[i, j]) * total
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def rows_activate(code, z, y, alpha, r0, r1):
-    """y[r0:r1] = f(z[r0:r1]); row-wise for softmax/log_softmax (stable: the row max is subtracted)."""
+    """y[r0:r1] = f(z[r0:r1]); row-wise for softmax/log_softmax (:func:`softmax_row`)."""
     n = z.shape[1]
     if code == SOFTMAX or code == LOG_SOFTMAX:
         for i in range(r0, r1):
-            row_max = z[i, 0]
-            for j in range(1, n):
-                row_max = max(row_max, z[i, j])
-            total = like(0.0, z)
-            for j in range(n):
-                total += math.exp(z[i, j] - row_max)
-            if code == SOFTMAX:
-                inv = like(1.0, z) / total
-                for j in range(n):
-                    y[i, j] = math.exp(z[i, j] - row_max) * inv
-            else:
-                log_total = math.log(total)
-                for j in range(n):
-                    y[i, j] = (z[i, j] - row_max) - log_total
+            softmax_row(code, z, y, i)
         return
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
@@ -210,17 +257,7 @@ def rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
     n = z.shape[1]
     if code == SOFTMAX or code == LOG_SOFTMAX:
         for i in range(r0, r1):
-            total = like(0.0, z)
-            if code == SOFTMAX:
-                for j in range(n):
-                    total += grad_y[i, j] * y[i, j]
-                for j in range(n):
-                    grad_z[i, j] = y[i, j] * (grad_y[i, j] - total)
-            else:
-                for j in range(n):
-                    total += grad_y[i, j]
-                for j in range(n):
-                    grad_z[i, j] = grad_y[i, j] - math.exp(y[i, j]) * total
+            softmax_row_grad(code, y, grad_y, grad_z, i)
         return
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):
@@ -276,4 +313,6 @@ __all__ = [
     "rows_activate",
     "rows_activate_grad",
     "sigmoid",
+    "softmax_row",
+    "softmax_row_grad",
 ]

@@ -7,7 +7,10 @@ variance (``var * batch / (batch - 1)``), as PyTorch does. Evaluation uses the r
 Statistics are reduced over fixed chunks of ``REDUCTION_CHUNK_ROWS`` rows: each chunk's mean and
 sum of squared deviations go to ``partials`` (rows written by one chunk only), then the chunks
 are merged serially in chunk order (Chan et al.'s pairwise update), so results are bit-identical
-on any number of threads, and stable (no ``E[x^2] - E[x]^2`` cancellation).
+on any number of threads, and stable (no ``E[x^2] - E[x]^2`` cancellation). A column whose sums
+overflow the dtype (|x| from ~1e19 in float32) is recomputed on x / max|x| (:func:`scaled_moments`),
+so mean, inv_std and the output stay finite; running statistics are clamped to the dtype's finite
+range (a variance beyond it, e.g. of values ~1e30 in float32, is kept as the dtype max).
 
 Buffers (all one dtype, float32 or float64, C-contiguous):
   x, out, x_hat, grad_out, grad_x: (batch, features)
@@ -21,8 +24,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import like, n_chunks, start_of
+from .._config import JIT, JIT_INLINE, JIT_ORDERED, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from ._scalar import big, clamp_finite, is_finite, like, n_chunks, start_of
 
 
 def partial_rows(batch: int) -> int:
@@ -58,6 +61,91 @@ def _chunk_moments(x, partials, chunk):
             m2[j] += d * d
 
 
+# ---------------------------------------------------------------------------- shared rules
+# Scalar and row rules of batch norm and layer norm, called by the CPU loops and the CUDA kernels
+# (the array-taking ones through their ``py_func`` compiled as device functions).
+
+
+@njit(**JIT_INLINE)
+def chan_weights(count, nb, ref):
+    """(nb / total, count * nb / total) in ``ref``'s dtype: Chan's weights for merging a chunk of
+    ``nb`` rows into ``count`` rows (total = count + nb)."""
+    total = count + nb
+    return like(nb / total, ref), like(count * nb / total, ref)
+
+
+@njit(**JIT_INLINE)
+def chan_step(mean, m2, chunk_mean, chunk_m2, wb, cross):
+    """(mean, sum of squared deviations) after merging a chunk's (mean, m2) with weights ``chan_weights``."""
+    delta = chunk_mean - mean
+    return mean + delta * wb, m2 + (chunk_m2 + delta * delta * cross)
+
+
+@njit(**JIT_ORDERED)  # not inlined, without 'reassoc': it folded 2 * (x/2 - mean/2) back into x - mean
+def _normalize_halved(x, mean, inv_std):
+    """2 * ((x/2 - mean/2) * inv_std): (x - mean) * inv_std where x - mean overflows."""
+    half = like(0.5, x)
+    h = (half * x - half * mean) * inv_std
+    return h + h
+
+
+@njit(**JIT_INLINE)
+def normalize_value(x, mean, inv_std):
+    """(x - mean) * inv_std, finite also where x - mean overflows (x and mean near +-dtype max)."""
+    d = x - mean
+    if is_finite(d):
+        return d * inv_std
+    return _normalize_halved(x, mean, inv_std)
+
+
+@njit(**JIT_ORDERED)  # not inlined: 'reassoc' turned var * (m / (m - 1)) into (var * m) / (m - 1), measured
+def running_update(running, stat, factor, keep, momentum):
+    """keep * running + momentum * (stat * factor), clamped to the dtype's finite range (a running
+    variance of inputs whose variance overflows the dtype stays at the dtype max, not inf)."""
+    return clamp_finite(keep * running + momentum * clamp_finite(stat * factor, running), running)
+
+
+@njit(**JIT_INLINE)
+def scaled_moments(v, eps):
+    """(mean, biased variance, 1 / sqrt(variance + eps)) of the 1-D ``v``, computed on v * 2**-e
+    with 2**e just above max|v| (exact scaling, so x - mean agrees with the scaled variance).
+
+    For the rows or columns whose plain sums overflowed (values from ~1e19 in float32): mean and
+    inv_std are finite for finite ``v``; a variance beyond the dtype's range is returned as the
+    dtype max (inv_std is then 1 / std, eps being negligible). Serial and in index order, so
+    deterministic; only ever run on such rows or columns.
+    """
+    n = v.shape[0]
+    one = like(1.0, v)
+    top = like(0.0, v)
+    for k in range(n):
+        top = max(top, abs(v[k]))
+    _, e = math.frexp(top)
+    count = like(n, v)
+    mean = like(0.0, v)
+    for k in range(n):
+        mean += like(math.ldexp(v[k], -e), v)
+    mean /= count
+    var = like(0.0, v)
+    for k in range(n):
+        d = like(math.ldexp(v[k], -e), v) - mean
+        var += d * d
+    var /= count
+    # No ldexp may overflow (Python's, run by the CUDA simulator, raises): |mean| is kept within
+    # top * 2**-e, and the variance is scaled back only when its exponent fits the dtype's.
+    limit = like(math.ldexp(top, -e), v)
+    mean_full = like(math.ldexp(min(max(mean, -limit), limit), e), v)
+    _, e_var = math.frexp(var)
+    _, e_max = math.frexp(big(one))
+    if var == 0 or e_var + e + e <= e_max:
+        var_full = like(math.ldexp(var, e + e), v)
+        return mean_full, var_full, one / math.sqrt(var_full + eps)
+    return mean_full, big(one), like(math.ldexp(one / math.sqrt(var), -e), v)
+
+
+# ---------------------------------------------------------------------------- CPU kernels
+
+
 @njit(**JIT_INLINE)
 def _merge_moments(partials, mean, var, m, chunks):
     """Chan's merge of the chunk moments in chunk order; var = biased variance."""
@@ -68,14 +156,10 @@ def _merge_moments(partials, mean, var, m, chunks):
     count = min(REDUCTION_CHUNK_ROWS, m)
     for c in range(1, chunks):
         nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
-        total = count + nb
-        wb = like(nb / total, mean)
-        cross = like(count * nb / total, mean)
+        wb, cross = chan_weights(count, nb, mean)
         for j in range(n):
-            delta = partials[0, c, j] - mean[j]
-            mean[j] += delta * wb
-            var[j] += partials[1, c, j] + delta * delta * cross
-        count = total
+            mean[j], var[j] = chan_step(mean[j], var[j], partials[0, c, j], partials[1, c, j], wb, cross)
+        count += nb
     inv_m = like(1.0 / m, mean)
     for j in range(n):
         var[j] *= inv_m
@@ -87,7 +171,7 @@ def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
     n = x.shape[1]
     for i in range(r0, r1):
         for j in range(n):
-            h = (x[i, j] - mean[j]) * inv_std[j]
+            h = normalize_value(x[i, j], mean[j], inv_std[j])
             x_hat[i, j] = h
             out[i, j] = gamma[j] * h + beta[j] if affine else h
 
@@ -116,15 +200,21 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
     _merge_moments(partials, mean, var, m, chunks)
     e = like(eps, x)
     one = like(1.0, x)
-    if track:
-        mom = like(momentum, x)
-        keep = one - mom
-        unbias = like(m / max(m - 1, 1), x)
-        for j in range(n):
-            running_mean[j] = keep * running_mean[j] + mom * mean[j]
-            running_var[j] = keep * running_var[j] + mom * (var[j] * unbias)
+    mom = like(momentum, x)
+    keep = one - mom
+    unbias = like(m / max(m - 1, 1), x)
     for j in range(n):
-        inv_std[j] = one / math.sqrt(var[j] + e)
+        mu = mean[j]
+        v = var[j]
+        if is_finite(mu) and is_finite(v):
+            inv = one / math.sqrt(v + e)
+        else:  # the column's sums overflowed: redo it on scaled values
+            mu, v, inv = scaled_moments(x[:, j], e)
+            mean[j] = mu
+        if track:
+            running_mean[j] = running_update(running_mean[j], mu, one, keep, mom)
+            running_var[j] = running_update(running_var[j], v, unbias, keep, mom)
+        inv_std[j] = inv
     if parallel:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
@@ -140,7 +230,7 @@ def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, 
     one = like(1.0, x)
     for i in range(r0, r1):
         for j in range(n):
-            h = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
+            h = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
             out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
@@ -235,7 +325,12 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_forward_eval",
     "batchnorm_forward_train",
+    "chan_step",
+    "chan_weights",
+    "normalize_value",
     "partial_rows",
+    "running_update",
+    "scaled_moments",
     "sum_partials",
 ]
 

@@ -1,7 +1,9 @@
 """Layer normalisation over the features of each row (torch.nn.LayerNorm on the last axis).
 
-Each row is normalised with its own mean and biased variance; ``gamma``/``beta`` are per
-feature. Rows are independent, so the row loops run in parallel above the size threshold; the
+Each row is normalised with its own mean and biased variance (two passes); a row whose sums
+overflow the dtype (|x| from ~1e19 in float32) is recomputed on x / max|x|
+(:func:`~fastnn.kernels.batchnorm.scaled_moments`), so outputs stay finite for finite inputs.
+``gamma``/``beta`` are per feature. Rows are independent, so the row loops run in parallel above the size threshold; the
 parameter gradients (column sums over rows) use fixed ``REDUCTION_CHUNK_ROWS`` row chunks
 combined in chunk order, so results are bit-identical on any number of threads.
 
@@ -17,8 +19,8 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import like, n_chunks, start_of
-from .batchnorm import partial_rows, sum_partials
+from ._scalar import is_finite, like, n_chunks, start_of
+from .batchnorm import normalize_value, partial_rows, scaled_moments, sum_partials
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -35,10 +37,13 @@ def _forward_rows(x, gamma, beta, out, x_hat, inv_std, eps, affine, r0, r1):
         for j in range(n):
             d = x[i, j] - mean
             var += d * d
-        s = one / math.sqrt(var * inv_n + eps)
+        if is_finite(mean) and is_finite(var):
+            s = one / math.sqrt(var * inv_n + eps)
+        else:  # the row's sums overflowed: redo it on scaled values
+            mean, _, s = scaled_moments(x[i], eps)
         inv_std[i] = s
         for j in range(n):
-            h = (x[i, j] - mean) * s
+            h = normalize_value(x[i, j], mean, s)
             x_hat[i, j] = h
             out[i, j] = gamma[j] * h + beta[j] if affine else h
 

@@ -1,8 +1,9 @@
 """Loss functions: the loss value and its gradient w.r.t. the prediction in one pass.
 
 Each loss's per-element value and derivative is written once as a scalar function
-(:func:`loss_value`, :func:`loss_grad`); the CPU kernels below (and, later, the CUDA
-kernels) call them. The loss is accumulated in float64, in fixed chunks of
+(:func:`loss_value`, :func:`loss_grad`, evaluated in float64 by :func:`loss_term` /
+:func:`loss_grad_term`), and cross-entropy's row once as :func:`cross_entropy_row`; the CPU
+kernels below and the CUDA kernels call them. The loss is accumulated in float64, in fixed chunks of
 ``REDUCTION_CHUNK_ROWS`` rows whose partial sums go to a caller-owned ``partials`` buffer of
 shape ``(n,)`` float64, ``n >= n_partials(batch)`` (only the first ``n_partials(batch)``
 entries are used), and are combined in chunk order, so the value is
@@ -22,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
-from ._scalar import like, n_chunks
+from ._scalar import halved_difference, is_finite, like, n_chunks, sub_shifted, wide
 from .activations import sigmoid
 
 MSE, MAE, HUBER, BCE_LOGITS, CROSS_ENTROPY = range(5)
@@ -99,47 +100,85 @@ def _chunk_rows(m, chunk):
     return r0, min(r0 + REDUCTION_CHUNK_ROWS, m)
 
 
+@njit(**JIT_INLINE)
+def loss_term(code, p, t, delta):
+    """loss_value of one element in float64 (float32 differences square past the float32 range).
+
+    Where p - t overflows float64 itself, Huber's linear branch is formed from p/2 - t/2, so it
+    stays finite while delta * |p - t| is."""
+    wp, wt, wd = wide(p), wide(t), wide(delta)
+    value = loss_value(code, wp, wt, wd)
+    if code == HUBER and not is_finite(value):
+        value = (wd + wd) * (abs(halved_difference(wp, wt)) - 0.25 * wd)
+    return value
+
+
+@njit(**JIT_INLINE)
+def loss_grad_term(code, p, t, delta, scale):
+    """scale * loss_grad of one element, computed in float64 and returned in ``p``'s dtype.
+
+    ``scale`` is float64 (1 / count for the mean); float64 keeps e.g. 2 (p - t) / count finite for
+    float32 p = 3e38, t = -3e38, and MSE's gradient is formed from p/2 - t/2 where p - t overflows
+    float64."""
+    wp, wt = wide(p), wide(t)
+    g = scale * loss_grad(code, wp, wt, wide(delta))
+    if code == MSE and not is_finite(g):
+        g = (4.0 * scale) * halved_difference(wp, wt)
+    return like(g, p)
+
+
+@njit(**JIT_INLINE)
+def cross_entropy_row(logits, labels, grad, scale, compute_grad, i):
+    """Row ``i``'s log-sum-exp(row) - row[label] (float64); grad[i] = scale (softmax - onehot).
+
+    The one source of the row rule: the CPU chunks call it, the CUDA kernel compiles its
+    ``py_func`` as a device function (arrays cannot enter @njit code from the simulator). The
+    loss term is formed in float64, so logits near +-3e38 in float32 give a finite loss.
+    """
+    c = logits.shape[1]
+    row_max = logits[i, 0]
+    for j in range(1, c):
+        row_max = max(row_max, logits[i, j])
+    s = like(0.0, logits)
+    if compute_grad:
+        for j in range(c):
+            e = math.exp(logits[i, j] - row_max)
+            grad[i, j] = e
+            s += e
+    else:
+        for j in range(c):
+            s += math.exp(logits[i, j] - row_max)
+    label = labels[i]
+    if compute_grad:
+        inv = scale / s
+        for j in range(c):
+            grad[i, j] *= inv
+        grad[i, label] -= scale
+    return sub_shifted(wide(math.log(s)), wide(logits[i, label]), wide(row_max))
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
-    """Sum over one row chunk of log-sum-exp(row) - row[label] (float64); grad = scale (softmax - onehot)."""
+    """Sum over one row chunk of :func:`cross_entropy_row` (float64)."""
     r0, r1 = _chunk_rows(logits.shape[0], chunk)
-    c = logits.shape[1]
     total = 0.0
     for i in range(r0, r1):
-        row_max = logits[i, 0]
-        for j in range(1, c):
-            row_max = max(row_max, logits[i, j])
-        s = like(0.0, logits)
-        if compute_grad:
-            for j in range(c):
-                e = math.exp(logits[i, j] - row_max)
-                grad[i, j] = e
-                s += e
-        else:
-            for j in range(c):
-                s += math.exp(logits[i, j] - row_max)
-        label = labels[i]
-        total += np.float64(math.log(s) - (logits[i, label] - row_max))
-        if compute_grad:
-            inv = scale / s
-            for j in range(c):
-                grad[i, j] *= inv
-            grad[i, label] -= scale
+        total += cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
     return total
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk):
-    """Sum over one row chunk of loss_value (float64); grad = scale * loss_grad."""
+    """Sum over one row chunk of loss_term (float64); grad = loss_grad_term (scale * loss_grad)."""
     r0, r1 = _chunk_rows(pred.shape[0], chunk)
     k = pred.shape[1]
     total = 0.0
     for i in range(r0, r1):
         for j in range(k):
-            total += np.float64(loss_value(code, pred[i, j], target[i, j], delta))
+            total += loss_term(code, pred[i, j], target[i, j], delta)
         if compute_grad:
             for j in range(k):
-                grad[i, j] = scale * loss_grad(code, pred[i, j], target[i, j], delta)
+                grad[i, j] = loss_grad_term(code, pred[i, j], target[i, j], delta, scale)
     return total
 
 
@@ -191,7 +230,7 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     d = like(delta, pred)
     count = m * k
-    scale = like(1.0 / count if mean else 1.0, pred)
+    scale = 1.0 / count if mean else 1.0
     if count < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
             partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
@@ -250,8 +289,11 @@ __all__ = [
     "accuracy_count",
     "binary_accuracy_count",
     "cross_entropy_forward_backward",
+    "cross_entropy_row",
     "elementwise_loss",
     "loss_grad",
+    "loss_grad_term",
+    "loss_term",
     "loss_value",
     "n_partials",
 ]

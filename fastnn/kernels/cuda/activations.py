@@ -2,19 +2,16 @@
 
 Elementwise activations run one thread per element (grid-stride) and call the CPU module's
 scalar :func:`activate` / :func:`activate_grad`, so both backends share one source of every
-formula. Softmax and log_softmax run one thread per row (the same algorithm as the CPU's
-``rows_activate``; that function takes arrays, which the simulator cannot pass to ``@njit``
-code, so the row loop is restated here). Arrays are device arrays (batch, features), float32
-or float64.
+formula. Softmax and log_softmax run one thread per row and compile the CPU's row functions
+:func:`softmax_row` / :func:`softmax_row_grad` (their ``py_func``: the simulator cannot pass
+arrays to ``@njit`` code) as device functions. Arrays are device arrays (batch, features),
+float32 or float64.
 """
 from __future__ import annotations
 
-import math
-
 from numba import cuda
 
-from .._scalar import like
-from ..activations import ROWWISE_CODES, SOFTMAX, activate, activate_grad
+from ..activations import ROWWISE_CODES, activate, activate_grad, softmax_row, softmax_row_grad
 from ._common import BLOCK, blocks_for, typed
 
 
@@ -38,41 +35,10 @@ def _backward_elementwise(x, y, grad_y, grad_x, code, alpha):
         grad_x[i, j] = grad_y[i, j] * activate_grad(code, x[i, j], y[i, j], alpha)
 
 
-@cuda.jit(device=True)
-def _softmax_row(code, z, y, i):
-    """Row ``i`` of softmax or log_softmax (stable: the row max is subtracted), as rows_activate."""
-    n = z.shape[1]
-    row_max = z[i, 0]
-    for j in range(1, n):
-        row_max = max(row_max, z[i, j])
-    total = like(0.0, z)
-    for j in range(n):
-        total += math.exp(z[i, j] - row_max)
-    if code == SOFTMAX:
-        inv = like(1.0, z) / total
-        for j in range(n):
-            y[i, j] = math.exp(z[i, j] - row_max) * inv
-    else:
-        log_total = math.log(total) + row_max
-        for j in range(n):
-            y[i, j] = z[i, j] - log_total
-
-
-@cuda.jit(device=True)
-def _softmax_row_grad(code, y, grad_y, grad_z, i):
-    """Row ``i`` of the softmax / log_softmax Jacobian-vector product, as rows_activate_grad."""
-    n = y.shape[1]
-    total = like(0.0, y)
-    if code == SOFTMAX:
-        for j in range(n):
-            total += grad_y[i, j] * y[i, j]
-        for j in range(n):
-            grad_z[i, j] = y[i, j] * (grad_y[i, j] - total)
-    else:
-        for j in range(n):
-            total += grad_y[i, j]
-        for j in range(n):
-            grad_z[i, j] = grad_y[i, j] - math.exp(y[i, j]) * total
+# The CPU's row rules compiled as device functions: one source, so both backends compute
+# softmax / log_softmax rows in the same order of operations.
+_softmax_row = cuda.jit(device=True)(softmax_row.py_func)
+_softmax_row_grad = cuda.jit(device=True)(softmax_row_grad.py_func)
 
 
 @cuda.jit

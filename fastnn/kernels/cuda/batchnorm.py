@@ -4,7 +4,8 @@ The forward's statistics follow the CPU exactly in structure: a kernel of (COLS 
 computes each fixed ``REDUCTION_CHUNK_ROWS`` row chunk's column mean and sum of squared
 deviations (two passes over the chunk, block reductions across the row lanes) into ``partials``;
 one thread per column then merges the chunks in chunk order (Chan et al.), updates the running
-statistics and writes inv_std; an elementwise kernel normalises. The backward reduces sum(dy) and
+statistics and writes inv_std; an elementwise kernel normalises. The merge, the rescue of columns
+whose sums overflowed, the running update and the normalisation are the CPU module's rules. The backward reduces sum(dy) and
 sum(dy * x_hat) the same way, combines them in chunk order, then computes grad_x elementwise.
 
 Buffers, shapes and arguments as on the CPU (device arrays): partials (2, partial_rows(batch), features).
@@ -17,8 +18,8 @@ import numpy as np
 from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
-from .._scalar import like
-from ..batchnorm import partial_rows
+from .._scalar import is_finite, like
+from ..batchnorm import chan_step, chan_weights, normalize_value, partial_rows, running_update, scaled_moments
 from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, lanes_sum, numba_type, per_dtype, typed
 
 
@@ -96,30 +97,34 @@ def column_grid(m: int, n: int):
     return grid, (COLS, LANES)
 
 
+# The CPU's rescue of a column whose sums overflowed, compiled as a device function.
+_scaled_moments = cuda.jit(device=True)(scaled_moments.py_func)
+
+
 @cuda.jit
-def _merge_moments(partials, mean, inv_std, running_mean, running_var, m, chunks, eps, momentum, track):
-    """Per column: Chan's merge of the chunk moments in chunk order, running stats, inv_std."""
+def _merge_moments(x, partials, mean, inv_std, running_mean, running_var, m, chunks, eps, momentum, track):
+    """Per column: Chan's merge of the chunk moments in chunk order, running stats, inv_std (as the CPU)."""
     for j in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
         mu = partials[0, 0, j]
         var = partials[1, 0, j]
         count = min(REDUCTION_CHUNK_ROWS, m)
         for c in range(1, chunks):
             nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
-            total = count + nb
-            wb = like(nb, mu) / like(total, mu)
-            cross = like(count, mu) * like(nb, mu) / like(total, mu)
-            delta = partials[0, c, j] - mu
-            mu += delta * wb
-            var += partials[1, c, j] + delta * delta * cross
-            count = total
-        var /= like(m, mu)
-        mean[j] = mu
+            wb, cross = chan_weights(count, nb, mu)
+            mu, var = chan_step(mu, var, partials[0, c, j], partials[1, c, j], wb, cross)
+            count += nb
+        var *= like(1.0 / m, mu)
         one = like(1.0, mu)
+        if is_finite(mu) and is_finite(var):
+            inv = one / math.sqrt(var + eps)
+        else:  # the column's sums overflowed: redo it on scaled values
+            mu, var, inv = _scaled_moments(x[:, j], eps)
+        mean[j] = mu
         if track:
             keep = one - momentum
-            running_mean[j] = keep * running_mean[j] + momentum * mu
-            running_var[j] = keep * running_var[j] + momentum * (var * like(m, mu) / like(max(m - 1, 1), mu))
-        inv_std[j] = one / math.sqrt(var + eps)
+            running_mean[j] = running_update(running_mean[j], mu, one, keep, momentum)
+            running_var[j] = running_update(running_var[j], var, like(m / max(m - 1, 1), mu), keep, momentum)
+        inv_std[j] = inv
 
 
 @cuda.jit
@@ -128,7 +133,7 @@ def _normalize(x, mean, inv_std, gamma, beta, out, x_hat, affine):
     for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        h = (x[i, j] - mean[j]) * inv_std[j]
+        h = normalize_value(x[i, j], mean[j], inv_std[j])
         x_hat[i, j] = h
         out[i, j] = gamma[j] * h + beta[j] if affine else h
 
@@ -140,7 +145,7 @@ def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_ha
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid, block = column_grid(m, n)
     column_kernels(x.dtype)[0][grid, block](x, partials)
-    _merge_moments[blocks_for(n), BLOCK](partials, mean, inv_std, running_mean, running_var, m, chunks,
+    _merge_moments[blocks_for(n), BLOCK](x, partials, mean, inv_std, running_mean, running_var, m, chunks,
                                           typed(eps, x), typed(momentum, x), track)
     _normalize[blocks_for(x.size), BLOCK](x, mean, inv_std, gamma, beta, out, x_hat, affine)
 
@@ -166,7 +171,7 @@ def _eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
     for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        h = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
+        h = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
         out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
@@ -211,7 +216,7 @@ def _eval_hat(x, running_mean, running_var, x_hat, eps):
     for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        x_hat[i, j] = (x[i, j] - running_mean[j]) * (one / math.sqrt(running_var[j] + eps))
+        x_hat[i, j] = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
 
 
 @cuda.jit

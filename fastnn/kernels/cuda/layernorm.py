@@ -1,7 +1,8 @@
 """CUDA twins of kernels/layernorm.py: one block per row with shared-memory block reductions.
 
 Forward: each block (grid-stride over rows) sums its row, then the squared deviations from the
-row mean (two passes, stable), and normalises. Backward: each block reduces sum(g) and
+row mean (two passes, stable), and normalises; a row whose sums overflowed is redone by one
+thread with the CPU's :func:`~fastnn.kernels.batchnorm.scaled_moments`. Backward: each block reduces sum(g) and
 sum(g * x_hat) over its row (g = grad_out * gamma) and writes grad_x; the parameter gradients are
 column sums over rows, reduced per fixed ``REDUCTION_CHUNK_ROWS`` chunk and combined in chunk
 order as on the CPU. Buffers, shapes and arguments as on the CPU (device arrays).
@@ -14,10 +15,14 @@ import numpy as np
 from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
-from .._scalar import like
+from .._scalar import is_finite, like
+from ..batchnorm import normalize_value, scaled_moments
 from ..layernorm import partial_rows
 from ._common import BLOCK, block_sum, blocks_for, numba_type, per_dtype
 from .batchnorm import column_grid, column_kernels, sum_partials
+
+# The CPU's rescue of a row whose sums overflowed, compiled as a device function.
+_scaled_moments = cuda.jit(device=True)(scaled_moments.py_func)
 
 
 @per_dtype
@@ -42,11 +47,20 @@ def _kernels(dtype):
                 d = x[i, j] - mean
                 acc += d * d
             buf[tid] = acc
-            s = like(1.0, x) / math.sqrt(block_sum(buf, tid) * inv_n + eps)
+            var = block_sum(buf, tid)
+            if is_finite(mean) and is_finite(var):  # the same in every thread of the block
+                s = like(1.0, x) / math.sqrt(var * inv_n + eps)
+            else:  # the row's sums overflowed: one thread redoes it on scaled values, as the CPU
+                if tid == 0:
+                    buf[0], _, buf[1] = _scaled_moments(x[i], eps)
+                cuda.syncthreads()
+                mean = buf[0]
+                s = buf[1]
+                cuda.syncthreads()
             if tid == 0:
                 inv_std[i] = s
             for j in range(tid, n, BLOCK):
-                h = (x[i, j] - mean) * s
+                h = normalize_value(x[i, j], mean, s)
                 x_hat[i, j] = h
                 out[i, j] = gamma[j] * h + beta[j] if affine else h
 

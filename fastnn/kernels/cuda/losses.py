@@ -1,7 +1,8 @@
 """CUDA twins of kernels/losses.py: loss value and gradient in one pass, block reductions.
 
-Stage 1 runs one thread per row (cross-entropy, softmax fused) or per element (the elementwise
-losses, which call the CPU module's scalar :func:`loss_value` / :func:`loss_grad`); each thread
+Stage 1 runs one thread per row (cross-entropy, softmax fused: the CPU's
+:func:`cross_entropy_row` compiled as a device function) or per element (the elementwise losses,
+which call the CPU module's scalar :func:`loss_term` / :func:`loss_grad_term`); each thread
 accumulates its loss terms in float64, each block sums its threads in shared memory and writes
 ``partials[block]``. Stage 2 is one block that sums the block partials in a fixed order into
 ``partials[0]`` (divided for ``mean``). No atomics: the value is reproducible run to run.
@@ -11,8 +12,6 @@ same size as on the CPU: the grid is bounded by it). Launchers return the loss a
 to the host), or, with ``sync=False``, return None and leave it in ``partials[0]`` on the device.
 """
 from __future__ import annotations
-
-import math
 
 import numba
 from numba import cuda
@@ -27,8 +26,9 @@ from ..losses import (
     LOSSES,
     MAE,
     MSE,
-    loss_grad,
-    loss_value,
+    cross_entropy_row,
+    loss_grad_term,
+    loss_term,
 )
 from ..losses import n_partials as _cpu_n_partials
 from ._common import BLOCK, block_sum, blocks_for, reduce_partials, typed
@@ -44,29 +44,17 @@ def _blocks(batch: int, count: int) -> int:
     return min(blocks_for(count), _cpu_n_partials(batch))
 
 
+# The CPU's row rule compiled as a device function: one source for both backends.
+_cross_entropy_row = cuda.jit(device=True)(cross_entropy_row.py_func)
+
+
 @cuda.jit
 def _cross_entropy_rows(logits, labels, grad, partials, scale, compute_grad):
     buf = cuda.shared.array(BLOCK, numba.float64)
     tid = cuda.threadIdx.x
-    c = logits.shape[1]
     acc = 0.0
     for i in range(cuda.grid(1), logits.shape[0], cuda.gridsize(1)):
-        row_max = logits[i, 0]
-        for j in range(1, c):
-            row_max = max(row_max, logits[i, j])
-        s = like(0.0, logits)
-        for j in range(c):
-            e = math.exp(logits[i, j] - row_max)
-            if compute_grad:
-                grad[i, j] = e
-            s += e
-        label = labels[i]
-        acc += numba.float64(math.log(s) - (logits[i, label] - row_max))
-        if compute_grad:
-            inv = scale / s
-            for j in range(c):
-                grad[i, j] *= inv
-            grad[i, label] -= scale
+        acc += _cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
     buf[tid] = acc
     total = block_sum(buf, tid)
     if tid == 0:
@@ -84,9 +72,9 @@ def _elementwise_rows(pred, target, grad, partials, code, delta, scale, compute_
         j = e - i * k
         p = pred[i, j]
         t = target[i, j]
-        acc += numba.float64(loss_value(code, p, t, delta))
+        acc += loss_term(code, p, t, delta)
         if compute_grad:
-            grad[i, j] = scale * loss_grad(code, p, t, delta)
+            grad[i, j] = loss_grad_term(code, p, t, delta, scale)
     buf[tid] = acc
     total = block_sum(buf, tid)
     if tid == 0:
@@ -112,7 +100,7 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
     """
     count = pred.shape[0] * pred.shape[1]
     blocks = _blocks(pred.shape[0], count)
-    scale = typed(1.0 / count if mean else 1.0, pred)
+    scale = 1.0 / count if mean else 1.0  # float64, as on the CPU
     _elementwise_rows[blocks, BLOCK](pred, target, grad, partials, code, typed(delta, pred), scale, compute_grad)
     return reduce_partials(partials, blocks, 1.0 / count if mean else 1.0, sync=sync)
 
