@@ -878,6 +878,13 @@ class Sequential:
                         if any(not np.isfinite(backend.to_host(g)).all() for g in [grad, *grads] if g is not None):
                             where = f"the gradient of layer {i} ({layer!r})"
                             break
+                    else:  # every gradient is finite, but their norm overflows: name the largest
+                        largest = max(((float(np.max(np.abs(backend.to_host(g)))), n) for n, _, g in
+                                       self.named_parameters() if g.size), default=None)
+                        if largest is not None:
+                            i = int(largest[1].split(".")[0])
+                            where = (f"none, but the gradients are too large for their norm: up to {largest[0]:.3g} "
+                                     f"in layer {i} ({self.layers[i]!r}, {largest[1]})")
         step = getattr(self.optimizer, "step_count", 0) + 1
         what = f"the loss is {loss}" if not math.isfinite(loss) else f"the loss is finite ({loss:.4g}) but the " \
             f"gradient norm is {norm}"
@@ -926,6 +933,7 @@ class Sequential:
         if self.loss is None:
             raise RuntimeError("predict_proba needs a loss (it says how outputs become probabilities): call "
                                "model.compile(loss=...) first")
+        V.check_loss_output(self.output_shape, self.loss)
         return self.loss.probabilities(self.predict(X, batch_size))
 
     def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
