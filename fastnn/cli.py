@@ -43,10 +43,11 @@ ARCH_HELP = ("comma-separated layers, applied in order to each sample; the outpu
              "before it when needed); dropout:P; embed:VOCAB:DIM = integer token ids to DIM-vectors (first layer "
              f"only; such data are not scaled). Example (what --conv uses): {CONV_ARCH}")
 
-# kind -> (argument converters, how many are required)
+# kind -> (argument converters, how many are required, an example)
 _ARCH_ITEMS = {
-    "conv": ((int, int, str), 2), "pool": ((int,), 1), "avgpool": ((int,), 1), "gap": ((), 0),
-    "flatten": ((), 0), "dense": ((int,), 1), "dropout": ((float,), 1), "embed": ((int, int), 2),
+    "conv": ((int, int, str), 2, "conv:16:3"), "pool": ((int,), 1, "pool:2"), "avgpool": ((int,), 1, "avgpool:2"),
+    "gap": ((), 0, "gap"), "flatten": ((), 0, "flatten"), "dense": ((int,), 1, "dense:64"),
+    "dropout": ((float,), 1, "dropout:0.2"), "embed": ((int, int), 2, "embed:10000:32"),
 }
 
 
@@ -62,7 +63,7 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
         if kind not in _ARCH_ITEMS:
             raise argparse.ArgumentTypeError(f"--arch item {part!r}: unknown layer {kind!r}; use "
                                              f"{', '.join(_ARCH_ITEMS)} (e.g. {CONV_ARCH!r})")
-        converters, required = _ARCH_ITEMS[kind]
+        converters, required, example = _ARCH_ITEMS[kind]
         try:
             if not required <= len(raw) <= len(converters):
                 raise ValueError
@@ -70,7 +71,7 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
         except ValueError:
             counts = f"{required}" if required == len(converters) else f"{required} or {len(converters)}"
             raise argparse.ArgumentTypeError(f"--arch item {part!r}: {kind} takes {counts} values after the name, "
-                                             f"e.g. {_ARCH_EXAMPLES[kind]!r}") from None
+                                             f"e.g. {example!r}") from None
         if any(v < 1 for v in args if isinstance(v, int)) or (kind == "dropout" and not 0 <= args[0] < 1) or \
                 (kind == "conv" and len(args) == 3 and args[2] not in ("same", "valid")):
             raise argparse.ArgumentTypeError(f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), "
@@ -81,10 +82,6 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
     if not items:
         raise argparse.ArgumentTypeError(f"--arch is empty; e.g. {CONV_ARCH!r}")
     return items
-
-
-_ARCH_EXAMPLES = {"conv": "conv:16:3", "pool": "pool:2", "avgpool": "avgpool:2", "gap": "gap", "flatten": "flatten",
-                  "dense": "dense:64", "dropout": "dropout:0.2", "embed": "embed:10000:32"}
 
 
 def build_arch(arch, input_shape, n_out: int, activation: str = "relu") -> list:
