@@ -11,6 +11,12 @@ pool, PyTorch's pool and NumPy's BLAS for the floor all set to ``--threads``), t
 timed in interleaved repeats (fastnn, floor, torch, fastnn, floor, torch, ...), each repeat a
 block of calls long enough to time well:
 
+Configs: the MLPs of :data:`CONFIGS` and the networks of :data:`NET_CONFIGS` (a LeNet-like CNN
+on 1x28x28, a 1-D CNN on 16 channels x 256, an embedding of a 10k vocabulary under Dense
+layers), written as ``fastnn train --arch`` specs; torch gets the same layers and weights. Their
+floor is the matrix products of the Dense layers and of the convolutions in im2col form (each
+on its own operands; the unfolding, pooling and embedding lookups are not counted as floor work).
+
 - ``train``: ``model.train_step(xb, yb)`` (forward, loss, backward, optimizer update); the
   floor is the same forward and backward matrix products with NumPy's BLAS into preallocated
   outputs (x@W per layer, dW = x.T@dZ per layer, dX = dZ@W.T for all layers but the first);
@@ -85,6 +91,50 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
 )}
 
 
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+    """A network beyond the MLP, written as a ``fastnn train --arch`` spec (built by
+    :func:`fastnn.cli.build_arch`, the output ``Dense(n_out)`` appended) on per-sample
+    ``input_shape``; float32 inputs, or int64 token ids when it starts with ``embed``. torch gets
+    the same layers and weights (:func:`torch_sequential`); the floor is the matrix products of
+    its Dense and (im2col) convolution layers (:func:`model_gemms`)."""
+
+    name: str
+    arch: str
+    input_shape: tuple[int, ...]
+    n_out: int
+    batch: int
+    optimizer: str
+    optimizer_kwargs: tuple[tuple[str, float], ...]
+    loss: str = "cross_entropy"
+    activation: str = "relu"
+    heavy: bool = False
+
+    @property
+    def vocab(self) -> int | None:
+        """The embedding's vocabulary when the network starts with one (the inputs are token ids)."""
+        from .cli import parse_arch
+
+        kind, args = parse_arch(self.arch)[0]
+        return args[0] if kind == "embed" else None
+
+    def describe(self) -> str:
+        return (f"{self.arch} -> {self.n_out} on {'x'.join(map(str, self.input_shape))}, {self.activation}, batch "
+                f"{self.batch}, {self.optimizer}{dict(self.optimizer_kwargs)}, {self.loss}")
+
+
+_ADAM = (("lr", 1e-3),)
+NET_CONFIGS: dict[str, NetConfig] = {c.name: c for c in (
+    # LeNet-5 with ReLU and max pooling: 6@28x28 (5x5, padding 2), pool, 16@10x10 (5x5), pool, 400-120-84-10
+    NetConfig("lenet", "conv:6:5,pool:2,conv:16:5:valid,pool:2,flatten,dense:120,dense:84", (1, 28, 28), 10, 64,
+              "adam", _ADAM),
+    NetConfig("cnn1d", "conv:32:5,pool:2,conv:64:5,pool:2,gap", (16, 256), 10, 64, "adam", _ADAM),
+    NetConfig("embed-10k", "embed:10000:64,flatten,dense:128", (32,), 10, 64, "adam", _ADAM),
+)}
+
+ALL_CONFIGS: dict[str, BenchConfig | NetConfig] = {**CONFIGS, **NET_CONFIGS}
+
+
 def train_flops(sizes, batch: int) -> int:
     """Floating-point operations of the training step's matrix products (2*m*k*n each): the
     forward product and dW of every layer, dX of every layer but the first."""
@@ -97,14 +147,20 @@ def infer_flops(sizes, batch: int) -> int:
 
 
 def make_batch(cfg: BenchConfig, batch: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Standard-normal float32 inputs and targets: int64 labels (cross-entropy) or float32 values."""
+    """Standard-normal float32 inputs (token ids for an embedding) and targets: int64 labels
+    (cross-entropy) or float32 values."""
     batch = cfg.batch if batch is None else batch
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, cfg.sizes[0]), dtype=np.float32)
-    if cfg.loss == "cross_entropy":
-        y = rng.integers(0, cfg.sizes[-1], batch).astype(np.int64)
+    if isinstance(cfg, NetConfig):
+        shape, n_out = (batch, *cfg.input_shape), cfg.n_out
+        vocab = cfg.vocab
+        x = rng.integers(0, vocab, shape, dtype=np.int64) if vocab else rng.standard_normal(shape, dtype=np.float32)
     else:
-        y = rng.standard_normal((batch, cfg.sizes[-1]), dtype=np.float32)
+        x, n_out = rng.standard_normal((batch, cfg.sizes[0]), dtype=np.float32), cfg.sizes[-1]
+    if cfg.loss == "cross_entropy":
+        y = rng.integers(0, n_out, batch).astype(np.int64)
+    else:
+        y = rng.standard_normal((batch, n_out), dtype=np.float32)
     return x, y
 
 
@@ -112,6 +168,13 @@ def build_fastnn(cfg: BenchConfig, seed: int = 0):
     """The config as a compiled float32 fastnn Sequential."""
     import fastnn as fnn
 
+    if isinstance(cfg, NetConfig):
+        from .cli import build_arch
+
+        model = fnn.Sequential(build_arch(cfg.arch, cfg.input_shape, cfg.n_out, cfg.activation), seed=seed,
+                               dtype="float32", input_shape=cfg.input_shape)
+        model.compile(loss=cfg.loss, optimizer=fnn.optim.get(cfg.optimizer, **dict(cfg.optimizer_kwargs)))
+        return model
     layers = []
     for i, (a, b) in enumerate(cfg.layer_shapes):
         last = i == len(cfg.layer_shapes) - 1
@@ -144,6 +207,9 @@ class TorchBench:
 
         self.torch = torch
         torch.manual_seed(seed)
+        if isinstance(cfg, NetConfig):
+            self._init_net(cfg, build_fastnn(cfg, seed) if model is None else model)
+            return
         modules = []
         for i, (a, b) in enumerate(cfg.layer_shapes):
             modules.append(nn.Linear(a, b))
@@ -156,6 +222,14 @@ class TorchBench:
         self.net = nn.Sequential(*modules)
         if model is not None:
             self.copy_weights(model)
+        self._make_optimizer(cfg)
+
+    def _init_net(self, cfg: NetConfig, model) -> None:
+        self.net = torch_sequential(model)
+        self._make_optimizer(cfg)
+
+    def _make_optimizer(self, cfg) -> None:
+        nn, torch = self.torch.nn, self.torch
         optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
                       "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
         self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), **dict(cfg.optimizer_kwargs))
@@ -227,6 +301,127 @@ class GemmFloor:
             np.matmul(self.acts[i].T, self.grads[i + 1], out=self.grad_w[i])
             if i > 0:
                 np.matmul(self.grads[i + 1], self.weights[i].T, out=self.grads[i])
+
+    def train_step(self) -> None:
+        self.forward()
+        self.backward()
+
+
+_TORCH_ACTIVATIONS = {"identity": "Identity", "relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU",
+                      "elu": "ELU", "selu": "SELU"}
+
+
+def torch_sequential(model):
+    """A fastnn Sequential's layers as a ``torch.nn.Sequential`` holding the same weights: Dense,
+    Conv1d/2d (with their fused activation as a module after them), Max/AvgPool1d/2d,
+    GlobalAvgPool, Flatten, Dropout, Embedding and activation layers."""
+    import torch
+    from torch import nn
+
+    from .layers import Activation
+
+    def act(name):
+        if name not in _TORCH_ACTIVATIONS:
+            raise ValueError(f"no torch twin for the activation {name!r} in the benchmark")
+        return getattr(nn, _TORCH_ACTIVATIONS[name])()
+
+    def copy(param, value):
+        param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    modules = []
+    with torch.no_grad():
+        for layer in model.layers:
+            kind = type(layer).__name__
+            one = kind.endswith("1d")
+            if kind == "Dense":
+                linear = nn.Linear(layer.input_shape[-1], layer.units, bias=layer.use_bias)
+                copy(linear.weight, layer.weight.T)
+                if layer.use_bias:
+                    copy(linear.bias, layer.bias)
+                modules += [linear, act(layer.activation)]
+            elif kind in ("Conv1d", "Conv2d"):
+                padding = layer.padding if isinstance(layer.padding, str) else \
+                    (layer.padding[0] if one else layer.padding)
+                conv = getattr(nn, kind)(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                         padding, layer.dilation, layer.groups, layer.use_bias)
+                copy(conv.weight, layer.weight)
+                if layer.use_bias:
+                    copy(conv.bias, layer.bias)
+                modules += [conv, act(layer.activation)]
+            elif kind in ("MaxPool1d", "MaxPool2d"):
+                modules.append(getattr(nn, kind)(layer.kernel_size, layer.stride, layer.padding))
+            elif kind in ("AvgPool1d", "AvgPool2d"):
+                modules.append(getattr(nn, kind)(layer.kernel_size, layer.stride, layer.padding,
+                                                 count_include_pad=layer.count_include_pad))
+            elif kind == "GlobalAvgPool":
+                pool = nn.AdaptiveAvgPool1d(1) if len(layer.input_shape) == 2 else nn.AdaptiveAvgPool2d(1)
+                modules += [pool, nn.Flatten()]
+            elif kind == "Flatten":
+                modules.append(nn.Flatten())
+            elif kind == "Dropout":
+                modules.append(nn.Dropout(layer.p))
+            elif kind == "Embedding":
+                embedding = nn.Embedding(layer.num_embeddings, layer.embedding_dim, layer.padding_idx)
+                copy(embedding.weight, layer.weight)
+                modules.append(embedding)
+            elif isinstance(layer, Activation):
+                modules.append(act(layer.activation))
+            else:
+                raise ValueError(f"no torch twin for {layer!r} in the benchmark")
+    return nn.Sequential(*modules)
+
+
+def model_gemms(model, batch: int) -> list[tuple[int, int, int, bool]]:
+    """(m, k, n, with_dx) of each matrix product a forward pass of ``model`` at ``batch`` needs:
+    Dense layers (m = batch x leading positions), convolutions as im2col GEMMs (m = batch x output
+    positions, k = in_channels/groups x kernel size, n = out_channels/groups, once per group).
+    ``with_dx``: the training step also needs the input gradient (every layer but the first)."""
+    gemms = []
+    for i, layer in enumerate(model.layers):
+        kind = type(layer).__name__
+        if kind == "Dense":
+            gemms.append((batch * math.prod(layer.input_shape[:-1]), layer.input_shape[-1], layer.units, i > 0))
+        elif kind in ("Conv1d", "Conv2d"):
+            k = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+            m = batch * math.prod(layer.output_shape[1:])
+            gemms += [(m, k, layer.out_channels // layer.groups, i > 0)] * layer.groups
+    return gemms
+
+
+class GemmListFloor:
+    """The matrix products of :func:`model_gemms` with NumPy's BLAS, each on operands of its own
+    into preallocated float32 outputs: forward ``y = x @ w``; backward ``dw = x.T @ dy`` and, where
+    needed, ``dx = dy @ w.T``. (Unlike :class:`GemmFloor` the products do not chain: a
+    convolution's GEMM reads its im2col matrix, whose unfolding is not matrix-product work.)"""
+
+    def __init__(self, gemms, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.gemms = list(gemms)
+        normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+        self.x = [normal(m, k) for m, k, _, _ in self.gemms]
+        self.w = [normal(k, n) / np.float32(math.sqrt(k)) for _, k, n, _ in self.gemms]
+        self.y = [np.empty((m, n), np.float32) for m, _, n, _ in self.gemms]
+        self.dy = [normal(m, n) for m, _, n, _ in self.gemms]
+        self.dw = [np.empty((k, n), np.float32) for _, k, n, _ in self.gemms]
+        self.dx = [np.empty((m, k), np.float32) if dx else None for m, k, _, dx in self.gemms]
+
+    @property
+    def forward_flops(self) -> int:
+        return sum(2 * m * k * n for m, k, n, _ in self.gemms)
+
+    @property
+    def train_flops(self) -> int:
+        return sum(2 * m * k * n * (3 if dx else 2) for m, k, n, dx in self.gemms)
+
+    def forward(self) -> None:
+        for x, w, y in zip(self.x, self.w, self.y):
+            np.matmul(x, w, out=y)
+
+    def backward(self) -> None:
+        for i in range(len(self.gemms) - 1, -1, -1):
+            np.matmul(self.x[i].T, self.dy[i], out=self.dw[i])
+            if self.dx[i] is not None:
+                np.matmul(self.dy[i], self.w[i].T, out=self.dx[i])
 
     def train_step(self) -> None:
         self.forward()
@@ -399,7 +594,12 @@ def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str
     model = build_fastnn(cfg)
     x, y = make_batch(cfg)
     x1 = np.ascontiguousarray(x[:1])
-    floor_train, floor_1 = GemmFloor(cfg.sizes, cfg.batch), GemmFloor(cfg.sizes, 1)
+    if isinstance(cfg, NetConfig):
+        floor_train, floor_1 = GemmListFloor(model_gemms(model, cfg.batch)), GemmListFloor(model_gemms(model, 1))
+        flops = (floor_train.train_flops, floor_1.forward_flops, floor_train.forward_flops)
+    else:
+        floor_train, floor_1 = GemmFloor(cfg.sizes, cfg.batch), GemmFloor(cfg.sizes, 1)
+        flops = (train_flops(cfg.sizes, cfg.batch), infer_flops(cfg.sizes, 1), infer_flops(cfg.sizes, cfg.batch))
     train = {"fastnn": lambda: model.train_step(x, y), "floor": floor_train.train_step}
     infer_1 = {"fastnn": lambda: model.predict(x1), "floor": floor_1.forward}
     infer_b = {"fastnn": lambda: model.predict(x), "floor": floor_train.forward}
@@ -411,9 +611,8 @@ def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str
         train["torch"] = lambda: tb.train_step(tx, ty)
         infer_1["torch"] = lambda: tb_eval.predict(tx1)
         infer_b["torch"] = lambda: tb_eval.predict(tx)
-    return [("train", cfg.batch, train_flops(cfg.sizes, cfg.batch), train),
-            ("infer", 1, infer_flops(cfg.sizes, 1), infer_1),
-            ("infer", cfg.batch, infer_flops(cfg.sizes, cfg.batch), infer_b)]
+    return [("train", cfg.batch, flops[0], train), ("infer", 1, flops[1], infer_1),
+            ("infer", cfg.batch, flops[2], infer_b)]
 
 
 def _ratios(row: dict) -> None:
@@ -436,7 +635,7 @@ def run_configs(names, threads: int, repeats: int, min_time: float, log=print, p
     set_threads(threads)
     rows = []
     for name in names:
-        cfg = CONFIGS[name]
+        cfg = ALL_CONFIGS[name]
         for phase, batch, flops, cases in _config_cases(cfg, torch):
             log(f"  {name:10s} {phase} batch {batch}: {', '.join(cases)} ...")
             times = interleaved(cases, repeats, min_time, pause=pause)
@@ -655,9 +854,9 @@ def _default_out() -> str:
 
 def _parse_configs(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGS]
+    unknown = [n for n in names if n not in ALL_CONFIGS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"--configs takes names from {', '.join(CONFIGS)} separated by "
+        raise argparse.ArgumentTypeError(f"--configs takes names from {', '.join(ALL_CONFIGS)} separated by "
                                          f"commas, got {text!r}")
     return names
 
@@ -673,8 +872,8 @@ def _parse_sizes(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (for ``fastnn bench``)."""
     parser.add_argument("--configs", type=_parse_configs, default=None,
-                        help=f"comma-separated configs from {', '.join(CONFIGS)} (default: all; with "
-                             f"--quick all but the heavy ones: {', '.join(n for n, c in CONFIGS.items() if c.heavy)})")
+                        help=f"comma-separated configs from {', '.join(ALL_CONFIGS)} (default: all; with "
+                             f"--quick all but the heavy ones: {', '.join(n for n, c in ALL_CONFIGS.items() if c.heavy)})")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for fastnn, torch and the floor's BLAS (default: all of Numba's)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7; 3 with --quick)")
@@ -711,7 +910,7 @@ def run(args, argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     command = _command(argv)
-    configs = args.configs or [n for n, c in CONFIGS.items() if not (args.quick and c.heavy)]
+    configs = args.configs or [n for n, c in ALL_CONFIGS.items() if not (args.quick and c.heavy)]
     log(f"fastnn bench: {threads} threads, {repeats} interleaved repeats of >= {min_time} s blocks")
     rows = run_configs(configs, threads, repeats, min_time, log, args.pause)
     optim_result = None if args.no_optim else run_optimizers(sizes, repeats, min_time, log, args.pause)
@@ -727,7 +926,7 @@ def run(args, argv: list[str] | None = None) -> int:
     print(text)
     if args.out != "-":
         report = {"machine": info, "threads": threads, "repeats": repeats, "min_time_s": min_time,
-                  "pause_s": args.pause, "command": command, "configs": {n: dataclasses.asdict(CONFIGS[n]) for n in configs},
+                  "pause_s": args.pause, "command": command, "configs": {n: dataclasses.asdict(ALL_CONFIGS[n]) for n in configs},
                   "rows": rows, "optimizers": optim_result}
         md, js = write_results(args.out or _default_out(), report, text)
         log(f"wrote {md} and {js}")

@@ -31,16 +31,178 @@ def build_mlp(n_in: int, hidden: list[int], n_out: int, activation: str, seed: i
     return fnn.Sequential(layers, seed=seed, dtype=dtype)
 
 
+# --------------------------------------------------------------------------- --arch specs
+
+CONV_ARCH = "conv:16:3,pool:2,conv:32:3,pool:2,flatten,dense:64"
+
+ARCH_HELP = ("comma-separated layers, applied in order to each sample; the output Dense (one unit per class, or "
+             "per target) is appended. conv:OUT:K = a KxK convolution to OUT channels, padding 'same' "
+             "(conv:OUT:K:valid = none), --activation fused (Conv2d on (channels, height, width) samples, Conv1d "
+             "on (channels, length)); pool:K / avgpool:K = max / mean over KxK windows, stride K; gap = the mean "
+             "over all positions (GlobalAvgPool); flatten; dense:N = N units with --activation (a flatten is added "
+             "before it when needed); dropout:P; embed:VOCAB:DIM = integer token ids to DIM-vectors (first layer "
+             f"only; such data are not scaled). Example (what --conv uses): {CONV_ARCH}")
+
+# kind -> (argument converters, how many are required, an example)
+_ARCH_ITEMS = {
+    "conv": ((int, int, str), 2, "conv:16:3"), "pool": ((int,), 1, "pool:2"), "avgpool": ((int,), 1, "avgpool:2"),
+    "gap": ((), 0, "gap"), "flatten": ((), 0, "flatten"), "dense": ((int,), 1, "dense:64"),
+    "dropout": ((float,), 1, "dropout:0.2"), "embed": ((int, int), 2, "embed:10000:32"),
+}
+
+
+def parse_arch(text: str) -> list[tuple[str, tuple]]:
+    """``"conv:16:3,pool:2,dense:64"`` -> ``[("conv", (16, 3)), ("pool", (2,)), ("dense", (64,))]``
+    (the grammar is :data:`ARCH_HELP`); raises ``argparse.ArgumentTypeError`` naming the bad item."""
+    items = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        kind, *raw = (field.strip() for field in part.split(":"))
+        kind = kind.lower()
+        if kind not in _ARCH_ITEMS:
+            raise argparse.ArgumentTypeError(f"--arch item {part!r}: unknown layer {kind!r}; use "
+                                             f"{', '.join(_ARCH_ITEMS)} (e.g. {CONV_ARCH!r})")
+        converters, required, example = _ARCH_ITEMS[kind]
+        try:
+            if not required <= len(raw) <= len(converters):
+                raise ValueError
+            args = tuple(convert(value) for convert, value in zip(converters, raw))
+        except ValueError:
+            counts = f"{required}" if required == len(converters) else f"{required} or {len(converters)}"
+            raise argparse.ArgumentTypeError(f"--arch item {part!r}: {kind} takes {counts} values after the name, "
+                                             f"e.g. {example!r}") from None
+        if any(v < 1 for v in args if isinstance(v, int)) or (kind == "dropout" and not 0 <= args[0] < 1) or \
+                (kind == "conv" and len(args) == 3 and args[2] not in ("same", "valid")):
+            raise argparse.ArgumentTypeError(f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), "
+                                             f"a conv padding 'same' or 'valid'")
+        if kind == "embed" and items:
+            raise argparse.ArgumentTypeError(f"--arch item {part!r}: embed takes the token ids, so it must come first")
+        items.append((kind, args))
+    if not items:
+        raise argparse.ArgumentTypeError(f"--arch is empty; e.g. {CONV_ARCH!r}")
+    return items
+
+
+def build_arch(arch, input_shape, n_out: int, activation: str = "relu") -> list:
+    """The layers of an --arch spec (text or :func:`parse_arch` items) for per-sample
+    ``input_shape``, with the output ``Dense(n_out)`` appended. Conv and pooling layers are 2-D
+    on (channels, height, width) and 1-D on (channels, length)."""
+    import fastnn as fnn
+
+    items = parse_arch(arch) if isinstance(arch, str) else arch
+    shape = tuple(input_shape)
+    rank, channels = len(shape), shape[0]  # what the layers see: rank of the per-sample shape
+    layers = []
+
+    def flat():
+        nonlocal rank
+        if rank > 1:
+            layers.append(fnn.Flatten())
+            rank = 1
+
+    for kind, args in items:
+        if kind in ("conv", "pool", "avgpool", "gap") and rank not in (2, 3):
+            raise ValueError(f"--arch {kind} needs per-sample (channels, height, width) or (channels, length), but "
+                             f"it receives {rank}-D samples; convolutions come before flatten/dense/gap, and flat "
+                             f"data need --input-shape (e.g. 1,28,28)")
+        two_d = rank == 3
+        if kind == "embed":
+            layers.append(fnn.Embedding(*args))
+            rank += 1
+        elif kind == "conv":
+            conv = fnn.Conv2d if two_d else fnn.Conv1d
+            layers.append(conv(channels, args[0], args[1], padding=args[2] if len(args) > 2 else "same",
+                               activation=activation))
+            channels = args[0]
+        elif kind in ("pool", "avgpool"):
+            pools = {"pool": (fnn.MaxPool1d, fnn.MaxPool2d), "avgpool": (fnn.AvgPool1d, fnn.AvgPool2d)}
+            layers.append(pools[kind][two_d](args[0]))
+        elif kind == "gap":
+            layers.append(fnn.GlobalAvgPool())
+            rank = 1
+        elif kind == "flatten":
+            flat()
+        elif kind == "dense":
+            flat()
+            layers.append(fnn.Dense(args[0], activation=activation))
+        else:
+            layers.append(fnn.Dropout(args[0]))
+    flat()
+    layers.append(fnn.Dense(n_out))
+    return layers
+
+
+def arch_text(items) -> str:
+    """:func:`parse_arch` items back as a spec string."""
+    return ",".join(kind + "".join(f":{a}" for a in args) for kind, args in items)
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"--input-shape must be positive integers like 1,28,28 (channels, height, "
+                                         f"width) or 3,100 (channels, length), got {text!r}")
+    return shape
+
+
+def _arch_of(args):
+    """The parsed --arch (or --conv's) layers, or None for an MLP."""
+    if getattr(args, "arch", None):
+        return args.arch
+    return parse_arch(CONV_ARCH) if getattr(args, "conv", False) else None
+
+
+def _shape_samples(X: np.ndarray, args, arch) -> np.ndarray:
+    """X with the per-sample shape the --arch layers take: the file's image shape, --input-shape,
+    or a square single-channel image for flat data with a square number of features."""
+    per_sample = args.input_shape
+    if per_sample is None and X.ndim == 2 and arch[0][0] != "embed":
+        side = int(round(np.sqrt(X.shape[1])))
+        if side * side != X.shape[1]:
+            raise ValueError(f"--arch/--conv needs images, and the data have {X.shape[1]} features per row, not a "
+                             f"square image; pass --input-shape C,H,W (or C,L for 1-D convolutions)")
+        per_sample = (1, side, side)
+    if per_sample is None:
+        return X
+    if int(np.prod(per_sample)) != int(np.prod(X.shape[1:])):
+        raise ValueError(f"--input-shape {','.join(map(str, per_sample))} holds {int(np.prod(per_sample))} values, but "
+                         f"each sample of the data has {int(np.prod(X.shape[1:]))} (shape {X.shape[1:]})")
+    return X.reshape(len(X), *per_sample)
+
+
+def _scale(X_train, X_test, arch):
+    """MLP: per-feature standardisation. Images: one mean and std over all training pixels (a
+    per-pixel scale would blow up the constant border pixels of shifted images). Tokens: as they are."""
+    from fastnn.data import standardize
+
+    if arch is None:
+        X_train, X_test, _ = standardize(X_train, X_test)
+        return X_train, X_test
+    if arch[0][0] == "embed":
+        return X_train, X_test
+    mean, std = float(X_train.mean()), float(X_train.std()) or 1.0
+    return (X_train - mean) / std, (X_test - mean) / std
+
+
 def _train_and_report(X, y, args, task: str) -> tuple:
     import fastnn as fnn
-    from fastnn.data import standardize, train_test_split
+    from fastnn.data import train_test_split
 
+    arch = _arch_of(args)
     classification = task == "classification"
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size, seed=args.seed,
                                                         stratify=classification)
-    X_train, X_test, _ = standardize(X_train, X_test)
+    X_train, X_test = _scale(X_train, X_test, arch)
     n_out = int(y.max()) + 1 if classification else (1 if y.ndim == 1 else y.shape[1])
-    model = build_mlp(X.shape[1], args.hidden, n_out, args.activation, args.seed, args.dtype)
+    if arch is None:
+        model = build_mlp(X.shape[1], args.hidden, n_out, args.activation, args.seed, args.dtype)
+    else:
+        model = fnn.Sequential(build_arch(arch, X.shape[1:], n_out, args.activation), seed=args.seed,
+                               dtype=args.dtype, input_shape=X.shape[1:])
     if args.verbose:
         model.summary()
     optimizer = fnn.optim.get(args.optimizer, lr=args.lr) if args.lr is not None else fnn.optim.get(args.optimizer)
@@ -56,11 +218,13 @@ def _train_and_report(X, y, args, task: str) -> tuple:
 def cmd_demo(args) -> int:
     from fastnn.data import load_digits
 
-    X, y = load_digits()
+    arch = _arch_of(args)
+    X, y = load_digits(images=arch is not None)
     args.test_size = 0.2
     model, metrics, seconds = _train_and_report(X, y, args, "classification")
-    print(f"digits (8x8, {len(X)} images, 10 classes), MLP 64-{'-'.join(map(str, args.hidden))}-10, "
-          f"{args.epochs} epochs: test accuracy {metrics['accuracy']:.4f} (held-out 20%), "
+    what = f"MLP 64-{'-'.join(map(str, args.hidden))}-10" if arch is None else \
+        f"CNN {arch_text(arch)} ({model.params.size:,} parameters)"
+    print(f"digits (8x8, {len(X)} images, 10 classes), {what}, {args.epochs} epochs: test accuracy {metrics['accuracy']:.4f} (held-out 20%), "
           f"test loss {metrics['loss']:.4f}, training time {seconds:.2f} s (the first run includes compiling "
           f"the kernels once; they are cached for the next runs)")
     return 0
@@ -120,7 +284,9 @@ def cmd_train(args) -> int:
 
     if args.output:
         _check_output(args.output)
-    X, y = load_file(args.data, target=args.target, header=False if args.no_header else "infer")
+    arch = _arch_of(args)
+    X, y = load_file(args.data, target=args.target, header=False if args.no_header else "infer",
+                     images=arch is not None)
     if y is None:
         raise ValueError("--target is required (the label column of a CSV by name or index, the y key of an "
                          "NPZ, or the labels file of IDX images)")
@@ -130,6 +296,8 @@ def cmd_train(args) -> int:
         task = "classification" if _looks_like_classes(y) else "regression"
     if task == "classification":
         y = _class_labels(y)
+    if arch is not None:
+        X = _shape_samples(X, args, arch)
     model, metrics, seconds = _train_and_report(X, y, args, task)
     print(f"{task}: " + ", ".join(f"test {k} {v:.4f}" for k, v in metrics.items()) + f", time {seconds:.2f} s")
     if args.output:
@@ -156,12 +324,17 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
         p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+        layers = p.add_mutually_exclusive_group()
+        layers.add_argument("--arch", type=parse_arch, default=None, metavar="SPEC",
+                            help="train this network instead of an MLP (--hidden is then unused): " + ARCH_HELP)
+        layers.add_argument("--conv", action="store_true",
+                            help=f"train a small CNN on images: --arch {CONV_ARCH}")
 
     demo = sub.add_parser("demo", help="train an MLP on scikit-learn's 8x8 digits and print test accuracy")
     common(demo, [128, 64], 30, 1e-3)
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train an MLP on your CSV, NPZ or IDX file")
+    train = sub.add_parser("train", help="train an MLP (or a CNN: --conv, --arch) on your CSV, NPZ or IDX file")
     train.add_argument("--data", required=True, help="CSV, NPZ or IDX (MNIST format, .gz ok) file")
     train.add_argument("--target", help="CSV column name or 0-based index (-1: the last column), NPZ key, "
                                         "or IDX labels file")
@@ -169,6 +342,9 @@ def make_parser() -> argparse.ArgumentParser:
                        help="the CSV's first row is data, not column names (default: inferred)")
     train.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     train.add_argument("--test-size", type=float, default=0.2)
+    train.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W",
+                       help="per-sample shape for --arch/--conv when the file holds flat rows (CSV): C,H,W or C,L "
+                            "(default: the file's image shape, or 1,S,S for S*S features)")
     train.add_argument("--output", "-o", help="where to save the weights (.npz) or the whole model "
                                               "(.safetensors); checked before training")
     common(train, [256, 128], 10, None)

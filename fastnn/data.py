@@ -208,15 +208,17 @@ def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuff
     return X, y
 
 
-def load_digits(return_X_y: bool = True):
+def load_digits(return_X_y: bool = True, *, images: bool = False):
     """scikit-learn's bundled 8x8 handwritten digits (no network needed).
 
     Returns ``X`` float64 ``(1797, 64)`` scaled to ``[0, 1]`` (pixel values / 16) and ``y`` int64
-    ``(1797,)`` in ``[0, 10)``. With ``return_X_y=False`` returns a dict with ``"data"`` (that ``X``),
-    ``"target"``, ``"images"`` (``(1797, 8, 8)``, scaled the same way) and ``"target_names"``.
-    Needs scikit-learn: ``pip install "fastnn[datasets]"``.
+    ``(1797,)`` in ``[0, 10)``. ``images=True``: ``X`` is ``(1797, 1, 8, 8)`` instead (the same values,
+    channels first, the input of :class:`fastnn.Conv2d`). With ``return_X_y=False`` returns a dict with
+    ``"data"`` (that ``X``), ``"target"``, ``"images"`` (``(1797, 8, 8)``, scaled the same way) and
+    ``"target_names"``. Needs scikit-learn: ``pip install "fastnn[datasets]"``.
     """
     return_X_y = _check_bool("return_X_y", return_X_y)
+    images = _check_bool("images", images)
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:
@@ -227,10 +229,13 @@ def load_digits(return_X_y: bool = True):
     bunch = _sk_load_digits()
     X = np.asarray(bunch.data, dtype=np.float64) / 16.0
     y = np.asarray(bunch.target, dtype=np.int64)
+    flat = X
+    if images:
+        X = X.reshape(-1, 1, 8, 8)
     if return_X_y:
         return X, y
     return {
-        "data": X, "target": y, "images": X.reshape(-1, 8, 8),
+        "data": X, "target": y, "images": flat.reshape(-1, 8, 8),
         "target_names": np.asarray(bunch.target_names, dtype=np.int64),
     }
 
@@ -598,7 +603,17 @@ def _as_float(X: np.ndarray) -> np.ndarray:
     return X if np.issubdtype(X.dtype, np.floating) else X.astype(np.float64)
 
 
-def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer"):
+def _samples(X: np.ndarray, images: bool) -> np.ndarray:
+    """``X`` as ``(n, features)``, or with ``images`` its per-sample shape kept, channels first:
+    ``(n, rows, cols)`` -> ``(n, 1, rows, cols)``; 1-D data -> ``(n, 1)``."""
+    if X.ndim == 1:
+        return X.reshape(-1, 1)
+    if not images:
+        return X.reshape(len(X), -1)
+    return X.reshape(len(X), 1, *X.shape[1:]) if X.ndim == 3 else X
+
+
+def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False):
     """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
 
     - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`; ``target`` is the label column's
@@ -608,10 +623,15 @@ def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool
       path of the labels IDX file (or ``None``). Images ``(n, rows, cols)`` are flattened to
       ``(n, rows * cols)``.
 
-    ``X`` is 2-D and floating: integer data become float64 (not rescaled: divide MNIST by 255 yourself),
+    ``images=True`` keeps the per-sample shape of IDX and NPZ arrays for convolutions, channels
+    first: ``(n, rows, cols)`` becomes ``(n, 1, rows, cols)``, ``(n, C, H, W)`` stays; 2-D data stays
+    ``(n, features)``.
+
+    ``X`` is 2-D (unless ``images``) and floating: integer data become float64 (not rescaled: divide MNIST by 255 yourself),
     float32 stays float32. ``y`` is as the reader gives it (IDX labels as int64), or ``None``.
     """
     path = _path("path", path)
+    images = _check_bool("images", images)
     name = path.lower()
     inner = name.removesuffix(".gz")
     head = _head(path)
@@ -630,12 +650,9 @@ def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool
             raise TypeError(f"target for an .npz file must be the label array's key (a str), got "
                             f"{type(target).__name__}")
         X, y = read_npz(path, y_key="y" if target is None else target)
-        if X.ndim != 2:
-            X = X.reshape(len(X), -1) if X.ndim > 2 else X.reshape(-1, 1)
-        return _as_float(X), y
+        return _as_float(_samples(X, images)), y
     if _looks_like_idx(head) or inner.endswith((".idx", "ubyte")) or "idx" in os.path.basename(inner):
-        X = read_idx(path)
-        X = X.reshape(len(X), -1) if X.ndim >= 2 else X.reshape(-1, 1)
+        X = _samples(read_idx(path), images)
         y = None
         if target is not None:
             if not isinstance(target, (str, os.PathLike)):

@@ -171,3 +171,71 @@ def test_python_dash_m_fastnn_gives_one_line_and_status_2(tmp_path):
                             capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "is a directory, not a data file" in result.stderr
+
+
+def _bar_images(n: int, side: int, seed: int = 0):
+    """uint8 (n, side, side) images of a vertical (label 0) or horizontal (label 1) bar at a random
+    place, with noise: a task for a CNN."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, side, side)).astype(np.uint8)
+    where = rng.integers(1, side - 1, n)
+    for image, label, k in zip(images, labels, where):
+        if label:
+            image[k, 1:-1] = 255
+        else:
+            image[1:-1, k] = 255
+    return images, labels
+
+
+def test_train_conv_on_idx_images(tmp_path, capsys):
+    images, labels = _bar_images(160, 12)
+    write_idx(tmp_path / "img-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "lab-idx1-ubyte", labels)
+    out_path = tmp_path / "cnn.safetensors"
+    assert main(["train", "--data", str(tmp_path / "img-idx3-ubyte.gz"), "--target", str(tmp_path / "lab-idx1-ubyte"),
+                 "--conv", "--epochs", "8", "--lr", "3e-3", "--verbose", "0", "-o", str(out_path)]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("test accuracy ")[1].split(",")[0]) > 0.9
+    model = fnn.load(out_path)
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Dense", "Dense"]
+    assert model.input_shape == (1, 12, 12) and model.layers[2].weight.shape == (32, 16, 3, 3)
+
+
+def test_train_arch_spec_on_flat_csv_rows_and_1d_shapes(tmp_path, capsys):
+    images, labels = _bar_images(120, 6, seed=1)
+    path = tmp_path / "bars.csv"
+    np.savetxt(path, np.column_stack([images.reshape(120, -1), labels]), fmt="%d", delimiter=",")
+    # 36 features: a 1x6x6 image inferred; avgpool, gap and a valid conv from the grammar
+    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--arch",
+                 "conv:4:3:valid,avgpool:2,conv:4:2,gap,dense:8", "--epochs", "2", "--verbose", "0"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    # the same rows as 6 channels of length 6: Conv1d and MaxPool1d
+    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "6,6", "--arch",
+                 "conv:4:3,pool:2,flatten,dropout:0.1,dense:8", "--epochs", "1", "--verbose", "0"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--arch", "conv:16"], "conv takes 2 or 3 values"),
+    (["--arch", "conv:16:3,blur:2"], "unknown layer 'blur'"),
+    (["--arch", "dense:8,embed:10:4"], "must come first"),
+    (["--arch", "dropout:1.5"], "dropout rate"),
+    (["--input-shape", "1,x"], "--input-shape must be positive integers"),
+    (["--conv", "--arch", "dense:4"], "not allowed with argument"),
+])
+def test_bad_arch_arguments_are_refused_by_the_parser(argv, pattern, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "x.csv", *argv])
+    assert info.value.code == 2 and re.search(pattern, capsys.readouterr().err)
+
+
+def test_conv_on_rows_that_are_not_images_names_the_fix(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([np.zeros((10, 5)), np.arange(10) % 2]), fmt="%g", delimiter=",")
+    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--conv"]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "2,3",
+                 "--conv"]) == 2
+    assert "holds 6 values" in capsys.readouterr().err

@@ -112,6 +112,34 @@ def test_load_digits():
     np.testing.assert_array_equal(bunch["data"], X)
 
 
+def test_load_digits_images_for_convolutions():
+    pytest.importorskip("sklearn")
+    flat, y = data.load_digits()
+    X, y2 = data.load_digits(images=True)
+    assert X.shape == (1797, 1, 8, 8) and X.dtype == np.float64
+    np.testing.assert_array_equal(X.reshape(1797, 64), flat)  # the same scaling, channels first
+    np.testing.assert_array_equal(y2, y)
+    bunch = data.load_digits(return_X_y=False, images=True)
+    assert bunch["data"].shape == (1797, 1, 8, 8) and bunch["images"].shape == (1797, 8, 8)
+    with pytest.raises(TypeError, match="images must be True or False"):
+        data.load_digits(images="yes")
+
+
+def test_load_file_keeps_image_shapes(tmp_path):
+    images = _sample(np.uint8, (6, 5, 4))
+    data.write_idx(tmp_path / "img.idx", images)
+    data.write_idx(tmp_path / "lab.idx", np.arange(6, dtype=np.uint8))
+    X, y = data.load_file(tmp_path / "img.idx", target=tmp_path / "lab.idx", images=True)
+    assert X.shape == (6, 1, 5, 4) and X.dtype == np.float64 and y.dtype == np.int64
+    np.testing.assert_array_equal(X[:, 0], images)
+    assert data.load_file(tmp_path / "img.idx")[0].shape == (6, 20)  # flat by default
+    np.savez(tmp_path / "d.npz", X=np.zeros((3, 2, 4, 4), np.float32), y=np.arange(3))
+    X, _ = data.load_file(tmp_path / "d.npz", images=True)
+    assert X.shape == (3, 2, 4, 4) and X.dtype == np.float32
+    np.savez(tmp_path / "flat.npz", X=np.zeros((3, 7)), y=np.arange(3))
+    assert data.load_file(tmp_path / "flat.npz", images=True)[0].shape == (3, 7)
+
+
 def test_load_digits_without_sklearn(monkeypatch):
     import builtins
 
