@@ -116,7 +116,9 @@ def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None
         raise ValueError(f"{argument} has {arr.shape[1]} features per sample, but {layer_name} expects "
                          f"{n_features}; check the data or the model's input size")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum of huge finite values may overflow: not an error
+        total = arr.sum(dtype=np.float64)
+    if not np.isfinite(total) and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{argument} contains NaN or infinity (first at row {bad[0]}, column {bad[1]}); "
                          f"remove or impute those values first")
