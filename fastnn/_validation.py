@@ -159,9 +159,10 @@ def _number(value) -> str:
 def _as_finite(arr: np.ndarray, dtype, argument: str) -> np.ndarray:
     """``arr`` as a C-contiguous ``dtype`` array; NaN/inf, and finite values that overflow ``dtype``,
     are refused naming the first position."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as a ValueError
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if np.isfinite(out.sum(dtype=np.float64)) or np.isfinite(out).all():
+        total = out.sum(dtype=np.float64)  # a sum of huge finite values may overflow: not an error
+    if np.isfinite(total) or np.isfinite(out).all():
         return out
     where = tuple(np.argwhere(~np.isfinite(out))[0])
     at = f"row {where[0]}, column {where[1]}" if out.ndim == 2 else f"index {where[0]}"

@@ -97,7 +97,7 @@ def atomic_write(path, mode: str = "wb"):
     _remove_stale_temporaries(directory)
     fd, tmp = _create_temporary(target)
     try:
-        if existing is not None:
+        if existing is not None and hasattr(os, "fchmod"):  # POSIX (Windows has no owners or modes to keep)
             if (existing.st_uid, existing.st_gid) != (os.geteuid(), os.getegid()):
                 with contextlib.suppress(OSError):  # only root (or the group's members) may
                     os.fchown(fd, existing.st_uid, existing.st_gid)

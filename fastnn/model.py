@@ -945,10 +945,11 @@ class Sequential:
         return out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0).astype(np.int64)
 
     def _evaluate(self, X, y, batch_size) -> dict:
-        out = self._predict(X, batch_size)
-        grad = np.empty((1, 1), self.dtype)
-        metrics = {"loss": float(self.loss.forward_backward(out, y, grad, False))}
-        correct = self.loss.correct_count(out, y)
+        with self._lock:  # the loss's reduction scratch is shared: one evaluation at a time
+            out = self._predict(X, batch_size)
+            grad = np.empty((1, 1), self.dtype)
+            metrics = {"loss": float(self.loss.forward_backward(out, y, grad, False))}
+            correct = self.loss.correct_count(out, y)
         if correct is not None:
             metrics["accuracy"] = correct / X.shape[0]
         return metrics

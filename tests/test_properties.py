@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adamw", "lion")
 EXPECTED_REFUSALS = re.compile(r"more than 1 sample per batch|more than 1 value per channel|at least 2 samples per training batch|holds 1 sample|layer shapes do not chain|takes \(batch, outputs\)|"
                                r"cannot take the output of|Residual block maps")
 #: the part of a divergence message that says where the first non-finite value came from
-DIVERGENCE_WHERE = re.compile(r"first non-finite value: (the loss itself|the (output|gradient) of layer \d+ )")
+DIVERGENCE_WHERE = re.compile(r"first non-finite value: (the loss itself|the (output|gradient) of layer \d+ |"
+                              r"none, but the gradients are too large for their norm: .* in layer \d+ )")
 
 # -- random layer stacks: plain tuples, turned into fresh layers per model -----------------------
 
@@ -154,7 +156,7 @@ def attempt(fn, *args, **kwargs):
         return None, exc
 
 
-def check_divergence(exc: FloatingPointError) -> None:
+def check_divergence(exc: FloatingPointError, model) -> None:
     assert DIVERGENCE_WHERE.search(str(exc)), f"divergence message names no layer or loss: {exc}"
 
 
@@ -166,13 +168,13 @@ def check_array(out, shape, dtype, finite: bool) -> None:
         assert np.isfinite(out).all(), out
 
 
-def refused_as_expected(exc, moderate: bool, training: bool) -> None:
+def refused_as_expected(exc, moderate: bool, training: bool, model=None) -> None:
     """For finite data, a call may only fail with a documented refusal (or divergence on extreme data)."""
     if exc is None:
         return
     if isinstance(exc, FloatingPointError):
         assert training and not moderate, f"moderate data diverged: {exc}"
-        check_divergence(exc)
+        check_divergence(exc, model)
         return
     assert isinstance(exc, ValueError), exc
     if not moderate and "NaN or infinity" in str(exc):
@@ -226,13 +228,13 @@ def test_every_public_call_works_or_refuses_clearly(stack, batch, kind, optimize
     before = model.params.copy() if model.built else None
     loss_value, exc = attempt(model.train_step, X, y)
     event(f"train_step: {type(exc).__name__ if exc else 'ok'}")
-    refused_as_expected(exc, moderate, training=True)
+    refused_as_expected(exc, moderate, training=True, model=model)
     if exc is not None and before is not None:
         np.testing.assert_array_equal(model.params, before)
     elif exc is None:
         assert isinstance(loss_value, float) and (np.isfinite(loss_value) or not moderate)
     history, exc = attempt(model.fit, X, y, epochs=1, batch_size=max(1, batch // 2), verbose=0)
-    refused_as_expected(exc, moderate, training=True)
+    refused_as_expected(exc, moderate, training=True, model=model)
     if exc is None:
         assert len(history.history["loss"]) == 1
         assert np.isfinite(history.history["loss"][0]) or not moderate
@@ -245,11 +247,11 @@ def test_every_public_call_works_or_refuses_clearly(stack, batch, kind, optimize
     if exc is None:
         assert set(metrics) >= {"loss"}
         assert np.isfinite(metrics["loss"]) or not moderate
-    if len(out_shape) > 2:  # known bug: see test_predict_proba_refuses_multi_axis_outputs
-        return
     proba, exc = attempt(model.predict_proba, X)
     if loss not in ("cross_entropy", "binary_cross_entropy"):
-        assert isinstance(exc, TypeError if moderate else USER_ERRORS), exc  # regression: no probabilities
+        assert isinstance(exc, USER_ERRORS), exc  # regression losses have no probabilities: TypeError
+        if isinstance(exc, ValueError):  # ... unless the data was refused first
+            refused_as_expected(exc, moderate, training=False)
     else:
         refused_as_expected(exc, moderate, training=False)
         if exc is None:
@@ -287,7 +289,7 @@ def _bad_inputs(shape, dtype):
         ("string", "data"), ("strings", np.full((3, *shape), "a")),
         ("objects", np.array([None] * 3, dtype=object)),
         ("complex", np.ones((3, *shape), np.complex128)),
-        ("ragged", [[1.0] * shape[-1], [1.0]]),
+        ("ragged", [[1.0] * (shape[-1] + 1), [1.0]]),
         ("none", None), ("dict", {"x": 1}),
         ("scalar", 3.0),
     ]
@@ -301,7 +303,6 @@ def test_bad_inputs_are_refused_with_value_or_type_errors(stack, which, seed):
     assume(exc is None)
     model.compile(loss=loss, optimizer="sgd")
     name, bad = _bad_inputs(shape, dtype)[which]
-    assume(not (dtype == "float64" and name in ("nan", "inf")))  # known bug: test_float64_nan_is_refused
     y = make_targets(loss, 3, out_width, np.random.default_rng(seed))
     before = model.params.copy()
     calls = {"predict": lambda: model.predict(bad), "forward": lambda: model.forward(bad),
@@ -327,7 +328,6 @@ def test_bad_targets_are_refused(stack, batch, seed, bad):
     X = rng.normal(size=(batch, *shape))
     y = np.asarray(make_targets(loss, batch, out_width, rng))
     if bad == "nan":
-        assume(not (dtype == "float64" and loss != "cross_entropy"))  # known bug: test_float64_nan_is_refused
         y = y.astype(float)
         y.flat[0] = np.nan
     elif bad == "length":
@@ -350,7 +350,9 @@ def test_bad_targets_are_refused(stack, batch, seed, bad):
             fn(X, y)
 
 
-bad_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(allow_nan=True),
+# floats stay small or are extreme on purpose (a float like 16777216.0 is a valid, slow layer width)
+bad_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(-1e3, 1e3, width=32),
+                        st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -1e30, 1e-30, 0.5, np.float32(2.0)]),
                         st.text(max_size=4), st.lists(st.integers(0, 3), max_size=2), st.just(object()))
 
 
@@ -360,6 +362,7 @@ bad_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats
                                                   "batch_size", "epochs"]))
 def test_constructor_arguments_work_or_raise_value_or_type_errors(value, which):
     """Any value for any argument either works or raises ValueError/TypeError at once."""
+    assume(not (which == "epochs" and isinstance(value, float) and value > 12))  # 3e38 epochs would run
     X, y = np.ones((4, 3)), np.array([0, 1, 0, 1])
     build = {
         "units": lambda: fnn.Sequential([fnn.Dense(3, value)]),
@@ -406,7 +409,7 @@ def test_a_diverging_step_names_where_and_changes_nothing(stack, batch, seed, lr
         if exc is None:
             continue
         assert isinstance(exc, FloatingPointError), exc
-        check_divergence(exc)
+        check_divergence(exc, model)
         np.testing.assert_array_equal(model.params, before)
         for name, value in model.state_arrays().items():
             np.testing.assert_array_equal(value, buffers[name], err_msg=name)
@@ -438,6 +441,20 @@ def test_float64_nan_is_refused(where):
     (X if where == "X" else y)[2, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         model.evaluate(X, y)
+
+
+def test_an_overflowing_gradient_norm_names_a_layer():
+    model = fnn.Sequential([fnn.Dense(3, 2)], dtype="float64").compile("cross_entropy", "sgd")
+    with pytest.raises(FloatingPointError, match=r"first non-finite value: .*in layer 0 \(Dense\(3, 2\), 0.weight\)"):
+        model.train_step(np.full((2, 3), 1e200), np.array([0, 1]))
+
+
+def test_huge_finite_inputs_give_no_overflow_warning_from_validation():
+    model = fnn.Sequential([fnn.Dense(2, 2)], dtype="float64")
+    X = np.asfortranarray(np.full((3, 2), 1e308))  # not C-ordered: the converting path sums X
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.forward(X).shape == (3, 2)
 
 
 def test_calls_before_compile_are_runtime_errors():

@@ -308,6 +308,9 @@ def normalize_shape(shape) -> Shape:
     """A per-sample shape as a tuple of positive ints (an int n is (n,)); ValueError otherwise."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
+    if isinstance(shape, (str, bytes)):
+        raise ValueError(f"a per-sample shape must be a tuple of positive integers, e.g. (784,) or (1, 28, 28), "
+                         f"got the string {shape!r}")
     try:
         out = tuple(int(d) for d in shape)
         ok = all(float(d) == o for d, o in zip(shape, out))
