@@ -496,16 +496,19 @@ class Sequential:
         return x, contexts
 
     def _backward(self, grad: np.ndarray, contexts: list, need_grad_x: bool) -> np.ndarray | None:
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            layer, need = self.layers[i], need_grad_x or i > 0
-            if contexts[i] is None:
-                grad = layer.backward(grad, need)
-            else:
-                calls, grad = layer.backward_calls(grad, contexts[i], need)
-                for fn, args in calls:
-                    fn(*args)
-                layer.last_grad_input = grad
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self._layer_backward(i, grad, contexts[i], need_grad_x or i > 0)
+        return grad
+
+    def _layer_backward(self, i: int, grad, ctx, need_grad_x: bool):
+        """Layer i's backward from the context of its forward (None: a user layer's own backward)."""
+        layer = self.layers[i]
+        if ctx is None:
+            return layer.backward(grad, need_grad_x)
+        calls, grad = layer.backward_calls(grad, ctx, need_grad_x)
+        for fn, args in calls:
+            fn(*args)
+        layer.last_grad_input = grad
         return grad
 
     def _check_x(self, X, argument="X"):
@@ -868,12 +871,7 @@ class Sequential:
                     self.loss.forward_backward(out, yb, grad, True)
                     for i in range(len(self.layers) - 1, -1, -1):
                         layer = self.layers[i]
-                        if contexts[i] is None:
-                            grad = layer.backward(grad, True)
-                        else:
-                            calls, grad = layer.backward_calls(grad, contexts[i], True)
-                            for fn, args in calls:
-                                fn(*args)
+                        grad = self._layer_backward(i, grad, contexts[i], i > 0)
                         grads = [g for n, _, g in self.named_parameters() if n.startswith(f"{i}.")]
                         if any(not np.isfinite(backend.to_host(g)).all() for g in [grad, *grads] if g is not None):
                             where = f"the gradient of layer {i} ({layer!r})"

@@ -328,3 +328,27 @@ def size_of(shape: Shape) -> int:
 
 def owner_ref(model) -> weakref.ref:
     return weakref.ref(model)
+
+
+class WeightAndBias:
+    """Mixin of layers with a decayed ``weight`` and an optional ``bias`` (Dense, Conv1d/2d):
+    their parameter specs (initialised by name: ``self.init``, ``self.bias_init``) and binding."""
+
+    def _weight_bias_specs(self, weight_shape: tuple, fan_in: int, fan_out: int, n_out: int) -> list[ParamSpec]:
+        from .. import init as initializers
+
+        def init_weight(view, seed, stream):
+            initializers.initialize(view, self.init, fan_in, fan_out, seed, stream)
+
+        def init_bias(view, seed, stream):
+            initializers.initialize(view, self.bias_init, fan_in, fan_out, seed, stream)
+
+        specs = [ParamSpec("weight", weight_shape, True, init_weight)]
+        if self.use_bias:
+            specs.append(ParamSpec("bias", (n_out,), False, init_bias))
+        return specs
+
+    def bind(self, params, grads):
+        self.weight, self.grad_weight = params["weight"], grads["weight"]
+        if self.use_bias:
+            self.bias, self.grad_bias = params["bias"], grads["bias"]

@@ -14,7 +14,7 @@ from .. import init as initializers
 from ..kernels.activations import ACTIVATIONS, IDENTITY
 from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
 from .activation import resolve_activation
-from .base import Layer, ParamSpec, normalize_shape, shape_str
+from .base import Layer, WeightAndBias, normalize_shape, shape_str
 from .registry import register_layer
 
 
@@ -27,7 +27,7 @@ def _pair(value, n: int, argument: str, minimum: int) -> tuple[int, ...]:
     return (V.check_int(value, argument, minimum=minimum),) * n
 
 
-class _ConvNd(Layer):
+class _ConvNd(WeightAndBias, Layer):
     """Shared parts of Conv1d and Conv2d; ``_dims`` spatial axes (1 or 2)."""
 
     _dims = 2
@@ -111,22 +111,7 @@ class _ConvNd(Layer):
     def parameter_specs(self):
         fan_in, fan_out = self._fans()
         shape = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-
-        def init_weight(view, seed, stream):
-            initializers.initialize(view, self.init, fan_in, fan_out, seed, stream)
-
-        def init_bias(view, seed, stream):
-            initializers.initialize(view, self.bias_init, fan_in, fan_out, seed, stream)
-
-        specs = [ParamSpec("weight", shape, True, init_weight)]
-        if self.use_bias:
-            specs.append(ParamSpec("bias", (self.out_channels,), False, init_bias))
-        return specs
-
-    def bind(self, params, grads):
-        self.weight, self.grad_weight = params["weight"], grads["weight"]
-        if self.use_bias:
-            self.bias, self.grad_bias = params["bias"], grads["bias"]
+        return self._weight_bias_specs(shape, fan_in, fan_out, self.out_channels)
 
     def _w4(self, w):
         return w.reshape((w.shape[0], w.shape[1], 1, w.shape[2])) if self._dims == 1 else w

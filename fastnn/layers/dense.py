@@ -6,12 +6,12 @@ from .. import init as initializers
 from .._config import REDUCTION_CHUNK_ROWS
 from ..kernels.activations import ACTIVATIONS, IDENTITY
 from .activation import resolve_activation
-from .base import Layer, ParamSpec, normalize_shape, rows, shape_str
+from .base import Layer, WeightAndBias, normalize_shape, rows, shape_str
 from .registry import register_layer
 
 
 @register_layer
-class Dense(Layer):
+class Dense(WeightAndBias, Layer):
     """``y = f(x @ weight + bias)``; weight (in_features, out_features), bias (out_features,).
 
     ``Dense(784, 256)`` or ``Dense(256)`` (input size taken from the previous layer). Applies to
@@ -63,22 +63,7 @@ class Dense(Layer):
 
     def parameter_specs(self):
         fan_in, fan_out = self.in_features, self.units
-
-        def init_weight(view, seed, stream):
-            initializers.initialize(view, self.init, fan_in, fan_out, seed, stream)
-
-        def init_bias(view, seed, stream):
-            initializers.initialize(view, self.bias_init, fan_in, fan_out, seed, stream)
-
-        specs = [ParamSpec("weight", (fan_in, fan_out), True, init_weight)]
-        if self.use_bias:
-            specs.append(ParamSpec("bias", (fan_out,), False, init_bias))
-        return specs
-
-    def bind(self, params, grads):
-        self.weight, self.grad_weight = params["weight"], grads["weight"]
-        if self.use_bias:
-            self.bias, self.grad_bias = params["bias"], grads["bias"]
+        return self._weight_bias_specs((fan_in, fan_out), fan_in, fan_out, fan_out)
 
     def _partials(self, n_rows):
         chunks = (n_rows + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS
