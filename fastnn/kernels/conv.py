@@ -23,13 +23,15 @@ import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like
+from ._scalar import like, n_chunks
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
 
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
 COL_MAX_ELEMENTS = 1 << 22
+#: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
+_TASK_ELEMENTS = 4096
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0,
@@ -60,68 +62,115 @@ def _valid_range(offset, stride, size, count):
     return lo, max(lo, hi)
 
 
+@njit(**JIT_INLINE)
+def _u(i):
+    """An index known to be >= 0 as uint64: numba then skips the negative-index wraparound,
+    which otherwise blocks vectorisation of the copy loops (4-10x here)."""
+    return np.uint64(i)
+
+
+@njit(**JIT_INLINE)
+def _chunk_samples(positions):
+    """Samples per im2col/col2im task: about :data:`_TASK_ELEMENTS` columns (at least one sample)."""
+    return max(1, _TASK_ELEMENTS // positions)
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
-    """Rows (c, :, :) of col, columns of sample ``plane // C``, from x[n0 + s, c] (``scatter``:
-    the reverse, x[n0 + s, c] = sum of those col entries at their input positions; x is grad_x)."""
-    c_in = x.shape[1]
-    s = plane // c_in
-    c = plane - s * c_in
-    h, w = x.shape[2], x.shape[3]
+def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
+    """Row ``task // chunks`` (c, i, j) of col over one chunk of the pass's samples: each task
+    writes one contiguous run of col, reading the cache-resident input planes."""
     p = oh * ow
+    chunk = _chunk_samples(p)
+    chunks = n_chunks(count, chunk)
+    r = task // chunks
+    s0 = (task - r * chunks) * chunk
+    s1 = min(count, s0 + chunk)
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    c = r // (kh * kw)
+    i = (r // kw) % kh
+    j = r % kw
+    xf, cf = x.reshape(x.size), col.reshape(col.size)
     zero = like(0.0, col)
-    xc = x[n0 + s, c]
-    if scatter:
-        for r in range(h):
-            for q in range(w):
-                xc[r, q] = zero
+    off_h, off_w = i * dh - pt, j * dw - pl
+    a_lo, a_hi = _valid_range(off_h, sh, h, oh)
+    lo, hi = _valid_range(off_w, sw, w, ow)
+    for s in range(s0, s1):
+        cb = r * col.shape[1] + s * p
+        xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w  # + a * sh * w + t * sw: x[n, c, ih, iw]
+        for t in range(a_lo * ow):
+            cf[_u(cb + t)] = zero
+        for t in range(a_hi * ow, p):
+            cf[_u(cb + t)] = zero
+        for a in range(a_lo, a_hi):
+            d, src = cb + a * ow, xb + a * sh * w
+            for t in range(lo):
+                cf[_u(d + t)] = zero
+            if sw == 1:
+                for t in range(lo, hi):
+                    cf[_u(d + t)] = xf[_u(src + t)]
+            else:
+                for t in range(lo, hi):
+                    cf[_u(d + t)] = xf[_u(src + t * sw)]
+            for t in range(hi, ow):
+                cf[_u(d + t)] = zero
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
+    """x[n0 + s, c] = the sum of its col entries, for channel ``task // chunks`` and one chunk of
+    samples (x is grad_x). Each plane is owned by one task and summed in (i, j, oh, ow) order."""
+    p = oh * ow
+    chunk = _chunk_samples(p)
+    chunks = n_chunks(count, chunk)
+    c = task // chunks
+    s0 = (task - c * chunks) * chunk
+    s1 = min(count, s0 + chunk)
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    xf, cf = x.reshape(x.size), col.reshape(col.size)
+    zero = like(0.0, col)
+    for s in range(s0, s1):
+        xb = ((n0 + s) * c_in + c) * h * w
+        for t in range(h * w):
+            xf[_u(xb + t)] = zero
     for i in range(kh):
+        off_h = i * dh - pt
+        a_lo, a_hi = _valid_range(off_h, sh, h, oh)
         for j in range(kw):
-            row = col[(c * kh + i) * kw + j, s * p:(s + 1) * p]
+            r = (c * kh + i) * kw + j
             off_w = j * dw - pl
             lo, hi = _valid_range(off_w, sw, w, ow)
-            for a in range(oh):
-                ih = a * sh - pt + i * dh
-                seg = row[a * ow:(a + 1) * ow]
-                if scatter:
-                    if 0 <= ih < h:
-                        xr = xc[ih]
-                        if sw == 1:  # unit stride: a contiguous run that vectorises
-                            dst, src = xr[lo + off_w:hi + off_w], seg[lo:hi]
-                            for t in range(hi - lo):
-                                dst[t] += src[t]
-                        else:
-                            for t in range(lo, hi):
-                                xr[t * sw + off_w] += seg[t]
-                elif ih < 0 or ih >= h:
-                    for t in range(ow):
-                        seg[t] = zero
-                else:  # loops, not slice assignment: numba's setitem checks overlap per call (2x slower here)
-                    xr = xc[ih]
-                    for t in range(lo):
-                        seg[t] = zero
+            for s in range(s0, s1):
+                cb = r * col.shape[1] + s * p
+                xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w
+                for a in range(a_lo, a_hi):
+                    d, dst = cb + a * ow, xb + a * sh * w
                     if sw == 1:
-                        dst, src = seg[lo:hi], xr[lo + off_w:hi + off_w]
-                        for t in range(hi - lo):
-                            dst[t] = src[t]
+                        for t in range(lo, hi):
+                            xf[_u(dst + t)] += cf[_u(d + t)]
                     else:
                         for t in range(lo, hi):
-                            seg[t] = xr[t * sw + off_w]
-                    for t in range(hi, ow):
-                        seg[t] = zero
+                            xf[_u(dst + t * sw)] += cf[_u(d + t)]
 
 
 @njit(**JIT_PARALLEL)
 def _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
-    """im2col (or col2im when ``scatter``) of samples n0 .. n0 + count, one (sample, channel) plane per task."""
-    planes = count * x.shape[1]
-    if planes * kh * kw * oh * ow < PARALLEL_MIN_ELEMENTS:
-        for t in range(planes):
-            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+    """im2col of samples n0 .. n0 + count into col (or, ``scatter``, col2im into x = grad_x):
+    tasks of (col row, sample chunk), or of (channel, sample chunk) for the scatter."""
+    chunks = n_chunks(count, _chunk_samples(oh * ow))
+    tasks = (x.shape[1] if scatter else col.shape[0]) * chunks
+    if col.shape[0] * count * oh * ow < PARALLEL_MIN_ELEMENTS:
+        for t in range(tasks):
+            if scatter:
+                _col2im_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
+            else:
+                _im2col_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
     else:
-        for t_u in prange(planes):
+        for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+            if scatter:
+                _col2im_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
+            else:
+                _im2col_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
