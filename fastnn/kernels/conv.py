@@ -23,7 +23,7 @@ import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, n_chunks
+from ._scalar import like, n_chunks, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
@@ -63,13 +63,6 @@ def _valid_range(offset, stride, size, count):
 
 
 @njit(**JIT_INLINE)
-def _u(i):
-    """An index known to be >= 0 as uint64: numba then skips the negative-index wraparound,
-    which otherwise blocks vectorisation of the copy loops (4-10x here)."""
-    return np.uint64(i)
-
-
-@njit(**JIT_INLINE)
 def _chunk_samples(positions):
     """Samples per im2col/col2im task: about :data:`_TASK_ELEMENTS` columns (at least one sample)."""
     return max(1, _TASK_ELEMENTS // positions)
@@ -98,21 +91,21 @@ def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
         cb = r * col.shape[1] + s * p
         xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w  # + a * sh * w + t * sw: x[n, c, ih, iw]
         for t in range(a_lo * ow):
-            cf[_u(cb + t)] = zero
+            cf[nonneg(cb + t)] = zero
         for t in range(a_hi * ow, p):
-            cf[_u(cb + t)] = zero
+            cf[nonneg(cb + t)] = zero
         for a in range(a_lo, a_hi):
             d, src = cb + a * ow, xb + a * sh * w
             for t in range(lo):
-                cf[_u(d + t)] = zero
+                cf[nonneg(d + t)] = zero
             if sw == 1:
                 for t in range(lo, hi):
-                    cf[_u(d + t)] = xf[_u(src + t)]
+                    cf[nonneg(d + t)] = xf[nonneg(src + t)]
             else:
                 for t in range(lo, hi):
-                    cf[_u(d + t)] = xf[_u(src + t * sw)]
+                    cf[nonneg(d + t)] = xf[nonneg(src + t * sw)]
             for t in range(hi, ow):
-                cf[_u(d + t)] = zero
+                cf[nonneg(d + t)] = zero
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -131,7 +124,7 @@ def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
     for s in range(s0, s1):
         xb = ((n0 + s) * c_in + c) * h * w
         for t in range(h * w):
-            xf[_u(xb + t)] = zero
+            xf[nonneg(xb + t)] = zero
     for i in range(kh):
         off_h = i * dh - pt
         a_lo, a_hi = _valid_range(off_h, sh, h, oh)
@@ -146,10 +139,10 @@ def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
                     d, dst = cb + a * ow, xb + a * sh * w
                     if sw == 1:
                         for t in range(lo, hi):
-                            xf[_u(dst + t)] += cf[_u(d + t)]
+                            xf[nonneg(dst + t)] += cf[nonneg(d + t)]
                     else:
                         for t in range(lo, hi):
-                            xf[_u(dst + t * sw)] += cf[_u(d + t)]
+                            xf[nonneg(dst + t * sw)] += cf[nonneg(d + t)]
 
 
 @njit(**JIT_PARALLEL)
