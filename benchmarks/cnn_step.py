@@ -146,7 +146,7 @@ def build_cases(name, torch):
     return {f"{name} train b={BATCH}": train, f"{name} infer b=1": infer}, model, xb, yb
 
 
-def time_cases(cases, repeats, block_s):
+def time_cases(cases, repeats, block_s, clock=time.perf_counter):
     """Median seconds per call of each impl, interleaved repeats of blocks of calls."""
     calls = {}
     for impl, fn in cases.items():  # warm-up (compiles, fusion tier-up) and calls per block
@@ -160,15 +160,16 @@ def time_cases(cases, repeats, block_s):
     for _ in range(repeats):
         for impl, fn in cases.items():
             n = calls[impl]
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n):
                 fn()
-            times[impl].append((time.perf_counter() - start) / n)
+            times[impl].append((clock() - start) / n)
     return {impl: float(np.median(t)) for impl, t in times.items()}
 
 
-def profile(name, steps=200):
-    """Each call of the model's step plan timed inside the step sequence (mean us per step)."""
+def profile(name, steps=200, cpu_clock=False):
+    """Each call of the model's step plan timed inside the step sequence (mean us per step);
+    ``cpu_clock``: this thread's CPU time instead of wall time (1 thread on a loaded machine)."""
     cases, model, xb, yb = build_cases(name, None)
     train = cases[f"{name} train b={BATCH}"]["fastnn"]
     for _ in range(20):
@@ -178,14 +179,15 @@ def profile(name, steps=200):
              + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
              + [("optimizer step", model.optimizer.step, ())])
     totals = np.zeros(len(calls))
-    clock = time.perf_counter
+    clock = time.thread_time if cpu_clock else time.perf_counter
     for _ in range(steps):
         for i, (_, fn, args) in enumerate(calls):
             start = clock()
             fn(*args)
             totals[i] += clock() - start
     whole = time_cases({"step": train}, 5, 0.1)["step"] * 1e6
-    print(f"## {name}: each call inside the step, {fnn.get_num_threads()} threads (mean us of {steps} steps)\n")
+    what = "CPU time of the calling thread" if cpu_clock else "wall time"
+    print(f"## {name}: each call inside the step, {fnn.get_num_threads()} threads ({what}, mean us of {steps} steps)\n")
     print("| part | us | share of step |\n|---|---|---|")
     print(f"| whole train_step (median) | {whole:.0f} | 100% |")
     for (label, _, args), total in zip(calls, totals):
@@ -203,25 +205,33 @@ def main(argv=None) -> int:
     parser.add_argument("--block-ms", type=float, default=150.0)
     parser.add_argument("--models", default="lenet,conv1d")
     parser.add_argument("--profile", choices=list(MODELS), help="per-call profile of one model's step instead")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time the calling thread's CPU time, not wall time: with --threads 1 every case runs "
+                             "in that thread, so a busy machine's preemptions drop out")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
+    if args.cpu_clock and args.threads != 1:
+        parser.error("--cpu-clock needs --threads 1 (other threads' work is not in the calling thread's CPU time)")
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     torch = None
     if not args.no_torch and not args.profile:
         import torch
     set_threads(args.threads)
     if args.profile:
-        profile(args.profile)
+        profile(args.profile, cpu_clock=args.cpu_clock)
         return 0
-    print(f"## CNN steps, {args.threads} threads, median of {args.repeats} interleaved repeats (us per call)\n")
+    what = "CPU time of the calling thread" if args.cpu_clock else "wall time"
+    print(f"## CNN steps, {args.threads} threads, median of {args.repeats} interleaved repeats (us per call, {what})\n")
     print("| case | fastnn | torch | GEMM floor | fastnn/torch | fastnn/floor |\n|---|---|---|---|---|---|")
     for name in args.models.split(","):
         cases = build_cases(name, torch)[0]
         for label, impls in cases.items():
-            t = time_cases(impls, args.repeats, args.block_ms / 1e3)
+            t = time_cases(impls, args.repeats, args.block_ms / 1e3, clock)
             tt = t.get("torch", float("nan"))
             print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
                   f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
-    print(f"\nCommand: `python benchmarks/cnn_step.py --threads {args.threads} --repeats {args.repeats}`")
+    flag = " --cpu-clock" if args.cpu_clock else ""
+    print(f"\nCommand: `python benchmarks/cnn_step.py --threads {args.threads} --repeats {args.repeats}{flag}`")
     return 0
 
 
