@@ -307,12 +307,16 @@ def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_le
 
 @njit(**JIT)
 def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
-                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x):
+                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x, col_ready=False):
     """Gradients of conv2d_forward from ``grad_y`` (N, O, OH, OW).
 
     Writes grad_w (O, C // groups, KH, KW), grad_b (O,) and, if ``need_grad_x``, grad_x
     (N, C, H, W). col, zcol: scratch of :func:`conv2d_scratch_shapes`; partial_b (N, O) scratch
     (per-sample bias sums, added in sample order). x, w, z, y as in (and after) the forward.
+    ``col_ready``: col is the one conv2d_forward filled from this x and nothing wrote it since;
+    when the batch fit one pass it still holds the im2col, which is then not recomputed (the
+    same products, so the same bits). With ``need_grad_x`` col is overwritten (it holds the
+    gradient of the im2col afterwards).
     """
     c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     oh, ow = z.shape[2], z.shape[3]
@@ -328,8 +332,9 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
         count = min(nb, x.shape[0] - n0)
         cols, gz = col[:, :count * p], zcol[:, :count * p]
         _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
-        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
-                oh, ow, False)
+        if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
+            _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+                    oh, ow, False)
         _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
             _group_gemm(True, False, w2, gz, zero, cols, groups)
