@@ -17,9 +17,11 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, nonneg
+from ._scalar import like, n_chunks, nonneg
 
 MAX, AVG, AVG_EXCLUDE_PAD = 0, 1, 2
+#: input elements per task (whole planes): small planes are grouped, so per-plane call costs amortise
+_TASK_ELEMENTS = 4096
 
 
 @njit(**JIT_INLINE)
@@ -141,7 +143,7 @@ def _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _pool_grad_plane(argmax, grad_y, grad_x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+def _pool_grad_plane(grad_y, grad_x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
                      mode):
     """Backward average pooling of one (sample, channel) plane: grad_x zeroed, then accumulated in
     output order (max pooling: :func:`_max_grad_plane`)."""
@@ -181,33 +183,43 @@ def _max_grad_plane(gxf, gyf, af, plane, size, out_size):
             gxf[nonneg(base + where)] += gyf[nonneg(q)]
 
 
+@njit(**JIT_INLINE)
+def _planes_per_task(plane_size):
+    """Planes per task of :func:`_pool`: about :data:`_TASK_ELEMENTS` input elements (at least one)."""
+    return max(1, _TASK_ELEMENTS // max(1, plane_size))
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _pool_task(x, y, argmax, flat, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode,
+def _pool_task(x, y, argmax, flat, task, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode,
                backward):
-    """One plane of :func:`_pool`: the NaN-free max path when it applies, else the general one.
-    ``flat``: (x, y, argmax) as 1-D views (made once per call: a reshape costs a runtime call)."""
+    """Planes of task ``task`` of :func:`_pool`, each by the NaN-free max path when it applies,
+    else by the general one. ``flat``: (x, y, argmax) as 1-D views (made once per call: a
+    reshape costs a runtime call)."""
     h, w, oh, ow = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
-    if backward and mode == MAX:
-        _max_grad_plane(flat[0], flat[1], flat[2], plane, h * w, oh * ow)
-    elif backward:
-        _pool_grad_plane(argmax, y, x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
-    elif mode == MAX and not _plane_has_nan(flat[0], plane, h * w):
-        _max_plane_finite(flat[0], flat[1], flat[2], (h, w, oh, ow), plane, kernel_h, kernel_w, stride_h, stride_w,
-                          pad_top, pad_left)
-    else:
-        _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+    per_task = _planes_per_task(h * w)
+    for plane in range(task * per_task, min(x.shape[0] * x.shape[1], (task + 1) * per_task)):
+        if backward and mode == MAX:
+            _max_grad_plane(flat[0], flat[1], flat[2], plane, h * w, oh * ow)
+        elif backward:
+            _pool_grad_plane(y, x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
+        elif mode == MAX and not _plane_has_nan(flat[0], plane, h * w):
+            _max_plane_finite(flat[0], flat[1], flat[2], (h, w, oh, ow), plane, kernel_h, kernel_w, stride_h,
+                              stride_w, pad_top, pad_left)
+        else:
+            _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
 
 
 @njit(**JIT_PARALLEL)
 def _pool(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, backward):
-    """Forward (x -> y) or backward (``backward``: y is grad_y, x is grad_x) over all planes."""
-    planes = x.shape[0] * x.shape[1]
+    """Forward (x -> y) or backward (``backward``: y is grad_y, x is grad_x) over all planes, in
+    tasks of whole planes (each plane written by one task)."""
+    tasks = n_chunks(x.shape[0] * x.shape[1], _planes_per_task(x.shape[2] * x.shape[3]))
     flat = (x.reshape(x.size), y.reshape(y.size), argmax.reshape(argmax.size))
     if x.size + y.size < PARALLEL_MIN_ELEMENTS:
-        for t in range(planes):
+        for t in range(tasks):
             _pool_task(x, y, argmax, flat, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, backward)
     else:
-        for t_u in prange(planes):
+        for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _pool_task(x, y, argmax, flat, t, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, backward)
 
