@@ -146,8 +146,9 @@ def build_cases(name, torch):
     return {f"{name} train b={BATCH}": train, f"{name} infer b=1": infer}, model, xb, yb
 
 
-def time_cases(cases, repeats, block_s, clock=time.perf_counter):
-    """Median seconds per call of each impl, interleaved repeats of blocks of calls."""
+def time_cases(cases, repeats, block_s, clock=time.perf_counter, settle_s=0.0):
+    """Median seconds per call of each impl, interleaved repeats of blocks of calls; ``settle_s``
+    of sleep before each block lets the previous library's spinning threads go idle."""
     calls = {}
     for impl, fn in cases.items():  # warm-up (compiles, fusion tier-up) and calls per block
         start = time.perf_counter()
@@ -160,6 +161,7 @@ def time_cases(cases, repeats, block_s, clock=time.perf_counter):
     for _ in range(repeats):
         for impl, fn in cases.items():
             n = calls[impl]
+            time.sleep(settle_s)
             start = clock()
             for _ in range(n):
                 fn()
@@ -208,11 +210,16 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-clock", action="store_true",
                         help="time the calling thread's CPU time, not wall time: with --threads 1 every case runs "
                              "in that thread, so a busy machine's preemptions drop out")
+    parser.add_argument("--settle-ms", type=float, default=None,
+                        help="sleep before each timed block so the other libraries' thread pools stop spinning "
+                             "(default 300 with more than 1 thread, else 0): three pools on 2 cores otherwise "
+                             "measure each other's spinning")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     if args.cpu_clock and args.threads != 1:
         parser.error("--cpu-clock needs --threads 1 (other threads' work is not in the calling thread's CPU time)")
     clock = time.thread_time if args.cpu_clock else time.perf_counter
+    settle = args.settle_ms if args.settle_ms is not None else (300.0 if args.threads > 1 else 0.0)
     torch = None
     if not args.no_torch and not args.profile:
         import torch
@@ -226,7 +233,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         cases = build_cases(name, torch)[0]
         for label, impls in cases.items():
-            t = time_cases(impls, args.repeats, args.block_ms / 1e3, clock)
+            t = time_cases(impls, args.repeats, args.block_ms / 1e3, clock, settle / 1e3)
             tt = t.get("torch", float("nan"))
             print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
                   f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
