@@ -13,8 +13,9 @@ Forward per pass: im2col, ``zcol_g = w_g @ col_g`` (fixed output tiles over Numb
 BLAS at one thread, as kernels/dense.py), then one sweep that moves zcol into NCHW with the bias
 and the activation fused. Backward per pass: one sweep computes ``grad_z = grad_y * f'(z)`` into
 zcol's layout with per-sample bias sums, then ``grad_w_g += grad_z_g @ col_g.T`` (passes in
-order), and ``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane
-owned by one thread). Every sum is in an order fixed by the shape: bit-identical on any number
+order; col is the forward's when ``col_ready`` and the batch is one pass), and
+``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane owned by one
+task). im2col tasks are (col row, sample chunk): each writes one contiguous run of col. Every sum is in an order fixed by the shape: bit-identical on any number
 of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
 """
 from __future__ import annotations
