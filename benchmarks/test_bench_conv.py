@@ -59,8 +59,10 @@ class Conv:
                        1, RELU, 0.0)
 
     def backward(self):
+        """After :meth:`forward` (every step here runs it first): col_ready, as the layers pass it in training."""
         conv2d_backward(self.x, self.w, self.z, self.y, self.grad_y, self.col, self.zcol, self.grad_x, self.grad_w,
-                        self.grad_b, self.partial, 1, 1, self.pad_h, self.pad_w, 1, 1, 1, RELU, 0.0, self.need_grad_x)
+                        self.grad_b, self.partial, 1, 1, self.pad_h, self.pad_w, 1, 1, 1, RELU, 0.0, self.need_grad_x,
+                        True)
 
     def gemm_floor(self):
         np.matmul(self.w2, self.cols, out=self.zcols)

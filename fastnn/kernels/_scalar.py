@@ -32,6 +32,13 @@ def n_chunks(n, chunk):
 
 
 @njit(**JIT_INLINE)
+def nonneg(i):
+    """An index known to be >= 0, as uint64: numba then skips the negative-index wraparound, a
+    select per access that otherwise stops vectorisation of flat copy loops (4-10x measured)."""
+    return np.uint64(i)
+
+
+@njit(**JIT_INLINE)
 def start_of(n):
     """A 0 typed like ``n`` (int64), not a literal: serial twins pass it where the parallel path
     passes a computed row, so the callee is compiled once instead of once more for literal 0."""

@@ -13,8 +13,9 @@ Forward per pass: im2col, ``zcol_g = w_g @ col_g`` (fixed output tiles over Numb
 BLAS at one thread, as kernels/dense.py), then one sweep that moves zcol into NCHW with the bias
 and the activation fused. Backward per pass: one sweep computes ``grad_z = grad_y * f'(z)`` into
 zcol's layout with per-sample bias sums, then ``grad_w_g += grad_z_g @ col_g.T`` (passes in
-order), and ``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane
-owned by one thread). Every sum is in an order fixed by the shape: bit-identical on any number
+order; col is the forward's when ``col_ready`` and the batch is one pass), and
+``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane owned by one
+task). im2col tasks are (col row, sample chunk): each writes one contiguous run of col. Every sum is in an order fixed by the shape: bit-identical on any number
 of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
 """
 from __future__ import annotations
@@ -23,13 +24,15 @@ import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like
+from ._scalar import like, n_chunks, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
 
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
 COL_MAX_ELEMENTS = 1 << 22
+#: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
+_TASK_ELEMENTS = 4096
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0,
@@ -60,68 +63,108 @@ def _valid_range(offset, stride, size, count):
     return lo, max(lo, hi)
 
 
+@njit(**JIT_INLINE)
+def _chunk_samples(positions):
+    """Samples per im2col/col2im task: about :data:`_TASK_ELEMENTS` columns (at least one sample)."""
+    return max(1, _TASK_ELEMENTS // positions)
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _im2col_plane(x, col, n0, plane, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
-    """Rows (c, :, :) of col, columns of sample ``plane // C``, from x[n0 + s, c] (``scatter``:
-    the reverse, x[n0 + s, c] = sum of those col entries at their input positions; x is grad_x)."""
-    c_in = x.shape[1]
-    s = plane // c_in
-    c = plane - s * c_in
-    h, w = x.shape[2], x.shape[3]
+def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
+    """Row ``task // chunks`` (c, i, j) of col over one chunk of the pass's samples: each task
+    writes one contiguous run of col, reading the cache-resident input planes."""
     p = oh * ow
+    chunk = _chunk_samples(p)
+    chunks = n_chunks(count, chunk)
+    r = task // chunks
+    s0 = (task - r * chunks) * chunk
+    s1 = min(count, s0 + chunk)
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    c = r // (kh * kw)
+    i = (r // kw) % kh
+    j = r % kw
+    xf, cf = x.reshape(x.size), col.reshape(col.size)
     zero = like(0.0, col)
-    xc = x[n0 + s, c]
-    if scatter:
-        for r in range(h):
-            for q in range(w):
-                xc[r, q] = zero
+    off_h, off_w = i * dh - pt, j * dw - pl
+    a_lo, a_hi = _valid_range(off_h, sh, h, oh)
+    lo, hi = _valid_range(off_w, sw, w, ow)
+    for s in range(s0, s1):
+        cb = r * col.shape[1] + s * p
+        xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w  # + a * sh * w + t * sw: x[n, c, ih, iw]
+        for t in range(a_lo * ow):
+            cf[nonneg(cb + t)] = zero
+        for t in range(a_hi * ow, p):
+            cf[nonneg(cb + t)] = zero
+        for a in range(a_lo, a_hi):
+            d, src = cb + a * ow, xb + a * sh * w
+            for t in range(lo):
+                cf[nonneg(d + t)] = zero
+            if sw == 1:
+                for t in range(lo, hi):
+                    cf[nonneg(d + t)] = xf[nonneg(src + t)]
+            else:
+                for t in range(lo, hi):
+                    cf[nonneg(d + t)] = xf[nonneg(src + t * sw)]
+            for t in range(hi, ow):
+                cf[nonneg(d + t)] = zero
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
+    """x[n0 + s, c] = the sum of its col entries, for channel ``task // chunks`` and one chunk of
+    samples (x is grad_x). Each plane is owned by one task and summed in (i, j, oh, ow) order."""
+    p = oh * ow
+    chunk = _chunk_samples(p)
+    chunks = n_chunks(count, chunk)
+    c = task // chunks
+    s0 = (task - c * chunks) * chunk
+    s1 = min(count, s0 + chunk)
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    xf, cf = x.reshape(x.size), col.reshape(col.size)
+    zero = like(0.0, col)
+    for s in range(s0, s1):
+        xb = ((n0 + s) * c_in + c) * h * w
+        for t in range(h * w):
+            xf[nonneg(xb + t)] = zero
     for i in range(kh):
+        off_h = i * dh - pt
+        a_lo, a_hi = _valid_range(off_h, sh, h, oh)
         for j in range(kw):
-            row = col[(c * kh + i) * kw + j, s * p:(s + 1) * p]
+            r = (c * kh + i) * kw + j
             off_w = j * dw - pl
             lo, hi = _valid_range(off_w, sw, w, ow)
-            for a in range(oh):
-                ih = a * sh - pt + i * dh
-                seg = row[a * ow:(a + 1) * ow]
-                if scatter:
-                    if 0 <= ih < h:
-                        xr = xc[ih]
-                        if sw == 1:  # unit stride: a contiguous run that vectorises
-                            dst, src = xr[lo + off_w:hi + off_w], seg[lo:hi]
-                            for t in range(hi - lo):
-                                dst[t] += src[t]
-                        else:
-                            for t in range(lo, hi):
-                                xr[t * sw + off_w] += seg[t]
-                elif ih < 0 or ih >= h:
-                    for t in range(ow):
-                        seg[t] = zero
-                else:  # loops, not slice assignment: numba's setitem checks overlap per call (2x slower here)
-                    xr = xc[ih]
-                    for t in range(lo):
-                        seg[t] = zero
+            for s in range(s0, s1):
+                cb = r * col.shape[1] + s * p
+                xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w
+                for a in range(a_lo, a_hi):
+                    d, dst = cb + a * ow, xb + a * sh * w
                     if sw == 1:
-                        dst, src = seg[lo:hi], xr[lo + off_w:hi + off_w]
-                        for t in range(hi - lo):
-                            dst[t] = src[t]
+                        for t in range(lo, hi):
+                            xf[nonneg(dst + t)] += cf[nonneg(d + t)]
                     else:
                         for t in range(lo, hi):
-                            seg[t] = xr[t * sw + off_w]
-                    for t in range(hi, ow):
-                        seg[t] = zero
+                            xf[nonneg(dst + t * sw)] += cf[nonneg(d + t)]
 
 
 @njit(**JIT_PARALLEL)
 def _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter):
-    """im2col (or col2im when ``scatter``) of samples n0 .. n0 + count, one (sample, channel) plane per task."""
-    planes = count * x.shape[1]
-    if planes * kh * kw * oh * ow < PARALLEL_MIN_ELEMENTS:
-        for t in range(planes):
-            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+    """im2col of samples n0 .. n0 + count into col (or, ``scatter``, col2im into x = grad_x):
+    tasks of (col row, sample chunk), or of (channel, sample chunk) for the scatter."""
+    chunks = n_chunks(count, _chunk_samples(oh * ow))
+    tasks = (x.shape[1] if scatter else col.shape[0]) * chunks
+    if col.shape[0] * count * oh * ow < PARALLEL_MIN_ELEMENTS:
+        for t in range(tasks):
+            if scatter:
+                _col2im_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
+            else:
+                _im2col_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
     else:
-        for t_u in prange(planes):
+        for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _im2col_plane(x, col, n0, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, scatter)
+            if scatter:
+                _col2im_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
+            else:
+                _im2col_task(x, col, n0, count, t, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -265,12 +308,16 @@ def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_le
 
 @njit(**JIT)
 def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
-                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x):
+                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x, col_ready=False):
     """Gradients of conv2d_forward from ``grad_y`` (N, O, OH, OW).
 
     Writes grad_w (O, C // groups, KH, KW), grad_b (O,) and, if ``need_grad_x``, grad_x
     (N, C, H, W). col, zcol: scratch of :func:`conv2d_scratch_shapes`; partial_b (N, O) scratch
     (per-sample bias sums, added in sample order). x, w, z, y as in (and after) the forward.
+    ``col_ready``: col is the one conv2d_forward filled from this x and nothing wrote it since;
+    when the batch fit one pass it still holds the im2col, which is then not recomputed (the
+    same products, so the same bits). With ``need_grad_x`` col is overwritten (it holds the
+    gradient of the im2col afterwards).
     """
     c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     oh, ow = z.shape[2], z.shape[3]
@@ -286,8 +333,9 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
         count = min(nb, x.shape[0] - n0)
         cols, gz = col[:, :count * p], zcol[:, :count * p]
         _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
-        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
-                oh, ow, False)
+        if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
+            _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
+                    oh, ow, False)
         _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
             _group_gemm(True, False, w2, gz, zero, cols, groups)

@@ -116,14 +116,17 @@ class _ConvNd(WeightAndBias, Layer):
     def _w4(self, w):
         return w.reshape((w.shape[0], w.shape[1], 1, w.shape[2])) if self._dims == 1 else w
 
-    def _scratch_for(self, batch: int):
-        """(col, zcol, partial_b) scratch for one kernel call at this batch size (shared by arenas:
-        its contents do not outlive a call)."""
-        scratch = self._scratch.get(batch)
+    def _scratch_for(self, batch: int, arena: str):
+        """(col, zcol, partial_b) scratch of the kernel calls at this batch size in this arena. In
+        the "train" arena col carries the forward's im2col to the backward of the same step (as
+        the workspace carries z and y), so the backward skips recomputing it; zcol and partial_b
+        do not outlive a call."""
+        key = (arena, batch)
+        scratch = self._scratch.get(key)
         if scratch is None:
             c, kh_kw, o = self.in_channels, self._w4_kernel(), self.out_channels
             shapes = conv2d_scratch_shapes(batch, c, o, kh_kw[0], kh_kw[1], self._out4[1], self._out4[2])
-            scratch = self._scratch[batch] = tuple(self.zeros(s) for s in shapes)
+            scratch = self._scratch[key] = tuple(self.zeros(s) for s in shapes)
         return scratch
 
     def _w4_kernel(self) -> tuple[int, int]:
@@ -141,7 +144,7 @@ class _ConvNd(WeightAndBias, Layer):
         z = ws["z"]
         y = ws.get("y", z)
         ctx.x = x.reshape((m, *self._in4))
-        col, zcol, _ = self._scratch_for(m)
+        col, zcol, _ = self._scratch_for(m, ctx.arena)
         args = (ctx.x, self._w4(self.weight), self.bias, col, zcol, z, y, *self._geometry(), self.groups, self.code,
                 self.alpha)
         return [(self.K.conv2d_forward, args)], y.reshape((m, *self.output_shape))
@@ -151,11 +154,13 @@ class _ConvNd(WeightAndBias, Layer):
         ws = self._workspace(m, ctx.arena)
         z = ws["z"]
         y = ws.get("y", z)
-        col, zcol, partial_b = self._scratch_for(m)
+        col, zcol, partial_b = self._scratch_for(m, ctx.arena)
         grad_x = self._grad_x(m if need_grad_x else 1, ctx.arena)["grad_x"]
+        # col reuse only in the plans' arena, where each step's forward precedes its one backward
+        # (the eager API may run a backward twice, and a backward with need_grad_x overwrites col)
         args = (ctx.x, self._w4(self.weight), z, y, grad_y.reshape((m, *self._out4)), col, zcol, grad_x,
                 self._w4(self.grad_weight), self.grad_bias, partial_b, *self._geometry(), self.groups, self.code,
-                self.alpha, need_grad_x)
+                self.alpha, need_grad_x, ctx.arena == "train")
         return [(self.K.conv2d_backward, args)], (grad_x.reshape((m, *self.input_shape)) if need_grad_x else None)
 
     def get_config(self):

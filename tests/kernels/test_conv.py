@@ -115,6 +115,25 @@ def test_batch_in_several_passes_matches_one_pass(case):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("per_pass", [None, 3], ids=["one-pass", "several-passes"])
+@pytest.mark.parametrize("case", [CASES[3], CASES[12]], ids=["small", "parallel"])
+def test_backward_on_the_forwards_col_gives_the_same_bits(case, per_pass):
+    """col_ready: the backward reuses the im2col the forward left in col (one pass) or, with
+    several passes, recomputes it; either way the gradients are those of a fresh col."""
+    x, w, b = _problem(case, np.float32)
+    oh, ow = _geometry(case)
+    z = np.empty((x.shape[0], w.shape[0], oh, ow), x.dtype)
+    y = np.empty_like(z)
+    col, zcol, partial = _scratch(case, x.dtype, per_pass)
+    conv2d_forward(x, w, b, col, zcol, z, y, *_scalars(case))
+    grad_y = np.random.default_rng(7).standard_normal(z.shape).astype(x.dtype)
+    got = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+    conv2d_backward(x, w, z, y, grad_y, col, zcol, *got, partial, *_scalars(case), True, True)
+    want = backward(case, x, w, b, grad_y, per_pass)  # fresh NaN-filled scratch, col_ready False
+    for label, g, e in zip(("grad_x", "grad_w", "grad_b"), got, want):
+        np.testing.assert_array_equal(g, e, err_msg=label)
+
+
 def test_scratch_shapes_cap_the_pass_size():
     col, zcol, partial = conv2d_scratch_shapes(64, 64, 32, 3, 3, 56, 56)
     assert col[0] == 64 * 9 and zcol[0] == 32 and partial == (64, 32)

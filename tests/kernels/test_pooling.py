@@ -117,6 +117,32 @@ def test_maxpool_propagates_nan():
     assert np.isnan(y[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == 4 and np.all(np.isfinite(y[0, 0, 1:]))
 
 
+def _first_argmax(x, case):
+    """Flat index h * W + w of each window's first maximum, a NaN counting as the maximum (torch)."""
+    _, _, h, w, (kh, kw), (sh, sw), (top, _, left, _) = case
+    out = np.empty(_out_shape(case), np.int64)
+    for n, c, a, b in np.ndindex(out.shape):
+        rows = range(max(0, a * sh - top), min(h, a * sh - top + kh))
+        cols = range(max(0, b * sw - left), min(w, b * sw - left + kw))
+        flat = [(r * w + q, x[n, c, r, q]) for r in rows for q in cols]
+        nans = [k for k, v in flat if np.isnan(v)]
+        out[n, c, a, b] = nans[0] if nans else max(flat, key=lambda kv: (kv[1], -kv[0]))[0]
+    return out
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5]], ids=["padded", "1d", "parallel"])
+def test_maxpool_ties_and_nan_planes_take_the_first_maximum(case):
+    """Ties (rounded values) pick the first maximum; planes holding a NaN (the exact NaN path)
+    sit beside NaN-free planes (the vectorised path) and give NaN with the first NaN's index."""
+    x = np.round(_x(case, np.float32, seed=3))
+    x[0, 0, 0, 1] = x[-1, -1, 0, 2] = x[-1, -1, 0, 3] = np.nan
+    y, argmax = max_forward(case, x)
+    np.testing.assert_array_equal(argmax, _first_argmax(x, case))
+    np.testing.assert_array_equal(y, np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(
+        *argmax.shape[:2], -1), axis=2).reshape(y.shape))
+    assert np.isnan(y[0, 0]).any() and np.isnan(y[-1, -1]).any() and np.isfinite(y[1:-1]).all()
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 4, 7), (2, 3, 1, 9), (16, 32, 16, 16)])
 def test_global_avgpool_matches_reference(shape, dtype):

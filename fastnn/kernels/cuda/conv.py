@@ -157,8 +157,9 @@ def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_le
 
 
 def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
-                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x):
-    """grad_w, grad_b and (``need_grad_x``) grad_x of conv2d_forward on the device (scratch unused)."""
+                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x, col_ready=False):
+    """grad_w, grad_b and (``need_grad_x``) grad_x of conv2d_forward on the device (scratch and
+    ``col_ready`` unused: no im2col here)."""
     a = typed(alpha, z)
     geometry = (stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, a)
     grad_b_kernel, grad_w_kernel = _reductions(z.dtype)
