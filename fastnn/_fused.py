@@ -234,7 +234,7 @@ class FusedCalls:
     of call number ``returns`` (None if not given). The arguments are bound once: the calls
     must keep working on the same buffers, as recorded plans do."""
 
-    def __init__(self, calls: Sequence[Call], returns: int | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
         self.source, self._values = _source(calls, returns)
         self._fn = _load(self.source)
 
@@ -250,14 +250,16 @@ class CallRunner:
     time (small networks, small batches), they are compiled into one function
     (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
     and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
-    ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns.
+    ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns (a tuple of
+    indices: a tuple of their results).
     """
 
-    __slots__ = ("_elapsed", "_fused", "_runs", "_tiering", "calls", "returns")
+    __slots__ = ("_elapsed", "_fused", "_runs", "_tiering", "_wanted", "calls", "returns")
 
-    def __init__(self, calls: Sequence[Call], returns: int | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
         self.calls = list(calls)
         self.returns = returns
+        self._wanted = frozenset(_returned(returns))
         self._fused: FusedCalls | None = None
         self._runs = 0
         self._elapsed = 0.0
@@ -297,19 +299,14 @@ class CallRunner:
                           RuntimeWarning, stacklevel=3)
 
     def _run_calls(self):
-        if isinstance(self.returns, tuple):
-            results = {}
-            for index, (fn, args) in enumerate(self.calls):
-                value = fn(*args)
-                if index in self.returns:
-                    results[index] = value
-            return tuple(results[i] for i in self.returns)
-        result = None
+        results = {}
         for index, (fn, args) in enumerate(self.calls):
             value = fn(*args)
-            if index == self.returns:
-                result = value
-        return result
+            if index in self._wanted:
+                results[index] = value
+        if isinstance(self.returns, tuple):
+            return tuple(results[i] for i in self.returns)
+        return results.get(self.returns)
 
 
 @functools.cache

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backend
+from ._ownership import Owned
 from .kernels import losses as K
 from .kernels.activations import SIGMOID, SOFTMAX
 
@@ -42,7 +43,7 @@ def register_loss(cls: type) -> type:
     return cls
 
 
-class Loss:
+class Loss(Owned):
     """Base class. ``reduction`` is "mean" (over samples, or over elements for elementwise
     losses, as in PyTorch) or "sum"."""
 

@@ -7,7 +7,6 @@ import contextlib
 import copy
 import math
 import threading
-import weakref
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
 from ._fused import CallRunner
 from .layers import layer_from_config, layer_to_config
-from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of
+from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
 
 _PREDICT_BATCH = 1024
 _MAX_PLANS = 8
@@ -89,12 +88,6 @@ def _without_lr(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "lr"}
 
 
-def _all_layers(layers):
-    for layer in layers:
-        yield layer
-        yield from _all_layers([child for _, child in layer.sublayers()])
-
-
 class Sequential:
     """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
     initial weights, the shuffling order and dropout masks.
@@ -160,8 +153,8 @@ class Sequential:
         self.built = False
         self.input_shape = None
         self.output_shape = None
-        for layer in _all_layers(layers):
-            object.__setattr__(layer, "_owner", weakref.ref(self))
+        for layer in walk_layers(layers):
+            layer.set_owner(self)
         if input_features is not None and input_shape is not None:
             raise ValueError("pass input_shape or input_features, not both")
         if input_features is not None:
@@ -176,7 +169,7 @@ class Sequential:
     def _check_ownership(layers) -> None:
         seen: dict[int, int] = {}
         for i, layer in enumerate(layers):
-            for sub in _all_layers([layer]):
+            for sub in walk_layers([layer]):
                 if id(sub) in seen:
                     raise ValueError(
                         f"layer {sub!r} appears twice in this model (at positions {seen[id(sub)]} and {i}); "
@@ -184,8 +177,7 @@ class Sequential:
                         f"copy.deepcopy(layer) before the model is built, for equal initial weights; or a custom "
                         f"Layer that applies the shared block twice)")
                 seen[id(sub)] = i
-                owner = sub.__dict__.get("_owner")
-                if owner is not None and owner() is not None:
+                if sub.owner is not None:
                     raise ValueError(
                         f"layers[{i}] ({sub!r}) already belongs to another model (it holds views of that model's "
                         f"parameters); create a new layer, or copy the other model with copy.deepcopy(model)")
@@ -213,7 +205,7 @@ class Sequential:
     @staticmethod
     def _carried_state(layer) -> tuple[dict, dict]:
         """(parameters, buffers) a layer brings from an earlier model (a copy of a trained layer)."""
-        views = layer.__dict__.get("_param_views") or {}
+        views = layer.parameter_views
         buffers = layer.buffers() if layer.output_shape is not None else {}
         return ({name: backend.host_copy(v) for name, v in views.items()},
                 {name: backend.host_copy(b) for name, b in buffers.items() if b is not None})
@@ -222,7 +214,7 @@ class Sequential:
         """Layers that arrive with weights (``copy.deepcopy`` of a trained layer, ``model[a:b]``)
         keep them instead of a fresh initialisation, where the shapes still match."""
         for layer, (params, buffers) in zip(self.layers, carried):
-            views = layer.__dict__.get("_param_views") or {}
+            views = layer.parameter_views
             for name, value in params.items():
                 if name in views and views[name].shape == value.shape:
                     backend.copy_into(views[name], value)
@@ -330,7 +322,7 @@ class Sequential:
             grad_views[i][name] = self.grads[lo:hi].reshape(shape)
         for layer, v, g in zip(self.layers, views, grad_views):
             layer.bind(v, g)
-            object.__setattr__(layer, "_param_views", v)
+            layer.keep_parameter_views(v)
 
     def reserve(self, batch_size: int) -> None:
         """Grow the training input and gradient buffers to ``batch_size`` rows before any plan uses them."""
@@ -349,8 +341,9 @@ class Sequential:
         self._eager = None
 
     # -- changes after build ------------------------------------------------------------------
-    def _layer_changed(self, layer: Layer, name: str) -> None:
-        """Called when a public attribute of a built layer is set: plans are rebuilt before next use."""
+    def layer_changed(self, layer: Layer, name: str) -> None:
+        """Called by a layer of this model when one of its public attributes is set: the plans are
+        rebuilt (or the change refused) before the next use."""
         if not self._building and self.built:
             self._stale = True
 
@@ -471,7 +464,7 @@ class Sequential:
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Sequential:
         self.training = bool(mode)
-        for layer in _all_layers(self.layers):
+        for layer in walk_layers(self.layers):
             layer.training = self.training
         return self
 
@@ -700,14 +693,12 @@ class Sequential:
         its state (moments, step count). An optimizer bound to another live model is refused.
         """
         loss = losses_mod.get(loss)
-        owner = loss.__dict__.get("_owner")
-        if owner is not None and owner() is not None and owner() is not self:
+        if loss.owner is not None and loss.owner is not self:
             import copy
 
             loss = copy.deepcopy(loss)  # a loss holds only scratch: each model gets its own
         optimizer = optim_mod.get(optimizer)
-        owner = optimizer.__dict__.get("_owner")
-        if owner is not None and owner() is not None and owner() is not self:
+        if optimizer.owner is not None and optimizer.owner is not self:
             raise ValueError(f"this optimizer ({optimizer!r}) is already bound to another model; an optimizer "
                              f"holds the state of one model's parameters: create a new one for this model, e.g. "
                              f"fnn.optim.{type(optimizer).__name__}(...)")
@@ -715,13 +706,13 @@ class Sequential:
             decay_bias_and_norm = bool(decay_bias_and_norm)
         with self._lock:
             self.loss = loss
-            loss._owner = weakref.ref(self)
+            loss.set_owner(self)
             changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
             if decay_bias_and_norm is not None:
                 self.decay_bias_and_norm = decay_bias_and_norm
             keep = optimizer is self.optimizer and not changed and getattr(optimizer, "_params", None) is not None
             self.optimizer = optimizer
-            optimizer._owner = weakref.ref(self)
+            optimizer.set_owner(self)
             if self.built:
                 self._plans.clear()
                 if not keep:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import backend
+from ._ownership import Owned
 from ._validation import check_choice, check_float, check_int
 
 
@@ -44,7 +45,7 @@ def _check_positive_or_none(value, argument: str) -> float | None:
     return check_float(value, argument, 0.0, None, low_inclusive=False)
 
 
-class Optimizer:
+class Optimizer(Owned):
     """Base class: learning rate, clipping, binding, step counting, state (de)serialisation.
 
     Subclasses set :attr:`name`, store their validated hyper-parameters in ``self._hyper``,

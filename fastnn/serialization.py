@@ -50,12 +50,11 @@ def record_to_file(record: dict) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def record_from_file(tensors: dict, meta: dict, path) -> dict:
+def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
     """The checkpoint record of a file written by :func:`save_model` (format 1 or 2)."""
     config = json.loads(meta["architecture"])
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise CorruptFileError(f"{path}: the architecture metadata is not a model configuration")
-    version = _meta_int(meta.get("format_version", "0"), "format_version", path)
     params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
     buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
     training = _meta_training(json.loads(meta.get("training", "{}")), path)
@@ -98,7 +97,7 @@ def read_checkpoint(path, *, verify: bool = True) -> tuple[dict, dict]:
                          f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
                          f"upgrade fastnn to load it")
     try:
-        return record_from_file(tensors, meta, path), tensors
+        return record_from_file(tensors, meta, path, version), tensors
     except CorruptFileError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:

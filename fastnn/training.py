@@ -4,7 +4,7 @@ batch feeder. Uses only the model's engine API (step plans, ``_step``, ``validat
 Life cycle of a step: the batch is copied in, the step plan runs (forward, loss, backward,
 gradient norm), the optimizer updates, and only then does the position in the epoch advance (the
 step *commits*). Any exception or KeyboardInterrupt before the commit leaves the model exactly as
-after the previous step (``Sequential._step`` restores running statistics and dropout counters;
+after the previous step (``Sequential.run_step`` restores running statistics and dropout counters;
 the optimizer has not run). Ctrl-C during ``fit`` in the main thread is deferred to the next step
 boundary, so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupted run bit for bit.
 
@@ -28,6 +28,7 @@ from . import backend
 from ._progress import EpochProgress
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
+from .layers.base import walk_layers
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 _FINGERPRINT_ROWS = 256
@@ -223,12 +224,6 @@ class BatchFeeder:
         self.stream.synchronize()
 
 
-def _walk(layers):
-    for layer in layers:
-        yield layer
-        yield from _walk([child for _, child in layer.sublayers()])
-
-
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         validation_data=None, callbacks=None, verbose: int = 1) -> History:
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
@@ -248,7 +243,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             raise ValueError("validation_data must be a tuple (X_val, y_val)")
         X_val, y_val = model.check_data(*validation_data, argument="X_val")
     n = X.shape[0]
-    norm = next((layer for layer in _walk(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+    norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
     batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
                                     layer_name=repr(norm))
     if batch_plan.note:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
+from .._ownership import Owned
 
 Shape = tuple[int, ...]
 
@@ -114,7 +115,7 @@ def shape_str(shape) -> str:
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
 
-class Layer:
+class Layer(Owned):
     """Base of every layer.
 
     Shapes are per sample: ``(features,)``, ``(channels, length)``, ``(channels, height, width)``,
@@ -165,10 +166,9 @@ class Layer:
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
         if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES:
-            owner = self.__dict__.get("_owner")
-            model = owner() if owner is not None else None
+            model = self.owner
             if model is not None:
-                model._layer_changed(self, name)
+                model.layer_changed(self, name)
 
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property
@@ -242,6 +242,16 @@ class Layer:
         """Non-trainable state saved with the model (e.g. running statistics)."""
         return {}
 
+    @property
+    def parameter_views(self) -> dict[str, np.ndarray]:
+        """{spec name: view} of the parameters the layer was last bound to (kept by copies: a
+        copy of a trained layer brings its weights into a new model)."""
+        return self.__dict__.get("_param_views") or {}
+
+    def keep_parameter_views(self, views: dict[str, np.ndarray]) -> None:
+        """Record the views of :meth:`bind` (the model calls it after binding)."""
+        object.__setattr__(self, "_param_views", views)
+
     def sublayers(self) -> list[tuple[str, Layer]]:
         """(name, layer) of the layers this one contains (Residual's block ...)."""
         return []
@@ -302,6 +312,13 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def walk_layers(layers):
+    """Every layer of ``layers`` and, depth first, the layers inside them (Residual's block ...)."""
+    for layer in layers:
+        yield layer
+        yield from walk_layers([child for _, child in layer.sublayers()])
 
 
 def normalize_shape(shape) -> Shape:
