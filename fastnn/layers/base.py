@@ -349,7 +349,21 @@ def owner_ref(model) -> weakref.ref:
 
 class WeightAndBias:
     """Mixin of layers with a decayed ``weight`` and an optional ``bias`` (Dense, Conv1d/2d):
-    their parameter specs (initialised by name: ``self.init``, ``self.bias_init``) and binding."""
+    their fused activation and initialiser options, parameter specs (initialised by name:
+    ``self.init``, ``self.bias_init``) and binding."""
+
+    def _weight_bias_options(self, activation, activation_params: dict, init, bias_init, bias) -> None:
+        """Check and keep the constructor's activation (fused), init (default: by activation), bias_init, bias."""
+        from .. import _validation as V
+        from .. import init as initializers
+        from .activation import resolve_activation
+
+        self.activation, self.code, self.alpha = resolve_activation(activation, **activation_params)
+        self.init = initializers.default_init(self.activation) if init is None else \
+            V.check_choice(init, initializers.INITIALIZERS, "init")
+        self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
+        self.use_bias = bool(bias)
+        self.weight = self.bias = self.grad_weight = self.grad_bias = None
 
     def _weight_bias_specs(self, weight_shape: tuple, fan_in: int, fan_out: int, n_out: int) -> list[ParamSpec]:
         from .. import init as initializers

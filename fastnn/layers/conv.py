@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 
 from .. import _validation as V
-from .. import init as initializers
 from ..kernels.activations import ACTIVATIONS, IDENTITY
 from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
-from .activation import resolve_activation
 from .base import Layer, WeightAndBias, normalize_shape, shape_str
 from .registry import register_layer
 
@@ -55,12 +53,7 @@ class _ConvNd(WeightAndBias, Layer):
                                  "convolutions")
         else:
             self.padding = _pair(padding, n, "padding", 0)
-        self.activation, self.code, self.alpha = resolve_activation(activation, **activation_params)
-        self.init = initializers.default_init(self.activation) if init is None else \
-            V.check_choice(init, initializers.INITIALIZERS, "init")
-        self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
-        self.use_bias = bool(bias)
-        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        self._weight_bias_options(activation, activation_params, init, bias_init, bias)
 
     def expected_input_shape(self):
         return None  # the spatial size comes from the data (or the model's input_shape)

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from .. import _validation as V
-from .. import init as initializers
 from .._config import REDUCTION_CHUNK_ROWS
 from ..kernels.activations import ACTIVATIONS, IDENTITY
-from .activation import resolve_activation
 from .base import Layer, WeightAndBias, normalize_shape, rows, shape_str
 from .registry import register_layer
 
@@ -31,12 +29,7 @@ class Dense(WeightAndBias, Layer):
             in_features = V.check_int(in_features, "in_features", minimum=1)
         self.in_features = in_features
         self.units = V.check_int(out_features, "out_features (units)", minimum=1)
-        self.activation, self.code, self.alpha = resolve_activation(activation, **activation_params)
-        self.init = initializers.default_init(self.activation) if init is None else \
-            V.check_choice(init, initializers.INITIALIZERS, "init")
-        self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
-        self.use_bias = bool(bias)
-        self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        self._weight_bias_options(activation, activation_params, init, bias_init, bias)
 
     @property
     def out_features(self) -> int:
