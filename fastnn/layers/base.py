@@ -40,18 +40,25 @@ class Context:
     (``ctx.x = x``) and reads them back in ``backward_calls``. Composite layers keep one child
     context per sub-layer (:meth:`child`). Backward reads only its context, never state left on
     the layer by another call.
+
+    ``lengths``: for sequence input (batch, time, ...), None (every step is valid) or an int64
+    array (batch,) of the number of valid leading steps of each sample (padding at the end, as
+    torch's ``pack_padded_sequence`` with ``batch_first=True``); a buffer whose values the step
+    fills, so plans may pass it to kernels. Layers read it according to their
+    :attr:`Layer.lengths_policy`.
     """
 
-    def __init__(self, training: bool, arena: str = "train"):
+    def __init__(self, training: bool, arena: str = "train", lengths=None):
         self.training = bool(training)
         self.arena = arena
+        self.lengths = lengths
         self.children: dict = {}
 
     def child(self, key) -> Context:
-        """The context of sub-layer ``key`` (created on first use)."""
+        """The context of sub-layer ``key`` (created on first use; it sees the same lengths)."""
         ctx = self.children.get(key)
         if ctx is None:
-            ctx = self.children[key] = Context(self.training, self.arena)
+            ctx = self.children[key] = Context(self.training, self.arena, self.lengths)
         return ctx
 
 
@@ -150,6 +157,12 @@ class Layer(Owned):
     feature_axis = -1
     device = "cpu"
     K = backend.kernels("cpu")
+    #: what the layer does with sequence lengths (:attr:`Context.lengths`) arriving with its input:
+    #: "keep" (each step is mapped on its own, so padded steps cannot reach valid ones: the output
+    #: has the same lengths), "use" (the layer reads ``ctx.lengths``; its output keeps the time axis
+    #: and the lengths), "drop" (the layer reads them and its output has no time axis), or None
+    #: (it cannot honour them: a model refuses lengths arriving at it)
+    lengths_policy: str | None = None
     #: attributes the model may set on a built layer without making its plans stale
     _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input"})
 
