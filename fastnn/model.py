@@ -243,7 +243,28 @@ class Sequential:
             shape = normalize_shape(out)
             if hasattr(layer, "seed_rng"):
                 layer.seed_rng(self.seed, 1_000_000 + i)
+        self._check_lengths_chain()
         self.output_shape = shape
+
+    def _check_lengths_chain(self) -> None:
+        """Sequence lengths (from Masking or Embedding(mask_padding=True), which must come first)
+        may only reach layers that honour them, until a layer drops the time axis."""
+        source = None
+        for i, layer in enumerate(self.layers):
+            if getattr(layer, "produces_lengths", False):
+                if i:
+                    raise ValueError(f"layer {i} ({layer!r}) marks padded steps from the model's input, so it must "
+                                     f"be the model's first layer")
+                source = layer
+            elif source is not None:
+                policy = layer.lengths_policy
+                if policy is None:
+                    raise ValueError(f"layer {i} ({layer!r}) cannot honour the padded steps that layer 0 "
+                                     f"({source!r}) marks: padded steps would change its valid outputs. Place it "
+                                     f"after a layer that drops the time axis (LastStep(), GlobalAvgPool(axis="
+                                     f"'time'), a recurrent layer with return_sequences=False), or remove the masking")
+                if policy == "drop":
+                    source = None
 
     @property
     def epochs_done(self) -> int:
@@ -474,13 +495,14 @@ class Sequential:
     # -- the engine: eager forward/backward on contexts ------------------------------------------
     def _forward(self, x: np.ndarray, training: bool, arena: str = "eager") -> tuple[np.ndarray, list]:
         """(output, contexts): every layer's forward in order; the contexts feed :meth:`_backward`."""
-        contexts = []
+        contexts, lengths = [], None
         for layer in self.layers:
             if layer.plannable():
-                ctx = Context(training, arena)
+                ctx = Context(training, arena, lengths)
                 calls, x = layer.forward_calls(x, ctx)
                 for fn, args in calls:
                     fn(*args)
+                lengths = layer.output_lengths(ctx)
                 layer.last_output = x
                 contexts.append(ctx)
             else:
@@ -510,7 +532,11 @@ class Sequential:
         check_indices = getattr(self.layers[0], "check_indices", None)
         if check_indices is not None:
             return check_indices(X, argument)
-        return V.check_input(X, argument, self.dtype, self.input_shape, self._first_layer_name)
+        X = V.check_input(X, argument, self.dtype, self.input_shape, self._first_layer_name)
+        check_sequences = getattr(self.layers[0], "check_sequences", None)
+        if check_sequences is not None:
+            check_sequences(X, argument)
+        return X
 
     @property
     def _first_layer_name(self) -> str:  # only formatted when an error message needs it
@@ -760,10 +786,11 @@ class Sequential:
             x = self._inputs(m)["x"]
             trailing, dtype = self.loss.target_spec(self.out_features, self.dtype)
             y = backend.zeros((m, *trailing), dtype, self._device)
-            forward, contexts, h = [], [], x
+            forward, contexts, h, lengths = [], [], x, None
             for layer in self.layers:
-                ctx = Context(True, "train")
+                ctx = Context(True, "train", lengths)
                 calls, h = layer.forward_calls(h, ctx)
+                lengths = layer.output_lengths(ctx)
                 forward += calls
                 contexts.append(ctx)
             grad = self._grad_out(m)["grad"]
@@ -784,9 +811,11 @@ class Sequential:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             x = self._feed(m, "infer")["x"]
-            calls, h = [], x
+            calls, h, lengths = [], x, None
             for layer in self.layers:
-                more, h = layer.forward_calls(h, Context(False, "infer"))
+                ctx = Context(False, "infer", lengths)
+                more, h = layer.forward_calls(h, ctx)
+                lengths = layer.output_lengths(ctx)
                 calls += more
             plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
         return plan

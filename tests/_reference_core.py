@@ -194,6 +194,15 @@ def add(a, b):
     return _f64(a) + _f64(b)
 
 
+def sequence_lengths(x, mask_value) -> np.ndarray:
+    """Valid leading steps per sample: one past the last step of x (batch, time, ...) whose values
+    are not all mask_value (0 when every step is padding)."""
+    steps = np.asarray(x).reshape(x.shape[0], x.shape[1], -1)
+    valid = (steps != mask_value).any(axis=2)
+    last = x.shape[1] - np.argmax(valid[:, ::-1], axis=1)
+    return np.where(valid.any(axis=1), last, 0).astype(np.int64)
+
+
 __all__ = [
     "ACTIVATION_NAMES",
     "add",
@@ -212,6 +221,7 @@ __all__ = [
     "log_softmax_backward",
     "mae",
     "mse",
+    "sequence_lengths",
     "softmax",
     "softmax_backward",
 ]

@@ -1,4 +1,4 @@
-"""CUDA conv, pooling, embedding and layout kernels against their CPU twins (float64 on the CPU)."""
+"""CUDA conv, pooling, embedding, masking and layout kernels against their CPU twins (float64 on the CPU)."""
 from __future__ import annotations
 
 import numpy as np
@@ -143,3 +143,21 @@ def test_layout_round_trip(rng):
     dback = cuda.device_array(x.shape, np.float32)
     gpu_layout.rows_to_nchw(drows, dback)
     np.testing.assert_array_equal(host(dback), x)
+
+
+def test_masking_lengths_match_the_cpu(rng):
+    from fastnn.kernels import masking as cpu_mask
+    from fastnn.kernels.cuda import masking as gpu_mask
+
+    x = rng.standard_normal((4, 5, 2)).astype(np.float32)
+    x[1, 3:] = 0
+    x[2, 1:] = 0
+    x[3] = 0
+    want, (got, dx) = np.zeros(4, np.int64), to_device(np.zeros(4, np.int64), x)
+    cpu_mask.lengths_from_values(x, np.float32(0), want)
+    gpu_mask.lengths_from_values(dx, np.float32(0), got)
+    np.testing.assert_array_equal(host(got), want)
+    indices = (x[..., 0] != 0).astype(np.int64) * 3
+    cpu_mask.lengths_from_indices(indices, 0, want)
+    gpu_mask.lengths_from_indices(to_device(indices)[0], 0, got)
+    np.testing.assert_array_equal(host(got), want)

@@ -19,6 +19,7 @@ from .conv import Conv1d, Conv2d
 from .dense import Dense
 from .dropout import Dropout
 from .embedding import Embedding
+from .masking import Masking
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
 from .registry import LAYERS, register_layer
@@ -55,6 +56,7 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GlobalAvgPool",
+    "Masking",
     "MaxPool1d",
     "MaxPool2d",
     "Reshape",

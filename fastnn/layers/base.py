@@ -278,6 +278,15 @@ class Layer(Owned):
         """([(kernel, args)], grad_x view or None) for the forward that filled ``ctx``."""
         raise NotImplementedError(f"{type(self).__name__} implements neither backward_calls nor backward")
 
+    def output_lengths(self, ctx: Context):
+        """The sequence lengths of this layer's output for the forward that filled ``ctx`` (None:
+        every step valid, or no time axis), by :attr:`lengths_policy`."""
+        if ctx.lengths is None or self.lengths_policy in ("keep", "use"):
+            return ctx.lengths
+        if self.lengths_policy == "drop":
+            return None
+        raise ValueError(f"{self!r} cannot honour sequence lengths (padded steps would reach valid ones)")
+
     def plannable(self) -> bool:
         """True when forward/backward are fully described by forward_calls/backward_calls
         (user layers that override forward/backward instead run through them directly)."""

@@ -5,7 +5,8 @@ import numpy as np
 
 from .. import _validation as V
 from .. import init as initializers
-from .base import Layer, ParamSpec, normalize_shape
+from .base import Layer, ParamSpec, normalize_shape, shape_str
+from .masking import refuse_empty_sequences
 from .registry import register_layer
 
 
@@ -15,13 +16,18 @@ class Embedding(Layer):
     integer indices in [0, num_embeddings), output (batch, *shape, embedding_dim). Must be the
     model's first layer (the model's input is then int64). ``padding_idx``: that row gets no
     gradient (and starts at zero). The gradient is a scatter-add, bit-identical on any number of
-    threads. Initialised N(0, 1) like torch."""
+    threads. Initialised N(0, 1) like torch.
+
+    ``mask_padding``: for token sequences (batch, time), the trailing ``padding_idx`` tokens of
+    each sample are padding, and the following layers skip them as after :class:`Masking`
+    (recurrent layers, attention, LastStep, GlobalAvgPool(axis="time")).
+    """
 
     input_argument = "num_embeddings"
     input_dtype = np.dtype(np.int64)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
-                 init: str = "normal"):
+                 init: str = "normal", mask_padding: bool = False):
         super().__init__()
         self.num_embeddings = V.check_int(num_embeddings, "num_embeddings", minimum=1)
         self.embedding_dim = V.check_int(embedding_dim, "embedding_dim", minimum=1)
@@ -30,15 +36,27 @@ class Embedding(Layer):
                                       maximum=self.num_embeddings - 1)
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
+        self.mask_padding = bool(mask_padding)
+        if self.mask_padding and padding_idx is None:
+            raise ValueError("mask_padding=True needs padding_idx: the index that pads the sequences, e.g. "
+                             "Embedding(vocabulary, dim, padding_idx=0, mask_padding=True)")
         self.init = V.check_choice(init, initializers.INITIALIZERS, "init")
         self.weight = self.grad_weight = None
 
     def expected_input_shape(self):
         return None
 
+    @property
+    def produces_lengths(self) -> bool:
+        return self.mask_padding
+
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
+        if self.mask_padding and len(shape) != 1:
+            raise ValueError(f"{self!r} with mask_padding=True takes token sequences (batch, time), got "
+                             f"{shape_str(shape)}")
         super().build(shape, dtype)
+        self._lengths = self.workspace(dtype=np.int64, lengths=())
         self.output_shape = (*shape, self.embedding_dim)
         self._workspace = self.workspace(y=self.output_shape)
         return self.output_shape
@@ -71,13 +89,24 @@ class Embedding(Layer):
             bad = low if low < 0 else high
             raise ValueError(f"{argument} holds index {bad:g}, outside [0, {self.num_embeddings}) of {self!r}; "
                              f"widen num_embeddings or remap the ids")
-        return np.ascontiguousarray(arr, dtype=np.int64)
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
+        if self.mask_padding:
+            refuse_empty_sequences((arr != self.padding_idx).any(axis=1), argument,
+                                   f"every index is padding_idx={self.padding_idx}")
+        return arr
 
     def forward_calls(self, x, ctx):
         m = x.shape[0]
         ctx.indices = x.reshape(-1)
         y = self._workspace(m, ctx.arena)["y"]
-        return [(self.K.embedding_forward, (ctx.indices, self.weight, y.reshape((-1, self.embedding_dim))))], y
+        calls = [(self.K.embedding_forward, (ctx.indices, self.weight, y.reshape((-1, self.embedding_dim))))]
+        if self.mask_padding:
+            ctx.out_lengths = self._lengths(m, ctx.arena)["lengths"]
+            calls.append((self.K.lengths_from_indices, (x, self.padding_idx, ctx.out_lengths)))
+        return calls, y
+
+    def output_lengths(self, ctx):
+        return ctx.out_lengths if self.mask_padding else None
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         if need_grad_x:
@@ -89,10 +118,12 @@ class Embedding(Layer):
 
     def get_config(self):
         return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "padding_idx": self.padding_idx, "init": self.init}
+                "padding_idx": self.padding_idx, "init": self.init, "mask_padding": self.mask_padding}
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        if self.mask_padding:
+            pad += ", mask_padding=True"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 

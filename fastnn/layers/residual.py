@@ -28,6 +28,15 @@ class Residual(Layer):
     def expected_input_shape(self):
         return self.block[0].expected_input_shape()
 
+    @property
+    def lengths_policy(self) -> str | None:
+        """"keep" when every layer of the block keeps the padded steps apart, "use" when some read
+        the lengths (attention ...), None when one cannot honour them."""
+        policies = {layer.lengths_policy for _, layer in self._children()}
+        if policies <= {"keep"}:
+            return "keep"
+        return "use" if policies <= {"keep", "use"} else None
+
     def _children(self) -> list[tuple[str, Layer]]:
         named = [(f"block.{i}", layer) for i, layer in enumerate(self.block)]
         return named + ([("projection", self.projection)] if self.projection is not None else [])

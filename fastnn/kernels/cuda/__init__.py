@@ -8,7 +8,34 @@ Check :func:`fastnn.backend.require_cuda` before launching anything.
 """
 from __future__ import annotations
 
-from . import activations, batchnorm, conv, dense, dropout, embedding, layernorm, layout, losses, optim, pooling, rng
+from . import (
+    activations,
+    batchnorm,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    layernorm,
+    layout,
+    losses,
+    masking,
+    optim,
+    pooling,
+    rng,
+)
 
-__all__ = ["activations", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout", "losses",
-           "optim", "pooling", "rng"]
+__all__ = [
+    "activations",
+    "batchnorm",
+    "conv",
+    "dense",
+    "dropout",
+    "embedding",
+    "layernorm",
+    "layout",
+    "losses",
+    "masking",
+    "optim",
+    "pooling",
+    "rng",
+]

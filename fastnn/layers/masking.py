@@ -1,0 +1,70 @@
+"""Masking: marks the trailing padding of sequence input so later layers ignore it."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validation as V
+from .base import Layer, normalize_shape, shape_str
+from .registry import register_layer
+
+
+def refuse_empty_sequences(lengths: np.ndarray, argument: str, how: str) -> None:
+    """ValueError naming the first sample whose every step is padding (its length would be 0)."""
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(f"{argument}[{int(empty[0])}] is padding at every step ({how}); a sequence needs at least "
+                         f"one valid step: drop empty samples ({empty.size} in all) before training or predicting")
+
+
+@register_layer
+class Masking(Layer):
+    """Marks the padded steps of sequence input (batch, time, *features), like Keras' Masking:
+    a step whose values all equal ``mask_value`` is padding, and each sample's valid steps are
+    those before its last non-padding step (padding is trailing, as torch's packed sequences).
+
+    The output is the input unchanged; the lengths travel with it to the following layers
+    (recurrent layers and attention skip the padded steps, per-step layers keep them, LastStep
+    and GlobalAvgPool(axis="time") read each sample's valid steps) and a layer that cannot honour
+    them is refused when the model is built. Must be the model's first layer; for token ids use
+    ``Embedding(..., padding_idx=p, mask_padding=True)`` instead.
+    """
+
+    lengths_policy = "use"
+    produces_lengths = True
+
+    def __init__(self, mask_value: float = 0.0):
+        super().__init__()
+        self.mask_value = V.check_float(mask_value, "mask_value")
+
+    def expected_input_shape(self):
+        return None
+
+    def build(self, input_shape, dtype):
+        shape = normalize_shape(input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"{self!r} takes sequences (batch, time, features...), got {shape_str(shape)}; "
+                             f"reshape the data to (samples, time, features)")
+        super().build(shape, dtype)
+        self._lengths = self.workspace(dtype=np.int64, lengths=())
+        return shape
+
+    def check_sequences(self, X: np.ndarray, argument: str = "X") -> None:
+        """ValueError when a sample of X (checked input) is padding at every step."""
+        steps = X.reshape(X.shape[0], X.shape[1], -1)
+        lengths = (steps != X.dtype.type(self.mask_value)).any(axis=2).any(axis=1).astype(np.int64)
+        refuse_empty_sequences(lengths, argument, f"every value equals mask_value={self.mask_value}")
+
+    def forward_calls(self, x, ctx):
+        lengths = self._lengths(x.shape[0], ctx.arena)["lengths"]
+        ctx.out_lengths = lengths
+        steps = x.reshape((x.shape[0], x.shape[1], -1))
+        return [(self.K.lengths_from_values, (steps, x.dtype.type(self.mask_value), lengths))], x
+
+    def output_lengths(self, ctx):
+        return ctx.out_lengths
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        return [], (grad_y if need_grad_x else None)
+
+    def get_config(self):
+        return {"mask_value": self.mask_value}

@@ -1,0 +1,104 @@
+"""Sequence lengths from padding (Masking, Embedding(mask_padding=True)) and how the model carries
+them: to layers that honour them, refused by those that cannot."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.kernels.masking import lengths_from_indices, lengths_from_values
+from fastnn.layers.base import Layer
+from tests import reference as ref
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (4, 6, 1)])
+def test_lengths_from_values_matches_reference(dtype, shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    for b in range(shape[0]):  # trailing padding of a different length per sample, and a hole inside
+        x[b, shape[1] - b % (shape[1] + 1):] = 0
+    if shape[1] > 2:
+        x[0, 1] = 0  # padding inside a sequence counts as a valid step
+    lengths = np.full(shape[0], -1, np.int64)
+    lengths_from_values(x, dtype(0.0), lengths)
+    np.testing.assert_array_equal(lengths, ref.sequence_lengths(x, 0.0))
+
+
+def test_lengths_from_indices():
+    indices = np.array([[3, 4, 0, 0], [0, 0, 0, 0], [1, 0, 2, 0], [5, 5, 5, 5]], np.int64)
+    lengths = np.zeros(4, np.int64)
+    lengths_from_indices(indices, 0, lengths)
+    np.testing.assert_array_equal(lengths, [2, 0, 3, 4])
+
+
+class _LengthProbe(Layer):
+    """Records the lengths its forward saw and drops the time axis (a last-step copy)."""
+
+    lengths_policy = "drop"
+
+    def build(self, input_shape, dtype):
+        super().build(input_shape, dtype)
+        self.output_shape = input_shape[1:]
+        self._ws = self.workspace(y=self.output_shape, gx=tuple(input_shape))
+        return self.output_shape
+
+    def forward_calls(self, x, ctx):
+        ctx.x = x
+        self.seen = ctx.lengths
+        y = self._ws(x.shape[0], ctx.arena)["y"]
+        return [(np.copyto, (y, x[:, -1]))], y
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        gx = self._ws(grad_y.shape[0], ctx.arena)["gx"]
+        return [(np.copyto, (gx[:, -1], grad_y))], gx
+
+
+def test_masking_carries_lengths_to_the_next_layer():
+    x = np.ones((3, 4, 2), np.float32)
+    x[1, 2:] = 0
+    x[2, 1:] = 0
+    probe = _LengthProbe()
+    model = fnn.Sequential([fnn.Masking(), probe], input_shape=(4, 2))
+    out = model.forward(x)
+    np.testing.assert_array_equal(probe.seen, [4, 2, 1])
+    np.testing.assert_array_equal(out, x[:, -1])
+
+
+def test_embedding_mask_padding_carries_lengths():
+    probe = _LengthProbe()
+    model = fnn.Sequential([fnn.Embedding(6, 2, padding_idx=0, mask_padding=True), probe], input_shape=(3,))
+    model.forward(np.array([[1, 2, 0], [4, 0, 0]]))
+    np.testing.assert_array_equal(probe.seen, [2, 1])
+
+
+def test_a_layer_that_cannot_honour_lengths_is_refused_at_build():
+    with pytest.raises(ValueError, match=r"layer 1 \(Flatten\(\)\) cannot honour the padded steps"):
+        fnn.Sequential([fnn.Masking(), fnn.Flatten(), fnn.Dense(8, 2)], input_shape=(4, 2))
+    # after the time axis is dropped, anything goes
+    fnn.Sequential([fnn.Masking(), _LengthProbe(), fnn.Flatten()], input_shape=(4, 2))
+
+
+def test_masking_must_come_first_and_needs_sequences():
+    with pytest.raises(ValueError, match="must be the model's first layer"):
+        fnn.Sequential([_LengthProbe(), fnn.Masking()], input_shape=(4, 2, 2))
+    with pytest.raises(ValueError, match=r"takes sequences \(batch, time, features"):
+        fnn.Sequential([fnn.Masking(), _LengthProbe()], input_shape=(4,))
+    with pytest.raises(ValueError, match="mask_padding=True needs padding_idx"):
+        fnn.Embedding(5, 2, mask_padding=True)
+
+
+def test_an_all_padding_sample_is_refused_with_its_index():
+    model = fnn.Sequential([fnn.Masking(-1.0), _LengthProbe()], input_shape=(3, 2))
+    x = np.ones((3, 3, 2))
+    x[2] = -1.0
+    with pytest.raises(ValueError, match=r"X\[2\] is padding at every step"):
+        model.predict(x)
+    tokens = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), _LengthProbe()], input_shape=(3,))
+    with pytest.raises(ValueError, match=r"X\[1\] is padding at every step"):
+        tokens.predict(np.array([[1, 0, 0], [0, 0, 0]]))
+
+
+def test_masking_options_round_trip_through_config():
+    layer = fnn.layers.layer_from_config(fnn.layers.layer_to_config(fnn.Masking(0.5)))
+    assert isinstance(layer, fnn.Masking) and layer.mask_value == 0.5
+    emb = fnn.layers.layer_from_config(fnn.layers.layer_to_config(fnn.Embedding(6, 2, padding_idx=0, mask_padding=True)))
+    assert emb.mask_padding and emb.produces_lengths
