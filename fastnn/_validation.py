@@ -279,14 +279,6 @@ def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the fir
     return arr
 
 
-def check_loss_output(output_shape, loss) -> None:
-    """Losses compare (batch, outputs) arrays: refuse models whose per-sample output has more axes."""
-    if output_shape is not None and len(output_shape) != 1:
-        raise ValueError(f"the model's output has per-sample shape {tuple(output_shape)}, but the loss {loss!r} "
-                         f"takes (batch, outputs): end the model with Flatten() (and a Dense layer) or a global "
-                         f"pooling layer")
-
-
 def check_state_array(expected: dict, name: str, value) -> None:
     """A saved array ``name`` must exist in the model (``expected``) with the same shape."""
     if name not in expected:

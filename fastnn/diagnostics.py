@@ -173,7 +173,7 @@ def find_nonfinite(model, X, y, *, training: bool = True) -> NonFiniteReport | N
         if not np.isfinite(h).all():
             return NonFiniteReport(i, repr(layer), "output", f"{int(np.sum(~np.isfinite(h)))} of {h.size} values")
     grad = np.empty_like(h)
-    loss = model.loss.forward_backward(h, y, grad, True)
+    loss = model.loss_value(h, y, grad, True)
     if not math.isfinite(loss) or not np.isfinite(grad).all():
         return NonFiniteReport(None, "", "loss", f"loss = {loss}")
     params_of = {}

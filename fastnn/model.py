@@ -291,6 +291,41 @@ class Sequential:
         """The last axis of the output shape."""
         return None if self.output_shape is None else self.output_shape[-1]
 
+    # -- the loss over positions: an output (batch, *positions, k) is (batch * positions) rows --------
+    @property
+    def positions(self) -> int:
+        """Loss rows per sample: 1 for outputs (batch, k), T for sequence outputs (batch, T, k)."""
+        return size_of(self.output_shape[:-1])
+
+    def target_shape(self) -> tuple[tuple[int, ...], np.dtype]:
+        """(per-sample shape, dtype) of the checked targets: (*positions, *the loss's per-row shape)."""
+        trailing, dtype = self.loss.target_spec(self.output_shape[-1], self.dtype)
+        return (*self.output_shape[:-1], *trailing), dtype
+
+    def _loss_rows(self, out, target, grad=None):
+        """(output, target, grad) as the loss's rows: the leading per-sample axes of an N-D output
+        are positions, each a row of k outputs with its own target (per-step classification)."""
+        if len(self.output_shape) == 1:
+            return out, target, grad
+        k = self.output_shape[-1]
+        rows = out.size // k
+        target = target.reshape((rows, *target.shape[len(self.output_shape):]))
+        if grad is not None and grad.size == out.size:  # (a placeholder when no gradient is computed)
+            grad = grad.reshape((rows, k))
+        return out.reshape((rows, k)), target, grad
+
+    def loss_value(self, out, target, grad, compute_grad: bool = True) -> float:
+        """The compiled loss of output ``out`` (batch, *output_shape) against checked ``target``
+        (mean over every position), writing d loss / d out into ``grad`` when ``compute_grad``."""
+        out, target, grad = self._loss_rows(out, target, grad)
+        return self.loss.forward_backward(out, target, grad, compute_grad)
+
+    def correct_count(self, out, target) -> int | None:
+        """Positions classified right (accuracy = this / (samples * positions)); None for
+        regression losses."""
+        out, target, _ = self._loss_rows(out, target)
+        return self.loss.correct_count(out, target)
+
     def _require_built(self, what: str):
         if not self.built:
             raise RuntimeError(f"{what} needs a built model, and this one does not know its input shape yet: pass "
@@ -597,7 +632,7 @@ class Sequential:
         with self._lock, self._state_kept():
             out, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
             grad = self._grad_out(X.shape[0], "probe")["grad"]
-            loss = self.loss.forward_backward(out, self._target_in(y), grad, True)
+            loss = self.loss_value(out, self._target_in(y), grad, True)
             self._backward(grad, contexts, False)
             return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
 
@@ -771,10 +806,23 @@ class Sequential:
     def _check_xy(self, X, y, argument="X"):
         X = self._check_x(X, argument)
         self.require_compiled("training")
-        if len(self.output_shape) != 1:
-            V.check_loss_output(self.output_shape, self.loss)
-        y = self.loss.check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
-        return X, y
+        if len(self.output_shape) == 1:
+            return X, self.loss.check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
+        return X, self._check_position_targets(y, X.shape[0])
+
+    def _check_position_targets(self, y, n: int) -> np.ndarray:
+        """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
+        lead = self.output_shape[:-1]
+        arr = V._as_numeric_array(y, "y")
+        if arr.shape[:1 + len(lead)] != (n, *lead):
+            per_row = "a label" if self.loss.target_spec(self.output_shape[-1], self.dtype)[0] == () else \
+                f"{self.output_shape[-1]} targets"
+            raise ValueError(f"y has shape {arr.shape}, but the model's output is {shape_str(self.output_shape)}, "
+                             f"so y must start with ({n}, {', '.join(map(str, lead))}): {per_row} for each of the "
+                             f"{size_of(lead)} positions of each of the {n} samples")
+        rows = self.loss.check_targets(arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead):])), n * size_of(lead),
+                                       self.output_shape[-1], self.dtype)
+        return rows.reshape((n, *lead, *rows.shape[1:]))
 
     def step_plan(self, m: int) -> _StepPlan | None:
         """The step plan for batch size ``m`` (built once): its input/target buffers ``x``/``y``
@@ -784,7 +832,7 @@ class Sequential:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             x = self._inputs(m)["x"]
-            trailing, dtype = self.loss.target_spec(self.out_features, self.dtype)
+            trailing, dtype = self.target_shape()
             y = backend.zeros((m, *trailing), dtype, self._device)
             forward, contexts, h, lengths = [], [], x, None
             for layer in self.layers:
@@ -800,7 +848,7 @@ class Sequential:
                 backward += calls
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
-            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(h, y, grad), backward, norm_call,
+            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(*self._loss_rows(h, y, grad)), backward, norm_call,
                                               contexts)
         return plan
 
@@ -849,7 +897,7 @@ class Sequential:
                 if plan is None:  # a user layer runs its own forward/backward
                     out, contexts = self._forward(xb, True, "train")
                     grad = self._grad_out(xb.shape[0])["grad"]
-                    loss = self.loss.forward_backward(out, yb, grad, True)
+                    loss = self.loss_value(out, yb, grad, True)
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
                 else:
@@ -901,7 +949,7 @@ class Sequential:
             else:
                 if math.isfinite(loss):
                     grad = self._grad_out(out.shape[0], "probe")["grad"]
-                    self.loss.forward_backward(out, yb, grad, True)
+                    self.loss_value(out, yb, grad, True)
                     for i in range(len(self.layers) - 1, -1, -1):
                         layer = self.layers[i]
                         grad = self._layer_backward(i, grad, contexts[i], i > 0)
@@ -964,25 +1012,28 @@ class Sequential:
         if self.loss is None:
             raise RuntimeError("predict_proba needs a loss (it says how outputs become probabilities): call "
                                "model.compile(loss=...) first")
-        V.check_loss_output(self.output_shape, self.loss)
-        return self.loss.probabilities(self.predict(X, batch_size))
+        out = self.predict(X, batch_size)
+        return self.loss.probabilities(self._loss_rows(out, out)[0]).reshape(out.shape)
 
     def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Predicted class labels: argmax of the logits, or (logit > 0) per output for binary and
         multi-label outputs (the labels the accuracy compares)."""
         out = self.predict(X, batch_size)
+        rows = self._loss_rows(out, out)[0]
         if self.loss is not None and hasattr(self.loss, "predict_classes"):
-            return self.loss.predict_classes(out)
-        return out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] > 0).astype(np.int64)
+            labels = self.loss.predict_classes(rows)
+        else:
+            labels = rows.argmax(axis=1) if rows.shape[1] > 1 else (rows[:, 0] > 0).astype(np.int64)
+        return labels.reshape((*out.shape[:-1], *labels.shape[1:]))
 
     def _evaluate(self, X, y, batch_size) -> dict:
         with self._lock:  # the loss's reduction scratch is shared: one evaluation at a time
             out = self._predict(X, batch_size)
             grad = np.empty((1, 1), self.dtype)
-            metrics = {"loss": float(self.loss.forward_backward(out, y, grad, False))}
-            correct = self.loss.correct_count(out, y)
+            metrics = {"loss": float(self.loss_value(out, y, grad, False))}
+            correct = self.correct_count(out, y)
         if correct is not None:
-            metrics["accuracy"] = correct / X.shape[0]
+            metrics["accuracy"] = correct / (X.shape[0] * self.positions)
         return metrics
 
     def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:

@@ -176,7 +176,7 @@ class BatchFeeder:
     prefetch = True
 
     def __init__(self, model, batch_size: int, X: np.ndarray, y: np.ndarray, n: int | None = None):
-        trailing, y_dtype = model.loss.target_spec(model.out_features, model.dtype)
+        trailing, y_dtype = model.target_shape()
         specs = (((batch_size, *model.input_shape), model.dtype), ((batch_size, *trailing), y_dtype))
         self.X, self.y, self.batch_size = X, y, batch_size
         self.n = X.shape[0] if n is None else n  # positions of the epoch's order that are trained on
@@ -314,7 +314,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
                 xb, yb = X[order[lo:hi]], y[order[lo:hi]]
             batch_loss, out = model.run_step(xb, yb)
             total_loss += batch_loss * (hi - lo)
-            count = model.loss.correct_count(out, yb if plan is None else plan.y)
+            count = model.correct_count(out, yb if plan is None else plan.y)
             correct = None if count is None or correct is None else correct + count
             state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
             interrupt.critical = False
@@ -323,7 +323,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
         logs = {"loss": total_loss / n_used}
         if correct is not None:
-            logs["accuracy"] = correct / n_used
+            logs["accuracy"] = correct / (n_used * model.positions)
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in model.validate(*validation).items()})
         logs["lr"] = float(model.optimizer.lr)
