@@ -91,6 +91,7 @@ KERNEL_NAMES = {
     "pooling": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
                 "global_avgpool_forward", "global_avgpool_backward"),
     "embedding": ("embedding_forward", "embedding_backward"),
+    "recurrent": ("recurrent_forward", "recurrent_backward", "swap_leading_axes"),
     "layout": ("nchw_to_rows", "rows_to_nchw"),
     "dropout": ("dropout_forward_counted", "dropout_backward", "mask_bytes"),
     "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",

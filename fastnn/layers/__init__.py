@@ -21,6 +21,7 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN
 from .registry import LAYERS, register_layer
 from .reshape import Flatten, Reshape
 from .residual import Residual
@@ -55,9 +56,12 @@ __all__ = [
     "Embedding",
     "Flatten",
     "GlobalAvgPool",
+    "GRU",
+    "LSTM",
     "MaxPool1d",
     "MaxPool2d",
     "Reshape",
+    "RNN",
     "ACTIVATION_LAYERS",
     "ELU",
     "GELU",
