@@ -3,6 +3,7 @@ fastnn beside PyTorch and the GEMM floor, in one interleaved run.
 
     python benchmarks/rnn_step.py                  # 2 threads, 7 interleaved repeats
     python benchmarks/rnn_step.py --threads 1 --repeats 11
+    python benchmarks/rnn_step.py --threads 1 --cpu-clock   # the calling thread's CPU time (loaded machines)
 
 Cases (float32; x (batch 64, time 100, 64 features), hidden 128):
   LSTM/GRU train b=64 T=100   forward + backward of the layer (every parameter gradient and the
@@ -149,7 +150,7 @@ def infer_cases(torch):
     return impls
 
 
-def time_cases(cases, repeats, block_s, settle_s=0.0):
+def time_cases(cases, repeats, block_s, settle_s=0.0, clock=time.perf_counter):
     """Median seconds per call of each impl over interleaved repeats of blocks of calls."""
     calls = {}
     for impl, fn in cases.items():  # warm-up (compiles) and calls per block
@@ -163,10 +164,10 @@ def time_cases(cases, repeats, block_s, settle_s=0.0):
     for _ in range(repeats):
         for impl, fn in cases.items():
             time.sleep(settle_s)
-            start = time.perf_counter()
+            start = clock()
             for _ in range(calls[impl]):
                 fn()
-            times[impl].append((time.perf_counter() - start) / calls[impl])
+            times[impl].append((clock() - start) / calls[impl])
     return {impl: float(np.median(t)) for impl, t in times.items()}
 
 
@@ -177,27 +178,34 @@ def main(argv=None) -> int:
     parser.add_argument("--block-ms", type=float, default=300.0)
     parser.add_argument("--settle-ms", type=float, default=None,
                         help="sleep before each block so other pools stop spinning (default 300 with >1 thread)")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time the calling thread's CPU time (needs --threads 1): preemptions drop out")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
+    if args.cpu_clock and args.threads != 1:
+        parser.error("--cpu-clock needs --threads 1 (other threads' work is not in the calling thread's CPU time)")
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     torch = None
     if not args.no_torch:
         import torch
     set_threads(args.threads)
     settle = (args.settle_ms if args.settle_ms is not None else (300.0 if args.threads > 1 else 0.0)) / 1e3
+    what = "CPU time of the calling thread" if args.cpu_clock else "wall time"
     print(f"## Recurrent layers, {args.threads} threads, median of {args.repeats} interleaved repeats "
-          f"(us per call)\n")
+          f"(us per call, {what})\n")
     print("| case | fastnn | torch | GEMM floor | fastnn/torch | fastnn/floor |\n|---|---|---|---|---|---|")
     cases = {f"{kind} {INPUTS}->{HIDDEN} train b={BATCH} T={STEPS}": train_cases(kind, torch) for kind in ("LSTM", "GRU")}
     cases[f"LSTM {INPUTS}->{HIDDEN} infer b=1, one step"] = infer_cases(torch)
     for label, impls in cases.items():
-        t = time_cases(impls, args.repeats, args.block_ms / 1e3, settle)
+        t = time_cases(impls, args.repeats, args.block_ms / 1e3, settle, clock)
         tt = t.get("torch", float("nan"))
         print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
               f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
         if "fastnn kernels" in t:
             k = t["fastnn kernels"]
             print(f"| ... its kernel calls alone | {k * 1e6:.0f} | | | {k / tt:.2f} | {k / t['floor']:.2f} |")
-    print(f"\nCommand: `python benchmarks/rnn_step.py --threads {args.threads} --repeats {args.repeats}`")
+    flag = " --cpu-clock" if args.cpu_clock else ""
+    print(f"\nCommand: `python benchmarks/rnn_step.py --threads {args.threads} --repeats {args.repeats}{flag}`")
     return 0
 
 
