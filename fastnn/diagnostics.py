@@ -163,27 +163,25 @@ class NonFiniteReport:
 
 
 def find_nonfinite(model, X, y, *, training: bool = True) -> NonFiniteReport | None:
-    """Run one forward and backward pass layer by layer (no update) and name the first layer
+    """Run one forward and backward pass (the engine's :meth:`~fastnn.Sequential.loss_and_grads`:
+    no update, running statistics unchanged, sequence lengths honoured) and name the first layer
     whose output (forward) or gradient (backward, walking from the last layer) contains NaN or
     inf; None when everything is finite."""
-    X, y = model.check_data(X, y)
-    h = X
+    loss, _ = model.loss_and_grads(X, y, training=bool(training))  # every layer's output and gradient kept
     for i, layer in enumerate(model.layers):
-        h = layer.forward(h, bool(training))
+        h = backend.to_host(layer.last_output)
         if not np.isfinite(h).all():
             return NonFiniteReport(i, repr(layer), "output", f"{int(np.sum(~np.isfinite(h)))} of {h.size} values")
-    grad = np.empty_like(h)
-    loss = model.loss_value(h, y, grad, True)
-    if not math.isfinite(loss) or not np.isfinite(grad).all():
+    if not math.isfinite(loss):
         return NonFiniteReport(None, "", "loss", f"loss = {loss}")
     params_of = {}
     for name, _, g in model.named_parameters():
         params_of.setdefault(int(name.split(".")[0]), []).append((name, g))
     for i in range(len(model.layers) - 1, -1, -1):
         layer = model.layers[i]
-        grad = layer.backward(grad, True)
-        bad = [name for name, g in params_of.get(i, []) if not np.isfinite(g).all()]
-        if grad is not None and not np.isfinite(grad).all():
+        bad = [name for name, g in params_of.get(i, []) if not np.isfinite(backend.to_host(g)).all()]
+        grad = layer.last_grad_input
+        if grad is not None and not np.isfinite(backend.to_host(grad)).all():
             bad.append("input gradient")
         if bad:
             return NonFiniteReport(i, repr(layer), "gradient", ", ".join(bad))

@@ -554,10 +554,11 @@ class Sequential:
         """Layer i's backward from the context of its forward (None: a user layer's own backward)."""
         layer = self.layers[i]
         if ctx is None:
-            return layer.backward(grad, need_grad_x)
-        calls, grad = layer.backward_calls(grad, ctx, need_grad_x)
-        for fn, args in calls:
-            fn(*args)
+            grad = layer.backward(grad, need_grad_x)
+        else:
+            calls, grad = layer.backward_calls(grad, ctx, need_grad_x)
+            for fn, args in calls:
+                fn(*args)
         layer.last_grad_input = grad
         return grad
 

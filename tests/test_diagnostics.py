@@ -119,6 +119,21 @@ def test_find_nonfinite_names_the_layer_whose_gradient_breaks(moons):
     assert "input gradient" in report.detail
 
 
+def test_find_nonfinite_runs_models_of_token_sequences_with_their_padding():
+    """Integer input (no input gradient) and lengths from the padding reach every layer: a NaN
+    written into a padded step is not a finding, one in a valid step is."""
+    X = np.array([[1, 2, 0], [3, 0, 0]])
+    model = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), fnn.LSTM(2, 3, return_sequences=False),
+                            fnn.Dense(3, 2)], input_shape=(3,))
+    model.compile("cross_entropy", "sgd")
+    before = model.params.copy()
+    assert D.find_nonfinite(model, X, [0, 1]) is None
+    np.testing.assert_array_equal(model.params, before)
+    model.layers[0].weight[3, 0] = np.nan
+    report = D.find_nonfinite(model, X, [0, 1])
+    assert (report.index, report.where) == (0, "output")
+
+
 def test_overfit_one_batch_succeeds_for_a_healthy_model_and_restores_it(moons):
     X, y = moons
     model = small_model()
