@@ -8,7 +8,22 @@ Check :func:`fastnn.backend.require_cuda` before launching anything.
 """
 from __future__ import annotations
 
-from . import activations, batchnorm, conv, dense, dropout, embedding, layernorm, layout, losses, optim, pooling, rng
+from . import (
+    activations,
+    attention,
+    batchnorm,
+    conv,
+    dense,
+    dropout,
+    embedding,
+    layernorm,
+    layout,
+    losses,
+    optim,
+    pooling,
+    rng,
+    sequence,
+)
 
-__all__ = ["activations", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout", "losses",
-           "optim", "pooling", "rng"]
+__all__ = ["activations", "attention", "batchnorm", "conv", "dense", "dropout", "embedding", "layernorm", "layout",
+           "losses", "optim", "pooling", "rng", "sequence"]
