@@ -85,7 +85,8 @@ def dropout_row(probs, probs_drop, key, base, threshold, keep_scale):
     """probs_drop = probs * keep / (1 - p), keep drawn by element index ``base + j``."""
     zero = like(0.0, probs)
     for j in range(probs.shape[0]):
-        kept = keep_unit(hash_at(key, base + j), threshold)
+        # np.uint64(): a no-op here; the CUDA simulator returns uint64 as a Python int
+        kept = keep_unit(np.uint64(hash_at(key, base + j)), threshold)
         probs_drop[j] = probs[j] * keep_scale if kept else zero
 
 

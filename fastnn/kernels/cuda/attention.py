@@ -19,11 +19,15 @@ from ..activations import IDENTITY
 from ..attention import attended_keys, dropout_row, softmax_grad_row, softmax_row
 from ..dropout import keep_threshold
 from ..rng import key64
-from ..sequence import valid_steps
 from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, typed
 from .dense import _kernels as _dense_kernels
 from .dense import gemm
-from .sequence import device_lengths
+from .sequence import device_lengths, valid_steps
+
+# The CPU's row functions take arrays: compiled again as device functions (one formula, two targets).
+softmax_row = cuda.jit(device=True)(softmax_row.py_func)
+softmax_grad_row = cuda.jit(device=True)(softmax_grad_row.py_func)
+dropout_row = cuda.jit(device=True)(dropout_row.py_func)
 
 
 @cuda.jit

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from numba import cuda
 
+from .. import sequence
 from .._scalar import like
-from ..sequence import valid_steps
 from ._common import BLOCK, blocks_for
+
+#: the CPU's valid_steps (it takes the lengths array) as a device function
+valid_steps = cuda.jit(device=True)(sequence.valid_steps.py_func)
 
 
 def device_lengths(lengths):
@@ -66,4 +69,4 @@ def time_mean_backward(grad_y, lengths, grad_x):
     _launch(grad_x, grad_y, lengths, False, True)
 
 
-__all__ = ["device_lengths", "last_step_backward", "last_step_forward", "time_mean_backward", "time_mean_forward"]
+__all__ = ["device_lengths", "valid_steps", "last_step_backward", "last_step_forward", "time_mean_backward", "time_mean_forward"]
