@@ -92,6 +92,7 @@ KERNEL_NAMES = {
                 "global_avgpool_forward", "global_avgpool_backward"),
     "embedding": ("embedding_forward", "embedding_backward"),
     "masking": ("lengths_from_values", "lengths_from_indices"),
+    "recurrent": ("recurrent_forward", "recurrent_backward", "swap_leading_axes"),
     "layout": ("nchw_to_rows", "rows_to_nchw"),
     "dropout": ("dropout_forward_counted", "dropout_backward", "mask_bytes"),
     "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",

@@ -212,5 +212,48 @@ def _pooling_cases():
                     torch_pairs=lambda layer, module: {"weight": (module.weight, False)})
 
 
+def torch_recurrent(kind: str, return_sequences: bool = True, **kwargs) -> Callable:
+    """torch.nn -> torch.nn.{kind}(batch_first=True, **kwargs) returning the output sequence, or the
+    last layer's final hidden state(s) (h_n[-D:], concatenated) as fastnn's return_sequences=False."""
+    def make(nn):
+        class Recurrent(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn = getattr(nn, kind)(batch_first=True, **kwargs)
+
+            def forward(self, x):
+                out, state = self.rnn(x)
+                if return_sequences:
+                    return out
+                h_n = state[0] if kind == "LSTM" else state
+                directions = 2 if self.rnn.bidirectional else 1
+                return h_n[-directions:].transpose(0, 1).reshape(x.shape[0], -1)
+        return Recurrent()
+    return make
+
+
+def recurrent_pairs(layer, module) -> dict:
+    """torch's RNN parameters have fastnn's names and layouts."""
+    return {name: (tensor, False) for name, tensor in module.rnn.named_parameters()}
+
+
+def _recurrent_cases():
+    combos = [  # (id, fastnn class, torch class, kwargs, return_sequences, per-sample shape)
+        ("lstm", fnn.LSTM, "LSTM", dict(input_size=3, hidden_size=4), True, (5, 3)),
+        ("lstm-2layer-bidirectional-last", fnn.LSTM, "LSTM",
+         dict(input_size=3, hidden_size=2, num_layers=2, bidirectional=True), False, (4, 3)),
+        ("gru", fnn.GRU, "GRU", dict(input_size=3, hidden_size=4), True, (5, 3)),
+        ("gru-bidirectional-no-bias", fnn.GRU, "GRU", dict(input_size=2, hidden_size=3, bidirectional=True,
+                                                           bias=False), True, (3, 2)),
+        ("gru-last", fnn.GRU, "GRU", dict(input_size=3, hidden_size=3), False, (4, 3)),
+        ("rnn-tanh", fnn.RNN, "RNN", dict(input_size=3, hidden_size=4), True, (5, 3)),
+        ("rnn-relu-2layer-last", fnn.RNN, "RNN", dict(input_size=3, hidden_size=3, num_layers=2,
+                                                      nonlinearity="relu"), False, (4, 3)),
+    ]
+    for name, cls, kind, kwargs, sequences, shape in combos:
+        yield LayerCase(name, lambda cls=cls, kwargs=kwargs, sequences=sequences: cls(**kwargs, return_sequences=sequences),
+                        shape, torch=torch_recurrent(kind, sequences, **kwargs), torch_pairs=recurrent_pairs)
+
+
 CASES: tuple[LayerCase, ...] = (*_dense_cases(), *_activation_cases(), *_other_cases(), *_conv_cases(),
-                                *_pooling_cases())
+                                *_pooling_cases(), *_recurrent_cases())

@@ -6,3 +6,4 @@ from ._reference_conv import *  # noqa: F403
 from ._reference_core import *  # noqa: F403
 from ._reference_norm import *  # noqa: F403
 from ._reference_optim import *  # noqa: F403
+from ._reference_recurrent import *  # noqa: F403

@@ -22,6 +22,7 @@ from .embedding import Embedding
 from .masking import Masking
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pooling import AvgPool1d, AvgPool2d, GlobalAvgPool, MaxPool1d, MaxPool2d
+from .recurrent import GRU, LSTM, RNN
 from .registry import LAYERS, register_layer
 from .reshape import Flatten, Reshape
 from .residual import Residual
@@ -57,9 +58,12 @@ __all__ = [
     "Flatten",
     "GlobalAvgPool",
     "Masking",
+    "GRU",
+    "LSTM",
     "MaxPool1d",
     "MaxPool2d",
     "Reshape",
+    "RNN",
     "ACTIVATION_LAYERS",
     "ELU",
     "GELU",
