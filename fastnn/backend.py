@@ -99,6 +99,8 @@ KERNEL_NAMES = {
                   "partial_rows"),
     "layernorm": ("layernorm_forward", "layernorm_backward"),
     "elementwise": ("add",),
+    "attention": ("attention_forward", "attention_backward", "add_positional"),
+    "sequence": ("last_step_forward", "last_step_backward", "time_mean_forward", "time_mean_backward"),
     "losses": ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
                "n_partials"),
     "optim": ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update",

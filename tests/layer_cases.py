@@ -255,5 +255,100 @@ def _recurrent_cases():
                         shape, torch=torch_recurrent(kind, sequences, **kwargs), torch_pairs=recurrent_pairs)
 
 
+def _torch_wrapper(forward, inner=None):
+    """torch.nn -> a module computing ``forward(module, x)`` (``inner(nn)``: its child ``inner``)."""
+    def make(nn):
+        class Wrapper(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = None if inner is None else inner(nn)
+
+            def forward(self, x):
+                return forward(self, x)
+        return Wrapper()
+    return make
+
+
+def _torch_attention(embed, heads, causal=False, bias=True):
+    def forward(module, x):
+        mask = None
+        if causal:
+            import torch
+            mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), diagonal=1)
+        return module.inner(x, x, x, need_weights=False, attn_mask=mask)[0]
+    return _torch_wrapper(forward, lambda nn: nn.MultiheadAttention(embed, heads, bias=bias, batch_first=True))
+
+
+def attention_pairs(mha, prefix: str = "") -> dict:
+    """A torch MultiheadAttention's parameters under fastnn's names (the same layout)."""
+    pairs = {f"{prefix}in_proj_weight": (mha.in_proj_weight, False),
+             f"{prefix}out_proj_weight": (mha.out_proj.weight, False)}
+    if mha.in_proj_bias is not None:
+        pairs.update({f"{prefix}in_proj_bias": (mha.in_proj_bias, False),
+                      f"{prefix}out_proj_bias": (mha.out_proj.bias, False)})
+    return pairs
+
+
+def _torch_positional(max_len):
+    def forward(module, x):
+        import math
+
+        import torch
+        position = torch.arange(max_len, dtype=x.dtype).unsqueeze(1)  # the PyTorch tutorial's formula
+        div_term = torch.exp(torch.arange(0, x.shape[2], 2, dtype=x.dtype) * (-math.log(10000.0) / x.shape[2]))
+        pe = torch.zeros(max_len, x.shape[2], dtype=x.dtype)
+        pe[:, 0::2] = torch.sin(position * div_term)
+        pe[:, 1::2] = torch.cos(position * div_term)
+        return x + pe[:x.shape[1]]
+    return _torch_wrapper(forward)
+
+
+def _torch_encoder(embed, heads, ff, activation="relu", norm_first=False):
+    return lambda nn: nn.TransformerEncoderLayer(embed, heads, ff, dropout=0.0, activation=activation,
+                                                 batch_first=True, norm_first=norm_first)
+
+
+def encoder_pairs(layer, module) -> dict:
+    """torch.nn.TransformerEncoderLayer's parameters under TransformerEncoderBlock's names."""
+    if layer.norm_first:
+        names = {"attention.block.0.": module.norm1, "feedforward.block.0.": module.norm2,
+                 "feedforward.block.1.": module.linear1, "feedforward.block.3.": module.linear2}
+        pairs = attention_pairs(module.self_attn, "attention.block.1.")
+    else:
+        names = {"norm1.": module.norm1, "norm2.": module.norm2, "feedforward.block.0.": module.linear1,
+                 "feedforward.block.2.": module.linear2}
+        pairs = attention_pairs(module.self_attn, "attention.block.0.")
+    for prefix, sub in names.items():
+        pairs.update(linear_pairs(sub, prefix) if hasattr(sub, "in_features") else
+                     {f"{prefix}weight": (sub.weight, False), f"{prefix}bias": (sub.bias, False)})
+    return pairs
+
+
+def _sequence_cases():
+    yield LayerCase("attention", lambda: fnn.MultiHeadSelfAttention(6, 2), (4, 6), torch=_torch_attention(6, 2),
+                    torch_pairs=lambda layer, module: attention_pairs(module.inner))
+    yield LayerCase("attention-causal-no-bias", lambda: fnn.MultiHeadSelfAttention(4, 1, causal=True, bias=False),
+                    (3, 4), torch=_torch_attention(4, 1, causal=True, bias=False),
+                    torch_pairs=lambda layer, module: attention_pairs(module.inner))
+    yield LayerCase("positional-encoding", lambda: fnn.PositionalEncoding(max_len=9), (4, 6),
+                    torch=_torch_positional(9), torch_pairs=no_pairs, has_buffers=True)
+    yield LayerCase("transformer-block", lambda: fnn.TransformerEncoderBlock(4, 2, 6), (3, 4),
+                    torch=_torch_encoder(4, 2, 6), torch_pairs=encoder_pairs, has_buffers=True)
+    yield LayerCase("transformer-block-prenorm-gelu",
+                    lambda: fnn.TransformerEncoderBlock(4, 1, 5, activation="gelu", norm_first=True), (3, 4),
+                    torch=_torch_encoder(4, 1, 5, "gelu", norm_first=True), torch_pairs=encoder_pairs,
+                    has_buffers=True)
+    yield LayerCase("last-step", fnn.LastStep, (4, 3), torch=_torch_wrapper(lambda module, x: x[:, -1]),
+                    torch_pairs=no_pairs)
+    yield LayerCase("time-avgpool", lambda: fnn.GlobalAvgPool(axis="time"), (4, 3),
+                    torch=_torch_wrapper(lambda module, x: x.mean(dim=1)), torch_pairs=no_pairs)
+    yield LayerCase("time-distributed-dense", lambda: fnn.TimeDistributed(fnn.Dense(3, 2, activation="tanh")),
+                    (4, 3), torch=_torch_dense(3, 2, "tanh"), torch_pairs=_dense_pairs)
+    yield LayerCase("time-distributed-conv1d", lambda: fnn.TimeDistributed(fnn.Conv1d(2, 3, 2)), (3, 2, 5),
+                    torch=_torch_wrapper(lambda module, x: module.inner(x.reshape(-1, *x.shape[2:])).reshape(
+                        x.shape[0], x.shape[1], 3, -1), lambda nn: nn.Conv1d(2, 3, 2)),
+                    torch_pairs=lambda layer, module: conv_pairs(layer, module.inner))
+
+
 CASES: tuple[LayerCase, ...] = (*_dense_cases(), *_activation_cases(), *_other_cases(), *_conv_cases(),
-                                *_pooling_cases(), *_recurrent_cases())
+                                *_pooling_cases(), *_recurrent_cases(), *_sequence_cases())

@@ -14,6 +14,7 @@ from .activation import (
     Softmax,
     Tanh,
 )
+from .attention import MultiHeadSelfAttention, PositionalEncoding, TransformerEncoderBlock
 from .base import Layer, ParamSpec, Workspace
 from .conv import Conv1d, Conv2d
 from .dense import Dense
@@ -26,6 +27,7 @@ from .recurrent import GRU, LSTM, RNN
 from .registry import LAYERS, register_layer
 from .reshape import Flatten, Reshape
 from .residual import Residual
+from .sequence import LastStep, TimeDistributed
 
 
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
@@ -74,6 +76,11 @@ __all__ = [
     "Dense",
     "Dropout",
     "Identity",
+    "LastStep",
+    "MultiHeadSelfAttention",
+    "PositionalEncoding",
+    "TimeDistributed",
+    "TransformerEncoderBlock",
     "Layer",
     "LayerNorm",
     "LeakyReLU",

@@ -35,6 +35,8 @@ def resolve_activation(activation, **params) -> tuple[str, int, float]:
 class Activation(Layer):
     """Applies an activation elementwise (softmax/log_softmax: per row). Shape-preserving."""
 
+    lengths_policy = "keep"
+
     def __init__(self, activation: str = "identity", **params):
         super().__init__()
         self.activation, self.code, self.alpha = resolve_activation(activation, **params)

@@ -20,6 +20,8 @@ class Dense(WeightAndBias, Layer):
     family, LeCun for SELU, Xavier/Glorot otherwise, see ``fastnn.init.default_init``).
     """
 
+    lengths_policy = "keep"
+
     def __init__(self, in_features: int, out_features: int | None = None, activation=None, *,
                  init: str | None = None, bias: bool = True, bias_init: str = "zeros", **activation_params):
         super().__init__()

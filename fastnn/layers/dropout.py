@@ -18,6 +18,8 @@ class Dropout(Layer):
     as bits for backward; the step counter stays a host array on either device.
     """
 
+    lengths_policy = "keep"
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = V.check_float(p, "p", 0.0, 1.0, high_inclusive=False)

@@ -207,6 +207,7 @@ class LayerNorm(_Normalization):
     """Layer normalisation over the last axis of each sample (torch.nn.LayerNorm(normalized_features))."""
 
     input_argument = "normalized_features"
+    lengths_policy = "keep"
 
     def __init__(self, normalized_features: int, eps: float = 1e-5, elementwise_affine: bool = True):
         super().__init__(normalized_features, eps, elementwise_affine)

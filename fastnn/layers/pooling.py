@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _validation as V
 from ..kernels.conv import conv_output_size
 from .base import Layer, normalize_shape, shape_str
 from .conv import _pair
 from .registry import register_layer
+from .sequence import check_sequence, sequence_lengths
 
 
 class _PoolNd(Layer):
@@ -133,28 +135,52 @@ class AvgPool1d(AvgPool2d):
 @register_layer
 class GlobalAvgPool(Layer):
     """Mean over all spatial positions: (batch, channels, *spatial) -> (batch, channels), for one
-    or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten)."""
+    or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten).
+
+    ``axis="time"``: the mean over time of sequences instead, (batch, time, features) ->
+    (batch, features), over each sample's valid steps when sequence lengths come with the input
+    (padded steps get no gradient)."""
 
     input_argument = "input shape"
 
+    def __init__(self, axis: str = "spatial"):
+        super().__init__()
+        self.axis = V.check_choice(axis, ("spatial", "time"), "axis")
+
+    @property
+    def lengths_policy(self):
+        return "drop" if self.axis == "time" else None
+
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
-        if len(shape) not in (2, 3):
+        if self.axis == "time":
+            shape = check_sequence(self, shape)
+        elif len(shape) not in (2, 3):
             raise ValueError(f"{self!r} takes (batch, channels, length) or (batch, channels, height, width), got "
-                             f"{shape_str(shape)}")
+                             f"{shape_str(shape)}; for sequences (batch, time, features) use axis='time'")
         super().build(shape, dtype)
-        self.output_shape = (shape[0],)
-        self._in4 = (shape[0], 1, shape[1]) if len(shape) == 2 else shape
-        self._workspace = self.workspace(y=(shape[0],), grad_x=self._in4)
+        self.output_shape = (shape[-1],) if self.axis == "time" else (shape[0],)
+        self._in4 = shape if self.axis == "time" else (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+        self._workspace = self.workspace(y=self.output_shape, grad_x=self._in4)
         return self.output_shape
 
     def forward_calls(self, x, ctx):
         m = x.shape[0]
         y = self._workspace(m, ctx.arena)["y"]
+        if self.axis == "time":
+            ctx.lengths_arg = sequence_lengths(ctx)
+            return [(self.K.time_mean_forward, (x, ctx.lengths_arg, y))], y
         return [(self.K.global_avgpool_forward, (x.reshape((m, *self._in4)), y))], y
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
         grad_x = self._workspace(m, ctx.arena)["grad_x"]
+        if self.axis == "time":
+            return [(self.K.time_mean_backward, (grad_y, ctx.lengths_arg, grad_x))], grad_x
         return [(self.K.global_avgpool_backward, (grad_y, grad_x))], grad_x.reshape((m, *self.input_shape))
 
+    def get_config(self):
+        return {"axis": self.axis}
+
+    def extra_repr(self):
+        return "" if self.axis == "spatial" else "axis='time'"

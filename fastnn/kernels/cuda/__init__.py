@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from . import (
     activations,
+    attention,
     batchnorm,
     conv,
     dense,
     dropout,
+    elementwise,
     embedding,
     layernorm,
     layout,
@@ -21,15 +23,19 @@ from . import (
     masking,
     optim,
     pooling,
+    recurrent,
     rng,
+    sequence,
 )
 
 __all__ = [
     "activations",
+    "attention",
     "batchnorm",
     "conv",
     "dense",
     "dropout",
+    "elementwise",
     "embedding",
     "layernorm",
     "layout",
@@ -37,5 +43,7 @@ __all__ = [
     "masking",
     "optim",
     "pooling",
+    "recurrent",
     "rng",
+    "sequence",
 ]

@@ -1,0 +1,136 @@
+"""Layers that change the sequence shape: LastStep ((batch, time, F) -> (batch, F)) and
+TimeDistributed (any layer applied to every step)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Context, Layer, normalize_shape, shape_str
+from .registry import register_layer
+
+_NO_LENGTHS = np.zeros(0, np.int64)  # the kernels' "every step is valid"
+
+
+def sequence_lengths(ctx: Context):
+    """The sequence lengths of a call as the kernels take them (an empty array: every step valid)."""
+    return _NO_LENGTHS if ctx.lengths is None else ctx.lengths
+
+
+def check_sequence(layer: Layer, input_shape, rank: int | None = 2) -> tuple[int, ...]:
+    """``input_shape`` (time, ...) of a sequence layer, of ``rank`` axes per sample when given."""
+    shape = normalize_shape(input_shape)
+    if rank is not None and len(shape) != rank:
+        raise ValueError(f"{layer!r} takes sequences (batch, time, features), got input {shape_str(shape)}; "
+                         f"reshape to (batch, time, features) or put it after a layer that outputs that")
+    return shape
+
+
+@register_layer
+class LastStep(Layer):
+    """Each sample's last valid step: (batch, time, features) -> (batch, features); with sequence
+    lengths, step ``length - 1`` of each sample (0 for a sample of length 0), else the last one
+    (``x[:, -1]``). The gradient goes to that step only."""
+
+    input_argument = "input shape"
+    lengths_policy = "drop"
+
+    def build(self, input_shape, dtype):
+        shape = check_sequence(self, input_shape)
+        super().build(shape, dtype)
+        self.output_shape = (shape[1],)
+        self._workspace = self.workspace(y=self.output_shape, grad_x=shape)
+        return self.output_shape
+
+    def forward_calls(self, x, ctx):
+        y = self._workspace(x.shape[0], ctx.arena)["y"]
+        ctx.lengths_arg = sequence_lengths(ctx)
+        return [(self.K.last_step_forward, (x, ctx.lengths_arg, y))], y
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        grad_x = self._workspace(grad_y.shape[0], ctx.arena)["grad_x"]
+        return [(self.K.last_step_backward, (grad_y, ctx.lengths_arg, grad_x))], grad_x
+
+
+@register_layer
+class TimeDistributed(Layer):
+    """Applies ``layer`` to every step: (batch, time, *rest) -> (batch, time, *out), the inner
+    layer built on ``rest`` and run on the batch * time rows (Keras' TimeDistributed). Steps are
+    independent, so padded steps stay apart (lengths_policy "keep"); the inner layer sees no
+    lengths."""
+
+    input_argument = "input shape"
+    lengths_policy = "keep"
+
+    def __init__(self, layer: Layer):
+        super().__init__()
+        if not isinstance(layer, Layer):
+            raise TypeError(f"TimeDistributed wraps one fastnn layer, e.g. TimeDistributed(Conv1d(...)), got {layer!r}")
+        self.layer = layer
+
+    def expected_input_shape(self):
+        return None
+
+    def sublayers(self):
+        return [("layer", self.layer)]
+
+    def set_device(self, device):
+        super().set_device(device)
+        self.layer.set_device(device)
+
+    def seed_rng(self, seed, stream):
+        if hasattr(self.layer, "seed_rng"):
+            self.layer.seed_rng(seed, stream * 1000 + 1)
+
+    def build(self, input_shape, dtype):
+        shape = check_sequence(self, input_shape, rank=None)
+        if len(shape) < 2:
+            raise ValueError(f"{self!r} takes (batch, time, *step_shape), got input {shape_str(shape)}; add the "
+                             f"step axes (e.g. (batch, time, features))")
+        super().build(shape, dtype)
+        inner = normalize_shape(self.layer.build(shape[1:], dtype))
+        self.output_shape = (shape[0], *inner)
+        return self.output_shape
+
+    def parameter_specs(self):
+        return self.layer.parameter_specs()
+
+    def bind(self, params, grads):
+        self.layer.bind(params, grads)
+
+    def buffers(self):
+        return self.layer.buffers()
+
+    def plannable(self):
+        return super().plannable() and self.layer.plannable()
+
+    def _inner_context(self, ctx: Context) -> Context:
+        inner = ctx.child("layer")
+        inner.lengths = None  # the inner layer's batch is batch * time steps
+        return inner
+
+    def forward_calls(self, x, ctx):
+        m, steps = x.shape[0], self.input_shape[0]
+        calls, y = self.layer.forward_calls(x.reshape((m * steps, *self.input_shape[1:])), self._inner_context(ctx))
+        return calls, y.reshape((m, *self.output_shape))
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        m, steps = grad_y.shape[0], self.input_shape[0]
+        g = grad_y.reshape((m * steps, *self.output_shape[1:]))
+        calls, grad_x = self.layer.backward_calls(g, self._inner_context(ctx), need_grad_x)
+        return calls, (None if grad_x is None else grad_x.reshape((m, *self.input_shape)))
+
+    def get_config(self):
+        from . import layer_to_config
+
+        return {"layer": layer_to_config(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        from . import layer_from_config
+
+        return cls(layer_from_config(config["layer"]))
+
+    def extra_repr(self):
+        return repr(self.layer)
+
+
+__all__ = ["LastStep", "TimeDistributed", "check_sequence", "sequence_lengths"]
