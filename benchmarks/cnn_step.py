@@ -176,7 +176,7 @@ def profile(name, steps=200, cpu_clock=False):
     train = cases[f"{name} train b={BATCH}"]["fastnn"]
     for _ in range(20):
         train()
-    plan = model._plan(BATCH)
+    plan = model.step_plan(BATCH)
     calls = ([(f"forward {fn.__name__}", fn, a) for fn, a in plan.forward] + [("loss", plan.loss_fn, plan.loss_args)]
              + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
              + [("optimizer step", model.optimizer.step, ())])

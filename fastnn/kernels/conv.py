@@ -69,16 +69,53 @@ def _chunk_samples(positions):
     return max(1, _TASK_ELEMENTS // positions)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
-    """Row ``task // chunks`` (c, i, j) of col over one chunk of the pass's samples: each task
-    writes one contiguous run of col, reading the cache-resident input planes."""
-    p = oh * ow
+@njit(**JIT_INLINE)
+def _task_span(count, task, p):
+    """(index, s0, s1) of im2col/col2im task ``task``: its col row (or channel) ``index`` and its
+    chunk of samples s0 .. s1 of the pass's ``count`` (``p`` = OH * OW columns per sample)."""
     chunk = _chunk_samples(p)
     chunks = n_chunks(count, chunk)
-    r = task // chunks
-    s0 = (task - r * chunks) * chunk
-    s1 = min(count, s0 + chunk)
+    index = task // chunks
+    s0 = (task - index * chunks) * chunk
+    return index, s0, min(count, s0 + chunk)
+
+
+@njit(**JIT_INLINE)
+def _fill(cf, start, n, value):
+    """cf[start:start + n] = value (nothing when n <= 0)."""
+    for t in range(n):
+        cf[nonneg(start + t)] = value
+
+
+@njit(**JIT_INLINE)
+def _gather_run(cf, xf, d, src, n, step):
+    """cf[d + t] = xf[src + t * step] for t < n; the unit-stride loop is its own (vectorised) loop."""
+    if step == 1:
+        for t in range(n):
+            cf[nonneg(d + t)] = xf[nonneg(src + t)]
+    else:
+        for t in range(n):
+            cf[nonneg(d + t)] = xf[nonneg(src + t * step)]
+
+
+@njit(**JIT_INLINE)
+def _scatter_add_run(xf, cf, dst, d, n, step):
+    """xf[dst + t * step] += cf[d + t] for t < n, in t order (unit stride: its own loop)."""
+    if step == 1:
+        for t in range(n):
+            xf[nonneg(dst + t)] += cf[nonneg(d + t)]
+    else:
+        for t in range(n):
+            xf[nonneg(dst + t * step)] += cf[nonneg(d + t)]
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow):
+    """Row (c, i, j) of col over one chunk of the pass's samples: each task writes one
+    contiguous run of col, reading the cache-resident input planes. Rows whose columns the
+    padding does not cut (stride 1) copy in one plain loop per output row."""
+    p = oh * ow
+    r, s0, s1 = _task_span(count, task, p)
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
     c = r // (kh * kw)
     i = (r // kw) % kh
@@ -88,25 +125,23 @@ def _im2col_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
     off_h, off_w = i * dh - pt, j * dw - pl
     a_lo, a_hi = _valid_range(off_h, sh, h, oh)
     lo, hi = _valid_range(off_w, sw, w, ow)
+    uncut = lo == 0 and hi == ow and sw == 1
     for s in range(s0, s1):
         cb = r * col.shape[1] + s * p
         xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w  # + a * sh * w + t * sw: x[n, c, ih, iw]
-        for t in range(a_lo * ow):
-            cf[nonneg(cb + t)] = zero
-        for t in range(a_hi * ow, p):
-            cf[nonneg(cb + t)] = zero
-        for a in range(a_lo, a_hi):
-            d, src = cb + a * ow, xb + a * sh * w
-            for t in range(lo):
-                cf[nonneg(d + t)] = zero
-            if sw == 1:
-                for t in range(lo, hi):
+        _fill(cf, cb, a_lo * ow, zero)
+        _fill(cf, cb + a_hi * ow, p - a_hi * ow, zero)
+        if uncut:
+            for a in range(a_lo, a_hi):
+                d, src = cb + a * ow, xb + a * sh * w
+                for t in range(ow):
                     cf[nonneg(d + t)] = xf[nonneg(src + t)]
-            else:
-                for t in range(lo, hi):
-                    cf[nonneg(d + t)] = xf[nonneg(src + t * sw)]
-            for t in range(hi, ow):
-                cf[nonneg(d + t)] = zero
+        else:
+            for a in range(a_lo, a_hi):
+                d = cb + a * ow
+                _fill(cf, d, lo, zero)
+                _gather_run(cf, xf, d + lo, xb + a * sh * w + lo * sw, hi - lo, sw)
+                _fill(cf, d + hi, ow - hi, zero)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -114,18 +149,11 @@ def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
     """x[n0 + s, c] = the sum of its col entries, for channel ``task // chunks`` and one chunk of
     samples (x is grad_x). Each plane is owned by one task and summed in (i, j, oh, ow) order."""
     p = oh * ow
-    chunk = _chunk_samples(p)
-    chunks = n_chunks(count, chunk)
-    c = task // chunks
-    s0 = (task - c * chunks) * chunk
-    s1 = min(count, s0 + chunk)
+    c, s0, s1 = _task_span(count, task, p)
     c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
     xf, cf = x.reshape(x.size), col.reshape(col.size)
-    zero = like(0.0, col)
     for s in range(s0, s1):
-        xb = ((n0 + s) * c_in + c) * h * w
-        for t in range(h * w):
-            xf[nonneg(xb + t)] = zero
+        _fill(xf, ((n0 + s) * c_in + c) * h * w, h * w, like(0.0, col))
     for i in range(kh):
         off_h = i * dh - pt
         a_lo, a_hi = _valid_range(off_h, sh, h, oh)
@@ -137,13 +165,7 @@ def _col2im_task(x, col, n0, count, task, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow
                 cb = r * col.shape[1] + s * p
                 xb = ((n0 + s) * c_in + c) * h * w + off_h * w + off_w
                 for a in range(a_lo, a_hi):
-                    d, dst = cb + a * ow, xb + a * sh * w
-                    if sw == 1:
-                        for t in range(lo, hi):
-                            xf[nonneg(dst + t)] += cf[nonneg(d + t)]
-                    else:
-                        for t in range(lo, hi):
-                            xf[nonneg(dst + t * sw)] += cf[nonneg(d + t)]
+                    _scatter_add_run(xf, cf, xb + a * sh * w + lo * sw, cb + a * ow + lo, hi - lo, sw)
 
 
 @njit(**JIT_PARALLEL)

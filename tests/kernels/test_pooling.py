@@ -30,6 +30,8 @@ CASES = [
     (2, 3, 5, 8, (3, 2), (3, 1), (0, 1, 1, 0)),
     (2, 4, 1, 15, (1, 4), (1, 3), (0, 0, 2, 1)),    # 1-D
     (16, 12, 24, 24, (2, 2), (2, 2), (0, 0, 0, 0)),  # parallel planes
+    (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0)),     # the unpadded 2x2 stride-2 sweep, odd sizes
+    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),    # the unpadded 1x2 stride-2 sweep (1-D)
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -130,11 +132,13 @@ def _first_argmax(x, case):
     return out
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5]], ids=["padded", "1d", "parallel"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5], CASES[6], CASES[7]],
+                         ids=["padded", "1d", "parallel", "pairs-2x2", "pairs-1x2"])
 def test_maxpool_ties_and_nan_planes_take_the_first_maximum(case):
     """Ties (rounded values) pick the first maximum; planes holding a NaN (the exact NaN path)
     sit beside NaN-free planes (the vectorised path) and give NaN with the first NaN's index."""
     x = np.round(_x(case, np.float32, seed=3))
+    np.testing.assert_array_equal(max_forward(case, x)[1], _first_argmax(x, case))  # ties in NaN-free sweeps
     x[0, 0, 0, 1] = x[-1, -1, 0, 2] = x[-1, -1, 0, 3] = np.nan
     y, argmax = max_forward(case, x)
     np.testing.assert_array_equal(argmax, _first_argmax(x, case))
