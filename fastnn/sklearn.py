@@ -222,6 +222,10 @@ class _NeuralNetBase(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
+        with _threads(self.n_threads):  # the builder, the fit and the validation predictions
+            return self._fit_on_threads(X, y, sample_weight, incremental, classes)
+
+    def _fit_on_threads(self, X, y, sample_weight, incremental: bool, classes):
         fresh = not hasattr(self, "model_") or not (incremental or self.warm_start)
         X, y = validate_data(self, X, y, reset=fresh, multi_output=True, dtype=(np.float64, np.float32),
                              y_numeric=not self._is_classifier())
@@ -256,10 +260,9 @@ class _NeuralNetBase(BaseEstimator):
         fit_loss = base if weights is None else _SampleWeighted(base)
         fit_targets = targets if weights is None else np.column_stack([targets, weights])
         epochs = 1 if incremental else self.max_iter
-        with _threads(self.n_threads):
-            epochs_before = self.n_iter_
-            self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size,
-                            shuffle=self.shuffle, callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
+        epochs_before = self.n_iter_
+        self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
+                        callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
         self.model_.compile(base, self.model_.optimizer)  # a plain loss again: the model saves and pickles
         if validation is not None and validation[3][0] is not None:  # back to the best validation score
             for name, value in validation[3][0].items():
@@ -626,22 +629,28 @@ class _BuildFn:
         self._set_routed(routed)
 
     def _set_routed(self, params: dict) -> None:
-        for key, value in params.items():
+        for key, value in params.items():  # checked at fit (scikit-learn: nothing raises in init or set_params)
+            setattr(self, key, value)
+
+    def _routed_names(self) -> list[str]:
+        fixed = set(self._get_param_names())
+        return [k for k in vars(self) if k not in fixed and not k.startswith("_") and not k.endswith("_")]
+
+    def _routed(self, prefix: str) -> dict:
+        for key in self._routed_names():
             if not key.startswith(_ROUTED) or key in _ROUTED:
                 raise TypeError(f"unknown parameter {key!r}: pass module__<name> for build_fn's arguments or "
                                 f"optimizer__<name> for the optimizer's (e.g. optimizer__lr=1e-3)")
-            setattr(self, key, value)
-
-    def _routed(self, prefix: str) -> dict:
-        return {k[len(prefix):]: v for k, v in vars(self).items() if k.startswith(prefix)}
+        return {k[len(prefix):]: getattr(self, k) for k in self._routed_names() if k.startswith(prefix)}
 
     def get_params(self, deep=True):
         params = super().get_params(deep=deep)
-        params.update({k: v for k, v in vars(self).items() if k.startswith(_ROUTED)})
+        params.update({k: getattr(self, k) for k in self._routed_names()})
         return params
 
     def set_params(self, **params):
-        self._set_routed({k: params.pop(k) for k in list(params) if k.startswith(_ROUTED)})
+        fixed = set(self._get_param_names())
+        self._set_routed({k: params.pop(k) for k in list(params) if k not in fixed})
         return super().set_params(**params)
 
     def _layers(self, n_features, n_outputs):
