@@ -201,7 +201,7 @@ class _NeuralNetBase(BaseEstimator):
             raise ValueError(f"batch_size must be 'auto' or a positive int, got {self.batch_size!r}")
         if self.batch_size > n:
             warnings.warn(f"batch_size ({self.batch_size}) is larger than the {n} training samples; it is clipped "
-                          f"to {n}", UserWarning, stacklevel=3)
+                          f"to {n}", UserWarning, stacklevel=5)
         return min(int(self.batch_size), n)
 
     # -- fit ------------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ class _NeuralNetBase(BaseEstimator):
                 backend.copy_into(self.model_.state_arrays()[name], value)
         if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                          f"hasn't converged yet.", ConvergenceWarning, stacklevel=3)
+                          f"hasn't converged yet.", ConvergenceWarning, stacklevel=4)
         return self
 
     def _end_epoch(self, loss: float, n_samples: int, validation, incremental: bool) -> bool:
