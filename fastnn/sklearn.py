@@ -103,15 +103,15 @@ class _SampleWeighted(losses_mod.Loss):
         else:
             K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
             per_sample = output.shape[1]
-        total = float(weights.sum())
-        mean = self.reduction == "mean"
-        if compute_grad:  # the base gradient (divided by m for the mean), each row rescaled to its weight
+        if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
+            total = float(weights.sum()) or np.inf  # a batch of zero weights contributes nothing
+            grad_factor, value_divisor = m / total, total * per_sample  # m / m == 1: unit weights give the base's bits
+        else:
+            grad_factor, value_divisor = 1.0, 1.0
+        if compute_grad:
             self.base.forward_backward(output, labels, grad, True)
-            factor = weights * (m / total) if mean and total > 0 else (weights if not mean else 0.0 * weights)
-            grad *= factor.astype(grad.dtype)[:, None]
-        if not mean:
-            return float(rows @ weights)
-        return float(rows @ weights) / (total * per_sample) if total > 0 else 0.0
+            grad *= (weights * grad_factor).astype(grad.dtype)[:, None]
+        return float(rows @ weights) / value_divisor
 
     def correct_count(self, output, target):
         return self.base.correct_count(output, self._split(backend.to_host(target), output.dtype)[0])

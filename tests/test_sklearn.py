@@ -131,7 +131,28 @@ def test_unit_sample_weights_are_bit_identical_to_none():
     plain = MLPClassifier(**SMALL).fit(X, y)
     weighted = MLPClassifier(**SMALL).fit(X, y, sample_weight=np.ones(60))
     assert np.array_equal(_weights_of(plain), _weights_of(weighted))
-    assert plain.loss_curve_ == weighted.loss_curve_
+    np.testing.assert_allclose(plain.loss_curve_, weighted.loss_curve_, rtol=1e-14)  # other float64 sum orders
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy", "mse", "huber"])
+def test_weighted_loss_against_the_float64_reference(name, reduction):
+    """sum_i w_i l_i / sum_i w_i (l_i: sample i's loss over its k outputs / k) and its gradient."""
+    from fastnn.sklearn import _SampleWeighted
+    from tests import _reference_core as ref
+
+    rng = np.random.default_rng(0)
+    out = rng.standard_normal((7, 3)) * 2
+    target = rng.integers(0, 3, 7) if name == "cross_entropy" else rng.uniform(0, 1, (7, 3))
+    weights = rng.uniform(0, 2, 7)
+    loss = _SampleWeighted(fnn.losses.LOSSES[name](reduction=reduction))
+    grad = np.full_like(out, np.nan)
+    value = loss.forward_backward(out, np.column_stack([target, weights]), grad)
+    per_sample = [ref.LOSS_REFERENCES[name](out[i:i + 1], target[i:i + 1], "sum") for i in range(7)]
+    divisor = weights.sum() * (1 if name == "cross_entropy" else 3) if reduction == "mean" else 1.0
+    np.testing.assert_allclose(value, sum(w * v for w, (v, _) in zip(weights, per_sample)) / divisor, rtol=1e-12)
+    np.testing.assert_allclose(grad, np.concatenate([w * g for w, (_, g) in zip(weights, per_sample)]) / divisor,
+                               rtol=1e-12)
 
 
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
@@ -284,6 +305,28 @@ def test_threads_inside_fit_and_in_joblib_thread_workers():
     assert seen == [(False, 1), (False, 1)]
     with pytest.raises(ValueError, match="n must be between"):
         MLPClassifier(**dict(SMALL, n_threads=10_000)).fit(X, y)
+
+
+def _threads_seen_in_a_worker(seed: int) -> int:
+    seen = []
+
+    def build(n_features, n_outputs):
+        seen.append(fnn.get_num_threads())
+        return [fnn.Dense(n_features, n_outputs)]
+
+    X, y = np.random.default_rng(seed).standard_normal((20, 3)), np.arange(20) % 2
+    NeuralNetClassifier(build, max_iter=1, random_state=0).fit(X, y)
+    return seen[0]
+
+
+@pytest.mark.skipif("NUMBA_NUM_THREADS" in os.environ, reason="joblib keeps a NUMBA_NUM_THREADS set by the user")
+def test_joblib_process_workers_split_the_cores():
+    """joblib's process workers (GridSearchCV(n_jobs=2) ...) get NUMBA_NUM_THREADS = CPUs // 2, which
+    n_threads=None follows: two workers do not oversubscribe the cores."""
+    from joblib import Parallel, cpu_count, delayed
+
+    seen = Parallel(n_jobs=2)(delayed(_threads_seen_in_a_worker)(seed) for seed in range(2))
+    assert seen == [max(1, cpu_count() // 2)] * 2
 
 
 # ---------------------------------------------------------------------------- README
