@@ -22,6 +22,7 @@ import contextlib
 import copy
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -154,6 +155,17 @@ def _threads(n_threads):
 
 
 # ------------------------------------------------------------------------------ the shared fit loop
+@dataclass
+class _Validation:
+    """The held-out part of one fit with early stopping, and the best state seen on it."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray | None
+    best_score: float = -np.inf
+    best_state: dict | None = None  # host copies of the model's state_arrays()
+
+
 class _Stopping(Callback):
     """scikit-learn's stopping rule after each epoch (:meth:`_NeuralNetBase._end_epoch`)."""
 
@@ -169,8 +181,6 @@ class _NeuralNetBase(BaseEstimator):
     """What every estimator here shares: validation of X, the network's life cycle, the fit loop
     with scikit-learn's stopping rule, predict. Subclasses give the network (:meth:`_layers`), the
     optimizer (:meth:`_optimizer`) and the task's targets (:meth:`_targets`, :meth:`_validation_score`)."""
-
-    _loss_for_regression = "mse"
 
     # -- hooks ----------------------------------------------------------------------------------
     def _layers(self, n_features: int, n_outputs: int):
@@ -252,7 +262,7 @@ class _NeuralNetBase(BaseEstimator):
                                      stratify=stratify)
             X, X_val, targets, y_val = parts[:4]
             weights, w_val = (parts[4], parts[5]) if weights is not None else (None, None)
-            validation = (X_val, y_val, w_val, [None, -np.inf])  # [best state, its score]
+            validation = _Validation(X_val, y_val, w_val)
             batch_size = min(batch_size, X.shape[0])
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
@@ -264,8 +274,8 @@ class _NeuralNetBase(BaseEstimator):
         self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
                         callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
         self.model_.compile(base, self.model_.optimizer)  # a plain loss again: the model saves and pickles
-        if validation is not None and validation[3][0] is not None:  # back to the best validation score
-            for name, value in validation[3][0].items():
+        if validation is not None and validation.best_state is not None:  # back to the best validation score
+            for name, value in validation.best_state.items():
                 backend.copy_into(self.model_.state_arrays()[name], value)
         if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
@@ -280,14 +290,13 @@ class _NeuralNetBase(BaseEstimator):
         self.t_ += n_samples
         message = f"Iteration {self.n_iter_}, loss = {loss:.8f}"
         if validation is not None:
-            X_val, y_val, w_val, best = validation
-            score = self._validation_score(self.model_.predict(X_val), y_val, w_val)
+            score = self._validation_score(self.model_.predict(validation.X), validation.y, validation.weights)
             self.validation_scores_.append(score)
             message += f", validation score = {score:.6f}"
             improved = score >= self.best_validation_score_ + self.tol
-            if score > best[1]:
-                best[0] = {name: backend.host_copy(a) for name, a in self.model_.state_arrays().items()}
-                best[1] = score
+            if score > validation.best_score:
+                validation.best_state = {name: backend.host_copy(a) for name, a in self.model_.state_arrays().items()}
+                validation.best_score = score
             self.best_validation_score_ = max(self.best_validation_score_, score)
         else:
             improved = self.best_loss_ is None or loss <= self.best_loss_ - self.tol
@@ -423,7 +432,7 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
             self.out_activation_ = "identity"
         elif targets.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {targets.shape[1]} outputs, the fitted estimator has {self.n_outputs_}")
-        return targets, targets.shape[1], self._loss_for_regression
+        return targets, targets.shape[1], "mse"
 
     def _validation_score(self, outputs, y, weights) -> float:
         return float(r2_score(y, outputs, sample_weight=weights))

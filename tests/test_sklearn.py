@@ -13,7 +13,7 @@ pytest.importorskip("sklearn", minversion="1.6")  # validate_data, __sklearn_tag
 
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -205,6 +205,9 @@ def test_tol_stops_training_and_early_stopping_keeps_the_best_epoch():
                                  learning_rate_init=0.05)).fit(X, y)
     assert early.best_loss_ is None and len(early.validation_scores_) == early.n_iter_
     assert early.best_validation_score_ == max(early.validation_scores_)
+    assert np.argmax(early.validation_scores_) < early.n_iter_ - 1  # the last epoch was not the best ...
+    _, X_val, _, y_val = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    assert early.score(X_val, y_val) == early.best_validation_score_  # ... and the best one's weights came back
 
 
 def test_dropout_batch_norm_and_optimizers_build_the_network():
