@@ -243,6 +243,34 @@ def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_gr
 
 
 @njit(**JIT)
+def cross_entropy_rows(logits, labels, out):
+    """Per-sample softmax cross-entropy: out[i] = log sum_j exp(logits[i, j]) - logits[i, labels[i]].
+
+    logits (m, c) float32/float64, labels (m,) int64 in [0, c), out (m,) float64 (written). The
+    row rule of :func:`cross_entropy_forward_backward`, unreduced (sample weights, per-sample
+    diagnostics); serial, not a training-step kernel.
+    """
+    zero = like(0.0, logits)
+    for i in range(logits.shape[0]):
+        out[i] = cross_entropy_row(logits, labels, logits, zero, False, i)  # logits: not written (no grad)
+
+
+@njit(**JIT)
+def elementwise_loss_rows(pred, target, out, code, delta):
+    """Per-sample elementwise loss: out[i] = sum_j loss_term(code, pred[i, j], target[i, j], delta).
+
+    pred, target (m, k) of one dtype float32/float64, out (m,) float64 (written); the terms of
+    :func:`elementwise_loss`, summed per row instead of over the batch (serial).
+    """
+    d = like(delta, pred)
+    for i in range(pred.shape[0]):
+        total = 0.0
+        for j in range(pred.shape[1]):
+            total += loss_term(code, pred[i, j], target[i, j], d)
+        out[i] = total
+
+
+@njit(**JIT)
 def accuracy_count(logits, labels):
     """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64)."""
     m, c = logits.shape
@@ -290,7 +318,9 @@ __all__ = [
     "binary_accuracy_count",
     "cross_entropy_forward_backward",
     "cross_entropy_row",
+    "cross_entropy_rows",
     "elementwise_loss",
+    "elementwise_loss_rows",
     "loss_grad",
     "loss_grad_term",
     "loss_term",

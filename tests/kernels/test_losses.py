@@ -12,7 +12,9 @@ from fastnn.kernels.losses import (
     accuracy_count,
     binary_accuracy_count,
     cross_entropy_forward_backward,
+    cross_entropy_rows,
     elementwise_loss,
+    elementwise_loss_rows,
     n_partials,
 )
 from tests import _reference_core as ref
@@ -74,6 +76,22 @@ def test_matches_reference(name, dtype, mean):
             assert grad.dtype == pred.dtype
             np.testing.assert_allclose(value, want_value, **TOL[dtype], err_msg=f"{shape} delta={delta}")
             np.testing.assert_allclose(grad, want_grad, **TOL[dtype], err_msg=f"{shape} delta={delta}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_rows_match_reference_per_sample(name, dtype):
+    """The unreduced per-sample losses: row i equals the reference "sum" loss of row i alone."""
+    code, kind = LOSSES[name]
+    for shape in SHAPES:
+        pred, target = _data(name, shape, dtype)
+        out = np.full(shape[0], np.nan)
+        if kind == CLASSES:
+            cross_entropy_rows(pred, target, out)
+        else:
+            elementwise_loss_rows(pred, target, out, code, 0.5 if name == "huber" else 1.0)
+        want = [_reference(name, pred[i:i + 1], target[i:i + 1], False, 0.5)[0] for i in range(shape[0])]
+        np.testing.assert_allclose(out, want, **TOL[dtype], err_msg=f"{shape}")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,716 @@
+"""scikit-learn estimators over fastnn networks (``pip install "fastnn[sklearn]"``).
+
+- :class:`MLPClassifier`, :class:`MLPRegressor`: scikit-learn's MLP parameters where they mean
+  the same thing, plus fastnn's own (dropout, batch_norm, optimizer, dtype, device, n_threads).
+- :class:`NeuralNetClassifier`, :class:`NeuralNetRegressor`: any network from a builder
+  ``build_fn(n_features, n_outputs, **module_params)``; ``module__<name>`` parameters go to the
+  builder and ``optimizer__<name>`` ones to the optimizer, so GridSearchCV can search architectures.
+
+All four share one fit loop (:class:`_NeuralNetBase`): fastnn's :func:`fastnn.training.fit`, with a
+callback that applies scikit-learn's stopping rule (``tol``, ``n_iter_no_change``, ``early_stopping``
+on a held-out ``validation_fraction``). ``sample_weight`` weights each sample's loss: the loss is
+``sum_i w_i l_i / sum_i w_i`` (the weight travels with its sample as an extra target column).
+
+Threads: ``n_threads=None`` uses Numba's thread count, which joblib's process workers (the default
+of ``GridSearchCV(n_jobs=k)``, ``cross_val_score(n_jobs=k)``) already set to CPUs // k through
+``NUMBA_NUM_THREADS``; inside a joblib *thread* worker (``backend="threading"``) it uses 1 thread,
+since the other workers share the cores. An int sets the count for this estimator's fit and predict.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+except ImportError as exc:  # pragma: no cover - the optional extra
+    raise ImportError('fastnn.sklearn needs scikit-learn: pip install "fastnn[sklearn]"') from exc
+from scipy.special import expit, softmax
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, type_of_target
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+
+from . import _config, backend, optim
+from . import losses as losses_mod
+from .callbacks import Callback
+from .kernels import losses as K
+from .layers import Activation, BatchNorm1d, Dense, Dropout
+from .model import Sequential
+
+_SKLEARN_ACTIVATIONS = {"logistic": "sigmoid"}  # scikit-learn's names that fastnn spells otherwise
+
+
+# ------------------------------------------------------------------------------ sample weights
+class _SampleWeighted(losses_mod.Loss):
+    """``base`` loss with one weight per sample: ``sum_i w_i l_i / sum_i w_i`` ("mean"), where
+    ``l_i`` is sample i's base loss (divided by its k outputs for elementwise losses, so unit
+    weights give exactly the base loss and its gradient). Targets are float64 rows of the base
+    target (a label, or k values) followed by the weight, so shuffling and batching keep each
+    weight with its sample. The gradient is the base kernel's, each row scaled by its weight;
+    the value comes from the per-sample loss kernels. Runs on the host (a device's output is
+    copied over and back)."""
+
+    name = "sample_weighted"
+
+    def __init__(self, base: losses_mod.Loss):
+        super().__init__(reduction=base.reduction)
+        self.base = base
+        self.is_classification = base.is_classification
+        self._classes = K.LOSSES[base.name][1] == K.CLASSES
+
+    def target_spec(self, n_outputs, dtype):
+        trailing, _ = self.base.target_spec(n_outputs, dtype)
+        return (int(np.prod(trailing)) + 1,), np.dtype(np.float64)
+
+    def check_targets(self, y, n_samples, n_outputs, dtype):
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        shape = (n_samples, *self.target_spec(n_outputs, dtype)[0])
+        if y.shape != shape:
+            raise ValueError(f"weighted targets must have shape {shape} (the targets, then the weight), got {y.shape}")
+        return y
+
+    def _split(self, target: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(base targets: int64 labels or contiguous values of ``dtype``, weights float64)."""
+        if self._classes:
+            return target[:, 0].astype(np.int64), target[:, -1]
+        return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
+
+    def call(self, output, target, grad, compute_grad=True):
+        return self._on_host, (output, target, grad, compute_grad)
+
+    def _on_host(self, output, target, grad, compute_grad):
+        if isinstance(output, np.ndarray):
+            return self._weighted(output, target, grad, compute_grad)
+        host_grad = np.empty(output.shape, output.dtype)
+        value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad)
+        if compute_grad:
+            backend.copy_into(grad, host_grad)
+        return value
+
+    def _weighted(self, output, target, grad, compute_grad) -> float:
+        labels, weights = self._split(target, output.dtype)
+        m = output.shape[0]
+        rows = np.empty(m)
+        if self._classes:
+            K.cross_entropy_rows(output, labels, rows)
+            per_sample = 1
+        else:
+            K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
+            per_sample = output.shape[1]
+        if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
+            total = float(weights.sum()) or np.inf  # a batch of zero weights contributes nothing
+            grad_factor, value_divisor = m / total, total * per_sample  # m / m == 1: unit weights give the base's bits
+        else:
+            grad_factor, value_divisor = 1.0, 1.0
+        if compute_grad:
+            self.base.forward_backward(output, labels, grad, True)
+            grad *= (weights * grad_factor).astype(grad.dtype)[:, None]
+        return float(rows @ weights) / value_divisor
+
+    def correct_count(self, output, target):
+        return self.base.correct_count(output, self._split(backend.to_host(target), output.dtype)[0])
+
+    def predict_classes(self, output):
+        return self.base.predict_classes(output)
+
+    def probabilities(self, output):
+        return self.base.probabilities(output)
+
+    def get_config(self):
+        return {"name": self.name, "base": self.base.get_config()}
+
+
+# ------------------------------------------------------------------------------ threads
+def _in_joblib_thread_worker() -> bool:
+    """True inside a worker thread of joblib's threading backend (its workers share the cores)."""
+    if threading.current_thread() is threading.main_thread():
+        return False
+    try:
+        from joblib.parallel import get_active_backend
+    except ImportError:  # pragma: no cover - joblib comes with scikit-learn
+        return False
+    backend_, _ = get_active_backend()
+    return getattr(backend_, "nesting_level", 0) >= 1
+
+
+@contextlib.contextmanager
+def _threads(n_threads):
+    """Numba's thread count set to ``n_threads`` (None: see the module docstring) inside the block;
+    the count is per calling thread, so this changes nothing for other threads."""
+    if n_threads is None:
+        n_threads = 1 if _in_joblib_thread_worker() else _config.get_num_threads()
+    previous = _config.get_num_threads()
+    _config.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        _config.set_num_threads(previous)
+
+
+# ------------------------------------------------------------------------------ the shared fit loop
+@dataclass
+class _Validation:
+    """The held-out part of one fit with early stopping, and the best state seen on it."""
+
+    X: np.ndarray
+    y: np.ndarray
+    weights: np.ndarray | None
+    best_score: float = -np.inf
+    best_state: dict | None = None  # host copies of the model's state_arrays()
+
+
+class _Stopping(Callback):
+    """scikit-learn's stopping rule after each epoch (:meth:`_NeuralNetBase._end_epoch`)."""
+
+    def __init__(self, estimator, n_samples: int, validation, incremental: bool):
+        self.estimator, self.n_samples, self.validation, self.incremental = estimator, n_samples, validation, incremental
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.estimator._end_epoch(logs["loss"], self.n_samples, self.validation, self.incremental):
+            self.model.stop_training = True
+
+
+class _NeuralNetBase(BaseEstimator):
+    """What every estimator here shares: validation of X, the network's life cycle, the fit loop
+    with scikit-learn's stopping rule, predict. Subclasses give the network (:meth:`_layers`), the
+    optimizer (:meth:`_optimizer`) and the task's targets (:meth:`_targets`, :meth:`_validation_score`)."""
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _layers(self, n_features: int, n_outputs: int):
+        raise NotImplementedError
+
+    def _optimizer(self, batch_size: int, mean_weight: float):
+        raise NotImplementedError
+
+    # -- the network ----------------------------------------------------------------------------
+    def _seed(self) -> int:
+        if isinstance(self.random_state, (int, np.integer)) and not isinstance(self.random_state, bool):
+            return int(self.random_state)
+        from sklearn.utils import check_random_state
+
+        return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+
+    def _new_model(self, n_features: int, n_outputs: int) -> Sequential:
+        built = self._layers(n_features, n_outputs)
+        if isinstance(built, Sequential):
+            return built.to(self.device)
+        return Sequential(built, seed=self._seed(), dtype=self.dtype, device=self.device, input_features=n_features)
+
+    def _batch_size(self, n: int) -> int:
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return min(200, n)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be 'auto' or a positive int, got {self.batch_size!r}")
+        if self.batch_size > n:
+            warnings.warn(f"batch_size ({self.batch_size}) is larger than the {n} training samples; it is clipped "
+                          f"to {n}", UserWarning, stacklevel=5)
+        return min(int(self.batch_size), n)
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y) for up to ``max_iter`` epochs, with scikit-learn's stopping rule.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample's loss (None: all 1).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
+        with _threads(self.n_threads):  # the builder, the fit and the validation predictions
+            return self._fit_on_threads(X, y, sample_weight, incremental, classes)
+
+    def _fit_on_threads(self, X, y, sample_weight, incremental: bool, classes):
+        fresh = not hasattr(self, "model_") or not (incremental or self.warm_start)
+        X, y = validate_data(self, X, y, reset=fresh, multi_output=True, dtype=(np.float64, np.float32),
+                             y_numeric=not self._is_classifier())
+        targets, n_outputs, loss = self._targets(y, fresh, classes)
+        n = X.shape[0]
+        weights = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                                          ensure_non_negative=True)
+        batch_size = self._batch_size(n)
+        early = bool(self.early_stopping) and not incremental
+        if fresh:
+            self.model_ = self._new_model(X.shape[1], n_outputs)
+            self.model_.compile(loss, self._optimizer(batch_size, 1.0 if weights is None else float(weights.mean())))
+            self.n_outputs_ = n_outputs
+            self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
+            self.best_loss_ = None if early else np.inf
+            self.validation_scores_ = [] if early else None
+            self.best_validation_score_ = -np.inf if early else None
+            self._no_improvement = 0
+        validation = None
+        if early:
+            split = [X, targets] + ([] if weights is None else [weights])
+            stratify = targets if targets.ndim == 1 else None
+            parts = train_test_split(*split, test_size=self.validation_fraction, random_state=self._seed(),
+                                     stratify=stratify)
+            X, X_val, targets, y_val = parts[:4]
+            weights, w_val = (parts[4], parts[5]) if weights is not None else (None, None)
+            validation = _Validation(X_val, y_val, w_val)
+            batch_size = min(batch_size, X.shape[0])
+            if self.validation_scores_ is None:  # a warm start of a fit without early stopping
+                self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        base = losses_mod.get(loss)
+        fit_loss = base if weights is None else _SampleWeighted(base)
+        fit_targets = targets if weights is None else np.column_stack([targets, weights])
+        epochs = 1 if incremental else self.max_iter
+        epochs_before = self.n_iter_
+        self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
+                        callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
+        self.model_.compile(base, self.model_.optimizer)  # a plain loss again: the model saves and pickles
+        if validation is not None and validation.best_state is not None:  # back to the best validation score
+            for name, value in validation.best_state.items():
+                backend.copy_into(self.model_.state_arrays()[name], value)
+        if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                          f"hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+        return self
+
+    def _end_epoch(self, loss: float, n_samples: int, validation, incremental: bool) -> bool:
+        """Record an epoch's training loss (and validation score); True to stop (scikit-learn's
+        rule: no improvement by more than ``tol`` for more than ``n_iter_no_change`` epochs)."""
+        self.loss_curve_.append(float(loss))
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        message = f"Iteration {self.n_iter_}, loss = {loss:.8f}"
+        if validation is not None:
+            score = self._validation_score(self.model_.predict(validation.X), validation.y, validation.weights)
+            self.validation_scores_.append(score)
+            message += f", validation score = {score:.6f}"
+            improved = score >= self.best_validation_score_ + self.tol
+            if score > validation.best_score:
+                validation.best_state = {name: backend.host_copy(a) for name, a in self.model_.state_arrays().items()}
+                validation.best_score = score
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+        else:
+            improved = self.best_loss_ is None or loss <= self.best_loss_ - self.tol
+            self.best_loss_ = loss if self.best_loss_ is None else min(self.best_loss_, loss)
+        self._no_improvement = 0 if improved else self._no_improvement + 1
+        if self.verbose:
+            print(message)
+        if incremental or self._no_improvement <= self.n_iter_no_change:
+            return False
+        if self.verbose:
+            print(f"Training stopped: no improvement by more than tol={self.tol} for {self.n_iter_no_change} "
+                  f"consecutive epochs.")
+        return True
+
+    # -- predict --------------------------------------------------------------------------------
+    def _outputs(self, X) -> np.ndarray:
+        """The network's outputs (n, n_outputs_) for X, float64."""
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        with _threads(self.n_threads):
+            return self.model_.predict(X).astype(np.float64)
+
+
+class _Classifier(ClassifierMixin, _NeuralNetBase):
+    """Labels of any type (a label encoder: ``classes_``), or a 2-D 0/1 indicator for multi-label
+    (``binary_cross_entropy`` over k outputs)."""
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing the network (no early stopping).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole problem; required on the first call (not for multi-label y).
+
+        Returns
+        -------
+        self
+        """
+        if not (np.ndim(y) == 2 and np.shape(y)[1] > 1):
+            _check_partial_fit_first_call(self, classes)
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _is_classifier(self) -> bool:
+        return True
+
+    def _targets(self, y, fresh: bool, classes):
+        if y.ndim == 2 and y.shape[1] > 1:
+            if type_of_target(y) != "multilabel-indicator":
+                raise ValueError(f"a 2-D y must be a multi-label indicator of 0/1 values (one column per label); got "
+                                 f"{type_of_target(y)!r} targets. Multi-class multi-output is not supported: fit one "
+                                 f"estimator per output (sklearn.multioutput.MultiOutputClassifier)")
+            if fresh:
+                self.classes_, self.out_activation_ = np.arange(y.shape[1]), "logistic"
+            elif self.out_activation_ != "logistic" or y.shape[1] != len(self.classes_):
+                raise ValueError(f"y has {y.shape[1]} label columns, the fitted estimator has {len(self.classes_)}")
+            return y.astype(np.float64), y.shape[1], "binary_cross_entropy"
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if fresh:
+            found = np.unique(y if classes is None else np.asarray(classes))
+            if len(found) < 2:
+                raise ValueError(f"a classifier needs samples of at least 2 classes, y has only one class: {found[0]!r}")
+            self.classes_, self.out_activation_ = found, "softmax"
+        unknown = np.setdiff1d(y, self.classes_)
+        if unknown.size:
+            raise ValueError(f"y contains labels {unknown.tolist()} the estimator was not fitted with "
+                             f"(classes_ = {self.classes_.tolist()})")
+        return np.searchsorted(self.classes_, y).astype(np.int64), len(self.classes_), "cross_entropy"
+
+    def _validation_score(self, outputs, y, weights) -> float:
+        predicted = (outputs > 0).astype(np.int64) if outputs.ndim == 2 and y.ndim == 2 else outputs.argmax(axis=1)
+        return float(accuracy_score(y, predicted, sample_weight=weights))
+
+    def decision_function(self, X):
+        """Logits: (n_samples,) for two classes (the second class's minus the first's), else
+        (n_samples, n_classes) (or (n_samples, n_labels) for multi-label)."""
+        out = self._outputs(X)
+        if self.out_activation_ == "softmax" and len(self.classes_) == 2:
+            return out[:, 1] - out[:, 0]
+        return out
+
+    def predict_proba(self, X):
+        """Class probabilities (n_samples, n_classes): softmax of the logits, or per-label sigmoids
+        (multi-label), in float64."""
+        out = self._outputs(X)
+        return expit(out) if self.out_activation_ == "logistic" else softmax(out, axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Predicted labels (n_samples,), of the type of ``classes_``; (n_samples, n_labels) 0/1 for multi-label."""
+        out = self._outputs(X)
+        if self.out_activation_ == "logistic":
+            return (out > 0).astype(np.int64)
+        return self.classes_[out.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class _Regressor(RegressorMixin, _NeuralNetBase):
+    """Real targets (n,) or (n, n_outputs), squared error."""
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing the network (no early stopping).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _is_classifier(self) -> bool:
+        return False
+
+    def _targets(self, y, fresh: bool, classes):
+        targets = np.asarray(y, np.float64).reshape(y.shape[0], -1)
+        if fresh:
+            self.out_activation_ = "identity"
+        elif targets.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {targets.shape[1]} outputs, the fitted estimator has {self.n_outputs_}")
+        return targets, targets.shape[1], "mse"
+
+    def _validation_score(self, outputs, y, weights) -> float:
+        return float(r2_score(y, outputs, sample_weight=weights))
+
+    def predict(self, X):
+        """Predictions (n_samples,) for one output, else (n_samples, n_outputs), float64."""
+        out = self._outputs(X)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+# ------------------------------------------------------------------------------ MLPs
+_SHARED_PARAMETERS = """
+    batch_size : int or "auto", default="auto"
+        Samples per step; "auto" is min(200, n_samples).
+    max_iter : int, default=200
+        Epochs (passes over the data) at most.
+    shuffle : bool, default=True
+        Shuffle the samples each epoch (fastnn's counter-based order: depends on the seed and epoch).
+    random_state : int, RandomState instance or None, default=None
+        Seed of the initial weights, the shuffling order, dropout masks and the validation split.
+    tol : float, default=1e-4
+        An epoch improves when the training loss falls (or the validation score rises) by more than tol.
+    verbose : bool, default=False
+        Print the loss (and validation score) after each epoch.
+    warm_start : bool, default=False
+        ``fit`` continues the previous network (and its optimizer state) instead of a new one.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its score (accuracy, R^2) stops
+        improving, and keep the weights of the best score.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+        Stop after this many epochs without improvement (more than ``tol``).
+    optimizer : str or fastnn.optim.Optimizer, default="adam"
+        A fastnn optimizer name ("adam", "sgd", "adamw", "rmsprop", "adagrad", "lion"), or an
+        instance (copied at each fresh fit).
+    dtype : {"float32", "float64"}, default="float32"
+        The network's floating-point type.
+    device : {"cpu", "cuda"}, default="cpu"
+    n_threads : int or None, default=None
+        Numba threads for fit and predict; None: Numba's count, 1 inside a joblib worker thread
+        (joblib's process workers already get CPUs // n_jobs); see :mod:`fastnn.sklearn`."""
+
+_FITTED_ATTRIBUTES = """
+    model_ : fastnn.Sequential
+        The trained network (its outputs are logits for classifiers).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when X was a DataFrame with string column names.
+    n_outputs_ : int
+    out_activation_ : {"softmax", "logistic", "identity"}
+        How outputs become predictions: softmax over classes, per-label sigmoid, none.
+    loss_curve_ : list of float
+        Training loss of each epoch (the data loss, without the L2 term).
+    best_loss_ : float or None
+        Lowest training loss (None with early stopping).
+    validation_scores_ : list of float or None
+        Validation score of each epoch (with early stopping, else None).
+    best_validation_score_ : float or None
+    n_iter_ : int
+        Epochs run.
+    t_ : int
+        Training samples seen."""
+
+
+class _MLP:
+    """A stack of Dense layers (scikit-learn's MLP parameters where they mean the same)."""
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size="auto",
+                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 dropout=0.0, batch_norm=False, optimizer="adam", dtype="float32", device="cpu", n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.optimizer = optimizer
+        self.dtype = dtype
+        self.device = device
+        self.n_threads = n_threads
+
+    def _layers(self, n_features, n_outputs):
+        sizes = [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
+        activation = _SKLEARN_ACTIVATIONS.get(self.activation, self.activation)
+        layers, width = [], n_features
+        for size in sizes:
+            if self.batch_norm:  # Dense -> BatchNorm -> activation
+                layers += [Dense(width, size), BatchNorm1d(size), Activation(activation)]
+            else:
+                layers.append(Dense(width, size, activation=activation))
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
+            width = size
+        return [*layers, Dense(width, n_outputs)]
+
+    def _optimizer(self, batch_size, mean_weight):
+        if isinstance(self.optimizer, optim.Optimizer):
+            return copy.deepcopy(self.optimizer)
+        # scikit-learn's L2 term: alpha * W / (the batch's weight sum) added to the gradient
+        return optim.get(self.optimizer, lr=self.learning_rate_init,
+                         weight_decay=float(self.alpha) / (batch_size * mean_weight))
+
+
+_MLP_PARAMETERS = """
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Width of each hidden layer.
+    activation : str, default="relu"
+        Hidden activation: scikit-learn's "identity", "logistic", "tanh", "relu", or any fastnn
+        activation ("gelu", "elu", "leaky_relu" ...).
+    alpha : float, default=1e-4
+        L2 penalty, as scikit-learn's: weight decay alpha / batch_size on the weight matrices.
+    learning_rate_init : float, default=1e-3
+        The optimizer's learning rate (not used when ``optimizer`` is an instance).
+    dropout : float, default=0.0
+        Dropout probability after each hidden layer (0: none).
+    batch_norm : bool, default=False
+        Batch normalisation before each hidden activation."""
+
+
+class MLPClassifier(_MLP, _Classifier):
+    __doc__ = f"""Multi-layer perceptron classifier trained by fastnn (softmax cross-entropy).
+
+    Labels of any type (``classes_``); a 2-D 0/1 ``y`` is multi-label (a sigmoid per label,
+    binary cross-entropy). Outputs are logits: ``decision_function``; ``predict_proba`` applies
+    softmax (or sigmoids).
+
+    Parameters
+    ----------{_MLP_PARAMETERS}{_SHARED_PARAMETERS}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels (0 .. n_labels - 1 for multi-label).{_FITTED_ATTRIBUTES}
+
+    Examples
+    --------
+    >>> from fastnn.sklearn import MLPClassifier
+    >>> clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=50, random_state=0).fit(X, y)  # doctest: +SKIP
+    """
+
+
+class MLPRegressor(_MLP, _Regressor):
+    __doc__ = f"""Multi-layer perceptron regressor trained by fastnn (mean squared error).
+
+    ``y`` of shape (n_samples,) or (n_samples, n_outputs).
+
+    Parameters
+    ----------{_MLP_PARAMETERS}{_SHARED_PARAMETERS}
+
+    Attributes
+    ----------{_FITTED_ATTRIBUTES}
+    """
+
+
+# ------------------------------------------------------------------------------ any network
+_ROUTED = ("module__", "optimizer__")
+
+
+def default_network(n_features: int, n_outputs: int, hidden: int = 100, activation: str = "relu") -> list:
+    """The builder used when ``build_fn`` is None: one hidden Dense layer."""
+    return [Dense(n_features, hidden, activation=activation), Dense(hidden, n_outputs)]
+
+
+class _BuildFn:
+    """A network from ``build_fn(n_features, n_outputs, **module params)``, with skorch-style
+    routed parameters: ``module__<name>`` to the builder, ``optimizer__<name>`` to the optimizer."""
+
+    def __init__(self, build_fn=None, *, optimizer="adam", batch_size="auto", max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, dtype="float32", device="cpu", n_threads=None,
+                 **routed):
+        self.build_fn = build_fn
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.dtype = dtype
+        self.device = device
+        self.n_threads = n_threads
+        self._set_routed(routed)
+
+    def _set_routed(self, params: dict) -> None:
+        for key, value in params.items():  # checked at fit (scikit-learn: nothing raises in init or set_params)
+            setattr(self, key, value)
+
+    def _routed_names(self) -> list[str]:
+        fixed = set(self._get_param_names())
+        return [k for k in vars(self) if k not in fixed and not k.startswith("_") and not k.endswith("_")]
+
+    def _routed(self, prefix: str) -> dict:
+        for key in self._routed_names():
+            if not key.startswith(_ROUTED) or key in _ROUTED:
+                raise TypeError(f"unknown parameter {key!r}: pass module__<name> for build_fn's arguments or "
+                                f"optimizer__<name> for the optimizer's (e.g. optimizer__lr=1e-3)")
+        return {k[len(prefix):]: getattr(self, k) for k in self._routed_names() if k.startswith(prefix)}
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=deep)
+        params.update({k: getattr(self, k) for k in self._routed_names()})
+        return params
+
+    def set_params(self, **params):
+        fixed = set(self._get_param_names())
+        self._set_routed({k: params.pop(k) for k in list(params) if k not in fixed})
+        return super().set_params(**params)
+
+    def _layers(self, n_features, n_outputs):
+        build = default_network if self.build_fn is None else self.build_fn
+        return build(n_features, n_outputs, **self._routed("module__"))
+
+    def _optimizer(self, batch_size, mean_weight):
+        if isinstance(self.optimizer, optim.Optimizer):
+            return copy.deepcopy(self.optimizer)
+        return optim.get(self.optimizer, **self._routed("optimizer__"))
+
+
+_BUILD_PARAMETERS = """
+    build_fn : callable or None, default=None
+        ``build_fn(n_features, n_outputs, **module_params)`` returning a list of fastnn layers (then
+        ``random_state``, ``dtype`` and ``device`` apply) or a :class:`fastnn.Sequential` (used as
+        it is, moved to ``device``). None: :func:`default_network` (one hidden layer of 100 ReLUs).
+    **routed : module__<name>=value, optimizer__<name>=value
+        ``module__`` parameters are passed to ``build_fn``; ``optimizer__`` ones to the optimizer
+        (e.g. ``optimizer__lr=1e-3, optimizer__weight_decay=1e-4``). Both can be searched over."""
+
+
+class NeuralNetClassifier(_BuildFn, _Classifier):
+    __doc__ = f"""Classifier over any fastnn network (skorch-style): the network's outputs are logits.
+
+    Same targets and methods as :class:`MLPClassifier`.
+
+    Parameters
+    ----------{_BUILD_PARAMETERS}{_SHARED_PARAMETERS}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,){_FITTED_ATTRIBUTES}
+
+    Examples
+    --------
+    >>> def build(n_features, n_outputs, hidden=32):  # doctest: +SKIP
+    ...     return [fnn.Dense(n_features, hidden, activation="relu"), fnn.Dense(hidden, n_outputs)]
+    >>> GridSearchCV(NeuralNetClassifier(build), {{"module__hidden": [16, 64], "optimizer__lr": [1e-3, 1e-2]}})
+    """
+
+
+class NeuralNetRegressor(_BuildFn, _Regressor):
+    __doc__ = f"""Regressor over any fastnn network (skorch-style), mean squared error.
+
+    Parameters
+    ----------{_BUILD_PARAMETERS}{_SHARED_PARAMETERS}
+
+    Attributes
+    ----------{_FITTED_ATTRIBUTES}
+    """
+
+
+__all__ = ["MLPClassifier", "MLPRegressor", "NeuralNetClassifier", "NeuralNetRegressor", "default_network"]
