@@ -23,10 +23,10 @@ from .registry import register_layer
 
 
 class _Buffers:
-    """The arrays of one (arena, batch size): time-major sequences, gates, states, gradients."""
+    """The arrays of one (arena, batch size, steps): time-major sequences, gates, states, gradients."""
 
-    def __init__(self, layer: _Recurrent, batch: int):
-        T, B, H, D, L = layer._steps, batch, layer.hidden_size, layer.directions, layer.num_layers
+    def __init__(self, layer: _Recurrent, batch: int, steps: int):
+        T, B, H, D, L = steps, batch, layer.hidden_size, layer.directions, layer.num_layers
         G = layer.gates
         zeros = layer.zeros
         lstm, gru = layer._code == LSTM_CODE, layer.cell == "gru"
@@ -135,7 +135,6 @@ class _Recurrent(Layer):
             raise ValueError(f"{self!r} expects {self.input_size} features per step (the last axis) but receives "
                              f"{shape_str(shape)}; set input_size to {shape[1]} or fix the previous layer")
         super().build(shape, dtype)
-        self._steps = shape[0]
         width = self.directions * self.hidden_size
         self.output_shape = (shape[0], width) if self.return_sequences else (width,)
         self._dummy3 = self.zeros((1, 1, 1))
@@ -148,11 +147,13 @@ class _Recurrent(Layer):
             self._bias_grad_scratch = self.zeros(self.gates * self.hidden_size)
         return self.output_shape
 
-    def _buffers(self, batch: int, arena: str) -> _Buffers:
-        key = (arena, batch)
+    def _buffers(self, batch: int, steps: int, arena: str) -> _Buffers:
+        """The buffers of (arena, batch, steps): a model always passes its built number of steps, the
+        eager layer API may pass others (one step at a time with a carried state)."""
+        key = (arena, batch, steps)
         found = self._sets.get(key)
         if found is None:
-            found = self._sets[key] = _Buffers(self, batch)
+            found = self._sets[key] = _Buffers(self, batch, steps)
         return found
 
     def _names(self, k: int, d: int) -> dict[str, str]:
@@ -219,8 +220,8 @@ class _Recurrent(Layer):
     # -- computation ----------------------------------------------------------------------------
     def forward_calls(self, x, ctx):
         K = self.K
-        m = x.shape[0]
-        buf = self._buffers(m, ctx.arena)
+        m, T = x.shape[0], x.shape[1]
+        buf = self._buffers(m, T, ctx.arena)
         lengths = self._no_lengths if ctx.lengths is None else ctx.lengths
         ctx.buffers, ctx.lengths_arg, ctx.dropped = buf, lengths, ctx.training and self.dropout > 0
         H, D = self.hidden_size, self.directions
@@ -238,7 +239,6 @@ class _Recurrent(Layer):
                     buf.c_prev[r], buf.hw, buf.seq[k], buf.h_n[r], c_n, self._code, d == 1, d * H)))
             if k < self.num_layers - 1:
                 if ctx.dropped:
-                    T = self._steps
                     calls.append((K.dropout_forward_counted, (
                         buf.seq[k].reshape((T * m, D * H)), buf.dropped[k].reshape((T * m, D * H)), buf.masks[k],
                         self.dropout, self._seed, self._stream, self._step)))
@@ -256,7 +256,7 @@ class _Recurrent(Layer):
     def backward_calls(self, grad_y, ctx, need_grad_x):
         K = self.K
         buf = ctx.buffers
-        m = grad_y.shape[0]
+        m, T = grad_y.shape[0], buf.x.shape[0]
         H, D, L = self.hidden_size, self.directions, self.num_layers
         lstm = self._code == LSTM_CODE
         if self.return_sequences:
@@ -286,7 +286,6 @@ class _Recurrent(Layer):
             if k > 0:
                 grad_seq = buf.grad_in[k]
                 if ctx.dropped:
-                    T = self._steps
                     rows = grad_seq.reshape((T * m, D * H))
                     calls.append((K.dropout_backward, (rows, buf.masks[k - 1], rows, self.dropout)))
         ctx.grad_initial_state = None if learned else (buf.grad_h0, buf.grad_c0)
