@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from numba import cuda
 
+import fastnn as fnn
+from fastnn import backend
 from fastnn.kernels import recurrent as cpu_rnn
 from fastnn.kernels.cuda import dense as gpu_dense
 from fastnn.kernels.cuda import recurrent as gpu_rnn
@@ -185,3 +187,21 @@ def test_recurrent_kernels_on_cublas_match_cpu(fake_cublas, cell):
     steps = variant.shape[1]
     assert len(fake_cublas.calls) == 1 + steps + steps + 3  # projection, per step fwd and bwd, weights and grad_x
     assert fake_cublas.host_copies == 0
+
+
+def test_training_stacked_recurrent_model_on_cuda_matches_cpu(rng):
+    """Train steps of GRU (2 layers, bidirectional, dropout between them) + LSTM + Dense on "cuda"
+    equal the CPU's: losses and every parameter afterwards (the dropout masks match too)."""
+    X = rng.standard_normal((2, 3, 2))
+    y = rng.integers(0, 2, 2)
+    runs = []
+    for device in ("cpu", "cuda"):
+        model = fnn.Sequential([fnn.GRU(2, 2, num_layers=2, dropout=0.5, bidirectional=True),
+                                fnn.LSTM(4, 3, return_sequences=False), fnn.Dense(3, 2)],
+                               dtype="float64", input_shape=(3, 2), seed=4, device=device)
+        model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
+        losses = [model.train_step(X, y) for _ in range(2)]
+        runs.append((losses, backend.host_copy(model.params)))
+    (cpu_losses, cpu_params), (gpu_losses, gpu_params) = runs
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=1e-10)
+    np.testing.assert_allclose(gpu_params, cpu_params, rtol=1e-10, atol=1e-12)
