@@ -204,7 +204,10 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
     gemm(True, False, flat_dg_hh, _flat(h_prev), grad_w_hh)
     rows = flat_dg.shape[0]
     combine_rows[blocks_for(grad_b_ih.size), BLOCK](flat_dg, rows, grad_b_ih)  # column sums in row order
-    combine_rows[blocks_for(grad_b_hh.size), BLOCK](flat_dg_hh, rows, grad_b_hh)
+    if dgates_hh is dgates:  # RNN, LSTM: the same gradients on both sides
+        grad_b_hh.copy_to_device(grad_b_ih)
+    else:
+        combine_rows[blocks_for(grad_b_hh.size), BLOCK](flat_dg_hh, rows, grad_b_hh)
     if need_grad_x:
         gemm(False, False, flat_dg, w_ih, _flat(grad_x), accumulate=accumulate_x)
 
