@@ -55,6 +55,10 @@ class FakeArray:
     def T(self) -> FakeArray:  # noqa: N802 - CuPy's name
         return FakeArray(self.view.T, not self.transposed)
 
+    def __iadd__(self, other: FakeArray) -> FakeArray:
+        np.add(self.view, other.view, out=self.view)  # in place, as CuPy's ``+=``
+        return self
+
 
 class FakeCupy(types.ModuleType):
     """The fake ``cupy`` module. ``available``: what ``cupy.cuda.is_available()`` answers (an

@@ -19,6 +19,7 @@ CC = (7, 5)
 A1, A2 = float32[::1], float32[:, ::1]
 D1, D2 = float64[::1], float64[:, ::1]
 M2 = uint8[:, ::1]
+A3, I1 = float32[:, :, ::1], int64[::1]
 
 
 def main():
@@ -31,7 +32,7 @@ def main():
 
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
 
-    from fastnn.kernels.cuda import activations, batchnorm, dense, dropout, layernorm, losses, optim, rng
+    from fastnn.kernels.cuda import activations, batchnorm, dense, dropout, layernorm, losses, optim, recurrent, rng
 
     gemm, bias_activate, grad_z_partials = dense._kernels("float32")
     moments, sums2 = batchnorm.column_kernels("float32")
@@ -66,6 +67,10 @@ def main():
         "layernorm.backward_rows": (ln_backward, (A2, A2, A1, A1, A2, b)),
         "rng.fill_uniform": (rng._fill_uniform, (A1, uint64, f, f)),
         "rng.fill_normal": (rng._fill_normal, (A1, uint64, f, f)),
+        "recurrent.forward_step": (recurrent._forward_step, (i, i, A3, A3, A2, A1, A1, A2, A2, A3, A3, A3, I1, i)),
+        "recurrent.backward_step": (recurrent._backward_step, (i, i, A3, A3, A3, A3, A3, A3, A3, A2, A2, I1, i)),
+        "recurrent.broadcast_rows": (recurrent._broadcast_rows, (A2, A2)),
+        "recurrent.swap": (recurrent._swap, (A3, A3)),
         # float64 accumulation by design: compiled, not checked for .f64
         "losses.cross_entropy_rows": (losses._cross_entropy_rows, (A2, int64[::1], A2, D1, f, b)),
         "losses.elementwise_rows": (losses._elementwise_rows, (A2, A2, A2, D1, i, f, f, b)),

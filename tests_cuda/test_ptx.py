@@ -36,6 +36,7 @@ KERNELS = [
     "batchnorm.eval", "batchnorm.grad_x", "batchnorm.eval_hat", "batchnorm.eval_grad_x", "layernorm.forward",
     "layernorm.backward_rows", "rng.fill_uniform", "rng.fill_normal", "losses.cross_entropy_rows",
     "losses.elementwise_rows", "optim.sum_squares",
+    "recurrent.forward_step", "recurrent.backward_step", "recurrent.broadcast_rows", "recurrent.swap",
 ]
 
 

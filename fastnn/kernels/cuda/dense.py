@@ -35,8 +35,8 @@ from .activations import activation_backward, activation_forward
 
 #: side of the square GEMM tiles (TILE * TILE threads per block)
 TILE = 16
-#: GEMM epilogues: plain store, + bias, + bias and activation
-STORE, BIAS, BIAS_ACTIVATE = 0, 1, 2
+#: GEMM epilogues: plain store, + bias, + bias and activation, + the old c (beta = 1)
+STORE, BIAS, BIAS_ACTIVATE, ACCUMULATE = 0, 1, 2, 3
 
 _FORCE_TILED = [False]
 _UNPROBED = object()
@@ -94,7 +94,7 @@ def _kernels(dtype):
 
     @cuda.jit
     def gemm(a, b, c, trans_a, trans_b, bias, y, epilogue, code, alpha):
-        """c = op(a) @ op(b), then the epilogue: + bias (into c) and y = f(c)."""
+        """c = op(a) @ op(b), then the epilogue: + bias (into c) and y = f(c), or + the old c."""
         sa = cuda.shared.array((TILE, TILE), nb_type)
         sb = cuda.shared.array((TILE, TILE), nb_type)
         tx = cuda.threadIdx.x
@@ -123,7 +123,9 @@ def _kernels(dtype):
                         acc += sa[ty, q] * sb[q, tx]
                     cuda.syncthreads()
                 if row < m and col < n:
-                    if epilogue != STORE:
+                    if epilogue == ACCUMULATE:
+                        acc += c[row, col]
+                    elif epilogue != STORE:
                         acc += bias[col]
                     c[row, col] = acc
                     if epilogue == BIAS_ACTIVATE:
@@ -175,16 +177,22 @@ def _gemm_grid(m, n):
     return (blocks_for(-(-n // TILE), 1), blocks_for(-(-m // TILE), 1)), (TILE, TILE)
 
 
-def gemm(trans_a, trans_b, a, b, c):
-    """``C = op(A) @ op(B)`` on the device (cuBLAS through CuPy when available, else tiled)."""
+def gemm(trans_a, trans_b, a, b, c, accumulate=False):
+    """``C = op(A) @ op(B)`` (``C += ...`` when ``accumulate``) on the device (cuBLAS through CuPy
+    when available, else tiled)."""
     cp = _cupy()
     if cp is not None:
-        ca, cb = cp.asarray(a), cp.asarray(b)
-        cp.matmul(ca.T if trans_a else ca, cb.T if trans_b else cb, out=cp.asarray(c))
+        ca, cb, cc = cp.asarray(a), cp.asarray(b), cp.asarray(c)
+        ca, cb = ca.T if trans_a else ca, cb.T if trans_b else cb
+        if accumulate:  # cupy.matmul has no beta: the product goes to CuPy's memory pool first
+            cc += cp.matmul(ca, cb)
+        else:
+            cp.matmul(ca, cb, out=cc)
         return
     kernel = _kernels(c.dtype)[0]
     grid, block = _gemm_grid(c.shape[0], c.shape[1])
-    kernel[grid, block](a, b, c, trans_a, trans_b, c[0], c, STORE, IDENTITY, typed(0.0, c))
+    kernel[grid, block](a, b, c, trans_a, trans_b, c[0], c, ACCUMULATE if accumulate else STORE, IDENTITY,
+                        typed(0.0, c))
 
 
 def dense_forward(x, w, b, z, y, code, alpha):
