@@ -199,6 +199,7 @@ def _pooling_cases():
                     torch=lambda nn: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), torch_pairs=no_pairs)
     yield LayerCase("flatten", fnn.Flatten, (2, 3, 2), torch=lambda nn: nn.Flatten(), torch_pairs=no_pairs)
     yield LayerCase("reshape", lambda: fnn.Reshape((3, -1)), (6, 2), torch=None)
+    yield LayerCase("masking", lambda: fnn.Masking(0.0), (3, 2), torch=lambda nn: nn.Identity(), torch_pairs=no_pairs)
     for training in (True, False):
         yield LayerCase(f"batchnorm2d-{'train' if training else 'eval'}", lambda: fnn.BatchNorm2d(3), (3, 3, 2),
                         torch=lambda nn: nn.BatchNorm2d(3), torch_pairs=norm_pairs, training=training,

@@ -53,8 +53,13 @@ def trainable(case, dtype="float64", seed=3):
     """Dense(f, f) then the layer, compiled with Adam: gradients flow through the layer into
     weights even when it has none."""
     width = case.shape[-1]
-    layers = [fnn.Dense(width, width), case.make()] if case.inputs is float_inputs else \
-        [case.make(), fnn.Flatten()]  # a layer taking indices comes first
+    layer = case.make()
+    if case.inputs is not float_inputs:
+        layers = [layer, fnn.Flatten()]  # a layer taking indices comes first
+    elif getattr(layer, "produces_lengths", False):
+        layers = [layer, fnn.Dense(width, width)]  # a layer marking padding too
+    else:
+        layers = [fnn.Dense(width, width), layer]
     model = fnn.Sequential(layers, dtype=dtype, input_shape=case.shape, seed=seed)
     return model.compile("mse", optim.Adam(lr=0.01))
 

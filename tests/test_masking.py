@@ -102,3 +102,28 @@ def test_masking_options_round_trip_through_config():
     assert isinstance(layer, fnn.Masking) and layer.mask_value == 0.5
     emb = fnn.layers.layer_from_config(fnn.layers.layer_to_config(fnn.Embedding(6, 2, padding_idx=0, mask_padding=True)))
     assert emb.mask_padding and emb.produces_lengths
+
+
+def test_time_distributed_batch_norm_refuses_lengths_but_per_step_layers_keep_them():
+    with pytest.raises(ValueError, match=r"layer 1 \(TimeDistributed\(BatchNorm1d"):
+        fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.BatchNorm1d(2)), fnn.LastStep()], input_shape=(4, 2))
+    model = fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.Dense(2, 3)), fnn.LastStep()], input_shape=(4, 2))
+    x = np.ones((2, 4, 2), np.float32)
+    x[1, 2:] = 0
+    out = model.predict(x)
+    inner = model.layers[1].layer
+    np.testing.assert_allclose(out[1], x[1, 1] @ inner.weight + inner.bias, rtol=1e-6)  # its last valid step
+
+
+def test_masked_sequence_models_round_trip_through_save(tmp_path):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 6, (8, 5))
+    tokens[:4, 3:] = 0
+    model = fnn.Sequential([fnn.Embedding(6, 4, padding_idx=0, mask_padding=True), fnn.GRU(4, 3, bidirectional=True),
+                            fnn.GlobalAvgPool(axis="time"), fnn.Dense(6, 2)], input_shape=(5,), seed=1)
+    model.compile("cross_entropy", "adam")
+    model.fit(tokens, rng.integers(0, 2, 8), epochs=1, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = fnn.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(loaded.predict(tokens), model.predict(tokens))
+    assert loaded.layers[0].mask_padding

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Context, Layer, normalize_shape, shape_str
+from .base import Context, Layer, normalize_shape, shape_str, walk_layers
 from .registry import register_layer
 
 _NO_LENGTHS = np.zeros(0, np.int64)  # the kernels' "every step is valid"
@@ -54,11 +54,18 @@ class LastStep(Layer):
 class TimeDistributed(Layer):
     """Applies ``layer`` to every step: (batch, time, *rest) -> (batch, time, *out), the inner
     layer built on ``rest`` and run on the batch * time rows (Keras' TimeDistributed). Steps are
-    independent, so padded steps stay apart (lengths_policy "keep"); the inner layer sees no
-    lengths."""
+    independent, so padded steps stay apart (lengths_policy "keep"; the inner layer sees no
+    lengths), unless the inner layer mixes rows through batch statistics (BatchNorm): then padded
+    steps would enter them, and a model refuses lengths arriving here."""
 
     input_argument = "input shape"
-    lengths_policy = "keep"
+
+    @property
+    def lengths_policy(self) -> str | None:
+        from .normalization import BatchNorm1d, BatchNorm2d
+
+        mixes = any(isinstance(layer, (BatchNorm1d, BatchNorm2d)) for layer in walk_layers([self.layer]))
+        return None if mixes else "keep"
 
     def __init__(self, layer: Layer):
         super().__init__()
