@@ -1,5 +1,7 @@
-"""The README's two commands: CI must run the test command verbatim."""
+"""The README: its two commands (CI must run the test command verbatim) and its Python examples."""
 import os
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,3 +18,17 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second():
     assert "pytest" in tests and "pip install" in tests
     ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
     assert tests in ci
+
+
+def python_example(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split(f"\n{heading}")[1]
+    return section.split("```python")[1].split("```")[0]
+
+
+@pytest.mark.parametrize("heading", ["## Use", "### Convolutional networks", "### Sequences"])
+def test_readme_python_examples_run(heading, tmp_path, monkeypatch):
+    """The README's examples run as written (the files they save land in a temporary folder)."""
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python_example(heading), f"README.md {heading}", "exec"), {})
