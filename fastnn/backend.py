@@ -82,33 +82,28 @@ def cuda_simulator() -> bool:
 
 DEVICES = ("cpu", "cuda")
 
-#: the kernel functions the object layer calls, by kernel module; each device's module of that
-#: name provides them with the same arguments
-KERNEL_NAMES = {
-    "activations": ("activation_forward", "activation_backward"),
-    "dense": ("dense_forward", "dense_backward"),
-    "conv": ("conv2d_forward", "conv2d_backward", "conv2d_scratch_shapes", "conv_output_size"),
-    "pooling": ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-                "global_avgpool_forward", "global_avgpool_backward"),
-    "embedding": ("embedding_forward", "embedding_backward"),
-    "masking": ("lengths_from_values", "lengths_from_indices"),
-    "recurrent": ("recurrent_forward", "recurrent_backward", "swap_leading_axes"),
-    "layout": ("nchw_to_rows", "rows_to_nchw"),
-    "dropout": ("dropout_forward_counted", "dropout_backward", "mask_bytes"),
-    "batchnorm": ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward",
-                  "partial_rows"),
-    "layernorm": ("layernorm_forward", "layernorm_backward"),
-    "elementwise": ("add",),
-    "attention": ("attention_forward", "attention_backward", "add_positional"),
-    "sequence": ("last_step_forward", "last_step_backward", "time_mean_forward", "time_mean_backward"),
-    "losses": ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
-               "n_partials"),
-    "optim": ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update",
-              "grad_global_norm", "clip_by_value", "norm_partials_size"),
-}
+_KERNEL_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-#: kernels only the "cuda" namespace has, by module: the CPU layers do these rare steps in NumPy
-CUDA_ONLY_NAMES = {"batchnorm": ("batchnorm_backward_eval",)}
+
+def kernel_names() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """{kernel module: (its DEVICE_API, its CUDA_ONLY_API)} for every module of
+    :mod:`fastnn.kernels` that offers functions to the object layer. Each module lists them beside
+    its kernels (``DEVICE_API``); the CUDA module of the same name has the same functions with
+    the same arguments, plus ``CUDA_ONLY_API`` (rare steps the CPU layers do in NumPy)."""
+    if not _KERNEL_NAMES:
+        import pkgutil
+
+        from . import kernels as package
+
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.ispkg or info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            api = getattr(module, "DEVICE_API", ())
+            if api:
+                _KERNEL_NAMES[info.name] = (tuple(api), tuple(getattr(module, "CUDA_ONLY_API", ())))
+    return _KERNEL_NAMES
+
 
 _NAMESPACES: dict[str, SimpleNamespace] = {}
 
@@ -125,13 +120,9 @@ def kernels(device: str = "cpu") -> SimpleNamespace:
             raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
         package = "fastnn.kernels" if device == "cpu" else "fastnn.kernels.cuda"
         functions = {"device": device}
-        for module_name, names in KERNEL_NAMES.items():
+        for module_name, (names, cuda_only) in kernel_names().items():
             module = importlib.import_module(f"{package}.{module_name}")
-            functions.update({name: getattr(module, name) for name in names})
-        if device != "cpu":
-            for module_name, names in CUDA_ONLY_NAMES.items():
-                module = importlib.import_module(f"{package}.{module_name}")
-                functions.update({name: getattr(module, name) for name in names})
+            functions.update({name: getattr(module, name) for name in names + (cuda_only if device != "cpu" else ())})
         namespace = _NAMESPACES[device] = SimpleNamespace(**functions)
     return namespace
 
@@ -241,6 +232,6 @@ def copy_into(dst, src, stream=0) -> None:
         dst.copy_to_device(src, stream=stream)
 
 
-__all__ = ["CUDA_ONLY_NAMES", "DEVICES", "INSTALL_HINT", "KERNEL_NAMES", "copy_into", "cuda_available",
-           "cuda_simulator", "device_of", "event", "full", "host_copy", "kernels", "pinned_empty", "require_cuda",
+__all__ = ["DEVICES", "INSTALL_HINT", "copy_into", "cuda_available",
+           "cuda_simulator", "device_of", "event", "full", "host_copy", "kernel_names", "kernels", "pinned_empty", "require_cuda",
            "stream", "to_device", "to_host", "zeros"]

@@ -36,6 +36,13 @@ CPU_ONLY_FUNCTIONS = {
     ("rng", "uniform"): "scalar convenience wrapper of key64 + uniform_at, callable from device code as is",
     ("rng", "normal"): "scalar convenience wrapper of key64 + normal_at, callable from device code as is",
     ("rng", "normal_at"): "scalar function; the CUDA fill uses normal_pair_at directly",
+    ("losses", "cross_entropy_rows"): "per-sample losses of fastnn.sklearn's weighted loss, which runs on host "
+                                      "copies of a device batch",
+    ("losses", "elementwise_loss_rows"): "per-sample losses of fastnn.sklearn's weighted loss (see above)",
+    ("recurrent", "gemm_tiled"): "the CPU recurrent kernels' GEMM on fixed output tiles; the CUDA twin calls "
+                                 "kernels.cuda.dense.gemm",
+    ("recurrent", "column_sums"): "the CPU bias-gradient column sums; the CUDA twin sums columns with "
+                                  "kernels.cuda.dense's combine_rows",
 }
 
 
@@ -85,3 +92,16 @@ def test_allow_lists_name_existing_things():
     for module_name, name in CPU_ONLY_FUNCTIONS:
         cpu = importlib.import_module(f"fastnn.kernels.{module_name}")
         assert name in _public_dispatchers(cpu), f"stale allow-list entry {module_name}.{name}"
+
+
+def test_the_device_api_of_every_module_exists_on_both_devices():
+    """kernels("cpu") and kernels("cuda") hold the same names: each module's DEVICE_API (and
+    CUDA_ONLY_API on the device)."""
+    from fastnn import backend
+
+    cpu, gpu = backend.kernels("cpu"), backend.kernels("cuda")
+    for module_name, (names, cuda_only) in backend.kernel_names().items():
+        for name in names:
+            assert callable(getattr(cpu, name)) and callable(getattr(gpu, name)), f"{module_name}.{name}"
+        for name in cuda_only:
+            assert callable(getattr(gpu, name)), f"{module_name}.{name}"

@@ -316,3 +316,6 @@ __all__ = [
     "softmax_row",
     "softmax_row_grad",
 ]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("activation_forward", "activation_backward")

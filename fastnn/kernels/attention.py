@@ -329,3 +329,6 @@ def partials_shape(rows: int, embed: int) -> tuple[int, int]:
 __all__ = ["add_positional", "attended_keys", "attention_backward", "attention_forward", "column_sums",
            "dropout_row", "linear_backward", "linear_forward", "partials_shape", "positional_table",
            "softmax_grad_row", "softmax_row", "zero_padded_rows"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("attention_forward", "attention_backward", "add_positional")

@@ -345,3 +345,8 @@ def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, o
     mom = momentum if momentum >= 0 else 1.0 / max(1, batches[0])
     batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
                             eps, mom, affine, track)
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward", "partial_rows")
+#: on the CUDA device only (the CPU layer does this rare step in NumPy)
+CUDA_ONLY_API = ("batchnorm_backward_eval",)

@@ -371,3 +371,6 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
 
 
 __all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("conv2d_forward", "conv2d_backward", "conv2d_scratch_shapes", "conv_output_size")

@@ -181,3 +181,6 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     else:
         for t in range(tiles):
             _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("dense_forward", "dense_backward")

@@ -116,3 +116,6 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
     """:func:`dropout_forward` at step ``counter[0]``, then ``counter[0] += 1`` (int64 (1,))."""
     dropout_forward(x, out, mask, p, seed, stream, counter[0])
     counter[0] += 1
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("dropout_forward_counted", "dropout_backward", "mask_bytes")

@@ -37,3 +37,6 @@ def add(a, b, out):
 
 
 __all__ = ["add"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("add",)

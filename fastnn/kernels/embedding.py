@@ -62,3 +62,6 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
 
 
 __all__ = ["embedding_backward", "embedding_forward"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("embedding_forward", "embedding_backward")

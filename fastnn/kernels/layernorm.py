@@ -122,3 +122,6 @@ def layernorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
 
 
 __all__ = ["layernorm_backward", "layernorm_forward", "partial_rows"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("layernorm_forward", "layernorm_backward")

@@ -48,3 +48,6 @@ def rows_to_nchw(rows, x):
 
 
 __all__ = ["nchw_to_rows", "rows_to_nchw"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("nchw_to_rows", "rows_to_nchw")

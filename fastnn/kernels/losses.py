@@ -327,3 +327,7 @@ __all__ = [
     "loss_value",
     "n_partials",
 ]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
+              "n_partials")

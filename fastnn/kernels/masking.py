@@ -42,3 +42,6 @@ def lengths_from_indices(indices, padding_idx, lengths):
 
 
 __all__ = ["lengths_from_indices", "lengths_from_values"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("lengths_from_values", "lengths_from_indices")

@@ -409,3 +409,7 @@ __all__ = [
     "sgd_rule",
     "sgd_update",
 ]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update", "grad_global_norm",
+              "clip_by_value", "norm_partials_size")

@@ -412,3 +412,6 @@ def swap_leading_axes(src, dst):
 
 __all__ = ["CELLS", "GRU", "LSTM", "RNN_RELU", "RNN_TANH", "column_sums", "gemm_tiled", "recurrent_backward",
            "recurrent_forward", "swap_leading_axes"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("recurrent_forward", "recurrent_backward", "swap_leading_axes")

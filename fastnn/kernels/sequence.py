@@ -86,3 +86,6 @@ def time_mean_backward(grad_y, lengths, grad_x):
 
 
 __all__ = ["last_step_backward", "last_step_forward", "time_mean_backward", "time_mean_forward", "valid_steps"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("last_step_forward", "last_step_backward", "time_mean_forward", "time_mean_backward")

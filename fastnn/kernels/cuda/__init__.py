@@ -4,46 +4,7 @@ Each launcher takes numba device arrays (or any ``__cuda_array_interface__`` arr
 accepts) with the CPU kernel's arguments, in the same order, and runs ``@cuda.jit`` kernels that
 call the CPU modules' scalar ``@njit`` functions, so both backends share one formula per op.
 Kernels compile lazily on first launch: importing this package needs numba-cuda, not a GPU.
-Check :func:`fastnn.backend.require_cuda` before launching anything.
+Check :func:`fastnn.backend.require_cuda` before launching anything. The modules are imported
+by name (:func:`fastnn.backend.kernels` imports those that ``fastnn.kernels`` lists in
+``DEVICE_API``), so a new one needs no line here.
 """
-from __future__ import annotations
-
-from . import (
-    activations,
-    attention,
-    batchnorm,
-    conv,
-    dense,
-    dropout,
-    elementwise,
-    embedding,
-    layernorm,
-    layout,
-    losses,
-    masking,
-    optim,
-    pooling,
-    recurrent,
-    rng,
-    sequence,
-)
-
-__all__ = [
-    "activations",
-    "attention",
-    "batchnorm",
-    "conv",
-    "dense",
-    "dropout",
-    "elementwise",
-    "embedding",
-    "layernorm",
-    "layout",
-    "losses",
-    "masking",
-    "optim",
-    "pooling",
-    "recurrent",
-    "rng",
-    "sequence",
-]
