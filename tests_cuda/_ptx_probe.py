@@ -57,7 +57,7 @@ def main():
         "batchnorm.chunk_moments": (moments, (A2, float32[:, :, ::1])),
         "batchnorm.chunk_sums2": (sums2, (A2, A2, float32[:, :, ::1])),
         "batchnorm.merge_moments": (batchnorm._merge_moments,
-                                    (float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b)),
+                                    (A2, float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b)),
         "batchnorm.normalize": (batchnorm._normalize, (A2, A1, A1, A1, A1, A2, A2, b)),
         "batchnorm.eval": (batchnorm._eval, (A2, A1, A1, A1, A1, A2, f, b)),
         "batchnorm.grad_x": (batchnorm._grad_x, (A2, A2, A1, A1, A1, A1, A2, b, f)),

@@ -20,8 +20,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBE = pathlib.Path(__file__).with_name("_ptx_probe.py")
 
 #: kernels that accumulate in float64 on purpose (loss and norm reductions, as on the CPU), or whose
-#: float64 comes from libdevice's own sin/cos argument reduction: compiled, not checked for .f64
-F64_ALLOWED = {"losses.cross_entropy_rows", "losses.elementwise_rows", "optim.sum_squares", "rng.fill_normal"}
+#: float64 comes from libdevice's own sin/cos argument reduction, or (merge_moments) that round the
+#: per-column count ratios 1/m and m/(m-1) from float64 exactly as the CPU does (bit parity) and
+#: rescue overflowed columns with frexp/ldexp: compiled, not checked for .f64
+F64_ALLOWED = {"losses.cross_entropy_rows", "losses.elementwise_rows", "optim.sum_squares", "rng.fill_normal",
+               "batchnorm.merge_moments"}
 
 #: kernels that cannot compile for a GPU yet because the CPU scalar rules they share call NumPy
 #: ufuncs that numba-cuda 0.30.4 cannot lower on the device (np.exp, np.expm1, np.log1p, np.sqrt,
