@@ -127,3 +127,22 @@ def test_masked_sequence_models_round_trip_through_save(tmp_path):
     loaded = fnn.load(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(loaded.predict(tokens), model.predict(tokens))
     assert loaded.layers[0].mask_padding
+
+
+@pytest.mark.parametrize("cls", [fnn.LSTM, fnn.GRU, fnn.RNN])
+def test_a_masked_model_equals_each_sequence_run_alone(cls):
+    """Masking + a bidirectional 2-layer recurrent layer: each sample's valid steps equal the layer
+    run on that sample's unpadded sequence alone; padded steps give 0."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6, 2))
+    lengths = [6, 4, 1]
+    for b, n in enumerate(lengths):
+        x[b, n:] = 0
+    model = fnn.Sequential([fnn.Masking(), cls(2, 3, num_layers=2, bidirectional=True)], input_shape=(6, 2),
+                           dtype="float64", seed=2)
+    out = model.predict(x)
+    layer = model.layers[1]
+    for b, n in enumerate(lengths):
+        alone = layer.forward(x[b:b + 1, :n], False)
+        np.testing.assert_allclose(out[b, :n], alone[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(out[b, n:], 0)
