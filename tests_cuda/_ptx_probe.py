@@ -1,7 +1,8 @@
 """Compile float32 CUDA kernels to PTX without a GPU (run as a script, NOT under the simulator).
 
 Prints one JSON object: {"skip": reason} when the NVVM toolchain is missing, else
-{kernel name: "ok" | "f64" | "error: ..."}. Device functions called from a kernel need a
+{kernel name: "ok" | "f64" | "error: ..."} plus "uncovered": the kernels of fastnn.kernels.cuda
+(module-level ``@cuda.jit`` kernels and those of the ``per_dtype`` factories) that the probe lacks. Device functions called from a kernel need a
 compute capability, which numba-cuda 0.30.4 asks of the current device: that lookup is patched to
 answer (7, 5), an internal detail (hence a separate, optional check).
 """
@@ -20,6 +21,31 @@ A1, A2 = float32[::1], float32[:, ::1]
 D1, D2 = float64[::1], float64[:, ::1]
 M2 = uint8[:, ::1]
 A3, I1 = float32[:, :, ::1], int64[::1]
+A4, I2, I4 = float32[:, :, :, ::1], int64[:, ::1], int64[:, :, :, ::1]
+
+
+def all_kernels():
+    """(module.name, kernel) for every non-device kernel defined in a fastnn.kernels.cuda module."""
+    import importlib
+    import pkgutil
+
+    from numba.cuda.dispatcher import CUDADispatcher
+
+    import fastnn.kernels.cuda as package
+    from fastnn.kernels.cuda._common import per_dtype
+
+    factory_code = per_dtype(lambda dtype: None).__code__
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for attr, obj in vars(module).items():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue  # imported from elsewhere
+            if getattr(obj, "__code__", None) is factory_code:
+                built = obj("float32")
+                for kernel in built if isinstance(built, tuple) else (built,):
+                    yield f"{info.name}.{attr}.{kernel.py_func.__name__}", kernel
+            elif isinstance(obj, CUDADispatcher) and not obj.targetoptions.get("device"):
+                yield f"{info.name}.{attr}", obj
 
 
 def main():
@@ -32,11 +58,31 @@ def main():
 
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=CC)
 
-    from fastnn.kernels.cuda import activations, batchnorm, dense, dropout, layernorm, losses, optim, recurrent, rng
+    from fastnn.kernels.cuda import (
+        _common,
+        activations,
+        attention,
+        batchnorm,
+        conv,
+        dense,
+        dropout,
+        elementwise,
+        embedding,
+        layernorm,
+        layout,
+        losses,
+        masking,
+        optim,
+        pooling,
+        recurrent,
+        rng,
+        sequence,
+    )
 
     gemm, bias_activate, grad_z_partials = dense._kernels("float32")
     moments, sums2 = batchnorm.column_kernels("float32")
     ln_forward, ln_backward = layernorm._kernels("float32")
+    conv_grad_b, conv_grad_w = conv._reductions("float32")
     f, i, b = float32, int64, boolean
     kernels = {
         "activations.forward_elementwise": (activations._forward_elementwise, (A2, A2, i, f)),
@@ -71,12 +117,41 @@ def main():
         "recurrent.backward_step": (recurrent._backward_step, (i, i, A3, A3, A3, A3, A3, A3, A3, A2, A2, I1, i)),
         "recurrent.broadcast_rows": (recurrent._broadcast_rows, (A2, A2)),
         "recurrent.swap": (recurrent._swap, (A3, A3)),
+        "common.combine_rows": (_common.combine_rows, (A2, i, A1)),
+        "elementwise.add": (elementwise._add, (A2, A2, A2)),
+        "conv.forward": (conv._forward, (A4, A4, A1, A4, A4, i, i, i, i, i, i, i, i, f)),
+        "conv.grad_b": (conv_grad_b, (A4, A4, A4, A1, i, f)),
+        "conv.grad_w": (conv_grad_w, (A4, A4, A4, A4, A4, i, i, i, i, i, i, i, i, f)),
+        "conv.grad_x": (conv._grad_x, (A4, A4, A4, A4, A4, i, i, i, i, i, i, i, i, f)),
+        # max pooling passes its int64 argmax, average pooling passes y / grad_y in that slot
+        "pooling.forward_max": (pooling._forward, (A4, A4, I4, i, i, i, i, i, i, i)),
+        "pooling.forward_avg": (pooling._forward, (A4, A4, A4, i, i, i, i, i, i, i)),
+        "pooling.backward_max": (pooling._backward, (I4, A4, A4, i, i, i, i, i, i, i)),
+        "pooling.backward_avg": (pooling._backward, (A4, A4, A4, i, i, i, i, i, i, i)),
+        "pooling.global": (pooling._global, (A4, A2, b)),
+        "embedding.forward": (embedding._forward, (I1, A2, A2)),
+        "embedding.backward": (embedding._backward, (I1, A2, A2, i, i)),
+        "layout.transpose": (layout._transpose, (A3, A2, b)),
+        "masking.from_values": (masking._from_values, (A3, f, I1)),
+        "masking.from_indices": (masking._from_indices, (I2, i, I1)),
+        "sequence.samples": (sequence._samples, (A3, A2, I1, b, b)),
+        "attention.add_bias": (attention._add_bias, (A2, A1)),
+        "attention.scores": (attention._scores, (A2, i, A2, i, A3, i, i)),
+        "attention.mix": (attention._mix, (A3, b, A2, i, A2, i, i, i)),
+        "attention.softmax_rows": (attention._softmax_rows, (A3, A3, I1, i, b, f, uint64, uint64, f, b)),
+        "attention.softmax_grad_rows": (attention._softmax_grad_rows, (A3, A3, A3, f)),
+        "attention.mask_rows": (attention._mask_rows, (A2, I1, i, A2)),
+        "attention.add_table": (attention._add_table, (A2, A1, A2)),
+        "rng.permutation": (rng._permutation, (i, uint64, I1)),
         # float64 accumulation by design: compiled, not checked for .f64
         "losses.cross_entropy_rows": (losses._cross_entropy_rows, (A2, int64[::1], A2, D1, f, b)),
         "losses.elementwise_rows": (losses._elementwise_rows, (A2, A2, A2, D1, i, f, f, b)),
         "optim.sum_squares": (optim._sum_squares, (A1, D1)),
+        "common.finish_sum": (_common.finish_sum, (D1, i, float64, b)),
+        "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b)),
     }
-    results = {}
+    probed = {id(kernel) for kernel, _ in kernels.values()}
+    results = {"uncovered": [name for name, kernel in all_kernels() if id(kernel) not in probed]}
     for name, (kernel, args) in kernels.items():
         try:
             ptx, _ = cuda.compile_ptx(kernel.py_func, void(*args), cc=CC)

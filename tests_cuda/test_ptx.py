@@ -19,17 +19,21 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROBE = pathlib.Path(__file__).with_name("_ptx_probe.py")
 
-#: kernels that accumulate in float64 on purpose (loss and norm reductions, as on the CPU), or whose
-#: float64 comes from libdevice's own sin/cos argument reduction, or (merge_moments) that round the
-#: per-column count ratios 1/m and m/(m-1) from float64 exactly as the CPU does (bit parity) and
-#: rescue overflowed columns with frexp/ldexp: compiled, not checked for .f64
-F64_ALLOWED = {"losses.cross_entropy_rows", "losses.elementwise_rows", "optim.sum_squares", "rng.fill_normal",
-               "batchnorm.merge_moments"}
+#: kernels whose float64 is deliberate -> why: compiled, not checked for .f64
+F64_ALLOWED = {
+    "losses.cross_entropy_rows": "accumulates the loss in float64, as the CPU",
+    "losses.elementwise_rows": "accumulates the loss in float64, as the CPU",
+    "optim.sum_squares": "accumulates the gradient norm in float64, as the CPU",
+    "common.finish_sum": "the second stage of those float64 reductions",
+    "losses.accuracy_rows": "counts matching rows in float64 (exact below 2**53) for finish_sum",
+    "rng.fill_normal": "libdevice's own sin/cos argument reduction",
+    "batchnorm.merge_moments": "rounds the count ratios 1/m and m/(m-1) from float64 as the CPU (bit parity) "
+                               "and rescues overflowed columns with frexp/ldexp",
+}
 
-#: kernels that cannot compile for a GPU yet because the CPU scalar rules they share call NumPy
-#: ufuncs that numba-cuda 0.30.4 cannot lower on the device (np.exp, np.expm1, np.log1p, np.sqrt,
-#: np.sign in kernels/activations.py, losses.py, optim.py, rng.py). Fix: math.exp/expm1/log1p/sqrt
-#: and a scalar sign() helper there. strict: this test fails once they compile, to shrink the list.
+#: kernel name -> why it cannot compile for a GPU (or is float64) yet: expected failures, strict (the
+#: test fails once the kernel passes, to shrink the list). Empty: every kernel compiles and is clean.
+EXPECTED_FAILURES: dict[str, str] = {}
 
 KERNELS = [
     "activations.forward_elementwise", "activations.backward_elementwise", "activations.forward_rows",
@@ -40,6 +44,12 @@ KERNELS = [
     "layernorm.backward_rows", "rng.fill_uniform", "rng.fill_normal", "losses.cross_entropy_rows",
     "losses.elementwise_rows", "optim.sum_squares",
     "recurrent.forward_step", "recurrent.backward_step", "recurrent.broadcast_rows", "recurrent.swap",
+    "common.combine_rows", "common.finish_sum", "elementwise.add", "conv.forward", "conv.grad_b", "conv.grad_w",
+    "conv.grad_x", "pooling.forward_max", "pooling.forward_avg", "pooling.backward_max", "pooling.backward_avg",
+    "pooling.global", "embedding.forward", "embedding.backward", "layout.transpose", "masking.from_values",
+    "masking.from_indices", "sequence.samples", "attention.add_bias", "attention.scores", "attention.mix",
+    "attention.softmax_rows", "attention.softmax_grad_rows", "attention.mask_rows", "attention.add_table",
+    "rng.permutation", "losses.accuracy_rows",
 ]
 
 
@@ -57,9 +67,15 @@ def ptx_results():
     return results
 
 
+def test_probe_covers_every_cuda_kernel(ptx_results):
+    assert ptx_results["uncovered"] == [], "add these kernels (float32 signatures as launched) to _ptx_probe.py"
+
+
 @pytest.mark.parametrize("name", KERNELS)
 def test_float32_kernel_compiles_to_ptx_without_float64(name, ptx_results, request):
-    assert set(ptx_results) == set(KERNELS), "the probe's kernel list and this test's must agree"
+    assert set(ptx_results) - {"uncovered"} == set(KERNELS), "the probe's kernel list and this test's must agree"
+    if name in EXPECTED_FAILURES:
+        request.applymarker(pytest.mark.xfail(reason=EXPECTED_FAILURES[name], strict=True))
     outcome = ptx_results[name]
     assert not outcome.startswith("error"), f"{name}: {outcome}"
     if name not in F64_ALLOWED:

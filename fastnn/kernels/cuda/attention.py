@@ -15,6 +15,7 @@ import numpy as np
 from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
+from .._scalar import like
 from ..activations import IDENTITY
 from ..attention import attended_keys, dropout_row, softmax_grad_row, softmax_row
 from ..dropout import keep_threshold
@@ -87,7 +88,7 @@ def _mix(p, transposed, v, v0, out, o0, heads, d):
     """out[rows of i, o0 + h*d + c] = sum_j op(p[task])[i, j] * v[rows of j, v0 + h*d + c]."""
     steps = p.shape[1]
     batch = p.shape[0] // heads
-    zero = p[0, 0, 0] * 0
+    zero = like(0.0, out)
     for e in range(cuda.grid(1), batch * steps * heads * d, cuda.gridsize(1)):
         row = e // (heads * d)
         col = e - row * heads * d
@@ -132,7 +133,7 @@ def _mask_rows(src, lengths, steps, out):
         r = e // n
         j = e - r * n
         b = r // steps
-        out[r, j] = src[r, j] if r - b * steps < valid_steps(lengths, b, steps) else src[r, j] * 0
+        out[r, j] = src[r, j] if r - b * steps < valid_steps(lengths, b, steps) else like(0.0, out)
 
 
 def zero_padded_rows(src, lengths, steps, out):

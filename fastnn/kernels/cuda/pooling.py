@@ -77,7 +77,8 @@ def _backward(argmax, grad_y, grad_x, kh, kw, sh, sw, pt, pl, mode):
             i_lo, i_hi = window_bounds(h0, kh, h)
             for b in range(b_lo, b_hi):
                 if mode == MAX:
-                    if argmax[n, ch, a, b] == ih * w + iw:
+                    # typed like argmax: average pooling passes grad_y there (this branch unused)
+                    if argmax[n, ch, a, b] == like(ih * w + iw, argmax):
                         acc += grad_y[n, ch, a, b]
                 else:
                     j_lo, j_hi = window_bounds(b * sw - pl, kw, w)
