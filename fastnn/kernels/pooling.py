@@ -241,7 +241,8 @@ def _pool_task(x, y, argmax, flat, task, kernel_h, kernel_w, stride_h, stride_w,
     per_task = _planes_per_task(h * w)
     p0, p1 = task * per_task, min(x.shape[0] * x.shape[1], (task + 1) * per_task)
     if (not backward and mode == MAX and kernel_w == 2 and stride_w == 2 and kernel_h == stride_h and kernel_h <= 2
-            and pad_top == 0 and pad_left == 0 and not _has_nan(flat[0], p0 * h * w, p1 * h * w)):
+            and pad_top == 0 and pad_left == 0 and oh * kernel_h <= h and ow * 2 <= w  # every window inside
+            and not _has_nan(flat[0], p0 * h * w, p1 * h * w)):
         _max_pairs_planes(flat[0], flat[1], flat[2], p0, p1, h, w, oh, ow, kernel_h == 2)
         return
     for plane in range(p0, p1):

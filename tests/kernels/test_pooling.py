@@ -32,6 +32,7 @@ CASES = [
     (16, 12, 24, 24, (2, 2), (2, 2), (0, 0, 0, 0)),  # parallel planes
     (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0)),     # the unpadded 2x2 stride-2 sweep, odd sizes
     (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),    # the unpadded 1x2 stride-2 sweep (1-D)
+    (1, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),     # 2x2 stride 2 with bottom padding only: not the sweep
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
