@@ -129,7 +129,7 @@ class Sequential:
         for i, layer in enumerate(layers[1:], 1):
             if getattr(layer, "input_dtype", None) is not None:
                 raise ValueError(f"layer {i} ({layer!r}) takes integer indices, so it must be the model's first layer")
-        self.seed = V.check_int(seed, "seed", minimum=0)
+        self.seed = V.check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
         self.dtype = V.check_dtype(dtype)
         V.check_choice(device, backend.DEVICES, "device")
         if device != "cpu":

@@ -137,12 +137,13 @@ def make_values(kind: str, shape, dtype: str, rng) -> np.ndarray:
     return x.astype(dt)
 
 
-def make_targets(loss: str, n: int, out: int, rng):
+def make_targets(loss: str, n: int, out: int, rng, positions: tuple = ()):
+    """Targets of n samples for an output (n, *positions, out): one per position."""
     if loss == "cross_entropy":
-        return rng.integers(0, out, size=n)
+        return rng.integers(0, out, size=(n, *positions))
     if loss == "binary_cross_entropy":
-        return rng.uniform(size=(n, out))
-    return rng.normal(size=(n, out))
+        return rng.uniform(size=(n, *positions, out))
+    return rng.normal(size=(n, *positions, out))
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def test_every_public_call_works_or_refuses_clearly(stack, batch, kind, optimize
     model.compile(loss=loss, optimizer=optimizer)
     moderate = kind in MODERATE
     X = make_values(kind, (batch, *shape), dtype, rng)
-    y = make_targets(loss, batch, out_width, rng)
+    y = make_targets(loss, batch, out_width, rng, shape[:-1])  # per-sample outputs (*shape[:-1], out_width)
     if model.built and model.input_shape != shape:  # the first layer fixed a 1-axis input: X does not fit
         for call in (model.predict, model.forward):
             with pytest.raises(ValueError, match="Expected 2D array"):
@@ -303,7 +304,7 @@ def test_bad_inputs_are_refused_with_value_or_type_errors(stack, which, seed):
     assume(exc is None)
     model.compile(loss=loss, optimizer="sgd")
     name, bad = _bad_inputs(shape, dtype)[which]
-    y = make_targets(loss, 3, out_width, np.random.default_rng(seed))
+    y = make_targets(loss, 3, out_width, np.random.default_rng(seed), shape[:-1])
     before = model.params.copy()
     calls = {"predict": lambda: model.predict(bad), "forward": lambda: model.forward(bad),
              "predict_proba": lambda: model.predict_proba(bad), "evaluate": lambda: model.evaluate(bad, y),
@@ -428,10 +429,12 @@ def test_backward_before_forward_is_a_runtime_error():
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
-def test_predict_proba_refuses_multi_axis_outputs(loss):
+def test_predict_proba_of_multi_axis_outputs_is_per_position(loss):
     model = fnn.Sequential([fnn.Dense(2)], input_shape=(2, 3)).compile(loss, "sgd")
-    with pytest.raises(ValueError, match=r"takes \(batch, outputs\)"):
-        model.predict_proba(np.ones((1, 2, 3)))
+    probs = model.predict_proba(np.arange(6.0).reshape(1, 2, 3))
+    assert probs.shape == (1, 2, 2) and ((probs > 0) & (probs < 1)).all()
+    if loss == "cross_entropy":
+        np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("where", ["X", "y"])
