@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import literal_unroll, njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
 from .blas import gemm_block
@@ -31,6 +31,10 @@ from .dense import _block, _grid, _worth_parallel
 
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
 COL_MAX_ELEMENTS = 1 << 22
+#: weight gradients with at most this many elements per group (O // groups * C // groups * KH * KW)
+#: are direct reductions (:func:`_small_weight_grad`): BLAS runs LeNet's first one (6 x 25 over
+#: 36864 columns) at ~22 GFLOP/s, the register blocks at ~66; from ~2400 elements BLAS is faster
+SMALL_GRAD_W_ELEMENTS = 512
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
 
@@ -219,6 +223,63 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
             _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _weight_grad_block(gz, col, beta, gw, groups, block):
+    """Block ``block`` (2 rows x 4 columns of group g's rows) of ``gw_g = gz_g @ col_g.T + beta *
+    gw_g``: eight dot products over all columns at once, each in the one order of its vectorised
+    loop. Rows/columns past the edge repeat the last one (computed, not stored)."""
+    m, n = gw.shape[0] // groups, gw.shape[1]
+    row_blocks, col_blocks = n_chunks(m, 2), n_chunks(n, 4)
+    g = block // (row_blocks * col_blocks)
+    rest = block - g * row_blocks * col_blocks
+    i0 = g * m + 2 * (rest // col_blocks)
+    j0 = 4 * (rest % col_blocks)
+    i1 = min(i0 + 1, (g + 1) * m - 1)
+    j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
+    k0 = g * n  # group g's rows of col
+    a0, a1 = gz[i0], gz[i1]
+    b0, b1, b2, b3 = col[k0 + j0], col[k0 + j1], col[k0 + j2], col[k0 + j3]
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = like(0.0, gw)
+    for t in range(gz.shape[1]):
+        x0, x1 = a0[t], a1[t]
+        y0, y1, y2, y3 = b0[t], b1[t], b2[t], b3[t]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+    columns = min(4, n - j0)
+    _store_sums(gw[i0], j0, columns, beta, s00, s01, s02, s03)
+    if i1 > i0:
+        _store_sums(gw[i1], j0, columns, beta, s10, s11, s12, s13)
+
+
+@njit(**JIT_INLINE)
+def _store_sums(row, j0, columns, beta, s0, s1, s2, s3):
+    """row[j0 + j] = s_j + beta * row[j0 + j] for the first ``columns`` of the four sums."""
+    sums = (s0, s1, s2, s3)
+    for j in range(columns):
+        row[j0 + j] = sums[j] + beta * row[j0 + j] if beta != 0 else sums[j]
+
+
+@njit(**JIT_PARALLEL)
+def _small_weight_grad(gz, col, beta, gw, groups):
+    """``gw_g = gz_g @ col_g.T + beta * gw_g`` per group for a small gw (:data:`SMALL_GRAD_W_ELEMENTS`):
+    register-blocked dot products over the long column axis, one task per output block (each
+    output summed by one task in a fixed order: the same bits on any number of threads)."""
+    m, n = gw.shape[0] // groups, gw.shape[1]
+    blocks = groups * n_chunks(m, 2) * n_chunks(n, 4)
+    if gz.shape[0] * gw.shape[1] * gz.shape[1] < PARALLEL_MIN_MACS:
+        for t in range(blocks):
+            _weight_grad_block(gz, col, beta, gw, groups, t)
+    else:
+        for t_u in prange(blocks):
+            _weight_grad_block(gz, col, beta, gw, groups, np.int64(t_u))
+
+
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha):
     """z3[n0 + s, o] = zcol[o, sample s's columns] + b[o]; y3[n0 + s, o] = f(z)."""
@@ -358,7 +419,10 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
         if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
             _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
                     oh, ow, False)
-        _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
+        if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
+            _small_weight_grad(gz, cols, zero if n0 == 0 else one, gw2, groups)
+        else:
+            _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
             _group_gemm(True, False, w2, gz, zero, cols, groups)
             _im2col(grad_x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
