@@ -224,10 +224,11 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _weight_grad_block(gz, col, beta, gw, groups, block):
-    """Block ``block`` (2 rows x 4 columns of group g's rows) of ``gw_g = gz_g @ col_g.T + beta *
-    gw_g``: eight dot products over all columns at once, each in the one order of its vectorised
-    loop. Rows/columns past the edge repeat the last one (computed, not stored)."""
+def _weight_grad_block(gz, col, columns, beta, gw, groups, block):
+    """Block ``block`` (2 rows x 4 columns of group g's rows) of ``gw_g = gz_g[:, :columns] @
+    col_g[:, :columns].T + beta * gw_g``: eight dot products over the columns at once, each in the
+    one order of its vectorised loop. Rows/columns past the edge repeat the last one (computed,
+    not stored). gz and col whole (C-contiguous rows: a column slice would not vectorise)."""
     m, n = gw.shape[0] // groups, gw.shape[1]
     row_blocks, col_blocks = n_chunks(m, 2), n_chunks(n, 4)
     g = block // (row_blocks * col_blocks)
@@ -240,7 +241,7 @@ def _weight_grad_block(gz, col, beta, gw, groups, block):
     a0, a1 = gz[i0], gz[i1]
     b0, b1, b2, b3 = col[k0 + j0], col[k0 + j1], col[k0 + j2], col[k0 + j3]
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = like(0.0, gw)
-    for t in range(gz.shape[1]):
+    for t in range(columns):
         x0, x1 = a0[t], a1[t]
         y0, y1, y2, y3 = b0[t], b1[t], b2[t], b3[t]
         s00 += x0 * y0
@@ -266,18 +267,18 @@ def _store_sums(row, j0, columns, beta, s0, s1, s2, s3):
 
 
 @njit(**JIT_PARALLEL)
-def _small_weight_grad(gz, col, beta, gw, groups):
-    """``gw_g = gz_g @ col_g.T + beta * gw_g`` per group for a small gw (:data:`SMALL_GRAD_W_ELEMENTS`):
+def _small_weight_grad(gz, col, columns, beta, gw, groups):
+    """``gw_g = gz_g[:, :columns] @ col_g[:, :columns].T + beta * gw_g`` per group for a small gw (:data:`SMALL_GRAD_W_ELEMENTS`):
     register-blocked dot products over the long column axis, one task per output block (each
     output summed by one task in a fixed order: the same bits on any number of threads)."""
     m, n = gw.shape[0] // groups, gw.shape[1]
     blocks = groups * n_chunks(m, 2) * n_chunks(n, 4)
-    if gz.shape[0] * gw.shape[1] * gz.shape[1] < PARALLEL_MIN_MACS:
+    if gz.shape[0] * gw.shape[1] * columns < PARALLEL_MIN_MACS:
         for t in range(blocks):
-            _weight_grad_block(gz, col, beta, gw, groups, t)
+            _weight_grad_block(gz, col, columns, beta, gw, groups, t)
     else:
         for t_u in prange(blocks):
-            _weight_grad_block(gz, col, beta, gw, groups, np.int64(t_u))
+            _weight_grad_block(gz, col, columns, beta, gw, groups, np.int64(t_u))
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -420,7 +421,7 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
             _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
                     oh, ow, False)
         if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
-            _small_weight_grad(gz, cols, zero if n0 == 0 else one, gw2, groups)
+            _small_weight_grad(zcol, col, count * p, zero if n0 == 0 else one, gw2, groups)
         else:
             _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
