@@ -32,9 +32,10 @@ from .dense import _block, _grid, _worth_parallel
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
 COL_MAX_ELEMENTS = 1 << 22
 #: weight gradients with at most this many elements per group (O // groups * C // groups * KH * KW)
-#: are direct reductions (:func:`_small_weight_grad`): BLAS runs LeNet's first one (6 x 25 over
-#: 36864 columns) at ~22 GFLOP/s, the register blocks at ~66; from ~2400 elements BLAS is faster
-SMALL_GRAD_W_ELEMENTS = 512
+#: are direct reductions (:func:`_small_weight_grad`); measured at 1 thread against BLAS: LeNet's
+#: 6 x 25 over 36864 columns 145 vs 528 us, 16 x 150 over 4096 216 vs 339, 32 x 80 over 16384
+#: 1014 vs 1287, 32 x 160 over 8192 1031 vs 1232 (larger ones untried: BLAS's cache blocking)
+SMALL_GRAD_W_ELEMENTS = 5120
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
 
@@ -225,24 +226,25 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _weight_grad_block(gz, col, columns, beta, gw, groups, block):
-    """Block ``block`` (2 rows x 4 columns of group g's rows) of ``gw_g = gz_g[:, :columns] @
-    col_g[:, :columns].T + beta * gw_g``: eight dot products over the columns at once, each in the
-    one order of its vectorised loop. Rows/columns past the edge repeat the last one (computed,
-    not stored). gz and col whole (C-contiguous rows: a column slice would not vectorise)."""
+    """Block ``block`` (4 x 4 of group g's outputs) of ``gw_g = gz_g[:, :columns] @
+    col_g[:, :columns].T + beta * gw_g``: sixteen dot products over the columns at once, each in
+    the one order of its vectorised loop. Rows/columns past the edge repeat the last one
+    (computed, not stored). gz and col whole (C-contiguous rows: a column slice would not vectorise)."""
     m, n = gw.shape[0] // groups, gw.shape[1]
-    row_blocks, col_blocks = n_chunks(m, 2), n_chunks(n, 4)
+    row_blocks, col_blocks = n_chunks(m, 4), n_chunks(n, 4)
     g = block // (row_blocks * col_blocks)
     rest = block - g * row_blocks * col_blocks
-    i0 = g * m + 2 * (rest // col_blocks)
+    i0 = g * m + 4 * (rest // col_blocks)
     j0 = 4 * (rest % col_blocks)
-    i1 = min(i0 + 1, (g + 1) * m - 1)
-    j1, j2, j3 = min(j0 + 1, n - 1), min(j0 + 2, n - 1), min(j0 + 3, n - 1)
+    last = (g + 1) * m - 1
     k0 = g * n  # group g's rows of col
-    a0, a1 = gz[i0], gz[i1]
-    b0, b1, b2, b3 = col[k0 + j0], col[k0 + j1], col[k0 + j2], col[k0 + j3]
+    a0, a1, a2, a3 = gz[i0], gz[min(i0 + 1, last)], gz[min(i0 + 2, last)], gz[min(i0 + 3, last)]
+    b0, b1 = col[k0 + j0], col[k0 + min(j0 + 1, n - 1)]
+    b2, b3 = col[k0 + min(j0 + 2, n - 1)], col[k0 + min(j0 + 3, n - 1)]
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = like(0.0, gw)
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = like(0.0, gw)
     for t in range(columns):
-        x0, x1 = a0[t], a1[t]
+        x0, x1, x2, x3 = a0[t], a1[t], a2[t], a3[t]
         y0, y1, y2, y3 = b0[t], b1[t], b2[t], b3[t]
         s00 += x0 * y0
         s01 += x0 * y1
@@ -252,10 +254,22 @@ def _weight_grad_block(gz, col, columns, beta, gw, groups, block):
         s11 += x1 * y1
         s12 += x1 * y2
         s13 += x1 * y3
-    columns = min(4, n - j0)
-    _store_sums(gw[i0], j0, columns, beta, s00, s01, s02, s03)
-    if i1 > i0:
-        _store_sums(gw[i1], j0, columns, beta, s10, s11, s12, s13)
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    rows, cols = min(4, last + 1 - i0), min(4, n - j0)
+    _store_sums(gw[i0], j0, cols, beta, s00, s01, s02, s03)
+    if rows > 1:
+        _store_sums(gw[i0 + 1], j0, cols, beta, s10, s11, s12, s13)
+    if rows > 2:
+        _store_sums(gw[i0 + 2], j0, cols, beta, s20, s21, s22, s23)
+    if rows > 3:
+        _store_sums(gw[i0 + 3], j0, cols, beta, s30, s31, s32, s33)
 
 
 @njit(**JIT_INLINE)
@@ -268,11 +282,12 @@ def _store_sums(row, j0, columns, beta, s0, s1, s2, s3):
 
 @njit(**JIT_PARALLEL)
 def _small_weight_grad(gz, col, columns, beta, gw, groups):
-    """``gw_g = gz_g[:, :columns] @ col_g[:, :columns].T + beta * gw_g`` per group for a small gw (:data:`SMALL_GRAD_W_ELEMENTS`):
-    register-blocked dot products over the long column axis, one task per output block (each
-    output summed by one task in a fixed order: the same bits on any number of threads)."""
+    """``gw_g = gz_g[:, :columns] @ col_g[:, :columns].T + beta * gw_g`` per group for a small gw
+    (:data:`SMALL_GRAD_W_ELEMENTS`): register-blocked dot products over the long column axis, one
+    task per output block (each output summed by one task in a fixed order: the same bits on any
+    number of threads)."""
     m, n = gw.shape[0] // groups, gw.shape[1]
-    blocks = groups * n_chunks(m, 2) * n_chunks(n, 4)
+    blocks = groups * n_chunks(m, 4) * n_chunks(n, 4)
     if gz.shape[0] * gw.shape[1] * columns < PARALLEL_MIN_MACS:
         for t in range(blocks):
             _weight_grad_block(gz, col, columns, beta, gw, groups, t)
