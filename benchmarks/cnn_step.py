@@ -187,7 +187,7 @@ def profile(name, steps=200, cpu_clock=False):
             start = clock()
             fn(*args)
             totals[i] += clock() - start
-    whole = time_cases({"step": train}, 5, 0.1)["step"] * 1e6
+    whole = time_cases({"step": train}, 5, 0.1, clock)["step"] * 1e6
     what = "CPU time of the calling thread" if cpu_clock else "wall time"
     print(f"## {name}: each call inside the step, {fnn.get_num_threads()} threads ({what}, mean us of {steps} steps)\n")
     print("| part | us | share of step |\n|---|---|---|")

@@ -74,8 +74,8 @@ class Conv:
 def _lenet(per_pass=None):
     conv1 = Conv(64, 1, 28, 28, 6, 5, 5, 0, 0, False, per_pass)
     conv2 = Conv(64, 6, 12, 12, 16, 5, 5, 0, 0, True, per_pass)
-    pool1 = (np.empty((64, 6, 12, 12), F32), np.empty((64, 6, 12, 12), np.int64), np.empty((64, 6, 24, 24), F32))
-    pool2 = (np.empty((64, 16, 4, 4), F32), np.empty((64, 16, 4, 4), np.int64), np.empty((64, 16, 8, 8), F32))
+    pool1 = (np.empty((64, 6, 12, 12), F32), np.empty((64, 6, 12, 12), np.int32), np.empty((64, 6, 24, 24), F32))
+    pool2 = (np.empty((64, 16, 4, 4), F32), np.empty((64, 16, 4, 4), np.int32), np.empty((64, 16, 8, 8), F32))
     pool2_grad = _rng().standard_normal((64, 16, 4, 4)).astype(F32)
 
     def step():

@@ -83,10 +83,10 @@ def test_pooling(case, rng):
     dx, dgy = to_device(x, gy)
     rtol, atol = tol(dtype)
 
-    y, argmax, gx = np.empty((n, c, oh, ow)), np.empty((n, c, oh, ow), np.int64), np.empty_like(x64)
+    y, argmax, gx = np.empty((n, c, oh, ow)), np.empty((n, c, oh, ow), np.int32), np.empty_like(x64)
     cpu_pool.maxpool2d_forward(x64, y, argmax, *geometry)
     cpu_pool.maxpool2d_backward(argmax, gy64, gx, *geometry)
-    dy, dargmax = cuda.device_array(y.shape, dtype), cuda.device_array(y.shape, np.int64)
+    dy, dargmax = cuda.device_array(y.shape, dtype), cuda.device_array(y.shape, np.int32)
     dgx = cuda.device_array(x.shape, dtype)
     gpu_pool.maxpool2d_forward(dx, dy, dargmax, *geometry)
     gpu_pool.maxpool2d_backward(dargmax, dgy, dgx, *geometry)

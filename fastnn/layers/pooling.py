@@ -46,7 +46,7 @@ class _PoolNd(Layer):
         self._out4 = (shape[0], 1, *out) if self._dims == 1 else self.output_shape
         self._workspace = self.workspace(y=self._out4, grad_x=self._in4)
         if self._mode == "max":
-            self._argmax = self.workspace(np.int64, argmax=self._out4)
+            self._argmax = self.workspace(np.int32, argmax=self._out4)
         return self.output_shape
 
     def _geometry(self):

@@ -30,6 +30,7 @@ CASES = [
     (2, 3, 5, 4, 2, 5, 4, (3, 3), (2, 2, 1, 2), (1, 1), 1, "identity"),       # kernel larger than the input
     (8, 8, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),        # parallel im2col and GEMM tiles
     (6, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16, "relu"),      # parallel depthwise
+    (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),         # grad_w 24 x 216 > 5120: BLAS
 ]
 
 

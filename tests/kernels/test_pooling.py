@@ -32,7 +32,8 @@ CASES = [
     (16, 12, 24, 24, (2, 2), (2, 2), (0, 0, 0, 0)),  # parallel planes
     (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0)),     # the unpadded 2x2 stride-2 sweep, odd sizes
     (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),    # the unpadded 1x2 stride-2 sweep (1-D)
-    (1, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),     # 2x2 stride 2 with bottom padding only: not the sweep
+    (2, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),     # 2x2 stride 2, bottom padding only: not that sweep
+    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 1)),    # 1x2 stride 2, right padding only
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -53,7 +54,7 @@ def _geometry(case):
 
 def max_forward(case, x):
     y = np.full(_out_shape(case), np.nan, x.dtype)
-    argmax = np.full(y.shape, -7, np.int64)
+    argmax = np.full(y.shape, -7, np.int32)
     maxpool2d_forward(x, y, argmax, *_geometry(case))
     return y, argmax
 

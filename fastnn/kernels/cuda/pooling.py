@@ -2,7 +2,7 @@
 backward (gathering the windows that cover it, in output order: no atomics, deterministic).
 
 The window bounds and the average divisor are the CPU module's scalar functions. Shapes and
-arguments as on the CPU; device arrays, float32 or float64 (argmax int64).
+arguments as on the CPU; device arrays, float32 or float64 (argmax int32).
 """
 from __future__ import annotations
 
