@@ -41,8 +41,13 @@ recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_y, g
 
 swap_leading_axes(src (A, B, F), dst (B, A, F)): dst[b, a] = src[a, b] (batch-first <-> time-major).
 
-Every sum runs in an order fixed by the shapes (GEMM tiles by shape, per-sample gate math, column
-sums in row order), so results are bit-identical on any number of threads.
+The time loop runs per batch chunk (:func:`chunk_rows`, fixed by the batch size and the CPU
+count): samples never interact inside it, so each chunk runs all its steps (per step: its rows of
+the ``h @ W_hh^T`` GEMM, then their gate math, while both are in cache) as one task, one parallel
+region per call instead of a region per step. A batch of one chunk steps with tiled GEMMs instead.
+
+Every sum runs in an order fixed by the shapes (batch chunks and GEMM tiles by shape, per-sample
+gate math, column sums in row order), so results are bit-identical on any number of threads.
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import GEMM_TILES, JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
 from .blas import gemm_block
@@ -252,6 +257,74 @@ PARALLEL_MIN_UNITS = PARALLEL_MIN_ELEMENTS
 _ROWS_PER_TASK = 16
 
 
+@njit(**JIT_INLINE)
+def chunk_rows(batch):
+    """Rows per batch chunk of the time loop: the batch split in GEMM_TILES (the CPU count), rounded
+    up to 16 rows (GEMMs of fewer rows repack W_hh for little work); all of it below 32 rows."""
+    return min(batch, 16 * n_chunks(n_chunks(batch, GEMM_TILES), 16))
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _forward_chunk(cell, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse,
+                   b0, b1):
+    """All steps of samples b0:b1: their rows of h @ W_hh^T, then their gate math (both in cache)."""
+    steps = x_gates.shape[0]
+    one, zero = like(1.0, hw), like(0.0, hw)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        gemm_block(False, True, one, h, w_hh, zero, hw, b0, b1, 0, hw.shape[1])
+        _forward_rows(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+                    reverse, b0, b1):
+    """All backward steps of samples b0:b1: their gate gradients, then their rows of dh += dg_hh @ W_hh."""
+    steps = gates.shape[0]
+    one = like(1.0, dh)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        _backward_rows(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
+        gemm_block(False, False, one, dgates_hh[t], w_hh, one, dh, b0, b1, 0, dh.shape[1])
+
+
+@njit(**JIT_INLINE)
+def _chunks_in_parallel(steps, batch, gate_columns, hidden):
+    """Whether the time loop's GEMMs (steps * batch * G*H * H multiply-adds) are worth a parallel region."""
+    return steps * batch * gate_columns * hidden >= PARALLEL_MIN_MACS
+
+
+@njit(**JIT_PARALLEL)
+def _forward_chunks(cell, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse):
+    batch = h.shape[0]
+    rows = chunk_rows(batch)
+    if _chunks_in_parallel(x_gates.shape[0], batch, hw.shape[1], h.shape[1]):
+        for k_u in prange(n_chunks(batch, rows)):
+            k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
+            _forward_chunk(cell, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse,
+                           k * rows, min(batch, (k + 1) * rows))
+    else:
+        for k in range(n_chunks(batch, rows)):
+            _forward_chunk(cell, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse,
+                           k * rows, min(batch, (k + 1) * rows))
+
+
+@njit(**JIT_PARALLEL)
+def _backward_chunks(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+                     reverse):
+    batch = dh.shape[0]
+    rows = chunk_rows(batch)
+    if _chunks_in_parallel(gates.shape[0], batch, gates.shape[2], dh.shape[1]):
+        for k_u in prange(n_chunks(batch, rows)):
+            k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
+            _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths,
+                            column, reverse, k * rows, min(batch, (k + 1) * rows))
+    else:
+        for k in range(n_chunks(batch, rows)):
+            _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths,
+                            column, reverse, k * rows, min(batch, (k + 1) * rows))
+
+
 @njit(**JIT_PARALLEL)
 def _forward_step(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column):
     batch = h.shape[0]
@@ -358,7 +431,10 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_
     _load_state(h0, h_n)
     if cell == LSTM:
         _load_state(c0, c_n)
-    for s in range(steps):
+    if chunk_rows(h_n.shape[0]) < h_n.shape[0]:
+        _forward_chunks(cell, w_hh, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column, reverse)
+        return
+    for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
         t = steps - 1 - s if reverse else s
         gemm_tiled(False, True, h_n, w_hh, 0.0, hw)
         _forward_step(cell, t, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column)
@@ -373,10 +449,14 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
     _load_state(grad_h_n, dh)
     if cell == LSTM:
         _load_state(grad_c_n, dc)
-    for s in range(steps):
-        t = s if reverse else steps - 1 - s
-        _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column)
-        gemm_tiled(False, False, dgates_hh[t], w_hh, 1.0, dh)
+    if chunk_rows(dh.shape[0]) < dh.shape[0]:
+        _backward_chunks(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+                         reverse)
+    else:
+        for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
+            t = s if reverse else steps - 1 - s
+            _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column)
+            gemm_tiled(False, False, dgates_hh[t], w_hh, 1.0, dh)
     _store_state(dh, grad_h0)
     if cell == LSTM:
         _store_state(dc, grad_c0)

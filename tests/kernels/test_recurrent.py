@@ -14,7 +14,7 @@ from tests._gradcheck import numeric_gradients
 DTYPES = [np.float32, np.float64]
 CELL_NAMES = list(CELLS)
 # (batch, steps, inputs, hidden)
-SHAPES = [(3, 5, 4, 3), (1, 1, 2, 5), (1, 6, 3, 2), (4, 1, 5, 3)]
+SHAPES = [(3, 5, 4, 3), (1, 1, 2, 5), (1, 6, 3, 2), (4, 1, 5, 3), (19, 3, 4, 5)]  # 19: batch chunks 16 + 3 (2+ CPUs)
 
 
 def problem(cell, shape, dtype, seed=0, lengths=False):
