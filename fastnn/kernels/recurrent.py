@@ -335,15 +335,18 @@ def _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_pr
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                    reverse, b0, b1):
-    """All backward steps of samples b0:b1: their gate gradients, then their rows of dh += dg_hh @ W_hh."""
+def _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
+                    column, reverse, beta_x, need_grad_x, b0, b1):
+    """All backward steps of samples b0:b1: their gate gradients, then their rows of dh += dg_hh @ W_hh
+    and of grad_x = dg @ W_ih + beta_x * grad_x (while dg is in cache)."""
     steps = gates.shape[0]
     one = like(1.0, dh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
         _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
         gemm_block(False, False, one, dgates_hh[t], w_hh, one, dh, b0, b1, 0, dh.shape[1])
+        if need_grad_x:
+            gemm_block(False, False, one, dgates[t], w_ih, beta_x, grad_x[t], b0, b1, 0, grad_x.shape[2])
 
 
 @njit(**JIT_INLINE)
@@ -369,19 +372,21 @@ def _forward_chunks(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_p
 
 
 @njit(**JIT_PARALLEL)
-def _backward_chunks(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                     reverse):
+def _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
+                     column, reverse, accumulate_x, need_grad_x):
     batch = dh.shape[0]
     rows = chunk_rows(batch)
-    if _chunks_in_parallel(gates.shape[0], batch, gates.shape[2], dh.shape[1]):
+    beta_x = like(1.0 if accumulate_x else 0.0, dh)
+    depth = dh.shape[1] + (grad_x.shape[2] if need_grad_x else 0)
+    if _chunks_in_parallel(gates.shape[0], batch, gates.shape[2], depth):
         for k_u in prange(n_chunks(batch, rows)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths,
-                            column, reverse, k * rows, min(batch, (k + 1) * rows))
+            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
     else:
         for k in range(n_chunks(batch, rows)):
-            _backward_chunk(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths,
-                            column, reverse, k * rows, min(batch, (k + 1) * rows))
+            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
 
 
 @njit(**JIT_PARALLEL)
@@ -509,9 +514,10 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
     _load_state(grad_h_n, dh)
     if cell == LSTM:
         _load_state(grad_c_n, dc)
-    if chunk_rows(dh.shape[0]) < dh.shape[0]:
-        _backward_chunks(cell, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                         reverse)
+    chunked = chunk_rows(dh.shape[0]) < dh.shape[0]
+    if chunked:  # grad_x too, step by step
+        _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                         lengths, column, reverse, accumulate_x, need_grad_x)
     else:
         for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
             t = s if reverse else steps - 1 - s
@@ -528,7 +534,7 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
         grad_b_hh[:] = grad_b_ih
     else:
         column_sums(flat_dg_hh, grad_b_hh)
-    if need_grad_x:
+    if need_grad_x and not chunked:
         gemm_tiled(False, False, flat_dg, w_ih, 1.0 if accumulate_x else 0.0, _flat(grad_x))
 
 
