@@ -1,7 +1,7 @@
 """Recurrent layers (RNN with tanh/ReLU, LSTM, GRU) as PyTorch computes them, one layer and one
-direction per call: the input projection of all time steps is one GEMM, the time loop is one call
-(per step: the ``h @ W_hh^T`` GEMM, then the gate math and the state update), and the backward
-through time ends with the weight gradients as one GEMM each over all steps.
+direction per call: the input projection ``x @ W_ih^T``, the time loop (per step: the ``h @ W_hh^T``
+GEMM, then the gate math and the state update), and the backward through time, which ends with the
+weight gradients as one GEMM each over all steps.
 
 Layout: sequences are *time-major* and C-contiguous, (T, B, F); the layer transposes its batch-first
 input and output with :func:`swap_leading_axes`. Gate order and parameter shapes as torch:
@@ -42,9 +42,11 @@ recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_y, g
 swap_leading_axes(src (A, B, F), dst (B, A, F)): dst[b, a] = src[a, b] (batch-first <-> time-major).
 
 The time loop runs per batch chunk (:func:`chunk_rows`, fixed by the batch size and the CPU
-count): samples never interact inside it, so each chunk runs all its steps (per step: its rows of
-the ``h @ W_hh^T`` GEMM, then their gate math, while both are in cache) as one task, one parallel
-region per call instead of a region per step. A batch of one chunk steps with tiled GEMMs instead.
+count): samples never interact inside it, so each chunk runs all its steps as one task (per step:
+its rows of ``x_t @ W_ih^T`` and ``h @ W_hh^T``, then their gate math, while all are in cache;
+backward: its gate gradients, then its rows of ``dh`` and ``grad_x``), one parallel region per call
+instead of one per step. A batch of one chunk projects all steps' inputs in one GEMM and steps with
+tiled GEMMs (in parallel when large).
 
 Every sum runs in an order fixed by the shapes (batch chunks and GEMM tiles by shape, per-sample
 gate math, column sums in row order), so results are bit-identical on any number of threads.
