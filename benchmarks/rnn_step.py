@@ -16,7 +16,9 @@ Cases (float32; x (batch 64, time 100, 64 features), hidden 128):
                               ``layer.forward(x_t, False, initial_state=state)`` and its bare
                               kernel calls / torch ``lstm(x_t, (h, c))`` under no_grad / the two
                               matrix-vector products
-Medians of interleaved repeats, each a block of calls of about ``--block-ms``. fastnn's Numba pool,
+Medians of interleaved repeats, each a block of calls of about ``--block-ms`` (``--single-calls N``:
+the fastest of N interleaved single calls instead, which a loaded machine disturbs least at 2
+threads, where ``--cpu-clock`` cannot be used). fastnn's Numba pool,
 torch and NumPy's BLAS all run ``--threads`` threads.
 """
 from __future__ import annotations
@@ -150,6 +152,20 @@ def infer_cases(torch):
     return impls
 
 
+def fastest_single_calls(cases, n):
+    """Fastest of n interleaved single calls of each impl, in seconds (after 3 warm-up calls)."""
+    for fn in cases.values():
+        for _ in range(3):
+            fn()
+    times = {impl: [] for impl in cases}
+    for _ in range(n):
+        for impl, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[impl].append(time.perf_counter() - start)
+    return {impl: min(t) for impl, t in times.items()}
+
+
 def time_cases(cases, repeats, block_s, settle_s=0.0, clock=time.perf_counter):
     """Median seconds per call of each impl over interleaved repeats of blocks of calls."""
     calls = {}
@@ -176,6 +192,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--block-ms", type=float, default=300.0)
+    parser.add_argument("--single-calls", type=int, default=0, metavar="N",
+                        help="report the fastest of N interleaved single calls instead of block medians")
     parser.add_argument("--settle-ms", type=float, default=None,
                         help="sleep before each block so other pools stop spinning (default 300 with >1 thread)")
     parser.add_argument("--cpu-clock", action="store_true",
@@ -184,6 +202,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.cpu_clock and args.threads != 1:
         parser.error("--cpu-clock needs --threads 1 (other threads' work is not in the calling thread's CPU time)")
+    if args.cpu_clock and args.single_calls:
+        parser.error("--single-calls times wall time; drop --cpu-clock")
     clock = time.thread_time if args.cpu_clock else time.perf_counter
     torch = None
     if not args.no_torch:
@@ -191,20 +211,25 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     settle = (args.settle_ms if args.settle_ms is not None else (300.0 if args.threads > 1 else 0.0)) / 1e3
     what = "CPU time of the calling thread" if args.cpu_clock else "wall time"
-    print(f"## Recurrent layers, {args.threads} threads, median of {args.repeats} interleaved repeats "
-          f"(us per call, {what})\n")
+    how = (f"fastest of {args.single_calls} interleaved single calls" if args.single_calls
+           else f"median of {args.repeats} interleaved repeats")
+    print(f"## Recurrent layers, {args.threads} threads, {how} (us per call, {what})\n")
     print("| case | fastnn | torch | GEMM floor | fastnn/torch | fastnn/floor |\n|---|---|---|---|---|---|")
     cases = {f"{kind} {INPUTS}->{HIDDEN} train b={BATCH} T={STEPS}": train_cases(kind, torch) for kind in ("LSTM", "GRU")}
     cases[f"LSTM {INPUTS}->{HIDDEN} infer b=1, one step"] = infer_cases(torch)
     for label, impls in cases.items():
-        t = time_cases(impls, args.repeats, args.block_ms / 1e3, settle, clock)
+        if args.single_calls:
+            t = fastest_single_calls(impls, args.single_calls)
+        else:
+            t = time_cases(impls, args.repeats, args.block_ms / 1e3, settle, clock)
         tt = t.get("torch", float("nan"))
         print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
               f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
         if "fastnn kernels" in t:
             k = t["fastnn kernels"]
             print(f"| ... its kernel calls alone | {k * 1e6:.0f} | | | {k / tt:.2f} | {k / t['floor']:.2f} |")
-    flag = " --cpu-clock" if args.cpu_clock else ""
+    flag = (" --cpu-clock" if args.cpu_clock else "") + (f" --single-calls {args.single_calls}" if args.single_calls
+                                                         else "")
     print(f"\nCommand: `python benchmarks/rnn_step.py --threads {args.threads} --repeats {args.repeats}{flag}`")
     return 0
 

@@ -1,7 +1,7 @@
 """Recurrent layers (RNN with tanh/ReLU, LSTM, GRU) as PyTorch computes them, one layer and one
-direction per call: the input projection of all time steps is one GEMM, the time loop is one call
-(per step: the ``h @ W_hh^T`` GEMM, then the gate math and the state update), and the backward
-through time ends with the weight gradients as one GEMM each over all steps.
+direction per call: the input projection ``x @ W_ih^T``, the time loop (per step: the ``h @ W_hh^T``
+GEMM, then the gate math and the state update), and the backward through time, which ends with the
+weight gradients as one GEMM each over all steps.
 
 Layout: sequences are *time-major* and C-contiguous, (T, B, F); the layer transposes its batch-first
 input and output with :func:`swap_leading_axes`. Gate order and parameter shapes as torch:
@@ -41,8 +41,15 @@ recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_y, g
 
 swap_leading_axes(src (A, B, F), dst (B, A, F)): dst[b, a] = src[a, b] (batch-first <-> time-major).
 
-Every sum runs in an order fixed by the shapes (GEMM tiles by shape, per-sample gate math, column
-sums in row order), so results are bit-identical on any number of threads.
+The time loop runs per batch chunk (:func:`chunk_rows`, fixed by the batch size and the CPU
+count): samples never interact inside it, so each chunk runs all its steps as one task (per step:
+its rows of ``x_t @ W_ih^T`` and ``h @ W_hh^T``, then their gate math, while all are in cache;
+backward: its gate gradients, then its rows of ``dh`` and ``grad_x``), one parallel region per call
+instead of one per step. A batch of one chunk projects all steps' inputs in one GEMM and steps with
+tiled GEMMs (in parallel when large).
+
+Every sum runs in an order fixed by the shapes (batch chunks and GEMM tiles by shape, per-sample
+gate math, column sums in row order), so results are bit-identical on any number of threads.
 """
 from __future__ import annotations
 
@@ -52,7 +59,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import GEMM_TILES, JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
 from .blas import gemm_block
@@ -81,11 +88,18 @@ def _gate_sigmoid_overload(z):
 
 # -- the scalar math of each cell, written once ------------------------------------------------
 @njit(**JIT_INLINE)
+def lstm_state(i, f, g, o, c):
+    """(c', h') from the gates (after their nonlinearities) and the cell state c."""
+    c_new = f * c + i * g
+    return c_new, o * fast_tanh(c_new)
+
+
+@njit(**JIT_INLINE)
 def lstm_cell(xi, xf, xg, xo, c):
     """(i, f, g, o, c', h') from the gate pre-activations and the cell state c."""
     i, f, g, o = gate_sigmoid(xi), gate_sigmoid(xf), fast_tanh(xg), gate_sigmoid(xo)
-    c_new = f * c + i * g
-    return i, f, g, o, c_new, o * fast_tanh(c_new)
+    c_new, h_new = lstm_state(i, f, g, o, c)
+    return i, f, g, o, c_new, h_new
 
 
 @njit(**JIT_INLINE)
@@ -140,18 +154,38 @@ def _gate(v, k, n):
 
 
 @njit(**JIT_INLINE)
+def _copy(src, dst):
+    """dst[:] = src (1-D): a loop, 5x faster here than slice assignment and its overlap check."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**JIT_INLINE)
+def _sigmoid_in_place(v):
+    for j in range(v.shape[0]):
+        v[j] = gate_sigmoid(v[j])
+
+
+@njit(**JIT_INLINE)
+def _tanh_in_place(v):
+    for j in range(v.shape[0]):
+        v[j] = fast_tanh(v[j])
+
+
+@njit(**JIT_INLINE)
 def _step_row(cell, g, a, hwr, b_ih, b_hh, h, c, out, n):
     """Sample row of one forward step: g (G*n,) gates (in: x @ W_ih^T), a (n,) GRU's hn, hwr
     (G*n,) h @ W_hh^T, h and c (n,) the state (updated), out (n,) h' (a view of y)."""
     g0, x0, h0, b0 = _gate(g, 0, n), _gate(b_ih, 0, n), _gate(hwr, 0, n), _gate(b_hh, 0, n)
-    if cell == LSTM:
-        g1, x1, h1, b1 = _gate(g, 1, n), _gate(b_ih, 1, n), _gate(hwr, 1, n), _gate(b_hh, 1, n)
-        g2, x2, h2, b2 = _gate(g, 2, n), _gate(b_ih, 2, n), _gate(hwr, 2, n), _gate(b_hh, 2, n)
-        g3, x3, h3, b3 = _gate(g, 3, n), _gate(b_ih, 3, n), _gate(hwr, 3, n), _gate(b_hh, 3, n)
+    if cell == LSTM:  # as lstm_cell, in passes of few arrays each (20% faster than one loop over 23)
+        for j in range(g.shape[0]):
+            g[j] = g[j] + b_ih[j] + hwr[j] + b_hh[j]
+        _sigmoid_in_place(g[:2 * n])
+        _tanh_in_place(_gate(g, 2, n))
+        _sigmoid_in_place(_gate(g, 3, n))
+        g1, g2, g3 = _gate(g, 1, n), _gate(g, 2, n), _gate(g, 3, n)
         for j in range(n):
-            i, f, gg, o, c_new, h_new = lstm_cell(g0[j] + x0[j] + h0[j] + b0[j], g1[j] + x1[j] + h1[j] + b1[j],
-                                                  g2[j] + x2[j] + h2[j] + b2[j], g3[j] + x3[j] + h3[j] + b3[j], c[j])
-            g0[j], g1[j], g2[j], g3[j] = i, f, gg, o
+            c_new, h_new = lstm_state(g0[j], g1[j], g2[j], g3[j], c[j])
             c[j] = c_new
             h[j] = h_new
             out[j] = h_new
@@ -220,9 +254,9 @@ def _forward_rows(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y
     zero = like(0.0, y)
     for b in range(b0, b1):
         out = y[t, b, column:column + n]
-        h_prev[t, b] = h[b]
+        _copy(h[b], h_prev[t, b])
         if cell == LSTM:
-            c_prev[t, b] = c[b]
+            _copy(c[b], c_prev[t, b])
         if t < _length(lengths, b, y.shape[0]):
             _step_row(cell, x_gates[t, b], aux[t, b] if cell == GRU else aux[0, 0], hw[b], b_ih, b_hh, h[b],
                       c[b] if cell == LSTM else c[0], out, n)
@@ -244,6 +278,34 @@ def _backward_rows(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_h
             dgates_hh[t, b] = zero
 
 
+# The row loops take the cell as a compile-time constant: with a run-time cell (all cells' loops in
+# one body) they were measured 3.4x slower. Numba compiles a callee per literal argument.
+@njit(**JIT_INLINE)
+def _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1):
+    if cell == LSTM:
+        _forward_rows(LSTM, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+    elif cell == GRU:
+        _forward_rows(GRU, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+    elif cell == RNN_RELU:
+        _forward_rows(RNN_RELU, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+    else:
+        _forward_rows(RNN_TANH, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+
+
+@njit(**JIT_INLINE)
+def _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1):
+    if cell == LSTM:
+        _backward_rows(LSTM, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
+    elif cell == GRU:
+        _backward_rows(GRU, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
+    elif cell == RNN_RELU:
+        _backward_rows(RNN_RELU, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+                       b0, b1)
+    else:
+        _backward_rows(RNN_TANH, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+                       b0, b1)
+
+
 #: gate math of a step runs over samples in parallel from this many state units (B * H) per step.
 #: Measured (forward + backward, 2 threads, a loaded 2-core machine, so roughly): LSTM/GRU at
 #: B=64, H=128 (8192 units) 14% / 6% slower in parallel (a region per step costs more than the
@@ -252,16 +314,93 @@ PARALLEL_MIN_UNITS = PARALLEL_MIN_ELEMENTS
 _ROWS_PER_TASK = 16
 
 
+@njit(**JIT_INLINE)
+def chunk_rows(batch):
+    """Rows per batch chunk of the time loop: the batch split in GEMM_TILES (the CPU count), rounded
+    up to 16 rows (GEMMs of fewer rows repack W_hh for little work); all of it below 32 rows."""
+    return min(batch, 16 * n_chunks(n_chunks(batch, GEMM_TILES), 16))
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
+                   reverse, b0, b1):
+    """All steps of samples b0:b1: their rows of x_t @ W_ih^T and h @ W_hh^T, then their gate math
+    (in cache: the input projection of all steps at once was measured as fast, but streams the gates
+    through memory twice more)."""
+    steps = x_gates.shape[0]
+    one, zero = like(1.0, hw), like(0.0, hw)
+    for s in range(steps):
+        t = steps - 1 - s if reverse else s
+        gemm_block(False, True, one, x[t], w_ih, zero, x_gates[t], b0, b1, 0, hw.shape[1])
+        gemm_block(False, True, one, h, w_hh, zero, hw, b0, b1, 0, hw.shape[1])
+        _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, b0, b1)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
+                    column, reverse, beta_x, need_grad_x, b0, b1):
+    """All backward steps of samples b0:b1: their gate gradients, then their rows of dh += dg_hh @ W_hh
+    and of grad_x = dg @ W_ih + beta_x * grad_x (while dg is in cache)."""
+    steps = gates.shape[0]
+    one = like(1.0, dh)
+    for s in range(steps):
+        t = s if reverse else steps - 1 - s
+        _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
+        gemm_block(False, False, one, dgates_hh[t], w_hh, one, dh, b0, b1, 0, dh.shape[1])
+        if need_grad_x:
+            gemm_block(False, False, one, dgates[t], w_ih, beta_x, grad_x[t], b0, b1, 0, grad_x.shape[2])
+
+
+@njit(**JIT_INLINE)
+def _chunks_in_parallel(steps, batch, gate_columns, depth):
+    """Whether the time loop's GEMMs (steps * batch * G*H * depth multiply-adds) are worth a parallel region."""
+    return steps * batch * gate_columns * depth >= PARALLEL_MIN_MACS
+
+
+@njit(**JIT_PARALLEL)
+def _forward_chunks(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
+                    reverse):
+    batch = h.shape[0]
+    rows = chunk_rows(batch)
+    if _chunks_in_parallel(x_gates.shape[0], batch, hw.shape[1], h.shape[1] + x.shape[2]):
+        for k_u in prange(n_chunks(batch, rows)):
+            k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
+            _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
+                           reverse, k * rows, min(batch, (k + 1) * rows))
+    else:
+        for k in range(n_chunks(batch, rows)):
+            _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
+                           reverse, k * rows, min(batch, (k + 1) * rows))
+
+
+@njit(**JIT_PARALLEL)
+def _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
+                     column, reverse, accumulate_x, need_grad_x):
+    batch = dh.shape[0]
+    rows = chunk_rows(batch)
+    beta_x = like(1.0 if accumulate_x else 0.0, dh)
+    depth = dh.shape[1] + (grad_x.shape[2] if need_grad_x else 0)
+    if _chunks_in_parallel(gates.shape[0], batch, gates.shape[2], depth):
+        for k_u in prange(n_chunks(batch, rows)):
+            k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
+            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
+    else:
+        for k in range(n_chunks(batch, rows)):
+            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
+
+
 @njit(**JIT_PARALLEL)
 def _forward_step(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column):
     batch = h.shape[0]
     if batch * h.shape[1] < PARALLEL_MIN_UNITS:
-        _forward_rows(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, start_of(batch),
+        _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, start_of(batch),
                       batch)
     else:
         for k_u in prange(n_chunks(batch, _ROWS_PER_TASK)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _forward_rows(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
+            _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
                           k * _ROWS_PER_TASK, min(batch, (k + 1) * _ROWS_PER_TASK))
 
 
@@ -269,12 +408,12 @@ def _forward_step(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y
 def _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column):
     batch = dh.shape[0]
     if batch * dh.shape[1] < PARALLEL_MIN_UNITS:
-        _backward_rows(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+        _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
                        start_of(batch), batch)
     else:
         for k_u in prange(n_chunks(batch, _ROWS_PER_TASK)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _backward_rows(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
+            _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
                            k * _ROWS_PER_TASK, min(batch, (k + 1) * _ROWS_PER_TASK))
 
 
@@ -354,11 +493,15 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_
                       cell, reverse, column):
     """One layer, one direction of a recurrent network over a time-major sequence (module note)."""
     steps = x.shape[0]
-    gemm_tiled(False, True, _flat(x), w_ih, 0.0, _flat(gates))
     _load_state(h0, h_n)
     if cell == LSTM:
         _load_state(c0, c_n)
-    for s in range(steps):
+    if chunk_rows(h_n.shape[0]) < h_n.shape[0]:
+        _forward_chunks(cell, x, w_ih, w_hh, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column,
+                        reverse)
+        return
+    gemm_tiled(False, True, _flat(x), w_ih, 0.0, _flat(gates))
+    for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
         t = steps - 1 - s if reverse else s
         gemm_tiled(False, True, h_n, w_hh, 0.0, hw)
         _forward_step(cell, t, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column)
@@ -373,10 +516,15 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
     _load_state(grad_h_n, dh)
     if cell == LSTM:
         _load_state(grad_c_n, dc)
-    for s in range(steps):
-        t = s if reverse else steps - 1 - s
-        _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column)
-        gemm_tiled(False, False, dgates_hh[t], w_hh, 1.0, dh)
+    chunked = chunk_rows(dh.shape[0]) < dh.shape[0]
+    if chunked:  # grad_x too, step by step
+        _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
+                         lengths, column, reverse, accumulate_x, need_grad_x)
+    else:
+        for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
+            t = s if reverse else steps - 1 - s
+            _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column)
+            gemm_tiled(False, False, dgates_hh[t], w_hh, 1.0, dh)
     _store_state(dh, grad_h0)
     if cell == LSTM:
         _store_state(dc, grad_c0)
@@ -388,14 +536,14 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
         grad_b_hh[:] = grad_b_ih
     else:
         column_sums(flat_dg_hh, grad_b_hh)
-    if need_grad_x:
+    if need_grad_x and not chunked:
         gemm_tiled(False, False, flat_dg, w_ih, 1.0 if accumulate_x else 0.0, _flat(grad_x))
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _swap_rows(src, dst, b):
     for a in range(src.shape[0]):
-        dst[b, a] = src[a, b]
+        _copy(src[a, b], dst[b, a])
 
 
 @njit(**JIT_PARALLEL)

@@ -14,7 +14,7 @@ from tests._gradcheck import numeric_gradients
 DTYPES = [np.float32, np.float64]
 CELL_NAMES = list(CELLS)
 # (batch, steps, inputs, hidden)
-SHAPES = [(3, 5, 4, 3), (1, 1, 2, 5), (1, 6, 3, 2), (4, 1, 5, 3)]
+SHAPES = [(3, 5, 4, 3), (1, 1, 2, 5), (1, 6, 3, 2), (4, 1, 5, 3), (19, 3, 4, 5)]  # 19: batch chunks 16 + 3 (2+ CPUs)
 
 
 def problem(cell, shape, dtype, seed=0, lengths=False):
@@ -110,10 +110,11 @@ def test_matches_reference(cell, shape, dtype, reverse):
         np.testing.assert_allclose(g_c0, rgc0, **tol)
 
 
+@pytest.mark.parametrize("batch", [5, 19], ids=["B5", "B19"])  # 19: batch chunks 16 + 3 (2+ CPUs)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_lengths_match_reference_and_padding_is_inert(cell, reverse):
-    shape = (5, 6, 3, 4)
+def test_lengths_match_reference_and_padding_is_inert(cell, reverse, batch):
+    shape = (batch, 6, 3, 4)
     p, x, h0, c0, lens, grad_y, grad_hn, grad_cn = problem(cell, shape, np.float64, seed=3, lengths=True)
     lstm = cell == "lstm"
     (y, h_n, c_n), (gx, grads, g_h0, g_c0) = run(cell, p, x, h0, c0, reverse, lens, grad_y, grad_hn, grad_cn,
