@@ -39,6 +39,10 @@ CPU_ONLY_FUNCTIONS = {
     ("losses", "cross_entropy_rows"): "per-sample losses of fastnn.sklearn's weighted loss, which runs on host "
                                       "copies of a device batch",
     ("losses", "elementwise_loss_rows"): "per-sample losses of fastnn.sklearn's weighted loss (see above)",
+    ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
+    ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
+    ("recurrent", "lstm_state"): "scalar rule, reached on the device through lstm_cell()",
+    ("recurrent", "chunk_rows"): "the CPU time loop's batch chunking; the CUDA twin runs one thread per (sample, unit)",
     ("recurrent", "gemm_tiled"): "the CPU recurrent kernels' GEMM on fixed output tiles; the CUDA twin calls "
                                  "kernels.cuda.dense.gemm",
     ("recurrent", "column_sums"): "the CPU bias-gradient column sums; the CUDA twin sums columns with "

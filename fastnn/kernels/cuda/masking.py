@@ -1,34 +1,26 @@
-"""CUDA twins of kernels/masking.py: one thread per sample. Arguments as on the CPU."""
+"""CUDA twins of kernels/masking.py: one thread per sample, the CPU's per-sample rules compiled as
+device functions. Arguments as on the CPU."""
 from __future__ import annotations
 
 from numba import cuda
 
+from ..masking import length_from_indices, length_from_values
 from ._common import BLOCK, blocks_for
+
+_from_values_rule = cuda.jit(device=True)(length_from_values.py_func)
+_from_indices_rule = cuda.jit(device=True)(length_from_indices.py_func)
 
 
 @cuda.jit
 def _from_values(x, mask_value, lengths):
     for b in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-        n = 0
-        for t in range(x.shape[1] - 1, -1, -1):
-            for j in range(x.shape[2]):
-                if x[b, t, j] != mask_value:
-                    n = t + 1
-                    break
-            if n:
-                break
-        lengths[b] = n
+        lengths[b] = _from_values_rule(x, b, mask_value)
 
 
 @cuda.jit
 def _from_indices(indices, padding_idx, lengths):
     for b in range(cuda.grid(1), indices.shape[0], cuda.gridsize(1)):
-        n = 0
-        for t in range(indices.shape[1] - 1, -1, -1):
-            if indices[b, t] != padding_idx:
-                n = t + 1
-                break
-        lengths[b] = n
+        lengths[b] = _from_indices_rule(indices, b, padding_idx)
 
 
 def lengths_from_values(x, mask_value, lengths):
