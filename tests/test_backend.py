@@ -131,3 +131,10 @@ def test_host_helpers():
     z = backend.zeros((2, 2), np.float32, "cpu")
     assert z.dtype == np.float32 and not z.any()
     assert backend.device_of(a) == "cpu"
+
+
+def test_every_kernel_the_layers_call_is_in_a_device_api():
+    """A module that loses its DEVICE_API line would leave the layers without their kernels."""
+    expected = {"activations", "attention", "batchnorm", "conv", "dense", "dropout", "elementwise", "embedding",
+                "layernorm", "layout", "losses", "masking", "optim", "pooling", "recurrent", "sequence"}
+    assert set(backend.kernel_names()) == expected

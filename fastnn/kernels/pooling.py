@@ -345,3 +345,7 @@ def global_avgpool_backward(grad_y, grad_x):
 
 __all__ = ["avg_divisor", "avgpool2d_backward", "avgpool2d_forward", "global_avgpool_backward",
            "global_avgpool_forward", "maxpool2d_backward", "maxpool2d_forward", "window_bounds"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
+              "global_avgpool_forward", "global_avgpool_backward")
