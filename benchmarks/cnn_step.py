@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn.bench import set_threads
+from fastnn.bench import median_seconds, set_threads
 
 BATCH = 64
 F32 = np.float32
@@ -146,29 +146,6 @@ def build_cases(name, torch):
     return {f"{name} train b={BATCH}": train, f"{name} infer b=1": infer}, model, xb, yb
 
 
-def time_cases(cases, repeats, block_s, clock=time.perf_counter, settle_s=0.0):
-    """Median seconds per call of each impl, interleaved repeats of blocks of calls; ``settle_s``
-    of sleep before each block lets the previous library's spinning threads go idle."""
-    calls = {}
-    for impl, fn in cases.items():  # warm-up (compiles, fusion tier-up) and calls per block
-        start = time.perf_counter()
-        n = 0
-        while n < 250 or time.perf_counter() - start < 0.5:
-            fn()
-            n += 1
-        calls[impl] = max(1, int(block_s / ((time.perf_counter() - start) / n)))
-    times = {impl: [] for impl in cases}
-    for _ in range(repeats):
-        for impl, fn in cases.items():
-            n = calls[impl]
-            time.sleep(settle_s)
-            start = clock()
-            for _ in range(n):
-                fn()
-            times[impl].append((clock() - start) / n)
-    return {impl: float(np.median(t)) for impl, t in times.items()}
-
-
 def profile(name, steps=200, cpu_clock=False):
     """Each call of the model's step plan timed inside the step sequence (mean us per step);
     ``cpu_clock``: this thread's CPU time instead of wall time (1 thread on a loaded machine)."""
@@ -187,7 +164,7 @@ def profile(name, steps=200, cpu_clock=False):
             start = clock()
             fn(*args)
             totals[i] += clock() - start
-    whole = time_cases({"step": train}, 5, 0.1, clock)["step"] * 1e6
+    whole = median_seconds({"step": train}, 5, 0.1, pause=0.0, clock=clock)["step"] * 1e6
     what = "CPU time of the calling thread" if cpu_clock else "wall time"
     print(f"## {name}: each call inside the step, {fnn.get_num_threads()} threads ({what}, mean us of {steps} steps)\n")
     print("| part | us | share of step |\n|---|---|---|")
@@ -233,7 +210,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         cases = build_cases(name, torch)[0]
         for label, impls in cases.items():
-            t = time_cases(impls, args.repeats, args.block_ms / 1e3, clock, settle / 1e3)
+            t = median_seconds(impls, args.repeats, args.block_ms / 1e3, pause=settle / 1e3, clock=clock)
             tt = t.get("torch", float("nan"))
             print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
                   f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn.bench import set_threads
+from fastnn.bench import median_seconds, set_threads
 from fastnn.layers.base import Context, run_calls
 
 BATCH, STEPS, INPUTS, HIDDEN = 64, 100, 64, 128
@@ -166,27 +166,6 @@ def fastest_single_calls(cases, n):
     return {impl: min(t) for impl, t in times.items()}
 
 
-def time_cases(cases, repeats, block_s, settle_s=0.0, clock=time.perf_counter):
-    """Median seconds per call of each impl over interleaved repeats of blocks of calls."""
-    calls = {}
-    for impl, fn in cases.items():  # warm-up (compiles) and calls per block
-        start = time.perf_counter()
-        n = 0
-        while n < 3 or time.perf_counter() - start < 0.5:
-            fn()
-            n += 1
-        calls[impl] = max(1, int(block_s / ((time.perf_counter() - start) / n)))
-    times = {impl: [] for impl in cases}
-    for _ in range(repeats):
-        for impl, fn in cases.items():
-            time.sleep(settle_s)
-            start = clock()
-            for _ in range(calls[impl]):
-                fn()
-            times[impl].append((clock() - start) / calls[impl])
-    return {impl: float(np.median(t)) for impl, t in times.items()}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -221,7 +200,7 @@ def main(argv=None) -> int:
         if args.single_calls:
             t = fastest_single_calls(impls, args.single_calls)
         else:
-            t = time_cases(impls, args.repeats, args.block_ms / 1e3, settle, clock)
+            t = median_seconds(impls, args.repeats, args.block_ms / 1e3, pause=settle, clock=clock)
         tt = t.get("torch", float("nan"))
         print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
               f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)

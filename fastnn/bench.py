@@ -552,11 +552,13 @@ PAUSE_S = 0.1
 
 
 def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: float,
-                warmup: int = 2, pause: float | None = None) -> dict[str, list[float]]:
+                warmup: int = 2, pause: float | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each case: ``repeats`` rounds, each timing every case in turn
     (round-robin) for a block of about ``min_time`` seconds after a ``pause`` (default
     :data:`PAUSE_S`). Each case is called ``warmup`` times first (compilation, first touch of
-    memory, allocator warm-up)."""
+    memory, allocator warm-up). ``clock``: wall time, or e.g. ``time.thread_time`` for the
+    calling thread's CPU time (1 thread on a loaded machine)."""
     pause = PAUSE_S if pause is None else pause
     calls = {}
     for name, fn in cases.items():
@@ -568,11 +570,18 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: 
             n = calls[name]
             if pause > 0 and len(cases) > 1:
                 time.sleep(pause)
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n):
                 fn()
-            times[name].append((time.perf_counter() - start) / n)
+            times[name].append((clock() - start) / n)
     return times
+
+
+def median_seconds(cases: dict[str, Callable[[], object]], repeats: int, min_time: float,
+                   pause: float | None = None, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """The median over :func:`interleaved`'s rounds of each case's seconds per call."""
+    return {name: float(np.median(t)) for name, t in
+            interleaved(cases, repeats, min_time, pause=pause, clock=clock).items()}
 
 
 def summarize(seconds: list[float], flops: int | None = None) -> dict:
