@@ -127,7 +127,9 @@ def _from_pandas(X, argument: str) -> np.ndarray:
     return np.column_stack(arrays) if frame else arrays[0]
 
 
-def _as_numeric_array(X, argument: str) -> np.ndarray:
+def as_numeric_array(X, argument: str) -> np.ndarray:
+    """``X`` (array-like, pandas too) as a NumPy array of numbers, any shape and numeric dtype;
+    a string, a ragged list or Python objects are refused naming ``argument``."""
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{argument} must be a numeric array, got a string {X[:20]!r}")
     if _is_pandas(X) and hasattr(X, "dtype" if not hasattr(X, "columns") else "dtypes"):
@@ -182,7 +184,7 @@ def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None
     if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous and X.size
             and (n_features is None or X.shape[1] == n_features) and all_finite(X)):
         return X  # the fast path: already what the kernels take
-    arr = _as_numeric_array(X, argument)
+    arr = as_numeric_array(X, argument)
     if arr.ndim == 1:
         raise ValueError(f"Expected 2D array for {argument}, got 1D array of shape {arr.shape} instead. "
                          f"Reshape your data either using {argument}.reshape(-1, 1) if it has a single "
@@ -205,7 +207,7 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
     if (type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.shape[0] == n_samples > 0
             and y.flags.c_contiguous and labels_in_range(y, n_classes)):
         return y
-    arr = _as_numeric_array(y, argument)
+    arr = as_numeric_array(y, argument)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
@@ -233,7 +235,7 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y")
     if (type(y) is np.ndarray and y.dtype == dtype and y.ndim == 2 and y.shape == (n_samples, n_outputs)
             and n_samples > 0 and y.flags.c_contiguous and all_finite(y)):
         return y
-    arr = _as_numeric_array(y, argument)
+    arr = as_numeric_array(y, argument)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2 or arr.shape[1] != n_outputs:
@@ -260,7 +262,7 @@ def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the fir
     if (type(X) is np.ndarray and X.dtype == dtype and X.shape[1:] == shape and X.flags.c_contiguous and X.size
             and all_finite(X.reshape(X.shape[0], -1))):
         return X
-    arr = _as_numeric_array(X, argument)
+    arr = as_numeric_array(X, argument)
     expected = "(samples, " + ", ".join(map(str, shape)) + ")"
     if arr.ndim == len(shape) and arr.shape == shape:
         raise ValueError(f"{argument} has the shape of one sample {arr.shape}; {layer_name} expects {expected}: "

@@ -814,7 +814,7 @@ class Sequential:
     def _check_position_targets(self, y, n: int) -> np.ndarray:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
         lead = self.output_shape[:-1]
-        arr = V._as_numeric_array(y, "y")
+        arr = V.as_numeric_array(y, "y")
         if arr.shape[:1 + len(lead)] != (n, *lead):
             per_row = "a label" if self.loss.target_spec(self.output_shape[-1], self.dtype)[0] == () else \
                 f"{self.output_shape[-1]} targets"

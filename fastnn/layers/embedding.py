@@ -74,7 +74,7 @@ class Embedding(Layer):
 
     def check_indices(self, X, argument: str = "X") -> np.ndarray:
         """X as C-contiguous int64 indices in [0, num_embeddings) of shape (batch, *input_shape)."""
-        arr = V._as_numeric_array(X, argument)
+        arr = V.as_numeric_array(X, argument)
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
                 raise TypeError(f"{argument} must hold integer indices for {self!r}, got non-integer values "

@@ -8,9 +8,10 @@ from .base import Layer, normalize_shape, shape_str
 from .registry import register_layer
 
 
-def refuse_empty_sequences(lengths: np.ndarray, argument: str, how: str) -> None:
-    """ValueError naming the first sample whose every step is padding (its length would be 0)."""
-    empty = np.flatnonzero(lengths == 0)
+def refuse_empty_sequences(has_valid_step: np.ndarray, argument: str, how: str) -> None:
+    """ValueError naming the first sample whose every step is padding (its length would be 0);
+    ``has_valid_step``: bool (samples,)."""
+    empty = np.flatnonzero(~has_valid_step)
     if empty.size:
         raise ValueError(f"{argument}[{int(empty[0])}] is padding at every step ({how}); a sequence needs at least "
                          f"one valid step: drop empty samples ({empty.size} in all) before training or predicting")
@@ -51,8 +52,8 @@ class Masking(Layer):
     def check_sequences(self, X: np.ndarray, argument: str = "X") -> None:
         """ValueError when a sample of X (checked input) is padding at every step."""
         steps = X.reshape(X.shape[0], X.shape[1], -1)
-        lengths = (steps != X.dtype.type(self.mask_value)).any(axis=2).any(axis=1).astype(np.int64)
-        refuse_empty_sequences(lengths, argument, f"every value equals mask_value={self.mask_value}")
+        has_valid_step = (steps != X.dtype.type(self.mask_value)).any(axis=(1, 2))
+        refuse_empty_sequences(has_valid_step, argument, f"every value equals mask_value={self.mask_value}")
 
     def forward_calls(self, x, ctx):
         lengths = self._lengths(x.shape[0], ctx.arena)["lengths"]
