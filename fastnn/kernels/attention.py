@@ -172,17 +172,21 @@ def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x)
 
 
 # -- the heads ----------------------------------------------------------------------------------
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _head_forward(qkv, probs, probs_drop, context, lengths, task, heads, causal, key, threshold, keep_scale):
-    steps = probs.shape[1]
-    embed = context.shape[1]
+@njit(**JIT_INLINE)
+def _head_geometry(task, heads, steps, embed):
+    """(sample b, its rows r0:r1, the first columns of head h's q, k and v in qkv (= h's column in
+    context), head width d) of task (b, h) = divmod(task, heads)."""
     d = embed // heads
     b = task // heads
     h = task - b * heads
-    r0, r1 = b * steps, (b + 1) * steps
-    q = qkv[r0:r1, h * d:(h + 1) * d]
-    k = qkv[r0:r1, embed + h * d:embed + (h + 1) * d]
-    v = qkv[r0:r1, 2 * embed + h * d:2 * embed + (h + 1) * d]
+    return b, b * steps, (b + 1) * steps, h * d, embed + h * d, 2 * embed + h * d, d
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _head_forward(qkv, probs, probs_drop, context, lengths, task, heads, causal, key, threshold, keep_scale):
+    steps = probs.shape[1]
+    b, r0, r1, cq, ck, cv, d = _head_geometry(task, heads, steps, context.shape[1])
+    q, k, v = qkv[r0:r1, cq:cq + d], qkv[r0:r1, ck:ck + d], qkv[r0:r1, cv:cv + d]
     s = probs[task]
     one = like(1.0, probs)
     zero = like(0.0, probs)
@@ -195,20 +199,15 @@ def _head_forward(qkv, probs, probs_drop, context, lengths, task, heads, causal,
     if keep_scale != one:  # dropout in training
         for i in range(steps):
             dropout_row(s[i], pd[i], key, (task * steps + i) * steps, threshold, keep_scale)
-    gemm_block(False, False, one, pd, v, zero, context[r0:r1, h * d:(h + 1) * d], 0, steps, 0, d)
+    gemm_block(False, False, one, pd, v, zero, context[r0:r1, cq:cq + d], 0, steps, 0, d)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _head_backward(qkv, probs, probs_drop, grad_context, grad_scores, grad_qkv, task, heads):
     steps = probs.shape[1]
-    embed = grad_context.shape[1]
-    d = embed // heads
-    b = task // heads
-    h = task - b * heads
-    r0, r1 = b * steps, (b + 1) * steps
-    cq, ck, cv = h * d, embed + h * d, 2 * embed + h * d
+    _, r0, r1, cq, ck, cv, d = _head_geometry(task, heads, steps, grad_context.shape[1])
     q, k, v = qkv[r0:r1, cq:cq + d], qkv[r0:r1, ck:ck + d], qkv[r0:r1, cv:cv + d]
-    go = grad_context[r0:r1, h * d:(h + 1) * d]
+    go = grad_context[r0:r1, cq:cq + d]
     gs = grad_scores[task]
     one = like(1.0, probs)
     zero = like(0.0, probs)
