@@ -14,12 +14,16 @@ on a held-out ``validation_fraction``). ``sample_weight`` weights each sample's 
 Threads: ``n_threads=None`` uses Numba's thread count, which joblib's process workers (the default
 of ``GridSearchCV(n_jobs=k)``, ``cross_val_score(n_jobs=k)``) already set to CPUs // k through
 ``NUMBA_NUM_THREADS``; inside a joblib *thread* worker (``backend="threading"``) it uses 1 thread,
-since the other workers share the cores. An int sets the count for this estimator's fit and predict.
+since the other workers share the cores; in a task on a ``dask.distributed`` worker (Dask's joblib
+backend, ``with joblib.parallel_backend("dask")``) it uses the host's CPUs // the worker threads of all
+worker processes on that host. An int sets the count for this estimator's fit and predict.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -140,12 +144,39 @@ def _in_joblib_thread_worker() -> bool:
     return getattr(backend_, "nesting_level", 0) >= 1
 
 
+def _dask_worker_share() -> int | None:
+    """Inside a task on a ``dask.distributed`` worker: the host's CPUs divided by the task slots
+    that share them (the worker threads of every worker process on this host), at least 1.
+    None outside a Dask worker. Dask's nanny sets no ``NUMBA_NUM_THREADS``: without this, each of
+    k tasks on a host would start Numba's full thread count and oversubscribe the cores."""
+    distributed = sys.modules.get("distributed")  # a Dask worker has imported it already
+    if distributed is None:
+        return None
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not inside a task
+        return None
+    host = worker.address.rsplit(":", 1)[0]
+    try:
+        workers = distributed.get_client().scheduler_info(n_workers=-1)["workers"]
+        slots = sum(info.get("nthreads", 1) for address, info in workers.items()
+                    if address.rsplit(":", 1)[0] == host)
+    except Exception:  # pragma: no cover - a scheduler that cannot answer: count this worker alone
+        slots = worker.state.nthreads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(_config.get_num_threads(), cpus // max(slots, 1)))
+
+
 @contextlib.contextmanager
 def _threads(n_threads):
     """Numba's thread count set to ``n_threads`` (None: see the module docstring) inside the block;
     the count is per calling thread, so this changes nothing for other threads."""
     if n_threads is None:
-        n_threads = 1 if _in_joblib_thread_worker() else _config.get_num_threads()
+        share = _dask_worker_share()
+        if share is not None:
+            n_threads = share
+        else:
+            n_threads = 1 if _in_joblib_thread_worker() else _config.get_num_threads()
     previous = _config.get_num_threads()
     _config.set_num_threads(n_threads)
     try:
