@@ -1,0 +1,9 @@
+"""placeholder"""
+
+
+def to_torch(model):
+    raise NotImplementedError
+
+
+def from_torch(module, input_shape=None):
+    raise NotImplementedError
