@@ -46,7 +46,10 @@ def test_layer_case_exports_and_runs_equal(case, tmp_path):
             model.export_onnx(tmp_path / "m.onnx")
         assert not (tmp_path / "m.onnx").exists()
         return
-    draw = (lambda rng, batch: case.inputs(rng, batch, case.shape, np.float32))
+
+    def draw(rng, batch):
+        return case.inputs(rng, batch, case.shape, np.float32)
+
     check_against_runtime(model, tmp_path / "m.onnx", draw)
 
 

@@ -209,7 +209,7 @@ _GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # ONNX's gate blocks (io
 
 
 def _recurrent(g, layer, x):
-    H, D, G = layer.hidden_size, layer.directions, layer.gates
+    H, D = layer.hidden_size, layer.directions
     order = _GATE_ORDER.get(layer.cell, [0])
     params = layer.parameter_views
 
