@@ -79,9 +79,22 @@ def _fused(nn, layer) -> list:
     return [] if layer.activation == "identity" else _torch_activation(nn, layer.activation, layer.alpha)
 
 
+def _parameters(layer) -> dict:
+    """{spec name: array} of a layer's parameters, for a model's layer or one inside a composite."""
+    if layer.parameter_views:
+        return dict(layer.parameter_views)
+    if isinstance(layer, TimeDistributed):  # its parameters are its inner layer's, unprefixed
+        return _parameters(layer.layer)
+    if layer.sublayers():
+        return {f"{prefix}.{k}": v for prefix, sub in layer.sublayers() for k, v in _parameters(sub).items()}
+    if getattr(layer, "_params", None):  # recurrent layers keep theirs in a dict
+        return dict(layer._params)
+    return {spec.name: getattr(layer, spec.name) for spec in layer.parameter_specs()}
+
+
 def _values(layer) -> dict:
-    """{name: array} of a layer's parameters and float buffers."""
-    return {**layer.parameter_views, **{k: v for k, v in layer.buffers().items() if k != "step"}}
+    """{name: array} of a layer's parameters and float buffers (running statistics)."""
+    return {**_parameters(layer), **{k: v for k, v in layer.buffers().items() if not k.endswith("step")}}
 
 
 def _dense_to(nn, layer, dtype):
@@ -188,7 +201,7 @@ def _encoder_to(nn, layer, dtype):
                                              norm_first=layer.norm_first).to(dtype)
     names = _encoder_names(layer.norm_first)
     values = {}
-    for name, value in layer.parameter_views.items():
+    for name, value in _parameters(layer).items():
         prefix = next(p for p in names if name.startswith(p))
         rest = name[len(prefix):]
         if names[prefix] == "self_attn.":
@@ -435,7 +448,12 @@ def _from_residual(nn, m):
 def _from_time_distributed(nn, m):
     inner = list(m.module) if isinstance(m.module, nn.Sequential) else [m.module]
     layers, values = _layers_from(nn, inner)
-    _require(m, len(layers) == 1, "fastnn's TimeDistributed wraps one layer")
+    fusable = len(layers) == 2 and isinstance(layers[0], (Dense, Conv1d, Conv2d)) and \
+        layers[0].activation == "identity" and isinstance(layers[1], Activation)
+    if fusable:  # Linear/Conv then an activation: one layer with the activation fused
+        layers = [type(layers[0])(**{**layers[0].get_config(), "activation": layers[1]})]
+    _require(m, len(layers) == 1, "fastnn's TimeDistributed wraps one layer (a Dense or a convolution may fuse "
+                                  "the activation after it)")
     return TimeDistributed(layers[0]), values[0]
 
 
@@ -500,18 +518,19 @@ def _layers_from(nn, modules) -> tuple[list, list]:
     return layers, values
 
 
-def from_torch(module, *, input_shape=None, seed: int = 0):
+def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     """An equal fastnn :class:`~fastnn.Sequential` of ``module`` (an ``nn.Sequential``, or one
-    supported module), weights and running statistics copied, in the module's mode; float64
-    modules give float64 models, others float32. ``input_shape`` (per sample) is needed unless
+    supported module), weights and running statistics copied, in the module's mode. ``dtype``:
+    "float32" or "float64"; by default float64 when the module's tensors are, else float32. ``input_shape`` (per sample) is needed unless
     the first module fixes it (``nn.Linear``)."""
     torch = _torch()
     from ..model import Sequential
 
     nn = torch.nn
     modules = list(module) if isinstance(module, nn.Sequential) else [module]
-    floats = [p.dtype for p in module.parameters() if p.dtype.is_floating_point]
-    dtype = "float64" if floats and floats[0] == torch.float64 else "float32"
+    if dtype is None:
+        floats = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.dtype.is_floating_point]
+        dtype = "float64" if floats and floats[0] == torch.float64 else "float32"
     layers, values = _layers_from(nn, modules)
     model = Sequential(layers, seed=seed, dtype=dtype, input_shape=input_shape)
     if not model.built:
