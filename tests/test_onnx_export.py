@@ -10,7 +10,6 @@ import fastnn as fnn
 from tests.layer_cases import CASES
 
 BATCHES = (1, 3, 17)
-REFUSED = {"masking": "Masking"}  # layer case -> the name the refusal must give
 
 
 def randomize(model, seed=0):
@@ -41,11 +40,6 @@ def check_against_runtime(model, path, draw=None, opset=17, atol=1e-5, batches=B
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_layer_case_exports_and_runs_equal(case, tmp_path):
     model = randomize(fnn.Sequential([case.make()], input_shape=case.shape, seed=0))
-    if case.id in REFUSED:
-        with pytest.raises(NotImplementedError, match=REFUSED[case.id]):
-            model.export_onnx(tmp_path / "m.onnx")
-        assert not (tmp_path / "m.onnx").exists()
-        return
 
     def draw(rng, batch):
         return case.inputs(rng, batch, case.shape, np.float32)
@@ -95,6 +89,40 @@ def test_options_beyond_the_table(tmp_path):
         check_against_runtime(model, tmp_path / f"m{i}.onnx", opset=18, batches=(3, 17) if i < 2 else BATCHES)
 
 
+def padded(draw_steps):
+    """draw(rng, batch) of sequences whose samples have 1..time valid steps, then padding (0)."""
+    def draw(rng, batch):
+        x = draw_steps(rng, batch)
+        for b, length in enumerate(rng.integers(1, x.shape[1] + 1, batch)):
+            x[b, length:] = 0
+        return x
+    return draw
+
+
+def test_sequence_lengths_reach_the_layers_that_read_them(tmp_path):
+    """Masking and Embedding(mask_padding=True): recurrent layers (both directions, last state),
+    attention (alone and in an encoder block), LastStep and the time mean skip the padding."""
+    def values(rng, batch):
+        return rng.standard_normal((batch, 5, 3))
+
+    def tokens(rng, batch):
+        return rng.integers(1, 9, (batch, 5))
+
+    models = [
+        fnn.Sequential([fnn.Masking(), fnn.LSTM(3, 4, bidirectional=True), fnn.Dense(8, 2),
+                        fnn.GRU(2, 3, num_layers=2, bidirectional=True, return_sequences=False)], input_shape=(5, 3)),
+        fnn.Sequential([fnn.Masking(), fnn.Dense(3, 4), fnn.TransformerEncoderBlock(4, 2, 6),
+                        fnn.GlobalAvgPool(axis="time")], input_shape=(5, 3)),
+        fnn.Sequential([fnn.Embedding(9, 4, padding_idx=0, mask_padding=True), fnn.RNN(4, 3), fnn.LastStep()],
+                       input_shape=(5,)),
+        fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.Dense(3, 4)), fnn.MultiHeadSelfAttention(4, 2),
+                        fnn.LastStep(), fnn.Dense(4, 2)], input_shape=(5, 3)),
+    ]
+    for i, (model, draw) in enumerate(zip(models, [values, values, tokens, values])):
+        randomize(model, seed=i)
+        check_against_runtime(model, tmp_path / f"m{i}.onnx", padded(draw))
+
+
 def test_float64_model_exports_float32(tmp_path):
     model = randomize(fnn.Sequential([fnn.Dense(4, 3, activation="tanh"), fnn.Dense(3, 2)], dtype="float64"))
     proto = model.export_onnx(tmp_path / "m.onnx")
@@ -107,10 +135,6 @@ def test_refusals_name_the_layer(tmp_path):
         def forward(self, x, training):
             return 2 * x
 
-    masked = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), fnn.LastStep()],
-                            input_shape=(3,))
-    with pytest.raises(NotImplementedError, match="Embedding.*mask_padding"):
-        masked.export_onnx(tmp_path / "m.onnx")
     with pytest.raises(NotImplementedError, match="Double"):
         fnn.Sequential([fnn.Dense(2, 2), Double()]).export_onnx(tmp_path / "m.onnx")
     with pytest.raises(RuntimeError, match="built model"):

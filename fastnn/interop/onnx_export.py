@@ -5,8 +5,15 @@ The graph takes ``input`` (batch, *model.input_shape) and gives ``output`` (batc
 identity, batch norm uses its running statistics. The graph is float32 (a float64 model's
 weights are rounded to float32: onnxruntime's CPU kernels for Conv, LSTM, ... are float32 only);
 an Embedding model takes int64 indices. One function per layer kind writes its nodes; a layer
-that ONNX cannot express faithfully (Masking and the sequence lengths it starts, user layers) is
-refused with an error naming it, never exported approximately.
+that ONNX cannot express faithfully (a user layer) is refused with an error naming it, never
+exported approximately.
+
+Sequence lengths (``Masking``, ``Embedding(mask_padding=True)``) are computed in the graph from
+the input, as fastnn does (a sample's length: its last step holding a value other than the
+mask value, plus one), and reach the layers that read them: the recurrent operators' sequence_lens,
+a key mask and zeroed padded rows in attention, each sample's last valid step (LastStep) and its
+mean over valid steps (GlobalAvgPool(axis="time")). fastnn refuses a sample that is padding at
+every step; the graph has no way to refuse, and computes something for it.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from ..layers import (
     GlobalAvgPool,
     LastStep,
     LayerNorm,
+    Masking,
     MaxPool1d,
     MaxPool2d,
     MultiHeadSelfAttention,
@@ -59,10 +67,11 @@ class _Graph:
     """The nodes and initializers of the graph being written; names are unique by a counter."""
 
     def __init__(self, opset: int):
-        from onnx import helper, numpy_helper
+        from onnx import TensorProto, helper, numpy_helper
 
-        self.helper, self.numpy_helper = helper, numpy_helper
+        self.helper, self.numpy_helper, self.types = helper, numpy_helper, TensorProto
         self.opset = opset
+        self.lengths: str | None = None  # int64 (batch,) valid steps per sample, while sequence lengths travel
         self.nodes: list = []
         self.initializers: list = []
         self._count = 0
@@ -85,10 +94,29 @@ class _Graph:
         self.nodes.append(self.helper.make_node(op_type, list(inputs), names, **attrs))
         return names[0] if outputs == 1 else names
 
+    def reduce(self, op: str, x: str, axes, keepdims: bool) -> str:
+        """ReduceMean/ReduceMax/ReduceSum over ``axes`` (an attribute before opset 18, 13 for ReduceSum)."""
+        if self.opset >= (13 if op == "ReduceSum" else 18):
+            return self.op(op, [x, self.const(list(axes))], keepdims=int(keepdims))
+        return self.op(op, [x], axes=list(axes), keepdims=int(keepdims))
+
     def reduce_mean(self, x: str, axes, keepdims: bool) -> str:
-        if self.opset >= 18:
-            return self.op("ReduceMean", [x, self.const(list(axes))], keepdims=int(keepdims))
-        return self.op("ReduceMean", [x], axes=list(axes), keepdims=int(keepdims))
+        return self.reduce("ReduceMean", x, axes, keepdims)
+
+    def cast(self, x: str, to: str) -> str:
+        return self.op("Cast", [x], to={"int64": self.types.INT64, "int32": self.types.INT32,
+                                        "float": self.types.FLOAT}[to])
+
+    def valid_steps(self, steps: int, to: str = "float") -> str:
+        """(batch, steps): 1 at each sample's valid steps, 0 at its padding (as ``to``: "float" or "bool")."""
+        valid = self.op("Less", [self.const(np.arange(steps)[None]), self.reshape(self.lengths, [-1, 1])])
+        return valid if to == "bool" else self.cast(valid, to)
+
+    def set_lengths(self, nonpadding: str, steps: int) -> None:
+        """Sequence lengths from ``nonpadding`` (batch, steps) int64, 1 at steps holding a value:
+        the last such step + 1."""
+        positions = self.op("Mul", [nonpadding, self.const(np.arange(1, steps + 1))])
+        self.lengths = self.reduce("ReduceMax", positions, [1], False)
 
     def reshape(self, x: str, shape) -> str:
         """Reshape to ``shape`` (0: that axis of x, -1: inferred)."""
@@ -190,6 +218,12 @@ def _pool(g, layer, x):
 
 
 def _global_avgpool(g, layer, x):
+    if layer.axis == "time" and g.lengths is not None:  # the mean over each sample's valid steps
+        steps = layer.input_shape[0]
+        total = g.reduce("ReduceSum", g.op("Mul", [x, g.reshape(g.valid_steps(steps), [0, steps, 1])]), [1], False)
+        count = g.reshape(g.cast(g.lengths, "float"), [-1, 1])
+        g.lengths = None
+        return g.op("Div", [total, count])
     if layer.axis == "time":
         return g.reduce_mean(x, [1], False)
     return g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
@@ -201,8 +235,16 @@ def _reshape(g, layer, x):
 
 def _embedding(g, layer, x):
     if layer.mask_padding:
-        raise _refuse(layer, "the sequence lengths it derives from padding_idx change what later layers compute")
+        nonpadding = g.op("Not", [g.op("Equal", [x, g.const(np.int64(layer.padding_idx))])])
+        g.set_lengths(g.cast(nonpadding, "int64"), layer.input_shape[0])
     return g.op("Gather", [g.const(_host(layer.weight), "weight"), x], axis=0)
+
+
+def _masking(g, layer, x):
+    padding = g.op("Equal", [x, g.const(np.float32(layer.mask_value))])  # (batch, time, ...)
+    per_value = g.reshape(g.cast(g.op("Not", [padding]), "int64"), [0, 0, -1])
+    g.set_lengths(g.reduce("ReduceMax", per_value, [2], False), layer.input_shape[0])
+    return x
 
 
 _GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # ONNX's gate blocks (iofc, zrh) in torch's (ifgo, rzn)
@@ -232,11 +274,13 @@ def _recurrent(g, layer, x):
         r = g.const(np.stack([gates(n["weight_hh"]) for n in names]), "R")
         b = g.const(np.stack([np.concatenate([gates(n["bias_ih"]), gates(n["bias_hh"])]) for n in names]), "B") \
             if layer.use_bias else ""
-        inputs = [seq, w, r, b, "", *_initial_states(g, layer, k, batch)]
+        lengths = "" if g.lengths is None else g.cast(g.lengths, "int32")
+        inputs = [seq, w, r, b, lengths, *_initial_states(g, layer, k, batch)]
         y, y_h = g.op(op, inputs, outputs=2, **attrs)  # Y (T, D, B, H), Y_h (D, B, H)
         seq = g.reshape(g.op("Transpose", [y], perm=[0, 2, 1, 3]), [0, 0, D * H])
     if layer.return_sequences:
         return g.op("Transpose", [seq], perm=[1, 0, 2])
+    g.lengths = None  # the time axis ends here
     return g.reshape(g.op("Transpose", [y_h], perm=[1, 0, 2]), [0, D * H])
 
 
@@ -267,9 +311,15 @@ def _attention(g, layer, x):
     scores = g.op("Mul", [g.op("MatMul", [q, k]), g.const(np.float32(1.0 / math.sqrt(d)))])
     if layer.causal:  # a query sees no later key
         scores = g.op("Add", [scores, g.const(np.triu(np.full((steps, steps), -np.inf, np.float32), 1))])
+    if g.lengths is not None:  # no query sees a padded key
+        blocked = g.op("Where", [g.valid_steps(steps, "bool"), g.const(np.float32(0.0)), g.const(np.float32(-np.inf))])
+        scores = g.op("Add", [scores, g.reshape(blocked, [-1, 1, 1, steps])])
     context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])  # (B, heads, T, d)
     context = g.reshape(g.op("Transpose", [context], perm=[0, 2, 1, 3]), [0, 0, e])
-    return g.linear(context, w_out.T, b_out)
+    y = g.linear(context, w_out.T, b_out)
+    if g.lengths is None:
+        return y
+    return g.op("Mul", [y, g.reshape(g.valid_steps(steps), [0, steps, 1])])  # padded steps output 0
 
 
 def _positional(g, layer, x):
@@ -282,12 +332,21 @@ def _encoder_block(g, layer, x):
 
 
 def _last_step(g, layer, x):
-    return g.op("Gather", [x, g.const(np.int64(layer.input_shape[0] - 1))], axis=1)
+    if g.lengths is None:
+        return g.op("Gather", [x, g.const(np.int64(layer.input_shape[0] - 1))], axis=1)
+    features = layer.input_shape[1]  # x[b, lengths[b] - 1, :]
+    last = g.reshape(g.op("Sub", [g.lengths, g.const(np.int64(1))]), [-1, 1, 1])
+    shape = g.op("Concat", [g.op("Shape", [x], start=0, end=1), g.const([1, features])], axis=0)
+    picked = g.op("GatherElements", [x, g.op("Expand", [last, shape])], axis=1)
+    g.lengths = None
+    return g.reshape(picked, [0, features])
 
 
 def _time_distributed(g, layer, x):
-    steps = layer.input_shape[0]
+    steps, lengths = layer.input_shape[0], g.lengths
+    g.lengths = None  # the inner layer's batch is batch * time steps
     inner = _layers(g, [layer.layer], g.reshape(x, [-1, *layer.input_shape[1:]]))
+    g.lengths = lengths
     return g.reshape(inner, [-1, steps, *layer.output_shape[1:]])
 
 
@@ -295,7 +354,7 @@ def _time_distributed(g, layer, x):
 WRITERS = {Dense: _dense, Activation: _activation_layer, Dropout: _identity, BatchNorm1d: _batchnorm,
            LayerNorm: _layernorm, Residual: _residual, Conv1d: _conv, Conv2d: _conv, MaxPool1d: _pool,
            MaxPool2d: _pool, AvgPool1d: _pool, AvgPool2d: _pool, GlobalAvgPool: _global_avgpool, Reshape: _reshape,
-           Embedding: _embedding, LSTM: _recurrent, GRU: _recurrent, RNN: _recurrent,
+           Embedding: _embedding, Masking: _masking, LSTM: _recurrent, GRU: _recurrent, RNN: _recurrent,
            MultiHeadSelfAttention: _attention, PositionalEncoding: _positional,
            TransformerEncoderBlock: _encoder_block, LastStep: _last_step, TimeDistributed: _time_distributed}
 
@@ -310,9 +369,6 @@ def _writer(layer):
         for cls in type(layer).__mro__:
             if cls in WRITERS:
                 return WRITERS[cls]
-    if getattr(layer, "produces_lengths", False):
-        raise _refuse(layer, "the sequence lengths it derives from padding change what later layers compute, and "
-                             "ONNX's operators take no such lengths through the whole graph")
     raise _refuse(layer, f"{type(layer).__name__} is not one of fastnn's layer kinds with an ONNX form "
                          f"({', '.join(sorted(c.__name__ for c in WRITERS))} and the activations)")
 

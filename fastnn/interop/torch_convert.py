@@ -521,8 +521,8 @@ def _layers_from(nn, modules) -> tuple[list, list]:
 def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     """An equal fastnn :class:`~fastnn.Sequential` of ``module`` (an ``nn.Sequential``, or one
     supported module), weights and running statistics copied, in the module's mode. ``dtype``:
-    "float32" or "float64"; by default float64 when the module's tensors are, else float32. ``input_shape`` (per sample) is needed unless
-    the first module fixes it (``nn.Linear``)."""
+    "float32" or "float64"; by default float64 when the module's tensors are, else float32.
+    ``input_shape`` (per sample) is needed unless the first module fixes it (``nn.Linear``)."""
     torch = _torch()
     from ..model import Sequential
 
