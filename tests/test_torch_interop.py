@@ -61,6 +61,26 @@ def test_layer_case_round_trip(case):
         check_round_trip(model, x, training=True)
 
 
+def test_options_beyond_the_table():
+    """Learned initial states, a causal encoder block, batch norm inside a residual block (nested
+    buffers), a convolution with its activation inside TimeDistributed, ELU and LeakyReLU slopes."""
+    models = [
+        fnn.Sequential([fnn.LSTM(3, 2, num_layers=2, bidirectional=True, learn_initial_state=True),
+                        fnn.GRU(4, 3, learn_initial_state=True, return_sequences=False)],
+                       dtype="float64", input_shape=(4, 3)),
+        fnn.Sequential([fnn.TransformerEncoderBlock(4, 2, 6, causal=True), fnn.GlobalAvgPool(axis="time")],
+                       dtype="float64", input_shape=(3, 4)),
+        fnn.Sequential([fnn.Residual([fnn.Dense(4, 4), fnn.BatchNorm1d(4), fnn.ELU(0.5)]), fnn.LeakyReLU(0.3)],
+                       dtype="float64", input_shape=(4,)),
+        fnn.Sequential([fnn.TimeDistributed(fnn.Conv1d(2, 3, 2, activation="leaky_relu", negative_slope=0.2)),
+                        fnn.Flatten()], dtype="float64", input_shape=(3, 2, 5)),
+    ]
+    for i, model in enumerate(models):
+        randomize(model, seed=i)
+        x = np.random.default_rng(i).standard_normal((3, *model.input_shape)).astype(model.dtype)
+        check_round_trip(model, x, training=False)
+
+
 def test_batchnorm_running_statistics_carry_over():
     model = randomize(fnn.Sequential([fnn.Conv2d(2, 3, 2), fnn.BatchNorm2d(3, momentum=0.3)], dtype="float64",
                                      input_shape=(2, 4, 4)))
