@@ -81,8 +81,8 @@ def test_options_beyond_the_table(tmp_path):
         fnn.Sequential([fnn.GRU(3, 4, learn_initial_state=True, bidirectional=True),
                         fnn.RNN(8, 2, num_layers=2, learn_initial_state=True, return_sequences=False)],
                        input_shape=(4, 3)),
-        fnn.Sequential([fnn.LayerNorm(4, elementwise_affine=False), fnn.GlobalAvgPool(axis="time")],
-                       input_shape=(3, 4)),
+        fnn.Sequential([fnn.LayerNorm(4, elementwise_affine=False), fnn.Residual([fnn.LSTM(4, 4)]),
+                        fnn.GlobalAvgPool(axis="time")], input_shape=(3, 4)),
     ]
     for i, model in enumerate(models):
         randomize(model, seed=i)  # (batch statistics need batches over 1)

@@ -74,6 +74,8 @@ def test_options_beyond_the_table():
                        dtype="float64", input_shape=(4,)),
         fnn.Sequential([fnn.TimeDistributed(fnn.Conv1d(2, 3, 2, activation="leaky_relu", negative_slope=0.2)),
                         fnn.Flatten()], dtype="float64", input_shape=(3, 2, 5)),
+        fnn.Sequential([fnn.Residual([fnn.GRU(3, 3, learn_initial_state=True)]), fnn.LastStep()], dtype="float64",
+                       input_shape=(4, 3)),
     ]
     for i, model in enumerate(models):
         randomize(model, seed=i)
@@ -106,7 +108,7 @@ def test_torch_models_become_equal_fastnn_models():
     torch.manual_seed(0)
     a = torch_adapters
     cases = [
-        (nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Dropout(0.2), nn.Linear(8, 3),
+        (nn.Sequential(nn.Sequential(nn.Linear(6, 8), nn.ReLU()), nn.BatchNorm1d(8), nn.Dropout(0.2), nn.Linear(8, 3),
                        nn.Softmax(dim=1)), (6,)),
         (nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2),
                        nn.AvgPool2d(2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), (1, 8, 8)),
@@ -122,7 +124,7 @@ def test_torch_models_become_equal_fastnn_models():
         rng = np.random.default_rng(i)
         x = rng.integers(0, 10, (4, *shape)) if i == 2 else rng.standard_normal((4, *shape))
         if i == 0:
-            module[2].running_mean.uniform_(-1, 1)
+            module[1].running_mean.uniform_(-1, 1)
         model = fnn.from_torch(module, input_shape=shape)
         assert model.dtype == np.float64 and not model.training
         np.testing.assert_allclose(model.predict(x), torch_out(module, x), rtol=RTOL, atol=1e-12)

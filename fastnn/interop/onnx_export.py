@@ -52,6 +52,7 @@ from ..layers import (
     TimeDistributed,
     TransformerEncoderBlock,
 )
+from ._parameters import layer_parameters
 
 #: the opsets the exporter writes (LayerNormalization needs 17; 18 moved ReduceMean's axes to an input)
 MIN_OPSET = 17
@@ -253,7 +254,7 @@ _GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # ONNX's gate blocks (io
 def _recurrent(g, layer, x):
     H, D = layer.hidden_size, layer.directions
     order = _GATE_ORDER.get(layer.cell, [0])
-    params = layer.parameter_views
+    params = layer_parameters(layer)
 
     def gates(name):  # (G*H, ...) in ONNX's gate order
         w = _host(params[name])
@@ -292,7 +293,7 @@ def _initial_states(g, layer, k: int, batch: str) -> list[str]:
     D, H = layer.directions, layer.hidden_size
     shape = g.op("Concat", [g.const([D]), batch, g.const([H])], axis=0)
     names = ["h0", "c0"] if layer._code == LSTM_CODE else ["h0"]
-    rows = [_host(layer.parameter_views[n])[k * D:(k + 1) * D].reshape(D, 1, H) for n in names]
+    rows = [_host(layer_parameters(layer)[n])[k * D:(k + 1) * D].reshape(D, 1, H) for n in names]
     return [g.op("Expand", [g.const(r, n), shape]) for r, n in zip(rows, names)]
 
 

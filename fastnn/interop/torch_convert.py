@@ -44,6 +44,7 @@ from ..layers import (
     TransformerEncoderBlock,
 )
 from ..layers.activation import ACTIVATION_LAYERS, GELU
+from ._parameters import layer_parameters as _parameters
 from .torch_adapters import _adapters
 from .torch_adapters import torch_module as _torch
 
@@ -77,19 +78,6 @@ def _torch_activation(nn, name: str, alpha: float) -> list:
 
 def _fused(nn, layer) -> list:
     return [] if layer.activation == "identity" else _torch_activation(nn, layer.activation, layer.alpha)
-
-
-def _parameters(layer) -> dict:
-    """{spec name: array} of a layer's parameters, for a model's layer or one inside a composite."""
-    if layer.parameter_views:
-        return dict(layer.parameter_views)
-    if isinstance(layer, TimeDistributed):  # its parameters are its inner layer's, unprefixed
-        return _parameters(layer.layer)
-    if layer.sublayers():
-        return {f"{prefix}.{k}": v for prefix, sub in layer.sublayers() for k, v in _parameters(sub).items()}
-    if getattr(layer, "_params", None):  # recurrent layers keep theirs in a dict
-        return dict(layer._params)
-    return {spec.name: getattr(layer, spec.name) for spec in layer.parameter_specs()}
 
 
 def _values(layer) -> dict:
@@ -436,7 +424,7 @@ def _from_causal_encoder(nn, m):
 
 
 def _from_residual(nn, m):
-    block, values = _layers_from(nn, list(m.block))
+    block, values = _layers_from(nn, _flat(nn, m.block))
     layer = Residual(block, projection=m.projection is not None)
     out = {f"block.{i}.{k}": v for i, vals in enumerate(values) for k, v in vals.items()}
     if m.projection is not None:
@@ -446,8 +434,7 @@ def _from_residual(nn, m):
 
 
 def _from_time_distributed(nn, m):
-    inner = list(m.module) if isinstance(m.module, nn.Sequential) else [m.module]
-    layers, values = _layers_from(nn, inner)
+    layers, values = _layers_from(nn, _flat(nn, m.module))
     fusable = len(layers) == 2 and isinstance(layers[0], (Dense, Conv1d, Conv2d)) and \
         layers[0].activation == "identity" and isinstance(layers[1], Activation)
     if fusable:  # Linear/Conv then an activation: one layer with the activation fused
@@ -494,6 +481,13 @@ def _global_pool(nn, modules, i) -> bool:
     return one and isinstance(nxt, nn.Flatten) and nxt.start_dim == 1 and nxt.end_dim == -1
 
 
+def _flat(nn, module) -> list:
+    """The modules of ``module``, nested nn.Sequential unrolled (a Linear and its activation often come as one)."""
+    if not isinstance(module, nn.Sequential):
+        return [module]
+    return [leaf for child in module for leaf in _flat(nn, child)]
+
+
 def _layers_from(nn, modules) -> tuple[list, list]:
     table = _from_table(nn)
     layers, values, i = [], [], 0
@@ -527,7 +521,7 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     from ..model import Sequential
 
     nn = torch.nn
-    modules = list(module) if isinstance(module, nn.Sequential) else [module]
+    modules = _flat(nn, module)
     if dtype is None:
         floats = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.dtype.is_floating_point]
         dtype = "float64" if floats and floats[0] == torch.float64 else "float32"
