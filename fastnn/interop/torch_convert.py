@@ -44,6 +44,7 @@ from ..layers import (
     TransformerEncoderBlock,
 )
 from ..layers.activation import ACTIVATION_LAYERS, GELU
+from ..layers.base import walk_layers
 from ._parameters import layer_parameters as _parameters
 from .torch_adapters import _adapters
 from .torch_adapters import torch_module as _torch
@@ -532,9 +533,12 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
                          f"module ({modules[0]!r}) does not fix it")
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
-        dim = getattr(layer, "_torch_dim", None)
+    for layer in walk_layers(model.layers):  # a softmax's dim given as a number must be the last axis
+        dim = layer.__dict__.pop("_torch_dim", None)
         if dim is not None and dim != len(layer.input_shape):
-            raise _refuse_module(layer, f"softmax over dim={dim} is not the last axis of {layer.input_shape}")
+            raise NotImplementedError(f"torch's {type(layer).__name__}(dim={dim}) acts on an axis other than the "
+                                      f"last of its input (batch, {', '.join(map(str, layer.input_shape))}); "
+                                      f"fastnn's acts on the last: use dim=-1")
     return model.train(module.training)
 
 
