@@ -4,12 +4,12 @@ Weights, biases and running statistics are copied (never shared); the mode (trai
 over. torch is imported only when these run.
 
 torch has no single module for some fastnn layers (and its recurrent and attention modules return
-tuples, so they cannot sit in ``nn.Sequential``); small adapters defined here fill the gaps and
-:func:`from_torch` reads them back: ``Recurrent(nn.LSTM(..., batch_first=True), return_sequences)``,
-``SelfAttention(nn.MultiheadAttention(..., batch_first=True), causal)``, ``Residual``, ``Reshape``,
-``LastStep``, ``TimeMean``, ``TimeDistributed``, ``PositionalEncoding`` and ``CausalEncoderLayer``
-(``from fastnn.interop.torch_adapters import Recurrent``). A module
-or layer without an equal counterpart is refused with an error naming it.
+tuples, so they cannot sit in ``nn.Sequential``); the small adapters of
+:mod:`fastnn.interop.torch_adapters` fill the gaps and :func:`from_torch` reads them back:
+``Recurrent(nn.LSTM(..., batch_first=True), return_sequences)``, ``SelfAttention(nn.MultiheadAttention(...,
+batch_first=True), causal)``, ``Residual``, ``Reshape``, ``LastStep``, ``TimeMean``, ``TimeDistributed``,
+``PositionalEncoding`` and ``CausalEncoderLayer``. A module or layer without an equal counterpart
+is refused with an error naming it.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ _TORCH_ACTIVATIONS = {"identity": "Identity", "sigmoid": "Sigmoid", "tanh": "Tan
 
 
 def _torch_activation(nn, name: str, alpha: float) -> list:
-    """[module] for fastnn's activation ``name`` ([] for the identity after a Dense or a convolution)."""
+    """[module] for fastnn's activation ``name`` (alpha: LeakyReLU's slope, ELU's alpha)."""
     if name in _TORCH_ACTIVATIONS:
         return [getattr(nn, _TORCH_ACTIVATIONS[name])()]
     made = {"leaky_relu": lambda: nn.LeakyReLU(alpha), "elu": lambda: nn.ELU(alpha), "gelu": lambda: nn.GELU(),
@@ -78,6 +78,7 @@ def _torch_activation(nn, name: str, alpha: float) -> list:
 
 
 def _fused(nn, layer) -> list:
+    """The activation module after a Dense or a convolution ([] for none)."""
     return [] if layer.activation == "identity" else _torch_activation(nn, layer.activation, layer.alpha)
 
 
@@ -109,7 +110,7 @@ def _batchnorm_to(nn, layer, dtype):
              track_running_stats=layer.track_running_stats).to(dtype)
     values = _values(layer)
     if "num_batches_tracked" in values:
-        bn.num_batches_tracked.copy_(_torch().from_numpy(values.pop("num_batches_tracked").reshape(())))
+        bn.num_batches_tracked.copy_(_torch().from_numpy(backend.host_copy(values.pop("num_batches_tracked")).reshape(())))
     _load(bn, values, dtype)
     return [bn]
 
@@ -247,16 +248,17 @@ def _refuse_layer(layer, why: str) -> NotImplementedError:
 
 
 def _modules(nn, layers, dtype) -> list:
+    """The torch modules of ``layers``, in order (a layer may give several: Linear then its activation)."""
     modules = []
     for layer in layers:
         converter = None
         if type(layer).__module__.startswith("fastnn.layers"):
             converter = next((TO_TORCH[c] for c in type(layer).__mro__ if c in TO_TORCH), None)
+        if converter is None and getattr(layer, "produces_lengths", False):
+            raise _refuse_layer(layer, "torch has no masking: the sequence lengths it marks change what later "
+                                       "layers compute")
         if converter is None:
-            why = "the sequence lengths it marks change what later layers compute" if \
-                getattr(layer, "produces_lengths", False) else f"{type(layer).__name__} is not a layer kind this " \
-                                                               f"converter knows"
-            raise _refuse_layer(layer, why)
+            raise _refuse_layer(layer, f"{type(layer).__name__} is not a layer kind this converter knows")
         modules += converter(nn, layer, dtype)
     return modules
 
