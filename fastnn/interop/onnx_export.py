@@ -392,8 +392,6 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
     opset = check_int(opset, "opset", minimum=MIN_OPSET, maximum=onnx.defs.onnx_opset_version())
     model._require_built("export_onnx")
     g = _Graph(opset)
-    for layer in model.layers:
-        _writer(layer)  # refuse before writing anything
     g.nodes.append(g.helper.make_node("Identity", [_layers(g, model.layers, "input")], ["output"]))
     helper = onnx.helper
     integer = np.dtype(model.input_dtype).kind in "iu"
