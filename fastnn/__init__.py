@@ -46,6 +46,7 @@ from .layers import (
     TransformerEncoderBlock,
     register_layer,
 )
+from .interop import export_onnx, from_torch
 from .losses import register_loss
 from .model import Sequential, load
 
@@ -94,6 +95,8 @@ __all__ = [
     "callbacks",
     "data",
     "diagnostics",
+    "export_onnx",
+    "from_torch",
     "get_num_threads",
     "init",
     "load",

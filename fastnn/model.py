@@ -1101,6 +1101,19 @@ class Sequential:
 
         serialization.save_model(self, path)
 
+    # -- interop (fastnn/interop) --------------------------------------------------------------------
+    def export_onnx(self, path, *, opset: int = 17):
+        """Write this model as ONNX to ``path`` (needs onnx); see :func:`fastnn.interop.export_onnx`."""
+        from .interop import export_onnx
+
+        return export_onnx(self, path, opset=opset)
+
+    def to_torch(self):
+        """An equal ``torch.nn.Sequential`` (needs torch); see :func:`fastnn.interop.to_torch`."""
+        from .interop import to_torch
+
+        return to_torch(self)
+
     # -- description --------------------------------------------------------------------------------
     def summary(self, print_fn=print) -> str:
         """Table of layers, output shapes and parameter counts; printed and returned."""

@@ -32,3 +32,10 @@ def test_readme_python_examples_run(heading, tmp_path, monkeypatch):
     """The README's examples run as written (the files they save land in a temporary folder)."""
     monkeypatch.chdir(tmp_path)
     exec(compile(python_example(heading), f"README.md {heading}", "exec"), {})
+
+
+def test_readme_export_example_runs(tmp_path, monkeypatch):
+    """The export example needs the optional onnxruntime and torch (skipped without them)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    test_readme_python_examples_run("## Export", tmp_path, monkeypatch)

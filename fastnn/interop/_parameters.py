@@ -1,0 +1,18 @@
+"""The parameters of any layer, by their spec names, whether it is a model's layer or one inside a
+composite (Residual, TimeDistributed, TransformerEncoderBlock), whose views the model does not keep."""
+from __future__ import annotations
+
+from ..layers import TimeDistributed
+
+
+def layer_parameters(layer) -> dict:
+    """{spec name: array} of a layer's parameters, for a model's layer or one inside a composite."""
+    if layer.parameter_views:
+        return dict(layer.parameter_views)
+    if isinstance(layer, TimeDistributed):  # its parameters are its inner layer's, unprefixed
+        return layer_parameters(layer.layer)
+    if layer.sublayers():
+        return {f"{prefix}.{k}": v for prefix, sub in layer.sublayers() for k, v in layer_parameters(sub).items()}
+    if getattr(layer, "_params", None):  # recurrent layers keep theirs in a dict
+        return dict(layer._params)
+    return {spec.name: getattr(layer, spec.name) for spec in layer.parameter_specs()}
