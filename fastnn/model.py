@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from . import _validation as V
-from . import backend
+from . import backend, freezing
 from . import losses as losses_mod
 from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
@@ -784,6 +784,25 @@ class Sequential:
     def _bind_optimizer(self):
         n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
         self.optimizer.bind(self.params, self.grads, n_decay)
+        self.optimizer.trainable = freezing.trainable_ranges(self)
+
+    def trainable_changed(self) -> None:
+        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges."""
+        if self.built and self.optimizer is not None:
+            self.optimizer.trainable = freezing.trainable_ranges(self)
+
+    def freeze(self, *layers) -> Sequential:
+        """Set ``trainable = False`` on the given layers (Layer objects, indices or paths such as
+        "2.block.0"; all layers when none is given): see :mod:`fastnn.freezing`."""
+        for layer in freezing.resolve_layers(self, layers) if layers else self.layers:
+            layer.trainable = False
+        return self
+
+    def unfreeze(self, *layers) -> Sequential:
+        """Set ``trainable = True`` on the given layers (all layers, and those inside them, when none is given)."""
+        for layer in freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers):
+            layer.trainable = True
+        return self
 
     def require_compiled(self, what: str):
         if self.loss is None or self.optimizer is None:
@@ -1118,6 +1137,8 @@ class Sequential:
 
         total = f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)" if self.built else \
             "Total params: unknown until the model is built (pass input_shape=...)"
+        if self.built:
+            total += "\nTrainable params: {:,}\nNon-trainable params: {:,}".format(*freezing.parameter_counts(self))
         inputs = f"Input shape: {shape_str(self.input_shape)}" if self.built else "Input shape: not known yet"
         text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
                           line, *map(fmt, rows[1:]), line, total, inputs])
