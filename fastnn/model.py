@@ -903,10 +903,11 @@ class Sequential:
         finally:
             self._trainer = previous
 
-    def run_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+    def run_step(self, xb: np.ndarray, yb: np.ndarray, *, update: bool = True) -> tuple[float, np.ndarray]:
         """One training step on checked arrays (:meth:`check_data`; or a step plan's own buffers);
         returns (loss, output view). Transactional: if it fails (an exception, a non-finite loss
-        or gradient), the model is left as before it."""
+        or gradient), the model is left as before it. ``update=False``: the gradients only, in
+        ``model.grads`` (no optimizer step; :mod:`fastnn.accumulation`)."""
         with self._lock:
             guard = self._guard
             if guard.pairs:
@@ -930,7 +931,8 @@ class Sequential:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
-                self.optimizer.step(grad_norm=norm)
+                if update:
+                    self.optimizer.step(grad_norm=norm)
                 self._last_x = xb
             except BaseException:
                 guard.restore()
@@ -990,19 +992,25 @@ class Sequential:
         return (f"Training diverged: {what} at step {step}; first non-finite value: {where}. The step was not "
                 f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs.")
 
-    def fit(self, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1):
+    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None,
+            accumulate: int = 1):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
         X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
         or (n,) targets. ``validation_data=(X_val, y_val)`` adds val_loss/val_accuracy per epoch.
         ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch. See
         :func:`fastnn.training.fit` for interrupts and resuming.
+        X may instead be a :class:`fastnn.data.ArrayDataset` (memory-mapped data, shuffled by
+        block) or an iterable, iterator or callable of (X, y) batches, with y None and
+        ``steps_per_epoch`` batches per epoch (:mod:`fastnn.streaming`). ``accumulate=k``: one
+        update per k batches, equal to one batch k times larger (:mod:`fastnn.accumulation`).
         """
         from .training import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+                   steps_per_epoch=steps_per_epoch, accumulate=accumulate)
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
