@@ -82,6 +82,13 @@ class Stepper:
             self.count = 0
         return True
 
+    def abort(self) -> None:
+        """Drop an open group (fit is leaving on an exception or interrupt between its batches): the
+        layers' buffers go back to the group's start, where fit's position in the epoch is."""
+        if self.count:
+            self.guard.restore()
+            self.count = 0
+
     def _open(self) -> None:
         from .model import _StepGuard
 

@@ -170,6 +170,7 @@ class EpochOrder:
 
     def _load(self, k: int) -> None:
         j = int(self.order[k])
+        self.loaded, self.x, self.y = -1, None, None  # the previous block is freed before the next is read
         x, y = self.check(*self.dataset.block(j))
         size = x.shape[0]
         rows = np.arange(size, dtype=np.int64)

@@ -238,13 +238,15 @@ def fit_stream(model, data, y, *, epochs, batch_size, shuffle, validation_data, 
     was_training = model.training
     model.train()
     model.stop_training = False
+    stepper = Stepper(model, accumulate)
     try:
         with model.training_session("fit"):
             model.reserve(getattr(source, "batch_size", None) or source.first[0].shape[0])
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
-                _run(model, source, epochs, cbs, progress, interrupt, validate, Stepper(model, accumulate), Cursor)
+                _run(model, source, epochs, cbs, progress, interrupt, validate, stepper, Cursor)
     finally:
+        stepper.abort()
         progress.close()
         model.train(was_training)
     cbs.on_train_end({})

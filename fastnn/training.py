@@ -267,6 +267,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
     feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
+    stepper = Stepper(model, accumulate)
     was_training = model.training
     model.train()
     model.stop_training = False
@@ -276,8 +277,9 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
                 _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, None if validation_data is None else (X_val, y_val), Stepper(model, accumulate))
+                            fingerprint, None if validation_data is None else (X_val, y_val), stepper)
     finally:
+        stepper.abort()
         progress.close()
         model.train(was_training)
         if feeder is not None:
