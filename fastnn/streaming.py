@@ -45,7 +45,7 @@ def is_stream(X) -> bool:
     if isinstance(X, Iterator):
         return True
     if isinstance(X, (list, tuple)):
-        return bool(X) and isinstance(X[0], tuple) and len(X[0]) == 2
+        return bool(X) and isinstance(X[0], tuple) and len(X[0]) == 2 and np.ndim(X[0][0]) >= 1
     return isinstance(X, Iterable)
 
 

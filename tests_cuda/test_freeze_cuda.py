@@ -1,0 +1,31 @@
+"""Frozen layers on the device: the optimizer updates the trainable ranges of the device buffers
+only, as on the CPU (simulator); gradient accumulation is refused on "cuda" with a clear message."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import backend
+
+
+def _fit(device, X, y):
+    model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=5, device=device)
+    model.compile("cross_entropy", fnn.optim.AdamW(lr=0.05, weight_decay=0.1, clip_norm=0.5))
+    model.freeze(0)
+    initial = backend.host_copy(model.layers[0].weight)
+    model.fit(X, y, epochs=2, batch_size=6, verbose=0)
+    state = {k: backend.host_copy(v) for k, v in model.state_arrays().items()}
+    state.update({f"opt.{k}": np.asarray(v) for k, v in model.optimizer.state_dict().items() if k != "name"})
+    return model, initial, state
+
+
+def test_frozen_layers_train_on_the_device_as_on_the_cpu():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((12, 5)).astype(np.float32), rng.integers(0, 3, 12)
+    _, _, cpu = _fit("cpu", X, y)
+    model, initial, gpu = _fit("cuda", X, y)
+    np.testing.assert_array_equal(gpu["0.weight"], initial)
+    assert not np.any(gpu["opt.exp_avg"][:20])  # the frozen weight's moments were never touched
+    for key in cpu:
+        np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="accumulate=2 runs on the CPU only"):
+        model.fit(X, y, accumulate=2, verbose=0)
