@@ -115,10 +115,10 @@ class _DatasetBatches:
             lo, hi = max(b * self.batch_size, start), min(self.n_used, (b + 1) * self.batch_size)
             if lo >= hi:
                 continue
-            plan = model.step_plan(hi - lo)
-            if plan is not None:
+            plan = model.step_plan(hi - lo) if model.device == "cpu" else None
+            if plan is not None:  # gathered straight into the step's buffers
                 xb, yb = plan.x, plan.y
-            else:
+            else:  # host rows, copied in by the step (a device model, or layers without plans)
                 xb = np.empty((hi - lo, *model.input_shape), model.input_dtype)
                 yb = np.empty((hi - lo, *trailing), y_dtype)
             order.gather(lo, hi, xb, yb)

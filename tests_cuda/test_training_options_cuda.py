@@ -1,10 +1,12 @@
-"""Frozen layers on the device: the optimizer updates the trainable ranges of the device buffers
-only, as on the CPU (simulator); gradient accumulation is refused on "cuda" with a clear message."""
+"""fit's options on the device (simulator): frozen layers (the optimizer updates the trainable
+ranges of the device buffers only) and streamed data train as on the CPU; gradient accumulation
+is refused on "cuda" with a clear message."""
 import numpy as np
 import pytest
 
 import fastnn as fnn
 from fastnn import backend
+from fastnn.data import ArrayDataset
 
 
 def _fit(device, X, y):
@@ -29,3 +31,21 @@ def test_frozen_layers_train_on_the_device_as_on_the_cpu():
         np.testing.assert_allclose(gpu[key], cpu[key], rtol=1e-5, atol=1e-6, err_msg=key)
     with pytest.raises(ValueError, match="accumulate=2 runs on the CPU only"):
         model.fit(X, y, accumulate=2, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["dataset", "callable"])
+def test_streamed_data_trains_on_the_device_as_on_the_cpu(kind):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((24, 5)).astype(np.float32), rng.integers(0, 3, 24)
+    results = []
+    for device in ("cpu", "cuda"):
+        model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=5, device=device)
+        model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
+        data = ArrayDataset(X, y, block_rows=10) if kind == "dataset" else (
+            lambda: ((X[i:i + 6], y[i:i + 6]) for i in range(0, 24, 6)))
+        history = model.fit(data, epochs=2, batch_size=6, verbose=0)
+        results.append((model.predict(X), history.history))
+    (cpu_out, cpu_hist), (gpu_out, gpu_hist) = results
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gpu_hist["loss"], cpu_hist["loss"], rtol=1e-4)
+    assert gpu_hist["accuracy"] == cpu_hist["accuracy"]
