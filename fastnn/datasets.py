@@ -124,6 +124,21 @@ class ArrayDataset:
         time (:class:`MappedFile`); y: an array (or a MappedFile) of ``rows`` targets."""
         return cls(MappedFile(path, dtype, shape, offset), y, block_rows=block_rows)
 
+    @classmethod
+    def from_npy(cls, path, y, *, block_rows: int | None = None) -> ArrayDataset:
+        """X from a ``.npy`` file (``np.save``'s format, C order), mapped a block at a time like
+        :meth:`from_file` (``np.load(path, mmap_mode="r")`` would map the whole file at once)."""
+        fmt = np.lib.format
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran_order, dtype = read_header(handle)
+            offset = handle.tell()
+        if fortran_order or dtype.hasobject or not shape:
+            raise ValueError(f"{path} holds a {'Fortran-ordered' if fortran_order else 'object or 0-d'} array; "
+                             f"from_npy reads C-ordered numeric arrays with one row per sample")
+        return cls.from_file(path, dtype, shape, y, offset=offset, block_rows=block_rows)
+
     def __len__(self) -> int:
         return len(self.X)
 

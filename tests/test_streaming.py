@@ -78,7 +78,7 @@ def test_the_epoch_order_permutes_blocks_then_rows_within_each_block():
     assert not np.array_equal(*orders)  # another order each epoch
 
 
-@pytest.mark.parametrize("kind", ["memmap", "np.load", "file"])
+@pytest.mark.parametrize("kind", ["memmap", "np.load", "file", "npy"])
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_an_interrupted_fit_on_mapped_data_resumes_bit_for_bit(kind, accumulate, tmp_path):
     X, y = _data()
@@ -90,6 +90,8 @@ def test_an_interrupted_fit_on_mapped_data_resumes_bit_for_bit(kind, accumulate,
             return ArrayDataset(np.memmap(path, X.dtype, "r", shape=X.shape), y, block_rows=16)
         if kind == "np.load":
             return ArrayDataset(np.load(tmp_path / "x.npy", mmap_mode="r"), y, block_rows=16)
+        if kind == "npy":
+            return ArrayDataset.from_npy(tmp_path / "x.npy", y, block_rows=16)
         return ArrayDataset.from_file(path, X.dtype, X.shape, y, block_rows=16)
 
     reference = _model()
@@ -179,6 +181,9 @@ def test_a_mapped_file_reads_only_the_rows_asked_for(tmp_path):
     np.testing.assert_array_equal(f[np.array([19, 0, 7])], X[[19, 0, 7]])
     with pytest.raises(ValueError, match="need"):
         MappedFile(tmp_path / "x.bin", np.float32, (21, 3), offset=8)
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))
+    with pytest.raises(ValueError, match="Fortran-ordered"):
+        ArrayDataset.from_npy(tmp_path / "f.npy", np.arange(20))
 
 
 @pytest.mark.parametrize("data, steps, match", [
