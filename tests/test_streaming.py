@@ -258,7 +258,7 @@ def test_training_on_a_file_larger_than_the_address_space_limit(tmp_path):
         np.save(f"{path}.y.npy", (np.asarray(mm[:, 0]) + np.asarray(mm[:, 1]) > 0).astype(np.int64))
         del mm
         assert os.path.getsize(path) > headroom
-        env = {**os.environ, "MALLOC_ARENA_MAX": "1", "NUMBA_NUM_THREADS": "2",
+        env = {**os.environ, "MALLOC_ARENA_MAX": "1", "NUMBA_NUM_THREADS": str(min(2, os.cpu_count() or 1)),
                "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(fnn.__file__)),
                                               os.environ.get("PYTHONPATH", "")])}
         result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(rows), str(features), str(headroom)],
