@@ -30,7 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from .datasets import ArrayDataset, MappedFile
+
 __all__ = [
+    "ArrayDataset",
+    "MappedFile",
     "Standardizer",
     "load_digits",
     "load_file",

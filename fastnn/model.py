@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from . import _validation as V
-from . import backend
+from . import backend, freezing
 from . import losses as losses_mod
 from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
@@ -784,6 +784,25 @@ class Sequential:
     def _bind_optimizer(self):
         n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
         self.optimizer.bind(self.params, self.grads, n_decay)
+        self.optimizer.trainable = freezing.trainable_ranges(self)
+
+    def trainable_changed(self) -> None:
+        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges."""
+        if self.built and self.optimizer is not None:
+            self.optimizer.trainable = freezing.trainable_ranges(self)
+
+    def freeze(self, *layers) -> Sequential:
+        """Set ``trainable = False`` on the given layers (Layer objects, indices or paths such as
+        "2.block.0"; all layers when none is given): see :mod:`fastnn.freezing`."""
+        for layer in freezing.resolve_layers(self, layers) if layers else self.layers:
+            layer.trainable = False
+        return self
+
+    def unfreeze(self, *layers) -> Sequential:
+        """Set ``trainable = True`` on the given layers (all layers, and those inside them, when none is given)."""
+        for layer in freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers):
+            layer.trainable = True
+        return self
 
     def require_compiled(self, what: str):
         if self.loss is None or self.optimizer is None:
@@ -884,10 +903,11 @@ class Sequential:
         finally:
             self._trainer = previous
 
-    def run_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+    def run_step(self, xb: np.ndarray, yb: np.ndarray, *, update: bool = True) -> tuple[float, np.ndarray]:
         """One training step on checked arrays (:meth:`check_data`; or a step plan's own buffers);
         returns (loss, output view). Transactional: if it fails (an exception, a non-finite loss
-        or gradient), the model is left as before it."""
+        or gradient), the model is left as before it. ``update=False``: the gradients only, in
+        ``model.grads`` (no optimizer step; :mod:`fastnn.accumulation`)."""
         with self._lock:
             guard = self._guard
             if guard.pairs:
@@ -911,7 +931,8 @@ class Sequential:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
-                self.optimizer.step(grad_norm=norm)
+                if update:
+                    self.optimizer.step(grad_norm=norm)
                 self._last_x = xb
             except BaseException:
                 guard.restore()
@@ -971,19 +992,25 @@ class Sequential:
         return (f"Training diverged: {what} at step {step}; first non-finite value: {where}. The step was not "
                 f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs.")
 
-    def fit(self, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1):
+    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None,
+            accumulate: int = 1):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
         X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
         or (n,) targets. ``validation_data=(X_val, y_val)`` adds val_loss/val_accuracy per epoch.
         ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch. See
         :func:`fastnn.training.fit` for interrupts and resuming.
+        X may instead be a :class:`fastnn.data.ArrayDataset` (memory-mapped data, shuffled by
+        block) or an iterable, iterator or callable of (X, y) batches, with y None and
+        ``steps_per_epoch`` batches per epoch (:mod:`fastnn.streaming`). ``accumulate=k``: one
+        update per k batches, equal to one batch k times larger (:mod:`fastnn.accumulation`).
         """
         from .training import fit
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose)
+                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
+                   steps_per_epoch=steps_per_epoch, accumulate=accumulate)
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -1131,6 +1158,8 @@ class Sequential:
 
         total = f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)" if self.built else \
             "Total params: unknown until the model is built (pass input_shape=...)"
+        if self.built:
+            total += "\nTrainable params: {:,}\nNon-trainable params: {:,}".format(*freezing.parameter_counts(self))
         inputs = f"Input shape: {shape_str(self.input_shape)}" if self.built else "Input shape: not known yet"
         text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
                           line, *map(fmt, rows[1:]), line, total, inputs])

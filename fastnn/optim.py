@@ -72,6 +72,9 @@ class Optimizer(Owned):
         self._partials: np.ndarray | None = None
         self._pending: dict | None = None
         self._K = backend.kernels("cpu")
+        #: [lo, hi) ranges of the flat buffers to update (None: all); the model sets it from its
+        #: frozen layers (fastnn.freezing): the rest gets no update, no decay and keeps its state
+        self.trainable: list[tuple[int, int]] | None = None
 
     # ---------------------------------------------------------------- learning rate
     @property
@@ -167,6 +170,9 @@ class Optimizer(Owned):
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
                                f"optimizer.bind(params, grads, n_decay) (model.compile does it)")
+        if self.trainable is not None:
+            self._step_ranges(self.trainable)
+            return
         scale = 1.0
         if self.clip_norm is not None:
             norm = self._K.grad_global_norm(self._grads, self._partials) if grad_norm is None else grad_norm
@@ -176,6 +182,28 @@ class Optimizer(Owned):
             self._K.clip_by_value(self._grads, self.clip_value)
         self.step_count += 1
         self._update(scale)
+
+    def _step_ranges(self, ranges) -> None:
+        """The step over ``ranges`` of the buffers only (frozen layers elsewhere): clipping sees the
+        trainable gradients only (like clip_grad_norm_ over the parameters that have gradients), and
+        the fused update runs once per range on views, its decay prefix cut to each range."""
+        full = self._params, self._grads, self._state, self._n_decay
+        scale = 1.0
+        if self.clip_norm is not None:
+            norm = sum(self._K.grad_global_norm(full[1][lo:hi], self._partials) ** 2 for lo, hi in ranges) ** 0.5
+            self.last_grad_norm = norm
+            scale = min(1.0, self.clip_norm / (norm + 1e-6))
+        self.step_count += 1
+        try:
+            for lo, hi in ranges:
+                self._params, self._grads = full[0][lo:hi], full[1][lo:hi]
+                self._state = {name: buf[lo:hi] for name, buf in full[2].items()}
+                self._n_decay = min(max(full[3] - lo, 0), hi - lo)
+                if self.clip_value is not None:
+                    self._K.clip_by_value(self._grads, self.clip_value)
+                self._update(scale)
+        finally:
+            self._params, self._grads, self._state, self._n_decay = full
 
     def __getstate__(self):
         state = dict(self.__dict__)

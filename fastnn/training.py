@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validation as V
-from . import backend
+from . import backend, streaming
 from ._progress import EpochProgress
+from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 from .layers.base import walk_layers
@@ -225,7 +226,7 @@ class BatchFeeder:
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        validation_data=None, callbacks=None, verbose: int = 1) -> History:
+        validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None, accumulate: int = 1) -> History:
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
@@ -236,6 +237,12 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
     user_callbacks = V.check_callbacks(callbacks, Callback)
+    accumulate = check_accumulate(accumulate, model.device)
+    if streaming.is_stream(X):
+        return streaming.fit_stream(model, X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                                    validation_data=validation_data, callbacks=user_callbacks, verbose=verbose,
+                                    steps_per_epoch=steps_per_epoch, accumulate=accumulate)
+    streaming.check_array_fit(y, steps_per_epoch)
     X, y = model.check_data(X, y)
     model.prepare("fit")
     if validation_data is not None:
@@ -260,6 +267,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
     feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
+    stepper = Stepper(model, accumulate)
     was_training = model.training
     model.train()
     model.stop_training = False
@@ -269,8 +277,9 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
                 _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, None if validation_data is None else (X_val, y_val))
+                            fingerprint, None if validation_data is None else (X_val, y_val), stepper)
     finally:
+        stepper.abort()
         progress.close()
         model.train(was_training)
         if feeder is not None:
@@ -280,7 +289,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
 
 
 def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                fingerprint, validation):
+                fingerprint, validation, stepper):
     """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
     each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
     state = model.state
@@ -312,13 +321,14 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
                 yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
             else:
                 xb, yb = X[order[lo:hi]], y[order[lo:hi]]
-            batch_loss, out = model.run_step(xb, yb)
+            batch_loss, out, committed = stepper.step(xb, yb, last=b == batches - 1)
             total_loss += batch_loss * (hi - lo)
             count = model.correct_count(out, yb if plan is None else plan.y)
             correct = None if count is None or correct is None else correct + count
-            state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
-            interrupt.critical = False
-            interrupt.check()
+            if committed:  # after the optimizer's update (every `accumulate` batches)
+                state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
+                interrupt.critical = False
+                interrupt.check()
             progress.batch_end(total_loss / hi)
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
         logs = {"loss": total_loss / n_used}

@@ -27,7 +27,7 @@ def python_example(heading: str) -> str:
     return section.split("```python")[1].split("```")[0]
 
 
-@pytest.mark.parametrize("heading", ["## Use", "### Convolutional networks", "### Sequences"])
+@pytest.mark.parametrize("heading", ["## Use", "### Convolutional networks", "### Sequences", "### Large data"])
 def test_readme_python_examples_run(heading, tmp_path, monkeypatch):
     """The README's examples run as written (the files they save land in a temporary folder)."""
     monkeypatch.chdir(tmp_path)

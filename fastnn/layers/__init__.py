@@ -33,7 +33,10 @@ from .sequence import LastStep, TimeDistributed
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
     """{"class": name, "config": layer.get_config()}; ``by_class`` stores the class object itself
     (for pickling and copies, where a class need not be registered)."""
-    return {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
+    entry = {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
+    if not layer.trainable:
+        entry["trainable"] = False
+    return entry
 
 
 def layer_from_config(entry: dict) -> Layer:
@@ -45,9 +48,9 @@ def layer_from_config(entry: dict) -> Layer:
             raise ValueError(f"Unknown layer class {cls!r}: a custom layer must be registered before loading, with "
                              f"@fastnn.register_layer on its class (known: {', '.join(sorted(LAYERS))})")
         cls = LAYERS[check_choice(cls, LAYERS, "layer class")]
-    if hasattr(cls, "from_config"):
-        return cls.from_config(entry["config"])
-    return cls(**entry["config"])
+    layer = cls.from_config(entry["config"]) if hasattr(cls, "from_config") else cls(**entry["config"])
+    layer.trainable = entry.get("trainable", True)
+    return layer
 
 
 __all__ = [

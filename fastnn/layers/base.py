@@ -164,7 +164,7 @@ class Layer(Owned):
     #: (it cannot honour them: a model refuses lengths arriving at it)
     lengths_policy: str | None = None
     #: attributes the model may set on a built layer without making its plans stale
-    _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input"})
+    _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input", "trainable"})
 
     def __init__(self):
         self.dtype = None
@@ -182,6 +182,22 @@ class Layer(Owned):
             model = self.owner
             if model is not None:
                 model.layer_changed(self, name)
+
+    @property
+    def trainable(self) -> bool:
+        """False: the optimizer leaves this layer's parameters, and those of the layers inside it,
+        unchanged (no update, no decay, state kept); gradients still flow through it
+        (:mod:`fastnn.freezing`)."""
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable must be True or False, got {type(value).__name__} {value!r}")
+        object.__setattr__(self, "_trainable", bool(value))
+        model = self.owner
+        if model is not None:
+            model.trainable_changed()
 
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property

@@ -1,0 +1,90 @@
+"""Frozen layers: which parts of the flat parameter buffer the optimizer updates.
+
+``layer.trainable = False`` (or ``model.freeze(...)``) excludes a layer's parameters (and those of
+the layers inside it) from the optimizer: no update, no weight decay, and their optimizer state
+(Adam's moments ...) stays as it is. Gradients are still computed and still flow through the
+frozen layer to the layers before it. The optimizer's step count is global (one per update), as
+``optimizer.iterations`` in Keras; a parameter unfrozen later continues with that count (PyTorch
+keeps a step count per parameter and would start its bias correction at 1). Frozen layers keep
+their mode: a frozen BatchNorm still updates its running statistics in training mode, as in
+PyTorch with ``requires_grad=False`` (Keras switches it to inference; call ``model.eval()`` for that).
+
+The model hands the optimizer the trainable parameters as contiguous ``[lo, hi)`` ranges of the
+flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on each range.
+"""
+from __future__ import annotations
+
+from .layers.base import Layer
+
+
+def layer_paths(model) -> dict[str, Layer]:
+    """Every layer of ``model`` by path: "0", "2", and for layers inside others "2.block.0"
+    (the prefixes of :meth:`Sequential.named_parameters`)."""
+    paths: dict[str, Layer] = {}
+
+    def visit(prefix: str, layer: Layer) -> None:
+        paths[prefix] = layer
+        for name, child in layer.sublayers():
+            visit(f"{prefix}.{name}", child)
+
+    for i, layer in enumerate(model.layers):
+        visit(str(i), layer)
+    return paths
+
+
+def resolve_layers(model, items) -> list[Layer]:
+    """The layers named by ``items``: Layer objects of the model, indices (ints) or paths ("0",
+    "2.block.0"); ValueError naming the valid paths for anything else."""
+    paths = layer_paths(model)
+    by_id = {id(layer): layer for layer in paths.values()}
+    layers = []
+    for item in items:
+        if isinstance(item, Layer):
+            if id(item) not in by_id:
+                raise ValueError(f"{item!r} is not a layer of this model; pass one of its layers, an index or a path "
+                                 f"({', '.join(paths)})")
+            layers.append(item)
+            continue
+        key = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if isinstance(key, int) or not isinstance(key, str) or key not in paths:
+            raise ValueError(f"unknown layer {item!r}: expected a layer of this model, an index or one of the paths "
+                             f"{', '.join(repr(p) for p in paths)}")
+        layers.append(paths[key])
+    return layers
+
+
+def frozen_paths(model) -> list[str]:
+    """Paths of the layers with ``trainable = False`` (their sublayers are frozen with them)."""
+    return [path for path, layer in layer_paths(model).items() if not layer.trainable]
+
+
+def trainable_ranges(model) -> list[tuple[int, int]] | None:
+    """Sorted, merged ``[lo, hi)`` ranges of the flat buffer holding trainable parameters; None
+    when every parameter is trainable (the optimizer then runs over the whole buffer)."""
+    frozen = tuple(f"{p}." for p in frozen_paths(model))
+    if not frozen:
+        return None
+    spans = sorted((lo, lo + _size(shape)) for i, name, lo, shape in model._layout
+                   if not f"{i}.{name}".startswith(frozen))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        elif hi > lo:
+            merged.append((lo, hi))
+    return merged
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts of a built model."""
+    ranges = trainable_ranges(model)
+    total = int(model.params.size)
+    trainable = total if ranges is None else sum(hi - lo for lo, hi in ranges)
+    return trainable, total - trainable
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

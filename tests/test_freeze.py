@@ -1,0 +1,142 @@
+"""Frozen layers: no update, no weight decay, optimizer state kept, gradients still flow through;
+fused step, save/load, summary; checked against PyTorch with requires_grad=False."""
+import copy
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _config, _fused
+
+
+def _data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 4))
+    return X, (X[:, 0] - X[:, 3] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+
+
+def _model(optimizer=None, dtype="float64"):
+    model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 5, activation="tanh"),
+                            fnn.Residual([fnn.Dense(5, 5, activation="tanh"), fnn.Dense(5, 5)]), fnn.Dense(5, 3)],
+                           dtype=dtype, seed=7)
+    optimizer = optimizer or fnn.optim.AdamW(lr=0.05, weight_decay=0.1, clip_norm=0.5)
+    return model.compile("cross_entropy", optimizer, decay_bias_and_norm=True)
+
+
+def _slices(model, prefix):
+    return [(lo, lo + int(np.prod(shape))) for name, lo, shape in model._param_index if name.startswith(prefix)]
+
+
+def test_frozen_parameters_and_their_optimizer_state_do_not_change():
+    X, y = _data()
+    model = _model()
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)  # moments of every parameter are non-zero now
+    model.freeze(1, "2.block.1")
+    before = model.params.copy()
+    state = {k: v.copy() for k, v in model.optimizer.state_dict().items() if isinstance(v, np.ndarray)}
+    steps = model.optimizer.step_count
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    frozen = _slices(model, "1.") + _slices(model, "2.block.1.")
+    mask = np.zeros(model.params.size, bool)
+    for lo, hi in frozen:
+        mask[lo:hi] = True
+    np.testing.assert_array_equal(model.params[mask], before[mask])
+    assert np.all(model.params[~mask] != before[~mask])
+    for key, value in model.optimizer.state_dict().items():
+        if key in state:
+            np.testing.assert_array_equal(value[mask], state[key][mask])
+            assert np.all(value[~mask] != state[key][~mask])
+    assert model.optimizer.step_count == steps + 6  # one global count of updates, as in Keras
+    assert np.all(model.grads[mask] != 0)  # gradients are still computed, and flow through
+
+
+@pytest.mark.parametrize("frozen", [[0], [1], [0, 3]])
+def test_freezing_equals_torch_with_requires_grad_false(frozen):
+    torch = pytest.importorskip("torch")
+    X, y = _data()
+    model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 5, activation="tanh"),
+                            fnn.Dense(5, 5, activation="tanh"), fnn.Dense(5, 3)], dtype="float64", seed=7)
+    model.compile("cross_entropy", fnn.optim.Adam(lr=0.05, weight_decay=0.1, clip_norm=0.5),
+                  decay_bias_and_norm=True)
+    model.freeze(*frozen)
+    linears = []
+    for layer in model.layers:
+        linear = torch.nn.Linear(*layer.weight.shape, dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(layer.weight.T.copy()))
+            linear.bias.copy_(torch.from_numpy(layer.bias.copy()))
+        linears.append(linear)
+    net = torch.nn.Sequential(*[m for lin in linears[:-1] for m in (lin, torch.nn.Tanh())], linears[-1])
+    for i in frozen:
+        linears[i].requires_grad_(False)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.05, weight_decay=0.1)
+    for _ in range(3):
+        for lo in range(0, len(X), 8):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X[lo:lo + 8])), torch.from_numpy(y[lo:lo + 8]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 0.5)
+            opt.step()
+    model.fit(X, y, epochs=3, batch_size=8, shuffle=False, verbose=0)
+    for layer, linear in zip(model.layers, linears):
+        np.testing.assert_allclose(layer.weight, linear.weight.detach().numpy().T, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(layer.bias, linear.bias.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_fused_step_honours_frozen_layers(monkeypatch, tmp_path):
+    monkeypatch.setattr(_config, "FUSE", "always")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    X, y = _data()
+
+    def small():
+        model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 3)], dtype="float32", seed=7)
+        return model.compile("cross_entropy", fnn.optim.AdamW(lr=0.05, weight_decay=0.1))
+
+    fused = small().freeze(0)
+    fused.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    assert any(plan.run.fused for key, plan in fused._plans.items() if isinstance(key, int))
+    monkeypatch.setattr(_config, "FUSE", "never")
+    unfused = small().freeze(0)
+    unfused.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(fused.params, unfused.params)
+    np.testing.assert_array_equal(fused.layers[0].weight, small().layers[0].weight)
+    assert np.all(fused.layers[1].weight != small().layers[1].weight)
+
+
+def test_unfreeze_trains_again_and_trainable_survives_save_load_and_copies(tmp_path):
+    X, y = _data()
+    model = _model().freeze("2")
+    assert model.layers[2].trainable is False and model.layers[2].block[0].trainable  # frozen through its parent
+    model.save(tmp_path / "m.safetensors")
+    for other in (fnn.load(tmp_path / "m.safetensors"), copy.deepcopy(model)):
+        assert [layer.trainable for layer in other.layers] == [True, True, False, True]
+        assert other.optimizer.trainable == model.optimizer.trainable
+    weight = model.layers[2].block[0].weight.copy()
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.layers[2].block[0].weight, weight)
+    model.unfreeze()
+    assert model.optimizer.trainable is None
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    assert np.all(model.layers[2].block[0].weight != weight)
+
+
+def test_summary_counts_trainable_and_frozen_parameters():
+    model = _model()
+    model.layers[0].trainable = False
+    text = model.summary(print_fn=None)
+    assert "Trainable params: 113" in text and "Non-trainable params: 30" in text
+    model.unfreeze(model.layers[0])
+    assert "Non-trainable params: 0" in model.summary(print_fn=None)
+
+
+def test_unknown_layers_and_bad_values_are_refused_clearly():
+    model = _model()
+    with pytest.raises(ValueError, match="unknown layer 'encoder'.*'2.block.0'"):
+        model.freeze("encoder")
+    with pytest.raises(ValueError, match="unknown layer 9"):
+        model.freeze(9)
+    with pytest.raises(ValueError, match="not a layer of this model"):
+        model.freeze(fnn.Dense(2, 2))
+    with pytest.raises(TypeError, match="trainable must be True or False"):
+        model.layers[0].trainable = "no"

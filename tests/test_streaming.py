@@ -1,0 +1,280 @@
+"""fit on data that is not one in-memory array: ArrayDataset (memory-mapped, shuffled by block,
+exact resume), iterables/callables/generators of batches with steps_per_epoch, and the address
+space test (a memory-mapped file larger than RLIMIT_AS)."""
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import callbacks as cb_mod
+from fastnn.data import ArrayDataset, MappedFile
+from fastnn.datasets import EpochOrder
+
+
+def _data(n=90, features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, features))
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+    return X, y
+
+
+def _model(features=5, **compile_kwargs):
+    model = fnn.Sequential([fnn.Dense(features, 8, activation="tanh"), fnn.Dense(8, 3)], dtype="float64", seed=3)
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.01), **compile_kwargs)
+
+
+def _memmap(tmp_path, X, name="x.f64"):
+    mm = np.memmap(tmp_path / name, X.dtype, "w+", shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    return tmp_path / name
+
+
+class _RaiseAt(cb_mod.Callback):
+    """KeyboardInterrupt at the end of batch ``batch`` of epoch ``epoch`` (once)."""
+
+    def __init__(self, epoch, batch):
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.at = None
+            raise KeyboardInterrupt
+
+
+def test_a_dataset_of_in_memory_arrays_trains_as_the_arrays_do():
+    X, y = _data()
+    reference = _model()
+    reference.fit(X, y, epochs=3, batch_size=16, verbose=0)
+    model = _model()
+    model.fit(ArrayDataset(X, y), epochs=3, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_the_epoch_order_permutes_blocks_then_rows_within_each_block():
+    n, block = 50, 8
+    ds = ArrayDataset(np.arange(n, dtype=np.float64)[:, None], np.arange(n), block_rows=block)
+    orders = []
+    for epoch in range(2):
+        x_out, y_out = np.empty((n, 1)), np.empty(n, np.int64)
+        order = EpochOrder(ds, seed=5, epoch=epoch, shuffle=True, check=lambda x, y: (x, y))
+        for lo in range(0, n, 7):  # batches that straddle blocks
+            order.gather(lo, min(n, lo + 7), x_out[lo:lo + 7], y_out[lo:lo + 7])
+        np.testing.assert_array_equal(x_out[:, 0], y_out)
+        assert sorted(y_out) == list(range(n))  # every row once
+        blocks = y_out // block
+        runs = [blocks[0]] + [b for a, b in zip(blocks, blocks[1:]) if a != b]
+        assert len(runs) == ds.blocks and len(set(runs)) == ds.blocks  # each block read in one run
+        assert runs != sorted(runs) and list(y_out) != sorted(y_out)
+        orders.append(y_out)
+    assert not np.array_equal(*orders)  # another order each epoch
+
+
+@pytest.mark.parametrize("kind", ["memmap", "np.load", "file", "npy"])
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_an_interrupted_fit_on_mapped_data_resumes_bit_for_bit(kind, accumulate, tmp_path):
+    X, y = _data()
+    path = _memmap(tmp_path, X)
+    np.save(tmp_path / "x.npy", X)
+
+    def dataset():
+        if kind == "memmap":
+            return ArrayDataset(np.memmap(path, X.dtype, "r", shape=X.shape), y, block_rows=16)
+        if kind == "np.load":
+            return ArrayDataset(np.load(tmp_path / "x.npy", mmap_mode="r"), y, block_rows=16)
+        if kind == "npy":
+            return ArrayDataset.from_npy(tmp_path / "x.npy", y, block_rows=16)
+        return ArrayDataset.from_file(path, X.dtype, X.shape, y, block_rows=16)
+
+    reference = _model()
+    reference.fit(dataset(), epochs=2, batch_size=8, verbose=0, accumulate=accumulate)
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(dataset(), epochs=2, batch_size=8, verbose=0, accumulate=accumulate, callbacks=[_RaiseAt(1, 4)])
+    assert model.state.cursor is not None and model.state.cursor.epoch == 1
+    model.save(tmp_path / "m.safetensors")
+    resumed = fnn.load(tmp_path / "m.safetensors")
+    resumed.fit(dataset(), epochs=1, batch_size=8, verbose=0, accumulate=accumulate)
+    np.testing.assert_array_equal(resumed.params, reference.params)
+    np.testing.assert_array_equal(resumed.optimizer.state_dict()["exp_avg"], reference.optimizer.state_dict()["exp_avg"])
+
+
+def test_a_callable_of_batches_resumes_bit_for_bit_by_skipping_the_batches_done():
+    X, y = _data()
+
+    def batches():
+        return ((X[i:i + 10], y[i:i + 10]) for i in range(0, len(X), 10))
+
+    reference = _model()
+    reference.fit(batches, epochs=2, verbose=0)
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(batches, epochs=2, verbose=0, callbacks=[_RaiseAt(0, 3)])
+    model.fit(batches, epochs=2, verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+    unshuffled = _model()
+    unshuffled.fit(X, y, epochs=2, batch_size=10, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.params, unshuffled.params)
+
+
+def test_a_generator_needs_steps_per_epoch_and_is_shared_by_the_epochs():
+    X, y = _data()
+
+    def endless():
+        while True:
+            for i in range(0, len(X), 10):
+                yield X[i:i + 10], y[i:i + 10]
+
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        _model().fit(endless(), epochs=1, verbose=0)
+    seen = []
+
+    class Count(cb_mod.Callback):
+        def on_batch_end(self, batch, logs=None):
+            seen.append((batch, logs["size"]))
+
+    model = _model()
+    history = model.fit(endless(), epochs=3, steps_per_epoch=3, verbose=0, callbacks=[Count()])
+    assert len(history.history["loss"]) == 3 and model.epochs_done == 3
+    assert seen == [(b, 10) for _ in range(3) for b in range(3)]
+    reference = _model()  # 9 batches of one stream == the first 90 rows in order
+    reference.fit(X, y, epochs=1, batch_size=10, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_a_generator_that_runs_out_stops_training_with_a_warning():
+    X, y = _data()
+    model = _model()
+    with pytest.warns(UserWarning, match="ran out"):
+        history = model.fit(((X[i:i + 10], y[i:i + 10]) for i in range(0, 50, 10)), epochs=3, steps_per_epoch=3,
+                            verbose=0)
+    assert len(history.history["loss"]) == 2 and model.epochs_done == 2
+
+
+def test_validation_progress_and_list_of_batches(capsys):
+    X, y = _data()
+    batches = [(X[i:i + 30], y[i:i + 30]) for i in range(0, len(X), 30)]
+    model = _model()
+    history = model.fit(batches, epochs=2, verbose=2, validation_data=ArrayDataset(X, y, block_rows=20))
+    assert "Epoch 2/2" in capsys.readouterr().err
+    expected = model.evaluate(X, y)
+    assert history.history["val_loss"][-1] == pytest.approx(expected["loss"], rel=1e-12)
+    assert history.history["val_accuracy"][-1] == pytest.approx(expected["accuracy"], rel=1e-12)
+    history = model.fit(ArrayDataset(X, y), batch_size=32, epochs=1, verbose=0, steps_per_epoch=2,
+                        validation_data=lambda: iter(batches))
+    assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(X, y)["loss"], rel=1e-12)
+
+
+def test_a_mapped_file_reads_only_the_rows_asked_for(tmp_path):
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    (tmp_path / "x.bin").write_bytes(b"header--" + X.tobytes())
+    f = MappedFile(tmp_path / "x.bin", np.float32, (20, 3), offset=8)
+    np.testing.assert_array_equal(f[3:11], X[3:11])
+    np.testing.assert_array_equal(f[np.array([19, 0, 7])], X[[19, 0, 7]])
+    with pytest.raises(ValueError, match="need"):
+        MappedFile(tmp_path / "x.bin", np.float32, (21, 3), offset=8)
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))
+    with pytest.raises(ValueError, match="Fortran-ordered"):
+        ArrayDataset.from_npy(tmp_path / "f.npy", np.arange(20))
+
+
+@pytest.mark.parametrize("data, steps, match", [
+    (lambda X, y: [(X[:10], y[:10]), X[10:20]], None, "pair"),
+    (lambda X, y: [(X[:10], y[:10]), (X[10:20, :4], y[10:20])], None, "batch 1 of epoch 1"),
+    (lambda X, y: iter([(X[:10], y[:10])]), None, "steps_per_epoch"),
+    (lambda X, y: ArrayDataset(X, y), 0, "steps_per_epoch"),
+    (lambda X, y: ArrayDataset(X, y), 99, "at most"),
+    (lambda X, y: lambda: iter([]), None, "no batches"),
+])
+def test_bad_streamed_input_is_refused_clearly(data, steps, match):
+    X, y = _data()
+    with pytest.raises((ValueError, TypeError), match=match):
+        _model().fit(data(X, y), epochs=1, verbose=0, steps_per_epoch=steps, batch_size=16)
+
+
+def test_bad_arguments_around_arrays_are_refused_clearly():
+    X, y = _data()
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        _model().fit(X, y, steps_per_epoch=2, verbose=0)
+    with pytest.raises(ValueError, match="y is missing"):
+        _model().fit(X, verbose=0)
+    with pytest.raises(ValueError, match="y must be None"):
+        _model().fit(ArrayDataset(X, y), y, verbose=0)
+    with pytest.raises(TypeError, match="steps_per_epoch"):
+        _model().fit(ArrayDataset(X, y), steps_per_epoch=1.5, verbose=0)
+    with pytest.raises(ValueError, match="one row per sample"):
+        ArrayDataset(X, y[:-1])
+
+
+_CHILD = textwrap.dedent("""
+    import os, resource, sys
+    import numpy as np
+    import fastnn as fnn
+    from fastnn.data import ArrayDataset
+
+    path, rows, features, headroom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    y = np.load(path + ".y.npy")
+    model = fnn.Sequential([fnn.Dense(features, 32, activation="relu"), fnn.Dense(32, 2)], seed=0)
+    model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2))
+    # warm up at the training batch size: kernels load, TBB starts its threads, OpenBLAS and glibc
+    # reserve their buffers, all before the limit
+    model.fit(np.zeros((1024, features), np.float32), np.zeros(1024, np.int64), batch_size=512, verbose=0)
+    vsize = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vsize + headroom, vsize + headroom))
+    try:
+        np.memmap(path, np.float32, "r", shape=(rows, features))
+        print("mapped the whole file")
+    except (OSError, ValueError, MemoryError):
+        print("the whole file cannot be mapped")
+    dataset = ArrayDataset.from_file(path, np.float32, (rows, features), y, block_rows=4096)
+    history = model.fit(dataset, epochs=1, batch_size=512, verbose=0)
+    print("loss", history.history["loss"][0], "accuracy", history.history["accuracy"][0])
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_training_on_a_file_larger_than_the_address_space_limit(tmp_path):
+    """128 MiB of float32 rows against 96 MiB of address space left after a warm step: the
+    dataset maps 8 MiB blocks one at a time. MALLOC_ARENA_MAX=1 (glibc reserves 64 MiB of address
+    space per extra malloc arena, when a second thread allocates) and two Numba threads keep the
+    headroom the process needs small and fixed: room for two blocks and one more OpenBLAS buffer
+    (32 MiB, allocated by a TBB worker at its first GEMM tile)."""
+    rows, features, headroom = 65536, 512, 96 << 20
+    path = tmp_path / "big.f32"
+    mm = np.memmap(path, np.float32, "w+", shape=(rows, features))
+    rng = np.random.default_rng(0)
+    try:
+        for lo in range(0, rows, 8192):
+            mm[lo:lo + 8192] = rng.standard_normal((8192, features), np.float32)
+        mm.flush()
+        np.save(f"{path}.y.npy", (np.asarray(mm[:, 0]) + np.asarray(mm[:, 1]) > 0).astype(np.int64))
+        del mm
+        assert os.path.getsize(path) > headroom
+        env = {**os.environ, "MALLOC_ARENA_MAX": "1", "NUMBA_NUM_THREADS": str(min(2, os.cpu_count() or 1)),
+               "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(fnn.__file__)),
+                                              os.environ.get("PYTHONPATH", "")])}
+        result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(rows), str(features), str(headroom)],
+                                capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        for name in (path, f"{path}.y.npy"):
+            if os.path.exists(name):
+                os.remove(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the whole file cannot be mapped" in result.stdout
+    loss, accuracy = (float(v) for v in result.stdout.split()[-3::2])
+    assert np.isfinite(loss) and accuracy > 0.7, result.stdout
+
+
+def test_no_warning_from_a_plain_dataset_fit():
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _model().fit(ArrayDataset(X, y, block_rows=32), epochs=1, batch_size=16, verbose=0)
