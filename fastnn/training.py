@@ -23,12 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _fit_options as options
 from . import _validation as V
 from . import backend
+from . import losses as losses_mod
 from ._progress import EpochProgress
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 from .layers.base import walk_layers
+from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 _FINGERPRINT_ROWS = 256
@@ -225,7 +228,8 @@ class BatchFeeder:
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        validation_data=None, callbacks=None, verbose: int = 1) -> History:
+        validation_data=None, callbacks=None, verbose: int = 1, validation_split: float = 0.0, sample_weight=None,
+        class_weight=None) -> History:
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
@@ -237,11 +241,13 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
     user_callbacks = V.check_callbacks(callbacks, Callback)
     X, y = model.check_data(X, y)
+    validation_split = options.check_validation_split(validation_split, validation_data)
+    sample_weight = options.check_sample_weight(sample_weight, X.shape[0])
+    validation = None if validation_data is None else options.check_validation_data(model, validation_data)
+    if validation_split:
+        (X, y, sample_weight), validation = options.split_off(validation_split, X, y, sample_weight)
+    weights = options.training_weights(model, y, sample_weight, class_weight)
     model.prepare("fit")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (X_val, y_val)")
-        X_val, y_val = model.check_data(*validation_data, argument="X_val")
     n = X.shape[0]
     norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
     batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
@@ -250,6 +256,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
         warnings.warn(batch_plan.note, stacklevel=3)
     batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
+    base_loss = model.loss
+    if weights is not None:  # the weight travels as the targets' last column; the plain loss is back after fit
+        y = losses_mod.weighted_targets(y, weights)
+        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
     fingerprint = data_fingerprint(X, y)
     if state.cursor is not None and state.cursor.data != fingerprint:
         state.cursor = None  # other data: a fresh epoch position
@@ -269,8 +279,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
                 _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, None if validation_data is None else (X_val, y_val))
+                            fingerprint, validation, Tracker(model, model.metrics, weighted=weights is not None))
     finally:
+        if model.loss is not base_loss:
+            model.compile(base_loss, model.optimizer)
         progress.close()
         model.train(was_training)
         if feeder is not None:
@@ -280,7 +292,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
 
 
 def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                fingerprint, validation):
+                fingerprint, validation, tracker):
     """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
     each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
     state = model.state
@@ -293,6 +305,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         if order is not None:  # counter-based: the order of epoch e depends only on (seed, e)
             permutation(n, model.seed, _SHUFFLE_STREAM, epoch, order)
         total_loss, correct, start_sample = 0.0, 0, 0
+        tracker.reset()  # (after a resume mid-epoch, the metrics cover the batches since)
         cursor = state.cursor
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             start_sample, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
@@ -316,6 +329,8 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
             total_loss += batch_loss * (hi - lo)
             count = model.correct_count(out, yb if plan is None else plan.y)
             correct = None if count is None or correct is None else correct + count
+            if tracker.metrics:
+                tracker.update(out, yb if plan is None else plan.y)
             state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
             interrupt.critical = False
             interrupt.check()
@@ -324,8 +339,10 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         logs = {"loss": total_loss / n_used}
         if correct is not None:
             logs["accuracy"] = correct / (n_used * model.positions)
+        logs.update(tracker.results())
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in model.validate(*validation).items()})
+            X_val, y_val, w_val = validation
+            logs.update({f"val_{k}": v for k, v in model.validate(X_val, y_val, sample_weight=w_val).items()})
         logs["lr"] = float(model.optimizer.lr)
         state.epochs_done = epoch + 1
         state.cursor = None
