@@ -9,7 +9,7 @@
 All four share one fit loop (:class:`_NeuralNetBase`): fastnn's :func:`fastnn.training.fit`, with a
 callback that applies scikit-learn's stopping rule (``tol``, ``n_iter_no_change``, ``early_stopping``
 on a held-out ``validation_fraction``). ``sample_weight`` weights each sample's loss: the loss is
-``sum_i w_i l_i / sum_i w_i`` (the weight travels with its sample as an extra target column).
+``sum_i w_i l_i / sum_i w_i`` (:class:`fastnn.losses.SampleWeighted`, through ``Sequential.fit(sample_weight=...)``).
 
 Threads: ``n_threads=None`` uses Numba's thread count, which joblib's process workers (the default
 of ``GridSearchCV(n_jobs=k)``, ``cross_val_score(n_jobs=k)``) already set to CPUs // k through
@@ -185,14 +185,11 @@ class _NeuralNetBase(BaseEstimator):
             batch_size = min(batch_size, X.shape[0])
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
-        base = losses_mod.get(loss)
-        fit_loss = base if weights is None else losses_mod.SampleWeighted(base)
-        fit_targets = targets if weights is None else losses_mod.weighted_targets(targets, weights)
         epochs = 1 if incremental else self.max_iter
         epochs_before = self.n_iter_
-        self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
+        self.model_.fit(X, targets, loss=losses_mod.get(loss), epochs=epochs, batch_size=batch_size,
+                        shuffle=self.shuffle, sample_weight=weights,  # the loss: sum_i w_i l_i / sum_i w_i
                         callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
-        self.model_.compile(base, self.model_.optimizer)  # a plain loss again: the model saves and pickles
         if validation is not None and validation.best_state is not None:  # back to the best validation score
             for name, value in validation.best_state.items():
                 backend.copy_into(self.model_.state_arrays()[name], value)
