@@ -187,10 +187,11 @@ class _ClassCounts(Metric):
 
     def reset(self):
         self.tp = self.pred = self.true = None
-        self.multilabel = False
+        self.multilabel = self.one_output = False
 
     def update(self, batch):
         predicted, true = batch.predicted, batch.true
+        self.one_output = batch.output.shape[1] == 1
         if predicted.ndim == 2:  # multi-label: one binary problem per output
             self.multilabel = True
             counts = (np.sum(predicted & true, axis=0), predicted.sum(axis=0), true.sum(axis=0))
@@ -209,10 +210,9 @@ class _ClassCounts(Metric):
     def result(self):
         if self.tp is None:
             return math.nan
-        binary = self.tp.shape[0] == 2 and not self.multilabel
-        average = self.average or ("binary" if binary else "macro")
+        average = self.average or ("binary" if self.one_output else "macro")
         if average == "binary":
-            if not binary:
+            if not self.one_output:
                 raise ValueError(f"{self.name}: average='binary' needs one binary output (binary_cross_entropy "
                                  f"with 1 output); use average='macro', 'micro' or 'weighted'")
             return float(self.per_class(self.tp, self.pred, self.true)[1])
@@ -415,7 +415,7 @@ def get(spec) -> Metric | str:
             return ACCURACY
         if key not in METRICS:
             known = [ACCURACY, *METRICS, *ALIASES]
-            raise ValueError(f"Unknown metric {spec!r}{V.suggest(spec, known)}. Known: {', '.join(known)}; or pass "
+            raise ValueError(f"Unknown metric {spec!r}.{V.suggest(spec, known)} Known: {', '.join(known)}; or pass "
                              f"a metric object (fnn.metrics.F1(average='micro')) or a function f(y_true, y_pred)")
         return METRICS[key](name=spec)
     if callable(spec):
