@@ -249,3 +249,11 @@ def test_a_function_metric_is_copied_but_dropped_from_files_with_a_warning(tmp_p
     with pytest.warns(UserWarning, match="metric 'spread' is a Python function and is not saved"):
         model.save(tmp_path / "m.fnn")
     assert [m.name for m in fnn.load(tmp_path / "m.fnn").metrics] == ["mae"]
+
+
+def test_readme_training_options_example_runs(tmp_path, monkeypatch):
+    from tests.test_readme import python_example
+
+    monkeypatch.chdir(tmp_path)
+    heading = "### Training options"
+    exec(compile(python_example(heading), f"README.md {heading}", "exec"), {})
