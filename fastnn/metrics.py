@@ -78,6 +78,16 @@ class Batch:
     def probabilities(self) -> np.ndarray:
         return self.loss.probabilities(self.output)
 
+    @cached_property
+    def class_counts(self) -> np.ndarray:
+        """int64 (n, n) confusion matrix [true, predicted] (n = max(k, 2) classes), or (3, k) counts
+        of true positives, predictions and true labels per output for multi-label outputs."""
+        predicted, true = self.predicted, self.true
+        if predicted.ndim == 2:
+            return np.stack([np.sum(predicted & true, axis=0), predicted.sum(axis=0), true.sum(axis=0)])
+        n = max(self.output.shape[1], 2)
+        return np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
+
 
 class Metric:
     """Base class: ``reset()``, ``update(batch)`` per batch, ``result()`` at the epoch's end.
@@ -175,8 +185,9 @@ class TopKAccuracy(Metric):
 
 
 class _ClassCounts(Metric):
-    """Per-class counts of true positives, predictions and true labels, and the averages over
-    classes; subclasses give the per-class score from them."""
+    """A confusion matrix over the epoch (per-label counts of true positives, predictions and
+    true labels for multi-label outputs), and the averages over classes; subclasses give the
+    per-class score from the counts."""
 
     families = (MULTICLASS, BINARY)
     AVERAGES = ("binary", "macro", "micro", "weighted")
@@ -186,29 +197,32 @@ class _ClassCounts(Metric):
         super().__init__(name=name)
 
     def reset(self):
-        self.tp = self.pred = self.true = None
+        self.counts = None  # (n, n) confusion matrix [true, predicted], or (3, k) per-label counts
         self.multilabel = self.one_output = False
 
     def update(self, batch):
-        predicted, true = batch.predicted, batch.true
         self.one_output = batch.output.shape[1] == 1
-        if predicted.ndim == 2:  # multi-label: one binary problem per output
-            self.multilabel = True
-            counts = (np.sum(predicted & true, axis=0), predicted.sum(axis=0), true.sum(axis=0))
-        else:
-            n = max(batch.output.shape[1], 2)
-            counts = (np.bincount(true[predicted == true], minlength=n), np.bincount(predicted, minlength=n),
-                      np.bincount(true, minlength=n))
-        if self.tp is None:
-            self.tp, self.pred, self.true = (c.astype(np.int64) for c in counts)
-        else:
-            self.tp, self.pred, self.true = self.tp + counts[0], self.pred + counts[1], self.true + counts[2]
+        self.multilabel = batch.predicted.ndim == 2  # one binary problem per output
+        counts = batch.class_counts  # computed once per batch for precision, recall and f1
+        self.counts = counts.copy() if self.counts is None else self.counts + counts
+
+    @property
+    def tp(self):
+        return self.counts[0] if self.multilabel else np.diag(self.counts)
+
+    @property
+    def pred(self):
+        return self.counts[1] if self.multilabel else self.counts.sum(axis=0)
+
+    @property
+    def true(self):
+        return self.counts[2] if self.multilabel else self.counts.sum(axis=1)
 
     def per_class(self, tp, pred, true) -> np.ndarray:
         raise NotImplementedError
 
     def result(self):
-        if self.tp is None:
+        if self.counts is None:
             return math.nan
         average = self.average or ("binary" if self.one_output else "macro")
         if average == "binary":
@@ -278,19 +292,20 @@ class AUC(Metric):
     key, families = "auc", (MULTICLASS, BINARY)
 
     def reset(self):
-        self.scores, self.labels = [], []
+        self.outputs, self.labels, self.loss = [], [], None
 
-    def update(self, batch):
-        self.scores.append(np.array(batch.probabilities, np.float64))
-        true = batch.true
-        if true.ndim == 1 and batch.output.shape[1] > 1:  # multiclass: one-vs-rest indicator columns
-            true = (true[:, None] == np.arange(batch.output.shape[1])).astype(np.int64)
-        self.labels.append(true.reshape(true.shape[0], -1).copy())
+    def update(self, batch):  # the epoch's outputs and classes (probabilities once, at the end)
+        self.outputs.append(np.array(batch.output))
+        self.labels.append(np.array(batch.true))
+        self.loss = batch.loss
 
     def result(self):
-        if not self.scores:
+        if not self.outputs:
             return math.nan
-        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
+        scores, labels = self.loss.probabilities(np.concatenate(self.outputs)), np.concatenate(self.labels)
+        if labels.ndim == 1 and scores.shape[1] > 1:  # multiclass: one-vs-rest indicator columns
+            labels = (labels[:, None] == np.arange(scores.shape[1])).astype(np.int64)
+        labels = labels.reshape(labels.shape[0], -1)
         aucs = [roc_auc(labels[:, j], scores[:, j]) for j in range(scores.shape[1])]
         aucs = [a for a in aucs if not math.isnan(a)]
         return float(np.mean(aucs)) if aucs else math.nan
