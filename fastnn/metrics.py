@@ -30,6 +30,11 @@ position) and the checked target rows: int64 labels (batch,) for ``cross_entropy
   the output rows (logits) stacked over the batches; its log key is its ``__name__``. Such a
   metric cannot be written to a file: ``save`` drops it with a warning (compile it again after
   ``fnn.load``); copies and pickles of the model keep it.
+
+A training epoch's metrics are updated from the output each step already computed (no second
+forward pass; nothing is done when no metric was compiled), so, like Keras', they describe the
+weights as they changed during the epoch; the "val_" ones and ``evaluate`` use the weights at the
+epoch's end. After a resume in the middle of an epoch, that epoch's metrics cover the batches since.
 """
 from __future__ import annotations
 

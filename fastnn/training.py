@@ -256,10 +256,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
         warnings.warn(batch_plan.note, stacklevel=3)
     batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
-    base_loss = model.loss
-    if weights is not None:  # the weight travels as the targets' last column; the plain loss is back after fit
+    if weights is not None:  # the weight travels as the targets' last column (SampleWeighted, below)
         y = losses_mod.weighted_targets(y, weights)
-        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
     fingerprint = data_fingerprint(X, y)
     if state.cursor is not None and state.cursor.data != fingerprint:
         state.cursor = None  # other data: a fresh epoch position
@@ -269,6 +267,9 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
+    base_loss = model.loss
+    if weights is not None:  # trains on the weighted loss; the plain one is back after fit (finally, below)
+        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
     feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
     was_training = model.training
     model.train()

@@ -164,3 +164,16 @@ def test_bad_weights_and_splits_are_refused_clearly(rng):
     with pytest.raises(ValueError, match=r"validation_data's sample_weight must have shape \(10,\)"):
         model.fit(X, y, validation_data=(X, y, np.ones(3)), verbose=0)
     assert model.loss.name == "cross_entropy" and model.epochs_done == 0
+
+
+def test_a_failed_weighted_fit_leaves_the_plain_loss(rng):
+    class Boom(fnn.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            raise RuntimeError("boom")
+
+    X, y = _data(rng)
+    model = _model()
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(X, y, sample_weight=np.ones(X.shape[0]), callbacks=[Boom()], verbose=0)
+    assert type(model.loss) is fnn.losses.CrossEntropy
+    model.fit(X, y, verbose=0)  # plain targets train again
