@@ -96,11 +96,12 @@ class Batch:
 
 class Metric:
     """Base class: ``reset()``, ``update(batch)`` per batch, ``result()`` at the epoch's end.
-    ``families``: the losses it applies to; ``direction``: "max" or "min" (for callbacks)."""
+    ``families``: the kinds of loss it applies to (:func:`family_of`). Callbacks infer "max" from
+    the name (acc, auc, precision, recall, f1, r2), else "min": name a function metric to suit, or
+    pass ``mode=``."""
 
     key = ""  # the registry name (get_config's "class")
     families: tuple[str, ...] = ()
-    direction = "max"
 
     def __init__(self, *, name: str | None = None):
         self.name = self.key if name is None else _check_name(name)
@@ -321,7 +322,6 @@ class _Regression(Metric):
     mean and sum of squared deviations (Chan's merge of batch statistics)."""
 
     families = (REGRESSION,)
-    direction = "min"
 
     def reset(self):
         self.n, self.sse, self.sae, self.mean, self.m2 = 0, 0.0, 0.0, 0.0, 0.0
@@ -377,7 +377,7 @@ class RMSE(_Regression):
 class R2(_Regression):
     """Coefficient of determination 1 - SSE / SST per output, averaged (``r2_score``)."""
 
-    key, direction = "r2", "max"
+    key = "r2"
 
     def per_output(self):
         sse, sst = np.broadcast_arrays(np.asarray(self.sse, np.float64), np.asarray(self.m2, np.float64))
@@ -389,7 +389,6 @@ class FunctionMetric(Metric):
     """A user's ``fn(y_true, y_pred) -> float`` on the whole epoch (target rows, output rows)."""
 
     key, families = "function", (MULTICLASS, BINARY, REGRESSION)
-    direction = "min"
 
     def __init__(self, fn, *, name: str | None = None):
         if not callable(fn):
@@ -451,21 +450,24 @@ def check_metrics(metrics, loss) -> list[Metric]:
     if not isinstance(metrics, (list, tuple)):
         raise TypeError(f"metrics must be a list of metric names, objects or functions, got {metrics!r}")
     family = None if loss is None else family_of(loss)
-    result, names = [], {"loss"}
+    result = []
+    taken = {"loss", "lr"} | ({ACCURACY} if family in (MULTICLASS, BINARY) else set())  # keys fit logs anyway
     for spec in metrics:
         metric = get(spec)
-        families = (MULTICLASS, BINARY) if metric == ACCURACY else metric.families
-        name = ACCURACY if metric == ACCURACY else metric.name
+        builtin = isinstance(metric, str)  # "accuracy": counted by the fit loop itself
+        families = (MULTICLASS, BINARY) if builtin else metric.families
+        name = metric if builtin else metric.name
         if family is not None and family not in families:
             needs = " or ".join(FAMILY_WORDS[f] for f in families)
             raise ValueError(f"metric {name!r} does not apply to loss {losses_mod.base_of(loss).name!r}: it needs "
                              f"{needs}")
-        if name in names:
-            raise ValueError(f"two metrics are named {name!r}: give one another name, e.g. "
-                             f"fnn.metrics.{type(metric).__name__}(..., name='{name}_2')")
-        names.add(name)
-        if metric != ACCURACY:
-            result.append(metric)
+        if builtin:
+            continue
+        if name in taken:
+            raise ValueError(f"two metrics (or a metric and a key fit logs: loss, lr, accuracy) are named {name!r}: "
+                             f"give it another name, e.g. fnn.metrics.{type(metric).__name__}(..., name='{name}_2')")
+        taken.add(name)
+        result.append(metric)
     return result
 
 

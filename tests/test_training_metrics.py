@@ -217,8 +217,14 @@ def test_bad_metrics_are_refused_clearly():
         model.compile("binary_cross_entropy", "sgd", metrics=["top_k_accuracy"])
     with pytest.raises(ValueError, match="'binary_accuracy' does not apply to loss 'cross_entropy'"):
         model.compile("cross_entropy", "sgd", metrics=["binary_accuracy"])
-    with pytest.raises(ValueError, match="two metrics are named 'f1'"):
+    with pytest.raises(ValueError, match=r"two metrics \(or a metric and a key fit logs.*\) are named 'f1'"):
         model.compile("cross_entropy", "sgd", metrics=["f1", fnn.metrics.F1(average="micro")])
+
+    def accuracy(y_true, y_pred):
+        return 0.0
+
+    with pytest.raises(ValueError, match="are named 'accuracy'"):
+        model.compile("cross_entropy", "sgd", metrics=[accuracy])
     with pytest.raises(ValueError, match="Unknown average .samples.. Expected one of: binary, macro"):
         fnn.metrics.F1(average="samples")
     with pytest.raises(ValueError, match="k must be"):
