@@ -58,14 +58,18 @@ def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> n
     return table[labels]
 
 
+def _require_one_row_per_sample(model) -> None:
+    if model.positions != 1:
+        raise ValueError(f"sample_weight and class_weight need one output row per sample; this model's output "
+                         f"{tuple(model.output_shape)} has {model.positions} positions per sample")
+
+
 def training_weights(model, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
     """The per-sample weights of (checked) ``targets``: sample_weight times the class weights
     (Keras multiplies them), or None when neither is given."""
     if sample_weight is None and class_weight is None:
         return None
-    if model.positions != 1:
-        raise ValueError(f"sample_weight and class_weight need one output row per sample; this model's output "
-                         f"{tuple(model.output_shape)} has {model.positions} positions per sample")
+    _require_one_row_per_sample(model)
     n = targets.shape[0]
     weights = check_sample_weight(sample_weight, n)
     if class_weight is not None:
@@ -106,7 +110,6 @@ def check_validation_data(model, validation_data):
     X_val, y_val = model.check_data(*validation_data[:2], argument="X_val")
     w_val = None
     if len(validation_data) == 3 and validation_data[2] is not None:
-        if model.positions != 1:
-            training_weights(model, y_val, validation_data[2], None)  # the error for position outputs
+        _require_one_row_per_sample(model)
         w_val = check_sample_weight(validation_data[2], X_val.shape[0], "validation_data's sample_weight")
     return X_val, y_val, w_val

@@ -5,6 +5,7 @@ kernel pass (``forward_backward``). A loss holds no device: it runs on the devic
 it is given (NumPy arrays on the CPU, device arrays on the GPU), choosing the kernels when it
 builds the call. Names: ``cross_entropy`` (from logits, integer labels,
 softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
+:class:`SampleWeighted` puts per-sample weights on one of these (``fit(sample_weight=...)``).
 """
 from __future__ import annotations
 
