@@ -12,12 +12,15 @@ import pytest
 import fastnn as fnn
 from fastnn.losses import SampleWeighted, weighted_targets
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")  # only the comparisons with torch need it (not in the test extra)
 
 
-def _torch_rows(name, out, target):
+def _torch_rows(torch, name, out, target):
     """Per-sample losses (m,) of torch for fastnn's loss ``name``."""
+    F = torch.nn.functional
     if name == "cross_entropy":
         return F.cross_entropy(out, target, reduction="none")
     per_element = {"binary_cross_entropy": F.binary_cross_entropy_with_logits, "mse": F.mse_loss,
@@ -26,7 +29,7 @@ def _torch_rows(name, out, target):
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy", "mse", "mae", "huber"])
-def test_weighted_loss_and_gradient_equal_torch(rng, name):
+def test_weighted_loss_and_gradient_equal_torch(rng, torch, name):
     out = rng.standard_normal((9, 3)) * 2
     target = rng.integers(0, 3, 9) if name == "cross_entropy" else rng.uniform(0, 1, (9, 3))
     weights = rng.uniform(0, 2, 9)
@@ -36,7 +39,7 @@ def test_weighted_loss_and_gradient_equal_torch(rng, name):
     value = loss.forward_backward(out, weighted_targets(target, weights), grad)
     t_out = torch.tensor(out, requires_grad=True)
     w = torch.tensor(weights)
-    expected = (_torch_rows(name, t_out, torch.tensor(target)) * w).sum() / w.sum()
+    expected = (_torch_rows(torch, name, t_out, torch.tensor(target)) * w).sum() / w.sum()
     expected.backward()
     assert value == pytest.approx(expected.item(), rel=1e-12)
     np.testing.assert_allclose(grad, t_out.grad.numpy(), rtol=1e-10, atol=1e-15)
@@ -51,7 +54,7 @@ def _model(loss="cross_entropy", k=3, lr=0.1):
     return fnn.Sequential([fnn.Dense(4, k)], seed=0, dtype="float64").compile(loss, fnn.optim.SGD(lr=lr))
 
 
-def test_fit_with_sample_weight_takes_torchs_weighted_step(rng):
+def test_fit_with_sample_weight_takes_torchs_weighted_step(rng, torch):
     """Two full-batch SGD steps: the parameters equal torch's on the weighted cross-entropy."""
     X, y = _data(rng)
     w = rng.uniform(0, 3, X.shape[0])
@@ -65,7 +68,7 @@ def test_fit_with_sample_weight_takes_torchs_weighted_step(rng):
     for _ in range(2):
         opt.zero_grad()
         wt = torch.from_numpy(w)
-        ((F.cross_entropy(linear(torch.from_numpy(X)), torch.from_numpy(y), reduction="none") * wt).sum()
+        ((torch.nn.functional.cross_entropy(linear(torch.from_numpy(X)), torch.from_numpy(y), reduction="none") * wt).sum()
          / wt.sum()).backward()
         opt.step()
     history = model.fit(X, y, epochs=2, batch_size=X.shape[0], shuffle=False, sample_weight=w, verbose=0)
@@ -107,12 +110,12 @@ def test_unit_weights_train_like_no_weights(rng):
     assert np.array_equal(a.params, b.params)
 
 
-def test_weighted_evaluate_and_validation_equal_torch(rng):
+def test_weighted_evaluate_and_validation_equal_torch(rng, torch):
     X, y = _data(rng)
     w = rng.uniform(0, 2, X.shape[0])
     model = _model()
     out = torch.from_numpy(model.predict(X))
-    expected = ((F.cross_entropy(out, torch.from_numpy(y), reduction="none") * torch.from_numpy(w)).sum()
+    expected = ((torch.nn.functional.cross_entropy(out, torch.from_numpy(y), reduction="none") * torch.from_numpy(w)).sum()
                 / w.sum()).item()
     assert model.evaluate(X, y, sample_weight=w)["loss"] == pytest.approx(expected, rel=1e-12)
     class_w = {0: 0.5, 1: 2.0}
