@@ -140,20 +140,23 @@ def _ratio(num, den):
 
 
 class BinaryAccuracy(Metric):
-    """Fraction of the outputs' elements whose class (probability > ``threshold``) is right:
-    ``accuracy_score`` for one output, ``1 - hamming_loss`` for multi-label outputs."""
+    """Fraction of the outputs' elements whose class (probability > ``threshold``, i.e. logit >
+    log(t / (1 - t)): 0 for 0.5, as ``predict_classes``) is right: ``accuracy_score`` for one
+    output, ``1 - hamming_loss`` for multi-label outputs."""
 
     key, families = "binary_accuracy", (BINARY,)
 
     def __init__(self, threshold: float = 0.5, *, name: str | None = None):
-        self.threshold = V.check_float(threshold, "threshold", low=0.0, high=1.0)
+        self.threshold = V.check_float(threshold, "threshold", low=0.0, high=1.0, low_inclusive=False,
+                                       high_inclusive=False)
+        self._logit_threshold = math.log(self.threshold / (1.0 - self.threshold))
         super().__init__(name=name)
 
     def reset(self):
         self.hits, self.count = 0, 0
 
     def update(self, batch):
-        predicted = batch.probabilities > self.threshold
+        predicted = batch.output > self._logit_threshold
         self.hits += int(np.count_nonzero(predicted == (batch.target > 0.5)))
         self.count += predicted.size
 
