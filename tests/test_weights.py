@@ -180,3 +180,14 @@ def test_a_failed_weighted_fit_leaves_the_plain_loss(rng):
         model.fit(X, y, sample_weight=np.ones(X.shape[0]), callbacks=[Boom()], verbose=0)
     assert type(model.loss) is fnn.losses.CrossEntropy
     model.fit(X, y, verbose=0)  # plain targets train again
+
+
+def test_a_checkpoint_of_a_weighted_fit_holds_the_plain_loss(rng, tmp_path):
+    X, y = _data(rng)
+    model = _model()
+    model.fit(X, y, epochs=1, sample_weight=rng.uniform(0, 1, X.shape[0]),
+              callbacks=[fnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.safetensors"))], verbose=0)
+    loaded = fnn.load(tmp_path / "ckpt.safetensors")
+    assert type(loaded.loss) is fnn.losses.CrossEntropy
+    assert np.array_equal(loaded.params, model.params)
+    loaded.fit(X, y, verbose=0)
