@@ -1,8 +1,9 @@
 """Metrics for ``compile(metrics=[...])``: streaming over batches, each epoch's value equal to
 scikit-learn's on the same predictions.
 
-Names (Keras' spellings in brackets also work; the log key is the name as given):
-``accuracy`` [acc] (always logged for classification losses), ``binary_accuracy``,
+Names (Keras' spellings in brackets also work; the log key is the name as given, except
+``accuracy`` [acc], which the fit loop always logs as "accuracy" for classification losses),
+``binary_accuracy``,
 ``top_k_accuracy`` [sparse_top_k_categorical_accuracy], ``precision``, ``recall``, ``f1``
 [f1_score], ``auc``, ``mae`` [mean_absolute_error], ``mse`` [mean_squared_error], ``rmse``
 [root_mean_squared_error], ``r2`` [r2_score]; objects such as ``F1(average="micro")`` or
