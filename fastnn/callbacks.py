@@ -107,7 +107,7 @@ def _monitor_mode(monitor: str, mode: str) -> str:
     check_choice(mode, ("auto", "min", "max"), "mode")
     if mode != "auto":
         return mode
-    return "max" if any(word in monitor for word in ("acc", "auc", "precision", "recall", "f1")) else "min"
+    return "max" if any(word in monitor for word in ("acc", "auc", "precision", "recall", "f1", "r2")) else "min"
 
 
 class _Monitor(Callback):

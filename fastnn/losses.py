@@ -5,6 +5,7 @@ kernel pass (``forward_backward``). A loss holds no device: it runs on the devic
 it is given (NumPy arrays on the CPU, device arrays on the GPU), choosing the kernels when it
 builds the call. Names: ``cross_entropy`` (from logits, integer labels,
 softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
+:class:`SampleWeighted` puts per-sample weights on one of these (``fit(sample_weight=...)``).
 """
 from __future__ import annotations
 
@@ -216,6 +217,107 @@ class BinaryCrossEntropy(_Elementwise):
         probs = np.empty_like(output)
         _CPU.activation_forward(output, probs, SIGMOID, 0.0)
         return probs
+
+
+class SampleWeighted(Loss):
+    """``base`` loss with one weight per sample (``fit(sample_weight=...)``, ``class_weight``).
+
+    "mean": ``sum_i w_i l_i / sum_i w_i`` over the batch (PyTorch's normalisation with
+    ``weight=``, not Keras' division by the batch size), where ``l_i`` is sample i's base loss
+    (divided by its k outputs for elementwise losses, so unit weights give exactly the base loss
+    and its gradient); a batch whose weights are all zero contributes 0. "sum": ``sum_i w_i l_i``.
+    Targets are float64 rows (m, t + 1): the base target (a label, or k values) then the weight
+    (:func:`weighted_targets`), so shuffling and batching keep each weight with its sample. The
+    gradient is the base kernel's, each row scaled by its weight; the value comes from the
+    per-sample loss kernels. Runs on the host (a device's output is copied over and back).
+    ``get_config`` is the base's: weights are data of one fit, a saved model keeps the plain loss.
+    """
+
+    name = "sample_weighted"
+
+    def __init__(self, base: Loss):
+        if not isinstance(base, Loss) or base.name not in K.LOSSES:
+            raise ValueError(f"sample weights need one of fastnn's built-in losses ({', '.join(K.LOSSES)}), "
+                             f"got {base!r}")
+        super().__init__(reduction=base.reduction)
+        self.base = base
+        self.is_classification = base.is_classification
+        self._classes = K.LOSSES[base.name][1] == K.CLASSES
+
+    def target_spec(self, n_outputs, dtype):
+        trailing, _ = self.base.target_spec(n_outputs, dtype)
+        return (int(np.prod(trailing)) + 1,), np.dtype(np.float64)
+
+    def check_targets(self, y, n_samples, n_outputs, dtype):
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        shape = (n_samples, *self.target_spec(n_outputs, dtype)[0])
+        if y.shape != shape:
+            raise ValueError(f"weighted targets must have shape {shape} (the targets, then the weight), got {y.shape}")
+        return y
+
+    def split(self, target: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(base targets: int64 labels or contiguous values of ``dtype``, weights float64) of host rows."""
+        if self._classes:
+            return target[:, 0].astype(np.int64), target[:, -1]
+        return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
+
+    def call(self, output, target, grad, compute_grad=True):
+        return self._on_host, (output, target, grad, compute_grad)
+
+    def _on_host(self, output, target, grad, compute_grad):
+        if isinstance(output, np.ndarray):
+            return self._weighted(output, target, grad, compute_grad)
+        host_grad = np.empty(output.shape, output.dtype)
+        value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad)
+        if compute_grad:
+            backend.copy_into(grad, host_grad)
+        return value
+
+    def _weighted(self, output, target, grad, compute_grad) -> float:
+        labels, weights = self.split(target, output.dtype)
+        m = output.shape[0]
+        rows = np.empty(m)
+        if self._classes:
+            K.cross_entropy_rows(output, labels, rows)
+            per_sample = 1
+        else:
+            K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
+            per_sample = output.shape[1]
+        if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
+            total = float(weights.sum()) or np.inf  # a batch of zero weights contributes nothing
+            grad_factor, value_divisor = m / total, total * per_sample  # m / m == 1: unit weights give the base's bits
+        else:
+            grad_factor, value_divisor = 1.0, 1.0
+        if compute_grad:
+            self.base.forward_backward(output, labels, grad, True)
+            grad *= (weights * grad_factor).astype(grad.dtype)[:, None]
+        return float(rows @ weights) / value_divisor
+
+    def correct_count(self, output, target):
+        return self.base.correct_count(output, self.split(backend.to_host(target), output.dtype)[0])
+
+    def predict_classes(self, output):
+        return self.base.predict_classes(output)
+
+    def probabilities(self, output):
+        return self.base.probabilities(output)
+
+    def get_config(self):
+        return self.base.get_config()
+
+    def __repr__(self) -> str:
+        return f"SampleWeighted({self.base!r})"
+
+
+def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """float64 (n, t + 1): checked ``targets`` (n,) labels or (n, t) values, then ``weights`` (n,);
+    the targets :class:`SampleWeighted` takes."""
+    return np.column_stack([targets.reshape(targets.shape[0], -1), weights]).astype(np.float64, copy=False)
+
+
+def base_of(loss: Loss | None) -> Loss | None:
+    """The plain loss under a :class:`SampleWeighted` one (``loss`` itself otherwise)."""
+    return loss.base if isinstance(loss, SampleWeighted) else loss
 
 
 def get(loss) -> Loss:

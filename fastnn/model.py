@@ -10,9 +10,11 @@ import threading
 
 import numpy as np
 
+from . import _fit_options as fit_options
 from . import _validation as V
 from . import backend, freezing
 from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optim as optim_mod
 from ._config import PARALLEL_MIN_ELEMENTS
 from ._fused import CallRunner
@@ -138,6 +140,7 @@ class Sequential:
         self._device = "cpu"
         self._target_device = device
         self.loss: losses_mod.Loss | None = None
+        self.metrics: list = []  # fastnn.metrics.Metric objects of compile(metrics=...)
         self.decay_bias_and_norm = False
         self.optimizer = None
         self.training = True
@@ -637,12 +640,12 @@ class Sequential:
             self._backward(grad, contexts, False)
             return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
 
-    def validate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
-        """Metrics of the model on (X, y) in evaluation mode: {"loss": ..., "accuracy": ...} (checked
-        input; the pass the fit loop runs on validation data)."""
+    def validate(self, X, y, batch_size: int = _PREDICT_BATCH, *, sample_weight=None) -> dict:
+        """Metrics of the model on (X, y) in evaluation mode: {"loss": ..., "accuracy": ..., compiled
+        metrics} (the pass the fit loop runs on validation data; ``sample_weight`` (n,) weights the loss)."""
         self.require_compiled("validate")
         X, y = self._check_xy(X, y)
-        return self._evaluate(X, y, batch_size)
+        return self._evaluate(X, y, batch_size, fit_options.training_weights(self, y, sample_weight, None))
 
     @contextlib.contextmanager
     def _state_kept(self):
@@ -671,6 +674,7 @@ class Sequential:
                       "buffers": {f"{i}.{name}": backend.host_copy(buf) for i, layer in enumerate(self.layers)
                                   for name, buf in layer.buffers().items()},
                       "loss": None if self.loss is None else self.loss.get_config(),
+                      "metrics": metrics_mod.to_config(self.metrics),
                       "optimizer": None, "training": self.state.to_record(),
                       "decay_bias_and_norm": self.decay_bias_and_norm, "training_mode": self.training}
             if self.optimizer is not None:
@@ -695,6 +699,7 @@ class Sequential:
                 optimizer = self.optimizer
                 if optimizer is None or _without_lr(optimizer.get_config()) != _without_lr(config):
                     optimizer = optim_mod.optimizer_from_config(config)
+                self.metrics = []  # the record's, below
                 self.compile(loss if loss is not None else "mse", optimizer,
                              decay_bias_and_norm=record.get("decay_bias_and_norm", False))
                 if loss is None:
@@ -702,6 +707,7 @@ class Sequential:
                 self.optimizer.load_state_dict(record["optimizer"]["state"])
             elif record.get("loss") is not None:
                 self.loss = losses_mod.from_config(record["loss"])
+            self.metrics = metrics_mod.from_config(record.get("metrics"), self.loss)
             self.state.load_record(record.get("training") or {})
             self.train(record.get("training_mode", True))
         return self
@@ -746,8 +752,13 @@ class Sequential:
                         "for an independent copy")
 
     # -- training ---------------------------------------------------------------------------------
-    def compile(self, loss="cross_entropy", optimizer="sgd", *, decay_bias_and_norm: bool | None = None) -> Sequential:
+    def compile(self, loss="cross_entropy", optimizer="sgd", *, metrics=None,
+                decay_bias_and_norm: bool | None = None) -> Sequential:
         """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
+
+        ``metrics``: a list of names ("f1", "auc", "r2", ...), :mod:`fastnn.metrics` objects or
+        functions ``f(y_true, y_pred) -> float``, logged by fit (and "val_" ones) and evaluate;
+        None keeps the current ones, [] removes them. See :mod:`fastnn.metrics`.
 
         The optimizer's weight decay applies to weight matrices only; biases and normalisation
         parameters are excluded unless ``decay_bias_and_norm=True`` (default: keep the current
@@ -755,6 +766,7 @@ class Sequential:
         its state (moments, step count). An optimizer bound to another live model is refused.
         """
         loss = losses_mod.get(loss)
+        metrics = metrics_mod.check_metrics(self.metrics if metrics is None else metrics, loss)
         if loss.owner is not None and loss.owner is not self:
             import copy
 
@@ -768,6 +780,7 @@ class Sequential:
             decay_bias_and_norm = bool(decay_bias_and_norm)
         with self._lock:
             self.loss = loss
+            self.metrics = metrics
             loss.set_owner(self)
             changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
             if decay_bias_and_norm is not None:
@@ -827,7 +840,7 @@ class Sequential:
         X = self._check_x(X, argument)
         self.require_compiled("training")
         if len(self.output_shape) == 1:
-            return X, self.loss.check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
+            return X, losses_mod.base_of(self.loss).check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
         return X, self._check_position_targets(y, X.shape[0])
 
     def _check_position_targets(self, y, n: int) -> np.ndarray:
@@ -994,11 +1007,15 @@ class Sequential:
 
     def fit(self, X, y=None, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None,
-            accumulate: int = 1):
+            accumulate: int = 1, validation_split: float = 0.0, sample_weight=None, class_weight=None):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
         X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
-        or (n,) targets. ``validation_data=(X_val, y_val)`` adds val_loss/val_accuracy per epoch.
+        or (n,) targets. ``validation_data=(X_val, y_val)`` or ``(X_val, y_val, w_val)`` adds
+        val_loss, val_accuracy and the compiled metrics' "val_" values per epoch;
+        ``validation_split=f`` holds out the last fraction f of (X, y) instead (before shuffling).
+        ``sample_weight`` (n,) float >= 0 and ``class_weight`` {class: weight} (multiplied) weight
+        each sample's loss and its gradient: a batch's loss is sum w_i l_i / sum w_i.
         ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch. See
         :func:`fastnn.training.fit` for interrupts and resuming.
         X may instead be a :class:`fastnn.data.ArrayDataset` (memory-mapped data, shuffled by
@@ -1010,7 +1027,8 @@ class Sequential:
 
         return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
                    shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-                   steps_per_epoch=steps_per_epoch, accumulate=accumulate)
+                   steps_per_epoch=steps_per_epoch, accumulate=accumulate, validation_split=validation_split,
+                   sample_weight=sample_weight, class_weight=class_weight)
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -1054,22 +1072,18 @@ class Sequential:
             labels = rows.argmax(axis=1) if rows.shape[1] > 1 else (rows[:, 0] > 0).astype(np.int64)
         return labels.reshape((*out.shape[:-1], *labels.shape[1:]))
 
-    def _evaluate(self, X, y, batch_size) -> dict:
+    def _evaluate(self, X, y, batch_size, weights=None) -> dict:
         with self._lock:  # the loss's reduction scratch is shared: one evaluation at a time
-            out = self._predict(X, batch_size)
-            grad = np.empty((1, 1), self.dtype)
-            metrics = {"loss": float(self.loss_value(out, y, grad, False))}
-            correct = self.correct_count(out, y)
-        if correct is not None:
-            metrics["accuracy"] = correct / (X.shape[0] * self.positions)
-        return metrics
+            return metrics_mod.evaluate_outputs(self, self._predict(X, batch_size), y, weights)
 
-    def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH) -> dict:
-        """{"loss": ..., "accuracy": ...} (accuracy for classification losses), in evaluation mode."""
+    def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH, *, sample_weight=None, class_weight=None) -> dict:
+        """{"loss": ..., "accuracy": ..., each compiled metric} in evaluation mode (accuracy for
+        classification losses). ``sample_weight`` (n,) and ``class_weight`` {class: weight} weight
+        the loss as in :meth:`fit` (over the whole set: sum w_i l_i / sum w_i); metrics are unweighted."""
         self.require_compiled("evaluate")
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         X, y = self._check_xy(X, y)
-        return self._evaluate(X, y, batch_size)
+        return self._evaluate(X, y, batch_size, fit_options.training_weights(self, y, sample_weight, class_weight))
 
     # -- weights ----------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ unpickled."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 
@@ -25,6 +26,15 @@ def save_model(model, path) -> None:
     write_safetensors(path, *record_to_file(model.snapshot()))
 
 
+def _savable_metrics(configs: list) -> list[dict]:
+    """The compiled metrics' configs that a file can hold: a metric that is a Python function is
+    dropped with a warning (a file never holds code; compile it again after loading)."""
+    for fn in (c for c in configs if not isinstance(c, dict)):
+        warnings.warn(f"save: metric {getattr(fn, '__name__', fn)!r} is a Python function and is not saved; after "
+                      f"fnn.load, compile again with metrics=[...] to get it back", UserWarning, stacklevel=4)
+    return [c for c in configs if isinstance(c, dict)]
+
+
 def record_to_file(record: dict) -> tuple[dict, dict]:
     """(tensors, string metadata) of a checkpoint record (:meth:`fastnn.Sequential.snapshot`)."""
     from . import __version__
@@ -35,6 +45,8 @@ def record_to_file(record: dict) -> tuple[dict, dict]:
             "architecture": json.dumps(record["config"])}
     if record.get("loss") is not None:
         meta["loss"] = json.dumps(record["loss"])
+    if record.get("metrics"):
+        meta["metrics"] = json.dumps(_savable_metrics(record["metrics"]))
     if record.get("optimizer") is not None:
         arrays, scalars = _split_state(record["optimizer"]["state"])
         tensors.update({f"optimizer.{k}": v for k, v in arrays.items()})
@@ -60,6 +72,7 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
     training = _meta_training(json.loads(meta.get("training", "{}")), path)
     record = {"config": config, "params": params, "buffers": buffers, "optimizer": None,
               "loss": json.loads(meta["loss"]) if "loss" in meta else None,
+              "metrics": json.loads(meta["metrics"]) if "metrics" in meta else [],
               "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False))}
     if "optimizer" in meta:
         saved = json.loads(meta["optimizer"])

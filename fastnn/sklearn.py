@@ -9,7 +9,7 @@
 All four share one fit loop (:class:`_NeuralNetBase`): fastnn's :func:`fastnn.training.fit`, with a
 callback that applies scikit-learn's stopping rule (``tol``, ``n_iter_no_change``, ``early_stopping``
 on a held-out ``validation_fraction``). ``sample_weight`` weights each sample's loss: the loss is
-``sum_i w_i l_i / sum_i w_i`` (the weight travels with its sample as an extra target column).
+``sum_i w_i l_i / sum_i w_i`` (:class:`fastnn.losses.SampleWeighted`, through ``Sequential.fit(sample_weight=...)``).
 
 Threads: ``n_threads=None`` uses Numba's thread count, which joblib's process workers (the default
 of ``GridSearchCV(n_jobs=k)``, ``cross_val_score(n_jobs=k)``) already set to CPUs // k through
@@ -44,91 +44,10 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from . import _config, backend, optim
 from . import losses as losses_mod
 from .callbacks import Callback
-from .kernels import losses as K
 from .layers import Activation, BatchNorm1d, Dense, Dropout
 from .model import Sequential
 
 _SKLEARN_ACTIVATIONS = {"logistic": "sigmoid"}  # scikit-learn's names that fastnn spells otherwise
-
-
-# ------------------------------------------------------------------------------ sample weights
-class _SampleWeighted(losses_mod.Loss):
-    """``base`` loss with one weight per sample: ``sum_i w_i l_i / sum_i w_i`` ("mean"), where
-    ``l_i`` is sample i's base loss (divided by its k outputs for elementwise losses, so unit
-    weights give exactly the base loss and its gradient). Targets are float64 rows of the base
-    target (a label, or k values) followed by the weight, so shuffling and batching keep each
-    weight with its sample. The gradient is the base kernel's, each row scaled by its weight;
-    the value comes from the per-sample loss kernels. Runs on the host (a device's output is
-    copied over and back)."""
-
-    name = "sample_weighted"
-
-    def __init__(self, base: losses_mod.Loss):
-        super().__init__(reduction=base.reduction)
-        self.base = base
-        self.is_classification = base.is_classification
-        self._classes = K.LOSSES[base.name][1] == K.CLASSES
-
-    def target_spec(self, n_outputs, dtype):
-        trailing, _ = self.base.target_spec(n_outputs, dtype)
-        return (int(np.prod(trailing)) + 1,), np.dtype(np.float64)
-
-    def check_targets(self, y, n_samples, n_outputs, dtype):
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        shape = (n_samples, *self.target_spec(n_outputs, dtype)[0])
-        if y.shape != shape:
-            raise ValueError(f"weighted targets must have shape {shape} (the targets, then the weight), got {y.shape}")
-        return y
-
-    def _split(self, target: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(base targets: int64 labels or contiguous values of ``dtype``, weights float64)."""
-        if self._classes:
-            return target[:, 0].astype(np.int64), target[:, -1]
-        return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
-
-    def call(self, output, target, grad, compute_grad=True):
-        return self._on_host, (output, target, grad, compute_grad)
-
-    def _on_host(self, output, target, grad, compute_grad):
-        if isinstance(output, np.ndarray):
-            return self._weighted(output, target, grad, compute_grad)
-        host_grad = np.empty(output.shape, output.dtype)
-        value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad)
-        if compute_grad:
-            backend.copy_into(grad, host_grad)
-        return value
-
-    def _weighted(self, output, target, grad, compute_grad) -> float:
-        labels, weights = self._split(target, output.dtype)
-        m = output.shape[0]
-        rows = np.empty(m)
-        if self._classes:
-            K.cross_entropy_rows(output, labels, rows)
-            per_sample = 1
-        else:
-            K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
-            per_sample = output.shape[1]
-        if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
-            total = float(weights.sum()) or np.inf  # a batch of zero weights contributes nothing
-            grad_factor, value_divisor = m / total, total * per_sample  # m / m == 1: unit weights give the base's bits
-        else:
-            grad_factor, value_divisor = 1.0, 1.0
-        if compute_grad:
-            self.base.forward_backward(output, labels, grad, True)
-            grad *= (weights * grad_factor).astype(grad.dtype)[:, None]
-        return float(rows @ weights) / value_divisor
-
-    def correct_count(self, output, target):
-        return self.base.correct_count(output, self._split(backend.to_host(target), output.dtype)[0])
-
-    def predict_classes(self, output):
-        return self.base.predict_classes(output)
-
-    def probabilities(self, output):
-        return self.base.probabilities(output)
-
-    def get_config(self):
-        return {"name": self.name, "base": self.base.get_config()}
 
 
 # ------------------------------------------------------------------------------ threads
@@ -297,14 +216,11 @@ class _NeuralNetBase(BaseEstimator):
             batch_size = min(batch_size, X.shape[0])
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
-        base = losses_mod.get(loss)
-        fit_loss = base if weights is None else _SampleWeighted(base)
-        fit_targets = targets if weights is None else np.column_stack([targets, weights])
         epochs = 1 if incremental else self.max_iter
         epochs_before = self.n_iter_
-        self.model_.fit(X, fit_targets, loss=fit_loss, epochs=epochs, batch_size=batch_size, shuffle=self.shuffle,
+        self.model_.fit(X, targets, loss=losses_mod.get(loss), epochs=epochs, batch_size=batch_size,
+                        shuffle=self.shuffle, sample_weight=weights,  # the loss: sum_i w_i l_i / sum_i w_i
                         callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
-        self.model_.compile(base, self.model_.optimizer)  # a plain loss again: the model saves and pickles
         if validation is not None and validation.best_state is not None:  # back to the best validation score
             for name, value in validation.best_state.items():
                 backend.copy_into(self.model_.state_arrays()[name], value)

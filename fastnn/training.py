@@ -23,13 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _fit_options as options
 from . import _validation as V
 from . import backend, streaming
+from . import losses as losses_mod
 from ._progress import EpochProgress
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 from .layers.base import walk_layers
+from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
 _FINGERPRINT_ROWS = 256
@@ -226,7 +229,8 @@ class BatchFeeder:
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None, accumulate: int = 1) -> History:
+        validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None, accumulate: int = 1,
+        validation_split: float = 0.0, sample_weight=None, class_weight=None) -> History:
     """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
@@ -239,16 +243,19 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     user_callbacks = V.check_callbacks(callbacks, Callback)
     accumulate = check_accumulate(accumulate, model.device)
     if streaming.is_stream(X):
+        _refuse_array_only_options(model, validation_split, sample_weight, class_weight)
         return streaming.fit_stream(model, X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                     validation_data=validation_data, callbacks=user_callbacks, verbose=verbose,
                                     steps_per_epoch=steps_per_epoch, accumulate=accumulate)
     streaming.check_array_fit(y, steps_per_epoch)
     X, y = model.check_data(X, y)
+    validation_split = options.check_validation_split(validation_split, validation_data)
+    sample_weight = options.check_sample_weight(sample_weight, X.shape[0])
+    validation = None if validation_data is None else options.check_validation_data(model, validation_data)
+    if validation_split:
+        (X, y, sample_weight), validation = options.split_off(validation_split, X, y, sample_weight)
+    weights = options.training_weights(model, y, sample_weight, class_weight)
     model.prepare("fit")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (X_val, y_val)")
-        X_val, y_val = model.check_data(*validation_data, argument="X_val")
     n = X.shape[0]
     norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
     batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
@@ -257,6 +264,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
         warnings.warn(batch_plan.note, stacklevel=3)
     batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
+    if weights is not None:  # the weight travels as the targets' last column (SampleWeighted, below)
+        y = losses_mod.weighted_targets(y, weights)
     fingerprint = data_fingerprint(X, y)
     if state.cursor is not None and state.cursor.data != fingerprint:
         state.cursor = None  # other data: a fresh epoch position
@@ -266,6 +275,9 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, batches)
     order = np.empty(n, np.int64) if shuffle else None
+    base_loss = model.loss
+    if weights is not None:  # trains on the weighted loss; the plain one is back after fit (finally, below)
+        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
     feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
     stepper = Stepper(model, accumulate)
     was_training = model.training
@@ -277,9 +289,12 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
                 _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, None if validation_data is None else (X_val, y_val), stepper)
+                            fingerprint, validation, stepper,
+                            Tracker(model, model.metrics, weighted=weights is not None))
     finally:
         stepper.abort()
+        if model.loss is not base_loss:
+            model.compile(base_loss, model.optimizer)
         progress.close()
         model.train(was_training)
         if feeder is not None:
@@ -288,8 +303,20 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     return history
 
 
+def _refuse_array_only_options(model, validation_split, sample_weight, class_weight) -> None:
+    """The options that the streamed fit (fastnn.streaming) does not honour yet: refused, not ignored."""
+    given = [name for name, value in (("validation_split", validation_split), ("sample_weight", sample_weight),
+                                      ("class_weight", class_weight)) if value is not None and value is not False
+             and not (isinstance(value, float) and value == 0.0)]
+    if model.metrics:
+        given.append("compile(metrics=...)")
+    if given:
+        raise ValueError(f"{', '.join(given)} work with arrays X, y only, not yet with a dataset or batches: "
+                         "pass arrays (np.memmap too), or compile without metrics and leave these out")
+
+
 def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                fingerprint, validation, stepper):
+                fingerprint, validation, stepper, tracker):
     """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
     each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
     state = model.state
@@ -302,6 +329,7 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         if order is not None:  # counter-based: the order of epoch e depends only on (seed, e)
             permutation(n, model.seed, _SHUFFLE_STREAM, epoch, order)
         total_loss, correct, start_sample = 0.0, 0, 0
+        tracker.reset()  # (after a resume mid-epoch, the metrics cover the batches since)
         cursor = state.cursor
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             start_sample, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
@@ -325,6 +353,8 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
             total_loss += batch_loss * (hi - lo)
             count = model.correct_count(out, yb if plan is None else plan.y)
             correct = None if count is None or correct is None else correct + count
+            if tracker.metrics:
+                tracker.update(out, yb if plan is None else plan.y)
             if committed:  # after the optimizer's update (every `accumulate` batches)
                 state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
                 interrupt.critical = False
@@ -334,8 +364,10 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         logs = {"loss": total_loss / n_used}
         if correct is not None:
             logs["accuracy"] = correct / (n_used * model.positions)
+        logs.update(tracker.results())
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in model.validate(*validation).items()})
+            X_val, y_val, w_val = validation
+            logs.update({f"val_{k}": v for k, v in model.validate(X_val, y_val, sample_weight=w_val).items()})
         logs["lr"] = float(model.optimizer.lr)
         state.epochs_done = epoch + 1
         state.cursor = None

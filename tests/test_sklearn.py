@@ -138,7 +138,7 @@ def test_unit_sample_weights_are_bit_identical_to_none():
 @pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy", "mse", "huber"])
 def test_weighted_loss_against_the_float64_reference(name, reduction):
     """sum_i w_i l_i / sum_i w_i (l_i: sample i's loss over its k outputs / k) and its gradient."""
-    from fastnn.sklearn import _SampleWeighted
+    from fastnn.losses import SampleWeighted as _SampleWeighted
     from tests import _reference_core as ref
 
     rng = np.random.default_rng(0)

@@ -1,0 +1,115 @@
+"""The data options of ``fit``/``evaluate`` (Keras' semantics): ``sample_weight``, ``class_weight``,
+``validation_split`` and ``validation_data=(X, y[, w])``; checked at the public boundary."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+
+
+def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight") -> np.ndarray | None:
+    """float64 (n,) finite non-negative weights, or None."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{argument} must be an array of numbers, one per sample; got {type(sample_weight).__name__}"
+                        ) from exc
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (n,):
+        raise ValueError(f"{argument} must have shape ({n},), one weight per sample, got shape {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{argument} must be finite; sample {int(np.flatnonzero(~np.isfinite(w))[0])} is "
+                         f"{w[~np.isfinite(w)][0]}")
+    if (w < 0).any():
+        i = int(np.flatnonzero(w < 0)[0])
+        raise ValueError(f"{argument} must be non-negative; sample {i} has weight {w[i]}")
+    return np.ascontiguousarray(w)
+
+
+def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> np.ndarray:
+    """float64 (n,): ``class_weight[c]`` for each sample of class c (1 for classes not in the dict).
+    Classes: the labels 0..k-1 of ``cross_entropy``, 0 and 1 (target > 0.5) of a one-output
+    ``binary_cross_entropy``."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+    family = metrics_mod.family_of(model.loss)
+    k = model.output_shape[-1]
+    if family == metrics_mod.REGRESSION or (family == metrics_mod.BINARY and k > 1):
+        raise ValueError(f"class_weight needs single-label classes (cross_entropy, or binary_cross_entropy with "
+                         f"one output); this model has loss {losses_mod.base_of(model.loss).name!r} with {k} "
+                         f"outputs: pass sample_weight instead")
+    n_classes = k if family == metrics_mod.MULTICLASS else 2
+    table = np.ones(n_classes)
+    for cls, weight in class_weight.items():
+        if isinstance(cls, bool) or not isinstance(cls, numbers.Integral) or not 0 <= cls < n_classes:
+            raise ValueError(f"class_weight has unknown class {cls!r}: the classes of this model are the integers "
+                             f"0..{n_classes - 1}")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weight[{cls}] must be a finite non-negative number, got {weight!r}")
+        table[int(cls)] = float(weight)
+    labels = targets if family == metrics_mod.MULTICLASS else (targets[:, 0] > 0.5).astype(np.int64)
+    return table[labels]
+
+
+def _require_one_row_per_sample(model) -> None:
+    if model.positions != 1:
+        raise ValueError(f"sample_weight and class_weight need one output row per sample; this model's output "
+                         f"{tuple(model.output_shape)} has {model.positions} positions per sample")
+
+
+def training_weights(model, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
+    """The per-sample weights of (checked) ``targets``: sample_weight times the class weights
+    (Keras multiplies them), or None when neither is given."""
+    if sample_weight is None and class_weight is None:
+        return None
+    _require_one_row_per_sample(model)
+    n = targets.shape[0]
+    weights = check_sample_weight(sample_weight, n)
+    if class_weight is not None:
+        per_class = class_weight_to_sample_weight(class_weight, model, targets)
+        weights = per_class if weights is None else weights * per_class
+    return weights
+
+
+def check_validation_split(validation_split, validation_data) -> float:
+    """``validation_split`` as a float in [0, 1) (0: none); refused together with validation_data."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be a number in [0, 1), the fraction of the data held out "
+                         f"(the last samples), got {validation_split!r}")
+    if validation_split and validation_data is not None:
+        raise ValueError("pass either validation_split or validation_data, not both")
+    return float(validation_split)
+
+
+def split_off(validation_split: float, X, y, sample_weight):
+    """((X, y, w) of training, (X, y, w) of validation): the last ``validation_split`` of the
+    samples held out before any shuffling, as Keras does (training keeps the first
+    ceil(n * (1 - split)) samples)."""
+    n = X.shape[0]
+    at = int(math.ceil(n * (1.0 - validation_split)))
+    if at == 0 or at == n:
+        raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
+                         f"{'no training' if at == 0 else 'no validation'} samples; use a split between "
+                         f"{1 / n:.3g} and {1 - 1 / n:.3g}, or more data")
+    w = (None, None) if sample_weight is None else (sample_weight[:at], sample_weight[at:])
+    return (X[:at], y[:at], w[0]), (X[at:], y[at:], w[1])
+
+
+def check_validation_data(model, validation_data):
+    """(X_val, y_val, w_val or None), checked, from ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+    X_val, y_val = model.check_data(*validation_data[:2], argument="X_val")
+    w_val = None
+    if len(validation_data) == 3 and validation_data[2] is not None:
+        _require_one_row_per_sample(model)
+        w_val = check_sample_weight(validation_data[2], X_val.shape[0], "validation_data's sample_weight")
+    return X_val, y_val, w_val
