@@ -6,6 +6,7 @@
 """
 from . import callbacks, data, diagnostics, init, losses, metrics, optim, schedules
 from ._config import get_num_threads, set_num_threads
+from .interop import export_onnx, from_torch
 from .layers import (
     ELU,
     GELU,
@@ -46,7 +47,6 @@ from .layers import (
     TransformerEncoderBlock,
     register_layer,
 )
-from .interop import export_onnx, from_torch
 from .losses import register_loss
 from .model import Sequential, load
 
