@@ -161,14 +161,17 @@ def _worker(job: tuple[int, str]) -> tuple[int, str, int, float]:
     return (*job, compiled, time.perf_counter() - start)
 
 
-def warmup(dtypes=DTYPES, jobs: int = 1, progress: bool = True) -> dict:
+def warmup(dtypes=DTYPES, jobs: int = 1, progress: bool = True, only: str = "") -> dict:
     """Compile every recipe's kernels in ``dtypes`` into the cache, in ``jobs`` worker processes
-    (1: in this process). Returns ``{"seconds", "compiled", "recompiled", "jobs"}``: ``compiled``
+    (1: in this process); ``only``: just the recipes whose name contains it. Returns ``{"seconds", "compiled", "recompiled", "jobs"}``: ``compiled``
     functions (summed over workers), ``recompiled`` by the final pass in this process (0 when the
     cache is complete)."""
     from tqdm.auto import tqdm
 
-    work = [(i, dtype) for dtype in dtypes for i in range(len(RECIPES))]
+    work = [(i, dtype) for dtype in dtypes for i, recipe in enumerate(RECIPES) if only in recipe.name]
+    if not work:
+        raise ValueError(f"no warmup recipe's name contains {only!r}; the recipes: "
+                         + ", ".join(recipe.name for recipe in RECIPES))
     bar = tqdm(total=len(work), desc="fastnn warmup", unit="recipe", disable=not progress, file=sys.stderr)
     start = time.perf_counter()
     compiled = 0
@@ -195,6 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", "-j", type=int, default=1,
                         help="worker processes compiling in parallel (default 1; at most the CPU count helps)")
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both", help="dtypes to compile (default both)")
+    parser.add_argument("--only", default="", metavar="TEXT", help="only the recipes whose name contains TEXT")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -203,7 +207,7 @@ def run(args) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     dtypes = DTYPES if args.dtype == "both" else (args.dtype,)
-    result = warmup(dtypes, jobs=args.jobs, progress=not args.quiet)
+    result = warmup(dtypes, jobs=args.jobs, progress=not args.quiet, only=args.only)
     where = os.environ.get("NUMBA_CACHE_DIR") or "the package's __pycache__ folders"
     print(f"fastnn warmup: {result['compiled']} functions compiled in {result['seconds']:.1f} s "
           f"({args.jobs} process{'es' if args.jobs > 1 else ''}, {', '.join(dtypes)}), cached in {where}"
