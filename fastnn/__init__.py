@@ -4,7 +4,7 @@
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)
 """
-from . import _blas_probe, _compiling, callbacks, data, diagnostics, init, losses, optim, schedules  # noqa: F401 (_blas_probe, _compiling: set-up)
+from . import _blas_probe, _compiling, _shipped_cache, callbacks, data, diagnostics, init, losses, optim, schedules  # noqa: F401,E501 (set-up)
 from ._config import get_num_threads, set_num_threads
 from .layers import (
     ELU,
