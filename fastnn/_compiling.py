@@ -32,8 +32,12 @@ class _Listener(event.Listener):
         _counts["all"] += 1
         if not _state["announced"] and not _state["quiet"]:
             _state["announced"] = True
+            from ._shipped_cache import mismatch
+
+            why = mismatch()
             print(f"fastnn: compiling fastnn's kernels for this CPU, once, about {ESTIMATE_S} s (cached for the "
-                  f"next runs; `fastnn warmup` compiles all of them ahead of use)", file=sys.stderr, flush=True)
+                  f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else ""),
+                  file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass

@@ -18,9 +18,12 @@ fastnn the subclass behaves as Numba's own.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import sys
 
 import llvmlite.binding as llvm
+import numba
 from numba.core import caching, dispatcher
 
 PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prebuilt")
@@ -43,6 +46,21 @@ def _fallback_targets(triple: str) -> tuple[tuple[str, str, str], ...]:
         targets.append((triple, "x86-64-v3", ""))
     targets.append((triple, "generic", ""))
     return tuple(targets)
+
+
+def mismatch() -> str | None:
+    """Why the shipped kernels cannot serve this process (another Numba or Python version than the
+    wheel was built with), or None (none shipped, or they match). Read when a compile starts."""
+    try:
+        with open(os.path.join(PREBUILT, "build.json")) as handle:
+            built = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if built.get("numba") != numba.__version__ or built.get("python") != python:
+        return (f"the kernels prebuilt in this wheel are for Numba {built.get('numba')} on Python "
+                f"{built.get('python')}, this is Numba {numba.__version__} on Python {python}")
+    return None
 
 
 def shipped_folder(py_func) -> str | None:

@@ -66,3 +66,12 @@ def test_warmup_refuses_an_unknown_recipe():
 
     with pytest.raises(ValueError, match="no warmup recipe's name contains 'nope'"):
         warmup.warmup(only="nope", progress=False)
+
+
+def test_shipped_kernels_of_another_numba_version_are_named_as_the_reason_to_compile(tmp_path, monkeypatch):
+    from fastnn import _shipped_cache
+
+    monkeypatch.setattr(_shipped_cache, "PREBUILT", str(tmp_path))
+    assert _shipped_cache.mismatch() is None  # no wheel build: nothing to explain
+    (tmp_path / "build.json").write_text(json.dumps({"numba": "0.1.0", "python": "3.11"}))
+    assert "prebuilt in this wheel are for Numba 0.1.0" in _shipped_cache.mismatch()

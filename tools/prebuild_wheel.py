@@ -18,6 +18,7 @@ import argparse
 import base64
 import glob
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -81,6 +82,11 @@ def prebuild(wheel: str, out: str, args) -> str:
         kernels = _move_cache_files(os.path.join(unpacked, "fastnn", "kernels", "__pycache__"),
                                     os.path.join(prebuilt, "kernels"))
         fused = _move_cache_files(os.path.join(steps, "__pycache__"), os.path.join(prebuilt, "steps"))
+        import numba
+
+        with open(os.path.join(prebuilt, "build.json"), "w") as handle:  # read by fastnn._shipped_cache.mismatch
+            json.dump({"numba": numba.__version__, "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                       "targets": args.targets.split(","), "dtype": args.dtype, "only": args.only}, handle)
         for leftover in glob.glob(os.path.join(unpacked, "**", "__pycache__"), recursive=True):
             shutil.rmtree(leftover)
         dist_info = next(name for name in os.listdir(unpacked) if name.endswith(".dist-info"))
