@@ -17,6 +17,7 @@ from numba.core import event
 ESTIMATE_S = 20
 
 _counts = {"all": 0}
+_compiled: list[str] = []  # qualified names, in order
 _state = {"announced": False, "quiet": 0}
 
 
@@ -30,6 +31,8 @@ class _Listener(event.Listener):
         if not _is_ours(ev.data["dispatcher"]):
             return
         _counts["all"] += 1
+        py_func = ev.data["dispatcher"].py_func
+        _compiled.append(f"{py_func.__module__}.{py_func.__qualname__}")
         if not _state["announced"] and not _state["quiet"]:
             _state["announced"] = True
             from ._shipped_cache import mismatch
@@ -46,6 +49,11 @@ class _Listener(event.Listener):
 def compiles() -> int:
     """How many fastnn functions this process has compiled (cache misses) so far."""
     return _counts["all"]
+
+
+def compiled() -> list[str]:
+    """Module-qualified names of the functions counted by :func:`compiles`, in order."""
+    return list(_compiled)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from fastnn import _shipped_cache
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTICE = "compiling fastnn's kernels for this CPU, once"
 DEMO = ("import fastnn.cli, fastnn._compiling as c; fastnn.cli.main(['demo', '--epochs', '1', '--verbose', '0']); "
-        "print('COMPILES', c.compiles())")
+        "print('COMPILES', c.compiles(), c.compiled())")
 
 
 def _check(command, **kwargs):
@@ -44,7 +44,7 @@ def test_wheel_with_prebuilt_kernels_runs_the_demo_without_compiling(tmp_path):
                    FASTNN_FUSE="always")
     for threads in ("2", "3"):  # the thread count is not part of the cache
         proc = _check([python, "-c", DEMO], env=dict(run_env, NUMBA_NUM_THREADS=threads), cwd=str(tmp_path))
-        assert "test accuracy" in proc.stdout and "COMPILES 0" in proc.stdout, proc.stdout + proc.stderr
+        assert "test accuracy" in proc.stdout and "COMPILES 0 []" in proc.stdout, proc.stdout + proc.stderr
         assert NOTICE not in proc.stderr
     installed = _check([python, "-c", "import fastnn; print(fastnn.__file__)"], env=run_env, cwd=str(tmp_path))
     assert str(venv) in installed.stdout

@@ -38,7 +38,8 @@ def _record_line(root: str, path: str) -> str:
 
 def _warmup(unpacked: str, steps: str, target: str, args) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
-    env.update(PYTHONPATH=unpacked, FASTNN_CACHE_DIR=steps, PYTHONDONTWRITEBYTECODE="1")
+    # FASTNN_FUSE=auto: warmup compiles the fused steps unless the environment says never
+    env.update(PYTHONPATH=unpacked, FASTNN_CACHE_DIR=steps, PYTHONDONTWRITEBYTECODE="1", FASTNN_FUSE="auto")
     if target != "host":
         env.update(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES="")
     command = [sys.executable, "-m", "fastnn.warmup", "--dtype", args.dtype, "--jobs", str(args.jobs),
