@@ -1,13 +1,18 @@
-"""Start-up: time for a fresh process to import fastnn and finish its first 'mlp' training step.
+"""Start-up: a fresh process imports fastnn and finishes its first 'mlp' training step.
 
-    python benchmarks/startup.py                 # 2 cold runs, 3 warm runs after each
-    python benchmarks/startup.py --quick         # 1 cold, 2 warm
+    python benchmarks/startup.py                                 # cold (source), warm, floor, torch
+    python benchmarks/startup.py --wheel dist/fastnn-*-cp311-*.whl   # + cold from a prebuilt wheel
+    python benchmarks/startup.py --before /path/to/old/checkout      # + cold (source) of another tree
 
-cold: NUMBA_CACHE_DIR points to a new empty folder, so every kernel the step needs compiles.
-warm: the same cache folder again (filled by the cold run): the time a user sees on the second
-run. Each run reports the whole process's wall time (interpreter start included, measured by
-this parent) and, inside the child, import / model build / first train_step.
-Writes benchmarks/results/startup.{md,json}.
+Rows, all measured in one run (the machine's load moves absolute times, ratios in one run hold):
+  cold (wheel)   the wheel (tools/prebuild_wheel.py) installed in a fresh venv, empty user caches
+  cold (source)  this checkout with empty caches: every kernel the step needs compiles
+  warm           this checkout again, caches filled by the cold run: what a user sees next time
+  numba floor    import numba and call one cached trivial kernel: Numba's own start-up cost
+  torch          import torch and run the same MLP's first Adam step (784-256-128-10, batch 128)
+Each run reports the child's whole wall time (interpreter start included, measured here), and
+inside the child the time to import and to finish the first step. Writes
+benchmarks/results/startup.{md,json}.
 """
 import argparse
 import json
@@ -22,28 +27,68 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
-CHILD = r"""
+FASTNN_CHILD = r"""
 import json, time
 t0 = time.perf_counter()
 import fastnn
 t1 = time.perf_counter()
+try:
+    from fastnn._compiling import compiles
+except ImportError:  # a tree older than the compile counter (--before)
+    compiles = lambda: float("nan")
 from fastnn.bench import CONFIGS, build_fastnn, make_batch
 cfg = CONFIGS["mlp"]
 model = build_fastnn(cfg)
 x, y = make_batch(cfg)
-t2 = time.perf_counter()
 loss = model.train_step(x, y)
-t3 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "build_s": t2 - t1, "first_step_s": t3 - t2, "loss": loss}))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_step_s": t2 - t1, "compiles": compiles()}))
+"""
+
+FLOOR_MODULE = "from numba import njit\n\n\n@njit(cache=True)\ndef add(a, b):\n    return a + b\n"
+FLOOR_CHILD = r"""
+import json, time
+t0 = time.perf_counter()
+import numba, startup_floor
+t1 = time.perf_counter()
+startup_floor.add(1.0, 2.0)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_step_s": t2 - t1, "compiles": 0}))
+"""
+
+TORCH_CHILD = r"""
+import json, time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128), torch.nn.ReLU(),
+                          torch.nn.Linear(128, 10))
+optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+optimizer.zero_grad()
+loss = torch.nn.functional.cross_entropy(net(x), y)
+loss.backward()
+optimizer.step()
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_step_s": t2 - t1, "compiles": 0}))
 """
 
 
-def run_child(cache_dir: str, threads: int | None) -> dict:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    if threads:
-        env["NUMBA_NUM_THREADS"] = str(threads)
+def _clean_env() -> dict:
+    """This process's environment without what points Python or the caches elsewhere; .pyc files
+    are written and used, as in users' installs."""
+    drop = ("PYTHONPATH", "NUMBA_CACHE_DIR", "FASTNN_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def run_child(code: str, python: str = sys.executable, path: str | None = ROOT, cwd: str = ROOT, **env) -> dict:
+    environment = _clean_env()
+    if path:
+        environment["PYTHONPATH"] = path
+    environment.update(env)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run([python, "-c", code], env=environment, capture_output=True, text=True, cwd=cwd, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"the child process failed:\n{proc.stderr}")
@@ -52,36 +97,75 @@ def run_child(cache_dir: str, threads: int | None) -> dict:
     return out
 
 
+def _venv_with(wheel: str, folder: str) -> str:
+    """Python of a new venv (system site-packages for the dependencies) with ``wheel`` installed."""
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", folder], check=True, env=_clean_env())
+    python = os.path.join(folder, "bin", "python")
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", wheel], check=True, env=_clean_env())
+    return python
+
+
+def measure(args, tmp: str) -> dict:
+    runs = {}
+
+    def caches(name):
+        folder = os.path.join(tmp, name)
+        return {"NUMBA_CACHE_DIR": os.path.join(folder, "numba"), "FASTNN_CACHE_DIR": os.path.join(folder, "fastnn")}
+
+    python = _venv_with(args.wheel, os.path.join(tmp, "venv")) if args.wheel else None
+    floor_dir = os.path.join(tmp, "floor")
+    os.makedirs(floor_dir)
+    with open(os.path.join(floor_dir, "startup_floor.py"), "w") as handle:
+        handle.write(FLOOR_MODULE)
+    run_child(FLOOR_CHILD, path=floor_dir, cwd=floor_dir)  # compiles the trivial kernel once
+    try:
+        import torch  # noqa: F401
+        has_torch = True
+    except ImportError:
+        has_torch = False
+    for repeat in range(args.repeat):
+        print(f"  round {repeat + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
+        if python:
+            runs.setdefault("cold (wheel)", []).append(
+                run_child(FASTNN_CHILD, python=python, path=None, cwd=tmp, **caches(f"wheel{repeat}")))
+        if args.before:
+            runs.setdefault("cold (source, before)", []).append(
+                run_child(FASTNN_CHILD, path=args.before, cwd=tmp, **caches(f"before{repeat}")))
+        runs.setdefault("cold (source)", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
+        for _ in range(args.warm):
+            runs.setdefault("warm", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
+            runs.setdefault("numba floor", []).append(run_child(FLOOR_CHILD, path=floor_dir, cwd=floor_dir))
+            if has_torch:
+                runs.setdefault("torch", []).append(run_child(TORCH_CHILD, path=None, cwd=tmp))
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cold", type=int, default=None, help="cold runs, each with a new cache (default 2)")
-    parser.add_argument("--warm", type=int, default=None, help="warm runs after each cold run (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="NUMBA_NUM_THREADS of the child")
-    parser.add_argument("--quick", action="store_true", help="1 cold run, 2 warm runs")
+    parser.add_argument("--wheel", default=None, help="a wheel with prebuilt kernels (tools/prebuild_wheel.py)")
+    parser.add_argument("--before", default=None, help="another source tree, measured cold (e.g. the last release)")
+    parser.add_argument("--repeat", type=int, default=2, help="cold runs of each kind, each with new caches")
+    parser.add_argument("--warm", type=int, default=3, help="warm, floor and torch runs after each cold run")
     parser.add_argument("--out", default=RESULTS, help="results folder; '-' writes nothing")
     args = parser.parse_args(argv)
-    n_cold = args.cold or (1 if args.quick else 2)
-    n_warm = args.warm or (2 if args.quick else 3)
-    runs = {"cold": [], "warm": []}
-    for i in range(n_cold):
-        with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as cache:
-            print(f"  cold run {i + 1}/{n_cold} ...", file=sys.stderr, flush=True)
-            runs["cold"].append(run_child(cache, args.threads))
-            for _ in range(n_warm):
-                runs["warm"].append(run_child(cache, args.threads))
-    keys = ("wall_s", "import_s", "build_s", "first_step_s")
-    lines = ["## Start-up: fresh process, import fastnn, build 'mlp', first train_step", "",
-             "| cache | runs | wall s (median, min-max) | import s | build s | first step s |", "|---|---|---|---|---|---|"]
-    summary = {}
+    with tempfile.TemporaryDirectory(prefix="fastnn-startup-") as tmp:
+        runs = measure(args, tmp)
+    median = {kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "import_s", "first_step_s",
+                                                                       "compiles")} for kind, rs in runs.items()}
+    warm, floor = median["warm"]["wall_s"], median["numba floor"]["wall_s"]
+    lines = ["## Start-up: fresh process, import, first 'mlp' training step (784-256-128-10, Adam, batch 128)", "",
+             "| run | n | wall s (median, min-max) | import s | to first step s | compiles | / warm | / numba floor |",
+             "|---|---|---|---|---|---|---|---|"]
     for kind, rs in runs.items():
-        med = {k: float(np.median([r[k] for r in rs])) for k in keys}
-        summary[kind] = med
-        lines.append(f"| {kind} | {len(rs)} | {med['wall_s']:.2f} ({min(r['wall_s'] for r in rs):.2f}-"
-                     f"{max(r['wall_s'] for r in rs):.2f}) | {med['import_s']:.2f} | {med['build_s']:.2f} | "
-                     f"{med['first_step_s']:.2f} |")
-    lines += ["", ("cold: empty NUMBA_CACHE_DIR; warm: the same cache again. wall: the whole child process "
-                   "(interpreter start included)."),
-              f"Command: `python benchmarks/startup.py {' '.join(sys.argv[1:] if argv is None else argv)}`".strip()]
+        m = median[kind]
+        walls = [r["wall_s"] for r in rs]
+        lines.append(f"| {kind} | {len(rs)} | {m['wall_s']:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
+                     f"{m['import_s']:.2f} | {m['first_step_s']:.2f} | {m['compiles']:.0f} | "
+                     f"{m['wall_s'] / warm:.2f} | {m['wall_s'] / floor:.2f} |")
+    command = "python benchmarks/startup.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines += ["", "wall: the whole child process, interpreter start included; import and first step: inside it. "
+              "cold runs have empty NUMBA_CACHE_DIR and FASTNN_CACHE_DIR; .pyc files are written and used.",
+              f"Command: `{command.strip()}`"]
     text = "\n".join(lines)
     print(text)
     if args.out != "-":
@@ -89,7 +173,7 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, "startup.md"), "w") as handle:
             handle.write(text + "\n")
         with open(os.path.join(args.out, "startup.json"), "w") as handle:
-            json.dump({"runs": runs, "median": summary}, handle, indent=1)
+            json.dump({"runs": runs, "median": median}, handle, indent=1)
     return 0
 
 

@@ -4,7 +4,19 @@
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)
 """
-from . import callbacks, data, diagnostics, init, losses, metrics, optim, schedules
+from . import (  # noqa: F401 (set-up: the BLAS probe, compile notice, shipped caches)
+    _blas_probe,
+    _compiling,
+    _shipped_cache,
+    callbacks,
+    data,
+    diagnostics,
+    init,
+    losses,
+    metrics,
+    optim,
+    schedules,
+)
 from ._config import get_num_threads, set_num_threads
 from .interop import export_onnx, from_torch
 from .layers import (

@@ -1,4 +1,4 @@
-"""The ``fastnn`` command: ``fastnn demo`` and ``fastnn train --data FILE ...``."""
+"""The ``fastnn`` command: ``fastnn demo``, ``fastnn train --data FILE ...``, ``fastnn bench``, ``fastnn warmup``."""
 from __future__ import annotations
 
 import argparse
@@ -354,6 +354,12 @@ def make_parser() -> argparse.ArgumentParser:
     bench_parser = sub.add_parser("bench", help="benchmark training steps beside the GEMM floor and PyTorch")
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
+    from . import warmup
+
+    warmup_parser = sub.add_parser("warmup", help="compile every kernel (float32 and float64) into the cache now, "
+                                                  "so later runs start without compiling")
+    warmup.add_arguments(warmup_parser)
+    warmup_parser.set_defaults(func=warmup.run)
     return parser
 
 

@@ -20,13 +20,14 @@ _KERNELS = os.path.join(_PACKAGE, "kernels")
 
 
 def _sources_digest() -> bytes:
+    """SHA-256 over each source's path relative to the package and its content: the same for a
+    copy of the package anywhere (a wheel installed at another path keeps its caches valid)."""
     paths = sorted(glob.glob(os.path.join(_KERNELS, "**", "*.py"), recursive=True))
-    from .._config import GEMM_TILES
-
-    digest = hashlib.sha256(f"gemm_tiles={GEMM_TILES}".encode())
+    digest = hashlib.sha256()
     for path in [*paths, os.path.join(_PACKAGE, "_config.py")]:
         with open(path, "rb") as handle:
-            digest.update(path.encode() + b"\0" + handle.read())
+            relative = os.path.relpath(path, _PACKAGE).replace(os.sep, "/")
+            digest.update(relative.encode() + b"\0" + handle.read())
     return digest.digest()
 
 
@@ -34,8 +35,9 @@ _DIGEST = _sources_digest()
 
 
 def stamp() -> bytes:
-    """Digest of every kernel source, ``_config.py`` and the GEMM tiling: code compiled from
-    fastnn kernels is valid only while this is unchanged."""
+    """Digest of every kernel source and ``_config.py``: code compiled from fastnn kernels is
+    valid only while this is unchanged (the thread count is not in it: kernels read the GEMM
+    tiling at run time, kernels/tiling.py)."""
     return _DIGEST
 
 

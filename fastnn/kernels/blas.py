@@ -23,8 +23,9 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-from .._config import GEMM_TILES, JIT
+from .._config import JIT
 from ._scalar import n_chunks
+from .tiling import gemm_tiles
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -237,11 +238,13 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
 def tile_shape(m, n):
     """Output tiles for splitting an ``m x n`` GEMM over threads: ``(tile_rows, tile_cols)``.
 
-    :data:`GEMM_TILES` tiles along the longer side (multiples of 16 rows or columns): few large
+    :data:`~fastnn._config.GEMM_TILES` tiles (read at run time: :mod:`.tiling`) along the
+    longer side (multiples of 16 rows or columns): few large
     tiles keep BLAS efficient (measured: 2 tiles beat 13 row tiles of 64 by 1.3-1.5x on 2
     cores). The tiling depends on the shape and on Numba's thread count at start-up, never on
     ``set_num_threads``, so results are bit-identical whatever number of threads runs them.
     """
+    tiles = gemm_tiles()
     if m >= n:
-        return min(m, 16 * n_chunks(n_chunks(m, GEMM_TILES), 16)), n
-    return m, min(n, 16 * n_chunks(n_chunks(n, GEMM_TILES), 16))
+        return min(m, 16 * n_chunks(n_chunks(m, tiles), 16)), n
+    return m, min(n, 16 * n_chunks(n_chunks(n, tiles), 16))

@@ -14,12 +14,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import GEMM_TILES, JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-
-#: vocabulary ranges of the parallel backward: Numba's threads at start-up (a compile-time constant;
-#: the result does not depend on it, each row's sum is in index order whatever the partition)
-_RANGES = GEMM_TILES
+from .tiling import gemm_tiles
 
 
 @njit(**JIT_PARALLEL)
@@ -54,8 +51,11 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
     if grad_out.size + grad_weight.size < PARALLEL_MIN_ELEMENTS:
         _grad_rows(indices, grad_out, grad_weight, padding_idx, 0, vocabulary)
     else:
-        per = n_chunks(vocabulary, _RANGES)
-        for r_u in prange(_RANGES):
+        # vocabulary ranges: GEMM_TILES, read at run time (the result does not depend on it,
+        # each row's sum is in index order whatever the partition)
+        ranges = gemm_tiles()
+        per = n_chunks(vocabulary, ranges)
+        for r_u in prange(ranges):
             r = np.int64(r_u)  # prange indices are uint64; int64 like the serial twin
             _grad_rows(indices, grad_out, grad_weight, padding_idx, min(r * per, vocabulary),
                        min((r + 1) * per, vocabulary))

@@ -59,11 +59,12 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .._config import GEMM_TILES, JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
+from .tiling import gemm_tiles
 
 RNN_TANH, RNN_RELU, LSTM, GRU = range(4)
 #: cell name -> (code, gates per unit)
@@ -318,7 +319,7 @@ _ROWS_PER_TASK = 16
 def chunk_rows(batch):
     """Rows per batch chunk of the time loop: the batch split in GEMM_TILES (the CPU count), rounded
     up to 16 rows (GEMMs of fewer rows repack W_hh for little work); all of it below 32 rows."""
-    return min(batch, 16 * n_chunks(n_chunks(batch, GEMM_TILES), 16))
+    return min(batch, 16 * n_chunks(n_chunks(batch, gemm_tiles()), 16))
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths

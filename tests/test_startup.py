@@ -1,0 +1,77 @@
+"""Start-up: lazy imports, the first-compile notice, a cache that ignores the thread count, warmup."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTICE = "compiling fastnn's kernels for this CPU, once"
+
+# embedding_backward reads the GEMM tiling (kernels/tiling.py) and compiles in seconds
+EMBEDDING_STEP = """
+import json, numpy as np
+import fastnn
+from fastnn import _compiling
+from fastnn.kernels.embedding import embedding_backward
+from numba import njit
+from fastnn.kernels.tiling import gemm_tiles
+grad = np.zeros((300, 4), np.float32)
+embedding_backward(np.arange(20000) % 300, np.ones((20000, 4), np.float32), grad, -1)
+compiled = _compiling.compiles()
+print(json.dumps({"compiles": compiled, "sum": float(grad.sum()), "tiles": njit(lambda: gemm_tiles())()}))
+"""
+
+
+def _run(code, tmp_path, **env):
+    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                       NUMBA_CACHE_DIR=str(tmp_path / "numba"), FASTNN_CACHE_DIR=str(tmp_path / "fastnn"), **env)
+    proc = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_import_fastnn_leaves_optional_and_heavy_modules_unimported(tmp_path):
+    heavy = ["matplotlib", "tensorboardX", "torch", "sklearn", "numba.cuda", "scipy.linalg", "pandas"]
+    out, _ = _run(f"import json, sys, fastnn; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))",
+                  tmp_path)
+    assert out == []
+
+
+def test_first_compile_says_so_once_and_a_warm_start_stays_silent_whatever_the_thread_count(tmp_path):
+    cold, cold_err = _run(EMBEDDING_STEP, tmp_path, NUMBA_NUM_THREADS="2")
+    assert cold["compiles"] > 0 and cold["sum"] == 80000.0
+    assert cold_err.count(NOTICE) == 1, cold_err
+    # another thread count (another GEMM tiling) loads the same cache: nothing compiles, nothing is said
+    warm, warm_err = _run(EMBEDDING_STEP, tmp_path, NUMBA_NUM_THREADS="3")
+    assert warm == {"compiles": 0, "sum": 80000.0, "tiles": 3}
+    assert NOTICE not in warm_err
+
+
+def test_warmup_compiles_into_the_cache_then_finds_everything_there():
+    command = [sys.executable, "-m", "fastnn.warmup", "--dtype", "float32", "--only", "classifier heads", "-q"]
+    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for jobs in ("2", "1"):  # worker processes, then in-process: the second finds the first's cache
+        proc = subprocess.run([*command, "--jobs", jobs], env=environment, capture_output=True, text=True, cwd=ROOT,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        assert "fastnn warmup:" in proc.stdout and "recompiled" not in proc.stdout, proc.stdout
+    assert "fastnn warmup: 0 functions compiled" in proc.stdout, proc.stdout
+
+
+def test_warmup_refuses_an_unknown_recipe():
+    from fastnn import warmup
+
+    with pytest.raises(ValueError, match="no warmup recipe's name contains 'nope'"):
+        warmup.warmup(only="nope", progress=False)
+
+
+def test_shipped_kernels_of_another_numba_version_are_named_as_the_reason_to_compile(tmp_path, monkeypatch):
+    from fastnn import _shipped_cache
+
+    monkeypatch.setattr(_shipped_cache, "PREBUILT", str(tmp_path))
+    assert _shipped_cache.mismatch() is None  # no wheel build: nothing to explain
+    (tmp_path / "build.json").write_text(json.dumps({"numba": "0.1.0", "python": "3.11"}))
+    assert "prebuilt in this wheel are for Numba 0.1.0" in _shipped_cache.mismatch()
