@@ -268,6 +268,7 @@ class LearningRateScheduler(Callback):
         lr = float(self.schedule(step))
         if not (lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
+        assert self.model is not None, "set_model() comes before training"
         self.model.optimizer.lr = lr
 
     def on_epoch_begin(self, epoch, logs=None):

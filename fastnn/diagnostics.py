@@ -174,7 +174,7 @@ def find_nonfinite(model, X, y, *, training: bool = True) -> NonFiniteReport | N
             return NonFiniteReport(i, repr(layer), "output", f"{int(np.sum(~np.isfinite(h)))} of {h.size} values")
     if not math.isfinite(loss):
         return NonFiniteReport(None, "", "loss", f"loss = {loss}")
-    params_of = {}
+    params_of: dict = {}
     for name, _, g in model.named_parameters():
         params_of.setdefault(int(name.split(".")[0]), []).append((name, g))
     for i in range(len(model.layers) - 1, -1, -1):
@@ -292,7 +292,7 @@ def gradient_check(layer, x, *, eps: float = 1e-6, training: bool = False, seed:
     max_checks = V.check_int(max_checks, "max_checks", minimum=1)
     model = Sequential([copy.deepcopy(layer)], dtype="float64", seed=seed, input_shape=x.shape[1:])
     rng = np.random.default_rng(seed)
-    R = rng.standard_normal((x.shape[0], *model.output_shape))
+    R = rng.standard_normal((x.shape[0], *(model.output_shape or ())))
 
     def loss_at(inp):
         return float(np.sum(model.forward(inp, training) * R))

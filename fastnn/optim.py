@@ -93,7 +93,7 @@ class Optimizer(Owned):
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
-        return self._state.get(name, self._empty)
+        return self._state.get(name, self._empty)  # type: ignore[return-value]  # bound before any update
 
     # ---------------------------------------------------------------- binding and stepping
     def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:

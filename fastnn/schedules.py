@@ -268,7 +268,8 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     kwargs = {k: schedule_from_config(v) if isinstance(v, dict) else v
               for k, v in config.items() if k != "name"}
     first = "max_lr" if name == "one_cycle" else "warmup_steps" if name == "linear_warmup" else "lr"
-    return SCHEDULES[name](kwargs.pop(first), **kwargs)
+    schedule_class: Any = SCHEDULES[name]  # each subclass has its own constructor
+    return schedule_class(kwargs.pop(first), **kwargs)
 
 
 __all__ = [

@@ -3,6 +3,7 @@ that names a layer (generated from the row: its name, docstring and parameter)."
 from __future__ import annotations
 
 from inspect import Parameter, Signature
+from typing import Any
 
 from .. import _validation as V
 from ..kernels.activations import ACTIVATION_TABLE, ACTIVATIONS
@@ -73,6 +74,7 @@ def _activation_class(name: str) -> type[Activation]:
     for a row with a parameter (positional or by its name)."""
     row = _ROWS[name]
     self_param = Parameter("self", Parameter.POSITIONAL_OR_KEYWORD)
+    __init__: Any
     if row.param is None:
         def __init__(self):
             Activation.__init__(self, name)
@@ -94,7 +96,7 @@ def _activation_class(name: str) -> type[Activation]:
         def get_config(self):
             return {row.param: self.alpha}
     namespace = {"__init__": __init__, "get_config": get_config, "__doc__": row.doc, "__module__": __name__}
-    return register_layer(type(row.layer, (Activation,), namespace))
+    return register_layer(type(str(row.layer), (Activation,), namespace))  # type: ignore[return-value]
 
 
 Identity = _activation_class("identity")

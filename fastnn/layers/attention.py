@@ -20,7 +20,7 @@ from .residual import Residual
 from .sequence import check_sequence, sequence_lengths
 
 
-def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, int]:
+def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, ...]:
     """``input_shape`` as (time, features), checked: rank 2 and, if given, ``features`` on the last axis."""
     shape = check_sequence(layer, input_shape)
     if features is not None and shape[1] != features:
@@ -233,6 +233,7 @@ class TransformerEncoderBlock(Layer):
         self.num_heads, self.causal = attention.num_heads, attention.causal
         e, p = self.embed_dim, self.dropout
         ff = [Dense(e, self.ff_dim, activation=self.activation), Dropout(p), Dense(self.ff_dim, e), Dropout(p)]
+        self.parts: list[tuple[str, Layer]]
         if self.norm_first:
             self.parts = [("attention", Residual([LayerNorm(e), attention, Dropout(p)])),
                           ("feedforward", Residual([LayerNorm(e), *ff]))]

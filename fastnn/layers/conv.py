@@ -46,6 +46,7 @@ class _ConvNd(WeightAndBias, Layer):
             raise ValueError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
                              f"divisible by groups ({self.groups}); e.g. groups={math.gcd(self.in_channels, self.out_channels)}"
                              f" (groups=in_channels=out_channels is a depthwise convolution)")
+        self.padding: str | tuple[int, ...]
         if isinstance(padding, str):
             self.padding = V.check_choice(padding, ("same", "valid"), "padding")
             if self.padding == "same" and any(s != 1 for s in self.stride):
@@ -60,12 +61,12 @@ class _ConvNd(WeightAndBias, Layer):
 
     def _pads(self) -> list[tuple[int, int]]:
         """(low, high) zero padding per spatial axis."""
+        if not isinstance(self.padding, str):
+            return [(p, p) for p in self.padding]
         if self.padding == "valid":
             return [(0, 0)] * self._dims
-        if self.padding == "same":
-            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            return [(t // 2, t - t // 2) for t in total]
-        return [(p, p) for p in self.padding]
+        total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]  # "same"
+        return [(t // 2, t - t // 2) for t in total]
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
@@ -122,7 +123,7 @@ class _ConvNd(WeightAndBias, Layer):
             scratch = self._scratch[key] = tuple(self.zeros(s) for s in shapes)
         return scratch
 
-    def _w4_kernel(self) -> tuple[int, int]:
+    def _w4_kernel(self) -> tuple[int, ...]:
         return (1, self.kernel_size[0]) if self._dims == 1 else self.kernel_size
 
     def _geometry(self):

@@ -22,7 +22,7 @@ class Dense(WeightAndBias, Layer):
 
     lengths_policy = "keep"
 
-    def __init__(self, in_features: int, out_features: int | None = None, activation=None, *,
+    def __init__(self, in_features: int | None, out_features: int | None = None, activation=None, *,
                  init: str | None = None, bias: bool = True, bias_init: str = "zeros", **activation_params):
         super().__init__()
         if out_features is None:
@@ -33,7 +33,7 @@ class Dense(WeightAndBias, Layer):
         self.units = V.check_int(out_features, "out_features (units)", minimum=1)
         self._weight_bias_options(activation, activation_params, init, bias_init, bias)
 
-    @property
+    @property  # type: ignore[misc]  # read-only: units fixes it
     def out_features(self) -> int:
         return self.units
 

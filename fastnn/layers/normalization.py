@@ -79,7 +79,7 @@ class BatchNorm1d(_Normalization):
 
     input_argument = "num_features"
     feature_axis = 0
-    _ranks = (1, 2)
+    _ranks: tuple[int, ...] = (1, 2)
     _layout = "(batch, features) or (batch, channels, length)"
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -170,7 +170,7 @@ class BatchNorm1d(_Normalization):
 
     def _row_backward(self, grad_y, grad_x, x_hat, ctx) -> list:
         if ctx.batch_stats:
-            args = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
+            args: tuple = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
                     self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
             return [(self.K.batchnorm_backward, args)]
         if self.device == "cpu":

@@ -87,7 +87,7 @@ class _Recurrent(Layer):
 
     # -- description --------------------------------------------------------------------------
     @property
-    def lengths_policy(self) -> str:
+    def lengths_policy(self) -> str:  # type: ignore[override]
         """"use" (the output keeps the time axis and the lengths) or "drop" (return_sequences=False)."""
         return "use" if self.return_sequences else "drop"
 
@@ -305,7 +305,7 @@ class _Recurrent(Layer):
         :attr:`grad_initial_state` the gradients of (h0, c0)."""
         ctx = Context(training, "eager")
         if initial_state is not None:
-            ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])
+            ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])  # type: ignore[attr-defined]
         calls, y = self.forward_calls(x, ctx)
         run_calls(calls)
         self._eager_ctx = ctx
@@ -399,7 +399,7 @@ class RNN(_Recurrent):
                          learn_initial_state, init=init, bias_init=bias_init)
 
     @property
-    def cell(self) -> str:
+    def cell(self) -> str:  # type: ignore[override]
         return f"rnn_{self.nonlinearity}"
 
     def get_config(self):

@@ -29,7 +29,7 @@ class Residual(Layer):
         return self.block[0].expected_input_shape()
 
     @property
-    def lengths_policy(self) -> str | None:
+    def lengths_policy(self) -> str | None:  # type: ignore[override]
         """"keep" when every layer of the block keeps the padded steps apart, "use" when some read
         the lengths (attention ...), None when one cannot honour them."""
         policies = {layer.lengths_policy for _, layer in self._children()}

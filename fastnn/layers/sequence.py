@@ -61,7 +61,7 @@ class TimeDistributed(Layer):
     input_argument = "input shape"
 
     @property
-    def lengths_policy(self) -> str | None:
+    def lengths_policy(self) -> str | None:  # type: ignore[override]
         from .normalization import BatchNorm1d, BatchNorm2d
 
         mixes = any(isinstance(layer, (BatchNorm1d, BatchNorm2d)) for layer in walk_layers([self.layer]))
