@@ -9,7 +9,7 @@ import pytest
 MODULES = [
     "fastnn.backend", "fastnn.callbacks", "fastnn.diagnostics", "fastnn.init", "fastnn.io", "fastnn.optim",
     "fastnn.plot", "fastnn.schedules", "fastnn.tensorboard",
-    "fastnn.layers.activation", "fastnn.layers.attention", "fastnn.layers.base", "fastnn.layers.conv",
+    "fastnn.layers", "fastnn.layers.activation", "fastnn.layers.attention", "fastnn.layers.base", "fastnn.layers.conv",
     "fastnn.layers.dense", "fastnn.layers.dropout", "fastnn.layers.embedding", "fastnn.layers.masking",
     "fastnn.layers.normalization", "fastnn.layers.pooling", "fastnn.layers.recurrent", "fastnn.layers.registry",
     "fastnn.layers.reshape", "fastnn.layers.residual", "fastnn.layers.sequence",

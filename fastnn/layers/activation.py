@@ -8,7 +8,7 @@ from typing import Any
 from .. import _validation as V
 from ..kernels.activations import ACTIVATION_TABLE, ACTIVATIONS
 from .base import Layer, Workspace, rows
-from .registry import LAYERS, register_layer
+from .registry import register_layer
 
 _ROWS = {row.name: row for row in ACTIVATION_TABLE}
 
@@ -34,7 +34,31 @@ def resolve_activation(activation, **params) -> tuple[str, int, float]:
 
 @register_layer
 class Activation(Layer):
-    """Applies an activation elementwise (softmax/log_softmax: per row). Shape-preserving."""
+    """Applies an activation elementwise (softmax and log_softmax: over the last axis); the output
+    has the input's shape and dtype. Each activation also has a class of its own (:class:`ReLU` ...).
+
+    Parameters
+    ----------
+    activation : str, default "identity"
+        A name of ``fastnn.kernels.activations.ACTIVATIONS``.
+    **params
+        The activation's parameter by name (``negative_slope`` for ``"leaky_relu"``, ``alpha``
+        for ``"elu"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation or parameter.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Activation("leaky_relu", negative_slope=0.1)], input_shape=(3,), seed=0)
+    >>> model.predict(np.array([[-1.0, 0.0, 2.0]], np.float32))
+    array([[-0.1,  0. ,  2. ]], dtype=float32)
+    >>> fnn.Sequential([fnn.Softmax()], input_shape=(2,), seed=0).predict(np.zeros((1, 2), np.float32))
+    array([[0.5, 0.5]], dtype=float32)
+    """
 
     lengths_policy = "keep"
 
@@ -95,7 +119,11 @@ def _activation_class(name: str) -> type[Activation]:
 
         def get_config(self):
             return {row.param: self.alpha}
-    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": row.doc, "__module__": __name__}
+    doc = row.doc + " Any shape, kept; the input's dtype.\n"
+    if row.param is not None:
+        doc += (f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
+                f"        The ``{row.param}`` of the formula above.\n")
+    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
     return register_layer(type(str(row.layer), (Activation,), namespace))  # type: ignore[return-value]
 
 
@@ -112,7 +140,13 @@ LogSoftmax = _activation_class("log_softmax")
 
 @register_layer
 class GELU(Activation):
-    __doc__ = _ROWS["gelu"].doc  # its parameter picks one of two rows (gelu, gelu_tanh)
+    __doc__ = _ROWS["gelu"].doc + """
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}, default "none"
+        ``"none"``: the erf form; ``"tanh"``: the tanh approximation (torch's names).
+    """  # the parameter picks one of two table rows (gelu, gelu_tanh)
 
     def __init__(self, approximate: str = "none"):
         V.check_choice(approximate, ("none", "tanh"), "approximate")
@@ -122,6 +156,3 @@ class GELU(Activation):
     def get_config(self):
         return {"approximate": self.approximate}
 
-
-#: activation name -> its layer class, for every row that names one
-ACTIVATION_LAYERS = {row.name: LAYERS[row.layer] for row in ACTIVATION_TABLE if row.layer}
