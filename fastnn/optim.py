@@ -217,8 +217,16 @@ class Optimizer(Owned):
     def step(self, grad_norm: float | None = None) -> None:
         """Clip the gradients (if asked) and update the parameters in place: one fused pass.
 
-        ``grad_norm``: the global norm of the gradients when the caller already computed it (the
-        model's step plans do, to detect non-finite gradients), saving the clipping its own pass.
+        Parameters
+        ----------
+        grad_norm : float, optional
+            The gradients' global norm when the caller computed it already (the model's step
+            plans do, to detect non-finite gradients), saving the clipping its own pass.
+
+        Raises
+        ------
+        RuntimeError
+            When the optimizer is not bound to parameters.
         """
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
