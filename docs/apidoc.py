@@ -89,17 +89,44 @@ def is_prose(qualified_name: str) -> bool:
     return any(re.match(pattern, qualified_name) for pattern in PROSE_DOCSTRINGS)
 
 
-def documented_members(cls: type) -> list[str]:
-    """The public methods and properties of ``cls`` its page documents: those it defines, except
-    overrides of a fastnn base class's member (documented once, on the base)."""
-    out = []
-    for name, value in vars(cls).items():
-        func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else getattr(value, "fget", value)
-        if name.startswith("_") or not inspect.isfunction(func):
-            continue
-        if any(name in vars(base) for base in cls.__mro__[1:] if base.__module__.startswith("fastnn")):
-            continue
-        out.append(name)
+def documented_members(cls: type) -> tuple[list[str], list[str]]:
+    """The public members of ``cls`` its page documents: those it defines, except overrides of a
+    fastnn base class's member (a layer's ``build``, a callback's ``on_epoch_end``: documented
+    once, on the base).
+
+    Returns (methods and properties, whose docstrings are checked; class attributes, documented
+    by their ``#:`` comments)."""
+    fastnn_bases = [base for base in cls.__mro__[1:] if base.__module__.startswith("fastnn")]
+    public_bases = [base for base in fastnn_bases if not base.__name__.startswith("_")]
+    private_bases = [base for base in fastnn_bases if base.__name__.startswith("_")]  # shown with cls
+    methods: list[str] = []
+    attributes: list[str] = []
+    for klass in [cls, *private_bases]:
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in methods or name in attributes:
+                continue
+            if any(name in vars(base) for base in public_bases):
+                continue
+            if klass is cls and any(name in vars(base) for base in private_bases):
+                continue  # an override of a private base's member: listed from there
+            func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else getattr(value, "fget", value)
+            if inspect.isfunction(func):
+                methods.append(name)
+            elif not callable(value) and not isinstance(value, type):
+                attributes.append(name)
+    return methods, attributes
+
+
+def class_members() -> dict[str, list[str]]:
+    """Qualified class name -> the members its page lists (:func:`documented_members`)."""
+    out = {}
+    for module_name, _ in MODULES:
+        for qualified in documented_names(module_name):
+            module_path, _, name = qualified.rpartition(".")
+            obj = getattr(importlib.import_module(module_path), name)
+            if inspect.isclass(obj):
+                methods, attributes = documented_members(obj)
+                out[qualified] = attributes + methods
     return out
 
 
@@ -117,9 +144,15 @@ def docstring_problems() -> list[str]:
             home = f"{obj.__module__}.{obj.__qualname__}"
             targets = [(qualified, home)]
             if inspect.isclass(obj):
-                targets += [(f"{qualified}.{m}", f"{home}.{m}") for m in documented_members(obj)]
+                targets += [(f"{qualified}.{m}", f"{home}.{m}") for m in documented_members(obj)[0]]
             for shown, real in targets:
                 for code, message in validate(real)["errors"]:
                     if code in CHECKS:
                         problems.append(f"{shown}: {code} {message}")
     return problems
+
+
+def resolve(qualified_name: str):
+    """The object a qualified name such as ``"fastnn.layers.Dense"`` names."""
+    module_name, _, name = qualified_name.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)

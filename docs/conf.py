@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -81,7 +82,14 @@ numpydoc_xref_param_type = False
 #: an undocumented public name, an undocumented parameter or a missing Returns section is a
 #: warning, so an error in the -W build (the checks: apidoc.CHECKS)
 numpydoc_validation_checks = apidoc.CHECKS
-numpydoc_validation_exclude = set(apidoc.PROSE_DOCSTRINGS)  # shown as preformatted text, unchecked
+#: each class page lists the members apidoc.documented_members chooses (the docstring test checks
+#: the same ones): overrides of a base class's member are documented once, on the base
+autosummary_context = {"members_of": apidoc.class_members()}
+#: prose docstrings are shown as preformatted text, unchecked; class attributes are documented by
+#: their ``#:`` comments, which numpydoc cannot see
+numpydoc_validation_exclude = set(apidoc.PROSE_DOCSTRINGS) | {
+    rf"^{re.escape(cls)}\.{name}$" for cls, names in autosummary_context["members_of"].items() for name in names
+    if name in apidoc.documented_members(apidoc.resolve(cls))[1]}
 
 # -- notebooks: rendered with the outputs stored in them (see the module docstring)
 nb_execution_mode = "off"
@@ -129,26 +137,6 @@ def write_if_changed(path: pathlib.Path, text: str) -> None:
         path.write_text(text)
 
 
-def skip_overrides(app, what, name, obj, skip, options):
-    """A subclass's override of a documented base method (a layer's ``build``, a callback's
-    ``on_epoch_end`` ...) is documented once, on the base class."""
-    if what != "class" or skip:
-        return None
-    func = getattr(obj, "fget", obj)
-    if not getattr(func, "__module__", "fastnn").startswith("fastnn"):
-        return True  # e.g. scikit-learn's set_fit_request, generated on each estimator class
-    owner_path = getattr(func, "__qualname__", "").split(".")[:-1]
-    owner = sys.modules.get(getattr(func, "__module__", None) or "")
-    for part in owner_path:
-        owner = getattr(owner, part, None)
-    if not isinstance(owner, type):
-        return None
-    for base in owner.__mro__[1:]:
-        if base.__module__.startswith("fastnn") and name in vars(base):
-            return True
-    return None
-
-
 copy_notebooks()
 write_api_pages()
 
@@ -164,5 +152,4 @@ def preformat_prose(app, what, name, obj, options, lines):
 
 
 def setup(app):
-    app.connect("autodoc-skip-member", skip_overrides)
     app.connect("autodoc-process-docstring", preformat_prose, priority=900)  # after numpydoc (500)

@@ -14,7 +14,7 @@ from .activation import (
     Tanh,
 )
 from .attention import MultiHeadSelfAttention, PositionalEncoding, TransformerEncoderBlock
-from .base import Layer, ParamSpec, Workspace
+from .base import ARENAS, Context, Layer, ParamSpec, Workspace
 from .conv import Conv1d, Conv2d
 from .dense import Dense
 from .dropout import Dropout
@@ -92,6 +92,8 @@ def layer_from_config(entry: dict) -> Layer:
 
 
 __all__ = [
+    "ARENAS",
+    "Context",
     "AvgPool1d",
     "AvgPool2d",
     "BatchNorm2d",

@@ -123,6 +123,8 @@ def _activation_class(name: str) -> type[Activation]:
     if row.param is not None:
         doc += (f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
                 f"        The ``{row.param}`` of the formula above.\n")
+    for method in (__init__, get_config):
+        method.__qualname__ = f"{row.layer}.{method.__name__}"
     namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
     return register_layer(type(str(row.layer), (Activation,), namespace))  # type: ignore[return-value]
 

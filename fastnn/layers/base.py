@@ -65,6 +65,23 @@ class Context:
     torch's ``pack_padded_sequence`` with ``batch_first=True``); a buffer whose values the step
     fills, so plans may pass it to kernels. Layers read it according to their
     :attr:`Layer.lengths_policy`.
+
+    Parameters
+    ----------
+    training : bool
+        The mode of the forward.
+    arena : str, default "train"
+        Whose buffers the forward writes, one of :data:`ARENAS`.
+    lengths : ndarray, optional
+        int64 ``(batch,)`` valid steps per sample, for sequence input with padding.
+
+    Examples
+    --------
+    >>> from fastnn.layers import Context
+    >>> ctx = Context(training=False, arena="infer")
+    >>> ctx.x = "what backward will need"
+    >>> ctx.child(0).arena, ctx.child(0) is ctx.child(0)
+    ('infer', True)
     """
 
     def __init__(self, training: bool, arena: str = "train", lengths=None):
@@ -74,7 +91,18 @@ class Context:
         self.children: dict = {}
 
     def child(self, key) -> Context:
-        """The context of sub-layer ``key`` (created on first use; it sees the same lengths)."""
+        """The context of a sub-layer (created on first use; it sees the same mode, arena and lengths).
+
+        Parameters
+        ----------
+        key : hashable
+            The sub-layer's key (its index or name).
+
+        Returns
+        -------
+        Context
+            The child's context, the same object for the same key.
+        """
         ctx = self.children.get(key)
         if ctx is None:
             ctx = self.children[key] = Context(self.training, self.arena, self.lengths)
@@ -82,9 +110,10 @@ class Context:
 
 
 class Workspace:
-    """Named buffers of shape ``(batch, *trailing)``, allocated once per arena at the largest
-    batch seen and handed out as contiguous row views, memoised per (arena, batch size), so
-    steady-state steps allocate nothing.
+    """Named per-sample buffers, allocated once per arena at the largest batch seen.
+
+    Each buffer has shape ``(batch, *trailing)``; calls hand out contiguous row views, memoised
+    per (arena, batch size), so steady-state steps allocate nothing.
 
     Parameters
     ----------
@@ -152,13 +181,13 @@ def run_calls(calls) -> None:
 
 
 def rows(x, width: int):
-    """``x`` (batch, *shape) as the 2-D C-contiguous view (batch * prod(shape[:-1]), width) the
+    """``x`` ``(batch, *shape)`` as the 2-D C-contiguous view (batch * prod(shape[:-1]), width) the
     row kernels take (a view, never a copy: workspace buffers are contiguous)."""
     return x.reshape((x.size // width if width else 0, width))
 
 
 def flat_rows(x):
-    """``x`` (batch, *shape) as the 2-D view (batch, prod(shape))."""
+    """``x`` ``(batch, *shape)`` as the 2-D view (batch, prod(shape))."""
     return x.reshape((x.shape[0], x.size // x.shape[0] if x.shape[0] else 0))
 
 
@@ -179,7 +208,7 @@ class Layer(Owned):
        ``bind(params, grads)`` with views into it;
     3. ``forward_calls(x, ctx) -> (calls, y)``: the kernel calls [(function, args)] computing the
        output ``y`` (a view of this layer's buffers in ``ctx.arena``) from ``x`` (batch,
-       *input_shape); what backward needs is saved on ``ctx`` (a :class:`Context`);
+       ``*input_shape``); what backward needs is saved on ``ctx`` (a ``Context``);
     4. ``backward_calls(grad_y, ctx, need_grad_x) -> (calls, grad_x or None)``: parameter
        gradients are overwritten (not accumulated).
 
@@ -214,9 +243,11 @@ class Layer(Owned):
     input_argument = "in_features"
     #: the input axis that argument sizes (per sample; -1: the last, 0: channels first)
     feature_axis = -1
+    #: "cpu" or "cuda": where the layer's buffers live (set by the model through :meth:`set_device`)
     device = "cpu"
+    #: the kernel functions of :attr:`device` (:func:`fastnn.backend.kernels`)
     K = backend.kernels("cpu")
-    #: what the layer does with sequence lengths (:attr:`Context.lengths`) arriving with its input:
+    #: what the layer does with sequence lengths (``ctx.lengths``) arriving with its input:
     #: "keep" (each step is mapped on its own, so padded steps cannot reach valid ones: the output
     #: has the same lengths), "use" (the layer reads ``ctx.lengths``; its output keeps the time axis
     #: and the lengths), "drop" (the layer reads them and its output has no time axis), or None

@@ -19,7 +19,7 @@ def refuse_empty_sequences(has_valid_step: np.ndarray, argument: str, how: str) 
 
 @register_layer
 class Masking(Layer):
-    """Marks the padded steps of sequence input (batch, time, *features), like Keras' Masking:
+    """Marks the padded steps of sequence input ``(batch, time, *features)``, like Keras' Masking:
     a step whose values all equal ``mask_value`` is padding, and each sample's valid steps are
     those before its last non-padding step (padding is trailing, as torch's packed sequences).
 

@@ -102,6 +102,7 @@ class _Recurrent(Layer):
 
     @property
     def directions(self) -> int:
+        """2 when ``bidirectional``, else 1."""
         return 2 if self.bidirectional else 1
 
     def _drops(self, k: int) -> bool:
@@ -347,12 +348,12 @@ class _Recurrent(Layer):
     @property
     def final_state(self):
         """h_n (RNN, GRU) or (h_n, c_n) (LSTM), (num_layers * directions, batch, hidden_size), of the
-        last eager :meth:`forward` (each sample's state at its last valid step)."""
+        last eager ``forward()`` (each sample's state at its last valid step)."""
         return self._eager("final_state")
 
     @property
     def grad_initial_state(self):
-        """d loss / d h0 (or (d h0, d c0) for LSTM) of the last eager :meth:`backward`, shaped like
+        """d loss / d h0 (or (d h0, d c0) for LSTM) of the last eager ``backward()``, shaped like
         the initial state; None when the state is learned (its gradient is then the parameter's)."""
         return self._eager("grad_initial_state")
 

@@ -153,12 +153,12 @@ class Residual(Layer):
 
     @classmethod
     def from_config(cls, config):
-        """A new layer from :meth:`get_config`'s description (its inner layers' configs included).
+        """A new layer from ``get_config()``'s description (its inner layers' configs included).
 
         Parameters
         ----------
         config : dict
-            What :meth:`get_config` returned.
+            What ``get_config()`` returned.
 
         Returns
         -------
