@@ -24,3 +24,19 @@ def test_ruff_check():
 def test_ruff_format():
     out = ruff("format", "--check", "--no-cache", ".")
     assert out.returncode == 0, f"run `ruff format .` (files below would change)\n{out.stdout[-6000:]}{out.stderr}"
+
+
+def test_kernel_modules_export_their_device_api():
+    """Every kernel a module offers the layers (DEVICE_API) is in its __all__."""
+    import importlib
+    import pkgutil
+
+    import fastnn.kernels
+
+    for info in pkgutil.iter_modules(fastnn.kernels.__path__):
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"fastnn.kernels.{info.name}")
+        api = set(getattr(module, "DEVICE_API", ()))
+        if api:
+            assert api <= set(getattr(module, "__all__", ())), f"{info.name}: {sorted(api - set(module.__all__))}"
