@@ -130,13 +130,13 @@ def class_members() -> dict[str, list[str]]:
     return out
 
 
-def docstring_problems() -> list[str]:
-    """Every documented name (functions, classes, their methods) failing a check of :data:`CHECKS`,
-    as "name: CODE message" lines."""
+def docstring_problems(modules: list[str] | None = None) -> list[str]:
+    """Every documented name (functions, classes, their methods) of ``modules`` (default: every
+    page's) failing a check of :data:`CHECKS`, as "name: CODE message" lines."""
     from numpydoc.validate import validate
 
     problems = []
-    for module_name, _ in MODULES:
+    for module_name in modules or [name for name, _ in MODULES]:
         for qualified in documented_names(module_name):
             if is_data(qualified) or is_prose(qualified):
                 continue

@@ -26,6 +26,32 @@ def test_every_public_name_has_a_numpydoc_docstring():
     assert not problems, "docstrings to complete (numpydoc sections):\n" + "\n".join(problems)
 
 
+def test_the_check_catches_an_undocumented_name_and_a_missing_section(monkeypatch):
+    pytest.importorskip("numpydoc")
+    import fastnn.io
+
+    def undocumented(path):
+        return path
+
+    def no_returns(path):
+        """Open nothing.
+
+        Parameters
+        ----------
+        path : str
+            A path.
+        """
+        return path
+
+    for function in (undocumented, no_returns):
+        function.__module__, function.__qualname__ = "fastnn.io", function.__name__
+        monkeypatch.setattr(fastnn.io, function.__name__, function, raising=False)
+    monkeypatch.setattr(fastnn.io, "__all__", [*fastnn.io.__all__, "undocumented", "no_returns"])
+    problems = apidoc.docstring_problems(["fastnn.io"])
+    assert any(p.startswith("fastnn.io.undocumented: GL08") for p in problems), problems
+    assert any(p.startswith("fastnn.io.no_returns: RT01") for p in problems), problems
+
+
 def test_every_public_module_has_a_page():
     documented = {name for name, _ in apidoc.MODULES}
     modules = {f"fastnn.{p.stem}" for p in (ROOT / "fastnn").glob("*.py") if not p.stem.startswith("_")}
