@@ -20,8 +20,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 #: the command that installs what CUDA needs (quoted in error messages)
 INSTALL_HINT = 'pip install "fastnn[cuda]"'
@@ -208,7 +210,7 @@ def _cuda():
     return cuda
 
 
-def device_of(array) -> str:
+def device_of(array: Any) -> str:
     """The device an array lives on.
 
     Parameters
@@ -230,7 +232,7 @@ def device_of(array) -> str:
     return "cpu" if isinstance(array, np.ndarray) else "cuda"
 
 
-def zeros(shape, dtype, device: str = "cpu"):
+def zeros(shape: int | tuple[int, ...], dtype: DTypeLike, device: str = "cpu") -> Any:
     """A zero-filled array on a device.
 
     Parameters
@@ -259,7 +261,7 @@ def zeros(shape, dtype, device: str = "cpu"):
     return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)  # no 0-byte copy
 
 
-def full(shape, value, dtype, device: str = "cpu"):
+def full(shape: int | tuple[int, ...], value: float, dtype: DTypeLike, device: str = "cpu") -> Any:
     """An array filled with one value on a device.
 
     Parameters
@@ -290,7 +292,7 @@ def full(shape, value, dtype, device: str = "cpu"):
     return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)
 
 
-def pinned_empty(shape, dtype) -> np.ndarray:
+def pinned_empty(shape: int | tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     """An uninitialised page-locked host array, for fast asynchronous copies to the GPU (needs CUDA).
 
     Parameters
@@ -308,7 +310,7 @@ def pinned_empty(shape, dtype) -> np.ndarray:
     return _cuda().pinned_array(shape, dtype)
 
 
-def stream(device: str = "cuda", non_blocking: bool = False):
+def stream(device: str = "cuda", non_blocking: bool = False) -> Any:
     """A new CUDA stream (0, the default stream, on the CPU where none exists).
 
     Parameters
@@ -351,7 +353,7 @@ def _non_blocking_stream():
     return drv.Stream(handle, finalizer=drv._stream_finalizer(context.deallocations, handle))
 
 
-def event(device: str = "cuda"):
+def event(device: str = "cuda") -> Any:
     """A CUDA event without timing, to order streams (``record(stream)``, ``wait(stream)``,
     ``synchronize()``).
 
@@ -375,7 +377,7 @@ def event(device: str = "cuda"):
     return _cuda().event() if cuda_simulator() else _cuda().event(timing=False)
 
 
-def to_device(array, device: str):
+def to_device(array: Any, device: str) -> Any:
     """An array on a device: the array itself when it is there already, else a copy.
 
     Parameters
@@ -404,7 +406,7 @@ def to_device(array, device: str):
     return array
 
 
-def to_host(array) -> np.ndarray:
+def to_host(array: Any) -> np.ndarray:
     """A NumPy array with the contents of ``array``.
 
     Parameters
@@ -428,7 +430,7 @@ def to_host(array) -> np.ndarray:
     return array.copy_to_host()
 
 
-def host_copy(array) -> np.ndarray:
+def host_copy(array: Any) -> np.ndarray:
     """A new NumPy array with the contents of ``array``.
 
     Parameters
@@ -451,7 +453,7 @@ def host_copy(array) -> np.ndarray:
     return array.copy() if isinstance(array, np.ndarray) else array.copy_to_host()
 
 
-def copy_into(dst, src, stream=0) -> None:
+def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
     """``dst[...] = src`` between any two of host and device arrays of one shape.
 
     Parameters

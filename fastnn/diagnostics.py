@@ -21,11 +21,18 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _validation as V
 from . import backend
+
+if TYPE_CHECKING:
+    from .layers import Layer
+    from .model import Sequential
+    from .optim import Optimizer
 
 #: activations whose units can die (output exactly zero for every sample)
 _RELU_LIKE = ("relu",)
@@ -34,7 +41,7 @@ _SATURATION = {"sigmoid": (0.01, 0.99), "tanh": (-0.99, 0.99)}
 
 
 # -------------------------------------------------------------------------------- gradients
-def gradient_norms(model, X, y, *, training: bool = True) -> dict[str, float]:
+def gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: bool = True) -> dict[str, float]:
     """The L2 norm of each parameter's gradient for one batch.
 
     Runs one forward and backward pass (no update) with the compiled loss; weights unchanged.
@@ -69,7 +76,7 @@ def gradient_norms(model, X, y, *, training: bool = True) -> dict[str, float]:
     return {name: float(np.linalg.norm(g)) for name, g in grads.items()}
 
 
-def layer_gradient_norms(model, X, y, *, training: bool = True) -> list[float]:
+def layer_gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: bool = True) -> list[float]:
     """One gradient norm per layer that holds weight matrices, first layer first.
 
     Parameters
@@ -108,7 +115,7 @@ def layer_gradient_norms(model, X, y, *, training: bool = True) -> list[float]:
     return [float(np.sqrt(totals[k])) for k in sorted(totals)]
 
 
-def weight_norms(model) -> dict[str, float]:
+def weight_norms(model: Sequential) -> dict[str, float]:
     """The L2 norm of each parameter.
 
     Parameters
@@ -150,7 +157,7 @@ class _Snapshot:
         self.model.restore(self.record)
 
 
-def update_ratios(model, X, y) -> dict[str, float]:
+def update_ratios(model: Sequential, X: ArrayLike, y: ArrayLike) -> dict[str, float]:
     """``||update|| / ||weight||`` per parameter for one training step; the step is undone.
 
     Rule of thumb: around 1e-3 is healthy, 1e-1 and above means the learning rate is too high,
@@ -198,7 +205,7 @@ def update_ratios(model, X, y) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------- activations
-def activations(model, X, *, training: bool = False) -> list[np.ndarray]:
+def activations(model: Sequential, X: ArrayLike, *, training: bool = False) -> list[NDArray]:
     """A copy of every (top-level) layer's output for a batch, first layer first.
 
     Parameters
@@ -269,7 +276,7 @@ def _activation_name(layer) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def output_stats(output: np.ndarray, activation: str | None, index: int = 0, layer: str = "") -> ActivationStats:
+def output_stats(output: ArrayLike, activation: str | None, index: int = 0, layer: str = "") -> ActivationStats:
     """The :class:`ActivationStats` of one output.
 
     Parameters
@@ -304,7 +311,7 @@ def output_stats(output: np.ndarray, activation: str | None, index: int = 0, lay
     return ActivationStats(index, layer, activation, float(out.mean()), float(out.std()), dead, saturated)
 
 
-def activation_stats(model, X, *, training: bool = False) -> list[ActivationStats]:
+def activation_stats(model: Sequential, X: ArrayLike, *, training: bool = False) -> list[ActivationStats]:
     """Per top-level layer: mean and std of its output, dead ReLU units, saturated sigmoid/tanh outputs.
 
     Parameters
@@ -371,7 +378,7 @@ class NonFiniteReport:
         return f"layer {self.index} ({self.layer}): non-finite {self.where}" + (f" ({self.detail})" if self.detail else "")
 
 
-def find_nonfinite(model, X, y, *, training: bool = True) -> NonFiniteReport | None:
+def find_nonfinite(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: bool = True) -> NonFiniteReport | None:
     """Name the first layer whose output or gradient contains NaN or inf.
 
     Runs one forward and backward pass (the engine's ``loss_and_grads``: no update, running
@@ -463,7 +470,8 @@ class OverfitResult:
         return self.success
 
 
-def overfit_one_batch(model, X, y, *, steps: int = 200, lr: float = 1e-2, optimizer=None,
+def overfit_one_batch(model: Sequential, X: ArrayLike, y: ArrayLike, *, steps: int = 200, lr: float = 1e-2,
+                      optimizer: Optimizer | None = None,
                       tolerance: float | None = None, restore: bool = True) -> OverfitResult:
     """Train on one batch and report whether its loss goes near zero.
 
@@ -591,7 +599,7 @@ def _relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> 
     return float(np.max(np.abs(analytic - numeric) / denom))
 
 
-def gradient_check(layer, x, *, eps: float = 1e-6, training: bool = False, seed: int = 0,
+def gradient_check(layer: Layer, x: ArrayLike, *, eps: float = 1e-6, training: bool = False, seed: int = 0,
                    max_checks: int = 200, tolerance: float = 1e-5, floor: float = 1e-7) -> GradientCheck:
     """Check a layer's ``backward`` (yours or ours) against central finite differences.
 
@@ -715,7 +723,7 @@ class LRRangeResult:
     diverged: bool
 
 
-def lr_range_test(model, X, y, *, start: float = 1e-6, end: float = 1.0, steps: int = 100,
+def lr_range_test(model: Sequential, X: ArrayLike, y: ArrayLike, *, start: float = 1e-6, end: float = 1.0, steps: int = 100,
                   batch_size: int = 64, smoothing: float = 0.9, diverge_factor: float = 4.0,
                   seed: int = 0) -> LRRangeResult:
     """Leslie Smith's learning-rate range test; the weights and optimizer state are restored afterwards.
@@ -772,8 +780,11 @@ def lr_range_test(model, X, y, *, start: float = 1e-6, end: float = 1.0, steps: 
     steps = V.check_int(steps, "steps", minimum=2)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     smoothing = V.check_float(smoothing, "smoothing", 0.0, 1.0, high_inclusive=False)
-    X, y = model.check_data(X, y)
-    n = X.shape[0]
+    if model.optimizer is None:
+        raise RuntimeError("lr_range_test needs an optimizer: call model.compile(loss=..., optimizer=...) first")
+    optimizer = model.optimizer
+    inputs, targets = model.check_data(X, y)
+    n = inputs.shape[0]
     batch_size = min(batch_size, n)
     order = np.random.default_rng(seed).permutation(n)
     lrs = start * (end / start) ** (np.arange(steps) / (steps - 1))
@@ -785,9 +796,9 @@ def lr_range_test(model, X, y, *, start: float = 1e-6, end: float = 1.0, steps: 
         for k, lr in enumerate(lrs):
             lo = (k * batch_size) % n
             idx = order[lo:lo + batch_size]
-            model.optimizer.lr = float(lr)
+            optimizer.lr = float(lr)
             try:
-                loss = float(model.train_step(X[idx], y[idx]))
+                loss = float(model.train_step(inputs[idx], targets[idx]))
             except FloatingPointError:
                 diverged = True
                 break

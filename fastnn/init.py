@@ -94,7 +94,7 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
                      + _suggest(nonlinearity, names))
 
 
-def compute_fans(shape) -> tuple[int, int]:
+def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """The fans of a parameter in fastnn's layout (a Dense weight is ``(in, out)``).
 
     Parameters

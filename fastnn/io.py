@@ -12,6 +12,8 @@ import secrets
 import stat
 import struct
 import time
+from collections.abc import Iterator
+from typing import IO
 
 import numpy as np
 
@@ -82,7 +84,7 @@ def _fsync_directory(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     ``path`` may be a symlink: its final target is replaced and the link kept. A new file gets
@@ -185,7 +187,7 @@ def _signed_header(header: dict, meta: dict) -> bytes:
     return json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
 
 
-def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write tensors and string metadata atomically to a safetensors file.
 
     A SHA-256 of the header and data is stored in the metadata ("sha256", replacing any given)
@@ -300,7 +302,7 @@ def _check_layout(path: str, header: dict, n_bytes: int) -> list[tuple[str, np.d
     return [entry[:4] for entry in entries]
 
 
-def read_safetensors(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(path: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a safetensors file, checked.
 
     Parameters
@@ -355,7 +357,7 @@ def read_safetensors(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray
     return tensors, meta
 
 
-def check_npz_file(path) -> None:
+def check_npz_file(path: str | os.PathLike | IO) -> None:
     """Refuse a file that is not an .npz archive with a clear message.
 
     Parameters

@@ -8,11 +8,22 @@ accumulates in pyplot's global state) and saves it when given ``path``. Needs ma
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as V
 from . import backend, diagnostics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .callbacks import History
+    from .diagnostics import LRRangeResult
+    from .model import Sequential
 
 
 def _figure(n_panels: int = 1, *, ncols: int | None = None, size: tuple[float, float] = (4.0, 3.0)):
@@ -45,7 +56,8 @@ def _history_dict(history) -> dict[str, list[float]]:
     return data
 
 
-def plot_history(history, *, metrics=None, path=None):
+def plot_history(history: History | dict[str, list[float]], *, metrics: Sequence[str] | None = None,
+                 path: str | os.PathLike | None = None) -> Figure:
     """Training curves: one panel per metric, each with its ``val_`` twin when present.
 
     Parameters
@@ -108,7 +120,8 @@ def _histogram_grid(arrays, titles, bins, xlabel, path):
     return _finish(fig, path)
 
 
-def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = False, path=None):
+def plot_activation_histograms(model: Sequential, X: ArrayLike, *, bins: int = 50, training: bool = False,
+                               path: str | os.PathLike | None = None) -> Figure:
     """Histogram of each layer's output, one panel per top-level layer.
 
     Panels are titled with the layer, its output std and, where it applies, the fraction of
@@ -157,7 +170,8 @@ def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = Fal
     return _histogram_grid(outputs, titles, bins, "activation", path)
 
 
-def plot_gradient_histograms(model, X, y, *, bins: int = 50, path=None):
+def plot_gradient_histograms(model: Sequential, X: ArrayLike, y: ArrayLike, *, bins: int = 50,
+                             path: str | os.PathLike | None = None) -> Figure:
     """Histogram of each weight matrix's gradient for one batch (no update).
 
     Parameters
@@ -198,7 +212,9 @@ def plot_gradient_histograms(model, X, y, *, bins: int = 50, path=None):
     return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
 
 
-def plot_gradient_norms(model, X, y, *, labels=None, path=None, ax=None):
+def plot_gradient_norms(model: Sequential | Sequence[Sequential], X: ArrayLike, y: ArrayLike, *,
+                        labels: Sequence[str] | None = None, path: str | os.PathLike | None = None,
+                        ax: Axes | None = None) -> Figure:
     """Gradient norm of each weight-holding layer against its depth, on a log axis.
 
     Vanishing gradients show as a line falling towards the input.
@@ -240,26 +256,27 @@ def plot_gradient_norms(model, X, y, *, labels=None, path=None, ax=None):
     2
     """
     models = model if isinstance(model, (list, tuple)) else [model]
-    labels = list(labels) if labels is not None else [None] * len(models)
-    if len(labels) != len(models):
-        raise ValueError(f"labels has {len(labels)} entries for {len(models)} models")
+    names: list[str | None] = list(labels) if labels is not None else [None] * len(models)
+    if len(names) != len(models):
+        raise ValueError(f"labels has {len(names)} entries for {len(models)} models")
     if ax is None:
         fig, (ax,) = _figure(1, size=(5.0, 3.5))
     else:
         fig = ax.figure
-    for m, label in zip(models, labels):
+    for m, label in zip(models, names):
         norms = diagnostics.layer_gradient_norms(m, X, y)
         ax.plot(np.arange(1, len(norms) + 1), norms, marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input -> output)")
     ax.set_ylabel("weight-gradient L2 norm")
-    if any(label is not None for label in labels):
+    if any(label is not None for label in names):
         ax.legend()
     return _finish(fig, path)
 
 
-def plot_decision_boundary(model, X, y, *, resolution: int = 200, margin: float = 0.5, path=None, ax=None,
-                           title: str | None = None):
+def plot_decision_boundary(model: Sequential, X: ArrayLike, y: ArrayLike, *, resolution: int = 200, margin: float = 0.5,
+                           path: str | os.PathLike | None = None, ax: Axes | None = None,
+                           title: str | None = None) -> Figure:
     """Predicted class over a grid covering 2-D inputs, with the samples on top coloured by label.
 
     Parameters
@@ -324,7 +341,7 @@ def plot_decision_boundary(model, X, y, *, resolution: int = 200, margin: float 
     return _finish(fig, path)
 
 
-def plot_lr_range(result, *, path=None, ax=None):
+def plot_lr_range(result: LRRangeResult, *, path: str | os.PathLike | None = None, ax: Axes | None = None) -> Figure:
     """Loss against learning rate (log axis) of a range test, the suggested learning rate marked.
 
     Parameters
