@@ -25,7 +25,10 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         pytest.importorskip("tensorboardX")
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
-    with np.printoptions(precision=4, suppress=True, legacy="1.25"):
+    options = {"precision": 4, "suppress": True}
+    if int(np.__version__.split(".")[0]) >= 2:
+        options["legacy"] = "1.25"  # scalars print as 0.5, not np.float64(0.5), as in the docstrings
+    with np.printoptions(**options):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
                                  extraglobs={"np": np}, report=True, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (output above)"
