@@ -1,5 +1,7 @@
 """fastnn: feed-forward neural networks whose numerical core is Numba.
 
+A first model::
+
     import fastnn as fnn
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)

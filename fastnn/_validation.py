@@ -36,7 +36,7 @@ def check_int(value, argument: str, minimum: int | None = None, maximum: int | N
     """``value`` as an int within [minimum, maximum]; bools and fractional numbers are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and float(value).is_integer() and not isinstance(value, bool):
-            value = int(value)
+            value = int(float(value))
         else:
             raise TypeError(f"{argument} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -111,7 +111,8 @@ def _from_pandas(X, argument: str) -> np.ndarray:
     else:
         name = getattr(X, "name", None)
         parts = [(X if hasattr(X, "isna") else X.to_series(), type(X).__name__ + (f" {name!r}" if name else ""))]
-    non_numeric, missing = [], []
+    non_numeric: list[str] = []
+    missing: list[str] = []
     arrays = [_pandas_column(col, label, non_numeric, missing) for col, label in parts]
     if non_numeric:
         encode = (f"pd.get_dummies({argument}) for one-hot columns, {argument}[name].astype('category')"

@@ -1,6 +1,6 @@
 """Device availability: is CUDA usable here, and if not, exactly why (and how to fix it).
 
-fastnn's CUDA kernels (:mod:`fastnn.kernels.cuda`) need three things: the ``numba-cuda``
+fastnn's CUDA kernels (``fastnn.kernels.cuda``) need three things: the ``numba-cuda``
 package (installed by ``pip install "fastnn[cuda]"``), an NVIDIA driver, and at least one GPU.
 :func:`cuda_available` probes them without raising; :func:`require_cuda` raises one clear
 ``RuntimeError`` naming the first that is missing. Numba's CUDA simulator
@@ -8,8 +8,8 @@ package (installed by ``pip install "fastnn[cuda]"``), an NVIDIA driver, and at 
 kernels on the CPU, slowly, for tests.
 
 It is also the one place the object layer gets its kernels and buffers from: :func:`kernels`
-returns a namespace of the kernel functions of a device (``"cpu"``: :mod:`fastnn.kernels`,
-``"cuda"``: :mod:`fastnn.kernels.cuda`, the same names and arguments), and :func:`zeros`,
+returns a namespace of the kernel functions of a device (``"cpu"``: ``fastnn.kernels``,
+``"cuda"``: ``fastnn.kernels.cuda``, the same names and arguments), and :func:`zeros`,
 :func:`to_device`, :func:`to_host`, :func:`host_copy` and :func:`copy_into` allocate and move
 arrays. Layers, losses and optimizers look kernels up when they *build* their calls, so a step
 plan holds the plain kernel functions (no per-call dispatch). ``numba.cuda`` is imported only
@@ -20,9 +20,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+#: the command that installs what CUDA needs (quoted in error messages)
 INSTALL_HINT = 'pip install "fastnn[cuda]"'
 
 
@@ -61,12 +64,38 @@ def _probe() -> tuple[bool, str]:
 
 
 def cuda_available() -> bool:
-    """True when fastnn's CUDA kernels can run here (numba-cuda, a driver and a GPU; or the simulator)."""
+    """Whether fastnn's CUDA kernels can run here, without raising.
+
+    Returns
+    -------
+    bool
+        True with numba-cuda, a driver and a GPU, or under Numba's CUDA simulator.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> isinstance(backend.cuda_available(), bool)
+    True
+    """
     return _probe()[0]
 
 
 def require_cuda() -> None:
-    """Raise ``RuntimeError`` saying what is missing when CUDA cannot be used; return quietly otherwise."""
+    """Check that CUDA can be used; return quietly when it can.
+
+    Raises
+    ------
+    RuntimeError
+        Saying what is missing (numba-cuda, the driver or a GPU) and how to install it.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> try:
+    ...     backend.require_cuda()
+    ... except RuntimeError as error:
+    ...     assert "numba-cuda" in str(error)
+    """
     available, reason = _probe()
     if not available:
         raise RuntimeError(f'device="cuda" is not available: {reason}. GPU training needs numba-cuda '
@@ -74,22 +103,48 @@ def require_cuda() -> None:
 
 
 def cuda_simulator() -> bool:
-    """True when Numba runs CUDA kernels on its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    """Whether Numba runs CUDA kernels on its CPU simulator.
+
+    Returns
+    -------
+    bool
+        True when ``NUMBA_ENABLE_CUDASIM=1`` was set before Numba was imported.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.cuda_simulator() in (True, False)
+    True
+    """
     import numba
 
     return bool(numba.config.ENABLE_CUDASIM)
 
 
+#: the devices a model can live on
 DEVICES = ("cpu", "cuda")
 
 _KERNEL_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def kernel_names() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """{kernel module: (its DEVICE_API, its CUDA_ONLY_API)} for every module of
-    :mod:`fastnn.kernels` that offers functions to the object layer. Each module lists them beside
-    its kernels (``DEVICE_API``); the CUDA module of the same name has the same functions with
-    the same arguments, plus ``CUDA_ONLY_API`` (rare steps the CPU layers do in NumPy)."""
+    """The kernel functions each module of ``fastnn.kernels`` offers the object layer.
+
+    Each module lists them beside its kernels (``DEVICE_API``); the CUDA module of the same
+    name has the same functions with the same arguments, plus ``CUDA_ONLY_API`` (rare steps the
+    CPU layers do in NumPy).
+
+    Returns
+    -------
+    dict of str to (tuple of str, tuple of str)
+        Module name -> (its DEVICE_API, its CUDA_ONLY_API).
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.kernel_names()["dense"]
+    (('dense_forward', 'dense_backward'), ())
+    """
     if not _KERNEL_NAMES:
         import pkgutil
 
@@ -109,10 +164,32 @@ _NAMESPACES: dict[str, SimpleNamespace] = {}
 
 
 def kernels(device: str = "cpu") -> SimpleNamespace:
-    """The kernel functions of ``device`` as attributes (``kernels("cuda").dense_forward`` ...).
+    """The kernel functions of a device as attributes (``kernels("cuda").dense_forward`` ...).
 
     Built once per device and cached. Resolve functions from it when building kernel calls, not
     inside hot loops. For "cuda" call :func:`require_cuda` first (this does not).
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}, default "cpu"
+        The device.
+
+    Returns
+    -------
+    types.SimpleNamespace
+        Kernel name -> function, and ``device``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> K = backend.kernels("cpu")
+    >>> K.device, callable(K.dense_forward)
+    ('cpu', True)
     """
     namespace = _NAMESPACES.get(device)
     if namespace is None:
@@ -133,39 +210,129 @@ def _cuda():
     return cuda
 
 
-def device_of(array) -> str:
-    """"cpu" for a NumPy array, "cuda" for a device array."""
+def device_of(array: Any) -> str:
+    """The device an array lives on.
+
+    Parameters
+    ----------
+    array : ndarray or device array
+        A NumPy array or a CUDA device array.
+
+    Returns
+    -------
+    str
+        ``"cpu"`` for a NumPy array, ``"cuda"`` otherwise.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.device_of(np.zeros(3))
+    'cpu'
+    """
     return "cpu" if isinstance(array, np.ndarray) else "cuda"
 
 
-def zeros(shape, dtype, device: str = "cpu"):
-    """A zero-filled array of ``shape`` and ``dtype`` on ``device``."""
+def zeros(shape: int | tuple[int, ...], dtype: DTypeLike, device: str = "cpu") -> Any:
+    """A zero-filled array on a device.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Its shape.
+    dtype : dtype-like
+        Its dtype.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where it lives.
+
+    Returns
+    -------
+    ndarray or device array
+        The zeros.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.zeros((2, 3), np.float32).dtype
+    dtype('float32')
+    """
     host = np.zeros(shape, dtype)
     if device == "cpu":
         return host
     return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)  # no 0-byte copy
 
 
-def full(shape, value, dtype, device: str = "cpu"):
-    """An array of ``shape`` and ``dtype`` filled with ``value`` on ``device``."""
+def full(shape: int | tuple[int, ...], value: float, dtype: DTypeLike, device: str = "cpu") -> Any:
+    """An array filled with one value on a device.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Its shape.
+    value : scalar
+        The fill value.
+    dtype : dtype-like
+        Its dtype.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where it lives.
+
+    Returns
+    -------
+    ndarray or device array
+        The filled array.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.full(3, 0.5, np.float64)
+    array([0.5, 0.5, 0.5])
+    """
     host = np.full(shape, value, dtype)
     if device == "cpu":
         return host
     return _cuda().to_device(host) if host.size else _cuda().device_array(shape, dtype)
 
 
-def pinned_empty(shape, dtype) -> np.ndarray:
-    """An uninitialised page-locked host array (NumPy), for fast asynchronous copies to the GPU."""
+def pinned_empty(shape: int | tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
+    """An uninitialised page-locked host array, for fast asynchronous copies to the GPU (needs CUDA).
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Its shape.
+    dtype : dtype-like
+        Its dtype.
+
+    Returns
+    -------
+    ndarray
+        A NumPy array in pinned memory.
+    """
     return _cuda().pinned_array(shape, dtype)
 
 
-def stream(device: str = "cuda", non_blocking: bool = False):
-    """A new CUDA stream for ``device`` (0, the default stream, on the CPU where none exists).
+def stream(device: str = "cuda", non_blocking: bool = False) -> Any:
+    """A new CUDA stream (0, the default stream, on the CPU where none exists).
 
-    ``non_blocking``: the stream does not synchronise with the default stream, where fastnn's
-    kernels run, so copies on it can overlap them (order work with :func:`event` instead).
-    numba-cuda has no public call for that flag: where the internal one fails, a plain stream
-    (correct, without overlap) is returned.
+    Parameters
+    ----------
+    device : {"cuda", "cpu"}, default "cuda"
+        The device.
+    non_blocking : bool, default False
+        The stream does not synchronise with the default stream, where fastnn's kernels run, so
+        copies on it can overlap them (order work with :func:`event` instead). numba-cuda has no
+        public call for that flag: where the internal one fails, a plain stream (correct,
+        without overlap) is returned.
+
+    Returns
+    -------
+    numba.cuda stream or int
+        The stream; 0 for the CPU.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.stream("cpu")
+    0
     """
     if device == "cpu":
         return 0
@@ -186,15 +353,52 @@ def _non_blocking_stream():
     return drv.Stream(handle, finalizer=drv._stream_finalizer(context.deallocations, handle))
 
 
-def event(device: str = "cuda"):
-    """A CUDA event without timing (``record(stream)``, ``wait(stream)``, ``synchronize()``) to order streams."""
+def event(device: str = "cuda") -> Any:
+    """A CUDA event without timing, to order streams (``record(stream)``, ``wait(stream)``,
+    ``synchronize()``).
+
+    Parameters
+    ----------
+    device : {"cuda"}, default "cuda"
+        Must be "cuda".
+
+    Returns
+    -------
+    numba.cuda event
+        The event.
+
+    Raises
+    ------
+    ValueError
+        For device "cpu".
+    """
     if device == "cpu":
         raise ValueError('event() needs device="cuda": the CPU has no streams to order')
     return _cuda().event() if cuda_simulator() else _cuda().event(timing=False)
 
 
-def to_device(array, device: str):
-    """``array`` (NumPy or device) on ``device``: the array itself when it is there already, else a copy."""
+def to_device(array: Any, device: str) -> Any:
+    """An array on a device: the array itself when it is there already, else a copy.
+
+    Parameters
+    ----------
+    array : ndarray or device array
+        The array.
+    device : {"cpu", "cuda"}
+        The target device.
+
+    Returns
+    -------
+    ndarray or device array
+        The array on ``device``.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> x = np.ones(2)
+    >>> backend.to_device(x, "cpu") is x
+    True
+    """
     if device == "cpu":
         return to_host(array)
     if isinstance(array, np.ndarray):
@@ -202,20 +406,72 @@ def to_device(array, device: str):
     return array
 
 
-def to_host(array) -> np.ndarray:
-    """A NumPy array with the contents of ``array``: a NumPy array itself, a device array copied."""
+def to_host(array: Any) -> np.ndarray:
+    """A NumPy array with the contents of ``array``.
+
+    Parameters
+    ----------
+    array : ndarray or device array
+        The array.
+
+    Returns
+    -------
+    ndarray
+        A NumPy array itself; a device array copied to the host.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.to_host(np.arange(2))
+    array([0, 1])
+    """
     if isinstance(array, np.ndarray):
         return array
     return array.copy_to_host()
 
 
-def host_copy(array) -> np.ndarray:
-    """A new NumPy array with the contents of ``array`` (NumPy or device)."""
+def host_copy(array: Any) -> np.ndarray:
+    """A new NumPy array with the contents of ``array``.
+
+    Parameters
+    ----------
+    array : ndarray or device array
+        The array.
+
+    Returns
+    -------
+    ndarray
+        A copy on the host, never ``array`` itself.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> x = np.arange(2)
+    >>> backend.host_copy(x) is x
+    False
+    """
     return array.copy() if isinstance(array, np.ndarray) else array.copy_to_host()
 
 
-def copy_into(dst, src, stream=0) -> None:
-    """dst[...] = src between any two of host and device arrays of one shape (cast to dst's dtype)."""
+def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
+    """``dst[...] = src`` between any two of host and device arrays of one shape.
+
+    Parameters
+    ----------
+    dst : ndarray or device array
+        The destination, written in place.
+    src : ndarray or device array
+        The source, cast to ``dst``'s dtype (same kind).
+    stream : numba.cuda stream or int, default 0
+        The CUDA stream of device copies.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> dst = np.zeros(3, np.float32)
+    >>> backend.copy_into(dst, np.arange(3.0)); dst
+    array([0., 1., 2.], dtype=float32)
+    """
     if isinstance(dst, np.ndarray):
         if isinstance(src, np.ndarray):
             np.copyto(dst, src, casting="same_kind")

@@ -12,31 +12,127 @@ class Callback:
     ``logs`` is a dict of metrics: per batch ``{"loss", "batch", "size"}``; per epoch the
     epoch's ``loss``, ``accuracy`` (classification), ``val_*`` and ``lr``. Set
     ``self.model.stop_training = True`` to stop after the current epoch.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> class PrintLoss(fnn.callbacks.Callback):
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         print(epoch, logs["loss"] > 0)
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[PrintLoss()])
+    0 True
+    1 True
     """
 
     model = None
 
     def set_model(self, model) -> None:
+        """Attach the model being trained (``fit`` calls it before ``on_train_begin``).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model; ``self.model`` from now on.
+        """
         self.model = model
 
-    def on_train_begin(self, logs: dict | None = None) -> None: ...
-    def on_train_end(self, logs: dict | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
-    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None: ...
-    def on_batch_end(self, batch: int, logs: dict | None = None) -> None: ...
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Called once when ``fit`` starts (or resumes).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Empty at this point.
+        """
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Called once when ``fit`` ends, stopped early or not.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The last epoch's metrics.
+        """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the start of every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch index, from 0 (counting the epochs of earlier fits of the model).
+        logs : dict, optional
+            Empty at this point.
+        """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Called at the end of every epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch index, from 0.
+        logs : dict, optional
+            The epoch's ``loss``, ``accuracy`` (classification), ``val_*`` and ``lr``.
+        """
+
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Called before every training step.
+
+        Parameters
+        ----------
+        batch : int
+            The batch index within the epoch.
+        logs : dict, optional
+            Empty at this point.
+        """
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Called after every training step.
+
+        Parameters
+        ----------
+        batch : int
+            The batch index within the epoch.
+        logs : dict, optional
+            ``{"loss", "batch", "size"}`` of the step.
+        """
 
     def state_dict(self) -> dict:
-        """JSON-able state needed to resume training exactly (counters, best values)."""
+        """The state needed to resume training exactly (saved with the model).
+
+        Returns
+        -------
+        dict
+            JSON-able counters and best values; empty for stateless callbacks.
+        """
         return {}
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (when a saved model resumes training).
+
+        Parameters
+        ----------
+        state : dict
+            A :meth:`state_dict`.
+        """
 
 
 class History(Callback):
     """Per-epoch metrics: ``history.history["loss"][e]``, ``["val_loss"]``, ``["lr"]`` ...
 
-    ``history.epoch`` lists the epoch indices recorded.
+    ``history.epoch`` lists the epoch indices recorded; ``fit`` returns its History.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> history = model.fit(X, y, loss="mse", optimizer="sgd", epochs=3, verbose=0)
+    >>> history.epoch, len(history["loss"]), "lr" in history
+    ([0, 1, 2], 3, True)
     """
 
     def __init__(self):
@@ -55,6 +151,25 @@ class History(Callback):
         return key in self.history
 
     def best(self, monitor: str = "val_loss", mode: str = "min") -> float:
+        """The best value of a metric over the epochs (NaNs skipped).
+
+        Parameters
+        ----------
+        monitor : str, default "val_loss"
+            A recorded metric.
+        mode : {"min", "max"}, default "min"
+            Whether lower or higher is better.
+
+        Returns
+        -------
+        float
+            The best value.
+
+        Raises
+        ------
+        KeyError
+            When the metric was not recorded.
+        """
         values = [v for v in self.history[monitor] if not math.isnan(v)]
         return min(values) if mode == "min" else max(values)
 
@@ -72,7 +187,28 @@ class History(Callback):
 
 class CallbackList:
     """Calls each hook on every callback that overrides it, in order (hooks nobody overrides
-    cost nothing per batch)."""
+    cost nothing per batch); ``fit`` builds one.
+
+    Parameters
+    ----------
+    callbacks : iterable of Callback
+        The callbacks, in calling order.
+    model : Sequential
+        The model they watch (given to each by :meth:`Callback.set_model`).
+
+    Raises
+    ------
+    TypeError
+        When an item is not a Callback.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> history = fnn.callbacks.History()
+    >>> calls = fnn.callbacks.CallbackList([history], model=None)
+    >>> calls.on_epoch_end(0, {"loss": 0.5}); history["loss"]
+    [0.5]
+    """
 
     HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin",
              "on_batch_end")
@@ -151,8 +287,39 @@ class _Monitor(Callback):
 class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    ``restore_best_weights=True`` puts back the weights of the best epoch at the end of
-    training, whether it stopped early or ran all its epochs.
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The metric watched (``"loss"``, ``"val_accuracy"`` ...).
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto": higher for accuracy-like names.
+    min_delta : float, default 0.0
+        The smallest change that counts as an improvement.
+    patience : int, default 0
+        Epochs without improvement before stopping.
+    restore_best_weights : bool, default False
+        Put back the weights of the best epoch at the end of training, whether it stopped
+        early or ran all its epochs.
+    baseline : float, optional
+        A value the metric must beat to count as improving at all.
+    start_from_epoch : int, default 0
+        Epochs to wait before watching (warm-up).
+
+    Raises
+    ------
+    ValueError
+        At the first epoch's end, when ``monitor`` is not a metric of the run (the message
+        lists those that are).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> stop = fnn.callbacks.EarlyStopping("loss", patience=0, min_delta=10.0)
+    >>> history = model.fit(X, y, loss="mse", optimizer="sgd", epochs=5, verbose=0, callbacks=[stop])
+    >>> stop.stopped_epoch, len(history.epoch)    # epoch 1 does not improve by 10: stop
+    (1, 2)
     """
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 0, min_delta: float = 0.0,
@@ -199,16 +366,59 @@ class EarlyStopping(_Monitor):
         self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
 
     def arrays(self) -> dict:
-        """Arrays that are part of the state (saved as tensors, not JSON)."""
+        """Arrays that are part of the state (saved as tensors, not JSON).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``{"best_weights": flat parameters}`` once a best epoch was kept, else empty.
+        """
         return {} if self.best_weights is None else {"best_weights": self.best_weights}
 
     def load_arrays(self, arrays: dict) -> None:
+        """Restore what :meth:`arrays` returned.
+
+        Parameters
+        ----------
+        arrays : dict of str to ndarray
+            An :meth:`arrays` result.
+        """
         if "best_weights" in arrays:
             self.best_weights = arrays["best_weights"].copy()
 
 
 class ReduceLROnPlateau(_Monitor):
-    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs."""
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The metric watched (``"loss"``, ``"val_accuracy"`` ...).
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto": higher for accuracy-like names.
+    min_delta : float, default 1e-4
+        The smallest change that counts as an improvement.
+    factor : float, default 0.1
+        The factor, in (0, 1).
+    patience : int, default 10
+        Epochs without improvement before lowering the rate.
+    cooldown : int, default 0
+        Epochs to wait after a reduction before counting again.
+    min_lr : float, default 0.0
+        The rate never goes below this.
+    verbose : int, default 0
+        Print a line at each reduction when non-zero.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> plateau = fnn.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=10.0)
+    >>> _ = model.fit(X, y, loss="mse", optimizer=fnn.optim.SGD(lr=0.1), epochs=3, verbose=0, callbacks=[plateau])
+    >>> round(model.optimizer.lr, 4)              # halved after epochs 1 and 2
+    0.025
+    """
 
     def __init__(self, monitor: str = "val_loss", *, factor: float = 0.1, patience: int = 10,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
@@ -252,8 +462,33 @@ class ReduceLROnPlateau(_Monitor):
 
 
 class LearningRateScheduler(Callback):
-    """Set the learning rate from ``schedule(step)`` (a fastnn.schedules schedule or any callable)
-    at the start of every epoch (``per="epoch"``) or batch (``per="batch"``)."""
+    """Set the learning rate from a schedule at the start of every epoch or batch.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(step) -> lr``: a :mod:`fastnn.schedules` schedule or any callable.
+    per : {"epoch", "batch"}, default "epoch"
+        The step counts epochs, or optimizer steps (batches).
+
+    Raises
+    ------
+    TypeError
+        When ``schedule`` is not callable.
+    ValueError
+        When it returns a negative or non-finite rate.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> schedule = fnn.schedules.StepDecay(0.1, step_size=1, gamma=0.5)
+    >>> history = model.fit(X, y, loss="mse", optimizer="sgd", epochs=3, verbose=0,
+    ...                     callbacks=[fnn.callbacks.LearningRateScheduler(schedule)])
+    >>> [round(lr, 3) for lr in history["lr"]]
+    [0.1, 0.05, 0.025]
+    """
 
     def __init__(self, schedule, *, per: str = "epoch"):
         from ._validation import check_choice
@@ -268,6 +503,7 @@ class LearningRateScheduler(Callback):
         lr = float(self.schedule(step))
         if not (lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
+        assert self.model is not None, "set_model() comes before training"
         self.model.optimizer.lr = lr
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -280,9 +516,37 @@ class LearningRateScheduler(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model (weights, optimizer, training state) after each epoch to ``path``; the path
-    may contain ``{epoch}`` and metric names, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
-    ``save_best_only`` saves only when ``monitor`` improves."""
+    """Save the model (weights, optimizer, training state) after each epoch.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; it may contain ``{epoch}`` (from 1) and metric names, e.g.
+        ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``.
+    monitor : str, default "val_loss"
+        The metric of ``save_best_only``.
+    save_best_only : bool, default False
+        Save only when ``monitor`` improves.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better.
+    min_delta : float, default 0.0
+        The smallest change that counts as an improvement.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> checkpoint = fnn.callbacks.ModelCheckpoint("ckpt-{epoch}.safetensors")
+    >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[checkpoint])
+    >>> checkpoint.saved
+    ['ckpt-1.safetensors', 'ckpt-2.safetensors']
+    """
 
     def __init__(self, path, *, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
                  min_delta: float = 0.0):
@@ -316,7 +580,32 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Append one row per epoch (epoch and every metric) to a CSV file."""
+    """Append one row per epoch (epoch and every metric) to a CSV file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file.
+    separator : str, default ","
+        The column separator.
+    append : bool, default False
+        Add to an existing file instead of replacing it.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder of ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0,
+    ...               callbacks=[fnn.callbacks.CSVLogger("log.csv")])
+    >>> open("log.csv").read().splitlines()[0]
+    'epoch,loss,lr'
+    """
 
     def __init__(self, path, *, separator: str = ",", append: bool = False):
         import os
@@ -348,6 +637,10 @@ class CSVLogger(Callback):
                 handle.write(self.separator.join(["epoch", *self._keys]) + "\n")
             handle.write(self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan)))
                                                             for k in self._keys)]) + "\n")
+
+
+__all__ = ["CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LearningRateScheduler",
+           "ModelCheckpoint", "ReduceLROnPlateau"]
 
 
 def __getattr__(name):  # TensorBoard lives in its own module (it needs tensorboardX, an extra)

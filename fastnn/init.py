@@ -9,14 +9,12 @@ Fans follow fastnn's Dense layout, weight ``(in_features, out_features)``: ``fan
 shape[0]``, ``fan_out = shape[1]`` (PyTorch's Linear stores the transpose); a 1-D array has
 ``fan_in = fan_out = len``.
 
-| name | distribution | variance |
-|---|---|---|
-| zeros, ones, constant(value) | fixed | 0 |
-| uniform(a, b), normal(mean, std) | U(a, b), N(mean, std^2) | (b - a)^2 / 12, std^2 |
-| xavier_uniform / xavier_normal (Glorot) | U(-l, l), N(0, s^2) | gain^2 * 2 / (fan_in + fan_out) |
-| he_uniform / he_normal (Kaiming) | U(-l, l), N(0, s^2) | gain^2 / fan (gain sqrt(2) for relu) |
-| lecun_uniform / lecun_normal (SELU) | U(-l, l), N(0, s^2) | gain^2 / fan_in (gain 1) |
-| orthogonal | Q of a QR of a normal matrix | rows or columns orthonormal, times gain |
+- zeros, ones, constant(value): fixed values;
+- uniform(a, b), normal(mean, std): U(a, b), N(mean, std^2);
+- xavier_uniform / xavier_normal (Glorot): variance gain^2 * 2 / (fan_in + fan_out);
+- he_uniform / he_normal (Kaiming): variance gain^2 / fan (gain sqrt(2) for relu);
+- lecun_uniform / lecun_normal (for SELU): variance gain^2 / fan_in (gain 1);
+- orthogonal: Q of a QR of a normal matrix, rows or columns orthonormal, times gain.
 
 Defaults by activation (:func:`default_init`): He normal for the ReLU family (relu,
 leaky_relu, elu, gelu, gelu_tanh: these keep about half the variance, so the weights double
@@ -46,11 +44,34 @@ _RELU_LIKE = ("elu", "gelu", "gelu_tanh")
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
-    """The recommended gain for ``nonlinearity``, as torch.nn.init.calculate_gain.
+    """The recommended gain for ``nonlinearity``, as ``torch.nn.init.calculate_gain``.
 
     linear/identity/conv*/sigmoid (and softmax, log_softmax): 1; tanh: 5/3; relu: sqrt(2);
-    leaky_relu: sqrt(2 / (1 + param^2)) (param = negative slope, default 0.01); selu: 3/4.
-    elu, gelu, gelu_tanh (no PyTorch gain): sqrt(2), as for relu.
+    leaky_relu: sqrt(2 / (1 + param^2)); selu: 3/4. elu, gelu, gelu_tanh (no PyTorch gain):
+    sqrt(2), as for relu.
+
+    Parameters
+    ----------
+    nonlinearity : str
+        The activation's name.
+    param : float, optional
+        leaky_relu's negative slope (default 0.01).
+
+    Returns
+    -------
+    float
+        The gain.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (with the close matches).
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.calculate_gain("tanh"), round(init.calculate_gain("relu"), 4)
+    (1.6666666666666667, 1.4142)
     """
     if nonlinearity in _LINEAR_GAIN_NAMES:
         return 1.0
@@ -73,8 +94,25 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
                      + _suggest(nonlinearity, names))
 
 
-def compute_fans(shape) -> tuple[int, int]:
-    """(fan_in, fan_out) of a parameter of ``shape`` in fastnn's layout (weight is (in, out))."""
+def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The fans of a parameter in fastnn's layout (a Dense weight is ``(in, out)``).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The parameter's shape; dimensions after the first two are a receptive field.
+
+    Returns
+    -------
+    fan_in, fan_out : int
+        ``shape[0] * receptive`` and ``shape[1] * receptive``; a 1-D shape gives its length twice.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.compute_fans((784, 256)), init.compute_fans((10,))
+    ((784, 256), (10, 10))
+    """
     shape = tuple(shape)
     if len(shape) == 0:
         return 1, 1
@@ -118,16 +156,71 @@ def _check_positive(value, name):
 
 
 def constant(out: np.ndarray, value: float) -> np.ndarray:
-    """Fill ``out`` with ``value``; returns ``out``."""
+    """Fill ``out`` with ``value``.
+
+    Parameters
+    ----------
+    out : ndarray
+        The array to fill, any shape, in place.
+    value : float
+        The value.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.constant(np.empty(3, np.float32), 0.5)
+    array([0.5, 0.5, 0.5], dtype=float32)
+    """
     out[...] = value
     return out
 
 
 def zeros(out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` with zeros.
+
+    Parameters
+    ----------
+    out : ndarray
+        The array to fill, in place.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.zeros(np.ones(2))
+    array([0., 0.])
+    """
     return constant(out, 0.0)
 
 
 def ones(out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` with ones.
+
+    Parameters
+    ----------
+    out : ndarray
+        The array to fill, in place.
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.ones(np.zeros(2, np.float32))
+    array([1., 1.], dtype=float32)
+    """
     return constant(out, 1.0)
 
 
@@ -135,14 +228,78 @@ def ones(out: np.ndarray) -> np.ndarray:
 
 
 def uniform(out: np.ndarray, a: float = 0.0, b: float = 1.0, *, seed: int = 0, stream: int = 0) -> np.ndarray:
-    """U(a, b) in place; returns ``out``."""
+    """Fill ``out`` with U(a, b) draws from the counter-based RNG.
+
+    Parameters
+    ----------
+    out : ndarray
+        float32 or float64 array, any shape, filled in place.
+    a, b : float, default 0.0 and 1.0
+        The interval, a < b.
+    seed : int, default 0
+        The model's seed (the counter-based RNG's first counter).
+    stream : int, default 0
+        One per parameter: different streams give independent draws.
+
+    Returns
+    -------
+    ndarray
+        ``out``, filled.
+
+    Raises
+    ------
+    ValueError
+        When ``a >= b``.
+    TypeError
+        When ``out`` is not a float32/float64 NumPy array.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> w = init.uniform(np.empty((2, 3), np.float32), -1.0, 1.0, seed=0)
+    >>> w.dtype, bool((np.abs(w) <= 1).all())
+    (dtype('float32'), True)
+    >>> bool((init.uniform(np.empty((2, 3), np.float32), -1.0, 1.0, seed=0) == w).all())   # same seed, same bits
+    True
+    """
     if not a < b:
         raise ValueError(f"uniform needs a < b, got a={a!r}, b={b!r}")
     return _fill(out, "uniform", seed, stream, a, b)
 
 
 def normal(out: np.ndarray, mean: float = 0.0, std: float = 1.0, *, seed: int = 0, stream: int = 0) -> np.ndarray:
-    """N(mean, std^2) in place; returns ``out``."""
+    """Fill ``out`` with N(mean, std^2) draws from the counter-based RNG.
+
+    Parameters
+    ----------
+    out : ndarray
+        float32 or float64 array, any shape, filled in place.
+    mean : float, default 0.0
+        The mean.
+    std : float, default 1.0
+        The standard deviation, >= 0.
+    seed : int, default 0
+        The model's seed (the counter-based RNG's first counter).
+    stream : int, default 0
+        One per parameter: different streams give independent draws.
+
+    Returns
+    -------
+    ndarray
+        ``out``, filled.
+
+    Raises
+    ------
+    ValueError
+        When ``std < 0``.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> w = init.normal(np.empty(10000), 1.0, 0.5, seed=3)
+    >>> round(float(w.mean()), 1), round(float(w.std()), 1)
+    (1.0, 0.5)
+    """
     if not std >= 0:
         raise ValueError(f"std must be >= 0, got {std!r}")
     return _fill(out, "normal", seed, stream, mean, std)
@@ -158,6 +315,40 @@ def _scaled(out, std, distribution, seed, stream):
     return _fill(out, "normal", seed, stream, 0.0, std)
 
 
+_SCALED_DOC = """    Parameters
+    ----------
+    out : ndarray
+        float32 or float64 array, filled in place.
+    fan_in, fan_out : int, optional
+        The fans; by default :func:`compute_fans` of ``out.shape``.
+    gain : float, optional
+        Scales the standard deviation; {gain_default}.{extra}
+    seed : int, default 0
+        The model's seed (the counter-based RNG's first counter).
+    stream : int, default 0
+        One per parameter: different streams give independent draws.
+
+    Returns
+    -------
+    ndarray
+        ``out``, filled.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> w = init.{name}(np.empty((400, 300), np.float32), seed=0)
+    >>> w.shape, w.dtype, round(float(w.var() / {var}), 1)
+    ((400, 300), dtype('float32'), 1.0)
+    """
+_HE_EXTRA = """
+    nonlinearity : str, default "relu"
+        The activation that follows (for the default gain).
+    negative_slope : float, default 0.0
+        leaky_relu's slope (for the default gain).
+    mode : {"fan_in", "fan_out"}, default "fan_in"
+        The fan that sets the variance: fan_in keeps forward activations, fan_out gradients."""
+
+
 def _xavier(distribution):
     def init(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *, gain: float | None = None,
              seed: int = 0, stream: int = 0) -> np.ndarray:
@@ -166,8 +357,8 @@ def _xavier(distribution):
         return _scaled(out, g * math.sqrt(2.0 / _check_positive(fi + fo, "fan_in + fan_out")), distribution,
                        seed, stream)
     init.__name__ = init.__qualname__ = f"xavier_{distribution}"
-    init.__doc__ = (f"Glorot/Xavier {distribution}: variance gain^2 * 2 / (fan_in + fan_out) (gain default 1). "
-                    "Fans default to out.shape (in, out).")
+    init.__doc__ = (f"Glorot/Xavier {distribution}: variance gain^2 * 2 / (fan_in + fan_out).\n\n"
+                    + _SCALED_DOC.format(gain_default="1 by default", extra="", name=init.__name__, var="(2 / 700)"))
     return init
 
 
@@ -182,8 +373,9 @@ def _he(distribution):
         g = calculate_gain(nonlinearity, negative_slope) if gain is None else gain
         return _scaled(out, g / math.sqrt(fan), distribution, seed, stream)
     init.__name__ = init.__qualname__ = f"he_{distribution}"
-    init.__doc__ = (f"He/Kaiming {distribution}: variance gain^2 / fan (mode='fan_in' by default), gain = "
-                    "calculate_gain(nonlinearity, negative_slope) = sqrt(2) for relu unless given.")
+    init.__doc__ = (f"He/Kaiming {distribution}: variance gain^2 / fan.\n\n"
+                    + _SCALED_DOC.format(gain_default="by default calculate_gain(nonlinearity, negative_slope)",
+                                         extra=_HE_EXTRA, name=init.__name__, var="(2 / 400)"))
     return init
 
 
@@ -194,7 +386,8 @@ def _lecun(distribution):
         g = 1.0 if gain is None else gain
         return _scaled(out, g / math.sqrt(_check_positive(fi, "fan_in")), distribution, seed, stream)
     init.__name__ = init.__qualname__ = f"lecun_{distribution}"
-    init.__doc__ = f"LeCun {distribution} (for SELU): variance gain^2 / fan_in (gain default 1)."
+    init.__doc__ = (f"LeCun {distribution} (for SELU): variance gain^2 / fan_in.\n\n"
+                    + _SCALED_DOC.format(gain_default="1 by default", extra="", name=init.__name__, var="(1 / 400)"))
     return init
 
 
@@ -208,11 +401,41 @@ lecun_normal = _lecun("normal")
 
 def orthogonal(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *,
                gain: float | None = None, seed: int = 0, stream: int = 0) -> np.ndarray:
-    """(Semi-)orthogonal matrix times ``gain`` (default 1), as torch.nn.init.orthogonal_.
+    """A (semi-)orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
 
-    ``out`` is viewed as (shape[0], prod(shape[1:])); its rows (if fewer than columns) or its
-    columns are orthonormal. Q of the QR decomposition of a seeded normal matrix, with the
-    signs fixed by diag(R) so the result is uniformly distributed. Fans are unused.
+    ``out`` is viewed as ``(shape[0], prod(shape[1:]))``; its rows (if fewer than columns) or
+    its columns are orthonormal: Q of the QR decomposition of a seeded normal matrix, with the
+    signs fixed by diag(R) so the result is uniformly distributed.
+
+    Parameters
+    ----------
+    out : ndarray
+        At least 2-D, filled in place.
+    fan_in, fan_out : int, optional
+        Unused (accepted like the other initialisers').
+    gain : float, optional
+        Scale of the result (1 by default).
+    seed : int, default 0
+        The model's seed (the counter-based RNG's first counter).
+    stream : int, default 0
+        One per parameter: different streams give independent draws.
+
+    Returns
+    -------
+    ndarray
+        ``out``, filled.
+
+    Raises
+    ------
+    ValueError
+        When ``out`` has fewer than 2 dimensions.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> q = init.orthogonal(np.empty((3, 3)), seed=0)
+    >>> bool(np.allclose(q @ q.T, np.eye(3)))
+    True
     """
     del fan_in, fan_out
     if out.ndim < 2:
@@ -237,7 +460,25 @@ def orthogonal(out: np.ndarray, fan_in: int | None = None, fan_out: int | None =
 
 @dataclass(frozen=True)
 class Initializer:
-    """A table entry: the function and which of initialize()'s arguments it takes."""
+    """A row of :data:`INITIALIZERS`: the function and which of :func:`initialize`'s arguments it takes.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(out, ...) -> out``.
+    random : bool
+        It takes ``seed=`` and ``stream=``.
+    fans : bool
+        It takes ``fan_in`` and ``fan_out``.
+    gain : bool
+        It takes ``gain=``.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.INITIALIZERS["he_normal"].gain, init.INITIALIZERS["zeros"].random
+    (True, False)
+    """
     function: Callable[..., np.ndarray]
     random: bool   # takes seed=, stream=
     fans: bool     # takes fan_in, fan_out
@@ -273,15 +514,51 @@ DEFAULT_INIT["linear"] = DEFAULT_INIT["identity"]
 
 
 def default_init(activation: str | None) -> str:
-    """The initialiser name fastnn uses for a layer followed by ``activation`` (None = identity).
+    """The initialiser fastnn uses for the weights of a layer followed by ``activation``.
 
-    He normal for the ReLU family, LeCun normal for SELU, Xavier uniform otherwise.
+    Parameters
+    ----------
+    activation : str or None
+        An activation name; None is the identity.
+
+    Returns
+    -------
+    str
+        He normal for the ReLU family, LeCun normal for SELU, Xavier uniform otherwise.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.default_init("relu"), init.default_init(None)
+    ('he_normal', 'xavier_uniform')
     """
     return DEFAULT_INIT.get("identity" if activation is None else str(activation), "xavier_uniform")
 
 
 def get_initializer(name: str) -> Initializer:
-    """The table entry for ``name``; unknown names raise ValueError with the close matches."""
+    """The :data:`INITIALIZERS` row of ``name``.
+
+    Parameters
+    ----------
+    name : str
+        An initialiser name.
+
+    Returns
+    -------
+    Initializer
+        Its row.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (with the close matches).
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.get_initializer("glorot_uniform").function is init.xavier_uniform
+    True
+    """
     try:
         return INITIALIZERS[name]
     except (KeyError, TypeError):
@@ -291,12 +568,45 @@ def get_initializer(name: str) -> Initializer:
 
 def initialize(out: np.ndarray, name: str, fan_in: int | None = None, fan_out: int | None = None, seed: int = 0,
                stream: int = 0, gain: float | None = None, **kwargs) -> np.ndarray:
-    """Fill ``out`` in place with the initialiser ``name`` and return it.
+    """Fill ``out`` in place with the initialiser ``name``.
 
-    Arguments an initialiser does not use (fans, seed and stream for the fixed ones) are
-    ignored; ``gain`` given to one without a gain, or an unknown keyword, raises ValueError.
-    ``kwargs`` go to the function: ``value`` (constant), ``a``/``b`` (uniform),
-    ``mean``/``std`` (normal), ``nonlinearity``/``negative_slope``/``mode`` (he_*).
+    Arguments an initialiser does not use (fans, seed and stream for the fixed ones) are ignored.
+
+    Parameters
+    ----------
+    out : ndarray
+        float32 or float64 array, filled in place.
+    name : str
+        A name of :data:`INITIALIZERS`.
+    fan_in, fan_out : int, optional
+        The fans (default: from ``out.shape``).
+    seed : int, default 0
+        The model's seed.
+    stream : int, default 0
+        One per parameter.
+    gain : float, optional
+        For the variance-scaling initialisers.
+    **kwargs
+        The function's own arguments: ``value`` (constant), ``a``/``b`` (uniform),
+        ``mean``/``std`` (normal), ``nonlinearity``/``negative_slope``/``mode`` (he_*).
+
+    Returns
+    -------
+    ndarray
+        ``out``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, ``gain`` given to one without a gain, or an unknown keyword.
+
+    Examples
+    --------
+    >>> from fastnn import init
+    >>> init.initialize(np.empty(2), "constant", value=3.0)
+    array([3., 3.])
+    >>> init.initialize(np.empty((4, 2), np.float32), "he_normal", seed=1, stream=7).shape
+    (4, 2)
     """
     spec = get_initializer(name)
     call = dict(kwargs)

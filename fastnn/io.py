@@ -12,6 +12,8 @@ import secrets
 import stat
 import struct
 import time
+from collections.abc import Iterator
+from typing import IO
 
 import numpy as np
 
@@ -82,7 +84,7 @@ def _fsync_directory(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     ``path`` may be a symlink: its final target is replaced and the link kept. A new file gets
@@ -90,6 +92,31 @@ def atomic_write(path, mode: str = "wb"):
     that are not regular files (directories, pipes, devices, sockets) are refused with a
     ValueError. On any failure (KeyboardInterrupt included) the temporary file is removed and
     ``path`` is untouched; temporaries over a day old that killed saves left are cleaned up.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+    mode : str, default "wb"
+        The ``open()`` mode of the temporary file (a writing mode).
+
+    Yields
+    ------
+    file object
+        The open temporary file; write everything inside the ``with`` block.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is a directory, a pipe, a device or a socket.
+
+    Examples
+    --------
+    >>> from fastnn.io import atomic_write
+    >>> with atomic_write("notes.txt", "w") as handle:
+    ...     _ = handle.write("all or nothing")
+    >>> open("notes.txt").read()
+    'all or nothing'
     """
     path = os.fspath(path)
     target, existing = _save_target(path)
@@ -135,7 +162,18 @@ _MAX_NDIM = 32
 
 
 class CorruptFileError(ValueError):
-    """A file that is truncated, tampered with, or not in the expected format."""
+    """A file that is truncated, tampered with, or not in the expected format (a ValueError).
+
+    Examples
+    --------
+    >>> from fastnn.io import CorruptFileError, read_safetensors
+    >>> _ = open("not-a-model.safetensors", "wb").write(b"hello")
+    >>> try:
+    ...     read_safetensors("not-a-model.safetensors")
+    ... except CorruptFileError as error:
+    ...     print(type(error).__name__)
+    CorruptFileError
+    """
 
 
 def _digest(header_without_digest: bytes, payload) -> str:
@@ -149,11 +187,28 @@ def _signed_header(header: dict, meta: dict) -> bytes:
     return json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
 
 
-def write_safetensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` (name -> array) and string ``metadata`` atomically to ``path``.
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors and string metadata atomically to a safetensors file.
 
     A SHA-256 of the header and data is stored in the metadata ("sha256", replacing any given)
     and checked by :func:`read_safetensors`, so edited or damaged files are refused.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (written through :func:`atomic_write`).
+    tensors : dict of str to ndarray
+        Name -> array (bool, integer or float dtypes, any shape).
+    metadata : dict of str to str, optional
+        Extra metadata (strings only).
+
+    Examples
+    --------
+    >>> from fastnn.io import read_safetensors, write_safetensors
+    >>> write_safetensors("t.safetensors", {"w": np.eye(2, dtype=np.float32)}, {"note": "identity"})
+    >>> tensors, meta = read_safetensors("t.safetensors")
+    >>> tensors["w"].dtype, tensors["w"].shape, meta
+    (dtype('float32'), (2, 2), {'note': 'identity'})
     """
     header: dict = {}
     chunks, offset = [], 0
@@ -247,13 +302,36 @@ def _check_layout(path: str, header: dict, n_bytes: int) -> list[tuple[str, np.d
     return [entry[:4] for entry in entries]
 
 
-def read_safetensors(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) from a safetensors file.
+def read_safetensors(path: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a safetensors file, checked.
 
-    Raises CorruptFileError when the file is truncated, not safetensors, or malformed (unknown
-    dtypes, bad shapes, tensor data with gaps or overlaps): always. With ``verify`` (the default)
-    also when it lacks fastnn's checksum or was changed since fastnn wrote it; pass
-    ``verify=False`` to read a file of another program. The returned metadata omits "sha256".
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    verify : bool, default True
+        Require fastnn's checksum and check it; False reads files of other programs.
+
+    Returns
+    -------
+    tensors : dict of str to ndarray
+        Name -> array, in native byte order.
+    metadata : dict of str to str
+        The metadata, without "sha256".
+
+    Raises
+    ------
+    CorruptFileError
+        When the file is truncated, not safetensors, or malformed (unknown dtypes, bad shapes,
+        tensor data with gaps or overlaps); with ``verify``, also when it lacks fastnn's
+        checksum or was changed since fastnn wrote it.
+
+    Examples
+    --------
+    >>> from fastnn.io import read_safetensors, write_safetensors
+    >>> write_safetensors("ids.safetensors", {"ids": np.arange(3)})
+    >>> read_safetensors("ids.safetensors")[0]["ids"]
+    array([0, 1, 2])
     """
     path = os.fspath(path)
     with open(path, "rb") as handle:
@@ -279,9 +357,26 @@ def read_safetensors(path, *, verify: bool = True) -> tuple[dict[str, np.ndarray
     return tensors, meta
 
 
-def check_npz_file(path) -> None:
-    """Raise a clear CorruptFileError when ``path`` (a file name) is not an .npz archive, e.g. a
-    .safetensors model given to ``load_weights``; file objects are left to NumPy."""
+def check_npz_file(path: str | os.PathLike | IO) -> None:
+    """Refuse a file that is not an .npz archive with a clear message.
+
+    Parameters
+    ----------
+    path : str, path-like or file object
+        The file ``load_weights`` was given; file objects are left to NumPy.
+
+    Raises
+    ------
+    CorruptFileError
+        When it is not an .npz archive, e.g. a .safetensors model (the message says to use
+        ``fnn.load``).
+
+    Examples
+    --------
+    >>> from fastnn.io import check_npz_file
+    >>> np.savez("w.npz", w=np.zeros(2))
+    >>> check_npz_file("w.npz")             # an archive: no error
+    """
     if not isinstance(path, (str, os.PathLike)):
         return
     with open(path, "rb") as handle:
@@ -293,3 +388,6 @@ def check_npz_file(path) -> None:
                                f"of model.save_weights; load the whole model with fnn.load(path)")
     raise CorruptFileError(f"{os.fspath(path)} is not an .npz weights file written by model.save_weights "
                            f"(it starts with {head[:8]!r}); load models written by model.save with fnn.load(path)")
+
+
+__all__ = ["CorruptFileError", "atomic_write", "check_npz_file", "read_safetensors", "write_safetensors"]

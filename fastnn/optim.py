@@ -9,8 +9,8 @@ after them). An optimizer is bound to those buffers once::
     opt.step()                         # clip + one fused pass over the buffers; no allocation
     opt.lr = 5e-4                      # schedules and callbacks set the learning rate
 
-Each ``step()`` is one kernel call from :mod:`fastnn.kernels.optim` (plus one norm pass when
-clipping by norm), or from :mod:`fastnn.kernels.cuda.optim` when the buffers are device arrays:
+Each ``step()`` is one kernel call from ``fastnn.kernels.optim`` (plus one norm pass when
+clipping by norm), or from ``fastnn.kernels.cuda.optim`` when the buffers are device arrays:
 the state lives on the device of the parameters (``rebind`` moves it there). Semantics are those of ``torch.optim`` (SGD, RMSprop, Adagrad, Adam, AdamW)
 and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_``.
 :data:`OPTIMIZERS` is the one table of optimizers, used by :func:`get` and by the tests.
@@ -48,8 +48,37 @@ def _check_positive_or_none(value, argument: str) -> float | None:
 class Optimizer(Owned):
     """Base class: learning rate, clipping, binding, step counting, state (de)serialisation.
 
-    Subclasses set :attr:`name`, store their validated hyper-parameters in ``self._hyper``,
-    say which state buffers they need (:meth:`_state_init`) and call their kernel (:meth:`_update`).
+    Subclasses set the class attribute ``name``, store their validated hyper-parameters in
+    ``self._hyper``, say which state buffers they need (``_state_init``) and call their kernel
+    (``_update``).
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, >= 0 (schedules and callbacks change :attr:`lr` later).
+    clip_norm : float, optional
+        Scale the gradients so their global L2 norm is at most this
+        (``torch.nn.utils.clip_grad_norm_``).
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a negative learning rate, a non-positive clip, or both clips given.
+
+    Examples
+    --------
+    An optimizer on flat buffers of its own (a model binds it to its buffers in ``compile``):
+
+    >>> import fastnn as fnn
+    >>> params = np.array([1.0, -2.0], np.float32)
+    >>> grads = np.array([0.5, 0.5], np.float32)
+    >>> opt = fnn.optim.SGD(lr=0.1)
+    >>> opt.bind(params, grads, n_decay=2)
+    >>> opt.step()
+    >>> params, opt.step_count
+    (array([ 0.95, -2.05], dtype=float32), 1)
     """
 
     name: ClassVar[str] = ""
@@ -96,15 +125,26 @@ class Optimizer(Owned):
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
-        return self._state.get(name, self._empty)
+        return self._state.get(name, self._empty)  # type: ignore[return-value]  # bound before any update
 
     # ---------------------------------------------------------------- binding and stepping
     def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:
         """Attach to the flat buffers and allocate the state buffers (resets the step count).
 
-        params, grads: C-contiguous 1-D float32/float64 arrays of one size and dtype (NumPy arrays,
-        or CUDA device arrays: the state is then allocated on the device), updated in place by
-        :meth:`step`. ``n_decay``: parameters ``[0, n_decay)`` get weight decay.
+        Parameters
+        ----------
+        params : ndarray
+            C-contiguous 1-D float32 or float64 parameters, updated in place by :meth:`step`
+            (a CUDA device array puts the state on the device).
+        grads : ndarray
+            The gradients, same size, dtype and device.
+        n_decay : int
+            Parameters ``[0, n_decay)`` get weight decay.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For buffers that are not matching flat float arrays on one device.
         """
         device = self._check_buffers(params, grads)
         self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
@@ -145,8 +185,24 @@ class Optimizer(Owned):
         self._partials = backend.zeros(self._K.norm_partials_size(params.size), np.float64, device)
 
     def rebind(self, params, grads) -> None:
-        """Attach to new flat buffers of the same size and layout (e.g. after ``model.to(device)``),
-        keeping the state and step count; the state buffers move to the device of ``params``."""
+        """Attach to new flat buffers of the same size and layout, keeping the state and step count.
+
+        Used after ``model.to(device)``: the state buffers move to the device of ``params``.
+
+        Parameters
+        ----------
+        params : ndarray or device array
+            The new parameter buffer (same size and dtype as the bound one).
+        grads : ndarray or device array
+            The new gradient buffer.
+
+        Raises
+        ------
+        RuntimeError
+            When the optimizer was never bound.
+        ValueError
+            When the buffers differ in size or dtype from the bound ones.
+        """
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay)")
         device = self._check_buffers(params, grads)
@@ -164,8 +220,16 @@ class Optimizer(Owned):
     def step(self, grad_norm: float | None = None) -> None:
         """Clip the gradients (if asked) and update the parameters in place: one fused pass.
 
-        ``grad_norm``: the global norm of the gradients when the caller already computed it (the
-        model's step plans do, to detect non-finite gradients), saving the clipping its own pass.
+        Parameters
+        ----------
+        grad_norm : float, optional
+            The gradients' global norm when the caller computed it already (the model's step
+            plans do, to detect non-finite gradients), saving the clipping its own pass.
+
+        Raises
+        ------
+        RuntimeError
+            When the optimizer is not bound to parameters.
         """
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
@@ -217,7 +281,13 @@ class Optimizer(Owned):
 
     # ---------------------------------------------------------------- saving and loading
     def get_config(self) -> dict[str, Any]:
-        """JSON-able hyper-parameters; :func:`optimizer_from_config` rebuilds the optimizer."""
+        """The hyper-parameters; :func:`optimizer_from_config` rebuilds the optimizer from them.
+
+        Returns
+        -------
+        dict
+            JSON-able: ``name``, ``lr``, the hyper-parameters, ``clip_norm``, ``clip_value``.
+        """
         config = {"name": self.name, "lr": self.lr}
         for key, value in self._hyper.items():
             config[key] = list(value) if isinstance(value, tuple) else value
@@ -226,7 +296,14 @@ class Optimizer(Owned):
         return config
 
     def state_dict(self) -> dict[str, np.ndarray | float | int | str]:
-        """Everything needed to continue exactly: name, step count, lr and copies of the buffers."""
+        """Everything needed to continue exactly.
+
+        Returns
+        -------
+        dict
+            ``name``, ``step_count``, ``lr`` and a host copy of each state buffer (1-D arrays of
+            the parameters' size and dtype).
+        """
         state: dict[str, np.ndarray | float | int | str] = {
             "name": self.name, "step_count": self.step_count, "lr": self.lr}
         for key, buf in self._state.items():
@@ -234,7 +311,18 @@ class Optimizer(Owned):
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (copied into the bound buffers; applied at bind if unbound)."""
+        """Restore a :meth:`state_dict`: copied into the bound buffers, or applied at :meth:`bind`.
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`state_dict` returned.
+
+        Raises
+        ------
+        ValueError
+            When the state belongs to another optimizer or its buffers do not fit.
+        """
         if state.get("name") != self.name:
             raise ValueError(f"this optimizer state was saved by {state.get('name')!r}, not {self.name!r}; "
                              f"load it into a {state.get('name')!r} optimizer")
@@ -263,9 +351,28 @@ class Optimizer(Owned):
 OPTIMIZERS: dict[str, type[Optimizer]] = {}
 
 
-def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
-    """Make an Optimizer subclass usable by its ``name`` (``compile(optimizer=name)``) and loadable
-    from saved models; use as a class decorator."""
+def register_optimizer(optimizer_class: type[Optimizer]) -> type[Optimizer]:
+    """Make an Optimizer subclass usable by its ``name`` and loadable from saved models; a class
+    decorator.
+
+    Parameters
+    ----------
+    optimizer_class : type
+        A subclass of :class:`Optimizer` with its own lower-case class attribute ``name``.
+
+    Returns
+    -------
+    type
+        ``optimizer_class`` itself, now in :data:`OPTIMIZERS`.
+
+    Raises
+    ------
+    TypeError
+        When it is not an Optimizer subclass.
+    ValueError
+        When it has no ``name`` of its own, or takes the name of one of fastnn's optimizers.
+    """
+    cls = optimizer_class
     if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
         raise TypeError(f"register_optimizer expects a subclass of fastnn.optim.Optimizer, got {cls!r}")
     name = cls.__dict__.get("name")
@@ -281,7 +388,38 @@ def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:
 
 @register_optimizer
 class SGD(Optimizer):
-    """SGD with momentum, dampening, Nesterov and L2 weight decay (torch.optim.SGD)."""
+    """SGD with momentum, dampening, Nesterov and L2 weight decay, as ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    momentum : float, default 0.0
+        Momentum factor.
+    dampening : float, default 0.0
+        Dampening of the momentum, in [0, 1].
+    nesterov : bool, default False
+        Nesterov momentum (needs momentum > 0 and no dampening).
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradients of the weights.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> model = model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True))
+    >>> model.optimizer
+    SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0)
+    """
 
     name = "sgd"
 
@@ -310,7 +448,38 @@ class SGD(Optimizer):
 
 @register_optimizer
 class RMSProp(Optimizer):
-    """RMSprop: optionally centered, with momentum and L2 weight decay (torch.optim.RMSprop)."""
+    """RMSprop, optionally centered, with momentum and L2 weight decay, as ``torch.optim.RMSprop``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    alpha : float, default 0.99
+        Smoothing constant of the squared-gradient average, in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator.
+    momentum : float, default 0.0
+        Momentum factor.
+    centered : bool, default False
+        Normalise by the gradient's estimated variance instead of its second moment.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradients of the weights.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.optim.RMSProp(lr=1e-3, centered=True).get_config()["centered"]
+    True
+    """
 
     name = "rmsprop"
 
@@ -341,7 +510,36 @@ class RMSProp(Optimizer):
 
 @register_optimizer
 class Adagrad(Optimizer):
-    """Adagrad with learning-rate decay and L2 weight decay (torch.optim.Adagrad)."""
+    """Adagrad with learning-rate decay and L2 weight decay, as ``torch.optim.Adagrad``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        The learning rate.
+    lr_decay : float, default 0.0
+        The step-t learning rate is ``lr / (1 + (t - 1) * lr_decay)``.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradients of the weights.
+    initial_accumulator_value : float, default 0.0
+        Starting value of the squared-gradient sums.
+    eps : float, default 1e-10
+        Added to the denominator.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.optim.get("adagrad", lr=0.1)
+    Adagrad(lr=0.1, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10)
+    """
 
     name = "adagrad"
 
@@ -366,7 +564,39 @@ class Adagrad(Optimizer):
 
 @register_optimizer
 class Adam(Optimizer):
-    """Adam with bias correction, L2 weight decay added to the gradient and amsgrad (torch.optim.Adam)."""
+    """Adam with bias correction, L2 weight decay added to the gradient and AMSGrad, as
+    ``torch.optim.Adam``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate.
+    betas : tuple of float, default (0.9, 0.999)
+        Decay rates of the first and second moment averages, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 0.0
+        L2 penalty added to the gradients of the weights.
+    amsgrad : bool, default False
+        Use the running maximum of the second moment (AMSGrad).
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> opt = fnn.optim.Adam(lr=3e-3, betas=(0.9, 0.99))
+    >>> opt.lr = 1e-3                      # what schedules do
+    >>> opt.get_config()["betas"], opt.lr
+    ([0.9, 0.99], 0.001)
+    """
 
     name = "adam"
     decoupled: ClassVar[bool] = False
@@ -396,7 +626,36 @@ class Adam(Optimizer):
 
 @register_optimizer
 class AdamW(Adam):
-    """Adam with decoupled weight decay, p *= 1 - lr * weight_decay (torch.optim.AdamW)."""
+    """Adam with decoupled weight decay ``p *= 1 - lr * weight_decay``, as ``torch.optim.AdamW``.
+
+    Parameters
+    ----------
+    lr : float, default 1e-3
+        The learning rate.
+    betas : tuple of float, default (0.9, 0.999)
+        Decay rates of the first and second moment averages, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator.
+    weight_decay : float, default 1e-2
+        Decoupled weight decay of the weights (biases and norm parameters are not decayed).
+    amsgrad : bool, default False
+        Use the running maximum of the second moment (AMSGrad).
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.optim.AdamW(weight_decay=0.05).get_config()["weight_decay"]
+    0.05
+    """
 
     name = "adamw"
     decoupled = True
@@ -415,6 +674,33 @@ class Lion(Optimizer):
     p -= lr * sign(beta1 * m + (1 - beta1) * g), then m = beta2 * m + (1 - beta2) * g, with
     decoupled weight decay. One state buffer (half Adam's memory traffic); use a learning rate
     3-10x smaller and a weight decay 3-10x larger than AdamW's.
+
+    Parameters
+    ----------
+    lr : float, default 1e-4
+        The learning rate.
+    betas : tuple of float, default (0.9, 0.99)
+        The interpolation of the update and the decay of the momentum, each in [0, 1).
+    weight_decay : float, default 0.0
+        Decoupled weight decay of the weights.
+    clip_norm : float, optional
+        Clip the gradients' global L2 norm to this before the update.
+    clip_value : float, optional
+        Clip each gradient to [-clip_value, clip_value] (not with ``clip_norm``).
+
+    Raises
+    ------
+    ValueError
+        For a hyper-parameter out of its range (the message names it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> params, grads = np.zeros(3, np.float32), np.array([1.0, -2.0, 0.0], np.float32)
+    >>> opt = fnn.optim.Lion(lr=0.01)
+    >>> opt.bind(params, grads, n_decay=3); opt.step()
+    >>> params                              # lr times the sign of the update
+    array([-0.01,  0.01,  0.  ], dtype=float32)
     """
 
     name = "lion"
@@ -435,9 +721,33 @@ class Lion(Optimizer):
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
-    """An optimizer from its name (``"adam"``, ``"SGD"`` ...; case-insensitive) and hyper-parameters.
+    """An optimizer from its name and hyper-parameters.
 
-    An :class:`Optimizer` instance is returned as it is (then no keyword arguments are allowed).
+    Parameters
+    ----------
+    optimizer : str or Optimizer, default "sgd"
+        A name of :data:`OPTIMIZERS` (case-insensitive: ``"adam"``, ``"SGD"`` ...), or an
+        instance, returned as it is.
+    **kwargs
+        Hyper-parameters of the named optimizer (none with an instance).
+
+    Returns
+    -------
+    Optimizer
+        A new optimizer, or ``optimizer`` itself.
+
+    Raises
+    ------
+    TypeError
+        For keyword arguments with an instance, or an optimizer that is neither a name nor an instance.
+    ValueError
+        For an unknown name (the message suggests the closest).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.optim.get("Adam", lr=0.01).lr
+    0.01
     """
     if isinstance(optimizer, Optimizer):
         if kwargs:
@@ -452,7 +762,29 @@ def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
 
 
 def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
-    """Rebuild an optimizer from :meth:`Optimizer.get_config`."""
+    """Rebuild an optimizer from :meth:`Optimizer.get_config`.
+
+    Parameters
+    ----------
+    config : dict
+        The config, with its ``name``.
+
+    Returns
+    -------
+    Optimizer
+        A new, unbound optimizer with those hyper-parameters.
+
+    Raises
+    ------
+    ValueError
+        When ``config`` is not a dict with a ``name``.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.optim.optimizer_from_config(fnn.optim.AdamW(lr=0.002).get_config())
+    AdamW(lr=0.002, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.01, amsgrad=False)
+    """
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"an optimizer config must be a dict with a 'name' key, got {config!r}")
     kwargs = {k: tuple(v) if k == "betas" else v for k, v in config.items() if k != "name"}

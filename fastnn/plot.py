@@ -8,11 +8,22 @@ accumulates in pyplot's global state) and saves it when given ``path``. Needs ma
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as V
 from . import backend, diagnostics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from .callbacks import History
+    from .diagnostics import LRRangeResult
+    from .model import Sequential
 
 
 def _figure(n_panels: int = 1, *, ncols: int | None = None, size: tuple[float, float] = (4.0, 3.0)):
@@ -45,9 +56,39 @@ def _history_dict(history) -> dict[str, list[float]]:
     return data
 
 
-def plot_history(history, *, metrics=None, path=None):
-    """Training curves: one panel per metric (``loss``, ``accuracy``, ``lr`` ...), each with its
-    ``val_`` twin when present; the learning rate on a log axis. ``metrics`` picks panels."""
+def plot_history(history: History | dict[str, list[float]], *, metrics: Sequence[str] | None = None,
+                 path: str | os.PathLike | None = None) -> Figure:
+    """Training curves: one panel per metric, each with its ``val_`` twin when present.
+
+    Parameters
+    ----------
+    history : History or dict of str to list of float
+        What ``fit`` returned, or metric lists by name.
+    metrics : list of str, optional
+        The panels (``"loss"``, ``"accuracy"``, ``"lr"`` ...); all metrics by default. The
+        learning rate is drawn on a log axis.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot).
+
+    Raises
+    ------
+    TypeError
+        When ``history`` is neither a History nor a non-empty dict.
+    ImportError
+        When matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from fastnn import plot
+    >>> fig = plot.plot_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}, path="curves.png")
+    >>> len(fig.axes)
+    1
+    """
     data = _history_dict(history)
     names = list(metrics) if metrics is not None else [k for k in data if not k.startswith("val_")]
     for name in names:
@@ -79,9 +120,46 @@ def _histogram_grid(arrays, titles, bins, xlabel, path):
     return _finish(fig, path)
 
 
-def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = False, path=None):
-    """Histogram of each layer's output on X (one panel per top-level layer), titled with the
-    layer, its output std and, where it applies, the fraction of dead or saturated units."""
+def plot_activation_histograms(model: Sequential, X: ArrayLike, *, bins: int = 50, training: bool = False,
+                               path: str | os.PathLike | None = None) -> Figure:
+    """Histogram of each layer's output, one panel per top-level layer.
+
+    Panels are titled with the layer, its output std and, where it applies, the fraction of
+    dead or saturated units (:func:`fastnn.diagnostics.activation_stats`).
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model.
+    X : array-like
+        Inputs ``(batch, *input_shape)``.
+    bins : int, default 50
+        Histogram bins.
+    training : bool, default False
+        Run the forward in training mode.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn import plot
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32); y = np.array([0, 1, 1, 0])
+    >>> model = fnn.Sequential([fnn.Dense(2, 8, activation="tanh"), fnn.Dense(8, 2)], seed=0)
+    >>> model = model.compile(loss="cross_entropy", optimizer="adam")
+    >>> len(plot.plot_activation_histograms(model, X).axes)
+    2
+    """
     stats = diagnostics.activation_stats(model, X, training=training)
     outputs = diagnostics.activations(model, X, training=training)
     titles = []
@@ -92,40 +170,155 @@ def plot_activation_histograms(model, X, *, bins: int = 50, training: bool = Fal
     return _histogram_grid(outputs, titles, bins, "activation", path)
 
 
-def plot_gradient_histograms(model, X, y, *, bins: int = 50, path=None):
-    """Histogram of each weight matrix's gradient for one batch (X, y) (no update)."""
+def plot_gradient_histograms(model: Sequential, X: ArrayLike, y: ArrayLike, *, bins: int = 50,
+                             path: str | os.PathLike | None = None) -> Figure:
+    """Histogram of each weight matrix's gradient for one batch (no update).
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+    X : array-like
+        A batch of inputs.
+    y : array-like
+        Its targets.
+    bins : int, default 50
+        Histogram bins.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn import plot
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32); y = np.array([0, 1, 1, 0])
+    >>> model = fnn.Sequential([fnn.Dense(2, 8, activation="tanh"), fnn.Dense(8, 2)], seed=0)
+    >>> model = model.compile(loss="cross_entropy", optimizer="adam")
+    >>> len(plot.plot_gradient_histograms(model, X, y).axes)
+    2
+    """
     diagnostics.gradient_norms(model, X, y)
     items = [(name, backend.host_copy(grad)) for name, value, grad in model.named_parameters() if value.ndim == 2]
     return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
 
 
-def plot_gradient_norms(model, X, y, *, labels=None, path=None, ax=None):
-    """Gradient norm of each weight-holding layer against its depth, on a log axis: vanishing
-    gradients show as a line falling towards the input. ``model`` may be a list of models
-    (one line each, named by ``labels``) for comparisons."""
+def plot_gradient_norms(model: Sequential | Sequence[Sequential], X: ArrayLike, y: ArrayLike, *,
+                        labels: Sequence[str] | None = None, path: str | os.PathLike | None = None,
+                        ax: Axes | None = None) -> Figure:
+    """Gradient norm of each weight-holding layer against its depth, on a log axis.
+
+    Vanishing gradients show as a line falling towards the input.
+
+    Parameters
+    ----------
+    model : Sequential or list of Sequential
+        A compiled model, or several (one line each) for comparisons.
+    X : array-like
+        A batch of inputs.
+    y : array-like
+        Its targets.
+    labels : list of str, optional
+        One legend label per model.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot).
+
+    Raises
+    ------
+    ValueError
+        When ``labels`` and the models differ in number.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn import plot
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32); y = np.array([0, 1, 1, 0])
+    >>> model = fnn.Sequential([fnn.Dense(2, 8, activation="tanh"), fnn.Dense(8, 2)], seed=0)
+    >>> model = model.compile(loss="cross_entropy", optimizer="adam")
+    >>> fig = plot.plot_gradient_norms([model, model], X, y, labels=["a", "b"])
+    >>> len(fig.axes[0].lines)
+    2
+    """
     models = model if isinstance(model, (list, tuple)) else [model]
-    labels = list(labels) if labels is not None else [None] * len(models)
-    if len(labels) != len(models):
-        raise ValueError(f"labels has {len(labels)} entries for {len(models)} models")
+    names: list[str | None] = list(labels) if labels is not None else [None] * len(models)
+    if len(names) != len(models):
+        raise ValueError(f"labels has {len(names)} entries for {len(models)} models")
     if ax is None:
         fig, (ax,) = _figure(1, size=(5.0, 3.5))
     else:
         fig = ax.figure
-    for m, label in zip(models, labels):
+    for m, label in zip(models, names):
         norms = diagnostics.layer_gradient_norms(m, X, y)
         ax.plot(np.arange(1, len(norms) + 1), norms, marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("layer (input -> output)")
     ax.set_ylabel("weight-gradient L2 norm")
-    if any(label is not None for label in labels):
+    if any(label is not None for label in names):
         ax.legend()
     return _finish(fig, path)
 
 
-def plot_decision_boundary(model, X, y, *, resolution: int = 200, margin: float = 0.5, path=None, ax=None,
-                           title: str | None = None):
-    """Predicted class over a grid covering the 2-D inputs X, with the samples on top coloured
-    by their label ``y``. The image is ``ax.images[0]`` (its array holds the classes)."""
+def plot_decision_boundary(model: Sequential, X: ArrayLike, y: ArrayLike, *, resolution: int = 200, margin: float = 0.5,
+                           path: str | os.PathLike | None = None, ax: Axes | None = None,
+                           title: str | None = None) -> Figure:
+    """Predicted class over a grid covering 2-D inputs, with the samples on top coloured by label.
+
+    Parameters
+    ----------
+    model : Sequential
+        A classifier of 2 input features.
+    X : array-like
+        ``(n, 2)`` inputs.
+    y : array-like
+        ``(n,)`` integer labels.
+    resolution : int, default 200
+        Grid points per axis.
+    margin : float, default 0.5
+        Space around the samples.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+    title : str, optional
+        The panel's title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot). The image is ``ax.images[0]``; its array holds the classes.
+
+    Raises
+    ------
+    ValueError
+        When X is not ``(n, 2)``.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn import plot
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32); y = np.array([0, 1, 1, 0])
+    >>> model = fnn.Sequential([fnn.Dense(2, 8, activation="tanh"), fnn.Dense(8, 2)], seed=0)
+    >>> model = model.compile(loss="cross_entropy", optimizer="adam")
+    >>> fig = plot.plot_decision_boundary(model, X, y, resolution=20)
+    >>> fig.axes[0].images[0].get_array().shape
+    (20, 20)
+    """
     X = np.asarray(X, np.float64)
     if X.ndim != 2 or X.shape[1] != 2:
         raise ValueError(f"plot_decision_boundary needs 2-D inputs X of shape (n, 2), got {X.shape}")
@@ -148,9 +341,36 @@ def plot_decision_boundary(model, X, y, *, resolution: int = 200, margin: float 
     return _finish(fig, path)
 
 
-def plot_lr_range(result, *, path=None, ax=None):
-    """Loss against learning rate (log axis) from :func:`fastnn.diagnostics.lr_range_test`, with
-    the suggested learning rate marked."""
+def plot_lr_range(result: LRRangeResult, *, path: str | os.PathLike | None = None, ax: Axes | None = None) -> Figure:
+    """Loss against learning rate (log axis) of a range test, the suggested learning rate marked.
+
+    Parameters
+    ----------
+    result : LRRangeResult
+        What :func:`fastnn.diagnostics.lr_range_test` returned.
+    path : str or path-like, optional
+        Also save the figure there (PNG, SVG ... by the extension).
+    ax : matplotlib.axes.Axes, optional
+        Draw into these axes instead of a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (made without pyplot).
+
+    Raises
+    ------
+    ImportError
+        When matplotlib is not installed.
+
+    Examples
+    --------
+    >>> from fastnn import plot
+    >>> from fastnn.diagnostics import LRRangeResult
+    >>> result = LRRangeResult([1e-3, 1e-2, 1e-1], [1.0, 0.6, 2.0], [1.0, 0.5, 2.2], 1e-3, 1e-2, True)
+    >>> plot.plot_lr_range(result).axes[0].get_xscale()
+    'log'
+    """
     if ax is None:
         fig, (ax,) = _figure(1, size=(5.0, 3.5))
     else:

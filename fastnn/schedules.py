@@ -34,7 +34,19 @@ def _check_step(step) -> int:
 
 
 class Schedule:
-    """Base class: ``__call__(step) -> lr`` and ``get_config()``; subclasses implement ``_lr(step)``."""
+    """Base class: ``schedule(step) -> lr`` (a float) and ``get_config()``; subclasses implement
+    ``_lr(step)`` and set the class attribute ``name``.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import Schedule
+    >>> class Halving(Schedule):
+    ...     name = "halving"
+    ...     def _lr(self, step):
+    ...         return 0.5 ** step
+    >>> Halving()(3)
+    0.125
+    """
 
     name: ClassVar[str] = ""
 
@@ -48,7 +60,13 @@ class Schedule:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def get_config(self) -> dict[str, Any]:
-        """JSON-able description; :func:`schedule_from_config` rebuilds the schedule."""
+        """The schedule's description; :func:`schedule_from_config` rebuilds it.
+
+        Returns
+        -------
+        dict
+            JSON-able: ``name`` and the constructor's arguments (nested schedules as dicts).
+        """
         config: dict[str, Any] = {"name": self.name}
         for key, value in self._params().items():
             config[key] = value.get_config() if isinstance(value, Schedule) else value
@@ -59,7 +77,19 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """lr at every step."""
+    """The same learning rate at every step.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, >= 0.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import Constant
+    >>> Constant(0.1)(1000)
+    0.1
+    """
 
     name = "constant"
 
@@ -71,7 +101,24 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """lr * gamma ** (step // step_size)  (torch StepLR)."""
+    """``lr * gamma ** (step // step_size)``, as torch's StepLR.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate at step 0.
+    step_size : int
+        Steps between two decays.
+    gamma : float, default 0.1
+        The factor of each decay.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import StepDecay
+    >>> s = StepDecay(1.0, step_size=10, gamma=0.5)
+    >>> s(0), s(9), s(10), s(25)
+    (1.0, 1.0, 0.5, 0.25)
+    """
 
     name = "step_decay"
 
@@ -85,7 +132,24 @@ class StepDecay(Schedule):
 
 
 class MultiStep(Schedule):
-    """lr * gamma ** (number of milestones <= step)  (torch MultiStepLR)."""
+    """``lr * gamma ** (number of milestones <= step)``, as torch's MultiStepLR.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate at step 0.
+    milestones : sequence of int
+        Increasing steps at which the rate is multiplied by ``gamma``.
+    gamma : float, default 0.1
+        The factor at each milestone.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import MultiStep
+    >>> s = MultiStep(1.0, milestones=[2, 5], gamma=0.1)
+    >>> [round(s(t), 3) for t in range(7)]
+    [1.0, 1.0, 0.1, 0.1, 0.1, 0.01, 0.01]
+    """
 
     name = "multi_step"
 
@@ -103,7 +167,21 @@ class MultiStep(Schedule):
 
 
 class Exponential(Schedule):
-    """lr * gamma ** step  (torch ExponentialLR)."""
+    """``lr * gamma ** step``, as torch's ExponentialLR.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate at step 0.
+    gamma : float
+        The factor per step.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import Exponential
+    >>> Exponential(1.0, gamma=0.5)(3)
+    0.125
+    """
 
     name = "exponential"
 
@@ -125,6 +203,33 @@ class CosineAnnealing(Schedule):
 
     With ``restarts=True`` the cosine starts again after each period, the i-th period lasting
     ``T_max * T_mult ** i`` steps (SGDR; torch CosineAnnealingWarmRestarts with T_0 = T_max).
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate at step 0.
+    T_max : int
+        The length of the (first) period in steps.
+    eta_min : float, default 0.0
+        The learning rate at the end of a period.
+    restarts : bool, default False
+        Start again after each period instead of staying at ``eta_min``.
+    T_mult : int, default 1
+        Growth factor of the periods (with ``restarts`` only).
+
+    Raises
+    ------
+    ValueError
+        For ``T_mult != 1`` without ``restarts``, or an argument out of range.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import CosineAnnealing
+    >>> s = CosineAnnealing(1.0, T_max=4)
+    >>> [round(s(t), 3) for t in range(6)]
+    [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
+    >>> round(CosineAnnealing(1.0, T_max=4, restarts=True)(5), 3)
+    0.854
     """
 
     name = "cosine_annealing"
@@ -159,7 +264,23 @@ class LinearWarmup(Schedule):
 
     During warmup lr = then(0) * (start_factor + (1 - start_factor) * step / warmup_steps); from
     step ``warmup_steps`` on, lr = then(step - warmup_steps)  (torch SequentialLR of LinearLR and
-    ``then``). ``then`` is any schedule, or a number for a constant learning rate.
+    ``then``).
+
+    Parameters
+    ----------
+    warmup_steps : int
+        The length of the ramp.
+    then : Schedule or float
+        The schedule after the ramp (its step 0 comes right after it), or a constant rate.
+    start_factor : float, default 0.0
+        The fraction of ``then(0)`` at step 0, in [0, 1].
+
+    Examples
+    --------
+    >>> from fastnn.schedules import LinearWarmup
+    >>> s = LinearWarmup(4, then=0.1)
+    >>> [round(s(t), 3) for t in range(6)]
+    [0.0, 0.025, 0.05, 0.075, 0.1, 0.1]
     """
 
     name = "linear_warmup"
@@ -183,6 +304,35 @@ class OneCycle(Schedule):
     then down to ``max_lr / div_factor / final_div_factor`` (cosine or linear ``anneal``). With
     ``three_phase`` it returns to the initial lr first and anneals to the minimum in a third
     phase. Steps at or after ``total_steps - 1`` give the final lr.
+
+    Parameters
+    ----------
+    max_lr : float
+        The peak learning rate.
+    total_steps : int
+        The length of the cycle (at least 2).
+    pct_start : float, default 0.3
+        The fraction of the steps spent rising, in (0, 1).
+    anneal : {"cos", "linear"}, default "cos"
+        The shape of each phase.
+    div_factor : float, default 25.0
+        The initial rate is ``max_lr / div_factor``.
+    final_div_factor : float, default 1e4
+        The final rate is the initial one divided by this.
+    three_phase : bool, default False
+        Return to the initial rate before annealing to the final one.
+
+    Raises
+    ------
+    ValueError
+        When a phase would have no steps.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import OneCycle
+    >>> s = OneCycle(1.0, total_steps=11, pct_start=0.5)
+    >>> [round(s(t), 2) for t in range(11)]
+    [0.04, 0.15, 0.44, 0.76, 0.97, 0.98, 0.83, 0.57, 0.29, 0.08, 0.0]
     """
 
     name = "one_cycle"
@@ -227,7 +377,33 @@ class OneCycle(Schedule):
 
 def warmup_cosine(lr: float, *, warmup_steps: int, total_steps: int, eta_min: float = 0.0,
                   start_factor: float = 0.0) -> LinearWarmup:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine down to ``eta_min`` at ``total_steps``."""
+    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine down to ``eta_min`` at ``total_steps``.
+
+    Parameters
+    ----------
+    lr : float
+        The peak learning rate.
+    warmup_steps : int
+        The length of the ramp.
+    total_steps : int
+        Where the cosine reaches ``eta_min`` (more than ``warmup_steps``).
+    eta_min : float, default 0.0
+        The final learning rate.
+    start_factor : float, default 0.0
+        The fraction of ``lr`` at step 0.
+
+    Returns
+    -------
+    LinearWarmup
+        A :class:`LinearWarmup` followed by a :class:`CosineAnnealing`.
+
+    Examples
+    --------
+    >>> from fastnn.schedules import warmup_cosine
+    >>> s = warmup_cosine(1.0, warmup_steps=2, total_steps=6)
+    >>> [round(s(t), 3) for t in range(7)]
+    [0.0, 0.5, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
     warmup_steps = check_int(warmup_steps, "warmup_steps", 1)
     total_steps = check_int(total_steps, "total_steps", warmup_steps + 1)
     return LinearWarmup(warmup_steps, then=CosineAnnealing(lr, T_max=total_steps - warmup_steps,
@@ -250,7 +426,31 @@ SCHEDULES: dict[str, type[Schedule]] = {
 
 
 def get(name: str | Schedule, *args, **kwargs) -> Schedule:
-    """A schedule from its name (``"cosine_annealing"`` ...) and arguments, or a Schedule as it is."""
+    """A schedule from its name and arguments.
+
+    Parameters
+    ----------
+    name : str or Schedule
+        A name of :data:`SCHEDULES` or ``"warmup_cosine"``; a Schedule is returned as it is.
+    *args, **kwargs
+        The schedule's arguments.
+
+    Returns
+    -------
+    Schedule
+        The schedule.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+
+    Examples
+    --------
+    >>> from fastnn import schedules
+    >>> schedules.get("step_decay", 0.1, step_size=5)
+    StepDecay(lr=0.1, step_size=5, gamma=0.1)
+    """
     if isinstance(name, Schedule):
         return name
     choices = [*list(SCHEDULES), "warmup_cosine"]
@@ -261,14 +461,38 @@ def get(name: str | Schedule, *args, **kwargs) -> Schedule:
 
 
 def schedule_from_config(config: dict[str, Any]) -> Schedule:
-    """Rebuild a schedule from :meth:`Schedule.get_config` (nested schedules included)."""
+    """Rebuild a schedule from :meth:`Schedule.get_config` (nested schedules included).
+
+    Parameters
+    ----------
+    config : dict
+        A config with its ``name``.
+
+    Returns
+    -------
+    Schedule
+        A new, equal schedule.
+
+    Raises
+    ------
+    ValueError
+        When ``config`` is not a dict with a known ``name``.
+
+    Examples
+    --------
+    >>> from fastnn import schedules
+    >>> s = schedules.LinearWarmup(10, then=schedules.CosineAnnealing(0.1, T_max=90))
+    >>> schedules.schedule_from_config(s.get_config())(50) == s(50)
+    True
+    """
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a schedule config must be a dict with a 'name' key, got {config!r}")
     name = check_choice(config["name"], SCHEDULES, "schedule")
     kwargs = {k: schedule_from_config(v) if isinstance(v, dict) else v
               for k, v in config.items() if k != "name"}
     first = "max_lr" if name == "one_cycle" else "warmup_steps" if name == "linear_warmup" else "lr"
-    return SCHEDULES[name](kwargs.pop(first), **kwargs)
+    schedule_class: Any = SCHEDULES[name]  # each subclass has its own constructor
+    return schedule_class(kwargs.pop(first), **kwargs)
 
 
 __all__ = [

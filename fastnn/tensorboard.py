@@ -37,6 +37,35 @@ class TensorBoard(Callback):
     (``weights/0.weight``), its gradient (``gradients/0.weight``) and each layer's output
     (``activations/0.Dense``). Activations come from a forward pass in evaluation mode on
     ``activation_data`` (an array of inputs) when given, else from the layers' last outputs.
+
+    Parameters
+    ----------
+    log_dir : str or path-like, default "runs"
+        The folder of the event files (``tensorboard --logdir`` it).
+    histogram_freq : int, default 1
+        Epochs between histograms; 0: none.
+    gradient_norms : bool, default True
+        Log each parameter's gradient norm and the global norm every epoch.
+    activation_data : array-like, optional
+        ``(n, *input_shape)`` inputs whose layer outputs the activation histograms show.
+    flush_secs : int, default 10
+        Seconds between flushes of the event file.
+
+    Raises
+    ------
+    ImportError
+        When tensorboardX is not installed (the message says how to install it).
+
+    Examples
+    --------
+    >>> import os
+    >>> import fastnn as fnn
+    >>> from fastnn.tensorboard import TensorBoard
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[TensorBoard("runs/exp1")])
+    >>> any(name.startswith("events.out.tfevents") for name in os.listdir("runs/exp1"))
+    True
     """
 
     def __init__(self, log_dir="runs", *, histogram_freq: int = 1, gradient_norms: bool = True,

@@ -1,7 +1,7 @@
 """Activation functions: forward and derivative of each, written once as scalar functions.
 
 Every activation is a code (an int) so one compiled kernel serves them all: the dense
-layer's fused epilogue, the standalone activation layers and (later) the CUDA kernels call
+layer's fused epilogue, the standalone activation layers and the CUDA kernels call
 :func:`activate` and :func:`activate_grad`. ``softmax`` and ``log_softmax`` act on rows.
 
 Shapes: 2-D ``(batch, features)`` arrays, float32 or float64; outputs have the input's dtype.

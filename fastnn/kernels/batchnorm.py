@@ -325,6 +325,7 @@ __all__ = [
     "batchnorm_backward",
     "batchnorm_forward_eval",
     "batchnorm_forward_train",
+    "batchnorm_forward_train_counted",
     "chan_step",
     "chan_weights",
     "normalize_value",

@@ -184,3 +184,5 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("dense_forward", "dense_backward")
+
+__all__ = ["dense_backward", "dense_forward"]

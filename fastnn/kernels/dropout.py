@@ -108,7 +108,8 @@ def dropout_backward(grad_out, mask, grad_in, p):
             _backward_rows(grad_out, mask, grad_in, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
 
 
-__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "keep_threshold", "keep_unit", "mask_bytes"]
+__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "keep_threshold", "keep_unit",
+           "mask_bytes"]
 
 
 @njit(**JIT)

@@ -2,7 +2,7 @@
 
 Nothing is stored between calls, so the value drawn for element ``i`` depends on the four
 counters only: the same seed gives bit-identical dropout masks, shuffles and initial weights on
-1 or N threads, serially, and (later) on CUDA, which calls these same scalar functions.
+1 or N threads, serially, and on CUDA, which calls these same scalar functions.
 
 Scheme (SplitMix64): a per-call key ``k = mix(mix(mix(seed ^ A) ^ stream) ^ step)`` (``mix``
 is SplitMix64's bijective finaliser), then element ``i`` draws ``mix(k + (i + 1) * GOLDEN)``:

@@ -1,7 +1,6 @@
 """Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
 Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
 from .activation import (
-    ACTIVATION_LAYERS,
     ELU,
     GELU,
     SELU,
@@ -15,7 +14,7 @@ from .activation import (
     Tanh,
 )
 from .attention import MultiHeadSelfAttention, PositionalEncoding, TransformerEncoderBlock
-from .base import Layer, ParamSpec, Workspace
+from .base import ARENAS, Context, Layer, ParamSpec, Workspace
 from .conv import Conv1d, Conv2d
 from .dense import Dense
 from .dropout import Dropout
@@ -31,8 +30,28 @@ from .sequence import LastStep, TimeDistributed
 
 
 def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
-    """{"class": name, "config": layer.get_config()}; ``by_class`` stores the class object itself
-    (for pickling and copies, where a class need not be registered)."""
+    """A layer's description, as a saved model stores it.
+
+    Parameters
+    ----------
+    layer : Layer
+        Any layer.
+    by_class : bool, default False
+        Store the class object itself instead of its name (pickling and copies, where a class
+        need not be registered).
+
+    Returns
+    -------
+    dict
+        ``{"class": name or class, "config": layer.get_config()}``, plus ``"trainable": False``
+        for a frozen layer.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.layers.layer_to_config(fnn.Dense(4, 2, activation="relu"))["class"]
+    'Dense'
+    """
     entry = {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
     if not layer.trainable:
         entry["trainable"] = False
@@ -40,6 +59,29 @@ def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
 
 
 def layer_from_config(entry: dict) -> Layer:
+    """A new layer from :func:`layer_to_config`'s description.
+
+    Parameters
+    ----------
+    entry : dict
+        ``{"class": name or class, "config": {...}}``.
+
+    Returns
+    -------
+    Layer
+        A new, unbuilt layer.
+
+    Raises
+    ------
+    ValueError
+        When the class name is not registered (:func:`register_layer`).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.layers.layer_from_config({"class": "Dropout", "config": {"p": 0.25}})
+    Dropout(p=0.25)
+    """
     from .._validation import check_choice
 
     cls = entry["class"]
@@ -54,6 +96,8 @@ def layer_from_config(entry: dict) -> Layer:
 
 
 __all__ = [
+    "ARENAS",
+    "Context",
     "AvgPool1d",
     "AvgPool2d",
     "BatchNorm2d",
@@ -69,7 +113,6 @@ __all__ = [
     "MaxPool2d",
     "Reshape",
     "RNN",
-    "ACTIVATION_LAYERS",
     "ELU",
     "GELU",
     "LAYERS",

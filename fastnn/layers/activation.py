@@ -3,11 +3,12 @@ that names a layer (generated from the row: its name, docstring and parameter)."
 from __future__ import annotations
 
 from inspect import Parameter, Signature
+from typing import Any
 
 from .. import _validation as V
 from ..kernels.activations import ACTIVATION_TABLE, ACTIVATIONS
 from .base import Layer, Workspace, rows
-from .registry import LAYERS, register_layer
+from .registry import register_layer
 
 _ROWS = {row.name: row for row in ACTIVATION_TABLE}
 
@@ -33,7 +34,31 @@ def resolve_activation(activation, **params) -> tuple[str, int, float]:
 
 @register_layer
 class Activation(Layer):
-    """Applies an activation elementwise (softmax/log_softmax: per row). Shape-preserving."""
+    """Applies an activation elementwise (softmax and log_softmax: over the last axis); the output
+    has the input's shape and dtype. Each activation also has a class of its own (:class:`ReLU` ...).
+
+    Parameters
+    ----------
+    activation : str, default "identity"
+        A name of ``fastnn.kernels.activations.ACTIVATIONS``.
+    **params
+        The activation's parameter by name (``negative_slope`` for ``"leaky_relu"``, ``alpha``
+        for ``"elu"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation or parameter.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Activation("leaky_relu", negative_slope=0.1)], input_shape=(3,), seed=0)
+    >>> model.predict(np.array([[-1.0, 0.0, 2.0]], np.float32))
+    array([[-0.1,  0. ,  2. ]], dtype=float32)
+    >>> fnn.Sequential([fnn.Softmax()], input_shape=(2,), seed=0).predict(np.zeros((1, 2), np.float32))
+    array([[0.5, 0.5]], dtype=float32)
+    """
 
     lengths_policy = "keep"
 
@@ -73,6 +98,7 @@ def _activation_class(name: str) -> type[Activation]:
     for a row with a parameter (positional or by its name)."""
     row = _ROWS[name]
     self_param = Parameter("self", Parameter.POSITIONAL_OR_KEYWORD)
+    __init__: Any
     if row.param is None:
         def __init__(self):
             Activation.__init__(self, name)
@@ -93,8 +119,14 @@ def _activation_class(name: str) -> type[Activation]:
 
         def get_config(self):
             return {row.param: self.alpha}
-    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": row.doc, "__module__": __name__}
-    return register_layer(type(row.layer, (Activation,), namespace))
+    doc = row.doc + " Any shape, kept; the input's dtype.\n"
+    if row.param is not None:
+        doc += (f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
+                f"        The ``{row.param}`` of the formula above.\n")
+    for method in (__init__, get_config):
+        method.__qualname__ = f"{row.layer}.{method.__name__}"
+    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
+    return register_layer(type(str(row.layer), (Activation,), namespace))  # type: ignore[return-value]
 
 
 Identity = _activation_class("identity")
@@ -110,7 +142,13 @@ LogSoftmax = _activation_class("log_softmax")
 
 @register_layer
 class GELU(Activation):
-    __doc__ = _ROWS["gelu"].doc  # its parameter picks one of two rows (gelu, gelu_tanh)
+    __doc__ = _ROWS["gelu"].doc + """
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}, default "none"
+        ``"none"``: the erf form; ``"tanh"``: the tanh approximation (torch's names).
+    """  # the parameter picks one of two table rows (gelu, gelu_tanh)
 
     def __init__(self, approximate: str = "none"):
         V.check_choice(approximate, ("none", "tanh"), "approximate")
@@ -120,6 +158,3 @@ class GELU(Activation):
     def get_config(self):
         return {"approximate": self.approximate}
 
-
-#: activation name -> its layer class, for every row that names one
-ACTIVATION_LAYERS = {row.name: LAYERS[row.layer] for row in ACTIVATION_TABLE if row.layer}

@@ -20,7 +20,7 @@ from .residual import Residual
 from .sequence import check_sequence, sequence_lengths
 
 
-def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, int]:
+def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, ...]:
     """``input_shape`` as (time, features), checked: rank 2 and, if given, ``features`` on the last axis."""
     shape = check_sequence(layer, input_shape)
     if features is not None and shape[1] != features:
@@ -38,9 +38,34 @@ class MultiHeadSelfAttention(Layer):
     Parameters have torch's names and shapes: in_proj_weight (3E, E) and in_proj_bias (3E,)
     ([q | k | v] rows), out_proj_weight (E, E) and out_proj_bias (E,); initialised as torch
     (Xavier-uniform in_proj, U(+-1/sqrt(E)) out_proj, zero biases). ``causal``: a query sees no
-    later key. Sequence lengths (``Context.lengths``) mask the keys past each sample's length;
-    outputs at padded steps are 0 and their inputs get no gradient. ``dropout`` drops attention
-    weights in training (counter-based masks, as Dropout).
+    later key. Sequence lengths (after Masking or a masking Embedding) mask the keys past each
+    sample's length; outputs at padded steps are 0 and their inputs get no gradient.
+
+    Parameters
+    ----------
+    embed_dim : int
+        E, the features per step (input and output).
+    num_heads : int
+        Heads; E must be divisible by it.
+    dropout : float, default 0.0
+        Dropout of the attention weights in training (counter-based masks, as Dropout).
+    causal : bool, default False
+        A query sees no later key.
+    bias : bool, default True
+        Whether the projections have biases.
+
+    Raises
+    ------
+    ValueError
+        When ``embed_dim`` is not divisible by ``num_heads`` (the message lists the counts that fit).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.MultiHeadSelfAttention(8, 2, causal=True)], input_shape=(5, 8), seed=0)
+    >>> y = model.predict(np.ones((3, 5, 8), np.float32))
+    >>> y.shape, y.dtype
+    ((3, 5, 8), dtype('float32'))
     """
 
     input_argument = "embed_dim"
@@ -105,6 +130,15 @@ class MultiHeadSelfAttention(Layer):
             setattr(self, "grad_" + name, grads[name])
 
     def seed_rng(self, seed: int, stream: int) -> None:
+        """Key this layer's dropout masks by the model's seed and its stream (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model.
+        """
         self._seed, self._stream = seed, stream
 
     def buffers(self):
@@ -151,9 +185,24 @@ class MultiHeadSelfAttention(Layer):
 
 @register_layer
 class PositionalEncoding(Layer):
-    """Adds the sinusoidal position code to (batch, time, features), then dropout (the PyTorch
-    tutorial's PositionalEncoding, batch first): pe[t, 2i] = sin(t / 10000^(2i / features)),
-    pe[t, 2i + 1] = cos(t / 10000^(2i / features)). No parameters; sequences up to ``max_len`` steps."""
+    """Adds the sinusoidal position code to ``(batch, time, features)``, then dropout (the PyTorch
+    tutorial's PositionalEncoding, batch first): ``pe[t, 2i] = sin(t / 10000^(2i / features))``,
+    ``pe[t, 2i + 1] = cos(t / 10000^(2i / features))``. No parameters.
+
+    Parameters
+    ----------
+    max_len : int, default 5000
+        The longest sequence accepted.
+    dropout : float, default 0.0
+        Dropout after the addition (training only).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.PositionalEncoding(max_len=10)], input_shape=(3, 4), seed=0)
+    >>> model.predict(np.zeros((1, 3, 4), np.float32))[0, 1]     # the code of step 1
+    array([0.8415, 0.5403, 0.01  , 0.9999], dtype=float32)
+    """
 
     input_argument = "max_len"
     lengths_policy = "keep"
@@ -175,6 +224,15 @@ class PositionalEncoding(Layer):
         self.drop.set_device(device)
 
     def seed_rng(self, seed, stream):
+        """Key the random streams of the layers inside by the model's seed (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model; each child gets one derived from it.
+        """
         self.drop.seed_rng(seed, stream)
 
     def buffers(self):
@@ -215,8 +273,34 @@ class TransformerEncoderBlock(Layer):
 
     with ff = Dense(ff_dim, activation) -> Dropout -> Dense(embed_dim), built from
     :class:`MultiHeadSelfAttention`, Residual, LayerNorm, Dense and Dropout (parameter names say
-    where each lives: ``attention.block.0.in_proj_weight`` ...). ``causal`` and sequence lengths
-    go to the attention (its lengths_policy "use")."""
+    where each lives: ``attention.block.0.in_proj_weight`` ...). Sequence lengths go to the
+    attention (its lengths_policy "use").
+
+    Parameters
+    ----------
+    embed_dim : int
+        Features per step (input and output).
+    num_heads : int
+        Attention heads; ``embed_dim`` must be divisible by it.
+    ff_dim : int
+        The feed-forward network's hidden width.
+    dropout : float, default 0.0
+        Dropout of the attention weights, after the attention and in the feed-forward network.
+    activation : {"relu", "gelu"}, default "relu"
+        The feed-forward network's activation.
+    norm_first : bool, default False
+        Pre-norm instead of post-norm.
+    causal : bool, default False
+        A query sees no later key.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> block = fnn.TransformerEncoderBlock(8, num_heads=2, ff_dim=16)
+    >>> model = fnn.Sequential([block], input_shape=(5, 8), seed=0)
+    >>> model.predict(np.ones((2, 5, 8), np.float32)).shape
+    (2, 5, 8)
+    """
 
     input_argument = "embed_dim"
     lengths_policy = "use"
@@ -233,6 +317,7 @@ class TransformerEncoderBlock(Layer):
         self.num_heads, self.causal = attention.num_heads, attention.causal
         e, p = self.embed_dim, self.dropout
         ff = [Dense(e, self.ff_dim, activation=self.activation), Dropout(p), Dense(self.ff_dim, e), Dropout(p)]
+        self.parts: list[tuple[str, Layer]]
         if self.norm_first:
             self.parts = [("attention", Residual([LayerNorm(e), attention, Dropout(p)])),
                           ("feedforward", Residual([LayerNorm(e), *ff]))]
@@ -252,6 +337,15 @@ class TransformerEncoderBlock(Layer):
             layer.set_device(device)
 
     def seed_rng(self, seed, stream):
+        """Key the random streams of the layers inside by the model's seed (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model; each child gets one derived from it.
+        """
         for k, (_, layer) in enumerate(self.parts):
             if hasattr(layer, "seed_rng"):
                 layer.seed_rng(seed, stream * 1000 + k + 1)

@@ -23,8 +23,27 @@ ARENAS = ("train", "infer", "eager", "probe")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One trainable parameter: its name in the layer, shape, whether weight decay applies, and
-    ``init(view, seed, stream)`` that fills a view of the model's flat parameter buffer."""
+    """One trainable parameter of a layer, as :meth:`Layer.parameter_specs` lists it.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name in the layer (``"weight"``, ``"bias"`` ...).
+    shape : tuple of int
+        Its shape.
+    decay : bool
+        Whether weight decay applies to it (weights: yes; biases and norm parameters: no).
+    init : callable
+        ``init(view, seed, stream)`` fills ``view``, the parameter's view of the model's flat
+        parameter buffer (same shape and dtype), from the counter-based RNG.
+
+    Examples
+    --------
+    >>> from fastnn.layers import ParamSpec
+    >>> spec = ParamSpec("weight", (3, 2), True, lambda view, seed, stream: view.fill(0.5))
+    >>> w = np.empty(spec.shape, np.float32); spec.init(w, 0, 0); w[0]
+    array([0.5, 0.5], dtype=float32)
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -46,6 +65,23 @@ class Context:
     torch's ``pack_padded_sequence`` with ``batch_first=True``); a buffer whose values the step
     fills, so plans may pass it to kernels. Layers read it according to their
     :attr:`Layer.lengths_policy`.
+
+    Parameters
+    ----------
+    training : bool
+        The mode of the forward.
+    arena : str, default "train"
+        Whose buffers the forward writes, one of :data:`ARENAS`.
+    lengths : ndarray, optional
+        int64 ``(batch,)`` valid steps per sample, for sequence input with padding.
+
+    Examples
+    --------
+    >>> from fastnn.layers import Context
+    >>> ctx = Context(training=False, arena="infer")
+    >>> ctx.x = "what backward will need"
+    >>> ctx.child(0).arena, ctx.child(0) is ctx.child(0)
+    ('infer', True)
     """
 
     def __init__(self, training: bool, arena: str = "train", lengths=None):
@@ -55,7 +91,18 @@ class Context:
         self.children: dict = {}
 
     def child(self, key) -> Context:
-        """The context of sub-layer ``key`` (created on first use; it sees the same lengths)."""
+        """The context of a sub-layer (created on first use; it sees the same mode, arena and lengths).
+
+        Parameters
+        ----------
+        key : hashable
+            The sub-layer's key (its index or name).
+
+        Returns
+        -------
+        Context
+            The child's context, the same object for the same key.
+        """
         ctx = self.children.get(key)
         if ctx is None:
             ctx = self.children[key] = Context(self.training, self.arena, self.lengths)
@@ -63,10 +110,30 @@ class Context:
 
 
 class Workspace:
-    """Buffers of shape (batch, *trailing) allocated once per arena at the largest batch seen and
-    handed out as contiguous row views, memoised per (arena, batch size): steady-state steps
-    allocate nothing. ``device``: "cpu" (NumPy arrays) or "cuda" (device arrays). A trailing shape
-    of ``()`` gives one value per sample."""
+    """Named per-sample buffers, allocated once per arena at the largest batch seen.
+
+    Each buffer has shape ``(batch, *trailing)``; calls hand out contiguous row views, memoised
+    per (arena, batch size), so steady-state steps allocate nothing.
+
+    Parameters
+    ----------
+    dtype : dtype-like
+        The buffers' dtype.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where they live: NumPy arrays or CUDA device arrays.
+    **trailing : tuple of int
+        One buffer per keyword: its per-sample shape (``()`` gives one value per sample).
+
+    Examples
+    --------
+    >>> from fastnn.layers import Workspace
+    >>> ws = Workspace("float32", y=(4,), count=())
+    >>> views = ws(8)                      # batch 8 in the "train" arena
+    >>> views["y"].shape, views["count"].shape, views["y"].dtype
+    ((8, 4), (8,), dtype('float32'))
+    >>> ws(3)["y"].base is views["y"].base  # a smaller batch reuses the buffer
+    True
+    """
 
     def __init__(self, dtype, device: str = "cpu", **trailing: tuple[int, ...]):
         self.dtype = np.dtype(dtype)
@@ -97,6 +164,13 @@ class Workspace:
         return max(self._capacity.values(), default=0)
 
     def nbytes(self) -> int:
+        """The bytes allocated, all arenas together.
+
+        Returns
+        -------
+        int
+            The sum of the full buffers' sizes.
+        """
         return sum(arr.nbytes for full in self._full.values() for arr in full.values())
 
 
@@ -107,13 +181,13 @@ def run_calls(calls) -> None:
 
 
 def rows(x, width: int):
-    """``x`` (batch, *shape) as the 2-D C-contiguous view (batch * prod(shape[:-1]), width) the
+    """``x`` ``(batch, *shape)`` as the 2-D C-contiguous view (batch * prod(shape[:-1]), width) the
     row kernels take (a view, never a copy: workspace buffers are contiguous)."""
     return x.reshape((x.size // width if width else 0, width))
 
 
 def flat_rows(x):
-    """``x`` (batch, *shape) as the 2-D view (batch, prod(shape))."""
+    """``x`` ``(batch, *shape)`` as the 2-D view (batch, prod(shape))."""
     return x.reshape((x.shape[0], x.size // x.shape[0] if x.shape[0] else 0))
 
 
@@ -123,7 +197,7 @@ def shape_str(shape) -> str:
 
 
 class Layer(Owned):
-    """Base of every layer.
+    """Base of every layer: the protocol a model drives, and the eager ``forward``/``backward``.
 
     Shapes are per sample: ``(features,)``, ``(channels, length)``, ``(channels, height, width)``,
     ``(time, features)``. Life cycle:
@@ -134,7 +208,7 @@ class Layer(Owned):
        ``bind(params, grads)`` with views into it;
     3. ``forward_calls(x, ctx) -> (calls, y)``: the kernel calls [(function, args)] computing the
        output ``y`` (a view of this layer's buffers in ``ctx.arena``) from ``x`` (batch,
-       *input_shape); what backward needs is saved on ``ctx`` (a :class:`Context`);
+       ``*input_shape``); what backward needs is saved on ``ctx`` (a ``Context``);
     4. ``backward_calls(grad_y, ctx, need_grad_x) -> (calls, grad_x or None)``: parameter
        gradients are overwritten (not accumulated).
 
@@ -149,15 +223,31 @@ class Layer(Owned):
 
     A layer belongs to one model (it holds views of that model's buffers); the model refuses a
     layer that already belongs to another live model.
+
+    Examples
+    --------
+    A layer computed eagerly, outside a model (built by hand: a model builds its layers and
+    binds their parameters itself):
+
+    >>> import fastnn as fnn
+    >>> relu = fnn.ReLU()
+    >>> relu.build((3,), "float32")
+    (3,)
+    >>> relu.forward(np.array([[-1.0, 0.5, 2.0]], np.float32), training=False)
+    array([[0. , 0.5, 2. ]], dtype=float32)
+    >>> relu.backward(np.ones((1, 3), np.float32))
+    array([[0., 1., 1.]], dtype=float32)
     """
 
     #: the constructor argument that fixes the input size (named in size-mismatch errors)
     input_argument = "in_features"
     #: the input axis that argument sizes (per sample; -1: the last, 0: channels first)
     feature_axis = -1
+    #: "cpu" or "cuda": where the layer's buffers live (set by the model through :meth:`set_device`)
     device = "cpu"
+    #: the kernel functions of :attr:`device` (:func:`fastnn.backend.kernels`)
     K = backend.kernels("cpu")
-    #: what the layer does with sequence lengths (:attr:`Context.lengths`) arriving with its input:
+    #: what the layer does with sequence lengths (``ctx.lengths``) arriving with its input:
     #: "keep" (each step is mapped on its own, so padded steps cannot reach valid ones: the output
     #: has the same lengths), "use" (the layer reads ``ctx.lengths``; its output keeps the time axis
     #: and the lengths), "drop" (the layer reads them and its output has no time axis), or None
@@ -224,30 +314,84 @@ class Layer(Owned):
         object.__setattr__(self, "_out_features", value)
 
     def expected_input_shape(self) -> Shape | None:
-        """The per-sample input shape this layer's constructor fixes, if any (e.g. Dense(784, 10):
-        (784,)); lets a model infer its input shape from the first layer."""
+        """The per-sample input shape this layer's constructor fixes, if any.
+
+        Returns
+        -------
+        tuple of int or None
+            E.g. ``(784,)`` for ``Dense(784, 10)``; a model takes its input shape from it.
+        """
         width = self.__dict__.get("_in_features")
         return None if width is None else (width,)
 
     # -- construction -------------------------------------------------------------------
     def set_device(self, device: str) -> None:
-        """Use ``device``'s kernels and allocate there from the next ``build`` on."""
+        """Use ``device``'s kernels and allocate there from the next ``build`` on.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+            The device (the model calls this; users call ``model.to(device)``).
+        """
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "K", backend.kernels(device))
         self.last_output = self.last_grad_input = None
 
     def zeros(self, shape, dtype=None):
-        """A zero array on this layer's device (dtype: the layer's by default)."""
+        """A zero array on this layer's device.
+
+        Parameters
+        ----------
+        shape : int or tuple of int
+            The array's shape.
+        dtype : dtype-like, optional
+            Its dtype; the layer's by default.
+
+        Returns
+        -------
+        ndarray or numba.cuda device array
+            The zeros.
+        """
         return backend.zeros(shape, self.dtype if dtype is None else dtype, self.device)
 
     def workspace(self, dtype=None, **trailing: tuple[int, ...]) -> Workspace:
-        """A :class:`Workspace` on this layer's device (dtype: the layer's by default)."""
+        """A :class:`Workspace` on this layer's device.
+
+        Parameters
+        ----------
+        dtype : dtype-like, optional
+            The buffers' dtype; the layer's by default.
+        **trailing : tuple of int
+            The buffers' per-sample shapes, by name.
+
+        Returns
+        -------
+        Workspace
+            Empty until first called with a batch size.
+        """
         return Workspace(self.dtype if dtype is None else dtype, self.device, **trailing)
 
     def build(self, input_shape, dtype):
-        """Check ``input_shape`` (a per-sample tuple), allocate, return the output shape.
+        """Check the input shape, allocate the layer's buffers, give the output shape.
 
-        The default keeps the shape (elementwise layers). An int is taken as ``(int,)``.
+        The default keeps the shape (elementwise layers).
+
+        Parameters
+        ----------
+        input_shape : int or tuple of int
+            The per-sample input shape (an int ``n`` is ``(n,)``).
+        dtype : dtype-like
+            float32 or float64: the model's dtype.
+
+        Returns
+        -------
+        tuple of int
+            The per-sample output shape.
+
+        Raises
+        ------
+        ValueError
+            When the layer cannot take that shape (the message names the layer and the shape).
         """
         shape = normalize_shape(input_shape)
         object.__setattr__(self, "input_shape", shape)
@@ -256,19 +400,56 @@ class Layer(Owned):
         return shape
 
     def compute_output_shape(self, input_shape) -> Shape:
-        """The output shape for ``input_shape`` (after ``build``: the built one)."""
+        """The output shape for ``input_shape``, without building.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            A per-sample input shape.
+
+        Returns
+        -------
+        tuple of int
+            The per-sample output shape (the base class knows it only after ``build``).
+
+        Raises
+        ------
+        NotImplementedError
+            When the layer cannot say it before being built with that shape.
+        """
         if self.output_shape is not None and normalize_shape(input_shape) == self.input_shape:
             return self.output_shape
         raise NotImplementedError
 
     def parameter_specs(self) -> list[ParamSpec]:
+        """The trainable parameters the model allocates for this layer (after ``build``).
+
+        Returns
+        -------
+        list of ParamSpec
+            Weights first; empty for layers without parameters.
+        """
         return []
 
     def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
-        """Receive views of the model's flat parameter and gradient buffers."""
+        """Receive views of the model's flat parameter and gradient buffers.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Spec name -> view of the parameter buffer, of the spec's shape.
+        grads : dict of str to ndarray
+            Spec name -> view of the gradient buffer (backward overwrites it).
+        """
 
     def buffers(self) -> dict[str, np.ndarray]:
-        """Non-trainable state saved with the model (e.g. running statistics)."""
+        """Non-trainable state saved with the model.
+
+        Returns
+        -------
+        dict of str to ndarray
+            E.g. batch norm's running statistics, dropout's step counter; live arrays.
+        """
         return {}
 
     @property
@@ -278,25 +459,84 @@ class Layer(Owned):
         return self.__dict__.get("_param_views") or {}
 
     def keep_parameter_views(self, views: dict[str, np.ndarray]) -> None:
-        """Record the views of :meth:`bind` (the model calls it after binding)."""
+        """Record the views of :meth:`bind` (the model calls it after binding).
+
+        Parameters
+        ----------
+        views : dict of str to ndarray
+            The parameter views given to :meth:`bind`.
+        """
         object.__setattr__(self, "_param_views", views)
 
     def sublayers(self) -> list[tuple[str, Layer]]:
-        """(name, layer) of the layers this one contains (Residual's block ...)."""
+        """The layers this one contains (Residual's block ...).
+
+        Returns
+        -------
+        list of (str, Layer)
+            Name and layer of each direct child; empty for plain layers.
+        """
         return []
 
     # -- computation ---------------------------------------------------------------------
     def forward_calls(self, x: np.ndarray, ctx: Context) -> tuple[list, np.ndarray]:
-        """([(kernel, args)], output view) computing this layer's output from ``x``."""
+        """The kernel calls computing this layer's output from ``x``.
+
+        Parameters
+        ----------
+        x : ndarray
+            The input, ``(batch, *input_shape)`` of the layer's dtype.
+        ctx : Context
+            Where this call keeps what its backward needs; ``ctx.arena`` names the buffers to use.
+
+        Returns
+        -------
+        calls : list of (callable, tuple)
+            ``(kernel, args)`` pairs, run in order.
+        y : ndarray
+            The output view ``(batch, *output_shape)`` the calls fill.
+        """
         raise NotImplementedError(f"{type(self).__name__} implements neither forward_calls nor forward")
 
     def backward_calls(self, grad_y: np.ndarray, ctx: Context, need_grad_x: bool) -> tuple[list, np.ndarray | None]:
-        """([(kernel, args)], grad_x view or None) for the forward that filled ``ctx``."""
+        """The kernel calls of the backward of the forward that filled ``ctx``.
+
+        Parameters
+        ----------
+        grad_y : ndarray
+            Gradient of the loss with respect to the output, ``(batch, *output_shape)``.
+        ctx : Context
+            The context of the matching forward.
+        need_grad_x : bool
+            Whether the gradient with respect to the input is needed (False for the first layer).
+
+        Returns
+        -------
+        calls : list of (callable, tuple)
+            ``(kernel, args)`` pairs; they overwrite (never accumulate) the parameter gradients.
+        grad_x : ndarray or None
+            The input gradient view ``(batch, *input_shape)``, or None when not needed.
+        """
         raise NotImplementedError(f"{type(self).__name__} implements neither backward_calls nor backward")
 
     def output_lengths(self, ctx: Context):
-        """The sequence lengths of this layer's output for the forward that filled ``ctx`` (None:
-        every step valid, or no time axis), by :attr:`lengths_policy`."""
+        """The sequence lengths of this layer's output, by :attr:`lengths_policy`.
+
+        Parameters
+        ----------
+        ctx : Context
+            The context of the forward.
+
+        Returns
+        -------
+        ndarray or None
+            int64 ``(batch,)`` valid steps per sample, or None (every step valid, or no time axis).
+
+        Raises
+        ------
+        ValueError
+            When lengths arrive at a layer that cannot honour them.
+        """
         if ctx.lengths is None or self.lengths_policy in ("keep", "use"):
             return ctx.lengths
         if self.lengths_policy == "drop":
@@ -304,14 +544,32 @@ class Layer(Owned):
         raise ValueError(f"{self!r} cannot honour sequence lengths (padded steps would reach valid ones)")
 
     def plannable(self) -> bool:
-        """True when forward/backward are fully described by forward_calls/backward_calls
-        (user layers that override forward/backward instead run through them directly)."""
+        """Whether a model may record this layer's calls in a step plan.
+
+        Returns
+        -------
+        bool
+            True when forward/backward are described by forward_calls/backward_calls; False
+            for user layers that override forward/backward (run eagerly).
+        """
         cls = type(self)
         return cls.forward is Layer.forward and cls.backward is Layer.backward
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """Eager forward of this layer alone (in the "eager" arena); its context is kept for
-        :meth:`backward`."""
+        """Eager forward of this layer alone (in the "eager" arena).
+
+        Parameters
+        ----------
+        x : ndarray
+            ``(batch, *input_shape)`` of the layer's dtype.
+        training : bool
+            Training mode (dropout on, batch statistics) or evaluation mode.
+
+        Returns
+        -------
+        ndarray
+            ``(batch, *output_shape)``, a view of the layer's buffers (valid until its next call).
+        """
         ctx = Context(training, "eager")
         calls, y = self.forward_calls(x, ctx)
         run_calls(calls)
@@ -320,7 +578,26 @@ class Layer(Owned):
         return y
 
     def backward(self, grad_y: np.ndarray, need_grad_x: bool = True) -> np.ndarray | None:
-        """Eager backward of the last :meth:`forward` of this layer."""
+        """Eager backward of the last :meth:`forward` of this layer.
+
+        Parameters
+        ----------
+        grad_y : ndarray
+            ``(batch, *output_shape)``, the loss gradient with respect to the output.
+        need_grad_x : bool, default True
+            Whether to compute the input gradient.
+
+        Returns
+        -------
+        ndarray or None
+            ``(batch, *input_shape)`` input gradient (None when not asked for); the parameter
+            gradients are left in the model's gradient buffer.
+
+        Raises
+        ------
+        RuntimeError
+            When called before :meth:`forward`.
+        """
         if self._eager_ctx is None:
             raise RuntimeError(f"{self!r}.backward() was called before forward(); run forward(x, training) "
                                f"first, then backward(grad_y)")
@@ -343,9 +620,23 @@ class Layer(Owned):
 
     # -- description --------------------------------------------------------------------
     def get_config(self) -> dict:
+        """The constructor arguments that rebuild this layer (saved with the model).
+
+        Returns
+        -------
+        dict
+            JSON-able keyword arguments: ``type(layer)(**layer.get_config())`` is an equal layer.
+        """
         return {}
 
     def extra_repr(self) -> str:
+        """The arguments shown by ``repr(layer)``.
+
+        Returns
+        -------
+        str
+            ``"key=value, ..."`` from :meth:`get_config`.
+        """
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 
     def __repr__(self) -> str:

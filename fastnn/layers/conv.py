@@ -46,6 +46,7 @@ class _ConvNd(WeightAndBias, Layer):
             raise ValueError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
                              f"divisible by groups ({self.groups}); e.g. groups={math.gcd(self.in_channels, self.out_channels)}"
                              f" (groups=in_channels=out_channels is a depthwise convolution)")
+        self.padding: str | tuple[int, ...]
         if isinstance(padding, str):
             self.padding = V.check_choice(padding, ("same", "valid"), "padding")
             if self.padding == "same" and any(s != 1 for s in self.stride):
@@ -60,12 +61,12 @@ class _ConvNd(WeightAndBias, Layer):
 
     def _pads(self) -> list[tuple[int, int]]:
         """(low, high) zero padding per spatial axis."""
+        if not isinstance(self.padding, str):
+            return [(p, p) for p in self.padding]
         if self.padding == "valid":
             return [(0, 0)] * self._dims
-        if self.padding == "same":
-            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            return [(t // 2, t - t // 2) for t in total]
-        return [(p, p) for p in self.padding]
+        total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]  # "same"
+        return [(t // 2, t - t // 2) for t in total]
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
@@ -122,7 +123,7 @@ class _ConvNd(WeightAndBias, Layer):
             scratch = self._scratch[key] = tuple(self.zeros(s) for s in shapes)
         return scratch
 
-    def _w4_kernel(self) -> tuple[int, int]:
+    def _w4_kernel(self) -> tuple[int, ...]:
         return (1, self.kernel_size[0]) if self._dims == 1 else self.kernel_size
 
     def _geometry(self):
@@ -191,14 +192,51 @@ class _ConvNd(WeightAndBias, Layer):
 
 @register_layer
 class Conv2d(_ConvNd):
-    """2-D convolution over (batch, in_channels, height, width) -> (batch, out_channels, OH, OW).
+    """2-D convolution ``(batch, in_channels, height, width)`` -> ``(batch, out_channels, OH, OW)``,
+    as ``torch.nn.Conv2d``; weight ``(out_channels, in_channels // groups, KH, KW)``.
 
-    ``kernel_size``, ``stride``, ``padding``, ``dilation``: an int or a pair; ``padding`` also
-    "same" (stride 1; output size = input size) or "valid" (none). ``groups``: channel groups
-    (``groups=in_channels`` with ``out_channels`` a multiple of it: depthwise). ``activation``:
-    fused after the bias, as in :class:`fastnn.Dense`. Weight (out_channels, in_channels //
-    groups, KH, KW); default init He/Xavier by activation, with torch's fans (fan_in =
-    in_channels // groups * KH * KW, fan_out = out_channels * KH * KW).
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input (axis 1).
+    out_channels : int
+        Channels of the output.
+    kernel_size : int or tuple of int
+        The window, an int or one per spatial axis.
+    stride : int or tuple of int, default 1
+        The step between windows.
+    padding : int, tuple of int, "same" or "valid", default 0
+        Zero padding on both sides of each spatial axis; "same" (stride 1 only) keeps the size,
+        "valid" is none.
+    dilation : int or tuple of int, default 1
+        The spacing between window elements.
+    groups : int, default 1
+        Channel groups (``groups=in_channels``: depthwise); both channel counts divisible by it.
+    bias : bool, default True
+        Whether to add a bias ``(out_channels,)``.
+    activation : str, Activation layer or None, default None
+        Fused after the bias, as in :class:`~fastnn.layers.Dense`.
+    init : str, optional
+        Weight initialiser; by default He or Xavier by activation, with torch's fans
+        (fan_in = in_channels // groups * prod(kernel), fan_out = out_channels * prod(kernel)).
+    bias_init : str, default "zeros"
+        Initialiser of the bias.
+    **activation_params
+        The activation's parameter by name.
+
+    Raises
+    ------
+    ValueError
+        For inconsistent sizes (the message names the argument and a fix).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> conv = fnn.Conv2d(1, 8, 3, padding="same", activation="relu")
+    >>> model = fnn.Sequential([conv], input_shape=(1, 6, 6), seed=0)
+    >>> y = model.predict(np.ones((2, 1, 6, 6), np.float32))
+    >>> y.shape, y.dtype, conv.weight.shape
+    ((2, 8, 6, 6), dtype('float32'), (8, 1, 3, 3))
     """
 
     _dims = 2
@@ -206,7 +244,49 @@ class Conv2d(_ConvNd):
 
 @register_layer
 class Conv1d(_ConvNd):
-    """1-D convolution over (batch, in_channels, length) -> (batch, out_channels, out_length);
-    weight (out_channels, in_channels // groups, kernel_size). See :class:`Conv2d`."""
+    """1-D convolution ``(batch, in_channels, length)`` -> ``(batch, out_channels, out_length)``,
+    as ``torch.nn.Conv1d``; weight ``(out_channels, in_channels // groups, kernel_size)``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input (axis 1).
+    out_channels : int
+        Channels of the output.
+    kernel_size : int or tuple of int
+        The window, an int or one per spatial axis.
+    stride : int or tuple of int, default 1
+        The step between windows.
+    padding : int, tuple of int, "same" or "valid", default 0
+        Zero padding on both sides of each spatial axis; "same" (stride 1 only) keeps the size,
+        "valid" is none.
+    dilation : int or tuple of int, default 1
+        The spacing between window elements.
+    groups : int, default 1
+        Channel groups (``groups=in_channels``: depthwise); both channel counts divisible by it.
+    bias : bool, default True
+        Whether to add a bias ``(out_channels,)``.
+    activation : str, Activation layer or None, default None
+        Fused after the bias, as in :class:`~fastnn.layers.Dense`.
+    init : str, optional
+        Weight initialiser; by default He or Xavier by activation, with torch's fans
+        (fan_in = in_channels // groups * prod(kernel), fan_out = out_channels * prod(kernel)).
+    bias_init : str, default "zeros"
+        Initialiser of the bias.
+    **activation_params
+        The activation's parameter by name.
+
+    Raises
+    ------
+    ValueError
+        For inconsistent sizes (the message names the argument and a fix).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Conv1d(2, 4, 3, stride=2)], input_shape=(2, 9), seed=0)
+    >>> model.predict(np.ones((5, 2, 9), np.float32)).shape
+    (5, 4, 4)
+    """
 
     _dims = 1

@@ -10,19 +10,52 @@ from .registry import register_layer
 
 @register_layer
 class Dense(WeightAndBias, Layer):
-    """``y = f(x @ weight + bias)``; weight (in_features, out_features), bias (out_features,).
+    """Fully connected layer ``y = f(x @ weight + bias)`` on the last axis, like ``torch.nn.Linear``.
 
-    ``Dense(784, 256)`` or ``Dense(256)`` (input size taken from the previous layer). Applies to
-    the last axis: input (batch, ..., in_features) -> output (batch, ..., out_features), like
-    ``torch.nn.Linear``. ``activation``: a name of :data:`ACTIVATIONS`, None (identity) or an
-    activation layer such as ``LeakyReLU(0.2)``; it is fused into the layer's kernels. ``init``: a
-    name of ``fastnn.init.INITIALIZERS``; the default follows the activation (He for the ReLU
-    family, LeCun for SELU, Xavier/Glorot otherwise, see ``fastnn.init.default_init``).
+    Input ``(batch, ..., in_features)`` -> output ``(batch, ..., out_features)``, the model's
+    dtype; ``weight`` is ``(in_features, out_features)`` (the transpose of torch's), ``bias``
+    ``(out_features,)``.
+
+    Parameters
+    ----------
+    in_features : int or None
+        The input width; ``Dense(256)`` (one argument) or None takes it from the previous layer.
+    out_features : int, optional
+        The output width (the number of units).
+    activation : str, Activation layer or None, default None
+        Fused into the layer's kernels: a name of ``fastnn.kernels.activations.ACTIVATIONS``
+        (``"relu"``, ``"tanh"`` ...), an activation layer such as ``LeakyReLU(0.2)``, or None
+        (identity).
+    init : str, optional
+        A name of :data:`fastnn.init.INITIALIZERS` for the weight; by default it follows the
+        activation (:func:`fastnn.init.default_init`: He for the ReLU family, LeCun for SELU,
+        Xavier otherwise).
+    bias : bool, default True
+        Whether to add a bias.
+    bias_init : str, default "zeros"
+        Initialiser of the bias.
+    **activation_params
+        The activation's parameter by name (``negative_slope=0.2`` with ``"leaky_relu"``).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive width, an unknown activation or initialiser.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(4, 3, activation="relu")], seed=0)
+    >>> y = model.predict(np.ones((2, 4), np.float32))
+    >>> y.shape, y.dtype, bool((y >= 0).all())
+    ((2, 3), dtype('float32'), True)
+    >>> model.layers[0].weight.shape
+    (4, 3)
     """
 
     lengths_policy = "keep"
 
-    def __init__(self, in_features: int, out_features: int | None = None, activation=None, *,
+    def __init__(self, in_features: int | None, out_features: int | None = None, activation=None, *,
                  init: str | None = None, bias: bool = True, bias_init: str = "zeros", **activation_params):
         super().__init__()
         if out_features is None:
@@ -33,7 +66,7 @@ class Dense(WeightAndBias, Layer):
         self.units = V.check_int(out_features, "out_features (units)", minimum=1)
         self._weight_bias_options(activation, activation_params, init, bias_init, bias)
 
-    @property
+    @property  # type: ignore[misc]  # read-only: units fixes it
     def out_features(self) -> int:
         return self.units
 

@@ -11,11 +11,33 @@ from .registry import register_layer
 @register_layer
 class Dropout(Layer):
     """Zero each unit with probability ``p`` in training and scale the kept ones by 1/(1-p), so
-    the expected activation is unchanged; the identity in evaluation.
+    the expected activation is unchanged; the identity in evaluation. Any shape, kept.
 
     Masks come from the counter-based RNG keyed by (model seed, layer, step): the same seed
     gives the same masks on any number of threads, and on the CPU and a GPU. The mask is stored
     as bits for backward; the step counter stays a host array on either device.
+
+    Parameters
+    ----------
+    p : float, default 0.5
+        The probability of zeroing a unit, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        When ``p`` is outside [0, 1).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> drop = fnn.Dropout(0.5)
+    >>> model = fnn.Sequential([drop], input_shape=(1000,), seed=0)
+    >>> x = np.ones((1, 1000), np.float32)
+    >>> y = drop.forward(x, training=True)
+    >>> sorted(set(y.ravel().tolist())), 400 < int((y == 0).sum()) < 600
+    ([0.0, 2.0], True)
+    >>> bool((model.predict(x) == x).all())     # evaluation: the identity
+    True
     """
 
     lengths_policy = "keep"
@@ -39,6 +61,15 @@ class Dropout(Layer):
         return shape
 
     def seed_rng(self, seed: int, stream: int) -> None:
+        """Key the masks by the model's seed and this layer's stream (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model.
+        """
         self._seed, self._stream = seed, stream
 
     def buffers(self):

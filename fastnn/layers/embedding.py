@@ -12,15 +12,38 @@ from .registry import register_layer
 
 @register_layer
 class Embedding(Layer):
-    """``y[..., :] = weight[indices[...]]`` like ``torch.nn.Embedding``: input (batch, *shape) of
-    integer indices in [0, num_embeddings), output (batch, *shape, embedding_dim). Must be the
-    model's first layer (the model's input is then int64). ``padding_idx``: that row gets no
-    gradient (and starts at zero). The gradient is a scatter-add, bit-identical on any number of
-    threads. Initialised N(0, 1) like torch.
+    """Lookup table ``y[..., :] = weight[indices[...]]``, like ``torch.nn.Embedding``.
 
-    ``mask_padding``: for token sequences (batch, time), the trailing ``padding_idx`` tokens of
-    each sample are padding, and the following layers skip them as after :class:`Masking`
-    (recurrent layers, attention, LastStep, GlobalAvgPool(axis="time")).
+    Input ``(batch, *shape)`` of integer indices in [0, num_embeddings) (the model's input is
+    then int64), output ``(batch, *shape, embedding_dim)`` of the model's dtype. Must be the
+    model's first layer. The gradient is a scatter-add, bit-identical on any number of threads.
+
+    Parameters
+    ----------
+    num_embeddings : int
+        The vocabulary size.
+    embedding_dim : int
+        The width of each vector; ``weight`` is ``(num_embeddings, embedding_dim)``.
+    padding_idx : int, optional
+        That row gets no gradient and starts at zero.
+    init : str, default "normal"
+        Initialiser of the weight (N(0, 1), like torch).
+    mask_padding : bool, default False
+        For token sequences ``(batch, time)``: each sample's trailing ``padding_idx`` tokens are
+        padding, skipped by the following layers as after :class:`Masking` (needs ``padding_idx``).
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, or ``padding_idx`` outside the vocabulary.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Embedding(10, 4, padding_idx=0)], input_shape=(3,), seed=0)
+    >>> y = model.predict(np.array([[1, 2, 0]]))
+    >>> y.shape, y.dtype, y[0, 2].tolist()          # the padding row is zero
+    ((1, 3, 4), dtype('float32'), [0.0, 0.0, 0.0, 0.0])
     """
 
     input_argument = "num_embeddings"
@@ -48,6 +71,13 @@ class Embedding(Layer):
 
     @property
     def produces_lengths(self) -> bool:
+        """Whether this layer marks padded steps (``mask_padding=True``).
+
+        Returns
+        -------
+        bool
+            True when the following layers receive per-sample lengths from it.
+        """
         return self.mask_padding
 
     def build(self, input_shape, dtype):
@@ -73,7 +103,27 @@ class Embedding(Layer):
         self.weight, self.grad_weight = params["weight"], grads["weight"]
 
     def check_indices(self, X, argument: str = "X") -> np.ndarray:
-        """X as C-contiguous int64 indices in [0, num_embeddings) of shape (batch, *input_shape)."""
+        """Check the model's input for this layer (the model calls it).
+
+        Parameters
+        ----------
+        X : array-like
+            Integer indices ``(batch, *input_shape)`` (whole-valued floats are accepted).
+        argument : str, default "X"
+            The argument's name for messages.
+
+        Returns
+        -------
+        ndarray
+            C-contiguous int64 indices in [0, num_embeddings).
+
+        Raises
+        ------
+        TypeError
+            For non-integer values.
+        ValueError
+            For indices out of range, or a sequence that is padding at every step.
+        """
         arr = V.as_numeric_array(X, argument)
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):

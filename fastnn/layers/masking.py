@@ -19,7 +19,7 @@ def refuse_empty_sequences(has_valid_step: np.ndarray, argument: str, how: str) 
 
 @register_layer
 class Masking(Layer):
-    """Marks the padded steps of sequence input (batch, time, *features), like Keras' Masking:
+    """Marks the padded steps of sequence input ``(batch, time, *features)``, like Keras' Masking:
     a step whose values all equal ``mask_value`` is padding, and each sample's valid steps are
     those before its last non-padding step (padding is trailing, as torch's packed sequences).
 
@@ -28,6 +28,20 @@ class Masking(Layer):
     and GlobalAvgPool(axis="time") read each sample's valid steps) and a layer that cannot honour
     them is refused when the model is built. Must be the model's first layer; for token ids use
     ``Embedding(..., padding_idx=p, mask_padding=True)`` instead.
+
+    Parameters
+    ----------
+    mask_value : float, default 0.0
+        The value that marks a padded step (every feature of the step equals it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> x = np.array([[[1.0], [2.0], [0.0]], [[3.0], [0.0], [0.0]]], np.float32)   # lengths 2 and 1
+    >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.LastStep()], input_shape=(3, 1), seed=0)
+    >>> model.predict(x)                      # each sample's last valid step
+    array([[2.],
+           [3.]], dtype=float32)
     """
 
     lengths_policy = "use"
@@ -50,7 +64,20 @@ class Masking(Layer):
         return shape
 
     def check_sequences(self, X: np.ndarray, argument: str = "X") -> None:
-        """ValueError when a sample of X (checked input) is padding at every step."""
+        """Refuse input in which a sample is padding at every step (the model calls it).
+
+        Parameters
+        ----------
+        X : ndarray
+            Checked input ``(batch, time, *features)``.
+        argument : str, default "X"
+            The argument's name for the message.
+
+        Raises
+        ------
+        ValueError
+            Naming the first sample with no valid step.
+        """
         steps = X.reshape(X.shape[0], X.shape[1], -1)
         has_valid_step = (steps != X.dtype.type(self.mask_value)).any(axis=(1, 2))
         refuse_empty_sequences(has_valid_step, argument, f"every value equals mask_value={self.mask_value}")

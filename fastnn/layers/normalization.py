@@ -74,12 +74,37 @@ class BatchNorm1d(_Normalization):
     Training: normalise with the batch mean and biased variance; update
     ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance
     (``momentum=None``: cumulative average). Evaluation: use the running statistics (or batch
-    statistics when ``track_running_stats=False``).
+    statistics when ``track_running_stats=False``). Output: the input's shape and dtype.
+
+    Parameters
+    ----------
+    num_features : int
+        The number of features or channels (axis 1 of the input).
+    eps : float, default 1e-5
+        Added to the variance before its square root.
+    momentum : float or None, default 0.1
+        Weight of the batch statistics in the running ones; None: a cumulative average.
+    affine : bool, default True
+        Learn a per-channel scale ``weight`` (ones) and shift ``bias`` (zeros).
+    track_running_stats : bool, default True
+        Keep running statistics for evaluation; False: batch statistics in evaluation too.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> bn = fnn.BatchNorm1d(2)
+    >>> model = fnn.Sequential([bn], seed=0)
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]], np.float32)
+    >>> bn.forward(x, training=True)          # batch statistics
+    array([[-1., -1.],
+           [ 1.,  1.]], dtype=float32)
+    >>> bn.running_mean.shape
+    (2,)
     """
 
     input_argument = "num_features"
     feature_axis = 0
-    _ranks = (1, 2)
+    _ranks: tuple[int, ...] = (1, 2)
     _layout = "(batch, features) or (batch, channels, length)"
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
@@ -170,7 +195,7 @@ class BatchNorm1d(_Normalization):
 
     def _row_backward(self, grad_y, grad_x, x_hat, ctx) -> list:
         if ctx.batch_stats:
-            args = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
+            args: tuple = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
                     self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
             return [(self.K.batchnorm_backward, args)]
         if self.device == "cpu":
@@ -195,8 +220,29 @@ class BatchNorm1d(_Normalization):
 
 @register_layer
 class BatchNorm2d(BatchNorm1d):
-    """Batch normalisation per channel of (batch, channels, height, width), statistics over the
-    batch and all positions (torch.nn.BatchNorm2d conventions)."""
+    """Batch normalisation per channel of ``(batch, channels, height, width)``, statistics over the
+    batch and all positions (torch.nn.BatchNorm2d conventions; see :class:`BatchNorm1d`).
+
+    Parameters
+    ----------
+    num_features : int
+        The number of features or channels (axis 1 of the input).
+    eps : float, default 1e-5
+        Added to the variance before its square root.
+    momentum : float or None, default 0.1
+        Weight of the batch statistics in the running ones; None: a cumulative average.
+    affine : bool, default True
+        Learn a per-channel scale ``weight`` (ones) and shift ``bias`` (zeros).
+    track_running_stats : bool, default True
+        Keep running statistics for evaluation; False: batch statistics in evaluation too.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.BatchNorm2d(3)], input_shape=(3, 4, 4), seed=0)
+    >>> model.predict(np.ones((2, 3, 4, 4), np.float32)).shape
+    (2, 3, 4, 4)
+    """
 
     _ranks = (3,)
     _layout = "(batch, channels, height, width)"
@@ -204,7 +250,27 @@ class BatchNorm2d(BatchNorm1d):
 
 @register_layer
 class LayerNorm(_Normalization):
-    """Layer normalisation over the last axis of each sample (torch.nn.LayerNorm(normalized_features))."""
+    """Layer normalisation over the last axis of each sample, like
+    ``torch.nn.LayerNorm(normalized_features)``; input ``(batch, ..., normalized_features)``,
+    output of the same shape and dtype.
+
+    Parameters
+    ----------
+    normalized_features : int
+        The width of the last axis.
+    eps : float, default 1e-5
+        Added to the variance before its square root.
+    elementwise_affine : bool, default True
+        Learn a scale ``weight`` (ones) and shift ``bias`` (zeros) per feature.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.LayerNorm(4)], seed=0)
+    >>> y = model.predict(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32))
+    >>> y.dtype, round(float(y.mean()), 6), round(float(y.std()), 3)
+    (dtype('float32'), 0.0, 1.0)
+    """
 
     input_argument = "normalized_features"
     lengths_policy = "keep"

@@ -103,8 +103,26 @@ class _PoolNd(Layer):
 
 @register_layer
 class MaxPool2d(_PoolNd):
-    """Max over windows of (batch, channels, height, width); ``stride`` defaults to ``kernel_size``;
-    padding is -inf (never chosen), as in PyTorch."""
+    """Max over windows of ``(batch, channels, height, width)``, as ``torch.nn.MaxPool2d``;
+    padding is -inf (never chosen).
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window (an int or one per spatial axis).
+    stride : int or tuple of int, optional
+        The step between windows; ``kernel_size`` by default.
+    padding : int or tuple of int, default 0
+        Implicit padding on both sides of each spatial axis.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.MaxPool2d(2)], input_shape=(1, 4, 4), seed=0)
+    >>> model.predict(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+    array([[[[ 5.,  7.],
+             [13., 15.]]]], dtype=float32)
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
@@ -112,34 +130,99 @@ class MaxPool2d(_PoolNd):
 
 @register_layer
 class MaxPool1d(MaxPool2d):
-    """Max over windows of (batch, channels, length)."""
+    """Max over windows of ``(batch, channels, length)`` (see :class:`MaxPool2d`).
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window (an int or one per spatial axis).
+    stride : int or tuple of int, optional
+        The step between windows; ``kernel_size`` by default.
+    padding : int or tuple of int, default 0
+        Implicit padding on both sides of each spatial axis.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.MaxPool1d(2)], input_shape=(1, 4), seed=0)
+    >>> model.predict(np.array([[[1.0, 3.0, 2.0, 0.0]]], np.float32))
+    array([[[3., 2.]]], dtype=float32)
+    """
 
     _dims = 1
 
 
 @register_layer
 class AvgPool2d(_PoolNd):
-    """Mean over windows of (batch, channels, height, width); zero padding counted in the divisor
-    unless ``count_include_pad=False`` (PyTorch's default: counted)."""
+    """Mean over windows of ``(batch, channels, height, width)``, as ``torch.nn.AvgPool2d``.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window (an int or one per spatial axis).
+    stride : int or tuple of int, optional
+        The step between windows; ``kernel_size`` by default.
+    padding : int or tuple of int, default 0
+        Implicit padding on both sides of each spatial axis.
+    count_include_pad : bool, default True
+        Count the zero padding in each window's divisor (PyTorch's default).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.AvgPool2d(2)], input_shape=(1, 2, 2), seed=0)
+    >>> model.predict(np.array([[[[1.0, 2.0], [3.0, 6.0]]]], np.float32))
+    array([[[[3.]]]], dtype=float32)
+    """
 
     _mode = "avg"
 
 
 @register_layer
 class AvgPool1d(AvgPool2d):
-    """Mean over windows of (batch, channels, length)."""
+    """Mean over windows of ``(batch, channels, length)`` (see :class:`AvgPool2d`).
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window (an int or one per spatial axis).
+    stride : int or tuple of int, optional
+        The step between windows; ``kernel_size`` by default.
+    padding : int or tuple of int, default 0
+        Implicit padding on both sides of each spatial axis.
+    count_include_pad : bool, default True
+        Count the zero padding in each window's divisor (PyTorch's default).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.AvgPool1d(2)], input_shape=(1, 4), seed=0)
+    >>> model.predict(np.array([[[1.0, 3.0, 2.0, 0.0]]], np.float32))
+    array([[[2., 1.]]], dtype=float32)
+    """
 
     _dims = 1
 
 
 @register_layer
 class GlobalAvgPool(Layer):
-    """Mean over all spatial positions: (batch, channels, *spatial) -> (batch, channels), for one
-    or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten).
+    """Mean over all positions: ``(batch, channels, *spatial)`` -> ``(batch, channels)`` for one
+    or two spatial axes (``torch.nn.AdaptiveAvgPool2d(1)`` followed by a flatten), or over time.
 
-    ``axis="time"``: the mean over time of sequences instead, (batch, time, features) ->
-    (batch, features), over each sample's valid steps when sequence lengths come with the input
-    (padded steps get no gradient)."""
+    Parameters
+    ----------
+    axis : {"spatial", "time"}, default "spatial"
+        ``"time"``: the mean over time of sequences, ``(batch, time, features)`` ->
+        ``(batch, features)``, over each sample's valid steps when sequence lengths come with
+        the input (padded steps get no gradient).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.GlobalAvgPool()], input_shape=(2, 3, 3), seed=0)
+    >>> model.predict(np.ones((4, 2, 3, 3), np.float32)).shape
+    (4, 2)
+    """
 
     input_argument = "input shape"
 

@@ -87,7 +87,7 @@ class _Recurrent(Layer):
 
     # -- description --------------------------------------------------------------------------
     @property
-    def lengths_policy(self) -> str:
+    def lengths_policy(self) -> str:  # type: ignore[override]
         """"use" (the output keeps the time axis and the lengths) or "drop" (return_sequences=False)."""
         return "use" if self.return_sequences else "drop"
 
@@ -102,6 +102,7 @@ class _Recurrent(Layer):
 
     @property
     def directions(self) -> int:
+        """2 when ``bidirectional``, else 1."""
         return 2 if self.bidirectional else 1
 
     def _drops(self, k: int) -> bool:
@@ -195,6 +196,15 @@ class _Recurrent(Layer):
         self._params, self._grads = dict(params), dict(grads)
 
     def seed_rng(self, seed: int, stream: int) -> None:
+        """Key this layer's dropout masks by the model's seed and its stream (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model.
+        """
         self._seed, self._stream = seed, stream
 
     def buffers(self):
@@ -305,7 +315,7 @@ class _Recurrent(Layer):
         :attr:`grad_initial_state` the gradients of (h0, c0)."""
         ctx = Context(training, "eager")
         if initial_state is not None:
-            ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])
+            ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])  # type: ignore[attr-defined]
         calls, y = self.forward_calls(x, ctx)
         run_calls(calls)
         self._eager_ctx = ctx
@@ -338,12 +348,12 @@ class _Recurrent(Layer):
     @property
     def final_state(self):
         """h_n (RNN, GRU) or (h_n, c_n) (LSTM), (num_layers * directions, batch, hidden_size), of the
-        last eager :meth:`forward` (each sample's state at its last valid step)."""
+        last eager ``forward()`` (each sample's state at its last valid step)."""
         return self._eager("final_state")
 
     @property
     def grad_initial_state(self):
-        """d loss / d h0 (or (d h0, d c0) for LSTM) of the last eager :meth:`backward`, shaped like
+        """d loss / d h0 (or (d h0, d c0) for LSTM) of the last eager ``backward()``, shaped like
         the initial state; None when the state is learned (its gradient is then the parameter's)."""
         return self._eager("grad_initial_state")
 
@@ -354,27 +364,59 @@ def _check_bool(value, argument: str) -> bool:
     return bool(value)
 
 
-_DOC = """{what} over (batch, time, input_size), as ``torch.nn.{torch}(..., batch_first=True)``.
+_DOC = """{what} over ``(batch, time, input_size)``, as ``torch.nn.{torch}(..., batch_first=True)``.
 
     {math}
-    Output: (batch, time, D * hidden_size) with ``return_sequences=True`` (D = 2 when
-    ``bidirectional``: forward and backward halves concatenated), else (batch, D * hidden_size),
-    the last layer's final hidden state (torch's ``h_n[-D:]``). ``num_layers`` stacked layers with
-    ``dropout`` between them (training only). Parameters ``weight_ih_l{{k}}`` (G*H, in),
-    ``weight_hh_l{{k}}`` (G*H, H), ``bias_ih_l{{k}}``, ``bias_hh_l{{k}}`` (G*H,) (``_reverse`` for the
-    backward direction), initialised U(-1/sqrt(H), 1/sqrt(H)) as torch unless ``init`` /
-    ``bias_init`` name an initialiser. The initial state is zero, or learned
-    (``learn_initial_state``: parameters ``h0``{c0} of shape (num_layers * D, H)); the eager
-    ``forward(x, training, initial_state=...)`` takes one, torch-shaped. Sequence lengths on the
-    context (``Context.lengths``) are honoured as torch's packed sequences: padded steps output 0,
-    final states are each sample's last valid one.
+    Parameters ``weight_ih_l{{k}}`` (G*H, in), ``weight_hh_l{{k}}`` (G*H, H), ``bias_ih_l{{k}}``,
+    ``bias_hh_l{{k}}`` (G*H,) (``_reverse`` for the backward direction) have torch's names and
+    shapes. Sequence lengths on the context (after :class:`~fastnn.layers.Masking` or a masking
+    Embedding) are honoured as torch's packed sequences: padded steps output 0, final states are
+    each sample's last valid one. The eager ``forward(x, training, initial_state=...)`` takes a
+    torch-shaped initial state.
+
+    Parameters
+    ----------
+    input_size : int
+        Features per step of the input.
+    hidden_size : int
+        H, the state width.{extra}
+    num_layers : int, default 1
+        Stacked layers.
+    bias : bool, default True
+        Whether the layers have biases.
+    dropout : float, default 0.0
+        Dropout between stacked layers (training only).
+    bidirectional : bool, default False
+        Also run each layer backwards in time (D = 2), the two halves concatenated.
+    return_sequences : bool, default True
+        Output ``(batch, time, D * hidden_size)``; False: ``(batch, D * hidden_size)``, the last
+        layer's final state (torch's ``h_n[-D:]``).
+    learn_initial_state : bool, default False
+        Learn the initial state (parameters ``h0``{c0} of shape (num_layers * D, H)); else zeros.
+    init : str, optional
+        Initialiser of the weights; by default U(-1/sqrt(H), 1/sqrt(H)) as torch.
+    bias_init : str, optional
+        Initialiser of the biases; by default as torch.
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes or a dropout outside [0, 1).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.{torch}(3, 5, bidirectional=True)], input_shape=(7, 3), seed=0)
+    >>> y = model.predict(np.ones((2, 7, 3), np.float32))
+    >>> y.shape, y.dtype
+    ((2, 7, 10), dtype('float32'))
     """
 
 
 @register_layer
 class LSTM(_Recurrent):
     __doc__ = _DOC.format(what="Long short-term memory", torch="LSTM", c0=" and ``c0``",
-                          math="Gates i, f, g, o (G = 4): c' = f * c + i * g, h' = o * tanh(c').")
+                          math="Gates i, f, g, o (G = 4): c' = f * c + i * g, h' = o * tanh(c').", extra="")
     cell = "lstm"
 
 
@@ -382,14 +424,15 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     __doc__ = _DOC.format(what="Gated recurrent unit", torch="GRU", c0="",
                           math="Gates r, z, n (G = 3): n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), "
-                               "h' = (1 - z) * n + z * h.")
+                               "h' = (1 - z) * n + z * h.", extra="")
     cell = "gru"
 
 
 @register_layer
 class RNN(_Recurrent):
     __doc__ = _DOC.format(what="Elman recurrent network", torch="RNN", c0="",
-                          math="h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (or relu: ``nonlinearity``; G = 1).")
+                          math="h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (or relu: ``nonlinearity``; G = 1).",
+                          extra="\n    nonlinearity : {'tanh', 'relu'}, default 'tanh'\n        The cell's activation.")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, dropout: float = 0.0, bidirectional: bool = False, return_sequences: bool = True,
@@ -399,7 +442,7 @@ class RNN(_Recurrent):
                          learn_initial_state, init=init, bias_init=bias_init)
 
     @property
-    def cell(self) -> str:
+    def cell(self) -> str:  # type: ignore[override]
         return f"rnn_{self.nonlinearity}"
 
     def get_config(self):

@@ -7,8 +7,26 @@ from .registry import register_layer
 
 @register_layer
 class Reshape(Layer):
-    """Per-sample reshape: (batch, *input_shape) -> (batch, *target_shape), a view (like
-    ``torch.reshape`` / Keras ``Reshape``). One entry of ``target_shape`` may be -1 (inferred)."""
+    """Per-sample reshape ``(batch, *input_shape)`` -> ``(batch, *target_shape)``, a view, like
+    Keras ``Reshape``.
+
+    Parameters
+    ----------
+    target_shape : int or tuple of int
+        The per-sample output shape; one entry may be -1 (inferred).
+
+    Raises
+    ------
+    ValueError
+        When the sizes do not match (at build).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Reshape((2, -1))], input_shape=(6,), seed=0)
+    >>> model.predict(np.arange(12, dtype=np.float32).reshape(2, 6)).shape
+    (2, 2, 3)
+    """
 
     input_argument = "target_shape"
 
@@ -56,7 +74,15 @@ class Reshape(Layer):
 
 @register_layer
 class Flatten(Reshape):
-    """(batch, *shape) -> (batch, prod(shape)), like ``torch.nn.Flatten()``; a view."""
+    """``(batch, *shape)`` -> ``(batch, prod(shape))``, like ``torch.nn.Flatten()``; a view.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Flatten()], input_shape=(2, 3, 4), seed=0)
+    >>> model.predict(np.zeros((5, 2, 3, 4), np.float32)).shape
+    (5, 24)
+    """
 
     def __init__(self):
         super().__init__((-1,))

@@ -8,9 +8,30 @@ from .registry import register_layer
 
 @register_layer
 class Residual(Layer):
-    """``y = block(x) + x``, or ``block(x) + x @ P`` when the block changes the width and
-    ``projection`` is allowed (P is a bias-free Dense, Xavier-initialised). Gradients flow
-    through both paths. ``block``: a list of layers or a Sequential."""
+    """A skip connection ``y = block(x) + x``; gradients flow through both paths.
+
+    Parameters
+    ----------
+    block : list of Layer or Sequential
+        The layers of the residual branch; output shape = input shape, or a different width
+        on the last axis when ``projection`` is allowed.
+    projection : bool, default True
+        When the block changes the width: ``y = block(x) + x @ P``, P a bias-free Xavier-
+        initialised Dense; False refuses a width change.
+
+    Raises
+    ------
+    ValueError
+        When the block's output shape cannot be added to its input.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> res = fnn.Residual([fnn.Dense(4, 4, activation="relu"), fnn.LayerNorm(4)])
+    >>> model = fnn.Sequential([res], seed=0)
+    >>> model.predict(np.ones((3, 4), np.float32)).shape
+    (3, 4)
+    """
 
     def __init__(self, block, *, projection: bool = True):
         super().__init__()
@@ -29,7 +50,7 @@ class Residual(Layer):
         return self.block[0].expected_input_shape()
 
     @property
-    def lengths_policy(self) -> str | None:
+    def lengths_policy(self) -> str | None:  # type: ignore[override]
         """"keep" when every layer of the block keeps the padded steps apart, "use" when some read
         the lengths (attention ...), None when one cannot honour them."""
         policies = {layer.lengths_policy for _, layer in self._children()}
@@ -73,6 +94,15 @@ class Residual(Layer):
             layer.set_device(device)
 
     def seed_rng(self, seed, stream):
+        """Key the random streams of the layers inside by the model's seed (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model; each child gets one derived from it.
+        """
         for k, (_, layer) in enumerate(self._children()):
             if hasattr(layer, "seed_rng"):
                 layer.seed_rng(seed, stream * 1000 + k + 1)
@@ -123,6 +153,18 @@ class Residual(Layer):
 
     @classmethod
     def from_config(cls, config):
+        """A new layer from ``get_config()``'s description (its inner layers' configs included).
+
+        Parameters
+        ----------
+        config : dict
+            What ``get_config()`` returned.
+
+        Returns
+        -------
+        Layer
+            A new, unbuilt layer.
+        """
         from . import layer_from_config
 
         return cls([layer_from_config(entry) for entry in config["block"]], projection=config["projection"])

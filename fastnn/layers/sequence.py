@@ -26,9 +26,18 @@ def check_sequence(layer: Layer, input_shape, rank: int | None = 2) -> tuple[int
 
 @register_layer
 class LastStep(Layer):
-    """Each sample's last valid step: (batch, time, features) -> (batch, features); with sequence
-    lengths, step ``length - 1`` of each sample (0 for a sample of length 0), else the last one
-    (``x[:, -1]``). The gradient goes to that step only."""
+    """Each sample's last valid step: ``(batch, time, features)`` -> ``(batch, features)``.
+
+    With sequence lengths (after :class:`Masking` or a masking Embedding), step ``length - 1``
+    of each sample, else the last one (``x[:, -1]``). The gradient goes to that step only.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.LastStep()], input_shape=(3, 2), seed=0)
+    >>> model.predict(np.arange(6, dtype=np.float32).reshape(1, 3, 2))
+    array([[4., 5.]], dtype=float32)
+    """
 
     input_argument = "input shape"
     lengths_policy = "drop"
@@ -52,16 +61,35 @@ class LastStep(Layer):
 
 @register_layer
 class TimeDistributed(Layer):
-    """Applies ``layer`` to every step: (batch, time, *rest) -> (batch, time, *out), the inner
-    layer built on ``rest`` and run on the batch * time rows (Keras' TimeDistributed). Steps are
-    independent, so padded steps stay apart (lengths_policy "keep"; the inner layer sees no
-    lengths), unless the inner layer mixes rows through batch statistics (BatchNorm): then padded
-    steps would enter them, and a model refuses lengths arriving here."""
+    """Applies ``layer`` to every step, like Keras' TimeDistributed: ``(batch, time, *rest)`` ->
+    ``(batch, time, *out)``, the inner layer built on ``rest`` and run on the batch * time rows.
+
+    Steps are independent, so padded steps stay apart (lengths_policy "keep"; the inner layer
+    sees no lengths), unless the inner layer mixes rows through batch statistics (BatchNorm):
+    then padded steps would enter them, and a model refuses lengths arriving here.
+
+    Parameters
+    ----------
+    layer : Layer
+        The layer applied to each step.
+
+    Raises
+    ------
+    TypeError
+        When ``layer`` is not a Layer.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.TimeDistributed(fnn.Conv1d(1, 2, 3))], input_shape=(5, 1, 8), seed=0)
+    >>> model.predict(np.ones((2, 5, 1, 8), np.float32)).shape
+    (2, 5, 2, 6)
+    """
 
     input_argument = "input shape"
 
     @property
-    def lengths_policy(self) -> str | None:
+    def lengths_policy(self) -> str | None:  # type: ignore[override]
         from .normalization import BatchNorm1d, BatchNorm2d
 
         mixes = any(isinstance(layer, (BatchNorm1d, BatchNorm2d)) for layer in walk_layers([self.layer]))
@@ -84,6 +112,15 @@ class TimeDistributed(Layer):
         self.layer.set_device(device)
 
     def seed_rng(self, seed, stream):
+        """Key the random streams of the layers inside by the model's seed (the model calls it).
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model; each child gets one derived from it.
+        """
         if hasattr(self.layer, "seed_rng"):
             self.layer.seed_rng(seed, stream * 1000 + 1)
 
@@ -132,6 +169,18 @@ class TimeDistributed(Layer):
 
     @classmethod
     def from_config(cls, config):
+        """A new layer from ``get_config()``'s description (its inner layers' configs included).
+
+        Parameters
+        ----------
+        config : dict
+            What ``get_config()`` returned.
+
+        Returns
+        -------
+        Layer
+            A new, unbuilt layer.
+        """
         from . import layer_from_config
 
         return cls(layer_from_config(config["layer"]))
