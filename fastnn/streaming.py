@@ -148,6 +148,9 @@ class _DatasetBatches:
         pass
 
 
+_UNDECIDED = object()
+
+
 class _IterableBatches:
     """Batches from a callable (a fresh iterator per epoch), a re-iterable or a one-shot iterator.
     Weighted (the loss's targets carry a weight column) when ``class_weight`` is given or the
@@ -164,8 +167,8 @@ class _IterableBatches:
         self.fingerprint = STREAM_FINGERPRINT
         self.stream = data if not self.restartable else None
         self.exhausted = None
-        self.weights, self.class_weight = None, class_weight
         self.first = None  # the batch taken to build the model, given back as the first batch
+        self.weights, self.class_weight = _UNDECIDED, class_weight  # (the first batch decides, in _next)
         item = self._next(self._fresh(), 0, 0)
         if item is None:
             raise ValueError("the training data yielded no batches")
@@ -191,8 +194,9 @@ class _IterableBatches:
         except StopIteration:
             return None
         xb, yb, wb = checked_batch(self.model, item, f"batch {b} of epoch {epoch + 1}")
-        if self.first is None and self.weights is None and (wb is not None or self.class_weight is not None):
-            self.weights = options.BatchWeights(self.model, self.class_weight)  # (the first batch decides)
+        if self.weights is _UNDECIDED:  # the first batch: weighted if it has weights, or class weights
+            self.weights = None if wb is None and self.class_weight is None else \
+                options.BatchWeights(self.model, self.class_weight)
         if self.weights is not None:
             return xb, self.weights.targets(yb, wb)
         if wb is not None:

@@ -360,3 +360,17 @@ def test_validation_on_batches_equals_validation_on_arrays():
     for other in logs[1:]:
         for key in ("val_loss", "val_accuracy", "val_f1", "val_auc"):
             assert other[key] == pytest.approx(logs[0][key], rel=1e-12), key
+
+
+def test_batches_must_all_carry_weights_or_none():
+    X, y = _data()
+    w = _weights(len(X))
+    mixed = [(X[:30], y[:30]), (X[30:60], y[30:60], w[30:60])]
+    with pytest.raises(ValueError, match="batch 1 of epoch 1 has sample weights but the first batch had none"):
+        _model().fit(mixed, verbose=0)
+    model = _model()  # weighted from the first batch on: a later batch without weights weighs 1 per sample
+    model.fit(mixed[::-1], verbose=0, shuffle=False)
+    reference = _model()
+    reference.fit(np.concatenate([X[30:60], X[:30]]), np.concatenate([y[30:60], y[:30]]), batch_size=30,
+                  shuffle=False, sample_weight=np.concatenate([w[30:60], np.ones(30)]), verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
