@@ -1,5 +1,7 @@
 """The data options of ``fit``/``evaluate`` (Keras' semantics): ``sample_weight``, ``class_weight``,
-``validation_split`` and ``validation_data=(X, y[, w])``; checked at the public boundary."""
+``validation_split`` and ``validation_data=(X, y[, w])``; checked at the public boundary. Arrays get
+their weights once (:func:`training_weights`), streamed batches one batch at a time
+(:class:`BatchWeights`); both give the same float64 weight per sample."""
 from __future__ import annotations
 
 import math
@@ -34,9 +36,20 @@ def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight") 
 
 
 def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> np.ndarray:
-    """float64 (n,): ``class_weight[c]`` for each sample of class c (1 for classes not in the dict).
-    Classes: the labels 0..k-1 of ``cross_entropy``, 0 and 1 (target > 0.5) of a one-output
-    ``binary_cross_entropy``."""
+    """float64 (n,): ``class_weight[c]`` for each sample of class c (1 for classes not in the dict)."""
+    return class_weight_table(class_weight, model)[class_labels(model, targets)]
+
+
+def class_labels(model, targets: np.ndarray) -> np.ndarray:
+    """The classes of checked ``targets``: the labels 0..k-1 of ``cross_entropy``, 0 and 1 (target
+    > 0.5) of a one-output ``binary_cross_entropy``."""
+    if metrics_mod.family_of(model.loss) == metrics_mod.MULTICLASS:
+        return targets
+    return (targets[:, 0] > 0.5).astype(np.int64)
+
+
+def class_weight_table(class_weight, model) -> np.ndarray:
+    """float64 (classes,): ``class_weight[c]`` at c, 1 for the classes not in the dict."""
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
     family = metrics_mod.family_of(model.loss)
@@ -54,11 +67,10 @@ def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> n
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"class_weight[{cls}] must be a finite non-negative number, got {weight!r}")
         table[int(cls)] = float(weight)
-    labels = targets if family == metrics_mod.MULTICLASS else (targets[:, 0] > 0.5).astype(np.int64)
-    return table[labels]
+    return table
 
 
-def _require_one_row_per_sample(model) -> None:
+def require_one_row_per_sample(model) -> None:
     if model.positions != 1:
         raise ValueError(f"sample_weight and class_weight need one output row per sample; this model's output "
                          f"{tuple(model.output_shape)} has {model.positions} positions per sample")
@@ -69,13 +81,31 @@ def training_weights(model, targets: np.ndarray, sample_weight, class_weight) ->
     (Keras multiplies them), or None when neither is given."""
     if sample_weight is None and class_weight is None:
         return None
-    _require_one_row_per_sample(model)
+    require_one_row_per_sample(model)
     n = targets.shape[0]
     weights = check_sample_weight(sample_weight, n)
     if class_weight is not None:
         per_class = class_weight_to_sample_weight(class_weight, model, targets)
         weights = per_class if weights is None else weights * per_class
     return weights
+
+
+class BatchWeights:
+    """The weights of a streamed fit, batch by batch: ``targets(y, w)`` -> the SampleWeighted
+    targets of checked ``y`` with the batch's sample weights ``w`` (checked; None: ones) times
+    the class weights of its labels."""
+
+    def __init__(self, model, class_weight):
+        require_one_row_per_sample(model)
+        self.model = model
+        self.table = None if class_weight is None else class_weight_table(class_weight, model)
+
+    def targets(self, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+        weights = np.ones(y.shape[0]) if w is None else w
+        if self.table is not None:
+            per_class = self.table[class_labels(self.model, y)]
+            weights = per_class if w is None else weights * per_class
+        return losses_mod.weighted_targets(y, weights)
 
 
 def check_validation_split(validation_split, validation_data) -> float:
@@ -89,27 +119,37 @@ def check_validation_split(validation_split, validation_data) -> float:
     return float(validation_split)
 
 
-def split_off(validation_split: float, X, y, sample_weight):
-    """((X, y, w) of training, (X, y, w) of validation): the last ``validation_split`` of the
-    samples held out before any shuffling, as Keras does (training keeps the first
-    ceil(n * (1 - split)) samples)."""
-    n = X.shape[0]
+def split_point(validation_split: float, n: int) -> int:
+    """The first held-out sample of ``validation_split`` of ``n`` samples: training keeps the
+    first ceil(n * (1 - split)), as Keras does."""
     at = int(math.ceil(n * (1.0 - validation_split)))
     if at == 0 or at == n:
         raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
                          f"{'no training' if at == 0 else 'no validation'} samples; use a split between "
                          f"{1 / n:.3g} and {1 - 1 / n:.3g}, or more data")
+    return at
+
+
+def split_off(validation_split: float, X, y, sample_weight):
+    """((X, y, w) of training, (X, y, w) of validation): the last ``validation_split`` of the
+    samples held out before any shuffling (:func:`split_point`)."""
+    at = split_point(validation_split, X.shape[0])
     w = (None, None) if sample_weight is None else (sample_weight[:at], sample_weight[at:])
     return (X[:at], y[:at], w[0]), (X[at:], y[at:], w[1])
+
+
+VALIDATION_DATA_FORMS = ("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), a "
+                         "fastnn.data.ArrayDataset, or a callable/list giving (X, y) or (X, y, w) batches anew each "
+                         "epoch (not a one-shot iterator)")
 
 
 def check_validation_data(model, validation_data):
     """(X_val, y_val, w_val or None), checked, from ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``."""
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise ValueError("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+        raise ValueError(VALIDATION_DATA_FORMS)
     X_val, y_val = model.check_data(*validation_data[:2], argument="X_val")
     w_val = None
     if len(validation_data) == 3 and validation_data[2] is not None:
-        _require_one_row_per_sample(model)
+        require_one_row_per_sample(model)
         w_val = check_sample_weight(validation_data[2], X_val.shape[0], "validation_data's sample_weight")
     return X_val, y_val, w_val

@@ -82,6 +82,10 @@ class MappedFile:
             out[i] = self._read(int(r), int(r) + 1)[0]
         return out.reshape((*rows.shape, *self.shape[1:]))
 
+    def rows(self, lo: int, hi: int) -> MappedFile:
+        """Rows [lo, hi) as a MappedFile of their own (nothing is read)."""
+        return MappedFile(self.path, self.dtype, (hi - lo, *self.shape[1:]), self.offset + lo * self.row_bytes)
+
     def __repr__(self) -> str:
         return f"MappedFile({self.path!r}, dtype={self.dtype.name}, shape={self.shape}, offset={self.offset})"
 
@@ -101,15 +105,21 @@ class ArrayDataset:
     """Samples ``X[i]``, ``y[i]`` of two row-aligned arrays, read a block of rows at a time.
 
     X, y: numpy arrays, ``np.memmap``, ``np.load(path, mmap_mode="r")`` or :class:`MappedFile`
-    (nothing is copied up front). ``block_rows``: rows per block (default: about 8 MiB of X);
-    ``fit`` shuffles blocks, then rows within each block (see the module docstring), and
-    ``model.fit(ArrayDataset(X, y), epochs=..., batch_size=...)`` resumes exactly mid-epoch.
+    (nothing is copied up front); ``sample_weight``: optional (n,) weights of the samples' loss, as
+    ``fit(..., sample_weight=)`` takes for arrays (checked block by block). ``block_rows``: rows per
+    block (default: about 8 MiB of X); ``fit`` shuffles blocks, then rows within each block (see
+    the module docstring), and ``model.fit(ArrayDataset(X, y), epochs=..., batch_size=...)``
+    resumes exactly mid-epoch.
     """
 
-    def __init__(self, X, y, *, block_rows: int | None = None):
+    def __init__(self, X, y, *, sample_weight=None, block_rows: int | None = None):
         self.X, self.y = _check_rows(X, "X"), _check_rows(y, "y")
+        self.sample_weight = None if sample_weight is None else _check_rows(sample_weight, "sample_weight")
         if len(self.X) != len(self.y):
             raise ValueError(f"X and y must have one row per sample: X has {len(self.X)} rows, y has {len(self.y)}")
+        if self.sample_weight is not None and len(self.sample_weight) != len(self.X):
+            raise ValueError(f"sample_weight must have one weight per sample: X has {len(self.X)} rows, "
+                             f"sample_weight has {len(self.sample_weight)}")
         if len(self.X) == 0:
             raise ValueError("an ArrayDataset needs at least one sample; X has 0 rows")
         if block_rows is None:
@@ -118,14 +128,15 @@ class ArrayDataset:
         self.block_rows = V.check_int(block_rows, "block_rows", minimum=1)
 
     @classmethod
-    def from_file(cls, path, dtype, shape, y, *, offset: int = 0, block_rows: int | None = None) -> ArrayDataset:
+    def from_file(cls, path, dtype, shape, y, *, offset: int = 0, sample_weight=None,
+                  block_rows: int | None = None) -> ArrayDataset:
         """X from a raw binary file (``np.memmap``'s or ``ndarray.tofile``'s layout: C order,
         ``shape`` = (rows, *sample_shape) of ``dtype`` from byte ``offset``), mapped a block at a
         time (:class:`MappedFile`); y: an array (or a MappedFile) of ``rows`` targets."""
-        return cls(MappedFile(path, dtype, shape, offset), y, block_rows=block_rows)
+        return cls(MappedFile(path, dtype, shape, offset), y, sample_weight=sample_weight, block_rows=block_rows)
 
     @classmethod
-    def from_npy(cls, path, y, *, block_rows: int | None = None) -> ArrayDataset:
+    def from_npy(cls, path, y, *, sample_weight=None, block_rows: int | None = None) -> ArrayDataset:
         """X from a ``.npy`` file (``np.save``'s format, C order), mapped a block at a time like
         :meth:`from_file` (``np.load(path, mmap_mode="r")`` would map the whole file at once)."""
         fmt = np.lib.format
@@ -137,7 +148,7 @@ class ArrayDataset:
         if fortran_order or dtype.hasobject or not shape:
             raise ValueError(f"{path} holds a {'Fortran-ordered' if fortran_order else 'object or 0-d'} array; "
                              f"from_npy reads C-ordered numeric arrays with one row per sample")
-        return cls.from_file(path, dtype, shape, y, offset=offset, block_rows=block_rows)
+        return cls.from_file(path, dtype, shape, y, offset=offset, sample_weight=sample_weight, block_rows=block_rows)
 
     def __len__(self) -> int:
         return len(self.X)
@@ -146,11 +157,22 @@ class ArrayDataset:
     def blocks(self) -> int:
         return -(-len(self) // self.block_rows)
 
-    def block(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """(X rows, y rows) of block ``j`` (views of in-memory arrays, copies from files)."""
+    def block(self, j: int) -> tuple[np.ndarray, ...]:
+        """(X rows, y rows) of block ``j``, (X rows, y rows, weights) with sample weights (views of
+        in-memory arrays, copies from files)."""
         lo = j * self.block_rows
         hi = min(len(self), lo + self.block_rows)
-        return self.X[lo:hi], self.y[lo:hi]
+        if self.sample_weight is None:
+            return self.X[lo:hi], self.y[lo:hi]
+        return self.X[lo:hi], self.y[lo:hi], self.sample_weight[lo:hi]
+
+    def rows(self, lo: int, hi: int) -> ArrayDataset:
+        """The samples [lo, hi) as a dataset of the same block size (views: nothing is read)."""
+        def part(arr):
+            return None if arr is None else arr.rows(lo, hi) if isinstance(arr, MappedFile) else arr[lo:hi]
+
+        return ArrayDataset(part(self.X), part(self.y), sample_weight=part(self.sample_weight),
+                            block_rows=self.block_rows)
 
     def fingerprint(self) -> str:
         """A short hash of the shapes, dtypes, block size and evenly spaced rows of X and y: a fit
@@ -161,6 +183,8 @@ class ArrayDataset:
         rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_ROWS)).astype(np.int64))
         h.update(np.ascontiguousarray(self.X[rows]).tobytes())
         h.update(np.ascontiguousarray(self.y[rows]).tobytes())
+        if self.sample_weight is not None:
+            h.update(np.ascontiguousarray(self.sample_weight[rows]).tobytes())
         return h.hexdigest()
 
     def __repr__(self) -> str:
@@ -169,7 +193,8 @@ class ArrayDataset:
 
 class EpochOrder:
     """The rows of one epoch in order, read block by block: ``gather(lo, hi, x_out, y_out)`` fills
-    positions [lo, hi) of the epoch (checked by ``check(x, y)`` as each block is loaded)."""
+    positions [lo, hi) of the epoch (``check(*block)`` -> the block's (x, y) rows as trained on,
+    as each block is loaded: :meth:`ArrayDataset.block`'s pair, or triple with weights)."""
 
     def __init__(self, dataset: ArrayDataset, seed: int, epoch: int, shuffle: bool, check):
         self.dataset, self.seed, self.epoch, self.shuffle, self.check = dataset, seed, epoch, shuffle, check

@@ -35,7 +35,8 @@ position) and the checked target rows: int64 labels (batch,) for ``cross_entropy
 A training epoch's metrics are updated from the output each step already computed (no second
 forward pass; nothing is done when no metric was compiled), so, like Keras', they describe the
 weights as they changed during the epoch; the "val_" ones and ``evaluate`` use the weights at the
-epoch's end. After a resume in the middle of an epoch, that epoch's metrics cover the batches since.
+epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
+the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
 """
 from __future__ import annotations
 
@@ -103,6 +104,8 @@ class Metric:
 
     key = ""  # the registry name (get_config's "class")
     families: tuple[str, ...] = ()
+    state_fields: tuple[str, ...] = ()  # the pass's state: numbers, numpy arrays or None
+    kept_fields: tuple[str, ...] = ()  # lists of per-batch arrays (saved concatenated)
 
     def __init__(self, *, name: str | None = None):
         self.name = self.key if name is None else _check_name(name)
@@ -120,12 +123,34 @@ class Metric:
     def params(self) -> dict:
         return {}
 
+    def state_dict(self) -> dict:
+        """The state of the pass so far as plain values (numbers, numpy arrays, None): what a
+        checkpoint written mid-epoch keeps (:meth:`load_state_dict` continues from it)."""
+        state = {name: _plain(getattr(self, name)) for name in self.state_fields}
+        for name in self.kept_fields:
+            kept = getattr(self, name)
+            state[name] = np.concatenate(kept) if kept else None
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.state_fields:
+            setattr(self, name, _plain(state[name]))
+        for name in self.kept_fields:
+            setattr(self, name, [] if state[name] is None else [np.array(state[name])])
+
     def get_config(self) -> dict:
         return {"class": self.key, "name": self.name, **self.params()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in {**self.params(), "name": self.name}.items())
         return f"{type(self).__name__}({args})"
+
+
+def _plain(value):
+    """A copy of a state value: numpy arrays copied, numpy scalars as Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_name(name) -> str:
@@ -146,6 +171,7 @@ class BinaryAccuracy(Metric):
     output, ``1 - hamming_loss`` for multi-label outputs."""
 
     key, families = "binary_accuracy", (BINARY,)
+    state_fields = ("hits", "count")
 
     def __init__(self, threshold: float = 0.5, *, name: str | None = None):
         self.threshold = V.check_float(threshold, "threshold", low=0.0, high=1.0, low_inclusive=False,
@@ -173,6 +199,7 @@ class TopKAccuracy(Metric):
     ``k`` scores strictly larger): ``top_k_accuracy_score``."""
 
     key, families = "top_k_accuracy", (MULTICLASS,)
+    state_fields = ("hits", "count")
 
     def __init__(self, k: int = 5, *, name: str | None = None):
         self.k = V.check_int(k, "k", minimum=1)
@@ -201,6 +228,7 @@ class _ClassCounts(Metric):
 
     families = (MULTICLASS, BINARY)
     AVERAGES = ("binary", "macro", "micro", "weighted")
+    state_fields = ("counts", "multilabel", "one_output")
 
     def __init__(self, average: str | None = None, *, name: str | None = None):
         self.average = None if average is None else V.check_choice(average, self.AVERAGES, "average")
@@ -300,19 +328,19 @@ class AUC(Metric):
     labels (``roc_auc_score(..., multi_class="ovr")``). Exact: keeps every score of the epoch."""
 
     key, families = "auc", (MULTICLASS, BINARY)
+    kept_fields = ("scores", "labels")
 
     def reset(self):
-        self.outputs, self.labels, self.loss = [], [], None
+        self.scores, self.labels = [], []
 
-    def update(self, batch):  # the epoch's outputs and classes (probabilities once, at the end)
-        self.outputs.append(np.array(batch.output))
+    def update(self, batch):  # the epoch's probabilities and classes
+        self.scores.append(batch.probabilities)  # (a new array)
         self.labels.append(np.array(batch.true))
-        self.loss = batch.loss
 
     def result(self):
-        if not self.outputs:
+        if not self.scores:
             return math.nan
-        scores, labels = self.loss.probabilities(np.concatenate(self.outputs)), np.concatenate(self.labels)
+        scores, labels = np.concatenate(self.scores), np.concatenate(self.labels)
         if labels.ndim == 1 and scores.shape[1] > 1:  # multiclass: one-vs-rest indicator columns
             labels = (labels[:, None] == np.arange(scores.shape[1])).astype(np.int64)
         labels = labels.reshape(labels.shape[0], -1)
@@ -326,6 +354,7 @@ class _Regression(Metric):
     mean and sum of squared deviations (Chan's merge of batch statistics)."""
 
     families = (REGRESSION,)
+    state_fields = ("n", "sse", "sae", "mean", "m2")
 
     def reset(self):
         self.n, self.sse, self.sae, self.mean, self.m2 = 0, 0.0, 0.0, 0.0, 0.0
@@ -393,6 +422,7 @@ class FunctionMetric(Metric):
     """A user's ``fn(y_true, y_pred) -> float`` on the whole epoch (target rows, output rows)."""
 
     key, families = "function", (MULTICLASS, BINARY, REGRESSION)
+    kept_fields = ("targets", "outputs")
 
     def __init__(self, fn, *, name: str | None = None):
         if not callable(fn):
@@ -498,17 +528,23 @@ def from_config(configs, loss) -> list[Metric]:
 
 class Tracker:
     """A model's compiled metrics over one pass (an epoch, a validation set): ``update`` with each
-    batch's output and checked targets, ``results()`` at the end."""
+    batch's output and checked targets, ``results()`` at the end.
+
+    ``update(..., commit=False)`` holds a copy of the batch until the next committed update (or
+    :meth:`commit`): fit's batches count only once their optimizer update ran (``accumulate``), so
+    :meth:`state_dict` always describes the batches before fit's position in the epoch."""
 
     def __init__(self, model, metrics: list[Metric], *, weighted: bool = False):
         self.model, self.weighted = model, weighted  # weighted: targets carry a weight column (SampleWeighted)
         self.metrics = [get(m) for m in metrics]
+        self.pending: list[Batch] = []
 
     def reset(self) -> None:
+        self.pending = []
         for metric in self.metrics:
             metric.reset()
 
-    def update(self, output, target) -> None:
+    def update(self, output, target, commit: bool = True) -> None:
         """``output`` (batch, *output_shape) and checked ``target`` (sample-weighted targets too),
         on the host or the model's device."""
         output, target = backend.to_host(output), backend.to_host(target)
@@ -516,31 +552,89 @@ class Tracker:
         loss = self.model.loss
         if self.weighted:
             target = loss.split(target, output.dtype)[0]
-        batch = Batch(output, target, losses_mod.base_of(loss))
+        if not commit:  # (the arrays may be a step plan's buffers, overwritten by the next step)
+            self.pending.append(Batch(np.array(output), np.array(target), losses_mod.base_of(loss)))
+            return
+        self.commit()
+        self._add(Batch(output, target, losses_mod.base_of(loss)))
+
+    def commit(self) -> None:
+        """Count the batches held by ``update(..., commit=False)``."""
+        for batch in self.pending:
+            self._add(batch)
+        self.pending = []
+
+    def _add(self, batch: Batch) -> None:
         for metric in self.metrics:
             metric.update(batch)
 
     def results(self) -> dict[str, float]:
         return {metric.name: metric.result() for metric in self.metrics}
 
+    def state_dict(self) -> dict:
+        """{metric name: {"class": its class name, its state}} of the committed batches (plain values)."""
+        return {metric.name: {"class": type(metric).__name__, **metric.state_dict()} for metric in self.metrics}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Continue from a :meth:`state_dict`; a metric without a saved state of its name and class
+        starts afresh."""
+        for metric in self.metrics:
+            saved = (state or {}).get(metric.name)
+            if saved is not None and saved.get("class") == type(metric).__name__:
+                metric.load_state_dict(saved)
+
+
+class Evaluation:
+    """Loss, accuracy and compiled metrics of a model over batches of its outputs: ``update(output,
+    target, weights)`` per batch (host output (m, *output_shape), checked target, optional (m,)
+    float64 sample weights of the loss), ``results()`` at the end. The loss is the one of all the
+    batches together: a mean loss averages over samples (sum w_i l_i / sum w_i when weighted), a
+    "sum" loss adds up."""
+
+    def __init__(self, model):
+        self.model, self.loss = model, losses_mod.base_of(model.loss)
+        self.tracker = Tracker(model, model.metrics) if model.metrics else None
+        self.batches, self.value, self.loss_sum, self.weight, self.correct, self.rows = 0, 0.0, 0.0, 0.0, 0, 0
+
+    def update(self, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> None:
+        rows, target_rows, _ = self.model._loss_rows(output, target)
+        loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
+        if weights is None:
+            self.value = loss.forward_backward(rows, target_rows, scratch, False)
+            weight = rows.shape[0]
+        else:
+            self.value = losses_mod.SampleWeighted(loss).forward_backward(
+                rows, losses_mod.weighted_targets(target_rows, weights), scratch, False)
+            weight = float(np.sum(weights))
+        weight = weight if loss.reduction == "mean" else 1.0
+        self.loss_sum += self.value * weight
+        self.weight += weight
+        self.batches += 1
+        correct = loss.correct_count(rows, target_rows)
+        self.correct = None if correct is None or self.correct is None else self.correct + correct
+        self.rows += rows.shape[0]
+        if self.tracker is not None:
+            self.tracker.update(output, target)
+
+    def results(self) -> dict:
+        if self.batches == 1:  # one batch: its loss as computed
+            value = self.value
+        elif self.loss.reduction == "mean":
+            value = self.loss_sum / self.weight if self.weight else 0.0
+        else:
+            value = self.loss_sum
+        logs = {"loss": float(value)}
+        if self.correct is not None:
+            logs["accuracy"] = self.correct / self.rows
+        if self.tracker is not None:
+            logs.update(self.tracker.results())
+        return logs
+
 
 def evaluate_outputs(model, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> dict:
     """{"loss", "accuracy" (classification losses), each compiled metric} of host ``output``
     (n, *output_shape) against checked ``target``; the loss weighted by ``weights`` (n,) float64
     when given (:class:`fastnn.losses.SampleWeighted`)."""
-    loss = losses_mod.base_of(model.loss)
-    rows, target_rows, _ = model._loss_rows(output, target)
-    if weights is None:
-        value = loss.forward_backward(rows, target_rows, np.empty((1, 1), rows.dtype), False)
-    else:
-        value = losses_mod.SampleWeighted(loss).forward_backward(
-            rows, losses_mod.weighted_targets(target_rows, weights), np.empty((1, 1), rows.dtype), False)
-    logs = {"loss": float(value)}
-    correct = loss.correct_count(rows, target_rows)
-    if correct is not None:
-        logs["accuracy"] = correct / rows.shape[0]
-    if model.metrics:
-        tracker = Tracker(model, model.metrics)
-        tracker.update(output, target)
-        logs.update(tracker.results())
-    return logs
+    evaluation = Evaluation(model)
+    evaluation.update(output, target, weights)
+    return evaluation.results()

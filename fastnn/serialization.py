@@ -56,6 +56,13 @@ def record_to_file(record: dict) -> tuple[dict, dict]:
     for key, entry in training.pop("callbacks", {}).items():
         tensors.update({f"callback.{key}.{k}": v for k, v in entry.get("arrays", {}).items()})
         callbacks[key] = {"class": entry["class"], "state": entry["state"], "arrays": sorted(entry.get("arrays", {}))}
+    cursor_metrics = {}
+    for name, entry in (training.pop("cursor_metrics", None) or {}).items():  # the epoch's metric state
+        arrays, values = _split_state(entry)  # arrays as tensors, the rest in JSON
+        tensors.update({f"cursor_metric.{name}.{k}": v for k, v in arrays.items()})
+        cursor_metrics[name] = {"values": values, "arrays": sorted(arrays)}
+    if cursor_metrics:
+        meta["cursor_metrics"] = json.dumps(cursor_metrics)
     training["decay_bias_and_norm"] = record.get("decay_bias_and_norm", False)
     meta["training"] = json.dumps(training)
     meta["callbacks"] = json.dumps(callbacks)
@@ -90,6 +97,10 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
         for key, entry in callbacks.items():
             entry["arrays"] = {name: tensors[f"callback.{key}.{name}"] for name in entry.get("arrays", [])}
     training["callbacks"] = callbacks
+    cursor_metrics = json.loads(meta.get("cursor_metrics", "{}"))
+    training["cursor_metrics"] = {name: {**entry["values"], **{k: tensors[f"cursor_metric.{name}.{k}"]
+                                                             for k in entry["arrays"]}}
+                                  for name, entry in cursor_metrics.items()} or None
     record["training"] = training
     return record
 

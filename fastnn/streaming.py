@@ -1,34 +1,35 @@
 """``fit`` on data that is not one in-memory array (Keras-compatible):
 
 - a :class:`fastnn.data.ArrayDataset` (in-memory or memory-mapped arrays, or a raw file mapped a
-  block at a time): batches of ``batch_size`` in an order shuffled by block, ``steps_per_epoch``
-  optional (at most the batches of one pass); exact resume mid-epoch, as for arrays;
-- a callable returning a fresh iterator of (X, y) batches per epoch, or a re-iterable (a list of
-  batches, any object whose ``iter()`` is new each time): an epoch ends when it is exhausted, or
-  after ``steps_per_epoch`` batches; on resume, the batches an interrupted epoch trained on are
-  skipped (exact when the callable gives the same batches again);
+  block at a time; sample weights optional): batches of ``batch_size`` in an order shuffled by
+  block, ``steps_per_epoch`` optional (at most the batches of one pass); exact resume mid-epoch,
+  as for arrays; ``validation_split`` holds out its last rows;
+- a callable returning a fresh iterator of (X, y) or (X, y, sample_weight) batches per epoch, or
+  a re-iterable (a list of batches, any object whose ``iter()`` is new each time): an epoch ends
+  when it is exhausted, or after ``steps_per_epoch`` batches; on resume, the batches an
+  interrupted epoch trained on are skipped (exact when the callable gives the same batches again);
 - an iterator or generator (``iter(g) is g``): one stream shared by all epochs, so
   ``steps_per_epoch`` is required (it may be endless); if it runs out, training stops with a
   warning (Keras does the same). On resume it continues where it stands.
 
 ``batch_size`` and ``shuffle`` apply to datasets only (batches of iterables are used as they
 come). Each batch is checked at the boundary like fit's arrays; errors name the batch and epoch.
-Validation data may be (X_val, y_val), an ArrayDataset or a re-iterable/callable of batches.
-Callbacks, the progress bar, Ctrl-C, the training state (cursor, epochs) and ``accumulate`` work
-as for arrays.
+``class_weight`` weights each batch by its labels; ``sample_weight=`` is for arrays (a dataset
+carries its own, batches may come with theirs). Validation data may be (X_val, y_val[, w_val]), an
+ArrayDataset or a re-iterable/callable of batches (:func:`validation`). The epochs themselves run
+in :func:`fastnn.training.fit`'s loop, the same for arrays and streams: metrics, callbacks, the
+progress bar, Ctrl-C, the training state (cursor, epochs) and ``accumulate`` work alike.
 """
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from . import _fit_options as options
 from . import _validation as V
-from ._progress import EpochProgress
-from .accumulation import Stepper
-from .callbacks import CallbackList, History
+from . import metrics as metrics_mod
 from .datasets import ArrayDataset, EpochOrder
 from .layers.base import walk_layers
 
@@ -37,7 +38,7 @@ STREAM_FINGERPRINT = "stream"
 
 def is_stream(X) -> bool:
     """True for the data this module trains on: an ArrayDataset, a callable or an iterable that
-    is not an array (nor a list of numbers: a list whose first item is a 2-tuple of batches is)."""
+    is not an array (nor a list of numbers: a list whose first item is a 2- or 3-tuple of batches is)."""
     if isinstance(X, ArrayDataset) or (callable(X) and not hasattr(X, "__array__")):
         return True
     if isinstance(X, np.ndarray) or hasattr(X, "__array__") or isinstance(X, (str, bytes)):
@@ -45,7 +46,7 @@ def is_stream(X) -> bool:
     if isinstance(X, Iterator):
         return True
     if isinstance(X, (list, tuple)):
-        return bool(X) and isinstance(X[0], tuple) and len(X[0]) == 2 and np.ndim(X[0][0]) >= 1
+        return bool(X) and isinstance(X[0], tuple) and len(X[0]) in (2, 3) and np.ndim(X[0][0]) >= 1
     return isinstance(X, Iterable)
 
 
@@ -69,35 +70,50 @@ def _check_steps(steps_per_epoch):
     return V.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
 
 
-def _checked_batch(model, item, b: int, epoch: int):
-    """The (X, y) batch ``item`` checked and converted like fit's arrays; errors name the batch."""
-    where = f"batch {b} of epoch {epoch + 1}"
-    if not isinstance(item, (tuple, list)) or len(item) != 2:
-        raise TypeError(f"{where}: each item of the training data must be a pair (X_batch, y_batch), got "
-                        f"{type(item).__name__}" + (f" of length {len(item)}" if hasattr(item, "__len__") else ""))
+def batch_plan(model, n: int, batch_size: int, shuffle: bool) -> V.BatchPlan:
+    """The batches of an epoch of ``n`` samples (``V.check_batch_plan``: no last batch of one for
+    batch norm), its note warned about."""
+    norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+    plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
+                              layer_name=repr(norm))
+    if plan.note:
+        warnings.warn(plan.note, stacklevel=6)  # (the caller of Sequential.fit)
+    return plan
+
+
+def checked_batch(model, item, where: str):
+    """(xb, yb, wb) of the batch ``item`` ((X, y) or (X, y, sample_weight)) checked and converted
+    like fit's arrays (wb float64 (m,), or None); errors start with ``where`` (which batch)."""
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        raise TypeError(f"{where}: each item of the data must be a pair (X_batch, y_batch) or a triple "
+                        f"(X_batch, y_batch, sample_weight_batch), got {type(item).__name__}"
+                        + (f" of length {len(item)}" if hasattr(item, "__len__") else ""))
     try:
         xb, yb = model.check_data(item[0], item[1], argument="X_batch")
+        wb = None
+        if len(item) == 3 and item[2] is not None:
+            options.require_one_row_per_sample(model)
+            wb = options.check_sample_weight(item[2], xb.shape[0], "sample_weight_batch")
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
     if xb.shape[0] == 0:
         raise ValueError(f"{where} is empty (0 samples); every batch needs at least one sample")
-    return xb, yb
+    return xb, yb, wb
 
 
 class _DatasetBatches:
     """Batches of an ArrayDataset: positions [b * batch_size, ...) of each epoch's block order."""
 
-    restartable = True
     exhausted = None
 
-    def __init__(self, model, dataset: ArrayDataset, batch_size: int, shuffle: bool, steps):
+    def __init__(self, model, dataset: ArrayDataset, batch_size: int, shuffle: bool, steps, class_weight):
         self.model, self.dataset, self.shuffle = model, dataset, shuffle
-        model.check_data(*dataset.block(0))  # builds the model from the data's shape if needed
-        norm = next((la for la in walk_layers(model.layers) if getattr(la, "needs_batch_over_one", False)), None)
-        plan = V.check_batch_plan(len(dataset), batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
-                                  layer_name=repr(norm))
-        if plan.note:
-            warnings.warn(plan.note, stacklevel=4)
+        model.check_data(*dataset.block(0)[:2])  # builds the model from the data's shape if needed
+        self.weights = None
+        if dataset.sample_weight is not None or class_weight is not None:
+            self.weights = options.BatchWeights(model, class_weight)
+        self.weighted = self.weights is not None
+        plan = batch_plan(model, len(dataset), batch_size, shuffle)
         self.batch_size, self.batches, self.n_used = plan.batch_size, plan.batches, plan.samples
         if steps is not None and steps > self.batches:
             raise ValueError(f"steps_per_epoch={steps} is more than the {self.batches} batches of {self.batch_size} "
@@ -105,11 +121,15 @@ class _DatasetBatches:
         self.steps = self.batches if steps is None else steps
         self.fingerprint = dataset.fingerprint()
 
+    def _block(self, *block):
+        """A block's (x, y) as trained on: checked, its weights in y's last column when weighted."""
+        x, y, w = checked_batch(self.model, block, "a block of the dataset")
+        return x, y if self.weights is None else self.weights.targets(y, w)
+
     def epoch(self, epoch: int, start: int):
         """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples."""
         model = self.model
-        order = EpochOrder(self.dataset, model.seed, epoch, self.shuffle,
-                           lambda x, y: model.check_data(x, y, argument="X (dataset block)"))
+        order = EpochOrder(self.dataset, model.seed, epoch, self.shuffle, self._block)
         trailing, y_dtype = model.target_shape()
         for b in range(self.steps):
             lo, hi = max(b * self.batch_size, start), min(self.n_used, (b + 1) * self.batch_size)
@@ -124,11 +144,19 @@ class _DatasetBatches:
             order.gather(lo, hi, xb, yb)
             yield b, xb, yb
 
+    def close(self) -> None:
+        pass
+
+
+_UNDECIDED = object()
+
 
 class _IterableBatches:
-    """Batches from a callable (a fresh iterator per epoch), a re-iterable or a one-shot iterator."""
+    """Batches from a callable (a fresh iterator per epoch), a re-iterable or a one-shot iterator.
+    Weighted (the loss's targets carry a weight column) when ``class_weight`` is given or the
+    first batch has sample weights; then a batch without weights weighs 1 per sample."""
 
-    def __init__(self, model, data, steps):
+    def __init__(self, model, data, steps, class_weight):
         self.model, self.data, self.steps = model, data, steps
         self.restartable = not isinstance(data, Iterator)
         if not self.restartable and steps is None:
@@ -138,11 +166,18 @@ class _IterableBatches:
                              f"fastnn.data.ArrayDataset")
         self.fingerprint = STREAM_FINGERPRINT
         self.stream = data if not self.restartable else None
+        self.exhausted = None
         self.first = None  # the batch taken to build the model, given back as the first batch
+        self.weights, self.class_weight = _UNDECIDED, class_weight  # (the first batch decides, in _next)
         item = self._next(self._fresh(), 0, 0)
         if item is None:
             raise ValueError("the training data yielded no batches")
         self.first = item
+        self.batch_size = item[0].shape[0]
+
+    @property
+    def weighted(self) -> bool:
+        return self.weights is not None
 
     def _fresh(self):
         if self.stream is not None:
@@ -158,7 +193,16 @@ class _IterableBatches:
             item = next(it)
         except StopIteration:
             return None
-        return _checked_batch(self.model, item, b, epoch)
+        xb, yb, wb = checked_batch(self.model, item, f"batch {b} of epoch {epoch + 1}")
+        if self.weights is _UNDECIDED:  # the first batch: weighted if it has weights, or class weights
+            self.weights = None if wb is None and self.class_weight is None else \
+                options.BatchWeights(self.model, self.class_weight)
+        if self.weights is not None:
+            return xb, self.weights.targets(yb, wb)
+        if wb is not None:
+            raise ValueError(f"batch {b} of epoch {epoch + 1} has sample weights but the first batch had none: "
+                             f"give every batch weights (X, y, w), or none")
+        return xb, yb
 
     def epoch(self, epoch: int, start: int):
         it = self.iterator if self.first is not None and self.stream is None else self._fresh()
@@ -178,20 +222,47 @@ class _IterableBatches:
                 continue
             yield (b - 1, *batch)
 
-    exhausted = None
+    def close(self) -> None:
+        pass
 
 
-def _validation(model, data):
-    """A function giving the validation logs: (X_val, y_val) arrays, an ArrayDataset or a
-    re-iterable/callable of batches (averaged over batches, weighted by their samples)."""
+def open_stream(model, data, y, *, batch_size, shuffle, steps_per_epoch, validation_split, validation_data,
+                sample_weight, class_weight):
+    """(batch source, validation) of fit on a dataset or on batches (this module's docstring) for
+    :func:`fastnn.training.fit`'s loop; the other arguments were checked there."""
+    if y is not None:
+        raise ValueError(f"y must be None when X is a {type(data).__name__}: the targets come with the data "
+                         f"(ArrayDataset(X, y), or (X, y) batches)")
+    if sample_weight is not None:
+        raise ValueError(f"sample_weight=... is for arrays X, y; with a {type(data).__name__} the weights come with "
+                         f"the data: fastnn.data.ArrayDataset(X, y, sample_weight=w), or (X, y, w) batches")
+    steps = _check_steps(steps_per_epoch)
+    if isinstance(data, ArrayDataset):
+        if validation_split:
+            at = options.split_point(validation_split, len(data))
+            data, validation_data = data.rows(0, at), data.rows(at, len(data))
+        source = _DatasetBatches(model, data, batch_size, shuffle, steps, class_weight)
+    else:
+        if validation_split:
+            raise ValueError(f"validation_split needs data whose last samples can be held out: arrays or a "
+                             f"fastnn.data.ArrayDataset, not a {type(data).__name__} of batches (Keras refuses it "
+                             f"too); pass validation_data=(X_val, y_val) or a callable of validation batches")
+        source = _IterableBatches(model, data, steps, class_weight)
+    return source, validation(model, validation_data)
+
+
+def validation(model, data):
+    """A function giving the validation logs (loss, accuracy, compiled metrics) of ``data``:
+    (X_val, y_val) or (X_val, y_val, w_val) arrays (``model.validate``), an ArrayDataset or a
+    re-iterable/callable of (X, y[, w]) batches (one pass over its batches: the loss and metrics
+    of all its samples together, as for arrays); None for None."""
     if data is None:
         return None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not is_stream(data):
-        X_val, y_val = model.check_data(*data, argument="X_val")
-        return lambda: model.validate(X_val, y_val)
+    if isinstance(data, (tuple, list)) and not is_stream(data):
+        X_val, y_val, w_val = options.check_validation_data(model, data)
+        return lambda: model.validate(X_val, y_val, sample_weight=w_val)
     if isinstance(data, Iterator) or not is_stream(data):
-        raise ValueError("validation_data must be a tuple (X_val, y_val), a fastnn.data.ArrayDataset, or a "
-                         "callable/list giving (X, y) batches anew each epoch (not a one-shot iterator)")
+        raise ValueError(options.VALIDATION_DATA_FORMS)
 
     def batches():
         if isinstance(data, ArrayDataset):
@@ -199,118 +270,11 @@ def _validation(model, data):
         return data() if callable(data) else iter(data)
 
     def run():
-        sums, total = {}, 0
+        evaluation = metrics_mod.Evaluation(model)
         for b, item in enumerate(batches()):
-            xb, yb = _checked_batch(model, item, b, 0)
-            logs = model.validate(xb, yb)
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0.0) + value * xb.shape[0]
-            total += xb.shape[0]
-        return {key: value / total for key, value in sums.items()}
+            xb, yb, wb = checked_batch(model, item, f"validation batch {b}")
+            with model._lock:  # (the loss's reduction scratch is the model's)
+                evaluation.update(model.predict(xb), yb, wb)
+        return evaluation.results()
 
     return run
-
-
-def fit_stream(model, data, y, *, epochs, batch_size, shuffle, validation_data, callbacks, verbose, steps_per_epoch,
-               accumulate) -> History:
-    """fit() on a dataset or on batches (this module's docstring); the arguments are checked as in
-    :func:`fastnn.training.fit`, except the data."""
-    from .training import Cursor, _DeferredInterrupt
-
-    if y is not None:
-        raise ValueError(f"y must be None when X is a {type(data).__name__}: the targets come with the data "
-                         f"(ArrayDataset(X, y), or (X, y) batches)")
-    steps = _check_steps(steps_per_epoch)
-    if isinstance(data, ArrayDataset):
-        source = _DatasetBatches(model, data, batch_size, shuffle, steps)
-    else:
-        source = _IterableBatches(model, data, steps)
-    model.prepare("fit")
-    validate = _validation(model, validation_data)
-    state = model.state
-    if state.cursor is not None and state.cursor.data != source.fingerprint:
-        state.cursor = None
-    history = History()
-    cbs = CallbackList([history, *callbacks], model)
-    state.callbacks = callbacks
-    state.restore_callbacks(callbacks)
-    progress = EpochProgress(verbose, epochs, source.steps)
-    was_training = model.training
-    model.train()
-    model.stop_training = False
-    stepper = Stepper(model, accumulate)
-    try:
-        with model.training_session("fit"):
-            model.reserve(getattr(source, "batch_size", None) or source.first[0].shape[0])
-            cbs.on_train_begin({})
-            with _DeferredInterrupt() as interrupt:
-                _run(model, source, epochs, cbs, progress, interrupt, validate, stepper, Cursor)
-    finally:
-        stepper.abort()
-        progress.close()
-        model.train(was_training)
-    cbs.on_train_end({})
-    return history
-
-
-def _run(model, source, epochs, cbs, progress, interrupt, validate, stepper, Cursor):
-    """The epochs: the batches of each, a step per batch, an update per group of ``accumulate``."""
-    state = model.state
-    first_epoch = state.epochs_done
-    for epoch in range(first_epoch, first_epoch + epochs):
-        cbs.on_epoch_begin(epoch, {})
-        progress.epoch_begin(epoch - first_epoch)
-        start = time.perf_counter()
-        total_loss, correct, samples = 0.0, 0, 0
-        cursor = state.cursor
-        if cursor is not None and cursor.epoch == epoch:
-            samples, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
-        committed = True
-        batches = source.epoch(epoch, samples)
-        while True:
-            interrupt.critical = True
-            batch = next(batches, None)
-            last = batch is None
-            if last:
-                if not committed:  # the open group of an epoch of unknown length: its update now
-                    committed = stepper.finish()
-            else:
-                b, xb, yb = batch
-                cbs.on_batch_begin(b, {})
-                batch_loss, out, committed = stepper.step(xb, yb, last=source.steps is not None and
-                                                          b == source.steps - 1)
-                total_loss += batch_loss * xb.shape[0]
-                samples += xb.shape[0]
-                count = model.correct_count(out, yb)
-                correct = None if count is None or correct is None else correct + count
-            if committed:
-                state.cursor = Cursor(epoch, samples, total_loss, correct, source.fingerprint)
-                interrupt.critical = False
-                interrupt.check()
-            if last:
-                break
-            progress.batch_end(total_loss / samples)
-            cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": xb.shape[0]})
-        interrupt.critical = False
-        if source.exhausted is not None:
-            warnings.warn(f"the training data ran out after {source.exhausted[1]} batches of epoch "
-                          f"{source.exhausted[0] + 1}; training stops (pass steps_per_epoch at most the batches "
-                          f"the data gives, or a callable returning a fresh iterator per epoch)", stacklevel=4)
-            model.stop_training = True
-            if samples == 0:
-                state.cursor = None
-                break
-        if samples == 0:
-            raise ValueError(f"epoch {epoch + 1} got no batches from the training data")
-        logs = {"loss": total_loss / samples}
-        if correct is not None:
-            logs["accuracy"] = correct / (samples * model.positions)
-        if validate is not None:
-            logs.update({f"val_{k}": v for k, v in validate().items()})
-        logs["lr"] = float(model.optimizer.lr)
-        state.epochs_done = epoch + 1
-        state.cursor = None
-        progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
-        cbs.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break

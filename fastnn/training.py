@@ -1,5 +1,10 @@
 """The fit loop, its training state (epochs done, position in the epoch, callback states) and the
-batch feeder. Uses only the model's engine API (step plans, ``_step``, ``validate``).
+batch feeder. Uses only the model's engine API (step plans, ``run_step``, ``validate``).
+
+One loop (:func:`_run_epochs`) trains on every kind of data: a *batch source* gives each epoch's
+batches, :class:`ArrayBatches` for in-memory arrays and those of :mod:`fastnn.streaming` for
+datasets and iterables of batches; metrics, weights, validation, callbacks, progress, the cursor
+and ``accumulate`` are the loop's, the same for all.
 
 Life cycle of a step: the batch is copied in, the step plan runs (forward, loss, backward,
 gradient norm), the optimizer updates, and only then does the position in the epoch advance (the
@@ -11,6 +16,8 @@ boundary, so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupte
 Resuming mid-epoch: ``fit`` continues a saved or interrupted epoch only on the *same data*: the
 same shapes and dtypes of X and y, the same targets, and the same values in 256 evenly spaced rows
 of X (a fingerprint kept with the position). ``fit`` on other data starts a fresh epoch position.
+The position includes the epoch's metric state (:meth:`fastnn.metrics.Tracker.state_dict`), so a
+resumed epoch logs the metrics of the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -31,7 +38,6 @@ from ._progress import EpochProgress
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
-from .layers.base import walk_layers
 from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
@@ -51,13 +57,22 @@ def data_fingerprint(X: np.ndarray, y: np.ndarray) -> str:
 
 @dataclass
 class Cursor:
-    """Position inside an unfinished epoch: samples done, running loss sum and correct count."""
+    """Position inside an unfinished epoch: samples done, running loss sum and correct count, and
+    the metrics' state (the fit's live Tracker, read when the state is saved; a plain record
+    after a load; None without metrics)."""
 
     epoch: int
     samples: int
     loss_sum: float
     correct: int | None
     data: str
+    metrics: Tracker | dict | None = None
+
+    def metric_state(self) -> dict | None:
+        """The metrics' state as a plain record (:meth:`fastnn.metrics.Tracker.state_dict`), or None."""
+        if isinstance(self.metrics, Tracker):
+            return self.metrics.state_dict() or None
+        return self.metrics
 
 
 def callback_keys(callbacks) -> list[str]:
@@ -101,7 +116,8 @@ class TrainingState:
                               "arrays": {k: backend.host_copy(v) for k, v in arrays.items()}}
         for key, saved in self.pending_callbacks.items():  # not yet claimed by a fit: kept
             callbacks.setdefault(key, saved)
-        return {"epochs_done": self.epochs_done, "cursor": cursor, "callbacks": callbacks}
+        return {"epochs_done": self.epochs_done, "cursor": cursor, "callbacks": callbacks,
+                "cursor_metrics": None if self.cursor is None else self.cursor.metric_state()}
 
     def load_record(self, record: dict) -> None:
         self.epochs_done = V.check_int(record.get("epochs_done", 0), "epochs_done", minimum=0)
@@ -109,7 +125,7 @@ class TrainingState:
         if cursor:
             epoch, samples, loss_sum, correct, *data = cursor
             self.cursor = Cursor(int(epoch), int(samples), float(loss_sum), None if correct is None else int(correct),
-                                 data[0] if data else "")
+                                 data[0] if data else "", record.get("cursor_metrics"))
         else:
             self.cursor = None
         callbacks = record.get("callbacks") or {}
@@ -228,10 +244,72 @@ class BatchFeeder:
         self.stream.synchronize()
 
 
+class ArrayBatches:
+    """The batch source of in-memory arrays (X, y): batches of ``batch_size`` over each epoch's
+    order (a counter-based permutation of the rows when shuffling), gathered straight into the
+    step plan's buffers, or copied to a device one batch ahead (:class:`BatchFeeder`). Sources
+    give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start`` samples, and
+    ``steps`` (batches per epoch, None: until the data ends), ``batch_size``, ``fingerprint``,
+    ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``."""
+
+    exhausted = None
+
+    def __init__(self, model, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, weighted: bool):
+        plan = streaming.batch_plan(model, X.shape[0], batch_size, shuffle)
+        self.batch_size, self.steps, self.n_used = plan.batch_size, plan.batches, plan.samples
+        self.model, self.X, self.y, self.weighted = model, X, y, weighted
+        self.order = np.empty(X.shape[0], np.int64) if shuffle else None
+        self.fingerprint = data_fingerprint(X, y)
+        self.feeder = None
+
+    def epoch(self, epoch: int, start: int):
+        model, X, y, order, batch_size = self.model, self.X, self.y, self.order, self.batch_size
+        if self.feeder is None and model.device != "cpu":  # (once the loss, hence the targets' shape, is set)
+            self.feeder = BatchFeeder(model, batch_size, X, y, self.n_used)
+        feeder = self.feeder
+        if order is not None:  # counter-based: the order of epoch e depends only on (seed, e)
+            permutation(X.shape[0], model.seed, _SHUFFLE_STREAM, epoch, order)
+        for b in range(self.steps):
+            lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
+            if lo >= hi:
+                continue
+            plan = model.step_plan(hi - lo)
+            if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
+                yield (b, *feeder.load(plan, lo, hi, order))
+            elif order is None:
+                yield b, X[lo:hi], y[lo:hi]
+            elif plan is not None:  # gather the batch straight into the plan's buffers
+                yield b, np.take(X, order[lo:hi], axis=0, out=plan.x), np.take(y, order[lo:hi], axis=0, out=plan.y)
+            else:
+                yield b, X[order[lo:hi]], y[order[lo:hi]]
+
+    def close(self) -> None:
+        if self.feeder is not None:
+            self.feeder.close()
+
+
+def _open_arrays(model, X, y, *, batch_size, shuffle, steps_per_epoch, validation_split, validation_data,
+                 sample_weight, class_weight):
+    """(ArrayBatches, validation) of fit on arrays: checked, the validation split held out, the
+    weights in the targets' last column (:class:`fastnn.losses.SampleWeighted`)."""
+    streaming.check_array_fit(y, steps_per_epoch)
+    X, y = model.check_data(X, y)
+    sample_weight = options.check_sample_weight(sample_weight, X.shape[0])
+    validation = streaming.validation(model, validation_data)
+    if validation_split:
+        (X, y, sample_weight), held_out = options.split_off(validation_split, X, y, sample_weight)
+        validation = streaming.validation(model, held_out)
+    weights = options.training_weights(model, y, sample_weight, class_weight)
+    if weights is not None:
+        y = losses_mod.weighted_targets(y, weights)
+    return ArrayBatches(model, X, y, batch_size, shuffle, weights is not None), validation
+
+
 def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None, accumulate: int = 1,
         validation_split: float = 0.0, sample_weight=None, class_weight=None) -> History:
-    """Train ``model`` on (X, y); see :meth:`fastnn.Sequential.fit` and this module's docstring."""
+    """Train ``model`` on (X, y), a dataset or batches; see :meth:`fastnn.Sequential.fit` and this
+    module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
             model.require_compiled("fit")
@@ -242,132 +320,109 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
     user_callbacks = V.check_callbacks(callbacks, Callback)
     accumulate = check_accumulate(accumulate, model.device)
-    if streaming.is_stream(X):
-        _refuse_array_only_options(model, validation_split, sample_weight, class_weight)
-        return streaming.fit_stream(model, X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                                    validation_data=validation_data, callbacks=user_callbacks, verbose=verbose,
-                                    steps_per_epoch=steps_per_epoch, accumulate=accumulate)
-    streaming.check_array_fit(y, steps_per_epoch)
-    X, y = model.check_data(X, y)
     validation_split = options.check_validation_split(validation_split, validation_data)
-    sample_weight = options.check_sample_weight(sample_weight, X.shape[0])
-    validation = None if validation_data is None else options.check_validation_data(model, validation_data)
-    if validation_split:
-        (X, y, sample_weight), validation = options.split_off(validation_split, X, y, sample_weight)
-    weights = options.training_weights(model, y, sample_weight, class_weight)
+    open_source = streaming.open_stream if streaming.is_stream(X) else _open_arrays
+    source, validation = open_source(model, X, y, batch_size=batch_size, shuffle=shuffle,
+                                     steps_per_epoch=steps_per_epoch, validation_split=validation_split,
+                                     validation_data=validation_data, sample_weight=sample_weight,
+                                     class_weight=class_weight)
     model.prepare("fit")
-    n = X.shape[0]
-    norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
-    batch_plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
-                                    layer_name=repr(norm))
-    if batch_plan.note:
-        warnings.warn(batch_plan.note, stacklevel=3)
-    batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
-    if weights is not None:  # the weight travels as the targets' last column (SampleWeighted, below)
-        y = losses_mod.weighted_targets(y, weights)
-    fingerprint = data_fingerprint(X, y)
-    if state.cursor is not None and state.cursor.data != fingerprint:
+    if state.cursor is not None and state.cursor.data != source.fingerprint:
         state.cursor = None  # other data: a fresh epoch position
     history = History()
     cbs = CallbackList([history, *user_callbacks], model)
     state.callbacks = user_callbacks
     state.restore_callbacks(user_callbacks)
-    progress = EpochProgress(verbose, epochs, batches)
-    order = np.empty(n, np.int64) if shuffle else None
-    base_loss = model.loss
-    if weights is not None:  # trains on the weighted loss; the plain one is back after fit (finally, below)
-        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
-    feeder = None if model.device == "cpu" else BatchFeeder(model, batch_size, X, y, n_used)
+    progress = EpochProgress(verbose, epochs, source.steps)
     stepper = Stepper(model, accumulate)
+    tracker = Tracker(model, model.metrics, weighted=source.weighted)
+    base_loss = model.loss
+    if source.weighted:  # trains on the weighted loss; the plain one is back after fit (finally, below)
+        model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
     was_training = model.training
     model.train()
     model.stop_training = False
     try:
         with model.training_session("fit"):
-            model.reserve(batch_size)
+            model.reserve(source.batch_size)
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
-                _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, validation, stepper,
-                            Tracker(model, model.metrics, weighted=weights is not None))
+                _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker)
     finally:
         stepper.abort()
         if model.loss is not base_loss:
             model.compile(base_loss, model.optimizer)
         progress.close()
         model.train(was_training)
-        if feeder is not None:
-            feeder.close()
+        source.close()
     cbs.on_train_end({})
     return history
 
 
-def _refuse_array_only_options(model, validation_split, sample_weight, class_weight) -> None:
-    """The options that the streamed fit (fastnn.streaming) does not honour yet: refused, not ignored."""
-    given = [name for name, value in (("validation_split", validation_split), ("sample_weight", sample_weight),
-                                      ("class_weight", class_weight)) if value is not None and value is not False
-             and not (isinstance(value, float) and value == 0.0)]
-    if model.metrics:
-        given.append("compile(metrics=...)")
-    if given:
-        raise ValueError(f"{', '.join(given)} work with arrays X, y only, not yet with a dataset or batches: "
-                         "pass arrays (np.memmap too), or compile without metrics and leave these out")
-
-
-def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                fingerprint, validation, stepper, tracker):
-    """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
-    each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
+def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker):
+    """The epochs of one fit(): a step per batch of ``source``, an optimizer update per group of
+    ``accumulate`` batches; the position in the epoch (loss sum, correct count, metric state)
+    commits after each update."""
     state = model.state
-    n = X.shape[0]
     first_epoch = state.epochs_done
+    track = bool(tracker.metrics)
+    last_step = -1 if source.steps is None else source.steps - 1
     for epoch in range(first_epoch, first_epoch + epochs):
         cbs.on_epoch_begin(epoch, {})
         progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
-        if order is not None:  # counter-based: the order of epoch e depends only on (seed, e)
-            permutation(n, model.seed, _SHUFFLE_STREAM, epoch, order)
-        total_loss, correct, start_sample = 0.0, 0, 0
-        tracker.reset()  # (after a resume mid-epoch, the metrics cover the batches since)
+        samples, total_loss, correct = 0, 0.0, 0
+        tracker.reset()
         cursor = state.cursor
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
-            start_sample, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
-        for b in range(batches):
-            lo, hi = max(b * batch_size, start_sample), min(n_used, (b + 1) * batch_size)
-            if lo >= hi:
-                continue
-            cbs.on_batch_begin(b, {})
+            samples, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
+            tracker.load_state_dict(cursor.metric_state())
+        committed = True
+        batches = source.epoch(epoch, samples)
+        while True:
             interrupt.critical = True
-            plan = model.step_plan(hi - lo)
-            if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
-                xb, yb = feeder.load(plan, lo, hi, order)
-            elif order is None:
-                xb, yb = X[lo:hi], y[lo:hi]
-            elif plan is not None:  # gather the batch straight into the plan's buffers
-                xb = np.take(X, order[lo:hi], axis=0, out=plan.x)
-                yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
+            batch = next(batches, None)
+            if batch is None:
+                if not committed:  # the open group of an epoch of unknown length: its update now
+                    committed = stepper.finish()
+                    tracker.commit()
             else:
-                xb, yb = X[order[lo:hi]], y[order[lo:hi]]
-            batch_loss, out, committed = stepper.step(xb, yb, last=b == batches - 1)
-            total_loss += batch_loss * (hi - lo)
-            count = model.correct_count(out, yb if plan is None else plan.y)
-            correct = None if count is None or correct is None else correct + count
-            if tracker.metrics:
-                tracker.update(out, yb if plan is None else plan.y)
-            if committed:  # after the optimizer's update (every `accumulate` batches)
-                state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
+                b, xb, yb = batch
+                cbs.on_batch_begin(b, {})
+                batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)
+                m = xb.shape[0]
+                total_loss += batch_loss * m
+                samples += m
+                count = model.correct_count(out, yb)
+                correct = None if count is None or correct is None else correct + count
+                if track:
+                    tracker.update(out, yb, committed)
+            if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
+                state.cursor = Cursor(epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None)
                 interrupt.critical = False
                 interrupt.check()
-            progress.batch_end(total_loss / hi)
-            cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": hi - lo})
-        logs = {"loss": total_loss / n_used}
+            if batch is None:
+                break
+            progress.batch_end(total_loss / samples)
+            cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
+        interrupt.critical = False
+        if source.exhausted is not None:
+            warnings.warn(f"the training data ran out after {source.exhausted[1]} batches of epoch "
+                          f"{source.exhausted[0] + 1}; training stops (pass steps_per_epoch at most the batches "
+                          f"the data gives, or a callable returning a fresh iterator per epoch)", stacklevel=4)
+            model.stop_training = True
+            if samples == 0:
+                state.cursor = None
+                break
+        if samples == 0:
+            raise ValueError(f"epoch {epoch + 1} got no batches from the training data")
+        logs = {"loss": total_loss / samples}
         if correct is not None:
-            logs["accuracy"] = correct / (n_used * model.positions)
+            logs["accuracy"] = correct / (samples * model.positions)
         logs.update(tracker.results())
         if validation is not None:
-            X_val, y_val, w_val = validation
-            logs.update({f"val_{k}": v for k, v in model.validate(X_val, y_val, sample_weight=w_val).items()})
+            logs.update({f"val_{k}": v for k, v in validation().items()})
         logs["lr"] = float(model.optimizer.lr)
         state.epochs_done = epoch + 1
         state.cursor = None

@@ -278,3 +278,99 @@ def test_no_warning_from_a_plain_dataset_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _model().fit(ArrayDataset(X, y, block_rows=32), epochs=1, batch_size=16, verbose=0)
+
+
+# ------------------------------------------------------------------ one loop: the array options on streams
+def _weights(n, seed=1):
+    return np.random.default_rng(seed).uniform(0.2, 2.0, n)
+
+
+def test_metrics_on_a_dataset_equal_those_on_the_arrays():
+    X, y = _data()
+    metrics = ["f1", "auc", fnn.metrics.Precision(average="micro", name="p_micro")]
+    by_arrays = _model(metrics=metrics).fit(X, y, epochs=2, batch_size=16, verbose=0)
+    by_dataset = _model(metrics=metrics).fit(ArrayDataset(X, y), epochs=2, batch_size=16, verbose=0)
+    assert {"f1", "auc", "p_micro"} <= set(by_dataset.history)
+    assert by_dataset.history == by_arrays.history
+
+
+def test_sample_and_class_weights_of_a_dataset_train_as_those_of_the_arrays():
+    X, y = _data()
+    w, class_weight = _weights(len(X)), {0: 2.0, 2: 0.5}
+    reference = _model()
+    expected = reference.fit(X, y, epochs=2, batch_size=16, sample_weight=w, class_weight=class_weight, verbose=0)
+    model = _model()
+    history = model.fit(ArrayDataset(X, y, sample_weight=w), epochs=2, batch_size=16, class_weight=class_weight,
+                        verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+    assert history.history == expected.history
+    assert type(model.loss) is fnn.losses.CrossEntropy  # the plain loss is back
+    unweighted = _model()
+    unweighted.fit(ArrayDataset(X, y), epochs=2, batch_size=16, verbose=0)
+    assert not np.allclose(unweighted.params, model.params)
+
+
+def test_class_weight_and_weighted_batches_of_a_generator_train_as_the_arrays():
+    X, y = _data()
+    w, class_weight = _weights(len(X)), {1: 3.0}
+    reference = _model()
+    reference.fit(X, y, epochs=2, batch_size=10, shuffle=False, sample_weight=w, class_weight=class_weight,
+                  verbose=0)
+
+    def batches():
+        return ((X[i:i + 10], y[i:i + 10], w[i:i + 10]) for i in range(0, len(X), 10))
+
+    model = _model()
+    model.fit(batches, epochs=2, class_weight=class_weight, verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+    only_classes = _model()
+    only_classes.fit(X, y, epochs=1, batch_size=10, shuffle=False, class_weight=class_weight, verbose=0)
+    model = _model()  # a one-shot generator, weights from the labels only
+    model.fit(((X[i:i + 10], y[i:i + 10]) for i in range(0, len(X), 10)), steps_per_epoch=9,
+              class_weight=class_weight, verbose=0)
+    np.testing.assert_array_equal(model.params, only_classes.params)
+
+
+def test_validation_split_of_a_dataset_holds_out_its_last_rows_as_for_arrays(tmp_path):
+    X, y = _data()
+    w = _weights(len(X))
+    mapped = ArrayDataset.from_file(_memmap(tmp_path, X), X.dtype, X.shape, y, sample_weight=w)
+    by_arrays = _model(metrics=["f1"]).fit(X, y, epochs=2, batch_size=16, validation_split=0.3, sample_weight=w,
+                                          verbose=0)
+    by_dataset = _model(metrics=["f1"]).fit(mapped, epochs=2, batch_size=16, validation_split=0.3, verbose=0)
+    assert by_dataset.history.keys() == by_arrays.history.keys() and "val_f1" in by_dataset.history
+    for key, values in by_arrays.history.items():
+        assert by_dataset.history[key] == pytest.approx(values, rel=1e-12), key
+    with pytest.raises(ValueError, match="validation_split needs data whose last samples can be held out"):
+        _model().fit(lambda: iter([(X, y)]), validation_split=0.2, verbose=0)
+    with pytest.raises(ValueError, match=r"sample_weight=\.\.\. is for arrays.*ArrayDataset\(X, y, sample_weight=w\)"):
+        _model().fit(ArrayDataset(X, y), sample_weight=w, verbose=0)
+
+
+def test_validation_on_batches_equals_validation_on_arrays():
+    """A weighted validation set as arrays, an ArrayDataset of several blocks and a list of
+    batches: the same loss (all samples together), accuracy and metrics."""
+    X, y = _data()
+    w = _weights(len(X))
+    logs = []
+    for validation_data in ((X, y, w), ArrayDataset(X, y, sample_weight=w, block_rows=20),
+                            [(X[i:i + 25], y[i:i + 25], w[i:i + 25]) for i in range(0, len(X), 25)]):
+        model = _model(metrics=["f1", "auc"])
+        logs.append(model.fit(X, y, epochs=1, batch_size=30, validation_data=validation_data, verbose=0).history)
+    for other in logs[1:]:
+        for key in ("val_loss", "val_accuracy", "val_f1", "val_auc"):
+            assert other[key] == pytest.approx(logs[0][key], rel=1e-12), key
+
+
+def test_batches_must_all_carry_weights_or_none():
+    X, y = _data()
+    w = _weights(len(X))
+    mixed = [(X[:30], y[:30]), (X[30:60], y[30:60], w[30:60])]
+    with pytest.raises(ValueError, match="batch 1 of epoch 1 has sample weights but the first batch had none"):
+        _model().fit(mixed, verbose=0)
+    model = _model()  # weighted from the first batch on: a later batch without weights weighs 1 per sample
+    model.fit(mixed[::-1], verbose=0, shuffle=False)
+    reference = _model()
+    reference.fit(np.concatenate([X[30:60], X[:30]]), np.concatenate([y[30:60], y[:30]]), batch_size=30,
+                  shuffle=False, sample_weight=np.concatenate([w[30:60], np.ones(30)]), verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)

@@ -264,3 +264,51 @@ def test_readme_training_options_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     heading = "### Training options"
     exec(compile(python_example(heading), f"README.md {heading}", "exec"), {})
+
+
+# ------------------------------------------------------------------------------ exact resume
+class _InterruptAt(fnn.callbacks.Callback):
+    """KeyboardInterrupt at the end of batch ``batch`` of epoch ``epoch`` (once)."""
+
+    def __init__(self, epoch, batch):
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.at = None
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("data, accumulate, through_file", [("arrays", 1, False), ("arrays", 2, True),
+                                                            ("dataset", 1, True), ("dataset", 2, False)])
+def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(rng, tmp_path, data, accumulate,
+                                                                             through_file):
+    """Interrupted in the middle of epoch 2 (inside an accumulation group for accumulate=2, batch
+    5 of 8), resumed in this process or from a file: the epoch's loss and metrics (counts, sums
+    and the AUC's kept scores) are those of the run without interruption."""
+    X = rng.standard_normal((60, 3))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+    metrics = ["f1", "auc", fnn.metrics.TopKAccuracy(k=2), fnn.metrics.Recall(average="micro", name="rec")]
+
+    def fit(model, **kwargs):
+        source = (X, y) if data == "arrays" else (fnn.data.ArrayDataset(X, y, block_rows=25), None)
+        return model.fit(*source, batch_size=8, accumulate=accumulate, verbose=0, **kwargs).history
+
+    def model():
+        return fnn.Sequential([fnn.Dense(3, 3)], seed=1, dtype="float64").compile(
+            "cross_entropy", fnn.optim.Adam(lr=0.05), metrics=metrics)
+
+    expected = fit(model(), epochs=2)
+    interrupted = model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, epochs=2, callbacks=[_InterruptAt(1, 4)])
+    assert interrupted.state.cursor.epoch == 1 and 0 < interrupted.state.cursor.samples < 60
+    if through_file:
+        interrupted.save(tmp_path / "m.safetensors")
+        interrupted = fnn.load(tmp_path / "m.safetensors")
+    resumed = fit(interrupted, epochs=1)
+    assert set(resumed) == set(expected) and "auc" in resumed
+    assert {key: values[0] for key, values in resumed.items()} == {key: values[1] for key, values in expected.items()}
