@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..kernels.activations import ACTIVATION_TABLE
 from ..layers import (
     GRU,
     LSTM,
@@ -43,11 +44,15 @@ from ..layers import (
     TimeDistributed,
     TransformerEncoderBlock,
 )
-from ..layers.activation import ACTIVATION_LAYERS, GELU
+from ..layers.activation import GELU
 from ..layers.base import walk_layers
+from ..layers.registry import LAYERS
 from ._parameters import layer_parameters as _parameters
 from .torch_adapters import _adapters
 from .torch_adapters import torch_module as _torch
+
+#: activation name -> its layer class (the activation table's rows that name a layer)
+_ACTIVATION_LAYERS = {row.name: LAYERS[row.layer] for row in ACTIVATION_TABLE if row.layer}
 
 # -- fastnn -> torch ------------------------------------------------------------------------------------------
 
@@ -307,18 +312,18 @@ def _from_activation(nn, m):
     name = type(m).__name__
     if name in ("Softmax", "LogSoftmax"):
         _require(m, m.dim in (-1, None) or m.dim >= 1, "fastnn's softmax acts on the last axis; use dim=-1")
-        layer = ACTIVATION_LAYERS["softmax" if name == "Softmax" else "log_softmax"]()
+        layer = _ACTIVATION_LAYERS["softmax" if name == "Softmax" else "log_softmax"]()
         if m.dim not in (-1, None):
             layer._torch_dim = m.dim  # checked against the built shape (the last axis) in from_torch
         return layer, {}
     if name == "GELU":
         return GELU(m.approximate), {}
     if name == "LeakyReLU":
-        return ACTIVATION_LAYERS["leaky_relu"](m.negative_slope), {}
+        return _ACTIVATION_LAYERS["leaky_relu"](m.negative_slope), {}
     if name == "ELU":
-        return ACTIVATION_LAYERS["elu"](m.alpha), {}
+        return _ACTIVATION_LAYERS["elu"](m.alpha), {}
     plain = {v: k for k, v in _TORCH_ACTIVATIONS.items()}
-    return ACTIVATION_LAYERS[plain[name]](), {}
+    return _ACTIVATION_LAYERS[plain[name]](), {}
 
 
 def _from_dropout(nn, m):
