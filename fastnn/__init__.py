@@ -4,7 +4,7 @@
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)
 """
-from . import callbacks, data, diagnostics, init, losses, optim, schedules
+from . import callbacks, data, diagnostics, distributed, init, losses, optim, schedules
 from ._config import get_num_threads, set_num_threads
 from .layers import (
     ELU,
@@ -94,6 +94,7 @@ __all__ = [
     "callbacks",
     "data",
     "diagnostics",
+    "distributed",
     "get_num_threads",
     "init",
     "load",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validation as V
-from . import backend
+from . import backend, distributed
 from ._progress import EpochProgress
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
@@ -251,6 +251,11 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     batch_size, batches, n_used = batch_plan.batch_size, batch_plan.batches, batch_plan.samples
     state = model.state
     fingerprint = data_fingerprint(X, y)
+    dist = distributed.session(model)  # None unless this process is one of several MPI ranks
+    if dist is not None:
+        dist.start(X, y, batch_size, [batch_size, n_used - (batches - 1) * batch_size], shuffle, epochs, fingerprint,
+                   norm is not None)
+        user_callbacks, verbose = dist.callbacks(user_callbacks), verbose if dist.rank == 0 else 0
     if state.cursor is not None and state.cursor.data != fingerprint:
         state.cursor = None  # other data: a fresh epoch position
     history = History()
@@ -263,14 +268,17 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     was_training = model.training
     model.train()
     model.stop_training = False
+    model._step_reduce = None if dist is None else dist.reduce
     try:
         with model.training_session("fit"):
             model.reserve(batch_size)
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
                 _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                            fingerprint, None if validation_data is None else (X_val, y_val))
+                            fingerprint, None if validation_data is None else (X_val, y_val), dist)
     finally:
+        if dist is not None:
+            dist.close()
         progress.close()
         model.train(was_training)
         if feeder is not None:
@@ -280,7 +288,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
 
 
 def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder, cbs, progress, interrupt,
-                fingerprint, validation):
+                fingerprint, validation, dist=None):
     """The epochs of one fit(): batches of ``batch_size`` over the first ``n_used`` positions of
     each epoch's order (``n_used`` < len(X) only when batch norm drops a last batch of one)."""
     state = model.state
@@ -302,19 +310,20 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
                 continue
             cbs.on_batch_begin(b, {})
             interrupt.critical = True
-            plan = model.step_plan(hi - lo)
+            a, z = (lo, hi) if dist is None else dist.shard(lo, hi)  # this rank's rows of the batch
+            plan = model.step_plan(z - a)
             if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
-                xb, yb = feeder.load(plan, lo, hi, order)
+                xb, yb = feeder.load(plan, a, z, order)
             elif order is None:
-                xb, yb = X[lo:hi], y[lo:hi]
+                xb, yb = X[a:z], y[a:z]
             elif plan is not None:  # gather the batch straight into the plan's buffers
-                xb = np.take(X, order[lo:hi], axis=0, out=plan.x)
-                yb = np.take(y, order[lo:hi], axis=0, out=plan.y)
+                xb = np.take(X, order[a:z], axis=0, out=plan.x)
+                yb = np.take(y, order[a:z], axis=0, out=plan.y)
             else:
-                xb, yb = X[order[lo:hi]], y[order[lo:hi]]
-            batch_loss, out = model.run_step(xb, yb)
+                xb, yb = X[order[a:z]], y[order[a:z]]
+            batch_loss, out = model.run_step(xb, yb)  # under MPI: the loss of the global batch
             total_loss += batch_loss * (hi - lo)
-            count = model.correct_count(out, yb if plan is None else plan.y)
+            count = model.correct_count(out, yb if plan is None else plan.y) if dist is None else dist.correct
             correct = None if count is None or correct is None else correct + count
             state.cursor = Cursor(epoch, hi, total_loss, correct, fingerprint)  # the step commits here
             interrupt.critical = False
@@ -327,9 +336,13 @@ def _run_epochs(model, X, y, n_used, epochs, batch_size, batches, order, feeder,
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in model.validate(*validation).items()})
         logs["lr"] = float(model.optimizer.lr)
+        if dist is not None:  # rank 0's logs everywhere: callbacks decide alike
+            logs = dist.agree(logs)
         state.epochs_done = epoch + 1
         state.cursor = None
         progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
         cbs.on_epoch_end(epoch, logs)
+        if dist is not None:  # rank 0's decision everywhere (a callback of rank 0 only may stop)
+            dist.agree_stop()
         if model.stop_training:
             break

@@ -17,13 +17,13 @@ def data(n: int = 22, dtype=np.float64):
 def model(dtype="float64", seed: int = 3, norm: bool = False):
     """Dense, ReLU, Dropout (its masks must match one process), Dense; Adam with clipping (the
     norm must be the global one)."""
-    layers = [fnn.Dense(5, 8), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dense(8, 3)]
-    if norm:
+    layers = [fnn.Dense(5, 8, bias=not norm), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dense(8, 3)]
+    if norm:  # (a bias before it would get a gradient of pure rounding noise, which Adam amplifies)
         layers.insert(1, fnn.BatchNorm1d(8))
     net = fnn.Sequential(layers, seed=seed, dtype=dtype, input_shape=(5,))
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))
 
 
-def world(comm=None):
+def world(comm=None, sync_batchnorm: bool = False):
     """Use ``comm`` (COMM_WORLD if None) for the following fits; returns it."""
-    return fnn.distributed.init(comm, timeout=20, check_every=1)
+    return fnn.distributed.init(comm, timeout=20, check_every=1, sync_batchnorm=sync_batchnorm)
