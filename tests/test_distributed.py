@@ -19,10 +19,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mpirun(script: str, *args, ranks: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``mpiexec -n ranks python script args`` with this checkout first on the path, one thread a rank."""
+    """``mpiexec -n ranks python script args`` (a script of mpi_scripts/, or "-m" and a module) with
+    this checkout first on the path, one thread a rank."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
            "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    command = [MPIEXEC, "-n", str(ranks), sys.executable, os.path.join(SCRIPTS, script), *map(str, args)]
+    target = [script] if script == "-m" else [os.path.join(SCRIPTS, script)]
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, *target, *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -63,3 +65,25 @@ def test_a_failing_rank_ends_the_job_with_a_clear_error(how, message):
     assert message in result.stdout + result.stderr
     assert "fit finished" not in result.stdout
     assert time.monotonic() - start < 50  # ended by the fault handling, not by the test's timeout
+
+
+def test_cli_train_under_mpiexec(tmp_path):
+    """``mpiexec -n 2 python -m fastnn train`` trains as ``fastnn train`` on one process; rank 0
+    alone prints and saves."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    np.savez(tmp_path / "data.npz", X=X, y=(X[:, 0] > 0).astype(np.int64))
+    args = ["train", "--data", tmp_path / "data.npz", "--target", "y", "--hidden", "6", "--epochs", "2",
+            "--batch-size", "8", "--dtype", "float64", "--verbose", "0"]
+    two = check(mpirun("-m", "fastnn", *args, "-o", tmp_path / "two.npz"))
+    env = {**os.environ, "PYTHONPATH": ROOT, "NUMBA_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "fastnn", *map(str, args), "-o", str(tmp_path / "one.npz")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    assert two.count("test accuracy") == 1 and two.count("saved to") == 1
+    with np.load(tmp_path / "two.npz") as a, np.load(tmp_path / "one.npz") as b:
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-12, err_msg=key)
