@@ -28,6 +28,10 @@ running statistics saved are rank 0's) and dropout inside recurrent or attention
 by local position). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
 norm, before the optimizer, which is where the Allreduce goes; the norm is recomputed after it.
 
+Only ``fit`` is distributed: ``train_step``, ``predict`` and ``evaluate`` run on each rank alone;
+validation data is evaluated whole on every rank (rank 0's numbers are used). The model must be
+on the CPU.
+
 Faults: every collective of the training loop is non-blocking and polled against a deadline
 (``timeout`` seconds, default ``$FASTNN_MPI_TIMEOUT`` or 300): a rank that raised or died makes the
 others raise :class:`DistributedError` and abort the job instead of waiting forever; an uncaught
@@ -202,6 +206,9 @@ class Session:
               fingerprint: str, needs_batch_over_one: bool) -> None:
         """Check the ranks agree on model and data, then give all of them rank 0's state."""
         model = self.model
+        if model.device != "cpu":
+            raise DistributedError(f"data-parallel fit runs on the CPU only for now; the model is on {model.device!r}: "
+                                   f"model.to('cpu') first (or run one process per GPU without fastnn.distributed)")
         config = json.dumps(model.get_config(), sort_keys=True, default=str)
         mine = {"model": hashlib.blake2b(config.encode(), digest_size=8).hexdigest(),
                 "parameters": int(model.params.size), "dtype": str(model.dtype),

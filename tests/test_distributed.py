@@ -87,3 +87,28 @@ def test_cli_train_under_mpiexec(tmp_path):
         assert sorted(a) == sorted(b)
         for key in a:
             np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("rows, ranks", [(8, 2), (7, 2), (6, 4), (5, 5), (130, 3)])
+def test_shards_cover_the_batch_in_order(rows, ranks):
+    """Contiguous shards, in rank order, sizes differing by at most one."""
+    from fastnn.distributed import shard_bounds
+
+    bounds = [shard_bounds(rows, ranks, r) for r in range(ranks)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [stop - start for start, stop in bounds]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_a_single_process_is_not_distributed(monkeypatch):
+    """Without a launcher (or with FASTNN_DISTRIBUTED=0) fit trains alone: no session."""
+    import fastnn as fnn
+
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not fnn.distributed.launched()
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert fnn.distributed.launched()
+    monkeypatch.setenv("FASTNN_DISTRIBUTED", "0")
+    assert not fnn.distributed.launched()
