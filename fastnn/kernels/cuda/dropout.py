@@ -12,8 +12,8 @@ import numpy as np
 from numba import cuda
 
 from .._scalar import like
-from ..dropout import CHUNK_ROWS, keep_threshold, keep_unit, mask_bytes
-from ..rng import GOLDEN, hash_at, key64
+from ..dropout import CHUNK_ROWS, keep_threshold, keep_unit, mask_bytes, row_key
+from ..rng import hash_at, key64
 from ._common import BLOCK, blocks_for, typed
 
 
@@ -58,8 +58,7 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
 
 def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_row):
     """:func:`dropout_forward_counted` with the rows numbered from ``first_row[0]`` (host int64 (1,))."""
-    key = (int(key64(seed, stream, int(counter[0]))) + int(first_row[0]) * x.shape[1] * int(GOLDEN)) % (1 << 64)
-    _forward_keyed(x, out, mask, p, key)  # the CPU's row_key, in Python integers
+    _forward_keyed(x, out, mask, p, row_key(key64(seed, stream, int(counter[0])), int(first_row[0]), x.shape[1]))
     counter[0] += 1
 
 
