@@ -79,8 +79,8 @@ def init(comm=None, *, timeout: float | None = None, check_every: int = 0, sync_
     it raises :class:`DistributedError` and aborts the job (default ``$FASTNN_MPI_TIMEOUT``, else
     300). check_every: every that many steps, assert that the weights are bit-identical on all
     ranks (a checksum Allreduce; 0: never). sync_batchnorm: BatchNorm layers normalise with the
-    statistics of the global batch (:class:`SyncBatchNorm`). Idempotent; ``fit`` calls it when
-    :func:`launched`.
+    statistics of the global batch (:class:`SyncBatchNorm`). Call again to change them; ``fit``
+    calls it with the defaults when :func:`launched` and it was not called.
     """
     try:
         from mpi4py import MPI
@@ -106,7 +106,9 @@ def _abort_on_uncaught(previous):
         previous(kind, value, tb)
         sys.stderr.flush()
         sys.stdout.flush()
-        _World.comm.Abort(1)  # the other ranks would wait in their next collective
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(1)  # the whole job: the other ranks would wait in their next collective
 
     hook._fastnn_abort = True
     return hook
