@@ -58,7 +58,8 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
 
 def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_row):
     """:func:`dropout_forward_counted` with the rows numbered from ``first_row[0]`` (host int64 (1,))."""
-    _forward_keyed(x, out, mask, p, row_key(key64(seed, stream, int(counter[0])), int(first_row[0]), x.shape[1]))
+    key = np.uint64(key64(seed, stream, int(counter[0])))  # (a Python int on the simulator: typed back)
+    _forward_keyed(x, out, mask, p, row_key(key, int(first_row[0]), x.shape[1]))
     counter[0] += 1
 
 
