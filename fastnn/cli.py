@@ -203,7 +203,7 @@ def _train_and_report(X, y, args, task: str) -> tuple:
     else:
         model = fnn.Sequential(build_arch(arch, X.shape[1:], n_out, args.activation), seed=args.seed,
                                dtype=args.dtype, input_shape=X.shape[1:])
-    if args.verbose:
+    if args.verbose and fnn.distributed.is_main():  # under mpiexec: rank 0 prints and saves
         model.summary()
     optimizer = fnn.optim.get(args.optimizer, lr=args.lr) if args.lr is not None else fnn.optim.get(args.optimizer)
     start = time.perf_counter()
@@ -216,12 +216,15 @@ def _train_and_report(X, y, args, task: str) -> tuple:
 
 
 def cmd_demo(args) -> int:
+    from fastnn import distributed
     from fastnn.data import load_digits
 
     arch = _arch_of(args)
     X, y = load_digits(images=arch is not None)
     args.test_size = 0.2
     model, metrics, seconds = _train_and_report(X, y, args, "classification")
+    if not distributed.is_main():
+        return 0
     what = f"MLP 64-{'-'.join(map(str, args.hidden))}-10" if arch is None else \
         f"CNN {arch_text(arch)} ({model.params.size:,} parameters)"
     print(f"digits (8x8, {len(X)} images, 10 classes), {what}, {args.epochs} epochs: test accuracy {metrics['accuracy']:.4f} (held-out 20%), "
@@ -280,6 +283,7 @@ def _class_labels(y: np.ndarray) -> np.ndarray:
 
 
 def cmd_train(args) -> int:
+    from fastnn import distributed
     from fastnn.data import load_file
 
     if args.output:
@@ -299,6 +303,8 @@ def cmd_train(args) -> int:
     if arch is not None:
         X = _shape_samples(X, args, arch)
     model, metrics, seconds = _train_and_report(X, y, args, task)
+    if not distributed.is_main():
+        return 0
     print(f"{task}: " + ", ".join(f"test {k} {v:.4f}" for k, v in metrics.items()) + f", time {seconds:.2f} s")
     if args.output:
         if args.output.lower().endswith(".safetensors"):

@@ -149,6 +149,7 @@ class Sequential:
 
         self.state = TrainingState()
         self._lock = threading.RLock()
+        self._step_reduce = None  # fit under MPI: fastnn.distributed's hook between backward and optimizer
         self._trainer: int | None = None
         self._building = False
         self._stale = False
@@ -941,6 +942,8 @@ class Sequential:
                         backend.copy_into(plan.y, yb)
                     xb, yb, out = plan.x, plan.y, plan.out
                     loss, norm = plan.run()
+                if self._step_reduce is not None:  # gradients summed over the ranks: global loss and norm
+                    loss, norm = self._step_reduce(loss, norm, out, yb)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))

@@ -32,12 +32,13 @@ import numpy as np
 
 from . import _fit_options as options
 from . import _validation as V
-from . import backend, streaming
+from . import backend, distributed, streaming
 from . import losses as losses_mod
 from ._progress import EpochProgress
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
+from .layers.base import walk_layers
 from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
@@ -261,6 +262,12 @@ class ArrayBatches:
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
         self.feeder = None
+        self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The sizes of a full batch and of the epoch's last one."""
+        return [self.batch_size, self.n_used - (self.steps - 1) * self.batch_size]
 
     def epoch(self, epoch: int, start: int):
         model, X, y, order, batch_size = self.model, self.X, self.y, self.order, self.batch_size
@@ -273,6 +280,8 @@ class ArrayBatches:
             lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
             if lo >= hi:
                 continue
+            if self.shard is not None:  # this rank's rows of the global batch
+                lo, hi = self.shard(lo, hi)
             plan = model.step_plan(hi - lo)
             if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
                 yield (b, *feeder.load(plan, lo, hi, order))
@@ -328,6 +337,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
                                      class_weight=class_weight)
     model.prepare("fit")
     state = model.state
+    dist = distributed.session(model)  # None unless this process is one of several MPI ranks
+    if dist is not None:
+        _start_distributed(dist, model, source, shuffle, epochs, accumulate)
+        user_callbacks, verbose = dist.callbacks(user_callbacks), verbose if dist.rank == 0 else 0
     if state.cursor is not None and state.cursor.data != source.fingerprint:
         state.cursor = None  # other data: a fresh epoch position
     history = History()
@@ -343,13 +356,16 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     was_training = model.training
     model.train()
     model.stop_training = False
+    model._step_reduce = None if dist is None else dist.reduce
     try:
         with model.training_session("fit"):
             model.reserve(source.batch_size)
             cbs.on_train_begin({})
             with _DeferredInterrupt() as interrupt:
-                _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker)
+                _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist)
     finally:
+        if dist is not None:
+            dist.close()
         stepper.abort()
         if model.loss is not base_loss:
             model.compile(base_loss, model.optimizer)
@@ -360,10 +376,28 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     return history
 
 
-def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker):
+def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumulate: int) -> None:
+    """Check what a data-parallel fit supports, agree with the other ranks, take rank 0's state,
+    and let ``source`` hand out this rank's shard of every global batch."""
+    refused = [what for what, given in (("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
+                                        ("accumulate > 1", accumulate > 1),
+                                        ("sample_weight or class_weight", source.weighted),
+                                        ("compile(metrics=...) (loss and accuracy are reduced over the ranks)",
+                                         bool(model.metrics))) if given]
+    if refused:
+        raise distributed.DistributedError(f"data-parallel fit (fastnn.distributed) does not support {', '.join(refused)} "
+                                           f"yet; leave it out, or run one process (FASTNN_DISTRIBUTED=0)")
+    needs_batch_over_one = any(getattr(layer, "needs_batch_over_one", False) for layer in walk_layers(model.layers))
+    dist.start(source.X, source.y, source.batch_size, source.batch_sizes, shuffle, epochs, source.fingerprint,
+               needs_batch_over_one)
+    source.shard = dist.shard
+
+
+def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None):
     """The epochs of one fit(): a step per batch of ``source``, an optimizer update per group of
     ``accumulate`` batches; the position in the epoch (loss sum, correct count, metric state)
-    commits after each update."""
+    commits after each update. Under MPI (``dist``) each rank steps on its shard of the global
+    batch; the loss and the correct count are the global batch's."""
     state = model.state
     first_epoch = state.epochs_done
     track = bool(tracker.metrics)
@@ -390,11 +424,11 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             else:
                 b, xb, yb = batch
                 cbs.on_batch_begin(b, {})
-                batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)
-                m = xb.shape[0]
+                batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)  # under MPI: global loss
+                m = xb.shape[0] if dist is None else dist.batch_rows
                 total_loss += batch_loss * m
                 samples += m
-                count = model.correct_count(out, yb)
+                count = model.correct_count(out, yb) if dist is None else dist.correct
                 correct = None if count is None or correct is None else correct + count
                 if track:
                     tracker.update(out, yb, committed)
@@ -424,9 +458,13 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in validation().items()})
         logs["lr"] = float(model.optimizer.lr)
+        if dist is not None:  # rank 0's logs everywhere: callbacks decide alike
+            logs = dist.agree(logs)
         state.epochs_done = epoch + 1
         state.cursor = None
         progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
         cbs.on_epoch_end(epoch, logs)
+        if dist is not None:  # rank 0's decision everywhere (a callback of rank 0 only may stop)
+            dist.agree_stop()
         if model.stop_training:
             break

@@ -176,3 +176,17 @@ def test_counted_variants(rng):
     assert gpu_batches[0] == batches[0] == 3
     np.testing.assert_allclose(host(drm), rm, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(host(drv), rv, rtol=1e-12, atol=1e-13)
+
+
+def test_dropout_counted_from_matches_cpu():
+    """Rows numbered from first_row (fastnn.distributed's shards) give the CPU's masks on the device."""
+    x = np.random.default_rng(2).standard_normal((6, 19)).astype(np.float32)
+    first_row = np.array([11], np.int64)
+    out, mask = np.empty_like(x), np.empty((6, cpu_drop.mask_bytes(19)), np.uint8)
+    counter, gpu_counter = np.array([4], np.int64), np.array([4], np.int64)
+    cpu_drop.dropout_forward_counted_from(x, out, mask, 0.4, 1, 2, counter, first_row)
+    dout, dmask = cuda.device_array_like(out), cuda.device_array_like(mask)
+    gpu_drop.dropout_forward_counted_from(cuda.to_device(x), dout, dmask, 0.4, 1, 2, gpu_counter, first_row)
+    np.testing.assert_array_equal(dmask.copy_to_host(), mask)
+    np.testing.assert_array_equal(dout.copy_to_host(), out)
+    assert counter[0] == gpu_counter[0] == 5

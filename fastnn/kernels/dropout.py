@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks, start_of
-from .rng import hash_at, key64
+from .rng import GOLDEN, hash_at, key64
 
 #: rows per chunk of the parallel loops (elementwise: only spreads the work)
 CHUNK_ROWS = 64
@@ -62,15 +62,27 @@ def _forward_rows(x, out, mask, key, threshold, scale, r0, r1):
             out[i, j] = x[i, j] * scale if out[i, j] != zero else zero
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT)
 def dropout_forward(x, out, mask, p, seed, stream, step):
     """out = x * keep / (1 - p), keep drawn from (seed, stream, step); writes the bit mask.
 
     x, out (batch, features) float32/float64 (``out`` may not be ``x``); mask uint8
     (batch, mask_bytes(features)); 0 <= p < 1 (unchecked).
     """
+    _forward_keyed(x, out, mask, p, key64(seed, stream, step))
+
+
+@njit(**JIT_INLINE)
+def row_key(key, first_row, features):
+    """The key under which row 0 draws what row ``first_row`` draws under ``key``: element
+    ``i`` hashes ``key + (i + 1) * GOLDEN`` (kernels/rng.py), so shifting the key by
+    ``first_row * features * GOLDEN`` numbers the rows from ``first_row``."""
+    return key + np.uint64(first_row) * np.uint64(features) * GOLDEN
+
+
+@njit(**JIT_PARALLEL)
+def _forward_keyed(x, out, mask, p, key):
     m = x.shape[0]
-    key = key64(seed, stream, step)
     threshold = keep_threshold(p)
     scale = like(1.0 / (1.0 - p), x)
     if x.size < PARALLEL_MIN_ELEMENTS:
@@ -118,5 +130,15 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
     dropout_forward(x, out, mask, p, seed, stream, counter[0])
     counter[0] += 1
 
+
+@njit(**JIT)
+def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_row):
+    """:func:`dropout_forward_counted` with the rows numbered from ``first_row[0]`` (int64 (1,)):
+    a shard of a data-parallel batch (fastnn.distributed) draws the masks its rows get in the
+    whole batch; ``first_row[0] = 0`` gives :func:`dropout_forward_counted`'s masks."""
+    key = row_key(key64(seed, stream, counter[0]), first_row[0], x.shape[1])
+    _forward_keyed(x, out, mask, p, key)
+    counter[0] += 1
+
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("dropout_forward_counted", "dropout_backward", "mask_bytes")
+DEVICE_API = ("dropout_forward_counted", "dropout_forward_counted_from", "dropout_backward", "mask_bytes")

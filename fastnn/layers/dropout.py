@@ -47,6 +47,7 @@ class Dropout(Layer):
         self.p = V.check_float(p, "p", 0.0, 1.0, high_inclusive=False)
         self._seed, self._stream = 0, 0
         self._step = np.zeros(1, np.int64)  # masks drawn so far; saved so that resuming is exact
+        self.first_row = np.zeros(1, np.int64)  # global row of the batch's row 0 (fastnn.distributed sets it)
         self._workspace = None
 
     @property
@@ -81,8 +82,8 @@ class Dropout(Layer):
             return [], x
         y = self._workspace(x.shape[0], ctx.arena)["y"]
         mask = self._masks(x.shape[0], ctx.arena)["mask"]
-        args = (flat_rows(x), flat_rows(y), mask, self.p, self._seed, self._stream, self._step)
-        return [(self.K.dropout_forward_counted, args)], y
+        args = (flat_rows(x), flat_rows(y), mask, self.p, self._seed, self._stream, self._step, self.first_row)
+        return [(self.K.dropout_forward_counted_from, args)], y
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         if ctx.identity:

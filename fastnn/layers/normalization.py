@@ -115,6 +115,8 @@ class BatchNorm1d(_Normalization):
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
         self._positions = 1
+        self._sync = None  # fastnn.distributed.SyncBatchNorm while a fit synchronises the batch statistics (private:
+        # a public attribute set would mark the model stale and rebuild the layer)
 
     @property
     def needs_batch_over_one(self) -> bool:
@@ -171,6 +173,9 @@ class BatchNorm1d(_Normalization):
         if not ctx.batch_stats:
             return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var,
                                                      y, self.eps, self.affine))]
+        ctx.synced = ctx.training and self._sync is not None
+        if ctx.synced:  # statistics of the global batch of all MPI ranks
+            return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
         if x.shape[0] < 2:
             raise ValueError(f"{self!r} needs more than 1 value per channel in training (the batch variance "
                              f"of one value is 0), got batch size {x.shape[0]}; use a larger batch_size, "
@@ -194,6 +199,8 @@ class BatchNorm1d(_Normalization):
         return calls, ws["grad_x"]
 
     def _row_backward(self, grad_y, grad_x, x_hat, ctx) -> list:
+        if getattr(ctx, "synced", False):
+            return self._sync.backward_calls(self, grad_y, grad_x, x_hat, self._stats(1, ctx.arena))
         if ctx.batch_stats:
             args: tuple = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
                     self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)

@@ -121,3 +121,20 @@ def test_matches_torch_statistics():
     # different generators: same scale of kept units, kept fractions within tolerance of each other
     assert set(np.unique(out)) == set(np.unique(t)) == {np.float32(0), np.float32(1 / 0.8)}
     assert abs((out != 0).mean() - (t != 0).mean()) < 0.01
+
+
+@pytest.mark.parametrize("shape, first_row", [((9, 13), 5), ((300, 301), 123)])  # serial and parallel paths
+def test_counted_from_draws_the_rows_of_the_whole_batch(shape, first_row):
+    """A shard of rows [first_row, first_row + m) of a batch gets the masks those rows get in the
+    whole batch (fastnn.distributed's ranks together equal one process), and advances the counter."""
+    from fastnn.kernels.dropout import dropout_forward_counted_from
+
+    x = np.random.default_rng(1).standard_normal(shape)
+    whole, whole_mask = _forward(x, 0.4, seed=3, stream=2, step=7)
+    part = x[first_row:]
+    out, mask = np.empty_like(part), np.empty((part.shape[0], mask_bytes(shape[1])), np.uint8)
+    counter = np.array([7], np.int64)
+    dropout_forward_counted_from(part, out, mask, 0.4, 3, 2, counter, np.array([first_row], np.int64))
+    np.testing.assert_array_equal(mask, whole_mask[first_row:])
+    np.testing.assert_array_equal(out, whole[first_row:])
+    assert counter[0] == 8

@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .._scalar import like
-from ..dropout import CHUNK_ROWS, keep_threshold, keep_unit, mask_bytes
+from ..dropout import CHUNK_ROWS, keep_threshold, keep_unit, mask_bytes, row_key
 from ..rng import hash_at, key64
 from ._common import BLOCK, blocks_for, typed
 
@@ -36,11 +36,14 @@ def _forward(x, out, mask, key, threshold, scale):
         mask[i, b] = byte
 
 
+def _forward_keyed(x, out, mask, p, key):
+    _forward[blocks_for(mask.size), BLOCK](x, out, mask, np.uint64(key), np.uint64(keep_threshold(p)),
+                                           typed(1.0 / (1.0 - p), x))
+
+
 def dropout_forward(x, out, mask, p, seed, stream, step):
     """out = x * keep / (1 - p) on the device, keep drawn from (seed, stream, step); writes the mask."""
-    key = np.uint64(key64(seed, stream, step))
-    threshold = np.uint64(keep_threshold(p))
-    _forward[blocks_for(mask.size), BLOCK](x, out, mask, key, threshold, typed(1.0 / (1.0 - p), x))
+    _forward_keyed(x, out, mask, p, key64(seed, stream, step))
 
 
 def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
@@ -50,6 +53,13 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
     and write is a synchronising copy).
     """
     dropout_forward(x, out, mask, p, seed, stream, int(counter[0]))
+    counter[0] += 1
+
+
+def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_row):
+    """:func:`dropout_forward_counted` with the rows numbered from ``first_row[0]`` (host int64 (1,))."""
+    key = np.uint64(key64(seed, stream, int(counter[0])))  # (a Python int on the simulator: typed back)
+    _forward_keyed(x, out, mask, p, row_key(key, int(first_row[0]), x.shape[1]))
     counter[0] += 1
 
 
@@ -69,4 +79,5 @@ def dropout_backward(grad_out, mask, grad_in, p):
     _backward[blocks_for(grad_out.size), BLOCK](grad_out, mask, grad_in, typed(1.0 / (1.0 - p), grad_out))
 
 
-__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "mask_bytes"]
+__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "dropout_forward_counted_from",
+           "mask_bytes"]

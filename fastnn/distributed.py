@@ -1,0 +1,387 @@
+"""Synchronous data-parallel training over MPI (extra ``distributed``: mpi4py + mpich).
+
+Launch the same script on N processes (``mpiexec -n N python train.py``; on several hosts with a
+hostfile or ``srun``, README "Training on several processes"). ``fit`` notices the launch (or
+call :func:`init` first) and then, on every rank:
+
+* at the start of each ``fit``, checks that every rank has the same model, data (shapes and a
+  fingerprint), batch size and epochs, and gives every rank rank 0's weights, buffers, optimizer
+  state and training state (so a checkpoint read on rank 0 only is enough);
+* each epoch shuffles with the same seeded order (it depends on the seed and the epoch only),
+  cuts every global batch of ``batch_size`` rows into N contiguous shards (sizes differ by at most
+  one row) and trains each rank on its shard; Dropout numbers its rows by their position in the
+  global batch, so the masks are those of one process;
+* after the backward pass, scales the local gradient by ``shard rows / batch rows`` (mean losses)
+  and sums it over the ranks with one in-place Allreduce of the flat gradient buffer, together
+  with a small Allreduce of (loss, correct count); the gradient norm (clipping, divergence
+  check) is then computed from the summed gradient and the optimizer runs unchanged on every
+  rank, so the weights stay identical (``check_every``: assert it with a checksum);
+* only rank 0 prints progress and runs the callbacks that write (ModelCheckpoint, CSVLogger,
+  TensorBoard, or any callback with ``main_process_only = True``); the others run the rest on the
+  same epoch logs (rank 0's, broadcast), so EarlyStopping and schedules decide alike.
+
+So N ranks with global batch B train as one process with batch B (float64: equal to rounding;
+float32: to float32 rounding), and two runs with the same N are bit-identical. Checkpoints hold
+global state only, so they resume on any number of ranks. Not equal to one process: BatchNorm
+(each rank normalises with its own shard's statistics, like torch DDP without SyncBatchNorm; the
+running statistics saved are rank 0's) and dropout inside recurrent or attention layers (masks
+by local position). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
+norm, before the optimizer, which is where the Allreduce goes; the norm is recomputed after it.
+
+Only ``fit`` is distributed: ``train_step``, ``predict`` and ``evaluate`` run on each rank alone;
+validation data is evaluated whole on every rank (rank 0's numbers are used). The model must be
+on the CPU.
+
+Faults: every collective of the training loop is non-blocking and polled against a deadline
+(``timeout`` seconds, default ``$FASTNN_MPI_TIMEOUT`` or 300): a rank that raised or died makes the
+others raise :class:`DistributedError` and abort the job instead of waiting forever; an uncaught
+exception on any rank aborts the whole job at once (``MPI.COMM_WORLD.Abort``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import backend
+from .layers.base import walk_layers
+
+_LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+_DEFAULT_TIMEOUT = 300.0
+
+
+class DistributedError(RuntimeError):
+    """The ranks of a data-parallel run disagree, or one stopped answering."""
+
+
+class _World:
+    comm = None
+    timeout = _DEFAULT_TIMEOUT
+    check_every = 0
+    sync_batchnorm = False
+
+
+def launched() -> bool:
+    """True when this process was started by an MPI launcher with more than one rank."""
+    if os.environ.get("FASTNN_DISTRIBUTED", "").strip() == "0":
+        return False
+    return any(int(os.environ.get(name, "1") or 1) > 1 for name in _LAUNCH_SIZE_VARIABLES)
+
+
+def init(comm=None, *, timeout: float | None = None, check_every: int = 0, sync_batchnorm: bool = False):
+    """Join the data-parallel group (``MPI.COMM_WORLD`` unless ``comm``); returns the communicator.
+
+    timeout: seconds a rank waits for the others at any collective of the training loop before
+    it raises :class:`DistributedError` and aborts the job (default ``$FASTNN_MPI_TIMEOUT``, else
+    300). check_every: every that many steps, assert that the weights are bit-identical on all
+    ranks (a checksum Allreduce; 0: never). sync_batchnorm: BatchNorm layers normalise with the
+    statistics of the global batch (:class:`SyncBatchNorm`). Call again to change them; ``fit``
+    calls it with the defaults when :func:`launched` and it was not called.
+    """
+    try:
+        from mpi4py import MPI
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("fastnn.distributed needs mpi4py and an MPI library: pip install 'fastnn[distributed]' "
+                          "(mpi4py and the mpich wheel)") from error
+    if timeout is None:
+        timeout = float(os.environ.get("FASTNN_MPI_TIMEOUT", _DEFAULT_TIMEOUT))
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_every = int(check_every)
+    if check_every < 0:
+        raise ValueError(f"check_every must be >= 0 (0: no weight checks), got {check_every!r}")
+    _World.comm = comm if comm is not None else MPI.COMM_WORLD
+    _World.timeout, _World.check_every, _World.sync_batchnorm = float(timeout), check_every, bool(sync_batchnorm)
+    if _World.comm.Get_size() > 1 and not getattr(sys.excepthook, "_fastnn_abort", False):
+        sys.excepthook = _abort_on_uncaught(sys.excepthook)
+    return _World.comm
+
+
+def _abort_on_uncaught(previous):
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(1)  # the whole job: the other ranks would wait in their next collective
+
+    hook._fastnn_abort = True
+    return hook
+
+
+def active():
+    """The communicator of a multi-rank run (initialising it when launched), else None."""
+    if _World.comm is None and launched():
+        init()
+    comm = _World.comm
+    return comm if comm is not None and comm.Get_size() > 1 else None
+
+
+def rank() -> int:
+    """This process's rank (0 when not distributed)."""
+    comm = active()
+    return 0 if comm is None else comm.Get_rank()
+
+
+def world_size() -> int:
+    """Number of ranks (1 when not distributed)."""
+    comm = active()
+    return 1 if comm is None else comm.Get_size()
+
+
+def is_main() -> bool:
+    """True on rank 0, the rank that prints, logs and checkpoints."""
+    return rank() == 0
+
+
+def shard_bounds(rows: int, ranks: int, index: int) -> tuple[int, int]:
+    """[start, stop) of shard ``index`` of ``rows`` rows cut into ``ranks`` contiguous shards whose
+    sizes differ by at most one (the first ``rows % ranks`` shards have the extra row)."""
+    base, extra = divmod(rows, ranks)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+def wait(requests, what: str, timeout: float | None = None) -> None:
+    """Wait for MPI requests, polling; :class:`DistributedError` after ``timeout`` seconds."""
+    from mpi4py import MPI
+
+    deadline = time.monotonic() + (_World.timeout if timeout is None else timeout)
+    spins = 0
+    while not MPI.Request.Testall(requests):
+        spins += 1
+        if spins > 2000:  # past the first ~ms: stop burning the core the other ranks may need
+            time.sleep(0.0002)
+            if time.monotonic() > deadline:
+                comm = _World.comm
+                raise DistributedError(
+                    f"rank {comm.Get_rank()} of {comm.Get_size()}: no answer from the other ranks within "
+                    f"{_World.timeout:g} s during {what}; a rank raised an error or died (see its output). "
+                    f"Raise the limit with fastnn.distributed.init(timeout=...) or FASTNN_MPI_TIMEOUT if "
+                    f"ranks legitimately take longer (a long validation on slow hosts)")
+
+
+def _agree_object(comm, value, what: str):
+    """Rank 0's ``value`` on every rank (pickled broadcast), guarded by a polled barrier."""
+    wait([comm.Ibarrier()], what)
+    return comm.bcast(value, root=0)
+
+
+def _digest(array) -> str:
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(backend.to_host(array))), digest_size=16).hexdigest()
+
+
+def _writes(callback) -> bool:
+    """True for callbacks that write files (run on rank 0 only)."""
+    flag = getattr(callback, "main_process_only", None)
+    if flag is not None:
+        return bool(flag)
+    from .callbacks import CSVLogger, ModelCheckpoint
+
+    return isinstance(callback, (CSVLogger, ModelCheckpoint)) or type(callback).__name__ == "TensorBoard"
+
+
+class Session:
+    """One ``fit`` of a model on the ranks of ``comm`` (made by :func:`session`)."""
+
+    def __init__(self, comm, model):
+        from mpi4py import MPI
+
+        self.comm, self.model, self.MPI = comm, model, MPI
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.first_rows = [layer.first_row for layer in walk_layers(model.layers)
+                           if isinstance(getattr(layer, "first_row", None), np.ndarray)]
+        self.norms = [layer for layer in walk_layers(model.layers) if hasattr(layer, "_sync")]
+        self.batch_rows = 0
+        self.shard_rows = 0
+        self.correct: int | None = None
+        self.scalars = np.zeros(3, np.float64)
+        self.steps = 0
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, X, y, batch_size: int, batch_sizes: list[int], shuffle: bool, epochs: int,
+              fingerprint: str, needs_batch_over_one: bool) -> None:
+        """Check the ranks agree on model and data, then give all of them rank 0's state."""
+        model = self.model
+        if model.device != "cpu":
+            raise DistributedError(f"data-parallel fit runs on the CPU only for now; the model is on {model.device!r}: "
+                                   f"model.to('cpu') first (or run one process per GPU without fastnn.distributed)")
+        config = json.dumps(model.get_config(), sort_keys=True, default=str)
+        mine = {"model": hashlib.blake2b(config.encode(), digest_size=8).hexdigest(),
+                "parameters": int(model.params.size), "dtype": str(model.dtype),
+                "data": f"X {tuple(X.shape)} {X.dtype}, y {tuple(y.shape)} {y.dtype}", "data values": fingerprint,
+                "batch_size": batch_size, "shuffle": shuffle, "epochs": epochs,
+                "optimizer": type(model.optimizer).__name__, "loss": type(model.loss).__name__}
+        wait([self.comm.Ibarrier()], "the start of fit (every rank must call fit)")
+        everyone = self.comm.allgather(mine)
+        for key in mine:
+            values = [entry[key] for entry in everyone]
+            if any(v != values[0] for v in values):
+                listing = "; ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+                raise DistributedError(f"the ranks disagree on the {key} ({listing}); every rank must build the "
+                                       f"same model and fit it on the same data with the same arguments (each "
+                                       f"rank takes its shard of every batch itself)")
+        smallest = min(batch_sizes)
+        need = 2 if needs_batch_over_one and not (_World.sync_batchnorm and self.norms) else 1
+        if smallest < need * self.size:
+            raise DistributedError(
+                f"a batch of {smallest} rows cannot be cut into {self.size} shards of at least {need} row(s) "
+                f"(batch_size={batch_size}, {X.shape[0]} samples); use batch_size >= {need * self.size} and a "
+                f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks")
+        record = self.comm.bcast(model.snapshot() if self.rank == 0 else None, root=0)
+        if self.rank != 0:
+            model.restore(record)
+        if _World.sync_batchnorm and self.norms:
+            sync = SyncBatchNorm(self)
+            for layer in self.norms:
+                layer._sync = sync
+            model._plans.clear()  # rebuilt with the synchronised calls
+
+    def close(self) -> None:
+        """End of fit: the model trains on its own again."""
+        self.model._step_reduce = None
+        if any(layer._sync is not None for layer in self.norms):
+            for layer in self.norms:
+                layer._sync = None
+            self.model._plans.clear()
+
+    def callbacks(self, callbacks: list) -> list:
+        """The callbacks this rank runs: all on rank 0, those that do not write on the others."""
+        return list(callbacks) if self.rank == 0 else [cb for cb in callbacks if not _writes(cb)]
+
+    # -- steps ---------------------------------------------------------------------------------
+    def shard(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's rows [a, b) of the global batch [lo, hi) of the epoch's order."""
+        start, stop = shard_bounds(hi - lo, self.size, self.rank)
+        for first_row in self.first_rows:
+            first_row[0] = start
+        self.batch_rows, self.shard_rows = hi - lo, stop - start
+        return lo + start, lo + stop
+
+    def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
+        """The step's hook between backward and optimizer (``Sequential.run_step``): sums the
+        gradient over the ranks (as the mean over the global batch), returns (global loss,
+        global gradient norm) and keeps the global correct count in ``self.correct``."""
+        model = self.model
+        mean = getattr(model.loss, "reduction", "mean") == "mean"
+        weight = self.shard_rows / self.batch_rows if mean else 1.0
+        grads = model.grads
+        if weight != 1.0:
+            np.multiply(grads, grads.dtype.type(weight), out=grads)
+        count = model.correct_count(out, target)
+        self.scalars[:] = (loss * weight, 0 if count is None else count, 0.0)
+        if _World.check_every and self.steps % _World.check_every == 0:
+            self.check_weights()
+        MPI = self.MPI
+        wait([self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM),
+              self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM)], f"step {self.steps + 1}'s Allreduce")
+        self.steps += 1
+        self.correct = None if count is None else int(round(self.scalars[1]))
+        norm = backend.kernels(model.device).grad_global_norm(grads, model._norm_partials)
+        return float(self.scalars[0]), float(norm)
+
+    def check_weights(self) -> None:
+        """DistributedError unless every rank holds bit-identical weights."""
+        wait([self.comm.Ibarrier()], f"the weight check before step {self.steps + 1}")
+        digests = self.comm.allgather(_digest(self.model.params))
+        if any(d != digests[0] for d in digests):
+            different = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise DistributedError(f"the weights differ across ranks before step {self.steps + 1} (ranks {different} "
+                                   f"differ from rank 0); a rank changed its model outside fit, or the MPI "
+                                   f"library's Allreduce is not reproducible across ranks")
+
+    # -- epoch end -----------------------------------------------------------------------------
+    def agree(self, logs: dict) -> dict:
+        """Rank 0's epoch logs on every rank (validation ran on each; this rules out ulp-level
+        differences between hosts deciding differently)."""
+        return _agree_object(self.comm, logs if self.rank == 0 else None, "the end of the epoch")
+
+    def agree_stop(self) -> None:
+        """Rank 0's ``stop_training`` on every rank, after the epoch's callbacks."""
+        self.model.stop_training = _agree_object(self.comm, self.model.stop_training if self.rank == 0 else None,
+                                                  "the epoch's stop decision")
+
+
+class SyncBatchNorm:
+    """Batch statistics over the global batch for the BatchNorm layers of a fit under
+    ``init(sync_batchnorm=True)`` (torch.nn.SyncBatchNorm's semantics): the mean and variance of
+    each channel are those of all ranks' rows together, the running statistics are updated with
+    them (identical on every rank), and the backward sums the two per-channel gradient sums over
+    the ranks, so N ranks equal one process with BatchNorm too. Cost per layer and step: two
+    small Allreduces (C + 1 and C values) in the forward and one (2C) in the backward; the step
+    then runs unfused (these calls are NumPy, float64 sums).
+    """
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.rows = 0.0  # rows of the global batch at the last forward (batch rows * positions)
+
+    def _sum(self, values: np.ndarray, what: str) -> np.ndarray:
+        MPI = self.session.MPI
+        wait([self.session.comm.Iallreduce(MPI.IN_PLACE, values, MPI.SUM)], what)
+        return values
+
+    def forward_calls(self, layer, x, y, x_hat, stats) -> list:
+        return [(self._forward, (layer, x, y, x_hat, stats["mean"][0], stats["inv_std"][0]))]
+
+    def backward_calls(self, layer, grad_y, grad_x, x_hat, stats) -> list:
+        return [(self._backward, (layer, grad_y, grad_x, x_hat, stats["inv_std"][0]))]
+
+    def _forward(self, layer, x, y, x_hat, mean, inv_std) -> None:
+        """x (rows, C) -> y, x_hat; mean, inv_std (C,) of the global batch."""
+        c = x.shape[1]
+        first = np.empty(c + 1)
+        first[:c] = x.sum(axis=0, dtype=np.float64)
+        first[c] = x.shape[0]
+        self._sum(first, "SyncBatchNorm's mean")
+        self.rows = n = first[c]
+        mu = first[:c] / n
+        centred = x - mu
+        var = self._sum(np.einsum("ij,ij->j", centred, centred), "SyncBatchNorm's variance") / n
+        inv = 1.0 / np.sqrt(var + layer.eps)
+        np.multiply(centred, inv, out=x_hat, casting="same_kind")
+        if layer.affine:
+            np.multiply(x_hat, layer.weight, out=y)
+            y += layer.bias
+        else:
+            y[...] = x_hat
+        mean[...], inv_std[...] = mu, inv
+        if layer.track_running_stats:
+            layer.num_batches_tracked[0] += 1
+            momentum = layer.momentum if layer.momentum is not None else 1.0 / layer.num_batches_tracked[0]
+            layer.running_mean[...] = (1 - momentum) * layer.running_mean + momentum * mu
+            layer.running_var[...] = (1 - momentum) * layer.running_var + momentum * var * (n / max(n - 1, 1))
+
+    def _backward(self, layer, grad_y, grad_x, x_hat, inv_std) -> None:
+        """grad_x from grad_y (rows, C) with the global sums; the local parameter gradients.
+
+        Gradients here are of the rank's own mean loss (``Session.reduce`` weighs them by
+        ``w = shard rows / batch rows`` later), so the sums are weighed by ``w`` before they are
+        added and grad_x is ``gamma * inv_std * (g - (sum g + x_hat * sum(g * x_hat)) / (N * w))``.
+        """
+        c = grad_y.shape[1]
+        s = self.session
+        weight = s.shard_rows / s.batch_rows if getattr(s.model.loss, "reduction", "mean") == "mean" else 1.0
+        sums = np.empty(2 * c)
+        sums[:c] = grad_y.sum(axis=0, dtype=np.float64)
+        sums[c:] = np.einsum("ij,ij->j", grad_y, x_hat, dtype=np.float64)
+        if layer.affine:
+            layer.grad_bias[...], layer.grad_weight[...] = sums[:c], sums[c:]
+        self._sum(np.multiply(sums, weight, out=sums), "SyncBatchNorm's backward")
+        scale = inv_std * (layer.weight if layer.affine else 1.0)
+        grad_x[...] = scale * (grad_y - (sums[:c] + x_hat * sums[c:]) / (self.rows * weight))
+
+
+def session(model) -> Session | None:
+    """A :class:`Session` for ``fit`` when this process is one of several ranks, else None."""
+    comm = active()
+    return None if comm is None else Session(comm, model)
+
+
+__all__ = ["DistributedError", "Session", "SyncBatchNorm", "active", "init", "is_main", "launched", "rank", "session",
+           "shard_bounds", "wait", "world_size"]

@@ -1,0 +1,29 @@
+"""Shared pieces of the scripts that tests/test_distributed.py runs under ``mpiexec``."""
+from __future__ import annotations
+
+import numpy as np
+
+import fastnn as fnn
+
+
+def data(n: int = 22, dtype=np.float64):
+    """Three classes in 5 features: 22 rows give batches of 8, 8 and a ragged 6 (shards 3 + 3)."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((n, 5)).astype(dtype)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.5)
+    return X, y
+
+
+def model(dtype="float64", seed: int = 3, norm: bool = False):
+    """Dense, ReLU, Dropout (its masks must match one process), Dense; Adam with clipping (the
+    norm must be the global one)."""
+    layers = [fnn.Dense(5, 8, bias=not norm), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dense(8, 3)]
+    if norm:  # (a bias before it would get a gradient of pure rounding noise, which Adam amplifies)
+        layers.insert(1, fnn.BatchNorm1d(8))
+    net = fnn.Sequential(layers, seed=seed, dtype=dtype, input_shape=(5,))
+    return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))
+
+
+def world(comm=None, sync_batchnorm: bool = False):
+    """Use ``comm`` (COMM_WORLD if None) for the following fits; returns it."""
+    return fnn.distributed.init(comm, timeout=20, check_every=1, sync_batchnorm=sync_batchnorm)

@@ -1,0 +1,129 @@
+"""fastnn.distributed on loopback: scripts under tests/mpi_scripts run with ``mpiexec -n 2``."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec") or os.path.join(os.path.dirname(sys.executable), "mpiexec")
+if not os.path.exists(MPIEXEC):
+    pytest.skip("no mpiexec (pip install mpich)", allow_module_level=True)
+
+SCRIPTS = os.path.join(os.path.dirname(__file__), "mpi_scripts")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mpirun(script: str, *args, ranks: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``mpiexec -n ranks python script args`` (a script of mpi_scripts/, or "-m" and a module) with
+    this checkout first on the path, one thread a rank."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+           "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    target = [script] if script == "-m" else [os.path.join(SCRIPTS, script)]
+    command = [MPIEXEC, "-n", str(ranks), sys.executable, *target, *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_once():
+    """Compile the scripts' kernels here, in one process, before any mpiexec: ranks that compile
+    the same kernels at once can corrupt the Numba cache they share (an index written by one
+    process beside code written by the other: a segfault later)."""
+    sys.path.insert(0, SCRIPTS)
+    try:
+        from _common import data, model
+    finally:
+        sys.path.remove(SCRIPTS)
+    for dtype, norm in (("float64", True), ("float64", False), ("float32", False)):
+        X, y = data(dtype=dtype)
+        model(dtype, norm=norm).fit(X, y, epochs=1, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
+
+
+def check(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("dtype, sync", [("float64", "sync"), ("float32", "")])
+def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
+    """Weights, buffers, losses, accuracies, validation metrics and EarlyStopping of 2 ranks equal
+    one process with the same global batch (Dropout masks, a ragged last batch, and in float64
+    SyncBatchNorm included; float64 to 1e-11); two runs are bit-identical; only rank 0 prints and
+    writes its CSV log. (Without BatchNorm in float64: test_resume_across_world_sizes.)"""
+    result = mpirun("equal.py", tmp_path, dtype, sync)
+    assert check(result).count("ok") == 2
+    assert (result.stdout + result.stderr).count("Epoch 1/4") == 3  # rank 0's two distributed fits and its one-process reference
+
+
+def test_resume_across_world_sizes(tmp_path):
+    """A fit interrupted mid-epoch on 2 ranks resumes on 1 process, and one interrupted on 1
+    process resumes on 2 ranks (rank 1 starting from a fresh model), each equal to the
+    uninterrupted one-process fit."""
+    assert check(mpirun("resume.py", tmp_path)).count("ok") == 2
+
+
+@pytest.mark.parametrize("how, message", [
+    ("raise", "ValueError: rank fault injected"),  # an uncaught error on one rank aborts the job at once
+    ("kill", "Killed"),  # the launcher ends the job when a rank dies
+    ("hang", "no answer from the other ranks within 3 s during the weight check before step 3"),  # deadline
+    ("data", "the ranks disagree on the data (rank 0: X (22, 5) float64, y (22,) int64; rank 1: X (21, 5)"),
+    ("diverge", "the weights differ across ranks before step 3 (ranks [1] differ from rank 0)"),  # check_every=2
+])
+def test_a_failing_rank_ends_the_job_with_a_clear_error(how, message):
+    start = time.monotonic()
+    result = mpirun("fault.py", how, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "fit finished" not in result.stdout
+    assert time.monotonic() - start < 50  # ended by the fault handling, not by the test's timeout
+
+
+def test_cli_train_under_mpiexec(tmp_path):
+    """``mpiexec -n 2 python -m fastnn train`` trains as ``fastnn train`` on one process; rank 0
+    alone prints and saves."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    np.savez(tmp_path / "data.npz", X=X, y=(X[:, 0] > 0).astype(np.int64))
+    args = ["train", "--data", tmp_path / "data.npz", "--target", "y", "--hidden", "6", "--epochs", "2",
+            "--batch-size", "8", "--dtype", "float64", "--verbose", "0"]
+    env = {**os.environ, "PYTHONPATH": ROOT, "NUMBA_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "fastnn", *map(str, args), "-o", str(tmp_path / "one.npz")], env=env,
+                         capture_output=True, text=True, timeout=120)  # first: it compiles what the ranks need
+    assert one.returncode == 0, one.stderr
+    two = check(mpirun("-m", "fastnn", *args, "-o", tmp_path / "two.npz"))
+    assert two.count("test accuracy") == 1 and two.count("saved to") == 1
+    with np.load(tmp_path / "two.npz") as a, np.load(tmp_path / "one.npz") as b:
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("rows, ranks", [(8, 2), (7, 2), (6, 4), (5, 5), (130, 3)])
+def test_shards_cover_the_batch_in_order(rows, ranks):
+    """Contiguous shards, in rank order, sizes differing by at most one."""
+    from fastnn.distributed import shard_bounds
+
+    bounds = [shard_bounds(rows, ranks, r) for r in range(ranks)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [stop - start for start, stop in bounds]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_a_single_process_is_not_distributed(monkeypatch):
+    """Without a launcher (or with FASTNN_DISTRIBUTED=0) fit trains alone: no session."""
+    import fastnn as fnn
+
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not fnn.distributed.launched()
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert fnn.distributed.launched()
+    monkeypatch.setenv("FASTNN_DISTRIBUTED", "0")
+    assert not fnn.distributed.launched()
