@@ -25,7 +25,10 @@ MODULES = [
     ("fastnn.diagnostics", "fastnn.diagnostics"),
     ("fastnn.plot", "fastnn.plot"),
     ("fastnn.tensorboard", "fastnn.tensorboard"),
+    ("fastnn.metrics", "fastnn.metrics"),
+    ("fastnn.datasets", "fastnn.datasets"),
     ("fastnn.sklearn", "fastnn.sklearn"),
+    ("fastnn.distributed", "fastnn.distributed"),
     ("fastnn.backend", "fastnn.backend"),
 ]
 
@@ -77,6 +80,9 @@ PROSE_DOCSTRINGS = [
     r"^fastnn\.data\b",
     r"^fastnn\.losses\b",
     r"^fastnn\._config\b",
+    r"^fastnn\.metrics\b",
+    r"^fastnn\.datasets\b",
+    r"^fastnn\.distributed\b",
 ]
 
 #: numpydoc checks every documented name must pass: GL08 a docstring, PR01/PR02 every parameter

@@ -408,12 +408,45 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
 
 
 def export_onnx(model, path, *, opset: int = DEFAULT_OPSET):
-    """Write ``model`` (a built :class:`fastnn.Sequential`) to ``path`` as ONNX (opset >= 17; see
-    the module doc for what the graph computes); returns the ``onnx.ModelProto``.
+    """Write ``model`` to ``path`` as an ONNX graph of its evaluation-mode forward pass.
 
-    Example: ``model.export_onnx("model.onnx")``, then
-    ``onnxruntime.InferenceSession("model.onnx").run(None, {"input": X.astype("float32")})[0]``
-    equals ``model.predict(X)`` (float32 rounding aside) for any batch size.
+    The graph has one input ``"input"`` (batch, *input_shape) with a dynamic batch axis, float32
+    (int64 indices for an Embedding model); float64 models are exported as float32 (onnxruntime's
+    CPU convolution and recurrent kernels are float32 only). Dropout is the identity, batch norm
+    uses its running statistics. See this module's docstring for each layer's operators.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        A built model (any device).
+    path : str or os.PathLike
+        The file to write (atomically: a failed export leaves no file).
+    opset : int, default 17
+        ONNX opset version, at least 17.
+
+    Returns
+    -------
+    onnx.ModelProto
+        The exported model, as written.
+
+    Raises
+    ------
+    NotImplementedError
+        For a layer that has no faithful ONNX form (a user-defined layer), naming it.
+    ValueError
+        For an unbuilt model or an opset below 17.
+
+    Examples
+    --------
+    >>> import fastnn as fnn, numpy as np, tempfile, os
+    >>> model = fnn.Sequential([fnn.Dense(4, 3, activation="relu"), fnn.Dense(3, 2)], seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+    >>> proto = fnn.export_onnx(model, path)  # doctest: +SKIP
+    >>> import onnxruntime  # doctest: +SKIP
+    >>> x = np.ones((5, 4), np.float32)
+    >>> out = onnxruntime.InferenceSession(path).run(None, {"input": x})[0]  # doctest: +SKIP
+    >>> np.allclose(out, model.predict(x), rtol=1e-5, atol=1e-6)  # doctest: +SKIP
+    True
     """
     from ..io import atomic_write
 

@@ -521,10 +521,43 @@ def _layers_from(nn, modules) -> tuple[list, list]:
 
 
 def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
-    """An equal fastnn :class:`~fastnn.Sequential` of ``module`` (an ``nn.Sequential``, or one
-    supported module), weights and running statistics copied, in the module's mode. ``dtype``:
-    "float32" or "float64"; by default float64 when the module's tensors are, else float32.
-    ``input_shape`` (per sample) is needed unless the first module fixes it (``nn.Linear``)."""
+    """An equal fastnn model of a PyTorch module: layers built, weights and running statistics copied.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        An ``nn.Sequential`` (nested ones are unrolled) or one module, of supported kinds:
+        Linear, the activations, Dropout, BatchNorm1d/2d, LayerNorm, Conv1d/2d, pools, Flatten,
+        Embedding, TransformerEncoderLayer (batch_first), and :mod:`fastnn.interop.torch_adapters`
+        (``Recurrent`` around nn.LSTM/GRU/RNN with batch_first=True, ``SelfAttention``, ...).
+    input_shape : tuple of int, optional
+        The per-sample input shape, e.g. (1, 28, 28); needed unless the first module fixes it
+        (``nn.Linear``).
+    dtype : {"float32", "float64"}, optional
+        Default: float64 when the module's tensors are, else float32.
+    seed : int, default 0
+        The fastnn model's seed (dropout masks, shuffling).
+
+    Returns
+    -------
+    fastnn.Sequential
+        In the module's mode (train or eval); its outputs equal the module's.
+
+    Raises
+    ------
+    NotImplementedError
+        For a module or option fastnn cannot reproduce exactly, naming it.
+    ValueError
+        When ``input_shape`` is needed and missing.
+
+    Examples
+    --------
+    >>> import torch, fastnn as fnn  # doctest: +SKIP
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))  # doctest: +SKIP
+    >>> model = fnn.from_torch(net)  # doctest: +SKIP
+    >>> model.output_shape  # doctest: +SKIP
+    (2,)
+    """
     torch = _torch()
     from ..model import Sequential
 
