@@ -229,17 +229,31 @@ def _load(source: str) -> Callable:
         return fn
 
 
+def rebindable(calls: Sequence[Call], root: np.ndarray) -> bool:
+    """Whether ``root`` (an array that is its own base) reaches ``calls`` only through C-contiguous
+    views (then :class:`CallRunner`'s ``slots`` can swap it per call for another array of its shape)."""
+    return all(arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0
+               for _, args in calls for arr in args if isinstance(arr, np.ndarray) and _root(arr) is root)
+
+
 class FusedCalls:
     """``calls`` compiled into one function; ``__call__`` runs them all and returns the result
     of call number ``returns`` (None if not given). The arguments are bound once: the calls
-    must keep working on the same buffers, as recorded plans do."""
+    must keep working on the same buffers, as recorded plans do, except the ``slots`` (root
+    arrays, see :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place."""
 
-    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.source, self._values = _source(calls, returns)
+        self._slots = [next((i for i, v in enumerate(self._values) if v is root or v.base is root), -1)
+                       for root in slots]
         self._fn = _load(self.source)
 
-    def __call__(self):
-        return self._fn(*self._values)
+    def __call__(self, *arrays):
+        values = self._values
+        for i, arr in zip(self._slots, arrays):
+            if i >= 0:
+                values[i] = arr.reshape(-1)
+        return self._fn(*values)
 
 
 class CallRunner:
@@ -251,14 +265,18 @@ class CallRunner:
     (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
     and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
     ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns (a tuple of
-    indices: a tuple of their results).
+    indices: a tuple of their results). ``slots``: root arrays the calls use through C-contiguous
+    views only (:func:`rebindable`); ``__call__(*arrays)`` then runs the calls on ``arrays`` (each
+    C-contiguous, of its slot's shape and dtype) in their place, without copying them.
     """
 
-    __slots__ = ("_elapsed", "_fused", "_runs", "_tiering", "_wanted", "calls", "returns")
+    __slots__ = ("_elapsed", "_fused", "_rebound", "_runs", "_tiering", "_wanted", "calls", "returns", "slots")
 
-    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.calls = list(calls)
         self.returns = returns
+        self.slots = tuple(slots)
+        self._rebound = self._rebound_arguments()
         self._wanted = frozenset(_returned(returns))
         self._fused: FusedCalls | None = None
         self._runs = 0
@@ -272,13 +290,13 @@ class CallRunner:
         """True once the calls run as one compiled function."""
         return self._fused is not None
 
-    def __call__(self):
+    def __call__(self, *arrays):
         if self._fused is not None:
-            return self._fused()
+            return self._fused(*arrays)
         if not self._tiering:
-            return self._run_calls()
+            return self._run_calls(arrays)
         start = time.perf_counter()
-        result = self._run_calls()
+        result = self._run_calls(arrays)
         self._elapsed += time.perf_counter() - start
         self._runs += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
@@ -290,7 +308,7 @@ class CallRunner:
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""
         try:
-            self._fused = FusedCalls(self.calls, self.returns)
+            self._fused = FusedCalls(self.calls, self.returns, self.slots)
         except Exception as error:  # a speed-up only: never let it stop training
             self._tiering = False
             warnings.warn(f"fastnn could not fuse a step's kernel calls into one function "
@@ -298,9 +316,27 @@ class CallRunner:
                           f"they keep running one by one. Set FASTNN_FUSE=never to skip the attempt.",
                           RuntimeWarning, stacklevel=3)
 
-    def _run_calls(self):
+    def _rebound_arguments(self) -> dict[int, list[tuple[int, int, int, int, tuple]]]:
+        """{call index: [(argument index, slot, start, stop, shape)]} of the arguments that are
+        views of a slot: element offsets into the slot, to take the same views of another array."""
+        rebound: dict[int, list] = {}
+        for slot, root in enumerate(self.slots):
+            base = root.__array_interface__["data"][0]
+            for index, (_, args) in enumerate(self.calls):
+                for position, arr in enumerate(args):
+                    if isinstance(arr, np.ndarray) and _root(arr) is root:
+                        start = (arr.__array_interface__["data"][0] - base) // arr.itemsize
+                        rebound.setdefault(index, []).append((position, slot, start, start + arr.size, arr.shape))
+        return rebound
+
+    def _run_calls(self, arrays=()):
         results = {}
+        flats = [arr.reshape(-1) for arr in arrays]
         for index, (fn, args) in enumerate(self.calls):
+            if flats and index in self._rebound:
+                args = list(args)
+                for position, slot, start, stop, shape in self._rebound[index]:
+                    args[position] = flats[slot][start:stop].reshape(shape)
             value = fn(*args)
             if index in self._wanted:
                 results[index] = value

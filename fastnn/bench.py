@@ -638,8 +638,10 @@ def _ratios(row: dict) -> None:
             row[key + "_range"] = [float(min(pairs)), float(max(pairs))]
 
 
-def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None) -> list[dict]:
-    """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase."""
+def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase; ``clock``
+    as in :func:`interleaved`."""
     torch = torch_or_none()
     set_threads(threads)
     rows = []
@@ -647,7 +649,7 @@ def run_configs(names, threads: int, repeats: int, min_time: float, log=print, p
         cfg = ALL_CONFIGS[name]
         for phase, batch, flops, cases in _config_cases(cfg, torch):
             log(f"  {name:10s} {phase} batch {batch}: {', '.join(cases)} ...")
-            times = interleaved(cases, repeats, min_time, pause=pause)
+            times = interleaved(cases, repeats, min_time, pause=pause, clock=clock)
             row = {"config": name, "phase": phase, "batch": batch, "threads": threads,
                    "impls": {impl: summarize(t, flops) for impl, t in times.items()}}
             _ratios(row)
@@ -896,6 +898,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--optim-sizes", type=_parse_sizes, default=None,
                         help="parameter counts of the optimizer benchmark (default 1e6,1e7)")
     parser.add_argument("--no-optim", action="store_true", help="skip the optimizer-update benchmark")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time the calling thread's CPU time, not wall time (needs --threads 1: then every "
+                             "case runs in that thread, and a busy machine's preemptions drop out)")
     parser.add_argument("--out", default=None, help="folder for compare.md/compare.json "
                         "(default: benchmarks/results); '-' writes nothing")
     return parser
@@ -912,6 +917,10 @@ def run(args, argv: list[str] | None = None) -> int:
     import numba
 
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    if args.cpu_clock and threads != 1:
+        raise SystemExit("fastnn bench: --cpu-clock needs --threads 1 (other threads' work is not in the "
+                         "calling thread's CPU time)")
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = args.min_time or (0.03 if args.quick else 0.2)
     sizes = args.optim_sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000])
@@ -921,7 +930,7 @@ def run(args, argv: list[str] | None = None) -> int:
     command = _command(argv)
     configs = args.configs or [n for n, c in ALL_CONFIGS.items() if not (args.quick and c.heavy)]
     log(f"fastnn bench: {threads} threads, {repeats} interleaved repeats of >= {min_time} s blocks")
-    rows = run_configs(configs, threads, repeats, min_time, log, args.pause)
+    rows = run_configs(configs, threads, repeats, min_time, log, args.pause, clock)
     optim_result = None if args.no_optim else run_optimizers(sizes, repeats, min_time, log, args.pause)
     info = machine_info()
     parts = [f"## fastnn beside its GEMM floor and PyTorch ({threads} threads)", "",

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 
+from . import _inference
 from . import _validation as V
 from . import backend
 from . import losses as losses_mod
@@ -988,6 +989,9 @@ class Sequential:
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         self.prepare("predict")
+        if _inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
+            with self._lock:
+                return _inference.predict(self, X, batch_size)
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS \
