@@ -297,11 +297,12 @@ class CallRunner:
             return self._run_calls(arrays)
         start = time.perf_counter()
         result = self._run_calls(arrays)
-        self._elapsed += time.perf_counter() - start
+        if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
+            self._elapsed += time.perf_counter() - start
         self._runs += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
             self._tiering = False
-            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / self._runs:
+            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
                 self._fuse()
         return result
 

@@ -198,6 +198,9 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     n = X.shape[0]
     out = np.empty((n, *model.output_shape), model.dtype)
     chunk = max(1, min(batch_size, CHUNK_ROWS))
+    if n <= chunk:
+        plan(model, n).run(X, out)
+        return out
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         plan(model, hi - lo).run(X[lo:hi], out[lo:hi])
