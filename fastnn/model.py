@@ -10,12 +10,11 @@ import threading
 
 import numpy as np
 
-from . import _inference
+from . import _inference as inference
 from . import _validation as V
 from . import backend
 from . import losses as losses_mod
 from . import optim as optim_mod
-from ._config import PARALLEL_MIN_ELEMENTS
 from ._fused import CallRunner
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
@@ -390,7 +389,7 @@ class Sequential:
         self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
         self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
-        self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
+        self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
         self._norm_partials = backend.zeros(backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)),
                                             np.float64, self._device)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
@@ -854,22 +853,6 @@ class Sequential:
                                               contexts)
         return plan
 
-    def inference_plan(self, m: int) -> tuple[np.ndarray, CallRunner, np.ndarray]:
-        """(input buffer, forward calls in evaluation mode, output view) for batch size ``m``."""
-        plan = self._plans.get(("infer", m))
-        if plan is None:
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            x = self._feed(m, "infer")["x"]
-            calls, h, lengths = [], x, None
-            for layer in self.layers:
-                ctx = Context(False, "infer", lengths)
-                more, h = layer.forward_calls(h, ctx)
-                lengths = layer.output_lengths(ctx)
-                calls += more
-            plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
-        return plan
-
     @contextlib.contextmanager
     def training_session(self, what: str):
         """The calling thread trains this model inside the block; RuntimeError if another thread
@@ -989,22 +972,15 @@ class Sequential:
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         self.prepare("predict")
-        if _inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
+        if inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
             with self._lock:
-                return _inference.predict(self, X, batch_size)
+                return inference.predict(self, X, batch_size)
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
-            if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS \
-                    and self._plannable:
-                x, run, y = self.inference_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
-                x[...] = X
-                run()
-                out[...] = y
-            else:
-                for lo in range(0, X.shape[0], batch_size):
-                    rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
-                    result, _ = self._forward(rows, False, "infer")
-                    backend.copy_into(out[lo:lo + batch_size], result)
+            for lo in range(0, X.shape[0], batch_size):
+                rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
+                result, _ = self._forward(rows, False, "infer")
+                backend.copy_into(out[lo:lo + batch_size], result)
         return out
 
     def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:

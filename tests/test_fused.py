@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _config, _fused
+from fastnn import _config, _fused, _inference
 from fastnn.layers.base import Layer
 
 
@@ -72,7 +72,7 @@ def test_fused_step_with_batchnorm_dropout_residual_layernorm(fuse, monkeypatch,
     monkeypatch.setattr(_config, "FUSE", "always")
     for rows in (X[:1], X[:5]):
         np.testing.assert_array_equal(fused_model.predict(rows), loop_model.predict(rows))
-        assert fused_model.inference_plan(rows.shape[0])[1].fused
+        assert _inference.plan(fused_model, rows.shape[0]).runner.fused
 
 
 def test_one_generated_step_serves_every_model_of_one_structure(fuse):
