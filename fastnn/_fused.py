@@ -229,23 +229,35 @@ def _load(source: str) -> Callable:
         return fn
 
 
-def rebindable(calls: Sequence[Call], root: np.ndarray) -> bool:
-    """Whether ``root`` (an array that is its own base) reaches ``calls`` only through C-contiguous
-    views (then :class:`CallRunner`'s ``slots`` can swap it per call for another array of its shape)."""
-    return all(arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0
+def _offset(arr: np.ndarray, root: np.ndarray) -> int:
+    """Elements from the start of ``root`` to the start of its view ``arr``."""
+    return (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // arr.itemsize
+
+
+def rebindable(calls: Sequence[Call], slot) -> bool:
+    """Whether :class:`CallRunner`'s ``slots`` can swap ``slot`` per call for another array of its
+    shape: a C-contiguous host array at the start of its buffer, that buffer used by ``calls`` only
+    through C-contiguous views inside ``slot`` (so the views can be taken of the other array)."""
+    if not (isinstance(slot, np.ndarray) and slot.flags.c_contiguous and slot.size > 0):
+        return False
+    root = _root(slot)
+    if not root.flags.c_contiguous or root.dtype != slot.dtype or _offset(slot, root) != 0:
+        return False
+    return all(arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0 and _offset(arr, root) + arr.size <= slot.size
                for _, args in calls for arr in args if isinstance(arr, np.ndarray) and _root(arr) is root)
 
 
 class FusedCalls:
     """``calls`` compiled into one function; ``__call__`` runs them all and returns the result
     of call number ``returns`` (None if not given). The arguments are bound once: the calls
-    must keep working on the same buffers, as recorded plans do, except the ``slots`` (root
-    arrays, see :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place."""
+    must keep working on the same buffers, as recorded plans do, except the ``slots`` (see
+    :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place."""
 
     def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.source, self._values = _source(calls, returns)
+        roots = [_root(slot) for slot in slots]
         self._slots = [next((i for i, v in enumerate(self._values) if v is root or v.base is root), -1)
-                       for root in slots]
+                       for root in roots]
         self._fn = _load(self.source)
 
     def __call__(self, *arrays):
@@ -265,7 +277,7 @@ class CallRunner:
     (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
     and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
     ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns (a tuple of
-    indices: a tuple of their results). ``slots``: root arrays the calls use through C-contiguous
+    indices: a tuple of their results). ``slots``: arrays the calls use through C-contiguous
     views only (:func:`rebindable`); ``__call__(*arrays)`` then runs the calls on ``arrays`` (each
     C-contiguous, of its slot's shape and dtype) in their place, without copying them.
     """
@@ -321,12 +333,11 @@ class CallRunner:
         """{call index: [(argument index, slot, start, stop, shape)]} of the arguments that are
         views of a slot: element offsets into the slot, to take the same views of another array."""
         rebound: dict[int, list] = {}
-        for slot, root in enumerate(self.slots):
-            base = root.__array_interface__["data"][0]
+        for slot, root in enumerate(_root(s) for s in self.slots):
             for index, (_, args) in enumerate(self.calls):
                 for position, arr in enumerate(args):
                     if isinstance(arr, np.ndarray) and _root(arr) is root:
-                        start = (arr.__array_interface__["data"][0] - base) // arr.itemsize
+                        start = _offset(arr, root)
                         rebound.setdefault(index, []).append((position, slot, start, start + arr.size, arr.shape))
         return rebound
 

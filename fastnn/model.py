@@ -15,7 +15,7 @@ from . import _validation as V
 from . import backend
 from . import losses as losses_mod
 from . import optim as optim_mod
-from ._fused import CallRunner
+from ._fused import CallRunner, rebindable
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
 
@@ -63,7 +63,25 @@ class _StepPlan:
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
         calls = [*forward, loss_call, *backward, norm_call]
-        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1))
+        slots = (x, y) if rebindable(calls, x) and rebindable(calls, y) else ()
+        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1), slots=slots)
+
+    def inputs(self, xb, yb) -> tuple:
+        """The arrays to pass to ``run`` for the batch (xb, yb): themselves, read in place, when the
+        plan can (C-contiguous host arrays of its dtypes), else copied into the plan's buffers."""
+        if not self.run.slots:
+            for buf, batch in ((self.x, xb), (self.y, yb)):
+                if batch is not buf:
+                    backend.copy_into(buf, batch)
+            return ()
+        return tuple(batch if batch is buf or (batch.flags.c_contiguous and batch.flags.writeable and
+                                               batch.dtype == buf.dtype) else _copied(buf, batch)
+                     for buf, batch in ((self.x, xb), (self.y, yb)))
+
+
+def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    buf[...] = batch
+    return buf
 
 
 class _StepGuard:
@@ -886,12 +904,8 @@ class Sequential:
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
                 else:
-                    if xb is not plan.x:
-                        backend.copy_into(plan.x, xb)
-                    if yb is not plan.y:
-                        backend.copy_into(plan.y, yb)
-                    xb, yb, out = plan.x, plan.y, plan.out
-                    loss, norm = plan.run()
+                    loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
+                    out = plan.out
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
