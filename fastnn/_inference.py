@@ -51,6 +51,14 @@ class _Recorder:
         self.model, self.layers, self.m, self.out = model, list(model.layers), m, out
         self.calls: list = []
         self.h, self.lengths = x, None
+        self._unit_scale: np.ndarray | None = None
+
+    def _ones(self, n: int, dtype) -> np.ndarray:
+        """n ones: a view of one buffer per plan (one argument fewer per layer in the fused call)."""
+        widest = max((layer.units for layer in self.layers if isinstance(layer, Dense)), default=n)
+        if self._unit_scale is None or self._unit_scale.dtype != dtype:
+            self._unit_scale = np.ones(max(widest, n), dtype)
+        return self._unit_scale[:n]
 
     def _next(self, i: int) -> int:
         """Index of the first layer from ``i`` that is not transparent at the current input."""
@@ -105,7 +113,7 @@ class _Recorder:
             scale, shift = self._fold_scale_shift(dense.bias, bn)
             j = self._next(j + 1)
         else:
-            scale, shift = np.ones(dense.units, dense.bias.dtype), dense.bias
+            scale, shift = self._ones(dense.units, dense.bias.dtype), dense.bias
         code, alpha = dense.code, dense.alpha
         act = self._activation_after(j, code, True)
         if act is not None:
@@ -162,7 +170,8 @@ class InferencePlan:
         self.runner = CallRunner(calls, slots=slots)
 
     def run(self, X: np.ndarray, out: np.ndarray) -> None:
-        if self._x_slot and X.flags.c_contiguous and X.flags.writeable and X.dtype == self.x.dtype:
+        flags = X.flags
+        if self._x_slot and flags.c_contiguous and flags.writeable and X.dtype == self.x.dtype:
             arrays = (X,)
         else:
             self.x[...] = X
@@ -197,7 +206,7 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
     n = X.shape[0]
     out = np.empty((n, *model.output_shape), model.dtype)
-    chunk = max(1, min(batch_size, CHUNK_ROWS))
+    chunk = batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS  # batch_size >= 1 (checked by the caller)
     if n <= chunk:
         plan(model, n).run(X, out)
         return out

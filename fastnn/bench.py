@@ -664,7 +664,7 @@ def target_status(row: dict) -> str:
         if value is None:
             missed.append(f"no {_SYMBOLS[key]}")
         elif (value < bound) if how == "min" else (value > bound):
-            missed.append(f"{_SYMBOLS[key]} {value:.2f} {'<' if how == 'min' else '>'} {bound:g}")
+            missed.append(f"{_SYMBOLS[key]} {value:.3f} {'<' if how == 'min' else '>'} {bound:g}")
     return "met" if not missed else "not met: " + "; ".join(missed)
 
 

@@ -11,8 +11,8 @@ def _row(config, phase, batch, fast_ms, over_floor, torch_over):
 def test_each_row_says_whether_its_targets_are_met():
     assert target_status(_row("mlp", "infer", 128, 0.5, 1.05, 1.2)) == "met"
     assert target_status(_row("mlp", "infer", 128, 0.5, 1.20, 0.9)) == \
-        "not met: torch/fastnn 0.90 < 1; fastnn/floor 1.20 > 1.1"
-    assert target_status(_row("mlp", "infer", 1, 0.02, 1.9, 2.0)) == "not met: torch/fastnn 2.00 < 3"
+        "not met: torch/fastnn 0.900 < 1; fastnn/floor 1.200 > 1.1"
+    assert target_status(_row("mlp", "infer", 1, 0.02, 1.9, 2.0)) == "not met: torch/fastnn 2.000 < 3"
     assert target_status(_row("tiny", "infer", 32, 0.01, 2.0, 3.0)) == "-"  # no target for that row
 
 
@@ -22,4 +22,4 @@ def test_the_spread_table_gives_median_and_range_over_runs():
     assert row["fastnn_over_floor"] == 1.12 and row["fastnn_over_floor_range"] == [1.08, 1.30]
     table = format_spread_table([row])
     assert "| mlp | train | 128 | 1.100 (1.000-1.200) | 1.12 (1.08-1.30) | 2.00 (2.00-2.00) | not met: " \
-           "fastnn/floor 1.12 > 1.1 |" in table
+           "fastnn/floor 1.120 > 1.1 |" in table
