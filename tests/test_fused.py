@@ -107,6 +107,31 @@ def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(m
     assert model.step_plan(5).run.fused
 
 
+def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
+    """The first run loads (or compiles) the kernels; timed, it would make a small step look
+    dispatch-free and keep it unfused forever (tiny's step was, before this was fixed)."""
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 4)
+    clock = {"now": 0.0, "runs": 0}
+    run_calls = _fused.CallRunner._run_calls
+
+    def timed_run_calls(self, arrays=()):  # the first run takes 1 s, the others 0.1 us, on a fake clock
+        clock["now"] += 1.0 if clock["runs"] == 0 else 1e-7
+        clock["runs"] += 1
+        return run_calls(self, arrays)
+
+    monkeypatch.setattr(_fused.CallRunner, "_run_calls", timed_run_calls)
+    monkeypatch.setattr(_fused.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1e-6)
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    X = np.zeros((4, 2), np.float32)
+    for _ in range(4):
+        model.train_step(X, X[:, :1])
+    run = model.step_plan(4).run
+    assert run.fused, (run._runs, run._elapsed)
+
+
 def test_user_layers_are_never_fused(fuse, rng):
     class Double(Layer):
         def build(self, in_features, dtype):
