@@ -197,3 +197,25 @@ def test_an_empty_list_of_calls_never_tiers_up(monkeypatch):
     monkeypatch.setattr(_config, "FUSE", "always")
     runner = _fused.CallRunner([])
     assert not runner.fused and runner() is None
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_training_steps_read_the_batch_in_place_or_from_a_copy_alike(fuse, monkeypatch, mode, rng):
+    """The step plan takes a C-contiguous batch as it is (CallRunner slots) and copies any other
+    into its buffers: the same steps either way, fused or not."""
+    monkeypatch.setattr(_config, "FUSE", mode)
+    X = rng.standard_normal((36, 2)).astype(np.float32)
+    y = np.tanh(X[:, :1] * X[:, 1:])
+    in_place, copied = _tiny(), _tiny()
+    for model in (in_place, copied):
+        model.compile(loss="mse", optimizer=fnn.optim.Adam(lr=0.01))
+    for i in range(4):
+        xb, yb = X[i * 9:(i + 1) * 9], y[i * 9:(i + 1) * 9]
+        frozen = xb.copy()
+        frozen.flags.writeable = False  # read-only: copied into the plan's buffer
+        in_place.train_step(xb, yb)
+        copied.train_step(frozen, yb)
+    assert in_place.step_plan(9).run.slots and in_place.step_plan(9).run.fused == (mode == "always")
+    assert not in_place.step_plan(9).x.any()  # never written: the steps read the caller's rows
+    np.testing.assert_array_equal(copied.step_plan(9).x, X[27:])  # the last batch, copied
+    np.testing.assert_array_equal(in_place.params, copied.params)
