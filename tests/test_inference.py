@@ -142,3 +142,29 @@ def test_fused_plans_equal_the_python_loop(rng, monkeypatch, tmp_path):
     for result, rows in zip(results, (x[:1], x)):
         np.testing.assert_array_equal(result, loop.predict(rows))
     assert not _inference.plan(loop, 7).runner.fused
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_kernels_against_the_float64_reference(activation, dtype, rng):
+    """dense_infer after batchnorm_fold is the reference Dense, eval batch norm and activation."""
+    from fastnn.kernels import inference as K
+    from fastnn.kernels.activations import ACTIVATIONS as CODES
+    from tests import reference as R
+
+    code, alpha, _ = CODES[activation]
+    for batch, k, n in ((1, 7, 5), (13, 6, 9), (1, 300, 257)):  # batch 1, odd shapes, a parallel batch-1 product
+        x, w = rng.standard_normal((batch, k)), rng.standard_normal((k, n)) / np.sqrt(k)
+        b, gamma, beta, mean = (rng.standard_normal(n) for _ in range(4))
+        var = rng.uniform(0.5, 2.0, n)
+        z, _ = R.dense_forward(x, w, b)
+        expected = R.activation_forward(activation, R.batchnorm_forward_eval(z, gamma, beta, mean, var, 1e-5), alpha)
+        c = [a.astype(dtype) for a in (x, w, b, gamma, beta, mean, var)]
+        scale, shift, y = np.empty(n, dtype), np.empty(n, dtype), np.empty((batch, n), dtype)
+        K.batchnorm_fold(c[2], c[3], c[4], c[5], c[6], scale, shift, 1e-5)
+        K.dense_infer(c[0], c[1], scale, shift, y, code, alpha)
+        assert y.dtype == dtype
+        _close(y, expected, dtype)
+        folded = np.empty_like(c[1].T)
+        K.scale_rows(np.ascontiguousarray(c[1].T), scale, folded)
+        np.testing.assert_allclose(folded, c[1].T * scale[:, None], rtol=TOLERANCE[dtype])
