@@ -3,6 +3,7 @@
     python -m fastnn.bench                      # every config, all threads, 7 interleaved repeats
     python -m fastnn.bench --quick              # a fast look (3 repeats, short blocks)
     python -m fastnn.bench --configs tiny,mlp --threads 1 --repeats 11
+    python -m fastnn.bench --configs tiny,mlp,mlp-bn-do --threads 1 --cpu-clock --runs 3   # a busy machine
 
 (``fastnn bench`` once the CLI wires :func:`add_arguments` and :func:`main`.)
 
