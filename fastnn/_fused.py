@@ -229,17 +229,43 @@ def _load(source: str) -> Callable:
         return fn
 
 
+def _offset(arr: np.ndarray, root: np.ndarray) -> int:
+    """Elements from the start of ``root`` to the start of its view ``arr``."""
+    return (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // arr.itemsize
+
+
+def rebindable(calls: Sequence[Call], slot) -> bool:
+    """Whether :class:`CallRunner`'s ``slots`` can swap ``slot`` per call for another array of its
+    shape: a C-contiguous host array at the start of its buffer, that buffer used by ``calls`` only
+    through C-contiguous views inside ``slot`` (so the views can be taken of the other array)."""
+    if not (isinstance(slot, np.ndarray) and slot.flags.c_contiguous and slot.size > 0):
+        return False
+    root = _root(slot)
+    if not root.flags.c_contiguous or root.dtype != slot.dtype or _offset(slot, root) != 0:
+        return False
+    return all(arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0 and _offset(arr, root) + arr.size <= slot.size
+               for _, args in calls for arr in args if isinstance(arr, np.ndarray) and _root(arr) is root)
+
+
 class FusedCalls:
     """``calls`` compiled into one function; ``__call__`` runs them all and returns the result
     of call number ``returns`` (None if not given). The arguments are bound once: the calls
-    must keep working on the same buffers, as recorded plans do."""
+    must keep working on the same buffers, as recorded plans do, except the ``slots`` (see
+    :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place."""
 
-    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.source, self._values = _source(calls, returns)
+        roots = [_root(slot) for slot in slots]
+        self._slots = [next((i for i, v in enumerate(self._values) if v is root or v.base is root), -1)
+                       for root in roots]
         self._fn = _load(self.source)
 
-    def __call__(self):
-        return self._fn(*self._values)
+    def __call__(self, *arrays):
+        values = self._values
+        for i, arr in zip(self._slots, arrays):
+            if i >= 0:
+                values[i] = arr.reshape(-1)
+        return self._fn(*values)
 
 
 class CallRunner:
@@ -251,14 +277,18 @@ class CallRunner:
     (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
     and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
     ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns (a tuple of
-    indices: a tuple of their results).
+    indices: a tuple of their results). ``slots``: arrays the calls use through C-contiguous
+    views only (:func:`rebindable`); ``__call__(*arrays)`` then runs the calls on ``arrays`` (each
+    C-contiguous, of its slot's shape and dtype) in their place, without copying them.
     """
 
-    __slots__ = ("_elapsed", "_fused", "_runs", "_tiering", "_wanted", "calls", "returns")
+    __slots__ = ("_elapsed", "_fused", "_rebound", "_runs", "_tiering", "_wanted", "calls", "returns", "slots")
 
-    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None):
+    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.calls = list(calls)
         self.returns = returns
+        self.slots = tuple(slots)
+        self._rebound = self._rebound_arguments()
         self._wanted = frozenset(_returned(returns))
         self._fused: FusedCalls | None = None
         self._runs = 0
@@ -272,25 +302,26 @@ class CallRunner:
         """True once the calls run as one compiled function."""
         return self._fused is not None
 
-    def __call__(self):
+    def __call__(self, *arrays):
         if self._fused is not None:
-            return self._fused()
+            return self._fused(*arrays)
         if not self._tiering:
-            return self._run_calls()
+            return self._run_calls(arrays)
         start = time.perf_counter()
-        result = self._run_calls()
-        self._elapsed += time.perf_counter() - start
+        result = self._run_calls(arrays)
+        if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
+            self._elapsed += time.perf_counter() - start
         self._runs += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
             self._tiering = False
-            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / self._runs:
+            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
                 self._fuse()
         return result
 
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""
         try:
-            self._fused = FusedCalls(self.calls, self.returns)
+            self._fused = FusedCalls(self.calls, self.returns, self.slots)
         except Exception as error:  # a speed-up only: never let it stop training
             self._tiering = False
             warnings.warn(f"fastnn could not fuse a step's kernel calls into one function "
@@ -298,9 +329,26 @@ class CallRunner:
                           f"they keep running one by one. Set FASTNN_FUSE=never to skip the attempt.",
                           RuntimeWarning, stacklevel=3)
 
-    def _run_calls(self):
+    def _rebound_arguments(self) -> dict[int, list[tuple[int, int, int, int, tuple]]]:
+        """{call index: [(argument index, slot, start, stop, shape)]} of the arguments that are
+        views of a slot: element offsets into the slot, to take the same views of another array."""
+        rebound: dict[int, list] = {}
+        for slot, root in enumerate(_root(s) for s in self.slots):
+            for index, (_, args) in enumerate(self.calls):
+                for position, arr in enumerate(args):
+                    if isinstance(arr, np.ndarray) and _root(arr) is root:
+                        start = _offset(arr, root)
+                        rebound.setdefault(index, []).append((position, slot, start, start + arr.size, arr.shape))
+        return rebound
+
+    def _run_calls(self, arrays=()):
         results = {}
+        flats = [arr.reshape(-1) for arr in arrays]
         for index, (fn, args) in enumerate(self.calls):
+            if flats and index in self._rebound:
+                args = list(args)
+                for position, slot, start, stop, shape in self._rebound[index]:
+                    args[position] = flats[slot][start:stop].reshape(shape)
             value = fn(*args)
             if index in self._wanted:
                 results[index] = value

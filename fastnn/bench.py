@@ -3,6 +3,7 @@
     python -m fastnn.bench                      # every config, all threads, 7 interleaved repeats
     python -m fastnn.bench --quick              # a fast look (3 repeats, short blocks)
     python -m fastnn.bench --configs tiny,mlp --threads 1 --repeats 11
+    python -m fastnn.bench --configs tiny,mlp,mlp-bn-do --threads 1 --cpu-clock --runs 3   # a busy machine
 
 (``fastnn bench`` once the CLI wires :func:`add_arguments` and :func:`main`.)
 
@@ -638,8 +639,76 @@ def _ratios(row: dict) -> None:
             row[key + "_range"] = [float(min(pairs)), float(max(pairs))]
 
 
-def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None) -> list[dict]:
-    """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase."""
+# Targets of issue 15, per (config, phase, batch: "b1" or "batch", the config's own): (ratio key,
+# "min" or "max", bound). fastnn_over_floor: at most; torch_over_fastnn: at least.
+TARGETS: dict[tuple[str, str, str], tuple[tuple[str, str, float], ...]] = {
+    ("tiny", "train", "batch"): (("torch_over_fastnn", "min", 50.0),),
+    ("mlp", "train", "batch"): (("fastnn_over_floor", "max", 1.10),),
+    ("mlp-bn-do", "train", "batch"): (("fastnn_over_floor", "max", 1.15),),
+    ("mlp", "infer", "b1"): (("torch_over_fastnn", "min", 3.0),),
+    ("mlp", "infer", "batch"): (("torch_over_fastnn", "min", 1.0), ("fastnn_over_floor", "max", 1.10)),
+    ("mlp-bn-do", "infer", "batch"): (("torch_over_fastnn", "min", 1.0), ("fastnn_over_floor", "max", 1.10)),
+}
+_SYMBOLS = {"fastnn_over_floor": "fastnn/floor", "torch_over_fastnn": "torch/fastnn"}
+
+
+def target_status(row: dict) -> str:
+    """"met", "not met (...)" or "-" (no target) for a row of :func:`run_configs` (or of
+    :func:`spread_rows`, judged on the median of the runs)."""
+    kind = "b1" if row["batch"] == 1 else "batch"
+    targets = TARGETS.get((row["config"], row["phase"], kind))
+    if not targets:
+        return "-"
+    missed = []
+    for key, how, bound in targets:
+        value = row.get(key)
+        if value is None:
+            missed.append(f"no {_SYMBOLS[key]}")
+        elif (value < bound) if how == "min" else (value > bound):
+            missed.append(f"{_SYMBOLS[key]} {value:.3f} {'<' if how == 'min' else '>'} {bound:g}")
+    return "met" if not missed else "not met: " + "; ".join(missed)
+
+
+def spread_rows(runs: list[list[dict]]) -> list[dict]:
+    """One row per case of several whole runs: the median and (min, max) over the runs of fastnn's
+    time and of the two ratios."""
+    rows = []
+    for cases in zip(*runs):
+        row = {k: cases[0][k] for k in ("config", "phase", "batch", "threads")}
+        row["runs"] = len(cases)
+        fast = [c["impls"]["fastnn"]["median_s"] for c in cases]
+        row["fastnn_ms"] = [float(np.median(fast)) * 1e3, min(fast) * 1e3, max(fast) * 1e3]
+        for key in _SYMBOLS:
+            values = [c[key] for c in cases if key in c]
+            if values:
+                row[key] = float(np.median(values))
+                row[key + "_range"] = [float(min(values)), float(max(values))]
+        rows.append(row)
+    return rows
+
+
+def format_spread_table(rows: list[dict]) -> str:
+    """The table of :func:`spread_rows`: median (min-max over the runs) and the targets."""
+    lines = ["| config | phase | batch | fastnn ms | fastnn/floor | torch/fastnn | target |", "|" + "---|" * 7]
+
+    def cell(row, key):
+        if key not in row:
+            return "-"
+        lo, hi = row[key + "_range"]
+        return f"{row[key]:.2f} ({lo:.2f}-{hi:.2f})"
+
+    for r in rows:
+        ms = r["fastnn_ms"]
+        lines.append(f"| {r['config']} | {r['phase']} | {r['batch']} | {_ms(ms[0] / 1e3)} ({_ms(ms[1] / 1e3)}-"
+                     f"{_ms(ms[2] / 1e3)}) | {cell(r, 'fastnn_over_floor')} | {cell(r, 'torch_over_fastnn')} | "
+                     f"{target_status(r)} |")
+    return "\n".join(lines)
+
+
+def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase; ``clock``
+    as in :func:`interleaved`."""
     torch = torch_or_none()
     set_threads(threads)
     rows = []
@@ -647,7 +716,7 @@ def run_configs(names, threads: int, repeats: int, min_time: float, log=print, p
         cfg = ALL_CONFIGS[name]
         for phase, batch, flops, cases in _config_cases(cfg, torch):
             log(f"  {name:10s} {phase} batch {batch}: {', '.join(cases)} ...")
-            times = interleaved(cases, repeats, min_time, pause=pause)
+            times = interleaved(cases, repeats, min_time, pause=pause, clock=clock)
             row = {"config": name, "phase": phase, "batch": batch, "threads": threads,
                    "impls": {impl: summarize(t, flops) for impl, t in times.items()}}
             _ratios(row)
@@ -805,14 +874,14 @@ def _ratio(row: dict, key: str) -> str:
 def format_table(rows: list[dict]) -> str:
     """The one markdown table: ms/step median (IQR), steps/s, GFLOP/s and the two ratios."""
     head = ("| config | phase | batch | fastnn ms (IQR) | floor ms (IQR) | torch ms (IQR) | fastnn steps/s "
-            "| GFLOP/s fastnn / floor / torch | fastnn/floor | torch/fastnn |")
-    lines = [head, "|" + "---|" * 10]
+            "| GFLOP/s fastnn / floor / torch | fastnn/floor | torch/fastnn | target |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         i = r["impls"]
         lines.append(f"| {r['config']} | {r['phase']} | {r['batch']} | {_cell(i, 'fastnn', True)} | "
                      f"{_cell(i, 'floor', True)} | {_cell(i, 'torch', True)} | {_rate(i['fastnn']['steps_per_s'])} | "
                      f"{_gflops(i, 'fastnn')} / {_gflops(i, 'floor')} / {_gflops(i, 'torch')} | "
-                     f"{_ratio(r, 'fastnn_over_floor')} | {_ratio(r, 'torch_over_fastnn')} |")
+                     f"{_ratio(r, 'fastnn_over_floor')} | {_ratio(r, 'torch_over_fastnn')} | {target_status(r)} |")
     return "\n".join(lines)
 
 
@@ -896,6 +965,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--optim-sizes", type=_parse_sizes, default=None,
                         help="parameter counts of the optimizer benchmark (default 1e6,1e7)")
     parser.add_argument("--no-optim", action="store_true", help="skip the optimizer-update benchmark")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="whole runs of the configs; above 1 a second table gives each row's median and range "
+                             "over the runs (one noisy run should not decide a target)")
+    parser.add_argument("--cpu-clock", action="store_true",
+                        help="time the calling thread's CPU time, not wall time (needs --threads 1: then every "
+                             "case runs in that thread, and a busy machine's preemptions drop out)")
     parser.add_argument("--out", default=None, help="folder for compare.md/compare.json "
                         "(default: benchmarks/results); '-' writes nothing")
     return parser
@@ -912,6 +987,11 @@ def run(args, argv: list[str] | None = None) -> int:
     import numba
 
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
+    if args.cpu_clock and threads != 1:
+        raise SystemExit("fastnn bench: --cpu-clock needs --threads 1 (other threads' work is not in the "
+                         "calling thread's CPU time)")
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
+    clock_name = "CPU time of the calling thread" if args.cpu_clock else "wall time"
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = args.min_time or (0.03 if args.quick else 0.2)
     sizes = args.optim_sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000])
@@ -921,13 +1001,18 @@ def run(args, argv: list[str] | None = None) -> int:
     command = _command(argv)
     configs = args.configs or [n for n, c in ALL_CONFIGS.items() if not (args.quick and c.heavy)]
     log(f"fastnn bench: {threads} threads, {repeats} interleaved repeats of >= {min_time} s blocks")
-    rows = run_configs(configs, threads, repeats, min_time, log, args.pause)
+    runs = [run_configs(configs, threads, repeats, min_time, log, args.pause, clock) for _ in range(max(1, args.runs))]
+    rows = runs[-1]
     optim_result = None if args.no_optim else run_optimizers(sizes, repeats, min_time, log, args.pause)
     info = machine_info()
-    parts = [f"## fastnn beside its GEMM floor and PyTorch ({threads} threads)", "",
+    parts = [f"## fastnn beside its GEMM floor and PyTorch ({threads} threads, {clock_name})", "",
              format_table(rows), "",
              ("ms per step: median of interleaved repeats (IQR). fastnn/floor: time over the bare matrix "
-              "products (1.00 = the floor). torch/fastnn: above 1, fastnn is faster."), ""]
+              "products (1.00 = the floor). torch/fastnn: above 1, fastnn is faster. target: issue 15's bound "
+              "for the row (TARGETS)."), ""]
+    if len(runs) > 1:
+        parts[-2:-1] = [parts[-2] + f" (the last of {len(runs)} runs)", "",
+                        f"### Median (min-max) over {len(runs)} whole runs", "", format_spread_table(spread_rows(runs))]
     if optim_result is not None:
         parts += ["## Optimizer update alone beside its memory floor", "", format_optimizer_table(optim_result), ""]
     parts += [format_machine(info), "", f"Command: `{command}`; repeats {repeats}, blocks >= {min_time} s."]
@@ -936,7 +1021,7 @@ def run(args, argv: list[str] | None = None) -> int:
     if args.out != "-":
         report = {"machine": info, "threads": threads, "repeats": repeats, "min_time_s": min_time,
                   "pause_s": args.pause, "command": command, "configs": {n: dataclasses.asdict(ALL_CONFIGS[n]) for n in configs},
-                  "rows": rows, "optimizers": optim_result}
+                  "rows": rows, "runs": runs, "spread": spread_rows(runs), "optimizers": optim_result}
         md, js = write_results(args.out or _default_out(), report, text)
         log(f"wrote {md} and {js}")
     return 0

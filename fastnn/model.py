@@ -11,13 +11,13 @@ import threading
 import numpy as np
 
 from . import _fit_options as fit_options
+from . import _inference as inference
 from . import _validation as V
 from . import backend, freezing
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optim as optim_mod
-from ._config import PARALLEL_MIN_ELEMENTS
-from ._fused import CallRunner
+from ._fused import CallRunner, rebindable
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
 
@@ -65,7 +65,25 @@ class _StepPlan:
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
         calls = [*forward, loss_call, *backward, norm_call]
-        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1))
+        slots = (x, y) if rebindable(calls, x) and rebindable(calls, y) else ()
+        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1), slots=slots)
+
+    def inputs(self, xb, yb) -> tuple:
+        """The arrays to pass to ``run`` for the batch (xb, yb): themselves, read in place, when the
+        plan can (C-contiguous host arrays of its dtypes), else copied into the plan's buffers."""
+        if not self.run.slots:
+            for buf, batch in ((self.x, xb), (self.y, yb)):
+                if batch is not buf:
+                    backend.copy_into(buf, batch)
+            return ()
+        return tuple(batch if batch is buf or (batch.flags.c_contiguous and batch.flags.writeable and
+                                               batch.dtype == buf.dtype) else _copied(buf, batch)
+                     for buf, batch in ((self.x, xb), (self.y, yb)))
+
+
+def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    buf[...] = batch
+    return buf
 
 
 class _StepGuard:
@@ -393,7 +411,7 @@ class Sequential:
         self._grad_out = Workspace(self.dtype, self._device, grad=self.output_shape)
         self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
-        self._plans: dict = {}  # batch size -> _StepPlan; ("infer", batch size) -> inference calls
+        self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
         self._norm_partials = backend.zeros(backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)),
                                             np.float64, self._device)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
@@ -886,22 +904,6 @@ class Sequential:
                                               contexts)
         return plan
 
-    def inference_plan(self, m: int) -> tuple[np.ndarray, CallRunner, np.ndarray]:
-        """(input buffer, forward calls in evaluation mode, output view) for batch size ``m``."""
-        plan = self._plans.get(("infer", m))
-        if plan is None:
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            x = self._feed(m, "infer")["x"]
-            calls, h, lengths = [], x, None
-            for layer in self.layers:
-                ctx = Context(False, "infer", lengths)
-                more, h = layer.forward_calls(h, ctx)
-                lengths = layer.output_lengths(ctx)
-                calls += more
-            plan = self._plans[("infer", m)] = (x, CallRunner(calls), h)
-        return plan
-
     @contextlib.contextmanager
     def training_session(self, what: str):
         """The calling thread trains this model inside the block; RuntimeError if another thread
@@ -936,12 +938,8 @@ class Sequential:
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
                 else:
-                    if xb is not plan.x:
-                        backend.copy_into(plan.x, xb)
-                    if yb is not plan.y:
-                        backend.copy_into(plan.y, yb)
-                    xb, yb, out = plan.x, plan.y, plan.out
-                    loss, norm = plan.run()
+                    loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
+                    out = plan.out
                 if self._step_reduce is not None:  # gradients summed over the ranks: global loss and norm
                     loss, norm = self._step_reduce(loss, norm, out, yb)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -1036,19 +1034,15 @@ class Sequential:
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
         self.prepare("predict")
+        if inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
+            with self._lock:
+                return inference.predict(self, X, batch_size)
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
-            if self._device == "cpu" and X.shape[0] <= batch_size and X.size <= PARALLEL_MIN_ELEMENTS \
-                    and self._plannable:
-                x, run, y = self.inference_plan(X.shape[0])  # small inputs: the recorded calls, no Python per layer
-                x[...] = X
-                run()
-                out[...] = y
-            else:
-                for lo in range(0, X.shape[0], batch_size):
-                    rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
-                    result, _ = self._forward(rows, False, "infer")
-                    backend.copy_into(out[lo:lo + batch_size], result)
+            for lo in range(0, X.shape[0], batch_size):
+                rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
+                result, _ = self._forward(rows, False, "infer")
+                backend.copy_into(out[lo:lo + batch_size], result)
         return out
 
     def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:

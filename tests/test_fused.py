@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _config, _fused
+from fastnn import _config, _fused, _inference
 from fastnn.layers.base import Layer
 
 
@@ -72,7 +72,7 @@ def test_fused_step_with_batchnorm_dropout_residual_layernorm(fuse, monkeypatch,
     monkeypatch.setattr(_config, "FUSE", "always")
     for rows in (X[:1], X[:5]):
         np.testing.assert_array_equal(fused_model.predict(rows), loop_model.predict(rows))
-        assert fused_model.inference_plan(rows.shape[0])[1].fused
+        assert _inference.plan(fused_model, rows.shape[0]).runner.fused
 
 
 def test_one_generated_step_serves_every_model_of_one_structure(fuse):
@@ -105,6 +105,31 @@ def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(m
     assert not model.step_plan(5).run.fused
     model.train_step(X, X[:, :1])
     assert model.step_plan(5).run.fused
+
+
+def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
+    """The first run loads (or compiles) the kernels; timed, it would make a small step look
+    dispatch-free and keep it unfused forever (tiny's step was, before this was fixed)."""
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 4)
+    clock = {"now": 0.0, "runs": 0}
+    run_calls = _fused.CallRunner._run_calls
+
+    def timed_run_calls(self, arrays=()):  # the first run takes 1 s, the others 0.1 us, on a fake clock
+        clock["now"] += 1.0 if clock["runs"] == 0 else 1e-7
+        clock["runs"] += 1
+        return run_calls(self, arrays)
+
+    monkeypatch.setattr(_fused.CallRunner, "_run_calls", timed_run_calls)
+    monkeypatch.setattr(_fused.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1e-6)
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    X = np.zeros((4, 2), np.float32)
+    for _ in range(4):
+        model.train_step(X, X[:, :1])
+    run = model.step_plan(4).run
+    assert run.fused, (run._runs, run._elapsed)
 
 
 def test_user_layers_are_never_fused(fuse, rng):
@@ -172,3 +197,25 @@ def test_an_empty_list_of_calls_never_tiers_up(monkeypatch):
     monkeypatch.setattr(_config, "FUSE", "always")
     runner = _fused.CallRunner([])
     assert not runner.fused and runner() is None
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_training_steps_read_the_batch_in_place_or_from_a_copy_alike(fuse, monkeypatch, mode, rng):
+    """The step plan takes a C-contiguous batch as it is (CallRunner slots) and copies any other
+    into its buffers: the same steps either way, fused or not."""
+    monkeypatch.setattr(_config, "FUSE", mode)
+    X = rng.standard_normal((36, 2)).astype(np.float32)
+    y = np.tanh(X[:, :1] * X[:, 1:])
+    in_place, copied = _tiny(), _tiny()
+    for model in (in_place, copied):
+        model.compile(loss="mse", optimizer=fnn.optim.Adam(lr=0.01))
+    for i in range(4):
+        xb, yb = X[i * 9:(i + 1) * 9], y[i * 9:(i + 1) * 9]
+        frozen = xb.copy()
+        frozen.flags.writeable = False  # read-only: copied into the plan's buffer
+        in_place.train_step(xb, yb)
+        copied.train_step(frozen, yb)
+    assert in_place.step_plan(9).run.slots and in_place.step_plan(9).run.fused == (mode == "always")
+    assert not in_place.step_plan(9).x.any()  # never written: the steps read the caller's rows
+    np.testing.assert_array_equal(copied.step_plan(9).x, X[27:])  # the last batch, copied
+    np.testing.assert_array_equal(in_place.params, copied.params)

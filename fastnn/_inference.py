@@ -1,0 +1,219 @@
+"""Inference plans: ``predict``, ``evaluate`` and the validation pass of ``fit`` as recorded
+kernel calls at every batch size (CPU models whose layers are all plannable).
+
+A plan is the evaluation-mode forward of ``rows`` samples, recorded once on fixed buffers and
+run through :class:`fastnn._fused.CallRunner` (one compiled call once it has tiered up). At
+plan time:
+
+- a Dense layer, the eval-mode BatchNorm1d after it and an activation layer after that become
+  one :func:`~fastnn.kernels.inference.dense_infer` call: the normalisation is a per-column
+  scale and shift applied in the GEMM tiles' epilogue with the activation, output written once.
+  The scale and shift are computed from the live weights and running statistics inside the
+  plan, at every call (O(features)), so a plan is never stale after a training step, a load or
+  a direct write into the parameters;
+- a convolution followed by eval-mode batch norm runs with the scale folded into a copy of its
+  weights, refolded at every call the same way (a convolution's weights are small next to its work);
+- layers that do nothing in evaluation mode (Dropout) are skipped;
+- the input rows are the caller's array and the last Dense layer writes into the returned
+  array (no copies), through the runner's ``slots``.
+
+Large inputs run in chunks of :data:`CHUNK_ROWS` rows (every layer over one chunk, then the
+next), so a chunk's activations stay in cache between layers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._fused import CallRunner, rebindable
+from .kernels import inference as K
+from .kernels.activations import IDENTITY, ROWWISE_CODES
+from .layers.activation import Activation
+from .layers.base import Context, rows
+from .layers.conv import _ConvNd
+from .layers.dense import Dense
+from .layers.dropout import Dropout
+from .layers.normalization import BatchNorm1d
+
+#: rows per chunk of a large prediction (see the module docstring; benchmarks/RESULTS.md)
+CHUNK_ROWS = 256
+_MAX_PLANS = 4  # per model, beside its training plans (a chunk size and a remainder or two)
+
+
+def _transparent(layer) -> bool:
+    """Whether ``layer`` does nothing in evaluation mode (Dropout: no calls, its input out)."""
+    return isinstance(layer, Dropout)
+
+
+class _Recorder:
+    """Builds the calls of one plan: a walk over the layers that folds the patterns above."""
+
+    def __init__(self, model, m: int, x: np.ndarray, out: np.ndarray):
+        self.model, self.layers, self.m, self.out = model, list(model.layers), m, out
+        self.calls: list = []
+        self.h, self.lengths = x, None
+        self._unit_scale: np.ndarray | None = None
+
+    def _ones(self, n: int, dtype) -> np.ndarray:
+        """n ones: a view of one buffer per plan (one argument fewer per layer in the fused call)."""
+        widest = max((layer.units for layer in self.layers if isinstance(layer, Dense)), default=n)
+        if self._unit_scale is None or self._unit_scale.dtype != dtype:
+            self._unit_scale = np.ones(max(widest, n), dtype)
+        return self._unit_scale[:n]
+
+    def _next(self, i: int) -> int:
+        """Index of the first layer from ``i`` that is not transparent at the current input."""
+        while i < len(self.layers) and _transparent(self.layers[i]):
+            i += 1
+        return i
+
+    def _batchnorm_after(self, i: int, shape) -> BatchNorm1d | None:
+        layer = self.layers[i] if i < len(self.layers) else None
+        if (isinstance(layer, BatchNorm1d) and layer.track_running_stats and layer.input_shape == shape
+                and layer.device == "cpu"):
+            return layer
+        return None
+
+    def _activation_after(self, i: int, code: int, rowwise_ok: bool):
+        layer = self.layers[i] if i < len(self.layers) else None
+        if code == IDENTITY and isinstance(layer, Activation) and (rowwise_ok or layer.code < ROWWISE_CODES):
+            return layer
+        return None
+
+    def record(self) -> np.ndarray:
+        i = self._next(0)
+        while i < len(self.layers):
+            layer = self.layers[i]
+            if isinstance(layer, Dense):
+                i = self._dense(i)
+            elif (isinstance(layer, _ConvNd) and layer.code == IDENTITY
+                  and self._batchnorm_after(self._next(i + 1), layer.output_shape)):
+                i = self._conv_batchnorm(i)
+            else:
+                ctx = Context(False, "infer", self.lengths)
+                more, self.h = layer.forward_calls(self.h, ctx)
+                self.lengths = layer.output_lengths(ctx)
+                self.calls += more
+                i += 1
+            i = self._next(i)
+        return self.h
+
+    def _fold_scale_shift(self, bias, bn):
+        """(scale, shift) buffers and the call that fills them from ``bias`` and ``bn``'s live state."""
+        scale, shift = (np.empty(bias.shape[0], bias.dtype) for _ in range(2))
+        self.calls.append((K.batchnorm_fold, (bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                                              scale, shift, bn.eps)))
+        return scale, shift
+
+    def _dense(self, i: int) -> int:
+        """Dense [BatchNorm1d] [activation] as one dense_infer call; returns the next layer's index."""
+        dense = self.layers[i]
+        j = self._next(i + 1)
+        bn = self._batchnorm_after(j, dense.output_shape) if len(dense.output_shape) == 1 else None
+        if bn is not None and dense.code == IDENTITY:
+            scale, shift = self._fold_scale_shift(dense.bias, bn)
+            j = self._next(j + 1)
+        else:
+            scale, shift = self._ones(dense.units, dense.bias.dtype), dense.bias
+        code, alpha = dense.code, dense.alpha
+        act = self._activation_after(j, code, True)
+        if act is not None:
+            code, alpha = act.code, act.alpha
+            j += 1
+        last = self._next(j) == len(self.layers)
+        shape = (self.m, *dense.output_shape)
+        y = self.out if last and self.out.shape == shape else dense._buffers(self.m, "infer")[1].reshape(shape)
+        self.calls.append((K.dense_infer, (rows(self.h, dense.in_features), dense.weight, scale, shift,
+                                           rows(y, dense.units), code, alpha)))
+        self.h = y
+        return j
+
+    def _conv_batchnorm(self, i: int) -> int:
+        """A convolution without activation, the batch norm after it and an elementwise activation
+        after that: the convolution's own kernel on weights and bias with the normalisation folded in."""
+        conv = self.layers[i]
+        j = self._next(i + 1)
+        bn = self._batchnorm_after(j, conv.output_shape)
+        j = self._next(j + 1)
+        code, alpha = IDENTITY, 0.0
+        act = self._activation_after(j, code, False)
+        if act is not None:
+            code, alpha = act.code, act.alpha
+            j += 1
+        (fn, args), = conv.forward_calls(self.h, Context(False, "infer", self.lengths))[0]
+        scale, shift = self._fold_scale_shift(conv.bias, bn)
+        w = conv.weight.reshape((conv.weight.shape[0], -1))
+        folded = np.empty_like(w)
+        self.calls.append((K.scale_rows, (w, scale, folded)))
+        # conv2d_forward(x, w, b, col, zcol, z, y, *geometry, groups, code, alpha)
+        self.calls.append((fn, (args[0], folded.reshape(args[1].shape), shift, *args[3:-2], code, alpha)))
+        self.h = args[6].reshape((self.m, *conv.output_shape))
+        return j
+
+
+class InferencePlan:
+    """The evaluation-mode forward of ``m`` rows: ``run(X, out)`` writes the outputs of rows X
+    (m, *input_shape) into out (m, *output_shape)."""
+
+    def __init__(self, model, m: int):
+        self.x = np.empty((m, *model.input_shape), model.input_dtype)
+        self.out = np.empty((m, *model.output_shape), model.dtype)
+        recorder = _Recorder(model, m, self.x, self.out)
+        h = recorder.record()
+        calls = recorder.calls
+        # the last output is copied only when no Dense layer could write it into ``out``
+        self._copy_from = None if h is self.out else h
+        self._x_slot = rebindable(calls, self.x) and (self._copy_from is None or not np.shares_memory(h, self.x))
+        slots = (self.x,) if self._x_slot else ()
+        self._out_slot = self._copy_from is None
+        if self._out_slot:
+            slots += (self.out,)
+        self.runner = CallRunner(calls, slots=slots)
+
+    def run(self, X: np.ndarray, out: np.ndarray) -> None:
+        flags = X.flags
+        if self._x_slot and flags.c_contiguous and flags.writeable and X.dtype == self.x.dtype:
+            arrays = (X,)
+        else:
+            self.x[...] = X
+            arrays = (self.x,) if self._x_slot else ()
+        if self._out_slot:
+            arrays += (out,)
+        self.runner(*arrays)
+        if self._copy_from is not None:
+            out[...] = self._copy_from
+
+
+def supported(model) -> bool:
+    """Whether :func:`predict` can run ``model`` (a CPU model of plannable layers)."""
+    return model.device == "cpu" and model._plannable
+
+
+def plan(model, m: int) -> InferencePlan:
+    """The model's inference plan for ``m`` rows (built once; kept among the model's plans, so a
+    rebuild of the model's buffers drops it)."""
+    key = ("fused-infer", m)
+    found = model._plans.get(key)
+    if found is None:
+        mine = [k for k in model._plans if isinstance(k, tuple) and k[0] == "fused-infer"]
+        for k in mine[:max(0, len(mine) - _MAX_PLANS + 1)]:
+            del model._plans[k]
+        found = model._plans[key] = InferencePlan(model, m)
+    return found
+
+
+def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """Outputs (n, *output_shape) of checked rows X, in evaluation mode, in chunks of at most
+    ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
+    n = X.shape[0]
+    out = np.empty((n, *model.output_shape), model.dtype)
+    chunk = batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS  # batch_size >= 1 (checked by the caller)
+    if n <= chunk:
+        plan(model, n).run(X, out)
+        return out
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        plan(model, hi - lo).run(X[lo:hi], out[lo:hi])
+    return out
+
+
+__all__ = ["CHUNK_ROWS", "InferencePlan", "plan", "predict", "supported"]

@@ -1,0 +1,98 @@
+"""Evaluation-mode kernels of the inference plans (:mod:`fastnn._inference`).
+
+A dense layer followed by evaluation-mode batch norm and an activation is one affine map per
+output column before the activation: ``y = f((x @ w) * scale + shift)``. :func:`dense_infer`
+runs it with the scale and shift applied in the GEMM tiles' epilogue, where the training kernel
+adds the bias (a plain dense layer is scale 1, shift = bias), writing ``y`` once, in place.
+:func:`batchnorm_fold` computes scale and shift from the layer's bias and the running
+statistics (O(features), so a plan recomputes them at every call and can never be stale);
+:func:`scale_rows` folds the scale into a convolution's weights (small next to its work).
+
+CPU only (no DEVICE_API: the layers never call these; CUDA models keep the layer-by-layer path).
+Shapes: x (batch, in), w (in, out), scale/shift/bias and the statistics (out,), y (batch, out);
+one dtype, float32 or float64, C-contiguous.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import literal_unroll, njit, prange
+
+from .._config import JIT, JIT_PARALLEL
+from ._scalar import like, start_of
+from .activations import IDENTITY, ROWWISE_CODES, VECTORISED_CODES, activate, rows_activate
+from .blas import gemm_block
+from .dense import _block, _grid, _worth_parallel
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _affine_activate_block(y, scale, shift, code, alpha, r0, r1, c0, c1):
+    """y[r0:r1, c0:c1] = f(y * scale + shift) in place (elementwise activations only)."""
+    s, t = scale[c0:c1], shift[c0:c1]
+    n = c1 - c0
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
+        if code == c:
+            vectorised = True
+            for i in range(r0, r1):
+                yi = y[i, c0:c1]
+                for j in range(n):
+                    yi[j] = activate(c, yi[j] * s[j] + t[j], alpha)
+    if not vectorised:
+        for i in range(r0, r1):
+            yr = y[i, c0:c1]
+            for j in range(n):
+                yr[j] = activate(code, yr[j] * s[j] + t[j], alpha)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _infer_tile(x, w, scale, shift, y, code, alpha, tile, grid):
+    r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], y.shape[0], y.shape[1])
+    gemm_block(False, False, like(1.0, y), x, w, like(0.0, y), y, r0, r1, c0, c1)
+    # row-wise activations (softmax) run after all tiles; one call site with a run-time code
+    _affine_activate_block(y, scale, shift, code if code < ROWWISE_CODES else IDENTITY, alpha, r0, r1, c0, c1)
+
+
+@njit(**JIT_PARALLEL)
+def dense_infer(x, w, scale, shift, y, code, alpha):
+    """y = f((x @ w) * scale + shift) (activation ``code``), written once into ``y``.
+
+    x (batch, in), w (in, out), scale/shift (out,), y (batch, out), one dtype. The tiles and
+    the threshold for going parallel are those of ``dense_forward``.
+    """
+    m, n = y.shape
+    a = like(alpha, y)
+    parallel = _worth_parallel(m, n, x.shape[1])
+    grid = _grid(m, n, parallel)
+    if parallel:
+        for t_u in prange(grid[2] * grid[3]):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            _infer_tile(x, w, scale, shift, y, code, a, t, grid)
+    else:
+        _infer_tile(x, w, scale, shift, y, code, a, 0, grid)
+    if code >= ROWWISE_CODES:
+        rows_activate(code, y, y, a, start_of(m), m)
+
+
+@njit(**JIT)
+def batchnorm_fold(bias, gamma, beta, running_mean, running_var, scale, shift, eps):
+    """scale = gamma / sqrt(running_var + eps), shift = (bias - running_mean) * scale + beta, so
+    that evaluation-mode batch norm of ``z + bias`` is ``z * scale + shift``. All (features,);
+    writes scale and shift. (A layer without affine parameters passes gamma 1 and beta 0.)"""
+    one = like(1.0, scale)
+    e = like(eps, scale)
+    for j in range(scale.shape[0]):
+        s = gamma[j] * (one / math.sqrt(running_var[j] + e))
+        scale[j] = s
+        shift[j] = (bias[j] - running_mean[j]) * s + beta[j]
+
+
+@njit(**JIT)
+def scale_rows(w, scale, out):
+    """out[i, :] = w[i, :] * scale[i]: a convolution's weights (out_channels, fan_in) with the
+    batch-norm scale folded in. w, out (rows, k), scale (rows,)."""
+    for i in range(w.shape[0]):
+        s = scale[i]
+        for j in range(w.shape[1]):
+            out[i, j] = w[i, j] * s

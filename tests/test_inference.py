@@ -1,0 +1,170 @@
+"""Inference plans (fastnn._inference): predict/evaluate run recorded calls at every batch size,
+eval-mode batch norm folded into the Dense / convolution before it, dropout skipped.
+
+The reference is the layer-by-layer forward in evaluation mode (``model.forward(x, training=False)``:
+each layer's own kernels, batch norm unfolded)."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _config, _fused, _inference
+from fastnn.kernels.activations import ACTIVATION_TABLE
+
+ACTIVATIONS = [row.name for row in ACTIVATION_TABLE]
+TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
+
+
+def _close(actual, expected, dtype):
+    """Equal up to rounding: relative to each value, or to the output's scale where values cancel."""
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * float(np.abs(expected).max()))
+
+
+def _randomise_batchnorm(model, rng):
+    """Running statistics and affine parameters away from their initial 0/1 (a fold of the
+    initial state would hide a wrong formula)."""
+    for layer in model.layers:
+        if isinstance(layer, fnn.BatchNorm1d):
+            layer.running_mean[...] = rng.standard_normal(layer.num_features)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.num_features)
+            if layer.affine:
+                layer.weight[...] = rng.uniform(0.5, 1.5, layer.num_features)
+                layer.bias[...] = rng.standard_normal(layer.num_features)
+    return model
+
+
+def _dense_bn(activation, dtype, rng, dropout=0.3):
+    model = fnn.Sequential([fnn.Dense(5, 9), fnn.BatchNorm1d(9), fnn.Activation(activation), fnn.Dropout(dropout),
+                            fnn.Dense(9, 4)], seed=3, dtype=dtype)
+    return _randomise_batchnorm(model, rng)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_dense_batchnorm_folded_equals_unfolded(activation, dtype, rng):
+    model = _dense_bn(activation, dtype, rng)
+    for batch in (1, 7):
+        x = rng.standard_normal((batch, 5))
+        _close(model.predict(x), model.forward(x, training=False), dtype)
+    plan = _inference.plan(model, 7)
+    kernels = [fn.__name__ for fn, _ in plan.runner.calls]
+    assert kernels == ["batchnorm_fold", "dense_infer", "dense_infer"]  # BN, activation, dropout folded away
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "elu"])
+def test_conv_batchnorm_folded_equals_unfolded(activation, dtype, rng):
+    model = _randomise_batchnorm(fnn.Sequential([
+        fnn.Conv2d(2, 3, 3, padding=1), fnn.BatchNorm2d(3), fnn.Activation(activation), fnn.Flatten(),
+        fnn.Dense(3 * 5 * 4, 2)], seed=1, dtype=dtype, input_shape=(2, 5, 4)), rng)
+    conv1d = _randomise_batchnorm(fnn.Sequential([
+        fnn.Conv1d(2, 4, 3), fnn.BatchNorm1d(4, affine=False), fnn.Activation(activation), fnn.Flatten()],
+        seed=2, dtype=dtype, input_shape=(2, 6)), rng)
+    for net, shape in ((model, (2, 5, 4)), (conv1d, (2, 6))):
+        for batch in (1, 5):
+            x = rng.standard_normal((batch, *shape))
+            _close(net.predict(x), net.forward(x, training=False), dtype)
+        kernels = [fn.__name__ for fn, _ in _inference.plan(net, 5).runner.calls]
+        assert kernels[:3] == ["batchnorm_fold", "scale_rows", "conv2d_forward"]
+        assert "batchnorm_forward_eval" not in kernels and "activation_forward" not in kernels
+
+
+def test_large_inputs_run_in_chunks_with_a_remainder(rng, monkeypatch):
+    monkeypatch.setattr(_inference, "CHUNK_ROWS", 16)
+    model = _dense_bn("relu", "float64", rng)
+    x = rng.standard_normal((37, 5))  # 16 + 16 + 5
+    _close(model.predict(x), model.forward(x, training=False), "float64")
+    _close(model.predict(x, batch_size=3), model.forward(x, training=False), "float64")
+    assert ("fused-infer", 16) in model._plans and ("fused-infer", 5) in model._plans
+
+
+def test_predictions_follow_training_steps_loads_and_direct_writes(rng, tmp_path):
+    """The fold reads the live weights and running statistics at every call: never stale."""
+    model = _dense_bn("relu", "float64", rng)
+    model.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=0.05))
+    x, y = rng.standard_normal((12, 5)), np.arange(12) % 4
+    before = model.predict(x)
+    model.train_step(x, y)  # changes the weights and the running statistics
+    after = model.predict(x)
+    assert not np.allclose(before, after)
+    _close(after, model.forward(x, training=False), "float64")
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    other = _dense_bn("relu", "float64", np.random.default_rng(99))
+    other.predict(x)  # its plan exists before the load
+    other.load_weights(path)
+    np.testing.assert_array_equal(other.predict(x), after)
+    model.layers[1].running_var[...] *= 4.0  # a write straight into a buffer
+    _close(model.predict(x), model.forward(x, training=False), "float64")
+
+
+def test_inputs_are_read_in_place_and_outputs_are_fresh(rng):
+    model = _dense_bn("tanh", "float32", rng)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    first = model.predict(x)
+    second = model.predict(x + 1)
+    assert first is not second and not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, model.predict(x))  # not overwritten by the later call
+    frozen = x.copy()
+    frozen.flags.writeable = False  # copied into the plan's input buffer instead
+    strided = np.asfortranarray(x)
+    for variant in (frozen, strided):
+        np.testing.assert_array_equal(model.predict(variant), first)
+
+
+def test_evaluate_uses_the_plans(rng):
+    model = _dense_bn("relu", "float64", rng).compile(loss="cross_entropy")
+    x, y = rng.standard_normal((9, 5)), np.arange(9) % 4
+    metrics = model.evaluate(x, y)
+    assert ("fused-infer", 9) in model._plans
+    logits = model.forward(x, training=False)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    expected = float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(9), y]))
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_model_without_calls_copies_its_input(rng):
+    model = fnn.Sequential([fnn.Dropout(0.5)], input_shape=(3,), dtype="float64")
+    x = rng.standard_normal((4, 3))
+    np.testing.assert_array_equal(model.predict(x), x)
+
+
+def test_fused_plans_equal_the_python_loop(rng, monkeypatch, tmp_path):
+    monkeypatch.setattr(_config, "FUSE", "always")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    fused = _dense_bn("gelu", "float32", np.random.default_rng(5))
+    results = [fused.predict(x[:1]), fused.predict(x)]
+    assert _inference.plan(fused, 7).runner.fused
+    monkeypatch.setattr(_config, "FUSE", "never")
+    loop = _dense_bn("gelu", "float32", np.random.default_rng(5))
+    for result, rows in zip(results, (x[:1], x)):
+        np.testing.assert_array_equal(result, loop.predict(rows))
+    assert not _inference.plan(loop, 7).runner.fused
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_kernels_against_the_float64_reference(activation, dtype, rng):
+    """dense_infer after batchnorm_fold is the reference Dense, eval batch norm and activation."""
+    from fastnn.kernels import inference as K
+    from fastnn.kernels.activations import ACTIVATIONS as CODES
+    from tests import reference as R
+
+    code, alpha, _ = CODES[activation]
+    for batch, k, n in ((1, 7, 5), (13, 6, 9), (1, 300, 257)):  # batch 1, odd shapes, a parallel batch-1 product
+        x, w = rng.standard_normal((batch, k)), rng.standard_normal((k, n)) / np.sqrt(k)
+        b, gamma, beta, mean = (rng.standard_normal(n) for _ in range(4))
+        var = rng.uniform(0.5, 2.0, n)
+        z, _ = R.dense_forward(x, w, b)
+        expected = R.activation_forward(activation, R.batchnorm_forward_eval(z, gamma, beta, mean, var, 1e-5), alpha)
+        c = [a.astype(dtype) for a in (x, w, b, gamma, beta, mean, var)]
+        scale, shift, y = np.empty(n, dtype), np.empty(n, dtype), np.empty((batch, n), dtype)
+        K.batchnorm_fold(c[2], c[3], c[4], c[5], c[6], scale, shift, 1e-5)
+        K.dense_infer(c[0], c[1], scale, shift, y, code, alpha)
+        assert y.dtype == dtype
+        _close(y, expected, dtype)
+        folded = np.empty_like(c[1].T)
+        K.scale_rows(np.ascontiguousarray(c[1].T), scale, folded)
+        np.testing.assert_allclose(folded, c[1].T * scale[:, None], rtol=TOLERANCE[dtype])
