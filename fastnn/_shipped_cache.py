@@ -95,8 +95,8 @@ class ShippedFunctionCache(caching.FunctionCache):
 
 def install() -> None:
     """Make ``@njit(cache=True)`` use :class:`ShippedFunctionCache` (idempotent)."""
-    if not issubclass(dispatcher.FunctionCache, ShippedFunctionCache):
-        dispatcher.FunctionCache = ShippedFunctionCache
+    if not issubclass(dispatcher.FunctionCache, ShippedFunctionCache):  # type: ignore[attr-defined]
+        dispatcher.FunctionCache = ShippedFunctionCache  # type: ignore[attr-defined]
 
 
 install()

@@ -410,7 +410,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
 def export_onnx(model, path, *, opset: int = DEFAULT_OPSET):
     """Write ``model`` to ``path`` as an ONNX graph of its evaluation-mode forward pass.
 
-    The graph has one input ``"input"`` (batch, *input_shape) with a dynamic batch axis, float32
+    The graph has one input ``"input"`` ``(batch, *input_shape)`` with a dynamic batch axis, float32
     (int64 indices for an Embedding model); float64 models are exported as float32 (onnxruntime's
     CPU convolution and recurrent kernels are float32 only). Dropout is the identity, batch norm
     uses its running statistics. See this module's docstring for each layer's operators.

@@ -528,7 +528,7 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     module : torch.nn.Module
         An ``nn.Sequential`` (nested ones are unrolled) or one module, of supported kinds:
         Linear, the activations, Dropout, BatchNorm1d/2d, LayerNorm, Conv1d/2d, pools, Flatten,
-        Embedding, TransformerEncoderLayer (batch_first), and :mod:`fastnn.interop.torch_adapters`
+        Embedding, TransformerEncoderLayer (batch_first), and ``fastnn.interop.torch_adapters``
         (``Recurrent`` around nn.LSTM/GRU/RNN with batch_first=True, ``SelfAttention``, ...).
     input_shape : tuple of int, optional
         The per-sample input shape, e.g. (1, 28, 28); needed unless the first module fixes it

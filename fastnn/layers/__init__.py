@@ -1,5 +1,7 @@
 """Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
 Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
+from typing import Any
+
 from .activation import (
     ELU,
     GELU,
@@ -52,7 +54,7 @@ def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
     >>> fnn.layers.layer_to_config(fnn.Dense(4, 2, activation="relu"))["class"]
     'Dense'
     """
-    entry = {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
+    entry: dict[str, Any] = {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
     if not layer.trainable:
         entry["trainable"] = False
     return entry

@@ -277,7 +277,7 @@ class Layer(Owned):
     def trainable(self) -> bool:
         """False: the optimizer leaves this layer's parameters, and those of the layers inside it,
         unchanged (no update, no decay, state kept); gradients still flow through it
-        (:mod:`fastnn.freezing`)."""
+        (``fastnn.freezing``)."""
         return self.__dict__.get("_trainable", True)
 
     @trainable.setter

@@ -1,6 +1,8 @@
 """Batch normalisation over (batch, features) and layer normalisation over the last axis."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import _validation as V
@@ -115,7 +117,7 @@ class BatchNorm1d(_Normalization):
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
         self._positions = 1
-        self._sync = None  # fastnn.distributed.SyncBatchNorm while a fit synchronises the batch statistics (private:
+        self._sync: Any = None  # fastnn.distributed.SyncBatchNorm while a fit synchronises the batch statistics (private:
         # a public attribute set would mark the model stale and rebuild the layer)
 
     @property
