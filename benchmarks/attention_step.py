@@ -12,6 +12,7 @@ products, and per (sample, head) q @ k.T and probs @ v forward with their four g
 as batched np.matmul). fastnn's Numba pool, torch and NumPy's BLAS run ``--threads`` threads;
 the table gives medians of interleaved repeats (fastnn, torch, floor, fastnn, ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ F32 = np.float32
 
 
 def fastnn_step(x, target):
-    model = fnn.Sequential([fnn.TransformerEncoderBlock(EMBED, HEADS, FF), fnn.Flatten()], input_shape=x.shape[1:],
-                           dtype="float32", seed=0)
+    model = fnn.Sequential(
+        [fnn.TransformerEncoderBlock(EMBED, HEADS, FF), fnn.Flatten()], input_shape=x.shape[1:], dtype="float32", seed=0
+    )
     model.compile("mse", fnn.optim.SGD(1e-4))
     return lambda: model.train_step(x, target)
 
@@ -43,6 +45,7 @@ def torch_step(torch, x, target):
         loss = loss_fn(block(tx).flatten(1), tt)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -59,9 +62,14 @@ class Floor:
         q, k, v = (rng.standard_normal((BATCH, HEADS, STEPS, d), F32) for _ in range(3))
         s, o = np.empty((BATCH, HEADS, STEPS, STEPS), F32), np.empty((BATCH, HEADS, STEPS, d), F32)
         kt, st = k.transpose(0, 1, 3, 2), s.transpose(0, 1, 3, 2)
-        self.ops += [(q, kt, s), (s, v, o),  # forward: scores, context
-                     (st, o, np.empty_like(v)), (o, v.transpose(0, 1, 3, 2), np.empty_like(s)),  # grad v, grad probs
-                     (s, k, np.empty_like(q)), (st, q, np.empty_like(k))]  # grad q, grad k
+        self.ops += [
+            (q, kt, s),
+            (s, v, o),  # forward: scores, context
+            (st, o, np.empty_like(v)),
+            (o, v.transpose(0, 1, 3, 2), np.empty_like(s)),  # grad v, grad probs
+            (s, k, np.empty_like(q)),
+            (st, q, np.empty_like(k)),
+        ]  # grad q, grad k
 
     def __call__(self):
         for a, b, c in self.ops:
@@ -81,8 +89,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, STEPS, EMBED), dtype=F32)
     target = rng.standard_normal((BATCH, STEPS * EMBED), dtype=F32)
-    print(f"## Encoder block training step (batch {BATCH}, time {STEPS}, embed {EMBED}, {HEADS} heads, ff {FF}, "
-          f"float32), median of {args.repeats} interleaved repeats (ms per step)\n")
+    print(
+        f"## Encoder block training step (batch {BATCH}, time {STEPS}, embed {EMBED}, {HEADS} heads, ff {FF}, "
+        f"float32), median of {args.repeats} interleaved repeats (ms per step)\n"
+    )
     print("| threads | fastnn | torch | GEMM floor | fastnn/torch | fastnn/floor |\n|---|---|---|---|---|---|")
     for threads in (int(t) for t in args.threads.split(",")):
         set_threads(threads)
@@ -91,8 +101,11 @@ def main(argv=None) -> int:
             cases["torch"] = torch_step(torch, x, target)
         t = {name: float(np.median(s)) for name, s in interleaved(cases, args.repeats, args.block_ms / 1e3).items()}
         tt = t.get("torch", float("nan"))
-        print(f"| {threads} | {t['fastnn'] * 1e3:.2f} | {tt * 1e3:.2f} | {t['floor'] * 1e3:.2f} | "
-              f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
+        print(
+            f"| {threads} | {t['fastnn'] * 1e3:.2f} | {tt * 1e3:.2f} | {t['floor'] * 1e3:.2f} | "
+            f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |",
+            flush=True,
+        )
     print(f"\nCommand: `python benchmarks/attention_step.py --threads {args.threads} --repeats {args.repeats}`")
     return 0
 

@@ -6,6 +6,7 @@ Compares NumPy's bundled OpenBLAS (the floor's), the copy inside SciPy's wheel a
 scipy-openblas32 wheel fastnn's kernels call, each pinned to one thread, through ctypes
 (the same call overhead for all), on the same operands.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -26,8 +27,7 @@ def _libraries() -> dict[str, tuple]:
     paths = sorted(glob.glob(os.path.join(numpy_libs, "libscipy_openblas*.so*"))) + blas._candidate_libraries()
     found = {}
     for path in paths:
-        name = ("numpy" if "numpy.libs" in path else "scipy-openblas32" if "scipy_openblas32" in path
-                else "scipy")
+        name = "numpy" if "numpy.libs" in path else "scipy-openblas32" if "scipy_openblas32" in path else "scipy"
         lib = ctypes.CDLL(path)
         for suffix, int_type in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
             if hasattr(lib, "scipy_cblas_sgemm" + suffix):
@@ -36,8 +36,16 @@ def _libraries() -> dict[str, tuple]:
                 get_config.restype = ctypes.c_char_p
                 version = get_config().decode().split()[1]
                 sgemm = getattr(lib, "scipy_cblas_sgemm" + suffix)
-                sgemm.argtypes = [int_type] * 6 + [ctypes.c_float, ctypes.c_void_p, int_type, ctypes.c_void_p,
-                                                   int_type, ctypes.c_float, ctypes.c_void_p, int_type]
+                sgemm.argtypes = [int_type] * 6 + [
+                    ctypes.c_float,
+                    ctypes.c_void_p,
+                    int_type,
+                    ctypes.c_void_p,
+                    int_type,
+                    ctypes.c_float,
+                    ctypes.c_void_p,
+                    int_type,
+                ]
                 found[f"{name} {version}"] = (sgemm, int_type)
                 break
     return found

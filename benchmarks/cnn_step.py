@@ -19,6 +19,7 @@ calls of about ``--block-ms``; the table gives the median per call:
   infer b=1 ``model.predict(x[:1])`` / torch eval under no_grad / the forward GEMMs at batch 1
 fastnn's Numba pool, torch and NumPy's BLAS all run ``--threads`` threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,41 +36,84 @@ F32 = np.float32
 
 # ----------------------------------------------------------------------------- the models
 
+
 def lenet_fastnn(seed=0):
-    return fnn.Sequential([
-        fnn.Conv2d(1, 6, 5, activation="relu"), fnn.MaxPool2d(2),
-        fnn.Conv2d(6, 16, 5, activation="relu"), fnn.MaxPool2d(2), fnn.Flatten(),
-        fnn.Dense(256, 120, activation="relu"), fnn.Dense(120, 10)], input_shape=(1, 28, 28), seed=seed,
-        dtype="float32")
+    return fnn.Sequential(
+        [
+            fnn.Conv2d(1, 6, 5, activation="relu"),
+            fnn.MaxPool2d(2),
+            fnn.Conv2d(6, 16, 5, activation="relu"),
+            fnn.MaxPool2d(2),
+            fnn.Flatten(),
+            fnn.Dense(256, 120, activation="relu"),
+            fnn.Dense(120, 10),
+        ],
+        input_shape=(1, 28, 28),
+        seed=seed,
+        dtype="float32",
+    )
 
 
 def lenet_torch(torch):
     nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(256, 120),
+        nn.ReLU(),
+        nn.Linear(120, 10),
+    )
 
 
 def conv1d_fastnn(seed=0):
-    return fnn.Sequential([
-        fnn.Conv1d(16, 32, 5, padding=2, activation="relu"), fnn.MaxPool1d(2),
-        fnn.Conv1d(32, 32, 5, padding=2, activation="relu"), fnn.GlobalAvgPool(),
-        fnn.Dense(32, 10)], input_shape=(16, 256), seed=seed, dtype="float32")
+    return fnn.Sequential(
+        [
+            fnn.Conv1d(16, 32, 5, padding=2, activation="relu"),
+            fnn.MaxPool1d(2),
+            fnn.Conv1d(32, 32, 5, padding=2, activation="relu"),
+            fnn.GlobalAvgPool(),
+            fnn.Dense(32, 10),
+        ],
+        input_shape=(16, 256),
+        seed=seed,
+        dtype="float32",
+    )
 
 
 def conv1d_torch(torch):
     nn = torch.nn
-    return nn.Sequential(nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
-                         nn.Conv1d(32, 32, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
-                         nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Conv1d(16, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(32, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 # (input shape, fastnn builder, torch builder, GEMMs of a training step: (m, k, n, transposes)),
 # each conv as (out, C*KH*KW, batch*OH*OW) and each dense as (batch, in, out)
 MODELS = {
-    "lenet": ((1, 28, 28), lenet_fastnn, lenet_torch,
-              dict(convs=[(6, 25, 24 * 24, False), (16, 150, 8 * 8, True)], dense=[(256, 120, True), (120, 10, True)])),
-    "conv1d": ((16, 256), conv1d_fastnn, conv1d_torch,
-               dict(convs=[(32, 80, 256, False), (32, 160, 128, True)], dense=[(32, 10, True)])),
+    "lenet": (
+        (1, 28, 28),
+        lenet_fastnn,
+        lenet_torch,
+        dict(convs=[(6, 25, 24 * 24, False), (16, 150, 8 * 8, True)], dense=[(256, 120, True), (120, 10, True)]),
+    ),
+    "conv1d": (
+        (16, 256),
+        conv1d_fastnn,
+        conv1d_torch,
+        dict(convs=[(32, 80, 256, False), (32, 160, 128, True)], dense=[(32, 10, True)]),
+    ),
 }
 
 
@@ -154,9 +198,12 @@ def profile(name, steps=200, cpu_clock=False):
     for _ in range(20):
         train()
     plan = model.step_plan(BATCH)
-    calls = ([(f"forward {fn.__name__}", fn, a) for fn, a in plan.forward] + [("loss", plan.loss_fn, plan.loss_args)]
-             + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
-             + [("optimizer step", model.optimizer.step, ())])
+    calls = (
+        [(f"forward {fn.__name__}", fn, a) for fn, a in plan.forward]
+        + [("loss", plan.loss_fn, plan.loss_args)]
+        + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
+        + [("optimizer step", model.optimizer.step, ())]
+    )
     totals = np.zeros(len(calls))
     clock = time.thread_time if cpu_clock else time.perf_counter
     for _ in range(steps):
@@ -184,13 +231,20 @@ def main(argv=None) -> int:
     parser.add_argument("--block-ms", type=float, default=150.0)
     parser.add_argument("--models", default="lenet,conv1d")
     parser.add_argument("--profile", choices=list(MODELS), help="per-call profile of one model's step instead")
-    parser.add_argument("--cpu-clock", action="store_true",
-                        help="time the calling thread's CPU time, not wall time: with --threads 1 every case runs "
-                             "in that thread, so a busy machine's preemptions drop out")
-    parser.add_argument("--settle-ms", type=float, default=None,
-                        help="sleep before each timed block so the other libraries' thread pools stop spinning "
-                             "(default 300 with more than 1 thread, else 0): three pools on 2 cores otherwise "
-                             "measure each other's spinning")
+    parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="time the calling thread's CPU time, not wall time: with --threads 1 every case runs "
+        "in that thread, so a busy machine's preemptions drop out",
+    )
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=None,
+        help="sleep before each timed block so the other libraries' thread pools stop spinning "
+        "(default 300 with more than 1 thread, else 0): three pools on 2 cores otherwise "
+        "measure each other's spinning",
+    )
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     if args.cpu_clock and args.threads != 1:
@@ -212,8 +266,11 @@ def main(argv=None) -> int:
         for label, impls in cases.items():
             t = median_seconds(impls, args.repeats, args.block_ms / 1e3, pause=settle / 1e3, clock=clock)
             tt = t.get("torch", float("nan"))
-            print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
-                  f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
+            print(
+                f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
+                f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |",
+                flush=True,
+            )
     flag = " --cpu-clock" if args.cpu_clock else ""
     print(f"\nCommand: `python benchmarks/cnn_step.py --threads {args.threads} --repeats {args.repeats}{flag}`")
     return 0

@@ -7,6 +7,7 @@
 Same as ``python -m fastnn.bench`` (see :mod:`fastnn.bench` for what is measured). Writes
 benchmarks/results/compare.md and compare.json.
 """
+
 import os
 import sys
 

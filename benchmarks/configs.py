@@ -14,6 +14,7 @@ Each config builds a float32 fastnn model (:func:`build_fastnn`), the same netwo
 with the same weights (:class:`TorchBench`, when torch is importable) and its GEMM floor
 (:class:`GemmFloor`).
 """
+
 import os
 import sys
 
@@ -38,6 +39,21 @@ from fastnn.bench import (
     train_flops,
 )
 
-__all__ = ["CONFIGS", "OPTIMIZER_CASES", "BenchConfig", "GemmFloor", "TorchBench", "build_fastnn",
-           "copy_bandwidth", "infer_flops", "interleaved", "machine_info", "make_batch", "numpy_blas_controllers",
-           "set_threads", "summarize", "torch_or_none", "train_flops"]
+__all__ = [
+    "CONFIGS",
+    "OPTIMIZER_CASES",
+    "BenchConfig",
+    "GemmFloor",
+    "TorchBench",
+    "build_fastnn",
+    "copy_bandwidth",
+    "infer_flops",
+    "interleaved",
+    "machine_info",
+    "make_batch",
+    "numpy_blas_controllers",
+    "set_threads",
+    "summarize",
+    "torch_or_none",
+    "train_flops",
+]

@@ -7,6 +7,7 @@
 
 Heavy configs carry the ``heavy`` mark and are skipped unless FASTNN_BENCH_LARGE=1.
 """
+
 import os
 import sys
 

@@ -18,6 +18,7 @@ Runs (each in fresh processes, the driver launches them):
 
 Writes benchmarks/results/distributed.{md,json}. The machine is shared: medians, and say so.
 """
+
 import argparse
 import json
 import math
@@ -78,8 +79,13 @@ def _fit_epochs(name: str, samples: int, repeats: int, spent) -> dict:
         elapsed = time.perf_counter() - start
         seconds.append(elapsed)
         shares.append(spent[0] / elapsed)
-    return {"epoch": summarize(seconds), "reduce_share": float(np.median(shares)), "params": int(model.params.size),
-            "steps": math.ceil(samples / cfg.batch), "batch": cfg.batch}
+    return {
+        "epoch": summarize(seconds),
+        "reduce_share": float(np.median(shares)),
+        "params": int(model.params.size),
+        "steps": math.ceil(samples / cfg.batch),
+        "batch": cfg.batch,
+    }
 
 
 def _allreduce_sweep(comm) -> list[dict]:
@@ -96,8 +102,14 @@ def _allreduce_sweep(comm) -> list[dict]:
             start = time.perf_counter()
             comm.Allreduce(MPI.IN_PLACE, values)
             times.append(time.perf_counter() - start)
-        rows.append({"bytes": values.nbytes, "median_s": float(np.median(times)), "min_s": float(min(times)),
-                     "repeats": repeats})
+        rows.append(
+            {
+                "bytes": values.nbytes,
+                "median_s": float(np.median(times)),
+                "min_s": float(min(times)),
+                "repeats": repeats,
+            }
+        )
     return rows
 
 
@@ -120,8 +132,13 @@ def _step_fit(name: str, batches: tuple[int, int]) -> dict:
         times[batch] = float(np.median(runs))
     (b0, t0), (b1, t1) = sorted(times.items())
     c1 = max((t1 - t0) / (b1 - b0), 1e-12)
-    return {"params": int(model.params.size), "batch": cfg.batch, "step_s": times, "c0_s": max(t0 - c1 * b0, 0.0),
-            "c1_s": c1}
+    return {
+        "params": int(model.params.size),
+        "batch": cfg.batch,
+        "step_s": times,
+        "c0_s": max(t0 - c1 * b0, 0.0),
+        "c1_s": c1,
+    }
 
 
 def worker(args) -> None:
@@ -139,8 +156,10 @@ def worker(args) -> None:
         result["configs"]["mlp-bn-do+sync"] = _fit_epochs("mlp-bn-do", args.samples, args.repeats, spent)
         result["allreduce"] = _allreduce_sweep(comm)
     elif args.scaling:
-        result["steps"] = {name: _step_fit(name, batches) for name, batches in
-                           (("mlp", (64, 256)), ("lenet", (32, 128)), ("wide", (128, 512)))}
+        result["steps"] = {
+            name: _step_fit(name, batches)
+            for name, batches in (("mlp", (64, 256)), ("lenet", (32, 128)), ("wide", (128, 512)))
+        }
     if rank == 0:
         with open(args.out, "w") as handle:
             json.dump(result, handle)
@@ -148,10 +167,24 @@ def worker(args) -> None:
 
 # ----------------------------------------------------------------------------- driver
 def _launch(ranks: int, threads: int, out: str, args, scaling: bool) -> dict:
-    env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.path.dirname(os.path.dirname(HERE))}
-    command = [sys.executable, HERE, "--worker", "--out", out, "--samples", str(args.samples),
-               "--repeats", str(args.repeats), *(["--scaling"] if scaling else [])]
+    env = {
+        **os.environ,
+        "NUMBA_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.path.dirname(os.path.dirname(HERE)),
+    }
+    command = [
+        sys.executable,
+        HERE,
+        "--worker",
+        "--out",
+        out,
+        "--samples",
+        str(args.samples),
+        "--repeats",
+        str(args.repeats),
+        *(["--scaling"] if scaling else []),
+    ]
     if ranks > 1:
         command = ["mpiexec", "-n", str(ranks), *command]
     subprocess.run(command, env=env, check=True)
@@ -186,8 +219,17 @@ def scaling_rows(steps: dict) -> list[dict]:
             for hosts in HOSTS:
                 step = fit["c0_s"] + fit["c1_s"] * fit["batch"] / hosts + ring_seconds(hosts, grad_bytes, gbit)
                 efficiency[hosts] = single / step / hosts
-            rows.append({"config": name, "gbit": gbit, "grad_bytes": grad_bytes, "efficiency": efficiency,
-                         "comm16_s": comm16, "crossover_batch_per_host": crossover, "global_batch": fit["batch"]})
+            rows.append(
+                {
+                    "config": name,
+                    "gbit": gbit,
+                    "grad_bytes": grad_bytes,
+                    "efficiency": efficiency,
+                    "comm16_s": comm16,
+                    "crossover_batch_per_host": crossover,
+                    "global_batch": fit["batch"],
+                }
+            )
     return rows
 
 
@@ -196,36 +238,61 @@ def _crossover(batch: float) -> str:
 
 
 def markdown(one: dict, two: dict, rows: list[dict], command: str) -> str:
-    lines = [f"Command: `{command}` (loaded shared 2-core machine: medians of {one['configs']['mlp']['epoch']['repeats']} "
-             f"epochs; noisy).", "",
-             "| config | 1 rank x 2 threads (s/epoch) | 2 ranks x 1 thread (s/epoch) | ratio | reduce share (2 ranks) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{command}` (loaded shared 2-core machine: medians of {one['configs']['mlp']['epoch']['repeats']} "
+        f"epochs; noisy).",
+        "",
+        "| config | 1 rank x 2 threads (s/epoch) | 2 ranks x 1 thread (s/epoch) | ratio | reduce share (2 ranks) |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in two["configs"].items():
         base = one["configs"].get(name.replace("+sync", ""))
         ratio = entry["epoch"]["median_s"] / base["epoch"]["median_s"]
-        lines.append(f"| {name} ({entry['steps']} steps of {entry['batch']}) | {base['epoch']['median_s']:.3f} | "
-                     f"{entry['epoch']['median_s']:.3f} | {ratio:.2f} | {100 * entry['reduce_share']:.0f}% |")
+        lines.append(
+            f"| {name} ({entry['steps']} steps of {entry['batch']}) | {base['epoch']['median_s']:.3f} | "
+            f"{entry['epoch']['median_s']:.3f} | {ratio:.2f} | {100 * entry['reduce_share']:.0f}% |"
+        )
     latency, bandwidth = allreduce_model(two["allreduce"])
     best_latency, best_bandwidth = allreduce_model(two["allreduce"], "min_s")
-    lines += ["", f"Allreduce (float32, in place, 2 ranks, loopback): latency {latency * 1e6:.1f} us, bandwidth "
-              f"{bandwidth / 1e9:.2f} GB/s (medians); fastest calls: {best_latency * 1e6:.1f} us, "
-              f"{best_bandwidth / 1e9:.2f} GB/s.", "", "| bytes | median | fastest |", "|---|---|---|"]
-    lines += [f"| {r['bytes']:,} | {r['median_s'] * 1e6:.1f} us | {r['min_s'] * 1e6:.1f} us |" for r in two["allreduce"]]
-    lines += ["", f"Scaling model: ring Allreduce, {NET_LATENCY_S * 1e6:.0f} us per message, "
-              f"{NET_EFFICIENCY:.0%} of the line rate; compute c0 + c1 * (batch / hosts) from this machine "
-              "(2 threads); efficiency = T(1 host) / (hosts * T(hosts)) at the config's global batch.", "",
-              "| config | params | grad MB/step | Gbit/s | " + " | ".join(f"{h} hosts" for h in HOSTS)
-              + " | Allreduce at 16 hosts | per-host batch where compute = comm |",
-              "|---|---|---|---|" + "---|" * len(HOSTS) + "---|---|"]
+    lines += [
+        "",
+        f"Allreduce (float32, in place, 2 ranks, loopback): latency {latency * 1e6:.1f} us, bandwidth "
+        f"{bandwidth / 1e9:.2f} GB/s (medians); fastest calls: {best_latency * 1e6:.1f} us, "
+        f"{best_bandwidth / 1e9:.2f} GB/s.",
+        "",
+        "| bytes | median | fastest |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r['bytes']:,} | {r['median_s'] * 1e6:.1f} us | {r['min_s'] * 1e6:.1f} us |" for r in two["allreduce"]
+    ]
+    lines += [
+        "",
+        f"Scaling model: ring Allreduce, {NET_LATENCY_S * 1e6:.0f} us per message, "
+        f"{NET_EFFICIENCY:.0%} of the line rate; compute c0 + c1 * (batch / hosts) from this machine "
+        "(2 threads); efficiency = T(1 host) / (hosts * T(hosts)) at the config's global batch.",
+        "",
+        "| config | params | grad MB/step | Gbit/s | "
+        + " | ".join(f"{h} hosts" for h in HOSTS)
+        + " | Allreduce at 16 hosts | per-host batch where compute = comm |",
+        "|---|---|---|---|" + "---|" * len(HOSTS) + "---|---|",
+    ]
     for row in rows:
         fit = one["steps"][row["config"]]
-        lines.append(f"| {row['config']} (batch {row['global_batch']}) | {fit['params']:,} | "
-                     f"{row['grad_bytes'] / 1e6:.1f} | {row['gbit']} | "
-                     + " | ".join(f"{100 * row['efficiency'][h]:.0f}%" for h in HOSTS)
-                     + f" | {row['comm16_s'] * 1e3:.2f} ms | {_crossover(row['crossover_batch_per_host'])} |")
-    lines += ["", "Step fits (1 process, 2 threads): " + "; ".join(
-        f"{name}: c0 {fit['c0_s'] * 1e3:.2f} ms + c1 {fit['c1_s'] * 1e6:.1f} us/sample" for name, fit in
-        one["steps"].items())]
+        lines.append(
+            f"| {row['config']} (batch {row['global_batch']}) | {fit['params']:,} | "
+            f"{row['grad_bytes'] / 1e6:.1f} | {row['gbit']} | "
+            + " | ".join(f"{100 * row['efficiency'][h]:.0f}%" for h in HOSTS)
+            + f" | {row['comm16_s'] * 1e3:.2f} ms | {_crossover(row['crossover_batch_per_host'])} |"
+        )
+    lines += [
+        "",
+        "Step fits (1 process, 2 threads): "
+        + "; ".join(
+            f"{name}: c0 {fit['c0_s'] * 1e3:.2f} ms + c1 {fit['c1_s'] * 1e6:.1f} us/sample"
+            for name, fit in one["steps"].items()
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -250,8 +317,16 @@ def main() -> None:
     command = "python benchmarks/distributed.py" + (" --quick" if args.quick else "")
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "distributed.json"), "w") as handle:
-        json.dump({"one_rank_two_threads": one, "two_ranks_one_thread": two, "scaling": rows,
-                   "assumptions": {"net_latency_s": NET_LATENCY_S, "net_efficiency": NET_EFFICIENCY}}, handle, indent=1)
+        json.dump(
+            {
+                "one_rank_two_threads": one,
+                "two_ranks_one_thread": two,
+                "scaling": rows,
+                "assumptions": {"net_latency_s": NET_LATENCY_S, "net_efficiency": NET_EFFICIENCY},
+            },
+            handle,
+            indent=1,
+        )
     text = markdown(one, two, rows, command)
     with open(os.path.join(RESULTS, "distributed.md"), "w") as handle:
         handle.write(text)

@@ -10,6 +10,7 @@ The data are make-believe: labels are the argmax of a fixed random linear map of
 so both learn. fastnn runs ``model.fit(X, y, epochs=1, batch_size=128, shuffle=True, verbose=0)``.
 Writes benchmarks/results/fit_epoch.{md,json}.
 """
+
 import argparse
 import json
 import os
@@ -47,7 +48,7 @@ def torch_epoch(tb: TorchBench, X, y, batch: int) -> float:
     perm = torch.randperm(n)
     total = torch.zeros(())
     for lo in range(0, n, batch):
-        idx = perm[lo:lo + batch]
+        idx = perm[lo : lo + batch]
         loss = tb.train_step(X[idx], y[idx])
         total += loss.detach() * idx.shape[0]
     return float(total) / n
@@ -79,16 +80,27 @@ def main(argv=None) -> int:
     times = interleaved(cases, repeats, min_time=0.0, warmup=1)
     stats = {k: summarize(v) for k, v in times.items()}
     fast = stats["fastnn fit()"]["median_s"]
-    lines = [f"## One fit() epoch: {n:,} x 784 float32, 10 classes, {cfg.describe()}, {threads} threads", "",
-             "| implementation | s/epoch median (min-max) | samples/s | ratio to torch |", "|---|---|---|---|"]
+    lines = [
+        f"## One fit() epoch: {n:,} x 784 float32, 10 classes, {cfg.describe()}, {threads} threads",
+        "",
+        "| implementation | s/epoch median (min-max) | samples/s | ratio to torch |",
+        "|---|---|---|---|",
+    ]
     for k, s in stats.items():
         ratio = s["median_s"] / stats["torch loop"]["median_s"] if "torch loop" in stats else float("nan")
-        lines.append(f"| {k} | {s['median_s']:.3f} ({s['min_s']:.3f}-{s['max_s']:.3f}) | {n / s['median_s']:,.0f} "
-                     f"| {ratio:.2f} |")
+        lines.append(
+            f"| {k} | {s['median_s']:.3f} ({s['min_s']:.3f}-{s['max_s']:.3f}) | {n / s['median_s']:,.0f} "
+            f"| {ratio:.2f} |"
+        )
     loss = model.evaluate(X, y)
-    lines += ["", (f"fastnn after the timed epochs: loss {loss['loss']:.3f}, accuracy {loss['accuracy']:.3f}. "
-                   f"{repeats} interleaved repeats (one epoch each, after one warm-up epoch each)."),
-              f"Command: `python benchmarks/fit_epoch.py {' '.join(sys.argv[1:] if argv is None else argv)}`"]
+    lines += [
+        "",
+        (
+            f"fastnn after the timed epochs: loss {loss['loss']:.3f}, accuracy {loss['accuracy']:.3f}. "
+            f"{repeats} interleaved repeats (one epoch each, after one warm-up epoch each)."
+        ),
+        f"Command: `python benchmarks/fit_epoch.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out != "-":
@@ -96,9 +108,18 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, "fit_epoch.md"), "w") as handle:
             handle.write(text + "\n")
         with open(os.path.join(args.out, "fit_epoch.json"), "w") as handle:
-            json.dump({"samples": n, "threads": threads, "repeats": repeats, "stats": stats,
-                       "fastnn_over_torch": fast / stats["torch loop"]["median_s"] if "torch loop" in stats else None,
-                       "machine": machine_info()}, handle, indent=1)
+            json.dump(
+                {
+                    "samples": n,
+                    "threads": threads,
+                    "repeats": repeats,
+                    "stats": stats,
+                    "fastnn_over_torch": fast / stats["torch loop"]["median_s"] if "torch loop" in stats else None,
+                    "machine": machine_info(),
+                },
+                handle,
+                indent=1,
+            )
     return 0
 
 

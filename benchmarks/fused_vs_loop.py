@@ -3,6 +3,7 @@ one compiled call (fastnn._fused), interleaved in one process.
 
     python benchmarks/fused_vs_loop.py --config tiny
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def main(argv=None) -> int:
     step_calls = max(20, int(0.2 / max(_us(lambda: models["never"].train_step(x, y), 5) * 1e-6, 1e-6)))
     rows = []
     for _ in range(args.repeats):
-        rows.append([_us(lambda m=models[mode]: m.train_step(x, y), step_calls) for mode in ("never", "always")]
-                    + [_us(lambda m=models[mode]: m.predict(x1), 2000) for mode in ("never", "always")])
+        rows.append(
+            [_us(lambda m=models[mode]: m.train_step(x, y), step_calls) for mode in ("never", "always")]
+            + [_us(lambda m=models[mode]: m.predict(x1), 2000) for mode in ("never", "always")]
+        )
     med = np.median(np.array(rows), axis=0)
     print(f"## {args.config}: Python loop of kernel calls vs fused (median of {args.repeats} interleaved blocks, us)\n")
     print("| | loop | fused | fused/loop |\n|---|---|---|---|")

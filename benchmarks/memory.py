@@ -12,6 +12,7 @@ allocate. It also reports the NumPy-side transient bytes per step (tracemalloc p
 peak RSS (``resource.getrusage``) against the model's bytes.
 Writes benchmarks/results/memory.{md,json}.
 """
+
 import argparse
 import json
 import os
@@ -119,19 +120,36 @@ def child(name: str, steps: int) -> dict:
     counts.clear()
     for _ in range(steps):
         model.train_step(x, y)
-    by_kernel = {k: {"calls": c / steps, "allocs": a / steps, "array_args": n / steps}
-                 for k, (c, a, n) in sorted(counts.items())}
+    by_kernel = {
+        k: {"calls": c / steps, "allocs": a / steps, "array_args": n / steps} for k, (c, a, n) in sorted(counts.items())
+    }
     boundary = sum(v["array_args"] for v in by_kernel.values())
     inside = {k: v["allocs"] - v["array_args"] for k, v in by_kernel.items() if v["allocs"] != v["array_args"]}
     states = sum(v.nbytes for v in model.optimizer.state_dict().values() if hasattr(v, "nbytes"))
-    need = {"params": model.params.nbytes, "grads": model.grads.nbytes, "optimizer_states": states,
-            "layer_buffers": _layer_buffer_bytes(model), "batch": x.nbytes + y.nbytes}
-    return {"config": name, "steps": steps, "nrt_per_step": nrt, "kernels_per_step": by_kernel,
-            "unboxing_allocs_per_step": boundary, "allocs_inside_kernels_per_step": nrt["alloc"] - boundary,
-            "allocating_kernels": inside, "kernel_calls_per_step": sum(v["calls"] for v in by_kernel.values()),
-            "python_transient_bytes_per_step": peak - base, "python_retained_bytes_per_step": current - base,
-            "model_bytes": need, "model_bytes_total": sum(need.values()), "rss_after_import": rss_import,
-            "rss_after_warmup": rss_warm, "peak_rss": _peak_rss_bytes()}
+    need = {
+        "params": model.params.nbytes,
+        "grads": model.grads.nbytes,
+        "optimizer_states": states,
+        "layer_buffers": _layer_buffer_bytes(model),
+        "batch": x.nbytes + y.nbytes,
+    }
+    return {
+        "config": name,
+        "steps": steps,
+        "nrt_per_step": nrt,
+        "kernels_per_step": by_kernel,
+        "unboxing_allocs_per_step": boundary,
+        "allocs_inside_kernels_per_step": nrt["alloc"] - boundary,
+        "allocating_kernels": inside,
+        "kernel_calls_per_step": sum(v["calls"] for v in by_kernel.values()),
+        "python_transient_bytes_per_step": peak - base,
+        "python_retained_bytes_per_step": current - base,
+        "model_bytes": need,
+        "model_bytes_total": sum(need.values()),
+        "rss_after_import": rss_import,
+        "rss_after_warmup": rss_warm,
+        "peak_rss": _peak_rss_bytes(),
+    }
 
 
 def _mb(n: float) -> str:
@@ -141,8 +159,13 @@ def _mb(n: float) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default=None, help="comma-separated config names (default: all)")
-    parser.add_argument("--steps", type=int, default=None, help="steady-state steps counted (default 50; 10 with "
-                        "--quick; the heavy 'wide' config runs a fifth of them, at least 2)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="steady-state steps counted (default 50; 10 with "
+        "--quick; the heavy 'wide' config runs a fifth of them, at least 2)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=RESULTS, help="results folder; '-' writes nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -159,36 +182,56 @@ def main(argv=None) -> int:
         n = max(2, steps // 5) if CONFIGS[name].heavy else steps
         print(f"  {name}: {n} steps in a child process ...", file=sys.stderr, flush=True)
         env = dict(os.environ, NUMBA_NRT_STATS="1")
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name, "--steps", str(n)],
-                              env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", name, "--steps", str(n)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"memory child for {name} failed:\n{proc.stderr}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    lines = ["## Memory per steady-state training step and peak resident memory", "",
-             ("| config | kernel calls/step | NRT allocs/step | of which array unboxing | inside kernels "
-              "| NRT frees/step | NumPy transient KiB/step | params+grads+states MiB "
-              "| layer buffers MiB | model total MiB | RSS after import MiB | peak RSS MiB | peak - import MiB |"),
-             "|" + "---|" * 13]
+    lines = [
+        "## Memory per steady-state training step and peak resident memory",
+        "",
+        (
+            "| config | kernel calls/step | NRT allocs/step | of which array unboxing | inside kernels "
+            "| NRT frees/step | NumPy transient KiB/step | params+grads+states MiB "
+            "| layer buffers MiB | model total MiB | RSS after import MiB | peak RSS MiB | peak - import MiB |"
+        ),
+        "|" + "---|" * 13,
+    ]
     for r in rows:
         m = r["model_bytes"]
-        lines.append(f"| {r['config']} | {r['kernel_calls_per_step']:g} | {r['nrt_per_step']['alloc']:g} | "
-                     f"{r['unboxing_allocs_per_step']:g} | {r['allocs_inside_kernels_per_step']:g} | "
-                     f"{r['nrt_per_step']['free']:g} | "
-                     f"{r['python_transient_bytes_per_step'] / 1024:.1f} | "
-                     f"{_mb(m['params'] + m['grads'] + m['optimizer_states'])} | {_mb(m['layer_buffers'])} | "
-                     f"{_mb(r['model_bytes_total'])} | {_mb(r['rss_after_import'])} | {_mb(r['peak_rss'])} | "
-                     f"{_mb(r['peak_rss'] - r['rss_after_import'])} |")
+        lines.append(
+            f"| {r['config']} | {r['kernel_calls_per_step']:g} | {r['nrt_per_step']['alloc']:g} | "
+            f"{r['unboxing_allocs_per_step']:g} | {r['allocs_inside_kernels_per_step']:g} | "
+            f"{r['nrt_per_step']['free']:g} | "
+            f"{r['python_transient_bytes_per_step'] / 1024:.1f} | "
+            f"{_mb(m['params'] + m['grads'] + m['optimizer_states'])} | {_mb(m['layer_buffers'])} | "
+            f"{_mb(r['model_bytes_total'])} | {_mb(r['rss_after_import'])} | {_mb(r['peak_rss'])} | "
+            f"{_mb(r['peak_rss'] - r['rss_after_import'])} |"
+        )
     for r in rows:
         if r["allocating_kernels"]:
-            lines.append(f"\n{r['config']}: kernels allocating inside (allocations per step beyond their "
-                         "array arguments): " + ", ".join(f"{k} {v:g}" for k, v in r["allocating_kernels"].items()))
-    lines += ["", ("NRT: Numba runtime allocations per steady-state step (after 3 warm-up steps). Every array "
-                   "passed from Python into an njit function is unboxed into a MemInfo (one NRT allocation, freed "
-                   "on return): 'array unboxing' counts those; 'inside kernels' is the rest, the allocations the "
-                   "kernels' own code makes (the target is 0). NumPy transient: tracemalloc peak above the "
-                   "baseline during one train_step (Python/NumPy side: validation, views, the returned loss). "
-                   "peak - import includes the compiled code Numba loads."),
-              f"Command: `python benchmarks/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}`".strip()]
+            lines.append(
+                f"\n{r['config']}: kernels allocating inside (allocations per step beyond their "
+                "array arguments): " + ", ".join(f"{k} {v:g}" for k, v in r["allocating_kernels"].items())
+            )
+    lines += [
+        "",
+        (
+            "NRT: Numba runtime allocations per steady-state step (after 3 warm-up steps). Every array "
+            "passed from Python into an njit function is unboxed into a MemInfo (one NRT allocation, freed "
+            "on return): 'array unboxing' counts those; 'inside kernels' is the rest, the allocations the "
+            "kernels' own code makes (the target is 0). NumPy transient: tracemalloc peak above the "
+            "baseline during one train_step (Python/NumPy side: validation, views, the returned loss). "
+            "peak - import includes the compiled code Numba loads."
+        ),
+        f"Command: `python benchmarks/memory.py {' '.join(sys.argv[1:] if argv is None else argv)}`".strip(),
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out != "-":

@@ -4,6 +4,7 @@ beside the bare matrix products of the same layers (NumPy BLAS, the GEMM floor).
     python benchmarks/profile_step.py --config mlp-bn-do
     python benchmarks/profile_step.py --dispatch --configs tiny,mlp --threads 1   # Python-side work per call
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,10 @@ def _compiled_parts(model, x, y, phase):
         if phase == "train":
             plan = model.step_plan(x.shape[0])
             opt = model.optimizer
-            return {"step kernels (one fused call)": FusedCalls(plan.run.calls, plan.run.returns),
-                    "optimizer kernel": lambda: opt._update(1.0)}
+            return {
+                "step kernels (one fused call)": FusedCalls(plan.run.calls, plan.run.returns),
+                "optimizer kernel": lambda: opt._update(1.0),
+            }
         try:
             from fastnn import _inference
         except ImportError:  # before the inference plans
@@ -58,39 +61,55 @@ def dispatch(configs, threads: int, repeats: int = 7) -> None:
     calling thread; needs --threads 1 to mean the whole work)."""
     from fastnn.bench import interleaved
 
-    print(f"## Python-side work per call, {threads} thread(s) (median us of {repeats} interleaved blocks, "
-          f"CPU time of the calling thread)\n")
+    print(
+        f"## Python-side work per call, {threads} thread(s) (median us of {repeats} interleaved blocks, "
+        f"CPU time of the calling thread)\n"
+    )
     print("| config | call | whole call us | compiled work us | Python-side us | share |\n|---|---|---|---|---|---|")
     for name in configs:
         cfg = CONFIGS[name]
         model = build_fastnn(cfg)
         xb, yb = make_batch(cfg)
         x1 = np.ascontiguousarray(xb[:1])
-        for phase, x, call in (("train", xb, lambda: model.train_step(xb, yb)),
-                               ("infer", x1, lambda: model.predict(x1)), ("infer", xb, lambda: model.predict(xb))):
+        for phase, x, call in (
+            ("train", xb, lambda: model.train_step(xb, yb)),
+            ("infer", x1, lambda: model.predict(x1)),
+            ("infer", xb, lambda: model.predict(xb)),
+        ):
             for _ in range(300):  # past the fused-step tier-up
                 call()
             parts = _compiled_parts(model, x, yb, phase)
             cases = {"whole": call, **parts}
-            t = {k: float(np.median(v)) * 1e6 for k, v in
-                 interleaved(cases, repeats, 0.1, pause=0.0, clock=time.thread_time).items()}
+            t = {
+                k: float(np.median(v)) * 1e6
+                for k, v in interleaved(cases, repeats, 0.1, pause=0.0, clock=time.thread_time).items()
+            }
             compiled = sum(t[k] for k in parts)
             label = "train_step" if phase == "train" else "predict"
-            print(f"| {name} | {label} b{x.shape[0]} | {t['whole']:.2f} | {compiled:.2f} | {t['whole'] - compiled:.2f} "
-                  f"| {(t['whole'] - compiled) / t['whole']:.0%} |")
-    print(f"\nCommand: `python benchmarks/profile_step.py --dispatch --configs {','.join(configs)} --threads {threads}`")
+            print(
+                f"| {name} | {label} b{x.shape[0]} | {t['whole']:.2f} | {compiled:.2f} | {t['whole'] - compiled:.2f} "
+                f"| {(t['whole'] - compiled) / t['whole']:.0%} |"
+            )
+    print(
+        f"\nCommand: `python benchmarks/profile_step.py --dispatch --configs {','.join(configs)} --threads {threads}`"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="mlp-bn-do", choices=list(CONFIGS))
-    parser.add_argument("--dispatch", action="store_true",
-                        help="Python-side work per train_step/predict call of --configs (CPU time, use --threads 1)")
+    parser.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="Python-side work per train_step/predict call of --configs (CPU time, use --threads 1)",
+    )
     parser.add_argument("--configs", default="tiny,mlp", help="configs of --dispatch")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--in-context", action="store_true",
-                        help="time each call inside the real sequence of a step (caches as a step leaves them) "
-                             "instead of alone")
+    parser.add_argument(
+        "--in-context",
+        action="store_true",
+        help="time each call inside the real sequence of a step (caches as a step leaves them) instead of alone",
+    )
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
     if args.dispatch:
@@ -122,10 +141,12 @@ def main(argv=None) -> int:
 
 def _in_context(args, model, plan, xb, yb, steps=300) -> int:
     """Each call of the step timed where it runs: the plan's calls in order, a timer around each."""
-    calls = ([(f"forward {fn.__name__}", fn, a) for fn, a in plan.forward]
-             + [("loss", plan.loss_fn, plan.loss_args)]
-             + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
-             + [("optimizer step", model.optimizer.step, ())])
+    calls = (
+        [(f"forward {fn.__name__}", fn, a) for fn, a in plan.forward]
+        + [("loss", plan.loss_fn, plan.loss_args)]
+        + [(f"backward {fn.__name__}", fn, a) for fn, a in plan.backward]
+        + [("optimizer step", model.optimizer.step, ())]
+    )
     totals = np.zeros(len(calls))
     clock = time.perf_counter
     for _ in range(steps):

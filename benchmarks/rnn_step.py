@@ -21,6 +21,7 @@ the fastest of N interleaved single calls instead, which a loaded machine distur
 threads, where ``--cpu-clock`` cannot be used). fastnn's Numba pool,
 torch and NumPy's BLAS all run ``--threads`` threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,12 +172,24 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--block-ms", type=float, default=300.0)
-    parser.add_argument("--single-calls", type=int, default=0, metavar="N",
-                        help="report the fastest of N interleaved single calls instead of block medians")
-    parser.add_argument("--settle-ms", type=float, default=None,
-                        help="sleep before each block so other pools stop spinning (default 300 with >1 thread)")
-    parser.add_argument("--cpu-clock", action="store_true",
-                        help="time the calling thread's CPU time (needs --threads 1): preemptions drop out")
+    parser.add_argument(
+        "--single-calls",
+        type=int,
+        default=0,
+        metavar="N",
+        help="report the fastest of N interleaved single calls instead of block medians",
+    )
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=None,
+        help="sleep before each block so other pools stop spinning (default 300 with >1 thread)",
+    )
+    parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="time the calling thread's CPU time (needs --threads 1): preemptions drop out",
+    )
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     if args.cpu_clock and args.threads != 1:
@@ -190,11 +203,16 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     settle = (args.settle_ms if args.settle_ms is not None else (300.0 if args.threads > 1 else 0.0)) / 1e3
     what = "CPU time of the calling thread" if args.cpu_clock else "wall time"
-    how = (f"fastest of {args.single_calls} interleaved single calls" if args.single_calls
-           else f"median of {args.repeats} interleaved repeats")
+    how = (
+        f"fastest of {args.single_calls} interleaved single calls"
+        if args.single_calls
+        else f"median of {args.repeats} interleaved repeats"
+    )
     print(f"## Recurrent layers, {args.threads} threads, {how} (us per call, {what})\n")
     print("| case | fastnn | torch | GEMM floor | fastnn/torch | fastnn/floor |\n|---|---|---|---|---|---|")
-    cases = {f"{kind} {INPUTS}->{HIDDEN} train b={BATCH} T={STEPS}": train_cases(kind, torch) for kind in ("LSTM", "GRU")}
+    cases = {
+        f"{kind} {INPUTS}->{HIDDEN} train b={BATCH} T={STEPS}": train_cases(kind, torch) for kind in ("LSTM", "GRU")
+    }
     cases[f"LSTM {INPUTS}->{HIDDEN} infer b=1, one step"] = infer_cases(torch)
     for label, impls in cases.items():
         if args.single_calls:
@@ -202,13 +220,17 @@ def main(argv=None) -> int:
         else:
             t = median_seconds(impls, args.repeats, args.block_ms / 1e3, pause=settle, clock=clock)
         tt = t.get("torch", float("nan"))
-        print(f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
-              f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |", flush=True)
+        print(
+            f"| {label} | {t['fastnn'] * 1e6:.0f} | {tt * 1e6:.0f} | {t['floor'] * 1e6:.0f} | "
+            f"{t['fastnn'] / tt:.2f} | {t['fastnn'] / t['floor']:.2f} |",
+            flush=True,
+        )
         if "fastnn kernels" in t:
             k = t["fastnn kernels"]
             print(f"| ... its kernel calls alone | {k * 1e6:.0f} | | | {k / tt:.2f} | {k / t['floor']:.2f} |")
-    flag = (" --cpu-clock" if args.cpu_clock else "") + (f" --single-calls {args.single_calls}" if args.single_calls
-                                                         else "")
+    flag = (" --cpu-clock" if args.cpu_clock else "") + (
+        f" --single-calls {args.single_calls}" if args.single_calls else ""
+    )
     print(f"\nCommand: `python benchmarks/rnn_step.py --threads {args.threads} --repeats {args.repeats}{flag}`")
     return 0
 

@@ -7,6 +7,7 @@ its GEMM floor (and torch when installed).
 Network: 784-H-H-10 ReLU, Adam, cross-entropy. Batch sweep at H=256; width sweep at batch 128.
 Writes benchmarks/results/scaling.{md,json} and scaling.png (when matplotlib is installed).
 """
+
 import argparse
 import dataclasses
 import json
@@ -38,8 +39,9 @@ IMPLS = ("fastnn", "floor", "torch")
 
 def point(width: int, batch: int, repeats: int, min_time: float, torch) -> dict:
     """Medians (s) of the three implementations' training steps for 784-width-width-10."""
-    cfg = dataclasses.replace(CONFIGS["mlp"], name=f"784-{width}-{width}-10", sizes=(784, width, width, 10),
-                              batch=batch)
+    cfg = dataclasses.replace(
+        CONFIGS["mlp"], name=f"784-{width}-{width}-10", sizes=(784, width, width, 10), batch=batch
+    )
     model = build_fastnn(cfg)
     x, y = make_batch(cfg)
     floor = GemmFloor(cfg.sizes, batch)
@@ -49,13 +51,20 @@ def point(width: int, batch: int, repeats: int, min_time: float, torch) -> dict:
         tx, ty = tb.tensors(x, y)
         cases["torch"] = lambda: tb.train_step(tx, ty)
     stats = {k: summarize(v, train_flops(cfg.sizes, batch)) for k, v in interleaved(cases, repeats, min_time).items()}
-    return {"width": width, "batch": batch, **{k: s["median_s"] for k, s in stats.items()},
-            "iqr": {k: [s["q1_s"], s["q3_s"]] for k, s in stats.items()}}
+    return {
+        "width": width,
+        "batch": batch,
+        **{k: s["median_s"] for k, s in stats.items()},
+        "iqr": {k: [s["q1_s"], s["q3_s"]] for k, s in stats.items()},
+    }
 
 
 def table(rows: list[dict], key: str, threads: list[int]) -> str:
-    head = f"| {key} | " + " | ".join(f"{t}T fastnn ms | {t}T floor ms | {t}T torch ms | {t}T fastnn/floor"
-                                      for t in threads) + " |"
+    head = (
+        f"| {key} | "
+        + " | ".join(f"{t}T fastnn ms | {t}T floor ms | {t}T torch ms | {t}T fastnn/floor" for t in threads)
+        + " |"
+    )
     lines = [head, "|" + "---|" * (1 + 4 * len(threads))]
     for value in sorted({r[key] for r in rows}):
         cells = []
@@ -75,8 +84,13 @@ def plot(result: dict, path: str) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (sweep, key, title) in zip(axes, (("batch", "batch", f"784-{BATCH_SWEEP_WIDTH}-{BATCH_SWEEP_WIDTH}-10"),
-                                              ("width", "width", f"784-H-H-10, batch {WIDTH_SWEEP_BATCH}"))):
+    for ax, (sweep, key, title) in zip(
+        axes,
+        (
+            ("batch", "batch", f"784-{BATCH_SWEEP_WIDTH}-{BATCH_SWEEP_WIDTH}-10"),
+            ("width", "width", f"784-H-H-10, batch {WIDTH_SWEEP_BATCH}"),
+        ),
+    ):
         rows = result[sweep]
         for t in result["threads"]:
             sel = sorted((r for r in rows if r["threads"] == t), key=lambda r: r[key])
@@ -114,12 +128,19 @@ def main(argv=None) -> int:
             print(f"  {t} threads, width {w}", file=sys.stderr, flush=True)
             result["width"].append({"threads": t, **point(w, WIDTH_SWEEP_BATCH, repeats, min_time, torch)})
     cmd = f"python benchmarks/scaling.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
-    text = "\n".join([
-        f"## Training step against batch size (784-{BATCH_SWEEP_WIDTH}-{BATCH_SWEEP_WIDTH}-10 ReLU, Adam)", "",
-        table(result["batch"], "batch", threads), "",
-        f"## Training step against hidden width (784-H-H-10 ReLU, Adam, batch {WIDTH_SWEEP_BATCH})", "",
-        table(result["width"], "width", threads), "",
-        f"Medians of {repeats} interleaved repeats. Command: `{cmd}`"])
+    text = "\n".join(
+        [
+            f"## Training step against batch size (784-{BATCH_SWEEP_WIDTH}-{BATCH_SWEEP_WIDTH}-10 ReLU, Adam)",
+            "",
+            table(result["batch"], "batch", threads),
+            "",
+            f"## Training step against hidden width (784-H-H-10 ReLU, Adam, batch {WIDTH_SWEEP_BATCH})",
+            "",
+            table(result["width"], "width", threads),
+            "",
+            f"Medians of {repeats} interleaved repeats. Command: `{cmd}`",
+        ]
+    )
     print(text)
     if args.out != "-":
         os.makedirs(args.out, exist_ok=True)

@@ -19,6 +19,7 @@ process workers: each gets CPUs // 2 Numba threads from joblib) and ``n_jobs=2``
 joblib's ``inner_max_num_threads`` set to all CPUs (oversubscribed, to show what the split saves).
 The worker pool is started and warmed before the timed runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,15 +47,29 @@ GRID = {"hidden_layer_sizes": [(32,), (64,), (128,)], "learning_rate_init": [1e-
 def _datasets(quick: bool) -> dict:
     X, y = load_digits()
     n, features = (4_000, 40) if quick else (50_000, 100)
-    Xs, ys = make_classification(n_samples=n, n_features=features, n_informative=features * 2 // 5, n_classes=10,
-                                 n_clusters_per_class=2, random_state=0)
+    Xs, ys = make_classification(
+        n_samples=n,
+        n_features=features,
+        n_informative=features * 2 // 5,
+        n_classes=10,
+        n_clusters_per_class=2,
+        random_state=0,
+    )
     return {"digits": (X / 16.0, y, 10 if quick else 200), "synthetic": (Xs, ys, 3 if quick else 20)}
 
 
 def _estimators(epochs: int) -> dict:
     """The two classifiers with the same network, solver and epochs (no early stop in either)."""
-    common = dict(hidden_layer_sizes=(100,), alpha=1e-4, batch_size=200, learning_rate_init=1e-3, max_iter=epochs,
-                  n_iter_no_change=epochs + 1, tol=0.0, random_state=0)
+    common = dict(
+        hidden_layer_sizes=(100,),
+        alpha=1e-4,
+        batch_size=200,
+        learning_rate_init=1e-3,
+        max_iter=epochs,
+        n_iter_no_change=epochs + 1,
+        tol=0.0,
+        random_state=0,
+    )
     return {"fastnn": lambda: FastMLP(**common), "scikit-learn": lambda: SkMLP(solver="adam", **common)}
 
 
@@ -80,9 +95,16 @@ def fit_cases(quick: bool, repeats: int) -> list[dict]:
                 seconds, accuracy[impl] = _timed_fit(make, X_train, y_train, X_test, y_test)
                 times[impl].append(seconds)
         fast, sk = statistics.median(times["fastnn"]), statistics.median(times["scikit-learn"])
-        rows.append({"case": f"{name} {X.shape[0]}x{X.shape[1]}, {epochs} epochs", "fastnn_s": fast,
-                     "sklearn_s": sk, "speedup": sk / fast, "fastnn_accuracy": accuracy["fastnn"],
-                     "sklearn_accuracy": accuracy["scikit-learn"]})
+        rows.append(
+            {
+                "case": f"{name} {X.shape[0]}x{X.shape[1]}, {epochs} epochs",
+                "fastnn_s": fast,
+                "sklearn_s": sk,
+                "speedup": sk / fast,
+                "fastnn_accuracy": accuracy["fastnn"],
+                "sklearn_accuracy": accuracy["scikit-learn"],
+            }
+        )
     return rows
 
 
@@ -98,8 +120,11 @@ def search_cases(quick: bool, threads: int) -> list[dict]:
     X = (X / 16.0).astype(np.float32)
     epochs = 3 if quick else 20
     rows = []
-    for label, n_jobs, inner in [("n_jobs=1", 1, None), ("n_jobs=2 (CPUs // 2 threads each)", 2, None),
-                                 (f"n_jobs=2, {threads} threads each (oversubscribed)", 2, threads)]:
+    for label, n_jobs, inner in [
+        ("n_jobs=1", 1, None),
+        ("n_jobs=2 (CPUs // 2 threads each)", 2, None),
+        (f"n_jobs=2, {threads} threads each (oversubscribed)", 2, threads),
+    ]:
         with parallel_config(backend="loky", inner_max_num_threads=inner):
             if n_jobs > 1:  # start the workers (and load the kernels there) before the clock
                 Parallel(n_jobs=n_jobs)(delayed(_search)(1, X[:90], y[:90], 1) for _ in range(n_jobs))
@@ -112,10 +137,15 @@ def search_cases(quick: bool, threads: int) -> list[dict]:
 
 
 def table(fits: list[dict], searches: list[dict]) -> str:
-    lines = ["| case | fastnn s | scikit-learn s | sklearn / fastnn | accuracy fastnn | accuracy sklearn |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['case']} | {r['fastnn_s']:.2f} | {r['sklearn_s']:.2f} | {r['speedup']:.1f}x | "
-              f"{r['fastnn_accuracy']:.3f} | {r['sklearn_accuracy']:.3f} |" for r in fits]
+    lines = [
+        "| case | fastnn s | scikit-learn s | sklearn / fastnn | accuracy fastnn | accuracy sklearn |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['case']} | {r['fastnn_s']:.2f} | {r['sklearn_s']:.2f} | {r['speedup']:.1f}x | "
+        f"{r['fastnn_accuracy']:.3f} | {r['sklearn_accuracy']:.3f} |"
+        for r in fits
+    ]
     lines += ["", "| search | seconds | speed-up over n_jobs=1 | best CV accuracy |", "|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['seconds']:.1f} | {r['speedup']:.2f}x | {r['best_score']:.3f} |" for r in searches]
     return "\n".join(lines)
@@ -126,14 +156,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "sklearn_mlp"),
-                        help="write OUT.json and OUT.md ('-': print only)")
+    parser.add_argument(
+        "--out",
+        default=os.path.join(HERE, "results", "sklearn_mlp"),
+        help="write OUT.json and OUT.md ('-': print only)",
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        result = {"threads": args.threads, "repeats": args.repeats, "quick": args.quick,
-                  "fits": fit_cases(args.quick, args.repeats), "searches": search_cases(args.quick, args.threads)}
+        result = {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "fits": fit_cases(args.quick, args.repeats),
+            "searches": search_cases(args.quick, args.threads),
+        }
     text = table(result["fits"], result["searches"])
     print(text)
     if args.out != "-":

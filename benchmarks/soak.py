@@ -12,6 +12,7 @@ exceeds ``--max-kib-per-1000`` (see ``_THRESHOLD_WHY``), when Python's allocated
 temporary file is left, or when the last checkpoint does not reload to the same predictions.
 This is a benchmark script, not a test: it takes about a minute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,16 @@ def make_data(n: int, features: int, classes: int, seed: int):
 
 
 def make_model(features: int, classes: int) -> fnn.Sequential:
-    model = fnn.Sequential([fnn.Dense(features, 64, activation="relu"), fnn.BatchNorm1d(64), fnn.Dropout(0.1),
-                            fnn.Dense(64, 64, activation="relu"), fnn.Dense(64, classes)], seed=0)
+    model = fnn.Sequential(
+        [
+            fnn.Dense(features, 64, activation="relu"),
+            fnn.BatchNorm1d(64),
+            fnn.Dropout(0.1),
+            fnn.Dense(64, 64, activation="relu"),
+            fnn.Dense(64, classes),
+        ],
+        seed=0,
+    )
     return model.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3))
 
 
@@ -89,17 +98,23 @@ def soak(steps: int, batch: int, val_every: int, ckpt_every: int, samples: int, 
     start = time.perf_counter()
     for step in range(1, steps + 1):
         b = step % n_batches
-        model.train_step(X[b * batch:(b + 1) * batch], y[b * batch:(b + 1) * batch])
+        model.train_step(X[b * batch : (b + 1) * batch], y[b * batch : (b + 1) * batch])
         if step % val_every == 0:
             metrics = model.evaluate(Xv, yv)
         if step % ckpt_every == 0:
             model.save(os.path.join(directory, f"step-{step % (3 * ckpt_every) // ckpt_every}.safetensors"))
         if (step >= warmup and (step - warmup) % sample_every == 0) or step == steps:
             gc.collect()
-            rows.append({"step": step, "rss": rss_bytes(), "blocks": sys.getallocatedblocks(),
-                         "val_loss": metrics.get("loss", float("nan")),
-                         "val_accuracy": metrics.get("accuracy", float("nan")),
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "step": step,
+                    "rss": rss_bytes(),
+                    "blocks": sys.getallocatedblocks(),
+                    "val_loss": metrics.get("loss", float("nan")),
+                    "val_accuracy": metrics.get("accuracy", float("nan")),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
     return rows, model, (Xv, yv)
 
 
@@ -107,8 +122,7 @@ def check_directory(directory: str, model, validation) -> list[str]:
     """Problems with the checkpoint directory: leftover temporaries, a checkpoint that does not reload."""
     names = sorted(os.listdir(directory))
     problems = [f"left behind: {name}" for name in names if not name.startswith("step-")]
-    last = max((os.path.join(directory, n) for n in names if n.startswith("step-")), key=os.path.getmtime,
-               default=None)
+    last = max((os.path.join(directory, n) for n in names if n.startswith("step-")), key=os.path.getmtime, default=None)
     if last is None:
         return [*problems, "no checkpoint written"]
     model.save(last)  # the final state, so the reload compares exactly
@@ -124,32 +138,50 @@ def main(argv=None) -> int:
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--ckpt-every", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=40, help="RSS samples after warm-up")
-    parser.add_argument("--warmup", type=int, default=2000,
-                        help="steps before the first sample (step plans, the fused step compiled after 200 "
-                             "steps, first save and evaluate)")
-    parser.add_argument("--max-kib-per-1000", type=float, default=_MAX_KIB_PER_1000,
-                        help=f"RSS slope limit ({_THRESHOLD_WHY})")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2000,
+        help="steps before the first sample (step plans, the fused step compiled after 200 "
+        "steps, first save and evaluate)",
+    )
+    parser.add_argument(
+        "--max-kib-per-1000", type=float, default=_MAX_KIB_PER_1000, help=f"RSS slope limit ({_THRESHOLD_WHY})"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastnn-soak-") as directory:
-        rows, model, validation = soak(args.steps, args.batch, args.val_every, args.ckpt_every, args.samples,
-                                       min(args.warmup, args.steps - 1), directory)
+        rows, model, validation = soak(
+            args.steps,
+            args.batch,
+            args.val_every,
+            args.ckpt_every,
+            args.samples,
+            min(args.warmup, args.steps - 1),
+            directory,
+        )
         problems = check_directory(directory, model, validation)
 
     print(f"{'step':>7} {'RSS MiB':>9} {'blocks':>8} {'val_loss':>9} {'val_acc':>8} {'s':>7}")
     shown = {r["step"]: r for r in [*rows[:: max(1, len(rows) // 8)], rows[-1]]}  # about 9 rows, the last one
     for r in shown.values():
-        print(f"{r['step']:>7} {r['rss'] / 2**20:>9.2f} {r['blocks']:>8} {r['val_loss']:>9.4f} "
-              f"{r['val_accuracy']:>8.3f} {r['seconds']:>7.1f}")
+        print(
+            f"{r['step']:>7} {r['rss'] / 2**20:>9.2f} {r['blocks']:>8} {r['val_loss']:>9.4f} "
+            f"{r['val_accuracy']:>8.3f} {r['seconds']:>7.1f}"
+        )
     steps = [r["step"] for r in rows]
     rss_slope = slope_per_1000(steps, [r["rss"] for r in rows]) / 1024
     block_slope = slope_per_1000(steps, [r["blocks"] for r in rows])
     growth = (rows[-1]["rss"] - rows[0]["rss"]) / 1024
     total = rows[-1]["seconds"]
-    print(f"RSS slope: {rss_slope:+.2f} KiB per 1000 steps (limit {args.max_kib_per_1000:g}: {_THRESHOLD_WHY}); "
-          f"RSS {rows[0]['step']} -> {rows[-1]['step']}: {growth:+.0f} KiB")
+    print(
+        f"RSS slope: {rss_slope:+.2f} KiB per 1000 steps (limit {args.max_kib_per_1000:g}: {_THRESHOLD_WHY}); "
+        f"RSS {rows[0]['step']} -> {rows[-1]['step']}: {growth:+.0f} KiB"
+    )
     print(f"Python blocks slope: {block_slope:+.2f} per 1000 steps; {rows[0]['blocks']} -> {rows[-1]['blocks']}")
-    print(f"{args.steps} steps in {total:.1f} s ({args.steps / total:.0f} steps/s, validation every "
-          f"{args.val_every}, checkpoint every {args.ckpt_every})")
+    print(
+        f"{args.steps} steps in {total:.1f} s ({args.steps / total:.0f} steps/s, validation every "
+        f"{args.val_every}, checkpoint every {args.ckpt_every})"
+    )
     if rss_slope > args.max_kib_per_1000:
         problems.append(f"RSS grows {rss_slope:.1f} KiB per 1000 steps (limit {args.max_kib_per_1000:g})")
     # one object leaked per step adds 18,000 blocks; clean runs add ~400 (snapshot's small strings,

@@ -14,6 +14,7 @@ Each run reports the child's whole wall time (interpreter start included, measur
 inside the child the time to import and to finish the first step. Writes
 benchmarks/results/startup.{md,json}.
 """
+
 import argparse
 import json
 import os
@@ -120,6 +121,7 @@ def measure(args, tmp: str) -> dict:
     run_child(FLOOR_CHILD, path=floor_dir, cwd=floor_dir)  # compiles the trivial kernel once
     try:
         import torch  # noqa: F401
+
         has_torch = True
     except ImportError:
         has_torch = False
@@ -127,10 +129,12 @@ def measure(args, tmp: str) -> dict:
         print(f"  round {repeat + 1}/{args.repeat} ...", file=sys.stderr, flush=True)
         if python:
             runs.setdefault("cold (wheel)", []).append(
-                run_child(FASTNN_CHILD, python=python, path=None, cwd=tmp, **caches(f"wheel{repeat}")))
+                run_child(FASTNN_CHILD, python=python, path=None, cwd=tmp, **caches(f"wheel{repeat}"))
+            )
         if args.before:
             runs.setdefault("cold (source, before)", []).append(
-                run_child(FASTNN_CHILD, path=args.before, cwd=tmp, **caches(f"before{repeat}")))
+                run_child(FASTNN_CHILD, path=args.before, cwd=tmp, **caches(f"before{repeat}"))
+            )
         runs.setdefault("cold (source)", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
         for _ in range(args.warm):
             runs.setdefault("warm", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
@@ -150,22 +154,32 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="fastnn-startup-") as tmp:
         runs = measure(args, tmp)
-    median = {kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "import_s", "first_step_s",
-                                                                       "compiles")} for kind, rs in runs.items()}
+    median = {
+        kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "import_s", "first_step_s", "compiles")}
+        for kind, rs in runs.items()
+    }
     warm, floor = median["warm"]["wall_s"], median["numba floor"]["wall_s"]
-    lines = ["## Start-up: fresh process, import, first 'mlp' training step (784-256-128-10, Adam, batch 128)", "",
-             "| run | n | wall s (median, min-max) | import s | to first step s | compiles | / warm | / numba floor |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Start-up: fresh process, import, first 'mlp' training step (784-256-128-10, Adam, batch 128)",
+        "",
+        "| run | n | wall s (median, min-max) | import s | to first step s | compiles | / warm | / numba floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for kind, rs in runs.items():
         m = median[kind]
         walls = [r["wall_s"] for r in rs]
-        lines.append(f"| {kind} | {len(rs)} | {m['wall_s']:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
-                     f"{m['import_s']:.2f} | {m['first_step_s']:.2f} | {m['compiles']:.0f} | "
-                     f"{m['wall_s'] / warm:.2f} | {m['wall_s'] / floor:.2f} |")
+        lines.append(
+            f"| {kind} | {len(rs)} | {m['wall_s']:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
+            f"{m['import_s']:.2f} | {m['first_step_s']:.2f} | {m['compiles']:.0f} | "
+            f"{m['wall_s'] / warm:.2f} | {m['wall_s'] / floor:.2f} |"
+        )
     command = "python benchmarks/startup.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    lines += ["", "wall: the whole child process, interpreter start included; import and first step: inside it. "
-              "cold runs have empty NUMBA_CACHE_DIR and FASTNN_CACHE_DIR; .pyc files are written and used.",
-              f"Command: `{command.strip()}`"]
+    lines += [
+        "",
+        "wall: the whole child process, interpreter start included; import and first step: inside it. "
+        "cold runs have empty NUMBA_CACHE_DIR and FASTNN_CACHE_DIR; .pyc files are written and used.",
+        f"Command: `{command.strip()}`",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out != "-":

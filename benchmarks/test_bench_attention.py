@@ -6,6 +6,7 @@ beside the same matrix products in NumPy (the GEMM floor) and torch.nn.Transform
 
 The interleaved comparison on 1 and 2 threads is benchmarks/attention_step.py.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ GROUP = f"encoder block train step ({BATCH}, {STEPS}, {EMBED}), 4 heads, ff 512,
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    return (rng.standard_normal((BATCH, STEPS, EMBED), dtype=np.float32),
-            rng.standard_normal((BATCH, STEPS * EMBED), dtype=np.float32))
+    return (
+        rng.standard_normal((BATCH, STEPS, EMBED), dtype=np.float32),
+        rng.standard_normal((BATCH, STEPS * EMBED), dtype=np.float32),
+    )
 
 
 @pytest.mark.benchmark(group=GROUP)

@@ -8,6 +8,7 @@ preallocated outputs: what fastnn's convolutions cost without im2col, col2im and
 sweeps. ``per-sample passes`` runs fastnn's kernels with scratch for one sample per pass (one
 small GEMM per sample) instead of the whole batch in one GEMM: the alternative to batched im2col.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,14 +56,51 @@ class Conv:
         self.grad_w2 = self.grad_w.reshape(o, -1)
 
     def forward(self):
-        conv2d_forward(self.x, self.w, self.b, self.col, self.zcol, self.z, self.y, 1, 1, self.pad_h, self.pad_w, 1, 1,
-                       1, RELU, 0.0)
+        conv2d_forward(
+            self.x,
+            self.w,
+            self.b,
+            self.col,
+            self.zcol,
+            self.z,
+            self.y,
+            1,
+            1,
+            self.pad_h,
+            self.pad_w,
+            1,
+            1,
+            1,
+            RELU,
+            0.0,
+        )
 
     def backward(self):
         """After :meth:`forward` (every step here runs it first): col_ready, as the layers pass it in training."""
-        conv2d_backward(self.x, self.w, self.z, self.y, self.grad_y, self.col, self.zcol, self.grad_x, self.grad_w,
-                        self.grad_b, self.partial, 1, 1, self.pad_h, self.pad_w, 1, 1, 1, RELU, 0.0, self.need_grad_x,
-                        True)
+        conv2d_backward(
+            self.x,
+            self.w,
+            self.z,
+            self.y,
+            self.grad_y,
+            self.col,
+            self.zcol,
+            self.grad_x,
+            self.grad_w,
+            self.grad_b,
+            self.partial,
+            1,
+            1,
+            self.pad_h,
+            self.pad_w,
+            1,
+            1,
+            1,
+            RELU,
+            0.0,
+            self.need_grad_x,
+            True,
+        )
 
     def gemm_floor(self):
         np.matmul(self.w2, self.cols, out=self.zcols)
@@ -126,8 +164,9 @@ def _torch_step(torch, convs, pools, grad):
         if conv.x.shape[2] == 1:
             module = torch.nn.Conv1d(conv.w.shape[1], conv.w.shape[0], conv.w.shape[3], padding=conv.pad_w)
         else:
-            module = torch.nn.Conv2d(conv.w.shape[1], conv.w.shape[0], conv.w.shape[2:],
-                                     padding=(conv.pad_h, conv.pad_w))
+            module = torch.nn.Conv2d(
+                conv.w.shape[1], conv.w.shape[0], conv.w.shape[2:], padding=(conv.pad_h, conv.pad_w)
+            )
         layers.append(module)
     x = torch.from_numpy(convs[0].x if convs[0].x.shape[2] != 1 else convs[0].x[:, :, 0].copy())
     g = torch.from_numpy(grad)

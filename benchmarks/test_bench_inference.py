@@ -6,6 +6,7 @@ model.predict, the forward GEMM floor and torch (eval mode, no_grad).
 
 Each test checks its output: shape, finite, and (torch) equal to fastnn's with the same weights.
 """
+
 import numpy as np
 import pytest
 from configs import CONFIGS, GemmFloor, TorchBench, build_fastnn, infer_flops, make_batch

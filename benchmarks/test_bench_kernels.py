@@ -6,6 +6,7 @@
 Every benchmark calls its function once before timing (compilation and the first touch of
 memory stay out of the numbers) and checks the result is finite.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,9 +33,18 @@ def dense_arrays():
     w = (rng.standard_normal((IN, OUT)) * np.sqrt(2.0 / IN)).astype(np.float32)
     b = np.zeros(OUT, np.float32)
     grad_y = rng.standard_normal((BATCH, OUT)).astype(np.float32)
-    buffers = {name: np.empty(shape, np.float32) for name, shape in [
-        ("z", (BATCH, OUT)), ("y", (BATCH, OUT)), ("grad_z", (BATCH, OUT)), ("grad_x", (BATCH, IN)),
-        ("grad_w", (IN, OUT)), ("grad_b", (OUT,)), ("partial_b", (-(-BATCH // REDUCTION_CHUNK_ROWS), OUT))]}
+    buffers = {
+        name: np.empty(shape, np.float32)
+        for name, shape in [
+            ("z", (BATCH, OUT)),
+            ("y", (BATCH, OUT)),
+            ("grad_z", (BATCH, OUT)),
+            ("grad_x", (BATCH, IN)),
+            ("grad_w", (IN, OUT)),
+            ("grad_b", (OUT,)),
+            ("partial_b", (-(-BATCH // REDUCTION_CHUNK_ROWS), OUT)),
+        ]
+    }
     return x, w, b, grad_y, buffers
 
 
@@ -50,8 +60,21 @@ def test_dense_fastnn(benchmark, dense_arrays):
 
     def step():
         dense_forward(x, w, b, o["z"], o["y"], relu, 0.0)
-        dense_backward(x, w, o["z"], o["y"], grad_y, o["grad_z"], o["grad_x"], o["grad_w"], o["grad_b"],
-                       o["partial_b"], relu, 0.0, True)
+        dense_backward(
+            x,
+            w,
+            o["z"],
+            o["y"],
+            grad_y,
+            o["grad_z"],
+            o["grad_x"],
+            o["grad_w"],
+            o["grad_b"],
+            o["partial_b"],
+            relu,
+            0.0,
+            True,
+        )
 
     _run(benchmark, step)
     assert all(np.all(np.isfinite(o[name])) for name in ("y", "grad_x", "grad_w", "grad_b"))

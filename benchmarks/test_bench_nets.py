@@ -8,6 +8,7 @@ Each test first checks its case: fastnn's loss falls over a few steps on one bat
 by ``torch_sequential`` from the fastnn model gives the same predictions and the same first loss;
 the floor's products have the shapes of the model's Dense and im2col convolution GEMMs.
 """
+
 import numpy as np
 import pytest
 
@@ -63,8 +64,9 @@ def test_net_torch_twin(benchmark, name):
     model = build_fastnn(cfg)
     x, y = make_batch(cfg, batch=8)
     evaluation = TorchBench(cfg, model).eval()
-    np.testing.assert_allclose(evaluation.predict(evaluation.tensors(x)).numpy(), model.predict(x), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        evaluation.predict(evaluation.tensors(x)).numpy(), model.predict(x), rtol=1e-4, atol=1e-5
+    )
     tb = TorchBench(cfg, model)
     tx, ty = tb.tensors(x, y)
     first = float(tb.train_step(tx, ty).detach())

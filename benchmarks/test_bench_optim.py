@@ -12,6 +12,7 @@ thread) and a chunked ``prange`` copy on fastnn's threads. Each benchmark record
 ``floor_ms`` and, when timed, ``ratio_to_floor`` in ``extra_info`` (in ``--benchmark-json``). The
 group's ``copy floor`` entries copy Adam's bytes (3.5 buffers read, 3.5 written) both ways.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ def parallel_copy(dst, src):
     """dst[:] = src in chunks of 64k elements spread over Numba's threads."""
     chunk = 1 << 16
     for c in prange((src.size + chunk - 1) // chunk):
-        dst[c * chunk:min((c + 1) * chunk, src.size)] = src[c * chunk:min((c + 1) * chunk, src.size)]
+        dst[c * chunk : min((c + 1) * chunk, src.size)] = src[c * chunk : min((c + 1) * chunk, src.size)]
 
 
 COPIES = {"np.copyto": lambda dst, src: np.copyto(dst, src), "prange copy": parallel_copy}
@@ -90,8 +91,8 @@ def test_fastnn_update(benchmark, copy_bandwidth, config, n):
     name, hyper = CONFIGS[config]
     params, grads = _buffers(n)
     opt = optim.get(name, lr=1e-4, **hyper)
-    opt.bind(params, grads, n - 1000)       # the last 1000 (biases) without weight decay
-    opt.step()                              # compile, first touch of the state buffers
+    opt.bind(params, grads, n - 1000)  # the last 1000 (biases) without weight decay
+    opt.step()  # compile, first touch of the state buffers
     benchmark(opt.step)
     assert np.isfinite(params[:1000]).all()
     k = sum(isinstance(v, np.ndarray) for v in opt.state_dict().values())

@@ -7,6 +7,7 @@ Every benchmark calls its function once before timing (compilation and the first
 memory stay out of the numbers) and checks the result is finite. Torch runs forward + backward
 through autograd, with its default thread count.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -109,9 +110,15 @@ def test_batchnorm_torch(benchmark, arrays):
     weight = torch.from_numpy(gamma.copy()).requires_grad_(True)
     bias = torch.from_numpy(beta.copy()).requires_grad_(True)
     rm, rv = torch.zeros(FEATURES), torch.ones(FEATURES)
-    _torch_step(benchmark, torch,
-                lambda t: torch.nn.functional.batch_norm(t, rm, rv, weight, bias, training=True, momentum=0.1,
-                                                         eps=EPS), x, grad, weight, bias)
+    _torch_step(
+        benchmark,
+        torch,
+        lambda t: torch.nn.functional.batch_norm(t, rm, rv, weight, bias, training=True, momentum=0.1, eps=EPS),
+        x,
+        grad,
+        weight,
+        bias,
+    )
 
 
 @pytest.mark.benchmark(group=LAYERNORM_GROUP)
@@ -136,5 +143,12 @@ def test_layernorm_torch(benchmark, arrays):
     x, grad, gamma, beta = arrays
     weight = torch.from_numpy(gamma.copy()).requires_grad_(True)
     bias = torch.from_numpy(beta.copy()).requires_grad_(True)
-    _torch_step(benchmark, torch, lambda t: torch.nn.functional.layer_norm(t, (FEATURES,), weight, bias, EPS),
-                x, grad, weight, bias)
+    _torch_step(
+        benchmark,
+        torch,
+        lambda t: torch.nn.functional.layer_norm(t, (FEATURES,), weight, bias, EPS),
+        x,
+        grad,
+        weight,
+        bias,
+    )

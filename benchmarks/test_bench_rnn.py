@@ -6,6 +6,7 @@ floor (the same products in NumPy) and torch; batch-1 one-step LSTM inference.
 
 The cases are those of benchmarks/rnn_step.py (which interleaves them in one run and prints a table).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,9 @@ KINDS = ("LSTM", "GRU")
 
 
 def _group(kind):
-    return (f"{kind} {rnn_step.INPUTS}->{rnn_step.HIDDEN}, batch {rnn_step.BATCH}, {rnn_step.STEPS} steps, "
-            "forward+backward")
+    return (
+        f"{kind} {rnn_step.INPUTS}->{rnn_step.HIDDEN}, batch {rnn_step.BATCH}, {rnn_step.STEPS} steps, forward+backward"
+    )
 
 
 @pytest.mark.parametrize("impl", ["fastnn", "floor", "torch"])

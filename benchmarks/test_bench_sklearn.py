@@ -1,5 +1,6 @@
 """benchmarks/sklearn_mlp.py at its smoke size: both classifiers fit and score, the searches run
 on 1 and 2 joblib workers and choose the same candidate (the timings are the script's business)."""
+
 import pytest
 
 pytest.importorskip("sklearn")

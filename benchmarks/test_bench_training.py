@@ -9,6 +9,7 @@ pytest-benchmark tests. Each test first checks the case is right (the loss is fi
 over a few steps on one batch, torch with the same weights gives the same first loss, the floor's
 products have the right shapes and values); ``extra_info['gflop']`` holds the step's GFLOP.
 """
+
 import numpy as np
 import pytest
 from configs import CONFIGS, GemmFloor, TorchBench, build_fastnn, make_batch, train_flops
@@ -54,8 +55,12 @@ def test_train_floor(benchmark, name):
     np.testing.assert_allclose(floor.acts[1], f64[0] @ f64[1], rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(floor.grad_w[0], f64[0].T @ f64[2], rtol=1e-4, atol=1e-5 * scale)
     last = len(cfg.layer_shapes) - 1
-    np.testing.assert_allclose(floor.grads[last], floor.grads[last + 1].astype(np.float64) @ floor.weights[last].T,
-                               rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(
+        floor.grads[last],
+        floor.grads[last + 1].astype(np.float64) @ floor.weights[last].T,
+        rtol=1e-4,
+        atol=1e-5 * scale,
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,6 +6,7 @@ The tiny config of fastnn.bench (2-16-16-1 tanh, batch 32, SGD with momentum, MS
 train_step, the input checks, the step plan's calls (fused), the optimizer call and run_step (the
 transactional step: lock, buffer guard, commit).
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,9 @@ def best_us(fn, n: int = 3000, repeats: int = 7) -> float:
 
 
 def main() -> None:
-    model = fnn.Sequential([fnn.Dense(2, 16, activation="tanh"), fnn.Dense(16, 16, activation="tanh"),
-                            fnn.Dense(16, 1)], seed=0)
+    model = fnn.Sequential(
+        [fnn.Dense(2, 16, activation="tanh"), fnn.Dense(16, 16, activation="tanh"), fnn.Dense(16, 1)], seed=0
+    )
     model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.01, momentum=0.9))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((32, 2)).astype(np.float32)
@@ -35,10 +37,13 @@ def main() -> None:
     for _ in range(400):  # past the fused-step tier-up
         model.train_step(X, y)
     plan = model.step_plan(32)
-    rows = [("train_step", lambda: model.train_step(X, y)), ("check_data", lambda: model.check_data(X, y)),
-            (f"step plan calls (fused: {plan.run.fused})", plan.run),
-            ("optimizer.step", lambda: model.optimizer.step(grad_norm=1.0)),
-            ("run_step", lambda: model.run_step(plan.x, plan.y))]
+    rows = [
+        ("train_step", lambda: model.train_step(X, y)),
+        ("check_data", lambda: model.check_data(X, y)),
+        (f"step plan calls (fused: {plan.run.fused})", plan.run),
+        ("optimizer.step", lambda: model.optimizer.step(grad_norm=1.0)),
+        ("run_step", lambda: model.run_step(plan.x, plan.y)),
+    ]
     for name, fn in rows:
         print(f"{name:40s} {best_us(fn):8.2f} us")
 

@@ -4,6 +4,7 @@
 A module's public names are its ``__all__``; a module without one offers the classes and
 functions it defines whose names do not start with an underscore.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -33,17 +34,29 @@ MODULES = [
 ]
 
 #: names that ``fastnn`` re-exports from a module with its own page (documented there once)
-REEXPORTED_FROM = ("fastnn.layers", "fastnn.callbacks", "fastnn.data", "fastnn.diagnostics", "fastnn.init",
-                   "fastnn.losses", "fastnn.optim", "fastnn.schedules")
+REEXPORTED_FROM = (
+    "fastnn.layers",
+    "fastnn.callbacks",
+    "fastnn.data",
+    "fastnn.diagnostics",
+    "fastnn.init",
+    "fastnn.losses",
+    "fastnn.optim",
+    "fastnn.schedules",
+)
 
 
 def public_names(module: ModuleType) -> list[str]:
     """The public names of ``module``: ``__all__``, else what it defines (classes, functions)."""
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [name for name, obj in vars(module).items()
-                 if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
-                 and getattr(obj, "__module__", None) == module.__name__]
+        names = [
+            name
+            for name, obj in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(obj) or inspect.isfunction(obj))
+            and getattr(obj, "__module__", None) == module.__name__
+        ]
     return sorted(names, key=str.lower)
 
 

@@ -14,6 +14,7 @@ Numba and scikit-learn need their inventories from the network: they are fetched
 ``FASTNN_DOCS_INTERSPHINX=1`` (CI machines reach PyPI only); offline, references to those
 projects render as plain text and are not checked (``nitpick_ignore_regex`` below).
 """
+
 from __future__ import annotations
 
 import os
@@ -90,8 +91,11 @@ autosummary_context = {"members_of": apidoc.class_members()}
 #: prose docstrings are shown as preformatted text, unchecked; class attributes are documented by
 #: their ``#:`` comments, which numpydoc cannot see
 numpydoc_validation_exclude = set(apidoc.PROSE_DOCSTRINGS) | {
-    rf"^{re.escape(cls)}\.{name}$" for cls, names in autosummary_context["members_of"].items() for name in names
-    if name in apidoc.documented_members(apidoc.resolve(cls))[1]}
+    rf"^{re.escape(cls)}\.{name}$"
+    for cls, names in autosummary_context["members_of"].items()
+    for name in names
+    if name in apidoc.documented_members(apidoc.resolve(cls))[1]
+}
 
 # -- notebooks: rendered with the outputs stored in them (see the module docstring)
 nb_execution_mode = "off"
@@ -130,10 +134,13 @@ def write_api_pages() -> None:
         text = "\n".join(lines)
         write_if_changed(target / f"{module_name}.rst", text)
     pages = "\n".join(f"   {module_name}" for module_name, _ in apidoc.MODULES)
-    intro = ("Every public name of fastnn, module by module (layers are also ``fastnn.<Name>``). The "
-             "examples assume ``import numpy as np``; they run as doctests (tests/test_doctests.py).")
-    write_if_changed(target / "index.rst",
-                     f"API reference\n=============\n\n{intro}\n\n.. toctree::\n   :maxdepth: 1\n\n{pages}\n")
+    intro = (
+        "Every public name of fastnn, module by module (layers are also ``fastnn.<Name>``). The "
+        "examples assume ``import numpy as np``; they run as doctests (tests/test_doctests.py)."
+    )
+    write_if_changed(
+        target / "index.rst", f"API reference\n=============\n\n{intro}\n\n.. toctree::\n   :maxdepth: 1\n\n{pages}\n"
+    )
 
 
 def write_if_changed(path: pathlib.Path, text: str) -> None:

@@ -12,6 +12,7 @@ Inside each task fastnn's estimators give Numba the host's CPUs divided by the w
 that host, so the fits running side by side on one machine do not oversubscribe its cores.
 Needs ``pip install "fastnn[sklearn,dask]"``.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,10 +43,20 @@ def main() -> None:
     client = Client(address) if address else Client(LocalCluster(n_workers=2, threads_per_worker=1))
     print(f"Dask cluster: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}")
     X, y = load_digits()
-    space = {"module__hidden": [32, 64, 128, 256], "module__depth": [1, 2, 3], "module__dropout": [0.0, 0.1, 0.3],
-             "optimizer__lr": loguniform(3e-4, 3e-2)}
-    search = RandomizedSearchCV(NeuralNetClassifier(build, max_iter=20, batch_size=64, random_state=0), space,
-                                n_iter=int(os.environ.get("N_ITER", 16)), cv=3, random_state=0, n_jobs=-1)
+    space = {
+        "module__hidden": [32, 64, 128, 256],
+        "module__depth": [1, 2, 3],
+        "module__dropout": [0.0, 0.1, 0.3],
+        "optimizer__lr": loguniform(3e-4, 3e-2),
+    }
+    search = RandomizedSearchCV(
+        NeuralNetClassifier(build, max_iter=20, batch_size=64, random_state=0),
+        space,
+        n_iter=int(os.environ.get("N_ITER", 16)),
+        cv=3,
+        random_state=0,
+        n_jobs=-1,
+    )
     start = time.perf_counter()
     with joblib.parallel_backend("dask"):
         search.fit(X / 16.0, y)

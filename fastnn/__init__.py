@@ -6,6 +6,7 @@ A first model::
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
     model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=10)
 """
+
 from . import (  # noqa: F401 (set-up: the BLAS probe, compile notice, shipped caches)
     _blas_probe,
     _compiling,

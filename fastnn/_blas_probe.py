@@ -7,6 +7,7 @@ SciPy is a dependency, so here ``numba.np.arraymath`` is imported with a probe t
 that ``scipy.linalg`` is installed; compiling a ``np.dot`` still runs Numba's full check (the
 probe is swapped in for that one import only).
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -5,6 +5,7 @@ start (every kernel found in the cache) never reaches the listener, so the line 
 there and never shows. The count (:func:`compiles`) is what tests and ``fastnn warmup`` use to
 check that a cache was complete (zero compiles).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +39,12 @@ class _Listener(event.Listener):
             from ._shipped_cache import mismatch
 
             why = mismatch()
-            print(f"fastnn: compiling fastnn's kernels for this CPU, once, about {ESTIMATE_S} s (cached for the "
-                  f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"fastnn: compiling fastnn's kernels for this CPU, once, about {ESTIMATE_S} s (cached for the "
+                f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else ""),
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_end(self, ev):
         pass

@@ -4,6 +4,7 @@ Every ``@njit`` in ``fastnn.kernels`` takes its options from :data:`JIT` (serial
 :data:`JIT_PARALLEL`; nothing else in the package spells ``fastmath=``. Importing this module
 also picks Numba's threading layer (:data:`THREADING_LAYER`), before any parallel kernel runs.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -67,7 +68,8 @@ def set_num_threads(n: int) -> None:
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"n must be between 1 and {numba.config.NUMBA_NUM_THREADS} (the threads Numba "
-            f"started with; set NUMBA_NUM_THREADS before import for more), got {n}")
+            f"started with; set NUMBA_NUM_THREADS before import for more), got {n}"
+        )
     numba.set_num_threads(n)
 
 

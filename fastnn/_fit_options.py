@@ -2,6 +2,7 @@
 ``validation_split`` and ``validation_data=(X, y[, w])``; checked at the public boundary. Arrays get
 their weights once (:func:`training_weights`), streamed batches one batch at a time
 (:class:`BatchWeights`); both give the same float64 weight per sample."""
+
 from __future__ import annotations
 
 import math
@@ -20,15 +21,17 @@ def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight") 
     try:
         w = np.asarray(sample_weight, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{argument} must be an array of numbers, one per sample; got {type(sample_weight).__name__}"
-                        ) from exc
+        raise TypeError(
+            f"{argument} must be an array of numbers, one per sample; got {type(sample_weight).__name__}"
+        ) from exc
     if w.ndim == 2 and w.shape[1] == 1:
         w = w[:, 0]
     if w.shape != (n,):
         raise ValueError(f"{argument} must have shape ({n},), one weight per sample, got shape {w.shape}")
     if not np.isfinite(w).all():
-        raise ValueError(f"{argument} must be finite; sample {int(np.flatnonzero(~np.isfinite(w))[0])} is "
-                         f"{w[~np.isfinite(w)][0]}")
+        raise ValueError(
+            f"{argument} must be finite; sample {int(np.flatnonzero(~np.isfinite(w))[0])} is {w[~np.isfinite(w)][0]}"
+        )
     if (w < 0).any():
         i = int(np.flatnonzero(w < 0)[0])
         raise ValueError(f"{argument} must be non-negative; sample {i} has weight {w[i]}")
@@ -55,15 +58,18 @@ def class_weight_table(class_weight, model) -> np.ndarray:
     family = metrics_mod.family_of(model.loss)
     k = model.output_shape[-1]
     if family == metrics_mod.REGRESSION or (family == metrics_mod.BINARY and k > 1):
-        raise ValueError(f"class_weight needs single-label classes (cross_entropy, or binary_cross_entropy with "
-                         f"one output); this model has loss {losses_mod.base_of(model.loss).name!r} with {k} "
-                         f"outputs: pass sample_weight instead")
+        raise ValueError(
+            f"class_weight needs single-label classes (cross_entropy, or binary_cross_entropy with "
+            f"one output); this model has loss {losses_mod.base_of(model.loss).name!r} with {k} "
+            f"outputs: pass sample_weight instead"
+        )
     n_classes = k if family == metrics_mod.MULTICLASS else 2
     table = np.ones(n_classes)
     for cls, weight in class_weight.items():
         if isinstance(cls, bool) or not isinstance(cls, numbers.Integral) or not 0 <= cls < n_classes:
-            raise ValueError(f"class_weight has unknown class {cls!r}: the classes of this model are the integers "
-                             f"0..{n_classes - 1}")
+            raise ValueError(
+                f"class_weight has unknown class {cls!r}: the classes of this model are the integers 0..{n_classes - 1}"
+            )
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
             raise ValueError(f"class_weight[{cls}] must be a finite non-negative number, got {weight!r}")
         table[int(cls)] = float(weight)
@@ -72,8 +78,10 @@ def class_weight_table(class_weight, model) -> np.ndarray:
 
 def require_one_row_per_sample(model) -> None:
     if model.positions != 1:
-        raise ValueError(f"sample_weight and class_weight need one output row per sample; this model's output "
-                         f"{tuple(model.output_shape)} has {model.positions} positions per sample")
+        raise ValueError(
+            f"sample_weight and class_weight need one output row per sample; this model's output "
+            f"{tuple(model.output_shape)} has {model.positions} positions per sample"
+        )
 
 
 def training_weights(model, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
@@ -110,10 +118,15 @@ class BatchWeights:
 
 def check_validation_split(validation_split, validation_data) -> float:
     """``validation_split`` as a float in [0, 1) (0: none); refused together with validation_data."""
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
-            or not 0 <= validation_split < 1:
-        raise ValueError(f"validation_split must be a number in [0, 1), the fraction of the data held out "
-                         f"(the last samples), got {validation_split!r}")
+    if (
+        isinstance(validation_split, bool)
+        or not isinstance(validation_split, numbers.Real)
+        or not 0 <= validation_split < 1
+    ):
+        raise ValueError(
+            f"validation_split must be a number in [0, 1), the fraction of the data held out "
+            f"(the last samples), got {validation_split!r}"
+        )
     if validation_split and validation_data is not None:
         raise ValueError("pass either validation_split or validation_data, not both")
     return float(validation_split)
@@ -124,9 +137,11 @@ def split_point(validation_split: float, n: int) -> int:
     first ceil(n * (1 - split)), as Keras does."""
     at = int(math.ceil(n * (1.0 - validation_split)))
     if at == 0 or at == n:
-        raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
-                         f"{'no training' if at == 0 else 'no validation'} samples; use a split between "
-                         f"{1 / n:.3g} and {1 - 1 / n:.3g}, or more data")
+        raise ValueError(
+            f"validation_split={validation_split} of {n} samples leaves "
+            f"{'no training' if at == 0 else 'no validation'} samples; use a split between "
+            f"{1 / n:.3g} and {1 - 1 / n:.3g}, or more data"
+        )
     return at
 
 
@@ -138,9 +153,11 @@ def split_off(validation_split: float, X, y, sample_weight):
     return (X[:at], y[:at], w[0]), (X[at:], y[at:], w[1])
 
 
-VALIDATION_DATA_FORMS = ("validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), a "
-                         "fastnn.data.ArrayDataset, or a callable/list giving (X, y) or (X, y, w) batches anew each "
-                         "epoch (not a one-shot iterator)")
+VALIDATION_DATA_FORMS = (
+    "validation_data must be a tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), a "
+    "fastnn.data.ArrayDataset, or a callable/list giving (X, y) or (X, y, w) batches anew each "
+    "epoch (not a one-shot iterator)"
+)
 
 
 def check_validation_data(model, validation_data):

@@ -20,6 +20,7 @@ plan time:
 Large inputs run in chunks of :data:`CHUNK_ROWS` rows (every layer over one chunk, then the
 next), so a chunk's activations stay in cache between layers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,8 +69,12 @@ class _Recorder:
 
     def _batchnorm_after(self, i: int, shape) -> BatchNorm1d | None:
         layer = self.layers[i] if i < len(self.layers) else None
-        if (isinstance(layer, BatchNorm1d) and layer.track_running_stats and layer.input_shape == shape
-                and layer.device == "cpu"):
+        if (
+            isinstance(layer, BatchNorm1d)
+            and layer.track_running_stats
+            and layer.input_shape == shape
+            and layer.device == "cpu"
+        ):
             return layer
         return None
 
@@ -85,8 +90,11 @@ class _Recorder:
             layer = self.layers[i]
             if isinstance(layer, Dense):
                 i = self._dense(i)
-            elif (isinstance(layer, _ConvNd) and layer.code == IDENTITY
-                  and self._batchnorm_after(self._next(i + 1), layer.output_shape)):
+            elif (
+                isinstance(layer, _ConvNd)
+                and layer.code == IDENTITY
+                and self._batchnorm_after(self._next(i + 1), layer.output_shape)
+            ):
                 i = self._conv_batchnorm(i)
             else:
                 ctx = Context(False, "infer", self.lengths)
@@ -100,8 +108,9 @@ class _Recorder:
     def _fold_scale_shift(self, bias, bn):
         """(scale, shift) buffers and the call that fills them from ``bias`` and ``bn``'s live state."""
         scale, shift = (np.empty(bias.shape[0], bias.dtype) for _ in range(2))
-        self.calls.append((K.batchnorm_fold, (bias, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                              scale, shift, bn.eps)))
+        self.calls.append(
+            (K.batchnorm_fold, (bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, scale, shift, bn.eps))
+        )
         return scale, shift
 
     def _dense(self, i: int) -> int:
@@ -122,8 +131,12 @@ class _Recorder:
         last = self._next(j) == len(self.layers)
         shape = (self.m, *dense.output_shape)
         y = self.out if last and self.out.shape == shape else dense._buffers(self.m, "infer")[1].reshape(shape)
-        self.calls.append((K.dense_infer, (rows(self.h, dense.in_features), dense.weight, scale, shift,
-                                           rows(y, dense.units), code, alpha)))
+        self.calls.append(
+            (
+                K.dense_infer,
+                (rows(self.h, dense.in_features), dense.weight, scale, shift, rows(y, dense.units), code, alpha),
+            )
+        )
         self.h = y
         return j
 
@@ -139,7 +152,7 @@ class _Recorder:
         if act is not None:
             code, alpha = act.code, act.alpha
             j += 1
-        (fn, args), = conv.forward_calls(self.h, Context(False, "infer", self.lengths))[0]
+        ((fn, args),) = conv.forward_calls(self.h, Context(False, "infer", self.lengths))[0]
         scale, shift = self._fold_scale_shift(conv.bias, bn)
         w = conv.weight.reshape((conv.weight.shape[0], -1))
         folded = np.empty_like(w)
@@ -195,7 +208,7 @@ def plan(model, m: int) -> InferencePlan:
     found = model._plans.get(key)
     if found is None:
         mine = [k for k in model._plans if isinstance(k, tuple) and k[0] == "fused-infer"]
-        for k in mine[:max(0, len(mine) - _MAX_PLANS + 1)]:
+        for k in mine[: max(0, len(mine) - _MAX_PLANS + 1)]:
             del model._plans[k]
         found = model._plans[key] = InferencePlan(model, m)
     return found

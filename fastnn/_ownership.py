@@ -1,4 +1,5 @@
 """Ownership of layers, losses and optimizers: each belongs to at most one live model."""
+
 from __future__ import annotations
 
 import weakref

@@ -1,5 +1,6 @@
 """Progress display for fit(): a tqdm bar per epoch in a terminal or notebook, one line per
 epoch when output goes to a file or pipe (log files get no per-batch lines)."""
+
 from __future__ import annotations
 
 import sys
@@ -34,8 +35,14 @@ class EpochProgress:
                 from tqdm.notebook import tqdm
             else:
                 from tqdm import tqdm
-            self.bar = tqdm(total=self.batches, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch",
-                            file=self.stream, leave=True, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.batches,
+                desc=f"Epoch {epoch + 1}/{self.epochs}",
+                unit="batch",
+                file=self.stream,
+                leave=True,
+                dynamic_ncols=True,
+            )
 
     def batch_end(self, loss: float) -> None:
         if self.bar is not None:
@@ -49,8 +56,11 @@ class EpochProgress:
             self.bar.close()
             self.bar = None
         elif self.verbose:
-            print(f"Epoch {epoch + 1}/{self.epochs} - {seconds:.2f}s - {format_metrics(logs)}",
-                  file=self.stream, flush=True)
+            print(
+                f"Epoch {epoch + 1}/{self.epochs} - {seconds:.2f}s - {format_metrics(logs)}",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

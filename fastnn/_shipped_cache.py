@@ -15,6 +15,7 @@ Installed by patching the name ``FunctionCache`` in ``numba.core.dispatcher`` (w
 ``@njit(cache=True)`` instantiates) before any kernel module is imported; for functions outside
 fastnn the subclass behaves as Numba's own.
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,8 +59,10 @@ def mismatch() -> str | None:
         return None
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     if built.get("numba") != numba.__version__ or built.get("python") != python:
-        return (f"the kernels prebuilt in this wheel are for Numba {built.get('numba')} on Python "
-                f"{built.get('python')}, this is Numba {numba.__version__} on Python {python}")
+        return (
+            f"the kernels prebuilt in this wheel are for Numba {built.get('numba')} on Python "
+            f"{built.get('python')}, this is Numba {numba.__version__} on Python {python}"
+        )
     return None
 
 
@@ -83,8 +86,11 @@ class ShippedFunctionCache(caching.FunctionCache):
         folder = shipped_folder(self._py_func)
         if folder is None or not os.path.isdir(folder):
             return None
-        shipped = caching.IndexDataCacheFile(cache_path=folder, filename_base=self._impl.filename_base,
-                                             source_stamp=self._impl.locator.get_source_stamp())
+        shipped = caching.IndexDataCacheFile(
+            cache_path=folder,
+            filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
         key = self._index_key(sig, target_context.codegen())
         for magic in (key[1], *_fallback_targets(key[1][0])):
             data = shipped.load((key[0], magic, key[2]))

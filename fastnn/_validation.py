@@ -3,6 +3,7 @@
 Messages follow scikit-learn's style: name the argument, say what was expected and what came,
 and how to fix it.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,8 +28,9 @@ def check_choice(value, choices: Iterable[str], argument: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a string, one of {choices}; got {type(value).__name__} {value!r}")
     if value not in choices:
-        raise ValueError(f"Unknown {argument} {value!r}.{suggest(value, choices)} "
-                         f"Expected one of: {', '.join(choices)}.")
+        raise ValueError(
+            f"Unknown {argument} {value!r}.{suggest(value, choices)} Expected one of: {', '.join(choices)}."
+        )
     return value
 
 
@@ -47,8 +49,14 @@ def check_int(value, argument: str, minimum: int | None = None, maximum: int | N
     return value
 
 
-def check_float(value, argument: str, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = True, high_inclusive: bool = True) -> float:
+def check_float(
+    value,
+    argument: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
     """``value`` as a finite float within the given bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{argument} must be a real number, got {type(value).__name__} {value!r}")
@@ -115,16 +123,23 @@ def _from_pandas(X, argument: str) -> np.ndarray:
     missing: list[str] = []
     arrays = [_pandas_column(col, label, non_numeric, missing) for col, label in parts]
     if non_numeric:
-        encode = (f"pd.get_dummies({argument}) for one-hot columns, {argument}[name].astype('category')"
-                  f".cat.codes for integer codes" if frame else
-                  f"{argument}.astype('category').cat.codes for integer class codes")
-        raise TypeError(f"{argument} must be numeric, but has non-numeric data: {', '.join(non_numeric)}; "
-                        f"encode it as numbers first ({encode}, or .astype(float) for numbers stored as "
-                        f"text)")
+        encode = (
+            f"pd.get_dummies({argument}) for one-hot columns, {argument}[name].astype('category')"
+            f".cat.codes for integer codes"
+            if frame
+            else f"{argument}.astype('category').cat.codes for integer class codes"
+        )
+        raise TypeError(
+            f"{argument} must be numeric, but has non-numeric data: {', '.join(non_numeric)}; "
+            f"encode it as numbers first ({encode}, or .astype(float) for numbers stored as "
+            f"text)"
+        )
     if missing:
-        raise ValueError(f"{argument} has missing values (pd.NA) in {', '.join(missing)}; fill or drop them "
-                         f"first ({argument}.fillna(value) or {argument}.dropna()), or convert with "
-                         f"{argument}.to_numpy(dtype=float, na_value=np.nan) and impute")
+        raise ValueError(
+            f"{argument} has missing values (pd.NA) in {', '.join(missing)}; fill or drop them "
+            f"first ({argument}.fillna(value) or {argument}.dropna()), or convert with "
+            f"{argument}.to_numpy(dtype=float, na_value=np.nan) and impute"
+        )
     return np.column_stack(arrays) if frame else arrays[0]
 
 
@@ -138,14 +153,18 @@ def as_numeric_array(X, argument: str) -> np.ndarray:
     try:
         arr = np.asarray(X)
     except ValueError as exc:  # ragged nested lists
-        raise ValueError(f"{argument} could not be converted to an array ({exc}); "
-                         f"every row must have the same length") from None
+        raise ValueError(
+            f"{argument} could not be converted to an array ({exc}); every row must have the same length"
+        ) from None
     if arr.dtype == object:
-        raise ValueError(f"{argument} is ragged or holds Python objects (dtype=object); "
-                         f"pass a rectangular numeric array")
+        raise ValueError(
+            f"{argument} is ragged or holds Python objects (dtype=object); pass a rectangular numeric array"
+        )
     if arr.dtype.kind in "USV":
-        raise TypeError(f"{argument} must be numeric, got an array of strings (dtype={arr.dtype}); "
-                        f"convert or encode the values first")
+        raise TypeError(
+            f"{argument} must be numeric, got an array of strings (dtype={arr.dtype}); "
+            f"convert or encode the values first"
+        )
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{argument} must be a real numeric array, got dtype={arr.dtype}")
     return arr
@@ -172,84 +191,122 @@ def _as_finite(arr: np.ndarray, dtype, argument: str) -> np.ndarray:
     value = arr[where]
     if np.isfinite(value):
         dtype = np.dtype(dtype)
-        raise ValueError(f"{argument} holds {_number(value)} (first at {at}), beyond the range of {dtype.name} "
-                         f"(largest {np.finfo(dtype).max:.4g}): it overflows to infinity when converted to "
-                         f"the model's {dtype.name}; rescale the data (e.g. fastnn.data.standardize) or build "
-                         f"the model with dtype='float64'")
+        raise ValueError(
+            f"{argument} holds {_number(value)} (first at {at}), beyond the range of {dtype.name} "
+            f"(largest {np.finfo(dtype).max:.4g}): it overflows to infinity when converted to "
+            f"the model's {dtype.name}; rescale the data (e.g. fastnn.data.standardize) or build "
+            f"the model with dtype='float64'"
+        )
     raise ValueError(f"{argument} contains NaN or infinity (first at {at}); remove or impute those values first")
 
 
-def check_array(X, argument: str = "X", dtype=np.float32, n_features: int | None = None,
-                layer_name: str = "the first layer") -> np.ndarray:
+def check_array(
+    X, argument: str = "X", dtype=np.float32, n_features: int | None = None, layer_name: str = "the first layer"
+) -> np.ndarray:
     """X as a C-contiguous 2-D ``dtype`` array with finite values (converted, not refused)."""
-    if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2 and X.flags.c_contiguous and X.size
-            and (n_features is None or X.shape[1] == n_features) and all_finite(X)):
+    if (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and X.ndim == 2
+        and X.flags.c_contiguous
+        and X.size
+        and (n_features is None or X.shape[1] == n_features)
+        and all_finite(X)
+    ):
         return X  # the fast path: already what the kernels take
     arr = as_numeric_array(X, argument)
     if arr.ndim == 1:
-        raise ValueError(f"Expected 2D array for {argument}, got 1D array of shape {arr.shape} instead. "
-                         f"Reshape your data either using {argument}.reshape(-1, 1) if it has a single "
-                         f"feature or {argument}.reshape(1, -1) if it contains a single sample.")
+        raise ValueError(
+            f"Expected 2D array for {argument}, got 1D array of shape {arr.shape} instead. "
+            f"Reshape your data either using {argument}.reshape(-1, 1) if it has a single "
+            f"feature or {argument}.reshape(1, -1) if it contains a single sample."
+        )
     if arr.ndim != 2:
-        raise ValueError(f"Expected 2D array for {argument} (samples, features), got {arr.ndim}D array "
-                         f"of shape {arr.shape}; flatten the trailing dimensions with "
-                         f"{argument}.reshape(len({argument}), -1)")
+        raise ValueError(
+            f"Expected 2D array for {argument} (samples, features), got {arr.ndim}D array "
+            f"of shape {arr.shape}; flatten the trailing dimensions with "
+            f"{argument}.reshape(len({argument}), -1)"
+        )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{argument} is empty (shape {arr.shape}); at least one sample and one feature "
-                         f"are required")
+        raise ValueError(f"{argument} is empty (shape {arr.shape}); at least one sample and one feature are required")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(f"{argument} has {arr.shape[1]} features per sample, but {layer_name} expects "
-                         f"{n_features}; check the data or the model's input size")
+        raise ValueError(
+            f"{argument} has {arr.shape[1]} features per sample, but {layer_name} expects "
+            f"{n_features}; check the data or the model's input size"
+        )
     return _as_finite(arr, dtype, argument)
 
 
 def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.ndarray:
     """Integer class labels in [0, n_classes) as a contiguous int64 vector of length n_samples."""
-    if (type(y) is np.ndarray and y.dtype == np.int64 and y.ndim == 1 and y.shape[0] == n_samples > 0
-            and y.flags.c_contiguous and labels_in_range(y, n_classes)):
+    if (
+        type(y) is np.ndarray
+        and y.dtype == np.int64
+        and y.ndim == 1
+        and y.shape[0] == n_samples > 0
+        and y.flags.c_contiguous
+        and labels_in_range(y, n_classes)
+    ):
         return y
     arr = as_numeric_array(y, argument)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise ValueError(f"{argument} must be a 1D array of integer class labels for cross_entropy, "
-                         f"got shape {arr.shape}; for one-hot targets use {argument}.argmax(axis=1)")
+        raise ValueError(
+            f"{argument} must be a 1D array of integer class labels for cross_entropy, "
+            f"got shape {arr.shape}; for one-hot targets use {argument}.argmax(axis=1)"
+        )
     check_length(arr, n_samples, argument)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise ValueError(f"{argument} contains NaN or infinity; class labels must be integers")
         if not np.all(arr == np.round(arr)):
             bad = arr[arr != np.round(arr)][0]
-            raise ValueError(f"{argument} must hold integer class labels for cross_entropy, found "
-                             f"{bad!r}; for regression targets use loss='mse'")
+            raise ValueError(
+                f"{argument} must hold integer class labels for cross_entropy, found "
+                f"{bad!r}; for regression targets use loss='mse'"
+            )
     low, high = arr.min(), arr.max()  # before the cast: 1e20 would wrap around in int64
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
-        raise ValueError(f"{argument} has label {_number(bad)}, outside [0, {n_classes}): the model's last layer "
-                         f"has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
-                         f"widen the last layer)")
+        raise ValueError(
+            f"{argument} has label {_number(bad)}, outside [0, {n_classes}): the model's last layer "
+            f"has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
+            f"widen the last layer)"
+        )
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y") -> np.ndarray:
     """Real-valued targets as a contiguous (n_samples, n_outputs) array of ``dtype``."""
-    if (type(y) is np.ndarray and y.dtype == dtype and y.ndim == 2 and y.shape == (n_samples, n_outputs)
-            and n_samples > 0 and y.flags.c_contiguous and all_finite(y)):
+    if (
+        type(y) is np.ndarray
+        and y.dtype == dtype
+        and y.ndim == 2
+        and y.shape == (n_samples, n_outputs)
+        and n_samples > 0
+        and y.flags.c_contiguous
+        and all_finite(y)
+    ):
         return y
     arr = as_numeric_array(y, argument)
     if arr.ndim == 1 and n_outputs == 1:
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2 or arr.shape[1] != n_outputs:
-        raise ValueError(f"{argument} must have shape (n_samples, {n_outputs}) to match the model's "
-                         f"{n_outputs} outputs, got shape {arr.shape}")
+        raise ValueError(
+            f"{argument} must have shape (n_samples, {n_outputs}) to match the model's "
+            f"{n_outputs} outputs, got shape {arr.shape}"
+        )
     check_length(arr, n_samples, argument)
     return _as_finite(arr, dtype, argument)
 
 
 def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:
     if arr.shape[0] != n_samples:
-        raise ValueError(f"X and {argument} have different lengths: X has {n_samples} samples, "
-                         f"{argument} has {arr.shape[0]}; pass one target per sample")
+        raise ValueError(
+            f"X and {argument} have different lengths: X has {n_samples} samples, "
+            f"{argument} has {arr.shape[0]}; pass one target per sample"
+        )
 
 
 def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the first layer") -> np.ndarray:
@@ -260,50 +317,72 @@ def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the fir
     if input_shape is None or len(input_shape) == 1:
         return check_array(X, argument, dtype, None if input_shape is None else input_shape[0], layer_name)
     shape = tuple(input_shape)
-    if (type(X) is np.ndarray and X.dtype == dtype and X.shape[1:] == shape and X.flags.c_contiguous and X.size
-            and all_finite(X.reshape(X.shape[0], -1))):
+    if (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and X.shape[1:] == shape
+        and X.flags.c_contiguous
+        and X.size
+        and all_finite(X.reshape(X.shape[0], -1))
+    ):
         return X
     arr = as_numeric_array(X, argument)
     expected = "(samples, " + ", ".join(map(str, shape)) + ")"
     if arr.ndim == len(shape) and arr.shape == shape:
-        raise ValueError(f"{argument} has the shape of one sample {arr.shape}; {layer_name} expects {expected}: "
-                         f"add the sample axis with {argument}[None]")
+        raise ValueError(
+            f"{argument} has the shape of one sample {arr.shape}; {layer_name} expects {expected}: "
+            f"add the sample axis with {argument}[None]"
+        )
     if arr.ndim != len(shape) + 1 or arr.shape[1:] != shape:
-        raise ValueError(f"{argument} has shape {arr.shape}, but {layer_name} expects {expected}; reshape the data "
-                         f"(e.g. {argument}.reshape(len({argument}), {', '.join(map(str, shape))})) or build the "
-                         f"model with input_shape={arr.shape[1:]}")
+        raise ValueError(
+            f"{argument} has shape {arr.shape}, but {layer_name} expects {expected}; reshape the data "
+            f"(e.g. {argument}.reshape(len({argument}), {', '.join(map(str, shape))})) or build the "
+            f"model with input_shape={arr.shape[1:]}"
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"{argument} is empty (shape {arr.shape}); at least one sample is required")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{argument} contains NaN or infinity (first at index {tuple(int(i) for i in bad)}); "
-                         f"remove or impute those values first")
+        raise ValueError(
+            f"{argument} contains NaN or infinity (first at index {tuple(int(i) for i in bad)}); "
+            f"remove or impute those values first"
+        )
     return arr
 
 
 def check_state_array(expected: dict, name: str, value) -> None:
     """A saved array ``name`` must exist in the model (``expected``) with the same shape."""
     if name not in expected:
-        raise ValueError(f"the saved state has an array {name!r} that this model does not have; was it saved "
-                         f"from another architecture?")
+        raise ValueError(
+            f"the saved state has an array {name!r} that this model does not have; was it saved "
+            f"from another architecture?"
+        )
     shape = np.shape(value)
     if tuple(shape) != tuple(expected[name].shape):
-        raise ValueError(f"the saved array {name!r} has shape {tuple(shape)}, the model expects "
-                         f"{tuple(expected[name].shape)}")
+        raise ValueError(
+            f"the saved array {name!r} has shape {tuple(shape)}, the model expects {tuple(expected[name].shape)}"
+        )
 
 
 class BatchPlan(NamedTuple):
     """How fit() cuts an epoch: ``batches`` batches of ``batch_size`` over the first ``samples`` rows
     (of the shuffled order); ``note`` says why ``samples`` is less than n, or is ''."""
+
     batch_size: int
     batches: int
     samples: int
     note: str
 
 
-def check_batch_plan(n_samples: int, batch_size, *, needs_batch_over_one: bool, shuffle: bool = True,
-                     layer_name: str = "a BatchNorm layer") -> BatchPlan:
+def check_batch_plan(
+    n_samples: int,
+    batch_size,
+    *,
+    needs_batch_over_one: bool,
+    shuffle: bool = True,
+    layer_name: str = "a BatchNorm layer",
+) -> BatchPlan:
     """The batches of an epoch over ``n_samples`` rows, checked before training starts.
 
     When a layer needs more than one sample per training batch (``needs_batch_over_one``, batch
@@ -315,17 +394,25 @@ def check_batch_plan(n_samples: int, batch_size, *, needs_batch_over_one: bool, 
     samples, note = n_samples, ""
     if needs_batch_over_one and batch_size == 1:
         fix = "pass at least 2 samples" if n_samples == 1 else "pass batch_size >= 2"
-        raise ValueError(f"{layer_name} needs at least 2 samples per training batch (the variance of one "
-                         f"sample is 0), but fit() got batch_size=1 for {n_samples} sample(s); {fix}, or "
-                         f"remove the batch norm layer")
+        raise ValueError(
+            f"{layer_name} needs at least 2 samples per training batch (the variance of one "
+            f"sample is 0), but fit() got batch_size=1 for {n_samples} sample(s); {fix}, or "
+            f"remove the batch norm layer"
+        )
     if needs_batch_over_one and n_samples % batch_size == 1:
-        better = next(b for d in range(1, n_samples) for b in (batch_size - d, batch_size + d)
-                      if 2 <= b <= n_samples and n_samples % b != 1)
+        better = next(
+            b
+            for d in range(1, n_samples)
+            for b in (batch_size - d, batch_size + d)
+            if 2 <= b <= n_samples and n_samples % b != 1
+        )
         samples = n_samples - 1
         which = "a different sample each epoch" if shuffle else "always the last sample, as shuffle=False"
-        note = (f"{n_samples} samples in batches of {batch_size} leave a last batch of 1 sample, which "
-                f"{layer_name} cannot train on (the variance of one sample is 0); each epoch skips it "
-                f"({which}). Pass batch_size={better} to train on every sample.")
+        note = (
+            f"{n_samples} samples in batches of {batch_size} leave a last batch of 1 sample, which "
+            f"{layer_name} cannot train on (the variance of one sample is 0); each epoch skips it "
+            f"({which}). Pass batch_size={better} to train on every sample."
+        )
     return BatchPlan(batch_size, -(-samples // batch_size), samples, note)
 
 
@@ -338,23 +425,32 @@ def check_callbacks(callbacks, base: type) -> list:
     if isinstance(callbacks, Callback):
         return [callbacks]
     if not isinstance(callbacks, (list, tuple)):
-        hint = (f"pass an instance: callbacks=[{callbacks.__name__}(...)]"
-                if isinstance(callbacks, type) and issubclass(callbacks, Callback) else
-                "e.g. callbacks=[fnn.callbacks.EarlyStopping(patience=3)]")
-        raise TypeError(f"callbacks must be a list of fastnn.callbacks.Callback objects (or one Callback), "
-                        f"got {type(callbacks).__name__} {callbacks!r}; {hint}")
+        hint = (
+            f"pass an instance: callbacks=[{callbacks.__name__}(...)]"
+            if isinstance(callbacks, type) and issubclass(callbacks, Callback)
+            else "e.g. callbacks=[fnn.callbacks.EarlyStopping(patience=3)]"
+        )
+        raise TypeError(
+            f"callbacks must be a list of fastnn.callbacks.Callback objects (or one Callback), "
+            f"got {type(callbacks).__name__} {callbacks!r}; {hint}"
+        )
     for i, cb in enumerate(callbacks):
         if not isinstance(cb, Callback):
-            hint = (f"pass an instance, {cb.__name__}(...), not the class"
-                    if isinstance(cb, type) and issubclass(cb, Callback) else
-                    "subclass fastnn.callbacks.Callback and override its hooks")
-            raise TypeError(f"callbacks[{i}] must be a fastnn.callbacks.Callback, got {type(cb).__name__} "
-                            f"{cb!r}; {hint}")
+            hint = (
+                f"pass an instance, {cb.__name__}(...), not the class"
+                if isinstance(cb, type) and issubclass(cb, Callback)
+                else "subclass fastnn.callbacks.Callback and override its hooks"
+            )
+            raise TypeError(
+                f"callbacks[{i}] must be a fastnn.callbacks.Callback, got {type(cb).__name__} {cb!r}; {hint}"
+            )
     return list(callbacks)
 
 
 def check_forward_done(context, what: str = "backward()") -> None:
     """A RuntimeError saying what to call first when ``context`` (what forward() keeps) is None."""
     if context is None:
-        raise RuntimeError(f"{what} needs the values kept by a forward() call on the same batch; call "
-                           f"model.forward(x, training=True) first, then model.backward(grad_out)")
+        raise RuntimeError(
+            f"{what} needs the values kept by a forward() call on the same batch; call "
+            f"model.forward(x, training=True) first, then model.backward(grad_out)"
+        )

@@ -16,6 +16,7 @@ A group is one transaction: an error in any of its batches restores the running 
 dropout counters to the group's start and nothing is updated; ``fit`` commits its position in the
 epoch (and acts on Ctrl-C) only after the group's update.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,12 +30,16 @@ from . import backend
 def check_accumulate(accumulate, device: str) -> int:
     """``accumulate`` as an int >= 1 (the CPU only for now, above 1)."""
     if isinstance(accumulate, bool) or not isinstance(accumulate, (int, np.integer)):
-        raise TypeError(f"accumulate must be an integer >= 1 (batches per optimizer update), got "
-                        f"{type(accumulate).__name__} {accumulate!r}")
+        raise TypeError(
+            f"accumulate must be an integer >= 1 (batches per optimizer update), got "
+            f"{type(accumulate).__name__} {accumulate!r}"
+        )
     accumulate = V.check_int(accumulate, "accumulate", minimum=1)
     if accumulate > 1 and device != "cpu":
-        raise ValueError(f"accumulate={accumulate} runs on the CPU only for now; the model is on {device!r}: "
-                         f"train with accumulate=1 (a larger batch_size) or move the model with model.to('cpu')")
+        raise ValueError(
+            f"accumulate={accumulate} runs on the CPU only for now; the model is on {device!r}: "
+            f"train with accumulate=1 (a larger batch_size) or move the model with model.to('cpu')"
+        )
     return accumulate
 
 
@@ -118,7 +123,9 @@ class Stepper:
             np.copyto(model.grads, self.total)
         norm = backend.kernels(model.device).grad_global_norm(model.grads, model._norm_partials)
         if not math.isfinite(norm):
-            raise FloatingPointError(f"Training diverged: the gradient norm summed over {self.count} accumulated "
-                                     f"batches is {norm} at step {model.optimizer.step_count + 1}; the update was "
-                                     f"not applied. Lower the learning rate or clip gradients (clip_norm=1.0)")
+            raise FloatingPointError(
+                f"Training diverged: the gradient norm summed over {self.count} accumulated "
+                f"batches is {norm} at step {model.optimizer.step_count + 1}; the update was "
+                f"not applied. Lower the learning rate or clip gradients (clip_norm=1.0)"
+            )
         model.optimizer.step(grad_norm=norm)

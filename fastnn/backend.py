@@ -15,6 +15,7 @@ arrays. Layers, losses and optimizers look kernels up when they *build* their ca
 plan holds the plain kernel functions (no per-call dispatch). ``numba.cuda`` is imported only
 when the "cuda" device is asked for.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,14 +37,18 @@ def _probe() -> tuple[bool, str]:
     if numba.config.ENABLE_CUDASIM:
         return True, ""
     if importlib.util.find_spec("numba_cuda") is None:
-        return False, (f"the numba-cuda package is not installed. Install fastnn's cuda extra: {INSTALL_HINT} "
-                       "(it pins numba-cuda with the CUDA 12 toolkit libraries)")
+        return False, (
+            f"the numba-cuda package is not installed. Install fastnn's cuda extra: {INSTALL_HINT} "
+            "(it pins numba-cuda with the CUDA 12 toolkit libraries)"
+        )
     try:
         from numba import cuda
         from numba.cuda.cudadrv import driver as cuda_driver
     except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised from deep inside
-        return False, (f"numba-cuda is installed but could not be imported ({type(exc).__name__}: {exc}). "
-                       f"Reinstall it: {INSTALL_HINT}")
+        return False, (
+            f"numba-cuda is installed but could not be imported ({type(exc).__name__}: {exc}). "
+            f"Reinstall it: {INSTALL_HINT}"
+        )
     try:
         driver_ok = cuda_driver.driver.is_available
     except Exception:  # noqa: BLE001
@@ -51,15 +56,19 @@ def _probe() -> tuple[bool, str]:
     if not driver_ok:
         detail = getattr(cuda_driver.driver, "initialization_error", None) or "driver library not found"
         detail = " ".join(str(detail).split()).rstrip(":")
-        return False, (f"no usable NVIDIA driver was found ({detail}). Install the NVIDIA driver for your GPU "
-                       "(libcuda.so on Linux, nvcuda.dll on Windows, must be loadable), then check with `nvidia-smi`")
+        return False, (
+            f"no usable NVIDIA driver was found ({detail}). Install the NVIDIA driver for your GPU "
+            "(libcuda.so on Linux, nvcuda.dll on Windows, must be loadable), then check with `nvidia-smi`"
+        )
     try:
         n_gpus = len(cuda.gpus)
     except Exception:  # noqa: BLE001
         n_gpus = 0
     if n_gpus == 0:
-        return False, ("the NVIDIA driver loaded but reports no GPU (is CUDA_VISIBLE_DEVICES empty, or is the "
-                       "GPU in use by another container?). Check with `nvidia-smi`")
+        return False, (
+            "the NVIDIA driver loaded but reports no GPU (is CUDA_VISIBLE_DEVICES empty, or is the "
+            "GPU in use by another container?). Check with `nvidia-smi`"
+        )
     return True, ""
 
 
@@ -98,8 +107,10 @@ def require_cuda() -> None:
     """
     available, reason = _probe()
     if not available:
-        raise RuntimeError(f'device="cuda" is not available: {reason}. GPU training needs numba-cuda '
-                           f'({INSTALL_HINT}), an NVIDIA driver and a GPU; use device="cpu" meanwhile.')
+        raise RuntimeError(
+            f'device="cuda" is not available: {reason}. GPU training needs numba-cuda '
+            f'({INSTALL_HINT}), an NVIDIA driver and a GPU; use device="cpu" meanwhile.'
+        )
 
 
 def cuda_simulator() -> bool:
@@ -482,12 +493,27 @@ def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
     elif isinstance(src, np.ndarray):
         if src.shape != tuple(dst.shape):
             src = np.broadcast_to(src, dst.shape)
-        dst.copy_to_device(np.ascontiguousarray(src.astype(dst.dtype, casting="same_kind", copy=False)),
-                           stream=stream)
+        dst.copy_to_device(np.ascontiguousarray(src.astype(dst.dtype, casting="same_kind", copy=False)), stream=stream)
     else:
         dst.copy_to_device(src, stream=stream)
 
 
-__all__ = ["DEVICES", "INSTALL_HINT", "copy_into", "cuda_available",
-           "cuda_simulator", "device_of", "event", "full", "host_copy", "kernel_names", "kernels", "pinned_empty", "require_cuda",
-           "stream", "to_device", "to_host", "zeros"]
+__all__ = [
+    "DEVICES",
+    "INSTALL_HINT",
+    "copy_into",
+    "cuda_available",
+    "cuda_simulator",
+    "device_of",
+    "event",
+    "full",
+    "host_copy",
+    "kernel_names",
+    "kernels",
+    "pinned_empty",
+    "require_cuda",
+    "stream",
+    "to_device",
+    "to_host",
+    "zeros",
+]

@@ -32,6 +32,7 @@ GFLOP/s counts 2*m*k*n per matrix product. Ratios: ``fastnn/floor`` (time; 1.0 i
 and ``torch/fastnn`` (time; above 1 fastnn is faster). Results go to
 ``benchmarks/results/compare.{md,json}`` (``--out``) with the machine description.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,17 +80,31 @@ class BenchConfig:
 
     def describe(self) -> str:
         hidden = "Dense-BN-ReLU-Dropout" if self.batchnorm else self.activation
-        return (f"{'-'.join(map(str, self.sizes))} {hidden}, batch {self.batch}, {self.optimizer}"
-                f"{dict(self.optimizer_kwargs)}, {self.loss}")
+        return (
+            f"{'-'.join(map(str, self.sizes))} {hidden}, batch {self.batch}, {self.optimizer}"
+            f"{dict(self.optimizer_kwargs)}, {self.loss}"
+        )
 
 
-CONFIGS: dict[str, BenchConfig] = {c.name: c for c in (
-    BenchConfig("tiny", (2, 16, 16, 1), "tanh", 32, "sgd", (("lr", 0.01), ("momentum", 0.9)), "mse"),
-    BenchConfig("mlp", (784, 256, 128, 10), "relu", 128, "adam", (("lr", 1e-3),), "cross_entropy"),
-    BenchConfig("mlp-bn-do", (784, 512, 256, 10), "relu", 256, "adam", (("lr", 1e-3),), "cross_entropy",
-                batchnorm=True, dropout=0.2),
-    BenchConfig("wide", (1024, 4096, 4096, 1024), "relu", 512, "adam", (("lr", 1e-3),), "mse", heavy=True),
-)}
+CONFIGS: dict[str, BenchConfig] = {
+    c.name: c
+    for c in (
+        BenchConfig("tiny", (2, 16, 16, 1), "tanh", 32, "sgd", (("lr", 0.01), ("momentum", 0.9)), "mse"),
+        BenchConfig("mlp", (784, 256, 128, 10), "relu", 128, "adam", (("lr", 1e-3),), "cross_entropy"),
+        BenchConfig(
+            "mlp-bn-do",
+            (784, 512, 256, 10),
+            "relu",
+            256,
+            "adam",
+            (("lr", 1e-3),),
+            "cross_entropy",
+            batchnorm=True,
+            dropout=0.2,
+        ),
+        BenchConfig("wide", (1024, 4096, 4096, 1024), "relu", 512, "adam", (("lr", 1e-3),), "mse", heavy=True),
+    )
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,18 +135,30 @@ class NetConfig:
         return args[0] if kind == "embed" else None
 
     def describe(self) -> str:
-        return (f"{self.arch} -> {self.n_out} on {'x'.join(map(str, self.input_shape))}, {self.activation}, batch "
-                f"{self.batch}, {self.optimizer}{dict(self.optimizer_kwargs)}, {self.loss}")
+        return (
+            f"{self.arch} -> {self.n_out} on {'x'.join(map(str, self.input_shape))}, {self.activation}, batch "
+            f"{self.batch}, {self.optimizer}{dict(self.optimizer_kwargs)}, {self.loss}"
+        )
 
 
 _ADAM = (("lr", 1e-3),)
-NET_CONFIGS: dict[str, NetConfig] = {c.name: c for c in (
-    # LeNet-5 with ReLU and max pooling: 6@28x28 (5x5, padding 2), pool, 16@10x10 (5x5), pool, 400-120-84-10
-    NetConfig("lenet", "conv:6:5,pool:2,conv:16:5:valid,pool:2,flatten,dense:120,dense:84", (1, 28, 28), 10, 64,
-              "adam", _ADAM),
-    NetConfig("cnn1d", "conv:32:5,pool:2,conv:64:5,pool:2,gap", (16, 256), 10, 64, "adam", _ADAM),
-    NetConfig("embed-10k", "embed:10000:64,flatten,dense:128", (32,), 10, 64, "adam", _ADAM),
-)}
+NET_CONFIGS: dict[str, NetConfig] = {
+    c.name: c
+    for c in (
+        # LeNet-5 with ReLU and max pooling: 6@28x28 (5x5, padding 2), pool, 16@10x10 (5x5), pool, 400-120-84-10
+        NetConfig(
+            "lenet",
+            "conv:6:5,pool:2,conv:16:5:valid,pool:2,flatten,dense:120,dense:84",
+            (1, 28, 28),
+            10,
+            64,
+            "adam",
+            _ADAM,
+        ),
+        NetConfig("cnn1d", "conv:32:5,pool:2,conv:64:5,pool:2,gap", (16, 256), 10, 64, "adam", _ADAM),
+        NetConfig("embed-10k", "embed:10000:64,flatten,dense:128", (32,), 10, 64, "adam", _ADAM),
+    )
+}
 
 ALL_CONFIGS: dict[str, BenchConfig | NetConfig] = {**CONFIGS, **NET_CONFIGS}
 
@@ -172,8 +199,12 @@ def build_fastnn(cfg: BenchConfig, seed: int = 0):
     if isinstance(cfg, NetConfig):
         from .cli import build_arch
 
-        model = fnn.Sequential(build_arch(cfg.arch, cfg.input_shape, cfg.n_out, cfg.activation), seed=seed,
-                               dtype="float32", input_shape=cfg.input_shape)
+        model = fnn.Sequential(
+            build_arch(cfg.arch, cfg.input_shape, cfg.n_out, cfg.activation),
+            seed=seed,
+            dtype="float32",
+            input_shape=cfg.input_shape,
+        )
         model.compile(loss=cfg.loss, optimizer=fnn.optim.get(cfg.optimizer, **dict(cfg.optimizer_kwargs)))
         return model
     layers = []
@@ -200,7 +231,13 @@ class TorchBench:
     Built with the same weights as ``model`` (a fastnn Sequential of the config) when given.
     """
 
-    _ACTIVATIONS: ClassVar[dict[str, str]] = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU", "elu": "ELU"}
+    _ACTIVATIONS: ClassVar[dict[str, str]] = {
+        "relu": "ReLU",
+        "tanh": "Tanh",
+        "sigmoid": "Sigmoid",
+        "gelu": "GELU",
+        "elu": "ELU",
+    }
 
     def __init__(self, cfg: BenchConfig, model=None, seed: int = 0):
         import torch
@@ -231,8 +268,13 @@ class TorchBench:
 
     def _make_optimizer(self, cfg) -> None:
         nn, torch = self.torch.nn, self.torch
-        optimizers = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                      "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+        optimizers = {
+            "sgd": torch.optim.SGD,
+            "adam": torch.optim.Adam,
+            "adamw": torch.optim.AdamW,
+            "rmsprop": torch.optim.RMSprop,
+            "adagrad": torch.optim.Adagrad,
+        }
         self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), **dict(cfg.optimizer_kwargs))
         self.loss_fn = nn.CrossEntropyLoss() if cfg.loss == "cross_entropy" else nn.MSELoss()
 
@@ -308,8 +350,15 @@ class GemmFloor:
         self.backward()
 
 
-_TORCH_ACTIVATIONS = {"identity": "Identity", "relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU",
-                      "elu": "ELU", "selu": "SELU"}
+_TORCH_ACTIVATIONS = {
+    "identity": "Identity",
+    "relu": "ReLU",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+    "gelu": "GELU",
+    "elu": "ELU",
+    "selu": "SELU",
+}
 
 
 def torch_sequential(model):
@@ -341,10 +390,19 @@ def torch_sequential(model):
                     copy(linear.bias, layer.bias)
                 modules += [linear, act(layer.activation)]
             elif kind in ("Conv1d", "Conv2d"):
-                padding = layer.padding if isinstance(layer.padding, str) else \
-                    (layer.padding[0] if one else layer.padding)
-                conv = getattr(nn, kind)(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                         padding, layer.dilation, layer.groups, layer.use_bias)
+                padding = (
+                    layer.padding if isinstance(layer.padding, str) else (layer.padding[0] if one else layer.padding)
+                )
+                conv = getattr(nn, kind)(
+                    layer.in_channels,
+                    layer.out_channels,
+                    layer.kernel_size,
+                    layer.stride,
+                    padding,
+                    layer.dilation,
+                    layer.groups,
+                    layer.use_bias,
+                )
                 copy(conv.weight, layer.weight)
                 if layer.use_bias:
                     copy(conv.bias, layer.bias)
@@ -352,8 +410,11 @@ def torch_sequential(model):
             elif kind in ("MaxPool1d", "MaxPool2d"):
                 modules.append(getattr(nn, kind)(layer.kernel_size, layer.stride, layer.padding))
             elif kind in ("AvgPool1d", "AvgPool2d"):
-                modules.append(getattr(nn, kind)(layer.kernel_size, layer.stride, layer.padding,
-                                                 count_include_pad=layer.count_include_pad))
+                modules.append(
+                    getattr(nn, kind)(
+                        layer.kernel_size, layer.stride, layer.padding, count_include_pad=layer.count_include_pad
+                    )
+                )
             elif kind == "GlobalAvgPool":
                 pool = nn.AdaptiveAvgPool1d(1) if len(layer.input_shape) == 2 else nn.AdaptiveAvgPool2d(1)
                 modules += [pool, nn.Flatten()]
@@ -431,6 +492,7 @@ class GemmListFloor:
 
 # ----------------------------------------------------------------------------- threads, machine
 
+
 def _fastnn_blas_path() -> str | None:
     try:
         from .kernels import blas
@@ -445,8 +507,11 @@ def numpy_blas_controllers() -> list:
     from threadpoolctl import ThreadpoolController
 
     ours = _fastnn_blas_path()
-    return [lib for lib in ThreadpoolController().lib_controllers
-            if lib.user_api == "blas" and os.path.realpath(lib.filepath) != ours]
+    return [
+        lib
+        for lib in ThreadpoolController().lib_controllers
+        if lib.user_api == "blas" and os.path.realpath(lib.filepath) != ours
+    ]
 
 
 def set_threads(n: int) -> None:
@@ -485,9 +550,15 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-            "numba_num_threads": numba.config.NUMBA_NUM_THREADS}
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
+    }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cores"] = len(os.sched_getaffinity(0))
     try:
@@ -505,7 +576,9 @@ def machine_info() -> dict:
     ours = _fastnn_blas_path()
     info["threadpools"] = [
         {k: lib.get(k) for k in ("user_api", "internal_api", "architecture", "num_threads", "version", "filepath")}
-        | {"used_by": _blas_user(lib, ours)} for lib in threadpool_info()]
+        | {"used_by": _blas_user(lib, ours)}
+        for lib in threadpool_info()
+    ]
     return info
 
 
@@ -522,6 +595,7 @@ def _blas_user(lib: dict, ours: str | None) -> str:
 
 
 # ----------------------------------------------------------------------------- timing
+
 
 def _warm_up(fn: Callable[[], object], calls: int, settle_s: float = 2.0) -> None:
     """Call ``fn`` ``calls`` times, then on until fastnn's recorded calls have had the chance to
@@ -552,9 +626,14 @@ def _calibrate(fn: Callable[[], object], min_time: float) -> int:
 PAUSE_S = 0.1
 
 
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: float,
-                warmup: int = 2, pause: float | None = None,
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+def interleaved(
+    cases: dict[str, Callable[[], object]],
+    repeats: int,
+    min_time: float,
+    warmup: int = 2,
+    pause: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
     """Seconds per call of each case: ``repeats`` rounds, each timing every case in turn
     (round-robin) for a block of about ``min_time`` seconds after a ``pause`` (default
     :data:`PAUSE_S`). Each case is called ``warmup`` times first (compilation, first touch of
@@ -578,19 +657,32 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int, min_time: 
     return times
 
 
-def median_seconds(cases: dict[str, Callable[[], object]], repeats: int, min_time: float,
-                   pause: float | None = None, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+def median_seconds(
+    cases: dict[str, Callable[[], object]],
+    repeats: int,
+    min_time: float,
+    pause: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
     """The median over :func:`interleaved`'s rounds of each case's seconds per call."""
-    return {name: float(np.median(t)) for name, t in
-            interleaved(cases, repeats, min_time, pause=pause, clock=clock).items()}
+    return {
+        name: float(np.median(t)) for name, t in interleaved(cases, repeats, min_time, pause=pause, clock=clock).items()
+    }
 
 
 def summarize(seconds: list[float], flops: int | None = None) -> dict:
     """Median, quartiles, min/max (seconds), steps/s and GFLOP/s at the median."""
     q1, median, q3 = (float(v) for v in np.percentile(seconds, [25, 50, 75]))
-    out = {"median_s": median, "q1_s": q1, "q3_s": q3, "min_s": float(min(seconds)),
-           "max_s": float(max(seconds)), "steps_per_s": 1.0 / median, "repeats": len(seconds),
-           "seconds": [float(s) for s in seconds]}
+    out = {
+        "median_s": median,
+        "q1_s": q1,
+        "q3_s": q3,
+        "min_s": float(min(seconds)),
+        "max_s": float(max(seconds)),
+        "steps_per_s": 1.0 / median,
+        "repeats": len(seconds),
+        "seconds": [float(s) for s in seconds],
+    }
     if flops:
         out["flops"] = int(flops)
         out["gflops"] = flops / median / 1e9
@@ -598,6 +690,7 @@ def summarize(seconds: list[float], flops: int | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- the comparison
+
 
 def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str, Callable]]]:
     """(phase, batch, flops, {impl: callable}) for the training step and both inference batches."""
@@ -621,8 +714,11 @@ def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str
         train["torch"] = lambda: tb.train_step(tx, ty)
         infer_1["torch"] = lambda: tb_eval.predict(tx1)
         infer_b["torch"] = lambda: tb_eval.predict(tx)
-    return [("train", cfg.batch, flops[0], train), ("infer", 1, flops[1], infer_1),
-            ("infer", cfg.batch, flops[2], infer_b)]
+    return [
+        ("train", cfg.batch, flops[0], train),
+        ("infer", 1, flops[1], infer_1),
+        ("infer", cfg.batch, flops[2], infer_b),
+    ]
 
 
 def _ratios(row: dict) -> None:
@@ -653,7 +749,7 @@ _SYMBOLS = {"fastnn_over_floor": "fastnn/floor", "torch_over_fastnn": "torch/fas
 
 
 def target_status(row: dict) -> str:
-    """"met", "not met (...)" or "-" (no target) for a row of :func:`run_configs` (or of
+    """ "met", "not met (...)" or "-" (no target) for a row of :func:`run_configs` (or of
     :func:`spread_rows`, judged on the median of the runs)."""
     kind = "b1" if row["batch"] == 1 else "batch"
     targets = TARGETS.get((row["config"], row["phase"], kind))
@@ -699,14 +795,23 @@ def format_spread_table(rows: list[dict]) -> str:
 
     for r in rows:
         ms = r["fastnn_ms"]
-        lines.append(f"| {r['config']} | {r['phase']} | {r['batch']} | {_ms(ms[0] / 1e3)} ({_ms(ms[1] / 1e3)}-"
-                     f"{_ms(ms[2] / 1e3)}) | {cell(r, 'fastnn_over_floor')} | {cell(r, 'torch_over_fastnn')} | "
-                     f"{target_status(r)} |")
+        lines.append(
+            f"| {r['config']} | {r['phase']} | {r['batch']} | {_ms(ms[0] / 1e3)} ({_ms(ms[1] / 1e3)}-"
+            f"{_ms(ms[2] / 1e3)}) | {cell(r, 'fastnn_over_floor')} | {cell(r, 'torch_over_fastnn')} | "
+            f"{target_status(r)} |"
+        )
     return "\n".join(lines)
 
 
-def run_configs(names, threads: int, repeats: int, min_time: float, log=print, pause: float | None = None,
-                clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+def run_configs(
+    names,
+    threads: int,
+    repeats: int,
+    min_time: float,
+    log=print,
+    pause: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[dict]:
     """Rows {config, phase, batch, impls: {fastnn|floor|torch: summary}, ratios} per phase; ``clock``
     as in :func:`interleaved`."""
     torch = torch_or_none()
@@ -717,8 +822,13 @@ def run_configs(names, threads: int, repeats: int, min_time: float, log=print, p
         for phase, batch, flops, cases in _config_cases(cfg, torch):
             log(f"  {name:10s} {phase} batch {batch}: {', '.join(cases)} ...")
             times = interleaved(cases, repeats, min_time, pause=pause, clock=clock)
-            row = {"config": name, "phase": phase, "batch": batch, "threads": threads,
-                   "impls": {impl: summarize(t, flops) for impl, t in times.items()}}
+            row = {
+                "config": name,
+                "phase": phase,
+                "batch": batch,
+                "threads": threads,
+                "impls": {impl: summarize(t, flops) for impl, t in times.items()},
+            }
             _ratios(row)
             rows.append(row)
     return rows
@@ -833,11 +943,18 @@ def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float
                 cases["torch"] = topt.step
             times = interleaved(cases, repeats, min_time, pause=pause)
             floor_s = passes * params.nbytes / bandwidth["best"]
-            row = {"optimizer": label, "n_params": n, "passes": passes, "bytes": passes * params.nbytes,
-                   "floor_s": floor_s, "impls": {k: summarize(v) for k, v in times.items()}}
+            row = {
+                "optimizer": label,
+                "n_params": n,
+                "passes": passes,
+                "bytes": passes * params.nbytes,
+                "floor_s": floor_s,
+                "impls": {k: summarize(v) for k, v in times.items()},
+            }
             row["fastnn_over_floor"] = row["impls"]["fastnn"]["median_s"] / floor_s
-            row["fastnn_over_stream_floor"] = (row["impls"]["fastnn"]["median_s"]
-                                               / row["impls"]["stream floor"]["median_s"])
+            row["fastnn_over_stream_floor"] = (
+                row["impls"]["fastnn"]["median_s"] / row["impls"]["stream floor"]["median_s"]
+            )
             if "torch" in row["impls"]:
                 row["torch_over_fastnn"] = row["impls"]["torch"]["median_s"] / row["impls"]["fastnn"]["median_s"]
             rows.append(row)
@@ -846,6 +963,7 @@ def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float
 
 
 # ----------------------------------------------------------------------------- reporting
+
 
 def _ms(s: float) -> str:
     ms = s * 1e3
@@ -873,43 +991,58 @@ def _ratio(row: dict, key: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The one markdown table: ms/step median (IQR), steps/s, GFLOP/s and the two ratios."""
-    head = ("| config | phase | batch | fastnn ms (IQR) | floor ms (IQR) | torch ms (IQR) | fastnn steps/s "
-            "| GFLOP/s fastnn / floor / torch | fastnn/floor | torch/fastnn | target |")
+    head = (
+        "| config | phase | batch | fastnn ms (IQR) | floor ms (IQR) | torch ms (IQR) | fastnn steps/s "
+        "| GFLOP/s fastnn / floor / torch | fastnn/floor | torch/fastnn | target |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         i = r["impls"]
-        lines.append(f"| {r['config']} | {r['phase']} | {r['batch']} | {_cell(i, 'fastnn', True)} | "
-                     f"{_cell(i, 'floor', True)} | {_cell(i, 'torch', True)} | {_rate(i['fastnn']['steps_per_s'])} | "
-                     f"{_gflops(i, 'fastnn')} / {_gflops(i, 'floor')} / {_gflops(i, 'torch')} | "
-                     f"{_ratio(r, 'fastnn_over_floor')} | {_ratio(r, 'torch_over_fastnn')} | {target_status(r)} |")
+        lines.append(
+            f"| {r['config']} | {r['phase']} | {r['batch']} | {_cell(i, 'fastnn', True)} | "
+            f"{_cell(i, 'floor', True)} | {_cell(i, 'torch', True)} | {_rate(i['fastnn']['steps_per_s'])} | "
+            f"{_gflops(i, 'fastnn')} / {_gflops(i, 'floor')} / {_gflops(i, 'torch')} | "
+            f"{_ratio(r, 'fastnn_over_floor')} | {_ratio(r, 'torch_over_fastnn')} | {target_status(r)} |"
+        )
     return "\n".join(lines)
 
 
 def format_optimizer_table(result: dict) -> str:
     bw = result["copy_bandwidth_bytes_per_s"]
     torch_bw = f", torch {bw['torch'] / 1e9:.1f} GB/s" if "torch" in bw else ""
-    lines = [(f"Copy bandwidth (read + write): numpy {bw['numpy'] / 1e9:.1f} GB/s{torch_bw}; the copy floor uses "
-              f"{bw['best'] / 1e9:.1f} GB/s. The stream floor is measured: the same buffers read and "
-              f"written in place with no arithmetic, in the same run."), "",
-             "| optimizer | params | passes | copy floor ms | stream floor ms (IQR) | fastnn ms (IQR) | torch ms (IQR) "
-             "| fastnn/stream floor | fastnn/copy floor | torch/fastnn |",
-             "|" + "---|" * 10]
+    lines = [
+        (
+            f"Copy bandwidth (read + write): numpy {bw['numpy'] / 1e9:.1f} GB/s{torch_bw}; the copy floor uses "
+            f"{bw['best'] / 1e9:.1f} GB/s. The stream floor is measured: the same buffers read and "
+            f"written in place with no arithmetic, in the same run."
+        ),
+        "",
+        "| optimizer | params | passes | copy floor ms | stream floor ms (IQR) | fastnn ms (IQR) | torch ms (IQR) "
+        "| fastnn/stream floor | fastnn/copy floor | torch/fastnn |",
+        "|" + "---|" * 10,
+    ]
     for r in result["rows"]:
         i = r["impls"]
-        lines.append(f"| {r['optimizer']} | {r['n_params'] / 1e6:g}M | {r['passes']} | {_ms(r['floor_s'])} | "
-                     f"{_cell(i, 'stream floor', True)} | {_cell(i, 'fastnn', True)} | {_cell(i, 'torch', True)} | "
-                     f"{_ratio(r, 'fastnn_over_stream_floor')} | {_ratio(r, 'fastnn_over_floor')} "
-                     f"| {_ratio(r, 'torch_over_fastnn')} |")
+        lines.append(
+            f"| {r['optimizer']} | {r['n_params'] / 1e6:g}M | {r['passes']} | {_ms(r['floor_s'])} | "
+            f"{_cell(i, 'stream floor', True)} | {_cell(i, 'fastnn', True)} | {_cell(i, 'torch', True)} | "
+            f"{_ratio(r, 'fastnn_over_stream_floor')} | {_ratio(r, 'fastnn_over_floor')} "
+            f"| {_ratio(r, 'torch_over_fastnn')} |"
+        )
     return "\n".join(lines)
 
 
 def format_machine(info: dict) -> str:
-    blas = "; ".join(f"{p['internal_api']} {p.get('version') or ''} {p.get('architecture') or ''} "
-                     f"{os.path.basename(p['filepath'])} ({p['num_threads']} threads, {p['used_by']})".replace("  ", " ")
-                     for p in info["threadpools"])
-    return (f"Machine: {info['cpu']}, {info.get('usable_cores', info['cpu_count'])} usable cores; "
-            f"Python {info['python']}, numpy {info['numpy']}, numba {info['numba']} "
-            f"(threading layer {info['numba_threading_layer']}), torch {info['torch']}. Thread pools: {blas}.")
+    blas = "; ".join(
+        f"{p['internal_api']} {p.get('version') or ''} {p.get('architecture') or ''} "
+        f"{os.path.basename(p['filepath'])} ({p['num_threads']} threads, {p['used_by']})".replace("  ", " ")
+        for p in info["threadpools"]
+    )
+    return (
+        f"Machine: {info['cpu']}, {info.get('usable_cores', info['cpu_count'])} usable cores; "
+        f"Python {info['python']}, numpy {info['numpy']}, numba {info['numba']} "
+        f"(threading layer {info['numba_threading_layer']}), torch {info['torch']}. Thread pools: {blas}."
+    )
 
 
 def write_results(out_dir: str, report: dict, text: str) -> tuple[str, str]:
@@ -924,6 +1057,7 @@ def write_results(out_dir: str, report: dict, text: str) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- command line
 
+
 def _default_out() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bench = os.path.join(here, "benchmarks")
@@ -934,8 +1068,9 @@ def _parse_configs(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in ALL_CONFIGS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"--configs takes names from {', '.join(ALL_CONFIGS)} separated by "
-                                         f"commas, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--configs takes names from {', '.join(ALL_CONFIGS)} separated by commas, got {text!r}"
+        )
     return names
 
 
@@ -949,37 +1084,66 @@ def _parse_sizes(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options to ``parser`` (for ``fastnn bench``)."""
-    parser.add_argument("--configs", type=_parse_configs, default=None,
-                        help=f"comma-separated configs from {', '.join(ALL_CONFIGS)} (default: all; with "
-                             f"--quick all but the heavy ones: {', '.join(n for n, c in ALL_CONFIGS.items() if c.heavy)})")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for fastnn, torch and the floor's BLAS (default: all of Numba's)")
+    parser.add_argument(
+        "--configs",
+        type=_parse_configs,
+        default=None,
+        help=f"comma-separated configs from {', '.join(ALL_CONFIGS)} (default: all; with "
+        f"--quick all but the heavy ones: {', '.join(n for n, c in ALL_CONFIGS.items() if c.heavy)})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for fastnn, torch and the floor's BLAS (default: all of Numba's)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7; 3 with --quick)")
-    parser.add_argument("--min-time", type=float, default=None,
-                        help="seconds per timed block (default 0.2; 0.03 with --quick)")
-    parser.add_argument("--pause", type=float, default=PAUSE_S,
-                        help=f"seconds of rest before each timed block, so the previous case's threads sleep "
-                             f"(default {PAUSE_S})")
-    parser.add_argument("--quick", action="store_true",
-                        help="few short repeats, no heavy configs, optimizers at 1M params only")
-    parser.add_argument("--optim-sizes", type=_parse_sizes, default=None,
-                        help="parameter counts of the optimizer benchmark (default 1e6,1e7)")
+    parser.add_argument(
+        "--min-time", type=float, default=None, help="seconds per timed block (default 0.2; 0.03 with --quick)"
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=PAUSE_S,
+        help=f"seconds of rest before each timed block, so the previous case's threads sleep (default {PAUSE_S})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="few short repeats, no heavy configs, optimizers at 1M params only"
+    )
+    parser.add_argument(
+        "--optim-sizes",
+        type=_parse_sizes,
+        default=None,
+        help="parameter counts of the optimizer benchmark (default 1e6,1e7)",
+    )
     parser.add_argument("--no-optim", action="store_true", help="skip the optimizer-update benchmark")
-    parser.add_argument("--runs", type=int, default=1,
-                        help="whole runs of the configs; above 1 a second table gives each row's median and range "
-                             "over the runs (one noisy run should not decide a target)")
-    parser.add_argument("--cpu-clock", action="store_true",
-                        help="time the calling thread's CPU time, not wall time (needs --threads 1: then every "
-                             "case runs in that thread, and a busy machine's preemptions drop out)")
-    parser.add_argument("--out", default=None, help="folder for compare.md/compare.json "
-                        "(default: benchmarks/results); '-' writes nothing")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="whole runs of the configs; above 1 a second table gives each row's median and range "
+        "over the runs (one noisy run should not decide a target)",
+    )
+    parser.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="time the calling thread's CPU time, not wall time (needs --threads 1: then every "
+        "case runs in that thread, and a busy machine's preemptions drop out)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for compare.md/compare.json (default: benchmarks/results); '-' writes nothing",
+    )
     return parser
 
 
 def _command(argv: list[str] | None) -> str:
     args = " ".join(sys.argv[1:] if argv is None else argv)
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    prog = {"compare.py": "python benchmarks/compare.py", "bench.py": "python -m fastnn.bench"}.get(script, "fastnn bench")
+    prog = {"compare.py": "python benchmarks/compare.py", "bench.py": "python -m fastnn.bench"}.get(
+        script, "fastnn bench"
+    )
     return f"{prog} {args}".strip()
 
 
@@ -988,13 +1152,15 @@ def run(args, argv: list[str] | None = None) -> int:
 
     threads = args.threads or numba.config.NUMBA_NUM_THREADS
     if args.cpu_clock and threads != 1:
-        raise SystemExit("fastnn bench: --cpu-clock needs --threads 1 (other threads' work is not in the "
-                         "calling thread's CPU time)")
+        raise SystemExit(
+            "fastnn bench: --cpu-clock needs --threads 1 (other threads' work is not in the calling thread's CPU time)"
+        )
     clock = time.thread_time if args.cpu_clock else time.perf_counter
     clock_name = "CPU time of the calling thread" if args.cpu_clock else "wall time"
     repeats = args.repeats or (3 if args.quick else 7)
     min_time = args.min_time or (0.03 if args.quick else 0.2)
     sizes = args.optim_sizes or ([1_000_000] if args.quick else [1_000_000, 10_000_000])
+
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
@@ -1005,23 +1171,45 @@ def run(args, argv: list[str] | None = None) -> int:
     rows = runs[-1]
     optim_result = None if args.no_optim else run_optimizers(sizes, repeats, min_time, log, args.pause)
     info = machine_info()
-    parts = [f"## fastnn beside its GEMM floor and PyTorch ({threads} threads, {clock_name})", "",
-             format_table(rows), "",
-             ("ms per step: median of interleaved repeats (IQR). fastnn/floor: time over the bare matrix "
-              "products (1.00 = the floor). torch/fastnn: above 1, fastnn is faster. target: issue 15's bound "
-              "for the row (TARGETS)."), ""]
+    parts = [
+        f"## fastnn beside its GEMM floor and PyTorch ({threads} threads, {clock_name})",
+        "",
+        format_table(rows),
+        "",
+        (
+            "ms per step: median of interleaved repeats (IQR). fastnn/floor: time over the bare matrix "
+            "products (1.00 = the floor). torch/fastnn: above 1, fastnn is faster. target: issue 15's bound "
+            "for the row (TARGETS)."
+        ),
+        "",
+    ]
     if len(runs) > 1:
-        parts[-2:-1] = [parts[-2] + f" (the last of {len(runs)} runs)", "",
-                        f"### Median (min-max) over {len(runs)} whole runs", "", format_spread_table(spread_rows(runs))]
+        parts[-2:-1] = [
+            parts[-2] + f" (the last of {len(runs)} runs)",
+            "",
+            f"### Median (min-max) over {len(runs)} whole runs",
+            "",
+            format_spread_table(spread_rows(runs)),
+        ]
     if optim_result is not None:
         parts += ["## Optimizer update alone beside its memory floor", "", format_optimizer_table(optim_result), ""]
     parts += [format_machine(info), "", f"Command: `{command}`; repeats {repeats}, blocks >= {min_time} s."]
     text = "\n".join(parts)
     print(text)
     if args.out != "-":
-        report = {"machine": info, "threads": threads, "repeats": repeats, "min_time_s": min_time,
-                  "pause_s": args.pause, "command": command, "configs": {n: dataclasses.asdict(ALL_CONFIGS[n]) for n in configs},
-                  "rows": rows, "runs": runs, "spread": spread_rows(runs), "optimizers": optim_result}
+        report = {
+            "machine": info,
+            "threads": threads,
+            "repeats": repeats,
+            "min_time_s": min_time,
+            "pause_s": args.pause,
+            "command": command,
+            "configs": {n: dataclasses.asdict(ALL_CONFIGS[n]) for n in configs},
+            "rows": rows,
+            "runs": runs,
+            "spread": spread_rows(runs),
+            "optimizers": optim_result,
+        }
         md, js = write_results(args.out or _default_out(), report, text)
         log(f"wrote {md} and {js}")
     return 0

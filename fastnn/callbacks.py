@@ -1,4 +1,5 @@
 """Callbacks for :meth:`fastnn.Sequential.fit` and the History it returns."""
+
 from __future__ import annotations
 
 import math
@@ -210,19 +211,21 @@ class CallbackList:
     [0.5]
     """
 
-    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin",
-             "on_batch_end")
+    HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end")
 
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be fastnn.callbacks.Callback instances, got "
-                                f"{type(cb).__name__}; subclass Callback and override its hooks")
+                raise TypeError(
+                    f"callbacks must be fastnn.callbacks.Callback instances, got "
+                    f"{type(cb).__name__}; subclass Callback and override its hooks"
+                )
             cb.set_model(model)
         for hook in self.HOOKS:
-            methods = [getattr(cb, hook) for cb in self.callbacks
-                       if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            methods = [
+                getattr(cb, hook) for cb in self.callbacks if getattr(type(cb), hook) is not getattr(Callback, hook)
+            ]
             setattr(self, hook, self._caller(methods))
 
     @staticmethod
@@ -266,8 +269,10 @@ class _Monitor(Callback):
         if self.monitor not in (logs or {}):
             available = sorted(k for k, v in (logs or {}).items() if isinstance(v, float))
             hint = " (validation metrics need fit(validation_data=...))" if self.monitor.startswith("val_") else ""
-            raise ValueError(f"{type(self).__name__}: monitor {self.monitor!r} is not a metric of this run"
-                             f"{hint}.{suggest(self.monitor, available)} Available: {', '.join(available)}")
+            raise ValueError(
+                f"{type(self).__name__}: monitor {self.monitor!r} is not a metric of this run"
+                f"{hint}.{suggest(self.monitor, available)} Available: {', '.join(available)}"
+            )
         return float(logs[self.monitor])
 
     def _improved(self, value: float) -> bool:
@@ -322,9 +327,17 @@ class EarlyStopping(_Monitor):
     (1, 2)
     """
 
-    def __init__(self, monitor: str = "val_loss", *, patience: int = 0, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = False, baseline: float | None = None,
-                 start_from_epoch: int = 0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        patience: int = 0,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+        baseline: float | None = None,
+        start_from_epoch: int = 0,
+    ):
         from ._validation import check_int
 
         super().__init__(monitor, mode, min_delta)
@@ -358,8 +371,12 @@ class EarlyStopping(_Monitor):
             backend.copy_into(self.model.params, self.best_weights)
 
     def state_dict(self):
-        return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
-                "stopped_epoch": self.stopped_epoch}
+        return {
+            "best": self.best,
+            "wait": self.wait,
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def load_state_dict(self, state):
         self.best, self.wait = float(state["best"]), int(state["wait"])
@@ -420,9 +437,18 @@ class ReduceLROnPlateau(_Monitor):
     0.025
     """
 
-    def __init__(self, monitor: str = "val_loss", *, factor: float = 0.1, patience: int = 10,
-                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
-                 verbose: int = 0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        factor: float = 0.1,
+        patience: int = 10,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        verbose: int = 0,
+    ):
         from ._validation import check_float, check_int
 
         super().__init__(monitor, mode, min_delta)
@@ -494,8 +520,10 @@ class LearningRateScheduler(Callback):
         from ._validation import check_choice
 
         if not callable(schedule):
-            raise TypeError(f"schedule must be callable as schedule(step) -> lr, e.g. "
-                            f"fastnn.schedules.CosineAnnealing(...); got {schedule!r}")
+            raise TypeError(
+                f"schedule must be callable as schedule(step) -> lr, e.g. "
+                f"fastnn.schedules.CosineAnnealing(...); got {schedule!r}"
+            )
         self.schedule = schedule
         self.per = check_choice(per, ("epoch", "batch"), "per")
 
@@ -548,15 +576,24 @@ class ModelCheckpoint(Callback):
     ['ckpt-1.safetensors', 'ckpt-2.safetensors']
     """
 
-    def __init__(self, path, *, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 min_delta: float = 0.0):
+    def __init__(
+        self,
+        path,
+        *,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+    ):
         import os
 
         self.path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
-            raise FileNotFoundError(f"ModelCheckpoint path {self.path!r}: directory {directory!r} does not "
-                                    f"exist; create it first (os.makedirs)")
+            raise FileNotFoundError(
+                f"ModelCheckpoint path {self.path!r}: directory {directory!r} does not "
+                f"exist; create it first (os.makedirs)"
+            )
         self.save_best_only = bool(save_best_only)
         self._monitor = _Monitor(monitor, mode, min_delta)
         self.saved: list[str] = []
@@ -635,12 +672,21 @@ class CSVLogger(Callback):
         with open(self.path, "a", encoding="utf-8") as handle:
             if write_header:
                 handle.write(self.separator.join(["epoch", *self._keys]) + "\n")
-            handle.write(self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan)))
-                                                            for k in self._keys)]) + "\n")
+            handle.write(
+                self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan))) for k in self._keys)]) + "\n"
+            )
 
 
-__all__ = ["CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LearningRateScheduler",
-           "ModelCheckpoint", "ReduceLROnPlateau"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "History",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+]
 
 
 def __getattr__(name):  # TensorBoard lives in its own module (it needs tensorboardX, an extra)

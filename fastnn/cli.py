@@ -1,4 +1,5 @@
 """The ``fastnn`` command: ``fastnn demo``, ``fastnn train --data FILE ...``, ``fastnn bench``, ``fastnn warmup``."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,26 @@ def build_mlp(n_in: int, hidden: list[int], n_out: int, activation: str, seed: i
 
 CONV_ARCH = "conv:16:3,pool:2,conv:32:3,pool:2,flatten,dense:64"
 
-ARCH_HELP = ("comma-separated layers, applied in order to each sample; the output Dense (one unit per class, or "
-             "per target) is appended. conv:OUT:K = a KxK convolution to OUT channels, padding 'same' "
-             "(conv:OUT:K:valid = none), --activation fused (Conv2d on (channels, height, width) samples, Conv1d "
-             "on (channels, length)); pool:K / avgpool:K = max / mean over KxK windows, stride K; gap = the mean "
-             "over all positions (GlobalAvgPool); flatten; dense:N = N units with --activation (a flatten is added "
-             "before it when needed); dropout:P; embed:VOCAB:DIM = integer token ids to DIM-vectors (first layer "
-             f"only; such data are not scaled). Example (what --conv uses): {CONV_ARCH}")
+ARCH_HELP = (
+    "comma-separated layers, applied in order to each sample; the output Dense (one unit per class, or "
+    "per target) is appended. conv:OUT:K = a KxK convolution to OUT channels, padding 'same' "
+    "(conv:OUT:K:valid = none), --activation fused (Conv2d on (channels, height, width) samples, Conv1d "
+    "on (channels, length)); pool:K / avgpool:K = max / mean over KxK windows, stride K; gap = the mean "
+    "over all positions (GlobalAvgPool); flatten; dense:N = N units with --activation (a flatten is added "
+    "before it when needed); dropout:P; embed:VOCAB:DIM = integer token ids to DIM-vectors (first layer "
+    f"only; such data are not scaled). Example (what --conv uses): {CONV_ARCH}"
+)
 
 # kind -> (argument converters, how many are required, an example)
 _ARCH_ITEMS = {
-    "conv": ((int, int, str), 2, "conv:16:3"), "pool": ((int,), 1, "pool:2"), "avgpool": ((int,), 1, "avgpool:2"),
-    "gap": ((), 0, "gap"), "flatten": ((), 0, "flatten"), "dense": ((int,), 1, "dense:64"),
-    "dropout": ((float,), 1, "dropout:0.2"), "embed": ((int, int), 2, "embed:10000:32"),
+    "conv": ((int, int, str), 2, "conv:16:3"),
+    "pool": ((int,), 1, "pool:2"),
+    "avgpool": ((int,), 1, "avgpool:2"),
+    "gap": ((), 0, "gap"),
+    "flatten": ((), 0, "flatten"),
+    "dense": ((int,), 1, "dense:64"),
+    "dropout": ((float,), 1, "dropout:0.2"),
+    "embed": ((int, int), 2, "embed:10000:32"),
 }
 
 
@@ -61,8 +69,9 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
         kind, *raw = (field.strip() for field in part.split(":"))
         kind = kind.lower()
         if kind not in _ARCH_ITEMS:
-            raise argparse.ArgumentTypeError(f"--arch item {part!r}: unknown layer {kind!r}; use "
-                                             f"{', '.join(_ARCH_ITEMS)} (e.g. {CONV_ARCH!r})")
+            raise argparse.ArgumentTypeError(
+                f"--arch item {part!r}: unknown layer {kind!r}; use {', '.join(_ARCH_ITEMS)} (e.g. {CONV_ARCH!r})"
+            )
         converters, required, example = _ARCH_ITEMS[kind]
         try:
             if not required <= len(raw) <= len(converters):
@@ -70,12 +79,17 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
             args = tuple(convert(value) for convert, value in zip(converters, raw))
         except ValueError:
             counts = f"{required}" if required == len(converters) else f"{required} or {len(converters)}"
-            raise argparse.ArgumentTypeError(f"--arch item {part!r}: {kind} takes {counts} values after the name, "
-                                             f"e.g. {example!r}") from None
-        if any(v < 1 for v in args if isinstance(v, int)) or (kind == "dropout" and not 0 <= args[0] < 1) or \
-                (kind == "conv" and len(args) == 3 and args[2] not in ("same", "valid")):
-            raise argparse.ArgumentTypeError(f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), "
-                                             f"a conv padding 'same' or 'valid'")
+            raise argparse.ArgumentTypeError(
+                f"--arch item {part!r}: {kind} takes {counts} values after the name, e.g. {example!r}"
+            ) from None
+        if (
+            any(v < 1 for v in args if isinstance(v, int))
+            or (kind == "dropout" and not 0 <= args[0] < 1)
+            or (kind == "conv" and len(args) == 3 and args[2] not in ("same", "valid"))
+        ):
+            raise argparse.ArgumentTypeError(
+                f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), a conv padding 'same' or 'valid'"
+            )
         if kind == "embed" and items:
             raise argparse.ArgumentTypeError(f"--arch item {part!r}: embed takes the token ids, so it must come first")
         items.append((kind, args))
@@ -103,17 +117,20 @@ def build_arch(arch, input_shape, n_out: int, activation: str = "relu") -> list:
 
     for kind, args in items:
         if kind in ("conv", "pool", "avgpool", "gap") and rank not in (2, 3):
-            raise ValueError(f"--arch {kind} needs per-sample (channels, height, width) or (channels, length), but "
-                             f"it receives {rank}-D samples; convolutions come before flatten/dense/gap, and flat "
-                             f"data need --input-shape (e.g. 1,28,28)")
+            raise ValueError(
+                f"--arch {kind} needs per-sample (channels, height, width) or (channels, length), but "
+                f"it receives {rank}-D samples; convolutions come before flatten/dense/gap, and flat "
+                f"data need --input-shape (e.g. 1,28,28)"
+            )
         two_d = rank == 3
         if kind == "embed":
             layers.append(fnn.Embedding(*args))
             rank += 1
         elif kind == "conv":
             conv = fnn.Conv2d if two_d else fnn.Conv1d
-            layers.append(conv(channels, args[0], args[1], padding=args[2] if len(args) > 2 else "same",
-                               activation=activation))
+            layers.append(
+                conv(channels, args[0], args[1], padding=args[2] if len(args) > 2 else "same", activation=activation)
+            )
             channels = args[0]
         elif kind in ("pool", "avgpool"):
             pools = {"pool": (fnn.MaxPool1d, fnn.MaxPool2d), "avgpool": (fnn.AvgPool1d, fnn.AvgPool2d)}
@@ -144,8 +161,10 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(d < 1 for d in shape):
-        raise argparse.ArgumentTypeError(f"--input-shape must be positive integers like 1,28,28 (channels, height, "
-                                         f"width) or 3,100 (channels, length), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--input-shape must be positive integers like 1,28,28 (channels, height, "
+            f"width) or 3,100 (channels, length), got {text!r}"
+        )
     return shape
 
 
@@ -163,14 +182,18 @@ def _shape_samples(X: np.ndarray, args, arch) -> np.ndarray:
     if per_sample is None and X.ndim == 2 and arch[0][0] != "embed":
         side = int(round(np.sqrt(X.shape[1])))
         if side * side != X.shape[1]:
-            raise ValueError(f"--arch/--conv needs images, and the data have {X.shape[1]} features per row, not a "
-                             f"square image; pass --input-shape C,H,W (or C,L for 1-D convolutions)")
+            raise ValueError(
+                f"--arch/--conv needs images, and the data have {X.shape[1]} features per row, not a "
+                f"square image; pass --input-shape C,H,W (or C,L for 1-D convolutions)"
+            )
         per_sample = (1, side, side)
     if per_sample is None:
         return X
     if int(np.prod(per_sample)) != int(np.prod(X.shape[1:])):
-        raise ValueError(f"--input-shape {','.join(map(str, per_sample))} holds {int(np.prod(per_sample))} values, but "
-                         f"each sample of the data has {int(np.prod(X.shape[1:]))} (shape {X.shape[1:]})")
+        raise ValueError(
+            f"--input-shape {','.join(map(str, per_sample))} holds {int(np.prod(per_sample))} values, but "
+            f"each sample of the data has {int(np.prod(X.shape[1:]))} (shape {X.shape[1:]})"
+        )
     return X.reshape(len(X), *per_sample)
 
 
@@ -194,22 +217,34 @@ def _train_and_report(X, y, args, task: str) -> tuple:
 
     arch = _arch_of(args)
     classification = task == "classification"
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=args.test_size, seed=args.seed,
-                                                        stratify=classification)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=args.test_size, seed=args.seed, stratify=classification
+    )
     X_train, X_test = _scale(X_train, X_test, arch)
     n_out = int(y.max()) + 1 if classification else (1 if y.ndim == 1 else y.shape[1])
     if arch is None:
         model = build_mlp(X.shape[1], args.hidden, n_out, args.activation, args.seed, args.dtype)
     else:
-        model = fnn.Sequential(build_arch(arch, X.shape[1:], n_out, args.activation), seed=args.seed,
-                               dtype=args.dtype, input_shape=X.shape[1:])
+        model = fnn.Sequential(
+            build_arch(arch, X.shape[1:], n_out, args.activation),
+            seed=args.seed,
+            dtype=args.dtype,
+            input_shape=X.shape[1:],
+        )
     if args.verbose and fnn.distributed.is_main():  # under mpiexec: rank 0 prints and saves
         model.summary()
     optimizer = fnn.optim.get(args.optimizer, lr=args.lr) if args.lr is not None else fnn.optim.get(args.optimizer)
     start = time.perf_counter()
-    model.fit(X_train, y_train, loss="cross_entropy" if classification else "mse", optimizer=optimizer,
-              epochs=args.epochs, batch_size=args.batch_size, validation_data=(X_test, y_test),
-              verbose=args.verbose)
+    model.fit(
+        X_train,
+        y_train,
+        loss="cross_entropy" if classification else "mse",
+        optimizer=optimizer,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(X_test, y_test),
+        verbose=args.verbose,
+    )
     seconds = time.perf_counter() - start
     metrics = model.evaluate(X_test, y_test)
     return model, metrics, seconds
@@ -225,11 +260,16 @@ def cmd_demo(args) -> int:
     model, metrics, seconds = _train_and_report(X, y, args, "classification")
     if not distributed.is_main():
         return 0
-    what = f"MLP 64-{'-'.join(map(str, args.hidden))}-10" if arch is None else \
-        f"CNN {arch_text(arch)} ({model.params.size:,} parameters)"
-    print(f"digits (8x8, {len(X)} images, 10 classes), {what}, {args.epochs} epochs: test accuracy {metrics['accuracy']:.4f} (held-out 20%), "
-          f"test loss {metrics['loss']:.4f}, training time {seconds:.2f} s (the first run includes compiling "
-          f"the kernels once; they are cached for the next runs)")
+    what = (
+        f"MLP 64-{'-'.join(map(str, args.hidden))}-10"
+        if arch is None
+        else f"CNN {arch_text(arch)} ({model.params.size:,} parameters)"
+    )
+    print(
+        f"digits (8x8, {len(X)} images, 10 classes), {what}, {args.epochs} epochs: test accuracy {metrics['accuracy']:.4f} (held-out 20%), "
+        f"test loss {metrics['loss']:.4f}, training time {seconds:.2f} s (the first run includes compiling "
+        f"the kernels once; they are cached for the next runs)"
+    )
     return 0
 
 
@@ -241,8 +281,9 @@ def _check_output(path: str) -> None:
     """-o checked before training, so a typo cannot lose the trained model: a known extension, in an
     existing, writable directory."""
     if os.path.isdir(path):
-        raise ValueError(f"--output {path!r} is a directory; name a file in it, e.g. "
-                         f"{os.path.join(path, 'model.npz')!r}")
+        raise ValueError(
+            f"--output {path!r} is a directory; name a file in it, e.g. {os.path.join(path, 'model.npz')!r}"
+        )
     extension = os.path.splitext(path)[1].lower()
     if extension not in _OUTPUTS:
         kinds = " or ".join(f"{ext} for the {what} ({load})" for ext, (what, load) in _OUTPUTS.items())
@@ -276,9 +317,11 @@ def _class_labels(y: np.ndarray) -> np.ndarray:
         else:
             shown = ", ".join(f"{v:g}" for v in values[:5].tolist()) + (", ..." if len(values) > 5 else "")
             found = f"the labels {{{shown}}} ({len(values)} distinct)"
-        raise ValueError(f"--target holds {found}; classification needs one integer label per row, 0..k-1 for "
-                         f"k classes: re-encode them (e.g. np.unique(y, return_inverse=True)[1]), or pass "
-                         f"--task regression to predict the values")
+        raise ValueError(
+            f"--target holds {found}; classification needs one integer label per row, 0..k-1 for "
+            f"k classes: re-encode them (e.g. np.unique(y, return_inverse=True)[1]), or pass "
+            f"--task regression to predict the values"
+        )
     return y.astype(np.int64)
 
 
@@ -289,11 +332,14 @@ def cmd_train(args) -> int:
     if args.output:
         _check_output(args.output)
     arch = _arch_of(args)
-    X, y = load_file(args.data, target=args.target, header=False if args.no_header else "infer",
-                     images=arch is not None)
+    X, y = load_file(
+        args.data, target=args.target, header=False if args.no_header else "infer", images=arch is not None
+    )
     if y is None:
-        raise ValueError("--target is required (the label column of a CSV by name or index, the y key of an "
-                         "NPZ, or the labels file of IDX images)")
+        raise ValueError(
+            "--target is required (the label column of a CSV by name or index, the y key of an "
+            "NPZ, or the labels file of IDX images)"
+        )
     y = np.asarray(y)
     task = args.task
     if task == "auto":
@@ -331,10 +377,14 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
         p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
         layers = p.add_mutually_exclusive_group()
-        layers.add_argument("--arch", type=parse_arch, default=None, metavar="SPEC",
-                            help="train this network instead of an MLP (--hidden is then unused): " + ARCH_HELP)
-        layers.add_argument("--conv", action="store_true",
-                            help=f"train a small CNN on images: --arch {CONV_ARCH}")
+        layers.add_argument(
+            "--arch",
+            type=parse_arch,
+            default=None,
+            metavar="SPEC",
+            help="train this network instead of an MLP (--hidden is then unused): " + ARCH_HELP,
+        )
+        layers.add_argument("--conv", action="store_true", help=f"train a small CNN on images: --arch {CONV_ARCH}")
 
     demo = sub.add_parser("demo", help="train an MLP on scikit-learn's 8x8 digits and print test accuracy")
     common(demo, [128, 64], 30, 1e-3)
@@ -342,17 +392,27 @@ def make_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an MLP (or a CNN: --conv, --arch) on your CSV, NPZ or IDX file")
     train.add_argument("--data", required=True, help="CSV, NPZ or IDX (MNIST format, .gz ok) file")
-    train.add_argument("--target", help="CSV column name or 0-based index (-1: the last column), NPZ key, "
-                                        "or IDX labels file")
-    train.add_argument("--no-header", action="store_true",
-                       help="the CSV's first row is data, not column names (default: inferred)")
+    train.add_argument(
+        "--target", help="CSV column name or 0-based index (-1: the last column), NPZ key, or IDX labels file"
+    )
+    train.add_argument(
+        "--no-header", action="store_true", help="the CSV's first row is data, not column names (default: inferred)"
+    )
     train.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     train.add_argument("--test-size", type=float, default=0.2)
-    train.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W",
-                       help="per-sample shape for --arch/--conv when the file holds flat rows (CSV): C,H,W or C,L "
-                            "(default: the file's image shape, or 1,S,S for S*S features)")
-    train.add_argument("--output", "-o", help="where to save the weights (.npz) or the whole model "
-                                              "(.safetensors); checked before training")
+    train.add_argument(
+        "--input-shape",
+        type=_parse_shape,
+        default=None,
+        metavar="C,H,W",
+        help="per-sample shape for --arch/--conv when the file holds flat rows (CSV): C,H,W or C,L "
+        "(default: the file's image shape, or 1,S,S for S*S features)",
+    )
+    train.add_argument(
+        "--output",
+        "-o",
+        help="where to save the weights (.npz) or the whole model (.safetensors); checked before training",
+    )
     common(train, [256, 128], 10, None)
     train.set_defaults(func=cmd_train)
     from . import bench
@@ -362,8 +422,10 @@ def make_parser() -> argparse.ArgumentParser:
     bench_parser.set_defaults(func=bench.run)
     from . import warmup
 
-    warmup_parser = sub.add_parser("warmup", help="compile every kernel (float32 and float64) into the cache now, "
-                                                  "so later runs start without compiling")
+    warmup_parser = sub.add_parser(
+        "warmup",
+        help="compile every kernel (float32 and float64) into the cache now, so later runs start without compiling",
+    )
     warmup.add_arguments(warmup_parser)
     warmup_parser.set_defaults(func=warmup.run)
     return parser

@@ -13,6 +13,7 @@ Preparation: :func:`train_test_split` (seeded, optionally stratified), :class:`S
 
 Plain NumPy: none of this is a hot path.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,8 +55,12 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 # IDX type code -> big-endian dtype of the stored values
 _IDX_DTYPES = {
-    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
 }
 # numpy dtype (native byte order) -> IDX type code
 _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
@@ -64,6 +69,7 @@ _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
 # --------------------------------------------------------------------------------------------
 # argument checks (user input is checked here, once)
 # --------------------------------------------------------------------------------------------
+
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -108,8 +114,9 @@ def _path(name: str, path: Any) -> str:
 
 def _not_a_directory(path: str) -> None:
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, not a data file; pass one of the files in it "
-                                "(.csv, .tsv, .npz or IDX)")
+        raise IsADirectoryError(
+            f"{path!r} is a directory, not a data file; pass one of the files in it (.csv, .tsv, .npz or IDX)"
+        )
 
 
 def _head(path: str, n: int = 4) -> bytes:
@@ -154,8 +161,7 @@ def _class_sizes(n: int, k: int) -> np.ndarray:
     return np.full(k, n // k) + (np.arange(k) < n % k)
 
 
-def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0,
-                 *, shuffle: bool = True):
+def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0, *, shuffle: bool = True):
     """Interleaved spiral arms, one per class (the CS231n toy problem).
 
     Class ``j``'s points have radius ``linspace(0, 1)`` and angle ``linspace(4j, 4(j+1))`` plus
@@ -199,10 +205,12 @@ def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuff
     n_in = n - n_out
     a_out = np.linspace(0.0, np.pi, n_out)
     a_in = np.linspace(0.0, np.pi, n_in)
-    X = np.vstack([
-        np.column_stack([np.cos(a_out), np.sin(a_out)]),
-        np.column_stack([1.0 - np.cos(a_in), 0.5 - np.sin(a_in)]),
-    ])
+    X = np.vstack(
+        [
+            np.column_stack([np.cos(a_out), np.sin(a_out)]),
+            np.column_stack([1.0 - np.cos(a_in), 0.5 - np.sin(a_in)]),
+        ]
+    )
     y = np.repeat(np.array([0, 1], dtype=np.int64), [n_out, n_in])
     if shuffle:
         order = rng.permutation(n)
@@ -239,7 +247,9 @@ def load_digits(return_X_y: bool = True, *, images: bool = False):
     if return_X_y:
         return X, y
     return {
-        "data": X, "target": y, "images": flat.reshape(-1, 8, 8),
+        "data": X,
+        "target": y,
+        "images": flat.reshape(-1, 8, 8),
         "target_names": np.asarray(bunch.target_names, dtype=np.int64),
     }
 
@@ -247,6 +257,7 @@ def load_digits(return_X_y: bool = True, *, images: bool = False):
 # --------------------------------------------------------------------------------------------
 # IDX (MNIST) files
 # --------------------------------------------------------------------------------------------
+
 
 def _read_bytes(path: str) -> bytes:
     """The file's content, gunzipped when it starts with the gzip magic bytes."""
@@ -350,6 +361,7 @@ def write_idx(path: str | os.PathLike, array: Any) -> None:
 # CSV
 # --------------------------------------------------------------------------------------------
 
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -406,16 +418,20 @@ def _resolve_target(target: Any, names: list[str] | None, n_cols: int, path: str
     if _index_text(target):
         target = int(target)
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-        raise TypeError(f"target must be a column name (str), a column index (int) or None, got "
-                        f"{type(target).__name__}")
+        raise TypeError(
+            f"target must be a column name (str), a column index (int) or None, got {type(target).__name__}"
+        )
     if not -n_cols <= target < n_cols:
-        raise ValueError(f"target={target} is out of range for {path!r}, which has {n_cols} columns "
-                         f"(valid indices: {-n_cols} to {n_cols - 1})")
+        raise ValueError(
+            f"target={target} is out of range for {path!r}, which has {n_cols} columns "
+            f"(valid indices: {-n_cols} to {n_cols - 1})"
+        )
     return int(target) % n_cols
 
 
-def _to_float(cells: np.ndarray, lines: list[int], columns: list[int], names: list[str] | None,
-              path: str) -> np.ndarray:
+def _to_float(
+    cells: np.ndarray, lines: list[int], columns: list[int], names: list[str] | None, path: str
+) -> np.ndarray:
     """``cells`` (a 2-D str array) as float64; the first unparsable cell is named in the error."""
     try:
         return cells.astype(np.float64)
@@ -440,8 +456,14 @@ def _to_float(cells: np.ndarray, lines: list[int], columns: list[int], names: li
     raise ValueError(f"{path!r}: some feature cells are not numbers")  # pragma: no cover
 
 
-def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter: str = ",",
-             header: str | bool = "infer", *, return_classes: bool = False):
+def read_csv(
+    path: str | os.PathLike,
+    target: str | int | None = None,
+    delimiter: str = ",",
+    header: str | bool = "infer",
+    *,
+    return_classes: bool = False,
+):
     """Read a delimited text file (optionally gzipped) of numbers into ``(X, y)``.
 
     ``target``: the label column, by name (needs a header) or index (negative counts from the end; a
@@ -468,8 +490,10 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
     n_cols = len(rows[0])
     if header == "infer":
         header = (isinstance(target, str) and not _index_text(target) and target in rows[0]) or (
-            len(rows) > 1 and len(rows[1]) == n_cols
-            and any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1])))
+            len(rows) > 1
+            and len(rows[1]) == n_cols
+            and any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], rows[1]))
+        )
     names = rows[0] if header else None
     if header and len(rows) == 1:
         raise ValueError(f"{path!r} has a header row but no data rows")
@@ -486,8 +510,10 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
         rows, lines = _read_rows(path, delimiter)
         for row, line in zip(rows, lines):
             if len(row) != n_cols:
-                raise ValueError(f"{path!r}, line {line}: {len(row)} cells, but the first row has {n_cols} "
-                                 f"(is the delimiter {delimiter!r} right?)")
+                raise ValueError(
+                    f"{path!r}, line {line}: {len(row)} cells, but the first row has {n_cols} "
+                    f"(is the delimiter {delimiter!r} right?)"
+                )
         if header:
             rows, lines = rows[1:], lines[1:]
         cells = np.array(rows, dtype=str)
@@ -499,8 +525,7 @@ def read_csv(path: str | os.PathLike, target: str | int | None = None, delimiter
     return (X, y, classes) if return_classes else (X, y)
 
 
-def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, feature_cols: list[int],
-                       t: int | None):
+def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, feature_cols: list[int], t: int | None):
     """``(X, target cells)`` through NumPy's C parser, or ``None`` when the file is not that simple."""
     options = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
     try:
@@ -527,8 +552,7 @@ def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, featur
     except ValueError:
         return None
     n_rows = len(X) + (1 if skip else 0)
-    if len(labels) != len(X) or np.any(labels == "") \
-            or raw.count(delimiter.encode()) != (n_cols - 1) * n_rows:
+    if len(labels) != len(X) or np.any(labels == "") or raw.count(delimiter.encode()) != (n_cols - 1) * n_rows:
         return None
     return X, labels
 
@@ -546,8 +570,7 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
         except ValueError:
             classes, y = np.unique(col, return_inverse=True)
             return y.astype(np.int64), classes
-    if np.all(np.isfinite(values)) and np.all(values == np.round(values)) \
-            and np.all(np.abs(values) < 2.0**63):
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)) and np.all(np.abs(values) < 2.0**63):
         return values.astype(np.int64), None
     return values, None
 
@@ -555,6 +578,7 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
 # --------------------------------------------------------------------------------------------
 # NPZ
 # --------------------------------------------------------------------------------------------
+
 
 def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y"):
     """Read ``(X, y)`` from a ``.npz`` archive (``np.savez``), never unpickling anything.
@@ -585,8 +609,9 @@ def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y")
             try:
                 return archive[key]
             except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                raise ValueError(f"{path!r}: array {key!r} cannot be read without unpickling or is "
-                                 f"corrupt: {exc}") from exc
+                raise ValueError(
+                    f"{path!r}: array {key!r} cannot be read without unpickling or is corrupt: {exc}"
+                ) from exc
 
         X = get(x_key)
         y = None
@@ -598,6 +623,7 @@ def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y")
 # --------------------------------------------------------------------------------------------
 # any file
 # --------------------------------------------------------------------------------------------
+
 
 def _looks_like_idx(head: bytes) -> bool:
     return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
@@ -651,8 +677,9 @@ def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool
         raise ValueError(f"header={header!r} applies to CSV/TSV files only, and {path!r} is not one")
     if inner.endswith(".npz") or head == _ZIP_MAGIC:
         if target is not None and not isinstance(target, str):
-            raise TypeError(f"target for an .npz file must be the label array's key (a str), got "
-                            f"{type(target).__name__}")
+            raise TypeError(
+                f"target for an .npz file must be the label array's key (a str), got {type(target).__name__}"
+            )
         X, y = read_npz(path, y_key="y" if target is None else target)
         return _as_float(_samples(X, images)), y
     if _looks_like_idx(head) or inner.endswith((".idx", "ubyte")) or "idx" in os.path.basename(inner):
@@ -660,24 +687,29 @@ def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool
         y = None
         if target is not None:
             if not isinstance(target, (str, os.PathLike)):
-                raise TypeError(f"target for an IDX file must be the path of the labels IDX file, got "
-                                f"{type(target).__name__}")
+                raise TypeError(
+                    f"target for an IDX file must be the path of the labels IDX file, got {type(target).__name__}"
+                )
             y = read_idx(target)
             if y.ndim == 2 and y.shape[1] == 1:
                 y = y[:, 0]
             if y.ndim != 1 or len(y) != len(X):
-                raise ValueError(f"labels file {os.fspath(target)!r} holds shape {y.shape}; expected "
-                                 f"({len(X)},): one label per image of {path!r}")
+                raise ValueError(
+                    f"labels file {os.fspath(target)!r} holds shape {y.shape}; expected "
+                    f"({len(X)},): one label per image of {path!r}"
+                )
             if np.issubdtype(y.dtype, np.integer):
                 y = y.astype(np.int64)
         return _as_float(X), y
-    raise ValueError(f"cannot tell the format of {path!r}: expected .csv/.tsv, .npz or an IDX file "
-                     "(.idx, *-ubyte, optionally .gz)")
+    raise ValueError(
+        f"cannot tell the format of {path!r}: expected .csv/.tsv, .npz or an IDX file (.idx, *-ubyte, optionally .gz)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # splitting and scaling
 # --------------------------------------------------------------------------------------------
+
 
 def _n_test(test_size: Any, n: int) -> int:
     msg = f"test_size must be in (0, 1) or an int in [1, n_samples-1] = [1, {n - 1}], got {test_size!r}"
@@ -691,8 +723,9 @@ def _n_test(test_size: Any, n: int) -> int:
         raise ValueError(msg)
     n_test = math.ceil(test_size * n)
     if not 1 <= n_test <= n - 1:
-        raise ValueError(f"test_size={test_size} leaves {n_test} of {n} samples for the test set; "
-                         "both sets need at least one sample")
+        raise ValueError(
+            f"test_size={test_size} leaves {n_test} of {n} samples for the test set; both sets need at least one sample"
+        )
     return n_test
 
 
@@ -725,8 +758,9 @@ def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stra
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 0 or len(y) != n:
-            raise ValueError(f"X and y must have the same number of samples, got {n} and "
-                             f"{'a scalar' if y.ndim == 0 else len(y)}")
+            raise ValueError(
+                f"X and y must have the same number of samples, got {n} and {'a scalar' if y.ndim == 0 else len(y)}"
+            )
     n_test = _n_test(test_size, n)
     rng = _rng(seed)
     if isinstance(stratify, (bool, np.bool_)):
@@ -747,8 +781,10 @@ def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stra
             raise ValueError(f"stratify=True needs 1-D class labels y, got y of shape {labels.shape}")
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         if counts.min() < 2:
-            raise ValueError(f"stratify: class {classes[counts.argmin()]!r} has only 1 sample; every class "
-                             "needs at least 2 (or use stratify=False)")
+            raise ValueError(
+                f"stratify: class {classes[counts.argmin()]!r} has only 1 sample; every class "
+                "needs at least 2 (or use stratify=False)"
+            )
         take = _stratified_test_counts(counts, n_test, rng)
         test_parts, train_parts = [], []
         for c, k in enumerate(take):
@@ -810,8 +846,9 @@ class Standardizer:
             raise ValueError("this Standardizer is not fitted yet; call fit(X_train) first")
         X = self._check(X, name)
         if X.shape[1] != self.mean_.shape[0]:
-            raise ValueError(f"{name} has {X.shape[1]} features, but the Standardizer was fitted on "
-                             f"{self.mean_.shape[0]}")
+            raise ValueError(
+                f"{name} has {X.shape[1]} features, but the Standardizer was fitted on {self.mean_.shape[0]}"
+            )
         return X
 
     def transform(self, X: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ epoch and position is known without replaying the ones before: a resumed fit rea
 rows the uninterrupted one would have read. With one block the order is the one ``fit`` gives
 in-memory arrays.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,10 @@ class MappedFile:
         need = self.offset + self.row_bytes * self.shape[0]
         size = os.path.getsize(self.path)
         if size < need:
-            raise ValueError(f"{self.path} has {size} bytes, but {self.shape[0]} rows of shape {self.shape[1:]} "
-                             f"{self.dtype} from offset {self.offset} need {need}: check dtype, shape and offset")
+            raise ValueError(
+                f"{self.path} has {size} bytes, but {self.shape[0]} rows of shape {self.shape[1:]} "
+                f"{self.dtype} from offset {self.offset} need {need}: check dtype, shape and offset"
+            )
 
     ndim = property(lambda self: len(self.shape))
 
@@ -60,8 +63,10 @@ class MappedFile:
             return out
         start = self.offset + lo * self.row_bytes
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
-        with open(self.path, "rb") as handle, mmap.mmap(handle.fileno(), start - aligned + out.nbytes,
-                                                       access=mmap.ACCESS_READ, offset=aligned) as mapped:
+        with (
+            open(self.path, "rb") as handle,
+            mmap.mmap(handle.fileno(), start - aligned + out.nbytes, access=mmap.ACCESS_READ, offset=aligned) as mapped,
+        ):
             view = np.frombuffer(mapped, self.dtype, out.size, start - aligned)
             out.reshape(-1)[...] = view
             del view  # the mapping closes only when no array looks at it
@@ -97,8 +102,10 @@ def _check_rows(arr, argument: str):
         arr = np.asarray(arr)
         if arr.ndim >= 1:
             return arr
-    raise TypeError(f"{argument} must be an array with one row per sample (a numpy array, np.memmap, "
-                    f"np.load(..., mmap_mode='r') or a fastnn.datasets.MappedFile), got {type(arr).__name__}")
+    raise TypeError(
+        f"{argument} must be an array with one row per sample (a numpy array, np.memmap, "
+        f"np.load(..., mmap_mode='r') or a fastnn.datasets.MappedFile), got {type(arr).__name__}"
+    )
 
 
 class ArrayDataset:
@@ -118,8 +125,10 @@ class ArrayDataset:
         if len(self.X) != len(self.y):
             raise ValueError(f"X and y must have one row per sample: X has {len(self.X)} rows, y has {len(self.y)}")
         if self.sample_weight is not None and len(self.sample_weight) != len(self.X):
-            raise ValueError(f"sample_weight must have one weight per sample: X has {len(self.X)} rows, "
-                             f"sample_weight has {len(self.sample_weight)}")
+            raise ValueError(
+                f"sample_weight must have one weight per sample: X has {len(self.X)} rows, "
+                f"sample_weight has {len(self.sample_weight)}"
+            )
         if len(self.X) == 0:
             raise ValueError("an ArrayDataset needs at least one sample; X has 0 rows")
         if block_rows is None:
@@ -128,8 +137,9 @@ class ArrayDataset:
         self.block_rows = V.check_int(block_rows, "block_rows", minimum=1)
 
     @classmethod
-    def from_file(cls, path, dtype, shape, y, *, offset: int = 0, sample_weight=None,
-                  block_rows: int | None = None) -> ArrayDataset:
+    def from_file(
+        cls, path, dtype, shape, y, *, offset: int = 0, sample_weight=None, block_rows: int | None = None
+    ) -> ArrayDataset:
         """X from a raw binary file (``np.memmap``'s or ``ndarray.tofile``'s layout: C order,
         ``shape`` = (rows, *sample_shape) of ``dtype`` from byte ``offset``), mapped a block at a
         time (:class:`MappedFile`); y: an array (or a MappedFile) of ``rows`` targets."""
@@ -146,8 +156,10 @@ class ArrayDataset:
             shape, fortran_order, dtype = read_header(handle)
             offset = handle.tell()
         if fortran_order or dtype.hasobject or not shape:
-            raise ValueError(f"{path} holds a {'Fortran-ordered' if fortran_order else 'object or 0-d'} array; "
-                             f"from_npy reads C-ordered numeric arrays with one row per sample")
+            raise ValueError(
+                f"{path} holds a {'Fortran-ordered' if fortran_order else 'object or 0-d'} array; "
+                f"from_npy reads C-ordered numeric arrays with one row per sample"
+            )
         return cls.from_file(path, dtype, shape, y, offset=offset, sample_weight=sample_weight, block_rows=block_rows)
 
     def __len__(self) -> int:
@@ -168,11 +180,13 @@ class ArrayDataset:
 
     def rows(self, lo: int, hi: int) -> ArrayDataset:
         """The samples [lo, hi) as a dataset of the same block size (views: nothing is read)."""
+
         def part(arr):
             return None if arr is None else arr.rows(lo, hi) if isinstance(arr, MappedFile) else arr[lo:hi]
 
-        return ArrayDataset(part(self.X), part(self.y), sample_weight=part(self.sample_weight),
-                            block_rows=self.block_rows)
+        return ArrayDataset(
+            part(self.X), part(self.y), sample_weight=part(self.sample_weight), block_rows=self.block_rows
+        )
 
     def fingerprint(self) -> str:
         """A short hash of the shapes, dtypes, block size and evenly spaced rows of X and y: a fit
@@ -202,8 +216,9 @@ class EpochOrder:
         self.order = np.arange(nb, dtype=np.int64)
         if shuffle and nb > 1:
             permutation(nb, seed, BLOCK_STREAM, epoch, self.order)
-        sizes = np.array([min(len(dataset), (j + 1) * dataset.block_rows) - j * dataset.block_rows
-                          for j in self.order], np.int64)
+        sizes = np.array(
+            [min(len(dataset), (j + 1) * dataset.block_rows) - j * dataset.block_rows for j in self.order], np.int64
+        )
         self.ends = np.cumsum(sizes)
         self.loaded = -1  # position k in self.order of the block held
         self.rows = None
@@ -226,9 +241,9 @@ class EpochOrder:
                 self._load(k)
             start = self.ends[k] - self.rows.size
             stop = min(hi, int(self.ends[k]))
-            picked = self.rows[p - start:stop - start]
-            np.take(self.x, picked, axis=0, out=x_out[p - lo:stop - lo])
-            np.take(self.y, picked, axis=0, out=y_out[p - lo:stop - lo])
+            picked = self.rows[p - start : stop - start]
+            np.take(self.x, picked, axis=0, out=x_out[p - lo : stop - lo])
+            np.take(self.y, picked, axis=0, out=y_out[p - lo : stop - lo])
             p = stop
 
 

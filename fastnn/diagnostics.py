@@ -16,6 +16,7 @@
 Functions that train (``update_ratios``, ``overfit_one_batch``, ``lr_range_test``) put the
 weights, layer buffers and optimizer state back afterwards unless told otherwise.
 """
+
 from __future__ import annotations
 
 import copy
@@ -340,8 +341,10 @@ def activation_stats(model: Sequential, X: ArrayLike, *, training: bool = False)
     ('relu', True)
     """
     outputs = activations(model, X, training=training)
-    return [output_stats(out, _activation_name(layer), i, repr(layer))
-            for i, (layer, out) in enumerate(zip(model.layers, outputs))]
+    return [
+        output_stats(out, _activation_name(layer), i, repr(layer))
+        for i, (layer, out) in enumerate(zip(model.layers, outputs))
+    ]
 
 
 # -------------------------------------------------------------------------------- NaN / inf
@@ -375,7 +378,9 @@ class NonFiniteReport:
     def __str__(self) -> str:
         if self.index is None:
             return f"non-finite {self.where}: {self.detail}"
-        return f"layer {self.index} ({self.layer}): non-finite {self.where}" + (f" ({self.detail})" if self.detail else "")
+        return f"layer {self.index} ({self.layer}): non-finite {self.where}" + (
+            f" ({self.detail})" if self.detail else ""
+        )
 
 
 def find_nonfinite(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: bool = True) -> NonFiniteReport | None:
@@ -470,9 +475,17 @@ class OverfitResult:
         return self.success
 
 
-def overfit_one_batch(model: Sequential, X: ArrayLike, y: ArrayLike, *, steps: int = 200, lr: float = 1e-2,
-                      optimizer: Optimizer | None = None,
-                      tolerance: float | None = None, restore: bool = True) -> OverfitResult:
+def overfit_one_batch(
+    model: Sequential,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    steps: int = 200,
+    lr: float = 1e-2,
+    optimizer: Optimizer | None = None,
+    tolerance: float | None = None,
+    restore: bool = True,
+) -> OverfitResult:
     """Train on one batch and report whether its loss goes near zero.
 
     A network that cannot memorise a handful of samples has a bug (wrong labels, a broken
@@ -599,8 +612,17 @@ def _relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float) -> 
     return float(np.max(np.abs(analytic - numeric) / denom))
 
 
-def gradient_check(layer: Layer, x: ArrayLike, *, eps: float = 1e-6, training: bool = False, seed: int = 0,
-                   max_checks: int = 200, tolerance: float = 1e-5, floor: float = 1e-7) -> GradientCheck:
+def gradient_check(
+    layer: Layer,
+    x: ArrayLike,
+    *,
+    eps: float = 1e-6,
+    training: bool = False,
+    seed: int = 0,
+    max_checks: int = 200,
+    tolerance: float = 1e-5,
+    floor: float = 1e-7,
+) -> GradientCheck:
     """Check a layer's ``backward`` (yours or ours) against central finite differences.
 
     A copy of ``layer`` is built in float64 inside a one-layer Sequential (the layer you pass
@@ -723,9 +745,19 @@ class LRRangeResult:
     diverged: bool
 
 
-def lr_range_test(model: Sequential, X: ArrayLike, y: ArrayLike, *, start: float = 1e-6, end: float = 1.0, steps: int = 100,
-                  batch_size: int = 64, smoothing: float = 0.9, diverge_factor: float = 4.0,
-                  seed: int = 0) -> LRRangeResult:
+def lr_range_test(
+    model: Sequential,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    start: float = 1e-6,
+    end: float = 1.0,
+    steps: int = 100,
+    batch_size: int = 64,
+    smoothing: float = 0.9,
+    diverge_factor: float = 4.0,
+    seed: int = 0,
+) -> LRRangeResult:
     """Leslie Smith's learning-rate range test; the weights and optimizer state are restored afterwards.
 
     One training step per learning rate of an exponential sweep, with the model's compiled
@@ -795,7 +827,7 @@ def lr_range_test(model: Sequential, X: ArrayLike, y: ArrayLike, *, start: float
         model.train()
         for k, lr in enumerate(lrs):
             lo = (k * batch_size) % n
-            idx = order[lo:lo + batch_size]
+            idx = order[lo : lo + batch_size]
             optimizer.lr = float(lr)
             try:
                 loss = float(model.train_step(inputs[idx], targets[idx]))
@@ -817,7 +849,7 @@ def lr_range_test(model: Sequential, X: ArrayLike, y: ArrayLike, *, start: float
         raise RuntimeError(f"the loss was not finite even at lr={start}; lower start")
     k_min = int(np.argmin(smooth))
     slopes = np.diff(smooth) / np.diff(np.log(tried)) if len(tried) > 1 else np.zeros(1)
-    k_steep = int(np.argmin(slopes[:max(k_min, 1)]))
+    k_steep = int(np.argmin(slopes[: max(k_min, 1)]))
     return LRRangeResult(tried, smooth, raw, tried[k_min] / 10, tried[k_steep], diverged)
 
 

@@ -37,6 +37,7 @@ Faults: every collective of the training loop is non-blocking and polled against
 others raise :class:`DistributedError` and abort the job instead of waiting forever; an uncaught
 exception on any rank aborts the whole job at once (``MPI.COMM_WORLD.Abort``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,10 @@ def init(comm=None, *, timeout: float | None = None, check_every: int = 0, sync_
     try:
         from mpi4py import MPI
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("fastnn.distributed needs mpi4py and an MPI library: pip install 'fastnn[distributed]' "
-                          "(mpi4py and the mpich wheel)") from error
+        raise ImportError(
+            "fastnn.distributed needs mpi4py and an MPI library: pip install 'fastnn[distributed]' "
+            "(mpi4py and the mpich wheel)"
+        ) from error
     if timeout is None:
         timeout = float(os.environ.get("FASTNN_MPI_TIMEOUT", _DEFAULT_TIMEOUT))
     if not timeout > 0:
@@ -163,7 +166,8 @@ def wait(requests, what: str, timeout: float | None = None) -> None:
                     f"rank {comm.Get_rank()} of {comm.Get_size()}: no answer from the other ranks within "
                     f"{_World.timeout:g} s during {what}; a rank raised an error or died (see its output). "
                     f"Raise the limit with fastnn.distributed.init(timeout=...) or FASTNN_MPI_TIMEOUT if "
-                    f"ranks legitimately take longer (a long validation on slow hosts)")
+                    f"ranks legitimately take longer (a long validation on slow hosts)"
+                )
 
 
 def _agree_object(comm, value, what: str):
@@ -194,8 +198,11 @@ class Session:
 
         self.comm, self.model, self.MPI = comm, model, MPI
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.first_rows = [layer.first_row for layer in walk_layers(model.layers)
-                           if isinstance(getattr(layer, "first_row", None), np.ndarray)]
+        self.first_rows = [
+            layer.first_row
+            for layer in walk_layers(model.layers)
+            if isinstance(getattr(layer, "first_row", None), np.ndarray)
+        ]
         self.norms = [layer for layer in walk_layers(model.layers) if hasattr(layer, "_sync")]
         self.batch_rows = 0
         self.shard_rows = 0
@@ -204,35 +211,56 @@ class Session:
         self.steps = 0
 
     # -- start ---------------------------------------------------------------------------------
-    def start(self, X, y, batch_size: int, batch_sizes: list[int], shuffle: bool, epochs: int,
-              fingerprint: str, needs_batch_over_one: bool) -> None:
+    def start(
+        self,
+        X,
+        y,
+        batch_size: int,
+        batch_sizes: list[int],
+        shuffle: bool,
+        epochs: int,
+        fingerprint: str,
+        needs_batch_over_one: bool,
+    ) -> None:
         """Check the ranks agree on model and data, then give all of them rank 0's state."""
         model = self.model
         if model.device != "cpu":
-            raise DistributedError(f"data-parallel fit runs on the CPU only for now; the model is on {model.device!r}: "
-                                   f"model.to('cpu') first (or run one process per GPU without fastnn.distributed)")
+            raise DistributedError(
+                f"data-parallel fit runs on the CPU only for now; the model is on {model.device!r}: "
+                f"model.to('cpu') first (or run one process per GPU without fastnn.distributed)"
+            )
         config = json.dumps(model.get_config(), sort_keys=True, default=str)
-        mine = {"model": hashlib.blake2b(config.encode(), digest_size=8).hexdigest(),
-                "parameters": int(model.params.size), "dtype": str(model.dtype),
-                "data": f"X {tuple(X.shape)} {X.dtype}, y {tuple(y.shape)} {y.dtype}", "data values": fingerprint,
-                "batch_size": batch_size, "shuffle": shuffle, "epochs": epochs,
-                "optimizer": type(model.optimizer).__name__, "loss": type(model.loss).__name__}
+        mine = {
+            "model": hashlib.blake2b(config.encode(), digest_size=8).hexdigest(),
+            "parameters": int(model.params.size),
+            "dtype": str(model.dtype),
+            "data": f"X {tuple(X.shape)} {X.dtype}, y {tuple(y.shape)} {y.dtype}",
+            "data values": fingerprint,
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "epochs": epochs,
+            "optimizer": type(model.optimizer).__name__,
+            "loss": type(model.loss).__name__,
+        }
         wait([self.comm.Ibarrier()], "the start of fit (every rank must call fit)")
         everyone = self.comm.allgather(mine)
         for key in mine:
             values = [entry[key] for entry in everyone]
             if any(v != values[0] for v in values):
                 listing = "; ".join(f"rank {r}: {v}" for r, v in enumerate(values))
-                raise DistributedError(f"the ranks disagree on the {key} ({listing}); every rank must build the "
-                                       f"same model and fit it on the same data with the same arguments (each "
-                                       f"rank takes its shard of every batch itself)")
+                raise DistributedError(
+                    f"the ranks disagree on the {key} ({listing}); every rank must build the "
+                    f"same model and fit it on the same data with the same arguments (each "
+                    f"rank takes its shard of every batch itself)"
+                )
         smallest = min(batch_sizes)
         need = 2 if needs_batch_over_one and not (_World.sync_batchnorm and self.norms) else 1
         if smallest < need * self.size:
             raise DistributedError(
                 f"a batch of {smallest} rows cannot be cut into {self.size} shards of at least {need} row(s) "
                 f"(batch_size={batch_size}, {X.shape[0]} samples); use batch_size >= {need * self.size} and a "
-                f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks")
+                f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks"
+            )
         record = self.comm.bcast(model.snapshot() if self.rank == 0 else None, root=0)
         if self.rank != 0:
             model.restore(record)
@@ -278,8 +306,13 @@ class Session:
         if _World.check_every and self.steps % _World.check_every == 0:
             self.check_weights()
         MPI = self.MPI
-        wait([self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM),
-              self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM)], f"step {self.steps + 1}'s Allreduce")
+        wait(
+            [
+                self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM),
+                self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM),
+            ],
+            f"step {self.steps + 1}'s Allreduce",
+        )
         self.steps += 1
         self.correct = None if count is None else int(round(self.scalars[1]))
         norm = backend.kernels(model.device).grad_global_norm(grads, model._norm_partials)
@@ -291,9 +324,11 @@ class Session:
         digests = self.comm.allgather(_digest(self.model.params))
         if any(d != digests[0] for d in digests):
             different = [r for r, d in enumerate(digests) if d != digests[0]]
-            raise DistributedError(f"the weights differ across ranks before step {self.steps + 1} (ranks {different} "
-                                   f"differ from rank 0); a rank changed its model outside fit, or the MPI "
-                                   f"library's Allreduce is not reproducible across ranks")
+            raise DistributedError(
+                f"the weights differ across ranks before step {self.steps + 1} (ranks {different} "
+                f"differ from rank 0); a rank changed its model outside fit, or the MPI "
+                f"library's Allreduce is not reproducible across ranks"
+            )
 
     # -- epoch end -----------------------------------------------------------------------------
     def agree(self, logs: dict) -> dict:
@@ -303,8 +338,9 @@ class Session:
 
     def agree_stop(self) -> None:
         """Rank 0's ``stop_training`` on every rank, after the epoch's callbacks."""
-        self.model.stop_training = _agree_object(self.comm, self.model.stop_training if self.rank == 0 else None,
-                                                  "the epoch's stop decision")
+        self.model.stop_training = _agree_object(
+            self.comm, self.model.stop_training if self.rank == 0 else None, "the epoch's stop decision"
+        )
 
 
 class SyncBatchNorm:
@@ -383,5 +419,17 @@ def session(model) -> Session | None:
     return None if comm is None else Session(comm, model)
 
 
-__all__ = ["DistributedError", "Session", "SyncBatchNorm", "active", "init", "is_main", "launched", "rank", "session",
-           "shard_bounds", "wait", "world_size"]
+__all__ = [
+    "DistributedError",
+    "Session",
+    "SyncBatchNorm",
+    "active",
+    "init",
+    "is_main",
+    "launched",
+    "rank",
+    "session",
+    "shard_bounds",
+    "wait",
+    "world_size",
+]

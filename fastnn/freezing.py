@@ -12,6 +12,7 @@ PyTorch with ``requires_grad=False`` (Keras switches it to inference; call ``mod
 The model hands the optimizer the trainable parameters as contiguous ``[lo, hi)`` ranges of the
 flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on each range.
 """
+
 from __future__ import annotations
 
 from .layers.base import Layer
@@ -41,14 +42,18 @@ def resolve_layers(model, items) -> list[Layer]:
     for item in items:
         if isinstance(item, Layer):
             if id(item) not in by_id:
-                raise ValueError(f"{item!r} is not a layer of this model; pass one of its layers, an index or a path "
-                                 f"({', '.join(paths)})")
+                raise ValueError(
+                    f"{item!r} is not a layer of this model; pass one of its layers, an index or a path "
+                    f"({', '.join(paths)})"
+                )
             layers.append(item)
             continue
         key = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
         if isinstance(key, int) or not isinstance(key, str) or key not in paths:
-            raise ValueError(f"unknown layer {item!r}: expected a layer of this model, an index or one of the paths "
-                             f"{', '.join(repr(p) for p in paths)}")
+            raise ValueError(
+                f"unknown layer {item!r}: expected a layer of this model, an index or one of the paths "
+                f"{', '.join(repr(p) for p in paths)}"
+            )
         layers.append(paths[key])
     return layers
 
@@ -64,8 +69,9 @@ def trainable_ranges(model) -> list[tuple[int, int]] | None:
     frozen = tuple(f"{p}." for p in frozen_paths(model))
     if not frozen:
         return None
-    spans = sorted((lo, lo + _size(shape)) for i, name, lo, shape in model._layout
-                   if not f"{i}.{name}".startswith(frozen))
+    spans = sorted(
+        (lo, lo + _size(shape)) for i, name, lo, shape in model._layout if not f"{i}.{name}".startswith(frozen)
+    )
     merged: list[tuple[int, int]] = []
     for lo, hi in spans:
         if merged and merged[-1][1] == lo:

@@ -22,6 +22,7 @@ it), LeCun normal for SELU (its self-normalising fixed point assumes it), Xavier
 identity, tanh, sigmoid, softmax and log_softmax (Keras's default; symmetric around 0).
 Aliases: glorot_uniform, glorot_normal, kaiming_uniform, kaiming_normal.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -37,8 +38,19 @@ from .kernels.rng import fill_normal, fill_uniform
 #: the ``step`` counter of every initialiser's draws (training steps and epochs start at 0)
 INIT_STEP = 1 << 62
 
-_LINEAR_GAIN_NAMES = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-                      "conv_transpose2d", "conv_transpose3d", "sigmoid", "softmax", "log_softmax")
+_LINEAR_GAIN_NAMES = (
+    "linear",
+    "identity",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+    "softmax",
+    "log_softmax",
+)
 #: activations without a PyTorch gain, treated like ReLU (a common approximation)
 _RELU_LIKE = ("elu", "gelu", "gelu_tanh")
 
@@ -86,12 +98,13 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
             raise ValueError(f"param (the negative slope of leaky_relu) must be a number, got {param!r}")
         else:
             slope = float(param)
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
     names = _LINEAR_GAIN_NAMES + ("tanh", "relu", "leaky_relu", "selu") + _RELU_LIKE
-    raise ValueError(f"nonlinearity must be one of {', '.join(names)}; got {nonlinearity!r}"
-                     + _suggest(nonlinearity, names))
+    raise ValueError(
+        f"nonlinearity must be one of {', '.join(names)}; got {nonlinearity!r}" + _suggest(nonlinearity, names)
+    )
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -130,8 +143,10 @@ def _suggest(name, choices) -> str:
 def _fill(out: np.ndarray, kind: str, seed: int, stream: int, a: float, b: float) -> np.ndarray:
     """Fill ``out`` (any shape, float32/float64) with U(a, b) or N(a, b^2) from the counter RNG."""
     if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float64):
-        raise TypeError("out must be a float32 or float64 numpy array, got "
-                        f"{type(out).__name__}{'' if not hasattr(out, 'dtype') else ' of ' + str(out.dtype)}")
+        raise TypeError(
+            "out must be a float32 or float64 numpy array, got "
+            f"{type(out).__name__}{'' if not hasattr(out, 'dtype') else ' of ' + str(out.dtype)}"
+        )
     contiguous = out.flags.c_contiguous
     flat = out.reshape(-1) if contiguous else np.empty(out.size, out.dtype)  # a view when contiguous
     kernel = fill_uniform if kind == "uniform" else fill_normal
@@ -350,44 +365,76 @@ _HE_EXTRA = """
 
 
 def _xavier(distribution):
-    def init(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *, gain: float | None = None,
-             seed: int = 0, stream: int = 0) -> np.ndarray:
+    def init(
+        out: np.ndarray,
+        fan_in: int | None = None,
+        fan_out: int | None = None,
+        *,
+        gain: float | None = None,
+        seed: int = 0,
+        stream: int = 0,
+    ) -> np.ndarray:
         fi, fo = _fans(out, fan_in, fan_out)
         g = 1.0 if gain is None else gain
-        return _scaled(out, g * math.sqrt(2.0 / _check_positive(fi + fo, "fan_in + fan_out")), distribution,
-                       seed, stream)
+        return _scaled(
+            out, g * math.sqrt(2.0 / _check_positive(fi + fo, "fan_in + fan_out")), distribution, seed, stream
+        )
+
     init.__name__ = init.__qualname__ = f"xavier_{distribution}"
-    init.__doc__ = (f"Glorot/Xavier {distribution}: variance gain^2 * 2 / (fan_in + fan_out).\n\n"
-                    + _SCALED_DOC.format(gain_default="1 by default", extra="", name=init.__name__, var="(2 / 700)"))
+    init.__doc__ = f"Glorot/Xavier {distribution}: variance gain^2 * 2 / (fan_in + fan_out).\n\n" + _SCALED_DOC.format(
+        gain_default="1 by default", extra="", name=init.__name__, var="(2 / 700)"
+    )
     return init
 
 
 def _he(distribution):
-    def init(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *, gain: float | None = None,
-             nonlinearity: str = "relu", negative_slope: float = 0.0, mode: str = "fan_in", seed: int = 0,
-             stream: int = 0) -> np.ndarray:
+    def init(
+        out: np.ndarray,
+        fan_in: int | None = None,
+        fan_out: int | None = None,
+        *,
+        gain: float | None = None,
+        nonlinearity: str = "relu",
+        negative_slope: float = 0.0,
+        mode: str = "fan_in",
+        seed: int = 0,
+        stream: int = 0,
+    ) -> np.ndarray:
         fi, fo = _fans(out, fan_in, fan_out)
         if mode not in ("fan_in", "fan_out"):
             raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
         fan = _check_positive(fi if mode == "fan_in" else fo, mode)
         g = calculate_gain(nonlinearity, negative_slope) if gain is None else gain
         return _scaled(out, g / math.sqrt(fan), distribution, seed, stream)
+
     init.__name__ = init.__qualname__ = f"he_{distribution}"
-    init.__doc__ = (f"He/Kaiming {distribution}: variance gain^2 / fan.\n\n"
-                    + _SCALED_DOC.format(gain_default="by default calculate_gain(nonlinearity, negative_slope)",
-                                         extra=_HE_EXTRA, name=init.__name__, var="(2 / 400)"))
+    init.__doc__ = f"He/Kaiming {distribution}: variance gain^2 / fan.\n\n" + _SCALED_DOC.format(
+        gain_default="by default calculate_gain(nonlinearity, negative_slope)",
+        extra=_HE_EXTRA,
+        name=init.__name__,
+        var="(2 / 400)",
+    )
     return init
 
 
 def _lecun(distribution):
-    def init(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *, gain: float | None = None,
-             seed: int = 0, stream: int = 0) -> np.ndarray:
+    def init(
+        out: np.ndarray,
+        fan_in: int | None = None,
+        fan_out: int | None = None,
+        *,
+        gain: float | None = None,
+        seed: int = 0,
+        stream: int = 0,
+    ) -> np.ndarray:
         fi, _ = _fans(out, fan_in, fan_out)
         g = 1.0 if gain is None else gain
         return _scaled(out, g / math.sqrt(_check_positive(fi, "fan_in")), distribution, seed, stream)
+
     init.__name__ = init.__qualname__ = f"lecun_{distribution}"
-    init.__doc__ = (f"LeCun {distribution} (for SELU): variance gain^2 / fan_in.\n\n"
-                    + _SCALED_DOC.format(gain_default="1 by default", extra="", name=init.__name__, var="(1 / 400)"))
+    init.__doc__ = f"LeCun {distribution} (for SELU): variance gain^2 / fan_in.\n\n" + _SCALED_DOC.format(
+        gain_default="1 by default", extra="", name=init.__name__, var="(1 / 400)"
+    )
     return init
 
 
@@ -399,8 +446,15 @@ lecun_uniform = _lecun("uniform")
 lecun_normal = _lecun("normal")
 
 
-def orthogonal(out: np.ndarray, fan_in: int | None = None, fan_out: int | None = None, *,
-               gain: float | None = None, seed: int = 0, stream: int = 0) -> np.ndarray:
+def orthogonal(
+    out: np.ndarray,
+    fan_in: int | None = None,
+    fan_out: int | None = None,
+    *,
+    gain: float | None = None,
+    seed: int = 0,
+    stream: int = 0,
+) -> np.ndarray:
     """A (semi-)orthogonal matrix times ``gain``, as ``torch.nn.init.orthogonal_``.
 
     ``out`` is viewed as ``(shape[0], prod(shape[1:]))``; its rows (if fewer than columns) or
@@ -479,10 +533,11 @@ class Initializer:
     >>> init.INITIALIZERS["he_normal"].gain, init.INITIALIZERS["zeros"].random
     (True, False)
     """
+
     function: Callable[..., np.ndarray]
-    random: bool   # takes seed=, stream=
-    fans: bool     # takes fan_in, fan_out
-    gain: bool     # takes gain=
+    random: bool  # takes seed=, stream=
+    fans: bool  # takes fan_in, fan_out
+    gain: bool  # takes gain=
 
 
 _SCALED = {"random": True, "fans": True, "gain": True}
@@ -562,12 +617,21 @@ def get_initializer(name: str) -> Initializer:
     try:
         return INITIALIZERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"init must be one of {', '.join(INITIALIZERS)}; got {name!r}"
-                         + _suggest(name, INITIALIZERS)) from None
+        raise ValueError(
+            f"init must be one of {', '.join(INITIALIZERS)}; got {name!r}" + _suggest(name, INITIALIZERS)
+        ) from None
 
 
-def initialize(out: np.ndarray, name: str, fan_in: int | None = None, fan_out: int | None = None, seed: int = 0,
-               stream: int = 0, gain: float | None = None, **kwargs) -> np.ndarray:
+def initialize(
+    out: np.ndarray,
+    name: str,
+    fan_in: int | None = None,
+    fan_out: int | None = None,
+    seed: int = 0,
+    stream: int = 0,
+    gain: float | None = None,
+    **kwargs,
+) -> np.ndarray:
     """Fill ``out`` in place with the initialiser ``name``.
 
     Arguments an initialiser does not use (fans, seed and stream for the fixed ones) are ignored.
@@ -616,8 +680,10 @@ def initialize(out: np.ndarray, name: str, fan_in: int | None = None, fan_out: i
         call.update(fan_in=fan_in, fan_out=fan_out)
     if gain is not None:
         if not spec.gain:
-            raise ValueError(f"gain does not apply to init {name!r}; it applies to "
-                             f"{', '.join(n for n, s in INITIALIZERS.items() if s.gain)}")
+            raise ValueError(
+                f"gain does not apply to init {name!r}; it applies to "
+                f"{', '.join(n for n, s in INITIALIZERS.items() if s.gain)}"
+            )
         call["gain"] = gain
     try:
         return spec.function(out, **call)
@@ -627,6 +693,26 @@ def initialize(out: np.ndarray, name: str, fan_in: int | None = None, fan_out: i
         raise ValueError(f"init {name!r} got unsupported or missing arguments {sorted(kwargs)}: {error}") from None
 
 
-__all__ = ["DEFAULT_INIT", "INITIALIZERS", "INIT_STEP", "Initializer", "calculate_gain", "compute_fans", "constant",
-           "default_init", "get_initializer", "he_normal", "he_uniform", "initialize", "lecun_normal", "lecun_uniform",
-           "normal", "ones", "orthogonal", "uniform", "xavier_normal", "xavier_uniform", "zeros"]
+__all__ = [
+    "DEFAULT_INIT",
+    "INITIALIZERS",
+    "INIT_STEP",
+    "Initializer",
+    "calculate_gain",
+    "compute_fans",
+    "constant",
+    "default_init",
+    "get_initializer",
+    "he_normal",
+    "he_uniform",
+    "initialize",
+    "lecun_normal",
+    "lecun_uniform",
+    "normal",
+    "ones",
+    "orthogonal",
+    "uniform",
+    "xavier_normal",
+    "xavier_uniform",
+    "zeros",
+]

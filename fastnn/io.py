@@ -1,5 +1,6 @@
 """File helpers: atomic writes (a crash while saving never leaves a corrupt file, and only
 regular files are ever replaced) and a checked safetensors reader and writer."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,13 @@ _TMP_PREFIX = ".fastnn-tmp-"
 # .fastnn-tmp-<pid>-<16 hex digits>-<name>: only files of exactly this form are ever cleaned up
 _TMP_NAME = re.compile(r"\.fastnn-tmp-[0-9]+-[0-9a-f]{16}-.")
 _STALE_AFTER_S = 24 * 3600  # a temporary this old was left by a killed process
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _save_target(path: str) -> tuple[str, os.stat_result | None]:
@@ -41,8 +47,10 @@ def _save_target(path: str) -> tuple[str, os.stat_result | None]:
         return target, None
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise ValueError(f"cannot save to {shown}: it is {kind}, not a regular file; saving would replace it. "
-                         f"Choose the path of a regular file (or of a new one)")
+        raise ValueError(
+            f"cannot save to {shown}: it is {kind}, not a regular file; saving would replace it. "
+            f"Choose the path of a regular file (or of a new one)"
+        )
     return target, st
 
 
@@ -153,9 +161,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 # little-endian tensor bytes. Written here directly (no pickle, no extra dependency); files are
 # readable by the safetensors package and vice versa.
 
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-           "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
-           "U8": np.uint8, "BOOL": np.bool_}
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U64": np.uint64,
+    "U32": np.uint32,
+    "U16": np.uint16,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
 _MAX_NDIM = 32
@@ -187,7 +206,9 @@ def _signed_header(header: dict, meta: dict) -> bytes:
     return json.dumps({**header, "__metadata__": meta}, sort_keys=True).encode()
 
 
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None
+) -> None:
     """Write tensors and string metadata atomically to a safetensors file.
 
     A SHA-256 of the header and data is stored in the metadata ("sha256", replacing any given)
@@ -217,8 +238,11 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], m
         if arr.dtype not in _CODES:
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}, which safetensors cannot store")
         data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _CODES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _CODES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     payload = b"".join(chunks)
@@ -245,10 +269,12 @@ def _parse_header(path: str, blob: bytes) -> tuple[dict, dict, memoryview]:
         raise CorruptFileError(f"{path} is not a safetensors file: only {len(blob)} bytes (truncated?)")
     (size,) = struct.unpack("<Q", blob[:8])
     if size > min(_MAX_HEADER, len(blob) - 8):
-        raise CorruptFileError(f"{path} is not a valid safetensors file: the header length {size} exceeds the "
-                               f"file ({len(blob)} bytes); the file is truncated or of another format")
+        raise CorruptFileError(
+            f"{path} is not a valid safetensors file: the header length {size} exceeds the "
+            f"file ({len(blob)} bytes); the file is truncated or of another format"
+        )
     try:
-        header = json.loads(blob[8:8 + size].decode("utf-8"), object_pairs_hook=_unique_keys)
+        header = json.loads(blob[8 : 8 + size].decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError, duplicates
         raise CorruptFileError(f"{path} is not a valid safetensors file: unreadable header ({exc})") from None
     if not isinstance(header, dict):
@@ -256,7 +282,7 @@ def _parse_header(path: str, blob: bytes) -> tuple[dict, dict, memoryview]:
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise CorruptFileError(f"{path} is not a valid safetensors file: __metadata__ must map strings to strings")
-    return header, meta, memoryview(blob)[8 + size:]
+    return header, meta, memoryview(blob)[8 + size :]
 
 
 def _is_count(value) -> bool:
@@ -272,33 +298,48 @@ def _check_layout(path: str, header: dict, n_bytes: int) -> list[tuple[str, np.d
             raise CorruptFileError(f"{path}: malformed entry for tensor {name!r} (needs dtype, shape, data_offsets)")
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if not isinstance(code, str) or code not in _DTYPES:
-            raise CorruptFileError(f"{path}: tensor {name!r} has unknown or unsupported dtype {code!r}; "
-                                   f"this reader knows {', '.join(_DTYPES)}")
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} has unknown or unsupported dtype {code!r}; "
+                f"this reader knows {', '.join(_DTYPES)}"
+            )
         if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(map(_is_count, shape)):
-            raise CorruptFileError(f"{path}: tensor {name!r} has an invalid shape {shape!r} (expected a list of "
-                                   f"at most {_MAX_NDIM} non-negative integers)")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)) \
-                or offsets[0] > offsets[1]:
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} has an invalid shape {shape!r} (expected a list of "
+                f"at most {_MAX_NDIM} non-negative integers)"
+            )
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(map(_is_count, offsets))
+            or offsets[0] > offsets[1]
+        ):
             raise CorruptFileError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
         dtype = np.dtype(_DTYPES[code]).newbyteorder("<")
         if offsets[1] > n_bytes:
-            raise CorruptFileError(f"{path}: tensor {name!r} lies outside the file (its data ends at byte "
-                                   f"{offsets[1]} of a {n_bytes}-byte payload); the file is truncated or damaged")
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} lies outside the file (its data ends at byte "
+                f"{offsets[1]} of a {n_bytes}-byte payload); the file is truncated or damaged"
+            )
         if offsets[1] - offsets[0] != dtype.itemsize * math.prod(shape):
-            raise CorruptFileError(f"{path}: tensor {name!r} of shape {shape} and dtype {code} needs "
-                                   f"{dtype.itemsize * math.prod(shape)} bytes, its data_offsets give "
-                                   f"{offsets[1] - offsets[0]}; the file is damaged")
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} of shape {shape} and dtype {code} needs "
+                f"{dtype.itemsize * math.prod(shape)} bytes, its data_offsets give "
+                f"{offsets[1] - offsets[0]}; the file is damaged"
+            )
         entries.append((name, dtype, tuple(shape), offsets[0], offsets[1]))
     covered = 0
     for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
         if begin != covered:
             problem = "overlaps the previous tensor" if begin < covered else f"leaves a gap of {begin - covered} bytes"
-            raise CorruptFileError(f"{path}: tensor {name!r} (bytes {begin}..{end}) {problem}; the data of a "
-                                   f"safetensors file must be covered exactly once, in order")
+            raise CorruptFileError(
+                f"{path}: tensor {name!r} (bytes {begin}..{end}) {problem}; the data of a "
+                f"safetensors file must be covered exactly once, in order"
+            )
         covered = end
     if covered != n_bytes:
-        raise CorruptFileError(f"{path}: {n_bytes - covered} bytes after the last tensor belong to none; "
-                               f"the file is damaged")
+        raise CorruptFileError(
+            f"{path}: {n_bytes - covered} bytes after the last tensor belong to none; the file is damaged"
+        )
     return [entry[:4] for entry in entries]
 
 
@@ -340,13 +381,17 @@ def read_safetensors(path: str | os.PathLike, *, verify: bool = True) -> tuple[d
     entries = _check_layout(path, header, len(payload))
     stored = meta.pop("sha256", None)
     if verify and stored is None:
-        raise CorruptFileError(f"{path} carries no fastnn checksum ('sha256' in its metadata): it was not "
-                               f"written by fastnn, or the checksum was removed, so its integrity cannot be "
-                               f"checked. If you trust the file, load it with verify=False "
-                               f"(fnn.load(path, verify=False) or fastnn.io.read_safetensors(path, verify=False))")
+        raise CorruptFileError(
+            f"{path} carries no fastnn checksum ('sha256' in its metadata): it was not "
+            f"written by fastnn, or the checksum was removed, so its integrity cannot be "
+            f"checked. If you trust the file, load it with verify=False "
+            f"(fnn.load(path, verify=False) or fastnn.io.read_safetensors(path, verify=False))"
+        )
     if verify and _digest(_signed_header(header, meta), payload) != stored:
-        raise CorruptFileError(f"{path} failed its integrity check: its contents changed after it was "
-                               f"written (tampered or damaged); refusing to load it")
+        raise CorruptFileError(
+            f"{path} failed its integrity check: its contents changed after it was "
+            f"written (tampered or damaged); refusing to load it"
+        )
     tensors = {}
     for name, dtype, shape, begin in entries:
         try:
@@ -384,10 +429,14 @@ def check_npz_file(path: str | os.PathLike | IO) -> None:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return
     if len(head) >= 9 and head[8:9] == b"{":
-        raise CorruptFileError(f"{os.fspath(path)} is a safetensors file (as written by model.save), not the .npz "
-                               f"of model.save_weights; load the whole model with fnn.load(path)")
-    raise CorruptFileError(f"{os.fspath(path)} is not an .npz weights file written by model.save_weights "
-                           f"(it starts with {head[:8]!r}); load models written by model.save with fnn.load(path)")
+        raise CorruptFileError(
+            f"{os.fspath(path)} is a safetensors file (as written by model.save), not the .npz "
+            f"of model.save_weights; load the whole model with fnn.load(path)"
+        )
+    raise CorruptFileError(
+        f"{os.fspath(path)} is not an .npz weights file written by model.save_weights "
+        f"(it starts with {head[:8]!r}); load models written by model.save with fnn.load(path)"
+    )
 
 
 __all__ = ["CorruptFileError", "atomic_write", "check_npz_file", "read_safetensors", "write_safetensors"]

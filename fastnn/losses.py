@@ -7,6 +7,7 @@ builds the call. Names: ``cross_entropy`` (from logits, integer labels,
 softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
 :class:`SampleWeighted` puts per-sample weights on one of these (``fit(sample_weight=...)``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,10 @@ def register_loss(cls: type) -> type:
         raise TypeError(f"register_loss expects a subclass of fastnn.losses.Loss, got {cls!r}")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{cls.__name__} needs its own class attribute `name` (a non-empty str) to be "
-                         f"registered, e.g. name = {cls.__name__.lower()!r}")
+        raise ValueError(
+            f"{cls.__name__} needs its own class attribute `name` (a non-empty str) to be "
+            f"registered, e.g. name = {cls.__name__.lower()!r}"
+        )
     if LOSSES.get(name, cls) is not cls and LOSSES[name].__module__ == __name__:
         raise ValueError(f"loss name {name!r} belongs to fastnn's {LOSSES[name].__name__}; choose another name")
     LOSSES[name] = cls
@@ -73,8 +76,9 @@ class Loss(Owned):
         """(kernel, args): the kernel returns the loss and writes the gradient (see forward_backward)."""
         raise NotImplementedError
 
-    def forward_backward(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray,
-                         compute_grad: bool = True) -> float:
+    def forward_backward(
+        self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True
+    ) -> float:
         """Loss of ``output`` (batch, outputs) against checked ``target``; writes d loss / d output
         into ``grad`` (same shape and dtype as ``output``) when ``compute_grad``."""
         fn, args = self.call(output, target, grad, compute_grad)
@@ -87,12 +91,16 @@ class Loss(Owned):
 
     def predict_classes(self, output: np.ndarray) -> np.ndarray:
         """Class labels (int64) of host ``output`` (batch, outputs), the ones ``correct_count`` scores."""
-        raise TypeError(f"predict_classes needs a classification loss (cross_entropy or "
-                        f"binary_cross_entropy); this model was compiled with {self.name!r}")
+        raise TypeError(
+            f"predict_classes needs a classification loss (cross_entropy or "
+            f"binary_cross_entropy); this model was compiled with {self.name!r}"
+        )
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
-        raise TypeError(f"predict_proba needs a classification loss (cross_entropy or "
-                        f"binary_cross_entropy); this model was compiled with {self.name!r}")
+        raise TypeError(
+            f"predict_proba needs a classification loss (cross_entropy or "
+            f"binary_cross_entropy); this model was compiled with {self.name!r}"
+        )
 
     def get_config(self) -> dict:
         return {"name": self.name, "reduction": self.reduction}
@@ -114,8 +122,10 @@ class CrossEntropy(Loss):
 
     def check_targets(self, y, n_samples, n_outputs, dtype):
         if n_outputs < 2:
-            raise ValueError("cross_entropy needs a last layer with at least 2 outputs (one per class); "
-                             "for a single output use loss='binary_cross_entropy'")
+            raise ValueError(
+                "cross_entropy needs a last layer with at least 2 outputs (one per class); "
+                "for a single output use loss='binary_cross_entropy'"
+            )
         return V.check_labels(y, n_samples, n_outputs)
 
     def target_spec(self, n_outputs, dtype):
@@ -123,8 +133,14 @@ class CrossEntropy(Loss):
 
     def call(self, output, target, grad, compute_grad=True):
         kernels = _kernels(output)
-        return kernels.cross_entropy_forward_backward, (output, target, grad, self._scratch(output.shape[0], kernels),
-                                                        self.reduction == "mean", compute_grad)
+        return kernels.cross_entropy_forward_backward, (
+            output,
+            target,
+            grad,
+            self._scratch(output.shape[0], kernels),
+            self.reduction == "mean",
+            compute_grad,
+        )
 
     def correct_count(self, output, target):
         return int(_kernels(output).accuracy_count(output, target))
@@ -148,8 +164,16 @@ class _Elementwise(Loss):
 
     def call(self, output, target, grad, compute_grad=True):
         kernels = _kernels(output)
-        return kernels.elementwise_loss, (output, target, grad, self._scratch(output.shape[0], kernels), self.code,
-                                          self.delta, self.reduction == "mean", compute_grad)
+        return kernels.elementwise_loss, (
+            output,
+            target,
+            grad,
+            self._scratch(output.shape[0], kernels),
+            self.code,
+            self.delta,
+            self.reduction == "mean",
+            compute_grad,
+        )
 
 
 @register_loss
@@ -201,8 +225,9 @@ class BinaryCrossEntropy(_Elementwise):
     def check_targets(self, y, n_samples, n_outputs, dtype):
         target = V.check_targets(y, n_samples, n_outputs, dtype)
         if target.min() < 0 or target.max() > 1:
-            raise ValueError(f"binary_cross_entropy targets must lie in [0, 1], got values in "
-                             f"[{target.min()}, {target.max()}]")
+            raise ValueError(
+                f"binary_cross_entropy targets must lie in [0, 1], got values in [{target.min()}, {target.max()}]"
+            )
         return target
 
     def correct_count(self, output, target):
@@ -237,8 +262,9 @@ class SampleWeighted(Loss):
 
     def __init__(self, base: Loss):
         if not isinstance(base, Loss) or base.name not in K.LOSSES:
-            raise ValueError(f"sample weights need one of fastnn's built-in losses ({', '.join(K.LOSSES)}), "
-                             f"got {base!r}")
+            raise ValueError(
+                f"sample weights need one of fastnn's built-in losses ({', '.join(K.LOSSES)}), got {base!r}"
+            )
         super().__init__(reduction=base.reduction)
         self.base = base
         self.is_classification = base.is_classification
@@ -333,7 +359,9 @@ def from_config(config: dict) -> Loss:
     config = dict(config)
     name = config.pop("name")
     if isinstance(name, str) and name not in LOSSES:
-        raise ValueError(f"Unknown loss {name!r}{V.suggest(name, LOSSES)}. A custom loss must be registered "
-                         f"before loading: decorate its class with @fastnn.register_loss. "
-                         f"Known: {', '.join(LOSSES)}.")
+        raise ValueError(
+            f"Unknown loss {name!r}{V.suggest(name, LOSSES)}. A custom loss must be registered "
+            f"before loading: decorate its class with @fastnn.register_loss. "
+            f"Known: {', '.join(LOSSES)}."
+        )
     return LOSSES[V.check_choice(name, LOSSES, "loss")](**config)

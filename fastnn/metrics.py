@@ -38,6 +38,7 @@ weights as they changed during the epoch; the "val_" ones and ``evaluate`` use t
 epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
 the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -174,8 +175,9 @@ class BinaryAccuracy(Metric):
     state_fields = ("hits", "count")
 
     def __init__(self, threshold: float = 0.5, *, name: str | None = None):
-        self.threshold = V.check_float(threshold, "threshold", low=0.0, high=1.0, low_inclusive=False,
-                                       high_inclusive=False)
+        self.threshold = V.check_float(
+            threshold, "threshold", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
+        )
         self._logit_threshold = math.log(self.threshold / (1.0 - self.threshold))
         super().__init__(name=name)
 
@@ -265,12 +267,17 @@ class _ClassCounts(Metric):
         average = self.average or ("binary" if self.one_output else "macro")
         if average == "binary":
             if not self.one_output:
-                raise ValueError(f"{self.name}: average='binary' needs one binary output (binary_cross_entropy "
-                                 f"with 1 output); use average='macro', 'micro' or 'weighted'")
+                raise ValueError(
+                    f"{self.name}: average='binary' needs one binary output (binary_cross_entropy "
+                    f"with 1 output); use average='macro', 'micro' or 'weighted'"
+                )
             return float(self.per_class(self.tp, self.pred, self.true)[1])
         if average == "micro":
-            return float(self.per_class(self.tp.sum(keepdims=True), self.pred.sum(keepdims=True),
-                                        self.true.sum(keepdims=True))[0])
+            return float(
+                self.per_class(self.tp.sum(keepdims=True), self.pred.sum(keepdims=True), self.true.sum(keepdims=True))[
+                    0
+                ]
+            )
         scores = self.per_class(self.tp, self.pred, self.true)
         present = np.ones_like(self.tp, bool) if self.multilabel else (self.pred + self.true) > 0
         if average == "macro":
@@ -447,12 +454,23 @@ class FunctionMetric(Metric):
 
 
 ACCURACY = "accuracy"
-METRICS: dict[str, type] = {cls.key: cls for cls in (BinaryAccuracy, TopKAccuracy, Precision, Recall, F1, AUC,
-                                                     MAE, MSE, RMSE, R2)}
-ALIASES = {"acc": ACCURACY, "sparse_top_k_categorical_accuracy": "top_k_accuracy", "f1_score": "f1",
-           "mean_absolute_error": "mae", "mean_squared_error": "mse", "root_mean_squared_error": "rmse",
-           "r2_score": "r2"}
-FAMILY_WORDS = {MULTICLASS: "cross_entropy", BINARY: "binary_cross_entropy", REGRESSION: "a regression loss (mse, mae, huber)"}
+METRICS: dict[str, type] = {
+    cls.key: cls for cls in (BinaryAccuracy, TopKAccuracy, Precision, Recall, F1, AUC, MAE, MSE, RMSE, R2)
+}
+ALIASES = {
+    "acc": ACCURACY,
+    "sparse_top_k_categorical_accuracy": "top_k_accuracy",
+    "f1_score": "f1",
+    "mean_absolute_error": "mae",
+    "mean_squared_error": "mse",
+    "root_mean_squared_error": "rmse",
+    "r2_score": "r2",
+}
+FAMILY_WORDS = {
+    MULTICLASS: "cross_entropy",
+    BINARY: "binary_cross_entropy",
+    REGRESSION: "a regression loss (mse, mae, huber)",
+}
 
 
 def get(spec) -> Metric | str:
@@ -468,8 +486,10 @@ def get(spec) -> Metric | str:
             return ACCURACY
         if key not in METRICS:
             known = [ACCURACY, *METRICS, *ALIASES]
-            raise ValueError(f"Unknown metric {spec!r}.{V.suggest(spec, known)} Known: {', '.join(known)}; or pass "
-                             f"a metric object (fnn.metrics.F1(average='micro')) or a function f(y_true, y_pred)")
+            raise ValueError(
+                f"Unknown metric {spec!r}.{V.suggest(spec, known)} Known: {', '.join(known)}; or pass "
+                f"a metric object (fnn.metrics.F1(average='micro')) or a function f(y_true, y_pred)"
+            )
         return METRICS[key](name=spec)
     if callable(spec):
         return FunctionMetric(spec)
@@ -493,13 +513,16 @@ def check_metrics(metrics, loss) -> list[Metric]:
         name = metric if builtin else metric.name
         if family is not None and family not in families:
             needs = " or ".join(FAMILY_WORDS[f] for f in families)
-            raise ValueError(f"metric {name!r} does not apply to loss {losses_mod.base_of(loss).name!r}: it needs "
-                             f"{needs}")
+            raise ValueError(
+                f"metric {name!r} does not apply to loss {losses_mod.base_of(loss).name!r}: it needs {needs}"
+            )
         if builtin:
             continue
         if name in taken:
-            raise ValueError(f"two metrics (or a metric and a key fit logs: loss, lr, accuracy) are named {name!r}: "
-                             f"give it another name, e.g. fnn.metrics.{type(metric).__name__}(..., name='{name}_2')")
+            raise ValueError(
+                f"two metrics (or a metric and a key fit logs: loss, lr, accuracy) are named {name!r}: "
+                f"give it another name, e.g. fnn.metrics.{type(metric).__name__}(..., name='{name}_2')"
+            )
         taken.add(name)
         result.append(metric)
     return result
@@ -604,7 +627,8 @@ class Evaluation:
             weight = rows.shape[0]
         else:
             self.value = losses_mod.SampleWeighted(loss).forward_backward(
-                rows, losses_mod.weighted_targets(target_rows, weights), scratch, False)
+                rows, losses_mod.weighted_targets(target_rows, weights), scratch, False
+            )
             weight = float(np.sum(weights))
         weight = weight if loss.reduction == "mean" else 1.0
         self.loss_sum += self.value * weight

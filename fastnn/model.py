@@ -1,6 +1,7 @@
 """Sequential: a stack of layers over one flat parameter buffer, and the engine API (forward,
 backward, step plans, loss_and_grads, validate, snapshot/restore) that the training loop
 (:mod:`fastnn.training`), diagnostics and serialization use."""
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,11 @@ class _LayerList(list):
     its layers; a changed list would be silently ignored)."""
 
     def _refuse(self, *args, **kwargs):
-        raise TypeError("a Sequential's layers are fixed when it is built (its parameters and step plans "
-                        "follow them); build a new model, e.g. fnn.Sequential([...new layers...]), or "
-                        "copy.deepcopy(model) first to keep the trained one")
+        raise TypeError(
+            "a Sequential's layers are fixed when it is built (its parameters and step plans "
+            "follow them); build a new model, e.g. fnn.Sequential([...new layers...]), or "
+            "copy.deepcopy(model) first to keep the trained one"
+        )
 
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
@@ -76,9 +79,12 @@ class _StepPlan:
                 if batch is not buf:
                     backend.copy_into(buf, batch)
             return ()
-        return tuple(batch if batch is buf or (batch.flags.c_contiguous and batch.flags.writeable and
-                                               batch.dtype == buf.dtype) else _copied(buf, batch)
-                     for buf, batch in ((self.x, xb), (self.y, yb)))
+        return tuple(
+            batch
+            if batch is buf or (batch.flags.c_contiguous and batch.flags.writeable and batch.dtype == buf.dtype)
+            else _copied(buf, batch)
+            for buf, batch in ((self.x, xb), (self.y, yb))
+        )
 
 
 def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -92,8 +98,13 @@ class _StepGuard:
     the last completed step."""
 
     def __init__(self, buffers: list):
-        self.pairs = [(buf, backend.host_copy(buf) if isinstance(buf, np.ndarray) else backend.zeros(
-            buf.shape, buf.dtype, "cuda")) for buf in buffers]
+        self.pairs = [
+            (
+                buf,
+                backend.host_copy(buf) if isinstance(buf, np.ndarray) else backend.zeros(buf.shape, buf.dtype, "cuda"),
+            )
+            for buf in buffers
+        ]
 
     def save(self) -> None:
         for buf, saved in self.pairs:
@@ -131,8 +142,16 @@ class Sequential:
     from two threads at once raises RuntimeError.
     """
 
-    def __init__(self, layers, *, seed: int = 0, dtype="float32", device: str = "cpu",
-                 input_shape=None, input_features: int | None = None):
+    def __init__(
+        self,
+        layers,
+        *,
+        seed: int = 0,
+        dtype="float32",
+        device: str = "cpu",
+        input_shape=None,
+        input_features: int | None = None,
+    ):
         if isinstance(layers, Layer):
             layers = [layers]
         try:
@@ -140,8 +159,9 @@ class Sequential:
         except TypeError:
             raise TypeError(f"layers must be a list of fastnn layers, got {type(layers).__name__}") from None
         if not layers:
-            raise ValueError("layers is empty: pass a list of layers, e.g. [fnn.Dense(2, 16), fnn.Tanh(), "
-                             "fnn.Dense(16, 1)]")
+            raise ValueError(
+                "layers is empty: pass a list of layers, e.g. [fnn.Dense(2, 16), fnn.Tanh(), fnn.Dense(16, 1)]"
+            )
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastnn layer, got {type(layer).__name__} {layer!r}")
@@ -197,12 +217,14 @@ class Sequential:
                         f"layer {sub!r} appears twice in this model (at positions {seen[id(sub)]} and {i}); "
                         f"fastnn has no weight tying: each position needs its own layer object (e.g. "
                         f"copy.deepcopy(layer) before the model is built, for equal initial weights; or a custom "
-                        f"Layer that applies the shared block twice)")
+                        f"Layer that applies the shared block twice)"
+                    )
                 seen[id(sub)] = i
                 if sub.owner is not None:
                     raise ValueError(
                         f"layers[{i}] ({sub!r}) already belongs to another model (it holds views of that model's "
-                        f"parameters); create a new layer, or copy the other model with copy.deepcopy(model)")
+                        f"parameters); create a new layer, or copy the other model with copy.deepcopy(model)"
+                    )
 
     # -- construction -------------------------------------------------------------------------
     def build(self, input_shape) -> Sequential:
@@ -229,8 +251,10 @@ class Sequential:
         """(parameters, buffers) a layer brings from an earlier model (a copy of a trained layer)."""
         views = layer.parameter_views
         buffers = layer.buffers() if layer.output_shape is not None else {}
-        return ({name: backend.host_copy(v) for name, v in views.items()},
-                {name: backend.host_copy(b) for name, b in buffers.items() if b is not None})
+        return (
+            {name: backend.host_copy(v) for name, v in views.items()},
+            {name: backend.host_copy(b) for name, b in buffers.items() if b is not None},
+        )
 
     def _carry_over(self, carried) -> None:
         """Layers that arrive with weights (``copy.deepcopy`` of a trained layer, ``model[a:b]``)
@@ -250,18 +274,24 @@ class Sequential:
             expected = layer.expected_input_shape()
             axis = layer.feature_axis
             if expected is not None and -len(shape) <= axis < len(shape) and expected[-1] != shape[axis]:
-                prev = f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {shape_str(shape)}" if i else \
-                    f"the model's input is {shape_str(shape)}"
+                prev = (
+                    f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {shape_str(shape)}"
+                    if i
+                    else f"the model's input is {shape_str(shape)}"
+                )
                 where = "the last axis" if axis == -1 else "the channel axis"
-                raise ValueError(f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) expects "
-                                 f"{expected[-1]} features on {where}; set layer {i}'s "
-                                 f"{layer.input_argument} to {shape[axis]}")
+                raise ValueError(
+                    f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) expects "
+                    f"{expected[-1]} features on {where}; set layer {i}'s "
+                    f"{layer.input_argument} to {shape[axis]}"
+                )
             try:
                 out = layer.build(shape, self.dtype)
             except ValueError as exc:
                 prev = f"layer {i - 1} ({self.layers[i - 1]!r})" if i else "the model's input"
-                raise ValueError(f"layer {i} ({layer!r}) cannot take the output of {prev}, shape "
-                                 f"{shape_str(shape)}: {exc}") from None
+                raise ValueError(
+                    f"layer {i} ({layer!r}) cannot take the output of {prev}, shape {shape_str(shape)}: {exc}"
+                ) from None
             shape = normalize_shape(out)
             if hasattr(layer, "seed_rng"):
                 layer.seed_rng(self.seed, 1_000_000 + i)
@@ -275,16 +305,20 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if getattr(layer, "produces_lengths", False):
                 if i:
-                    raise ValueError(f"layer {i} ({layer!r}) marks padded steps from the model's input, so it must "
-                                     f"be the model's first layer")
+                    raise ValueError(
+                        f"layer {i} ({layer!r}) marks padded steps from the model's input, so it must "
+                        f"be the model's first layer"
+                    )
                 source = layer
             elif source is not None:
                 policy = layer.lengths_policy
                 if policy is None:
-                    raise ValueError(f"layer {i} ({layer!r}) cannot honour the padded steps that layer 0 "
-                                     f"({source!r}) marks: padded steps would change its valid outputs. Place it "
-                                     f"after a layer that drops the time axis (LastStep(), GlobalAvgPool(axis="
-                                     f"'time'), a recurrent layer with return_sequences=False), or remove the masking")
+                    raise ValueError(
+                        f"layer {i} ({layer!r}) cannot honour the padded steps that layer 0 "
+                        f"({source!r}) marks: padded steps would change its valid outputs. Place it "
+                        f"after a layer that drops the time axis (LastStep(), GlobalAvgPool(axis="
+                        f"'time'), a recurrent layer with return_sequences=False), or remove the masking"
+                    )
                 if policy == "drop":
                     source = None
 
@@ -331,7 +365,7 @@ class Sequential:
             return out, target, grad
         k = self.output_shape[-1]
         rows = out.size // k
-        target = target.reshape((rows, *target.shape[len(self.output_shape):]))
+        target = target.reshape((rows, *target.shape[len(self.output_shape) :]))
         if grad is not None and grad.size == out.size:  # (a placeholder when no gradient is computed)
             grad = grad.reshape((rows, k))
         return out.reshape((rows, k)), target, grad
@@ -350,17 +384,21 @@ class Sequential:
 
     def _require_built(self, what: str):
         if not self.built:
-            raise RuntimeError(f"{what} needs a built model, and this one does not know its input shape yet: pass "
-                               f"Sequential(..., input_shape=(...)), call model.build(input_shape), or fit/predict "
-                               f"on data first")
+            raise RuntimeError(
+                f"{what} needs a built model, and this one does not know its input shape yet: pass "
+                f"Sequential(..., input_shape=(...)), call model.build(input_shape), or fit/predict "
+                f"on data first"
+            )
 
     def _build_from(self, X) -> None:
         """Build from the first batch's per-sample shape (models created without an input shape)."""
         if not self.built:
             arr = np.asarray(X)
             if arr.ndim < 2:
-                raise ValueError(f"cannot infer the model's input shape from data of shape {arr.shape}: pass "
-                                 f"(samples, *per_sample_shape) data or Sequential(..., input_shape=(...))")
+                raise ValueError(
+                    f"cannot infer the model's input shape from data of shape {arr.shape}: pass "
+                    f"(samples, *per_sample_shape) data or Sequential(..., input_shape=(...))"
+                )
             self.build(arr.shape[1:])
 
     def _parameter_layout(self):
@@ -412,8 +450,9 @@ class Sequential:
         self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
         self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
-        self._norm_partials = backend.zeros(backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)),
-                                            np.float64, self._device)
+        self._norm_partials = backend.zeros(
+            backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
+        )
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
         self._guard = _StepGuard(buffers)
         self._eager = None
@@ -434,13 +473,17 @@ class Sequential:
                 try:
                     self._build_layers(self.input_shape)
                 except ValueError as exc:
-                    raise ValueError(f"a layer of this built model was changed and the model no longer builds: "
-                                     f"{exc}. Undo the change, or build a new Sequential with the new layers") from None
+                    raise ValueError(
+                        f"a layer of this built model was changed and the model no longer builds: "
+                        f"{exc}. Undo the change, or build a new Sequential with the new layers"
+                    ) from None
                 layout, _ = self._parameter_layout()
                 if layout != self._signature:
-                    raise ValueError("a layer of this built model was changed in a way that changes its parameters "
-                                     "(their shapes or names); that needs a new model: build a new Sequential with "
-                                     "the new layers (copy weights with named_parameters() if needed)")
+                    raise ValueError(
+                        "a layer of this built model was changed in a way that changes its parameters "
+                        "(their shapes or names); that needs a new model: build a new Sequential with "
+                        "the new layers (copy weights with named_parameters() if needed)"
+                    )
                 for layer in self.layers:
                     layer.training = self.training
                 self._bind_views()
@@ -478,9 +521,11 @@ class Sequential:
             backend.require_cuda()
             for i, layer in enumerate(self.layers):
                 if not layer.plannable():
-                    raise ValueError(f"layer {i} ({layer!r}) overrides forward/backward with host code, so the "
-                                     f"model cannot run on {device!r}; describe its work as forward_calls/"
-                                     f"backward_calls with kernels from self.K, or keep the model on 'cpu'")
+                    raise ValueError(
+                        f"layer {i} ({layer!r}) overrides forward/backward with host code, so the "
+                        f"model cannot run on {device!r}; describe its work as forward_calls/"
+                        f"backward_calls with kernels from self.K, or keep the model on 'cpu'"
+                    )
         with self._lock:
             saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
             self.params = backend.to_device(self.params, device)
@@ -519,10 +564,13 @@ class Sequential:
         if isinstance(index, slice):
             layers = list(self.layers)[index]
             if not layers:
-                raise ValueError(f"model[{index.start}:{index.stop}] selects no layers; this model has {len(self.layers)}")
+                raise ValueError(
+                    f"model[{index.start}:{index.stop}] selects no layers; this model has {len(self.layers)}"
+                )
             shape = layers[0].input_shape if self.built else None
-            return Sequential(copy.deepcopy(layers), seed=self.seed, dtype=self.dtype, device=self._device,
-                              input_shape=shape)
+            return Sequential(
+                copy.deepcopy(layers), seed=self.seed, dtype=self.dtype, device=self._device, input_shape=shape
+            )
         return self.layers[index]
 
     def __len__(self) -> int:
@@ -531,9 +579,14 @@ class Sequential:
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
         self._require_built("named_parameters")
-        return [(name, self.params[lo:lo + size_of(shape)].reshape(shape),
-                 self.grads[lo:lo + size_of(shape)].reshape(shape))
-                for name, lo, shape in self._param_index]
+        return [
+            (
+                name,
+                self.params[lo : lo + size_of(shape)].reshape(shape),
+                self.grads[lo : lo + size_of(shape)].reshape(shape),
+            )
+            for name, lo, shape in self._param_index
+        ]
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -622,13 +675,17 @@ class Sequential:
         Also writes every parameter's gradient (``model.grads``, ``named_parameters()``).
         """
         if self._eager is None:
-            raise RuntimeError("backward() needs a forward() first: call out = model.forward(x), then "
-                               "model.backward(d_loss/d_out) with an array shaped like out")
+            raise RuntimeError(
+                "backward() needs a forward() first: call out = model.forward(x), then "
+                "model.backward(d_loss/d_out) with an array shaped like out"
+            )
         batch, contexts = self._eager
         grad = V.check_input(grad_out, "grad_out", self.dtype, self.output_shape, "the model's output")
         if grad.shape[0] != batch:
-            raise ValueError(f"grad_out has {grad.shape[0]} rows but the last forward() had {batch}; pass the "
-                             f"gradient of that forward's output")
+            raise ValueError(
+                f"grad_out has {grad.shape[0]} rows but the last forward() had {batch}; pass the "
+                f"gradient of that forward's output"
+            )
         need_grad_x = self.input_dtype.kind == "f"  # no gradient with respect to integer indices
         with self._lock:
             grad_x = self._backward(self._rows_in(grad, self._grad_out, "grad", "eager"), contexts, need_grad_x)
@@ -688,17 +745,23 @@ class Sequential:
         :meth:`from_snapshot`) rebuilds; ``save`` writes this record to a file."""
         self._require_built("snapshot")
         with self._lock:
-            record = {"config": self.get_config(),
-                      "params": {name: backend.host_copy(v) for name, v, _ in self.named_parameters()},
-                      "buffers": {f"{i}.{name}": backend.host_copy(buf) for i, layer in enumerate(self.layers)
-                                  for name, buf in layer.buffers().items()},
-                      "loss": None if self.loss is None else self.loss.get_config(),
-                      "metrics": metrics_mod.to_config(self.metrics),
-                      "optimizer": None, "training": self.state.to_record(),
-                      "decay_bias_and_norm": self.decay_bias_and_norm, "training_mode": self.training}
+            record = {
+                "config": self.get_config(),
+                "params": {name: backend.host_copy(v) for name, v, _ in self.named_parameters()},
+                "buffers": {
+                    f"{i}.{name}": backend.host_copy(buf)
+                    for i, layer in enumerate(self.layers)
+                    for name, buf in layer.buffers().items()
+                },
+                "loss": None if self.loss is None else self.loss.get_config(),
+                "metrics": metrics_mod.to_config(self.metrics),
+                "optimizer": None,
+                "training": self.state.to_record(),
+                "decay_bias_and_norm": self.decay_bias_and_norm,
+                "training_mode": self.training,
+            }
             if self.optimizer is not None:
-                record["optimizer"] = {"config": self.optimizer.get_config(),
-                                       "state": self.optimizer.state_dict()}
+                record["optimizer"] = {"config": self.optimizer.get_config(), "state": self.optimizer.state_dict()}
             return record
 
     def restore(self, record: dict) -> Sequential:
@@ -719,8 +782,11 @@ class Sequential:
                 if optimizer is None or _without_lr(optimizer.get_config()) != _without_lr(config):
                     optimizer = optim_mod.optimizer_from_config(config)
                 self.metrics = []  # the record's, below
-                self.compile(loss if loss is not None else "mse", optimizer,
-                             decay_bias_and_norm=record.get("decay_bias_and_norm", False))
+                self.compile(
+                    loss if loss is not None else "mse",
+                    optimizer,
+                    decay_bias_and_norm=record.get("decay_bias_and_norm", False),
+                )
                 if loss is None:
                     self.loss = None
                 self.optimizer.load_state_dict(record["optimizer"]["state"])
@@ -740,8 +806,11 @@ class Sequential:
 
     def __getstate__(self):
         if not self.built:
-            state = {"layers": [layer_to_config(layer, by_class=True) for layer in self.layers],
-                     "seed": self.seed, "dtype": self.dtype.name}
+            state = {
+                "layers": [layer_to_config(layer, by_class=True) for layer in self.layers],
+                "seed": self.seed,
+                "dtype": self.dtype.name,
+            }
             return {"unbuilt": state}
         record = self.snapshot()
         record["config"]["layers"] = [layer_to_config(layer, by_class=True) for layer in self.layers]
@@ -755,8 +824,12 @@ class Sequential:
             return
         record = state["record"]
         config = record["config"]
-        self.__init__([layer_from_config(e) for e in config["layers"]], seed=config["seed"], dtype=config["dtype"],
-                      input_shape=config["input_shape"])
+        self.__init__(
+            [layer_from_config(e) for e in config["layers"]],
+            seed=config["seed"],
+            dtype=config["dtype"],
+            input_shape=config["input_shape"],
+        )
         self.restore(record)
         self.to(record.get("device", "cpu"))
 
@@ -767,12 +840,15 @@ class Sequential:
         return clone
 
     def __copy__(self):
-        raise TypeError("a shallow copy of a model would share its parameters and buffers; use copy.deepcopy(model) "
-                        "for an independent copy")
+        raise TypeError(
+            "a shallow copy of a model would share its parameters and buffers; use copy.deepcopy(model) "
+            "for an independent copy"
+        )
 
     # -- training ---------------------------------------------------------------------------------
-    def compile(self, loss="cross_entropy", optimizer="sgd", *, metrics=None,
-                decay_bias_and_norm: bool | None = None) -> Sequential:
+    def compile(
+        self, loss="cross_entropy", optimizer="sgd", *, metrics=None, decay_bias_and_norm: bool | None = None
+    ) -> Sequential:
         """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
 
         ``metrics``: a list of names ("f1", "auc", "r2", ...), :mod:`fastnn.metrics` objects or
@@ -792,9 +868,11 @@ class Sequential:
             loss = copy.deepcopy(loss)  # a loss holds only scratch: each model gets its own
         optimizer = optim_mod.get(optimizer)
         if optimizer.owner is not None and optimizer.owner is not self:
-            raise ValueError(f"this optimizer ({optimizer!r}) is already bound to another model; an optimizer "
-                             f"holds the state of one model's parameters: create a new one for this model, e.g. "
-                             f"fnn.optim.{type(optimizer).__name__}(...)")
+            raise ValueError(
+                f"this optimizer ({optimizer!r}) is already bound to another model; an optimizer "
+                f"holds the state of one model's parameters: create a new one for this model, e.g. "
+                f"fnn.optim.{type(optimizer).__name__}(...)"
+            )
         if decay_bias_and_norm is not None:
             decay_bias_and_norm = bool(decay_bias_and_norm)
         with self._lock:
@@ -838,8 +916,10 @@ class Sequential:
 
     def require_compiled(self, what: str):
         if self.loss is None or self.optimizer is None:
-            raise RuntimeError(f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
-                               f"optimizer=...) first, or pass them to fit()")
+            raise RuntimeError(
+                f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
+                f"optimizer=...) first, or pass them to fit()"
+            )
         if self.built and getattr(self.optimizer, "_params", None) is None:
             self._bind_optimizer()
 
@@ -866,14 +946,23 @@ class Sequential:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
         lead = self.output_shape[:-1]
         arr = V.as_numeric_array(y, "y")
-        if arr.shape[:1 + len(lead)] != (n, *lead):
-            per_row = "a label" if self.loss.target_spec(self.output_shape[-1], self.dtype)[0] == () else \
-                f"{self.output_shape[-1]} targets"
-            raise ValueError(f"y has shape {arr.shape}, but the model's output is {shape_str(self.output_shape)}, "
-                             f"so y must start with ({n}, {', '.join(map(str, lead))}): {per_row} for each of the "
-                             f"{size_of(lead)} positions of each of the {n} samples")
-        rows = self.loss.check_targets(arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead):])), n * size_of(lead),
-                                       self.output_shape[-1], self.dtype)
+        if arr.shape[: 1 + len(lead)] != (n, *lead):
+            per_row = (
+                "a label"
+                if self.loss.target_spec(self.output_shape[-1], self.dtype)[0] == ()
+                else f"{self.output_shape[-1]} targets"
+            )
+            raise ValueError(
+                f"y has shape {arr.shape}, but the model's output is {shape_str(self.output_shape)}, "
+                f"so y must start with ({n}, {', '.join(map(str, lead))}): {per_row} for each of the "
+                f"{size_of(lead)} positions of each of the {n} samples"
+            )
+        rows = self.loss.check_targets(
+            arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead) :])),
+            n * size_of(lead),
+            self.output_shape[-1],
+            self.dtype,
+        )
         return rows.reshape((n, *lead, *rows.shape[1:]))
 
     def step_plan(self, m: int) -> _StepPlan | None:
@@ -900,8 +989,9 @@ class Sequential:
                 backward += calls
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
-            plan = self._plans[m] = _StepPlan(x, y, h, forward, self.loss.call(*self._loss_rows(h, y, grad)), backward, norm_call,
-                                              contexts)
+            plan = self._plans[m] = _StepPlan(
+                x, y, h, forward, self.loss.call(*self._loss_rows(h, y, grad)), backward, norm_call, contexts
+            )
         return plan
 
     @contextlib.contextmanager
@@ -911,8 +1001,10 @@ class Sequential:
         me = threading.get_ident()
         with self._lock:
             if self._trainer is not None and self._trainer != me:
-                raise RuntimeError(f"{what}: this model is being trained by another thread; train one model from "
-                                   f"one thread at a time (copy.deepcopy(model) gives each thread its own)")
+                raise RuntimeError(
+                    f"{what}: this model is being trained by another thread; train one model from "
+                    f"one thread at a time (copy.deepcopy(model) gives each thread its own)"
+                )
             previous, self._trainer = self._trainer, me
         try:
             yield
@@ -964,8 +1056,10 @@ class Sequential:
         with self._lock:
             previous = self._trainer
             if previous is not None and previous != me:
-                raise RuntimeError("train_step: this model is being trained by another thread; train one model "
-                                   "from one thread at a time (copy.deepcopy(model) gives each thread its own)")
+                raise RuntimeError(
+                    "train_step: this model is being trained by another thread; train one model "
+                    "from one thread at a time (copy.deepcopy(model) gives each thread its own)"
+                )
             self._trainer = me
             try:
                 return self.run_step(xb, yb)[0]
@@ -994,21 +1088,50 @@ class Sequential:
                             where = f"the gradient of layer {i} ({layer!r})"
                             break
                     else:  # every gradient is finite, but their norm overflows: name the largest
-                        largest = max(((float(np.max(np.abs(backend.to_host(g)))), n) for n, _, g in
-                                       self.named_parameters() if g.size), default=None)
+                        largest = max(
+                            (
+                                (float(np.max(np.abs(backend.to_host(g)))), n)
+                                for n, _, g in self.named_parameters()
+                                if g.size
+                            ),
+                            default=None,
+                        )
                         if largest is not None:
                             i = int(largest[1].split(".")[0])
-                            where = (f"none, but the gradients are too large for their norm: up to {largest[0]:.3g} "
-                                     f"in layer {i} ({self.layers[i]!r}, {largest[1]})")
+                            where = (
+                                f"none, but the gradients are too large for their norm: up to {largest[0]:.3g} "
+                                f"in layer {i} ({self.layers[i]!r}, {largest[1]})"
+                            )
         step = getattr(self.optimizer, "step_count", 0) + 1
-        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the loss is finite ({loss:.4g}) but the " \
-            f"gradient norm is {norm}"
-        return (f"Training diverged: {what} at step {step}; first non-finite value: {where}. The step was not "
-                f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs.")
+        what = (
+            f"the loss is {loss}"
+            if not math.isfinite(loss)
+            else f"the loss is finite ({loss:.4g}) but the gradient norm is {norm}"
+        )
+        return (
+            f"Training diverged: {what} at step {step}; first non-finite value: {where}. The step was not "
+            f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs."
+        )
 
-    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32,
-            shuffle: bool = True, validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None,
-            accumulate: int = 1, validation_split: float = 0.0, sample_weight=None, class_weight=None):
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        loss=None,
+        optimizer=None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data=None,
+        callbacks=None,
+        verbose: int = 1,
+        steps_per_epoch=None,
+        accumulate: int = 1,
+        validation_split: float = 0.0,
+        sample_weight=None,
+        class_weight=None,
+    ):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
         X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
@@ -1026,10 +1149,24 @@ class Sequential:
         """
         from .training import fit
 
-        return fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                   shuffle=shuffle, validation_data=validation_data, callbacks=callbacks, verbose=verbose,
-                   steps_per_epoch=steps_per_epoch, accumulate=accumulate, validation_split=validation_split,
-                   sample_weight=sample_weight, class_weight=class_weight)
+        return fit(
+            self,
+            X,
+            y,
+            loss=loss,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=verbose,
+            steps_per_epoch=steps_per_epoch,
+            accumulate=accumulate,
+            validation_split=validation_split,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
+        )
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -1040,9 +1177,9 @@ class Sequential:
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             for lo in range(0, X.shape[0], batch_size):
-                rows = self._rows_in(X[lo:lo + batch_size], self._feed, "x", "infer")
+                rows = self._rows_in(X[lo : lo + batch_size], self._feed, "x", "infer")
                 result, _ = self._forward(rows, False, "infer")
-                backend.copy_into(out[lo:lo + batch_size], result)
+                backend.copy_into(out[lo : lo + batch_size], result)
         return out
 
     def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
@@ -1053,8 +1190,10 @@ class Sequential:
     def predict_proba(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary)."""
         if self.loss is None:
-            raise RuntimeError("predict_proba needs a loss (it says how outputs become probabilities): call "
-                               "model.compile(loss=...) first")
+            raise RuntimeError(
+                "predict_proba needs a loss (it says how outputs become probabilities): call "
+                "model.compile(loss=...) first"
+            )
         out = self.predict(X, batch_size)
         return self.loss.probabilities(self._loss_rows(out, out)[0]).reshape(out.shape)
 
@@ -1119,9 +1258,13 @@ class Sequential:
     # -- full save / load --------------------------------------------------------------------------
     def get_config(self) -> dict:
         """JSON-able architecture: dtype, seed, input shape and each layer's class and config."""
-        return {"class": "Sequential", "dtype": self.dtype.name, "seed": self.seed,
-                "input_shape": None if self.input_shape is None else list(self.input_shape),
-                "layers": [layer_to_config(layer) for layer in self.layers]}
+        return {
+            "class": "Sequential",
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "layers": [layer_to_config(layer) for layer in self.layers],
+        }
 
     @classmethod
     def from_config(cls, config: dict, device: str = "cpu") -> Sequential:
@@ -1156,8 +1299,7 @@ class Sequential:
     def summary(self, print_fn=print) -> str:
         """Table of layers, output shapes and parameter counts; printed and returned."""
         rows = [("#", "Layer", "Output shape", "Params")]
-        counts = [sum(size_of(s.shape) for s in layer.parameter_specs()) if self.built else 0
-                  for layer in self.layers]
+        counts = [sum(size_of(s.shape) for s in layer.parameter_specs()) if self.built else 0 for layer in self.layers]
         for i, (layer, count) in enumerate(zip(self.layers, counts)):
             shape = shape_str(layer.output_shape) if layer.output_shape is not None else "?"
             rows.append((str(i), repr(layer), shape, f"{count:,}" if self.built else "?"))
@@ -1167,13 +1309,26 @@ class Sequential:
         def fmt(r):
             return "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
 
-        total = f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)" if self.built else \
-            "Total params: unknown until the model is built (pass input_shape=...)"
+        total = (
+            f"Total params: {sum(counts):,} ({self.params.nbytes / 1024:.1f} KiB)"
+            if self.built
+            else "Total params: unknown until the model is built (pass input_shape=...)"
+        )
         if self.built:
             total += "\nTrainable params: {:,}\nNon-trainable params: {:,}".format(*freezing.parameter_counts(self))
         inputs = f"Input shape: {shape_str(self.input_shape)}" if self.built else "Input shape: not known yet"
-        text = "\n".join([f"Sequential (dtype={self.dtype.name}, device={self.device})", line, fmt(rows[0]),
-                          line, *map(fmt, rows[1:]), line, total, inputs])
+        text = "\n".join(
+            [
+                f"Sequential (dtype={self.dtype.name}, device={self.device})",
+                line,
+                fmt(rows[0]),
+                line,
+                *map(fmt, rows[1:]),
+                line,
+                total,
+                inputs,
+            ]
+        )
         if print_fn is not None:
             print_fn(text)
         return text
@@ -1206,6 +1361,8 @@ def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
         # metadata that passed the checksum only fails here for classes this process has not
         # registered (the message says so); with verify=False it may be anything
-        raise CorruptFileError(f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
-                               f"malformed or names unknown classes ({type(exc).__name__}: {exc})") from None
+        raise CorruptFileError(
+            f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
+            f"malformed or names unknown classes ({type(exc).__name__}: {exc})"
+        ) from None
     return model.to(device)

@@ -15,6 +15,7 @@ the state lives on the device of the parameters (``rebind`` moves it there). Sem
 and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_``.
 :data:`OPTIMIZERS` is the one table of optimizers, used by :func:`get` and by the tests.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -29,8 +30,10 @@ from ._validation import check_choice, check_float, check_int
 def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
     if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise TypeError(f"{argument} must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
-    return (check_float(betas[0], f"{argument}[0]", 0.0, 1.0, high_inclusive=False),
-            check_float(betas[1], f"{argument}[1]", 0.0, 1.0, high_inclusive=False))
+    return (
+        check_float(betas[0], f"{argument}[0]", 0.0, 1.0, high_inclusive=False),
+        check_float(betas[1], f"{argument}[1]", 0.0, 1.0, high_inclusive=False),
+    )
 
 
 def _check_bool(value, argument: str) -> bool:
@@ -88,8 +91,10 @@ class Optimizer(Owned):
         self.clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
         self.clip_value = _check_positive_or_none(clip_value, "clip_value")
         if self.clip_norm is not None and self.clip_value is not None:
-            raise ValueError("clip_norm and clip_value were both given; clip by one of them: pass "
-                             "clip_norm (global norm, like torch.nn.utils.clip_grad_norm_) or clip_value")
+            raise ValueError(
+                "clip_norm and clip_value were both given; clip by one of them: pass "
+                "clip_norm (global norm, like torch.nn.utils.clip_grad_norm_) or clip_value"
+            )
         self._hyper: dict[str, Any] = {}
         self.step_count = 0
         self.last_grad_norm: float | None = None
@@ -149,8 +154,9 @@ class Optimizer(Owned):
         device = self._check_buffers(params, grads)
         self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
         self._attach(params, grads, device)
-        self._state = {name: backend.full(params.size, value, params.dtype, device)
-                       for name, value in self._state_init().items()}
+        self._state = {
+            name: backend.full(params.size, value, params.dtype, device) for name, value in self._state_init().items()
+        }
         self.step_count = 0
         self.last_grad_norm = None
         if self._pending is not None:
@@ -162,20 +168,27 @@ class Optimizer(Owned):
         """The device of params and grads after checking they are matching flat float buffers."""
         device = backend.device_of(params)
         for argument, arr in (("params", params), ("grads", grads)):
-            if not isinstance(arr, np.ndarray) and not hasattr(arr, "__cuda_array_interface__") \
-                    and not hasattr(arr, "copy_to_host"):
-                raise TypeError(f"{argument} must be a numpy array (or a CUDA device array), got "
-                                f"{type(arr).__name__}")
+            if (
+                not isinstance(arr, np.ndarray)
+                and not hasattr(arr, "__cuda_array_interface__")
+                and not hasattr(arr, "copy_to_host")
+            ):
+                raise TypeError(f"{argument} must be a numpy array (or a CUDA device array), got {type(arr).__name__}")
             if backend.device_of(arr) != device:
-                raise ValueError(f"params and grads must be on one device, got params on {device} and "
-                                 f"{argument} on {backend.device_of(arr)}")
+                raise ValueError(
+                    f"params and grads must be on one device, got params on {device} and "
+                    f"{argument} on {backend.device_of(arr)}"
+                )
             contiguous = arr.is_c_contiguous() if device != "cpu" else arr.flags.c_contiguous
             if arr.ndim != 1 or not contiguous or arr.dtype not in (np.float32, np.float64):
-                raise ValueError(f"{argument} must be a contiguous 1-D float32 or float64 buffer, got "
-                                 f"shape {arr.shape}, dtype {arr.dtype}, contiguous={contiguous}")
+                raise ValueError(
+                    f"{argument} must be a contiguous 1-D float32 or float64 buffer, got "
+                    f"shape {arr.shape}, dtype {arr.dtype}, contiguous={contiguous}"
+                )
         if grads.shape != params.shape or grads.dtype != params.dtype:
-            raise ValueError(f"grads must match params: params {params.shape} {params.dtype}, "
-                             f"grads {grads.shape} {grads.dtype}")
+            raise ValueError(
+                f"grads must match params: params {params.shape} {params.dtype}, grads {grads.shape} {grads.dtype}"
+            )
         return device
 
     def _attach(self, params, grads, device: str) -> None:
@@ -207,8 +220,10 @@ class Optimizer(Owned):
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay)")
         device = self._check_buffers(params, grads)
         if params.shape != self._params.shape or params.dtype != self._params.dtype:
-            raise ValueError(f"rebind needs buffers like the bound ones ({self._params.shape} "
-                             f"{self._params.dtype}), got {params.shape} {params.dtype}")
+            raise ValueError(
+                f"rebind needs buffers like the bound ones ({self._params.shape} "
+                f"{self._params.dtype}), got {params.shape} {params.dtype}"
+            )
         self._attach(params, grads, device)
         self._state = {name: backend.to_device(buf, device) for name, buf in self._state.items()}
 
@@ -232,8 +247,10 @@ class Optimizer(Owned):
             When the optimizer is not bound to parameters.
         """
         if self._params is None:
-            raise RuntimeError(f"{type(self).__name__} is not bound to parameters: call "
-                               f"optimizer.bind(params, grads, n_decay) (model.compile does it)")
+            raise RuntimeError(
+                f"{type(self).__name__} is not bound to parameters: call "
+                f"optimizer.bind(params, grads, n_decay) (model.compile does it)"
+            )
         if self.trainable is not None:
             self._step_ranges(self.trainable)
             return
@@ -305,7 +322,10 @@ class Optimizer(Owned):
             the parameters' size and dtype).
         """
         state: dict[str, np.ndarray | float | int | str] = {
-            "name": self.name, "step_count": self.step_count, "lr": self.lr}
+            "name": self.name,
+            "step_count": self.step_count,
+            "lr": self.lr,
+        }
         for key, buf in self._state.items():
             state[key] = backend.host_copy(buf)
         return state
@@ -324,19 +344,25 @@ class Optimizer(Owned):
             When the state belongs to another optimizer or its buffers do not fit.
         """
         if state.get("name") != self.name:
-            raise ValueError(f"this optimizer state was saved by {state.get('name')!r}, not {self.name!r}; "
-                             f"load it into a {state.get('name')!r} optimizer")
+            raise ValueError(
+                f"this optimizer state was saved by {state.get('name')!r}, not {self.name!r}; "
+                f"load it into a {state.get('name')!r} optimizer"
+            )
         if self._params is None:
             self._pending = dict(state)
             return
         for key, buf in self._state.items():
             if key not in state:
-                raise ValueError(f"optimizer state lacks the buffer {key!r} that this {self.name} "
-                                 f"configuration needs (saved with other hyper-parameters?)")
+                raise ValueError(
+                    f"optimizer state lacks the buffer {key!r} that this {self.name} "
+                    f"configuration needs (saved with other hyper-parameters?)"
+                )
             saved = np.asarray(state[key])
             if saved.shape != buf.shape:
-                raise ValueError(f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
-                                 f"bound parameters need {buf.shape}; was it saved from another model?")
+                raise ValueError(
+                    f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
+                    f"bound parameters need {buf.shape}; was it saved from another model?"
+                )
             backend.copy_into(buf, saved)
         self.step_count = check_int(np.asarray(state["step_count"]).item(), "step_count", 0)
         self.lr = np.asarray(state["lr"]).item()
@@ -377,11 +403,14 @@ def register_optimizer(optimizer_class: type[Optimizer]) -> type[Optimizer]:
         raise TypeError(f"register_optimizer expects a subclass of fastnn.optim.Optimizer, got {cls!r}")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name or name != name.lower():
-        raise ValueError(f"{cls.__name__} needs its own class attribute `name` (a non-empty lower-case str) to be "
-                         f"registered, e.g. name = {cls.__name__.lower()!r}")
+        raise ValueError(
+            f"{cls.__name__} needs its own class attribute `name` (a non-empty lower-case str) to be "
+            f"registered, e.g. name = {cls.__name__.lower()!r}"
+        )
     if OPTIMIZERS.get(name, cls) is not cls and OPTIMIZERS[name].__module__ == __name__:
-        raise ValueError(f"optimizer name {name!r} belongs to fastnn's {OPTIMIZERS[name].__name__}; choose another "
-                         f"name")
+        raise ValueError(
+            f"optimizer name {name!r} belongs to fastnn's {OPTIMIZERS[name].__name__}; choose another name"
+        )
     OPTIMIZERS[name] = cls
     return cls
 
@@ -423,27 +452,51 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, lr: float = 0.01, *, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
-                 clip_value: float | None = None):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        *,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
         super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
         momentum = check_float(momentum, "momentum", 0.0, None)
         dampening = check_float(dampening, "dampening", 0.0, 1.0)
         nesterov = _check_bool(nesterov, "nesterov")
         if nesterov and (momentum == 0 or dampening != 0):
-            raise ValueError(f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
-                             f"dampening={dampening}; set momentum (e.g. 0.9) or nesterov=False")
-        self._hyper = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov,
-                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 and dampening = 0, got momentum={momentum}, "
+                f"dampening={dampening}; set momentum (e.g. 0.9) or nesterov=False"
+            )
+        self._hyper = {
+            "momentum": momentum,
+            "dampening": dampening,
+            "nesterov": nesterov,
+            "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+        }
 
     def _state_init(self):
         return {"momentum_buffer": 0.0} if self._hyper["momentum"] != 0 else {}
 
     def _update(self, grad_scale):
         h = self._hyper
-        self._K.sgd_update(self._params, self._grads, self._buffer("momentum_buffer"), self.lr, h["momentum"],
-                     h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"], grad_scale,
-                     self.step_count == 1)
+        self._K.sgd_update(
+            self._params,
+            self._grads,
+            self._buffer("momentum_buffer"),
+            self.lr,
+            h["momentum"],
+            h["dampening"],
+            h["weight_decay"],
+            self._n_decay,
+            h["nesterov"],
+            grad_scale,
+            self.step_count == 1,
+        )
 
 
 @register_optimizer
@@ -483,15 +536,26 @@ class RMSProp(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, lr: float = 0.01, *, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0,
-                 centered: bool = False, weight_decay: float = 0.0, clip_norm: float | None = None,
-                 clip_value: float | None = None):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        *,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
         super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
-        self._hyper = {"alpha": check_float(alpha, "alpha", 0.0, 1.0, high_inclusive=False),
-                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
-                       "momentum": check_float(momentum, "momentum", 0.0, None),
-                       "centered": _check_bool(centered, "centered"),
-                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+        self._hyper = {
+            "alpha": check_float(alpha, "alpha", 0.0, 1.0, high_inclusive=False),
+            "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
+            "momentum": check_float(momentum, "momentum", 0.0, None),
+            "centered": _check_bool(centered, "centered"),
+            "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+        }
 
     def _state_init(self):
         state = {"square_avg": 0.0}
@@ -503,9 +567,21 @@ class RMSProp(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        self._K.rmsprop_update(self._params, self._grads, self._state["square_avg"], self._buffer("grad_avg"),
-                         self._buffer("momentum_buffer"), self.lr, h["alpha"], h["eps"], h["weight_decay"],
-                         self._n_decay, h["momentum"], h["centered"], grad_scale)
+        self._K.rmsprop_update(
+            self._params,
+            self._grads,
+            self._state["square_avg"],
+            self._buffer("grad_avg"),
+            self._buffer("momentum_buffer"),
+            self.lr,
+            h["alpha"],
+            h["eps"],
+            h["weight_decay"],
+            self._n_decay,
+            h["momentum"],
+            h["centered"],
+            grad_scale,
+        )
 
 
 @register_optimizer
@@ -543,23 +619,42 @@ class Adagrad(Optimizer):
 
     name = "adagrad"
 
-    def __init__(self, lr: float = 0.01, *, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
-                 clip_norm: float | None = None, clip_value: float | None = None):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        *,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
         super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
-        self._hyper = {"lr_decay": check_float(lr_decay, "lr_decay", 0.0, None),
-                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
-                       "initial_accumulator_value": check_float(
-                           initial_accumulator_value, "initial_accumulator_value", 0.0, None),
-                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False)}
+        self._hyper = {
+            "lr_decay": check_float(lr_decay, "lr_decay", 0.0, None),
+            "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+            "initial_accumulator_value": check_float(initial_accumulator_value, "initial_accumulator_value", 0.0, None),
+            "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
+        }
 
     def _state_init(self):
         return {"state_sum": self._hyper["initial_accumulator_value"]}
 
     def _update(self, grad_scale):
         h = self._hyper
-        self._K.adagrad_update(self._params, self._grads, self._state["state_sum"], self.lr, h["lr_decay"],
-                         h["eps"], h["weight_decay"], self._n_decay, self.step_count, grad_scale)
+        self._K.adagrad_update(
+            self._params,
+            self._grads,
+            self._state["state_sum"],
+            self.lr,
+            h["lr_decay"],
+            h["eps"],
+            h["weight_decay"],
+            self._n_decay,
+            self.step_count,
+            grad_scale,
+        )
 
 
 @register_optimizer
@@ -601,14 +696,24 @@ class Adam(Optimizer):
     name = "adam"
     decoupled: ClassVar[bool] = False
 
-    def __init__(self, lr: float = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, clip_norm: float | None = None,
-                 clip_value: float | None = None):
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
         super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
-        self._hyper = {"betas": _check_betas(betas),
-                       "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
-                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
-                       "amsgrad": _check_bool(amsgrad, "amsgrad")}
+        self._hyper = {
+            "betas": _check_betas(betas),
+            "eps": check_float(eps, "eps", 0.0, None, low_inclusive=False),
+            "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+            "amsgrad": _check_bool(amsgrad, "amsgrad"),
+        }
 
     def _state_init(self):
         state = {"exp_avg": 0.0, "exp_avg_sq": 0.0}
@@ -618,10 +723,23 @@ class Adam(Optimizer):
 
     def _update(self, grad_scale):
         h = self._hyper
-        self._K.adam_update(self._params, self._grads, self._state["exp_avg"], self._state["exp_avg_sq"],
-                      self._buffer("max_exp_avg_sq"), self.lr, h["betas"][0], h["betas"][1], h["eps"],
-                      h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"], self.step_count,
-                      grad_scale)
+        self._K.adam_update(
+            self._params,
+            self._grads,
+            self._state["exp_avg"],
+            self._state["exp_avg_sq"],
+            self._buffer("max_exp_avg_sq"),
+            self.lr,
+            h["betas"][0],
+            h["betas"][1],
+            h["eps"],
+            h["weight_decay"],
+            self._n_decay,
+            self.decoupled,
+            h["amsgrad"],
+            self.step_count,
+            grad_scale,
+        )
 
 
 @register_optimizer
@@ -660,11 +778,26 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, lr: float = 1e-3, *, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, clip_norm: float | None = None,
-                 clip_value: float | None = None):
-        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         clip_norm=clip_norm, clip_value=clip_value)
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
+        super().__init__(
+            lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            clip_norm=clip_norm,
+            clip_value=clip_value,
+        )
 
 
 @register_optimizer
@@ -705,19 +838,37 @@ class Lion(Optimizer):
 
     name = "lion"
 
-    def __init__(self, lr: float = 1e-4, *, betas: tuple[float, float] = (0.9, 0.99),
-                 weight_decay: float = 0.0, clip_norm: float | None = None, clip_value: float | None = None):
+    def __init__(
+        self,
+        lr: float = 1e-4,
+        *,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ):
         super().__init__(lr, clip_norm=clip_norm, clip_value=clip_value)
-        self._hyper = {"betas": _check_betas(betas),
-                       "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None)}
+        self._hyper = {
+            "betas": _check_betas(betas),
+            "weight_decay": check_float(weight_decay, "weight_decay", 0.0, None),
+        }
 
     def _state_init(self):
         return {"exp_avg": 0.0}
 
     def _update(self, grad_scale):
         h = self._hyper
-        self._K.lion_update(self._params, self._grads, self._state["exp_avg"], self.lr, h["betas"][0],
-                      h["betas"][1], h["weight_decay"], self._n_decay, grad_scale)
+        self._K.lion_update(
+            self._params,
+            self._grads,
+            self._state["exp_avg"],
+            self.lr,
+            h["betas"][0],
+            h["betas"][1],
+            h["weight_decay"],
+            self._n_decay,
+            grad_scale,
+        )
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
@@ -751,12 +902,16 @@ def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:
     """
     if isinstance(optimizer, Optimizer):
         if kwargs:
-            raise TypeError(f"hyper-parameters {sorted(kwargs)} given with an optimizer instance; set them "
-                            f"when constructing it, e.g. fastnn.optim.{type(optimizer).__name__}(...)")
+            raise TypeError(
+                f"hyper-parameters {sorted(kwargs)} given with an optimizer instance; set them "
+                f"when constructing it, e.g. fastnn.optim.{type(optimizer).__name__}(...)"
+            )
         return optimizer
     if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a fastnn.optim.Optimizer, "
-                        f"got {type(optimizer).__name__} {optimizer!r}")
+        raise TypeError(
+            f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or a fastnn.optim.Optimizer, "
+            f"got {type(optimizer).__name__} {optimizer!r}"
+        )
     name = check_choice(optimizer.lower(), OPTIMIZERS, "optimizer")
     return OPTIMIZERS[name](**kwargs)
 

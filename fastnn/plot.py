@@ -5,6 +5,7 @@ Every function returns a :class:`matplotlib.figure.Figure` (made without pyplot,
 accumulates in pyplot's global state) and saves it when given ``path``. Needs matplotlib:
 ``pip install "fastnn[plot]"``.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,10 @@ def _figure(n_panels: int = 1, *, ncols: int | None = None, size: tuple[float, f
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ImportError('fastnn.plot needs matplotlib, which is not installed: pip install "fastnn[plot]" '
-                          '(or pip install matplotlib)') from exc
+        raise ImportError(
+            'fastnn.plot needs matplotlib, which is not installed: pip install "fastnn[plot]" '
+            "(or pip install matplotlib)"
+        ) from exc
     ncols = min(n_panels, ncols or 4)
     nrows = (n_panels + ncols - 1) // ncols
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
@@ -51,13 +54,19 @@ def _finish(fig, path):
 def _history_dict(history) -> dict[str, list[float]]:
     data = getattr(history, "history", history)
     if not isinstance(data, dict) or not data:
-        raise TypeError(f"history must be the History returned by fit() or a non-empty dict of metric lists, "
-                        f"got {type(history).__name__}")
+        raise TypeError(
+            f"history must be the History returned by fit() or a non-empty dict of metric lists, "
+            f"got {type(history).__name__}"
+        )
     return data
 
 
-def plot_history(history: History | dict[str, list[float]], *, metrics: Sequence[str] | None = None,
-                 path: str | os.PathLike | None = None) -> Figure:
+def plot_history(
+    history: History | dict[str, list[float]],
+    *,
+    metrics: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
     """Training curves: one panel per metric, each with its ``val_`` twin when present.
 
     Parameters
@@ -93,8 +102,9 @@ def plot_history(history: History | dict[str, list[float]], *, metrics: Sequence
     names = list(metrics) if metrics is not None else [k for k in data if not k.startswith("val_")]
     for name in names:
         if name not in data:
-            raise ValueError(f"metric {name!r} is not in the history.{V.suggest(name, data)} "
-                             f"Available: {', '.join(data)}")
+            raise ValueError(
+                f"metric {name!r} is not in the history.{V.suggest(name, data)} Available: {', '.join(data)}"
+            )
     fig, axes = _figure(len(names), ncols=3)
     for ax, name in zip(axes, names):
         epochs = np.arange(1, len(data[name]) + 1)
@@ -120,8 +130,9 @@ def _histogram_grid(arrays, titles, bins, xlabel, path):
     return _finish(fig, path)
 
 
-def plot_activation_histograms(model: Sequential, X: ArrayLike, *, bins: int = 50, training: bool = False,
-                               path: str | os.PathLike | None = None) -> Figure:
+def plot_activation_histograms(
+    model: Sequential, X: ArrayLike, *, bins: int = 50, training: bool = False, path: str | os.PathLike | None = None
+) -> Figure:
     """Histogram of each layer's output, one panel per top-level layer.
 
     Panels are titled with the layer, its output std and, where it applies, the fraction of
@@ -164,14 +175,20 @@ def plot_activation_histograms(model: Sequential, X: ArrayLike, *, bins: int = 5
     outputs = diagnostics.activations(model, X, training=training)
     titles = []
     for s in stats:
-        extra = f", dead {s.dead_fraction:.0%}" if s.dead_fraction is not None else \
-            f", saturated {s.saturated_fraction:.0%}" if s.saturated_fraction is not None else ""
+        extra = (
+            f", dead {s.dead_fraction:.0%}"
+            if s.dead_fraction is not None
+            else f", saturated {s.saturated_fraction:.0%}"
+            if s.saturated_fraction is not None
+            else ""
+        )
         titles.append(f"{s.index}: {s.layer}\nstd {s.std:.3g}{extra}")
     return _histogram_grid(outputs, titles, bins, "activation", path)
 
 
-def plot_gradient_histograms(model: Sequential, X: ArrayLike, y: ArrayLike, *, bins: int = 50,
-                             path: str | os.PathLike | None = None) -> Figure:
+def plot_gradient_histograms(
+    model: Sequential, X: ArrayLike, y: ArrayLike, *, bins: int = 50, path: str | os.PathLike | None = None
+) -> Figure:
     """Histogram of each weight matrix's gradient for one batch (no update).
 
     Parameters
@@ -212,9 +229,15 @@ def plot_gradient_histograms(model: Sequential, X: ArrayLike, y: ArrayLike, *, b
     return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
 
 
-def plot_gradient_norms(model: Sequential | Sequence[Sequential], X: ArrayLike, y: ArrayLike, *,
-                        labels: Sequence[str] | None = None, path: str | os.PathLike | None = None,
-                        ax: Axes | None = None) -> Figure:
+def plot_gradient_norms(
+    model: Sequential | Sequence[Sequential],
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    labels: Sequence[str] | None = None,
+    path: str | os.PathLike | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Gradient norm of each weight-holding layer against its depth, on a log axis.
 
     Vanishing gradients show as a line falling towards the input.
@@ -274,9 +297,17 @@ def plot_gradient_norms(model: Sequential | Sequence[Sequential], X: ArrayLike, 
     return _finish(fig, path)
 
 
-def plot_decision_boundary(model: Sequential, X: ArrayLike, y: ArrayLike, *, resolution: int = 200, margin: float = 0.5,
-                           path: str | os.PathLike | None = None, ax: Axes | None = None,
-                           title: str | None = None) -> Figure:
+def plot_decision_boundary(
+    model: Sequential,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    resolution: int = 200,
+    margin: float = 0.5,
+    path: str | os.PathLike | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
     """Predicted class over a grid covering 2-D inputs, with the samples on top coloured by label.
 
     Parameters
@@ -332,10 +363,20 @@ def plot_decision_boundary(model: Sequential, X: ArrayLike, y: ArrayLike, *, res
     else:
         fig = ax.figure
     n_classes = max(int(np.max(classes)), int(np.max(y))) + 1
-    ax.imshow(classes, extent=(lo[0], hi[0], lo[1], hi[1]), origin="lower", cmap="coolwarm", alpha=0.35,
-              vmin=0, vmax=max(n_classes - 1, 1), aspect="auto", interpolation="nearest")
-    ax.scatter(X[:, 0], X[:, 1], c=np.asarray(y), cmap="coolwarm", vmin=0, vmax=max(n_classes - 1, 1),
-               edgecolors="k", s=18)
+    ax.imshow(
+        classes,
+        extent=(lo[0], hi[0], lo[1], hi[1]),
+        origin="lower",
+        cmap="coolwarm",
+        alpha=0.35,
+        vmin=0,
+        vmax=max(n_classes - 1, 1),
+        aspect="auto",
+        interpolation="nearest",
+    )
+    ax.scatter(
+        X[:, 0], X[:, 1], c=np.asarray(y), cmap="coolwarm", vmin=0, vmax=max(n_classes - 1, 1), edgecolors="k", s=18
+    )
     if title:
         ax.set_title(title)
     return _finish(fig, path)
@@ -384,5 +425,11 @@ def plot_lr_range(result: LRRangeResult, *, path: str | os.PathLike | None = Non
     return _finish(fig, path)
 
 
-__all__ = ["plot_activation_histograms", "plot_decision_boundary", "plot_gradient_histograms", "plot_gradient_norms",
-           "plot_history", "plot_lr_range"]
+__all__ = [
+    "plot_activation_histograms",
+    "plot_decision_boundary",
+    "plot_gradient_histograms",
+    "plot_gradient_norms",
+    "plot_history",
+    "plot_lr_range",
+]

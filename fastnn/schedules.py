@@ -11,6 +11,7 @@ afterwards this one stays at ``eta_min`` instead of rising again), CosineAnneali
 (``restarts=True``), LinearLR followed by another schedule (SequentialLR), and OneCycleLR.
 ReduceLROnPlateau depends on a monitored metric, so it is a callback (fastnn.callbacks).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -190,7 +191,7 @@ class Exponential(Schedule):
         self.gamma = check_float(gamma, "gamma", 0.0, None, low_inclusive=False)
 
     def _lr(self, step):
-        return self.lr * self.gamma ** step
+        return self.lr * self.gamma**step
 
 
 def _cosine(start: float, end: float, pct: float) -> float:
@@ -234,8 +235,7 @@ class CosineAnnealing(Schedule):
 
     name = "cosine_annealing"
 
-    def __init__(self, lr: float, *, T_max: int, eta_min: float = 0.0, restarts: bool = False,
-                 T_mult: int = 1):
+    def __init__(self, lr: float, *, T_max: int, eta_min: float = 0.0, restarts: bool = False, T_mult: int = 1):
         self.lr = _check_lr(lr)
         self.T_max = check_int(T_max, "T_max", 1)
         self.eta_min = check_float(eta_min, "eta_min", 0.0, None)
@@ -244,8 +244,7 @@ class CosineAnnealing(Schedule):
         self.restarts = restarts
         self.T_mult = check_int(T_mult, "T_mult", 1)
         if T_mult != 1 and not restarts:
-            raise ValueError(f"T_mult={T_mult} only applies with restarts=True; pass restarts=True "
-                             f"or drop T_mult")
+            raise ValueError(f"T_mult={T_mult} only applies with restarts=True; pass restarts=True or drop T_mult")
 
     def _lr(self, step):
         period = self.T_max
@@ -337,16 +336,23 @@ class OneCycle(Schedule):
 
     name = "one_cycle"
 
-    def __init__(self, max_lr: float, *, total_steps: int, pct_start: float = 0.3, anneal: str = "cos",
-                 div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False):
+    def __init__(
+        self,
+        max_lr: float,
+        *,
+        total_steps: int,
+        pct_start: float = 0.3,
+        anneal: str = "cos",
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+    ):
         self.max_lr = _check_lr(max_lr, "max_lr")
         self.total_steps = check_int(total_steps, "total_steps", 2)
-        self.pct_start = check_float(pct_start, "pct_start", 0.0, 1.0, low_inclusive=False,
-                                     high_inclusive=False)
+        self.pct_start = check_float(pct_start, "pct_start", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         self.anneal = check_choice(anneal, ("cos", "linear"), "anneal")
         self.div_factor = check_float(div_factor, "div_factor", 0.0, None, low_inclusive=False)
-        self.final_div_factor = check_float(final_div_factor, "final_div_factor", 0.0, None,
-                                            low_inclusive=False)
+        self.final_div_factor = check_float(final_div_factor, "final_div_factor", 0.0, None, low_inclusive=False)
         if not isinstance(three_phase, bool):
             raise TypeError(f"three_phase must be True or False, got {three_phase!r}")
         self.three_phase = three_phase
@@ -354,14 +360,19 @@ class OneCycle(Schedule):
         low = initial / self.final_div_factor
         up = self.pct_start * self.total_steps - 1
         if three_phase:
-            self._phases = [(up, initial, self.max_lr), (2 * up, self.max_lr, initial),
-                            (self.total_steps - 1, initial, low)]
+            self._phases = [
+                (up, initial, self.max_lr),
+                (2 * up, self.max_lr, initial),
+                (self.total_steps - 1, initial, low),
+            ]
         else:
             self._phases = [(up, initial, self.max_lr), (self.total_steps - 1, self.max_lr, low)]
         ends = [p[0] for p in self._phases]
         if any(b <= a for a, b in zip([0.0, *ends], ends)):
-            raise ValueError(f"pct_start={pct_start} with total_steps={total_steps} leaves a phase with no "
-                             f"steps; raise total_steps or move pct_start away from 0 and 1")
+            raise ValueError(
+                f"pct_start={pct_start} with total_steps={total_steps} leaves a phase with no "
+                f"steps; raise total_steps or move pct_start away from 0 and 1"
+            )
 
     def _lr(self, step):
         start_step = 0.0
@@ -375,8 +386,9 @@ class OneCycle(Schedule):
         raise AssertionError("unreachable")
 
 
-def warmup_cosine(lr: float, *, warmup_steps: int, total_steps: int, eta_min: float = 0.0,
-                  start_factor: float = 0.0) -> LinearWarmup:
+def warmup_cosine(
+    lr: float, *, warmup_steps: int, total_steps: int, eta_min: float = 0.0, start_factor: float = 0.0
+) -> LinearWarmup:
     """Linear warmup to ``lr`` over ``warmup_steps``, then cosine down to ``eta_min`` at ``total_steps``.
 
     Parameters
@@ -406,8 +418,11 @@ def warmup_cosine(lr: float, *, warmup_steps: int, total_steps: int, eta_min: fl
     """
     warmup_steps = check_int(warmup_steps, "warmup_steps", 1)
     total_steps = check_int(total_steps, "total_steps", warmup_steps + 1)
-    return LinearWarmup(warmup_steps, then=CosineAnnealing(lr, T_max=total_steps - warmup_steps,
-                                                           eta_min=eta_min), start_factor=start_factor)
+    return LinearWarmup(
+        warmup_steps,
+        then=CosineAnnealing(lr, T_max=total_steps - warmup_steps, eta_min=eta_min),
+        start_factor=start_factor,
+    )
 
 
 # snake_case names, as used in configs and by get()
@@ -421,8 +436,8 @@ one_cycle = OneCycle
 
 #: The one table of schedules: name -> class (drives get() and schedule_from_config()).
 SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls
-    for cls in (Constant, StepDecay, MultiStep, Exponential, CosineAnnealing, LinearWarmup, OneCycle)}
+    cls.name: cls for cls in (Constant, StepDecay, MultiStep, Exponential, CosineAnnealing, LinearWarmup, OneCycle)
+}
 
 
 def get(name: str | Schedule, *args, **kwargs) -> Schedule:
@@ -488,8 +503,7 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"a schedule config must be a dict with a 'name' key, got {config!r}")
     name = check_choice(config["name"], SCHEDULES, "schedule")
-    kwargs = {k: schedule_from_config(v) if isinstance(v, dict) else v
-              for k, v in config.items() if k != "name"}
+    kwargs = {k: schedule_from_config(v) if isinstance(v, dict) else v for k, v in config.items() if k != "name"}
     first = "max_lr" if name == "one_cycle" else "warmup_steps" if name == "linear_warmup" else "lr"
     schedule_class: Any = SCHEDULES[name]  # each subclass has its own constructor
     return schedule_class(kwargs.pop(first), **kwargs)

@@ -2,6 +2,7 @@
 weights, buffers, optimizer and training state) as one safetensors file, and back. Works on plain
 records only (it imports nothing above it); ``fastnn.load`` rebuilds the model. Nothing is ever
 unpickled."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def _savable_metrics(configs: list) -> list[dict]:
     """The compiled metrics' configs that a file can hold: a metric that is a Python function is
     dropped with a warning (a file never holds code; compile it again after loading)."""
     for fn in (c for c in configs if not isinstance(c, dict)):
-        warnings.warn(f"save: metric {getattr(fn, '__name__', fn)!r} is a Python function and is not saved; after "
-                      f"fnn.load, compile again with metrics=[...] to get it back", UserWarning, stacklevel=4)
+        warnings.warn(
+            f"save: metric {getattr(fn, '__name__', fn)!r} is a Python function and is not saved; after "
+            f"fnn.load, compile again with metrics=[...] to get it back",
+            UserWarning,
+            stacklevel=4,
+        )
     return [c for c in configs if isinstance(c, dict)]
 
 
@@ -41,8 +46,12 @@ def record_to_file(record: dict) -> tuple[dict, dict]:
 
     tensors = {f"param.{name}": value for name, value in record["params"].items()}
     tensors.update({f"buffer.{name}": value for name, value in record["buffers"].items()})
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "fastnn_version": __version__,
-            "architecture": json.dumps(record["config"])}
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "fastnn_version": __version__,
+        "architecture": json.dumps(record["config"]),
+    }
     if record.get("loss") is not None:
         meta["loss"] = json.dumps(record["loss"])
     if record.get("metrics"):
@@ -74,17 +83,22 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
     config = json.loads(meta["architecture"])
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise CorruptFileError(f"{path}: the architecture metadata is not a model configuration")
-    params = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
-    buffers = {k[len("buffer."):]: v for k, v in tensors.items() if k.startswith("buffer.")}
+    params = {k[len("param.") :]: v for k, v in tensors.items() if k.startswith("param.")}
+    buffers = {k[len("buffer.") :]: v for k, v in tensors.items() if k.startswith("buffer.")}
     training = _meta_training(json.loads(meta.get("training", "{}")), path)
-    record = {"config": config, "params": params, "buffers": buffers, "optimizer": None,
-              "loss": json.loads(meta["loss"]) if "loss" in meta else None,
-              "metrics": json.loads(meta["metrics"]) if "metrics" in meta else [],
-              "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False))}
+    record = {
+        "config": config,
+        "params": params,
+        "buffers": buffers,
+        "optimizer": None,
+        "loss": json.loads(meta["loss"]) if "loss" in meta else None,
+        "metrics": json.loads(meta["metrics"]) if "metrics" in meta else [],
+        "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False)),
+    }
     if "optimizer" in meta:
         saved = json.loads(meta["optimizer"])
         state = dict(saved["state"])
-        state.update({k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")})
+        state.update({k[len("optimizer.") :]: v for k, v in tensors.items() if k.startswith("optimizer.")})
         record["optimizer"] = {"config": saved["config"], "state": state}
     callbacks = json.loads(meta.get("callbacks", "{}"))
     if version < 2 and isinstance(callbacks, list):  # by position
@@ -92,15 +106,16 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
         prefix = "callback.{}."
         for i, key in enumerate(list(callbacks)):
             p = prefix.format(i)
-            callbacks[key]["arrays"] = {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+            callbacks[key]["arrays"] = {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
     else:
         for key, entry in callbacks.items():
             entry["arrays"] = {name: tensors[f"callback.{key}.{name}"] for name in entry.get("arrays", [])}
     training["callbacks"] = callbacks
     cursor_metrics = json.loads(meta.get("cursor_metrics", "{}"))
-    training["cursor_metrics"] = {name: {**entry["values"], **{k: tensors[f"cursor_metric.{name}.{k}"]
-                                                             for k in entry["arrays"]}}
-                                  for name, entry in cursor_metrics.items()} or None
+    training["cursor_metrics"] = {
+        name: {**entry["values"], **{k: tensors[f"cursor_metric.{name}.{k}"] for k in entry["arrays"]}}
+        for name, entry in cursor_metrics.items()
+    } or None
     record["training"] = training
     return record
 
@@ -113,20 +128,25 @@ def read_checkpoint(path, *, verify: bool = True) -> tuple[dict, dict]:
     structure, dtypes and shapes against the rebuilt architecture either way."""
     tensors, meta = read_safetensors(path, verify=verify)
     if meta.get("format") != FORMAT:
-        raise CorruptFileError(f"{path} is a safetensors file but not a fastnn model (format="
-                               f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors")
+        raise CorruptFileError(
+            f"{path} is a safetensors file but not a fastnn model (format="
+            f"{meta.get('format')!r}); load its tensors with fastnn.io.read_safetensors"
+        )
     version = _meta_int(meta.get("format_version", "0"), "format_version", path)
     if version > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
-                         f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
-                         f"upgrade fastnn to load it")
+        raise ValueError(
+            f"{path} was written by a newer fastnn (file format version {version}, this fastnn "
+            f"reads up to {FORMAT_VERSION}; written by fastnn {meta.get('fastnn_version')}); "
+            f"upgrade fastnn to load it"
+        )
     try:
         return record_from_file(tensors, meta, path, version), tensors
     except CorruptFileError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-        raise CorruptFileError(f"{path}: the fastnn metadata is incomplete or malformed "
-                               f"({type(exc).__name__}: {exc})") from None
+        raise CorruptFileError(
+            f"{path}: the fastnn metadata is incomplete or malformed ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def check_tensors(tensors: dict, record: dict, expected: dict, dtype, path) -> None:
@@ -142,8 +162,10 @@ def check_tensors(tensors: dict, record: dict, expected: dict, dtype, path) -> N
 
 def _of_dtype(tensors: dict, key: str, dtype, path) -> np.ndarray:
     if tensors[key].dtype != dtype:
-        raise CorruptFileError(f"{path}: tensor {key!r} has dtype {tensors[key].dtype}, its architecture "
-                               f"needs {np.dtype(dtype)}; the file is damaged or was edited")
+        raise CorruptFileError(
+            f"{path}: tensor {key!r} has dtype {tensors[key].dtype}, its architecture "
+            f"needs {np.dtype(dtype)}; the file is damaged or was edited"
+        )
     return tensors[key]
 
 
@@ -161,8 +183,10 @@ def _meta_int(value, key: str, path) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise CorruptFileError(f"{path}: metadata field {key!r} must be a non-negative integer, got {value!r}; "
-                               f"the file was edited or damaged (save the model again)")
+        raise CorruptFileError(
+            f"{path}: metadata field {key!r} must be a non-negative integer, got {value!r}; "
+            f"the file was edited or damaged (save the model again)"
+        )
     return value
 
 
@@ -173,15 +197,30 @@ def _meta_training(training, path) -> dict:
         raise CorruptFileError(f"{path}: metadata field 'training' must be a JSON object, got {training!r}")
     cursor = training.get("cursor")
     if cursor is not None:
-        if not (isinstance(cursor, list) and len(cursor) in (4, 5) and isinstance(cursor[2], (int, float))
-                and not isinstance(cursor[2], bool)):
-            raise CorruptFileError(f"{path}: metadata field 'cursor' must be null or [epoch, sample, loss sum, "
-                                   f"correct count, data], got {cursor!r}; the file was edited or damaged")
+        if not (
+            isinstance(cursor, list)
+            and len(cursor) in (4, 5)
+            and isinstance(cursor[2], (int, float))
+            and not isinstance(cursor[2], bool)
+        ):
+            raise CorruptFileError(
+                f"{path}: metadata field 'cursor' must be null or [epoch, sample, loss sum, "
+                f"correct count, data], got {cursor!r}; the file was edited or damaged"
+            )
         epoch, sample, loss_sum, correct, *data = cursor
-        cursor = [_meta_int(epoch, "cursor[0]", path), _meta_int(sample, "cursor[1]", path), float(loss_sum),
-                  None if correct is None else _meta_int(correct, "cursor[3]", path), str(data[0]) if data else ""]
+        cursor = [
+            _meta_int(epoch, "cursor[0]", path),
+            _meta_int(sample, "cursor[1]", path),
+            float(loss_sum),
+            None if correct is None else _meta_int(correct, "cursor[3]", path),
+            str(data[0]) if data else "",
+        ]
     decay = training.get("decay_bias_and_norm", False)
     if not isinstance(decay, bool):
         raise CorruptFileError(f"{path}: metadata field 'decay_bias_and_norm' must be true or false, got {decay!r}")
-    return {**training, "epochs_done": _meta_int(training.get("epochs_done", 0), "epochs_done", path),
-            "cursor": cursor, "decay_bias_and_norm": decay}
+    return {
+        **training,
+        "epochs_done": _meta_int(training.get("epochs_done", 0), "epochs_done", path),
+        "cursor": cursor,
+        "decay_bias_and_norm": decay,
+    }

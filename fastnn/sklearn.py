@@ -18,6 +18,7 @@ since the other workers share the cores; in a task on a ``dask.distributed`` wor
 backend, ``with joblib.parallel_backend("dask")``) it uses the host's CPUs // the worker threads of all
 worker processes on that host. An int sets the count for this estimator's fit and predict.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,8 +79,7 @@ def _dask_worker_share() -> int | None:
     host = worker.address.rsplit(":", 1)[0]
     try:
         workers = distributed.get_client().scheduler_info(n_workers=-1)["workers"]
-        slots = sum(info.get("nthreads", 1) for address, info in workers.items()
-                    if address.rsplit(":", 1)[0] == host)
+        slots = sum(info.get("nthreads", 1) for address, info in workers.items() if address.rsplit(":", 1)[0] == host)
     except Exception:  # pragma: no cover - a scheduler that cannot answer: count this worker alone
         slots = worker.state.nthreads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -120,7 +120,12 @@ class _Stopping(Callback):
     """scikit-learn's stopping rule after each epoch (:meth:`_NeuralNetBase._end_epoch`)."""
 
     def __init__(self, estimator, n_samples: int, validation, incremental: bool):
-        self.estimator, self.n_samples, self.validation, self.incremental = estimator, n_samples, validation, incremental
+        self.estimator, self.n_samples, self.validation, self.incremental = (
+            estimator,
+            n_samples,
+            validation,
+            incremental,
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.estimator._end_epoch(logs["loss"], self.n_samples, self.validation, self.incremental):
@@ -156,12 +161,18 @@ class _NeuralNetBase(BaseEstimator):
     def _batch_size(self, n: int) -> int:
         if isinstance(self.batch_size, str) and self.batch_size == "auto":
             return min(200, n)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) \
-                or self.batch_size < 1:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, (int, np.integer))
+            or self.batch_size < 1
+        ):
             raise ValueError(f"batch_size must be 'auto' or a positive int, got {self.batch_size!r}")
         if self.batch_size > n:
-            warnings.warn(f"batch_size ({self.batch_size}) is larger than the {n} training samples; it is clipped "
-                          f"to {n}", UserWarning, stacklevel=5)
+            warnings.warn(
+                f"batch_size ({self.batch_size}) is larger than the {n} training samples; it is clipped to {n}",
+                UserWarning,
+                stacklevel=5,
+            )
         return min(int(self.batch_size), n)
 
     # -- fit ------------------------------------------------------------------------------------
@@ -187,12 +198,22 @@ class _NeuralNetBase(BaseEstimator):
 
     def _fit_on_threads(self, X, y, sample_weight, incremental: bool, classes):
         fresh = not hasattr(self, "model_") or not (incremental or self.warm_start)
-        X, y = validate_data(self, X, y, reset=fresh, multi_output=True, dtype=(np.float64, np.float32),
-                             y_numeric=not self._is_classifier())
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=fresh,
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            y_numeric=not self._is_classifier(),
+        )
         targets, n_outputs, loss = self._targets(y, fresh, classes)
         n = X.shape[0]
-        weights = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                                                          ensure_non_negative=True)
+        weights = (
+            None
+            if sample_weight is None
+            else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        )
         batch_size = self._batch_size(n)
         early = bool(self.early_stopping) and not incremental
         if fresh:
@@ -208,8 +229,9 @@ class _NeuralNetBase(BaseEstimator):
         if early:
             split = [X, targets] + ([] if weights is None else [weights])
             stratify = targets if targets.ndim == 1 else None
-            parts = train_test_split(*split, test_size=self.validation_fraction, random_state=self._seed(),
-                                     stratify=stratify)
+            parts = train_test_split(
+                *split, test_size=self.validation_fraction, random_state=self._seed(), stratify=stratify
+            )
             X, X_val, targets, y_val = parts[:4]
             weights, w_val = (parts[4], parts[5]) if weights is not None else (None, None)
             validation = _Validation(X_val, y_val, w_val)
@@ -218,15 +240,27 @@ class _NeuralNetBase(BaseEstimator):
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
         epochs = 1 if incremental else self.max_iter
         epochs_before = self.n_iter_
-        self.model_.fit(X, targets, loss=losses_mod.get(loss), epochs=epochs, batch_size=batch_size,
-                        shuffle=self.shuffle, sample_weight=weights,  # the loss: sum_i w_i l_i / sum_i w_i
-                        callbacks=[_Stopping(self, X.shape[0], validation, incremental)], verbose=0)
+        self.model_.fit(
+            X,
+            targets,
+            loss=losses_mod.get(loss),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=self.shuffle,
+            sample_weight=weights,  # the loss: sum_i w_i l_i / sum_i w_i
+            callbacks=[_Stopping(self, X.shape[0], validation, incremental)],
+            verbose=0,
+        )
         if validation is not None and validation.best_state is not None:  # back to the best validation score
             for name, value in validation.best_state.items():
                 backend.copy_into(self.model_.state_arrays()[name], value)
         if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                          f"hasn't converged yet.", ConvergenceWarning, stacklevel=4)
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                f"hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
         return self
 
     def _end_epoch(self, loss: float, n_samples: int, validation, incremental: bool) -> bool:
@@ -254,8 +288,10 @@ class _NeuralNetBase(BaseEstimator):
         if incremental or self._no_improvement <= self.n_iter_no_change:
             return False
         if self.verbose:
-            print(f"Training stopped: no improvement by more than tol={self.tol} for {self.n_iter_no_change} "
-                  f"consecutive epochs.")
+            print(
+                f"Training stopped: no improvement by more than tol={self.tol} for {self.n_iter_no_change} "
+                f"consecutive epochs."
+            )
         return True
 
     # -- predict --------------------------------------------------------------------------------
@@ -296,9 +332,11 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
     def _targets(self, y, fresh: bool, classes):
         if y.ndim == 2 and y.shape[1] > 1:
             if type_of_target(y) != "multilabel-indicator":
-                raise ValueError(f"a 2-D y must be a multi-label indicator of 0/1 values (one column per label); got "
-                                 f"{type_of_target(y)!r} targets. Multi-class multi-output is not supported: fit one "
-                                 f"estimator per output (sklearn.multioutput.MultiOutputClassifier)")
+                raise ValueError(
+                    f"a 2-D y must be a multi-label indicator of 0/1 values (one column per label); got "
+                    f"{type_of_target(y)!r} targets. Multi-class multi-output is not supported: fit one "
+                    f"estimator per output (sklearn.multioutput.MultiOutputClassifier)"
+                )
             if fresh:
                 self.classes_, self.out_activation_ = np.arange(y.shape[1]), "logistic"
             elif self.out_activation_ != "logistic" or y.shape[1] != len(self.classes_):
@@ -309,12 +347,16 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         if fresh:
             found = np.unique(y if classes is None else np.asarray(classes))
             if len(found) < 2:
-                raise ValueError(f"a classifier needs samples of at least 2 classes, y has only one class: {found[0]!r}")
+                raise ValueError(
+                    f"a classifier needs samples of at least 2 classes, y has only one class: {found[0]!r}"
+                )
             self.classes_, self.out_activation_ = found, "softmax"
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
-            raise ValueError(f"y contains labels {unknown.tolist()} the estimator was not fitted with "
-                             f"(classes_ = {self.classes_.tolist()})")
+            raise ValueError(
+                f"y contains labels {unknown.tolist()} the estimator was not fitted with "
+                f"(classes_ = {self.classes_.tolist()})"
+            )
         return np.searchsorted(self.classes_, y).astype(np.int64), len(self.classes_), "cross_entropy"
 
     def _validation_score(self, outputs, y, weights) -> float:
@@ -452,10 +494,30 @@ _FITTED_ATTRIBUTES = """
 class _MLP:
     """A stack of Dense layers (scikit-learn's MLP parameters where they mean the same)."""
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size="auto",
-                 learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
-                 warm_start=False, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 dropout=0.0, batch_norm=False, optimizer="adam", dtype="float32", device="cpu", n_threads=None):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        alpha=1e-4,
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        dropout=0.0,
+        batch_norm=False,
+        optimizer="adam",
+        dtype="float32",
+        device="cpu",
+        n_threads=None,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.alpha = alpha
@@ -495,8 +557,9 @@ class _MLP:
         if isinstance(self.optimizer, optim.Optimizer):
             return copy.deepcopy(self.optimizer)
         # scikit-learn's L2 term: alpha * W / (the batch's weight sum) added to the gradient
-        return optim.get(self.optimizer, lr=self.learning_rate_init,
-                         weight_decay=float(self.alpha) / (batch_size * mean_weight))
+        return optim.get(
+            self.optimizer, lr=self.learning_rate_init, weight_decay=float(self.alpha) / (batch_size * mean_weight)
+        )
 
 
 _MLP_PARAMETERS = """
@@ -563,10 +626,26 @@ class _BuildFn:
     """A network from ``build_fn(n_features, n_outputs, **module params)``, with skorch-style
     routed parameters: ``module__<name>`` to the builder, ``optimizer__<name>`` to the optimizer."""
 
-    def __init__(self, build_fn=None, *, optimizer="adam", batch_size="auto", max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, dtype="float32", device="cpu", n_threads=None,
-                 **routed):
+    def __init__(
+        self,
+        build_fn=None,
+        *,
+        optimizer="adam",
+        batch_size="auto",
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        dtype="float32",
+        device="cpu",
+        n_threads=None,
+        **routed,
+    ):
         self.build_fn = build_fn
         self.optimizer = optimizer
         self.batch_size = batch_size
@@ -595,9 +674,11 @@ class _BuildFn:
     def _routed(self, prefix: str) -> dict:
         for key in self._routed_names():
             if not key.startswith(_ROUTED) or key in _ROUTED:
-                raise TypeError(f"unknown parameter {key!r}: pass module__<name> for build_fn's arguments or "
-                                f"optimizer__<name> for the optimizer's (e.g. optimizer__lr=1e-3)")
-        return {k[len(prefix):]: getattr(self, k) for k in self._routed_names() if k.startswith(prefix)}
+                raise TypeError(
+                    f"unknown parameter {key!r}: pass module__<name> for build_fn's arguments or "
+                    f"optimizer__<name> for the optimizer's (e.g. optimizer__lr=1e-3)"
+                )
+        return {k[len(prefix) :]: getattr(self, k) for k in self._routed_names() if k.startswith(prefix)}
 
     def get_params(self, deep=True):
         params = super().get_params(deep=deep)

@@ -20,6 +20,7 @@ ArrayDataset or a re-iterable/callable of batches (:func:`validation`). The epoc
 in :func:`fastnn.training.fit`'s loop, the same for arrays and streams: metrics, callbacks, the
 progress bar, Ctrl-C, the training state (cursor, epochs) and ``accumulate`` work alike.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,20 +54,26 @@ def is_stream(X) -> bool:
 def check_array_fit(y, steps_per_epoch) -> None:
     """fit on arrays: y is required, steps_per_epoch is not for them."""
     if y is None:
-        raise ValueError("fit(X, y): y is missing. Pass targets with X (one per sample), or pass X as a "
-                         "fastnn.data.ArrayDataset(X, y) or an iterable/callable of (X, y) batches")
+        raise ValueError(
+            "fit(X, y): y is missing. Pass targets with X (one per sample), or pass X as a "
+            "fastnn.data.ArrayDataset(X, y) or an iterable/callable of (X, y) batches"
+        )
     if steps_per_epoch is not None:
-        raise ValueError("steps_per_epoch applies to datasets, iterables and generators; with arrays an epoch is "
-                         "one pass over X: leave steps_per_epoch=None, or wrap the arrays: "
-                         "fit(fastnn.data.ArrayDataset(X, y), steps_per_epoch=...)")
+        raise ValueError(
+            "steps_per_epoch applies to datasets, iterables and generators; with arrays an epoch is "
+            "one pass over X: leave steps_per_epoch=None, or wrap the arrays: "
+            "fit(fastnn.data.ArrayDataset(X, y), steps_per_epoch=...)"
+        )
 
 
 def _check_steps(steps_per_epoch):
     if steps_per_epoch is None:
         return None
     if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, (int, np.integer)):
-        raise TypeError(f"steps_per_epoch must be a positive integer (batches per epoch) or None, got "
-                        f"{type(steps_per_epoch).__name__} {steps_per_epoch!r}")
+        raise TypeError(
+            f"steps_per_epoch must be a positive integer (batches per epoch) or None, got "
+            f"{type(steps_per_epoch).__name__} {steps_per_epoch!r}"
+        )
     return V.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
 
 
@@ -74,8 +81,9 @@ def batch_plan(model, n: int, batch_size: int, shuffle: bool) -> V.BatchPlan:
     """The batches of an epoch of ``n`` samples (``V.check_batch_plan``: no last batch of one for
     batch norm), its note warned about."""
     norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
-    plan = V.check_batch_plan(n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle,
-                              layer_name=repr(norm))
+    plan = V.check_batch_plan(
+        n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle, layer_name=repr(norm)
+    )
     if plan.note:
         warnings.warn(plan.note, stacklevel=6)  # (the caller of Sequential.fit)
     return plan
@@ -85,9 +93,11 @@ def checked_batch(model, item, where: str):
     """(xb, yb, wb) of the batch ``item`` ((X, y) or (X, y, sample_weight)) checked and converted
     like fit's arrays (wb float64 (m,), or None); errors start with ``where`` (which batch)."""
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-        raise TypeError(f"{where}: each item of the data must be a pair (X_batch, y_batch) or a triple "
-                        f"(X_batch, y_batch, sample_weight_batch), got {type(item).__name__}"
-                        + (f" of length {len(item)}" if hasattr(item, "__len__") else ""))
+        raise TypeError(
+            f"{where}: each item of the data must be a pair (X_batch, y_batch) or a triple "
+            f"(X_batch, y_batch, sample_weight_batch), got {type(item).__name__}"
+            + (f" of length {len(item)}" if hasattr(item, "__len__") else "")
+        )
     try:
         xb, yb = model.check_data(item[0], item[1], argument="X_batch")
         wb = None
@@ -116,8 +126,10 @@ class _DatasetBatches:
         plan = batch_plan(model, len(dataset), batch_size, shuffle)
         self.batch_size, self.batches, self.n_used = plan.batch_size, plan.batches, plan.samples
         if steps is not None and steps > self.batches:
-            raise ValueError(f"steps_per_epoch={steps} is more than the {self.batches} batches of {self.batch_size} "
-                             f"in this dataset of {len(dataset)} samples; pass at most {self.batches} (or None)")
+            raise ValueError(
+                f"steps_per_epoch={steps} is more than the {self.batches} batches of {self.batch_size} "
+                f"in this dataset of {len(dataset)} samples; pass at most {self.batches} (or None)"
+            )
         self.steps = self.batches if steps is None else steps
         self.fingerprint = dataset.fingerprint()
 
@@ -160,10 +172,12 @@ class _IterableBatches:
         self.model, self.data, self.steps = model, data, steps
         self.restartable = not isinstance(data, Iterator)
         if not self.restartable and steps is None:
-            raise ValueError(f"X is an iterator ({type(data).__name__}): it cannot restart each epoch and may be "
-                             f"endless, so fit needs steps_per_epoch=... (batches per epoch). Or pass a callable "
-                             f"returning a fresh iterator per epoch, a list of (X, y) batches, or a "
-                             f"fastnn.data.ArrayDataset")
+            raise ValueError(
+                f"X is an iterator ({type(data).__name__}): it cannot restart each epoch and may be "
+                f"endless, so fit needs steps_per_epoch=... (batches per epoch). Or pass a callable "
+                f"returning a fresh iterator per epoch, a list of (X, y) batches, or a "
+                f"fastnn.data.ArrayDataset"
+            )
         self.fingerprint = STREAM_FINGERPRINT
         self.stream = data if not self.restartable else None
         self.exhausted = None
@@ -195,13 +209,18 @@ class _IterableBatches:
             return None
         xb, yb, wb = checked_batch(self.model, item, f"batch {b} of epoch {epoch + 1}")
         if self.weights is _UNDECIDED:  # the first batch: weighted if it has weights, or class weights
-            self.weights = None if wb is None and self.class_weight is None else \
-                options.BatchWeights(self.model, self.class_weight)
+            self.weights = (
+                None
+                if wb is None and self.class_weight is None
+                else options.BatchWeights(self.model, self.class_weight)
+            )
         if self.weights is not None:
             return xb, self.weights.targets(yb, wb)
         if wb is not None:
-            raise ValueError(f"batch {b} of epoch {epoch + 1} has sample weights but the first batch had none: "
-                             f"give every batch weights (X, y, w), or none")
+            raise ValueError(
+                f"batch {b} of epoch {epoch + 1} has sample weights but the first batch had none: "
+                f"give every batch weights (X, y, w), or none"
+            )
         return xb, yb
 
     def epoch(self, epoch: int, start: int):
@@ -226,16 +245,31 @@ class _IterableBatches:
         pass
 
 
-def open_stream(model, data, y, *, batch_size, shuffle, steps_per_epoch, validation_split, validation_data,
-                sample_weight, class_weight):
+def open_stream(
+    model,
+    data,
+    y,
+    *,
+    batch_size,
+    shuffle,
+    steps_per_epoch,
+    validation_split,
+    validation_data,
+    sample_weight,
+    class_weight,
+):
     """(batch source, validation) of fit on a dataset or on batches (this module's docstring) for
     :func:`fastnn.training.fit`'s loop; the other arguments were checked there."""
     if y is not None:
-        raise ValueError(f"y must be None when X is a {type(data).__name__}: the targets come with the data "
-                         f"(ArrayDataset(X, y), or (X, y) batches)")
+        raise ValueError(
+            f"y must be None when X is a {type(data).__name__}: the targets come with the data "
+            f"(ArrayDataset(X, y), or (X, y) batches)"
+        )
     if sample_weight is not None:
-        raise ValueError(f"sample_weight=... is for arrays X, y; with a {type(data).__name__} the weights come with "
-                         f"the data: fastnn.data.ArrayDataset(X, y, sample_weight=w), or (X, y, w) batches")
+        raise ValueError(
+            f"sample_weight=... is for arrays X, y; with a {type(data).__name__} the weights come with "
+            f"the data: fastnn.data.ArrayDataset(X, y, sample_weight=w), or (X, y, w) batches"
+        )
     steps = _check_steps(steps_per_epoch)
     if isinstance(data, ArrayDataset):
         if validation_split:
@@ -244,9 +278,11 @@ def open_stream(model, data, y, *, batch_size, shuffle, steps_per_epoch, validat
         source = _DatasetBatches(model, data, batch_size, shuffle, steps, class_weight)
     else:
         if validation_split:
-            raise ValueError(f"validation_split needs data whose last samples can be held out: arrays or a "
-                             f"fastnn.data.ArrayDataset, not a {type(data).__name__} of batches (Keras refuses it "
-                             f"too); pass validation_data=(X_val, y_val) or a callable of validation batches")
+            raise ValueError(
+                f"validation_split needs data whose last samples can be held out: arrays or a "
+                f"fastnn.data.ArrayDataset, not a {type(data).__name__} of batches (Keras refuses it "
+                f"too); pass validation_data=(X_val, y_val) or a callable of validation batches"
+            )
         source = _IterableBatches(model, data, steps, class_weight)
     return source, validation(model, validation_data)
 

@@ -5,6 +5,7 @@
 
 Needs tensorboardX: ``pip install "fastnn[tensorboard]"``.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,10 @@ def _summary_writer():
     try:
         from tensorboardX import SummaryWriter
     except ImportError as exc:
-        raise ImportError('the TensorBoard callback needs tensorboardX, which is not installed: '
-                          'pip install "fastnn[tensorboard]" (or pip install tensorboardX)') from exc
+        raise ImportError(
+            "the TensorBoard callback needs tensorboardX, which is not installed: "
+            'pip install "fastnn[tensorboard]" (or pip install tensorboardX)'
+        ) from exc
     return SummaryWriter
 
 
@@ -68,8 +71,15 @@ class TensorBoard(Callback):
     True
     """
 
-    def __init__(self, log_dir="runs", *, histogram_freq: int = 1, gradient_norms: bool = True,
-                 activation_data=None, flush_secs: int = 10):
+    def __init__(
+        self,
+        log_dir="runs",
+        *,
+        histogram_freq: int = 1,
+        gradient_norms: bool = True,
+        activation_data=None,
+        flush_secs: int = 10,
+    ):
         self._writer_class = _summary_writer()
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = V.check_int(histogram_freq, "histogram_freq", minimum=0)

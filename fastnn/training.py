@@ -19,6 +19,7 @@ of X (a fingerprint kept with the position). ``fit`` on other data starts a fres
 The position includes the epoch's metric state (:meth:`fastnn.metrics.Tracker.state_dict`), so a
 resumed epoch logs the metrics of the uninterrupted one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,9 +86,14 @@ def callback_keys(callbacks) -> list[str]:
         key = getattr(cb, "state_key", None)
         if key is None:
             state = set(cb.state_dict())
-            config = sorted((k, v) for k, v in vars(cb).items()
-                            if not k.startswith("_") and k not in state and k != "model"
-                            and isinstance(v, (str, int, float, bool, type(None))))
+            config = sorted(
+                (k, v)
+                for k, v in vars(cb).items()
+                if not k.startswith("_")
+                and k not in state
+                and k != "model"
+                and isinstance(v, (str, int, float, bool, type(None)))
+            )
             key = f"{type(cb).__qualname__}({', '.join(f'{k}={v!r}' for k, v in config)})"
         count = seen.get(key, 0)
         seen[key] = count + 1
@@ -108,25 +114,41 @@ class TrainingState:
 
     def to_record(self) -> dict:
         """Plain record: JSON-able values, callback arrays as host arrays."""
-        cursor = None if self.cursor is None else [self.cursor.epoch, self.cursor.samples, self.cursor.loss_sum,
-                                                   self.cursor.correct, self.cursor.data]
+        cursor = (
+            None
+            if self.cursor is None
+            else [self.cursor.epoch, self.cursor.samples, self.cursor.loss_sum, self.cursor.correct, self.cursor.data]
+        )
         callbacks = {}
         for key, cb in zip(callback_keys(self.callbacks), self.callbacks):
             arrays = cb.arrays() if hasattr(cb, "arrays") else {}
-            callbacks[key] = {"class": type(cb).__name__, "state": cb.state_dict(),
-                              "arrays": {k: backend.host_copy(v) for k, v in arrays.items()}}
+            callbacks[key] = {
+                "class": type(cb).__name__,
+                "state": cb.state_dict(),
+                "arrays": {k: backend.host_copy(v) for k, v in arrays.items()},
+            }
         for key, saved in self.pending_callbacks.items():  # not yet claimed by a fit: kept
             callbacks.setdefault(key, saved)
-        return {"epochs_done": self.epochs_done, "cursor": cursor, "callbacks": callbacks,
-                "cursor_metrics": None if self.cursor is None else self.cursor.metric_state()}
+        return {
+            "epochs_done": self.epochs_done,
+            "cursor": cursor,
+            "callbacks": callbacks,
+            "cursor_metrics": None if self.cursor is None else self.cursor.metric_state(),
+        }
 
     def load_record(self, record: dict) -> None:
         self.epochs_done = V.check_int(record.get("epochs_done", 0), "epochs_done", minimum=0)
         cursor = record.get("cursor")
         if cursor:
             epoch, samples, loss_sum, correct, *data = cursor
-            self.cursor = Cursor(int(epoch), int(samples), float(loss_sum), None if correct is None else int(correct),
-                                 data[0] if data else "", record.get("cursor_metrics"))
+            self.cursor = Cursor(
+                int(epoch),
+                int(samples),
+                float(loss_sum),
+                None if correct is None else int(correct),
+                data[0] if data else "",
+                record.get("cursor_metrics"),
+            )
         else:
             self.cursor = None
         callbacks = record.get("callbacks") or {}
@@ -213,7 +235,7 @@ class BatchFeeder:
         """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
         k = self.slot = 1 - self.slot
         self.copied[k].synchronize()  # the slot's previous copy has read its host buffers
-        hx, hy = (a[:hi - lo] for a in self.host[k])
+        hx, hy = (a[: hi - lo] for a in self.host[k])
         if order is None:
             np.copyto(hx, self.X[lo:hi])
             np.copyto(hy, self.y[lo:hi])
@@ -222,7 +244,7 @@ class BatchFeeder:
             np.take(self.y, order[lo:hi], axis=0, out=hy)
         self.moved[k].wait(self.stream)  # ... and its device buffers were moved into a plan
         for dst, src in zip(self.device[k], (hx, hy)):
-            backend.copy_into(dst[:hi - lo], src, self.stream)
+            backend.copy_into(dst[: hi - lo], src, self.stream)
         self.copied[k].record(self.stream)
         self.pending = ((lo, hi), k)
 
@@ -233,8 +255,8 @@ class BatchFeeder:
         k = self.pending[1]
         self.pending = None
         self.copied[k].wait(0)  # the default stream runs on after the copy only
-        backend.copy_into(plan.x, self.device[k][0][:hi - lo])
-        backend.copy_into(plan.y, self.device[k][1][:hi - lo])
+        backend.copy_into(plan.x, self.device[k][0][: hi - lo])
+        backend.copy_into(plan.y, self.device[k][1][: hi - lo])
         self.moved[k].record(0)
         if self.prefetch and hi < self.n:
             self._start(hi, min(self.n, hi + self.batch_size), order)
@@ -297,8 +319,9 @@ class ArrayBatches:
             self.feeder.close()
 
 
-def _open_arrays(model, X, y, *, batch_size, shuffle, steps_per_epoch, validation_split, validation_data,
-                 sample_weight, class_weight):
+def _open_arrays(
+    model, X, y, *, batch_size, shuffle, steps_per_epoch, validation_split, validation_data, sample_weight, class_weight
+):
     """(ArrayBatches, validation) of fit on arrays: checked, the validation split held out, the
     weights in the targets' last column (:class:`fastnn.losses.SampleWeighted`)."""
     streaming.check_array_fit(y, steps_per_epoch)
@@ -314,16 +337,31 @@ def _open_arrays(model, X, y, *, batch_size, shuffle, steps_per_epoch, validatio
     return ArrayBatches(model, X, y, batch_size, shuffle, weights is not None), validation
 
 
-def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-        validation_data=None, callbacks=None, verbose: int = 1, steps_per_epoch=None, accumulate: int = 1,
-        validation_split: float = 0.0, sample_weight=None, class_weight=None) -> History:
+def fit(
+    model,
+    X,
+    y,
+    *,
+    loss=None,
+    optimizer=None,
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data=None,
+    callbacks=None,
+    verbose: int = 1,
+    steps_per_epoch=None,
+    accumulate: int = 1,
+    validation_split: float = 0.0,
+    sample_weight=None,
+    class_weight=None,
+) -> History:
     """Train ``model`` on (X, y), a dataset or batches; see :meth:`fastnn.Sequential.fit` and this
     module's docstring."""
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
             model.require_compiled("fit")
-        model.compile(loss if loss is not None else model.loss,
-                      optimizer if optimizer is not None else model.optimizer)
+        model.compile(loss if loss is not None else model.loss, optimizer if optimizer is not None else model.optimizer)
     epochs = V.check_int(epochs, "epochs", minimum=0)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
@@ -331,10 +369,18 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
     accumulate = check_accumulate(accumulate, model.device)
     validation_split = options.check_validation_split(validation_split, validation_data)
     open_source = streaming.open_stream if streaming.is_stream(X) else _open_arrays
-    source, validation = open_source(model, X, y, batch_size=batch_size, shuffle=shuffle,
-                                     steps_per_epoch=steps_per_epoch, validation_split=validation_split,
-                                     validation_data=validation_data, sample_weight=sample_weight,
-                                     class_weight=class_weight)
+    source, validation = open_source(
+        model,
+        X,
+        y,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        steps_per_epoch=steps_per_epoch,
+        validation_split=validation_split,
+        validation_data=validation_data,
+        sample_weight=sample_weight,
+        class_weight=class_weight,
+    )
     model.prepare("fit")
     state = model.state
     dist = distributed.session(model)  # None unless this process is one of several MPI ranks
@@ -379,17 +425,32 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs: int = 1, batch_size: 
 def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumulate: int) -> None:
     """Check what a data-parallel fit supports, agree with the other ranks, take rank 0's state,
     and let ``source`` hand out this rank's shard of every global batch."""
-    refused = [what for what, given in (("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
-                                        ("accumulate > 1", accumulate > 1),
-                                        ("sample_weight or class_weight", source.weighted),
-                                        ("compile(metrics=...) (loss and accuracy are reduced over the ranks)",
-                                         bool(model.metrics))) if given]
+    refused = [
+        what
+        for what, given in (
+            ("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
+            ("accumulate > 1", accumulate > 1),
+            ("sample_weight or class_weight", source.weighted),
+            ("compile(metrics=...) (loss and accuracy are reduced over the ranks)", bool(model.metrics)),
+        )
+        if given
+    ]
     if refused:
-        raise distributed.DistributedError(f"data-parallel fit (fastnn.distributed) does not support {', '.join(refused)} "
-                                           f"yet; leave it out, or run one process (FASTNN_DISTRIBUTED=0)")
+        raise distributed.DistributedError(
+            f"data-parallel fit (fastnn.distributed) does not support {', '.join(refused)} "
+            f"yet; leave it out, or run one process (FASTNN_DISTRIBUTED=0)"
+        )
     needs_batch_over_one = any(getattr(layer, "needs_batch_over_one", False) for layer in walk_layers(model.layers))
-    dist.start(source.X, source.y, source.batch_size, source.batch_sizes, shuffle, epochs, source.fingerprint,
-               needs_batch_over_one)
+    dist.start(
+        source.X,
+        source.y,
+        source.batch_size,
+        source.batch_sizes,
+        shuffle,
+        epochs,
+        source.fingerprint,
+        needs_batch_over_one,
+    )
     source.shard = dist.shard
 
 
@@ -433,7 +494,9 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 if track:
                     tracker.update(out, yb, committed)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
-                state.cursor = Cursor(epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None)
+                state.cursor = Cursor(
+                    epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None
+                )
                 interrupt.critical = False
                 interrupt.check()
             if batch is None:
@@ -442,9 +505,12 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
         interrupt.critical = False
         if source.exhausted is not None:
-            warnings.warn(f"the training data ran out after {source.exhausted[1]} batches of epoch "
-                          f"{source.exhausted[0] + 1}; training stops (pass steps_per_epoch at most the batches "
-                          f"the data gives, or a callable returning a fresh iterator per epoch)", stacklevel=4)
+            warnings.warn(
+                f"the training data ran out after {source.exhausted[1]} batches of epoch "
+                f"{source.exhausted[0] + 1}; training stops (pass steps_per_epoch at most the batches "
+                f"the data gives, or a callable returning a fresh iterator per epoch)",
+                stacklevel=4,
+            )
             model.stop_training = True
             if samples == 0:
                 state.cursor = None

@@ -15,6 +15,7 @@ cache (Numba's compiler holds the GIL and a process-wide lock, so threads would 
 parent then runs every recipe once more, which loads them from the cache and recompiles whatever
 a race between workers lost (reported as ``recompiled``: 0 for a complete cache).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,49 +42,116 @@ def _labels(rng, n, classes=3):
 
 def _mlp_demo(rng):  # fastnn demo: MLP 64-128-64-10, relu, cross-entropy, Adam
     import fastnn as fnn
-    return ([fnn.Dense(8, 16, activation="relu"), fnn.Dense(16, 8, activation="relu"), fnn.Dense(8, 3)],
-            rng.standard_normal((40, 8)), _labels(rng, 40), {}, "cross_entropy", ("adam",))
+
+    return (
+        [fnn.Dense(8, 16, activation="relu"), fnn.Dense(16, 8, activation="relu"), fnn.Dense(8, 3)],
+        rng.standard_normal((40, 8)),
+        _labels(rng, 40),
+        {},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 def _mlp_readme(rng):  # README's first example
     import fastnn as fnn
-    return ([fnn.Dense(8, 16, init="he_normal"), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Dropout(0.2),
-             fnn.Residual([fnn.Dense(16, 16, activation="relu"), fnn.LayerNorm(16)]), fnn.Dense(16, 3)],
-            rng.standard_normal((40, 8)), _labels(rng, 40), {}, "cross_entropy", ("adamw",))
+
+    return (
+        [
+            fnn.Dense(8, 16, init="he_normal"),
+            fnn.BatchNorm1d(16),
+            fnn.ReLU(),
+            fnn.Dropout(0.2),
+            fnn.Residual([fnn.Dense(16, 16, activation="relu"), fnn.LayerNorm(16)]),
+            fnn.Dense(16, 3),
+        ],
+        rng.standard_normal((40, 8)),
+        _labels(rng, 40),
+        {},
+        "cross_entropy",
+        ("adamw",),
+    )
 
 
 def _activations(rng):  # every activation layer; regression losses and the other optimizers
     import fastnn as fnn
     from fastnn.kernels.activations import ACTIVATION_TABLE
+
     names = [row.name for row in ACTIVATION_TABLE if row.name not in ("identity", "softmax", "log_softmax")]
     layers = [fnn.Dense(6, 6, activation=name) for name in names]
-    layers += [fnn.Sigmoid(), fnn.Tanh(), fnn.ReLU(), fnn.LeakyReLU(), fnn.ELU(), fnn.SELU(), fnn.GELU(),
-               fnn.GELU("tanh"), fnn.Identity(), fnn.Dense(6, 2)]
-    return (layers, rng.standard_normal((20, 6)), rng.standard_normal((20, 2)), {}, ("mse", "mae", "huber"),
-            ("sgd", "rmsprop", "adagrad", "lion"))
+    layers += [
+        fnn.Sigmoid(),
+        fnn.Tanh(),
+        fnn.ReLU(),
+        fnn.LeakyReLU(),
+        fnn.ELU(),
+        fnn.SELU(),
+        fnn.GELU(),
+        fnn.GELU("tanh"),
+        fnn.Identity(),
+        fnn.Dense(6, 2),
+    ]
+    return (
+        layers,
+        rng.standard_normal((20, 6)),
+        rng.standard_normal((20, 2)),
+        {},
+        ("mse", "mae", "huber"),
+        ("sgd", "rmsprop", "adagrad", "lion"),
+    )
 
 
 def _classifier_heads(rng):  # softmax / log-softmax outputs and binary cross-entropy
     import fastnn as fnn
-    return ([fnn.Dense(6, 4), fnn.Softmax(), fnn.Dense(4, 3), fnn.LogSoftmax(), fnn.Dense(3, 2), fnn.Sigmoid()],
-            rng.standard_normal((20, 6)), rng.integers(0, 2, (20, 2)).astype(float), {}, "binary_cross_entropy",
-            ("adam",))
+
+    return (
+        [fnn.Dense(6, 4), fnn.Softmax(), fnn.Dense(4, 3), fnn.LogSoftmax(), fnn.Dense(3, 2), fnn.Sigmoid()],
+        rng.standard_normal((20, 6)),
+        rng.integers(0, 2, (20, 2)).astype(float),
+        {},
+        "binary_cross_entropy",
+        ("adam",),
+    )
 
 
 def _cnn2d(rng):  # README's CNN and fastnn demo --conv
     import fastnn as fnn
-    return ([fnn.Conv2d(1, 4, 3, padding="same", activation="relu"), fnn.MaxPool2d(2),
-             fnn.Conv2d(4, 4, 3, padding="same", activation="relu"), fnn.BatchNorm2d(4), fnn.AvgPool2d(2),
-             fnn.Flatten(), fnn.Dense(16, 3)],
-            rng.standard_normal((12, 1, 8, 8)), _labels(rng, 12), {"input_shape": (1, 8, 8)}, "cross_entropy",
-            ("adam",))
+
+    return (
+        [
+            fnn.Conv2d(1, 4, 3, padding="same", activation="relu"),
+            fnn.MaxPool2d(2),
+            fnn.Conv2d(4, 4, 3, padding="same", activation="relu"),
+            fnn.BatchNorm2d(4),
+            fnn.AvgPool2d(2),
+            fnn.Flatten(),
+            fnn.Dense(16, 3),
+        ],
+        rng.standard_normal((12, 1, 8, 8)),
+        _labels(rng, 12),
+        {"input_shape": (1, 8, 8)},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 def _cnn1d(rng):
     import fastnn as fnn
-    return ([fnn.Conv1d(2, 4, 3, padding="same", activation="tanh"), fnn.MaxPool1d(2), fnn.AvgPool1d(2),
-             fnn.GlobalAvgPool(), fnn.Dense(4, 3)],
-            rng.standard_normal((12, 2, 8)), _labels(rng, 12), {"input_shape": (2, 8)}, "cross_entropy", ("adam",))
+
+    return (
+        [
+            fnn.Conv1d(2, 4, 3, padding="same", activation="tanh"),
+            fnn.MaxPool1d(2),
+            fnn.AvgPool1d(2),
+            fnn.GlobalAvgPool(),
+            fnn.Dense(4, 3),
+        ],
+        rng.standard_normal((12, 2, 8)),
+        _labels(rng, 12),
+        {"input_shape": (2, 8)},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 def _tokens(rng, n=12, steps=6, vocabulary=10):
@@ -94,23 +162,60 @@ def _tokens(rng, n=12, steps=6, vocabulary=10):
 
 def _lstm(rng):  # README's LSTM
     import fastnn as fnn
-    return ([fnn.Embedding(10, 4, padding_idx=0, mask_padding=True), fnn.LSTM(4, 6, return_sequences=False),
-             fnn.Dense(6, 2)], _tokens(rng), _labels(rng, 12, 2), {"input_shape": (6,)}, "cross_entropy", ("adam",))
+
+    return (
+        [
+            fnn.Embedding(10, 4, padding_idx=0, mask_padding=True),
+            fnn.LSTM(4, 6, return_sequences=False),
+            fnn.Dense(6, 2),
+        ],
+        _tokens(rng),
+        _labels(rng, 12, 2),
+        {"input_shape": (6,)},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 def _recurrent(rng):  # GRU, RNN, bidirectional stacks, masking of float sequences, per-step outputs
     import fastnn as fnn
-    return ([fnn.Masking(0.0), fnn.GRU(3, 4, num_layers=2, bidirectional=True), fnn.RNN(8, 4),
-             fnn.TimeDistributed(fnn.Dense(4, 4)), fnn.LastStep(), fnn.Dense(4, 3)],
-            rng.standard_normal((12, 5, 3)), _labels(rng, 12), {"input_shape": (5, 3)}, "cross_entropy", ("adam",))
+
+    return (
+        [
+            fnn.Masking(0.0),
+            fnn.GRU(3, 4, num_layers=2, bidirectional=True),
+            fnn.RNN(8, 4),
+            fnn.TimeDistributed(fnn.Dense(4, 4)),
+            fnn.LastStep(),
+            fnn.Dense(4, 3),
+        ],
+        rng.standard_normal((12, 5, 3)),
+        _labels(rng, 12),
+        {"input_shape": (5, 3)},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 def _transformer(rng):  # README's Transformer
     import fastnn as fnn
-    return ([fnn.Embedding(10, 8, padding_idx=0, mask_padding=True), fnn.PositionalEncoding(max_len=6),
-             fnn.TransformerEncoderBlock(8, num_heads=2, ff_dim=8), fnn.MultiHeadSelfAttention(8, 2, causal=True),
-             fnn.GlobalAvgPool(axis="time"), fnn.Reshape((8,)), fnn.Dense(8, 2)],
-            _tokens(rng), _labels(rng, 12, 2), {"input_shape": (6,)}, "cross_entropy", ("adam",))
+
+    return (
+        [
+            fnn.Embedding(10, 8, padding_idx=0, mask_padding=True),
+            fnn.PositionalEncoding(max_len=6),
+            fnn.TransformerEncoderBlock(8, num_heads=2, ff_dim=8),
+            fnn.MultiHeadSelfAttention(8, 2, causal=True),
+            fnn.GlobalAvgPool(axis="time"),
+            fnn.Reshape((8,)),
+            fnn.Dense(8, 2),
+        ],
+        _tokens(rng),
+        _labels(rng, 12, 2),
+        {"input_shape": (6,)},
+        "cross_entropy",
+        ("adam",),
+    )
 
 
 RECIPES = (
@@ -143,8 +248,16 @@ def run_recipe(index: int, dtype: str) -> int:
                 layers, X, y, kwargs, losses, _ = recipe.build(np.random.default_rng(index))
                 losses = (losses,) if isinstance(losses, str) else losses
                 model = fnn.Sequential(layers, seed=0, dtype=dtype, **kwargs)
-                model.fit(X, y, loss=losses[0], optimizer=optimizer, epochs=1, batch_size=len(X) // 2,
-                          validation_data=(X, y), verbose=0)
+                model.fit(
+                    X,
+                    y,
+                    loss=losses[0],
+                    optimizer=optimizer,
+                    epochs=1,
+                    batch_size=len(X) // 2,
+                    validation_data=(X, y),
+                    verbose=0,
+                )
                 for loss in losses[1:] if step == 0 else ():
                     model.compile(loss=loss, optimizer=optimizer)
                     model.train_step(X, y)
@@ -170,8 +283,9 @@ def warmup(dtypes=DTYPES, jobs: int = 1, progress: bool = True, only: str = "") 
 
     work = [(i, dtype) for dtype in dtypes for i, recipe in enumerate(RECIPES) if only in recipe.name]
     if not work:
-        raise ValueError(f"no warmup recipe's name contains {only!r}; the recipes: "
-                         + ", ".join(recipe.name for recipe in RECIPES))
+        raise ValueError(
+            f"no warmup recipe's name contains {only!r}; the recipes: " + ", ".join(recipe.name for recipe in RECIPES)
+        )
     bar = tqdm(total=len(work), desc="fastnn warmup", unit="recipe", disable=not progress, file=sys.stderr)
     start = time.perf_counter()
     compiled = 0
@@ -195,8 +309,13 @@ def warmup(dtypes=DTYPES, jobs: int = 1, progress: bool = True, only: str = "") 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jobs", "-j", type=int, default=1,
-                        help="worker processes compiling in parallel (default 1; at most the CPU count helps)")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        help="worker processes compiling in parallel (default 1; at most the CPU count helps)",
+    )
     parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both", help="dtypes to compile (default both)")
     parser.add_argument("--only", default="", metavar="TEXT", help="only the recipes whose name contains TEXT")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -209,9 +328,11 @@ def run(args) -> int:
     dtypes = DTYPES if args.dtype == "both" else (args.dtype,)
     result = warmup(dtypes, jobs=args.jobs, progress=not args.quiet, only=args.only)
     where = os.environ.get("NUMBA_CACHE_DIR") or "the package's __pycache__ folders"
-    print(f"fastnn warmup: {result['compiled']} functions compiled in {result['seconds']:.1f} s "
-          f"({args.jobs} process{'es' if args.jobs > 1 else ''}, {', '.join(dtypes)}), cached in {where}"
-          + (f"; {result['recompiled']} recompiled by the check pass" if result["recompiled"] else ""))
+    print(
+        f"fastnn warmup: {result['compiled']} functions compiled in {result['seconds']:.1f} s "
+        f"({args.jobs} process{'es' if args.jobs > 1 else ''}, {', '.join(dtypes)}), cached in {where}"
+        + (f"; {result['recompiled']} recompiled by the check pass" if result["recompiled"] else "")
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ readers see the results without running them:
 The test suite runs the notebooks again (tests/test_notebooks.py) and checks that the stored ones
 were executed in order without errors.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ def render(path: pathlib.Path) -> None:
     env_path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
     os.environ["PYTHONPATH"] = env_path  # the kernel imports this checkout of fastnn
     os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend stores the figures
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     nbformat.write(nb, path)
 
 

@@ -1,4 +1,5 @@
 """Central finite differences for gradient checks in tests: the one loop, and its use on models."""
+
 import numpy as np
 
 

@@ -4,14 +4,21 @@ Plain NumPy, no numba, no fastnn. x is (batch, time, embed); weights in torch's 
 (3E, E), out_proj (E, E)); ``lengths`` None or (batch,) valid leading steps. The backward uses
 the step-by-step chain rule through the softmax (the Jacobian diag(p) - p p^T per row).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-__all__ = ["attention_backward", "attention_forward", "last_step", "positional_encoding", "time_mean",
-           "valid_step_mask"]
+__all__ = [
+    "attention_backward",
+    "attention_forward",
+    "last_step",
+    "positional_encoding",
+    "time_mean",
+    "valid_step_mask",
+]
 
 
 def _f64(a):
@@ -44,7 +51,7 @@ def attention_forward(x, w_in, b_in, w_out, b_out, heads, causal=False, lengths=
     x = _f64(x)
     batch, steps, embed = x.shape
     qkv = x @ _f64(w_in).T + _f64(b_in)
-    q, k, v = (_split_heads(qkv[..., i * embed:(i + 1) * embed], heads) for i in range(3))
+    q, k, v = (_split_heads(qkv[..., i * embed : (i + 1) * embed], heads) for i in range(3))
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(embed // heads)
     valid = valid_step_mask(lengths, batch, steps)
     allowed = np.broadcast_to(valid[:, None, None, :], scores.shape).copy()
@@ -69,7 +76,7 @@ def attention_backward(x, w_in, b_in, w_out, heads, probs, probs_drop, grad_y, l
     d = embed // heads
     valid = valid_step_mask(lengths, batch, steps)
     qkv = x @ _f64(w_in).T + _f64(b_in)
-    q, k, v = (_split_heads(qkv[..., i * embed:(i + 1) * embed], heads) for i in range(3))
+    q, k, v = (_split_heads(qkv[..., i * embed : (i + 1) * embed], heads) for i in range(3))
     context = _merge_heads(probs_drop @ v)
     grad_z = _f64(grad_y) * valid[..., None]
     grad_w_out = np.einsum("bti,btj->ij", grad_z, context)

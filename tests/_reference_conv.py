@@ -4,6 +4,7 @@ Written for clarity: explicit zero padding, one strided slice per kernel offset,
 the channel sums. Every function computes in float64 and returns float64. Spatial arrays are
 (N, C, H, W); ``pads`` = (top, bottom, left, right).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,9 @@ def _patches_view(xp, kh, kw, stride, dilation, oh, ow):
     out = np.empty((n, c, kh, kw, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            out[:, :, i, j] = xp[
+                :, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw
+            ]
     return out
 
 
@@ -35,8 +38,9 @@ def _pad(x, pads):
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
 
 
-def conv2d_forward(x, w, b, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation="identity",
-                   alpha=0.0):
+def conv2d_forward(
+    x, w, b, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation="identity", alpha=0.0
+):
     """(z, y): z = conv2d(x, w) + b (cross-correlation, as torch), y = f(z)."""
     x, w, b = _f64(x, w, b)
     o, cg, kh, kw = w.shape
@@ -47,14 +51,16 @@ def conv2d_forward(x, w, b, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), g
     og = o // groups
     z = np.empty((x.shape[0], o, oh, ow))
     for g in range(groups):
-        z[:, g * og:(g + 1) * og] = np.einsum("ncijpq,ocij->nopq", patches[:, g * cg:(g + 1) * cg],
-                                              w[g * og:(g + 1) * og])
+        z[:, g * og : (g + 1) * og] = np.einsum(
+            "ncijpq,ocij->nopq", patches[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og]
+        )
     z += b[None, :, None, None]
     return z, _ELEMENTWISE[activation][0](z, alpha)
 
 
-def conv2d_backward(x, w, b, grad_y, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-                    activation="identity", alpha=0.0):
+def conv2d_backward(
+    x, w, b, grad_y, stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, activation="identity", alpha=0.0
+):
     """(grad_x, grad_w, grad_b) of sum(grad_y * y) for y from conv2d_forward."""
     x, w, b, grad_y = _f64(x, w, b, grad_y)
     z, _ = conv2d_forward(x, w, b, stride, pads, dilation, groups)
@@ -68,16 +74,17 @@ def conv2d_backward(x, w, b, grad_y, stride=(1, 1), pads=(0, 0, 0, 0), dilation=
     grad_w = np.empty_like(w)
     grad_patches = np.empty_like(patches)
     for g in range(groups):
-        gz = grad_z[:, g * og:(g + 1) * og]
-        grad_w[g * og:(g + 1) * og] = np.einsum("nopq,ncijpq->ocij", gz, patches[:, g * cg:(g + 1) * cg])
-        grad_patches[:, g * cg:(g + 1) * cg] = np.einsum("nopq,ocij->ncijpq", gz, w[g * og:(g + 1) * og])
+        gz = grad_z[:, g * og : (g + 1) * og]
+        grad_w[g * og : (g + 1) * og] = np.einsum("nopq,ncijpq->ocij", gz, patches[:, g * cg : (g + 1) * cg])
+        grad_patches[:, g * cg : (g + 1) * cg] = np.einsum("nopq,ocij->ncijpq", gz, w[g * og : (g + 1) * og])
     grad_xp = np.zeros_like(xp)
     for i in range(kh):
         for j in range(kw):
-            grad_xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += \
+            grad_xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw] += (
                 grad_patches[:, :, i, j]
+            )
     top, left = pads[0], pads[2]
-    grad_x = grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    grad_x = grad_xp[:, :, top : top + x.shape[2], left : left + x.shape[3]]
     return grad_x, grad_w, grad_z.sum(axis=(0, 2, 3))
 
 
@@ -93,8 +100,8 @@ def _pool_windows(x, kernel, stride, pads, fill):
     mask = np.empty((oh, ow, kh, kw))
     for a in range(oh):
         for c in range(ow):
-            win[:, :, a, c] = xp[:, :, a * sh:a * sh + kh, c * sw:c * sw + kw]
-            mask[a, c] = inside[a * sh:a * sh + kh, c * sw:c * sw + kw]
+            win[:, :, a, c] = xp[:, :, a * sh : a * sh + kh, c * sw : c * sw + kw]
+            mask[a, c] = inside[a * sh : a * sh + kh, c * sw : c * sw + kw]
     return win, mask
 
 
@@ -115,7 +122,7 @@ def maxpool2d_backward(x, grad_y, kernel, stride, pads=(0, 0, 0, 0)):
     for n, c, a, b in np.ndindex(grad_y.shape):
         i, j = np.unravel_index(np.argmax(win[n, c, a, b]), (kh, kw))
         grad_xp[n, c, a * sh + i, b * sw + j] += grad_y[n, c, a, b]
-    return grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+    return grad_xp[:, :, top : top + x.shape[2], left : left + x.shape[3]]
 
 
 def avgpool2d_forward(x, kernel, stride, pads=(0, 0, 0, 0), count_include_pad=True):
@@ -137,8 +144,8 @@ def avgpool2d_backward(x, grad_y, kernel, stride, pads=(0, 0, 0, 0), count_inclu
     grad_xp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3]))
     for a in range(grad_y.shape[2]):
         for b in range(grad_y.shape[3]):
-            grad_xp[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += share[:, :, a, b, None, None]
-    return grad_xp[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+            grad_xp[:, :, a * sh : a * sh + kh, b * sw : b * sw + kw] += share[:, :, a, b, None, None]
+    return grad_xp[:, :, top : top + x.shape[2], left : left + x.shape[3]]
 
 
 def global_avgpool_forward(x):
@@ -176,6 +183,17 @@ def nchw_to_rows(x):
     return np.moveaxis(x.reshape(x.shape[0], x.shape[1], -1), 1, 2).reshape(-1, x.shape[1])
 
 
-__all__ = ["avgpool2d_backward", "avgpool2d_forward", "conv2d_backward", "conv2d_forward", "conv_out_size",
-           "embedding_backward", "embedding_forward", "global_avgpool_backward", "global_avgpool_forward",
-           "maxpool2d_backward", "maxpool2d_forward", "nchw_to_rows"]
+__all__ = [
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_out_size",
+    "embedding_backward",
+    "embedding_forward",
+    "global_avgpool_backward",
+    "global_avgpool_forward",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "nchw_to_rows",
+]

@@ -3,6 +3,7 @@
 Plain, obviously-correct NumPy (and scipy.special.erf): no numba, no fastnn. Every function
 takes arrays of any float dtype, computes in float64 and returns float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,17 +61,25 @@ _ELEMENTWISE = {
     "tanh": (lambda x, a: np.tanh(x), lambda x, a: 1.0 - np.tanh(x) ** 2),
     "relu": (lambda x, a: np.maximum(x, 0.0), lambda x, a: (x > 0).astype(np.float64)),
     "leaky_relu": (lambda x, a: np.where(x > 0, x, a * x), lambda x, a: np.where(x > 0, 1.0, a)),
-    "elu": (lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
-            lambda x, a: np.where(x > 0, 1.0, a * np.exp(np.minimum(x, 0.0)))),
-    "selu": (lambda x, a: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
-             lambda x, a: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0)))),
-    "gelu": (lambda x, a: 0.5 * x * (1.0 + erf(x / np.sqrt(2.0))),
-             lambda x, a: 0.5 * (1.0 + erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)),
+    "elu": (
+        lambda x, a: np.where(x > 0, x, a * np.expm1(np.minimum(x, 0.0))),
+        lambda x, a: np.where(x > 0, 1.0, a * np.exp(np.minimum(x, 0.0))),
+    ),
+    "selu": (
+        lambda x, a: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0))),
+        lambda x, a: SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(x, 0.0))),
+    ),
+    "gelu": (
+        lambda x, a: 0.5 * x * (1.0 + erf(x / np.sqrt(2.0))),
+        lambda x, a: 0.5 * (1.0 + erf(x / np.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi),
+    ),
     "gelu_tanh": (
         lambda x, a: 0.5 * x * (1.0 + np.tanh(_gelu_tanh_inner(x))),
-        lambda x, a: (0.5 * (1.0 + np.tanh(_gelu_tanh_inner(x)))
-                      + 0.5 * x * (1.0 - np.tanh(_gelu_tanh_inner(x)) ** 2)
-                      * np.sqrt(2.0 / np.pi) * (1.0 + 3 * 0.044715 * x * x))),
+        lambda x, a: (
+            0.5 * (1.0 + np.tanh(_gelu_tanh_inner(x)))
+            + 0.5 * x * (1.0 - np.tanh(_gelu_tanh_inner(x)) ** 2) * np.sqrt(2.0 / np.pi) * (1.0 + 3 * 0.044715 * x * x)
+        ),
+    ),
 }
 _ROWWISE = {
     "softmax": (softmax, softmax_backward),
@@ -156,6 +165,7 @@ def mae(pred, target, reduction="mean"):
 
 def huber(pred, target, reduction="mean", delta=1.0):
     """torch.nn.HuberLoss: 0.5 d^2 if |d| < delta else delta (|d| - delta / 2); gradient clip(d, -delta, delta)."""
+
     def value(p, t):
         d = np.abs(p - t)
         return np.where(d < delta, 0.5 * d * d, delta * (d - 0.5 * delta))
@@ -165,8 +175,13 @@ def huber(pred, target, reduction="mean", delta=1.0):
 
 def binary_cross_entropy(logits, target, reduction="mean"):
     """Binary cross-entropy from logits: max(z, 0) - z t + log1p(exp(-|z|)); gradient sigmoid(z) - t."""
-    return _elementwise_loss(lambda z, t: np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z))),
-                             lambda z, t: _sigmoid(z) - t, logits, target, reduction)
+    return _elementwise_loss(
+        lambda z, t: np.maximum(z, 0.0) - z * t + np.log1p(np.exp(-np.abs(z))),
+        lambda z, t: _sigmoid(z) - t,
+        logits,
+        target,
+        reduction,
+    )
 
 
 #: loss name (as in fastnn.kernels.losses.LOSSES) -> reference(pred, target, reduction) -> (loss, grad)

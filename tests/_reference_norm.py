@@ -4,12 +4,22 @@ Plain NumPy, no numba, no fastnn. Inputs of any float dtype; computed and return
 The backward references use the step-by-step chain rule (through mean and variance), not the
 closed form the kernels use, so they check the algebra too.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batchnorm_backward", "batchnorm_forward_eval", "batchnorm_forward_train", "batchnorm_running_update",
-           "dropout_backward", "dropout_forward", "layernorm_backward", "layernorm_forward", "unpack_mask"]
+__all__ = [
+    "batchnorm_backward",
+    "batchnorm_forward_eval",
+    "batchnorm_forward_train",
+    "batchnorm_running_update",
+    "dropout_backward",
+    "dropout_forward",
+    "layernorm_backward",
+    "layernorm_forward",
+    "unpack_mask",
+]
 
 
 def _f64(a):
@@ -64,13 +74,13 @@ def _norm_backward(x, grad_out, gamma, eps, axis):
     n = x.shape[axis]
     mean = x.mean(axis=axis, keepdims=True)
     xc = x - mean
-    var = (xc ** 2).mean(axis=axis, keepdims=True)
+    var = (xc**2).mean(axis=axis, keepdims=True)
     inv = 1.0 / np.sqrt(var + eps)
     x_hat = xc * inv
     grad_beta = g.sum(axis=0)  # parameters are per feature in both norms: sums over rows
     grad_gamma = (g * x_hat).sum(axis=0)
     d_xhat = g if gamma is None else g * _f64(gamma)
-    d_var = np.sum(d_xhat * xc, axis=axis, keepdims=True) * -0.5 * inv ** 3
+    d_var = np.sum(d_xhat * xc, axis=axis, keepdims=True) * -0.5 * inv**3
     d_mean = -np.sum(d_xhat * inv, axis=axis, keepdims=True) + d_var * np.mean(-2.0 * xc, axis=axis, keepdims=True)
     grad_x = d_xhat * inv + d_var * 2.0 * xc / n + d_mean / n
     return grad_x, grad_gamma, grad_beta

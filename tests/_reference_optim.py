@@ -5,6 +5,7 @@ Each ``*_step_reference`` takes the parameters ``p`` and gradient ``g`` (1-D flo
 step number ``t``, the decayed prefix length ``n_decay`` and the hyper-parameters, and returns
 the new parameters. Formulas follow torch.optim (and the Lion paper), written for clarity.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,7 @@ def _decay_vector(size: int, n_decay: int, weight_decay: float) -> np.ndarray:
     return wd
 
 
-def sgd_step_reference(p, g, state, t, n_decay, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
-                       weight_decay=0.0):
+def sgd_step_reference(p, g, state, t, n_decay, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     g = g + _decay_vector(p.size, n_decay, weight_decay) * p
     if momentum != 0:
         if "momentum_buffer" not in state:
@@ -29,8 +29,9 @@ def sgd_step_reference(p, g, state, t, n_decay, *, lr, momentum=0.0, dampening=0
     return p - lr * g
 
 
-def rmsprop_step_reference(p, g, state, t, n_decay, *, lr, alpha=0.99, eps=1e-8, momentum=0.0,
-                           centered=False, weight_decay=0.0):
+def rmsprop_step_reference(
+    p, g, state, t, n_decay, *, lr, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0
+):
     g = g + _decay_vector(p.size, n_decay, weight_decay) * p
     sq = state["square_avg"] = alpha * state.get("square_avg", np.zeros_like(p)) + (1 - alpha) * g * g
     if centered:
@@ -44,8 +45,9 @@ def rmsprop_step_reference(p, g, state, t, n_decay, *, lr, alpha=0.99, eps=1e-8,
     return p - lr * g / avg
 
 
-def adagrad_step_reference(p, g, state, t, n_decay, *, lr, lr_decay=0.0, initial_accumulator_value=0.0,
-                           eps=1e-10, weight_decay=0.0):
+def adagrad_step_reference(
+    p, g, state, t, n_decay, *, lr, lr_decay=0.0, initial_accumulator_value=0.0, eps=1e-10, weight_decay=0.0
+):
     g = g + _decay_vector(p.size, n_decay, weight_decay) * p
     s = state.get("state_sum", np.full_like(p, initial_accumulator_value)) + g * g
     state["state_sum"] = s
@@ -53,8 +55,9 @@ def adagrad_step_reference(p, g, state, t, n_decay, *, lr, lr_decay=0.0, initial
     return p - clr * g / (np.sqrt(s) + eps)
 
 
-def adam_step_reference(p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                        amsgrad=False, decoupled=False):
+def adam_step_reference(
+    p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False
+):
     beta1, beta2 = betas
     wd = _decay_vector(p.size, n_decay, weight_decay)
     if decoupled:
@@ -65,15 +68,17 @@ def adam_step_reference(p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=
     v = state["exp_avg_sq"] = beta2 * state.get("exp_avg_sq", np.zeros_like(p)) + (1 - beta2) * g * g
     if amsgrad:
         v = state["max_exp_avg_sq"] = np.maximum(state.get("max_exp_avg_sq", np.zeros_like(p)), v)
-    m_hat = m / (1 - beta1 ** t)
-    v_hat = v / (1 - beta2 ** t)
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
     return p - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-def adamw_step_reference(p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                         amsgrad=False):
-    return adam_step_reference(p, g, state, t, n_decay, lr=lr, betas=betas, eps=eps,
-                               weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True)
+def adamw_step_reference(
+    p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False
+):
+    return adam_step_reference(
+        p, g, state, t, n_decay, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True
+    )
 
 
 def lion_step_reference(p, g, state, t, n_decay, *, lr, betas=(0.9, 0.99), weight_decay=0.0):

@@ -5,6 +5,7 @@ Plain NumPy, no numba, no fastnn. The backward is backpropagation through time w
 step from the forward's saved values (the chain rule through each gate, not the kernels' fused
 formulas). Gate order and parameter shapes as torch: w_ih (G*H, I), w_hh (G*H, H), b_ih, b_hh (G*H,).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,8 +82,12 @@ def recurrent_layer_backward(cache, grad_y, grad_h_n, grad_c_n=None):
     x, w_ih, w_hh, cell = cache["x"], cache["w_ih"], cache["w_hh"], cache["cell"]
     grad_y = _f64(grad_y)
     batch = x.shape[0]
-    grads = {"w_ih": np.zeros_like(w_ih), "w_hh": np.zeros_like(w_hh), "b_ih": np.zeros(w_ih.shape[0]),
-             "b_hh": np.zeros(w_ih.shape[0])}
+    grads = {
+        "w_ih": np.zeros_like(w_ih),
+        "w_hh": np.zeros_like(w_hh),
+        "b_ih": np.zeros(w_ih.shape[0]),
+        "b_hh": np.zeros(w_ih.shape[0]),
+    }
     grad_x = np.zeros_like(x)
     grad_h0 = np.zeros_like(_f64(grad_h_n))
     grad_c0 = None if cell != "lstm" else np.zeros_like(grad_h0)
@@ -97,14 +102,14 @@ def recurrent_layer_backward(cache, grad_y, grad_h_n, grad_c_n=None):
                 do = dh * np.tanh(c)
                 dc = dc + dh * o * (1.0 - np.tanh(c) ** 2)
                 di, df, dg = dc * g, dc * s["c_prev"], dc * i
-                d_x = d_h = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g ** 2), do * o * (1 - o)])
+                d_x = d_h = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g**2), do * o * (1 - o)])
                 dc = dc * f
                 direct = 0.0
             elif cell == "gru":
                 r, z, n, hn = s["r"], s["z"], s["n"], s["hn"]
                 dn = dh * (1.0 - z)
                 dz = dh * (s["h_prev"] - n)
-                dpn = dn * (1.0 - n ** 2)
+                dpn = dn * (1.0 - n**2)
                 dr = dpn * hn
                 dpr, dpz = dr * r * (1 - r), dz * z * (1 - z)
                 d_x = np.concatenate([dpr, dpz, dpn])

@@ -2,6 +2,7 @@
 
 Tests compare each fastnn kernel (float32 and float64) against these plain formulas.
 """
+
 from ._reference_attention import *  # noqa: F403
 from ._reference_conv import *  # noqa: F403
 from ._reference_core import *  # noqa: F403

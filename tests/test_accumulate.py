@@ -1,5 +1,6 @@
 """Gradient accumulation: accumulate=k batches of m equals batches of k*m (float64), updates are
 counted (step_count, schedules), BatchNorm makes it differ, bad values are refused."""
+
 import numpy as np
 import pytest
 
@@ -20,10 +21,13 @@ def _model(loss="cross_entropy", optimizer=None, outputs=3, norm=False):
     return model.compile(loss, optimizer or fnn.optim.Adam(lr=0.02, weight_decay=0.01, clip_norm=1.0))
 
 
-@pytest.mark.parametrize("optimizer", [
-    lambda: fnn.optim.Adam(lr=0.02, weight_decay=0.01, clip_norm=1.0),
-    lambda: fnn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
-])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: fnn.optim.Adam(lr=0.02, weight_decay=0.01, clip_norm=1.0),
+        lambda: fnn.optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+    ],
+)
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_k_batches_of_m_equal_batches_of_k_times_m(optimizer, shuffle):
     X, y = _data()  # 90 rows: the epoch's last group (and big batch) is short: 18 rows
@@ -46,7 +50,7 @@ def test_a_sum_loss_sums_the_gradients_and_a_per_batch_schedule_counts_updates()
         model.fit(X, Y, epochs=2, batch_size=batch, accumulate=k, shuffle=False, verbose=0, callbacks=[schedule])
         runs.append(model)
     np.testing.assert_allclose(runs[1].params, runs[0].params, rtol=1e-11, atol=1e-13)
-    assert runs[1].optimizer.lr == runs[0].optimizer.lr == pytest.approx(0.002 * 0.5 ** 3)
+    assert runs[1].optimizer.lr == runs[0].optimizer.lr == pytest.approx(0.002 * 0.5**3)
 
 
 def test_streamed_batches_accumulate_and_flush_the_last_group():
@@ -54,7 +58,7 @@ def test_streamed_batches_accumulate_and_flush_the_last_group():
     big = _model()
     big.fit(X, y, epochs=2, batch_size=40, shuffle=False, verbose=0)  # 40, 40, 10
     small = _model()
-    small.fit(lambda: ((X[i:i + 10], y[i:i + 10]) for i in range(0, 90, 10)), epochs=2, accumulate=4, verbose=0)
+    small.fit(lambda: ((X[i : i + 10], y[i : i + 10]) for i in range(0, 90, 10)), epochs=2, accumulate=4, verbose=0)
     np.testing.assert_allclose(small.params, big.params, rtol=1e-11, atol=1e-13)
 
 
@@ -68,8 +72,9 @@ def test_batch_norm_sees_each_small_batch_so_it_differs_from_the_big_batch():
     assert np.all(np.isfinite(small.params)) and not np.allclose(small.params, big.params, rtol=1e-6)
 
 
-@pytest.mark.parametrize("value, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
-                                          ("2", TypeError)])
+@pytest.mark.parametrize(
+    "value, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)]
+)
 def test_bad_accumulate_values_are_refused(value, error):
     X, y = _data()
     with pytest.raises(error, match="accumulate"):

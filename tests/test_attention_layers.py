@@ -2,6 +2,7 @@
 torch equivalence with causal and key-padding masks (float64, dropout 0), sequence lengths,
 clear errors, determinism on 1 and 2 threads, and a small Transformer classifier that trains
 with fit() and round-trips through save/load."""
+
 from __future__ import annotations
 
 import numba
@@ -100,8 +101,9 @@ def test_padded_steps_change_nothing():
 def test_encoder_block_matches_torch(norm_first, activation, causal, lengths):
     block = fnn.TransformerEncoderBlock(6, 2, 10, activation=activation, norm_first=norm_first, causal=causal)
     model = _built(block, (5, 6))
-    module = torch.nn.TransformerEncoderLayer(6, 2, 10, dropout=0.0, activation=activation, batch_first=True,
-                                              norm_first=norm_first, dtype=torch.float64)
+    module = torch.nn.TransformerEncoderLayer(
+        6, 2, 10, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first, dtype=torch.float64
+    )
     pairs = encoder_pairs(model.layers[0], module)
     _copy_into_torch(model, pairs)
     rng = np.random.default_rng(3)
@@ -123,7 +125,7 @@ def test_attention_defaults_are_torchs_init():
     layer = model.layers[0]
     assert layer.in_proj_weight.shape == (24, 8) and layer.out_proj_weight.shape == (8, 8)
     assert not layer.in_proj_bias.any() and not layer.out_proj_bias.any()
-    assert np.abs(layer.in_proj_weight).max() <= np.sqrt(6 / 32) and np.abs(layer.out_proj_weight).max() <= 8 ** -0.5
+    assert np.abs(layer.in_proj_weight).max() <= np.sqrt(6 / 32) and np.abs(layer.out_proj_weight).max() <= 8**-0.5
     assert layer.in_proj_weight.std() > 0.5 * np.sqrt(6 / 32) / np.sqrt(3)
 
 
@@ -153,8 +155,9 @@ def test_time_distributed_runs_its_layer_on_every_step():
 
 def test_lengths_policies():
     assert {cls.lengths_policy for cls in (fnn.Dense, fnn.ReLU, fnn.LayerNorm, fnn.Dropout, fnn.Softmax)} == {"keep"}
-    assert fnn.MultiHeadSelfAttention(4, 2).lengths_policy == fnn.TransformerEncoderBlock(4, 2, 8).lengths_policy \
-        == "use"
+    assert (
+        fnn.MultiHeadSelfAttention(4, 2).lengths_policy == fnn.TransformerEncoderBlock(4, 2, 8).lengths_policy == "use"
+    )
     assert fnn.PositionalEncoding().lengths_policy == fnn.TimeDistributed(fnn.Dense(2)).lengths_policy == "keep"
     assert fnn.LastStep().lengths_policy == fnn.GlobalAvgPool(axis="time").lengths_policy == "drop"
     assert fnn.GlobalAvgPool().lengths_policy is None and fnn.GlobalAvgPool().get_config() == {"axis": "spatial"}
@@ -192,9 +195,17 @@ def test_attention_dropout_in_training_only():
 
 
 def _classifier(seed=0, steps=8, features=3, embed=16):
-    return fnn.Sequential([fnn.Dense(features, embed), fnn.PositionalEncoding(max_len=32),
-                           fnn.TransformerEncoderBlock(embed, 2, 32), fnn.GlobalAvgPool(axis="time"),
-                           fnn.Dense(embed, 2)], input_shape=(steps, features), seed=seed)
+    return fnn.Sequential(
+        [
+            fnn.Dense(features, embed),
+            fnn.PositionalEncoding(max_len=32),
+            fnn.TransformerEncoderBlock(embed, 2, 32),
+            fnn.GlobalAvgPool(axis="time"),
+            fnn.Dense(embed, 2),
+        ],
+        input_shape=(steps, features),
+        seed=seed,
+    )
 
 
 def test_transformer_classifier_trains_and_round_trips(tmp_path):
@@ -221,8 +232,11 @@ def test_training_is_bit_identical_on_one_and_two_threads():
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             fnn.set_num_threads(threads)
-            model = fnn.Sequential([fnn.TransformerEncoderBlock(32, 4, 64, dropout=0.1),
-                                    fnn.GlobalAvgPool(axis="time"), fnn.Dense(32, 2)], input_shape=(32, 32), seed=0)
+            model = fnn.Sequential(
+                [fnn.TransformerEncoderBlock(32, 4, 64, dropout=0.1), fnn.GlobalAvgPool(axis="time"), fnn.Dense(32, 2)],
+                input_shape=(32, 32),
+                seed=0,
+            )
             model.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3))
             losses = [model.train_step(X, y) for _ in range(3)]
             results.append((losses, model.params.copy()))

@@ -3,6 +3,7 @@
 Runs in the normal CPU test process (no CUDA simulator): asking for CUDA must raise one
 RuntimeError that says what is missing and how to install the extra, never a Numba traceback.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,9 @@ from fastnn.kernels import elementwise as elementwise_kernels
 from fastnn.kernels import losses as loss_kernels
 from fastnn.kernels import optim as optim_kernels
 
-needs_no_cuda = pytest.mark.skipif(backend.cuda_available(),
-                                   reason="CUDA (or the simulator) is available in this process")
+needs_no_cuda = pytest.mark.skipif(
+    backend.cuda_available(), reason="CUDA (or the simulator) is available in this process"
+)
 
 
 def _layers():
@@ -53,8 +55,9 @@ def test_require_cuda_names_a_missing_numba_cuda(monkeypatch):
 
     monkeypatch.setattr(numba.config, "ENABLE_CUDASIM", 0)
     real_find_spec = backend.importlib.util.find_spec
-    monkeypatch.setattr(backend.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        backend.importlib.util, "find_spec", lambda name, *a: None if name == "numba_cuda" else real_find_spec(name, *a)
+    )
     assert not backend.cuda_available()
     with pytest.raises(RuntimeError, match=r"numba-cuda package is not installed.*fastnn\[cuda\]"):
         backend.require_cuda()
@@ -86,8 +89,10 @@ def test_unknown_device_is_a_value_error():
 
 
 def test_importing_fastnn_does_not_import_numba_cuda():
-    code = ("import sys, fastnn; m = fastnn.Sequential([fastnn.Dense(2, 2)]); m.to('cpu'); "
-            "sys.exit('numba.cuda' in sys.modules)")
+    code = (
+        "import sys, fastnn; m = fastnn.Sequential([fastnn.Dense(2, 2)]); m.to('cpu'); "
+        "sys.exit('numba.cuda' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -135,6 +140,22 @@ def test_host_helpers():
 
 def test_every_kernel_the_layers_call_is_in_a_device_api():
     """A module that loses its DEVICE_API line would leave the layers without their kernels."""
-    expected = {"activations", "attention", "batchnorm", "conv", "dense", "dropout", "elementwise", "embedding",
-                "layernorm", "layout", "losses", "masking", "optim", "pooling", "recurrent", "sequence"}
+    expected = {
+        "activations",
+        "attention",
+        "batchnorm",
+        "conv",
+        "dense",
+        "dropout",
+        "elementwise",
+        "embedding",
+        "layernorm",
+        "layout",
+        "losses",
+        "masking",
+        "optim",
+        "pooling",
+        "recurrent",
+        "sequence",
+    }
     assert set(backend.kernel_names()) == expected

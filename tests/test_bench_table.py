@@ -1,17 +1,26 @@
 """The benchmark table's target column and the spread over several runs (fastnn.bench)."""
+
 from fastnn.bench import format_spread_table, spread_rows, target_status
 
 
 def _row(config, phase, batch, fast_ms, over_floor, torch_over):
-    return {"config": config, "phase": phase, "batch": batch, "threads": 1,
-            "impls": {"fastnn": {"median_s": fast_ms / 1e3}},
-            "fastnn_over_floor": over_floor, "torch_over_fastnn": torch_over}
+    return {
+        "config": config,
+        "phase": phase,
+        "batch": batch,
+        "threads": 1,
+        "impls": {"fastnn": {"median_s": fast_ms / 1e3}},
+        "fastnn_over_floor": over_floor,
+        "torch_over_fastnn": torch_over,
+    }
 
 
 def test_each_row_says_whether_its_targets_are_met():
     assert target_status(_row("mlp", "infer", 128, 0.5, 1.05, 1.2)) == "met"
-    assert target_status(_row("mlp", "infer", 128, 0.5, 1.20, 0.9)) == \
-        "not met: torch/fastnn 0.900 < 1; fastnn/floor 1.200 > 1.1"
+    assert (
+        target_status(_row("mlp", "infer", 128, 0.5, 1.20, 0.9))
+        == "not met: torch/fastnn 0.900 < 1; fastnn/floor 1.200 > 1.1"
+    )
     assert target_status(_row("mlp", "infer", 1, 0.02, 1.9, 2.0)) == "not met: torch/fastnn 2.000 < 3"
     assert target_status(_row("tiny", "infer", 32, 0.01, 2.0, 3.0)) == "-"  # no target for that row
 
@@ -21,5 +30,7 @@ def test_the_spread_table_gives_median_and_range_over_runs():
     (row,) = spread_rows(runs)
     assert row["fastnn_over_floor"] == 1.12 and row["fastnn_over_floor_range"] == [1.08, 1.30]
     table = format_spread_table([row])
-    assert "| mlp | train | 128 | 1.100 (1.000-1.200) | 1.12 (1.08-1.30) | 2.00 (2.00-2.00) | not met: " \
-           "fastnn/floor 1.120 > 1.1 |" in table
+    assert (
+        "| mlp | train | 128 | 1.100 (1.000-1.200) | 1.12 (1.08-1.30) | 2.00 (2.00-2.00) | not met: "
+        "fastnn/floor 1.120 > 1.1 |" in table
+    )

@@ -4,6 +4,7 @@ Each layout is simulated: empty files named as the wheels name them, a fake ``sc
 module with the wheel's API, SciPy's folder pointed at a temporary site-packages and
 ``sys.platform`` set to the platform under test. Only the last tests load a real library.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,17 +27,26 @@ WHEEL_FILES = {
 SCIPY_FILES = {
     "linux": {"scipy.libs": ["libgfortran-8f1e9814.so.5.0.0", "libscipy_openblas-6cdc3b4a.so"]},
     "darwin": {os.path.join("scipy", ".dylibs"): ["libgfortran.5.dylib", "libscipy_openblas.dylib"]},
-    "win32": {"scipy.libs": ["libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll",
-                             "msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll"],
-              os.path.join("scipy", ".libs"): ["libopenblas.XWYDX2IKJW2NMTWSFYNGFUWKQU3LYTCZ.gfortran-win_amd64.dll"]},
+    "win32": {
+        "scipy.libs": [
+            "libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll",
+            "msvcp140-a4c2229bdc2a2a630acdc095b4d86008.dll",
+        ],
+        os.path.join("scipy", ".libs"): ["libopenblas.XWYDX2IKJW2NMTWSFYNGFUWKQU3LYTCZ.gfortran-win_amd64.dll"],
+    },
 }
-WHEEL_EXPECTED = {"linux": "libscipy_openblas.so", "darwin": "libscipy_openblas.dylib",
-                  "win32": "libscipy_openblas.dll"}
+WHEEL_EXPECTED = {
+    "linux": "libscipy_openblas.so",
+    "darwin": "libscipy_openblas.dylib",
+    "win32": "libscipy_openblas.dll",
+}
 SCIPY_EXPECTED = {
     "linux": [os.path.join("scipy.libs", "libscipy_openblas-6cdc3b4a.so")],
     "darwin": [os.path.join("scipy", ".dylibs", "libscipy_openblas.dylib")],
-    "win32": [os.path.join("scipy.libs", "libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll"),
-              os.path.join("scipy", ".libs", "libopenblas.XWYDX2IKJW2NMTWSFYNGFUWKQU3LYTCZ.gfortran-win_amd64.dll")],
+    "win32": [
+        os.path.join("scipy.libs", "libscipy_openblas-5b1ec8b915dfb81d11cebc0788069d2d.dll"),
+        os.path.join("scipy", ".libs", "libopenblas.XWYDX2IKJW2NMTWSFYNGFUWKQU3LYTCZ.gfortran-win_amd64.dll"),
+    ],
 }
 PLATFORMS = ["linux", "darwin", "win32"]
 
@@ -55,8 +65,11 @@ def _fake_wheel(lib_dir: str, platform: str) -> types.ModuleType:
 
     def get_library(fullname=False):
         names = sorted(os.listdir(lib_dir))
-        libs = [n for n in names if n.endswith(".lib")] if platform == "win32" else \
-            [n for n in names if n.startswith("libscipy_openblas")]
+        libs = (
+            [n for n in names if n.endswith(".lib")]
+            if platform == "win32"
+            else [n for n in names if n.startswith("libscipy_openblas")]
+        )
         name = libs[0]  # IndexError when none, as in the wheel
         if fullname:
             return name
@@ -69,6 +82,7 @@ def _fake_wheel(lib_dir: str, platform: str) -> types.ModuleType:
 @pytest.fixture
 def layout(tmp_path, monkeypatch):
     """layout(platform, wheel=True, scipy=True) -> site-packages folder of a simulated install."""
+
     def make(platform, wheel=True, scipy=True):
         site = tmp_path / "site-packages"
         _touch(site / "scipy", ["__init__.py"])
@@ -85,6 +99,7 @@ def layout(tmp_path, monkeypatch):
             monkeypatch.setitem(sys.modules, "scipy_openblas32", None)  # import raises ImportError
         monkeypatch.setattr(blas.sys, "platform", platform)
         return str(site)
+
     return make
 
 
@@ -119,14 +134,25 @@ def test_broken_wheel_is_skipped(layout, platform, monkeypatch):
 
 def test_versioned_so_and_old_scipy_names_on_linux(layout):
     site = layout("linux", wheel=False, scipy=False)
-    _touch(os.path.join(site, "scipy.libs"), ["libopenblasp-r0-23e5df77.3.21.dev.so", "libscipy_openblas.so.0",
-                                              "libopenblas.dylib", "libquadmath-96973f99.so.0.0.0"])
+    _touch(
+        os.path.join(site, "scipy.libs"),
+        [
+            "libopenblasp-r0-23e5df77.3.21.dev.so",
+            "libscipy_openblas.so.0",
+            "libopenblas.dylib",
+            "libquadmath-96973f99.so.0.0.0",
+        ],
+    )
     assert [os.path.basename(p) for p in blas._candidate_libraries()] == [
-        "libopenblasp-r0-23e5df77.3.21.dev.so", "libscipy_openblas.so.0"]
+        "libopenblasp-r0-23e5df77.3.21.dev.so",
+        "libscipy_openblas.so.0",
+    ]
 
 
-@pytest.mark.parametrize("name,platform", [("linux", "linux"), ("freebsd14", "linux"), ("darwin", "darwin"),
-                                           ("win32", "win32"), ("cygwin", "linux")])
+@pytest.mark.parametrize(
+    "name,platform",
+    [("linux", "linux"), ("freebsd14", "linux"), ("darwin", "darwin"), ("win32", "win32"), ("cygwin", "linux")],
+)
 def test_platform_layouts(monkeypatch, name, platform):
     monkeypatch.setattr(blas.sys, "platform", name)
     assert blas._platform() == platform
@@ -148,8 +174,10 @@ def test_no_blas_error_says_what_was_searched_and_how_to_fix(layout, platform):
 def test_no_scipy_is_reported(layout, monkeypatch):
     layout("linux", wheel=False, scipy=False)
     monkeypatch.setattr(blas, "_scipy_dir", lambda: None)
-    assert blas._search() == ([], ["the scipy-openblas32 wheel: not installed",
-                                   "SciPy's bundled OpenBLAS: SciPy is not installed"])
+    assert blas._search() == (
+        [],
+        ["the scipy-openblas32 wheel: not installed", "SciPy's bundled OpenBLAS: SciPy is not installed"],
+    )
 
 
 def test_cblas_prefix():
@@ -159,6 +187,7 @@ def test_cblas_prefix():
 
 
 # -- real libraries ------------------------------------------------------------------------
+
 
 def test_loaded_library_is_the_first_candidate():
     assert os.path.samefile(blas._candidate_libraries()[0], blas.LIBRARY_PATH)

@@ -1,5 +1,6 @@
 """Callbacks: EarlyStopping, ReduceLROnPlateau, LearningRateScheduler, ModelCheckpoint, CSVLogger,
 custom subclasses; History."""
+
 import csv
 
 import numpy as np
@@ -48,8 +49,18 @@ def test_custom_callback_hooks_run_in_order(problem):
     rec = Recorder()
     make_model().fit(X, y, epochs=2, batch_size=40, validation_data=(Xv, yv), callbacks=[rec], verbose=0)
     keys = "['accuracy', 'loss', 'lr', 'val_accuracy', 'val_loss']"
-    assert rec.calls == ["train_begin", "epoch_begin0", "batch0", "batch1", f"epoch_end0:{keys}",
-                         "epoch_begin1", "batch0", "batch1", f"epoch_end1:{keys}", "train_end"]
+    assert rec.calls == [
+        "train_begin",
+        "epoch_begin0",
+        "batch0",
+        "batch1",
+        f"epoch_end0:{keys}",
+        "epoch_begin1",
+        "batch0",
+        "batch1",
+        f"epoch_end1:{keys}",
+        "train_end",
+    ]
 
 
 def test_history_records_metrics_and_learning_rate(problem):
@@ -87,8 +98,14 @@ def test_early_stopping_restores_best_even_without_stopping(problem):
 
     fake = Fake()
     model = make_model()
-    model.fit(X, y, epochs=3, validation_data=(Xv, yv), verbose=0,
-              callbacks=[fake, C.EarlyStopping(patience=5, restore_best_weights=True)])
+    model.fit(
+        X,
+        y,
+        epochs=3,
+        validation_data=(Xv, yv),
+        verbose=0,
+        callbacks=[fake, C.EarlyStopping(patience=5, restore_best_weights=True)],
+    )
     np.testing.assert_array_equal(model.params, fake.best)
 
 
@@ -134,8 +151,14 @@ def test_learning_rate_scheduler_per_epoch_and_per_batch(problem):
         def on_batch_end(self, batch, logs=None):
             seen.append(self.model.optimizer.lr)
 
-    model.fit(X, y, epochs=1, batch_size=20, verbose=0,
-              callbacks=[C.LearningRateScheduler(fnn.schedules.get("exponential", 1.0, gamma=0.5), per="batch"), Spy()])
+    model.fit(
+        X,
+        y,
+        epochs=1,
+        batch_size=20,
+        verbose=0,
+        callbacks=[C.LearningRateScheduler(fnn.schedules.get("exponential", 1.0, gamma=0.5), per="batch"), Spy()],
+    )
     assert seen == [1.0, 0.5, 0.25, 0.125]
 
 
@@ -149,8 +172,7 @@ def test_model_checkpoint_best_only(tmp_path, problem):
     ckpt = C.ModelCheckpoint(tmp_path / "best-{epoch}.safetensors", save_best_only=True)
     model = make_model()
     model.fit(X, y, epochs=4, validation_data=(Xv, yv), verbose=0, callbacks=[Fake(), ckpt])
-    assert [p.split("/")[-1] for p in ckpt.saved] == ["best-1.safetensors", "best-2.safetensors",
-                                                       "best-4.safetensors"]
+    assert [p.split("/")[-1] for p in ckpt.saved] == ["best-1.safetensors", "best-2.safetensors", "best-4.safetensors"]
     np.testing.assert_array_equal(fnn.load(ckpt.saved[-1]).predict(X), model.predict(X))
 
 
@@ -177,12 +199,15 @@ def test_callbacks_must_be_callback_instances(problem):
         make_model().fit(X, y, verbose=0, callbacks=[lambda: None])
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: C.ReduceLROnPlateau(factor=1.0), r"factor must be in \(0.0, 1.0\)"),
-    (lambda: C.EarlyStopping(patience=-1), "patience must be >= 0"),
-    (lambda: C.EarlyStopping(mode="maximum"), "Unknown mode 'maximum'"),
-    (lambda: C.LearningRateScheduler(per="epochs", schedule=lambda e: 0.1), "Did you mean 'epoch'"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda: C.ReduceLROnPlateau(factor=1.0), r"factor must be in \(0.0, 1.0\)"),
+        (lambda: C.EarlyStopping(patience=-1), "patience must be >= 0"),
+        (lambda: C.EarlyStopping(mode="maximum"), "Unknown mode 'maximum'"),
+        (lambda: C.LearningRateScheduler(per="epochs", schedule=lambda e: 0.1), "Did you mean 'epoch'"),
+    ],
+)
 def test_bad_callback_arguments(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()

@@ -1,4 +1,5 @@
 """The fastnn command line: demo and train."""
+
 import os
 import re
 import subprocess
@@ -29,8 +30,23 @@ def test_train_on_csv_saves_weights(tmp_path, capsys):
         f.write("a,b,c,d,label\n")
         f.writelines(",".join(f"{v:.5f}" for v in row) + f",{lab}\n" for row, lab in zip(X, label))
     out_path = tmp_path / "w.npz"
-    code = main(["train", "--data", str(path), "--target", "label", "--hidden", "16,8", "--epochs", "30",
-                 "--verbose", "0", "--output", str(out_path)])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(path),
+            "--target",
+            "label",
+            "--hidden",
+            "16,8",
+            "--epochs",
+            "30",
+            "--verbose",
+            "0",
+            "--output",
+            str(out_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "classification" in out and float(out.split("test accuracy ")[1].split(",")[0]) > 0.9
@@ -44,15 +60,49 @@ def test_train_on_npz_regression_and_idx(tmp_path, capsys):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((200, 3))
     np.savez(tmp_path / "d.npz", X=X, y=X @ np.array([1.0, -2.0, 0.5]) + 0.3)
-    assert main(["train", "--data", str(tmp_path / "d.npz"), "--target", "y", "--task", "regression",
-                 "--hidden", "16", "--epochs", "40", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d.npz"),
+                "--target",
+                "y",
+                "--task",
+                "regression",
+                "--hidden",
+                "16",
+                "--epochs",
+                "40",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "regression" in capsys.readouterr().out
     images = rng.integers(0, 255, (120, 4, 4), dtype=np.uint8)
     labels = (images.reshape(120, -1).mean(axis=1) > 127).astype(np.uint8)
     write_idx(tmp_path / "img.idx.gz", images)
     write_idx(tmp_path / "lab.idx", labels)
-    assert main(["train", "--data", str(tmp_path / "img.idx.gz"), "--target", str(tmp_path / "lab.idx"),
-                 "--hidden", "8", "--epochs", "3", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "img.idx.gz"),
+                "--target",
+                str(tmp_path / "lab.idx"),
+                "--hidden",
+                "8",
+                "--epochs",
+                "3",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
 
 
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
@@ -112,11 +162,14 @@ def test_a_label_of_1e9_is_refused_not_built_into_1e9_outputs():
     np.testing.assert_array_equal(_class_labels(np.array([1.0, 0.0, 2.0])), [1, 0, 2])
 
 
-@pytest.mark.parametrize("output, pattern", [
-    ("missing_dir/w.npz", "the directory .*missing_dir' does not exist"),
-    ("w.pt", "has the extension '.pt'; use .npz for the weights .* or .safetensors for the whole model"),
-    (".", "is a directory; name a file in it"),
-])
+@pytest.mark.parametrize(
+    "output, pattern",
+    [
+        ("missing_dir/w.npz", "the directory .*missing_dir' does not exist"),
+        ("w.pt", "has the extension '.pt'; use .npz for the weights .* or .safetensors for the whole model"),
+        (".", "is a directory; name a file in it"),
+    ],
+)
 def test_bad_output_is_refused_before_training(tmp_path, capsys, monkeypatch, output, pattern):
     import fastnn.cli
 
@@ -139,8 +192,28 @@ def test_output_safetensors_saves_the_whole_model(tmp_path, capsys):
 def test_diverging_run_is_one_line_with_status_2(tmp_path, capsys):
     X = np.random.default_rng(0).standard_normal((40, 2))
     np.savez(tmp_path / "d.npz", X=X, y=X[:, 0] * 1e3)
-    assert main(["train", "--data", str(tmp_path / "d.npz"), "--task", "regression", "--optimizer", "sgd",
-                 "--lr", "1e3", "--hidden", "4", "--epochs", "5", "--verbose", "0"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d.npz"),
+                "--task",
+                "regression",
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "1e3",
+                "--hidden",
+                "4",
+                "--epochs",
+                "5",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 2
+    )
     err = _error_line(capsys)
     assert "Training diverged" in err and "--lr" in err
 
@@ -167,8 +240,9 @@ def test_python_dash_m_fastnn_gives_one_line_and_status_2(tmp_path):
     """The one subprocess: the real exit status and stderr of ``python -m fastnn``."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    result = subprocess.run([sys.executable, "-m", "fastnn", "train", "--data", str(tmp_path)],
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "fastnn", "train", "--data", str(tmp_path)], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "is a directory, not a data file" in result.stderr
 
@@ -193,13 +267,39 @@ def test_train_conv_on_idx_images(tmp_path, capsys):
     write_idx(tmp_path / "img-idx3-ubyte.gz", images)
     write_idx(tmp_path / "lab-idx1-ubyte", labels)
     out_path = tmp_path / "cnn.safetensors"
-    assert main(["train", "--data", str(tmp_path / "img-idx3-ubyte.gz"), "--target", str(tmp_path / "lab-idx1-ubyte"),
-                 "--conv", "--epochs", "8", "--lr", "3e-3", "--verbose", "0", "-o", str(out_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "img-idx3-ubyte.gz"),
+                "--target",
+                str(tmp_path / "lab-idx1-ubyte"),
+                "--conv",
+                "--epochs",
+                "8",
+                "--lr",
+                "3e-3",
+                "--verbose",
+                "0",
+                "-o",
+                str(out_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert float(out.split("test accuracy ")[1].split(",")[0]) > 0.9
     model = fnn.load(out_path)
     assert [type(layer).__name__ for layer in model.layers] == [
-        "Conv2d", "MaxPool2d", "Conv2d", "MaxPool2d", "Flatten", "Dense", "Dense"]
+        "Conv2d",
+        "MaxPool2d",
+        "Conv2d",
+        "MaxPool2d",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert model.input_shape == (1, 12, 12) and model.layers[2].weight.shape == (32, 16, 3, 3)
 
 
@@ -208,23 +308,62 @@ def test_train_arch_spec_on_flat_csv_rows_and_1d_shapes(tmp_path, capsys):
     path = tmp_path / "bars.csv"
     np.savetxt(path, np.column_stack([images.reshape(120, -1), labels]), fmt="%d", delimiter=",")
     # 36 features: a 1x6x6 image inferred; avgpool, gap and a valid conv from the grammar
-    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--arch",
-                 "conv:4:3:valid,avgpool:2,conv:4:2,gap,dense:8", "--epochs", "2", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--target",
+                "-1",
+                "--no-header",
+                "--arch",
+                "conv:4:3:valid,avgpool:2,conv:4:2,gap,dense:8",
+                "--epochs",
+                "2",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "test accuracy" in capsys.readouterr().out
     # the same rows as 6 channels of length 6: Conv1d and MaxPool1d
-    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "6,6", "--arch",
-                 "conv:4:3,pool:2,flatten,dropout:0.1,dense:8", "--epochs", "1", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--target",
+                "-1",
+                "--no-header",
+                "--input-shape",
+                "6,6",
+                "--arch",
+                "conv:4:3,pool:2,flatten,dropout:0.1,dense:8",
+                "--epochs",
+                "1",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "test accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, pattern", [
-    (["--arch", "conv:16"], "conv takes 2 or 3 values"),
-    (["--arch", "conv:16:3,blur:2"], "unknown layer 'blur'"),
-    (["--arch", "dense:8,embed:10:4"], "must come first"),
-    (["--arch", "dropout:1.5"], "dropout rate"),
-    (["--input-shape", "1,x"], "--input-shape must be positive integers"),
-    (["--conv", "--arch", "dense:4"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["--arch", "conv:16"], "conv takes 2 or 3 values"),
+        (["--arch", "conv:16:3,blur:2"], "unknown layer 'blur'"),
+        (["--arch", "dense:8,embed:10:4"], "must come first"),
+        (["--arch", "dropout:1.5"], "dropout rate"),
+        (["--input-shape", "1,x"], "--input-shape must be positive integers"),
+        (["--conv", "--arch", "dense:4"], "not allowed with argument"),
+    ],
+)
 def test_bad_arch_arguments_are_refused_by_the_parser(argv, pattern, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--data", "x.csv", *argv])
@@ -236,6 +375,5 @@ def test_conv_on_rows_that_are_not_images_names_the_fix(tmp_path, capsys):
     np.savetxt(path, np.column_stack([np.zeros((10, 5)), np.arange(10) % 2]), fmt="%g", delimiter=",")
     assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--conv"]) == 2
     assert "--input-shape" in capsys.readouterr().err
-    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "2,3",
-                 "--conv"]) == 2
+    assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "2,3", "--conv"]) == 2
     assert "holds 6 values" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The convolutional family as layers of a model: torch equivalence of outputs and every gradient
 (stride/padding/dilation/groups combinations), init fans, clear errors, save/load, summary."""
+
 import numpy as np
 import pytest
 
@@ -65,20 +66,29 @@ def test_conv_with_fused_activation_matches_torch(rng):
     np.testing.assert_allclose(model.predict(x), module(torch.from_numpy(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("fnn_layer, torch_layer, shape", [
-    (lambda: fnn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (3, 6, 7)),
-    (lambda: fnn.MaxPool2d(3, stride=2, padding=1), lambda: torch.nn.MaxPool2d(3, stride=2, padding=1), (2, 7, 7)),
-    (lambda: fnn.AvgPool2d(2, padding=1), lambda: torch.nn.AvgPool2d(2, padding=1), (2, 5, 6)),
-    (lambda: fnn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
-     lambda: torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), (2, 4, 4)),
-    (lambda: fnn.MaxPool1d(3, stride=2), lambda: torch.nn.MaxPool1d(3, stride=2), (2, 9)),
-    (lambda: fnn.AvgPool1d(2), lambda: torch.nn.AvgPool1d(2), (3, 8)),
-    (lambda: fnn.GlobalAvgPool(), lambda: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
-     (3, 5, 4)),
-    (lambda: fnn.BatchNorm2d(3), lambda: torch.nn.BatchNorm2d(3), (3, 4, 5)),
-    (lambda: fnn.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (3, 6)),
-    (lambda: fnn.Flatten(), lambda: torch.nn.Flatten(), (2, 3, 4)),
-])
+@pytest.mark.parametrize(
+    "fnn_layer, torch_layer, shape",
+    [
+        (lambda: fnn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (3, 6, 7)),
+        (lambda: fnn.MaxPool2d(3, stride=2, padding=1), lambda: torch.nn.MaxPool2d(3, stride=2, padding=1), (2, 7, 7)),
+        (lambda: fnn.AvgPool2d(2, padding=1), lambda: torch.nn.AvgPool2d(2, padding=1), (2, 5, 6)),
+        (
+            lambda: fnn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+            lambda: torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+            (2, 4, 4),
+        ),
+        (lambda: fnn.MaxPool1d(3, stride=2), lambda: torch.nn.MaxPool1d(3, stride=2), (2, 9)),
+        (lambda: fnn.AvgPool1d(2), lambda: torch.nn.AvgPool1d(2), (3, 8)),
+        (
+            lambda: fnn.GlobalAvgPool(),
+            lambda: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()),
+            (3, 5, 4),
+        ),
+        (lambda: fnn.BatchNorm2d(3), lambda: torch.nn.BatchNorm2d(3), (3, 4, 5)),
+        (lambda: fnn.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (3, 6)),
+        (lambda: fnn.Flatten(), lambda: torch.nn.Flatten(), (2, 3, 4)),
+    ],
+)
 def test_pooling_norm_and_shape_layers_match_torch(fnn_layer, torch_layer, shape, rng):
     x = rng.standard_normal((4, *shape))
     _check_against_torch(fnn_layer(), torch_layer().double(), x, rng)
@@ -130,16 +140,19 @@ def test_conv_init_uses_torch_fans():
     assert abs(std - np.sqrt(2.0 / (8 * 9))) < 0.1 * np.sqrt(2.0 / (8 * 9))  # He: gain^2 / fan_in
 
 
-@pytest.mark.parametrize("build, pattern", [
-    (lambda: fnn.Conv2d(3, 4, 5), r"kernel.*larger than the padded input"),
-    (lambda: fnn.Conv2d(3, 4, 3, groups=2), r"divisible by groups"),
-    (lambda: fnn.Conv2d(2, 4, 3), r"expects 2 input channels"),
-    (lambda: fnn.Conv1d(3, 4, 3), r"takes input \(batch, channels, length\)"),
-    (lambda: fnn.Conv2d(3, 4, 3, stride=2, padding="same"), r"padding='same' needs stride 1"),
-    (lambda: fnn.MaxPool2d(5), r"larger than the padded input"),
-    (lambda: fnn.BatchNorm2d(4), r"expects 4 features on the channel axis; set layer 0.s num_features to 3"),
-    (lambda: fnn.Reshape((5, 5)), r"cannot reshape"),
-])
+@pytest.mark.parametrize(
+    "build, pattern",
+    [
+        (lambda: fnn.Conv2d(3, 4, 5), r"kernel.*larger than the padded input"),
+        (lambda: fnn.Conv2d(3, 4, 3, groups=2), r"divisible by groups"),
+        (lambda: fnn.Conv2d(2, 4, 3), r"expects 2 input channels"),
+        (lambda: fnn.Conv1d(3, 4, 3), r"takes input \(batch, channels, length\)"),
+        (lambda: fnn.Conv2d(3, 4, 3, stride=2, padding="same"), r"padding='same' needs stride 1"),
+        (lambda: fnn.MaxPool2d(5), r"larger than the padded input"),
+        (lambda: fnn.BatchNorm2d(4), r"expects 4 features on the channel axis; set layer 0.s num_features to 3"),
+        (lambda: fnn.Reshape((5, 5)), r"cannot reshape"),
+    ],
+)
 def test_conv_family_errors_are_clear(build, pattern):
     with pytest.raises(ValueError, match=pattern):
         fnn.Sequential([build()], input_shape=(3, 4, 4))
@@ -148,15 +161,26 @@ def test_conv_family_errors_are_clear(build, pattern):
 def test_cnn_trains_saves_loads_and_summarises(rng, tmp_path):
     X = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
     y = (X[:, 0, :4].mean(axis=(1, 2)) > X[:, 0, 4:].mean(axis=(1, 2))).astype(int)
-    model = fnn.Sequential([fnn.Conv2d(1, 4, 3, padding="same", activation="relu"), fnn.BatchNorm2d(4),
-                            fnn.MaxPool2d(2), fnn.Dropout(0.1), fnn.Conv2d(4, 8, 3), fnn.GlobalAvgPool(),
-                            fnn.Dense(8, 2)], seed=0)
+    model = fnn.Sequential(
+        [
+            fnn.Conv2d(1, 4, 3, padding="same", activation="relu"),
+            fnn.BatchNorm2d(4),
+            fnn.MaxPool2d(2),
+            fnn.Dropout(0.1),
+            fnn.Conv2d(4, 8, 3),
+            fnn.GlobalAvgPool(),
+            fnn.Dense(8, 2),
+        ],
+        seed=0,
+    )
     model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2))
     history = model.fit(X, y, epochs=8, batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert model.input_shape == (1, 8, 8) and model.predict(X).dtype == np.float32
     text = model.summary(print_fn=None)
-    assert "(batch, 4, 8, 8)" in text and "(batch, 8, 2, 2)" in text and f"{4 * 9 + 4 + 8 + 8 * 4 * 9 + 8 + 18:,}" in text
+    assert (
+        "(batch, 4, 8, 8)" in text and "(batch, 8, 2, 2)" in text and f"{4 * 9 + 4 + 8 + 8 * 4 * 9 + 8 + 18:,}" in text
+    )
     model.save(tmp_path / "cnn.safetensors")
     loaded = fnn.load(tmp_path / "cnn.safetensors")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))

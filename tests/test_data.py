@@ -1,4 +1,5 @@
 """Tests of fastnn.data: generators, digits, IDX/CSV/NPZ files, load_file, splitting, standardising."""
+
 from __future__ import annotations
 
 import gzip
@@ -18,6 +19,7 @@ GENERATORS = {
 # --------------------------------------------------------------------------------------------
 # generators
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", GENERATORS)
 def test_generator_shapes_dtypes_balance(name):
@@ -76,16 +78,19 @@ def test_spirals_radius_and_classes():
     np.testing.assert_allclose(r[:75], np.linspace(0, 1, 75))
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    ({"n_samples": 0}, ValueError, "n_samples"),
-    ({"n_samples": 2.5}, TypeError, "n_samples"),
-    ({"n_samples": True}, TypeError, "n_samples"),
-    ({"noise": -1.0}, ValueError, "noise"),
-    ({"noise": float("nan")}, ValueError, "noise"),
-    ({"noise": "big"}, TypeError, "noise"),
-    ({"seed": 1.5}, TypeError, "seed"),
-    ({"seed": -1}, ValueError, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"n_samples": 0}, ValueError, "n_samples"),
+        ({"n_samples": 2.5}, TypeError, "n_samples"),
+        ({"n_samples": True}, TypeError, "n_samples"),
+        ({"noise": -1.0}, ValueError, "noise"),
+        ({"noise": float("nan")}, ValueError, "noise"),
+        ({"noise": "big"}, TypeError, "noise"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
+    ],
+)
 def test_generator_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         data.make_xor(**kwargs)
@@ -207,9 +212,14 @@ def test_idx_gzip_detected_by_magic_not_extension(tmp_path):
     np.testing.assert_array_equal(data.read_idx(tmp_path / "b.gz"), a)
 
 
-@pytest.mark.parametrize("cut, match", [
-    (2, "magic"), (6, "header"), (-1, "truncated"),
-])
+@pytest.mark.parametrize(
+    "cut, match",
+    [
+        (2, "magic"),
+        (6, "header"),
+        (-1, "truncated"),
+    ],
+)
 def test_idx_truncated(tmp_path, cut, match):
     data.write_idx(tmp_path / "full.idx", _sample(np.float32, (3, 4)))
     raw = (tmp_path / "full.idx").read_bytes()
@@ -246,6 +256,7 @@ def test_write_idx_bad_dtype(tmp_path):
 # --------------------------------------------------------------------------------------------
 # CSV
 # --------------------------------------------------------------------------------------------
+
 
 def test_csv_header_named_target(tmp_path):
     p = tmp_path / "d.csv"
@@ -386,6 +397,7 @@ def test_csv_bad_cells(tmp_path):
 # NPZ
 # --------------------------------------------------------------------------------------------
 
+
 def test_npz_round_trip_and_keys(tmp_path):
     X = np.arange(12, dtype=np.float32).reshape(4, 3)
     y = np.array([0, 1, 0, 1])
@@ -416,6 +428,7 @@ def test_npz_refuses_pickles_and_non_archives(tmp_path):
 # --------------------------------------------------------------------------------------------
 # load_file
 # --------------------------------------------------------------------------------------------
+
 
 def test_load_file_dispatch(tmp_path):
     (tmp_path / "d.csv").write_text("a,b,t\n1,2,x\n3,4,y\n")
@@ -469,6 +482,7 @@ def test_load_file_errors(tmp_path):
 # train_test_split
 # --------------------------------------------------------------------------------------------
 
+
 def test_split_sizes_no_overlap_and_seed():
     X = np.arange(100).reshape(50, 2)
     y = np.arange(50)
@@ -500,15 +514,18 @@ def test_split_stratified():
     assert all(abs(np.sum(y_te == c) - 0.33 * np.sum(y == c)) < 1 for c in range(3))
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    ({"test_size": 1.5}, ValueError, r"test_size must be in \(0, 1\) or an int in \[1, n_samples-1\]"),
-    ({"test_size": 0.0}, ValueError, "test_size"),
-    ({"test_size": 10}, ValueError, "test_size"),
-    ({"test_size": 0}, ValueError, "test_size"),
-    ({"test_size": "0.2"}, TypeError, "test_size"),
-    ({"test_size": True}, TypeError, "test_size"),
-    ({"stratify": "yes"}, ValueError, "stratify"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        ({"test_size": 1.5}, ValueError, r"test_size must be in \(0, 1\) or an int in \[1, n_samples-1\]"),
+        ({"test_size": 0.0}, ValueError, "test_size"),
+        ({"test_size": 10}, ValueError, "test_size"),
+        ({"test_size": 0}, ValueError, "test_size"),
+        ({"test_size": "0.2"}, TypeError, "test_size"),
+        ({"test_size": True}, TypeError, "test_size"),
+        ({"stratify": "yes"}, ValueError, "stratify"),
+    ],
+)
 def test_split_bad_arguments(kwargs, exc, match):
     X, y = np.zeros((10, 2)), np.arange(10) % 2
     with pytest.raises(exc, match=match):
@@ -529,6 +546,7 @@ def test_split_bad_inputs():
 # --------------------------------------------------------------------------------------------
 # Standardizer
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_standardizer(dtype):

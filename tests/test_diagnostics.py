@@ -1,5 +1,6 @@
 """fastnn.diagnostics: norms, update ratios, activation statistics, NaN detection, overfitting
 one batch, gradient checks of user layers and the learning-rate range test."""
+
 import math
 
 import numpy as np
@@ -11,8 +12,17 @@ from fastnn.layers import Layer
 
 
 def small_model(optimizer=None, *, dtype="float64"):
-    model = fnn.Sequential([fnn.Dense(2, 16, activation="relu"), fnn.Dense(16, 16, activation="tanh"),
-                            fnn.Dense(16, 8), fnn.Sigmoid(), fnn.Dense(8, 2)], seed=0, dtype=dtype)
+    model = fnn.Sequential(
+        [
+            fnn.Dense(2, 16, activation="relu"),
+            fnn.Dense(16, 16, activation="tanh"),
+            fnn.Dense(16, 8),
+            fnn.Sigmoid(),
+            fnn.Dense(8, 2),
+        ],
+        seed=0,
+        dtype=dtype,
+    )
     model.compile("cross_entropy", optimizer or fnn.optim.SGD(lr=0.1))
     return model
 
@@ -48,8 +58,9 @@ def test_update_ratios_equal_lr_times_gradient_for_sgd_and_undo_the_step(moons):
 
 def test_update_ratios_restore_adam_state_and_dropout_counter(moons):
     X, y = moons
-    model = fnn.Sequential([fnn.Dense(2, 8, activation="relu"), fnn.Dropout(0.5), fnn.BatchNorm1d(8),
-                            fnn.Dense(8, 2)], seed=0)
+    model = fnn.Sequential(
+        [fnn.Dense(2, 8, activation="relu"), fnn.Dropout(0.5), fnn.BatchNorm1d(8), fnn.Dense(8, 2)], seed=0
+    )
     model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2))
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
     state = {k: np.copy(v) for k, v in model.state_arrays().items()}
@@ -123,8 +134,14 @@ def test_find_nonfinite_runs_models_of_token_sequences_with_their_padding():
     """Integer input (no input gradient) and lengths from the padding reach every layer: a NaN
     written into a padded step is not a finding, one in a valid step is."""
     X = np.array([[1, 2, 0], [3, 0, 0]])
-    model = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), fnn.LSTM(2, 3, return_sequences=False),
-                            fnn.Dense(3, 2)], input_shape=(3,))
+    model = fnn.Sequential(
+        [
+            fnn.Embedding(5, 2, padding_idx=0, mask_padding=True),
+            fnn.LSTM(2, 3, return_sequences=False),
+            fnn.Dense(3, 2),
+        ],
+        input_shape=(3,),
+    )
     model.compile("cross_entropy", "sgd")
     before = model.params.copy()
     assert D.find_nonfinite(model, X, [0, 1]) is None
@@ -168,6 +185,7 @@ class Square(Layer):
 
         def init(view, seed, stream):
             view[...] = np.linspace(0.5, 1.5, view.size)
+
         return [ParamSpec("scale", (self.in_features,), False, init)]
 
     def bind(self, params, grads):

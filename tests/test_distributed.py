@@ -1,4 +1,5 @@
 """fastnn.distributed on loopback: scripts under tests/mpi_scripts run with ``mpiexec -n 2``."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def mpirun(script: str, *args, ranks: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
     """``mpiexec -n ranks python script args`` (a script of mpi_scripts/, or "-m" and a module) with
     this checkout first on the path, one thread a rank."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-           "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        "NUMBA_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     target = [script] if script == "-m" else [os.path.join(SCRIPTS, script)]
     command = [MPIEXEC, "-n", str(ranks), sys.executable, *target, *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
@@ -56,7 +61,9 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
     writes its CSV log. (Without BatchNorm in float64: test_resume_across_world_sizes.)"""
     result = mpirun("equal.py", tmp_path, dtype, sync)
     assert check(result).count("ok") == 2
-    assert (result.stdout + result.stderr).count("Epoch 1/4") == 3  # rank 0's two distributed fits and its one-process reference
+    assert (result.stdout + result.stderr).count(
+        "Epoch 1/4"
+    ) == 3  # rank 0's two distributed fits and its one-process reference
 
 
 def test_resume_across_world_sizes(tmp_path):
@@ -66,13 +73,16 @@ def test_resume_across_world_sizes(tmp_path):
     assert check(mpirun("resume.py", tmp_path)).count("ok") == 2
 
 
-@pytest.mark.parametrize("how, message", [
-    ("raise", "ValueError: rank fault injected"),  # an uncaught error on one rank aborts the job at once
-    ("kill", "Killed"),  # the launcher ends the job when a rank dies
-    ("hang", "no answer from the other ranks within 3 s during "),  # the deadline (where depends on the load)
-    ("data", "the ranks disagree on the data (rank 0: X (22, 5) float64, y (22,) int64; rank 1: X (21, 5)"),
-    ("diverge", "the weights differ across ranks before step 3 (ranks [1] differ from rank 0)"),  # check_every=2
-])
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        ("raise", "ValueError: rank fault injected"),  # an uncaught error on one rank aborts the job at once
+        ("kill", "Killed"),  # the launcher ends the job when a rank dies
+        ("hang", "no answer from the other ranks within 3 s during "),  # the deadline (where depends on the load)
+        ("data", "the ranks disagree on the data (rank 0: X (22, 5) float64, y (22,) int64; rank 1: X (21, 5)"),
+        ("diverge", "the weights differ across ranks before step 3 (ranks [1] differ from rank 0)"),  # check_every=2
+    ],
+)
 def test_a_failing_rank_ends_the_job_with_a_clear_error(how, message):
     start = time.monotonic()
     result = mpirun("fault.py", how, timeout=60)
@@ -90,11 +100,31 @@ def test_cli_train_under_mpiexec(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 4))
     np.savez(tmp_path / "data.npz", X=X, y=(X[:, 0] > 0).astype(np.int64))
-    args = ["train", "--data", tmp_path / "data.npz", "--target", "y", "--hidden", "6", "--epochs", "2",
-            "--batch-size", "8", "--dtype", "float64", "--verbose", "0"]
+    args = [
+        "train",
+        "--data",
+        tmp_path / "data.npz",
+        "--target",
+        "y",
+        "--hidden",
+        "6",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--dtype",
+        "float64",
+        "--verbose",
+        "0",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT, "NUMBA_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "fastnn", *map(str, args), "-o", str(tmp_path / "one.npz")], env=env,
-                         capture_output=True, text=True, timeout=120)  # first: it compiles what the ranks need
+    one = subprocess.run(
+        [sys.executable, "-m", "fastnn", *map(str, args), "-o", str(tmp_path / "one.npz")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # first: it compiles what the ranks need
     assert one.returncode == 0, one.stderr
     two = check(mpirun("-m", "fastnn", *args, "-o", tmp_path / "two.npz"))
     assert two.count("test accuracy") == 1 and two.count("saved to") == 1

@@ -3,6 +3,7 @@ numpydoc docstring, and the getting-started page gives the README's two commands
 
 Build it yourself with ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
 """
+
 import os
 import pathlib
 import subprocess
@@ -59,9 +60,17 @@ def test_every_public_module_has_a_page():
     # the command line, the benchmark harness and the checkpoint format are not a Python API; nor are
     # fit's machinery (streamed batches, accumulation, freezing: documented on Sequential.fit/freeze)
     # and the warmup command
-    assert modules - documented == {"fastnn.cli", "fastnn.bench", "fastnn.serialization", "fastnn.model",
-                                    "fastnn.training", "fastnn.streaming", "fastnn.accumulation", "fastnn.freezing",
-                                    "fastnn.warmup"}
+    assert modules - documented == {
+        "fastnn.cli",
+        "fastnn.bench",
+        "fastnn.serialization",
+        "fastnn.model",
+        "fastnn.training",
+        "fastnn.streaming",
+        "fastnn.accumulation",
+        "fastnn.freezing",
+        "fastnn.warmup",
+    }
 
 
 def test_getting_started_gives_the_readme_commands():
@@ -77,9 +86,28 @@ def test_docs_build_without_warnings(tmp_path):
         pytest.importorskip(module)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("FASTNN_DOCS_INTERSPHINX", None)  # no network in CI
-    out = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-E", "-b", "html",
-                          "-d", str(tmp_path / "doctrees"), "docs", str(tmp_path / "html")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-E",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            "docs",
+            str(tmp_path / "html"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-6000:]
     assert (tmp_path / "html" / "api" / "generated" / "fastnn.layers.Dense.html").exists()
     assert (tmp_path / "html" / "notebooks" / "15_cnn_vs_mlp.html").exists()

@@ -1,5 +1,6 @@
 """The Examples sections of the docstrings run as doctests (small and fast, float64 or float32
 as each says)."""
+
 import doctest
 import importlib
 
@@ -7,12 +8,31 @@ import numpy as np
 import pytest
 
 MODULES = [
-    "fastnn.backend", "fastnn.callbacks", "fastnn.diagnostics", "fastnn.init", "fastnn.io", "fastnn.optim",
-    "fastnn.plot", "fastnn.schedules", "fastnn.tensorboard",
-    "fastnn.layers", "fastnn.layers.activation", "fastnn.layers.attention", "fastnn.layers.base", "fastnn.layers.conv",
-    "fastnn.layers.dense", "fastnn.layers.dropout", "fastnn.layers.embedding", "fastnn.layers.masking",
-    "fastnn.layers.normalization", "fastnn.layers.pooling", "fastnn.layers.recurrent", "fastnn.layers.registry",
-    "fastnn.layers.reshape", "fastnn.layers.residual", "fastnn.layers.sequence",
+    "fastnn.backend",
+    "fastnn.callbacks",
+    "fastnn.diagnostics",
+    "fastnn.init",
+    "fastnn.io",
+    "fastnn.optim",
+    "fastnn.plot",
+    "fastnn.schedules",
+    "fastnn.tensorboard",
+    "fastnn.layers",
+    "fastnn.layers.activation",
+    "fastnn.layers.attention",
+    "fastnn.layers.base",
+    "fastnn.layers.conv",
+    "fastnn.layers.dense",
+    "fastnn.layers.dropout",
+    "fastnn.layers.embedding",
+    "fastnn.layers.masking",
+    "fastnn.layers.normalization",
+    "fastnn.layers.pooling",
+    "fastnn.layers.recurrent",
+    "fastnn.layers.registry",
+    "fastnn.layers.reshape",
+    "fastnn.layers.residual",
+    "fastnn.layers.sequence",
 ]
 
 
@@ -29,7 +49,12 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
     if int(np.__version__.split(".")[0]) >= 2:
         options["legacy"] = "1.25"  # scalars print as 0.5, not np.float64(0.5), as in the docstrings
     with np.printoptions(**options):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                                 extraglobs={"np": np}, report=True, verbose=False)
+        result = doctest.testmod(
+            module,
+            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+            extraglobs={"np": np},
+            report=True,
+            verbose=False,
+        )
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (output above)"
     assert result.attempted > 0, f"{name} has no Examples"

@@ -1,5 +1,6 @@
 """Frozen layers: no update, no weight decay, optimizer state kept, gradients still flow through;
 fused step, save/load, summary; checked against PyTorch with requires_grad=False."""
+
 import copy
 
 import numpy as np
@@ -16,9 +17,16 @@ def _data(n=24, seed=0):
 
 
 def _model(optimizer=None, dtype="float64"):
-    model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 5, activation="tanh"),
-                            fnn.Residual([fnn.Dense(5, 5, activation="tanh"), fnn.Dense(5, 5)]), fnn.Dense(5, 3)],
-                           dtype=dtype, seed=7)
+    model = fnn.Sequential(
+        [
+            fnn.Dense(4, 6, activation="tanh"),
+            fnn.Dense(6, 5, activation="tanh"),
+            fnn.Residual([fnn.Dense(5, 5, activation="tanh"), fnn.Dense(5, 5)]),
+            fnn.Dense(5, 3),
+        ],
+        dtype=dtype,
+        seed=7,
+    )
     optimizer = optimizer or fnn.optim.AdamW(lr=0.05, weight_decay=0.1, clip_norm=0.5)
     return model.compile("cross_entropy", optimizer, decay_bias_and_norm=True)
 
@@ -54,10 +62,17 @@ def test_frozen_parameters_and_their_optimizer_state_do_not_change():
 def test_freezing_equals_torch_with_requires_grad_false(frozen):
     torch = pytest.importorskip("torch")
     X, y = _data()
-    model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 5, activation="tanh"),
-                            fnn.Dense(5, 5, activation="tanh"), fnn.Dense(5, 3)], dtype="float64", seed=7)
-    model.compile("cross_entropy", fnn.optim.Adam(lr=0.05, weight_decay=0.1, clip_norm=0.5),
-                  decay_bias_and_norm=True)
+    model = fnn.Sequential(
+        [
+            fnn.Dense(4, 6, activation="tanh"),
+            fnn.Dense(6, 5, activation="tanh"),
+            fnn.Dense(5, 5, activation="tanh"),
+            fnn.Dense(5, 3),
+        ],
+        dtype="float64",
+        seed=7,
+    )
+    model.compile("cross_entropy", fnn.optim.Adam(lr=0.05, weight_decay=0.1, clip_norm=0.5), decay_bias_and_norm=True)
     model.freeze(*frozen)
     linears = []
     for layer in model.layers:
@@ -73,7 +88,9 @@ def test_freezing_equals_torch_with_requires_grad_false(frozen):
     for _ in range(3):
         for lo in range(0, len(X), 8):
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X[lo:lo + 8])), torch.from_numpy(y[lo:lo + 8]))
+            loss = torch.nn.functional.cross_entropy(
+                net(torch.from_numpy(X[lo : lo + 8])), torch.from_numpy(y[lo : lo + 8])
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], 0.5)
             opt.step()

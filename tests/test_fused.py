@@ -3,6 +3,7 @@
 The rest of the suite runs with FASTNN_FUSE=never (tests/conftest.py) to save compile time;
 here fusion is switched on per test through ``fastnn._config.FUSE``.
 """
+
 import os
 import subprocess
 import sys
@@ -25,19 +26,32 @@ def fuse(monkeypatch, tmp_path):
 
 
 def _tiny(seed=3, dtype="float32", width=16):
-    return fnn.Sequential([fnn.Dense(2, width, activation="tanh"), fnn.Dense(width, width, activation="tanh"),
-                           fnn.Dense(width, 1)], seed=seed, dtype=dtype)
+    return fnn.Sequential(
+        [fnn.Dense(2, width, activation="tanh"), fnn.Dense(width, width, activation="tanh"), fnn.Dense(width, 1)],
+        seed=seed,
+        dtype=dtype,
+    )
 
 
 def _regularised(dtype="float32"):
-    return fnn.Sequential([fnn.Dense(7, 33), fnn.BatchNorm1d(33), fnn.ReLU(), fnn.Dropout(0.3),
-                           fnn.Residual(fnn.Dense(33, 33, activation="gelu")), fnn.LayerNorm(33),
-                           fnn.Dense(33, 4)], seed=11, dtype=dtype)
+    return fnn.Sequential(
+        [
+            fnn.Dense(7, 33),
+            fnn.BatchNorm1d(33),
+            fnn.ReLU(),
+            fnn.Dropout(0.3),
+            fnn.Residual(fnn.Dense(33, 33, activation="gelu")),
+            fnn.LayerNorm(33),
+            fnn.Dense(33, 4),
+        ],
+        seed=11,
+        dtype=dtype,
+    )
 
 
 def _train(model, X, y, loss, steps=6, batch=9):
     model.compile(loss=loss, optimizer=fnn.optim.Adam(lr=0.01))
-    losses = [model.train_step(X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]) for i in range(steps)]
+    losses = [model.train_step(X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(steps)]
     return np.array(losses), model.params.copy()
 
 
@@ -162,7 +176,6 @@ def test_cache_dir_falls_back_when_the_folder_is_not_writable(monkeypatch, tmp_p
     assert not folder.startswith(str(blocked))
 
 
-
 def test_cache_dir_fallback_without_getuid(monkeypatch, tmp_path):
     """Windows has no os.getuid: the fallback is the (per-user) temporary folder's fastnn/."""
     monkeypatch.delattr(os, "getuid", raising=False)
@@ -170,6 +183,7 @@ def test_cache_dir_fallback_without_getuid(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path / "file-not-folder" / "sub"))
     (tmp_path / "file-not-folder").write_text("not a folder")
     assert _fused.cache_dir() == os.path.join(str(tmp_path / "tmp"), "fastnn")
+
 
 def test_bad_fastnn_fuse_value_is_a_clear_error():
     env = dict(os.environ, FASTNN_FUSE="sometimes")
@@ -210,7 +224,7 @@ def test_training_steps_read_the_batch_in_place_or_from_a_copy_alike(fuse, monke
     for model in (in_place, copied):
         model.compile(loss="mse", optimizer=fnn.optim.Adam(lr=0.01))
     for i in range(4):
-        xb, yb = X[i * 9:(i + 1) * 9], y[i * 9:(i + 1) * 9]
+        xb, yb = X[i * 9 : (i + 1) * 9], y[i * 9 : (i + 1) * 9]
         frozen = xb.copy()
         frozen.flags.writeable = False  # read-only: copied into the plan's buffer
         in_place.train_step(xb, yb)

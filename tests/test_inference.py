@@ -3,6 +3,7 @@ eval-mode batch norm folded into the Dense / convolution before it, dropout skip
 
 The reference is the layer-by-layer forward in evaluation mode (``model.forward(x, training=False)``:
 each layer's own kernels, batch norm unfolded)."""
+
 import numpy as np
 import pytest
 
@@ -34,8 +35,11 @@ def _randomise_batchnorm(model, rng):
 
 
 def _dense_bn(activation, dtype, rng, dropout=0.3):
-    model = fnn.Sequential([fnn.Dense(5, 9), fnn.BatchNorm1d(9), fnn.Activation(activation), fnn.Dropout(dropout),
-                            fnn.Dense(9, 4)], seed=3, dtype=dtype)
+    model = fnn.Sequential(
+        [fnn.Dense(5, 9), fnn.BatchNorm1d(9), fnn.Activation(activation), fnn.Dropout(dropout), fnn.Dense(9, 4)],
+        seed=3,
+        dtype=dtype,
+    )
     return _randomise_batchnorm(model, rng)
 
 
@@ -54,12 +58,30 @@ def test_dense_batchnorm_folded_equals_unfolded(activation, dtype, rng):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "elu"])
 def test_conv_batchnorm_folded_equals_unfolded(activation, dtype, rng):
-    model = _randomise_batchnorm(fnn.Sequential([
-        fnn.Conv2d(2, 3, 3, padding=1), fnn.BatchNorm2d(3), fnn.Activation(activation), fnn.Flatten(),
-        fnn.Dense(3 * 5 * 4, 2)], seed=1, dtype=dtype, input_shape=(2, 5, 4)), rng)
-    conv1d = _randomise_batchnorm(fnn.Sequential([
-        fnn.Conv1d(2, 4, 3), fnn.BatchNorm1d(4, affine=False), fnn.Activation(activation), fnn.Flatten()],
-        seed=2, dtype=dtype, input_shape=(2, 6)), rng)
+    model = _randomise_batchnorm(
+        fnn.Sequential(
+            [
+                fnn.Conv2d(2, 3, 3, padding=1),
+                fnn.BatchNorm2d(3),
+                fnn.Activation(activation),
+                fnn.Flatten(),
+                fnn.Dense(3 * 5 * 4, 2),
+            ],
+            seed=1,
+            dtype=dtype,
+            input_shape=(2, 5, 4),
+        ),
+        rng,
+    )
+    conv1d = _randomise_batchnorm(
+        fnn.Sequential(
+            [fnn.Conv1d(2, 4, 3), fnn.BatchNorm1d(4, affine=False), fnn.Activation(activation), fnn.Flatten()],
+            seed=2,
+            dtype=dtype,
+            input_shape=(2, 6),
+        ),
+        rng,
+    )
     for net, shape in ((model, (2, 5, 4)), (conv1d, (2, 6))):
         for batch in (1, 5):
             x = rng.standard_normal((batch, *shape))

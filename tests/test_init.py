@@ -1,4 +1,5 @@
 """Initialisers: the variances each scheme promises, ranges, orthogonality, seeds, dtypes, errors."""
+
 from __future__ import annotations
 
 import math
@@ -48,16 +49,31 @@ def test_gain_scales_the_standard_deviation_and_defaults_are_torchs():
     assert abs(tanh.var() - (5 / 3) ** 2 / FAN_IN) < _var_tolerance((5 / 3) ** 2 / FAN_IN)
     fan_out = init.he_uniform(np.empty((FAN_IN, FAN_OUT)), mode="fan_out", seed=2)
     assert abs(fan_out.var() - 2 / FAN_OUT) < _var_tolerance(2 / FAN_OUT)
-    leaky = init.initialize(np.empty((FAN_IN, FAN_OUT)), "kaiming_normal", FAN_IN, FAN_OUT, seed=2,
-                            nonlinearity="leaky_relu", negative_slope=0.2)
-    want = 2 / (1 + 0.2 ** 2) / FAN_IN
+    leaky = init.initialize(
+        np.empty((FAN_IN, FAN_OUT)),
+        "kaiming_normal",
+        FAN_IN,
+        FAN_OUT,
+        seed=2,
+        nonlinearity="leaky_relu",
+        negative_slope=0.2,
+    )
+    want = 2 / (1 + 0.2**2) / FAN_IN
     assert abs(leaky.var() - want) < _var_tolerance(want)
 
 
 def test_calculate_gain_matches_torch():
     torch = pytest.importorskip("torch")
-    for name, param in [("linear", None), ("sigmoid", None), ("tanh", None), ("relu", None), ("leaky_relu", None),
-                        ("leaky_relu", 0.2), ("selu", None), ("conv2d", None)]:
+    for name, param in [
+        ("linear", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("selu", None),
+        ("conv2d", None),
+    ]:
         assert init.calculate_gain(name, param) == pytest.approx(torch.nn.init.calculate_gain(name, param))
     assert init.calculate_gain("identity") == 1.0
     with pytest.raises(ValueError, match="nonlinearity.*'tanh'"):
@@ -102,7 +118,7 @@ def test_determinism_by_seed_and_independence_by_stream():
     # float32 and float64 fills of one seed differ only by the generator's precision
     a32 = init.uniform(np.empty(1000, np.float32), seed=4)
     a64 = init.uniform(np.empty(1000, np.float64), seed=4)
-    np.testing.assert_allclose(a32, a64, atol=2 ** -23)
+    np.testing.assert_allclose(a32, a64, atol=2**-23)
 
 
 def test_non_contiguous_views_are_filled_in_place():
@@ -138,7 +154,21 @@ def test_default_init_by_activation_and_table():
     assert init.default_init("selu") == "lecun_normal"
     for name in ("tanh", "sigmoid", "identity", "softmax", None):
         assert init.default_init(name) == "xavier_uniform"
-    for name in ("zeros", "ones", "constant", "uniform", "normal", "xavier_uniform", "xavier_normal", "he_uniform",
-                 "he_normal", "lecun_uniform", "lecun_normal", "orthogonal", "glorot_uniform", "kaiming_normal"):
+    for name in (
+        "zeros",
+        "ones",
+        "constant",
+        "uniform",
+        "normal",
+        "xavier_uniform",
+        "xavier_normal",
+        "he_uniform",
+        "he_normal",
+        "lecun_uniform",
+        "lecun_normal",
+        "orthogonal",
+        "glorot_uniform",
+        "kaiming_normal",
+    ):
         assert name in init.INITIALIZERS
     assert set(init.DEFAULT_INIT.values()) <= set(init.INITIALIZERS)

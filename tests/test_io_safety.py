@@ -1,6 +1,7 @@
 """Safety of saving and loading: what atomic_write may replace, file modes, temporaries, the
 required checksum, structural checks that hold even with verify=False, a fuzz of damaged
 model files, custom losses that round-trip, and a clear error for the wrong weights format."""
+
 import json
 import os
 import signal
@@ -38,7 +39,7 @@ def tiny_model(seed=0):
 
 def split(blob: bytes) -> tuple[dict, bytes]:
     (size,) = struct.unpack("<Q", blob[:8])
-    return json.loads(blob[8:8 + size]), blob[8 + size:]
+    return json.loads(blob[8 : 8 + size]), blob[8 + size :]
 
 
 def join(header: dict, payload: bytes) -> bytes:
@@ -58,8 +59,10 @@ def drop_checksum(header, payload=None):
 
 
 def saved_state(model) -> dict:
-    return {**{k: np.array(v) for k, v in model.state_arrays().items()},
-            **{f"opt.{k}": v for k, v in model.optimizer.state_dict().items() if isinstance(v, np.ndarray)}}
+    return {
+        **{k: np.array(v) for k, v in model.state_arrays().items()},
+        **{f"opt.{k}": v for k, v in model.optimizer.state_dict().items() if isinstance(v, np.ndarray)},
+    }
 
 
 @pytest.fixture
@@ -71,6 +74,7 @@ def saved(tmp_path):
 
 
 # -- 1. atomic_write: what it replaces, modes, temporaries -------------------------------------
+
 
 def _make_fifo(path):
     os.mkfifo(path)
@@ -86,8 +90,9 @@ def _make_socket(path):
     return sock
 
 
-@pytest.mark.parametrize(("make", "kind"), [(_make_fifo, "named pipe"), (_make_directory, "directory"),
-                                            (_make_socket, "socket")])
+@pytest.mark.parametrize(
+    ("make", "kind"), [(_make_fifo, "named pipe"), (_make_directory, "directory"), (_make_socket, "socket")]
+)
 def test_save_refuses_targets_that_are_not_regular_files(tmp_path, make, kind):
     path = tmp_path / "s"
     keep = make(path)
@@ -176,8 +181,13 @@ def test_stale_temporaries_of_fastnn_are_cleaned_and_nothing_else(tmp_path):
     old = time.time() - 2 * 24 * 3600
     stale = [".fastnn-tmp-123-0123456789abcdef-m.safetensors", ".fastnn-tmp-9-fedcba9876543210-other.npz"]
     fresh = ".fastnn-tmp-124-0123456789abcdef-m.safetensors"
-    kept = [".tmp-abc-m.safetensors", ".fastnn-tmp-xyz", ".fastnn-tmp-1-0123-m", "notes.txt",
-            "x.fastnn-tmp-1-0123456789abcdef-m"]
+    kept = [
+        ".tmp-abc-m.safetensors",
+        ".fastnn-tmp-xyz",
+        ".fastnn-tmp-1-0123-m",
+        "notes.txt",
+        "x.fastnn-tmp-1-0123456789abcdef-m",
+    ]
     for name in [*stale, fresh, *kept]:
         (tmp_path / name).write_bytes(b"junk")
     (tmp_path / ".fastnn-tmp-5-0123456789abcdef-dir").mkdir()
@@ -187,8 +197,13 @@ def test_stale_temporaries_of_fastnn_are_cleaned_and_nothing_else(tmp_path):
     os.utime(tmp_path / ".fastnn-tmp-6-0123456789abcdef-link", (old, old), follow_symlinks=False)
     tiny_model().save(tmp_path / "m.safetensors")
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {"m.safetensors", fresh, *kept, ".fastnn-tmp-5-0123456789abcdef-dir",
-                    ".fastnn-tmp-6-0123456789abcdef-link"}
+    assert left == {
+        "m.safetensors",
+        fresh,
+        *kept,
+        ".fastnn-tmp-5-0123456789abcdef-dir",
+        ".fastnn-tmp-6-0123456789abcdef-link",
+    }
 
 
 KILLED_SAVE = textwrap.dedent("""
@@ -223,6 +238,7 @@ def test_a_save_killed_midway_leaves_a_temporary_that_a_later_save_cleans(tmp_pa
 
 # -- 2. the checksum is required; the structure is checked even without it ------------------
 
+
 def test_every_written_file_carries_the_checksum(tmp_path):
     write_safetensors(tmp_path / "t.safetensors", {"a": np.ones(2, np.float32)})
     header, _ = split((tmp_path / "t.safetensors").read_bytes())
@@ -238,8 +254,10 @@ def test_a_file_without_checksum_is_refused_unless_verify_false(saved):
         with pytest.raises(CorruptFileError, match="no fastnn checksum.*verify=False"):
             load(path)
     np.testing.assert_array_equal(fnn.load(path, verify=False).params, model.params)
-    assert set(read_safetensors(path, verify=False)[0]) == {f"param.{n}" for n, _, _ in model.named_parameters()} \
-        | {"optimizer.exp_avg", "optimizer.exp_avg_sq"}
+    assert set(read_safetensors(path, verify=False)[0]) == {f"param.{n}" for n, _, _ in model.named_parameters()} | {
+        "optimizer.exp_avg",
+        "optimizer.exp_avg_sq",
+    }
 
 
 def _offsets(header, name):
@@ -280,19 +298,27 @@ def _negative_shape(header, payload):
 
 
 def _huge_zero_size_tensor(header, payload):
-    header["extra"] = {"dtype": "F32", "shape": [2 ** 62, 0], "data_offsets": [0, 0]}
+    header["extra"] = {"dtype": "F32", "shape": [2**62, 0], "data_offsets": [0, 0]}
 
 
 def _float_shape(header, payload):
     header["param.2.bias"]["shape"] = [2.0]
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (_overlap, "overlaps"), (_gap, "gap of 4 bytes"), (_trailing, "8 bytes after the last tensor"),
-    (_unknown_dtype, "unknown or unsupported dtype 'BF16'"), (_negative_shape, "invalid shape"),
-    (_huge_zero_size_tensor, "impossible shape"), (_float_shape, "invalid shape"),
-    (_retype, "dtype int32, its architecture needs float32"), (_reshape, r"shape \(4, 3\), expected \(3, 4\)"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_overlap, "overlaps"),
+        (_gap, "gap of 4 bytes"),
+        (_trailing, "8 bytes after the last tensor"),
+        (_unknown_dtype, "unknown or unsupported dtype 'BF16'"),
+        (_negative_shape, "invalid shape"),
+        (_huge_zero_size_tensor, "impossible shape"),
+        (_float_shape, "invalid shape"),
+        (_retype, "dtype int32, its architecture needs float32"),
+        (_reshape, r"shape \(4, 3\), expected \(3, 4\)"),
+    ],
+)
 def test_malformed_layout_is_refused_even_with_verify_false(saved, edit, message):
     _, path = saved
 
@@ -326,8 +352,13 @@ def test_duplicate_header_keys_are_refused(saved):
 
 def test_files_of_the_safetensors_package_read_with_verify_false(tmp_path):
     stn = pytest.importorskip("safetensors.numpy")
-    arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "i": np.array([1, -2], np.int64),
-              "h": np.ones((2, 1, 2), np.float16), "e": np.zeros((0, 3), np.float64), "b": np.array([True, False])}
+    arrays = {
+        "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "i": np.array([1, -2], np.int64),
+        "h": np.ones((2, 1, 2), np.float16),
+        "e": np.zeros((0, 3), np.float64),
+        "b": np.array([True, False]),
+    }
     path = tmp_path / "theirs.safetensors"
     stn.save_file(arrays, str(path), metadata={"format": "np"})
     tensors, meta = read_safetensors(path, verify=False)
@@ -339,6 +370,7 @@ def test_files_of_the_safetensors_package_read_with_verify_false(tmp_path):
 
 
 # -- 3. fuzz: a damaged model file never loads silently and never crashes otherwise ----------
+
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
@@ -357,11 +389,17 @@ def _flip(data, blob):
 
 
 def _truncate(data, blob):
-    return blob[:data.draw(st.integers(0, len(blob) - 1))]
+    return blob[: data.draw(st.integers(0, len(blob) - 1))]
 
 
-JSON_VALUES = st.one_of(st.integers(-2 ** 64, 2 ** 64), st.text(max_size=8), st.none(), st.booleans(),
-                        st.floats(allow_nan=False), st.lists(st.integers(-3, 2 ** 40), max_size=3))
+JSON_VALUES = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(-3, 2**40), max_size=3),
+)
 
 
 def _edit_field(data, blob):
@@ -379,17 +417,19 @@ def _edit_field(data, blob):
         old = meta[key]
         if data.draw(st.booleans()) and old:
             pos = data.draw(st.integers(0, len(old) - 1))
-            meta[key] = old[:pos] + data.draw(st.characters()) + old[pos + 1:]
+            meta[key] = old[:pos] + data.draw(st.characters()) + old[pos + 1 :]
         else:
             meta[key] = data.draw(st.text(max_size=20))
     elif what == "dtype":
-        header[name]["dtype"] = data.draw(st.sampled_from(["F64", "F32", "F16", "I32", "I64", "U8", "BOOL",
-                                                           "BF16", "x", ""]) | JSON_VALUES)
+        header[name]["dtype"] = data.draw(
+            st.sampled_from(["F64", "F32", "F16", "I32", "I64", "U8", "BOOL", "BF16", "x", ""]) | JSON_VALUES
+        )
     elif what == "shape":
-        header[name]["shape"] = data.draw(st.lists(st.integers(-2, 2 ** 62), max_size=3) | JSON_VALUES)
+        header[name]["shape"] = data.draw(st.lists(st.integers(-2, 2**62), max_size=3) | JSON_VALUES)
     else:
-        header[name]["data_offsets"] = data.draw(st.lists(st.integers(-8, len(payload) + 8), min_size=2,
-                                                          max_size=2) | JSON_VALUES)
+        header[name]["data_offsets"] = data.draw(
+            st.lists(st.integers(-8, len(payload) + 8), min_size=2, max_size=2) | JSON_VALUES
+        )
     return join(header, payload)
 
 
@@ -402,8 +442,9 @@ def _leaves(value, path=()):
     return [path]
 
 
-SMALL_JSON = st.one_of(st.integers(-3, 50), st.text(max_size=6), st.none(), st.booleans(), st.floats(),
-                       st.just([]), st.just({}))
+SMALL_JSON = st.one_of(
+    st.integers(-3, 50), st.text(max_size=6), st.none(), st.booleans(), st.floats(), st.just([]), st.just({})
+)
 
 
 def _edit_metadata_json(data, blob):
@@ -469,6 +510,7 @@ def test_fuzz_unverified_loads_fail_only_with_corrupt_file_error(original, data)
 
 # -- 4. custom losses round-trip ----------------------------------------------------------
 
+
 @fnn.register_loss
 class ScaledSquaredError(fnn.losses.Loss):
     """scale * mean squared error, in plain NumPy (a user's loss)."""
@@ -532,6 +574,7 @@ def test_an_unregistered_loss_says_how_to_register_it():
 
 
 # -- load_weights on a safetensors file ----------------------------------------------------
+
 
 def test_check_npz_file_points_safetensors_files_to_fnn_load(saved, tmp_path):
     model, path = saved

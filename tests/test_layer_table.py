@@ -2,6 +2,7 @@
 differences, dtypes, odd shapes and batch 1, save/load, fused == unfused steps, torch, the
 predict-between-forward-and-backward promise, independent copies; then the tables that fastnn
 derives from one row per item."""
+
 import copy
 
 import numpy as np
@@ -188,8 +189,9 @@ def test_matches_torch_in_float64(case):
             mine, theirs = grads[name], tensor.grad
         else:  # a buffer: the running statistics after the forward
             mine, theirs = values[name], tensor
-        np.testing.assert_allclose(mine.T if transposed else mine, theirs.detach().numpy(), rtol=1e-10, atol=1e-12,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            mine.T if transposed else mine, theirs.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=name
+        )
 
 
 @table
@@ -199,8 +201,8 @@ def test_predict_between_forward_and_backward_keeps_the_gradients(case):
     other = inputs(case, seed=7)
     out, gx, grads = forward_backward(model, x, g, case.training)
     assert np.array_equal(model.forward(x, case.training), out)
-    model.predict(other)            # the same batch size
-    model.predict(other[:2])        # and another one
+    model.predict(other)  # the same batch size
+    model.predict(other[:2])  # and another one
     np.testing.assert_array_equal(model.backward(g), gx)
     np.testing.assert_array_equal(model.grads, grads)
 

@@ -1,5 +1,6 @@
 """Dropout, BatchNorm1d, LayerNorm, Residual as layers of a model; train/eval modes; the
 vanishing-gradient experiment."""
+
 import numpy as np
 import pytest
 
@@ -8,18 +9,32 @@ from tests._gradcheck import check_model_gradients
 
 
 def test_batchnorm_layernorm_residual_gradients_match_finite_differences(rng):
-    model = fnn.Sequential([
-        fnn.Dense(5, 6), fnn.BatchNorm1d(6), fnn.Tanh(),
-        fnn.Residual([fnn.Dense(6, 6, activation="tanh"), fnn.LayerNorm(6)]),
-        fnn.Residual([fnn.Dense(6, 4, activation="gelu")]),  # projection 6 -> 4 on the skip path
-        fnn.Dense(4, 3)], dtype="float64", seed=1)
+    model = fnn.Sequential(
+        [
+            fnn.Dense(5, 6),
+            fnn.BatchNorm1d(6),
+            fnn.Tanh(),
+            fnn.Residual([fnn.Dense(6, 6, activation="tanh"), fnn.LayerNorm(6)]),
+            fnn.Residual([fnn.Dense(6, 4, activation="gelu")]),  # projection 6 -> 4 on the skip path
+            fnn.Dense(4, 3),
+        ],
+        dtype="float64",
+        seed=1,
+    )
     model.compile(loss="cross_entropy", optimizer="sgd")
     check_model_gradients(model, rng.standard_normal((9, 5)), rng.integers(0, 3, 9))
 
 
 def test_non_affine_norms_gradients(rng):
-    model = fnn.Sequential([fnn.Dense(4, 5), fnn.BatchNorm1d(5, affine=False), fnn.LayerNorm(5, elementwise_affine=False),
-                            fnn.Dense(5, 2)], dtype="float64")
+    model = fnn.Sequential(
+        [
+            fnn.Dense(4, 5),
+            fnn.BatchNorm1d(5, affine=False),
+            fnn.LayerNorm(5, elementwise_affine=False),
+            fnn.Dense(5, 2),
+        ],
+        dtype="float64",
+    )
     model.compile(loss="mse", optimizer="sgd")
     check_model_gradients(model, rng.standard_normal((6, 4)), rng.standard_normal((6, 2)))
 
@@ -58,11 +73,21 @@ def test_seeded_training_is_bit_identical_on_one_and_two_threads(rng):
     def run(threads):
         numba.set_num_threads(threads)
         try:
-            model = fnn.Sequential([fnn.Dense(20, 512), fnn.BatchNorm1d(512), fnn.ReLU(), fnn.Dropout(0.5),
-                                    fnn.Dense(512, 256, activation="tanh"), fnn.LayerNorm(256), fnn.Dense(256, 3)],
-                                   seed=5)
-            model.fit(X, np.arange(300) % 3, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=150,
-                      verbose=0)
+            model = fnn.Sequential(
+                [
+                    fnn.Dense(20, 512),
+                    fnn.BatchNorm1d(512),
+                    fnn.ReLU(),
+                    fnn.Dropout(0.5),
+                    fnn.Dense(512, 256, activation="tanh"),
+                    fnn.LayerNorm(256),
+                    fnn.Dense(256, 3),
+                ],
+                seed=5,
+            )
+            model.fit(
+                X, np.arange(300) % 3, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=150, verbose=0
+            )
             return model.params.copy()
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
@@ -92,8 +117,11 @@ def test_batchnorm_batch_of_one_in_training_is_refused():
 
 def test_model_with_batchnorm_and_dropout_matches_torch(rng):
     torch = pytest.importorskip("torch")
-    model = fnn.Sequential([fnn.Dense(7, 9), fnn.BatchNorm1d(9, momentum=0.2), fnn.ReLU(), fnn.LayerNorm(9),
-                            fnn.Dense(9, 4)], dtype="float64", seed=2)
+    model = fnn.Sequential(
+        [fnn.Dense(7, 9), fnn.BatchNorm1d(9, momentum=0.2), fnn.ReLU(), fnn.LayerNorm(9), fnn.Dense(9, 4)],
+        dtype="float64",
+        seed=2,
+    )
     model.compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
     lin1, lin2 = torch.nn.Linear(7, 9).double(), torch.nn.Linear(9, 4).double()
     bn, ln = torch.nn.BatchNorm1d(9, momentum=0.2).double(), torch.nn.LayerNorm(9).double()
@@ -147,23 +175,36 @@ def test_residual_identity_path_and_projection(rng):
         fnn.Sequential([fnn.Residual([fnn.Dense(4, 6)], projection=False)], input_features=4)
 
 
-@pytest.mark.parametrize("make, pattern", [
-    (lambda: fnn.Dropout(1.0), r"p must be in \[0.0, 1.0\)"),
-    (lambda: fnn.Dropout(-0.1), r"p must be in"),
-    (lambda: fnn.BatchNorm1d(4, eps=0), r"eps must be in \(0.0"),
-    (lambda: fnn.BatchNorm1d(4, momentum=1.5), r"momentum must be in \[0.0, 1.0\]"),
-    (lambda: fnn.LayerNorm(4, eps=-1), r"eps must be in"),
-    (lambda: fnn.Sequential([fnn.Dense(3, 5), fnn.BatchNorm1d(4)]), r"layer 1 \(BatchNorm1d\(4.*expects 4 features.*set layer 1.s num_features to 5"),
-    (lambda: fnn.Dense(3, 4, init="xavier_unifrom"), r"Did you mean 'xavier_uniform'"),
-])
+@pytest.mark.parametrize(
+    "make, pattern",
+    [
+        (lambda: fnn.Dropout(1.0), r"p must be in \[0.0, 1.0\)"),
+        (lambda: fnn.Dropout(-0.1), r"p must be in"),
+        (lambda: fnn.BatchNorm1d(4, eps=0), r"eps must be in \(0.0"),
+        (lambda: fnn.BatchNorm1d(4, momentum=1.5), r"momentum must be in \[0.0, 1.0\]"),
+        (lambda: fnn.LayerNorm(4, eps=-1), r"eps must be in"),
+        (
+            lambda: fnn.Sequential([fnn.Dense(3, 5), fnn.BatchNorm1d(4)]),
+            r"layer 1 \(BatchNorm1d\(4.*expects 4 features.*set layer 1.s num_features to 5",
+        ),
+        (lambda: fnn.Dense(3, 4, init="xavier_unifrom"), r"Did you mean 'xavier_uniform'"),
+    ],
+)
 def test_bad_layer_arguments(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
 
 
 def test_save_and_load_keeps_running_stats_and_dropout_position(tmp_path, rng):
-    model = fnn.Sequential([fnn.Dense(4, 8), fnn.BatchNorm1d(8), fnn.Dropout(0.2),
-                            fnn.Residual([fnn.Dense(8, 8, activation="relu")]), fnn.Dense(8, 2)])
+    model = fnn.Sequential(
+        [
+            fnn.Dense(4, 8),
+            fnn.BatchNorm1d(8),
+            fnn.Dropout(0.2),
+            fnn.Residual([fnn.Dense(8, 8, activation="relu")]),
+            fnn.Dense(8, 2),
+        ]
+    )
     X = rng.standard_normal((40, 4))
     model.fit(X, np.arange(40) % 2, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=8, verbose=0)
     model.save(tmp_path / "m.safetensors")

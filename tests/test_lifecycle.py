@@ -1,5 +1,6 @@
 """Life-cycle paths of a model: copies, ownership, interrupts, threads, stale plans, allocation
 failures, resuming on other data, callback state keys, non-finite gradients."""
+
 import copy
 import pickle
 import threading
@@ -17,8 +18,9 @@ def _data(rng, n=48, d=5, k=3):
 
 
 def _model(seed=0, dropout=0.2):
-    model = fnn.Sequential([fnn.Dense(5, 12, activation="relu"), fnn.BatchNorm1d(12), fnn.Dropout(dropout),
-                            fnn.Dense(12, 3)], seed=seed)
+    model = fnn.Sequential(
+        [fnn.Dense(5, 12, activation="relu"), fnn.BatchNorm1d(12), fnn.Dropout(dropout), fnn.Dense(12, 3)], seed=seed
+    )
     model.compile("cross_entropy", fnn.optim.Adam(lr=1e-2))
     return model
 
@@ -266,13 +268,13 @@ def test_predict_from_several_threads_is_correct(rng):
     X, y = _data(rng, n=64)
     model = _model()
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
-    expected = [model.predict(X[i:i + 1 + i % 5]) for i in range(40)]
+    expected = [model.predict(X[i : i + 1 + i % 5]) for i in range(40)]
     errors = []
 
     def work():
         for _ in range(20):
             for i in range(40):
-                if not np.array_equal(model.predict(X[i:i + 1 + i % 5]), expected[i]):
+                if not np.array_equal(model.predict(X[i : i + 1 + i % 5]), expected[i]):
                     errors.append(i)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -307,9 +309,17 @@ def test_training_one_model_from_two_threads_is_refused(rng):
 # -- the layer protocol: contexts ---------------------------------------------------------------------
 def test_predict_between_forward_and_backward_does_not_change_gradients(rng):
     X, _ = _data(rng)
-    model = fnn.Sequential([fnn.Dense(5, 6, activation="tanh"), fnn.BatchNorm1d(6), fnn.Dropout(0.3),
-                            fnn.LayerNorm(6), fnn.Residual([fnn.Dense(6, 6, activation="gelu")]), fnn.Dense(6, 2)],
-                           dtype="float64")
+    model = fnn.Sequential(
+        [
+            fnn.Dense(5, 6, activation="tanh"),
+            fnn.BatchNorm1d(6),
+            fnn.Dropout(0.3),
+            fnn.LayerNorm(6),
+            fnn.Residual([fnn.Dense(6, 6, activation="gelu")]),
+            fnn.Dense(6, 2),
+        ],
+        dtype="float64",
+    )
     grad_out = rng.standard_normal((8, 2))
     twin = copy.deepcopy(model)  # the same weights, buffers and dropout counters
     twin.forward(X[:8], training=True)
@@ -333,7 +343,9 @@ def test_backward_before_forward_is_a_clear_error():
 def test_shapes_chain_and_mismatches_name_both_layers(rng):
     model = fnn.Sequential([fnn.Dense(6), fnn.ReLU(), fnn.Dense(2)], input_shape=(4,))
     assert model.output_shape == (2,) and model.layers[0].input_shape == (4,)
-    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(3, 4\)\) outputs \(batch, 4\), but layer 1 \(Dense\(5, 2\)\) expects 5"):
+    with pytest.raises(
+        ValueError, match=r"layer 0 \(Dense\(3, 4\)\) outputs \(batch, 4\), but layer 1 \(Dense\(5, 2\)\) expects 5"
+    ):
         fnn.Sequential([fnn.Dense(3, 4), fnn.Dense(5, 2)])
     lazy = fnn.Sequential([fnn.Dense(6), fnn.Tanh(), fnn.Dense(2)])
     assert not lazy.built and "unknown" in lazy.summary(print_fn=None)

@@ -1,5 +1,6 @@
 """ruff's lint rules and formatting ([tool.ruff] in pyproject.toml) hold for the whole repository;
 ``pre-commit install`` runs the same checks before each commit (.pre-commit-config.yaml)."""
+
 import pathlib
 import shutil
 import subprocess

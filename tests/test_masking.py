@@ -1,5 +1,6 @@
 """Sequence lengths from padding (Masking, Embedding(mask_padding=True)) and how the model carries
 them: to layers that honour them, refused by those that cannot."""
+
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ def test_lengths_from_values_matches_reference(dtype, shape):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
     for b in range(shape[0]):  # trailing padding of a different length per sample, and a hole inside
-        x[b, shape[1] - b % (shape[1] + 1):] = 0
+        x[b, shape[1] - b % (shape[1] + 1) :] = 0
     if shape[1] > 2:
         x[0, 1] = 0  # padding inside a sequence counts as a valid step
     lengths = np.full(shape[0], -1, np.int64)
@@ -100,7 +101,9 @@ def test_an_all_padding_sample_is_refused_with_its_index():
 def test_masking_options_round_trip_through_config():
     layer = fnn.layers.layer_from_config(fnn.layers.layer_to_config(fnn.Masking(0.5)))
     assert isinstance(layer, fnn.Masking) and layer.mask_value == 0.5
-    emb = fnn.layers.layer_from_config(fnn.layers.layer_to_config(fnn.Embedding(6, 2, padding_idx=0, mask_padding=True)))
+    emb = fnn.layers.layer_from_config(
+        fnn.layers.layer_to_config(fnn.Embedding(6, 2, padding_idx=0, mask_padding=True))
+    )
     assert emb.mask_padding and emb.produces_lengths
 
 
@@ -119,8 +122,16 @@ def test_masked_sequence_models_round_trip_through_save(tmp_path):
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 6, (8, 5))
     tokens[:4, 3:] = 0
-    model = fnn.Sequential([fnn.Embedding(6, 4, padding_idx=0, mask_padding=True), fnn.GRU(4, 3, bidirectional=True),
-                            fnn.GlobalAvgPool(axis="time"), fnn.Dense(6, 2)], input_shape=(5,), seed=1)
+    model = fnn.Sequential(
+        [
+            fnn.Embedding(6, 4, padding_idx=0, mask_padding=True),
+            fnn.GRU(4, 3, bidirectional=True),
+            fnn.GlobalAvgPool(axis="time"),
+            fnn.Dense(6, 2),
+        ],
+        input_shape=(5,),
+        seed=1,
+    )
     model.compile("cross_entropy", "adam")
     model.fit(tokens, rng.integers(0, 2, 8), epochs=1, verbose=0)
     model.save(tmp_path / "m.safetensors")
@@ -138,11 +149,12 @@ def test_a_masked_model_equals_each_sequence_run_alone(cls):
     lengths = [6, 4, 1]
     for b, n in enumerate(lengths):
         x[b, n:] = 0
-    model = fnn.Sequential([fnn.Masking(), cls(2, 3, num_layers=2, bidirectional=True)], input_shape=(6, 2),
-                           dtype="float64", seed=2)
+    model = fnn.Sequential(
+        [fnn.Masking(), cls(2, 3, num_layers=2, bidirectional=True)], input_shape=(6, 2), dtype="float64", seed=2
+    )
     out = model.predict(x)
     layer = model.layers[1]
     for b, n in enumerate(lengths):
-        alone = layer.forward(x[b:b + 1, :n], False)
+        alone = layer.forward(x[b : b + 1, :n], False)
         np.testing.assert_allclose(out[b, :n], alone[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(out[b, n:], 0)

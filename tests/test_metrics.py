@@ -4,6 +4,7 @@ cross_entropy: argmax == label. binary_cross_entropy with one output: (logit > 0
 with k > 1 outputs (multi-label): exact match, every one of a sample's k labels right (sklearn's
 ``accuracy_score``). Regression losses report no accuracy.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Sequential end to end: building, gradients against finite differences and torch, training."""
+
 import numpy as np
 import pytest
 
@@ -22,7 +23,7 @@ def test_flat_buffers_hold_every_parameter_as_views():
         assert np.shares_memory(value, model.params) and np.shares_memory(grad, model.grads)
     # weights (decayed) come first in the flat buffer
     assert model.n_decay == 3 * 5 + 5 * 2
-    assert np.shares_memory(model.layers[1].weight, model.params[:model.n_decay])
+    assert np.shares_memory(model.layers[1].weight, model.params[: model.n_decay])
 
 
 def test_same_seed_same_weights_and_other_seed_differs():
@@ -48,8 +49,13 @@ def test_parameter_gradients_match_finite_differences(loss, rng):
 
 def test_forward_backward_match_torch(rng):
     torch = pytest.importorskip("torch")
-    acts = [("relu", torch.nn.ReLU()), ("tanh", torch.nn.Tanh()), ("gelu", torch.nn.GELU()),
-            ("elu", torch.nn.ELU()), ("sigmoid", torch.nn.Sigmoid())]
+    acts = [
+        ("relu", torch.nn.ReLU()),
+        ("tanh", torch.nn.Tanh()),
+        ("gelu", torch.nn.GELU()),
+        ("elu", torch.nn.ELU()),
+        ("sigmoid", torch.nn.Sigmoid()),
+    ]
     sizes = [9, 17, 13, 11, 7, 5, 4]
     layers, tlayers = [], []
     for (a, b), (name, tact) in zip(zip(sizes[:-1], sizes[1:]), acts + [(None, None)]):
@@ -84,12 +90,18 @@ def test_forward_backward_match_torch(rng):
 def test_perceptron_cannot_learn_xor_but_mlp_can():
     X, y = make_xor(n_samples=4)
     perceptron = fnn.Sequential([fnn.Dense(2, 2)], seed=0)
-    perceptron.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.5), epochs=300, batch_size=4,
-                   verbose=0)
+    perceptron.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.5), epochs=300, batch_size=4, verbose=0)
     assert perceptron.evaluate(X, y)["accuracy"] <= 0.75
     model = fnn.Sequential([fnn.Dense(2, 16, activation="tanh"), fnn.Dense(16, 1)], seed=0)
-    model.fit(X, y.astype(float), loss="binary_cross_entropy", optimizer=fnn.optim.SGD(lr=0.5, momentum=0.9),
-              epochs=300, batch_size=4, verbose=0)
+    model.fit(
+        X,
+        y.astype(float),
+        loss="binary_cross_entropy",
+        optimizer=fnn.optim.SGD(lr=0.5, momentum=0.9),
+        epochs=300,
+        batch_size=4,
+        verbose=0,
+    )
     assert model.evaluate(X, y.astype(float))["accuracy"] == 1.0
 
 
@@ -99,8 +111,16 @@ def test_mlp_reaches_95_percent_on_digits():
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, seed=0, stratify=True)
     X_train, X_test, _ = standardize(X_train, X_test)
     model = fnn.Sequential([fnn.Dense(64, 128, activation="relu"), fnn.Dense(128, 10)], seed=0)
-    hist = model.fit(X_train, y_train, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=1e-3), epochs=20,
-                     batch_size=32, validation_data=(X_test, y_test), verbose=0)
+    hist = model.fit(
+        X_train,
+        y_train,
+        loss="cross_entropy",
+        optimizer=fnn.optim.Adam(lr=1e-3),
+        epochs=20,
+        batch_size=32,
+        validation_data=(X_test, y_test),
+        verbose=0,
+    )
     assert model.evaluate(X_test, y_test)["accuracy"] >= 0.95
     assert len(hist["loss"]) == 20 and hist["loss"][-1] < hist["loss"][0]
     assert set(hist.history) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
@@ -135,8 +155,9 @@ def test_fit_writes_one_line_per_epoch_when_not_a_terminal(capsys, rng):
 
 def test_fit_verbose_zero_is_silent(capsys, rng):
     model = fnn.Sequential([fnn.Dense(3, 2)])
-    model.fit(rng.standard_normal((20, 3)), rng.integers(0, 2, 20), loss="cross_entropy", optimizer="sgd",
-              epochs=2, verbose=0)
+    model.fit(
+        rng.standard_normal((20, 3)), rng.integers(0, 2, 20), loss="cross_entropy", optimizer="sgd", epochs=2, verbose=0
+    )
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
 
@@ -175,8 +196,13 @@ def test_predict_and_evaluate_in_eval_mode_and_restore_mode(rng):
 
 
 def test_summary_lists_layers_shapes_and_counts():
-    model = fnn.Sequential([fnn.Dense(784, 256, activation="relu"), fnn.Dropout(0.2) if hasattr(fnn, "Dropout")
-                            else fnn.Identity(), fnn.Dense(256, 10)])
+    model = fnn.Sequential(
+        [
+            fnn.Dense(784, 256, activation="relu"),
+            fnn.Dropout(0.2) if hasattr(fnn, "Dropout") else fnn.Identity(),
+            fnn.Dense(256, 10),
+        ]
+    )
     text = model.summary(print_fn=None)
     assert "Dense(784, 256, activation='relu')" in text
     assert "(batch, 256)" in text and "(batch, 10)" in text

@@ -1,5 +1,6 @@
 """ONNX export: every row of the layer table and a few whole models, checked by onnx.checker (inside
 the export) and by onnxruntime giving model.predict's outputs at several batch sizes."""
+
 import numpy as np
 import pytest
 
@@ -50,17 +51,41 @@ def test_layer_case_exports_and_runs_equal(case, tmp_path):
 def test_whole_models(tmp_path):
     """An MLP with batch norm and dropout, a LeNet-like CNN, an LSTM classifier and an encoder stack."""
     models = [
-        fnn.Sequential([fnn.Dense(6, 8, activation="relu"), fnn.BatchNorm1d(8), fnn.Dropout(0.5),
-                        fnn.Dense(8, 3), fnn.Softmax()]),
-        fnn.Sequential([fnn.Conv2d(1, 4, 3, padding="same", activation="relu"), fnn.MaxPool2d(2),
-                        fnn.Conv2d(4, 6, 3, activation="tanh"), fnn.AvgPool2d(2), fnn.Flatten(),
-                        fnn.Dense(6, 5, activation="elu"), fnn.Dense(5, 2)], input_shape=(1, 10, 10)),
-        fnn.Sequential([fnn.Embedding(20, 4), fnn.LSTM(4, 5, num_layers=2, bidirectional=True,
-                                                       learn_initial_state=True),
-                        fnn.LSTM(10, 3, return_sequences=False), fnn.Dense(3, 2)], input_shape=(6,)),
-        fnn.Sequential([fnn.Dense(3, 8), fnn.PositionalEncoding(), fnn.TransformerEncoderBlock(8, 2, 16),
-                        fnn.TransformerEncoderBlock(8, 4, 12, activation="gelu", norm_first=True, causal=True),
-                        fnn.GlobalAvgPool(axis="time"), fnn.Dense(8, 1)], input_shape=(5, 3)),
+        fnn.Sequential(
+            [fnn.Dense(6, 8, activation="relu"), fnn.BatchNorm1d(8), fnn.Dropout(0.5), fnn.Dense(8, 3), fnn.Softmax()]
+        ),
+        fnn.Sequential(
+            [
+                fnn.Conv2d(1, 4, 3, padding="same", activation="relu"),
+                fnn.MaxPool2d(2),
+                fnn.Conv2d(4, 6, 3, activation="tanh"),
+                fnn.AvgPool2d(2),
+                fnn.Flatten(),
+                fnn.Dense(6, 5, activation="elu"),
+                fnn.Dense(5, 2),
+            ],
+            input_shape=(1, 10, 10),
+        ),
+        fnn.Sequential(
+            [
+                fnn.Embedding(20, 4),
+                fnn.LSTM(4, 5, num_layers=2, bidirectional=True, learn_initial_state=True),
+                fnn.LSTM(10, 3, return_sequences=False),
+                fnn.Dense(3, 2),
+            ],
+            input_shape=(6,),
+        ),
+        fnn.Sequential(
+            [
+                fnn.Dense(3, 8),
+                fnn.PositionalEncoding(),
+                fnn.TransformerEncoderBlock(8, 2, 16),
+                fnn.TransformerEncoderBlock(8, 4, 12, activation="gelu", norm_first=True, causal=True),
+                fnn.GlobalAvgPool(axis="time"),
+                fnn.Dense(8, 1),
+            ],
+            input_shape=(5, 3),
+        ),
     ]
     draws = [None, None, lambda rng, batch: rng.integers(0, 20, (batch, 6)), None]
     for i, (model, draw) in enumerate(zip(models, draws)):
@@ -73,16 +98,37 @@ def test_options_beyond_the_table(tmp_path):
     """Layer options no table row has: no running statistics, learned GRU/RNN states, LeakyReLU's
     slope, pooling without counting the padding, a GELU(tanh) Dense, opset 18 (ReduceMean's axes input)."""
     models = [
-        fnn.Sequential([fnn.BatchNorm1d(3, track_running_stats=False), fnn.LeakyReLU(0.3),
-                        fnn.Dense(3, 2, activation="gelu_tanh")], input_shape=(3,)),
-        fnn.Sequential([fnn.BatchNorm2d(2, affine=False, track_running_stats=False),
-                        fnn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), fnn.GlobalAvgPool()],
-                       input_shape=(2, 5, 5)),
-        fnn.Sequential([fnn.GRU(3, 4, learn_initial_state=True, bidirectional=True),
-                        fnn.RNN(8, 2, num_layers=2, learn_initial_state=True, return_sequences=False)],
-                       input_shape=(4, 3)),
-        fnn.Sequential([fnn.LayerNorm(4, elementwise_affine=False), fnn.Residual([fnn.LSTM(4, 4)]),
-                        fnn.GlobalAvgPool(axis="time")], input_shape=(3, 4)),
+        fnn.Sequential(
+            [
+                fnn.BatchNorm1d(3, track_running_stats=False),
+                fnn.LeakyReLU(0.3),
+                fnn.Dense(3, 2, activation="gelu_tanh"),
+            ],
+            input_shape=(3,),
+        ),
+        fnn.Sequential(
+            [
+                fnn.BatchNorm2d(2, affine=False, track_running_stats=False),
+                fnn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                fnn.GlobalAvgPool(),
+            ],
+            input_shape=(2, 5, 5),
+        ),
+        fnn.Sequential(
+            [
+                fnn.GRU(3, 4, learn_initial_state=True, bidirectional=True),
+                fnn.RNN(8, 2, num_layers=2, learn_initial_state=True, return_sequences=False),
+            ],
+            input_shape=(4, 3),
+        ),
+        fnn.Sequential(
+            [
+                fnn.LayerNorm(4, elementwise_affine=False),
+                fnn.Residual([fnn.LSTM(4, 4)]),
+                fnn.GlobalAvgPool(axis="time"),
+            ],
+            input_shape=(3, 4),
+        ),
     ]
     for i, model in enumerate(models):
         randomize(model, seed=i)  # (batch statistics need batches over 1)
@@ -91,17 +137,20 @@ def test_options_beyond_the_table(tmp_path):
 
 def padded(draw_steps):
     """draw(rng, batch) of sequences whose samples have 1..time valid steps, then padding (0)."""
+
     def draw(rng, batch):
         x = draw_steps(rng, batch)
         for b, length in enumerate(rng.integers(1, x.shape[1] + 1, batch)):
             x[b, length:] = 0
         return x
+
     return draw
 
 
 def test_sequence_lengths_reach_the_layers_that_read_them(tmp_path):
     """Masking and Embedding(mask_padding=True): recurrent layers (both directions, last state),
     attention (alone and in an encoder block), LastStep and the time mean skip the padding."""
+
     def values(rng, batch):
         return rng.standard_normal((batch, 5, 3))
 
@@ -109,14 +158,32 @@ def test_sequence_lengths_reach_the_layers_that_read_them(tmp_path):
         return rng.integers(1, 9, (batch, 5))
 
     models = [
-        fnn.Sequential([fnn.Masking(), fnn.LSTM(3, 4, bidirectional=True), fnn.Dense(8, 2),
-                        fnn.GRU(2, 3, num_layers=2, bidirectional=True, return_sequences=False)], input_shape=(5, 3)),
-        fnn.Sequential([fnn.Masking(), fnn.Dense(3, 4), fnn.TransformerEncoderBlock(4, 2, 6),
-                        fnn.GlobalAvgPool(axis="time")], input_shape=(5, 3)),
-        fnn.Sequential([fnn.Embedding(9, 4, padding_idx=0, mask_padding=True), fnn.RNN(4, 3), fnn.LastStep()],
-                       input_shape=(5,)),
-        fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.Dense(3, 4)), fnn.MultiHeadSelfAttention(4, 2),
-                        fnn.LastStep(), fnn.Dense(4, 2)], input_shape=(5, 3)),
+        fnn.Sequential(
+            [
+                fnn.Masking(),
+                fnn.LSTM(3, 4, bidirectional=True),
+                fnn.Dense(8, 2),
+                fnn.GRU(2, 3, num_layers=2, bidirectional=True, return_sequences=False),
+            ],
+            input_shape=(5, 3),
+        ),
+        fnn.Sequential(
+            [fnn.Masking(), fnn.Dense(3, 4), fnn.TransformerEncoderBlock(4, 2, 6), fnn.GlobalAvgPool(axis="time")],
+            input_shape=(5, 3),
+        ),
+        fnn.Sequential(
+            [fnn.Embedding(9, 4, padding_idx=0, mask_padding=True), fnn.RNN(4, 3), fnn.LastStep()], input_shape=(5,)
+        ),
+        fnn.Sequential(
+            [
+                fnn.Masking(),
+                fnn.TimeDistributed(fnn.Dense(3, 4)),
+                fnn.MultiHeadSelfAttention(4, 2),
+                fnn.LastStep(),
+                fnn.Dense(4, 2),
+            ],
+            input_shape=(5, 3),
+        ),
     ]
     for i, (model, draw) in enumerate(zip(models, [values, values, tokens, values])):
         randomize(model, seed=i)

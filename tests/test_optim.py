@@ -1,5 +1,6 @@
 """Optimizer objects, table-driven over fastnn.optim.OPTIMIZERS: trajectories against float64
 references and torch.optim, clipping, dtypes, thread counts, state round trips and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,21 @@ SIZE, N_DECAY, STEPS = 103, 71, 20
 
 # name -> hyper-parameter sets: weight decay off and on, every option exercised once.
 CASES = {
-    "sgd": [{"lr": 0.05}, {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.1},
-            {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1}],
+    "sgd": [
+        {"lr": 0.05},
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.1},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+    ],
     "rmsprop": [{"lr": 0.01}, {"lr": 0.01, "alpha": 0.9, "momentum": 0.5, "centered": True, "weight_decay": 0.1}],
-    "adagrad": [{"lr": 0.1}, {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8,
-                              "weight_decay": 0.1}],
+    "adagrad": [
+        {"lr": 0.1},
+        {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-8, "weight_decay": 0.1},
+    ],
     "adam": [{"lr": 0.01}, {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1, "amsgrad": True}],
     "adamw": [{"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}],
     "lion": [{"lr": 0.01}, {"lr": 0.01, "betas": (0.95, 0.98), "weight_decay": 0.1}],
 }
-PARAMS = [pytest.param(name, hyper, id=f"{name}-{i}") for name, cases in CASES.items()
-          for i, hyper in enumerate(cases)]
+PARAMS = [pytest.param(name, hyper, id=f"{name}-{i}") for name, cases in CASES.items() for i, hyper in enumerate(cases)]
 CLIPS = [{}, {"clip_norm": 2.0}, {"clip_value": 0.3}]
 
 
@@ -82,7 +87,8 @@ def test_matches_torch(name, hyper, clip):
     wd = hyper.get("weight_decay", optim.OPTIMIZERS[name]().get_config().get("weight_decay", 0.0))
     kwargs = {k: v for k, v in hyper.items() if k != "weight_decay"}
     opt = getattr(torch.optim, TORCH_CLASSES[name])(
-        [{"params": [head], "weight_decay": wd}, {"params": [tail], "weight_decay": 0.0}], **kwargs)
+        [{"params": [head], "weight_decay": wd}, {"params": [tail], "weight_decay": 0.0}], **kwargs
+    )
     for step, grad in enumerate(grads):
         head.grad = torch.tensor(grad[:N_DECAY])
         tail.grad = torch.tensor(grad[N_DECAY:])
@@ -128,8 +134,9 @@ def test_bit_identical_on_one_and_two_threads(name):
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            runs.append(_run(optim.get(name, **CASES[name][-1], clip_norm=10.0), p0, grads,
-                             dtype=np.float32, n_decay=50_000))
+            runs.append(
+                _run(optim.get(name, **CASES[name][-1], clip_norm=10.0), p0, grads, dtype=np.float32, n_decay=50_000)
+            )
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(runs[0][0][-1], runs[1][0][-1])
@@ -145,7 +152,7 @@ def test_state_dict_round_trip_continues_exactly(name):
     state = first.state_dict()
     assert state["step_count"] == 10 and state["name"] == name
     resumed = optim.optimizer_from_config(json.loads(json.dumps(first.get_config())))
-    resumed.load_state_dict(state)            # before bind: applied when bound
+    resumed.load_state_dict(state)  # before bind: applied when bound
     rest, _ = _run(resumed, half[-1], grads[10:])
     assert resumed.step_count == STEPS
     np.testing.assert_array_equal(rest[-1], straight[-1])
@@ -204,16 +211,26 @@ def test_lr_is_settable_and_used():
 
 
 BAD_HYPER = [
-    ("sgd", {"lr": -0.1}, "lr"), ("sgd", {"lr": float("nan")}, "lr"), ("adam", {"lr": "fast"}, "lr"),
-    ("sgd", {"momentum": -0.5}, "momentum"), ("sgd", {"nesterov": True}, "nesterov"),
+    ("sgd", {"lr": -0.1}, "lr"),
+    ("sgd", {"lr": float("nan")}, "lr"),
+    ("adam", {"lr": "fast"}, "lr"),
+    ("sgd", {"momentum": -0.5}, "momentum"),
+    ("sgd", {"nesterov": True}, "nesterov"),
     ("sgd", {"momentum": 0.9, "dampening": 0.5, "nesterov": True}, "nesterov"),
-    ("sgd", {"weight_decay": -1.0}, "weight_decay"), ("sgd", {"clip_norm": 0.0}, "clip_norm"),
-    ("sgd", {"clip_value": -1.0}, "clip_value"), ("sgd", {"clip_norm": 1.0, "clip_value": 1.0}, "clip_value"),
-    ("rmsprop", {"alpha": 1.0}, "alpha"), ("rmsprop", {"eps": 0.0}, "eps"), ("rmsprop", {"centered": 1}, "centered"),
-    ("adagrad", {"lr_decay": -0.1}, "lr_decay"), ("adagrad", {"initial_accumulator_value": -1.0},
-                                                          "initial_accumulator_value"),
-    ("adam", {"betas": (1.0, 0.999)}, "betas"), ("adam", {"betas": (0.9, -0.1)}, "betas"),
-    ("adam", {"betas": 0.9}, "betas"), ("adam", {"eps": -1e-8}, "eps"), ("adamw", {"amsgrad": "yes"}, "amsgrad"),
+    ("sgd", {"weight_decay": -1.0}, "weight_decay"),
+    ("sgd", {"clip_norm": 0.0}, "clip_norm"),
+    ("sgd", {"clip_value": -1.0}, "clip_value"),
+    ("sgd", {"clip_norm": 1.0, "clip_value": 1.0}, "clip_value"),
+    ("rmsprop", {"alpha": 1.0}, "alpha"),
+    ("rmsprop", {"eps": 0.0}, "eps"),
+    ("rmsprop", {"centered": 1}, "centered"),
+    ("adagrad", {"lr_decay": -0.1}, "lr_decay"),
+    ("adagrad", {"initial_accumulator_value": -1.0}, "initial_accumulator_value"),
+    ("adam", {"betas": (1.0, 0.999)}, "betas"),
+    ("adam", {"betas": (0.9, -0.1)}, "betas"),
+    ("adam", {"betas": 0.9}, "betas"),
+    ("adam", {"eps": -1e-8}, "eps"),
+    ("adamw", {"amsgrad": "yes"}, "amsgrad"),
     ("lion", {"betas": (0.9, float("nan"))}, "betas"),
 ]
 

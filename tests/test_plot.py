@@ -1,4 +1,5 @@
 """fastnn.plot with the Agg backend: figures are written and show the data."""
+
 import sys
 
 import numpy as np
@@ -17,10 +18,19 @@ from fastnn import plot as P
 @pytest.fixture(scope="module")
 def moons_model():
     X, y = fnn.data.make_moons(128, noise=0.1, seed=0)
-    model = fnn.Sequential([fnn.Dense(2, 16, activation="relu"), fnn.Dense(16, 16, activation="tanh"),
-                            fnn.Dense(16, 2)], seed=0)
-    history = model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.Adam(lr=3e-2), epochs=30, batch_size=32,
-                        validation_data=(X, y), verbose=0)
+    model = fnn.Sequential(
+        [fnn.Dense(2, 16, activation="relu"), fnn.Dense(16, 16, activation="tanh"), fnn.Dense(16, 2)], seed=0
+    )
+    history = model.fit(
+        X,
+        y,
+        loss="cross_entropy",
+        optimizer=fnn.optim.Adam(lr=3e-2),
+        epochs=30,
+        batch_size=32,
+        validation_data=(X, y),
+        verbose=0,
+    )
     return model, history, X, y
 
 
@@ -71,8 +81,9 @@ def test_gradient_histograms_one_per_weight_matrix(moons_model, tmp_path):
 
 def test_gradient_norms_across_depth(moons_model, tmp_path):
     model, _, X, y = moons_model
-    other = fnn.Sequential([fnn.Dense(2, 16, activation="sigmoid"), fnn.Dense(16, 16, activation="sigmoid"),
-                            fnn.Dense(16, 2)], seed=1)
+    other = fnn.Sequential(
+        [fnn.Dense(2, 16, activation="sigmoid"), fnn.Dense(16, 16, activation="sigmoid"), fnn.Dense(16, 2)], seed=1
+    )
     other.compile("cross_entropy", "sgd")
     fig = P.plot_gradient_norms([model, other], X, y, labels=["relu", "sigmoid"], path=tmp_path / "n.png")
     written(tmp_path / "n.png")

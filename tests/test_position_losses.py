@@ -1,6 +1,7 @@
 """Losses over positions: an output (batch, *positions, k) is scored row by row, one target per
 position (per-step classification of sequences, as Keras' sparse categorical cross-entropy on
 (batch, time, classes))."""
+
 import numpy as np
 import pytest
 

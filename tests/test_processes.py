@@ -7,6 +7,7 @@ Every case trains one tiny structure, so children load its kernels from the pare
 parameters: the optimizer update is a parallel kernel (over PARALLEL_MIN_ELEMENTS), so Numba's
 threading layer really starts. Every wait has a timeout, so a hang fails instead of stalling CI.
 """
+
 import io
 import multiprocessing
 import os
@@ -30,8 +31,9 @@ TBB_WHEEL = platform.machine().lower() in ("x86_64", "amd64") and sys.platform i
 
 
 def _tiny(seed: int) -> fnn.Sequential:
-    return fnn.Sequential([fnn.Dense(4, 256, activation="tanh"), fnn.Dense(256, 256, activation="tanh"),
-                           fnn.Dense(256, 2)], seed=seed)
+    return fnn.Sequential(
+        [fnn.Dense(4, 256, activation="tanh"), fnn.Dense(256, 256, activation="tanh"), fnn.Dense(256, 2)], seed=seed
+    )
 
 
 def train_tiny(seed: int, steps: int = 4) -> np.ndarray:
@@ -41,7 +43,7 @@ def train_tiny(seed: int, steps: int = 4) -> np.ndarray:
     y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
     model = _tiny(seed).compile(loss="cross_entropy", optimizer="sgd")
     for i in range(steps):
-        model.train_step(X[8 * i:8 * i + 8], y[8 * i:8 * i + 8])
+        model.train_step(X[8 * i : 8 * i + 8], y[8 * i : 8 * i + 8])
     return model.params.copy()
 
 
@@ -49,8 +51,14 @@ def _python(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter that imports this checkout's fastnn; fail on a timeout."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
 
 
 def test_fastnn_asks_for_tbb_when_the_wheel_is_installed():
@@ -66,12 +74,15 @@ def test_fastnn_asks_for_tbb_when_the_wheel_is_installed():
 
 @pytest.mark.parametrize("layer", ["omp", "workqueue"])
 def test_an_explicit_numba_threading_layer_is_kept(layer):
-    result = _python("""
+    result = _python(
+        """
         import numba, fastnn
         from tests.test_processes import train_tiny
         train_tiny(0, steps=1)
         print(numba.threading_layer())
-        """, env={**os.environ, "NUMBA_THREADING_LAYER": layer})
+        """,
+        env={**os.environ, "NUMBA_THREADING_LAYER": layer},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [layer]
 
@@ -104,7 +115,8 @@ def test_models_trained_in_threads_equal_models_trained_one_after_another(tmp_pa
     writers of one cache file): the weights equal those of training one after another with the
     Python loop of kernel calls. In a child: a threading layer that is not thread-safe aborts
     the process (Numba's workqueue does)."""
-    result = _python("""
+    result = _python(
+        """
         import threading
         import numpy as np
         from fastnn import _config, _fused
@@ -127,7 +139,9 @@ def test_models_trained_in_threads_equal_models_trained_one_after_another(tmp_pa
         for seed in seeds:
             np.testing.assert_array_equal(results[seed], train_tiny(seed, steps=40))
         print("ok")
-        """, env={**os.environ, "FASTNN_FUSE": "always", "FASTNN_CACHE_DIR": str(tmp_path)})
+        """,
+        env={**os.environ, "FASTNN_FUSE": "always", "FASTNN_CACHE_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["ok"]
     assert "could not fuse" not in result.stderr
@@ -150,15 +164,28 @@ def test_processes_fusing_one_structure_at_once_share_the_cache(tmp_path):
             time.sleep(0.01)
         np.save(sys.stdout.buffer, train_tiny(1, steps=4))
         """
-    env = {**os.environ, "FASTNN_FUSE": "always", "FASTNN_CACHE_DIR": str(cache),
-           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
-    children = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    env = {
+        **os.environ,
+        "FASTNN_FUSE": "always",
+        "FASTNN_CACHE_DIR": str(cache),
+        "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    }
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while len([p for p in tmp_path.iterdir() if p.name.startswith("ready")]) < len(children):
-            assert time.monotonic() < deadline and all(c.poll() is None for c in children), \
-                [c.communicate()[1][-2000:] for c in children if c.poll() is not None]
+            assert time.monotonic() < deadline and all(c.poll() is None for c in children), [
+                c.communicate()[1][-2000:] for c in children if c.poll() is not None
+            ]
             time.sleep(0.05)
         go.touch()
         outputs = [child.communicate(timeout=TIMEOUT_S) for child in children]

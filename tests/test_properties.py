@@ -8,6 +8,7 @@ diverging training step, RuntimeError only for documented misuse. Never a Numba 
 AttributeError/KeyError/IndexError, or silent garbage. Widths stay tiny (<= 8) so examples are fast;
 tests/conftest.py sets FASTNN_FUSE=never, so no fused step compiles per example.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,11 +31,15 @@ LOSSES = ("cross_entropy", "mse", "mae", "huber", "binary_cross_entropy")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad", "adamw", "lion")
 #: ValueErrors that valid data may still meet: BatchNorm1d training on one sample, losses on outputs
 #: with more than one axis per sample, a model built from its first data whose layers cannot take it
-EXPECTED_REFUSALS = re.compile(r"more than 1 sample per batch|more than 1 value per channel|at least 2 samples per training batch|holds 1 sample|layer shapes do not chain|takes \(batch, outputs\)|"
-                               r"cannot take the output of|Residual block maps")
+EXPECTED_REFUSALS = re.compile(
+    r"more than 1 sample per batch|more than 1 value per channel|at least 2 samples per training batch|holds 1 sample|layer shapes do not chain|takes \(batch, outputs\)|"
+    r"cannot take the output of|Residual block maps"
+)
 #: the part of a divergence message that says where the first non-finite value came from
-DIVERGENCE_WHERE = re.compile(r"first non-finite value: (the loss itself|the (output|gradient) of layer \d+ |"
-                              r"none, but the gradients are too large for their norm: .* in layer \d+ )")
+DIVERGENCE_WHERE = re.compile(
+    r"first non-finite value: (the loss itself|the (output|gradient) of layer \d+ |"
+    r"none, but the gradients are too large for their norm: .* in layer \d+ )"
+)
 
 # -- random layer stacks: plain tuples, turned into fresh layers per model -----------------------
 
@@ -148,6 +153,7 @@ def make_targets(loss: str, n: int, out: int, rng, positions: tuple = ()):
 
 # -- helpers --------------------------------------------------------------------------------------
 
+
 def attempt(fn, *args, **kwargs):
     """(result, None) or (None, exception) for an exception of the documented kinds; anything else
     (AttributeError, KeyError, IndexError, Numba's TypingError ...) propagates and fails the test."""
@@ -185,9 +191,15 @@ def refused_as_expected(exc, moderate: bool, training: bool, model=None) -> None
 
 # -- properties -------------------------------------------------------------------------------------
 
+
 @PROPERTY
-@given(stack=stacks(), batch=st.integers(1, 9), kind=st.sampled_from(MODERATE + EXTREME),
-       optimizer=st.sampled_from(OPTIMIZERS), seed=st.integers(0, 2**31 - 1))
+@given(
+    stack=stacks(),
+    batch=st.integers(1, 9),
+    kind=st.sampled_from(MODERATE + EXTREME),
+    optimizer=st.sampled_from(OPTIMIZERS),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_every_public_call_works_or_refuses_clearly(stack, batch, kind, optimizer, seed):
     specs, shape, loss, out_width, dtype, how = stack
     rng = np.random.default_rng(seed)
@@ -282,16 +294,19 @@ def _bad_inputs(shape, dtype):
     nan.flat[-1] = np.nan
     inf.flat[0] = -np.inf
     return [
-        ("nan", nan), ("inf", inf),
+        ("nan", nan),
+        ("inf", inf),
         ("wrong features", np.ones((3, *shape[:-1], shape[-1] + 1))),
         ("one sample without its axis", np.ones(shape)),
         ("extra axis", np.ones((3, 1, *shape))),
         ("empty", np.ones((0, *shape))),
-        ("string", "data"), ("strings", np.full((3, *shape), "a")),
+        ("string", "data"),
+        ("strings", np.full((3, *shape), "a")),
         ("objects", np.array([None] * 3, dtype=object)),
         ("complex", np.ones((3, *shape), np.complex128)),
         ("ragged", [[1.0] * (shape[-1] + 1), [1.0]]),
-        ("none", None), ("dict", {"x": 1}),
+        ("none", None),
+        ("dict", {"x": 1}),
         ("scalar", 3.0),
     ]
 
@@ -306,10 +321,15 @@ def test_bad_inputs_are_refused_with_value_or_type_errors(stack, which, seed):
     name, bad = _bad_inputs(shape, dtype)[which]
     y = make_targets(loss, 3, out_width, np.random.default_rng(seed), shape[:-1])
     before = model.params.copy()
-    calls = {"predict": lambda: model.predict(bad), "forward": lambda: model.forward(bad),
-             "predict_proba": lambda: model.predict_proba(bad), "evaluate": lambda: model.evaluate(bad, y),
-             "train_step": lambda: model.train_step(bad, y), "fit": lambda: model.fit(bad, y, verbose=0),
-             "loss_and_grads": lambda: model.loss_and_grads(bad, y)}
+    calls = {
+        "predict": lambda: model.predict(bad),
+        "forward": lambda: model.forward(bad),
+        "predict_proba": lambda: model.predict_proba(bad),
+        "evaluate": lambda: model.evaluate(bad, y),
+        "train_step": lambda: model.train_step(bad, y),
+        "fit": lambda: model.fit(bad, y, verbose=0),
+        "loss_and_grads": lambda: model.loss_and_grads(bad, y),
+    }
     for call, fn in calls.items():
         with pytest.raises(USER_ERRORS):
             fn()
@@ -318,8 +338,12 @@ def test_bad_inputs_are_refused_with_value_or_type_errors(stack, which, seed):
 
 
 @PROPERTY
-@given(stack=stacks(one_axis=True), batch=st.integers(2, 9), seed=st.integers(0, 2**31 - 1),
-       bad=st.sampled_from(["nan", "length", "strings", "range", "shape", "none", "fraction"]))
+@given(
+    stack=stacks(one_axis=True),
+    batch=st.integers(2, 9),
+    seed=st.integers(0, 2**31 - 1),
+    bad=st.sampled_from(["nan", "length", "strings", "range", "shape", "none", "fraction"]),
+)
 def test_bad_targets_are_refused(stack, batch, seed, bad):
     specs, shape, loss, out_width, dtype, _ = stack
     model, exc = attempt(build_model, specs, shape, dtype, "input_shape")
@@ -345,22 +369,52 @@ def test_bad_targets_are_refused(stack, batch, seed, bad):
     else:
         assume(loss == "cross_entropy")
         y = y + 0.5
-    for fn in (model.train_step, model.evaluate, model.loss_and_grads,
-               lambda a, b: model.fit(a, b, epochs=1, verbose=0)):
+    for fn in (
+        model.train_step,
+        model.evaluate,
+        model.loss_and_grads,
+        lambda a, b: model.fit(a, b, epochs=1, verbose=0),
+    ):
         with pytest.raises(USER_ERRORS):
             fn(X, y)
 
 
 # floats stay small or are extreme on purpose (a float like 16777216.0 is a valid, slow layer width)
-bad_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(-1e3, 1e3, width=32),
-                        st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -1e30, 1e-30, 0.5, np.float32(2.0)]),
-                        st.text(max_size=4), st.lists(st.integers(0, 3), max_size=2), st.just(object()))
+bad_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.floats(-1e3, 1e3, width=32),
+    st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -1e30, 1e-30, 0.5, np.float32(2.0)]),
+    st.text(max_size=4),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.just(object()),
+)
 
 
 @PROPERTY
-@given(value=bad_scalars, which=st.sampled_from(["units", "in", "activation", "p", "bn", "eps", "momentum",
-                                                  "init", "seed", "dtype", "input_shape", "layers", "lr",
-                                                  "batch_size", "epochs"]))
+@given(
+    value=bad_scalars,
+    which=st.sampled_from(
+        [
+            "units",
+            "in",
+            "activation",
+            "p",
+            "bn",
+            "eps",
+            "momentum",
+            "init",
+            "seed",
+            "dtype",
+            "input_shape",
+            "layers",
+            "lr",
+            "batch_size",
+            "epochs",
+        ]
+    ),
+)
 def test_constructor_arguments_work_or_raise_value_or_type_errors(value, which):
     """Any value for any argument either works or raises ValueError/TypeError at once."""
     assume(not (which == "epochs" and isinstance(value, float) and value > 12))  # 3e38 epochs would run
@@ -379,10 +433,12 @@ def test_constructor_arguments_work_or_raise_value_or_type_errors(value, which):
         "input_shape": lambda: fnn.Sequential([fnn.Tanh(), fnn.Dense(2)], input_shape=value),
         "layers": lambda: fnn.Sequential(value),
         "lr": lambda: fnn.Sequential([fnn.Dense(3, 2)]).compile("cross_entropy", fnn.optim.SGD(lr=value)),
-        "batch_size": lambda: fnn.Sequential([fnn.Dense(3, 2)]).fit(X, y, loss="cross_entropy", optimizer="sgd",
-                                                                      batch_size=value, verbose=0),
-        "epochs": lambda: fnn.Sequential([fnn.Dense(3, 2)]).fit(X, y, loss="cross_entropy", optimizer="sgd",
-                                                                  epochs=value, verbose=0),
+        "batch_size": lambda: fnn.Sequential([fnn.Dense(3, 2)]).fit(
+            X, y, loss="cross_entropy", optimizer="sgd", batch_size=value, verbose=0
+        ),
+        "epochs": lambda: fnn.Sequential([fnn.Dense(3, 2)]).fit(
+            X, y, loss="cross_entropy", optimizer="sgd", epochs=value, verbose=0
+        ),
     }[which]
     result, exc = attempt(build)
     assert exc is None or isinstance(exc, USER_ERRORS), exc
@@ -392,8 +448,13 @@ def test_constructor_arguments_work_or_raise_value_or_type_errors(value, which):
 
 
 @PROPERTY
-@given(stack=stacks(one_axis=True), batch=st.integers(2, 9), seed=st.integers(0, 2**31 - 1),
-       lr=st.sampled_from([1e10, 1e20, 1e30]), scale=st.sampled_from([1.0, 1e15, 1e30]))
+@given(
+    stack=stacks(one_axis=True),
+    batch=st.integers(2, 9),
+    seed=st.integers(0, 2**31 - 1),
+    lr=st.sampled_from([1e10, 1e20, 1e30]),
+    scale=st.sampled_from([1.0, 1e15, 1e30]),
+)
 def test_a_diverging_step_names_where_and_changes_nothing(stack, batch, seed, lr, scale):
     specs, shape, loss, out_width, dtype, _ = stack
     model, exc = attempt(build_model, specs, shape, dtype, "input_shape")
@@ -463,7 +524,11 @@ def test_huge_finite_inputs_give_no_overflow_warning_from_validation():
 def test_calls_before_compile_are_runtime_errors():
     model = fnn.Sequential([fnn.Dense(3, 2)])
     X, y = np.ones((2, 3)), np.array([0, 1])
-    for fn in (lambda: model.train_step(X, y), lambda: model.evaluate(X, y), lambda: model.predict_proba(X),
-               lambda: model.fit(X, y, verbose=0)):
+    for fn in (
+        lambda: model.train_step(X, y),
+        lambda: model.evaluate(X, y),
+        lambda: model.predict_proba(X),
+        lambda: model.fit(X, y, verbose=0),
+    ):
         with pytest.raises(RuntimeError, match="compile"):
             fn()

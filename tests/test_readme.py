@@ -1,4 +1,5 @@
 """The README: its two commands (CI must run the test command verbatim) and its Python examples."""
+
 import os
 
 import pytest

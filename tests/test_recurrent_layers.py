@@ -2,6 +2,7 @@
 gradient, with and without sequence lengths, with initial states), torch weights copied in by name,
 dropout between layers, learned initial states, thread-count determinism, errors, save/load and a
 small model that trains. The layer table (tests/layer_cases.py) runs the generic checks."""
+
 from __future__ import annotations
 
 import numba
@@ -14,8 +15,12 @@ from tests._gradcheck import numeric_gradients_inplace
 
 torch = pytest.importorskip("torch")
 
-KINDS = {"lstm": (fnn.LSTM, "LSTM", {}), "gru": (fnn.GRU, "GRU", {}),
-         "rnn_tanh": (fnn.RNN, "RNN", {"nonlinearity": "tanh"}), "rnn_relu": (fnn.RNN, "RNN", {"nonlinearity": "relu"})}
+KINDS = {
+    "lstm": (fnn.LSTM, "LSTM", {}),
+    "gru": (fnn.GRU, "GRU", {}),
+    "rnn_tanh": (fnn.RNN, "RNN", {"nonlinearity": "tanh"}),
+    "rnn_relu": (fnn.RNN, "RNN", {"nonlinearity": "relu"}),
+}
 B, T, I, H = 4, 5, 3, 3  # noqa: E741 (batch, time, inputs, hidden as in the kernels' notes)
 LENGTHS = np.array([5, 2, 4, 1], np.int64)  # unsorted, with a one-step sample
 
@@ -24,10 +29,12 @@ def pair(kind, num_layers=1, bidirectional=False, return_sequences=True, bias=Tr
     """(built fastnn layer in float64, torch module) with torch's initial weights copied into fastnn by name."""
     cls, torch_name, extra = KINDS[kind]
     torch.manual_seed(seed)
-    module = getattr(torch.nn, torch_name)(I, H, num_layers=num_layers, bidirectional=bidirectional, bias=bias,
-                                           batch_first=True, **extra).double()
-    layer = cls(I, H, num_layers=num_layers, bidirectional=bidirectional, return_sequences=return_sequences,
-                bias=bias, **extra)
+    module = getattr(torch.nn, torch_name)(
+        I, H, num_layers=num_layers, bidirectional=bidirectional, bias=bias, batch_first=True, **extra
+    ).double()
+    layer = cls(
+        I, H, num_layers=num_layers, bidirectional=bidirectional, return_sequences=return_sequences, bias=bias, **extra
+    )
     model = fnn.Sequential([layer], input_shape=(T, I), dtype="float64", seed=seed)
     views = layer.parameter_views
     state = module.state_dict()
@@ -56,8 +63,13 @@ def torch_run(module, x, h0, c0, grad_y, lengths, return_sequences, kind):
     th0 = torch.from_numpy(h0).requires_grad_(True)
     tc0 = torch.from_numpy(c0).requires_grad_(True)
     state = (th0, tc0) if kind == "lstm" else th0
-    inp = tx if lengths is None else torch.nn.utils.rnn.pack_padded_sequence(
-        tx, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False)
+    inp = (
+        tx
+        if lengths is None
+        else torch.nn.utils.rnn.pack_padded_sequence(
+            tx, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+        )
+    )
     out, final = module(inp, state)
     if lengths is not None:
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
@@ -71,20 +83,30 @@ def torch_run(module, x, h0, c0, grad_y, lengths, return_sequences, kind):
     result.backward(torch.from_numpy(grad_y))
     grads = {name: p.grad.numpy() for name, p in module.named_parameters()}
     c_n = final[1].detach().numpy() if kind == "lstm" else None
-    return (result.detach().numpy(), (h_n.detach().numpy(), c_n), tx.grad.numpy(), grads, th0.grad.numpy(),
-            tc0.grad.numpy() if kind == "lstm" else None)
+    return (
+        result.detach().numpy(),
+        (h_n.detach().numpy(), c_n),
+        tx.grad.numpy(),
+        grads,
+        th0.grad.numpy(),
+        tc0.grad.numpy() if kind == "lstm" else None,
+    )
 
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-@pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (1, True), (2, False), (2, True)],
-                         ids=["1layer", "1layer-bi", "2layers", "2layers-bi"])
+@pytest.mark.parametrize(
+    ("num_layers", "bidirectional"),
+    [(1, False), (1, True), (2, False), (2, True)],
+    ids=["1layer", "1layer-bi", "2layers", "2layers-bi"],
+)
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["sequence", "last"])
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_matches_torch_outputs_final_states_and_all_gradients(kind, return_sequences, num_layers, bidirectional,
-                                                              lengths):
+def test_matches_torch_outputs_final_states_and_all_gradients(
+    kind, return_sequences, num_layers, bidirectional, lengths
+):
     layer, module, model = pair(kind, num_layers, bidirectional, return_sequences)
     rng = np.random.default_rng(1)
     d = 2 if bidirectional else 1
@@ -94,8 +116,7 @@ def test_matches_torch_outputs_final_states_and_all_gradients(kind, return_seque
     grad_y = rng.standard_normal((B, *layer.output_shape))
     state = (h0, c0) if kind == "lstm" else h0
     y, (h_n, c_n), grad_x, ctx = eager(layer, x, grad_y, lengths, state)
-    t_y, (t_h, t_c), t_gx, t_grads, t_gh0, t_gc0 = torch_run(module, x, h0, c0, grad_y, lengths, return_sequences,
-                                                             kind)
+    t_y, (t_h, t_c), t_gx, t_grads, t_gh0, t_gc0 = torch_run(module, x, h0, c0, grad_y, lengths, return_sequences, kind)
     np.testing.assert_allclose(y, t_y, **TOL)
     np.testing.assert_allclose(h_n, t_h, **TOL)
     if kind == "lstm":
@@ -140,7 +161,7 @@ def test_eager_api_takes_an_initial_state_and_exposes_final_state_and_its_gradie
     # step by step with the carried state is the whole sequence at once
     state = (h0, c0) if kind == "lstm" else h0
     for t in range(T):
-        step = layer.forward(x[:, t:t + 1], False, initial_state=state)
+        step = layer.forward(x[:, t : t + 1], False, initial_state=state)
         np.testing.assert_allclose(step[:, 0], t_y[:, t], **TOL)
         state = tuple(s.copy() for s in layer.final_state) if kind == "lstm" else layer.final_state.copy()
     with pytest.raises(ValueError, match=r"initial_state's h0 must have shape \(num_layers \* directions"):
@@ -150,8 +171,12 @@ def test_eager_api_takes_an_initial_state_and_exposes_final_state_and_its_gradie
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_learned_initial_state_gets_the_batch_summed_gradient(kind):
     cls = KINDS[kind][0]
-    model = fnn.Sequential([cls(I, H, num_layers=2, bidirectional=True, learn_initial_state=True)],
-                           input_shape=(T, I), dtype="float64", seed=3)
+    model = fnn.Sequential(
+        [cls(I, H, num_layers=2, bidirectional=True, learn_initial_state=True)],
+        input_shape=(T, I),
+        dtype="float64",
+        seed=3,
+    )
     layer = model.layers[0]
     names = [name for name, _, _ in model.named_parameters()]
     assert "0.h0" in names and ("0.c0" in names) == (kind == "lstm")
@@ -224,8 +249,10 @@ def test_training_step_is_bit_identical_on_one_and_two_threads(kind):
     try:
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(threads)
-            model = fnn.Sequential([cls(20, 48, num_layers=2, bidirectional=True, dropout=0.2, return_sequences=False),
-                                    fnn.Dense(96, 5)], seed=9).compile("mse", fnn.optim.Adam(lr=1e-2))
+            model = fnn.Sequential(
+                [cls(20, 48, num_layers=2, bidirectional=True, dropout=0.2, return_sequences=False), fnn.Dense(96, 5)],
+                seed=9,
+            ).compile("mse", fnn.optim.Adam(lr=1e-2))
             losses = [model.train_step(x, y) for _ in range(3)]
             results.append((losses, model.params.copy(), model.predict(x)))
     finally:
@@ -265,9 +292,15 @@ def test_lengths_policy_follows_return_sequences():
 
 
 def test_save_and_load_round_trip_through_sequential(tmp_path):
-    model = fnn.Sequential([fnn.LSTM(I, H, num_layers=2, dropout=0.25, bidirectional=True, learn_initial_state=True),
-                            fnn.GRU(2 * H, 2, return_sequences=False), fnn.Dense(2, 1)],
-                           input_shape=(T, I), seed=10).compile("mse", "adam")
+    model = fnn.Sequential(
+        [
+            fnn.LSTM(I, H, num_layers=2, dropout=0.25, bidirectional=True, learn_initial_state=True),
+            fnn.GRU(2 * H, 2, return_sequences=False),
+            fnn.Dense(2, 1),
+        ],
+        input_shape=(T, I),
+        seed=10,
+    ).compile("mse", "adam")
     rng = np.random.default_rng(11)
     x = rng.standard_normal((6, T, I)).astype(np.float32)
     y = rng.standard_normal((6, 1)).astype(np.float32)

@@ -1,5 +1,6 @@
 """Learning-rate schedules: values against torch.optim.lr_scheduler and closed forms, configs,
 pickling, composition and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -16,31 +17,64 @@ STEPS = 40
 # name -> (fastnn schedule, torch scheduler factory(optimizer) or None)
 CASES = {
     "constant": (S.constant(BASE), lambda t, o: t.optim.lr_scheduler.ConstantLR(o, factor=1.0)),
-    "step_decay": (S.step_decay(BASE, step_size=7, gamma=0.5),
-                   lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.5)),
-    "multi_step": (S.multi_step(BASE, milestones=[3, 10, 25], gamma=0.3),
-                   lambda t, o: t.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 10, 25], gamma=0.3)),
-    "exponential": (S.exponential(BASE, gamma=0.93),
-                    lambda t, o: t.optim.lr_scheduler.ExponentialLR(o, gamma=0.93)),
-    "cosine_annealing": (S.cosine_annealing(BASE, T_max=STEPS - 1, eta_min=0.01),
-                         lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS - 1, eta_min=0.01)),
-    "cosine_restarts": (S.cosine_annealing(BASE, T_max=5, eta_min=0.001, restarts=True, T_mult=2),
-                        lambda t, o: t.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=2,
-                                                                                      eta_min=0.001)),
-    "cosine_restarts_1": (S.cosine_annealing(BASE, T_max=6, restarts=True),
-                          lambda t, o: t.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=6)),
-    "linear_warmup": (S.linear_warmup(8, then=S.exponential(BASE, gamma=0.9), start_factor=0.1),
-                      lambda t, o: t.optim.lr_scheduler.SequentialLR(o, [
-                          t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=8),
-                          t.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)], milestones=[8])),
-    "one_cycle": (S.one_cycle(1.0, total_steps=STEPS),
-                  lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS,
-                                                               cycle_momentum=False)),
-    "one_cycle_3": (S.one_cycle(1.0, total_steps=STEPS, pct_start=0.25, anneal="linear", three_phase=True,
-                                div_factor=10.0, final_div_factor=100.0),
-                    lambda t, o: t.optim.lr_scheduler.OneCycleLR(
-                        o, max_lr=1.0, total_steps=STEPS, pct_start=0.25, anneal_strategy="linear",
-                        three_phase=True, div_factor=10.0, final_div_factor=100.0, cycle_momentum=False)),
+    "step_decay": (
+        S.step_decay(BASE, step_size=7, gamma=0.5),
+        lambda t, o: t.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.5),
+    ),
+    "multi_step": (
+        S.multi_step(BASE, milestones=[3, 10, 25], gamma=0.3),
+        lambda t, o: t.optim.lr_scheduler.MultiStepLR(o, milestones=[3, 10, 25], gamma=0.3),
+    ),
+    "exponential": (S.exponential(BASE, gamma=0.93), lambda t, o: t.optim.lr_scheduler.ExponentialLR(o, gamma=0.93)),
+    "cosine_annealing": (
+        S.cosine_annealing(BASE, T_max=STEPS - 1, eta_min=0.01),
+        lambda t, o: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS - 1, eta_min=0.01),
+    ),
+    "cosine_restarts": (
+        S.cosine_annealing(BASE, T_max=5, eta_min=0.001, restarts=True, T_mult=2),
+        lambda t, o: t.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=5, T_mult=2, eta_min=0.001),
+    ),
+    "cosine_restarts_1": (
+        S.cosine_annealing(BASE, T_max=6, restarts=True),
+        lambda t, o: t.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=6),
+    ),
+    "linear_warmup": (
+        S.linear_warmup(8, then=S.exponential(BASE, gamma=0.9), start_factor=0.1),
+        lambda t, o: t.optim.lr_scheduler.SequentialLR(
+            o,
+            [
+                t.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=8),
+                t.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+            ],
+            milestones=[8],
+        ),
+    ),
+    "one_cycle": (
+        S.one_cycle(1.0, total_steps=STEPS),
+        lambda t, o: t.optim.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=STEPS, cycle_momentum=False),
+    ),
+    "one_cycle_3": (
+        S.one_cycle(
+            1.0,
+            total_steps=STEPS,
+            pct_start=0.25,
+            anneal="linear",
+            three_phase=True,
+            div_factor=10.0,
+            final_div_factor=100.0,
+        ),
+        lambda t, o: t.optim.lr_scheduler.OneCycleLR(
+            o,
+            max_lr=1.0,
+            total_steps=STEPS,
+            pct_start=0.25,
+            anneal_strategy="linear",
+            three_phase=True,
+            div_factor=10.0,
+            final_div_factor=100.0,
+            cycle_momentum=False,
+        ),
+    ),
 }
 
 
@@ -72,10 +106,10 @@ def test_closed_forms():
     assert S.exponential(2.0, gamma=0.5)(3) == 0.25
     cos = S.cosine_annealing(1.0, T_max=10, eta_min=0.2)
     assert cos(0) == 1.0 and cos(5) == pytest.approx(0.6) and cos(10) == pytest.approx(0.2)
-    assert cos(25) == pytest.approx(0.2)           # stays at eta_min after T_max (no rise again)
+    assert cos(25) == pytest.approx(0.2)  # stays at eta_min after T_max (no rise again)
     restart = S.cosine_annealing(1.0, T_max=4, restarts=True, T_mult=2)
     assert [restart(s) for s in (0, 4, 12, 28)] == pytest.approx([1.0, 1.0, 1.0, 1.0])
-    assert restart(8) == pytest.approx(0.5)        # middle of the second period (4..12)
+    assert restart(8) == pytest.approx(0.5)  # middle of the second period (4..12)
     warm = S.linear_warmup(4, then=0.8)
     assert [warm(s) for s in range(6)] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 0.8])
     wc = S.warmup_cosine(1.0, warmup_steps=10, total_steps=110, eta_min=0.0)

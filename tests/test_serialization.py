@@ -1,4 +1,5 @@
 """Saving and loading: safetensors format, integrity checks, exact resume in a fresh process."""
+
 import os
 import subprocess
 import sys
@@ -24,8 +25,11 @@ def data(n=64):
 
 
 def test_safetensors_roundtrip_and_compatibility(tmp_path):
-    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, 2], np.int64),
-              "c": np.zeros((0,), np.float64)}
+    arrays = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.array([1, 2], np.int64),
+        "c": np.zeros((0,), np.float64),
+    }
     path = tmp_path / "t.safetensors"
     write_safetensors(path, arrays, {"k": "v"})
     back, meta = read_safetensors(path)
@@ -144,8 +148,9 @@ def test_exact_resume_in_a_fresh_process(tmp_path):
     script.write_text(RESUME_SCRIPT)
     root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, str(script), str(path), str(out)], capture_output=True, text=True,
-                            check=True, env=env)
+    result = subprocess.run(
+        [sys.executable, str(script), str(path), str(out)], capture_output=True, text=True, check=True, env=env
+    )
     resumed = np.load(out)
     assert np.array_equal(resumed, straight.params)  # bit-identical
     best, wait = result.stdout.split()

@@ -1,5 +1,6 @@
 """fastnn.sklearn: scikit-learn's estimator checks, sample weights, targets of every kind, and the
 estimators inside Pipeline, searches, cross-validation, clone, pickle and set_output."""
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,11 @@ SMALL = dict(hidden_layer_sizes=(8,), max_iter=15, random_state=0)
 #: both pass with dtype="float64" (test_float64_passes_the_float32_expected_failures)
 EXPECTED_FAILED_CHECKS = {
     "check_methods_subset_invariance": "float32 (the default dtype): a sample's output depends in its last bits on "
-                                       "the batch's GEMM shape (relative 3e-6, the check allows atol 1e-7); passes "
-                                       "with dtype='float64'",
+    "the batch's GEMM shape (relative 3e-6, the check allows atol 1e-7); passes "
+    "with dtype='float64'",
     "check_sample_weight_equivalence_on_dense_data": "float32 (the default dtype): weights equal repeated samples up "
-                                                     "to the order of float32 sums (relative 7e-7, the check allows "
-                                                     "rtol 1e-7); passes with dtype='float64'",
+    "to the order of float32 sums (relative 7e-7, the check allows "
+    "rtol 1e-7); passes with dtype='float64'",
 }
 
 
@@ -41,8 +42,10 @@ def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS
 
 
-@parametrize_with_checks([MLPClassifier(), MLPRegressor(), NeuralNetClassifier(), NeuralNetRegressor()],
-                         expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(
+    [MLPClassifier(), MLPRegressor(), NeuralNetClassifier(), NeuralNetRegressor()],
+    expected_failed_checks=_expected_failed_checks,
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -148,11 +151,12 @@ def test_weighted_loss_against_the_float64_reference(name, reduction):
     loss = _SampleWeighted(fnn.losses.LOSSES[name](reduction=reduction))
     grad = np.full_like(out, np.nan)
     value = loss.forward_backward(out, np.column_stack([target, weights]), grad)
-    per_sample = [ref.LOSS_REFERENCES[name](out[i:i + 1], target[i:i + 1], "sum") for i in range(7)]
+    per_sample = [ref.LOSS_REFERENCES[name](out[i : i + 1], target[i : i + 1], "sum") for i in range(7)]
     divisor = weights.sum() * (1 if name == "cross_entropy" else 3) if reduction == "mean" else 1.0
     np.testing.assert_allclose(value, sum(w * v for w, (v, _) in zip(weights, per_sample)) / divisor, rtol=1e-12)
-    np.testing.assert_allclose(grad, np.concatenate([w * g for w, (_, g) in zip(weights, per_sample)]) / divisor,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        grad, np.concatenate([w * g for w, (_, g) in zip(weights, per_sample)]) / divisor, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
@@ -201,8 +205,9 @@ def test_tol_stops_training_and_early_stopping_keeps_the_best_epoch():
     X, y = _classes(n=120)
     stopped = MLPClassifier(**dict(SMALL, max_iter=200, tol=10.0, n_iter_no_change=2)).fit(X, y)
     assert stopped.n_iter_ == 4 and stopped.best_loss_ == min(stopped.loss_curve_)
-    early = MLPClassifier(**dict(SMALL, max_iter=40, early_stopping=True, validation_fraction=0.25,
-                                 learning_rate_init=0.05)).fit(X, y)
+    early = MLPClassifier(
+        **dict(SMALL, max_iter=40, early_stopping=True, validation_fraction=0.25, learning_rate_init=0.05)
+    ).fit(X, y)
     assert early.best_loss_ is None and len(early.validation_scores_) == early.n_iter_
     assert early.best_validation_score_ == max(early.validation_scores_)
     assert np.argmax(early.validation_scores_) < early.n_iter_ - 1  # the last epoch was not the best ...
@@ -212,8 +217,18 @@ def test_tol_stops_training_and_early_stopping_keeps_the_best_epoch():
 
 def test_dropout_batch_norm_and_optimizers_build_the_network():
     X, y = _classes()
-    clf = MLPClassifier(**dict(SMALL, hidden_layer_sizes=(8, 4), batch_norm=True, dropout=0.1, activation="tanh",
-                               optimizer="sgd", learning_rate_init=0.1, dtype="float64")).fit(X, y)
+    clf = MLPClassifier(
+        **dict(
+            SMALL,
+            hidden_layer_sizes=(8, 4),
+            batch_norm=True,
+            dropout=0.1,
+            activation="tanh",
+            optimizer="sgd",
+            learning_rate_init=0.1,
+            dtype="float64",
+        )
+    ).fit(X, y)
     kinds = [type(layer).__name__ for layer in clf.model_.layers]
     assert kinds == ["Dense", "BatchNorm1d", "Activation", "Dropout"] * 2 + ["Dense"]
     assert clf.model_.dtype == np.float64 and isinstance(clf.model_.optimizer, fnn.optim.SGD)
@@ -227,8 +242,13 @@ def test_pipeline_grid_search_randomized_search_and_cross_val_score():
     search = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(4,), (8,)]}, cv=2).fit(X, y)
     assert search.best_params_["mlpclassifier__hidden_layer_sizes"] in [(4,), (8,)]
     assert search.predict(X).shape == (90,)
-    randomized = RandomizedSearchCV(MLPRegressor(**SMALL), {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]},
-                                    n_iter=2, cv=2, random_state=0).fit(X, X[:, 0])
+    randomized = RandomizedSearchCV(
+        MLPRegressor(**SMALL),
+        {"alpha": [1e-4, 1e-2], "learning_rate_init": [1e-3, 1e-2]},
+        n_iter=2,
+        cv=2,
+        random_state=0,
+    ).fit(X, X[:, 0])
     assert randomized.best_estimator_.n_iter_ >= 1
     scores = cross_val_score(MLPClassifier(**SMALL), X, y, cv=3)
     assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
@@ -260,8 +280,16 @@ def _build(n_features, n_outputs, hidden=8, depth=1):
 
 def test_routed_parameters_reach_the_builder_and_the_optimizer():
     X, y = _classes()
-    net = NeuralNetClassifier(_build, module__hidden=5, module__depth=2, optimizer="sgd", optimizer__lr=0.05,
-                              optimizer__momentum=0.9, max_iter=3, random_state=0).fit(X, y)
+    net = NeuralNetClassifier(
+        _build,
+        module__hidden=5,
+        module__depth=2,
+        optimizer="sgd",
+        optimizer__lr=0.05,
+        optimizer__momentum=0.9,
+        max_iter=3,
+        random_state=0,
+    ).fit(X, y)
     assert [layer.units for layer in net.model_.layers] == [5, 5, 3]
     assert net.model_.optimizer.lr == 0.05 and net.model_.optimizer.get_config()["momentum"] == 0.9
     params = net.get_params()

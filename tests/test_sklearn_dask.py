@@ -1,5 +1,6 @@
 """scikit-learn searches over fastnn estimators on a ``dask.distributed`` cluster through joblib's
 Dask backend: a LocalCluster of 2 worker processes stands in for the machines of a real cluster."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,9 @@ def _threads_in_a_task(_):
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
     with distributed.Client(cluster) as dask_client:
         yield dask_client
     cluster.close()

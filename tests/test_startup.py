@@ -1,4 +1,5 @@
 """Start-up: lazy imports, the first-compile notice, a cache that ignores the thread count, warmup."""
+
 import json
 import os
 import subprocess
@@ -25,18 +26,23 @@ print(json.dumps({"compiles": compiled, "sum": float(grad.sum()), "tiles": njit(
 
 
 def _run(code, tmp_path, **env):
-    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                       NUMBA_CACHE_DIR=str(tmp_path / "numba"), FASTNN_CACHE_DIR=str(tmp_path / "fastnn"), **env)
-    proc = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, cwd=ROOT,
-                          timeout=600)
+    environment = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        FASTNN_CACHE_DIR=str(tmp_path / "fastnn"),
+        **env,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 def test_import_fastnn_leaves_optional_and_heavy_modules_unimported(tmp_path):
     heavy = ["matplotlib", "tensorboardX", "torch", "sklearn", "numba.cuda", "scipy.linalg", "pandas"]
-    out, _ = _run(f"import json, sys, fastnn; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))",
-                  tmp_path)
+    out, _ = _run(f"import json, sys, fastnn; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))", tmp_path)
     assert out == []
 
 
@@ -54,8 +60,9 @@ def test_warmup_compiles_into_the_cache_then_finds_everything_there():
     command = [sys.executable, "-m", "fastnn.warmup", "--dtype", "float32", "--only", "classifier heads", "-q"]
     environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for jobs in ("2", "1"):  # worker processes, then in-process: the second finds the first's cache
-        proc = subprocess.run([*command, "--jobs", jobs], env=environment, capture_output=True, text=True, cwd=ROOT,
-                              timeout=600)
+        proc = subprocess.run(
+            [*command, "--jobs", jobs], env=environment, capture_output=True, text=True, cwd=ROOT, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr
         assert "fastnn warmup:" in proc.stdout and "recompiled" not in proc.stdout, proc.stdout
     assert "fastnn warmup: 0 functions compiled" in proc.stdout, proc.stdout

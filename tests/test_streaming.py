@@ -1,6 +1,7 @@
 """fit on data that is not one in-memory array: ArrayDataset (memory-mapped, shuffled by block,
 exact resume), iterables/callables/generators of batches with steps_per_epoch, and the address
 space test (a memory-mapped file larger than RLIMIT_AS)."""
+
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def test_the_epoch_order_permutes_blocks_then_rows_within_each_block():
         x_out, y_out = np.empty((n, 1)), np.empty(n, np.int64)
         order = EpochOrder(ds, seed=5, epoch=epoch, shuffle=True, check=lambda x, y: (x, y))
         for lo in range(0, n, 7):  # batches that straddle blocks
-            order.gather(lo, min(n, lo + 7), x_out[lo:lo + 7], y_out[lo:lo + 7])
+            order.gather(lo, min(n, lo + 7), x_out[lo : lo + 7], y_out[lo : lo + 7])
         np.testing.assert_array_equal(x_out[:, 0], y_out)
         assert sorted(y_out) == list(range(n))  # every row once
         blocks = y_out // block
@@ -104,14 +105,16 @@ def test_an_interrupted_fit_on_mapped_data_resumes_bit_for_bit(kind, accumulate,
     resumed = fnn.load(tmp_path / "m.safetensors")
     resumed.fit(dataset(), epochs=1, batch_size=8, verbose=0, accumulate=accumulate)
     np.testing.assert_array_equal(resumed.params, reference.params)
-    np.testing.assert_array_equal(resumed.optimizer.state_dict()["exp_avg"], reference.optimizer.state_dict()["exp_avg"])
+    np.testing.assert_array_equal(
+        resumed.optimizer.state_dict()["exp_avg"], reference.optimizer.state_dict()["exp_avg"]
+    )
 
 
 def test_a_callable_of_batches_resumes_bit_for_bit_by_skipping_the_batches_done():
     X, y = _data()
 
     def batches():
-        return ((X[i:i + 10], y[i:i + 10]) for i in range(0, len(X), 10))
+        return ((X[i : i + 10], y[i : i + 10]) for i in range(0, len(X), 10))
 
     reference = _model()
     reference.fit(batches, epochs=2, verbose=0)
@@ -131,7 +134,7 @@ def test_a_generator_needs_steps_per_epoch_and_is_shared_by_the_epochs():
     def endless():
         while True:
             for i in range(0, len(X), 10):
-                yield X[i:i + 10], y[i:i + 10]
+                yield X[i : i + 10], y[i : i + 10]
 
     with pytest.raises(ValueError, match="steps_per_epoch"):
         _model().fit(endless(), epochs=1, verbose=0)
@@ -154,22 +157,24 @@ def test_a_generator_that_runs_out_stops_training_with_a_warning():
     X, y = _data()
     model = _model()
     with pytest.warns(UserWarning, match="ran out"):
-        history = model.fit(((X[i:i + 10], y[i:i + 10]) for i in range(0, 50, 10)), epochs=3, steps_per_epoch=3,
-                            verbose=0)
+        history = model.fit(
+            ((X[i : i + 10], y[i : i + 10]) for i in range(0, 50, 10)), epochs=3, steps_per_epoch=3, verbose=0
+        )
     assert len(history.history["loss"]) == 2 and model.epochs_done == 2
 
 
 def test_validation_progress_and_list_of_batches(capsys):
     X, y = _data()
-    batches = [(X[i:i + 30], y[i:i + 30]) for i in range(0, len(X), 30)]
+    batches = [(X[i : i + 30], y[i : i + 30]) for i in range(0, len(X), 30)]
     model = _model()
     history = model.fit(batches, epochs=2, verbose=2, validation_data=ArrayDataset(X, y, block_rows=20))
     assert "Epoch 2/2" in capsys.readouterr().err
     expected = model.evaluate(X, y)
     assert history.history["val_loss"][-1] == pytest.approx(expected["loss"], rel=1e-12)
     assert history.history["val_accuracy"][-1] == pytest.approx(expected["accuracy"], rel=1e-12)
-    history = model.fit(ArrayDataset(X, y), batch_size=32, epochs=1, verbose=0, steps_per_epoch=2,
-                        validation_data=lambda: iter(batches))
+    history = model.fit(
+        ArrayDataset(X, y), batch_size=32, epochs=1, verbose=0, steps_per_epoch=2, validation_data=lambda: iter(batches)
+    )
     assert history.history["val_loss"][-1] == pytest.approx(model.evaluate(X, y)["loss"], rel=1e-12)
 
 
@@ -186,14 +191,17 @@ def test_a_mapped_file_reads_only_the_rows_asked_for(tmp_path):
         ArrayDataset.from_npy(tmp_path / "f.npy", np.arange(20))
 
 
-@pytest.mark.parametrize("data, steps, match", [
-    (lambda X, y: [(X[:10], y[:10]), X[10:20]], None, "pair"),
-    (lambda X, y: [(X[:10], y[:10]), (X[10:20, :4], y[10:20])], None, "batch 1 of epoch 1"),
-    (lambda X, y: iter([(X[:10], y[:10])]), None, "steps_per_epoch"),
-    (lambda X, y: ArrayDataset(X, y), 0, "steps_per_epoch"),
-    (lambda X, y: ArrayDataset(X, y), 99, "at most"),
-    (lambda X, y: lambda: iter([]), None, "no batches"),
-])
+@pytest.mark.parametrize(
+    "data, steps, match",
+    [
+        (lambda X, y: [(X[:10], y[:10]), X[10:20]], None, "pair"),
+        (lambda X, y: [(X[:10], y[:10]), (X[10:20, :4], y[10:20])], None, "batch 1 of epoch 1"),
+        (lambda X, y: iter([(X[:10], y[:10])]), None, "steps_per_epoch"),
+        (lambda X, y: ArrayDataset(X, y), 0, "steps_per_epoch"),
+        (lambda X, y: ArrayDataset(X, y), 99, "at most"),
+        (lambda X, y: lambda: iter([]), None, "no batches"),
+    ],
+)
 def test_bad_streamed_input_is_refused_clearly(data, steps, match):
     X, y = _data()
     with pytest.raises((ValueError, TypeError), match=match):
@@ -253,16 +261,26 @@ def test_training_on_a_file_larger_than_the_address_space_limit(tmp_path):
     rng = np.random.default_rng(0)
     try:
         for lo in range(0, rows, 8192):
-            mm[lo:lo + 8192] = rng.standard_normal((8192, features), np.float32)
+            mm[lo : lo + 8192] = rng.standard_normal((8192, features), np.float32)
         mm.flush()
         np.save(f"{path}.y.npy", (np.asarray(mm[:, 0]) + np.asarray(mm[:, 1]) > 0).astype(np.int64))
         del mm
         assert os.path.getsize(path) > headroom
-        env = {**os.environ, "MALLOC_ARENA_MAX": "1", "NUMBA_NUM_THREADS": str(min(2, os.cpu_count() or 1)),
-               "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(fnn.__file__)),
-                                              os.environ.get("PYTHONPATH", "")])}
-        result = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(rows), str(features), str(headroom)],
-                                capture_output=True, text=True, env=env, timeout=300)
+        env = {
+            **os.environ,
+            "MALLOC_ARENA_MAX": "1",
+            "NUMBA_NUM_THREADS": str(min(2, os.cpu_count() or 1)),
+            "PYTHONPATH": os.pathsep.join(
+                [os.path.dirname(os.path.dirname(fnn.__file__)), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), str(rows), str(features), str(headroom)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
     finally:
         for name in (path, f"{path}.y.npy"):
             if os.path.exists(name):
@@ -300,8 +318,9 @@ def test_sample_and_class_weights_of_a_dataset_train_as_those_of_the_arrays():
     reference = _model()
     expected = reference.fit(X, y, epochs=2, batch_size=16, sample_weight=w, class_weight=class_weight, verbose=0)
     model = _model()
-    history = model.fit(ArrayDataset(X, y, sample_weight=w), epochs=2, batch_size=16, class_weight=class_weight,
-                        verbose=0)
+    history = model.fit(
+        ArrayDataset(X, y, sample_weight=w), epochs=2, batch_size=16, class_weight=class_weight, verbose=0
+    )
     np.testing.assert_array_equal(model.params, reference.params)
     assert history.history == expected.history
     assert type(model.loss) is fnn.losses.CrossEntropy  # the plain loss is back
@@ -314,11 +333,10 @@ def test_class_weight_and_weighted_batches_of_a_generator_train_as_the_arrays():
     X, y = _data()
     w, class_weight = _weights(len(X)), {1: 3.0}
     reference = _model()
-    reference.fit(X, y, epochs=2, batch_size=10, shuffle=False, sample_weight=w, class_weight=class_weight,
-                  verbose=0)
+    reference.fit(X, y, epochs=2, batch_size=10, shuffle=False, sample_weight=w, class_weight=class_weight, verbose=0)
 
     def batches():
-        return ((X[i:i + 10], y[i:i + 10], w[i:i + 10]) for i in range(0, len(X), 10))
+        return ((X[i : i + 10], y[i : i + 10], w[i : i + 10]) for i in range(0, len(X), 10))
 
     model = _model()
     model.fit(batches, epochs=2, class_weight=class_weight, verbose=0)
@@ -326,8 +344,12 @@ def test_class_weight_and_weighted_batches_of_a_generator_train_as_the_arrays():
     only_classes = _model()
     only_classes.fit(X, y, epochs=1, batch_size=10, shuffle=False, class_weight=class_weight, verbose=0)
     model = _model()  # a one-shot generator, weights from the labels only
-    model.fit(((X[i:i + 10], y[i:i + 10]) for i in range(0, len(X), 10)), steps_per_epoch=9,
-              class_weight=class_weight, verbose=0)
+    model.fit(
+        ((X[i : i + 10], y[i : i + 10]) for i in range(0, len(X), 10)),
+        steps_per_epoch=9,
+        class_weight=class_weight,
+        verbose=0,
+    )
     np.testing.assert_array_equal(model.params, only_classes.params)
 
 
@@ -335,8 +357,9 @@ def test_validation_split_of_a_dataset_holds_out_its_last_rows_as_for_arrays(tmp
     X, y = _data()
     w = _weights(len(X))
     mapped = ArrayDataset.from_file(_memmap(tmp_path, X), X.dtype, X.shape, y, sample_weight=w)
-    by_arrays = _model(metrics=["f1"]).fit(X, y, epochs=2, batch_size=16, validation_split=0.3, sample_weight=w,
-                                          verbose=0)
+    by_arrays = _model(metrics=["f1"]).fit(
+        X, y, epochs=2, batch_size=16, validation_split=0.3, sample_weight=w, verbose=0
+    )
     by_dataset = _model(metrics=["f1"]).fit(mapped, epochs=2, batch_size=16, validation_split=0.3, verbose=0)
     assert by_dataset.history.keys() == by_arrays.history.keys() and "val_f1" in by_dataset.history
     for key, values in by_arrays.history.items():
@@ -353,8 +376,11 @@ def test_validation_on_batches_equals_validation_on_arrays():
     X, y = _data()
     w = _weights(len(X))
     logs = []
-    for validation_data in ((X, y, w), ArrayDataset(X, y, sample_weight=w, block_rows=20),
-                            [(X[i:i + 25], y[i:i + 25], w[i:i + 25]) for i in range(0, len(X), 25)]):
+    for validation_data in (
+        (X, y, w),
+        ArrayDataset(X, y, sample_weight=w, block_rows=20),
+        [(X[i : i + 25], y[i : i + 25], w[i : i + 25]) for i in range(0, len(X), 25)],
+    ):
         model = _model(metrics=["f1", "auc"])
         logs.append(model.fit(X, y, epochs=1, batch_size=30, validation_data=validation_data, verbose=0).history)
     for other in logs[1:]:
@@ -371,6 +397,12 @@ def test_batches_must_all_carry_weights_or_none():
     model = _model()  # weighted from the first batch on: a later batch without weights weighs 1 per sample
     model.fit(mixed[::-1], verbose=0, shuffle=False)
     reference = _model()
-    reference.fit(np.concatenate([X[30:60], X[:30]]), np.concatenate([y[30:60], y[:30]]), batch_size=30,
-                  shuffle=False, sample_weight=np.concatenate([w[30:60], np.ones(30)]), verbose=0)
+    reference.fit(
+        np.concatenate([X[30:60], X[:30]]),
+        np.concatenate([y[30:60], y[:30]]),
+        batch_size=30,
+        shuffle=False,
+        sample_weight=np.concatenate([w[30:60], np.ones(30)]),
+        verbose=0,
+    )
     np.testing.assert_array_equal(model.params, reference.params)

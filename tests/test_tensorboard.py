@@ -1,5 +1,6 @@
 """The TensorBoard callback: event files read back record by record (TFRecord framing, Event
 protobufs shipped with tensorboardX)."""
+
 import struct
 import sys
 
@@ -23,8 +24,8 @@ def read_events(log_dir):
         data = path.read_bytes()
         pos = 0
         while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             for value in event.summary.value:
                 if value.HasField("histo"):
@@ -39,8 +40,17 @@ def trained(tmp_path):
     X, y = fnn.data.make_moons(96, noise=0.1, seed=0)
     model = fnn.Sequential([fnn.Dense(2, 8, activation="relu"), fnn.Dense(8, 2)], seed=0)
     tb = TensorBoard(tmp_path / "run", histogram_freq=2, activation_data=X[:32])
-    history = model.fit(X, y, loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1), epochs=4, batch_size=32,
-                        validation_data=(X[:32], y[:32]), callbacks=[tb], verbose=0)
+    history = model.fit(
+        X,
+        y,
+        loss="cross_entropy",
+        optimizer=fnn.optim.SGD(lr=0.1),
+        epochs=4,
+        batch_size=32,
+        validation_data=(X[:32], y[:32]),
+        callbacks=[tb],
+        verbose=0,
+    )
     return model, history, read_events(tmp_path / "run"), X
 
 
@@ -64,8 +74,11 @@ def test_gradient_norms_of_the_last_batch(trained):
 
 def test_histograms_at_the_chosen_frequency(trained):
     model, _, (_, histograms), X = trained
-    expected = {f"weights/{n}" for n, _, _ in model.named_parameters()} | \
-        {f"gradients/{n}" for n, _, _ in model.named_parameters()} | {"activations/0.Dense", "activations/1.Dense"}
+    expected = (
+        {f"weights/{n}" for n, _, _ in model.named_parameters()}
+        | {f"gradients/{n}" for n, _, _ in model.named_parameters()}
+        | {"activations/0.Dense", "activations/1.Dense"}
+    )
     assert set(histograms) == expected
     for records in histograms.values():
         assert [step for step, _ in records] == [1, 3]  # epochs 2 and 4
@@ -81,8 +94,15 @@ def test_histograms_at_the_chosen_frequency(trained):
 def test_no_histograms_when_frequency_is_zero(tmp_path):
     X, y = fnn.data.make_xor(16, noise=0.1)
     model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)])
-    model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=2, verbose=0,
-              callbacks=[TensorBoard(tmp_path, histogram_freq=0, gradient_norms=False)])
+    model.fit(
+        X,
+        y,
+        loss="cross_entropy",
+        optimizer="sgd",
+        epochs=2,
+        verbose=0,
+        callbacks=[TensorBoard(tmp_path, histogram_freq=0, gradient_norms=False)],
+    )
     scalars, histograms = read_events(tmp_path)
     assert histograms == {} and not any(tag.startswith("grad_norm") for tag in scalars)
     assert len(scalars["loss"]) == 2

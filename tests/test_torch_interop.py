@@ -1,6 +1,7 @@
 """model.to_torch() and fnn.from_torch(module): every row of the layer table makes the round trip
 fastnn -> torch -> fastnn with equal outputs in float64, in evaluation and (where the layer is
 deterministic) training mode; plus whole models, running statistics and the refusals."""
+
 import numpy as np
 import pytest
 
@@ -65,17 +66,34 @@ def test_options_beyond_the_table():
     """Learned initial states, a causal encoder block, batch norm inside a residual block (nested
     buffers), a convolution with its activation inside TimeDistributed, ELU and LeakyReLU slopes."""
     models = [
-        fnn.Sequential([fnn.LSTM(3, 2, num_layers=2, bidirectional=True, learn_initial_state=True),
-                        fnn.GRU(4, 3, learn_initial_state=True, return_sequences=False)],
-                       dtype="float64", input_shape=(4, 3)),
-        fnn.Sequential([fnn.TransformerEncoderBlock(4, 2, 6, causal=True), fnn.GlobalAvgPool(axis="time")],
-                       dtype="float64", input_shape=(3, 4)),
-        fnn.Sequential([fnn.Residual([fnn.Dense(4, 4), fnn.BatchNorm1d(4), fnn.ELU(0.5)]), fnn.LeakyReLU(0.3)],
-                       dtype="float64", input_shape=(4,)),
-        fnn.Sequential([fnn.TimeDistributed(fnn.Conv1d(2, 3, 2, activation="leaky_relu", negative_slope=0.2)),
-                        fnn.Flatten()], dtype="float64", input_shape=(3, 2, 5)),
-        fnn.Sequential([fnn.Residual([fnn.GRU(3, 3, learn_initial_state=True)]), fnn.LastStep()], dtype="float64",
-                       input_shape=(4, 3)),
+        fnn.Sequential(
+            [
+                fnn.LSTM(3, 2, num_layers=2, bidirectional=True, learn_initial_state=True),
+                fnn.GRU(4, 3, learn_initial_state=True, return_sequences=False),
+            ],
+            dtype="float64",
+            input_shape=(4, 3),
+        ),
+        fnn.Sequential(
+            [fnn.TransformerEncoderBlock(4, 2, 6, causal=True), fnn.GlobalAvgPool(axis="time")],
+            dtype="float64",
+            input_shape=(3, 4),
+        ),
+        fnn.Sequential(
+            [fnn.Residual([fnn.Dense(4, 4), fnn.BatchNorm1d(4), fnn.ELU(0.5)]), fnn.LeakyReLU(0.3)],
+            dtype="float64",
+            input_shape=(4,),
+        ),
+        fnn.Sequential(
+            [fnn.TimeDistributed(fnn.Conv1d(2, 3, 2, activation="leaky_relu", negative_slope=0.2)), fnn.Flatten()],
+            dtype="float64",
+            input_shape=(3, 2, 5),
+        ),
+        fnn.Sequential(
+            [fnn.Residual([fnn.GRU(3, 3, learn_initial_state=True)]), fnn.LastStep()],
+            dtype="float64",
+            input_shape=(4, 3),
+        ),
     ]
     for i, model in enumerate(models):
         randomize(model, seed=i)
@@ -84,8 +102,9 @@ def test_options_beyond_the_table():
 
 
 def test_batchnorm_running_statistics_carry_over():
-    model = randomize(fnn.Sequential([fnn.Conv2d(2, 3, 2), fnn.BatchNorm2d(3, momentum=0.3)], dtype="float64",
-                                     input_shape=(2, 4, 4)))
+    model = randomize(
+        fnn.Sequential([fnn.Conv2d(2, 3, 2), fnn.BatchNorm2d(3, momentum=0.3)], dtype="float64", input_shape=(2, 4, 4))
+    )
     model.forward(np.random.default_rng(0).standard_normal((5, 2, 4, 4)), True)  # one training step's statistics
     module = model.to_torch()
     bn = module[1]
@@ -108,16 +127,48 @@ def test_torch_models_become_equal_fastnn_models():
     torch.manual_seed(0)
     a = torch_adapters
     cases = [
-        (nn.Sequential(nn.Sequential(nn.Linear(6, 8), nn.ReLU()), nn.BatchNorm1d(8), nn.Dropout(0.2), nn.Linear(8, 3),
-                       nn.Softmax(dim=1)), (6,)),
-        (nn.Sequential(nn.Conv2d(1, 4, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=2),
-                       nn.AvgPool2d(2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), (1, 8, 8)),
-        (nn.Sequential(nn.Embedding(10, 4, padding_idx=0), a.Recurrent(nn.GRU(4, 5, batch_first=True,
-                                                                             bidirectional=True)),
-                       a.Recurrent(nn.LSTM(10, 3, num_layers=2, batch_first=True), return_sequences=False),
-                       nn.Linear(3, 2)), (6,)),
-        (nn.Sequential(nn.Linear(3, 8), a.PositionalEncoding(50, 8), nn.TransformerEncoderLayer(
-            8, 2, 16, dropout=0.0, batch_first=True), nn.LayerNorm(8), a.LastStep()), (5, 3)),
+        (
+            nn.Sequential(
+                nn.Sequential(nn.Linear(6, 8), nn.ReLU()),
+                nn.BatchNorm1d(8),
+                nn.Dropout(0.2),
+                nn.Linear(8, 3),
+                nn.Softmax(dim=1),
+            ),
+            (6,),
+        ),
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding="same"),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(4, 4, 3, groups=2),
+                nn.AvgPool2d(2, padding=1),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(4, 2),
+            ),
+            (1, 8, 8),
+        ),
+        (
+            nn.Sequential(
+                nn.Embedding(10, 4, padding_idx=0),
+                a.Recurrent(nn.GRU(4, 5, batch_first=True, bidirectional=True)),
+                a.Recurrent(nn.LSTM(10, 3, num_layers=2, batch_first=True), return_sequences=False),
+                nn.Linear(3, 2),
+            ),
+            (6,),
+        ),
+        (
+            nn.Sequential(
+                nn.Linear(3, 8),
+                a.PositionalEncoding(50, 8),
+                nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+                nn.LayerNorm(8),
+                a.LastStep(),
+            ),
+            (5, 3),
+        ),
     ]
     for i, (module, shape) in enumerate(cases):
         module = module.double().eval()
@@ -154,8 +205,7 @@ def test_refusals_name_the_module():
         fnn.from_torch(nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect"), input_shape=(1, 5))
     with pytest.raises(ValueError, match="input_shape"):
         fnn.from_torch(nn.Sequential(nn.Conv1d(1, 1, 3)))
-    masked = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), fnn.LastStep()],
-                            input_shape=(3,))
+    masked = fnn.Sequential([fnn.Embedding(5, 2, padding_idx=0, mask_padding=True), fnn.LastStep()], input_shape=(3,))
     with pytest.raises(NotImplementedError, match="Embedding"):
         masked.to_torch()
 

@@ -1,6 +1,7 @@
 """compile(metrics=[...]): each metric streamed over batches equals scikit-learn's on the same
 predictions (multiclass, binary, multi-label, regression with one and several outputs), appears in
 fit's history (and val_), evaluate, callbacks and the progress line, and survives save/load."""
+
 from __future__ import annotations
 
 import copy
@@ -24,7 +25,7 @@ def _model(loss, k, dtype="float64"):
 def _streamed(model, metrics, output, target):
     tracker = Tracker(model, fnn.metrics.check_metrics(metrics, model.loss))
     for lo in range(0, output.shape[0], 7):
-        tracker.update(output[lo:lo + 7], target[lo:lo + 7])
+        tracker.update(output[lo : lo + 7], target[lo : lo + 7])
     return tracker.results()
 
 
@@ -41,15 +42,27 @@ def test_multiclass_metrics_equal_sklearn(rng, classes, dtype):
     y = np.arange(N) % classes
     rng.shuffle(y)
     out = (rng.standard_normal((N, classes)) + 0.8 * np.eye(classes)[y]).astype(dtype)
-    metrics = ["top_k_accuracy", fnn.metrics.TopKAccuracy(k=2, name="top2"), "auc", "precision", "recall", "f1",
-               *(cls(average=a, name=f"{cls.key}_{a}") for cls in (fnn.metrics.Precision, fnn.metrics.Recall,
-                                                                    fnn.metrics.F1) for a in ("micro", "weighted"))]
+    metrics = [
+        "top_k_accuracy",
+        fnn.metrics.TopKAccuracy(k=2, name="top2"),
+        "auc",
+        "precision",
+        "recall",
+        "f1",
+        *(
+            cls(average=a, name=f"{cls.key}_{a}")
+            for cls in (fnn.metrics.Precision, fnn.metrics.Recall, fnn.metrics.F1)
+            for a in ("micro", "weighted")
+        ),
+    ]
     got = _streamed(model, metrics, out, y)
     pred, probs = out.argmax(axis=1), _softmax(out.astype(np.float64))
     labels = np.arange(classes)
-    want = {"top_k_accuracy": skm.top_k_accuracy_score(y, probs, k=5, labels=labels),
-            "top2": skm.top_k_accuracy_score(y, probs, k=2, labels=labels),
-            "auc": skm.roc_auc_score(y, probs, multi_class="ovr")}
+    want = {
+        "top_k_accuracy": skm.top_k_accuracy_score(y, probs, k=5, labels=labels),
+        "top2": skm.top_k_accuracy_score(y, probs, k=2, labels=labels),
+        "auc": skm.roc_auc_score(y, probs, multi_class="ovr"),
+    }
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
         want[name] = fn(y, pred, average="macro", zero_division=0)
         for average in ("micro", "weighted"):
@@ -68,11 +81,20 @@ def test_class_counts_average_over_the_classes_present_like_sklearn(rng):
     out[:5, 3] = 10
     pred = out.argmax(axis=1)
     for average in ("macro", "weighted", "micro"):
-        got = _streamed(model, [fnn.metrics.F1(average=average), fnn.metrics.Precision(average=average),
-                                fnn.metrics.Recall(average=average)], out, y)
+        got = _streamed(
+            model,
+            [
+                fnn.metrics.F1(average=average),
+                fnn.metrics.Precision(average=average),
+                fnn.metrics.Recall(average=average),
+            ],
+            out,
+            y,
+        )
         assert got["f1"] == pytest.approx(skm.f1_score(y, pred, average=average, zero_division=0), rel=1e-12)
-        assert got["precision"] == pytest.approx(skm.precision_score(y, pred, average=average, zero_division=0),
-                                                 rel=1e-12)
+        assert got["precision"] == pytest.approx(
+            skm.precision_score(y, pred, average=average, zero_division=0), rel=1e-12
+        )
         assert got["recall"] == pytest.approx(skm.recall_score(y, pred, average=average, zero_division=0), rel=1e-12)
 
 
@@ -81,8 +103,15 @@ def test_binary_metrics_equal_sklearn(rng):
     y = (rng.uniform(size=N) < 0.4).astype(np.float64)[:, None]
     out = rng.standard_normal((N, 1)) + y
     out[:4] = 0.25  # tied scores: counted half in the AUC
-    metrics = ["binary_accuracy", "auc", "precision", "recall", "f1", fnn.metrics.F1(average="macro", name="f1m"),
-               fnn.metrics.BinaryAccuracy(threshold=0.7, name="acc70")]
+    metrics = [
+        "binary_accuracy",
+        "auc",
+        "precision",
+        "recall",
+        "f1",
+        fnn.metrics.F1(average="macro", name="f1m"),
+        fnn.metrics.BinaryAccuracy(threshold=0.7, name="acc70"),
+    ]
     got = _streamed(model, metrics, out, y)
     t, pred, prob = y[:, 0], (out[:, 0] > 0).astype(int), 1 / (1 + np.exp(-out[:, 0]))
     assert got["binary_accuracy"] == pytest.approx(skm.accuracy_score(t, pred))
@@ -99,8 +128,13 @@ def test_multilabel_metrics_equal_sklearn(rng):
     Y = (rng.uniform(size=(N, 3)) < 0.5).astype(np.float64)
     out = rng.standard_normal((N, 3)) + Y
     pred, prob = (out > 0).astype(int), 1 / (1 + np.exp(-out))
-    metrics = ["binary_accuracy", "auc", *(fnn.metrics.F1(average=a, name=a) for a in ("macro", "micro", "weighted")),
-               "precision", "recall"]
+    metrics = [
+        "binary_accuracy",
+        "auc",
+        *(fnn.metrics.F1(average=a, name=a) for a in ("macro", "micro", "weighted")),
+        "precision",
+        "recall",
+    ]
     got = _streamed(model, metrics, out, Y)
     assert got["binary_accuracy"] == pytest.approx(1 - skm.hamming_loss(Y, pred), rel=1e-12)
     assert got["auc"] == pytest.approx(skm.roc_auc_score(Y, prob), rel=1e-12)
@@ -152,9 +186,17 @@ def _frozen_fit(rng, metrics, callbacks=None, epochs=2, verbose=0):
     X = rng.standard_normal((45, 3))
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
     model = fnn.Sequential([fnn.Dense(3, 3)], seed=1, dtype="float64").compile(
-        "cross_entropy", fnn.optim.SGD(lr=0.0), metrics=metrics)
-    history = model.fit(X[:35], y[:35], epochs=epochs, batch_size=8, validation_data=(X[35:], y[35:]),
-                        callbacks=callbacks, verbose=verbose)
+        "cross_entropy", fnn.optim.SGD(lr=0.0), metrics=metrics
+    )
+    history = model.fit(
+        X[:35],
+        y[:35],
+        epochs=epochs,
+        batch_size=8,
+        validation_data=(X[35:], y[35:]),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
     return model, history, X, y
 
 
@@ -188,7 +230,8 @@ def test_metrics_train_with_sample_weights_and_stay_unweighted(rng):
     X = rng.standard_normal((30, 3))
     y = (X[:, 0] > 0).astype(int)
     model = fnn.Sequential([fnn.Dense(3, 2)], seed=0, dtype="float64").compile(
-        "cross_entropy", fnn.optim.SGD(lr=0.0), metrics=["recall"])
+        "cross_entropy", fnn.optim.SGD(lr=0.0), metrics=["recall"]
+    )
     history = model.fit(X, y, batch_size=7, sample_weight=np.linspace(0, 2, 30), verbose=0)
     pred = model.predict(X).argmax(axis=1)
     assert history.history["recall"] == [pytest.approx(skm.recall_score(y, pred, average="macro"))]
@@ -239,7 +282,8 @@ def test_bad_metrics_are_refused_clearly():
 
 def test_save_load_pickle_and_copies_keep_the_metrics(tmp_path, rng):
     model = _model("cross_entropy", 3).compile(
-        "cross_entropy", "sgd", metrics=[fnn.metrics.F1(average="weighted"), fnn.metrics.TopKAccuracy(k=2), "auc"])
+        "cross_entropy", "sgd", metrics=[fnn.metrics.F1(average="weighted"), fnn.metrics.TopKAccuracy(k=2), "auc"]
+    )
     model.save(tmp_path / "m.fnn")
     for other in (fnn.load(tmp_path / "m.fnn"), pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
         assert [m.get_config() for m in other.metrics] == [m.get_config() for m in model.metrics]
@@ -282,10 +326,13 @@ class _InterruptAt(fnn.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("data, accumulate, through_file", [("arrays", 1, False), ("arrays", 2, True),
-                                                            ("dataset", 1, True), ("dataset", 2, False)])
-def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(rng, tmp_path, data, accumulate,
-                                                                             through_file):
+@pytest.mark.parametrize(
+    "data, accumulate, through_file",
+    [("arrays", 1, False), ("arrays", 2, True), ("dataset", 1, True), ("dataset", 2, False)],
+)
+def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(
+    rng, tmp_path, data, accumulate, through_file
+):
     """Interrupted in the middle of epoch 2 (inside an accumulation group for accumulate=2, batch
     5 of 8), resumed in this process or from a file: the epoch's loss and metrics (counts, sums
     and the AUC's kept scores) are those of the run without interruption."""
@@ -299,7 +346,8 @@ def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(rng,
 
     def model():
         return fnn.Sequential([fnn.Dense(3, 3)], seed=1, dtype="float64").compile(
-            "cross_entropy", fnn.optim.Adam(lr=0.05), metrics=metrics)
+            "cross_entropy", fnn.optim.Adam(lr=0.05), metrics=metrics
+        )
 
     expected = fit(model(), epochs=2)
     interrupted = model()

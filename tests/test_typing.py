@@ -1,5 +1,6 @@
 """mypy passes over fastnn/ ([tool.mypy] in pyproject.toml says the strictness and what is
 excluded, with the reasons); fastnn ships py.typed so type checkers read its annotations."""
+
 import pathlib
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Bad input gets a clear ValueError/TypeError naming the argument; benign input is converted."""
+
 import re
 
 import numpy as np
@@ -18,18 +19,21 @@ X = np.arange(30, dtype=np.float64).reshape(10, 3) / 30
 Y = np.arange(10) % 4
 
 
-@pytest.mark.parametrize("bad, exc, pattern", [
-    (np.zeros(3), ValueError, "Expected 2D array for X.*reshape"),
-    (np.zeros((2, 3, 4)), ValueError, "Expected 2D array for X.*3D"),
-    (np.zeros((10, 5)), ValueError, "X has 5 features.*first layer.*expects 3"),
-    (np.zeros((0, 3)), ValueError, "X is empty"),
-    ("abc", TypeError, "X must be a numeric array"),
-    (np.array([["a", "b", "c"]] * 10), TypeError, "array of strings"),
-    ([[1, 2, 3], [1, 2]], ValueError, "ragged|same length"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, pattern",
+    [
+        (np.zeros(3), ValueError, "Expected 2D array for X.*reshape"),
+        (np.zeros((2, 3, 4)), ValueError, "Expected 2D array for X.*3D"),
+        (np.zeros((10, 5)), ValueError, "X has 5 features.*first layer.*expects 3"),
+        (np.zeros((0, 3)), ValueError, "X is empty"),
+        ("abc", TypeError, "X must be a numeric array"),
+        (np.array([["a", "b", "c"]] * 10), TypeError, "array of strings"),
+        ([[1, 2, 3], [1, 2]], ValueError, "ragged|same length"),
+    ],
+)
 def test_bad_X(model, bad, exc, pattern):
     with pytest.raises(exc, match=pattern):
-        model.fit(bad, Y[:len(bad)] if hasattr(bad, "__len__") and len(bad) else Y, epochs=1, verbose=0)
+        model.fit(bad, Y[: len(bad)] if hasattr(bad, "__len__") and len(bad) else Y, epochs=1, verbose=0)
 
 
 def test_nan_and_inf_in_X(model):
@@ -45,11 +49,14 @@ def test_length_mismatch(model):
         model.fit(X, Y[:9], verbose=0)
 
 
-@pytest.mark.parametrize("labels, pattern", [
-    (np.full(10, 4), r"label 4, outside \[0, 4\)"),
-    (np.full(10, -1), r"label -1, outside \[0, 4\)"),
-    (np.full(10, 1.5), "integer class labels.*1.5"),
-])
+@pytest.mark.parametrize(
+    "labels, pattern",
+    [
+        (np.full(10, 4), r"label 4, outside \[0, 4\)"),
+        (np.full(10, -1), r"label -1, outside \[0, 4\)"),
+        (np.full(10, 1.5), "integer class labels.*1.5"),
+    ],
+)
 def test_bad_labels(model, labels, pattern):
     with pytest.raises(ValueError, match=pattern):
         model.fit(X, labels, verbose=0)
@@ -59,14 +66,17 @@ def test_integer_valued_float_labels_are_accepted(model):
     model.fit(X, Y.astype(float), verbose=0, epochs=1)
 
 
-@pytest.mark.parametrize("kwargs, exc, pattern", [
-    ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
-    ({"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
-    ({"epochs": -1}, ValueError, "epochs must be >= 0"),
-    ({"loss": "cross_entropi"}, ValueError, "Unknown loss 'cross_entropi'. Did you mean 'cross_entropy'"),
-    ({"optimizer": "adamm"}, ValueError, "Did you mean 'adam'"),
-    ({"validation_data": X}, ValueError, "validation_data must be a tuple"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
+        ({"epochs": -1}, ValueError, "epochs must be >= 0"),
+        ({"loss": "cross_entropi"}, ValueError, "Unknown loss 'cross_entropi'. Did you mean 'cross_entropy'"),
+        ({"optimizer": "adamm"}, ValueError, "Did you mean 'adam'"),
+        ({"validation_data": X}, ValueError, "validation_data must be a tuple"),
+    ],
+)
 def test_bad_fit_arguments(model, kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):
         model.fit(X, Y, verbose=0, **kwargs)
@@ -86,8 +96,11 @@ def test_dense_with_units_below_one(args):
 
 
 def test_layers_that_do_not_chain_name_both_layers():
-    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(3, 8.*outputs \(batch, 8\).*layer 1 \(Dense\(7, 2\)\) "
-                                         r"expects 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 0 \(Dense\(3, 8.*outputs \(batch, 8\).*layer 1 \(Dense\(7, 2\)\) "
+        r"expects 7",
+    ):
         fnn.Sequential([fnn.Dense(3, 8), fnn.Dense(7, 2)])
 
 
@@ -106,13 +119,16 @@ def test_train_step_before_compile_says_what_to_do():
         model.train_step(X, Y % 2)
 
 
-@pytest.mark.parametrize("convert", [
-    lambda a: np.asfortranarray(a),
-    lambda a: np.repeat(a, 2, axis=1)[:, ::2],           # non-contiguous view
-    lambda a: (a * 30).astype(np.int64),                 # integers
-    lambda a: a.astype(np.float64),                      # float64 into a float32 model
-    lambda a: a.tolist(),                                # nested lists
-])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda a: np.asfortranarray(a),
+        lambda a: np.repeat(a, 2, axis=1)[:, ::2],  # non-contiguous view
+        lambda a: (a * 30).astype(np.int64),  # integers
+        lambda a: a.astype(np.float64),  # float64 into a float32 model
+        lambda a: a.tolist(),  # nested lists
+    ],
+)
 def test_benign_inputs_are_converted(model, convert):
     expected = model.predict(X.astype(np.float32) if convert(X) is not None else X)
     got = model.predict(convert(X))
@@ -123,11 +139,15 @@ def test_benign_inputs_are_converted(model, convert):
 
 # -- values that only go wrong on conversion --------------------------------------------------
 
+
 def test_finite_value_beyond_float32_is_called_an_overflow(model):
     bad = X.copy()
     bad[3, 1] = 1e39
-    with pytest.raises(ValueError, match=r"X holds 1e\+39 \(first at row 3, column 1\), beyond the range of "
-                                         r"float32.*overflows to infinity.*dtype='float64'"):
+    with pytest.raises(
+        ValueError,
+        match=r"X holds 1e\+39 \(first at row 3, column 1\), beyond the range of "
+        r"float32.*overflows to infinity.*dtype='float64'",
+    ):
         model.predict(bad)
     m64 = fnn.Sequential([fnn.Dense(3, 2)], dtype="float64")
     assert np.isfinite(m64.predict(bad)).all()  # float64 holds it
@@ -151,6 +171,7 @@ def test_huge_label_is_named_not_wrapped_around(model, big):
 
 # -- pandas -----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def pd():
     return pytest.importorskip("pandas")
@@ -160,15 +181,24 @@ def _frame(pd, column):
     return pd.DataFrame({"a": column, "b": X[:, 1], "c": X[:, 2]})
 
 
-@pytest.mark.parametrize("make, exc, pattern", [
-    (lambda pd: pd.array([str(v) for v in X[:, 0]], dtype="string"), TypeError,
-     r"X must be numeric.*column 'a' \(string\).*encode.*get_dummies.*cat\.codes.*astype\(float\)"),
-    (lambda pd: pd.Series(["u", "v"] * 5, dtype=object), TypeError, r"column 'a' \(object\).*encode"),
-    (lambda pd: pd.Categorical(["u", "v"] * 5), TypeError, r"column 'a' \(category\).*cat\.codes"),
-    (lambda pd: pd.array([1, None] * 5, dtype="Int64"), ValueError,
-     r"X has missing values \(pd\.NA\) in column 'a' \(Int64, 5 missing\).*fillna.*to_numpy\(dtype=float"),
-    (lambda pd: pd.array([0.5, None] * 5, dtype="Float64"), ValueError, r"column 'a' \(Float64, 5 missing\)"),
-])
+@pytest.mark.parametrize(
+    "make, exc, pattern",
+    [
+        (
+            lambda pd: pd.array([str(v) for v in X[:, 0]], dtype="string"),
+            TypeError,
+            r"X must be numeric.*column 'a' \(string\).*encode.*get_dummies.*cat\.codes.*astype\(float\)",
+        ),
+        (lambda pd: pd.Series(["u", "v"] * 5, dtype=object), TypeError, r"column 'a' \(object\).*encode"),
+        (lambda pd: pd.Categorical(["u", "v"] * 5), TypeError, r"column 'a' \(category\).*cat\.codes"),
+        (
+            lambda pd: pd.array([1, None] * 5, dtype="Int64"),
+            ValueError,
+            r"X has missing values \(pd\.NA\) in column 'a' \(Int64, 5 missing\).*fillna.*to_numpy\(dtype=float",
+        ),
+        (lambda pd: pd.array([0.5, None] * 5, dtype="Float64"), ValueError, r"column 'a' \(Float64, 5 missing\)"),
+    ],
+)
 def test_pandas_columns_that_are_not_numbers_are_named(model, pd, make, exc, pattern):
     with pytest.raises(exc, match=pattern):
         model.fit(_frame(pd, make(pd)), Y, verbose=0)
@@ -192,6 +222,7 @@ def test_pandas_labels(model, pd):
 
 # -- batch plans and callbacks (checked before training starts) --------------------------------
 
+
 def test_batch_plan_without_batch_norm_keeps_every_sample():
     assert fnn._validation.check_batch_plan(33, 32, needs_batch_over_one=False) == (32, 2, 33, "")
     assert fnn._validation.check_batch_plan(10, 64, needs_batch_over_one=True) == (10, 1, 10, "")
@@ -206,10 +237,13 @@ def test_batch_plan_skips_a_last_batch_of_one_for_batch_norm_and_says_so():
     assert plan[:3] == (2, 2, 4) and "shuffle=False" in plan.note and "batch_size=3" in plan.note
 
 
-@pytest.mark.parametrize("n, batch_size, pattern", [
-    (1, 32, "batch_size=1 for 1 sample.*pass at least 2 samples"),
-    (5, 1, "batch_size=1 for 5 sample.*pass batch_size >= 2"),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, pattern",
+    [
+        (1, 32, "batch_size=1 for 1 sample.*pass at least 2 samples"),
+        (5, 1, "batch_size=1 for 5 sample.*pass batch_size >= 2"),
+    ],
+)
 def test_batch_plan_refuses_batches_of_one_for_batch_norm(n, batch_size, pattern):
     with pytest.raises(ValueError, match=pattern):
         fnn._validation.check_batch_plan(n, batch_size, needs_batch_over_one=True)
@@ -242,15 +276,23 @@ def test_check_forward_done():
 
 # -- model files with malformed metadata ------------------------------------------------------
 
-@pytest.mark.parametrize("key, value, pattern", [
-    ("format_version", "x", "'format_version' must be a non-negative integer, got 'x'"),
-    ("training", '{"epochs_done": "x"}', "'epochs_done' must be a non-negative integer, got 'x'"),
-    ("training", '{"epochs_done": 2.5}', "'epochs_done' must be a non-negative integer, got 2.5"),
-    ("training", '{"cursor": 5}', r"'cursor' must be null or \[epoch, sample, loss sum, correct count, data\], got 5"),
-    ("training", '{"cursor": [0, -1, 0.5, null]}', r"'cursor\[1\]' must be a non-negative integer, got -1"),
-    ("training", '{"decay_bias_and_norm": "x"}', "'decay_bias_and_norm' must be true or false"),
-    ("training", "[1]", "'training' must be a JSON object, got \\[1\\]"),
-])
+
+@pytest.mark.parametrize(
+    "key, value, pattern",
+    [
+        ("format_version", "x", "'format_version' must be a non-negative integer, got 'x'"),
+        ("training", '{"epochs_done": "x"}', "'epochs_done' must be a non-negative integer, got 'x'"),
+        ("training", '{"epochs_done": 2.5}', "'epochs_done' must be a non-negative integer, got 2.5"),
+        (
+            "training",
+            '{"cursor": 5}',
+            r"'cursor' must be null or \[epoch, sample, loss sum, correct count, data\], got 5",
+        ),
+        ("training", '{"cursor": [0, -1, 0.5, null]}', r"'cursor\[1\]' must be a non-negative integer, got -1"),
+        ("training", '{"decay_bias_and_norm": "x"}', "'decay_bias_and_norm' must be true or false"),
+        ("training", "[1]", "'training' must be a JSON object, got \\[1\\]"),
+    ],
+)
 def test_malformed_metadata_is_a_corrupt_file_error(tmp_path, key, value, pattern):
     from fastnn.io import CorruptFileError, read_safetensors, write_safetensors
 

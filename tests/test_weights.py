@@ -4,6 +4,7 @@ The weighted loss of a batch is sum_i w_i l_i / sum_i w_i (PyTorch's normalisati
 not Keras' division by the batch size), l_i the sample's loss (over its k outputs / k for
 elementwise losses); checked against torch's unreduced losses, with gradients, in float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,12 @@ def _torch_rows(torch, name, out, target):
     F = torch.nn.functional
     if name == "cross_entropy":
         return F.cross_entropy(out, target, reduction="none")
-    per_element = {"binary_cross_entropy": F.binary_cross_entropy_with_logits, "mse": F.mse_loss,
-                   "mae": F.l1_loss, "huber": F.huber_loss}[name](out, target, reduction="none")
+    per_element = {
+        "binary_cross_entropy": F.binary_cross_entropy_with_logits,
+        "mse": F.mse_loss,
+        "mae": F.l1_loss,
+        "huber": F.huber_loss,
+    }[name](out, target, reduction="none")
     return per_element.mean(dim=1)
 
 
@@ -68,8 +73,13 @@ def test_fit_with_sample_weight_takes_torchs_weighted_step(rng, torch):
     for _ in range(2):
         opt.zero_grad()
         wt = torch.from_numpy(w)
-        ((torch.nn.functional.cross_entropy(linear(torch.from_numpy(X)), torch.from_numpy(y), reduction="none") * wt).sum()
-         / wt.sum()).backward()
+        (
+            (
+                torch.nn.functional.cross_entropy(linear(torch.from_numpy(X)), torch.from_numpy(y), reduction="none")
+                * wt
+            ).sum()
+            / wt.sum()
+        ).backward()
         opt.step()
     history = model.fit(X, y, epochs=2, batch_size=X.shape[0], shuffle=False, sample_weight=w, verbose=0)
     trained = {name: value for name, value, _ in model.named_parameters()}
@@ -115,13 +125,16 @@ def test_weighted_evaluate_and_validation_equal_torch(rng, torch):
     w = rng.uniform(0, 2, X.shape[0])
     model = _model()
     out = torch.from_numpy(model.predict(X))
-    expected = ((torch.nn.functional.cross_entropy(out, torch.from_numpy(y), reduction="none") * torch.from_numpy(w)).sum()
-                / w.sum()).item()
+    expected = (
+        (torch.nn.functional.cross_entropy(out, torch.from_numpy(y), reduction="none") * torch.from_numpy(w)).sum()
+        / w.sum()
+    ).item()
     assert model.evaluate(X, y, sample_weight=w)["loss"] == pytest.approx(expected, rel=1e-12)
     class_w = {0: 0.5, 1: 2.0}
     per_class = np.array([0.5, 2.0, 1.0])[y]
     assert model.evaluate(X, y, class_weight=class_w)["loss"] == pytest.approx(
-        model.evaluate(X, y, sample_weight=per_class)["loss"], rel=1e-14)
+        model.evaluate(X, y, sample_weight=per_class)["loss"], rel=1e-14
+    )
     model.compile("cross_entropy", fnn.optim.SGD(lr=0.0))
     history = model.fit(X[:4], y[:4], validation_data=(X, y, w), verbose=0)
     assert history.history["val_loss"] == [pytest.approx(expected, rel=1e-12)]
@@ -132,8 +145,15 @@ def test_validation_split_holds_out_the_last_samples_before_shuffling(rng):
     w = rng.uniform(0.5, 2, 23)
     split = _model().fit(X, y, epochs=2, batch_size=5, validation_split=0.2, sample_weight=w, verbose=0)
     at = int(np.ceil(23 * 0.8))  # Keras: the first ceil(n (1 - split)) samples train
-    by_hand = _model().fit(X[:at], y[:at], epochs=2, batch_size=5, sample_weight=w[:at],
-                           validation_data=(X[at:], y[at:], w[at:]), verbose=0)
+    by_hand = _model().fit(
+        X[:at],
+        y[:at],
+        epochs=2,
+        batch_size=5,
+        sample_weight=w[:at],
+        validation_data=(X[at:], y[at:], w[at:]),
+        verbose=0,
+    )
     assert split.history == by_hand.history
 
 
@@ -146,8 +166,11 @@ def test_bad_weights_and_splits_are_refused_clearly(rng):
         model.fit(X, y, sample_weight=np.where(np.arange(10) == 3, -1.0, 1.0), verbose=0)
     with pytest.raises(ValueError, match="sample_weight must be finite"):
         model.evaluate(X, y, sample_weight=np.full(10, np.nan))
-    with pytest.raises(ValueError, match=r"class_weight has unknown class 3: the classes of this model are the "
-                                         r"integers 0..2"):
+    with pytest.raises(
+        ValueError,
+        match=r"class_weight has unknown class 3: the classes of this model are the "
+        r"integers 0..2",
+    ):
         model.fit(X, y, class_weight={3: 1.0}, verbose=0)
     with pytest.raises(ValueError, match=r"class_weight\[0\] must be a finite non-negative number"):
         model.fit(X, y, class_weight={0: -2}, verbose=0)
@@ -185,8 +208,14 @@ def test_a_failed_weighted_fit_leaves_the_plain_loss(rng):
 def test_a_checkpoint_of_a_weighted_fit_holds_the_plain_loss(rng, tmp_path):
     X, y = _data(rng)
     model = _model()
-    model.fit(X, y, epochs=1, sample_weight=rng.uniform(0, 1, X.shape[0]),
-              callbacks=[fnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.safetensors"))], verbose=0)
+    model.fit(
+        X,
+        y,
+        epochs=1,
+        sample_weight=rng.uniform(0, 1, X.shape[0]),
+        callbacks=[fnn.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.safetensors"))],
+        verbose=0,
+    )
     loaded = fnn.load(tmp_path / "ckpt.safetensors")
     assert type(loaded.loss) is fnn.losses.CrossEntropy
     assert np.array_equal(loaded.params, model.params)

@@ -7,6 +7,7 @@ strides, typestr), and the fake ``cupy.asarray`` wraps that pointer without copy
 ``cupy.matmul`` computes with NumPy into ``out``. Every matmul is logged with the data pointers and
 transposition of its operands, so tests can check what dense.py passed, not only the results.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,8 +20,14 @@ from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 def _cuda_array_interface(self) -> dict:
     """``__cuda_array_interface__`` (version 3) of a simulator array, as numba gives a real one."""
     ary = self._ary
-    return {"shape": tuple(ary.shape), "typestr": ary.dtype.str, "data": (ary.ctypes.data, False),
-            "strides": None if ary.flags.c_contiguous else tuple(ary.strides), "stream": None, "version": 3}
+    return {
+        "shape": tuple(ary.shape),
+        "typestr": ary.dtype.str,
+        "data": (ary.ctypes.data, False),
+        "strides": None if ary.flags.c_contiguous else tuple(ary.strides),
+        "stream": None,
+        "version": 3,
+    }
 
 
 class _Memory:

@@ -6,6 +6,7 @@ Prints one JSON object: {"skip": reason} when the NVVM toolchain is missing, els
 compute capability, which numba-cuda 0.30.4 asks of the current device: that lookup is patched to
 answer (7, 5), an internal detail (hence a separate, optional check).
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,7 @@ def main():
         "optim.clip": (optim._clip, (A1, f, f)),
         "batchnorm.chunk_moments": (moments, (A2, float32[:, :, ::1])),
         "batchnorm.chunk_sums2": (sums2, (A2, A2, float32[:, :, ::1])),
-        "batchnorm.merge_moments": (batchnorm._merge_moments,
-                                    (A2, float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b)),
+        "batchnorm.merge_moments": (batchnorm._merge_moments, (A2, float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b)),
         "batchnorm.normalize": (batchnorm._normalize, (A2, A1, A1, A1, A1, A2, A2, b)),
         "batchnorm.eval": (batchnorm._eval, (A2, A1, A1, A1, A1, A2, f, b)),
         "batchnorm.grad_x": (batchnorm._grad_x, (A2, A2, A1, A1, A1, A1, A2, b, f)),

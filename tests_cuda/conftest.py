@@ -8,6 +8,7 @@ FASTNN_CUDA_TESTS_ON_GPU=1 and NUMBA_ENABLE_CUDASIM=0.
 
 Run: python -m pytest tests_cuda -q   (never in the same process as tests/)
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,8 @@ if not SIMULATOR and not _ON_GPU:
         "tests_cuda must run on Numba's CUDA simulator, but it is not active "
         f"(NUMBA_ENABLE_CUDASIM={os.environ.get('NUMBA_ENABLE_CUDASIM')!r}, numba.cuda imported before this "
         f"conftest: {_CUDA_IMPORTED_BEFORE}). Run `python -m pytest tests_cuda` in its own process with "
-        "NUMBA_ENABLE_CUDASIM=1 (or FASTNN_CUDA_TESTS_ON_GPU=1 on a machine with a GPU).")
+        "NUMBA_ENABLE_CUDASIM=1 (or FASTNN_CUDA_TESTS_ON_GPU=1 on a machine with a GPU)."
+    )
 
 # Each simulated thread is an OS thread; shorter switch intervals make block barriers cheaper.
 sys.setswitchinterval(1e-3)
@@ -77,4 +79,3 @@ def f64(*arrays):
     compared with float32 tolerances anyway. Integer arrays are copied unchanged.
     """
     return [a.astype(np.float64) if a.dtype.kind == "f" else a.copy() for a in map(np.asarray, arrays)]
-

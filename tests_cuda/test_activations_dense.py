@@ -1,4 +1,5 @@
 """CUDA activations and dense layer against their CPU twins."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,12 @@ def test_activation_forward_backward(name, dtype, rng):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
 
 
-CASES = [("relu", np.float32, 20, 17, 18), ("softmax", np.float32, 9, 5, 10),
-         ("identity", np.float64, 3, 19, 7), ("gelu", np.float64, 1, 6, 5)]
+CASES = [
+    ("relu", np.float32, 20, 17, 18),
+    ("softmax", np.float32, 9, 5, 10),
+    ("identity", np.float64, 3, 19, 7),
+    ("gelu", np.float64, 1, 6, 5),
+]
 
 
 @pytest.mark.parametrize("name,dtype,m,k,n", CASES)
@@ -81,8 +86,18 @@ def check_dense(name, dtype, m, k, n, rng, need_grad_x=True) -> dict:
     gpu_dense.dense_backward(dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, code, alpha, need_grad_x)
     for got, want in ((dgz, gz), (dgx, gx), (dgw, gw), (dgb, gb)):
         np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol * 10)
-    return {"x": dx, "w": dw, "b": db, "z": dz, "y": dy, "grad_y": dgy, "grad_z": dgz, "grad_x": dgx,
-            "grad_w": dgw, "grad_b": dgb}
+    return {
+        "x": dx,
+        "w": dw,
+        "b": db,
+        "z": dz,
+        "y": dy,
+        "grad_y": dgy,
+        "grad_z": dgz,
+        "grad_x": dgx,
+        "grad_w": dgw,
+        "grad_b": dgb,
+    }
 
 
 def test_dense_backward_many_chunks_and_no_grad_x(rng):

@@ -1,5 +1,6 @@
 """CUDA attention and sequence kernels against their CPU twins, with lengths, causal masks and
 attention dropout (the same counter-based masks on both backends)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,12 @@ def host(a):
 def _buffers(batch, steps, embed, heads, p, rng):
     x = rng.standard_normal((batch * steps, embed))
     params = [rng.uniform(-1, 1, s) for s in ((3 * embed, embed), (3 * embed,), (embed, embed), (embed,))]
-    bufs = {"qkv": np.zeros((batch * steps, 3 * embed)), "probs": np.zeros((batch * heads, steps, steps)),
-            "context": np.zeros((batch * steps, embed)), "y": np.zeros((batch * steps, embed))}
+    bufs = {
+        "qkv": np.zeros((batch * steps, 3 * embed)),
+        "probs": np.zeros((batch * heads, steps, steps)),
+        "context": np.zeros((batch * steps, embed)),
+        "y": np.zeros((batch * steps, embed)),
+    }
     bufs["probs_drop"] = np.zeros_like(bufs["probs"]) if p > 0 else bufs["probs"]
     return x, params, bufs
 
@@ -46,18 +51,44 @@ def test_attention_forward_backward(causal, lengths, p, rng):
             b["probs_drop"] = b["probs"]
         counter = np.zeros(1, np.int64)
         args = [move(x), *map(move, params)]
-        kernels.attention_forward(*args, b["qkv"], b["probs"], b["probs_drop"], b["context"], b["y"], lengths, heads,
-                                  causal, p, 5, 9, counter)
+        kernels.attention_forward(
+            *args, b["qkv"], b["probs"], b["probs_drop"], b["context"], b["y"], lengths, heads, causal, p, 5, 9, counter
+        )
         assert counter[0] == (1 if p > 0 else 0)
-        grads = [move(np.zeros(s)) for s in ((batch * steps, embed), (batch * steps, embed), bufs["probs"].shape,
-                                             (batch * steps, 3 * embed), x.shape, params[0].shape, params[1].shape,
-                                             params[2].shape, params[3].shape)]
+        grads = [
+            move(np.zeros(s))
+            for s in (
+                (batch * steps, embed),
+                (batch * steps, embed),
+                bufs["probs"].shape,
+                (batch * steps, 3 * embed),
+                x.shape,
+                params[0].shape,
+                params[1].shape,
+                params[2].shape,
+                params[3].shape,
+            )
+        ]
         partials = move(np.zeros(cpu_attn.partials_shape(batch * steps, embed)))
-        kernels.attention_backward(args[0], args[1], args[3], b["qkv"], b["probs"], b["probs_drop"], b["context"],
-                                   move(grad_y), lengths, *grads, partials, heads, True)
+        kernels.attention_backward(
+            args[0],
+            args[1],
+            args[3],
+            b["qkv"],
+            b["probs"],
+            b["probs_drop"],
+            b["context"],
+            move(grad_y),
+            lengths,
+            *grads,
+            partials,
+            heads,
+            True,
+        )
         results.append([host(b[name]) for name in ("y", "probs", "probs_drop")] + [host(g) for g in grads[4:]])
-    for name, cpu, gpu in zip(("y", "probs", "probs_drop", "grad_x", "grad_w_in", "grad_b_in", "grad_w_out",
-                               "grad_b_out"), *results):
+    for name, cpu, gpu in zip(
+        ("y", "probs", "probs_drop", "grad_x", "grad_w_in", "grad_b_in", "grad_w_out", "grad_b_out"), *results
+    ):
         np.testing.assert_allclose(gpu, cpu, err_msg=name, **TOL)
 
 

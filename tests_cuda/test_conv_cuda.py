@@ -1,4 +1,5 @@
 """CUDA conv, pooling, embedding, masking and layout kernels against their CPU twins (float64 on the CPU)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ CONV_CASES = [
     (2, 2, 5, 4, 3, 3, 2, (1, 1), (1, 1, 0, 1), (1, 1), 1, "relu", np.float32),
     (1, 4, 5, 5, 4, 3, 3, (2, 1), (1, 0, 1, 1), (1, 2), 2, "tanh", np.float64),
     (2, 3, 4, 4, 3, 2, 2, (1, 1), (1, 1, 1, 1), (1, 1), 3, "identity", np.float64),  # depthwise
-    (2, 2, 1, 7, 2, 1, 3, (1, 2), (0, 0, 1, 1), (1, 1), 1, "gelu", np.float32),     # 1-D
+    (2, 2, 1, 7, 2, 1, 3, (1, 2), (0, 0, 1, 1), (1, 1), 1, "gelu", np.float32),  # 1-D
 ]
 
 
@@ -66,8 +67,8 @@ def test_conv2d_forward_backward(case, rng):
 # (N, C, H, W, kernel, stride, pads, dtype)
 POOL_CASES = [
     (2, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0), np.float32),
-    (1, 3, 6, 5, (3, 2), (1, 2), (1, 1, 1, 0), np.float64),   # overlapping windows, padding
-    (2, 2, 1, 9, (1, 3), (1, 2), (0, 0, 1, 1), np.float64),   # 1-D
+    (1, 3, 6, 5, (3, 2), (1, 2), (1, 1, 1, 0), np.float64),  # overlapping windows, padding
+    (2, 2, 1, 9, (1, 3), (1, 2), (0, 0, 1, 1), np.float64),  # 1-D
 ]
 
 

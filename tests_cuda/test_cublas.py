@@ -6,6 +6,7 @@ copying and multiplies with NumPy. The tests check when dense.py chooses cuBLAS,
 hands to ``cupy.matmul`` (order, transposition, output written in place) and that dense
 forward/backward on that path equal the CPU kernels.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,11 @@ from . import _fake_cupy
 from .conftest import SIMULATOR, host
 from .test_activations_dense import check_dense
 
-pytestmark = pytest.mark.skipif(not SIMULATOR, reason="the fake CuPy reads simulated device memory as host "
-                                "memory; on a GPU install CuPy and the other tests run the real cuBLAS path")
+pytestmark = pytest.mark.skipif(
+    not SIMULATOR,
+    reason="the fake CuPy reads simulated device memory as host "
+    "memory; on a GPU install CuPy and the other tests run the real cuBLAS path",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +96,14 @@ def test_gemm_transposes_on_cublas(fake_gpu, trans_a, trans_b, dtype, rng):
     assert fake_gpu.host_copies == 0
 
 
-CASES = [("relu", np.float32, 20, 17, 18), ("softmax", np.float32, 9, 5, 10), ("identity", np.float64, 3, 19, 7),
-         ("gelu", np.float64, 1, 6, 5), ("tanh", np.float32, 1, 3, 1), ("sigmoid", np.float64, 130, 3, 2)]
+CASES = [
+    ("relu", np.float32, 20, 17, 18),
+    ("softmax", np.float32, 9, 5, 10),
+    ("identity", np.float64, 3, 19, 7),
+    ("gelu", np.float64, 1, 6, 5),
+    ("tanh", np.float32, 1, 3, 1),
+    ("sigmoid", np.float64, 130, 3, 2),
+]
 
 
 @pytest.mark.parametrize("name,dtype,m,k,n", CASES)

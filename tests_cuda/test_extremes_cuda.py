@@ -1,5 +1,6 @@
 """CUDA kernels at extreme finite inputs: the same results as the CPU twins (same dtype) and the exact
 mpmath reference, finite wherever the exact result is (tests/kernels/test_extremes.py on the CPU)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,11 +118,18 @@ def test_batchnorm_at_extremes(dtype):
     dout, dhat = cuda.device_array_like(x), cuda.device_array_like(x)
     dmean, dinv = cuda.device_array(n, dtype), cuda.device_array(n, dtype)
     for _ in range(2):
-        cpu_bn.batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, EPS, 0.5,
-                                       True, True)
+        cpu_bn.batchnorm_forward_train(
+            x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, EPS, 0.5, True, True
+        )
         gpu_bn.batchnorm_forward_train(dx, dg, db, drm, drv, dout, dhat, dmean, dinv, dpart, EPS, 0.5, True, True)
-    for got, want, what in ((dmean, mean, "mean"), (dinv, inv_std, "inv_std"), (dhat, x_hat, "x_hat"),
-                            (dout, out, "out"), (drm, rm, "running_mean"), (drv, rv, "running_var")):
+    for got, want, what in (
+        (dmean, mean, "mean"),
+        (dinv, inv_std, "inv_std"),
+        (dhat, x_hat, "x_hat"),
+        (dout, out, "out"),
+        (drm, rm, "running_mean"),
+        (drv, rv, "running_var"),
+    ):
         same(host(got), want, dtype, f"batchnorm {what}")
     assert np.all(np.isfinite(host(drv)))
     evaluated = np.empty_like(x)

@@ -1,5 +1,6 @@
 """Interop from a model on "cuda": ONNX export and to_torch read its parameters and running
 statistics from the device and give the CPU model's outputs."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,9 @@ import fastnn as fnn
 def test_cuda_model_exports_like_its_cpu_copy(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch = pytest.importorskip("torch")
-    model = fnn.Sequential([fnn.Conv1d(2, 3, 2), fnn.BatchNorm1d(3), fnn.Flatten(), fnn.Dense(12, 2)],
-                           input_shape=(2, 5), seed=0).eval()
+    model = fnn.Sequential(
+        [fnn.Conv1d(2, 3, 2), fnn.BatchNorm1d(3), fnn.Flatten(), fnn.Dense(12, 2)], input_shape=(2, 5), seed=0
+    ).eval()
     model.layers[1].running_mean[...] = 0.3
     x = np.random.default_rng(0).standard_normal((3, 2, 5)).astype(np.float32)
     want = model.predict(x)

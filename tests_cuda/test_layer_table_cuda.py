@@ -4,6 +4,7 @@ twin: outputs, input gradients, parameter gradients and buffers after one forwar
 Tiny shapes (batch 3) and float64, so the comparison is tight; random layers (Dropout) are also
 compared in training mode, since their masks come from the same counter-based generator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,11 @@ def _modes(case):
     return [True, False] if not case.deterministic else [case.training]
 
 
-PARAMS = [pytest.param(case, training, id=f"{case.id}-{'train' if training else 'eval'}")
-          for case in CASES for training in _modes(case)]
+PARAMS = [
+    pytest.param(case, training, id=f"{case.id}-{'train' if training else 'eval'}")
+    for case in CASES
+    for training in _modes(case)
+]
 
 
 def _pair(case):

@@ -1,4 +1,5 @@
 """CUDA losses, optimizer updates and gradient clipping against their CPU twins."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,7 @@ def test_cross_entropy(dtype, mean, rng):
     labels = rng.integers(0, c, m).astype(np.int64)
     (logits64,) = f64(logits)
     grad = np.empty_like(logits64)
-    want = cpu_loss.cross_entropy_forward_backward(logits64, labels, grad, np.empty(cpu_loss.n_partials(m)),
-                                                   mean, True)
+    want = cpu_loss.cross_entropy_forward_backward(logits64, labels, grad, np.empty(cpu_loss.n_partials(m)), mean, True)
     dl, dlab = to_device(logits, labels)
     dgrad = cuda.device_array_like(logits)
     partials = cuda.device_array(gpu_loss.n_partials(m), np.float64)
@@ -40,11 +40,14 @@ def test_elementwise_losses(name, dtype, rng):
     code = cpu_loss.LOSSES[name][0]
     m, k = 70, 3  # two row chunks of the CPU reduction
     pred = (rng.standard_normal((m, k)) * 2).astype(dtype)
-    target = rng.random((m, k)).astype(dtype) if name == "binary_cross_entropy" else rng.standard_normal((m, k)).astype(dtype)
+    target = (
+        rng.random((m, k)).astype(dtype)
+        if name == "binary_cross_entropy"
+        else rng.standard_normal((m, k)).astype(dtype)
+    )
     pred64, target64 = f64(pred, target)
     grad = np.empty_like(pred64)
-    want = cpu_loss.elementwise_loss(pred64, target64, grad, np.empty(cpu_loss.n_partials(m)), code, 0.7, True,
-                                     True)
+    want = cpu_loss.elementwise_loss(pred64, target64, grad, np.empty(cpu_loss.n_partials(m)), code, 0.7, True, True)
     dp, dt = to_device(pred, target)
     dgrad = cuda.device_array_like(pred)
     got = gpu_loss.elementwise_loss(dp, dt, dgrad, cuda.device_array(gpu_loss.n_partials(m)), code, 0.7, True, True)

@@ -4,6 +4,7 @@ Tiny shapes: every simulated CUDA thread is an OS thread, so a training step of 
 kernel launches of 256 threads) takes seconds. The expensive runs (two training steps on each
 device, one fit) are module fixtures shared by the tests.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -130,7 +131,7 @@ def _flat_params(state, model):
     """The flat parameter vector of ``state`` in ``model``'s layout."""
     flat = np.empty(model.params.size, model.dtype)
     for name, lo, shape in model._param_index:
-        flat[lo:lo + int(np.prod(shape))] = state[f"param.{name}"].ravel()
+        flat[lo : lo + int(np.prod(shape))] = state[f"param.{name}"].ravel()
     return flat
 
 
@@ -239,8 +240,11 @@ def test_fit_overlaps_copies_and_equals_the_synchronous_and_cpu_runs(data, monke
     X, y = data[0][:7], data[1][:7]
     cpu = _fit_model("cpu")
     cpu_history = cpu.fit(X, y, epochs=2, batch_size=4, shuffle=True, verbose=0).history
-    runs = {"overlap": _fit_on_cuda(monkeypatch, X, y), "sync": _fit_on_cuda(monkeypatch, X, y, prefetch=False),
-            "lazy": _fit_on_cuda(monkeypatch, X, y, lazy=True)}
+    runs = {
+        "overlap": _fit_on_cuda(monkeypatch, X, y),
+        "sync": _fit_on_cuda(monkeypatch, X, y, prefetch=False),
+        "lazy": _fit_on_cuda(monkeypatch, X, y, lazy=True),
+    }
     assert runs["lazy"][2] == [2, 0, 2, 0]  # x and y of the next batch still queued while a step runs
     weights = {name: backend.host_copy(model.params) for name, (model, _, _) in runs.items()}
     assert np.array_equal(weights["overlap"], weights["sync"]) and np.array_equal(weights["lazy"], weights["sync"])
@@ -254,8 +258,9 @@ def test_fit_overlaps_copies_and_equals_the_synchronous_and_cpu_runs(data, monke
 def test_backward_through_batchnorm_in_eval_mode(data, affine):
     """Gradients through frozen running statistics on "cuda" equal the CPU's (NumPy) eval-mode backward."""
     X = data[0].astype(np.float64)
-    model = fnn.Sequential([fnn.Dense(5, 4), fnn.BatchNorm1d(4, momentum=0.5, affine=affine), fnn.Dense(4, 2)],
-                           seed=4, dtype="float64")
+    model = fnn.Sequential(
+        [fnn.Dense(5, 4), fnn.BatchNorm1d(4, momentum=0.5, affine=affine), fnn.Dense(4, 2)], seed=4, dtype="float64"
+    )
     model.forward(X, training=True)  # running statistics away from (0, 1)
     if affine:
         backend.copy_into(model.layers[1].weight, np.array([0.5, -1.5, 2.0, 1.0]))

@@ -1,4 +1,5 @@
 """Every public CPU kernel has a CUDA twin of the same name and arguments (or a stated reason not to)."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,10 +16,10 @@ CPU_ONLY_MODULES = {
     "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
-              "is copied to the device",
+    "is copied to the device",
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
-             "call their kernels one by one",
+    "call their kernels one by one",
 }
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
@@ -26,9 +27,9 @@ CPU_ONLY_FUNCTIONS = {
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
     ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
     ("activations", "rows_activate"): "CPU loop over a chunk of rows; the CUDA row kernels call its row rule "
-                                      "softmax_row (compiled from its py_func) per row",
+    "softmax_row (compiled from its py_func) per row",
     ("activations", "rows_activate_grad"): "CPU loop over a chunk of rows; the CUDA row kernels call "
-                                           "softmax_row_grad per row (see above)",
+    "softmax_row_grad per row (see above)",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",
@@ -37,16 +38,16 @@ CPU_ONLY_FUNCTIONS = {
     ("rng", "normal"): "scalar convenience wrapper of key64 + normal_at, callable from device code as is",
     ("rng", "normal_at"): "scalar function; the CUDA fill uses normal_pair_at directly",
     ("losses", "cross_entropy_rows"): "per-sample losses of fastnn.sklearn's weighted loss, which runs on host "
-                                      "copies of a device batch",
+    "copies of a device batch",
     ("losses", "elementwise_loss_rows"): "per-sample losses of fastnn.sklearn's weighted loss (see above)",
     ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("recurrent", "lstm_state"): "scalar rule, reached on the device through lstm_cell()",
     ("recurrent", "chunk_rows"): "the CPU time loop's batch chunking; the CUDA twin runs one thread per (sample, unit)",
     ("recurrent", "gemm_tiled"): "the CPU recurrent kernels' GEMM on fixed output tiles; the CUDA twin calls "
-                                 "kernels.cuda.dense.gemm",
+    "kernels.cuda.dense.gemm",
     ("recurrent", "column_sums"): "the CPU bias-gradient column sums; the CUDA twin sums columns with "
-                                  "kernels.cuda.dense's combine_rows",
+    "kernels.cuda.dense's combine_rows",
 }
 
 
@@ -57,14 +58,19 @@ def _cpu_kernel_modules():
 
 
 def _public_dispatchers(module):
-    return {name: obj for name, obj in vars(module).items()
-            if isinstance(obj, CPUDispatcher) and not name.startswith("_")
-            and obj.py_func.__module__ == module.__name__}
+    return {
+        name: obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, CPUDispatcher) and not name.startswith("_") and obj.py_func.__module__ == module.__name__
+    }
 
 
 def _positional_names(fn):
-    return [p.name for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 @pytest.mark.parametrize("module_name", list(_cpu_kernel_modules()))
@@ -84,10 +90,13 @@ def test_every_cpu_kernel_has_a_cuda_twin(module_name):
             missing.append(name)
             continue
         assert _positional_names(twin) == _positional_names(cpu_fn.py_func), (
-            f"fastnn.kernels.cuda.{module_name}.{name} must take the CPU kernel's arguments in order")
-    assert not missing, (f"CPU kernels without a CUDA twin in fastnn/kernels/cuda/{module_name}.py: {missing} "
-                         "(add a launcher of the same name and arguments, or list it in CPU_ONLY_FUNCTIONS "
-                         "with the reason)")
+            f"fastnn.kernels.cuda.{module_name}.{name} must take the CPU kernel's arguments in order"
+        )
+    assert not missing, (
+        f"CPU kernels without a CUDA twin in fastnn/kernels/cuda/{module_name}.py: {missing} "
+        "(add a launcher of the same name and arguments, or list it in CPU_ONLY_FUNCTIONS "
+        "with the reason)"
+    )
 
 
 def test_allow_lists_name_existing_things():

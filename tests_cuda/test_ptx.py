@@ -6,6 +6,7 @@ arrays). This compiles the kernels in a separate process without the simulator a
 or driver (which also proves that importing fastnn.kernels.cuda needs neither). Skipped when the
 NVVM toolchain (numba-cuda's cu12 extra: nvidia-nvvm / nvrtc wheels) is not installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ F64_ALLOWED = {
     "losses.accuracy_rows": "counts matching rows in float64 (exact below 2**53) for finish_sum",
     "rng.fill_normal": "libdevice's own sin/cos argument reduction",
     "batchnorm.merge_moments": "rounds the count ratios 1/m and m/(m-1) from float64 as the CPU (bit parity) "
-                               "and rescues overflowed columns with frexp/ldexp",
+    "and rescues overflowed columns with frexp/ldexp",
 }
 
 #: kernel name -> why it cannot compile for a GPU (or is float64) yet: expected failures, strict (the
@@ -36,31 +37,83 @@ F64_ALLOWED = {
 EXPECTED_FAILURES: dict[str, str] = {}
 
 KERNELS = [
-    "activations.forward_elementwise", "activations.backward_elementwise", "activations.forward_rows",
-    "activations.backward_rows", "dense.gemm", "dense.bias_activate", "dense.grad_z_partials", "dropout.forward",
-    "dropout.backward", "optim.sgd", "optim.rmsprop", "optim.adagrad", "optim.adam", "optim.lion", "optim.clip",
-    "batchnorm.chunk_moments", "batchnorm.chunk_sums2", "batchnorm.merge_moments", "batchnorm.normalize",
-    "batchnorm.eval", "batchnorm.grad_x", "batchnorm.eval_hat", "batchnorm.eval_grad_x", "layernorm.forward",
-    "layernorm.backward_rows", "rng.fill_uniform", "rng.fill_normal", "losses.cross_entropy_rows",
-    "losses.elementwise_rows", "optim.sum_squares",
-    "recurrent.forward_step", "recurrent.backward_step", "recurrent.broadcast_rows", "recurrent.swap",
-    "common.combine_rows", "common.finish_sum", "elementwise.add", "conv.forward", "conv.grad_b", "conv.grad_w",
-    "conv.grad_x", "pooling.forward_max", "pooling.forward_avg", "pooling.backward_max", "pooling.backward_avg",
-    "pooling.global", "embedding.forward", "embedding.backward", "layout.transpose", "masking.from_values",
-    "masking.from_indices", "sequence.samples", "attention.add_bias", "attention.scores", "attention.mix",
-    "attention.softmax_rows", "attention.softmax_grad_rows", "attention.mask_rows", "attention.add_table",
-    "rng.permutation", "losses.accuracy_rows",
+    "activations.forward_elementwise",
+    "activations.backward_elementwise",
+    "activations.forward_rows",
+    "activations.backward_rows",
+    "dense.gemm",
+    "dense.bias_activate",
+    "dense.grad_z_partials",
+    "dropout.forward",
+    "dropout.backward",
+    "optim.sgd",
+    "optim.rmsprop",
+    "optim.adagrad",
+    "optim.adam",
+    "optim.lion",
+    "optim.clip",
+    "batchnorm.chunk_moments",
+    "batchnorm.chunk_sums2",
+    "batchnorm.merge_moments",
+    "batchnorm.normalize",
+    "batchnorm.eval",
+    "batchnorm.grad_x",
+    "batchnorm.eval_hat",
+    "batchnorm.eval_grad_x",
+    "layernorm.forward",
+    "layernorm.backward_rows",
+    "rng.fill_uniform",
+    "rng.fill_normal",
+    "losses.cross_entropy_rows",
+    "losses.elementwise_rows",
+    "optim.sum_squares",
+    "recurrent.forward_step",
+    "recurrent.backward_step",
+    "recurrent.broadcast_rows",
+    "recurrent.swap",
+    "common.combine_rows",
+    "common.finish_sum",
+    "elementwise.add",
+    "conv.forward",
+    "conv.grad_b",
+    "conv.grad_w",
+    "conv.grad_x",
+    "pooling.forward_max",
+    "pooling.forward_avg",
+    "pooling.backward_max",
+    "pooling.backward_avg",
+    "pooling.global",
+    "embedding.forward",
+    "embedding.backward",
+    "layout.transpose",
+    "masking.from_values",
+    "masking.from_indices",
+    "sequence.samples",
+    "attention.add_bias",
+    "attention.scores",
+    "attention.mix",
+    "attention.softmax_rows",
+    "attention.softmax_grad_rows",
+    "attention.mask_rows",
+    "attention.add_table",
+    "rng.permutation",
+    "losses.accuracy_rows",
 ]
 
 
 @pytest.fixture(scope="module")
 def ptx_results():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0", PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    proc = subprocess.run([sys.executable, str(PROBE)], check=False, capture_output=True, text=True, env=env,
-                          timeout=600, cwd=ROOT)
+    env = dict(
+        os.environ,
+        NUMBA_ENABLE_CUDASIM="0",
+        PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+    )
+    proc = subprocess.run(
+        [sys.executable, str(PROBE)], check=False, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT
+    )
     assert proc.returncode == 0, (
-        f"PTX probe crashed (importing fastnn.kernels.cuda without a GPU?):\n{proc.stderr[-3000:]}")
+        f"PTX probe crashed (importing fastnn.kernels.cuda without a GPU?):\n{proc.stderr[-3000:]}"
+    )
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     if "skip" in results:
         pytest.skip(f"no NVVM toolchain to compile PTX: {results['skip']}")

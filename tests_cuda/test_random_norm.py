@@ -1,4 +1,5 @@
 """CUDA dropout, random fills, batch norm and layer norm against their CPU twins."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,12 +74,12 @@ def test_batchnorm(dtype, m, affine, rng):
     x, gamma, beta, rm, rv, partials = f64(x, gamma, beta, rm, rv, partials)
     out, x_hat = np.empty_like(x), np.empty_like(x)
     mean, inv_std = np.empty(n), np.empty(n)
-    cpu_bn.batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, 1e-5, 0.1,
-                                   affine, True)
+    cpu_bn.batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, 1e-5, 0.1, affine, True)
     dout, dxh = cuda.device_array_like(x), cuda.device_array_like(x)
     dmean, dinv = cuda.device_array(n, dtype), cuda.device_array(n, dtype)
-    gpu_bn.batchnorm_forward_train(d["x"], d["gamma"], d["beta"], d["rm"], d["rv"], dout, dxh, dmean, dinv,
-                                   d["partials"], 1e-5, 0.1, affine, True)
+    gpu_bn.batchnorm_forward_train(
+        d["x"], d["gamma"], d["beta"], d["rm"], d["rv"], dout, dxh, dmean, dinv, d["partials"], 1e-5, 0.1, affine, True
+    )
     rtol, atol = tol(dtype)
     for got, want in ((dout, out), (dxh, x_hat), (dmean, mean), (dinv, inv_std), (d["rm"], rm), (d["rv"], rv)):
         np.testing.assert_allclose(host(got), want, rtol=rtol * 5, atol=atol * 5)
@@ -108,8 +109,17 @@ def test_batchnorm_backward_eval(dtype, m, affine, rng):
     g = rng.standard_normal((m, n)).astype(dtype)
     gamma = rng.standard_normal(n).astype(dtype) if affine else np.ones(n, dtype)
     rm, rv = rng.standard_normal(n).astype(dtype), rng.uniform(0.5, 2.0, n).astype(dtype)
-    d = to_device(g, x, gamma, rm, rv, np.empty((m, n), dtype), np.zeros(n, dtype), np.zeros(n, dtype),
-                  np.empty((2, cpu_bn.partial_rows(m), n), dtype))
+    d = to_device(
+        g,
+        x,
+        gamma,
+        rm,
+        rv,
+        np.empty((m, n), dtype),
+        np.zeros(n, dtype),
+        np.zeros(n, dtype),
+        np.empty((2, cpu_bn.partial_rows(m), n), dtype),
+    )
     grad_out = d[0] if dtype == np.float64 else cuda.device_array((m, n), dtype)  # float64: grad_x is grad_out
     gpu_bn.batchnorm_backward_eval(*d[:5], d[5], grad_out, *d[6:], 1e-5, affine)
     g, x, gamma, rm, rv = f64(g, x, gamma, rm, rv)
@@ -164,15 +174,40 @@ def test_counted_variants(rng):
     rm, rv = np.zeros(n), np.ones(n)
     args = (np.ones(n), np.zeros(n))
     batches = np.array([2], np.int64)
-    cpu_bn.batchnorm_forward_train_counted(x[:, :n].copy(), *args, rm, rv, np.empty((4, n)), np.empty((4, n)),
-                                           np.empty(n), np.empty(n), np.empty((2, 1, n)), 1e-5, -1.0, True, True,
-                                           batches)
+    cpu_bn.batchnorm_forward_train_counted(
+        x[:, :n].copy(),
+        *args,
+        rm,
+        rv,
+        np.empty((4, n)),
+        np.empty((4, n)),
+        np.empty(n),
+        np.empty(n),
+        np.empty((2, 1, n)),
+        1e-5,
+        -1.0,
+        True,
+        True,
+        batches,
+    )
     drm, drv = to_device(np.zeros(n), np.ones(n))
     gpu_batches = np.array([2], np.int64)
     gpu_bn.batchnorm_forward_train_counted(
-        cuda.to_device(x[:, :n].copy()), *to_device(*args), drm, drv, cuda.device_array((4, n)),
-        cuda.device_array((4, n)), cuda.device_array(n), cuda.device_array(n), cuda.device_array((2, 1, n)),
-        1e-5, -1.0, True, True, gpu_batches)
+        cuda.to_device(x[:, :n].copy()),
+        *to_device(*args),
+        drm,
+        drv,
+        cuda.device_array((4, n)),
+        cuda.device_array((4, n)),
+        cuda.device_array(n),
+        cuda.device_array(n),
+        cuda.device_array((2, 1, n)),
+        1e-5,
+        -1.0,
+        True,
+        True,
+        gpu_batches,
+    )
     assert gpu_batches[0] == batches[0] == 3
     np.testing.assert_allclose(host(drm), rm, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(host(drv), rv, rtol=1e-12, atol=1e-13)

@@ -3,6 +3,7 @@ every cell, float32 and float64, both directions, with and without sequence leng
 step, one-row (broadcast) initial states, accumulated and skipped input gradients; every buffer the
 forward leaves for the backward is compared too. Also the tiled GEMM's accumulate mode and the
 whole recurrent pass on the (fake) cuBLAS path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,9 @@ class Variant:
     and column (a bidirectional layer's second half writes columns [hidden, 2 * hidden)), rows of
     the initial state and its gradients (1: broadcast), and the backward's grad_x options."""
 
-    def __init__(self, name, shape, reverse=False, lengths=False, column=0, state_rows=None, accumulate_x=False,
-                 need_grad_x=True):
+    def __init__(
+        self, name, shape, reverse=False, lengths=False, column=0, state_rows=None, accumulate_x=False, need_grad_x=True
+    ):
         self.name, self.shape, self.reverse, self.lengths = name, shape, reverse, lengths
         self.column, self.accumulate_x, self.need_grad_x = column, accumulate_x, need_grad_x
         self.state_rows = shape[0] if state_rows is None else state_rows
@@ -48,12 +50,19 @@ def problem(cell, variant, dtype, seed=0):
     gh = cpu_rnn.CELLS[cell][1] * hidden
     rows = variant.state_rows
     rng = np.random.default_rng(seed)
-    d = {"x": rng.standard_normal((steps, batch, inputs)), "w_ih": rng.uniform(-0.8, 0.8, (gh, inputs)),
-         "w_hh": rng.uniform(-0.8, 0.8, (gh, hidden)), "b_ih": rng.uniform(-0.5, 0.5, gh),
-         "b_hh": rng.uniform(-0.5, 0.5, gh), "h0": rng.uniform(-1, 1, (rows, hidden)),
-         "c0": rng.uniform(-1, 1, (rows, hidden)), "grad_y": rng.standard_normal((steps, batch, variant.column + hidden)),
-         "grad_h_n": rng.standard_normal((rows, hidden)), "grad_c_n": rng.standard_normal((rows, hidden)),
-         "grad_x": rng.standard_normal((steps, batch, inputs))}  # added to when accumulate_x
+    d = {
+        "x": rng.standard_normal((steps, batch, inputs)),
+        "w_ih": rng.uniform(-0.8, 0.8, (gh, inputs)),
+        "w_hh": rng.uniform(-0.8, 0.8, (gh, hidden)),
+        "b_ih": rng.uniform(-0.5, 0.5, gh),
+        "b_hh": rng.uniform(-0.5, 0.5, gh),
+        "h0": rng.uniform(-1, 1, (rows, hidden)),
+        "c0": rng.uniform(-1, 1, (rows, hidden)),
+        "grad_y": rng.standard_normal((steps, batch, variant.column + hidden)),
+        "grad_h_n": rng.standard_normal((rows, hidden)),
+        "grad_c_n": rng.standard_normal((rows, hidden)),
+        "grad_x": rng.standard_normal((steps, batch, inputs)),
+    }  # added to when accumulate_x
     d = {k: v.astype(dtype) for k, v in d.items()}
     lengths = np.zeros(0, np.int64)
     if variant.lengths:
@@ -79,13 +88,36 @@ def run(kernels, cell, variant, d, lengths, device):
 
     dummy3, dummy2 = put(np.zeros((1, 1, 1), dtype)), put(np.zeros((1, 1), dtype))
     a = {k: put(v) for k, v in d.items()}
-    o = {"gates": nan(steps, batch, gates * hidden), "aux": nan(steps, batch, hidden) if gru else dummy3,
-         "h_prev": nan(steps, batch, hidden), "c_prev": nan(steps, batch, hidden) if lstm else dummy3,
-         "y": nan(steps, batch, d["grad_y"].shape[2]), "h_n": nan(batch, hidden),
-         "c_n": nan(batch, hidden) if lstm else dummy2}
-    kernels.recurrent_forward(a["x"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], a["h0"], a["c0"] if lstm else dummy2,
-                              lengths, o["gates"], o["aux"], o["h_prev"], o["c_prev"], nan(batch, gates * hidden),
-                              o["y"], o["h_n"], o["c_n"], code, variant.reverse, variant.column)
+    o = {
+        "gates": nan(steps, batch, gates * hidden),
+        "aux": nan(steps, batch, hidden) if gru else dummy3,
+        "h_prev": nan(steps, batch, hidden),
+        "c_prev": nan(steps, batch, hidden) if lstm else dummy3,
+        "y": nan(steps, batch, d["grad_y"].shape[2]),
+        "h_n": nan(batch, hidden),
+        "c_n": nan(batch, hidden) if lstm else dummy2,
+    }
+    kernels.recurrent_forward(
+        a["x"],
+        a["w_ih"],
+        a["w_hh"],
+        a["b_ih"],
+        a["b_hh"],
+        a["h0"],
+        a["c0"] if lstm else dummy2,
+        lengths,
+        o["gates"],
+        o["aux"],
+        o["h_prev"],
+        o["c_prev"],
+        nan(batch, gates * hidden),
+        o["y"],
+        o["h_n"],
+        o["c_n"],
+        code,
+        variant.reverse,
+        variant.column,
+    )
     o["dgates"] = nan(steps, batch, gates * hidden)
     o["dgates_hh"] = nan(steps, batch, gates * hidden) if gru else o["dgates"]
     o["grad_x"] = a["grad_x"]
@@ -93,12 +125,35 @@ def run(kernels, cell, variant, d, lengths, device):
         o[f"grad_{name}"] = nan(*d[name].shape)
     o["grad_h0"] = nan(rows, hidden)
     o["grad_c0"] = nan(rows, hidden) if lstm else dummy2
-    kernels.recurrent_backward(a["x"], a["w_ih"], a["w_hh"], lengths, o["gates"], o["aux"], o["h_prev"], o["c_prev"],
-                               a["grad_y"], a["grad_h_n"], a["grad_c_n"] if lstm else dummy2, o["dgates"],
-                               o["dgates_hh"], nan(batch, hidden), nan(batch, hidden) if lstm else dummy2, o["grad_x"],
-                               o["grad_w_ih"], o["grad_w_hh"], o["grad_b_ih"], o["grad_b_hh"], o["grad_h0"],
-                               o["grad_c0"], code, variant.reverse, variant.column, variant.accumulate_x,
-                               variant.need_grad_x)
+    kernels.recurrent_backward(
+        a["x"],
+        a["w_ih"],
+        a["w_hh"],
+        lengths,
+        o["gates"],
+        o["aux"],
+        o["h_prev"],
+        o["c_prev"],
+        a["grad_y"],
+        a["grad_h_n"],
+        a["grad_c_n"] if lstm else dummy2,
+        o["dgates"],
+        o["dgates_hh"],
+        nan(batch, hidden),
+        nan(batch, hidden) if lstm else dummy2,
+        o["grad_x"],
+        o["grad_w_ih"],
+        o["grad_w_hh"],
+        o["grad_b_ih"],
+        o["grad_b_hh"],
+        o["grad_h0"],
+        o["grad_c0"],
+        code,
+        variant.reverse,
+        variant.column,
+        variant.accumulate_x,
+        variant.need_grad_x,
+    )
     if not lstm:
         for name in ("c_prev", "c_n", "grad_c0"):
             del o[name]
@@ -122,7 +177,7 @@ def check_against_cpu(cell, variant, dtype, seed=0):
     if variant.lengths:
         padded = np.arange(d["x"].shape[0])[:, None] >= lengths[None, :]  # (T, B)
         assert padded.any()
-        assert np.all(got["y"][padded][:, variant.column:] == 0)
+        assert np.all(got["y"][padded][:, variant.column :] == 0)
         assert np.all(got["dgates"][padded] == 0)
     return got
 
@@ -196,9 +251,17 @@ def test_training_stacked_recurrent_model_on_cuda_matches_cpu(rng):
     y = rng.integers(0, 2, 2)
     runs = []
     for device in ("cpu", "cuda"):
-        model = fnn.Sequential([fnn.GRU(2, 2, num_layers=2, dropout=0.5, bidirectional=True),
-                                fnn.LSTM(4, 3, return_sequences=False), fnn.Dense(3, 2)],
-                               dtype="float64", input_shape=(3, 2), seed=4, device=device)
+        model = fnn.Sequential(
+            [
+                fnn.GRU(2, 2, num_layers=2, dropout=0.5, bidirectional=True),
+                fnn.LSTM(4, 3, return_sequences=False),
+                fnn.Dense(3, 2),
+            ],
+            dtype="float64",
+            input_shape=(3, 2),
+            seed=4,
+            device=device,
+        )
         model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
         losses = [model.train_step(X, y) for _ in range(2)]
         runs.append((losses, backend.host_copy(model.params)))

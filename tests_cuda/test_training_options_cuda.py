@@ -1,6 +1,7 @@
 """fit's options on the device (simulator): frozen layers (the optimizer updates the trainable
 ranges of the device buffers only) and streamed data train as on the CPU; gradient accumulation
 is refused on "cuda" with a clear message."""
+
 import numpy as np
 import pytest
 
@@ -41,8 +42,11 @@ def test_streamed_data_trains_on_the_device_as_on_the_cpu(kind):
     for device in ("cpu", "cuda"):
         model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=5, device=device)
         model.compile("cross_entropy", fnn.optim.Adam(lr=0.05))
-        data = ArrayDataset(X, y, block_rows=10) if kind == "dataset" else (
-            lambda: ((X[i:i + 6], y[i:i + 6]) for i in range(0, 24, 6)))
+        data = (
+            ArrayDataset(X, y, block_rows=10)
+            if kind == "dataset"
+            else (lambda: ((X[i : i + 6], y[i : i + 6]) for i in range(0, 24, 6)))
+        )
         history = model.fit(data, epochs=2, batch_size=6, verbose=0)
         results.append((model.predict(X), history.history))
     (cpu_out, cpu_hist), (gpu_out, gpu_hist) = results

@@ -12,6 +12,7 @@ are for one CPython minor version, one Numba version and one architecture. Other
 work: they compile once, as from source. ``--targets host`` compiles for this CPU only (non-x86
 platforms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,18 @@ def _warmup(unpacked: str, steps: str, target: str, args) -> None:
     env.update(PYTHONPATH=unpacked, FASTNN_CACHE_DIR=steps, PYTHONDONTWRITEBYTECODE="1", FASTNN_FUSE="auto")
     if target != "host":
         env.update(NUMBA_CPU_NAME=target, NUMBA_CPU_FEATURES="")
-    command = [sys.executable, "-m", "fastnn.warmup", "--dtype", args.dtype, "--jobs", str(args.jobs),
-               "--only", args.only, *(["--quiet"] if args.quiet else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "fastnn.warmup",
+        "--dtype",
+        args.dtype,
+        "--jobs",
+        str(args.jobs),
+        "--only",
+        args.only,
+        *(["--quiet"] if args.quiet else []),
+    ]
     print(f"prebuild: {target}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     subprocess.run(command, env=env, cwd=steps, check=True)
 
@@ -58,8 +69,10 @@ def _move_cache_files(source: str, destination: str) -> int:
 
 def _retag(unpacked: str, dist_info: str) -> str:
     """Set the wheel's tag to this interpreter and platform; returns the tag."""
-    tag = (f"cp{sys.version_info.major}{sys.version_info.minor}-none-"
-           f"{sysconfig.get_platform().replace('-', '_').replace('.', '_')}")
+    tag = (
+        f"cp{sys.version_info.major}{sys.version_info.minor}-none-"
+        f"{sysconfig.get_platform().replace('-', '_').replace('.', '_')}"
+    )
     wheel_file = os.path.join(unpacked, dist_info, "WHEEL")
     with open(wheel_file) as handle:
         lines = [line for line in handle.read().splitlines() if not line.startswith("Tag:")]
@@ -80,14 +93,23 @@ def prebuild(wheel: str, out: str, args) -> str:
         for target in args.targets.split(","):
             _warmup(unpacked, steps, target.strip(), args)
         prebuilt = os.path.join(unpacked, "fastnn", "_prebuilt")
-        kernels = _move_cache_files(os.path.join(unpacked, "fastnn", "kernels", "__pycache__"),
-                                    os.path.join(prebuilt, "kernels"))
+        kernels = _move_cache_files(
+            os.path.join(unpacked, "fastnn", "kernels", "__pycache__"), os.path.join(prebuilt, "kernels")
+        )
         fused = _move_cache_files(os.path.join(steps, "__pycache__"), os.path.join(prebuilt, "steps"))
         import numba
 
         with open(os.path.join(prebuilt, "build.json"), "w") as handle:  # read by fastnn._shipped_cache.mismatch
-            json.dump({"numba": numba.__version__, "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-                       "targets": args.targets.split(","), "dtype": args.dtype, "only": args.only}, handle)
+            json.dump(
+                {
+                    "numba": numba.__version__,
+                    "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                    "targets": args.targets.split(","),
+                    "dtype": args.dtype,
+                    "only": args.only,
+                },
+                handle,
+            )
         for leftover in glob.glob(os.path.join(unpacked, "**", "__pycache__"), recursive=True):
             shutil.rmtree(leftover)
         dist_info = next(name for name in os.listdir(unpacked) if name.endswith(".dist-info"))
@@ -107,8 +129,11 @@ def prebuild(wheel: str, out: str, args) -> str:
             for path in files:
                 if dist_info in path:
                     archive.write(path, os.path.relpath(path, unpacked))
-    print(f"prebuild: {kernels} kernel and {fused} fused-step cache files added in {time.perf_counter() - start:.0f} s: "
-          f"{target_path}", file=sys.stderr)
+    print(
+        f"prebuild: {kernels} kernel and {fused} fused-step cache files added in {time.perf_counter() - start:.0f} s: "
+        f"{target_path}",
+        file=sys.stderr,
+    )
     return target_path
 
 
@@ -116,8 +141,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("wheel", help="the wheel python -m build made")
     parser.add_argument("--out", default=None, help="folder of the new wheel (default: the input's)")
-    parser.add_argument("--targets", default="x86-64-v3,generic",
-                        help="comma-separated NUMBA_CPU_NAME values, best first ('host': this CPU only)")
+    parser.add_argument(
+        "--targets",
+        default="x86-64-v3,generic",
+        help="comma-separated NUMBA_CPU_NAME values, best first ('host': this CPU only)",
+    )
     parser.add_argument("--dtype", default="both", choices=["float32", "float64", "both"])
     parser.add_argument("--only", default="", help="only the warmup recipes whose name contains this")
     parser.add_argument("--jobs", type=int, default=1, help="warmup worker processes")

@@ -1,5 +1,6 @@
 """The parameters of any layer, by their spec names, whether it is a model's layer or one inside a
 composite (Residual, TimeDistributed, TransformerEncoderBlock), whose views the model does not keep."""
+
 from __future__ import annotations
 
 from ..layers import TimeDistributed

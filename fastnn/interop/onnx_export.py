@@ -15,6 +15,7 @@ a key mask and zeroed padded rows in attention, each sample's last valid step (L
 mean over valid steps (GlobalAvgPool(axis="time")). fastnn refuses a sample that is padding at
 every step; the graph has no way to refuse, and computes something for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,9 @@ class _Graph:
         return self.reduce("ReduceMean", x, axes, keepdims)
 
     def cast(self, x: str, to: str) -> str:
-        return self.op("Cast", [x], to={"int64": self.types.INT64, "int32": self.types.INT32,
-                                        "float": self.types.FLOAT}[to])
+        return self.op(
+            "Cast", [x], to={"int64": self.types.INT64, "int32": self.types.INT32, "float": self.types.FLOAT}[to]
+        )
 
     def valid_steps(self, steps: int, to: str = "float") -> str:
         """(batch, steps): 1 at each sample's valid steps, 0 at its padding (as ``to``: "float" or "bool")."""
@@ -130,6 +132,7 @@ class _Graph:
 
 
 # -- one writer per layer kind: (graph, layer, input name) -> output name ---------------------------------------
+
 
 def _activation(g: _Graph, name: str, alpha: float, x: str) -> str:
     """fastnn's activation ``name`` (:data:`fastnn.kernels.activations.ACTIVATIONS`) of x."""
@@ -175,8 +178,13 @@ def _batchnorm(g, layer, x):
     scale = _host(layer.weight) if layer.affine else np.ones(c, np.float32)
     shift = _host(layer.bias) if layer.affine else np.zeros(c, np.float32)
     if layer.track_running_stats:
-        args = [x, g.const(scale), g.const(shift), g.const(_host(layer.running_mean)),
-                g.const(_host(layer.running_var))]
+        args = [
+            x,
+            g.const(scale),
+            g.const(shift),
+            g.const(_host(layer.running_mean)),
+            g.const(_host(layer.running_var)),
+        ]
         return g.op("BatchNormalization", args, epsilon=layer.eps)
     # no running statistics: evaluation normalises with the batch's (biased) statistics, per channel
     axes = [0, *range(2, len(layer.input_shape) + 1)]
@@ -206,8 +214,15 @@ def _conv(g, layer, x):
     inputs = [x, g.const(_host(layer.weight), "weight")]
     if layer.use_bias:
         inputs.append(g.const(_host(layer.bias), "bias"))
-    z = g.op("Conv", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-             dilations=list(layer.dilation), pads=[lo for lo, _ in pads] + [hi for _, hi in pads], group=layer.groups)
+    z = g.op(
+        "Conv",
+        inputs,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        dilations=list(layer.dilation),
+        pads=[lo for lo, _ in pads] + [hi for _, hi in pads],
+        group=layer.groups,
+    )
     return _activation(g, layer.activation, layer.alpha, z)
 
 
@@ -258,7 +273,7 @@ def _recurrent(g, layer, x):
 
     def gates(name):  # (G*H, ...) in ONNX's gate order
         w = _host(params[name])
-        return np.concatenate([w[k * H:(k + 1) * H] for k in order])
+        return np.concatenate([w[k * H : (k + 1) * H] for k in order])
 
     seq = g.op("Transpose", [x], perm=[1, 0, 2])  # (T, B, F): ONNX's default layout
     batch = g.op("Shape", [x], start=0, end=1)
@@ -273,8 +288,11 @@ def _recurrent(g, layer, x):
         names = [layer._names(k, d) for d in range(D)]
         w = g.const(np.stack([gates(n["weight_ih"]) for n in names]), "W")
         r = g.const(np.stack([gates(n["weight_hh"]) for n in names]), "R")
-        b = g.const(np.stack([np.concatenate([gates(n["bias_ih"]), gates(n["bias_hh"])]) for n in names]), "B") \
-            if layer.use_bias else ""
+        b = (
+            g.const(np.stack([np.concatenate([gates(n["bias_ih"]), gates(n["bias_hh"])]) for n in names]), "B")
+            if layer.use_bias
+            else ""
+        )
         lengths = "" if g.lengths is None else g.cast(g.lengths, "int32")
         inputs = [seq, w, r, b, lengths, *_initial_states(g, layer, k, batch)]
         y, y_h = g.op(op, inputs, outputs=2, **attrs)  # Y (T, D, B, H), Y_h (D, B, H)
@@ -293,7 +311,7 @@ def _initial_states(g, layer, k: int, batch: str) -> list[str]:
     D, H = layer.directions, layer.hidden_size
     shape = g.op("Concat", [g.const([D]), batch, g.const([H])], axis=0)
     names = ["h0", "c0"] if layer._code == LSTM_CODE else ["h0"]
-    rows = [_host(layer_parameters(layer)[n])[k * D:(k + 1) * D].reshape(D, 1, H) for n in names]
+    rows = [_host(layer_parameters(layer)[n])[k * D : (k + 1) * D].reshape(D, 1, H) for n in names]
     return [g.op("Expand", [g.const(r, n), shape]) for r, n in zip(rows, names)]
 
 
@@ -352,17 +370,39 @@ def _time_distributed(g, layer, x):
 
 
 #: layer class -> writer (subclasses made by fastnn, e.g. ReLU of Activation, find their base's)
-WRITERS = {Dense: _dense, Activation: _activation_layer, Dropout: _identity, BatchNorm1d: _batchnorm,
-           LayerNorm: _layernorm, Residual: _residual, Conv1d: _conv, Conv2d: _conv, MaxPool1d: _pool,
-           MaxPool2d: _pool, AvgPool1d: _pool, AvgPool2d: _pool, GlobalAvgPool: _global_avgpool, Reshape: _reshape,
-           Embedding: _embedding, Masking: _masking, LSTM: _recurrent, GRU: _recurrent, RNN: _recurrent,
-           MultiHeadSelfAttention: _attention, PositionalEncoding: _positional,
-           TransformerEncoderBlock: _encoder_block, LastStep: _last_step, TimeDistributed: _time_distributed}
+WRITERS = {
+    Dense: _dense,
+    Activation: _activation_layer,
+    Dropout: _identity,
+    BatchNorm1d: _batchnorm,
+    LayerNorm: _layernorm,
+    Residual: _residual,
+    Conv1d: _conv,
+    Conv2d: _conv,
+    MaxPool1d: _pool,
+    MaxPool2d: _pool,
+    AvgPool1d: _pool,
+    AvgPool2d: _pool,
+    GlobalAvgPool: _global_avgpool,
+    Reshape: _reshape,
+    Embedding: _embedding,
+    Masking: _masking,
+    LSTM: _recurrent,
+    GRU: _recurrent,
+    RNN: _recurrent,
+    MultiHeadSelfAttention: _attention,
+    PositionalEncoding: _positional,
+    TransformerEncoderBlock: _encoder_block,
+    LastStep: _last_step,
+    TimeDistributed: _time_distributed,
+}
 
 
 def _refuse(layer, why: str) -> NotImplementedError:
-    return NotImplementedError(f"{layer!r} cannot be exported to ONNX: {why}. Export a model without it "
-                               f"(fastnn refuses rather than write a graph that computes something else)")
+    return NotImplementedError(
+        f"{layer!r} cannot be exported to ONNX: {why}. Export a model without it "
+        f"(fastnn refuses rather than write a graph that computes something else)"
+    )
 
 
 def _writer(layer):
@@ -370,8 +410,11 @@ def _writer(layer):
         for cls in type(layer).__mro__:
             if cls in WRITERS:
                 return WRITERS[cls]
-    raise _refuse(layer, f"{type(layer).__name__} is not one of fastnn's layer kinds with an ONNX form "
-                         f"({', '.join(sorted(c.__name__ for c in WRITERS))} and the activations)")
+    raise _refuse(
+        layer,
+        f"{type(layer).__name__} is not one of fastnn's layer kinds with an ONNX form "
+        f"({', '.join(sorted(c.__name__ for c in WRITERS))} and the activations)",
+    )
 
 
 def _layers(g: _Graph, layers, x: str) -> str:
@@ -385,8 +428,9 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
     try:
         import onnx
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install \"fastnn[onnx]\" (or pip install onnx)"
-                          ) from None
+        raise ImportError(
+            'ONNX export needs the onnx package: pip install "fastnn[onnx]" (or pip install onnx)'
+        ) from None
     from .._validation import check_int
 
     opset = check_int(opset, "opset", minimum=MIN_OPSET, maximum=onnx.defs.onnx_opset_version())
@@ -396,13 +440,20 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
     helper = onnx.helper
     integer = np.dtype(model.input_dtype).kind in "iu"
     graph = helper.make_graph(
-        g.nodes, "fastnn", [helper.make_tensor_value_info(
-            "input", onnx.TensorProto.INT64 if integer else onnx.TensorProto.FLOAT, ["batch", *model.input_shape])],
+        g.nodes,
+        "fastnn",
+        [
+            helper.make_tensor_value_info(
+                "input", onnx.TensorProto.INT64 if integer else onnx.TensorProto.FLOAT, ["batch", *model.input_shape]
+            )
+        ],
         [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["batch", *model.output_shape])],
-        initializer=g.initializers)
+        initializer=g.initializers,
+    )
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
-                              ir_version=helper.find_min_ir_version_for(opsets))
+    proto = helper.make_model(
+        graph, opset_imports=opsets, producer_name="fastnn", ir_version=helper.find_min_ir_version_for(opsets)
+    )
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

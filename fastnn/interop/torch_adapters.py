@@ -1,5 +1,6 @@
 """torch.nn modules for the fastnn layers torch has no single module for (made when torch is first
 needed; import them by name: ``from fastnn.interop.torch_adapters import Recurrent``)."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,17 @@ from types import SimpleNamespace
 
 from ..kernels.attention import positional_table
 
-ADAPTERS = ("Recurrent", "SelfAttention", "Residual", "Reshape", "LastStep", "TimeMean", "TimeDistributed",
-            "PositionalEncoding", "CausalEncoderLayer")
+ADAPTERS = (
+    "Recurrent",
+    "SelfAttention",
+    "Residual",
+    "Reshape",
+    "LastStep",
+    "TimeMean",
+    "TimeDistributed",
+    "PositionalEncoding",
+    "CausalEncoderLayer",
+)
 
 
 def torch_module():
@@ -47,8 +57,7 @@ def _adapters() -> SimpleNamespace:
             state = None
             if self.h0 is not None:
                 h0 = self.h0[:, None, :].expand(-1, x.shape[0], -1).contiguous()
-                state = (h0, self.c0[:, None, :].expand(-1, x.shape[0], -1).contiguous()) if self.c0 is not None \
-                    else h0
+                state = (h0, self.c0[:, None, :].expand(-1, x.shape[0], -1).contiguous()) if self.c0 is not None else h0
             out, final = self.rnn(x, state)
             if self.return_sequences:
                 return out
@@ -129,10 +138,22 @@ def _adapters() -> SimpleNamespace:
             self.register_buffer("pe", torch.from_numpy(positional_table(max_len, features)), persistent=False)
 
         def forward(self, x):
-            return self.dropout(x + self.pe[:x.shape[1]].to(x.dtype))
+            return self.dropout(x + self.pe[: x.shape[1]].to(x.dtype))
 
-    found = {cls.__name__: cls for cls in (Recurrent, SelfAttention, CausalEncoderLayer, Residual, Reshape,
-                                           LastStep, TimeMean, TimeDistributed, PositionalEncoding)}
+    found = {
+        cls.__name__: cls
+        for cls in (
+            Recurrent,
+            SelfAttention,
+            CausalEncoderLayer,
+            Residual,
+            Reshape,
+            LastStep,
+            TimeMean,
+            TimeDistributed,
+            PositionalEncoding,
+        )
+    }
     for cls in found.values():  # picklable: found by name in this module (see __getattr__)
         cls.__module__, cls.__qualname__ = __name__, cls.__name__
     return SimpleNamespace(**found)

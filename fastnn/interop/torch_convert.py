@@ -11,6 +11,7 @@ batch_first=True), causal)``, ``Residual``, ``Reshape``, ``LastStep``, ``TimeMea
 ``PositionalEncoding`` and ``CausalEncoderLayer``. A module or layer without an equal counterpart
 is refused with an error naming it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,6 +57,7 @@ _ACTIVATION_LAYERS = {row.name: LAYERS[row.layer] for row in ACTIVATION_TABLE if
 
 # -- fastnn -> torch ------------------------------------------------------------------------------------------
 
+
 def _tensor(array, dtype):
     torch = _torch()
     return torch.from_numpy(np.ascontiguousarray(backend.host_copy(array))).to(dtype)
@@ -76,9 +78,14 @@ def _torch_activation(nn, name: str, alpha: float) -> list:
     """[module] for fastnn's activation ``name`` (alpha: LeakyReLU's slope, ELU's alpha)."""
     if name in _TORCH_ACTIVATIONS:
         return [getattr(nn, _TORCH_ACTIVATIONS[name])()]
-    made = {"leaky_relu": lambda: nn.LeakyReLU(alpha), "elu": lambda: nn.ELU(alpha), "gelu": lambda: nn.GELU(),
-            "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "softmax": lambda: nn.Softmax(dim=-1),
-            "log_softmax": lambda: nn.LogSoftmax(dim=-1)}
+    made = {
+        "leaky_relu": lambda: nn.LeakyReLU(alpha),
+        "elu": lambda: nn.ELU(alpha),
+        "gelu": lambda: nn.GELU(),
+        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+        "softmax": lambda: nn.Softmax(dim=-1),
+        "log_softmax": lambda: nn.LogSoftmax(dim=-1),
+    }
     return [made[name]()]
 
 
@@ -95,27 +102,45 @@ def _values(layer) -> dict:
 def _dense_to(nn, layer, dtype):
     linear = nn.Linear(layer.in_features, layer.units, bias=layer.use_bias).to(dtype)
     values = _values(layer)
-    _load(linear, {"weight": backend.host_copy(values["weight"]).T, **({"bias": values["bias"]}
-                                                                      if layer.use_bias else {})}, dtype)
+    _load(
+        linear,
+        {"weight": backend.host_copy(values["weight"]).T, **({"bias": values["bias"]} if layer.use_bias else {})},
+        dtype,
+    )
     return [linear, *_fused(nn, layer)]
 
 
 def _conv_to(nn, layer, dtype):
     cls = nn.Conv1d if isinstance(layer, Conv1d) else nn.Conv2d
     padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
-    conv = cls(layer.in_channels, layer.out_channels, tuple(layer.kernel_size), stride=tuple(layer.stride),
-               padding=padding, dilation=tuple(layer.dilation), groups=layer.groups, bias=layer.use_bias).to(dtype)
+    conv = cls(
+        layer.in_channels,
+        layer.out_channels,
+        tuple(layer.kernel_size),
+        stride=tuple(layer.stride),
+        padding=padding,
+        dilation=tuple(layer.dilation),
+        groups=layer.groups,
+        bias=layer.use_bias,
+    ).to(dtype)
     _load(conv, _values(layer), dtype)
     return [conv, *_fused(nn, layer)]
 
 
 def _batchnorm_to(nn, layer, dtype):
     cls = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
-    bn = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
-             track_running_stats=layer.track_running_stats).to(dtype)
+    bn = cls(
+        layer.num_features,
+        eps=layer.eps,
+        momentum=layer.momentum,
+        affine=layer.affine,
+        track_running_stats=layer.track_running_stats,
+    ).to(dtype)
     values = _values(layer)
     if "num_batches_tracked" in values:
-        bn.num_batches_tracked.copy_(_torch().from_numpy(backend.host_copy(values.pop("num_batches_tracked")).reshape(())))
+        bn.num_batches_tracked.copy_(
+            _torch().from_numpy(backend.host_copy(values.pop("num_batches_tracked")).reshape(()))
+        )
     _load(bn, values, dtype)
     return [bn]
 
@@ -133,8 +158,14 @@ def _pool_to(nn, layer, dtype):
         cls = nn.MaxPool1d if one else nn.MaxPool2d
         return [cls(size(layer.kernel_size), stride=size(layer.stride), padding=size(layer.padding))]
     cls = nn.AvgPool1d if one else nn.AvgPool2d
-    return [cls(size(layer.kernel_size), stride=size(layer.stride), padding=size(layer.padding),
-                count_include_pad=layer.count_include_pad)]
+    return [
+        cls(
+            size(layer.kernel_size),
+            stride=size(layer.stride),
+            padding=size(layer.padding),
+            count_include_pad=layer.count_include_pad,
+        )
+    ]
 
 
 def _global_avgpool_to(nn, layer, dtype):
@@ -155,22 +186,35 @@ def _embedding_to(nn, layer, dtype):
 def _recurrent_to(nn, layer, dtype):
     cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(layer.cell, nn.RNN)
     kwargs = {} if cls is not nn.RNN else {"nonlinearity": layer.nonlinearity}
-    rnn = cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.use_bias,
-              dropout=layer.dropout, bidirectional=layer.bidirectional, batch_first=True, **kwargs)
+    rnn = cls(
+        layer.input_size,
+        layer.hidden_size,
+        num_layers=layer.num_layers,
+        bias=layer.use_bias,
+        dropout=layer.dropout,
+        bidirectional=layer.bidirectional,
+        batch_first=True,
+        **kwargs,
+    )
     module = _adapters().Recurrent(rnn, layer.return_sequences, layer.learn_initial_state).to(dtype)
     _load(module, {(k if k in ("h0", "c0") else f"rnn.{k}"): v for k, v in _values(layer).items()}, dtype)
     return [module]
 
 
 def _mha(nn, layer, dtype):
-    mha = nn.MultiheadAttention(layer.embed_dim, layer.num_heads, dropout=layer.dropout, bias=layer.use_bias,
-                                batch_first=True).to(dtype)
+    mha = nn.MultiheadAttention(
+        layer.embed_dim, layer.num_heads, dropout=layer.dropout, bias=layer.use_bias, batch_first=True
+    ).to(dtype)
     _load(mha, {_MHA_NAMES[k]: v for k, v in _values(layer).items()}, dtype)
     return mha
 
 
-_MHA_NAMES = {"in_proj_weight": "in_proj_weight", "in_proj_bias": "in_proj_bias",
-              "out_proj_weight": "out_proj.weight", "out_proj_bias": "out_proj.bias"}
+_MHA_NAMES = {
+    "in_proj_weight": "in_proj_weight",
+    "in_proj_bias": "in_proj_bias",
+    "out_proj_weight": "out_proj.weight",
+    "out_proj_bias": "out_proj.bias",
+}
 
 
 def _attention_to(nn, layer, dtype):
@@ -184,21 +228,37 @@ def _positional_to(nn, layer, dtype):
 def _encoder_names(norm_first: bool) -> dict:
     """fastnn's TransformerEncoderBlock parameter prefixes -> torch.nn.TransformerEncoderLayer's."""
     if norm_first:
-        return {"attention.block.0.": "norm1.", "attention.block.1.": "self_attn.", "feedforward.block.0.": "norm2.",
-                "feedforward.block.1.": "linear1.", "feedforward.block.3.": "linear2."}
-    return {"attention.block.0.": "self_attn.", "norm1.": "norm1.", "feedforward.block.0.": "linear1.",
-            "feedforward.block.2.": "linear2.", "norm2.": "norm2."}
+        return {
+            "attention.block.0.": "norm1.",
+            "attention.block.1.": "self_attn.",
+            "feedforward.block.0.": "norm2.",
+            "feedforward.block.1.": "linear1.",
+            "feedforward.block.3.": "linear2.",
+        }
+    return {
+        "attention.block.0.": "self_attn.",
+        "norm1.": "norm1.",
+        "feedforward.block.0.": "linear1.",
+        "feedforward.block.2.": "linear2.",
+        "norm2.": "norm2.",
+    }
 
 
 def _encoder_to(nn, layer, dtype):
-    torch_layer = nn.TransformerEncoderLayer(layer.embed_dim, layer.num_heads, layer.ff_dim, dropout=layer.dropout,
-                                             activation=layer.activation, batch_first=True,
-                                             norm_first=layer.norm_first).to(dtype)
+    torch_layer = nn.TransformerEncoderLayer(
+        layer.embed_dim,
+        layer.num_heads,
+        layer.ff_dim,
+        dropout=layer.dropout,
+        activation=layer.activation,
+        batch_first=True,
+        norm_first=layer.norm_first,
+    ).to(dtype)
     names = _encoder_names(layer.norm_first)
     values = {}
     for name, value in _parameters(layer).items():
         prefix = next(p for p in names if name.startswith(p))
-        rest = name[len(prefix):]
+        rest = name[len(prefix) :]
         if names[prefix] == "self_attn.":
             rest = _MHA_NAMES[rest]
         elif names[prefix].startswith("linear") and rest == "weight":
@@ -240,12 +300,31 @@ def _last_step_to(nn, layer, dtype):
 
 
 #: fastnn layer class -> (torch.nn, layer, torch dtype) -> [modules]
-TO_TORCH = {Dense: _dense_to, Activation: _activation_to, Dropout: _dropout_to, BatchNorm1d: _batchnorm_to,
-            LayerNorm: _layernorm_to, Residual: _residual_to, Conv1d: _conv_to, Conv2d: _conv_to, MaxPool1d: _pool_to,
-            MaxPool2d: _pool_to, AvgPool1d: _pool_to, AvgPool2d: _pool_to, GlobalAvgPool: _global_avgpool_to,
-            Reshape: _reshape_to, Embedding: _embedding_to, LSTM: _recurrent_to, GRU: _recurrent_to,
-            RNN: _recurrent_to, MultiHeadSelfAttention: _attention_to, PositionalEncoding: _positional_to,
-            TransformerEncoderBlock: _encoder_to, LastStep: _last_step_to, TimeDistributed: _time_distributed_to}
+TO_TORCH = {
+    Dense: _dense_to,
+    Activation: _activation_to,
+    Dropout: _dropout_to,
+    BatchNorm1d: _batchnorm_to,
+    LayerNorm: _layernorm_to,
+    Residual: _residual_to,
+    Conv1d: _conv_to,
+    Conv2d: _conv_to,
+    MaxPool1d: _pool_to,
+    MaxPool2d: _pool_to,
+    AvgPool1d: _pool_to,
+    AvgPool2d: _pool_to,
+    GlobalAvgPool: _global_avgpool_to,
+    Reshape: _reshape_to,
+    Embedding: _embedding_to,
+    LSTM: _recurrent_to,
+    GRU: _recurrent_to,
+    RNN: _recurrent_to,
+    MultiHeadSelfAttention: _attention_to,
+    PositionalEncoding: _positional_to,
+    TransformerEncoderBlock: _encoder_to,
+    LastStep: _last_step_to,
+    TimeDistributed: _time_distributed_to,
+}
 
 
 def _refuse_layer(layer, why: str) -> NotImplementedError:
@@ -260,8 +339,9 @@ def _modules(nn, layers, dtype) -> list:
         if type(layer).__module__.startswith("fastnn.layers"):
             converter = next((TO_TORCH[c] for c in type(layer).__mro__ if c in TO_TORCH), None)
         if converter is None and getattr(layer, "produces_lengths", False):
-            raise _refuse_layer(layer, "torch has no masking: the sequence lengths it marks change what later "
-                                       "layers compute")
+            raise _refuse_layer(
+                layer, "torch has no masking: the sequence lengths it marks change what later layers compute"
+            )
         if converter is None:
             raise _refuse_layer(layer, f"{type(layer).__name__} is not a layer kind this converter knows")
         modules += converter(nn, layer, dtype)
@@ -279,6 +359,7 @@ def to_torch(model):
 
 
 # -- torch -> fastnn ------------------------------------------------------------------------------------------
+
 
 def _array(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
@@ -332,8 +413,9 @@ def _from_dropout(nn, m):
 
 def _from_batchnorm(nn, m):
     cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
-    layer = cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                track_running_stats=m.track_running_stats)
+    layer = cls(
+        m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats
+    )
     return layer, _state(m)
 
 
@@ -346,16 +428,27 @@ def _from_layernorm(nn, m):
 def _from_conv(nn, m):
     _require(m, m.padding_mode == "zeros", "fastnn pads with zeros only")
     cls = Conv1d if isinstance(m, nn.Conv1d) else Conv2d
-    layer = cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+    layer = cls(
+        m.in_channels,
+        m.out_channels,
+        m.kernel_size,
+        stride=m.stride,
+        padding=m.padding,
+        dilation=m.dilation,
+        groups=m.groups,
+        bias=m.bias is not None,
+    )
     return layer, _state(m)
 
 
 def _from_pool(nn, m):
     _require(m, not m.ceil_mode, "fastnn's pools round the output size down (ceil_mode=False)")
     if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-        _require(m, m.dilation in (1, (1, 1)) and not m.return_indices, "fastnn's max pools take no dilation "
-                                                                        "and return no indices")
+        _require(
+            m,
+            m.dilation in (1, (1, 1)) and not m.return_indices,
+            "fastnn's max pools take no dilation and return no indices",
+        )
         cls = MaxPool1d if isinstance(m, nn.MaxPool1d) else MaxPool2d
         return cls(m.kernel_size, stride=m.stride, padding=m.padding), {}
     _require(m, getattr(m, "divisor_override", None) is None, "fastnn's average pools take no divisor_override")
@@ -374,9 +467,12 @@ def _from_embedding(nn, m):
 
 
 def _from_recurrent_module(nn, m):
-    raise _refuse_module(m, "torch's recurrent modules return a tuple (output, state), so they cannot sit in "
-                            "nn.Sequential; wrap it: fastnn.interop.torch_adapters.Recurrent(module, "
-                            "return_sequences=True or False)")
+    raise _refuse_module(
+        m,
+        "torch's recurrent modules return a tuple (output, state), so they cannot sit in "
+        "nn.Sequential; wrap it: fastnn.interop.torch_adapters.Recurrent(module, "
+        "return_sequences=True or False)",
+    )
 
 
 def _from_recurrent(nn, m):
@@ -385,17 +481,29 @@ def _from_recurrent(nn, m):
     _require(rnn, getattr(rnn, "proj_size", 0) == 0, "fastnn's LSTM has no projection (proj_size)")
     cls = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}[type(rnn)]
     kwargs = {"nonlinearity": rnn.nonlinearity} if cls is RNN else {}
-    layer = cls(rnn.input_size, rnn.hidden_size, num_layers=rnn.num_layers, bias=rnn.bias, dropout=rnn.dropout,
-                bidirectional=rnn.bidirectional, return_sequences=m.return_sequences,
-                learn_initial_state=m.h0 is not None, **kwargs)
-    return layer, _state(m, lambda name: name[len("rnn."):] if name.startswith("rnn.") else name)
+    layer = cls(
+        rnn.input_size,
+        rnn.hidden_size,
+        num_layers=rnn.num_layers,
+        bias=rnn.bias,
+        dropout=rnn.dropout,
+        bidirectional=rnn.bidirectional,
+        return_sequences=m.return_sequences,
+        learn_initial_state=m.h0 is not None,
+        **kwargs,
+    )
+    return layer, _state(m, lambda name: name[len("rnn.") :] if name.startswith("rnn.") else name)
 
 
 def _mha_layer(nn, mha, causal: bool):
-    _require(mha, mha.batch_first and mha._qkv_same_embed_dim and mha.bias_k is None and not mha.add_zero_attn,
-             "fastnn's self-attention needs batch_first=True, equal q/k/v sizes, no bias_kv and no zero attention")
-    layer = MultiHeadSelfAttention(mha.embed_dim, mha.num_heads, dropout=mha.dropout, causal=causal,
-                                   bias=mha.in_proj_bias is not None)
+    _require(
+        mha,
+        mha.batch_first and mha._qkv_same_embed_dim and mha.bias_k is None and not mha.add_zero_attn,
+        "fastnn's self-attention needs batch_first=True, equal q/k/v sizes, no bias_kv and no zero attention",
+    )
+    layer = MultiHeadSelfAttention(
+        mha.embed_dim, mha.num_heads, dropout=mha.dropout, causal=causal, bias=mha.in_proj_bias is not None
+    )
     back = {v: k for k, v in _MHA_NAMES.items()}
     return layer, _state(mha, back.get)
 
@@ -408,17 +516,26 @@ def _from_encoder(nn, m, causal: bool = False):
     _require(m, m.self_attn.batch_first, "fastnn's encoder block takes (batch, time, features): use batch_first=True")
     activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0))
     _require(m, activation is not None, "fastnn's encoder block takes activation 'relu' or 'gelu'")
-    _require(m, m.linear1.bias is not None and m.norm1.eps == 1e-5 == m.norm2.eps,
-             "fastnn's encoder block has biases and LayerNorm eps=1e-5")
-    layer = TransformerEncoderBlock(m.linear1.in_features, m.self_attn.num_heads, m.linear1.out_features,
-                                    dropout=m.dropout.p, activation=activation, norm_first=m.norm_first,
-                                    causal=causal)
+    _require(
+        m,
+        m.linear1.bias is not None and m.norm1.eps == 1e-5 == m.norm2.eps,
+        "fastnn's encoder block has biases and LayerNorm eps=1e-5",
+    )
+    layer = TransformerEncoderBlock(
+        m.linear1.in_features,
+        m.self_attn.num_heads,
+        m.linear1.out_features,
+        dropout=m.dropout.p,
+        activation=activation,
+        norm_first=m.norm_first,
+        causal=causal,
+    )
     names = {v: k for k, v in _encoder_names(m.norm_first).items()}
     mha_back = {v: k for k, v in _MHA_NAMES.items()}
     values = {}
     for name, tensor in m.state_dict().items():
         prefix = next(p for p in names if name.startswith(p))
-        rest, value = name[len(prefix):], _array(tensor)
+        rest, value = name[len(prefix) :], _array(tensor)
         if prefix == "self_attn.":
             rest = mha_back[rest]
         elif prefix.startswith("linear") and rest == "weight":
@@ -443,12 +560,19 @@ def _from_residual(nn, m):
 
 def _from_time_distributed(nn, m):
     layers, values = _layers_from(nn, _flat(nn, m.module))
-    fusable = len(layers) == 2 and isinstance(layers[0], (Dense, Conv1d, Conv2d)) and \
-        layers[0].activation == "identity" and isinstance(layers[1], Activation)
+    fusable = (
+        len(layers) == 2
+        and isinstance(layers[0], (Dense, Conv1d, Conv2d))
+        and layers[0].activation == "identity"
+        and isinstance(layers[1], Activation)
+    )
     if fusable:  # Linear/Conv then an activation: one layer with the activation fused
         layers = [type(layers[0])(**{**layers[0].get_config(), "activation": layers[1]})]
-    _require(m, len(layers) == 1, "fastnn's TimeDistributed wraps one layer (a Dense or a convolution may fuse "
-                                  "the activation after it)")
+    _require(
+        m,
+        len(layers) == 1,
+        "fastnn's TimeDistributed wraps one layer (a Dense or a convolution may fuse the activation after it)",
+    )
     return TimeDistributed(layers[0]), values[0]
 
 
@@ -466,13 +590,36 @@ def _from_adapter(nn, m):
 def _from_table(nn) -> dict:
     """torch module class -> (torch.nn, module) -> (fastnn layer, {parameter or buffer name: array})."""
     a = _adapters()
-    table = {nn.Linear: _from_linear, nn.Dropout: _from_dropout, nn.LayerNorm: _from_layernorm,
-             nn.Embedding: _from_embedding, nn.Flatten: _from_flatten,
-             nn.TransformerEncoderLayer: _from_encoder, a.CausalEncoderLayer: _from_causal_encoder,
-             a.Recurrent: _from_recurrent, a.SelfAttention: _from_attention, a.Residual: _from_residual,
-             a.TimeDistributed: _from_time_distributed}
-    table.update({cls: _from_activation for cls in (nn.Identity, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU,
-                                                    nn.SELU, nn.GELU, nn.Softmax, nn.LogSoftmax)})
+    table = {
+        nn.Linear: _from_linear,
+        nn.Dropout: _from_dropout,
+        nn.LayerNorm: _from_layernorm,
+        nn.Embedding: _from_embedding,
+        nn.Flatten: _from_flatten,
+        nn.TransformerEncoderLayer: _from_encoder,
+        a.CausalEncoderLayer: _from_causal_encoder,
+        a.Recurrent: _from_recurrent,
+        a.SelfAttention: _from_attention,
+        a.Residual: _from_residual,
+        a.TimeDistributed: _from_time_distributed,
+    }
+    table.update(
+        {
+            cls: _from_activation
+            for cls in (
+                nn.Identity,
+                nn.Sigmoid,
+                nn.Tanh,
+                nn.ReLU,
+                nn.LeakyReLU,
+                nn.ELU,
+                nn.SELU,
+                nn.GELU,
+                nn.Softmax,
+                nn.LogSoftmax,
+            )
+        }
+    )
     table.update({cls: _from_batchnorm for cls in (nn.BatchNorm1d, nn.BatchNorm2d)})
     table.update({cls: _from_conv for cls in (nn.Conv1d, nn.Conv2d)})
     table.update({cls: _from_pool for cls in (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)})
@@ -502,17 +649,23 @@ def _layers_from(nn, modules) -> tuple[list, list]:
     while i < len(modules):
         m = modules[i]
         if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
-            _require(m, _global_pool(nn, modules, i), "fastnn has global average pooling only: AdaptiveAvgPool(1) "
-                                                      "followed by nn.Flatten()")
+            _require(
+                m,
+                _global_pool(nn, modules, i),
+                "fastnn has global average pooling only: AdaptiveAvgPool(1) followed by nn.Flatten()",
+            )
             layers.append(GlobalAvgPool())
             values.append({})
             i += 2
             continue
         convert = table.get(type(m))
         if convert is None:
-            raise _refuse_module(m, f"{type(m).__name__} is not among the supported modules (Linear, activations, "
-                                    f"Dropout, BatchNorm1d/2d, LayerNorm, Conv1d/2d, pools, Flatten, Embedding, "
-                                    f"TransformerEncoderLayer and this module's adapters)")
+            raise _refuse_module(
+                m,
+                f"{type(m).__name__} is not among the supported modules (Linear, activations, "
+                f"Dropout, BatchNorm1d/2d, LayerNorm, Conv1d/2d, pools, Flatten, Embedding, "
+                f"TransformerEncoderLayer and this module's adapters)",
+            )
         layer, vals = convert(nn, m)
         layers.append(layer)
         values.append(vals)
@@ -569,16 +722,20 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     layers, values = _layers_from(nn, modules)
     model = Sequential(layers, seed=seed, dtype=dtype, input_shape=input_shape)
     if not model.built:
-        raise ValueError(f"from_torch needs input_shape (per sample, e.g. (1, 28, 28) or (time,)) when the first "
-                         f"module ({modules[0]!r}) does not fix it")
+        raise ValueError(
+            f"from_torch needs input_shape (per sample, e.g. (1, 28, 28) or (time,)) when the first "
+            f"module ({modules[0]!r}) does not fix it"
+        )
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
     for layer in walk_layers(model.layers):  # a softmax's dim given as a number must be the last axis
         dim = layer.__dict__.pop("_torch_dim", None)
         if dim is not None and dim != len(layer.input_shape):
-            raise NotImplementedError(f"torch's {type(layer).__name__}(dim={dim}) acts on an axis other than the "
-                                      f"last of its input (batch, {', '.join(map(str, layer.input_shape))}); "
-                                      f"fastnn's acts on the last: use dim=-1")
+            raise NotImplementedError(
+                f"torch's {type(layer).__name__}(dim={dim}) acts on an axis other than the "
+                f"last of its input (batch, {', '.join(map(str, layer.input_shape))}); "
+                f"fastnn's acts on the last: use dim=-1"
+            )
     return model.train(module.training)
 
 

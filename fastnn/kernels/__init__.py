@@ -4,6 +4,7 @@ mypy does not analyse this package ([tool.mypy] in pyproject.toml): Numba ships 
 so every @njit/@cuda.jit function is Any to a type checker; Numba types the kernels itself when
 it compiles them, and each is tested against a float64 NumPy reference.
 """
+
 from ._cache import install as _install_cache_locators
 
 _install_cache_locators()

@@ -7,6 +7,7 @@ segfault (after a pip upgrade too, since pip leaves the cache files behind). Her
 cache stamp also covers the sources of all kernels and of ``_config.py``, so any change to them
 invalidates every fastnn kernel cache at once.
 """
+
 from __future__ import annotations
 
 import glob

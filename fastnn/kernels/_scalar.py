@@ -1,4 +1,5 @@
 """Typed scalar helpers shared by every kernel (CPU loops and CUDA kernels)."""
+
 from __future__ import annotations
 
 import numpy as np

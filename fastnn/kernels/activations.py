@@ -6,6 +6,7 @@ layer's fused epilogue, the standalone activation layers and the CUDA kernels ca
 
 Shapes: 2-D ``(batch, features)`` arrays, float32 or float64; outputs have the input's dtype.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,17 +41,47 @@ ACTIVATION_TABLE = (
     ActivationRow("sigmoid", SIGMOID, 0.0, None, "Sigmoid", "xavier_uniform", "y = 1 / (1 + exp(-x))."),
     ActivationRow("tanh", TANH, 0.0, None, "Tanh", "xavier_uniform", "y = tanh(x)."),
     ActivationRow("relu", RELU, 0.0, None, "ReLU", "he_normal", "y = max(x, 0)."),
-    ActivationRow("leaky_relu", LEAKY_RELU, 0.01, "negative_slope", "LeakyReLU", "he_normal",
-                  "y = x if x > 0 else negative_slope * x."),
+    ActivationRow(
+        "leaky_relu",
+        LEAKY_RELU,
+        0.01,
+        "negative_slope",
+        "LeakyReLU",
+        "he_normal",
+        "y = x if x > 0 else negative_slope * x.",
+    ),
     ActivationRow("elu", ELU, 1.0, "alpha", "ELU", "he_normal", "y = x if x > 0 else alpha * (exp(x) - 1)."),
-    ActivationRow("selu", SELU, 0.0, None, "SELU", "lecun_normal",
-                  "Scaled ELU with the self-normalising constants (use lecun_normal init)."),
-    ActivationRow("gelu", GELU, 0.0, None, "GELU", "he_normal",
-                  "Gaussian error linear unit: x * Phi(x); approximate=\"tanh\" uses the tanh form."),
-    ActivationRow("gelu_tanh", GELU_TANH, 0.0, None, None, "he_normal", "GELU's tanh form (GELU(approximate=\"tanh\"))."),
+    ActivationRow(
+        "selu",
+        SELU,
+        0.0,
+        None,
+        "SELU",
+        "lecun_normal",
+        "Scaled ELU with the self-normalising constants (use lecun_normal init).",
+    ),
+    ActivationRow(
+        "gelu",
+        GELU,
+        0.0,
+        None,
+        "GELU",
+        "he_normal",
+        'Gaussian error linear unit: x * Phi(x); approximate="tanh" uses the tanh form.',
+    ),
+    ActivationRow(
+        "gelu_tanh", GELU_TANH, 0.0, None, None, "he_normal", 'GELU\'s tanh form (GELU(approximate="tanh")).'
+    ),
     ActivationRow("softmax", SOFTMAX, 0.0, None, "Softmax", "xavier_uniform", "Row-wise softmax (numerically stable)."),
-    ActivationRow("log_softmax", LOG_SOFTMAX, 0.0, None, "LogSoftmax", "xavier_uniform",
-                  "Row-wise log-softmax (numerically stable)."),
+    ActivationRow(
+        "log_softmax",
+        LOG_SOFTMAX,
+        0.0,
+        None,
+        "LogSoftmax",
+        "xavier_uniform",
+        "Row-wise log-softmax (numerically stable).",
+    ),
 )
 #: name -> (code, default parameter ``alpha``, the parameter's name or None): a view of the table
 ACTIVATIONS = {row.name: (row.code, row.default, row.param) for row in ACTIVATION_TABLE}
@@ -72,8 +103,15 @@ _GELU_C = 0.044715
 # numerator over even degree-6 denominator on [-7.905, 7.905]. Max error 4e-7 (tested); unlike
 # libm's tanhf it vectorises. float64 keeps np.tanh.
 _TANH_CLAMP = 7.90531110763549805
-_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-           -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_TANH_P = (
+    4.89352455891786e-03,
+    6.37261928875436e-04,
+    1.48572235717979e-05,
+    5.12229709037114e-08,
+    -8.60467152213735e-11,
+    2.00018790482477e-13,
+    -2.76076847742355e-16,
+)
 _TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
@@ -87,7 +125,10 @@ def _fast_tanh_overload(z):
     if z != types.float32:
         return lambda z: math.tanh(z)
     c, (p1, p3, p5, p7, p9, p11, p13), (q0, q2, q4, q6) = (
-        np.float32(_TANH_CLAMP), map(np.float32, _TANH_P), map(np.float32, _TANH_Q))
+        np.float32(_TANH_CLAMP),
+        map(np.float32, _TANH_P),
+        map(np.float32, _TANH_Q),
+    )
 
     def impl(z):
         x = min(max(z, -c), c)

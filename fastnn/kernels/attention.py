@@ -24,6 +24,7 @@ gradients. Tasks run in parallel when their products are large enough (PARALLEL_
 every sum has a fixed order (GEMM tiles by shape, bias sums by fixed row chunks): results are
 bit-identical on any number of threads.
 """
+
 from __future__ import annotations
 
 import math
@@ -186,7 +187,7 @@ def _head_geometry(task, heads, steps, embed):
 def _head_forward(qkv, probs, probs_drop, context, lengths, task, heads, causal, key, threshold, keep_scale):
     steps = probs.shape[1]
     b, r0, r1, cq, ck, cv, d = _head_geometry(task, heads, steps, context.shape[1])
-    q, k, v = qkv[r0:r1, cq:cq + d], qkv[r0:r1, ck:ck + d], qkv[r0:r1, cv:cv + d]
+    q, k, v = qkv[r0:r1, cq : cq + d], qkv[r0:r1, ck : ck + d], qkv[r0:r1, cv : cv + d]
     s = probs[task]
     one = like(1.0, probs)
     zero = like(0.0, probs)
@@ -199,25 +200,25 @@ def _head_forward(qkv, probs, probs_drop, context, lengths, task, heads, causal,
     if keep_scale != one:  # dropout in training
         for i in range(steps):
             dropout_row(s[i], pd[i], key, (task * steps + i) * steps, threshold, keep_scale)
-    gemm_block(False, False, one, pd, v, zero, context[r0:r1, cq:cq + d], 0, steps, 0, d)
+    gemm_block(False, False, one, pd, v, zero, context[r0:r1, cq : cq + d], 0, steps, 0, d)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _head_backward(qkv, probs, probs_drop, grad_context, grad_scores, grad_qkv, task, heads):
     steps = probs.shape[1]
     _, r0, r1, cq, ck, cv, d = _head_geometry(task, heads, steps, grad_context.shape[1])
-    q, k, v = qkv[r0:r1, cq:cq + d], qkv[r0:r1, ck:ck + d], qkv[r0:r1, cv:cv + d]
-    go = grad_context[r0:r1, cq:cq + d]
+    q, k, v = qkv[r0:r1, cq : cq + d], qkv[r0:r1, ck : ck + d], qkv[r0:r1, cv : cv + d]
+    go = grad_context[r0:r1, cq : cq + d]
     gs = grad_scores[task]
     one = like(1.0, probs)
     zero = like(0.0, probs)
-    gemm_block(True, False, one, probs_drop[task], go, zero, grad_qkv[r0:r1, cv:cv + d], 0, steps, 0, d)
+    gemm_block(True, False, one, probs_drop[task], go, zero, grad_qkv[r0:r1, cv : cv + d], 0, steps, 0, d)
     gemm_block(False, True, one, go, v, zero, gs, 0, steps, 0, steps)
     scale = one / math.sqrt(like(d, probs))
     for i in range(steps):
         softmax_grad_row(gs[i], probs_drop[task, i], probs[task, i], scale)
-    gemm_block(False, False, one, gs, k, zero, grad_qkv[r0:r1, cq:cq + d], 0, steps, 0, d)
-    gemm_block(True, False, one, gs, q, zero, grad_qkv[r0:r1, ck:ck + d], 0, steps, 0, d)
+    gemm_block(False, False, one, gs, k, zero, grad_qkv[r0:r1, cq : cq + d], 0, steps, 0, d)
+    gemm_block(True, False, one, gs, q, zero, grad_qkv[r0:r1, ck : ck + d], 0, steps, 0, d)
 
 
 @njit(**JIT_INLINE)
@@ -231,8 +232,9 @@ def _heads_forward(qkv, probs, probs_drop, context, lengths, heads, causal, key,
     tasks, steps = probs.shape[0], probs.shape[1]
     if _heads_parallel(tasks, steps, context.shape[1] // heads):
         for t_u in prange(tasks):
-            _head_forward(qkv, probs, probs_drop, context, lengths, np.int64(t_u), heads, causal, key, threshold,
-                          keep_scale)
+            _head_forward(
+                qkv, probs, probs_drop, context, lengths, np.int64(t_u), heads, causal, key, threshold, keep_scale
+            )
     else:
         for t in range(tasks):
             _head_forward(qkv, probs, probs_drop, context, lengths, t, heads, causal, key, threshold, keep_scale)
@@ -265,8 +267,9 @@ def zero_padded_rows(src, lengths, steps, out):
 
 # -- the layer's kernels ------------------------------------------------------------------------
 @njit(**JIT)
-def attention_forward(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal,
-                      p, seed, stream, counter):
+def attention_forward(
+    x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, seed, stream, counter
+):
     """Self-attention of ``x`` into ``y`` (see the module docstring for shapes); writes qkv,
     probs, probs_drop (dropout with probability ``p`` at step ``counter[0]``, then
     ``counter[0] += 1``; pass p = 0 and probs_drop = probs outside training) and context."""
@@ -282,9 +285,29 @@ def attention_forward(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, conte
 
 
 @njit(**JIT)
-def attention_backward(x, w_in, w_out, qkv, probs, probs_drop, context, grad_y, lengths, grad_z, grad_context,
-                       grad_scores, grad_qkv, grad_x, grad_w_in, grad_b_in, grad_w_out, grad_b_out, partials,
-                       heads, need_grad_x):
+def attention_backward(
+    x,
+    w_in,
+    w_out,
+    qkv,
+    probs,
+    probs_drop,
+    context,
+    grad_y,
+    lengths,
+    grad_z,
+    grad_context,
+    grad_scores,
+    grad_qkv,
+    grad_x,
+    grad_w_in,
+    grad_b_in,
+    grad_w_out,
+    grad_b_out,
+    partials,
+    heads,
+    need_grad_x,
+):
     """Gradients of :func:`attention_forward` from ``grad_y``: grad_w_in, grad_b_in, grad_w_out,
     grad_b_out and, if ``need_grad_x``, grad_x (0 at padded steps). Scratch: grad_z (the
     upstream gradient with padded rows zeroed, unused without lengths), grad_context,
@@ -316,7 +339,7 @@ def positional_table(steps: int, features: int) -> np.ndarray:
     div = np.exp(np.arange(0, features, 2, dtype=np.float64) * (-math.log(10000.0) / features))
     table = np.zeros((steps, features))
     table[:, 0::2] = np.sin(position * div)
-    table[:, 1::2] = np.cos(position * div[:features // 2])
+    table[:, 1::2] = np.cos(position * div[: features // 2])
     return table
 
 
@@ -325,9 +348,21 @@ def partials_shape(rows: int, embed: int) -> tuple[int, int]:
     return (max(1, n_chunks(rows, REDUCTION_CHUNK_ROWS)), 3 * embed)
 
 
-__all__ = ["add_positional", "attended_keys", "attention_backward", "attention_forward", "column_sums",
-           "dropout_row", "linear_backward", "linear_forward", "partials_shape", "positional_table",
-           "softmax_grad_row", "softmax_row", "zero_padded_rows"]
+__all__ = [
+    "add_positional",
+    "attended_keys",
+    "attention_backward",
+    "attention_forward",
+    "column_sums",
+    "dropout_row",
+    "linear_backward",
+    "linear_forward",
+    "partials_shape",
+    "positional_table",
+    "softmax_grad_row",
+    "softmax_row",
+    "zero_padded_rows",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("attention_forward", "attention_backward", "add_positional")

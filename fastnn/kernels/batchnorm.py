@@ -17,6 +17,7 @@ Buffers (all one dtype, float32 or float64, C-contiguous):
   gamma, beta, running_mean, running_var, mean, inv_std, grad_gamma, grad_beta: (features,)
   partials: (2, partial_rows(batch), features) scratch
 """
+
 from __future__ import annotations
 
 import math
@@ -177,8 +178,9 @@ def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
 
 
 @njit(**JIT_PARALLEL)
-def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
-                            eps, momentum, affine, track):
+def batchnorm_forward_train(
+    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
+):
     """Training-mode batch norm of ``x`` (batch >= 2, features); shapes in the module note.
 
     Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``), mean and
@@ -337,15 +339,32 @@ __all__ = [
 
 
 @njit(**JIT)
-def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std,
-                                    partials, eps, momentum, affine, track, batches):
+def batchnorm_forward_train_counted(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    x_hat,
+    mean,
+    inv_std,
+    partials,
+    eps,
+    momentum,
+    affine,
+    track,
+    batches,
+):
     """:func:`batchnorm_forward_train` that also counts batches in ``batches`` (int64 (1,)) when
     tracking; ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``)."""
     if track:
         batches[0] += 1
     mom = momentum if momentum >= 0 else 1.0 / max(1, batches[0])
-    batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
-                            eps, mom, affine, track)
+    batchnorm_forward_train(
+        x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, mom, affine, track
+    )
+
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward", "partial_rows")

@@ -12,6 +12,7 @@ NumPy's, so pinning it to one thread leaves NumPy's BLAS alone: parallel kernels
 into fixed tiles of the output and run tiles on Numba's threads, so one thread pool does all the
 work (two pools fighting were measured 27x slower).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -141,8 +142,10 @@ def _find_openblas() -> tuple[str, str]:
         searched.append(f"{path}: no cblas_sgemm symbol (tried prefixes {_PREFIXES})")
     raise ImportError(
         "fastnn needs an OpenBLAS with CBLAS (the scipy-openblas32 wheel, or the copy inside SciPy's "
-        f"PyPI wheel) and found none on {sys.platform}. Searched:\n  " + "\n  ".join(searched)
-        + f"\nFix: {_INSTALL_HINT} (in this Python: {sys.executable} -m {_INSTALL_HINT})")
+        f"PyPI wheel) and found none on {sys.platform}. Searched:\n  "
+        + "\n  ".join(searched)
+        + f"\nFix: {_INSTALL_HINT} (in this Python: {sys.executable} -m {_INSTALL_HINT})"
+    )
 
 
 LIBRARY_PATH, _PREFIX = _find_openblas()  #: the BLAS library fastnn's kernels call (pinned to 1 thread)

@@ -1,4 +1,5 @@
 """Cheap input checks used on the hot path of train_step/predict (the boundary's fast path)."""
+
 from __future__ import annotations
 
 from numba import njit

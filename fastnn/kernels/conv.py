@@ -18,6 +18,7 @@ order; col is the forward's when ``col_ready`` and the batch is one pass), and
 task). im2col tasks are (col row, sample chunk): each writes one contiguous run of col. Every sum is in an order fixed by the shape: bit-identical on any number
 of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,14 +41,16 @@ SMALL_GRAD_W_ELEMENTS = 5120
 _TASK_ELEMENTS = 4096
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0,
-                     dilation: int = 1) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int = 1, pad_lo: int = 0, pad_hi: int = 0, dilation: int = 1
+) -> int:
     """Output length of one spatial axis (PyTorch's formula, floor mode)."""
     return (size + pad_lo + pad_hi - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def conv2d_scratch_shapes(batch: int, in_channels: int, out_channels: int, kernel_h: int, kernel_w: int,
-                          out_h: int, out_w: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+def conv2d_scratch_shapes(
+    batch: int, in_channels: int, out_channels: int, kernel_h: int, kernel_w: int, out_h: int, out_w: int
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Shapes of (col, zcol, partial_b), the scratch of conv2d_forward (col, zcol) and conv2d_backward.
 
     The samples per pass ``nb`` keep col under :data:`COL_MAX_ELEMENTS` (at least one sample);
@@ -56,8 +59,7 @@ def conv2d_scratch_shapes(batch: int, in_channels: int, out_channels: int, kerne
     positions = out_h * out_w
     per_sample = in_channels * kernel_h * kernel_w * positions
     nb = max(1, min(batch, COL_MAX_ELEMENTS // max(per_sample, 1)))
-    return (in_channels * kernel_h * kernel_w, nb * positions), (out_channels, nb * positions), \
-        (batch, out_channels)
+    return (in_channels * kernel_h * kernel_w, nb * positions), (out_channels, nb * positions), (batch, out_channels)
 
 
 @njit(**JIT_INLINE)
@@ -200,10 +202,11 @@ def _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, tile, grid):
     per_group = grid[2] * grid[3]
     g = tile // per_group
     ra, rb, rc = a.shape[0] // groups, b.shape[0] // groups, c.shape[0] // groups
-    cg = c[g * rc:(g + 1) * rc]
+    cg = c[g * rc : (g + 1) * rc]
     r0, r1, c0, c1 = _block(tile - g * per_group, grid[0], grid[1], grid[3], rc, c.shape[1])
-    gemm_block(trans_a, trans_b, like(1.0, c), a[g * ra:(g + 1) * ra], b[g * rb:(g + 1) * rb], beta, cg,
-               r0, r1, c0, c1)
+    gemm_block(
+        trans_a, trans_b, like(1.0, c), a[g * ra : (g + 1) * ra], b[g * rb : (g + 1) * rb], beta, cg, r0, r1, c0, c1
+    )
 
 
 @njit(**JIT_PARALLEL)
@@ -303,7 +306,7 @@ def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha):
     p = z3.shape[2]
     s = plane // c_out
     o = plane - s * c_out
-    src = zcol[o, s * p:(s + 1) * p]
+    src = zcol[o, s * p : (s + 1) * p]
     zr, yr = z3[n0 + s, o], y3[n0 + s, o]
     bias = b[o]
     vectorised = False
@@ -329,7 +332,7 @@ def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
     s = plane // c_out
     o = plane - s * c_out
     n = n0 + s
-    dst = gzcol[o, s * p:(s + 1) * p]
+    dst = gzcol[o, s * p : (s + 1) * p]
     zr, yr, gr = z3[n, o], y3[n, o], gy3[n, o]
     total = like(0.0, dst)
     if code == IDENTITY:
@@ -381,8 +384,9 @@ def _as3(a):
 
 
 @njit(**JIT)
-def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-                   groups, code, alpha):
+def conv2d_forward(
+    x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha
+):
     """z = conv2d(x, w) + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z``.
 
     x (N, C, H, W), w (O, C // groups, KH, KW), b (O,), z/y (N, O, OH, OW); col, zcol: scratch
@@ -399,15 +403,36 @@ def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_le
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
         # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
-        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
-                oh, ow, False)
-        _group_gemm(False, False, w2, col[:, :count * p], zero, zcol[:, :count * p], groups)
+        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False)
+        _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
         _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False)
 
 
 @njit(**JIT)
-def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
-                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x, col_ready=False):
+def conv2d_backward(
+    x,
+    w,
+    z,
+    y,
+    grad_y,
+    col,
+    zcol,
+    grad_x,
+    grad_w,
+    grad_b,
+    partial_b,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dilation_h,
+    dilation_w,
+    groups,
+    code,
+    alpha,
+    need_grad_x,
+    col_ready=False,
+):
     """Gradients of conv2d_forward from ``grad_y`` (N, O, OH, OW).
 
     Writes grad_w (O, C // groups, KH, KW), grad_b (O,) and, if ``need_grad_x``, grad_x
@@ -430,19 +455,35 @@ def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, parti
     one = like(1.0, z)
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
-        cols, gz = col[:, :count * p], zcol[:, :count * p]
+        cols, gz = col[:, : count * p], zcol[:, : count * p]
         _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
         if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
-            _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw,
-                    oh, ow, False)
+            _im2col(
+                x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False
+            )
         if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
             _small_weight_grad(zcol, col, count * p, zero if n0 == 0 else one, gw2, groups)
         else:
             _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
         if need_grad_x:
             _group_gemm(True, False, w2, gz, zero, cols, groups)
-            _im2col(grad_x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-                    kh, kw, oh, ow, True)
+            _im2col(
+                grad_x,
+                col,
+                n0,
+                count,
+                stride_h,
+                stride_w,
+                pad_top,
+                pad_left,
+                dilation_h,
+                dilation_w,
+                kh,
+                kw,
+                oh,
+                ow,
+                True,
+            )
     for o in range(c_out):
         grad_b[o] = partial_b[0, o]
     for n in range(1, x.shape[0]):

@@ -5,6 +5,7 @@ row-major. GEMMs go to BLAS (one thread) on fixed output tiles spread over Numba
 the cheap passes around them (bias + activation after the forward GEMM, activation gradient
 and bias column sums before the backward GEMMs) are fused into those same sweeps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -181,6 +182,7 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     else:
         for t in range(tiles):
             _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
+
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("dense_forward", "dense_backward")

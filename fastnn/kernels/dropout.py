@@ -10,6 +10,7 @@ The mask is stored as bits: ``mask`` is uint8 of shape ``(batch, mask_bytes(feat
 ``k`` of ``mask[i, b]`` belonging to column ``8 * b + k`` (padding bits are 0). The backward
 reuses it and draws nothing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -120,8 +121,15 @@ def dropout_backward(grad_out, mask, grad_in, p):
             _backward_rows(grad_out, mask, grad_in, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
 
 
-__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "keep_threshold", "keep_unit",
-           "mask_bytes"]
+__all__ = [
+    "CHUNK_ROWS",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_forward_counted",
+    "keep_threshold",
+    "keep_unit",
+    "mask_bytes",
+]
 
 
 @njit(**JIT)
@@ -139,6 +147,7 @@ def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_r
     key = row_key(key64(seed, stream, counter[0]), first_row[0], x.shape[1])
     _forward_keyed(x, out, mask, p, key)
     counter[0] += 1
+
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("dropout_forward_counted", "dropout_forward_counted_from", "dropout_backward", "mask_bytes")

@@ -4,6 +4,7 @@
 of the block's input + gradient of the skip in the backward pass). A kernel rather than
 ``np.add`` so a step's calls are all kernels and can be fused into one (``fastnn._fused``).
 """
+
 from __future__ import annotations
 
 import numpy as np

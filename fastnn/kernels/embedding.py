@@ -9,6 +9,7 @@ row ranges, each range owned by one task that scans all indices in order and add
 its range, so every row sums its gradients in index order whatever the number of threads (and
 the partition).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,8 +58,9 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
         per = n_chunks(vocabulary, ranges)
         for r_u in prange(ranges):
             r = np.int64(r_u)  # prange indices are uint64; int64 like the serial twin
-            _grad_rows(indices, grad_out, grad_weight, padding_idx, min(r * per, vocabulary),
-                       min((r + 1) * per, vocabulary))
+            _grad_rows(
+                indices, grad_out, grad_weight, padding_idx, min(r * per, vocabulary), min((r + 1) * per, vocabulary)
+            )
 
 
 __all__ = ["embedding_backward", "embedding_forward"]

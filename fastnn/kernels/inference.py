@@ -12,6 +12,7 @@ CPU only (no DEVICE_API: the layers never call these; CUDA models keep the layer
 Shapes: x (batch, in), w (in, out), scale/shift/bias and the statistics (out,), y (batch, out);
 one dtype, float32 or float64, C-contiguous.
 """
+
 from __future__ import annotations
 
 import math

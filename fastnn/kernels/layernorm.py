@@ -11,6 +11,7 @@ Buffers (one dtype, float32 or float64, C-contiguous):
   x, out, x_hat, grad_out, grad_x: (batch, features); inv_std: (batch,)
   gamma, beta, grad_gamma, grad_beta: (features,); partials: (2, partial_rows(batch), features)
 """
+
 from __future__ import annotations
 
 import math

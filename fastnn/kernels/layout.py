@@ -4,6 +4,7 @@ per channel of convolutional activations: S is the flattened spatial size (H * W
 One dtype, C-contiguous; (N, C, H, W) arrays pass as their (N, C, H * W) views. Pure copies:
 each task writes one sample's block, so results never depend on the thread count.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _transpose_sample(x, rows, n, to_rows):
     c, s = x.shape[1], x.shape[2]
-    xs, block = x[n], rows[n * s:(n + 1) * s]
+    xs, block = x[n], rows[n * s : (n + 1) * s]
     for k in range(c):
         for t in range(s):
             if to_rows:

@@ -15,6 +15,7 @@ total element count ``m * k`` for the elementwise losses; ``sum`` does not divid
 gradient buffer has the prediction's shape and dtype and receives d(loss)/d(prediction) for
 the chosen reduction; with ``compute_grad=False`` (evaluation) it is not touched.
 """
+
 from __future__ import annotations
 
 import math
@@ -329,5 +330,10 @@ __all__ = [
 ]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("cross_entropy_forward_backward", "elementwise_loss", "accuracy_count", "binary_accuracy_count",
-              "n_partials")
+DEVICE_API = (
+    "cross_entropy_forward_backward",
+    "elementwise_loss",
+    "accuracy_count",
+    "binary_accuracy_count",
+    "n_partials",
+)

@@ -6,6 +6,7 @@ step that is not padding: padding is trailing, as torch's ``pack_padded_sequence
 padding step inside a sequence counts as valid). Lengths are int64 (batch,). The per-sample rules
 are written once; the CUDA twins compile them as device functions.
 """
+
 from __future__ import annotations
 
 from numba import njit

@@ -16,6 +16,7 @@ Adagrad, Adam/AdamW) and of the Lion paper (Chen et al. 2023).
 Buffers a configuration does not use (SGD without momentum, RMSprop's ``grad_avg`` when not
 centered ...) may be empty arrays of the parameters' dtype: they are never touched.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,6 +60,7 @@ def sign(u):
 # Scalar rules: new parameter (and new states) from one element. All scalars have the dtype of p.
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(**JIT_INLINE)
 def sgd_rule(p, g, buf, lr, momentum, one_minus_dampening, wd, nesterov, first_step):
     """SGD with L2 weight decay and (Nesterov) momentum; returns (p, buf)."""
@@ -94,8 +96,9 @@ def adagrad_rule(p, g, s, clr, eps, wd):
 
 
 @njit(**JIT_INLINE)
-def adam_rule(p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps,
-              coupled_wd, decay, amsgrad):
+def adam_rule(
+    p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, coupled_wd, decay, amsgrad
+):
     """Adam/AdamW: ``coupled_wd`` adds L2 to the gradient, ``decay`` (1 - lr * wd) shrinks p first.
 
     Returns (p, m, v, vmax); ``step_size`` is lr / (1 - beta1**t), ``bc2_sqrt`` sqrt(1 - beta2**t).
@@ -125,24 +128,35 @@ def lion_rule(p, g, m, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay
 # no negative-index wraparound blocks vectorisation: range(i0, i1) loops stayed scalar).
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _sgd_range(params, grads, buf, lr, momentum, omd, wd, nesterov, first_step, gs):
     if momentum != 0:
         for i in range(params.size):
-            params[i], buf[i] = sgd_rule(params[i], grads[i] * gs, buf[i], lr, momentum, omd, wd,
-                                         nesterov, first_step)
+            params[i], buf[i] = sgd_rule(params[i], grads[i] * gs, buf[i], lr, momentum, omd, wd, nesterov, first_step)
     else:
         for i in range(params.size):
-            params[i] = sgd_rule(params[i], grads[i] * gs, lr, lr, momentum, omd, wd, nesterov,
-                                 first_step)[0]
+            params[i] = sgd_rule(params[i], grads[i] * gs, lr, lr, momentum, omd, wd, nesterov, first_step)[0]
 
 
 @njit(**JIT_INLINE)
 def _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, use_buf, gs):
     zero = like(0.0, params)
     for i in range(params.size):
-        p, s, a, b = rmsprop_rule(params[i], grads[i] * gs, sq[i], ga[i] if centered else zero,
-                                  buf[i] if use_buf else zero, lr, alpha, oma, eps, momentum, wd, centered)
+        p, s, a, b = rmsprop_rule(
+            params[i],
+            grads[i] * gs,
+            sq[i],
+            ga[i] if centered else zero,
+            buf[i] if use_buf else zero,
+            lr,
+            alpha,
+            oma,
+            eps,
+            momentum,
+            wd,
+            centered,
+        )
         params[i] = p
         sq[i] = s
         if centered:
@@ -172,18 +186,43 @@ def _adagrad_range(params, grads, state_sum, clr, eps, wd, gs):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqrt, eps,
-                coupled_wd, decay, amsgrad, gs):
+def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs):
     if amsgrad:
         for i in range(params.size):
             params[i], m[i], v[i], vmax[i] = adam_rule(
-                params[i], grads[i] * gs, m[i], v[i], vmax[i], step_size, omb1, beta2, omb2, bc2_sqrt,
-                eps, coupled_wd, decay, amsgrad)
+                params[i],
+                grads[i] * gs,
+                m[i],
+                v[i],
+                vmax[i],
+                step_size,
+                omb1,
+                beta2,
+                omb2,
+                bc2_sqrt,
+                eps,
+                coupled_wd,
+                decay,
+                amsgrad,
+            )
     else:
         for i in range(params.size):
             params[i], m[i], v[i], _ = adam_rule(
-                params[i], grads[i] * gs, m[i], v[i], v[i], step_size, omb1, beta2, omb2, bc2_sqrt,
-                eps, coupled_wd, decay, amsgrad)
+                params[i],
+                grads[i] * gs,
+                m[i],
+                v[i],
+                v[i],
+                step_size,
+                omb1,
+                beta2,
+                omb2,
+                bc2_sqrt,
+                eps,
+                coupled_wd,
+                decay,
+                amsgrad,
+            )
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -196,17 +235,18 @@ def _lion_range(params, grads, m, lr, beta1, omb1, beta2, omb2, decay, gs):
 # Chunk bodies (decayed part, then the rest) and the kernels.
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(**JIT_INLINE)
 def _sgd_chunk(params, grads, buf, c, n_decay, lr, momentum, omd, wd, nesterov, first_step, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _sgd_range(params[i0:i1], grads[i0:i1], buf[i0:i1], lr, momentum, omd, wd, nesterov, first_step, gs)
-    _sgd_range(params[i1:i2], grads[i1:i2], buf[i1:i2], lr, momentum, omd, like(0.0, wd), nesterov,
-               first_step, gs)
+    _sgd_range(params[i1:i2], grads[i1:i2], buf[i1:i2], lr, momentum, omd, like(0.0, wd), nesterov, first_step, gs)
 
 
 @njit(**JIT_PARALLEL)
-def sgd_update(params, grads, velocity, lr, momentum, dampening, weight_decay, n_decay, nesterov,
-               grad_scale, first_step):
+def sgd_update(
+    params, grads, velocity, lr, momentum, dampening, weight_decay, n_decay, nesterov, grad_scale, first_step
+):
     """One SGD step in place (torch.optim.SGD): params (n,), grads (n,), velocity (n,) or empty.
 
     ``first_step`` initialises the momentum buffer to the (decayed) gradient, as torch does.
@@ -226,15 +266,42 @@ def sgd_update(params, grads, velocity, lr, momentum, dampening, weight_decay, n
 @njit(**JIT_INLINE)
 def _rmsprop_chunk(params, grads, sq, ga, buf, c, n_decay, lr, alpha, oma, eps, momentum, wd, centered, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
-    _rmsprop_range(params[i0:i1], grads[i0:i1], sq[i0:i1], ga[i0:i1], buf[i0:i1], lr, alpha, oma, eps,
-                   momentum, wd, centered, gs)
-    _rmsprop_range(params[i1:i2], grads[i1:i2], sq[i1:i2], ga[i1:i2], buf[i1:i2], lr, alpha, oma, eps,
-                   momentum, like(0.0, wd), centered, gs)
+    _rmsprop_range(
+        params[i0:i1], grads[i0:i1], sq[i0:i1], ga[i0:i1], buf[i0:i1], lr, alpha, oma, eps, momentum, wd, centered, gs
+    )
+    _rmsprop_range(
+        params[i1:i2],
+        grads[i1:i2],
+        sq[i1:i2],
+        ga[i1:i2],
+        buf[i1:i2],
+        lr,
+        alpha,
+        oma,
+        eps,
+        momentum,
+        like(0.0, wd),
+        centered,
+        gs,
+    )
 
 
 @njit(**JIT_PARALLEL)
-def rmsprop_update(params, grads, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay,
-                   n_decay, momentum, centered, grad_scale):
+def rmsprop_update(
+    params,
+    grads,
+    square_avg,
+    grad_avg,
+    momentum_buffer,
+    lr,
+    alpha,
+    eps,
+    weight_decay,
+    n_decay,
+    momentum,
+    centered,
+    grad_scale,
+):
     """One RMSprop step in place (torch.optim.RMSprop); all buffers (n,).
 
     ``grad_avg`` is used only if ``centered``, ``momentum_buffer`` only if ``momentum > 0``.
@@ -245,13 +312,43 @@ def rmsprop_update(params, grads, square_avg, grad_avg, momentum_buffer, lr, alp
     chunks = n_chunks(params.size, OPTIM_CHUNK)
     if params.size < PARALLEL_MIN_ELEMENTS:
         for c in range(chunks):
-            _rmsprop_chunk(params, grads, square_avg, grad_avg, momentum_buffer, c, n_decay, lr_, a, oma,
-                           eps_, mom, wd, centered, gs)
+            _rmsprop_chunk(
+                params,
+                grads,
+                square_avg,
+                grad_avg,
+                momentum_buffer,
+                c,
+                n_decay,
+                lr_,
+                a,
+                oma,
+                eps_,
+                mom,
+                wd,
+                centered,
+                gs,
+            )
     else:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _rmsprop_chunk(params, grads, square_avg, grad_avg, momentum_buffer, c, n_decay, lr_, a, oma,
-                           eps_, mom, wd, centered, gs)
+            _rmsprop_chunk(
+                params,
+                grads,
+                square_avg,
+                grad_avg,
+                momentum_buffer,
+                c,
+                n_decay,
+                lr_,
+                a,
+                oma,
+                eps_,
+                mom,
+                wd,
+                centered,
+                gs,
+            )
 
 
 @njit(**JIT_INLINE)
@@ -277,26 +374,58 @@ def adagrad_update(params, grads, state_sum, lr, lr_decay, eps, weight_decay, n_
 
 
 @njit(**JIT_INLINE)
-def _adam_chunk(params, grads, m, v, vmax, c, n_decay, step_size, omb1, beta2, omb2, bc2_sqrt, eps,
-                coupled_wd, decay, amsgrad, gs):
+def _adam_chunk(
+    params, grads, m, v, vmax, c, n_decay, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs
+):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     one, zero = like(1.0, params), like(0.0, params)
-    _adam_range(params[i0:i1], grads[i0:i1], m[i0:i1], v[i0:i1], vmax[i0:i1], step_size, omb1, beta2, omb2,
-                bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs)
-    _adam_range(params[i1:i2], grads[i1:i2], m[i1:i2], v[i1:i2], vmax[i1:i2], step_size, omb1, beta2, omb2,
-                bc2_sqrt, eps, zero, one, amsgrad, gs)
+    _adam_range(
+        params[i0:i1],
+        grads[i0:i1],
+        m[i0:i1],
+        v[i0:i1],
+        vmax[i0:i1],
+        step_size,
+        omb1,
+        beta2,
+        omb2,
+        bc2_sqrt,
+        eps,
+        coupled_wd,
+        decay,
+        amsgrad,
+        gs,
+    )
+    _adam_range(
+        params[i1:i2],
+        grads[i1:i2],
+        m[i1:i2],
+        v[i1:i2],
+        vmax[i1:i2],
+        step_size,
+        omb1,
+        beta2,
+        omb2,
+        bc2_sqrt,
+        eps,
+        zero,
+        one,
+        amsgrad,
+        gs,
+    )
 
 
 @njit(**JIT_PARALLEL)
-def adam_update(params, grads, m, v, vmax, lr, beta1, beta2, eps, weight_decay, n_decay, decoupled,
-                amsgrad, step, grad_scale):
+def adam_update(
+    params, grads, m, v, vmax, lr, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad, step, grad_scale
+):
     """One Adam (``decoupled=False``) or AdamW (``decoupled=True``) step in place, as torch.optim.
 
     params, grads, m, v (n,); vmax (n,) used only if ``amsgrad``. ``step`` is this update's
     1-based number (bias correction 1 - beta**step).
     """
-    step_size = like(lr / (1.0 - beta1 ** step), params)
-    bc2_sqrt = like(math.sqrt(1.0 - beta2 ** step), params)
+    step_size = like(lr / (1.0 - beta1**step), params)
+    bc2_sqrt = like(math.sqrt(1.0 - beta2**step), params)
     coupled_wd = like(0.0 if decoupled else weight_decay, params)
     decay = like(1.0 - lr * weight_decay if decoupled else 1.0, params)
     omb1, b2, omb2 = like(1.0 - beta1, params), like(beta2, params), like(1.0 - beta2, params)
@@ -304,13 +433,47 @@ def adam_update(params, grads, m, v, vmax, lr, beta1, beta2, eps, weight_decay, 
     chunks = n_chunks(params.size, OPTIM_CHUNK)
     if params.size < PARALLEL_MIN_ELEMENTS:
         for c in range(chunks):
-            _adam_chunk(params, grads, m, v, vmax, c, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps_,
-                        coupled_wd, decay, amsgrad, gs)
+            _adam_chunk(
+                params,
+                grads,
+                m,
+                v,
+                vmax,
+                c,
+                n_decay,
+                step_size,
+                omb1,
+                b2,
+                omb2,
+                bc2_sqrt,
+                eps_,
+                coupled_wd,
+                decay,
+                amsgrad,
+                gs,
+            )
     else:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _adam_chunk(params, grads, m, v, vmax, c, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps_,
-                        coupled_wd, decay, amsgrad, gs)
+            _adam_chunk(
+                params,
+                grads,
+                m,
+                v,
+                vmax,
+                c,
+                n_decay,
+                step_size,
+                omb1,
+                b2,
+                omb2,
+                bc2_sqrt,
+                eps_,
+                coupled_wd,
+                decay,
+                amsgrad,
+                gs,
+            )
 
 
 @njit(**JIT_INLINE)
@@ -341,9 +504,10 @@ def lion_update(params, grads, m, lr, beta1, beta2, weight_decay, n_decay, grad_
 # Gradient clipping.
 # ---------------------------------------------------------------------------------------------
 
+
 @njit(**JIT_INLINE)
 def _sum_squares_chunk(grads, partials, c):
-    g = grads[c * OPTIM_CHUNK:min((c + 1) * OPTIM_CHUNK, grads.size)]
+    g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     total = 0.0
     for i in range(g.size):
         total += np.float64(g[i]) * np.float64(g[i])
@@ -373,7 +537,7 @@ def grad_global_norm(grads, partials):
 
 @njit(**JIT_INLINE)
 def _clip_chunk(grads, c, low, high):
-    g = grads[c * OPTIM_CHUNK:min((c + 1) * OPTIM_CHUNK, grads.size)]
+    g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     for i in range(g.size):
         g[i] = min(max(g[i], low), high)
 
@@ -411,5 +575,13 @@ __all__ = [
 ]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("sgd_update", "rmsprop_update", "adagrad_update", "adam_update", "lion_update", "grad_global_norm",
-              "clip_by_value", "norm_partials_size")
+DEVICE_API = (
+    "sgd_update",
+    "rmsprop_update",
+    "adagrad_update",
+    "adam_update",
+    "lion_update",
+    "grad_global_norm",
+    "clip_by_value",
+    "norm_partials_size",
+)

@@ -12,6 +12,7 @@ Every kernel works on (sample, channel) planes, one plane per task: a backward p
 and accumulated by one thread in output order, so results never depend on the thread count.
 One dtype, float32 or float64, C-contiguous.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -177,8 +178,7 @@ def _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _pool_grad_plane(grad_y, grad_x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                     mode):
+def _pool_grad_plane(grad_y, grad_x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode):
     """Backward average pooling of one (sample, channel) plane: grad_x zeroed, then accumulated in
     output order (max pooling: :func:`_max_grad_plane`)."""
     c = grad_x.shape[1]
@@ -232,8 +232,7 @@ def _planes_per_task(plane_size):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _pool_task(x, y, argmax, flat, task, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode,
-               backward):
+def _pool_task(x, y, argmax, flat, task, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, backward):
     """Planes of task ``task`` of :func:`_pool`: unpadded 2x2 / 1x2 stride-2 max pooling of
     NaN-free planes in one sweep; else each plane by the NaN-free max path when it applies,
     else by the general one. ``flat``: (x, y, argmax) as 1-D views (made once per call: a
@@ -241,20 +240,42 @@ def _pool_task(x, y, argmax, flat, task, kernel_h, kernel_w, stride_h, stride_w,
     h, w, oh, ow = x.shape[2], x.shape[3], y.shape[2], y.shape[3]
     per_task = _planes_per_task(h * w)
     p0, p1 = task * per_task, min(x.shape[0] * x.shape[1], (task + 1) * per_task)
-    if (not backward and mode == MAX and kernel_w == 2 and stride_w == 2 and kernel_h == stride_h and kernel_h <= 2
-            and pad_top == 0 and pad_left == 0 and oh * kernel_h <= h and ow * 2 <= w  # no implied bottom/right pad
-            and not _has_nan(flat[0], p0 * h * w, p1 * h * w)):
+    if (
+        not backward
+        and mode == MAX
+        and kernel_w == 2
+        and stride_w == 2
+        and kernel_h == stride_h
+        and kernel_h <= 2
+        and pad_top == 0
+        and pad_left == 0
+        and oh * kernel_h <= h
+        and ow * 2 <= w  # no implied bottom/right pad
+        and not _has_nan(flat[0], p0 * h * w, p1 * h * w)
+    ):
         _max_pairs_planes(flat[0], flat[1], flat[2], p0, p1, h, w, oh, ow, kernel_h == 2)
         return
     for plane in range(p0, p1):
         if backward and mode == MAX:
-            _max_grad_plane(flat[0], flat[1], flat[2], plane, h * w, oh * ow,
-                            stride_h < kernel_h or stride_w < kernel_w)
+            _max_grad_plane(
+                flat[0], flat[1], flat[2], plane, h * w, oh * ow, stride_h < kernel_h or stride_w < kernel_w
+            )
         elif backward:
             _pool_grad_plane(y, x, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
         elif mode == MAX and not _has_nan(flat[0], plane * h * w, (plane + 1) * h * w):
-            _max_plane_finite(flat[0], flat[1], flat[2], (h, w, oh, ow), plane, kernel_h, kernel_w, stride_h,
-                              stride_w, pad_top, pad_left)
+            _max_plane_finite(
+                flat[0],
+                flat[1],
+                flat[2],
+                (h, w, oh, ow),
+                plane,
+                kernel_h,
+                kernel_w,
+                stride_h,
+                stride_w,
+                pad_top,
+                pad_left,
+            )
         else:
             _pool_plane(x, y, argmax, plane, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
 
@@ -298,12 +319,12 @@ def avgpool2d_forward(x, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad
 
 
 @njit(**JIT)
-def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                       count_include_pad):
+def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, count_include_pad):
     """grad_x (N, C, H, W): each window's grad_y / divisor spread over its in-bounds elements."""
     mode = AVG if count_include_pad else AVG_EXCLUDE_PAD
-    _pool(grad_x, grad_y, grad_y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode,
-          True)  # grad_y stands in for the argmax that average pooling never reads
+    _pool(
+        grad_x, grad_y, grad_y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode, True
+    )  # grad_y stands in for the argmax that average pooling never reads
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -343,9 +364,23 @@ def global_avgpool_backward(grad_y, grad_x):
     _global(grad_x, grad_y, True)
 
 
-__all__ = ["avg_divisor", "avgpool2d_backward", "avgpool2d_forward", "global_avgpool_backward",
-           "global_avgpool_forward", "maxpool2d_backward", "maxpool2d_forward", "window_bounds"]
+__all__ = [
+    "avg_divisor",
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "global_avgpool_backward",
+    "global_avgpool_forward",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "window_bounds",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward", "avgpool2d_backward",
-              "global_avgpool_forward", "global_avgpool_backward")
+DEVICE_API = (
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "avgpool2d_forward",
+    "avgpool2d_backward",
+    "global_avgpool_forward",
+    "global_avgpool_backward",
+)

@@ -51,6 +51,7 @@ tiled GEMMs (in parallel when large).
 Every sum runs in an order fixed by the shapes (batch chunks and GEMM tiles by shape, per-sample
 gate math, column sums in row order), so results are bit-identical on any number of threads.
 """
+
 from __future__ import annotations
 
 import math
@@ -110,8 +111,13 @@ def lstm_cell_grad(i, f, g, o, c, dh, dc):
     one = like(1.0, i)
     t = fast_tanh(f * c + i * g)
     dc_total = dc + dh * o * (one - t * t)
-    return (dc_total * g * i * (one - i), dc_total * c * f * (one - f), dc_total * i * (one - g * g),
-            dh * t * o * (one - o), dc_total * f)
+    return (
+        dc_total * g * i * (one - i),
+        dc_total * c * f * (one - f),
+        dc_total * i * (one - g * g),
+        dh * t * o * (one - o),
+        dc_total * f,
+    )
 
 
 @njit(**JIT_INLINE)
@@ -151,7 +157,7 @@ def rnn_cell_grad(h, dh, cell):
 def _gate(v, k, n):
     """Gate k's block v[k*n:(k+1)*n]: loops then index from 0, which Numba knows is not negative (an
     offset index k*n + j costs a wraparound select per access and stops vectorisation)."""
-    return v[k * n:(k + 1) * n]
+    return v[k * n : (k + 1) * n]
 
 
 @njit(**JIT_INLINE)
@@ -181,7 +187,7 @@ def _step_row(cell, g, a, hwr, b_ih, b_hh, h, c, out, n):
     if cell == LSTM:  # as lstm_cell, in passes of few arrays each (20% faster than one loop over 23)
         for j in range(g.shape[0]):
             g[j] = g[j] + b_ih[j] + hwr[j] + b_hh[j]
-        _sigmoid_in_place(g[:2 * n])
+        _sigmoid_in_place(g[: 2 * n])
         _tanh_in_place(_gate(g, 2, n))
         _sigmoid_in_place(_gate(g, 3, n))
         g1, g2, g3 = _gate(g, 1, n), _gate(g, 2, n), _gate(g, 3, n)
@@ -195,8 +201,9 @@ def _step_row(cell, g, a, hwr, b_ih, b_hh, h, c, out, n):
         g2, x2, h2, b2 = _gate(g, 2, n), _gate(b_ih, 2, n), _gate(hwr, 2, n), _gate(b_hh, 2, n)
         for j in range(n):
             hn = h2[j] + b2[j]
-            r, z, nn, h_new = gru_cell(g0[j] + x0[j] + h0[j] + b0[j], g1[j] + x1[j] + h1[j] + b1[j],
-                                       g2[j] + x2[j], hn, h[j])
+            r, z, nn, h_new = gru_cell(
+                g0[j] + x0[j] + h0[j] + b0[j], g1[j] + x1[j] + h1[j] + b1[j], g2[j] + x2[j], hn, h[j]
+            )
             g0[j], g1[j], g2[j] = r, z, nn
             a[j] = hn
             h[j] = h_new
@@ -220,8 +227,7 @@ def _step_row_grad(cell, g, a, hp, cp, gy, dg, dg_hh, dh, dc, n):
         g1, g2, g3 = _gate(g, 1, n), _gate(g, 2, n), _gate(g, 3, n)
         d1, d2, d3 = _gate(dg, 1, n), _gate(dg, 2, n), _gate(dg, 3, n)
         for j in range(n):
-            d0[j], d1[j], d2[j], d3[j], dc[j] = lstm_cell_grad(g0[j], g1[j], g2[j], g3[j], cp[j], dh[j] + gy[j],
-                                                               dc[j])
+            d0[j], d1[j], d2[j], d3[j], dc[j] = lstm_cell_grad(g0[j], g1[j], g2[j], g3[j], cp[j], dh[j] + gy[j], dc[j])
             dh[j] = zero
     elif cell == GRU:
         g1, g2, d1, d2 = _gate(g, 1, n), _gate(g, 2, n), _gate(dg, 1, n), _gate(dg, 2, n)
@@ -254,13 +260,23 @@ def _forward_rows(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y
     n = h.shape[1]
     zero = like(0.0, y)
     for b in range(b0, b1):
-        out = y[t, b, column:column + n]
+        out = y[t, b, column : column + n]
         _copy(h[b], h_prev[t, b])
         if cell == LSTM:
             _copy(c[b], c_prev[t, b])
         if t < _length(lengths, b, y.shape[0]):
-            _step_row(cell, x_gates[t, b], aux[t, b] if cell == GRU else aux[0, 0], hw[b], b_ih, b_hh, h[b],
-                      c[b] if cell == LSTM else c[0], out, n)
+            _step_row(
+                cell,
+                x_gates[t, b],
+                aux[t, b] if cell == GRU else aux[0, 0],
+                hw[b],
+                b_ih,
+                b_hh,
+                h[b],
+                c[b] if cell == LSTM else c[0],
+                out,
+                n,
+            )
         else:
             out[:] = zero
 
@@ -271,9 +287,19 @@ def _backward_rows(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_h
     zero = like(0.0, dgates)
     for b in range(b0, b1):
         if t < _length(lengths, b, gates.shape[0]):
-            _step_row_grad(cell, gates[t, b], aux[t, b] if cell == GRU else aux[0, 0], h_prev[t, b],
-                           c_prev[t, b] if cell == LSTM else c_prev[0, 0], grad_y[t, b, column:column + n],
-                           dgates[t, b], dgates_hh[t, b], dh[b], dc[b] if cell == LSTM else dc[0], n)
+            _step_row_grad(
+                cell,
+                gates[t, b],
+                aux[t, b] if cell == GRU else aux[0, 0],
+                h_prev[t, b],
+                c_prev[t, b] if cell == LSTM else c_prev[0, 0],
+                grad_y[t, b, column : column + n],
+                dgates[t, b],
+                dgates_hh[t, b],
+                dh[b],
+                dc[b] if cell == LSTM else dc[0],
+                n,
+            )
         else:
             dgates[t, b] = zero
             dgates_hh[t, b] = zero
@@ -300,11 +326,13 @@ def _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgate
     elif cell == GRU:
         _backward_rows(GRU, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
     elif cell == RNN_RELU:
-        _backward_rows(RNN_RELU, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                       b0, b1)
+        _backward_rows(
+            RNN_RELU, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1
+        )
     else:
-        _backward_rows(RNN_TANH, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                       b0, b1)
+        _backward_rows(
+            RNN_TANH, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1
+        )
 
 
 #: gate math of a step runs over samples in parallel from this many state units (B * H) per step.
@@ -323,8 +351,9 @@ def chunk_rows(batch):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
-                   reverse, b0, b1):
+def _forward_chunk(
+    cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse, b0, b1
+):
     """All steps of samples b0:b1: their rows of x_t @ W_ih^T and h @ W_hh^T, then their gate math
     (in cache: the input projection of all steps at once was measured as fast, but streams the gates
     through memory twice more)."""
@@ -338,15 +367,37 @@ def _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_pr
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
-                    column, reverse, beta_x, need_grad_x, b0, b1):
+def _backward_chunk(
+    cell,
+    w_ih,
+    w_hh,
+    gates,
+    aux,
+    h_prev,
+    c_prev,
+    grad_y,
+    dgates,
+    dgates_hh,
+    dh,
+    dc,
+    grad_x,
+    lengths,
+    column,
+    reverse,
+    beta_x,
+    need_grad_x,
+    b0,
+    b1,
+):
     """All backward steps of samples b0:b1: their gate gradients, then their rows of dh += dg_hh @ W_hh
     and of grad_x = dg @ W_ih + beta_x * grad_x (while dg is in cache)."""
     steps = gates.shape[0]
     one = like(1.0, dh)
     for s in range(steps):
         t = s if reverse else steps - 1 - s
-        _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1)
+        _backward_rows_of(
+            cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column, b0, b1
+        )
         gemm_block(False, False, one, dgates_hh[t], w_hh, one, dh, b0, b1, 0, dh.shape[1])
         if need_grad_x:
             gemm_block(False, False, one, dgates[t], w_ih, beta_x, grad_x[t], b0, b1, 0, grad_x.shape[2])
@@ -359,24 +410,81 @@ def _chunks_in_parallel(steps, batch, gate_columns, depth):
 
 
 @njit(**JIT_PARALLEL)
-def _forward_chunks(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
-                    reverse):
+def _forward_chunks(
+    cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, reverse
+):
     batch = h.shape[0]
     rows = chunk_rows(batch)
     if _chunks_in_parallel(x_gates.shape[0], batch, hw.shape[1], h.shape[1] + x.shape[2]):
         for k_u in prange(n_chunks(batch, rows)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
-                           reverse, k * rows, min(batch, (k + 1) * rows))
+            _forward_chunk(
+                cell,
+                x,
+                w_ih,
+                w_hh,
+                x_gates,
+                aux,
+                hw,
+                b_ih,
+                b_hh,
+                h,
+                c,
+                h_prev,
+                c_prev,
+                y,
+                lengths,
+                column,
+                reverse,
+                k * rows,
+                min(batch, (k + 1) * rows),
+            )
     else:
         for k in range(n_chunks(batch, rows)):
-            _forward_chunk(cell, x, w_ih, w_hh, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
-                           reverse, k * rows, min(batch, (k + 1) * rows))
+            _forward_chunk(
+                cell,
+                x,
+                w_ih,
+                w_hh,
+                x_gates,
+                aux,
+                hw,
+                b_ih,
+                b_hh,
+                h,
+                c,
+                h_prev,
+                c_prev,
+                y,
+                lengths,
+                column,
+                reverse,
+                k * rows,
+                min(batch, (k + 1) * rows),
+            )
 
 
 @njit(**JIT_PARALLEL)
-def _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x, lengths,
-                     column, reverse, accumulate_x, need_grad_x):
+def _backward_chunks(
+    cell,
+    w_ih,
+    w_hh,
+    gates,
+    aux,
+    h_prev,
+    c_prev,
+    grad_y,
+    dgates,
+    dgates_hh,
+    dh,
+    dc,
+    grad_x,
+    lengths,
+    column,
+    reverse,
+    accumulate_x,
+    need_grad_x,
+):
     batch = dh.shape[0]
     rows = chunk_rows(batch)
     beta_x = like(1.0 if accumulate_x else 0.0, dh)
@@ -384,38 +492,125 @@ def _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgate
     if _chunks_in_parallel(gates.shape[0], batch, gates.shape[2], depth):
         for k_u in prange(n_chunks(batch, rows)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
-                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
+            _backward_chunk(
+                cell,
+                w_ih,
+                w_hh,
+                gates,
+                aux,
+                h_prev,
+                c_prev,
+                grad_y,
+                dgates,
+                dgates_hh,
+                dh,
+                dc,
+                grad_x,
+                lengths,
+                column,
+                reverse,
+                beta_x,
+                need_grad_x,
+                k * rows,
+                min(batch, (k + 1) * rows),
+            )
     else:
         for k in range(n_chunks(batch, rows)):
-            _backward_chunk(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
-                            lengths, column, reverse, beta_x, need_grad_x, k * rows, min(batch, (k + 1) * rows))
+            _backward_chunk(
+                cell,
+                w_ih,
+                w_hh,
+                gates,
+                aux,
+                h_prev,
+                c_prev,
+                grad_y,
+                dgates,
+                dgates_hh,
+                dh,
+                dc,
+                grad_x,
+                lengths,
+                column,
+                reverse,
+                beta_x,
+                need_grad_x,
+                k * rows,
+                min(batch, (k + 1) * rows),
+            )
 
 
 @njit(**JIT_PARALLEL)
 def _forward_step(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column):
     batch = h.shape[0]
     if batch * h.shape[1] < PARALLEL_MIN_UNITS:
-        _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, start_of(batch),
-                      batch)
+        _forward_rows_of(
+            cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column, start_of(batch), batch
+        )
     else:
         for k_u in prange(n_chunks(batch, _ROWS_PER_TASK)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _forward_rows_of(cell, t, x_gates, aux, hw, b_ih, b_hh, h, c, h_prev, c_prev, y, lengths, column,
-                          k * _ROWS_PER_TASK, min(batch, (k + 1) * _ROWS_PER_TASK))
+            _forward_rows_of(
+                cell,
+                t,
+                x_gates,
+                aux,
+                hw,
+                b_ih,
+                b_hh,
+                h,
+                c,
+                h_prev,
+                c_prev,
+                y,
+                lengths,
+                column,
+                k * _ROWS_PER_TASK,
+                min(batch, (k + 1) * _ROWS_PER_TASK),
+            )
 
 
 @njit(**JIT_PARALLEL)
 def _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column):
     batch = dh.shape[0]
     if batch * dh.shape[1] < PARALLEL_MIN_UNITS:
-        _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                       start_of(batch), batch)
+        _backward_rows_of(
+            cell,
+            t,
+            gates,
+            aux,
+            h_prev,
+            c_prev,
+            grad_y,
+            dgates,
+            dgates_hh,
+            dh,
+            dc,
+            lengths,
+            column,
+            start_of(batch),
+            batch,
+        )
     else:
         for k_u in prange(n_chunks(batch, _ROWS_PER_TASK)):
             k = np.int64(k_u)  # prange indices are uint64; int64 like the serial twin
-            _backward_rows_of(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, lengths, column,
-                           k * _ROWS_PER_TASK, min(batch, (k + 1) * _ROWS_PER_TASK))
+            _backward_rows_of(
+                cell,
+                t,
+                gates,
+                aux,
+                h_prev,
+                c_prev,
+                grad_y,
+                dgates,
+                dgates_hh,
+                dh,
+                dc,
+                lengths,
+                column,
+                k * _ROWS_PER_TASK,
+                min(batch, (k + 1) * _ROWS_PER_TASK),
+            )
 
 
 # -- GEMMs over fixed output tiles (kernels/dense.py's tiling) ---------------------------------
@@ -490,16 +685,18 @@ def _store_state(src, dst):
 
 # -- the kernels -------------------------------------------------------------------------------
 @njit(**JIT)
-def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_prev, c_prev, hw, y, h_n, c_n,
-                      cell, reverse, column):
+def recurrent_forward(
+    x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_prev, c_prev, hw, y, h_n, c_n, cell, reverse, column
+):
     """One layer, one direction of a recurrent network over a time-major sequence (module note)."""
     steps = x.shape[0]
     _load_state(h0, h_n)
     if cell == LSTM:
         _load_state(c0, c_n)
     if chunk_rows(h_n.shape[0]) < h_n.shape[0]:
-        _forward_chunks(cell, x, w_ih, w_hh, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column,
-                        reverse)
+        _forward_chunks(
+            cell, x, w_ih, w_hh, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column, reverse
+        )
         return
     gemm_tiled(False, True, _flat(x), w_ih, 0.0, _flat(gates))
     for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
@@ -509,9 +706,35 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_
 
 
 @njit(**JIT)
-def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_y, grad_h_n, grad_c_n, dgates,
-                       dgates_hh, dh, dc, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_h0, grad_c0,
-                       cell, reverse, column, accumulate_x, need_grad_x):
+def recurrent_backward(
+    x,
+    w_ih,
+    w_hh,
+    lengths,
+    gates,
+    aux,
+    h_prev,
+    c_prev,
+    grad_y,
+    grad_h_n,
+    grad_c_n,
+    dgates,
+    dgates_hh,
+    dh,
+    dc,
+    grad_x,
+    grad_w_ih,
+    grad_w_hh,
+    grad_b_ih,
+    grad_b_hh,
+    grad_h0,
+    grad_c0,
+    cell,
+    reverse,
+    column,
+    accumulate_x,
+    need_grad_x,
+):
     """Backward through time of :func:`recurrent_forward` (module note)."""
     steps = x.shape[0]
     _load_state(grad_h_n, dh)
@@ -519,8 +742,26 @@ def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_
         _load_state(grad_c_n, dc)
     chunked = chunk_rows(dh.shape[0]) < dh.shape[0]
     if chunked:  # grad_x too, step by step
-        _backward_chunks(cell, w_ih, w_hh, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_hh, dh, dc, grad_x,
-                         lengths, column, reverse, accumulate_x, need_grad_x)
+        _backward_chunks(
+            cell,
+            w_ih,
+            w_hh,
+            gates,
+            aux,
+            h_prev,
+            c_prev,
+            grad_y,
+            dgates,
+            dgates_hh,
+            dh,
+            dc,
+            grad_x,
+            lengths,
+            column,
+            reverse,
+            accumulate_x,
+            need_grad_x,
+        )
     else:
         for s in range(steps):  # one chunk: each step's GEMM in tiles (in parallel when large)
             t = s if reverse else steps - 1 - s
@@ -559,8 +800,18 @@ def swap_leading_axes(src, dst):
             _swap_rows(src, dst, b)
 
 
-__all__ = ["CELLS", "GRU", "LSTM", "RNN_RELU", "RNN_TANH", "column_sums", "gemm_tiled", "recurrent_backward",
-           "recurrent_forward", "swap_leading_axes"]
+__all__ = [
+    "CELLS",
+    "GRU",
+    "LSTM",
+    "RNN_RELU",
+    "RNN_TANH",
+    "column_sums",
+    "gemm_tiled",
+    "recurrent_backward",
+    "recurrent_forward",
+    "swap_leading_axes",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("recurrent_forward", "recurrent_backward", "swap_leading_axes")

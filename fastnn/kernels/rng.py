@@ -15,6 +15,7 @@ the epoch). Floats: ``uniform`` in [0, 1) from the top 24 bits (float32) or 53 b
 ``normal`` by Box-Muller on pairs of indices (``2p`` -> cosine branch, ``2p + 1`` -> sine
 branch of the same two hashes), computed in the output dtype.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,12 +84,15 @@ def unit_float(bits, ref):
 def _unit_float_overload(bits, ref):
     numba_type = ref.dtype if isinstance(ref, types.Array) else ref
     if numba_type == types.float32:
+
         def impl32(bits, ref):
             return np.float32(bits >> _S40) * np.float32(_INV_2_24)
+
         return impl32
 
     def impl64(bits, ref):
         return np.float64(bits >> _S11) * np.float64(_INV_2_53)
+
     return impl64
 
 

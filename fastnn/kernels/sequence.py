@@ -6,6 +6,7 @@ zero gradients. Forward outputs are (batch, features); gradients at padded steps
 Each sample's work is independent (no reduction across the batch): bit-identical on any number
 of threads.
 """
+
 from __future__ import annotations
 
 import numpy as np

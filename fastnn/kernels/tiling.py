@@ -6,6 +6,7 @@ hold one copy per thread count (a different ``NUMBA_NUM_THREADS`` recompiled 57 
 the count lives in one C ``int64`` whose address is given to the JIT linker under a symbol name;
 compiled code loads it by that name, so a cached kernel links to each process's own value.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -25,6 +26,7 @@ llvm.add_symbol(_SYMBOL, ctypes.addressof(_VALUE))
 @intrinsic
 def gemm_tiles(typingctx):
     """Number of output tiles of a parallel GEMM (int64): GEMM_TILES of this process."""
+
     def codegen(context, builder, signature, args):
         module = builder.module
         value = module.globals.get(_SYMBOL)

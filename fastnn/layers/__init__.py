@@ -1,5 +1,6 @@
 """Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
 Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
+
 from typing import Any
 
 from .activation import (
@@ -89,8 +90,10 @@ def layer_from_config(entry: dict) -> Layer:
     cls = entry["class"]
     if not isinstance(cls, type):
         if cls not in LAYERS:
-            raise ValueError(f"Unknown layer class {cls!r}: a custom layer must be registered before loading, with "
-                             f"@fastnn.register_layer on its class (known: {', '.join(sorted(LAYERS))})")
+            raise ValueError(
+                f"Unknown layer class {cls!r}: a custom layer must be registered before loading, with "
+                f"@fastnn.register_layer on its class (known: {', '.join(sorted(LAYERS))})"
+            )
         cls = LAYERS[check_choice(cls, LAYERS, "layer class")]
     layer = cls.from_config(entry["config"]) if hasattr(cls, "from_config") else cls(**entry["config"])
     layer.trainable = entry.get("trainable", True)

@@ -1,5 +1,6 @@
 """Activation layers, one class per row of :data:`fastnn.kernels.activations.ACTIVATION_TABLE`
 that names a layer (generated from the row: its name, docstring and parameter)."""
+
 from __future__ import annotations
 
 from inspect import Parameter, Signature
@@ -23,8 +24,10 @@ def resolve_activation(activation, **params) -> tuple[str, int, float]:
     row = _ROWS[name]
     alpha = params.pop(row.param) if row.param is not None and row.param in params else row.default
     if params:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(params)} for activation {name!r}"
-                        + (f" (it takes {row.param!r})" if row.param else " (it takes none)"))
+        raise TypeError(
+            f"unexpected keyword argument(s) {sorted(params)} for activation {name!r}"
+            + (f" (it takes {row.param!r})" if row.param else " (it takes none)")
+        )
     if name == "elu":
         alpha = V.check_float(alpha, "alpha", low=0.0)
     elif name == "leaky_relu":
@@ -81,8 +84,14 @@ class Activation(Layer):
     def backward_calls(self, grad_y, ctx, need_grad_x):
         ws = self._workspace(grad_y.shape[0], ctx.arena)
         width = self.input_shape[-1]
-        args = (rows(ctx.x, width), rows(ws["y"], width), rows(grad_y, width), rows(ws["grad_x"], width), self.code,
-                self.alpha)
+        args = (
+            rows(ctx.x, width),
+            rows(ws["y"], width),
+            rows(grad_y, width),
+            rows(ws["grad_x"], width),
+            self.code,
+            self.alpha,
+        )
         return [(self.K.activation_backward, args)], ws["grad_x"]
 
     def get_config(self):
@@ -100,12 +109,14 @@ def _activation_class(name: str) -> type[Activation]:
     self_param = Parameter("self", Parameter.POSITIONAL_OR_KEYWORD)
     __init__: Any
     if row.param is None:
+
         def __init__(self):
             Activation.__init__(self, name)
 
         def get_config(self):
             return {}
     else:
+
         def __init__(self, *args, **kwargs):
             try:
                 bound = __init__.__signature__.bind(self, *args, **kwargs)
@@ -114,15 +125,19 @@ def _activation_class(name: str) -> type[Activation]:
             bound.apply_defaults()
             Activation.__init__(self, name, **{row.param: bound.arguments[row.param]})
 
-        __init__.__signature__ = Signature([self_param, Parameter(row.param, Parameter.POSITIONAL_OR_KEYWORD,
-                                                                  default=row.default)])
+        __init__.__signature__ = Signature(
+            [self_param, Parameter(row.param, Parameter.POSITIONAL_OR_KEYWORD, default=row.default)]
+        )
 
         def get_config(self):
             return {row.param: self.alpha}
+
     doc = row.doc + " Any shape, kept; the input's dtype.\n"
     if row.param is not None:
-        doc += (f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
-                f"        The ``{row.param}`` of the formula above.\n")
+        doc += (
+            f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
+            f"        The ``{row.param}`` of the formula above.\n"
+        )
     for method in (__init__, get_config):
         method.__qualname__ = f"{row.layer}.{method.__name__}"
     namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
@@ -142,13 +157,16 @@ LogSoftmax = _activation_class("log_softmax")
 
 @register_layer
 class GELU(Activation):
-    __doc__ = _ROWS["gelu"].doc + """
+    __doc__ = (
+        _ROWS["gelu"].doc
+        + """
 
     Parameters
     ----------
     approximate : {"none", "tanh"}, default "none"
         ``"none"``: the erf form; ``"tanh"``: the tanh approximation (torch's names).
-    """  # the parameter picks one of two table rows (gelu, gelu_tanh)
+    """
+    )  # the parameter picks one of two table rows (gelu, gelu_tanh)
 
     def __init__(self, approximate: str = "none"):
         V.check_choice(approximate, ("none", "tanh"), "approximate")
@@ -157,4 +175,3 @@ class GELU(Activation):
 
     def get_config(self):
         return {"approximate": self.approximate}
-

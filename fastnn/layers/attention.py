@@ -1,6 +1,7 @@
 """Self-attention over sequences (batch, time, embed_dim): MultiHeadSelfAttention (PyTorch's
 nn.MultiheadAttention parameterisation), the sinusoidal PositionalEncoding and the
 TransformerEncoderBlock (torch.nn.TransformerEncoderLayer) built from them."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,10 @@ def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> t
     """``input_shape`` as (time, features), checked: rank 2 and, if given, ``features`` on the last axis."""
     shape = check_sequence(layer, input_shape)
     if features is not None and shape[1] != features:
-        raise ValueError(f"{layer!r} expects {features} features (the last axis) but receives input "
-                         f"{shape_str(shape)}; set embed_dim to {shape[1]} or fix the previous layer")
+        raise ValueError(
+            f"{layer!r} expects {features} features (the last axis) but receives input "
+            f"{shape_str(shape)}; set embed_dim to {shape[1]} or fix the previous layer"
+        )
     return shape
 
 
@@ -71,15 +74,16 @@ class MultiHeadSelfAttention(Layer):
     input_argument = "embed_dim"
     lengths_policy = "use"
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, causal: bool = False,
-                 bias: bool = True):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, causal: bool = False, bias: bool = True):
         super().__init__()
         self.embed_dim = V.check_int(embed_dim, "embed_dim", minimum=1)
         self.num_heads = V.check_int(num_heads, "num_heads", minimum=1)
         if self.embed_dim % self.num_heads:
             fits = [h for h in range(1, self.embed_dim + 1) if self.embed_dim % h == 0]
-            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads}): "
-                             f"each head takes embed_dim / num_heads features; use num_heads in {fits}")
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads}): "
+                f"each head takes embed_dim / num_heads features; use num_heads in {fits}"
+            )
         self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
         self.causal = bool(causal)
         self.use_bias = bool(bias)
@@ -96,8 +100,13 @@ class MultiHeadSelfAttention(Layer):
         heads = (self.num_heads, steps, steps)
         scores = {"probs": heads, **({"probs_drop": heads} if self.dropout > 0 else {})}
         self._workspace = self.workspace(qkv=(steps, 3 * embed), context=(steps, embed), y=(steps, embed), **scores)
-        self._grads = self.workspace(grad_z=(steps, embed), grad_context=(steps, embed), grad_scores=heads,
-                                     grad_qkv=(steps, 3 * embed), grad_x=(steps, embed))
+        self._grads = self.workspace(
+            grad_z=(steps, embed),
+            grad_context=(steps, embed),
+            grad_scores=heads,
+            grad_qkv=(steps, 3 * embed),
+            grad_x=(steps, embed),
+        )
         self._partials = self.zeros(partials_shape(steps, embed))
         if not self.use_bias:
             self.in_proj_bias, self.grad_in_proj_bias = self.zeros(3 * embed), self.zeros(3 * embed)
@@ -117,11 +126,15 @@ class MultiHeadSelfAttention(Layer):
         def init_zero(view, seed, stream):
             view[...] = 0
 
-        specs = [ParamSpec("in_proj_weight", (3 * e, e), True, init_in),
-                 ParamSpec("out_proj_weight", (e, e), True, init_out)]
+        specs = [
+            ParamSpec("in_proj_weight", (3 * e, e), True, init_in),
+            ParamSpec("out_proj_weight", (e, e), True, init_out),
+        ]
         if self.use_bias:
-            specs += [ParamSpec("in_proj_bias", (3 * e,), False, init_zero),
-                      ParamSpec("out_proj_bias", (e,), False, init_zero)]
+            specs += [
+                ParamSpec("in_proj_bias", (3 * e,), False, init_zero),
+                ParamSpec("out_proj_bias", (e,), False, init_zero),
+            ]
         return specs
 
     def bind(self, params, grads):
@@ -161,26 +174,64 @@ class MultiHeadSelfAttention(Layer):
         probs = self._heads(ws["probs"])
         ctx.x, ctx.lengths_arg = x, sequence_lengths(ctx)
         ctx.probs_drop = self._heads(ws["probs_drop"]) if p > 0 else probs
-        args = (rows(x, e), self.in_proj_weight, self.in_proj_bias, self.out_proj_weight, self.out_proj_bias,
-                rows(ws["qkv"], 3 * e), probs, ctx.probs_drop, rows(ws["context"], e), rows(ws["y"], e),
-                ctx.lengths_arg, self.num_heads, self.causal, p, self._seed, self._stream, self._step)
+        args = (
+            rows(x, e),
+            self.in_proj_weight,
+            self.in_proj_bias,
+            self.out_proj_weight,
+            self.out_proj_bias,
+            rows(ws["qkv"], 3 * e),
+            probs,
+            ctx.probs_drop,
+            rows(ws["context"], e),
+            rows(ws["y"], e),
+            ctx.lengths_arg,
+            self.num_heads,
+            self.causal,
+            p,
+            self._seed,
+            self._stream,
+            self._step,
+        )
         return [(self.K.attention_forward, args)], ws["y"]
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
         ws, gs = self._workspace(m, ctx.arena), self._grads(m, ctx.arena)
         e = self.embed_dim
-        args = (rows(ctx.x, e), self.in_proj_weight, self.out_proj_weight, rows(ws["qkv"], 3 * e),
-                self._heads(ws["probs"]), ctx.probs_drop, rows(ws["context"], e), rows(grad_y, e), ctx.lengths_arg,
-                rows(gs["grad_z"], e), rows(gs["grad_context"], e), self._heads(gs["grad_scores"]),
-                rows(gs["grad_qkv"], 3 * e), rows(gs["grad_x"], e), self.grad_in_proj_weight, self.grad_in_proj_bias,
-                self.grad_out_proj_weight, self.grad_out_proj_bias, self._partials_for(m * self.input_shape[0]),
-                self.num_heads, need_grad_x)
+        args = (
+            rows(ctx.x, e),
+            self.in_proj_weight,
+            self.out_proj_weight,
+            rows(ws["qkv"], 3 * e),
+            self._heads(ws["probs"]),
+            ctx.probs_drop,
+            rows(ws["context"], e),
+            rows(grad_y, e),
+            ctx.lengths_arg,
+            rows(gs["grad_z"], e),
+            rows(gs["grad_context"], e),
+            self._heads(gs["grad_scores"]),
+            rows(gs["grad_qkv"], 3 * e),
+            rows(gs["grad_x"], e),
+            self.grad_in_proj_weight,
+            self.grad_in_proj_bias,
+            self.grad_out_proj_weight,
+            self.grad_out_proj_bias,
+            self._partials_for(m * self.input_shape[0]),
+            self.num_heads,
+            need_grad_x,
+        )
         return [(self.K.attention_backward, args)], (gs["grad_x"] if need_grad_x else None)
 
     def get_config(self):
-        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "dropout": self.dropout,
-                "causal": self.causal, "bias": self.use_bias}
+        return {
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "dropout": self.dropout,
+            "causal": self.causal,
+            "bias": self.use_bias,
+        }
 
 
 @register_layer
@@ -241,8 +292,10 @@ class PositionalEncoding(Layer):
     def build(self, input_shape, dtype):
         steps, features = _sequence_shape(self, input_shape)
         if steps > self.max_len:
-            raise ValueError(f"{self!r} encodes at most max_len={self.max_len} steps, got sequences of {steps} "
-                             f"steps {shape_str((steps, features))}; raise max_len to at least {steps}")
+            raise ValueError(
+                f"{self!r} encodes at most max_len={self.max_len} steps, got sequences of {steps} "
+                f"steps {shape_str((steps, features))}; raise max_len to at least {steps}"
+            )
         super().build((steps, features), dtype)
         table = positional_table(steps, features).astype(self.dtype).reshape(-1)
         self._table = backend.to_device(table, self.device)
@@ -305,8 +358,16 @@ class TransformerEncoderBlock(Layer):
     input_argument = "embed_dim"
     lengths_policy = "use"
 
-    def __init__(self, embed_dim: int, num_heads: int, ff_dim: int, dropout: float = 0.0, activation: str = "relu",
-                 norm_first: bool = False, causal: bool = False):
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        norm_first: bool = False,
+        causal: bool = False,
+    ):
         super().__init__()
         self.embed_dim = V.check_int(embed_dim, "embed_dim", minimum=1)
         self.ff_dim = V.check_int(ff_dim, "ff_dim", minimum=1)
@@ -319,11 +380,17 @@ class TransformerEncoderBlock(Layer):
         ff = [Dense(e, self.ff_dim, activation=self.activation), Dropout(p), Dense(self.ff_dim, e), Dropout(p)]
         self.parts: list[tuple[str, Layer]]
         if self.norm_first:
-            self.parts = [("attention", Residual([LayerNorm(e), attention, Dropout(p)])),
-                          ("feedforward", Residual([LayerNorm(e), *ff]))]
+            self.parts = [
+                ("attention", Residual([LayerNorm(e), attention, Dropout(p)])),
+                ("feedforward", Residual([LayerNorm(e), *ff])),
+            ]
         else:
-            self.parts = [("attention", Residual([attention, Dropout(p)])), ("norm1", LayerNorm(e)),
-                          ("feedforward", Residual(ff)), ("norm2", LayerNorm(e))]
+            self.parts = [
+                ("attention", Residual([attention, Dropout(p)])),
+                ("norm1", LayerNorm(e)),
+                ("feedforward", Residual(ff)),
+                ("norm2", LayerNorm(e)),
+            ]
 
     def expected_input_shape(self):
         return None
@@ -358,8 +425,11 @@ class TransformerEncoderBlock(Layer):
         return self.output_shape
 
     def parameter_specs(self):
-        return [ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
-                for prefix, layer in self.parts for spec in layer.parameter_specs()]
+        return [
+            ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
+            for prefix, layer in self.parts
+            for spec in layer.parameter_specs()
+        ]
 
     def bind(self, params, grads):
         for prefix, layer in self.parts:
@@ -387,9 +457,15 @@ class TransformerEncoderBlock(Layer):
         return calls, grad
 
     def get_config(self):
-        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "ff_dim": self.ff_dim,
-                "dropout": self.dropout, "activation": self.activation, "norm_first": self.norm_first,
-                "causal": self.causal}
+        return {
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "activation": self.activation,
+            "norm_first": self.norm_first,
+            "causal": self.causal,
+        }
 
 
 __all__ = ["MultiHeadSelfAttention", "PositionalEncoding", "TransformerEncoderBlock"]

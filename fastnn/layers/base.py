@@ -1,5 +1,6 @@
 """The layer protocol, the per-call context a forward leaves for its backward, and the
 per-batch-size workspaces every layer draws its buffers from."""
+
 from __future__ import annotations
 
 import math
@@ -148,8 +149,10 @@ class Workspace:
         if views is None:
             if batch > self._capacity.get(arena, 0):
                 # allocate first: a MemoryError leaves the workspace as it was, still usable
-                full = {name: backend.zeros((batch, *shape), self.dtype, self.device)
-                        for name, shape in self.trailing.items()}
+                full = {
+                    name: backend.zeros((batch, *shape), self.dtype, self.device)
+                    for name, shape in self.trailing.items()
+                }
                 self._full[arena] = full
                 self._capacity[arena] = batch
                 for key in [k for k in self._views if k[0] == arena]:
@@ -192,7 +195,7 @@ def flat_rows(x):
 
 
 def shape_str(shape) -> str:
-    """"(batch, 3, 28, 28)" for a per-sample shape (3, 28, 28)."""
+    """ "(batch, 3, 28, 28)" for a per-sample shape (3, 28, 28)."""
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
 
@@ -599,8 +602,10 @@ class Layer(Owned):
             When called before :meth:`forward`.
         """
         if self._eager_ctx is None:
-            raise RuntimeError(f"{self!r}.backward() was called before forward(); run forward(x, training) "
-                               f"first, then backward(grad_y)")
+            raise RuntimeError(
+                f"{self!r}.backward() was called before forward(); run forward(x, training) "
+                f"first, then backward(grad_y)"
+            )
         calls, grad_x = self.backward_calls(grad_y, self._eager_ctx, need_grad_x)
         run_calls(calls)
         self.last_grad_input = grad_x
@@ -655,16 +660,20 @@ def normalize_shape(shape) -> Shape:
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     if isinstance(shape, (str, bytes)):
-        raise ValueError(f"a per-sample shape must be a tuple of positive integers, e.g. (784,) or (1, 28, 28), "
-                         f"got the string {shape!r}")
+        raise ValueError(
+            f"a per-sample shape must be a tuple of positive integers, e.g. (784,) or (1, 28, 28), "
+            f"got the string {shape!r}"
+        )
     try:
         out = tuple(int(d) for d in shape)
         ok = all(float(d) == o for d, o in zip(shape, out))
     except (TypeError, ValueError):
         ok, out = False, ()
     if not ok or not out or any(d < 1 for d in out):
-        raise ValueError(f"a per-sample shape must be a non-empty tuple of positive integers, e.g. (784,) or "
-                         f"(1, 28, 28), got {shape!r}")
+        raise ValueError(
+            f"a per-sample shape must be a non-empty tuple of positive integers, e.g. (784,) or "
+            f"(1, 28, 28), got {shape!r}"
+        )
     return out
 
 
@@ -688,8 +697,11 @@ class WeightAndBias:
         from .activation import resolve_activation
 
         self.activation, self.code, self.alpha = resolve_activation(activation, **activation_params)
-        self.init = initializers.default_init(self.activation) if init is None else \
-            V.check_choice(init, initializers.INITIALIZERS, "init")
+        self.init = (
+            initializers.default_init(self.activation)
+            if init is None
+            else V.check_choice(init, initializers.INITIALIZERS, "init")
+        )
         self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
         self.use_bias = bool(bias)
         self.weight = self.bias = self.grad_weight = self.grad_bias = None

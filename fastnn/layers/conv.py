@@ -5,6 +5,7 @@ in_channels // groups, *kernel), bias (out_channels,), as ``torch.nn.Conv1d/Conv
 move over directly. Both run the kernels of :mod:`fastnn.kernels.conv` (im2col + GEMMs on
 fastnn's BLAS); a 1-D convolution is the 2-D one over a height of 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,22 @@ class _ConvNd(WeightAndBias, Layer):
     _dims = 2
     input_argument = "in_channels"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, activation=None, *, init: str | None = None,
-                 bias_init: str = "zeros", **activation_params):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        activation=None,
+        *,
+        init: str | None = None,
+        bias_init: str = "zeros",
+        **activation_params,
+    ):
         super().__init__()
         n = self._dims
         self.in_channels = V.check_int(in_channels, "in_channels", minimum=1)
@@ -43,15 +57,18 @@ class _ConvNd(WeightAndBias, Layer):
         self.dilation = _pair(dilation, n, "dilation", 1)
         self.groups = V.check_int(groups, "groups", minimum=1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
-                             f"divisible by groups ({self.groups}); e.g. groups={math.gcd(self.in_channels, self.out_channels)}"
-                             f" (groups=in_channels=out_channels is a depthwise convolution)")
+            raise ValueError(
+                f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be "
+                f"divisible by groups ({self.groups}); e.g. groups={math.gcd(self.in_channels, self.out_channels)}"
+                f" (groups=in_channels=out_channels is a depthwise convolution)"
+            )
         self.padding: str | tuple[int, ...]
         if isinstance(padding, str):
             self.padding = V.check_choice(padding, ("same", "valid"), "padding")
             if self.padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError("padding='same' needs stride 1 (as in PyTorch); pass explicit padding for strided "
-                                 "convolutions")
+                raise ValueError(
+                    "padding='same' needs stride 1 (as in PyTorch); pass explicit padding for strided convolutions"
+                )
         else:
             self.padding = _pair(padding, n, "padding", 0)
         self._weight_bias_options(activation, activation_params, init, bias_init, bias)
@@ -71,20 +88,31 @@ class _ConvNd(WeightAndBias, Layer):
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if len(shape) != self._dims + 1:
-            raise ValueError(f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
-                             f", got {shape_str(shape)}; " + ("use Reshape((channels, length)) first" if self._dims == 1
-                                                              else "use Reshape((channels, height, width)) first"))
+            raise ValueError(
+                f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
+                f", got {shape_str(shape)}; "
+                + (
+                    "use Reshape((channels, length)) first"
+                    if self._dims == 1
+                    else "use Reshape((channels, height, width)) first"
+                )
+            )
         if shape[0] != self.in_channels:
-            raise ValueError(f"{self!r} expects {self.in_channels} input channels but receives {shape_str(shape)} "
-                             f"(channels first, like PyTorch); set in_channels to {shape[0]}")
+            raise ValueError(
+                f"{self!r} expects {self.in_channels} input channels but receives {shape_str(shape)} "
+                f"(channels first, like PyTorch); set in_channels to {shape[0]}"
+            )
         spatial = shape[1:]
         out = []
-        for axis, (size, k, s, d, (lo, hi)) in enumerate(zip(spatial, self.kernel_size, self.stride, self.dilation,
-                                                              self._pads())):
+        for axis, (size, k, s, d, (lo, hi)) in enumerate(
+            zip(spatial, self.kernel_size, self.stride, self.dilation, self._pads())
+        ):
             if size + lo + hi < d * (k - 1) + 1:
-                raise ValueError(f"{self!r}: the kernel (extent {d * (k - 1) + 1} with dilation) is larger than the "
-                                 f"padded input ({size} + padding {lo + hi}) on spatial axis {axis}; use a smaller "
-                                 f"kernel_size or more padding")
+                raise ValueError(
+                    f"{self!r}: the kernel (extent {d * (k - 1) + 1} with dilation) is larger than the "
+                    f"padded input ({size} + padding {lo + hi}) on spatial axis {axis}; use a smaller "
+                    f"kernel_size or more padding"
+                )
             out.append(conv_output_size(size, k, s, lo, hi, d))
         super().build(shape, dtype)
         self.output_shape = (self.out_channels, *out)
@@ -139,8 +167,19 @@ class _ConvNd(WeightAndBias, Layer):
         y = ws.get("y", z)
         ctx.x = x.reshape((m, *self._in4))
         col, zcol, _ = self._scratch_for(m, ctx.arena)
-        args = (ctx.x, self._w4(self.weight), self.bias, col, zcol, z, y, *self._geometry(), self.groups, self.code,
-                self.alpha)
+        args = (
+            ctx.x,
+            self._w4(self.weight),
+            self.bias,
+            col,
+            zcol,
+            z,
+            y,
+            *self._geometry(),
+            self.groups,
+            self.code,
+            self.alpha,
+        )
         return [(self.K.conv2d_forward, args)], y.reshape((m, *self.output_shape))
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
@@ -152,20 +191,44 @@ class _ConvNd(WeightAndBias, Layer):
         grad_x = self._grad_x(m if need_grad_x else 1, ctx.arena)["grad_x"]
         # col reuse only in the plans' arena, where each step's forward precedes its one backward
         # (the eager API may run a backward twice, and a backward with need_grad_x overwrites col)
-        args = (ctx.x, self._w4(self.weight), z, y, grad_y.reshape((m, *self._out4)), col, zcol, grad_x,
-                self._w4(self.grad_weight), self.grad_bias, partial_b, *self._geometry(), self.groups, self.code,
-                self.alpha, need_grad_x, ctx.arena == "train")
+        args = (
+            ctx.x,
+            self._w4(self.weight),
+            z,
+            y,
+            grad_y.reshape((m, *self._out4)),
+            col,
+            zcol,
+            grad_x,
+            self._w4(self.grad_weight),
+            self.grad_bias,
+            partial_b,
+            *self._geometry(),
+            self.groups,
+            self.code,
+            self.alpha,
+            need_grad_x,
+            ctx.arena == "train",
+        )
         return [(self.K.conv2d_backward, args)], (grad_x.reshape((m, *self.input_shape)) if need_grad_x else None)
 
     def get_config(self):
         one = self._dims == 1
-        config = {"in_channels": self.in_channels, "out_channels": self.out_channels,
-                  "kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
-                  "stride": self.stride[0] if one else list(self.stride),
-                  "padding": self.padding if isinstance(self.padding, str) else
-                  (self.padding[0] if one else list(self.padding)),
-                  "dilation": self.dilation[0] if one else list(self.dilation), "groups": self.groups,
-                  "bias": self.use_bias, "activation": self.activation, "init": self.init, "bias_init": self.bias_init}
+        config = {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
+            "stride": self.stride[0] if one else list(self.stride),
+            "padding": self.padding
+            if isinstance(self.padding, str)
+            else (self.padding[0] if one else list(self.padding)),
+            "dilation": self.dilation[0] if one else list(self.dilation),
+            "groups": self.groups,
+            "bias": self.use_bias,
+            "activation": self.activation,
+            "init": self.init,
+            "bias_init": self.bias_init,
+        }
         param_name = ACTIVATIONS[self.activation][2]
         if param_name:
             config[param_name] = self.alpha
@@ -173,14 +236,21 @@ class _ConvNd(WeightAndBias, Layer):
 
     def extra_repr(self):
         one = self._dims == 1
-        parts = [str(self.in_channels), str(self.out_channels), f"kernel_size={self.kernel_size[0] if one else self.kernel_size}"]
+        parts = [
+            str(self.in_channels),
+            str(self.out_channels),
+            f"kernel_size={self.kernel_size[0] if one else self.kernel_size}",
+        ]
         for name, default in (("stride", 1), ("dilation", 1)):
             value = getattr(self, name)
             if any(v != default for v in value):
                 parts.append(f"{name}={value[0] if one else value}")
         if self.padding not in ((0,) * self._dims, "valid"):
-            parts.append(f"padding={self.padding!r}" if isinstance(self.padding, str) else
-                         f"padding={self.padding[0] if one else self.padding}")
+            parts.append(
+                f"padding={self.padding!r}"
+                if isinstance(self.padding, str)
+                else f"padding={self.padding[0] if one else self.padding}"
+            )
         if self.groups != 1:
             parts.append(f"groups={self.groups}")
         if not self.use_bias:

@@ -1,4 +1,5 @@
 """Dense (fully connected) layer with a fused activation."""
+
 from __future__ import annotations
 
 from .. import _validation as V
@@ -55,8 +56,17 @@ class Dense(WeightAndBias, Layer):
 
     lengths_policy = "keep"
 
-    def __init__(self, in_features: int | None, out_features: int | None = None, activation=None, *,
-                 init: str | None = None, bias: bool = True, bias_init: str = "zeros", **activation_params):
+    def __init__(
+        self,
+        in_features: int | None,
+        out_features: int | None = None,
+        activation=None,
+        *,
+        init: str | None = None,
+        bias: bool = True,
+        bias_init: str = "zeros",
+        **activation_params,
+    ):
         super().__init__()
         if out_features is None:
             in_features, out_features = None, in_features
@@ -74,8 +84,10 @@ class Dense(WeightAndBias, Layer):
         shape = normalize_shape(input_shape)
         fixed = self.__dict__.get("_in_features")
         if fixed is not None and fixed != shape[-1]:
-            raise ValueError(f"{self!r} expects {fixed} input features (the last axis) but receives input of shape "
-                             f"{shape_str(shape)}; set in_features to {shape[-1]} or fix the previous layer")
+            raise ValueError(
+                f"{self!r} expects {fixed} input features (the last axis) but receives input of shape "
+                f"{shape_str(shape)}; set in_features to {shape[-1]} or fix the previous layer"
+            )
         super().build(shape, dtype)
         out = self.units
         self.output_shape = (*shape[:-1], out)
@@ -109,8 +121,9 @@ class Dense(WeightAndBias, Layer):
     def forward_calls(self, x, ctx):
         ws, z, y, _ = self._buffers(x.shape[0], ctx.arena)
         ctx.x = x
-        return [(self.K.dense_forward, (rows(x, self.in_features), self.weight, self.bias, z, y, self.code,
-                                        self.alpha))], ws.get("y", ws["z"])
+        return [
+            (self.K.dense_forward, (rows(x, self.in_features), self.weight, self.bias, z, y, self.code, self.alpha))
+        ], ws.get("y", ws["z"])
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
@@ -118,14 +131,32 @@ class Dense(WeightAndBias, Layer):
         g = rows(grad_y, self.units)
         grad_x = self._grad_x(m if need_grad_x else 1, ctx.arena)["grad_x"]
         gx = rows(grad_x, self.in_features)
-        args = (rows(ctx.x, self.in_features), self.weight, z, y, g, g if grad_z is None else grad_z, gx,
-                self.grad_weight, self.grad_bias, self._partials(g.shape[0]), self.code, self.alpha, need_grad_x)
+        args = (
+            rows(ctx.x, self.in_features),
+            self.weight,
+            z,
+            y,
+            g,
+            g if grad_z is None else grad_z,
+            gx,
+            self.grad_weight,
+            self.grad_bias,
+            self._partials(g.shape[0]),
+            self.code,
+            self.alpha,
+            need_grad_x,
+        )
         return [(self.K.dense_backward, args)], (grad_x if need_grad_x else None)
 
     def get_config(self):
-        config = {"in_features": self.in_features, "out_features": self.units,
-                  "activation": self.activation, "init": self.init, "bias": self.use_bias,
-                  "bias_init": self.bias_init}
+        config = {
+            "in_features": self.in_features,
+            "out_features": self.units,
+            "activation": self.activation,
+            "init": self.init,
+            "bias": self.use_bias,
+            "bias_init": self.bias_init,
+        }
         param_name = ACTIVATIONS[self.activation][2]
         if param_name:
             config[param_name] = self.alpha
@@ -134,5 +165,3 @@ class Dense(WeightAndBias, Layer):
     def extra_repr(self):
         act = "" if self.activation == "identity" else f", activation={self.activation!r}"
         return f"{self.in_features}, {self.units}{act}"
-
-

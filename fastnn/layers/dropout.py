@@ -1,4 +1,5 @@
 """Inverted dropout over inputs of any shape."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Embedding: integer indices of any shape -> rows of a (num_embeddings, embedding_dim) table."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,20 +50,30 @@ class Embedding(Layer):
     input_argument = "num_embeddings"
     input_dtype = np.dtype(np.int64)
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
-                 init: str = "normal", mask_padding: bool = False):
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        *,
+        init: str = "normal",
+        mask_padding: bool = False,
+    ):
         super().__init__()
         self.num_embeddings = V.check_int(num_embeddings, "num_embeddings", minimum=1)
         self.embedding_dim = V.check_int(embedding_dim, "embedding_dim", minimum=1)
         if padding_idx is not None:
-            padding_idx = V.check_int(padding_idx, "padding_idx", minimum=-self.num_embeddings,
-                                      maximum=self.num_embeddings - 1)
+            padding_idx = V.check_int(
+                padding_idx, "padding_idx", minimum=-self.num_embeddings, maximum=self.num_embeddings - 1
+            )
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
         self.mask_padding = bool(mask_padding)
         if self.mask_padding and padding_idx is None:
-            raise ValueError("mask_padding=True needs padding_idx: the index that pads the sequences, e.g. "
-                             "Embedding(vocabulary, dim, padding_idx=0, mask_padding=True)")
+            raise ValueError(
+                "mask_padding=True needs padding_idx: the index that pads the sequences, e.g. "
+                "Embedding(vocabulary, dim, padding_idx=0, mask_padding=True)"
+            )
         self.init = V.check_choice(init, initializers.INITIALIZERS, "init")
         self.weight = self.grad_weight = None
 
@@ -83,8 +94,9 @@ class Embedding(Layer):
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if self.mask_padding and len(shape) != 1:
-            raise ValueError(f"{self!r} with mask_padding=True takes token sequences (batch, time), got "
-                             f"{shape_str(shape)}")
+            raise ValueError(
+                f"{self!r} with mask_padding=True takes token sequences (batch, time), got {shape_str(shape)}"
+            )
         super().build(shape, dtype)
         self._lengths = self.workspace(dtype=np.int64, lengths=())
         self.output_shape = (*shape, self.embedding_dim)
@@ -127,22 +139,28 @@ class Embedding(Layer):
         arr = V.as_numeric_array(X, argument)
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
-                raise TypeError(f"{argument} must hold integer indices for {self!r}, got non-integer values "
-                                f"(dtype {arr.dtype}); pass token ids as integers")
+                raise TypeError(
+                    f"{argument} must hold integer indices for {self!r}, got non-integer values "
+                    f"(dtype {arr.dtype}); pass token ids as integers"
+                )
         if self.input_shape is not None and arr.shape[1:] != self.input_shape:
-            raise ValueError(f"{argument} has shape {arr.shape}, {self!r} expects (samples, "
-                             f"{', '.join(map(str, self.input_shape))})")
+            raise ValueError(
+                f"{argument} has shape {arr.shape}, {self!r} expects (samples, {', '.join(map(str, self.input_shape))})"
+            )
         if arr.ndim < 2 or arr.shape[0] == 0:
             raise ValueError(f"{argument} must be (samples, *index_shape) integer indices, got shape {arr.shape}")
         low, high = arr.min(), arr.max()
         if low < 0 or high >= self.num_embeddings:
             bad = low if low < 0 else high
-            raise ValueError(f"{argument} holds index {bad:g}, outside [0, {self.num_embeddings}) of {self!r}; "
-                             f"widen num_embeddings or remap the ids")
+            raise ValueError(
+                f"{argument} holds index {bad:g}, outside [0, {self.num_embeddings}) of {self!r}; "
+                f"widen num_embeddings or remap the ids"
+            )
         arr = np.ascontiguousarray(arr, dtype=np.int64)
         if self.mask_padding:
-            refuse_empty_sequences((arr != self.padding_idx).any(axis=1), argument,
-                                   f"every index is padding_idx={self.padding_idx}")
+            refuse_empty_sequences(
+                (arr != self.padding_idx).any(axis=1), argument, f"every index is padding_idx={self.padding_idx}"
+            )
         return arr
 
     def forward_calls(self, x, ctx):
@@ -160,20 +178,24 @@ class Embedding(Layer):
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         if need_grad_x:
-            raise ValueError(f"{self!r} has no gradient with respect to its integer input: it must be the model's "
-                             f"first layer")
+            raise ValueError(
+                f"{self!r} has no gradient with respect to its integer input: it must be the model's first layer"
+            )
         padding = -1 if self.padding_idx is None else self.padding_idx
         args = (ctx.indices, grad_y.reshape((-1, self.embedding_dim)), self.grad_weight, padding)
         return [(self.K.embedding_backward, args)], None
 
     def get_config(self):
-        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
-                "padding_idx": self.padding_idx, "init": self.init, "mask_padding": self.mask_padding}
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "padding_idx": self.padding_idx,
+            "init": self.init,
+            "mask_padding": self.mask_padding,
+        }
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         if self.mask_padding:
             pad += ", mask_padding=True"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
-
-

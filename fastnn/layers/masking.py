@@ -1,4 +1,5 @@
 """Masking: marks the trailing padding of sequence input so later layers ignore it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,10 @@ def refuse_empty_sequences(has_valid_step: np.ndarray, argument: str, how: str) 
     ``has_valid_step``: bool (samples,)."""
     empty = np.flatnonzero(~has_valid_step)
     if empty.size:
-        raise ValueError(f"{argument}[{int(empty[0])}] is padding at every step ({how}); a sequence needs at least "
-                         f"one valid step: drop empty samples ({empty.size} in all) before training or predicting")
+        raise ValueError(
+            f"{argument}[{int(empty[0])}] is padding at every step ({how}); a sequence needs at least "
+            f"one valid step: drop empty samples ({empty.size} in all) before training or predicting"
+        )
 
 
 @register_layer
@@ -57,8 +60,10 @@ class Masking(Layer):
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if len(shape) < 2:
-            raise ValueError(f"{self!r} takes sequences (batch, time, features...), got {shape_str(shape)}; "
-                             f"reshape the data to (samples, time, features)")
+            raise ValueError(
+                f"{self!r} takes sequences (batch, time, features...), got {shape_str(shape)}; "
+                f"reshape the data to (samples, time, features)"
+            )
         super().build(shape, dtype)
         self._lengths = self.workspace(dtype=np.int64, lengths=())
         return shape

@@ -1,4 +1,5 @@
 """Batch normalisation over (batch, features) and layer normalisation over the last axis."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,6 +15,7 @@ from .registry import register_layer
 def _fill(value):
     def init(view, seed, stream):
         view[...] = value
+
     return init
 
 
@@ -34,8 +36,10 @@ class _Normalization(Layer):
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if shape[self.feature_axis] != self.num_features:
-            raise ValueError(f"{self!r}: num_features={self.num_features} does not match the input shape "
-                             f"{shape_str(shape)}; use {type(self).__name__}({shape[self.feature_axis]})")
+            raise ValueError(
+                f"{self!r}: num_features={self.num_features} does not match the input shape "
+                f"{shape_str(shape)}; use {type(self).__name__}({shape[self.feature_axis]})"
+            )
         super().build(shape, dtype)
         out = self.num_features
         if not self.affine:  # the kernels read gamma/beta only when affine; keep typed placeholders
@@ -54,8 +58,10 @@ class _Normalization(Layer):
     def parameter_specs(self):
         if not self.affine:
             return []
-        return [ParamSpec("weight", (self.num_features,), False, _fill(1.0)),
-                ParamSpec("bias", (self.num_features,), False, _fill(0.0))]
+        return [
+            ParamSpec("weight", (self.num_features,), False, _fill(1.0)),
+            ParamSpec("bias", (self.num_features,), False, _fill(0.0)),
+        ]
 
     def extra_repr(self):
         config = self.get_config()
@@ -109,15 +115,23 @@ class BatchNorm1d(_Normalization):
     _ranks: tuple[int, ...] = (1, 2)
     _layout = "(batch, features) or (batch, channels, length)"
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ):
         super().__init__(num_features, eps, affine)
         self.momentum = None if momentum is None else V.check_float(momentum, "momentum", 0.0, 1.0)
         self.track_running_stats = bool(track_running_stats)
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
         self._positions = 1
-        self._sync: Any = None  # fastnn.distributed.SyncBatchNorm while a fit synchronises the batch statistics (private:
+        self._sync: Any = (
+            None  # fastnn.distributed.SyncBatchNorm while a fit synchronises the batch statistics (private:
+        )
         # a public attribute set would mark the model stale and rebuild the layer)
 
     @property
@@ -145,8 +159,11 @@ class BatchNorm1d(_Normalization):
     def buffers(self):
         if not self.track_running_stats:
             return {}
-        return {"running_mean": self.running_mean, "running_var": self.running_var,
-                "num_batches_tracked": self.num_batches_tracked}
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": self.num_batches_tracked,
+        }
 
     def _row_views(self, m: int, arena: str) -> dict:
         c = self.num_features
@@ -173,20 +190,40 @@ class BatchNorm1d(_Normalization):
         ctx.batch_stats = ctx.training or not self.track_running_stats
         ctx.x = x
         if not ctx.batch_stats:
-            return [(self.K.batchnorm_forward_eval, (x, self.weight, self.bias, self.running_mean, self.running_var,
-                                                     y, self.eps, self.affine))]
+            return [
+                (
+                    self.K.batchnorm_forward_eval,
+                    (x, self.weight, self.bias, self.running_mean, self.running_var, y, self.eps, self.affine),
+                )
+            ]
         ctx.synced = ctx.training and self._sync is not None
         if ctx.synced:  # statistics of the global batch of all MPI ranks
             return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
         if x.shape[0] < 2:
-            raise ValueError(f"{self!r} needs more than 1 value per channel in training (the batch variance "
-                             f"of one value is 0), got batch size {x.shape[0]}; use a larger batch_size, "
-                             f"or eval mode")
+            raise ValueError(
+                f"{self!r} needs more than 1 value per channel in training (the batch variance "
+                f"of one value is 0), got batch size {x.shape[0]}; use a larger batch_size, "
+                f"or eval mode"
+            )
         momentum = -1.0 if self.momentum is None else self.momentum
         stats = self._stats(1, ctx.arena)
-        args = (x, self.weight, self.bias, self.running_mean, self.running_var, y, x_hat, stats["mean"][0],
-                stats["inv_std"][0], self._scratch(x.shape[0]), self.eps, momentum, self.affine,
-                ctx.training and self.track_running_stats, self.num_batches_tracked)
+        args = (
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            y,
+            x_hat,
+            stats["mean"][0],
+            stats["inv_std"][0],
+            self._scratch(x.shape[0]),
+            self.eps,
+            momentum,
+            self.affine,
+            ctx.training and self.track_running_stats,
+            self.num_batches_tracked,
+        )
         return [(self.K.batchnorm_forward_train_counted, args)]
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
@@ -204,13 +241,34 @@ class BatchNorm1d(_Normalization):
         if getattr(ctx, "synced", False):
             return self._sync.backward_calls(self, grad_y, grad_x, x_hat, self._stats(1, ctx.arena))
         if ctx.batch_stats:
-            args: tuple = (grad_y, x_hat, self._stats(1, ctx.arena)["inv_std"][0], self.weight, grad_x,
-                    self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.affine)
+            args: tuple = (
+                grad_y,
+                x_hat,
+                self._stats(1, ctx.arena)["inv_std"][0],
+                self.weight,
+                grad_x,
+                self.grad_weight,
+                self.grad_bias,
+                self._scratch(grad_y.shape[0]),
+                self.affine,
+            )
             return [(self.K.batchnorm_backward, args)]
         if self.device == "cpu":
             return [(self._eval_backward, (ctx.x, grad_y, grad_x))]
-        args = (grad_y, ctx.x, self.weight, self.running_mean, self.running_var, x_hat, grad_x,
-                self.grad_weight, self.grad_bias, self._scratch(grad_y.shape[0]), self.eps, self.affine)
+        args = (
+            grad_y,
+            ctx.x,
+            self.weight,
+            self.running_mean,
+            self.running_var,
+            x_hat,
+            grad_x,
+            self.grad_weight,
+            self.grad_bias,
+            self._scratch(grad_y.shape[0]),
+            self.eps,
+            self.affine,
+        )
         return [(self.K.batchnorm_backward_eval, args)]
 
     def _eval_backward(self, x, grad_y, grad_x):
@@ -223,8 +281,13 @@ class BatchNorm1d(_Normalization):
         np.multiply(grad_y, self.weight * inv_std, out=grad_x)
 
     def get_config(self):
-        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": self.affine, "track_running_stats": self.track_running_stats}
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+        }
 
 
 @register_layer
@@ -296,16 +359,38 @@ class LayerNorm(_Normalization):
         ws = self._workspace(x.shape[0], ctx.arena)
         f = self.num_features
         inv_std = self._inv_std_rows(x.shape[0], ctx.arena)["inv_std"].reshape(-1)
-        return [(self.K.layernorm_forward, (rows(x, f), self.weight, self.bias, rows(ws["y"], f), rows(ws["x_hat"], f),
-                                            inv_std, self.eps, self.affine))], ws["y"]
+        return [
+            (
+                self.K.layernorm_forward,
+                (
+                    rows(x, f),
+                    self.weight,
+                    self.bias,
+                    rows(ws["y"], f),
+                    rows(ws["x_hat"], f),
+                    inv_std,
+                    self.eps,
+                    self.affine,
+                ),
+            )
+        ], ws["y"]
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
         ws = self._workspace(m, ctx.arena)
         f = self.num_features
         g = rows(grad_y, f)
-        args = (g, rows(ws["x_hat"], f), self._inv_std_rows(m, ctx.arena)["inv_std"].reshape(-1), self.weight,
-                rows(ws["grad_x"], f), self.grad_weight, self.grad_bias, self._scratch(g.shape[0]), self.affine)
+        args = (
+            g,
+            rows(ws["x_hat"], f),
+            self._inv_std_rows(m, ctx.arena)["inv_std"].reshape(-1),
+            self.weight,
+            rows(ws["grad_x"], f),
+            self.grad_weight,
+            self.grad_bias,
+            self._scratch(g.shape[0]),
+            self.affine,
+        )
         return [(self.K.layernorm_backward, args)], ws["grad_x"]
 
     def get_config(self):

@@ -1,6 +1,7 @@
 """Pooling over (batch, channels, length) or (batch, channels, height, width), PyTorch's
 conventions: MaxPool1d/2d, AvgPool1d/2d (``count_include_pad=True`` like torch's default) and
 GlobalAvgPool (the mean over all spatial positions: (batch, channels, ...) -> (batch, channels))."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,20 +26,25 @@ class _PoolNd(Layer):
         self.stride = self.kernel_size if stride is None else _pair(stride, n, "stride", 1)
         self.padding = _pair(padding, n, "padding", 0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size} "
-                             f"(as in PyTorch)")
+            raise ValueError(
+                f"padding {self.padding} must be at most half of kernel_size {self.kernel_size} (as in PyTorch)"
+            )
         self.count_include_pad = bool(count_include_pad)
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if len(shape) != self._dims + 1:
-            raise ValueError(f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
-                             f", got {shape_str(shape)}")
+            raise ValueError(
+                f"{self!r} takes input (batch, channels, {'length' if self._dims == 1 else 'height, width'})"
+                f", got {shape_str(shape)}"
+            )
         out = []
         for axis, (size, k, s, p) in enumerate(zip(shape[1:], self.kernel_size, self.stride, self.padding)):
             if size + 2 * p < k:
-                raise ValueError(f"{self!r}: kernel_size {k} is larger than the padded input ({size} + 2 * {p}) on "
-                                 f"spatial axis {axis}; use a smaller kernel_size or more padding")
+                raise ValueError(
+                    f"{self!r}: kernel_size {k} is larger than the padded input ({size} + 2 * {p}) on "
+                    f"spatial axis {axis}; use a smaller kernel_size or more padding"
+                )
             out.append(conv_output_size(size, k, s, p, p))
         super().build(shape, dtype)
         self.output_shape = (shape[0], *out)
@@ -77,13 +83,14 @@ class _PoolNd(Layer):
 
     def get_config(self):
         one = self._dims == 1
-        config = {"kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
-                  "stride": self.stride[0] if one else list(self.stride),
-                  "padding": self.padding[0] if one else list(self.padding)}
+        config = {
+            "kernel_size": self.kernel_size[0] if one else list(self.kernel_size),
+            "stride": self.stride[0] if one else list(self.stride),
+            "padding": self.padding[0] if one else list(self.padding),
+        }
         if self._mode == "avg":
             config["count_include_pad"] = self.count_include_pad
         return config
-
 
     def extra_repr(self):
         one = self._dims == 1
@@ -239,8 +246,10 @@ class GlobalAvgPool(Layer):
         if self.axis == "time":
             shape = check_sequence(self, shape)
         elif len(shape) not in (2, 3):
-            raise ValueError(f"{self!r} takes (batch, channels, length) or (batch, channels, height, width), got "
-                             f"{shape_str(shape)}; for sequences (batch, time, features) use axis='time'")
+            raise ValueError(
+                f"{self!r} takes (batch, channels, length) or (batch, channels, height, width), got "
+                f"{shape_str(shape)}; for sequences (batch, time, features) use axis='time'"
+            )
         super().build(shape, dtype)
         self.output_shape = (shape[-1],) if self.axis == "time" else (shape[0],)
         self._in4 = shape if self.axis == "time" else (shape[0], 1, shape[1]) if len(shape) == 2 else shape

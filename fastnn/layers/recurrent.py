@@ -7,6 +7,7 @@ One base class runs all three; the cells differ in their gate count and their sc
 (:mod:`fastnn.kernels.recurrent`). Each layer and direction is one forward and one backward
 kernel call on time-major buffers; the input and output are transposed once per call.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ class _Buffers:
         self.x = zeros((T, B, layer.input_size))
         self.seq = [zeros((T, B, D * H)) for _ in range(L)]
         self.dropped = [zeros((T, B, D * H)) if layer._drops(k) else None for k in range(L)]
-        self.masks = [zeros((T * B, layer.K.mask_bytes(D * H)), np.uint8) if layer._drops(k) else None
-                      for k in range(L)]
+        self.masks = [
+            zeros((T * B, layer.K.mask_bytes(D * H)), np.uint8) if layer._drops(k) else None for k in range(L)
+        ]
         dummy = layer._dummy3
         self.gates = [zeros((T, B, G * H)) for _ in range(L * D)]
         self.aux = [zeros((T, B, H)) if gru else dummy for _ in range(L * D)]
@@ -62,9 +64,20 @@ class _Recurrent(Layer):
     input_argument = "input_size"
     cell = "lstm"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 dropout: float = 0.0, bidirectional: bool = False, return_sequences: bool = True,
-                 learn_initial_state: bool = False, *, init: str | None = None, bias_init: str | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        return_sequences: bool = True,
+        learn_initial_state: bool = False,
+        *,
+        init: str | None = None,
+        bias_init: str | None = None,
+    ):
         super().__init__()
         self.input_size = V.check_int(input_size, "input_size", minimum=1)
         self.hidden_size = V.check_int(hidden_size, "hidden_size", minimum=1)
@@ -72,14 +85,19 @@ class _Recurrent(Layer):
         self.use_bias = _check_bool(bias, "bias")
         self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
         if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(f"dropout={self.dropout} applies between stacked layers only; with num_layers=1 it has "
-                          f"no effect (as in PyTorch)", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"dropout={self.dropout} applies between stacked layers only; with num_layers=1 it has "
+                f"no effect (as in PyTorch)",
+                UserWarning,
+                stacklevel=3,
+            )
         self.bidirectional = _check_bool(bidirectional, "bidirectional")
         self.return_sequences = _check_bool(return_sequences, "return_sequences")
         self.learn_initial_state = _check_bool(learn_initial_state, "learn_initial_state")
         self.init = None if init is None else V.check_choice(init, initializers.INITIALIZERS, "init")
-        self.bias_init = None if bias_init is None else V.check_choice(bias_init, initializers.INITIALIZERS,
-                                                                       "bias_init")
+        self.bias_init = (
+            None if bias_init is None else V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
+        )
         self._seed, self._stream = 0, 0
         self._step = np.zeros(1, np.int64)  # dropout masks drawn so far (saved: resuming is exact)
         self._params: dict = {}
@@ -88,7 +106,7 @@ class _Recurrent(Layer):
     # -- description --------------------------------------------------------------------------
     @property
     def lengths_policy(self) -> str:  # type: ignore[override]
-        """"use" (the output keeps the time axis and the lengths) or "drop" (return_sequences=False)."""
+        """ "use" (the output keeps the time axis and the lengths) or "drop" (return_sequences=False)."""
         return "use" if self.return_sequences else "drop"
 
     @property
@@ -113,15 +131,31 @@ class _Recurrent(Layer):
         return None  # the number of steps comes from the data (or the model's input_shape)
 
     def get_config(self):
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "bias": self.use_bias, "dropout": self.dropout, "bidirectional": self.bidirectional,
-                "return_sequences": self.return_sequences, "learn_initial_state": self.learn_initial_state,
-                "init": self.init, "bias_init": self.bias_init}
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bias": self.use_bias,
+            "dropout": self.dropout,
+            "bidirectional": self.bidirectional,
+            "return_sequences": self.return_sequences,
+            "learn_initial_state": self.learn_initial_state,
+            "init": self.init,
+            "bias_init": self.bias_init,
+        }
 
     def extra_repr(self):
         parts = [str(self.input_size), str(self.hidden_size)]
-        defaults = {"num_layers": 1, "bias": True, "dropout": 0.0, "bidirectional": False, "return_sequences": True,
-                    "learn_initial_state": False, "init": None, "bias_init": None}
+        defaults = {
+            "num_layers": 1,
+            "bias": True,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "return_sequences": True,
+            "learn_initial_state": False,
+            "init": None,
+            "bias_init": None,
+        }
         parts += [f"{k}={v!r}" for k, v in self.get_config().items() if k in defaults and v != defaults[k]]
         return ", ".join(parts)
 
@@ -129,12 +163,19 @@ class _Recurrent(Layer):
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
         if len(shape) != 2:
-            raise ValueError(f"{self!r} takes input (batch, time, features), got {shape_str(shape)}; "
-                             + ("add a time axis, e.g. Reshape((1, features)) or X[:, None, :]" if len(shape) == 1
-                                else "flatten the feature axes first, e.g. Reshape((time, -1))"))
+            raise ValueError(
+                f"{self!r} takes input (batch, time, features), got {shape_str(shape)}; "
+                + (
+                    "add a time axis, e.g. Reshape((1, features)) or X[:, None, :]"
+                    if len(shape) == 1
+                    else "flatten the feature axes first, e.g. Reshape((time, -1))"
+                )
+            )
         if shape[1] != self.input_size:
-            raise ValueError(f"{self!r} expects {self.input_size} features per step (the last axis) but receives "
-                             f"{shape_str(shape)}; set input_size to {shape[1]} or fix the previous layer")
+            raise ValueError(
+                f"{self!r} expects {self.input_size} features per step (the last axis) but receives "
+                f"{shape_str(shape)}; set input_size to {shape[1]} or fix the previous layer"
+            )
         super().build(shape, dtype)
         width = self.directions * self.hidden_size
         self.output_shape = (shape[0], width) if self.return_sequences else (width,)
@@ -171,6 +212,7 @@ class _Recurrent(Layer):
                     initializers.uniform(view, -bound, bound, seed=seed, stream=stream)
                 else:  # fans in fastnn's (in, out) sense
                     initializers.initialize(view, name, fan_in, G * H, seed, stream)
+
             return fill
 
         weights, biases = [], []
@@ -223,8 +265,8 @@ class _Recurrent(Layer):
             h0, c0 = given
             return h0[r], (c0[r] if c0 is not None else self._dummy2)
         if self.learn_initial_state:
-            h0 = self._params["h0"][r:r + 1]
-            return h0, (self._params["c0"][r:r + 1] if self._code == LSTM_CODE else self._dummy2)
+            h0 = self._params["h0"][r : r + 1]
+            return h0, (self._params["c0"][r : r + 1] if self._code == LSTM_CODE else self._dummy2)
         return self._zero_state, (self._zero_state if self._code == LSTM_CODE else self._dummy2)
 
     # -- computation ----------------------------------------------------------------------------
@@ -243,15 +285,48 @@ class _Recurrent(Layer):
                 n = self._names(k, d)
                 h0, c0 = self._initial_rows(ctx, r)
                 c_n = buf.c_n[r] if buf.c_n is not None else self._dummy2
-                calls.append((K.recurrent_forward, (
-                    inputs[k], self._params[n["weight_ih"]], self._params[n["weight_hh"]], self._parameter(n["bias_ih"]),
-                    self._parameter(n["bias_hh"]), h0, c0, lengths, buf.gates[r], buf.aux[r], buf.h_prev[r],
-                    buf.c_prev[r], buf.hw, buf.seq[k], buf.h_n[r], c_n, self._code, d == 1, d * H)))
+                calls.append(
+                    (
+                        K.recurrent_forward,
+                        (
+                            inputs[k],
+                            self._params[n["weight_ih"]],
+                            self._params[n["weight_hh"]],
+                            self._parameter(n["bias_ih"]),
+                            self._parameter(n["bias_hh"]),
+                            h0,
+                            c0,
+                            lengths,
+                            buf.gates[r],
+                            buf.aux[r],
+                            buf.h_prev[r],
+                            buf.c_prev[r],
+                            buf.hw,
+                            buf.seq[k],
+                            buf.h_n[r],
+                            c_n,
+                            self._code,
+                            d == 1,
+                            d * H,
+                        ),
+                    )
+                )
             if k < self.num_layers - 1:
                 if ctx.dropped:
-                    calls.append((K.dropout_forward_counted, (
-                        buf.seq[k].reshape((T * m, D * H)), buf.dropped[k].reshape((T * m, D * H)), buf.masks[k],
-                        self.dropout, self._seed, self._stream, self._step)))
+                    calls.append(
+                        (
+                            K.dropout_forward_counted,
+                            (
+                                buf.seq[k].reshape((T * m, D * H)),
+                                buf.dropped[k].reshape((T * m, D * H)),
+                                buf.masks[k],
+                                self.dropout,
+                                self._seed,
+                                self._stream,
+                                self._step,
+                            ),
+                        )
+                    )
                     inputs.append(buf.dropped[k])
                 else:
                     inputs.append(buf.seq[k])
@@ -260,7 +335,7 @@ class _Recurrent(Layer):
         if self.return_sequences:
             calls.append((K.swap_leading_axes, (buf.seq[-1], buf.y)))
         else:
-            calls.append((K.swap_leading_axes, (buf.h_n[(self.num_layers - 1) * D:], buf.y.reshape((m, D, H)))))
+            calls.append((K.swap_leading_axes, (buf.h_n[(self.num_layers - 1) * D :], buf.y.reshape((m, D, H)))))
         return calls, buf.y
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
@@ -272,7 +347,7 @@ class _Recurrent(Layer):
         if self.return_sequences:
             calls = [(K.swap_leading_axes, (grad_y, buf.grad_top))]
         else:
-            calls = [(K.swap_leading_axes, (grad_y.reshape((m, D, H)), buf.grad_h_n[(L - 1) * D:]))]
+            calls = [(K.swap_leading_axes, (grad_y.reshape((m, D, H)), buf.grad_h_n[(L - 1) * D :]))]
         grad_seq = buf.grad_top
         learned = self.learn_initial_state and getattr(ctx, "initial_state", None) is None
         for k in range(L - 1, -1, -1):
@@ -281,18 +356,46 @@ class _Recurrent(Layer):
                 r = k * D + d
                 n = self._names(k, d)
                 if learned:
-                    g_h0 = self._grads["h0"][r:r + 1]
-                    g_c0 = self._grads["c0"][r:r + 1] if lstm else self._dummy2
+                    g_h0 = self._grads["h0"][r : r + 1]
+                    g_c0 = self._grads["c0"][r : r + 1] if lstm else self._dummy2
                 else:
                     g_h0, g_c0 = buf.grad_h0[r], (buf.grad_c0[r] if lstm else self._dummy2)
                 # the cell state's final gradient is zero: only h_n leaves the layer
                 g_c_n = self._zero_state if lstm else self._dummy2
-                calls.append((K.recurrent_backward, (
-                    ctx.inputs[k], self._params[n["weight_ih"]], self._params[n["weight_hh"]], ctx.lengths_arg,
-                    buf.gates[r], buf.aux[r], buf.h_prev[r], buf.c_prev[r], grad_seq, buf.grad_h_n[r], g_c_n,
-                    buf.dgates, buf.dgates_hh, buf.dh, buf.dc, buf.grad_in[k], self._grads[n["weight_ih"]],
-                    self._grads[n["weight_hh"]], self._parameter(n["bias_ih"], True),
-                    self._parameter(n["bias_hh"], True), g_h0, g_c0, self._code, d == 1, d * H, d == 1, wanted)))
+                calls.append(
+                    (
+                        K.recurrent_backward,
+                        (
+                            ctx.inputs[k],
+                            self._params[n["weight_ih"]],
+                            self._params[n["weight_hh"]],
+                            ctx.lengths_arg,
+                            buf.gates[r],
+                            buf.aux[r],
+                            buf.h_prev[r],
+                            buf.c_prev[r],
+                            grad_seq,
+                            buf.grad_h_n[r],
+                            g_c_n,
+                            buf.dgates,
+                            buf.dgates_hh,
+                            buf.dh,
+                            buf.dc,
+                            buf.grad_in[k],
+                            self._grads[n["weight_ih"]],
+                            self._grads[n["weight_hh"]],
+                            self._parameter(n["bias_ih"], True),
+                            self._parameter(n["bias_hh"], True),
+                            g_h0,
+                            g_c0,
+                            self._code,
+                            d == 1,
+                            d * H,
+                            d == 1,
+                            wanted,
+                        ),
+                    )
+                )
             if k > 0:
                 grad_seq = buf.grad_in[k]
                 if ctx.dropped:
@@ -332,8 +435,10 @@ class _Recurrent(Layer):
         for name, part in zip(("h0", "c0"), parts):
             arr = np.ascontiguousarray(part, dtype=self.dtype)
             if arr.shape != want:
-                raise ValueError(f"initial_state's {name} must have shape (num_layers * directions, batch, "
-                                 f"hidden_size) = {want}, got {arr.shape}")
+                raise ValueError(
+                    f"initial_state's {name} must have shape (num_layers * directions, batch, "
+                    f"hidden_size) = {want}, got {arr.shape}"
+                )
             checked.append(arr)
         return checked[0], (checked[1] if lstm else None)
 
@@ -415,31 +520,66 @@ _DOC = """{what} over ``(batch, time, input_size)``, as ``torch.nn.{torch}(..., 
 
 @register_layer
 class LSTM(_Recurrent):
-    __doc__ = _DOC.format(what="Long short-term memory", torch="LSTM", c0=" and ``c0``",
-                          math="Gates i, f, g, o (G = 4): c' = f * c + i * g, h' = o * tanh(c').", extra="")
+    __doc__ = _DOC.format(
+        what="Long short-term memory",
+        torch="LSTM",
+        c0=" and ``c0``",
+        math="Gates i, f, g, o (G = 4): c' = f * c + i * g, h' = o * tanh(c').",
+        extra="",
+    )
     cell = "lstm"
 
 
 @register_layer
 class GRU(_Recurrent):
-    __doc__ = _DOC.format(what="Gated recurrent unit", torch="GRU", c0="",
-                          math="Gates r, z, n (G = 3): n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), "
-                               "h' = (1 - z) * n + z * h.", extra="")
+    __doc__ = _DOC.format(
+        what="Gated recurrent unit",
+        torch="GRU",
+        c0="",
+        math="Gates r, z, n (G = 3): n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.",
+        extra="",
+    )
     cell = "gru"
 
 
 @register_layer
 class RNN(_Recurrent):
-    __doc__ = _DOC.format(what="Elman recurrent network", torch="RNN", c0="",
-                          math="h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (or relu: ``nonlinearity``; G = 1).",
-                          extra="\n    nonlinearity : {'tanh', 'relu'}, default 'tanh'\n        The cell's activation.")
+    __doc__ = _DOC.format(
+        what="Elman recurrent network",
+        torch="RNN",
+        c0="",
+        math="h' = tanh(W_ih x + b_ih + W_hh h + b_hh) (or relu: ``nonlinearity``; G = 1).",
+        extra="\n    nonlinearity : {'tanh', 'relu'}, default 'tanh'\n        The cell's activation.",
+    )
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False, return_sequences: bool = True,
-                 learn_initial_state: bool = False, *, init: str | None = None, bias_init: str | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        return_sequences: bool = True,
+        learn_initial_state: bool = False,
+        *,
+        init: str | None = None,
+        bias_init: str | None = None,
+    ):
         self.nonlinearity = V.check_choice(nonlinearity, ("tanh", "relu"), "nonlinearity")
-        super().__init__(input_size, hidden_size, num_layers, bias, dropout, bidirectional, return_sequences,
-                         learn_initial_state, init=init, bias_init=bias_init)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            dropout,
+            bidirectional,
+            return_sequences,
+            learn_initial_state,
+            init=init,
+            bias_init=bias_init,
+        )
 
     @property
     def cell(self) -> str:  # type: ignore[override]

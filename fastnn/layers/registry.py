@@ -1,4 +1,5 @@
 """The one table of layer classes: name -> class, filled by :func:`register_layer`."""
+
 from __future__ import annotations
 
 from .base import Layer

@@ -1,4 +1,5 @@
 """Flatten and Reshape: views of the input with another per-sample shape (no kernel, no copy)."""
+
 from __future__ import annotations
 
 from .base import Layer, shape_str, size_of
@@ -46,12 +47,16 @@ class Reshape(Layer):
         size, known = size_of(shape), -size_of(self.target_shape) if -1 in self.target_shape else None
         if known is not None:
             if size % known:
-                raise ValueError(f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample): {size} is "
-                                 f"not divisible by {known}")
+                raise ValueError(
+                    f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample): {size} is "
+                    f"not divisible by {known}"
+                )
             return tuple(size // known if d == -1 else d for d in self.target_shape)
         if size_of(self.target_shape) != size:
-            raise ValueError(f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample) to "
-                             f"{shape_str(self.target_shape)} ({size_of(self.target_shape)} values)")
+            raise ValueError(
+                f"{self!r} cannot reshape {shape_str(shape)} ({size} values per sample) to "
+                f"{shape_str(self.target_shape)} ({size_of(self.target_shape)} values)"
+            )
         return self.target_shape
 
     def build(self, input_shape, dtype):

@@ -1,4 +1,5 @@
 """Residual connection: y = x + block(x)."""
+
 from __future__ import annotations
 
 from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str
@@ -40,8 +41,7 @@ class Residual(Layer):
             layers = [layers]
         layers = list(layers)
         if not layers or not all(isinstance(layer, Layer) for layer in layers):
-            raise TypeError("block must be a non-empty list of fastnn layers or a Sequential, got "
-                            f"{block!r}")
+            raise TypeError(f"block must be a non-empty list of fastnn layers or a Sequential, got {block!r}")
         self.block = layers
         self.allow_projection = bool(projection)
         self.projection: Dense | None = None
@@ -51,7 +51,7 @@ class Residual(Layer):
 
     @property
     def lengths_policy(self) -> str | None:  # type: ignore[override]
-        """"keep" when every layer of the block keeps the padded steps apart, "use" when some read
+        """ "keep" when every layer of the block keeps the padded steps apart, "use" when some read
         the lengths (attention ...), None when one cannot honour them."""
         policies = {layer.lengths_policy for _, layer in self._children()}
         if policies <= {"keep"}:
@@ -72,14 +72,18 @@ class Residual(Layer):
         for i, layer in enumerate(self.block):
             expected = layer.expected_input_shape()
             if expected is not None and expected[-1] != out[-1]:
-                raise ValueError(f"inside {type(self).__name__}: block layer {i} ({layer!r}) expects "
-                                 f"{expected[-1]} features but receives {shape_str(out)}")
+                raise ValueError(
+                    f"inside {type(self).__name__}: block layer {i} ({layer!r}) expects "
+                    f"{expected[-1]} features but receives {shape_str(out)}"
+                )
             out = layer.build(out, dtype)
         if out != shape:
             if not self.allow_projection or out[:-1] != shape[:-1]:
-                raise ValueError(f"Residual block maps {shape_str(shape)} to {shape_str(out)}, so x + block(x) is "
-                                 f"undefined; allow a projection (projection=True, for a change of the last axis "
-                                 f"only) or make the block end with the shape {shape_str(shape)}")
+                raise ValueError(
+                    f"Residual block maps {shape_str(shape)} to {shape_str(out)}, so x + block(x) is "
+                    f"undefined; allow a projection (projection=True, for a change of the last axis "
+                    f"only) or make the block end with the shape {shape_str(shape)}"
+                )
             if self.projection is None:  # kept when build runs again (model.to)
                 self.projection = Dense(shape[-1], out[-1], init="xavier_uniform", bias=False)
             self.projection.set_device(self.device)
@@ -108,8 +112,11 @@ class Residual(Layer):
                 layer.seed_rng(seed, stream * 1000 + k + 1)
 
     def parameter_specs(self):
-        return [ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
-                for prefix, layer in self._children() for spec in layer.parameter_specs()]
+        return [
+            ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
+            for prefix, layer in self._children()
+            for spec in layer.parameter_specs()
+        ]
 
     def bind(self, params, grads):
         for prefix, layer in self._children():

@@ -1,5 +1,6 @@
 """Layers that change the sequence shape: LastStep ((batch, time, F) -> (batch, F)) and
 TimeDistributed (any layer applied to every step)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ def check_sequence(layer: Layer, input_shape, rank: int | None = 2) -> tuple[int
     """``input_shape`` (time, ...) of a sequence layer, of ``rank`` axes per sample when given."""
     shape = normalize_shape(input_shape)
     if rank is not None and len(shape) != rank:
-        raise ValueError(f"{layer!r} takes sequences (batch, time, features), got input {shape_str(shape)}; "
-                         f"reshape to (batch, time, features) or put it after a layer that outputs that")
+        raise ValueError(
+            f"{layer!r} takes sequences (batch, time, features), got input {shape_str(shape)}; "
+            f"reshape to (batch, time, features) or put it after a layer that outputs that"
+        )
     return shape
 
 
@@ -127,8 +130,10 @@ class TimeDistributed(Layer):
     def build(self, input_shape, dtype):
         shape = check_sequence(self, input_shape, rank=None)
         if len(shape) < 2:
-            raise ValueError(f"{self!r} takes (batch, time, *step_shape), got input {shape_str(shape)}; add the "
-                             f"step axes (e.g. (batch, time, features))")
+            raise ValueError(
+                f"{self!r} takes (batch, time, *step_shape), got input {shape_str(shape)}; add the "
+                f"step axes (e.g. (batch, time, features))"
+            )
         super().build(shape, dtype)
         inner = normalize_shape(self.layer.build(shape[1:], dtype))
         self.output_shape = (shape[0], *inner)

@@ -6,6 +6,7 @@ range), and return object arrays of mpf; :func:`representable` says where they f
 Conventions follow the kernels: derivatives at 0 take the ``z > 0`` branch's other side
 (relu' = 0, leaky_relu' = alpha, elu' = alpha), MAE's derivative at 0 is 0.
 """
+
 from __future__ import annotations
 
 import mpmath
@@ -34,8 +35,9 @@ def representable(exact: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
     limit = mpmath.mpf(float(np.finfo(dtype).max))
     flat = exact.ravel()
     fits = np.array([abs(e) <= limit for e in flat], dtype=bool).reshape(exact.shape)
-    expected = np.array([float(e) if abs(e) <= limit else (np.inf if e > 0 else -np.inf) for e in flat],
-                        dtype=np.float64).reshape(exact.shape)
+    expected = np.array(
+        [float(e) if abs(e) <= limit else (np.inf if e > 0 else -np.inf) for e in flat], dtype=np.float64
+    ).reshape(exact.shape)
     return fits, expected
 
 
@@ -45,13 +47,16 @@ def assert_matches_exact(actual, exact: np.ndarray, dtype, what: str, tol: tuple
     actual = np.asarray(actual)
     fits, expected = representable(exact, actual.dtype)
     bad = fits & ~np.isfinite(actual)
-    assert not bad.any(), f"{what}: non-finite {actual[bad]} where the exact result is finite, at {np.argwhere(bad).tolist()}"
+    assert not bad.any(), (
+        f"{what}: non-finite {actual[bad]} where the exact result is finite, at {np.argwhere(bad).tolist()}"
+    )
     np.testing.assert_allclose(actual[fits], expected[fits], rtol=tol[0], atol=tol[1], err_msg=what)
     over = ~fits
     if over.any():
         signs = np.array([1.0 if e > 0 else -1.0 for e in exact[over]])
-        assert np.all(np.isinf(actual[over]) & (np.sign(actual[over]) == signs)), \
+        assert np.all(np.isinf(actual[over]) & (np.sign(actual[over]) == signs)), (
             f"{what}: expected +-inf where the exact result overflows, got {actual[over]}"
+        )
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -142,7 +147,7 @@ def _activation_scalar(name: str, z, alpha):
         cdf = half * mpmath.erfc(-z / mpmath.sqrt(2))
         return z * cdf, cdf + z * mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)
     if name == "gelu_tanh":
-        t = mpmath.tanh(_SQRT_2_OVER_PI * (z + _C * z ** 3))
+        t = mpmath.tanh(_SQRT_2_OVER_PI * (z + _C * z**3))
         grad = half * (one + t) + half * z * (one - t * t) * _SQRT_2_OVER_PI * (one + 3 * _C * z * z)
         return half * z * (one + t), grad
     raise ValueError(name)
@@ -242,8 +247,12 @@ def norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, grad_out, eps: floa
     x_hat = x_hat.T if axis == 0 else x_hat
     g_w = np.array([_mpf(v) for v in gamma], dtype=object)
     b_w = np.array([_mpf(v) for v in beta], dtype=object)
-    result = {"mean": np.array(means, dtype=object), "inv_std": np.array(invs, dtype=object),
-              "x_hat": x_hat, "out": x_hat * g_w + b_w}
+    result = {
+        "mean": np.array(means, dtype=object),
+        "inv_std": np.array(invs, dtype=object),
+        "x_hat": x_hat,
+        "out": x_hat * g_w + b_w,
+    }
     if grad_out is not None:
         go = np.vectorize(_mpf, otypes=[object])(grad_out)
         g = go * g_w

@@ -1,4 +1,5 @@
 """activation_forward / activation_backward against float64 references, finite differences and torch."""
+
 from __future__ import annotations
 
 import numba
@@ -52,8 +53,9 @@ def test_forward_matches_reference(name, dtype):
             x, _ = _inputs(shape, dtype)
             y = _forward(name, x, alpha)
             assert y.dtype == x.dtype
-            np.testing.assert_allclose(y, ref.activation_forward(name, x, alpha), **TOL[dtype],
-                                       err_msg=f"{name} alpha={alpha} shape={shape}")
+            np.testing.assert_allclose(
+                y, ref.activation_forward(name, x, alpha), **TOL[dtype], err_msg=f"{name} alpha={alpha} shape={shape}"
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -64,8 +66,12 @@ def test_backward_matches_reference(name, dtype):
             x, grad_y = _inputs(shape, dtype)
             grad_x = _backward(name, x, grad_y, alpha)
             assert grad_x.dtype == x.dtype
-            np.testing.assert_allclose(grad_x, ref.activation_backward(name, x, grad_y, alpha), **TOL[dtype],
-                                       err_msg=f"{name} alpha={alpha} shape={shape}")
+            np.testing.assert_allclose(
+                grad_x,
+                ref.activation_backward(name, x, grad_y, alpha),
+                **TOL[dtype],
+                err_msg=f"{name} alpha={alpha} shape={shape}",
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,16 +96,16 @@ def test_backward_finite_differences(name):
         plus, minus = x.copy(), x.copy()
         plus[idx] += eps
         minus[idx] -= eps
-        numeric[idx] = (np.sum(upstream * _forward(name, plus, alpha))
-                        - np.sum(upstream * _forward(name, minus, alpha))) / (2 * eps)
+        numeric[idx] = (
+            np.sum(upstream * _forward(name, plus, alpha)) - np.sum(upstream * _forward(name, minus, alpha))
+        ) / (2 * eps)
     np.testing.assert_allclose(grad_x, numeric, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["sigmoid", "softmax", "log_softmax", "elu", "selu", "tanh", "gelu"])
 def test_extreme_inputs_stay_finite(name, dtype):
-    x = np.array([[-100.0, 0.0, 100.0], [100.0, 100.0, -100.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]],
-                 dtype=dtype)
+    x = np.array([[-100.0, 0.0, 100.0], [100.0, 100.0, -100.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]], dtype=dtype)
     grad_y = np.ones_like(x)
     alpha = ACTIVATIONS[name][1]
     y = _forward(name, x, alpha)

@@ -1,4 +1,5 @@
 """Attention and sequence kernels against the float64 references, finite differences and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -30,8 +31,10 @@ SHAPES = [  # (batch, time, embed, heads, causal, lengths)
 
 def _params(embed, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.uniform(-1, 1, shape).astype(dtype) for shape in ((3 * embed, embed), (3 * embed,), (embed, embed),
-                                                                   (embed,))]
+    return [
+        rng.uniform(-1, 1, shape).astype(dtype)
+        for shape in ((3 * embed, embed), (3 * embed,), (embed, embed), (embed,))
+    ]
 
 
 def _lengths(lengths):
@@ -41,14 +44,30 @@ def _lengths(lengths):
 def _forward(x, params, heads, causal, lengths, p=0.0, seed=0, counter=None):
     batch, steps, embed = x.shape
     dtype = x.dtype
-    bufs = {"qkv": np.full((batch * steps, 3 * embed), np.nan, dtype),
-            "probs": np.full((batch * heads, steps, steps), np.nan, dtype),
-            "context": np.full((batch * steps, embed), np.nan, dtype),
-            "y": np.full((batch * steps, embed), np.nan, dtype)}
+    bufs = {
+        "qkv": np.full((batch * steps, 3 * embed), np.nan, dtype),
+        "probs": np.full((batch * heads, steps, steps), np.nan, dtype),
+        "context": np.full((batch * steps, embed), np.nan, dtype),
+        "y": np.full((batch * steps, embed), np.nan, dtype),
+    }
     bufs["probs_drop"] = np.full_like(bufs["probs"], np.nan) if p > 0 else bufs["probs"]
     counter = np.zeros(1, np.int64) if counter is None else counter
-    attention_forward(x.reshape(-1, embed), *params, bufs["qkv"], bufs["probs"], bufs["probs_drop"], bufs["context"],
-                      bufs["y"], _lengths(lengths), heads, causal, p, seed, 7, counter)
+    attention_forward(
+        x.reshape(-1, embed),
+        *params,
+        bufs["qkv"],
+        bufs["probs"],
+        bufs["probs_drop"],
+        bufs["context"],
+        bufs["y"],
+        _lengths(lengths),
+        heads,
+        causal,
+        p,
+        seed,
+        7,
+        counter,
+    )
     return bufs
 
 
@@ -57,14 +76,38 @@ def _backward(x, params, heads, lengths, bufs, grad_y, need_grad_x=True):
     dtype = x.dtype
     w_in, _, w_out, _ = params
     out = {"grad_x": np.full((batch * steps, embed), np.nan, dtype)}
-    out.update({name: np.full(p.shape, np.nan, dtype) for name, p in
-                zip(("grad_w_in", "grad_b_in", "grad_w_out", "grad_b_out"), params)})
-    scratch = [np.full((batch * steps, embed), np.nan, dtype), np.full((batch * steps, embed), np.nan, dtype),
-               np.full(bufs["probs"].shape, np.nan, dtype), np.full((batch * steps, 3 * embed), np.nan, dtype)]
-    attention_backward(x.reshape(-1, embed), w_in, w_out, bufs["qkv"], bufs["probs"], bufs["probs_drop"],
-                       bufs["context"], grad_y.reshape(-1, embed), _lengths(lengths), *scratch, out["grad_x"],
-                       out["grad_w_in"], out["grad_b_in"], out["grad_w_out"], out["grad_b_out"],
-                       np.full(partials_shape(batch * steps, embed), np.nan, dtype), heads, need_grad_x)
+    out.update(
+        {
+            name: np.full(p.shape, np.nan, dtype)
+            for name, p in zip(("grad_w_in", "grad_b_in", "grad_w_out", "grad_b_out"), params)
+        }
+    )
+    scratch = [
+        np.full((batch * steps, embed), np.nan, dtype),
+        np.full((batch * steps, embed), np.nan, dtype),
+        np.full(bufs["probs"].shape, np.nan, dtype),
+        np.full((batch * steps, 3 * embed), np.nan, dtype),
+    ]
+    attention_backward(
+        x.reshape(-1, embed),
+        w_in,
+        w_out,
+        bufs["qkv"],
+        bufs["probs"],
+        bufs["probs_drop"],
+        bufs["context"],
+        grad_y.reshape(-1, embed),
+        _lengths(lengths),
+        *scratch,
+        out["grad_x"],
+        out["grad_w_in"],
+        out["grad_b_in"],
+        out["grad_w_out"],
+        out["grad_b_out"],
+        np.full(partials_shape(batch * steps, embed), np.nan, dtype),
+        heads,
+        need_grad_x,
+    )
     return out
 
 
@@ -127,8 +170,9 @@ def test_attention_dropout_keeps_probabilities_scaled_and_matches_reference():
     np.testing.assert_allclose(bufs["y"].reshape(y.shape), y, rtol=1e-10, atol=1e-12)
     grad_y = rng.standard_normal(x.shape)
     grads = _backward(x, params, 2, lengths, bufs, grad_y)
-    expected = ref.attention_backward(x, params[0], params[1], params[2], 2, probs.reshape(4, 2, 16, 16),
-                                      drop.reshape(4, 2, 16, 16), grad_y, lengths)
+    expected = ref.attention_backward(
+        x, params[0], params[1], params[2], 2, probs.reshape(4, 2, 16, 16), drop.reshape(4, 2, 16, 16), grad_y, lengths
+    )
     for name, want in zip(("grad_x", "grad_w_in", "grad_b_in", "grad_w_out", "grad_b_out"), expected):
         np.testing.assert_allclose(grads[name].reshape(want.shape), want, rtol=1e-10, atol=1e-12, err_msg=name)
     other = _forward(x, params, 2, False, lengths, p=p, counter=counter)  # the next step draws another mask
@@ -171,9 +215,14 @@ def test_positional_encoding_matches_reference(dtype, steps, features):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("lengths", [None, [4, 1, 0]])
-@pytest.mark.parametrize(("kernels", "reference"), [((last_step_forward, last_step_backward), ref.last_step),
-                                                      ((time_mean_forward, time_mean_backward), ref.time_mean)],
-                         ids=["last_step", "time_mean"])
+@pytest.mark.parametrize(
+    ("kernels", "reference"),
+    [
+        ((last_step_forward, last_step_backward), ref.last_step),
+        ((time_mean_forward, time_mean_backward), ref.time_mean),
+    ],
+    ids=["last_step", "time_mean"],
+)
 def test_sequence_kernels_match_reference(dtype, lengths, kernels, reference):
     forward, backward = kernels
     rng = np.random.default_rng(7)

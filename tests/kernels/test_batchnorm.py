@@ -1,4 +1,5 @@
 """Batch-norm kernels against float64 references, finite differences, torch and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -37,8 +38,7 @@ def _train(x, gamma, beta, running_mean=None, running_var=None, momentum=0.1, af
     mean = np.full(n, np.nan, dtype)
     inv_std = np.full(n, np.nan, dtype)
     partials = np.full((2, partial_rows(m), n), np.nan, dtype)
-    batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, eps, momentum, affine,
-                            track)
+    batchnorm_forward_train(x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track)
     return out, x_hat, mean, inv_std, rm, rv
 
 
@@ -59,13 +59,19 @@ def test_train_forward_backward_match_reference(dtype):
         for affine in (True, False):
             out, x_hat, mean, inv_std, rm, rv = _train(x, gamma, beta, affine=affine)
             want_out, want_hat, want_mean, want_var = ref.batchnorm_forward_train(
-                x, gamma if affine else None, beta, EPS)
-            for got, want, label in [(out, want_out, "out"), (x_hat, want_hat, "x_hat"), (mean, want_mean, "mean"),
-                                     (inv_std, 1 / np.sqrt(want_var + EPS), "inv_std")]:
+                x, gamma if affine else None, beta, EPS
+            )
+            for got, want, label in [
+                (out, want_out, "out"),
+                (x_hat, want_hat, "x_hat"),
+                (mean, want_mean, "mean"),
+                (inv_std, 1 / np.sqrt(want_var + EPS), "inv_std"),
+            ]:
                 assert got.dtype == dtype
                 np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{label} {shape} affine={affine}")
-            want_rm, want_rv = ref.batchnorm_running_update(np.zeros(shape[1]), np.ones(shape[1]), want_mean, want_var,
-                                                            shape[0], 0.1)
+            want_rm, want_rv = ref.batchnorm_running_update(
+                np.zeros(shape[1]), np.ones(shape[1]), want_mean, want_var, shape[0], 0.1
+            )
             np.testing.assert_allclose(rm, want_rm, **TOL[dtype])
             np.testing.assert_allclose(rv, want_rv, **TOL[dtype])
             grads = _backward(grad_out, x_hat, inv_std, gamma, affine)
@@ -73,8 +79,13 @@ def test_train_forward_backward_match_reference(dtype):
             for got, want, label in zip(grads, wants, ("grad_x", "grad_gamma", "grad_beta")):
                 assert got.dtype == dtype
                 scale = 1e2 if dtype == np.float32 and label == "grad_x" else 1.0  # cancellation in float32
-                np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"] * scale,
-                                           atol=TOL[dtype]["atol"] * scale, err_msg=f"{label} {shape} {affine}")
+                np.testing.assert_allclose(
+                    got,
+                    want,
+                    rtol=TOL[dtype]["rtol"] * scale,
+                    atol=TOL[dtype]["atol"] * scale,
+                    err_msg=f"{label} {shape} {affine}",
+                )
 
 
 def test_track_false_leaves_running_stats_and_x_hat_may_be_out():
@@ -84,8 +95,9 @@ def test_track_false_leaves_running_stats_and_x_hat_may_be_out():
     assert np.all(rm == 3.0) and np.all(rv == 5.0)
     out = np.empty_like(x)
     mean, inv_std = np.empty(4), np.empty(4)
-    batchnorm_forward_train(x, gamma, beta, rm, rv, out, out, mean, inv_std, np.empty((2, 1, 4)), EPS, 0.1,
-                            False, False)
+    batchnorm_forward_train(
+        x, gamma, beta, rm, rv, out, out, mean, inv_std, np.empty((2, 1, 4)), EPS, 0.1, False, False
+    )
     np.testing.assert_allclose(out, ref.batchnorm_forward_train(x, None, None, EPS)[0], rtol=1e-12, atol=1e-12)
 
 

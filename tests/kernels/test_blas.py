@@ -1,4 +1,5 @@
 """gemm / gemm_block on sub-blocks (row-strided views) of larger arrays, all transpose combinations."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,7 +17,7 @@ TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-5}, np.float64: {"rtol": 1e-12, "at
 def _view(rng, shape, dtype, pad=(3, 5)):
     """A (shape) view with row stride > its width into a larger random array; returns (view, parent)."""
     parent = rng.standard_normal((shape[0] + pad[0], shape[1] + pad[1])).astype(dtype)
-    return parent[2:2 + shape[0], 1:1 + shape[1]], parent
+    return parent[2 : 2 + shape[0], 1 : 1 + shape[1]], parent
 
 
 def _operands(rng, m, n, k, trans_a, trans_b, dtype):
@@ -42,7 +43,7 @@ def test_gemm_on_views(trans_a, trans_b, dtype):
         assert c.dtype == dtype
         np.testing.assert_allclose(c, 0.5 * _op(a, trans_a) @ _op(b, trans_b) + c0, **TOL[dtype])
         outside = np.ones(parent.shape, dtype=bool)
-        outside[2:2 + m, 1:1 + n] = False
+        outside[2 : 2 + m, 1 : 1 + n] = False
         np.testing.assert_array_equal(parent[outside], before[outside])
 
 

@@ -1,5 +1,6 @@
 """The kernel cache is invalidated by a change to any kernel source (Numba alone watches only
 the function's own file, and a stale caller of an edited callee was seen to segfault)."""
+
 import os
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def test_stamp_covers_every_kernel_source(tmp_path):
     # the same cache seen with another kernel source digest must not be used
     locator_classes = _cache._numba("CacheImpl")._locator_classes
     assert locator_classes[:2] == [_cache.KernelUserProvidedCacheLocator, _cache.KernelInTreeCacheLocator]
-    loc = _cache.KernelInTreeCacheLocator.from_function(fastnn.kernels.checks.all_finite.py_func,
-                                                        fastnn.kernels.checks.__file__)
+    loc = _cache.KernelInTreeCacheLocator.from_function(
+        fastnn.kernels.checks.all_finite.py_func, fastnn.kernels.checks.__file__
+    )
     stamp = loc.get_source_stamp()
     assert stamp[1] == _cache._DIGEST and len(_cache._DIGEST) == 32
     assert _cache.KernelInTreeCacheLocator.from_function(run, __file__) is None  # not a kernel file

@@ -1,5 +1,6 @@
 """conv2d_forward / conv2d_backward (and 1-D as height 1) against float64 references, finite
 differences, torch, and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -20,17 +21,17 @@ CASES = [
     (2, 3, 7, 6, 4, 3, 2, (1, 1), (1, 1, 0, 1), (1, 1), 1, "relu"),
     (3, 2, 9, 8, 5, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1, "tanh"),
     (2, 4, 8, 9, 6, 2, 3, (2, 1), (0, 1, 2, 0), (1, 2), 2, "leaky_relu"),
-    (1, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, "relu"),           # depthwise
-    (2, 3, 7, 7, 6, 3, 3, (1, 2), (2, 2, 2, 2), (2, 2), 3, "gelu"),           # depthwise, multiplier 2
-    (2, 6, 5, 5, 4, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2, "sigmoid"),        # 1x1, groups
-    (2, 2, 4, 6, 3, 4, 2, (1, 1), (1, 2, 0, 1), (1, 1), 1, "elu"),            # even kernel, "same"
-    (3, 3, 1, 11, 5, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1, "relu"),          # 1-D
-    (2, 4, 1, 13, 4, 1, 4, (1, 3), (0, 0, 2, 1), (1, 2), 2, "identity"),      # 1-D, strided, dilated
-    (1, 5, 1, 9, 5, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 5, "selu"),           # 1-D depthwise
-    (2, 3, 5, 4, 2, 5, 4, (3, 3), (2, 2, 1, 2), (1, 1), 1, "identity"),       # kernel larger than the input
-    (8, 8, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),        # parallel im2col and GEMM tiles
-    (6, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16, "relu"),      # parallel depthwise
-    (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),         # grad_w 24 x 216 > 5120: BLAS
+    (1, 4, 6, 6, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, "relu"),  # depthwise
+    (2, 3, 7, 7, 6, 3, 3, (1, 2), (2, 2, 2, 2), (2, 2), 3, "gelu"),  # depthwise, multiplier 2
+    (2, 6, 5, 5, 4, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 2, "sigmoid"),  # 1x1, groups
+    (2, 2, 4, 6, 3, 4, 2, (1, 1), (1, 2, 0, 1), (1, 1), 1, "elu"),  # even kernel, "same"
+    (3, 3, 1, 11, 5, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1, "relu"),  # 1-D
+    (2, 4, 1, 13, 4, 1, 4, (1, 3), (0, 0, 2, 1), (1, 2), 2, "identity"),  # 1-D, strided, dilated
+    (1, 5, 1, 9, 5, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 5, "selu"),  # 1-D depthwise
+    (2, 3, 5, 4, 2, 5, 4, (3, 3), (2, 2, 1, 2), (1, 1), 1, "identity"),  # kernel larger than the input
+    (8, 8, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # parallel im2col and GEMM tiles
+    (6, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16, "relu"),  # parallel depthwise
+    (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # grad_w 24 x 216 > 5120: BLAS
 ]
 
 
@@ -85,8 +86,7 @@ def backward(case, x, w, b, grad_y, per_pass=None, need_grad_x=True, grad_x=None
 
 def _ref_args(case):
     _, _, _, _, _, _, _, stride, pads, dilation, groups, name = case
-    return dict(stride=stride, pads=pads, dilation=dilation, groups=groups, activation=name,
-                alpha=ACTIVATIONS[name][1])
+    return dict(stride=stride, pads=pads, dilation=dilation, groups=groups, activation=name, alpha=ACTIVATIONS[name][1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -99,8 +99,11 @@ def test_forward_and_backward_match_reference(case, dtype):
     np.testing.assert_allclose(z, z_ref, **TOL[dtype])
     np.testing.assert_allclose(y, y_ref, **TOL[dtype])
     grad_y = np.random.default_rng(5).standard_normal(z.shape).astype(dtype)
-    for label, got, want in zip(("grad_x", "grad_w", "grad_b"), backward(case, x, w, b, grad_y),
-                                ref.conv2d_backward(x, w, b, grad_y, **_ref_args(case))):
+    for label, got, want in zip(
+        ("grad_x", "grad_w", "grad_b"),
+        backward(case, x, w, b, grad_y),
+        ref.conv2d_backward(x, w, b, grad_y, **_ref_args(case)),
+    ):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=label)
 

@@ -1,4 +1,5 @@
 """dense_forward / dense_backward against float64 references, finite differences and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -47,8 +48,9 @@ def _backward(name, x, w, b, grad_y, alpha, need_grad_x=True, grad_x=None):
     grad_w = np.full_like(w, np.nan)
     grad_b = np.full_like(b, np.nan)
     partial_b = np.full((-(-m // REDUCTION_CHUNK_ROWS), n), np.nan, dtype=x.dtype)
-    dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, ACTIVATIONS[name][0], alpha,
-                   need_grad_x)
+    dense_backward(
+        x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, ACTIVATIONS[name][0], alpha, need_grad_x
+    )
     return grad_x, grad_w, grad_b
 
 
@@ -64,8 +66,9 @@ def test_forward_and_backward_match_reference(name, dtype):
         np.testing.assert_allclose(z, z_ref, **TOL[dtype], err_msg=f"z {shape}")
         np.testing.assert_allclose(y, y_ref, **TOL[dtype], err_msg=f"y {shape}")
         grads = _backward(name, x, w, b, grad_y, alpha)
-        for label, got, want in zip(("grad_x", "grad_w", "grad_b"), grads,
-                                    ref.dense_backward(x, w, b, grad_y, name, alpha)):
+        for label, got, want in zip(
+            ("grad_x", "grad_w", "grad_b"), grads, ref.dense_backward(x, w, b, grad_y, name, alpha)
+        ):
             assert got.dtype == x.dtype
             np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{label} {shape}")
 

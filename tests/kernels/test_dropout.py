@@ -1,4 +1,5 @@
 """Inverted dropout kernels: mask statistics, scaling, backward, determinism, p = 0."""
+
 from __future__ import annotations
 
 import numba
@@ -34,7 +35,7 @@ def test_matches_reference_and_keeps_dtype(shape, dtype):
     assert out.dtype == dtype
     np.testing.assert_allclose(out, ref.dropout_forward(x, keep, p), rtol=1e-6, atol=0)
     # padding bits of the last byte of each row are zero
-    assert not np.unpackbits(mask, axis=1, bitorder="little")[:, shape[1]:].any()
+    assert not np.unpackbits(mask, axis=1, bitorder="little")[:, shape[1] :].any()
     grad = rng.standard_normal(shape).astype(dtype)
     grad_in = _backward(grad, mask, p)
     assert grad_in.dtype == dtype
@@ -47,8 +48,7 @@ def test_mask_follows_the_documented_hash():
     p = 0.5
     _, mask = _forward(x, p, seed=9, stream=8, step=7)
     keep = ref.unpack_mask(mask, 10)
-    want = np.array([[(int(hash64(9, 8, 7, i * 10 + j)) >> 32) >= p * 2 ** 32 for j in range(10)]
-                     for i in range(3)])
+    want = np.array([[(int(hash64(9, 8, 7, i * 10 + j)) >> 32) >= p * 2**32 for j in range(10)] for i in range(3)])
     np.testing.assert_array_equal(keep, want)
 
 

@@ -1,4 +1,5 @@
 """The residual sum kernel against its float64 reference, finite differences and aliasing."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """embedding_forward / embedding_backward against float64 references, torch and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -11,8 +12,7 @@ from tests._gradcheck import numeric_gradients
 
 DTYPES = [np.float32, np.float64]
 # (vocabulary, dim, indices shape, padding_idx or None); the last runs the parallel paths
-CASES = [(1, 1, (1,), None), (7, 3, (4, 5), 2), (11, 5, (2, 3, 4), None), (13, 1, (9,), 0),
-         (10_000, 32, (64, 50), 17)]
+CASES = [(1, 1, (1,), None), (7, 3, (4, 5), 2), (11, 5, (2, 3, 4), None), (13, 1, (9,), 0), (10_000, 32, (64, 50), 17)]
 
 
 def _problem(case, dtype, seed=0):
@@ -34,8 +34,9 @@ def lookup(indices, weight):
 
 def grad(indices, grad_out, vocabulary, padding_idx):
     grad_weight = np.full((vocabulary, grad_out.shape[-1]), np.nan, grad_out.dtype)
-    embedding_backward(indices.reshape(-1), grad_out.reshape(indices.size, -1), grad_weight,
-                       -1 if padding_idx is None else padding_idx)
+    embedding_backward(
+        indices.reshape(-1), grad_out.reshape(indices.size, -1), grad_weight, -1 if padding_idx is None else padding_idx
+    )
     return grad_weight
 
 

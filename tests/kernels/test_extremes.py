@@ -6,6 +6,7 @@ One table per kernel family; each case runs in float32 and float64 and checks, a
   (and an overflowing exact result comes out as an infinity of the right sign, never NaN);
 - where finite, they match the reference to the dtype's tolerance.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -106,7 +107,7 @@ def test_cross_entropy_at_extremes(label, dtype, mean):
 @pytest.mark.parametrize("name", ["mse", "mae", "huber", "binary_cross_entropy"])
 def test_elementwise_loss_at_extremes(name, dtype, mean):
     pred, target = ref.loss_pairs(name, dtype)
-    for delta in ([1.0, 0.25] if name == "huber" else [1.0]):
+    for delta in [1.0, 0.25] if name == "huber" else [1.0]:
         value, grad = _loss(name, pred, target, mean, delta)
         exact_value, exact_grad = ref.elementwise_loss(name, pred, target, mean, delta)
         check(np.array([value]), exact_value, dtype, f"{name} value delta={delta}")
@@ -164,8 +165,9 @@ def test_batchnorm_at_extremes(dtype, rows):
     partials = np.full((2, partial_rows(m), n), np.nan, dtype)
     momentum = 0.5
     for _ in range(3):  # repeated updates stay finite (clamped where the variance overflows)
-        batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
-                                EPS, momentum, True, True)
+        batchnorm_forward_train(
+            x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, EPS, momentum, True, True
+        )
     exact = ref.norm(x, gamma, beta, None, EPS, axis=0)
     check(mean, exact["mean"], dtype, "batchnorm mean")
     check(inv_std, exact["inv_std"], dtype, "batchnorm inv_std", TOL_INV_STD[dtype])
@@ -174,8 +176,9 @@ def test_batchnorm_at_extremes(dtype, rows):
     assert np.all(np.isfinite(running_mean)) and np.all(np.isfinite(running_var))
     unbiased = ref.clamped_unbiased_var(x, dtype)
     # after three updates with momentum 0.5 from var 1: 1/8 + 7/8 * the (clamped) batch variance
-    np.testing.assert_allclose(running_var, np.minimum(unbiased * 0.875 + 0.125, np.finfo(dtype).max),
-                               rtol=TOL[dtype][0] * 5)
+    np.testing.assert_allclose(
+        running_var, np.minimum(unbiased * 0.875 + 0.125, np.finfo(dtype).max), rtol=TOL[dtype][0] * 5
+    )
     np.testing.assert_allclose(running_mean, mean.astype(np.float64) * 0.875, rtol=TOL[dtype][0] * 5)
 
     evaluated = np.full_like(x, np.nan)

@@ -1,4 +1,5 @@
 """Layer-norm kernels against float64 references, finite differences, torch and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -56,8 +57,13 @@ def test_forward_backward_match_reference(dtype):
             for got, want, label in zip(grads, wants, labels):
                 assert got.dtype == dtype
                 scale = 1e2 if dtype == np.float32 and label == "grad_x" else 1.0  # cancellation in float32
-                np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"] * scale,
-                                           atol=TOL[dtype]["atol"] * scale, err_msg=f"{label} {shape} {affine}")
+                np.testing.assert_allclose(
+                    got,
+                    want,
+                    rtol=TOL[dtype]["rtol"] * scale,
+                    atol=TOL[dtype]["atol"] * scale,
+                    err_msg=f"{label} {shape} {affine}",
+                )
             if not affine:
                 assert np.isnan(grads[1]).all() and np.isnan(grads[2]).all()  # untouched
 

@@ -1,4 +1,5 @@
 """Loss kernels (value + gradient in one pass) against float64 references, finite differences and torch."""
+
 from __future__ import annotations
 
 import numba
@@ -67,7 +68,7 @@ def test_loss_table():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_reference(name, dtype, mean):
-    for delta in ([1.0, 0.5] if name == "huber" else [1.0]):
+    for delta in [1.0, 0.5] if name == "huber" else [1.0]:
         for shape in SHAPES:
             pred, target = _data(name, shape, dtype)
             value, grad = _loss(name, pred, target, mean, delta=delta)
@@ -90,7 +91,7 @@ def test_rows_match_reference_per_sample(name, dtype):
             cross_entropy_rows(pred, target, out)
         else:
             elementwise_loss_rows(pred, target, out, code, 0.5 if name == "huber" else 1.0)
-        want = [_reference(name, pred[i:i + 1], target[i:i + 1], False, 0.5)[0] for i in range(shape[0])]
+        want = [_reference(name, pred[i : i + 1], target[i : i + 1], False, 0.5)[0] for i in range(shape[0])]
         np.testing.assert_allclose(out, want, **TOL[dtype], err_msg=f"{shape}")
 
 
@@ -115,7 +116,7 @@ def test_partials_buffer_may_be_longer(name):
     else:
         value = elementwise_loss(pred, target, grad, partials, code, 1.0, True, True)
     assert value == _loss(name, pred, target)[0]
-    assert np.all(np.isnan(partials[n_partials(70):]))
+    assert np.all(np.isnan(partials[n_partials(70) :]))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -224,5 +225,8 @@ def test_accuracy_counts(dtype):
     targets[:10, 3] = 1 - targets[:10, 3]  # one wrong label spoils a row (exact match)
     targets[10:20, :] = 1 - targets[10:20, :]
     assert binary_accuracy_count(logits, targets) == ref.binary_accuracy_count(logits, targets) == 17
-    assert binary_accuracy_count(logits[:, :1], targets[:, :1]) == ref.binary_accuracy_count(logits[:, :1],
-                                                                                             targets[:, :1]) == 27
+    assert (
+        binary_accuracy_count(logits[:, :1], targets[:, :1])
+        == ref.binary_accuracy_count(logits[:, :1], targets[:, :1])
+        == 27
+    )

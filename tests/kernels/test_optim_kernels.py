@@ -1,4 +1,5 @@
 """Optimizer update kernels, gradient norm and value clipping against float64 references."""
+
 from __future__ import annotations
 
 import numba
@@ -26,33 +27,47 @@ def _kernel_runner(name, n, dtype, hyper):
     h = hyper
     if name == "sgd":
         buf = zeros()
-        return lambda p, g, t, nd: K.sgd_update(p, g, buf, h["lr"], h["momentum"], h["dampening"],
-                                                h["weight_decay"], nd, h["nesterov"], 1.0, t == 1)
+        return lambda p, g, t, nd: K.sgd_update(
+            p, g, buf, h["lr"], h["momentum"], h["dampening"], h["weight_decay"], nd, h["nesterov"], 1.0, t == 1
+        )
     if name == "rmsprop":
         sq, ga, buf = zeros(), zeros(), zeros()
-        return lambda p, g, t, nd: K.rmsprop_update(p, g, sq, ga, buf, h["lr"], h["alpha"], h["eps"],
-                                                    h["weight_decay"], nd, h["momentum"], h["centered"], 1.0)
+        return lambda p, g, t, nd: K.rmsprop_update(
+            p, g, sq, ga, buf, h["lr"], h["alpha"], h["eps"], h["weight_decay"], nd, h["momentum"], h["centered"], 1.0
+        )
     if name == "adagrad":
         s = np.full(n, h["initial_accumulator_value"], dtype)
-        return lambda p, g, t, nd: K.adagrad_update(p, g, s, h["lr"], h["lr_decay"], h["eps"],
-                                                    h["weight_decay"], nd, t, 1.0)
+        return lambda p, g, t, nd: K.adagrad_update(
+            p, g, s, h["lr"], h["lr_decay"], h["eps"], h["weight_decay"], nd, t, 1.0
+        )
     if name in ("adam", "adamw"):
         m, v, vmax = zeros(), zeros(), zeros() if h["amsgrad"] else empty
-        return lambda p, g, t, nd: K.adam_update(p, g, m, v, vmax, h["lr"], h["betas"][0], h["betas"][1],
-                                                 h["eps"], h["weight_decay"], nd, name == "adamw",
-                                                 h["amsgrad"], t, 1.0)
+        return lambda p, g, t, nd: K.adam_update(
+            p,
+            g,
+            m,
+            v,
+            vmax,
+            h["lr"],
+            h["betas"][0],
+            h["betas"][1],
+            h["eps"],
+            h["weight_decay"],
+            nd,
+            name == "adamw",
+            h["amsgrad"],
+            t,
+            1.0,
+        )
     m = zeros()
-    return lambda p, g, t, nd: K.lion_update(p, g, m, h["lr"], h["betas"][0], h["betas"][1],
-                                             h["weight_decay"], nd, 1.0)
+    return lambda p, g, t, nd: K.lion_update(p, g, m, h["lr"], h["betas"][0], h["betas"][1], h["weight_decay"], nd, 1.0)
 
 
 # every kernel argument given, all floats as floats (one compiled signature per dtype)
 KERNEL_CASES = {
     "sgd": {"lr": 0.05, "momentum": 0.9, "dampening": 0.0, "nesterov": True, "weight_decay": 0.1},
-    "rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-8, "momentum": 0.5, "centered": True,
-                "weight_decay": 0.1},
-    "adagrad": {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-10,
-                "weight_decay": 0.1},
+    "rmsprop": {"lr": 0.01, "alpha": 0.9, "eps": 1e-8, "momentum": 0.5, "centered": True, "weight_decay": 0.1},
+    "adagrad": {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1, "eps": 1e-10, "weight_decay": 0.1},
     "adam": {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1, "amsgrad": True},
     "adamw": {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1, "amsgrad": False},
     "lion": {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.1},

@@ -1,5 +1,6 @@
 """Max, average and global-average pooling (and the NCHW <-> rows transposes) against float64
 references, finite differences, torch and thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -26,14 +27,14 @@ TOL = {np.float32: {"rtol": 1e-5, "atol": 1e-6}, np.float64: {"rtol": 1e-12, "at
 CASES = [
     (1, 1, 4, 4, (2, 2), (2, 2), (0, 0, 0, 0)),
     (2, 3, 7, 9, (3, 3), (2, 2), (1, 1, 1, 1)),
-    (3, 2, 6, 5, (2, 3), (1, 2), (1, 0, 1, 1)),     # overlapping windows, asymmetric padding
+    (3, 2, 6, 5, (2, 3), (1, 2), (1, 0, 1, 1)),  # overlapping windows, asymmetric padding
     (2, 3, 5, 8, (3, 2), (3, 1), (0, 1, 1, 0)),
-    (2, 4, 1, 15, (1, 4), (1, 3), (0, 0, 2, 1)),    # 1-D
+    (2, 4, 1, 15, (1, 4), (1, 3), (0, 0, 2, 1)),  # 1-D
     (16, 12, 24, 24, (2, 2), (2, 2), (0, 0, 0, 0)),  # parallel planes
-    (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0)),     # the unpadded 2x2 stride-2 sweep, odd sizes
-    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),    # the unpadded 1x2 stride-2 sweep (1-D)
-    (2, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),     # 2x2 stride 2, bottom padding only: not that sweep
-    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 1)),    # 1x2 stride 2, right padding only
+    (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0)),  # the unpadded 2x2 stride-2 sweep, odd sizes
+    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),  # the unpadded 1x2 stride-2 sweep (1-D)
+    (2, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),  # 2x2 stride 2, bottom padding only: not that sweep
+    (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 1)),  # 1x2 stride 2, right padding only
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -89,8 +90,10 @@ def test_maxpool_matches_reference(case, dtype):
     y, argmax = max_forward(case, x)
     assert y.dtype == dtype
     np.testing.assert_allclose(y, ref.maxpool2d_forward(x, **_ref(case)), **TOL[dtype])
-    np.testing.assert_array_equal(np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(
-        *argmax.shape[:2], -1), axis=2).reshape(y.shape), y)
+    np.testing.assert_array_equal(
+        np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(*argmax.shape[:2], -1), axis=2).reshape(y.shape),
+        y,
+    )
     grad_y = _x((*y.shape, *case[4:]), dtype, seed=1)
     grad_x = max_backward(case, x, grad_y)
     assert grad_x.dtype == dtype
@@ -104,13 +107,13 @@ def test_avgpool_matches_reference(case, dtype, include_pad):
     x = _x(case, dtype)
     y = avg_forward(case, x, include_pad)
     assert y.dtype == dtype
-    np.testing.assert_allclose(y, ref.avgpool2d_forward(x, **_ref(case), count_include_pad=include_pad),
-                               **TOL[dtype])
+    np.testing.assert_allclose(y, ref.avgpool2d_forward(x, **_ref(case), count_include_pad=include_pad), **TOL[dtype])
     grad_y = _x((*y.shape, *case[4:]), dtype, seed=1)
     grad_x = avg_backward(case, x, grad_y, include_pad)
     assert grad_x.dtype == dtype
-    np.testing.assert_allclose(grad_x, ref.avgpool2d_backward(x, grad_y, **_ref(case),
-                                                              count_include_pad=include_pad), **TOL[dtype])
+    np.testing.assert_allclose(
+        grad_x, ref.avgpool2d_backward(x, grad_y, **_ref(case), count_include_pad=include_pad), **TOL[dtype]
+    )
 
 
 def test_maxpool_propagates_nan():
@@ -134,8 +137,11 @@ def _first_argmax(x, case):
     return out
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[4], CASES[5], CASES[6], CASES[7]],
-                         ids=["padded", "1d", "parallel", "pairs-2x2", "pairs-1x2"])
+@pytest.mark.parametrize(
+    "case",
+    [CASES[1], CASES[4], CASES[5], CASES[6], CASES[7]],
+    ids=["padded", "1d", "parallel", "pairs-2x2", "pairs-1x2"],
+)
 def test_maxpool_ties_and_nan_planes_take_the_first_maximum(case):
     """Ties (rounded values) pick the first maximum; planes holding a NaN (the exact NaN path)
     sit beside NaN-free planes (the vectorised path) and give NaN with the first NaN's index."""
@@ -144,8 +150,10 @@ def test_maxpool_ties_and_nan_planes_take_the_first_maximum(case):
     x[0, 0, 0, 1] = x[-1, -1, 0, 2] = x[-1, -1, 0, 3] = np.nan
     y, argmax = max_forward(case, x)
     np.testing.assert_array_equal(argmax, _first_argmax(x, case))
-    np.testing.assert_array_equal(y, np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(
-        *argmax.shape[:2], -1), axis=2).reshape(y.shape))
+    np.testing.assert_array_equal(
+        y,
+        np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(*argmax.shape[:2], -1), axis=2).reshape(y.shape),
+    )
     assert np.isnan(y[0, 0]).any() and np.isnan(y[-1, -1]).any() and np.isfinite(y[1:-1]).all()
 
 
@@ -183,6 +191,7 @@ def test_backward_finite_differences(kind):
 
         def objective(x_):
             return np.sum(upstream * avg_forward(case, x_, include_pad))
+
     np.testing.assert_allclose(grad_x, numeric_gradients(objective, [x])[0], rtol=1e-6, atol=1e-8)
 
 
@@ -194,8 +203,9 @@ def test_maxpool_finite_differences():
     def objective(x_):
         return np.sum(upstream * max_forward(case, x_)[0])
 
-    np.testing.assert_allclose(max_backward(case, x, upstream), numeric_gradients(objective, [x])[0],
-                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        max_backward(case, x, upstream), numeric_gradients(objective, [x])[0], rtol=1e-6, atol=1e-8
+    )
 
 
 def test_bit_identical_on_one_and_two_threads():
@@ -224,12 +234,19 @@ def test_matches_torch(case):
     symmetric = (pads[0], pads[2])
     assert pads[1] == pads[0] and pads[3] == pads[2], "torch pads symmetrically"
     for mine, theirs in (
-            (lambda: (max_forward(case, x)[0], max_backward(case, x, grad_y)),
-             lambda t: functional.max_pool2d(t, kernel, stride, symmetric)),
-            (lambda: (avg_forward(case, x), avg_backward(case, x, grad_y)),
-             lambda t: functional.avg_pool2d(t, kernel, stride, symmetric)),
-            (lambda: (avg_forward(case, x, False), avg_backward(case, x, grad_y, False)),
-             lambda t: functional.avg_pool2d(t, kernel, stride, symmetric, count_include_pad=False))):
+        (
+            lambda: (max_forward(case, x)[0], max_backward(case, x, grad_y)),
+            lambda t: functional.max_pool2d(t, kernel, stride, symmetric),
+        ),
+        (
+            lambda: (avg_forward(case, x), avg_backward(case, x, grad_y)),
+            lambda t: functional.avg_pool2d(t, kernel, stride, symmetric),
+        ),
+        (
+            lambda: (avg_forward(case, x, False), avg_backward(case, x, grad_y, False)),
+            lambda t: functional.avg_pool2d(t, kernel, stride, symmetric, count_include_pad=False),
+        ),
+    ):
         xt = torch.tensor(x, requires_grad=True)
         yt = theirs(xt)
         yt.backward(torch.tensor(grad_y))

@@ -1,6 +1,7 @@
 """recurrent_forward / recurrent_backward (one layer, one direction) against the float64 references
 of tests/_reference_recurrent.py: every cell, float32 and float64, odd sizes, batch 1, one step,
 both directions, sequence lengths, broadcast initial states; finite differences; thread counts."""
+
 from __future__ import annotations
 
 import numba
@@ -21,8 +22,12 @@ def problem(cell, shape, dtype, seed=0, lengths=False):
     batch, steps, inputs, hidden = shape
     rng = np.random.default_rng(seed)
     gh = ref.GATES[cell] * hidden
-    p = {"w_ih": rng.uniform(-0.8, 0.8, (gh, inputs)), "w_hh": rng.uniform(-0.8, 0.8, (gh, hidden)),
-         "b_ih": rng.uniform(-0.5, 0.5, gh), "b_hh": rng.uniform(-0.5, 0.5, gh)}
+    p = {
+        "w_ih": rng.uniform(-0.8, 0.8, (gh, inputs)),
+        "w_hh": rng.uniform(-0.8, 0.8, (gh, hidden)),
+        "b_ih": rng.uniform(-0.5, 0.5, gh),
+        "b_hh": rng.uniform(-0.5, 0.5, gh),
+    }
     p = {k: v.astype(dtype) for k, v in p.items()}
     x = rng.standard_normal((batch, steps, inputs)).astype(dtype)
     h0 = rng.uniform(-1, 1, (batch, hidden)).astype(dtype)
@@ -36,8 +41,7 @@ def problem(cell, shape, dtype, seed=0, lengths=False):
     return p, x, h0, c0, lens, grad_y, grad_hn, grad_cn
 
 
-def run(cell, p, x, h0, c0, reverse=False, lengths=None, grad_y=None, grad_hn=None, grad_cn=None, column=0,
-        width=None):
+def run(cell, p, x, h0, c0, reverse=False, lengths=None, grad_y=None, grad_hn=None, grad_cn=None, column=0, width=None):
     """The kernels on batch-first data; returns forward (y, h_n, c_n) and, with grad_y, backward
     (grad_x, grads, grad_h0, grad_c0)."""
     code, gates = CELLS[cell]
@@ -55,16 +59,35 @@ def run(cell, p, x, h0, c0, reverse=False, lengths=None, grad_y=None, grad_hn=No
     h_prev, c_prev = nan(steps, batch, hidden), nan(steps, batch, hidden) if lstm else dummy
     y = nan(steps, batch, width)
     h_n, c_n = nan(batch, hidden), nan(batch, hidden) if lstm else dummy[0]
-    recurrent_forward(xt, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, c0 if lstm else dummy[0], lens, gates_buf,
-                      aux, h_prev, c_prev, nan(batch, gates * hidden), y, h_n, c_n, code, reverse, column)
+    recurrent_forward(
+        xt,
+        p["w_ih"],
+        p["w_hh"],
+        p["b_ih"],
+        p["b_hh"],
+        h0,
+        c0 if lstm else dummy[0],
+        lens,
+        gates_buf,
+        aux,
+        h_prev,
+        c_prev,
+        nan(batch, gates * hidden),
+        y,
+        h_n,
+        c_n,
+        code,
+        reverse,
+        column,
+    )
     y_bf = np.empty((batch, steps, width), dtype)
     swap_leading_axes(y, y_bf)
-    fwd = (y_bf[:, :, column:column + hidden], h_n, c_n if lstm else None)
+    fwd = (y_bf[:, :, column : column + hidden], h_n, c_n if lstm else None)
     if grad_y is None:
         return fwd, None
     gy = np.zeros((steps, batch, width), dtype)
     gy_bf = np.zeros((batch, steps, width), dtype)
-    gy_bf[:, :, column:column + hidden] = grad_y
+    gy_bf[:, :, column : column + hidden] = grad_y
     swap_leading_axes(gy_bf, gy)
     dgates = nan(steps, batch, gates * hidden)
     dgates_hh = nan(steps, batch, gates * hidden) if gru else dgates
@@ -72,10 +95,35 @@ def run(cell, p, x, h0, c0, reverse=False, lengths=None, grad_y=None, grad_hn=No
     gx = nan(steps, batch, inputs)
     g_h0 = nan(*h0.shape)
     g_c0 = nan(*h0.shape) if lstm else dummy[0]
-    recurrent_backward(xt, p["w_ih"], p["w_hh"], lens, gates_buf, aux, h_prev, c_prev, gy, grad_hn,
-                       grad_cn if lstm else dummy[0], dgates, dgates_hh, nan(batch, hidden), nan(batch, hidden), gx,
-                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], g_h0, g_c0, code, reverse,
-                       column, False, True)
+    recurrent_backward(
+        xt,
+        p["w_ih"],
+        p["w_hh"],
+        lens,
+        gates_buf,
+        aux,
+        h_prev,
+        c_prev,
+        gy,
+        grad_hn,
+        grad_cn if lstm else dummy[0],
+        dgates,
+        dgates_hh,
+        nan(batch, hidden),
+        nan(batch, hidden),
+        gx,
+        grads["w_ih"],
+        grads["w_hh"],
+        grads["b_ih"],
+        grads["b_hh"],
+        g_h0,
+        g_c0,
+        code,
+        reverse,
+        column,
+        False,
+        True,
+    )
     gx_bf = np.empty_like(x)
     swap_leading_axes(gx, gx_bf)
     return fwd, (gx_bf, grads, g_h0, g_c0 if lstm else None)
@@ -93,8 +141,9 @@ def test_matches_reference(cell, shape, dtype, reverse):
     p, x, h0, c0, _, grad_y, grad_hn, grad_cn = problem(cell, shape, dtype)
     lstm = cell == "lstm"
     (y, h_n, c_n), (gx, grads, g_h0, g_c0) = run(cell, p, x, h0, c0, reverse, None, grad_y, grad_hn, grad_cn)
-    ry, rh, rc, cache = ref.recurrent_layer_forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0,
-                                                    c0 if lstm else None, cell, reverse)
+    ry, rh, rc, cache = ref.recurrent_layer_forward(
+        x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, c0 if lstm else None, cell, reverse
+    )
     tol = tolerance(dtype)
     assert y.dtype == h_n.dtype == gx.dtype == dtype
     np.testing.assert_allclose(y, ry, **tol)
@@ -117,10 +166,12 @@ def test_lengths_match_reference_and_padding_is_inert(cell, reverse, batch):
     shape = (batch, 6, 3, 4)
     p, x, h0, c0, lens, grad_y, grad_hn, grad_cn = problem(cell, shape, np.float64, seed=3, lengths=True)
     lstm = cell == "lstm"
-    (y, h_n, c_n), (gx, grads, g_h0, g_c0) = run(cell, p, x, h0, c0, reverse, lens, grad_y, grad_hn, grad_cn,
-                                                 column=4, width=9)
-    ry, rh, rc, cache = ref.recurrent_layer_forward(x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0,
-                                                    c0 if lstm else None, cell, reverse, lens)
+    (y, h_n, c_n), (gx, grads, g_h0, g_c0) = run(
+        cell, p, x, h0, c0, reverse, lens, grad_y, grad_hn, grad_cn, column=4, width=9
+    )
+    ry, rh, rc, cache = ref.recurrent_layer_forward(
+        x, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], h0, c0 if lstm else None, cell, reverse, lens
+    )
     tol = tolerance(np.float64)
     np.testing.assert_allclose(y, ry, **tol)
     np.testing.assert_allclose(h_n, rh, **tol)

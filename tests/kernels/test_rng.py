@@ -1,4 +1,5 @@
 """Counter-based RNG: uniformity, independence, determinism across thread counts, dtypes."""
+
 from __future__ import annotations
 
 import numba
@@ -128,8 +129,8 @@ def test_uniform_uses_24_or_53_bits():
         return rng.uniform(1, 2, 3, 4, ref)
 
     bits = int(rng.hash64(1, 2, 3, 4))
-    assert draw(np.float32(0)) == np.float32((bits >> 40) / 2 ** 24)
-    assert draw(0.0) == (bits >> 11) / 2 ** 53
+    assert draw(np.float32(0)) == np.float32((bits >> 40) / 2**24)
+    assert draw(0.0) == (bits >> 11) / 2**53
     return_types = {sig[0]: draw.overloads[sig].signature.return_type for sig in draw.signatures}
     assert return_types == {numba.float32: numba.float32, numba.float64: numba.float64}
 

@@ -1,4 +1,5 @@
 """Shared pieces of the scripts that tests/test_distributed.py runs under ``mpiexec``."""
+
 from __future__ import annotations
 
 import numpy as np

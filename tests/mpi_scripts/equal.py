@@ -1,6 +1,7 @@
 """Under mpiexec -n N: N ranks with global batch 8 train exactly as one process with batch 8
 (float64 to rounding, Dropout masks included; with "sync": BatchNorm too, synchronised), twice
 bit-identically; only rank 0 writes. Arguments: output folder, dtype, [sync]."""
+
 import os
 import sys
 
@@ -40,8 +41,9 @@ if rank == 0:
     tight = dtype == "float64"
     ours = net.state_arrays()
     for name, value in reference.state_arrays().items():  # weights, running statistics, dropout counters
-        np.testing.assert_allclose(ours[name], value, rtol=1e-11 if tight else 2e-4, atol=1e-13 if tight else 1e-5,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            ours[name], value, rtol=1e-11 if tight else 2e-4, atol=1e-13 if tight else 1e-5, err_msg=name
+        )
     for key, values in reference_history.items():
         np.testing.assert_allclose(history[key], values, rtol=1e-11 if tight else 1e-4, err_msg=key)
     assert os.path.exists(os.path.join(out_dir, "log0.csv"))

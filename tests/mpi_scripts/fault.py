@@ -1,5 +1,6 @@
 """Under mpiexec -n 2: the last rank raises, is killed, hangs, has other data or other weights;
 the job must end with a clear error instead of waiting forever."""
+
 import os
 import signal
 import sys

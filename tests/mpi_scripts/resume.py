@@ -1,5 +1,6 @@
 """Under mpiexec -n 2: a fit interrupted mid-epoch on 2 ranks resumes on 1 process, and one
 interrupted on 1 process resumes on 2 ranks, each exactly as the uninterrupted one-process fit."""
+
 import os
 import sys
 

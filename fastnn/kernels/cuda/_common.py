@@ -5,6 +5,7 @@ factory on first launch), so importing this package needs numba-cuda but neither
 GPU. Block sizes are compile-time constants (no runtime-sized shared memory, never more than 1024
 threads); every ``cuda.syncthreads()`` is reached by all threads of a block.
 """
+
 from __future__ import annotations
 
 import functools

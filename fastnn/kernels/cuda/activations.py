@@ -7,6 +7,7 @@ formula. Softmax and log_softmax run one thread per row and compile the CPU's ro
 arrays to ``@njit`` code) as device functions. Arrays are device arrays (batch, features),
 float32 or float64.
 """
+
 from __future__ import annotations
 
 from numba import cuda

@@ -7,6 +7,7 @@ thread per output element, each summing in the CPU's order of terms; the softmax
 gradient run one thread per row through the CPU module's row functions (:func:`softmax_row`,
 :func:`softmax_grad_row`, :func:`dropout_row`), so masks and dropout are those of the CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,8 +114,14 @@ def _softmax_rows(probs, probs_drop, lengths, heads, causal, scale, key, thresho
         softmax_row(probs[task, i], attended_keys(n_keys, i, causal), scale)
         if dropout:
             # np.uint64(): the simulator passes uint64 scalars as Python ints
-            dropout_row(probs[task, i], probs_drop[task, i], np.uint64(key), (task * steps + i) * steps,
-                        np.uint64(threshold), keep_scale)
+            dropout_row(
+                probs[task, i],
+                probs_drop[task, i],
+                np.uint64(key),
+                (task * steps + i) * steps,
+                np.uint64(threshold),
+                keep_scale,
+            )
 
 
 @cuda.jit
@@ -146,8 +153,9 @@ def _mixes(p, transposed, v, v0, out, o0, heads, d):
     _mix[blocks_for(batch * steps * heads * d), BLOCK](p, transposed, v, v0, out, o0, heads, d)
 
 
-def attention_forward(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal,
-                      p, seed, stream, counter):
+def attention_forward(
+    x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, seed, stream, counter
+):
     """Self-attention on the device; as the CPU kernel (``counter`` a host int64 (1,) array)."""
     embed = w_out.shape[0]
     d = embed // heads
@@ -157,8 +165,17 @@ def attention_forward(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, conte
     scale = typed(1.0 / math.sqrt(d), probs)
     key = np.uint64(key64(int(seed), int(stream), int(counter[0])))
     _softmax_rows[blocks_for(probs.shape[0] * probs.shape[1]), BLOCK](
-        probs, probs_drop, lengths, heads, causal, scale, key, np.uint64(keep_threshold(p)),
-        typed(1.0 / (1.0 - p), probs), p > 0)
+        probs,
+        probs_drop,
+        lengths,
+        heads,
+        causal,
+        scale,
+        key,
+        np.uint64(keep_threshold(p)),
+        typed(1.0 / (1.0 - p), probs),
+        p > 0,
+    )
     if p > 0:
         counter[0] += 1
     _mixes(probs_drop, False, qkv, 2 * embed, context, 0, heads, d)
@@ -167,9 +184,29 @@ def attention_forward(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, conte
         zero_padded_rows(y, lengths, probs.shape[1], y)
 
 
-def attention_backward(x, w_in, w_out, qkv, probs, probs_drop, context, grad_y, lengths, grad_z, grad_context,
-                       grad_scores, grad_qkv, grad_x, grad_w_in, grad_b_in, grad_w_out, grad_b_out, partials,
-                       heads, need_grad_x):
+def attention_backward(
+    x,
+    w_in,
+    w_out,
+    qkv,
+    probs,
+    probs_drop,
+    context,
+    grad_y,
+    lengths,
+    grad_z,
+    grad_context,
+    grad_scores,
+    grad_qkv,
+    grad_x,
+    grad_w_in,
+    grad_b_in,
+    grad_w_out,
+    grad_b_out,
+    partials,
+    heads,
+    need_grad_x,
+):
     """Gradients of :func:`attention_forward` on the device; as the CPU kernel."""
     embed = w_out.shape[0]
     d = embed // heads
@@ -181,8 +218,9 @@ def attention_backward(x, w_in, w_out, qkv, probs, probs_drop, context, grad_y, 
     linear_backward(context, w_out, g, grad_context, grad_w_out, grad_b_out, partials[:, :embed], True)
     _mixes(probs_drop, True, grad_context, 0, grad_qkv, 2 * embed, heads, d)  # grad_v
     _scores[blocks_for(grad_scores.size), BLOCK](grad_context, 0, qkv, 2 * embed, grad_scores, heads, d)
-    _softmax_grad_rows[blocks_for(probs.shape[0] * steps), BLOCK](grad_scores, probs_drop, probs,
-                                                                 typed(1.0 / math.sqrt(d), probs))
+    _softmax_grad_rows[blocks_for(probs.shape[0] * steps), BLOCK](
+        grad_scores, probs_drop, probs, typed(1.0 / math.sqrt(d), probs)
+    )
     _mixes(grad_scores, False, qkv, embed, grad_qkv, 0, heads, d)  # grad_q = grad_s @ k
     _mixes(grad_scores, True, qkv, 0, grad_qkv, embed, heads, d)  # grad_k = grad_s.T @ q
     linear_backward(x, w_in, grad_qkv, grad_x, grad_w_in, grad_b_in, partials, need_grad_x)
@@ -202,5 +240,12 @@ def add_positional(x, table, y):
     _add_table[blocks_for(x.size), BLOCK](x, table, y)
 
 
-__all__ = ["add_positional", "attention_backward", "attention_forward", "column_sums", "linear_backward",
-           "linear_forward", "zero_padded_rows"]
+__all__ = [
+    "add_positional",
+    "attention_backward",
+    "attention_forward",
+    "column_sums",
+    "linear_backward",
+    "linear_forward",
+    "zero_padded_rows",
+]

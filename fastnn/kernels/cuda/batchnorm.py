@@ -10,6 +10,7 @@ sum(dy * x_hat) the same way, combines them in chunk order, then computes grad_x
 
 Buffers, shapes and arguments as on the CPU (device arrays): partials (2, partial_rows(batch), features).
 """
+
 from __future__ import annotations
 
 import math
@@ -138,20 +139,37 @@ def _normalize(x, mean, inv_std, gamma, beta, out, x_hat, affine):
         out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
-def batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
-                            eps, momentum, affine, track):
+def batchnorm_forward_train(
+    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
+):
     """Training-mode batch norm of ``x`` (batch >= 2, features) on the device; as the CPU kernel."""
     m, n = x.shape
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid, block = column_grid(m, n)
     column_kernels(x.dtype)[0][grid, block](x, partials)
-    _merge_moments[blocks_for(n), BLOCK](x, partials, mean, inv_std, running_mean, running_var, m, chunks,
-                                          typed(eps, x), typed(momentum, x), track)
+    _merge_moments[blocks_for(n), BLOCK](
+        x, partials, mean, inv_std, running_mean, running_var, m, chunks, typed(eps, x), typed(momentum, x), track
+    )
     _normalize[blocks_for(x.size), BLOCK](x, mean, inv_std, gamma, beta, out, x_hat, affine)
 
 
-def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std,
-                                    partials, eps, momentum, affine, track, batches):
+def batchnorm_forward_train_counted(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    x_hat,
+    mean,
+    inv_std,
+    partials,
+    eps,
+    momentum,
+    affine,
+    track,
+    batches,
+):
     """:func:`batchnorm_forward_train` that counts batches in ``batches`` (int64 (1,)) when tracking.
 
     ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``). Keep ``batches`` a
@@ -160,8 +178,9 @@ def batchnorm_forward_train_counted(x, gamma, beta, running_mean, running_var, o
     if track:
         batches[0] += 1
     mom = momentum if momentum >= 0 else 1.0 / max(1, int(batches[0]))
-    batchnorm_forward_train(x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials,
-                            eps, mom, affine, track)
+    batchnorm_forward_train(
+        x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, mom, affine, track
+    )
 
 
 @cuda.jit
@@ -204,8 +223,9 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
     column_kernels(grad_out.dtype)[1][grid, block](grad_out, x_hat, partials)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    _grad_x[blocks_for(grad_out.size), BLOCK](grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x,
-                                              affine, typed(1.0 / m, grad_out))
+    _grad_x[blocks_for(grad_out.size), BLOCK](
+        grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, typed(1.0 / m, grad_out)
+    )
 
 
 @cuda.jit
@@ -231,8 +251,9 @@ def _eval_grad_x(grad_out, gamma, running_var, grad_x, eps, affine):
         grad_x[i, j] = grad_out[i, j] * (gamma[j] * inv_std if affine else inv_std)
 
 
-def batchnorm_backward_eval(grad_out, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta,
-                            partials, eps, affine):
+def batchnorm_backward_eval(
+    grad_out, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta, partials, eps, affine
+):
     """Gradients of evaluation-mode batch norm (frozen running statistics) on the device.
 
     A per-feature affine map: grad_x = grad_out * gamma / sqrt(running_var + eps); if ``affine``,
@@ -252,5 +273,12 @@ def batchnorm_backward_eval(grad_out, x, gamma, running_mean, running_var, x_hat
     _eval_grad_x[blocks_for(grad_out.size), BLOCK](grad_out, gamma, running_var, grad_x, e, affine)
 
 
-__all__ = ["batchnorm_backward", "batchnorm_backward_eval", "batchnorm_forward_eval", "batchnorm_forward_train",
-           "batchnorm_forward_train_counted", "partial_rows", "sum_partials"]
+__all__ = [
+    "batchnorm_backward",
+    "batchnorm_backward_eval",
+    "batchnorm_forward_eval",
+    "batchnorm_forward_train",
+    "batchnorm_forward_train_counted",
+    "partial_rows",
+    "sum_partials",
+]

@@ -8,6 +8,7 @@ grad_w by one block per element (fixed-stride lanes, a tree sum), grad_x by one 
 element that gathers the outputs whose windows cover it. Shapes as on the CPU; device arrays of
 one dtype, float32 or float64.
 """
+
 from __future__ import annotations
 
 from numba import cuda
@@ -149,15 +150,39 @@ def _grad_x(w, z, y, grad_y, grad_x, sh, sw, pt, pl, dh, dw, groups, code, alpha
         grad_x[n, ci, ih, iw] = acc
 
 
-def conv2d_forward(x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-                   groups, code, alpha):
+def conv2d_forward(
+    x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha
+):
     """z = conv2d(x, w) + b and y = f(z) on the device (col, zcol unused); ``y`` may be ``z``."""
-    _forward[blocks_for(z.size), BLOCK](x, w, b, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h,
-                                        dilation_w, groups, code, typed(alpha, z))
+    _forward[blocks_for(z.size), BLOCK](
+        x, w, b, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, typed(alpha, z)
+    )
 
 
-def conv2d_backward(x, w, z, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, stride_h, stride_w,
-                    pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, need_grad_x, col_ready=False):
+def conv2d_backward(
+    x,
+    w,
+    z,
+    y,
+    grad_y,
+    col,
+    zcol,
+    grad_x,
+    grad_w,
+    grad_b,
+    partial_b,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dilation_h,
+    dilation_w,
+    groups,
+    code,
+    alpha,
+    need_grad_x,
+    col_ready=False,
+):
     """grad_w, grad_b and (``need_grad_x``) grad_x of conv2d_forward on the device (scratch and
     ``col_ready`` unused: no im2col here)."""
     a = typed(alpha, z)

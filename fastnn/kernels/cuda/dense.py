@@ -12,6 +12,7 @@ Shapes as on the CPU: x (batch, in), w (in, out), b (out,), z/y/grad_y/grad_z (b
 grad_x (batch, in), grad_w (in, out), grad_b (out,), partial_b (ceil(batch / 64), out);
 device arrays of one dtype, float32 or float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -151,8 +152,7 @@ def _kernels(dtype):
         ty = cuda.threadIdx.y
         m = z.shape[0]
         n = z.shape[1]
-        for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS,
-                           cuda.gridDim.y):
+        for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS, cuda.gridDim.y):
             r1 = min(m, (chunk + 1) * REDUCTION_CHUNK_ROWS)
             for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
                 j = tile * COLS + tx
@@ -191,8 +191,9 @@ def gemm(trans_a, trans_b, a, b, c, accumulate=False):
         return
     kernel = _kernels(c.dtype)[0]
     grid, block = _gemm_grid(c.shape[0], c.shape[1])
-    kernel[grid, block](a, b, c, trans_a, trans_b, c[0], c, ACCUMULATE if accumulate else STORE, IDENTITY,
-                        typed(0.0, c))
+    kernel[grid, block](
+        a, b, c, trans_a, trans_b, c[0], c, ACCUMULATE if accumulate else STORE, IDENTITY, typed(0.0, c)
+    )
 
 
 def dense_forward(x, w, b, z, y, code, alpha):

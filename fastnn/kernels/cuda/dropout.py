@@ -6,6 +6,7 @@ of (seed, stream, step), keeps it by :func:`~fastnn.kernels.dropout.keep_unit`, 
 writes the byte, so a seed gives bit-identical masks on the CPU and the GPU. Mask layout, shapes
 and arguments as on the CPU: x, out (batch, features), mask uint8 (batch, mask_bytes(features)).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,9 @@ def _forward(x, out, mask, key, threshold, scale):
 
 
 def _forward_keyed(x, out, mask, p, key):
-    _forward[blocks_for(mask.size), BLOCK](x, out, mask, np.uint64(key), np.uint64(keep_threshold(p)),
-                                           typed(1.0 / (1.0 - p), x))
+    _forward[blocks_for(mask.size), BLOCK](
+        x, out, mask, np.uint64(key), np.uint64(keep_threshold(p)), typed(1.0 / (1.0 - p), x)
+    )
 
 
 def dropout_forward(x, out, mask, p, seed, stream, step):
@@ -79,5 +81,11 @@ def dropout_backward(grad_out, mask, grad_in, p):
     _backward[blocks_for(grad_out.size), BLOCK](grad_out, mask, grad_in, typed(1.0 / (1.0 - p), grad_out))
 
 
-__all__ = ["CHUNK_ROWS", "dropout_backward", "dropout_forward", "dropout_forward_counted", "dropout_forward_counted_from",
-           "mask_bytes"]
+__all__ = [
+    "CHUNK_ROWS",
+    "dropout_backward",
+    "dropout_forward",
+    "dropout_forward_counted",
+    "dropout_forward_counted_from",
+    "mask_bytes",
+]

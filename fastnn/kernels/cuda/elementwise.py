@@ -3,6 +3,7 @@
 ``add(a, b, out)``: out = a + b for (batch, features) device arrays of one dtype (Residual's skip
 connection; on the CPU it is ``np.add``). ``out`` may be ``a`` or ``b``.
 """
+
 from __future__ import annotations
 
 from numba import cuda

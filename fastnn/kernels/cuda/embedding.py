@@ -5,6 +5,7 @@ scans all indices in order, adding those in its range, so every row sums its gra
 order (as on the CPU: the same bits whatever the launch). Shapes and arguments as on the CPU;
 device arrays, indices int64.
 """
+
 from __future__ import annotations
 
 from numba import cuda

@@ -7,6 +7,7 @@ sum(g * x_hat) over its row (g = grad_out * gamma) and writes grad_x; the parame
 column sums over rows, reduced per fixed ``REDUCTION_CHUNK_ROWS`` chunk and combined in chunk
 order as on the CPU. Buffers, shapes and arguments as on the CPU (device arrays).
 """
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,9 @@ def _kernels(dtype):
 
 def layernorm_forward(x, gamma, beta, out, x_hat, inv_std, eps, affine):
     """Layer norm of each row of ``x`` (batch, features) on the device; as the CPU kernel."""
-    _kernels(x.dtype)[0][blocks_for(x.shape[0], 1), BLOCK](x, gamma, beta, out, x_hat, inv_std,
-                                                           x.dtype.type(eps), affine)
+    _kernels(x.dtype)[0][blocks_for(x.shape[0], 1), BLOCK](
+        x, gamma, beta, out, x_hat, inv_std, x.dtype.type(eps), affine
+    )
 
 
 def layernorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine):

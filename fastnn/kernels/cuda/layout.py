@@ -1,4 +1,5 @@
 """CUDA twins of kernels/layout.py: (N, C, S) <-> (N * S, C) channel transposes, one thread per element."""
+
 from __future__ import annotations
 
 from numba import cuda

@@ -11,6 +11,7 @@ accumulates its loss terms in float64, each block sums its threads in shared mem
 same size as on the CPU: the grid is bounded by it). Launchers return the loss as a float (one 8-byte copy
 to the host), or, with ``sync=False``, return None and leave it in ``partials[0]`` on the device.
 """
+
 from __future__ import annotations
 
 import numba
@@ -160,6 +161,18 @@ def binary_accuracy_count(logits, targets, *, partials=None):
     return int(reduce_partials(partials, blocks))
 
 
-__all__ = ["BCE_LOGITS", "CLASSES", "CROSS_ENTROPY", "ELEMENTWISE", "HUBER", "LOSSES", "MAE", "MSE",
-           "accuracy_count", "binary_accuracy_count", "cross_entropy_forward_backward", "elementwise_loss",
-           "n_partials"]
+__all__ = [
+    "BCE_LOGITS",
+    "CLASSES",
+    "CROSS_ENTROPY",
+    "ELEMENTWISE",
+    "HUBER",
+    "LOSSES",
+    "MAE",
+    "MSE",
+    "accuracy_count",
+    "binary_accuracy_count",
+    "cross_entropy_forward_backward",
+    "elementwise_loss",
+    "n_partials",
+]

@@ -1,5 +1,6 @@
 """CUDA twins of kernels/masking.py: one thread per sample, the CPU's per-sample rules compiled as
 device functions. Arguments as on the CPU."""
+
 from __future__ import annotations
 
 from numba import cuda

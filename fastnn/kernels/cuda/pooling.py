@@ -4,6 +4,7 @@ backward (gathering the windows that cover it, in output order: no atomics, dete
 The window bounds and the average divisor are the CPU module's scalar functions. Shapes and
 arguments as on the CPU; device arrays, float32 or float64 (argmax int32).
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,7 @@ def _backward(argmax, grad_y, grad_x, kh, kw, sh, sw, pt, pl, mode):
                         acc += grad_y[n, ch, a, b]
                 else:
                     j_lo, j_hi = window_bounds(b * sw - pl, kw, w)
-                    acc += grad_y[n, ch, a, b] / like(avg_divisor(kh, kw, i_lo, i_hi, j_lo, j_hi, mode == AVG),
-                                                      grad_x)
+                    acc += grad_y[n, ch, a, b] / like(avg_divisor(kh, kw, i_lo, i_hi, j_lo, j_hi, mode == AVG), grad_x)
         grad_x[n, ch, ih, iw] = acc
 
 
@@ -113,8 +113,9 @@ def maxpool2d_forward(x, y, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_
 
 def maxpool2d_backward(argmax, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left):
     """grad_x = grad_y routed to each window's argmax (device arrays)."""
-    _backward[blocks_for(grad_x.size), BLOCK](argmax, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                              pad_top, pad_left, MAX)
+    _backward[blocks_for(grad_x.size), BLOCK](
+        argmax, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, MAX
+    )
 
 
 def avgpool2d_forward(x, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, count_include_pad):
@@ -123,12 +124,12 @@ def avgpool2d_forward(x, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad
     _forward[blocks_for(y.size), BLOCK](x, y, y, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode)
 
 
-def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
-                       count_include_pad):
+def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, count_include_pad):
     """grad_x: each window's grad_y / divisor over its in-bounds elements (device arrays)."""
     mode = AVG if count_include_pad else AVG_EXCLUDE_PAD
-    _backward[blocks_for(grad_x.size), BLOCK](grad_y, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w,
-                                              pad_top, pad_left, mode)
+    _backward[blocks_for(grad_x.size), BLOCK](
+        grad_y, grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, mode
+    )
 
 
 def global_avgpool_forward(x, y):
@@ -141,5 +142,13 @@ def global_avgpool_backward(grad_y, grad_x):
     _global[blocks_for(grad_x.size), BLOCK](grad_x, grad_y, True)
 
 
-__all__ = ["avg_divisor", "avgpool2d_backward", "avgpool2d_forward", "global_avgpool_backward",
-           "global_avgpool_forward", "maxpool2d_backward", "maxpool2d_forward", "window_bounds"]
+__all__ = [
+    "avg_divisor",
+    "avgpool2d_backward",
+    "avgpool2d_forward",
+    "global_avgpool_backward",
+    "global_avgpool_forward",
+    "maxpool2d_backward",
+    "maxpool2d_forward",
+    "window_bounds",
+]

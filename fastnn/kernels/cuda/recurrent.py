@@ -13,6 +13,7 @@ No atomics: every sum has an order fixed by the shapes, so results are determini
 Read-only inputs given as NumPy arrays (``lengths``, an eager initial state) are copied to the
 device once per call. Device arrays of one float dtype, float32 or float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,16 +52,25 @@ def _step_unit(cell, g, a, hw, b_ih, b_hh, h, c, b, j):
     state entering the step. Returns h'."""
     n = h.shape[1]
     if cell == LSTM:
-        i, f, gg, o, c_new, h_new = lstm_cell(_pre(g, hw, b_ih, b_hh, b, j), _pre(g, hw, b_ih, b_hh, b, n + j),
-                                              _pre(g, hw, b_ih, b_hh, b, 2 * n + j),
-                                              _pre(g, hw, b_ih, b_hh, b, 3 * n + j), c[b, j])
+        i, f, gg, o, c_new, h_new = lstm_cell(
+            _pre(g, hw, b_ih, b_hh, b, j),
+            _pre(g, hw, b_ih, b_hh, b, n + j),
+            _pre(g, hw, b_ih, b_hh, b, 2 * n + j),
+            _pre(g, hw, b_ih, b_hh, b, 3 * n + j),
+            c[b, j],
+        )
         g[b, j], g[b, n + j], g[b, 2 * n + j], g[b, 3 * n + j] = i, f, gg, o
         c[b, j] = c_new
         return h_new
     if cell == GRU:
         hn = hw[b, 2 * n + j] + b_hh[2 * n + j]
-        r, z, nn, h_new = gru_cell(_pre(g, hw, b_ih, b_hh, b, j), _pre(g, hw, b_ih, b_hh, b, n + j),
-                                   g[b, 2 * n + j] + b_ih[2 * n + j], hn, h[b, j])
+        r, z, nn, h_new = gru_cell(
+            _pre(g, hw, b_ih, b_hh, b, j),
+            _pre(g, hw, b_ih, b_hh, b, n + j),
+            g[b, 2 * n + j] + b_ih[2 * n + j],
+            hn,
+            h[b, j],
+        )
         g[b, j], g[b, n + j], g[b, 2 * n + j] = r, z, nn
         a[b, j] = hn
         return h_new
@@ -100,15 +110,17 @@ def _backward_step(cell, t, gates, aux, h_prev, c_prev, grad_y, dgates, dgates_h
             g = gates[t]
             total = dh[b, j] + grad_y[t, b, column + j]
             if cell == LSTM:
-                di, df, dgg, do, dc_prev = lstm_cell_grad(g[b, j], g[b, n + j], g[b, 2 * n + j], g[b, 3 * n + j],
-                                                          c_prev[t, b, j], total, dc[b, j])
+                di, df, dgg, do, dc_prev = lstm_cell_grad(
+                    g[b, j], g[b, n + j], g[b, 2 * n + j], g[b, 3 * n + j], c_prev[t, b, j], total, dc[b, j]
+                )
                 dg = dgates[t]
                 dg[b, j], dg[b, n + j], dg[b, 2 * n + j], dg[b, 3 * n + j] = di, df, dgg, do
                 dh[b, j] = zero
                 dc[b, j] = dc_prev
             elif cell == GRU:
-                dr, dz, dn, dhn, direct = gru_cell_grad(g[b, j], g[b, n + j], g[b, 2 * n + j], aux[t, b, j],
-                                                        h_prev[t, b, j], total)
+                dr, dz, dn, dhn, direct = gru_cell_grad(
+                    g[b, j], g[b, n + j], g[b, 2 * n + j], aux[t, b, j], h_prev[t, b, j], total
+                )
                 dg, dg_hh = dgates[t], dgates_hh[t]
                 dg[b, j], dg[b, n + j], dg[b, 2 * n + j] = dr, dz, dn
                 dg_hh[b, j], dg_hh[b, n + j], dg_hh[b, 2 * n + j] = dr, dz, dhn
@@ -164,8 +176,9 @@ def _on_device(a):
     return cuda.to_device(a) if a.size else cuda.device_array(a.shape, a.dtype)  # no 0-byte copy
 
 
-def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_prev, c_prev, hw, y, h_n, c_n,
-                      cell, reverse, column):
+def recurrent_forward(
+    x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_prev, c_prev, hw, y, h_n, c_n, cell, reverse, column
+):
     """One layer, one direction of a recurrent network over a time-major sequence, on the device."""
     steps = x.shape[0]
     lengths, h0, c0 = _on_device(lengths), _on_device(h0), _on_device(c0)
@@ -181,9 +194,35 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, gates, aux, h_
         step(cell, t, gates, aux, hw, b_ih, b_hh, h_n, c_n, h_prev, c_prev, y, lengths, column)
 
 
-def recurrent_backward(x, w_ih, w_hh, lengths, gates, aux, h_prev, c_prev, grad_y, grad_h_n, grad_c_n, dgates,
-                       dgates_hh, dh, dc, grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_h0, grad_c0,
-                       cell, reverse, column, accumulate_x, need_grad_x):
+def recurrent_backward(
+    x,
+    w_ih,
+    w_hh,
+    lengths,
+    gates,
+    aux,
+    h_prev,
+    c_prev,
+    grad_y,
+    grad_h_n,
+    grad_c_n,
+    dgates,
+    dgates_hh,
+    dh,
+    dc,
+    grad_x,
+    grad_w_ih,
+    grad_w_hh,
+    grad_b_ih,
+    grad_b_hh,
+    grad_h0,
+    grad_c0,
+    cell,
+    reverse,
+    column,
+    accumulate_x,
+    need_grad_x,
+):
     """Backward through time of :func:`recurrent_forward`, on the device."""
     steps = x.shape[0]
     lengths, grad_h_n, grad_c_n = _on_device(lengths), _on_device(grad_h_n), _on_device(grad_c_n)

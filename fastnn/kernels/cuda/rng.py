@@ -4,6 +4,7 @@ Each element calls the CPU module's scalar functions (:func:`uniform_at`, :func:
 under the key :func:`key64` computed on the host), so the CPU and the GPU draw the same numbers
 for the same (seed, stream, step, index). All hash arithmetic stays uint64 inside those functions.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,8 @@ def _fill_normal(out, key, mean, std):
 def fill_normal(out, seed, stream, step, mean, std):
     """out[i] = mean + std * normal(seed, stream, step, i) for the 1-D device array ``out``."""
     _fill_normal[blocks_for((out.size + 1) // 2), BLOCK](
-        out, np.uint64(key64(seed, stream, step)), typed(mean, out), typed(std, out))
+        out, np.uint64(key64(seed, stream, step)), typed(mean, out), typed(std, out)
+    )
 
 
 @cuda.jit

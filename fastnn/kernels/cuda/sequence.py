@@ -3,6 +3,7 @@
 The valid steps come from the CPU module's :func:`~fastnn.kernels.sequence.valid_steps`. Shapes
 and arguments as on the CPU; ``lengths`` may be a host array (copied to the device per call).
 """
+
 from __future__ import annotations
 
 from numba import cuda
@@ -69,4 +70,11 @@ def time_mean_backward(grad_y, lengths, grad_x):
     _launch(grad_x, grad_y, lengths, False, True)
 
 
-__all__ = ["device_lengths", "valid_steps", "last_step_backward", "last_step_forward", "time_mean_backward", "time_mean_forward"]
+__all__ = [
+    "device_lengths",
+    "valid_steps",
+    "last_step_backward",
+    "last_step_forward",
+    "time_mean_backward",
+    "time_mean_forward",
+]
