@@ -1212,11 +1212,28 @@ class Sequential:
         with self._lock:  # the loss's reduction scratch is shared: one evaluation at a time
             return metrics_mod.evaluate_outputs(self, self._predict(X, batch_size), y, weights)
 
-    def evaluate(self, X, y, batch_size: int = _PREDICT_BATCH, *, sample_weight=None, class_weight=None) -> dict:
+    def evaluate(self, X, y=None, batch_size: int = _PREDICT_BATCH, *, sample_weight=None, class_weight=None) -> dict:
         """{"loss": ..., "accuracy": ..., each compiled metric} in evaluation mode (accuracy for
         classification losses). ``sample_weight`` (n,) and ``class_weight`` {class: weight} weight
-        the loss as in :meth:`fit` (over the whole set: sum w_i l_i / sum w_i); metrics are unweighted."""
+        the loss as in :meth:`fit` (over the whole set: sum w_i l_i / sum w_i); metrics are unweighted.
+        X may instead be a :class:`fastnn.data.ArrayDataset` or a re-iterable/callable of (X, y[, w])
+        batches (y None; weights come with the data): the loss and metrics of all its samples
+        together, equal to those of the same arrays."""
         self.require_compiled("evaluate")
+        from . import streaming
+
+        if streaming.is_stream(X):
+            given = [
+                name
+                for name, value in (("y", y), ("sample_weight", sample_weight), ("class_weight", class_weight))
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"evaluate on a dataset or batches takes no {', '.join(given)}: the targets and "
+                    f"weights come with the data (ArrayDataset(X, y, sample_weight=w), or (X, y, w) batches)"
+                )
+            return streaming.validation(self, X)()
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size, fit_options.training_weights(self, y, sample_weight, class_weight))

@@ -388,6 +388,24 @@ def test_validation_on_batches_equals_validation_on_arrays():
             assert other[key] == pytest.approx(logs[0][key], rel=1e-12), key
 
 
+def test_evaluate_on_a_dataset_or_batches_equals_evaluate_on_the_arrays():
+    X, y = _data()
+    w = _weights(len(X))
+    model = _model(metrics=["f1", "auc"])
+    model.fit(X, y, epochs=1, batch_size=30, verbose=0)
+    expected = model.evaluate(X, y, sample_weight=w)
+    for data in (
+        ArrayDataset(X, y, sample_weight=w, block_rows=20),
+        [(X[i : i + 25], y[i : i + 25], w[i : i + 25]) for i in range(0, len(X), 25)],
+    ):
+        got = model.evaluate(data)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key], rel=1e-12), key
+    with pytest.raises(ValueError, match="evaluate on a dataset or batches takes no y, class_weight"):
+        model.evaluate(ArrayDataset(X, y), y, class_weight={0: 2.0})
+
+
 def test_batches_must_all_carry_weights_or_none():
     X, y = _data()
     w = _weights(len(X))
