@@ -70,7 +70,7 @@ def _dask_worker_share() -> int | None:
     None outside a Dask worker. Dask's nanny sets no ``NUMBA_NUM_THREADS``: without this, each of
     k tasks on a host would start Numba's full thread count and oversubscribe the cores."""
     distributed = sys.modules.get("distributed")  # a Dask worker has imported it already
-    if distributed is None:
+    if distributed is None or not hasattr(distributed, "get_worker"):  # (or another module of that name)
         return None
     try:
         worker = distributed.get_worker()

@@ -126,6 +126,7 @@ __all__ = [
     "dropout_backward",
     "dropout_forward",
     "dropout_forward_counted",
+    "dropout_forward_counted_from",
     "keep_threshold",
     "keep_unit",
     "mask_bytes",

@@ -1,7 +1,7 @@
 """Data-parallel training over MPI on this machine, and a model of its scaling across hosts.
 
-    python benchmarks/distributed.py             # 5 repeats of a 4,096-sample epoch, scaling model
-    python benchmarks/distributed.py --quick     # 3 repeats of 2,048 samples
+    python benchmarks/mpi_scaling.py             # 5 repeats of a 4,096-sample epoch, scaling model
+    python benchmarks/mpi_scaling.py --quick     # 3 repeats of 2,048 samples
 
 Runs (each in fresh processes, the driver launches them):
 
@@ -16,7 +16,7 @@ Runs (each in fresh processes, the driver launches them):
    ``c0 + c1 * batch``, feeding the scaling model (ring Allreduce, 2(p-1) latencies and
    2(p-1)/p of the gradient bytes per rank) for 2-64 hosts at 10 and 25 Gbit/s.
 
-Writes benchmarks/results/distributed.{md,json}. The machine is shared: medians, and say so.
+Writes benchmarks/results/mpi_scaling.{md,json}. The machine is shared: medians, and say so.
 """
 
 import argparse
@@ -314,9 +314,9 @@ def main() -> None:
         one = _launch(1, 2, os.path.join(tmp, "one.json"), args, scaling=True)
         two = _launch(2, 1, os.path.join(tmp, "two.json"), args, scaling=False)
     rows = scaling_rows(one["steps"])
-    command = "python benchmarks/distributed.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/mpi_scaling.py" + (" --quick" if args.quick else "")
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "distributed.json"), "w") as handle:
+    with open(os.path.join(RESULTS, "mpi_scaling.json"), "w") as handle:
         json.dump(
             {
                 "one_rank_two_threads": one,
@@ -328,7 +328,7 @@ def main() -> None:
             indent=1,
         )
     text = markdown(one, two, rows, command)
-    with open(os.path.join(RESULTS, "distributed.md"), "w") as handle:
+    with open(os.path.join(RESULTS, "mpi_scaling.md"), "w") as handle:
         handle.write(text)
     print(text)
 
