@@ -20,6 +20,8 @@ CPU_ONLY_MODULES = {
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
     "call their kernels one by one",
+    "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
+    "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
