@@ -20,6 +20,8 @@ CPU_ONLY_MODULES = {
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
     "call their kernels one by one",
+    "tiling": "the CPU GEMMs' tile count, read at run time from a C global (no kernels); CUDA GEMMs tile "
+    "by their own launch geometry",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }
