@@ -531,7 +531,11 @@ class LearningRateScheduler(Callback):
         lr = float(self.schedule(step))
         if not (lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
-        assert self.model is not None, "set_model() comes before training"
+        if self.model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} sets a model's learning rate: pass it to fit(callbacks=[...]) "
+                f"(or call set_model(model) first)"
+            )
         self.model.optimizer.lr = lr
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -571,7 +571,7 @@ class Tracker:
         """``output`` (batch, *output_shape) and checked ``target`` (sample-weighted targets too),
         on the host or the model's device."""
         output, target = backend.to_host(output), backend.to_host(target)
-        output, target, _ = self.model._loss_rows(output, target)
+        output, target, _ = self.model.loss_rows(output, target)
         loss = self.model.loss
         if self.weighted:
             target = loss.split(target, output.dtype)[0]
@@ -620,7 +620,7 @@ class Evaluation:
         self.batches, self.value, self.loss_sum, self.weight, self.correct, self.rows = 0, 0.0, 0.0, 0.0, 0, 0
 
     def update(self, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> None:
-        rows, target_rows, _ = self.model._loss_rows(output, target)
+        rows, target_rows, _ = self.model.loss_rows(output, target)
         loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
         if weights is None:
             self.value = loss.forward_backward(rows, target_rows, scratch, False)

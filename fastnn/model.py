@@ -358,7 +358,7 @@ class Sequential:
         trailing, dtype = self.loss.target_spec(self.output_shape[-1], self.dtype)
         return (*self.output_shape[:-1], *trailing), dtype
 
-    def _loss_rows(self, out, target, grad=None):
+    def loss_rows(self, out, target, grad=None):
         """(output, target, grad) as the loss's rows: the leading per-sample axes of an N-D output
         are positions, each a row of k outputs with its own target (per-step classification)."""
         if len(self.output_shape) == 1:
@@ -373,16 +373,17 @@ class Sequential:
     def loss_value(self, out, target, grad, compute_grad: bool = True) -> float:
         """The compiled loss of output ``out`` (batch, *output_shape) against checked ``target``
         (mean over every position), writing d loss / d out into ``grad`` when ``compute_grad``."""
-        out, target, grad = self._loss_rows(out, target, grad)
+        out, target, grad = self.loss_rows(out, target, grad)
         return self.loss.forward_backward(out, target, grad, compute_grad)
 
     def correct_count(self, out, target) -> int | None:
         """Positions classified right (accuracy = this / (samples * positions)); None for
         regression losses."""
-        out, target, _ = self._loss_rows(out, target)
+        out, target, _ = self.loss_rows(out, target)
         return self.loss.correct_count(out, target)
 
-    def _require_built(self, what: str):
+    def require_built(self, what: str):
+        """RuntimeError naming ``what`` (the caller's action) unless the model knows its shapes."""
         if not self.built:
             raise RuntimeError(
                 f"{what} needs a built model, and this one does not know its input shape yet: pass "
@@ -495,7 +496,7 @@ class Sequential:
 
     def prepare(self, what: str) -> None:
         """Before computing: the model must be built; plans made stale by a changed layer are rebuilt."""
-        self._require_built(what)
+        self.require_built(what)
         if self._stale:
             self._refresh()
 
@@ -578,7 +579,7 @@ class Sequential:
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
-        self._require_built("named_parameters")
+        self.require_built("named_parameters")
         return [
             (
                 name,
@@ -589,7 +590,7 @@ class Sequential:
         ]
 
     def count_params(self) -> int:
-        self._require_built("count_params")
+        self.require_built("count_params")
         return int(self.params.size)
 
     # -- modes ----------------------------------------------------------------------------------
@@ -743,7 +744,7 @@ class Sequential:
         values: architecture, parameters, buffers, loss, optimizer config and state, training state
         (epochs done, position in the epoch, callback states). :func:`restore` (or
         :meth:`from_snapshot`) rebuilds; ``save`` writes this record to a file."""
-        self._require_built("snapshot")
+        self.require_built("snapshot")
         with self._lock:
             record = {
                 "config": self.get_config(),
@@ -766,7 +767,7 @@ class Sequential:
 
     def restore(self, record: dict) -> Sequential:
         """Load a :meth:`snapshot` record of a model of the same architecture into this one."""
-        self._require_built("restore")
+        self.require_built("restore")
         with self._lock:
             arrays = self.state_arrays()
             for name, value in record["params"].items():
@@ -990,7 +991,7 @@ class Sequential:
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
             plan = self._plans[m] = _StepPlan(
-                x, y, h, forward, self.loss.call(*self._loss_rows(h, y, grad)), backward, norm_call, contexts
+                x, y, h, forward, self.loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
         return plan
 
@@ -1195,13 +1196,13 @@ class Sequential:
                 "model.compile(loss=...) first"
             )
         out = self.predict(X, batch_size)
-        return self.loss.probabilities(self._loss_rows(out, out)[0]).reshape(out.shape)
+        return self.loss.probabilities(self.loss_rows(out, out)[0]).reshape(out.shape)
 
     def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Predicted class labels: argmax of the logits, or (logit > 0) per output for binary and
         multi-label outputs (the labels the accuracy compares)."""
         out = self.predict(X, batch_size)
-        rows = self._loss_rows(out, out)[0]
+        rows = self.loss_rows(out, out)[0]
         if self.loss is not None and hasattr(self.loss, "predict_classes"):
             labels = self.loss.predict_classes(rows)
         else:

@@ -434,7 +434,7 @@ def to_onnx(model, opset: int = DEFAULT_OPSET):
     from .._validation import check_int
 
     opset = check_int(opset, "opset", minimum=MIN_OPSET, maximum=onnx.defs.onnx_opset_version())
-    model._require_built("export_onnx")
+    model.require_built("export_onnx")
     g = _Graph(opset)
     g.nodes.append(g.helper.make_node("Identity", [_layers(g, model.layers, "input")], ["output"]))
     helper = onnx.helper

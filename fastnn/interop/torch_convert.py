@@ -352,7 +352,7 @@ def to_torch(model):
     """An equal ``torch.nn.Sequential`` of a built model (float64 models give float64 modules), in
     the model's mode; outputs equal ``model.predict`` in eval mode."""
     torch = _torch()
-    model._require_built("to_torch")
+    model.require_built("to_torch")
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
     module = torch.nn.Sequential(*_modules(torch.nn, model.layers, dtype))
     return module.train(model.training)
