@@ -26,7 +26,6 @@ import numpy as np
 from .. import backend
 from ..kernels.activations import SELU_ALPHA, SELU_SCALE
 from ..kernels.attention import positional_table
-from ..kernels.recurrent import LSTM as LSTM_CODE
 from ..layers import (
     GRU,
     LSTM,
@@ -53,7 +52,7 @@ from ..layers import (
     TimeDistributed,
     TransformerEncoderBlock,
 )
-from ._parameters import layer_parameters
+from ._common import handler_for, layer_parameters
 
 #: the opsets the exporter writes (LayerNormalization needs 17; 18 moved ReduceMean's axes to an input)
 MIN_OPSET = 17
@@ -210,7 +209,7 @@ def _residual(g, layer, x):
 
 
 def _conv(g, layer, x):
-    pads = layer._pads()
+    pads = layer.pads()
     inputs = [x, g.const(_host(layer.weight), "weight")]
     if layer.use_bias:
         inputs.append(g.const(_host(layer.bias), "bias"))
@@ -228,7 +227,7 @@ def _conv(g, layer, x):
 
 def _pool(g, layer, x):
     attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=list(layer.padding) * 2)
-    if layer._mode == "max":
+    if layer.mode == "max":
         return g.op("MaxPool", [x], **attrs)
     return g.op("AveragePool", [x], count_include_pad=int(layer.count_include_pad), **attrs)
 
@@ -285,7 +284,7 @@ def _recurrent(g, layer, x):
     op = {"lstm": "LSTM", "gru": "GRU"}.get(layer.cell, "RNN")
     y_h = None
     for k in range(layer.num_layers):
-        names = [layer._names(k, d) for d in range(D)]
+        names = [layer.parameter_names(k, d) for d in range(D)]
         w = g.const(np.stack([gates(n["weight_ih"]) for n in names]), "W")
         r = g.const(np.stack([gates(n["weight_hh"]) for n in names]), "R")
         b = (
@@ -310,7 +309,7 @@ def _initial_states(g, layer, k: int, batch: str) -> list[str]:
         return []
     D, H = layer.directions, layer.hidden_size
     shape = g.op("Concat", [g.const([D]), batch, g.const([H])], axis=0)
-    names = ["h0", "c0"] if layer._code == LSTM_CODE else ["h0"]
+    names = ["h0", "c0"] if layer.cell == "lstm" else ["h0"]
     rows = [_host(layer_parameters(layer)[n])[k * D : (k + 1) * D].reshape(D, 1, H) for n in names]
     return [g.op("Expand", [g.const(r, n), shape]) for r, n in zip(rows, names)]
 
@@ -406,10 +405,9 @@ def _refuse(layer, why: str) -> NotImplementedError:
 
 
 def _writer(layer):
-    if type(layer).__module__.startswith("fastnn.layers"):
-        for cls in type(layer).__mro__:
-            if cls in WRITERS:
-                return WRITERS[cls]
+    writer = handler_for(layer, WRITERS)
+    if writer is not None:
+        return writer
     raise _refuse(
         layer,
         f"{type(layer).__name__} is not one of fastnn's layer kinds with an ONNX form "
