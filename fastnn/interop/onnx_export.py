@@ -24,34 +24,9 @@ import os
 import numpy as np
 
 from .. import backend
+from .. import layers as L
 from ..kernels.activations import SELU_ALPHA, SELU_SCALE
 from ..kernels.attention import positional_table
-from ..layers import (
-    GRU,
-    LSTM,
-    RNN,
-    Activation,
-    AvgPool1d,
-    AvgPool2d,
-    BatchNorm1d,
-    Conv1d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Embedding,
-    GlobalAvgPool,
-    LastStep,
-    LayerNorm,
-    Masking,
-    MaxPool1d,
-    MaxPool2d,
-    MultiHeadSelfAttention,
-    PositionalEncoding,
-    Reshape,
-    Residual,
-    TimeDistributed,
-    TransformerEncoderBlock,
-)
 from ._common import handler_for, layer_parameters
 
 #: the opsets the exporter writes (LayerNormalization needs 17; 18 moved ReduceMean's axes to an input)
@@ -370,30 +345,30 @@ def _time_distributed(g, layer, x):
 
 #: layer class -> writer (subclasses made by fastnn, e.g. ReLU of Activation, find their base's)
 WRITERS = {
-    Dense: _dense,
-    Activation: _activation_layer,
-    Dropout: _identity,
-    BatchNorm1d: _batchnorm,
-    LayerNorm: _layernorm,
-    Residual: _residual,
-    Conv1d: _conv,
-    Conv2d: _conv,
-    MaxPool1d: _pool,
-    MaxPool2d: _pool,
-    AvgPool1d: _pool,
-    AvgPool2d: _pool,
-    GlobalAvgPool: _global_avgpool,
-    Reshape: _reshape,
-    Embedding: _embedding,
-    Masking: _masking,
-    LSTM: _recurrent,
-    GRU: _recurrent,
-    RNN: _recurrent,
-    MultiHeadSelfAttention: _attention,
-    PositionalEncoding: _positional,
-    TransformerEncoderBlock: _encoder_block,
-    LastStep: _last_step,
-    TimeDistributed: _time_distributed,
+    L.Dense: _dense,
+    L.Activation: _activation_layer,
+    L.Dropout: _identity,
+    L.BatchNorm1d: _batchnorm,
+    L.LayerNorm: _layernorm,
+    L.Residual: _residual,
+    L.Conv1d: _conv,
+    L.Conv2d: _conv,
+    L.MaxPool1d: _pool,
+    L.MaxPool2d: _pool,
+    L.AvgPool1d: _pool,
+    L.AvgPool2d: _pool,
+    L.GlobalAvgPool: _global_avgpool,
+    L.Reshape: _reshape,
+    L.Embedding: _embedding,
+    L.Masking: _masking,
+    L.LSTM: _recurrent,
+    L.GRU: _recurrent,
+    L.RNN: _recurrent,
+    L.MultiHeadSelfAttention: _attention,
+    L.PositionalEncoding: _positional,
+    L.TransformerEncoderBlock: _encoder_block,
+    L.LastStep: _last_step,
+    L.TimeDistributed: _time_distributed,
 }
 
 
