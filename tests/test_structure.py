@@ -89,11 +89,14 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     "an initial state, as the layer's own forward does",
     ("tests/test_model.py", "_workspace"): "checks that steps reuse the layers' own workspace buffers",
     ("tests/test_cli.py", "_class_labels"): "the CLI's label reading, tested directly",
+    ("tests_cuda/_ptx_probe.py", "*"): "compiles every CUDA kernel to PTX, private helpers included, by name",
+    ("tests_cuda/_fake_cupy.py", "_ary"): "the host array behind a simulator device array (no public accessor)",
+    ("tests_cuda/test_model_cuda.py", "_masks"): "compares the dropout masks the GPU and CPU layers drew",
     ("benchmarks/profile_step.py", "*"): "profiles the pieces of a step (the optimizer kernel, a plan's slots)",
     ("benchmarks/blas_versions.py", "_candidate_libraries"): "compares the BLAS libraries kernels/blas.py would pick",
 }
 
-PROJECT_DIRS = ("fastnn", "tests", "benchmarks")
+PROJECT_DIRS = ("fastnn", "tests", "tests_cuda", "benchmarks")
 
 
 # -- reading the source ---------------------------------------------------------------------------
