@@ -115,7 +115,7 @@ def child(name: str, steps: int) -> dict:
     tracemalloc.stop()
     counts: dict = {}
     _wrap_kernels(counts)
-    model._plans.clear()  # rebuild the step plans so they call the counting wrappers
+    model.clear_plans()  # rebuild the step plans so they call the counting wrappers
     model.train_step(x, y)
     counts.clear()
     for _ in range(steps):

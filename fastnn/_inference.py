@@ -30,7 +30,7 @@ from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES
 from .layers.activation import Activation
 from .layers.base import Context, rows
-from .layers.conv import _ConvNd
+from .layers.conv import Conv1d, Conv2d
 from .layers.dense import Dense
 from .layers.dropout import Dropout
 from .layers.normalization import BatchNorm1d
@@ -91,7 +91,7 @@ class _Recorder:
             if isinstance(layer, Dense):
                 i = self._dense(i)
             elif (
-                isinstance(layer, _ConvNd)
+                isinstance(layer, (Conv1d, Conv2d))
                 and layer.code == IDENTITY
                 and self._batchnorm_after(self._next(i + 1), layer.output_shape)
             ):
@@ -130,7 +130,7 @@ class _Recorder:
             j += 1
         last = self._next(j) == len(self.layers)
         shape = (self.m, *dense.output_shape)
-        y = self.out if last and self.out.shape == shape else dense._buffers(self.m, "infer")[1].reshape(shape)
+        y = self.out if last and self.out.shape == shape else dense.preactivation_rows(self.m, "infer").reshape(shape)
         self.calls.append(
             (
                 K.dense_infer,
@@ -198,20 +198,13 @@ class InferencePlan:
 
 def supported(model) -> bool:
     """Whether :func:`predict` can run ``model`` (a CPU model of plannable layers)."""
-    return model.device == "cpu" and model._plannable
+    return model.device == "cpu" and model.plannable
 
 
 def plan(model, m: int) -> InferencePlan:
     """The model's inference plan for ``m`` rows (built once; kept among the model's plans, so a
     rebuild of the model's buffers drops it)."""
-    key = ("fused-infer", m)
-    found = model._plans.get(key)
-    if found is None:
-        mine = [k for k in model._plans if isinstance(k, tuple) and k[0] == "fused-infer"]
-        for k in mine[: max(0, len(mine) - _MAX_PLANS + 1)]:
-            del model._plans[k]
-        found = model._plans[key] = InferencePlan(model, m)
-    return found
+    return model.cached_plan(("fused-infer", m), lambda: InferencePlan(model, m), _MAX_PLANS)
 
 
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:

@@ -24,7 +24,6 @@ import math
 import numpy as np
 
 from . import _validation as V
-from . import backend
 
 
 def check_accumulate(accumulate, device: str) -> int:
@@ -95,12 +94,10 @@ class Stepper:
             self.count = 0
 
     def _open(self) -> None:
-        from .model import _StepGuard
-
         model = self.model
         if self.total is None or self.total.shape != model.grads.shape:
             self.total = np.empty_like(model.grads)
-            self.guard = _StepGuard([buf for buf, _ in model._guard.pairs])
+            self.guard = model.state_guard()
         self.guard.save()
         self.samples = 0
 
@@ -121,7 +118,7 @@ class Stepper:
             np.divide(self.total, self.samples, out=model.grads)
         else:
             np.copyto(model.grads, self.total)
-        norm = backend.kernels(model.device).grad_global_norm(model.grads, model._norm_partials)
+        norm = model.grad_norm()
         if not math.isfinite(norm):
             raise FloatingPointError(
                 f"Training diverged: the gradient norm summed over {self.count} accumulated "

@@ -203,7 +203,7 @@ class Session:
             for layer in walk_layers(model.layers)
             if isinstance(getattr(layer, "first_row", None), np.ndarray)
         ]
-        self.norms = [layer for layer in walk_layers(model.layers) if hasattr(layer, "_sync")]
+        self.norms = [layer for layer in walk_layers(model.layers) if hasattr(layer, "set_synchronizer")]
         self.batch_rows = 0
         self.shard_rows = 0
         self.correct: int | None = None
@@ -267,16 +267,16 @@ class Session:
         if _World.sync_batchnorm and self.norms:
             sync = SyncBatchNorm(self)
             for layer in self.norms:
-                layer._sync = sync
-            model._plans.clear()  # rebuilt with the synchronised calls
+                layer.set_synchronizer(sync)
+            model.clear_plans()  # rebuilt with the synchronised calls
 
     def close(self) -> None:
         """End of fit: the model trains on its own again."""
-        self.model._step_reduce = None
-        if any(layer._sync is not None for layer in self.norms):
+        self.model.set_gradient_reducer(None)
+        if any(layer.synchronizer is not None for layer in self.norms):
             for layer in self.norms:
-                layer._sync = None
-            self.model._plans.clear()
+                layer.set_synchronizer(None)
+            self.model.clear_plans()
 
     def callbacks(self, callbacks: list) -> list:
         """The callbacks this rank runs: all on rank 0, those that do not write on the others."""
@@ -315,7 +315,7 @@ class Session:
         )
         self.steps += 1
         self.correct = None if count is None else int(round(self.scalars[1]))
-        norm = backend.kernels(model.device).grad_global_norm(grads, model._norm_partials)
+        norm = model.grad_norm()
         return float(self.scalars[0]), float(norm)
 
     def check_weights(self) -> None:

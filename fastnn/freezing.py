@@ -70,7 +70,7 @@ def trainable_ranges(model) -> list[tuple[int, int]] | None:
     if not frozen:
         return None
     spans = sorted(
-        (lo, lo + _size(shape)) for i, name, lo, shape in model._layout if not f"{i}.{name}".startswith(frozen)
+        (lo, lo + _size(shape)) for i, name, lo, shape in model.parameter_layout if not f"{i}.{name}".startswith(frozen)
     )
     merged: list[tuple[int, int]] = []
     for lo, hi in spans:

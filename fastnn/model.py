@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from . import backend, freezing
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optim as optim_mod
+from . import training as training_mod
 from ._fused import CallRunner, rebindable
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
@@ -113,6 +116,13 @@ class _StepGuard:
     def restore(self) -> None:
         for buf, saved in self.pairs:
             backend.copy_into(buf, saved)
+
+
+def _method_signature(func) -> inspect.Signature:
+    """The signature of ``func(model, ...)`` as a method's: ``(self, ...)``."""
+    signature = inspect.signature(func)
+    first, *rest = signature.parameters.values()
+    return signature.replace(parameters=[first.replace(name="self"), *rest])
 
 
 def _without_lr(config: dict) -> dict:
@@ -995,6 +1005,83 @@ class Sequential:
             )
         return plan
 
+    # -- engine hooks: what training, accumulation, distributed, streaming and freezing use ---------
+    def set_gradient_reducer(self, reducer: Callable | None) -> None:
+        """Install the function :meth:`run_step` calls between backward and the optimizer.
+
+        Parameters
+        ----------
+        reducer : callable or None
+            ``reducer(loss, grad_norm, output, target) -> (loss, grad_norm)``: may change
+            ``model.grads`` in place (``fastnn.distributed`` sums them over the MPI ranks) and
+            returns the loss and gradient norm the step goes on with. None removes it.
+        """
+        self._step_reduce = reducer
+
+    def state_guard(self) -> _StepGuard:
+        """A new guard over the layers' state buffers (running statistics, dropout counters).
+
+        Returns
+        -------
+        guard
+            ``guard.save()`` copies the buffers, ``guard.restore()`` puts the copies back
+            (``fastnn.accumulation`` makes a group of steps one transaction with it).
+        """
+        return _StepGuard([buf for buf, _ in self._guard.pairs])
+
+    def grad_norm(self):
+        """The global L2 norm of ``model.grads`` (a float64 scalar; fixed-chunk, deterministic)."""
+        return backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
+
+    def plan_keys(self) -> tuple:
+        """Keys of the recorded plans: batch sizes of step plans, ("fused-infer", rows) of inference plans."""
+        return tuple(self._plans)
+
+    def clear_plans(self) -> None:
+        """Forget the recorded step and inference plans; the next step records them again (after
+        a layer's calls changed without a public attribute set, e.g. ``BatchNorm1d.set_synchronizer``)."""
+        self._plans.clear()
+
+    @property
+    def plannable(self) -> bool:
+        """Whether every layer describes its work as kernel calls (then steps run as recorded plans)."""
+        return self._plannable
+
+    def cached_plan(self, key: tuple, make: Callable, keep: int):
+        """The plan kept under ``key`` among the model's plans, made on first use.
+
+        Parameters
+        ----------
+        key : tuple
+            (kind, ...), e.g. ("fused-infer", rows); plans are dropped when the buffers are rebuilt.
+        make : callable
+            ``make()`` builds the plan when none is kept under ``key``.
+        keep : int
+            At most this many plans of the kind ``key[0]`` stay (the oldest go).
+
+        Returns
+        -------
+        object
+            The plan.
+        """
+        found = self._plans.get(key)
+        if found is None:
+            mine = [k for k in self._plans if isinstance(k, tuple) and k[0] == key[0]]
+            for k in mine[: max(0, len(mine) - keep + 1)]:
+                del self._plans[k]
+            found = self._plans[key] = make()
+        return found
+
+    @property
+    def lock(self) -> contextlib.AbstractContextManager:
+        """The model's re-entrant lock: hold it around calls that share the model's scratch."""
+        return self._lock
+
+    @property
+    def parameter_layout(self) -> tuple[tuple[int, str, int, tuple], ...]:
+        """(layer index, parameter name, offset in ``model.params``, shape) of every parameter."""
+        return tuple(self._layout)
+
     @contextlib.contextmanager
     def training_session(self, what: str):
         """The calling thread trains this model inside the block; RuntimeError if another thread
@@ -1114,25 +1201,7 @@ class Sequential:
             f"applied. Lower the learning rate, clip gradients (clip_norm=1.0) or standardise the inputs."
         )
 
-    def fit(
-        self,
-        X,
-        y=None,
-        *,
-        loss=None,
-        optimizer=None,
-        epochs: int = 1,
-        batch_size: int = 32,
-        shuffle: bool = True,
-        validation_data=None,
-        callbacks=None,
-        verbose: int = 1,
-        steps_per_epoch=None,
-        accumulate: int = 1,
-        validation_split: float = 0.0,
-        sample_weight=None,
-        class_weight=None,
-    ):
+    def fit(self, X, y=None, **options):
         """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
 
         X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
@@ -1148,26 +1217,10 @@ class Sequential:
         ``steps_per_epoch`` batches per epoch (:mod:`fastnn.streaming`). ``accumulate=k``: one
         update per k batches, equal to one batch k times larger (:mod:`fastnn.accumulation`).
         """
-        from .training import fit
+        return training_mod.fit(self, X, y, **options)
 
-        return fit(
-            self,
-            X,
-            y,
-            loss=loss,
-            optimizer=optimizer,
-            epochs=epochs,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            verbose=verbose,
-            steps_per_epoch=steps_per_epoch,
-            accumulate=accumulate,
-            validation_split=validation_split,
-            sample_weight=sample_weight,
-            class_weight=class_weight,
-        )
+    # the keywords are fastnn.training.fit's (their one source); help(model.fit) shows them
+    fit.__signature__ = _method_signature(training_mod.fit)  # type: ignore[attr-defined]
 
     # -- inference --------------------------------------------------------------------------------
     def _predict(self, X: np.ndarray, batch_size: int) -> np.ndarray:

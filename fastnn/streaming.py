@@ -309,7 +309,7 @@ def validation(model, data):
         evaluation = metrics_mod.Evaluation(model)
         for b, item in enumerate(batches()):
             xb, yb, wb = checked_batch(model, item, f"validation batch {b}")
-            with model._lock:  # (the loss's reduction scratch is the model's)
+            with model.lock:  # (the loss's reduction scratch is the model's)
                 evaluation.update(model.predict(xb), yb, wb)
         return evaluation.results()
 

@@ -340,7 +340,7 @@ def _open_arrays(
 def fit(
     model,
     X,
-    y,
+    y=None,
     *,
     loss=None,
     optimizer=None,
@@ -402,7 +402,7 @@ def fit(
     was_training = model.training
     model.train()
     model.stop_training = False
-    model._step_reduce = None if dist is None else dist.reduce
+    model.set_gradient_reducer(None if dist is None else dist.reduce)
     try:
         with model.training_session("fit"):
             model.reserve(source.batch_size)

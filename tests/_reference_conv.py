@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._reference_core import _ELEMENTWISE
+from ._reference_core import activation_derivative, activation_forward
 
 
 def _f64(*arrays):
@@ -55,7 +55,7 @@ def conv2d_forward(
             "ncijpq,ocij->nopq", patches[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og]
         )
     z += b[None, :, None, None]
-    return z, _ELEMENTWISE[activation][0](z, alpha)
+    return z, activation_forward(activation, z, alpha)
 
 
 def conv2d_backward(
@@ -64,7 +64,7 @@ def conv2d_backward(
     """(grad_x, grad_w, grad_b) of sum(grad_y * y) for y from conv2d_forward."""
     x, w, b, grad_y = _f64(x, w, b, grad_y)
     z, _ = conv2d_forward(x, w, b, stride, pads, dilation, groups)
-    grad_z = grad_y * _ELEMENTWISE[activation][1](z, alpha)
+    grad_z = grad_y * activation_derivative(activation, z, alpha)
     o, cg, kh, kw = w.shape
     og = o // groups
     oh, ow = z.shape[2:]

@@ -32,7 +32,11 @@ def _model(optimizer=None, dtype="float64"):
 
 
 def _slices(model, prefix):
-    return [(lo, lo + int(np.prod(shape))) for name, lo, shape in model._param_index if name.startswith(prefix)]
+    return [
+        (lo, lo + int(np.prod(shape)))
+        for i, name, lo, shape in model.parameter_layout
+        if f"{i}.{name}".startswith(prefix)
+    ]
 
 
 def test_frozen_parameters_and_their_optimizer_state_do_not_change():
@@ -112,7 +116,7 @@ def test_the_fused_step_honours_frozen_layers(monkeypatch, tmp_path):
 
     fused = small().freeze(0)
     fused.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
-    assert any(plan.run.fused for key, plan in fused._plans.items() if isinstance(key, int))
+    assert any(fused.step_plan(key).run.fused for key in fused.plan_keys() if isinstance(key, int))
     monkeypatch.setattr(_config, "FUSE", "never")
     unfused = small().freeze(0)
     unfused.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)

@@ -97,7 +97,7 @@ def test_large_inputs_run_in_chunks_with_a_remainder(rng, monkeypatch):
     x = rng.standard_normal((37, 5))  # 16 + 16 + 5
     _close(model.predict(x), model.forward(x, training=False), "float64")
     _close(model.predict(x, batch_size=3), model.forward(x, training=False), "float64")
-    assert ("fused-infer", 16) in model._plans and ("fused-infer", 5) in model._plans
+    assert ("fused-infer", 16) in model.plan_keys() and ("fused-infer", 5) in model.plan_keys()
 
 
 def test_predictions_follow_training_steps_loads_and_direct_writes(rng, tmp_path):
@@ -138,7 +138,7 @@ def test_evaluate_uses_the_plans(rng):
     model = _dense_bn("relu", "float64", rng).compile(loss="cross_entropy")
     x, y = rng.standard_normal((9, 5)), np.arange(9) % 4
     metrics = model.evaluate(x, y)
-    assert ("fused-infer", 9) in model._plans
+    assert ("fused-infer", 9) in model.plan_keys()
     logits = model.forward(x, training=False)
     shifted = logits - logits.max(axis=1, keepdims=True)
     expected = float(np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(9), y]))

@@ -241,7 +241,7 @@ def test_small_predictions_use_recorded_calls_and_match_the_layer_path(rng):
     for _ in range(3):
         model.train_step(X, np.arange(16) % 3)
     one = model.predict(X[:1])
-    assert ("fused-infer", 1) in model._plans  # the recorded path (batch norm folded: tests/test_inference.py)
+    assert ("fused-infer", 1) in model.plan_keys()  # the recorded path (batch norm folded: tests/test_inference.py)
     np.testing.assert_allclose(one, model.forward(X[:1], False), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.predict(X)[:1], one, rtol=1e-5, atol=1e-6)  # gemm vs gemv rounding
     model.train_step(X, np.arange(16) % 3)  # training after an inference plan still matches a fresh pass

@@ -8,19 +8,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import fastnn as fnn
+from tests._helpers import randomize
 from tests.layer_cases import CASES
 
 BATCHES = (1, 3, 17)
-
-
-def randomize(model, seed=0):
-    """Parameters in U(-1, 1), float buffers (running statistics) in U(0.5, 1.5)."""
-    rng = np.random.default_rng(seed)
-    model.params[...] = rng.uniform(-1.0, 1.0, model.params.size)
-    for buf in model.state_arrays().values():
-        if buf.dtype.kind == "f" and not np.shares_memory(buf, model.params):
-            buf[...] = rng.uniform(0.5, 1.5, buf.shape)
-    return model
 
 
 def check_against_runtime(model, path, draw=None, opset=17, atol=1e-5, batches=BATCHES):

@@ -15,6 +15,7 @@ import fastnn as fnn
 from fastnn import callbacks as cb_mod
 from fastnn.data import ArrayDataset, MappedFile
 from fastnn.datasets import EpochOrder
+from tests._helpers import InterruptAt
 
 
 def _data(n=90, features=5, seed=0):
@@ -34,21 +35,6 @@ def _memmap(tmp_path, X, name="x.f64"):
     mm[:] = X
     mm.flush()
     return tmp_path / name
-
-
-class _RaiseAt(cb_mod.Callback):
-    """KeyboardInterrupt at the end of batch ``batch`` of epoch ``epoch`` (once)."""
-
-    def __init__(self, epoch, batch):
-        self.at, self.epoch = (epoch, batch), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            self.at = None
-            raise KeyboardInterrupt
 
 
 def test_a_dataset_of_in_memory_arrays_trains_as_the_arrays_do():
@@ -99,7 +85,7 @@ def test_an_interrupted_fit_on_mapped_data_resumes_bit_for_bit(kind, accumulate,
     reference.fit(dataset(), epochs=2, batch_size=8, verbose=0, accumulate=accumulate)
     model = _model()
     with pytest.raises(KeyboardInterrupt):
-        model.fit(dataset(), epochs=2, batch_size=8, verbose=0, accumulate=accumulate, callbacks=[_RaiseAt(1, 4)])
+        model.fit(dataset(), epochs=2, batch_size=8, verbose=0, accumulate=accumulate, callbacks=[InterruptAt(1, 4)])
     assert model.state.cursor is not None and model.state.cursor.epoch == 1
     model.save(tmp_path / "m.safetensors")
     resumed = fnn.load(tmp_path / "m.safetensors")
@@ -120,7 +106,7 @@ def test_a_callable_of_batches_resumes_bit_for_bit_by_skipping_the_batches_done(
     reference.fit(batches, epochs=2, verbose=0)
     model = _model()
     with pytest.raises(KeyboardInterrupt):
-        model.fit(batches, epochs=2, verbose=0, callbacks=[_RaiseAt(0, 3)])
+        model.fit(batches, epochs=2, verbose=0, callbacks=[InterruptAt(0, 3)])
     model.fit(batches, epochs=2, verbose=0)
     np.testing.assert_array_equal(model.params, reference.params)
     unshuffled = _model()

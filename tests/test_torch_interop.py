@@ -10,20 +10,11 @@ nn = torch.nn
 
 import fastnn as fnn
 from fastnn.interop import torch_adapters
+from tests._helpers import randomize
 from tests.layer_cases import CASES
 
 REFUSED = {"masking": "Masking"}  # layer case -> the name the refusal must give
 RTOL = 1e-10
-
-
-def randomize(model, seed=0):
-    """Parameters in U(-1, 1), float buffers (running statistics) in U(0.5, 1.5)."""
-    rng = np.random.default_rng(seed)
-    model.params[...] = rng.uniform(-1.0, 1.0, model.params.size)
-    for buf in model.state_arrays().values():
-        if buf.dtype.kind == "f" and not np.shares_memory(buf, model.params):
-            buf[...] = rng.uniform(0.5, 1.5, buf.shape)
-    return model
 
 
 def torch_out(module, x):

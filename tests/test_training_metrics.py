@@ -12,6 +12,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn.metrics import Tracker
+from tests._helpers import InterruptAt
 
 skm = pytest.importorskip("sklearn.metrics")
 N = 53  # streamed in batches of 7: uneven last batch
@@ -311,21 +312,6 @@ def test_readme_training_options_example_runs(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ exact resume
-class _InterruptAt(fnn.callbacks.Callback):
-    """KeyboardInterrupt at the end of batch ``batch`` of epoch ``epoch`` (once)."""
-
-    def __init__(self, epoch, batch):
-        self.at, self.epoch = (epoch, batch), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            self.at = None
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize(
     "data, accumulate, through_file",
     [("arrays", 1, False), ("arrays", 2, True), ("dataset", 1, True), ("dataset", 2, False)],
@@ -352,7 +338,7 @@ def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(
     expected = fit(model(), epochs=2)
     interrupted = model()
     with pytest.raises(KeyboardInterrupt):
-        fit(interrupted, epochs=2, callbacks=[_InterruptAt(1, 4)])
+        fit(interrupted, epochs=2, callbacks=[InterruptAt(1, 4)])
     assert interrupted.state.cursor.epoch == 1 and 0 < interrupted.state.cursor.samples < 60
     if through_file:
         interrupted.save(tmp_path / "m.safetensors")

@@ -130,8 +130,8 @@ def test_save_on_cuda_load_on_cpu(trained, data, tmp_path):
 def _flat_params(state, model):
     """The flat parameter vector of ``state`` in ``model``'s layout."""
     flat = np.empty(model.params.size, model.dtype)
-    for name, lo, shape in model._param_index:
-        flat[lo : lo + int(np.prod(shape))] = state[f"param.{name}"].ravel()
+    for i, name, lo, shape in model.parameter_layout:
+        flat[lo : lo + int(np.prod(shape))] = state[f"param.{i}.{name}"].ravel()
     return flat
 
 

@@ -24,36 +24,10 @@ import os
 import numpy as np
 
 from .. import backend
+from .. import layers as L
 from ..kernels.activations import SELU_ALPHA, SELU_SCALE
 from ..kernels.attention import positional_table
-from ..kernels.recurrent import LSTM as LSTM_CODE
-from ..layers import (
-    GRU,
-    LSTM,
-    RNN,
-    Activation,
-    AvgPool1d,
-    AvgPool2d,
-    BatchNorm1d,
-    Conv1d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Embedding,
-    GlobalAvgPool,
-    LastStep,
-    LayerNorm,
-    Masking,
-    MaxPool1d,
-    MaxPool2d,
-    MultiHeadSelfAttention,
-    PositionalEncoding,
-    Reshape,
-    Residual,
-    TimeDistributed,
-    TransformerEncoderBlock,
-)
-from ._parameters import layer_parameters
+from ._common import handler_for, layer_parameters
 
 #: the opsets the exporter writes (LayerNormalization needs 17; 18 moved ReduceMean's axes to an input)
 MIN_OPSET = 17
@@ -210,7 +184,7 @@ def _residual(g, layer, x):
 
 
 def _conv(g, layer, x):
-    pads = layer._pads()
+    pads = layer.pads()
     inputs = [x, g.const(_host(layer.weight), "weight")]
     if layer.use_bias:
         inputs.append(g.const(_host(layer.bias), "bias"))
@@ -228,7 +202,7 @@ def _conv(g, layer, x):
 
 def _pool(g, layer, x):
     attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=list(layer.padding) * 2)
-    if layer._mode == "max":
+    if layer.mode == "max":
         return g.op("MaxPool", [x], **attrs)
     return g.op("AveragePool", [x], count_include_pad=int(layer.count_include_pad), **attrs)
 
@@ -285,7 +259,7 @@ def _recurrent(g, layer, x):
     op = {"lstm": "LSTM", "gru": "GRU"}.get(layer.cell, "RNN")
     y_h = None
     for k in range(layer.num_layers):
-        names = [layer._names(k, d) for d in range(D)]
+        names = [layer.parameter_names(k, d) for d in range(D)]
         w = g.const(np.stack([gates(n["weight_ih"]) for n in names]), "W")
         r = g.const(np.stack([gates(n["weight_hh"]) for n in names]), "R")
         b = (
@@ -310,7 +284,7 @@ def _initial_states(g, layer, k: int, batch: str) -> list[str]:
         return []
     D, H = layer.directions, layer.hidden_size
     shape = g.op("Concat", [g.const([D]), batch, g.const([H])], axis=0)
-    names = ["h0", "c0"] if layer._code == LSTM_CODE else ["h0"]
+    names = ["h0", "c0"] if layer.cell == "lstm" else ["h0"]
     rows = [_host(layer_parameters(layer)[n])[k * D : (k + 1) * D].reshape(D, 1, H) for n in names]
     return [g.op("Expand", [g.const(r, n), shape]) for r, n in zip(rows, names)]
 
@@ -371,30 +345,30 @@ def _time_distributed(g, layer, x):
 
 #: layer class -> writer (subclasses made by fastnn, e.g. ReLU of Activation, find their base's)
 WRITERS = {
-    Dense: _dense,
-    Activation: _activation_layer,
-    Dropout: _identity,
-    BatchNorm1d: _batchnorm,
-    LayerNorm: _layernorm,
-    Residual: _residual,
-    Conv1d: _conv,
-    Conv2d: _conv,
-    MaxPool1d: _pool,
-    MaxPool2d: _pool,
-    AvgPool1d: _pool,
-    AvgPool2d: _pool,
-    GlobalAvgPool: _global_avgpool,
-    Reshape: _reshape,
-    Embedding: _embedding,
-    Masking: _masking,
-    LSTM: _recurrent,
-    GRU: _recurrent,
-    RNN: _recurrent,
-    MultiHeadSelfAttention: _attention,
-    PositionalEncoding: _positional,
-    TransformerEncoderBlock: _encoder_block,
-    LastStep: _last_step,
-    TimeDistributed: _time_distributed,
+    L.Dense: _dense,
+    L.Activation: _activation_layer,
+    L.Dropout: _identity,
+    L.BatchNorm1d: _batchnorm,
+    L.LayerNorm: _layernorm,
+    L.Residual: _residual,
+    L.Conv1d: _conv,
+    L.Conv2d: _conv,
+    L.MaxPool1d: _pool,
+    L.MaxPool2d: _pool,
+    L.AvgPool1d: _pool,
+    L.AvgPool2d: _pool,
+    L.GlobalAvgPool: _global_avgpool,
+    L.Reshape: _reshape,
+    L.Embedding: _embedding,
+    L.Masking: _masking,
+    L.LSTM: _recurrent,
+    L.GRU: _recurrent,
+    L.RNN: _recurrent,
+    L.MultiHeadSelfAttention: _attention,
+    L.PositionalEncoding: _positional,
+    L.TransformerEncoderBlock: _encoder_block,
+    L.LastStep: _last_step,
+    L.TimeDistributed: _time_distributed,
 }
 
 
@@ -406,10 +380,9 @@ def _refuse(layer, why: str) -> NotImplementedError:
 
 
 def _writer(layer):
-    if type(layer).__module__.startswith("fastnn.layers"):
-        for cls in type(layer).__mro__:
-            if cls in WRITERS:
-                return WRITERS[cls]
+    writer = handler_for(layer, WRITERS)
+    if writer is not None:
+        return writer
     raise _refuse(
         layer,
         f"{type(layer).__name__} is not one of fastnn's layer kinds with an ONNX form "

@@ -30,7 +30,7 @@ def torch_module():
 
 
 @functools.cache
-def _adapters() -> SimpleNamespace:
+def adapters() -> SimpleNamespace:
     """The adapter modules (made once, when torch is first needed; found as attributes of this module)."""
     torch = torch_module()
     nn = torch.nn
@@ -161,5 +161,5 @@ def _adapters() -> SimpleNamespace:
 
 def __getattr__(name: str):
     if name in ADAPTERS:
-        return getattr(_adapters(), name)
+        return getattr(adapters(), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

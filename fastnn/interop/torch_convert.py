@@ -48,8 +48,9 @@ from ..layers import (
 from ..layers.activation import GELU
 from ..layers.base import walk_layers
 from ..layers.registry import LAYERS
-from ._parameters import layer_parameters as _parameters
-from .torch_adapters import _adapters
+from ._common import handler_for
+from ._common import layer_parameters as _parameters
+from .torch_adapters import adapters
 from .torch_adapters import torch_module as _torch
 
 #: activation name -> its layer class (the activation table's rows that name a layer)
@@ -152,9 +153,9 @@ def _layernorm_to(nn, layer, dtype):
 
 
 def _pool_to(nn, layer, dtype):
-    one = layer._dims == 1
+    one = layer.spatial_dims == 1
     size = (lambda t: t[0]) if one else tuple
-    if layer._mode == "max":
+    if layer.mode == "max":
         cls = nn.MaxPool1d if one else nn.MaxPool2d
         return [cls(size(layer.kernel_size), stride=size(layer.stride), padding=size(layer.padding))]
     cls = nn.AvgPool1d if one else nn.AvgPool2d
@@ -170,7 +171,7 @@ def _pool_to(nn, layer, dtype):
 
 def _global_avgpool_to(nn, layer, dtype):
     if layer.axis == "time":
-        return [_adapters().TimeMean()]
+        return [adapters().TimeMean()]
     pool = nn.AdaptiveAvgPool1d(1) if len(layer.input_shape) == 2 else nn.AdaptiveAvgPool2d(1)
     return [pool, nn.Flatten()]
 
@@ -196,7 +197,7 @@ def _recurrent_to(nn, layer, dtype):
         batch_first=True,
         **kwargs,
     )
-    module = _adapters().Recurrent(rnn, layer.return_sequences, layer.learn_initial_state).to(dtype)
+    module = adapters().Recurrent(rnn, layer.return_sequences, layer.learn_initial_state).to(dtype)
     _load(module, {(k if k in ("h0", "c0") else f"rnn.{k}"): v for k, v in _values(layer).items()}, dtype)
     return [module]
 
@@ -218,11 +219,11 @@ _MHA_NAMES = {
 
 
 def _attention_to(nn, layer, dtype):
-    return [_adapters().SelfAttention(_mha(nn, layer, dtype), layer.causal)]
+    return [adapters().SelfAttention(_mha(nn, layer, dtype), layer.causal)]
 
 
 def _positional_to(nn, layer, dtype):
-    return [_adapters().PositionalEncoding(layer.max_len, layer.input_shape[1], layer.dropout).to(dtype)]
+    return [adapters().PositionalEncoding(layer.max_len, layer.input_shape[1], layer.dropout).to(dtype)]
 
 
 def _encoder_names(norm_first: bool) -> dict:
@@ -265,7 +266,7 @@ def _encoder_to(nn, layer, dtype):
             value = backend.host_copy(value).T  # Dense (in, out) -> Linear (out, in)
         values[names[prefix] + rest] = value
     _load(torch_layer, values, dtype)
-    return [_adapters().CausalEncoderLayer(torch_layer) if layer.causal else torch_layer]
+    return [adapters().CausalEncoderLayer(torch_layer) if layer.causal else torch_layer]
 
 
 def _residual_to(nn, layer, dtype):
@@ -273,18 +274,18 @@ def _residual_to(nn, layer, dtype):
     projection = None
     if layer.projection is not None:
         projection = _dense_to(nn, layer.projection, dtype)[0]
-    return [_adapters().Residual(block, projection)]
+    return [adapters().Residual(block, projection)]
 
 
 def _time_distributed_to(nn, layer, dtype):
     inner = _modules(nn, [layer.layer], dtype)
-    return [_adapters().TimeDistributed(inner[0] if len(inner) == 1 else nn.Sequential(*inner))]
+    return [adapters().TimeDistributed(inner[0] if len(inner) == 1 else nn.Sequential(*inner))]
 
 
 def _reshape_to(nn, layer, dtype):
     if type(layer) is Flatten:
         return [nn.Flatten()]
-    return [_adapters().Reshape(layer.output_shape)]
+    return [adapters().Reshape(layer.output_shape)]
 
 
 def _dropout_to(nn, layer, dtype):
@@ -296,7 +297,7 @@ def _activation_to(nn, layer, dtype):
 
 
 def _last_step_to(nn, layer, dtype):
-    return [_adapters().LastStep()]
+    return [adapters().LastStep()]
 
 
 #: fastnn layer class -> (torch.nn, layer, torch dtype) -> [modules]
@@ -335,9 +336,7 @@ def _modules(nn, layers, dtype) -> list:
     """The torch modules of ``layers``, in order (a layer may give several: Linear then its activation)."""
     modules = []
     for layer in layers:
-        converter = None
-        if type(layer).__module__.startswith("fastnn.layers"):
-            converter = next((TO_TORCH[c] for c in type(layer).__mro__ if c in TO_TORCH), None)
+        converter = handler_for(layer, TO_TORCH)
         if converter is None and getattr(layer, "produces_lengths", False):
             raise _refuse_layer(
                 layer, "torch has no masking: the sequence lengths it marks change what later layers compute"
@@ -589,7 +588,7 @@ def _from_adapter(nn, m):
 
 def _from_table(nn) -> dict:
     """torch module class -> (torch.nn, module) -> (fastnn layer, {parameter or buffer name: array})."""
-    a = _adapters()
+    a = adapters()
     table = {
         nn.Linear: _from_linear,
         nn.Dropout: _from_dropout,

@@ -17,7 +17,7 @@ from .base import Layer, WeightAndBias, normalize_shape, shape_str
 from .registry import register_layer
 
 
-def _pair(value, n: int, argument: str, minimum: int) -> tuple[int, ...]:
+def int_tuple(value, n: int, argument: str, minimum: int) -> tuple[int, ...]:
     """An int or an n-tuple of ints >= minimum as an n-tuple."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
@@ -52,9 +52,9 @@ class _ConvNd(WeightAndBias, Layer):
         n = self._dims
         self.in_channels = V.check_int(in_channels, "in_channels", minimum=1)
         self.out_channels = V.check_int(out_channels, "out_channels", minimum=1)
-        self.kernel_size = _pair(kernel_size, n, "kernel_size", 1)
-        self.stride = _pair(stride, n, "stride", 1)
-        self.dilation = _pair(dilation, n, "dilation", 1)
+        self.kernel_size = int_tuple(kernel_size, n, "kernel_size", 1)
+        self.stride = int_tuple(stride, n, "stride", 1)
+        self.dilation = int_tuple(dilation, n, "dilation", 1)
         self.groups = V.check_int(groups, "groups", minimum=1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
@@ -70,14 +70,20 @@ class _ConvNd(WeightAndBias, Layer):
                     "padding='same' needs stride 1 (as in PyTorch); pass explicit padding for strided convolutions"
                 )
         else:
-            self.padding = _pair(padding, n, "padding", 0)
+            self.padding = int_tuple(padding, n, "padding", 0)
         self._weight_bias_options(activation, activation_params, init, bias_init, bias)
 
     def expected_input_shape(self):
         return None  # the spatial size comes from the data (or the model's input_shape)
 
-    def _pads(self) -> list[tuple[int, int]]:
-        """(low, high) zero padding per spatial axis."""
+    def pads(self) -> list[tuple[int, int]]:
+        """The zero padding of each spatial axis ("same" and "valid" resolved).
+
+        Returns
+        -------
+        list of (int, int)
+            (low, high) padding per spatial axis.
+        """
         if not isinstance(self.padding, str):
             return [(p, p) for p in self.padding]
         if self.padding == "valid":
@@ -105,7 +111,7 @@ class _ConvNd(WeightAndBias, Layer):
         spatial = shape[1:]
         out = []
         for axis, (size, k, s, d, (lo, hi)) in enumerate(
-            zip(spatial, self.kernel_size, self.stride, self.dilation, self._pads())
+            zip(spatial, self.kernel_size, self.stride, self.dilation, self.pads())
         ):
             if size + lo + hi < d * (k - 1) + 1:
                 raise ValueError(
@@ -155,7 +161,7 @@ class _ConvNd(WeightAndBias, Layer):
         return (1, self.kernel_size[0]) if self._dims == 1 else self.kernel_size
 
     def _geometry(self):
-        pads = self._pads()
+        pads = self.pads()
         if self._dims == 1:
             return (1, self.stride[0], 0, pads[0][0], 1, self.dilation[0])
         return (self.stride[0], self.stride[1], pads[0][0], pads[1][0], self.dilation[0], self.dilation[1])

@@ -118,6 +118,24 @@ class Dense(WeightAndBias, Layer):
         grad_z = rows(ws["grad_z"], self.units) if "grad_z" in ws else None
         return ws, z, y, grad_z
 
+    def preactivation_rows(self, batch: int, arena: str):
+        """The layer's pre-activation buffer in one arena (scratch between calls).
+
+        Parameters
+        ----------
+        batch : int
+            Samples in the batch.
+        arena : str
+            "train", "infer", "eager" or "probe" (see :class:`fastnn.layers.Workspace`).
+
+        Returns
+        -------
+        numpy.ndarray
+            (batch * positions, units) view, of the layer's dtype; ``fastnn._inference`` writes
+            its fused outputs there.
+        """
+        return self._buffers(batch, arena)[1]
+
     def forward_calls(self, x, ctx):
         ws, z, y, _ = self._buffers(x.shape[0], ctx.arena)
         ctx.x = x

@@ -135,6 +135,24 @@ class BatchNorm1d(_Normalization):
         # a public attribute set would mark the model stale and rebuild the layer)
 
     @property
+    def synchronizer(self) -> Any:
+        """The object computing the batch statistics over all MPI ranks while a data-parallel fit
+        runs (``fastnn.distributed.SyncBatchNorm``), else None."""
+        return self._sync
+
+    def set_synchronizer(self, synchronizer: Any) -> None:
+        """Compute the training batch statistics through ``synchronizer``.
+
+        Parameters
+        ----------
+        synchronizer : object or None
+            Its ``forward_calls``/``backward_calls`` replace the layer's own in training steps
+            (``fastnn.distributed.SyncBatchNorm``); None: this process's batch only. The owning
+            model's recorded plans must be rebuilt after: ``model.clear_plans()``.
+        """
+        self._sync = synchronizer
+
+    @property
     def needs_batch_over_one(self) -> bool:
         """A batch of one sample with one position has no variance: fit() skips a last batch of
         one (see ``_validation.check_batch_plan``)."""

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _validation as V
 from ..kernels.conv import conv_output_size
 from .base import Layer, normalize_shape, shape_str
-from .conv import _pair
+from .conv import int_tuple
 from .registry import register_layer
 from .sequence import check_sequence, sequence_lengths
 
@@ -19,12 +19,22 @@ class _PoolNd(Layer):
     _mode = "max"
     input_argument = "input shape"
 
+    @property
+    def mode(self) -> str:
+        """The pooling: "max" or "avg"."""
+        return self._mode
+
+    @property
+    def spatial_dims(self) -> int:
+        """Spatial axes of the input: 1 (``MaxPool1d``, ``AvgPool1d``) or 2."""
+        return self._dims
+
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
         super().__init__()
         n = self._dims
-        self.kernel_size = _pair(kernel_size, n, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, n, "stride", 1)
-        self.padding = _pair(padding, n, "padding", 0)
+        self.kernel_size = int_tuple(kernel_size, n, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else int_tuple(stride, n, "stride", 1)
+        self.padding = int_tuple(padding, n, "padding", 0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(
                 f"padding {self.padding} must be at most half of kernel_size {self.kernel_size} (as in PyTorch)"

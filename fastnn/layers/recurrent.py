@@ -198,7 +198,21 @@ class _Recurrent(Layer):
             found = self._sets[key] = _Buffers(self, batch, steps)
         return found
 
-    def _names(self, k: int, d: int) -> dict[str, str]:
+    def parameter_names(self, k: int, d: int) -> dict[str, str]:
+        """The parameter names of one stacked layer and direction, as torch names them.
+
+        Parameters
+        ----------
+        k : int
+            The stacked layer, 0 to ``num_layers - 1``.
+        d : int
+            The direction: 0 forward, 1 reverse (``bidirectional``).
+
+        Returns
+        -------
+        dict
+            {"weight_ih", "weight_hh", "bias_ih", "bias_hh"} -> e.g. "weight_ih_l0_reverse".
+        """
         suffix = f"_l{k}" + ("_reverse" if d else "")
         return {p: f"{p}{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
 
@@ -219,7 +233,7 @@ class _Recurrent(Layer):
         for k in range(self.num_layers):
             in_k = self.input_size if k == 0 else self.directions * H
             for d in range(self.directions):
-                n = self._names(k, d)
+                n = self.parameter_names(k, d)
                 weights.append(ParamSpec(n["weight_ih"], (G * H, in_k), True, filler(self.init, in_k)))
                 weights.append(ParamSpec(n["weight_hh"], (G * H, H), True, filler(self.init, H)))
                 if self.use_bias:
@@ -236,6 +250,11 @@ class _Recurrent(Layer):
 
     def bind(self, params, grads):
         self._params, self._grads = dict(params), dict(grads)
+
+    @property
+    def parameter_arrays(self) -> dict[str, np.ndarray]:
+        """{name: array} of the parameters bound to this layer (views of the model's flat buffer)."""
+        return dict(self._params)
 
     def seed_rng(self, seed: int, stream: int) -> None:
         """Key this layer's dropout masks by the model's seed and its stream (the model calls it).
@@ -282,7 +301,7 @@ class _Recurrent(Layer):
         for k in range(self.num_layers):
             for d in range(D):
                 r = k * D + d
-                n = self._names(k, d)
+                n = self.parameter_names(k, d)
                 h0, c0 = self._initial_rows(ctx, r)
                 c_n = buf.c_n[r] if buf.c_n is not None else self._dummy2
                 calls.append(
@@ -354,7 +373,7 @@ class _Recurrent(Layer):
             wanted = need_grad_x or k > 0
             for d in range(D):
                 r = k * D + d
-                n = self._names(k, d)
+                n = self.parameter_names(k, d)
                 if learned:
                     g_h0 = self._grads["h0"][r : r + 1]
                     g_c0 = self._grads["c0"][r : r + 1] if lstm else self._dummy2
