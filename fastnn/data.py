@@ -54,7 +54,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # IDX type code -> big-endian dtype of the stored values
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -484,6 +484,7 @@ def read_csv(
     if not (isinstance(header, (bool, np.bool_)) or (isinstance(header, str) and header == "infer")):
         raise ValueError(f"header must be True, False or 'infer', got {header!r}")
     return_classes = _check_bool("return_classes", return_classes)
+    lines: list[int] | None  # each row's line number (None after the fast parse)
     rows, lines = _read_rows(path, delimiter, limit=2)
     if not rows:
         raise ValueError(f"{path!r} is empty (no non-blank rows)")
@@ -527,7 +528,7 @@ def read_csv(
 
 def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, feature_cols: list[int], t: int | None):
     """``(X, target cells)`` through NumPy's C parser, or ``None`` when the file is not that simple."""
-    options = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
+    options: dict[str, Any] = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
     try:
         with _open_text(path) as f:
             table = np.loadtxt(f, dtype=np.float64, **options)
@@ -564,6 +565,7 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
     else:
         empty = np.flatnonzero(col == "")
         if empty.size:
+            assert lines is not None  # the fast parse refuses empty target cells
             raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
         try:
             values = col.astype(np.float64)
@@ -853,6 +855,7 @@ class Standardizer:
 
     def transform(self, X: Any) -> np.ndarray:
         X = self._fitted(X, "X")
+        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
         return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
 
     def fit_transform(self, X: Any) -> np.ndarray:
@@ -860,6 +863,7 @@ class Standardizer:
 
     def inverse_transform(self, X: Any) -> np.ndarray:
         X = self._fitted(X, "X")
+        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
         return X * self.std_.astype(X.dtype) + self.mean_.astype(X.dtype)
 
     def __repr__(self) -> str:

@@ -210,6 +210,10 @@ class EpochOrder:
     positions [lo, hi) of the epoch (``check(*block)`` -> the block's (x, y) rows as trained on,
     as each block is loaded: :meth:`ArrayDataset.block`'s pair, or triple with weights)."""
 
+    x: np.ndarray | None  # the loaded block's inputs, targets and its order of rows (None: no block)
+    y: np.ndarray | None
+    rows: np.ndarray | None
+
     def __init__(self, dataset: ArrayDataset, seed: int, epoch: int, shuffle: bool, check):
         self.dataset, self.seed, self.epoch, self.shuffle, self.check = dataset, seed, epoch, shuffle, check
         nb = dataset.blocks
@@ -239,6 +243,7 @@ class EpochOrder:
             k = int(np.searchsorted(self.ends, p, side="right"))
             if k != self.loaded:
                 self._load(k)
+            assert self.rows is not None and self.x is not None and self.y is not None  # _load set them
             start = self.ends[k] - self.rows.size
             stop = min(hi, int(self.ends[k]))
             picked = self.rows[p - start : stop - start]

@@ -10,6 +10,8 @@ softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``hube
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 
 from . import _validation as V
@@ -307,6 +309,7 @@ class SampleWeighted(Loss):
             K.cross_entropy_rows(output, labels, rows)
             per_sample = 1
         else:
+            assert isinstance(self.base, _Elementwise)  # the built-in losses without classes
             K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
             per_sample = output.shape[1]
         if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
@@ -341,6 +344,10 @@ def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.column_stack([targets.reshape(targets.shape[0], -1), weights]).astype(np.float64, copy=False)
 
 
+@overload
+def base_of(loss: Loss) -> Loss: ...
+@overload
+def base_of(loss: None) -> None: ...
 def base_of(loss: Loss | None) -> Loss | None:
     """The plain loss under a :class:`SampleWeighted` one (``loss`` itself otherwise)."""
     return loss.base if isinstance(loss, SampleWeighted) else loss

@@ -180,7 +180,7 @@ class Sequential:
         self.loss: losses_mod.Loss | None = None
         self.metrics: list = []  # fastnn.metrics.Metric objects of compile(metrics=...)
         self.decay_bias_and_norm = False
-        self.optimizer = None
+        self.optimizer: optim_mod.Optimizer | None = None
         self.training = True
         self.stop_training = False
         from .training import TrainingState
@@ -193,8 +193,8 @@ class Sequential:
         self._stale = False
         self._eager: tuple | None = None  # (input, contexts) of the last eager forward()
         self.built = False
-        self.input_shape = None
-        self.output_shape = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
         for layer in walk_layers(layers):
             layer.set_owner(self)
         if input_features is not None and input_shape is not None:
@@ -351,10 +351,12 @@ class Sequential:
     @property
     def positions(self) -> int:
         """Loss rows per sample: 1 for outputs (batch, k), T for sequence outputs (batch, T, k)."""
+        assert self.output_shape is not None, "build the model first"
         return size_of(self.output_shape[:-1])
 
     def target_shape(self) -> tuple[tuple[int, ...], np.dtype]:
         """(per-sample shape, dtype) of the checked targets: (*positions, *the loss's per-row shape)."""
+        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
         trailing, dtype = self.loss.target_spec(self.output_shape[-1], self.dtype)
         return (*self.output_shape[:-1], *trailing), dtype
 
@@ -373,12 +375,14 @@ class Sequential:
     def loss_value(self, out, target, grad, compute_grad: bool = True) -> float:
         """The compiled loss of output ``out`` (batch, *output_shape) against checked ``target``
         (mean over every position), writing d loss / d out into ``grad`` when ``compute_grad``."""
+        assert self.loss is not None, "compile the model first"
         out, target, grad = self.loss_rows(out, target, grad)
         return self.loss.forward_backward(out, target, grad, compute_grad)
 
     def correct_count(self, out, target) -> int | None:
         """Positions classified right (accuracy = this / (samples * positions)); None for
         regression losses."""
+        assert self.loss is not None, "compile the model first"
         out, target, _ = self.loss_rows(out, target)
         return self.loss.correct_count(out, target)
 
@@ -606,7 +610,8 @@ class Sequential:
     # -- the engine: eager forward/backward on contexts ------------------------------------------
     def _forward(self, x: np.ndarray, training: bool, arena: str = "eager") -> tuple[np.ndarray, list]:
         """(output, contexts): every layer's forward in order; the contexts feed :meth:`_backward`."""
-        contexts, lengths = [], None
+        contexts: list[Context | None] = []
+        lengths = None
         for layer in self.layers:
             if layer.plannable():
                 ctx = Context(training, arena, lengths)
@@ -652,7 +657,7 @@ class Sequential:
 
     @property
     def _first_layer_name(self) -> str:  # only formatted when an error message needs it
-        return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")
+        return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")  # type: ignore[return-value]
 
     def forward(self, x, training: bool | None = None) -> np.ndarray:
         """Output (batch, *output_shape) for input (batch, *input_shape); a new array.
@@ -790,6 +795,7 @@ class Sequential:
                 )
                 if loss is None:
                     self.loss = None
+                assert self.optimizer is not None  # compile() set it
                 self.optimizer.load_state_dict(record["optimizer"]["state"])
             elif record.get("loss") is not None:
                 self.loss = losses_mod.from_config(record["loss"])
@@ -945,6 +951,7 @@ class Sequential:
 
     def _check_position_targets(self, y, n: int) -> np.ndarray:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
+        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
         lead = self.output_shape[:-1]
         arr = V.as_numeric_array(y, "y")
         if arr.shape[: 1 + len(lead)] != (n, *lead):
@@ -990,6 +997,7 @@ class Sequential:
                 backward += calls
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
+            assert self.loss is not None  # target_shape() checked it
             plan = self._plans[m] = _StepPlan(
                 x, y, h, forward, self.loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
@@ -1017,6 +1025,7 @@ class Sequential:
         returns (loss, output view). Transactional: if it fails (an exception, a non-finite loss
         or gradient), the model is left as before it. ``update=False``: the gradients only, in
         ``model.grads`` (no optimizer step; :mod:`fastnn.accumulation`)."""
+        assert self.optimizer is not None, "compile the model first"
         with self._lock:
             guard = self._guard
             if guard.pairs:
@@ -1175,6 +1184,7 @@ class Sequential:
         if inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
             with self._lock:
                 return inference.predict(self, X, batch_size)
+        assert self.output_shape is not None  # prepare() checked that the model is built
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             for lo in range(0, X.shape[0], batch_size):
@@ -1253,7 +1263,7 @@ class Sequential:
         from .io import atomic_write
 
         with atomic_write(path) as handle:
-            np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})
+            np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})  # type: ignore[arg-type]
 
     def load_weights(self, path) -> None:
         """Load parameters and buffers saved by :meth:`save_weights`; shapes must match."""

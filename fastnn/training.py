@@ -81,7 +81,8 @@ def callback_keys(callbacks) -> list[str]:
     """A stable key per callback to match saved states: ``cb.state_key`` when set, else the class
     name and its configuration (public attributes of simple types that are not part of its
     state); equal keys are numbered in order."""
-    keys, seen = [], {}
+    keys: list[str] = []
+    seen: dict[str, int] = {}
     for cb in callbacks:
         key = getattr(cb, "state_key", None)
         if key is None:
@@ -229,7 +230,7 @@ class BatchFeeder:
         self.moved = [backend.event(model.device) for _ in range(2)]
         self.stream = backend.stream(model.device, non_blocking=True)
         self.slot = 0
-        self.pending = None  # ((lo, hi), slot) of the batch being copied
+        self.pending: tuple[tuple[int, int], int] | None = None  # ((lo, hi), slot) of the batch being copied
 
     def _start(self, lo: int, hi: int, order) -> None:
         """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
@@ -252,6 +253,7 @@ class BatchFeeder:
         """Batch rows [lo, hi) in ``plan.x``/``plan.y`` (device); starts copying the epoch's next batch."""
         if self.pending is None or self.pending[0] != (lo, hi):
             self._start(lo, hi, order)
+        assert self.pending is not None  # _start set it
         k = self.pending[1]
         self.pending = None
         self.copied[k].wait(0)  # the default stream runs on after the copy only
@@ -283,7 +285,7 @@ class ArrayBatches:
         self.model, self.X, self.y, self.weighted = model, X, y, weighted
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
-        self.feeder = None
+        self.feeder: BatchFeeder | None = None
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
 
     @property
