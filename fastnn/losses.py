@@ -36,12 +36,9 @@ def register_loss(cls: type) -> type:
 
     Use as a class decorator: ``compile(loss=name)`` then finds the class, and a saved model
     with this loss loads again. The class must rebuild from its ``get_config()``
-    (``cls(**config)`` without "name").
-
-    Parameters
-    ----------
-    cls : type
-        A subclass of :class:`Loss` with its own non-empty ``name`` class attribute.
+    (``cls(**config)`` without "name"). The one argument, ``cls``, is a subclass of
+    :class:`Loss` with its own non-empty ``name`` class attribute (numpydoc does not list an
+    argument named ``cls``).
 
     Returns
     -------
