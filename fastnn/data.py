@@ -30,6 +30,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .datasets import ArrayDataset, MappedFile
 
@@ -133,7 +134,9 @@ _XOR_CORNERS = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
 _XOR_LABELS = np.array([0, 1, 1, 0], dtype=np.int64)
 
 
-def make_xor(n_samples: int = 200, noise: float = 0.0, seed: Any = 0, *, shuffle: bool = True):
+def make_xor(
+    n_samples: int = 200, noise: float = 0.0, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Points at the four corners ``(+-1, +-1)``, labelled by the XOR of the coordinates' signs.
 
     Corners are used in turn (as balanced as ``n_samples`` allows), then Gaussian noise of standard
@@ -195,7 +198,9 @@ def _class_sizes(n: int, k: int) -> np.ndarray:
     return np.full(k, n // k) + (np.arange(k) < n % k)
 
 
-def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0, *, shuffle: bool = True):
+def make_spirals(
+    n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Interleaved spiral arms, one per class (the CS231n toy problem).
 
     Class ``j``'s points have radius ``linspace(0, 1)`` and angle ``linspace(4j, 4(j+1))`` plus
@@ -252,7 +257,9 @@ def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, s
     return X, y
 
 
-def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuffle: bool = True):
+def make_moons(
+    n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Two interleaving half circles (as scikit-learn's ``make_moons``).
 
     Class 0 is the upper moon ``(cos a, sin a)``, class 1 the lower one
@@ -317,7 +324,9 @@ def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuff
     return X, y
 
 
-def load_digits(return_X_y: bool = True, *, images: bool = False):
+def load_digits(
+    return_X_y: bool = True, *, images: bool = False
+) -> tuple[NDArray[np.float64], NDArray[np.int64]] | dict[str, NDArray]:
     """scikit-learn's bundled 8x8 handwritten digits (no network needed).
 
     Needs scikit-learn: ``pip install "fastnn[datasets]"``.
@@ -469,7 +478,7 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
-def write_idx(path: str | os.PathLike, array: Any) -> None:
+def write_idx(path: str | os.PathLike, array: ArrayLike) -> None:
     """Write ``array`` as an IDX file (gzipped when ``path`` ends with ``.gz``).
 
     The file is written atomically (a temporary file, then a rename).
@@ -784,7 +793,7 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
 # --------------------------------------------------------------------------------------------
 
 
-def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y"):
+def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y") -> tuple[NDArray, NDArray | None]:
     """Read ``(X, y)`` from a ``.npz`` archive (``np.savez``), never unpickling anything.
 
     Parameters
@@ -875,7 +884,9 @@ def _samples(X: np.ndarray, images: bool) -> np.ndarray:
     return X.reshape(len(X), 1, *X.shape[1:]) if X.ndim == 3 else X
 
 
-def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False):
+def load_file(
+    path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False
+) -> tuple[NDArray, NDArray | None]:
     """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
 
     - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`.
@@ -1002,7 +1013,9 @@ def _stratified_test_counts(counts: np.ndarray, n_test: int, rng: np.random.Gene
     return take
 
 
-def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stratify: Any = False):
+def train_test_split(
+    X: ArrayLike, y: ArrayLike | None, test_size: float = 0.2, seed: Any = 0, stratify: Any = False
+) -> tuple[NDArray, NDArray, NDArray | None, NDArray | None]:
     """Shuffle and split into ``X_train, X_test, y_train, y_test``.
 
     The same ``seed`` gives the same split.
@@ -1126,7 +1139,7 @@ class Standardizer:
             raise ValueError(f"{name} contains NaN or inf; remove or impute those values first")
         return X
 
-    def fit(self, X: Any) -> Standardizer:
+    def fit(self, X: ArrayLike) -> Standardizer:
         """Compute each column's mean and population standard deviation.
 
         Parameters
@@ -1176,7 +1189,7 @@ class Standardizer:
             )
         return X
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """``(X - mean_) / std_``, in ``X``'s floating dtype.
 
         Parameters
@@ -1204,7 +1217,7 @@ class Standardizer:
         assert self.mean_ is not None and self.std_ is not None  # _fitted checked
         return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
 
-    def fit_transform(self, X: Any) -> np.ndarray:
+    def fit_transform(self, X: ArrayLike) -> np.ndarray:
         """:meth:`fit` on ``X``, then :meth:`transform` it.
 
         Parameters
@@ -1226,7 +1239,7 @@ class Standardizer:
         """
         return self.fit(X).transform(X)
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
         """``X * std_ + mean_``: undoes :meth:`transform`.
 
         Parameters
@@ -1260,7 +1273,9 @@ class Standardizer:
         return f"Standardizer({fitted})"
 
 
-def standardize(X_train: Any, X_test: Any = None):
+def standardize(
+    X_train: ArrayLike, X_test: ArrayLike | None = None
+) -> tuple[NDArray, Standardizer] | tuple[NDArray, NDArray, Standardizer]:
     """Fit a :class:`Standardizer` on ``X_train`` and apply it (and to ``X_test``).
 
     Parameters

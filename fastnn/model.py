@@ -10,6 +10,7 @@ import math
 import threading
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _fit_options as fit_options
 from . import _inference as inference
@@ -1097,7 +1098,7 @@ class Sequential:
             self._eager = (x.shape[0], contexts)
             return backend.host_copy(out)
 
-    def backward(self, grad_out) -> np.ndarray | None:
+    def backward(self, grad_out: ArrayLike) -> np.ndarray | None:
         """The gradient with respect to the input of the last :meth:`forward`.
 
         Also writes every parameter's gradient (``model.grads``, :meth:`named_parameters`).
@@ -2123,7 +2124,7 @@ class Sequential:
                 backend.copy_into(out[lo : lo + batch_size], result)
         return out
 
-    def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+    def predict(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """The network's outputs (logits for classifiers) for X, in evaluation mode.
 
         Parameters
@@ -2155,7 +2156,7 @@ class Sequential:
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict(self._check_x(X), batch_size)
 
-    def predict_proba(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary).
 
         Parameters
@@ -2196,7 +2197,7 @@ class Sequential:
         out = self.predict(X, batch_size)
         return self.loss.probabilities(self.loss_rows(out, out)[0]).reshape(out.shape)
 
-    def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+    def predict_classes(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Predicted class labels: the ones accuracy compares.
 
         Argmax of the logits for cross_entropy, or (logit > 0) per output for binary and
