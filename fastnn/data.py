@@ -336,7 +336,7 @@ def load_digits(
     return_X_y : bool, default True
         True: return ``(X, y)``; False: a dict.
     images : bool, default False
-        ``X`` as images (1797, 1, 8, 8), channels first (the input of :class:`fastnn.Conv2d`),
+        ``X`` as images (1797, 1, 8, 8), channels first (the input of :class:`fastnn.layers.Conv2d`),
         instead of rows (1797, 64).
 
     Returns

@@ -43,7 +43,7 @@ def register_loss(cls: type) -> type:
     Returns
     -------
     type
-        ``cls`` itself, now in :data:`LOSSES` under its ``name``.
+        ``cls`` itself, now in ``LOSSES`` under its ``name``.
 
     Raises
     ------
@@ -748,7 +748,7 @@ def base_of(loss: Loss | None) -> Loss | None:
 
 
 def get(loss) -> Loss:
-    """A Loss from a name in :data:`LOSSES` or an instance (returned as is).
+    """A Loss from a name in ``LOSSES`` or an instance (returned as is).
 
     Parameters
     ----------

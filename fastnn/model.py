@@ -1476,7 +1476,7 @@ class Sequential:
         Parameters
         ----------
         loss : str or Loss, default "cross_entropy"
-            A name of :data:`fastnn.losses.LOSSES` or a :class:`fastnn.losses.Loss` (a loss of
+            A name of ``fastnn.losses.LOSSES`` or a :class:`fastnn.losses.Loss` (a loss of
             another model is copied).
         optimizer : str or Optimizer, default "sgd"
             A name or an instance of :mod:`fastnn.optim`.
@@ -1551,7 +1551,7 @@ class Sequential:
     def freeze(self, *layers) -> Sequential:
         """Set ``trainable = False`` on the given layers (all layers when none is given).
 
-        Frozen parameters get no updates (nor weight decay); see :mod:`fastnn.freezing`.
+        Frozen parameters get no updates (nor weight decay); see ``fastnn.freezing``.
 
         Parameters
         ----------
@@ -1846,7 +1846,7 @@ class Sequential:
             The batch's checked targets.
         update : bool, default True
             False: the gradients only, in ``model.grads`` (no optimizer step;
-            :mod:`fastnn.accumulation`).
+            ``fastnn.accumulation``).
 
         Returns
         -------
@@ -2024,14 +2024,14 @@ class Sequential:
         """Train on (X, y) for ``epochs`` passes in mini-batches.
 
         A batch's loss with weights is ``sum w_i l_i / sum w_i``. Training can be interrupted
-        (Ctrl-C stops after the current step) and resumed: see :func:`fastnn.training.fit`.
+        (Ctrl-C stops after the current step) and resumed: see ``fastnn.training.fit``.
 
         Parameters
         ----------
         X : array_like, ArrayDataset or iterable of batches
             (n, *input_shape) numeric inputs; or a :class:`fastnn.data.ArrayDataset` (memory-mapped
             data, shuffled by block); or an iterable, iterator or callable of (X, y) batches, with y
-            None and ``steps_per_epoch`` batches per epoch (:mod:`fastnn.streaming`).
+            None and ``steps_per_epoch`` batches per epoch (``fastnn.streaming``).
         y : array_like, optional
             Integer labels (n,) for cross_entropy, else (n, outputs) or (n,) targets; None for a
             dataset or batches.
@@ -2056,7 +2056,7 @@ class Sequential:
             Batches per epoch of a stream of batches.
         accumulate : int, default 1
             One update per ``accumulate`` batches, equal to one batch that many times larger
-            (:mod:`fastnn.accumulation`).
+            (``fastnn.accumulation``).
         validation_split : float, default 0.0
             Hold out the last fraction of (X, y) (before shuffling) as validation data.
         sample_weight : array_like, optional
@@ -2479,7 +2479,7 @@ class Sequential:
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------
     def export_onnx(self, path, *, opset: int = 17):
-        """Write this model as ONNX (needs onnx); see :func:`fastnn.interop.export_onnx`.
+        """Write this model as ONNX (needs onnx); see :func:`fastnn.export_onnx`.
 
         Parameters
         ----------
@@ -2491,7 +2491,7 @@ class Sequential:
         Returns
         -------
         object
-            What :func:`fastnn.interop.export_onnx` returns.
+            What :func:`fastnn.export_onnx` returns.
 
         Raises
         ------
@@ -2511,7 +2511,7 @@ class Sequential:
         return export_onnx(self, path, opset=opset)
 
     def to_torch(self):
-        """An equal ``torch.nn.Sequential`` (needs torch); see :func:`fastnn.interop.to_torch`.
+        """An equal ``torch.nn.Sequential`` (needs torch); see ``fastnn.interop.to_torch``.
 
         Returns
         -------
