@@ -1544,7 +1544,16 @@ class Sequential:
         self.optimizer.trainable = freezing.trainable_ranges(self)
 
     def trainable_changed(self) -> None:
-        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges."""
+        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.Dense(4, 1)]).compile("mse", "sgd")
+        >>> model[0].trainable = False  # calls model.trainable_changed()
+        >>> model.summary(print_fn=None).splitlines()[-2]
+        'Non-trainable params: 12'
+        """
         if self.built and self.optimizer is not None:
             self.optimizer.trainable = freezing.trainable_ranges(self)
 
