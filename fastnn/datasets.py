@@ -5,7 +5,7 @@ arrays (``np.memmap``, ``np.load(..., mmap_mode="r")``) or a raw file mapped one
 Shuffling by block: the rows are cut into blocks of ``block_rows`` consecutive rows; an epoch
 visits the blocks in a seeded random order and the rows of each block in a seeded random order,
 so each block is read from storage in one sequential pass. Both orders are counter-based (a hash
-of (seed, stream, epoch, block), :func:`fastnn.kernels.rng.permutation`), so the order of any
+of (seed, stream, epoch, block), ``fastnn.kernels.rng.permutation``), so the order of any
 epoch and position is known without replaying the ones before: a resumed fit reads exactly the
 rows the uninterrupted one would have read. With one block the order is the one ``fit`` gives
 in-memory arrays.
@@ -31,7 +31,7 @@ _FINGERPRINT_ROWS = 256
 class MappedFile:
     """Rows of a raw C-ordered binary file, read by mapping only the bytes of the rows asked for.
 
-    The file holds (rows, *sample_shape) values of ``dtype`` from byte ``offset``; each read maps
+    The file holds ``(rows, *sample_shape)`` values of ``dtype`` from byte ``offset``; each read maps
     that range (``mmap``), copies it out and unmaps it: the process never maps the whole file, so
     a file larger than the address space works. Indexing: ``f[lo:hi]`` (consecutive rows, one
     mapping) or an integer array (one row each); either returns a new array.
@@ -43,7 +43,7 @@ class MappedFile:
     dtype : numpy.dtype or str
         The values' dtype.
     shape : tuple of int
-        (rows, *sample_shape).
+        ``(rows, *sample_shape)``.
     offset : int, default 0
         Byte offset of the first row (a header's size).
 
@@ -182,7 +182,7 @@ class ArrayDataset:
     Parameters
     ----------
     X : array_like
-        (n, *input_shape): a numpy array, ``np.memmap``, ``np.load(path, mmap_mode="r")`` or a
+        ``(n, *input_shape)``: a numpy array, ``np.memmap``, ``np.load(path, mmap_mode="r")`` or a
         :class:`MappedFile`.
     y : array_like
         (n, ...) targets, of the same kinds as ``X``.
@@ -240,7 +240,7 @@ class ArrayDataset:
         dtype : numpy.dtype or str
             The dtype of X's values.
         shape : tuple of int
-            (rows, *sample_shape) of X.
+            ``(rows, *sample_shape)`` of X.
         y : array_like
             ``rows`` targets: an array or a :class:`MappedFile`.
         offset : int, default 0
@@ -282,7 +282,7 @@ class ArrayDataset:
         Parameters
         ----------
         path : str or os.PathLike
-            A ``.npy`` file (``np.save``'s format) of a C-ordered numeric array (rows, *sample_shape).
+            A ``.npy`` file (``np.save``'s format) of a C-ordered numeric array ``(rows, *sample_shape)``.
         y : array_like
             One target per row: an array or a :class:`MappedFile`.
         sample_weight : array_like, optional
@@ -492,7 +492,7 @@ class EpochOrder:
         lo, hi : int
             Positions in the epoch, 0 <= lo <= hi <= len(dataset).
         x_out : numpy.ndarray
-            (hi - lo, *input_shape), receives the inputs (the dtype ``check`` gives).
+            ``(hi - lo, *input_shape)``, receives the inputs (the dtype ``check`` gives).
         y_out : numpy.ndarray
             (hi - lo, ...), receives the targets.
 

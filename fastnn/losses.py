@@ -133,7 +133,7 @@ class Loss(Owned):
         Returns
         -------
         numpy.ndarray
-            C-contiguous targets of shape (n_samples, *trailing) and the dtype of
+            C-contiguous targets of shape ``(n_samples, *trailing)`` and the dtype of
             :meth:`target_spec`.
 
         Raises

@@ -491,7 +491,7 @@ class Sequential:
         Returns
         -------
         tuple of (tuple of int, numpy.dtype)
-            ((*positions, *the loss's per-row shape), dtype): ``((), int64)`` for cross-entropy labels
+            (``(*positions, *the loss's per-row shape)``, dtype): ``((), int64)`` for cross-entropy labels
             of a (batch, k) output, ``((k,), float32)`` for mse on a float32 model.
 
         Examples
@@ -516,9 +516,9 @@ class Sequential:
         Parameters
         ----------
         out : numpy.ndarray
-            (batch, *output_shape).
+            ``(batch, *output_shape)``.
         target : numpy.ndarray
-            Checked targets (batch, *target_shape()[0]).
+            Checked targets ``(batch, *target_shape()[0])``.
         grad : numpy.ndarray, optional
             Like ``out``: reshaped the same way (left alone when it is a placeholder of another size).
 
@@ -551,7 +551,7 @@ class Sequential:
         Parameters
         ----------
         out : numpy.ndarray
-            (batch, *output_shape) of the model's dtype, on its device.
+            ``(batch, *output_shape)`` of the model's dtype, on its device.
         target : numpy.ndarray
             Checked targets (:meth:`check_data`), on the model's device.
         grad : numpy.ndarray
@@ -586,7 +586,7 @@ class Sequential:
         Parameters
         ----------
         out : numpy.ndarray
-            (batch, *output_shape), on the model's device.
+            ``(batch, *output_shape)``, on the model's device.
         target : numpy.ndarray
             Checked targets, on the model's device.
 
@@ -1067,14 +1067,14 @@ class Sequential:
         Parameters
         ----------
         x : array_like
-            (batch, *input_shape); converted to the model's input dtype.
+            ``(batch, *input_shape)``; converted to the model's input dtype.
         training : bool, optional
             Dropout and batch statistics on (True) or off; default: the model's mode.
 
         Returns
         -------
         numpy.ndarray
-            (batch, *output_shape) of the model's dtype, a new host array.
+            ``(batch, *output_shape)`` of the model's dtype, a new host array.
 
         Raises
         ------
@@ -1106,12 +1106,12 @@ class Sequential:
         Parameters
         ----------
         grad_out : array_like
-            d loss / d output, shaped like the last forward's output (batch, *output_shape).
+            d loss / d output, shaped like the last forward's output ``(batch, *output_shape)``.
 
         Returns
         -------
         numpy.ndarray or None
-            (batch, *input_shape) host array of the model's dtype; None for a model whose input is
+            ``(batch, *input_shape)`` host array of the model's dtype; None for a model whose input is
             integer indices.
 
         Raises
@@ -1157,7 +1157,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         training : bool, default False
             Run the layers in training mode.
@@ -1165,7 +1165,7 @@ class Sequential:
         Returns
         -------
         list of numpy.ndarray
-            Host copies, in layer order: layer i's output (n, *layer i's output shape).
+            Host copies, in layer order: layer i's output ``(n, *layer i's output shape)``.
 
         Examples
         --------
@@ -1188,7 +1188,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         y : array_like
             The targets, as :meth:`fit` takes them.
@@ -1233,7 +1233,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         y : array_like
             The targets.
@@ -1482,7 +1482,7 @@ class Sequential:
             A name or an instance of :mod:`fastnn.optim`.
         metrics : list, optional
             Names ("f1", "auc", "r2", ...), :mod:`fastnn.metrics` objects or functions
-            ``f(y_true, y_pred) -> float``, logged by fit (and "val_" ones) and evaluate; None keeps
+            ``f(y_true, y_pred) -> float``, logged by fit (and ``"val_"`` ones) and evaluate; None keeps
             the current ones, [] removes them.
         decay_bias_and_norm : bool, optional
             Apply weight decay to biases and normalisation parameters too; None keeps the current
@@ -1657,7 +1657,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         y : array_like, optional
             The targets (needs a compiled model); None checks X alone.
@@ -1667,7 +1667,7 @@ class Sequential:
         Returns
         -------
         numpy.ndarray or tuple of numpy.ndarray
-            X (n, *input_shape) C-contiguous of the input dtype; or (X, y), y as
+            X ``(n, *input_shape)`` C-contiguous of the input dtype; or (X, y), y as
             :meth:`target_shape` says.
 
         Raises
@@ -1697,7 +1697,7 @@ class Sequential:
         Returns
         -------
         numpy.ndarray or None
-            (batch, *input_shape); None before any step.
+            ``(batch, *input_shape)``; None before any step.
 
         Examples
         --------
@@ -1850,7 +1850,7 @@ class Sequential:
         Parameters
         ----------
         xb : numpy.ndarray
-            (batch, *input_shape), checked (:meth:`check_data`), or a step plan's own buffer.
+            ``(batch, *input_shape)``, checked (:meth:`check_data`), or a step plan's own buffer.
         yb : numpy.ndarray
             The batch's checked targets.
         update : bool, default True
@@ -1862,7 +1862,7 @@ class Sequential:
         loss : float
             The batch's loss.
         output : numpy.ndarray
-            (batch, *output_shape): a view of the model's buffer, valid until the next step.
+            ``(batch, *output_shape)``: a view of the model's buffer, valid until the next step.
 
         Raises
         ------
@@ -1918,7 +1918,7 @@ class Sequential:
         Parameters
         ----------
         xb : array_like
-            (batch, *input_shape) inputs.
+            ``(batch, *input_shape)`` inputs.
         yb : array_like
             The batch's targets, as :meth:`fit` takes them.
 
@@ -2038,7 +2038,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like, ArrayDataset or iterable of batches
-            (n, *input_shape) numeric inputs; or a :class:`fastnn.data.ArrayDataset` (memory-mapped
+            ``(n, *input_shape)`` numeric inputs; or a :class:`fastnn.data.ArrayDataset` (memory-mapped
             data, shuffled by block); or an iterable, iterator or callable of (X, y) batches, with y
             None and ``steps_per_epoch`` batches per epoch (``fastnn.streaming``).
         y : array_like, optional
@@ -2056,7 +2056,7 @@ class Sequential:
             Shuffle the samples each epoch (a seeded, counter-based order).
         validation_data : tuple, optional
             ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``: adds val_loss, val_accuracy and the
-            compiled metrics' "val_" values per epoch.
+            compiled metrics' ``"val_"`` values per epoch.
         callbacks : list of Callback, optional
             :mod:`fastnn.callbacks` objects.
         verbose : {0, 1, 2}, default 1
@@ -2139,7 +2139,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, default 1024
             Rows per forward pass (memory, not results).
@@ -2147,7 +2147,7 @@ class Sequential:
         Returns
         -------
         numpy.ndarray
-            (n, *output_shape) of the model's dtype.
+            ``(n, *output_shape)`` of the model's dtype.
 
         Raises
         ------
@@ -2171,7 +2171,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, default 1024
             Rows per forward pass (memory, not results).
@@ -2179,7 +2179,7 @@ class Sequential:
         Returns
         -------
         numpy.ndarray
-            (n, *output_shape) of the model's dtype; rows sum to 1 for cross_entropy.
+            ``(n, *output_shape)`` of the model's dtype; rows sum to 1 for cross_entropy.
 
         Raises
         ------
@@ -2215,7 +2215,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like
-            (n, *input_shape) numeric inputs (int64 indices for an Embedding first layer); converted
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, default 1024
             Rows per forward pass (memory, not results).
@@ -2223,7 +2223,7 @@ class Sequential:
         Returns
         -------
         numpy.ndarray
-            int64 (n, *positions) labels; (n, *positions, k) for k binary outputs.
+            int64 ``(n, *positions)`` labels; ``(n, *positions, k)`` for k binary outputs.
 
         Examples
         --------
@@ -2256,7 +2256,7 @@ class Sequential:
         Parameters
         ----------
         X : array_like, ArrayDataset or re-iterable of batches
-            (n, *input_shape) inputs; or a :class:`fastnn.data.ArrayDataset` or a re-iterable or
+            ``(n, *input_shape)`` inputs; or a :class:`fastnn.data.ArrayDataset` or a re-iterable or
             callable of (X, y[, w]) batches: the loss and metrics of all its samples together,
             equal to those of the same arrays.
         y : array_like, optional

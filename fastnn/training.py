@@ -67,7 +67,9 @@ def data_fingerprint(X: np.ndarray, y: np.ndarray) -> str:
     --------
     >>> from fastnn.training import data_fingerprint
     >>> X, y = np.zeros((4, 2)), np.arange(4)
-    >>> data_fingerprint(X, y) == data_fingerprint(X.copy(), y), data_fingerprint(X, y[::-1].copy()) == data_fingerprint(X, y)
+    >>> same = data_fingerprint(X, y) == data_fingerprint(X.copy(), y)
+    >>> other = data_fingerprint(X, y[::-1].copy()) == data_fingerprint(X, y)
+    >>> same, other
     (True, False)
     """
     h = hashlib.blake2b(digest_size=16)
