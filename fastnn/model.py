@@ -266,8 +266,8 @@ class Sequential:
 
         Allocates the flat parameter and gradient buffers (initialised from the seed), the layers'
         buffers and the workspaces. Called by the constructor when the input shape is known, else by
-        the first ``fit``/``predict``/``forward``; building again keeps the weights where their
-        shapes allow.
+        the first ``fit``/``predict``/``forward``. Layers that arrive with weights (a deep copy of
+        a trained layer, ``model[a:b]``) keep them where the shapes still match.
 
         Parameters
         ----------
