@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 MODULES = [
+    "fastnn._config",  # get_num_threads, set_num_threads (documented as fastnn.*)
     "fastnn.backend",
     "fastnn.callbacks",
     "fastnn.data",
