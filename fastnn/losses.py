@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as V
 from . import backend
@@ -115,7 +116,7 @@ class Loss(Owned):
             partials = self._partials[kernels.device] = backend.zeros(max(chunks, 1), np.float64, kernels.device)
         return partials
 
-    def check_targets(self, y, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
+    def check_targets(self, y: ArrayLike, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
         """Targets ``y`` checked and converted for a batch of ``n_samples`` outputs.
 
         Parameters
