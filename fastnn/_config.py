@@ -61,7 +61,30 @@ def set_num_threads(n: int) -> None:
 
     fastnn parallelises with Numba's thread pool only; the BLAS library its kernels call is
     pinned to one thread (GEMMs are split into fixed tiles over Numba's threads), so the two
-    pools never oversubscribe the cores.
+    pools never oversubscribe the cores. Results do not depend on the thread count (reductions
+    use fixed chunks).
+
+    Parameters
+    ----------
+    n : int
+        Threads, 1 <= n <= ``numba.config.NUMBA_NUM_THREADS`` (the threads Numba started with;
+        set the environment variable ``NUMBA_NUM_THREADS`` before import for more).
+
+    Raises
+    ------
+    TypeError
+        If ``n`` is not an int.
+    ValueError
+        If ``n`` is out of range.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> previous = fnn.get_num_threads()
+    >>> fnn.set_num_threads(1)
+    >>> fnn.get_num_threads()
+    1
+    >>> fnn.set_num_threads(previous)
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
@@ -74,7 +97,20 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Number of threads fastnn's parallel kernels use."""
+    """The number of threads fastnn's parallel kernels use.
+
+    Returns
+    -------
+    int
+        Set by :func:`set_num_threads`; at first Numba's default (the cores, or
+        ``NUMBA_NUM_THREADS``).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.get_num_threads() >= 1
+    True
+    """
     return numba.get_num_threads()
 
 

@@ -66,7 +66,7 @@ def class_weight_table(class_weight, model) -> np.ndarray:
     n_classes = k if family == metrics_mod.MULTICLASS else 2
     table = np.ones(n_classes)
     for cls, weight in class_weight.items():
-        if isinstance(cls, bool) or not isinstance(cls, numbers.Integral) or not 0 <= cls < n_classes:
+        if isinstance(cls, bool) or not isinstance(cls, numbers.Integral) or not 0 <= cls < n_classes:  # type: ignore[operator]
             raise ValueError(
                 f"class_weight has unknown class {cls!r}: the classes of this model are the integers 0..{n_classes - 1}"
             )
@@ -121,7 +121,7 @@ def check_validation_split(validation_split, validation_data) -> float:
     if (
         isinstance(validation_split, bool)
         or not isinstance(validation_split, numbers.Real)
-        or not 0 <= validation_split < 1
+        or not 0 <= validation_split < 1  # type: ignore[operator]
     ):
         raise ValueError(
             f"validation_split must be a number in [0, 1), the fraction of the data held out "

@@ -20,10 +20,14 @@ epoch (and acts on Ctrl-C) only after the group's update.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _validation as V
+
+if TYPE_CHECKING:
+    from .model import StateGuard
 
 
 def check_accumulate(accumulate, device: str) -> int:
@@ -50,8 +54,8 @@ class Stepper:
         self.model, self.k = model, accumulate
         self.count = 0  # batches in the open group
         self.samples = 0
-        self.total = None  # weighted sum of the group's gradients
-        self.guard = None  # the layers' buffers at the group's start
+        self.total: np.ndarray | None = None  # weighted sum of the group's gradients
+        self.guard: StateGuard | None = None  # the layers' buffers at the group's start
 
     def step(self, xb, yb, last: bool = False) -> tuple[float, np.ndarray, bool]:
         model = self.model
@@ -60,6 +64,7 @@ class Stepper:
             return loss, out, True
         if self.count == 0:
             self._open()
+        assert self.guard is not None  # _open set it
         try:
             loss, out = model.run_step(xb, yb, update=False)
             self._add(xb.shape[0])
@@ -77,6 +82,7 @@ class Stepper:
         """The update of an open group (an epoch of unknown length ended); True if one ran."""
         if self.count == 0:
             return False
+        assert self.guard is not None  # a group is open
         try:
             self._update()
         except BaseException:
@@ -90,6 +96,7 @@ class Stepper:
         """Drop an open group (fit is leaving on an exception or interrupt between its batches): the
         layers' buffers go back to the group's start, where fit's position in the epoch is."""
         if self.count:
+            assert self.guard is not None  # a group is open
             self.guard.restore()
             self.count = 0
 
@@ -98,11 +105,13 @@ class Stepper:
         if self.total is None or self.total.shape != model.grads.shape:
             self.total = np.empty_like(model.grads)
             self.guard = model.state_guard()
+        assert self.guard is not None  # made with self.total
         self.guard.save()
         self.samples = 0
 
     def _add(self, m: int) -> None:
         grads = self.model.grads
+        assert self.total is not None  # _open made it
         weight = m if self.model.loss.reduction == "mean" else 1
         if self.count == 0:
             np.multiply(grads, weight, out=self.total)
@@ -114,6 +123,7 @@ class Stepper:
 
     def _update(self) -> None:
         model = self.model
+        assert self.total is not None  # _open made it
         if model.loss.reduction == "mean":
             np.divide(self.total, self.samples, out=model.grads)
         else:

@@ -174,7 +174,7 @@ def infer_flops(sizes, batch: int) -> int:
     return sum(2 * batch * a * b for a, b in pairwise(sizes))
 
 
-def make_batch(cfg: BenchConfig, batch: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(cfg: BenchConfig | NetConfig, batch: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Standard-normal float32 inputs (token ids for an embedding) and targets: int64 labels
     (cross-entropy) or float32 values."""
     batch = cfg.batch if batch is None else batch
@@ -186,13 +186,13 @@ def make_batch(cfg: BenchConfig, batch: int | None = None, seed: int = 0) -> tup
     else:
         x, n_out = rng.standard_normal((batch, cfg.sizes[0]), dtype=np.float32), cfg.sizes[-1]
     if cfg.loss == "cross_entropy":
-        y = rng.integers(0, n_out, batch).astype(np.int64)
+        y: np.ndarray = rng.integers(0, n_out, batch).astype(np.int64)
     else:
         y = rng.standard_normal((batch, n_out), dtype=np.float32)
     return x, y
 
 
-def build_fastnn(cfg: BenchConfig, seed: int = 0):
+def build_fastnn(cfg: BenchConfig | NetConfig, seed: int = 0):
     """The config as a compiled float32 fastnn Sequential."""
     import fastnn as fnn
 
@@ -207,7 +207,7 @@ def build_fastnn(cfg: BenchConfig, seed: int = 0):
         )
         model.compile(loss=cfg.loss, optimizer=fnn.optim.get(cfg.optimizer, **dict(cfg.optimizer_kwargs)))
         return model
-    layers = []
+    layers: list[fnn.Layer] = []
     for i, (a, b) in enumerate(cfg.layer_shapes):
         last = i == len(cfg.layer_shapes) - 1
         if last:
@@ -239,7 +239,7 @@ class TorchBench:
         "elu": "ELU",
     }
 
-    def __init__(self, cfg: BenchConfig, model=None, seed: int = 0):
+    def __init__(self, cfg: BenchConfig | NetConfig, model=None, seed: int = 0):
         import torch
         from torch import nn
 
@@ -248,7 +248,7 @@ class TorchBench:
         if isinstance(cfg, NetConfig):
             self._init_net(cfg, build_fastnn(cfg, seed) if model is None else model)
             return
-        modules = []
+        modules: list[nn.Module] = []
         for i, (a, b) in enumerate(cfg.layer_shapes):
             modules.append(nn.Linear(a, b))
             if i < len(cfg.layer_shapes) - 1:
@@ -331,7 +331,7 @@ class GemmFloor:
         self.acts = [rng.standard_normal((batch, sizes[0]), dtype=np.float32)]
         self.acts += [np.empty((batch, b), np.float32) for _, b in shapes]
         self.grad_w = [np.empty((a, b), np.float32) for a, b in shapes]
-        self.grads: list[np.ndarray | None] = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
+        self.grads: list = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
         self.grads[-1][...] = rng.standard_normal((batch, sizes[-1]), dtype=np.float32)
         self.forward()
 
@@ -459,8 +459,8 @@ class GemmListFloor:
     def __init__(self, gemms, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.gemms = list(gemms)
-        normal = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
-        self.x = [normal(m, k) for m, k, _, _ in self.gemms]
+        normal: Callable[..., np.ndarray] = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+        self.x: list[np.ndarray] = [normal(m, k) for m, k, _, _ in self.gemms]
         self.w = [normal(k, n) / np.float32(math.sqrt(k)) for _, k, n, _ in self.gemms]
         self.y = [np.empty((m, n), np.float32) for m, _, n, _ in self.gemms]
         self.dy = [normal(m, n) for m, _, n, _ in self.gemms]
@@ -692,11 +692,13 @@ def summarize(seconds: list[float], flops: int | None = None) -> dict:
 # ----------------------------------------------------------------------------- the comparison
 
 
-def _config_cases(cfg: BenchConfig, torch) -> list[tuple[str, int, int, dict[str, Callable]]]:
+def _config_cases(cfg: BenchConfig | NetConfig, torch) -> list[tuple[str, int, int, dict[str, Callable]]]:
     """(phase, batch, flops, {impl: callable}) for the training step and both inference batches."""
     model = build_fastnn(cfg)
     x, y = make_batch(cfg)
     x1 = np.ascontiguousarray(x[:1])
+    floor_train: GemmFloor | GemmListFloor
+    floor_1: GemmFloor | GemmListFloor
     if isinstance(cfg, NetConfig):
         floor_train, floor_1 = GemmListFloor(model_gemms(model, cfg.batch)), GemmListFloor(model_gemms(model, 1))
         flops = (floor_train.train_flops, floor_1.forward_flops, floor_train.forward_flops)
@@ -861,7 +863,7 @@ def copy_bandwidth(n_bytes: int = 256 << 20, repeats: int = 5) -> dict:
     torch is installed, torch's multi-threaded ``copy_``; ``best`` is the higher."""
     src = np.ones(n_bytes // 4, np.float32)
     dst = np.empty_like(src)
-    copies = {"numpy": lambda: np.copyto(dst, src)}
+    copies: dict[str, Callable[[], object]] = {"numpy": lambda: np.copyto(dst, src)}
     torch = torch_or_none()
     if torch is not None:
         ts, td = torch.from_numpy(src), torch.from_numpy(dst)
@@ -935,7 +937,8 @@ def run_optimizers(sizes, repeats: int, min_time: float, log=print, pause: float
             k = sum(isinstance(v, np.ndarray) for v in opt.state_dict().values())
             fp, fg = params.copy(), np.zeros_like(grads)
             fs = [np.zeros_like(params) for _ in range(k)] + [np.empty(0, np.float32)] * (3 - k)
-            cases = {"fastnn": opt.step, "stream floor": lambda fp=fp, fg=fg, fs=fs, k=k: stream(fp, fg, *fs, k)}
+            floor = lambda fp=fp, fg=fg, fs=fs, k=k: stream(fp, fg, *fs, k)  # noqa: E731 (this round's arrays)
+            cases: dict[str, Callable[[], object]] = {"fastnn": opt.step, "stream floor": floor}
             if torch is not None and name in _TORCH_OPTIMIZERS and opt.clip_norm is None:
                 p = torch.nn.Parameter(torch.from_numpy(params.copy()))
                 p.grad = torch.from_numpy(grads.copy())

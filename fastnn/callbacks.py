@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from . import backend
 
@@ -212,6 +213,13 @@ class CallbackList:
     """
 
     HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_batch_begin", "on_batch_end")
+    # the hooks, set per instance (each calls the callbacks that override it)
+    on_train_begin: Callable[..., None]
+    on_train_end: Callable[..., None]
+    on_epoch_begin: Callable[..., None]
+    on_epoch_end: Callable[..., None]
+    on_batch_begin: Callable[..., None]
+    on_batch_end: Callable[..., None]
 
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ _ARCH_ITEMS = {
 def parse_arch(text: str) -> list[tuple[str, tuple]]:
     """``"conv:16:3,pool:2,dense:64"`` -> ``[("conv", (16, 3)), ("pool", (2,)), ("dense", (64,))]``
     (the grammar is :data:`ARCH_HELP`); raises ``argparse.ArgumentTypeError`` naming the bad item."""
-    items = []
+    items: list[tuple[str, tuple]] = []
     for part in (p.strip() for p in str(text).split(",")):
         if not part:
             continue
@@ -76,7 +77,7 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
         try:
             if not required <= len(raw) <= len(converters):
                 raise ValueError
-            args = tuple(convert(value) for convert, value in zip(converters, raw))
+            args: tuple[Any, ...] = tuple(convert(value) for convert, value in zip(converters, raw))
         except ValueError:
             counts = f"{required}" if required == len(converters) else f"{required} or {len(converters)}"
             raise argparse.ArgumentTypeError(

@@ -30,6 +30,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .datasets import ArrayDataset, MappedFile
 
@@ -54,7 +55,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 # IDX type code -> big-endian dtype of the stored values
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -133,15 +134,51 @@ _XOR_CORNERS = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
 _XOR_LABELS = np.array([0, 1, 1, 0], dtype=np.int64)
 
 
-def make_xor(n_samples: int = 200, noise: float = 0.0, seed: Any = 0, *, shuffle: bool = True):
+def make_xor(
+    n_samples: int = 200, noise: float = 0.0, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Points at the four corners ``(+-1, +-1)``, labelled by the XOR of the coordinates' signs.
 
     Corners are used in turn (as balanced as ``n_samples`` allows), then Gaussian noise of standard
-    deviation ``noise`` is added; a point's label is its corner's (so noise > 1 makes classes overlap).
-    ``make_xor(4)`` (with ``noise=0``) is the classic truth table: each corner once, in the order
-    ``(-1,-1), (-1,1), (1,-1), (1,1)`` with labels ``0, 1, 1, 0`` (``shuffle`` does not apply).
+    deviation ``noise`` is added; a point's label is its corner's (so noise > 1 makes classes
+    overlap). ``make_xor(4)`` (with ``noise=0``) is the classic truth table: each corner once, in
+    the order ``(-1,-1), (-1,1), (1,-1), (1,1)`` with labels ``0, 1, 1, 0`` (``shuffle`` does not
+    apply).
 
-    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``{0, 1}``.
+    Parameters
+    ----------
+    n_samples : int, default 200
+        Number of points, >= 1.
+    noise : float, default 0.0
+        Standard deviation of the Gaussian noise, >= 0.
+    seed : int, None or numpy.random.Generator, default 0
+        The same seed gives the same data.
+    shuffle : bool, default True
+        Shuffle the corners' order.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 (n_samples, 2).
+    y : numpy.ndarray
+        int64 (n_samples,) in {0, 1}.
+
+    Raises
+    ------
+    ValueError
+        If ``n_samples`` < 1 or ``noise`` is negative or not finite.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> X, y = fnn.data.make_xor(4)
+    >>> X
+    array([[-1., -1.],
+           [-1.,  1.],
+           [ 1., -1.],
+           [ 1.,  1.]])
+    >>> y
+    array([0, 1, 1, 0])
     """
     n = _check_int("n_samples", n_samples, 1)
     noise = _check_noise(noise)
@@ -161,14 +198,46 @@ def _class_sizes(n: int, k: int) -> np.ndarray:
     return np.full(k, n // k) + (np.arange(k) < n % k)
 
 
-def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0, *, shuffle: bool = True):
+def make_spirals(
+    n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Interleaved spiral arms, one per class (the CS231n toy problem).
 
     Class ``j``'s points have radius ``linspace(0, 1)`` and angle ``linspace(4j, 4(j+1))`` plus
     Gaussian noise of standard deviation ``noise`` (radians); ``X = r * (sin t, cos t)``.
     Classes are as balanced as ``n_samples`` allows.
 
-    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``[0, n_classes)``.
+    Parameters
+    ----------
+    n_samples : int, default 300
+        Number of points, >= ``n_classes``.
+    n_classes : int, default 3
+        Number of arms (classes), >= 1.
+    noise : float, default 0.2
+        Standard deviation of the angle's Gaussian noise, >= 0.
+    seed : int, None or numpy.random.Generator, default 0
+        The same seed gives the same data.
+    shuffle : bool, default True
+        Shuffle the points (else class by class).
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 (n_samples, 2), in the unit disc (before noise).
+    y : numpy.ndarray
+        int64 (n_samples,) in [0, n_classes).
+
+    Raises
+    ------
+    ValueError
+        If ``n_classes`` < 1, ``n_samples`` < ``n_classes`` or ``noise`` is invalid.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> X, y = fnn.data.make_spirals(6, n_classes=3, seed=0)
+    >>> X.shape, X.dtype, np.bincount(y)
+    ((6, 2), dtype('float64'), array([2, 2, 2]))
     """
     k = _check_int("n_classes", n_classes, 1)
     n = _check_int("n_samples", n_samples, k)
@@ -188,14 +257,49 @@ def make_spirals(n_samples: int = 300, n_classes: int = 3, noise: float = 0.2, s
     return X, y
 
 
-def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuffle: bool = True):
+def make_moons(
+    n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuffle: bool = True
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Two interleaving half circles (as scikit-learn's ``make_moons``).
 
-    Class 0 is the upper moon ``(cos a, sin a)``, class 1 the lower one ``(1 - cos a, 0.5 - sin a)``,
-    ``a`` in ``[0, pi]``; class 0 gets ``n_samples // 2`` points. Gaussian noise of standard deviation
-    ``noise`` is added to every coordinate.
+    Class 0 is the upper moon ``(cos a, sin a)``, class 1 the lower one
+    ``(1 - cos a, 0.5 - sin a)``, ``a`` in ``[0, pi]``; class 0 gets ``n_samples // 2`` points.
+    Gaussian noise of standard deviation ``noise`` is added to every coordinate.
 
-    Returns ``X`` float64 ``(n_samples, 2)`` and ``y`` int64 ``(n_samples,)`` in ``{0, 1}``.
+    Parameters
+    ----------
+    n_samples : int, default 200
+        Number of points, >= 2.
+    noise : float, default 0.1
+        Standard deviation of the Gaussian noise, >= 0.
+    seed : int, None or numpy.random.Generator, default 0
+        The same seed gives the same data.
+    shuffle : bool, default True
+        Shuffle the points (else class 0 first).
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 (n_samples, 2).
+    y : numpy.ndarray
+        int64 (n_samples,) in {0, 1}.
+
+    Raises
+    ------
+    ValueError
+        If ``n_samples`` < 2 or ``noise`` is invalid.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> X, y = fnn.data.make_moons(4, noise=0.0, shuffle=False)
+    >>> X.round(2)
+    array([[ 1. ,  0. ],
+           [-1. ,  0. ],
+           [ 0. ,  0.5],
+           [ 2. ,  0.5]])
+    >>> y
+    array([0, 0, 1, 1])
     """
     n = _check_int("n_samples", n_samples, 2)
     noise = _check_noise(noise)
@@ -220,14 +324,44 @@ def make_moons(n_samples: int = 200, noise: float = 0.1, seed: Any = 0, *, shuff
     return X, y
 
 
-def load_digits(return_X_y: bool = True, *, images: bool = False):
+def load_digits(
+    return_X_y: bool = True, *, images: bool = False
+) -> tuple[NDArray[np.float64], NDArray[np.int64]] | dict[str, NDArray]:
     """scikit-learn's bundled 8x8 handwritten digits (no network needed).
 
-    Returns ``X`` float64 ``(1797, 64)`` scaled to ``[0, 1]`` (pixel values / 16) and ``y`` int64
-    ``(1797,)`` in ``[0, 10)``. ``images=True``: ``X`` is ``(1797, 1, 8, 8)`` instead (the same values,
-    channels first, the input of :class:`fastnn.Conv2d`). With ``return_X_y=False`` returns a dict with
-    ``"data"`` (that ``X``), ``"target"``, ``"images"`` (``(1797, 8, 8)``, scaled the same way) and
-    ``"target_names"``. Needs scikit-learn: ``pip install "fastnn[datasets]"``.
+    Needs scikit-learn: ``pip install "fastnn[datasets]"``.
+
+    Parameters
+    ----------
+    return_X_y : bool, default True
+        True: return ``(X, y)``; False: a dict.
+    images : bool, default False
+        ``X`` as images (1797, 1, 8, 8), channels first (the input of :class:`fastnn.layers.Conv2d`),
+        instead of rows (1797, 64).
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 (1797, 64) (or (1797, 1, 8, 8)) scaled to [0, 1] (pixel values / 16).
+    y : numpy.ndarray
+        int64 (1797,) in [0, 10).
+    dataset : dict
+        Instead of ``(X, y)`` when ``return_X_y=False``: ``"data"`` (that ``X``), ``"target"``,
+        ``"images"`` (1797, 8, 8), scaled the same way, and ``"target_names"``.
+
+    Raises
+    ------
+    ImportError
+        If scikit-learn is not installed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> X, y = fnn.data.load_digits()
+    >>> X.shape, X.dtype, float(X.max()), y[:5]
+    ((1797, 64), dtype('float64'), 1.0, array([0, 1, 2, 3, 4]))
+    >>> fnn.data.load_digits(images=True)[0].shape
+    (1797, 1, 8, 8)
     """
     return_X_y = _check_bool("return_X_y", return_X_y)
     images = _check_bool("images", images)
@@ -276,9 +410,30 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not (detected from its first bytes).
 
     Supports every IDX type (uint8, int8, int16, int32, float32, float64) and any number of
-    dimensions. Returns a new, writable array of that dtype in native byte order with the stored shape
-    (MNIST images: uint8 ``(n, 28, 28)``; labels: uint8 ``(n,)``).
-    Raises ``ValueError`` naming the file when it is truncated, too long or not IDX.
+    dimensions.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file, e.g. ``train-images-idx3-ubyte.gz``.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new, writable array of the stored dtype in native byte order with the stored shape
+        (MNIST images: uint8 (n, 28, 28); labels: uint8 (n,)).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is truncated, too long or not IDX.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.data.write_idx("labels.idx", np.array([3, 1, 4], np.uint8))
+    >>> fnn.data.read_idx("labels.idx")
+    array([3, 1, 4], dtype=uint8)
     """
     path = _path("path", path)
     data = _read_bytes(path)
@@ -323,11 +478,33 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
-def write_idx(path: str | os.PathLike, array: Any) -> None:
+def write_idx(path: str | os.PathLike, array: ArrayLike) -> None:
     """Write ``array`` as an IDX file (gzipped when ``path`` ends with ``.gz``).
 
-    ``array`` must have dtype uint8, int8, int16, int32, float32 or float64, at most 255 dimensions and
-    every dimension below 2**32. The file is written atomically (temporary file, then rename).
+    The file is written atomically (a temporary file, then a rename).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write.
+    array : array_like
+        dtype uint8, int8, int16, int32, float32 or float64; at most 255 dimensions, each below
+        2**32.
+
+    Raises
+    ------
+    TypeError
+        If the dtype is not one IDX stores.
+    ValueError
+        If the array has too many or too large dimensions.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> images = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
+    >>> fnn.data.write_idx("images.idx.gz", images)
+    >>> fnn.data.read_idx("images.idx.gz").shape
+    (2, 2, 2)
     """
     path = _path("path", path)
     a = np.asarray(array)
@@ -466,17 +643,51 @@ def read_csv(
 ):
     """Read a delimited text file (optionally gzipped) of numbers into ``(X, y)``.
 
-    ``target``: the label column, by name (needs a header) or index (negative counts from the end; a
-    str of digits such as ``"0"`` or ``"-1"`` that names no column is an index too, for command lines);
-    ``None`` means no labels (``y`` is ``None``). ``header``: ``True``, ``False`` or ``"infer"`` (the
-    first row is a header when it holds the ``target`` name, or when some column holds a non-number
-    there and a number in the second row).
     Blank lines are skipped; cells are stripped of surrounding spaces.
 
-    Returns ``X`` float64 ``(n_rows, n_features)`` and ``y``: int64 when the target column holds
-    integers or strings (strings become ``0..k-1`` in sorted order), float64 for other numbers.
-    With ``return_classes=True`` returns ``(X, y, classes)``, ``classes`` being the sorted class names
-    (a str array) when the target held strings, else ``None``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (``.gz`` is decompressed).
+    target : str, int or None, default None
+        The label column, by name (needs a header) or index (negative counts from the end; a str
+        of digits such as ``"0"`` or ``"-1"`` that names no column is an index too, for command
+        lines); None means no labels (``y`` is None).
+    delimiter : str, default ","
+        One character.
+    header : bool or "infer", default "infer"
+        "infer": the first row is a header when it holds the ``target`` name, or when some column
+        holds a non-number there and a number in the second row.
+    return_classes : bool, default False
+        Also return the class names.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 (n_rows, n_features).
+    y : numpy.ndarray or None
+        int64 when the target column holds integers or strings (strings become ``0..k-1`` in
+        sorted order), float64 for other numbers; None without ``target``.
+    classes : numpy.ndarray or None
+        Only with ``return_classes=True``: the sorted class names (a str array) when the target
+        held strings, else None.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line, for a malformed file, a non-numeric feature cell, an empty
+        target cell or an unknown target column.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> _ = open("flowers.csv", "w").write("length,width,kind\\n1.5,0.2,rose\\n4.0,1.3,iris\\n")
+    >>> X, y, classes = fnn.data.read_csv("flowers.csv", target="kind", return_classes=True)
+    >>> X
+    array([[1.5, 0.2],
+           [4. , 1.3]])
+    >>> y, classes
+    (array([1, 0]), array(['iris', 'rose'], dtype='<U4'))
     """
     path = _path("path", path)
     if not isinstance(delimiter, str) or len(delimiter) != 1:
@@ -484,6 +695,7 @@ def read_csv(
     if not (isinstance(header, (bool, np.bool_)) or (isinstance(header, str) and header == "infer")):
         raise ValueError(f"header must be True, False or 'infer', got {header!r}")
     return_classes = _check_bool("return_classes", return_classes)
+    lines: list[int] | None  # each row's line number (None after the fast parse)
     rows, lines = _read_rows(path, delimiter, limit=2)
     if not rows:
         raise ValueError(f"{path!r} is empty (no non-blank rows)")
@@ -527,7 +739,7 @@ def read_csv(
 
 def _read_numeric_fast(path: str, delimiter: str, skip: int, n_cols: int, feature_cols: list[int], t: int | None):
     """``(X, target cells)`` through NumPy's C parser, or ``None`` when the file is not that simple."""
-    options = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
+    options: dict[str, Any] = {"delimiter": delimiter, "comments": None, "skiprows": skip, "ndmin": 2, "quotechar": '"'}
     try:
         with _open_text(path) as f:
             table = np.loadtxt(f, dtype=np.float64, **options)
@@ -564,6 +776,7 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
     else:
         empty = np.flatnonzero(col == "")
         if empty.size:
+            assert lines is not None  # the fast parse refuses empty target cells
             raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
         try:
             values = col.astype(np.float64)
@@ -580,13 +793,41 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
 # --------------------------------------------------------------------------------------------
 
 
-def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y"):
+def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y") -> tuple[NDArray, NDArray | None]:
     """Read ``(X, y)`` from a ``.npz`` archive (``np.savez``), never unpickling anything.
 
-    ``X`` is the array stored under ``x_key``; ``y`` the one under ``y_key``, or ``None`` when
-    ``y_key`` is ``None`` or is left at its default ``"y"`` and the archive has no ``"y"``.
-    Arrays come back as stored (dtype and shape). A missing key raises ``KeyError`` listing the keys
-    the archive has; a file that is not an ``.npz`` archive raises ``ValueError``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The archive.
+    x_key : str, default "X"
+        The key of X.
+    y_key : str or None, default "y"
+        The key of y; None reads no y. Left at "y", an archive without "y" gives ``y = None``.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        The array stored under ``x_key``, as stored (dtype and shape).
+    y : numpy.ndarray or None
+        The array stored under ``y_key``, or None.
+
+    Raises
+    ------
+    KeyError
+        For a missing key (the message lists the archive's keys).
+    TypeError
+        If a key is not a str.
+    ValueError
+        If the file is not an ``.npz`` archive.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> np.savez("data.npz", X=np.ones((2, 3), np.float32), y=np.array([0, 1]))
+    >>> X, y = fnn.data.read_npz("data.npz")
+    >>> X.shape, X.dtype, y
+    ((2, 3), dtype('float32'), array([0, 1]))
     """
     path = _path("path", path)
     for name, key in (("x_key", x_key), ("y_key", y_key)):
@@ -643,22 +884,53 @@ def _samples(X: np.ndarray, images: bool) -> np.ndarray:
     return X.reshape(len(X), 1, *X.shape[1:]) if X.ndim == 3 else X
 
 
-def load_file(path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False):
+def load_file(
+    path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False
+) -> tuple[NDArray, NDArray | None]:
     """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
 
-    - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`; ``target`` is the label column's
-      name or index (``None``: no labels); ``header`` (``True``, ``False`` or ``"infer"``) as there.
-    - ``.npz`` (or any zip): :func:`read_npz`; ``target`` is the label array's key (default ``"y"``).
-    - IDX (``.idx``, ``*-ubyte``, ``.gz``, or IDX magic bytes): :func:`read_idx`; ``target`` is the
-      path of the labels IDX file (or ``None``). Images ``(n, rows, cols)`` are flattened to
-      ``(n, rows * cols)``.
+    - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`.
+    - ``.npz`` (or any zip): :func:`read_npz`.
+    - IDX (``.idx``, ``*-ubyte``, ``.gz``, or IDX magic bytes): :func:`read_idx`; images
+      (n, rows, cols) are flattened to (n, rows * cols).
 
-    ``images=True`` keeps the per-sample shape of IDX and NPZ arrays for convolutions, channels
-    first: ``(n, rows, cols)`` becomes ``(n, 1, rows, cols)``, ``(n, C, H, W)`` stays; 2-D data stays
-    ``(n, features)``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    target : str, int or None, default None
+        CSV: the label column's name or index (None: no labels). NPZ: the label array's key
+        (default "y"). IDX: the path of the labels IDX file (or None).
+    header : bool or "infer", default "infer"
+        CSV/TSV only, as in :func:`read_csv`.
+    images : bool, default False
+        Keep the per-sample shape of IDX and NPZ arrays for convolutions, channels first:
+        (n, rows, cols) becomes (n, 1, rows, cols), (n, C, H, W) stays; 2-D data stays
+        (n, features).
 
-    ``X`` is 2-D (unless ``images``) and floating: integer data become float64 (not rescaled: divide MNIST by 255 yourself),
-    float32 stays float32. ``y`` is as the reader gives it (IDX labels as int64), or ``None``.
+    Returns
+    -------
+    X : numpy.ndarray
+        2-D (unless ``images``) and floating: integer data become float64 (not rescaled: divide
+        MNIST by 255 yourself), float32 stays float32.
+    y : numpy.ndarray or None
+        As the reader gives it (IDX labels as int64), or None.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or malformed file, or ``header`` given for a file that is not CSV/TSV.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.data.write_idx("images.idx", np.zeros((3, 2, 2), np.uint8))
+    >>> fnn.data.write_idx("labels.idx", np.array([0, 1, 2], np.uint8))
+    >>> X, y = fnn.data.load_file("images.idx", target="labels.idx")
+    >>> X.shape, X.dtype, y
+    ((3, 4), dtype('float64'), array([0, 1, 2]))
+    >>> fnn.data.load_file("images.idx", images=True)[0].shape
+    (3, 1, 2, 2)
     """
     path = _path("path", path)
     images = _check_bool("images", images)
@@ -741,13 +1013,47 @@ def _stratified_test_counts(counts: np.ndarray, n_test: int, rng: np.random.Gene
     return take
 
 
-def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stratify: Any = False):
+def train_test_split(
+    X: ArrayLike, y: ArrayLike | None, test_size: float = 0.2, seed: Any = 0, stratify: Any = False
+) -> tuple[NDArray, NDArray, NDArray | None, NDArray | None]:
     """Shuffle and split into ``X_train, X_test, y_train, y_test``.
 
-    ``test_size``: fraction in (0, 1) (rounded up to whole samples) or a count in
-    ``[1, n_samples - 1]``. ``stratify=True`` keeps each class's share of ``y`` in both sets (an array of
-    labels may be given instead, to stratify on it). ``y`` may be ``None`` (then both y parts are None).
     The same ``seed`` gives the same split.
+
+    Parameters
+    ----------
+    X : array_like
+        (n_samples, ...), n_samples >= 2.
+    y : array_like or None
+        (n_samples, ...) targets; None gives None for both y parts.
+    test_size : float or int, default 0.2
+        A fraction in (0, 1) (rounded up to whole samples) or a count in [1, n_samples - 1].
+    seed : int, None or numpy.random.Generator, default 0
+        The shuffling's seed.
+    stratify : bool or array_like, default False
+        True keeps each class's share of ``y`` in both sets; an array of labels (n_samples,)
+        stratifies on it instead.
+
+    Returns
+    -------
+    X_train, X_test : numpy.ndarray
+        Rows of ``X``, dtype kept.
+    y_train, y_test : numpy.ndarray or None
+        The matching rows of ``y``.
+
+    Raises
+    ------
+    ValueError
+        If X has fewer than 2 samples, X and y differ in length, ``test_size`` is out of range,
+        or a stratified split cannot give every class a sample in both sets.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5)
+    >>> X_train, X_test, y_train, y_test = fnn.data.train_test_split(X, y, test_size=0.4, stratify=True)
+    >>> X_train.shape, X_test.shape, np.bincount(y_test)
+    ((6, 2), (4, 2), array([2, 2]))
     """
     X = np.asarray(X)
     if X.ndim == 0:
@@ -801,9 +1107,18 @@ def train_test_split(X: Any, y: Any, test_size: float = 0.2, seed: Any = 0, stra
 class Standardizer:
     """Per-feature standardisation: ``(X - mean_) / std_``.
 
-    ``fit`` computes ``mean_`` and ``std_`` (population std) of each column of a 2-D ``X``; constant
-    columns get ``std_ = 1`` (they become 0, not NaN). Floating inputs keep their dtype (float32 stays
-    float32; statistics are computed in float64); integer inputs give float64.
+    ``fit`` computes ``mean_`` and ``std_`` (population std) of each column of a 2-D ``X``;
+    constant columns get ``std_ = 1`` (they become 0, not NaN). Floating inputs keep their dtype
+    (float32 stays float32; statistics are computed in float64); integer inputs give float64.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> scaler = fnn.data.Standardizer().fit([[1.0, 5.0], [3.0, 5.0]])
+    >>> scaler.mean_, scaler.std_
+    (array([2., 5.]), array([1., 1.]))
+    >>> scaler.transform(np.array([[3.0, 6.0]], np.float32))
+    array([[1., 1.]], dtype=float32)
     """
 
     def __init__(self) -> None:
@@ -824,7 +1139,30 @@ class Standardizer:
             raise ValueError(f"{name} contains NaN or inf; remove or impute those values first")
         return X
 
-    def fit(self, X: Any) -> Standardizer:
+    def fit(self, X: ArrayLike) -> Standardizer:
+        """Compute each column's mean and population standard deviation.
+
+        Parameters
+        ----------
+        X : array_like
+            2-D (n_samples, n_features), finite, n_samples >= 1.
+
+        Returns
+        -------
+        Standardizer
+            ``self``, with float64 ``mean_`` and ``std_`` of shape (n_features,).
+
+        Raises
+        ------
+        ValueError
+            If ``X`` is not 2-D, has no samples, or holds NaN or inf.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.data.Standardizer().fit(np.array([[0.0], [2.0]])).std_
+        array([1.])
+        """
         X = self._check(X)
         if X.shape[0] == 0:
             raise ValueError("X must have at least one sample to fit, got shape (0, ...)")
@@ -851,15 +1189,83 @@ class Standardizer:
             )
         return X
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
+        """``(X - mean_) / std_``, in ``X``'s floating dtype.
+
+        Parameters
+        ----------
+        X : array_like
+            2-D (n_samples, n_features) with the fitted number of features.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array of X's shape; float32 stays float32, integers give float64.
+
+        Raises
+        ------
+        ValueError
+            If the scaler is not fitted, or ``X`` has another number of features.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.data.Standardizer().fit([[0.0], [2.0]]).transform([[4.0]])
+        array([[3.]])
+        """
         X = self._fitted(X, "X")
+        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
         return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
 
-    def fit_transform(self, X: Any) -> np.ndarray:
+    def fit_transform(self, X: ArrayLike) -> np.ndarray:
+        """:meth:`fit` on ``X``, then :meth:`transform` it.
+
+        Parameters
+        ----------
+        X : array_like
+            2-D (n_samples, n_features).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``X`` standardised, in its floating dtype.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.data.Standardizer().fit_transform([[0.0], [2.0]])
+        array([[-1.],
+               [ 1.]])
+        """
         return self.fit(X).transform(X)
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
+        """``X * std_ + mean_``: undoes :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array_like
+            2-D (n_samples, n_features), standardised.
+
+        Returns
+        -------
+        numpy.ndarray
+            In the original units, in X's floating dtype.
+
+        Raises
+        ------
+        ValueError
+            If the scaler is not fitted, or ``X`` has another number of features.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> scaler = fnn.data.Standardizer().fit([[0.0], [2.0]])
+        >>> scaler.inverse_transform(scaler.transform([[5.0]]))
+        array([[5.]])
+        """
         X = self._fitted(X, "X")
+        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
         return X * self.std_.astype(X.dtype) + self.mean_.astype(X.dtype)
 
     def __repr__(self) -> str:
@@ -867,11 +1273,33 @@ class Standardizer:
         return f"Standardizer({fitted})"
 
 
-def standardize(X_train: Any, X_test: Any = None):
-    """Fit a :class:`Standardizer` on ``X_train`` and apply it.
+def standardize(
+    X_train: ArrayLike, X_test: ArrayLike | None = None
+) -> tuple[NDArray, Standardizer] | tuple[NDArray, NDArray, Standardizer]:
+    """Fit a :class:`Standardizer` on ``X_train`` and apply it (and to ``X_test``).
 
-    Returns ``(X_train_scaled, scaler)``, or ``(X_train_scaled, X_test_scaled, scaler)`` when ``X_test``
-    is given.
+    Parameters
+    ----------
+    X_train : array_like
+        2-D (n_samples, n_features): the statistics come from it.
+    X_test : array_like, optional
+        2-D (m, n_features), scaled with ``X_train``'s statistics.
+
+    Returns
+    -------
+    X_train_scaled : numpy.ndarray
+        ``X_train`` standardised.
+    X_test_scaled : numpy.ndarray
+        Only when ``X_test`` is given.
+    scaler : Standardizer
+        The fitted scaler (for new data: ``scaler.transform``).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> train, test, scaler = fnn.data.standardize([[0.0], [2.0]], [[1.0]])
+    >>> train.ravel(), test.ravel()
+    (array([-1.,  1.]), array([0.]))
     """
     scaler = Standardizer()
     train = scaler.fit_transform(X_train)

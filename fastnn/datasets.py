@@ -5,7 +5,7 @@ arrays (``np.memmap``, ``np.load(..., mmap_mode="r")``) or a raw file mapped one
 Shuffling by block: the rows are cut into blocks of ``block_rows`` consecutive rows; an epoch
 visits the blocks in a seeded random order and the rows of each block in a seeded random order,
 so each block is read from storage in one sequential pass. Both orders are counter-based (a hash
-of (seed, stream, epoch, block), :func:`fastnn.kernels.rng.permutation`), so the order of any
+of (seed, stream, epoch, block), ``fastnn.kernels.rng.permutation``), so the order of any
 epoch and position is known without replaying the ones before: a resumed fit reads exactly the
 rows the uninterrupted one would have read. With one block the order is the one ``fit`` gives
 in-memory arrays.
@@ -29,11 +29,41 @@ _FINGERPRINT_ROWS = 256
 
 
 class MappedFile:
-    """Rows of a raw C-ordered binary file, (rows, *sample_shape) of ``dtype`` from byte ``offset``,
-    read by mapping only the bytes of the rows asked for (``mmap`` of that range, copied out and
-    unmapped): the process never maps the whole file, so a file larger than the address space works.
+    """Rows of a raw C-ordered binary file, read by mapping only the bytes of the rows asked for.
 
-    Indexing: ``f[lo:hi]`` (consecutive rows, one mapping) or an integer array (one row each).
+    The file holds ``(rows, *sample_shape)`` values of ``dtype`` from byte ``offset``; each read maps
+    that range (``mmap``), copies it out and unmaps it: the process never maps the whole file, so
+    a file larger than the address space works. Indexing: ``f[lo:hi]`` (consecutive rows, one
+    mapping) or an integer array (one row each); either returns a new array.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (``ndarray.tofile``'s or ``np.memmap``'s layout).
+    dtype : numpy.dtype or str
+        The values' dtype.
+    shape : tuple of int
+        ``(rows, *sample_shape)``.
+    offset : int, default 0
+        Byte offset of the first row (a header's size).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` has a negative size, or the file is too short for ``shape`` from ``offset``.
+
+    Examples
+    --------
+    >>> from fastnn.datasets import MappedFile
+    >>> np.arange(12, dtype=np.float32).tofile("x.bin")
+    >>> f = MappedFile("x.bin", np.float32, (4, 3))
+    >>> len(f), f.ndim
+    (4, 2)
+    >>> f[1:3]
+    array([[3., 4., 5.],
+           [6., 7., 8.]], dtype=float32)
+    >>> f[np.array([3, 0])][:, 0]
+    array([9., 0.], dtype=float32)
     """
 
     def __init__(self, path, dtype, shape, offset: int = 0):
@@ -52,7 +82,23 @@ class MappedFile:
                 f"{self.dtype} from offset {self.offset} need {need}: check dtype, shape and offset"
             )
 
-    ndim = property(lambda self: len(self.shape))
+    @property
+    def ndim(self) -> int:
+        """The number of axes: 1 + the sample's.
+
+        Returns
+        -------
+        int
+            ``len(self.shape)``.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import MappedFile
+        >>> np.zeros((2, 3, 4), np.float32).tofile("x.bin")
+        >>> MappedFile("x.bin", np.float32, (2, 3, 4)).ndim
+        3
+        """
+        return len(self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -88,7 +134,25 @@ class MappedFile:
         return out.reshape((*rows.shape, *self.shape[1:]))
 
     def rows(self, lo: int, hi: int) -> MappedFile:
-        """Rows [lo, hi) as a MappedFile of their own (nothing is read)."""
+        """Rows [lo, hi) as a MappedFile of their own (nothing is read).
+
+        Parameters
+        ----------
+        lo, hi : int
+            The first row and one past the last, 0 <= lo <= hi <= len(self).
+
+        Returns
+        -------
+        MappedFile
+            Over the same file, from the byte of row ``lo``.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import MappedFile
+        >>> np.arange(8, dtype=np.int64).tofile("x.bin")
+        >>> MappedFile("x.bin", np.int64, (8,)).rows(2, 5)[:]
+        array([2, 3, 4])
+        """
         return MappedFile(self.path, self.dtype, (hi - lo, *self.shape[1:]), self.offset + lo * self.row_bytes)
 
     def __repr__(self) -> str:
@@ -111,12 +175,39 @@ def _check_rows(arr, argument: str):
 class ArrayDataset:
     """Samples ``X[i]``, ``y[i]`` of two row-aligned arrays, read a block of rows at a time.
 
-    X, y: numpy arrays, ``np.memmap``, ``np.load(path, mmap_mode="r")`` or :class:`MappedFile`
-    (nothing is copied up front); ``sample_weight``: optional (n,) weights of the samples' loss, as
-    ``fit(..., sample_weight=)`` takes for arrays (checked block by block). ``block_rows``: rows per
-    block (default: about 8 MiB of X); ``fit`` shuffles blocks, then rows within each block (see
+    Nothing is copied up front. ``fit`` shuffles the blocks, then the rows within each block (see
     the module docstring), and ``model.fit(ArrayDataset(X, y), epochs=..., batch_size=...)``
-    resumes exactly mid-epoch.
+    resumes exactly mid-epoch; ``evaluate`` takes one too.
+
+    Parameters
+    ----------
+    X : array_like
+        ``(n, *input_shape)``: a numpy array, ``np.memmap``, ``np.load(path, mmap_mode="r")`` or a
+        :class:`MappedFile`.
+    y : array_like
+        (n, ...) targets, of the same kinds as ``X``.
+    sample_weight : array_like, optional
+        (n,) weights of the samples' loss, as ``fit(..., sample_weight=)`` takes them for arrays
+        (checked block by block).
+    block_rows : int, optional
+        Rows per block, >= 1 (default: about 8 MiB of X, at least one row).
+
+    Raises
+    ------
+    TypeError
+        If ``X``, ``y`` or ``sample_weight`` is not an array with one row per sample.
+    ValueError
+        If their lengths differ, X has no rows, or ``block_rows`` < 1.
+
+    Examples
+    --------
+    >>> from fastnn.datasets import ArrayDataset
+    >>> X, y = np.arange(10.0).reshape(5, 2), np.arange(5)
+    >>> ds = ArrayDataset(X, y, block_rows=2)
+    >>> len(ds), ds.blocks
+    (5, 3)
+    >>> ds.block(2)
+    (array([[8., 9.]]), array([4]))
     """
 
     def __init__(self, X, y, *, sample_weight=None, block_rows: int | None = None):
@@ -140,15 +231,83 @@ class ArrayDataset:
     def from_file(
         cls, path, dtype, shape, y, *, offset: int = 0, sample_weight=None, block_rows: int | None = None
     ) -> ArrayDataset:
-        """X from a raw binary file (``np.memmap``'s or ``ndarray.tofile``'s layout: C order,
-        ``shape`` = (rows, *sample_shape) of ``dtype`` from byte ``offset``), mapped a block at a
-        time (:class:`MappedFile`); y: an array (or a MappedFile) of ``rows`` targets."""
+        """A dataset whose X is a raw binary file, mapped a block at a time (:class:`MappedFile`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, in ``np.memmap``'s or ``ndarray.tofile``'s layout (C order).
+        dtype : numpy.dtype or str
+            The dtype of X's values.
+        shape : tuple of int
+            ``(rows, *sample_shape)`` of X.
+        y : array_like
+            ``rows`` targets: an array or a :class:`MappedFile`.
+        offset : int, default 0
+            Byte offset of X's first row.
+        sample_weight : array_like, optional
+            (rows,) sample weights.
+        block_rows : int, optional
+            Rows per block (default: about 8 MiB of X).
+
+        Returns
+        -------
+        ArrayDataset
+            Over the mapped file.
+
+        Raises
+        ------
+        ValueError
+            If the file is too short for ``shape``, or as :class:`ArrayDataset` raises.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> np.arange(6, dtype=np.float32).tofile("x.bin")
+        >>> ds = ArrayDataset.from_file("x.bin", np.float32, (3, 2), np.array([0, 1, 0]))
+        >>> ds.block(0)[0]
+        array([[0., 1.],
+               [2., 3.],
+               [4., 5.]], dtype=float32)
+        """
         return cls(MappedFile(path, dtype, shape, offset), y, sample_weight=sample_weight, block_rows=block_rows)
 
     @classmethod
     def from_npy(cls, path, y, *, sample_weight=None, block_rows: int | None = None) -> ArrayDataset:
-        """X from a ``.npy`` file (``np.save``'s format, C order), mapped a block at a time like
-        :meth:`from_file` (``np.load(path, mmap_mode="r")`` would map the whole file at once)."""
+        """A dataset whose X is a ``.npy`` file, mapped a block at a time like :meth:`from_file`.
+
+        ``np.load(path, mmap_mode="r")`` would map the whole file at once; this maps only the block
+        being read.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A ``.npy`` file (``np.save``'s format) of a C-ordered numeric array ``(rows, *sample_shape)``.
+        y : array_like
+            One target per row: an array or a :class:`MappedFile`.
+        sample_weight : array_like, optional
+            (rows,) sample weights.
+        block_rows : int, optional
+            Rows per block (default: about 8 MiB of X).
+
+        Returns
+        -------
+        ArrayDataset
+            Over the mapped file.
+
+        Raises
+        ------
+        ValueError
+            If the file holds a Fortran-ordered, object or 0-d array.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> np.save("x.npy", np.ones((4, 2), np.float32))
+        >>> ds = ArrayDataset.from_npy("x.npy", np.zeros(4), block_rows=3)
+        >>> ds
+        ArrayDataset(4 samples, block_rows=3)
+        """
         fmt = np.lib.format
         with open(path, "rb") as handle:
             version = fmt.read_magic(handle)
@@ -167,11 +326,42 @@ class ArrayDataset:
 
     @property
     def blocks(self) -> int:
+        """The number of blocks: ``ceil(len(self) / block_rows)``.
+
+        Returns
+        -------
+        int
+            Blocks, the last one possibly shorter.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> ArrayDataset(np.zeros((7, 1)), np.zeros(7), block_rows=3).blocks
+        3
+        """
         return -(-len(self) // self.block_rows)
 
     def block(self, j: int) -> tuple[np.ndarray, ...]:
-        """(X rows, y rows) of block ``j``, (X rows, y rows, weights) with sample weights (views of
-        in-memory arrays, copies from files)."""
+        """The rows of block ``j``: X, y and, with sample weights, the weights.
+
+        Parameters
+        ----------
+        j : int
+            The block, 0 <= j < :attr:`blocks`.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (X rows, y rows), or (X rows, y rows, weights) with sample weights: views of in-memory
+            arrays, copies read from files.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> ds = ArrayDataset(np.arange(3.0)[:, None], np.arange(3), sample_weight=np.ones(3), block_rows=2)
+        >>> ds.block(1)
+        (array([[2.]]), array([2]), array([1.]))
+        """
         lo = j * self.block_rows
         hi = min(len(self), lo + self.block_rows)
         if self.sample_weight is None:
@@ -179,7 +369,25 @@ class ArrayDataset:
         return self.X[lo:hi], self.y[lo:hi], self.sample_weight[lo:hi]
 
     def rows(self, lo: int, hi: int) -> ArrayDataset:
-        """The samples [lo, hi) as a dataset of the same block size (views: nothing is read)."""
+        """The samples [lo, hi) as a dataset of the same block size (views: nothing is read).
+
+        Parameters
+        ----------
+        lo, hi : int
+            The first sample and one past the last, 0 <= lo < hi <= len(self).
+
+        Returns
+        -------
+        ArrayDataset
+            Over the same arrays or files.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> ds = ArrayDataset(np.arange(6.0)[:, None], np.arange(6), block_rows=4).rows(2, 5)
+        >>> ds, ds.block(0)[1]
+        (ArrayDataset(3 samples, block_rows=4), array([2, 3, 4]))
+        """
 
         def part(arr):
             return None if arr is None else arr.rows(lo, hi) if isinstance(arr, MappedFile) else arr[lo:hi]
@@ -189,8 +397,22 @@ class ArrayDataset:
         )
 
     def fingerprint(self) -> str:
-        """A short hash of the shapes, dtypes, block size and evenly spaced rows of X and y: a fit
-        resumes mid-epoch only on a dataset with the same fingerprint."""
+        """A short hash of the shapes, dtypes, block size and evenly spaced rows of X, y and weights.
+
+        A fit resumes mid-epoch only on a dataset with the same fingerprint.
+
+        Returns
+        -------
+        str
+            32 hexadecimal digits.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset
+        >>> a = ArrayDataset(np.zeros((4, 2)), np.zeros(4))
+        >>> len(a.fingerprint()), a.fingerprint() == ArrayDataset(np.ones((4, 2)), np.zeros(4)).fingerprint()
+        (32, False)
+        """
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((self.X.shape, self.X.dtype.str, self.y.shape, self.y.dtype.str, self.block_rows)).encode())
         n = len(self)
@@ -206,9 +428,38 @@ class ArrayDataset:
 
 
 class EpochOrder:
-    """The rows of one epoch in order, read block by block: ``gather(lo, hi, x_out, y_out)`` fills
-    positions [lo, hi) of the epoch (``check(*block)`` -> the block's (x, y) rows as trained on,
-    as each block is loaded: :meth:`ArrayDataset.block`'s pair, or triple with weights)."""
+    """The rows of one epoch of an :class:`ArrayDataset` in order, read block by block.
+
+    ``gather(lo, hi, x_out, y_out)`` fills positions [lo, hi) of the epoch; blocks are loaded
+    (and checked) as the positions reach them, one block held at a time.
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+        The samples.
+    seed : int
+        The model's seed: with ``epoch``, it fixes the order of the blocks and of their rows.
+    epoch : int
+        The epoch (0-based).
+    shuffle : bool
+        False: the rows in storage order.
+    check : callable
+        ``check(*block) -> (x, y)``: a block's rows (:meth:`ArrayDataset.block`'s pair, or
+        triple with weights) as trained on.
+
+    Examples
+    --------
+    >>> from fastnn.datasets import ArrayDataset, EpochOrder
+    >>> ds = ArrayDataset(np.arange(5.0)[:, None], np.arange(5), block_rows=2)
+    >>> order = EpochOrder(ds, seed=0, epoch=0, shuffle=False, check=lambda x, y: (x, y))
+    >>> x, y = np.empty((3, 1)), np.empty(3, np.int64)
+    >>> order.gather(1, 4, x, y); y
+    array([1, 2, 3])
+    """
+
+    x: np.ndarray | None  # the loaded block's inputs, targets and its order of rows (None: no block)
+    y: np.ndarray | None
+    rows: np.ndarray | None
 
     def __init__(self, dataset: ArrayDataset, seed: int, epoch: int, shuffle: bool, check):
         self.dataset, self.seed, self.epoch, self.shuffle, self.check = dataset, seed, epoch, shuffle, check
@@ -234,11 +485,32 @@ class EpochOrder:
         self.loaded, self.x, self.y, self.rows = k, x, y, rows
 
     def gather(self, lo: int, hi: int, x_out: np.ndarray, y_out: np.ndarray) -> None:
+        """Fill ``x_out`` and ``y_out`` with the samples at positions [lo, hi) of the epoch's order.
+
+        Parameters
+        ----------
+        lo, hi : int
+            Positions in the epoch, 0 <= lo <= hi <= len(dataset).
+        x_out : numpy.ndarray
+            ``(hi - lo, *input_shape)``, receives the inputs (the dtype ``check`` gives).
+        y_out : numpy.ndarray
+            (hi - lo, ...), receives the targets.
+
+        Examples
+        --------
+        >>> from fastnn.datasets import ArrayDataset, EpochOrder
+        >>> ds = ArrayDataset(np.arange(4.0)[:, None], np.arange(4), block_rows=2)
+        >>> order = EpochOrder(ds, 0, 0, True, lambda x, y: (x, y))
+        >>> x, y = np.empty((4, 1)), np.empty(4, np.int64)
+        >>> order.gather(0, 4, x, y); sorted(y.tolist())
+        [0, 1, 2, 3]
+        """
         p = lo
         while p < hi:
             k = int(np.searchsorted(self.ends, p, side="right"))
             if k != self.loaded:
                 self._load(k)
+            assert self.rows is not None and self.x is not None and self.y is not None  # _load set them
             start = self.ends[k] - self.rows.size
             stop = min(hi, int(self.ends[k]))
             picked = self.rows[p - start : stop - start]

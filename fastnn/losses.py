@@ -10,7 +10,10 @@ softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``hube
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as V
 from . import backend
@@ -30,9 +33,35 @@ LOSSES: dict[str, type] = {}  # name -> Loss subclass; filled by register_loss, 
 
 
 def register_loss(cls: type) -> type:
-    """Make a Loss subclass usable by its ``name`` (``compile(loss=name)``) and loadable from
-    saved models; use as a class decorator. The class must rebuild from its get_config()
-    (``cls(**config)`` without "name")."""
+    """Make a Loss subclass usable by its ``name`` and loadable from saved models.
+
+    Use as a class decorator: ``compile(loss=name)`` then finds the class, and a saved model
+    with this loss loads again. The class must rebuild from its ``get_config()``
+    (``cls(**config)`` without "name"). The one argument, ``cls``, is a subclass of
+    :class:`Loss` with its own non-empty ``name`` class attribute (numpydoc does not list an
+    argument named ``cls``).
+
+    Returns
+    -------
+    type
+        ``cls`` itself, now in ``LOSSES`` under its ``name``.
+
+    Raises
+    ------
+    TypeError
+        If ``cls`` is not a subclass of :class:`Loss`.
+    ValueError
+        If ``cls`` has no ``name`` of its own, or its name is one of fastnn's built-in losses.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> @fnn.register_loss
+    ... class HalfMSE(fnn.losses.MSE):
+    ...     name = "half_mse_example"
+    >>> fnn.losses.get("half_mse_example")
+    HalfMSE(reduction='mean')
+    """
     if not (isinstance(cls, type) and issubclass(cls, Loss)):
         raise TypeError(f"register_loss expects a subclass of fastnn.losses.Loss, got {cls!r}")
     name = cls.__dict__.get("name")
@@ -48,8 +77,30 @@ def register_loss(cls: type) -> type:
 
 
 class Loss(Owned):
-    """Base class. ``reduction`` is "mean" (over samples, or over elements for elementwise
-    losses, as in PyTorch) or "sum"."""
+    """Base class of the losses: picks the fused kernel, holds the reduction and checks targets.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        "mean" averages over samples (over elements for elementwise losses, as in PyTorch);
+        "sum" adds them.
+
+    Raises
+    ------
+    ValueError
+        If ``reduction`` is neither "mean" nor "sum".
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> loss = fnn.losses.MSE(reduction="sum")
+    >>> out = np.array([[1.0], [2.0]])
+    >>> grad = np.empty_like(out)
+    >>> loss.forward_backward(out, np.array([[0.0], [0.0]]), grad)
+    5.0
+    >>> grad.ravel()
+    array([2., 4.])
+    """
 
     name = "loss"
     is_classification = False
@@ -65,44 +116,235 @@ class Loss(Owned):
             partials = self._partials[kernels.device] = backend.zeros(max(chunks, 1), np.float64, kernels.device)
         return partials
 
-    def check_targets(self, y, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
+    def check_targets(self, y: ArrayLike, n_samples: int, n_outputs: int, dtype) -> np.ndarray:
+        """Targets ``y`` checked and converted for a batch of ``n_samples`` outputs.
+
+        Parameters
+        ----------
+        y : array_like
+            The targets: (n_samples, n_outputs) or (n_samples,) values for regression losses; labels
+            (n_samples,) for :class:`CrossEntropy`.
+        n_samples : int
+            Rows of the output the targets go with.
+        n_outputs : int
+            Outputs per row (the last axis of the model's output).
+        dtype : numpy.dtype
+            The model's float dtype (float32 or float64), the targets' dtype for regression losses.
+
+        Returns
+        -------
+        numpy.ndarray
+            C-contiguous targets of shape ``(n_samples, *trailing)`` and the dtype of
+            :meth:`target_spec`.
+
+        Raises
+        ------
+        ValueError
+            If ``y`` has the wrong shape or length, or values the loss cannot take.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.MSE().check_targets([1, 2], 2, 1, np.float32)
+        array([[1.],
+               [2.]], dtype=float32)
+        """
         return V.check_targets(y, n_samples, n_outputs, dtype)
 
     def target_spec(self, n_outputs: int, dtype) -> tuple[tuple[int, ...], np.dtype]:
-        """(trailing shape, dtype) of one batch's checked targets."""
+        """The per-row shape and dtype of this loss's checked targets.
+
+        Parameters
+        ----------
+        n_outputs : int
+            Outputs per row (the last axis of the model's output).
+        dtype : numpy.dtype
+            The model's float dtype.
+
+        Returns
+        -------
+        tuple of (tuple of int, numpy.dtype)
+            (trailing shape, dtype): ``((n_outputs,), dtype)`` for regression losses, ``((), int64)``
+            for labels.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.MSE().target_spec(3, np.float32)
+        ((3,), dtype('float32'))
+        >>> fnn.losses.CrossEntropy().target_spec(3, np.float32)
+        ((), dtype('int64'))
+        """
         return (n_outputs,), np.dtype(dtype)
 
     def call(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True):
-        """(kernel, args): the kernel returns the loss and writes the gradient (see forward_backward)."""
+        """The loss as a kernel call ``(fn, args)``: ``fn(*args)`` is :meth:`forward_backward`.
+
+        Step plans record this call once and run it every step.
+
+        Parameters
+        ----------
+        output : numpy.ndarray
+            (batch, outputs) float32 or float64, the model's output (host or device array).
+        target : numpy.ndarray
+            Checked targets (:meth:`check_targets`) on the same device.
+        grad : numpy.ndarray
+            Same shape and dtype as ``output``: receives d loss / d output.
+        compute_grad : bool, default True
+            False computes the value only (``grad`` is left unchanged).
+
+        Returns
+        -------
+        tuple of (callable, tuple)
+            The kernel and its arguments; the kernel returns the loss as a float.
+
+        Raises
+        ------
+        NotImplementedError
+            On the base class (every loss defines it).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> out = np.array([[1.0], [3.0]])
+        >>> grad = np.empty_like(out)
+        >>> fn, args = fnn.losses.MAE().call(out, np.zeros((2, 1)), grad)
+        >>> fn(*args)
+        2.0
+        """
         raise NotImplementedError
 
     def forward_backward(
         self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True
     ) -> float:
-        """Loss of ``output`` (batch, outputs) against checked ``target``; writes d loss / d output
-        into ``grad`` (same shape and dtype as ``output``) when ``compute_grad``."""
+        """The loss of ``output`` against ``target``, writing its gradient into ``grad``.
+
+        Parameters
+        ----------
+        output : numpy.ndarray
+            (batch, outputs) float32 or float64.
+        target : numpy.ndarray
+            Checked targets (:meth:`check_targets`) on the same device as ``output``.
+        grad : numpy.ndarray
+            Same shape and dtype as ``output``: receives d loss / d output when ``compute_grad``.
+        compute_grad : bool, default True
+            False computes the value only.
+
+        Returns
+        -------
+        float
+            The loss, reduced as ``reduction`` says.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+        >>> grad = np.empty_like(logits)
+        >>> print(round(fnn.losses.CrossEntropy().forward_backward(logits, np.array([0, 0]), grad), 4))
+        1.1269
+        """
         fn, args = self.call(output, target, grad, compute_grad)
         return fn(*args)
 
     def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
-        """Number of correctly classified samples (accuracy = this / samples), or None for
-        regression losses. ``output`` (batch, outputs) and checked ``target`` on one device."""
+        """The number of correctly classified samples (accuracy = this / samples).
+
+        Parameters
+        ----------
+        output : numpy.ndarray
+            (batch, outputs) float32 or float64.
+        target : numpy.ndarray
+            Checked targets on the same device as ``output``.
+
+        Returns
+        -------
+        int or None
+            Samples classified right; None for regression losses.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+        >>> fnn.losses.CrossEntropy().correct_count(logits, np.array([0, 0]))
+        1
+        >>> fnn.losses.MSE().correct_count(logits, logits) is None
+        True
+        """
         return None
 
     def predict_classes(self, output: np.ndarray) -> np.ndarray:
-        """Class labels (int64) of host ``output`` (batch, outputs), the ones ``correct_count`` scores."""
+        """The class labels of ``output``, the ones :meth:`correct_count` scores.
+
+        Parameters
+        ----------
+        output : numpy.ndarray
+            (batch, outputs) float32 or float64 host array.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 labels: (batch,) argmax for :class:`CrossEntropy`; ``logit > 0`` for
+            :class:`BinaryCrossEntropy`, (batch,) for one output, (batch, k) for k outputs.
+
+        Raises
+        ------
+        TypeError
+            For a regression loss (no classes).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.CrossEntropy().predict_classes(np.array([[0.1, 0.9], [2.0, -1.0]]))
+        array([1, 0])
+        """
         raise TypeError(
             f"predict_classes needs a classification loss (cross_entropy or "
             f"binary_cross_entropy); this model was compiled with {self.name!r}"
         )
 
     def probabilities(self, output: np.ndarray) -> np.ndarray:
+        """Class probabilities from logits: softmax (cross-entropy) or sigmoid (binary cross-entropy).
+
+        Parameters
+        ----------
+        output : numpy.ndarray
+            (batch, outputs) float32 or float64 host array of logits.
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape and dtype as ``output``.
+
+        Raises
+        ------
+        TypeError
+            For a regression loss (no probabilities).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.CrossEntropy().probabilities(np.array([[0.0, 0.0]]))
+        array([[0.5, 0.5]])
+        """
         raise TypeError(
             f"predict_proba needs a classification loss (cross_entropy or "
             f"binary_cross_entropy); this model was compiled with {self.name!r}"
         )
 
     def get_config(self) -> dict:
+        """The loss as a JSON-able dict; :func:`from_config` rebuilds it.
+
+        Returns
+        -------
+        dict
+            ``{"name": ..., "reduction": ...}`` and the loss's own arguments (Huber's ``delta``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.Huber(delta=2.0).get_config()
+        {'name': 'huber', 'reduction': 'mean', 'delta': 2.0}
+        """
         return {"name": self.name, "reduction": self.reduction}
 
     def __repr__(self) -> str:
@@ -115,6 +357,21 @@ class CrossEntropy(Loss):
     """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,).
 
     Accuracy: the fraction of samples whose argmax (the first maximum) equals the label.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Mean or sum over the samples.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> logits = np.array([[0.0, 0.0]], np.float32)
+    >>> grad = np.empty_like(logits)
+    >>> print(round(fnn.losses.CrossEntropy().forward_backward(logits, np.array([1]), grad), 4))
+    0.6931
+    >>> grad
+    array([[ 0.5, -0.5]], dtype=float32)
     """
 
     name = "cross_entropy"
@@ -178,7 +435,21 @@ class _Elementwise(Loss):
 
 @register_loss
 class MSE(_Elementwise):
-    """Mean squared error."""
+    """Mean squared error: the mean over every element of ``(output - target) ** 2``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Mean or sum over the elements.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> out = np.array([[1.0, 3.0]])
+    >>> grad = np.empty_like(out)
+    >>> fnn.losses.MSE().forward_backward(out, np.zeros((1, 2)), grad), grad
+    (5.0, array([[1., 3.]]))
+    """
 
     name, code = "mse", K.MSE
 
@@ -188,7 +459,21 @@ class MSE(_Elementwise):
 
 @register_loss
 class MAE(_Elementwise):
-    """Mean absolute error (L1)."""
+    """Mean absolute error (L1): the mean over every element of ``|output - target|``.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Mean or sum over the elements.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> out = np.array([[1.0, -3.0]])
+    >>> grad = np.empty_like(out)
+    >>> fnn.losses.MAE().forward_backward(out, np.zeros((1, 2)), grad), grad
+    (2.0, array([[ 0.5, -0.5]]))
+    """
 
     name, code = "mae", K.MAE
 
@@ -198,7 +483,28 @@ class MAE(_Elementwise):
 
 @register_loss
 class Huber(_Elementwise):
-    """Huber loss: quadratic for ``|error| < delta``, linear beyond (torch.nn.HuberLoss)."""
+    """Huber loss: quadratic for ``|error| < delta``, linear beyond (torch.nn.HuberLoss).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Mean or sum over the elements.
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear; > 0.
+
+    Raises
+    ------
+    ValueError
+        If ``delta`` is not > 0.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> out = np.array([[0.5, 3.0]])
+    >>> grad = np.empty_like(out)
+    >>> fnn.losses.Huber(delta=1.0).forward_backward(out, np.zeros((1, 2)), grad)
+    1.3125
+    """
 
     name, code = "huber", K.HUBER
 
@@ -214,6 +520,21 @@ class BinaryCrossEntropy(_Elementwise):
     fraction of samples classified right. With k > 1 (multi-label) it is the exact-match subset
     accuracy of sklearn's ``accuracy_score``: the fraction of samples whose k labels are all right
     (stricter than Keras' ``binary_accuracy``, the mean over the k * batch elements).
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}, default "mean"
+        Mean or sum over the elements.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> logits = np.array([[0.0], [2.0]])
+    >>> grad = np.empty_like(logits)
+    >>> print(round(fnn.losses.BinaryCrossEntropy().forward_backward(logits, np.array([[1.0], [1.0]]), grad), 4))
+    0.41
+    >>> fnn.losses.BinaryCrossEntropy().predict_classes(logits)
+    array([0, 1])
     """
 
     name, code = "binary_cross_entropy", K.BCE_LOGITS
@@ -256,6 +577,25 @@ class SampleWeighted(Loss):
     gradient is the base kernel's, each row scaled by its weight; the value comes from the
     per-sample loss kernels. Runs on the host (a device's output is copied over and back).
     ``get_config`` is the base's: weights are data of one fit, a saved model keeps the plain loss.
+
+    Parameters
+    ----------
+    base : Loss
+        One of fastnn's built-in losses; its ``reduction`` is this loss's.
+
+    Raises
+    ------
+    ValueError
+        If ``base`` is not one of fastnn's built-in losses.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> loss = fnn.losses.SampleWeighted(fnn.losses.MSE())
+    >>> out = np.array([[1.0], [3.0]])
+    >>> target = fnn.losses.weighted_targets(np.zeros((2, 1)), np.array([1.0, 0.0]))
+    >>> loss.forward_backward(out, target, np.empty_like(out))
+    1.0
     """
 
     name = "sample_weighted"
@@ -282,7 +622,28 @@ class SampleWeighted(Loss):
         return y
 
     def split(self, target: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(base targets: int64 labels or contiguous values of ``dtype``, weights float64) of host rows."""
+        """A batch of weighted targets split into the base loss's targets and the weights.
+
+        Parameters
+        ----------
+        target : numpy.ndarray
+            float64 (m, t + 1) host rows of :func:`weighted_targets`.
+        dtype : numpy.dtype
+            The output's dtype, the base targets' dtype for regression losses.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (base targets: int64 labels (m,) or contiguous (m, t) values of ``dtype``, weights
+            float64 (m,)).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> loss = fnn.losses.SampleWeighted(fnn.losses.CrossEntropy())
+        >>> loss.split(np.array([[2.0, 0.5], [1.0, 1.0]]), np.float32)
+        (array([2, 1]), array([0.5, 1. ]))
+        """
         if self._classes:
             return target[:, 0].astype(np.int64), target[:, -1]
         return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
@@ -307,6 +668,7 @@ class SampleWeighted(Loss):
             K.cross_entropy_rows(output, labels, rows)
             per_sample = 1
         else:
+            assert isinstance(self.base, _Elementwise)  # the built-in losses without classes
             K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
             per_sample = output.shape[1]
         if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
@@ -336,18 +698,81 @@ class SampleWeighted(Loss):
 
 
 def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """float64 (n, t + 1): checked ``targets`` (n,) labels or (n, t) values, then ``weights`` (n,);
-    the targets :class:`SampleWeighted` takes."""
+    """Targets with each sample's weight appended: the targets :class:`SampleWeighted` takes.
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        Checked targets: (n,) labels or (n, t) values.
+    weights : numpy.ndarray
+        (n,) float sample weights.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n, t + 1): the targets, then the weight.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.weighted_targets(np.array([0, 2]), np.array([1.0, 0.5]))
+    array([[0. , 1. ],
+           [2. , 0.5]])
+    """
     return np.column_stack([targets.reshape(targets.shape[0], -1), weights]).astype(np.float64, copy=False)
 
 
+@overload
+def base_of(loss: Loss) -> Loss: ...
+@overload
+def base_of(loss: None) -> None: ...
 def base_of(loss: Loss | None) -> Loss | None:
-    """The plain loss under a :class:`SampleWeighted` one (``loss`` itself otherwise)."""
+    """The plain loss under a :class:`SampleWeighted` one (``loss`` itself otherwise).
+
+    Parameters
+    ----------
+    loss : Loss or None
+        A loss, possibly weighted.
+
+    Returns
+    -------
+    Loss or None
+        ``loss.base`` for a :class:`SampleWeighted` loss, else ``loss``.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.base_of(fnn.losses.SampleWeighted(fnn.losses.MAE()))
+    MAE(reduction='mean')
+    """
     return loss.base if isinstance(loss, SampleWeighted) else loss
 
 
 def get(loss) -> Loss:
-    """A Loss from a name in :data:`LOSSES` or an instance (returned as is)."""
+    """A Loss from a name in ``LOSSES`` or an instance (returned as is).
+
+    Parameters
+    ----------
+    loss : str or Loss
+        A registered name ("cross_entropy", "binary_cross_entropy", "mse", "mae", "huber", or a
+        name given with :func:`register_loss`), or a Loss.
+
+    Returns
+    -------
+    Loss
+        A new loss with default arguments for a name; ``loss`` itself for an instance.
+
+    Raises
+    ------
+    ValueError
+        If ``loss`` is an unknown name (the message suggests the closest).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.get("huber")
+    Huber(reduction='mean', delta=1.0)
+    """
     if isinstance(loss, Loss):
         return loss
     name = V.check_choice(loss, LOSSES, "loss")
@@ -355,7 +780,30 @@ def get(loss) -> Loss:
 
 
 def from_config(config: dict) -> Loss:
-    """The Loss that ``config`` (a get_config()) describes; user losses must be registered."""
+    """The Loss that ``config`` (a :meth:`Loss.get_config`) describes.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"name": ..., **arguments}``; a user loss must be registered (:func:`register_loss`)
+        first.
+
+    Returns
+    -------
+    Loss
+        A new loss.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a registered loss.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.from_config({"name": "mse", "reduction": "sum"})
+    MSE(reduction='sum')
+    """
     config = dict(config)
     name = config.pop("name")
     if isinstance(name, str) and name not in LOSSES:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _fit_options as fit_options
 from . import _inference as inference
@@ -95,7 +96,7 @@ def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
     return buf
 
 
-class _StepGuard:
+class StateGuard:
     """Copies of the state a step changes before it commits (running statistics, dropout
     counters), restored when the step fails, so any exception or interrupt leaves the model at
     the last completed step."""
@@ -130,26 +131,59 @@ def _without_lr(config: dict) -> dict:
 
 
 class Sequential:
-    """Layers applied in order. ``dtype`` is "float32" (default) or "float64"; ``seed`` fixes the
-    initial weights, the shuffling order and dropout masks.
-
-    ``input_shape``: the per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``; taken from
-    the first layer when it fixes it (``Dense(64, ...)``), else from the first batch the model
-    sees. ``input_features=N`` is ``input_shape=(N,)``. The chain of shapes is checked when the
-    model is built, naming both layers on a mismatch.
+    """Layers applied in order: a feed-forward network over one flat parameter buffer.
 
     Parameters, gradients and optimizer states each live in one flat contiguous buffer
     (``model.params``, ``model.grads``); every layer's ``weight``/``bias`` is a view into them,
     weights (which get weight decay) first, then biases and normalisation parameters.
-
-    ``device``: "cpu" (default) or "cuda" (an NVIDIA GPU through numba-cuda: ``pip install
-    "fastnn[cuda]"``); :meth:`to` moves a model.
 
     Life cycle guarantees: a layer, an optimizer and a loss belong to one model (a layer or an
     optimizer of another live model is refused; a shared loss is copied); ``copy.deepcopy`` and
     pickling give an independent model (its checkpoint record, like :meth:`save`); predict and
     evaluate may be called from several threads (they take the model's lock); training one model
     from two threads at once raises RuntimeError.
+
+    Parameters
+    ----------
+    layers : Layer or list of Layer
+        The layers, in order; each layer object belongs to this model only.
+    seed : int, default 0
+        Fixes the initial weights, the shuffling order and dropout masks; 0 <= seed < 2**63.
+    dtype : {"float32", "float64"}, default "float32"
+        The dtype of parameters, activations and gradients.
+    device : {"cpu", "cuda"}, default "cpu"
+        "cuda": an NVIDIA GPU through numba-cuda (``pip install "fastnn[cuda]"``); :meth:`to`
+        moves a model.
+    input_shape : tuple of int, optional
+        The per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``. Default: taken from the
+        first layer when it fixes it (``Dense(64, ...)``), else from the first batch the model
+        sees. The chain of shapes is checked when the model is built, naming both layers on a
+        mismatch.
+    input_features : int, optional
+        ``input_features=N`` is ``input_shape=(N,)``; not together with ``input_shape``.
+
+    Raises
+    ------
+    TypeError
+        If ``layers`` is not a list of fastnn layers.
+    ValueError
+        If ``layers`` is empty, a layer appears twice or belongs to another model, an index-taking
+        layer (Embedding) is not first, the shapes do not chain, or both ``input_shape`` and
+        ``input_features`` are given.
+    RuntimeError
+        If ``device="cuda"`` and numba-cuda, a driver or a GPU is missing.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+    >>> X, y = fnn.data.make_xor(8, seed=0)
+    >>> _ = model.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=0.05))
+    >>> history = model.fit(X, y, epochs=3, batch_size=4, verbose=0)
+    >>> len(history["loss"]), model.predict(X).shape, model.predict(X).dtype
+    (3, (8, 2), dtype('float32'))
+    >>> model.params.size, model.input_shape, model.output_shape
+    (22, (2,), (2,))
     """
 
     def __init__(
@@ -190,7 +224,7 @@ class Sequential:
         self.loss: losses_mod.Loss | None = None
         self.metrics: list = []  # fastnn.metrics.Metric objects of compile(metrics=...)
         self.decay_bias_and_norm = False
-        self.optimizer = None
+        self.optimizer: optim_mod.Optimizer | None = None
         self.training = True
         self.stop_training = False
         from .training import TrainingState
@@ -203,8 +237,8 @@ class Sequential:
         self._stale = False
         self._eager: tuple | None = None  # (input, contexts) of the last eager forward()
         self.built = False
-        self.input_shape = None
-        self.output_shape = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
         for layer in walk_layers(layers):
             layer.set_owner(self)
         if input_features is not None and input_shape is not None:
@@ -238,7 +272,37 @@ class Sequential:
 
     # -- construction -------------------------------------------------------------------------
     def build(self, input_shape) -> Sequential:
-        """Check the chain of shapes from ``input_shape`` (per sample) and allocate everything."""
+        """Check the chain of shapes from ``input_shape`` (per sample) and allocate everything.
+
+        Allocates the flat parameter and gradient buffers (initialised from the seed), the layers'
+        buffers and the workspaces. Called by the constructor when the input shape is known, else by
+        the first ``fit``/``predict``/``forward``. Layers that arrive with weights (a deep copy of
+        a trained layer, ``model[a:b]``) keep them where the shapes still match.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            The per-sample input shape, e.g. ``(64,)`` or ``(1, 28, 28)``.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If a layer cannot take the shape of the layer before it (the message names both).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(None, 3)])
+        >>> model.built
+        False
+        >>> model.build((5,)).output_shape
+        (3,)
+        """
         shape = normalize_shape(input_shape)
         carried = [self._carried_state(layer) for layer in self.layers]
         self._building = True
@@ -334,7 +398,23 @@ class Sequential:
 
     @property
     def epochs_done(self) -> int:
-        """Epochs completed by fit() (saved with the model)."""
+        """Epochs completed by :meth:`fit` (saved with the model; settable, >= 0).
+
+        Returns
+        -------
+        int
+            The count; the next fit continues from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> _ = model.fit(X, y, epochs=2, verbose=0)
+        >>> model.epochs_done
+        2
+        """
         return self.state.epochs_done
 
     @epochs_done.setter
@@ -343,34 +423,129 @@ class Sequential:
 
     @property
     def input_dtype(self) -> np.dtype:
-        """dtype of the model's input: the model's dtype, or int64 when the first layer takes indices
-        (Embedding)."""
+        """The dtype of the model's input: its dtype, or int64 when the first layer takes indices.
+
+        Returns
+        -------
+        numpy.dtype
+            float32 or float64, or int64 (Embedding first).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.input_dtype
+        dtype('float32')
+        """
         return getattr(self.layers[0], "input_dtype", None) or self.dtype
 
     @property
     def in_features(self) -> int | None:
-        """The last axis of the input shape."""
+        """The last axis of the input shape (None before the model is built).
+
+        Returns
+        -------
+        int or None
+            ``input_shape[-1]``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.in_features, model.out_features
+        (2, 2)
+        """
         return None if self.input_shape is None else self.input_shape[-1]
 
     @property
     def out_features(self) -> int | None:
-        """The last axis of the output shape."""
+        """The last axis of the output shape (None before the model is built).
+
+        Returns
+        -------
+        int or None
+            ``output_shape[-1]``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.out_features
+        2
+        """
         return None if self.output_shape is None else self.output_shape[-1]
 
     # -- the loss over positions: an output (batch, *positions, k) is (batch * positions) rows --------
     @property
     def positions(self) -> int:
-        """Loss rows per sample: 1 for outputs (batch, k), T for sequence outputs (batch, T, k)."""
+        """Loss rows per sample: 1 for outputs (batch, k), T for sequence outputs (batch, T, k).
+
+        Returns
+        -------
+        int
+            The product of the output shape's leading axes.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.positions
+        1
+        """
+        assert self.output_shape is not None, "build the model first"
         return size_of(self.output_shape[:-1])
 
     def target_shape(self) -> tuple[tuple[int, ...], np.dtype]:
-        """(per-sample shape, dtype) of the checked targets: (*positions, *the loss's per-row shape)."""
+        """The per-sample shape and dtype of the checked targets of the compiled loss.
+
+        Returns
+        -------
+        tuple of (tuple of int, numpy.dtype)
+            (``(*positions, *the loss's per-row shape)``, dtype): ``((), int64)`` for cross-entropy labels
+            of a (batch, k) output, ``((k,), float32)`` for mse on a float32 model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> model.target_shape()
+        ((), dtype('int64'))
+        """
+        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
         trailing, dtype = self.loss.target_spec(self.output_shape[-1], self.dtype)
         return (*self.output_shape[:-1], *trailing), dtype
 
     def loss_rows(self, out, target, grad=None):
-        """(output, target, grad) as the loss's rows: the leading per-sample axes of an N-D output
-        are positions, each a row of k outputs with its own target (per-step classification)."""
+        """(output, target, grad) as the loss's rows (the engine's view of an N-D output).
+
+        The leading per-sample axes of an N-D output are positions, each a row of k outputs with its
+        own target (per-step classification); a (batch, k) output is returned as is.
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            ``(batch, *output_shape)``.
+        target : numpy.ndarray
+            Checked targets ``(batch, *target_shape()[0])``.
+        grad : numpy.ndarray, optional
+            Like ``out``: reshaped the same way (left alone when it is a placeholder of another size).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (output (rows, k), target (rows, ...), grad (rows, k) or as given), rows = batch *
+            :attr:`positions`; views, not copies.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2)], input_shape=(4, 3)).compile("cross_entropy")
+        >>> out, target, _ = model.loss_rows(np.zeros((5, 4, 2)), np.zeros((5, 4), np.int64))
+        >>> out.shape, target.shape
+        ((20, 2), (20,))
+        """
         if len(self.output_shape) == 1:
             return out, target, grad
         k = self.output_shape[-1]
@@ -381,19 +556,90 @@ class Sequential:
         return out.reshape((rows, k)), target, grad
 
     def loss_value(self, out, target, grad, compute_grad: bool = True) -> float:
-        """The compiled loss of output ``out`` (batch, *output_shape) against checked ``target``
-        (mean over every position), writing d loss / d out into ``grad`` when ``compute_grad``."""
+        """The compiled loss of ``out`` against checked ``target``, with its gradient.
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            ``(batch, *output_shape)`` of the model's dtype, on its device.
+        target : numpy.ndarray
+            Checked targets (:meth:`check_data`), on the model's device.
+        grad : numpy.ndarray
+            Like ``out``: receives d loss / d out when ``compute_grad``.
+        compute_grad : bool, default True
+            False computes the value only.
+
+        Returns
+        -------
+        float
+            The loss (the mean over every position with reduction "mean").
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> out = model.predict(X)
+        >>> loss = model.loss_value(out, y, np.empty_like(out))
+        >>> bool(loss > 0)
+        True
+        """
+        assert self.loss is not None, "compile the model first"
         out, target, grad = self.loss_rows(out, target, grad)
         return self.loss.forward_backward(out, target, grad, compute_grad)
 
     def correct_count(self, out, target) -> int | None:
-        """Positions classified right (accuracy = this / (samples * positions)); None for
-        regression losses."""
+        """Positions classified right (accuracy = this / (samples * positions)).
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            ``(batch, *output_shape)``, on the model's device.
+        target : numpy.ndarray
+            Checked targets, on the model's device.
+
+        Returns
+        -------
+        int or None
+            The count; None for regression losses.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> 0 <= model.correct_count(model.predict(X), y) <= 8
+        True
+        """
+        assert self.loss is not None, "compile the model first"
         out, target, _ = self.loss_rows(out, target)
         return self.loss.correct_count(out, target)
 
     def require_built(self, what: str):
-        """RuntimeError naming ``what`` (the caller's action) unless the model knows its shapes."""
+        """Raise a RuntimeError naming ``what`` unless the model knows its shapes.
+
+        Parameters
+        ----------
+        what : str
+            The caller's action, for the message (e.g. "summary").
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet (no input shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Sequential([fnn.Dense(None, 2)]).require_built("export")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: export needs a built model, ...
+        """
         if not self.built:
             raise RuntimeError(
                 f"{what} needs a built model, and this one does not know its input shape yet: pass "
@@ -452,7 +698,19 @@ class Sequential:
             layer.keep_parameter_views(v)
 
     def reserve(self, batch_size: int) -> None:
-        """Grow the training input and gradient buffers to ``batch_size`` rows before any plan uses them."""
+        """Grow the training input and gradient buffers to ``batch_size`` rows before any plan uses them.
+
+        Parameters
+        ----------
+        batch_size : int
+            Rows of the largest batch to come.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.reserve(64)
+        """
         self._inputs(batch_size)
         self._grad_out(batch_size)
 
@@ -465,13 +723,31 @@ class Sequential:
             backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
         )
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
-        self._guard = _StepGuard(buffers)
+        self._guard = StateGuard(buffers)
         self._eager = None
 
     # -- changes after build ------------------------------------------------------------------
     def layer_changed(self, layer: Layer, name: str) -> None:
-        """Called by a layer of this model when one of its public attributes is set: the plans are
-        rebuilt (or the change refused) before the next use."""
+        """Called by a layer of this model when one of its public attributes is set.
+
+        The plans are rebuilt (or the change refused, when it changes the parameters) before the next
+        use.
+
+        Parameters
+        ----------
+        layer : Layer
+            The changed layer.
+        name : str
+            The attribute set.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.Dropout(0.5), fnn.Dense(4, 1)])
+        >>> model[1].rate = 0.25  # calls model.layer_changed(model[1], "rate")
+        >>> model.predict(np.zeros((1, 2))).shape
+        (1, 1)
+        """
         if not self._building and self.built:
             self._stale = True
 
@@ -505,7 +781,26 @@ class Sequential:
             self._stale = False
 
     def prepare(self, what: str) -> None:
-        """Before computing: the model must be built; plans made stale by a changed layer are rebuilt."""
+        """Before computing: the model must be built; plans made stale by a changed layer are rebuilt.
+
+        Parameters
+        ----------
+        what : str
+            The caller's action, for the error message.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet.
+        ValueError
+            If a changed layer no longer builds or changes the parameters' shapes.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.prepare("predict")
+        """
         self.require_built(what)
         if self._stale:
             self._refresh()
@@ -513,16 +808,53 @@ class Sequential:
     # -- devices --------------------------------------------------------------------------------
     @property
     def device(self) -> str:
-        """Where the parameters, optimizer state and layer buffers live: "cpu" or "cuda"."""
+        """Where the parameters, optimizer state and layer buffers live.
+
+        Returns
+        -------
+        str
+            "cpu" or "cuda".
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.device
+        'cpu'
+        """
         return self._device
 
     def to(self, device: str) -> Sequential:
-        """Move the model to ``device`` ("cpu" or "cuda") and return it.
+        """Move the model to ``device`` and return it.
 
         The flat parameter and gradient buffers and the optimizer state are copied once and every
-        layer's views re-bound to them; layer buffers (running statistics ...) are copied, workspaces
-        re-allocated there, step plans rebuilt. Moving to "cuda" where numba-cuda, a driver or a GPU
-        is missing raises RuntimeError saying which (``pip install "fastnn[cuda]"``).
+        layer's views re-bound to them; layer buffers (running statistics ...) are copied,
+        workspaces re-allocated there, step plans rebuilt. An unbuilt model moves when it is built.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+            The target device.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        RuntimeError
+            Moving to "cuda" where numba-cuda, a driver or a GPU is missing (the message says which;
+            ``pip install "fastnn[cuda]"``).
+        ValueError
+            For an unknown device, or a layer with host-only forward/backward code.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.to("cpu").device
+        'cpu'
         """
         V.check_choice(device, backend.DEVICES, "device")
         self._target_device = device
@@ -588,7 +920,26 @@ class Sequential:
         return len(self.layers)
 
     def named_parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """[(name, value_view, grad_view)] in layer order, e.g. ("0.weight", W, dW)."""
+        """Every parameter with its gradient, in layer order.
+
+        Returns
+        -------
+        list of tuple of (str, numpy.ndarray, numpy.ndarray)
+            ``(name, value, grad)``, e.g. ``("0.weight", W, dW)``: views into ``model.params`` and
+            ``model.grads`` (writing a value changes the model).
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet (no input shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> [(name, w.shape) for name, w, _ in model.named_parameters()]
+        [('0.weight', (2, 4)), ('0.bias', (4,)), ('1.weight', (4, 2)), ('1.bias', (2,))]
+        """
         self.require_built("named_parameters")
         return [
             (
@@ -600,23 +951,76 @@ class Sequential:
         ]
 
     def count_params(self) -> int:
+        """The number of parameters (trainable or not).
+
+        Returns
+        -------
+        int
+            ``model.params.size``.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet (no input shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.count_params()
+        22
+        """
         self.require_built("count_params")
         return int(self.params.size)
 
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Sequential:
+        """Set training mode (dropout active, batch statistics) or evaluation mode.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True: training mode; False: evaluation mode (as :meth:`eval`).
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.train(False).training, model.train().training
+        (False, True)
+        """
         self.training = bool(mode)
         for layer in walk_layers(self.layers):
             layer.training = self.training
         return self
 
     def eval(self) -> Sequential:
+        """Set evaluation mode (no dropout, running statistics): ``train(False)``.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.eval().training
+        False
+        """
         return self.train(False)
 
     # -- the engine: eager forward/backward on contexts ------------------------------------------
     def _forward(self, x: np.ndarray, training: bool, arena: str = "eager") -> tuple[np.ndarray, list]:
         """(output, contexts): every layer's forward in order; the contexts feed :meth:`_backward`."""
-        contexts, lengths = [], None
+        contexts: list[Context | None] = []
+        lengths = None
         for layer in self.layers:
             if layer.plannable():
                 ctx = Context(training, arena, lengths)
@@ -662,13 +1066,38 @@ class Sequential:
 
     @property
     def _first_layer_name(self) -> str:  # only formatted when an error message needs it
-        return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")
+        return _LazyText(lambda: f"the first layer ({self.layers[0]!r})")  # type: ignore[return-value]
 
     def forward(self, x, training: bool | None = None) -> np.ndarray:
-        """Output (batch, *output_shape) for input (batch, *input_shape); a new array.
+        """The model's output for ``x``, keeping what :meth:`backward` needs.
 
-        Keeps what :meth:`backward` needs (in buffers of its own: a predict in between does not
-        change it). ``training`` (default: the model's mode) selects dropout and batch statistics.
+        The kept state is in buffers of its own: a predict in between does not change it.
+        ``model(x)`` is ``model.forward(x)``.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, *input_shape)``; converted to the model's input dtype.
+        training : bool, optional
+            Dropout and batch statistics on (True) or off; default: the model's mode.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(batch, *output_shape)`` of the model's dtype, a new host array.
+
+        Raises
+        ------
+        ValueError
+            If ``x`` has the wrong shape or non-finite values.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> out = model.forward(np.ones((3, 2)))
+        >>> out.shape, out.dtype
+        ((3, 2), dtype('float32'))
         """
         x = self._check_x(x, "x")
         self.prepare("forward")
@@ -679,11 +1108,36 @@ class Sequential:
             self._eager = (x.shape[0], contexts)
             return backend.host_copy(out)
 
-    def backward(self, grad_out) -> np.ndarray | None:
-        """Gradient of the input from ``grad_out`` = d loss / d output of the last forward() (None
-        for a model whose input is integer indices).
+    def backward(self, grad_out: ArrayLike) -> np.ndarray | None:
+        """The gradient with respect to the input of the last :meth:`forward`.
 
-        Also writes every parameter's gradient (``model.grads``, ``named_parameters()``).
+        Also writes every parameter's gradient (``model.grads``, :meth:`named_parameters`).
+
+        Parameters
+        ----------
+        grad_out : array_like
+            d loss / d output, shaped like the last forward's output ``(batch, *output_shape)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(batch, *input_shape)`` host array of the model's dtype; None for a model whose input is
+            integer indices.
+
+        Raises
+        ------
+        RuntimeError
+            If no forward() came first.
+        ValueError
+            If ``grad_out`` has another shape than that forward's output.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> out = model.forward(np.ones((3, 2)))
+        >>> model.backward(np.ones_like(out)).shape
+        (3, 2)
         """
         if self._eager is None:
             raise RuntimeError(
@@ -705,9 +1159,31 @@ class Sequential:
     __call__ = forward
 
     def layer_outputs(self, X, training: bool = False) -> list[np.ndarray]:
-        """Every layer's output for input X (host copies, in layer order); the engine's view of the
-        activations (diagnostics, plots). Training mode draws dropout masks and batch statistics
-        without changing running statistics or the model's state."""
+        """Every layer's output for input ``X``: the engine's view of the activations.
+
+        For diagnostics and plots. Training mode draws dropout masks and batch statistics without
+        changing running statistics or the model's state.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        training : bool, default False
+            Run the layers in training mode.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            Host copies, in layer order: layer i's output ``(n, *layer i's output shape)``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> [a.shape for a in model.layer_outputs(np.ones((3, 2)))]
+        [(3, 4), (3, 2)]
+        """
         X = self._check_x(X)
         self.prepare("layer_outputs")
         with self._lock, self._state_kept():
@@ -715,8 +1191,42 @@ class Sequential:
             return [backend.host_copy(layer.last_output) for layer in self.layers]
 
     def loss_and_grads(self, X, y, training: bool = True) -> tuple[float, dict[str, np.ndarray]]:
-        """(loss, {parameter name: gradient copy}) on one batch, without an update; leaves
-        ``model.grads`` filled. Running statistics and dropout counters are left unchanged."""
+        """The loss and every parameter's gradient on one batch, without an update.
+
+        Leaves ``model.grads`` filled; running statistics and dropout counters are left unchanged.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        y : array_like
+            The targets, as :meth:`fit` takes them.
+        training : bool, default True
+            Run the layers in training mode (dropout, batch statistics).
+
+        Returns
+        -------
+        loss : float
+            The batch's loss.
+        grads : dict of str to numpy.ndarray
+            Parameter name ("0.weight" ...) -> a host copy of its gradient.
+
+        Raises
+        ------
+        RuntimeError
+            If the model has no loss and optimizer (:meth:`compile`).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> loss, grads = model.loss_and_grads(X, y)
+        >>> sorted(grads), grads["0.weight"].shape
+        (['0.bias', '0.weight', '1.bias', '1.weight'], (2, 4))
+        """
         self.require_compiled("loss_and_grads")
         X, y = self._check_xy(X, y)
         self.prepare("loss_and_grads")
@@ -728,8 +1238,40 @@ class Sequential:
             return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
 
     def validate(self, X, y, batch_size: int = _PREDICT_BATCH, *, sample_weight=None) -> dict:
-        """Metrics of the model on (X, y) in evaluation mode: {"loss": ..., "accuracy": ..., compiled
-        metrics} (the pass the fit loop runs on validation data; ``sample_weight`` (n,) weights the loss)."""
+        """Metrics of the model on (X, y) in evaluation mode: the pass fit runs on validation data.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        y : array_like
+            The targets.
+        batch_size : int, default 1024
+            Rows per forward pass (memory, not results).
+        sample_weight : array_like, optional
+            (n,) weights of the loss.
+
+        Returns
+        -------
+        dict
+            ``{"loss": ..., "accuracy": ..., compiled metrics}`` (accuracy for classification
+            losses).
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not compiled.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> sorted(model.validate(X, y))
+        ['accuracy', 'loss']
+        """
         self.require_compiled("validate")
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size, fit_options.training_weights(self, y, sample_weight, None))
@@ -750,10 +1292,32 @@ class Sequential:
 
     # -- snapshot / restore (checkpoint records) -------------------------------------------------
     def snapshot(self) -> dict:
-        """Everything needed to continue exactly, as a plain record of host arrays and JSON-able
-        values: architecture, parameters, buffers, loss, optimizer config and state, training state
-        (epochs done, position in the epoch, callback states). :func:`restore` (or
-        :meth:`from_snapshot`) rebuilds; ``save`` writes this record to a file."""
+        """Everything needed to continue exactly, as a plain record of host arrays and JSON-able values.
+
+        Architecture, parameters, buffers, loss, optimizer config and state, training state (epochs
+        done, position in the epoch, callback states). :meth:`restore` (or :meth:`from_snapshot`)
+        rebuilds; :meth:`save` writes this record to a file.
+
+        Returns
+        -------
+        dict
+            The record (its arrays are copies).
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet (no input shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> record = model.snapshot()
+        >>> sorted(record["params"])
+        ['0.bias', '0.weight', '1.bias', '1.weight']
+        """
         self.require_built("snapshot")
         with self._lock:
             record = {
@@ -776,7 +1340,36 @@ class Sequential:
             return record
 
     def restore(self, record: dict) -> Sequential:
-        """Load a :meth:`snapshot` record of a model of the same architecture into this one."""
+        """Load a :meth:`snapshot` record of a model of the same architecture into this one.
+
+        Parameters
+        ----------
+        record : dict
+            A :meth:`snapshot` record.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet.
+        ValueError
+            If a parameter or buffer of the record does not match this model's.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> before, record = model.predict(X), model.snapshot()
+        >>> _ = model.fit(X, y, epochs=1, verbose=0)
+        >>> bool(np.array_equal(model.restore(record).predict(X), before))
+        True
+        """
         self.require_built("restore")
         with self._lock:
             arrays = self.state_arrays()
@@ -800,6 +1393,7 @@ class Sequential:
                 )
                 if loss is None:
                     self.loss = None
+                assert self.optimizer is not None  # compile() set it
                 self.optimizer.load_state_dict(record["optimizer"]["state"])
             elif record.get("loss") is not None:
                 self.loss = losses_mod.from_config(record["loss"])
@@ -810,7 +1404,30 @@ class Sequential:
 
     @classmethod
     def from_snapshot(cls, record: dict, device: str = "cpu") -> Sequential:
-        """A new model rebuilt from a :meth:`snapshot` record."""
+        """A new model rebuilt from a :meth:`snapshot` record.
+
+        Parameters
+        ----------
+        record : dict
+            A :meth:`snapshot` record.
+        device : {"cpu", "cuda"}, default "cpu"
+            Where the new model lives.
+
+        Returns
+        -------
+        Sequential
+            Equal to the snapshotted model (weights, optimizer state, training state).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> clone = fnn.Sequential.from_snapshot(model.snapshot())
+        >>> bool(np.array_equal(clone.predict(X), model.predict(X)))
+        True
+        """
         model = cls.from_config(record["config"])
         model.restore(record)
         return model.to(device)
@@ -860,16 +1477,45 @@ class Sequential:
     def compile(
         self, loss="cross_entropy", optimizer="sgd", *, metrics=None, decay_bias_and_norm: bool | None = None
     ) -> Sequential:
-        """Choose the loss (a name or a fastnn.losses.Loss) and optimizer (a name or instance).
-
-        ``metrics``: a list of names ("f1", "auc", "r2", ...), :mod:`fastnn.metrics` objects or
-        functions ``f(y_true, y_pred) -> float``, logged by fit (and "val_" ones) and evaluate;
-        None keeps the current ones, [] removes them. See :mod:`fastnn.metrics`.
+        """Choose the loss, the optimizer and the logged metrics.
 
         The optimizer's weight decay applies to weight matrices only; biases and normalisation
-        parameters are excluded unless ``decay_bias_and_norm=True`` (default: keep the current
-        choice, False at first). Compiling again with the optimizer already bound to this model keeps
-        its state (moments, step count). An optimizer bound to another live model is refused.
+        parameters are excluded unless ``decay_bias_and_norm=True``. Compiling again with the
+        optimizer already bound to this model keeps its state (moments, step count).
+
+        Parameters
+        ----------
+        loss : str or Loss, default "cross_entropy"
+            A name of ``fastnn.losses.LOSSES`` or a :class:`fastnn.losses.Loss` (a loss of
+            another model is copied).
+        optimizer : str or Optimizer, default "sgd"
+            A name or an instance of :mod:`fastnn.optim`.
+        metrics : list, optional
+            Names ("f1", "auc", "r2", ...), :mod:`fastnn.metrics` objects or functions
+            ``f(y_true, y_pred) -> float``, logged by fit (and ``"val_"`` ones) and evaluate; None keeps
+            the current ones, [] removes them.
+        decay_bias_and_norm : bool, optional
+            Apply weight decay to biases and normalisation parameters too; None keeps the current
+            choice (False at first).
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown loss, optimizer or metric name, a metric that does not fit the loss, or an
+            optimizer bound to another model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model = model.compile("cross_entropy", fnn.optim.SGD(lr=0.1), metrics=["f1"])
+        >>> model.loss, [m.name for m in model.metrics]
+        (CrossEntropy(reduction='mean'), ['f1'])
         """
         loss = losses_mod.get(loss)
         metrics = metrics_mod.check_metrics(self.metrics if metrics is None else metrics, loss)
@@ -908,24 +1554,104 @@ class Sequential:
         self.optimizer.trainable = freezing.trainable_ranges(self)
 
     def trainable_changed(self) -> None:
-        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges."""
+        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.Dense(4, 1)]).compile("mse", "sgd")
+        >>> model[0].trainable = False  # calls model.trainable_changed()
+        >>> model.summary(print_fn=None).splitlines()[-2]
+        'Non-trainable params: 12'
+        """
         if self.built and self.optimizer is not None:
             self.optimizer.trainable = freezing.trainable_ranges(self)
 
     def freeze(self, *layers) -> Sequential:
-        """Set ``trainable = False`` on the given layers (Layer objects, indices or paths such as
-        "2.block.0"; all layers when none is given): see :mod:`fastnn.freezing`."""
+        """Set ``trainable = False`` on the given layers (all layers when none is given).
+
+        Frozen parameters get no updates (nor weight decay); see ``fastnn.freezing``.
+
+        Parameters
+        ----------
+        *layers : Layer, int or str
+            Layer objects, indices or paths such as "2.block.0".
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If a layer is not in this model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> [layer.trainable for layer in model.freeze(0)]
+        [False, True]
+        """
         for layer in freezing.resolve_layers(self, layers) if layers else self.layers:
             layer.trainable = False
         return self
 
     def unfreeze(self, *layers) -> Sequential:
-        """Set ``trainable = True`` on the given layers (all layers, and those inside them, when none is given)."""
+        """Set ``trainable = True`` on the given layers (all layers, and those inside them, when none is
+        given).
+
+        Parameters
+        ----------
+        *layers : Layer, int or str
+            Layer objects, indices or paths such as "2.block.0".
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If a layer is not in this model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> [layer.trainable for layer in model.freeze().unfreeze(1)]
+        [False, True]
+        """
         for layer in freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers):
             layer.trainable = True
         return self
 
     def require_compiled(self, what: str):
+        """Raise a RuntimeError naming ``what`` unless the model has a loss and an optimizer.
+
+        Binds the optimizer to the parameters if it is not yet.
+
+        Parameters
+        ----------
+        what : str
+            The caller's action, for the message.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`compile` (or fit with ``loss=``/``optimizer=``) has not run.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.require_compiled("evaluate")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: evaluate needs a loss and an optimizer: ...
+        """
         if self.loss is None or self.optimizer is None:
             raise RuntimeError(
                 f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
@@ -935,14 +1661,66 @@ class Sequential:
             self._bind_optimizer()
 
     def check_data(self, X, y=None, argument: str = "X"):
-        """(X, y) checked and converted as fit/evaluate take them (X alone when y is None): the
-        public boundary other modules use before they call the engine."""
+        """(X, y) checked and converted as fit and evaluate take them: the public boundary other
+        modules use before they call the engine.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        y : array_like, optional
+            The targets (needs a compiled model); None checks X alone.
+        argument : str, default "X"
+            X's name in error messages.
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            X ``(n, *input_shape)`` C-contiguous of the input dtype; or (X, y), y as
+            :meth:`target_shape` says.
+
+        Raises
+        ------
+        ValueError
+            If X or y has the wrong shape, dtype or non-finite values (the message names it).
+        RuntimeError
+            If y is given to a model without a loss.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> Xc, yc = model.check_data(X, y)
+        >>> Xc.dtype, yc.dtype, yc.shape
+        (dtype('float32'), dtype('int64'), (8,))
+        """
         if y is None:
             return self._check_x(X, argument)
         return self._check_xy(X, y, argument)
 
     def last_batch(self) -> np.ndarray | None:
-        """A host copy of the input of the last training step (None before any)."""
+        """A host copy of the input of the last training step.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(batch, *input_shape)``; None before any step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> model.last_batch() is None
+        True
+        >>> _ = model.train_step(X[:4], y[:4])
+        >>> model.last_batch().shape
+        (4, 2)
+        """
         last = self.__dict__.get("_last_x")
         return None if last is None else backend.host_copy(last)
 
@@ -955,6 +1733,7 @@ class Sequential:
 
     def _check_position_targets(self, y, n: int) -> np.ndarray:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
+        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
         lead = self.output_shape[:-1]
         arr = V.as_numeric_array(y, "y")
         if arr.shape[: 1 + len(lead)] != (n, *lead):
@@ -977,8 +1756,31 @@ class Sequential:
         return rows.reshape((n, *lead, *rows.shape[1:]))
 
     def step_plan(self, m: int) -> _StepPlan | None:
-        """The step plan for batch size ``m`` (built once): its input/target buffers ``x``/``y``
-        and its calls; None when a layer is not plannable (user layers with NumPy code)."""
+        """The step plan for batch size ``m`` (built once, kept for reuse).
+
+        A plan holds its input and target buffers ``x`` and ``y`` and the kernel calls of one
+        training step: forward, the loss, backward and the gradient norm.
+
+        Parameters
+        ----------
+        m : int
+            The batch size.
+
+        Returns
+        -------
+        _StepPlan or None
+            The plan; None when a layer is not plannable (a user layer with NumPy code).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> plan = model.step_plan(4)
+        >>> plan.x.shape, plan.y.shape
+        ((4, 2), (4,))
+        """
         plan = self._plans.get(m)
         if plan is None and self._plannable:
             if len(self._plans) >= _MAX_PLANS:
@@ -1000,6 +1802,7 @@ class Sequential:
                 backward += calls
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
+            assert self.loss is not None  # target_shape() checked it
             plan = self._plans[m] = _StepPlan(
                 x, y, h, forward, self.loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
@@ -1018,7 +1821,7 @@ class Sequential:
         """
         self._step_reduce = reducer
 
-    def state_guard(self) -> _StepGuard:
+    def state_guard(self) -> StateGuard:
         """A new guard over the layers' state buffers (running statistics, dropout counters).
 
         Returns
@@ -1027,7 +1830,7 @@ class Sequential:
             ``guard.save()`` copies the buffers, ``guard.restore()`` puts the copies back
             (``fastnn.accumulation`` makes a group of steps one transaction with it).
         """
-        return _StepGuard([buf for buf, _ in self._guard.pairs])
+        return StateGuard([buf for buf, _ in self._guard.pairs])
 
     def grad_norm(self):
         """The global L2 norm of ``model.grads`` (a float64 scalar; fixed-chunk, deterministic)."""
@@ -1084,8 +1887,34 @@ class Sequential:
 
     @contextlib.contextmanager
     def training_session(self, what: str):
-        """The calling thread trains this model inside the block; RuntimeError if another thread
-        is training it (one model is trained from one thread at a time)."""
+        """A context in which the calling thread trains this model.
+
+        One model is trained from one thread at a time; the same thread may nest sessions.
+
+        Parameters
+        ----------
+        what : str
+            The caller's action, for the message.
+
+        Yields
+        ------
+        None
+            Inside the block, this thread is the model's trainer.
+
+        Raises
+        ------
+        RuntimeError
+            If another thread is training the model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> with model.training_session("my loop"):
+        ...     _ = model.train_step(X, y)
+        """
         me = threading.get_ident()
         with self._lock:
             if self._trainer is not None and self._trainer != me:
@@ -1100,10 +1929,46 @@ class Sequential:
             self._trainer = previous
 
     def run_step(self, xb: np.ndarray, yb: np.ndarray, *, update: bool = True) -> tuple[float, np.ndarray]:
-        """One training step on checked arrays (:meth:`check_data`; or a step plan's own buffers);
-        returns (loss, output view). Transactional: if it fails (an exception, a non-finite loss
-        or gradient), the model is left as before it. ``update=False``: the gradients only, in
-        ``model.grads`` (no optimizer step; :mod:`fastnn.accumulation`)."""
+        """One training step on checked arrays: forward, loss, backward and (by default) the update.
+
+        Transactional: if it fails (an exception, a non-finite loss or gradient), the model is left as
+        before it.
+
+        Parameters
+        ----------
+        xb : numpy.ndarray
+            ``(batch, *input_shape)``, checked (:meth:`check_data`), or a step plan's own buffer.
+        yb : numpy.ndarray
+            The batch's checked targets.
+        update : bool, default True
+            False: the gradients only, in ``model.grads`` (no optimizer step;
+            ``fastnn.accumulation``).
+
+        Returns
+        -------
+        loss : float
+            The batch's loss.
+        output : numpy.ndarray
+            ``(batch, *output_shape)``: a view of the model's buffer, valid until the next step.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss or the gradient norm is not finite (naming the first layer that went
+            non-finite); the step is not applied.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> xb, yb = model.check_data(X, y)
+        >>> loss, out = model.run_step(xb, yb, update=False)
+        >>> out.shape
+        (8, 2)
+        """
+        assert self.optimizer is not None, "compile the model first"
         with self._lock:
             guard = self._guard
             if guard.pairs:
@@ -1135,7 +2000,39 @@ class Sequential:
             return loss, out
 
     def train_step(self, xb, yb) -> float:
-        """One forward, loss, backward and optimizer update on a batch; returns the loss."""
+        """One forward, loss, backward and optimizer update on a batch.
+
+        Parameters
+        ----------
+        xb : array_like
+            ``(batch, *input_shape)`` inputs.
+        yb : array_like
+            The batch's targets, as :meth:`fit` takes them.
+
+        Returns
+        -------
+        float
+            The batch's loss (before the update).
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not compiled, or another thread is training it.
+        FloatingPointError
+            If the step diverged (the step is not applied).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> first = model.train_step(X, y)
+        >>> for _ in range(20):
+        ...     last = model.train_step(X, y)
+        >>> bool(last < first)
+        True
+        """
         xb, yb = self._check_xy(xb, yb, "xb")
         if self._stale:
             self._refresh()
@@ -1202,20 +2099,72 @@ class Sequential:
         )
 
     def fit(self, X, y=None, **options):
-        """Train on (X, y) for ``epochs`` passes in mini-batches; returns a :class:`History`.
+        """Train on (X, y) for ``epochs`` passes in mini-batches.
 
-        X (n, *input_shape) numeric; y: integer labels (n,) for cross_entropy, else (n, outputs)
-        or (n,) targets. ``validation_data=(X_val, y_val)`` or ``(X_val, y_val, w_val)`` adds
-        val_loss, val_accuracy and the compiled metrics' "val_" values per epoch;
-        ``validation_split=f`` holds out the last fraction f of (X, y) instead (before shuffling).
-        ``sample_weight`` (n,) float >= 0 and ``class_weight`` {class: weight} (multiplied) weight
-        each sample's loss and its gradient: a batch's loss is sum w_i l_i / sum w_i.
-        ``verbose``: 0 silent, 1 progress bar per epoch, 2 one line per epoch. See
-        :func:`fastnn.training.fit` for interrupts and resuming.
-        X may instead be a :class:`fastnn.data.ArrayDataset` (memory-mapped data, shuffled by
-        block) or an iterable, iterator or callable of (X, y) batches, with y None and
-        ``steps_per_epoch`` batches per epoch (:mod:`fastnn.streaming`). ``accumulate=k``: one
-        update per k batches, equal to one batch k times larger (:mod:`fastnn.accumulation`).
+        A batch's loss with weights is ``sum w_i l_i / sum w_i``. Training can be interrupted
+        (Ctrl-C stops after the current step) and resumed: see ``fastnn.training.fit``.
+
+        Parameters
+        ----------
+        X : array_like, ArrayDataset or iterable of batches
+            ``(n, *input_shape)`` numeric inputs; or a :class:`fastnn.data.ArrayDataset` (memory-mapped
+            data, shuffled by block); or an iterable, iterator or callable of (X, y) batches, with y
+            None and ``steps_per_epoch`` batches per epoch (``fastnn.streaming``).
+        y : array_like, optional
+            Integer labels (n,) for cross_entropy, else (n, outputs) or (n,) targets; None for a
+            dataset or batches.
+        loss : str or Loss, optional
+            Compiles with it first (default: the compiled loss).
+        optimizer : str or Optimizer, optional
+            Compiles with it first (default: the compiled optimizer).
+        epochs : int, default 1
+            Passes over the data (counted in :attr:`epochs_done`).
+        batch_size : int, default 32
+            Samples per step.
+        shuffle : bool, default True
+            Shuffle the samples each epoch (a seeded, counter-based order).
+        validation_data : tuple, optional
+            ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``: adds val_loss, val_accuracy and the
+            compiled metrics' ``"val_"`` values per epoch.
+        callbacks : list of Callback, optional
+            :mod:`fastnn.callbacks` objects.
+        verbose : {0, 1, 2}, default 1
+            0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        steps_per_epoch : int, optional
+            Batches per epoch of a stream of batches.
+        accumulate : int, default 1
+            One update per ``accumulate`` batches, equal to one batch that many times larger
+            (``fastnn.accumulation``).
+        validation_split : float, default 0.0
+            Hold out the last fraction of (X, y) (before shuffling) as validation data.
+        sample_weight : array_like, optional
+            (n,) float >= 0: weights of each sample's loss and its gradient.
+        class_weight : dict, optional
+            ``{class: weight}``, multiplied into the sample weights.
+
+        Returns
+        -------
+        History
+            The per-epoch logs: ``history["loss"]``, ``history["val_loss"]`` ...
+
+        Raises
+        ------
+        ValueError
+            For invalid data or arguments (the message names the argument and the fix).
+        RuntimeError
+            If no loss or optimizer is set, or another thread is training the model.
+        FloatingPointError
+            If training diverged (the failed step is not applied).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> history = model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=4,
+        ...                     validation_split=0.25, verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'loss', 'lr', 'val_accuracy', 'val_loss']
         """
         return training_mod.fit(self, X, y, **options)
 
@@ -1228,6 +2177,7 @@ class Sequential:
         if inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
             with self._lock:
                 return inference.predict(self, X, batch_size)
+        assert self.output_shape is not None  # prepare() checked that the model is built
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             for lo in range(0, X.shape[0], batch_size):
@@ -1236,13 +2186,71 @@ class Sequential:
                 backend.copy_into(out[lo : lo + batch_size], result)
         return out
 
-    def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
-        """The network's outputs (logits for classifiers) for X, in evaluation mode."""
+    def predict(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """The network's outputs (logits for classifiers) for X, in evaluation mode.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        batch_size : int, default 1024
+            Rows per forward pass (memory, not results).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, *output_shape)`` of the model's dtype.
+
+        Raises
+        ------
+        ValueError
+            If X has the wrong shape or non-finite values.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> out = model.predict(np.zeros((3, 2)))
+        >>> out.shape, out.dtype
+        ((3, 2), dtype('float32'))
+        """
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict(self._check_x(X), batch_size)
 
-    def predict_proba(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
-        """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary)."""
+    def predict_proba(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary).
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        batch_size : int, default 1024
+            Rows per forward pass (memory, not results).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n, *output_shape)`` of the model's dtype; rows sum to 1 for cross_entropy.
+
+        Raises
+        ------
+        RuntimeError
+            If the model has no loss.
+        TypeError
+            If the loss is a regression loss.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> proba = model.predict_proba(X)
+        >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1))
+        ((8, 2), True)
+        """
         if self.loss is None:
             raise RuntimeError(
                 "predict_proba needs a loss (it says how outputs become probabilities): call "
@@ -1251,9 +2259,35 @@ class Sequential:
         out = self.predict(X, batch_size)
         return self.loss.probabilities(self.loss_rows(out, out)[0]).reshape(out.shape)
 
-    def predict_classes(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
-        """Predicted class labels: argmax of the logits, or (logit > 0) per output for binary and
-        multi-label outputs (the labels the accuracy compares)."""
+    def predict_classes(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
+        """Predicted class labels: the ones accuracy compares.
+
+        Argmax of the logits for cross_entropy, or (logit > 0) per output for binary and
+        multi-label outputs.
+
+        Parameters
+        ----------
+        X : array_like
+            ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
+            to the model's dtype.
+        batch_size : int, default 1024
+            Rows per forward pass (memory, not results).
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ``(n, *positions)`` labels; ``(n, *positions, k)`` for k binary outputs.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> labels = model.predict_classes(X)
+        >>> labels.shape, labels.dtype
+        ((8,), dtype('int64'))
+        """
         out = self.predict(X, batch_size)
         rows = self.loss_rows(out, out)[0]
         if self.loss is not None and hasattr(self.loss, "predict_classes"):
@@ -1267,12 +2301,48 @@ class Sequential:
             return metrics_mod.evaluate_outputs(self, self._predict(X, batch_size), y, weights)
 
     def evaluate(self, X, y=None, batch_size: int = _PREDICT_BATCH, *, sample_weight=None, class_weight=None) -> dict:
-        """{"loss": ..., "accuracy": ..., each compiled metric} in evaluation mode (accuracy for
-        classification losses). ``sample_weight`` (n,) and ``class_weight`` {class: weight} weight
-        the loss as in :meth:`fit` (over the whole set: sum w_i l_i / sum w_i); metrics are unweighted.
-        X may instead be a :class:`fastnn.data.ArrayDataset` or a re-iterable/callable of (X, y[, w])
-        batches (y None; weights come with the data): the loss and metrics of all its samples
-        together, equal to those of the same arrays."""
+        """The loss, accuracy and compiled metrics on (X, y), in evaluation mode.
+
+        Weights weight the loss as in :meth:`fit` (over the whole set: ``sum w_i l_i / sum w_i``);
+        metrics are unweighted.
+
+        Parameters
+        ----------
+        X : array_like, ArrayDataset or re-iterable of batches
+            ``(n, *input_shape)`` inputs; or a :class:`fastnn.data.ArrayDataset` or a re-iterable or
+            callable of (X, y[, w]) batches: the loss and metrics of all its samples together,
+            equal to those of the same arrays.
+        y : array_like, optional
+            The targets (None for a dataset or batches: they come with the data).
+        batch_size : int, default 1024
+            Rows per forward pass (memory, not results).
+        sample_weight : array_like, optional
+            (n,) weights of the loss.
+        class_weight : dict, optional
+            ``{class: weight}``, multiplied into the sample weights.
+
+        Returns
+        -------
+        dict
+            ``{"loss": ..., "accuracy": ..., each compiled metric}`` (accuracy for classification
+            losses), floats.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not compiled.
+        ValueError
+            For invalid data, or y or weights given beside a dataset or batches.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> sorted(model.evaluate(X, y))
+        ['accuracy', 'loss']
+        """
         self.require_compiled("evaluate")
         from . import streaming
 
@@ -1294,22 +2364,74 @@ class Sequential:
 
     # -- weights ----------------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """Every parameter ("0.weight" ...) and layer buffer ("1.running_mean" ...) by name
-        (views on the model's device: device arrays on "cuda")."""
+        """Every parameter and layer buffer by name.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            "0.weight" ..., "1.running_mean" ...: views on the model's device (device arrays on
+            "cuda").
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet (no input shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.BatchNorm1d(3)])
+        >>> sorted(model.state_arrays())
+        ['0.bias', '0.weight', '1.bias', '1.num_batches_tracked', '1.running_mean', '1.running_var', '1.weight']
+        """
         arrays = {name: value for name, value, _ in self.named_parameters()}
         for i, layer in enumerate(self.layers):
             arrays.update({f"{i}.{name}": buf for name, buf in layer.buffers().items()})
         return arrays
 
     def save_weights(self, path) -> None:
-        """Write parameters and buffers to an .npz file (no pickle; written atomically)."""
+        """Write parameters and buffers to an .npz file (no pickle; written atomically).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.save_weights("weights.npz")
+        >>> model.load_weights("weights.npz")
+        """
         from .io import atomic_write
 
         with atomic_write(path) as handle:
-            np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})
+            np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})  # type: ignore[arg-type]
 
     def load_weights(self, path) -> None:
-        """Load parameters and buffers saved by :meth:`save_weights`; shapes must match."""
+        """Load parameters and buffers saved by :meth:`save_weights`; names and shapes must match.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            An .npz file of :meth:`save_weights`.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a readable .npz, or its arrays do not match this model's.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.save_weights("weights.npz")
+        >>> other = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=1)
+        >>> other.load_weights("weights.npz")
+        >>> bool(np.array_equal(other.params, model.params))
+        True
+        """
         from . import io
 
         expected = self.state_arrays()
@@ -1328,7 +2450,22 @@ class Sequential:
 
     # -- full save / load --------------------------------------------------------------------------
     def get_config(self) -> dict:
-        """JSON-able architecture: dtype, seed, input shape and each layer's class and config."""
+        """The JSON-able architecture: dtype, seed, input shape and each layer's class and config.
+
+        Returns
+        -------
+        dict
+            ``{"class": "Sequential", "dtype", "seed", "input_shape", "layers"}``;
+            :meth:`from_config` rebuilds the model (with new weights).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> config = model.get_config()
+        >>> config["dtype"], config["input_shape"], len(config["layers"])
+        ('float32', [2], 2)
+        """
         return {
             "class": "Sequential",
             "dtype": self.dtype.name,
@@ -1339,6 +2476,33 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict, device: str = "cpu") -> Sequential:
+        """A new model of the architecture :meth:`get_config` described (weights from its seed).
+
+        Parameters
+        ----------
+        config : dict
+            A :meth:`get_config` dict.
+        device : {"cpu", "cuda"}, default "cpu"
+            Where the new model lives.
+
+        Returns
+        -------
+        Sequential
+            A new, built model (when the config has an input shape).
+
+        Raises
+        ------
+        ValueError
+            If a layer class is unknown (custom layers must be registered first).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> clone = fnn.Sequential.from_config(model.get_config())
+        >>> bool(np.array_equal(clone.params, model.params))
+        True
+        """
         layers = [layer_from_config(entry) for entry in config["layers"]]
         shape = config.get("input_shape")
         if shape is None and config.get("input_features") is not None:  # files of fastnn 0.1
@@ -1346,29 +2510,112 @@ class Sequential:
         return cls(layers, seed=config["seed"], dtype=config["dtype"], input_shape=shape, device=device)
 
     def save(self, path) -> None:
-        """Write everything needed to resume training exactly to one safetensors file, atomically:
-        architecture, weights and buffers, loss, optimizer state and step count, the position
-        in the epoch, and the state of the callbacks of the last fit()."""
+        """Write everything needed to resume training exactly to one safetensors file, atomically.
+
+        Architecture, weights and buffers, loss, optimizer state and step count, the position in the
+        epoch, and the state of the callbacks of the last fit(); :func:`fastnn.load` reads it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+
+        Raises
+        ------
+        RuntimeError
+            If the model is not built yet.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> model.save("model.safetensors")
+        >>> bool(np.array_equal(fnn.load("model.safetensors").predict(X), model.predict(X)))
+        True
+        """
         from . import serialization
 
         serialization.save_model(self, path)
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------
     def export_onnx(self, path, *, opset: int = 17):
-        """Write this model as ONNX to ``path`` (needs onnx); see :func:`fastnn.interop.export_onnx`."""
+        """Write this model as ONNX (needs onnx); see :func:`fastnn.export_onnx`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The .onnx file.
+        opset : int, default 17
+            The ONNX opset version.
+
+        Returns
+        -------
+        object
+            What :func:`fastnn.export_onnx` returns.
+
+        Raises
+        ------
+        ImportError
+            If onnx is not installed.
+        ValueError
+            If a layer has no ONNX equivalent.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3)])
+        >>> _ = model.export_onnx("model.onnx")  # doctest: +SKIP
+        """
         from .interop import export_onnx
 
         return export_onnx(self, path, opset=opset)
 
     def to_torch(self):
-        """An equal ``torch.nn.Sequential`` (needs torch); see :func:`fastnn.interop.to_torch`."""
+        """An equal ``torch.nn.Sequential`` (needs torch); see ``fastnn.interop.to_torch``.
+
+        Returns
+        -------
+        torch.nn.Sequential
+            With copies of this model's weights and buffers.
+
+        Raises
+        ------
+        ImportError
+            If torch is not installed.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> net = fnn.Sequential([fnn.Dense(2, 3)]).to_torch()  # doctest: +SKIP
+        """
         from .interop import to_torch
 
         return to_torch(self)
 
     # -- description --------------------------------------------------------------------------------
     def summary(self, print_fn=print) -> str:
-        """Table of layers, output shapes and parameter counts; printed and returned."""
+        """A table of the layers, their output shapes and parameter counts; printed and returned.
+
+        Parameters
+        ----------
+        print_fn : callable or None, default print
+            Called with the table; None prints nothing.
+
+        Returns
+        -------
+        str
+            The table, with the total, trainable and non-trainable parameter counts.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> text = model.summary(print_fn=None)
+        >>> text.splitlines()[-4:]
+        ['Total params: 22 (0.1 KiB)', 'Trainable params: 22', 'Non-trainable params: 0', 'Input shape: (batch, 2)']
+        """
         rows = [("#", "Layer", "Output shape", "Params")]
         counts = [sum(size_of(s.shape) for s in layer.parameter_specs()) if self.built else 0 for layer in self.layers]
         for i, (layer, count) in enumerate(zip(self.layers, counts)):
@@ -1410,12 +2657,41 @@ class Sequential:
 
 
 def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
-    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit(), on
-    ``device`` ("cpu" or "cuda"; a file saved from either device loads on either).
+    """Rebuild a model saved by ``model.save(path)``, ready to predict or to continue fit().
 
-    Raises CorruptFileError (a ValueError) for a damaged, tampered or foreign file. ``verify=False``
-    skips the checksum (for a file whose checksum was removed); the structure, dtypes and shapes
-    are checked against the architecture either way."""
+    A file saved from either device loads on either. The structure, dtypes and shapes are checked
+    against the architecture whether or not the checksum is verified.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file of :meth:`Sequential.save`.
+    device : {"cpu", "cuda"}, default "cpu"
+        Where the model lives.
+    verify : bool, default True
+        Check the file's checksum; False for a file whose checksum was removed.
+
+    Returns
+    -------
+    Sequential
+        The model, with its optimizer state and training position.
+
+    Raises
+    ------
+    fastnn.io.CorruptFileError
+        (a ValueError) for a damaged, tampered or foreign file.
+    RuntimeError
+        If ``device="cuda"`` and CUDA is not available.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 3)], seed=0).compile("mse", "adam")
+    >>> model.save("model.safetensors")
+    >>> loaded = fnn.load("model.safetensors")
+    >>> bool(np.array_equal(loaded.params, model.params)), loaded.loss
+    (True, MSE(reduction='mean'))
+    """
     from . import serialization
     from .io import CorruptFileError
 

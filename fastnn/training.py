@@ -47,8 +47,31 @@ _FINGERPRINT_ROWS = 256
 
 
 def data_fingerprint(X: np.ndarray, y: np.ndarray) -> str:
-    """A short hash that tells whether a later fit() gets the same data: shapes, dtypes, all of y
-    and ``_FINGERPRINT_ROWS`` evenly spaced rows of X."""
+    """A short hash that tells whether a later fit() gets the same data.
+
+    It covers the shapes, dtypes, all of y and 256 evenly spaced rows of X.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        (n, ...) checked inputs.
+    y : numpy.ndarray
+        (n, ...) checked targets.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+
+    Examples
+    --------
+    >>> from fastnn.training import data_fingerprint
+    >>> X, y = np.zeros((4, 2)), np.arange(4)
+    >>> same = data_fingerprint(X, y) == data_fingerprint(X.copy(), y)
+    >>> other = data_fingerprint(X, y[::-1].copy()) == data_fingerprint(X, y)
+    >>> same, other
+    (True, False)
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((X.shape, X.dtype.str, y.shape, y.dtype.str)).encode())
     rows = np.unique(np.linspace(0, X.shape[0] - 1, min(X.shape[0], _FINGERPRINT_ROWS)).astype(np.int64))
@@ -59,9 +82,30 @@ def data_fingerprint(X: np.ndarray, y: np.ndarray) -> str:
 
 @dataclass
 class Cursor:
-    """Position inside an unfinished epoch: samples done, running loss sum and correct count, and
-    the metrics' state (the fit's live Tracker, read when the state is saved; a plain record
-    after a load; None without metrics)."""
+    """The position inside an unfinished epoch, saved with the model.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch (0-based).
+    samples : int
+        Samples of the epoch done.
+    loss_sum : float
+        Running sum of the batches' losses (times their sizes).
+    correct : int or None
+        Running count of samples classified right; None for regression losses.
+    data : str
+        The :func:`data_fingerprint` of the data being trained on.
+    metrics : Tracker, dict or None, default None
+        The metrics' state: the fit's live :class:`fastnn.metrics.Tracker`, read when the state
+        is saved; a plain record after a load; None without metrics.
+
+    Examples
+    --------
+    >>> from fastnn.training import Cursor
+    >>> Cursor(epoch=1, samples=64, loss_sum=12.5, correct=40, data="ab12").metric_state() is None
+    True
+    """
 
     epoch: int
     samples: int
@@ -71,17 +115,52 @@ class Cursor:
     metrics: Tracker | dict | None = None
 
     def metric_state(self) -> dict | None:
-        """The metrics' state as a plain record (:meth:`fastnn.metrics.Tracker.state_dict`), or None."""
+        """The metrics' state as a plain record, or None.
+
+        Returns
+        -------
+        dict or None
+            :meth:`fastnn.metrics.Tracker.state_dict` of a live tracker, the loaded record as is, or
+            None without metrics.
+
+        Examples
+        --------
+        >>> from fastnn.training import Cursor
+        >>> Cursor(0, 8, 1.0, None, "", metrics={"f1": [1, 2]}).metric_state()
+        {'f1': [1, 2]}
+        """
         if isinstance(self.metrics, Tracker):
             return self.metrics.state_dict() or None
         return self.metrics
 
 
 def callback_keys(callbacks) -> list[str]:
-    """A stable key per callback to match saved states: ``cb.state_key`` when set, else the class
-    name and its configuration (public attributes of simple types that are not part of its
-    state); equal keys are numbered in order."""
-    keys, seen = [], {}
+    """A stable key per callback, to match saved callback states to the callbacks of a later fit.
+
+    The key is ``cb.state_key`` when set, else the class name and its configuration (public
+    attributes of simple types that are not part of its state); equal keys are numbered in
+    order.
+
+    Parameters
+    ----------
+    callbacks : list of Callback
+        The callbacks of a fit.
+
+    Returns
+    -------
+    list of str
+        One key per callback, in order.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn.training import callback_keys
+    >>> keys = callback_keys([fnn.callbacks.History(), fnn.callbacks.History()])
+    >>> keys
+    ['History()', 'History()#1']
+    """
+    keys: list[str] = []
+    seen: dict[str, int] = {}
     for cb in callbacks:
         key = getattr(cb, "state_key", None)
         if key is None:
@@ -102,9 +181,21 @@ def callback_keys(callbacks) -> list[str]:
 
 
 class TrainingState:
-    """What the fit loop keeps between calls: epochs done, the cursor of an unfinished epoch, the
-    callbacks of the last fit (their states are saved) and saved callback states waiting for the
-    next fit (matched by :func:`callback_keys`)."""
+    """What the fit loop keeps between calls (``model.state``), saved with the model.
+
+    Epochs done, the cursor of an unfinished epoch, the callbacks of the last fit (their states
+    are saved) and saved callback states waiting for the next fit (matched by
+    :func:`callback_keys`).
+
+    Examples
+    --------
+    >>> from fastnn.training import TrainingState
+    >>> state = TrainingState()
+    >>> state.epochs_done = 3
+    >>> record = state.to_record()
+    >>> record["epochs_done"], record["cursor"]
+    (3, None)
+    """
 
     def __init__(self):
         self.epochs_done = 0
@@ -113,7 +204,20 @@ class TrainingState:
         self.pending_callbacks: dict[str, dict] = {}
 
     def to_record(self) -> dict:
-        """Plain record: JSON-able values, callback arrays as host arrays."""
+        """The state as a plain record: JSON-able values, callback arrays as host arrays.
+
+        Returns
+        -------
+        dict
+            ``{"epochs_done", "cursor", "callbacks", "cursor_metrics"}``; :meth:`load_record` reads
+            it back.
+
+        Examples
+        --------
+        >>> from fastnn.training import TrainingState
+        >>> sorted(TrainingState().to_record())
+        ['callbacks', 'cursor', 'cursor_metrics', 'epochs_done']
+        """
         cursor = (
             None
             if self.cursor is None
@@ -137,6 +241,28 @@ class TrainingState:
         }
 
     def load_record(self, record: dict) -> None:
+        """Take the state of a :meth:`to_record` record (a loaded model's).
+
+        The record's callback states wait for the next fit's callbacks (:meth:`restore_callbacks`).
+
+        Parameters
+        ----------
+        record : dict
+            A :meth:`to_record` record (also files of fastnn 0.1, callbacks by position).
+
+        Raises
+        ------
+        ValueError
+            If ``epochs_done`` is not an int >= 0.
+
+        Examples
+        --------
+        >>> from fastnn.training import TrainingState
+        >>> state = TrainingState()
+        >>> state.load_record({"epochs_done": 2, "cursor": [2, 16, 3.5, 10, "ab12"]})
+        >>> state.epochs_done, state.cursor.samples
+        (2, 16)
+        """
         self.epochs_done = V.check_int(record.get("epochs_done", 0), "epochs_done", minimum=0)
         cursor = record.get("cursor")
         if cursor:
@@ -158,7 +284,27 @@ class TrainingState:
         self.callbacks = []
 
     def restore_callbacks(self, callbacks) -> None:
-        """Give each callback the saved state of the same key (and class)."""
+        """Give each callback the saved state of the same key (and class), once.
+
+        Parameters
+        ----------
+        callbacks : list of Callback
+            The callbacks of the fit starting now.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> from fastnn.training import TrainingState
+        >>> state = TrainingState()
+        >>> old = fnn.callbacks.History()
+        >>> old.on_epoch_end(0, {"loss": 0.5})
+        >>> saved = {"class": "History", "state": old.state_dict()}
+        >>> state.load_record({"callbacks": {"History()": saved}})
+        >>> history = fnn.callbacks.History()
+        >>> state.restore_callbacks([history])
+        >>> history["loss"], state.pending_callbacks
+        ([0.5], {})
+        """
         for key, cb in zip(callback_keys(callbacks), callbacks):
             saved = self.pending_callbacks.pop(key, None)
             if saved is None or saved.get("class") != type(cb).__name__:
@@ -214,6 +360,24 @@ class BatchFeeder:
     when its last copy has finished (the host waits on its event) and was moved on (the copy stream
     waits on an event), so the results are those of synchronous copies. ``prefetch = False``
     copies each batch when its step starts (no overlap).
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model on a device.
+    batch_size : int
+        Rows of a full batch.
+    X : numpy.ndarray
+        (n, *input_shape) checked host inputs.
+    y : numpy.ndarray
+        (n, ...) checked host targets.
+    n : int, optional
+        Positions of the epoch's order that are trained on (default: all n rows).
+
+    Examples
+    --------
+    >>> from fastnn.training import BatchFeeder
+    >>> feeder = BatchFeeder(cuda_model, 32, X, y)  # doctest: +SKIP
     """
 
     prefetch = True
@@ -229,7 +393,7 @@ class BatchFeeder:
         self.moved = [backend.event(model.device) for _ in range(2)]
         self.stream = backend.stream(model.device, non_blocking=True)
         self.slot = 0
-        self.pending = None  # ((lo, hi), slot) of the batch being copied
+        self.pending: tuple[tuple[int, int], int] | None = None  # ((lo, hi), slot) of the batch being copied
 
     def _start(self, lo: int, hi: int, order) -> None:
         """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
@@ -249,9 +413,29 @@ class BatchFeeder:
         self.pending = ((lo, hi), k)
 
     def load(self, plan, lo: int, hi: int, order) -> tuple:
-        """Batch rows [lo, hi) in ``plan.x``/``plan.y`` (device); starts copying the epoch's next batch."""
+        """Batch rows [lo, hi) in ``plan.x``/``plan.y`` (device); starts copying the epoch's next batch.
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan of batch size ``hi - lo``.
+        lo, hi : int
+            Positions in the epoch's order.
+        order : numpy.ndarray or None
+            int64 (n,) the epoch's order of rows when shuffling; None: rows in order.
+
+        Returns
+        -------
+        tuple of device arrays
+            ``(plan.x, plan.y)``, holding the batch.
+
+        Examples
+        --------
+        >>> xb, yb = feeder.load(cuda_model.step_plan(32), 0, 32, None)  # doctest: +SKIP
+        """
         if self.pending is None or self.pending[0] != (lo, hi):
             self._start(lo, hi, order)
+        assert self.pending is not None  # _start set it
         k = self.pending[1]
         self.pending = None
         self.copied[k].wait(0)  # the default stream runs on after the copy only
@@ -263,17 +447,52 @@ class BatchFeeder:
         return plan.x, plan.y
 
     def close(self) -> None:
-        """Wait for a copy still in flight (its pinned host buffers must outlive it)."""
+        """Wait for a copy still in flight (its pinned host buffers must outlive it).
+
+        Examples
+        --------
+        >>> feeder.close()  # doctest: +SKIP
+        """
         self.stream.synchronize()
 
 
 class ArrayBatches:
-    """The batch source of in-memory arrays (X, y): batches of ``batch_size`` over each epoch's
-    order (a counter-based permutation of the rows when shuffling), gathered straight into the
-    step plan's buffers, or copied to a device one batch ahead (:class:`BatchFeeder`). Sources
-    give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start`` samples, and
-    ``steps`` (batches per epoch, None: until the data ends), ``batch_size``, ``fingerprint``,
-    ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``."""
+    """The batch source of in-memory arrays (X, y) for the fit loop.
+
+    Batches of ``batch_size`` over each epoch's order (a counter-based permutation of the rows
+    when shuffling), gathered straight into the step plan's buffers, or copied to a device one
+    batch ahead (:class:`BatchFeeder`). Sources give ``epoch(epoch, start)``: (b, xb, yb) per
+    batch b after the first ``start`` samples, and ``steps`` (batches per epoch, None: until the
+    data ends), ``batch_size``, ``fingerprint``, ``weighted`` (targets carry a weight column),
+    ``exhausted``, ``close()``.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled, built model.
+    X : numpy.ndarray
+        (n, *input_shape) checked inputs.
+    y : numpy.ndarray
+        (n, ...) checked targets.
+    batch_size : int
+        Rows of a full batch.
+    shuffle : bool
+        Shuffle the rows each epoch.
+    weighted : bool
+        The targets carry a weight column (:func:`fastnn.losses.weighted_targets`).
+
+    Examples
+    --------
+    >>> from fastnn.training import ArrayBatches
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+    >>> X, y = fnn.data.make_xor(8, seed=0)
+    >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+    >>> X, y = model.check_data(X, y)
+    >>> source = ArrayBatches(model, X, y, batch_size=3, shuffle=False, weighted=False)
+    >>> source.steps, source.batch_sizes
+    (3, [3, 2])
+    """
 
     exhausted = None
 
@@ -283,15 +502,59 @@ class ArrayBatches:
         self.model, self.X, self.y, self.weighted = model, X, y, weighted
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
-        self.feeder = None
+        self.feeder: BatchFeeder | None = None
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
 
     @property
     def batch_sizes(self) -> list[int]:
-        """The sizes of a full batch and of the epoch's last one."""
+        """The sizes of a full batch and of the epoch's last one.
+
+        Returns
+        -------
+        list of int
+            ``[batch_size, size of the last batch]``.
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> ArrayBatches(model, X, y, 4, shuffle=False, weighted=False).batch_sizes
+        [4, 4]
+        """
         return [self.batch_size, self.n_used - (self.steps - 1) * self.batch_size]
 
     def epoch(self, epoch: int, start: int):
+        """The batches of epoch ``epoch`` after its first ``start`` samples.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch (0-based): with the model's seed it fixes the order when shuffling.
+        start : int
+            Samples of the epoch already trained on (a resumed epoch).
+
+        Yields
+        ------
+        tuple of (int, numpy.ndarray, numpy.ndarray)
+            ``(b, xb, yb)``: the batch's index and its rows (views, or the step plan's buffers,
+            valid until the next batch).
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> source = ArrayBatches(model, X, y, 4, shuffle=False, weighted=False)
+        >>> [(b, xb.shape) for b, xb, yb in source.epoch(0, start=4)]
+        [(1, (4, 2))]
+        """
         model, X, y, order, batch_size = self.model, self.X, self.y, self.order, self.batch_size
         if self.feeder is None and model.device != "cpu":  # (once the loss, hence the targets' shape, is set)
             self.feeder = BatchFeeder(model, batch_size, X, y, self.n_used)
@@ -315,6 +578,18 @@ class ArrayBatches:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
 
     def close(self) -> None:
+        """Finish the source: wait for a device copy still in flight.
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> ArrayBatches(model, X, y, 4, shuffle=True, weighted=False).close()
+        """
         if self.feeder is not None:
             self.feeder.close()
 
@@ -356,8 +631,72 @@ def fit(
     sample_weight=None,
     class_weight=None,
 ) -> History:
-    """Train ``model`` on (X, y), a dataset or batches; see :meth:`fastnn.Sequential.fit` and this
-    module's docstring."""
+    """Train ``model`` on (X, y), a dataset or batches: the fit loop behind
+    :meth:`fastnn.Sequential.fit`.
+
+    See :meth:`fastnn.Sequential.fit` for the arguments and this module's docstring for
+    interrupts (Ctrl-C stops at the next step boundary) and resuming mid-epoch.
+
+    Parameters
+    ----------
+    model : Sequential
+        The model; compiled, or given ``loss`` and ``optimizer``.
+    X : array_like, ArrayDataset or iterable of batches
+        The inputs, as :meth:`fastnn.Sequential.fit` takes them.
+    y : array_like or None
+        The targets (None for a dataset or batches).
+    loss : str or Loss, optional
+        Compiles with it first.
+    optimizer : str or Optimizer, optional
+        Compiles with it first.
+    epochs : int, default 1
+        Passes over the data, >= 0.
+    batch_size : int, default 32
+        Samples per step, >= 1.
+    shuffle : bool, default True
+        Shuffle each epoch (a seeded, counter-based order).
+    validation_data : tuple, optional
+        ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``.
+    callbacks : list of Callback, optional
+        :mod:`fastnn.callbacks` objects.
+    verbose : {0, 1, 2}, default 1
+        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+    steps_per_epoch : int, optional
+        Batches per epoch of a stream of batches.
+    accumulate : int, default 1
+        One update per ``accumulate`` batches.
+    validation_split : float, default 0.0
+        The fraction of (X, y) held out, in [0, 1).
+    sample_weight : array_like, optional
+        (n,) weights of the samples' loss.
+    class_weight : dict, optional
+        ``{class: weight}``.
+
+    Returns
+    -------
+    History
+        The per-epoch logs.
+
+    Raises
+    ------
+    RuntimeError
+        If no loss or optimizer is set, or another thread is training the model.
+    ValueError
+        For invalid data or arguments.
+    FloatingPointError
+        If training diverged (the failed step is not applied).
+
+    Examples
+    --------
+    >>> from fastnn.training import fit
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+    >>> X, y = fnn.data.make_xor(8, seed=0)
+    >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+    >>> history = fit(model, X, y, epochs=2, batch_size=4, verbose=0)
+    >>> len(history["loss"]), model.epochs_done
+    (2, 2)
+    """
     if loss is not None or optimizer is not None or model.loss is None or model.optimizer is None:
         if (loss or model.loss) is None or (optimizer or model.optimizer) is None:
             model.require_compiled("fit")

@@ -8,15 +8,21 @@ import numpy as np
 import pytest
 
 MODULES = [
+    "fastnn._config",  # get_num_threads, set_num_threads (documented as fastnn.*)
     "fastnn.backend",
     "fastnn.callbacks",
+    "fastnn.data",
+    "fastnn.datasets",
     "fastnn.diagnostics",
     "fastnn.init",
     "fastnn.io",
+    "fastnn.losses",
+    "fastnn.model",
     "fastnn.optim",
     "fastnn.plot",
     "fastnn.schedules",
     "fastnn.tensorboard",
+    "fastnn.training",
     "fastnn.layers",
     "fastnn.layers.activation",
     "fastnn.layers.attention",
