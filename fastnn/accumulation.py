@@ -20,14 +20,11 @@ epoch (and acts on Ctrl-C) only after the group's update.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _validation as V
-
-if TYPE_CHECKING:
-    from .model import StateGuard
+from . import backend
 
 
 def check_accumulate(accumulate, device: str) -> int:
@@ -55,7 +52,7 @@ class Stepper:
         self.count = 0  # batches in the open group
         self.samples = 0
         self.total: np.ndarray | None = None  # weighted sum of the group's gradients
-        self.guard: StateGuard | None = None  # the layers' buffers at the group's start
+        self.guard: backend.StateGuard | None = None  # the layers' buffers at the group's start
 
     def step(self, xb, yb, last: bool = False) -> tuple[float, np.ndarray, bool]:
         model = self.model

@@ -498,9 +498,49 @@ def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
         dst.copy_to_device(src, stream=stream)
 
 
+class StateGuard:
+    """Copies of buffers a step changes before it commits (running statistics, dropout
+    counters), put back when the step fails, so an exception or interrupt leaves the model at
+    the last completed step.
+
+    Parameters
+    ----------
+    buffers : list of array
+        Host or device arrays; each gets a copy of its own shape, dtype and device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn.backend import StateGuard
+    >>> running = np.zeros(3, np.float32)
+    >>> guard = StateGuard([running])
+    >>> running += 1.0
+    >>> guard.restore()
+    >>> running
+    array([0., 0., 0.], dtype=float32)
+    """
+
+    def __init__(self, buffers: list):
+        self.pairs = [
+            (buf, host_copy(buf) if isinstance(buf, np.ndarray) else zeros(buf.shape, buf.dtype, "cuda"))
+            for buf in buffers
+        ]
+
+    def save(self) -> None:
+        """Copy the buffers' current contents into the guard."""
+        for buf, saved in self.pairs:
+            copy_into(saved, buf)
+
+    def restore(self) -> None:
+        """Put the saved contents back into the buffers."""
+        for buf, saved in self.pairs:
+            copy_into(buf, saved)
+
+
 __all__ = [
     "DEVICES",
     "INSTALL_HINT",
+    "StateGuard",
     "copy_into",
     "cuda_available",
     "cuda_simulator",

@@ -96,29 +96,6 @@ def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
     return buf
 
 
-class StateGuard:
-    """Copies of the state a step changes before it commits (running statistics, dropout
-    counters), restored when the step fails, so any exception or interrupt leaves the model at
-    the last completed step."""
-
-    def __init__(self, buffers: list):
-        self.pairs = [
-            (
-                buf,
-                backend.host_copy(buf) if isinstance(buf, np.ndarray) else backend.zeros(buf.shape, buf.dtype, "cuda"),
-            )
-            for buf in buffers
-        ]
-
-    def save(self) -> None:
-        for buf, saved in self.pairs:
-            backend.copy_into(saved, buf)
-
-    def restore(self) -> None:
-        for buf, saved in self.pairs:
-            backend.copy_into(buf, saved)
-
-
 def _method_signature(func) -> inspect.Signature:
     """The signature of ``func(model, ...)`` as a method's: ``(self, ...)``."""
     signature = inspect.signature(func)
@@ -231,7 +208,9 @@ class Sequential:
 
         self.state = TrainingState()
         self._lock = threading.RLock()
-        self._step_reduce = None  # fit under MPI: fastnn.distributed's hook between backward and optimizer
+        self._step_reduce: Callable[..., tuple] | None = (
+            None  # fit under MPI: fastnn.distributed's hook between backward and optimizer
+        )
         self._trainer: int | None = None
         self._building = False
         self._stale = False
@@ -723,7 +702,7 @@ class Sequential:
             backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
         )
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
-        self._guard = StateGuard(buffers)
+        self._guard = backend.StateGuard(buffers)
         self._eager = None
 
     # -- changes after build ------------------------------------------------------------------
@@ -1821,7 +1800,7 @@ class Sequential:
         """
         self._step_reduce = reducer
 
-    def state_guard(self) -> StateGuard:
+    def state_guard(self) -> backend.StateGuard:
         """A new guard over the layers' state buffers (running statistics, dropout counters).
 
         Returns
@@ -1830,7 +1809,7 @@ class Sequential:
             ``guard.save()`` copies the buffers, ``guard.restore()`` puts the copies back
             (``fastnn.accumulation`` makes a group of steps one transaction with it).
         """
-        return StateGuard([buf for buf, _ in self._guard.pairs])
+        return backend.StateGuard([buf for buf, _ in self._guard.pairs])
 
     def grad_norm(self):
         """The global L2 norm of ``model.grads`` (a float64 scalar; fixed-chunk, deterministic)."""
