@@ -299,29 +299,37 @@ def _small_weight_grad(gz, col, columns, beta, gw, groups):
             _weight_grad_block(gz, col, columns, beta, gw, groups, np.int64(t_u))
 
 
+@njit(**JIT_INLINE)
+def _bias_activate_run(src, bias, zr, yr, code, alpha, keep_z):
+    """yr[t] = f(src[t] + bias), and zr[t] = src[t] + bias when ``keep_z`` (else zr is yr: one
+    store per element; two stores to one buffer through two arguments defeat LLVM's vectoriser)."""
+    if keep_z:
+        for t in range(src.shape[0]):
+            v = src[t] + bias
+            zr[t] = v
+            yr[t] = activate(code, v, alpha)
+    else:
+        for t in range(src.shape[0]):
+            yr[t] = activate(code, src[t] + bias, alpha)
+
+
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha):
-    """z3[n0 + s, o] = zcol[o, sample s's columns] + b[o]; y3[n0 + s, o] = f(z)."""
+def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha, keep_z):
+    """z3[n0 + s, o] = zcol[o, sample s's columns] + b[o]; y3[n0 + s, o] = f(z) (z3 not written
+    unless ``keep_z``: then z3 is y3)."""
     c_out = z3.shape[1]
     p = z3.shape[2]
     s = plane // c_out
     o = plane - s * c_out
     src = zcol[o, s * p : (s + 1) * p]
     zr, yr = z3[n0 + s, o], y3[n0 + s, o]
-    bias = b[o]
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
             vectorised = True
-            for t in range(p):
-                v = src[t] + bias
-                zr[t] = v
-                yr[t] = activate(c, v, alpha)
+            _bias_activate_run(src, b[o], zr, yr, c, alpha, keep_z)
     if not vectorised:
-        for t in range(p):
-            u = src[t] + bias
-            zr[t] = u
-            yr[t] = activate(code, u, alpha)
+        _bias_activate_run(src, b[o], zr, yr, code, alpha, keep_z)
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -358,23 +366,23 @@ def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
 
 
 @njit(**JIT_PARALLEL)
-def _planes(zcol, b, z3, y3, gy3, partial_b, n0, count, code, alpha, backward):
-    """The sweep around the GEMMs over (sample, out channel) planes: the forward epilogue, or
-    (``backward``) grad_z into zcol with per-plane bias sums."""
+def _planes(zcol, b, z3, y3, gy3, partial_b, n0, count, code, alpha, backward, keep_z=True):
+    """The sweep around the GEMMs over (sample, out channel) planes: the forward epilogue (z3
+    written unless ``keep_z`` is False), or (``backward``) grad_z into zcol with per-plane bias sums."""
     planes = count * z3.shape[1]
     if planes * z3.shape[2] < PARALLEL_MIN_ELEMENTS:
         for t in range(planes):
             if backward:
                 _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
             else:
-                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha)
+                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha, keep_z)
     else:
         for t_u in prange(planes):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             if backward:
                 _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
             else:
-                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha)
+                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha, keep_z)
 
 
 @njit(**JIT_INLINE)
@@ -387,7 +395,8 @@ def _as3(a):
 def conv2d_forward(
     x, w, b, col, zcol, z, y, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha
 ):
-    """z = conv2d(x, w) + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z``.
+    """z = conv2d(x, w) + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z``
+    (then only f(z) is stored: for activations whose gradient needs y alone, e.g. relu).
 
     x (N, C, H, W), w (O, C // groups, KH, KW), b (O,), z/y (N, O, OH, OW); col, zcol: scratch
     of :func:`conv2d_scratch_shapes`. Zero padding pad_top/pad_left (bottom/right implied by OH, OW).
@@ -400,12 +409,13 @@ def conv2d_forward(
     z3, y3 = _as3(z), _as3(y)
     a = like(alpha, z)
     zero = like(0.0, z)
+    keep_z = z.ctypes.data != y.ctypes.data  # y is z: y = f(z) stored once
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
         # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
         _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False)
         _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
-        _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False)
+        _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False, keep_z)
 
 
 @njit(**JIT)

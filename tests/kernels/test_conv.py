@@ -138,6 +138,23 @@ def test_backward_on_the_forwards_col_gives_the_same_bits(case, per_pass):
         np.testing.assert_array_equal(g, e, err_msg=label)
 
 
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[6], CASES[12]], ids=["relu", "tanh", "sigmoid", "parallel"])
+def test_y_only_activations_with_y_as_z_give_the_same_bits(case):
+    """y is z (what Conv layers pass for relu, tanh, sigmoid): the forward stores f(z) once and
+    the backward, taking the derivative from y, gives the gradients of separate z and y."""
+    x, w, b = _problem(case, np.float32)
+    z, y = forward(case, x, w, b)
+    one = np.full_like(z, np.nan)
+    col, zcol, partial = _scratch(case, x.dtype)
+    conv2d_forward(x, w, b, col, zcol, one, one, *_scalars(case))
+    np.testing.assert_array_equal(one, y)
+    grad_y = np.random.default_rng(8).standard_normal(z.shape).astype(x.dtype)
+    got = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
+    conv2d_backward(x, w, one, one, grad_y, col, zcol, *got, partial, *_scalars(case), True)
+    for label, g, e in zip(("grad_x", "grad_w", "grad_b"), got, backward(case, x, w, b, grad_y)):
+        np.testing.assert_array_equal(g, e, err_msg=label)
+
+
 def test_scratch_shapes_cap_the_pass_size():
     col, zcol, partial = conv2d_scratch_shapes(64, 64, 32, 3, 3, 56, 56)
     assert col[0] == 64 * 9 and zcol[0] == 32 and partial == (64, 32)
