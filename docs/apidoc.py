@@ -86,14 +86,12 @@ def is_data(qualified_name: str) -> bool:
 #: numpydoc check landed): shown as preformatted text and not validated. Remove a line once its
 #: module's docstrings have numpydoc sections.
 PROSE_DOCSTRINGS = [
-    r"^fastnn\.(Sequential|load|get_num_threads|set_num_threads|register_loss)\b",
+    r"^fastnn\.(Sequential|load|register_loss)\b",
     r"^fastnn\.model\b",
     r"^fastnn\.training\b",
     r"^fastnn\.sklearn\b",
     r"^fastnn\.data\b",
     r"^fastnn\.losses\b",
-    r"^fastnn\._config\b",
-    r"^fastnn\.metrics\b",
     r"^fastnn\.datasets\b",
     r"^fastnn\.distributed\b",
 ]

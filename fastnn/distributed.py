@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class DistributedError(RuntimeError):
 
 
 class _World:
-    comm = None
+    comm: Any = None  # an mpi4py communicator once init ran (mpi4py is optional)
     timeout = _DEFAULT_TIMEOUT
     check_every = 0
     sync_batchnorm = False
@@ -177,7 +178,7 @@ def _agree_object(comm, value, what: str):
 
 
 def _digest(array) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(backend.to_host(array))), digest_size=16).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(backend.to_host(array)).data, digest_size=16).hexdigest()
 
 
 def _writes(callback) -> bool:

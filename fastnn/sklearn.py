@@ -137,6 +137,9 @@ class _NeuralNetBase(BaseEstimator):
     with scikit-learn's stopping rule, predict. Subclasses give the network (:meth:`_layers`), the
     optimizer (:meth:`_optimizer`) and the task's targets (:meth:`_targets`, :meth:`_validation_score`)."""
 
+    loss_curve_: list[float]  # (fitted attributes: each estimator's Attributes section says them all)
+    validation_scores_: list[float] | None
+
     # -- hooks ----------------------------------------------------------------------------------
     def _layers(self, n_features: int, n_outputs: int):
         raise NotImplementedError
@@ -272,6 +275,7 @@ class _NeuralNetBase(BaseEstimator):
         message = f"Iteration {self.n_iter_}, loss = {loss:.8f}"
         if validation is not None:
             score = self._validation_score(self.model_.predict(validation.X), validation.y, validation.weights)
+            assert self.validation_scores_ is not None  # fit sets a list whenever there is validation data
             self.validation_scores_.append(score)
             message += f", validation score = {score:.6f}"
             improved = score >= self.best_validation_score_ + self.tol
@@ -622,7 +626,7 @@ def default_network(n_features: int, n_outputs: int, hidden: int = 100, activati
     return [Dense(n_features, hidden, activation=activation), Dense(hidden, n_outputs)]
 
 
-class _BuildFn:
+class _BuildFn(BaseEstimator):
     """A network from ``build_fn(n_features, n_outputs, **module params)``, with skorch-style
     routed parameters: ``module__<name>`` to the builder, ``optimizer__<name>`` to the optimizer."""
 

@@ -33,6 +33,8 @@ MODULES = [
     "fastnn.layers.reshape",
     "fastnn.layers.residual",
     "fastnn.layers.sequence",
+    "fastnn._config",
+    "fastnn.metrics",
 ]
 
 
