@@ -35,6 +35,7 @@ MODULES = [
     "fastnn.layers.sequence",
     "fastnn._config",
     "fastnn.metrics",
+    "fastnn.distributed",
 ]
 
 
@@ -45,6 +46,8 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         monkeypatch.setenv("MPLBACKEND", "Agg")
     if name == "fastnn.tensorboard":
         pytest.importorskip("tensorboardX")
+    if name == "fastnn.distributed":
+        pytest.importorskip("mpi4py")  # its examples train a group of one rank (MPI.COMM_SELF)
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
     options = {"precision": 4, "suppress": True}
