@@ -89,7 +89,6 @@ PROSE_DOCSTRINGS = [
     r"^fastnn\.(Sequential|load|register_loss)\b",
     r"^fastnn\.model\b",
     r"^fastnn\.training\b",
-    r"^fastnn\.sklearn\b",
     r"^fastnn\.data\b",
     r"^fastnn\.losses\b",
     r"^fastnn\.datasets\b",

@@ -36,6 +36,7 @@ MODULES = [
     "fastnn._config",
     "fastnn.metrics",
     "fastnn.distributed",
+    "fastnn.sklearn",
 ]
 
 
@@ -46,6 +47,8 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         monkeypatch.setenv("MPLBACKEND", "Agg")
     if name == "fastnn.tensorboard":
         pytest.importorskip("tensorboardX")
+    if name == "fastnn.sklearn":
+        pytest.importorskip("sklearn")
     if name == "fastnn.distributed":
         pytest.importorskip("mpi4py")  # its examples train a group of one rank (MPI.COMM_SELF)
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
