@@ -92,6 +92,9 @@ PROSE_DOCSTRINGS = [
     r"^fastnn\.data\b",
     r"^fastnn\.losses\b",
     r"^fastnn\.datasets\b",
+    # scikit-learn's generated metadata-routing setters (set_fit_request ...): their docstrings
+    # refer to scikit-learn's glossary and labels
+    r"^fastnn\.sklearn\.\w+\.set_\w+_request$",
 ]
 
 #: numpydoc checks every documented name must pass: GL08 a docstring, PR01/PR02 every parameter
