@@ -34,7 +34,7 @@ position) and the checked target rows: int64 labels (batch,) for ``cross_entropy
 
 A training epoch's metrics are updated from the output each step already computed (no second
 forward pass; nothing is done when no metric was compiled), so, like Keras', they describe the
-weights as they changed during the epoch; the "val_" ones and ``evaluate`` use the weights at the
+weights as they changed during the epoch; the ``val_`` ones and ``evaluate`` use the weights at the
 epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
 the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
 """
@@ -1031,7 +1031,7 @@ class R2(_Regression):
 class FunctionMetric(Metric):
     """A user's ``fn(y_true, y_pred) -> float`` on the whole epoch (target rows, output rows).
 
-    It keeps the epoch's rows and calls ``fn`` once at :meth:`result` with the target rows and
+    It keeps the epoch's rows and calls ``fn`` once at :meth:`Metric.result` with the target rows and
     the output rows (logits) stacked over the batches. ``save`` cannot write it (``get_config``
     raises; the model's ``save`` drops it with a warning).
 

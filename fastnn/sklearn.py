@@ -6,7 +6,7 @@
   ``build_fn(n_features, n_outputs, **module_params)``; ``module__<name>`` parameters go to the
   builder and ``optimizer__<name>`` ones to the optimizer, so GridSearchCV can search architectures.
 
-All four share one fit loop (:class:`_NeuralNetBase`): fastnn's :func:`fastnn.training.fit`, with a
+All four share one fit loop (``_NeuralNetBase``): fastnn's :meth:`fastnn.Sequential.fit`, with a
 callback that applies scikit-learn's stopping rule (``tol``, ``n_iter_no_change``, ``early_stopping``
 on a held-out ``validation_fraction``). ``sample_weight`` weights each sample's loss: the loss is
 ``sum_i w_i l_i / sum_i w_i`` (:class:`fastnn.losses.SampleWeighted`, through ``Sequential.fit(sample_weight=...)``).
@@ -655,7 +655,7 @@ _FITTED_ATTRIBUTES = """
         The trained network (its outputs are logits for classifiers).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Defined when X was a DataFrame with string column names.
     n_outputs_ : int
         Number of outputs of the network.
