@@ -61,30 +61,34 @@ def set_num_threads(n: int) -> None:
 
     fastnn parallelises with Numba's thread pool only; the BLAS library its kernels call is
     pinned to one thread (GEMMs are split into fixed tiles over Numba's threads), so the two
-    pools never oversubscribe the cores. Results do not depend on the thread count (reductions
-    use fixed chunks).
+    pools never oversubscribe the cores. The count is the calling thread's (Numba's rule):
+    other threads keep theirs. Results do not depend on it (fixed-chunk reductions and tiles).
 
     Parameters
     ----------
     n : int
-        Threads, 1 <= n <= ``numba.config.NUMBA_NUM_THREADS`` (the threads Numba started with;
-        set the environment variable ``NUMBA_NUM_THREADS`` before import for more).
+        Threads, from 1 to the number Numba started with (``NUMBA_NUM_THREADS``, by default the
+        machine's CPU count).
 
     Raises
     ------
     TypeError
-        If ``n`` is not an int.
+        When ``n`` is not an int.
     ValueError
-        If ``n`` is out of range.
+        When ``n`` is outside [1, ``NUMBA_NUM_THREADS``].
 
     Examples
     --------
     >>> import fastnn as fnn
-    >>> previous = fnn.get_num_threads()
+    >>> before = fnn.get_num_threads()
     >>> fnn.set_num_threads(1)
     >>> fnn.get_num_threads()
     1
-    >>> fnn.set_num_threads(previous)
+    >>> fnn.set_num_threads(before)
+    >>> fnn.set_num_threads(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: n must be between 1 and ... (the threads Numba started with; set NUMBA_NUM_THREADS before import for more), got 0
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
@@ -97,18 +101,18 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads fastnn's parallel kernels use.
+    """Number of threads fastnn's parallel kernels use (in the calling thread).
 
     Returns
     -------
     int
-        Set by :func:`set_num_threads`; at first Numba's default (the cores, or
-        ``NUMBA_NUM_THREADS``).
+        The count :func:`set_num_threads` set, else Numba's (``NUMBA_NUM_THREADS``).
 
     Examples
     --------
+    >>> import numba
     >>> import fastnn as fnn
-    >>> fnn.get_num_threads() >= 1
+    >>> 1 <= fnn.get_num_threads() <= numba.config.NUMBA_NUM_THREADS
     True
     """
     return numba.get_num_threads()
@@ -146,7 +150,7 @@ def _load_tbb() -> bool:
     try:
         if library.TBB_runtime_interface_version() < _TBB_MIN_INTERFACE:
             return False
-        from numba.np.ufunc import tbbpool  # noqa: F401  (the extension links against the library)
+        from numba.np.ufunc import tbbpool  # type: ignore[attr-defined]  # noqa: F401  (links against the library)
     except (AttributeError, ImportError, OSError):
         return False
     return True

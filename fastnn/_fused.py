@@ -32,7 +32,7 @@ from numba.core.registry import CPUDispatcher
 from . import _config
 from .kernels import _cache
 
-Call = tuple[Callable[..., Any], tuple]
+Call = tuple[Any, tuple]  # (a kernel: a Numba dispatcher, Any to mypy; its arguments)
 
 
 def cache_dir() -> str:
@@ -158,6 +158,7 @@ def _source(calls: Sequence[Call], returns) -> tuple[str, list]:
     """(source of ``run``, the values to pass to it) for ``calls``; ``run`` returns the result of
     call number ``returns`` (a tuple of results for a tuple of indices; nothing for None)."""
     wanted = _returned(returns)
+    names: dict[tuple[str, str], str]  # (module, function) -> its name in the generated source
     imports, names, body = [], {}, []
     args = _Arguments()
     for index, (fn, values) in enumerate(calls):
@@ -190,8 +191,8 @@ def _source(calls: Sequence[Call], returns) -> tuple[str, list]:
             "",
         ]
     )
-    values = [np.array(args.meta, np.int64), np.array(args.fv, np.float64), np.array(args.iv, np.int64), *args.buffers]
-    return source, values
+    inputs = [np.array(args.meta, np.int64), np.array(args.fv, np.float64), np.array(args.iv, np.int64), *args.buffers]
+    return source, inputs
 
 
 _LOADED: dict[str, Callable] = {}
@@ -240,6 +241,7 @@ def _load(source: str) -> Callable:
         _write_once(path, source)
         name = f"fastnn_step_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None  # a .py path always has a spec and a loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

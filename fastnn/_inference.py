@@ -176,7 +176,7 @@ class InferencePlan:
         # the last output is copied only when no Dense layer could write it into ``out``
         self._copy_from = None if h is self.out else h
         self._x_slot = rebindable(calls, self.x) and (self._copy_from is None or not np.shares_memory(h, self.x))
-        slots = (self.x,) if self._x_slot else ()
+        slots: tuple[np.ndarray, ...] = (self.x,) if self._x_slot else ()
         self._out_slot = self._copy_from is None
         if self._out_slot:
             slots += (self.out,)
@@ -185,7 +185,7 @@ class InferencePlan:
     def run(self, X: np.ndarray, out: np.ndarray) -> None:
         flags = X.flags
         if self._x_slot and flags.c_contiguous and flags.writeable and X.dtype == self.x.dtype:
-            arrays = (X,)
+            arrays: tuple[np.ndarray, ...] = (X,)
         else:
             self.x[...] = X
             arrays = (self.x,) if self._x_slot else ()

@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -56,32 +57,98 @@ _DEFAULT_TIMEOUT = 300.0
 
 
 class DistributedError(RuntimeError):
-    """The ranks of a data-parallel run disagree, or one stopped answering."""
+    """The ranks of a data-parallel run disagree, or one stopped answering.
+
+    Raised on every rank that notices (then the job aborts): ranks with different models, data or
+    arguments at the start of ``fit``, weights that differ across ranks (``check_every``), a rank
+    that does not reach a collective within the timeout, or a model not on the CPU.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> issubclass(fnn.distributed.DistributedError, RuntimeError)
+    True
+    """
 
 
 class _World:
-    comm = None
+    comm: Any = None  # an mpi4py communicator once init ran (mpi4py is optional)
     timeout = _DEFAULT_TIMEOUT
     check_every = 0
     sync_batchnorm = False
 
 
 def launched() -> bool:
-    """True when this process was started by an MPI launcher with more than one rank."""
+    """Whether this process was started by an MPI launcher with more than one rank.
+
+    It reads the launchers' environment (``PMI_SIZE``, ``OMPI_COMM_WORLD_SIZE``,
+    ``MV2_COMM_WORLD_SIZE``, ``PMIX_SIZE``); ``FASTNN_DISTRIBUTED=0`` turns it off (each rank then
+    trains alone).
+
+    Returns
+    -------
+    bool
+        True under ``mpiexec -n N`` with N > 1.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.distributed.launched()  # a plain ``python`` process
+    False
+    """
     if os.environ.get("FASTNN_DISTRIBUTED", "").strip() == "0":
         return False
     return any(int(os.environ.get(name, "1") or 1) > 1 for name in _LAUNCH_SIZE_VARIABLES)
 
 
-def init(comm=None, *, timeout: float | None = None, check_every: int = 0, sync_batchnorm: bool = False):
-    """Join the data-parallel group (``MPI.COMM_WORLD`` unless ``comm``); returns the communicator.
+def init(comm: Any = None, *, timeout: float | None = None, check_every: int = 0, sync_batchnorm: bool = False) -> Any:
+    """Join the data-parallel group and set how it trains.
 
-    timeout: seconds a rank waits for the others at any collective of the training loop before
-    it raises :class:`DistributedError` and aborts the job (default ``$FASTNN_MPI_TIMEOUT``, else
-    300). check_every: every that many steps, assert that the weights are bit-identical on all
-    ranks (a checksum Allreduce; 0: never). sync_batchnorm: BatchNorm layers normalise with the
-    statistics of the global batch (:class:`SyncBatchNorm`). Call again to change them; ``fit``
-    calls it with the defaults when :func:`launched` and it was not called.
+    Call again to change the settings; ``fit`` calls it with the defaults when :func:`launched`
+    and it was not called. With more than one rank, an uncaught exception on any rank then aborts
+    the whole job (``MPI.COMM_WORLD.Abort``).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        The ranks that train together (default ``MPI.COMM_WORLD``).
+    timeout : float, optional
+        Seconds a rank waits for the others at any collective of the training loop before it
+        raises :class:`DistributedError` and aborts the job (default ``$FASTNN_MPI_TIMEOUT``,
+        else 300).
+    check_every : int, default=0
+        Every that many steps, check that the weights are bit-identical on all ranks (a checksum
+        gathered from every rank; 0: never).
+    sync_batchnorm : bool, default=False
+        BatchNorm layers normalise with the statistics of the global batch (:class:`SyncBatchNorm`).
+
+    Returns
+    -------
+    mpi4py.MPI.Comm
+        The communicator.
+
+    Raises
+    ------
+    ImportError
+        Without mpi4py (``pip install 'fastnn[distributed]'``).
+    ValueError
+        For a timeout that is not positive or a negative ``check_every``.
+
+    Examples
+    --------
+    One process (``MPI.COMM_SELF``, a group of one rank, trains alone):
+
+    >>> from mpi4py import MPI
+    >>> import fastnn as fnn
+    >>> comm = fnn.distributed.init(MPI.COMM_SELF)
+    >>> comm.Get_size(), fnn.distributed.active() is None
+    (1, True)
+
+    In a script started as ``mpiexec -n 2 python train.py`` (two processes, so not run here):
+
+    >>> comm = fnn.distributed.init(timeout=60, check_every=100)  # doctest: +SKIP
+    >>> fnn.distributed.world_size(), fnn.distributed.rank()  # doctest: +SKIP
+    (2, 0)
     """
     try:
         from mpi4py import MPI
@@ -117,8 +184,20 @@ def _abort_on_uncaught(previous):
     return hook
 
 
-def active():
-    """The communicator of a multi-rank run (initialising it when launched), else None."""
+def active() -> Any:
+    """The communicator of a multi-rank run (initialising it when :func:`launched`).
+
+    Returns
+    -------
+    mpi4py.MPI.Comm or None
+        The communicator when it has more than one rank, else None.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.distributed.active() is None  # one process: not distributed
+    True
+    """
     if _World.comm is None and launched():
         init()
     comm = _World.comm
@@ -126,32 +205,114 @@ def active():
 
 
 def rank() -> int:
-    """This process's rank (0 when not distributed)."""
+    """This process's rank.
+
+    Returns
+    -------
+    int
+        Its rank in the group, 0 when not distributed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.distributed.rank()
+    0
+    """
     comm = active()
     return 0 if comm is None else comm.Get_rank()
 
 
 def world_size() -> int:
-    """Number of ranks (1 when not distributed)."""
+    """Number of ranks that train together.
+
+    Returns
+    -------
+    int
+        The group's size, 1 when not distributed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.distributed.world_size()
+    1
+    """
     comm = active()
     return 1 if comm is None else comm.Get_size()
 
 
 def is_main() -> bool:
-    """True on rank 0, the rank that prints, logs and checkpoints."""
+    """Whether this is rank 0, the rank that prints, logs and checkpoints.
+
+    Returns
+    -------
+    bool
+        True on rank 0 and when not distributed.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> if fnn.distributed.is_main():  # write files on one rank only
+    ...     print("saving")
+    saving
+    """
     return rank() == 0
 
 
 def shard_bounds(rows: int, ranks: int, index: int) -> tuple[int, int]:
-    """[start, stop) of shard ``index`` of ``rows`` rows cut into ``ranks`` contiguous shards whose
-    sizes differ by at most one (the first ``rows % ranks`` shards have the extra row)."""
+    """The rows of one shard of a batch cut into contiguous shards whose sizes differ by at most
+    one (the first ``rows % ranks`` shards have the extra row).
+
+    Parameters
+    ----------
+    rows : int
+        Rows of the batch.
+    ranks : int
+        Number of shards, at least 1.
+    index : int
+        The shard, in [0, ranks).
+
+    Returns
+    -------
+    tuple of (int, int)
+        [start, stop) of the shard's rows.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> [fnn.distributed.shard_bounds(7, 3, r) for r in range(3)]
+    [(0, 3), (3, 5), (5, 7)]
+    """
     base, extra = divmod(rows, ranks)
     start = index * base + min(index, extra)
     return start, start + base + (index < extra)
 
 
-def wait(requests, what: str, timeout: float | None = None) -> None:
-    """Wait for MPI requests, polling; :class:`DistributedError` after ``timeout`` seconds."""
+def wait(requests: list, what: str, timeout: float | None = None) -> None:
+    """Wait for MPI requests, polling, up to a deadline.
+
+    Parameters
+    ----------
+    requests : list of mpi4py.MPI.Request
+        Non-blocking operations (``Iallreduce``, ``Ibarrier`` ...).
+    what : str
+        What they are, for the error message.
+    timeout : float, optional
+        Seconds to wait (default: :func:`init`'s timeout).
+
+    Raises
+    ------
+    DistributedError
+        When they are not done within ``timeout`` (another rank raised or died).
+
+    Examples
+    --------
+    >>> from mpi4py import MPI
+    >>> import fastnn as fnn
+    >>> total = np.ones(3)
+    >>> fnn.distributed.wait([MPI.COMM_SELF.Iallreduce(MPI.IN_PLACE, total, MPI.SUM)], "a sum")
+    >>> total  # one rank: the sum is its own values
+    array([1., 1., 1.])
+    """
     from mpi4py import MPI
 
     deadline = time.monotonic() + (_World.timeout if timeout is None else timeout)
@@ -177,7 +338,7 @@ def _agree_object(comm, value, what: str):
 
 
 def _digest(array) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(backend.to_host(array))), digest_size=16).hexdigest()
+    return hashlib.blake2b(np.ascontiguousarray(backend.to_host(array)).data, digest_size=16).hexdigest()
 
 
 def _writes(callback) -> bool:
@@ -191,7 +352,33 @@ def _writes(callback) -> bool:
 
 
 class Session:
-    """One ``fit`` of a model on the ranks of ``comm`` (made by :func:`session`)."""
+    """One ``fit`` of a model on the ranks of ``comm`` (made by :func:`session`).
+
+    The fit loop calls :meth:`start` once, :meth:`shard` and :meth:`reduce` each step,
+    :meth:`agree` and :meth:`agree_stop` at each epoch's end and :meth:`close` at the end.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        The ranks that train together.
+    model : fastnn.Sequential
+        The compiled model each rank trains (on the CPU).
+
+    Examples
+    --------
+    A group of one rank (``MPI.COMM_SELF``) runs in one process; under ``mpiexec`` each rank
+    gets its shard of every batch.
+
+    >>> from mpi4py import MPI
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+    >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+    >>> X, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+    >>> run.start(X, y, 4, [4, 4], True, 1, fingerprint="", needs_batch_over_one=False)
+    >>> run.shard(0, 4), run.size
+    ((0, 4), 1)
+    >>> run.close()
+    """
 
     def __init__(self, comm, model):
         from mpi4py import MPI
@@ -222,7 +409,44 @@ class Session:
         fingerprint: str,
         needs_batch_over_one: bool,
     ) -> None:
-        """Check the ranks agree on model and data, then give all of them rank 0's state."""
+        """Check the ranks agree on model and data, then give all of them rank 0's state.
+
+        Parameters
+        ----------
+        X, y : ndarray
+            The training data (every rank passes the whole of it).
+        batch_size : int
+            Rows of each global batch.
+        batch_sizes : list of int
+            The rows of every batch of an epoch (the last may be smaller).
+        shuffle : bool
+            Whether each epoch shuffles.
+        epochs : int
+            Epochs of the fit.
+        fingerprint : str
+            A digest of the data's values (compared across ranks).
+        needs_batch_over_one : bool
+            Whether a layer needs shards of at least 2 rows (BatchNorm without sync).
+
+        Raises
+        ------
+        DistributedError
+            When the model is not on the CPU, the ranks disagree, or a batch has fewer rows than
+            ranks.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> X, y = np.ones((8, 3), np.float32), np.ones((8, 1), np.float32)
+        >>> run.start(X, y, 4, [4, 4], True, 1, fingerprint="", needs_batch_over_one=False)
+        >>> run.start(X, y, 7, [7, 1], True, 1, fingerprint="", needs_batch_over_one=True)
+        Traceback (most recent call last):
+        ...
+        fastnn.distributed.DistributedError: a batch of 1 rows cannot be cut into 1 shards of at least 2 row(s) ...
+        """
         model = self.model
         if model.device != "cpu":
             raise DistributedError(
@@ -271,7 +495,16 @@ class Session:
             model.clear_plans()  # rebuilt with the synchronised calls
 
     def close(self) -> None:
-        """End of fit: the model trains on its own again."""
+        """End of fit: the model trains on its own again.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.close()
+        """
         self.model.set_gradient_reducer(None)
         if any(layer.synchronizer is not None for layer in self.norms):
             for layer in self.norms:
@@ -279,12 +512,54 @@ class Session:
             self.model.clear_plans()
 
     def callbacks(self, callbacks: list) -> list:
-        """The callbacks this rank runs: all on rank 0, those that do not write on the others."""
+        """The callbacks this rank runs: all on rank 0, those that do not write on the others.
+
+        Parameters
+        ----------
+        callbacks : list of fastnn.callbacks.Callback
+            The fit's callbacks.
+
+        Returns
+        -------
+        list of fastnn.callbacks.Callback
+            All on rank 0; on the others those that write no files (not CSVLogger,
+            ModelCheckpoint, TensorBoard, nor any with ``main_process_only = True``).
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> callbacks = [fnn.callbacks.CSVLogger("log.csv"), fnn.callbacks.EarlyStopping("loss")]
+        >>> len(run.callbacks(callbacks))  # rank 0 runs both
+        2
+        """
         return list(callbacks) if self.rank == 0 else [cb for cb in callbacks if not _writes(cb)]
 
     # -- steps ---------------------------------------------------------------------------------
     def shard(self, lo: int, hi: int) -> tuple[int, int]:
-        """This rank's rows [a, b) of the global batch [lo, hi) of the epoch's order."""
+        """This rank's rows of a global batch (and Dropout's row numbers set to match).
+
+        Parameters
+        ----------
+        lo, hi : int
+            The global batch: rows [lo, hi) of the epoch's order.
+
+        Returns
+        -------
+        tuple of (int, int)
+            [a, b): this rank's rows of the epoch's order.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.shard(8, 12)  # one rank: the whole batch
+        (8, 12)
+        """
         start, stop = shard_bounds(hi - lo, self.size, self.rank)
         for first_row in self.first_rows:
             first_row[0] = start
@@ -293,8 +568,44 @@ class Session:
 
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
         """The step's hook between backward and optimizer (``Sequential.run_step``): sums the
-        gradient over the ranks (as the mean over the global batch), returns (global loss,
-        global gradient norm) and keeps the global correct count in ``self.correct``."""
+        gradient over the ranks (as the mean over the global batch) and keeps the global correct
+        count in ``self.correct``.
+
+        Parameters
+        ----------
+        loss : float
+            This rank's loss on its shard.
+        norm : float
+            This rank's gradient norm (replaced by the global one).
+        out : ndarray of shape (shard rows, \\*output_shape)
+            The shard's output.
+        target : ndarray
+            The shard's checked targets.
+
+        Returns
+        -------
+        tuple of (float, float)
+            (loss of the global batch, norm of the summed gradient).
+
+        Raises
+        ------
+        DistributedError
+            When another rank does not join the Allreduce in time, or the weights differ
+            (``check_every``).
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.shard(0, 2)
+        (0, 2)
+        >>> model.grads[:] = 0.5  # the gradient after the backward pass
+        >>> loss, norm = run.reduce(0.25, 0.0, np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32))
+        >>> loss, round(norm, 4)  # one rank: its loss, the norm of its gradient (4 values of 0.5)
+        (0.25, 1.0)
+        """
         model = self.model
         mean = getattr(model.loss, "reduction", "mean") == "mean"
         weight = self.shard_rows / self.batch_rows if mean else 1.0
@@ -319,7 +630,21 @@ class Session:
         return float(self.scalars[0]), float(norm)
 
     def check_weights(self) -> None:
-        """DistributedError unless every rank holds bit-identical weights."""
+        """Check that every rank holds bit-identical weights.
+
+        Raises
+        ------
+        DistributedError
+            When some rank's weights differ from rank 0's.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.check_weights()  # one rank agrees with itself
+        """
         wait([self.comm.Ibarrier()], f"the weight check before step {self.steps + 1}")
         digests = self.comm.allgather(_digest(self.model.params))
         if any(d != digests[0] for d in digests):
@@ -333,11 +658,42 @@ class Session:
     # -- epoch end -----------------------------------------------------------------------------
     def agree(self, logs: dict) -> dict:
         """Rank 0's epoch logs on every rank (validation ran on each; this rules out ulp-level
-        differences between hosts deciding differently)."""
+        differences between hosts deciding differently).
+
+        Parameters
+        ----------
+        logs : dict
+            This rank's epoch logs.
+
+        Returns
+        -------
+        dict
+            Rank 0's.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.agree({"loss": 0.5})
+        {'loss': 0.5}
+        """
         return _agree_object(self.comm, logs if self.rank == 0 else None, "the end of the epoch")
 
     def agree_stop(self) -> None:
-        """Rank 0's ``stop_training`` on every rank, after the epoch's callbacks."""
+        """Rank 0's ``stop_training`` on every rank, after the epoch's callbacks.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> model.stop_training = True
+        >>> run.agree_stop(); model.stop_training
+        True
+        """
         self.model.stop_training = _agree_object(
             self.comm, self.model.stop_training if self.rank == 0 else None, "the epoch's stop decision"
         )
@@ -351,6 +707,29 @@ class SyncBatchNorm:
     the ranks, so N ranks equal one process with BatchNorm too. Cost per layer and step: two
     small Allreduces (C + 1 and C values) in the forward and one (2C) in the backward; the step
     then runs unfused (these calls are NumPy, float64 sums).
+
+    Parameters
+    ----------
+    session : Session
+        The fit's session (its communicator, and the shard's share of the batch).
+
+    Examples
+    --------
+    The layers call it; here by hand, with one rank (``MPI.COMM_SELF``): plain batch
+    normalisation.
+
+    >>> from mpi4py import MPI
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.BatchNorm1d(2)], seed=0, dtype="float64", input_features=2)
+    >>> norm, run = model.layers[0], fnn.distributed.Session(MPI.COMM_SELF, model)
+    >>> sync = fnn.distributed.SyncBatchNorm(run)
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+    >>> y, x_hat, stats = np.empty_like(x), np.empty_like(x), {"mean": np.zeros((1, 2)), "inv_std": np.zeros((1, 2))}
+    >>> [(forward, args)] = sync.forward_calls(norm, x, y, x_hat, stats)
+    >>> forward(*args); y
+    array([[-1.2247, -1.2247],
+           [ 0.    ,  1.2247],
+           [ 1.2247,  0.    ]])
     """
 
     def __init__(self, session: Session):
@@ -363,9 +742,79 @@ class SyncBatchNorm:
         return values
 
     def forward_calls(self, layer, x, y, x_hat, stats) -> list:
+        """The calls of a BatchNorm layer's training forward with the global batch's statistics.
+
+        Parameters
+        ----------
+        layer : fastnn.layers.BatchNorm1d or BatchNorm2d
+            The layer (its weight, bias, eps and running statistics).
+        x : ndarray of shape (rows, C)
+            The layer's input rows (positions flattened into rows).
+        y, x_hat : ndarray of shape (rows, C)
+            Written: the output and the normalised input.
+        stats : dict of str to ndarray
+            The layer's arena of statistics: ``"mean"`` and ``"inv_std"`` (1, C), written.
+
+        Returns
+        -------
+        list of (callable, tuple)
+            The calls (function, arguments) the layer's plan runs.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.BatchNorm1d(2)], seed=0, dtype="float64", input_features=2)
+        >>> norm, run = model.layers[0], fnn.distributed.Session(MPI.COMM_SELF, model)
+        >>> sync = fnn.distributed.SyncBatchNorm(run)
+        >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+        >>> y, x_hat, stats = np.empty_like(x), np.empty_like(x), {"mean": np.zeros((1, 2)), "inv_std": np.zeros((1, 2))}
+        >>> [(forward, args)] = sync.forward_calls(norm, x, y, x_hat, stats)
+        >>> forward(*args); stats["mean"], norm.running_mean
+        (array([[3., 4.]]), array([0.3, 0.4]))
+        """
         return [(self._forward, (layer, x, y, x_hat, stats["mean"][0], stats["inv_std"][0]))]
 
     def backward_calls(self, layer, grad_y, grad_x, x_hat, stats) -> list:
+        """The calls of a BatchNorm layer's backward with the global batch's gradient sums.
+
+        Parameters
+        ----------
+        layer : fastnn.layers.BatchNorm1d or BatchNorm2d
+            The layer (its weight; its gradients ``grad_weight``, ``grad_bias`` are written).
+        grad_y : ndarray of shape (rows, C)
+            The gradient of the loss with respect to the output rows.
+        grad_x : ndarray of shape (rows, C)
+            Written: the gradient with respect to the input rows.
+        x_hat : ndarray of shape (rows, C)
+            The normalised input of the forward.
+        stats : dict of str to ndarray
+            The forward's statistics (``"inv_std"`` (1, C)).
+
+        Returns
+        -------
+        list of (callable, tuple)
+            The calls (function, arguments) the layer's plan runs.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.BatchNorm1d(2)], seed=0, dtype="float64", input_features=2)
+        >>> norm, run = model.layers[0], fnn.distributed.Session(MPI.COMM_SELF, model)
+        >>> sync = fnn.distributed.SyncBatchNorm(run)
+        >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
+        >>> y, x_hat, stats = np.empty_like(x), np.empty_like(x), {"mean": np.zeros((1, 2)), "inv_std": np.zeros((1, 2))}
+        >>> [(forward, args)] = sync.forward_calls(norm, x, y, x_hat, stats)
+        >>> forward(*args); run.shard(0, 3)
+        (0, 3)
+        >>> grad_y, grad_x = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]), np.empty_like(x)
+        >>> [(backward, args)] = sync.backward_calls(norm, grad_y, grad_x, x_hat, stats)
+        >>> backward(*args); grad_x
+        array([[ 0.1021,  0.    ],
+               [-0.2041,  0.    ],
+               [ 0.1021,  0.    ]])
+        """
         return [(self._backward, (layer, grad_y, grad_x, x_hat, stats["inv_std"][0]))]
 
     def _forward(self, layer, x, y, x_hat, mean, inv_std) -> None:
@@ -414,7 +863,24 @@ class SyncBatchNorm:
 
 
 def session(model) -> Session | None:
-    """A :class:`Session` for ``fit`` when this process is one of several ranks, else None."""
+    """A :class:`Session` for ``fit`` when this process is one of several ranks.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        The model ``fit`` trains.
+
+    Returns
+    -------
+    Session or None
+        A session when :func:`active`, else None (``fit`` trains alone).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.distributed.session(fnn.Sequential([fnn.Dense(2, 1)])) is None  # one process
+    True
+    """
     comm = active()
     return None if comm is None else Session(comm, model)
 

@@ -34,7 +34,7 @@ position) and the checked target rows: int64 labels (batch,) for ``cross_entropy
 
 A training epoch's metrics are updated from the output each step already computed (no second
 forward pass; nothing is done when no metric was compiled), so, like Keras', they describe the
-weights as they changed during the epoch; the "val_" ones and ``evaluate`` use the weights at the
+weights as they changed during the epoch; the ``val_`` ones and ``evaluate`` use the weights at the
 epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
 the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
 """
@@ -43,20 +43,44 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _validation as V
 from . import backend
 from . import losses as losses_mod
 
+if TYPE_CHECKING:
+    from .losses import Loss
+    from .model import Sequential
+
 MULTICLASS, BINARY, REGRESSION = "multiclass", "binary", "regression"  # binary: also multi-label outputs
 
 
 def family_of(loss) -> str:
-    """The kind of targets a loss trains on: labels (multiclass), 0/1 values (binary, multi-label)
-    or values (regression)."""
+    """The kind of targets a loss trains on: labels, 0/1 values or real values.
+
+    Parameters
+    ----------
+    loss : fastnn.losses.Loss
+        A loss object (a :class:`fastnn.losses.SampleWeighted` one: its base loss's family).
+
+    Returns
+    -------
+    str
+        ``"multiclass"`` (int64 labels: ``cross_entropy``), ``"binary"`` (0/1 values, one output
+        or multi-label: ``binary_cross_entropy``) or ``"regression"`` (mse, mae, huber).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> [fnn.metrics.family_of(fnn.losses.get(name)) for name in ("cross_entropy", "binary_cross_entropy", "mse")]
+    ['multiclass', 'binary', 'regression']
+    """
     loss = losses_mod.base_of(loss)
     if loss.target_spec(1, np.float64)[0] == ():
         return MULTICLASS
@@ -64,7 +88,40 @@ def family_of(loss) -> str:
 
 
 class Batch:
-    """One batch of host rows as the metrics read them, each view computed once on first use."""
+    """One batch of host rows as the metrics read them, each view computed once on first use.
+
+    Parameters
+    ----------
+    output : ndarray of shape (m, k), float32 or float64
+        The model's output rows (logits for the classification losses).
+    target : ndarray
+        The checked target rows: int64 labels (m,) for ``cross_entropy``, values (m, k) otherwise.
+    loss : fastnn.losses.Loss
+        The plain loss (not sample-weighted) that says how outputs become classes.
+
+    Attributes
+    ----------
+    predicted : ndarray of int64
+        Predicted classes: (m,) for multiclass and one output, (m, k) for multi-label.
+    true : ndarray of int64
+        True classes, the shape of ``predicted``.
+    probabilities : ndarray of shape (m, k)
+        The loss's probabilities of the output rows (softmax, or sigmoid per output).
+    class_counts : ndarray of int64
+        (n, n) confusion matrix [true, predicted] (n = max(k, 2) classes), or (3, k) counts of true
+        positives, predictions and true labels per output for multi-label outputs.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])
+    >>> batch = fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy"))
+    >>> batch.predicted, batch.true
+    (array([0, 1, 1]), array([0, 0, 1]))
+    >>> batch.class_counts
+    array([[1, 1],
+           [0, 1]])
+    """
 
     def __init__(self, output: np.ndarray, target: np.ndarray, loss):
         self.output, self.target, self.loss = output, target, loss
@@ -84,6 +141,7 @@ class Batch:
 
     @cached_property
     def probabilities(self) -> np.ndarray:
+        """(m, k) probabilities of the output rows (the loss's softmax or sigmoids)."""
         return self.loss.probabilities(self.output)
 
     @cached_property
@@ -98,10 +156,32 @@ class Batch:
 
 
 class Metric:
-    """Base class: ``reset()``, ``update(batch)`` per batch, ``result()`` at the epoch's end.
-    ``families``: the kinds of loss it applies to (:func:`family_of`). Callbacks infer "max" from
-    the name (acc, auc, precision, recall, f1, r2), else "min": name a function metric to suit, or
-    pass ``mode=``."""
+    """Base class of the streaming metrics: ``reset()``, ``update(batch)`` per batch, ``result()``
+    at the end of the pass.
+
+    A subclass sets ``key`` (its registry name), ``families`` (the kinds of loss it applies to:
+    :func:`family_of`), ``state_fields`` and ``kept_fields`` (its state, which checkpoints keep)
+    and the three methods. Callbacks infer "max" from the name (acc, auc, precision, recall, f1,
+    r2), else "min": name a function metric to suit, or pass ``mode=``.
+
+    Parameters
+    ----------
+    name : str, optional
+        The key it logs under (default: ``key``, the registry name).
+
+    Raises
+    ------
+    TypeError
+        When ``name`` is not a non-empty str.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> mse = fnn.metrics.MSE(name="val_error")
+    >>> mse.update(fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse")))
+    >>> mse.name, mse.result()
+    ('val_error', 2.5)
+    """
 
     key = ""  # the registry name (get_config's "class")
     families: tuple[str, ...] = ()
@@ -113,20 +193,90 @@ class Metric:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the batches seen: start a new pass.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> batch = fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse"))
+        >>> metric.update(batch); metric.reset(); metric.update(batch); metric.result()
+        1.5
+        """
         raise NotImplementedError
 
     def update(self, batch: Batch) -> None:
+        """Add one batch's rows to the pass.
+
+        Parameters
+        ----------
+        batch : Batch
+            The batch's output and target rows.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> batch = fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse"))
+        >>> metric.update(batch); metric.update(batch); metric.result()
+        1.5
+        """
         raise NotImplementedError
 
     def result(self) -> float:
+        """The metric over the batches of the pass so far.
+
+        Returns
+        -------
+        float
+            Its value (nan before any batch).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> batch = fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse"))
+        >>> metric.result()
+        nan
+        >>> metric.update(batch); metric.result()
+        1.5
+        """
         raise NotImplementedError
 
     def params(self) -> dict:
+        """The constructor's arguments besides ``name``.
+
+        Returns
+        -------
+        dict
+            {argument: value}, JSON-serialisable (part of :meth:`get_config`).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.TopKAccuracy(k=3).params()
+        {'k': 3}
+        """
         return {}
 
     def state_dict(self) -> dict:
         """The state of the pass so far as plain values (numbers, numpy arrays, None): what a
-        checkpoint written mid-epoch keeps (:meth:`load_state_dict` continues from it)."""
+        checkpoint written mid-epoch keeps (:meth:`load_state_dict` continues from it).
+
+        Returns
+        -------
+        dict
+            {field: value} for each of ``state_fields`` and ``kept_fields`` (the kept per-batch
+            arrays concatenated, None when empty).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> batch = fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse"))
+        >>> metric.update(batch); metric.state_dict()
+        {'n': 2, 'sse': array([5.]), 'sae': array([3.]), 'mean': array([0.5]), 'm2': array([0.5])}
+        """
         state = {name: _plain(getattr(self, name)) for name in self.state_fields}
         for name in self.kept_fields:
             kept = getattr(self, name)
@@ -134,12 +284,47 @@ class Metric:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue the pass from a :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            A :meth:`state_dict` of a metric of the same class.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> batch = fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse"))
+        >>> metric.update(batch)
+        >>> resumed = fnn.metrics.MAE()
+        >>> resumed.load_state_dict(metric.state_dict()); resumed.result()
+        1.5
+        """
         for name in self.state_fields:
             setattr(self, name, _plain(state[name]))
         for name in self.kept_fields:
             setattr(self, name, [] if state[name] is None else [np.array(state[name])])
 
     def get_config(self) -> dict:
+        """What ``save`` writes of this metric (:func:`from_config` makes it again).
+
+        Returns
+        -------
+        dict
+            {"class": the registry name, "name": the log key, the constructor's arguments}.
+
+        Raises
+        ------
+        TypeError
+            For a :class:`FunctionMetric` (a Python function cannot be written to a file).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.F1(average="micro").get_config()
+        {'class': 'f1', 'name': 'f1', 'average': 'micro'}
+        """
         return {"class": self.key, "name": self.name, **self.params()}
 
     def __repr__(self) -> str:
@@ -167,9 +352,33 @@ def _ratio(num, den):
 
 
 class BinaryAccuracy(Metric):
-    """Fraction of the outputs' elements whose class (probability > ``threshold``, i.e. logit >
-    log(t / (1 - t)): 0 for 0.5, as ``predict_classes``) is right: ``accuracy_score`` for one
-    output, ``1 - hamming_loss`` for multi-label outputs."""
+    """Fraction of the outputs' elements whose class is right: ``accuracy_score`` for one output,
+    ``1 - hamming_loss`` for multi-label outputs (``binary_cross_entropy``).
+
+    An element is predicted 1 when its probability is above ``threshold``, i.e. its logit above
+    log(t / (1 - t)): 0 for 0.5, as ``predict_classes``.
+
+    Parameters
+    ----------
+    threshold : float, default=0.5
+        Probability above which an element is predicted 1, in (0, 1).
+    name : str, optional
+        The log key (default "binary_accuracy").
+
+    Raises
+    ------
+    ValueError
+        When ``threshold`` is not in (0, 1).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.BinaryAccuracy(threshold=0.7)  # logit > log(0.7 / 0.3) = 0.85
+    >>> logits, targets = np.array([[2.0], [0.5], [-1.0]]), np.array([[1.0], [1.0], [0.0]])
+    >>> metric.update(fnn.metrics.Batch(logits, targets, fnn.losses.get("binary_cross_entropy")))
+    >>> round(metric.result(), 4)
+    0.6667
+    """
 
     key, families = "binary_accuracy", (BINARY,)
     state_fields = ("hits", "count")
@@ -198,7 +407,29 @@ class BinaryAccuracy(Metric):
 
 class TopKAccuracy(Metric):
     """Fraction of samples whose label's score is among the ``k`` largest of its row (fewer than
-    ``k`` scores strictly larger): ``top_k_accuracy_score``."""
+    ``k`` scores strictly larger): ``top_k_accuracy_score`` (``cross_entropy``).
+
+    Parameters
+    ----------
+    k : int, default=5
+        How many of the largest scores count, at least 1.
+    name : str, optional
+        The log key (default "top_k_accuracy").
+
+    Raises
+    ------
+    ValueError
+        When ``k`` is below 1.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.TopKAccuracy(k=2, name="top2")
+    >>> logits = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    >>> metric.update(fnn.metrics.Batch(logits, np.array([1, 2]), fnn.losses.get("cross_entropy")))
+    >>> metric.result()
+    0.5
+    """
 
     key, families = "top_k_accuracy", (MULTICLASS,)
     state_fields = ("hits", "count")
@@ -226,7 +457,22 @@ class TopKAccuracy(Metric):
 class _ClassCounts(Metric):
     """A confusion matrix over the epoch (per-label counts of true positives, predictions and
     true labels for multi-label outputs), and the averages over classes; subclasses give the
-    per-class score from the counts."""
+    per-class score from the counts.
+
+    Parameters
+    ----------
+    average : {"binary", "macro", "micro", "weighted"}, optional
+        How per-class scores combine: "binary" (class 1; the default for one output), "macro"
+        (the mean over the classes present; the default otherwise), "micro" (from the summed
+        counts) or "weighted" (by support).
+    name : str, optional
+        The log key (default: the registry name).
+
+    Raises
+    ------
+    ValueError
+        When ``average`` is not one of the four.
+    """
 
     families = (MULTICLASS, BINARY)
     AVERAGES = ("binary", "macro", "micro", "weighted")
@@ -248,17 +494,72 @@ class _ClassCounts(Metric):
 
     @property
     def tp(self):
+        """int64 (n,) true positives of each class (or label) over the pass.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.Recall()
+        >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+        >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+        >>> metric.tp, metric.pred, metric.true
+        (array([1, 1]), array([1, 2]), array([2, 1]))
+        """
         return self.counts[0] if self.multilabel else np.diag(self.counts)
 
     @property
     def pred(self):
+        """int64 (n,) predictions of each class (or label) over the pass.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.Recall()
+        >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+        >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+        >>> metric.pred
+        array([1, 2])
+        """
         return self.counts[1] if self.multilabel else self.counts.sum(axis=0)
 
     @property
     def true(self):
+        """int64 (n,) true labels of each class (its support) over the pass.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.Recall()
+        >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+        >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+        >>> metric.true
+        array([2, 1])
+        """
         return self.counts[2] if self.multilabel else self.counts.sum(axis=1)
 
     def per_class(self, tp, pred, true) -> np.ndarray:
+        """The score of each class from its counts (0 where a ratio is 0/0).
+
+        Parameters
+        ----------
+        tp, pred, true : ndarray of shape (n,)
+            True positives, predictions and true labels of each class (:attr:`tp`, :attr:`pred`,
+            :attr:`true`).
+
+        Returns
+        -------
+        ndarray of shape (n,), float64
+            The per-class scores.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.Recall()
+        >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+        >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+        >>> metric.per_class(metric.tp, metric.pred, metric.true)
+        array([0.5, 1. ])
+        """
         raise NotImplementedError
 
     def result(self):
@@ -289,37 +590,183 @@ class _ClassCounts(Metric):
 
 
 class Precision(_ClassCounts):
-    """True positives over predicted positives per class, averaged (``precision_score``)."""
+    """True positives over predicted positives per class, averaged (``precision_score``).
+
+    Parameters
+    ----------
+    average : {"binary", "macro", "micro", "weighted"}, optional
+        How per-class scores combine: "binary" (class 1; the default for one output), "macro"
+        (the mean over the classes present; the default otherwise), "micro" (from the summed
+        counts) or "weighted" (by support).
+    name : str, optional
+        The log key (default "precision").
+
+    Raises
+    ------
+    ValueError
+        When ``average`` is not one of the four (at ``result``: "binary" for more than one output).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.Precision(average="macro")
+    >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+    >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+    >>> round(metric.result(), 4)
+    0.75
+    """
 
     key = "precision"
 
     def per_class(self, tp, pred, true):
+        """tp / pred of each class (0 where nothing was predicted).
+
+        Parameters
+        ----------
+        tp, pred, true : ndarray of shape (n,), int64
+            True positives, predictions and true labels of each class.
+
+        Returns
+        -------
+        ndarray of shape (n,), float64
+            The score of each class.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.Precision().per_class(np.array([1, 1]), np.array([1, 2]), np.array([2, 1]))
+        array([1. , 0.5])
+        """
         return _ratio(tp, pred)
 
 
 class Recall(_ClassCounts):
-    """True positives over actual positives per class, averaged (``recall_score``)."""
+    """True positives over actual positives per class, averaged (``recall_score``).
+
+    Parameters
+    ----------
+    average : {"binary", "macro", "micro", "weighted"}, optional
+        How per-class scores combine: "binary" (class 1; the default for one output), "macro"
+        (the mean over the classes present; the default otherwise), "micro" (from the summed
+        counts) or "weighted" (by support).
+    name : str, optional
+        The log key (default "recall").
+
+    Raises
+    ------
+    ValueError
+        When ``average`` is not one of the four (at ``result``: "binary" for more than one output).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.Recall(average="macro")
+    >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+    >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+    >>> round(metric.result(), 4)
+    0.75
+    """
 
     key = "recall"
 
     def per_class(self, tp, pred, true):
+        """tp / true of each class (0 for a class without true labels).
+
+        Parameters
+        ----------
+        tp, pred, true : ndarray of shape (n,), int64
+            True positives, predictions and true labels of each class.
+
+        Returns
+        -------
+        ndarray of shape (n,), float64
+            The score of each class.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.Recall().per_class(np.array([1, 1]), np.array([1, 2]), np.array([2, 1]))
+        array([0.5, 1. ])
+        """
         return _ratio(tp, true)
 
 
 class F1(_ClassCounts):
     """Harmonic mean of precision and recall per class, 2 tp / (predicted + true), averaged
-    (``f1_score``; micro: from the summed counts)."""
+    (``f1_score``; micro: from the summed counts).
+
+    Parameters
+    ----------
+    average : {"binary", "macro", "micro", "weighted"}, optional
+        How per-class scores combine: "binary" (class 1; the default for one output), "macro"
+        (the mean over the classes present; the default otherwise), "micro" (from the summed
+        counts) or "weighted" (by support).
+    name : str, optional
+        The log key (default "f1").
+
+    Raises
+    ------
+    ValueError
+        When ``average`` is not one of the four (at ``result``: "binary" for more than one output).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.F1(average="macro")
+    >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]])  # predicted 0, 1, 1
+    >>> metric.update(fnn.metrics.Batch(logits, np.array([0, 0, 1]), fnn.losses.get("cross_entropy")))
+    >>> round(metric.result(), 4)
+    0.6667
+    """
 
     key = "f1"
 
     def per_class(self, tp, pred, true):
+        """2 tp / (pred + true) of each class (0 where both are 0).
+
+        Parameters
+        ----------
+        tp, pred, true : ndarray of shape (n,), int64
+            True positives, predictions and true labels of each class.
+
+        Returns
+        -------
+        ndarray of shape (n,), float64
+            The score of each class.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.F1().per_class(np.array([1, 1]), np.array([1, 2]), np.array([2, 1]))
+        array([0.6667, 0.6667])
+        """
         return _ratio(2 * tp, pred + true)
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Exact ROC AUC of 0/1 ``labels`` (n,) against ``scores`` (n,): the Mann-Whitney statistic
-    with tied scores counted half (equal to the trapezoid area of scikit-learn's ROC curve);
-    nan without both classes."""
+def roc_auc(labels: NDArray[np.integer], scores: NDArray[np.floating]) -> float:
+    """Exact ROC AUC of 0/1 labels against scores: the Mann-Whitney statistic with tied scores
+    counted half (equal to the trapezoid area of scikit-learn's ROC curve).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,), int
+        0/1 labels.
+    scores : ndarray of shape (n,), float
+        The scores of the samples (a higher score: more likely 1).
+
+    Returns
+    -------
+    float
+        The area under the ROC curve, in [0, 1]; nan without both classes.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.metrics.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    >>> fnn.metrics.roc_auc(np.array([1, 1]), np.array([0.1, 0.4]))
+    nan
+    """
     positives = int(labels.sum())
     negatives = labels.shape[0] - positives
     if positives == 0 or negatives == 0:
@@ -332,7 +779,22 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 class AUC(Metric):
     """ROC AUC from the epoch's probabilities; one-vs-rest macro mean for several classes or
-    labels (``roc_auc_score(..., multi_class="ovr")``). Exact: keeps every score of the epoch."""
+    labels (``roc_auc_score(..., multi_class="ovr")``). Exact: keeps every score of the epoch.
+
+    Parameters
+    ----------
+    name : str, optional
+        The log key (default "auc").
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.AUC()
+    >>> logits, targets = np.array([[-2.0], [0.5], [0.2], [3.0]]), np.array([[0.0], [0.0], [1.0], [1.0]])
+    >>> metric.update(fnn.metrics.Batch(logits, targets, fnn.losses.get("binary_cross_entropy")))
+    >>> metric.result()
+    0.75
+    """
 
     key, families = "auc", (MULTICLASS, BINARY)
     kept_fields = ("scores", "labels")
@@ -384,49 +846,217 @@ class _Regression(Metric):
         return float(np.mean(self.per_output())) if self.n else math.nan
 
     def per_output(self) -> np.ndarray:
+        """The metric of each output over the pass (``result`` is their mean).
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+            One value per output column.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> output, target = np.array([[1.0, 0.0], [3.0, 0.5]]), np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+        >>> metric.per_output(), metric.result()
+        (array([1.5 , 0.25]), 0.875)
+        """
         raise NotImplementedError
 
 
 class MAE(_Regression):
-    """Mean absolute error (``mean_absolute_error``)."""
+    """Mean absolute error (``mean_absolute_error``), the mean over the outputs.
+
+    Parameters
+    ----------
+    name : str, optional
+        The log key (default "mae").
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.MAE()
+    >>> output, target = np.array([[1.0], [3.0], [2.0]]), np.array([[0.0], [3.0], [3.0]])
+    >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+    >>> round(metric.result(), 4)
+    0.6667
+    """
 
     key = "mae"
 
     def per_output(self):
+        """The mean absolute error of each output.
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+            One value per output column.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MAE()
+        >>> output, target = np.array([[1.0, 0.0], [3.0, 0.5]]), np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+        >>> metric.per_output()
+        array([1.5 , 0.25])
+        """
         return self.sae / self.n
 
 
 class MSE(_Regression):
-    """Mean squared error (``mean_squared_error``)."""
+    """Mean squared error (``mean_squared_error``), the mean over the outputs.
+
+    Parameters
+    ----------
+    name : str, optional
+        The log key (default "mse").
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.MSE()
+    >>> output, target = np.array([[1.0], [3.0], [2.0]]), np.array([[0.0], [3.0], [3.0]])
+    >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+    >>> round(metric.result(), 4)
+    0.6667
+    """
 
     key = "mse"
 
     def per_output(self):
+        """The mean squared error of each output.
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+            One value per output column.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.MSE()
+        >>> output, target = np.array([[1.0, 0.0], [3.0, 0.5]]), np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+        >>> metric.per_output()
+        array([2.5  , 0.125])
+        """
         return self.sse / self.n
 
 
 class RMSE(_Regression):
-    """Root mean squared error per output, averaged (``root_mean_squared_error``)."""
+    """Root mean squared error per output, averaged (``root_mean_squared_error``).
+
+    Parameters
+    ----------
+    name : str, optional
+        The log key (default "rmse").
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.RMSE()
+    >>> output, target = np.array([[1.0], [3.0], [2.0]]), np.array([[0.0], [3.0], [3.0]])
+    >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+    >>> round(metric.result(), 4)
+    0.8165
+    """
 
     key = "rmse"
 
     def per_output(self):
+        """The root mean squared error of each output.
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+            One value per output column.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.RMSE()
+        >>> output, target = np.array([[1.0, 0.0], [3.0, 0.5]]), np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+        >>> metric.per_output()
+        array([1.5811, 0.3536])
+        """
         return np.sqrt(self.sse / self.n)
 
 
 class R2(_Regression):
-    """Coefficient of determination 1 - SSE / SST per output, averaged (``r2_score``)."""
+    """Coefficient of determination 1 - SSE / SST per output, averaged (``r2_score``): 1 for a
+    constant target predicted exactly, else 0 for a constant one.
+
+    Parameters
+    ----------
+    name : str, optional
+        The log key (default "r2").
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> metric = fnn.metrics.R2()
+    >>> output, target = np.array([[1.0], [3.0], [2.0]]), np.array([[0.0], [3.0], [3.0]])
+    >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+    >>> round(metric.result(), 4)
+    0.6667
+    """
 
     key = "r2"
 
     def per_output(self):
+        """1 - SSE / SST of each output (for a constant target: 1 if predicted exactly, else 0).
+
+        Returns
+        -------
+        ndarray of shape (k,), float64
+            One value per output column.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.R2()
+        >>> output, target = np.array([[1.0, 0.0], [3.0, 0.5]]), np.array([[0.0, 0.0], [1.0, 1.0]])
+        >>> metric.update(fnn.metrics.Batch(output, target, fnn.losses.get("mse")))
+        >>> metric.per_output()
+        array([-9. ,  0.5])
+        """
         sse, sst = np.broadcast_arrays(np.asarray(self.sse, np.float64), np.asarray(self.m2, np.float64))
         constant = np.where(sse == 0, 1.0, 0.0)
         return np.where(sst == 0, constant, 1.0 - _ratio(sse, sst))
 
 
 class FunctionMetric(Metric):
-    """A user's ``fn(y_true, y_pred) -> float`` on the whole epoch (target rows, output rows)."""
+    """A user's ``fn(y_true, y_pred) -> float`` on the whole epoch (target rows, output rows).
+
+    It keeps the epoch's rows and calls ``fn`` once at :meth:`Metric.result` with the target rows and
+    the output rows (logits) stacked over the batches. ``save`` cannot write it (``get_config``
+    raises; the model's ``save`` drops it with a warning).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(y_true, y_pred) -> float``.
+    name : str, optional
+        The log key (default: ``fn.__name__``).
+
+    Raises
+    ------
+    TypeError
+        When ``fn`` is not callable.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> def max_error(y_true, y_pred):
+    ...     return float(np.abs(y_true - y_pred).max())
+    >>> metric = fnn.metrics.FunctionMetric(max_error)
+    >>> metric.update(fnn.metrics.Batch(np.array([[1.0], [3.0]]), np.array([[0.0], [1.0]]), fnn.losses.get("mse")))
+    >>> metric.name, metric.result()
+    ('max_error', 2.0)
+    """
 
     key, families = "function", (MULTICLASS, BINARY, REGRESSION)
     kept_fields = ("targets", "outputs")
@@ -473,9 +1103,38 @@ FAMILY_WORDS = {
 }
 
 
-def get(spec) -> Metric | str:
-    """A new Metric from a name, a Metric (copied, fresh state) or a callable; "accuracy" stays the
-    string (the fit loop always counts it for classification losses)."""
+@overload
+def get(spec: str) -> Metric | str: ...
+@overload
+def get(spec: Metric | Callable[..., Any]) -> Metric: ...
+def get(spec: str | Metric | Callable[..., Any]) -> Metric | str:
+    """A new Metric from a name, a Metric (copied, fresh state) or a callable.
+
+    Parameters
+    ----------
+    spec : str, Metric or callable
+        A metric name or alias (:mod:`fastnn.metrics` lists them), a Metric object (copied, its
+        state reset) or a function ``f(y_true, y_pred) -> float`` (a :class:`FunctionMetric`).
+
+    Returns
+    -------
+    Metric or str
+        A fresh Metric; the string "accuracy" for "accuracy" and "acc" (the fit loop counts it
+        itself for classification losses).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message suggests the nearest).
+    TypeError
+        For anything else.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.metrics.get("f1_score"), fnn.metrics.get("acc")
+    (F1(average=None, name='f1_score'), 'accuracy')
+    """
     if isinstance(spec, Metric):
         fresh = copy.copy(spec)
         fresh.reset()
@@ -496,27 +1155,58 @@ def get(spec) -> Metric | str:
     raise TypeError(f"a metric must be a name, a fnn.metrics.Metric or a function f(y_true, y_pred), got {spec!r}")
 
 
-def check_metrics(metrics, loss) -> list[Metric]:
-    """The Metric objects of ``compile(metrics=...)`` for ``loss``: a list or tuple of names,
-    Metric objects or callables; each must apply to the loss, names must be distinct."""
+def check_metrics(metrics: Any, loss: Loss | None) -> list[Metric]:
+    """The Metric objects of ``compile(metrics=...)`` for ``loss``.
+
+    Parameters
+    ----------
+    metrics : list or tuple of (str, Metric or callable), or one of them
+        The metrics asked for (see :func:`get`).
+    loss : fastnn.losses.Loss or None
+        The model's loss; each metric must apply to its family (:func:`family_of`). None: not
+        checked.
+
+    Returns
+    -------
+    list of Metric
+        Fresh metrics, "accuracy" left out (the fit loop logs it for classification losses).
+
+    Raises
+    ------
+    ValueError
+        For a metric that does not apply to the loss, or two metrics of one name.
+    TypeError
+        When ``metrics`` is not a list of names, Metric objects or functions.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.metrics.check_metrics(["accuracy", "f1", fnn.metrics.AUC()], fnn.losses.get("cross_entropy"))
+    [F1(average=None, name='f1'), AUC(name='auc')]
+    >>> fnn.metrics.check_metrics(["r2"], fnn.losses.get("cross_entropy"))
+    Traceback (most recent call last):
+    ...
+    ValueError: metric 'r2' does not apply to loss 'cross_entropy': it needs a regression loss (mse, mae, huber)
+    """
     if isinstance(metrics, (str, Metric)) or callable(metrics):
         metrics = [metrics]
     if not isinstance(metrics, (list, tuple)):
         raise TypeError(f"metrics must be a list of metric names, objects or functions, got {metrics!r}")
-    family = None if loss is None else family_of(loss)
+    base = losses_mod.base_of(loss)
+    family = None if base is None else family_of(base)
     result = []
     taken = {"loss", "lr"} | ({ACCURACY} if family in (MULTICLASS, BINARY) else set())  # keys fit logs anyway
+    families: tuple[str, ...]
     for spec in metrics:
         metric = get(spec)
-        builtin = isinstance(metric, str)  # "accuracy": counted by the fit loop itself
-        families = (MULTICLASS, BINARY) if builtin else metric.families
-        name = metric if builtin else metric.name
-        if family is not None and family not in families:
+        if isinstance(metric, str):  # "accuracy": counted by the fit loop itself
+            families, name = (MULTICLASS, BINARY), metric
+        else:
+            families, name = metric.families, metric.name
+        if base is not None and family not in families:
             needs = " or ".join(FAMILY_WORDS[f] for f in families)
-            raise ValueError(
-                f"metric {name!r} does not apply to loss {losses_mod.base_of(loss).name!r}: it needs {needs}"
-            )
-        if builtin:
+            raise ValueError(f"metric {name!r} does not apply to loss {base.name!r}: it needs {needs}")
+        if isinstance(metric, str):
             continue
         if name in taken:
             raise ValueError(
@@ -529,13 +1219,54 @@ def check_metrics(metrics, loss) -> list[Metric]:
 
 
 def to_config(metrics: list[Metric]) -> list:
-    """Each metric's config; a function metric is kept as the function itself (copies and pickles
-    of the model carry it; ``save`` drops it with a warning: see fastnn.serialization)."""
+    """Each metric's config, as the model's record keeps it.
+
+    Parameters
+    ----------
+    metrics : list of Metric
+        A model's compiled metrics.
+
+    Returns
+    -------
+    list of (dict or callable)
+        Each metric's :meth:`Metric.get_config`; a function metric is kept as the function itself
+        (copies and pickles of the model carry it; ``save`` drops it with a warning).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.metrics.to_config([fnn.metrics.TopKAccuracy(k=3, name="top3"), fnn.metrics.MAE()])
+    [{'class': 'top_k_accuracy', 'name': 'top3', 'k': 3}, {'class': 'mae', 'name': 'mae'}]
+    """
     return [m.fn if isinstance(m, FunctionMetric) else m.get_config() for m in metrics]
 
 
-def from_config(configs, loss) -> list[Metric]:
-    """Metric objects from :func:`to_config` entries (configs, or functions)."""
+def from_config(configs: list | None, loss: Loss | None) -> list[Metric]:
+    """Metric objects from :func:`to_config` entries.
+
+    Parameters
+    ----------
+    configs : list of (dict or callable), or None
+        :func:`to_config`'s entries (None: no metrics).
+    loss : fastnn.losses.Loss or None
+        The model's loss (each metric must apply to it: :func:`check_metrics`).
+
+    Returns
+    -------
+    list of Metric
+        Fresh metrics.
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric class, or a metric that does not apply to the loss.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.metrics.from_config([{"class": "top_k_accuracy", "name": "top3", "k": 3}], fnn.losses.get("cross_entropy"))
+    [TopKAccuracy(k=3, name='top3')]
+    """
     specs = []
     for entry in configs or []:
         if isinstance(entry, dict):
@@ -555,7 +1286,27 @@ class Tracker:
 
     ``update(..., commit=False)`` holds a copy of the batch until the next committed update (or
     :meth:`commit`): fit's batches count only once their optimizer update ran (``accumulate``), so
-    :meth:`state_dict` always describes the batches before fit's position in the epoch."""
+    :meth:`state_dict` always describes the batches before fit's position in the epoch.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        A compiled model (its loss reads the rows).
+    metrics : list of Metric
+        The metrics to track (copied, fresh state).
+    weighted : bool, default=False
+        The targets carry a weight column (the model's loss is a
+        :class:`fastnn.losses.SampleWeighted` one).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+    >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+    >>> tracker.update(np.array([[1.0], [3.0]], np.float32), np.array([[0.0], [1.0]], np.float32))
+    >>> tracker.results()
+    {'mae': 1.5}
+    """
 
     def __init__(self, model, metrics: list[Metric], *, weighted: bool = False):
         self.model, self.weighted = model, weighted  # weighted: targets carry a weight column (SampleWeighted)
@@ -563,13 +1314,45 @@ class Tracker:
         self.pending: list[Batch] = []
 
     def reset(self) -> None:
+        """Start a new pass: every metric forgets its batches, held ones are dropped.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32))
+        >>> tracker.reset(); tracker.results()
+        {'mae': nan}
+        """
         self.pending = []
         for metric in self.metrics:
             metric.reset()
 
-    def update(self, output, target, commit: bool = True) -> None:
-        """``output`` (batch, *output_shape) and checked ``target`` (sample-weighted targets too),
-        on the host or the model's device."""
+    def update(self, output: Any, target: Any, commit: bool = True) -> None:
+        """Add one batch to the pass.
+
+        Parameters
+        ----------
+        output : ndarray of shape (m, \\*output_shape), the model's dtype
+            The batch's output, on the host or the model's device.
+        target : ndarray
+            The checked target rows (sample-weighted targets too, with ``weighted``).
+        commit : bool, default=True
+            Count it now (with any held batches before it); False: hold a copy until the next
+            committed update or :meth:`commit`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32), commit=False)
+        >>> tracker.results()
+        {'mae': nan}
+        >>> tracker.commit(); tracker.results()
+        {'mae': 1.0}
+        """
         output, target = backend.to_host(output), backend.to_host(target)
         output, target, _ = self.model.loss_rows(output, target)
         loss = self.model.loss
@@ -582,7 +1365,17 @@ class Tracker:
         self._add(Batch(output, target, losses_mod.base_of(loss)))
 
     def commit(self) -> None:
-        """Count the batches held by ``update(..., commit=False)``."""
+        """Count the batches held by ``update(..., commit=False)``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[2.0]], np.float32), np.array([[0.0]], np.float32), commit=False)
+        >>> tracker.commit(); tracker.results()
+        {'mae': 2.0}
+        """
         for batch in self.pending:
             self._add(batch)
         self.pending = []
@@ -592,15 +1385,62 @@ class Tracker:
             metric.update(batch)
 
     def results(self) -> dict[str, float]:
+        """Each metric's value over the committed batches.
+
+        Returns
+        -------
+        dict of str to float
+            {metric name: value} (nan for a metric without batches).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[1.0], [3.0]], np.float32), np.array([[0.0], [1.0]], np.float32))
+        >>> tracker.results()
+        {'mae': 1.5}
+        """
         return {metric.name: metric.result() for metric in self.metrics}
 
     def state_dict(self) -> dict:
-        """{metric name: {"class": its class name, its state}} of the committed batches (plain values)."""
+        """The committed batches' state, as plain values (numbers, numpy arrays, None).
+
+        Returns
+        -------
+        dict
+            {metric name: {"class": its class name, its :meth:`Metric.state_dict`}}.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32))
+        >>> tracker.state_dict()
+        {'mae': {'class': 'MAE', 'n': 1, 'sse': array([1.]), 'sae': array([1.]), 'mean': array([0.]), 'm2': array([0.])}}
+        """
         return {metric.name: {"class": type(metric).__name__, **metric.state_dict()} for metric in self.metrics}
 
     def load_state_dict(self, state: dict | None) -> None:
         """Continue from a :meth:`state_dict`; a metric without a saved state of its name and class
-        starts afresh."""
+        starts afresh.
+
+        Parameters
+        ----------
+        state : dict or None
+            A :meth:`state_dict` (None: every metric starts afresh).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> tracker.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32))
+        >>> resumed = fnn.metrics.Tracker(model, model.metrics)
+        >>> resumed.load_state_dict(tracker.state_dict()); resumed.results()
+        {'mae': 1.0}
+        """
         for metric in self.metrics:
             saved = (state or {}).get(metric.name)
             if saved is not None and saved.get("class") == type(metric).__name__:
@@ -608,11 +1448,27 @@ class Tracker:
 
 
 class Evaluation:
-    """Loss, accuracy and compiled metrics of a model over batches of its outputs: ``update(output,
-    target, weights)`` per batch (host output (m, *output_shape), checked target, optional (m,)
-    float64 sample weights of the loss), ``results()`` at the end. The loss is the one of all the
-    batches together: a mean loss averages over samples (sum w_i l_i / sum w_i when weighted), a
-    "sum" loss adds up."""
+    """Loss, accuracy and compiled metrics of a model over batches of its outputs: ``update`` per
+    batch, ``results()`` at the end.
+
+    The loss is the one of all the batches together: a mean loss averages over samples
+    (sum w_i l_i / sum w_i when weighted), a "sum" loss adds up.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        A compiled model (its loss and metrics).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+    >>> evaluation = fnn.metrics.Evaluation(model)
+    >>> evaluation.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32))
+    >>> evaluation.update(np.array([[3.0]], np.float32), np.array([[0.0]], np.float32))
+    >>> evaluation.results()
+    {'loss': 5.0, 'mae': 2.0}
+    """
 
     def __init__(self, model):
         self.model, self.loss = model, losses_mod.base_of(model.loss)
@@ -620,6 +1476,26 @@ class Evaluation:
         self.batches, self.value, self.loss_sum, self.weight, self.correct, self.rows = 0, 0.0, 0.0, 0.0, 0, 0
 
     def update(self, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Add one batch.
+
+        Parameters
+        ----------
+        output : ndarray of shape (m, \\*output_shape), the model's dtype
+            The batch's output, on the host.
+        target : ndarray
+            The checked target rows.
+        weights : ndarray of shape (m,), float64, optional
+            Sample weights of the loss (None: every sample counts 1).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> evaluation = fnn.metrics.Evaluation(model)
+        >>> evaluation.update(np.array([[1.0], [3.0]], np.float32), np.zeros((2, 1), np.float32), np.array([3.0, 1.0]))
+        >>> evaluation.results()
+        {'loss': 3.0, 'mae': 2.0}
+        """
         rows, target_rows, _ = self.model.loss_rows(output, target)
         loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
         if weights is None:
@@ -641,6 +1517,22 @@ class Evaluation:
             self.tracker.update(output, target)
 
     def results(self) -> dict:
+        """The loss, accuracy and metrics over the batches so far.
+
+        Returns
+        -------
+        dict
+            {"loss": float, "accuracy": float (classification losses), each metric's name: float}.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> evaluation = fnn.metrics.Evaluation(model)
+        >>> evaluation.update(np.array([[1.0]], np.float32), np.array([[0.0]], np.float32))
+        >>> evaluation.results()
+        {'loss': 1.0, 'mae': 1.0}
+        """
         if self.batches == 1:  # one batch: its loss as computed
             value = self.value
         elif self.loss.reduction == "mean":
@@ -655,10 +1547,36 @@ class Evaluation:
         return logs
 
 
-def evaluate_outputs(model, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> dict:
-    """{"loss", "accuracy" (classification losses), each compiled metric} of host ``output``
-    (n, *output_shape) against checked ``target``; the loss weighted by ``weights`` (n,) float64
-    when given (:class:`fastnn.losses.SampleWeighted`)."""
+def evaluate_outputs(
+    model: Sequential, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
+) -> dict:
+    """The loss, accuracy and compiled metrics of a model's outputs against targets.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        A compiled model.
+    output : ndarray of shape (n, \\*output_shape), the model's dtype
+        Its outputs, on the host.
+    target : ndarray
+        The checked targets.
+    weights : ndarray of shape (n,), float64, optional
+        Sample weights of the loss (:class:`fastnn.losses.SampleWeighted`).
+
+    Returns
+    -------
+    dict
+        {"loss": float, "accuracy": float (classification losses), each metric's name: float}.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(2, 2)], seed=0).compile("cross_entropy", "sgd", metrics=["f1"])
+    >>> logits = np.array([[2.0, -1.0], [0.5, 1.5], [0.0, 3.0]], np.float32)
+    >>> logs = fnn.metrics.evaluate_outputs(model, logits, np.array([0, 0, 1]))
+    >>> {key: round(value, 4) for key, value in logs.items()}
+    {'loss': 0.4701, 'accuracy': 0.6667, 'f1': 0.6667}
+    """
     evaluation = Evaluation(model)
     evaluation.update(output, target, weights)
     return evaluation.results()

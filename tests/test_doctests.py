@@ -39,6 +39,10 @@ MODULES = [
     "fastnn.layers.reshape",
     "fastnn.layers.residual",
     "fastnn.layers.sequence",
+    "fastnn._config",
+    "fastnn.metrics",
+    "fastnn.distributed",
+    "fastnn.sklearn",
 ]
 
 
@@ -49,6 +53,10 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         monkeypatch.setenv("MPLBACKEND", "Agg")
     if name == "fastnn.tensorboard":
         pytest.importorskip("tensorboardX")
+    if name == "fastnn.sklearn":
+        pytest.importorskip("sklearn")
+    if name == "fastnn.distributed":
+        pytest.importorskip("mpi4py")  # its examples train a group of one rank (MPI.COMM_SELF)
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
     options = {"precision": 4, "suppress": True}

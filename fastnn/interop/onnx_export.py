@@ -86,6 +86,8 @@ class _Graph:
 
     def valid_steps(self, steps: int, to: str = "float") -> str:
         """(batch, steps): 1 at each sample's valid steps, 0 at its padding (as ``to``: "float" or "bool")."""
+        if self.lengths is None:
+            raise RuntimeError("valid_steps needs the sequence lengths: call set_lengths first")
         valid = self.op("Less", [self.const(np.arange(steps)[None]), self.reshape(self.lengths, [-1, 1])])
         return valid if to == "bool" else self.cast(valid, to)
 

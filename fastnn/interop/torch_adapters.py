@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from types import SimpleNamespace
+from typing import Any
 
 from ..kernels.attention import positional_table
 
@@ -33,7 +34,7 @@ def torch_module():
 def adapters() -> SimpleNamespace:
     """The adapter modules (made once, when torch is first needed; found as attributes of this module)."""
     torch = torch_module()
-    nn = torch.nn
+    nn: Any = torch.nn  # (torch is optional: Any to mypy, whose classes cannot derive from a variable)
 
     def causal_mask(steps: int):
         return torch.triu(torch.ones(steps, steps, dtype=torch.bool), diagonal=1)

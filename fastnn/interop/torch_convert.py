@@ -513,8 +513,8 @@ def _from_attention(nn, m):
 
 def _from_encoder(nn, m, causal: bool = False):
     _require(m, m.self_attn.batch_first, "fastnn's encoder block takes (batch, time, features): use batch_first=True")
-    activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0))
-    _require(m, activation is not None, "fastnn's encoder block takes activation 'relu' or 'gelu'")
+    activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0), "")
+    _require(m, activation in ("relu", "gelu"), "fastnn's encoder block takes activation 'relu' or 'gelu'")
     _require(
         m,
         m.linear1.bias is not None and m.norm1.eps == 1e-5 == m.norm2.eps,
@@ -644,6 +644,7 @@ def _flat(nn, module) -> list:
 
 def _layers_from(nn, modules) -> tuple[list, list]:
     table = _from_table(nn)
+    values: list[dict]  # each layer's state arrays by name
     layers, values, i = [], [], 0
     while i < len(modules):
         m = modules[i]
