@@ -39,7 +39,6 @@ F64_ALLOWED = {
 EXPECTED_FAILURES: dict[str, str] = {}
 
 
-
 @pytest.fixture(scope="module")
 def ptx_results():
     env = dict(
