@@ -1811,12 +1811,24 @@ class Sequential:
         """
         return backend.StateGuard([buf for buf, _ in self._guard.pairs])
 
-    def grad_norm(self):
-        """The global L2 norm of ``model.grads`` (a float64 scalar; fixed-chunk, deterministic)."""
+    def grad_norm(self) -> float:
+        """The global L2 norm of ``model.grads`` (fixed-chunk, deterministic).
+
+        Returns
+        -------
+        float
+            ``sqrt(sum(grads**2))`` accumulated in float64.
+        """
         return backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
 
     def plan_keys(self) -> tuple:
-        """Keys of the recorded plans: batch sizes of step plans, ("fused-infer", rows) of inference plans."""
+        """Keys of the recorded plans.
+
+        Returns
+        -------
+        tuple
+            Batch sizes of step plans and ``("fused-infer", rows)`` of inference plans.
+        """
         return tuple(self._plans)
 
     def clear_plans(self) -> None:
