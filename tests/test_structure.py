@@ -183,10 +183,25 @@ _PRIVATE_MODULES = {
 }
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks: names for annotations, never
+    imported at run time, so they create no dependency between layers."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            inside.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    return inside
+
+
 def imports_of(source: str, importer: str, is_package: bool = False) -> set[str]:
-    """Absolute names of the project modules (or packages) a file imports, function level included."""
+    """Absolute names of the project modules (or packages) a file imports at run time, function
+    level included (``if TYPE_CHECKING:`` imports are annotations only: not counted)."""
     targets = set()
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    annotation_only = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in annotation_only:
+            continue
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -309,6 +324,16 @@ def test_private_checker_keeps_the_kernel_convention():
         ("fastnn.kernels.dense", "from fastnn import backend\n", [("fastnn.kernels.dense", "fastnn.backend")]),
         ("fastnn.model", "from . import backend\nfrom .layers import Dense\nfrom .training import fit\n", []),
         ("fastnn.model", "def f():\n    from .interop import to_torch\n", []),  # UPWARD_ALLOWED
+        (
+            "fastnn.metrics",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .model import Sequential\n",
+            [],
+        ),
+        (
+            "fastnn.metrics",
+            "if TYPE_CHECKING:\n    pass\nelse:\n    from .model import Sequential\n",
+            [("fastnn.metrics", "fastnn.model")],
+        ),
     ],
 )
 def test_layer_checker_on_planted_code(importer, source, expected):
