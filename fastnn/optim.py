@@ -203,7 +203,8 @@ class Optimizer(Owned):
         self._empty = backend.zeros(0, params.dtype, device)
         self._partials = backend.zeros(self._K.norm_partials_size(params.size), np.float64, device)
         self._step_scalars = np.zeros(step_update.N_SCALARS)  # what begin_fused_step writes
-        self._binding = object()  # a new one at every (re)binding: plans holding the old buffers rebuild
+        # a new token at every (re)binding (plans holding the old buffers rebuild); None: no step kernel
+        self._binding = object() if device == "cpu" and _has_step_kernel(type(self)) else None
 
     def rebind(self, params, grads) -> None:
         """Attach to new flat buffers of the same size and layout, keeping the state and step count.
@@ -278,15 +279,9 @@ class Optimizer(Owned):
         step (:meth:`fused_step_call`; a plan built with another token is stale), else None
         (frozen layers, buffers on a device, a class or instance with its own ``step`` or
         ``_update``: it steps through :meth:`step`)."""
-        if (
-            self.trainable is not None
-            or self._params is None
-            or self._K.device != "cpu"
-            or not _has_step_kernel(type(self))
-            or "_update" in self.__dict__
-        ):
+        if self.trainable is not None or "_update" in self.__dict__:
             return None
-        return self._binding
+        return self.__dict__.get("_binding")  # (unbound: none yet)
 
     def fused_step_call(self, loss, norm) -> tuple:
         """(kernel, arguments) of this optimizer's step after a training step's ``loss`` and gradient
