@@ -29,7 +29,8 @@ def median_us(fn, args=(), repeats=200):
 
 def _compiled_parts(model, x, y, phase):
     """The compiled work of one call, without the Python around it: {name: callable}. Training: the
-    step plan's kernels as one fused function and the optimizer's update kernel; inference: the
+    step plan's kernels as one fused function, its last call the optimizer's update (before: the
+    optimizer's update kernel called on its own); inference: the
     forward's kernels as one fused function (fastnn._inference's plan; ``inference_plan`` in older code)."""
     from fastnn import _config
     from fastnn._fused import FusedCalls
@@ -39,10 +40,18 @@ def _compiled_parts(model, x, y, phase):
         if phase == "train":
             plan = model.step_plan(x.shape[0])
             opt = model.optimizer
-            return {
-                "step kernels (one fused call)": FusedCalls(plan.run.calls, plan.run.returns),
-                "optimizer kernel": lambda: opt._update(1.0),
-            }
+            fused = FusedCalls(plan.run.calls, plan.run.returns)
+            if getattr(plan, "token", None) is not None:  # the optimizer's update is the plan's last call
+                from fastnn.kernels.step_update import ARMED
+
+                scalars = opt._step_scalars
+
+                def armed_step():
+                    scalars[ARMED] = 1.0  # the update runs, as in train_step
+                    return fused()
+
+                return {"step kernels and optimizer update (one fused call)": armed_step}
+            return {"step kernels (one fused call)": fused, "optimizer kernel": lambda: opt._update(1.0)}
         try:
             from fastnn import _inference
         except ImportError:  # before the inference plans

@@ -26,6 +26,8 @@ JIT_INLINE = dict(JIT, inline="always")
 # shift, a/2 - b/2 near the dtype max): without 'reassoc', and not inlined, so their instructions
 # keep these flags inside any caller (LLVM re-associated them into overflows or lost terms).
 JIT_ORDERED = dict(JIT, fastmath=set(FASTMATH - {"reassoc"}))
+# For scalar code that must give the bits Python gives (a fused step's clipping scale): no fastmath.
+JIT_EXACT = dict(JIT, fastmath=False)
 
 # Work below this many elements runs in the serial twin of a kernel: a 2-thread parallel
 # region costs ~2 us to start (PERF_NOTES.md: break-even near 65k elements).

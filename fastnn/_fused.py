@@ -64,6 +64,24 @@ def fusible(calls: Sequence[Call]) -> bool:
     return all(isinstance(fn, CPUDispatcher) and fn.py_func.__module__.startswith("fastnn.kernels") for fn, _ in calls)
 
 
+class Result:
+    """An argument that is the value returned by an earlier call of the same list (call number
+    ``index``): a loss or a norm handed on to a later kernel inside the one compiled call."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"Result({self.index})"
+
+
+def _referenced(calls: Sequence[Call]) -> frozenset:
+    """Indices of the calls whose results later calls take as :class:`Result` arguments."""
+    return frozenset(v.index for _, values in calls for v in values if isinstance(v, Result))
+
+
 def _root(arr: np.ndarray) -> np.ndarray:
     while isinstance(arr.base, np.ndarray):
         arr = arr.base
@@ -144,6 +162,8 @@ class _Arguments:
         return flat
 
     def value(self, value) -> str:
+        if isinstance(value, Result):
+            return f"r{value.index}"
         return self.array(value) if isinstance(value, np.ndarray) else _scalar_expr(value, self.fv, self.iv)
 
 
@@ -159,6 +179,7 @@ def _source(calls: Sequence[Call], returns) -> tuple[str, list]:
     call number ``returns`` (a tuple of results for a tuple of indices; nothing for None)."""
     wanted = _returned(returns)
     names: dict[tuple[str, str], str]  # (module, function) -> its name in the generated source
+    kept = set(wanted) | _referenced(calls)
     imports, names, body = [], {}, []
     args = _Arguments()
     for index, (fn, values) in enumerate(calls):
@@ -167,7 +188,7 @@ def _source(calls: Sequence[Call], returns) -> tuple[str, list]:
             names[key] = f"k{len(names)}"
             imports.append(f"from {key[0]} import {key[1]} as {names[key]}")
         call = f"{names[key]}({', '.join(args.value(v) for v in values)})"
-        body.append(f"    r{index} = {call}" if index in wanted else f"    {call}")
+        body.append(f"    r{index} = {call}" if index in kept else f"    {call}")
     if returns is None:
         body.append("    return None")
     elif isinstance(returns, tuple):
@@ -311,14 +332,30 @@ class CallRunner:
     C-contiguous, of its slot's shape and dtype) in their place, without copying them.
     """
 
-    __slots__ = ("_elapsed", "_fused", "_rebound", "_runs", "_tiering", "_wanted", "calls", "returns", "slots")
+    __slots__ = (
+        "_elapsed",
+        "_fused",
+        "_kept",
+        "_rebound",
+        "_results_in",
+        "_runs",
+        "_tiering",
+        "calls",
+        "returns",
+        "slots",
+    )
 
     def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
         self.calls = list(calls)
         self.returns = returns
         self.slots = tuple(slots)
         self._rebound = self._rebound_arguments()
-        self._wanted = frozenset(_returned(returns))
+        self._kept = frozenset(_returned(returns)) | _referenced(self.calls)
+        self._results_in = {  # {call index: [(argument index, index of the call whose result it is)]}
+            index: [(position, v.index) for position, v in enumerate(args) if isinstance(v, Result)]
+            for index, (_, args) in enumerate(self.calls)
+            if any(isinstance(v, Result) for v in args)
+        }
         self._fused: FusedCalls | None = None
         self._runs = 0
         self._elapsed = 0.0
@@ -381,8 +418,12 @@ class CallRunner:
                 args = list(args)
                 for position, slot, start, stop, shape in self._rebound[index]:
                     args[position] = flats[slot][start:stop].reshape(shape)
+            if index in self._results_in:
+                args = list(args)
+                for position, source in self._results_in[index]:
+                    args[position] = results[source]
             value = fn(*args)
-            if index in self._wanted:
+            if index in self._kept:
                 results[index] = value
         if isinstance(self.returns, tuple):
             return tuple(results[i] for i in self.returns)

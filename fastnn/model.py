@@ -22,7 +22,7 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
-from ._fused import CallRunner, rebindable
+from ._fused import CallRunner, Result, rebindable
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
 
@@ -63,17 +63,30 @@ class _LayerList(list):
 class _StepPlan:
     """The kernel calls of one training step at one batch size, on fixed buffers: the input
     and target buffers are filled, then forward calls, the loss kernel, backward calls and the
-    gradient norm run (``run()`` returns (loss, gradient norm))."""
+    gradient norm run (``run()`` returns (loss, gradient norm)), then, when the optimizer can
+    (``token`` not None: ``Optimizer.fused_step_token``), its update, armed per step by
+    ``Optimizer.begin_fused_step``."""
 
-    __slots__ = ("backward", "contexts", "forward", "loss_args", "loss_fn", "out", "run", "x", "y")
+    __slots__ = ("backward", "calls", "contexts", "forward", "loss_args", "loss_fn", "out", "run", "token", "x", "y")
 
     def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
-        calls = [*forward, loss_call, *backward, norm_call]
-        slots = (x, y) if rebindable(calls, x) and rebindable(calls, y) else ()
-        self.run = CallRunner(calls, returns=(len(forward), len(calls) - 1), slots=slots)
+        self.calls = [*forward, loss_call, *backward, norm_call]
+        self.run, self.token = None, None
+
+    def with_optimizer(self, optimizer, token) -> _StepPlan:
+        """This plan with ``optimizer``'s update as its last call (none for a None ``token``);
+        ``run`` is rebuilt when ``token`` is not the one it was built with."""
+        if self.run is None or token is not self.token:
+            calls = self.calls
+            returns = (len(self.forward), len(calls) - 1)
+            if token is not None:
+                calls = [*calls, optimizer.fused_step_call(Result(returns[0]), Result(returns[1]))]
+            slots = (self.x, self.y) if rebindable(calls, self.x) and rebindable(calls, self.y) else ()
+            self.run, self.token = CallRunner(calls, returns=returns, slots=slots), token
+        return self
 
     def inputs(self, xb, yb) -> tuple:
         """The arrays to pass to ``run`` for the batch (xb, yb): themselves, read in place, when the
@@ -1761,7 +1774,9 @@ class Sequential:
         ((4, 2), (4,))
         """
         plan = self._plans.get(m)
-        if plan is None and self._plannable:
+        if plan is not None:
+            return plan.with_optimizer(self.optimizer, self._step_token())
+        if self._plannable:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             x = self._inputs(m)["x"]
@@ -1785,6 +1800,7 @@ class Sequential:
             plan = self._plans[m] = _StepPlan(
                 x, y, h, forward, self.loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
+            plan.with_optimizer(self.optimizer, self._step_token())
         return plan
 
     # -- engine hooks: what training, accumulation, distributed, streaming and freezing use ---------
@@ -1876,6 +1892,10 @@ class Sequential:
         """(layer index, parameter name, offset in ``model.params``, shape) of every parameter."""
         return tuple(self._layout)
 
+    def _step_token(self):
+        """The optimizer's ``fused_step_token`` (None: no optimizer, or it steps from Python)."""
+        return None if self.optimizer is None else self.optimizer.fused_step_token()
+
     @contextlib.contextmanager
     def training_session(self, what: str):
         """A context in which the calling thread trains this model.
@@ -1965,6 +1985,7 @@ class Sequential:
             if guard.pairs:
                 guard.save()
             step_count = self.optimizer.step_count
+            inside = False  # whether the optimizer's update ran inside the step's compiled call
             try:
                 plan = self.step_plan(xb.shape[0])
                 if plan is None:  # a user layer runs its own forward/backward
@@ -1974,6 +1995,9 @@ class Sequential:
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
                 else:
+                    if plan.token is not None:  # the update inside the call, unless ranks must sum first
+                        inside = update and self._step_reduce is None
+                        self.optimizer.begin_fused_step(inside)
                     loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
                     out = plan.out
                 if self._step_reduce is not None:  # gradients summed over the ranks: global loss and norm
@@ -1981,7 +2005,9 @@ class Sequential:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
-                if update:
+                if inside:
+                    self.optimizer.end_fused_step(norm)
+                elif update:
                     self.optimizer.step(grad_norm=norm)
                 self._last_x = xb
             except BaseException:

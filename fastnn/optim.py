@@ -25,6 +25,7 @@ import numpy as np
 from . import backend
 from ._ownership import Owned
 from ._validation import check_choice, check_float, check_int
+from .kernels import step_update
 
 
 def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
@@ -128,6 +129,11 @@ class Optimizer(Owned):
     def _update(self, grad_scale: float) -> None:
         raise NotImplementedError
 
+    def _step_call(self, loss, norm) -> tuple | None:
+        """(kernel of :mod:`fastnn.kernels.step_update`, arguments) doing what :meth:`_update`
+        does after ``loss`` and ``norm`` (``fastnn._fused.Result`` references); None: no such kernel."""
+        return None
+
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
         return self._state.get(name, self._empty)  # type: ignore[return-value]  # bound before any update
@@ -196,6 +202,9 @@ class Optimizer(Owned):
         self._params, self._grads = params, grads
         self._empty = backend.zeros(0, params.dtype, device)
         self._partials = backend.zeros(self._K.norm_partials_size(params.size), np.float64, device)
+        self._step_scalars = np.zeros(step_update.N_SCALARS)  # what begin_fused_step writes
+        # a new token at every (re)binding (plans holding the old buffers rebuild); None: no step kernel
+        self._binding = object() if device == "cpu" and _has_step_kernel(type(self)) else None
 
     def rebind(self, params, grads) -> None:
         """Attach to new flat buffers of the same size and layout, keeping the state and step count.
@@ -263,6 +272,40 @@ class Optimizer(Owned):
             self._K.clip_by_value(self._grads, self.clip_value)
         self.step_count += 1
         self._update(scale)
+
+    # ---------------------------------------------------------------- the step inside a compiled call
+    def fused_step_token(self) -> object | None:
+        """A token of the bound buffers when this optimizer can step inside a model's compiled
+        step (:meth:`fused_step_call`; a plan built with another token is stale), else None
+        (frozen layers, buffers on a device, a class or instance with its own ``step`` or
+        ``_update``: it steps through :meth:`step`)."""
+        if self.trainable is not None or "_update" in self.__dict__:
+            return None
+        return self.__dict__.get("_binding")  # (unbound: none yet)
+
+    def fused_step_call(self, loss, norm) -> tuple | None:
+        """(kernel, arguments) of this optimizer's step after a training step's ``loss`` and gradient
+        ``norm`` (``fastnn._fused.Result`` references to the calls returning them): clipping and the
+        update in one call of :mod:`fastnn.kernels.step_update`, made only when armed by
+        :meth:`begin_fused_step` and when the step is finite. Only while :meth:`fused_step_token`
+        is not None."""
+        return self._step_call(loss, norm)
+
+    def begin_fused_step(self, update: bool) -> None:
+        """Write the scalars of the next call of :meth:`fused_step_call`'s kernel: armed to update
+        (``update``) with this step's learning rate, number and clipping, or not armed."""
+        s = self._step_scalars
+        s[step_update.ARMED] = 1.0 if update else 0.0
+        s[step_update.LR] = self._lr
+        s[step_update.STEP] = self.step_count + 1
+        s[step_update.CLIP_NORM] = np.nan if self.clip_norm is None else self.clip_norm
+        s[step_update.CLIP_VALUE] = np.nan if self.clip_value is None else self.clip_value
+
+    def end_fused_step(self, norm: float) -> None:
+        """Count a step the kernel of :meth:`fused_step_call` made (armed and finite)."""
+        if self.clip_norm is not None:
+            self.last_grad_norm = norm
+        self.step_count += 1
 
     def _step_ranges(self, ranges) -> None:
         """The step over ``ranges`` of the buffers only (frozen layers elsewhere): clipping sees the
@@ -372,6 +415,18 @@ class Optimizer(Owned):
         items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name" and v is not None)
         return f"{type(self).__name__}({items})"
 
+
+def _has_step_kernel(cls: type[Optimizer]) -> bool:
+    """Whether ``cls`` steps as :meth:`Optimizer.step` with the update of its own ``_step_call``
+    (a subclass overriding ``step`` or ``_update`` but not ``_step_call`` steps from Python)."""
+    known = _STEP_KERNEL.get(cls)
+    if known is None:
+        owner = {name: next(c for c in cls.__mro__ if name in c.__dict__) for name in ("_update", "_step_call")}
+        known = _STEP_KERNEL[cls] = cls.step is Optimizer.step and owner["_update"] is owner["_step_call"]
+    return known
+
+
+_STEP_KERNEL: dict[type, bool] = {}
 
 #: The one table of optimizers: name -> class, filled by :func:`register_optimizer`. Drives
 #: :func:`get`, loading, and the table-driven tests.
@@ -483,6 +538,12 @@ class SGD(Optimizer):
     def _state_init(self):
         return {"momentum_buffer": 0.0} if self._hyper["momentum"] != 0 else {}
 
+    def _step_call(self, loss, norm):
+        h = self._hyper
+        hyper = (h["momentum"], h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"])
+        buffers = (self._params, self._grads, self._buffer("momentum_buffer"))
+        return step_update.sgd_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+
     def _update(self, grad_scale):
         h = self._hyper
         self._K.sgd_update(
@@ -584,6 +645,12 @@ class RMSProp(Optimizer):
             grad_scale,
         )
 
+    def _step_call(self, loss, norm):
+        h = self._hyper
+        state = (self._state["square_avg"], self._buffer("grad_avg"), self._buffer("momentum_buffer"))
+        hyper = (h["alpha"], h["eps"], h["weight_decay"], self._n_decay, h["momentum"], h["centered"])
+        return step_update.rmsprop_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
+
 
 @register_optimizer
 class Adagrad(Optimizer):
@@ -656,6 +723,12 @@ class Adagrad(Optimizer):
             self.step_count,
             grad_scale,
         )
+
+    def _step_call(self, loss, norm):
+        h = self._hyper
+        hyper = (h["lr_decay"], h["eps"], h["weight_decay"], self._n_decay)
+        buffers = (self._params, self._grads, self._state["state_sum"])
+        return step_update.adagrad_step, (loss, norm, self._step_scalars, *buffers, *hyper)
 
 
 @register_optimizer
@@ -741,6 +814,12 @@ class Adam(Optimizer):
             self.step_count,
             grad_scale,
         )
+
+    def _step_call(self, loss, norm):
+        h = self._hyper
+        state = (self._state["exp_avg"], self._state["exp_avg_sq"], self._buffer("max_exp_avg_sq"))
+        hyper = (h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"])
+        return step_update.adam_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
 
 
 @register_optimizer
@@ -870,6 +949,12 @@ class Lion(Optimizer):
             self._n_decay,
             grad_scale,
         )
+
+    def _step_call(self, loss, norm):
+        h = self._hyper
+        hyper = (h["betas"][0], h["betas"][1], h["weight_decay"], self._n_decay)
+        buffers = (self._params, self._grads, self._state["exp_avg"])
+        return step_update.lion_step, (loss, norm, self._step_scalars, *buffers, *hyper)
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:

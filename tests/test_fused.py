@@ -233,3 +233,108 @@ def test_training_steps_read_the_batch_in_place_or_from_a_copy_alike(fuse, monke
     assert not in_place.step_plan(9).x.any()  # never written: the steps read the caller's rows
     np.testing.assert_array_equal(copied.step_plan(9).x, X[27:])  # the last batch, copied
     np.testing.assert_array_equal(in_place.params, copied.params)
+
+
+_OPTIMIZERS = {
+    "sgd-nesterov-clip-value": lambda: fnn.optim.SGD(
+        lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3, clip_value=0.05
+    ),
+    "adam-amsgrad-clip-norm": lambda: fnn.optim.Adam(lr=0.01, amsgrad=True, weight_decay=1e-3, clip_norm=0.1),
+    "adamw": lambda: fnn.optim.AdamW(lr=0.01),
+    "rmsprop-centered": lambda: fnn.optim.RMSProp(lr=0.01, momentum=0.5, centered=True, weight_decay=1e-3),
+    "adagrad": lambda: fnn.optim.Adagrad(lr=0.05, lr_decay=0.01),
+    "lion": lambda: fnn.optim.Lion(lr=1e-3, weight_decay=0.1),
+}
+
+
+def _steps_with_changes(model, X, y, batch=9):
+    """Steps with the learning rate and the clipping changed between them, as schedules and users
+    do: each must reach the update inside the compiled call."""
+    losses = []
+    for i in range(5):
+        if i == 2:
+            model.optimizer.lr = model.optimizer.lr * 0.5
+        if i == 3 and model.optimizer.clip_norm is not None:
+            model.optimizer.clip_norm = 1e-3
+        losses.append(model.train_step(X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]))
+    return np.array(losses), model.params.copy(), model.optimizer.state_dict()
+
+
+@pytest.mark.parametrize(
+    "name, fused",
+    [(name, False) for name in _OPTIMIZERS] + [("sgd-nesterov-clip-value", True), ("adam-amsgrad-clip-norm", True)],
+)  # each fused structure is a compile of seconds: two of them
+def test_the_update_inside_the_step_call_equals_optimizer_step(fuse, monkeypatch, name, fused, rng):
+    """The optimizer's update runs as the step plan's last call (kernels.step_update): the same
+    losses, weights and optimizer state, bit for bit, as Optimizer.step called from Python."""
+    monkeypatch.setattr(_config, "FUSE", "always" if fused else "never")
+    X = rng.standard_normal((45, 2)).astype(np.float32)
+    y = np.tanh(X[:, :1] * X[:, 1:])
+    inside = _tiny()
+    inside.compile(loss="mse", optimizer=_OPTIMIZERS[name]())
+    result = _steps_with_changes(inside, X, y)
+    plan = inside.step_plan(9)
+    assert plan.token is not None and plan.run.fused == fused
+    assert plan.run.calls[-1][0].__module__ == "fastnn.kernels.step_update"
+    monkeypatch.setattr(fnn.optim.Optimizer, "fused_step_token", lambda self: None)  # Optimizer.step
+    outside = _tiny()
+    outside.compile(loss="mse", optimizer=_OPTIMIZERS[name]())
+    expected = _steps_with_changes(outside, X, y)
+    assert outside.step_plan(9).token is None
+    np.testing.assert_array_equal(result[0], expected[0])
+    np.testing.assert_array_equal(result[1], expected[1])
+    assert result[2].keys() == expected[2].keys()
+    for key, value in expected[2].items():
+        np.testing.assert_array_equal(result[2][key], value)
+    assert inside.optimizer.step_count == 5 and inside.optimizer.last_grad_norm == outside.optimizer.last_grad_norm
+
+
+def test_a_non_finite_step_updates_nothing_and_the_next_steps_continue(monkeypatch, rng):
+    """The update call of the plan (unfused here: the fused call runs the same kernel, see above)
+    skips a step whose loss or norm is not finite; the model raises and stays as it was."""
+    monkeypatch.setattr(_config, "FUSE", "never")
+    X = rng.standard_normal((9, 2)).astype(np.float32)
+    model = _tiny()
+    model.compile(loss="mse", optimizer=fnn.optim.Adam(lr=0.01))
+    model.train_step(X, X[:, :1])
+    params, state = model.params.copy(), model.optimizer.state_dict()
+    with pytest.raises(FloatingPointError):  # finite targets, a loss or gradient that overflows
+        model.train_step(X, np.full((9, 1), 3e38, np.float32))
+    assert model.step_plan(9).token is not None
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.step_count == 1
+    np.testing.assert_array_equal(model.optimizer.state_dict()["exp_avg"], state["exp_avg"])
+    assert np.isfinite(model.train_step(X, X[:, :1])) and model.optimizer.step_count == 2
+
+
+def test_steps_that_cannot_update_inside_the_call_update_from_python(monkeypatch, rng):
+    """An optimizer subclass with its own update, gradients only (accumulation): the plan's update
+    call is left out or not armed, and Optimizer.step does the update (frozen layers:
+    tests/test_freeze.py)."""
+    monkeypatch.setattr(_config, "FUSE", "never")
+    X = rng.standard_normal((9, 2)).astype(np.float32)
+
+    class Halved(fnn.optim.SGD):
+        name = "halved-sgd-test"
+
+        def _update(self, grad_scale):
+            super()._update(grad_scale * 0.5)
+
+    model = _tiny()
+    model.compile(loss="mse", optimizer=Halved(lr=0.1))
+    before = model.params.copy()
+    model.train_step(X, X[:, :1])
+    assert model.step_plan(9).token is None and model.optimizer.step_count == 1
+    twin = _tiny()
+    twin.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05))
+    twin.train_step(X, X[:, :1])
+    np.testing.assert_allclose(model.params, twin.params, rtol=1e-6)  # half the step: Halved's own update ran
+    assert not np.array_equal(model.params, before)
+    model = _tiny()
+    model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.1))
+    model.train_step(X, X[:, :1])
+    assert model.step_plan(9).token is not None
+    params = model.params.copy()
+    model.run_step(X, X[:, :1], update=False)  # gradients only: the armed flag stays down
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.step_count == 1

@@ -22,6 +22,8 @@ CPU_ONLY_MODULES = {
     "call their kernels one by one",
     "tiling": "the CPU GEMMs' tile count, read at run time from a C global (no kernels); CUDA GEMMs tile "
     "by their own launch geometry",
+    "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "
+    "CUDA steps through Optimizer.step and the twins in kernels.cuda.optim",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }

@@ -156,3 +156,25 @@ def test_kernels_identical_on_one_and_two_threads():
         numba.set_num_threads(before)
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(dtype):
+    """kernels.step_update.step_gate: the clipping scale Optimizer.step computes in Python, value
+    clipping in place, no update (and grads untouched) when unarmed or not finite; disarms."""
+    from fastnn.kernels import step_update as S
+
+    grads = np.array([-3.0, 0.5, 2.0], dtype)
+    scalars = np.full(S.N_SCALARS, np.nan)
+    scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 0.7
+    go, scale = S.step_gate(1.25, 4.0, scalars, grads)
+    assert go and scale == min(1.0, 0.7 / (4.0 + 1e-6)) and scalars[S.ARMED] == 0.0
+    assert S.step_gate(1.25, 4.0, scalars, grads) == (False, 1.0)  # disarmed by the first call
+    scalars[S.ARMED], scalars[S.CLIP_NORM], scalars[S.CLIP_VALUE] = 1.0, np.nan, 1.0
+    for loss, norm in ((np.nan, 1.0), (1.0, np.inf)):
+        scalars[S.ARMED] = 1.0
+        assert S.step_gate(loss, norm, scalars, grads) == (False, 1.0)
+    np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
+    scalars[S.ARMED] = 1.0
+    assert S.step_gate(1.0, 1.0, scalars, grads) == (True, 1.0)
+    np.testing.assert_array_equal(grads, np.array([-1.0, 0.5, 1.0], dtype))
