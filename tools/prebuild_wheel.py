@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,8 @@ def _record_line(root: str, path: str) -> str:
     return f"{os.path.relpath(path, root).replace(os.sep, '/')},sha256={digest},{len(data)}"
 
 
-def _warmup(unpacked: str, steps: str, target: str, args) -> None:
+def _warmup(unpacked: str, steps: str, target: str, args) -> tuple[int, float]:
+    """Runs ``fastnn warmup`` for ``target``; returns (functions compiled, seconds), from its last line."""
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
     # FASTNN_FUSE=auto: warmup compiles the fused steps unless the environment says never
     env.update(PYTHONPATH=unpacked, FASTNN_CACHE_DIR=steps, PYTHONDONTWRITEBYTECODE="1", FASTNN_FUSE="auto")
@@ -56,7 +58,10 @@ def _warmup(unpacked: str, steps: str, target: str, args) -> None:
         *(["--quiet"] if args.quiet else []),
     ]
     print(f"prebuild: {target}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    subprocess.run(command, env=env, cwd=steps, check=True)
+    proc = subprocess.run(command, env=env, cwd=steps, check=True, stdout=subprocess.PIPE, text=True)
+    print(proc.stdout, end="", file=sys.stderr)
+    found = re.search(r"fastnn warmup: (\d+) functions compiled in ([\d.]+) s", proc.stdout)
+    return (int(found[1]), float(found[2])) if found else (0, 0.0)
 
 
 def _move_cache_files(source: str, destination: str) -> int:
@@ -90,8 +95,8 @@ def prebuild(wheel: str, out: str, args) -> str:
         os.makedirs(steps)
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(unpacked)
-        for target in args.targets.split(","):
-            _warmup(unpacked, steps, target.strip(), args)
+        measured = [_warmup(unpacked, steps, target.strip(), args) for target in args.targets.split(",")]
+        compiled, seconds = sum(m[0] for m in measured), sum(m[1] for m in measured)
         prebuilt = os.path.join(unpacked, "fastnn", "_prebuilt")
         kernels = _move_cache_files(
             os.path.join(unpacked, "fastnn", "kernels", "__pycache__"), os.path.join(prebuilt, "kernels")
@@ -107,6 +112,8 @@ def prebuild(wheel: str, out: str, args) -> str:
                     "targets": args.targets.split(","),
                     "dtype": args.dtype,
                     "only": args.only,
+                    # the first-compile notice's estimate where these files do not serve (fastnn._compiling)
+                    "seconds_per_compile": round(seconds / compiled, 3) if compiled else None,
                 },
                 handle,
             )
