@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -99,3 +100,35 @@ def test_first_compile_notice_estimates_seconds_from_the_kernels_still_to_compil
     assert pending > 0
     monkeypatch.setattr(_shipped_cache, "cached", lambda kernel: True)
     assert _compiling.pending_functions() == 0
+
+
+FILL = (
+    "import sys, numpy as np, fastnn, fastnn._compiling as c, fastnn._shipped_cache as s\n"
+    "if len(sys.argv) > 1: s.PREBUILT = sys.argv[1]\n"
+    "from fastnn.init import _fill\n"
+    "print('SUM', _fill(np.ones(100, np.float32), 'uniform', 0, 0, 2.0, 3.0).sum() >= 200, 'COMPILES', c.compiles())"
+)
+
+
+def test_a_kernel_shipped_for_x86_64_v3_serves_this_cpu_without_compiling(tmp_path):
+    from fastnn import _shipped_cache
+
+    targets = [
+        magic[1] for magic in _shipped_cache._fallback_targets(platform.machine().lower().replace("amd64", "x86_64"))
+    ]
+    if "x86-64-v3" not in targets:
+        pytest.skip("this CPU cannot run x86-64-v3 code")
+    built, shipped = tmp_path / "built", tmp_path / "prebuilt"
+    environment = dict(os.environ, PYTHONPATH=ROOT, FASTNN_CACHE_DIR=str(tmp_path / "fastnn"))
+    build = dict(environment, NUMBA_CACHE_DIR=str(built), NUMBA_CPU_NAME="x86-64-v3", NUMBA_CPU_FEATURES="")
+    proc = subprocess.run([sys.executable, "-c", FILL], env=build, capture_output=True, text=True, timeout=600)
+    assert "SUM True COMPILES" in proc.stdout and "COMPILES 0" not in proc.stdout, proc.stdout + proc.stderr
+    (shipped / _shipped_cache.KERNELS).mkdir(parents=True)
+    for path in built.rglob("*.nb[ic]"):  # the wheel's layout: fastnn/_prebuilt/kernels/<files>
+        (shipped / _shipped_cache.KERNELS / path.name).write_bytes(path.read_bytes())
+    user = dict(environment, NUMBA_CACHE_DIR=str(tmp_path / "user"))  # empty: only the shipped files can serve
+    proc = subprocess.run(
+        [sys.executable, "-c", FILL, str(shipped)], env=user, capture_output=True, text=True, timeout=600
+    )
+    assert "SUM True COMPILES 0" in proc.stdout, proc.stdout + proc.stderr
+    assert NOTICE not in proc.stderr

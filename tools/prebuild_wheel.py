@@ -10,7 +10,9 @@ any CPU of that level), and the cache files it writes are added under ``fastnn/_
 the input (or to ``--out``) with the tag of this interpreter and platform, since the cache files
 are for one CPython minor version, one Numba version and one architecture. Other installs still
 work: they compile once, as from source. ``--targets host`` compiles for this CPU only (non-x86
-platforms).
+platforms). ``--seed FOLDER`` starts from cache files already compiled from the same sources (e.g.
+a checkout's ``fastnn/kernels/__pycache__`` after its tests ran, host target): warmup then compiles
+only what they lack (files of other sources or another Numba are ignored by their stamp).
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def _move_cache_files(source: str, destination: str) -> int:
     return len(files)
 
 
+def _copy_cache_files(source: str, destination: str) -> None:
+    os.makedirs(destination, exist_ok=True)
+    for path in glob.glob(os.path.join(source, "*")):
+        if path.endswith((".nbi", ".nbc")):
+            shutil.copyfile(path, os.path.join(destination, os.path.basename(path)))
+
+
 def _retag(unpacked: str, dist_info: str) -> str:
     """Set the wheel's tag to this interpreter and platform; returns the tag."""
     tag = (
@@ -95,6 +104,8 @@ def prebuild(wheel: str, out: str, args) -> str:
         os.makedirs(steps)
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(unpacked)
+        if args.seed:
+            _copy_cache_files(args.seed, os.path.join(unpacked, "fastnn", "kernels", "__pycache__"))
         measured = [_warmup(unpacked, steps, target.strip(), args) for target in args.targets.split(",")]
         compiled, seconds = sum(m[0] for m in measured), sum(m[1] for m in measured)
         prebuilt = os.path.join(unpacked, "fastnn", "_prebuilt")
@@ -157,6 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="only the warmup recipes whose name contains this")
     parser.add_argument("--jobs", type=int, default=1, help="warmup worker processes")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--seed", default=None, help="folder of kernel cache files compiled from these sources to start from"
+    )
     args = parser.parse_args(argv)
     prebuild(args.wheel, args.out or os.path.dirname(os.path.abspath(args.wheel)), args)
     return 0
