@@ -13,9 +13,13 @@ import sys
 
 from numba.core import event
 
-#: wall time of compiling a small model's kernels (one dtype) with empty caches: 16 s on a quiet
-#: 2-core machine, 20-36 s under load (docs/architecture.md, "Start-up")
-ESTIMATE_S = 20
+#: seconds to compile one fastnn kernel with its callees when the wheel measured none: the demo's
+#: 32 functions took 16 s on a quiet 2-core machine, 20-36 s under load (docs/architecture.md, "Start-up")
+SECONDS_PER_FUNCTION = 0.6
+#: compiles per function: literal and dtype specialisations, callees re-typed (the demo: 58 of 32)
+COMPILES_PER_FUNCTION = 1.8
+#: at most this many pending kernels are counted: a model calls a share of them (the demo 32)
+TYPICAL_FUNCTIONS = 32
 
 _counts = {"all": 0}
 _compiled: list[str] = []  # qualified names, in order
@@ -36,18 +40,45 @@ class _Listener(event.Listener):
         _compiled.append(f"{py_func.__module__}.{py_func.__qualname__}")
         if not _state["announced"] and not _state["quiet"]:
             _state["announced"] = True
-            from ._shipped_cache import mismatch
+            from ._shipped_cache import build_info, mismatch
 
-            why = mismatch()
-            print(
-                f"fastnn: compiling fastnn's kernels for this CPU, once, about {ESTIMATE_S} s (cached for the "
-                f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else ""),
-                file=sys.stderr,
-                flush=True,
-            )
+            per_compile = build_info().get("seconds_per_compile")  # measured by the wheel's build
+            per_function = per_compile * COMPILES_PER_FUNCTION if per_compile else SECONDS_PER_FUNCTION
+            print(notice(estimate_seconds(pending_functions(), per_function), mismatch()), file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass
+
+
+def pending_functions() -> int:
+    """How many of the fastnn kernels imported so far are neither compiled in this process nor in
+    a valid cache (the user's, or the wheel's prebuilt files): each will compile at its first call."""
+    from numba.core.registry import CPUDispatcher
+
+    from ._shipped_cache import cached
+
+    kernels = {
+        id(value): value
+        for name, module in list(sys.modules.items())
+        if name.startswith("fastnn.kernels.") and module is not None
+        for value in vars(module).values()
+        if isinstance(value, CPUDispatcher)
+    }
+    return sum(1 for kernel in kernels.values() if not kernel.overloads and not cached(kernel))
+
+
+def estimate_seconds(pending: int, per_function: float) -> int:
+    """Whole seconds to compile ``pending`` kernels (at most :data:`TYPICAL_FUNCTIONS` of them; at
+    least the one compiling now) at ``per_function`` seconds each; at least 1."""
+    return max(1, round(min(max(pending, 1), TYPICAL_FUNCTIONS) * per_function))
+
+
+def notice(seconds: int, why: str | None = None) -> str:
+    """The line printed when the first fastnn compile of a process starts."""
+    return (
+        f"fastnn: compiling fastnn's kernels for this CPU, once, about {seconds} s (cached for the "
+        f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else "")
+    )
 
 
 def compiles() -> int:

@@ -49,13 +49,22 @@ def _fallback_targets(triple: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(targets)
 
 
-def mismatch() -> str | None:
-    """Why the shipped kernels cannot serve this process (another Numba or Python version than the
-    wheel was built with), or None (none shipped, or they match). Read when a compile starts."""
+def build_info() -> dict:
+    """The wheel's ``_prebuilt/build.json`` (tools/prebuild_wheel.py: Numba and Python versions,
+    targets, ``seconds_per_compile`` its warmup measured), or {} for a source install."""
     try:
         with open(os.path.join(PREBUILT, "build.json")) as handle:
             built = json.load(handle)
     except (OSError, ValueError):
+        return {}
+    return built if isinstance(built, dict) else {}
+
+
+def mismatch() -> str | None:
+    """Why the shipped kernels cannot serve this process (another Numba or Python version than the
+    wheel was built with), or None (none shipped, or they match). Read when a compile starts."""
+    built = build_info()
+    if not built:
         return None
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     if built.get("numba") != numba.__version__ or built.get("python") != python:
@@ -76,21 +85,40 @@ def shipped_folder(py_func) -> str | None:
     return None
 
 
+def cached(kernel) -> bool:
+    """Whether ``kernel`` (a ``cache=True`` dispatcher) has a valid index in the user's cache or in
+    the wheel's prebuilt files (for some signature: a first call will most likely load it)."""
+    cache = getattr(kernel, "_cache", None)
+    if not isinstance(cache, ShippedFunctionCache):
+        return False
+    return bool(cache._cache_file._load_index()) or bool(cache.shipped_index())
+
+
 class ShippedFunctionCache(caching.FunctionCache):
     """Numba's function cache, falling back to the wheel's prebuilt files on a miss."""
+
+    def _shipped_file(self) -> caching.IndexDataCacheFile | None:
+        folder = shipped_folder(self._py_func)
+        if folder is None or not os.path.isdir(folder):
+            return None
+        return caching.IndexDataCacheFile(
+            cache_path=folder,
+            filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
+
+    def shipped_index(self) -> dict:
+        """The wheel's index of this function ({} when none is shipped, or it is stale)."""
+        shipped = self._shipped_file()
+        return shipped._load_index() if shipped is not None else {}
 
     def _load_overload(self, sig, target_context):
         data = super()._load_overload(sig, target_context)
         if data is not None or not self._enabled:
             return data
-        folder = shipped_folder(self._py_func)
-        if folder is None or not os.path.isdir(folder):
+        shipped = self._shipped_file()
+        if shipped is None:
             return None
-        shipped = caching.IndexDataCacheFile(
-            cache_path=folder,
-            filename_base=self._impl.filename_base,
-            source_stamp=self._impl.locator.get_source_stamp(),
-        )
         key = self._index_key(sig, target_context.codegen())
         for magic in (key[1], *_fallback_targets(key[1][0])):
             data = shipped.load((key[0], magic, key[2]))

@@ -2,6 +2,8 @@
 
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
 
@@ -50,6 +52,7 @@ def test_first_compile_says_so_once_and_a_warm_start_stays_silent_whatever_the_t
     cold, cold_err = _run(EMBEDDING_STEP, tmp_path, NUMBA_NUM_THREADS="2")
     assert cold["compiles"] > 0 and cold["sum"] == 80000.0
     assert cold_err.count(NOTICE) == 1, cold_err
+    assert re.search(r"for this CPU, once, about \d+ s \(cached for the next runs", cold_err), cold_err
     # another thread count (another GEMM tiling) loads the same cache: nothing compiles, nothing is said
     warm, warm_err = _run(EMBEDDING_STEP, tmp_path, NUMBA_NUM_THREADS="3")
     assert warm == {"compiles": 0, "sum": 80000.0, "tiles": 3}
@@ -82,3 +85,50 @@ def test_shipped_kernels_of_another_numba_version_are_named_as_the_reason_to_com
     assert _shipped_cache.mismatch() is None  # no wheel build: nothing to explain
     (tmp_path / "build.json").write_text(json.dumps({"numba": "0.1.0", "python": "3.11"}))
     assert "prebuilt in this wheel are for Numba 0.1.0" in _shipped_cache.mismatch()
+
+
+def test_first_compile_notice_estimates_seconds_from_the_kernels_still_to_compile(monkeypatch):
+    from fastnn import _compiling, _shipped_cache
+
+    assert _compiling.estimate_seconds(0, 0.6) == 1  # the one compiling now, at least 1 s
+    assert _compiling.estimate_seconds(10, 0.5) == 5
+    assert _compiling.estimate_seconds(10_000, 0.5) == _compiling.TYPICAL_FUNCTIONS // 2  # a model uses a share
+    assert _compiling.notice(7).startswith(f"fastnn: {NOTICE}, about 7 s (cached for the next runs;")
+    assert _compiling.notice(7, "another Numba").endswith("; another Numba")
+    monkeypatch.setattr(_shipped_cache, "cached", lambda kernel: False)
+    pending = _compiling.pending_functions()
+    assert pending > 0
+    monkeypatch.setattr(_shipped_cache, "cached", lambda kernel: True)
+    assert _compiling.pending_functions() == 0
+
+
+FILL = (
+    "import sys, numpy as np, fastnn, fastnn._compiling as c, fastnn._shipped_cache as s\n"
+    "if len(sys.argv) > 1: s.PREBUILT = sys.argv[1]\n"
+    "from fastnn.init import _fill\n"
+    "print('SUM', _fill(np.ones(100, np.float32), 'uniform', 0, 0, 2.0, 3.0).sum() >= 200, 'COMPILES', c.compiles())"
+)
+
+
+def test_a_kernel_shipped_for_x86_64_v3_serves_this_cpu_without_compiling(tmp_path):
+    from fastnn import _shipped_cache
+
+    targets = [
+        magic[1] for magic in _shipped_cache._fallback_targets(platform.machine().lower().replace("amd64", "x86_64"))
+    ]
+    if "x86-64-v3" not in targets:
+        pytest.skip("this CPU cannot run x86-64-v3 code")
+    built, shipped = tmp_path / "built", tmp_path / "prebuilt"
+    environment = dict(os.environ, PYTHONPATH=ROOT, FASTNN_CACHE_DIR=str(tmp_path / "fastnn"))
+    build = dict(environment, NUMBA_CACHE_DIR=str(built), NUMBA_CPU_NAME="x86-64-v3", NUMBA_CPU_FEATURES="")
+    proc = subprocess.run([sys.executable, "-c", FILL], env=build, capture_output=True, text=True, timeout=600)
+    assert "SUM True COMPILES" in proc.stdout and "COMPILES 0" not in proc.stdout, proc.stdout + proc.stderr
+    (shipped / _shipped_cache.KERNELS).mkdir(parents=True)
+    for path in built.rglob("*.nb[ic]"):  # the wheel's layout: fastnn/_prebuilt/kernels/<files>
+        (shipped / _shipped_cache.KERNELS / path.name).write_bytes(path.read_bytes())
+    user = dict(environment, NUMBA_CACHE_DIR=str(tmp_path / "user"))  # empty: only the shipped files can serve
+    proc = subprocess.run(
+        [sys.executable, "-c", FILL, str(shipped)], env=user, capture_output=True, text=True, timeout=600
+    )
+    assert "SUM True COMPILES 0" in proc.stdout, proc.stdout + proc.stderr
+    assert NOTICE not in proc.stderr

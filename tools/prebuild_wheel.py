@@ -10,7 +10,9 @@ any CPU of that level), and the cache files it writes are added under ``fastnn/_
 the input (or to ``--out``) with the tag of this interpreter and platform, since the cache files
 are for one CPython minor version, one Numba version and one architecture. Other installs still
 work: they compile once, as from source. ``--targets host`` compiles for this CPU only (non-x86
-platforms).
+platforms). ``--seed FOLDER`` starts from cache files already compiled from the same sources (e.g.
+a checkout's ``fastnn/kernels/__pycache__`` after its tests ran, host target): warmup then compiles
+only what they lack (files of other sources or another Numba are ignored by their stamp).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +40,8 @@ def _record_line(root: str, path: str) -> str:
     return f"{os.path.relpath(path, root).replace(os.sep, '/')},sha256={digest},{len(data)}"
 
 
-def _warmup(unpacked: str, steps: str, target: str, args) -> None:
+def _warmup(unpacked: str, steps: str, target: str, args) -> tuple[int, float]:
+    """Runs ``fastnn warmup`` for ``target``; returns (functions compiled, seconds), from its last line."""
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
     # FASTNN_FUSE=auto: warmup compiles the fused steps unless the environment says never
     env.update(PYTHONPATH=unpacked, FASTNN_CACHE_DIR=steps, PYTHONDONTWRITEBYTECODE="1", FASTNN_FUSE="auto")
@@ -56,7 +60,10 @@ def _warmup(unpacked: str, steps: str, target: str, args) -> None:
         *(["--quiet"] if args.quiet else []),
     ]
     print(f"prebuild: {target}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    subprocess.run(command, env=env, cwd=steps, check=True)
+    proc = subprocess.run(command, env=env, cwd=steps, check=True, stdout=subprocess.PIPE, text=True)
+    print(proc.stdout, end="", file=sys.stderr)
+    found = re.search(r"fastnn warmup: (\d+) functions compiled in ([\d.]+) s", proc.stdout)
+    return (int(found[1]), float(found[2])) if found else (0, 0.0)
 
 
 def _move_cache_files(source: str, destination: str) -> int:
@@ -65,6 +72,13 @@ def _move_cache_files(source: str, destination: str) -> int:
     for path in files:
         shutil.move(path, os.path.join(destination, os.path.basename(path)))
     return len(files)
+
+
+def _copy_cache_files(source: str, destination: str) -> None:
+    os.makedirs(destination, exist_ok=True)
+    for path in glob.glob(os.path.join(source, "*")):
+        if path.endswith((".nbi", ".nbc")):
+            shutil.copyfile(path, os.path.join(destination, os.path.basename(path)))
 
 
 def _retag(unpacked: str, dist_info: str) -> str:
@@ -90,8 +104,10 @@ def prebuild(wheel: str, out: str, args) -> str:
         os.makedirs(steps)
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(unpacked)
-        for target in args.targets.split(","):
-            _warmup(unpacked, steps, target.strip(), args)
+        if args.seed:
+            _copy_cache_files(args.seed, os.path.join(unpacked, "fastnn", "kernels", "__pycache__"))
+        measured = [_warmup(unpacked, steps, target.strip(), args) for target in args.targets.split(",")]
+        compiled, seconds = sum(m[0] for m in measured), sum(m[1] for m in measured)
         prebuilt = os.path.join(unpacked, "fastnn", "_prebuilt")
         kernels = _move_cache_files(
             os.path.join(unpacked, "fastnn", "kernels", "__pycache__"), os.path.join(prebuilt, "kernels")
@@ -107,6 +123,8 @@ def prebuild(wheel: str, out: str, args) -> str:
                     "targets": args.targets.split(","),
                     "dtype": args.dtype,
                     "only": args.only,
+                    # the first-compile notice's estimate where these files do not serve (fastnn._compiling)
+                    "seconds_per_compile": round(seconds / compiled, 3) if compiled else None,
                 },
                 handle,
             )
@@ -150,6 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="only the warmup recipes whose name contains this")
     parser.add_argument("--jobs", type=int, default=1, help="warmup worker processes")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--seed", default=None, help="folder of kernel cache files compiled from these sources to start from"
+    )
     args = parser.parse_args(argv)
     prebuild(args.wheel, args.out or os.path.dirname(os.path.abspath(args.wheel)), args)
     return 0

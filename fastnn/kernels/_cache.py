@@ -65,9 +65,15 @@ class KernelUserProvidedCacheLocator(_KernelStampMixin, _numba("UserProvidedCach
     """fastnn kernels cached under NUMBA_CACHE_DIR."""
 
 
+class KernelUserWideCacheLocator(_KernelStampMixin, _numba("UserWideCacheLocator")):
+    """fastnn kernels of a read-only install (no writable __pycache__, no NUMBA_CACHE_DIR), cached
+    in the user's cache folder: with the same stamp as the others, so the wheel's prebuilt files
+    (``fastnn._shipped_cache``) still match."""
+
+
 def install() -> None:
-    """Put the fastnn locators first (idempotent)."""
+    """Put the fastnn locators first, in Numba's order of preference (idempotent)."""
     classes = _numba("CacheImpl")._locator_classes
-    for locator in (KernelInTreeCacheLocator, KernelUserProvidedCacheLocator):
+    for locator in (KernelUserWideCacheLocator, KernelInTreeCacheLocator, KernelUserProvidedCacheLocator):
         if locator not in classes:
             classes.insert(0, locator)

@@ -112,7 +112,7 @@ def linear_forward(x, w, b, y):
         for t_u in prange(grid[2] * grid[3]):
             _linear_tile(x, w, b, y, np.int64(t_u), grid)  # prange indices are uint64
     else:
-        _linear_tile(x, w, b, y, 0, grid)
+        _linear_tile(x, w, b, y, np.int64(0), grid)  # int64 like t: one compiled tile body
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths

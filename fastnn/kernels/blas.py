@@ -24,7 +24,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-from .._config import JIT
+from .._config import JIT, JIT_INLINE
 from ._scalar import n_chunks
 from .tiling import gemm_tiles
 
@@ -187,14 +187,26 @@ def _gemv(trans, rows, cols, alpha, pa, lda, px, incx, beta, py, incy, itemsize)
         _dgemv(_ROW_MAJOR, trans, rows, cols, np.float64(alpha), pa, lda, px, incx, np.float64(beta), py, incy)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
     """``C[r0:r1, c0:c1] = alpha * op(A) @ op(B)[:, c0:c1] + beta * C[r0:r1, c0:c1]``.
 
     ``op(A)`` is ``A`` or ``A.T`` (``trans_a``), rows r0:r1 of it are used; ``op(B)`` likewise
     with columns c0:c1. All three matrices are 2-D, row-major with unit inner stride (views of
     C-contiguous arrays qualify), of the same dtype float32 or float64. No allocation.
+
+    Inlined at the call site, it passes the flags and bounds on as run-time values: callers give
+    literals (``True``, ``0``), each of which would compile another copy of the body (around a
+    BLAS call, a branch on a flag costs nothing).
     """
+    _gemm_block(
+        bool(trans_a), bool(trans_b), alpha, a, b, beta, c, np.int64(r0), np.int64(r1), np.int64(c0), np.int64(c1)
+    )
+
+
+@njit(**JIT)
+def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
+    """:func:`gemm_block` for run-time flags and bounds."""
     m = r1 - r0
     n = c1 - c0
     if m <= 0 or n <= 0:
@@ -204,26 +216,24 @@ def gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
     lda = a.strides[0] // itemsize
     ldb = b.strides[0] // itemsize
     ldc = c.strides[0] // itemsize
-    pa = _address(a, 0, r0) if trans_a else _address(a, r0, 0)
-    pb = _address(b, c0, 0) if trans_b else _address(b, 0, c0)
+    first = np.int64(0)  # not a literal: one compiled _address
+    pa = _address(a, first, r0) if trans_a else _address(a, r0, first)
+    pb = _address(b, c0, first) if trans_b else _address(b, first, c0)
     pc = _address(c, r0, c0)
     ta = _TRANS if trans_a else _NO_TRANS
     tb = _TRANS if trans_b else _NO_TRANS
     # One row or one column of C: a matrix-vector product (gemm with M or N = 1 packs a whole
     # operand and is ~8x slower than gemv at batch 1).
+    # (one _gemv call site each, with run-time codes: literal codes compiled a _gemv per code)
     if m == 1:  # C's row = op(B)[:, c0:c1].T @ (the row of op(A)); op(B) block is k x n
         inc_a = lda if trans_a else 1
-        if trans_b:
-            _gemv(_NO_TRANS, n, k, alpha, pb, ldb, pa, inc_a, beta, pc, 1, itemsize)
-        else:
-            _gemv(_TRANS, k, n, alpha, pb, ldb, pa, inc_a, beta, pc, 1, itemsize)
+        rows, cols = (n, k) if trans_b else (k, n)
+        _gemv(_NO_TRANS if trans_b else _TRANS, rows, cols, alpha, pb, ldb, pa, inc_a, beta, pc, 1, itemsize)
         return
     if n == 1:  # C's column = op(A)[r0:r1] @ (the column of op(B)); op(A) block is m x k
         inc_b = 1 if trans_b else ldb
-        if trans_a:
-            _gemv(_TRANS, k, m, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
-        else:
-            _gemv(_NO_TRANS, m, k, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
+        rows, cols = (k, m) if trans_a else (m, k)
+        _gemv(_TRANS if trans_a else _NO_TRANS, rows, cols, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
         return
     if itemsize == 4:
         _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb, np.float32(beta), pc, ldc)

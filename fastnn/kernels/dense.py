@@ -82,7 +82,7 @@ def dense_forward(x, w, b, z, y, code, alpha):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
-        _forward_tile(x, w, b, z, y, code, a, 0, grid)
+        _forward_tile(x, w, b, z, y, code, a, np.int64(0), grid)  # int64 like t: one compiled tile body
     if code >= ROWWISE_CODES:
         rows_activate(code, z, y, a, start_of(m), m)
 

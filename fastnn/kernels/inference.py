@@ -71,7 +71,7 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _infer_tile(x, w, scale, shift, y, code, a, t, grid)
     else:
-        _infer_tile(x, w, scale, shift, y, code, a, 0, grid)
+        _infer_tile(x, w, scale, shift, y, code, a, np.int64(0), grid)  # int64 like t: one compiled tile body
     if code >= ROWWISE_CODES:
         rows_activate(code, y, y, a, start_of(m), m)
 

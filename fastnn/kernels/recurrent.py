@@ -631,7 +631,7 @@ def gemm_tiled(trans_a, trans_b, a, b, beta, c):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
     else:
-        _gemm_tile(trans_a, trans_b, a, b, beta, c, 0, grid)
+        _gemm_tile(trans_a, trans_b, a, b, beta, c, np.int64(0), grid)  # int64 like t: one compiled tile body
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
