@@ -66,6 +66,8 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     ("fastnn/_config.py", "_is_initialized"): "Numba's threading layer has no public 'already started' query",
     ("fastnn/backend.py", "_stream_finalizer"): "numba-cuda: a stream's finalizer is not public",
     ("fastnn/kernels/_cache.py", "_locator_classes"): "Numba's cache has no public way to add a locator",
+    ("fastnn/_shipped_cache.py", "_load_index"): "Numba's cache file has no public index lookup",
+    ("fastnn/_shipped_cache.py", "_cache_file"): "Numba's function cache has no public accessor for its file",
     ("fastnn/sklearn.py", "_check_partial_fit_first_call"): "scikit-learn's own partial_fit protocol helper",
     ("fastnn/sklearn.py", "_check_sample_weight"): "scikit-learn's sample_weight check, as its estimators use it",
     ("fastnn/interop/torch_convert.py", "_qkv_same_embed_dim"): "torch's MultiheadAttention says only there "
@@ -79,7 +81,7 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     ("tests/test_blas_loading.py", "*"): "tests kernels/blas.py's library search by replacing its platform probes",
     ("tests/kernels/test_cache.py", "*"): "tests the cache stamp and locator of kernels/_cache.py from inside",
     ("tests/test_processes.py", "*"): "reloads _fused's step files and _config's tbb loader as a new process would",
-    ("tests/test_prebuilt_wheel.py", "_fallback_targets"): "the shipped-cache lookup order, tested directly",
+    ("tests/test_startup.py", "_fallback_targets"): "the shipped-cache lookup order, tested directly",
     ("tests/test_sklearn_dask.py", "_dask_worker_share"): "the thread share of a Dask worker, tested directly",
     ("tests/test_fused.py", "*"): "tests _fused's tier-up decision (its call counter and timings) from inside",
     ("tests/test_lifecycle.py", "_update"): "injects a failure inside the optimizer's update (rollback test)",
