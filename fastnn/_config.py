@@ -53,6 +53,12 @@ DTYPES = ("float32", "float64")
 # uses never, except the tests of fusion itself, to save the compile time).
 FUSE_AFTER_CALLS = 200
 FUSE_MIN_SHARE = 0.02
+# ... and when the runs still expected (a fit says how many steps it will take) times the measured
+# saving per run exceed the compile time of a new fused step (first time for a model structure;
+# loading one compiled before costs FUSE_LOAD_SECONDS): short fits never wait for a compile that
+# would not pay for itself.
+FUSE_COMPILE_SECONDS = 3.0
+FUSE_LOAD_SECONDS = 0.1
 FUSE = os.environ.get("FASTNN_FUSE", "auto").strip().lower() or "auto"
 if FUSE not in ("auto", "always", "never"):
     raise ValueError(f"FASTNN_FUSE must be auto, always or never, got {FUSE!r}; unset it for auto")

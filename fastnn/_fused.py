@@ -15,6 +15,8 @@ Numba caches their compiled code beside them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import importlib.util
@@ -24,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
@@ -252,13 +254,25 @@ def _write_once(path: str, source: str) -> None:
             os.unlink(tmp)
 
 
-def _load(source: str) -> Callable:
+def _step_file(source: str) -> tuple[str, str]:
+    """(digest, path) of the generated module of ``source``: named by the source and the kernels' stamp."""
     digest = hashlib.sha256(source.encode() + _cache.stamp()).hexdigest()[:24]
+    return digest, os.path.join(cache_dir(), f"step_{digest}.py")
+
+
+def _compiled_before(source: str) -> bool:
+    """Whether the step of ``source`` was loaded in this process or written (and compiled, with
+    Numba's cache beside it) by an earlier one: fusing it then costs a load, not a compile."""
+    digest, path = _step_file(source)
+    return digest in _LOADED or os.path.exists(path)
+
+
+def _load(source: str) -> Callable:
+    digest, path = _step_file(source)
     with _LOAD_LOCK:
         fn = _LOADED.get(digest)
         if fn is not None:
             return fn
-        path = os.path.join(cache_dir(), f"step_{digest}.py")
         _write_once(path, source)
         name = f"fastnn_step_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
@@ -316,6 +330,50 @@ class FusedCalls:
             if i >= 0:
                 values[i] = arr.reshape(-1)
         return self._fn(*values)
+
+
+class RunBudget:
+    """The runs a caller still expects of the recorded steps it drives (``fit``: its epochs times
+    the batches per epoch); the tier-up fuses only when the rest of them pays for the compile.
+    The caller counts ``done`` as it goes."""
+
+    __slots__ = ("done", "total")
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+
+    @property
+    def remaining(self) -> int:
+        """Runs still expected."""
+        return max(0, self.total - self.done)
+
+
+_BUDGET: contextvars.ContextVar[RunBudget | None] = contextvars.ContextVar("fastnn_run_budget", default=None)
+
+
+@contextlib.contextmanager
+def expected_runs(total: int | None) -> Iterator[RunBudget | None]:
+    """Within the block, the step plans run in this context expect ``total`` more runs (None:
+    unknown, e.g. a stream without steps_per_epoch; then the tier-up decides as without a hint).
+    Yields the :class:`RunBudget` whose ``done`` the caller advances."""
+    budget = None if total is None else RunBudget(int(total))
+    token = _BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _BUDGET.reset(token)
+
+
+def worth_fusing(saving_per_run: float, source: Callable[[], str]) -> bool:
+    """Whether fusing pays: the runs still expected (:func:`expected_runs`) times the saving of
+    each exceed the compile time (``_config.FUSE_COMPILE_SECONDS``; a step compiled before only
+    loads). ``source()`` gives the generated source, asked for only when needed."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return True
+    cost = _config.FUSE_LOAD_SECONDS if _compiled_before(source()) else _config.FUSE_COMPILE_SECONDS
+    return budget.remaining * saving_per_run > cost
 
 
 class CallRunner:
@@ -379,10 +437,21 @@ class CallRunner:
             self._elapsed += time.perf_counter() - start
         self._runs += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
-            self._tiering = False
-            if len(self.calls) * _dispatch_seconds() > _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
-                self._fuse()
+            self._decide()
         return result
+
+    def _decide(self) -> None:
+        """After the measured runs: fuse when Python's dispatch is a real share of a run and the
+        runs still expected pay for the compile; when only the latter fails, measure again later
+        (a longer fit of the same model may come)."""
+        saving = len(self.calls) * _dispatch_seconds()
+        if saving <= _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
+            self._tiering = False
+        elif worth_fusing(saving, lambda: _source(self.calls, self.returns)[0]):
+            self._tiering = False
+            self._fuse()
+        else:
+            self._runs, self._elapsed = 1, 0.0
 
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _fit_options as options
+from . import _fused, backend, distributed, streaming
 from . import _validation as V
-from . import backend, distributed, streaming
 from . import losses as losses_mod
 from ._progress import EpochProgress
 from .accumulation import Stepper, check_accumulate
@@ -746,8 +746,9 @@ def fit(
         with model.training_session("fit"):
             model.reserve(source.batch_size)
             cbs.on_train_begin({})
-            with _DeferredInterrupt() as interrupt:
-                _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist)
+            planned = None if source.steps is None else epochs * source.steps
+            with _DeferredInterrupt() as interrupt, _fused.expected_runs(planned) as budget:
+                _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist, budget)
     finally:
         if dist is not None:
             dist.close()
@@ -793,7 +794,7 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
     source.shard = dist.shard
 
 
-def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None):
+def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
     """The epochs of one fit(): a step per batch of ``source``, an optimizer update per group of
     ``accumulate`` batches; the position in the epoch (loss sum, correct count, metric state)
     commits after each update. Under MPI (``dist``) each rank steps on its shard of the global
@@ -825,6 +826,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 b, xb, yb = batch
                 cbs.on_batch_begin(b, {})
                 batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)  # under MPI: global loss
+                if budget is not None:  # the fused step's tier-up weighs the steps still to come
+                    budget.done += 1
                 m = xb.shape[0] if dist is None else dist.batch_rows
                 total_loss += batch_loss * m
                 samples += m

@@ -121,6 +121,47 @@ def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(m
     assert model.step_plan(5).run.fused
 
 
+def test_fusing_waits_until_the_runs_still_expected_pay_for_the_compile(monkeypatch):
+    monkeypatch.setattr(_config, "FUSE_COMPILE_SECONDS", 3.0)
+    monkeypatch.setattr(_config, "FUSE_LOAD_SECONDS", 0.1)
+    new_source, known_source = "new", "known"
+    monkeypatch.setattr(_fused, "_compiled_before", lambda source: source == known_source)
+    assert _fused.worth_fusing(1e-5, lambda: new_source)  # no hint: fuse as before
+    with _fused.expected_runs(None):
+        assert _fused.worth_fusing(1e-5, lambda: new_source)
+    with _fused.expected_runs(100_000) as budget:
+        assert not _fused.worth_fusing(1e-5, lambda: new_source)  # 100k x 10 us = 1 s < 3 s
+        assert _fused.worth_fusing(1e-5, lambda: known_source)  # 1 s > a 0.1 s load
+        budget.total = 1_000_000
+        assert _fused.worth_fusing(1e-5, lambda: new_source)  # 10 s > 3 s
+        budget.done = 990_000
+        assert not _fused.worth_fusing(1e-5, lambda: new_source)  # 10k left: 0.1 s
+    assert _fused._BUDGET.get() is None
+
+
+def test_a_short_fit_does_not_stop_to_compile_its_step(monkeypatch):
+    """A fit of 12 steps never pays for a compile: the plan keeps running its calls (and is
+    measured again, for a longer fit to come); the fit counts its steps into the budget."""
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 3)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.0)  # dispatch always worth saving ...
+    monkeypatch.setattr(_config, "FUSE_COMPILE_SECONDS", 1e9)  # ... but never a compile
+    monkeypatch.setattr(_fused, "_compiled_before", lambda source: False)
+    seen = []
+    real = _fused.worth_fusing
+    monkeypatch.setattr(
+        _fused, "worth_fusing", lambda saving, source: seen.append(_fused._BUDGET.get().done) or real(saving, source)
+    )
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    X = np.zeros((8, 2), np.float32)
+    model.fit(X, X[:, :1], epochs=6, batch_size=4, verbose=0)
+    run = model.step_plan(4).run
+    assert not run.fused
+    assert seen == [2, 4, 6, 8, 10]  # decided at steps 3, 5, 7, 9, 11 (each a window of 2 timed runs)
+    assert run._runs == 2  # measuring again: step 12 is the new window's first timed run
+
+
 def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
     """The first run loads (or compiles) the kernels; timed, it would make a small step look
     dispatch-free and keep it unfused forever (tiny's step was, before this was fixed)."""
