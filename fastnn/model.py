@@ -1185,6 +1185,9 @@ class Sequential:
 
     def predict(self, X, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """The network's outputs (logits for classifiers) for X, in evaluation mode."""
+        out = inference.predict_small(self, X, batch_size)  # a repeated small call: its checks inlined
+        if out is not None:
+            return out
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict(self._check_x(X), batch_size)
 
