@@ -150,6 +150,55 @@ def fit_cases(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+def breakdown(repeats: int, epochs: int = 50) -> list[dict]:
+    """Where a fastnn fit's time goes on the digits (1437 training rows, batch 200), per step,
+    each layer of the fit peeled off in turn (interleaved repeats, median): the estimator's fit;
+    Sequential.fit on the encoded labels (the loop: shuffle, gather, loss and accuracy sums,
+    callbacks); Sequential.run_step over the epoch's batches in order (the step: its Python, the
+    kernels, the optimizer); the step's kernel calls alone, one by one; the GEMM floor."""
+    X, y = load_digits()
+    X_train, _, y_train, _ = train_test_split(
+        (X / 16.0).astype(np.float32), y, test_size=0.2, random_state=0, stratify=y
+    )
+    make = _estimators(epochs)
+    fitted = make["fastnn"]().fit(X_train, y_train)
+    model, n = fitted.model_, X_train.shape[0]
+    labels = np.searchsorted(fitted.classes_, y_train)
+    batches = [(X_train[lo : lo + 200], labels[lo : lo + 200]) for lo in range(0, n, 200)]
+    calls = [call for xb, _ in batches for call in model.step_plan(xb.shape[0]).run.calls]
+
+    def step_loop():
+        for _ in range(epochs):
+            for xb, yb in batches:
+                model.run_step(xb, yb)
+
+    def kernels():
+        for _ in range(epochs):
+            for fn, args in calls:
+                fn(*args)
+
+    parts = {
+        "scikit-learn MLPClassifier.fit": lambda: make["scikit-learn"]().fit(X_train, y_train),
+        "fastnn MLPClassifier.fit": lambda: make["fastnn"]().fit(X_train, y_train),
+        "Sequential.fit (labels encoded)": lambda: model.fit(X_train, labels, epochs=epochs, batch_size=200, verbose=0),
+        "Sequential.run_step per batch": step_loop,
+        "the step's kernel calls alone": kernels,
+    }
+    seconds: dict = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, run in parts.items():
+            start = CLOCK()
+            run()
+            seconds[name].append(CLOCK() - start)
+    steps = epochs * len(batches)
+    rows = [{"part": name, "us_per_step": statistics.median(v) / steps * 1e6} for name, v in seconds.items()]
+    rows.append({"part": "GEMM floor", "us_per_step": gemm_floor(n, X.shape[1], 100, 10, 200, epochs) / steps * 1e6})
+    floor = rows[-1]["us_per_step"]
+    for row in rows:
+        row["over_floor"] = row["us_per_step"] / floor
+    return rows
+
+
 def _search(n_jobs: int, X, y, epochs: int) -> tuple[float, float]:
     search = GridSearchCV(FastMLP(max_iter=epochs, batch_size=64, random_state=0), GRID, cv=3, n_jobs=n_jobs)
     start = time.perf_counter()
@@ -204,6 +253,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--cpu-clock", action="store_true", help="fits and floor in process CPU time (a busy machine)")
     parser.add_argument("--fits-only", action="store_true", help="leave out the GridSearchCV cases")
+    parser.add_argument("--breakdown", action="store_true", help="also: where a digits fit's time goes, per step")
     parser.add_argument(
         "--out",
         default=os.path.join(HERE, "results", "sklearn_mlp"),
@@ -223,7 +273,14 @@ def main(argv=None) -> dict:
             "fits": fit_cases(args.quick, args.repeats),
             "searches": [] if args.fits_only else search_cases(args.quick, args.threads),
         }
+        if args.breakdown:
+            result["breakdown"] = breakdown(args.repeats)
     text = table(result["fits"], result["searches"])
+    if args.breakdown:
+        text += "\n\n| digits, per step (batch 200) | us | / floor |\n|---|---|---|\n"
+        text += "\n".join(
+            f"| {r['part']} | {r['us_per_step']:.1f} | {r['over_floor']:.2f} |" for r in result["breakdown"]
+        )
     print(text)
     if args.out != "-":
         with open(args.out + ".json", "w") as f:
