@@ -470,6 +470,7 @@ class Sequential:
         changes that would change the parameters (they need a new model)."""
         with self._lock:
             self._building = True
+            kept = [{k: backend.host_copy(v) for k, v in layer.buffers().items()} for layer in self.layers]
             try:
                 try:
                     self._build_layers(self.input_shape)
@@ -490,6 +491,10 @@ class Sequential:
                 self._bind_views()
                 self._make_workspaces()
                 self._plannable = all(layer.plannable() for layer in self.layers)
+                for layer, saved in zip(self.layers, kept):  # a rebuild keeps running statistics, counters
+                    for name, buf in layer.buffers().items():
+                        if name in saved and saved[name].shape == buf.shape:
+                            backend.copy_into(buf, saved[name])
             finally:
                 self._building = False
             self._stale = False

@@ -221,7 +221,7 @@ def test_repeated_small_predictions_keep_every_check(rng):
     _close(model.predict(two, batch_size=1), model.forward(two, training=False), "float32")
     model.layers[3].p = 0.5  # a changed layer: the general path rebuilds the plans first
     assert _inference.predict_small(model, x, 1024) is None
-    _close(model.predict(x), model.forward(x, training=False), "float32")
+    np.testing.assert_array_equal(model.predict(x), expected)  # the rebuild kept the running statistics
 
 
 def test_small_predictions_of_index_inputs_keep_their_checks():
