@@ -231,7 +231,7 @@ def predict_small(model, X, batch_size) -> np.ndarray | None:
     ``batch_size`` rows, on an up-to-date CPU model. Otherwise the caller takes the general
     path, which converts the input or raises its validation error. Takes the model's lock.
     """
-    if type(X) is not np.ndarray or type(batch_size) is not int or X.ndim < 2 or model._stale:
+    if type(X) is not np.ndarray or type(batch_size) is not int or X.ndim < 2 or not model.built or model._stale:
         return None
     m = X.shape[0]
     found = model._plans.get(("fused-infer", m)) if model._device == "cpu" else None

@@ -224,6 +224,13 @@ def test_repeated_small_predictions_keep_every_check(rng):
     np.testing.assert_array_equal(model.predict(x), expected)  # the rebuild kept the running statistics
 
 
+def test_the_first_prediction_builds_a_model_without_an_input_shape():
+    model = fnn.Sequential([fnn.Flatten(), fnn.Dense(12, 3)], seed=0)
+    x = np.ones((2, 3, 4), np.float32)
+    first = model.predict(x)  # not built yet: the general path builds it
+    np.testing.assert_array_equal(_inference.predict_small(model, x, 1024), first)
+
+
 def test_small_predictions_of_index_inputs_keep_their_checks():
     model = fnn.Sequential([fnn.Embedding(4, 3), fnn.Flatten(), fnn.Dense(6, 2)], input_shape=(2,), seed=0)
     ids = np.array([[0, 3]])
