@@ -2,6 +2,7 @@
 
     python benchmarks/sklearn_mlp.py                 # digits and 50k x 100, 3 repeats, 2 threads
     python benchmarks/sklearn_mlp.py --quick         # small sizes: a smoke run (the CI test uses it)
+    python benchmarks/sklearn_mlp.py --threads 1 --cpu-clock --fits-only   # a busy machine
 
 Fit cases: the same network (one hidden layer of 100 ReLU units, softmax output), the same solver
 (Adam, lr 1e-3, L2 penalty ``alpha`` 1e-4, batch 200, shuffled each epoch), the same number of
@@ -19,6 +20,10 @@ Search case: GridSearchCV over 12 candidates (hidden 32/64/128 x lr 1e-3/1e-2 x 
 process workers: each gets CPUs // 2 Numba threads from joblib) and ``n_jobs=2`` with
 joblib's ``inner_max_num_threads`` set to all CPUs (oversubscribed, to show what the split saves).
 The worker pool is started and warmed before the timed runs.
+
+``--cpu-clock`` times the fits and the floor in the process's CPU time instead of wall time: on
+a machine busy with other jobs, with ``--threads 1``, it leaves out the time spent waiting for
+a core (the searches keep wall time: their workers are other processes).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 import warnings
 
@@ -42,6 +48,7 @@ from fastnn.data import load_digits
 from fastnn.sklearn import MLPClassifier as FastMLP
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CLOCK = time.perf_counter  # time.process_time with --cpu-clock
 GRID = {"hidden_layer_sizes": [(32,), (64,), (128,)], "learning_rate_init": [1e-3, 1e-2], "alpha": [1e-4, 1e-3]}
 
 
@@ -76,16 +83,19 @@ def _estimators(epochs: int) -> dict:
 
 def _timed_fit(make, X_train, y_train, X_test, y_test) -> tuple[float, float]:
     model = make()
-    start = time.perf_counter()
+    start = CLOCK()
     model.fit(X_train, y_train)
-    seconds = time.perf_counter() - start
+    seconds = CLOCK() - start
+    if model.n_iter_ != model.max_iter:  # the same work in both: every epoch run
+        raise RuntimeError(f"{type(model).__module__} ran {model.n_iter_} epochs, not max_iter={model.max_iter}")
     return seconds, float(model.score(X_test, y_test))
 
 
 def gemm_floor(n: int, features: int, hidden: int, classes: int, batch: int, epochs: int) -> float:
     """Seconds of the fit's matrix products alone in NumPy's BLAS (float32, preallocated outputs):
-    per batch the two forward products, the two weight gradients and the hidden layer's input
-    gradient; fastest of 3 epochs, times ``epochs``."""
+    per batch (``n // batch`` full ones and the remainder, as both libraries cut an epoch) the two
+    forward products, the two weight gradients and the hidden layer's input gradient (neither
+    library computes the input's gradient); fastest of 3 epochs, times ``epochs``."""
     rng = np.random.default_rng(0)
     x, w1, w2 = (
         rng.standard_normal(s, dtype=np.float32) for s in ((batch, features), (features, hidden), (hidden, classes))
@@ -96,16 +106,18 @@ def gemm_floor(n: int, features: int, hidden: int, classes: int, batch: int, epo
         np.empty((batch, hidden), np.float32),
     )
     g1, g2 = np.empty_like(w1), np.empty_like(w2)
-    steps, best = -(-n // batch), np.inf
+    sizes = [batch] * (n // batch) + ([n % batch] if n % batch else [])
+    batches = [(x[:m], h[:m], o[:m], dh[:m]) for m in sizes]  # leading rows: C-contiguous
+    best = np.inf
     for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(steps):
-            np.matmul(x, w1, out=h)
-            np.matmul(h, w2, out=o)
-            np.matmul(h.T, o, out=g2)
-            np.matmul(o, w2.T, out=dh)
-            np.matmul(x.T, dh, out=g1)
-        best = min(best, time.perf_counter() - start)
+        start = CLOCK()
+        for xb, hb, ob, dhb in batches:
+            np.matmul(xb, w1, out=hb)
+            np.matmul(hb, w2, out=ob)
+            np.matmul(hb.T, ob, out=g2)
+            np.matmul(ob, w2.T, out=dhb)
+            np.matmul(xb.T, dhb, out=g1)
+        best = min(best, CLOCK() - start)
     return best * epochs
 
 
@@ -135,6 +147,55 @@ def fit_cases(quick: bool, repeats: int) -> list[dict]:
                 "sklearn_accuracy": accuracy["scikit-learn"],
             }
         )
+    return rows
+
+
+def breakdown(repeats: int, epochs: int = 50) -> list[dict]:
+    """Where a fastnn fit's time goes on the digits (1437 training rows, batch 200), per step,
+    each layer of the fit peeled off in turn (interleaved repeats, median): the estimator's fit;
+    Sequential.fit on the encoded labels (the loop: shuffle, gather, loss and accuracy sums,
+    callbacks); Sequential.run_step over the epoch's batches in order (the step: its Python, the
+    kernels, the optimizer); the step's kernel calls alone, one by one; the GEMM floor."""
+    X, y = load_digits()
+    X_train, _, y_train, _ = train_test_split(
+        (X / 16.0).astype(np.float32), y, test_size=0.2, random_state=0, stratify=y
+    )
+    make = _estimators(epochs)
+    fitted = make["fastnn"]().fit(X_train, y_train)
+    model, n = fitted.model_, X_train.shape[0]
+    labels = np.searchsorted(fitted.classes_, y_train)
+    batches = [(X_train[lo : lo + 200], labels[lo : lo + 200]) for lo in range(0, n, 200)]
+    calls = [call for xb, _ in batches for call in model.step_plan(xb.shape[0]).run.calls]
+
+    def step_loop():
+        for _ in range(epochs):
+            for xb, yb in batches:
+                model.run_step(xb, yb)
+
+    def kernels():
+        for _ in range(epochs):
+            for fn, args in calls:
+                fn(*args)
+
+    parts = {
+        "scikit-learn MLPClassifier.fit": lambda: make["scikit-learn"]().fit(X_train, y_train),
+        "fastnn MLPClassifier.fit": lambda: make["fastnn"]().fit(X_train, y_train),
+        "Sequential.fit (labels encoded)": lambda: model.fit(X_train, labels, epochs=epochs, batch_size=200, verbose=0),
+        "Sequential.run_step per batch": step_loop,
+        "the step's kernel calls alone": kernels,
+    }
+    seconds: dict = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, run in parts.items():
+            start = CLOCK()
+            run()
+            seconds[name].append(CLOCK() - start)
+    steps = epochs * len(batches)
+    rows = [{"part": name, "us_per_step": statistics.median(v) / steps * 1e6} for name, v in seconds.items()]
+    rows.append({"part": "GEMM floor", "us_per_step": gemm_floor(n, X.shape[1], 100, 10, 200, epochs) / steps * 1e6})
+    floor = rows[-1]["us_per_step"]
+    for row in rows:
+        row["over_floor"] = row["us_per_step"] / floor
     return rows
 
 
@@ -178,6 +239,8 @@ def table(fits: list[dict], searches: list[dict]) -> str:
         f"{r['fastnn_accuracy']:.3f} | {r['sklearn_accuracy']:.3f} |"
         for r in fits
     ]
+    if not searches:
+        return "\n".join(lines)
     lines += ["", "| search | seconds | speed-up over n_jobs=1 | best CV accuracy |", "|---|---|---|---|"]
     lines += [f"| {r['case']} | {r['seconds']:.1f} | {r['speedup']:.2f}x | {r['best_score']:.3f} |" for r in searches]
     return "\n".join(lines)
@@ -188,12 +251,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--cpu-clock", action="store_true", help="fits and floor in process CPU time (a busy machine)")
+    parser.add_argument("--fits-only", action="store_true", help="leave out the GridSearchCV cases")
+    parser.add_argument("--breakdown", action="store_true", help="also: where a digits fit's time goes, per step")
     parser.add_argument(
         "--out",
         default=os.path.join(HERE, "results", "sklearn_mlp"),
         help="write OUT.json and OUT.md ('-': print only)",
     )
     args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_clock else time.perf_counter
     set_threads(args.threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -201,16 +269,25 @@ def main(argv=None) -> dict:
             "threads": args.threads,
             "repeats": args.repeats,
             "quick": args.quick,
+            "clock": "process CPU time" if args.cpu_clock else "wall",
             "fits": fit_cases(args.quick, args.repeats),
-            "searches": search_cases(args.quick, args.threads),
+            "searches": [] if args.fits_only else search_cases(args.quick, args.threads),
         }
+        if args.breakdown:
+            result["breakdown"] = breakdown(args.repeats)
     text = table(result["fits"], result["searches"])
+    if args.breakdown:
+        text += "\n\n| digits, per step (batch 200) | us | / floor |\n|---|---|---|\n"
+        text += "\n".join(
+            f"| {r['part']} | {r['us_per_step']:.1f} | {r['over_floor']:.2f} |" for r in result["breakdown"]
+        )
     print(text)
     if args.out != "-":
         with open(args.out + ".json", "w") as f:
             json.dump(result, f, indent=1)
         with open(args.out + ".md", "w") as f:
-            f.write(f"`python benchmarks/sklearn_mlp.py --threads {args.threads} --repeats {args.repeats}`\n\n{text}\n")
+            command = " ".join(["python benchmarks/sklearn_mlp.py", *(sys.argv[1:] if argv is None else argv)])
+            f.write(f"`{command}`\n\n{text}\n")
     return result
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from ._fused import CallRunner, rebindable
 from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES
+from .kernels.checks import all_finite
 from .layers.activation import Activation
 from .layers.base import Context, rows
 from .layers.conv import Conv1d, Conv2d
@@ -170,6 +171,13 @@ class InferencePlan:
     def __init__(self, model, m: int):
         self.x = np.empty((m, *model.input_shape), model.input_dtype)
         self.out = np.empty((m, *model.output_shape), model.dtype)
+        first = model.layers[0]
+        # inputs that predict_small may take unchanged: float rows with no per-layer checks (indices, lengths)
+        self.plain_input = (
+            model.input_dtype == model.dtype
+            and getattr(first, "check_indices", None) is None
+            and getattr(first, "check_sequences", None) is None
+        )
         recorder = _Recorder(model, m, self.x, self.out)
         h = recorder.record()
         calls = recorder.calls
@@ -207,6 +215,35 @@ def plan(model, m: int) -> InferencePlan:
     return model.cached_plan(("fused-infer", m), lambda: InferencePlan(model, m), _MAX_PLANS)
 
 
+def predict_small(model, X, batch_size) -> np.ndarray | None:
+    """Outputs of ``X`` when it is a repeated small call (the serving loop's batch 1), else None.
+
+    The call qualifies when the plan for its rows exists already and ``X`` passes, cheapest
+    first, the checks of the general path's fast lane (:func:`fastnn._validation.check_input`):
+    an ndarray of the plan's input shape and dtype, C-contiguous, all finite, of at most
+    ``batch_size`` rows, on an up-to-date CPU model. Otherwise the caller takes the general
+    path, which converts the input or raises its validation error. Takes the model's lock.
+    """
+    if type(X) is not np.ndarray or type(batch_size) is not int or X.ndim < 2 or not model.built:
+        return None
+    m = X.shape[0]
+    found = model.recorded_plan(("fused-infer", m)) if model.device == "cpu" else None
+    if (
+        found is None
+        or not found.plain_input
+        or m > batch_size
+        or X.shape != found.x.shape
+        or X.dtype != found.x.dtype
+        or not X.flags.c_contiguous
+        or not all_finite(X if X.ndim == 2 else X.reshape(m, -1))
+    ):
+        return None
+    out = np.empty(found.out.shape, found.out.dtype)
+    with model.lock:
+        found.run(X, out)
+    return out
+
+
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """Outputs (n, *output_shape) of checked rows X, in evaluation mode, in chunks of at most
     ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
@@ -222,4 +259,4 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     return out
 
 
-__all__ = ["CHUNK_ROWS", "InferencePlan", "plan", "predict", "supported"]
+__all__ = ["CHUNK_ROWS", "InferencePlan", "plan", "predict", "predict_small", "supported"]

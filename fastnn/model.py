@@ -748,6 +748,7 @@ class Sequential:
         changes that would change the parameters (they need a new model)."""
         with self._lock:
             self._building = True
+            kept = [{k: backend.host_copy(v) for k, v in layer.buffers().items()} for layer in self.layers]
             try:
                 try:
                     self._build_layers(self.input_shape)
@@ -768,6 +769,10 @@ class Sequential:
                 self._bind_views()
                 self._make_workspaces()
                 self._plannable = all(layer.plannable() for layer in self.layers)
+                for layer, saved in zip(self.layers, kept):  # a rebuild keeps running statistics, counters
+                    for name, buf in layer.buffers().items():
+                        if name in saved and saved[name].shape == buf.shape:
+                            backend.copy_into(buf, saved[name])
             finally:
                 self._building = False
             self._stale = False
@@ -1857,6 +1862,21 @@ class Sequential:
         """Whether every layer describes its work as kernel calls (then steps run as recorded plans)."""
         return self._plannable
 
+    def recorded_plan(self, key: tuple):
+        """The plan kept under ``key``, if one is and the model's buffers are current.
+
+        Parameters
+        ----------
+        key : tuple
+            As for :meth:`cached_plan`.
+
+        Returns
+        -------
+        object or None
+            The plan; None when none is kept, or a layer changed since (the next full call rebuilds).
+        """
+        return None if self._stale else self._plans.get(key)
+
     def cached_plan(self, key: tuple, make: Callable, keep: int):
         """The plan kept under ``key`` among the model's plans, made on first use.
 
@@ -2232,6 +2252,9 @@ class Sequential:
         >>> out.shape, out.dtype
         ((3, 2), dtype('float32'))
         """
+        out = inference.predict_small(self, X, batch_size)  # a repeated small call: its checks inlined
+        if out is not None:
+            return out
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict(self._check_x(X), batch_size)
 

@@ -393,13 +393,19 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
             return y.astype(np.float64), y.shape[1], "binary_cross_entropy"
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
+        codes = None
         if fresh:
-            found = np.unique(y if classes is None else np.asarray(classes))
+            if classes is None:  # the classes are y's labels: their codes come with them, in one sort
+                found, codes = np.unique(y, return_inverse=True)
+            else:
+                found = np.unique(np.asarray(classes))
             if len(found) < 2:
                 raise ValueError(
                     f"a classifier needs samples of at least 2 classes, y has only one class: {found[0]!r}"
                 )
             self.classes_, self.out_activation_ = found, "softmax"
+        if codes is not None:
+            return codes.astype(np.int64, copy=False).reshape(-1), len(self.classes_), "cross_entropy"
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
             raise ValueError(

@@ -190,3 +190,51 @@ def test_kernels_against_the_float64_reference(activation, dtype, rng):
         folded = np.empty_like(c[1].T)
         K.scale_rows(np.ascontiguousarray(c[1].T), scale, folded)
         np.testing.assert_allclose(folded, c[1].T * scale[:, None], rtol=TOLERANCE[dtype])
+
+
+def test_repeated_small_predictions_keep_every_check(rng):
+    """Once a plan exists, a repeated small predict takes predict_small (its checks inlined);
+    any input it does not take unchanged goes the general way: converted, or refused."""
+    model = _dense_bn("relu", "float32", rng)
+    x = rng.standard_normal((1, 5)).astype(np.float32)
+    assert _inference.predict_small(model, x, 1024) is None  # no plan yet: the general path builds it
+    expected = model.predict(x)
+    fast = _inference.predict_small(model, x, 1024)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(model.predict(x), expected)
+    converted = [x.astype(np.float64), np.repeat(x, 2, axis=1)[:, ::2], x.tolist()]
+    for variant in converted:
+        assert _inference.predict_small(model, variant, 1024) is None
+        np.testing.assert_array_equal(model.predict(variant), expected)
+    bad = x.copy()
+    bad[0, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="features per sample"):
+        model.predict(np.zeros((1, 6), np.float32))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        model.predict(x, batch_size=0)
+    two = rng.standard_normal((2, 5)).astype(np.float32)
+    model.predict(two)
+    assert _inference.predict_small(model, two, 1) is None  # more rows than batch_size: chunked
+    _close(model.predict(two, batch_size=1), model.forward(two, training=False), "float32")
+    model.layers[3].p = 0.5  # a changed layer: the general path rebuilds the plans first
+    assert _inference.predict_small(model, x, 1024) is None
+    np.testing.assert_array_equal(model.predict(x), expected)  # the rebuild kept the running statistics
+
+
+def test_the_first_prediction_builds_a_model_without_an_input_shape():
+    model = fnn.Sequential([fnn.Flatten(), fnn.Dense(12, 3)], seed=0)
+    x = np.ones((2, 3, 4), np.float32)
+    first = model.predict(x)  # not built yet: the general path builds it
+    np.testing.assert_array_equal(_inference.predict_small(model, x, 1024), first)
+
+
+def test_small_predictions_of_index_inputs_keep_their_checks():
+    model = fnn.Sequential([fnn.Embedding(4, 3), fnn.Flatten(), fnn.Dense(6, 2)], input_shape=(2,), seed=0)
+    ids = np.array([[0, 3]])
+    model.predict(ids)
+    assert _inference.predict_small(model, ids, 1024) is None  # indices are range-checked every call
+    with pytest.raises(ValueError, match="num_embeddings|range"):
+        model.predict(np.array([[0, 4]]))
