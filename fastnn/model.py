@@ -985,9 +985,10 @@ class Sequential:
                 contexts.append(ctx)
             grad = self._grad_out(m)["grad"]
             backward, g = [], grad
+            after = getattr(self, "_after_layer_backward", None)  # fastnn.distributed.Buckets: Allreduce starts
             for i in range(len(self.layers) - 1, -1, -1):
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
-                backward += calls
+                backward += calls if after is None else [*calls, *after(i)]
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
             plan = self._plans[m] = _StepPlan(

@@ -40,12 +40,14 @@ def compiled_once():
     process beside code written by the other: a segfault later)."""
     sys.path.insert(0, SCRIPTS)
     try:
-        from _common import data, model
+        from _common import data, model, sequence_data, sequence_model
     finally:
         sys.path.remove(SCRIPTS)
     for dtype, norm in (("float64", True), ("float64", False), ("float32", False)):
         X, y = data(dtype=dtype)
         model(dtype, norm=norm).fit(X, y, epochs=1, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
+    X, y = sequence_data()
+    sequence_model().fit(X, y, epochs=1, batch_size=8, validation_data=(X[:9], y[:9]), verbose=0)
 
 
 def check(result: subprocess.CompletedProcess) -> str:
@@ -64,6 +66,24 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
     assert (result.stdout + result.stderr).count(
         "Epoch 1/4"
     ) == 3  # rank 0's two distributed fits and its one-process reference
+
+
+def test_dropout_in_layers_buckets_and_validation_as_one_process():
+    """An LSTM with dropout between its layers and a TransformerEncoderBlock with attention and
+    feed-forward dropout train on 2 ranks as one process (float64 to 1e-11; masks by global
+    sample position); gradient buckets started during the backward give weights bit-identical to
+    one Allreduce; each rank validates its shard of the rows and the logs equal one process's."""
+    assert check(mpirun("buckets.py")).count("ok") == 2
+
+
+def test_bucket_bytes_must_be_positive():
+    from mpi4py import MPI
+
+    import fastnn as fnn
+
+    for bad in (0, -5, 1.5, "1MB"):
+        with pytest.raises(ValueError, match=r"bucket_bytes must be a positive number of bytes .* got"):
+            fnn.distributed.init(MPI.COMM_SELF, bucket_bytes=bad)
 
 
 def test_resume_across_world_sizes(tmp_path):
