@@ -86,6 +86,22 @@ def test_bucket_bytes_must_be_positive():
             fnn.distributed.init(MPI.COMM_SELF, bucket_bytes=bad)
 
 
+def test_buckets_cover_the_gradient_once_in_backward_order():
+    """Layers grouped from the last one into buckets of >= bucket_bytes; each bucket is its
+    layers' weights and biases (two sections of the flat buffer), the whole buffer exactly once,
+    and starts after the backward of its layer nearest the input."""
+    import types
+
+    import fastnn as fnn
+
+    layers = [fnn.Dense(5, 8), fnn.ReLU(), fnn.Dense(8, 8), fnn.Dense(8, 3)]  # 48, 72, 27 parameters
+    net = fnn.Sequential(layers, input_shape=(5,), dtype="float64", seed=0)
+    buckets = fnn.distributed.Buckets(types.SimpleNamespace(model=net), bucket_bytes=480)
+    assert buckets.first_layer == {2: 0, 0: 1}  # 216 + 576 bytes, then the first Dense's 384
+    assert buckets.ranges == [[(40, 128), (136, 147)], [(0, 40), (128, 136)]]  # weights 0..127, biases 128..
+    assert buckets.calls_after(1) == [] and buckets.calls_after(2) == [(buckets.start, (0,))]
+
+
 def test_resume_across_world_sizes(tmp_path):
     """A fit interrupted mid-epoch on 2 ranks resumes on 1 process, and one interrupted on 1
     process resumes on 2 ranks (rank 1 starting from a fresh model), each equal to the

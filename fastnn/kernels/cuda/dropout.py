@@ -22,13 +22,12 @@ from ._common import BLOCK, blocks_for, typed
 def _forward(x, out, mask, key, threshold, scale, batch):
     n = x.shape[1]
     nb = mask.shape[1]
-    steps = x.shape[0] // batch
     zero = like(0.0, x)
     for e in range(cuda.grid(1), x.shape[0] * nb, cuda.gridsize(1)):
         i = e // nb
         b = e - i * nb
         j0 = 8 * b
-        base = ((i % batch) * steps + i // batch) * n  # sample i % batch at step i // batch (as on the CPU)
+        base = ((i % batch) * (x.shape[0] // batch) + i // batch) * n  # sample i % batch, step i // batch (CPU's)
         byte = np.uint8(0)
         for j in range(j0, min(n, j0 + 8)):
             # np.uint64(): the simulator returns uint64 as a Python int, which @njit would read as int64
