@@ -593,6 +593,12 @@ class SyncBatchNorm:
         """
         c = grad_y.shape[1]
         weight = self.session.weight()
+        if weight == 0.0:  # the formula divides by it; the gradient through the global statistics is lost
+            raise DistributedError(
+                "sync_batchnorm: every sample weight of this rank's shard of the batch is 0 (sample_weight or "
+                "class_weight), which the synchronised backward cannot weigh; give those samples a small "
+                "positive weight, or leave sync_batchnorm off"
+            )
         sums = np.empty(2 * c)
         sums[:c] = grad_y.sum(axis=0, dtype=np.float64)
         sums[c:] = np.einsum("ij,ij->j", grad_y, x_hat, dtype=np.float64)
