@@ -2,6 +2,7 @@
 
     python benchmarks/mpi_scaling.py             # 5 repeats of a 4,096-sample epoch, scaling model
     python benchmarks/mpi_scaling.py --quick     # 3 repeats of 2,048 samples
+    python benchmarks/mpi_scaling.py --overlap   # 2 ranks only: one Allreduce against buckets
 
 Runs (each in fresh processes, the driver launches them):
 
@@ -17,6 +18,12 @@ Runs (each in fresh processes, the driver launches them):
    2(p-1)/p of the gradient bytes per rank) for 2-64 hosts at 10 and 25 Gbit/s.
 
 Writes benchmarks/results/mpi_scaling.{md,json}. The machine is shared: medians, and say so.
+
+``--overlap`` runs only ``mpiexec -n 2`` (1 thread a rank), 'mlp' and 'mlp-bn-do': the gradient
+summed by one Allreduce after the backward (fused step, then unfused) against buckets of
+``--bucket-bytes`` started during the backward (``init(bucket_bytes=...)``, unfused by
+construction): time per step and the share of the epoch in the reduction (``Session.reduce``
+plus the bucket starts); writes benchmarks/results/mpi_overlap.{md,json}.
 """
 
 import argparse
@@ -49,18 +56,22 @@ def _epoch_data(n: int, features: int = 784, classes: int = 10):
 
 
 def _timed_reduce(distributed):
-    """Wrap Session.reduce to add its seconds to the returned list."""
+    """Wrap Session.reduce and Buckets.start (the reduction's work in the step) to add their
+    seconds to the returned list."""
     spent = [0.0]
-    reduce = distributed.Session.reduce
 
-    def timed(self, *args):
-        start = time.perf_counter()
-        try:
-            return reduce(self, *args)
-        finally:
-            spent[0] += time.perf_counter() - start
+    def timing(method):
+        def timed(self, *args):
+            start = time.perf_counter()
+            try:
+                return method(self, *args)
+            finally:
+                spent[0] += time.perf_counter() - start
 
-    distributed.Session.reduce = timed
+        return timed
+
+    distributed.Session.reduce = timing(distributed.Session.reduce)
+    distributed.Buckets.start = timing(distributed.Buckets.start)
     return spent
 
 
@@ -141,6 +152,53 @@ def _step_fit(name: str, batches: tuple[int, int]) -> dict:
     }
 
 
+def _overlap(args, distributed, spent) -> dict:
+    """{config: {variant: _fit_epochs entry}}: one Allreduce (fused and unfused steps) against buckets."""
+    from fastnn import _config
+
+    variants = (
+        ("one Allreduce, fused step", "always", None),
+        ("one Allreduce, unfused step", "never", None),
+        (f"buckets of {args.bucket_bytes:,} B, unfused step", "never", args.bucket_bytes),
+    )
+    results: dict = {}
+    for name in ("mlp", "mlp-bn-do"):
+        for variant, fuse, bucket_bytes in variants:
+            _config.FUSE = fuse
+            distributed.init(bucket_bytes=bucket_bytes)
+            results.setdefault(name, {})[variant] = _fit_epochs(name, args.samples, args.repeats, spent)
+    return results
+
+
+def _compile_first() -> None:
+    """Compile the kernels and the fused steps of --overlap in this one process: ranks that compile
+    the same kernels at once can corrupt the Numba cache they share."""
+    from fastnn import _config
+
+    for fuse in ("always", "never"):
+        _config.FUSE = fuse
+        for name in ("mlp", "mlp-bn-do"):
+            _fit_epochs(name, 512, 1, [0.0])
+
+
+def overlap_markdown(result: dict, command: str) -> str:
+    lines = [
+        f"Command: `{command}` (2 ranks x 1 thread, float32, loaded shared 2-core machine: medians "
+        "of the epochs; noisy).",
+        "",
+        "| config | gradient reduction | ms/step | reduction share of the epoch |",
+        "|---|---|---|---|",
+    ]
+    for name, variants in result["configs"].items():
+        for variant, entry in variants.items():
+            step_ms = 1e3 * entry["epoch"]["median_s"] / entry["steps"]
+            lines.append(
+                f"| {name} ({entry['steps']} steps of {entry['batch']}, {4 * entry['params'] / 1e6:.2f} MB of "
+                f"gradient) | {variant} | {step_ms:.2f} | {100 * entry['reduce_share']:.0f}% |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def worker(args) -> None:
     import fastnn as fnn
     from fastnn import distributed
@@ -148,6 +206,16 @@ def worker(args) -> None:
     spent = _timed_reduce(distributed)
     comm = distributed.active()
     rank = 0 if comm is None else comm.Get_rank()
+    if args.overlap:
+        result = {
+            "ranks": comm.Get_size(),
+            "threads": fnn.get_num_threads(),
+            "configs": _overlap(args, distributed, spent),
+        }
+        if rank == 0:
+            with open(args.out, "w") as handle:
+                json.dump(result, handle)
+        return
     result = {"ranks": 1 if comm is None else comm.Get_size(), "threads": fnn.get_num_threads(), "configs": {}}
     for name in ("mlp", "mlp-bn-do"):
         result["configs"][name] = _fit_epochs(name, args.samples, args.repeats, spent)
@@ -184,6 +252,7 @@ def _launch(ranks: int, threads: int, out: str, args, scaling: bool) -> dict:
         "--repeats",
         str(args.repeats),
         *(["--scaling"] if scaling else []),
+        *(["--overlap", "--bucket-bytes", str(args.bucket_bytes)] if args.overlap else []),
     ]
     if ranks > 1:
         command = ["mpiexec", "-n", str(ranks), *command]
@@ -301,6 +370,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats of 2,048 samples")
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--overlap", action="store_true", help="2 ranks: one Allreduce against buckets")
+    parser.add_argument("--bucket-bytes", type=int, default=1 << 18, help="bucket size of --overlap")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scaling", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -310,6 +381,21 @@ def main() -> None:
         return
     if args.quick:
         args.samples, args.repeats = 2048, 3
+    if args.overlap:
+        _compile_first()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _launch(2, 1, os.path.join(tmp, "overlap.json"), args, scaling=False)
+        command = "python benchmarks/mpi_scaling.py --overlap" + (" --quick" if args.quick else "")
+        if args.bucket_bytes != 1 << 18:
+            command += f" --bucket-bytes {args.bucket_bytes}"
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(os.path.join(RESULTS, "mpi_overlap.json"), "w") as handle:
+            json.dump(result, handle, indent=1)
+        text = overlap_markdown(result, command)
+        with open(os.path.join(RESULTS, "mpi_overlap.md"), "w") as handle:
+            handle.write(text)
+        print(text)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         one = _launch(1, 2, os.path.join(tmp, "one.json"), args, scaling=True)
         two = _launch(2, 1, os.path.join(tmp, "two.json"), args, scaling=False)

@@ -9,11 +9,15 @@ call :func:`init` first) and then, on every rank:
   state and training state (so a checkpoint read on rank 0 only is enough);
 * each epoch shuffles with the same seeded order (it depends on the seed and the epoch only),
   cuts every global batch of ``batch_size`` rows into N contiguous shards (sizes differ by at most
-  one row) and trains each rank on its shard; Dropout numbers its rows by their position in the
-  global batch, so the masks are those of one process;
-* after the backward pass, scales the local gradient by ``shard rows / batch rows`` (mean losses)
-  and sums it over the ranks with one in-place Allreduce of the flat gradient buffer, together
-  with a small Allreduce of (loss, correct count); the gradient norm (clipping, divergence
+  one row) and trains each rank on its shard; every dropout (Dropout, between the layers of
+  RNN/LSTM/GRU, attention and TransformerEncoderBlock) numbers its samples by their position in
+  the global batch, so the masks are those of one process;
+* after the backward pass, scales the local gradient by ``shard rows / batch rows`` (mean losses;
+  with sample or class weights: the shard's sum of weights / the batch's) and sums it over the
+  ranks with one in-place Allreduce of the flat gradient buffer (or, with ``bucket_bytes``, one
+  per bucket of layers, started during the backward: :class:`Buckets`), together with a small
+  Allreduce of (loss, correct count); compiled metrics see the global batch's outputs
+  (gathered), so AUC and the like are those of one process; the gradient norm (clipping, divergence
   check) is then computed from the summed gradient and the optimizer runs unchanged on every
   rank, so the weights stay identical (``check_every``: assert it with a checksum);
 * only rank 0 prints progress and runs the callbacks that write (ModelCheckpoint, CSVLogger,
@@ -24,13 +28,14 @@ So N ranks with global batch B train as one process with batch B (float64: equal
 float32: to float32 rounding), and two runs with the same N are bit-identical. Checkpoints hold
 global state only, so they resume on any number of ranks. Not equal to one process: BatchNorm
 (each rank normalises with its own shard's statistics, like torch DDP without SyncBatchNorm; the
-running statistics saved are rank 0's) and dropout inside recurrent or attention layers (masks
-by local position). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
+running statistics saved are rank 0's; ``sync_batchnorm=True`` makes it equal). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
 norm, before the optimizer, which is where the Allreduce goes; the norm is recomputed after it.
 
-Only ``fit`` is distributed: ``train_step``, ``predict`` and ``evaluate`` run on each rank alone;
-validation data is evaluated whole on every rank (rank 0's numbers are used). The model must be
-on the CPU.
+Only ``fit`` is distributed: ``train_step``, ``predict`` and ``evaluate`` run on each rank alone.
+fit's validation is shared (:meth:`Session.sharded`): each rank evaluates its shard of the
+validation rows (or every N-th validation batch) and the loss sums and correct counts are summed
+over the ranks. Refused with a clear error: a dataset or batches as training data, ``accumulate
+> 1``. The model must be on the CPU.
 
 Faults: every collective of the training loop is non-blocking and polled against a deadline
 (``timeout`` seconds, default ``$FASTNN_MPI_TIMEOUT`` or 300): a rank that raised or died makes the
@@ -76,6 +81,7 @@ class _World:
     timeout = _DEFAULT_TIMEOUT
     check_every = 0
     sync_batchnorm = False
+    bucket_bytes: int | None = None
 
 
 def launched() -> bool:
@@ -101,7 +107,14 @@ def launched() -> bool:
     return any(int(os.environ.get(name, "1") or 1) > 1 for name in _LAUNCH_SIZE_VARIABLES)
 
 
-def init(comm: Any = None, *, timeout: float | None = None, check_every: int = 0, sync_batchnorm: bool = False) -> Any:
+def init(
+    comm: Any = None,
+    *,
+    timeout: float | None = None,
+    check_every: int = 0,
+    sync_batchnorm: bool = False,
+    bucket_bytes: int | None = None,
+) -> Any:
     """Join the data-parallel group and set how it trains.
 
     Call again to change the settings; ``fit`` calls it with the defaults when :func:`launched`
@@ -121,6 +134,11 @@ def init(comm: Any = None, *, timeout: float | None = None, check_every: int = 0
         gathered from every rank; 0: never).
     sync_batchnorm : bool, default=False
         BatchNorm layers normalise with the statistics of the global batch (:class:`SyncBatchNorm`).
+    bucket_bytes : int, optional
+        None sums the gradient with one Allreduce after the backward; a number of bytes starts a
+        non-blocking Allreduce of each bucket of layers (about that many gradient bytes, in
+        backward order) as soon as the backward has passed them, overlapping the rest of the
+        backward (:class:`Buckets`; such steps run unfused).
 
     Returns
     -------
@@ -132,7 +150,8 @@ def init(comm: Any = None, *, timeout: float | None = None, check_every: int = 0
     ImportError
         Without mpi4py (``pip install 'fastnn[distributed]'``).
     ValueError
-        For a timeout that is not positive or a negative ``check_every``.
+        For a timeout that is not positive, a negative ``check_every`` or a ``bucket_bytes``
+        that is not positive.
 
     Examples
     --------
@@ -164,8 +183,14 @@ def init(comm: Any = None, *, timeout: float | None = None, check_every: int = 0
     check_every = int(check_every)
     if check_every < 0:
         raise ValueError(f"check_every must be >= 0 (0: no weight checks), got {check_every!r}")
+    if bucket_bytes is not None and not (isinstance(bucket_bytes, (int, np.integer)) and bucket_bytes > 0):
+        raise ValueError(
+            f"bucket_bytes must be a positive number of bytes (e.g. 1 << 20), or None for one Allreduce "
+            f"per step, got {bucket_bytes!r}"
+        )
     _World.comm = comm if comm is not None else MPI.COMM_WORLD
     _World.timeout, _World.check_every, _World.sync_batchnorm = float(timeout), check_every, bool(sync_batchnorm)
+    _World.bucket_bytes = None if bucket_bytes is None else int(bucket_bytes)
     if _World.comm.Get_size() > 1 and not getattr(sys.excepthook, "_fastnn_abort", False):
         sys.excepthook = _abort_on_uncaught(sys.excepthook)
     return _World.comm
@@ -396,6 +421,9 @@ class Session:
         self.correct: int | None = None
         self.scalars = np.zeros(3, np.float64)
         self.steps = 0
+        self.buckets: Buckets | None = None
+        self.weighted_source = None  # fit with sample or class weights: its ArrayBatches (weights in y[:, -1])
+        self.batch_weight = self.shard_weight = 0.0
 
     # -- start ---------------------------------------------------------------------------------
     def start(
@@ -493,6 +521,9 @@ class Session:
             for layer in self.norms:
                 layer.set_synchronizer(sync)
             model.clear_plans()  # rebuilt with the synchronised calls
+        if _World.bucket_bytes is not None:
+            self.buckets = Buckets(self, _World.bucket_bytes)
+            model.set_backward_hook(self.buckets.calls_after)  # step plans rebuilt with the buckets' calls
 
     def close(self) -> None:
         """End of fit: the model trains on its own again.
@@ -506,6 +537,9 @@ class Session:
         >>> run.close()
         """
         self.model.set_gradient_reducer(None)
+        if self.buckets is not None:
+            self.buckets.abandon()
+            self.model.set_backward_hook(None)
         if any(layer.synchronizer is not None for layer in self.norms):
             for layer in self.norms:
                 layer.set_synchronizer(None)
@@ -564,6 +598,10 @@ class Session:
         for first_row in self.first_rows:
             first_row[0] = start
         self.batch_rows, self.shard_rows = hi - lo, stop - start
+        source = self.weighted_source
+        if source is not None:  # the weighted mean of the shard becomes its share of the batch's
+            weights = source.y[slice(lo, hi) if source.order is None else source.order[lo:hi], -1]
+            self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
         return lo + start, lo + stop
 
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
@@ -607,27 +645,37 @@ class Session:
         (0.25, 1.0)
         """
         model = self.model
-        mean = getattr(model.loss, "reduction", "mean") == "mean"
-        weight = self.shard_rows / self.batch_rows if mean else 1.0
+        weight = self.weight()
         grads = model.grads
-        if weight != 1.0:
-            np.multiply(grads, grads.dtype.type(weight), out=grads)
         count = model.correct_count(out, target)
         self.scalars[:] = (loss * weight, 0 if count is None else count, 0.0)
         if _World.check_every and self.steps % _World.check_every == 0:
             self.check_weights()
         MPI = self.MPI
+        if self.buckets is not None:  # those the backward has not started (a step that ran unplanned)
+            gradient = self.buckets.finish()
+        else:
+            if weight != 1.0:
+                np.multiply(grads, grads.dtype.type(weight), out=grads)
+            gradient = [self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM)]
         wait(
-            [
-                self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM),
-                self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM),
-            ],
+            [*gradient, self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM)],
             f"step {self.steps + 1}'s Allreduce",
         )
         self.steps += 1
         self.correct = None if count is None else int(round(self.scalars[1]))
         norm = model.grad_norm()
         return float(self.scalars[0]), float(norm)
+
+    def weight(self) -> float:
+        """The factor of this rank's gradient in the global one: shard rows / batch rows for a
+        mean loss (its gradient is of the shard's mean), the shard's sum of sample weights / the
+        batch's for a weighted mean (sum w l / sum w), 1 for a summed loss."""
+        if getattr(self.model.loss, "reduction", "mean") != "mean":
+            return 1.0
+        if self.weighted_source is not None:
+            return self.shard_weight / self.batch_weight if self.batch_weight else 0.0
+        return self.shard_rows / self.batch_rows
 
     def check_weights(self) -> None:
         """Check that every rank holds bit-identical weights.
@@ -654,6 +702,68 @@ class Session:
                 f"differ from rank 0); a rank changed its model outside fit, or the MPI "
                 f"library's Allreduce is not reproducible across ranks"
             )
+
+    # -- validation ----------------------------------------------------------------------------
+    def sharded(self, validation):
+        """fit's validation function (``fastnn.streaming.validation``) with the work shared: on
+        arrays each rank evaluates its contiguous shard of the rows (:func:`shard_bounds`), on a
+        dataset or batches every ``size``-th batch from its rank; the loss sums, weights and
+        correct counts are then summed over the ranks, so every rank gets the logs of the whole
+        set (equal to one process's to rounding). None stays None."""
+        if validation is None:
+            return None
+        arrays = getattr(validation, "arrays", None)
+        if arrays is not None:
+            return lambda: self._shard_evaluation(*arrays).results()
+        if self.model.metrics:  # compiled metrics of batches: every rank evaluates them all
+            return validation
+        return lambda: self._reduced(validation.evaluation(lambda b: b % self.size == self.rank)).results()
+
+    def _shard_evaluation(self, X, y, w):
+        """The Evaluation of the validation arrays: this rank predicts its shard; with compiled
+        metrics the outputs are gathered and every rank evaluates them all (metrics such as AUC
+        do not add up), else the loss sums and counts are reduced."""
+        from .metrics import Evaluation
+
+        lo, hi = shard_bounds(X.shape[0], self.size, self.rank)
+        evaluation = Evaluation(self.model)
+        model = self.model
+        out = model.predict(X[lo:hi]) if hi > lo else np.empty((0, *model.output_shape), model.dtype)
+        if evaluation.tracker is not None:
+            (out,) = self.gathered(X.shape[0], out)
+            lo, hi = 0, X.shape[0]
+        if hi > lo:
+            with model.lock:  # (the loss's reduction scratch is the model's)
+                evaluation.update(out, y[lo:hi], None if w is None else w[lo:hi])
+        return evaluation if evaluation.tracker is not None else self._reduced(evaluation)
+
+    def gathered(self, rows: int, *arrays) -> list:
+        """The arrays of a batch of ``rows`` rows whole on every rank, from each rank's shard
+        (:func:`shard_bounds`) of each (host arrays, rows first), in order."""
+        counts = [stop - start for start, stop in (shard_bounds(rows, self.size, r) for r in range(self.size))]
+        wholes, requests = [], []
+        for part in arrays:
+            part = np.ascontiguousarray(backend.to_host(part))
+            per_row = int(np.prod(part.shape[1:], dtype=np.int64))
+            whole = np.empty((rows, *part.shape[1:]), part.dtype)
+            requests.append(self.comm.Iallgatherv(part, [whole, [c * per_row for c in counts]]))
+            wholes.append(whole)
+        wait(requests, "the gathering of the outputs for the compiled metrics")
+        return wholes
+
+    def _reduced(self, evaluation):
+        """``evaluation`` (a :class:`fastnn.metrics.Evaluation` of this rank's part, no compiled
+        metrics) with its sums over every rank's part."""
+        e = evaluation
+        no_count = e.correct is None  # (a loss without accuracy; a rank without batches counts 0)
+        sums = np.array([e.loss_sum, e.weight, e.correct or 0, e.rows, e.batches, no_count], np.float64)
+        MPI = self.MPI
+        wait([self.comm.Iallreduce(MPI.IN_PLACE, sums, MPI.SUM)], "the validation's reduction")
+        e.loss_sum, e.weight, e.rows, e.batches = float(sums[0]), float(sums[1]), int(sums[3]), int(sums[4])
+        e.correct = None if sums[5] else int(round(sums[2]))
+        if e.batches == 1:  # the one batch was another rank's: its value from the sums
+            e.value = e.loss_sum / e.weight if e.loss.reduction == "mean" and e.weight else e.loss_sum
+        return e
 
     # -- epoch end -----------------------------------------------------------------------------
     def agree(self, logs: dict) -> dict:
@@ -697,6 +807,87 @@ class Session:
         self.model.stop_training = _agree_object(
             self.comm, self.model.stop_training if self.rank == 0 else None, "the epoch's stop decision"
         )
+
+
+class Buckets:
+    """The gradient summed in buckets that overlap the backward (``init(bucket_bytes=...)``).
+
+    The top-level layers are grouped in backward order (last layer first) into buckets of at
+    least ``bucket_bytes`` gradient bytes (the last may be smaller); the step plan runs
+    :meth:`start` right after the backward of a bucket's first layer (the one nearest the
+    input), which weighs the bucket's gradient like :meth:`Session.reduce` and starts a
+    non-blocking in-place Allreduce of it (one per contiguous range of the flat buffer: weights
+    and biases lie in two sections). Each start also polls the Allreduces in flight, so that
+    the MPI library moves them on while the backward continues (most MPI libraries progress a
+    non-blocking collective only inside MPI calls). ``finish`` (in ``reduce``, before the
+    optimizer) starts what the backward did not and returns every request, waited on against
+    the deadline. Each element is the same sum of the ranks' values as in one Allreduce of the
+    whole buffer: bit-identical with 2 ranks; with more, as long as the MPI library sums every
+    message size in the same order (MPICH and Open MPI pick the algorithm by size, so the
+    rounding may differ from the single Allreduce's while staying equal on all ranks). The step
+    then contains Python calls, so it runs unfused (``fastnn._fused`` cannot stop between layers).
+    """
+
+    def __init__(self, session: Session, bucket_bytes: int):
+        self.session = session
+        model = session.model
+        per_layer: dict[int, list[tuple[int, int]]] = {}
+        for i, _name, lo, shape in model.parameter_layout:
+            per_layer.setdefault(i, []).append((lo, lo + int(np.prod(shape, dtype=np.int64))))
+        itemsize = model.grads.dtype.itemsize
+        self.ranges: list[list[tuple[int, int]]] = []  # bucket -> merged [lo, hi) ranges of the flat gradient
+        self.first_layer: dict[int, int] = {}  # layer whose backward completes a bucket -> bucket
+        current: list[tuple[int, int]] = []
+        layers = sorted(per_layer, reverse=True)
+        for i in layers:
+            current += per_layer[i]
+            if sum(hi - lo for lo, hi in current) * itemsize >= bucket_bytes or i == layers[-1]:
+                self.first_layer[i] = len(self.ranges)
+                self.ranges.append(_merged(current))
+                current = []
+        self.requests: list = [None] * len(self.ranges)
+
+    def calls_after(self, i: int) -> list:
+        """The calls the step plan runs after layer ``i``'s backward (``Sequential.step_plan``)."""
+        bucket = self.first_layer.get(i)
+        return [] if bucket is None else [(self.start, (bucket,))]
+
+    def start(self, bucket: int) -> None:
+        """Weigh bucket ``bucket``'s gradient and start its Allreduce; poll those in flight."""
+        MPI, comm, grads = self.session.MPI, self.session.comm, self.session.model.grads
+        weight = self.session.weight()
+        requests = []
+        for lo, hi in self.ranges[bucket]:
+            part = grads[lo:hi]
+            if weight != 1.0:
+                np.multiply(part, part.dtype.type(weight), out=part)
+            requests.append(comm.Iallreduce(MPI.IN_PLACE, part, MPI.SUM))
+        self.requests[bucket] = requests
+        MPI.Request.Testall([r for started in self.requests if started for r in started])
+
+    def finish(self) -> list:
+        """Start the buckets not started yet; every request of the step (then reset)."""
+        for bucket, started in enumerate(self.requests):
+            if started is None:
+                self.start(bucket)
+        requests = [r for started in self.requests for r in started]
+        self.requests = [None] * len(self.ranges)
+        return requests
+
+    def abandon(self) -> None:
+        """Forget the requests of a step that failed before ``finish`` (the job aborts anyway)."""
+        self.requests = [None] * len(self.ranges)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted [lo, hi) ranges with the adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
 
 
 class SyncBatchNorm:
@@ -850,8 +1041,13 @@ class SyncBatchNorm:
         added and grad_x is ``gamma * inv_std * (g - (sum g + x_hat * sum(g * x_hat)) / (N * w))``.
         """
         c = grad_y.shape[1]
-        s = self.session
-        weight = s.shard_rows / s.batch_rows if getattr(s.model.loss, "reduction", "mean") == "mean" else 1.0
+        weight = self.session.weight()
+        if weight == 0.0:  # the formula divides by it; the gradient through the global statistics is lost
+            raise DistributedError(
+                "sync_batchnorm: every sample weight of this rank's shard of the batch is 0 (sample_weight or "
+                "class_weight), which the synchronised backward cannot weigh; give those samples a small "
+                "positive weight, or leave sync_batchnorm off"
+            )
         sums = np.empty(2 * c)
         sums[:c] = grad_y.sum(axis=0, dtype=np.float64)
         sums[c:] = np.einsum("ij,ij->j", grad_y, x_hat, dtype=np.float64)
@@ -886,6 +1082,7 @@ def session(model) -> Session | None:
 
 
 __all__ = [
+    "Buckets",
     "DistributedError",
     "Session",
     "SyncBatchNorm",

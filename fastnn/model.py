@@ -224,6 +224,7 @@ class Sequential:
         self._step_reduce: Callable[..., tuple] | None = (
             None  # fit under MPI: fastnn.distributed's hook between backward and optimizer
         )
+        self._backward_hook: Callable[[int], list] | None = None  # set_backward_hook
         self._trainer: int | None = None
         self._building = False
         self._stale = False
@@ -1795,10 +1796,12 @@ class Sequential:
                 forward += calls
                 contexts.append(ctx)
             grad = self._grad_out(m)["grad"]
-            backward, g = [], grad
+            backward: list = []
+            g = grad
+            after = self._backward_hook  # fastnn.distributed.Buckets: Allreduce starts
             for i in range(len(self.layers) - 1, -1, -1):
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
-                backward += calls
+                backward += calls if after is None else [*calls, *after(i)]
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
             assert self.loss is not None  # target_shape() checked it
@@ -1820,6 +1823,19 @@ class Sequential:
             returns the loss and gradient norm the step goes on with. None removes it.
         """
         self._step_reduce = reducer
+
+    def set_backward_hook(self, hook: Callable[[int], list] | None) -> None:
+        """Install a function whose calls the step plans run right after each layer's backward.
+
+        Parameters
+        ----------
+        hook : callable or None
+            ``hook(i) -> list of (function, args)``: calls appended after layer ``i``'s backward
+            calls (``fastnn.distributed`` starts a bucket's non-blocking Allreduce there). Python
+            calls, so such steps run unfused. None removes it. The step plans are rebuilt.
+        """
+        self._backward_hook = hook
+        self.clear_plans()
 
     def state_guard(self) -> backend.StateGuard:
         """A new guard over the layers' state buffers (running statistics, dropout counters).

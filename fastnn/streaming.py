@@ -296,7 +296,12 @@ def validation(model, data):
         return None
     if isinstance(data, (tuple, list)) and not is_stream(data):
         X_val, y_val, w_val = options.check_validation_data(model, data)
-        return lambda: model.validate(X_val, y_val, sample_weight=w_val)
+
+        def on_arrays():
+            return model.validate(X_val, y_val, sample_weight=w_val)
+
+        on_arrays.arrays = (X_val, y_val, w_val)  # fastnn.distributed evaluates a shard of the rows
+        return on_arrays
     if isinstance(data, Iterator) or not is_stream(data):
         raise ValueError(options.VALIDATION_DATA_FORMS)
 
@@ -305,12 +310,18 @@ def validation(model, data):
             return (data.block(j) for j in range(data.blocks))
         return data() if callable(data) else iter(data)
 
-    def run():
+    def evaluation(mine=lambda b: True):  # fastnn.distributed: each rank evaluates its batches
         evaluation = metrics_mod.Evaluation(model)
         for b, item in enumerate(batches()):
+            if not mine(b):
+                continue
             xb, yb, wb = checked_batch(model, item, f"validation batch {b}")
             with model.lock:  # (the loss's reduction scratch is the model's)
                 evaluation.update(model.predict(xb), yb, wb)
-        return evaluation.results()
+        return evaluation
 
+    def run():
+        return evaluation().results()
+
+    run.evaluation = evaluation
     return run

@@ -725,6 +725,7 @@ def fit(
     dist = distributed.session(model)  # None unless this process is one of several MPI ranks
     if dist is not None:
         _start_distributed(dist, model, source, shuffle, epochs, accumulate)
+        validation = dist.sharded(validation)  # each rank evaluates its part; the sums are reduced
         user_callbacks, verbose = dist.callbacks(user_callbacks), verbose if dist.rank == 0 else 0
     if state.cursor is not None and state.cursor.data != source.fingerprint:
         state.cursor = None  # other data: a fresh epoch position
@@ -770,8 +771,6 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
         for what, given in (
             ("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
             ("accumulate > 1", accumulate > 1),
-            ("sample_weight or class_weight", source.weighted),
-            ("compile(metrics=...) (loss and accuracy are reduced over the ranks)", bool(model.metrics)),
         )
         if given
     ]
@@ -792,6 +791,7 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
         needs_batch_over_one,
     )
     source.shard = dist.shard
+    dist.weighted_source = source if source.weighted else None  # shards weigh by their sum of weights
 
 
 def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
@@ -833,8 +833,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 samples += m
                 count = model.correct_count(out, yb) if dist is None else dist.correct
                 correct = None if count is None or correct is None else correct + count
-                if track:
-                    tracker.update(out, yb, committed)
+                if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
+                    tracker.update(*((out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)), committed)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
                 state.cursor = Cursor(
                     epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None

@@ -40,12 +40,14 @@ def compiled_once():
     process beside code written by the other: a segfault later)."""
     sys.path.insert(0, SCRIPTS)
     try:
-        from _common import data, model
+        from _common import data, model, sequence_data, sequence_model
     finally:
         sys.path.remove(SCRIPTS)
     for dtype, norm in (("float64", True), ("float64", False), ("float32", False)):
         X, y = data(dtype=dtype)
         model(dtype, norm=norm).fit(X, y, epochs=1, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
+    X, y = sequence_data()
+    sequence_model().fit(X, y, epochs=1, batch_size=8, validation_data=(X[:9], y[:9]), verbose=0)
 
 
 def check(result: subprocess.CompletedProcess) -> str:
@@ -64,6 +66,40 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
     assert (result.stdout + result.stderr).count(
         "Epoch 1/4"
     ) == 3  # rank 0's two distributed fits and its one-process reference
+
+
+def test_dropout_in_layers_buckets_and_validation_as_one_process():
+    """An LSTM with dropout between its layers and a TransformerEncoderBlock with attention and
+    feed-forward dropout train on 2 ranks as one process (float64 to 1e-11; masks by global
+    sample position); gradient buckets started during the backward give weights bit-identical to
+    one Allreduce; each rank validates its shard of the rows and the logs equal one process's."""
+    assert check(mpirun("buckets.py")).count("ok") == 2
+
+
+def test_bucket_bytes_must_be_positive():
+    from mpi4py import MPI
+
+    import fastnn as fnn
+
+    for bad in (0, -5, 1.5, "1MB"):
+        with pytest.raises(ValueError, match=r"bucket_bytes must be a positive number of bytes .* got"):
+            fnn.distributed.init(MPI.COMM_SELF, bucket_bytes=bad)
+
+
+def test_buckets_cover_the_gradient_once_in_backward_order():
+    """Layers grouped from the last one into buckets of >= bucket_bytes; each bucket is its
+    layers' weights and biases (two sections of the flat buffer), the whole buffer exactly once,
+    and starts after the backward of its layer nearest the input."""
+    import types
+
+    import fastnn as fnn
+
+    layers = [fnn.Dense(5, 8), fnn.ReLU(), fnn.Dense(8, 8), fnn.Dense(8, 3)]  # 48, 72, 27 parameters
+    net = fnn.Sequential(layers, input_shape=(5,), dtype="float64", seed=0)
+    buckets = fnn.distributed.Buckets(types.SimpleNamespace(model=net), bucket_bytes=480)
+    assert buckets.first_layer == {2: 0, 0: 1}  # 216 + 576 bytes, then the first Dense's 384
+    assert buckets.ranges == [[(40, 128), (136, 147)], [(0, 40), (128, 136)]]  # weights 0..127, biases 128..
+    assert buckets.calls_after(1) == [] and buckets.calls_after(2) == [(buckets.start, (0,))]
 
 
 def test_resume_across_world_sizes(tmp_path):

@@ -105,3 +105,23 @@ def test_sequence_kernels(name, rng):
         outs.append((host(y), host(grad_x)))
     np.testing.assert_allclose(outs[1][0], outs[0][0], **TOL)
     np.testing.assert_allclose(outs[1][1], outs[0][1], **TOL)
+
+
+def test_attention_forward_from_matches_cpu(rng):
+    """Samples numbered from first_row (fastnn.distributed's shards): the CPU's dropout and outputs."""
+    batch, steps, embed, heads = 2, 3, 4, 2
+    x, params, bufs = _buffers(batch, steps, embed, heads, 0.4, rng)
+    lengths, first_row = np.array([3, 2], np.int64), np.array([5], np.int64)
+    results = []
+    for kernels, move in ((cpu_attn, lambda a: a), (gpu_attn, _device)):
+        b = {name: move(v.copy()) for name, v in bufs.items()}
+        counter = np.array([3], np.int64)
+        kernels.attention_forward_from(
+            move(x), *map(move, params), b["qkv"], b["probs"], b["probs_drop"], b["context"], b["y"], lengths,
+            heads, False, 0.4, 5, 9, counter, first_row,
+        )  # fmt: skip
+        assert counter[0] == 4
+        results.append([host(b[name]) for name in ("y", "probs_drop")])
+    assert (results[0][1] == 0).any()
+    for name, cpu, gpu in zip(("y", "probs_drop"), *results):
+        np.testing.assert_allclose(gpu, cpu, err_msg=name, **TOL)

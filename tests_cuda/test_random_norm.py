@@ -225,3 +225,18 @@ def test_dropout_counted_from_matches_cpu():
     np.testing.assert_array_equal(dmask.copy_to_host(), mask)
     np.testing.assert_array_equal(dout.copy_to_host(), out)
     assert counter[0] == gpu_counter[0] == 5
+
+
+def test_dropout_steps_from_matches_cpu():
+    """Time-major sequences with samples numbered from first_row (the recurrent layers' dropout
+    under fastnn.distributed) give the CPU's masks on the device."""
+    x = np.random.default_rng(3).standard_normal((3, 5, 11))
+    first_row = np.array([7], np.int64)
+    out, mask = np.empty_like(x), np.empty((15, cpu_drop.mask_bytes(11)), np.uint8)
+    counter, gpu_counter = np.array([2], np.int64), np.array([2], np.int64)
+    cpu_drop.dropout_forward_steps_from(x, out, mask, 0.4, 1, 2, counter, first_row)
+    dout, dmask = cuda.device_array_like(out), cuda.device_array_like(mask)
+    gpu_drop.dropout_forward_steps_from(cuda.to_device(x), dout, dmask, 0.4, 1, 2, gpu_counter, first_row)
+    np.testing.assert_array_equal(dmask.copy_to_host(), mask)
+    np.testing.assert_array_equal(dout.copy_to_host(), out)
+    assert counter[0] == gpu_counter[0] == 3 and 0 < (out == 0).mean() < 0.8

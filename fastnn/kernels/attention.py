@@ -36,7 +36,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARA
 from ._scalar import like, n_chunks
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
-from .dropout import keep_threshold, keep_unit
+from .dropout import keep_threshold, keep_unit, row_key
 from .rng import hash_at, key64
 from .sequence import valid_steps
 
@@ -273,12 +273,48 @@ def attention_forward(
     """Self-attention of ``x`` into ``y`` (see the module docstring for shapes); writes qkv,
     probs, probs_drop (dropout with probability ``p`` at step ``counter[0]``, then
     ``counter[0] += 1``; pass p = 0 and probs_drop = probs outside training) and context."""
-    linear_forward(x, w_in, b_in, qkv)
     key = key64(seed, stream, counter[0])
-    keep_scale = like(1.0 / (1.0 - p), probs)
-    _heads_forward(qkv, probs, probs_drop, context, lengths, heads, causal, key, keep_threshold(p), keep_scale)
+    _forward_keyed(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, key)
     if p > 0:
         counter[0] += 1
+
+
+@njit(**JIT)
+def attention_forward_from(
+    x,
+    w_in,
+    b_in,
+    w_out,
+    b_out,
+    qkv,
+    probs,
+    probs_drop,
+    context,
+    y,
+    lengths,
+    heads,
+    causal,
+    p,
+    seed,
+    stream,
+    counter,
+    first_row,
+):
+    """:func:`attention_forward` with the samples numbered from ``first_row[0]`` (int64 (1,)):
+    a shard of a data-parallel batch (fastnn.distributed) draws the dropout masks its samples
+    get in the whole batch; ``first_row[0] = 0`` gives :func:`attention_forward`'s."""
+    steps = probs.shape[1]
+    key = row_key(key64(seed, stream, counter[0]), first_row[0], heads * steps * steps)
+    _forward_keyed(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, key)
+    if p > 0:
+        counter[0] += 1
+
+
+@njit(**JIT)
+def _forward_keyed(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, key):
+    linear_forward(x, w_in, b_in, qkv)
+    keep_scale = like(1.0 / (1.0 - p), probs)
+    _heads_forward(qkv, probs, probs_drop, context, lengths, heads, causal, key, keep_threshold(p), keep_scale)
     linear_forward(context, w_out, b_out, y)
     if lengths.shape[0] > 0:
         zero_padded_rows(y, lengths, probs.shape[1], y)
@@ -353,6 +389,7 @@ __all__ = [
     "attended_keys",
     "attention_backward",
     "attention_forward",
+    "attention_forward_from",
     "column_sums",
     "dropout_row",
     "linear_backward",
@@ -365,4 +402,4 @@ __all__ = [
 ]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("attention_forward", "attention_backward", "add_positional")
+DEVICE_API = ("attention_forward", "attention_forward_from", "attention_backward", "add_positional")

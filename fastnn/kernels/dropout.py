@@ -43,14 +43,19 @@ def keep_unit(bits, threshold):
 
 
 @njit(**JIT_INLINE)
-def _forward_rows(x, out, mask, key, threshold, scale, r0, r1):
+def _forward_rows(x, out, mask, key, threshold, scale, batch, r0, r1):
     """Three sweeps per row, each vectorisable: keep flags (1/0) into ``out``, flags packed into
-    the mask bytes, then out = x * scale where kept (1.7x faster than packing while hashing)."""
+    the mask bytes, then out = x * scale where kept (1.7x faster than packing while hashing).
+
+    Row ``i`` of ``x`` is sample ``i % batch`` at step ``i // batch`` (time-major storage; one
+    step when ``batch`` is the row count) and draws the hashes of that sample's row in the
+    batch-major order, so the masks do not depend on the storage order."""
     n = x.shape[1]
+    steps = x.shape[0] // batch
     zero = like(0.0, x)
     one = like(1.0, x)
     for i in range(r0, r1):
-        base = i * n
+        base = ((i % batch) * steps + i // batch) * n
         for j in range(n):
             out[i, j] = one if keep_unit(hash_at(key, base + j), threshold) else zero
         for b in range(mask.shape[1]):
@@ -70,7 +75,7 @@ def dropout_forward(x, out, mask, p, seed, stream, step):
     x, out (batch, features) float32/float64 (``out`` may not be ``x``); mask uint8
     (batch, mask_bytes(features)); 0 <= p < 1 (unchecked).
     """
-    _forward_keyed(x, out, mask, p, key64(seed, stream, step))
+    _forward_keyed(x, out, mask, p, key64(seed, stream, step), x.shape[0])
 
 
 @njit(**JIT_INLINE)
@@ -82,16 +87,16 @@ def row_key(key, first_row, features):
 
 
 @njit(**JIT_PARALLEL)
-def _forward_keyed(x, out, mask, p, key):
+def _forward_keyed(x, out, mask, p, key, batch):
     m = x.shape[0]
     threshold = keep_threshold(p)
     scale = like(1.0 / (1.0 - p), x)
     if x.size < PARALLEL_MIN_ELEMENTS:
-        _forward_rows(x, out, mask, key, threshold, scale, start_of(m), m)
+        _forward_rows(x, out, mask, key, threshold, scale, batch, start_of(m), m)
     else:
         for c_u in prange(n_chunks(m, CHUNK_ROWS)):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _forward_rows(x, out, mask, key, threshold, scale, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
+            _forward_rows(x, out, mask, key, threshold, scale, batch, c * CHUNK_ROWS, min(m, (c + 1) * CHUNK_ROWS))
 
 
 @njit(**JIT_INLINE)
@@ -127,6 +132,7 @@ __all__ = [
     "dropout_forward",
     "dropout_forward_counted",
     "dropout_forward_counted_from",
+    "dropout_forward_steps_from",
     "keep_threshold",
     "keep_unit",
     "mask_bytes",
@@ -146,9 +152,28 @@ def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_r
     a shard of a data-parallel batch (fastnn.distributed) draws the masks its rows get in the
     whole batch; ``first_row[0] = 0`` gives :func:`dropout_forward_counted`'s masks."""
     key = row_key(key64(seed, stream, counter[0]), first_row[0], x.shape[1])
-    _forward_keyed(x, out, mask, p, key)
+    _forward_keyed(x, out, mask, p, key, x.shape[0])
+    counter[0] += 1
+
+
+@njit(**JIT)
+def dropout_forward_steps_from(x, out, mask, p, seed, stream, counter, first_row):
+    """:func:`dropout_forward_counted_from` of time-major sequences: x, out (steps, batch,
+    features) contiguous, mask uint8 (steps * batch, mask_bytes(features)). Element (t, i, j)
+    draws what element (i, t, j) of the batch-major (batch, steps, features) input draws under
+    :func:`dropout_forward_counted_from`, so the masks of a shard of the batch (rows numbered
+    from ``first_row[0]``) are those its samples get in the whole batch."""
+    steps, batch, n = x.shape
+    key = row_key(key64(seed, stream, counter[0]), first_row[0], steps * n)
+    _forward_keyed(x.reshape((steps * batch, n)), out.reshape((steps * batch, n)), mask, p, key, batch)
     counter[0] += 1
 
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("dropout_forward_counted", "dropout_forward_counted_from", "dropout_backward", "mask_bytes")
+DEVICE_API = (
+    "dropout_forward_counted",
+    "dropout_forward_counted_from",
+    "dropout_forward_steps_from",
+    "dropout_backward",
+    "mask_bytes",
+)

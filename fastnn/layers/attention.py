@@ -89,6 +89,7 @@ class MultiHeadSelfAttention(Layer):
         self.use_bias = bool(bias)
         self._seed, self._stream = 0, 0
         self._step = np.zeros(1, np.int64)  # dropout masks drawn so far (saved: resuming is exact)
+        self.first_row = np.zeros(1, np.int64)  # global row of the batch's row 0 (fastnn.distributed sets it)
         self.in_proj_weight = self.in_proj_bias = self.out_proj_weight = self.out_proj_bias = None
 
     def expected_input_shape(self):
@@ -192,8 +193,9 @@ class MultiHeadSelfAttention(Layer):
             self._seed,
             self._stream,
             self._step,
+            self.first_row,
         )
-        return [(self.K.attention_forward, args)], ws["y"]
+        return [(self.K.attention_forward_from, args)], ws["y"]
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]

@@ -100,6 +100,7 @@ class _Recurrent(Layer):
         )
         self._seed, self._stream = 0, 0
         self._step = np.zeros(1, np.int64)  # dropout masks drawn so far (saved: resuming is exact)
+        self.first_row = np.zeros(1, np.int64)  # global row of the batch's row 0 (fastnn.distributed sets it)
         self._params: dict = {}
         self._grads: dict = {}
 
@@ -334,15 +335,16 @@ class _Recurrent(Layer):
                 if ctx.dropped:
                     calls.append(
                         (
-                            K.dropout_forward_counted,
+                            K.dropout_forward_steps_from,
                             (
-                                buf.seq[k].reshape((T * m, D * H)),
-                                buf.dropped[k].reshape((T * m, D * H)),
+                                buf.seq[k],
+                                buf.dropped[k],
                                 buf.masks[k],
                                 self.dropout,
                                 self._seed,
                                 self._stream,
                                 self._step,
+                                self.first_row,
                             ),
                         )
                     )

@@ -236,3 +236,28 @@ def test_sequence_kernels_match_reference(dtype, lengths, kernels, reference):
     # the maps are linear: the gradient is the adjoint, <grad_y, f(e_i)> for each unit input e_i
     jac = np.stack([reference(e.reshape(x.shape), lengths).reshape(-1) for e in np.eye(x.size)])
     np.testing.assert_allclose(grad_x.reshape(-1), jac @ grad_y.reshape(-1).astype(np.float64), **TOL[dtype])
+
+
+def test_attention_forward_from_draws_the_masks_of_the_whole_batch():
+    """A shard of samples numbered from first_row gets the dropout masks (and outputs) its samples
+    get in the whole batch (fastnn.distributed's ranks equal one process); first_row 0 is
+    attention_forward's draw; the counter advances once."""
+    from fastnn.kernels.attention import attention_forward_from
+
+    batch, steps, embed, heads, first, p = 5, 4, 6, 2, 3, 0.3
+    x = np.random.default_rng(5).standard_normal((batch, steps, embed))
+    params = _params(embed, np.float64)
+    lengths = np.array([4, 2, 3, 1, 4], np.int64)
+    whole = _forward(x, params, heads, False, lengths, p=p, seed=1, counter=np.array([2], np.int64))
+    part = x[first:]
+    bufs = _forward(part, params, heads, False, lengths[first:], p=p, seed=1)  # buffers of the shard's shapes
+    counter = np.array([2], np.int64)
+    names = ("qkv", "probs", "probs_drop", "context", "y")
+    attention_forward_from(
+        part.reshape(-1, embed), *params, *(bufs[n] for n in names), lengths[first:], heads, False, p, 1, 7, counter,
+        np.array([first], np.int64),
+    )  # fmt: skip
+    assert counter[0] == 3
+    np.testing.assert_array_equal(bufs["probs_drop"] == 0, whole["probs_drop"][first * heads :] == 0)
+    assert (whole["probs_drop"][first * heads :] == 0).any()
+    np.testing.assert_allclose(bufs["y"], whole["y"][first * steps :], rtol=1e-12, atol=1e-14)

@@ -138,3 +138,27 @@ def test_counted_from_draws_the_rows_of_the_whole_batch(shape, first_row):
     np.testing.assert_array_equal(mask, whole_mask[first_row:])
     np.testing.assert_array_equal(out, whole[first_row:])
     assert counter[0] == 8
+
+
+@pytest.mark.parametrize("steps, batch, features, first_row", [(3, 5, 7, 4), (4, 70, 240, 61)])  # serial, parallel
+def test_steps_from_draws_the_masks_of_the_batch_major_samples(steps, batch, features, first_row):
+    """Time-major sequences (steps, batch, features) draw at element (t, i, j) what element (i, t, j)
+    of the batch-major input draws: a shard of samples numbered from first_row gets the masks its
+    samples get in the whole batch (the recurrent layers' dropout under fastnn.distributed)."""
+    from fastnn.kernels.dropout import dropout_forward_steps_from
+
+    x = np.random.default_rng(2).standard_normal((steps, first_row + batch, features))
+    whole = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(first_row + batch, steps * features)
+    whole_out, _ = _forward(whole, 0.4, seed=3, stream=2, step=7)
+    expected = whole_out.reshape(first_row + batch, steps, features)[first_row:].transpose(1, 0, 2)
+    part = np.ascontiguousarray(x[:, first_row:])
+    out, mask = np.empty_like(part), np.empty((steps * batch, mask_bytes(features)), np.uint8)
+    counter = np.array([7], np.int64)
+    dropout_forward_steps_from(part, out, mask, 0.4, 3, 2, counter, np.array([first_row], np.int64))
+    np.testing.assert_array_equal(out, expected)
+    kept = ref.unpack_mask(mask, features).reshape(steps, batch, features)
+    np.testing.assert_array_equal(kept, expected != 0)
+    assert 0.5 < kept.mean() < 0.7 and counter[0] == 8
+    np.testing.assert_array_equal(
+        _backward(part.reshape(steps * batch, features), mask, 0.4), out.reshape(mask.shape[0], -1)
+    )

@@ -25,6 +25,29 @@ def model(dtype="float64", seed: int = 3, norm: bool = False):
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))
 
 
-def world(comm=None, sync_batchnorm: bool = False):
+def world(comm=None, sync_batchnorm: bool = False, bucket_bytes: int | None = None):
     """Use ``comm`` (COMM_WORLD if None) for the following fits; returns it."""
-    return fnn.distributed.init(comm, timeout=20, check_every=1, sync_batchnorm=sync_batchnorm)
+    return fnn.distributed.init(
+        comm, timeout=20, check_every=1, sync_batchnorm=sync_batchnorm, bucket_bytes=bucket_bytes
+    )
+
+
+def sequence_data(n: int = 19, dtype=np.float64):
+    """(n, 4 steps, 5 features) sequences in three classes: batches of 8, 8 and a ragged 3."""
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((n, 4, 5)).astype(dtype)
+    y = (X[:, -1, 0] > 0).astype(np.int64) + (X[:, :, 1].mean(axis=1) > 0.3)
+    return X, y
+
+
+def sequence_model(dtype="float64", seed: int = 5):
+    """LSTM (two layers, dropout between them), TransformerEncoderBlock (attention and
+    feed-forward dropout), LastStep, Dense: every dropout inside layers (masks by global sample)."""
+    layers = [
+        fnn.LSTM(5, 6, num_layers=2, dropout=0.3),
+        fnn.TransformerEncoderBlock(6, 2, 8, dropout=0.2),
+        fnn.LastStep(),
+        fnn.Dense(6, 3),
+    ]
+    net = fnn.Sequential(layers, seed=seed, dtype=dtype, input_shape=(4, 5))
+    return net.compile("cross_entropy", fnn.optim.Adam(lr=0.02, clip_norm=1.0))

@@ -19,7 +19,7 @@ from ..._config import REDUCTION_CHUNK_ROWS
 from .._scalar import like
 from ..activations import IDENTITY
 from ..attention import attended_keys, dropout_row, softmax_grad_row, softmax_row
-from ..dropout import keep_threshold
+from ..dropout import keep_threshold, row_key
 from ..rng import key64
 from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, typed
 from .dense import _kernels as _dense_kernels
@@ -157,13 +157,63 @@ def attention_forward(
     x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, seed, stream, counter
 ):
     """Self-attention on the device; as the CPU kernel (``counter`` a host int64 (1,) array)."""
+    _forward_keyed(
+        x,
+        w_in,
+        b_in,
+        w_out,
+        b_out,
+        qkv,
+        probs,
+        probs_drop,
+        context,
+        y,
+        lengths,
+        heads,
+        causal,
+        p,
+        key64(int(seed), int(stream), int(counter[0])),
+    )
+    if p > 0:
+        counter[0] += 1
+
+
+def attention_forward_from(
+    x,
+    w_in,
+    b_in,
+    w_out,
+    b_out,
+    qkv,
+    probs,
+    probs_drop,
+    context,
+    y,
+    lengths,
+    heads,
+    causal,
+    p,
+    seed,
+    stream,
+    counter,
+    first_row,
+):
+    """The CPU's :func:`~fastnn.kernels.attention.attention_forward_from` on the device (host counters)."""
+    steps = probs.shape[1]
+    key = row_key(np.uint64(key64(int(seed), int(stream), int(counter[0]))), int(first_row[0]), heads * steps * steps)
+    _forward_keyed(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, key)
+    if p > 0:
+        counter[0] += 1
+
+
+def _forward_keyed(x, w_in, b_in, w_out, b_out, qkv, probs, probs_drop, context, y, lengths, heads, causal, p, key):
     embed = w_out.shape[0]
     d = embed // heads
     lengths = device_lengths(lengths)
     linear_forward(x, w_in, b_in, qkv)
     _scores[blocks_for(probs.size), BLOCK](qkv, 0, qkv, embed, probs, heads, d)
     scale = typed(1.0 / math.sqrt(d), probs)
-    key = np.uint64(key64(int(seed), int(stream), int(counter[0])))
+    key = np.uint64(key)
     _softmax_rows[blocks_for(probs.shape[0] * probs.shape[1]), BLOCK](
         probs,
         probs_drop,
@@ -176,8 +226,6 @@ def attention_forward(
         typed(1.0 / (1.0 - p), probs),
         p > 0,
     )
-    if p > 0:
-        counter[0] += 1
     _mixes(probs_drop, False, qkv, 2 * embed, context, 0, heads, d)
     linear_forward(context, w_out, b_out, y)
     if lengths.shape[0] > 0:
@@ -244,6 +292,7 @@ __all__ = [
     "add_positional",
     "attention_backward",
     "attention_forward",
+    "attention_forward_from",
     "column_sums",
     "linear_backward",
     "linear_forward",

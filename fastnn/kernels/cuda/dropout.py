@@ -19,7 +19,7 @@ from ._common import BLOCK, blocks_for, typed
 
 
 @cuda.jit
-def _forward(x, out, mask, key, threshold, scale):
+def _forward(x, out, mask, key, threshold, scale, batch):
     n = x.shape[1]
     nb = mask.shape[1]
     zero = like(0.0, x)
@@ -27,25 +27,26 @@ def _forward(x, out, mask, key, threshold, scale):
         i = e // nb
         b = e - i * nb
         j0 = 8 * b
+        base = ((i % batch) * (x.shape[0] // batch) + i // batch) * n  # sample i % batch, step i // batch (CPU's)
         byte = np.uint8(0)
         for j in range(j0, min(n, j0 + 8)):
             # np.uint64(): the simulator returns uint64 as a Python int, which @njit would read as int64
-            kept = keep_unit(np.uint64(hash_at(key, i * n + j)), threshold)
+            kept = keep_unit(np.uint64(hash_at(key, base + j)), threshold)
             out[i, j] = x[i, j] * scale if kept else zero
             if kept:
                 byte |= np.uint8(1 << (j - j0))
         mask[i, b] = byte
 
 
-def _forward_keyed(x, out, mask, p, key):
+def _forward_keyed(x, out, mask, p, key, batch):
     _forward[blocks_for(mask.size), BLOCK](
-        x, out, mask, np.uint64(key), np.uint64(keep_threshold(p)), typed(1.0 / (1.0 - p), x)
+        x, out, mask, np.uint64(key), np.uint64(keep_threshold(p)), typed(1.0 / (1.0 - p), x), batch
     )
 
 
 def dropout_forward(x, out, mask, p, seed, stream, step):
     """out = x * keep / (1 - p) on the device, keep drawn from (seed, stream, step); writes the mask."""
-    _forward_keyed(x, out, mask, p, key64(seed, stream, step))
+    _forward_keyed(x, out, mask, p, key64(seed, stream, step), x.shape[0])
 
 
 def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
@@ -61,7 +62,16 @@ def dropout_forward_counted(x, out, mask, p, seed, stream, counter):
 def dropout_forward_counted_from(x, out, mask, p, seed, stream, counter, first_row):
     """:func:`dropout_forward_counted` with the rows numbered from ``first_row[0]`` (host int64 (1,))."""
     key = np.uint64(key64(seed, stream, int(counter[0])))  # (a Python int on the simulator: typed back)
-    _forward_keyed(x, out, mask, p, row_key(key, int(first_row[0]), x.shape[1]))
+    _forward_keyed(x, out, mask, p, row_key(key, int(first_row[0]), x.shape[1]), x.shape[0])
+    counter[0] += 1
+
+
+def dropout_forward_steps_from(x, out, mask, p, seed, stream, counter, first_row):
+    """The CPU's :func:`~fastnn.kernels.dropout.dropout_forward_steps_from` on the device: x, out
+    (steps, batch, features), mask (steps * batch, mask_bytes(features)); host counters."""
+    steps, batch, n = x.shape
+    key = row_key(np.uint64(key64(seed, stream, int(counter[0]))), int(first_row[0]), steps * n)
+    _forward_keyed(x.reshape((steps * batch, n)), out.reshape((steps * batch, n)), mask, p, key, batch)
     counter[0] += 1
 
 
@@ -87,5 +97,6 @@ __all__ = [
     "dropout_forward",
     "dropout_forward_counted",
     "dropout_forward_counted_from",
+    "dropout_forward_steps_from",
     "mask_bytes",
 ]
