@@ -156,9 +156,8 @@ class MultiHeadSelfAttention(Layer):
         Examples
         --------
         >>> import fastnn as fnn
-        >>> models = [fnn.Sequential([fnn.MultiHeadSelfAttention(4, 2, dropout=0.5)], input_shape=(3, 4), seed=0)
-        ...           for _ in range(2)]
-        >>> a, b = (model.layers[0] for model in models)
+        >>> a, b = (fnn.MultiHeadSelfAttention(4, 2, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
         >>> x = np.ones((1, 3, 4), np.float32)
         >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
         True
@@ -302,9 +301,8 @@ class PositionalEncoding(Layer):
         Examples
         --------
         >>> import fastnn as fnn
-        >>> models = [fnn.Sequential([fnn.PositionalEncoding(8, dropout=0.5)], input_shape=(3, 4), seed=0)
-        ...           for _ in range(2)]
-        >>> a, b = (model.layers[0] for model in models)
+        >>> a, b = (fnn.PositionalEncoding(8, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
         >>> x = np.ones((1, 3, 4), np.float32)
         >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
         True
@@ -444,9 +442,8 @@ class TransformerEncoderBlock(Layer):
         Examples
         --------
         >>> import fastnn as fnn
-        >>> models = [fnn.Sequential([fnn.TransformerEncoderBlock(4, 2, ff_dim=8, dropout=0.5)], input_shape=(3, 4), seed=0)
-        ...           for _ in range(2)]
-        >>> a, b = (model.layers[0] for model in models)
+        >>> a, b = (fnn.TransformerEncoderBlock(4, 2, ff_dim=8, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
         >>> x = np.ones((1, 3, 4), np.float32)
         >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
         True

@@ -298,9 +298,8 @@ class _Recurrent(Layer):
         Examples
         --------
         >>> import fastnn as fnn
-        >>> models = [fnn.Sequential([fnn.GRU(2, 8, num_layers=2, dropout=0.5)], input_shape=(3, 2), seed=0)
-        ...           for _ in range(2)]
-        >>> a, b = (model.layers[0] for model in models)
+        >>> a, b = (fnn.GRU(2, 8, num_layers=2, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 2), seed=0) for layer in (a, b)]
         >>> x = np.ones((1, 3, 2), np.float32)
         >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
         True

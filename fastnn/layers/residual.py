@@ -110,9 +110,8 @@ class Residual(Layer):
         Examples
         --------
         >>> import fastnn as fnn
-        >>> models = [fnn.Sequential([fnn.Residual([fnn.Dense(4, 4), fnn.Dropout(0.5)])], input_shape=(4,), seed=0)
-        ...           for _ in range(2)]
-        >>> a, b = (model.layers[0] for model in models)
+        >>> a, b = (fnn.Residual([fnn.Dense(4, 4), fnn.Dropout(0.5)]) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(4,), seed=0) for layer in (a, b)]
         >>> x = np.ones((1, 4), np.float32)
         >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
         True
