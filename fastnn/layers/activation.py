@@ -13,6 +13,28 @@ from .registry import register_layer
 
 _ROWS = {row.name: row for row in ACTIVATION_TABLE}
 
+#: each generated class's Examples section: its output for the input [[-1, 0, 2]] (float32, printed
+#: with 4 digits as tests/test_doctests.py prints)
+_EXAMPLE = """
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.{layer}()], input_shape=(3,), seed=0)
+    >>> model.predict(np.array([[-1.0, 0.0, 2.0]], np.float32))
+    array({output}, dtype=float32)
+"""
+_EXAMPLE_OUTPUTS = {
+    "identity": "[[-1.,  0.,  2.]]",
+    "sigmoid": "[[0.2689, 0.5   , 0.8808]]",
+    "tanh": "[[-0.7616,  0.    ,  0.964 ]]",
+    "relu": "[[0., 0., 2.]]",
+    "leaky_relu": "[[-0.01,  0.  ,  2.  ]]",
+    "elu": "[[-0.6321,  0.    ,  2.    ]]",
+    "selu": "[[-1.1113,  0.    ,  2.1014]]",
+    "softmax": "[[0.042 , 0.1142, 0.8438]]",
+    "log_softmax": "[[-3.1698, -2.1698, -0.1698]]",
+}
+
 
 def resolve_activation(activation, **params) -> tuple[str, int, float]:
     """(name, code, alpha) from a name, None (identity) or an :class:`Activation` instance."""
@@ -138,6 +160,7 @@ def _activation_class(name: str) -> type[Activation]:
             f"\n    Parameters\n    ----------\n    {row.param} : float, default {row.default}\n"
             f"        The ``{row.param}`` of the formula above.\n"
         )
+    doc += _EXAMPLE.format(layer=row.layer, output=_EXAMPLE_OUTPUTS[name])
     for method in (__init__, get_config):
         method.__qualname__ = f"{row.layer}.{method.__name__}"
     namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
@@ -165,6 +188,15 @@ class GELU(Activation):
     ----------
     approximate : {"none", "tanh"}, default "none"
         ``"none"``: the erf form; ``"tanh"``: the tanh approximation (torch's names).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> x = np.array([[-1.0, 0.0, 2.0]], np.float32)
+    >>> fnn.Sequential([fnn.GELU()], input_shape=(3,), seed=0).predict(x)
+    array([[-0.1587,  0.    ,  1.9545]], dtype=float32)
+    >>> fnn.Sequential([fnn.GELU("tanh")], input_shape=(3,), seed=0).predict(x)
+    array([[-0.1588,  0.    ,  1.9546]], dtype=float32)
     """
     )  # the parameter picks one of two table rows (gelu, gelu_tanh)
 

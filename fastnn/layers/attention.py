@@ -152,6 +152,18 @@ class MultiHeadSelfAttention(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.MultiHeadSelfAttention(4, 2, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 3, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         self._seed, self._stream = seed, stream
 
@@ -285,6 +297,18 @@ class PositionalEncoding(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model; each child gets one derived from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.PositionalEncoding(8, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 3, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         self.drop.seed_rng(seed, stream)
 
@@ -414,6 +438,18 @@ class TransformerEncoderBlock(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model; each child gets one derived from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.TransformerEncoderBlock(4, 2, ff_dim=8, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 3, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         for k, (_, layer) in enumerate(self.parts):
             if hasattr(layer, "seed_rng"):

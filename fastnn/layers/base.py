@@ -103,6 +103,14 @@ class Context:
         -------
         Context
             The child's context, the same object for the same key.
+
+        Examples
+        --------
+        >>> from fastnn.layers import Context
+        >>> ctx = Context(training=True, arena="eager")
+        >>> block = ctx.child("block")
+        >>> block.training, block.arena, block is ctx.child("block")
+        (True, 'eager', True)
         """
         ctx = self.children.get(key)
         if ctx is None:
@@ -163,7 +171,16 @@ class Workspace:
 
     @property
     def capacity(self) -> int:
-        """The largest batch allocated in any arena."""
+        """The largest batch allocated in any arena.
+
+        Examples
+        --------
+        >>> from fastnn.layers import Workspace
+        >>> ws = Workspace("float64", y=(2,))
+        >>> _ = ws(5), ws(3, "infer")
+        >>> ws.capacity
+        5
+        """
         return max(self._capacity.values(), default=0)
 
     def nbytes(self) -> int:
@@ -173,6 +190,14 @@ class Workspace:
         -------
         int
             The sum of the full buffers' sizes.
+
+        Examples
+        --------
+        >>> from fastnn.layers import Workspace
+        >>> ws = Workspace("float64", y=(2,))
+        >>> _ = ws(5), ws(3, "infer")  # 5 * 2 + 3 * 2 float64 values
+        >>> ws.nbytes()
+        128
         """
         return sum(arr.nbytes for full in self._full.values() for arr in full.values())
 
@@ -280,7 +305,18 @@ class Layer(Owned):
     def trainable(self) -> bool:
         """False: the optimizer leaves this layer's parameters, and those of the layers inside it,
         unchanged (no update, no decay, state kept); gradients still flow through it
-        (``fastnn.freezing``)."""
+        (``fastnn.freezing``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> dense = fnn.Dense(3, 2)
+        >>> dense.trainable
+        True
+        >>> dense.trainable = False  # frozen: fit leaves its weights as they are
+        >>> dense.trainable
+        False
+        """
         return self.__dict__.get("_trainable", True)
 
     @trainable.setter
@@ -295,7 +331,18 @@ class Layer(Owned):
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property
     def in_features(self) -> int | None:
-        """The last axis of the input shape (None before build unless the constructor fixed it)."""
+        """The last axis of the input shape (None before build unless the constructor fixed it).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Dense(4, 2).in_features, fnn.ReLU().in_features
+        (4, None)
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((5,), "float32")
+        >>> relu.in_features
+        5
+        """
         fixed = self.__dict__.get("_in_features")
         if self.input_shape is not None:
             return self.input_shape[-1]
@@ -307,7 +354,14 @@ class Layer(Owned):
 
     @property
     def out_features(self) -> int | None:
-        """The last axis of the output shape."""
+        """The last axis of the output shape.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Dense(4, 2).out_features
+        2
+        """
         if self.output_shape is not None:
             return self.output_shape[-1]
         return self.__dict__.get("_out_features")
@@ -323,6 +377,12 @@ class Layer(Owned):
         -------
         tuple of int or None
             E.g. ``(784,)`` for ``Dense(784, 10)``; a model takes its input shape from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Dense(784, 10).expected_input_shape(), fnn.ReLU().expected_input_shape()
+        ((784,), None)
         """
         width = self.__dict__.get("_in_features")
         return None if width is None else (width,)
@@ -335,6 +395,14 @@ class Layer(Owned):
         ----------
         device : {"cpu", "cuda"}
             The device (the model calls this; users call ``model.to(device)``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> relu = fnn.ReLU()
+        >>> relu.set_device("cpu")
+        >>> relu.device, relu.K is fnn.backend.kernels("cpu")
+        ('cpu', True)
         """
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "K", backend.kernels(device))
@@ -354,6 +422,15 @@ class Layer(Owned):
         -------
         ndarray or numba.cuda device array
             The zeros.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((3,), "float32")
+        >>> z = relu.zeros((2, 3))
+        >>> z.shape, z.dtype, z.any()
+        ((2, 3), dtype('float32'), False)
         """
         return backend.zeros(shape, self.dtype if dtype is None else dtype, self.device)
 
@@ -371,6 +448,15 @@ class Layer(Owned):
         -------
         Workspace
             Empty until first called with a batch size.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((3,), "float32")
+        >>> y = relu.workspace(y=(3,))(4)["y"]  # batch 4
+        >>> y.shape, y.dtype
+        ((4, 3), dtype('float32'))
         """
         return Workspace(self.dtype if dtype is None else dtype, self.device, **trailing)
 
@@ -395,6 +481,14 @@ class Layer(Owned):
         ------
         ValueError
             When the layer cannot take that shape (the message names the layer and the shape).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.ReLU().build(4, "float64")
+        (4,)
+        >>> fnn.Dense(6, 2).build((6,), "float32")
+        (2,)
         """
         shape = normalize_shape(input_shape)
         object.__setattr__(self, "input_shape", shape)
@@ -419,6 +513,14 @@ class Layer(Owned):
         ------
         NotImplementedError
             When the layer cannot say it before being built with that shape.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((3,), "float32")
+        >>> relu.compute_output_shape((3,))
+        (3,)
         """
         if self.output_shape is not None and normalize_shape(input_shape) == self.input_shape:
             return self.output_shape
@@ -431,6 +533,14 @@ class Layer(Owned):
         -------
         list of ParamSpec
             Weights first; empty for layers without parameters.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> dense = fnn.Dense(3, 2)
+        >>> _ = dense.build((3,), "float32")
+        >>> [(spec.name, spec.shape, spec.decay) for spec in dense.parameter_specs()]
+        [('weight', (3, 2), True), ('bias', (2,), False)]
         """
         return []
 
@@ -443,6 +553,18 @@ class Layer(Owned):
             Spec name -> view of the parameter buffer, of the spec's shape.
         grads : dict of str to ndarray
             Spec name -> view of the gradient buffer (backward overwrites it).
+
+        Examples
+        --------
+        Binding by hand (a model binds views of its flat buffers):
+
+        >>> import fastnn as fnn
+        >>> dense = fnn.Dense(3, 2)
+        >>> _ = dense.build((3,), "float64")
+        >>> specs = dense.parameter_specs()
+        >>> dense.bind({s.name: np.ones(s.shape) for s in specs}, {s.name: np.zeros(s.shape) for s in specs})
+        >>> dense.forward(np.ones((1, 3)), training=False)  # 3 * 1 + 1
+        array([[4., 4.]])
         """
 
     def buffers(self) -> dict[str, np.ndarray]:
@@ -452,13 +574,28 @@ class Layer(Owned):
         -------
         dict of str to ndarray
             E.g. batch norm's running statistics, dropout's step counter; live arrays.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Dropout(0.5).buffers(), fnn.Dense(3, 2).buffers()
+        ({'step': array([0])}, {})
         """
         return {}
 
     @property
     def parameter_views(self) -> dict[str, np.ndarray]:
         """{spec name: view} of the parameters the layer was last bound to (kept by copies: a
-        copy of a trained layer brings its weights into a new model)."""
+        copy of a trained layer brings its weights into a new model).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2)], input_shape=(3,), seed=0)
+        >>> views = model.layers[0].parameter_views
+        >>> sorted(views), views["weight"].shape
+        (['bias', 'weight'], (3, 2))
+        """
         return self.__dict__.get("_param_views") or {}
 
     def keep_parameter_views(self, views: dict[str, np.ndarray]) -> None:
@@ -468,6 +605,14 @@ class Layer(Owned):
         ----------
         views : dict of str to ndarray
             The parameter views given to :meth:`bind`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> dense = fnn.Dense(3, 2)
+        >>> dense.keep_parameter_views({"bias": np.zeros(2)})
+        >>> dense.parameter_views
+        {'bias': array([0., 0.])}
         """
         object.__setattr__(self, "_param_views", views)
 
@@ -478,6 +623,14 @@ class Layer(Owned):
         -------
         list of (str, Layer)
             Name and layer of each direct child; empty for plain layers.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Residual([fnn.Dense(3, 3), fnn.ReLU()]).sublayers()
+        [('block.0', Dense(3, 3)), ('block.1', ReLU())]
+        >>> fnn.ReLU().sublayers()
+        []
         """
         return []
 
@@ -498,6 +651,18 @@ class Layer(Owned):
             ``(kernel, args)`` pairs, run in order.
         y : ndarray
             The output view ``(batch, *output_shape)`` the calls fill.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> from fastnn.layers import Context
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((3,), "float32")
+        >>> ctx = Context(training=False, arena="infer")
+        >>> calls, y = relu.forward_calls(np.array([[-1.0, 0.5, 2.0]], np.float32), ctx)
+        >>> for kernel, args in calls: kernel(*args)
+        >>> y
+        array([[0. , 0.5, 2. ]], dtype=float32)
         """
         raise NotImplementedError(f"{type(self).__name__} implements neither forward_calls nor forward")
 
@@ -519,6 +684,19 @@ class Layer(Owned):
             ``(kernel, args)`` pairs; they overwrite (never accumulate) the parameter gradients.
         grad_x : ndarray or None
             The input gradient view ``(batch, *input_shape)``, or None when not needed.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> from fastnn.layers import Context
+        >>> relu = fnn.ReLU()
+        >>> _ = relu.build((3,), "float32")
+        >>> ctx = Context(training=True)
+        >>> calls, y = relu.forward_calls(np.array([[-1.0, 0.5, 2.0]], np.float32), ctx)
+        >>> back, grad_x = relu.backward_calls(np.ones((1, 3), np.float32), ctx, True)
+        >>> for kernel, args in calls + back: kernel(*args)
+        >>> grad_x
+        array([[0., 1., 1.]], dtype=float32)
         """
         raise NotImplementedError(f"{type(self).__name__} implements neither backward_calls nor backward")
 
@@ -539,6 +717,16 @@ class Layer(Owned):
         ------
         ValueError
             When lengths arrive at a layer that cannot honour them.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> from fastnn.layers import Context
+        >>> ctx = Context(training=False, lengths=np.array([3, 1]))
+        >>> fnn.ReLU().output_lengths(ctx)  # "keep": each step on its own
+        array([3, 1])
+        >>> print(fnn.LSTM(2, 4, return_sequences=False).output_lengths(ctx))  # "drop"
+        None
         """
         if ctx.lengths is None or self.lengths_policy in ("keep", "use"):
             return ctx.lengths
@@ -554,6 +742,15 @@ class Layer(Owned):
         bool
             True when forward/backward are described by forward_calls/backward_calls; False
             for user layers that override forward/backward (run eagerly).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Double(fnn.Layer):
+        ...     def forward(self, x, training):
+        ...         return 2 * x
+        >>> fnn.ReLU().plannable(), Double().plannable()
+        (True, False)
         """
         cls = type(self)
         return cls.forward is Layer.forward and cls.backward is Layer.backward
@@ -572,6 +769,14 @@ class Layer(Owned):
         -------
         ndarray
             ``(batch, *output_shape)``, a view of the layer's buffers (valid until its next call).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> tanh = fnn.Tanh()
+        >>> _ = tanh.build((2,), "float64")
+        >>> tanh.forward(np.array([[0.0, 1.0]]), training=False)
+        array([[0.    , 0.7616]])
         """
         ctx = Context(training, "eager")
         calls, y = self.forward_calls(x, ctx)
@@ -600,6 +805,15 @@ class Layer(Owned):
         ------
         RuntimeError
             When called before :meth:`forward`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> tanh = fnn.Tanh()
+        >>> _ = tanh.build((2,), "float64")
+        >>> _ = tanh.forward(np.array([[0.0, 1.0]]), training=True)
+        >>> tanh.backward(np.ones((1, 2)))  # 1 - tanh(x) ** 2
+        array([[1.   , 0.42]])
         """
         if self._eager_ctx is None:
             raise RuntimeError(
@@ -631,6 +845,13 @@ class Layer(Owned):
         -------
         dict
             JSON-able keyword arguments: ``type(layer)(**layer.get_config())`` is an equal layer.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> config = fnn.Dropout(0.25).get_config()
+        >>> config, fnn.Dropout(**config)
+        ({'p': 0.25}, Dropout(p=0.25))
         """
         return {}
 
@@ -641,6 +862,12 @@ class Layer(Owned):
         -------
         str
             ``"key=value, ..."`` from :meth:`get_config`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Dropout(0.25).extra_repr()
+        'p=0.25'
         """
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 

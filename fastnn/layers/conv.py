@@ -88,6 +88,14 @@ class _ConvNd(WeightAndBias, Layer):
         -------
         list of (int, int)
             (low, high) padding per spatial axis.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Conv2d(1, 4, 3, padding="same").pads(), fnn.Conv1d(1, 4, 4, padding="same").pads()
+        ([(1, 1), (1, 1)], [(1, 2)])
+        >>> fnn.Conv1d(1, 4, 3, padding="valid").pads()
+        [(0, 0)]
         """
         if not isinstance(self.padding, str):
             return [(p, p) for p in self.padding]

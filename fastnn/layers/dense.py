@@ -133,6 +133,14 @@ class Dense(WeightAndBias, Layer):
         numpy.ndarray
             (batch * positions, units) view, of the layer's dtype; ``fastnn._inference`` writes
             its fused outputs there.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2, activation="relu")], input_shape=(3,), seed=0)
+        >>> z = model.layers[0].preactivation_rows(4, "infer")
+        >>> z.shape, z.dtype
+        ((4, 2), dtype('float32'))
         """
         return self._buffers(batch, arena)[1]
 

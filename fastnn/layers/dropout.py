@@ -53,7 +53,17 @@ class Dropout(Layer):
 
     @property
     def step(self) -> np.ndarray:
-        """Masks drawn so far (a 1-element int64 array, saved with the model)."""
+        """Masks drawn so far (a 1-element int64 array, saved with the model).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> drop = fnn.Dropout(0.5)
+        >>> _ = drop.build((4,), "float32")
+        >>> _ = drop.forward(np.ones((2, 4), np.float32), training=True)
+        >>> drop.step
+        array([1])
+        """
         return self._step
 
     def build(self, input_shape, dtype):
@@ -71,6 +81,18 @@ class Dropout(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> x = np.ones((1, 16), np.float32)
+        >>> a, b, c = fnn.Dropout(0.5), fnn.Dropout(0.5), fnn.Dropout(0.5)
+        >>> for layer, stream in ((a, 1), (b, 1), (c, 2)):
+        ...     _ = layer.build((16,), "float32")
+        ...     layer.seed_rng(seed=7, stream=stream)
+        >>> ya, yb, yc = (layer.forward(x, training=True) for layer in (a, b, c))
+        >>> np.array_equal(ya, yb), np.array_equal(ya, yc)  # same stream: same mask
+        (True, False)
         """
         self._seed, self._stream = seed, stream
 

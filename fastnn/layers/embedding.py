@@ -88,6 +88,14 @@ class Embedding(Layer):
         -------
         bool
             True when the following layers receive per-sample lengths from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Embedding(10, 4, padding_idx=0, mask_padding=True).produces_lengths
+        True
+        >>> fnn.Embedding(10, 4).produces_lengths
+        False
         """
         return self.mask_padding
 
@@ -135,6 +143,17 @@ class Embedding(Layer):
             For non-integer values.
         ValueError
             For indices out of range, or a sequence that is padding at every step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> emb = fnn.Embedding(10, 4)
+        >>> emb.check_indices([[1.0, 2.0, 9.0]])
+        array([[1, 2, 9]])
+        >>> emb.check_indices([[1, 10]])
+        Traceback (most recent call last):
+        ...
+        ValueError: X holds index 10, outside [0, 10) of Embedding(10, 4); ...
         """
         arr = V.as_numeric_array(X, argument)
         if arr.dtype.kind == "f":

@@ -82,6 +82,15 @@ class Masking(Layer):
         ------
         ValueError
             Naming the first sample with no valid step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> x = np.array([[[1.0], [0.0]], [[0.0], [0.0]]])  # sample 1 is padding only
+        >>> fnn.Masking(0.0).check_sequences(x)
+        Traceback (most recent call last):
+        ...
+        ValueError: X[1] is padding at every step ...
         """
         steps = X.reshape(X.shape[0], X.shape[1], -1)
         has_valid_step = (steps != X.dtype.type(self.mask_value)).any(axis=(1, 2))

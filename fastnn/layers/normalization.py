@@ -137,7 +137,14 @@ class BatchNorm1d(_Normalization):
     @property
     def synchronizer(self) -> Any:
         """The object computing the batch statistics over all MPI ranks while a data-parallel fit
-        runs (``fastnn.distributed.SyncBatchNorm``), else None."""
+        runs (``fastnn.distributed.SyncBatchNorm``), else None.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> print(fnn.BatchNorm1d(4).synchronizer)
+        None
+        """
         return self._sync
 
     def set_synchronizer(self, synchronizer: Any) -> None:
@@ -149,13 +156,32 @@ class BatchNorm1d(_Normalization):
             Its ``forward_calls``/``backward_calls`` replace the layer's own in training steps
             (``fastnn.distributed.SyncBatchNorm``); None: this process's batch only. The owning
             model's recorded plans must be rebuilt after: ``model.clear_plans()``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> bn = fnn.BatchNorm1d(4)
+        >>> sync = object()  # stands for a fastnn.distributed.SyncBatchNorm
+        >>> bn.set_synchronizer(sync)
+        >>> bn.synchronizer is sync
+        True
+        >>> bn.set_synchronizer(None)  # back to this process's batch
         """
         self._sync = synchronizer
 
     @property
     def needs_batch_over_one(self) -> bool:
         """A batch of one sample with one position has no variance: fit() skips a last batch of
-        one (see ``_validation.check_batch_plan``)."""
+        one (see ``_validation.check_batch_plan``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> rows, channels_first = fnn.BatchNorm1d(4), fnn.BatchNorm1d(4)
+        >>> _ = rows.build((4,), "float32"), channels_first.build((4, 5), "float32")
+        >>> rows.needs_batch_over_one, channels_first.needs_batch_over_one  # 1 and 5 positions
+        (True, False)
+        """
         return self._positions == 1
 
     def build(self, input_shape, dtype):

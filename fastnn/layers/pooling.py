@@ -21,12 +21,26 @@ class _PoolNd(Layer):
 
     @property
     def mode(self) -> str:
-        """The pooling: "max" or "avg"."""
+        """The pooling: "max" or "avg".
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.MaxPool2d(2).mode, fnn.AvgPool1d(3).mode
+        ('max', 'avg')
+        """
         return self._mode
 
     @property
     def spatial_dims(self) -> int:
-        """Spatial axes of the input: 1 (``MaxPool1d``, ``AvgPool1d``) or 2."""
+        """Spatial axes of the input: 1 (``MaxPool1d``, ``AvgPool1d``) or 2.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.MaxPool1d(2).spatial_dims, fnn.AvgPool2d(2).spatial_dims
+        (1, 2)
+        """
         return self._dims
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):

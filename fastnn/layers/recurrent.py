@@ -116,12 +116,26 @@ class _Recurrent(Layer):
 
     @property
     def gates(self) -> int:
-        """Gates per hidden unit: 4 (LSTM), 3 (GRU), 1 (RNN)."""
+        """Gates per hidden unit: 4 (LSTM), 3 (GRU), 1 (RNN).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.LSTM(2, 3).gates, fnn.GRU(2, 3).gates, fnn.RNN(2, 3).gates
+        (4, 3, 1)
+        """
         return CELLS[self.cell][1]
 
     @property
     def directions(self) -> int:
-        """2 when ``bidirectional``, else 1."""
+        """2 when ``bidirectional``, else 1.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.GRU(2, 3).directions, fnn.GRU(2, 3, bidirectional=True).directions
+        (1, 2)
+        """
         return 2 if self.bidirectional else 1
 
     def _drops(self, k: int) -> bool:
@@ -213,6 +227,12 @@ class _Recurrent(Layer):
         -------
         dict
             {"weight_ih", "weight_hh", "bias_ih", "bias_hh"} -> e.g. "weight_ih_l0_reverse".
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.LSTM(2, 3, num_layers=2, bidirectional=True).parameter_names(1, 1)["weight_ih"]
+        'weight_ih_l1_reverse'
         """
         suffix = f"_l{k}" + ("_reverse" if d else "")
         return {p: f"{p}{suffix}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
@@ -254,7 +274,15 @@ class _Recurrent(Layer):
 
     @property
     def parameter_arrays(self) -> dict[str, np.ndarray]:
-        """{name: array} of the parameters bound to this layer (views of the model's flat buffer)."""
+        """{name: array} of the parameters bound to this layer (views of the model's flat buffer).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.GRU(2, 3)], input_shape=(4, 2), seed=0)
+        >>> {name: array.shape for name, array in model.layers[0].parameter_arrays.items()}
+        {'weight_ih_l0': (9, 2), 'weight_hh_l0': (9, 3), 'bias_ih_l0': (9,), 'bias_hh_l0': (9,)}
+        """
         return dict(self._params)
 
     def seed_rng(self, seed: int, stream: int) -> None:
@@ -266,6 +294,18 @@ class _Recurrent(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.GRU(2, 8, num_layers=2, dropout=0.5) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 2), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 3, 2), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks between the layers
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         self._seed, self._stream = seed, stream
 
@@ -474,13 +514,35 @@ class _Recurrent(Layer):
     @property
     def final_state(self):
         """h_n (RNN, GRU) or (h_n, c_n) (LSTM), (num_layers * directions, batch, hidden_size), of the
-        last eager ``forward()`` (each sample's state at its last valid step)."""
+        last eager ``forward()`` (each sample's state at its last valid step).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.LSTM(2, 3, num_layers=2)], input_shape=(4, 2), seed=0)
+        >>> lstm = model.layers[0]
+        >>> _ = lstm.forward(np.ones((5, 4, 2), np.float32), training=False)
+        >>> h_n, c_n = lstm.final_state
+        >>> h_n.shape, c_n.shape
+        ((2, 5, 3), (2, 5, 3))
+        """
         return self._eager("final_state")
 
     @property
     def grad_initial_state(self):
         """d loss / d h0 (or (d h0, d c0) for LSTM) of the last eager ``backward()``, shaped like
-        the initial state; None when the state is learned (its gradient is then the parameter's)."""
+        the initial state; None when the state is learned (its gradient is then the parameter's).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.GRU(2, 3)], input_shape=(4, 2), seed=0)
+        >>> gru = model.layers[0]
+        >>> y = gru.forward(np.ones((5, 4, 2), np.float32), training=True)
+        >>> _ = gru.backward(np.ones_like(y))
+        >>> gru.grad_initial_state.shape
+        (1, 5, 3)
+        """
         return self._eager("grad_initial_state")
 
 

@@ -106,6 +106,18 @@ class Residual(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model; each child gets one derived from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.Residual([fnn.Dense(4, 4), fnn.Dropout(0.5)]) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(4,), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         for k, (_, layer) in enumerate(self._children()):
             if hasattr(layer, "seed_rng"):
@@ -171,6 +183,13 @@ class Residual(Layer):
         -------
         Layer
             A new, unbuilt layer.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> res = fnn.Residual([fnn.Dense(4, 4), fnn.ReLU()])
+        >>> fnn.Residual.from_config(res.get_config())
+        Residual([Dense(4, 4), ReLU()])
         """
         from . import layer_from_config
 

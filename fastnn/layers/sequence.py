@@ -123,6 +123,18 @@ class TimeDistributed(Layer):
             The model's seed.
         stream : int
             A number unique to this layer in the model; each child gets one derived from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.TimeDistributed(fnn.Dropout(0.5)) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 3, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
         """
         if hasattr(self.layer, "seed_rng"):
             self.layer.seed_rng(seed, stream * 1000 + 1)
@@ -185,6 +197,13 @@ class TimeDistributed(Layer):
         -------
         Layer
             A new, unbuilt layer.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> layer = fnn.TimeDistributed(fnn.Dense(3, 2))
+        >>> fnn.TimeDistributed.from_config(layer.get_config())
+        TimeDistributed(Dense(3, 2))
         """
         from . import layer_from_config
 
