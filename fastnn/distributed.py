@@ -672,6 +672,11 @@ class Session:
         mean loss (its gradient is of the shard's mean), the shard's sum of sample weights / the
         batch's for a weighted mean (sum w l / sum w), 1 for a summed loss.
 
+        Returns
+        -------
+        float
+            The factor, in [0, 1] for a mean loss.
+
         Examples
         --------
         >>> from mpi4py import MPI
@@ -723,6 +728,16 @@ class Session:
         correct counts are then summed over the ranks, so every rank gets the logs of the whole
         set (equal to one process's to rounding). None stays None.
 
+        Parameters
+        ----------
+        validation : callable or None
+            What ``fastnn.streaming.validation`` returned for fit's ``validation_data``.
+
+        Returns
+        -------
+        callable or None
+            ``() -> dict`` of the validation logs, the same on every rank; None for None.
+
         Examples
         --------
         >>> from mpi4py import MPI
@@ -767,6 +782,18 @@ class Session:
     def gathered(self, rows: int, *arrays) -> list:
         """The arrays of a batch of ``rows`` rows whole on every rank, from each rank's shard
         (:func:`shard_bounds`) of each (host arrays, rows first), in order.
+
+        Parameters
+        ----------
+        rows : int
+            The rows of the whole batch.
+        *arrays : ndarray
+            This rank's shard of each array, ``(shard rows, ...)``.
+
+        Returns
+        -------
+        list of ndarray
+            Each array whole, ``(rows, ...)``, in the order given.
 
         Examples
         --------
@@ -866,6 +893,13 @@ class Buckets:
     rounding may differ from the single Allreduce's while staying equal on all ranks). The step
     then contains Python calls, so it runs unfused (``fastnn._fused`` cannot stop between layers).
 
+    Parameters
+    ----------
+    session : Session
+        The fit's session (its communicator, model and the shard's share of the batch).
+    bucket_bytes : int
+        The least gradient bytes of a bucket.
+
     Examples
     --------
     >>> from mpi4py import MPI
@@ -905,6 +939,16 @@ class Buckets:
     def calls_after(self, i: int) -> list:
         """The calls the step plan runs after layer ``i``'s backward (``Sequential.step_plan``).
 
+        Parameters
+        ----------
+        i : int
+            The index of a top-level layer.
+
+        Returns
+        -------
+        list of (callable, tuple)
+            ``[(self.start, (bucket,))]`` when layer ``i`` completes a bucket, else empty.
+
         Examples
         --------
         >>> from mpi4py import MPI
@@ -922,6 +966,11 @@ class Buckets:
 
     def start(self, bucket: int) -> None:
         """Weigh bucket ``bucket``'s gradient and start its Allreduce; poll those in flight.
+
+        Parameters
+        ----------
+        bucket : int
+            The bucket's index (0: the one nearest the output).
 
         Examples
         --------
@@ -949,6 +998,11 @@ class Buckets:
 
     def finish(self) -> list:
         """Start the buckets not started yet; every request of the step (then reset).
+
+        Returns
+        -------
+        list of mpi4py.MPI.Request
+            The step's Allreduce requests, to :func:`wait` on.
 
         Examples
         --------

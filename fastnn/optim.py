@@ -332,6 +332,11 @@ class Optimizer(Owned):
         (frozen layers, buffers on a device, a class or instance with its own ``step`` or
         ``_update``: it steps through :meth:`step`).
 
+        Returns
+        -------
+        object or None
+            The token (compared by identity; a new one at every :meth:`bind` and :meth:`rebind`), or None.
+
         Examples
         --------
         >>> import fastnn as fnn
@@ -355,6 +360,19 @@ class Optimizer(Owned):
         :meth:`begin_fused_step` and when the step is finite. Only while :meth:`fused_step_token`
         is not None.
 
+        Parameters
+        ----------
+        loss : Result or float
+            The step's loss (the kernel updates nothing when it is not finite).
+        norm : Result or float
+            The gradients' global norm (for ``clip_norm``, and the same finiteness check).
+
+        Returns
+        -------
+        tuple or None
+            ``(kernel, arguments)``; the kernel returns True when it updated the parameters.
+            None: this optimizer has no step kernel.
+
         Examples
         --------
         >>> import fastnn as fnn
@@ -374,6 +392,12 @@ class Optimizer(Owned):
     def begin_fused_step(self, update: bool) -> None:
         """Write the scalars of the next call of :meth:`fused_step_call`'s kernel: armed to update
         (``update``) with this step's learning rate, number and clipping, or not armed.
+
+        Parameters
+        ----------
+        update : bool
+            True: the next call updates the parameters; False: it leaves them alone (a step that only
+            computes gradients, or whose gradients are summed over ranks first).
 
         Examples
         --------
@@ -395,6 +419,11 @@ class Optimizer(Owned):
 
     def end_fused_step(self, norm: float) -> None:
         """Count a step the kernel of :meth:`fused_step_call` made (armed and finite).
+
+        Parameters
+        ----------
+        norm : float
+            The step's gradient norm (kept as :attr:`last_grad_norm` when clipping by norm).
 
         Examples
         --------
