@@ -317,6 +317,15 @@ def pinned_empty(shape: int | tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     -------
     ndarray
         A NumPy array in pinned memory.
+
+    Examples
+    --------
+    A staging buffer for batches on their way to a GPU (needs CUDA, so not run here):
+
+    >>> from fastnn import backend
+    >>> host = backend.pinned_empty((2, 3), np.float32)  # doctest: +SKIP
+    >>> host.shape, host.dtype  # doctest: +SKIP
+    ((2, 3), dtype('float32'))
     """
     return _cuda().pinned_array(shape, dtype)
 
@@ -382,6 +391,21 @@ def event(device: str = "cuda") -> Any:
     ------
     ValueError
         For device "cpu".
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.event("cpu")
+    Traceback (most recent call last):
+        ...
+    ValueError: event() needs device="cuda": the CPU has no streams to order
+
+    With a GPU: the host waits for copies queued on another stream.
+
+    >>> copies = backend.stream(non_blocking=True)  # doctest: +SKIP
+    >>> copied = backend.event()  # doctest: +SKIP
+    >>> copied.record(copies)  # doctest: +SKIP
+    >>> copied.synchronize()  # doctest: +SKIP
     """
     if device == "cpu":
         raise ValueError('event() needs device="cuda": the CPU has no streams to order')
@@ -527,12 +551,34 @@ class StateGuard:
         ]
 
     def save(self) -> None:
-        """Copy the buffers' current contents into the guard."""
+        """Copy the buffers' current contents into the guard.
+
+        Examples
+        --------
+        >>> from fastnn.backend import StateGuard
+        >>> running = np.zeros(3, np.float32)
+        >>> guard = StateGuard([running])
+        >>> running += 1.0
+        >>> guard.save()  # a step completed: the copies now hold its values
+        >>> running += 5.0
+        >>> guard.restore(); running
+        array([1., 1., 1.], dtype=float32)
+        """
         for buf, saved in self.pairs:
             copy_into(saved, buf)
 
     def restore(self) -> None:
-        """Put the saved contents back into the buffers."""
+        """Put the saved contents back into the buffers.
+
+        Examples
+        --------
+        >>> from fastnn.backend import StateGuard
+        >>> running = np.zeros(3, np.float32)
+        >>> guard = StateGuard([running])
+        >>> running += 1.0  # a step that fails half-way
+        >>> guard.restore(); running
+        array([0., 0., 0.], dtype=float32)
+        """
         for buf, saved in self.pairs:
             copy_into(buf, saved)
 

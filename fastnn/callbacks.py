@@ -37,6 +37,17 @@ class Callback:
         ----------
         model : Sequential
             The model; ``self.model`` from now on.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def set_model(self, model):
+        ...         print(type(model).__name__, model.built)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, verbose=0, callbacks=[Spy()])
+        Sequential True
         """
         self.model = model
 
@@ -47,6 +58,17 @@ class Callback:
         ----------
         logs : dict, optional
             Empty at this point.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_train_begin(self, logs=None):
+        ...         print("begin", self.model.epochs_done, logs)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[Spy()])
+        begin 0 {}
         """
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -55,7 +77,18 @@ class Callback:
         Parameters
         ----------
         logs : dict, optional
-            The last epoch's metrics.
+            Empty (fit passes ``{}``; each epoch's metrics came to :meth:`on_epoch_end`).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_train_end(self, logs=None):
+        ...         print("end", self.model.epochs_done, logs)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[Spy()])
+        end 2 {}
         """
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -67,6 +100,18 @@ class Callback:
             The epoch index, from 0 (counting the epochs of earlier fits of the model).
         logs : dict, optional
             Empty at this point.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_epoch_begin(self, epoch, logs=None):
+        ...         print("epoch", epoch)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[Spy()])
+        epoch 0
+        epoch 1
         """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -78,6 +123,18 @@ class Callback:
             The epoch index, from 0.
         logs : dict, optional
             The epoch's ``loss``, ``accuracy`` (classification), ``val_*`` and ``lr``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(epoch, round(logs["lr"], 4), logs["loss"] > 0)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[Spy()])
+        0 0.01 True
+        1 0.01 True
         """
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
@@ -89,6 +146,18 @@ class Callback:
             The batch index within the epoch.
         logs : dict, optional
             Empty at this point.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_batch_begin(self, batch, logs=None):
+        ...         print("batch", batch)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, verbose=0, callbacks=[Spy()])
+        batch 0
+        batch 1
         """
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -100,6 +169,18 @@ class Callback:
             The batch index within the epoch.
         logs : dict, optional
             ``{"loss", "batch", "size"}`` of the step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_batch_end(self, batch, logs=None):
+        ...         print(logs["batch"], logs["size"], logs["loss"] > 0)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, verbose=0, callbacks=[Spy()])
+        0 4 True
+        1 4 True
         """
 
     def state_dict(self) -> dict:
@@ -109,6 +190,23 @@ class Callback:
         -------
         dict
             JSON-able counters and best values; empty for stateless callbacks.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Counter(fnn.callbacks.Callback):
+        ...     def __init__(self):
+        ...         self.epochs = 0
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         self.epochs += 1
+        ...     def state_dict(self):
+        ...         return {"epochs": self.epochs}
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> counter = Counter()
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[counter])
+        >>> counter.state_dict()
+        {'epochs': 2}
         """
         return {}
 
@@ -119,6 +217,21 @@ class Callback:
         ----------
         state : dict
             A :meth:`state_dict`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Counter(fnn.callbacks.Callback):
+        ...     def __init__(self):
+        ...         self.epochs = 0
+        ...     def state_dict(self):
+        ...         return {"epochs": self.epochs}
+        ...     def load_state_dict(self, state):
+        ...         self.epochs = state["epochs"]
+        >>> resumed = Counter()
+        >>> resumed.load_state_dict({"epochs": 3})  # what a saved run's Counter returned
+        >>> resumed.epochs
+        3
         """
 
 
@@ -171,6 +284,15 @@ class History(Callback):
         ------
         KeyError
             When the metric was not recorded.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> history = fnn.callbacks.History()
+        >>> for epoch, loss in enumerate([0.9, 0.4, float("nan"), 0.6]):
+        ...     history.on_epoch_end(epoch, {"loss": loss})
+        >>> history.best("loss"), history.best("loss", mode="max")
+        (0.4, 0.9)
         """
         values = [v for v in self.history[monitor] if not math.isnan(v)]
         return min(values) if mode == "min" else max(values)
@@ -397,6 +519,16 @@ class EarlyStopping(_Monitor):
         -------
         dict of str to ndarray
             ``{"best_weights": flat parameters}`` once a best epoch was kept, else empty.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> stop = fnn.callbacks.EarlyStopping("loss", patience=5, restore_best_weights=True)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[stop])
+        >>> {name: a.shape for name, a in stop.arrays().items()}  # the flat parameters of the best epoch
+        {'best_weights': (3,)}
         """
         return {} if self.best_weights is None else {"best_weights": self.best_weights}
 
@@ -407,6 +539,18 @@ class EarlyStopping(_Monitor):
         ----------
         arrays : dict of str to ndarray
             An :meth:`arrays` result.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> stop = fnn.callbacks.EarlyStopping("loss", patience=5, restore_best_weights=True)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[stop])
+        >>> fresh = fnn.callbacks.EarlyStopping("loss", restore_best_weights=True)
+        >>> fresh.load_arrays(stop.arrays())
+        >>> np.array_equal(fresh.best_weights, stop.best_weights)
+        True
         """
         if "best_weights" in arrays:
             self.best_weights = arrays["best_weights"].copy()

@@ -593,12 +593,26 @@ class GradientCheck:
 
     @property
     def max_error(self) -> float:
-        """The largest of the errors."""
+        """The largest of the errors.
+
+        Examples
+        --------
+        >>> from fastnn.diagnostics import GradientCheck
+        >>> GradientCheck(1e-9, {"weight": 2e-8, "bias": 3e-10}).max_error
+        2e-08
+        """
         return max([self.input_error, *self.param_errors.values()])
 
     @property
     def passed(self) -> bool:
-        """Whether every error is at most the tolerance."""
+        """Whether every error is at most the tolerance.
+
+        Examples
+        --------
+        >>> from fastnn.diagnostics import GradientCheck
+        >>> GradientCheck(1e-9, {"weight": 2e-8}).passed, GradientCheck(1e-3, {}, tolerance=1e-5).passed
+        (True, False)
+        """
         return self.max_error <= self.tolerance
 
     def __bool__(self) -> bool:

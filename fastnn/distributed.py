@@ -670,7 +670,24 @@ class Session:
     def weight(self) -> float:
         """The factor of this rank's gradient in the global one: shard rows / batch rows for a
         mean loss (its gradient is of the shard's mean), the shard's sum of sample weights / the
-        batch's for a weighted mean (sum w l / sum w), 1 for a summed loss."""
+        batch's for a weighted mean (sum w l / sum w), 1 for a summed loss.
+
+        Returns
+        -------
+        float
+            The factor, in [0, 1] for a mean loss.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.shard(0, 4)  # one rank: the shard is the whole batch
+        (0, 4)
+        >>> run.weight()
+        1.0
+        """
         if getattr(self.model.loss, "reduction", "mean") != "mean":
             return 1.0
         if self.weighted_source is not None:
@@ -709,7 +726,32 @@ class Session:
         arrays each rank evaluates its contiguous shard of the rows (:func:`shard_bounds`), on a
         dataset or batches every ``size``-th batch from its rank; the loss sums, weights and
         correct counts are then summed over the ranks, so every rank gets the logs of the whole
-        set (equal to one process's to rounding). None stays None."""
+        set (equal to one process's to rounding). None stays None.
+
+        Parameters
+        ----------
+        validation : callable or None
+            What ``fastnn.streaming.validation`` returned for fit's ``validation_data``.
+
+        Returns
+        -------
+        callable or None
+            ``() -> dict`` of the validation logs, the same on every rank; None for None.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> from fastnn.streaming import validation
+        >>> X, y = np.ones((4, 3), np.float32), np.ones((4, 1), np.float32)
+        >>> logs = run.sharded(validation(model, (X, y)))()  # one rank: it evaluates every row
+        >>> logs == model.validate(X, y)
+        True
+        >>> run.sharded(None) is None
+        True
+        """
         if validation is None:
             return None
         arrays = getattr(validation, "arrays", None)
@@ -739,7 +781,31 @@ class Session:
 
     def gathered(self, rows: int, *arrays) -> list:
         """The arrays of a batch of ``rows`` rows whole on every rank, from each rank's shard
-        (:func:`shard_bounds`) of each (host arrays, rows first), in order."""
+        (:func:`shard_bounds`) of each (host arrays, rows first), in order.
+
+        Parameters
+        ----------
+        rows : int
+            The rows of the whole batch.
+        *arrays : ndarray
+            This rank's shard of each array, ``(shard rows, ...)``.
+
+        Returns
+        -------
+        list of ndarray
+            Each array whole, ``(rows, ...)``, in the order given.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> (whole,) = run.gathered(2, np.arange(6.0).reshape(2, 3))  # one rank: its shard is the whole
+        >>> whole
+        array([[0., 1., 2.],
+               [3., 4., 5.]])
+        """
         counts = [stop - start for start, stop in (shard_bounds(rows, self.size, r) for r in range(self.size))]
         wholes, requests = [], []
         for part in arrays:
@@ -826,6 +892,29 @@ class Buckets:
     message size in the same order (MPICH and Open MPI pick the algorithm by size, so the
     rounding may differ from the single Allreduce's while staying equal on all ranks). The step
     then contains Python calls, so it runs unfused (``fastnn._fused`` cannot stop between layers).
+
+    Parameters
+    ----------
+    session : Session
+        The fit's session (its communicator, model and the shard's share of the batch).
+    bucket_bytes : int
+        The least gradient bytes of a bucket.
+
+    Examples
+    --------
+    >>> from mpi4py import MPI
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+    >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+    >>> buckets = fnn.distributed.Buckets(run, bucket_bytes=8)  # layer 1's 12 bytes, then layer 0's
+    >>> buckets.ranges  # [lo, hi) of the flat gradient per bucket: weights and biases
+    [[(6, 8), (10, 11)], [(0, 6), (8, 10)]]
+    >>> _ = run.shard(0, 4)  # a batch of 4 rows, all on this rank
+    >>> model.grads[:] = 0.5
+    >>> buckets.start(0)  # after layer 1's backward
+    >>> fnn.distributed.wait(buckets.finish(), "the buckets")  # starts bucket 1, returns all requests
+    >>> bool((model.grads == 0.5).all())  # one rank: the sums are its own gradient
+    True
     """
 
     def __init__(self, session: Session, bucket_bytes: int):
@@ -848,12 +937,54 @@ class Buckets:
         self.requests: list = [None] * len(self.ranges)
 
     def calls_after(self, i: int) -> list:
-        """The calls the step plan runs after layer ``i``'s backward (``Sequential.step_plan``)."""
+        """The calls the step plan runs after layer ``i``'s backward (``Sequential.step_plan``).
+
+        Parameters
+        ----------
+        i : int
+            The index of a top-level layer.
+
+        Returns
+        -------
+        list of (callable, tuple)
+            ``[(self.start, (bucket,))]`` when layer ``i`` completes a bucket, else empty.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> buckets = fnn.distributed.Buckets(run, bucket_bytes=8)  # layer 1's 12 bytes, then layer 0's
+        >>> [(call.__name__, args) for call, args in buckets.calls_after(1)]  # layer 1 starts bucket 0
+        [('start', (0,))]
+        >>> [(call.__name__, args) for call, args in buckets.calls_after(0)]
+        [('start', (1,))]
+        """
         bucket = self.first_layer.get(i)
         return [] if bucket is None else [(self.start, (bucket,))]
 
     def start(self, bucket: int) -> None:
-        """Weigh bucket ``bucket``'s gradient and start its Allreduce; poll those in flight."""
+        """Weigh bucket ``bucket``'s gradient and start its Allreduce; poll those in flight.
+
+        Parameters
+        ----------
+        bucket : int
+            The bucket's index (0: the one nearest the output).
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> buckets = fnn.distributed.Buckets(run, bucket_bytes=8)  # layer 1's 12 bytes, then layer 0's
+        >>> _ = run.shard(0, 4)
+        >>> buckets.start(0)
+        >>> len(buckets.requests[0]), buckets.requests[1]  # one Allreduce per range; bucket 1 not started
+        (2, None)
+        >>> fnn.distributed.wait(buckets.finish(), "the buckets")
+        """
         MPI, comm, grads = self.session.MPI, self.session.comm, self.session.model.grads
         weight = self.session.weight()
         requests = []
@@ -866,7 +997,26 @@ class Buckets:
         MPI.Request.Testall([r for started in self.requests if started for r in started])
 
     def finish(self) -> list:
-        """Start the buckets not started yet; every request of the step (then reset)."""
+        """Start the buckets not started yet; every request of the step (then reset).
+
+        Returns
+        -------
+        list of mpi4py.MPI.Request
+            The step's Allreduce requests, to :func:`wait` on.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> buckets = fnn.distributed.Buckets(run, bucket_bytes=8)  # layer 1's 12 bytes, then layer 0's
+        >>> _ = run.shard(0, 4)
+        >>> requests = buckets.finish()  # none started by a backward: starts both
+        >>> len(requests), buckets.requests
+        (4, [None, None])
+        >>> fnn.distributed.wait(requests, "the buckets")
+        """
         for bucket, started in enumerate(self.requests):
             if started is None:
                 self.start(bucket)
@@ -875,7 +1025,21 @@ class Buckets:
         return requests
 
     def abandon(self) -> None:
-        """Forget the requests of a step that failed before ``finish`` (the job aborts anyway)."""
+        """Forget the requests of a step that failed before ``finish`` (the job aborts anyway).
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 2), fnn.Dense(2, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> buckets = fnn.distributed.Buckets(run, bucket_bytes=8)  # layer 1's 12 bytes, then layer 0's
+        >>> _ = run.shard(0, 4)
+        >>> buckets.start(0)
+        >>> buckets.abandon()
+        >>> buckets.requests
+        [None, None]
+        """
         self.requests = [None] * len(self.ranges)
 
 

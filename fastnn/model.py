@@ -1821,6 +1821,21 @@ class Sequential:
             ``reducer(loss, grad_norm, output, target) -> (loss, grad_norm)``: may change
             ``model.grads`` in place (``fastnn.distributed`` sums them over the MPI ranks) and
             returns the loss and gradient norm the step goes on with. None removes it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> seen = []
+        >>> def reducer(loss, grad_norm, output, target):  # fastnn.distributed sums over the ranks here
+        ...     seen.append((output.shape, target.shape))
+        ...     return loss, grad_norm
+        >>> model.set_gradient_reducer(reducer)
+        >>> _ = model.run_step(*model.check_data(X, y))
+        >>> model.set_gradient_reducer(None)
+        >>> seen
+        [((4, 1), (4, 1))]
         """
         self._step_reduce = reducer
 
@@ -1833,6 +1848,18 @@ class Sequential:
             ``hook(i) -> list of (function, args)``: calls appended after layer ``i``'s backward
             calls (``fastnn.distributed`` starts a bucket's non-blocking Allreduce there). Python
             calls, so such steps run unfused. None removes it. The step plans are rebuilt.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> seen = []
+        >>> model.set_backward_hook(lambda i: [(seen.append, (i,))])  # one call after layer i's backward
+        >>> _ = model.run_step(*model.check_data(X, y))
+        >>> model.set_backward_hook(None)
+        >>> seen  # the backward runs from the last layer to the first
+        [1, 0]
         """
         self._backward_hook = hook
         self.clear_plans()
@@ -1845,6 +1872,18 @@ class Sequential:
         guard
             ``guard.save()`` copies the buffers, ``guard.restore()`` puts the copies back
             (``fastnn.accumulation`` makes a group of steps one transaction with it).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.BatchNorm1d(2)], seed=0, input_features=2).compile("mse", "sgd")
+        >>> guard = model.state_guard()
+        >>> guard.save()
+        >>> _ = model.fit(np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), epochs=1, verbose=0)
+        >>> model.layers[0].running_mean  # the epoch moved the running statistics
+        array([0.1, 0.1], dtype=float32)
+        >>> guard.restore(); model.layers[0].running_mean
+        array([0., 0.], dtype=float32)
         """
         return backend.StateGuard([buf for buf, _ in self._guard.pairs])
 
@@ -1855,6 +1894,15 @@ class Sequential:
         -------
         float
             ``sqrt(sum(grads**2))`` accumulated in float64.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> _ = model.run_step(*model.check_data(X, y), update=False)
+        >>> bool(np.isclose(model.grad_norm(), np.linalg.norm(model.grads.astype(np.float64))))
+        True
         """
         return backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
 
@@ -1865,17 +1913,45 @@ class Sequential:
         -------
         tuple
             Batch sizes of step plans and ``("fused-infer", rows)`` of inference plans.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> _ = model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+        >>> model.plan_keys()  # the step plan of batches of 4 rows
+        (4,)
         """
         return tuple(self._plans)
 
     def clear_plans(self) -> None:
         """Forget the recorded step and inference plans; the next step records them again (after
-        a layer's calls changed without a public attribute set, e.g. ``BatchNorm1d.set_synchronizer``)."""
+        a layer's calls changed without a public attribute set, e.g. ``BatchNorm1d.set_synchronizer``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> _ = model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+        >>> model.clear_plans()
+        >>> model.plan_keys()
+        ()
+        """
         self._plans.clear()
 
     @property
     def plannable(self) -> bool:
-        """Whether every layer describes its work as kernel calls (then steps run as recorded plans)."""
+        """Whether every layer describes its work as kernel calls (then steps run as recorded plans).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> model.plannable  # Dense layers describe their work as kernel calls
+        True
+        """
         return self._plannable
 
     def recorded_plan(self, key: tuple):
@@ -1890,6 +1966,17 @@ class Sequential:
         -------
         object or None
             The plan; None when none is kept, or a layer changed since (the next full call rebuilds).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> X, y = np.ones((4, 2), np.float32), np.ones((4, 1), np.float32)
+        >>> model.recorded_plan(4) is None  # no step of 4 rows ran yet
+        True
+        >>> _ = model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+        >>> model.recorded_plan(4) is None
+        False
         """
         return None if self._stale else self._plans.get(key)
 
@@ -1909,6 +1996,17 @@ class Sequential:
         -------
         object
             The plan.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> model.cached_plan(("mine", 1), lambda: "plan of 1", keep=1)
+        'plan of 1'
+        >>> model.cached_plan(("mine", 2), lambda: "plan of 2", keep=1)  # keep=1: ("mine", 1) goes
+        'plan of 2'
+        >>> model.plan_keys()
+        (('mine', 2),)
         """
         found = self._plans.get(key)
         if found is None:
@@ -1920,12 +2018,30 @@ class Sequential:
 
     @property
     def lock(self) -> contextlib.AbstractContextManager:
-        """The model's re-entrant lock: hold it around calls that share the model's scratch."""
+        """The model's re-entrant lock: hold it around calls that share the model's scratch.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> with model.lock:  # re-entrant: fit and predict may take it again inside
+        ...     out = model.predict(np.ones((2, 2), np.float32))
+        >>> out.shape
+        (2, 1)
+        """
         return self._lock
 
     @property
     def parameter_layout(self) -> tuple[tuple[int, str, int, tuple], ...]:
-        """(layer index, parameter name, offset in ``model.params``, shape) of every parameter."""
+        """(layer index, parameter name, offset in ``model.params``, shape) of every parameter.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> model.parameter_layout  # weights first (they get weight decay), then biases
+        ((0, 'weight', 0, (2, 3)), (0, 'bias', 9, (3,)), (1, 'weight', 6, (3, 1)), (1, 'bias', 12, (1,)))
+        """
         return tuple(self._layout)
 
     def _step_token(self):

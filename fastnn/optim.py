@@ -114,7 +114,16 @@ class Optimizer(Owned):
     # ---------------------------------------------------------------- learning rate
     @property
     def lr(self) -> float:
-        """Current learning rate (a float >= 0); schedules and callbacks set it."""
+        """Current learning rate (a float >= 0); schedules and callbacks set it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> opt = fnn.optim.Adam(lr=0.01)
+        >>> opt.lr = 0.005  # what a schedule does before a step
+        >>> opt.lr
+        0.005
+        """
         return self._lr
 
     @lr.setter
@@ -156,6 +165,16 @@ class Optimizer(Owned):
         ------
         TypeError, ValueError
             For buffers that are not matching flat float arrays on one device.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.step()
+        >>> params
+        array([ 0.95, -2.05], dtype=float32)
         """
         device = self._check_buffers(params, grads)
         self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
@@ -224,6 +243,19 @@ class Optimizer(Owned):
             When the optimizer was never bound.
         ValueError
             When the buffers differ in size or dtype from the bound ones.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.step()
+        >>> params2, grads2 = params.copy(), grads.copy()  # e.g. the buffers after model.to(device)
+        >>> opt.rebind(params2, grads2)
+        >>> opt.step()
+        >>> params2, params, opt.step_count  # the old buffer is no longer updated
+        (array([ 0.9, -2.1], dtype=float32), array([ 0.95, -2.05], dtype=float32), 2)
         """
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay)")
@@ -238,7 +270,17 @@ class Optimizer(Owned):
 
     @property
     def device(self) -> str:
-        """Where the bound buffers and the state live: "cpu" or "cuda"."""
+        """Where the bound buffers and the state live: "cpu" or "cuda".
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.device
+        'cpu'
+        """
         return self._K.device
 
     def step(self, grad_norm: float | None = None) -> None:
@@ -254,6 +296,16 @@ class Optimizer(Owned):
         ------
         RuntimeError
             When the optimizer is not bound to parameters.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([3.0, 4.0], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1, clip_norm=1.0)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.step()  # the gradient's norm 5 is clipped to 1
+        >>> params, round(opt.last_grad_norm, 4)  # (0.6, 0.8) times lr 0.1 subtracted
+        (array([ 0.94, -2.08], dtype=float32), 5.0)
         """
         if self._params is None:
             raise RuntimeError(
@@ -278,7 +330,25 @@ class Optimizer(Owned):
         """A token of the bound buffers when this optimizer can step inside a model's compiled
         step (:meth:`fused_step_call`; a plan built with another token is stale), else None
         (frozen layers, buffers on a device, a class or instance with its own ``step`` or
-        ``_update``: it steps through :meth:`step`)."""
+        ``_update``: it steps through :meth:`step`).
+
+        Returns
+        -------
+        object or None
+            The token (compared by identity; a new one at every :meth:`bind` and :meth:`rebind`), or None.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.fused_step_token() is not None  # SGD on CPU buffers steps inside the compiled step
+        True
+        >>> opt.trainable = [(0, 1)]  # frozen layers: it steps through step()
+        >>> opt.fused_step_token() is None
+        True
+        """
         if self.trainable is not None or "_update" in self.__dict__:
             return None
         return self.__dict__.get("_binding")  # (unbound: none yet)
@@ -288,12 +358,58 @@ class Optimizer(Owned):
         ``norm`` (``fastnn._fused.Result`` references to the calls returning them): clipping and the
         update in one call of :mod:`fastnn.kernels.step_update`, made only when armed by
         :meth:`begin_fused_step` and when the step is finite. Only while :meth:`fused_step_token`
-        is not None."""
+        is not None.
+
+        Parameters
+        ----------
+        loss : Result or float
+            The step's loss (the kernel updates nothing when it is not finite).
+        norm : Result or float
+            The gradients' global norm (for ``clip_norm``, and the same finiteness check).
+
+        Returns
+        -------
+        tuple or None
+            ``(kernel, arguments)``; the kernel returns True when it updated the parameters.
+            None: this optimizer has no step kernel.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.begin_fused_step(True)  # armed: the kernel updates
+        >>> kernel, args = opt.fused_step_call(0.25, 1.0)  # plain loss and norm here; Result references in a plan
+        >>> kernel(*args)  # True: the step was finite and applied
+        True
+        >>> opt.end_fused_step(1.0)
+        >>> params, opt.step_count
+        (array([ 0.95, -2.05], dtype=float32), 1)
+        """
         return self._step_call(loss, norm)
 
     def begin_fused_step(self, update: bool) -> None:
         """Write the scalars of the next call of :meth:`fused_step_call`'s kernel: armed to update
-        (``update``) with this step's learning rate, number and clipping, or not armed."""
+        (``update``) with this step's learning rate, number and clipping, or not armed.
+
+        Parameters
+        ----------
+        update : bool
+            True: the next call updates the parameters; False: it leaves them alone (a step that only
+            computes gradients, or whose gradients are summed over ranks first).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.begin_fused_step(False)  # not armed: the kernel leaves the parameters alone
+        >>> kernel, args = opt.fused_step_call(0.25, 1.0)
+        >>> kernel(*args), params
+        (False, array([ 1., -2.], dtype=float32))
+        """
         s = self._step_scalars
         s[step_update.ARMED] = 1.0 if update else 0.0
         s[step_update.LR] = self._lr
@@ -302,7 +418,27 @@ class Optimizer(Owned):
         s[step_update.CLIP_VALUE] = np.nan if self.clip_value is None else self.clip_value
 
     def end_fused_step(self, norm: float) -> None:
-        """Count a step the kernel of :meth:`fused_step_call` made (armed and finite)."""
+        """Count a step the kernel of :meth:`fused_step_call` made (armed and finite).
+
+        Parameters
+        ----------
+        norm : float
+            The step's gradient norm (kept as :attr:`last_grad_norm` when clipping by norm).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.begin_fused_step(True)  # armed: the kernel updates
+        >>> kernel, args = opt.fused_step_call(0.25, 1.0)  # plain loss and norm here; Result references in a plan
+        >>> kernel(*args)  # True: the step was finite and applied
+        True
+        >>> opt.end_fused_step(1.0)
+        >>> params, opt.step_count
+        (array([ 0.95, -2.05], dtype=float32), 1)
+        """
         if self.clip_norm is not None:
             self.last_grad_norm = norm
         self.step_count += 1
@@ -348,6 +484,15 @@ class Optimizer(Owned):
         -------
         dict
             JSON-able: ``name``, ``lr``, the hyper-parameters, ``clip_norm``, ``clip_value``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> config = fnn.optim.Adam(lr=0.01, clip_norm=1.0).get_config()
+        >>> config["name"], config["lr"], config["betas"], config["clip_norm"]
+        ('adam', 0.01, [0.9, 0.999], 1.0)
+        >>> fnn.optim.optimizer_from_config(config)
+        Adam(lr=0.01, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=False, clip_norm=1.0)
         """
         config = {"name": self.name, "lr": self.lr}
         for key, value in self._hyper.items():
@@ -364,6 +509,15 @@ class Optimizer(Owned):
         dict
             ``name``, ``step_count``, ``lr`` and a host copy of each state buffer (1-D arrays of
             the parameters' size and dtype).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> opt = fnn.optim.SGD(lr=0.1, momentum=0.9)
+        >>> opt.bind(np.ones(2, np.float32), np.full(2, 0.5, np.float32), n_decay=2)
+        >>> opt.step()
+        >>> opt.state_dict()
+        {'name': 'sgd', 'step_count': 1, 'lr': 0.1, 'momentum_buffer': array([0.5, 0.5], dtype=float32)}
         """
         state: dict[str, np.ndarray | float | int | str] = {
             "name": self.name,
@@ -386,6 +540,18 @@ class Optimizer(Owned):
         ------
         ValueError
             When the state belongs to another optimizer or its buffers do not fit.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> opt = fnn.optim.SGD(lr=0.1, momentum=0.9)
+        >>> opt.bind(np.ones(2, np.float32), np.full(2, 0.5, np.float32), n_decay=2)
+        >>> opt.step()
+        >>> fresh = fnn.optim.SGD(lr=0.1, momentum=0.9)
+        >>> fresh.load_state_dict(opt.state_dict())  # not bound yet: applied at bind
+        >>> fresh.bind(np.ones(2, np.float32), np.zeros(2, np.float32), n_decay=2)
+        >>> fresh.step_count, fresh.state_dict()["momentum_buffer"]
+        (1, array([0.5, 0.5], dtype=float32))
         """
         if state.get("name") != self.name:
             raise ValueError(
@@ -453,6 +619,19 @@ def register_optimizer(optimizer_class: type[Optimizer]) -> type[Optimizer]:
         When it is not an Optimizer subclass.
     ValueError
         When it has no ``name`` of its own, or takes the name of one of fastnn's optimizers.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> @fnn.optim.register_optimizer
+    ... class SignSGD(fnn.optim.SGD):
+    ...     name = "signsgd"
+    ...     def step(self, grad_norm=None):
+    ...         np.sign(self._grads, out=self._grads)
+    ...         super().step(grad_norm)
+    >>> fnn.optim.get("signsgd", lr=0.1)  # by its name, as in compile(optimizer="signsgd")
+    SignSGD(lr=0.1, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0)
+    >>> del fnn.optim.OPTIMIZERS["signsgd"]  # (unregistered again)
     """
     cls = optimizer_class
     if not (isinstance(cls, type) and issubclass(cls, Optimizer)):

@@ -67,6 +67,15 @@ class Schedule:
         -------
         dict
             JSON-able: ``name`` and the constructor's arguments (nested schedules as dicts).
+
+        Examples
+        --------
+        >>> from fastnn.schedules import StepDecay, schedule_from_config
+        >>> config = StepDecay(0.1, step_size=2, gamma=0.5).get_config()
+        >>> config
+        {'name': 'step_decay', 'lr': 0.1, 'step_size': 2, 'gamma': 0.5}
+        >>> schedule_from_config(config)(4)  # 0.1 halved twice
+        0.025
         """
         config: dict[str, Any] = {"name": self.name}
         for key, value in self._params().items():

@@ -125,7 +125,20 @@ class TensorBoard(Callback):
         self.close()
 
     def close(self) -> None:
-        """Flush and close the event file (a later fit() opens a new one in the same log_dir)."""
+        """Flush and close the event file (a later fit() opens a new one in the same log_dir).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> from fastnn.tensorboard import TensorBoard
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> board = TensorBoard("runs/exp2", histogram_freq=0)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, verbose=0, callbacks=[board])
+        >>> board.close()  # flushed: the event file is complete on disk
+        >>> board.writer is None
+        True
+        """
         if self.writer is not None:
             self.writer.close()
             self.writer = None
