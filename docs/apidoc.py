@@ -92,8 +92,9 @@ PROSE_DOCSTRINGS = [
 ]
 
 #: numpydoc checks every documented name must pass: GL08 a docstring, PR01/PR02 every parameter
-#: documented and none unknown, RT01 a Returns section when the function returns a value
-CHECKS = {"GL08", "PR01", "PR02", "RT01"}
+#: documented and none unknown, RT01 a Returns section when the function returns a value, EX01 an
+#: Examples section (run as a doctest by tests/test_doctests.py)
+CHECKS = {"GL08", "PR01", "PR02", "RT01", "EX01"}
 
 
 def is_prose(qualified_name: str) -> bool:
