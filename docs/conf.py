@@ -88,14 +88,18 @@ numpydoc_validation_checks = apidoc.CHECKS
 #: each class page lists the members apidoc.documented_members chooses (the docstring test checks
 #: the same ones): overrides of a base class's member are documented once, on the base
 autosummary_context = {"members_of": apidoc.class_members()}
-#: prose docstrings are shown as preformatted text, unchecked; class attributes are documented by
-#: their ``#:`` comments, which numpydoc cannot see
-numpydoc_validation_exclude = set(apidoc.PROSE_DOCSTRINGS) | {
-    rf"^{re.escape(cls)}\.{name}$"
-    for cls, names in autosummary_context["members_of"].items()
-    for name in names
-    if name in apidoc.documented_members(apidoc.resolve(cls))[1]
-}
+#: prose docstrings are shown as preformatted text, unchecked; module constants (UPPER_CASE) and
+#: class attributes are documented by their ``#:`` comments, which numpydoc cannot see
+numpydoc_validation_exclude = (
+    set(apidoc.PROSE_DOCSTRINGS)
+    | {r"\.[A-Z][A-Z0-9_]*$"}
+    | {
+        rf"^{re.escape(cls)}\.{name}$"
+        for cls, names in autosummary_context["members_of"].items()
+        for name in names
+        if name in apidoc.documented_members(apidoc.resolve(cls))[1]
+    }
+)
 
 # -- notebooks: rendered with the outputs stored in them (see the module docstring)
 nb_execution_mode = "off"

@@ -139,7 +139,7 @@ class Optimizer(Owned):
         raise NotImplementedError
 
     def _step_call(self, loss, norm) -> tuple | None:
-        """(kernel of :mod:`fastnn.kernels.step_update`, arguments) doing what :meth:`_update`
+        """(kernel of ``fastnn.kernels.step_update``, arguments) doing what :meth:`_update`
         does after ``loss`` and ``norm`` (``fastnn._fused.Result`` references); None: no such kernel."""
         return None
 
@@ -356,7 +356,7 @@ class Optimizer(Owned):
     def fused_step_call(self, loss, norm) -> tuple | None:
         """(kernel, arguments) of this optimizer's step after a training step's ``loss`` and gradient
         ``norm`` (``fastnn._fused.Result`` references to the calls returning them): clipping and the
-        update in one call of :mod:`fastnn.kernels.step_update`, made only when armed by
+        update in one call of ``fastnn.kernels.step_update``, made only when armed by
         :meth:`begin_fused_step` and when the step is finite. Only while :meth:`fused_step_token`
         is not None.
 
@@ -423,7 +423,7 @@ class Optimizer(Owned):
         Parameters
         ----------
         norm : float
-            The step's gradient norm (kept as :attr:`last_grad_norm` when clipping by norm).
+            The step's gradient norm (kept as ``last_grad_norm`` when clipping by norm).
 
         Examples
         --------
