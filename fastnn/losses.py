@@ -61,6 +61,7 @@ def register_loss(cls: type) -> type:
     ...     name = "half_mse_example"
     >>> fnn.losses.get("half_mse_example")
     HalfMSE(reduction='mean')
+    >>> del fnn.losses.LOSSES["half_mse_example"]  # (unregistered again)
     """
     if not (isinstance(cls, type) and issubclass(cls, Loss)):
         raise TypeError(f"register_loss expects a subclass of fastnn.losses.Loss, got {cls!r}")

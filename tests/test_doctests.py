@@ -39,11 +39,22 @@ MODULES = [
     "fastnn.layers.reshape",
     "fastnn.layers.residual",
     "fastnn.layers.sequence",
-    "fastnn._config",
     "fastnn.metrics",
     "fastnn.distributed",
     "fastnn.sklearn",
 ]
+
+
+def _registries() -> dict:
+    """Copies of fastnn's name tables: an example that registers a class must take it out again."""
+    import fastnn as fnn
+
+    tables = {"losses": fnn.losses.LOSSES, "layers": fnn.layers.LAYERS, "optimizers": fnn.optim.OPTIMIZERS}
+    return {name: dict(table) for name, table in tables.items()}
+
+
+def test_the_module_list_has_no_repeats():
+    assert len(MODULES) == len(set(MODULES))
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -59,6 +70,7 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         pytest.importorskip("mpi4py")  # its examples train a group of one rank (MPI.COMM_SELF)
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
+    registries = _registries()
     options = {"precision": 4, "suppress": True}
     if int(np.__version__.split(".")[0]) >= 2:
         options["legacy"] = "1.25"  # scalars print as 0.5, not np.float64(0.5), as in the docstrings
@@ -72,3 +84,4 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
         )
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (output above)"
     assert result.attempted > 0, f"{name} has no Examples"
+    assert _registries() == registries, f"an example in {name} left a class registered (del it at the end)"

@@ -39,6 +39,7 @@ def register_layer(layer_class: type[Layer]) -> type[Layer]:
     ...         return 2 * grad_y
     >>> fnn.layers.LAYERS["Double"] is Double
     True
+    >>> del fnn.layers.LAYERS["Double"]  # (unregistered again)
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
         raise TypeError(f"register_layer expects a subclass of fastnn.layers.Layer, got {layer_class!r}")
