@@ -27,7 +27,7 @@ import numpy as np
 
 from ._fused import CallRunner, rebindable
 from .kernels import inference as K
-from .kernels.activations import IDENTITY, ROWWISE_CODES
+from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
 from .kernels.checks import all_finite
 from .layers.activation import Activation
 from .layers.base import Context, rows
@@ -132,12 +132,13 @@ class _Recorder:
         last = self._next(j) == len(self.layers)
         shape = (self.m, *dense.output_shape)
         y = self.out if last and self.out.shape == shape else dense.preactivation_rows(self.m, "infer").reshape(shape)
+        y_rows, rowwise = rows(y, dense.units), code >= ROWWISE_CODES
+        epilogue = IDENTITY if rowwise else code
         self.calls.append(
-            (
-                K.dense_infer,
-                (rows(self.h, dense.in_features), dense.weight, scale, shift, rows(y, dense.units), code, alpha),
-            )
+            (K.dense_infer, (rows(self.h, dense.in_features), dense.weight, scale, shift, y_rows, epilogue, alpha))
         )
+        if rowwise:  # softmax rows after the GEMM (dense_infer compiles the elementwise epilogue only)
+            self.calls.append((activation_forward, (y_rows, y_rows, code, alpha)))
         self.h = y
         return j
 

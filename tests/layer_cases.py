@@ -133,7 +133,7 @@ def _dense_cases():
         torch=_torch_dense(5, 3, bias=False),
         torch_pairs=_dense_pairs,
     )
-    for act in ("relu", "tanh", "gelu"):
+    for act in ("relu", "tanh", "gelu", "softmax"):  # softmax: the dense kernel, then the softmax rows
         yield LayerCase(
             f"dense-{act}",
             lambda act=act: fnn.Dense(5, 4, activation=act),

@@ -9,7 +9,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn import _config, _fused, _inference
-from fastnn.kernels.activations import ACTIVATION_TABLE
+from fastnn.kernels.activations import ACTIVATION_TABLE, ROWWISE_CODES
 
 ACTIVATIONS = [row.name for row in ACTIVATION_TABLE]
 TOLERANCE = {"float64": 1e-12, "float32": 2e-5}
@@ -52,7 +52,10 @@ def test_dense_batchnorm_folded_equals_unfolded(activation, dtype, rng):
         _close(model.predict(x), model.forward(x, training=False), dtype)
     plan = _inference.plan(model, 7)
     kernels = [fn.__name__ for fn, _ in plan.runner.calls]
-    assert kernels == ["batchnorm_fold", "dense_infer", "dense_infer"]  # BN, activation, dropout folded away
+    # BN, activation, dropout folded away; softmax rows run after the GEMM (dense_infer is elementwise only)
+    code = next(row.code for row in ACTIVATION_TABLE if row.name == activation)
+    rowwise = ["activation_forward"] if code >= ROWWISE_CODES else []
+    assert kernels == ["batchnorm_fold", "dense_infer", *rowwise, "dense_infer"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -169,9 +172,11 @@ def test_fused_plans_equal_the_python_loop(rng, monkeypatch, tmp_path):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_kernels_against_the_float64_reference(activation, dtype, rng):
-    """dense_infer after batchnorm_fold is the reference Dense, eval batch norm and activation."""
+    """dense_infer after batchnorm_fold is the reference Dense, eval batch norm and activation
+    (softmax rows after it, as the plan calls them: dense_infer refuses row-wise codes)."""
     from fastnn.kernels import inference as K
     from fastnn.kernels.activations import ACTIVATIONS as CODES
+    from fastnn.kernels.activations import IDENTITY, activation_forward
     from tests import reference as R
 
     code, alpha, _ = CODES[activation]
@@ -184,7 +189,13 @@ def test_kernels_against_the_float64_reference(activation, dtype, rng):
         c = [a.astype(dtype) for a in (x, w, b, gamma, beta, mean, var)]
         scale, shift, y = np.empty(n, dtype), np.empty(n, dtype), np.empty((batch, n), dtype)
         K.batchnorm_fold(c[2], c[3], c[4], c[5], c[6], scale, shift, 1e-5)
-        K.dense_infer(c[0], c[1], scale, shift, y, code, alpha)
+        if code >= ROWWISE_CODES:
+            with pytest.raises(ValueError, match="activation_forward"):
+                K.dense_infer(c[0], c[1], scale, shift, y, code, alpha)
+            K.dense_infer(c[0], c[1], scale, shift, y, IDENTITY, alpha)
+            activation_forward(y, y, code, alpha)
+        else:
+            K.dense_infer(c[0], c[1], scale, shift, y, code, alpha)
         assert y.dtype == dtype
         _close(y, expected, dtype)
         folded = np.empty_like(c[1].T)

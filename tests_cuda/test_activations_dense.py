@@ -17,6 +17,24 @@ from .conftest import f64, host, to_device, tol
 NAMES = list(cpu_act.ACTIVATIONS)
 
 
+def layer_forward(act, dense, x, w, b, z, y, code, alpha):
+    """The Dense layer's forward calls on one backend (act/dense: its kernel modules): softmax
+    rows run after the dense kernel, called with identity."""
+    if code >= cpu_act.ROWWISE_CODES:
+        dense.dense_forward(x, w, b, z, z, cpu_act.IDENTITY, alpha)
+        act.activation_forward(z, y, code, alpha)
+    else:
+        dense.dense_forward(x, w, b, z, y, code, alpha)
+
+
+def layer_backward(act, dense, x, w, z, y, grad_y, grad_z, *grads_and_scratch, code, alpha, need_grad_x):
+    """The Dense layer's backward calls (``grads_and_scratch``: grad_x, grad_w, grad_b, partial_b)."""
+    if code >= cpu_act.ROWWISE_CODES:
+        act.activation_backward(z, y, grad_y, grad_z, code, alpha)
+        grad_y, code = grad_z, cpu_act.IDENTITY
+    dense.dense_backward(x, w, z, y, grad_y, grad_z, *grads_and_scratch, code, alpha, need_grad_x)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", NAMES)
 def test_activation_forward_backward(name, dtype, rng):
@@ -63,11 +81,11 @@ def check_dense(name, dtype, m, k, n, rng, need_grad_x=True) -> dict:
     x64, w64, b64 = f64(x, w, b)
     z = np.empty((m, n))
     y = z if name == "identity" else np.empty((m, n))
-    cpu_dense.dense_forward(x64, w64, b64, z, y, code, alpha)
+    layer_forward(cpu_act, cpu_dense, x64, w64, b64, z, y, code, alpha)
     dx, dw, db = to_device(x, w, b)
     dz = cuda.device_array((m, n), dtype)
     dy = dz if name == "identity" else cuda.device_array((m, n), dtype)
-    gpu_dense.dense_forward(dx, dw, db, dz, dy, code, alpha)
+    layer_forward(gpu_act, gpu_dense, dx, dw, db, dz, dy, code, alpha)
     rtol, atol = tol(dtype)
     np.testing.assert_allclose(host(dz), z, rtol=rtol, atol=atol * 10)
     np.testing.assert_allclose(host(dy), y, rtol=rtol, atol=atol * 10)
@@ -78,12 +96,13 @@ def check_dense(name, dtype, m, k, n, rng, need_grad_x=True) -> dict:
     gz = gy64.copy() if name == "identity" else np.empty_like(gy64)
     gx, gw, gb = np.zeros_like(x64), np.empty_like(w64), np.empty_like(b64)
     pb = np.empty((-(-m // 64), n))
-    cpu_dense.dense_backward(x64, w64, z, y, gy64, gz, gx, gw, gb, pb, code, alpha, need_grad_x)
+    options = {"code": code, "alpha": alpha, "need_grad_x": need_grad_x}
+    layer_backward(cpu_act, cpu_dense, x64, w64, z, y, gy64, gz, gx, gw, gb, pb, **options)
     dgy = cuda.to_device(gy)
     dgz = dgy if name == "identity" else cuda.device_array_like(gy)
     dgx = cuda.to_device(np.zeros(gx.shape, dtype))
     dgw, dgb, dpb = (cuda.device_array(a.shape, dtype) for a in (gw, gb, pb))
-    gpu_dense.dense_backward(dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, code, alpha, need_grad_x)
+    layer_backward(gpu_act, gpu_dense, dx, dw, dz, dy, dgy, dgz, dgx, dgw, dgb, dpb, **options)
     for got, want in ((dgz, gz), (dgx, gx), (dgw, gw), (dgb, gb)):
         np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol * 10)
     return {
@@ -117,6 +136,17 @@ def test_dense_backward_many_chunks_and_no_grad_x(rng):
     np.testing.assert_allclose(host(dgb), gb, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(host(dgw), gw, rtol=1e-12, atol=1e-12)
     assert not host(dgx).any()
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_dense_refuses_rowwise_codes_as_the_cpu_kernel(name, rng):
+    code = cpu_act.ACTIVATIONS[name][0]
+    dx, dw, db, dz = to_device(*(rng.standard_normal(s) for s in ((3, 2), (2, 4), (4,), (3, 4))))
+    with pytest.raises(ValueError, match="activation_forward"):
+        gpu_dense.dense_forward(dx, dw, db, dz, dz, code, 0.0)
+    grads = to_device(np.zeros((3, 2)), np.zeros((2, 4)), np.zeros(4), np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="activation_backward"):
+        gpu_dense.dense_backward(dx, dw, dz, dz, dz, dz, *grads, code, 0.0, True)
 
 
 def test_gemm_transposes(rng):

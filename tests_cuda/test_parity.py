@@ -36,6 +36,10 @@ CPU_ONLY_FUNCTIONS = {
     "softmax_row (compiled from its py_func) per row",
     ("activations", "rows_activate_grad"): "CPU loop over a chunk of rows; the CUDA row kernels call "
     "softmax_row_grad per row (see above)",
+    ("activations", "elementwise_rows"): "CPU loop over a chunk of rows (rows_activate without the softmax rows, "
+    "for the dense kernels); the CUDA kernels call activate() per element",
+    ("activations", "elementwise_rows_grad"): "CPU loop over a chunk of rows (see above); the CUDA kernels call "
+    "activate_grad() per element",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",

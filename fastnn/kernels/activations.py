@@ -90,6 +90,11 @@ ACTIVATIONS = {row.name: (row.code, row.default, row.param) for row in ACTIVATIO
 VECTORISED_CODES = (IDENTITY, TANH, RELU, LEAKY_RELU)
 #: codes at or above this act on whole rows (softmax, log_softmax)
 ROWWISE_CODES = SOFTMAX
+#: why the dense kernels refuse row-wise codes (their callers apply those after them)
+ROWWISE_REFUSED = (
+    "dense kernels take elementwise activation codes only; for softmax / log_softmax call them with "
+    "IDENTITY and apply activation_forward / activation_backward to the rows (as fastnn.layers.Dense does)"
+)
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -272,11 +277,18 @@ def softmax_row_grad(code, y, grad_y, grad_z, i):
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def rows_activate(code, z, y, alpha, r0, r1):
     """y[r0:r1] = f(z[r0:r1]); row-wise for softmax/log_softmax (:func:`softmax_row`)."""
-    n = z.shape[1]
     if code == SOFTMAX or code == LOG_SOFTMAX:
         for i in range(r0, r1):
             softmax_row(code, z, y, i)
-        return
+    else:
+        elementwise_rows(code, z, y, alpha, r0, r1)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def elementwise_rows(code, z, y, alpha, r0, r1):
+    """y[r0:r1] = f(z[r0:r1]) for an elementwise ``code`` (below ``ROWWISE_CODES``): without the
+    softmax rows, so the dense kernels that call it do not compile those."""
+    n = z.shape[1]
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
@@ -295,11 +307,17 @@ def rows_activate(code, z, y, alpha, r0, r1):
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
     """grad_z[r0:r1] = grad_y * dy/dz (the full Jacobian-vector product for softmax rows)."""
-    n = z.shape[1]
     if code == SOFTMAX or code == LOG_SOFTMAX:
         for i in range(r0, r1):
             softmax_row_grad(code, y, grad_y, grad_z, i)
-        return
+    else:
+        elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
+    """grad_z[r0:r1] = grad_y * f'(z) for an elementwise ``code`` (below ``ROWWISE_CODES``)."""
+    n = z.shape[1]
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):
         if code == c:
@@ -351,6 +369,8 @@ __all__ = [
     "activate_grad",
     "activation_backward",
     "activation_forward",
+    "elementwise_rows",
+    "elementwise_rows_grad",
     "rows_activate",
     "rows_activate_grad",
     "sigmoid",

@@ -4,6 +4,10 @@ Shapes: x (batch, in), w (in, out), b (out,), z and y (batch, out); float32 or f
 row-major. GEMMs go to BLAS (one thread) on fixed output tiles spread over Numba's threads;
 the cheap passes around them (bias + activation after the forward GEMM, activation gradient
 and bias column sums before the backward GEMMs) are fused into those same sweeps.
+
+Elementwise activations only: the caller applies a row-wise one (softmax, log_softmax) with
+``activation_forward`` / ``activation_backward`` after a call with ``IDENTITY`` (the layer does),
+so these kernels do not compile the softmax rows for every model (~14% of a small fit's compile).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from .._config import (
     PARALLEL_MIN_MACS,
     REDUCTION_CHUNK_ROWS,
 )
-from ._scalar import like, n_chunks, start_of
+from ._scalar import like, n_chunks
 from .activations import (
     IDENTITY,
     ROWWISE_CODES,
+    ROWWISE_REFUSED,
     VECTORISED_CODES,
     activate,
-    rows_activate,
-    rows_activate_grad,
+    elementwise_rows_grad,
 )
 from .blas import gemm_block, tile_shape
 
@@ -60,19 +64,18 @@ def _forward_tile(x, w, b, z, y, code, alpha, tile, grid):
     r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], z.shape[0], z.shape[1])
     zero = like(0.0, z)
     gemm_block(False, False, like(1.0, z), x, w, zero, z, r0, r1, c0, c1)
-    # row-wise activations (softmax) run after all tiles: here only the bias. One call site with
-    # a run-time code, so the block function is compiled once (a literal code compiled it twice)
-    elementwise = code < ROWWISE_CODES
-    act = code if elementwise else IDENTITY
-    _bias_activate_block(z, y if elementwise else z, b, act, alpha, r0, r1, c0, c1)
+    _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1)
 
 
 @njit(**JIT_PARALLEL)
 def dense_forward(x, w, b, z, y, code, alpha):
-    """z = x @ w + b and y = f(z) (activation ``code``); ``y`` may be ``z`` for identity.
+    """z = x @ w + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z`` for identity.
 
-    x (batch, in), w (in, out), b (out,), z/y (batch, out), one dtype. Writes z and y.
+    x (batch, in), w (in, out), b (out,), z/y (batch, out), one dtype. Writes z and y. Raises
+    ValueError for a row-wise code (see the module docstring).
     """
+    if code >= ROWWISE_CODES:
+        raise ValueError(ROWWISE_REFUSED)
     m, n = z.shape
     a = like(alpha, z)
     parallel = _worth_parallel(m, n, x.shape[1])
@@ -83,8 +86,6 @@ def dense_forward(x, w, b, z, y, code, alpha):
             _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
         _forward_tile(x, w, b, z, y, code, a, np.int64(0), grid)  # int64 like t: one compiled tile body
-    if code >= ROWWISE_CODES:
-        rows_activate(code, z, y, a, start_of(m), m)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -93,7 +94,7 @@ def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
     r0 = chunk * REDUCTION_CHUNK_ROWS
     r1 = min(r0 + REDUCTION_CHUNK_ROWS, z.shape[0])
     if code != IDENTITY:
-        rows_activate_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
+        elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
     n = z.shape[1]
     sums = partial_b[chunk]
     for j in range(n):
@@ -150,15 +151,15 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     Writes grad_z = grad_y * f'(z) (pass ``grad_z`` = ``grad_y`` for identity), grad_w (in, out),
     grad_b (out,) and, if ``need_grad_x``, grad_x (batch, in). ``partial_b`` is scratch of shape
     (ceil(batch / REDUCTION_CHUNK_ROWS), out): bias sums are per fixed row chunk, combined in
-    chunk order, so the result is the same on any number of threads.
+    chunk order, so the result is the same on any number of threads. Elementwise codes only,
+    as :func:`dense_forward`.
     """
+    if code >= ROWWISE_CODES:
+        raise ValueError(ROWWISE_REFUSED)
     m, n = z.shape
     k = x.shape[1]
     a = like(alpha, z)
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
-    if code >= ROWWISE_CODES:
-        rows_activate_grad(code, z, y, grad_y, grad_z, a, start_of(m), m)
-        code = IDENTITY
     if m * n < PARALLEL_MIN_ELEMENTS:
         for c in range(chunks):
             _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, a, c)

@@ -21,8 +21,8 @@ import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_PARALLEL
-from ._scalar import like, start_of
-from .activations import IDENTITY, ROWWISE_CODES, VECTORISED_CODES, activate, rows_activate
+from ._scalar import like
+from .activations import ROWWISE_CODES, ROWWISE_REFUSED, VECTORISED_CODES, activate
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
 
@@ -51,17 +51,19 @@ def _affine_activate_block(y, scale, shift, code, alpha, r0, r1, c0, c1):
 def _infer_tile(x, w, scale, shift, y, code, alpha, tile, grid):
     r0, r1, c0, c1 = _block(tile, grid[0], grid[1], grid[3], y.shape[0], y.shape[1])
     gemm_block(False, False, like(1.0, y), x, w, like(0.0, y), y, r0, r1, c0, c1)
-    # row-wise activations (softmax) run after all tiles; one call site with a run-time code
-    _affine_activate_block(y, scale, shift, code if code < ROWWISE_CODES else IDENTITY, alpha, r0, r1, c0, c1)
+    _affine_activate_block(y, scale, shift, code, alpha, r0, r1, c0, c1)
 
 
 @njit(**JIT_PARALLEL)
 def dense_infer(x, w, scale, shift, y, code, alpha):
-    """y = f((x @ w) * scale + shift) (activation ``code``), written once into ``y``.
+    """y = f((x @ w) * scale + shift) (elementwise activation ``code``), written once into ``y``.
 
-    x (batch, in), w (in, out), scale/shift (out,), y (batch, out), one dtype. The tiles and
-    the threshold for going parallel are those of ``dense_forward``.
+    x (batch, in), w (in, out), scale/shift (out,), y (batch, out), one dtype. The tiles, the
+    threshold for going parallel and the refusal of row-wise codes (the plan applies softmax
+    with ``activation_forward`` after) are those of ``dense_forward``.
     """
+    if code >= ROWWISE_CODES:
+        raise ValueError(ROWWISE_REFUSED)
     m, n = y.shape
     a = like(alpha, y)
     parallel = _worth_parallel(m, n, x.shape[1])
@@ -72,8 +74,6 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
             _infer_tile(x, w, scale, shift, y, code, a, t, grid)
     else:
         _infer_tile(x, w, scale, shift, y, code, a, np.int64(0), grid)  # int64 like t: one compiled tile body
-    if code >= ROWWISE_CODES:
-        rows_activate(code, y, y, a, start_of(m), m)
 
 
 @njit(**JIT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import _validation as V
 from .._config import REDUCTION_CHUNK_ROWS
-from ..kernels.activations import ACTIVATIONS, IDENTITY
+from ..kernels.activations import ACTIVATIONS, IDENTITY, ROWWISE_CODES
 from .base import Layer, WeightAndBias, normalize_shape, rows, shape_str
 from .registry import register_layer
 
@@ -147,9 +147,15 @@ class Dense(WeightAndBias, Layer):
     def forward_calls(self, x, ctx):
         ws, z, y, _ = self._buffers(x.shape[0], ctx.arena)
         ctx.x = x
-        return [
-            (self.K.dense_forward, (rows(x, self.in_features), self.weight, self.bias, z, y, self.code, self.alpha))
-        ], ws.get("y", ws["z"])
+        x_rows = rows(x, self.in_features)
+        if self.code < ROWWISE_CODES:
+            calls = [(self.K.dense_forward, (x_rows, self.weight, self.bias, z, y, self.code, self.alpha))]
+        else:  # softmax rows after the GEMM: the dense kernels compile the elementwise epilogue only
+            calls = [
+                (self.K.dense_forward, (x_rows, self.weight, self.bias, z, z, IDENTITY, self.alpha)),
+                (self.K.activation_forward, (z, y, self.code, self.alpha)),
+            ]
+        return calls, ws.get("y", ws["z"])
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m = grad_y.shape[0]
@@ -157,6 +163,10 @@ class Dense(WeightAndBias, Layer):
         g = rows(grad_y, self.units)
         grad_x = self._grad_x(m if need_grad_x else 1, ctx.arena)["grad_x"]
         gx = rows(grad_x, self.in_features)
+        code, calls = self.code, []
+        if code >= ROWWISE_CODES:  # the softmax rows' gradient first, then the dense kernel as identity
+            calls.append((self.K.activation_backward, (z, y, g, grad_z, code, self.alpha)))
+            g, code = grad_z, IDENTITY
         args = (
             rows(ctx.x, self.in_features),
             self.weight,
@@ -168,11 +178,12 @@ class Dense(WeightAndBias, Layer):
             self.grad_weight,
             self.grad_bias,
             self._partials(g.shape[0]),
-            self.code,
+            code,
             self.alpha,
             need_grad_x,
         )
-        return [(self.K.dense_backward, args)], (grad_x if need_grad_x else None)
+        calls.append((self.K.dense_backward, args))
+        return calls, (grad_x if need_grad_x else None)
 
     def get_config(self):
         config = {

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from fastnn._config import REDUCTION_CHUNK_ROWS
-from fastnn.kernels.activations import ACTIVATIONS
+from fastnn.kernels.activations import (
+    ACTIVATIONS,
+    IDENTITY,
+    ROWWISE_CODES,
+    activation_backward,
+    activation_forward,
+)
 from fastnn.kernels.dense import dense_backward, dense_forward
 from tests import _reference_core as ref
 from tests._gradcheck import numeric_gradients
@@ -29,11 +35,17 @@ def _problem(m, k, n, dtype, seed=0):
 
 
 def _forward(name, x, w, b, alpha):
-    """Returns (z, y); for identity y is z, as the layer passes it."""
+    """Returns (z, y); for identity y is z, as the layer passes it. Softmax rows run after the
+    kernel (called with identity), as the layer calls them."""
     m, n = x.shape[0], w.shape[1]
     z = np.full((m, n), np.nan, dtype=x.dtype)
     y = z if name == "identity" else np.full_like(z, np.nan)
-    dense_forward(x, w, b, z, y, ACTIVATIONS[name][0], alpha)
+    code = ACTIVATIONS[name][0]
+    if code >= ROWWISE_CODES:
+        dense_forward(x, w, b, z, z, IDENTITY, alpha)
+        activation_forward(z, y, code, alpha)
+    else:
+        dense_forward(x, w, b, z, y, code, alpha)
     return z, y
 
 
@@ -48,9 +60,11 @@ def _backward(name, x, w, b, grad_y, alpha, need_grad_x=True, grad_x=None):
     grad_w = np.full_like(w, np.nan)
     grad_b = np.full_like(b, np.nan)
     partial_b = np.full((-(-m // REDUCTION_CHUNK_ROWS), n), np.nan, dtype=x.dtype)
-    dense_backward(
-        x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, ACTIVATIONS[name][0], alpha, need_grad_x
-    )
+    code = ACTIVATIONS[name][0]
+    if code >= ROWWISE_CODES:
+        activation_backward(z, y, grad_y, grad_z, code, alpha)
+        grad_y, code = grad_z, IDENTITY
+    dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, code, alpha, need_grad_x)
     return grad_x, grad_w, grad_b
 
 
@@ -125,3 +139,16 @@ def test_matches_torch_linear():
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-13)
     for got, want in zip(grads, (xt.grad, wt.grad, bt.grad)):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_rowwise_codes_are_refused(name):
+    """The kernels compile the elementwise epilogue only: a row-wise code raises, never a silent identity."""
+    x, w, b, grad_y = _problem(3, 4, 5, np.float64)
+    z, y = np.zeros((3, 5)), np.zeros((3, 5))
+    code = ACTIVATIONS[name][0]
+    with pytest.raises(ValueError, match="activation_forward"):
+        dense_forward(x, w, b, z, y, code, 0.0)
+    grads = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b), np.zeros((1, 5))
+    with pytest.raises(ValueError, match="activation_backward"):
+        dense_backward(x, w, z, y, grad_y, z.copy(), *grads, code, 0.0, True)

@@ -19,7 +19,7 @@ import numpy as np
 from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
-from ..activations import IDENTITY, ROWWISE_CODES, activate, activate_grad
+from ..activations import IDENTITY, ROWWISE_CODES, ROWWISE_REFUSED, activate, activate_grad
 from ._common import (
     BLOCK,
     COLS,
@@ -32,7 +32,6 @@ from ._common import (
     simulator,
     typed,
 )
-from .activations import activation_backward, activation_forward
 
 #: side of the square GEMM tiles (TILE * TILE threads per block)
 TILE = 16
@@ -197,10 +196,14 @@ def gemm(trans_a, trans_b, a, b, c, accumulate=False):
 
 
 def dense_forward(x, w, b, z, y, code, alpha):
-    """z = x @ w + b and y = f(z) (activation ``code``) on the device; ``y`` may be ``z``."""
+    """z = x @ w + b and y = f(z) (elementwise activation ``code``) on the device; ``y`` may be ``z``.
+
+    Row-wise codes are refused as by the CPU kernel: the layer applies softmax after the call."""
+    if code >= ROWWISE_CODES:
+        raise ValueError(ROWWISE_REFUSED)
     m, n = z.shape
     a = typed(alpha, z)
-    epilogue = BIAS_ACTIVATE if code < ROWWISE_CODES else BIAS
+    epilogue = BIAS_ACTIVATE
     gemm_kernel, bias_activate = _kernels(z.dtype)[:2]
     cp = _cupy()
     if cp is not None:
@@ -209,8 +212,6 @@ def dense_forward(x, w, b, z, y, code, alpha):
     else:
         grid, block = _gemm_grid(m, n)
         gemm_kernel[grid, block](x, w, z, False, False, b, y, epilogue, code, a)
-    if code >= ROWWISE_CODES:
-        activation_forward(z, y, code, alpha)
 
 
 def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b, code, alpha, need_grad_x):
@@ -218,13 +219,12 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
 
     Writes grad_z = grad_y * f'(z) (pass ``grad_z`` = ``grad_y`` for identity), grad_w, grad_b
     and, if ``need_grad_x``, grad_x. ``partial_b`` (ceil(batch / REDUCTION_CHUNK_ROWS), out) is
-    scratch for the bias sums of fixed row chunks, combined in chunk order.
+    scratch for the bias sums of fixed row chunks, combined in chunk order. Elementwise codes only.
     """
+    if code >= ROWWISE_CODES:
+        raise ValueError(ROWWISE_REFUSED)
     m, n = z.shape
     a = typed(alpha, z)
-    if code >= ROWWISE_CODES:
-        activation_backward(z, y, grad_y, grad_z, code, alpha)
-        code = IDENTITY
     grad_z_partials = _kernels(z.dtype)[2]
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid = (blocks_for(-(-n // COLS), 1), blocks_for(chunks, 1))
