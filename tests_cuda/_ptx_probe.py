@@ -93,7 +93,7 @@ def main():
         "dense.gemm": (gemm, (A2, A2, A2, b, b, A1, A2, i, i, f)),
         "dense.bias_activate": (bias_activate, (A2, A1, A2, i, i, f)),
         "dense.grad_z_partials": (grad_z_partials, (A2, A2, A2, A2, A2, i, f)),
-        "dropout.forward": (dropout._forward, (A2, A2, M2, uint64, uint64, f)),
+        "dropout.forward": (dropout._forward, (A2, A2, M2, uint64, uint64, f, i)),
         "dropout.backward": (dropout._backward, (A2, M2, A2, f)),
         "optim.sgd": (optim._sgd, (A1, A1, A1, i, f, f, f, f, f, b, b, f)),
         "optim.rmsprop": (optim._rmsprop, (A1, A1, A1, A1, A1, i, f, f, f, f, f, f, f, b, f)),
