@@ -485,8 +485,7 @@ class Sequential:
         >>> model.positions
         1
         """
-        assert self.output_shape is not None, "build the model first"
-        return size_of(self.output_shape[:-1])
+        return size_of(self._built_output_shape("positions")[:-1])
 
     def target_shape(self) -> tuple[tuple[int, ...], np.dtype]:
         """The per-sample shape and dtype of the checked targets of the compiled loss.
@@ -506,9 +505,9 @@ class Sequential:
         >>> model.target_shape()
         ((), dtype('int64'))
         """
-        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
-        trailing, dtype = self.loss.target_spec(self.output_shape[-1], self.dtype)
-        return (*self.output_shape[:-1], *trailing), dtype
+        loss, shape = self._compiled_loss("target_shape"), self._built_output_shape("target_shape")
+        trailing, dtype = loss.target_spec(shape[-1], self.dtype)
+        return (*shape[:-1], *trailing), dtype
 
     def loss_rows(self, out, target, grad=None):
         """(output, target, grad) as the loss's rows (the engine's view of an N-D output).
@@ -579,9 +578,9 @@ class Sequential:
         >>> bool(loss > 0)
         True
         """
-        assert self.loss is not None, "compile the model first"
+        loss = self._compiled_loss("loss_value")
         out, target, grad = self.loss_rows(out, target, grad)
-        return self.loss.forward_backward(out, target, grad, compute_grad)
+        return loss.forward_backward(out, target, grad, compute_grad)
 
     def correct_count(self, out, target) -> int | None:
         """Positions classified right (accuracy = this / (samples * positions)).
@@ -608,9 +607,9 @@ class Sequential:
         >>> 0 <= model.correct_count(model.predict(X), y) <= 8
         True
         """
-        assert self.loss is not None, "compile the model first"
+        loss = self._compiled_loss("correct_count")
         out, target, _ = self.loss_rows(out, target)
-        return self.loss.correct_count(out, target)
+        return loss.correct_count(out, target)
 
     def require_built(self, what: str):
         """Raise a RuntimeError naming ``what`` unless the model knows its shapes.
@@ -639,6 +638,20 @@ class Sequential:
                 f"Sequential(..., input_shape=(...)), call model.build(input_shape), or fit/predict "
                 f"on data first"
             )
+
+    def _built_output_shape(self, what: str) -> tuple[int, ...]:
+        """The per-sample output shape; a RuntimeError naming ``what`` (and the fix) when unbuilt."""
+        self.require_built(what)
+        shape = self.output_shape
+        if shape is None:  # built models know it (require_built passed): never reached
+            raise RuntimeError(f"{what}: the model is built but has no output shape")
+        return shape
+
+    def _compiled_loss(self, what: str) -> losses_mod.Loss:
+        """The compiled loss; a RuntimeError naming ``what`` and the fix when there is none."""
+        if self.loss is None:
+            raise RuntimeError(f"{what} needs a loss: call model.compile(loss=..., optimizer=...) first")
+        return self.loss
 
     def _build_from(self, X) -> None:
         """Build from the first batch's per-sample shape (models created without an input shape)."""
@@ -1731,24 +1744,20 @@ class Sequential:
 
     def _check_position_targets(self, y, n: int) -> np.ndarray:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
-        assert self.loss is not None and self.output_shape is not None, "compile and build the model first"
-        lead = self.output_shape[:-1]
+        loss, shape = self._compiled_loss("training"), self._built_output_shape("training")
+        lead = shape[:-1]
         arr = V.as_numeric_array(y, "y")
         if arr.shape[: 1 + len(lead)] != (n, *lead):
-            per_row = (
-                "a label"
-                if self.loss.target_spec(self.output_shape[-1], self.dtype)[0] == ()
-                else f"{self.output_shape[-1]} targets"
-            )
+            per_row = "a label" if loss.target_spec(shape[-1], self.dtype)[0] == () else f"{shape[-1]} targets"
             raise ValueError(
-                f"y has shape {arr.shape}, but the model's output is {shape_str(self.output_shape)}, "
+                f"y has shape {arr.shape}, but the model's output is {shape_str(shape)}, "
                 f"so y must start with ({n}, {', '.join(map(str, lead))}): {per_row} for each of the "
                 f"{size_of(lead)} positions of each of the {n} samples"
             )
-        rows = self.loss.check_targets(
+        rows = loss.check_targets(
             arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead) :])),
             n * size_of(lead),
-            self.output_shape[-1],
+            shape[-1],
             self.dtype,
         )
         return rows.reshape((n, *lead, *rows.shape[1:]))
@@ -2131,7 +2140,8 @@ class Sequential:
         >>> out.shape
         (8, 2)
         """
-        assert self.optimizer is not None, "compile the model first"
+        self.require_compiled("run_step")
+        assert self.optimizer is not None  # require_compiled checked it
         with self._lock:
             guard = self._guard
             if guard.pairs:

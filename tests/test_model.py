@@ -246,3 +246,22 @@ def test_small_predictions_use_recorded_calls_and_match_the_layer_path(rng):
     np.testing.assert_allclose(model.predict(X)[:1], one, rtol=1e-5, atol=1e-6)  # gemm vs gemv rounding
     model.train_step(X, np.arange(16) % 3)  # training after an inference plan still matches a fresh pass
     np.testing.assert_allclose(model.predict(X[:1]), model.forward(X[:1], False), rtol=1e-5, atol=1e-6)
+
+
+def test_engine_queries_before_build_or_compile_raise_clear_errors():
+    """positions/target_shape/loss_value/correct_count/run_step name the missing step and its fix
+    (RuntimeError, as require_built/require_compiled), never a bare assert."""
+    unbuilt = fnn.Sequential([fnn.Dense(None, 2)])
+    with pytest.raises(RuntimeError, match="positions needs a built model"):
+        unbuilt.positions
+    model = fnn.Sequential([fnn.Dense(2, 2)], seed=0)
+    out, labels = np.zeros((1, 2), np.float32), np.zeros(1, np.int64)
+    for call in (
+        model.target_shape,
+        lambda: model.loss_value(out, labels, np.empty_like(out)),
+        lambda: model.correct_count(out, labels),
+    ):
+        with pytest.raises(RuntimeError, match=r"needs a loss: call model.compile\(loss=\.\.\., optimizer=\.\.\.\)"):
+            call()
+    with pytest.raises(RuntimeError, match="run_step needs a loss and an optimizer"):
+        model.run_step(np.zeros((1, 2), np.float32), labels)
