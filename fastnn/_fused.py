@@ -397,6 +397,7 @@ class CallRunner:
         "_rebound",
         "_results_in",
         "_runs",
+        "_step_source",
         "_tiering",
         "calls",
         "returns",
@@ -415,6 +416,7 @@ class CallRunner:
             if any(isinstance(v, Result) for v in args)
         }
         self._fused: FusedCalls | None = None
+        self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
         self._runs = 0
         self._elapsed = 0.0
         self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
@@ -447,11 +449,19 @@ class CallRunner:
         saving = len(self.calls) * _dispatch_seconds()
         if saving <= _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
             self._tiering = False
-        elif worth_fusing(saving, lambda: _source(self.calls, self.returns)[0]):
+        elif worth_fusing(saving, self._source):
             self._tiering = False
             self._fuse()
         else:
             self._runs, self._elapsed = 1, 0.0
+
+    def _source(self) -> str:
+        """The generated step's source (it depends on the calls' structure only): made at the
+        first decision and kept, so a fit too short to fuse does not regenerate it at every
+        re-measure window."""
+        if self._step_source is None:
+            self._step_source = _source(self.calls, self.returns)[0]
+        return self._step_source
 
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""

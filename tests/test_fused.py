@@ -162,6 +162,32 @@ def test_a_short_fit_does_not_stop_to_compile_its_step(monkeypatch):
     assert run._runs == 2  # measuring again: step 12 is the new window's first timed run
 
 
+def test_a_runner_generates_its_step_source_once_across_re_measure_windows(monkeypatch):
+    """A fit too short to fuse decides again every window: the source (hashed to find a step
+    compiled before) is generated at the first decision only, and it is the step's source."""
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 3)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.0)
+    monkeypatch.setattr(_config, "FUSE_COMPILE_SECONDS", 1e9)
+    monkeypatch.setattr(_fused, "_compiled_before", lambda source: False)
+    generated = []
+    real_source = _fused._source
+    monkeypatch.setattr(_fused, "_source", lambda calls, returns: generated.append(1) or real_source(calls, returns))
+    decisions = []
+    real_worth = _fused.worth_fusing
+    monkeypatch.setattr(
+        _fused, "worth_fusing", lambda saving, source: decisions.append(source()) or real_worth(saving, source)
+    )
+    model = _tiny()
+    model.compile(loss="mse", optimizer="sgd")
+    X = np.zeros((8, 2), np.float32)
+    model.fit(X, X[:, :1], epochs=6, batch_size=4, verbose=0)
+    run = model.step_plan(4).run
+    assert not run.fused and len(decisions) == 5
+    assert len(generated) == 1
+    assert set(decisions) == {real_source(run.calls, run.returns)[0]}
+
+
 def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
     """The first run loads (or compiles) the kernels; timed, it would make a small step look
     dispatch-free and keep it unfused forever (tiny's step was, before this was fixed)."""
