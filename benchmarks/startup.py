@@ -10,14 +10,15 @@ Rows, all measured in one run (the machine's load moves absolute times, ratios i
   warm           this checkout again, caches filled by the cold run: what a user sees next time
   numba floor    import numba and call one cached trivial kernel: Numba's own start-up cost
   torch          import torch and run the same MLP's first Adam step (784-256-128-10, batch 128)
-Each run reports the child's whole wall time (interpreter start included, measured here), and
-inside the child the time to import and to finish the first step. Writes
+Each run reports the child's whole wall time and CPU time (user + system; interpreter start
+included, measured here), and inside the child the time to import and to finish the first step. Writes
 benchmarks/results/startup.{md,json}.
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -88,14 +89,21 @@ def run_child(code: str, python: str = sys.executable, path: str | None = ROOT, 
     if path:
         environment["PYTHONPATH"] = path
     environment.update(env)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _children_cpu()
     proc = subprocess.run([python, "-c", code], env=environment, capture_output=True, text=True, cwd=cwd, check=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
     if proc.returncode != 0:
         raise RuntimeError(f"the child process failed:\n{proc.stderr}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_s"] = wall
+    out["wall_s"], out["cpu_s"] = wall, cpu
     return out
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far (steadier than wall
+    time on a loaded machine: a compile is CPU-bound)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _venv_with(wheel: str, folder: str) -> str:
@@ -155,28 +163,30 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fastnn-startup-") as tmp:
         runs = measure(args, tmp)
     median = {
-        kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "import_s", "first_step_s", "compiles")}
+        kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s", "import_s", "first_step_s", "compiles")}
         for kind, rs in runs.items()
     }
     warm, floor = median["warm"]["wall_s"], median["numba floor"]["wall_s"]
     lines = [
         "## Start-up: fresh process, import, first 'mlp' training step (784-256-128-10, Adam, batch 128)",
         "",
-        "| run | n | wall s (median, min-max) | import s | to first step s | compiles | / warm | / numba floor |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | n | wall s (median, min-max) | cpu s (median, min-max) | import s | to first step s | compiles | / warm | / numba floor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, rs in runs.items():
         m = median[kind]
-        walls = [r["wall_s"] for r in rs]
+        walls, cpus = [r["wall_s"] for r in rs], [r["cpu_s"] for r in rs]
         lines.append(
             f"| {kind} | {len(rs)} | {m['wall_s']:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
+            f"{m['cpu_s']:.2f} ({min(cpus):.2f}-{max(cpus):.2f}) | "
             f"{m['import_s']:.2f} | {m['first_step_s']:.2f} | {m['compiles']:.0f} | "
             f"{m['wall_s'] / warm:.2f} | {m['wall_s'] / floor:.2f} |"
         )
     command = "python benchmarks/startup.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines += [
         "",
-        "wall: the whole child process, interpreter start included; import and first step: inside it. "
+        "wall: the whole child process, interpreter start included; cpu: its user + system CPU time; "
+        "import and first step: inside it. "
         "cold runs have empty NUMBA_CACHE_DIR and FASTNN_CACHE_DIR; .pyc files are written and used.",
         f"Command: `{command.strip()}`",
     ]

@@ -32,6 +32,9 @@ CPU_ONLY_MODULES = {
 CPU_ONLY_FUNCTIONS = {
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
     ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
+    ("activations", "activate_const"): "activate() for a constant code inside the CPU's literal_unroll loops; "
+    "the CUDA kernels call activate() per element",
+    ("activations", "activate_grad_const"): "activate_grad() for a constant code (see above)",
     ("activations", "rows_activate"): "CPU loop over a chunk of rows; the CUDA row kernels call its row rule "
     "softmax_row (compiled from its py_func) per row",
     ("activations", "rows_activate_grad"): "CPU loop over a chunk of rows; the CUDA row kernels call "

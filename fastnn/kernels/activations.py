@@ -173,6 +173,51 @@ def _gelu_tanh_inner(z):
     return like(_SQRT_2_OVER_PI, z) * (z + like(_GELU_C, z) * z * z * z)
 
 
+# The rules of the vectorised codes, each once: :func:`activate` / :func:`activate_grad` branch to
+# them, and so do :func:`activate_const` / :func:`activate_grad_const` (inlined, for a constant code).
+
+
+@njit(**JIT_INLINE)
+def _identity(z, alpha):
+    return z
+
+
+@njit(**JIT_INLINE)
+def _identity_grad(z, y, alpha):
+    return like(1.0, z)
+
+
+@njit(**JIT_INLINE)
+def _relu(z, alpha):
+    zero = like(0.0, z)
+    return z if z > zero else zero
+
+
+@njit(**JIT_INLINE)
+def _relu_grad(z, y, alpha):
+    return like(1.0, z) if z > like(0.0, z) else like(0.0, z)
+
+
+@njit(**JIT_INLINE)
+def _tanh(z, alpha):
+    return fast_tanh(z)
+
+
+@njit(**JIT_INLINE)
+def _tanh_grad(z, y, alpha):
+    return like(1.0, z) - y * y
+
+
+@njit(**JIT_INLINE)
+def _leaky_relu(z, alpha):
+    return z if z > like(0.0, z) else alpha * z
+
+
+@njit(**JIT_INLINE)
+def _leaky_relu_grad(z, y, alpha):
+    return like(1.0, z) if z > like(0.0, z) else alpha
+
+
 @njit(**JIT)
 def activate(code, z, alpha):
     """y = f(z) for the elementwise activation ``code`` (alpha: slope of leaky_relu, alpha of elu)."""
@@ -180,13 +225,13 @@ def activate(code, z, alpha):
     one = like(1.0, z)
     half = like(0.5, z)
     if code == RELU:
-        return z if z > zero else zero
+        return _relu(z, alpha)
     if code == TANH:
-        return fast_tanh(z)
+        return _tanh(z, alpha)
     if code == SIGMOID:
         return sigmoid(z)
     if code == LEAKY_RELU:
-        return z if z > zero else alpha * z
+        return _leaky_relu(z, alpha)
     if code == ELU:
         return z if z > zero else alpha * math.expm1(z)
     if code == SELU:
@@ -195,7 +240,7 @@ def activate(code, z, alpha):
         return half * z * (one + math.erf(z * like(_SQRT_HALF, z)))
     if code == GELU_TANH:
         return half * z * (one + math.tanh(_gelu_tanh_inner(_gelu_tanh_clamped(z))))
-    return z
+    return _identity(z, alpha)
 
 
 @njit(**JIT)
@@ -205,13 +250,13 @@ def activate_grad(code, z, y, alpha):
     one = like(1.0, z)
     half = like(0.5, z)
     if code == RELU:
-        return one if z > zero else zero
+        return _relu_grad(z, y, alpha)
     if code == TANH:
-        return one - y * y
+        return _tanh_grad(z, y, alpha)
     if code == SIGMOID:
         return y * (one - y)
     if code == LEAKY_RELU:
-        return one if z > zero else alpha
+        return _leaky_relu_grad(z, y, alpha)
     if code == ELU:
         return one if z > zero else alpha * math.exp(z)
     if code == SELU:
@@ -225,7 +270,33 @@ def activate_grad(code, z, y, alpha):
         t = math.tanh(_gelu_tanh_inner(zc))
         inner_grad = like(_SQRT_2_OVER_PI, z) * (one + like(3.0 * _GELU_C, z) * zc * zc)
         return half * (one + t) + half * zc * (one - t * t) * inner_grad
-    return one
+    return _identity_grad(z, y, alpha)
+
+
+@njit(**JIT_INLINE)
+def activate_const(code, z, alpha):
+    """:func:`activate` for a constant ``code`` of VECTORISED_CODES (a ``literal_unroll`` loop's):
+    inlined into the loop, where the constant code leaves one rule (no compiled copy of the
+    whole branch chain per code)."""
+    if code == RELU:
+        return _relu(z, alpha)
+    if code == TANH:
+        return _tanh(z, alpha)
+    if code == LEAKY_RELU:
+        return _leaky_relu(z, alpha)
+    return _identity(z, alpha)
+
+
+@njit(**JIT_INLINE)
+def activate_grad_const(code, z, y, alpha):
+    """:func:`activate_grad` for a constant ``code`` of VECTORISED_CODES, as :func:`activate_const`."""
+    if code == RELU:
+        return _relu_grad(z, y, alpha)
+    if code == TANH:
+        return _tanh_grad(z, y, alpha)
+    if code == LEAKY_RELU:
+        return _leaky_relu_grad(z, y, alpha)
+    return _identity_grad(z, y, alpha)
 
 
 @njit(**JIT_INLINE)
@@ -296,7 +367,7 @@ def elementwise_rows(code, z, y, alpha, r0, r1):
             for i in range(r0, r1):
                 zi, yi = z[i], y[i]
                 for j in range(n):
-                    yi[j] = activate(c, zi[j], alpha)
+                    yi[j] = activate_const(c, zi[j], alpha)
     if not vectorised:
         for i in range(r0, r1):
             zr, yr = z[i], y[i]
@@ -325,7 +396,7 @@ def elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1):
             for i in range(r0, r1):
                 zi, yi, gyi, gzi = z[i], y[i], grad_y[i], grad_z[i]
                 for j in range(n):
-                    gzi[j] = gyi[j] * activate_grad(c, zi[j], yi[j], alpha)
+                    gzi[j] = gyi[j] * activate_grad_const(c, zi[j], yi[j], alpha)
     if not vectorised:
         for i in range(r0, r1):
             zr, yr, gyr, gzr = z[i], y[i], grad_y[i], grad_z[i]
@@ -366,7 +437,9 @@ __all__ = [
     "ACTIVATION_TABLE",
     "ActivationRow",
     "activate",
+    "activate_const",
     "activate_grad",
+    "activate_grad_const",
     "activation_backward",
     "activation_forward",
     "elementwise_rows",

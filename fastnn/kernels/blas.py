@@ -224,11 +224,11 @@ def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
     tb = _TRANS if trans_b else _NO_TRANS
     # One row or one column of C: a matrix-vector product (gemm with M or N = 1 packs a whole
     # operand and is ~8x slower than gemv at batch 1).
-    # (one _gemv call site each, with run-time codes: literal codes compiled a _gemv per code)
+    # (one _gemv call site each, with run-time codes and increments: a literal compiled a _gemv of its own)
     if m == 1:  # C's row = op(B)[:, c0:c1].T @ (the row of op(A)); op(B) block is k x n
         inc_a = lda if trans_a else 1
         rows, cols = (n, k) if trans_b else (k, n)
-        _gemv(_NO_TRANS if trans_b else _TRANS, rows, cols, alpha, pb, ldb, pa, inc_a, beta, pc, 1, itemsize)
+        _gemv(_NO_TRANS if trans_b else _TRANS, rows, cols, alpha, pb, ldb, pa, inc_a, beta, pc, np.int64(1), itemsize)
         return
     if n == 1:  # C's column = op(A)[r0:r1] @ (the column of op(B)); op(A) block is m x k
         inc_b = 1 if trans_b else ldb

@@ -26,7 +26,7 @@ from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, nonneg
-from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad
+from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad, activate_grad_const
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
 
@@ -354,7 +354,7 @@ def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
             if code == c:
                 vectorised = True
                 for t in range(p):
-                    g = gr[t] * activate_grad(c, zr[t], yr[t], alpha)
+                    g = gr[t] * activate_grad_const(c, zr[t], yr[t], alpha)
                     dst[t] = g
                     total += g
         if not vectorised:

@@ -30,6 +30,7 @@ from .activations import (
     ROWWISE_REFUSED,
     VECTORISED_CODES,
     activate,
+    activate_const,
     elementwise_rows_grad,
 )
 from .blas import gemm_block, tile_shape
@@ -49,7 +50,7 @@ def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
                 for j in range(n):
                     v = zi[j] + bb[j]
                     zi[j] = v
-                    yi[j] = activate(c, v, alpha)
+                    yi[j] = activate_const(c, v, alpha)
     if not vectorised:
         for i in range(r0, r1):
             zr, yr = z[i, c0:c1], y[i, c0:c1]

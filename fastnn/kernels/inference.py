@@ -22,7 +22,7 @@ from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_PARALLEL
 from ._scalar import like
-from .activations import ROWWISE_CODES, ROWWISE_REFUSED, VECTORISED_CODES, activate
+from .activations import ROWWISE_CODES, ROWWISE_REFUSED, VECTORISED_CODES, activate, activate_const
 from .blas import gemm_block
 from .dense import _block, _grid, _worth_parallel
 
@@ -39,7 +39,7 @@ def _affine_activate_block(y, scale, shift, code, alpha, r0, r1, c0, c1):
             for i in range(r0, r1):
                 yi = y[i, c0:c1]
                 for j in range(n):
-                    yi[j] = activate(c, yi[j] * s[j] + t[j], alpha)
+                    yi[j] = activate_const(c, yi[j] * s[j] + t[j], alpha)
     if not vectorised:
         for i in range(r0, r1):
             yr = y[i, c0:c1]

@@ -236,7 +236,7 @@ def _lion_range(params, grads, m, lr, beta1, omb1, beta2, omb2, decay, gs):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _sgd_chunk(params, grads, buf, c, n_decay, lr, momentum, omd, wd, nesterov, first_step, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _sgd_range(params[i0:i1], grads[i0:i1], buf[i0:i1], lr, momentum, omd, wd, nesterov, first_step, gs)
@@ -263,7 +263,7 @@ def sgd_update(
             _sgd_chunk(params, grads, velocity, c, n_decay, lr_, mom, omd, wd, nesterov, first_step, gs)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _rmsprop_chunk(params, grads, sq, ga, buf, c, n_decay, lr, alpha, oma, eps, momentum, wd, centered, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _rmsprop_range(
@@ -351,7 +351,7 @@ def rmsprop_update(
             )
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps, wd, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _adagrad_range(params[i0:i1], grads[i0:i1], state_sum[i0:i1], clr, eps, wd, gs)
@@ -373,7 +373,7 @@ def adagrad_update(params, grads, state_sum, lr, lr_decay, eps, weight_decay, n_
             _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps_, wd, gs)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _adam_chunk(
     params, grads, m, v, vmax, c, n_decay, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs
 ):
@@ -476,7 +476,7 @@ def adam_update(
             )
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _lion_chunk(params, grads, m, c, n_decay, lr, beta1, omb1, beta2, omb2, decay, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _lion_range(params[i0:i1], grads[i0:i1], m[i0:i1], lr, beta1, omb1, beta2, omb2, decay, gs)
@@ -505,7 +505,7 @@ def lion_update(params, grads, m, lr, beta1, beta2, weight_decay, n_decay, grad_
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _sum_squares_chunk(grads, partials, c):
     g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     total = 0.0
@@ -535,7 +535,7 @@ def grad_global_norm(grads, partials):
     return math.sqrt(total)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _clip_chunk(grads, c, low, high):
     g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     for i in range(g.size):
