@@ -449,13 +449,13 @@ class CallRunner:
         saving = len(self.calls) * _dispatch_seconds()
         if saving <= _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
             self._tiering = False
-        elif worth_fusing(saving, self._source):
+        elif worth_fusing(saving, self._generated_source):
             self._tiering = False
             self._fuse()
         else:
             self._runs, self._elapsed = 1, 0.0
 
-    def _source(self) -> str:
+    def _generated_source(self) -> str:
         """The generated step's source (it depends on the calls' structure only): made at the
         first decision and kept, so a fit too short to fuse does not regenerate it at every
         re-measure window."""
