@@ -2,8 +2,11 @@
 every Numba compile (CPU seconds, per function, its callees' compiles subtracted).
 
     NUMBA_CACHE_DIR=$(mktemp -d) FASTNN_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py demo --verbose 0
+    NUMBA_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --group dense   # or adam
 
-Run it with empty caches (as above), else nothing compiles. Prints the process's CPU time, the
+Run it with empty caches (as above), else nothing compiles. ``--group`` compiles one group of
+kernels only, by calling them once on small float32 arrays (dense: dense_forward and
+dense_backward with relu; adam: the gradient norm and the in-step Adam update). Prints the process's CPU time, the
 number of compiles and, per function, its exclusive compile CPU seconds and how many times it
 compiled (literal and dtype specialisations count once each); ``--json FILE`` keeps every event.
 """
@@ -33,6 +36,35 @@ class _Timer(event.Listener):
         _events.append((name, inclusive, inclusive - callees, signature))
 
 
+def _compile_group(group: str) -> int:
+    """Call the kernels of ``group`` once on small float32 arrays (what a cold start compiles)."""
+    import numpy as np
+
+    f32 = np.float32
+    if group == "dense":
+        from fastnn.kernels.activations import RELU
+        from fastnn.kernels.dense import dense_backward, dense_forward
+
+        x, w, b = np.ones((32, 64), f32), np.ones((64, 128), f32), np.ones(128, f32)
+        z, y = np.empty((32, 128), f32), np.empty((32, 128), f32)
+        dense_forward(x, w, b, z, y, RELU, 0.0)
+        grads = (z.copy(), x.copy(), w.copy(), b.copy(), np.zeros((1, 128), f32))
+        dense_backward(x, w, z, y, y.copy(), *grads, RELU, 0.0, True)
+    elif group == "adam":
+        from fastnn.kernels.optim import grad_global_norm
+        from fastnn.kernels.step_update import N_SCALARS, adam_step
+
+        n = 20_000
+        params, grads, m, v = np.zeros(n, f32), np.ones(n, f32), np.zeros(n, f32), np.zeros(n, f32)
+        scalars = np.full(N_SCALARS, np.nan)
+        scalars[:3] = 1.0, 1e-3, 1.0  # armed, lr, step
+        norm = grad_global_norm(grads, np.zeros(4))
+        adam_step(1.0, norm, scalars, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0, n, False, False)
+    else:
+        raise SystemExit(f"--group {group!r}: expected dense or adam")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     out = None
     if "--json" in argv:
@@ -40,9 +72,12 @@ def main(argv: list[str]) -> int:
         out, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     event.register("numba:compile", _Timer())
     start = time.process_time()
-    from fastnn.cli import main as fastnn_main
+    if "--group" in argv:
+        rc = _compile_group(argv[argv.index("--group") + 1])
+    else:
+        from fastnn.cli import main as fastnn_main
 
-    rc = fastnn_main(argv or ["demo", "--verbose", "0"])
+        rc = fastnn_main(argv or ["demo", "--verbose", "0"])
     total = time.process_time() - start
     per_function: dict = defaultdict(lambda: [0, 0.0])
     for name, _, exclusive, _ in _events:
