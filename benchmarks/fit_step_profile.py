@@ -1,0 +1,92 @@
+"""Time per step of ``fit()`` on in-memory arrays, shuffled: the slope between a short and a long
+epoch (so the per-epoch work, fingerprint, callbacks and logs, drops out), beside the compiled
+work of one step (the step plan's fused call as ``train_step`` runs it, no gather, no metric).
+
+    python benchmarks/fit_step_profile.py --configs tiny,tiny-ce,mlp --threads 1
+
+``tiny-ce`` is tiny with two outputs and cross-entropy (so fit also counts the correct ones).
+CPU time of the calling thread (``time.thread_time``): use --threads 1. The fused step tiers up
+in warm-up epochs first (compiled once, then loaded from the disk cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+
+import fastnn as fnn
+from fastnn.bench import CONFIGS, build_fastnn, interleaved
+
+
+def _config(name: str):
+    if name == "tiny-ce":
+        return dataclasses.replace(CONFIGS["tiny"], name="tiny-ce", sizes=(2, 16, 16, 2), loss="cross_entropy")
+    return CONFIGS[name]
+
+
+def _data(cfg, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, cfg.sizes[0]), dtype=np.float32)
+    if cfg.loss == "cross_entropy":
+        return X, rng.integers(0, cfg.sizes[-1], n).astype(np.int64)
+    return X, rng.standard_normal((n, cfg.sizes[-1]), dtype=np.float32)
+
+
+def _armed_call(model, plan, xb, yb):
+    """The step plan's call as train_step makes it (the optimizer's update armed when inside)."""
+    if plan.token is not None:
+        model.optimizer.begin_fused_step(True)
+    return plan.run(*plan.inputs(xb, yb))
+
+
+def profile(name: str, steps: int, repeats: int) -> str:
+    cfg = _config(name)
+    model = build_fastnn(cfg)
+    batch = cfg.batch
+    X, y = _data(cfg, 2 * steps * batch)
+    short = (np.ascontiguousarray(X[: steps * batch]), np.ascontiguousarray(y[: steps * batch]))
+    for _ in range(max(2, 1200 // steps)):  # past the fused step's tier-up
+        model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+    plan = model.step_plan(batch)
+    xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
+    for _ in range(400):
+        model.train_step(xb, yb)
+    cases = {
+        "long": lambda: model.fit(X, y, epochs=1, batch_size=batch, verbose=0),
+        "short": lambda: model.fit(*short, epochs=1, batch_size=batch, verbose=0),
+        "step call": lambda: _armed_call(model, plan, xb, yb),
+    }
+    t = {k: float(np.median(v)) * 1e6 for k, v in interleaved(cases, repeats, 0.2, clock=time.thread_time).items()}
+    per_step = (t["long"] - t["short"]) / steps
+    return (
+        f"| {name} | b{batch} | {per_step:.2f} | {t['step call']:.2f} | {per_step - t['step call']:.2f} "
+        f"| {(t['short'] - steps * per_step):.0f} | {plan.run.fused} |"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="tiny,tiny-ce,mlp")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    fnn.set_num_threads(args.threads)
+    print(
+        f"## fit() per step, {args.threads} thread(s), CPU time of the calling thread, median of "
+        f"{args.repeats} interleaved blocks\n"
+    )
+    print(
+        "| config | batch | fit us/step | step call us | the rest us/step | per-epoch us | fused |\n"
+        "|---|---|---|---|---|---|---|"
+    )
+    for name in args.configs.split(","):
+        print(profile(name, 32 if name == "mlp" else 128, args.repeats), flush=True)
+    print(f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads}`")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
