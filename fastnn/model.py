@@ -67,8 +67,21 @@ class _StepPlan:
     (``token`` not None: ``Optimizer.fused_step_token``), its update, armed per step by
     ``Optimizer.begin_fused_step``."""
 
-    __slots__ = ("backward", "calls", "contexts", "feed", "forward", "gathering", "loss_args", "loss_fn", "out")
-    __slots__ += ("run", "token", "x", "y")
+    __slots__ = (
+        "backward",
+        "calls",
+        "contexts",
+        "feed",
+        "forward",
+        "gathering",
+        "loss_args",
+        "loss_fn",
+        "out",
+        "run",
+        "token",
+        "x",
+        "y",
+    )
 
     def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
