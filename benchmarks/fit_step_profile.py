@@ -5,8 +5,9 @@ work of one step (the step plan's fused call as ``train_step`` runs it, no gathe
     python benchmarks/fit_step_profile.py --configs tiny,tiny-ce,mlp --threads 1
 
 ``tiny-ce`` is tiny with two outputs and cross-entropy (so fit also counts the correct ones).
-CPU time of the calling thread (``time.thread_time``): use --threads 1. The fused step tiers up
-in warm-up epochs first (compiled once, then loaded from the disk cache).
+CPU time of the calling thread (``time.thread_time``): use --threads 1. ``--fuse always`` (the
+default) times the steady state of a fused fit: every runner fused at once, as a long fit's are
+after their tier-up (``auto`` fuses only where the fit's steps pay for the compile).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def profile(name: str, steps: int, repeats: int) -> str:
     batch = cfg.batch
     X, y = _data(cfg, 2 * steps * batch)
     short = (np.ascontiguousarray(X[: steps * batch]), np.ascontiguousarray(y[: steps * batch]))
-    for _ in range(max(2, 1200 // steps)):  # past the fused step's tier-up
+    for _ in range(3):  # compiles and loads
         model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
     plan = model.step_plan(batch)
     xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
@@ -72,10 +73,14 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default="tiny,tiny-ce,mlp")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--fuse", default="always", choices=["always", "auto", "never"], help="fastnn._config.FUSE")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
+    from fastnn import _config
+
+    _config.FUSE = args.fuse
     print(
-        f"## fit() per step, {args.threads} thread(s), CPU time of the calling thread, median of "
+        f"## fit() per step, {args.threads} thread(s), FUSE={args.fuse}, CPU time of the calling thread, median of "
         f"{args.repeats} interleaved blocks\n"
     )
     print(
@@ -84,7 +89,10 @@ def main(argv=None) -> int:
     )
     for name in args.configs.split(","):
         print(profile(name, 32 if name == "mlp" else 128, args.repeats), flush=True)
-    print(f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads}`")
+    print(
+        f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
+        f"--fuse {args.fuse}`"
+    )
     return 0
 
 
