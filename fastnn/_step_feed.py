@@ -104,6 +104,7 @@ class StepFeed:
         self.count = count
         self.totals = np.zeros(1, np.int64)
         self.rows: tuple[int, int] | None = None  # (lo, hi) of the armed step
+        self.plan = None  # the armed plan
         self.counted = False  # the last step's count is in totals
         self.classifies = True  # the loss counts correct classifications (False: its count is None)
 
@@ -117,7 +118,18 @@ class StepFeed:
         lo, hi : int
             Positions in the epoch's order.
         """
-        plan.feed, self.rows = self, (lo, hi)
+        plan.feed, self.rows, self.plan = self, (lo, hi), plan
+
+    def disarm(self) -> None:
+        """Forget an armed step that did not run (fit left early): its plan no longer holds the data.
+
+        Examples
+        --------
+        >>> feed.disarm()  # doctest: +SKIP
+        """
+        if self.plan is not None:
+            self.plan.feed = None
+        self.rows = self.plan = None
 
     def run(self, plan, xb, yb) -> tuple[float, float]:
         """(loss, gradient norm) of ``plan``'s call for the batch (xb, yb): gathered inside the call
@@ -135,7 +147,7 @@ class StepFeed:
         tuple of float
             (loss, gradient norm).
         """
-        rows, self.rows, plan.feed = self.rows, None, None
+        rows, self.rows, self.plan, plan.feed = self.rows, None, None, None
         counts = type(self.model.loss).correct_count
         self.counted, self.classifies = False, counts is not losses.Loss.correct_count
         if rows is None or xb is not plan.x or yb is not plan.y:

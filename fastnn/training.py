@@ -602,7 +602,9 @@ class ArrayBatches:
         """
         if self.feeder is not None:
             self.feeder.close()
-        self.feed = None
+        if self.feed is not None:
+            self.feed.disarm()
+            self.feed = None
 
 
 def _open_arrays(

@@ -101,3 +101,25 @@ def test_the_fused_step_gathers_and_counts_inside_its_one_call(monkeypatch, tmp_
     assert outside.step_plan(8).run.fused
     np.testing.assert_array_equal(inside.params, outside.params)
     assert logs_inside == logs_outside
+
+
+def test_a_fit_left_early_leaves_no_step_armed_and_steps_on_other_arrays_read_them():
+    model, _, targets = _labels("float64")
+    r = np.random.default_rng(3)
+    X, y = r.standard_normal((20, 3)), targets(r, 20)
+
+    class Stop(fnn.callbacks.Callback):
+        def on_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        model.fit(X, y, batch_size=8, verbose=0, callbacks=[Stop()])
+    plan = model.step_plan(8)
+    assert plan.feed is None  # the armed second step was forgotten
+    feed = _step_feed.StepFeed(model, *model.check_data(X, y), np.arange(20), count=True)
+    feed.arm(plan, 0, 8)
+    xb, yb = model.check_data(X[8:16], y[8:16])
+    loss, out = model.run_step(xb, yb, update=False)  # not the plan's buffers: read as given, no gather
+    assert plan.feed is None and not feed.counted
+    np.testing.assert_allclose(out, model.predict(xb), rtol=1e-12)
