@@ -1,6 +1,8 @@
 """Time per step of ``fit()`` on in-memory arrays, shuffled: the slope between a short and a long
 epoch (so the per-epoch work, fingerprint, callbacks and logs, drops out), beside the compiled
 work of one step (the step plan's fused call as ``train_step`` runs it, no gather, no metric).
+Where ``fastnn.training.ArrayBatches.gather_inside`` exists, both paths, interleaved: the batch
+gathered with ``np.take`` and counted from Python, or both inside the step's call.
 
     python benchmarks/fit_step_profile.py --configs tiny,tiny-ce,mlp --threads 1
 
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import time
 
 import numpy as np
 
 import fastnn as fnn
+from fastnn import training
 from fastnn.bench import CONFIGS, build_fastnn, interleaved
 
 
@@ -43,29 +47,42 @@ def _armed_call(model, plan, xb, yb):
     return plan.run(*plan.inputs(xb, yb))
 
 
-def profile(name: str, steps: int, repeats: int) -> str:
+def _fit(model, X, y, batch, inside):
+    if inside is not None:
+        training.ArrayBatches.gather_inside = inside
+    model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+
+
+def profile(name: str, steps: int, repeats: int) -> list[str]:
+    """Table rows of config ``name``: per path (the batch gathered in Python with np.take, or
+    inside the step's call, when this version has both), interleaved in one process."""
     cfg = _config(name)
-    model = build_fastnn(cfg)
     batch = cfg.batch
     X, y = _data(cfg, 2 * steps * batch)
     short = (np.ascontiguousarray(X[: steps * batch]), np.ascontiguousarray(y[: steps * batch]))
-    for _ in range(3):  # compiles and loads
-        model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+    paths = {"np.take": False, "inside": True} if hasattr(training.ArrayBatches, "gather_inside") else {"np.take": None}
+    cases, models = {}, {}
+    for path, inside in paths.items():
+        model = models[path] = build_fastnn(cfg)
+        for _ in range(3):  # compiles and loads
+            _fit(model, X, y, batch, inside)
+        cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside)
+        cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside)
+    model = models["np.take"]
     plan = model.step_plan(batch)
     xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
     for _ in range(400):
         model.train_step(xb, yb)
-    cases = {
-        "long": lambda: model.fit(X, y, epochs=1, batch_size=batch, verbose=0),
-        "short": lambda: model.fit(*short, epochs=1, batch_size=batch, verbose=0),
-        "step call": lambda: _armed_call(model, plan, xb, yb),
-    }
+    cases["step call"] = functools.partial(_armed_call, model, plan, xb, yb)
     t = {k: float(np.median(v)) * 1e6 for k, v in interleaved(cases, repeats, 0.2, clock=time.thread_time).items()}
-    per_step = (t["long"] - t["short"]) / steps
-    return (
-        f"| {name} | b{batch} | {per_step:.2f} | {t['step call']:.2f} | {per_step - t['step call']:.2f} "
-        f"| {(t['short'] - steps * per_step):.0f} | {plan.run.fused} |"
-    )
+    rows = []
+    for path in paths:
+        per_step = (t[f"{path} long"] - t[f"{path} short"]) / steps
+        rows.append(
+            f"| {name} | b{batch} | {path} | {per_step:.2f} | {t['step call']:.2f} | {per_step - t['step call']:.2f} "
+            f"| {(t[f'{path} short'] - steps * per_step):.0f} |"
+        )
+    return rows
 
 
 def main(argv=None) -> int:
@@ -84,11 +101,11 @@ def main(argv=None) -> int:
         f"{args.repeats} interleaved blocks\n"
     )
     print(
-        "| config | batch | fit us/step | step call us | the rest us/step | per-epoch us | fused |\n"
+        "| config | batch | batch gathered by | fit us/step | step call us | the rest us/step | per-epoch us |\n"
         "|---|---|---|---|---|---|---|"
     )
     for name in args.configs.split(","):
-        print(profile(name, 32 if name == "mlp" else 128, args.repeats), flush=True)
+        print("\n".join(profile(name, 32 if name == "mlp" else 128, args.repeats)), flush=True)
     print(
         f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
         f"--fuse {args.fuse}`"

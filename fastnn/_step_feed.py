@@ -36,7 +36,8 @@ def _shifted(calls, by: int) -> list:
 
 def gathering_runner(model, plan, count: bool) -> CallRunner:
     """The runner of ``plan``'s calls with the gather kernel before them and, with ``count``, the
-    loss's count kernel after them: arguments ``(x_all, y_all, order, lo, hi, totals)``, returns
+    loss's count kernel after them: arguments ``(x_all, y_all, order, lo, hi)``, then ``totals``
+    with ``count``; returns
     (loss, gradient norm) as ``plan.run`` does.
 
     Parameters
@@ -157,7 +158,8 @@ class StepFeed:
         if cached is None or cached[0] is not plan.run or cached[1] != count:
             self._check_rows(plan)
             cached = plan.gathering = (plan.run, count, gathering_runner(self.model, plan, count))
-        result = cached[2](self.x_all, self.y_all, self.order, rows[0], rows[1], self.totals)
+        totals = (self.totals,) if count else ()  # (the runner takes it only when it counts)
+        result = cached[2](self.x_all, self.y_all, self.order, rows[0], rows[1], *totals)
         self.counted = count
         return result
 

@@ -92,12 +92,13 @@ def test_sample_weights_and_accumulation_gather_inside_alike(options):
     assert logs_inside == logs_outside
 
 
-def test_the_fused_step_gathers_and_counts_inside_its_one_call(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", ["labels", "values"])  # counted inside, or a loss without a count
+def test_the_fused_step_gathers_and_counts_inside_its_one_call(name, monkeypatch, tmp_path):
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_fused, "_LOADED", {})
     monkeypatch.setattr(_config, "FUSE", "always")
-    inside, logs_inside = _fit(_labels, "float32", True)
-    outside, logs_outside = _fit(_labels, "float32", False)
+    inside, logs_inside = _fit(MODELS[name], "float32", True)
+    outside, logs_outside = _fit(MODELS[name], "float32", False)
     assert outside.step_plan(8).run.fused
     np.testing.assert_array_equal(inside.params, outside.params)
     assert logs_inside == logs_outside
