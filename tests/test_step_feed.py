@@ -53,7 +53,13 @@ def _samples_2d(dtype):  # N-D samples: (n, 2, 3)
     return model.compile("cross_entropy", fnn.optim.Adam(lr=0.05)), (2, 3), lambda r, n: r.integers(0, 3, n)
 
 
-MODELS = {"labels": _labels, "values": _values, "binary": _binary, "samples_2d": _samples_2d}
+def _positions(dtype):  # a label per position: (n, 4, 3) outputs, (n, 4) targets
+    layers = [fnn.Dense(3, 5, activation="tanh"), fnn.Dense(5, 3)]
+    model = fnn.Sequential(layers, seed=1, dtype=dtype, input_shape=(4, 3))
+    return model.compile("cross_entropy", fnn.optim.SGD(lr=0.1)), (4, 3), lambda r, n: r.integers(0, 3, (n, 4))
+
+
+MODELS = {"labels": _labels, "values": _values, "binary": _binary, "samples_2d": _samples_2d, "positions": _positions}
 
 
 def _fit(make, dtype, gather_inside, **options):
