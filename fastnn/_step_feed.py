@@ -29,6 +29,12 @@ _COUNT_KERNELS = {
 }
 
 
+def counts_inside(loss) -> bool:
+    """Whether ``loss``'s correct count has a kernel the step's call can run (a built-in
+    ``correct_count``: cross-entropy and binary cross-entropy)."""
+    return type(loss).correct_count in _COUNT_KERNELS
+
+
 def _shifted(calls, by: int) -> list:
     """``calls`` with each :class:`Result` argument pointing ``by`` calls later (calls put before them)."""
     return [(fn, tuple(Result(v.index + by) if isinstance(v, Result) else v for v in args)) for fn, args in calls]
@@ -153,7 +159,7 @@ class StepFeed:
         self.counted, self.classifies = False, counts is not losses.Loss.correct_count
         if rows is None or xb is not plan.x or yb is not plan.y:
             return plan.run(*plan.inputs(xb, yb))
-        count = self.count and counts in _COUNT_KERNELS
+        count = self.count and counts_inside(self.model.loss)
         cached = plan.gathering
         if cached is None or cached[0] is not plan.run or cached[1] != count:
             self._check_rows(plan)

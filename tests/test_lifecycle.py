@@ -172,7 +172,7 @@ def _interrupt_kernel(monkeypatch, model, where, after_calls):
             return original_step(xb, yb)
         gathering = plan.gathering  # fit's runner with the gather first (fastnn._step_feed), once built
         if gathering is None:
-            count = type(model.loss).correct_count in _step_feed._COUNT_KERNELS
+            count = _step_feed.counts_inside(model.loss)
             plan.gathering = (plan.run, count, _step_feed.gathering_runner(model, plan, count))
         broken_lists = [(plan.run.calls, index), (plan.gathering[2].calls, index + 1)]
         kept = [calls[i] for calls, i in broken_lists]
