@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", default="tiny,tiny-ce,mlp")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=128, help="batches of the short epoch (mlp: a quarter)")
     parser.add_argument("--fuse", default="always", choices=["always", "auto", "never"], help="fastnn._config.FUSE")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
@@ -105,10 +106,11 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|"
     )
     for name in args.configs.split(","):
-        print("\n".join(profile(name, 32 if name == "mlp" else 128, args.repeats)), flush=True)
+        steps = max(1, args.steps // 4) if name == "mlp" else args.steps
+        print("\n".join(profile(name, steps, args.repeats)), flush=True)
     print(
         f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
-        f"--fuse {args.fuse}`"
+        f"--fuse {args.fuse} --steps {args.steps} --repeats {args.repeats}`"
     )
     return 0
 
