@@ -462,10 +462,10 @@ class ArrayBatches:
 
     Batches of ``batch_size`` over each epoch's order (a counter-based permutation of the rows
     when shuffling), gathered into the step plan's buffers by the step's own compiled call
-    (:mod:`fastnn._step_feed`), or copied to a device one batch ahead (:class:`BatchFeeder`). Sources give ``epoch(epoch, start)``: (b, xb, yb) per
-    batch b after the first ``start`` samples, and ``steps`` (batches per epoch, None: until the
-    data ends), ``batch_size``, ``fingerprint``, ``weighted`` (targets carry a weight column),
-    ``exhausted``, ``close()``.
+    (:mod:`fastnn._step_feed`), or copied to a device one batch ahead (:class:`BatchFeeder`).
+    Sources give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start``
+    samples, and ``steps`` (batches per epoch, None: until the data ends), ``batch_size``,
+    ``fingerprint``, ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``.
 
     Parameters
     ----------
