@@ -462,7 +462,7 @@ class ArrayBatches:
 
     Batches of ``batch_size`` over each epoch's order (a counter-based permutation of the rows
     when shuffling), gathered into the step plan's buffers by the step's own compiled call
-    (:mod:`fastnn._step_feed`), or copied to a device one batch ahead (:class:`BatchFeeder`).
+    (``fastnn._step_feed``), or copied to a device one batch ahead (:class:`BatchFeeder`).
     Sources give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start``
     samples, and ``steps`` (batches per epoch, None: until the data ends), ``batch_size``,
     ``fingerprint``, ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``.
@@ -497,7 +497,7 @@ class ArrayBatches:
 
     exhausted = None
     #: shuffled batches on the CPU gathered (and counted) inside the step's compiled call
-    #: (:mod:`fastnn._step_feed`); False gathers them here with ``np.take`` (same results)
+    #: (``fastnn._step_feed``); False gathers them here with ``np.take`` (same results)
     gather_inside = True
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, weighted: bool):
