@@ -67,7 +67,21 @@ class _StepPlan:
     (``token`` not None: ``Optimizer.fused_step_token``), its update, armed per step by
     ``Optimizer.begin_fused_step``."""
 
-    __slots__ = ("backward", "calls", "contexts", "forward", "loss_args", "loss_fn", "out", "run", "token", "x", "y")
+    __slots__ = (
+        "backward",
+        "calls",
+        "contexts",
+        "feed",
+        "forward",
+        "gathering",
+        "loss_args",
+        "loss_fn",
+        "out",
+        "run",
+        "token",
+        "x",
+        "y",
+    )
 
     def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
@@ -75,6 +89,7 @@ class _StepPlan:
         self.contexts = contexts
         self.calls = [*forward, loss_call, *backward, norm_call]
         self.run, self.token = None, None
+        self.feed = self.gathering = None  # fit's fastnn._step_feed: armed for a step; its runner of this plan
 
     def with_optimizer(self, optimizer, token) -> _StepPlan:
         """This plan with ``optimizer``'s update as its last call (none for a None ``token``);
@@ -2160,7 +2175,10 @@ class Sequential:
                     if plan.token is not None:  # the update inside the call, unless ranks must sum first
                         inside = update and self._step_reduce is None
                         self.optimizer.begin_fused_step(inside)
-                    loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
+                    if plan.feed is None:
+                        loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
+                    else:  # fit on arrays: the batch gathered (and counted) inside the call
+                        loss, norm = plan.feed.run(plan, xb, yb)
                     out = plan.out
                 if self._step_reduce is not None:  # gradients summed over the ranks: global loss and norm
                     loss, norm = self._step_reduce(loss, norm, out, yb)

@@ -36,6 +36,7 @@ from . import _fused, backend, distributed, streaming
 from . import _validation as V
 from . import losses as losses_mod
 from ._progress import EpochProgress
+from ._step_feed import StepFeed
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
@@ -460,11 +461,11 @@ class ArrayBatches:
     """The batch source of in-memory arrays (X, y) for the fit loop.
 
     Batches of ``batch_size`` over each epoch's order (a counter-based permutation of the rows
-    when shuffling), gathered straight into the step plan's buffers, or copied to a device one
-    batch ahead (:class:`BatchFeeder`). Sources give ``epoch(epoch, start)``: (b, xb, yb) per
-    batch b after the first ``start`` samples, and ``steps`` (batches per epoch, None: until the
-    data ends), ``batch_size``, ``fingerprint``, ``weighted`` (targets carry a weight column),
-    ``exhausted``, ``close()``.
+    when shuffling), gathered into the step plan's buffers by the step's own compiled call
+    (``fastnn._step_feed``), or copied to a device one batch ahead (:class:`BatchFeeder`).
+    Sources give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start``
+    samples, and ``steps`` (batches per epoch, None: until the data ends), ``batch_size``,
+    ``fingerprint``, ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``.
 
     Parameters
     ----------
@@ -495,6 +496,9 @@ class ArrayBatches:
     """
 
     exhausted = None
+    #: shuffled batches on the CPU gathered (and counted) inside the step's compiled call
+    #: (``fastnn._step_feed``); False gathers them here with ``np.take`` (same results)
+    gather_inside = True
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, weighted: bool):
         plan = streaming.batch_plan(model, X.shape[0], batch_size, shuffle)
@@ -503,6 +507,7 @@ class ArrayBatches:
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
         self.feeder: BatchFeeder | None = None
+        self.feed: StepFeed | None = None  # CPU, shuffled: each batch gathered inside its step call
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
 
     @property
@@ -541,7 +546,7 @@ class ArrayBatches:
         ------
         tuple of (int, numpy.ndarray, numpy.ndarray)
             ``(b, xb, yb)``: the batch's index and its rows (views, or the step plan's buffers,
-            valid until the next batch).
+            valid until the next batch; shuffled on the CPU, filled by the step's call itself).
 
         Examples
         --------
@@ -572,8 +577,13 @@ class ArrayBatches:
                 yield (b, *feeder.load(plan, lo, hi, order))
             elif order is None:
                 yield b, X[lo:hi], y[lo:hi]
-            elif plan is not None:  # gather the batch straight into the plan's buffers
+            elif plan is not None and not self.gather_inside:  # gathered here into the plan's buffers
                 yield b, np.take(X, order[lo:hi], axis=0, out=plan.x), np.take(y, order[lo:hi], axis=0, out=plan.y)
+            elif plan is not None:  # the plan's buffers, filled by its step call (fastnn._step_feed)
+                if self.feed is None:
+                    self.feed = StepFeed(model, X, y, order, count=self.shard is None)
+                self.feed.arm(plan, lo, hi)
+                yield b, plan.x, plan.y
             else:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
 
@@ -592,6 +602,9 @@ class ArrayBatches:
         """
         if self.feeder is not None:
             self.feeder.close()
+        if self.feed is not None:
+            self.feed.disarm()
+            self.feed = None
 
 
 def _open_arrays(
@@ -831,7 +844,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 m = xb.shape[0] if dist is None else dist.batch_rows
                 total_loss += batch_loss * m
                 samples += m
-                count = model.correct_count(out, yb) if dist is None else dist.correct
+                counter = getattr(source, "feed", None) or model  # the feed counted inside the step call
+                count = counter.correct_count(out, yb) if dist is None else dist.correct
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
                     tracker.update(*((out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)), committed)

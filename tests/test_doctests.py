@@ -23,6 +23,7 @@ MODULES = [
     "fastnn.schedules",
     "fastnn.tensorboard",
     "fastnn.training",
+    "fastnn._step_feed",  # fit's in-call batch gather (private; its example keeps it honest)
     "fastnn.layers",
     "fastnn.layers.activation",
     "fastnn.layers.attention",

@@ -156,7 +156,7 @@ def test_a_short_fit_does_not_stop_to_compile_its_step(monkeypatch):
     model.compile(loss="mse", optimizer="sgd")
     X = np.zeros((8, 2), np.float32)
     model.fit(X, X[:, :1], epochs=6, batch_size=4, verbose=0)
-    run = model.step_plan(4).run
+    run = model.step_plan(4).gathering[2]  # fit's runner: the shuffled batch gathered inside (fastnn._step_feed)
     assert not run.fused
     assert seen == [2, 4, 6, 8, 10]  # decided at steps 3, 5, 7, 9, 11 (each a window of 2 timed runs)
     assert run._runs == 2  # measuring again: step 12 is the new window's first timed run

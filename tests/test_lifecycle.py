@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn import _step_feed
 from fastnn import callbacks as cb_mod
 
 
@@ -161,21 +162,27 @@ def _interrupt_kernel(monkeypatch, model, where, after_calls):
 
     def step(xb, yb):
         plan = model.step_plan(xb.shape[0])
-        calls = plan.run.calls
         index = {"forward": 1, "loss": len(plan.forward), "backward": len(plan.forward) + 2}[where]
-        fn, args = calls[index]
         state["calls"] += 1
 
         def broken(*a):
             raise KeyboardInterrupt
 
-        if state["calls"] == after_calls:
-            calls[index] = (broken, args)
-            try:
-                return original_step(xb, yb)
-            finally:
-                calls[index] = (fn, args)
-        return original_step(xb, yb)
+        if state["calls"] != after_calls:
+            return original_step(xb, yb)
+        gathering = plan.gathering  # fit's runner with the gather first (fastnn._step_feed), once built
+        if gathering is None:
+            count = _step_feed.counts_inside(model.loss)
+            plan.gathering = (plan.run, count, _step_feed.gathering_runner(model, plan, count))
+        broken_lists = [(plan.run.calls, index), (plan.gathering[2].calls, index + 1)]
+        kept = [calls[i] for calls, i in broken_lists]
+        for calls, i in broken_lists:
+            calls[i] = (broken, calls[i][1])
+        try:
+            return original_step(xb, yb)
+        finally:
+            for (calls, i), call in zip(broken_lists, kept):
+                calls[i] = call
 
     monkeypatch.setattr(model, "run_step", step)
 

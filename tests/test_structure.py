@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fastnn._inference",
         "fastnn._fit_options",
         "fastnn._progress",
+        "fastnn._step_feed",
     ),
     ("fastnn.callbacks", "fastnn.metrics", "fastnn.serialization"),
     ("fastnn.layers", "fastnn.losses", "fastnn.optim", "fastnn.schedules"),

@@ -24,6 +24,8 @@ CPU_ONLY_MODULES = {
     "by their own launch geometry",
     "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "
     "CUDA steps through Optimizer.step and the twins in kernels.cuda.optim",
+    "step_feed": "fit's batch gather and correct count inside the CPU's fused training steps (fastnn._step_feed); "
+    "a model on CUDA gets its batches through fastnn.training.BatchFeeder's device copies",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }

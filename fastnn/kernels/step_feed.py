@@ -1,0 +1,37 @@
+"""What ``fit`` adds to a training step's compiled call on in-memory arrays (:mod:`fastnn._step_feed`):
+the batch gathered from the whole data set by the epoch's shuffled order, and the running count of
+correctly classified positions, so Python copies no batch and calls no metric kernel per step.
+
+``x_all`` (n, d) and ``y_all`` (n, e) are the data set's inputs and targets with each sample
+flattened to one row (any dtype; the targets' dtype int64 for labels), ``order`` (n,) int64 the
+epoch's permutation of the rows, ``x`` (hi - lo, d) and ``y`` (hi - lo, e) the step plan's buffers.
+"""
+
+from __future__ import annotations
+
+from numba import njit, prange
+
+from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+
+
+@njit(**JIT_PARALLEL)
+def gather_batch(x_all, y_all, order, lo, hi, x, y):
+    """x[i] = x_all[order[lo + i]] and y[i] = y_all[order[lo + i]] for i in [0, hi - lo): a copy,
+    in parallel over the rows only for a large batch."""
+    if x.size + y.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(hi - lo):
+            x[i] = x_all[order[lo + i]]
+            y[i] = y_all[order[lo + i]]
+    else:
+        for i in prange(hi - lo):
+            x[i] = x_all[order[lo + i]]
+            y[i] = y_all[order[lo + i]]
+
+
+@njit(**JIT)
+def add_to_total(value, totals):
+    """totals[0] += value: a count returned by an earlier kernel of the step, kept across steps."""
+    totals[0] += value
+
+
+__all__ = ["add_to_total", "gather_batch"]
