@@ -163,7 +163,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="fastnn-startup-") as tmp:
         runs = measure(args, tmp)
     median = {
-        kind: {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s", "import_s", "first_step_s", "compiles")}
+        kind: {
+            k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s", "import_s", "first_step_s", "compiles")
+        }
         for kind, rs in runs.items()
     }
     warm, floor = median["warm"]["wall_s"], median["numba floor"]["wall_s"]
