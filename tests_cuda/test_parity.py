@@ -24,8 +24,6 @@ CPU_ONLY_MODULES = {
     "by their own launch geometry",
     "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "
     "CUDA steps through Optimizer.step and the twins in kernels.cuda.optim",
-    "batchnorm_act": "BatchNorm1d -> activation -> Dropout fused for the CPU's training step plans "
-    "(fastnn._norm_fusion matches the CPU kernels only); CUDA step plans call the three layers' twins one by one",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }
@@ -50,7 +48,6 @@ CPU_ONLY_FUNCTIONS = {
     "the CUDA launcher does the same on the host counter",
     ("dropout", "draw_row_mask"): "CPU row loop (flags, then packed bytes), shared with kernels.batchnorm_act; the "
     "CUDA kernel packs one byte per thread",
-    ("dropout", "mask_kept"): "CPU bit read of the packed mask; the CUDA backward kernel reads the bit inline",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",

@@ -25,7 +25,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDU
 from ._scalar import like, n_chunks
 from .activations import VECTORISED_CODES, activate, activate_grad
 from .batchnorm import batch_statistics, batchnorm_grad_x, counted_momentum, normalize_value, sum_partials
-from .dropout import draw_row_mask, keep_threshold, mask_kept, row_key
+from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_key
 from .rng import key64
 
 
@@ -187,40 +187,41 @@ def batchnorm_act_forward_train(
 
 
 @njit(**JIT_INLINE)
-def _grad_sums_of(code, grad_out, mask, x_hat, gamma, beta, grad_z, partials, chunk, scale, alpha, affine, dropout):
+def _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
+    """Per row: grad_z[i] = grad_y[i] * f'(z) (in place when grad_y is grad_z), then the column
+    sums of grad_z and grad_z * x_hat into partials[:, chunk] (batch norm's own sum order)."""
     r0 = chunk * REDUCTION_CHUNK_ROWS
-    r1 = min(grad_out.shape[0], r0 + REDUCTION_CHUNK_ROWS)
-    n = grad_out.shape[1]
-    zero = like(0.0, grad_out)
+    r1 = min(grad_y.shape[0], r0 + REDUCTION_CHUNK_ROWS)
+    n = grad_y.shape[1]
     s = partials[0, chunk]
     sx = partials[1, chunk]
     for j in range(n):
         s[j] = 0
         sx[j] = 0
     for i in range(r0, r1):
+        gz, gy, hi = grad_z[i], grad_y[i], x_hat[i]
+        if affine:  # the branch outside the loops: each loop vectorises
+            for j in range(n):
+                z = gamma[j] * hi[j] + beta[j]
+                gz[j] = gy[j] * activate_grad(code, z, activate(code, z, alpha), alpha)
+        else:
+            for j in range(n):
+                gz[j] = gy[j] * activate_grad(code, hi[j], activate(code, hi[j], alpha), alpha)
         for j in range(n):
-            h = x_hat[i, j]
-            z = _pre_activation(h, gamma, beta, j, affine)
-            g = grad_out[i, j]
-            if dropout:
-                g = g * scale if mask_kept(mask, i, j) else zero
-            d = g * activate_grad(code, z, activate(code, z, alpha), alpha)
-            grad_z[i, j] = d
-            s[j] += d
-            sx[j] += d * h
+            s[j] += gz[j]
+            sx[j] += gz[j] * hi[j]
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _grad_sums(code, grad_out, mask, x_hat, gamma, beta, grad_z, partials, chunk, scale, alpha, affine, dropout):
-    """Chunk ``chunk``'s rows: grad_z = the gradient at batch norm's output (through dropout and
-    the activation), partials[0, chunk] = its column sums, partials[1, chunk] = of grad_z * x_hat."""
+def _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
+    """Chunk ``chunk``'s rows of :func:`_grad_sums_of`, with a vectorised copy per common code."""
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):
         if code == c:
             vectorised = True
-            _grad_sums_of(c, grad_out, mask, x_hat, gamma, beta, grad_z, partials, chunk, scale, alpha, affine, dropout)
+            _grad_sums_of(c, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
     if not vectorised:
-        _grad_sums_of(code, grad_out, mask, x_hat, gamma, beta, grad_z, partials, chunk, scale, alpha, affine, dropout)
+        _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
 
 
 @njit(**JIT_PARALLEL)
@@ -244,22 +245,25 @@ def batchnorm_act_backward(
 ):
     """Gradients of :func:`batchnorm_act_forward_train` from the upstream ``grad_out``.
 
-    Writes grad_z (the gradient at batch norm's output, scratch), grad_x (may be ``grad_z``),
+    Writes grad_z (the gradient at batch norm's output, scratch), grad_x (not ``grad_z``),
     grad_beta = sum(grad_z) and grad_gamma = sum(grad_z * x_hat) (features,), as
     ``batchnorm.batchnorm_backward`` does given grad_z; ``mask`` and ``p`` are the forward's
     (read only if ``dropout``). ``grad_out`` is only read.
     """
     m, n = grad_out.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
-    scale = like(1.0 / (1.0 - p), grad_out)
     a = like(alpha, grad_out)
+    grad_y = grad_out
+    if dropout:  # dropout's own kernel (its select vectorises there) into grad_x, free until the last pass
+        dropout_backward(grad_out, mask, grad_x, p)
+        grad_y = grad_x  # not grad_z: in place, the loop below would not vectorise (2x slower, measured)
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _grad_sums(code, grad_out, mask, x_hat, gamma, beta, grad_z, partials, c, scale, a, affine, dropout)
+            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
     else:
         for c in range(chunks):
-            _grad_sums(code, grad_out, mask, x_hat, gamma, beta, grad_z, partials, c, scale, a, affine, dropout)
+            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
     batchnorm_grad_x(grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine)

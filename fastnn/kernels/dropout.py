@@ -61,12 +61,6 @@ def draw_row_mask(out, mask, key, threshold, base, i):
 
 
 @njit(**JIT_INLINE)
-def mask_kept(mask, i, j):
-    """Whether unit (i, j) was kept: its bit of the packed ``mask``."""
-    return (mask[i, j >> 3] >> np.uint8(j & 7)) & np.uint8(1)
-
-
-@njit(**JIT_INLINE)
 def _forward_rows(x, out, mask, key, threshold, scale, batch, r0, r1):
     """Per row: :func:`draw_row_mask`, then out = x * scale where kept.
 
@@ -117,9 +111,11 @@ def _forward_keyed(x, out, mask, p, key, batch):
 def _backward_rows(grad_out, mask, grad_in, scale, r0, r1):
     n = grad_out.shape[1]
     zero = like(0.0, grad_out)
+    one = np.uint8(1)
     for i in range(r0, r1):
         for j in range(n):
-            grad_in[i, j] = grad_out[i, j] * scale if mask_kept(mask, i, j) else zero
+            kept = (mask[i, j >> 3] >> np.uint8(j & 7)) & one
+            grad_in[i, j] = grad_out[i, j] * scale if kept else zero
 
 
 @njit(**JIT_PARALLEL)
@@ -149,7 +145,6 @@ __all__ = [
     "keep_threshold",
     "keep_unit",
     "mask_bytes",
-    "mask_kept",
     "row_key",
 ]
 
