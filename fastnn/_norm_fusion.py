@@ -6,7 +6,8 @@ an elementwise activation and dropout (or the first two, with no dropout after t
 that is the identity), :func:`fuse_forward` and :func:`fuse_backward` replace their calls by
 ``kernels.batchnorm_act``'s pair, built from the recorded arguments: the same buffers,
 parameters, running statistics and dropout counters, so the step computes what the layers'
-own calls compute (within float rounding) with three fewer sweeps forward and two backward.
+own calls compute (within float rounding) with two fewer sweeps over the activations forward
+and one backward (benchmarks/RESULTS.md, session 7, has the measurements).
 
 Recognising the group by the recorded calls leaves everything else as it was: evaluation
 mode, synchronised or channels-first batch norm, a device other than the CPU, softmax rows

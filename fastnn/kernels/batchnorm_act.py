@@ -1,13 +1,14 @@
 """Training-mode BatchNorm1d -> elementwise activation -> inverted dropout, fused.
 
 The three layers' kernels (kernels.batchnorm, kernels.activations, kernels.dropout) run one after
-the other sweep the (batch, features) block five times forward (batch norm's output and x_hat,
-the activation's output, dropout's output and mask) and four times backward. Here, after batch
-norm's statistics pass, one sweep writes x_hat, the dropout mask and the output; the backward
-computes dropout's mask, the activation's derivative (from x_hat: z = gamma * x_hat + beta is
-recomputed, so the activation's output is never stored) and batch norm's two column sums in one
-sweep, then batch norm's grad_x in a second. The results are the unfused kernels' (the same
-formulas, statistics chunks, sum orders and dropout hashes), within float rounding.
+the other write batch norm's output, read it and write the activation's, read that and write
+dropout's. Here, after batch norm's statistics pass, one sweep per row draws the dropout flags
+and mask (dropout's own row code) and writes x_hat and the output: two sweeps fewer. Backward:
+dropout's own kernel into grad_x (free until the last pass), then one sweep of the activation's
+derivative (at z = gamma * x_hat + beta recomputed, so the activation's output is never stored)
+with batch norm's two column sums, then batch norm's grad_x pass: one sweep fewer. The results
+are the unfused kernels' (the same formulas, statistics chunks, sum orders and dropout hashes),
+within float rounding.
 
 Buffers (all one dtype, float32 or float64, C-contiguous, except as noted):
   x, out, x_hat, grad_out, grad_z, grad_x: (batch, features)
