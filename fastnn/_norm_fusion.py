@@ -98,9 +98,9 @@ def _forward_call(group: Group) -> tuple:
         p, seed, stream = 0.0, 0, 0
     else:
         _, out, mask, p, seed, stream, counter, first_row = group.dropout
-    args = (x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, mask, batches, counter)
-    args += (first_row, eps, momentum, affine, track, code, alpha, p, seed, stream, group.dropout is not None)
-    return (batchnorm_act_forward_train, args)
+    arrays = (x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, mask, batches, counter)
+    rest = (first_row, eps, momentum, affine, track, code, alpha, p, seed, stream, group.dropout is not None)
+    return (batchnorm_act_forward_train, arrays + rest)
 
 
 def fuse_forward(forward: list[Calls], groups: list[Group]) -> list:
