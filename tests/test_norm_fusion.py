@@ -109,3 +109,18 @@ def test_the_one_call_step_equals_the_call_by_call_step_bit_for_bit(monkeypatch,
         np.testing.assert_array_equal(a, b)
     for name in by_call[2]:
         np.testing.assert_array_equal(one_call[2][name], by_call[2][name], err_msg=name)
+
+
+def test_backward_hooks_of_a_group_run_after_its_fused_call_in_layer_order(rng):
+    """fastnn.distributed's hook (calls after each layer's backward) keeps every layer's calls, in
+    the layer-by-layer order, the group's after its fused backward."""
+    X, y = rng.standard_normal((9, 7)), np.arange(9) % 3
+    seen: list = []
+    model = fnn.Sequential(_bn_relu_dropout(), seed=5, dtype="float64")
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    model.set_backward_hook(lambda i: [(seen.append, (i,))])
+    model.train_step(X, y)
+    assert seen == [4, 3, 2, 1, 0] and FUSED <= _kernels(model, 9)
+    names = [getattr(fn, "__name__", "hook") for fn, _ in model.step_plan(9).calls]
+    fused_at = names.index("batchnorm_act_backward")
+    assert names[fused_at + 1 : fused_at + 4] == ["append"] * 3  # layers 3, 2, 1's hooks
