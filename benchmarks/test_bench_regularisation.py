@@ -152,3 +152,67 @@ def test_layernorm_torch(benchmark, arrays):
         weight,
         bias,
     )
+
+
+BN_ACT_DROPOUT_GROUP = f"batchnorm+relu+dropout p={P} train {BATCH}x{FEATURES} float32, forward+backward"
+
+
+class _NormActDropout:
+    """Buffers of a batch norm -> ReLU -> dropout block on ``arrays``."""
+
+    def __init__(self, arrays):
+        from fastnn.kernels.activations import ACTIVATIONS
+
+        self.x, self.grad, self.gamma, self.beta = arrays
+        self.relu = ACTIVATIONS["relu"][0]
+        self.rm, self.rv = np.zeros(FEATURES, np.float32), np.ones(FEATURES, np.float32)
+        self.z, self.y, self.out, self.x_hat, self.g1, self.g2, self.grad_x = (np.empty_like(self.x) for _ in range(7))
+        self.mean, self.inv_std, self.grad_gamma, self.grad_beta = (np.empty(FEATURES, np.float32) for _ in range(4))
+        self.partials = np.empty((2, partial_rows(BATCH), FEATURES), np.float32)
+        self.mask = np.empty((BATCH, mask_bytes(FEATURES)), np.uint8)
+        self.batches, self.counter, self.first_row = (np.zeros(1, np.int64) for _ in range(3))
+
+    def check(self):
+        assert np.isfinite(self.out).all() and np.isfinite(self.grad_x).all() and np.isfinite(self.grad_gamma).all()
+        assert 0.3 < np.mean(self.out != 0) < 0.5  # ReLU keeps about half, dropout 80% of that
+
+
+@pytest.mark.benchmark(group=BN_ACT_DROPOUT_GROUP)
+def test_batchnorm_relu_dropout_fused_fastnn(benchmark, arrays):
+    from fastnn.kernels.batchnorm_act import batchnorm_act_backward, batchnorm_act_forward_train
+
+    b = _NormActDropout(arrays)
+
+    def step():
+        batchnorm_act_forward_train(
+            b.x, b.gamma, b.beta, b.rm, b.rv, b.out, b.x_hat, b.mean, b.inv_std, b.partials, b.mask, b.batches,
+            b.counter, b.first_row, EPS, 0.1, True, True, b.relu, 0.0, P, 0, 1, True,
+        )  # fmt: skip
+        batchnorm_act_backward(
+            b.grad, b.mask, b.x_hat, b.inv_std, b.gamma, b.beta, b.g2, b.grad_x, b.grad_gamma, b.grad_beta,
+            b.partials, True, b.relu, 0.0, P, True,
+        )  # fmt: skip
+
+    _run(benchmark, step)
+    b.check()
+
+
+@pytest.mark.benchmark(group=BN_ACT_DROPOUT_GROUP)
+def test_batchnorm_relu_dropout_layer_by_layer_fastnn(benchmark, arrays):
+    from fastnn.kernels.activations import activation_backward, activation_forward
+    from fastnn.kernels.dropout import dropout_forward_counted_from
+
+    b = _NormActDropout(arrays)
+
+    def step():
+        batchnorm_forward_train(
+            b.x, b.gamma, b.beta, b.rm, b.rv, b.z, b.x_hat, b.mean, b.inv_std, b.partials, EPS, 0.1, True, True
+        )
+        activation_forward(b.z, b.y, b.relu, 0.0)
+        dropout_forward_counted_from(b.y, b.out, b.mask, P, 0, 1, b.counter, b.first_row)
+        dropout_backward(b.grad, b.mask, b.g1, P)
+        activation_backward(b.z, b.y, b.g1, b.g2, b.relu, 0.0)
+        batchnorm_backward(b.g2, b.x_hat, b.inv_std, b.gamma, b.grad_x, b.grad_gamma, b.grad_beta, b.partials, True)
+
+    _run(benchmark, step)
+    b.check()

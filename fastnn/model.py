@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 
 from . import _fit_options as fit_options
 from . import _inference as inference
+from . import _norm_fusion as norm_fusion
 from . import _validation as V
 from . import backend, freezing
 from . import losses as losses_mod
@@ -1817,15 +1818,18 @@ class Sequential:
                 ctx = Context(True, "train", lengths)
                 calls, h = layer.forward_calls(h, ctx)
                 lengths = layer.output_lengths(ctx)
-                forward += calls
+                forward.append(calls)
                 contexts.append(ctx)
+            groups = norm_fusion.find_groups(forward)  # BatchNorm1d -> activation (-> Dropout): one kernel pair
+            forward = norm_fusion.fuse_forward(forward, groups)
             grad = self._grad_out(m)["grad"]
-            backward: list = []
+            backward: list = [None] * len(self.layers)
             g = grad
             after = self._backward_hook  # fastnn.distributed.Buckets: Allreduce starts
             for i in range(len(self.layers) - 1, -1, -1):
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
-                backward += calls if after is None else [*calls, *after(i)]
+                backward[i] = calls if after is None else [*calls, *after(i)]
+            backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
             assert self.loss is not None  # target_shape() checked it

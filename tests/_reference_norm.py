@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._reference_core import activation_backward, activation_forward
+
 __all__ = [
+    "batchnorm_act_backward",
+    "batchnorm_act_forward",
     "batchnorm_backward",
     "batchnorm_forward_eval",
     "batchnorm_forward_train",
@@ -89,6 +93,21 @@ def _norm_backward(x, grad_out, gamma, eps, axis):
 def batchnorm_backward(x, grad_out, gamma, eps):
     """Training batch norm gradients: (grad_x, grad_gamma, grad_beta); gamma None = not affine."""
     return _norm_backward(x, grad_out, gamma, eps, axis=0)
+
+
+def batchnorm_act_forward(x, gamma, beta, eps, name, alpha, keep, p):
+    """Training batch norm, then activation ``name``, then dropout with the boolean ``keep`` mask
+    (None: no dropout): returns (out, x_hat)."""
+    z, x_hat, _, _ = batchnorm_forward_train(x, gamma, beta, eps)
+    y = activation_forward(name, z, alpha)
+    return (y if keep is None else dropout_forward(y, keep, p)), x_hat
+
+
+def batchnorm_act_backward(x, grad_out, gamma, beta, eps, name, alpha, keep, p):
+    """Gradients of :func:`batchnorm_act_forward` by the layers' chain: (grad_x, grad_gamma, grad_beta)."""
+    z = batchnorm_forward_train(x, gamma, beta, eps)[0]
+    g = grad_out if keep is None else dropout_backward(grad_out, keep, p)
+    return batchnorm_backward(x, activation_backward(name, z, g, alpha), gamma, eps)
 
 
 # ---------------------------------------------------------------------------- layer norm

@@ -40,6 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fastnn.distributed",
         "fastnn.freezing",
         "fastnn._inference",
+        "fastnn._norm_fusion",
         "fastnn._fit_options",
         "fastnn._progress",
         "fastnn._step_feed",

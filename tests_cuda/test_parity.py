@@ -45,6 +45,14 @@ CPU_ONLY_FUNCTIONS = {
     "for the dense kernels); the CUDA kernels call activate() per element",
     ("activations", "elementwise_rows_grad"): "CPU loop over a chunk of rows (see above); the CUDA kernels call "
     "activate_grad() per element",
+    ("batchnorm", "batch_statistics"): "the statistics pass of the CPU forward, shared with kernels.batchnorm_act; "
+    "the CUDA twin's forward runs its own chunk_moments and merge kernels",
+    ("batchnorm", "batchnorm_grad_x"): "the last pass of the CPU backward, shared with kernels.batchnorm_act; the "
+    "CUDA backward has its own elementwise grad_x kernel",
+    ("batchnorm", "counted_momentum"): "host-side rule of the CPU counted forward (batches counter, momentum=None); "
+    "the CUDA launcher does the same on the host counter",
+    ("dropout", "draw_row_mask"): "CPU row loop (flags, then packed bytes), shared with kernels.batchnorm_act; the "
+    "CUDA kernel packs one byte per thread",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",

@@ -178,16 +178,10 @@ def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
 
 
 @njit(**JIT_PARALLEL)
-def batchnorm_forward_train(
-    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
-):
-    """Training-mode batch norm of ``x`` (batch >= 2, features); shapes in the module note.
-
-    Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``), mean and
-    inv_std = 1 / sqrt(var + eps) (features,); ``gamma``/``beta`` are read only if ``affine``.
-    If ``track``: running_mean/running_var updated in place with ``momentum`` (for PyTorch's
-    ``momentum=None``, pass 1 / batches_seen), the variance unbiased.
-    """
+def batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track):
+    """The statistics pass of training-mode batch norm of ``x`` (batch >= 2, features): writes
+    mean and inv_std = 1 / sqrt(var + eps) (features,) and, if ``track``, updates the running
+    statistics with ``momentum`` (the variance unbiased). Shared with kernels.batchnorm_act."""
     m, n = x.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     parallel = m * n >= PARALLEL_MIN_ELEMENTS
@@ -217,8 +211,23 @@ def batchnorm_forward_train(
             running_mean[j] = running_update(running_mean[j], mu, one, keep, mom)
             running_var[j] = running_update(running_var[j], v, unbias, keep, mom)
         inv_std[j] = inv
-    if parallel:
-        for c_u in prange(chunks):
+
+
+@njit(**JIT_PARALLEL)
+def batchnorm_forward_train(
+    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
+):
+    """Training-mode batch norm of ``x`` (batch >= 2, features); shapes in the module note.
+
+    Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``), mean and
+    inv_std = 1 / sqrt(var + eps) (features,); ``gamma``/``beta`` are read only if ``affine``.
+    If ``track``: running_mean/running_var updated in place with ``momentum`` (for PyTorch's
+    ``momentum=None``, pass 1 / batches_seen), the variance unbiased.
+    """
+    batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track)
+    m, n = x.shape
+    if m * n >= PARALLEL_MIN_ELEMENTS:
+        for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
             _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1)
@@ -314,7 +323,17 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
             _grad_sums_chunk(grad_out, x_hat, partials, c)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    if parallel:
+    batchnorm_grad_x(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine)
+
+
+@njit(**JIT_PARALLEL)
+def batchnorm_grad_x(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine):
+    """The last pass of :func:`batchnorm_backward`, once grad_beta = sum(grad_out) and grad_gamma =
+    sum(grad_out * x_hat) are known: writes grad_x (may be ``grad_out``). Shared with
+    kernels.batchnorm_act."""
+    m, n = grad_out.shape
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
@@ -324,18 +343,30 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
 
 
 __all__ = [
+    "batch_statistics",
     "batchnorm_backward",
     "batchnorm_forward_eval",
     "batchnorm_forward_train",
     "batchnorm_forward_train_counted",
     "chan_step",
     "chan_weights",
+    "counted_momentum",
+    "batchnorm_grad_x",
     "normalize_value",
     "partial_rows",
     "running_update",
     "scaled_moments",
     "sum_partials",
 ]
+
+
+@njit(**JIT_INLINE)
+def counted_momentum(momentum, track, batches):
+    """Counts a batch in ``batches`` (int64 (1,)) when ``track``; returns the momentum to use:
+    ``momentum``, or for ``momentum < 0`` (PyTorch's ``None``) 1 / batches counted."""
+    if track:
+        batches[0] += 1
+    return momentum if momentum >= 0 else 1.0 / max(1, batches[0])
 
 
 @njit(**JIT)
@@ -358,9 +389,7 @@ def batchnorm_forward_train_counted(
 ):
     """:func:`batchnorm_forward_train` that also counts batches in ``batches`` (int64 (1,)) when
     tracking; ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``)."""
-    if track:
-        batches[0] += 1
-    mom = momentum if momentum >= 0 else 1.0 / max(1, batches[0])
+    mom = counted_momentum(momentum, track, batches)
     batchnorm_forward_train(
         x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, mom, affine, track
     )

@@ -1,0 +1,159 @@
+"""BatchNorm1d -> activation (-> Dropout) in a recorded training step, as one fused kernel pair.
+
+A step plan (``Sequential.step_plan``) records each layer's kernel calls. Where three adjacent
+layers recorded exactly the CPU kernels of training-mode batch norm over (batch, features),
+an elementwise activation and dropout (or the first two, with no dropout after them or one
+that is the identity), :func:`fuse_forward` and :func:`fuse_backward` replace their calls by
+``kernels.batchnorm_act``'s pair, built from the recorded arguments: the same buffers,
+parameters, running statistics and dropout counters, so the step computes what the layers'
+own calls compute (within float rounding) with two fewer sweeps over the activations forward
+and one backward (benchmarks/RESULTS.md, session 7, has the measurements).
+
+Recognising the group by the recorded calls leaves everything else as it was: evaluation
+mode, synchronised or channels-first batch norm, a device other than the CPU, softmax rows
+and user layers record other calls and are not fused. The layers stay separate objects.
+Set :data:`ENABLED` to False (then ``model.clear_plans()``) for the layer-by-layer plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from .kernels.activations import ROWWISE_CODES
+from .kernels.batchnorm_act import batchnorm_act_backward, batchnorm_act_forward_train
+
+#: whether step plans fuse the groups (tests compare against False)
+ENABLED = True
+
+Calls = list  # [(kernel, args), ...] of one layer
+
+
+@dataclass
+class Group:
+    """Layers ``start`` (batch norm), ``start + 1`` (activation) and, if ``dropout`` is not None,
+    ``start + 2`` (dropout), with the arguments of their recorded forward calls."""
+
+    start: int
+    norm: tuple
+    act: tuple
+    dropout: tuple | None
+
+    @property
+    def stop(self) -> int:
+        """One past the group's last layer."""
+        return self.start + (2 if self.dropout is None else 3)
+
+
+def _only(calls: Calls, kernel: Any) -> tuple | None:
+    """The arguments of ``calls`` when they are the one call of ``kernel``, else None."""
+    if len(calls) == 1 and calls[0][0] is kernel:
+        return calls[0][1]
+    return None
+
+
+def find_groups(forward: list[Calls]) -> list[Group]:
+    """The fusible groups in the per-layer forward calls of a training step plan, in order."""
+    if not ENABLED:
+        return []
+    K = backend.kernels("cpu")
+    groups: list[Group] = []
+    i = 0
+    while i + 1 < len(forward):
+        norm = _only(forward[i], K.batchnorm_forward_train_counted)
+        act = _only(forward[i + 1], K.activation_forward)
+        if norm is None or act is None or act[2] >= ROWWISE_CODES or norm[0].ndim != 2:
+            i += 1
+            continue
+        drop = _only(forward[i + 2], K.dropout_forward_counted_from) if i + 2 < len(forward) else None
+        groups.append(Group(i, norm, act, drop))
+        i = groups[-1].stop
+    return groups
+
+
+def _forward_call(group: Group) -> tuple:
+    (
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        _,
+        x_hat,
+        mean,
+        inv_std,
+        partials,
+        eps,
+        momentum,
+        affine,
+        track,
+        batches,
+    ) = group.norm
+    _, out, code, alpha = group.act
+    if group.dropout is None:
+        mask, counter, first_row = np.zeros((1, 1), np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64)
+        p, seed, stream = 0.0, 0, 0
+    else:
+        _, out, mask, p, seed, stream, counter, first_row = group.dropout
+    arrays = (x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, mask, batches, counter)
+    rest = (first_row, eps, momentum, affine, track, code, alpha, p, seed, stream, group.dropout is not None)
+    return (batchnorm_act_forward_train, arrays + rest)
+
+
+def fuse_forward(forward: list[Calls], groups: list[Group]) -> list:
+    """The flat forward calls with each group's calls replaced by its fused call."""
+    calls: list = []
+    starts = {g.start: g for g in groups}
+    i = 0
+    while i < len(forward):
+        group = starts.get(i)
+        if group is None:
+            calls += forward[i]
+            i += 1
+        else:
+            calls.append(_forward_call(group))
+            i = group.stop
+    return calls
+
+
+def _backward_call(group: Group, backward: list[Calls]) -> tuple:
+    """The fused backward of ``group`` from its layers' recorded backward calls (first call each)."""
+    K = backend.kernels("cpu")
+    norm_calls, act_calls = backward[group.start], backward[group.start + 1]
+    assert norm_calls[0][0] is K.batchnorm_backward and act_calls[0][0] is K.activation_backward
+    grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine = norm_calls[0][1]
+    beta, code, alpha = group.norm[2], group.act[2], group.act[3]
+    if group.dropout is None:
+        grad_out, mask, p = act_calls[0][1][2], np.zeros((1, 1), np.uint8), 0.0
+    else:
+        drop_calls = backward[group.start + 2]
+        assert drop_calls[0][0] is K.dropout_backward
+        grad_out, mask, _, p = drop_calls[0][1]
+    args = (grad_out, mask, x_hat, inv_std, gamma, beta, grad_z, grad_x, grad_gamma, grad_beta, partials, affine)
+    return (batchnorm_act_backward, (*args, code, alpha, p, group.dropout is not None))
+
+
+def fuse_backward(backward: list[Calls], groups: list[Group]) -> list:
+    """The flat backward calls (last layer first) from the per-layer ones (``backward[i]``: layer
+    i's calls, its kernel first, then any hook calls), each group's kernels replaced by its fused
+    call followed by the group's hook calls in the layers' order (last layer first)."""
+    calls: list = []
+    by_stop = {g.stop - 1: g for g in groups}
+    i = len(backward) - 1
+    while i >= 0:
+        group = by_stop.get(i)
+        if group is None:
+            calls += backward[i]
+            i -= 1
+        else:
+            calls.append(_backward_call(group, backward))
+            for j in range(group.stop - 1, group.start - 1, -1):
+                calls += backward[j][1:]
+            i = group.start - 1
+    return calls
+
+
+__all__ = ["ENABLED", "Group", "find_groups", "fuse_backward", "fuse_forward"]

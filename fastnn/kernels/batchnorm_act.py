@@ -1,0 +1,273 @@
+"""Training-mode BatchNorm1d -> elementwise activation -> inverted dropout, fused.
+
+The three layers' kernels (kernels.batchnorm, kernels.activations, kernels.dropout) run one after
+the other write batch norm's output, read it and write the activation's, read that and write
+dropout's. Here, after batch norm's statistics pass, one sweep per row draws the dropout flags
+and mask (dropout's own row code) and writes x_hat and the output: two sweeps fewer. Backward:
+dropout's own kernel into grad_x (free until the last pass), then one sweep of the activation's
+derivative (at z = gamma * x_hat + beta recomputed, so the activation's output is never stored)
+with batch norm's two column sums, then batch norm's grad_x pass: one sweep fewer. The results
+are the unfused kernels' (the same formulas, statistics chunks, sum orders and dropout hashes),
+within float rounding.
+
+Buffers (all one dtype, float32 or float64, C-contiguous, except as noted):
+  x, out, x_hat, grad_out, grad_z, grad_x: (batch, features)
+  gamma, beta, running_mean, running_var, mean, inv_std, grad_gamma, grad_beta: (features,)
+  partials: (2, batchnorm.partial_rows(batch), features) scratch
+  mask: uint8 (batch, dropout.mask_bytes(features)); batches, counter, first_row: int64 (1,)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import literal_unroll, njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from ._scalar import like, n_chunks
+from .activations import VECTORISED_CODES, activate, activate_grad
+from .batchnorm import batch_statistics, batchnorm_grad_x, counted_momentum, normalize_value, sum_partials
+from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_key
+from .rng import key64
+
+
+@njit(**JIT_INLINE)
+def _pre_activation(h, gamma, beta, j, affine):
+    """Batch norm's output z of the normalised value ``h`` in column ``j``."""
+    return gamma[j] * h + beta[j] if affine else h
+
+
+@njit(**JIT_INLINE)
+def _forward_rows_of(
+    code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout, r0, r1
+):
+    n = x.shape[1]
+    zero = like(0.0, x)
+    for i in range(r0, r1):
+        if dropout:  # flags into out[i] and the mask, then the kept units
+            draw_row_mask(out, mask, key, threshold, i * n, i)
+            for j in range(n):
+                h = normalize_value(x[i, j], mean[j], inv_std[j])
+                x_hat[i, j] = h
+                y = activate(code, _pre_activation(h, gamma, beta, j, affine), alpha)
+                out[i, j] = y * scale if out[i, j] != zero else zero
+        else:
+            for j in range(n):
+                h = normalize_value(x[i, j], mean[j], inv_std[j])
+                x_hat[i, j] = h
+                out[i, j] = activate(code, _pre_activation(h, gamma, beta, j, affine), alpha)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _forward_rows(
+    code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout, r0, r1
+):
+    """Rows r0:r1: x_hat, and out = dropout(activation(gamma * x_hat + beta))."""
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code a constant in each copy: it vectorises
+        if code == c:
+            vectorised = True
+            _forward_rows_of(
+                c,
+                x,
+                mean,
+                inv_std,
+                gamma,
+                beta,
+                out,
+                x_hat,
+                mask,
+                key,
+                threshold,
+                scale,
+                alpha,
+                affine,
+                dropout,
+                r0,
+                r1,
+            )
+    if not vectorised:
+        _forward_rows_of(
+            code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout, r0, r1
+        )
+
+
+@njit(**JIT_PARALLEL)
+def _forward_sweep(
+    code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout
+):
+    m, n = x.shape
+    if m * n >= PARALLEL_MIN_ELEMENTS:
+        for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            r0 = c * REDUCTION_CHUNK_ROWS
+            r1 = min(m, r0 + REDUCTION_CHUNK_ROWS)
+            _forward_rows(
+                code,
+                x,
+                mean,
+                inv_std,
+                gamma,
+                beta,
+                out,
+                x_hat,
+                mask,
+                key,
+                threshold,
+                scale,
+                alpha,
+                affine,
+                dropout,
+                r0,
+                r1,
+            )
+    else:
+        _forward_rows(
+            code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout, 0, m
+        )
+
+
+@njit(**JIT)
+def batchnorm_act_forward_train(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    x_hat,
+    mean,
+    inv_std,
+    partials,
+    mask,
+    batches,
+    counter,
+    first_row,
+    eps,
+    momentum,
+    affine,
+    track,
+    code,
+    alpha,
+    p,
+    seed,
+    stream,
+    dropout,
+):
+    """out = dropout(f(batchnorm(x))) in training mode; shapes in the module note (batch >= 2).
+
+    Batch norm as ``batchnorm.batchnorm_forward_train_counted`` (eps, momentum < 0 for a
+    cumulative average, affine, track; counts batches; writes x_hat, mean, inv_std, updates the
+    running statistics); ``code``/``alpha``: an elementwise activation of kernels.activations;
+    if ``dropout``: the mask of ``dropout.dropout_forward_counted_from`` with probability ``p``
+    at step ``counter[0]`` for rows numbered from ``first_row[0]``, then ``counter[0] += 1``
+    (else ``mask``, ``counter``, ``first_row``, ``p``, ``seed`` and ``stream`` are not used).
+    """
+    mom = counted_momentum(momentum, track, batches)
+    batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, mom, track)
+    key = row_key(key64(seed, stream, counter[0]), first_row[0], x.shape[1]) if dropout else np.uint64(0)
+    scale = like(1.0 / (1.0 - p), x)
+    _forward_sweep(
+        code,
+        x,
+        mean,
+        inv_std,
+        gamma,
+        beta,
+        out,
+        x_hat,
+        mask,
+        key,
+        keep_threshold(p),
+        scale,
+        like(alpha, x),
+        affine,
+        dropout,
+    )
+    if dropout:
+        counter[0] += 1
+
+
+@njit(**JIT_INLINE)
+def _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
+    """Per row: grad_z[i] = grad_y[i] * f'(z) (in place when grad_y is grad_z), then the column
+    sums of grad_z and grad_z * x_hat into partials[:, chunk] (batch norm's own sum order)."""
+    r0 = chunk * REDUCTION_CHUNK_ROWS
+    r1 = min(grad_y.shape[0], r0 + REDUCTION_CHUNK_ROWS)
+    n = grad_y.shape[1]
+    s = partials[0, chunk]
+    sx = partials[1, chunk]
+    for j in range(n):
+        s[j] = 0
+        sx[j] = 0
+    for i in range(r0, r1):
+        gz, gy, hi = grad_z[i], grad_y[i], x_hat[i]
+        if affine:  # the branch outside the loops: each loop vectorises
+            for j in range(n):
+                z = gamma[j] * hi[j] + beta[j]
+                gz[j] = gy[j] * activate_grad(code, z, activate(code, z, alpha), alpha)
+        else:
+            for j in range(n):
+                gz[j] = gy[j] * activate_grad(code, hi[j], activate(code, hi[j], alpha), alpha)
+        for j in range(n):
+            s[j] += gz[j]
+            sx[j] += gz[j] * hi[j]
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
+    """Chunk ``chunk``'s rows of :func:`_grad_sums_of`, with a vectorised copy per common code."""
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):
+        if code == c:
+            vectorised = True
+            _grad_sums_of(c, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+    if not vectorised:
+        _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+
+
+@njit(**JIT_PARALLEL)
+def batchnorm_act_backward(
+    grad_out,
+    mask,
+    x_hat,
+    inv_std,
+    gamma,
+    beta,
+    grad_z,
+    grad_x,
+    grad_gamma,
+    grad_beta,
+    partials,
+    affine,
+    code,
+    alpha,
+    p,
+    dropout,
+):
+    """Gradients of :func:`batchnorm_act_forward_train` from the upstream ``grad_out``.
+
+    Writes grad_z (the gradient at batch norm's output, scratch), grad_x (not ``grad_z``),
+    grad_beta = sum(grad_z) and grad_gamma = sum(grad_z * x_hat) (features,), as
+    ``batchnorm.batchnorm_backward`` does given grad_z; ``mask`` and ``p`` are the forward's
+    (read only if ``dropout``). ``grad_out`` is only read.
+    """
+    m, n = grad_out.shape
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    a = like(alpha, grad_out)
+    grad_y = grad_out
+    if dropout:  # dropout's own kernel (its select vectorises there) into grad_x, free until the last pass
+        dropout_backward(grad_out, mask, grad_x, p)
+        grad_y = grad_x  # not grad_z: in place, the loop below would not vectorise (2x slower, measured)
+    if m * n >= PARALLEL_MIN_ELEMENTS:
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
+    else:
+        for c in range(chunks):
+            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
+    sum_partials(partials, 0, grad_beta, chunks)
+    sum_partials(partials, 1, grad_gamma, chunks)
+    batchnorm_grad_x(grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine)
+
+
+__all__ = ["batchnorm_act_backward", "batchnorm_act_forward_train"]
