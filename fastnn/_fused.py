@@ -176,27 +176,22 @@ def _returned(returns) -> tuple[int, ...]:
     return tuple(returns) if isinstance(returns, tuple) else (returns,)
 
 
-def _by_address(buffer: np.ndarray, flats, slot_roots) -> bool:
-    """Whether ``buffer`` goes into the step by address: a flat root (never a slot, whose array
-    changes per call, nor a read-only one) of a plain numeric dtype."""
-    return (
-        any(buffer is f for f in flats)
-        and buffer.flags.writeable
-        and buffer.dtype.isnative
-        and buffer.dtype.kind in "iuf"
-        and not any(buffer is s or buffer.base is s for s in slot_roots)
-    )
+def _by_address(flat: np.ndarray) -> bool:
+    """Whether the flat view of a root buffer (not a slot's) goes into the step by address:
+    writeable, of a plain numeric dtype."""
+    return flat.flags.writeable and flat.dtype.isnative and flat.dtype.kind in "iuf"
 
 
 def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, list, list]:
     """(source of ``run``, the values to pass to it, the arrays they point to) for ``calls``;
     ``run`` returns the result of call number ``returns`` (a tuple of results for a tuple of
-    indices; nothing for None). ``slots``: arrays passed as arguments of their own.
+    indices; nothing for None).
 
-    ``run``'s first argument, ``address``, is the address of an int64 table of ``(address, size)`` pairs: the
-    records, the scalars and every buffer that is not a slot, a loose array or read-only, which
-    the function takes back as ``numba.carray`` views (no unboxing, no reference counts); the
-    caller keeps the arrays of the table alive."""
+    ``run(address, *slots, *loose)``: ``address`` is that of an int64 table of ``(address, size)``
+    pairs (the records, the scalars and the buffers that are neither slots nor read-only), which
+    ``run`` takes back as ``numba.carray`` arrays (no unboxing, no reference counts; the caller
+    keeps the arrays of the table alive); then one C-contiguous array per slot (see
+    :class:`FusedCalls`); then the other arrays (read-only or not C-contiguous)."""
     wanted = _returned(returns)
     names: dict[tuple[str, str], str]  # (module, function) -> its name in the generated source
     kept = set(wanted) | _referenced(calls)
@@ -222,16 +217,24 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
         ("fv", np.array(args.fv, np.float64)),
         ("iv", np.array(args.iv, np.int64)),
     ]
-    params, passed = ["address"], []
+    params, passed, unpack = ["address", *(f"s{j}" for j in range(len(slots)))], [], []
     for i, buffer in enumerate(args.buffers):
-        if _by_address(buffer, flats, slot_roots):
+        flat = any(buffer is f for f in flats)
+        slot = next((j for j, root in enumerate(slot_roots) if flat and buffer.base is root), -1)
+        if slot >= 0:  # the flat view of a slot: of the array passed in its place
+            unpack.append(f"    b{i} = s{slot}.reshape(s{slot}.size)")
+        elif flat and _by_address(buffer):
             tables.append((f"b{i}", buffer))
         else:
             params.append(f"b{i}")
             passed.append(buffer)
-    unpack = [f"    table = carray(pointer(address), {2 * len(tables)}, np.int64)"] + [
-        f"    {name} = carray(pointer(table[{2 * j}]), table[{2 * j + 1}], np.{arr.dtype.name})"
-        for j, (name, arr) in enumerate(tables)
+    unpack = [
+        f"    table = carray(pointer(address), {2 * len(tables)}, np.int64)",
+        *(
+            f"    {name} = carray(pointer(table[{2 * j}]), table[{2 * j + 1}], np.{arr.dtype.name})"
+            for j, (name, arr) in enumerate(tables)
+        ),
+        *unpack,
     ]
     source = "\n".join(
         [
@@ -354,20 +357,14 @@ class FusedCalls:
     :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place."""
 
     def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
-        self.source, self._values, self._pointed = _source(calls, returns, slots)  # _pointed: kept alive
-        roots = [_root(slot) for slot in slots]
-        self._slots = [
-            next((i for i, v in enumerate(self._values) if v is root or getattr(v, "base", None) is root), -1)
-            for root in roots
-        ]
+        self.source, values, self._pointed = _source(calls, returns, slots)  # _pointed: kept alive
+        self._address, self._loose = values[0], tuple(values[1:])
+        self._slots = tuple(slots)
         self._fn = _load(self.source)
 
     def __call__(self, *arrays):
-        values = self._values
-        for i, arr in zip(self._slots, arrays):
-            if i >= 0:
-                values[i] = arr.reshape(-1)
-        return self._fn(*values)
+        """Run the calls; ``arrays``: one per slot (C-contiguous, of its shape), or none for the slots themselves."""
+        return self._fn(self._address, *(arrays or self._slots), *self._loose)
 
 
 class RunBudget:
