@@ -17,10 +17,9 @@ import ctypes
 
 import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import get_num_threads, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numba.np.ufunc import parallel
 
 from .._config import GEMM_TILES
 
@@ -48,7 +47,7 @@ def gemm_tiles(typingctx):
 def numba_threads(typingctx):
     """Numba's current thread count (intp): ``numba.get_num_threads()``, callable from cached
     parallel kernels (whose loading starts the threading layer that defines the symbol)."""
-    parallel._launch_threads()  # defines the symbol before this compiles
+    get_num_threads()  # starts Numba's threading layer, which defines the symbol, before this compiles
 
     def codegen(context, builder, signature, args):
         fnty = ir.FunctionType(cgutils.intp_t, [])  # as Numba's parfor lowering declares it
