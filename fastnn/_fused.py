@@ -366,6 +366,13 @@ class FusedCalls:
         """Run the calls; ``arrays``: one per slot (C-contiguous, of its shape), or none for the slots themselves."""
         return self._fn(self._address, *(arrays or self._slots), *self._loose)
 
+    def __reduce_ex__(self, protocol):
+        """Refused: a copy would run on the original's memory (its table holds addresses)."""
+        raise TypeError(
+            "a fused step is bound to the memory of its model's buffers and cannot be copied or pickled; "
+            "copy the model instead (copy.deepcopy(model) rebuilds its plans)"
+        )
+
 
 class RunBudget:
     """The runs a caller still expects of the recorded steps it drives (``fit``: its epochs times

@@ -4,6 +4,7 @@ The rest of the suite runs with FASTNN_FUSE=never (tests/conftest.py) to save co
 here fusion is switched on per test through ``fastnn._config.FUSE``.
 """
 
+import copy
 import os
 import re
 import subprocess
@@ -124,6 +125,8 @@ def test_buffers_go_by_address_but_slots_and_read_only_arrays_are_arguments(fuse
         activation_forward(x if batch is None else batch, expected, tanh, 0.0)
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(out_frozen, expected_frozen)
+    with pytest.raises(TypeError, match="copy the model instead"):
+        copy.deepcopy(runner)  # a copy would run on the original's buffers (the table holds addresses)
 
 
 def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(monkeypatch):
