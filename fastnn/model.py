@@ -1080,11 +1080,10 @@ class Sequential:
     @property
     def _plain_input(self) -> bool:
         """Built, and the first layer takes float rows with no checks of its own (indices, lengths)."""
-        first = self.layers[0]
         return (
             self.built
-            and getattr(first, "check_indices", None) is None
-            and getattr(first, "check_sequences", None) is None
+            and getattr(self.layers[0], "check_indices", None) is None
+            and getattr(self.layers[0], "check_sequences", None) is None
         )
 
     @property
