@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._fused import CallRunner, rebindable
+from ._validation import ready_rows
 from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
-from .kernels.checks import all_finite
 from .layers.activation import Activation
 from .layers.base import Context, rows
 from .layers.conv import Conv1d, Conv2d
@@ -229,15 +229,7 @@ def predict_small(model, X, batch_size) -> np.ndarray | None:
         return None
     m = X.shape[0]
     found = model.recorded_plan(("fused-infer", m)) if model.device == "cpu" else None
-    if (
-        found is None
-        or not found.plain_input
-        or m > batch_size
-        or X.shape != found.x.shape
-        or X.dtype != found.x.dtype
-        or not X.flags.c_contiguous
-        or not all_finite(X if X.ndim == 2 else X.reshape(m, -1))
-    ):
+    if found is None or not found.plain_input or m > batch_size or not ready_rows(X, found.x.dtype, found.x.shape[1:]):
         return None
     out = np.empty(found.out.shape, found.out.dtype)
     with model.lock:

@@ -200,19 +200,26 @@ def _as_finite(arr: np.ndarray, dtype, argument: str) -> np.ndarray:
     raise ValueError(f"{argument} contains NaN or infinity (first at {at}); remove or impute those values first")
 
 
+def ready_rows(X, dtype, sample_shape: tuple[int, ...] | None) -> bool:
+    """Whether ``X`` is already what the kernels take, so its checks can stop here: an ndarray of
+    ``dtype``, C-contiguous, of samples of ``sample_shape`` (None: one feature axis of any
+    length), non-empty, all finite. Cheapest test first; the fast lane of :func:`check_input`,
+    of ``Sequential``'s input check and of small predictions (``fastnn._inference``)."""
+    return (
+        type(X) is np.ndarray
+        and X.dtype == dtype
+        and (X.ndim == 2 if sample_shape is None else X.shape[1:] == sample_shape)
+        and X.flags.c_contiguous
+        and X.size > 0
+        and all_finite(X if X.ndim == 2 else X.reshape(X.shape[0], -1))
+    )
+
+
 def check_array(
     X, argument: str = "X", dtype=np.float32, n_features: int | None = None, layer_name: str = "the first layer"
 ) -> np.ndarray:
     """X as a C-contiguous 2-D ``dtype`` array with finite values (converted, not refused)."""
-    if (
-        type(X) is np.ndarray
-        and X.dtype == dtype
-        and X.ndim == 2
-        and X.flags.c_contiguous
-        and X.size
-        and (n_features is None or X.shape[1] == n_features)
-        and all_finite(X)
-    ):
+    if ready_rows(X, dtype, None if n_features is None else (n_features,)):
         return X  # the fast path: already what the kernels take
     arr = as_numeric_array(X, argument)
     if arr.ndim == 1:
@@ -317,14 +324,7 @@ def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the fir
     if input_shape is None or len(input_shape) == 1:
         return check_array(X, argument, dtype, None if input_shape is None else input_shape[0], layer_name)
     shape = tuple(input_shape)
-    if (
-        type(X) is np.ndarray
-        and X.dtype == dtype
-        and X.shape[1:] == shape
-        and X.flags.c_contiguous
-        and X.size
-        and all_finite(X.reshape(X.shape[0], -1))
-    ):
+    if ready_rows(X, dtype, shape):
         return X
     arr = as_numeric_array(X, argument)
     expected = "(samples, " + ", ".join(map(str, shape)) + ")"

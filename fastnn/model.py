@@ -112,17 +112,17 @@ class _StepPlan:
                 if batch is not buf:
                     backend.copy_into(buf, batch)
             return ()
-        return tuple(
-            batch
-            if batch is buf or (batch.flags.c_contiguous and batch.flags.writeable and batch.dtype == buf.dtype)
-            else _copied(buf, batch)
-            for buf, batch in ((self.x, xb), (self.y, yb))
-        )
+        return _in_place(self.x, xb), _in_place(self.y, yb)
 
 
-def _copied(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    buf[...] = batch
-    return buf
+def _in_place(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """``batch`` when a plan can read it in place of ``buf`` (C-contiguous, writeable, of buf's dtype), else buf holding a copy."""
+    if batch is not buf:
+        flags = batch.flags
+        if not (flags.c_contiguous and flags.writeable and batch.dtype == buf.dtype):
+            buf[...] = batch
+            return buf
+    return batch
 
 
 def _method_signature(func) -> inspect.Signature:
@@ -1080,6 +1080,8 @@ class Sequential:
         return grad
 
     def _check_x(self, X, argument="X"):
+        if self._plain_input and V.ready_rows(X, self.dtype, self.input_shape):
+            return X  # the fast lane: already what the kernels take (small steps and predictions)
         if not self.built:
             self._build_from(X)
         check_indices = getattr(self.layers[0], "check_indices", None)
@@ -1090,6 +1092,15 @@ class Sequential:
         if check_sequences is not None:
             check_sequences(X, argument)
         return X
+
+    @property
+    def _plain_input(self) -> bool:
+        """Built, and the first layer takes float rows with no checks of its own (indices, lengths)."""
+        return (
+            self.built
+            and getattr(self.layers[0], "check_indices", None) is None
+            and getattr(self.layers[0], "check_sequences", None) is None
+        )
 
     @property
     def _first_layer_name(self) -> str:  # only formatted when an error message needs it

@@ -4,7 +4,9 @@ The rest of the suite runs with FASTNN_FUSE=never (tests/conftest.py) to save co
 here fusion is switched on per test through ``fastnn._config.FUSE``.
 """
 
+import copy
 import os
+import re
 import subprocess
 import sys
 
@@ -90,7 +92,7 @@ def test_fused_step_with_batchnorm_dropout_residual_layernorm(fuse, monkeypatch,
 
 
 def test_one_generated_step_serves_every_model_of_one_structure(fuse):
-    """The source holds the structure only: sizes, values and dtypes are arguments."""
+    """The source holds the structure only (and the buffers' dtypes): sizes and values are arguments."""
     X32 = np.ones((8, 2), np.float32)
     sources = set()
     for width, seed in ((16, 1), (40, 2)):
@@ -100,6 +102,31 @@ def test_one_generated_step_serves_every_model_of_one_structure(fuse):
         sources.add(model.step_plan(8).run._fused.source)
     assert len(sources) == 1
     assert len([f for f in os.listdir(fuse) if f.endswith(".py")]) == 1
+
+
+def test_buffers_go_by_address_but_slots_and_read_only_arrays_are_arguments(fuse, rng):
+    """Writeable buffers reach the step through its address table; a slot is an argument (any
+    array of its shape), and so is a read-only array; results equal the kernels called directly."""
+    from fastnn.kernels.activations import ACTIVATIONS, activation_forward
+
+    tanh = ACTIVATIONS["tanh"][0]
+    x, frozen = (rng.standard_normal((4, 3)).astype(np.float32) for _ in range(2))
+    frozen.flags.writeable = False
+    out, out_frozen = np.zeros_like(x), np.zeros_like(x)
+    runner = _fused.CallRunner(
+        [(activation_forward, (x, out, tanh, 0.0)), (activation_forward, (frozen, out_frozen, tanh, 0.0))], slots=(x,)
+    )
+    assert runner.fused
+    assert re.search(r"def run\((.*)\):", runner._fused.source).group(1) == "address, s0, b2"
+    expected, expected_frozen = np.zeros_like(x), np.zeros_like(x)
+    activation_forward(frozen, expected_frozen, tanh, 0.0)
+    for batch in (rng.standard_normal((4, 3)).astype(np.float32), None):  # None: the slot's own array
+        runner(*(() if batch is None else (batch,)))
+        activation_forward(x if batch is None else batch, expected, tanh, 0.0)
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(out_frozen, expected_frozen)
+    with pytest.raises(TypeError, match="copy the model instead"):
+        copy.deepcopy(runner)  # a copy would run on the original's buffers (the table holds addresses)
 
 
 def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(monkeypatch):

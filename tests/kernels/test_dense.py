@@ -15,6 +15,7 @@ from fastnn.kernels.activations import (
     activation_forward,
 )
 from fastnn.kernels.dense import dense_backward, dense_forward
+from fastnn.kernels.tiling import numba_threads
 from tests import _reference_core as ref
 from tests._gradcheck import numeric_gradients
 
@@ -112,9 +113,12 @@ def test_backward_finite_differences(name):
         np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-8, err_msg=("x", "w", "b")[which])
 
 
-@pytest.mark.parametrize("name", ["relu", "softmax"])
-def test_bit_identical_on_one_and_two_threads(name):
-    x, w, b, grad_y = _problem(256, 512, 384, np.float32, seed=2)
+@pytest.mark.parametrize(
+    "name, shape",
+    [("relu", (256, 512, 384)), ("softmax", (256, 512, 384)), ("tanh", (1, 784, 256))],  # last: batch-1 tiles
+)
+def test_bit_identical_on_one_and_two_threads(name, shape):
+    x, w, b, grad_y = _problem(*shape, np.float32, seed=2)
     alpha = ACTIVATIONS[name][1]
     threads = numba.get_num_threads()
     try:
@@ -152,3 +156,19 @@ def test_rowwise_codes_are_refused(name):
     grads = np.zeros_like(x), np.zeros_like(w), np.zeros_like(b), np.zeros((1, 5))
     with pytest.raises(ValueError, match="activation_backward"):
         dense_backward(x, w, z, y, grad_y, z.copy(), *grads, code, 0.0, True)
+
+
+def test_parallel_kernels_see_numbas_current_thread_count():
+    """The tiles of a parallel product skip the prange region at one thread (kernels.dense._threaded)."""
+
+    @numba.njit
+    def threads():
+        return numba_threads()
+
+    before = numba.get_num_threads()
+    try:
+        for n in {1, before}:
+            numba.set_num_threads(n)
+            assert threads() == n
+    finally:
+        numba.set_num_threads(before)
