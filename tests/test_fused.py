@@ -199,7 +199,9 @@ def test_a_runner_generates_its_step_source_once_across_re_measure_windows(monke
     monkeypatch.setattr(_fused, "_compiled_before", lambda source: False)
     generated = []
     real_source = _fused._source
-    monkeypatch.setattr(_fused, "_source", lambda calls, returns: generated.append(1) or real_source(calls, returns))
+    monkeypatch.setattr(
+        _fused, "_source", lambda calls, returns, slots=(): generated.append(1) or real_source(calls, returns, slots)
+    )
     decisions = []
     real_worth = _fused.worth_fusing
     monkeypatch.setattr(
@@ -209,10 +211,10 @@ def test_a_runner_generates_its_step_source_once_across_re_measure_windows(monke
     model.compile(loss="mse", optimizer="sgd")
     X = np.zeros((8, 2), np.float32)
     model.fit(X, X[:, :1], epochs=6, batch_size=4, verbose=0)
-    run = model.step_plan(4).run
+    run = model.step_plan(4).gathering[2]  # fit's runner: the shuffled batch gathered inside (fastnn._step_feed)
     assert not run.fused and len(decisions) == 5
     assert len(generated) == 1
-    assert set(decisions) == {real_source(run.calls, run.returns)[0]}
+    assert set(decisions) == {real_source(run.calls, run.returns, run.slots)[0]}
 
 
 def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
