@@ -41,13 +41,15 @@ SMALL_GRAD_W_ELEMENTS = 5120
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
 #: forward products with an even number of output channels per group and at most this many weights
-#: per group (O // groups * C // groups * KH * KW) are direct loops (:func:`_thin_forward`), not
-#: BLAS. Measured at 1 thread, us, BLAS vs direct (float32; float64 gains 1.4-2.6x): LeNet's first
-#: conv 6 x 25 over 36864 columns 223 vs 126, 8 x 9 over 36864 92 vs 61, 32 x 9 over 8192 67 vs 51,
-#: 16 x 50 over 8192 183 vs 132; above it BLAS wins (16 x 27 over 4096 45 vs 53, 16 x 150 over
-#: 4096 238 vs 296, 32 x 80 over 16384 1045 vs 1401). Odd rows (depthwise: 1) stay on BLAS.
-THIN_FORWARD_WEIGHTS = 256
-#: columns per :func:`_thin_forward` task: the task's rows of zcol stay in L1 over the k loop
+#: per group (O // groups * C // groups * KH * KW) are direct loops (:func:`thin_forward`), not
+#: BLAS. Measured at 1 thread, us, BLAS vs direct, float32 (float64 gains 1.1-3x; four runs of
+#: benchmarks/conv_thin_forward.py and its prototypes, load 2-6): LeNet's first conv 6 x 25 over
+#: 36864 columns 201-229 vs 126-175, 8 x 9 over 36864 88-94 vs 54-75, 16 x 27 over 4096 44-56 vs
+#: 37-53, 16 x 50 over 8192 162-183 vs 112-151; above it the direct loops win some runs and lose
+#: others (16 x 150 over 4096 238-294 vs 232-296) or lose (32 x 80 over 16384 1045-1084 vs
+#: 1153-1401). Odd rows per group (depthwise: 1) stay on BLAS.
+THIN_FORWARD_WEIGHTS = 800
+#: columns per :func:`thin_forward` task: the task's rows of zcol stay in L1 over the k loop
 _THIN_COLUMNS = 1024
 
 
@@ -278,7 +280,7 @@ def _rows_k1(z0, z1, c0, a0, b0, t0, t1, first):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _thin_forward_task(w2, col, zcol, columns, groups, task):
+def _thin_forward_chunk(w2, col, zcol, columns, groups, task):
     """Columns chunk ``task`` of ``zcol_g = w2_g @ col_g`` (group g = task // chunks; an even
     number of rows per group): output rows in pairs, k in fours, vectorised over the chunk's
     columns (each output summed in k order in fours, the same on any number of threads)."""
@@ -300,23 +302,24 @@ def _thin_forward_task(w2, col, zcol, columns, groups, task):
 
 
 @njit(**JIT_INLINE)
-def _is_thin(w2, groups):
-    """Whether the forward product of weights w2 (O, C // groups * KH * KW) runs in :func:`_thin_forward`."""
+def is_thin_forward(w2, groups):
+    """Whether the forward product of weights w2 (O, C // groups * KH * KW) runs in :func:`thin_forward`."""
     return (w2.shape[0] // groups) % 2 == 0 and w2.size // groups <= THIN_FORWARD_WEIGHTS
 
 
 @njit(**JIT_PARALLEL)
-def _thin_forward(w2, col, zcol, columns, groups):
-    """``zcol_g[:, :columns] = w2_g @ col_g[:, :columns]`` per group for few weights per group
-    (:data:`THIN_FORWARD_WEIGHTS`), in tasks of :data:`_THIN_COLUMNS` columns; col and zcol whole
-    (C-contiguous rows vectorise)."""
+def thin_forward(w2, col, zcol, columns, groups):
+    """``zcol_g[:, :columns] = w2_g @ col_g[:, :columns]`` per group, in tasks of
+    :data:`_THIN_COLUMNS` columns, for the shapes :func:`is_thin_forward` accepts (it relies on an
+    even number of rows per group). w2 (O, K), col (groups * K, >= columns), zcol (O, >= columns),
+    one dtype, C-contiguous (whole rows: they vectorise)."""
     tasks = groups * n_chunks(columns, _THIN_COLUMNS)
     if w2.size * columns < PARALLEL_MIN_MACS:
         for t in range(tasks):
-            _thin_forward_task(w2, col, zcol, columns, groups, t)
+            _thin_forward_chunk(w2, col, zcol, columns, groups, t)
     else:
         for t_u in prange(tasks):
-            _thin_forward_task(w2, col, zcol, columns, groups, np.int64(t_u))
+            _thin_forward_chunk(w2, col, zcol, columns, groups, np.int64(t_u))
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -506,8 +509,8 @@ def conv2d_forward(
         count = min(nb, x.shape[0] - n0)
         # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
         _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False)
-        if _is_thin(w2, groups):
-            _thin_forward(w2, col, zcol, count * p, groups)
+        if is_thin_forward(w2, groups):
+            thin_forward(w2, col, zcol, count * p, groups)
         else:
             _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
         _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False, keep_z)
@@ -596,7 +599,16 @@ def conv2d_backward(
             grad_b[o] += partial_b[n, o]
 
 
-__all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size"]
+__all__ = [
+    "COL_MAX_ELEMENTS",
+    "THIN_FORWARD_WEIGHTS",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv2d_scratch_shapes",
+    "conv_output_size",
+    "is_thin_forward",
+    "thin_forward",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("conv2d_forward", "conv2d_backward", "conv2d_scratch_shapes", "conv_output_size")

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from fastnn.kernels.activations import ACTIVATIONS
-from fastnn.kernels.conv import conv2d_backward, conv2d_forward, conv2d_scratch_shapes, conv_output_size
+from fastnn.kernels.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_scratch_shapes,
+    conv_output_size,
+    is_thin_forward,
+)
 from tests import _reference_conv as ref
 from tests._gradcheck import numeric_gradients
 
@@ -236,10 +242,8 @@ def test_matches_torch(case):
 
 def test_thin_cases_take_the_direct_forward():
     """THIN_CASES run the direct loops and the others BLAS (the reference tests then cover both)."""
-    from fastnn.kernels.conv import _is_thin
-
     for i, case in enumerate(CASES):
         _, c, _, _, o, kh, kw = case[:7]
         groups = case[10]
         w2 = np.zeros((o, c // groups * kh * kw), np.float32)
-        assert _is_thin(w2, groups) == (i in THIN_CASES), i
+        assert is_thin_forward(w2, groups) == (i in THIN_CASES), i
