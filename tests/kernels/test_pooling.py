@@ -37,7 +37,7 @@ CASES = [
     (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 1)),  # 1x2 stride 2, right padding only
     (2, 3, 1, 67, (1, 2), (1, 2), (0, 0, 0, 0)),  # backward in tiled rows (>= 32 windows), a column past
     (2, 2, 5, 70, (2, 2), (2, 2), (0, 0, 0, 0)),  # tiled rows, 2x2: a row past the last window
-    (2, 2, 1, 100, (1, 3), (1, 3), (0, 0, 0, 0)),  # tiled rows, kernel 3
+    (2, 2, 1, 100, (1, 3), (1, 3), (0, 0, 0, 0)),  # kernel 3: not the tiled rows
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
