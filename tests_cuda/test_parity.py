@@ -66,6 +66,9 @@ CPU_ONLY_FUNCTIONS = {
     ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("recurrent", "lstm_state"): "scalar rule, reached on the device through lstm_cell()",
+    ("conv", "thin_forward"): "the CPU forward's direct product for thin convolutions (instead of BLAS); the "
+    "CUDA conv2d_forward has its own product kernel",
+    ("conv", "is_thin_forward"): "the CPU forward's choice between thin_forward and BLAS (see above)",
     ("recurrent", "chunk_rows"): "the CPU time loop's batch chunking; the CUDA twin runs one thread per (sample, unit)",
     ("recurrent", "gemm_tiled"): "the CPU recurrent kernels' GEMM on fixed output tiles; the CUDA twin calls "
     "kernels.cuda.dense.gemm",

@@ -10,7 +10,8 @@ The batch runs in passes of ``nb`` samples (``nb`` fixed by the shape, :func:`co
   col  (C * KH * KW, nb * OH * OW)  im2col of a pass: row (c, i, j), column (sample, oh, ow)
   zcol (O, nb * OH * OW)            GEMM output; group g's rows of w, col and zcol are contiguous
 Forward per pass: im2col, ``zcol_g = w_g @ col_g`` (fixed output tiles over Numba's threads,
-BLAS at one thread, as kernels/dense.py), then one sweep that moves zcol into NCHW with the bias
+BLAS at one thread, as kernels/dense.py; thin products, few weights per group, in direct loops
+over column chunks: :data:`THIN_FORWARD_WEIGHTS`), then one sweep that moves zcol into NCHW with the bias
 and the activation fused. Backward per pass: one sweep computes ``grad_z = grad_y * f'(z)`` into
 zcol's layout with per-sample bias sums, then ``grad_w_g += grad_z_g @ col_g.T`` (passes in
 order; col is the forward's when ``col_ready`` and the batch is one pass), and
@@ -39,6 +40,17 @@ COL_MAX_ELEMENTS = 1 << 22
 SMALL_GRAD_W_ELEMENTS = 5120
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
+#: forward products with an even number of output channels per group and at most this many weights
+#: per group (O // groups * C // groups * KH * KW) are direct loops (:func:`thin_forward`), not
+#: BLAS. Measured at 1 thread, us, BLAS vs direct, float32 (float64 gains 1.1-3x; four runs of
+#: benchmarks/conv_thin_forward.py and its prototypes, load 2-6): LeNet's first conv 6 x 25 over
+#: 36864 columns 201-229 vs 126-175, 8 x 9 over 36864 88-94 vs 54-75, 16 x 27 over 4096 44-56 vs
+#: 37-53, 16 x 50 over 8192 162-183 vs 112-151; above it the direct loops win some runs and lose
+#: others (16 x 150 over 4096 238-294 vs 232-296) or lose (32 x 80 over 16384 1045-1084 vs
+#: 1153-1401). Odd rows per group (depthwise: 1) stay on BLAS.
+THIN_FORWARD_WEIGHTS = 800
+#: columns per :func:`thin_forward` task: the task's rows of zcol stay in L1 over the k loop
+_THIN_COLUMNS = 1024
 
 
 def conv_output_size(
@@ -225,6 +237,89 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
     else:
         for t in range(tiles):
             _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
+
+
+@njit(**JIT_INLINE)
+def _dot4(a0, a1, a2, a3, x0, x1, x2, x3):
+    """a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3, in that order."""
+    return a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+
+
+@njit(**JIT_INLINE)
+def _rows_k4(z0, z1, c0, c1, c2, c3, a, b, k, t0, t1, first):
+    """z0[t] = a[k:k + 4] . (c0, c1, c2, c3)[t] (+ z0[t] unless ``first``), z1 likewise with b,
+    for t in [t0, t1): two output rows share each load of col (rows z0, z1 distinct)."""
+    a0, a1, a2, a3, b0, b1, b2, b3 = a[k], a[k + 1], a[k + 2], a[k + 3], b[k], b[k + 1], b[k + 2], b[k + 3]
+    if first:
+        for t in range(t0, t1):
+            u = nonneg(t)
+            x0, x1, x2, x3 = c0[u], c1[u], c2[u], c3[u]
+            z0[u], z1[u] = _dot4(a0, a1, a2, a3, x0, x1, x2, x3), _dot4(b0, b1, b2, b3, x0, x1, x2, x3)
+    else:
+        for t in range(t0, t1):
+            u = nonneg(t)
+            x0, x1, x2, x3 = c0[u], c1[u], c2[u], c3[u]
+            p0, p1 = z0[u], z1[u]
+            z0[u], z1[u] = p0 + _dot4(a0, a1, a2, a3, x0, x1, x2, x3), p1 + _dot4(b0, b1, b2, b3, x0, x1, x2, x3)
+
+
+@njit(**JIT_INLINE)
+def _rows_k1(z0, z1, c0, a0, b0, t0, t1, first):
+    """:func:`_rows_k4` for one k: z0[t] = a0 * c0[t] (+ z0[t] unless ``first``), z1 with b0."""
+    if first:
+        for t in range(t0, t1):
+            u = nonneg(t)
+            x0 = c0[u]
+            z0[u], z1[u] = a0 * x0, b0 * x0
+    else:
+        for t in range(t0, t1):
+            u = nonneg(t)
+            x0 = c0[u]
+            p0, p1 = z0[u], z1[u]
+            z0[u], z1[u] = p0 + a0 * x0, p1 + b0 * x0
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _thin_forward_chunk(w2, col, zcol, columns, groups, task):
+    """Columns chunk ``task`` of ``zcol_g = w2_g @ col_g`` (group g = task // chunks; an even
+    number of rows per group): output rows in pairs, k in fours, vectorised over the chunk's
+    columns (each output summed in k order in fours, the same on any number of threads)."""
+    m, kg = w2.shape[0] // groups, w2.shape[1]
+    chunks = n_chunks(columns, _THIN_COLUMNS)
+    g = task // chunks
+    t0 = (task - g * chunks) * _THIN_COLUMNS
+    t1 = min(columns, t0 + _THIN_COLUMNS)
+    k4 = kg - kg % 4
+    for k in range(0, k4, 4):
+        r = g * kg + k
+        c0, c1, c2, c3 = col[r], col[r + 1], col[r + 2], col[r + 3]
+        for o in range(g * m, (g + 1) * m, 2):
+            _rows_k4(zcol[o], zcol[o + 1], c0, c1, c2, c3, w2[o], w2[o + 1], k, t0, t1, k == 0)
+    for k in range(k4, kg):
+        c0 = col[g * kg + k]
+        for o in range(g * m, (g + 1) * m, 2):
+            _rows_k1(zcol[o], zcol[o + 1], c0, w2[o, k], w2[o + 1, k], t0, t1, k == 0)
+
+
+@njit(**JIT_INLINE)
+def is_thin_forward(w2, groups):
+    """Whether the forward product of weights w2 (O, C // groups * KH * KW) runs in :func:`thin_forward`."""
+    return (w2.shape[0] // groups) % 2 == 0 and w2.size // groups <= THIN_FORWARD_WEIGHTS
+
+
+@njit(**JIT_PARALLEL)
+def thin_forward(w2, col, zcol, columns, groups):
+    """``zcol_g[:, :columns] = w2_g @ col_g[:, :columns]`` per group, in tasks of
+    :data:`_THIN_COLUMNS` columns, for the shapes :func:`is_thin_forward` accepts (it relies on an
+    even number of rows per group). w2 (O, K), col (groups * K, >= columns), zcol (O, >= columns),
+    one dtype, C-contiguous (whole rows: they vectorise)."""
+    tasks = groups * n_chunks(columns, _THIN_COLUMNS)
+    if w2.size * columns < PARALLEL_MIN_MACS:
+        for t in range(tasks):
+            _thin_forward_chunk(w2, col, zcol, columns, groups, t)
+    else:
+        for t_u in prange(tasks):
+            _thin_forward_chunk(w2, col, zcol, columns, groups, np.int64(t_u))
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -414,7 +509,10 @@ def conv2d_forward(
         count = min(nb, x.shape[0] - n0)
         # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
         _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False)
-        _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
+        if is_thin_forward(w2, groups):
+            thin_forward(w2, col, zcol, count * p, groups)
+        else:
+            _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
         _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False, keep_z)
 
 
@@ -501,7 +599,16 @@ def conv2d_backward(
             grad_b[o] += partial_b[n, o]
 
 
-__all__ = ["COL_MAX_ELEMENTS", "conv2d_backward", "conv2d_forward", "conv2d_scratch_shapes", "conv_output_size"]
+__all__ = [
+    "COL_MAX_ELEMENTS",
+    "THIN_FORWARD_WEIGHTS",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv2d_scratch_shapes",
+    "conv_output_size",
+    "is_thin_forward",
+    "thin_forward",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("conv2d_forward", "conv2d_backward", "conv2d_scratch_shapes", "conv_output_size")

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from fastnn.kernels.activations import ACTIVATIONS
-from fastnn.kernels.conv import conv2d_backward, conv2d_forward, conv2d_scratch_shapes, conv_output_size
+from fastnn.kernels.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_scratch_shapes,
+    conv_output_size,
+    is_thin_forward,
+)
 from tests import _reference_conv as ref
 from tests._gradcheck import numeric_gradients
 
@@ -32,7 +38,10 @@ CASES = [
     (8, 8, 20, 20, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # parallel im2col and GEMM tiles
     (6, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16, "relu"),  # parallel depthwise
     (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # grad_w 24 x 216 > 5120: BLAS
+    (16, 2, 30, 30, 6, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, "leaky_relu"),  # parallel thin forward, 13 column chunks
 ]
+#: cases whose forward product runs in the direct thin loops (an even number of rows, K % 4 = 2, 2, 3, 0, 0, 2)
+THIN_CASES = [1, 5, 6, 9, 11, 15]
 
 
 def _problem(case, dtype, seed=0):
@@ -191,8 +200,8 @@ def test_backward_finite_differences(case):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=label)
 
 
-def test_bit_identical_on_one_and_two_threads():
-    case = CASES[12]
+@pytest.mark.parametrize("case", [CASES[12], CASES[15]], ids=["gemm", "thin"])
+def test_bit_identical_on_one_and_two_threads(case):
     x, w, b = _problem(case, np.float32, seed=3)
     grad_y = np.random.default_rng(4).standard_normal(forward(case, x, w, b)[0].shape).astype(np.float32)
     threads = numba.get_num_threads()
@@ -207,7 +216,9 @@ def test_bit_identical_on_one_and_two_threads():
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[9]], ids=["conv2d", "depthwise", "conv1d"])
+@pytest.mark.parametrize(
+    "case", [CASES[3], CASES[5], CASES[9], CASES[15]], ids=["conv2d", "depthwise", "conv1d", "thin"]
+)
 def test_matches_torch(case):
     torch = pytest.importorskip("torch")
     functional = torch.nn.functional
@@ -227,3 +238,12 @@ def test_matches_torch(case):
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
     for got, want in zip(grads, (xt.grad, wt.grad, bt.grad)):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-11, atol=1e-12)
+
+
+def test_thin_cases_take_the_direct_forward():
+    """THIN_CASES run the direct loops and the others BLAS (the reference tests then cover both)."""
+    for i, case in enumerate(CASES):
+        _, c, _, _, o, kh, kw = case[:7]
+        groups = case[10]
+        w2 = np.zeros((o, c // groups * kh * kw), np.float32)
+        assert is_thin_forward(w2, groups) == (i in THIN_CASES), i

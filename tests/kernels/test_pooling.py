@@ -35,6 +35,9 @@ CASES = [
     (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 0)),  # the unpadded 1x2 stride-2 sweep (1-D)
     (2, 2, 5, 6, (2, 2), (2, 2), (0, 1, 0, 0)),  # 2x2 stride 2, bottom padding only: not that sweep
     (2, 3, 1, 11, (1, 2), (1, 2), (0, 0, 0, 1)),  # 1x2 stride 2, right padding only
+    (2, 3, 1, 67, (1, 2), (1, 2), (0, 0, 0, 0)),  # backward in tiled rows (>= 32 windows), a column past
+    (2, 2, 5, 70, (2, 2), (2, 2), (0, 0, 0, 0)),  # tiled rows, 2x2: a row past the last window
+    (2, 2, 1, 100, (1, 3), (1, 3), (0, 0, 0, 0)),  # kernel 3: not the tiled rows
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -155,6 +158,21 @@ def test_maxpool_ties_and_nan_planes_take_the_first_maximum(case):
         np.take_along_axis(x.reshape(*x.shape[:2], -1), argmax.reshape(*argmax.shape[:2], -1), axis=2).reshape(y.shape),
     )
     assert np.isnan(y[0, 0]).any() and np.isnan(y[-1, -1]).any() and np.isfinite(y[1:-1]).all()
+
+
+@pytest.mark.parametrize("case", [CASES[4], CASES[6], *CASES[10:]], ids=["1d-overlap", "2x2", *IDS[10:]])
+def test_maxpool_backward_routes_to_the_argmax(case):
+    """grad_x is exactly zeros with grad_y stored at each window's argmax, ties and NaN included
+    (the tiled rows' one sweep and the fill and scatter alike)."""
+    x = np.round(_x(case, np.float32, seed=3))
+    x[0, 0, 0, 1] = x[-1, -1, 0, 3] = np.nan
+    grad_y = _x(_out_shape(case), np.float32, seed=4)
+    _, argmax = max_forward(case, x)
+    expected = np.zeros(x.shape, np.float32).reshape(*x.shape[:2], -1)
+    flat_grad = grad_y.reshape(*grad_y.shape[:2], -1)
+    for n, c in np.ndindex(*x.shape[:2]):
+        np.add.at(expected[n, c], argmax[n, c].ravel(), flat_grad[n, c])
+    np.testing.assert_array_equal(max_backward(case, x, grad_y), expected.reshape(x.shape))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
