@@ -119,18 +119,29 @@ def fuse_forward(forward: list[Calls], groups: list[Group]) -> list:
     return calls
 
 
+def _expect(calls: Calls, kernel, group: Group) -> None:
+    """Refuse to fuse a group whose layer recorded another backward than its forward promised
+    (a fused plan built on it would compute the wrong gradients)."""
+    if not calls or calls[0][0] is not kernel:
+        raise RuntimeError(
+            f"fastnn could not fuse the batch norm group at layers {group.start}-{group.stop - 1}: a layer "
+            f"recorded {calls[0][0] if calls else 'no'} backward call where {kernel} was expected"
+        )
+
+
 def _backward_call(group: Group, backward: list[Calls]) -> tuple:
     """The fused backward of ``group`` from its layers' recorded backward calls (first call each)."""
     K = backend.kernels("cpu")
     norm_calls, act_calls = backward[group.start], backward[group.start + 1]
-    assert norm_calls[0][0] is K.batchnorm_backward and act_calls[0][0] is K.activation_backward
+    _expect(norm_calls, K.batchnorm_backward, group)
+    _expect(act_calls, K.activation_backward, group)
     grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine = norm_calls[0][1]
     beta, code, alpha = group.norm[2], group.act[2], group.act[3]
     if group.dropout is None:
         grad_out, mask, p = act_calls[0][1][2], np.zeros((1, 1), np.uint8), 0.0
     else:
         drop_calls = backward[group.start + 2]
-        assert drop_calls[0][0] is K.dropout_backward
+        _expect(drop_calls, K.dropout_backward, group)
         grad_out, mask, _, p = drop_calls[0][1]
     args = (grad_out, mask, x_hat, inv_std, gamma, beta, grad_z, grad_x, grad_gamma, grad_beta, partials, affine)
     return (batchnorm_act_backward, (*args, code, alpha, p, group.dropout is not None))

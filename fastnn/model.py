@@ -669,6 +669,12 @@ class Sequential:
             raise RuntimeError(f"{what} needs a loss: call model.compile(loss=..., optimizer=...) first")
         return self.loss
 
+    def _compiled_optimizer(self, what: str):
+        """The compiled optimizer; a RuntimeError naming ``what`` and the fix when there is none."""
+        if self.optimizer is None:
+            raise RuntimeError(f"{what} needs an optimizer: call model.compile(loss=..., optimizer=...) first")
+        return self.optimizer
+
     def _build_from(self, X) -> None:
         """Build from the first batch's per-sample shape (models created without an input shape)."""
         if not self.built:
@@ -1431,8 +1437,7 @@ class Sequential:
                 )
                 if loss is None:
                     self.loss = None
-                assert self.optimizer is not None  # compile() set it
-                self.optimizer.load_state_dict(record["optimizer"]["state"])
+                self._compiled_optimizer("restore").load_state_dict(record["optimizer"]["state"])
             elif record.get("loss") is not None:
                 self.loss = losses_mod.from_config(record["loss"])
             self.metrics = metrics_mod.from_config(record.get("metrics"), self.loss)
@@ -1843,9 +1848,9 @@ class Sequential:
             backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
-            assert self.loss is not None  # target_shape() checked it
+            loss = self._compiled_loss("step_plan")
             plan = self._plans[m] = _StepPlan(
-                x, y, h, forward, self.loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
+                x, y, h, forward, loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
             plan.with_optimizer(self.optimizer, self._step_token())
         return plan
@@ -2171,12 +2176,12 @@ class Sequential:
         (8, 2)
         """
         self.require_compiled("run_step")
-        assert self.optimizer is not None  # require_compiled checked it
+        optimizer = self._compiled_optimizer("run_step")
         with self._lock:
             guard = self._guard
             if guard.pairs:
                 guard.save()
-            step_count = self.optimizer.step_count
+            step_count = optimizer.step_count
             inside = False  # whether the optimizer's update ran inside the step's compiled call
             try:
                 plan = self.step_plan(xb.shape[0])
@@ -2189,7 +2194,7 @@ class Sequential:
                 else:
                     if plan.token is not None:  # the update inside the call, unless ranks must sum first
                         inside = update and self._step_reduce is None
-                        self.optimizer.begin_fused_step(inside)
+                        optimizer.begin_fused_step(inside)
                     if plan.feed is None:
                         loss, norm = plan.run(*plan.inputs(xb, yb))  # the batch read in place where it can be
                     else:  # fit on arrays: the batch gathered (and counted) inside the call
@@ -2201,13 +2206,13 @@ class Sequential:
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
                 if inside:
-                    self.optimizer.end_fused_step(norm)
+                    optimizer.end_fused_step(norm)
                 elif update:
-                    self.optimizer.step(grad_norm=norm)
+                    optimizer.step(grad_norm=norm)
                 self._last_x = xb
             except BaseException:
                 guard.restore()
-                self.optimizer.step_count = step_count
+                optimizer.step_count = step_count
                 raise
             return loss, out
 
