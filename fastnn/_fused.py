@@ -340,7 +340,11 @@ def _load(source: str) -> Callable:
         _write_once(path, source)
         name = f"fastnn_step_{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None  # a .py path always has a spec and a loader
+        if spec is None or spec.loader is None:
+            raise ImportError(
+                f"cannot load fastnn's generated step {path!r}: Python found no module loader for it; "
+                f"set FASTNN_CACHE_DIR to a writable folder of ordinary files"
+            )
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:

@@ -51,8 +51,17 @@ class Stepper:
         self.model, self.k = model, accumulate
         self.count = 0  # batches in the open group
         self.samples = 0
-        self.total: np.ndarray | None = None  # weighted sum of the group's gradients
-        self.guard: backend.StateGuard | None = None  # the layers' buffers at the group's start
+        self._buffers: tuple[np.ndarray, backend.StateGuard] | None = None  # see _group
+
+    def _group(self) -> tuple[np.ndarray, backend.StateGuard]:
+        """(total, guard) of the open group: the weighted sum of its gradients and the layers'
+        buffers at its start (made by :meth:`_open`)."""
+        if self._buffers is None:
+            raise RuntimeError(
+                "gradient accumulation has no open group: Stepper.step() opens one; finish()/abort() "
+                "only apply after a step"
+            )
+        return self._buffers
 
     def step(self, xb, yb, last: bool = False) -> tuple[float, np.ndarray, bool]:
         model = self.model
@@ -61,7 +70,7 @@ class Stepper:
             return loss, out, True
         if self.count == 0:
             self._open()
-        assert self.guard is not None  # _open set it
+        guard = self._group()[1]
         try:
             loss, out = model.run_step(xb, yb, update=False)
             self._add(xb.shape[0])
@@ -69,7 +78,7 @@ class Stepper:
                 return loss, out, False
             self._update()
         except BaseException:
-            self.guard.restore()
+            guard.restore()
             self.count = 0
             raise
         self.count = 0
@@ -79,11 +88,11 @@ class Stepper:
         """The update of an open group (an epoch of unknown length ended); True if one ran."""
         if self.count == 0:
             return False
-        assert self.guard is not None  # a group is open
+        guard = self._group()[1]
         try:
             self._update()
         except BaseException:
-            self.guard.restore()
+            guard.restore()
             raise
         finally:
             self.count = 0
@@ -93,38 +102,35 @@ class Stepper:
         """Drop an open group (fit is leaving on an exception or interrupt between its batches): the
         layers' buffers go back to the group's start, where fit's position in the epoch is."""
         if self.count:
-            assert self.guard is not None  # a group is open
-            self.guard.restore()
+            self._group()[1].restore()
             self.count = 0
 
     def _open(self) -> None:
         model = self.model
-        if self.total is None or self.total.shape != model.grads.shape:
-            self.total = np.empty_like(model.grads)
-            self.guard = model.state_guard()
-        assert self.guard is not None  # made with self.total
-        self.guard.save()
+        if self._buffers is None or self._buffers[0].shape != model.grads.shape:
+            self._buffers = (np.empty_like(model.grads), model.state_guard())
+        self._buffers[1].save()
         self.samples = 0
 
     def _add(self, m: int) -> None:
         grads = self.model.grads
-        assert self.total is not None  # _open made it
+        total = self._group()[0]
         weight = m if self.model.loss.reduction == "mean" else 1
         if self.count == 0:
-            np.multiply(grads, weight, out=self.total)
+            np.multiply(grads, weight, out=total)
         else:
             np.multiply(grads, weight, out=grads)
-            np.add(self.total, grads, out=self.total)
+            np.add(total, grads, out=total)
         self.count += 1
         self.samples += m
 
     def _update(self) -> None:
         model = self.model
-        assert self.total is not None  # _open made it
+        total = self._group()[0]
         if model.loss.reduction == "mean":
-            np.divide(self.total, self.samples, out=model.grads)
+            np.divide(total, self.samples, out=model.grads)
         else:
-            np.copyto(model.grads, self.total)
+            np.copyto(model.grads, total)
         norm = model.grad_norm()
         if not math.isfinite(norm):
             raise FloatingPointError(

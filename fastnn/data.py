@@ -776,8 +776,8 @@ def _parse_target(col: np.ndarray, lines: list[int] | None, path: str):
     else:
         empty = np.flatnonzero(col == "")
         if empty.size:
-            assert lines is not None  # the fast parse refuses empty target cells
-            raise ValueError(f"{path!r}, line {lines[empty[0]]}: the target cell is empty")
+            where = f"line {lines[empty[0]]}" if lines is not None else f"row {empty[0]}"
+            raise ValueError(f"{path!r}, {where}: the target cell is empty")
         try:
             values = col.astype(np.float64)
         except ValueError:
@@ -1179,15 +1179,16 @@ class Standardizer:
         self.mean_, self.std_ = mean.astype(X.dtype), std.astype(X.dtype)
         return self
 
-    def _fitted(self, X: Any, name: str) -> np.ndarray:
-        if self.mean_ is None:
+    def _fitted(self, X: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X checked, mean, std) in X's dtype; refuses an unfitted scaler or another width."""
+        if self.mean_ is None or self.std_ is None:
             raise ValueError("this Standardizer is not fitted yet; call fit(X_train) first")
         X = self._check(X, name)
         if X.shape[1] != self.mean_.shape[0]:
             raise ValueError(
                 f"{name} has {X.shape[1]} features, but the Standardizer was fitted on {self.mean_.shape[0]}"
             )
-        return X
+        return X, self.mean_.astype(X.dtype), self.std_.astype(X.dtype)
 
     def transform(self, X: ArrayLike) -> np.ndarray:
         """``(X - mean_) / std_``, in ``X``'s floating dtype.
@@ -1213,9 +1214,8 @@ class Standardizer:
         >>> fnn.data.Standardizer().fit([[0.0], [2.0]]).transform([[4.0]])
         array([[3.]])
         """
-        X = self._fitted(X, "X")
-        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
-        return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
+        X, mean, std = self._fitted(X, "X")
+        return (X - mean) / std
 
     def fit_transform(self, X: ArrayLike) -> np.ndarray:
         """:meth:`fit` on ``X``, then :meth:`transform` it.
@@ -1264,9 +1264,8 @@ class Standardizer:
         >>> scaler.inverse_transform(scaler.transform([[5.0]]))
         array([[5.]])
         """
-        X = self._fitted(X, "X")
-        assert self.mean_ is not None and self.std_ is not None  # _fitted checked
-        return X * self.std_.astype(X.dtype) + self.mean_.astype(X.dtype)
+        X, mean, std = self._fitted(X, "X")
+        return X * std + mean
 
     def __repr__(self) -> str:
         fitted = "unfitted" if self.mean_ is None else f"n_features={self.mean_.shape[0]}"

@@ -472,17 +472,18 @@ class EpochOrder:
         )
         self.ends = np.cumsum(sizes)
         self.loaded = -1  # position k in self.order of the block held
-        self.rows = None
+        self.block: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # its (x, y, shuffled rows)
 
-    def _load(self, k: int) -> None:
+    def _load(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         j = int(self.order[k])
-        self.loaded, self.x, self.y = -1, None, None  # the previous block is freed before the next is read
+        self.loaded, self.block = -1, None  # the previous block is freed before the next is read
         x, y = self.check(*self.dataset.block(j))
         size = x.shape[0]
         rows = np.arange(size, dtype=np.int64)
         if self.shuffle:  # with one block: (seed, stream, epoch), the order fit gives in-memory arrays
             permutation(size, self.seed, SHUFFLE_STREAM, self.epoch * self.dataset.blocks + j, rows)
-        self.loaded, self.x, self.y, self.rows = k, x, y, rows
+        self.loaded, self.block = k, (x, y, rows)
+        return self.block
 
     def gather(self, lo: int, hi: int, x_out: np.ndarray, y_out: np.ndarray) -> None:
         """Fill ``x_out`` and ``y_out`` with the samples at positions [lo, hi) of the epoch's order.
@@ -508,14 +509,12 @@ class EpochOrder:
         p = lo
         while p < hi:
             k = int(np.searchsorted(self.ends, p, side="right"))
-            if k != self.loaded:
-                self._load(k)
-            assert self.rows is not None and self.x is not None and self.y is not None  # _load set them
-            start = self.ends[k] - self.rows.size
+            x, y, rows = self.block if k == self.loaded and self.block is not None else self._load(k)
+            start = self.ends[k] - rows.size
             stop = min(hi, int(self.ends[k]))
-            picked = self.rows[p - start : stop - start]
-            np.take(self.x, picked, axis=0, out=x_out[p - lo : stop - lo])
-            np.take(self.y, picked, axis=0, out=y_out[p - lo : stop - lo])
+            picked = rows[p - start : stop - start]
+            np.take(x, picked, axis=0, out=x_out[p - lo : stop - lo])
+            np.take(y, picked, axis=0, out=y_out[p - lo : stop - lo])
             p = stop
 
 

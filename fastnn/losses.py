@@ -669,7 +669,8 @@ class SampleWeighted(Loss):
             K.cross_entropy_rows(output, labels, rows)
             per_sample = 1
         else:
-            assert isinstance(self.base, _Elementwise)  # the built-in losses without classes
+            if not isinstance(self.base, _Elementwise):  # __init__ admits built-in losses only
+                raise TypeError(f"SampleWeighted cannot weight {type(self.base).__name__}: use a built-in loss")
             K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
             per_sample = output.shape[1]
         if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead

@@ -2394,7 +2394,8 @@ class Sequential:
         if inference.supported(self):  # recorded plans at every batch size, BatchNorm folded (fastnn._inference)
             with self._lock:
                 return inference.predict(self, X, batch_size)
-        assert self.output_shape is not None  # prepare() checked that the model is built
+        if self.output_shape is None:  # prepare() refuses an unbuilt model first
+            raise RuntimeError("predict needs a built model: call model.build(input_shape) or compile()")
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
             for lo in range(0, X.shape[0], batch_size):

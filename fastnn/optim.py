@@ -447,7 +447,8 @@ class Optimizer(Owned):
         """The step over ``ranges`` of the buffers only (frozen layers elsewhere): clipping sees the
         trainable gradients only (like clip_grad_norm_ over the parameters that have gradients), and
         the fused update runs once per range on views, its decay prefix cut to each range."""
-        assert self._params is not None and self._grads is not None  # (step checked the binding)
+        if self._params is None or self._grads is None:  # step() checks the binding first
+            raise RuntimeError("the optimizer is not bound to a model: compile the model with it first")
         full = self._params, self._grads, self._state, self._n_decay
         scale = 1.0
         if self.clip_norm is not None:

@@ -298,7 +298,8 @@ class _NeuralNetBase(BaseEstimator):
         message = f"Iteration {self.n_iter_}, loss = {loss:.8f}"
         if validation is not None:
             score = self._validation_score(self.model_.predict(validation.X), validation.y, validation.weights)
-            assert self.validation_scores_ is not None  # fit sets a list whenever there is validation data
+            if self.validation_scores_ is None:  # fit sets a list whenever there is validation data
+                self.validation_scores_ = []
             self.validation_scores_.append(score)
             message += f", validation score = {score:.6f}"
             improved = score >= self.best_validation_score_ + self.tol

@@ -436,7 +436,8 @@ class BatchFeeder:
         """
         if self.pending is None or self.pending[0] != (lo, hi):
             self._start(lo, hi, order)
-        assert self.pending is not None  # _start set it
+        if self.pending is None:  # _start sets it
+            raise RuntimeError("the batch feeder has no batch in flight: _start did not run")
         k = self.pending[1]
         self.pending = None
         self.copied[k].wait(0)  # the default stream runs on after the copy only
