@@ -9,7 +9,9 @@ threads); every ``cuda.syncthreads()`` is reached by all threads of a block.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import threading
 
 import numba
 import numpy as np
@@ -29,6 +31,50 @@ SIM_MAX_BLOCKS = 2
 def simulator() -> bool:
     """True when Numba runs CUDA kernels on its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
     return bool(numba.config.ENABLE_CUDASIM)
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def _atomic_shared_array(original):
+    """numba-cuda's simulator ``cuda.shared.array`` made atomic: one array per (file, line) of the
+    caller per block. The simulator's own ``original`` checks its dict, then stores a new array
+    without a lock, so two of a block's threads (OS threads) can both miss and keep different
+    arrays: one thread's writes then go to a private copy and the others read stale memory (a GEMM
+    tile holding another launch's values: seen as rare wrong GRU states in tests_cuda)."""
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory (one buffer), or refused
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, numba.core.types.Type):
+            dtype = numba.np.numpy_support.as_dtype(dtype)
+        frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        caller = (frame.f_code.co_filename, frame.f_lineno)  # type: ignore[union-attr]
+        with _SHARED_LOCK:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = self._allocations[caller] = np.empty(shape, dtype)
+        return res
+
+    array.fastnn_atomic = True  # type: ignore[attr-defined]
+    array.original = original  # type: ignore[attr-defined]
+    return array
+
+
+def make_simulator_shared_arrays_atomic() -> bool:
+    """Replace the simulator's ``cuda.shared.array`` by an atomic one (once; nothing on a real
+    GPU). Returns True when the simulator is in use."""
+    if not simulator():
+        return False
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared
+    if not getattr(shared.array, "fastnn_atomic", False):
+        shared.array = _atomic_shared_array(shared.array)
+    return True
+
+
+make_simulator_shared_arrays_atomic()
 
 
 def blocks_for(work: int, per_block: int = BLOCK) -> int:
