@@ -8,11 +8,13 @@ relu), Dense(10), batch 64, cross-entropy, Adam lr 1e-3 (``--optimizer sgd``: pl
 a local variant of the config, which stays as it is). All times are the calling thread's CPU
 time (``time.thread_time``, meaningful at ``--threads 1``), in one process:
 
-- whole cases, interleaved repeats (fastnn.bench.interleaved): ``train_step``; the GEMM floor
-  (bench.GemmListFloor: the Dense layers' products in NumPy); the optimizer update's memory floor
-  over all parameters (bench's stream kernel: read params, grads and the k state buffers, write
-  params and states; k=2 for Adam); the same floor over the parameters outside the embedding
-  table; torch's step when torch is installed.
+- whole cases, interleaved repeats (fastnn.bench.interleaved; each a block of repeated calls, so
+  a case's buffers stay in cache as far as they fit): ``train_step``; the GEMM floor
+  (bench.GemmListFloor: the Dense layers' products in NumPy); the optimizer's update alone on the
+  model's buffers (``optimizer.step``); its memory floor over as many parameters (bench's stream
+  kernel: read params, grads and the k state buffers, write params and states; k=2 for Adam);
+  the same floor over the parameters outside the embedding table; torch's step when torch is
+  installed.
 - the step's parts inside the real sequence (each plan call timed where it runs, then the
   optimizer's update from Python, the same kernel the fused step calls): median over steps.
 """
@@ -103,6 +105,7 @@ def whole_cases(model, cfg, xb, yb, torch) -> dict:
     cases = {
         "train_step": lambda: model.train_step(xb, yb),
         "GEMM floor": floor.train_step,
+        f"optimizer update alone, all {n:,} params": lambda: model.optimizer.step(grad_norm=1.0),
         f"update memory floor, all {n:,} params": buffers(n),
         f"update memory floor, {n - table:,} params outside the table": buffers(n - table),
     }
