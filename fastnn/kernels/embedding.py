@@ -7,7 +7,7 @@ the public boundary, not here), ``weight`` (V, D), ``out``/``grad_out`` (M, D), 
 The backward is a scatter-add. It is deterministic without sorting: the vocabulary is split into
 row ranges, each range owned by one task that scans all indices in order and adds only those in
 its range, so every row sums its gradients in index order whatever the number of threads (and
-the partition).
+the partition; on one thread the whole vocabulary is one range, with no parallel region).
 """
 
 from __future__ import annotations
@@ -17,31 +17,48 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-from .tiling import gemm_tiles
+from .tiling import gemm_tiles, numba_threads
+
+#: index rows per task of the parallel lookup
+_GATHER_ROWS = 256
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _gather_rows(indices, weight, out, m0, m1):
+    """out[m] = weight[indices[m]] for m in [m0, m1), element by element (a row slice assignment
+    per index costs about 3x more: measured in benchmarks/embed_step.py)."""
+    for m in range(m0, m1):
+        v = indices[m]
+        for j in range(out.shape[1]):
+            out[m, j] = weight[v, j]
 
 
 @njit(**JIT_PARALLEL)
 def embedding_forward(indices, weight, out):
     """out[m] = weight[indices[m]]; indices (M,) int64, weight (V, D), out (M, D)."""
-    if out.size < PARALLEL_MIN_ELEMENTS:
-        for m in range(indices.shape[0]):
-            out[m] = weight[indices[m]]
+    rows = indices.shape[0]
+    if out.size < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
+        _gather_rows(indices, weight, out, 0, rows)
     else:
-        for m in prange(indices.shape[0]):
-            out[m] = weight[indices[m]]
+        per = n_chunks(rows, _GATHER_ROWS)
+        for c_u in prange(per):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            _gather_rows(indices, weight, out, c * _GATHER_ROWS, min((c + 1) * _GATHER_ROWS, rows))
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _grad_rows(indices, grad_out, grad_weight, padding_idx, v0, v1):
     """grad_weight[v0:v1] = sum of grad_out rows whose index is in [v0, v1), in index order."""
     zero = like(0.0, grad_weight)
-    grad_weight[v0:v1] = zero
+    dim = grad_weight.shape[1]
+    block = grad_weight[v0:v1].reshape(-1)  # contiguous rows: one flat loop
+    for i in range(block.size):
+        block[i] = zero
     for m in range(indices.shape[0]):
         v = indices[m]
         if v0 <= v < v1 and v != padding_idx:
-            row, g = grad_weight[v], grad_out[m]
-            for j in range(row.shape[0]):
-                row[j] += g[j]
+            for j in range(dim):
+                grad_weight[v, j] += grad_out[m, j]
 
 
 @njit(**JIT_PARALLEL)
@@ -49,7 +66,7 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
     """grad_weight (V, D) = scatter-add of grad_out (M, D) rows at ``indices`` (M,); the
     ``padding_idx`` row (-1: none) and rows never indexed are zero. Bit-identical on any thread count."""
     vocabulary = grad_weight.shape[0]
-    if grad_out.size + grad_weight.size < PARALLEL_MIN_ELEMENTS:
+    if grad_out.size + grad_weight.size < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
         _grad_rows(indices, grad_out, grad_weight, padding_idx, 0, vocabulary)
     else:
         # vocabulary ranges: GEMM_TILES, read at run time (the result does not depend on it,
