@@ -51,7 +51,7 @@ CPU_ONLY_FUNCTIONS = {
     "CUDA backward has its own elementwise grad_x kernel",
     ("batchnorm", "counted_momentum"): "host-side rule of the CPU counted forward (batches counter, momentum=None); "
     "the CUDA launcher does the same on the host counter",
-    ("dropout", "draw_row_mask"): "CPU row loop (flags, then packed bytes), shared with kernels.batchnorm_act; the "
+    ("dropout", "draw_row_mask"): "CPU row loop (uint8 flags, then packed bytes), shared with kernels.batchnorm_act; the "
     "CUDA kernel packs one byte per thread",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
