@@ -51,8 +51,10 @@ CPU_ONLY_FUNCTIONS = {
     "CUDA backward has its own elementwise grad_x kernel",
     ("batchnorm", "counted_momentum"): "host-side rule of the CPU counted forward (batches counter, momentum=None); "
     "the CUDA launcher does the same on the host counter",
-    ("dropout", "draw_row_mask"): "CPU row loop (flags, then packed bytes), shared with kernels.batchnorm_act; the "
-    "CUDA kernel packs one byte per thread",
+    ("dropout", "draw_row_mask"): "CPU row loop (uint8 flags, then packed bytes), shared with "
+    "kernels.batchnorm_act; the CUDA kernel packs one byte per thread",
+    ("dropout", "row_flags"): "the CPU row loop's uint8 scratch (draw_row_mask); the CUDA kernel builds a "
+    "thread's byte in a register",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",

@@ -3,7 +3,7 @@
 The three layers' kernels (kernels.batchnorm, kernels.activations, kernels.dropout) run one after
 the other write batch norm's output, read it and write the activation's, read that and write
 dropout's. Here, after batch norm's statistics pass, one sweep per row draws the dropout flags
-and mask (dropout's own row code) and writes x_hat and the output: two sweeps fewer. Backward:
+and mask (dropout's own row code, into a row of uint8 flags) and writes x_hat and the output: two sweeps fewer. Backward:
 dropout's own kernel into grad_x (free until the last pass), then one sweep of the activation's
 derivative (at z = gamma * x_hat + beta recomputed, so the activation's output is never stored)
 with batch norm's two column sums, then batch norm's grad_x pass: one sweep fewer. The results
@@ -26,7 +26,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDU
 from ._scalar import like, n_chunks
 from .activations import VECTORISED_CODES, activate, activate_grad
 from .batchnorm import batch_statistics, batchnorm_grad_x, counted_momentum, normalize_value, sum_partials
-from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_key
+from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_flags, row_key
 from .rng import key64
 
 
@@ -42,14 +42,15 @@ def _forward_rows_of(
 ):
     n = x.shape[1]
     zero = like(0.0, x)
+    flags = row_flags(n if dropout else 0)
     for i in range(r0, r1):
-        if dropout:  # flags into out[i] and the mask, then the kept units
-            draw_row_mask(out, mask, key, threshold, i * n, i)
+        if dropout:  # the row's flags and mask, then the kept units
+            draw_row_mask(flags, mask, key, threshold, i * n, i)
             for j in range(n):
                 h = normalize_value(x[i, j], mean[j], inv_std[j])
                 x_hat[i, j] = h
                 y = activate(code, _pre_activation(h, gamma, beta, j, affine), alpha)
-                out[i, j] = y * scale if out[i, j] != zero else zero
+                out[i, j] = y * scale if flags[j] else zero
         else:
             for j in range(n):
                 h = normalize_value(x[i, j], mean[j], inv_std[j])

@@ -43,13 +43,18 @@ def test_matches_reference_and_keeps_dtype(shape, dtype):
     assert np.all(grad_in[~keep] == 0)
 
 
-def test_mask_follows_the_documented_hash():
-    x = np.ones((3, 10))
+@pytest.mark.parametrize("features", [1, 7, 8, 9, 10, 16, 17, 63, 64, 65])  # whole bytes packed by a multiply
+def test_mask_follows_the_documented_hash(features):
+    x = np.ones((3, features))
     p = 0.5
-    _, mask = _forward(x, p, seed=9, stream=8, step=7)
-    keep = ref.unpack_mask(mask, 10)
-    want = np.array([[(int(hash64(9, 8, 7, i * 10 + j)) >> 32) >= p * 2**32 for j in range(10)] for i in range(3)])
+    out, mask = _forward(x, p, seed=9, stream=8, step=7)
+    keep = ref.unpack_mask(mask, features)
+    want = np.array(
+        [[(int(hash64(9, 8, 7, i * features + j)) >> 32) >= p * 2**32 for j in range(features)] for i in range(3)]
+    )
     np.testing.assert_array_equal(keep, want)
+    np.testing.assert_array_equal(out, np.where(want, 2.0, 0.0))
+    assert not np.unpackbits(mask, axis=1, bitorder="little")[:, features:].any()
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
