@@ -436,17 +436,19 @@ def test_steps_that_cannot_update_inside_the_call_update_from_python(monkeypatch
     assert model.optimizer.step_count == 1
 
 
-def _lane_batches(rng, n=6, batch=8, dtype=np.float32):
-    X = rng.standard_normal((n, batch, 2)).astype(dtype)
-    return X, np.tanh(X[:, :, :1] * X[:, :, 1:])
+def _lane_batches(rng, n=6, batch=8, dtype=np.float32, features=2, outputs=1):
+    X = rng.standard_normal((n, batch, features)).astype(dtype)
+    return X, np.tanh(X[:, :, :outputs] * X[:, :, 1 : outputs + 1])
 
 
-def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse, rng):
+@pytest.mark.parametrize("build, features, outputs", [(_tiny, 2, 1), (_regularised, 7, 4)])
+def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse, rng, build, features, outputs):
     """After one step the long way, train_step takes its fast lane (one check of the arrays' kind
-    and values, then the compiled call): the same losses, weights and optimizer state as steps whose
-    read-only batches must go the long way (copied into the plan), with the learning rate changed."""
-    X, Y = _lane_batches(rng)
-    lane, long_way = _tiny(), _tiny()
+    and values, then the compiled call): the same losses, weights, buffers (BatchNorm's running
+    statistics, dropout's counter) and optimizer state as steps whose read-only batches must go the
+    long way (copied into the plan), with the learning rate changed."""
+    X, Y = _lane_batches(rng, features=features, outputs=outputs)
+    lane, long_way = build(), build()
     for model in (lane, long_way):
         model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
     losses = {id(lane): [], id(long_way): []}
@@ -463,6 +465,9 @@ def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse, rng):
     np.testing.assert_array_equal(
         lane.optimizer.state_dict()["momentum_buffer"], long_way.optimizer.state_dict()["momentum_buffer"]
     )
+    for mine, theirs in zip(lane.layers, long_way.layers):
+        for name, buffer in mine.buffers().items():
+            np.testing.assert_array_equal(buffer, theirs.buffers()[name])
     assert lane.optimizer.step_count == long_way.optimizer.step_count == len(X)
 
 
