@@ -165,7 +165,7 @@ def breakdown(repeats: int, epochs: int = 50) -> list[dict]:
     model, n = fitted.model_, X_train.shape[0]
     labels = np.searchsorted(fitted.classes_, y_train)
     batches = [(X_train[lo : lo + 200], labels[lo : lo + 200]) for lo in range(0, n, 200)]
-    calls = [call for xb, _ in batches for call in model.step_plan(xb.shape[0]).run.calls]
+    step_calls = [model.step_plan(xb.shape[0]).run.calls for xb, _ in batches]
 
     def step_loop():
         for _ in range(epochs):
@@ -174,8 +174,10 @@ def breakdown(repeats: int, epochs: int = 50) -> list[dict]:
 
     def kernels():
         for _ in range(epochs):
-            for fn, args in calls:
-                fn(*args)
+            for calls in step_calls:
+                results: list = []
+                for fn, args in calls:  # the update call takes earlier calls' loss and norm (Result references)
+                    results.append(fn(*[results[a.index] if type(a).__name__ == "Result" else a for a in args]))
 
     parts = {
         "scikit-learn MLPClassifier.fit": lambda: make["scikit-learn"]().fit(X_train, y_train),

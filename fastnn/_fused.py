@@ -389,6 +389,7 @@ class FusedCalls:
         self.source, values, self._pointed = _source(calls, returns, slots)  # _pointed: kept alive
         self._address, self._loose = values[0], tuple(values[1:])
         self._slots = tuple(slots)
+        self._n_given = _n_given(calls)
         self._fn = _load(self.source)
 
     def __call__(self, *arrays):
@@ -397,6 +398,17 @@ class FusedCalls:
         n = len(self._slots)
         slots = arrays[:n] if arrays else self._slots
         return self._fn(self._address, *slots, *self._loose, *arrays[n:])
+
+    def slot_caller(self) -> Callable | None:
+        """``f(*arrays)``, one array per slot, running the calls with as little as possible in between
+        (the compiled function with its bound address and other arrays), or None when the calls
+        take :class:`Given` arguments or have no slots (then call the object itself)."""
+        if self._n_given or not self._slots:
+            return None
+        fn, address, loose = self._fn, self._address, self._loose
+        if not loose:
+            return functools.partial(fn, address)
+        return lambda *arrays: fn(address, *arrays, *loose)
 
     def __reduce_ex__(self, protocol):
         """Refused: a copy would run on the original's memory (its table holds addresses)."""
@@ -502,6 +514,10 @@ class CallRunner:
     def fused(self) -> bool:
         """True once the calls run as one compiled function."""
         return self._fused is not None
+
+    def slot_caller(self) -> Callable | None:
+        """The fused function's :meth:`FusedCalls.slot_caller` once fused (None before, or when it has none)."""
+        return None if self._fused is None else self._fused.slot_caller()
 
     def __call__(self, *arrays):
         if self._fused is not None:

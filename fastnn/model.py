@@ -24,6 +24,7 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
+from .kernels.checks import all_finite, all_finite_pair
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
 
@@ -123,6 +124,43 @@ def _in_place(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
             buf[...] = batch
             return buf
     return batch
+
+
+class _TrainLane:
+    """What :meth:`Sequential.train_step`'s fast lane needs of the last step it took the long way:
+    the plan that ran fused with the optimizer's update inside, its compiled function called on
+    the batch arrays directly, and what the batch looked like (shapes, dtypes) when its checks
+    passed on the arrays themselves. The lane re-checks everything that can change per call: the
+    arrays' type, shape, dtype, layout and values, and that the model, its loss, optimizer and plan
+    are still the ones it was made for; anything else goes the long way (which raises the errors)."""
+
+    __slots__ = (
+        "base_loss",
+        "call",
+        "loss",
+        "n_outputs",
+        "optimizer",
+        "plan",
+        "plain_targets",
+        "runner",
+        "token",
+        "x_dtype",
+        "x_shape",
+        "y_dtype",
+        "y_shape",
+    )
+
+    def __init__(
+        self, plan: _StepPlan, call: Callable, loss, optimizer, xb: np.ndarray, yb: np.ndarray, n_outputs: int
+    ):
+        self.plan, self.runner, self.call, self.token = plan, plan.run, call, plan.token
+        self.n_outputs = n_outputs
+        self.loss, self.optimizer = loss, optimizer
+        self.x_shape, self.x_dtype, self.y_shape, self.y_dtype = xb.shape, xb.dtype, yb.shape, yb.dtype
+        base = self.base_loss = losses_mod.base_of(loss)
+        # the loss checks its targets as every real-valued loss does (finite values): checked here with
+        # the inputs in one call; other losses (labels, ranges) check them themselves
+        self.plain_targets = type(base).check_targets is losses_mod.Loss.check_targets and yb.ndim == 2
 
 
 def _method_signature(func) -> inspect.Signature:
@@ -242,6 +280,7 @@ class Sequential:
         )
         self._backward_hook: Callable[[int], list] | None = None  # set_backward_hook
         self._trainer: int | None = None
+        self._lane: _TrainLane | None = None  # train_step's fast lane (set after a step)
         self._building = False
         self._stale = False
         self._eager: tuple | None = None  # (input, contexts) of the last eager forward()
@@ -747,6 +786,7 @@ class Sequential:
         self._inputs = Workspace(self.input_dtype, self._device, x=self.input_shape)  # the plans' inputs
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
         self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
+        self._lane = None  # train_step's fast lane (checked against _plans at each use)
         self._norm_partials = backend.zeros(
             backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
         )
@@ -2250,6 +2290,12 @@ class Sequential:
         >>> bool(last < first)
         True
         """
+        lane = self._lane
+        if lane is not None and self._lane_takes(lane, xb, yb):
+            loss = self._lane_step(lane, xb, yb)
+            if loss is not None:
+                return loss
+        given_x, given_y = xb, yb
         xb, yb = self._check_xy(xb, yb, "xb")
         if self._stale:
             self._refresh()
@@ -2264,7 +2310,99 @@ class Sequential:
                 )
             self._trainer = me
             try:
-                return self.run_step(xb, yb)[0]
+                loss = self.run_step(xb, yb)[0]
+            finally:
+                self._trainer = previous
+        self._lane = self._new_lane(xb is given_x and yb is given_y, xb, yb)
+        return loss
+
+    def _new_lane(self, given: bool, xb: np.ndarray, yb: np.ndarray) -> _TrainLane | None:
+        """The fast lane for batches like (xb, yb), which just took the long way, or None when
+        that step cannot be repeated with fewer checks: the arrays were converted (``given``
+        False), or the step did not run as one compiled call with the update inside."""
+        plan, shape = self._plans.get(xb.shape[0]), self.output_shape
+        if not (
+            given
+            and shape is not None
+            and plan is not None
+            and plan.feed is None
+            and plan.token is not None
+            and self._step_reduce is None
+            and len(shape) == 1
+            and self._plain_input
+            and xb.flags.writeable
+            and yb.flags.writeable
+            and (xb.shape, xb.dtype, yb.shape, yb.dtype) == (plan.x.shape, plan.x.dtype, plan.y.shape, plan.y.dtype)
+        ):
+            return None
+        call = plan.run.slot_caller()
+        return None if call is None else _TrainLane(plan, call, self.loss, self.optimizer, xb, yb, shape[0])
+
+    def _lane_takes(self, lane: _TrainLane, xb, yb) -> bool:
+        """Whether ``lane`` takes (xb, yb): arrays of the lane's kind (shape, dtype, C-contiguous,
+        writeable) with values its loss accepts (finite, labels in range, ...). False sends the
+        step the long way, whose checks raise the errors."""
+        if not (
+            type(xb) is np.ndarray
+            and type(yb) is np.ndarray
+            and xb.shape == lane.x_shape
+            and yb.shape == lane.y_shape
+            and xb.dtype is lane.x_dtype
+            and yb.dtype is lane.y_dtype
+        ):
+            return False
+        fx, fy = xb.flags, yb.flags
+        if not (fx.c_contiguous and fx.writeable and fy.c_contiguous and fy.writeable):
+            return False
+        x2 = xb if xb.ndim == 2 else xb.reshape(xb.shape[0], -1)
+        if lane.plain_targets:
+            return all_finite_pair(x2, yb)
+        return all_finite(x2) and lane.base_loss.check_targets(yb, xb.shape[0], lane.n_outputs, self.dtype) is yb
+
+    def _lane_step(self, lane: _TrainLane, xb: np.ndarray, yb: np.ndarray) -> float | None:
+        """:meth:`train_step` on checked arrays through ``lane``: :meth:`run_step`'s fused path (one
+        compiled call: forward, loss, backward, norm, update), transactional as it is. None (nothing
+        done) when the model, its loss, optimizer or plan changed since the lane was made."""
+        me = threading.get_ident()
+        with self._lock:
+            previous = self._trainer
+            if previous is not None and previous != me:
+                raise RuntimeError(
+                    "train_step: this model is being trained by another thread; train one model "
+                    "from one thread at a time (copy.deepcopy(model) gives each thread its own)"
+                )
+            optimizer = lane.optimizer
+            if (
+                self._stale
+                or self.loss is not lane.loss
+                or self.optimizer is not optimizer
+                or optimizer is None
+                or self._step_reduce is not None
+                or self._plans.get(xb.shape[0]) is not lane.plan
+                or lane.plan.run is not lane.runner
+                or lane.plan.feed is not None
+                or optimizer.fused_step_token() is not lane.token
+            ):
+                return None
+            self._trainer = me
+            try:
+                guard = self._guard
+                if guard.pairs:
+                    guard.save()
+                step_count = optimizer.step_count
+                try:
+                    optimizer.begin_fused_step(True)
+                    loss, norm = lane.call(xb, yb)
+                    if not (math.isfinite(loss) and math.isfinite(norm)):
+                        guard.restore()
+                        raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
+                    optimizer.end_fused_step(norm)
+                    self._last_x = xb
+                    return loss
+                except BaseException:
+                    guard.restore()
+                    optimizer.step_count = step_count
+                    raise
             finally:
                 self._trainer = previous
 

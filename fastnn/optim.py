@@ -222,6 +222,7 @@ class Optimizer(Owned):
         self._empty = backend.zeros(0, params.dtype, device)
         self._partials = backend.zeros(self._K.norm_partials_size(params.size), np.float64, device)
         self._step_scalars = np.zeros(step_update.N_SCALARS)  # what begin_fused_step writes
+        self._scalar_slots: Any = self._step_scalars.data  # a memoryview: its item writes cost 2/3 of ndarray's
         # a new token at every (re)binding (plans holding the old buffers rebuild); None: no step kernel
         self._binding = object() if device == "cpu" and _has_step_kernel(type(self)) else None
 
@@ -410,7 +411,7 @@ class Optimizer(Owned):
         >>> kernel(*args), params
         (False, array([ 1., -2.], dtype=float32))
         """
-        s = self._step_scalars
+        s = self._scalar_slots
         s[step_update.ARMED] = 1.0 if update else 0.0
         s[step_update.LR] = self._lr
         s[step_update.STEP] = self.step_count + 1
@@ -470,11 +471,14 @@ class Optimizer(Owned):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_owner", None)  # a copy belongs to no model
+        state.pop("_scalar_slots", None)  # a memoryview does not pickle: made again from the array
         state["_K"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "_step_scalars" in state:
+            self._scalar_slots = self._step_scalars.data
         self._K = backend.kernels(backend.device_of(self._params) if self._params is not None else "cpu")
 
     # ---------------------------------------------------------------- saving and loading

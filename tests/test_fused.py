@@ -434,3 +434,123 @@ def test_steps_that_cannot_update_inside_the_call_update_from_python(monkeypatch
     model.run_step(X, X[:, :1], update=False)  # gradients only: the armed flag stays down
     np.testing.assert_array_equal(model.params, params)
     assert model.optimizer.step_count == 1
+
+
+def _lane_batches(rng, n=6, batch=8, dtype=np.float32, features=2, outputs=1):
+    X = rng.standard_normal((n, batch, features)).astype(dtype)
+    return X, np.tanh(X[:, :, :outputs] * X[:, :, 1 : outputs + 1])
+
+
+@pytest.mark.parametrize("build, features, outputs", [(_tiny, 2, 1), (_regularised, 7, 4)])
+def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse, rng, build, features, outputs):
+    """After one step the long way, train_step takes its fast lane (one check of the arrays' kind
+    and values, then the compiled call): the same losses, weights, buffers (BatchNorm's running
+    statistics, dropout's counter) and optimizer state as steps whose read-only batches must go the
+    long way (copied into the plan), with the learning rate changed."""
+    X, Y = _lane_batches(rng, features=features, outputs=outputs)
+    lane, long_way = build(), build()
+    for model in (lane, long_way):
+        model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
+    losses = {id(lane): [], id(long_way): []}
+    for i in range(len(X)):
+        if i == 3:
+            lane.optimizer.lr = long_way.optimizer.lr = 0.01
+        frozen_x, frozen_y = X[i].copy(), Y[i].copy()
+        frozen_x.flags.writeable = frozen_y.flags.writeable = False
+        losses[id(lane)].append(lane.train_step(X[i], Y[i]))
+        losses[id(long_way)].append(long_way.train_step(frozen_x, frozen_y))
+        assert (lane._lane is not None) and long_way._lane is None
+    np.testing.assert_array_equal(losses[id(lane)], losses[id(long_way)])
+    np.testing.assert_array_equal(lane.params, long_way.params)
+    np.testing.assert_array_equal(
+        lane.optimizer.state_dict()["momentum_buffer"], long_way.optimizer.state_dict()["momentum_buffer"]
+    )
+    for mine, theirs in zip(lane.layers, long_way.layers):
+        for name, buffer in mine.buffers().items():
+            np.testing.assert_array_equal(buffer, theirs.buffers()[name])
+    assert lane.optimizer.step_count == long_way.optimizer.step_count == len(X)
+
+
+def _nan_at(a, where):
+    a = a.copy()
+    a[where] = np.nan
+    return a
+
+
+@pytest.mark.parametrize(
+    "bad_x, bad_y, error, match",
+    [
+        (lambda x: _nan_at(x, (3, 1)), None, ValueError, "xb contains NaN or infinity"),
+        (None, lambda y: _nan_at(y, (5, 0)), ValueError, "y contains NaN or infinity"),
+        (lambda x: np.full_like(x, np.inf), None, ValueError, "xb contains NaN or infinity"),
+        (lambda x: np.ones((8, 3), np.float32), None, ValueError, "3 features per sample"),
+        (None, lambda y: np.ones((7, 1), np.float32), ValueError, "different lengths"),
+        (None, lambda y: np.ones((8, 2), np.float32), ValueError, r"shape \(n_samples, 1\)"),
+    ],
+)
+def test_train_step_fast_lane_refuses_what_the_long_way_refuses(fuse, rng, bad_x, bad_y, error, match):
+    """Bad batches after the lane is set up get the long way's errors, and change nothing."""
+    X, Y = _lane_batches(rng)
+    model = _tiny().compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
+    model.train_step(X[0], Y[0])
+    model.train_step(X[1], Y[1])
+    assert model._lane is not None
+    params = model.params.copy()
+    xb = X[2] if bad_x is None else bad_x(X[2])
+    yb = Y[2] if bad_y is None else bad_y(Y[2])
+    with pytest.raises(error, match=match):
+        model.train_step(xb, yb)
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.step_count == 2
+    assert np.isfinite(model.train_step(X[3], Y[3])) and model.optimizer.step_count == 3
+
+
+def test_train_step_fast_lane_checks_labels_the_loss_way_and_follows_a_new_compile(fuse, rng):
+    """A loss with its own target checks (class labels) keeps them on the lane; a new optimizer or
+    a diverging step leaves it as the long way would."""
+    X = rng.standard_normal((4, 8, 2)).astype(np.float32)
+    labels = rng.integers(0, 3, (4, 8))
+    model = fnn.Sequential([fnn.Dense(2, 5, activation="relu"), fnn.Dense(5, 3)], seed=1)
+    model.compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
+    model.train_step(X[0], labels[0])
+    model.train_step(X[1], labels[1])
+    assert model._lane is not None
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        model.train_step(X[2], np.where(labels[2] == 0, 3, labels[2]))
+    assert model.optimizer.step_count == 2
+    twin = copy.deepcopy(model)
+    for m in (model, twin):
+        m.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=0.01))
+        m.train_step(X[2], labels[2].copy())  # the long way for the twin's fresh model
+        m.train_step(X[3], labels[3])
+    np.testing.assert_array_equal(model.params, twin.params)
+    assert model.optimizer.step_count == 2
+    params = model.params.copy()
+    with pytest.raises(FloatingPointError):
+        model.train_step(np.full((8, 2), 3e38, np.float32), labels[0])
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.step_count == 2
+
+
+def test_train_step_fast_lane_refuses_a_second_thread(fuse, rng):
+    import threading
+
+    X, Y = _lane_batches(rng)
+    model = _tiny().compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05))
+    model.train_step(X[0], Y[0])
+    model.train_step(X[1], Y[1])
+    errors = []
+    with model.training_session("test"):
+        thread = threading.Thread(target=lambda: errors.append(_raises(model.train_step, X[2], Y[2])))
+        thread.start()
+        thread.join()
+    assert errors and "being trained by another thread" in errors[0]
+    assert model.optimizer.step_count == 2
+
+
+def _raises(fn, *args):
+    try:
+        fn(*args)
+    except RuntimeError as error:
+        return str(error)
+    return ""

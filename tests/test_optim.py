@@ -260,3 +260,24 @@ def test_bind_and_step_checks():
         opt.bind(np.zeros(4, np.int64), np.zeros(4, np.int64), 0)
     with pytest.raises(ValueError, match="n_decay"):
         opt.bind(np.zeros(4), np.zeros(4), 5)
+
+
+def test_a_copied_optimizer_writes_its_own_step_scalars():
+    """begin_fused_step writes through a view of the optimizer's scalars array: a pickled or deep
+    copy gets a view of its own array, never of the original's."""
+    import copy
+    import pickle
+
+    params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+    opt = optim.SGD(lr=0.1, momentum=0.9)
+    opt.bind(params, grads, n_decay=2)
+    opt.begin_fused_step(True)
+    for twin in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        twin.lr = 0.5
+        twin.step_count = 7
+        twin.begin_fused_step(False)
+        kernel, args = twin.fused_step_call(0.25, 1.0)
+        assert kernel(*args) is False  # not armed: the copy's own scalars were read
+        kernel, args = opt.fused_step_call(0.25, 1.0)
+        assert kernel(*args) is True  # the original's stay armed
+        opt.begin_fused_step(True)

@@ -24,6 +24,13 @@ def all_finite(x):
 
 
 @njit(**JIT)
+def all_finite_pair(x, y):
+    """True when both 2-D arrays ``x`` and ``y`` are finite (:func:`all_finite` of each; one call
+    from Python for a training batch's inputs and targets)."""
+    return all_finite(x) and all_finite(y)
+
+
+@njit(**JIT)
 def labels_in_range(y, n_classes):
     """True when every label of the int64 vector ``y`` lies in [0, n_classes)."""
     low = y[0]

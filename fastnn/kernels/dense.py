@@ -40,25 +40,25 @@ from .tiling import numba_threads
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1):
     """z[r0:r1, c0:c1] += b; y = f(z) on that block (elementwise activations only)."""
-    bb = b[c0:c1]
-    n = c1 - c0
+    # indexed, not through row views: a view per row costs more than a 16-wide row's arithmetic
+    # (32x16 tanh block 0.22 -> 0.11 us)
+    # (unsigned bounds: indices known >= 0 skip Numba's negative-index wraparound, which blocks vectorising)
+    i0, i1, j0, j1 = np.uint64(r0), np.uint64(r1), np.uint64(c0), np.uint64(c1)
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
             vectorised = True
-            for i in range(r0, r1):
-                zi, yi = z[i, c0:c1], y[i, c0:c1]
-                for j in range(n):
-                    v = zi[j] + bb[j]
-                    zi[j] = v
-                    yi[j] = activate_const(c, v, alpha)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    v = z[i, j] + b[j]
+                    z[i, j] = v
+                    y[i, j] = activate_const(c, v, alpha)
     if not vectorised:
-        for i in range(r0, r1):
-            zr, yr = z[i, c0:c1], y[i, c0:c1]
-            for j in range(n):
-                u = zr[j] + bb[j]
-                zr[j] = u
-                yr[j] = activate(code, u, alpha)
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                u = z[i, j] + b[j]
+                z[i, j] = u
+                y[i, j] = activate(code, u, alpha)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -99,13 +99,11 @@ def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
     if code != IDENTITY:
         elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
     n = z.shape[1]
-    sums = partial_b[chunk]
     for j in range(n):
-        sums[j] = 0
-    for i in range(r0, r1):
-        gzi = grad_z[i]
+        partial_b[chunk, j] = 0
+    for i in range(r0, r1):  # indexed, not through row views (see _bias_activate_block)
         for j in range(n):
-            sums[j] += gzi[j]
+            partial_b[chunk, j] += grad_z[i, j]
 
 
 @njit(**JIT_INLINE)
