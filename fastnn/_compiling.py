@@ -76,9 +76,9 @@ def estimate_seconds(pending: int, per_function: float) -> int:
 def notice(seconds: int, why: str | None = None, processes: int = 1) -> str:
     """The line printed when the first fastnn compile of a process starts (``processes``: how many
     compile at once, :mod:`fastnn._parallel_compile`)."""
-    where = f" in {processes} processes" if processes > 1 else ""
+    where = f" in {processes} processes," if processes > 1 else ""
     return (
-        f"fastnn: compiling fastnn's kernels for this CPU{where}, once, about {seconds} s (cached for "
+        f"fastnn: compiling fastnn's kernels for this CPU, once,{where} about {seconds} s (cached for "
         f"the next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else "")
     )
 
