@@ -73,6 +73,11 @@ def test_processes_follows_the_setting_and_refuses_a_bad_one(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under MPI every rank would start workers
     assert _parallel_compile.processes() == 1
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.delenv(_parallel_compile.ENV)
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))  # a busy machine: no idle CPU
+    assert _parallel_compile.processes() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert _parallel_compile.processes() == _parallel_compile.idle_cpus() >= 1
     monkeypatch.setenv(_parallel_compile.ENV, "many")
     with pytest.raises(ValueError, match="FASTNN_PARALLEL_COMPILE='many'"):
         _parallel_compile.processes()
