@@ -99,7 +99,7 @@ class Item(NamedTuple):
     """One kernel signature to compile: the call's index in its list, the kernel, its argument
     types (an earlier call's result as ("result", that call's index)), and its measured cost."""
 
-    index: int
+    call: int
     kernel: Any
     argtypes: tuple
     cost: float
@@ -134,7 +134,7 @@ def _argument_types(fn, args: Sequence, given: Sequence) -> tuple | None:
     for parameter in parameters[len(out) :]:
         if parameter.default is inspect.Parameter.empty:
             return None
-        out.append(types.Omitted(parameter.default))
+        out.append(types.Omitted(parameter.default))  # type: ignore[attr-defined]
     return tuple(out)
 
 
@@ -176,8 +176,8 @@ def share(items: list[Item], referenced: set[int], n: int) -> list[list[Item]]:
     types on); the other bins start :data:`WORKER_START_SECONDS` late."""
     bins: list[list[Item]] = [[] for _ in range(n)]
     load = [0.0] + [WORKER_START_SECONDS] * (n - 1)
-    for item in sorted(items, key=lambda item: (item.index not in referenced, -item.cost)):
-        i = 0 if item.index in referenced else min(range(n), key=lambda b: load[b])
+    for item in sorted(items, key=lambda item: (item.call not in referenced, -item.cost)):
+        i = 0 if item.call in referenced else min(range(n), key=lambda b: load[b])
         bins[i].append(item)
         load[i] += item.cost
     return bins
@@ -186,8 +186,8 @@ def share(items: list[Item], referenced: set[int], n: int) -> list[list[Item]]:
 def _job(items: list[Item]) -> list:
     """What a process compiles: [(call index, module, name, argument types)], in call order."""
     return [
-        (item.index, item.kernel.py_func.__module__, item.kernel.py_func.__name__, item.argtypes)
-        for item in sorted(items, key=lambda item: item.index)
+        (item.call, item.kernel.py_func.__module__, item.kernel.py_func.__name__, item.argtypes)
+        for item in sorted(items, key=lambda item: item.call)
     ]
 
 

@@ -112,9 +112,9 @@ def test_share_balances_by_cost_and_keeps_referenced_calls_here():
     item = _parallel_compile.Item
     items = [item(0, None, (), 5.0), item(1, None, (), 5.0), item(2, None, (), 1.0), item(3, None, (), 3.0)]
     bins = _parallel_compile.share(items, {2}, 2)
-    assert 2 in [i.index for i in bins[0]]  # another call takes its result: compiled here, its type sent on
+    assert 2 in [i.call for i in bins[0]]  # another call takes its result: compiled here, its type sent on
     costs = [sum(i.cost for i in b) for b in bins]
-    assert sorted(i.index for b in bins for i in b) == [0, 1, 2, 3]
+    assert sorted(i.call for b in bins for i in b) == [0, 1, 2, 3]
     assert abs(costs[0] - (costs[1] + _parallel_compile.WORKER_START_SECONDS)) <= 3.0, costs
 
 
