@@ -4,7 +4,7 @@ Numba's compiler holds the GIL and a process-wide LLVM lock, so one process comp
 at a time. When a :class:`fastnn._fused.CallRunner` runs for the first time and kernels of its
 calls are in no cache, :func:`compiled_in_workers` shares those kernels (by their measured compile
 cost, :data:`COSTS`) between this process and ``processes - 1`` worker processes
-(``python -m fastnn._parallel_compile``). Each worker compiles its share with explicit signatures
+(:data:`_WORKER`, which runs :func:`main`). Each worker compiles its share with explicit signatures
 into a private temporary ``NUMBA_CACHE_DIR`` (disjoint folders: two processes never write the
 same cache entry, even for a callee both compile); this process compiles its own share meanwhile,
 then runs the calls, loading the workers' kernels from their folders and copying each into its
@@ -231,14 +231,21 @@ def compile_job(
     return [outcome[entry[0]] for entry in job]
 
 
+#: the worker's entry: this fastnn, whatever the working folder holds (no '' on sys.path) and
+#: without moving an install's site-packages ahead of the standard library
+_WORKER = (
+    "import sys; root = sys.argv[1]; sys.path[:] = [p for p in sys.path if p != '']; "
+    "root in sys.path or sys.path.insert(0, root); from fastnn._parallel_compile import main; sys.exit(main())"
+)
+
+
 def _start_worker(job: list, folder: str) -> subprocess.Popen:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["NUMBA_CACHE_DIR"] = folder  # private: no other process writes here
     env[ENV] = "0"
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fastnn._parallel_compile"],
+        [sys.executable, "-c", _WORKER, package_root],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
