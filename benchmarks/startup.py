@@ -3,10 +3,12 @@
     python benchmarks/startup.py                                 # cold (source), warm, floor, torch
     python benchmarks/startup.py --wheel dist/fastnn-*-cp311-*.whl   # + cold from a prebuilt wheel
     python benchmarks/startup.py --before /path/to/old/checkout      # + cold (source) of another tree
+    python benchmarks/startup.py --in-process        # + cold (source) compiled in one process (no workers)
 
 Rows, all measured in one run (the machine's load moves absolute times, ratios in one run hold):
   cold (wheel)   the wheel (tools/prebuild_wheel.py) installed in a fresh venv, empty user caches
-  cold (source)  this checkout with empty caches: every kernel the step needs compiles
+  cold (source)  this checkout with empty caches: every kernel the step needs compiles (the step's
+                 kernels in worker processes too, fastnn._parallel_compile; "in-process": not)
   warm           this checkout again, caches filled by the cold run: what a user sees next time
   numba floor    import numba and call one cached trivial kernel: Numba's own start-up cost
   torch          import torch and run the same MLP's first Adam step (784-256-128-10, batch 128)
@@ -143,6 +145,10 @@ def measure(args, tmp: str) -> dict:
             runs.setdefault("cold (source, before)", []).append(
                 run_child(FASTNN_CHILD, path=args.before, cwd=tmp, **caches(f"before{repeat}"))
             )
+        if args.in_process:
+            runs.setdefault("cold (source, in-process)", []).append(
+                run_child(FASTNN_CHILD, FASTNN_PARALLEL_COMPILE="0", **caches(f"alone{repeat}"))
+            )
         runs.setdefault("cold (source)", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
         for _ in range(args.warm):
             runs.setdefault("warm", []).append(run_child(FASTNN_CHILD, **caches(f"source{repeat}")))
@@ -156,6 +162,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wheel", default=None, help="a wheel with prebuilt kernels (tools/prebuild_wheel.py)")
     parser.add_argument("--before", default=None, help="another source tree, measured cold (e.g. the last release)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="also cold (source) with FASTNN_PARALLEL_COMPILE=0 (no workers)"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="cold runs of each kind, each with new caches")
     parser.add_argument("--warm", type=int, default=3, help="warm, floor and torch runs after each cold run")
     parser.add_argument("--out", default=RESULTS, help="results folder; '-' writes nothing")

@@ -73,12 +73,32 @@ def estimate_seconds(pending: int, per_function: float) -> int:
     return max(1, round(min(max(pending, 1), TYPICAL_FUNCTIONS) * per_function))
 
 
-def notice(seconds: int, why: str | None = None) -> str:
-    """The line printed when the first fastnn compile of a process starts."""
+def notice(seconds: int, why: str | None = None, processes: int = 1) -> str:
+    """The line printed when the first fastnn compile of a process starts (``processes``: how many
+    compile at once, :mod:`fastnn._parallel_compile`)."""
+    where = f" in {processes} processes," if processes > 1 else ""
     return (
-        f"fastnn: compiling fastnn's kernels for this CPU, once, about {seconds} s (cached for the "
-        f"next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else "")
+        f"fastnn: compiling fastnn's kernels for this CPU, once,{where} about {seconds} s (cached for "
+        f"the next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else "")
     )
+
+
+def announce(seconds: int, processes: int) -> None:
+    """Print the notice now, for a compile shared by ``processes`` processes (once per process;
+    nothing inside :func:`quiet`)."""
+    if _state["quiet"]:
+        return
+    if _state["announced"]:  # the first compiles (e.g. the initialisers) already said it
+        print(
+            f"fastnn: compiling more kernels in {processes} processes, about {max(1, seconds)} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
+    _state["announced"] = True
+    from ._shipped_cache import mismatch
+
+    print(notice(max(1, seconds), mismatch(), processes), file=sys.stderr, flush=True)
 
 
 def compiles() -> int:

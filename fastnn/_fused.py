@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
-from . import _config
+from . import _config, _parallel_compile
 from .kernels import _cache
 
 Call = tuple[Any, tuple]  # (a kernel: a Numba dispatcher, Any to mypy; its arguments)
@@ -71,6 +71,7 @@ class Result:
     ``index``): a loss or a norm handed on to a later kernel inside the one compiled call."""
 
     __slots__ = ("index",)
+    CALL_ARGUMENT = "result"  # what fastnn._parallel_compile types as the earlier call's return type
 
     def __init__(self, index: int):
         self.index = index
@@ -86,6 +87,7 @@ class Given:
     that changes per call (the rows of the batch)."""
 
     __slots__ = ("index",)
+    CALL_ARGUMENT = "given"  # what fastnn._parallel_compile types as the value given at the call
 
     def __init__(self, index: int):
         self.index = index
@@ -478,6 +480,7 @@ class CallRunner:
     """
 
     __slots__ = (
+        "_cold",
         "_elapsed",
         "_fused",
         "_kept",
@@ -506,6 +509,7 @@ class CallRunner:
         self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
         self._runs = 0
         self._elapsed = 0.0
+        self._cold = True  # the first run: its uncached kernels may compile in worker processes
         self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
         if self._tiering and _config.FUSE == "always":
             self._fuse()
@@ -522,6 +526,10 @@ class CallRunner:
     def __call__(self, *arrays):
         if self._fused is not None:
             return self._fused(*arrays)
+        if self._cold:
+            self._cold = False
+            with _parallel_compile.compiled_in_workers(self.calls, arrays[len(self.slots) :]):
+                return self(*arrays)
         if not self._tiering:
             return self._run_calls(arrays)
         start = time.perf_counter()

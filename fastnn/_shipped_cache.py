@@ -18,10 +18,13 @@ fastnn the subclass behaves as Numba's own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import json
 import os
 import sys
+from typing import Iterator, Sequence
 
 import llvmlite.binding as llvm
 import numba
@@ -94,6 +97,36 @@ def cached(kernel) -> bool:
     return bool(cache._cache_file._load_index()) or bool(cache.shipped_index())
 
 
+#: cache folders other processes compiled into (``fastnn._parallel_compile``'s workers), read on a miss
+_ELSEWHERE: list[str] = []
+
+
+@contextlib.contextmanager
+def compiled_elsewhere(folders: Sequence[str]) -> Iterator[None]:
+    """Inside the block a cache miss also looks in ``folders`` (each a ``NUMBA_CACHE_DIR`` another
+    process compiled into, with this process's CPU, Numba and kernel sources) and copies what it
+    finds into this process's own cache."""
+    _ELSEWHERE.extend(folders)
+    try:
+        yield
+    finally:
+        for folder in folders:
+            _ELSEWHERE.remove(folder)
+
+
+def has_entry(kernel, argtypes: tuple) -> bool:
+    """Whether ``kernel`` (a ``cache=True`` dispatcher) has ``argtypes`` for this CPU in the user's
+    cache or in the wheel's prebuilt files (its first call with them loads instead of compiling)."""
+    cache = getattr(kernel, "_cache", None)
+    if not isinstance(cache, ShippedFunctionCache):
+        return False
+    key = cache._index_key(argtypes, kernel.targetctx.codegen())
+    if key in cache._cache_file._load_index():
+        return True
+    shipped = cache.shipped_index()
+    return any((key[0], magic, key[2]) in shipped for magic in (key[1], *_fallback_targets(key[1][0])))
+
+
 class ShippedFunctionCache(caching.FunctionCache):
     """Numba's function cache, falling back to the wheel's prebuilt files on a miss."""
 
@@ -112,10 +145,33 @@ class ShippedFunctionCache(caching.FunctionCache):
         shipped = self._shipped_file()
         return shipped._load_index() if shipped is not None else {}
 
+    def _elsewhere(self, key) -> object | None:
+        """The entry ``key`` from a folder of :func:`compiled_elsewhere`, copied into this
+        process's cache (when writable), or None."""
+        locator = getattr(caching, "CacheLocator", None) or getattr(caching, "_CacheLocator")  # public since numba 0.65
+        subpath = locator.get_suitable_cache_subpath(inspect.getfile(self._py_func))
+        for folder in _ELSEWHERE:
+            data = caching.IndexDataCacheFile(
+                cache_path=os.path.join(folder, subpath),
+                filename_base=self._impl.filename_base,
+                source_stamp=self._impl.locator.get_source_stamp(),
+            ).load(key)
+            if data is not None:
+                try:
+                    self._cache_file.save(key, data)
+                except OSError:  # a read-only cache: loaded for this process only
+                    pass
+                return data
+        return None
+
     def _load_overload(self, sig, target_context):
         data = super()._load_overload(sig, target_context)
         if data is not None or not self._enabled:
             return data
+        if _ELSEWHERE:
+            data = self._elsewhere(self._index_key(sig, target_context.codegen()))
+            if data is not None:
+                return self._impl.rebuild(target_context, data)
         shipped = self._shipped_file()
         if shipped is None:
             return None

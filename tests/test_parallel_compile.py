@@ -1,0 +1,139 @@
+"""A cold process compiles a step's uncached kernels in worker processes (fastnn._parallel_compile):
+the same results as compiling in-process, a cache the next process loads whole, and the fallback."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba.core import types
+
+from fastnn import _compiling, _fused, _parallel_compile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# one step of a small MLP: dense forward/backward, cross-entropy and the Adam update in the step's call
+STEP = """
+import json, sys
+import numpy as np
+import fastnn as fnn
+from fastnn import _compiling, _parallel_compile
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((16, 5)).astype(np.float32), rng.integers(0, 3, 16)
+model = fnn.Sequential([fnn.Dense(5, 8, activation="relu"), fnn.Dense(8, 3)], seed=0, dtype="float32")
+model.compile("cross_entropy", "adam")
+before = _compiling.compiles()
+losses = [model.train_step(X, y) for _ in range(3)]
+print(json.dumps({"losses": losses, "params": model.params.tolist(), "step_compiles": _compiling.compiles() - before,
+                  "last": {k: v for k, v in _parallel_compile.last.items() if k != "seconds"}}))
+"""
+
+
+def _run(tmp_path, caches="a", **env):
+    environment = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        NUMBA_CACHE_DIR=str(tmp_path / caches / "numba"),
+        FASTNN_CACHE_DIR=str(tmp_path / caches / "fastnn"),
+        FASTNN_FUSE="never",
+        **env,
+    )
+    proc = subprocess.run([sys.executable, "-c", STEP], env=environment, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_a_cold_step_compiled_in_workers_equals_one_compiled_in_process_and_its_cache_loads_whole(tmp_path):
+    parallel, parallel_err = _run(tmp_path, "a", FASTNN_PARALLEL_COMPILE="2")
+    alone, alone_err = _run(tmp_path, "b", FASTNN_PARALLEL_COMPILE="0")
+    assert parallel["last"]["processes"] == 2 and parallel["last"]["failed"] == 0, parallel["last"]
+    assert all(parallel["last"]["shares"]), parallel["last"]  # both processes compiled a share
+    assert "in 2 processes" in parallel_err and "in 2 processes" not in alone_err
+    assert alone["last"] == {}
+    # the worker's kernels were loaded, not compiled again here
+    assert 0 < parallel["step_compiles"] < alone["step_compiles"], (parallel, alone)
+    assert parallel["losses"] == alone["losses"] and parallel["params"] == alone["params"]
+    # the next process finds every kernel in its own cache (copied from the worker's folder): no compile
+    warm, warm_err = _run(tmp_path, "a", FASTNN_PARALLEL_COMPILE="2")
+    assert warm["step_compiles"] == 0 and warm["last"] == {}, warm
+    assert warm["losses"] == alone["losses"] and warm["params"] == alone["params"]
+    assert "compiling" not in warm_err
+    # the workers' temporary folders are gone
+    assert not [name for name in os.listdir(tmp_path / "a" / "numba") if name.startswith("fastnn-compile-")]
+
+
+def test_processes_follows_the_setting_and_refuses_a_bad_one(monkeypatch):
+    monkeypatch.setenv(_parallel_compile.ENV, "0")
+    assert _parallel_compile.processes() == 1
+    monkeypatch.setenv(_parallel_compile.ENV, "3")
+    assert _parallel_compile.processes() == 3
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under MPI every rank would start workers
+    assert _parallel_compile.processes() == 1
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.delenv(_parallel_compile.ENV)
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))  # a busy machine: no idle CPU
+    assert _parallel_compile.processes() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert _parallel_compile.processes() == _parallel_compile.idle_cpus() >= 1
+    monkeypatch.setenv(_parallel_compile.ENV, "many")
+    with pytest.raises(ValueError, match="FASTNN_PARALLEL_COMPILE='many'"):
+        _parallel_compile.processes()
+
+
+def _daemon_processes(queue):
+    queue.put(_parallel_compile.processes())
+
+
+def test_a_daemon_process_compiles_in_process(monkeypatch):
+    monkeypatch.setenv(_parallel_compile.ENV, "4")
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    proc = context.Process(target=_daemon_processes, args=(queue,), daemon=True)
+    proc.start()
+    got = queue.get(timeout=120)
+    proc.join(timeout=120)
+    assert got == 1
+
+
+def test_disabled_runs_the_calls_without_workers(monkeypatch):
+    from fastnn.kernels.checks import all_finite
+
+    monkeypatch.setenv(_parallel_compile.ENV, "0")
+    _parallel_compile.last.clear()
+    runner = _fused.CallRunner([(all_finite, (np.ones((2, 2)),))], returns=0)
+    assert runner() is True
+    assert _parallel_compile.last == {}
+
+
+def test_share_balances_by_cost_and_keeps_referenced_calls_here():
+    item = _parallel_compile.Item
+    items = [item(0, None, (), 5.0), item(1, None, (), 5.0), item(2, None, (), 1.0), item(3, None, (), 3.0)]
+    bins = _parallel_compile.share(items, {2}, 2)
+    assert 2 in [i.call for i in bins[0]]  # another call takes its result: compiled here, its type sent on
+    costs = [sum(i.cost for i in b) for b in bins]
+    assert sorted(i.call for b in bins for i in b) == [0, 1, 2, 3]
+    assert abs(costs[0] - (costs[1] + _parallel_compile.WORKER_START_SECONDS)) <= 3.0, costs
+
+
+def test_compile_job_reports_what_did_not_compile_and_types_results():
+    f64 = types.float64
+    arr = types.Array(types.float64, 1, "C")
+    job = [
+        (0, "fastnn.kernels.optim", "grad_global_norm", (arr, arr)),
+        (1, "fastnn.kernels.optim", "no_such_kernel", (arr,)),
+        (2, "fastnn.kernels.step_feed", "add_to_total", (("result", 0), types.Array(types.float64, 1, "C"))),
+        (3, "fastnn.kernels.step_feed", "add_to_total", (("result", 9), arr)),
+    ]
+    sent = {}
+    outcome = _parallel_compile.compile_job(job, results=lambda: {9: None}, done=sent.update, provides=frozenset({0}))
+    assert outcome[0] is None and outcome[2] is None
+    assert outcome[1].startswith("AttributeError") and outcome[3].startswith("RuntimeError")
+    assert sent == {0: f64}
+
+
+def test_the_notice_names_the_processes():
+    assert "for this CPU, once, in 3 processes, about 4 s" in _compiling.notice(4, processes=3)
+    assert "processes" not in _compiling.notice(4)
