@@ -509,7 +509,23 @@ def conv2d_forward(
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
         forward_product(
-            x, w2, col, zcol, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, kh, kw, oh, ow
+            x,
+            w2,
+            col,
+            zcol,
+            n0,
+            count,
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_left,
+            dilation_h,
+            dilation_w,
+            groups,
+            kh,
+            kw,
+            oh,
+            ow,
         )
         _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False, keep_z)
 

@@ -23,11 +23,15 @@ from __future__ import annotations
 import numpy as np
 from numba import literal_unroll, njit, prange
 
-from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, nonneg
-from .activations import VECTORISED_CODES, activate, activate_grad
+from .activations import VECTORISED_CODES, activate, activate_grad, activate_grad_const
 from .conv import backward_products, forward_product, run_sum, sum_bias_partials
 from .pooling import _has_nan, _max_pairs_run
+
+#: windows per pooled row from which the backward writes grad_z rows in one sweep each (as
+#: kernels/pooling.py's tiled backward); shorter rows: a zeroed plane and a scatter
+_SWEEP_MIN_OUTPUTS = 32
 
 
 @njit(**JIT)  # not inlined: one compiled body
@@ -77,20 +81,63 @@ def _activate_pool_plane(zf, width, b, pf, af, plane, c_out, oh, ow, pool_h, poh
             _max_pairs_run(zf, pf, af, xb, yb + a * pow_, a, ow, 0, pow_, 0, False)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, plane, c_out, p, pooled, code, alpha):
-    """grad_z of plane ``plane`` (sample s, channel o) into zcol (flat ``gzf``): 0, and at each
-    window's argmax the pooled gradient times f' at the pooled output; partial_b[s, o] its sum."""
+@njit(**JIT_INLINE)
+def _grad_z_row(gzf, pf, af, gpf, d0, k0, q0, pow_, code, alpha, const):
+    """One row of a grad_z plane at gzf[d0] (flat in-plane index of its first element ``k0``)
+    under pooled row q0 .. q0 + pow_: the pooled gradient times f' at the pooled output where the
+    window's argmax is that element, else 0; ``const``: ``code`` is a constant of
+    VECTORISED_CODES (the sweep vectorises)."""
+    zero = like(0.0, gzf)
+    for b in range(pow_):
+        q = q0 + b
+        v = pf[nonneg(q)]
+        slope = activate_grad_const(code, v, v, alpha) if const else activate_grad(code, v, v, alpha)
+        g, where = gpf[nonneg(q)] * slope, np.int64(af[nonneg(q)])
+        for j in range(2):
+            k = 2 * b + j
+            gzf[nonneg(d0 + k)] = g if where == k0 + k else zero
+
+
+@njit(**JIT_INLINE)
+def _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, const):
+    """:func:`_pool_grad_z_plane` with ``const`` (``code`` a constant of VECTORISED_CODES) given.
+    Rows of at least :data:`_SWEEP_MIN_OUTPUTS` windows are written in one sweep each, shorter
+    ones as a zeroed plane and a scatter to the argmaxes (cheaper per row)."""
+    zero = like(0.0, gzf)
+    if pow_ < _SWEEP_MIN_OUTPUTS:
+        for t in range(xb, xb + oh * ow):
+            gzf[nonneg(t)] = zero
+        for q in range(plane * poh * pow_, (plane + 1) * poh * pow_):
+            v = pf[nonneg(q)]
+            slope = activate_grad_const(code, v, v, alpha) if const else activate_grad(code, v, v, alpha)
+            gzf[nonneg(xb + np.int64(af[nonneg(q)]))] = gpf[nonneg(q)] * slope
+        return
+    for r in range(oh):
+        a = r // pool_h
+        covered = 0
+        if a < poh:
+            covered = 2 * pow_
+            _grad_z_row(gzf, pf, af, gpf, xb + r * ow, r * ow, (plane * poh + a) * pow_, pow_, code, alpha, const)
+        for t in range(xb + r * ow + covered, xb + (r + 1) * ow):
+            gzf[nonneg(t)] = zero
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, plane, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
+    """grad_z of plane ``plane`` (sample s, channel o) into zcol (flat ``gzf``, rows of ``width``):
+    at each window's argmax the pooled gradient times f' at the pooled output, else 0 (the rows
+    and columns past the last window too); partial_b[s, o] = its sum."""
     s = plane // c_out
     o = plane - s * c_out
-    xb = o * width + s * p
-    zero = like(0.0, gzf)
-    for t in range(xb, xb + p):
-        gzf[nonneg(t)] = zero
-    for q in range(plane * pooled, (plane + 1) * pooled):
-        v = pf[nonneg(q)]
-        gzf[nonneg(xb + np.int64(af[nonneg(q)]))] = gpf[nonneg(q)] * activate_grad(code, v, v, alpha)
-    partial_b[s, o] = run_sum(gzf[xb : xb + p], 0, p)
+    xb = o * width + s * oh * ow
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):
+        if code == c:
+            vectorised = True
+            _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c, alpha, True)
+    if not vectorised:
+        _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, False)
+    partial_b[s, o] = run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
 
 
 @njit(**JIT_PARALLEL)
@@ -104,14 +151,18 @@ def _sweep(zcol, b, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code
     if planes * oh * ow < PARALLEL_MIN_ELEMENTS:
         for t in range(planes):
             if backward:
-                _pool_grad_z_plane(zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh * ow, poh * pow_, code, a)
+                _pool_grad_z_plane(
+                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
+                )
             else:
                 _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
     else:
         for t_u in prange(planes):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
             if backward:
-                _pool_grad_z_plane(zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh * ow, poh * pow_, code, a)
+                _pool_grad_z_plane(
+                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
+                )
             else:
                 _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
 
@@ -131,7 +182,24 @@ def _check(x, y, col, pooled, pool_h):
 
 @njit(**JIT)
 def conv2d_maxpool_forward(
-    x, w, b, col, zcol, y, pooled, argmax, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, code, alpha, pool_h
+    x,
+    w,
+    b,
+    col,
+    zcol,
+    y,
+    pooled,
+    argmax,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dilation_h,
+    dilation_w,
+    groups,
+    code,
+    alpha,
+    pool_h,
 ):
     """pooled = maxpool(f(conv2d(x, w) + b)) over ``pool_h x 2`` windows at stride (pool_h, 2);
     argmax (int32, pooled's shape) = flat index oh * OW + ow of each maximum.
@@ -146,7 +214,23 @@ def conv2d_maxpool_forward(
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     oh, ow = y.shape[2], y.shape[3]
     forward_product(
-        x, w2, col, zcol, 0, x.shape[0], stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, kh, kw, oh, ow
+        x,
+        w2,
+        col,
+        zcol,
+        0,
+        x.shape[0],
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_left,
+        dilation_h,
+        dilation_w,
+        groups,
+        kh,
+        kw,
+        oh,
+        ow,
     )
     flat = pooled.reshape(pooled.size)
     _sweep(zcol, b, pooled, argmax, flat, argmax[0, 0], oh, ow, pool_h, code, alpha, False)
@@ -191,7 +275,18 @@ def conv2d_maxpool_backward(
     gw2 = grad_w.reshape(w2.shape)
     oh, ow = y.shape[2], y.shape[3]
     _sweep(
-        zcol, grad_b, pooled, argmax, grad_pooled.reshape(grad_pooled.size), partial_b, oh, ow, pool_h, code, alpha, True
+        zcol,
+        grad_b,
+        pooled,
+        argmax,
+        grad_pooled.reshape(grad_pooled.size),
+        partial_b,
+        oh,
+        ow,
+        pool_h,
+        code,
+        alpha,
+        True,
     )
     backward_products(
         x,

@@ -64,7 +64,22 @@ def fused(case, x, w, b, gp, out, need_grad_x=True):
         raise AssertionError("the fused forward wrote the convolution's full output")
     grad_x, grad_w, grad_b = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
     conv2d_maxpool_backward(
-        x, w, y, pooled, argmax, gp, col, zcol, grad_x, grad_w, grad_b, partial_b, *_geometry(case), need_grad_x, True, pool_h
+        x,
+        w,
+        y,
+        pooled,
+        argmax,
+        gp,
+        col,
+        zcol,
+        grad_x,
+        grad_w,
+        grad_b,
+        partial_b,
+        *_geometry(case),
+        need_grad_x,
+        True,
+        pool_h,
     )
     return pooled, argmax, grad_x, grad_w, grad_b
 
@@ -175,8 +190,12 @@ def test_refuses_a_batch_over_one_pass_and_other_windows():
     y = np.zeros(out)
     pooled, argmax = np.zeros(gp.shape), np.zeros(gp.shape, np.int32)
     with pytest.raises(ValueError, match="one pass"):
-        conv2d_maxpool_forward(x, w, b, np.zeros((col.shape[0], col.shape[1] - 1)), zcol, y, pooled, argmax, *_geometry(case), 1)
+        conv2d_maxpool_forward(
+            x, w, b, np.zeros((col.shape[0], col.shape[1] - 1)), zcol, y, pooled, argmax, *_geometry(case), 1
+        )
     with pytest.raises(ValueError, match="pool_h must be 1 or 2"):
         conv2d_maxpool_forward(x, w, b, col, zcol, y, pooled, argmax, *_geometry(case), 3)
     with pytest.raises(ValueError, match="pooled must be"):
-        conv2d_maxpool_forward(x, w, b, col, zcol, y, np.zeros((*gp.shape[:3], gp.shape[3] - 1)), argmax, *_geometry(case), 1)
+        conv2d_maxpool_forward(
+            x, w, b, col, zcol, y, np.zeros((*gp.shape[:3], gp.shape[3] - 1)), argmax, *_geometry(case), 1
+        )
