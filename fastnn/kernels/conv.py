@@ -450,11 +450,11 @@ def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
         if not vectorised:
             for t in range(p):
                 dst[t] = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
-    partial_b[n, o] = run_sum(dst, 0, p)
+    partial_b[n, o] = _run_sum(dst, 0, p)
 
 
 @njit(**JIT)  # not inlined: one compiled loop, so every caller sums a run in the same order (same bits)
-def run_sum(flat, start, n):
+def _run_sum(flat, start, n):
     """The sum of flat[start:start + n] (1-D, C-contiguous), in the one order of this loop."""
     total = like(0.0, flat)
     for t in range(start, start + n):
@@ -508,7 +508,7 @@ def conv2d_forward(
     keep_z = z.ctypes.data != y.ctypes.data  # y is z: y = f(z) stored once
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
-        forward_product(
+        _forward_product(
             x,
             w2,
             col,
@@ -531,7 +531,7 @@ def conv2d_forward(
 
 
 @njit(**JIT_INLINE)
-def forward_product(x, w2, col, zcol, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow):
+def _forward_product(x, w2, col, zcol, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow):
     """``zcol[:, :count * OH * OW] = w2_g @ col_g`` per group after the im2col of samples n0 ..
     n0 + count into col: the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
     columns = count * oh * ow
@@ -589,7 +589,7 @@ def conv2d_backward(
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
         _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
-        backward_products(
+        _backward_products(
             x,
             w2,
             gw2,
@@ -612,11 +612,11 @@ def conv2d_backward(
             need_grad_x,
             col_ready,
         )
-    sum_bias_partials(partial_b, grad_b)
+    _sum_bias_partials(partial_b, grad_b)
 
 
 @njit(**JIT_INLINE)
-def backward_products(
+def _backward_products(
     x, w2, gw2, col, zcol, grad_x, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow, need_grad_x, col_ready
 ):
     """The backward of one pass after its grad_z sweep (grad_z of samples n0 .. n0 + count in zcol):
@@ -636,7 +636,7 @@ def backward_products(
 
 
 @njit(**JIT_INLINE)
-def sum_bias_partials(partial_b, grad_b):
+def _sum_bias_partials(partial_b, grad_b):
     """grad_b[o] = the sum of partial_b[:, o] (N, O) in sample order."""
     for o in range(grad_b.shape[0]):
         grad_b[o] = partial_b[0, o]

@@ -6,7 +6,7 @@ and activation applied in place in ``zcol`` (the plane is in cache) and pooled f
 the convolution's full output is never written to memory or read back: only the pooled output
 and its argmax (int32 flat index in the plane, as kernels/pooling.py) are stored. Backward: per
 plane the pooled gradient times f' at the pooled output is stored at each argmax of a zeroed
-grad_z plane (and the plane's bias sum taken by conv.run_sum, the loop conv2d_backward's sweep
+grad_z plane (and the plane's bias sum taken by conv._run_sum, the loop conv2d_backward's sweep
 uses), then the convolution's weight and input gradients as in conv2d_backward.
 
 Bit for bit what conv2d_forward (with y as z), maxpool2d_forward, maxpool2d_backward and
@@ -26,7 +26,7 @@ from numba import literal_unroll, njit, prange
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, nonneg
 from .activations import VECTORISED_CODES, activate, activate_grad, activate_grad_const
-from .conv import backward_products, forward_product, run_sum, sum_bias_partials
+from .conv import _backward_products, _forward_product, _run_sum, _sum_bias_partials
 from .pooling import _has_nan, _max_pairs_run
 
 #: windows per pooled row from which the backward writes grad_z rows in one sweep each (as
@@ -137,7 +137,7 @@ def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, plane, c_out, oh, ow,
             _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c, alpha, True)
     if not vectorised:
         _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, False)
-    partial_b[s, o] = run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
+    partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
 
 
 @njit(**JIT_PARALLEL)
@@ -213,7 +213,7 @@ def conv2d_maxpool_forward(
     c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     oh, ow = y.shape[2], y.shape[3]
-    forward_product(
+    _forward_product(
         x,
         w2,
         col,
@@ -288,7 +288,7 @@ def conv2d_maxpool_backward(
         alpha,
         True,
     )
-    backward_products(
+    _backward_products(
         x,
         w2,
         gw2,
@@ -311,7 +311,7 @@ def conv2d_maxpool_backward(
         need_grad_x,
         col_ready,
     )
-    sum_bias_partials(partial_b, grad_b)
+    _sum_bias_partials(partial_b, grad_b)
 
 
 __all__ = ["conv2d_maxpool_backward", "conv2d_maxpool_forward"]
