@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _conv_pool_fusion as conv_pool_fusion
 from . import _fit_options as fit_options
 from . import _inference as inference
 from . import _norm_fusion as norm_fusion
@@ -1876,6 +1877,8 @@ class Sequential:
                 lengths = layer.output_lengths(ctx)
                 forward.append(calls)
                 contexts.append(ctx)
+            pairs = conv_pool_fusion.find_pairs(forward)  # conv -> MaxPool (2 wide, tiling): one kernel pair
+            forward = conv_pool_fusion.fuse_forward(forward, pairs)
             groups = norm_fusion.find_groups(forward)  # BatchNorm1d -> activation (-> Dropout): one kernel pair
             forward = norm_fusion.fuse_forward(forward, groups)
             grad = self._grad_out(m)["grad"]
@@ -1885,6 +1888,7 @@ class Sequential:
             for i in range(len(self.layers) - 1, -1, -1):
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
                 backward[i] = calls if after is None else [*calls, *after(i)]
+            backward = conv_pool_fusion.fuse_backward(backward, pairs)
             backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))

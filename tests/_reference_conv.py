@@ -188,6 +188,8 @@ __all__ = [
     "avgpool2d_forward",
     "conv2d_backward",
     "conv2d_forward",
+    "conv_maxpool_backward",
+    "conv_maxpool_forward",
     "conv_out_size",
     "embedding_backward",
     "embedding_forward",
@@ -197,3 +199,16 @@ __all__ = [
     "maxpool2d_forward",
     "nchw_to_rows",
 ]
+
+
+def conv_maxpool_forward(x, w, b, stride, pads, dilation, groups, activation, pool_h):
+    """maxpool over ``pool_h x 2`` windows at stride (pool_h, 2) of conv2d_forward's y."""
+    _, y = conv2d_forward(x, w, b, stride, pads, dilation, groups, activation)
+    return maxpool2d_forward(y, (pool_h, 2), (pool_h, 2))
+
+
+def conv_maxpool_backward(x, w, b, grad_pooled, stride, pads, dilation, groups, activation, pool_h):
+    """(grad_x, grad_w, grad_b) of sum(grad_pooled * conv_maxpool_forward(...)), by the layers' chain."""
+    _, y = conv2d_forward(x, w, b, stride, pads, dilation, groups, activation)
+    grad_y = maxpool2d_backward(y, grad_pooled, (pool_h, 2), (pool_h, 2))
+    return conv2d_backward(x, w, b, grad_y, stride, pads, dilation, groups, activation)

@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fastnn.freezing",
         "fastnn._inference",
         "fastnn._norm_fusion",
+        "fastnn._conv_pool_fusion",
         "fastnn._fit_options",
         "fastnn._progress",
         "fastnn._step_feed",

@@ -437,27 +437,29 @@ def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
     n = n0 + s
     dst = gzcol[o, s * p : (s + 1) * p]
     zr, yr, gr = z3[n, o], y3[n, o], gy3[n, o]
-    total = like(0.0, dst)
     if code == IDENTITY:
         for t in range(p):
-            g = gr[t]
-            dst[t] = g
-            total += g
+            dst[t] = gr[t]
     else:
         vectorised = False
         for c in literal_unroll(VECTORISED_CODES):
             if code == c:
                 vectorised = True
                 for t in range(p):
-                    g = gr[t] * activate_grad_const(c, zr[t], yr[t], alpha)
-                    dst[t] = g
-                    total += g
+                    dst[t] = gr[t] * activate_grad_const(c, zr[t], yr[t], alpha)
         if not vectorised:
             for t in range(p):
-                u = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
-                dst[t] = u
-                total += u
-    partial_b[n, o] = total
+                dst[t] = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
+    partial_b[n, o] = _run_sum(dst, 0, p)
+
+
+@njit(**JIT)  # not inlined: one compiled loop, so every caller sums a run in the same order (same bits)
+def _run_sum(flat, start, n):
+    """The sum of flat[start:start + n] (1-D, C-contiguous), in the one order of this loop."""
+    total = like(0.0, flat)
+    for t in range(start, start + n):
+        total += flat[nonneg(t)]
+    return total
 
 
 @njit(**JIT_PARALLEL)
@@ -503,17 +505,42 @@ def conv2d_forward(
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     z3, y3 = _as3(z), _as3(y)
     a = like(alpha, z)
-    zero = like(0.0, z)
     keep_z = z.ctypes.data != y.ctypes.data  # y is z: y = f(z) stored once
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
-        # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
-        _im2col(x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False)
-        if is_thin_forward(w2, groups):
-            thin_forward(w2, col, zcol, count * p, groups)
-        else:
-            _group_gemm(False, False, w2, col[:, : count * p], zero, zcol[:, : count * p], groups)
+        _forward_product(
+            x,
+            w2,
+            col,
+            zcol,
+            n0,
+            count,
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_left,
+            dilation_h,
+            dilation_w,
+            groups,
+            kh,
+            kw,
+            oh,
+            ow,
+        )
         _planes(zcol, b, z3, y3, y3, y3[0], n0, count, code, a, False, keep_z)
+
+
+@njit(**JIT_INLINE)
+def _forward_product(x, w2, col, zcol, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow):
+    """``zcol[:, :count * OH * OW] = w2_g @ col_g`` per group after the im2col of samples n0 ..
+    n0 + count into col: the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
+    columns = count * oh * ow
+    # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
+    _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
+    if is_thin_forward(w2, groups):
+        thin_forward(w2, col, zcol, columns, groups)
+    else:
+        _group_gemm(False, False, w2, col[:, :columns], like(0.0, zcol), zcol[:, :columns], groups)
 
 
 @njit(**JIT)
@@ -559,43 +586,62 @@ def conv2d_backward(
     gw2 = grad_w.reshape(w2.shape)
     z3, y3, gy3 = _as3(z), _as3(y), _as3(grad_y)
     a = like(alpha, z)
-    zero = like(0.0, z)
-    one = like(1.0, z)
     for n0 in range(0, x.shape[0], nb):
         count = min(nb, x.shape[0] - n0)
-        cols, gz = col[:, : count * p], zcol[:, : count * p]
         _planes(zcol, grad_b, z3, y3, gy3, partial_b, n0, count, code, a, True)
-        if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
-            _im2col(
-                x, col, n0, count, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, kh, kw, oh, ow, False
-            )
-        if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
-            _small_weight_grad(zcol, col, count * p, zero if n0 == 0 else one, gw2, groups)
-        else:
-            _group_gemm(False, True, gz, cols, zero if n0 == 0 else one, gw2, groups)
-        if need_grad_x:
-            _group_gemm(True, False, w2, gz, zero, cols, groups)
-            _im2col(
-                grad_x,
-                col,
-                n0,
-                count,
-                stride_h,
-                stride_w,
-                pad_top,
-                pad_left,
-                dilation_h,
-                dilation_w,
-                kh,
-                kw,
-                oh,
-                ow,
-                True,
-            )
-    for o in range(c_out):
+        _backward_products(
+            x,
+            w2,
+            gw2,
+            col,
+            zcol,
+            grad_x,
+            n0,
+            count,
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_left,
+            dilation_h,
+            dilation_w,
+            groups,
+            kh,
+            kw,
+            oh,
+            ow,
+            need_grad_x,
+            col_ready,
+        )
+    _sum_bias_partials(partial_b, grad_b)
+
+
+@njit(**JIT_INLINE)
+def _backward_products(
+    x, w2, gw2, col, zcol, grad_x, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow, need_grad_x, col_ready
+):
+    """The backward of one pass after its grad_z sweep (grad_z of samples n0 .. n0 + count in zcol):
+    ``gw2 += grad_z_g @ col_g.T`` (``=`` for the first pass), and with ``need_grad_x`` grad_x
+    of those samples by ``w2_g.T @ grad_z_g`` and col2im. ``col_ready``: as in :func:`conv2d_backward`."""
+    columns = count * oh * ow
+    beta = like(0.0 if n0 == 0 else 1.0, zcol)
+    if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
+        _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
+    if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
+        _small_weight_grad(zcol, col, columns, beta, gw2, groups)
+    else:
+        _group_gemm(False, True, zcol[:, :columns], col[:, :columns], beta, gw2, groups)
+    if need_grad_x:
+        _group_gemm(True, False, w2, zcol[:, :columns], like(0.0, zcol), col[:, :columns], groups)
+        _im2col(grad_x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, True)
+
+
+@njit(**JIT_INLINE)
+def _sum_bias_partials(partial_b, grad_b):
+    """grad_b[o] = the sum of partial_b[:, o] (N, O) in sample order."""
+    for o in range(grad_b.shape[0]):
         grad_b[o] = partial_b[0, o]
-    for n in range(1, x.shape[0]):
-        for o in range(c_out):
+    for n in range(1, partial_b.shape[0]):
+        for o in range(grad_b.shape[0]):
             grad_b[o] += partial_b[n, o]
 
 

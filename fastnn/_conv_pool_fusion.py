@@ -1,0 +1,146 @@
+"""Conv -> max pooling in a recorded training step, as one fused kernel pair.
+
+A step plan (``Sequential.step_plan``) records each layer's kernel calls. Where a convolution
+recorded the CPU ``conv2d_forward`` with ``y`` as ``z`` (its activation's derivative needs y
+alone: identity, relu, tanh, sigmoid), its whole batch in one pass, and the next layer recorded
+``maxpool2d_forward`` of that output over ``kernel_h x 2`` windows that tile it (stride ==
+kernel, no padding, ``kernel_h`` 1 or 2: MaxPool1d(2), MaxPool2d(2)), :func:`fuse_forward` and
+:func:`fuse_backward` replace the two layers' calls by ``kernels.conv_pool``'s pair, built from
+the recorded arguments (the same buffers): the pool reads the convolution's output plane from
+cache, the full output is never stored, and the backward writes the convolution's grad_z
+straight from the pooled gradient (benchmarks/RESULTS.md, session 8, has the measurements).
+Bit for bit the layers' own calls for finite values.
+
+Anything else records other calls and is not fused: CUDA, evaluation, other windows, a batch
+over one im2col pass, activations whose derivative needs z. The layers stay separate objects.
+Set :data:`ENABLED` to False (then ``model.clear_plans()``) for the layer-by-layer plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import backend
+from .kernels.activations import IDENTITY, RELU, SIGMOID, TANH
+from .kernels.conv_pool import conv2d_maxpool_backward, conv2d_maxpool_forward
+
+#: whether step plans fuse the pairs (tests compare against False)
+ENABLED = True
+#: activations whose derivative the fused backward takes from the pooled output alone (f' >= 0)
+FUSED_CODES = (IDENTITY, RELU, TANH, SIGMOID)
+
+Calls = list  # [(kernel, args), ...] of one layer
+
+
+@dataclass
+class Pair:
+    """Layers ``start`` (convolution) and ``start + 1`` (max pooling) with their recorded forward arguments."""
+
+    start: int
+    conv: tuple
+    pool: tuple
+
+    @property
+    def pool_h(self) -> int:
+        """The pooling window's height (1 or 2; its width is 2)."""
+        return int(self.pool[3])
+
+
+def _only(calls: Calls, kernel) -> tuple | None:
+    """The arguments of ``calls`` when they are the one call of ``kernel``, else None."""
+    if len(calls) == 1 and calls[0][0] is kernel:
+        return calls[0][1]
+    return None
+
+
+def _same(a, b) -> bool:
+    """Whether arrays a and b are one buffer seen with one shape."""
+    return a.shape == b.shape and a.ctypes.data == b.ctypes.data
+
+
+def _fusible(conv: tuple, pool: tuple) -> bool:
+    x, _, _, col, _, z, y = conv[:7]
+    code = conv[14]
+    px, pooled, _, kh, kw, sh, sw, pt, pl = pool
+    n, o, oh, ow = y.shape
+    return (
+        _same(z, y)
+        and code in FUSED_CODES
+        and col.shape[1] == n * oh * ow  # the whole batch in one pass
+        and px.ctypes.data == y.ctypes.data
+        and px.size == y.size
+        and kw == sw == 2
+        and kh == sh
+        and kh in (1, 2)
+        and pt == pl == 0
+        and pooled.shape == (n, o, oh // kh, ow // 2)
+    )
+
+
+def find_pairs(forward: list[Calls]) -> list[Pair]:
+    """The fusible (conv, max pool) pairs in the per-layer forward calls of a training step plan."""
+    if not ENABLED:
+        return []
+    K = backend.kernels("cpu")
+    pairs: list[Pair] = []
+    i = 0
+    while i + 1 < len(forward):
+        conv = _only(forward[i], K.conv2d_forward)
+        pool = _only(forward[i + 1], K.maxpool2d_forward)
+        if conv is not None and pool is not None and _fusible(conv, pool):
+            pairs.append(Pair(i, conv, pool))
+            i += 2
+        else:
+            i += 1
+    return pairs
+
+
+def fuse_forward(forward: list[Calls], pairs: list[Pair]) -> list[Calls]:
+    """The per-layer forward calls with each pair's two calls replaced by its fused call (on the
+    convolution's layer; the pooling layer then records none)."""
+    calls = list(forward)
+    for pair in pairs:
+        x, w, b, col, zcol, _, y, *geometry = pair.conv  # geometry: strides, pads, dilations, groups, code, alpha
+        _, pooled, argmax = pair.pool[:3]
+        calls[pair.start] = [(conv2d_maxpool_forward, (x, w, b, col, zcol, y, pooled, argmax, *geometry, pair.pool_h))]
+        calls[pair.start + 1] = []
+    return calls
+
+
+def _first(calls: Calls, kernel, pair: Pair) -> tuple:
+    """The arguments of the layer's first backward call, which must be ``kernel``'s (a fused plan
+    built on another would compute the wrong gradients)."""
+    if not calls or calls[0][0] is not kernel:
+        raise RuntimeError(
+            f"fastnn could not fuse the convolution and max pooling at layers {pair.start}-{pair.start + 1}: a "
+            f"layer recorded {calls[0][0] if calls else 'no'} backward call where {kernel} was expected; "
+            "set fastnn._conv_pool_fusion.ENABLED = False and call model.clear_plans() to train unfused"
+        )
+    return calls[0][1]
+
+
+def fuse_backward(backward: list[Calls], pairs: list[Pair]) -> list[Calls]:
+    """The per-layer backward calls (``backward[i]``: layer i's kernel first, then any hook calls)
+    with each pair's two kernels replaced by its fused call, put first on the pooling layer (it
+    runs first); the hook calls stay where they were."""
+    calls = list(backward)
+    K = backend.kernels("cpu")
+    for pair in pairs:
+        conv_b = _first(backward[pair.start], K.conv2d_backward, pair)
+        pool_b = _first(backward[pair.start + 1], K.maxpool2d_backward, pair)
+        argmax, grad_pooled, pool_grad_x = pool_b[:3]
+        x, w, _, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, *rest = conv_b
+        if not _same(pool_grad_x, grad_y.reshape(pool_grad_x.shape)) or not _same(argmax, pair.pool[2]):
+            raise RuntimeError(
+                f"fastnn could not fuse the convolution and max pooling at layers {pair.start}-{pair.start + 1}: "
+                "the pooling's backward does not feed the convolution's; set fastnn._conv_pool_fusion.ENABLED "
+                "= False and call model.clear_plans() to train unfused"
+            )
+        pooled = pair.pool[1]
+        args = (x, w, y, pooled, argmax, grad_pooled, col, zcol, grad_x, grad_w, grad_b, partial_b, *rest, pair.pool_h)
+        calls[pair.start + 1] = [(conv2d_maxpool_backward, args), *backward[pair.start + 1][1:]]
+        calls[pair.start] = backward[pair.start][1:]
+    return calls
+
+
+__all__ = ["ENABLED", "FUSED_CODES", "Pair", "find_pairs", "fuse_backward", "fuse_forward"]

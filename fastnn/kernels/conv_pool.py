@@ -1,0 +1,317 @@
+"""Convolution -> elementwise activation -> max pooling over ``kernel_h x 2`` windows that tile
+the plane (stride == kernel, no padding; ``kernel_h`` 1 or 2), fused for a training step.
+
+Forward: the convolution's products (kernels/conv.py), then per (sample, channel) plane the bias
+and activation applied in place in ``zcol`` (the plane is in cache) and pooled from there, so
+the convolution's full output is never written to memory or read back: only the pooled output
+and its argmax (int32 flat index in the plane, as kernels/pooling.py) are stored. Backward: per
+plane the pooled gradient times f' at the pooled output is stored at each argmax of a zeroed
+grad_z plane (and the plane's bias sum taken by conv._run_sum, the loop conv2d_backward's sweep
+uses), then the convolution's weight and input gradients as in conv2d_backward.
+
+Bit for bit what conv2d_forward (with y as z), maxpool2d_forward, maxpool2d_backward and
+conv2d_backward compute for activations whose derivative needs y alone (identity, relu, tanh,
+sigmoid; the conv layers pass y as z for them) and finite outputs. With a NaN in the
+convolution's output the pooling follows the NaN rule of kernels/pooling.py, but grad_z is 0
+(not NaN) off the argmax. The batch must run as one pass of conv2d_scratch_shapes (grad_z of
+the whole batch in zcol). Each plane is one task: the same bits on any number of threads.
+CPU only: the CUDA step plans keep the layers' own kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import literal_unroll, njit, prange
+
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, nonneg
+from .activations import VECTORISED_CODES, activate, activate_grad, activate_grad_const
+from .conv import _backward_products, _forward_product, _run_sum, _sum_bias_partials
+from .pooling import _has_nan, _max_pairs_run
+
+#: windows per pooled row from which the backward writes grad_z rows in one sweep each (as
+#: kernels/pooling.py's tiled backward); shorter rows: a zeroed plane and a scatter
+_SWEEP_MIN_OUTPUTS = 32
+
+
+@njit(**JIT)  # not inlined: one compiled body
+def _max_windows_nan(zf, pf, af, xb, yb, pool_h, w, poh, pow_):
+    """Max (NaN wins, first maximum) and argmax of the ``pool_h x 2`` tiling windows of the plane
+    at zf[xb] (row width ``w``) into pf/af[yb + a * pow_ + b]: kernels/pooling.py's exact rule."""
+    for a in range(poh):
+        for b in range(pow_):
+            best = zf[nonneg(xb + pool_h * a * w + 2 * b)]
+            where = pool_h * a * w + 2 * b
+            for i in range(pool_h):
+                for j in range(2):
+                    k = (pool_h * a + i) * w + 2 * b + j
+                    v = zf[nonneg(xb + k)]
+                    if v > best or (v != v and best == best):
+                        best, where = v, k
+            pf[nonneg(yb + a * pow_ + b)] = best
+            af[nonneg(yb + a * pow_ + b)] = np.int32(where)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _activate_pool_plane(zf, width, b, pf, af, plane, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
+    """Plane ``plane`` (sample s, channel o) of zcol (flat ``zf``, rows of ``width``): z + b[o]
+    -> f(z) in place, then its max pooling into plane ``plane`` of the flat pooled output and argmax."""
+    s = plane // c_out
+    o = plane - s * c_out
+    p = oh * ow
+    xb = o * width + s * p
+    bias = b[o]
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
+        if code == c:
+            vectorised = True
+            for t in range(xb, xb + p):
+                zf[nonneg(t)] = activate(c, zf[nonneg(t)] + bias, alpha)
+    if not vectorised:
+        for t in range(xb, xb + p):
+            zf[nonneg(t)] = activate(code, zf[nonneg(t)] + bias, alpha)
+    yb = plane * poh * pow_
+    if _has_nan(zf, xb, xb + p):
+        _max_windows_nan(zf, pf, af, xb, yb, pool_h, ow, poh, pow_)
+    elif pool_h == 2:  # literal flags: the window's loads are constants in each run
+        for a in range(poh):
+            _max_pairs_run(zf, pf, af, xb, yb + a * pow_, 2 * a, ow, 0, pow_, 0, True)
+    else:
+        for a in range(poh):
+            _max_pairs_run(zf, pf, af, xb, yb + a * pow_, a, ow, 0, pow_, 0, False)
+
+
+@njit(**JIT_INLINE)
+def _grad_z_row(gzf, pf, af, gpf, d0, k0, q0, pow_, code, alpha, const):
+    """One row of a grad_z plane at gzf[d0] (flat in-plane index of its first element ``k0``)
+    under pooled row q0 .. q0 + pow_: the pooled gradient times f' at the pooled output where the
+    window's argmax is that element, else 0; ``const``: ``code`` is a constant of
+    VECTORISED_CODES (the sweep vectorises)."""
+    zero = like(0.0, gzf)
+    for b in range(pow_):
+        q = q0 + b
+        v = pf[nonneg(q)]
+        slope = activate_grad_const(code, v, v, alpha) if const else activate_grad(code, v, v, alpha)
+        g, where = gpf[nonneg(q)] * slope, np.int64(af[nonneg(q)])
+        for j in range(2):
+            k = 2 * b + j
+            gzf[nonneg(d0 + k)] = g if where == k0 + k else zero
+
+
+@njit(**JIT_INLINE)
+def _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, const):
+    """:func:`_pool_grad_z_plane` with ``const`` (``code`` a constant of VECTORISED_CODES) given.
+    Rows of at least :data:`_SWEEP_MIN_OUTPUTS` windows are written in one sweep each, shorter
+    ones as a zeroed plane and a scatter to the argmaxes (cheaper per row)."""
+    zero = like(0.0, gzf)
+    if pow_ < _SWEEP_MIN_OUTPUTS:
+        for t in range(xb, xb + oh * ow):
+            gzf[nonneg(t)] = zero
+        for q in range(plane * poh * pow_, (plane + 1) * poh * pow_):
+            v = pf[nonneg(q)]
+            slope = activate_grad_const(code, v, v, alpha) if const else activate_grad(code, v, v, alpha)
+            gzf[nonneg(xb + np.int64(af[nonneg(q)]))] = gpf[nonneg(q)] * slope
+        return
+    for r in range(oh):
+        a = r // pool_h
+        covered = 0
+        if a < poh:
+            covered = 2 * pow_
+            _grad_z_row(gzf, pf, af, gpf, xb + r * ow, r * ow, (plane * poh + a) * pow_, pow_, code, alpha, const)
+        for t in range(xb + r * ow + covered, xb + (r + 1) * ow):
+            gzf[nonneg(t)] = zero
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, plane, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
+    """grad_z of plane ``plane`` (sample s, channel o) into zcol (flat ``gzf``, rows of ``width``):
+    at each window's argmax the pooled gradient times f' at the pooled output, else 0 (the rows
+    and columns past the last window too); partial_b[s, o] = its sum."""
+    s = plane // c_out
+    o = plane - s * c_out
+    xb = o * width + s * oh * ow
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):
+        if code == c:
+            vectorised = True
+            _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c, alpha, True)
+    if not vectorised:
+        _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, False)
+    partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
+
+
+@njit(**JIT_PARALLEL)
+def _sweep(zcol, b, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code, alpha, backward):
+    """The per-plane sweep over all (sample, channel) planes: forward (activate and pool) or
+    (``backward``) grad_z with the per-plane bias sums."""
+    n, c_out, poh, pow_ = pooled.shape
+    zf, pf, af, gpf = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size), grad_pooled
+    planes = n * c_out
+    a = like(alpha, zcol)
+    if planes * oh * ow < PARALLEL_MIN_ELEMENTS:
+        for t in range(planes):
+            if backward:
+                _pool_grad_z_plane(
+                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
+                )
+            else:
+                _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
+    else:
+        for t_u in prange(planes):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            if backward:
+                _pool_grad_z_plane(
+                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
+                )
+            else:
+                _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
+
+
+@njit(**JIT)
+def _check(x, y, col, pooled, pool_h):
+    """Refuse shapes the fused kernels do not take (a silently wrong result otherwise)."""
+    oh, ow = y.shape[2], y.shape[3]
+    if col.shape[1] != x.shape[0] * oh * ow:
+        raise ValueError("conv_pool: the batch must fit one pass of conv2d_scratch_shapes (col of the whole batch)")
+    if pool_h != 1 and pool_h != 2:
+        raise ValueError("conv_pool: pool_h must be 1 or 2 (windows of pool_h x 2)")
+    poh, pow_ = pooled.shape[2], pooled.shape[3]
+    if poh != oh // pool_h or pow_ != ow // 2 or pooled.shape[0] != y.shape[0] or pooled.shape[1] != y.shape[1]:
+        raise ValueError("conv_pool: pooled must be (N, O, OH // pool_h, OW // 2) of the convolution's output y")
+
+
+@njit(**JIT)
+def conv2d_maxpool_forward(
+    x,
+    w,
+    b,
+    col,
+    zcol,
+    y,
+    pooled,
+    argmax,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dilation_h,
+    dilation_w,
+    groups,
+    code,
+    alpha,
+    pool_h,
+):
+    """pooled = maxpool(f(conv2d(x, w) + b)) over ``pool_h x 2`` windows at stride (pool_h, 2);
+    argmax (int32, pooled's shape) = flat index oh * OW + ow of each maximum.
+
+    x (N, C, H, W), w (O, C // groups, KH, KW), b (O,); y (N, O, OH, OW) gives the convolution's
+    output shape and is not written; pooled, argmax (N, O, OH // pool_h, OW // 2); col, zcol:
+    scratch of conv2d_scratch_shapes holding the whole batch (col keeps the im2col for the
+    backward; zcol ends holding f(z)). Geometry, groups, code and alpha as conv2d_forward's.
+    """
+    _check(x, y, col, pooled, pool_h)
+    c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    w2 = w.reshape((c_out, w.shape[1] * kh * kw))
+    oh, ow = y.shape[2], y.shape[3]
+    _forward_product(
+        x,
+        w2,
+        col,
+        zcol,
+        0,
+        x.shape[0],
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_left,
+        dilation_h,
+        dilation_w,
+        groups,
+        kh,
+        kw,
+        oh,
+        ow,
+    )
+    flat = pooled.reshape(pooled.size)
+    _sweep(zcol, b, pooled, argmax, flat, argmax[0, 0], oh, ow, pool_h, code, alpha, False)
+
+
+@njit(**JIT)
+def conv2d_maxpool_backward(
+    x,
+    w,
+    y,
+    pooled,
+    argmax,
+    grad_pooled,
+    col,
+    zcol,
+    grad_x,
+    grad_w,
+    grad_b,
+    partial_b,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dilation_h,
+    dilation_w,
+    groups,
+    code,
+    alpha,
+    need_grad_x,
+    col_ready,
+    pool_h,
+):
+    """Gradients of conv2d_maxpool_forward from grad_pooled (pooled's shape).
+
+    Writes grad_w, grad_b and (``need_grad_x``) grad_x as conv2d_backward; x, w, y, pooled,
+    argmax, col as after the forward (``col_ready``: col still holds its im2col); zcol and
+    partial_b (N, O) scratch; pool_h as the forward's.
+    """
+    _check(x, y, col, pooled, pool_h)
+    c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    w2 = w.reshape((c_out, w.shape[1] * kh * kw))
+    gw2 = grad_w.reshape(w2.shape)
+    oh, ow = y.shape[2], y.shape[3]
+    _sweep(
+        zcol,
+        grad_b,
+        pooled,
+        argmax,
+        grad_pooled.reshape(grad_pooled.size),
+        partial_b,
+        oh,
+        ow,
+        pool_h,
+        code,
+        alpha,
+        True,
+    )
+    _backward_products(
+        x,
+        w2,
+        gw2,
+        col,
+        zcol,
+        grad_x,
+        0,
+        x.shape[0],
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_left,
+        dilation_h,
+        dilation_w,
+        groups,
+        kh,
+        kw,
+        oh,
+        ow,
+        need_grad_x,
+        col_ready,
+    )
+    _sum_bias_partials(partial_b, grad_b)
+
+
+__all__ = ["conv2d_maxpool_backward", "conv2d_maxpool_forward"]
