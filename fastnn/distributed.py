@@ -59,6 +59,7 @@ from .layers.base import walk_layers
 
 _LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
 _DEFAULT_TIMEOUT = 300.0
+_ABORT_GRACE_S = 0.5  # seconds an uncaught error waits before MPI Abort (see _abort_on_uncaught)
 
 
 class DistributedError(RuntimeError):
@@ -201,6 +202,10 @@ def _abort_on_uncaught(previous):
         previous(kind, value, tb)
         sys.stderr.flush()
         sys.stdout.flush()
+        # the launcher forwards each rank's output through pipes; Abort tears the job down at
+        # once, and on a loaded machine the traceback just written was lost (seen in CI): give
+        # the forwarding a moment first
+        time.sleep(_ABORT_GRACE_S)
         from mpi4py import MPI
 
         MPI.COMM_WORLD.Abort(1)  # the whole job: the other ranks would wait in their next collective

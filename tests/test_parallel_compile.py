@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -66,6 +67,8 @@ def test_a_cold_step_compiled_in_workers_equals_one_compiled_in_process_and_its_
 
 
 def test_processes_follows_the_setting_and_refuses_a_bad_one(monkeypatch):
+    # an earlier test of the suite may have imported mpi4py.MPI (it means "under MPI": one process)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
     monkeypatch.setenv(_parallel_compile.ENV, "0")
     assert _parallel_compile.processes() == 1
     monkeypatch.setenv(_parallel_compile.ENV, "3")
@@ -73,6 +76,9 @@ def test_processes_follows_the_setting_and_refuses_a_bad_one(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under MPI every rank would start workers
     assert _parallel_compile.processes() == 1
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", ModuleType("mpi4py.MPI"))  # MPI imported
+    assert _parallel_compile.processes() == 1
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI")
     monkeypatch.delenv(_parallel_compile.ENV)
     monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))  # a busy machine: no idle CPU
     assert _parallel_compile.processes() == 1

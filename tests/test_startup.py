@@ -132,3 +132,33 @@ def test_a_kernel_shipped_for_x86_64_v3_serves_this_cpu_without_compiling(tmp_pa
     )
     assert "SUM True COMPILES 0" in proc.stdout, proc.stdout + proc.stderr
     assert NOTICE not in proc.stderr
+
+
+PARALLEL_CALLEE = """
+import numpy as np
+from numba import njit, prange
+
+@njit(parallel=True, cache=True)
+def inner(x):
+    for i in prange(x.shape[0]):
+        x[i] += 1.0
+
+@njit(cache=True)
+def outer(x):
+    inner(x)
+    return x.sum()
+"""
+
+
+def test_a_kernel_compiled_over_a_cached_parallel_callee_loads_first_in_a_fresh_process(tmp_path):
+    """Numba 0.68 leaves "start the threading layer" out of the cache entry of a function compiled
+    while its parallel callee came from the cache; loaded first in a fresh process it jumped to
+    address 0 (the BatchNorm notebook's first kernel did, from a cache filled in another order).
+    Importing fastnn starts the layer, so the entry loads and runs whatever order filled the cache."""
+    (tmp_path / "callee_mod.py").write_text(PARALLEL_CALLEE)
+    fill = "import sys, numpy as np; sys.path.insert(0, {!r}); import callee_mod; ".format(str(tmp_path))
+    _run(fill + "callee_mod.inner(np.zeros(8)); print('{}')", tmp_path)  # the callee, cached alone
+    # the caller compiles while its callee loads from the cache
+    _run(fill + "callee_mod.inner(np.zeros(8)); print(callee_mod.outer(np.zeros(8)))", tmp_path)
+    out, _ = _run(fill + "import fastnn; print(callee_mod.outer(np.zeros(100)))", tmp_path)
+    assert out == 100.0

@@ -14,6 +14,7 @@ import glob
 import hashlib
 import os
 
+import numba
 from numba.core import caching
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,3 +78,16 @@ def install() -> None:
     for locator in (KernelUserWideCacheLocator, KernelInTreeCacheLocator, KernelUserProvidedCacheLocator):
         if locator not in classes:
             classes.insert(0, locator)
+
+
+def start_threading_layer() -> None:
+    """Start Numba's threading layer now (about 10 ms), before any cached kernel is loaded.
+
+    Numba keeps "start the threading layer when this is loaded" on a compile result, not on its
+    code library. A kernel compiled in a process where its parallel callee came from the cache
+    links that callee's library without it, so the kernel's cache entry does not start the layer:
+    loaded first in a fresh process, it calls the layer's functions before they exist (a jump to
+    address 0, a segfault; reproduced with plain Numba 0.68 in tests/test_startup.py). With
+    the layer started on import, the order in which kernels are first compiled and loaded no
+    longer matters."""
+    numba.get_num_threads()  # public; starts the layer (Numba's _launch_threads) once
