@@ -165,16 +165,38 @@ def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(
     from fastnn.kernels import step_update as S
 
     grads = np.array([-3.0, 0.5, 2.0], dtype)
+    whole, partials = np.array([[0, 3]], np.int64), np.zeros(K.norm_partials_size(3))
     scalars = np.full(S.N_SCALARS, np.nan)
     scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 0.7
-    go, scale = S.step_gate(1.25, 4.0, scalars, grads)
+    go, scale = S.step_gate(1.25, 4.0, scalars, grads, whole, partials)
     assert go and scale == min(1.0, 0.7 / (4.0 + 1e-6)) and scalars[S.ARMED] == 0.0
-    assert S.step_gate(1.25, 4.0, scalars, grads) == (False, 1.0)  # disarmed by the first call
+    assert scalars[S.USED_NORM] == 4.0  # the given norm: nothing frozen
+    assert S.step_gate(1.25, 4.0, scalars, grads, whole, partials) == (False, 1.0)  # disarmed by the first call
     scalars[S.ARMED], scalars[S.CLIP_NORM], scalars[S.CLIP_VALUE] = 1.0, np.nan, 1.0
     for loss, norm in ((np.nan, 1.0), (1.0, np.inf)):
         scalars[S.ARMED] = 1.0
-        assert S.step_gate(loss, norm, scalars, grads) == (False, 1.0)
+        assert S.step_gate(loss, norm, scalars, grads, whole, partials) == (False, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
     scalars[S.ARMED] = 1.0
-    assert S.step_gate(1.0, 1.0, scalars, grads) == (True, 1.0)
+    assert S.step_gate(1.0, 1.0, scalars, grads, whole, partials) == (True, 1.0)
     np.testing.assert_array_equal(grads, np.array([-1.0, 0.5, 1.0], dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_gate_clips_the_trainable_ranges_only(dtype):
+    """With frozen parameters (ranges not covering the buffer) clipping by value leaves the frozen
+    gradients alone and clipping by norm uses the trainable ranges' norm, as Optimizer.step does."""
+    from fastnn.kernels import step_update as S
+
+    grads = np.array([-3.0, 0.5, 2.0, 4.0, -5.0], dtype)
+    ranges, partials = np.array([[1, 3], [4, 5]], np.int64), np.zeros(K.norm_partials_size(5))
+    scalars = np.full(S.N_SCALARS, np.nan)
+    scalars[S.ARMED], scalars[S.CLIP_VALUE] = 1.0, 1.0
+    assert S.step_gate(1.0, 99.0, scalars, grads, ranges, partials) == (True, 1.0)
+    np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 1.0, 4.0, -1.0], dtype))
+    scalars[S.ARMED], scalars[S.CLIP_VALUE], scalars[S.CLIP_NORM] = 1.0, np.nan, 0.7
+    go, scale = S.step_gate(1.0, 99.0, scalars, grads, ranges, partials)
+    expected = np.sqrt(0.5**2 + 1.0**2 + 1.0**2)  # 99, the whole buffer's norm, is not used
+    assert go and scalars[S.USED_NORM] == pytest.approx(expected, rel=1e-12)
+    assert scale == min(1.0, 0.7 / (scalars[S.USED_NORM] + 1e-6))
+    assert S.range_of(ranges, 0, 2) == (1, 3, 1) and S.range_of(ranges, 1, 2) == (4, 5, 0)
