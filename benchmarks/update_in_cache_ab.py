@@ -99,7 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     clock = time.thread_time if args.cpu_clock else time.perf_counter
-    print(f"{args.threads} thread(s), {'CPU' if args.cpu_clock else 'wall'} clock; us per call: median of runs (min-max)")
+    print(
+        f"{args.threads} thread(s), {'CPU' if args.cpu_clock else 'wall'} clock; us per call: median of runs (min-max)"
+    )
     for name in args.configs.split(","):
         fused = cases(name, args.block)
         runs: dict[str, list[float]] = {case: [] for case in fused}
