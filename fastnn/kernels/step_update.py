@@ -31,11 +31,13 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_EXACT
+from ._scalar import n_chunks
 from .optim import (
+    OPTIM_CHUNK,
+    _sum_squares_chunk,
     adagrad_update,
     adam_update,
     clip_by_value,
-    grad_global_norm,
     lion_update,
     rmsprop_update,
     sgd_update,
@@ -62,12 +64,22 @@ def range_of(ranges, r, n_decay):
 @njit(**JIT_EXACT)
 def trainable_norm(norm, grads, ranges, partials):
     """The L2 norm of ``grads`` over ``ranges``: ``norm`` (the whole buffer's) when they cover it,
-    else sqrt of the sum, in range order, of each range's squared :func:`grad_global_norm`."""
+    else sqrt of the sum, in range order, of each range's squared norm, each summed as
+    :func:`~fastnn.kernels.optim.grad_global_norm` sums (its chunk kernel, chunk sums combined in
+    chunk order: the same bits; serially, so the step kernels call no parallel kernel for it:
+    a cached step kernel that did segfaulted when loaded in a fresh process)."""
     if covers_all(ranges, grads.size):
         return norm
     total = 0.0
     for r in range(ranges.shape[0]):
-        part = grad_global_norm(grads[ranges[r, 0] : ranges[r, 1]], partials)
+        g = grads[ranges[r, 0] : ranges[r, 1]]
+        chunks = n_chunks(g.size, OPTIM_CHUNK)
+        part = 0.0
+        for c in range(chunks):
+            _sum_squares_chunk(g, partials, c)
+        for c in range(chunks):
+            part += partials[c]
+        part = math.sqrt(part)
         total += part * part
     return math.sqrt(total)
 

@@ -200,3 +200,34 @@ def test_step_gate_clips_the_trainable_ranges_only(dtype):
     assert go and scalars[S.USED_NORM] == pytest.approx(expected, rel=1e-12)
     assert scale == min(1.0, 0.7 / (scalars[S.USED_NORM] + 1e-6))
     assert S.range_of(ranges, 0, 2) == (1, 3, 1) and S.range_of(ranges, 1, 2) == (4, 5, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_step_kernels_give_the_same_bits_on_any_split_into_ranges(name, dtype):
+    """kernels.step_update: the update on ranges that split the buffer at odd offsets (each above
+    the parallel threshold, and the serial twin's size) equals the update of the whole buffer bit
+    for bit: elementwise, so a range-aware (or per-layer) update changes no result."""
+    from fastnn.kernels import step_update as S
+
+    n = 2 * PARALLEL_MIN_ELEMENTS + 1003
+    rng = np.random.default_rng(5)
+    grads = rng.standard_normal(n).astype(dtype)
+    partials = np.zeros(K.norm_partials_size(n))
+    results = []
+    for ranges in ([[0, n]], [[0, PARALLEL_MIN_ELEMENTS + 7], [PARALLEL_MIN_ELEMENTS + 7, n - 999], [n - 999, n]]):
+        params = np.linspace(-1.0, 1.0, n).astype(dtype)
+        state = [np.full(n, 0.1, dtype), np.full(n, 0.01, dtype)]
+        for step in (1, 2):
+            scalars = np.array([1.0, 0.01, step, np.nan, 0.5, np.nan])  # armed, lr, step, clip by value
+            r = np.array(ranges, np.int64)
+            if name == "sgd":
+                S.sgd_step(1.0, 1.0, scalars, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True)
+            else:
+                S.adam_step(
+                    1.0, 1.0, scalars, r, partials, params, grads.copy(), *state, state[0][:0], 0.9, 0.999, 1e-8,
+                    1e-3, n // 2, True, False,
+                )  # fmt: skip
+        results.append((params, *state))
+    for whole, split in zip(*results):
+        np.testing.assert_array_equal(whole, split)
