@@ -18,6 +18,7 @@ and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -107,9 +108,32 @@ class Optimizer(Owned):
         self._partials: np.ndarray | None = None
         self._pending: dict | None = None
         self._K = backend.kernels("cpu")
-        #: [lo, hi) ranges of the flat buffers to update (None: all); the model sets it from its
-        #: frozen layers (fastnn.freezing): the rest gets no update, no decay and keeps its state
-        self.trainable: list[tuple[int, int]] | None = None
+        self._trainable: list[tuple[int, int]] | None = None
+
+    @property
+    def trainable(self) -> list[tuple[int, int]] | None:
+        """Sorted, disjoint ``[lo, hi)`` ranges of the flat buffers to update (None: all); the model
+        sets it from its frozen layers (``fastnn.freezing``): the rest gets no update, no decay and
+        keeps its state. Setting it renews :meth:`fused_step_token` (the step plans rebuild).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=2)
+        >>> opt.trainable = [(1, 2)]  # the first parameter frozen
+        >>> opt.step()
+        >>> params
+        array([ 1.  , -2.05], dtype=float32)
+        """
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, ranges: list[tuple[int, int]] | None) -> None:
+        self._trainable = None if ranges is None else [(int(lo), int(hi)) for lo, hi in ranges]
+        if self.__dict__.get("_binding") is not None:
+            self._binding = object()  # plans built with the old ranges are stale
 
     # ---------------------------------------------------------------- learning rate
     @property
@@ -140,8 +164,18 @@ class Optimizer(Owned):
 
     def _step_call(self, loss, norm) -> tuple | None:
         """(kernel of ``fastnn.kernels.step_update``, arguments) doing what :meth:`_update`
-        does after ``loss`` and ``norm`` (``fastnn._fused.Result`` references); None: no such kernel."""
+        does after ``loss`` and ``norm`` (``fastnn._fused.Result`` references); None: no such kernel.
+        The arguments start with :meth:`_step_head`."""
         return None
+
+    def _step_head(self, loss, norm) -> tuple:
+        """The first arguments of every ``fastnn.kernels.step_update`` kernel: loss, norm, the
+        scalars, the trainable ranges ((k, 2) int64; ``[[0, n]]`` with nothing frozen), the norm's
+        scratch, the parameters and the gradients."""
+        if self._params is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay) first")
+        ranges = np.array(self._trainable or [(0, self._params.size)], np.int64).reshape(-1, 2)
+        return loss, norm, self._step_scalars, ranges, self._partials, self._params, self._grads
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
@@ -330,13 +364,14 @@ class Optimizer(Owned):
     def fused_step_token(self) -> object | None:
         """A token of the bound buffers when this optimizer can step inside a model's compiled
         step (:meth:`fused_step_call`; a plan built with another token is stale), else None
-        (frozen layers, buffers on a device, a class or instance with its own ``step`` or
-        ``_update``: it steps through :meth:`step`).
+        (buffers on a device, a class or instance with its own ``step`` or ``_update``: it steps
+        through :meth:`step`). Frozen layers step inside too, on the :attr:`trainable` ranges.
 
         Returns
         -------
         object or None
-            The token (compared by identity; a new one at every :meth:`bind` and :meth:`rebind`), or None.
+            The token (compared by identity; a new one at every :meth:`bind`, :meth:`rebind` and
+            change of :attr:`trainable`), or None.
 
         Examples
         --------
@@ -346,11 +381,12 @@ class Optimizer(Owned):
         >>> opt.bind(params, grads, n_decay=2)
         >>> opt.fused_step_token() is not None  # SGD on CPU buffers steps inside the compiled step
         True
-        >>> opt.trainable = [(0, 1)]  # frozen layers: it steps through step()
-        >>> opt.fused_step_token() is None
+        >>> token = opt.fused_step_token()
+        >>> opt.trainable = [(0, 1)]  # frozen layers: still inside, on the ranges; plans rebuild
+        >>> opt.fused_step_token() not in (None, token)
         True
         """
-        if self.trainable is not None or "_update" in self.__dict__:
+        if "_update" in self.__dict__:
             return None
         return self.__dict__.get("_binding")  # (unbound: none yet)
 
@@ -440,8 +476,8 @@ class Optimizer(Owned):
         >>> params, opt.step_count
         (array([ 0.95, -2.05], dtype=float32), 1)
         """
-        if self.clip_norm is not None:
-            self.last_grad_norm = norm
+        if self.clip_norm is not None:  # the norm clipping used: of the trainable parameters only
+            self.last_grad_norm = norm if self._trainable is None else float(self._step_scalars[step_update.USED_NORM])
         self.step_count += 1
 
     def _step_ranges(self, ranges) -> None:
@@ -453,7 +489,8 @@ class Optimizer(Owned):
         full = self._params, self._grads, self._state, self._n_decay
         scale = 1.0
         if self.clip_norm is not None:
-            norm = sum(self._K.grad_global_norm(full[1][lo:hi], self._partials) ** 2 for lo, hi in ranges) ** 0.5
+            parts = [self._K.grad_global_norm(full[1][lo:hi], self._partials) for lo, hi in ranges]
+            norm = math.sqrt(sum(part * part for part in parts))  # as kernels/step_update.trainable_norm
             self.last_grad_norm = norm
             scale = min(1.0, self.clip_norm / (norm + 1e-6))
         self.step_count += 1
@@ -476,6 +513,9 @@ class Optimizer(Owned):
         return state
 
     def __setstate__(self, state):
+        if "trainable" in state:  # pickled before trainable became a property
+            state = dict(state)
+            state["_trainable"] = state.pop("trainable")
         self.__dict__.update(state)
         if "_step_scalars" in state:
             self._scalar_slots = self._step_scalars.data
@@ -725,8 +765,7 @@ class SGD(Optimizer):
     def _step_call(self, loss, norm):
         h = self._hyper
         hyper = (h["momentum"], h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"])
-        buffers = (self._params, self._grads, self._buffer("momentum_buffer"))
-        return step_update.sgd_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.sgd_step, (*self._step_head(loss, norm), self._buffer("momentum_buffer"), *hyper)
 
     def _update(self, grad_scale):
         h = self._hyper
@@ -833,7 +872,7 @@ class RMSProp(Optimizer):
         h = self._hyper
         state = (self._state["square_avg"], self._buffer("grad_avg"), self._buffer("momentum_buffer"))
         hyper = (h["alpha"], h["eps"], h["weight_decay"], self._n_decay, h["momentum"], h["centered"])
-        return step_update.rmsprop_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
+        return step_update.rmsprop_step, (*self._step_head(loss, norm), *state, *hyper)
 
 
 @register_optimizer
@@ -911,8 +950,7 @@ class Adagrad(Optimizer):
     def _step_call(self, loss, norm):
         h = self._hyper
         hyper = (h["lr_decay"], h["eps"], h["weight_decay"], self._n_decay)
-        buffers = (self._params, self._grads, self._state["state_sum"])
-        return step_update.adagrad_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.adagrad_step, (*self._step_head(loss, norm), self._state["state_sum"], *hyper)
 
 
 @register_optimizer
@@ -1003,7 +1041,7 @@ class Adam(Optimizer):
         h = self._hyper
         state = (self._state["exp_avg"], self._state["exp_avg_sq"], self._buffer("max_exp_avg_sq"))
         hyper = (h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"])
-        return step_update.adam_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
+        return step_update.adam_step, (*self._step_head(loss, norm), *state, *hyper)
 
 
 @register_optimizer
@@ -1137,8 +1175,7 @@ class Lion(Optimizer):
     def _step_call(self, loss, norm):
         h = self._hyper
         hyper = (h["betas"][0], h["betas"][1], h["weight_decay"], self._n_decay)
-        buffers = (self._params, self._grads, self._state["exp_avg"])
-        return step_update.lion_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.lion_step, (*self._step_head(loss, norm), self._state["exp_avg"], *hyper)
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:

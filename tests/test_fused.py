@@ -385,6 +385,51 @@ def test_the_update_inside_the_step_call_equals_optimizer_step(fuse, monkeypatch
     assert inside.optimizer.step_count == 5 and inside.optimizer.last_grad_norm == outside.optimizer.last_grad_norm
 
 
+@pytest.mark.parametrize(
+    "name, fused, dtype",
+    [(name, False, "float64") for name in _OPTIMIZERS]
+    + [("sgd-nesterov-clip-value", False, "float32"), ("adam-amsgrad-clip-norm", True, "float32")],
+)
+def test_frozen_layers_update_inside_the_step_call_as_optimizer_step(fuse, monkeypatch, name, fused, dtype, rng):
+    """Frozen layers (the middle Dense, and the first one's bias) no longer send the update to
+    Python: the step kernel updates the trainable ranges only, the same bits as Optimizer.step
+    over them (no update, no weight decay, untouched optimizer state of the frozen ranges)."""
+    monkeypatch.setattr(_config, "FUSE", "always" if fused else "never")
+    X = rng.standard_normal((45, 2)).astype(dtype)
+    y = np.tanh(X[:, :1] * X[:, 1:])
+
+    def frozen_model():
+        model = _tiny(dtype=dtype).compile(loss="mse", optimizer=_OPTIMIZERS[name]())
+        model.freeze(1)
+        model.layers[0].trainable = True  # trainable ranges: split by the frozen layer, weights and biases
+        return model
+
+    inside = frozen_model()
+    initial = inside.params.copy()
+    result = _steps_with_changes(inside, X, y)
+    plan = inside.step_plan(9)
+    assert plan.token is not None and plan.run.fused == fused
+    assert plan.run.calls[-1][0].__module__ == "fastnn.kernels.step_update"
+    assert len(inside.optimizer.trainable) > 1  # more than one range: the range loop is exercised
+    frozen = np.zeros(inside.params.size, bool)
+    for i, _, lo, shape in inside.parameter_layout:
+        frozen[lo : lo + int(np.prod(shape))] = i == 1
+    np.testing.assert_array_equal(result[1][frozen], initial[frozen])
+    assert np.all(result[1][~frozen] != initial[~frozen])
+    for key, value in result[2].items():
+        if isinstance(value, np.ndarray) and value.size:
+            assert not value[frozen].any()  # the frozen ranges' state was never touched
+    monkeypatch.setattr(fnn.optim.Optimizer, "fused_step_token", lambda self: None)  # Optimizer.step
+    outside = frozen_model()
+    expected = _steps_with_changes(outside, X, y)
+    assert outside.step_plan(9).token is None
+    np.testing.assert_array_equal(result[0], expected[0])
+    np.testing.assert_array_equal(result[1], expected[1])
+    for key, value in expected[2].items():
+        np.testing.assert_array_equal(result[2][key], value)
+    assert inside.optimizer.step_count == 5 and inside.optimizer.last_grad_norm == outside.optimizer.last_grad_norm
+
+
 def test_a_non_finite_step_updates_nothing_and_the_next_steps_continue(monkeypatch, rng):
     """The update call of the plan (unfused here: the fused call runs the same kernel, see above)
     skips a step whose loss or norm is not finite; the model raises and stays as it was."""
@@ -405,8 +450,8 @@ def test_a_non_finite_step_updates_nothing_and_the_next_steps_continue(monkeypat
 
 def test_steps_that_cannot_update_inside_the_call_update_from_python(monkeypatch, rng):
     """An optimizer subclass with its own update, gradients only (accumulation): the plan's update
-    call is left out or not armed, and Optimizer.step does the update (frozen layers:
-    tests/test_freeze.py)."""
+    call is left out or not armed, and Optimizer.step does the update (frozen layers update inside
+    the call: test_frozen_layers_update_inside_the_step_call_as_optimizer_step)."""
     monkeypatch.setattr(_config, "FUSE", "never")
     X = rng.standard_normal((9, 2)).astype(np.float32)
 

@@ -11,7 +11,16 @@ update runs from Python). Each returns True when it updated.
 The scalars that change from step to step come in ``scalars``, a float64 array of
 :data:`N_SCALARS` that ``Optimizer.begin_fused_step`` writes before each step: 1.0 to arm the
 update (the kernel disarms it: each arming serves one step), the learning rate, the 1-based
-number of this update, the clip norm and the clip value (NaN: no such clipping). The hyper-parameters follow, as the update kernels take them.
+number of this update, the clip norm and the clip value (NaN: no such clipping); the kernel
+writes back the gradient norm its clipping by norm used. The hyper-parameters follow, as the
+update kernels take them.
+
+Frozen layers (``fastnn.freezing``): ``ranges`` (k, 2) int64 holds the ``[lo, hi)`` ranges of the
+flat buffers to update, sorted and disjoint (``[[0, n]]``: all). The update kernel runs on each
+range's views with the weight-decay prefix ``n_decay`` cut to the range, clipping by value clips
+those ranges only and clipping by norm uses their norm (``partials``: the float64 scratch of
+:func:`~fastnn.kernels.optim.grad_global_norm`), as :meth:`fastnn.optim.Optimizer.step` does from
+Python; the rest of the buffers, and their optimizer state, stay as they are.
 """
 
 from __future__ import annotations
@@ -22,111 +31,217 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_EXACT
-from .optim import adagrad_update, adam_update, clip_by_value, lion_update, rmsprop_update, sgd_update
+from ._scalar import n_chunks
+from .optim import (
+    OPTIM_CHUNK,
+    _sum_squares_chunk,
+    adagrad_update,
+    adam_update,
+    clip_by_value,
+    lion_update,
+    rmsprop_update,
+    sgd_update,
+)
 
 #: positions in ``scalars``
-ARMED, LR, STEP, CLIP_NORM, CLIP_VALUE = range(5)
-N_SCALARS = 5
+ARMED, LR, STEP, CLIP_NORM, CLIP_VALUE, USED_NORM = range(6)
+N_SCALARS = 6
 
 
 @njit(**JIT_EXACT)
-def step_gate(loss, norm, scalars, grads):
+def covers_all(ranges, n):
+    """Whether ``ranges`` (k, 2) is the one range ``[0, n)``: no frozen parameters."""
+    return ranges.shape[0] == 1 and ranges[0, 0] == 0 and ranges[0, 1] == n
+
+
+@njit(**JIT_EXACT)
+def range_of(ranges, r, n_decay):
+    """(lo, hi, the weight-decay prefix of ``[lo, hi)``) of range ``r``: decay covers ``[0, n_decay)``."""
+    lo, hi = ranges[r, 0], ranges[r, 1]
+    return lo, hi, min(max(n_decay - lo, 0), hi - lo)
+
+
+@njit(**JIT_EXACT)
+def trainable_norm(norm, grads, ranges, partials):
+    """The L2 norm of ``grads`` over ``ranges``: ``norm`` (the whole buffer's) when they cover it,
+    else sqrt of the sum, in range order, of each range's squared norm, each summed as
+    :func:`~fastnn.kernels.optim.grad_global_norm` sums (its chunk kernel, chunk sums combined in
+    chunk order: the same bits; serially, so the step kernels call no parallel kernel for it:
+    a cached step kernel that did segfaulted when loaded in a fresh process)."""
+    if covers_all(ranges, grads.size):
+        return norm
+    total = 0.0
+    for r in range(ranges.shape[0]):
+        g = grads[ranges[r, 0] : ranges[r, 1]]
+        chunks = n_chunks(g.size, OPTIM_CHUNK)
+        part = 0.0
+        for c in range(chunks):
+            _sum_squares_chunk(g, partials, c)
+        for c in range(chunks):
+            part += partials[c]
+        part = math.sqrt(part)
+        total += part * part
+    return math.sqrt(total)
+
+
+@njit(**JIT_EXACT)
+def step_gate(loss, norm, scalars, grads, ranges, partials):
     """(update?, grad_scale) of a step (and disarms ``scalars``): no update when the step is not
-    armed or the loss or the norm is not finite; else the global-norm clipping scale (1.0 when not clipping by
-    norm), the gradients ``grads`` (n,) clipped by value first when asked."""
+    armed or the loss or the norm is not finite; else the clipping scale by the norm over
+    ``ranges`` (1.0 when not clipping by norm; that norm written to ``scalars[USED_NORM]``), the
+    gradients ``grads`` (n,) in ``ranges`` clipped by value first when asked."""
     armed = scalars[ARMED] != 0.0
     scalars[ARMED] = 0.0
     if not (armed and math.isfinite(loss) and math.isfinite(norm)):
         return False, 1.0
     scale = 1.0
     if not math.isnan(scalars[CLIP_NORM]):
-        scale = min(1.0, scalars[CLIP_NORM] / (norm + 1e-6))
+        used = trainable_norm(norm, grads, ranges, partials)
+        scalars[USED_NORM] = used
+        scale = min(1.0, scalars[CLIP_NORM] / (used + 1e-6))
     elif not math.isnan(scalars[CLIP_VALUE]):
-        clip_by_value(grads, scalars[CLIP_VALUE])
+        for r in range(ranges.shape[0]):
+            clip_by_value(grads[ranges[r, 0] : ranges[r, 1]], scalars[CLIP_VALUE])
     return True, scale
 
 
 @njit(**JIT_EXACT)
-def sgd_step(loss, norm, scalars, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov):
-    """:func:`~fastnn.kernels.optim.sgd_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+def sgd_step(
+    loss, norm, scalars, ranges, partials, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov
+):
+    """:func:`~fastnn.kernels.optim.sgd_update` on each of ``ranges`` after :func:`step_gate`;
+    arrays (n,) (an empty one stays empty in every range)."""
+    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
     if go:
         first = scalars[STEP] == 1.0
-        sgd_update(
-            params, grads, velocity, scalars[LR], momentum, dampening, weight_decay, n_decay, nesterov, scale, first
-        )
+        for r in range(ranges.shape[0]):
+            lo, hi, nd = range_of(ranges, r, n_decay)
+            sgd_update(
+                params[lo:hi],
+                grads[lo:hi],
+                velocity[lo:hi],
+                scalars[LR],
+                momentum,
+                dampening,
+                weight_decay,
+                nd,
+                nesterov,
+                scale,
+                first,
+            )
     return go
 
 
 @njit(**JIT_EXACT)
 def rmsprop_step(
-    loss, norm, scalars, params, grads, square_avg, grad_avg, buf, alpha, eps, weight_decay, n_decay, momentum, centered
+    loss,
+    norm,
+    scalars,
+    ranges,
+    partials,
+    params,
+    grads,
+    square_avg,
+    grad_avg,
+    buf,
+    alpha,
+    eps,
+    weight_decay,
+    n_decay,
+    momentum,
+    centered,
 ):
-    """:func:`~fastnn.kernels.optim.rmsprop_update` after :func:`step_gate`; arrays (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    """:func:`~fastnn.kernels.optim.rmsprop_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,) or empty."""
+    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
     if go:
-        rmsprop_update(
-            params,
-            grads,
-            square_avg,
-            grad_avg,
-            buf,
-            scalars[LR],
-            alpha,
-            eps,
-            weight_decay,
-            n_decay,
-            momentum,
-            centered,
-            scale,
-        )
+        for r in range(ranges.shape[0]):
+            lo, hi, nd = range_of(ranges, r, n_decay)
+            rmsprop_update(
+                params[lo:hi],
+                grads[lo:hi],
+                square_avg[lo:hi],
+                grad_avg[lo:hi],
+                buf[lo:hi],
+                scalars[LR],
+                alpha,
+                eps,
+                weight_decay,
+                nd,
+                momentum,
+                centered,
+                scale,
+            )
     return go
 
 
 @njit(**JIT_EXACT)
-def adagrad_step(loss, norm, scalars, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
-    """:func:`~fastnn.kernels.optim.adagrad_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+def adagrad_step(loss, norm, scalars, ranges, partials, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
+    """:func:`~fastnn.kernels.optim.adagrad_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,)."""
+    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
     if go:
         step = np.int64(scalars[STEP])
-        adagrad_update(params, grads, state_sum, scalars[LR], lr_decay, eps, weight_decay, n_decay, step, scale)
+        for r in range(ranges.shape[0]):
+            lo, hi, nd = range_of(ranges, r, n_decay)
+            adagrad_update(
+                params[lo:hi], grads[lo:hi], state_sum[lo:hi], scalars[LR], lr_decay, eps, weight_decay, nd, step, scale
+            )
     return go
 
 
 @njit(**JIT_EXACT)
 def adam_step(
-    loss, norm, scalars, params, grads, m, v, vmax, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad
+    loss,
+    norm,
+    scalars,
+    ranges,
+    partials,
+    params,
+    grads,
+    m,
+    v,
+    vmax,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    n_decay,
+    decoupled,
+    amsgrad,
 ):
-    """:func:`~fastnn.kernels.optim.adam_update` after :func:`step_gate`; vmax (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    """:func:`~fastnn.kernels.optim.adam_update` on each of ``ranges`` after :func:`step_gate`; vmax (n,) or empty."""
+    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
     if go:
         step = np.int64(scalars[STEP])
-        adam_update(
-            params,
-            grads,
-            m,
-            v,
-            vmax,
-            scalars[LR],
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            n_decay,
-            decoupled,
-            amsgrad,
-            step,
-            scale,
-        )
+        for r in range(ranges.shape[0]):
+            lo, hi, nd = range_of(ranges, r, n_decay)
+            adam_update(
+                params[lo:hi],
+                grads[lo:hi],
+                m[lo:hi],
+                v[lo:hi],
+                vmax[lo:hi],
+                scalars[LR],
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                nd,
+                decoupled,
+                amsgrad,
+                step,
+                scale,
+            )
     return go
 
 
 @njit(**JIT_EXACT)
-def lion_step(loss, norm, scalars, params, grads, m, beta1, beta2, weight_decay, n_decay):
-    """:func:`~fastnn.kernels.optim.lion_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+def lion_step(loss, norm, scalars, ranges, partials, params, grads, m, beta1, beta2, weight_decay, n_decay):
+    """:func:`~fastnn.kernels.optim.lion_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,)."""
+    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
     if go:
-        lion_update(params, grads, m, scalars[LR], beta1, beta2, weight_decay, n_decay, scale)
+        for r in range(ranges.shape[0]):
+            lo, hi, nd = range_of(ranges, r, n_decay)
+            lion_update(params[lo:hi], grads[lo:hi], m[lo:hi], scalars[LR], beta1, beta2, weight_decay, nd, scale)
     return go
 
 
@@ -137,10 +252,14 @@ __all__ = [
     "LR",
     "N_SCALARS",
     "STEP",
+    "USED_NORM",
     "adagrad_step",
     "adam_step",
+    "covers_all",
     "lion_step",
+    "range_of",
     "rmsprop_step",
     "sgd_step",
     "step_gate",
+    "trainable_norm",
 ]

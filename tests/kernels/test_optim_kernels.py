@@ -165,16 +165,69 @@ def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(
     from fastnn.kernels import step_update as S
 
     grads = np.array([-3.0, 0.5, 2.0], dtype)
+    whole, partials = np.array([[0, 3]], np.int64), np.zeros(K.norm_partials_size(3))
     scalars = np.full(S.N_SCALARS, np.nan)
     scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 0.7
-    go, scale = S.step_gate(1.25, 4.0, scalars, grads)
+    go, scale = S.step_gate(1.25, 4.0, scalars, grads, whole, partials)
     assert go and scale == min(1.0, 0.7 / (4.0 + 1e-6)) and scalars[S.ARMED] == 0.0
-    assert S.step_gate(1.25, 4.0, scalars, grads) == (False, 1.0)  # disarmed by the first call
+    assert scalars[S.USED_NORM] == 4.0  # the given norm: nothing frozen
+    assert S.step_gate(1.25, 4.0, scalars, grads, whole, partials) == (False, 1.0)  # disarmed by the first call
     scalars[S.ARMED], scalars[S.CLIP_NORM], scalars[S.CLIP_VALUE] = 1.0, np.nan, 1.0
     for loss, norm in ((np.nan, 1.0), (1.0, np.inf)):
         scalars[S.ARMED] = 1.0
-        assert S.step_gate(loss, norm, scalars, grads) == (False, 1.0)
+        assert S.step_gate(loss, norm, scalars, grads, whole, partials) == (False, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
     scalars[S.ARMED] = 1.0
-    assert S.step_gate(1.0, 1.0, scalars, grads) == (True, 1.0)
+    assert S.step_gate(1.0, 1.0, scalars, grads, whole, partials) == (True, 1.0)
     np.testing.assert_array_equal(grads, np.array([-1.0, 0.5, 1.0], dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_gate_clips_the_trainable_ranges_only(dtype):
+    """With frozen parameters (ranges not covering the buffer) clipping by value leaves the frozen
+    gradients alone and clipping by norm uses the trainable ranges' norm, as Optimizer.step does."""
+    from fastnn.kernels import step_update as S
+
+    grads = np.array([-3.0, 0.5, 2.0, 4.0, -5.0], dtype)
+    ranges, partials = np.array([[1, 3], [4, 5]], np.int64), np.zeros(K.norm_partials_size(5))
+    scalars = np.full(S.N_SCALARS, np.nan)
+    scalars[S.ARMED], scalars[S.CLIP_VALUE] = 1.0, 1.0
+    assert S.step_gate(1.0, 99.0, scalars, grads, ranges, partials) == (True, 1.0)
+    np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 1.0, 4.0, -1.0], dtype))
+    scalars[S.ARMED], scalars[S.CLIP_VALUE], scalars[S.CLIP_NORM] = 1.0, np.nan, 0.7
+    go, scale = S.step_gate(1.0, 99.0, scalars, grads, ranges, partials)
+    expected = np.sqrt(0.5**2 + 1.0**2 + 1.0**2)  # 99, the whole buffer's norm, is not used
+    assert go and scalars[S.USED_NORM] == pytest.approx(expected, rel=1e-12)
+    assert scale == min(1.0, 0.7 / (scalars[S.USED_NORM] + 1e-6))
+    assert S.range_of(ranges, 0, 2) == (1, 3, 1) and S.range_of(ranges, 1, 2) == (4, 5, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_the_step_kernels_give_the_same_bits_on_any_split_into_ranges(name, dtype):
+    """kernels.step_update: the update on ranges that split the buffer at odd offsets (each above
+    the parallel threshold, and the serial twin's size) equals the update of the whole buffer bit
+    for bit: elementwise, so a range-aware (or per-layer) update changes no result."""
+    from fastnn.kernels import step_update as S
+
+    n = 2 * PARALLEL_MIN_ELEMENTS + 1003
+    rng = np.random.default_rng(5)
+    grads = rng.standard_normal(n).astype(dtype)
+    partials = np.zeros(K.norm_partials_size(n))
+    results = []
+    for ranges in ([[0, n]], [[0, PARALLEL_MIN_ELEMENTS + 7], [PARALLEL_MIN_ELEMENTS + 7, n - 999], [n - 999, n]]):
+        params = np.linspace(-1.0, 1.0, n).astype(dtype)
+        state = [np.full(n, 0.1, dtype), np.full(n, 0.01, dtype)]
+        for step in (1, 2):
+            scalars = np.array([1.0, 0.01, step, np.nan, 0.5, np.nan])  # armed, lr, step, clip by value
+            r = np.array(ranges, np.int64)
+            if name == "sgd":
+                S.sgd_step(1.0, 1.0, scalars, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True)
+            else:
+                S.adam_step(
+                    1.0, 1.0, scalars, r, partials, params, grads.copy(), *state, state[0][:0], 0.9, 0.999, 1e-8,
+                    1e-3, n // 2, True, False,
+                )  # fmt: skip
+        results.append((params, *state))
+    for whole, split in zip(*results):
+        np.testing.assert_array_equal(whole, split)
