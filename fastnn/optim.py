@@ -90,7 +90,7 @@ class Optimizer(Owned):
     def __init__(self, lr: float, *, clip_norm: float | None = None, clip_value: float | None = None):
         self.lr = lr
         self.clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
-        self.clip_value = _check_positive_or_none(clip_value, "clip_value")
+        self._clip_value = _check_positive_or_none(clip_value, "clip_value")
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(
                 "clip_norm and clip_value were both given; clip by one of them: pass "
@@ -137,6 +137,23 @@ class Optimizer(Owned):
 
     def _update(self, grad_scale: float) -> None:
         raise NotImplementedError
+
+    @property
+    def clip_value(self) -> float | None:
+        """Each gradient is clipped to [-clip_value, clip_value] before the update (None: not)."""
+        return self._clip_value
+
+    @clip_value.setter
+    def clip_value(self, value: float | None) -> None:
+        value = _check_positive_or_none(value, "clip_value")
+        if (value is None) != (self._clip_value is None) and self.__dict__.get("_binding") is not None:
+            self._binding = object()  # the step kernels compiled without value clipping (or with) rebuild
+        self._clip_value = value
+
+    def _gate_args(self) -> tuple:
+        """The step kernels' (scalars, by_value) arguments (``fastnn.kernels.step_update``): None
+        when not clipping by value, so their compiled code has no value clipping."""
+        return self._step_scalars, (None if self._clip_value is None else True)
 
     def _step_call(self, loss, norm) -> tuple | None:
         """(kernel of ``fastnn.kernels.step_update``, arguments) doing what :meth:`_update`
@@ -726,7 +743,7 @@ class SGD(Optimizer):
         h = self._hyper
         hyper = (h["momentum"], h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"])
         buffers = (self._params, self._grads, self._buffer("momentum_buffer"))
-        return step_update.sgd_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.sgd_step, (loss, norm, *self._gate_args(), *buffers, *hyper)
 
     def _update(self, grad_scale):
         h = self._hyper
@@ -833,7 +850,7 @@ class RMSProp(Optimizer):
         h = self._hyper
         state = (self._state["square_avg"], self._buffer("grad_avg"), self._buffer("momentum_buffer"))
         hyper = (h["alpha"], h["eps"], h["weight_decay"], self._n_decay, h["momentum"], h["centered"])
-        return step_update.rmsprop_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
+        return step_update.rmsprop_step, (loss, norm, *self._gate_args(), self._params, self._grads, *state, *hyper)
 
 
 @register_optimizer
@@ -912,7 +929,7 @@ class Adagrad(Optimizer):
         h = self._hyper
         hyper = (h["lr_decay"], h["eps"], h["weight_decay"], self._n_decay)
         buffers = (self._params, self._grads, self._state["state_sum"])
-        return step_update.adagrad_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.adagrad_step, (loss, norm, *self._gate_args(), *buffers, *hyper)
 
 
 @register_optimizer
@@ -1003,7 +1020,7 @@ class Adam(Optimizer):
         h = self._hyper
         state = (self._state["exp_avg"], self._state["exp_avg_sq"], self._buffer("max_exp_avg_sq"))
         hyper = (h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"])
-        return step_update.adam_step, (loss, norm, self._step_scalars, self._params, self._grads, *state, *hyper)
+        return step_update.adam_step, (loss, norm, *self._gate_args(), self._params, self._grads, *state, *hyper)
 
 
 @register_optimizer
@@ -1138,7 +1155,7 @@ class Lion(Optimizer):
         h = self._hyper
         hyper = (h["betas"][0], h["betas"][1], h["weight_decay"], self._n_decay)
         buffers = (self._params, self._grads, self._state["exp_avg"])
-        return step_update.lion_step, (loss, norm, self._step_scalars, *buffers, *hyper)
+        return step_update.lion_step, (loss, norm, *self._gate_args(), *buffers, *hyper)
 
 
 def get(optimizer: str | Optimizer = "sgd", **kwargs) -> Optimizer:

@@ -11,7 +11,10 @@ update runs from Python). Each returns True when it updated.
 The scalars that change from step to step come in ``scalars``, a float64 array of
 :data:`N_SCALARS` that ``Optimizer.begin_fused_step`` writes before each step: 1.0 to arm the
 update (the kernel disarms it: each arming serves one step), the learning rate, the 1-based
-number of this update, the clip norm and the clip value (NaN: no such clipping). The hyper-parameters follow, as the update kernels take them.
+number of this update, the clip norm and the clip value (NaN: no such clipping). ``by_value`` follows
+them: None for an optimizer without ``clip_value``, whose kernel then has no value clipping compiled
+in (Numba prunes the branch on a None argument: the parallel clip kernel is ~4% of a cold first
+step's compile), True for one with it. The hyper-parameters follow, as the update kernels take them.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ N_SCALARS = 5
 
 
 @njit(**JIT_EXACT)
-def step_gate(loss, norm, scalars, grads):
+def step_gate(loss, norm, scalars, by_value, grads):
     """(update?, grad_scale) of a step (and disarms ``scalars``): no update when the step is not
     armed or the loss or the norm is not finite; else the global-norm clipping scale (1.0 when not clipping by
-    norm), the gradients ``grads`` (n,) clipped by value first when asked."""
+    norm), the gradients ``grads`` (n,) clipped by value first when asked (``by_value`` True; None:
+    never, not compiled)."""
     armed = scalars[ARMED] != 0.0
     scalars[ARMED] = 0.0
     if not (armed and math.isfinite(loss) and math.isfinite(norm)):
@@ -41,15 +45,16 @@ def step_gate(loss, norm, scalars, grads):
     scale = 1.0
     if not math.isnan(scalars[CLIP_NORM]):
         scale = min(1.0, scalars[CLIP_NORM] / (norm + 1e-6))
-    elif not math.isnan(scalars[CLIP_VALUE]):
-        clip_by_value(grads, scalars[CLIP_VALUE])
+    elif by_value is not None:  # pruned before typing when None
+        if not math.isnan(scalars[CLIP_VALUE]):
+            clip_by_value(grads, scalars[CLIP_VALUE])
     return True, scale
 
 
 @njit(**JIT_EXACT)
-def sgd_step(loss, norm, scalars, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov):
+def sgd_step(loss, norm, scalars, by_value, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov):
     """:func:`~fastnn.kernels.optim.sgd_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
         first = scalars[STEP] == 1.0
         sgd_update(
@@ -59,11 +64,10 @@ def sgd_step(loss, norm, scalars, params, grads, velocity, momentum, dampening, 
 
 
 @njit(**JIT_EXACT)
-def rmsprop_step(
-    loss, norm, scalars, params, grads, square_avg, grad_avg, buf, alpha, eps, weight_decay, n_decay, momentum, centered
+def rmsprop_step(loss, norm, scalars, by_value, params, grads, square_avg, grad_avg, buf, alpha, eps, weight_decay, n_decay, momentum, centered
 ):
     """:func:`~fastnn.kernels.optim.rmsprop_update` after :func:`step_gate`; arrays (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
         rmsprop_update(
             params,
@@ -84,9 +88,9 @@ def rmsprop_step(
 
 
 @njit(**JIT_EXACT)
-def adagrad_step(loss, norm, scalars, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
+def adagrad_step(loss, norm, scalars, by_value, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
     """:func:`~fastnn.kernels.optim.adagrad_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
         step = np.int64(scalars[STEP])
         adagrad_update(params, grads, state_sum, scalars[LR], lr_decay, eps, weight_decay, n_decay, step, scale)
@@ -94,11 +98,10 @@ def adagrad_step(loss, norm, scalars, params, grads, state_sum, lr_decay, eps, w
 
 
 @njit(**JIT_EXACT)
-def adam_step(
-    loss, norm, scalars, params, grads, m, v, vmax, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad
+def adam_step(loss, norm, scalars, by_value, params, grads, m, v, vmax, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad
 ):
     """:func:`~fastnn.kernels.optim.adam_update` after :func:`step_gate`; vmax (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
         step = np.int64(scalars[STEP])
         adam_update(
@@ -122,9 +125,9 @@ def adam_step(
 
 
 @njit(**JIT_EXACT)
-def lion_step(loss, norm, scalars, params, grads, m, beta1, beta2, weight_decay, n_decay):
+def lion_step(loss, norm, scalars, by_value, params, grads, m, beta1, beta2, weight_decay, n_decay):
     """:func:`~fastnn.kernels.optim.lion_update` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
         lion_update(params, grads, m, scalars[LR], beta1, beta2, weight_decay, n_decay, scale)
     return go

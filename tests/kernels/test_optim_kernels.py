@@ -167,14 +167,17 @@ def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(
     grads = np.array([-3.0, 0.5, 2.0], dtype)
     scalars = np.full(S.N_SCALARS, np.nan)
     scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 0.7
-    go, scale = S.step_gate(1.25, 4.0, scalars, grads)
+    go, scale = S.step_gate(1.25, 4.0, scalars, True, grads)
     assert go and scale == min(1.0, 0.7 / (4.0 + 1e-6)) and scalars[S.ARMED] == 0.0
-    assert S.step_gate(1.25, 4.0, scalars, grads) == (False, 1.0)  # disarmed by the first call
+    assert S.step_gate(1.25, 4.0, scalars, True, grads) == (False, 1.0)  # disarmed by the first call
     scalars[S.ARMED], scalars[S.CLIP_NORM], scalars[S.CLIP_VALUE] = 1.0, np.nan, 1.0
     for loss, norm in ((np.nan, 1.0), (1.0, np.inf)):
         scalars[S.ARMED] = 1.0
-        assert S.step_gate(loss, norm, scalars, grads) == (False, 1.0)
+        assert S.step_gate(loss, norm, scalars, True, grads) == (False, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
     scalars[S.ARMED] = 1.0
-    assert S.step_gate(1.0, 1.0, scalars, grads) == (True, 1.0)
+    assert S.step_gate(1.0, 1.0, scalars, None, grads) == (True, 1.0)  # by_value None: no value clipping
+    np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))
+    scalars[S.ARMED] = 1.0
+    assert S.step_gate(1.0, 1.0, scalars, True, grads) == (True, 1.0)
     np.testing.assert_array_equal(grads, np.array([-1.0, 0.5, 1.0], dtype))
