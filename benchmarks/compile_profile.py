@@ -59,7 +59,9 @@ def _compile_group(group: str) -> int:
         scalars = np.full(N_SCALARS, np.nan)
         scalars[:3] = 1.0, 1e-3, 1.0  # armed, lr, step
         norm = grad_global_norm(grads, np.zeros(4))
-        adam_step(1.0, norm, scalars, None, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0, n, False, False)
+        adam_step(
+            1.0, norm, scalars, None, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0, n, False, False
+        )
     else:
         raise SystemExit(f"--group {group!r}: expected dense or adam")
     return 0

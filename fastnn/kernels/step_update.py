@@ -52,7 +52,9 @@ def step_gate(loss, norm, scalars, by_value, grads):
 
 
 @njit(**JIT_EXACT)
-def sgd_step(loss, norm, scalars, by_value, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov):
+def sgd_step(
+    loss, norm, scalars, by_value, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov
+):
     """:func:`~fastnn.kernels.optim.sgd_update` after :func:`step_gate`; arrays (n,)."""
     go, scale = step_gate(loss, norm, scalars, by_value, grads)
     if go:
@@ -64,7 +66,22 @@ def sgd_step(loss, norm, scalars, by_value, params, grads, velocity, momentum, d
 
 
 @njit(**JIT_EXACT)
-def rmsprop_step(loss, norm, scalars, by_value, params, grads, square_avg, grad_avg, buf, alpha, eps, weight_decay, n_decay, momentum, centered
+def rmsprop_step(
+    loss,
+    norm,
+    scalars,
+    by_value,
+    params,
+    grads,
+    square_avg,
+    grad_avg,
+    buf,
+    alpha,
+    eps,
+    weight_decay,
+    n_decay,
+    momentum,
+    centered,
 ):
     """:func:`~fastnn.kernels.optim.rmsprop_update` after :func:`step_gate`; arrays (n,) or empty."""
     go, scale = step_gate(loss, norm, scalars, by_value, grads)
@@ -98,7 +115,23 @@ def adagrad_step(loss, norm, scalars, by_value, params, grads, state_sum, lr_dec
 
 
 @njit(**JIT_EXACT)
-def adam_step(loss, norm, scalars, by_value, params, grads, m, v, vmax, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad
+def adam_step(
+    loss,
+    norm,
+    scalars,
+    by_value,
+    params,
+    grads,
+    m,
+    v,
+    vmax,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    n_decay,
+    decoupled,
+    amsgrad,
 ):
     """:func:`~fastnn.kernels.optim.adam_update` after :func:`step_gate`; vmax (n,) or empty."""
     go, scale = step_gate(loss, norm, scalars, by_value, grads)
