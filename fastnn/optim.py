@@ -140,7 +140,26 @@ class Optimizer(Owned):
 
     @property
     def clip_value(self) -> float | None:
-        """Each gradient is clipped to [-clip_value, clip_value] before the update (None: not)."""
+        """Each gradient is clipped to [-clip_value, clip_value] before the update (None: not).
+
+        Setting it checks the value as the constructor does; a step plan built without value clipping
+        (whose step kernel has none compiled) is rebuilt with it at the next step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 3.0], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=0)
+        >>> token = opt.fused_step_token()
+        >>> opt.clip_value = 1.0
+        >>> opt.fused_step_token() is token  # plans holding the old token rebuild
+        False
+        >>> opt.begin_fused_step(True)
+        >>> kernel, args = opt.fused_step_call(0.25, 1.0)
+        >>> kernel(*args), params
+        (True, array([ 0.95, -2.1 ], dtype=float32))
+        """
         return self._clip_value
 
     @clip_value.setter
