@@ -51,7 +51,7 @@ def _compile_group(group: str) -> int:
         grads = (z.copy(), x.copy(), w.copy(), b.copy(), np.zeros((1, 128), f32))
         dense_backward(x, w, z, y, y.copy(), *grads, RELU, 0.0, True)
     elif group == "adam":
-        from fastnn.kernels.optim import grad_global_norm
+        from fastnn.kernels.optim import grad_global_norm, norm_partials_size
         from fastnn.kernels.step_update import N_SCALARS, adam_step
 
         n = 20_000
@@ -59,7 +59,11 @@ def _compile_group(group: str) -> int:
         scalars = np.full(N_SCALARS, np.nan)
         scalars[:3] = 1.0, 1e-3, 1.0  # armed, lr, step
         norm = grad_global_norm(grads, np.zeros(4))
-        adam_step(1.0, norm, scalars, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0, n, False, False)
+        ranges, partials = np.array([[0, n]], np.int64), np.zeros(norm_partials_size(n))
+        adam_step(
+            1.0, norm, scalars, None, ranges, partials, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0,
+            n, False, False,
+        )  # fmt: skip
     else:
         raise SystemExit(f"--group {group!r}: expected dense or adam")
     return 0

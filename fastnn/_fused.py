@@ -113,7 +113,10 @@ def _root(arr: np.ndarray) -> np.ndarray:
 
 
 def _scalar_expr(value, fv: list, iv: list) -> str:
-    """Source that reads scalar ``value`` back, with its Numba type, from the packed arrays."""
+    """Source that reads scalar ``value`` back, with its Numba type, from the packed arrays (None
+    stays None: a kernel prunes what a None argument switches off, kernels.step_update)."""
+    if value is None:
+        return "None"
     if isinstance(value, (bool, np.bool_)):
         iv.append(int(value))
         return f"(iv[{len(iv) - 1}] != 0)"

@@ -91,7 +91,7 @@ class Optimizer(Owned):
     def __init__(self, lr: float, *, clip_norm: float | None = None, clip_value: float | None = None):
         self.lr = lr
         self.clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
-        self.clip_value = _check_positive_or_none(clip_value, "clip_value")
+        self._clip_value = _check_positive_or_none(clip_value, "clip_value")
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(
                 "clip_norm and clip_value were both given; clip by one of them: pass "
@@ -162,6 +162,42 @@ class Optimizer(Owned):
     def _update(self, grad_scale: float) -> None:
         raise NotImplementedError
 
+    @property
+    def clip_value(self) -> float | None:
+        """Each gradient is clipped to [-clip_value, clip_value] before the update (None: not).
+
+        Setting it checks the value as the constructor does; a step plan built without value clipping
+        (whose step kernel has none compiled) is rebuilt with it at the next step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 3.0], np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=0)
+        >>> token = opt.fused_step_token()
+        >>> opt.clip_value = 1.0
+        >>> opt.fused_step_token() is token  # plans holding the old token rebuild
+        False
+        >>> opt.begin_fused_step(True)
+        >>> kernel, args = opt.fused_step_call(0.25, 1.0)
+        >>> kernel(*args), params
+        (True, array([ 0.95, -2.1 ], dtype=float32))
+        """
+        return self._clip_value
+
+    @clip_value.setter
+    def clip_value(self, value: float | None) -> None:
+        value = _check_positive_or_none(value, "clip_value")
+        if (value is None) != (self._clip_value is None) and self.__dict__.get("_binding") is not None:
+            self._binding = object()  # the step kernels compiled without value clipping (or with) rebuild
+        self._clip_value = value
+
+    def _gate_args(self) -> tuple:
+        """The step kernels' (scalars, by_value) arguments (``fastnn.kernels.step_update``): None
+        when not clipping by value, so their compiled code has no value clipping."""
+        return self._step_scalars, (None if self._clip_value is None else True)
+
     def _step_call(self, loss, norm) -> tuple | None:
         """(kernel of ``fastnn.kernels.step_update``, arguments) doing what :meth:`_update`
         does after ``loss`` and ``norm`` (``fastnn._fused.Result`` references); None: no such kernel.
@@ -170,12 +206,12 @@ class Optimizer(Owned):
 
     def _step_head(self, loss, norm) -> tuple:
         """The first arguments of every ``fastnn.kernels.step_update`` kernel: loss, norm, the
-        scalars, the trainable ranges ((k, 2) int64; ``[[0, n]]`` with nothing frozen), the norm's
+        scalars and ``by_value`` (:meth:`_gate_args`), the trainable ranges ((k, 2) int64; ``[[0, n]]`` with nothing frozen), the norm's
         scratch, the parameters and the gradients."""
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay) first")
         ranges = np.array(self._trainable or [(0, self._params.size)], np.int64).reshape(-1, 2)
-        return loss, norm, self._step_scalars, ranges, self._partials, self._params, self._grads
+        return loss, norm, *self._gate_args(), ranges, self._partials, self._params, self._grads
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""

@@ -345,13 +345,16 @@ _OPTIMIZERS = {
 
 def _steps_with_changes(model, X, y, batch=9):
     """Steps with the learning rate and the clipping changed between them, as schedules and users
-    do: each must reach the update inside the compiled call."""
+    do: each must reach the update inside the compiled call (a step kernel compiled without value
+    clipping, ``by_value`` None, is replaced when ``clip_value`` is set)."""
     losses = []
     for i in range(5):
         if i == 2:
             model.optimizer.lr = model.optimizer.lr * 0.5
         if i == 3 and model.optimizer.clip_norm is not None:
             model.optimizer.clip_norm = 1e-3
+        elif i == 3:  # value clipping turned off, or on after the plan was built without it (rebuilds)
+            model.optimizer.clip_value = None if model.optimizer.clip_value is not None else 1e-3
         losses.append(model.train_step(X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]))
     return np.array(losses), model.params.copy(), model.optimizer.state_dict()
 

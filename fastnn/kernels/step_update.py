@@ -12,8 +12,11 @@ The scalars that change from step to step come in ``scalars``, a float64 array o
 :data:`N_SCALARS` that ``Optimizer.begin_fused_step`` writes before each step: 1.0 to arm the
 update (the kernel disarms it: each arming serves one step), the learning rate, the 1-based
 number of this update, the clip norm and the clip value (NaN: no such clipping); the kernel
-writes back the gradient norm its clipping by norm used. The hyper-parameters follow, as the
-update kernels take them.
+writes back the gradient norm its clipping by norm used. ``by_value`` follows them: None for an
+optimizer without ``clip_value``, whose kernel then has no value clipping compiled in (Numba prunes
+the branch on a None argument: the parallel clip kernel is ~4% of a cold first step's compile),
+True for one with it. The trainable ranges and the norm's scratch come next (below), then the
+buffers and the hyper-parameters, as the update kernels take them.
 
 Frozen layers (``fastnn.freezing``): ``ranges`` (k, 2) int64 holds the ``[lo, hi)`` ranges of the
 flat buffers to update, sorted and disjoint (``[[0, n]]``: all). The update kernel runs on each
@@ -85,11 +88,12 @@ def trainable_norm(norm, grads, ranges, partials):
 
 
 @njit(**JIT_EXACT)
-def step_gate(loss, norm, scalars, grads, ranges, partials):
+def step_gate(loss, norm, scalars, by_value, grads, ranges, partials):
     """(update?, grad_scale) of a step (and disarms ``scalars``): no update when the step is not
     armed or the loss or the norm is not finite; else the clipping scale by the norm over
     ``ranges`` (1.0 when not clipping by norm; that norm written to ``scalars[USED_NORM]``), the
-    gradients ``grads`` (n,) in ``ranges`` clipped by value first when asked."""
+    gradients ``grads`` (n,) in ``ranges`` clipped by value first when asked (``by_value`` True;
+    None: never, not compiled)."""
     armed = scalars[ARMED] != 0.0
     scalars[ARMED] = 0.0
     if not (armed and math.isfinite(loss) and math.isfinite(norm)):
@@ -99,19 +103,20 @@ def step_gate(loss, norm, scalars, grads, ranges, partials):
         used = trainable_norm(norm, grads, ranges, partials)
         scalars[USED_NORM] = used
         scale = min(1.0, scalars[CLIP_NORM] / (used + 1e-6))
-    elif not math.isnan(scalars[CLIP_VALUE]):
-        for r in range(ranges.shape[0]):
-            clip_by_value(grads[ranges[r, 0] : ranges[r, 1]], scalars[CLIP_VALUE])
+    elif by_value is not None:  # pruned before typing when None
+        if not math.isnan(scalars[CLIP_VALUE]):
+            for r in range(ranges.shape[0]):
+                clip_by_value(grads[ranges[r, 0] : ranges[r, 1]], scalars[CLIP_VALUE])
     return True, scale
 
 
 @njit(**JIT_EXACT)
 def sgd_step(
-    loss, norm, scalars, ranges, partials, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov
+    loss, norm, scalars, by_value, ranges, partials, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov
 ):
     """:func:`~fastnn.kernels.optim.sgd_update` on each of ``ranges`` after :func:`step_gate`;
     arrays (n,) (an empty one stays empty in every range)."""
-    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         first = scalars[STEP] == 1.0
         for r in range(ranges.shape[0]):
@@ -137,6 +142,7 @@ def rmsprop_step(
     loss,
     norm,
     scalars,
+    by_value,
     ranges,
     partials,
     params,
@@ -152,7 +158,7 @@ def rmsprop_step(
     centered,
 ):
     """:func:`~fastnn.kernels.optim.rmsprop_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         for r in range(ranges.shape[0]):
             lo, hi, nd = range_of(ranges, r, n_decay)
@@ -175,9 +181,9 @@ def rmsprop_step(
 
 
 @njit(**JIT_EXACT)
-def adagrad_step(loss, norm, scalars, ranges, partials, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
+def adagrad_step(loss, norm, scalars, by_value, ranges, partials, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
     """:func:`~fastnn.kernels.optim.adagrad_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         step = np.int64(scalars[STEP])
         for r in range(ranges.shape[0]):
@@ -193,6 +199,7 @@ def adam_step(
     loss,
     norm,
     scalars,
+    by_value,
     ranges,
     partials,
     params,
@@ -209,7 +216,7 @@ def adam_step(
     amsgrad,
 ):
     """:func:`~fastnn.kernels.optim.adam_update` on each of ``ranges`` after :func:`step_gate`; vmax (n,) or empty."""
-    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         step = np.int64(scalars[STEP])
         for r in range(ranges.shape[0]):
@@ -235,9 +242,9 @@ def adam_step(
 
 
 @njit(**JIT_EXACT)
-def lion_step(loss, norm, scalars, ranges, partials, params, grads, m, beta1, beta2, weight_decay, n_decay):
+def lion_step(loss, norm, scalars, by_value, ranges, partials, params, grads, m, beta1, beta2, weight_decay, n_decay):
     """:func:`~fastnn.kernels.optim.lion_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,)."""
-    go, scale = step_gate(loss, norm, scalars, grads, ranges, partials)
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         for r in range(ranges.shape[0]):
             lo, hi, nd = range_of(ranges, r, n_decay)

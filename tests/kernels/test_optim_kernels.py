@@ -168,17 +168,20 @@ def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(
     whole, partials = np.array([[0, 3]], np.int64), np.zeros(K.norm_partials_size(3))
     scalars = np.full(S.N_SCALARS, np.nan)
     scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 0.7
-    go, scale = S.step_gate(1.25, 4.0, scalars, grads, whole, partials)
+    go, scale = S.step_gate(1.25, 4.0, scalars, True, grads, whole, partials)
     assert go and scale == min(1.0, 0.7 / (4.0 + 1e-6)) and scalars[S.ARMED] == 0.0
     assert scalars[S.USED_NORM] == 4.0  # the given norm: nothing frozen
-    assert S.step_gate(1.25, 4.0, scalars, grads, whole, partials) == (False, 1.0)  # disarmed by the first call
+    assert S.step_gate(1.25, 4.0, scalars, True, grads, whole, partials) == (False, 1.0)  # disarmed by the first call
     scalars[S.ARMED], scalars[S.CLIP_NORM], scalars[S.CLIP_VALUE] = 1.0, np.nan, 1.0
     for loss, norm in ((np.nan, 1.0), (1.0, np.inf)):
         scalars[S.ARMED] = 1.0
-        assert S.step_gate(loss, norm, scalars, grads, whole, partials) == (False, 1.0)
+        assert S.step_gate(loss, norm, scalars, True, grads, whole, partials) == (False, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
     scalars[S.ARMED] = 1.0
-    assert S.step_gate(1.0, 1.0, scalars, grads, whole, partials) == (True, 1.0)
+    assert S.step_gate(1.0, 1.0, scalars, None, grads, whole, partials) == (True, 1.0)  # by_value None: no value clipping
+    np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))
+    scalars[S.ARMED] = 1.0
+    assert S.step_gate(1.0, 1.0, scalars, True, grads, whole, partials) == (True, 1.0)
     np.testing.assert_array_equal(grads, np.array([-1.0, 0.5, 1.0], dtype))
 
 
@@ -192,10 +195,10 @@ def test_step_gate_clips_the_trainable_ranges_only(dtype):
     ranges, partials = np.array([[1, 3], [4, 5]], np.int64), np.zeros(K.norm_partials_size(5))
     scalars = np.full(S.N_SCALARS, np.nan)
     scalars[S.ARMED], scalars[S.CLIP_VALUE] = 1.0, 1.0
-    assert S.step_gate(1.0, 99.0, scalars, grads, ranges, partials) == (True, 1.0)
+    assert S.step_gate(1.0, 99.0, scalars, True, grads, ranges, partials) == (True, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 1.0, 4.0, -1.0], dtype))
     scalars[S.ARMED], scalars[S.CLIP_VALUE], scalars[S.CLIP_NORM] = 1.0, np.nan, 0.7
-    go, scale = S.step_gate(1.0, 99.0, scalars, grads, ranges, partials)
+    go, scale = S.step_gate(1.0, 99.0, scalars, True, grads, ranges, partials)
     expected = np.sqrt(0.5**2 + 1.0**2 + 1.0**2)  # 99, the whole buffer's norm, is not used
     assert go and scalars[S.USED_NORM] == pytest.approx(expected, rel=1e-12)
     assert scale == min(1.0, 0.7 / (scalars[S.USED_NORM] + 1e-6))
@@ -222,10 +225,10 @@ def test_the_step_kernels_give_the_same_bits_on_any_split_into_ranges(name, dtyp
             scalars = np.array([1.0, 0.01, step, np.nan, 0.5, np.nan])  # armed, lr, step, clip by value
             r = np.array(ranges, np.int64)
             if name == "sgd":
-                S.sgd_step(1.0, 1.0, scalars, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True)
+                S.sgd_step(1.0, 1.0, scalars, True, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True)
             else:
                 S.adam_step(
-                    1.0, 1.0, scalars, r, partials, params, grads.copy(), *state, state[0][:0], 0.9, 0.999, 1e-8,
+                    1.0, 1.0, scalars, True, r, partials, params, grads.copy(), *state, state[0][:0], 0.9, 0.999, 1e-8,
                     1e-3, n // 2, True, False,
                 )  # fmt: skip
         results.append((params, *state))
