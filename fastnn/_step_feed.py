@@ -29,10 +29,29 @@ _COUNT_KERNELS = {
 }
 
 
+#: the count kernel of a loss's weighted targets (label, weight) / (k targets, weight), by its base's
+_WEIGHTED_COUNT_KERNELS = {
+    loss_kernels.accuracy_count: loss_kernels.weighted_accuracy_count,
+    loss_kernels.binary_accuracy_count: loss_kernels.binary_accuracy_count,  # reads the first k columns only
+}
+
+
+def count_kernel(loss):
+    """The kernel counting ``loss``'s correct classifications inside the step's call: a built-in
+    ``correct_count`` (cross-entropy, binary cross-entropy, or either under sample weights); None
+    when the count comes from Python (a subclass overriding it) or there is none."""
+    base = losses.base_of(loss)
+    kernel = _COUNT_KERNELS.get(type(base).correct_count)
+    if loss is base or kernel is None:
+        return kernel
+    if type(loss).correct_count is not losses.SampleWeighted.correct_count:
+        return None
+    return _WEIGHTED_COUNT_KERNELS[kernel]
+
+
 def counts_inside(loss) -> bool:
-    """Whether ``loss``'s correct count has a kernel the step's call can run (a built-in
-    ``correct_count``: cross-entropy and binary cross-entropy)."""
-    return type(loss).correct_count in _COUNT_KERNELS
+    """Whether ``loss``'s correct count has a kernel the step's call can run (:func:`count_kernel`)."""
+    return count_kernel(loss) is not None
 
 
 def _shifted(calls, by: int) -> list:
@@ -66,7 +85,7 @@ def gathering_runner(model, plan, count: bool) -> CallRunner:
     calls = [gather, *_shifted(run.calls, 1)]
     if count:
         out, target, _ = model.loss_rows(plan.out, plan.y)
-        calls.append((_COUNT_KERNELS[type(model.loss).correct_count], (out, target)))
+        calls.append((count_kernel(model.loss), (out, target)))
         calls.append((add_to_total, (Result(len(calls) - 1), Given(5))))
     returns = tuple(i + 1 for i in run.returns)
     return CallRunner(calls, returns=returns)

@@ -319,7 +319,9 @@ def binary_accuracy_count(logits, targets):
 # "sum": the base's "sum" gradient times w_i. A batch of zero weights contributes 0.
 
 
-@njit(**JIT_EXACT)  # no reassoc: the order of the additions is the point
+# No reassoc (the order of the additions is the point); typed ahead: a recursive kernel without
+# signatures, cached, left its callers an unresolved symbol ("LLVM ERROR: Symbol not found").
+@njit(["float64(float64[:, ::1], int64, int64)", "float64(float64[:, :], int64, int64)"], **JIT_EXACT)
 def weight_sum(target, lo, n):
     """NumPy's pairwise sum of the weights target[lo:lo + n, -1] (float64), bit for bit what
     ``target[lo:lo + n, -1].sum()`` gives: blocks of <= 128 summed by 8 accumulators, halves above."""
@@ -354,10 +356,9 @@ def weight_sum(target, lo, n):
 
 
 @njit(**JIT_EXACT)
-def _weigh(target, grad, rows, per_sample, mean, compute_grad):
-    """The weighted loss from the per-sample losses ``rows`` (m,) float64; each row of the base
-    gradient ``grad`` (m, c) scaled by its weight (see above)."""
-    m = grad.shape[0]
+def _weigh(m, target, grad, rows, per_sample, mean, compute_grad):
+    """The weighted loss of ``m`` rows from their losses ``rows`` (>= m,) float64; with
+    ``compute_grad``, each row of the base gradient ``grad`` (m, c) scaled by its weight (see above)."""
     w = target.shape[1] - 1
     value = 0.0
     for i in range(m):
@@ -391,7 +392,7 @@ def weighted_cross_entropy(logits, target, grad, partials, labels, rows, mean, c
     if compute_grad:
         cross_entropy_forward_backward(logits, own, grad, partials, mean, True)
     cross_entropy_rows(logits, own, rows)
-    return _weigh(target, grad, rows, 1, mean, compute_grad)
+    return _weigh(m, target, grad, rows, 1, mean, compute_grad)
 
 
 @njit(**JIT)
@@ -409,7 +410,7 @@ def weighted_elementwise_loss(pred, target, grad, partials, base, rows, code, de
     if compute_grad:
         elementwise_loss(pred, base, grad, partials, code, delta, mean, True)
     elementwise_loss_rows(pred, base, rows, code, delta)
-    return _weigh(target, grad, rows, k, mean, compute_grad)
+    return _weigh(m, target, grad, rows, k, mean, compute_grad)
 
 
 @njit(**JIT)
