@@ -138,9 +138,9 @@ def test_gradient_finite_differences(name, mean):
         plus, minus = pred.copy(), pred.copy()
         plus[idx] += eps
         minus[idx] -= eps
-        numeric[idx] = (_kernel(name, plus, target, weights, mean)[0] - _kernel(name, minus, target, weights, mean)[0]) / (
-            2 * eps
-        )
+        numeric[idx] = (
+            _kernel(name, plus, target, weights, mean)[0] - _kernel(name, minus, target, weights, mean)[0]
+        ) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
@@ -154,7 +154,9 @@ def test_compute_grad_false_leaves_grad_untouched(name):
     if kind == CLASSES:
         again = weighted_cross_entropy(pred, wt, placeholder, partials, np.zeros(9, np.int64), rows, True, False)
     else:
-        again = weighted_elementwise_loss(pred, wt, placeholder, partials, np.zeros_like(pred), rows, code, 1.0, True, False)
+        again = weighted_elementwise_loss(
+            pred, wt, placeholder, partials, np.zeros_like(pred), rows, code, 1.0, True, False
+        )
     assert again == value
     assert value == _kernel(name, pred, target, weights)[0]
 
