@@ -656,13 +656,12 @@ class SampleWeighted(Loss):
         if not isinstance(output, np.ndarray):  # a device's output: weighed on the host
             return self._on_host, (output, target, grad, compute_grad)
         m = output.shape[0]
-        partials, rows = self._scratch(m), self._rows(m)
+        rows = self._rows(m)
         if self._classes:
             return K.weighted_cross_entropy, (
                 output,
                 target,
                 grad,
-                partials,
                 self._work(("labels", m), (m,), np.int64),
                 rows,
                 self.reduction == "mean",
@@ -673,7 +672,6 @@ class SampleWeighted(Loss):
             output,
             target,
             grad,
-            partials,
             self._work(("targets", output.shape, output.dtype), output.shape, output.dtype),
             rows,
             base.code,

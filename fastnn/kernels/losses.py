@@ -377,39 +377,62 @@ def _weigh(m, target, grad, rows, per_sample, mean, compute_grad):
     return value / divisor
 
 
-@njit(**JIT)
-def weighted_cross_entropy(logits, target, grad, partials, labels, rows, mean, compute_grad):
+@njit(**JIT_PARALLEL)
+def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_grad):
     """Softmax cross-entropy with a weight per sample; returns the loss (float64), writes its gradient.
 
     logits (m, c) float32/float64, target (m, 2) float64 rows (label, weight), grad (m, c) of the
-    logits' dtype, partials (>= n_partials(m),) float64, labels (>= m,) int64 and rows (>= m,)
-    float64 scratch (written). The base rule is :func:`cross_entropy_forward_backward`'s.
+    logits' dtype (ignored when ``compute_grad`` is False), labels (>= m,) int64 and rows (>= m,)
+    float64 scratch (written). One pass of :func:`cross_entropy_row` per row gives the row's loss and
+    the base gradient (:func:`cross_entropy_forward_backward`'s, bit for bit); rows in parallel only
+    for a large batch (each row its own, so any thread count gives the same bits).
     """
-    m = logits.shape[0]
+    m, c = logits.shape
     for i in range(m):
         labels[i] = np.int64(target[i, 0])
-    own = labels[:m]
-    if compute_grad:
-        cross_entropy_forward_backward(logits, own, grad, partials, mean, True)
-    cross_entropy_rows(logits, own, rows)
+    scale = like(1.0 / m if mean else 1.0, logits)
+    if m * c < PARALLEL_MIN_ELEMENTS:
+        for i in range(m):
+            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+    else:
+        for i in prange(m):
+            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
     return _weigh(m, target, grad, rows, 1, mean, compute_grad)
 
 
-@njit(**JIT)
-def weighted_elementwise_loss(pred, target, grad, partials, base, rows, code, delta, mean, compute_grad):
+@njit(**JIT_INLINE)
+def _weighted_elementwise_row(pred, base, grad, code, delta, scale, compute_grad, i):
+    """Row ``i``'s loss (float64 sum of loss_term); grad[i] = loss_grad_term (elementwise_loss's rule)."""
+    total = 0.0
+    for j in range(pred.shape[1]):
+        total += loss_term(code, pred[i, j], base[i, j], delta)
+    if compute_grad:
+        for j in range(pred.shape[1]):
+            grad[i, j] = loss_grad_term(code, pred[i, j], base[i, j], delta, scale)
+    return total
+
+
+@njit(**JIT_PARALLEL)
+def weighted_elementwise_loss(pred, target, grad, base, rows, code, delta, mean, compute_grad):
     """Elementwise loss ``code`` with a weight per sample; returns the loss (float64), writes its gradient.
 
-    pred, grad (m, k) float32/float64, target (m, k + 1) float64 rows (k targets, weight), partials
-    (>= n_partials(m),) float64, base (m, k) of pred's dtype and rows (>= m,) float64 scratch
-    (written). The base rule is :func:`elementwise_loss`'s; ``delta`` is Huber's threshold.
+    pred, grad (m, k) float32/float64 (grad ignored when ``compute_grad`` is False), target (m, k + 1)
+    float64 rows (k targets, weight), base (m, k) of pred's dtype and rows (>= m,) float64 scratch
+    (written); ``delta`` is Huber's threshold. One pass per row gives the row's loss
+    (:func:`elementwise_loss_rows`'s) and the base gradient (:func:`elementwise_loss`'s, bit for bit).
     """
     m, k = pred.shape
     for i in range(m):
         for j in range(k):
             base[i, j] = target[i, j]
-    if compute_grad:
-        elementwise_loss(pred, base, grad, partials, code, delta, mean, True)
-    elementwise_loss_rows(pred, base, rows, code, delta)
+    d = like(delta, pred)
+    scale = 1.0 / (m * k) if mean else 1.0
+    if m * k < PARALLEL_MIN_ELEMENTS:
+        for i in range(m):
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
+    else:
+        for i in prange(m):
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
     return _weigh(m, target, grad, rows, k, mean, compute_grad)
 
 

@@ -7,9 +7,11 @@ the weights differs: BLAS's ddot there, row order here; the summation-order boun
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
+from fastnn._config import PARALLEL_MIN_ELEMENTS
 from fastnn.kernels.losses import (
     CLASSES,
     LOSSES,
@@ -55,14 +57,14 @@ def _kernel(name, pred, target, weights, mean=True, compute_grad=True, delta=1.0
     code, kind = LOSSES[name]
     grad = np.full_like(pred, np.nan)
     m = pred.shape[0]
-    partials, rows = np.full(n_partials(m), np.nan), np.full(m + 2, np.nan)  # scratch may be longer
+    rows = np.full(m + 2, np.nan)  # scratch may be longer
     wt = _weighted(target, weights)
     if kind == CLASSES:
         labels = np.full(m + 1, -1, np.int64)
-        value = weighted_cross_entropy(pred, wt, grad, partials, labels, rows, mean, compute_grad)
+        value = weighted_cross_entropy(pred, wt, grad, labels, rows, mean, compute_grad)
     else:
         base = np.full_like(pred, np.nan)
-        value = weighted_elementwise_loss(pred, wt, grad, partials, base, rows, code, delta, mean, compute_grad)
+        value = weighted_elementwise_loss(pred, wt, grad, base, rows, code, delta, mean, compute_grad)
     return value, grad
 
 
@@ -150,13 +152,11 @@ def test_compute_grad_false_leaves_grad_untouched(name):
     value, grad = _kernel(name, pred, target, weights, compute_grad=False)
     assert np.isnan(grad).all()
     code, kind = LOSSES[name]  # evaluation passes a placeholder gradient of another shape
-    wt, rows, partials, placeholder = _weighted(target, weights), np.zeros(9), np.zeros(1), np.zeros((1, 1))
+    wt, rows, placeholder = _weighted(target, weights), np.zeros(9), np.zeros((1, 1))
     if kind == CLASSES:
-        again = weighted_cross_entropy(pred, wt, placeholder, partials, np.zeros(9, np.int64), rows, True, False)
+        again = weighted_cross_entropy(pred, wt, placeholder, np.zeros(9, np.int64), rows, True, False)
     else:
-        again = weighted_elementwise_loss(
-            pred, wt, placeholder, partials, np.zeros_like(pred), rows, code, 1.0, True, False
-        )
+        again = weighted_elementwise_loss(pred, wt, placeholder, np.zeros_like(pred), rows, code, 1.0, True, False)
     assert again == value
     assert value == _kernel(name, pred, target, weights)[0]
 
@@ -166,3 +166,23 @@ def test_weighted_accuracy_count_reads_the_label_column(dtype):
     for shape in [(1, 3), (9, 4), (130, 2)]:
         pred, labels, weights = _data("cross_entropy", shape, dtype)
         assert weighted_accuracy_count(pred, _weighted(labels, weights)) == ref.accuracy_count(pred, labels)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parallel_rows_are_bit_identical_on_one_and_two_threads(name):
+    shape = (1000, 70)
+    assert shape[0] * shape[1] >= PARALLEL_MIN_ELEMENTS  # the prange branch
+    pred, target, weights = _data(name, shape, np.float32, seed=3)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _kernel(name, pred, target, weights)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _kernel(name, pred, target, weights)
+    finally:
+        numba.set_num_threads(threads)
+    assert one[0] == two[0]
+    np.testing.assert_array_equal(one[1], two[1])
+    want_value, want_grad = _numpy_formula(name, pred, target, weights)
+    np.testing.assert_array_equal(two[1], want_grad)
+    assert abs(two[0] - want_value) <= shape[0] * np.spacing(abs(want_value))
