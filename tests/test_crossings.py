@@ -45,6 +45,8 @@ CASES = {
     "class_weight": ("cross_entropy", {"class_weight": {0: 1.0, 1: 2.0, 2: 0.5}}),
     "weighted_mse": ("mse", {"sample_weight": WEIGHTS}),
     "weighted_bce": ("binary_cross_entropy", {"sample_weight": WEIGHTS}),
+    "unshuffled": ("cross_entropy", {"shuffle": False}),
+    "unshuffled_weighted": ("cross_entropy", {"shuffle": False, "class_weight": {0: 1.0, 1: 2.0, 2: 0.5}}),
 }
 
 
