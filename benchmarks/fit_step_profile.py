@@ -8,6 +8,7 @@ gathered with ``np.take`` and counted from Python, or both inside the step's cal
     python benchmarks/fit_step_profile.py --configs tiny,tiny-ce,mlp --threads 1
 
 ``tiny-ce`` is tiny with two outputs and cross-entropy (so fit also counts the correct ones).
+``--sample-weight`` fits with a weight per sample (the weighted loss; "step call" stays the plain step).
 CPU time of the calling thread (``time.thread_time``): use --threads 1. ``--fuse always`` (the
 default) times the steady state of a fused fit: every runner fused at once, as a long fit's are
 after their tier-up (``auto`` fuses only where the fit's steps pay for the compile).
@@ -48,27 +49,29 @@ def _armed_call(model, plan, xb, yb):
     return plan.run(*plan.inputs(xb, yb))
 
 
-def _fit(model, X, y, batch, inside):
+def _fit(model, X, y, batch, inside, weights=None):
     if inside is not None:
         training.ArrayBatches.gather_inside = inside
-    model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
+    options = {} if weights is None else {"sample_weight": weights[: X.shape[0]]}
+    model.fit(X, y, epochs=1, batch_size=batch, verbose=0, **options)
 
 
-def profile(name: str, steps: int, repeats: int) -> list[str]:
+def profile(name: str, steps: int, repeats: int, weighted: bool = False) -> list[str]:
     """Table rows of config ``name``: per path (the batch gathered in Python with np.take, or
     inside the step's call, when this version has both), interleaved in one process."""
     cfg = _config(name)
     batch = cfg.batch
     X, y = _data(cfg, 2 * steps * batch)
     short = (np.ascontiguousarray(X[: steps * batch]), np.ascontiguousarray(y[: steps * batch]))
+    weights = np.linspace(0.5, 2.0, X.shape[0]) if weighted else None
     paths = {"np.take": False, "inside": True} if hasattr(training.ArrayBatches, "gather_inside") else {"np.take": None}
     cases, models = {}, {}
     for path, inside in paths.items():
         model = models[path] = build_fastnn(cfg)
         for _ in range(3):  # compiles and loads
-            _fit(model, X, y, batch, inside)
-        cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside)
-        cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside)
+            _fit(model, X, y, batch, inside, weights)
+        cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside, weights)
+        cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside, weights)
     model = models["np.take"]
     plan = model.step_plan(batch)
     xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
@@ -93,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=128, help="batches of the short epoch (mlp: a quarter)")
+    parser.add_argument("--sample-weight", action="store_true", help="fit with a weight per sample")
     parser.add_argument("--fuse", default="always", choices=["always", "auto", "never"], help="fastnn._config.FUSE")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
@@ -100,7 +104,8 @@ def main(argv=None) -> int:
 
     _config.FUSE = args.fuse
     print(
-        f"## fit() per step, {args.threads} thread(s), FUSE={args.fuse}, CPU time of the calling thread, median of "
+        f"## fit() per step{' with sample weights' if args.sample_weight else ''}, {args.threads} thread(s), "
+        f"FUSE={args.fuse}, CPU time of the calling thread, median of "
         f"{args.repeats} interleaved blocks\n"
     )
     print(
@@ -109,10 +114,11 @@ def main(argv=None) -> int:
     )
     for name in args.configs.split(","):
         steps = max(1, args.steps // 4) if name == "mlp" else args.steps
-        print("\n".join(profile(name, steps, args.repeats)), flush=True)
+        print("\n".join(profile(name, steps, args.repeats, args.sample_weight)), flush=True)
     print(
         f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
-        f"--fuse {args.fuse} --steps {args.steps} --repeats {args.repeats}`"
+        f"--fuse {args.fuse} --steps {args.steps} --repeats {args.repeats}"
+        f"{' --sample-weight' if args.sample_weight else ''}`"
     )
     return 0
 

@@ -16,7 +16,7 @@ from fastnn._config import REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import ACTIVATIONS, activation_backward, activation_forward
 from fastnn.kernels.dense import dense_backward, dense_forward
 from fastnn.kernels.elementwise import add
-from fastnn.kernels.losses import cross_entropy_forward_backward, n_partials
+from fastnn.kernels.losses import cross_entropy_forward_backward, cross_entropy_rows, n_partials, weighted_cross_entropy
 
 BATCH, IN, OUT = 128, 784, 256
 DENSE_GROUP = f"dense {IN}->{OUT} relu, batch {BATCH}, float32, forward+backward"
@@ -154,6 +154,58 @@ def test_cross_entropy_fastnn(benchmark, logits_labels):
     partials = np.empty(n_partials(logits.shape[0]))
     loss = _run(benchmark, cross_entropy_forward_backward, logits, labels, grad, partials, True, True)
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
+WEIGHTED_GROUP = "sample-weighted cross-entropy 128x10 float32, loss+gradient"
+
+
+def _weighted_targets(logits_labels):
+    labels = logits_labels[1]
+    return np.column_stack([labels, np.linspace(0.5, 2.0, labels.shape[0])]).astype(np.float64)
+
+
+@pytest.mark.benchmark(group=WEIGHTED_GROUP)
+def test_weighted_cross_entropy_fastnn(benchmark, logits_labels):
+    logits, m = logits_labels[0], logits_labels[0].shape[0]
+    grad, labels, rows = np.empty_like(logits), np.empty(m, np.int64), np.empty(m)
+    target = _weighted_targets(logits_labels)
+    loss = _run(benchmark, weighted_cross_entropy, logits, target, grad, labels, rows, True, True)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.benchmark(group=WEIGHTED_GROUP)
+def test_weighted_cross_entropy_numpy_formula(benchmark, logits_labels):
+    """The NumPy formula the kernel replaced (kernels for the rows and the gradient, NumPy around them)."""
+    logits, m = logits_labels[0], logits_labels[0].shape[0]
+    grad, partials = np.empty_like(logits), np.empty(n_partials(m))
+    target = _weighted_targets(logits_labels)
+
+    def step():
+        labels, weights = target[:, 0].astype(np.int64), target[:, -1]
+        rows = np.empty(m)
+        cross_entropy_rows(logits, labels, rows)
+        total = float(weights.sum()) or np.inf
+        cross_entropy_forward_backward(logits, labels, grad, partials, True, True)
+        grad[...] *= (weights * (m / total)).astype(grad.dtype)[:, None]
+        return float(rows @ weights) / total
+
+    assert np.isfinite(_run(benchmark, step))
+
+
+@pytest.mark.benchmark(group=WEIGHTED_GROUP)
+def test_weighted_cross_entropy_torch(benchmark, logits_labels):
+    torch = pytest.importorskip("torch")
+    logits = torch.from_numpy(logits_labels[0]).requires_grad_(True)
+    labels, weights = torch.from_numpy(logits_labels[1]), torch.linspace(0.5, 2.0, logits_labels[1].shape[0])
+
+    def step():
+        logits.grad = None
+        rows = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        loss = (rows * weights).sum() / weights.sum()
+        loss.backward()
+        return loss.item()
+
+    assert np.isfinite(_run(benchmark, step))
 
 
 @pytest.mark.benchmark(group="cross-entropy 128x10 float32, loss+gradient")

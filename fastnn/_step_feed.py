@@ -29,10 +29,29 @@ _COUNT_KERNELS = {
 }
 
 
+#: the count kernel of a loss's weighted targets (label, weight) / (k targets, weight), by its base's
+_WEIGHTED_COUNT_KERNELS = {
+    loss_kernels.accuracy_count: loss_kernels.weighted_accuracy_count,
+    loss_kernels.binary_accuracy_count: loss_kernels.binary_accuracy_count,  # reads the first k columns only
+}
+
+
+def count_kernel(loss):
+    """The kernel counting ``loss``'s correct classifications inside the step's call: a built-in
+    ``correct_count`` (cross-entropy, binary cross-entropy, or either under sample weights); None
+    when the count comes from Python (a subclass overriding it) or there is none."""
+    base = losses.base_of(loss)
+    kernel = _COUNT_KERNELS.get(type(base).correct_count)
+    if loss is base or kernel is None:
+        return kernel
+    if type(loss).correct_count is not losses.SampleWeighted.correct_count:
+        return None
+    return _WEIGHTED_COUNT_KERNELS[kernel]
+
+
 def counts_inside(loss) -> bool:
-    """Whether ``loss``'s correct count has a kernel the step's call can run (a built-in
-    ``correct_count``: cross-entropy and binary cross-entropy)."""
-    return type(loss).correct_count in _COUNT_KERNELS
+    """Whether ``loss``'s correct count has a kernel the step's call can run (:func:`count_kernel`)."""
+    return count_kernel(loss) is not None
 
 
 def _shifted(calls, by: int) -> list:
@@ -66,10 +85,34 @@ def gathering_runner(model, plan, count: bool) -> CallRunner:
     calls = [gather, *_shifted(run.calls, 1)]
     if count:
         out, target, _ = model.loss_rows(plan.out, plan.y)
-        calls.append((_COUNT_KERNELS[type(model.loss).correct_count], (out, target)))
+        calls.append((count_kernel(model.loss), (out, target)))
         calls.append((add_to_total, (Result(len(calls) - 1), Given(5))))
     returns = tuple(i + 1 for i in run.returns)
     return CallRunner(calls, returns=returns)
+
+
+def counting_runner(model, plan) -> CallRunner:
+    """The runner of ``plan``'s calls on a batch read in place (its slots, or copied into its
+    buffers) with the loss's count kernel after them, added to ``totals[0]``: arguments as
+    ``plan.run``'s, then ``totals``; returns (loss, gradient norm) as ``plan.run`` does.
+
+    Parameters
+    ----------
+    model : Sequential
+        The plan's model (its loss has a count kernel: :func:`count_kernel`).
+    plan : _StepPlan
+        A step plan of the model, its ``run`` built.
+
+    Returns
+    -------
+    CallRunner
+        The runner (it tiers up on its own).
+    """
+    run = plan.run
+    out, target, _ = model.loss_rows(plan.out, plan.y)
+    calls = [*run.calls, (count_kernel(model.loss), (out, target))]
+    calls.append((add_to_total, (Result(len(calls) - 1), Given(0))))
+    return CallRunner(calls, returns=run.returns, slots=run.slots)
 
 
 class StepFeed:
@@ -83,8 +126,9 @@ class StepFeed:
         (n, *input_shape) checked inputs, C-contiguous.
     y : numpy.ndarray
         (n, ...) checked targets, C-contiguous.
-    order : numpy.ndarray
-        (n,) int64: the epoch's order of the rows, refilled each epoch by the caller.
+    order : numpy.ndarray or None
+        (n,) int64: the epoch's order of the rows, refilled each epoch by the caller; None for an
+        unshuffled fit (its steps are armed by :meth:`arm_count` only).
     count : bool
         Count the correct classifications inside the call when the loss has a count kernel
         (False: under MPI, where the count is the global batch's).
@@ -104,7 +148,7 @@ class StepFeed:
     (True, True)
     """
 
-    def __init__(self, model, X: np.ndarray, y: np.ndarray, order: np.ndarray, count: bool):
+    def __init__(self, model, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, count: bool):
         self.model = model
         self.x_all, self.y_all = X.reshape(X.shape[0], -1), y.reshape(y.shape[0], -1)
         self.order = order
@@ -114,6 +158,17 @@ class StepFeed:
         self.plan = None  # the armed plan
         self.counted = False  # the last step's count is in totals
         self.classifies = True  # the loss counts correct classifications (False: its count is None)
+
+    def arm_count(self, plan) -> None:
+        """Make the next :meth:`run` of ``plan`` count its batch's correct classifications inside
+        its call, the batch given as ``run_step`` takes it (an unshuffled fit: rows read in place).
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan of the batch's size.
+        """
+        plan.feed, self.rows, self.plan = self, None, plan
 
     def arm(self, plan, lo: int, hi: int) -> None:
         """Make the next :meth:`run` of ``plan`` gather the rows ``order[lo:hi]`` into its buffers.
@@ -156,7 +211,16 @@ class StepFeed:
         """
         rows, self.rows, self.plan, plan.feed = self.rows, None, None, None
         counts = type(self.model.loss).correct_count
-        self.counted, self.classifies = False, counts is not losses.Loss.correct_count
+        base_counts = type(losses.base_of(self.model.loss)).correct_count  # (a weighted MSE counts nothing)
+        self.counted = False
+        self.classifies = counts is not losses.Loss.correct_count and base_counts is not losses.Loss.correct_count
+        if rows is None and self.count and counts_inside(self.model.loss):  # the batch as given, counted inside
+            cached = plan.counting
+            if cached is None or cached[0] is not plan.run:
+                cached = plan.counting = (plan.run, counting_runner(self.model, plan))
+            result = cached[1](*plan.inputs(xb, yb), self.totals)
+            self.counted = True
+            return result
         if rows is None or xb is not plan.x or yb is not plan.y:
             return plan.run(*plan.inputs(xb, yb))
         count = self.count and counts_inside(self.model.loss)

@@ -576,7 +576,9 @@ class SampleWeighted(Loss):
     Targets are float64 rows (m, t + 1): the base target (a label, or k values) then the weight
     (:func:`weighted_targets`), so shuffling and batching keep each weight with its sample. The
     gradient is the base kernel's, each row scaled by its weight; the value comes from the
-    per-sample loss kernels. Runs on the host (a device's output is copied over and back).
+    per-sample loss kernels, all in one kernel (``kernels.losses.weighted_cross_entropy`` or
+    ``weighted_elementwise_loss``), so a step plan with it still fuses. Runs on the host (a device's
+    output is copied over and back).
     ``get_config`` is the base's: weights are data of one fit, a saved model keeps the plain loss.
 
     Parameters
@@ -610,6 +612,7 @@ class SampleWeighted(Loss):
         self.base = base
         self.is_classification = base.is_classification
         self._classes = K.LOSSES[base.name][1] == K.CLASSES
+        self._workspace: dict = {}  # host scratch of the kernels, per batch size
 
     def target_spec(self, n_outputs, dtype):
         trailing, _ = self.base.target_spec(n_outputs, dtype)
@@ -650,11 +653,53 @@ class SampleWeighted(Loss):
         return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
 
     def call(self, output, target, grad, compute_grad=True):
-        return self._on_host, (output, target, grad, compute_grad)
+        if not isinstance(output, np.ndarray):  # a device's output: weighed on the host
+            return self._on_host, (output, target, grad, compute_grad)
+        m = output.shape[0]
+        rows = self._rows(m)
+        if self._classes:
+            return K.weighted_cross_entropy, (
+                output,
+                target,
+                grad,
+                self._work(("labels", m), (m,), np.int64),
+                rows,
+                self.reduction == "mean",
+                compute_grad,
+            )
+        base = self._elementwise_base()
+        return K.weighted_elementwise_loss, (
+            output,
+            target,
+            grad,
+            self._work(("targets", output.shape, output.dtype), output.shape, output.dtype),
+            rows,
+            base.code,
+            base.delta,
+            self.reduction == "mean",
+            compute_grad,
+        )
+
+    def _rows(self, m: int) -> np.ndarray:
+        """(m,) float64 scratch of the per-sample losses."""
+        return self._work(("rows", m), (m,), np.float64)
+
+    def _work(self, key, shape, dtype) -> np.ndarray:
+        """A host scratch array kept per ``key`` (step plans record the call once and reuse it)."""
+        work = self._workspace
+        arr = work.get(key)
+        if arr is None:
+            if len(work) >= 32:  # many batch sizes (predict's chunks, a stream): start over
+                work.clear()
+            arr = work[key] = np.zeros(shape, dtype)
+        return arr
+
+    def _elementwise_base(self) -> _Elementwise:
+        if not isinstance(self.base, _Elementwise):  # __init__ admits built-in losses only
+            raise TypeError(f"SampleWeighted cannot weight {type(self.base).__name__}: use a built-in loss")
+        return self.base
 
     def _on_host(self, output, target, grad, compute_grad):
-        if isinstance(output, np.ndarray):
-            return self._weighted(output, target, grad, compute_grad)
         host_grad = np.empty(output.shape, output.dtype)
         value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad)
         if compute_grad:
@@ -662,26 +707,8 @@ class SampleWeighted(Loss):
         return value
 
     def _weighted(self, output, target, grad, compute_grad) -> float:
-        labels, weights = self.split(target, output.dtype)
-        m = output.shape[0]
-        rows = np.empty(m)
-        if self._classes:
-            K.cross_entropy_rows(output, labels, rows)
-            per_sample = 1
-        else:
-            if not isinstance(self.base, _Elementwise):  # __init__ admits built-in losses only
-                raise TypeError(f"SampleWeighted cannot weight {type(self.base).__name__}: use a built-in loss")
-            K.elementwise_loss_rows(output, labels, rows, self.base.code, self.base.delta)
-            per_sample = output.shape[1]
-        if self.reduction == "mean":  # the base divides by m (times k): divide by the weight sum instead
-            total = float(weights.sum()) or np.inf  # a batch of zero weights contributes nothing
-            grad_factor, value_divisor = m / total, total * per_sample  # m / m == 1: unit weights give the base's bits
-        else:
-            grad_factor, value_divisor = 1.0, 1.0
-        if compute_grad:
-            self.base.forward_backward(output, labels, grad, True)
-            grad *= (weights * grad_factor).astype(grad.dtype)[:, None]
-        return float(rows @ weights) / value_divisor
+        fn, args = self.call(output, target, grad, compute_grad)
+        return float(fn(*args))
 
     def correct_count(self, output, target):
         return self.base.correct_count(output, self.split(backend.to_host(target), output.dtype)[0])

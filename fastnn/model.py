@@ -74,6 +74,7 @@ class _StepPlan:
         "backward",
         "calls",
         "contexts",
+        "counting",
         "feed",
         "forward",
         "gathering",
@@ -93,6 +94,7 @@ class _StepPlan:
         self.calls = [*forward, loss_call, *backward, norm_call]
         self.run, self.token = None, None
         self.feed = self.gathering = None  # fit's fastnn._step_feed: armed for a step; its runner of this plan
+        self.counting = None  # fastnn._step_feed's runner of this plan that counts the batch read in place
 
     def with_optimizer(self, optimizer, token) -> _StepPlan:
         """This plan with ``optimizer``'s update as its last call (none for a None ``token``);

@@ -577,6 +577,10 @@ class ArrayBatches:
             if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
                 yield (b, *feeder.load(plan, lo, hi, order))
             elif order is None:
+                if plan is not None and self.gather_inside and self.shard is None:  # counted inside the call
+                    if self.feed is None:
+                        self.feed = StepFeed(model, X, y, None, count=True)
+                    self.feed.arm_count(plan)
                 yield b, X[lo:hi], y[lo:hi]
             elif plan is not None and not self.gather_inside:  # gathered here into the plan's buffers
                 yield b, np.take(X, order[lo:hi], axis=0, out=plan.x), np.take(y, order[lo:hi], axis=0, out=plan.y)

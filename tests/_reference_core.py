@@ -194,6 +194,25 @@ LOSS_REFERENCES = {
 }
 
 
+def weighted_loss(name, pred, target, weights, reduction="mean", delta=1.0):
+    """Loss ``name`` with a weight per sample: (loss, gradient). "mean": sum_i w_i l_i / sum_i w_i,
+    l_i the sample's loss (over its k outputs / k for elementwise losses), 0 when every weight is 0;
+    "sum": sum_i w_i l_i (l_i summed over the k outputs)."""
+    pred, weights = _f64(pred), _f64(weights)
+    m = pred.shape[0]
+    rows, grads = np.empty(m), np.empty_like(pred)
+    for i in range(m):
+        if name == "huber":
+            rows[i], grads[i] = huber(pred[i : i + 1], target[i : i + 1], "sum", delta)
+        else:
+            rows[i], grads[i] = LOSS_REFERENCES[name](pred[i : i + 1], target[i : i + 1], "sum")
+    per_sample = 1 if name == "cross_entropy" else pred.shape[1]
+    divisor = weights.sum() * per_sample if reduction == "mean" else 1.0
+    if divisor == 0:
+        return 0.0, np.zeros_like(pred)
+    return float(rows @ weights) / divisor, grads * weights[:, None] / divisor
+
+
 def accuracy_count(logits, labels):
     """Rows whose argmax (first maximum) equals the label."""
     return int((np.argmax(_f64(logits), axis=1) == np.asarray(labels)).sum())

@@ -63,6 +63,7 @@ MODELS = {"labels": _labels, "values": _values, "binary": _binary, "samples_2d":
 
 
 def _fit(make, dtype, gather_inside, **options):
+    name = make.__name__.lstrip("_")
     model, shape, targets = make(dtype)
     r = np.random.default_rng(7)
     n = 37  # batches of 8: the last one has 5 rows
@@ -71,12 +72,14 @@ def _fit(make, dtype, gather_inside, **options):
     built = []  # the gathering runners fit built
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training.ArrayBatches, "gather_inside", gather_inside)
-        make_runner = _step_feed.gathering_runner
-        patch.setattr(_step_feed, "gathering_runner", lambda *a: built.append(make_runner(*a)) or built[-1])
-        if gather_inside and "sample_weight" not in options:  # the count comes from inside the call
+        for maker in ("gathering_runner", "counting_runner"):  # (the latter: shuffle=False)
+            make = getattr(_step_feed, maker)
+            patch.setattr(_step_feed, maker, lambda *a, make=make: built.append(make(*a)) or built[-1])
+        if gather_inside:  # the count comes from inside the call (with sample weights too)
             patch.setattr(model, "correct_count", lambda *a: pytest.fail("counted from Python"))
         history = model.fit(X, y, epochs=2, batch_size=8, verbose=0, **options)
-    assert bool(built) == gather_inside  # for each batch size: the full batches and the last one
+    counted = name != "values" or options.get("shuffle", True)  # unshuffled: a runner only to count
+    assert bool(built) == (gather_inside and counted)  # for each batch size: the full batches and the last one
     assert all(runner.fused == (_config.FUSE == "always") for runner in built)
     return model, dict(history.history)
 
@@ -130,3 +133,18 @@ def test_a_fit_left_early_leaves_no_step_armed_and_steps_on_other_arrays_read_th
     loss, out = model.run_step(xb, yb, update=False)  # not the plan's buffers: read as given, no gather
     assert plan.feed is None and not feed.counted
     np.testing.assert_allclose(out, model.predict(xb), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["labels", "binary", "positions", "values"])
+def test_unshuffled_fit_counts_inside_the_call_alike(name):
+    """shuffle=False: the batch read in place, its correct count added inside the same call."""
+    if name != "positions":  # (sample weights take one target row per sample)
+        weights = np.linspace(0.5, 2.0, 37)
+        inside, logs_inside = _fit(MODELS[name], "float32", True, shuffle=False, sample_weight=weights)
+        outside, logs_outside = _fit(MODELS[name], "float32", False, shuffle=False, sample_weight=weights)
+        np.testing.assert_array_equal(inside.params, outside.params)
+        assert logs_inside == logs_outside
+    inside, logs_inside = _fit(MODELS[name], "float64", True, shuffle=False)
+    outside, logs_outside = _fit(MODELS[name], "float64", False, shuffle=False)
+    np.testing.assert_array_equal(inside.params, outside.params)
+    assert logs_inside == logs_outside

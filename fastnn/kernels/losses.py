@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
+from .._config import JIT, JIT_EXACT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
 from ._scalar import halved_difference, is_finite, like, n_chunks, sub_shifted, wide
 from .activations import sigmoid
 
@@ -274,16 +274,21 @@ def elementwise_loss_rows(pred, target, out, code, delta):
 @njit(**JIT)
 def accuracy_count(logits, labels):
     """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64)."""
-    m, c = logits.shape
     hits = 0
-    for i in range(m):
-        best = 0
-        for j in range(1, c):
-            if logits[i, j] > logits[i, best]:
-                best = j
-        if best == labels[i]:
+    for i in range(logits.shape[0]):
+        if row_argmax(logits, i) == labels[i]:
             hits += 1
     return hits
+
+
+@njit(**JIT_INLINE)
+def row_argmax(logits, i):
+    """The column of row ``i``'s first maximum."""
+    best = 0
+    for j in range(1, logits.shape[1]):
+        if logits[i, j] > logits[i, best]:
+            best = j
+    return best
 
 
 @njit(**JIT)
@@ -302,6 +307,142 @@ def binary_accuracy_count(logits, targets):
         while j < k and (logits[i, j] > zero) == (targets[i, j] > half):
             j += 1
         if j == k:
+            hits += 1
+    return hits
+
+
+# ---------------------------------------------------------------------------- sample weights
+# Weighted targets are float64 rows (m, t + 1): the base target (a label, or k values), then the
+# sample's weight (fastnn.losses.weighted_targets). "mean" is sum_i w_i l_i / (sum_i w_i * per_sample)
+# (per_sample: 1 for cross-entropy, k for elementwise losses); the gradient is the base kernel's
+# (mean: scale 1 / m, or 1 / (m k)) times w_i m / sum_i w_i per row, cast to the gradient's dtype;
+# "sum": the base's "sum" gradient times w_i. A batch of zero weights contributes 0.
+
+
+# No reassoc (the order of the additions is the point); typed ahead: a recursive kernel without
+# signatures, cached, left its callers an unresolved symbol ("LLVM ERROR: Symbol not found").
+@njit(["float64(float64[:, ::1], int64, int64)", "float64(float64[:, :], int64, int64)"], **JIT_EXACT)
+def weight_sum(target, lo, n):
+    """NumPy's pairwise sum of the weights target[lo:lo + n, -1] (float64), bit for bit what
+    ``target[lo:lo + n, -1].sum()`` gives: blocks of <= 128 summed by 8 accumulators, halves above."""
+    if n < 8:
+        total = 0.0
+        for i in range(lo, lo + n):
+            total += target[i, -1]
+        return total
+    if n <= 128:
+        w = target.shape[1] - 1
+        r0, r1, r2, r3 = target[lo, w], target[lo + 1, w], target[lo + 2, w], target[lo + 3, w]
+        r4, r5, r6, r7 = target[lo + 4, w], target[lo + 5, w], target[lo + 6, w], target[lo + 7, w]
+        i = 8
+        while i < n - n % 8:
+            r0 += target[lo + i, w]
+            r1 += target[lo + i + 1, w]
+            r2 += target[lo + i + 2, w]
+            r3 += target[lo + i + 3, w]
+            r4 += target[lo + i + 4, w]
+            r5 += target[lo + i + 5, w]
+            r6 += target[lo + i + 6, w]
+            r7 += target[lo + i + 7, w]
+            i += 8
+        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            total += target[lo + i, w]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return weight_sum(target, lo, half) + weight_sum(target, lo + half, n - half)
+
+
+@njit(**JIT_EXACT)
+def _weigh(m, target, grad, rows, per_sample, mean, compute_grad):
+    """The weighted loss of ``m`` rows from their losses ``rows`` (>= m,) float64; with
+    ``compute_grad``, each row of the base gradient ``grad`` (m, c) scaled by its weight (see above)."""
+    w = target.shape[1] - 1
+    value = 0.0
+    for i in range(m):
+        value += rows[i] * target[i, w]
+    factor, divisor = 1.0, 1.0
+    if mean:
+        total = 0.0 + weight_sum(target, 0, m)  # 0.0 +: NumPy's reduction starts from its identity
+        if total == 0.0:
+            total = np.inf  # a batch of zero weights contributes nothing
+        factor, divisor = m / total, total * per_sample
+    if compute_grad:
+        for i in range(m):
+            scale = like(target[i, w] * factor, grad)
+            for j in range(grad.shape[1]):
+                grad[i, j] *= scale
+    return value / divisor
+
+
+@njit(**JIT_PARALLEL)
+def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_grad):
+    """Softmax cross-entropy with a weight per sample; returns the loss (float64), writes its gradient.
+
+    logits (m, c) float32/float64, target (m, 2) float64 rows (label, weight), grad (m, c) of the
+    logits' dtype (ignored when ``compute_grad`` is False), labels (>= m,) int64 and rows (>= m,)
+    float64 scratch (written). One pass of :func:`cross_entropy_row` per row gives the row's loss and
+    the base gradient (:func:`cross_entropy_forward_backward`'s, bit for bit); rows in parallel only
+    for a large batch (each row its own, so any thread count gives the same bits).
+    """
+    m, c = logits.shape
+    for i in range(m):
+        labels[i] = np.int64(target[i, 0])
+    scale = like(1.0 / m if mean else 1.0, logits)
+    if m * c < PARALLEL_MIN_ELEMENTS:
+        for i in range(m):
+            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+    else:
+        for i in prange(m):
+            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+    return _weigh(m, target, grad, rows, 1, mean, compute_grad)
+
+
+@njit(**JIT_INLINE)
+def _weighted_elementwise_row(pred, base, grad, code, delta, scale, compute_grad, i):
+    """Row ``i``'s loss (float64 sum of loss_term); grad[i] = loss_grad_term (elementwise_loss's rule)."""
+    total = 0.0
+    for j in range(pred.shape[1]):
+        total += loss_term(code, pred[i, j], base[i, j], delta)
+    if compute_grad:
+        for j in range(pred.shape[1]):
+            grad[i, j] = loss_grad_term(code, pred[i, j], base[i, j], delta, scale)
+    return total
+
+
+@njit(**JIT_PARALLEL)
+def weighted_elementwise_loss(pred, target, grad, base, rows, code, delta, mean, compute_grad):
+    """Elementwise loss ``code`` with a weight per sample; returns the loss (float64), writes its gradient.
+
+    pred, grad (m, k) float32/float64 (grad ignored when ``compute_grad`` is False), target (m, k + 1)
+    float64 rows (k targets, weight), base (m, k) of pred's dtype and rows (>= m,) float64 scratch
+    (written); ``delta`` is Huber's threshold. One pass per row gives the row's loss
+    (:func:`elementwise_loss_rows`'s) and the base gradient (:func:`elementwise_loss`'s, bit for bit).
+    """
+    m, k = pred.shape
+    for i in range(m):
+        for j in range(k):
+            base[i, j] = target[i, j]
+    d = like(delta, pred)
+    scale = 1.0 / (m * k) if mean else 1.0
+    if m * k < PARALLEL_MIN_ELEMENTS:
+        for i in range(m):
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
+    else:
+        for i in prange(m):
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
+    return _weigh(m, target, grad, rows, k, mean, compute_grad)
+
+
+@njit(**JIT)
+def weighted_accuracy_count(logits, target):
+    """Number of rows i of logits (m, c) whose argmax (first maximum) equals the label target[i, 0]
+    (weighted targets (m, 2) float64: label, weight)."""
+    hits = 0
+    for i in range(logits.shape[0]):
+        if row_argmax(logits, i) == np.int64(target[i, 0]):
             hits += 1
     return hits
 
@@ -327,6 +468,10 @@ __all__ = [
     "loss_term",
     "loss_value",
     "n_partials",
+    "weight_sum",
+    "weighted_accuracy_count",
+    "weighted_cross_entropy",
+    "weighted_elementwise_loss",
 ]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
