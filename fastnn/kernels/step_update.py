@@ -112,7 +112,20 @@ def step_gate(loss, norm, scalars, by_value, grads, ranges, partials):
 
 @njit(**JIT_EXACT)
 def sgd_step(
-    loss, norm, scalars, by_value, ranges, partials, params, grads, velocity, momentum, dampening, weight_decay, n_decay, nesterov
+    loss,
+    norm,
+    scalars,
+    by_value,
+    ranges,
+    partials,
+    params,
+    grads,
+    velocity,
+    momentum,
+    dampening,
+    weight_decay,
+    n_decay,
+    nesterov,
 ):
     """:func:`~fastnn.kernels.optim.sgd_update` on each of ``ranges`` after :func:`step_gate`;
     arrays (n,) (an empty one stays empty in every range)."""
@@ -181,7 +194,9 @@ def rmsprop_step(
 
 
 @njit(**JIT_EXACT)
-def adagrad_step(loss, norm, scalars, by_value, ranges, partials, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay):
+def adagrad_step(
+    loss, norm, scalars, by_value, ranges, partials, params, grads, state_sum, lr_decay, eps, weight_decay, n_decay
+):
     """:func:`~fastnn.kernels.optim.adagrad_update` on each of ``ranges`` after :func:`step_gate`; arrays (n,)."""
     go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:

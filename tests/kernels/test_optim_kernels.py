@@ -178,7 +178,10 @@ def test_step_gate_arms_once_skips_non_finite_steps_and_clips_as_optimizer_step(
         assert S.step_gate(loss, norm, scalars, True, grads, whole, partials) == (False, 1.0)
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))  # not clipped: no update
     scalars[S.ARMED] = 1.0
-    assert S.step_gate(1.0, 1.0, scalars, None, grads, whole, partials) == (True, 1.0)  # by_value None: no value clipping
+    assert S.step_gate(1.0, 1.0, scalars, None, grads, whole, partials) == (
+        True,
+        1.0,
+    )  # by_value None: no value clipping
     np.testing.assert_array_equal(grads, np.array([-3.0, 0.5, 2.0], dtype))
     scalars[S.ARMED] = 1.0
     assert S.step_gate(1.0, 1.0, scalars, True, grads, whole, partials) == (True, 1.0)
@@ -225,7 +228,9 @@ def test_the_step_kernels_give_the_same_bits_on_any_split_into_ranges(name, dtyp
             scalars = np.array([1.0, 0.01, step, np.nan, 0.5, np.nan])  # armed, lr, step, clip by value
             r = np.array(ranges, np.int64)
             if name == "sgd":
-                S.sgd_step(1.0, 1.0, scalars, True, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True)
+                S.sgd_step(
+                    1.0, 1.0, scalars, True, r, partials, params, grads.copy(), state[0], 0.9, 0.0, 1e-3, n // 2, True
+                )
             else:
                 S.adam_step(
                     1.0, 1.0, scalars, True, r, partials, params, grads.copy(), *state, state[0][:0], 0.9, 0.999, 1e-8,
