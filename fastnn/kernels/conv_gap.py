@@ -124,7 +124,23 @@ def conv2d_gap_forward(
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     oh, ow = y.shape[2], y.shape[3]
     _forward_product(
-        x, w2, col, zcol, 0, x.shape[0], stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w, groups, kh, kw, oh, ow
+        x,
+        w2,
+        col,
+        zcol,
+        0,
+        x.shape[0],
+        stride_h,
+        stride_w,
+        pad_top,
+        pad_left,
+        dilation_h,
+        dilation_w,
+        groups,
+        kh,
+        kw,
+        oh,
+        ow,
     )
     _sweep(zcol, b, mean, mean, mean, oh * ow, code, alpha, False)
 

@@ -60,9 +60,7 @@ def fused(case, x, w, b, gm, out, need_grad_x=True):
     if not np.isnan(y).all():
         raise AssertionError("the fused forward wrote the convolution's full output")
     grad_x, grad_w, grad_b = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
-    conv2d_gap_backward(
-        x, w, y, gm, col, zcol, grad_x, grad_w, grad_b, partial_b, *_geometry(case), need_grad_x, True
-    )
+    conv2d_gap_backward(x, w, y, gm, col, zcol, grad_x, grad_w, grad_b, partial_b, *_geometry(case), need_grad_x, True)
     return mean, grad_x, grad_w, grad_b
 
 
