@@ -26,7 +26,7 @@ from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad, activate_grad_const
 from .conv import _backward_products, _forward_product, _run_sum, _sum_bias_partials
-from .pooling import _scaled, run_mean
+from .pooling import _run_mean, _scaled
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -46,7 +46,7 @@ def _activate_mean_plane(zf, width, b, mf, plane, c_out, p, code, alpha):
     if not vectorised:
         for t in range(xb, xb + p):
             zf[nonneg(t)] = activate(code, zf[nonneg(t)] + bias, alpha)
-    mf[plane] = run_mean(zf[xb : xb + p])
+    mf[plane] = _run_mean(zf[xb : xb + p])
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it

@@ -377,7 +377,7 @@ def _scaled(v, inv):
 
 
 @njit(**JIT)  # not inlined: one compiled sum, so kernels/conv_gap.py's fused means get these bits
-def run_mean(x1):
+def _run_mean(x1):
     """The mean of the 1-D C-contiguous run x1 (its sum times 1 / its length)."""
     return _scaled(np.sum(x1), like(1.0, x1) / like(x1.shape[0], x1))
 
@@ -391,7 +391,7 @@ def _global_plane(x3, y, plane, backward):
     if backward:
         x3[n, c, :] = _scaled(y[n, c], inv)
     else:
-        y[n, c] = run_mean(x3[n, c])
+        y[n, c] = _run_mean(x3[n, c])
 
 
 @njit(**JIT_PARALLEL)
@@ -427,7 +427,6 @@ __all__ = [
     "global_avgpool_forward",
     "maxpool2d_backward",
     "maxpool2d_forward",
-    "run_mean",
     "window_bounds",
 ]
 
