@@ -11,7 +11,7 @@ import pytest
 
 import fastnn as fnn
 from fastnn import _config, _conv_pool_fusion, _fused
-from tests.test_conv_pool_fusion import _kernels, _train
+from tests.test_conv_pool_fusion import plan_kernels, train_plan
 
 FUSED = {"conv2d_gap_forward", "conv2d_gap_backward"}
 
@@ -50,7 +50,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_plan_trains_as_the_layer_by_layer_plan_bit_for_bit(case, dtype, batch):
     layers, shape = CASES[case]
-    fused, loop = _train(layers, shape, True, dtype, batch=batch), _train(layers, shape, False, dtype, batch=batch)
+    fused, loop = train_plan(layers, shape, True, dtype, batch=batch), train_plan(layers, shape, False, dtype, batch=batch)
     assert fused[2].count("conv2d_gap_forward") == 1 and fused[2].count("conv2d_gap_backward") == 1
     assert "global_avgpool_forward" not in fused[2] and "global_avgpool_backward" not in fused[2]
     assert not FUSED & set(loop[2]) and "global_avgpool_forward" in loop[2]
@@ -67,10 +67,10 @@ def test_pairs_that_do_not_fit_are_left_to_the_layers():
     for layers in unfused:
         model = fnn.Sequential(layers, input_shape=(3, 12), seed=0)
         model.compile(loss="mse", optimizer="sgd")
-        assert not FUSED & set(_kernels(model, 4)), layers
+        assert not FUSED & set(plan_kernels(model, 4)), layers
     _conv_pool_fusion.GLOBAL_AVG_ENABLED = False
     try:
-        names = _train(_cnn1d, (3, 21), True, "float32")[2]
+        names = train_plan(_cnn1d, (3, 21), True, "float32")[2]
     finally:
         _conv_pool_fusion.GLOBAL_AVG_ENABLED = True
     assert not FUSED & set(names) and "conv2d_maxpool_forward" in names
@@ -80,9 +80,9 @@ def test_the_one_call_step_equals_the_call_by_call_step_bit_for_bit(monkeypatch,
     monkeypatch.setattr(_config, "FUSE", "always")
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_fused, "_LOADED", {})
-    one_call = _train(_cnn1d, (3, 21), True, "float32")
+    one_call = train_plan(_cnn1d, (3, 21), True, "float32")
     monkeypatch.setattr(_config, "FUSE", "never")
-    by_call = _train(_cnn1d, (3, 21), True, "float32")
+    by_call = train_plan(_cnn1d, (3, 21), True, "float32")
     assert FUSED <= set(one_call[2]) and one_call[3] and not by_call[3]
     for a, b in zip(one_call[:2], by_call[:2]):
         np.testing.assert_array_equal(a, b)
@@ -97,9 +97,9 @@ def test_same_bits_on_one_and_two_threads():
 
     try:
         numba.set_num_threads(1)
-        one = _train(layers, (16, 128), True, "float32", steps=2, batch=16)
+        one = train_plan(layers, (16, 128), True, "float32", steps=2, batch=16)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = _train(layers, (16, 128), True, "float32", steps=2, batch=16)
+        two = train_plan(layers, (16, 128), True, "float32", steps=2, batch=16)
     finally:
         numba.set_num_threads(before)
     assert "conv2d_gap_backward" in one[2]
@@ -114,7 +114,7 @@ def test_backward_hooks_keep_their_layer_order():
     model.set_backward_hook(lambda i: [(seen.append, (i,))])
     model.train_step(np.ones((4, 3, 21)), np.arange(4) % 3)
     assert seen == [4, 3, 2, 1, 0]
-    names = _kernels(model, 4)
+    names = plan_kernels(model, 4)
     first = names.index("conv2d_gap_backward")
     assert names[first + 1 : first + 3] == ["append", "append"]  # layers 3 and 2's hooks
 
@@ -141,7 +141,7 @@ def test_a_nan_in_a_fused_convolution_fails_the_step(fused, layer):
         model.compile(loss="cross_entropy", optimizer="adam")
         x, y = np.ones((4, 3, 21), np.float32), np.arange(4) % 3
         model.train_step(x, y)
-        names = set(_kernels(model, 4))
+        names = set(plan_kernels(model, 4))
         model.layers[layer].bias[1] = np.nan
         before = model.params.copy()
         with pytest.raises(FloatingPointError, match="Training diverged"):
