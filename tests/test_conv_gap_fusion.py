@@ -50,7 +50,10 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_plan_trains_as_the_layer_by_layer_plan_bit_for_bit(case, dtype, batch):
     layers, shape = CASES[case]
-    fused, loop = train_plan(layers, shape, True, dtype, batch=batch), train_plan(layers, shape, False, dtype, batch=batch)
+    fused, loop = (
+        train_plan(layers, shape, True, dtype, batch=batch),
+        train_plan(layers, shape, False, dtype, batch=batch),
+    )
     assert fused[2].count("conv2d_gap_forward") == 1 and fused[2].count("conv2d_gap_backward") == 1
     assert "global_avgpool_forward" not in fused[2] and "global_avgpool_backward" not in fused[2]
     assert not FUSED & set(loop[2]) and "global_avgpool_forward" in loop[2]
