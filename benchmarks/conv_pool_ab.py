@@ -1,8 +1,10 @@
-"""Same-process A/B of the fused conv -> MaxPool step plans (fastnn._conv_pool_fusion): each
+"""Same-process A/B of the fused conv -> pool step plans (fastnn._conv_pool_fusion): each
 model of benchmarks/cnn_step.py trained with its (conv, pool) pairs fused and layer by layer,
-and its GEMM floor, in interleaved blocks (median per step, us).
+and its GEMM floor, in interleaved blocks (median per step, us). ``--switch gap``: the
+"layers" plan fuses the max pools and leaves only the global average pools to the layers.
 
     python benchmarks/conv_pool_ab.py --threads 1 --cpu-clock --runs 3
+    python benchmarks/conv_pool_ab.py --threads 1 --cpu-clock --runs 3 --models conv1d --switch gap
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from fastnn import _conv_pool_fusion
 from fastnn.bench import median_seconds, set_threads
 
 
-def _step(build, xb, yb, fused: bool):
-    _conv_pool_fusion.ENABLED = fused
+def _step(build, xb, yb, fused: bool, switch: str):
+    flag = "GLOBAL_AVG_ENABLED" if switch == "gap" else "ENABLED"
+    setattr(_conv_pool_fusion, flag, fused)
     try:
         model = build()
         model.compile("cross_entropy", fnn.optim.SGD(0.01, momentum=0.9))
         model.train_step(xb, yb)  # the plan is built (fused or not) here
     finally:
-        _conv_pool_fusion.ENABLED = True
+        setattr(_conv_pool_fusion, flag, True)
     names = {fn.__name__ for fn, _ in model.step_plan(BATCH).calls}
-    if fused != ("conv2d_maxpool_forward" in names):
+    kernel = "conv2d_gap_forward" if switch == "gap" else "conv2d_maxpool_forward"
+    if fused != (kernel in names):
         raise RuntimeError(f"the {'fused' if fused else 'layer-by-layer'} plan has other kernels: {sorted(names)}")
     return lambda: model.train_step(xb, yb)
 
@@ -38,6 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--models", default="conv1d,lenet")
+    parser.add_argument("--switch", choices=("all", "gap"), default="all", help="which pairs the A/B turns off")
     parser.add_argument("--cpu-clock", action="store_true", help="the calling thread's CPU time (needs --threads 1)")
     args = parser.parse_args(argv)
     if args.cpu_clock and args.threads != 1:
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(0)
         xb = rng.standard_normal((BATCH, *shape), dtype=np.float32)
         yb = rng.integers(0, 10, BATCH).astype(np.int64)
-        impls = {"fused": _step(build, xb, yb, True), "layers": _step(build, xb, yb, False)}
+        impls = {"fused": _step(build, xb, yb, True, args.switch), "layers": _step(build, xb, yb, False, args.switch)}
         impls["floor"] = Floor(spec, BATCH).train
         for run in range(args.runs):
             t = median_seconds(impls, args.repeats, 0.15, pause=0.0, clock=clock)

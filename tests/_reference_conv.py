@@ -188,6 +188,8 @@ __all__ = [
     "avgpool2d_forward",
     "conv2d_backward",
     "conv2d_forward",
+    "conv_gap_backward",
+    "conv_gap_forward",
     "conv_maxpool_backward",
     "conv_maxpool_forward",
     "conv_out_size",
@@ -211,4 +213,17 @@ def conv_maxpool_backward(x, w, b, grad_pooled, stride, pads, dilation, groups, 
     """(grad_x, grad_w, grad_b) of sum(grad_pooled * conv_maxpool_forward(...)), by the layers' chain."""
     _, y = conv2d_forward(x, w, b, stride, pads, dilation, groups, activation)
     grad_y = maxpool2d_backward(y, grad_pooled, (pool_h, 2), (pool_h, 2))
+    return conv2d_backward(x, w, b, grad_y, stride, pads, dilation, groups, activation)
+
+
+def conv_gap_forward(x, w, b, stride, pads, dilation, groups, activation):
+    """(N, O): the global average pool of conv2d_forward's y."""
+    _, y = conv2d_forward(x, w, b, stride, pads, dilation, groups, activation)
+    return global_avgpool_forward(y)
+
+
+def conv_gap_backward(x, w, b, grad_mean, stride, pads, dilation, groups, activation):
+    """(grad_x, grad_w, grad_b) of sum(grad_mean * conv_gap_forward(...)), by the layers' chain."""
+    z, _ = conv2d_forward(x, w, b, stride, pads, dilation, groups, activation)
+    grad_y = global_avgpool_backward(z.shape, grad_mean)
     return conv2d_backward(x, w, b, grad_y, stride, pads, dilation, groups, activation)

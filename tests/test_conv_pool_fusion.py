@@ -13,11 +13,11 @@ from fastnn import _config, _conv_pool_fusion, _fused
 FUSED = {"conv2d_maxpool_forward", "conv2d_maxpool_backward"}
 
 
-def _kernels(model, batch):
+def plan_kernels(model, batch):
     return [fn.__name__ for fn, _ in model.step_plan(batch).calls]
 
 
-def _train(layers, shape, fused, dtype="float64", steps=3, batch=5, seed=0):
+def train_plan(layers, shape, fused, dtype="float64", steps=3, batch=5, seed=0):
     """(losses, params, kernel names, whether the step ran as one call) of ``steps`` Adam steps."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((steps * batch, *shape)).astype(dtype)
@@ -29,7 +29,7 @@ def _train(layers, shape, fused, dtype="float64", steps=3, batch=5, seed=0):
         losses = [
             model.train_step(X[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]) for i in range(steps)
         ]
-        names = _kernels(model, batch)
+        names = plan_kernels(model, batch)
         one_call = bool(model.step_plan(batch).run.fused)
     finally:
         _conv_pool_fusion.ENABLED = True
@@ -65,7 +65,7 @@ CASES = {"1-D, odd length": (_cnn1d, (3, 21)), "2-D, odd sizes": (_lenet_like, (
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_plan_trains_as_the_layer_by_layer_plan_bit_for_bit(case, dtype):
     layers, shape = CASES[case]
-    fused, loop = _train(layers, shape, True, dtype), _train(layers, shape, False, dtype)
+    fused, loop = train_plan(layers, shape, True, dtype), train_plan(layers, shape, False, dtype)
     assert fused[2].count("conv2d_maxpool_forward") == 2 and fused[2].count("conv2d_maxpool_backward") == 2
     assert not FUSED & set(loop[2]) and "maxpool2d_forward" not in fused[2]
     np.testing.assert_array_equal(fused[0], loop[0])
@@ -88,7 +88,7 @@ def test_pairs_that_do_not_fit_are_left_to_the_layers():
         shape = (3, 9, 9) if isinstance(layers[0], fnn.Conv2d) else (3, 12)
         model = fnn.Sequential([*layers, fnn.Flatten()], input_shape=shape, seed=0)
         model.compile(loss="mse", optimizer="sgd")
-        assert not FUSED & set(_kernels(model, 4)), layers
+        assert not FUSED & set(plan_kernels(model, 4)), layers
     assert _conv_pool_fusion.find_pairs([[], []]) == []
 
 
@@ -96,9 +96,9 @@ def test_the_one_call_step_equals_the_call_by_call_step_bit_for_bit(monkeypatch,
     monkeypatch.setattr(_config, "FUSE", "always")
     monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_fused, "_LOADED", {})
-    one_call = _train(_cnn1d, (3, 21), True, "float32")
+    one_call = train_plan(_cnn1d, (3, 21), True, "float32")
     monkeypatch.setattr(_config, "FUSE", "never")
-    by_call = _train(_cnn1d, (3, 21), True, "float32")
+    by_call = train_plan(_cnn1d, (3, 21), True, "float32")
     assert FUSED <= set(one_call[2]) and one_call[3] and not by_call[3]
     for a, b in zip(one_call[:2], by_call[:2]):
         np.testing.assert_array_equal(a, b)
@@ -109,9 +109,9 @@ def test_same_bits_on_one_and_two_threads():
     layers = lambda: [fnn.Conv1d(16, 32, 5, padding=2, activation="relu"), fnn.MaxPool1d(2), fnn.Flatten()]  # noqa: E731
     try:
         numba.set_num_threads(1)
-        one = _train(lambda: [*layers(), fnn.Dense(32 * 64, 3)], (16, 128), True, "float32", steps=2, batch=16)
+        one = train_plan(lambda: [*layers(), fnn.Dense(32 * 64, 3)], (16, 128), True, "float32", steps=2, batch=16)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = _train(lambda: [*layers(), fnn.Dense(32 * 64, 3)], (16, 128), True, "float32", steps=2, batch=16)
+        two = train_plan(lambda: [*layers(), fnn.Dense(32 * 64, 3)], (16, 128), True, "float32", steps=2, batch=16)
     finally:
         numba.set_num_threads(before)
     assert "conv2d_maxpool_backward" in one[2]
@@ -128,6 +128,6 @@ def test_backward_hooks_keep_their_layer_order():
     model.set_backward_hook(lambda i: [(seen.append, (i,))])
     model.train_step(np.ones((4, 3, 21)), np.arange(4) % 3)
     assert seen == [5, 4, 3, 2, 1, 0]
-    names = _kernels(model, 4)
+    names = plan_kernels(model, 4)
     first = names.index("conv2d_maxpool_backward")
     assert names[first + 1 : first + 3] == ["append", "append"]  # layers 3 and 2's hooks

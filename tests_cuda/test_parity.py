@@ -28,6 +28,8 @@ CPU_ONLY_MODULES = {
     "a model on CUDA gets its batches through fastnn.training.BatchFeeder's device copies",
     "conv_pool": "conv -> activation -> max pooling fused for the CPU's training step plans "
     "(fastnn._conv_pool_fusion); CUDA step plans call the layers' own kernels, each with its twin",
+    "conv_gap": "conv -> activation -> global average pooling fused for the CPU's training step plans "
+    "(fastnn._conv_pool_fusion); CUDA step plans call the layers' own kernels, each with its twin",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }

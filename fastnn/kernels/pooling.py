@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_EXACT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks, nonneg
 
 MAX, AVG, AVG_EXCLUDE_PAD = 0, 1, 2
@@ -369,6 +369,19 @@ def avgpool2d_backward(grad_y, grad_x, kernel_h, kernel_w, stride_h, stride_w, p
     )  # grad_y stands in for the argmax that average pooling never reads
 
 
+@njit(**JIT_EXACT)  # without fastmath and not inlined: no caller turns v * (1 / n) into v / n (the
+# fused conv + global pool, kernels/conv_gap.py, gets the same bits)
+def _scaled(v, inv):
+    """v * inv, as written."""
+    return v * inv
+
+
+@njit(**JIT)  # not inlined: one compiled sum, so kernels/conv_gap.py's fused means get these bits
+def _run_mean(x1):
+    """The mean of the 1-D C-contiguous run x1 (its sum times 1 / its length)."""
+    return _scaled(np.sum(x1), like(1.0, x1) / like(x1.shape[0], x1))
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _global_plane(x3, y, plane, backward):
     """y[n, c] = mean of x3[n, c] (or, ``backward``, x3[n, c, :] = y[n, c] / S: x3 is grad_x)."""
@@ -376,9 +389,9 @@ def _global_plane(x3, y, plane, backward):
     c = plane - n * x3.shape[1]
     inv = like(1.0, x3) / like(x3.shape[2], x3)
     if backward:
-        x3[n, c, :] = y[n, c] * inv
+        x3[n, c, :] = _scaled(y[n, c], inv)
     else:
-        y[n, c] = np.sum(x3[n, c]) * inv
+        y[n, c] = _run_mean(x3[n, c])
 
 
 @njit(**JIT_PARALLEL)
