@@ -87,7 +87,9 @@ def start_threading_layer() -> None:
     code library. A kernel compiled in a process where its parallel callee came from the cache
     links that callee's library without it, so the kernel's cache entry does not start the layer:
     loaded first in a fresh process, it calls the layer's functions before they exist (a jump to
-    address 0, a segfault; reproduced with plain Numba 0.68 in tests/test_startup.py). With
-    the layer started on import, the order in which kernels are first compiled and loaded no
-    longer matters."""
+    address 0, a segfault: numba/numba#8578, a fix proposed in numba PR #9950; reproduced with
+    plain Numba 0.68 in tests/test_startup.py). With the layer started on import, the order in
+    which kernels are first compiled and loaded no longer matters."""
+    from .. import _config  # noqa: F401  (chooses the layer, _config.THREADING_LAYER, before it starts)
+
     numba.get_num_threads()  # public; starts the layer (Numba's _launch_threads) once

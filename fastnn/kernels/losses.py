@@ -319,40 +319,71 @@ def binary_accuracy_count(logits, targets):
 # "sum": the base's "sum" gradient times w_i. A batch of zero weights contributes 0.
 
 
-# No reassoc (the order of the additions is the point); typed ahead: a recursive kernel without
-# signatures, cached, left its callers an unresolved symbol ("LLVM ERROR: Symbol not found").
-@njit(["float64(float64[:, ::1], int64, int64)", "float64(float64[:, :], int64, int64)"], **JIT_EXACT)
-def weight_sum(target, lo, n):
-    """NumPy's pairwise sum of the weights target[lo:lo + n, -1] (float64), bit for bit what
-    ``target[lo:lo + n, -1].sum()`` gives: blocks of <= 128 summed by 8 accumulators, halves above."""
+@njit(**JIT_EXACT)  # no reassoc: the order of the additions is the point
+def _block_sum(target, lo, n):
+    """NumPy's pairwise-sum leaf: target[lo:lo + n, -1] (n <= 128) by 8 accumulators (n >= 8)."""
     if n < 8:
         total = 0.0
         for i in range(lo, lo + n):
             total += target[i, -1]
         return total
-    if n <= 128:
-        w = target.shape[1] - 1
-        r0, r1, r2, r3 = target[lo, w], target[lo + 1, w], target[lo + 2, w], target[lo + 3, w]
-        r4, r5, r6, r7 = target[lo + 4, w], target[lo + 5, w], target[lo + 6, w], target[lo + 7, w]
-        i = 8
-        while i < n - n % 8:
-            r0 += target[lo + i, w]
-            r1 += target[lo + i + 1, w]
-            r2 += target[lo + i + 2, w]
-            r3 += target[lo + i + 3, w]
-            r4 += target[lo + i + 4, w]
-            r5 += target[lo + i + 5, w]
-            r6 += target[lo + i + 6, w]
-            r7 += target[lo + i + 7, w]
-            i += 8
-        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            total += target[lo + i, w]
-            i += 1
-        return total
+    w = target.shape[1] - 1
+    r0, r1, r2, r3 = target[lo, w], target[lo + 1, w], target[lo + 2, w], target[lo + 3, w]
+    r4, r5, r6, r7 = target[lo + 4, w], target[lo + 5, w], target[lo + 6, w], target[lo + 7, w]
+    i = 8
+    while i < n - n % 8:
+        r0 += target[lo + i, w]
+        r1 += target[lo + i + 1, w]
+        r2 += target[lo + i + 2, w]
+        r3 += target[lo + i + 3, w]
+        r4 += target[lo + i + 4, w]
+        r5 += target[lo + i + 5, w]
+        r6 += target[lo + i + 6, w]
+        r7 += target[lo + i + 7, w]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += target[lo + i, w]
+        i += 1
+    return total
+
+
+@njit(**JIT_EXACT)
+def _pairwise_half(n):
+    """Where NumPy's pairwise sum splits n > 128 values: half of n, down to a multiple of 8."""
     half = n // 2
-    half -= half % 8
-    return weight_sum(target, lo, half) + weight_sum(target, lo + half, n - half)
+    return half - half % 8
+
+
+@njit(**JIT_EXACT)
+def weight_sum(target, lo, n):
+    """NumPy's pairwise sum of the weights target[lo:lo + n, -1] (float64), bit for bit what
+    ``target[lo:lo + n, -1].sum()`` gives: blocks of <= 128 summed by :func:`_block_sum`, the two
+    halves of a larger range added (left + right). Walked with an explicit stack: a recursive
+    kernel, cached, left its callers an unresolved symbol ("LLVM ERROR: Symbol not found")."""
+    if n <= 128:
+        return _block_sum(target, lo, n)
+    starts, counts = np.empty(64, np.int64), np.empty(64, np.int64)  # depth <= log2(n)
+    stage, left = np.zeros(64, np.int64), np.empty(64)  # stage 1: left half pending, 2: right half
+    depth = 0
+    starts[0], counts[0] = lo, n
+    while True:
+        if counts[depth] > 128:  # descend into the left half
+            stage[depth] = 1
+            starts[depth + 1], counts[depth + 1] = starts[depth], _pairwise_half(counts[depth])
+            depth += 1
+            continue
+        value = _block_sum(target, starts[depth], counts[depth])
+        depth -= 1
+        while depth >= 0 and stage[depth] == 2:  # a right half done: its range's sum, upwards
+            value = left[depth] + value
+            depth -= 1
+        if depth < 0:
+            return value
+        left[depth], stage[depth] = value, 2  # a left half done: the right half next
+        half = _pairwise_half(counts[depth])
+        starts[depth + 1], counts[depth + 1] = starts[depth] + half, counts[depth] - half
+        depth += 1
 
 
 @njit(**JIT_EXACT)

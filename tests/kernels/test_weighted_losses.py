@@ -185,4 +185,6 @@ def test_parallel_rows_are_bit_identical_on_one_and_two_threads(name):
     np.testing.assert_array_equal(one[1], two[1])
     want_value, want_grad = _numpy_formula(name, pred, target, weights)
     np.testing.assert_array_equal(two[1], want_grad)
-    assert abs(two[0] - want_value) <= shape[0] * np.spacing(abs(want_value))
+    # float32 logits: each row's loss is as exact as float32 (the CE row kernels inlined into
+    # differently compiled callers round its last float32 bits apart), so not m float64 ulp here
+    np.testing.assert_allclose(two[0], want_value, rtol=np.finfo(np.float32).eps)
