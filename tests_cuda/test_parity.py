@@ -61,6 +61,12 @@ CPU_ONLY_FUNCTIONS = {
     "thread's byte in a register",
     ("losses", "loss_value"): "scalar rule, reached on the device through loss_term()",
     ("losses", "loss_grad"): "scalar rule, reached on the device through loss_grad_term()",
+    ("losses", "row_argmax"): "row helper of the CPU count kernels; the CUDA count kernel scans its row in its thread",
+    ("losses", "weight_sum"): "NumPy's pairwise sum of a batch's weights, inside the CPU weighted loss kernels",
+    ("losses", "weighted_cross_entropy"): "sample-weighted losses of a CUDA model run on the host "
+    "(SampleWeighted._on_host copies the batch there, as before session 9); no device twin yet",
+    ("losses", "weighted_elementwise_loss"): "host-only, as weighted_cross_entropy",
+    ("losses", "weighted_accuracy_count"): "host-only, as weighted_cross_entropy",
     ("rng", "mix64"): "scalar hash, reached on the device through hash_at()",
     ("rng", "hash64"): "scalar convenience wrapper of key64 + hash_at, callable from device code as is",
     ("rng", "uniform"): "scalar convenience wrapper of key64 + uniform_at, callable from device code as is",
