@@ -132,8 +132,7 @@ class Optimizer(Owned):
     @trainable.setter
     def trainable(self, ranges: list[tuple[int, int]] | None) -> None:
         self._trainable = None if ranges is None else [(int(lo), int(hi)) for lo, hi in ranges]
-        if self.__dict__.get("_binding") is not None:
-            self._binding = object()  # plans built with the old ranges are stale
+        self._renew_fused_token()  # plans built with the old ranges are stale
 
     # ---------------------------------------------------------------- learning rate
     @property
@@ -189,14 +188,14 @@ class Optimizer(Owned):
     @clip_value.setter
     def clip_value(self, value: float | None) -> None:
         value = _check_positive_or_none(value, "clip_value")
-        if (value is None) != (self._clip_value is None) and self.__dict__.get("_binding") is not None:
-            self._binding = object()  # the step kernels compiled without value clipping (or with) rebuild
+        if (value is None) != (self._clip_value is None):
+            self._renew_fused_token()  # the step kernels compiled without value clipping (or with) rebuild
         self._clip_value = value
 
-    def _gate_args(self) -> tuple:
-        """The step kernels' (scalars, by_value) arguments (``fastnn.kernels.step_update``): None
-        when not clipping by value, so their compiled code has no value clipping."""
-        return self._step_scalars, (None if self._clip_value is None else True)
+    def _renew_fused_token(self) -> None:
+        """A new :meth:`fused_step_token` (step plans holding the old one rebuild), once bound with one."""
+        if self.__dict__.get("_binding") is not None:
+            self._binding = object()
 
     def _step_call(self, loss, norm) -> tuple | None:
         """(kernel of ``fastnn.kernels.step_update``, arguments) doing what :meth:`_update`
@@ -206,12 +205,14 @@ class Optimizer(Owned):
 
     def _step_head(self, loss, norm) -> tuple:
         """The first arguments of every ``fastnn.kernels.step_update`` kernel: loss, norm, the
-        scalars and ``by_value`` (:meth:`_gate_args`), the trainable ranges ((k, 2) int64; ``[[0, n]]`` with nothing frozen), the norm's
-        scratch, the parameters and the gradients."""
+        scalars, ``by_value`` (None when not clipping by value: the compiled kernel then has no value
+        clipping; True), the trainable ranges ((k, 2) int64; ``[[0, n]]`` with nothing frozen), the
+        norm's scratch, the parameters and the gradients."""
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay) first")
         ranges = np.array(self._trainable or [(0, self._params.size)], np.int64).reshape(-1, 2)
-        return loss, norm, *self._gate_args(), ranges, self._partials, self._params, self._grads
+        by_value = None if self._clip_value is None else True
+        return loss, norm, self._step_scalars, by_value, ranges, self._partials, self._params, self._grads
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
