@@ -2170,16 +2170,22 @@ class Sequential:
         """
         me = threading.get_ident()
         with self._lock:
-            if self._trainer is not None and self._trainer != me:
-                raise RuntimeError(
-                    f"{what}: this model is being trained by another thread; train one model from "
-                    f"one thread at a time (copy.deepcopy(model) gives each thread its own)"
-                )
-            previous, self._trainer = self._trainer, me
+            previous, self._trainer = self._trainer_of(me, what), me
         try:
             yield
         finally:
             self._trainer = previous
+
+    def _trainer_of(self, me: int, what: str) -> int | None:
+        """The thread training this model now (None: none), to restore after ``me`` has trained it;
+        refuses when that is another thread. Called under ``self._lock``."""
+        previous = self._trainer
+        if previous is not None and previous != me:
+            raise RuntimeError(
+                f"{what}: this model is being trained by another thread; train one model from "
+                f"one thread at a time (copy.deepcopy(model) gives each thread its own)"
+            )
+        return previous
 
     def run_step(self, xb: np.ndarray, yb: np.ndarray, *, update: bool = True) -> tuple[float, np.ndarray]:
         """One training step on checked arrays: forward, loss, backward and (by default) the update.
@@ -2308,13 +2314,7 @@ class Sequential:
         # training_session, inlined: a generator-based context manager costs ~1 us, a tenth of a small step
         me = threading.get_ident()
         with self._lock:
-            previous = self._trainer
-            if previous is not None and previous != me:
-                raise RuntimeError(
-                    "train_step: this model is being trained by another thread; train one model "
-                    "from one thread at a time (copy.deepcopy(model) gives each thread its own)"
-                )
-            self._trainer = me
+            previous, self._trainer = self._trainer_of(me, "train_step"), me
             try:
                 loss = self.run_step(xb, yb)[0]
             finally:
@@ -2371,12 +2371,7 @@ class Sequential:
         done) when the model, its loss, optimizer or plan changed since the lane was made."""
         me = threading.get_ident()
         with self._lock:
-            previous = self._trainer
-            if previous is not None and previous != me:
-                raise RuntimeError(
-                    "train_step: this model is being trained by another thread; train one model "
-                    "from one thread at a time (copy.deepcopy(model) gives each thread its own)"
-                )
+            previous = self._trainer_of(me, "train_step")
             optimizer = lane.optimizer
             if (
                 self._stale
