@@ -51,8 +51,13 @@ DTYPES = ("float32", "float64")
 # (fastnn._fused) after this many runs, when Python's dispatch was more than FUSE_MIN_SHARE of
 # their time. FASTNN_FUSE=always fuses at once, =never keeps the Python loop (the test suite
 # uses never, except the tests of fusion itself, to save the compile time).
+# The share is estimated from the dispatch alone (~1.1 us per call), which is what fusing saves
+# on a tiny network (9 calls: 12.6 us measured) but a fraction of what it saves on a mid-size one:
+# the mlp step (784-256-128-10, batch 128, 9 calls; estimate 10 us, 0.6%) ran 76 us (4.5%) faster
+# fused, mlp-bn-do (13 calls; estimate 0.2%) 108 us (1.4%) (interleaved A/B of the same plan,
+# 1 thread, CPU time: benchmarks/RESULTS.md, "Session 10: tier-up"). Hence a low bar.
 FUSE_AFTER_CALLS = 200
-FUSE_MIN_SHARE = 0.02
+FUSE_MIN_SHARE = 0.005
 # ... and when the runs still expected (a fit says how many steps it will take) times the measured
 # saving per run exceed the compile time of a new fused step (first time for a model structure;
 # loading one compiled before costs FUSE_LOAD_SECONDS): short fits never wait for a compile that
