@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
-from . import _config, _parallel_compile
+from . import _compiling, _config, _parallel_compile
 from .kernels import _cache
 
 Call = tuple[Any, tuple]  # (a kernel: a Numba dispatcher, Any to mypy; its arguments)
@@ -343,7 +343,7 @@ def _load(source: str) -> Callable:
         if fn is not None:
             return fn
         _write_once(path, source)
-        name = f"fastnn_step_{digest}"
+        name = f"{_compiling.FUSED_STEP_PREFIX}{digest}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ImportError(

@@ -102,6 +102,40 @@ def test_first_compile_notice_estimates_seconds_from_the_kernels_still_to_compil
     assert _compiling.pending_functions() == 0
 
 
+def test_the_first_compile_notice_counts_no_inlined_helper_and_names_a_fused_step(monkeypatch, capsys):
+    import types
+
+    from numba.core.registry import CPUDispatcher
+
+    from fastnn import _compiling, _shipped_cache
+
+    monkeypatch.setattr(_shipped_cache, "cached", lambda kernel: False)
+    kernels = {
+        id(v): v
+        for name, module in list(sys.modules.items())
+        if name.startswith("fastnn.kernels.") and module is not None
+        for v in vars(module).values()
+        if isinstance(v, CPUDispatcher) and not v.overloads
+    }
+    inlined = sum(1 for k in kernels.values() if k.targetoptions.get("inline") == "always")
+    assert inlined > 0  # helpers compiled into their callers only: never a compile of their own
+    assert _compiling.pending_functions() == len(kernels) - inlined
+
+    # a process whose kernels all came from the cache compiles only a model's fused step: it says so
+    monkeypatch.setitem(_compiling._state, "announced", False)
+    monkeypatch.setitem(_compiling._state, "quiet", 0)
+    monkeypatch.setitem(_compiling._counts, "all", 0)
+    monkeypatch.setattr(_compiling, "_compiled", [])
+    step = types.SimpleNamespace(
+        py_func=types.SimpleNamespace(__module__=f"{_compiling.FUSED_STEP_PREFIX}0f", __qualname__="run")
+    )
+    _compiling._Listener().on_start(types.SimpleNamespace(data={"dispatcher": step}))
+    err = capsys.readouterr().err
+    assert err == _compiling.fused_step_notice() + "\n"
+    assert "fused step" in err and "about 3 s" in err
+    assert _compiling.compiles() == 1
+
+
 FILL = (
     "import sys, numpy as np, fastnn, fastnn._compiling as c, fastnn._shipped_cache as s\n"
     "if len(sys.argv) > 1: s.PREBUILT = sys.argv[1]\n"
