@@ -280,7 +280,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--cpu-clock", action="store_true", help="fits and floor in process CPU time (a busy machine)")
     parser.add_argument("--fits-only", action="store_true", help="leave out the GridSearchCV cases")
-    parser.add_argument("--breakdown", action="store_true", help="also: where a fit's time goes, per step, in each case")
+    parser.add_argument("--breakdown", action="store_true", help="also: each case's fit time per step, by part")
     parser.add_argument(
         "--out",
         default=os.path.join(HERE, "results", "sklearn_mlp"),
