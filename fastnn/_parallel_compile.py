@@ -44,7 +44,7 @@ COSTS = {
     "dense_infer": 3.2,
     "adam_step": 2.6,  # 3.2 with value clipping compiled in (an optimizer with clip_value)
     "adam_update": 2.0,
-    "gather_batch": 1.4,
+    "gather_batch": 2.1,  # with its row prefetch (1.3 without; 1.9-2.2 measured, 2026-12-03)
     "cross_entropy_forward_backward": 1.5,
     "fill_normal": 1.1,
     "fill_uniform": 0.9,

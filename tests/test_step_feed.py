@@ -25,6 +25,21 @@ def test_gather_batch_equals_the_reference(rows, width, dtype, rng):
     np.testing.assert_array_equal(y, want_y)
 
 
+@pytest.mark.parametrize("lo, rows", [(0, 5), (5, 5), (9, 3), (11, 1)])  # the prefetch ahead reaches the order's end
+def test_gather_batch_prefetching_ahead_changes_no_row(lo, rows, rng):
+    """Each copied row has the row PREFETCH_AHEAD later in the order prefetched, past the batch
+    and up to the order's end: a hint only, the rows copied are the reference's."""
+    n = 12
+    x_all = rng.standard_normal((n, 40)).astype(np.float32)  # 160-byte rows: three cache lines each
+    y_all = rng.standard_normal((n, 3))
+    order = rng.permutation(n).astype(np.int64)
+    x, y = np.full((rows, 40), np.nan, np.float32), np.full((rows, 3), np.nan)
+    gather_batch(x_all, y_all, order, lo, lo + rows, x, y)
+    want_x, want_y = ref.gather_batch(x_all, y_all, order, lo, lo + rows)
+    np.testing.assert_array_equal(x, want_x)
+    np.testing.assert_array_equal(y, want_y)
+
+
 def test_add_to_total_keeps_a_running_count():
     totals = np.zeros(1, np.int64)
     for value in (3, 0, 4):
