@@ -42,14 +42,7 @@ class _Listener(event.Listener):
         _compiled.append(f"{py_func.__module__}.{py_func.__qualname__}")
         if not _state["announced"] and not _state["quiet"]:
             _state["announced"] = True
-            if py_func.__module__.startswith(FUSED_STEP_PREFIX):  # the kernels were cached: only the step
-                print(fused_step_notice(), file=sys.stderr, flush=True)
-                return
-            from ._shipped_cache import build_info, mismatch
-
-            per_compile = build_info().get("seconds_per_compile")  # measured by the wheel's build
-            per_function = per_compile * COMPILES_PER_FUNCTION if per_compile else SECONDS_PER_FUNCTION
-            print(notice(estimate_seconds(pending_functions(), per_function), mismatch()), file=sys.stderr, flush=True)
+            print(first_notice(py_func.__module__), file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass
@@ -88,6 +81,18 @@ def notice(seconds: int, why: str | None = None, processes: int = 1) -> str:
         f"fastnn: compiling fastnn's kernels for this CPU, once,{where} about {seconds} s (cached for "
         f"the next runs; `fastnn warmup` compiles all of them ahead of use)" + (f"; {why}" if why else "")
     )
+
+
+def first_notice(module: str) -> str:
+    """The line printed when a process's first fastnn compile starts, of a function of ``module``:
+    a model's fused step (every kernel came from the cache) or the kernels still to compile."""
+    if module.startswith(FUSED_STEP_PREFIX):
+        return fused_step_notice()
+    from ._shipped_cache import build_info, mismatch
+
+    per_compile = build_info().get("seconds_per_compile")  # measured by the wheel's build
+    per_function = per_compile * COMPILES_PER_FUNCTION if per_compile else SECONDS_PER_FUNCTION
+    return notice(estimate_seconds(pending_functions(), per_function), mismatch())
 
 
 def fused_step_notice() -> str:
