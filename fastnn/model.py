@@ -2243,8 +2243,9 @@ class Sequential:
         yb : numpy.ndarray
             The batch's checked targets.
         update : bool, default True
-            False: the gradients only, in ``model.grads`` (no optimizer step;
-            ``fastnn.accumulation``).
+            False: the gradients only, in ``model.grads`` (no optimizer step). In an accumulating
+            fit (:meth:`set_accumulation`, its group sum armed for the step) True marks the
+            group's last batch: the update uses the group's gradients and norm.
 
         Returns
         -------
