@@ -9,6 +9,7 @@ gathered with ``np.take`` and counted from Python, or both inside the step's cal
 
 ``tiny-ce`` is tiny with two outputs and cross-entropy (so fit also counts the correct ones).
 ``--sample-weight`` fits with a weight per sample (the weighted loss; "step call" stays the plain step).
+``--accumulate K`` fits with gradient accumulation, one update per K batches ("step call" stays the plain step).
 CPU time of the calling thread (``time.thread_time``): use --threads 1. ``--fuse always`` (the
 default) times the steady state of a fused fit: every runner fused at once, as a long fit's are
 after their tier-up (``auto`` fuses only where the fit's steps pay for the compile).
@@ -49,14 +50,16 @@ def _armed_call(model, plan, xb, yb):
     return plan.run(*plan.inputs(xb, yb))
 
 
-def _fit(model, X, y, batch, inside, weights=None):
+def _fit(model, X, y, batch, inside, weights=None, accumulate=1):
     if inside is not None:
         training.ArrayBatches.gather_inside = inside
     options = {} if weights is None else {"sample_weight": weights[: X.shape[0]]}
+    if accumulate > 1:
+        options["accumulate"] = accumulate
     model.fit(X, y, epochs=1, batch_size=batch, verbose=0, **options)
 
 
-def profile(name: str, steps: int, repeats: int, weighted: bool = False) -> list[str]:
+def profile(name: str, steps: int, repeats: int, weighted: bool = False, accumulate: int = 1) -> list[str]:
     """Table rows of config ``name``: per path (the batch gathered in Python with np.take, or
     inside the step's call, when this version has both), interleaved in one process."""
     cfg = _config(name)
@@ -69,9 +72,9 @@ def profile(name: str, steps: int, repeats: int, weighted: bool = False) -> list
     for path, inside in paths.items():
         model = models[path] = build_fastnn(cfg)
         for _ in range(3):  # compiles and loads
-            _fit(model, X, y, batch, inside, weights)
-        cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside, weights)
-        cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside, weights)
+            _fit(model, X, y, batch, inside, weights, accumulate)
+        cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside, weights, accumulate)
+        cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside, weights, accumulate)
     model = models["np.take"]
     plan = model.step_plan(batch)
     xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=128, help="batches of the short epoch (mlp: a quarter)")
     parser.add_argument("--sample-weight", action="store_true", help="fit with a weight per sample")
+    parser.add_argument("--accumulate", type=int, default=1, help="fit(..., accumulate=K): batches per update")
     parser.add_argument("--fuse", default="always", choices=["always", "auto", "never"], help="fastnn._config.FUSE")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
 
     _config.FUSE = args.fuse
     print(
-        f"## fit() per step{' with sample weights' if args.sample_weight else ''}, {args.threads} thread(s), "
+        f"## fit() per step{' with sample weights' if args.sample_weight else ''}"
+        f"{f', accumulate={args.accumulate}' if args.accumulate > 1 else ''}, {args.threads} thread(s), "
         f"FUSE={args.fuse}, CPU time of the calling thread, median of "
         f"{args.repeats} interleaved blocks\n"
     )
@@ -114,11 +119,12 @@ def main(argv=None) -> int:
     )
     for name in args.configs.split(","):
         steps = max(1, args.steps // 4) if name == "mlp" else args.steps
-        print("\n".join(profile(name, steps, args.repeats, args.sample_weight)), flush=True)
+        print("\n".join(profile(name, steps, args.repeats, args.sample_weight, args.accumulate)), flush=True)
     print(
         f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
         f"--fuse {args.fuse} --steps {args.steps} --repeats {args.repeats}"
-        f"{' --sample-weight' if args.sample_weight else ''}`"
+        f"{' --sample-weight' if args.sample_weight else ''}"
+        f"{f' --accumulate {args.accumulate}' if args.accumulate > 1 else ''}`"
     )
     return 0
 

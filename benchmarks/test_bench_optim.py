@@ -25,6 +25,7 @@ from numba import njit, prange
 from fastnn import optim
 from fastnn._config import JIT_PARALLEL
 from fastnn.bench import OPTIMIZER_CASES
+from fastnn.kernels import accumulate
 
 SIZES = [1_000_000, 10_000_000] + ([50_000_000] if os.environ.get("FASTNN_BENCH_LARGE") == "1" else [])
 CONFIGS = OPTIMIZER_CASES  # one table for this suite and `fastnn bench`
@@ -126,3 +127,32 @@ def test_torch_adam(benchmark, copy_bandwidth, impl, n):
     benchmark(opt.step)
     assert torch.isfinite(p[:1000]).all()
     _record(benchmark, 7 * params.nbytes, copy_bandwidth)
+
+
+ACCUMULATE_PATHS = ["fastnn accumulate_gradients", "numpy multiply+add"]
+
+
+@pytest.mark.parametrize("n", SIZES, ids=lambda n: f"{n // 1_000_000}M")
+@pytest.mark.parametrize("path", ACCUMULATE_PATHS)
+def test_accumulate_gradients(benchmark, copy_bandwidth, path, n):
+    """One batch's weighted gradients added to an accumulating fit's group sum (not the group's
+    last batch): the kernel inside the step's call, or the NumPy formula it replaced."""
+    benchmark.group = f"gradient accumulation, {n // 1_000_000}M float32 params"
+    grads, total = _buffers(n)[1].copy(), np.zeros(n, np.float32)
+    if path == ACCUMULATE_PATHS[0]:
+        scalars = np.zeros(accumulate.N_SCALARS)
+        scalars[[accumulate.WEIGHT, accumulate.DIVISOR]] = 1.0, 1.0  # weight 1: the values stay put
+
+        def add():
+            scalars[accumulate.ARMED] = 1.0
+            accumulate.accumulate_gradients(0.0, scalars, grads, total, np.zeros(1))
+    else:
+
+        def add():
+            np.multiply(grads, 1, out=grads)
+            np.add(total, grads, out=total)
+
+    add()
+    benchmark(add)
+    assert np.isfinite(total[:1000]).all() and total[0] != 0.0
+    _record(benchmark, 4 * grads.nbytes, copy_bandwidth)  # grads read and written, total read and written

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backend
+from .kernels import accumulate as acc_kernels
 
 
 def check_accumulate(accumulate, device: str) -> int:
@@ -43,18 +44,103 @@ def check_accumulate(accumulate, device: str) -> int:
     return accumulate
 
 
+def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
+    """The error of a group whose summed gradients' ``norm`` is not finite (nothing was updated)."""
+    return FloatingPointError(
+        f"Training diverged: the gradient norm summed over {batches} accumulated batches is {norm} "
+        f"at step {step}; the update was not applied. Lower the learning rate or clip gradients "
+        f"(clip_norm=1.0)"
+    )
+
+
+class GroupSum:
+    """The running sum of a group's gradients, made inside each step's compiled call: the step plans
+    of a model with a group sum (``Sequential.set_accumulation``) run
+    :func:`~fastnn.kernels.accumulate.accumulate_gradients` after the gradient norm, and hand its
+    result (the group's norm on the group's last batch) to the optimizer's step kernel. Armed per
+    step by :meth:`arm` (unarmed, the call changes nothing: the plan takes plain steps).
+
+    Parameters
+    ----------
+    grads : numpy.ndarray
+        The model's flat gradients (n,), float32 or float64.
+    partials : numpy.ndarray
+        The float64 scratch of its gradient norm.
+    """
+
+    def __init__(self, grads: np.ndarray, partials: np.ndarray):
+        self.grads, self.partials = grads, partials
+        self.total = np.empty_like(grads)  # the group's weighted sum
+        self.scalars = np.zeros(acc_kernels.N_SCALARS)  # what arm() writes, the kernel reads
+        self.batches = 0  # the armed step's position in its group, 1-based (for the message)
+        self._ends = False  # the armed step ends its group
+
+    def bound_to(self, grads: np.ndarray, partials: np.ndarray) -> bool:
+        """Whether this sum works on these buffers (a rebuilt model has new ones)."""
+        return self.grads is grads and self.partials is partials
+
+    def call(self, norm) -> tuple:
+        """(kernel, arguments) of the sum after a step's gradient ``norm`` (a ``fastnn._fused.Result``)."""
+        return acc_kernels.accumulate_gradients, (norm, self.scalars, self.grads, self.total, self.partials)
+
+    def arm(self, position: int, ends: bool, weight: int, divisor: int) -> None:
+        """Make the next step add its gradients times ``weight`` to the group (its ``position``-th
+        batch, 0-based: 0 starts the sum) and, when it ``ends`` the group, put the sum divided by
+        ``divisor`` in the gradients for the update."""
+        s = self.scalars
+        s[acc_kernels.ARMED] = 1.0
+        s[acc_kernels.FIRST] = 1.0 if position == 0 else 0.0
+        s[acc_kernels.LAST] = 1.0 if ends else 0.0
+        s[acc_kernels.WEIGHT] = weight
+        s[acc_kernels.DIVISOR] = divisor
+        self.batches, self._ends = position + 1, ends
+
+    def disarm(self) -> None:
+        """Forget an armed step that did not run (it failed before its call)."""
+        self.scalars[acc_kernels.ARMED] = 0.0
+        self._ends = False
+
+    def run(self, norm: float) -> None:
+        """The sum's kernel from Python (a step without a plan: user layers)."""
+        acc_kernels.accumulate_gradients(norm, self.scalars, self.grads, self.total, self.partials)
+
+    def update_norm(self, norm: float, step: int) -> float:
+        """The gradient norm the update of the step that just ran goes on with: the group's when
+        the step ended an armed group, else the step's own ``norm``.
+
+        Raises
+        ------
+        FloatingPointError
+            If the group's norm is not finite (the step kernel updated nothing); ``step`` is the
+            update's number, for the message.
+        """
+        if not self._ends:
+            return norm
+        self._ends = False
+        group = float(self.scalars[acc_kernels.GROUP_NORM])
+        if not math.isfinite(group):
+            raise _diverged(self.batches, group, step)
+        return group
+
+
 class Stepper:
     """Runs the training steps of a fit: ``step(xb, yb, last)`` -> (loss, output, committed), where
-    ``committed`` says the optimizer updated (every ``accumulate``-th batch, or ``last``)."""
+    ``committed`` says the optimizer updated (every ``accumulate``-th batch, or ``last``).
+
+    With ``accumulate`` > 1 each batch is one ``model.run_step`` whose compiled call also adds the
+    batch's gradients to the group's sum (:class:`GroupSum`) and, on the group's last batch, makes
+    the update on the group's gradients."""
 
     def __init__(self, model, accumulate: int = 1):
         self.model, self.k = model, accumulate
         self.count = 0  # batches in the open group
         self.samples = 0
-        self._buffers: tuple[np.ndarray, backend.StateGuard] | None = None  # see _group
+        self._buffers: tuple[GroupSum, backend.StateGuard] | None = None  # see _group
+        if accumulate == 1:
+            model.set_accumulation(False)  # the plans drop the sum's call
 
-    def _group(self) -> tuple[np.ndarray, backend.StateGuard]:
-        """(total, guard) of the open group: the weighted sum of its gradients and the layers'
+    def _group(self) -> tuple[GroupSum, backend.StateGuard]:
+        """(sum, guard) of the open group: the weighted sum of its gradients and the layers'
         buffers at its start (made by :meth:`_open`)."""
         if self._buffers is None:
             raise RuntimeError(
@@ -70,17 +156,22 @@ class Stepper:
             return loss, out, True
         if self.count == 0:
             self._open()
-        guard = self._group()[1]
+        group, guard = self._group()
+        m = xb.shape[0]
+        ends = self.count + 1 >= self.k or last
+        mean = model.loss.reduction == "mean"
         try:
-            loss, out = model.run_step(xb, yb, update=False)
-            self._add(xb.shape[0])
-            if self.count < self.k and not last:
-                return loss, out, False
-            self._update()
+            group.arm(self.count, ends, m if mean else 1, self.samples + m if mean else 1)
+            loss, out = model.run_step(xb, yb, update=ends)
         except BaseException:
+            group.disarm()
             guard.restore()
             self.count = 0
             raise
+        self.count += 1
+        self.samples += m
+        if not ends:
+            return loss, out, False
         self.count = 0
         return loss, out, True
 
@@ -107,35 +198,22 @@ class Stepper:
 
     def _open(self) -> None:
         model = self.model
-        if self._buffers is None or self._buffers[0].shape != model.grads.shape:
-            self._buffers = (np.empty_like(model.grads), model.state_guard())
+        group = model.set_accumulation(True)
+        if self._buffers is None or self._buffers[0] is not group:
+            self._buffers = (group, model.state_guard())
         self._buffers[1].save()
         self.samples = 0
 
-    def _add(self, m: int) -> None:
-        grads = self.model.grads
-        total = self._group()[0]
-        weight = m if self.model.loss.reduction == "mean" else 1
-        if self.count == 0:
-            np.multiply(grads, weight, out=total)
-        else:
-            np.multiply(grads, weight, out=grads)
-            np.add(total, grads, out=total)
-        self.count += 1
-        self.samples += m
-
     def _update(self) -> None:
+        """The update of a group whose last batch did not know it was (a stream ended): from Python,
+        as the step's call does it."""
         model = self.model
-        total = self._group()[0]
+        total = self._group()[0].total
         if model.loss.reduction == "mean":
             np.divide(total, self.samples, out=model.grads)
         else:
             np.copyto(model.grads, total)
         norm = model.grad_norm()
         if not math.isfinite(norm):
-            raise FloatingPointError(
-                f"Training diverged: the gradient norm summed over {self.count} accumulated "
-                f"batches is {norm} at step {model.optimizer.step_count + 1}; the update was "
-                f"not applied. Lower the learning rate or clip gradients (clip_norm=1.0)"
-            )
+            raise _diverged(self.count, norm, model.optimizer.step_count + 1)
         model.optimizer.step(grad_norm=norm)

@@ -25,6 +25,7 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
+from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, normalize_shape, shape_str, size_of, walk_layers
@@ -71,6 +72,7 @@ class _StepPlan:
     ``Optimizer.begin_fused_step``."""
 
     __slots__ = (
+        "accumulator",
         "backward",
         "calls",
         "contexts",
@@ -92,20 +94,27 @@ class _StepPlan:
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
         self.calls = [*forward, loss_call, *backward, norm_call]
-        self.run, self.token = None, None
+        self.run, self.token, self.accumulator = None, None, None
         self.feed = self.gathering = None  # fit's fastnn._step_feed: armed for a step; its runner of this plan
         self.counting = None  # fastnn._step_feed's runner of this plan that counts the batch read in place
 
-    def with_optimizer(self, optimizer, token) -> _StepPlan:
-        """This plan with ``optimizer``'s update as its last call (none for a None ``token``);
-        ``run`` is rebuilt when ``token`` is not the one it was built with."""
-        if self.run is None or token is not self.token:
+    def with_optimizer(self, optimizer, token, accumulator=None) -> _StepPlan:
+        """This plan with ``accumulator``'s gradient sum (``fastnn.accumulation.GroupSum``; none for
+        None) after the gradient norm, then ``optimizer``'s update on the norm it hands on (none for
+        a None ``token``); ``run`` is rebuilt when ``token`` or ``accumulator`` is not the one it was
+        built with."""
+        if self.run is None or token is not self.token or accumulator is not self.accumulator:
             calls = self.calls
             returns = (len(self.forward), len(calls) - 1)
+            norm = Result(returns[1])
+            if accumulator is not None:
+                calls = [*calls, accumulator.call(norm)]
+                norm = Result(len(calls) - 1)
             if token is not None:
-                calls = [*calls, optimizer.fused_step_call(Result(returns[0]), Result(returns[1]))]
+                calls = [*calls, optimizer.fused_step_call(Result(returns[0]), norm)]
             slots = (self.x, self.y) if rebindable(calls, self.x) and rebindable(calls, self.y) else ()
             self.run, self.token = CallRunner(calls, returns=returns, slots=slots), token
+            self.accumulator = accumulator
         return self
 
     def inputs(self, xb, yb) -> tuple:
@@ -282,6 +291,7 @@ class Sequential:
             None  # fit under MPI: fastnn.distributed's hook between backward and optimizer
         )
         self._backward_hook: Callable[[int], list] | None = None  # set_backward_hook
+        self._group_sum: GroupSum | None = None  # set_accumulation
         self._trainer: int | None = None
         self._lane: _TrainLane | None = None  # train_step's fast lane (set after a step)
         self._building = False
@@ -793,6 +803,7 @@ class Sequential:
         self._norm_partials = backend.zeros(
             backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
         )
+        self._group_sum = None  # (its buffers were the old ones)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
         self._guard = backend.StateGuard(buffers)
         self._eager = None
@@ -1865,7 +1876,7 @@ class Sequential:
         """
         plan = self._plans.get(m)
         if plan is not None:
-            return plan.with_optimizer(self.optimizer, self._step_token())
+            return plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         if self._plannable:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
@@ -1898,7 +1909,7 @@ class Sequential:
             plan = self._plans[m] = _StepPlan(
                 x, y, h, forward, loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
             )
-            plan.with_optimizer(self.optimizer, self._step_token())
+            plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         return plan
 
     # -- engine hooks: what training, accumulation, distributed, streaming and freezing use ---------
@@ -1953,6 +1964,38 @@ class Sequential:
         """
         self._backward_hook = hook
         self.clear_plans()
+
+    def set_accumulation(self, on: bool) -> GroupSum | None:
+        """Make the step plans sum each step's gradients into a group (``fit(..., accumulate=k)``).
+
+        Parameters
+        ----------
+        on : bool
+            True: the step plans run the group sum's kernel after the gradient norm and hand its
+            norm to the optimizer's update (``fastnn.accumulation.GroupSum``; a step it is not
+            armed for is a plain step); False: they do not. The plans are rebuilt when this changes.
+
+        Returns
+        -------
+        GroupSum or None
+            The model's group sum (kept while on), or None.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> group = model.set_accumulation(True)
+        >>> group.total.shape == model.grads.shape, model.set_accumulation(True) is group
+        (True, True)
+        >>> model.set_accumulation(False) is None
+        True
+        """
+        group = self._group_sum
+        if not on:
+            self._group_sum = None
+        elif group is None or not group.bound_to(self.grads, self._norm_partials):
+            self._group_sum = GroupSum(self.grads, self._norm_partials)
+        return self._group_sum
 
     def state_guard(self) -> backend.StateGuard:
         """A new guard over the layers' state buffers (running statistics, dropout counters).
@@ -2200,8 +2243,9 @@ class Sequential:
         yb : numpy.ndarray
             The batch's checked targets.
         update : bool, default True
-            False: the gradients only, in ``model.grads`` (no optimizer step;
-            ``fastnn.accumulation``).
+            False: the gradients only, in ``model.grads`` (no optimizer step). In an accumulating
+            fit (:meth:`set_accumulation`, its group sum armed for the step) True marks the
+            group's last batch: the update uses the group's gradients and norm.
 
         Returns
         -------
@@ -2243,6 +2287,8 @@ class Sequential:
                     loss = self.loss_value(out, yb, grad, True)
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
+                    if self._group_sum is not None:
+                        self._group_sum.run(norm)
                 else:
                     if plan.token is not None:  # the update inside the call, unless ranks must sum first
                         inside = update and self._step_reduce is None
@@ -2257,6 +2303,8 @@ class Sequential:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     guard.restore()
                     raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
+                if self._group_sum is not None:  # an accumulating fit: the group's norm on its last batch
+                    norm = self._group_sum.update_norm(norm, step_count + 1)
                 if inside:
                     optimizer.end_fused_step(norm)
                 elif update:

@@ -90,6 +90,13 @@ def lion_step_reference(p, g, state, t, n_decay, *, lr, betas=(0.9, 0.99), weigh
     return p
 
 
+def accumulated_gradient_reference(grad_seq, weights, divisor) -> np.ndarray:
+    """The gradient of an accumulated group: ``sum_i weights[i] * grad_seq[i] / divisor`` in
+    float64 (a mean loss: weights the batches' sample counts, divisor their sum; a sum: all 1)."""
+    total = sum(w * np.asarray(g, np.float64) for w, g in zip(weights, grad_seq))
+    return total / divisor
+
+
 def grad_norm_reference(g) -> float:
     return float(np.sqrt(np.sum(np.asarray(g, np.float64) ** 2)))
 

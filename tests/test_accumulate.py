@@ -79,3 +79,24 @@ def test_bad_accumulate_values_are_refused(value, error):
     X, y = _data()
     with pytest.raises(error, match="accumulate"):
         _model().fit(X, y, accumulate=value, verbose=0)
+
+
+@pytest.mark.parametrize("fuse", ["never", "always"])
+def test_a_group_whose_summed_gradients_overflow_is_refused_and_applies_nothing(fuse, monkeypatch, tmp_path):
+    """Each batch's gradient is finite (-2e37 per weight, float32), the group's weighted sum is not
+    (8 * 2e37 four times > float32's 3.4e38): the group's update is refused, nothing changes."""
+    from fastnn import _config, _fused
+
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    model = fnn.Sequential([fnn.Dense(2, 1, bias=False)], seed=0).compile("mse", fnn.optim.SGD(lr=0.1))
+    model.layers[0].weight[...] = [[1.0], [-1.0]]  # the prediction 1e37 - 1e37 = 0 exactly: the loss is 1
+    X, y = np.full((32, 2), 1e37, np.float32), np.ones((32, 1), np.float32)
+    params = model.params.copy()
+    with pytest.raises(FloatingPointError, match="summed over 4 accumulated batches is inf at step 1"):
+        model.fit(X, y, epochs=1, batch_size=8, accumulate=4, shuffle=False, verbose=0)
+    assert np.array_equal(model.params, params) and model.optimizer.step_count == 0
+    model.layers[0].weight[...] = [[0.5], [-0.5]]  # the same data trains once the sum is finite
+    model.fit(X[:16] * 1e-30, y[:16], epochs=1, batch_size=8, accumulate=4, shuffle=False, verbose=0)
+    assert model.optimizer.step_count == 1

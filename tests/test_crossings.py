@@ -47,6 +47,8 @@ CASES = {
     "weighted_bce": ("binary_cross_entropy", {"sample_weight": WEIGHTS}),
     "unshuffled": ("cross_entropy", {"shuffle": False}),
     "unshuffled_weighted": ("cross_entropy", {"shuffle": False, "class_weight": {0: 1.0, 1: 2.0, 2: 0.5}}),
+    "accumulate": ("cross_entropy", {"accumulate": 4}),  # the group's sum and its update inside the call
+    "accumulate_unshuffled_mse": ("mse", {"accumulate": 4, "shuffle": False}),
 }
 
 
@@ -65,3 +67,12 @@ def test_the_counter_sees_kernels_called_one_by_one(monkeypatch):
     monkeypatch.setattr(_config, "FUSE", "never")  # the calls of each step run from Python
     steps = _steps(_classifier(), *_data(), sample_weight=WEIGHTS)
     assert all(len(calls) > 5 and "weighted_cross_entropy" in calls for calls in steps)
+
+
+def test_an_accumulating_fit_updates_on_each_groups_last_batch_inside_its_call(monkeypatch):
+    monkeypatch.setattr(_config, "FUSE", "never")  # the calls of each step run from Python: counted by name
+    model = _classifier()
+    steps = _steps(model, *_data(), accumulate=4)
+    assert all(calls.count("accumulate_gradients") == 1 and calls.count("adam_step") == 1 for calls in steps)
+    assert all("grad_global_norm" in calls for calls in steps)  # the batch's norm, the group's inside the sum
+    assert model.optimizer.step_count == 3 * 2  # 6 batches an epoch: groups of 4 and 2, 3 epochs

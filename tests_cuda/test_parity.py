@@ -24,6 +24,8 @@ CPU_ONLY_MODULES = {
     "by their own launch geometry",
     "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "
     "CUDA steps through Optimizer.step and the twins in kernels.cuda.optim",
+    "accumulate": "fit(..., accumulate=k)'s gradient sum inside the CPU's fused training steps "
+    "(fastnn.accumulation); accumulate > 1 runs on the CPU only (fit refuses it on a device)",
     "step_feed": "fit's batch gather and correct count inside the CPU's fused training steps (fastnn._step_feed); "
     "a model on CUDA gets its batches through fastnn.training.BatchFeeder's device copies",
     "conv_pool": "conv -> activation -> max pooling fused for the CPU's training step plans "
