@@ -1,5 +1,6 @@
 """Conv -> MaxPool fused in training step plans (fastnn._conv_pool_fusion): the same training as
-the layer-by-layer plan bit for bit, which pairs fuse, hooks, threads and the one-call step."""
+the layer-by-layer plan bit for bit, which pairs fuse, hooks and threads (the one-call step of both
+fusions: tests/test_conv_gap_fusion.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _config, _conv_pool_fusion, _fused
+from fastnn import _conv_pool_fusion
 
 FUSED = {"conv2d_maxpool_forward", "conv2d_maxpool_backward"}
 
@@ -90,18 +91,6 @@ def test_pairs_that_do_not_fit_are_left_to_the_layers():
         model.compile(loss="mse", optimizer="sgd")
         assert not FUSED & set(plan_kernels(model, 4)), layers
     assert _conv_pool_fusion.find_pairs([[], []]) == []
-
-
-def test_the_one_call_step_equals_the_call_by_call_step_bit_for_bit(monkeypatch, tmp_path):
-    monkeypatch.setattr(_config, "FUSE", "always")
-    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(_fused, "_LOADED", {})
-    one_call = train_plan(_cnn1d, (3, 21), True, "float32")
-    monkeypatch.setattr(_config, "FUSE", "never")
-    by_call = train_plan(_cnn1d, (3, 21), True, "float32")
-    assert FUSED <= set(one_call[2]) and one_call[3] and not by_call[3]
-    for a, b in zip(one_call[:2], by_call[:2]):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_same_bits_on_one_and_two_threads():

@@ -27,6 +27,24 @@ def fuse(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def _shared_steps(tmp_path_factory):
+    """A cache folder and a loaded-steps table kept for the whole module."""
+    return tmp_path_factory.mktemp("fused-steps"), {}
+
+
+@pytest.fixture
+def fuse_shared(monkeypatch, _shared_steps):
+    """As ``fuse``, but the tests using it share their generated steps: a model structure they
+    have in common compiles once for all of them, not once per test (seconds each). For tests of
+    what a fused step does, not of how it is compiled or loaded."""
+    folder, loaded = _shared_steps
+    monkeypatch.setattr(_config, "FUSE", "always")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(folder))
+    monkeypatch.setattr(_fused, "_LOADED", loaded)
+    return folder
+
+
 def _tiny(seed=3, dtype="float32", width=16):
     return fnn.Sequential(
         [fnn.Dense(2, width, activation="tanh"), fnn.Dense(width, width, activation="tanh"), fnn.Dense(width, 1)],
@@ -490,7 +508,7 @@ def _lane_batches(rng, n=6, batch=8, dtype=np.float32, features=2, outputs=1):
 
 
 @pytest.mark.parametrize("build, features, outputs", [(_tiny, 2, 1), (_regularised, 7, 4)])
-def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse, rng, build, features, outputs):
+def test_train_step_fast_lane_gives_the_long_ways_steps_bit_for_bit(fuse_shared, rng, build, features, outputs):
     """After one step the long way, train_step takes its fast lane (one check of the arrays' kind
     and values, then the compiled call): the same losses, weights, buffers (BatchNorm's running
     statistics, dropout's counter) and optimizer state as steps whose read-only batches must go the
@@ -536,7 +554,7 @@ def _nan_at(a, where):
         (None, lambda y: np.ones((8, 2), np.float32), ValueError, r"shape \(n_samples, 1\)"),
     ],
 )
-def test_train_step_fast_lane_refuses_what_the_long_way_refuses(fuse, rng, bad_x, bad_y, error, match):
+def test_train_step_fast_lane_refuses_what_the_long_way_refuses(fuse_shared, rng, bad_x, bad_y, error, match):
     """Bad batches after the lane is set up get the long way's errors, and change nothing."""
     X, Y = _lane_batches(rng)
     model = _tiny().compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
@@ -580,7 +598,7 @@ def test_train_step_fast_lane_checks_labels_the_loss_way_and_follows_a_new_compi
     assert model.optimizer.step_count == 2
 
 
-def test_train_step_fast_lane_refuses_a_second_thread(fuse, rng):
+def test_train_step_fast_lane_refuses_a_second_thread(fuse_shared, rng):
     import threading
 
     X, Y = _lane_batches(rng)

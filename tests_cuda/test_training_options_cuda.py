@@ -36,8 +36,9 @@ def test_frozen_layers_train_on_the_device_as_on_the_cpu():
 
 @pytest.mark.parametrize("kind", ["dataset", "callable"])
 def test_streamed_data_trains_on_the_device_as_on_the_cpu(kind):
+    # 12 rows in blocks of 10: the second batch of 6 spans two blocks (each simulated step costs seconds)
     rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((24, 5)).astype(np.float32), rng.integers(0, 3, 24)
+    X, y = rng.standard_normal((12, 5)).astype(np.float32), rng.integers(0, 3, 12)
     results = []
     for device in ("cpu", "cuda"):
         model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=5, device=device)
@@ -45,7 +46,7 @@ def test_streamed_data_trains_on_the_device_as_on_the_cpu(kind):
         data = (
             ArrayDataset(X, y, block_rows=10)
             if kind == "dataset"
-            else (lambda: ((X[i : i + 6], y[i : i + 6]) for i in range(0, 24, 6)))
+            else (lambda: ((X[i : i + 6], y[i : i + 6]) for i in range(0, len(X), 6)))
         )
         history = model.fit(data, epochs=2, batch_size=6, verbose=0)
         results.append((model.predict(X), history.history))
