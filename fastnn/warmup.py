@@ -8,7 +8,9 @@ Each *recipe* is a tiny model that trains a step, predicts and evaluates, so eve
 layers, loss and optimizer call compiles (the kernels are generic in their sizes: tiny shapes
 compile the same code as large ones). Together the recipes use every layer, loss, optimizer and
 activation; those marked ``fused`` also compile the fused training step (``fastnn._fused``) of
-the models ``fastnn demo`` and the README train, which small models tier up to.
+the models ``fastnn demo`` and the README train, which small models tier up to; those marked
+``weighted`` also fit with ``sample_weight`` and ``accumulate=2`` (the weighted losses' kernels and
+the gradient sum's), for each of their losses.
 
 With ``--jobs N`` each worker process compiles a share of the recipes into the shared on-disk
 cache (Numba's compiler holds the GIL and a process-wide lock, so threads would not help); the
@@ -34,6 +36,7 @@ class Recipe(NamedTuple):
     name: str
     build: Callable  # rng -> (layers, X, y, Sequential keyword arguments, loss, optimizer names)
     fused: bool = False  # also compile its fused training and prediction steps
+    weighted: bool = False  # also a fit with sample_weight and accumulate=2 (weighted losses, gradient sum)
 
 
 def _labels(rng, n, classes=3):
@@ -220,9 +223,9 @@ def _transformer(rng):  # README's Transformer
 
 RECIPES = (
     Recipe("mlp (fastnn demo)", _mlp_demo, fused=True),
-    Recipe("mlp (README)", _mlp_readme, fused=True),
-    Recipe("activations, regression losses, optimizers", _activations),
-    Recipe("classifier heads", _classifier_heads),
+    Recipe("mlp (README)", _mlp_readme, fused=True, weighted=True),
+    Recipe("activations, regression losses, optimizers", _activations, weighted=True),
+    Recipe("classifier heads", _classifier_heads, weighted=True),
     Recipe("cnn 2-d (README, demo --conv)", _cnn2d, fused=True),
     Recipe("cnn 1-d", _cnn1d),
     Recipe("lstm (README)", _lstm, fused=True),
@@ -258,9 +261,14 @@ def run_recipe(index: int, dtype: str) -> int:
                     validation_data=(X, y),
                     verbose=0,
                 )
+                if recipe.weighted and step == 0:
+                    weights = np.linspace(0.5, 1.5, len(X))
+                    model.fit(X, y, sample_weight=weights, accumulate=2, epochs=1, batch_size=len(X) // 4, verbose=0)
                 for loss in losses[1:] if step == 0 else ():
                     model.compile(loss=loss, optimizer=optimizer)
                     model.train_step(X, y)
+                    if recipe.weighted:
+                        model.fit(X, y, sample_weight=np.linspace(0.5, 1.5, len(X)), epochs=1, verbose=0)
                 model.predict(X)
                 model.evaluate(X, y)
     finally:
