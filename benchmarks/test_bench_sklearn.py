@@ -19,8 +19,12 @@ def test_sklearn_mlp_smoke_run():
 
 
 def test_sklearn_mlp_breakdown_runs_every_part():
-    """--breakdown peels a fit down to its kernel calls (the update call among them takes the
-    earlier calls' loss and norm): every part runs and takes time."""
-    rows = sklearn_mlp.breakdown(1, epochs=2)
-    assert [row["part"] for row in rows][-2:] == ["the step's kernel calls alone", "GEMM floor"]
-    assert len(rows) == 6 and all(row["us_per_step"] > 0 for row in rows)
+    """--breakdown peels each fit case down to its kernel calls (the update call among them takes
+    the earlier calls' loss and norm) and the gather alone: every part runs and takes time."""
+    rows = sklearn_mlp.breakdown(1, quick=True)
+    cases = list(dict.fromkeys(row["case"] for row in rows))
+    assert len(cases) == 2 and len(rows) == 14  # digits and the synthetic set, 6 parts + the floor each
+    for case in cases:
+        parts = [row["part"] for row in rows if row["case"] == case]
+        assert parts[-3:] == ["the step's kernel calls alone", "the shuffled batch's gather alone", "GEMM floor"]
+    assert all(row["us_per_step"] > 0 and row["over_floor"] > 0 for row in rows)
