@@ -261,14 +261,14 @@ def run_recipe(index: int, dtype: str) -> int:
                     validation_data=(X, y),
                     verbose=0,
                 )
+                weights = np.linspace(0.5, 1.5, len(X))  # the weighted fits' sample weights
                 if recipe.weighted and step == 0:
-                    weights = np.linspace(0.5, 1.5, len(X))
                     model.fit(X, y, sample_weight=weights, accumulate=2, epochs=1, batch_size=len(X) // 4, verbose=0)
                 for loss in losses[1:] if step == 0 else ():
                     model.compile(loss=loss, optimizer=optimizer)
                     model.train_step(X, y)
                     if recipe.weighted:
-                        model.fit(X, y, sample_weight=np.linspace(0.5, 1.5, len(X)), epochs=1, verbose=0)
+                        model.fit(X, y, sample_weight=weights, epochs=1, verbose=0)
                 model.predict(X)
                 model.evaluate(X, y)
     finally:
