@@ -26,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 
 from ._fused import CallRunner, rebindable
-from ._validation import ready_rows
 from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
+from .kernels.checks import all_finite
 from .layers.activation import Activation
-from .layers.base import Context, rows
+from .layers.base import Context, flat_rows, rows
 from .layers.conv import Conv1d, Conv2d
 from .layers.dense import Dense
 from .layers.dropout import Dropout
@@ -39,6 +39,10 @@ from .layers.normalization import BatchNorm1d
 #: rows per chunk of a large prediction (see the module docstring; benchmarks/RESULTS.md)
 CHUNK_ROWS = 256
 _MAX_PLANS = 4  # per model, beside its training plans (a chunk size and a remainder or two)
+#: plans of at most this many rows of float inputs check that the rows are finite inside their
+#: compiled call, so that a small prediction crosses into compiled code once, not twice; larger
+#: plans leave it to the caller's check (the general path's, made once for all chunks)
+CHECKED_ROWS = 16
 
 
 def _transparent(layer) -> bool:
@@ -182,6 +186,9 @@ class InferencePlan:
         recorder = _Recorder(model, m, self.x, self.out)
         h = recorder.record()
         calls = recorder.calls
+        self.checks_input = self.plain_input and m <= CHECKED_ROWS
+        if self.checks_input:  # call 0, whose result the run returns
+            calls = [(all_finite, (flat_rows(self.x),)), *calls]
         # the last output is copied only when no Dense layer could write it into ``out``
         self._copy_from = None if h is self.out else h
         self._x_slot = rebindable(calls, self.x) and (self._copy_from is None or not np.shares_memory(h, self.x))
@@ -189,9 +196,22 @@ class InferencePlan:
         self._out_slot = self._copy_from is None
         if self._out_slot:
             slots += (self.out,)
-        self.runner = CallRunner(calls, slots=slots)
+        self.runner = CallRunner(calls, returns=0 if self.checks_input else None, slots=slots)
+        self._direct = None  # the runner's fused function, bound (FusedCalls.slot_caller), once fused
 
-    def run(self, X: np.ndarray, out: np.ndarray) -> None:
+    def outputs(self, X: np.ndarray) -> np.ndarray | None:
+        """A new array of the outputs of the ndarray ``X`` when X is rows this plan runs as they are
+        (its input shape and dtype, C-contiguous, finite), else None. The caller holds the model's lock."""
+        if not (X.shape == self.x.shape and X.dtype == self.x.dtype and X.flags.c_contiguous):
+            return None
+        if not (self.checks_input or all_finite(flat_rows(X))):
+            return None
+        out = np.empty(self.out.shape, self.out.dtype)
+        return out if self.run(X, out) else None
+
+    def run(self, X: np.ndarray, out: np.ndarray) -> bool:
+        """Write the outputs of rows ``X`` into ``out``. Returns False when the plan checks its
+        input (:attr:`checks_input`) and X holds NaN or infinity (``out`` is then meaningless), else True."""
         flags = X.flags
         if self._x_slot and flags.c_contiguous and flags.writeable and X.dtype == self.x.dtype:
             arrays: tuple[np.ndarray, ...] = (X,)
@@ -200,9 +220,13 @@ class InferencePlan:
             arrays = (self.x,) if self._x_slot else ()
         if self._out_slot:
             arrays += (out,)
-        self.runner(*arrays)
+        call = self._direct
+        if call is None:  # the compiled function itself once the runner has fused (nothing in between)
+            call = self._direct = self.runner.slot_caller() if arrays else None
+        finite = (self.runner if call is None else call)(*arrays) is not False
         if self._copy_from is not None:
             out[...] = self._copy_from
+        return finite
 
 
 def supported(model) -> bool:
@@ -221,20 +245,19 @@ def predict_small(model, X, batch_size) -> np.ndarray | None:
 
     The call qualifies when the plan for its rows exists already and ``X`` passes, cheapest
     first, the checks of the general path's fast lane (:func:`fastnn._validation.check_input`):
-    an ndarray of the plan's input shape and dtype, C-contiguous, all finite, of at most
-    ``batch_size`` rows, on an up-to-date CPU model. Otherwise the caller takes the general
-    path, which converts the input or raises its validation error. Takes the model's lock.
+    an ndarray of the plan's input shape and dtype, C-contiguous, all finite (checked inside the
+    plan's call when it has few rows: :data:`CHECKED_ROWS`), of at most ``batch_size`` rows, on an
+    up-to-date CPU model. Otherwise the caller takes the general path, which converts the input or
+    raises its validation error. Takes the model's lock.
     """
     if type(X) is not np.ndarray or type(batch_size) is not int or X.ndim < 2 or not model.built:
         return None
     m = X.shape[0]
     found = model.recorded_plan(("fused-infer", m)) if model.device == "cpu" else None
-    if found is None or not found.plain_input or m > batch_size or not ready_rows(X, found.x.dtype, found.x.shape[1:]):
+    if found is None or not found.plain_input or m > batch_size:
         return None
-    out = np.empty(found.out.shape, found.out.dtype)
     with model.lock:
-        found.run(X, out)
-    return out
+        return found.outputs(X)  # None (not finite, say): the general path raises the error
 
 
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -252,4 +275,4 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     return out
 
 
-__all__ = ["CHUNK_ROWS", "InferencePlan", "plan", "predict", "predict_small", "supported"]
+__all__ = ["CHECKED_ROWS", "CHUNK_ROWS", "InferencePlan", "plan", "predict", "predict_small", "supported"]

@@ -55,7 +55,8 @@ def test_dense_batchnorm_folded_equals_unfolded(activation, dtype, rng):
     # BN, activation, dropout folded away; softmax rows run after the GEMM (dense_infer is elementwise only)
     code = next(row.code for row in ACTIVATION_TABLE if row.name == activation)
     rowwise = ["activation_forward"] if code >= ROWWISE_CODES else []
-    assert kernels == ["batchnorm_fold", "dense_infer", *rowwise, "dense_infer"]
+    # 7 rows (at most CHECKED_ROWS): the input's finite check runs first, inside the plan's call
+    assert kernels == ["all_finite", "batchnorm_fold", "dense_infer", *rowwise, "dense_infer"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -90,7 +91,7 @@ def test_conv_batchnorm_folded_equals_unfolded(activation, dtype, rng):
             x = rng.standard_normal((batch, *shape))
             _close(net.predict(x), net.forward(x, training=False), dtype)
         kernels = [fn.__name__ for fn, _ in _inference.plan(net, 5).runner.calls]
-        assert kernels[:3] == ["batchnorm_fold", "scale_rows", "conv2d_forward"]
+        assert kernels[:4] == ["all_finite", "batchnorm_fold", "scale_rows", "conv2d_forward"]
         assert "batchnorm_forward_eval" not in kernels and "activation_forward" not in kernels
 
 
@@ -233,6 +234,33 @@ def test_repeated_small_predictions_keep_every_check(rng):
     model.layers[3].p = 0.5  # a changed layer: the general path rebuilds the plans first
     assert _inference.predict_small(model, x, 1024) is None
     np.testing.assert_array_equal(model.predict(x), expected)  # the rebuild kept the running statistics
+
+
+@pytest.mark.parametrize("fuse", ["always", "never"])
+def test_small_plans_check_their_input_inside_the_call(rng, monkeypatch, tmp_path, fuse):
+    """A plan of at most CHECKED_ROWS rows checks that its input is finite inside its (fused or
+    not) call; non-finite rows then get no outputs and the general path raises its error. A larger
+    plan leaves the check to its caller: predict_small checks before running it."""
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    model = _dense_bn("tanh", "float32", rng)
+    for rows in (1, _inference.CHECKED_ROWS, _inference.CHECKED_ROWS + 1):
+        x = rng.standard_normal((rows, 5)).astype(np.float32)
+        expected = model.predict(x)  # builds the plan
+        plan = _inference.plan(model, rows)
+        assert plan.checks_input == (rows <= _inference.CHECKED_ROWS)
+        assert plan.runner.fused == (fuse == "always")
+        np.testing.assert_array_equal(_inference.predict_small(model, x, 1024), expected)
+        for value in (np.nan, np.inf, -np.inf):
+            bad = x.copy()
+            bad[rows - 1, 4] = value
+            out = np.empty_like(expected)
+            assert plan.run(bad, out) is not plan.checks_input  # False: the check inside found it
+            assert _inference.predict_small(model, bad, 1024) is None
+            with pytest.raises(ValueError, match="NaN or infinity"):
+                model.predict(bad)
+        np.testing.assert_array_equal(model.predict(x), expected)
 
 
 def test_the_first_prediction_builds_a_model_without_an_input_shape():
