@@ -23,6 +23,8 @@ next), so a chunk's activations stay in cache between layers.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ._fused import CallRunner, rebindable
@@ -197,7 +199,7 @@ class InferencePlan:
         if self._out_slot:
             slots += (self.out,)
         self.runner = CallRunner(calls, returns=0 if self.checks_input else None, slots=slots)
-        self._direct = None  # the runner's fused function, bound (FusedCalls.slot_caller), once fused
+        self._direct: Callable | None = None  # the runner's fused function, bound (FusedCalls.slot_caller), once fused
 
     def outputs(self, X: np.ndarray) -> np.ndarray | None:
         """A new array of the outputs of the ndarray ``X`` when X is rows this plan runs as they are

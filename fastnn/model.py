@@ -2394,7 +2394,7 @@ class Sequential:
 
     def _lane_takes(self, lane: _TrainLane, xb, yb) -> bool:
         """Whether ``lane`` takes (xb, yb): arrays of the lane's kind (shape, dtype, C-contiguous,
-        writeable) with values its loss accepts (finite, labels in range, ...). False sends the
+        aligned, writeable) with values its loss accepts (finite, labels in range, ...). False sends the
         step the long way, whose checks raise the errors."""
         if not (
             type(xb) is np.ndarray
@@ -2403,10 +2403,9 @@ class Sequential:
             and yb.shape == lane.y_shape
             and xb.dtype is lane.x_dtype
             and yb.dtype is lane.y_dtype
+            and xb.flags.carray  # C-contiguous, aligned and writeable (one flag test each)
+            and yb.flags.carray
         ):
-            return False
-        fx, fy = xb.flags, yb.flags
-        if not (fx.c_contiguous and fx.writeable and fy.c_contiguous and fy.writeable):
             return False
         x2 = xb if xb.ndim == 2 else xb.reshape(xb.shape[0], -1)
         if lane.plain_targets:

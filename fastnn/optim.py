@@ -27,6 +27,7 @@ from . import backend
 from ._ownership import Owned
 from ._validation import check_choice, check_float, check_int
 from .kernels import step_update
+from .kernels.step_update import ARMED, CLIP_NORM, CLIP_VALUE, LR, STEP
 
 
 def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
@@ -484,12 +485,12 @@ class Optimizer(Owned):
         >>> kernel(*args), params
         (False, array([ 1., -2.], dtype=float32))
         """
-        s = self._scalar_slots
-        s[step_update.ARMED] = 1.0 if update else 0.0
-        s[step_update.LR] = self._lr
-        s[step_update.STEP] = self.step_count + 1
-        s[step_update.CLIP_NORM] = np.nan if self.clip_norm is None else self.clip_norm
-        s[step_update.CLIP_VALUE] = np.nan if self.clip_value is None else self.clip_value
+        s = self._scalar_slots  # (indices imported: no module attribute look-ups per step)
+        s[ARMED] = 1.0 if update else 0.0
+        s[LR] = self._lr
+        s[STEP] = self.step_count + 1
+        s[CLIP_NORM] = np.nan if self.clip_norm is None else self.clip_norm
+        s[CLIP_VALUE] = np.nan if self.clip_value is None else self.clip_value
 
     def end_fused_step(self, norm: float) -> None:
         """Count a step the kernel of :meth:`fused_step_call` made (armed and finite).
