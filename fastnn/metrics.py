@@ -37,6 +37,12 @@ forward pass; nothing is done when no metric was compiled), so, like Keras', the
 weights as they changed during the epoch; the ``val_`` ones and ``evaluate`` use the weights at the
 epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
 the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
+
+In a ``fit`` on in-memory arrays on the CPU (without ``accumulate``), the built-in metrics are
+added to arrays inside each step's compiled call (:meth:`Tracker.accumulate_inside`,
+:class:`Accumulator`, :mod:`fastnn.kernels.metric_sums`): the same counts and rows as the Python
+updates (the regression sums to rounding), and no batch read back in Python. A function metric is
+updated in Python, one more crossing and NumPy's work per step.
 """
 
 from __future__ import annotations
