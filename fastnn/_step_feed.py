@@ -64,30 +64,23 @@ def _shifted(calls, by: int) -> list:
     return [(fn, tuple(Result(v.index + by) if isinstance(v, Result) else v for v in args)) for fn, args in calls]
 
 
-def _after_step(model, plan, count: bool, accumulators, first: int) -> list:
-    """The calls after the plan's: with ``count`` the loss's count kernel added to ``totals[0]``
-    (Given ``first``), then each metric accumulator on the batch's rows, its state arrays the Given
-    arguments after (:class:`fastnn.metrics.Accumulator`)."""
+def _after_step(model, plan, count: bool, accumulators, first_given: int, first_call: int) -> list:
+    """The calls after the plan's (the first of them call number ``first_call`` of the runner): with
+    ``count`` the loss's count kernel added to ``totals[0]`` (Given ``first_given``), then each
+    metric accumulator on the batch's rows, its state arrays the Given arguments after
+    (:class:`fastnn.metrics.Accumulator`)."""
     out, target, _ = model.loss_rows(plan.out, plan.y)
     calls: list = []
     if count:
         calls.append((count_kernel(model.loss), (out, target)))
-        calls.append((add_to_total, (Result(-1), Given(first))))  # (Result fixed by the caller's shift)
-        first += 1
+        calls.append((add_to_total, (Result(first_call), Given(first_given))))
+        first_given += 1
     rows = target.reshape(target.shape[0], -1)  # (labels (m,) as a column)
     for accumulator in accumulators:
-        state = tuple(Given(first + j) for j in range(len(accumulator.state)))
+        state = tuple(Given(first_given + j) for j in range(len(accumulator.state)))
         calls.append((accumulator.kernel, (out, rows, *accumulator.constants, *state)))
-        first += len(accumulator.state)
+        first_given += len(accumulator.state)
     return calls
-
-
-def _appended(calls: list, after: list) -> list:
-    """``calls`` then ``after``, the Result(-1) of ``after`` pointing at the call before it."""
-    joined = list(calls)
-    for fn, args in after:
-        joined.append((fn, tuple(Result(len(joined) - 1) if isinstance(v, Result) else v for v in args)))
-    return joined
 
 
 def signature(accumulators) -> tuple:
@@ -120,7 +113,8 @@ def gathering_runner(model, plan, count: bool, accumulators=()) -> CallRunner:
     run = plan.run
     m = plan.x.shape[0]
     gather = (gather_batch, (*(Given(i) for i in range(5)), plan.x.reshape(m, -1), plan.y.reshape(m, -1)))
-    calls = _appended([gather, *_shifted(run.calls, 1)], _after_step(model, plan, count, accumulators, 5))
+    calls = [gather, *_shifted(run.calls, 1)]
+    calls += _after_step(model, plan, count, accumulators, 5, len(calls))
     returns = tuple(i + 1 for i in run.returns)
     return CallRunner(calls, returns=returns)
 
@@ -148,7 +142,7 @@ def counting_runner(model, plan, count: bool = True, accumulators=()) -> CallRun
         The runner (it tiers up on its own).
     """
     run = plan.run
-    calls = _appended(run.calls, _after_step(model, plan, count, accumulators, 0))
+    calls = run.calls + _after_step(model, plan, count, accumulators, 0, len(run.calls))
     return CallRunner(calls, returns=run.returns, slots=run.slots)
 
 

@@ -510,7 +510,7 @@ class ArrayBatches:
         self.feeder: BatchFeeder | None = None
         self.feed: StepFeed | None = None  # CPU, shuffled: each batch gathered inside its step call
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
-        self.tracker = None  # the fit's metrics, accumulated inside the step calls (Tracker.accumulate_inside)
+        self.tracker: Tracker | None = None  # the fit's metrics, added inside the step calls (accumulate_inside)
 
     @property
     def batch_sizes(self) -> list[int]:
