@@ -164,8 +164,8 @@ class StepFeed:
         Count the correct classifications inside the call when the loss has a count kernel
         (False: under MPI, where the count is the global batch's).
     tracker : fastnn.metrics.Tracker, optional
-        The fit's metrics: its :attr:`~fastnn.metrics.Tracker.accumulators` (if any) add each
-        batch inside the call.
+        The fit's metrics: its :attr:`~fastnn.metrics.Tracker.accumulators` (if any, made before)
+        add each batch inside the call.
 
     Examples
     --------
@@ -183,7 +183,10 @@ class StepFeed:
     """
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, count: bool, tracker=None):
-        self.model, self.tracker = model, tracker
+        self.model = model
+        accumulators = [] if tracker is None else tracker.accumulators  # (its arrays stay for the fit)
+        self.accumulators, self.metric_key = accumulators, signature(accumulators)
+        self.metric_arrays = tuple(array for accumulator in accumulators for array in accumulator.state)
         self.x_all, self.y_all = X.reshape(X.shape[0], -1), y.reshape(y.shape[0], -1)
         self.order = order
         self.count = count
@@ -250,9 +253,9 @@ class StepFeed:
         self.counted = self.tracked = False
         self.classifies = counts is not losses.Loss.correct_count and base_counts is not losses.Loss.correct_count
         count = self.count and counts_inside(self.model.loss)
-        accumulators = self.tracker.accumulators if self.tracker is not None else []
-        key = count if not accumulators else (count, signature(accumulators))  # what the runner adds
-        extra = ((self.totals,) if count else ()) + tuple(a for acc in accumulators for a in acc.state)
+        accumulators = self.accumulators
+        key = (count, self.metric_key) if accumulators else count  # what the runner adds after the step
+        extra = (self.totals, *self.metric_arrays) if count else self.metric_arrays
         if rows is None and (count or accumulators):  # the batch as given, counted inside
             cached = plan.counting
             if cached is None or cached[0] is not plan.run or cached[1] != key:
