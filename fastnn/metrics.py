@@ -633,11 +633,7 @@ class _ClassCounts(Metric):
         accumulator.state[0][...] = 0 if self.counts is None else self.counts
 
     def read_arrays(self, accumulator):
-        counts = accumulator.state[0]
-        if not counts.any():  # no batch yet
-            self.reset()
-            return
-        self.counts = counts.copy()
+        self.counts = accumulator.state[0].copy()
         self.one_output = accumulator.outputs == 1
         self.multilabel = accumulator.kernel is metric_sums.binary_counts and accumulator.outputs > 1
 
@@ -1516,6 +1512,7 @@ class Tracker:
         self.metrics = [get(m) for m in metrics]
         self.pending: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (output rows, target rows, added inside)
         self.arrays: dict[int, Accumulator] = {}  # {metric's index: its accumulator} (accumulate_inside)
+        self.added = False  # a batch went into the arrays since the state was set (reset, load_state_dict)
 
     def accumulate_inside(self, rows: int) -> list[Accumulator]:
         """Keep the metrics that have an :meth:`Metric.accumulator` in its arrays, so fit's compiled
@@ -1606,6 +1603,7 @@ class Tracker:
         >>> tracker.commit(); tracker.results()
         {'mae': 1.0}
         """
+        self.added = self.added or inside
         if inside and commit and not self.pending and len(self.arrays) == len(self.metrics):
             return  # every metric counted inside the step's call
         output, target = backend.to_host(output), backend.to_host(target)
@@ -1634,10 +1632,11 @@ class Tracker:
 
     def _add(self, output: np.ndarray, target: np.ndarray, inside: bool) -> None:
         """Add a batch's loss rows (targets as checked, weighted ones with their weight column)."""
-        if not inside:  # the kernels the step's call runs, run here
+        if not inside and self.arrays:  # the kernels the step's call runs, run here
             rows = target.reshape(target.shape[0], -1)
             for accumulator in self.accumulators:
                 accumulator.kernel(output, rows, *accumulator.constants, *accumulator.state)
+            self.added = True
         if len(self.arrays) == len(self.metrics):
             return
         loss = self.model.loss
@@ -1649,12 +1648,16 @@ class Tracker:
                 metric.update(batch)
 
     def _read_arrays(self) -> None:
-        """The accumulated metrics' state from their arrays."""
+        """The accumulated metrics' state from their arrays (once a batch went in: until then the
+        metrics hold the state the arrays were written from)."""
+        if not self.added:
+            return
         for index, accumulator in self.arrays.items():
             self.metrics[index].read_arrays(accumulator)
 
     def _write_arrays(self) -> None:
         """The accumulated metrics' state into their arrays."""
+        self.added = False
         for index, accumulator in self.arrays.items():
             self.metrics[index].write_arrays(accumulator)
 

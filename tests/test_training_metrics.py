@@ -180,6 +180,17 @@ def test_r2_of_a_constant_target_follows_sklearn(rng, kernels):
     assert _streamed(model, ["r2"], out, target, kernels)["r2"] == pytest.approx(skm.r2_score(target, out))
 
 
+def test_the_kernels_tell_a_pass_without_batches_from_one_without_positives():
+    """nan before any batch; a multi-label pass with no positive anywhere (all counts 0) scores 0,
+    through the Python updates and through the kernels alike."""
+    model = _model("binary_cross_entropy", 2)
+    out, Y = -np.ones((9, 2)), np.zeros((9, 2))
+    tracker = Tracker(model, fnn.metrics.check_metrics(["f1"], model.loss))
+    tracker.accumulate_inside(9)
+    assert np.isnan(tracker.results()["f1"])
+    assert _streamed(model, ["f1"], out, Y) == _streamed(model, ["f1"], out, Y, kernels=True) == {"f1": 0.0}
+
+
 def test_a_function_metric_gets_the_whole_epoch(rng):
     model = _model("cross_entropy", 3)
     y, out = rng.integers(0, 3, N), rng.standard_normal((N, 3))
