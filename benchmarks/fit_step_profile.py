@@ -10,6 +10,8 @@ gathered with ``np.take`` and counted from Python, or both inside the step's cal
 ``tiny-ce`` is tiny with two outputs and cross-entropy (so fit also counts the correct ones).
 ``--sample-weight`` fits with a weight per sample (the weighted loss; "step call" stays the plain step).
 ``--accumulate K`` fits with gradient accumulation, one update per K batches ("step call" stays the plain step).
+``--metrics accuracy,f1,auc`` compiles the model with those metrics (a classification config: tiny-ce, mlp);
+``--paths inside`` times only the in-call path (A/B of two versions: run each version's tree).
 CPU time of the calling thread (``time.thread_time``): use --threads 1. ``--fuse always`` (the
 default) times the steady state of a fused fit: every runner fused at once, as a long fit's are
 after their tier-up (``auto`` fuses only where the fit's steps pay for the compile).
@@ -59,7 +61,9 @@ def _fit(model, X, y, batch, inside, weights=None, accumulate=1):
     model.fit(X, y, epochs=1, batch_size=batch, verbose=0, **options)
 
 
-def profile(name: str, steps: int, repeats: int, weighted: bool = False, accumulate: int = 1) -> list[str]:
+def profile(
+    name: str, steps: int, repeats: int, weighted: bool = False, accumulate: int = 1, metrics=(), only: str = ""
+) -> list[str]:
     """Table rows of config ``name``: per path (the batch gathered in Python with np.take, or
     inside the step's call, when this version has both), interleaved in one process."""
     cfg = _config(name)
@@ -68,14 +72,17 @@ def profile(name: str, steps: int, repeats: int, weighted: bool = False, accumul
     short = (np.ascontiguousarray(X[: steps * batch]), np.ascontiguousarray(y[: steps * batch]))
     weights = np.linspace(0.5, 2.0, X.shape[0]) if weighted else None
     paths = {"np.take": False, "inside": True} if hasattr(training.ArrayBatches, "gather_inside") else {"np.take": None}
+    paths = {path: inside for path, inside in paths.items() if only in path}
     cases, models = {}, {}
     for path, inside in paths.items():
         model = models[path] = build_fastnn(cfg)
+        if metrics:
+            model.compile(cfg.loss, model.optimizer, metrics=list(metrics))
         for _ in range(3):  # compiles and loads
             _fit(model, X, y, batch, inside, weights, accumulate)
         cases[f"{path} long"] = functools.partial(_fit, model, X, y, batch, inside, weights, accumulate)
         cases[f"{path} short"] = functools.partial(_fit, model, *short, batch, inside, weights, accumulate)
-    model = models["np.take"]
+    model = next(iter(models.values()))
     plan = model.step_plan(batch)
     xb, yb = np.ascontiguousarray(X[:batch]), np.ascontiguousarray(y[:batch])
     for _ in range(400):
@@ -102,6 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-weight", action="store_true", help="fit with a weight per sample")
     parser.add_argument("--accumulate", type=int, default=1, help="fit(..., accumulate=K): batches per update")
     parser.add_argument("--fuse", default="always", choices=["always", "auto", "never"], help="fastnn._config.FUSE")
+    parser.add_argument("--metrics", default="", help="compile(metrics=...), comma-separated (e.g. accuracy,f1,auc)")
+    parser.add_argument("--paths", default="", help="only the paths whose name contains this (np.take, inside)")
     args = parser.parse_args(argv)
     fnn.set_num_threads(args.threads)
     from fastnn import _config
@@ -109,7 +118,8 @@ def main(argv=None) -> int:
     _config.FUSE = args.fuse
     print(
         f"## fit() per step{' with sample weights' if args.sample_weight else ''}"
-        f"{f', accumulate={args.accumulate}' if args.accumulate > 1 else ''}, {args.threads} thread(s), "
+        f"{f', accumulate={args.accumulate}' if args.accumulate > 1 else ''}"
+        f"{f', metrics={args.metrics}' if args.metrics else ''}, {args.threads} thread(s), "
         f"FUSE={args.fuse}, CPU time of the calling thread, median of "
         f"{args.repeats} interleaved blocks\n"
     )
@@ -119,12 +129,15 @@ def main(argv=None) -> int:
     )
     for name in args.configs.split(","):
         steps = max(1, args.steps // 4) if name == "mlp" else args.steps
-        print("\n".join(profile(name, steps, args.repeats, args.sample_weight, args.accumulate)), flush=True)
+        metrics = [m for m in args.metrics.split(",") if m]
+        rows = profile(name, steps, args.repeats, args.sample_weight, args.accumulate, metrics, args.paths)
+        print("\n".join(rows), flush=True)
     print(
         f"\nCommand: `python benchmarks/fit_step_profile.py --configs {args.configs} --threads {args.threads} "
         f"--fuse {args.fuse} --steps {args.steps} --repeats {args.repeats}"
         f"{' --sample-weight' if args.sample_weight else ''}"
-        f"{f' --accumulate {args.accumulate}' if args.accumulate > 1 else ''}`"
+        f"{f' --accumulate {args.accumulate}' if args.accumulate > 1 else ''}"
+        f"{f' --metrics {args.metrics}' if args.metrics else ''}{f' --paths {args.paths}' if args.paths else ''}`"
     )
     return 0
 

@@ -1,16 +1,21 @@
-"""``fit`` on shuffled in-memory arrays: each step's batch gathered, and its correct classifications
-counted, inside the step plan's own call into compiled code (:mod:`fastnn.kernels.step_feed`).
+"""``fit`` on shuffled in-memory arrays: each step's batch gathered, its correct classifications
+counted and its metrics accumulated inside the step plan's own call into compiled code
+(:mod:`fastnn.kernels.step_feed`, :mod:`fastnn.kernels.metric_sums`).
 
 Per fit, a :class:`StepFeed` holds the whole data set (each sample flattened to a row), the epoch's
 order and a one-element count. For a step, the batch source arms the plan with the batch's rows
 (:meth:`StepFeed.arm`) and hands on the plan's own buffers as the batch; ``Sequential.run_step``
 then runs the plan's *gathering* runner: the gather kernel first (rows ``order[lo:hi]`` into the
 plan's ``x`` and ``y``), then the plan's calls as ``train_step`` runs them (forward, loss, backward,
-norm and the optimizer's update), then the loss's count kernel added to the count. The data set,
-order, rows and count are :class:`fastnn._fused.Given` arguments, so one runner per plan serves
+norm and the optimizer's update), then the loss's count kernel added to the count, then the
+kernels of the fit's built-in metrics (:meth:`fastnn.metrics.Tracker.accumulate_inside`: class
+counts, hit counts, regression sums, the epoch's AUC rows) on their state arrays. The data set,
+order, rows, count and metric arrays are :class:`fastnn._fused.Given` arguments, so one runner per plan serves
 every fit and tiers up (fuses) as the plan's own does; unfused (``FASTNN_FUSE=never``) the same
 calls run one by one. The results are those of the Python-side gather (``np.take``) and count, bit
-for bit: a copy, and the same count kernel.
+for bit: a copy, and the same count and metric kernels (the tracker runs those from Python on a
+batch its step's call did not add). Function metrics stay in Python: a step of a fit with one reads
+the batch back in Python (a crossing and NumPy's work).
 """
 
 from __future__ import annotations
@@ -59,11 +64,35 @@ def _shifted(calls, by: int) -> list:
     return [(fn, tuple(Result(v.index + by) if isinstance(v, Result) else v for v in args)) for fn, args in calls]
 
 
-def gathering_runner(model, plan, count: bool) -> CallRunner:
+def _after_step(model, plan, count: bool, accumulators, first_given: int, first_call: int) -> list:
+    """The calls after the plan's (the first of them call number ``first_call`` of the runner): with
+    ``count`` the loss's count kernel added to ``totals[0]`` (Given ``first_given``), then each
+    metric accumulator on the batch's rows, its state arrays the Given arguments after
+    (:class:`fastnn.metrics.Accumulator`)."""
+    out, target, _ = model.loss_rows(plan.out, plan.y)
+    calls: list = []
+    if count:
+        calls.append((count_kernel(model.loss), (out, target)))
+        calls.append((add_to_total, (Result(first_call), Given(first_given))))
+        first_given += 1
+    rows = target.reshape(target.shape[0], -1)  # (labels (m,) as a column)
+    for accumulator in accumulators:
+        state = tuple(Given(first_given + j) for j in range(len(accumulator.state)))
+        calls.append((accumulator.kernel, (out, rows, *accumulator.constants, *state)))
+        first_given += len(accumulator.state)
+    return calls
+
+
+def signature(accumulators) -> tuple:
+    """What a runner's metric calls depend on: each accumulator's kernel, constants and arrays."""
+    return tuple((a.kernel, a.constants, len(a.state)) for a in accumulators)
+
+
+def gathering_runner(model, plan, count: bool, accumulators=()) -> CallRunner:
     """The runner of ``plan``'s calls with the gather kernel before them and, with ``count``, the
-    loss's count kernel after them: arguments ``(x_all, y_all, order, lo, hi)``, then ``totals``
-    with ``count``; returns
-    (loss, gradient norm) as ``plan.run`` does.
+    loss's count kernel after them, then the metric ``accumulators``' kernels: arguments
+    ``(x_all, y_all, order, lo, hi)``, then ``totals`` with ``count``, then each accumulator's
+    state arrays; returns (loss, gradient norm) as ``plan.run`` does.
 
     Parameters
     ----------
@@ -73,6 +102,8 @@ def gathering_runner(model, plan, count: bool) -> CallRunner:
         A step plan of the model, its ``run`` built.
     count : bool
         Add the correct count of the batch to ``totals[0]`` (the loss has a count kernel).
+    accumulators : sequence of fastnn.metrics.Accumulator, optional
+        Metrics to add the batch to (:meth:`fastnn.metrics.Tracker.accumulate_inside`).
 
     Returns
     -------
@@ -83,25 +114,27 @@ def gathering_runner(model, plan, count: bool) -> CallRunner:
     m = plan.x.shape[0]
     gather = (gather_batch, (*(Given(i) for i in range(5)), plan.x.reshape(m, -1), plan.y.reshape(m, -1)))
     calls = [gather, *_shifted(run.calls, 1)]
-    if count:
-        out, target, _ = model.loss_rows(plan.out, plan.y)
-        calls.append((count_kernel(model.loss), (out, target)))
-        calls.append((add_to_total, (Result(len(calls) - 1), Given(5))))
+    calls += _after_step(model, plan, count, accumulators, 5, len(calls))
     returns = tuple(i + 1 for i in run.returns)
     return CallRunner(calls, returns=returns)
 
 
-def counting_runner(model, plan) -> CallRunner:
+def counting_runner(model, plan, count: bool = True, accumulators=()) -> CallRunner:
     """The runner of ``plan``'s calls on a batch read in place (its slots, or copied into its
-    buffers) with the loss's count kernel after them, added to ``totals[0]``: arguments as
-    ``plan.run``'s, then ``totals``; returns (loss, gradient norm) as ``plan.run`` does.
+    buffers) with, with ``count``, the loss's count kernel after them, added to ``totals[0]``,
+    then the metric ``accumulators``' kernels: arguments as ``plan.run``'s, then ``totals`` with
+    ``count``, then each accumulator's state arrays; returns (loss, gradient norm) as ``plan.run`` does.
 
     Parameters
     ----------
     model : Sequential
-        The plan's model (its loss has a count kernel: :func:`count_kernel`).
+        The plan's model.
     plan : _StepPlan
         A step plan of the model, its ``run`` built.
+    count : bool, default=True
+        Count the correct classifications (the loss has a count kernel: :func:`count_kernel`).
+    accumulators : sequence of fastnn.metrics.Accumulator, optional
+        Metrics to add the batch to.
 
     Returns
     -------
@@ -109,9 +142,7 @@ def counting_runner(model, plan) -> CallRunner:
         The runner (it tiers up on its own).
     """
     run = plan.run
-    out, target, _ = model.loss_rows(plan.out, plan.y)
-    calls = [*run.calls, (count_kernel(model.loss), (out, target))]
-    calls.append((add_to_total, (Result(len(calls) - 1), Given(0))))
+    calls = run.calls + _after_step(model, plan, count, accumulators, 0, len(run.calls))
     return CallRunner(calls, returns=run.returns, slots=run.slots)
 
 
@@ -132,6 +163,9 @@ class StepFeed:
     count : bool
         Count the correct classifications inside the call when the loss has a count kernel
         (False: under MPI, where the count is the global batch's).
+    tracker : fastnn.metrics.Tracker, optional
+        The fit's metrics: its :attr:`~fastnn.metrics.Tracker.accumulators` (if any, made before)
+        add each batch inside the call.
 
     Examples
     --------
@@ -148,8 +182,11 @@ class StepFeed:
     (True, True)
     """
 
-    def __init__(self, model, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, count: bool):
+    def __init__(self, model, X: np.ndarray, y: np.ndarray, order: np.ndarray | None, count: bool, tracker=None):
         self.model = model
+        accumulators = [] if tracker is None else tracker.accumulators  # (its arrays stay for the fit)
+        self.accumulators, self.metric_key = accumulators, signature(accumulators)
+        self.metric_arrays = tuple(array for accumulator in accumulators for array in accumulator.state)
         self.x_all, self.y_all = X.reshape(X.shape[0], -1), y.reshape(y.shape[0], -1)
         self.order = order
         self.count = count
@@ -157,6 +194,7 @@ class StepFeed:
         self.rows: tuple[int, int] | None = None  # (lo, hi) of the armed step
         self.plan = None  # the armed plan
         self.counted = False  # the last step's count is in totals
+        self.tracked = False  # the last step's call added its batch to the tracker's accumulators
         self.classifies = True  # the loss counts correct classifications (False: its count is None)
 
     def arm_count(self, plan) -> None:
@@ -212,26 +250,38 @@ class StepFeed:
         rows, self.rows, self.plan, plan.feed = self.rows, None, None, None
         counts = type(self.model.loss).correct_count
         base_counts = type(losses.base_of(self.model.loss)).correct_count  # (a weighted MSE counts nothing)
-        self.counted = False
+        self.counted = self.tracked = False
         self.classifies = counts is not losses.Loss.correct_count and base_counts is not losses.Loss.correct_count
-        if rows is None and self.count and counts_inside(self.model.loss):  # the batch as given, counted inside
-            cached = plan.counting
-            if cached is None or cached[0] is not plan.run:
-                cached = plan.counting = (plan.run, counting_runner(self.model, plan))
-            result = cached[1](*plan.inputs(xb, yb), self.totals)
-            self.counted = True
-            return result
-        if rows is None or xb is not plan.x or yb is not plan.y:
-            return plan.run(*plan.inputs(xb, yb))
         count = self.count and counts_inside(self.model.loss)
-        cached = plan.gathering
-        if cached is None or cached[0] is not plan.run or cached[1] != count:
-            self._check_rows(plan)
-            cached = plan.gathering = (plan.run, count, gathering_runner(self.model, plan, count))
-        totals = (self.totals,) if count else ()  # (the runner takes it only when it counts)
-        result = cached[2](self.x_all, self.y_all, self.order, rows[0], rows[1], *totals)
-        self.counted = count
+        accumulators = self.accumulators
+        key = (count, self.metric_key) if accumulators else count  # what the runner adds after the step
+        extra = (self.totals, *self.metric_arrays) if count else self.metric_arrays
+        if rows is None and (count or accumulators):  # the batch as given, counted inside
+            cached = plan.counting
+            if cached is None or cached[0] is not plan.run or cached[1] != key:
+                cached = plan.counting = (plan.run, key, counting_runner(self.model, plan, count, accumulators))
+            result = cached[2](*plan.inputs(xb, yb), *extra)
+        elif rows is None or xb is not plan.x or yb is not plan.y:
+            return plan.run(*plan.inputs(xb, yb))
+        else:
+            cached = plan.gathering
+            if cached is None or cached[0] is not plan.run or cached[1] != key:
+                self._check_rows(plan)
+                cached = plan.gathering = (plan.run, key, gathering_runner(self.model, plan, count, accumulators))
+            result = cached[2](self.x_all, self.y_all, self.order, rows[0], rows[1], *extra)
+        self.counted, self.tracked = count, bool(accumulators)
         return result
+
+    def metrics_added(self) -> bool:
+        """Whether the last step's call added its batch to the tracker's accumulators (read once).
+
+        Returns
+        -------
+        bool
+            True once per step that did.
+        """
+        added, self.tracked = self.tracked, False
+        return added
 
     def _check_rows(self, plan) -> None:
         """Refuse data whose rows are not the plan's (fit checks the data first: a bug if they are not)."""

@@ -37,6 +37,12 @@ forward pass; nothing is done when no metric was compiled), so, like Keras', the
 weights as they changed during the epoch; the ``val_`` ones and ``evaluate`` use the weights at the
 epoch's end. A training epoch's metric state is part of ``fit``'s position in the epoch (saved with
 the model), so an epoch resumed mid-way logs the metrics of the uninterrupted epoch.
+
+In a ``fit`` on in-memory arrays on the CPU (without ``accumulate``), the built-in metrics are
+added to arrays inside each step's compiled call (:meth:`Tracker.accumulate_inside`,
+:class:`Accumulator`, :mod:`fastnn.kernels.metric_sums`): the same counts and rows as the Python
+updates (the regression sums to rounding), and no batch read back in Python. A function metric is
+updated in Python, one more crossing and NumPy's work per step.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import copy
 import math
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +59,8 @@ from numpy.typing import NDArray
 from . import _validation as V
 from . import backend
 from . import losses as losses_mod
+from .kernels import metric_sums
+from .kernels.activations import SIGMOID, SOFTMAX
 
 if TYPE_CHECKING:
     from .losses import Loss
@@ -153,6 +161,31 @@ class Batch:
             return np.stack([np.sum(predicted & true, axis=0), predicted.sum(axis=0), true.sum(axis=0)])
         n = max(self.output.shape[1], 2)
         return np.bincount(true * n + predicted, minlength=n * n).reshape(n, n)
+
+
+class Accumulator(NamedTuple):
+    """How fit's compiled step call adds a batch to a metric (:mod:`fastnn._step_feed`): it calls
+    ``kernel(output_rows, target_rows, *constants, *state)`` (:mod:`fastnn.kernels.metric_sums`; the
+    target rows 2-D: (m,) labels as (m, 1)), which adds the batch to the ``state`` arrays in place.
+    The metric makes them (:meth:`Metric.accumulator`), writes its state into them
+    (:meth:`Metric.write_arrays`) and reads it back (:meth:`Metric.read_arrays`).
+
+    Attributes
+    ----------
+    kernel : numba dispatcher
+        The accumulator kernel of the metric's kind of state.
+    constants : tuple
+        Its scalar arguments fixed by the metric (a threshold, k, an activation code).
+    state : tuple of ndarray
+        The arrays it adds to (C-contiguous).
+    outputs : int
+        k, the outputs of a loss row.
+    """
+
+    kernel: Any
+    constants: tuple
+    state: tuple
+    outputs: int
 
 
 class Metric:
@@ -306,6 +339,77 @@ class Metric:
         for name in self.kept_fields:
             setattr(self, name, [] if state[name] is None else [np.array(state[name])])
 
+    def accumulator(self, family: str, k: int, rows: int, dtype) -> Accumulator | None:
+        """Arrays holding this metric's state and the kernel that adds a batch to them inside fit's
+        compiled step call, or None where the metric updates from Python only (a :class:`FunctionMetric`:
+        then each step costs a crossing back to Python and NumPy's work).
+
+        Parameters
+        ----------
+        family : str
+            The loss's :func:`family_of`.
+        k : int
+            Outputs per loss row.
+        rows : int
+            Loss rows of a pass (the epoch's; sizes the kept-row buffers).
+        dtype : numpy.dtype
+            The outputs' dtype.
+
+        Returns
+        -------
+        Accumulator or None
+            Its arrays zeroed (:meth:`write_arrays` puts the state in).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.MAE().accumulator("regression", 2, 10, np.float32).state
+        (array([[0., 0.],
+               [0., 0.],
+               [0., 0.],
+               [0., 0.]]), array([0]))
+        """
+        return None
+
+    def write_arrays(self, accumulator: Accumulator) -> None:
+        """Put the state of the pass so far into ``accumulator``'s arrays.
+
+        Parameters
+        ----------
+        accumulator : Accumulator
+            This metric's :meth:`accumulator`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.TopKAccuracy(k=2)
+        >>> metric.hits, metric.count = 3, 4
+        >>> accumulator = metric.accumulator("multiclass", 3, 4, np.float32)
+        >>> metric.write_arrays(accumulator); accumulator.state
+        (array([3, 4]),)
+        """
+        raise NotImplementedError
+
+    def read_arrays(self, accumulator: Accumulator) -> None:
+        """Take the state of the pass from ``accumulator``'s arrays (:meth:`result` and
+        :meth:`state_dict` then read it as after Python's updates).
+
+        Parameters
+        ----------
+        accumulator : Accumulator
+            This metric's :meth:`accumulator`, its kernel run on the pass's batches.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> metric = fnn.metrics.TopKAccuracy(k=2)
+        >>> accumulator = metric.accumulator("multiclass", 3, 4, np.float32)
+        >>> accumulator.state[0][:] = (3, 4)
+        >>> metric.read_arrays(accumulator); metric.result()
+        0.75
+        """
+        raise NotImplementedError
+
     def get_config(self) -> dict:
         """What ``save`` writes of this metric (:func:`from_config` makes it again).
 
@@ -351,7 +455,42 @@ def _ratio(num, den):
     return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
 
 
-class BinaryAccuracy(Metric):
+class _HitRate(Metric):
+    """A fraction of hits over the pass: counts ``hits`` of ``count``; subclasses give ``update`` and
+    the accumulator kernel with its constants (:meth:`hit_kernel`)."""
+
+    state_fields = ("hits", "count")
+
+    def reset(self):
+        self.hits, self.count = 0, 0
+
+    def result(self):
+        return self.hits / self.count if self.count else math.nan
+
+    def hit_kernel(self) -> tuple[Any, tuple]:
+        """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
+        (:mod:`fastnn.kernels.metric_sums`).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.metrics.TopKAccuracy(k=3).hit_kernel()[1]
+        (3,)
+        """
+        raise NotImplementedError
+
+    def accumulator(self, family, k, rows, dtype):
+        kernel, constants = self.hit_kernel()
+        return Accumulator(kernel, constants, (np.zeros(2, np.int64),), k)
+
+    def write_arrays(self, accumulator):
+        accumulator.state[0][:] = (self.hits, self.count)
+
+    def read_arrays(self, accumulator):
+        self.hits, self.count = (int(v) for v in accumulator.state[0])
+
+
+class BinaryAccuracy(_HitRate):
     """Fraction of the outputs' elements whose class is right: ``accuracy_score`` for one output,
     ``1 - hamming_loss`` for multi-label outputs (``binary_cross_entropy``).
 
@@ -381,7 +520,6 @@ class BinaryAccuracy(Metric):
     """
 
     key, families = "binary_accuracy", (BINARY,)
-    state_fields = ("hits", "count")
 
     def __init__(self, threshold: float = 0.5, *, name: str | None = None):
         self.threshold = V.check_float(
@@ -390,22 +528,19 @@ class BinaryAccuracy(Metric):
         self._logit_threshold = math.log(self.threshold / (1.0 - self.threshold))
         super().__init__(name=name)
 
-    def reset(self):
-        self.hits, self.count = 0, 0
-
     def update(self, batch):
-        predicted = batch.output > self._logit_threshold
+        predicted = batch.output > self._logit_threshold  # (in the output's dtype: NumPy's weak scalar)
         self.hits += int(np.count_nonzero(predicted == (batch.target > 0.5)))
         self.count += predicted.size
 
-    def result(self):
-        return self.hits / self.count if self.count else math.nan
+    def hit_kernel(self):
+        return metric_sums.threshold_hits, (self._logit_threshold,)
 
     def params(self):
         return {"threshold": self.threshold}
 
 
-class TopKAccuracy(Metric):
+class TopKAccuracy(_HitRate):
     """Fraction of samples whose label's score is among the ``k`` largest of its row (fewer than
     ``k`` scores strictly larger): ``top_k_accuracy_score`` (``cross_entropy``).
 
@@ -432,14 +567,10 @@ class TopKAccuracy(Metric):
     """
 
     key, families = "top_k_accuracy", (MULTICLASS,)
-    state_fields = ("hits", "count")
 
     def __init__(self, k: int = 5, *, name: str | None = None):
         self.k = V.check_int(k, "k", minimum=1)
         super().__init__(name=name)
-
-    def reset(self):
-        self.hits, self.count = 0, 0
 
     def update(self, batch):
         out = batch.output
@@ -447,8 +578,8 @@ class TopKAccuracy(Metric):
         self.hits += int(np.count_nonzero((out > label_score[:, None]).sum(axis=1) < self.k))
         self.count += out.shape[0]
 
-    def result(self):
-        return self.hits / self.count if self.count else math.nan
+    def hit_kernel(self):
+        return metric_sums.top_k_hits, (self.k,)
 
     def params(self):
         return {"k": self.k}
@@ -491,6 +622,20 @@ class _ClassCounts(Metric):
         self.multilabel = batch.predicted.ndim == 2  # one binary problem per output
         counts = batch.class_counts  # computed once per batch for precision, recall and f1
         self.counts = counts.copy() if self.counts is None else self.counts + counts
+
+    def accumulator(self, family, k, rows, dtype):
+        if family == MULTICLASS:
+            n = max(k, 2)
+            return Accumulator(metric_sums.multiclass_counts, (), (np.zeros((n, n), np.int64),), k)
+        return Accumulator(metric_sums.binary_counts, (), (np.zeros((2, 2) if k == 1 else (3, k), np.int64),), k)
+
+    def write_arrays(self, accumulator):
+        accumulator.state[0][...] = 0 if self.counts is None else self.counts
+
+    def read_arrays(self, accumulator):
+        self.counts = accumulator.state[0].copy()
+        self.one_output = accumulator.outputs == 1
+        self.multilabel = accumulator.kernel is metric_sums.binary_counts and accumulator.outputs > 1
 
     @property
     def tp(self):
@@ -806,6 +951,31 @@ class AUC(Metric):
         self.scores.append(batch.probabilities)  # (a new array)
         self.labels.append(np.array(batch.true))
 
+    def accumulator(self, family, k, rows, dtype):
+        """The epoch's buffers: probabilities (rows, k) of ``dtype``, classes (rows, 1) or (rows, k)
+        multi-label, int64, and the rows filled (1,) int64."""
+        labels = np.zeros((rows, k if family == BINARY and k > 1 else 1), np.int64)
+        code = SOFTMAX if family == MULTICLASS else SIGMOID  # the loss's probabilities
+        return Accumulator(
+            metric_sums.probability_rows, (code,), (np.zeros((rows, k), dtype), labels, np.zeros(1, np.int64)), k
+        )
+
+    def write_arrays(self, accumulator):
+        scores, labels, filled = accumulator.state
+        n = sum(s.shape[0] for s in self.scores)
+        if n > scores.shape[0]:
+            raise ValueError(f"auc: {n} rows kept, more than the epoch's {scores.shape[0]}: a state of other data")
+        if n:
+            scores[:n] = np.concatenate(self.scores)
+            labels[:n] = np.concatenate(self.labels).reshape(n, -1)
+        filled[0] = n
+
+    def read_arrays(self, accumulator):
+        scores, labels, filled = accumulator.state
+        n = int(filled[0])
+        self.scores = [scores[:n]] if n else []
+        self.labels = [labels[:n] if labels.shape[1] > 1 else labels[:n, 0]] if n else []
+
     def result(self):
         if not self.scores:
             return math.nan
@@ -841,6 +1011,24 @@ class _Regression(Metric):
         self.m2 = self.m2 + m2_b + delta * delta * (self.n * m / total)
         self.mean = self.mean + delta * (m / total)
         self.n = total
+
+    def accumulator(self, family, k, rows, dtype):
+        """float64 (4, k) sums: sse, sae, mean, m2; int64 (1,) rows."""
+        return Accumulator(metric_sums.regression_sums, (), (np.zeros((4, k)), np.zeros(1, np.int64)), k)
+
+    def write_arrays(self, accumulator):
+        sums, count = accumulator.state
+        for row, value in enumerate((self.sse, self.sae, self.mean, self.m2)):
+            sums[row] = value
+        count[0] = self.n
+
+    def read_arrays(self, accumulator):
+        sums, count = accumulator.state
+        self.n = int(count[0])
+        if self.n == 0:
+            self.reset()
+            return
+        self.sse, self.sae, self.mean, self.m2 = (sums[row].copy() for row in range(4))
 
     def result(self):
         return float(np.mean(self.per_output())) if self.n else math.nan
@@ -1280,6 +1468,17 @@ def from_config(configs: list | None, loss: Loss | None) -> list[Metric]:
     return check_metrics(specs, loss)
 
 
+def _builtin_classes(loss) -> bool:
+    """Whether ``loss`` (a plain loss) makes classes and probabilities as the built-in losses do
+    (what the accumulator kernels compute); True for regression losses (they read the values)."""
+    if family_of(loss) == REGRESSION:
+        return True
+    builtin = (losses_mod.CrossEntropy, losses_mod.BinaryCrossEntropy)
+    return type(loss).predict_classes in [cls.predict_classes for cls in builtin] and type(loss).probabilities in [
+        cls.probabilities for cls in builtin
+    ]
+
+
 class Tracker:
     """A model's compiled metrics over one pass (an epoch, a validation set): ``update`` with each
     batch's output and checked targets, ``results()`` at the end.
@@ -1311,7 +1510,54 @@ class Tracker:
     def __init__(self, model, metrics: list[Metric], *, weighted: bool = False):
         self.model, self.weighted = model, weighted  # weighted: targets carry a weight column (SampleWeighted)
         self.metrics = [get(m) for m in metrics]
-        self.pending: list[Batch] = []
+        self.pending: list[tuple[np.ndarray, np.ndarray, bool]] = []  # (output rows, target rows, added inside)
+        self.arrays: dict[int, Accumulator] = {}  # {metric's index: its accumulator} (accumulate_inside)
+        self.added = False  # a batch went into the arrays since the state was set (reset, load_state_dict)
+
+    def accumulate_inside(self, rows: int) -> list[Accumulator]:
+        """Keep the metrics that have an :meth:`Metric.accumulator` in its arrays, so fit's compiled
+        step calls can add the batches (``update(..., inside=True)`` then reads nothing of them);
+        metrics of one kind of state share its arrays (precision, recall and f1: one confusion
+        matrix). A batch updated here runs the same kernels from Python.
+
+        Parameters
+        ----------
+        rows : int
+            Loss rows of a pass (sizes the kept-row buffers of ``auc``).
+
+        Returns
+        -------
+        list of Accumulator
+            The distinct accumulators, each to run once per batch (none for a loss whose classes
+            or probabilities are not the built-in ones: a subclass overriding them).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3)], seed=0).compile("cross_entropy", "sgd", metrics=["f1", "recall"])
+        >>> tracker = fnn.metrics.Tracker(model, model.metrics)
+        >>> [a.kernel.__name__ for a in tracker.accumulate_inside(8)]
+        ['multiclass_counts']
+        >>> tracker.update(np.array([[2.0, 0.0, 1.0]], np.float32), np.array([0])); tracker.results()
+        {'f1': 1.0, 'recall': 1.0}
+        """
+        base = losses_mod.base_of(self.model.loss)
+        if not _builtin_classes(base):
+            return []
+        family, k = family_of(base), self.model.output_shape[-1]
+        shared: dict[tuple, Accumulator] = {}
+        for index, metric in enumerate(self.metrics):
+            made = metric.accumulator(family, k, rows, self.model.dtype)
+            if made is not None:
+                key = (made.kernel, made.constants, tuple(a.shape for a in made.state))
+                self.arrays[index] = shared.setdefault(key, made)
+                metric.write_arrays(self.arrays[index])
+        return self.accumulators
+
+    @property
+    def accumulators(self) -> list[Accumulator]:
+        """The distinct accumulators of :meth:`accumulate_inside` (empty before it)."""
+        return list({id(a): a for a in self.arrays.values()}.values())
 
     def reset(self) -> None:
         """Start a new pass: every metric forgets its batches, held ones are dropped.
@@ -1328,8 +1574,9 @@ class Tracker:
         self.pending = []
         for metric in self.metrics:
             metric.reset()
+        self._write_arrays()
 
-    def update(self, output: Any, target: Any, commit: bool = True) -> None:
+    def update(self, output: Any, target: Any, commit: bool = True, *, inside: bool = False) -> None:
         """Add one batch to the pass.
 
         Parameters
@@ -1341,6 +1588,9 @@ class Tracker:
         commit : bool, default=True
             Count it now (with any held batches before it); False: hold a copy until the next
             committed update or :meth:`commit`.
+        inside : bool, default=False
+            The step's compiled call already added the batch to the :meth:`accumulate_inside` arrays:
+            only the other metrics read it here (nothing is read when there are none).
 
         Examples
         --------
@@ -1353,16 +1603,16 @@ class Tracker:
         >>> tracker.commit(); tracker.results()
         {'mae': 1.0}
         """
+        self.added = self.added or inside
+        if inside and commit and not self.pending and len(self.arrays) == len(self.metrics):
+            return  # every metric counted inside the step's call
         output, target = backend.to_host(output), backend.to_host(target)
         output, target, _ = self.model.loss_rows(output, target)
-        loss = self.model.loss
-        if self.weighted:
-            target = loss.split(target, output.dtype)[0]
         if not commit:  # (the arrays may be a step plan's buffers, overwritten by the next step)
-            self.pending.append(Batch(np.array(output), np.array(target), losses_mod.base_of(loss)))
+            self.pending.append((np.array(output), np.array(target), inside))
             return
         self.commit()
-        self._add(Batch(output, target, losses_mod.base_of(loss)))
+        self._add(output, target, inside)
 
     def commit(self) -> None:
         """Count the batches held by ``update(..., commit=False)``.
@@ -1376,13 +1626,40 @@ class Tracker:
         >>> tracker.commit(); tracker.results()
         {'mae': 2.0}
         """
-        for batch in self.pending:
-            self._add(batch)
+        for output, target, inside in self.pending:
+            self._add(output, target, inside)
         self.pending = []
 
-    def _add(self, batch: Batch) -> None:
-        for metric in self.metrics:
-            metric.update(batch)
+    def _add(self, output: np.ndarray, target: np.ndarray, inside: bool) -> None:
+        """Add a batch's loss rows (targets as checked, weighted ones with their weight column)."""
+        if not inside and self.arrays:  # the kernels the step's call runs, run here
+            rows = target.reshape(target.shape[0], -1)
+            for accumulator in self.accumulators:
+                accumulator.kernel(output, rows, *accumulator.constants, *accumulator.state)
+            self.added = True
+        if len(self.arrays) == len(self.metrics):
+            return
+        loss = self.model.loss
+        if self.weighted:
+            target = loss.split(target, output.dtype)[0]
+        batch = Batch(output, target, losses_mod.base_of(loss))
+        for index, metric in enumerate(self.metrics):
+            if index not in self.arrays:
+                metric.update(batch)
+
+    def _read_arrays(self) -> None:
+        """The accumulated metrics' state from their arrays (once a batch went in: until then the
+        metrics hold the state the arrays were written from)."""
+        if not self.added:
+            return
+        for index, accumulator in self.arrays.items():
+            self.metrics[index].read_arrays(accumulator)
+
+    def _write_arrays(self) -> None:
+        """The accumulated metrics' state into their arrays."""
+        self.added = False
+        for index, accumulator in self.arrays.items():
+            self.metrics[index].write_arrays(accumulator)
 
     def results(self) -> dict[str, float]:
         """Each metric's value over the committed batches.
@@ -1401,6 +1678,7 @@ class Tracker:
         >>> tracker.results()
         {'mae': 1.5}
         """
+        self._read_arrays()
         return {metric.name: metric.result() for metric in self.metrics}
 
     def state_dict(self) -> dict:
@@ -1420,6 +1698,7 @@ class Tracker:
         >>> tracker.state_dict()
         {'mae': {'class': 'MAE', 'n': 1, 'sse': array([1.]), 'sae': array([1.]), 'mean': array([0.]), 'm2': array([0.])}}
         """
+        self._read_arrays()
         return {metric.name: {"class": type(metric).__name__, **metric.state_dict()} for metric in self.metrics}
 
     def load_state_dict(self, state: dict | None) -> None:
@@ -1445,6 +1724,7 @@ class Tracker:
             saved = (state or {}).get(metric.name)
             if saved is not None and saved.get("class") == type(metric).__name__:
                 metric.load_state_dict(saved)
+        self._write_arrays()
 
 
 class Evaluation:

@@ -510,6 +510,7 @@ class ArrayBatches:
         self.feeder: BatchFeeder | None = None
         self.feed: StepFeed | None = None  # CPU, shuffled: each batch gathered inside its step call
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
+        self.tracker: Tracker | None = None  # the fit's metrics, added inside the step calls (accumulate_inside)
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -579,14 +580,14 @@ class ArrayBatches:
             elif order is None:
                 if plan is not None and self.gather_inside and self.shard is None:  # counted inside the call
                     if self.feed is None:
-                        self.feed = StepFeed(model, X, y, None, count=True)
+                        self.feed = StepFeed(model, X, y, None, count=True, tracker=self.tracker)
                     self.feed.arm_count(plan)
                 yield b, X[lo:hi], y[lo:hi]
             elif plan is not None and not self.gather_inside:  # gathered here into the plan's buffers
                 yield b, np.take(X, order[lo:hi], axis=0, out=plan.x), np.take(y, order[lo:hi], axis=0, out=plan.y)
             elif plan is not None:  # the plan's buffers, filled by its step call (fastnn._step_feed)
                 if self.feed is None:
-                    self.feed = StepFeed(model, X, y, order, count=self.shard is None)
+                    self.feed = StepFeed(model, X, y, order, count=self.shard is None, tracker=self.tracker)
                 self.feed.arm(plan, lo, hi)
                 yield b, plan.x, plan.y
             else:
@@ -754,6 +755,10 @@ def fit(
     progress = EpochProgress(verbose, epochs, source.steps)
     stepper = Stepper(model, accumulate)
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
+    if tracker.metrics and dist is None and accumulate == 1 and isinstance(source, ArrayBatches):
+        # every step commits: the step calls add the batches to the metrics' arrays (fastnn._step_feed)
+        if tracker.accumulate_inside(source.n_used * model.positions):
+            source.tracker = tracker
     base_loss = model.loss
     if source.weighted:  # trains on the weighted loss; the plain one is back after fit (finally, below)
         model.compile(losses_mod.SampleWeighted(base_loss), model.optimizer)
@@ -853,7 +858,10 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 count = counter.correct_count(out, yb) if dist is None else dist.correct
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
-                    tracker.update(*((out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)), committed)
+                    feed = getattr(source, "feed", None)
+                    inside = feed is not None and feed.metrics_added()  # the step's call added the batch
+                    rows = (out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)
+                    tracker.update(*rows, committed, inside=inside)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
                 state.cursor = Cursor(
                     epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None

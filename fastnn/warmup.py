@@ -261,6 +261,8 @@ def run_recipe(index: int, dtype: str) -> int:
                     validation_data=(X, y),
                     verbose=0,
                 )
+                if step == 0:  # the built-in metrics' kernels of the loss's family (fit's step call runs them)
+                    _fit_with_metrics(model, X, y, losses[0], optimizer)
                 weights = np.linspace(0.5, 1.5, len(X))  # the weighted fits' sample weights
                 if recipe.weighted and step == 0:
                     model.fit(X, y, sample_weight=weights, accumulate=2, epochs=1, batch_size=len(X) // 4, verbose=0)
@@ -274,6 +276,29 @@ def run_recipe(index: int, dtype: str) -> int:
     finally:
         _config.FUSE = fuse
     return _compiling.compiles() - before
+
+
+#: the built-in metrics of each loss family (fastnn.metrics.family_of): one of each kind of state
+FAMILY_METRICS = {
+    "multiclass": ["f1", "auc", "top_k_accuracy"],
+    "binary": ["f1", "auc", "binary_accuracy"],
+    "regression": ["mae"],
+}
+
+
+def _fit_with_metrics(model, X, y, loss: str, optimizer: str) -> None:
+    """An epoch of ``model`` compiled with its loss family's metrics, unfused (the metric kernels
+    compile; a fused step of this structure is no user's)."""
+    from fastnn import _config, losses, metrics
+
+    family = metrics.family_of(losses.get(loss))
+    fuse, _config.FUSE = _config.FUSE, "never"
+    try:
+        model.compile(loss=loss, optimizer=optimizer, metrics=FAMILY_METRICS[family])
+        model.fit(X, y, epochs=1, batch_size=len(X) // 2, verbose=0)
+    finally:
+        _config.FUSE = fuse
+        model.compile(loss=loss, optimizer=optimizer, metrics=[])
 
 
 def _worker(job: tuple[int, str]) -> tuple[int, str, int, float]:

@@ -1,5 +1,6 @@
 """One crossing from Python into compiled code per steady-state step of fit (issue 15 item 2):
-counted with a profiler hook (tests/_crossings.py) on fused steps (FASTNN_FUSE=always)."""
+counted with a profiler hook (tests/_crossings.py) on fused steps (FASTNN_FUSE=always), the built-in
+metrics accumulated inside that call too (no batch read back in Python)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ def fused(monkeypatch, tmp_path):
     monkeypatch.setattr(_config, "FUSE", "always")
 
 
-def _classifier(loss="cross_entropy", k=3):
+def _classifier(loss="cross_entropy", k=3, metrics=None):
     model = fnn.Sequential([fnn.Dense(3, 8, activation="tanh"), fnn.Dense(8, k)], seed=1)
-    return model.compile(loss, fnn.optim.Adam(lr=0.01))
+    return model.compile(loss, fnn.optim.Adam(lr=0.01), metrics=metrics)
 
 
 def _steps(model, X, y, **options):
@@ -61,6 +62,40 @@ def test_each_steady_step_of_fit_is_one_call_into_compiled_code(fused, case):
     steps = _steps(_classifier(loss), X, y, **options)
     assert len(steps) == 12  # 2 epochs of 5 full batches and a last one of 4
     assert all(len(calls) == 1 for calls in steps), steps
+
+
+CLASS_METRICS = ["accuracy", "f1", "precision", "recall", "auc"]
+METRIC_CASES = {
+    "multiclass": ("cross_entropy", [*CLASS_METRICS, "top_k_accuracy"], {}),
+    "multiclass_unshuffled_weighted": ("cross_entropy", CLASS_METRICS, {"shuffle": False, "sample_weight": WEIGHTS}),
+    "multilabel": ("binary_cross_entropy", [*CLASS_METRICS, "binary_accuracy"], {"sample_weight": WEIGHTS}),
+    "regression": ("mse", ["mae", "mse", "rmse", "r2"], {}),
+    "regression_unshuffled": ("mse", ["mae", "r2"], {"shuffle": False}),
+}
+
+
+@pytest.mark.parametrize("case", list(METRIC_CASES))
+def test_metrics_accumulate_inside_the_one_call(fused, monkeypatch, case):
+    loss, metrics, options = METRIC_CASES[case]
+    X, y = _data(labels=loss == "cross_entropy")
+    if loss == "binary_cross_entropy":
+        y = (y > 0).astype(np.float32)
+    model = _classifier(loss, metrics=metrics)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0, **options)  # compiles and fuses
+    monkeypatch.setattr(fnn.metrics.Batch, "__init__", lambda *a: pytest.fail("a batch read back in Python"))
+    steps = _steps(model, X, y, **options)
+    assert len(steps) == 12 and all(len(calls) == 1 for calls in steps), steps
+
+
+def test_a_function_metric_reads_each_batch_back_in_python(fused, monkeypatch):
+    """A user's callable stays in Python (a crossing back per step); the built-in ones beside it
+    stay inside the call."""
+    seen = []
+    original = fnn.metrics.FunctionMetric.update
+    monkeypatch.setattr(fnn.metrics.FunctionMetric, "update", lambda self, b: seen.append(b) or original(self, b))
+    monkeypatch.setattr(fnn.metrics.F1, "update", lambda *a: pytest.fail("f1 updated in Python"))
+    _steps(_classifier(metrics=["f1", lambda y_true, y_pred: float(len(y_true))]), *_data())
+    assert len(seen) == 6 + 12  # the first fit's epoch, then the counted fit's two
 
 
 def test_the_counter_sees_kernels_called_one_by_one(monkeypatch):

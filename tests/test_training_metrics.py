@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn import _config, _step_feed
 from fastnn.metrics import Tracker
 from tests._helpers import InterruptAt
 
@@ -23,8 +24,17 @@ def _model(loss, k, dtype="float64"):
     return model.compile(loss, "sgd")
 
 
-def _streamed(model, metrics, output, target):
+@pytest.fixture(params=["python", "kernels"])
+def kernels(request):
+    """Stream with the metrics' Python updates, or with the accumulator kernels fit's step calls run
+    (``Tracker.accumulate_inside``; called from Python here)."""
+    return request.param == "kernels"
+
+
+def _streamed(model, metrics, output, target, kernels=False):
     tracker = Tracker(model, fnn.metrics.check_metrics(metrics, model.loss))
+    if kernels:
+        assert len(tracker.accumulate_inside(output.shape[0])) > 0
     for lo in range(0, output.shape[0], 7):
         tracker.update(output[lo : lo + 7], target[lo : lo + 7])
     return tracker.results()
@@ -38,7 +48,7 @@ def _softmax(z):
 @pytest.mark.filterwarnings("ignore:'k' .5. greater than or equal")  # sklearn: top-5 of <= 5 classes
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("classes", [3, 5])
-def test_multiclass_metrics_equal_sklearn(rng, classes, dtype):
+def test_multiclass_metrics_equal_sklearn(rng, classes, dtype, kernels):
     model = _model("cross_entropy", classes, np.dtype(dtype).name)
     y = np.arange(N) % classes
     rng.shuffle(y)
@@ -56,7 +66,7 @@ def test_multiclass_metrics_equal_sklearn(rng, classes, dtype):
             for a in ("micro", "weighted")
         ),
     ]
-    got = _streamed(model, metrics, out, y)
+    got = _streamed(model, metrics, out, y, kernels)
     pred, probs = out.argmax(axis=1), _softmax(out.astype(np.float64))
     labels = np.arange(classes)
     want = {
@@ -73,7 +83,7 @@ def test_multiclass_metrics_equal_sklearn(rng, classes, dtype):
         assert got[name] == pytest.approx(want[name], rel=1e-6 if dtype == np.float32 else 1e-12), name
 
 
-def test_class_counts_average_over_the_classes_present_like_sklearn(rng):
+def test_class_counts_average_over_the_classes_present_like_sklearn(rng, kernels):
     """Class 4 is neither a label nor predicted, class 3 is predicted but never a label."""
     model = _model("cross_entropy", 5)
     y = rng.integers(0, 3, N)
@@ -91,6 +101,7 @@ def test_class_counts_average_over_the_classes_present_like_sklearn(rng):
             ],
             out,
             y,
+            kernels,
         )
         assert got["f1"] == pytest.approx(skm.f1_score(y, pred, average=average, zero_division=0), rel=1e-12)
         assert got["precision"] == pytest.approx(
@@ -99,7 +110,7 @@ def test_class_counts_average_over_the_classes_present_like_sklearn(rng):
         assert got["recall"] == pytest.approx(skm.recall_score(y, pred, average=average, zero_division=0), rel=1e-12)
 
 
-def test_binary_metrics_equal_sklearn(rng):
+def test_binary_metrics_equal_sklearn(rng, kernels):
     model = _model("binary_cross_entropy", 1)
     y = (rng.uniform(size=N) < 0.4).astype(np.float64)[:, None]
     out = rng.standard_normal((N, 1)) + y
@@ -113,7 +124,7 @@ def test_binary_metrics_equal_sklearn(rng):
         fnn.metrics.F1(average="macro", name="f1m"),
         fnn.metrics.BinaryAccuracy(threshold=0.7, name="acc70"),
     ]
-    got = _streamed(model, metrics, out, y)
+    got = _streamed(model, metrics, out, y, kernels)
     t, pred, prob = y[:, 0], (out[:, 0] > 0).astype(int), 1 / (1 + np.exp(-out[:, 0]))
     assert got["binary_accuracy"] == pytest.approx(skm.accuracy_score(t, pred))
     assert got["acc70"] == pytest.approx(skm.accuracy_score(t, prob > 0.7))
@@ -124,7 +135,7 @@ def test_binary_metrics_equal_sklearn(rng):
     assert got["f1m"] == pytest.approx(skm.f1_score(t, pred, average="macro"), rel=1e-12)
 
 
-def test_multilabel_metrics_equal_sklearn(rng):
+def test_multilabel_metrics_equal_sklearn(rng, kernels):
     model = _model("binary_cross_entropy", 3)
     Y = (rng.uniform(size=(N, 3)) < 0.5).astype(np.float64)
     out = rng.standard_normal((N, 3)) + Y
@@ -136,7 +147,7 @@ def test_multilabel_metrics_equal_sklearn(rng):
         "precision",
         "recall",
     ]
-    got = _streamed(model, metrics, out, Y)
+    got = _streamed(model, metrics, out, Y, kernels)
     assert got["binary_accuracy"] == pytest.approx(1 - skm.hamming_loss(Y, pred), rel=1e-12)
     assert got["auc"] == pytest.approx(skm.roc_auc_score(Y, prob), rel=1e-12)
     for average in ("macro", "micro", "weighted"):
@@ -146,11 +157,11 @@ def test_multilabel_metrics_equal_sklearn(rng):
 
 
 @pytest.mark.parametrize("outputs", [1, 3])
-def test_regression_metrics_equal_sklearn(rng, outputs):
+def test_regression_metrics_equal_sklearn(rng, outputs, kernels):
     model = _model("mse", outputs)
     target = 1e4 + rng.standard_normal((N, outputs))  # a large mean: the streamed spread must not cancel
     out = target + 0.3 * rng.standard_normal((N, outputs))
-    got = _streamed(model, ["mae", "mse", "rmse", "r2", "mean_absolute_error"], out, target)
+    got = _streamed(model, ["mae", "mse", "rmse", "r2", "mean_absolute_error"], out, target, kernels)
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(target, out), rel=1e-12)
     assert got["mean_absolute_error"] == got["mae"]
     assert got["mse"] == pytest.approx(skm.mean_squared_error(target, out), rel=1e-10)
@@ -159,14 +170,25 @@ def test_regression_metrics_equal_sklearn(rng, outputs):
     assert got["r2"] == pytest.approx(skm.r2_score(target, out), rel=1e-9)
 
 
-def test_r2_of_a_constant_target_follows_sklearn(rng):
+def test_r2_of_a_constant_target_follows_sklearn(rng, kernels):
     model = _model("mse", 2)
     target = np.column_stack([np.full(N, 3.0), rng.standard_normal(N)])
     out = target.copy()
     out[:, 1] += 0.1
-    assert _streamed(model, ["r2"], out, target)["r2"] == pytest.approx(skm.r2_score(target, out))
+    assert _streamed(model, ["r2"], out, target, kernels)["r2"] == pytest.approx(skm.r2_score(target, out))
     out[0, 0] = 2.0
-    assert _streamed(model, ["r2"], out, target)["r2"] == pytest.approx(skm.r2_score(target, out))
+    assert _streamed(model, ["r2"], out, target, kernels)["r2"] == pytest.approx(skm.r2_score(target, out))
+
+
+def test_the_kernels_tell_a_pass_without_batches_from_one_without_positives():
+    """nan before any batch; a multi-label pass with no positive anywhere (all counts 0) scores 0,
+    through the Python updates and through the kernels alike."""
+    model = _model("binary_cross_entropy", 2)
+    out, Y = -np.ones((9, 2)), np.zeros((9, 2))
+    tracker = Tracker(model, fnn.metrics.check_metrics(["f1"], model.loss))
+    tracker.accumulate_inside(9)
+    assert np.isnan(tracker.results()["f1"])
+    assert _streamed(model, ["f1"], out, Y) == _streamed(model, ["f1"], out, Y, kernels=True) == {"f1": 0.0}
 
 
 def test_a_function_metric_gets_the_whole_epoch(rng):
@@ -212,6 +234,69 @@ def test_fit_logs_metrics_and_val_metrics_equal_to_sklearn(rng):
     logs = model.evaluate(X[35:], y[35:])
     assert set(logs) == {"loss", "accuracy", "f1", "auc"}
     assert logs["f1"] == history.history["val_f1"][-1]
+
+
+FIT_CASES = {  # loss, outputs, metrics, fit options
+    "multiclass": (
+        "cross_entropy",
+        3,
+        ["f1", "auc", "top_k_accuracy", fnn.metrics.Recall(average="micro", name="r")],
+        {},
+    ),
+    "multiclass_weighted_unshuffled": (
+        "cross_entropy",
+        3,
+        ["precision", "auc"],
+        {"class_weight": {0: 2.0, 1: 0.5}, "shuffle": False},
+    ),
+    "binary_weighted": ("binary_cross_entropy", 1, ["f1", "auc", "binary_accuracy"], {"sample_weight": True}),
+    "multilabel_unshuffled": ("binary_cross_entropy", 3, ["f1", "auc", "binary_accuracy"], {"shuffle": False}),
+    "regression_weighted": ("mse", 2, ["mae", "mse", "rmse", "r2"], {"sample_weight": True}),
+    "sequence": ("cross_entropy", 3, ["f1", "auc"], {}),  # a label per position
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_CASES))
+@pytest.mark.parametrize("fuse", ["never", "always"])
+def test_metrics_accumulated_inside_fits_step_calls_equal_pythons(rng, monkeypatch, tmp_path, case, fuse):
+    """fit adds each batch to the built-in metrics inside its step call (fastnn._step_feed), fused
+    or call by call; the logs equal those of the metrics' Python updates (regression: to rounding,
+    the sums' order differs)."""
+    loss, k, metrics, options = FIT_CASES[case]
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    shape = (4, 3) if case == "sequence" else (3,)
+    X = rng.standard_normal((29, *shape))
+    if loss == "cross_entropy":
+        y = rng.integers(0, k, (29, 4) if case == "sequence" else 29)
+    else:
+        y = (
+            (rng.standard_normal((29, k)) > 0).astype(float)
+            if loss == "binary_cross_entropy"
+            else rng.standard_normal((29, k))
+        )
+    options = {**options, "sample_weight": np.linspace(0.5, 2, 29)} if options.get("sample_weight") else options
+
+    def fit():
+        layers = [fnn.Dense(3, 6, activation="tanh"), fnn.Dense(6, k)]
+        model = fnn.Sequential(layers, input_shape=shape, seed=1, dtype="float32").compile(
+            loss, "adam", metrics=metrics
+        )
+        return model.fit(X, y, epochs=2, batch_size=8, verbose=0, **options).history
+
+    inside = fit()
+    added = []
+    original = _step_feed.StepFeed.metrics_added
+    monkeypatch.setattr(_step_feed.StepFeed, "metrics_added", lambda feed: added.append(original(feed)) or added[-1])
+    assert fit() == inside and added and all(added)  # every step's call added its batch
+    monkeypatch.setattr(Tracker, "accumulate_inside", lambda tracker, rows: [])  # Python's updates
+    python = fit()
+    assert python.keys() == inside.keys()
+    for key in python:
+        if loss == "mse":
+            assert python[key] == pytest.approx(inside[key], rel=1e-12), key
+        else:
+            assert python[key] == inside[key], key
 
 
 def test_early_stopping_on_val_f1_maximises(rng):
@@ -314,7 +399,7 @@ def test_readme_training_options_example_runs(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------ exact resume
 @pytest.mark.parametrize(
     "data, accumulate, through_file",
-    [("arrays", 1, False), ("arrays", 2, True), ("dataset", 1, True), ("dataset", 2, False)],
+    [("arrays", 1, False), ("arrays", 1, True), ("arrays", 2, True), ("dataset", 1, True), ("dataset", 2, False)],
 )
 def test_an_epoch_resumed_mid_way_logs_the_metrics_of_the_uninterrupted_one(
     rng, tmp_path, data, accumulate, through_file
