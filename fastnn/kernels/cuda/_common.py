@@ -34,9 +34,10 @@ def simulator() -> bool:
 #: kernel is written for any power of two (tree sums halve from BLOCK // 2 or LANES // 2).
 GPU_GEOMETRY = {"BLOCK": 256, "COLS": 32, "LANES": 8, "TILE": 16}
 #: The same under the simulator, the one switch of its launch sizes: each simulated thread is an OS
-#: thread (created per block and launch), so 32-64 threads per block instead of 256 make tests_cuda
-#: ~4x cheaper. tests_cuda's ``gpu_geometry`` fixture runs one test per reduction kind with
-#: GPU_GEOMETRY on the simulator, so the production sizes stay covered.
+#: thread (created per block and launch), so 32-64 threads per block instead of 256 make tests_cuda's
+#: layer table ~5x cheaper (benchmarks/RESULTS.md, "Session 11: CI time"). tests_cuda's
+#: ``gpu_geometry`` fixture runs one test per reduction kind with GPU_GEOMETRY on the simulator, so
+#: the production sizes stay covered.
 SIM_GEOMETRY = {"BLOCK": 32, "COLS": 16, "LANES": 4, "TILE": 8}
 _GEOMETRY = SIM_GEOMETRY if simulator() else GPU_GEOMETRY
 
