@@ -11,7 +11,9 @@ Run: python -m pytest tests_cuda -q   (never in the same process as tests/)
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
@@ -79,3 +81,27 @@ def f64(*arrays):
     compared with float32 tolerances anyway. Integer arrays are copied unchanged.
     """
     return [a.astype(np.float64) if a.dtype.kind == "f" else a.copy() for a in map(np.asarray, arrays)]
+
+
+@pytest.fixture
+def gpu_geometry(monkeypatch):
+    """Launch the CUDA kernels with a GPU's block sizes (``GPU_GEOMETRY``: 256-thread blocks) on the
+    simulator, which otherwise uses ``SIM_GEOMETRY``'s small blocks; returns the geometry.
+
+    Sets the names in every ``fastnn.kernels.cuda`` module (they are imported first, so none keeps
+    the simulator's sizes); a simulated kernel reads them at each launch.
+    """
+    import fastnn.kernels.cuda as package
+    from fastnn.kernels.cuda import _common
+
+    patched = set()
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, size in _common.GPU_GEOMETRY.items():
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, size)
+                patched.add(name)
+    assert patched == set(_common.GPU_GEOMETRY), (
+        f"geometry names no module defines: {set(_common.GPU_GEOMETRY) - patched}"
+    )
+    return dict(_common.GPU_GEOMETRY)

@@ -71,3 +71,17 @@ def test_cuda_layer_equals_cpu(case, training):
     assert state_g.keys() == state_c.keys()
     for name in state_c:
         np.testing.assert_allclose(state_g[name], state_c[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+#: rows whose kernels reduce within a block: GEMM tiles and a lanes_sum (dense), lanes_sum (batch
+#: norm's column statistics), block_sum (layer norm's rows, conv's grad_b and grad_w)
+GPU_GEOMETRY_ROWS = ("dense", "batchnorm-train", "layernorm", "conv2d")
+
+
+@pytest.mark.parametrize(("case", "training"), [p for p in PARAMS if p.values[0].id in GPU_GEOMETRY_ROWS])
+def test_cuda_layer_equals_cpu_with_gpu_block_sizes(case, training, gpu_geometry):
+    """The block reductions with a GPU's 256-thread blocks (the rest of tests_cuda runs smaller ones)."""
+    from fastnn.kernels.cuda import _common, dense
+
+    assert (_common.BLOCK, _common.LANES * _common.COLS, dense.TILE**2) == (256, 256, 256)
+    test_cuda_layer_equals_cpu(case, training)

@@ -117,3 +117,12 @@ def test_grad_global_norm_and_clip(rng):
     cpu_optim.clip_by_value(clipped, 0.5)
     gpu_optim.clip_by_value(dg, 0.5)
     np.testing.assert_array_equal(host(dg), clipped)
+
+
+def test_two_stage_reductions_with_gpu_block_sizes(gpu_geometry, rng):
+    """Per-block float64 tree sums then finish_sum (losses, gradient norm) with a GPU's 256-thread blocks."""
+    from fastnn.kernels.cuda import _common
+
+    assert _common.BLOCK == gpu_geometry["BLOCK"] == 256
+    test_cross_entropy(np.float64, True, rng)
+    test_grad_global_norm_and_clip(rng)

@@ -17,11 +17,6 @@ import numba
 import numpy as np
 from numba import cuda
 
-#: threads per block of the 1-D (elementwise and row) kernels; a power of two
-BLOCK = 256
-#: 2-D blocks of the column reductions: COLS columns x LANES row lanes (256 threads)
-COLS = 32
-LANES = 8
 #: upper bound on the blocks of a grid-stride launch (the loops cover any size)
 MAX_BLOCKS = 4096
 #: blocks of a grid-stride launch under the simulator, where each thread is an OS thread
@@ -31,6 +26,28 @@ SIM_MAX_BLOCKS = 2
 def simulator() -> bool:
     """True when Numba runs CUDA kernels on its CPU simulator (NUMBA_ENABLE_CUDASIM=1)."""
     return bool(numba.config.ENABLE_CUDASIM)
+
+
+#: Launch geometry on a GPU (name -> threads): BLOCK threads per block of the 1-D (elementwise and
+#: row) kernels, COLS columns x LANES row lanes per 2-D block of the column reductions, and (in
+#: kernels.cuda.dense) TILE x TILE threads per GEMM tile. Every size is a power of two, and every
+#: kernel is written for any power of two (tree sums halve from BLOCK // 2 or LANES // 2).
+GPU_GEOMETRY = {"BLOCK": 256, "COLS": 32, "LANES": 8, "TILE": 16}
+#: The same under the simulator, the one switch of its launch sizes: each simulated thread is an OS
+#: thread (created per block and launch), so 32-64 threads per block instead of 256 make tests_cuda's
+#: layer table ~5x cheaper (benchmarks/RESULTS.md, "Session 11: CI time"). tests_cuda's
+#: ``gpu_geometry`` fixture runs one test per reduction kind with GPU_GEOMETRY on the simulator, so
+#: the production sizes stay covered.
+SIM_GEOMETRY = {"BLOCK": 32, "COLS": 16, "LANES": 4, "TILE": 8}
+_GEOMETRY = SIM_GEOMETRY if simulator() else GPU_GEOMETRY
+
+#: threads per block of the 1-D (elementwise and row) kernels
+BLOCK = _GEOMETRY["BLOCK"]
+#: 2-D blocks of the column reductions: COLS columns x LANES row lanes
+COLS = _GEOMETRY["COLS"]
+LANES = _GEOMETRY["LANES"]
+#: side of the square GEMM tiles of kernels.cuda.dense (TILE * TILE threads per block)
+TILE = _GEOMETRY["TILE"]
 
 
 _SHARED_LOCK = threading.Lock()
@@ -77,10 +94,10 @@ def make_simulator_shared_arrays_atomic() -> bool:
 make_simulator_shared_arrays_atomic()
 
 
-def blocks_for(work: int, per_block: int = BLOCK) -> int:
-    """Blocks of a grid-stride launch over ``work`` items, ``per_block`` per block."""
+def blocks_for(work: int, per_block: int | None = None) -> int:
+    """Blocks of a grid-stride launch over ``work`` items, ``per_block`` per block (default BLOCK)."""
     cap = SIM_MAX_BLOCKS if simulator() else MAX_BLOCKS
-    return max(1, min(-(-int(work) // per_block), cap))
+    return max(1, min(-(-int(work) // (BLOCK if per_block is None else per_block)), cap))
 
 
 def typed(value, ref):

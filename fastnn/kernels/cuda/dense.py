@@ -24,6 +24,7 @@ from ._common import (
     BLOCK,
     COLS,
     LANES,
+    TILE,
     blocks_for,
     combine_rows,
     lanes_sum,
@@ -33,8 +34,6 @@ from ._common import (
     typed,
 )
 
-#: side of the square GEMM tiles (TILE * TILE threads per block)
-TILE = 16
 #: GEMM epilogues: plain store, + bias, + bias and activation, + the old c (beta = 1)
 STORE, BIAS, BIAS_ACTIVATE, ACCUMULATE = 0, 1, 2, 3
 
