@@ -36,8 +36,10 @@ COL_MAX_ELEMENTS = 1 << 22
 #: weight gradients with at most this many elements per group (O // groups * C // groups * KH * KW)
 #: are direct reductions (:func:`_small_weight_grad`); measured at 1 thread against BLAS: LeNet's
 #: 6 x 25 over 36864 columns 145 vs 528 us, 16 x 150 over 4096 216 vs 339, 32 x 80 over 16384
-#: 1014 vs 1287, 32 x 160 over 8192 1031 vs 1232 (larger ones untried: BLAS's cache blocking)
-SMALL_GRAD_W_ELEMENTS = 5120
+#: 1014 vs 1287, 32 x 160 over 8192 1031 vs 1232; session 11 (benchmarks/RESULTS.md): 64 x 160
+#: over 8192 2843-3149 vs 3055-3639 and over 4096 1518-1547 vs 1587-1750; at 20480 and above
+#: BLAS wins or ties (128 x 160 over 4096 2644-2734 vs 2961-3252)
+SMALL_GRAD_W_ELEMENTS = 10240
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
 #: forward products with an even number of output channels per group and at most this many weights
