@@ -36,8 +36,10 @@ COL_MAX_ELEMENTS = 1 << 22
 #: weight gradients with at most this many elements per group (O // groups * C // groups * KH * KW)
 #: are direct reductions (:func:`_small_weight_grad`); measured at 1 thread against BLAS: LeNet's
 #: 6 x 25 over 36864 columns 145 vs 528 us, 16 x 150 over 4096 216 vs 339, 32 x 80 over 16384
-#: 1014 vs 1287, 32 x 160 over 8192 1031 vs 1232 (larger ones untried: BLAS's cache blocking)
-SMALL_GRAD_W_ELEMENTS = 5120
+#: 1014 vs 1287, 32 x 160 over 8192 1031 vs 1232; session 11 (benchmarks/RESULTS.md): 64 x 160
+#: over 8192 2843-3149 vs 3055-3639 and over 4096 1518-1547 vs 1587-1750; at 20480 and above
+#: BLAS wins or ties (128 x 160 over 4096 2644-2734 vs 2961-3252)
+SMALL_GRAD_W_ELEMENTS = 10240
 #: columns of col per im2col/col2im task (16 KiB of float32): long enough runs, enough tasks
 _TASK_ELEMENTS = 4096
 #: forward products with an even number of output channels per group and at most this many weights
@@ -408,49 +410,52 @@ def _bias_activate_run(src, bias, zr, yr, code, alpha, keep_z):
             yr[t] = activate(code, src[t] + bias, alpha)
 
 
-@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _bias_activate_plane(zcol, b, z3, y3, n0, plane, code, alpha, keep_z):
-    """z3[n0 + s, o] = zcol[o, sample s's columns] + b[o]; y3[n0 + s, o] = f(z) (z3 not written
-    unless ``keep_z``: then z3 is y3)."""
-    c_out = z3.shape[1]
+@njit(**JIT_INLINE)
+def _grad_z_run(z3, y3, gy3, gzcol, partial_b, n0, s, o, code, alpha, const):
+    """gzcol[o, sample s's columns] = grad_y * f'(z) of (n0 + s, o); partial_b[n0 + s, o] = its
+    sum. ``const``: ``code`` is a constant of VECTORISED_CODES (the loop vectorises)."""
     p = z3.shape[2]
-    s = plane // c_out
-    o = plane - s * c_out
-    src = zcol[o, s * p : (s + 1) * p]
-    zr, yr = z3[n0 + s, o], y3[n0 + s, o]
-    vectorised = False
-    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
-        if code == c:
-            vectorised = True
-            _bias_activate_run(src, b[o], zr, yr, c, alpha, keep_z)
-    if not vectorised:
-        _bias_activate_run(src, b[o], zr, yr, code, alpha, keep_z)
-
-
-@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _grad_z_plane(z3, y3, gy3, gzcol, partial_b, n0, plane, code, alpha):
-    """gzcol[o, sample s's columns] = grad_y * f'(z) of (n0 + s, o); partial_b[n0 + s, o] = its sum."""
-    c_out = z3.shape[1]
-    p = z3.shape[2]
-    s = plane // c_out
-    o = plane - s * c_out
     n = n0 + s
     dst = gzcol[o, s * p : (s + 1) * p]
     zr, yr, gr = z3[n, o], y3[n, o], gy3[n, o]
     if code == IDENTITY:
         for t in range(p):
             dst[t] = gr[t]
+    elif const:
+        for t in range(p):
+            dst[t] = gr[t] * activate_grad_const(code, zr[t], yr[t], alpha)
     else:
-        vectorised = False
-        for c in literal_unroll(VECTORISED_CODES):
-            if code == c:
-                vectorised = True
-                for t in range(p):
-                    dst[t] = gr[t] * activate_grad_const(c, zr[t], yr[t], alpha)
-        if not vectorised:
-            for t in range(p):
-                dst[t] = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
+        for t in range(p):
+            dst[t] = gr[t] * activate_grad(code, zr[t], yr[t], alpha)
     partial_b[n, o] = _run_sum(dst, 0, p)
+
+
+@njit(**JIT_INLINE)
+def _plane_run(zcol, b, z3, y3, gy3, partial_b, n0, o, s0, s1, code, alpha, backward, keep_z, const):
+    """Planes (n0 + s, o), s0 <= s < s1: the forward epilogue (:func:`_bias_activate_run`) or
+    (``backward``) grad_z (:func:`_grad_z_run`); ``const`` as there."""
+    p = z3.shape[2]
+    for s in range(s0, s1):
+        if backward:
+            _grad_z_run(z3, y3, gy3, zcol, partial_b, n0, s, o, code, alpha, const)
+        else:
+            src = zcol[o, s * p : (s + 1) * p]
+            _bias_activate_run(src, b[o], z3[n0 + s, o], y3[n0 + s, o], code, alpha, keep_z)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _plane_task(zcol, b, z3, y3, gy3, partial_b, n0, count, task, code, alpha, backward, keep_z):
+    """The planes of sweep task ``task``: channel o, samples s0 .. s1 of the pass (:func:`_task_span`:
+    one contiguous run of zcol's row o). One call per task, not per plane: a call per plane (its
+    array arguments, the code's dispatch) cost more than the plane's own work (RESULTS.md, session 11)."""
+    o, s0, s1 = _task_span(count, task, z3.shape[2])
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
+        if code == c:
+            vectorised = True
+            _plane_run(zcol, b, z3, y3, gy3, partial_b, n0, o, s0, s1, c, alpha, backward, keep_z, True)
+    if not vectorised:
+        _plane_run(zcol, b, z3, y3, gy3, partial_b, n0, o, s0, s1, code, alpha, backward, keep_z, False)
 
 
 @njit(**JIT)  # not inlined: one compiled loop, so every caller sums a run in the same order (same bits)
@@ -465,21 +470,17 @@ def _run_sum(flat, start, n):
 @njit(**JIT_PARALLEL)
 def _planes(zcol, b, z3, y3, gy3, partial_b, n0, count, code, alpha, backward, keep_z=True):
     """The sweep around the GEMMs over (sample, out channel) planes: the forward epilogue (z3
-    written unless ``keep_z`` is False), or (``backward``) grad_z into zcol with per-plane bias sums."""
-    planes = count * z3.shape[1]
-    if planes * z3.shape[2] < PARALLEL_MIN_ELEMENTS:
-        for t in range(planes):
-            if backward:
-                _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
-            else:
-                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha, keep_z)
+    written unless ``keep_z`` is False), or (``backward``) grad_z into zcol with per-plane bias
+    sums. Tasks of (channel, sample chunk); each plane is computed alone, so any grouping gives
+    the same bits."""
+    tasks = z3.shape[1] * n_chunks(count, _chunk_samples(z3.shape[2]))
+    if count * z3.shape[1] * z3.shape[2] < PARALLEL_MIN_ELEMENTS:
+        for t in range(tasks):
+            _plane_task(zcol, b, z3, y3, gy3, partial_b, n0, count, t, code, alpha, backward, keep_z)
     else:
-        for t_u in prange(planes):
+        for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            if backward:
-                _grad_z_plane(z3, y3, gy3, zcol, partial_b, n0, t, code, alpha)
-            else:
-                _bias_activate_plane(zcol, b, z3, y3, n0, t, code, alpha, keep_z)
+            _plane_task(zcol, b, z3, y3, gy3, partial_b, n0, count, t, code, alpha, backward, keep_z)
 
 
 @njit(**JIT_INLINE)

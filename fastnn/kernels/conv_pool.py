@@ -14,7 +14,7 @@ conv2d_backward compute for activations whose derivative needs y alone (identity
 sigmoid; the conv layers pass y as z for them) and finite outputs. With a NaN in the
 convolution's output the pooling follows the NaN rule of kernels/pooling.py, but grad_z is 0
 (not NaN) off the argmax. The batch must run as one pass of conv2d_scratch_shapes (grad_z of
-the whole batch in zcol). Each plane is one task: the same bits on any number of threads.
+the whole batch in zcol). Each plane is computed by one task: the same bits on any number of threads.
 CPU only: the CUDA step plans keep the layers' own kernels.
 """
 
@@ -24,9 +24,9 @@ import numpy as np
 from numba import literal_unroll, njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
-from ._scalar import like, nonneg
+from ._scalar import like, n_chunks, nonneg
 from .activations import VECTORISED_CODES, activate, activate_grad, activate_grad_const
-from .conv import _backward_products, _forward_product, _run_sum, _sum_bias_partials
+from .conv import _backward_products, _chunk_samples, _forward_product, _run_sum, _sum_bias_partials, _task_span
 from .pooling import _has_nan, _max_pairs_run
 
 #: windows per pooled row from which the backward writes grad_z rows in one sweep each (as
@@ -52,25 +52,16 @@ def _max_windows_nan(zf, pf, af, xb, yb, pool_h, w, poh, pow_):
             af[nonneg(yb + a * pow_ + b)] = np.int32(where)
 
 
-@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _activate_pool_plane(zf, width, b, pf, af, plane, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
-    """Plane ``plane`` (sample s, channel o) of zcol (flat ``zf``, rows of ``width``): z + b[o]
-    -> f(z) in place, then its max pooling into plane ``plane`` of the flat pooled output and argmax."""
-    s = plane // c_out
-    o = plane - s * c_out
+@njit(**JIT_INLINE)
+def _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
+    """Plane (sample s, channel o) of zcol (flat ``zf``, rows of ``width``): z + b[o] -> f(z) in
+    place, then its max pooling into plane s * c_out + o of the flat pooled output and argmax."""
     p = oh * ow
     xb = o * width + s * p
     bias = b[o]
-    vectorised = False
-    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
-        if code == c:
-            vectorised = True
-            for t in range(xb, xb + p):
-                zf[nonneg(t)] = activate(c, zf[nonneg(t)] + bias, alpha)
-    if not vectorised:
-        for t in range(xb, xb + p):
-            zf[nonneg(t)] = activate(code, zf[nonneg(t)] + bias, alpha)
-    yb = plane * poh * pow_
+    for t in range(xb, xb + p):
+        zf[nonneg(t)] = activate(code, zf[nonneg(t)] + bias, alpha)
+    yb = (s * c_out + o) * poh * pow_
     if _has_nan(zf, xb, xb + p):
         _max_windows_nan(zf, pf, af, xb, yb, pool_h, ow, poh, pow_)
     elif pool_h == 2:  # literal flags: the window's loads are constants in each run
@@ -122,49 +113,66 @@ def _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c
             gzf[nonneg(t)] = zero
 
 
-@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, plane, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
-    """grad_z of plane ``plane`` (sample s, channel o) into zcol (flat ``gzf``, rows of ``width``):
-    at each window's argmax the pooled gradient times f' at the pooled output, else 0 (the rows
-    and columns past the last window too); partial_b[s, o] = its sum."""
-    s = plane // c_out
-    o = plane - s * c_out
+@njit(**JIT_INLINE)
+def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, const):
+    """grad_z of plane (sample s, channel o) into zcol (flat ``gzf``, rows of ``width``): at each
+    window's argmax the pooled gradient times f' at the pooled output, else 0 (the rows and
+    columns past the last window too); partial_b[s, o] = its sum. ``const``: ``code`` is a
+    constant of VECTORISED_CODES."""
     xb = o * width + s * oh * ow
+    _grad_z_plane_body(gzf, xb, pf, af, gpf, s * c_out + o, oh, ow, pool_h, poh, pow_, code, alpha, const)
+    partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
+
+
+@njit(**JIT_INLINE)
+def _planes_run(zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, code, alpha, backward, const):
+    """Planes (s, o), s0 <= s < s1: forward (:func:`_activate_pool_plane`) or grad_z."""
+    poh, pow_ = oh // pool_h, ow // 2
+    for s in range(s0, s1):
+        if backward:
+            _pool_grad_z_plane(
+                zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, const
+            )
+        else:
+            _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha)
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, pool_h, code, alpha, backward):
+    """The planes of sweep task ``task``: channel o, samples s0 .. s1 (conv._task_span: one
+    contiguous run of zcol's row o), with the code a constant in each copy of the loops."""
+    o, s0, s1 = _task_span(n, task, oh * ow)
     vectorised = False
-    for c in literal_unroll(VECTORISED_CODES):
+    for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
             vectorised = True
-            _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c, alpha, True)
+            _planes_run(
+                zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, c, alpha, backward, True
+            )
     if not vectorised:
-        _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, code, alpha, False)
-    partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
+        _planes_run(
+            zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, code, alpha, backward, False
+        )
 
 
 @njit(**JIT_PARALLEL)
 def _sweep(zcol, b, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code, alpha, backward):
-    """The per-plane sweep over all (sample, channel) planes: forward (activate and pool) or
-    (``backward``) grad_z with the per-plane bias sums."""
-    n, c_out, poh, pow_ = pooled.shape
+    """The sweep over all (sample, channel) planes: forward (activate and pool) or
+    (``backward``) grad_z with the per-plane bias sums. Tasks of (channel, sample chunk), one
+    call each (a call per plane cost more than its work: RESULTS.md, session 11); each plane is
+    computed alone, so the grouping does not change a bit."""
+    n, c_out = pooled.shape[0], pooled.shape[1]
     zf, pf, af, gpf = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size), grad_pooled
-    planes = n * c_out
+    tasks = c_out * n_chunks(n, _chunk_samples(oh * ow))
     a = like(alpha, zcol)
-    if planes * oh * ow < PARALLEL_MIN_ELEMENTS:
-        for t in range(planes):
-            if backward:
-                _pool_grad_z_plane(
-                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
-                )
-            else:
-                _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
+    width = zcol.shape[1]
+    if n * c_out * oh * ow < PARALLEL_MIN_ELEMENTS:
+        for t in range(tasks):
+            _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a, backward)
     else:
-        for t_u in prange(planes):
+        for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            if backward:
-                _pool_grad_z_plane(
-                    zf, zcol.shape[1], pf, af, gpf, partial_b, t, c_out, oh, ow, pool_h, poh, pow_, code, a
-                )
-            else:
-                _activate_pool_plane(zf, zcol.shape[1], b, pf, af, t, c_out, oh, ow, pool_h, poh, pow_, code, a)
+            _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a, backward)
 
 
 @njit(**JIT)
