@@ -40,7 +40,7 @@ the model), so an epoch resumed mid-way logs the metrics of the uninterrupted ep
 
 In a ``fit`` on in-memory arrays on the CPU (without ``accumulate``), the built-in metrics are
 added to arrays inside each step's compiled call (:meth:`Tracker.accumulate_inside`,
-:class:`Accumulator`, :mod:`fastnn.kernels.metric_sums`): the same counts and rows as the Python
+:class:`Accumulator`, ``fastnn.kernels.metric_sums``): the same counts and rows as the Python
 updates (the regression sums to rounding), and no batch read back in Python. A function metric is
 updated in Python, one more crossing and NumPy's work per step.
 """
@@ -164,13 +164,13 @@ class Batch:
 
 
 class Accumulator(NamedTuple):
-    """How fit's compiled step call adds a batch to a metric (:mod:`fastnn._step_feed`): it calls
-    ``kernel(output_rows, target_rows, *constants, *state)`` (:mod:`fastnn.kernels.metric_sums`; the
+    """How fit's compiled step call adds a batch to a metric (``fastnn._step_feed``): it calls
+    ``kernel(output_rows, target_rows, *constants, *state)`` (``fastnn.kernels.metric_sums``; the
     target rows 2-D: (m,) labels as (m, 1)), which adds the batch to the ``state`` arrays in place.
     The metric makes them (:meth:`Metric.accumulator`), writes its state into them
     (:meth:`Metric.write_arrays`) and reads it back (:meth:`Metric.read_arrays`).
 
-    Attributes
+    Parameters
     ----------
     kernel : numba dispatcher
         The accumulator kernel of the metric's kind of state.
@@ -180,6 +180,13 @@ class Accumulator(NamedTuple):
         The arrays it adds to (C-contiguous).
     outputs : int
         k, the outputs of a loss row.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> acc = fnn.metrics.MAE().accumulator("regression", 2, 10, np.float32)
+    >>> acc.outputs, [a.dtype.name for a in acc.state]
+    (2, ['float64', 'int64'])
     """
 
     kernel: Any
@@ -469,7 +476,14 @@ class _HitRate(Metric):
 
     def hit_kernel(self) -> tuple[Any, tuple]:
         """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
-        (:mod:`fastnn.kernels.metric_sums`).
+        (``fastnn.kernels.metric_sums``).
+
+        Returns
+        -------
+        kernel : numba dispatcher
+            The hit-count kernel.
+        constants : tuple
+            Its scalar arguments.
 
         Examples
         --------
@@ -534,6 +548,23 @@ class BinaryAccuracy(_HitRate):
         self.count += predicted.size
 
     def hit_kernel(self):
+        """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
+        (``fastnn.kernels.metric_sums``).
+
+        Returns
+        -------
+        kernel : numba dispatcher
+            The hit-count kernel.
+        constants : tuple
+            Its scalar arguments.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> kernel, constants = fnn.metrics.BinaryAccuracy().hit_kernel()
+        >>> len(constants)
+        1
+        """
         return metric_sums.threshold_hits, (self._logit_threshold,)
 
     def params(self):
@@ -579,6 +610,23 @@ class TopKAccuracy(_HitRate):
         self.count += out.shape[0]
 
     def hit_kernel(self):
+        """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
+        (``fastnn.kernels.metric_sums``).
+
+        Returns
+        -------
+        kernel : numba dispatcher
+            The hit-count kernel.
+        constants : tuple
+            Its scalar arguments.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> kernel, constants = fnn.metrics.TopKAccuracy().hit_kernel()
+        >>> len(constants)
+        1
+        """
         return metric_sums.top_k_hits, (self.k,)
 
     def params(self):
@@ -1556,7 +1604,15 @@ class Tracker:
 
     @property
     def accumulators(self) -> list[Accumulator]:
-        """The distinct accumulators of :meth:`accumulate_inside` (empty before it)."""
+        """The distinct accumulators of :meth:`accumulate_inside` (empty before it).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", "sgd", metrics=["mae"])
+        >>> fnn.metrics.Tracker(model, model.metrics).accumulators
+        []
+        """
         return list({id(a): a for a in self.arrays.values()}.values())
 
     def reset(self) -> None:
