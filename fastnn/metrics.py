@@ -491,6 +491,9 @@ class _HitRate(Metric):
         >>> fnn.metrics.TopKAccuracy(k=3).hit_kernel()[1]
         (3,)
         """
+        return self._hit_kernel()
+
+    def _hit_kernel(self) -> tuple[Any, tuple]:
         raise NotImplementedError
 
     def accumulator(self, family, k, rows, dtype):
@@ -547,24 +550,7 @@ class BinaryAccuracy(_HitRate):
         self.hits += int(np.count_nonzero(predicted == (batch.target > 0.5)))
         self.count += predicted.size
 
-    def hit_kernel(self):
-        """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
-        (``fastnn.kernels.metric_sums``).
-
-        Returns
-        -------
-        kernel : numba dispatcher
-            The hit-count kernel.
-        constants : tuple
-            Its scalar arguments.
-
-        Examples
-        --------
-        >>> import fastnn as fnn
-        >>> kernel, constants = fnn.metrics.BinaryAccuracy().hit_kernel()
-        >>> len(constants)
-        1
-        """
+    def _hit_kernel(self):
         return metric_sums.threshold_hits, (self._logit_threshold,)
 
     def params(self):
@@ -609,24 +595,7 @@ class TopKAccuracy(_HitRate):
         self.hits += int(np.count_nonzero((out > label_score[:, None]).sum(axis=1) < self.k))
         self.count += out.shape[0]
 
-    def hit_kernel(self):
-        """(kernel, constants) adding a batch's (hits, count) to a (2,) int64 array
-        (``fastnn.kernels.metric_sums``).
-
-        Returns
-        -------
-        kernel : numba dispatcher
-            The hit-count kernel.
-        constants : tuple
-            Its scalar arguments.
-
-        Examples
-        --------
-        >>> import fastnn as fnn
-        >>> kernel, constants = fnn.metrics.TopKAccuracy().hit_kernel()
-        >>> len(constants)
-        1
-        """
+    def _hit_kernel(self):
         return metric_sums.top_k_hits, (self.k,)
 
     def params(self):
