@@ -263,7 +263,7 @@ def run_recipe(index: int, dtype: str) -> int:
                 )
                 if step == 0:  # the built-in metrics' kernels of the loss's family (fit's step call runs them)
                     _fit_with_metrics(model, X, y, losses[0], optimizer)
-                weights = np.linspace(0.5, 1.5, len(X))  # the weighted fits' sample weights
+                weights = np.linspace(0.5, 1.5, len(X)) if recipe.weighted else None  # sample weights
                 if recipe.weighted and step == 0:
                     model.fit(X, y, sample_weight=weights, accumulate=2, epochs=1, batch_size=len(X) // 4, verbose=0)
                 for loss in losses[1:] if step == 0 else ():
