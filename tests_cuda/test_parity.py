@@ -32,6 +32,8 @@ CPU_ONLY_MODULES = {
     "(fastnn._conv_pool_fusion); CUDA step plans call the layers' own kernels, each with its twin",
     "conv_gap": "conv -> activation -> global average pooling fused for the CPU's training step plans "
     "(fastnn._conv_pool_fusion); CUDA step plans call the layers' own kernels, each with its twin",
+    "metric_sums": "the metrics' sums inside the CPU's fused training steps (Tracker.accumulate_inside, "
+    "fastnn._step_feed); a model on CUDA updates its metrics through Metric.update on the step's host output",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
 }
