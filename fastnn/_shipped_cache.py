@@ -13,7 +13,8 @@ sources, does not match (the index holds both) and fastnn compiles once, saying 
 
 Installed by patching the name ``FunctionCache`` in ``numba.core.dispatcher`` (what
 ``@njit(cache=True)`` instantiates) before any kernel module is imported; for functions outside
-fastnn the subclass behaves as Numba's own.
+fastnn the subclass behaves as Numba's own. fastnn's own functions also save their entries under a
+lock (``fastnn._cache_file``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Iterator, Sequence
 import llvmlite.binding as llvm
 import numba
 from numba.core import caching, dispatcher
+
+from ._cache_file import LockedIndexDataCacheFile
 
 PREBUILT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_prebuilt")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -128,7 +131,18 @@ def has_entry(kernel, argtypes: tuple) -> bool:
 
 
 class ShippedFunctionCache(caching.FunctionCache):
-    """Numba's function cache, falling back to the wheel's prebuilt files on a miss."""
+    """Numba's function cache, falling back to the wheel's prebuilt files on a miss; fastnn's
+    functions save through :class:`fastnn._cache_file.LockedIndexDataCacheFile` (safe when several
+    processes compile them at once)."""
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        if shipped_folder(py_func) is not None:
+            self._cache_file = LockedIndexDataCacheFile(
+                cache_path=self._cache_path,
+                filename_base=self._impl.filename_base,
+                source_stamp=self._impl.locator.get_source_stamp(),
+            )
 
     def _shipped_file(self) -> caching.IndexDataCacheFile | None:
         folder = shipped_folder(self._py_func)

@@ -35,9 +35,9 @@ def mpirun(script: str, *args, ranks: int = 2, timeout: float = 120) -> subproce
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled_once():
-    """Compile the scripts' kernels here, in one process, before any mpiexec: ranks that compile
-    the same kernels at once can corrupt the Numba cache they share (an index written by one
-    process beside code written by the other: a segfault later)."""
+    """Compile the scripts' kernels here, in one process, before any mpiexec: otherwise every rank
+    compiles all of them at once (their saves into the one cache are safe, fastnn._cache_file, but
+    the ranks' compile time would count against each mpiexec's timeout)."""
     sys.path.insert(0, SCRIPTS)
     try:
         from _common import data, model, sequence_data, sequence_model
