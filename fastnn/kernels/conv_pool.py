@@ -124,55 +124,85 @@ def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, 
     partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
 
 
-@njit(**JIT_INLINE)
-def _planes_run(zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, code, alpha, backward, const):
-    """Planes (s, o), s0 <= s < s1: forward (:func:`_activate_pool_plane`) or grad_z."""
-    poh, pow_ = oh // pool_h, ow // 2
-    for s in range(s0, s1):
-        if backward:
-            _pool_grad_z_plane(
-                zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, const
-            )
-        else:
-            _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha)
-
-
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, pool_h, code, alpha, backward):
-    """The planes of sweep task ``task``: channel o, samples s0 .. s1 (conv._task_span: one
-    contiguous run of zcol's row o), with the code a constant in each copy of the loops."""
+def _forward_task(zf, b, pf, af, width, n, task, c_out, oh, ow, pool_h, code, alpha):
+    """Forward planes of sweep task ``task`` (channel o, samples s0 .. s1: conv._task_span, one
+    contiguous run of zcol's row o): :func:`_activate_pool_plane`, the code a constant in each
+    copy of the loop."""
     o, s0, s1 = _task_span(n, task, oh * ow)
+    poh, pow_ = oh // pool_h, ow // 2
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
             vectorised = True
-            _planes_run(
-                zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, c, alpha, backward, True
-            )
+            for s in range(s0, s1):
+                _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, c, alpha)
     if not vectorised:
-        _planes_run(
-            zf, b, pf, af, gpf, partial_b, width, o, s0, s1, c_out, oh, ow, pool_h, code, alpha, backward, False
-        )
+        for s in range(s0, s1):
+            _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha)
 
 
+@njit(**JIT)  # not inlined: as _forward_task
+def _backward_task(zf, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, pool_h, code, alpha):
+    """grad_z planes of sweep task ``task`` (:func:`_forward_task`'s planes):
+    :func:`_pool_grad_z_plane`, the code a constant in each copy of the loop."""
+    o, s0, s1 = _task_span(n, task, oh * ow)
+    poh, pow_ = oh // pool_h, ow // 2
+    vectorised = False
+    for c in literal_unroll(VECTORISED_CODES):
+        if code == c:
+            vectorised = True
+            for s in range(s0, s1):
+                _pool_grad_z_plane(
+                    zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, c, alpha, True
+                )
+    if not vectorised:
+        for s in range(s0, s1):
+            _pool_grad_z_plane(
+                zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, False
+            )
+
+
+@njit(**JIT_INLINE)
+def _sweep_split(n, c_out, oh, ow):
+    """(number of sweep tasks, whether to run them in parallel) for n x c_out planes of oh x ow.
+    Tasks of (channel, sample chunk), one call each (a call per plane cost more than its work:
+    RESULTS.md, session 11); each plane is computed alone, so the grouping does not change a bit."""
+    return c_out * n_chunks(n, _chunk_samples(oh * ow)), n * c_out * oh * ow >= PARALLEL_MIN_ELEMENTS
+
+
+# The two directions are two kernels, not one with a literal flag: Numba types and compiles both
+# branches of a flag (measured: each specialisation then compiled the other direction's copies too).
 @njit(**JIT_PARALLEL)
-def _sweep(zcol, b, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code, alpha, backward):
-    """The sweep over all (sample, channel) planes: forward (activate and pool) or
-    (``backward``) grad_z with the per-plane bias sums. Tasks of (channel, sample chunk), one
-    call each (a call per plane cost more than its work: RESULTS.md, session 11); each plane is
-    computed alone, so the grouping does not change a bit."""
+def _forward_sweep(zcol, b, pooled, argmax, oh, ow, pool_h, code, alpha):
+    """Activate and pool all (sample, channel) planes of zcol into pooled and argmax."""
     n, c_out = pooled.shape[0], pooled.shape[1]
-    zf, pf, af, gpf = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size), grad_pooled
-    tasks = c_out * n_chunks(n, _chunk_samples(oh * ow))
-    a = like(alpha, zcol)
-    width = zcol.shape[1]
-    if n * c_out * oh * ow < PARALLEL_MIN_ELEMENTS:
+    zf, pf, af = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size)
+    tasks, parallel = _sweep_split(n, c_out, oh, ow)
+    a, width = like(alpha, zcol), zcol.shape[1]
+    if not parallel:
         for t in range(tasks):
-            _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a, backward)
+            _forward_task(zf, b, pf, af, width, n, t, c_out, oh, ow, pool_h, code, a)
     else:
         for t_u in prange(tasks):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _sweep_task(zf, b, pf, af, gpf, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a, backward)
+            _forward_task(zf, b, pf, af, width, n, t, c_out, oh, ow, pool_h, code, a)
+
+
+@njit(**JIT_PARALLEL)
+def _backward_sweep(zcol, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code, alpha):
+    """grad_z of all (sample, channel) planes into zcol, with the per-plane bias sums in partial_b."""
+    n, c_out = pooled.shape[0], pooled.shape[1]
+    zf, pf, af = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size)
+    tasks, parallel = _sweep_split(n, c_out, oh, ow)
+    a, width = like(alpha, zcol), zcol.shape[1]
+    if not parallel:
+        for t in range(tasks):
+            _backward_task(zf, pf, af, grad_pooled, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a)
+    else:
+        for t_u in prange(tasks):
+            t = np.int64(t_u)
+            _backward_task(zf, pf, af, grad_pooled, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a)
 
 
 @njit(**JIT)
@@ -240,8 +270,7 @@ def conv2d_maxpool_forward(
         oh,
         ow,
     )
-    flat = pooled.reshape(pooled.size)
-    _sweep(zcol, b, pooled, argmax, flat, argmax[0, 0], oh, ow, pool_h, code, alpha, False)
+    _forward_sweep(zcol, b, pooled, argmax, oh, ow, pool_h, code, alpha)
 
 
 @njit(**JIT)
@@ -282,20 +311,7 @@ def conv2d_maxpool_backward(
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     gw2 = grad_w.reshape(w2.shape)
     oh, ow = y.shape[2], y.shape[3]
-    _sweep(
-        zcol,
-        grad_b,
-        pooled,
-        argmax,
-        grad_pooled.reshape(grad_pooled.size),
-        partial_b,
-        oh,
-        ow,
-        pool_h,
-        code,
-        alpha,
-        True,
-    )
+    _backward_sweep(zcol, pooled, argmax, grad_pooled.reshape(grad_pooled.size), partial_b, oh, ow, pool_h, code, alpha)
     _backward_products(
         x,
         w2,
