@@ -2,11 +2,12 @@
 every Numba compile (CPU seconds, per function, its callees' compiles subtracted).
 
     NUMBA_CACHE_DIR=$(mktemp -d) FASTNN_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py demo --verbose 0
-    NUMBA_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --group dense   # or adam
+    NUMBA_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --group dense   # or adam, conv_pool
 
 Run it with empty caches (as above), else nothing compiles. ``--group`` compiles one group of
 kernels only, by calling them once on small float32 arrays (dense: dense_forward and
-dense_backward with relu; adam: the gradient norm and the in-step Adam update). Prints the process's CPU time, the
+dense_backward with relu; adam: the gradient norm and the in-step Adam update; conv_pool: the fused
+conv -> ReLU -> max pooling pair, forward and backward, of a small 1-D convolution). Prints the process's CPU time, the
 number of compiles and, per function, its exclusive compile CPU seconds and how many times it
 compiled (literal and dtype specialisations count once each); ``--json FILE`` keeps every event.
 """
@@ -64,8 +65,22 @@ def _compile_group(group: str) -> int:
             1.0, norm, scalars, None, ranges, partials, params, grads, m, v, np.zeros(0, f32), 0.9, 0.999, 1e-8, 0.0,
             n, False, False,
         )  # fmt: skip
+    elif group == "conv_pool":
+        from fastnn.kernels.activations import RELU
+        from fastnn.kernels.conv import conv2d_scratch_shapes
+        from fastnn.kernels.conv_pool import conv2d_maxpool_backward, conv2d_maxpool_forward
+
+        n, c, o, length = 2, 3, 4, 11  # a 1-D conv (kernel 1x3, padding 1) -> ReLU -> 1x2 max pooling
+        x, w, b = np.ones((n, c, 1, length), f32), np.ones((o, c, 1, 3), f32), np.ones(o, f32)
+        col, zcol, partial_b = (np.zeros(s, f32) for s in conv2d_scratch_shapes(n, c, o, 1, 3, 1, length))
+        y, pooled = np.zeros((n, o, 1, length), f32), np.zeros((n, o, 1, length // 2), f32)
+        argmax = np.zeros(pooled.shape, np.int32)
+        geometry = (1, 1, 0, 1, 1, 1, 1, RELU, 0.0)
+        conv2d_maxpool_forward(x, w, b, col, zcol, y, pooled, argmax, *geometry, 1)
+        grads = (np.zeros_like(x), np.zeros_like(w), np.zeros_like(b), partial_b)
+        conv2d_maxpool_backward(x, w, y, pooled, argmax, pooled.copy(), col, zcol, *grads, *geometry, True, True, 1)
     else:
-        raise SystemExit(f"--group {group!r}: expected dense or adam")
+        raise SystemExit(f"--group {group!r}: expected dense, adam or conv_pool")
     return 0
 
 
