@@ -164,11 +164,16 @@ def _backward_task(zf, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, po
 
 
 @njit(**JIT_INLINE)
-def _sweep_split(n, c_out, oh, ow):
-    """(number of sweep tasks, whether to run them in parallel) for n x c_out planes of oh x ow.
-    Tasks of (channel, sample chunk), one call each (a call per plane cost more than its work:
-    RESULTS.md, session 11); each plane is computed alone, so the grouping does not change a bit."""
-    return c_out * n_chunks(n, _chunk_samples(oh * ow)), n * c_out * oh * ow >= PARALLEL_MIN_ELEMENTS
+def _sweep_setup(zcol, pooled, argmax, oh, ow, alpha):
+    """What both sweeps need: flat zcol, pooled and argmax, n, c_out, zcol's row width, alpha in
+    zcol's dtype, the number of tasks and whether to run them in parallel. Tasks of (channel,
+    sample chunk), one call each (a call per plane cost more than its work: RESULTS.md, session
+    11); each plane is computed alone, so the grouping does not change a bit."""
+    n, c_out = pooled.shape[0], pooled.shape[1]
+    zf, pf, af = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size)
+    tasks = c_out * n_chunks(n, _chunk_samples(oh * ow))
+    parallel = n * c_out * oh * ow >= PARALLEL_MIN_ELEMENTS
+    return zf, pf, af, n, c_out, zcol.shape[1], like(alpha, zcol), tasks, parallel
 
 
 # The two directions are two kernels, not one with a literal flag: Numba types and compiles both
@@ -176,10 +181,7 @@ def _sweep_split(n, c_out, oh, ow):
 @njit(**JIT_PARALLEL)
 def _forward_sweep(zcol, b, pooled, argmax, oh, ow, pool_h, code, alpha):
     """Activate and pool all (sample, channel) planes of zcol into pooled and argmax."""
-    n, c_out = pooled.shape[0], pooled.shape[1]
-    zf, pf, af = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size)
-    tasks, parallel = _sweep_split(n, c_out, oh, ow)
-    a, width = like(alpha, zcol), zcol.shape[1]
+    zf, pf, af, n, c_out, width, a, tasks, parallel = _sweep_setup(zcol, pooled, argmax, oh, ow, alpha)
     if not parallel:
         for t in range(tasks):
             _forward_task(zf, b, pf, af, width, n, t, c_out, oh, ow, pool_h, code, a)
@@ -192,10 +194,7 @@ def _forward_sweep(zcol, b, pooled, argmax, oh, ow, pool_h, code, alpha):
 @njit(**JIT_PARALLEL)
 def _backward_sweep(zcol, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h, code, alpha):
     """grad_z of all (sample, channel) planes into zcol, with the per-plane bias sums in partial_b."""
-    n, c_out = pooled.shape[0], pooled.shape[1]
-    zf, pf, af = zcol.reshape(zcol.size), pooled.reshape(pooled.size), argmax.reshape(argmax.size)
-    tasks, parallel = _sweep_split(n, c_out, oh, ow)
-    a, width = like(alpha, zcol), zcol.shape[1]
+    zf, pf, af, n, c_out, width, a, tasks, parallel = _sweep_setup(zcol, pooled, argmax, oh, ow, alpha)
     if not parallel:
         for t in range(tasks):
             _backward_task(zf, pf, af, grad_pooled, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a)
