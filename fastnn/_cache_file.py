@@ -13,7 +13,8 @@ load the stale data file that the new index already names.
 ``flock``; released when the process dies), re-reads the index inside it, and writes the data
 before the index that names it. Compiling stays outside the lock; only the two file writes
 (milliseconds) are serialised. Where ``fcntl`` does not exist (Windows) the order of the writes
-is kept and the lock is skipped.
+is kept and the lock is skipped, as on a file system that refuses ``flock`` (some NFS mounts),
+where a save must not fail where Numba's own would have worked.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def folder_lock(folder: str) -> Iterator[None]:
         yield
         return
     with open(os.path.join(folder, LOCK_NAME), "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some NFS mounts): the write order only, as before
+            yield
+            return
         try:
             yield
         finally:

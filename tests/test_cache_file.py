@@ -70,6 +70,21 @@ def test_saving_a_key_again_replaces_its_data_under_the_same_name(tmp_path):
     assert len(list(tmp_path.glob("*.nbc"))) == 1
 
 
+def test_a_file_system_without_locks_still_saves(tmp_path, monkeypatch):
+    import fastnn._cache_file as cache_file
+
+    if cache_file.fcntl is None:
+        pytest.skip("no flock here (Windows): nothing to refuse")
+
+    def refuse(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(cache_file.fcntl, "flock", refuse)
+    cache = _cache(tmp_path)
+    cache.save("k", "code")
+    assert cache.load("k") == "code"
+
+
 def test_fastnn_kernels_save_through_the_locked_file():
     from fastnn.kernels import dense
 
