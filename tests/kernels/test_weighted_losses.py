@@ -184,7 +184,9 @@ def test_parallel_rows_are_bit_identical_on_one_and_two_threads(name):
     assert one[0] == two[0]
     np.testing.assert_array_equal(one[1], two[1])
     want_value, want_grad = _numpy_formula(name, pred, target, weights)
-    np.testing.assert_array_equal(two[1], want_grad)
+    # the formula's row kernels are compiled apart from the weighted kernel's inlined copies: a
+    # float32 exp can round its last bit apart between the two (vectorised or not), so a few ulp
+    np.testing.assert_array_max_ulp(two[1], want_grad, maxulp=4)
     # float32 logits: each row's loss is as exact as float32 (the CE row kernels inlined into
     # differently compiled callers round its last float32 bits apart), so not m float64 ulp here
     np.testing.assert_allclose(two[0], want_value, rtol=np.finfo(np.float32).eps)
