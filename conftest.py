@@ -17,7 +17,9 @@ import sys
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 if _WORKER:
-    _ROOT = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), ".pytest_cache")
+    _ROOT = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), ".pytest_cache"
+    )
     _FOLDER = os.path.join(_ROOT, "xdist", _WORKER)
     os.environ["NUMBA_CACHE_DIR"] = _FOLDER
     os.environ["FASTNN_CACHE_DIR"] = os.path.join(_FOLDER, "fastnn")
