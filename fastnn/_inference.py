@@ -199,6 +199,8 @@ class InferencePlan:
         if self._out_slot:
             slots += (self.out,)
         self.runner = CallRunner(calls, returns=0 if self.checks_input else None, slots=slots)
+        # outputs() may hand X and a new output array straight to the fused function
+        self._lean = self.checks_input and self._x_slot and self._out_slot
         self._direct: Callable | None = None  # the runner's fused function, bound (FusedCalls.slot_caller), once fused
 
     def outputs(self, X: np.ndarray) -> np.ndarray | None:
@@ -206,6 +208,11 @@ class InferencePlan:
         (its input shape and dtype, C-contiguous, finite), else None. The caller holds the model's lock."""
         if not (X.shape == self.x.shape and X.dtype == self.x.dtype and X.flags.c_contiguous):
             return None
+        direct = self._direct
+        if direct is not None and self._lean and X.flags.carray:
+            # the serving loop's call: the fused function on X itself, its finite check inside
+            out = np.empty(self.out.shape, self.out.dtype)
+            return out if direct(X, out) else None
         if not (self.checks_input or all_finite(flat_rows(X))):
             return None
         out = np.empty(self.out.shape, self.out.dtype)

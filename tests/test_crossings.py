@@ -111,3 +111,21 @@ def test_an_accumulating_fit_updates_on_each_groups_last_batch_inside_its_call(m
     assert all(calls.count("accumulate_gradients") == 1 and calls.count("adam_step") == 1 for calls in steps)
     assert all("grad_global_norm" in calls for calls in steps)  # the batch's norm, the group's inside the sum
     assert model.optimizer.step_count == 3 * 2  # 6 batches an epoch: groups of 4 and 2, 3 epochs
+
+
+def test_train_steps_fast_lane_is_one_call_for_a_small_float_batch(fused):
+    """A small batch of float inputs and targets is checked inside the step's own call (its loss NaN,
+    the update not applied, when the batch is not finite); a batch of labels is checked in Python
+    (the inputs, then the labels' range by the loss: two calls more)."""
+    r = np.random.default_rng(0)
+    X = r.standard_normal((8, 3)).astype(np.float32)
+    for loss, y, calls in (
+        ("mse", r.standard_normal((8, 3)).astype(np.float32), 1),
+        ("cross_entropy", r.integers(0, 3, 8), 3),
+    ):
+        model = _classifier(loss)
+        model.train_step(X, y)
+        model.train_step(X, y)
+        with counting() as seen:
+            model.train_step(X, y)
+        assert len(seen) == calls, seen

@@ -571,6 +571,27 @@ def test_train_step_fast_lane_refuses_what_the_long_way_refuses(fuse_shared, rng
     assert np.isfinite(model.train_step(X[3], Y[3])) and model.optimizer.step_count == 3
 
 
+def test_a_batch_refused_inside_the_lanes_call_changes_no_buffer(fuse_shared, rng):
+    """The lane's small float batches are checked inside the step's compiled call, after the
+    forward pass has run: a NaN input leaves the weights, BatchNorm's running statistics, the
+    dropout counter and the optimizer's state as they were, and raises the long way's error."""
+    X, Y = _lane_batches(rng, features=7, outputs=4)
+    model = _regularised().compile(loss="mse", optimizer=fnn.optim.Adam(lr=0.01))
+    model.train_step(X[0], Y[0])
+    model.train_step(X[1], Y[1])
+    assert model._lane is not None and model._lane.checked  # the check inside the call
+    before = copy.deepcopy(model)
+    with pytest.raises(ValueError, match="xb contains NaN or infinity"):
+        model.train_step(_nan_at(X[2], (0, 3)), Y[2])
+    np.testing.assert_array_equal(model.params, before.params)
+    for mine, theirs in zip(model.layers, before.layers):
+        for name, buffer in mine.buffers().items():
+            np.testing.assert_array_equal(buffer, theirs.buffers()[name])
+    np.testing.assert_array_equal(model.optimizer.state_dict()["exp_avg"], before.optimizer.state_dict()["exp_avg"])
+    assert model.optimizer.step_count == 2
+    assert model.train_step(X[2], Y[2]) == before.train_step(X[2], Y[2])  # the same next step
+
+
 def test_train_step_fast_lane_checks_labels_the_loss_way_and_follows_a_new_compile(fuse, rng):
     """A loss with its own target checks (class labels) keeps them on the lane; a new optimizer or
     a diverging step leaves it as the long way would."""

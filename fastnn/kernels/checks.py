@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from .._config import JIT
@@ -28,6 +29,13 @@ def all_finite_pair(x, y):
     """True when both 2-D arrays ``x`` and ``y`` are finite (:func:`all_finite` of each; one call
     from Python for a training batch's inputs and targets)."""
     return all_finite(x) and all_finite(y)
+
+
+@njit(**JIT)
+def loss_if_finite(x, y, loss):
+    """``loss`` when the 2-D batch arrays ``x`` and ``y`` are finite, else NaN: a step's input
+    check inside its compiled call, ahead of the update it gates (a NaN loss is not applied)."""
+    return loss if all_finite_pair(x, y) else np.nan
 
 
 @njit(**JIT)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastnn.kernels.checks import all_finite, all_finite_pair
+from fastnn.kernels.checks import all_finite, all_finite_pair, loss_if_finite
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -21,3 +21,6 @@ def test_all_finite_pair_is_numpys_isfinite_of_both(rng, dtype, shape_x, shape_y
     assert all_finite_pair(x, y) == (all_finite(x) and all_finite(y))
     big = np.finfo(dtype).max
     assert all_finite_pair(np.full(shape_x, big, dtype), np.full(shape_y, -big, dtype))  # the largest values are finite
+    loss = 0.125
+    gated = loss_if_finite(x, y, loss)
+    assert gated == loss if expected else np.isnan(gated)  # the loss itself, or NaN: a step's update gate
