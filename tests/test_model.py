@@ -228,6 +228,30 @@ def test_diverging_training_names_the_first_non_finite_layer(rng):
         model.fit(rng.standard_normal((8, 2)) + 2, rng.standard_normal(8), loss="mse", optimizer="sgd", verbose=0)
 
 
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda: [fnn.Dense(2, 4, activation="relu"), fnn.Dense(4, 1)],
+        lambda: [fnn.Dense(2, 4), fnn.BatchNorm1d(4), fnn.ReLU(), fnn.Dense(4, 1)],
+        lambda: [fnn.Reshape((1, 2)), fnn.Conv1d(1, 3, 2, activation="relu"), fnn.Flatten(), fnn.Dense(3, 1)],
+    ],
+    ids=["dense", "batchnorm", "conv"],
+)
+def test_a_nan_weight_is_not_hidden_by_relu(rng, layers):
+    """A NaN weight behind a ReLU gives NaN outputs and a refused step, as in PyTorch, not a finite
+    output from a unit that looks dead (relu(NaN) was 0: training went on, the NaN stayed)."""
+    model = fnn.Sequential(layers(), seed=0).compile("mse", "sgd")
+    X, y = rng.standard_normal((8, 2)).astype(np.float32), rng.standard_normal((8, 1)).astype(np.float32)
+    model.train_step(X, y)
+    first = next(layer for layer in model.layers if getattr(layer, "weight", None) is not None)
+    first.weight.reshape(-1)[0] = np.nan
+    assert np.isnan(model.predict(X)).any()
+    params = model.params.copy()
+    with pytest.raises(FloatingPointError, match="diverged"):
+        model.train_step(X, y)
+    np.testing.assert_array_equal(model.params, params)
+
+
 def test_diverging_loss_is_reported(rng):
     model = fnn.Sequential([fnn.Dense(1, 1)], dtype="float32")
     with pytest.raises(FloatingPointError, match=r"diverged: the loss is (inf|finite .* but the gradient norm is inf)"):

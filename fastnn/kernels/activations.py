@@ -190,7 +190,7 @@ def _identity_grad(z, y, alpha):
 @njit(**JIT_INLINE)
 def _relu(z, alpha):
     zero = like(0.0, z)
-    return z if z > zero else zero
+    return zero if z <= zero else z  # NaN stays NaN (a NaN weight must not look like a dead unit)
 
 
 @njit(**JIT_INLINE)

@@ -182,3 +182,18 @@ def test_float32_tanh_approximation_error_bound():
     err = np.abs(y.astype(np.float64) - np.tanh(x.astype(np.float64)))
     assert err.max() < 5e-7
     assert np.all(np.abs(y) <= 1) and y[0, -1] == pytest.approx(1.0, abs=3e-7)  # saturates 2 ulp below 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_and_infinities_pass_as_in_the_reference(name, dtype):
+    """A NaN stays NaN and +-inf go where the reference sends them: an activation must not hide a
+    NaN weight behind a finite output (relu(NaN) was 0). Row-wise codes see a NaN row."""
+    x = np.array([[np.nan, 1.0, -1.0], [np.inf, -np.inf, 0.5]] * 40, dtype=dtype)  # 80 rows: vectorised loops
+    alpha = ACTIVATIONS[name][1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = ref.activation_forward(name, x.astype(np.float64), alpha)
+    got = _forward(name, x, alpha)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], **TOL[dtype])
