@@ -93,6 +93,8 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     ("tests/test_cache_file.py", "_save_index"): "checks the order of the two writes of a cache entry from "
     "inside (the index written after the data it names)",
     ("tests/kernels/test_cache.py", "*"): "tests the cache stamp and locator of kernels/_cache.py from inside",
+    ("benchmarks/fused_views_ab.py", "_Arguments"): "times a fused step generated the old way (its view lines "
+    "replaced) beside today's, in one process",
     ("tests/test_processes.py", "*"): "reloads _fused's step files and _config's tbb loader as a new process would",
     ("tests/test_startup.py", "_fallback_targets"): "the shipped-cache lookup order, tested directly",
     ("tests/test_sklearn_dask.py", "_dask_worker_share"): "the thread share of a Dask worker, tested directly",
