@@ -532,10 +532,78 @@ def conv2d_forward(
 
 
 @njit(**JIT_INLINE)
+def is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
+    """Whether the forward product of a convolution runs as shifted GEMMs
+    (:func:`_shifted_forward`): 1-D (input height, kernel height and output height 1, no top
+    padding), stride 1, one group, not thin (:func:`is_thin_forward`), and OW >= dilation (its
+    padded input then fits in col's memory)."""
+    return (
+        x.shape[2] == 1
+        and kh == 1
+        and oh == 1
+        and pt == 0
+        and sw == 1
+        and groups == 1
+        and ow >= dw
+        and not is_thin_forward(w2, groups)
+    )
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_sample(x, wk, xpad, zcol, n0, s, pl, dw, ow):
+    """Sample n0 + s of :func:`_shifted_forward`: its rows zero-padded into xpad[s] (C, LP), then
+    ``zcol[:, s * OW:(s + 1) * OW] = sum_j wk[j] @ xpad[s][:, j * dw:j * dw + OW]``, one
+    accumulating GEMM per kernel tap j in order (the padded rows and the output stay in cache)."""
+    c_in, length, lp = x.shape[1], x.shape[3], xpad.shape[2]
+    xs = xpad[s]
+    zero = like(0.0, zcol)
+    left = min(pl, lp)
+    stop = min(lp, pl + length)  # the copied columns: left .. stop
+    for c in range(c_in):
+        row, src = xs[c], x[n0 + s, c, 0]
+        _fill(row, 0, left, zero)
+        for u in range(left, stop):
+            row[nonneg(u)] = src[nonneg(u - pl)]
+        _fill(row, max(left, stop), lp - max(left, stop), zero)
+    zs = zcol[:, s * ow : (s + 1) * ow]
+    for j in range(wk.shape[0]):
+        beta = like(0.0 if j == 0 else 1.0, zcol)
+        gemm_block(False, False, like(1.0, zcol), wk[j], xs[:, j * dw : j * dw + ow], beta, zs, 0, zs.shape[0], 0, ow)
+
+
+@njit(**JIT_PARALLEL)
+def _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow):
+    """``zcol[:, :count * OW]`` of a convolution :func:`is_shifted_forward` takes, without im2col:
+    output position t of a sample is ``sum_j W_j @ xpad[:, t + j * dw]`` with W_j (O, C) tap j
+    of the weights and xpad the sample's zero-padded (C, OW + (KW - 1) * dw) rows, so each tap is
+    one GEMM on a strided view of xpad (RESULTS.md, session 13: the padded input is 1/KW of
+    col's bytes). Samples are tasks (the same bits on any number of threads); xpad lives in
+    col's memory, which then does not hold the im2col."""
+    c_in, c_out = x.shape[1], w2.shape[0]
+    lp = ow + (kw - 1) * dw
+    wk = np.empty((kw, c_out, c_in), w2.dtype)  # tap-major copy of the weights: W_j with unit stride
+    for j in range(kw):
+        for o in range(c_out):
+            for c in range(c_in):
+                wk[j, o, c] = w2[o, c * kw + j]
+    xpad = col.reshape(col.size)[: count * c_in * lp].reshape((count, c_in, lp))
+    if w2.size * count * ow < PARALLEL_MIN_MACS:
+        for s in range(count):
+            _shifted_sample(x, wk, xpad, zcol, n0, s, pl, dw, ow)
+    else:
+        for s_u in prange(count):
+            _shifted_sample(x, wk, xpad, zcol, n0, np.int64(s_u), pl, dw, ow)
+
+
+@njit(**JIT_INLINE)
 def _forward_product(x, w2, col, zcol, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow):
     """``zcol[:, :count * OH * OW] = w2_g @ col_g`` per group after the im2col of samples n0 ..
-    n0 + count into col: the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
+    n0 + count into col (or, :func:`is_shifted_forward`, the same products without the im2col):
+    the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
     columns = count * oh * ow
+    if is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
+        _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow)
+        return
     # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
     _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
     if is_thin_forward(w2, groups):
@@ -625,7 +693,8 @@ def _backward_products(
     of those samples by ``w2_g.T @ grad_z_g`` and col2im. ``col_ready``: as in :func:`conv2d_backward`."""
     columns = count * oh * ow
     beta = like(0.0 if n0 == 0 else 1.0, zcol)
-    if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
+    # the forward's single pass left the im2col in col unless it took the shifted GEMMs
+    if not (col_ready and count == x.shape[0]) or is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
         _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
     if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
         _small_weight_grad(zcol, col, columns, beta, gw2, groups)
