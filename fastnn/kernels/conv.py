@@ -59,6 +59,8 @@ _TASK_ELEMENTS = 4096
 THIN_FORWARD_WEIGHTS = 800
 #: columns per :func:`thin_forward` task: the task's rows of zcol stay in L1 over the k loop
 _THIN_COLUMNS = 1024
+#: most partial weight gradients (KW x O x C each, summed in order) of :func:`_shifted_backward`
+_SHIFTED_GRAD_W_PARTS = 8
 
 
 def conv_output_size(
@@ -621,13 +623,19 @@ def _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow):
             _shifted_sample(x, wk, xpad, zcol, n0, np.int64(s_u), pl, dw, ow)
 
 
+@njit(**JIT_INLINE)
+def _grad_w_chunk(count, ow):
+    """Samples per partial weight gradient of :func:`_shifted_backward` (fixed by the shape):
+    about :data:`_TASK_ELEMENTS` columns, and at most :data:`_SHIFTED_GRAD_W_PARTS` partials."""
+    return max(_chunk_samples(ow), n_chunks(count, _SHIFTED_GRAD_W_PARTS))
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, task, pl, dw, ow, padded):
-    """parts[task, j] = sum over the samples s of chunk ``task`` (in order) of
-    ``grad_z_s (O, OW) @ xpad[s][:, j * dw:j * dw + OW].T`` for every tap j; the samples' padded
-    rows written first unless ``padded`` (the forward's are in xpad)."""
+def _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, task, chunk, pl, dw, ow, padded):
+    """parts[task, j] = sum over the samples s of chunk ``task`` (``chunk`` samples each, in
+    order) of ``grad_z_s (O, OW) @ xpad[s][:, j * dw:j * dw + OW].T`` for every tap j; the
+    samples' padded rows written first unless ``padded`` (the forward's are in xpad)."""
     count = xpad.shape[0]
-    chunk = _chunk_samples(ow)
     s0 = task * chunk
     part = parts[task]
     for s in range(s0, min(count, s0 + chunk)):
@@ -693,15 +701,16 @@ def _shifted_backward(x, w2, gw2, col, zcol, grad_x, n0, count, pl, dw, kw, ow, 
     padded inputs of these samples."""
     c_in, c_out = x.shape[1], w2.shape[0]
     xpad = _padded(col, count, c_in, ow + (kw - 1) * dw)
-    chunks = n_chunks(count, _chunk_samples(ow))
+    chunk = _grad_w_chunk(count, ow)
+    chunks = n_chunks(count, chunk)
     parts = np.empty((chunks, kw, c_out, c_in), w2.dtype)
     parallel = w2.size * count * ow >= PARALLEL_MIN_MACS
     if parallel:
         for t_u in prange(chunks):
-            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, np.int64(t_u), pl, dw, ow, padded)
+            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, np.int64(t_u), chunk, pl, dw, ow, padded)
     else:
         for t in range(chunks):
-            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, t, pl, dw, ow, padded)
+            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, t, chunk, pl, dw, ow, padded)
     for o in range(c_out):
         for c in range(c_in):
             for j in range(kw):

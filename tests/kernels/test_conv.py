@@ -41,11 +41,12 @@ CASES = [
     (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # grad_w 24 x 216 > 5120: BLAS
     (16, 2, 30, 30, 6, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, "leaky_relu"),  # parallel thin forward, 13 column chunks
     (8, 16, 1, 60, 32, 1, 5, (1, 1), (0, 0, 3, 1), (1, 2), 1, "leaky_relu"),  # 1-D, dilated, parallel shifted GEMMs
+    (24, 8, 1, 1100, 15, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1, "tanh"),  # shifted, 8 partial weight gradients
 ]
 #: cases whose forward product runs in the direct thin loops (an even number of rows, K % 4 = 2, 2, 3, 0, 0, 2)
 THIN_CASES = [1, 5, 6, 9, 11, 15]
 #: cases whose forward product runs as shifted GEMMs without im2col (1-D, stride 1, one group, not thin)
-SHIFTED_CASES = [8, 16]
+SHIFTED_CASES = [8, 16, 17]
 
 
 def _problem(case, dtype, seed=0):
@@ -205,16 +206,18 @@ def test_backward_finite_differences(case):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=label)
 
 
-@pytest.mark.parametrize("case", [CASES[12], CASES[15], CASES[16]], ids=["gemm", "thin", "shifted"])
+@pytest.mark.parametrize(
+    "case", [CASES[12], CASES[15], CASES[16], CASES[17]], ids=["gemm", "thin", "shifted", "shifted-parts"]
+)
 def test_bit_identical_on_one_and_two_threads(case):
     x, w, b = _problem(case, np.float32, seed=3)
     grad_y = np.random.default_rng(4).standard_normal(forward(case, x, w, b)[0].shape).astype(np.float32)
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3)
+        one = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3) + backward(case, x, w, b, grad_y)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3)
+        two = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3) + backward(case, x, w, b, grad_y)
     finally:
         numba.set_num_threads(threads)
     for a, c in zip(one, two):
