@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn.bench import CONFIGS, build_fastnn, make_batch
+from fastnn.bench import ALL_CONFIGS, CONFIGS, build_fastnn, make_batch
 
 
 def median_us(fn, args=(), repeats=200):
@@ -106,7 +106,7 @@ def dispatch(configs, threads: int, repeats: int = 7) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="mlp-bn-do", choices=list(CONFIGS))
+    parser.add_argument("--config", default="mlp-bn-do", choices=list(ALL_CONFIGS))
     parser.add_argument(
         "--dispatch",
         action="store_true",
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if args.dispatch:
         dispatch(args.configs.split(","), args.threads)
         return 0
-    cfg = CONFIGS[args.config]
+    cfg = ALL_CONFIGS[args.config]
     model = build_fastnn(cfg)
     xb, yb = make_batch(cfg)
     for _ in range(10):

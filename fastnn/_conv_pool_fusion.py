@@ -17,8 +17,9 @@ pair: the plane means taken in the convolution's epilogue, f(z) kept in its ``zc
 the backward's grad_z written there from the mean's gradient; bit for bit the layers' calls,
 NaN included (benchmarks/RESULTS.md, session 9).
 
-Anything else records other calls and is not fused: CUDA, evaluation, other windows, a batch
-over one im2col pass, activations whose derivative needs z. The layers stay separate objects.
+Inference plans (:mod:`fastnn._inference`) fuse the same pairs' forward calls. Anything else
+records other calls and is not fused: CUDA, other windows, a batch over one im2col pass,
+activations whose derivative needs z. The layers stay separate objects.
 Set :data:`ENABLED` to False (then ``model.clear_plans()``) for the layer-by-layer plan, or
 :data:`GLOBAL_AVG_ENABLED` to False to leave the global average pools alone.
 """

@@ -13,6 +13,9 @@ plan time:
   a direct write into the parameters;
 - a convolution followed by eval-mode batch norm runs with the scale folded into a copy of its
   weights, refolded at every call the same way (a convolution's weights are small next to its work);
+- a convolution and the max or global average pooling after it run as the training step's fused
+  forward where :mod:`fastnn._conv_pool_fusion` takes the pair (the convolution's full output is
+  never stored; the layers' bits);
 - layers that do nothing in evaluation mode (Dropout) are skipped;
 - the input rows are the caller's array and the last Dense layer writes into the returned
   array (no copies), through the runner's ``slots``.
@@ -27,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import _conv_pool_fusion
 from ._fused import CallRunner, rebindable
 from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
@@ -37,7 +41,10 @@ from .layers.conv import Conv1d, Conv2d
 from .layers.dense import Dense
 from .layers.dropout import Dropout
 from .layers.normalization import BatchNorm1d
+from .layers.pooling import GlobalAvgPool, MaxPool2d
 
+#: pooling layers that may fuse with the convolution before them (:meth:`_Recorder._conv_pool`)
+_POOLS = (MaxPool2d, GlobalAvgPool)
 #: rows per chunk of a large prediction (see the module docstring; benchmarks/RESULTS.md)
 CHUNK_ROWS = 256
 _MAX_PLANS = 4  # per model, beside its training plans (a chunk size and a remainder or two)
@@ -103,14 +110,35 @@ class _Recorder:
                 and self._batchnorm_after(self._next(i + 1), layer.output_shape)
             ):
                 i = self._conv_batchnorm(i)
+            elif isinstance(layer, (Conv1d, Conv2d)) and isinstance(self._layer(self._next(i + 1)), _POOLS):
+                i = self._conv_pool(i)
             else:
-                ctx = Context(False, "infer", self.lengths)
-                more, self.h = layer.forward_calls(self.h, ctx)
-                self.lengths = layer.output_lengths(ctx)
-                self.calls += more
+                self.calls += self._forward(i)
                 i += 1
             i = self._next(i)
         return self.h
+
+    def _layer(self, i: int):
+        """Layer ``i``, or None past the last."""
+        return self.layers[i] if i < len(self.layers) else None
+
+    def _forward(self, i: int) -> list:
+        """Layer i's own forward calls at the current input (self.h and self.lengths move past it)."""
+        ctx = Context(False, "infer", self.lengths)
+        calls, self.h = self.layers[i].forward_calls(self.h, ctx)
+        self.lengths = self.layers[i].output_lengths(ctx)
+        return calls
+
+    def _conv_pool(self, i: int) -> int:
+        """A convolution and the max or global average pooling after it: one fused call where
+        :mod:`fastnn._conv_pool_fusion` takes the pair (the training step's kernels; the
+        convolution's output pooled from cache, never stored: RESULTS.md, session 13), else the
+        two layers' own calls. Returns the index after the pooling layer."""
+        j = self._next(i + 1)
+        per_layer = [self._forward(i), self._forward(j)]
+        for calls in _conv_pool_fusion.fuse_forward(per_layer, _conv_pool_fusion.find_pairs(per_layer)):
+            self.calls += calls
+        return j + 1
 
     def _fold_scale_shift(self, bias, bn):
         """(scale, shift) buffers and the call that fills them from ``bias`` and ``bn``'s live state."""

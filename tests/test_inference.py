@@ -95,6 +95,50 @@ def test_conv_batchnorm_folded_equals_unfolded(activation, dtype, rng):
         assert "batchnorm_forward_eval" not in kernels and "activation_forward" not in kernels
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_pool_pairs_fuse_with_the_layers_bits(dtype, rng):
+    """A convolution whose activation's derivative needs y alone and the max pooling over tiling
+    ``k x 2`` windows (or the global average pooling) after it, dropout between them or not, run as
+    the training step's fused forward (kernels/conv_pool.py, conv_gap.py) with the layers' bits,
+    NaN included; other pairs keep the layers' calls."""
+    one_d = fnn.Sequential(
+        [
+            fnn.Conv1d(3, 4, 3, padding=1, activation="relu"),
+            fnn.Dropout(0.5),
+            fnn.MaxPool1d(2),
+            fnn.Conv1d(4, 5, 3, activation="tanh"),
+            fnn.GlobalAvgPool(),
+            fnn.Dense(5, 2),
+        ],
+        seed=0,
+        dtype=dtype,
+        input_shape=(3, 13),
+    )
+    two_d = fnn.Sequential(
+        [
+            fnn.Conv2d(2, 3, 3, activation="sigmoid"),
+            fnn.MaxPool2d(2),
+            fnn.Conv2d(3, 4, 2, padding=1, activation="elu"),  # its derivative needs z: not fused
+            fnn.MaxPool2d(2),
+            fnn.Flatten(),
+        ],
+        seed=1,
+        dtype=dtype,
+        input_shape=(2, 9, 11),
+    )
+    cases = (
+        (one_d, (3, 13), ["conv2d_maxpool_forward", "conv2d_gap_forward", "dense_infer"]),
+        (two_d, (2, 9, 11), ["conv2d_maxpool_forward", "conv2d_forward", "maxpool2d_forward"]),
+    )
+    for net, shape, fused in cases:
+        assert [fn.__name__ for fn, _ in _inference.plan(net, 6).runner.calls] == ["all_finite", *fused]
+        for batch in (1, 6):
+            x = rng.standard_normal((batch, *shape)).astype(dtype)
+            np.testing.assert_array_equal(net.predict(x), net.forward(x, training=False))
+        net.layers[0].bias[1] = np.nan
+        np.testing.assert_array_equal(net.predict(x), net.forward(x, training=False))
+
+
 def test_large_inputs_run_in_chunks_with_a_remainder(rng, monkeypatch):
     monkeypatch.setattr(_inference, "CHUNK_ROWS", 16)
     model = _dense_bn("relu", "float64", rng)

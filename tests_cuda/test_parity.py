@@ -85,6 +85,8 @@ CPU_ONLY_FUNCTIONS = {
     ("conv", "thin_forward"): "the CPU forward's direct product for thin convolutions (instead of BLAS); the "
     "CUDA conv2d_forward has its own product kernel",
     ("conv", "is_thin_forward"): "the CPU forward's choice between thin_forward and BLAS (see above)",
+    ("conv", "is_shifted_forward"): "the CPU's choice of shifted GEMMs instead of im2col for 1-D convolutions "
+    "at stride 1; the CUDA conv2d_forward/backward have their own product kernels",
     ("recurrent", "chunk_rows"): "the CPU time loop's batch chunking; the CUDA twin runs one thread per (sample, unit)",
     ("recurrent", "gemm_tiled"): "the CPU recurrent kernels' GEMM on fixed output tiles; the CUDA twin calls "
     "kernels.cuda.dense.gemm",

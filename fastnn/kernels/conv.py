@@ -16,8 +16,14 @@ and the activation fused. Backward per pass: one sweep computes ``grad_z = grad_
 zcol's layout with per-sample bias sums, then ``grad_w_g += grad_z_g @ col_g.T`` (passes in
 order; col is the forward's when ``col_ready`` and the batch is one pass), and
 ``col_g = w_g.T @ grad_z_g`` scattered back by col2im (each (sample, channel) plane owned by one
-task). im2col tasks are (col row, sample chunk): each writes one contiguous run of col. Every sum is in an order fixed by the shape: bit-identical on any number
-of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
+task). im2col tasks are (col row, sample chunk): each writes one contiguous run of col.
+1-D convolutions at stride 1 with one group (:func:`is_shifted_forward`; not thin) take no
+im2col: each kernel tap j is one GEMM on a shifted view of the sample's zero-padded rows, held
+in col's memory (forward ``zcol_s = sum_j W_j @ xpad_s[:, j * dil:]``, weight gradient
+``sum_s grad_z_s @ xpad_s[:, j * dil:].T`` per tap, input gradient ``W_j.T @ grad_z_s`` added
+at tap j's shift): the padded input is about 1/KW of col's bytes and each sample's products
+run in cache (RESULTS.md, session 13). Every sum is in an order fixed by the shape:
+bit-identical on any number of threads. Activations: the elementwise codes of kernels/activations.py (not softmax).
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ _TASK_ELEMENTS = 4096
 THIN_FORWARD_WEIGHTS = 800
 #: columns per :func:`thin_forward` task: the task's rows of zcol stay in L1 over the k loop
 _THIN_COLUMNS = 1024
+#: most partial weight gradients (KW x O x C each, summed in order) of :func:`_shifted_backward`
+_SHIFTED_GRAD_W_PARTS = 8
 
 
 def conv_output_size(
@@ -532,10 +540,205 @@ def conv2d_forward(
 
 
 @njit(**JIT_INLINE)
+def is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
+    """Whether the forward product of a convolution runs as shifted GEMMs
+    (:func:`_shifted_forward`): 1-D (input height, kernel height and output height 1, no top
+    padding), stride 1, one group, not thin (:func:`is_thin_forward`), and OW >= dilation (its
+    padded input then fits in col's memory)."""
+    return (
+        x.shape[2] == 1
+        and kh == 1
+        and oh == 1
+        and pt == 0
+        and sw == 1
+        and groups == 1
+        and ow >= dw
+        and not is_thin_forward(w2, groups)
+    )
+
+
+@njit(**JIT_INLINE)
+def _pad_rows(x, xs, n, pl):
+    """xs (C, LP) = the rows of sample n of x (N, C, 1, L) with pl zeros on the left and zeros
+    past the input's end."""
+    length, lp = x.shape[3], xs.shape[1]
+    zero = like(0.0, xs)
+    left = min(pl, lp)
+    stop = max(left, min(lp, pl + length))  # columns left .. stop are the input's
+    for c in range(x.shape[1]):
+        row, src = xs[c], x[n, c, 0]
+        _fill(row, 0, left, zero)
+        for u in range(left, stop):
+            row[nonneg(u)] = src[nonneg(u - pl)]
+        _fill(row, stop, lp - stop, zero)
+
+
+@njit(**JIT_INLINE)
+def _padded(col, count, c_in, lp):
+    """The (count, C, LP) padded inputs of the shifted GEMMs, in col's memory (it fits:
+    :func:`is_shifted_forward`)."""
+    return col.reshape(col.size)[: count * c_in * lp].reshape((count, c_in, lp))
+
+
+@njit(**JIT_INLINE)
+def _tap_major(w2, kw):
+    """(KW, O, C) copy of w2 (O, C * KW): tap j's weights W_j with unit stride."""
+    c_out, c_in = w2.shape[0], w2.shape[1] // kw
+    wk = np.empty((kw, c_out, c_in), w2.dtype)
+    for j in range(kw):
+        for o in range(c_out):
+            for c in range(c_in):
+                wk[j, o, c] = w2[o, c * kw + j]
+    return wk
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_sample(x, wk, xpad, zcol, n0, s, pl, dw, ow):
+    """Sample n0 + s of :func:`_shifted_forward`: its padded rows into xpad[s] (C, LP), then
+    ``zcol[:, s * OW:(s + 1) * OW] = sum_j wk[j] @ xpad[s][:, j * dw:j * dw + OW]``, one
+    accumulating GEMM per kernel tap j in order (the padded rows and the output stay in cache)."""
+    xs = xpad[s]
+    _pad_rows(x, xs, n0 + s, pl)
+    zs = zcol[:, s * ow : (s + 1) * ow]
+    for j in range(wk.shape[0]):
+        beta = like(0.0 if j == 0 else 1.0, zcol)
+        gemm_block(False, False, like(1.0, zcol), wk[j], xs[:, j * dw : j * dw + ow], beta, zs, 0, zs.shape[0], 0, ow)
+
+
+@njit(**JIT_PARALLEL)
+def _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow):
+    """``zcol[:, :count * OW]`` of a convolution :func:`is_shifted_forward` takes, without im2col:
+    output position t of a sample is ``sum_j W_j @ xpad[:, t + j * dw]`` with W_j (O, C) tap j
+    of the weights and xpad the sample's zero-padded (C, LP = OW + (KW - 1) * dw) rows, so each
+    tap is one GEMM on a strided view of xpad (RESULTS.md, session 13: the padded input is about
+    1/KW of col's bytes). Samples are tasks (the same bits on any number of threads); xpad lives
+    in col's memory, which then holds the padded inputs, not the im2col."""
+    wk = _tap_major(w2, kw)
+    xpad = _padded(col, count, x.shape[1], ow + (kw - 1) * dw)
+    if w2.size * count * ow < PARALLEL_MIN_MACS:
+        for s in range(count):
+            _shifted_sample(x, wk, xpad, zcol, n0, s, pl, dw, ow)
+    else:
+        for s_u in prange(count):
+            _shifted_sample(x, wk, xpad, zcol, n0, np.int64(s_u), pl, dw, ow)
+
+
+@njit(**JIT_INLINE)
+def _grad_w_chunk(count, ow):
+    """Samples per partial weight gradient of :func:`_shifted_backward` (fixed by the shape):
+    about :data:`_TASK_ELEMENTS` columns, and at most :data:`_SHIFTED_GRAD_W_PARTS` partials."""
+    return max(_chunk_samples(ow), n_chunks(count, _SHIFTED_GRAD_W_PARTS))
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, task, chunk, pl, dw, ow, padded):
+    """parts[task, j] = sum over the samples s of chunk ``task`` (``chunk`` samples each, in
+    order) of ``grad_z_s (O, OW) @ xpad[s][:, j * dw:j * dw + OW].T`` for every tap j; the
+    samples' padded rows written first unless ``padded`` (the forward's are in xpad)."""
+    count = xpad.shape[0]
+    s0 = task * chunk
+    part = parts[task]
+    for s in range(s0, min(count, s0 + chunk)):
+        xs = xpad[s]
+        if not padded:
+            _pad_rows(x, xs, n0 + s, pl)
+        zs = zcol[:, s * ow : (s + 1) * ow]
+        beta = like(0.0 if s == s0 else 1.0, zcol)
+        for j in range(part.shape[0]):
+            gemm_block(
+                False,
+                True,
+                like(1.0, zcol),
+                zs,
+                xs[:, j * dw : j * dw + ow],
+                beta,
+                part[j],
+                0,
+                part.shape[1],
+                0,
+                part.shape[2],
+            )
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, s, pl, dw, ow):
+    """grad_x of sample n0 + s: ``dxpad[:, j * dw:j * dw + OW] += wk[j].T @ grad_z_s`` for the taps j
+    in order from zero (each element summed in tap order, as col2im sums), in xpad[s]'s memory,
+    then its unpadded columns (zeros where no output reads the input)."""
+    dxs = xpad[s]
+    zero = like(0.0, dxs)
+    _fill(dxs.reshape(dxs.size), 0, dxs.size, zero)
+    zs = zcol[:, s * ow : (s + 1) * ow]
+    for j in range(wk.shape[0]):
+        gemm_block(
+            True,
+            False,
+            like(1.0, zcol),
+            wk[j],
+            zs,
+            like(1.0, zcol),
+            dxs[:, j * dw : j * dw + ow],
+            0,
+            dxs.shape[0],
+            0,
+            ow,
+        )
+    length, lp = grad_x.shape[3], dxs.shape[1]
+    stop = max(0, min(length, lp - pl))  # input columns t < stop are padded column t + pl
+    for c in range(grad_x.shape[1]):
+        row, src = grad_x[n0 + s, c, 0], dxs[c]
+        for t in range(stop):
+            row[nonneg(t)] = src[nonneg(t + pl)]
+        _fill(row, stop, length - stop, zero)
+
+
+@njit(**JIT_PARALLEL)
+def _shifted_backward(x, w2, gw2, col, zcol, grad_x, n0, count, pl, dw, kw, ow, beta, need_grad_x, padded):
+    """The backward products of :func:`_shifted_forward`'s convolutions, without im2col or col2im:
+    ``gw2 = sum_s sum_j grad_z_s @ xpad_s(j).T`` (tap j's columns; per chunk of samples in
+    order, then the chunks in order: fixed by the shape) ``+ beta * gw2``, and with
+    ``need_grad_x`` grad_x as :func:`_shifted_grad_x_sample`. ``padded``: col holds the forward's
+    padded inputs of these samples."""
+    c_in, c_out = x.shape[1], w2.shape[0]
+    xpad = _padded(col, count, c_in, ow + (kw - 1) * dw)
+    chunk = _grad_w_chunk(count, ow)
+    chunks = n_chunks(count, chunk)
+    parts = np.empty((chunks, kw, c_out, c_in), w2.dtype)
+    parallel = w2.size * count * ow >= PARALLEL_MIN_MACS
+    if parallel:
+        for t_u in prange(chunks):
+            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, np.int64(t_u), chunk, pl, dw, ow, padded)
+    else:
+        for t in range(chunks):
+            _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, t, chunk, pl, dw, ow, padded)
+    for o in range(c_out):
+        for c in range(c_in):
+            for j in range(kw):
+                total = parts[0, j, o, c]
+                for t in range(1, chunks):
+                    total += parts[t, j, o, c]
+                k = c * kw + j
+                gw2[o, k] = total + beta * gw2[o, k] if beta != 0 else total
+    if not need_grad_x:
+        return
+    wk = _tap_major(w2, kw)
+    if parallel:
+        for s_u in prange(count):
+            _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, np.int64(s_u), pl, dw, ow)
+    else:
+        for s in range(count):
+            _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, s, pl, dw, ow)
+
+
+@njit(**JIT_INLINE)
 def _forward_product(x, w2, col, zcol, n0, count, sh, sw, pt, pl, dh, dw, groups, kh, kw, oh, ow):
     """``zcol[:, :count * OH * OW] = w2_g @ col_g`` per group after the im2col of samples n0 ..
-    n0 + count into col: the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
+    n0 + count into col (or, :func:`is_shifted_forward`, the same products without the im2col):
+    the forward before its epilogue. w2 (O, C // groups * KH * KW)."""
     columns = count * oh * ow
+    if is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
+        _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow)
+        return
     # the sweeps take the whole (C-contiguous) scratch, so their rows vectorise; GEMMs the pass's columns
     _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
     if is_thin_forward(w2, groups):
@@ -622,9 +825,14 @@ def _backward_products(
 ):
     """The backward of one pass after its grad_z sweep (grad_z of samples n0 .. n0 + count in zcol):
     ``gw2 += grad_z_g @ col_g.T`` (``=`` for the first pass), and with ``need_grad_x`` grad_x
-    of those samples by ``w2_g.T @ grad_z_g`` and col2im. ``col_ready``: as in :func:`conv2d_backward`."""
+    of those samples by ``w2_g.T @ grad_z_g`` and col2im (the shifted GEMMs' convolutions:
+    :func:`_shifted_backward`). ``col_ready``: as in :func:`conv2d_backward`."""
     columns = count * oh * ow
     beta = like(0.0 if n0 == 0 else 1.0, zcol)
+    if is_shifted_forward(x, w2, groups, kh, oh, ow, pt, sw, dw):
+        padded = col_ready and count == x.shape[0]  # the forward's single pass left the padded inputs in col
+        _shifted_backward(x, w2, gw2, col, zcol, grad_x, n0, count, pl, dw, kw, ow, beta, need_grad_x, padded)
+        return
     if not (col_ready and count == x.shape[0]):  # else the forward's single pass left it in col
         _im2col(x, col, n0, count, sh, sw, pt, pl, dh, dw, kh, kw, oh, ow, False)
     if gw2.size // groups <= SMALL_GRAD_W_ELEMENTS:
@@ -653,6 +861,7 @@ __all__ = [
     "conv2d_forward",
     "conv2d_scratch_shapes",
     "conv_output_size",
+    "is_shifted_forward",
     "is_thin_forward",
     "thin_forward",
 ]

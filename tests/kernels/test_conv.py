@@ -13,6 +13,7 @@ from fastnn.kernels.conv import (
     conv2d_forward,
     conv2d_scratch_shapes,
     conv_output_size,
+    is_shifted_forward,
     is_thin_forward,
 )
 from tests import _reference_conv as ref
@@ -39,9 +40,13 @@ CASES = [
     (6, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16, "relu"),  # parallel depthwise
     (2, 24, 5, 5, 24, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # grad_w 24 x 216 > 5120: BLAS
     (16, 2, 30, 30, 6, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1), 1, "leaky_relu"),  # parallel thin forward, 13 column chunks
+    (8, 16, 1, 60, 32, 1, 5, (1, 1), (0, 0, 3, 1), (1, 2), 1, "leaky_relu"),  # 1-D, dilated, parallel shifted GEMMs
+    (24, 8, 1, 1100, 15, 1, 3, (1, 1), (0, 0, 1, 1), (1, 1), 1, "tanh"),  # shifted, 8 partial weight gradients
 ]
 #: cases whose forward product runs in the direct thin loops (an even number of rows, K % 4 = 2, 2, 3, 0, 0, 2)
 THIN_CASES = [1, 5, 6, 9, 11, 15]
+#: cases whose forward product runs as shifted GEMMs without im2col (1-D, stride 1, one group, not thin)
+SHIFTED_CASES = [8, 16, 17]
 
 
 def _problem(case, dtype, seed=0):
@@ -117,7 +122,7 @@ def test_forward_and_backward_match_reference(case, dtype):
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=label)
 
 
-@pytest.mark.parametrize("case", [CASES[3], CASES[12]], ids=["small", "parallel"])
+@pytest.mark.parametrize("case", [CASES[3], CASES[12], CASES[16]], ids=["small", "parallel", "shifted"])
 def test_batch_in_several_passes_matches_one_pass(case):
     """Scratch for 3 samples per pass (the kernel reads the pass size from the scratch shape)."""
     x, w, b = _problem(case, np.float64)
@@ -129,10 +134,11 @@ def test_batch_in_several_passes_matches_one_pass(case):
 
 
 @pytest.mark.parametrize("per_pass", [None, 3], ids=["one-pass", "several-passes"])
-@pytest.mark.parametrize("case", [CASES[3], CASES[12]], ids=["small", "parallel"])
+@pytest.mark.parametrize("case", [CASES[3], CASES[12], CASES[16]], ids=["small", "parallel", "shifted"])
 def test_backward_on_the_forwards_col_gives_the_same_bits(case, per_pass):
     """col_ready: the backward reuses the im2col the forward left in col (one pass) or, with
-    several passes, recomputes it; either way the gradients are those of a fresh col."""
+    several passes or after the shifted GEMMs (which leave no im2col), recomputes it; either way
+    the gradients are those of a fresh col."""
     x, w, b = _problem(case, np.float32)
     oh, ow = _geometry(case)
     z = np.empty((x.shape[0], w.shape[0], oh, ow), x.dtype)
@@ -186,7 +192,7 @@ def test_need_grad_x_false_leaves_grad_x_untouched():
     np.testing.assert_allclose(grad_b, want_b, **TOL[np.float64])
 
 
-@pytest.mark.parametrize("case", [CASES[3], CASES[5]], ids=["groups-dilation", "depthwise"])
+@pytest.mark.parametrize("case", [CASES[3], CASES[5], CASES[8]], ids=["groups-dilation", "depthwise", "shifted"])
 def test_backward_finite_differences(case):
     small = (2,) + case[1:4] + case[4:]
     x, w, b = _problem(small, np.float64, seed=1)
@@ -200,16 +206,18 @@ def test_backward_finite_differences(case):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8, err_msg=label)
 
 
-@pytest.mark.parametrize("case", [CASES[12], CASES[15]], ids=["gemm", "thin"])
+@pytest.mark.parametrize(
+    "case", [CASES[12], CASES[15], CASES[16], CASES[17]], ids=["gemm", "thin", "shifted", "shifted-parts"]
+)
 def test_bit_identical_on_one_and_two_threads(case):
     x, w, b = _problem(case, np.float32, seed=3)
     grad_y = np.random.default_rng(4).standard_normal(forward(case, x, w, b)[0].shape).astype(np.float32)
     threads = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3)
+        one = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3) + backward(case, x, w, b, grad_y)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3)
+        two = forward(case, x, w, b) + backward(case, x, w, b, grad_y, per_pass=3) + backward(case, x, w, b, grad_y)
     finally:
         numba.set_num_threads(threads)
     for a, c in zip(one, two):
@@ -217,7 +225,9 @@ def test_bit_identical_on_one_and_two_threads(case):
 
 
 @pytest.mark.parametrize(
-    "case", [CASES[3], CASES[5], CASES[9], CASES[15]], ids=["conv2d", "depthwise", "conv1d", "thin"]
+    "case",
+    [CASES[3], CASES[5], CASES[9], CASES[15], CASES[16]],
+    ids=["conv2d", "depthwise", "conv1d", "thin", "shifted"],
 )
 def test_matches_torch(case):
     torch = pytest.importorskip("torch")
@@ -247,3 +257,13 @@ def test_thin_cases_take_the_direct_forward():
         groups = case[10]
         w2 = np.zeros((o, c // groups * kh * kw), np.float32)
         assert is_thin_forward(w2, groups) == (i in THIN_CASES), i
+
+
+def test_shifted_cases_take_the_shifted_forward():
+    """SHIFTED_CASES run the shifted GEMMs and the others im2col (the reference tests then cover both)."""
+    for i, case in enumerate(CASES):
+        n, c, h, w_, o, kh, kw, stride, pads, dilation, groups, _ = case
+        oh, ow = _geometry(case)
+        w2 = np.zeros((o, c // groups * kh * kw), np.float32)
+        x = np.zeros((n, c, h, w_), np.float32)
+        assert is_shifted_forward(x, w2, groups, kh, oh, ow, pads[0], stride[1], dilation[1]) == (i in SHIFTED_CASES), i
