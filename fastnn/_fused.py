@@ -151,11 +151,12 @@ class _Arguments:
         self._names: dict[int, str] = {}
         self._flats: dict[int, np.ndarray] = {}
 
-    def _buffer(self, arr: np.ndarray) -> str:
+    def _buffer(self, arr: np.ndarray) -> int:
+        """The number of ``arr`` among the buffers (its parameter is ``b<number>``), added once."""
         if id(arr) not in self._buffer_index:
             self._buffer_index[id(arr)] = len(self.buffers)
             self.buffers.append(arr)
-        return f"b{self._buffer_index[id(arr)]}"
+        return self._buffer_index[id(arr)]
 
     def array(self, arr: np.ndarray) -> str:
         name = self._names.get(id(arr))
@@ -173,11 +174,10 @@ class _Arguments:
             start = (arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // arr.itemsize
             m = len(self.meta)
             self.meta += [start, start + arr.size, *arr.shape]
-            self._buffer(flat)
             name = f"v{len(self._names)}"
-            self.views.append((name, self._buffer_index[id(flat)], m, arr))
+            self.views.append((name, self._buffer(flat), m, arr))
         else:
-            name = self._buffer(arr)
+            name = f"b{self._buffer(arr)}"
         self._names[id(arr)] = name
         return name
 
