@@ -49,6 +49,13 @@ def check_int(value, argument: str, minimum: int | None = None, maximum: int | N
     return value
 
 
+def check_bool(value, argument: str) -> bool:
+    """``value`` as a bool when it is one (NumPy's too); TypeError naming ``argument`` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{argument} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_float(
     value,
     argument: str,

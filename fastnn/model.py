@@ -118,6 +118,9 @@ class _StepPlan:
                 returns = (len(calls) - 1, returns[1])
             if token is not None:
                 calls = [*calls, optimizer.fused_step_call(Result(returns[0]), norm)]
+                rows_call = optimizer.fused_rows_call(Result(len(calls) - 1))
+                if rows_call is not None:  # Embedding(sparse=True): its touched rows step after
+                    calls = [*calls, rows_call]
             slots = (self.x, self.y) if rebindable(calls, self.x) and rebindable(calls, self.y) else ()
             self.run, self.token = CallRunner(calls, returns=returns, slots=slots), token
             self.accumulator = accumulator
@@ -999,6 +1002,7 @@ class Sequential:
             self._make_workspaces()
             if self.optimizer is not None and getattr(self.optimizer, "_params", None) is not None:
                 self.optimizer.rebind(self.params, self.grads)
+                self._set_trainable()  # the sparse table's rows buffer is on the new device
         return self
 
     def _rows_in(self, rows: np.ndarray, workspace: Workspace, name: str, arena: str = "infer"):
@@ -1669,7 +1673,13 @@ class Sequential:
     def _bind_optimizer(self):
         n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
         self.optimizer.bind(self.params, self.grads, n_decay)
+        self._set_trainable()
+
+    def _set_trainable(self) -> None:
+        """The optimizer learns the trainable ranges and the sparse table (``fastnn.freezing``)."""
         self.optimizer.trainable = freezing.trainable_ranges(self)
+        table = freezing.sparse_table(self)
+        self.optimizer.sparse_rows = None if table is None else optim_mod.SparseRows(*table)
 
     def trainable_changed(self) -> None:
         """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges.
@@ -1683,7 +1693,7 @@ class Sequential:
         'Non-trainable params: 12'
         """
         if self.built and self.optimizer is not None:
-            self.optimizer.trainable = freezing.trainable_ranges(self)
+            self._set_trainable()
 
     def freeze(self, *layers) -> Sequential:
         """Set ``trainable = False`` on the given layers (all layers when none is given).
@@ -1959,7 +1969,19 @@ class Sequential:
         >>> seen
         [((4, 1), (4, 1))]
         """
+        if reducer is not None:
+            self._refuse_sparse("gradients summed over processes (fastnn.distributed)")
         self._step_reduce = reducer
+
+    def _refuse_sparse(self, what: str) -> None:
+        """ValueError when a layer updates only the rows it looked up (``Embedding(sparse=True)``):
+        ``what`` sums gradients from elsewhere, whose rows its update would miss."""
+        for layer in self.layers:
+            if getattr(layer, "sparse", False):
+                raise ValueError(
+                    f"{layer!r} updates only the rows this step looked up, so it cannot take {what}: "
+                    f"build it with sparse=False"
+                )
 
     def set_backward_hook(self, hook: Callable[[int], list] | None) -> None:
         """Install a function whose calls the step plans run right after each layer's backward.
@@ -2011,6 +2033,8 @@ class Sequential:
         >>> model.set_accumulation(False) is None
         True
         """
+        if on:
+            self._refuse_sparse("gradients accumulated over batches (accumulate=k)")
         group = self._group_sum
         if not on:
             self._group_sum = None

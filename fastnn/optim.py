@@ -19,15 +19,28 @@ and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from . import backend
 from ._ownership import Owned
+from ._validation import check_bool as _check_bool
 from ._validation import check_choice, check_float, check_int
 from .kernels import step_update
 from .kernels.step_update import ARMED, CLIP_NORM, CLIP_VALUE, LR, STEP
+
+
+class SparseRows(NamedTuple):
+    """A table of the flat buffers updated row by row (``Embedding(sparse=True)``): its rows of
+    ``width`` elements start at ``lo`` and end at ``hi``; ``rows`` (int64, on the buffers' device)
+    holds the count of rows the last backward touched, then those rows, sorted
+    (``fastnn.kernels.embedding.embedding_rows``)."""
+
+    lo: int
+    hi: int
+    width: int
+    rows: Any
 
 
 def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
@@ -37,12 +50,6 @@ def _check_betas(betas, argument: str = "betas") -> tuple[float, float]:
         check_float(betas[0], f"{argument}[0]", 0.0, 1.0, high_inclusive=False),
         check_float(betas[1], f"{argument}[1]", 0.0, 1.0, high_inclusive=False),
     )
-
-
-def _check_bool(value, argument: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{argument} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _check_positive_or_none(value, argument: str) -> float | None:
@@ -110,6 +117,7 @@ class Optimizer(Owned):
         self._pending: dict | None = None
         self._K = backend.kernels("cpu")
         self._trainable: list[tuple[int, int]] | None = None
+        self._sparse: SparseRows | None = None
 
     @property
     def trainable(self) -> list[tuple[int, int]] | None:
@@ -134,6 +142,53 @@ class Optimizer(Owned):
     def trainable(self, ranges: list[tuple[int, int]] | None) -> None:
         self._trainable = None if ranges is None else [(int(lo), int(hi)) for lo, hi in ranges]
         self._renew_fused_token()  # plans built with the old ranges are stale
+
+    @property
+    def sparse_rows(self) -> SparseRows | None:
+        """The table updated lazily, only on the rows each step looked up (None: none), as PyTorch
+        updates ``Embedding(sparse=True)``: the model sets it from such a layer (``fastnn.freezing``).
+        Its range is left out of the dense update; after it, the touched rows step with this
+        optimizer's rule (plain SGD: the dense step's result; Adam: ``torch.optim.SparseAdam``).
+        Setting it checks that this configuration has such an update (ValueError naming the fix)
+        and renews :meth:`fused_step_token`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.ones(6, np.float32), np.full(6, 0.5, np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=6)
+        >>> rows = np.array([1, 2, 0, 0], np.int64)  # one touched row: row 2 of a 3 x 2 table
+        >>> opt.sparse_rows = fnn.optim.SparseRows(lo=0, hi=6, width=2, rows=rows)
+        >>> opt.step()
+        >>> params
+        array([1.  , 1.  , 1.  , 1.  , 0.95, 0.95], dtype=float32)
+        """
+        return self._sparse
+
+    @sparse_rows.setter
+    def sparse_rows(self, table: SparseRows | None) -> None:
+        if table is not None:
+            self._check_sparse()
+        self._sparse = table
+        self._renew_fused_token()
+
+    def _check_sparse(self) -> None:
+        """ValueError unless this configuration can update a table's touched rows only."""
+        reason = self._sparse_unsupported()
+        if reason is None and (self.clip_norm is not None or self.clip_value is not None):
+            reason = "clips gradients (clip_norm / clip_value)"
+        if reason is not None:
+            raise ValueError(
+                f"Embedding(sparse=True) is updated on the rows a step looked up, which needs plain SGD "
+                f"(no momentum, no weight decay) or Adam without weight decay and amsgrad (PyTorch's "
+                f"SparseAdam), without gradient clipping; {self!r} {reason}. Use one of those, or "
+                f"sparse=False"
+            )
+
+    def _sparse_unsupported(self) -> str | None:
+        """Why this configuration has no update of a table's touched rows only (None: it has)."""
+        return "has no such update"
 
     # ---------------------------------------------------------------- learning rate
     @property
@@ -211,9 +266,24 @@ class Optimizer(Owned):
         norm's scratch, the parameters and the gradients."""
         if self._params is None:
             raise RuntimeError(f"{type(self).__name__} is not bound: call bind(params, grads, n_decay) first")
-        ranges = np.array(self._trainable or [(0, self._params.size)], np.int64).reshape(-1, 2)
+        dense = self._dense_ranges()
+        ranges = np.array([(0, self._params.size)] if dense is None else dense, np.int64).reshape(-1, 2)
         by_value = None if self._clip_value is None else True
         return loss, norm, self._step_scalars, by_value, ranges, self._partials, self._params, self._grads
+
+    def _dense_ranges(self) -> list[tuple[int, int]] | None:
+        """The ranges the dense update covers: :attr:`trainable` less the :attr:`sparse_rows`
+        table (None: the whole buffers; an empty list: none of them)."""
+        table = self._sparse
+        if table is None:
+            return self._trainable
+        ranges = []
+        for lo, hi in self._trainable or [(0, self._params.size if self._params is not None else 0)]:
+            if lo < table.lo:
+                ranges.append((lo, min(hi, table.lo)))
+            if hi > table.hi:
+                ranges.append((max(lo, table.hi), hi))
+        return ranges
 
     def _buffer(self, name: str) -> np.ndarray:
         """A bound state buffer, or an empty array of the right dtype where it is unused."""
@@ -385,8 +455,13 @@ class Optimizer(Owned):
                 f"{type(self).__name__} is not bound to parameters: call "
                 f"optimizer.bind(params, grads, n_decay) (model.compile does it)"
             )
-        if self.trainable is not None:
-            self._step_ranges(self.trainable)
+        if self._sparse is not None:
+            self._check_sparse()  # (clipping may have been switched on since)
+        dense = self._dense_ranges()
+        if dense is not None:
+            self._step_ranges(dense)
+            if self._sparse is not None:
+                self._update_rows(self._sparse)
             return
         scale = 1.0
         if self.clip_norm is not None:
@@ -463,6 +538,47 @@ class Optimizer(Owned):
         (array([ 0.95, -2.05], dtype=float32), 1)
         """
         return self._step_call(loss, norm)
+
+    def fused_rows_call(self, updated) -> tuple | None:
+        """(kernel, arguments) of the lazy update of :attr:`sparse_rows` inside a model's compiled
+        step, right after :meth:`fused_step_call`'s kernel: it steps the touched rows when
+        ``updated`` (that kernel's result: armed and finite) is True. None without such a table.
+
+        Parameters
+        ----------
+        updated : Result or bool
+            Whether the dense update ran (``fastnn._fused.Result`` of its call in a plan).
+
+        Returns
+        -------
+        tuple or None
+            ``(kernel, arguments)``; the kernel returns ``updated``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> params, grads = np.ones(4, np.float32), np.full(4, 0.5, np.float32)
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.bind(params, grads, n_decay=4)
+        >>> opt.sparse_rows = fnn.optim.SparseRows(lo=0, hi=4, width=2, rows=np.array([1, 0, 0], np.int64))
+        >>> opt.begin_fused_step(True)
+        >>> kernel, args = opt.fused_rows_call(True)
+        >>> kernel(*args), params  # row 0 stepped, row 1 untouched
+        (True, array([0.95, 0.95, 1.  , 1.  ], dtype=float32))
+        """
+        if self._sparse is None:
+            return None
+        self._check_sparse()
+        return self._rows_step_call(updated, self._sparse)
+
+    def _update_rows(self, table: SparseRows) -> None:
+        """The lazy update of ``table``'s touched rows from Python (after the dense update, whose
+        step this is: ``step_count`` already counts it)."""
+        raise NotImplementedError
+
+    def _rows_step_call(self, updated, table: SparseRows) -> tuple:
+        """(kernel of ``fastnn.kernels.step_update``, arguments) of that update inside a step."""
+        raise NotImplementedError
 
     def begin_fused_step(self, update: bool) -> None:
         """Write the scalars of the next call of :meth:`fused_step_call`'s kernel: armed to update
@@ -800,6 +916,19 @@ class SGD(Optimizer):
     def _state_init(self):
         return {"momentum_buffer": 0.0} if self._hyper["momentum"] != 0 else {}
 
+    def _sparse_unsupported(self):
+        h = self._hyper
+        if h["momentum"] != 0 or h["weight_decay"] != 0:
+            return f"has momentum={h['momentum']}, weight_decay={h['weight_decay']}"
+        return None
+
+    def _update_rows(self, table):
+        self._K.sgd_rows_update(self._params, self._grads, table.rows, table.lo, table.width, self.lr)
+
+    def _rows_step_call(self, updated, table):
+        arrays = (self._step_scalars, self._params, self._grads, table.rows)
+        return step_update.sgd_rows_step, (updated, *arrays, table.lo, table.width)
+
     def _step_call(self, loss, norm):
         h = self._hyper
         hyper = (h["momentum"], h["dampening"], h["weight_decay"], self._n_decay, h["nesterov"])
@@ -1055,6 +1184,26 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = 0.0
         return state
 
+    def _sparse_unsupported(self):
+        h = self._hyper
+        if h["weight_decay"] != 0 or h["amsgrad"]:
+            return f"has weight_decay={h['weight_decay']}, amsgrad={h['amsgrad']}"
+        return None
+
+    def _rows_arguments(self, table):
+        """The lazy update's buffers and hyper-parameters, as both of its kernels take them."""
+        h = self._hyper
+        buffers = (self._params, self._grads, self._state["exp_avg"], self._state["exp_avg_sq"], table.rows)
+        return buffers, (table.lo, table.width), (h["betas"][0], h["betas"][1], h["eps"])
+
+    def _update_rows(self, table):
+        buffers, where, hyper = self._rows_arguments(table)
+        self._K.adam_rows_update(*buffers, *where, self.lr, *hyper, self.step_count)
+
+    def _rows_step_call(self, updated, table):
+        buffers, where, hyper = self._rows_arguments(table)
+        return step_update.adam_rows_step, (updated, self._step_scalars, *buffers, *where, *hyper)
+
     def _update(self, grad_scale):
         h = self._hyper
         self._K.adam_update(
@@ -1292,6 +1441,7 @@ def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
 
 
 __all__ = [
+    "SparseRows",
     "OPTIMIZERS",
     "SGD",
     "Adagrad",

@@ -177,6 +177,12 @@ def embedding_backward(indices, grad_out, vocabulary, padding_idx=None):
     return grad
 
 
+def embedding_rows(indices, padding_idx=None):
+    """The distinct rows ``indices`` look up, sorted, ``padding_idx`` left out (int64)."""
+    rows = np.unique(np.asarray(indices).reshape(-1))
+    return rows[rows != padding_idx] if padding_idx is not None else rows
+
+
 def nchw_to_rows(x):
     """(N, C, *spatial) -> (N * S, C)."""
     (x,) = _f64(x)
@@ -195,6 +201,7 @@ __all__ = [
     "conv_out_size",
     "embedding_backward",
     "embedding_forward",
+    "embedding_rows",
     "global_avgpool_backward",
     "global_avgpool_forward",
     "maxpool2d_backward",

@@ -73,6 +73,20 @@ def adam_step_reference(
     return p - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
+def sparse_adam_rows_reference(p, g, state, t, rows, *, lr, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.SparseAdam on a (V, D) table whose rows ``rows`` were looked up: only those
+    rows' moments and parameters change, bias-corrected with the step number ``t``."""
+    beta1, beta2 = betas
+    p = p.copy()
+    m = state.setdefault("exp_avg", np.zeros_like(p))
+    v = state.setdefault("exp_avg_sq", np.zeros_like(p))
+    m[rows] = beta1 * m[rows] + (1 - beta1) * g[rows]
+    v[rows] = beta2 * v[rows] + (1 - beta2) * g[rows] ** 2
+    step_size = lr * np.sqrt(1 - beta2**t) / (1 - beta1**t)
+    p[rows] -= step_size * m[rows] / (np.sqrt(v[rows]) + eps)
+    return p
+
+
 def adamw_step_reference(
     p, g, state, t, n_decay, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False
 ):

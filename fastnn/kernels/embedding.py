@@ -80,7 +80,38 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
             )
 
 
-__all__ = ["embedding_backward", "embedding_forward"]
+@njit(**JIT)
+def embedding_rows(indices, padding_idx, seen, rows):
+    """The table rows that ``indices`` (M,) int64 look up, ``padding_idx`` (-1: none) left out,
+    sorted and without repeats: ``rows[0]`` = their count k, ``rows[1:k + 1]`` the rows (rows:
+    (V + 1,) int64). ``seen`` (V,) uint8 is the marks' scratch, all zero before and after. Few
+    indices in a large vocabulary are sorted; otherwise marked, then the marks read in order."""
+    count = 0
+    if indices.shape[0] * 16 < seen.shape[0]:
+        for m in range(indices.shape[0]):
+            if indices[m] != padding_idx:
+                count += 1
+                rows[count] = indices[m]
+        rows[1 : count + 1].sort()
+        unique = 0
+        for k in range(1, count + 1):
+            if unique == 0 or rows[k] != rows[unique]:
+                unique += 1
+                rows[unique] = rows[k]
+        count = unique
+    else:
+        for m in range(indices.shape[0]):
+            if indices[m] != padding_idx:
+                seen[indices[m]] = 1
+        for v in range(seen.shape[0]):
+            if seen[v] != 0:
+                seen[v] = 0
+                count += 1
+                rows[count] = v
+    rows[0] = count
+
+
+__all__ = ["embedding_backward", "embedding_forward", "embedding_rows"]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("embedding_forward", "embedding_backward")
+DEVICE_API = ("embedding_forward", "embedding_backward", "embedding_rows")

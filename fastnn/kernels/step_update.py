@@ -24,6 +24,9 @@ range's views with the weight-decay prefix ``n_decay`` cut to the range, clippin
 those ranges only and clipping by norm uses their norm (``partials``: the float64 scratch of
 :func:`~fastnn.kernels.optim.grad_global_norm`), as :meth:`fastnn.optim.Optimizer.step` does from
 Python; the rest of the buffers, and their optimizer state, stay as they are.
+
+A sparse table (``Embedding(sparse=True)``) is left out of those ranges and steps right after, in
+its own call (``*_rows_step``): only the rows the step looked up, when the step kernel updated.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .optim import (
     rmsprop_update,
     sgd_update,
 )
+from .sparse_update import adam_rows_update, sgd_rows_update
 
 #: positions in ``scalars``
 ARMED, LR, STEP, CLIP_NORM, CLIP_VALUE, USED_NORM = range(6)
@@ -267,7 +271,27 @@ def lion_step(loss, norm, scalars, by_value, ranges, partials, params, grads, m,
     return go
 
 
+@njit(**JIT_EXACT)
+def sgd_rows_step(updated, scalars, params, grads, rows, lo, width):
+    """:func:`~fastnn.kernels.sparse_update.sgd_rows_update` of a sparse table's touched rows, with this
+    step's learning rate, when the step kernel before it ``updated`` (armed and finite); returns that."""
+    if updated:
+        sgd_rows_update(params, grads, rows, lo, width, scalars[LR])
+    return updated
+
+
+@njit(**JIT_EXACT)
+def adam_rows_step(updated, scalars, params, grads, m, v, rows, lo, width, beta1, beta2, eps):
+    """:func:`~fastnn.kernels.sparse_update.adam_rows_update` of a sparse table's touched rows (this
+    step's learning rate and number) when the step kernel before it ``updated``; returns that."""
+    if updated:
+        adam_rows_update(params, grads, m, v, rows, lo, width, scalars[LR], beta1, beta2, eps, np.int64(scalars[STEP]))
+    return updated
+
+
 __all__ = [
+    "adam_rows_step",
+    "sgd_rows_step",
     "ARMED",
     "CLIP_NORM",
     "CLIP_VALUE",

@@ -32,6 +32,12 @@ class Embedding(Layer):
     mask_padding : bool, default False
         For token sequences ``(batch, time)``: each sample's trailing ``padding_idx`` tokens are
         padding, skipped by the following layers as after :class:`Masking` (needs ``padding_idx``).
+    sparse : bool, default False
+        Update only the rows each step looked up, as PyTorch does with ``sparse=True``: plain SGD
+        then gives the dense result, and Adam becomes ``torch.optim.SparseAdam`` for this table
+        (rows not looked up keep their moments; no other optimizer, clipping, weight decay,
+        gradient accumulation or distributed training with it). The step's cost then follows
+        the rows looked up, not the vocabulary. ``grad_weight`` is still the whole gradient.
 
     Raises
     ------
@@ -58,6 +64,7 @@ class Embedding(Layer):
         *,
         init: str = "normal",
         mask_padding: bool = False,
+        sparse: bool = False,
     ):
         super().__init__()
         self.num_embeddings = V.check_int(num_embeddings, "num_embeddings", minimum=1)
@@ -75,7 +82,9 @@ class Embedding(Layer):
                 "Embedding(vocabulary, dim, padding_idx=0, mask_padding=True)"
             )
         self.init = V.check_choice(init, initializers.INITIALIZERS, "init")
+        self.sparse = V.check_bool(sparse, "sparse")
         self.weight = self.grad_weight = None
+        self.touched_rows = self._seen = None
 
     def expected_input_shape(self):
         return None
@@ -109,6 +118,9 @@ class Embedding(Layer):
         self._lengths = self.workspace(dtype=np.int64, lengths=())
         self.output_shape = (*shape, self.embedding_dim)
         self._workspace = self.workspace(y=self.output_shape)
+        if self.sparse:  # the rows the last backward looked up (count first), read by the optimizer
+            self.touched_rows = self.zeros(self.num_embeddings + 1, np.int64)
+            self._seen = self.zeros(self.num_embeddings, np.uint8)
         return self.output_shape
 
     def parameter_specs(self):
@@ -202,7 +214,10 @@ class Embedding(Layer):
             )
         padding = -1 if self.padding_idx is None else self.padding_idx
         args = (ctx.indices, grad_y.reshape((-1, self.embedding_dim)), self.grad_weight, padding)
-        return [(self.K.embedding_backward, args)], None
+        calls = [(self.K.embedding_backward, args)]
+        if self.sparse:
+            calls.append((self.K.embedding_rows, (ctx.indices, padding, self._seen, self.touched_rows)))
+        return calls, None
 
     def get_config(self):
         return {
@@ -211,10 +226,13 @@ class Embedding(Layer):
             "padding_idx": self.padding_idx,
             "init": self.init,
             "mask_padding": self.mask_padding,
+            "sparse": self.sparse,
         }
 
     def extra_repr(self):
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
         if self.mask_padding:
             pad += ", mask_padding=True"
+        if self.sparse:
+            pad += ", sparse=True"
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"

@@ -54,4 +54,30 @@ def embedding_backward(indices, grad_out, grad_weight, padding_idx):
     _backward[blocks_for(ranges * grad_weight.shape[1]), BLOCK](indices, grad_out, grad_weight, padding_idx, ranges)
 
 
-__all__ = ["embedding_backward", "embedding_forward"]
+@cuda.jit
+def _mark(indices, padding_idx, seen):
+    for m in range(cuda.grid(1), indices.shape[0], cuda.gridsize(1)):
+        if indices[m] != padding_idx:
+            seen[indices[m]] = 1  # every writer writes 1: no race on the value
+
+
+@cuda.jit
+def _collect(seen, rows):
+    if cuda.grid(1) == 0:  # one thread reads the marks in order: the rows come out sorted
+        count = 0
+        for v in range(seen.shape[0]):
+            if seen[v] != 0:
+                seen[v] = 0
+                count += 1
+                rows[count] = v
+        rows[0] = count
+
+
+def embedding_rows(indices, padding_idx, seen, rows):
+    """rows[0] = the count of distinct rows looked up (padding_idx left out), rows[1:] those rows
+    sorted; ``seen`` (V,) uint8 all zero before and after (device arrays)."""
+    _mark[blocks_for(indices.shape[0]), BLOCK](indices, padding_idx, seen)
+    _collect[1, 1](seen, rows)
+
+
+__all__ = ["embedding_backward", "embedding_forward", "embedding_rows"]

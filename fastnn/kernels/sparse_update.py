@@ -1,0 +1,89 @@
+"""Lazy optimizer updates of a table's touched rows (``Embedding(sparse=True)``), as PyTorch's
+sparse gradients: only the rows a step looked up change, their optimizer state with them.
+
+The table is ``params[lo:lo + rows * width]`` of the flat buffers (row r at ``lo + r * width``);
+``rows`` (k + 1,) int64 holds the count k of touched rows, then the rows, sorted and without
+repeats (:func:`fastnn.kernels.embedding.embedding_rows` writes it). Each row's elements get the
+optimizer's own per-element rule (:mod:`.optim`), so a plain SGD step here is the dense step bit
+for bit (a row not touched has a zero gradient, which plain SGD does not move), and Adam here is
+``torch.optim.SparseAdam``: the touched rows' moments and parameters, bias-corrected with the
+global step count. Rows are split over threads in fixed blocks (each row's update is independent:
+the same bits on any number of threads).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, n_chunks
+from .optim import _adam_range, _sgd_range
+from .tiling import numba_threads
+
+#: touched rows per task of the parallel sweep
+ROWS_PER_TASK = 64
+
+
+@njit(**JIT)
+def _sgd_rows(params, grads, rows, lo, width, lr, k0, k1):
+    zero, one = like(0.0, params), like(1.0, params)
+    for k in range(k0, k1):
+        a = lo + rows[1 + k] * width
+        _sgd_range(params[a : a + width], grads[a : a + width], params[a:a], lr, zero, one, zero, False, False, one)
+
+
+@njit(**JIT_PARALLEL)
+def sgd_rows_update(params, grads, rows, lo, width, lr):
+    """Plain SGD (no momentum, no weight decay) on the touched rows: ``p -= lr * g`` there.
+
+    params, grads (n,) float; rows (k + 1,) int64 (count, then rows); lo, width: the table's
+    offset in the buffers and its row width; lr: float."""
+    lr_ = like(lr, params)
+    count = rows[0]
+    if count * width < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
+        _sgd_rows(params, grads, rows, lo, width, lr_, 0, count)
+    else:
+        for t_u in prange(n_chunks(count, ROWS_PER_TASK)):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            _sgd_rows(params, grads, rows, lo, width, lr_, t * ROWS_PER_TASK, min((t + 1) * ROWS_PER_TASK, count))
+
+
+@njit(**JIT)
+def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
+    zero, one = like(0.0, params), like(1.0, params)
+    for k in range(k0, k1):
+        a = lo + rows[1 + k] * width
+        b = a + width
+        # bc2_sqrt = 1 with step_size = lr * sqrt(bc2) / bc1: SparseAdam's p -= step_size * m / (sqrt(v) + eps)
+        _adam_range(
+            params[a:b], grads[a:b], m[a:b], v[a:b], v[a:b], step_size, omb1, beta2, omb2, one, eps, zero, one, False, one
+        )
+
+
+@njit(**JIT_PARALLEL)
+def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps, step):
+    """Adam on the touched rows only, as ``torch.optim.SparseAdam``: there ``m``, ``v`` and ``p``
+    move (``p -= lr * sqrt(1 - beta2**step) / (1 - beta1**step) * m / (sqrt(v) + eps)``), elsewhere
+    nothing does.
+
+    params, grads, m, v (n,) float; rows (k + 1,) int64 (count, then rows); lo, width: the
+    table's offset and row width; lr, beta1, beta2, eps: floats; step: this update's 1-based number."""
+    step_size = like(lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step), params)
+    omb1, b2, omb2, eps_ = like(1.0 - beta1, params), like(beta2, params), like(1.0 - beta2, params), like(eps, params)
+    count = rows[0]
+    if count * width < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
+        _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, b2, omb2, eps_, 0, count)
+    else:
+        for t_u in prange(n_chunks(count, ROWS_PER_TASK)):
+            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
+            k1 = min((t + 1) * ROWS_PER_TASK, count)
+            _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, b2, omb2, eps_, t * ROWS_PER_TASK, k1)
+
+
+__all__ = ["ROWS_PER_TASK", "adam_rows_update", "sgd_rows_update"]
+
+#: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
+DEVICE_API = ("sgd_rows_update", "adam_rows_update")
