@@ -79,6 +79,7 @@ def main():
         recurrent,
         rng,
         sequence,
+        sparse_update,
     )
 
     gemm, bias_activate, grad_z_partials = dense._kernels("float32")
@@ -134,6 +135,10 @@ def main():
         "pooling.global": (pooling._global, (A4, A2, b)),
         "embedding.forward": (embedding._forward, (I1, A2, A2)),
         "embedding.backward": (embedding._backward, (I1, A2, A2, i, i)),
+        "embedding.mark": (embedding._mark, (I1, i, uint8[::1])),
+        "embedding.collect": (embedding._collect, (uint8[::1], I1)),
+        "sparse_update.sgd_rows": (sparse_update._sgd_rows, (A1, A1, I1, i, i, f, f, f)),
+        "sparse_update.adam_rows": (sparse_update._adam_rows, (A1, A1, A1, A1, I1, i, i, f, f, f, f, f, f, f)),
         "layout.transpose": (layout._transpose, (A3, A2, b)),
         "masking.from_values": (masking._from_values, (A3, f, I1)),
         "masking.from_indices": (masking._from_indices, (I2, i, I1)),

@@ -1,4 +1,4 @@
-"""CUDA conv, pooling, embedding, masking and layout kernels against their CPU twins (float64 on the CPU)."""
+"""CUDA conv, pooling, embedding (and its sparse row updates), masking and layout kernels against their CPU twins (float64 on the CPU)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from fastnn.kernels import conv as cpu_conv
 from fastnn.kernels import embedding as cpu_emb
 from fastnn.kernels import layout as cpu_layout
 from fastnn.kernels import pooling as cpu_pool
+from fastnn.kernels import sparse_update as cpu_upd
 from fastnn.kernels.activations import ACTIVATIONS
 from fastnn.kernels.cuda import conv as gpu_conv
 from fastnn.kernels.cuda import embedding as gpu_emb
 from fastnn.kernels.cuda import layout as gpu_layout
 from fastnn.kernels.cuda import pooling as gpu_pool
+from fastnn.kernels.cuda import sparse_update as gpu_upd
 
 from .conftest import f64, host, to_device, tol
 
@@ -162,3 +164,52 @@ def test_masking_lengths_match_the_cpu(rng):
     cpu_mask.lengths_from_indices(indices, 0, want)
     gpu_mask.lengths_from_indices(to_device(indices)[0], 0, got)
     np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_embedding_rows(padding_idx, rng):
+    vocabulary = 9
+    indices = rng.integers(0, vocabulary, size=14, dtype=np.int64)
+    indices[::3] = 2
+    rows = np.zeros(vocabulary + 1, np.int64)
+    cpu_emb.embedding_rows(indices, padding_idx, np.zeros(vocabulary, np.uint8), rows)
+    dind, dseen, drows = to_device(indices, np.zeros(vocabulary, np.uint8), np.full(vocabulary + 1, -1, np.int64))
+    gpu_emb.embedding_rows(dind, padding_idx, dseen, drows)
+    np.testing.assert_array_equal(host(drows)[: rows[0] + 1], rows[: rows[0] + 1])
+    assert not host(dseen).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_row_updates(dtype, rng):
+    vocabulary, width, lo = 7, 3, 2
+    n = lo + vocabulary * width + 1
+    params = rng.standard_normal(n).astype(dtype)
+    grads = np.zeros(n, dtype)
+    touched = [1, 4, 6]
+    rows = np.array([len(touched), *touched, 0, 0, 0, 0], np.int64)
+    for r in touched:
+        grads[lo + r * width : lo + (r + 1) * width] = rng.standard_normal(width)
+    m = np.zeros(n, dtype)
+    cpu = [params.copy(), m.copy(), m.copy()]
+    cpu_upd.adam_rows_update(cpu[0], grads, cpu[1], cpu[2], rows, lo, width, 0.01, 0.9, 0.99, 1e-8, 2)
+    cpu_upd.sgd_rows_update(cpu[0], grads, rows, lo, width, 0.1)
+    dp, dg, dm, dv, drows = to_device(params, grads, m, m, rows)
+    gpu_upd.adam_rows_update(dp, dg, dm, dv, drows, lo, width, 0.01, 0.9, 0.99, 1e-8, 2)
+    gpu_upd.sgd_rows_update(dp, dg, drows, lo, width, 0.1)
+    rtol, atol = tol(dtype)
+    for got, want in zip((dp, dm, dv), cpu):
+        np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol)
+
+
+def test_sparse_embedding_model_trains_on_cuda_as_on_the_cpu(rng):
+    import fastnn as fnn
+
+    def build():
+        layers = [fnn.Embedding(12, 3, sparse=True), fnn.Flatten(), fnn.Dense(6, 2)]
+        return fnn.Sequential(layers, input_shape=(2,), dtype="float64", seed=0).compile("cross_entropy", "adam")
+
+    cpu, gpu = build(), build().to("cuda")
+    x, y = rng.integers(0, 6, (5, 2)), rng.integers(0, 2, 5)
+    for _ in range(2):
+        assert gpu.train_step(x, y) == pytest.approx(cpu.train_step(x, y), rel=1e-12)
+    np.testing.assert_allclose(gpu.to("cpu").params, cpu.params, rtol=1e-12)
