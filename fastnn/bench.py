@@ -157,6 +157,8 @@ NET_CONFIGS: dict[str, NetConfig] = {
         ),
         NetConfig("cnn1d", "conv:32:5,pool:2,conv:64:5,pool:2,gap", (16, 256), 10, 64, "adam", _ADAM),
         NetConfig("embed-10k", "embed:10000:64,flatten,dense:128", (32,), 10, 64, "adam", _ADAM),
+        # the same with sparse=True on both sides (torch: SparseAdam on the table, Adam on the rest)
+        NetConfig("embed-10k-sparse", "embed:10000:64:sparse,flatten,dense:128", (32,), 10, 64, "adam", _ADAM),
     )
 }
 
@@ -275,7 +277,17 @@ class TorchBench:
             "rmsprop": torch.optim.RMSprop,
             "adagrad": torch.optim.Adagrad,
         }
-        self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), **dict(cfg.optimizer_kwargs))
+        kwargs = dict(cfg.optimizer_kwargs)
+        sparse = [m for m in self.net if isinstance(m, nn.Embedding) and m.sparse]
+        if sparse and cfg.optimizer == "adam":  # as fastnn: SparseAdam on the sparse tables, Adam on the rest
+            tables = {id(p) for m in sparse for p in m.parameters()}
+            rest = [p for p in self.net.parameters() if id(p) not in tables]
+            self.optimizer = _OptimizerPair(
+                torch.optim.SparseAdam([p for m in sparse for p in m.parameters()], **kwargs),
+                torch.optim.Adam(rest, **kwargs),
+            )
+        else:
+            self.optimizer = optimizers[cfg.optimizer](self.net.parameters(), **kwargs)
         self.loss_fn = nn.CrossEntropyLoss() if cfg.loss == "cross_entropy" else nn.MSELoss()
 
     def copy_weights(self, model) -> None:
@@ -312,6 +324,22 @@ class TorchBench:
     def eval(self) -> TorchBench:
         self.net.eval()
         return self
+
+
+class _OptimizerPair:
+    """Two torch optimizers stepped as one (torch.optim.SparseAdam for sparse embeddings, Adam
+    for the other parameters: what fastnn's Adam does with ``Embedding(sparse=True)``)."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
 
 
 class GemmFloor:
@@ -423,7 +451,7 @@ def torch_sequential(model):
             elif kind == "Dropout":
                 modules.append(nn.Dropout(layer.p))
             elif kind == "Embedding":
-                embedding = nn.Embedding(layer.num_embeddings, layer.embedding_dim, layer.padding_idx)
+                embedding = nn.Embedding(layer.num_embeddings, layer.embedding_dim, layer.padding_idx, sparse=layer.sparse)
                 copy(embedding.weight, layer.weight)
                 modules.append(embedding)
             elif isinstance(layer, Activation):

@@ -44,7 +44,8 @@ ARCH_HELP = (
     "on (channels, length)); pool:K / avgpool:K = max / mean over KxK windows, stride K; gap = the mean "
     "over all positions (GlobalAvgPool); flatten; dense:N = N units with --activation (a flatten is added "
     "before it when needed); dropout:P; embed:VOCAB:DIM = integer token ids to DIM-vectors (first layer "
-    f"only; such data are not scaled). Example (what --conv uses): {CONV_ARCH}"
+    "only; such data are not scaled; embed:VOCAB:DIM:sparse updates only the rows each step looks up). "
+    f"Example (what --conv uses): {CONV_ARCH}"
 )
 
 # kind -> (argument converters, how many are required, an example)
@@ -56,7 +57,7 @@ _ARCH_ITEMS = {
     "flatten": ((), 0, "flatten"),
     "dense": ((int,), 1, "dense:64"),
     "dropout": ((float,), 1, "dropout:0.2"),
-    "embed": ((int, int), 2, "embed:10000:32"),
+    "embed": ((int, int, str), 2, "embed:10000:32"),
 }
 
 
@@ -87,9 +88,11 @@ def parse_arch(text: str) -> list[tuple[str, tuple]]:
             any(v < 1 for v in args if isinstance(v, int))
             or (kind == "dropout" and not 0 <= args[0] < 1)
             or (kind == "conv" and len(args) == 3 and args[2] not in ("same", "valid"))
+            or (kind == "embed" and len(args) == 3 and args[2] != "sparse")
         ):
             raise argparse.ArgumentTypeError(
-                f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), a conv padding 'same' or 'valid'"
+                f"--arch item {part!r}: sizes must be >= 1, a dropout rate in [0, 1), a conv padding 'same' or "
+                f"'valid', an embed's third value 'sparse'"
             )
         if kind == "embed" and items:
             raise argparse.ArgumentTypeError(f"--arch item {part!r}: embed takes the token ids, so it must come first")
@@ -125,7 +128,7 @@ def build_arch(arch, input_shape, n_out: int, activation: str = "relu") -> list:
             )
         two_d = rank == 3
         if kind == "embed":
-            layers.append(fnn.Embedding(*args))
+            layers.append(fnn.Embedding(args[0], args[1], sparse=len(args) > 2))
             rank += 1
         elif kind == "conv":
             conv = fnn.Conv2d if two_d else fnn.Conv1d

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-from .optim import _adam_range, _sgd_range
+from .optim import adam_rule, sgd_rule
 from .tiling import numba_threads
 
 #: touched rows per task of the parallel sweep
@@ -31,8 +31,9 @@ ROWS_PER_TASK = 64
 def _sgd_rows(params, grads, rows, lo, width, lr, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
-        a = lo + rows[1 + k] * width
-        _sgd_range(params[a : a + width], grads[a : a + width], params[a:a], lr, zero, one, zero, False, False, one)
+        a = np.uint64(lo + rows[1 + k] * width)
+        for j in range(np.uint64(width)):  # unsigned indices: no wraparound test, the loop vectorises
+            params[a + j] = sgd_rule(params[a + j], grads[a + j], lr, lr, zero, one, zero, False, False)[0]
 
 
 @njit(**JIT_PARALLEL)
@@ -55,12 +56,13 @@ def sgd_rows_update(params, grads, rows, lo, width, lr):
 def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
-        a = lo + rows[1 + k] * width
-        b = a + width
-        # bc2_sqrt = 1 with step_size = lr * sqrt(bc2) / bc1: SparseAdam's p -= step_size * m / (sqrt(v) + eps)
-        _adam_range(
-            params[a:b], grads[a:b], m[a:b], v[a:b], v[a:b], step_size, omb1, beta2, omb2, one, eps, zero, one, False, one
-        )
+        a = np.uint64(lo + rows[1 + k] * width)
+        for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
+            i = a + j
+            # bc2_sqrt = 1 with step_size = lr * sqrt(bc2) / bc1: SparseAdam's p -= step_size * m / (sqrt(v) + eps)
+            params[i], m[i], v[i], _ = adam_rule(
+                params[i], grads[i], m[i], v[i], v[i], step_size, omb1, beta2, omb2, one, eps, zero, one, False
+            )
 
 
 @njit(**JIT_PARALLEL)
