@@ -451,7 +451,9 @@ def torch_sequential(model):
             elif kind == "Dropout":
                 modules.append(nn.Dropout(layer.p))
             elif kind == "Embedding":
-                embedding = nn.Embedding(layer.num_embeddings, layer.embedding_dim, layer.padding_idx, sparse=layer.sparse)
+                embedding = nn.Embedding(
+                    layer.num_embeddings, layer.embedding_dim, layer.padding_idx, sparse=layer.sparse
+                )
                 copy(embedding.weight, layer.weight)
                 modules.append(embedding)
             elif isinstance(layer, Activation):

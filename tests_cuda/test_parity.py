@@ -20,6 +20,8 @@ CPU_ONLY_MODULES = {
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
     "call their kernels one by one",
+    "prefetch": "software prefetch hints (llvm.prefetch) for the CPU kernels' scattered row reads, no kernels; "
+    "the CUDA kernels read rows in coalesced warps",
     "tiling": "the CPU GEMMs' tile count, read at run time from a C global (no kernels); CUDA GEMMs tile "
     "by their own launch geometry",
     "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "

@@ -84,7 +84,9 @@ def test_adam_rows_match_sparse_adam_reference(case, dtype):
     np.testing.assert_allclose(params[table].reshape(vocabulary, width), want, **tol)
     np.testing.assert_allclose(m[table].reshape(vocabulary, width), state["exp_avg"], **tol)
     untouched = np.setdiff1d(np.arange(vocabulary), rows)
-    np.testing.assert_array_equal(params[table].reshape(vocabulary, width)[untouched], before[table].reshape(vocabulary, width)[untouched])
+    np.testing.assert_array_equal(
+        params[table].reshape(vocabulary, width)[untouched], before[table].reshape(vocabulary, width)[untouched]
+    )
     assert not v[table].reshape(vocabulary, width)[untouched].any()
     np.testing.assert_array_equal(params[:3], before[:3])  # outside the table: nothing
     np.testing.assert_array_equal(params[table.stop :], before[table.stop :])
@@ -102,7 +104,9 @@ def test_adam_rows_match_torch_sparse_adam():
         adam_rows_update(params, grads, m, v, counted, 0, width, 3e-2, 0.8, 0.95, 1e-6, t)
         weight.grad = torch.sparse_coo_tensor(torch.tensor([rows]), g, (vocabulary, width), check_invariants=True)
         opt.step()
-    np.testing.assert_allclose(params[: vocabulary * width].reshape(vocabulary, width), weight.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        params[: vocabulary * width].reshape(vocabulary, width), weight.detach().numpy(), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
