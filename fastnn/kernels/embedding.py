@@ -17,26 +17,19 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-from .prefetch import prefetch_span
 from .tiling import gemm_tiles, numba_threads
 
 #: index rows per task of the parallel lookup
 _GATHER_ROWS = 256
-#: looked-up rows prefetched ahead of the row being read (kernels.prefetch): the table's rows are
-#: scattered, and inside a training step the table is not in cache
-ROWS_AHEAD = 4
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _gather_rows(indices, weight, out, m0, m1):
     """out[m] = weight[indices[m]] for m in [m0, m1), element by element (a row slice assignment
     per index costs about 3x more: measured in benchmarks/embed_step.py)."""
-    d = out.shape[1]
     for m in range(m0, m1):
-        if m + ROWS_AHEAD < m1:
-            prefetch_span(weight, indices[m + ROWS_AHEAD] * d, d)
         v = indices[m]
-        for j in range(d):
+        for j in range(out.shape[1]):
             out[m, j] = weight[v, j]
 
 

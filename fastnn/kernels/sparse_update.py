@@ -21,24 +21,16 @@ from numba import njit, prange
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .optim import adam_rule, sgd_rule
-from .prefetch import prefetch_span
 from .tiling import numba_threads
 
 #: touched rows per task of the parallel sweep
 ROWS_PER_TASK = 64
-#: rows prefetched ahead of the row being updated (kernels.prefetch): the rows are scattered over
-#: the table, and inside a training step its optimizer state is not in cache
-ROWS_AHEAD = 4
 
 
 @njit(**JIT)
 def _sgd_rows(params, grads, rows, lo, width, lr, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
-        if k + ROWS_AHEAD < k1:
-            ahead = lo + rows[1 + ROWS_AHEAD + k] * width
-            prefetch_span(params, ahead, width)
-            prefetch_span(grads, ahead, width)
         a = np.uint64(lo + rows[1 + k] * width)
         for j in range(np.uint64(width)):  # unsigned indices: no wraparound test, the loop vectorises
             params[a + j] = sgd_rule(params[a + j], grads[a + j], lr, lr, zero, one, zero, False, False)[0]
@@ -64,10 +56,6 @@ def sgd_rows_update(params, grads, rows, lo, width, lr):
 def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
-        if k + ROWS_AHEAD < k1:
-            ahead = lo + rows[1 + ROWS_AHEAD + k] * width
-            for buffer in (params, grads, m, v):
-                prefetch_span(buffer, ahead, width)
         a = np.uint64(lo + rows[1 + k] * width)
         for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
             i = a + j
