@@ -81,14 +81,15 @@ def trainable_ranges(model) -> list[tuple[int, int]] | None:
     return merged
 
 
-def sparse_table(model) -> tuple | None:
+def sparse_table(model, frozen_too: bool = False) -> tuple | None:
     """(lo, hi, row width, touched rows buffer) of the model's trainable ``Embedding(sparse=True)``
     table (its range of the flat buffer; the rows its backward looked up), for
-    ``fastnn.optim.SparseRows``; None: no such layer, or it is frozen (then it gets no update)."""
-    frozen = tuple(f"{p}." for p in frozen_paths(model))
+    ``fastnn.optim.SparseRows``; None: no such layer, or it is frozen (then it gets no update) and
+    not ``frozen_too``."""
+    frozen = () if frozen_too else tuple(f"{p}." for p in frozen_paths(model))
     for i, name, lo, shape in model.parameter_layout:
         layer = model.layers[i]
-        if getattr(layer, "sparse", False) and name == "weight" and not f"{i}.{name}".startswith(frozen):
+        if getattr(layer, "sparse", False) and name == "weight" and not (frozen and f"{i}.{name}".startswith(frozen)):
             return lo, lo + _size(shape), int(shape[1]), layer.touched_rows
     return None
 

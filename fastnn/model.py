@@ -1936,6 +1936,10 @@ class Sequential:
             backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
+            table = freezing.sparse_table(self, frozen_too=True)
+            if table is not None:  # Embedding(sparse=True): its gradient is zero outside the rows it lists
+                lo, _, width, rows = table
+                norm_call = (K.sparse_grad_norm, (self.grads, self._norm_partials, lo, width, rows))
             loss = self._compiled_loss("step_plan")
             plan = self._plans[m] = _StepPlan(
                 x, y, h, forward, loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts

@@ -199,6 +199,8 @@ def test_sparse_row_updates(dtype, rng):
     rtol, atol = tol(dtype)
     for got, want in zip((dp, dm, dv), cpu):
         np.testing.assert_allclose(host(got), want, rtol=rtol, atol=atol)
+    norm = cpu_upd.sparse_grad_norm(grads, np.zeros(1), lo, width, rows)
+    assert gpu_upd.sparse_grad_norm(dg, cuda.device_array(64, np.float64), lo, width, drows) == pytest.approx(norm)
 
 
 def test_sparse_embedding_model_trains_on_cuda_as_on_the_cpu(rng):

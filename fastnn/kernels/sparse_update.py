@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-from .optim import adam_rule, sgd_rule
+from .optim import OPTIM_CHUNK, adam_rule, sgd_rule
 from .tiling import numba_threads
 
 #: touched rows per task of the parallel sweep
@@ -85,7 +85,44 @@ def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps
             _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, b2, omb2, eps_, t * ROWS_PER_TASK, k1)
 
 
-__all__ = ["ROWS_PER_TASK", "adam_rows_update", "sgd_rows_update"]
+@njit(**JIT)
+def _sum_squares_outside(grads, partials, c, lo, hi):
+    """partials[c] = the sum of squares of chunk ``c`` of ``grads`` (OPTIM_CHUNK elements) outside [lo, hi)."""
+    c0 = c * OPTIM_CHUNK
+    c1 = min(c0 + OPTIM_CHUNK, grads.size)
+    total = 0.0
+    for i in range(c0, min(c1, lo)):
+        total += np.float64(grads[i]) * np.float64(grads[i])
+    for i in range(max(c0, hi), c1):
+        total += np.float64(grads[i]) * np.float64(grads[i])
+    partials[c] = total
+
+
+@njit(**JIT_PARALLEL)
+def sparse_grad_norm(grads, partials, lo, width, rows):
+    """Euclidean norm (float64) of ``grads`` (n,) whose table at ``lo`` (rows of ``width``) is zero
+    outside the rows listed in ``rows`` (count, then rows): what ``grad_global_norm`` gives, up to
+    the order of the sums, without reading the table's zero rows. ``partials``: its scratch."""
+    count = rows[0]
+    hi = lo + (rows.shape[0] - 1) * width
+    chunks = n_chunks(grads.size, OPTIM_CHUNK)
+    if grads.size - (hi - lo) < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
+        for c in range(chunks):
+            _sum_squares_outside(grads, partials, c, lo, hi)
+    else:
+        for c_u in prange(chunks):
+            _sum_squares_outside(grads, partials, np.int64(c_u), lo, hi)
+    total = 0.0
+    for c in range(chunks):
+        total += partials[c]
+    for k in range(count):
+        a = lo + rows[1 + k] * width
+        for i in range(a, a + width):
+            total += np.float64(grads[i]) * np.float64(grads[i])
+    return math.sqrt(total)
+
+
+__all__ = ["ROWS_PER_TASK", "adam_rows_update", "sgd_rows_update", "sparse_grad_norm"]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("sgd_rows_update", "adam_rows_update")
+DEVICE_API = ("sgd_rows_update", "adam_rows_update", "sparse_grad_norm")

@@ -1,5 +1,5 @@
-"""embedding_rows and the lazy row updates (sgd_rows_update, adam_rows_update) against float64
-references, the dense kernels and thread counts."""
+"""embedding_rows, the lazy row updates (sgd_rows_update, adam_rows_update) and sparse_grad_norm
+against float64 references, the dense kernels and thread counts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fastnn.kernels.embedding import embedding_rows
-from fastnn.kernels.optim import sgd_update
-from fastnn.kernels.sparse_update import adam_rows_update, sgd_rows_update
+from fastnn.kernels.optim import norm_partials_size, sgd_update
+from fastnn.kernels.sparse_update import adam_rows_update, sgd_rows_update, sparse_grad_norm
 from tests import reference as ref
 
 DTYPES = [np.float32, np.float64]
@@ -126,3 +126,21 @@ def test_rows_updates_are_bit_identical_on_one_and_two_threads(dtype):
         numba.set_num_threads(saved)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", UPDATE_CASES, ids=[f"case{i}" for i in range(len(UPDATE_CASES))])
+def test_sparse_grad_norm_is_the_whole_buffers_norm(case, dtype, threads):
+    vocabulary, width, rows = case
+    params, grads, counted = _table(dtype, vocabulary, width, rows, seed=4, offset=70_001)
+    grads[:70_001] = params[:70_001]  # gradients outside the table too (the parallel chunk sums)
+    grads[-2:] = 3.0
+    partials = np.zeros(norm_partials_size(grads.size))
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        got = sparse_grad_norm(grads, partials, 70_001, width, counted)
+    finally:
+        numba.set_num_threads(saved)
+    assert got == pytest.approx(np.linalg.norm(grads.astype(np.float64)), rel=1e-12)

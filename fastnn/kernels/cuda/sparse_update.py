@@ -14,6 +14,7 @@ from numba import cuda
 
 from ..optim import adam_rule, sgd_rule
 from ._common import BLOCK, blocks_for, typed
+from .optim import grad_global_norm
 
 
 @cuda.jit
@@ -67,4 +68,10 @@ def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps
     )
 
 
-__all__ = ["adam_rows_update", "sgd_rows_update"]
+def sparse_grad_norm(grads, partials, lo, width, rows):
+    """The gradients' Euclidean norm: on the device, the whole buffer's (the table's untouched rows
+    are zero), by ``grad_global_norm``."""
+    return grad_global_norm(grads, partials)
+
+
+__all__ = ["adam_rows_update", "sgd_rows_update", "sparse_grad_norm"]
