@@ -146,3 +146,14 @@ def test_accumulation_and_gradient_reducers_are_refused():
 def test_sparse_must_be_a_bool():
     with pytest.raises(TypeError, match="sparse must be True or False"):
         fnn.Embedding(4, 2, sparse="yes")
+
+
+def test_sparse_moves_to_and_from_torch():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    module = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(8, 2)).double()
+    model = fnn.from_torch(module, input_shape=(2,))
+    assert model[0].sparse
+    assert model.to_torch()[0].sparse
+    with pytest.raises(NotImplementedError, match="scale gradients by frequency"):
+        fnn.from_torch(nn.Sequential(nn.Embedding(10, 4, scale_grad_by_freq=True)), input_shape=(2,))

@@ -179,7 +179,8 @@ def _global_avgpool_to(nn, layer, dtype):
 def _embedding_to(nn, layer, dtype):
     if layer.mask_padding:
         raise _refuse_layer(layer, "torch.nn.Embedding marks no padding for the layers after it")
-    emb = nn.Embedding(layer.num_embeddings, layer.embedding_dim, padding_idx=layer.padding_idx).to(dtype)
+    emb = nn.Embedding(layer.num_embeddings, layer.embedding_dim, padding_idx=layer.padding_idx, sparse=layer.sparse)
+    emb = emb.to(dtype)
     _load(emb, _values(layer), dtype)
     return [emb]
 
@@ -462,7 +463,8 @@ def _from_flatten(nn, m):
 
 def _from_embedding(nn, m):
     _require(m, m.max_norm is None, "fastnn's Embedding does not renormalise rows (max_norm)")
-    return Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx), _state(m)
+    _require(m, not m.scale_grad_by_freq, "fastnn's Embedding does not scale gradients by frequency")
+    return Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx, sparse=m.sparse), _state(m)
 
 
 def _from_recurrent_module(nn, m):
