@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
+from .. import backend
 from .. import init as initializers
 from .base import Layer, ParamSpec, normalize_shape, shape_str
 from .masking import refuse_empty_sequences
@@ -119,7 +120,9 @@ class Embedding(Layer):
         self.output_shape = (*shape, self.embedding_dim)
         self._workspace = self.workspace(y=self.output_shape)
         if self.sparse:  # the rows the last backward looked up (count first), read by the optimizer
-            self.touched_rows = self.zeros(self.num_embeddings + 1, np.int64)
+            unknown = np.zeros(self.num_embeddings + 1, np.int64)
+            unknown[0] = -1  # the gradient buffer may hold any rows (a new or moved model): zeroed whole once
+            self.touched_rows = backend.to_device(unknown, self.device)
             self._seen = self.zeros(self.num_embeddings, np.uint8)
         return self.output_shape
 
@@ -214,10 +217,9 @@ class Embedding(Layer):
             )
         padding = -1 if self.padding_idx is None else self.padding_idx
         args = (ctx.indices, grad_y.reshape((-1, self.embedding_dim)), self.grad_weight, padding)
-        calls = [(self.K.embedding_backward, args)]
-        if self.sparse:
-            calls.append((self.K.embedding_rows, (ctx.indices, padding, self._seen, self.touched_rows)))
-        return calls, None
+        if self.sparse:  # zeroes the rows it listed last time, not the table; lists this step's rows
+            return [(self.K.embedding_backward_rows, (*args, self._seen, self.touched_rows))], None
+        return [(self.K.embedding_backward, args)], None
 
     def get_config(self):
         return {

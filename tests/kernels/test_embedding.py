@@ -1,4 +1,5 @@
-"""embedding_forward / embedding_backward against float64 references, torch and thread counts."""
+"""embedding_forward / embedding_backward (and its sparse twin embedding_backward_rows) against float64
+references, torch and thread counts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastnn.kernels.embedding import embedding_backward, embedding_forward
+from fastnn.kernels.embedding import embedding_backward, embedding_backward_rows, embedding_forward
 from tests import _reference_conv as ref
 from tests._gradcheck import numeric_gradients
 
@@ -125,3 +126,29 @@ def test_batch_of_one_index():
     want = np.zeros((5, 3))
     want[4] = [1.0, -2.0, 0.5]
     np.testing.assert_array_equal(grad(indices, grad_out, 5, None), want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [CASES[1], CASES[-1]], ids=["serial size", "parallel size"])
+def test_rows_backward_equals_the_dense_one_call_after_call(case, dtype, threads):
+    """embedding_backward_rows zeroes only the rows its previous call listed (the whole table
+    first, when they are not known): call after call, the same gradient bits and rows as the dense
+    kernel and embedding_rows, from a gradient buffer holding garbage."""
+    vocabulary, dim, shape, padding_idx = case
+    padding = -1 if padding_idx is None else padding_idx
+    grad_weight = np.full((vocabulary, dim), 7.0, dtype)
+    seen, rows = np.zeros(vocabulary, np.uint8), np.zeros(vocabulary + 1, np.int64)
+    rows[0] = -1
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        for seed in range(3):
+            indices, _, grad_out = _problem(case, dtype, seed=10 + seed)
+            flat, rows_out = indices.reshape(-1), grad_out.reshape(indices.size, -1)
+            embedding_backward_rows(flat, rows_out, grad_weight, padding, seen, rows)
+            np.testing.assert_array_equal(grad_weight, grad(indices, grad_out, vocabulary, padding_idx))
+            np.testing.assert_array_equal(rows[1 : rows[0] + 1], ref.embedding_rows(indices, padding_idx))
+    finally:
+        numba.set_num_threads(saved)
+    assert not seen.any()

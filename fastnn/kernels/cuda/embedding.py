@@ -80,4 +80,11 @@ def embedding_rows(indices, padding_idx, seen, rows):
     _collect[1, 1](seen, rows)
 
 
-__all__ = ["embedding_backward", "embedding_forward", "embedding_rows"]
+def embedding_backward_rows(indices, grad_out, grad_weight, padding_idx, seen, rows):
+    """The CPU kernel's result on the device: the whole gradient (embedding_backward, which zeroes
+    every row itself, so the previous rows are not needed) and the rows looked up (embedding_rows)."""
+    embedding_backward(indices, grad_out, grad_weight, padding_idx)
+    embedding_rows(indices, padding_idx, seen, rows)
+
+
+__all__ = ["embedding_backward", "embedding_backward_rows", "embedding_forward", "embedding_rows"]
