@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .optim import OPTIM_CHUNK, adam_rule, sgd_rule
 from .tiling import numba_threads
@@ -85,17 +85,21 @@ def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps
             _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, b2, omb2, eps_, t * ROWS_PER_TASK, k1)
 
 
+@njit(**JIT_INLINE)
+def _sum_squares(g):
+    """Sum of squares (float64) of the 1-D view ``g`` (a view from index 0: the loop vectorises)."""
+    total = 0.0
+    for i in range(g.size):
+        total += np.float64(g[i]) * np.float64(g[i])
+    return total
+
+
 @njit(**JIT)
 def _sum_squares_outside(grads, partials, c, lo, hi):
     """partials[c] = the sum of squares of chunk ``c`` of ``grads`` (OPTIM_CHUNK elements) outside [lo, hi)."""
     c0 = c * OPTIM_CHUNK
     c1 = min(c0 + OPTIM_CHUNK, grads.size)
-    total = 0.0
-    for i in range(c0, min(c1, lo)):
-        total += np.float64(grads[i]) * np.float64(grads[i])
-    for i in range(max(c0, hi), c1):
-        total += np.float64(grads[i]) * np.float64(grads[i])
-    partials[c] = total
+    partials[c] = _sum_squares(grads[c0 : max(c0, min(c1, lo))]) + _sum_squares(grads[min(max(c0, hi), c1) : c1])
 
 
 @njit(**JIT_PARALLEL)
@@ -116,9 +120,9 @@ def sparse_grad_norm(grads, partials, lo, width, rows):
     for c in range(chunks):
         total += partials[c]
     for k in range(count):
-        a = lo + rows[1 + k] * width
-        for i in range(a, a + width):
-            total += np.float64(grads[i]) * np.float64(grads[i])
+        a = np.uint64(lo + rows[1 + k] * width)
+        for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
+            total += np.float64(grads[a + j]) * np.float64(grads[a + j])
     return math.sqrt(total)
 
 
