@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .tiling import gemm_tiles, numba_threads
 
@@ -92,8 +92,8 @@ def embedding_rows(indices, padding_idx, seen, rows):
     sorted and without repeats: ``rows[0]`` = their count k, ``rows[1:k + 1]`` the rows (rows:
     (V + 1,) int64). ``seen`` (V,) uint8 is the marks' scratch, all zero before and after. Few
     indices in a large vocabulary are sorted; otherwise marked, then the marks read in order."""
-    count = 0
     if indices.shape[0] * 16 < seen.shape[0]:
+        count = 0
         for m in range(indices.shape[0]):
             if indices[m] != padding_idx:
                 count += 1
@@ -104,16 +104,24 @@ def embedding_rows(indices, padding_idx, seen, rows):
             if unique == 0 or rows[k] != rows[unique]:
                 unique += 1
                 rows[unique] = rows[k]
-        count = unique
+        rows[0] = unique
     else:
         for m in range(indices.shape[0]):
             if indices[m] != padding_idx:
                 seen[indices[m]] = 1
-        for v in range(seen.shape[0]):
-            if seen[v] != 0:
-                seen[v] = 0
-                count += 1
-                rows[count] = v
+        read_marks(seen, rows)
+
+
+@njit(**JIT_INLINE)
+def read_marks(seen, rows):
+    """rows[0] = the count of marked rows of ``seen`` (V,) uint8, rows[1:] those rows in order; the
+    marks cleared (also the CUDA twin's last step, on one thread)."""
+    count = 0
+    for v in range(seen.shape[0]):
+        if seen[v] != 0:
+            seen[v] = 0
+            count += 1
+            rows[count] = v
     rows[0] = count
 
 

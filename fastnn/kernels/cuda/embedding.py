@@ -11,10 +11,15 @@ from __future__ import annotations
 from numba import cuda
 
 from .._scalar import like
+from ..embedding import read_marks
 from ._common import BLOCK, blocks_for
 
 #: vocabulary ranges of the backward (threads = ranges x embedding columns)
 RANGES = 128
+
+# the CPU kernels' loop as a device function (its py_func: the simulator cannot pass device arrays
+# to a CPU-compiled function)
+_read_marks = cuda.jit(device=True)(read_marks.py_func)
 
 
 @cuda.jit
@@ -64,13 +69,7 @@ def _mark(indices, padding_idx, seen):
 @cuda.jit
 def _collect(seen, rows):
     if cuda.grid(1) == 0:  # one thread reads the marks in order: the rows come out sorted
-        count = 0
-        for v in range(seen.shape[0]):
-            if seen[v] != 0:
-                seen[v] = 0
-                count += 1
-                rows[count] = v
-        rows[0] = count
+        _read_marks(seen, rows)
 
 
 def embedding_rows(indices, padding_idx, seen, rows):
