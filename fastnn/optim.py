@@ -32,10 +32,29 @@ from .kernels.step_update import ARMED, CLIP_NORM, CLIP_VALUE, LR, STEP
 
 
 class SparseRows(NamedTuple):
-    """A table of the flat buffers updated row by row (``Embedding(sparse=True)``): its rows of
-    ``width`` elements start at ``lo`` and end at ``hi``; ``rows`` (int64, on the buffers' device)
-    holds the count of rows the last backward touched, then those rows, sorted
-    (``fastnn.kernels.embedding.embedding_rows``)."""
+    """A table of the flat buffers updated row by row (``Embedding(sparse=True)``; the model sets
+    :attr:`Optimizer.sparse_rows` from such a layer).
+
+    Parameters
+    ----------
+    lo : int
+        Where the table starts in the flat buffers.
+    hi : int
+        Where it ends (``lo`` + rows x ``width``).
+    width : int
+        Elements per row.
+    rows : ndarray
+        int64 (V + 1,), on the buffers' device: the count of rows the last backward looked up,
+        then those rows, sorted (``fastnn.kernels.embedding.embedding_rows`` writes it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Embedding(5, 2, sparse=True)], input_shape=(3,)).compile("mse", "adam")
+    >>> table = model.optimizer.sparse_rows
+    >>> table.lo, table.hi, table.width, table.rows.shape
+    (0, 10, 2, (6,))
+    """
 
     lo: int
     hi: int
