@@ -221,6 +221,19 @@ def _transformer(rng):  # README's Transformer
     )
 
 
+def _sparse_embedding(rng):  # Embedding(sparse=True): its rows backward, row updates (SGD, Adam) and norm
+    import fastnn as fnn
+
+    return (
+        [fnn.Embedding(10, 4, sparse=True), fnn.Flatten(), fnn.Dense(24, 2)],
+        _tokens(rng),
+        _labels(rng, 12, 2),
+        {"input_shape": (6,)},
+        "cross_entropy",
+        ("adam", "sgd"),
+    )
+
+
 RECIPES = (
     Recipe("mlp (fastnn demo)", _mlp_demo, fused=True),
     Recipe("mlp (README)", _mlp_readme, fused=True, weighted=True),
@@ -231,6 +244,7 @@ RECIPES = (
     Recipe("lstm (README)", _lstm, fused=True),
     Recipe("gru, rnn, masking", _recurrent),
     Recipe("transformer (README)", _transformer, fused=True),
+    Recipe("sparse embedding", _sparse_embedding, fused=True),
 )
 
 
