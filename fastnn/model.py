@@ -1677,9 +1677,12 @@ class Sequential:
 
     def _set_trainable(self) -> None:
         """The optimizer learns the trainable ranges and the sparse table (``fastnn.freezing``)."""
-        self.optimizer.trainable = freezing.trainable_ranges(self)
+        optimizer = self.optimizer
+        if optimizer is None:
+            return
+        optimizer.trainable = freezing.trainable_ranges(self)
         table = freezing.sparse_table(self)
-        self.optimizer.sparse_rows = None if table is None else optim_mod.SparseRows(*table)
+        optimizer.sparse_rows = None if table is None else optim_mod.SparseRows(*table)
 
     def trainable_changed(self) -> None:
         """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges.
@@ -1935,7 +1938,7 @@ class Sequential:
             backward = conv_pool_fusion.fuse_backward(backward, pairs)
             backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
-            norm_call = (K.grad_global_norm, (self.grads, self._norm_partials))
+            norm_call: tuple = (K.grad_global_norm, (self.grads, self._norm_partials))
             table = freezing.sparse_table(self, frozen_too=True)
             if table is not None:  # Embedding(sparse=True): its gradient is zero outside the rows it lists
                 lo, _, width, rows = table
