@@ -296,8 +296,9 @@ class Optimizer(Owned):
         table = self._sparse
         if table is None:
             return self._trainable
+        whole = [(0, self._params.size if self._params is not None else 0)]
         ranges = []
-        for lo, hi in self._trainable or [(0, self._params.size if self._params is not None else 0)]:
+        for lo, hi in whole if self._trainable is None else self._trainable:
             if lo < table.lo:
                 ranges.append((lo, min(hi, table.lo)))
             if hi > table.hi:

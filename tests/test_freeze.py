@@ -125,6 +125,22 @@ def test_the_fused_step_honours_frozen_layers(monkeypatch, tmp_path):
     assert np.all(fused.layers[1].weight != small().layers[1].weight)
 
 
+@pytest.mark.parametrize("fuse", ["never", "always"])
+def test_a_model_frozen_whole_changes_nothing(monkeypatch, fuse):
+    """No trainable range at all (an empty list, not None): the step kernels update nothing (they
+    once read the empty list as 'the whole buffer' and updated every parameter)."""
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    X, y = _data()
+    model = fnn.Sequential([fnn.Dense(4, 6, activation="tanh"), fnn.Dense(6, 3)], seed=7)
+    model.compile("cross_entropy", fnn.optim.Adam(lr=0.05)).freeze()
+    params = model.params.copy()
+    for _ in range(3):
+        model.train_step(X[:8], y[:8])
+    np.testing.assert_array_equal(model.params, params)
+    assert model.optimizer.step_count == 3
+    assert not model.optimizer.state_dict()["exp_avg"].any()
+
+
 def test_unfreeze_trains_again_and_trainable_survives_save_load_and_copies(tmp_path):
     X, y = _data()
     model = _model().freeze("2")
