@@ -157,3 +157,20 @@ def test_sparse_moves_to_and_from_torch():
     assert model.to_torch()[0].sparse
     with pytest.raises(NotImplementedError, match="scale gradients by frequency"):
         fnn.from_torch(nn.Sequential(nn.Embedding(10, 4, scale_grad_by_freq=True)), input_shape=(2,))
+
+
+def test_each_steady_step_of_fit_is_one_call_into_compiled_code(monkeypatch, tmp_path):
+    from fastnn import _fused
+    from tests._crossings import PerStep, counting
+
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    monkeypatch.setattr(_config, "FUSE", "always")
+    model = _model(True, fnn.optim.Adam(lr=0.01), dtype="float32")
+    rng = np.random.default_rng(1)
+    X, y = rng.integers(0, VOCABULARY, (40, TOKENS)), rng.integers(0, 3, 40)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    with counting() as seen:
+        per_step = PerStep(seen)
+        model.fit(X, y, epochs=1, batch_size=8, verbose=0, callbacks=[per_step])
+    assert per_step.steps and all(len(calls) == 1 for calls in per_step.steps), per_step.steps
