@@ -125,35 +125,44 @@ def read_marks(seen, rows):
     rows[0] = count
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, v0, v1):
+    """Zero the rows of [v0, v1) listed in ``rows`` (all of [v0, v1) when the count is -1), then
+    add the gradients of the indices in [v0, v1) (:func:`_add_rows`)."""
+    zero = like(0.0, grad_weight)
+    if rows[0] < 0:
+        block = grad_weight[v0:v1].reshape(-1)
+        for i in range(block.size):
+            block[i] = zero
+    for k in range(rows[0]):
+        v = rows[1 + k]
+        if v0 <= v < v1:
+            for j in range(grad_weight.shape[1]):
+                grad_weight[v, j] = zero
+    _add_rows(indices, grad_out, grad_weight, padding_idx, v0, v1)
+
+
 @njit(**JIT_PARALLEL)
 def embedding_backward_rows(indices, grad_out, grad_weight, padding_idx, seen, rows):
     """:func:`embedding_backward` for ``Embedding(sparse=True)``, whose gradient is zero outside
     the rows the previous call listed in ``rows`` (count -1: not known, e.g. a new buffer): zeroes
-    those rows instead of the whole table, lists the rows ``indices`` look up (:func:`embedding_rows`)
-    and scatter-adds into them. The same bits as :func:`embedding_backward` on any thread count;
-    a step's cost follows the rows looked up, not the vocabulary.
+    those rows instead of the whole table and scatter-adds (over vocabulary ranges, as
+    :func:`embedding_backward`), then lists the rows ``indices`` look up (:func:`embedding_rows`).
+    The same bits as :func:`embedding_backward` on any thread count; a step's cost follows the rows
+    looked up, not the vocabulary.
 
     indices (M,) int64, grad_out (M, D), grad_weight (V, D), seen (V,) uint8 (zero), rows (V + 1,) int64."""
     vocabulary = grad_weight.shape[0]
-    zero = like(0.0, grad_weight)
-    if rows[0] < 0:
-        flat = grad_weight.reshape(-1)
-        for i in range(flat.size):
-            flat[i] = zero
-    for k in range(rows[0]):
-        v = rows[1 + k]
-        for j in range(grad_weight.shape[1]):
-            grad_weight[v, j] = zero
-    embedding_rows(indices, padding_idx, seen, rows)
     if grad_out.size < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
-        _add_rows(indices, grad_out, grad_weight, padding_idx, 0, vocabulary)
+        _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, 0, vocabulary)
     else:
         ranges = gemm_tiles()  # vocabulary ranges, as embedding_backward
         per = n_chunks(vocabulary, ranges)
         for r_u in prange(ranges):
             r = np.int64(r_u)  # prange indices are uint64; int64 like the serial twin
             v0, v1 = min(r * per, vocabulary), min((r + 1) * per, vocabulary)
-            _add_rows(indices, grad_out, grad_weight, padding_idx, v0, v1)
+            _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, v0, v1)
+    embedding_rows(indices, padding_idx, seen, rows)
 
 
 __all__ = ["embedding_backward", "embedding_backward_rows", "embedding_forward", "embedding_rows"]

@@ -102,27 +102,42 @@ def _sum_squares_outside(grads, partials, c, lo, hi):
     partials[c] = _sum_squares(grads[c0 : max(c0, min(c1, lo))]) + _sum_squares(grads[min(max(c0, hi), c1) : c1])
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _norm_task(grads, sums, t, chunks, lo, hi, width, rows):
+    """sums[t]: task t's sum of squares: chunk t of ``grads`` outside the table (t < chunks), else
+    block t - chunks of ROWS_PER_TASK touched rows."""
+    if t < chunks:
+        _sum_squares_outside(grads, sums, t, lo, hi)
+        return
+    k0 = (t - chunks) * ROWS_PER_TASK
+    total = 0.0
+    for k in range(k0, min(k0 + ROWS_PER_TASK, rows[0])):
+        a = np.uint64(lo + rows[1 + k] * width)
+        for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
+            total += np.float64(grads[a + j]) * np.float64(grads[a + j])
+    sums[t] = total
+
+
 @njit(**JIT_PARALLEL)
 def sparse_grad_norm(grads, partials, lo, width, rows):
     """Euclidean norm (float64) of ``grads`` (n,) whose table at ``lo`` (rows of ``width``) is zero
     outside the rows listed in ``rows`` (count, then rows): what ``grad_global_norm`` gives, up to
-    the order of the sums, without reading the table's zero rows. ``partials``: its scratch."""
-    count = rows[0]
+    the order of the sums, without reading the table's zero rows. Fixed tasks (the buffer's chunks
+    outside the table, blocks of touched rows) summed in task order: the same bits on any number
+    of threads. ``partials``: grad_global_norm's scratch, unused (the tasks' sums are its own)."""
     hi = lo + (rows.shape[0] - 1) * width
     chunks = n_chunks(grads.size, OPTIM_CHUNK)
-    if grads.size - (hi - lo) < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
-        for c in range(chunks):
-            _sum_squares_outside(grads, partials, c, lo, hi)
+    tasks = chunks + n_chunks(max(rows[0], 0), ROWS_PER_TASK)
+    sums = np.zeros(tasks)
+    if grads.size - (hi - lo) + max(rows[0], 0) * width < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
+        for t in range(tasks):
+            _norm_task(grads, sums, t, chunks, lo, hi, width, rows)
     else:
-        for c_u in prange(chunks):
-            _sum_squares_outside(grads, partials, np.int64(c_u), lo, hi)
+        for t_u in prange(tasks):
+            _norm_task(grads, sums, np.int64(t_u), chunks, lo, hi, width, rows)
     total = 0.0
-    for c in range(chunks):
-        total += partials[c]
-    for k in range(count):
-        a = np.uint64(lo + rows[1 + k] * width)
-        for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
-            total += np.float64(grads[a + j]) * np.float64(grads[a + j])
+    for t in range(tasks):
+        total += sums[t]
     return math.sqrt(total)
 
 

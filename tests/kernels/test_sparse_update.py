@@ -144,3 +144,18 @@ def test_sparse_grad_norm_is_the_whole_buffers_norm(case, dtype, threads):
     finally:
         numba.set_num_threads(saved)
     assert got == pytest.approx(np.linalg.norm(grads.astype(np.float64)), rel=1e-12)
+
+
+def test_sparse_grad_norm_is_bit_identical_on_one_and_two_threads():
+    vocabulary, width, rows = UPDATE_CASES[-1]
+    params, grads, counted = _table(np.float32, vocabulary, width, rows, seed=5, offset=70_001)
+    grads[:70_001] = params[:70_001]
+    norms = []
+    saved = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            norms.append(sparse_grad_norm(grads, np.zeros(1), 70_001, width, counted))
+    finally:
+        numba.set_num_threads(saved)
+    assert norms[0] == norms[1]
