@@ -157,5 +157,6 @@ def test_every_kernel_the_layers_call_is_in_a_device_api():
         "pooling",
         "recurrent",
         "sequence",
+        "sparse_update",
     }
     assert set(backend.kernel_names()) == expected
