@@ -127,13 +127,12 @@ def read_marks(seen, rows):
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, v0, v1):
-    """Zero the rows of [v0, v1) listed in ``rows`` (all of [v0, v1) when the count is -1), then
-    add the gradients of the indices in [v0, v1) (:func:`_add_rows`)."""
-    zero = like(0.0, grad_weight)
+    """Zero the rows of [v0, v1) listed in ``rows`` (all of [v0, v1) when the count is -1: the dense
+    :func:`_grad_rows`), then add the gradients of the indices in [v0, v1) (:func:`_add_rows`)."""
     if rows[0] < 0:
-        block = grad_weight[v0:v1].reshape(-1)
-        for i in range(block.size):
-            block[i] = zero
+        _grad_rows(indices, grad_out, grad_weight, padding_idx, v0, v1)
+        return
+    zero = like(0.0, grad_weight)
     for k in range(rows[0]):
         v = rows[1 + k]
         if v0 <= v < v1:
