@@ -135,6 +135,11 @@ def compiled() -> list[str]:
     return list(_compiled)
 
 
+def is_quiet() -> bool:
+    """Whether a :func:`quiet` block is running (``fastnn warmup``: it runs its own processes)."""
+    return _state["quiet"] > 0
+
+
 @contextlib.contextmanager
 def quiet():
     """No announcement inside (``fastnn warmup`` shows its own progress)."""

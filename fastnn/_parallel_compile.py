@@ -12,6 +12,12 @@ own cache (``fastnn._shipped_cache``: the next run loads them from there). Anyth
 not deliver (it failed, timed out, or typed a signature differently) compiles here at its first
 call, as without workers: the result is the same either way.
 
+A worker's start (interpreter, imports, Numba's first compile: about 1 s) is paid ahead: the first
+compile of a fastnn kernel in a process that may use workers (a cold cache: the model's
+initialisers, its input checks) starts one spare worker (:func:`prestart`), which gets ready and
+waits for a job; the step's compile then hands it a share at once. Unused, it exits with this
+process.
+
 ``FASTNN_PARALLEL_COMPILE``: ``0`` compiles in this process only; a number N uses N processes
 (default: one per idle CPU, :func:`idle_cpus`). Also in-process only: inside a daemon process, under
 MPI (every rank would start workers), for less than :data:`MIN_SECONDS` of estimated compile.
@@ -19,6 +25,7 @@ MPI (every rank would start workers), for less than :data:`MIN_SECONDS` of estim
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import multiprocessing
@@ -31,28 +38,30 @@ import tempfile
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
-from numba.core import types
+from numba.core import event, types
 from numba.core.registry import CPUDispatcher
 
 from . import _compiling, _shipped_cache
 
-#: compile CPU seconds of a kernel with its callees, measured with empty caches on the project's
-#: 2-core machine (``benchmarks/compile_profile.py demo``); other kernels count DEFAULT_COST
+#: compile seconds of a kernel with its callees, measured with empty caches on the project's 2-core
+#: machine (``benchmarks/compile_profile.py demo``; the first 'mlp' step's kernels re-measured
+#: in-process on 2026-12-04); other kernels count DEFAULT_COST
 COSTS = {
-    "dense_backward": 5.8,
-    "dense_forward": 5.6,
+    "dense_backward": 5.5,  # alone; 4.3-5.0 after dense_forward compiled their shared callees
+    "dense_forward": 4.0,
     "dense_infer": 3.2,
-    "adam_step": 2.6,  # 3.2 with value clipping compiled in (an optimizer with clip_value)
+    "adam_step": 3.3,  # 3.9 with value clipping compiled in (an optimizer with clip_value)
     "adam_update": 2.0,
     "gather_batch": 2.1,  # with its row prefetch (1.3 without; 1.9-2.2 measured, 2026-12-03)
     "cross_entropy_forward_backward": 1.5,
-    "fill_normal": 1.1,
-    "fill_uniform": 0.9,
+    "fill_normal": 1.0,
+    "fill_uniform": 0.8,
     "clip_by_value": 0.7,
-    "grad_global_norm": 0.5,
+    "grad_global_norm": 0.6,
 }
 DEFAULT_COST = 0.5
-#: seconds a worker needs before it compiles (interpreter, numba and fastnn imports)
+#: seconds a worker needs before it compiles (interpreter, numba and fastnn imports, Numba's first
+#: compile); a spare started ahead (:func:`prestart`) needs none
 WORKER_START_SECONDS = 1.0
 #: below this estimated compile time (seconds) workers cost more than they save
 MIN_SECONDS = 3.0
@@ -64,35 +73,87 @@ _MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", 
 
 def processes() -> int:
     """How many processes compile a cold start's kernels (1: this one only, no workers)."""
+    wanted = _setting()
+    if wanted is None:  # the default: by the idle CPUs
+        wanted = idle_cpus()
+        if _spare and _spare["pid"] == os.getpid():
+            wanted = max(2, wanted)  # a spare is ready, its start paid (getting ready, it looked busy)
+    return wanted
+
+
+def _setting() -> int | None:
+    """1 where workers are off (``FASTNN_PARALLEL_COMPILE`` 0 or 1, a daemon process, MPI), the
+    setting's number of processes, or None for the default (:func:`idle_cpus`)."""
     setting = os.environ.get(ENV, "").strip()
+    wanted = None
     if setting:
         try:
-            wanted = int(setting)
+            wanted = max(1, int(setting))
         except ValueError:
             raise ValueError(
                 f"{ENV}={setting!r}: expected 0 (compile in this process only) or a number of processes"
             ) from None
-        if wanted <= 1:
-            return 1
-    else:
-        wanted = idle_cpus()
     if multiprocessing.current_process().daemon or any(name in os.environ for name in _MPI_ENV):
         return 1
     if "mpi4py.MPI" in sys.modules:
         return 1
-    return max(1, wanted)
+    return wanted
 
 
 def idle_cpus() -> int:
-    """The CPUs this process may run on that the last minute's load average leaves idle, plus this
-    process's own (at least 1): on a machine busy with other work, more processes only add the
-    workers' start-up and the callees they each compile (measured: +20% CPU, no shorter wall)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPUs this process may run on that other processes leave idle now, this process's own
+    included (at least 1): on a machine busy with other work, more processes only add the
+    workers' start-up and the callees they each compile (measured: +20% CPU, no shorter wall).
+
+    "Now" is :func:`busy_cpus`, a 0.05 s sample of the CPUs' counters, where Linux has them; else
+    the last minute's load average, which also counts what this process and those before it
+    just did (a cold run right after another saw a load of 1-1.5 on an idle 2-core machine, and
+    compiled alone)."""
+    cpus = _allowed_cpus()
+    busy = busy_cpus()
+    if busy is None:
+        try:
+            busy = max(0.0, os.getloadavg()[0] - 1.0)  # the load average counts this process too
+        except (AttributeError, OSError):  # Windows: no load average
+            return len(cpus)
+    return max(1, min(len(cpus), int(len(cpus) - busy + 0.5)))
+
+
+def _allowed_cpus() -> set[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
+
+
+def _cpu_counters(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, all) time counters of ``cpus`` summed from ``/proc/stat``, or None without it."""
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows: no load average
-        return cpus
-    return max(1, min(cpus, 1 + int(cpus - load)))
+        with open("/proc/stat") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    busy = everything = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(v) for v in rest.split()[:8]]  # user nice system idle iowait irq softirq steal
+            everything += sum(values)
+            busy += sum(values) - values[3] - values[4]
+    return (busy, everything) if everything else None
+
+
+def busy_cpus(seconds: float = 0.05) -> float | None:
+    """How many of this process's CPUs other processes keep busy now: ``/proc/stat`` read twice,
+    ``seconds`` apart, while this process sleeps; None where there is no ``/proc/stat``."""
+    cpus = _allowed_cpus()
+    before = _cpu_counters(cpus)
+    if before is None:
+        return None
+    time.sleep(seconds)
+    after = _cpu_counters(cpus)
+    if after is None or after[1] <= before[1]:
+        return None
+    return len(cpus) * (after[0] - before[0]) / (after[1] - before[1])
 
 
 class Item(NamedTuple):
@@ -170,17 +231,51 @@ def pending(calls: Sequence, given: Sequence = ()) -> tuple[list[Item], set[int]
     return items, referenced
 
 
-def share(items: list[Item], referenced: set[int], n: int) -> list[list[Item]]:
-    """``items`` in ``n`` bins of about equal cost (longest first, each to the bin done first);
-    bin 0 is this process's and holds the calls whose results others take (it sends their return
-    types on); the other bins start :data:`WORKER_START_SECONDS` late."""
+def share(items: list[Item], referenced: set[int], n: int, ready: int = 0) -> list[list[Item]]:
+    """``items`` in ``n`` bins that finish about together: longest first, each to the bin done
+    first, then moves and swaps while they lower the last bin's finish. Bin 0 is this process's
+    and holds the calls whose results others take (it sends their return types on); bins 1 to
+    ``ready`` are spare workers, ready now, the others start :data:`WORKER_START_SECONDS` late."""
     bins: list[list[Item]] = [[] for _ in range(n)]
-    load = [0.0] + [WORKER_START_SECONDS] * (n - 1)
+    load = [0.0] + [0.0 if b <= ready else WORKER_START_SECONDS for b in range(1, n)]
     for item in sorted(items, key=lambda item: (item.call not in referenced, -item.cost)):
         i = 0 if item.call in referenced else min(range(n), key=lambda b: load[b])
         bins[i].append(item)
         load[i] += item.cost
+    while _rebalance_once(bins, load, referenced):
+        pass
     return bins
+
+
+def _rebalance_once(bins: list[list[Item]], load: list[float], referenced: set[int]) -> bool:
+    """Apply the move or swap of items (never a referenced one) between the latest bin and
+    another that most lowers the later of the two; False when none lowers it. Each step lowers
+    the sum of squared loads, so repeating it ends."""
+    worst = max(range(len(bins)), key=load.__getitem__)
+    best: tuple | None = None  # (the pair's new finish, other bin, item out of worst, item back or None)
+    for other in range(len(bins)):
+        if other == worst:
+            continue
+        for out in (item for item in bins[worst] if item.call not in referenced):
+            backs: list = [None] + [item for item in bins[other] if item.call not in referenced]
+            for back in backs:
+                shift = out.cost - (back.cost if back is not None else 0.0)
+                finish = max(load[worst] - shift, load[other] + shift)
+                if shift > 0 and finish < load[worst] - 1e-9 and (best is None or finish < best[0]):
+                    best = (finish, other, out, back)
+    if best is None:
+        return False
+    _, other, out, back = best
+    bins[worst].remove(out)
+    bins[other].append(out)
+    shift = out.cost
+    if back is not None:
+        bins[other].remove(back)
+        bins[worst].append(back)
+        shift -= back.cost
+    load[worst] -= shift
+    load[other] += shift
+    return True
 
 
 def _job(items: list[Item]) -> list:
@@ -239,22 +334,103 @@ _WORKER = (
 )
 
 
-def _start_worker(job: list, folder: str) -> subprocess.Popen:
+def _spawn(folder: str) -> subprocess.Popen:
+    """A worker process compiling into ``folder``; it gets ready, then reads its job from stdin."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["NUMBA_CACHE_DIR"] = folder  # private: no other process writes here
     env[ENV] = "0"
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", _WORKER, package_root],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
     )
+
+
+def _send_job(proc: subprocess.Popen, job: list) -> None:
     if proc.stdin is not None:
         proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
         proc.stdin.flush()
-    return proc
+
+
+#: the spare worker :func:`prestart` started: {"proc", "folder", "pid" (of the process that owns
+#: it), "env" (the settings it started with)}
+_spare: dict = {}
+#: how many :func:`compiled_in_workers` blocks are running (no spare starts inside one)
+_windows = [0]
+#: {"pid": the process that tried to start a spare}: one try (one CPU sample) per process and use
+_tried: dict = {}
+
+
+def _settings() -> dict:
+    """The environment that decides how a worker compiles (fastnn's and Numba's settings)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("FASTNN_", "NUMBA_"))}
+
+
+def prestart() -> None:
+    """Start one spare worker now, unless one is waiting or this process compiles alone
+    (:func:`processes`): a compile of fastnn's kernels just missed the cache, so a step's kernels
+    will most likely miss it too. The spare gets ready (imports, Numba's first compile) and waits
+    for :func:`compiled_in_workers` to hand it a share; unused, it ends with this process."""
+    if _windows[0] or _tried.get("pid") == os.getpid():
+        return
+    _tried["pid"] = os.getpid()  # once per process (and after each use, :func:`take_spare`)
+    if processes() <= 1:
+        return
+    _spare.clear()  # a spare of the process this one was forked from: not ours to use
+    folder = tempfile.mkdtemp(prefix="fastnn-compile-")
+    try:
+        proc = _spawn(folder)
+    except OSError:  # cannot start processes here
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    _spare.update(proc=proc, folder=folder, pid=os.getpid(), env=_settings())
+
+
+def spare() -> tuple[int, str] | None:
+    """The waiting spare worker's process id and compile folder, or None (for tests and benchmarks)."""
+    if _spare and _spare["pid"] == os.getpid():
+        return _spare["proc"].pid, _spare["folder"]
+    return None
+
+
+def take_spare() -> tuple[subprocess.Popen, str] | None:
+    """The waiting spare worker and its folder (now the caller's to end), or None: none started,
+    it ended (an import failed), or the settings changed since it started."""
+    if not _spare or _spare["pid"] != os.getpid():
+        return None
+    proc, folder, env = _spare.pop("proc"), _spare.pop("folder"), _spare.pop("env")
+    _spare.clear()
+    _tried.clear()  # the next cold compile may start another (a model's next plans)
+    if proc.poll() is None and env == _settings():
+        return proc, folder
+    proc.kill()
+    proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+@atexit.register
+def _end_spare() -> None:
+    if _spare and _spare["pid"] == os.getpid():
+        _spare["proc"].kill()
+        _spare["proc"].wait()
+        shutil.rmtree(_spare["folder"], ignore_errors=True)
+    _spare.clear()
+
+
+class _ColdCompile(event.Listener):
+    """Starts the spare worker at the first compile of a fastnn kernel (not inside ``fastnn
+    warmup``'s quiet compile, which runs its own processes)."""
+
+    def on_start(self, ev):
+        if _is_kernel(ev.data["dispatcher"]) and not _compiling.is_quiet():
+            prestart()
+
+    def on_end(self, ev):
+        pass
 
 
 def _send_results(workers: list, return_types: dict) -> None:
@@ -276,24 +452,50 @@ last: dict = {}
 def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]:
     """Run the block (the first run of ``calls``) after their uncached kernels were compiled in
     worker processes and this one; the workers' folders are readable inside the block."""
-    n = processes()
-    items, referenced = pending(calls, given) if n > 1 else ([], set())
-    total = sum(item.cost for item in items)
-    if n <= 1 or len(items) < 2 or total < MIN_SECONDS:
+    if _setting() == 1:
         yield
         return
-    bins = [b for b in share(items, referenced, min(n, len(items))) if b]
+    items, referenced = pending(calls, given)
+    total = sum(item.cost for item in items)
+    n = processes() if len(items) >= 2 and total >= MIN_SECONDS else 1  # sampled only when it counts
+    if n <= 1:
+        yield
+        return
+    _windows[0] += 1
+    try:
+        with _in_workers(items, referenced, n):
+            yield
+    finally:
+        _windows[0] -= 1
+
+
+@contextlib.contextmanager
+def _in_workers(items: list[Item], referenced: set[int], n: int) -> Iterator[None]:
+    """:func:`compiled_in_workers` once it chose workers: ``items`` shared by ``n`` processes."""
+    total = sum(item.cost for item in items)
+    spare = take_spare()
+    bins = [b for b in share(items, referenced, min(n, len(items)), ready=int(spare is not None)) if b]
     start = time.perf_counter()
     folders: list[str] = []
     workers: list[tuple[subprocess.Popen, int]] = []
     try:
-        for b in bins[1:]:
+        if spare is not None:
+            folders.append(spare[1])
+            if len(bins) > 1:
+                _send_job(spare[0], _job(bins[1]))
+                workers.append((spare[0], len(bins[1])))
+            else:  # nothing for it to do: let it go
+                spare[0].kill()
+                spare[0].wait()
+        for b in bins[1 + int(spare is not None) :]:
             folder = tempfile.mkdtemp(prefix="fastnn-compile-")
             folders.append(folder)
             try:
-                workers.append((_start_worker(_job(b), folder), len(b)))
+                proc = _spawn(folder)
             except OSError:  # cannot start processes here: those kernels compile at their first call
                 break
+            _send_job(proc, _job(b))
+            workers.append((proc, len(b)))
         if workers:
             _compiling.announce(round(max(sum(item.cost for item in b) for b in bins)), len(workers) + 1)
         outcome = compile_job(
@@ -311,6 +513,7 @@ def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]
                 failed += count
         last.clear()
         last.update(
+            spare=spare is not None,
             processes=len(workers) + 1,
             kernels=len(items),
             failed=failed,
@@ -328,14 +531,28 @@ def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _first_compile() -> None:
+    """Pay Numba's one-off set-up of a process's first compile (about 0.3 s) before a job arrives."""
+    from numba import njit
+
+    njit(lambda value: value + 1).compile("(int64,)")
+
+
 def main() -> int:
-    """Worker: read a pickled job from stdin, compile it, write the pickled outcome to stdout."""
-    job = pickle.load(sys.stdin.buffer)
+    """Worker: get ready, read a pickled job from stdin, compile it, write the pickled outcome to
+    stdout. A spare worker whose process ended unused reads nothing: it ends quietly."""
+    _first_compile()
+    try:
+        job = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return 0
     with _compiling.quiet():
         outcome = compile_job(job, results=lambda: pickle.load(sys.stdin.buffer))
     sys.stdout.buffer.write(pickle.dumps(outcome))
     return 0
 
+
+event.register("numba:compile", _ColdCompile())
 
 if __name__ == "__main__":
     sys.exit(main())
