@@ -54,8 +54,6 @@ COSTS = {
     "adam_update": 2.0,
     "gather_batch": 2.1,  # with its row prefetch (1.3 without; 1.9-2.2 measured, 2026-12-03)
     "cross_entropy_forward_backward": 1.5,
-    "fill_normal": 1.0,
-    "fill_uniform": 0.8,
     "clip_by_value": 0.7,
     "grad_global_norm": 0.6,
 }

@@ -33,10 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.activations import ACTIVATION_TABLE
-from .kernels.rng import fill_normal, fill_uniform
+from .kernels.rng import fill_normal, fill_normal_serial, fill_uniform, fill_uniform_serial
 
 #: the ``step`` counter of every initialiser's draws (training steps and epochs start at 0)
 INIT_STEP = 1 << 62
+#: arrays of at least this many elements fill on Numba's threads (``fill_uniform``, ``fill_normal``),
+#: shorter ones on one (``fill_*_serial``, the same bits): the parallel kernels compile about 0.5 s
+#: longer each, which their threads repay only from here (a serial normal fill of 2^24 float32
+#: takes 160 ms, 81 ms on 2 threads; of 2^20, 10 ms)
+PARALLEL_FILL_MIN = 1 << 24
 
 _LINEAR_GAIN_NAMES = (
     "linear",
@@ -149,11 +154,17 @@ def _fill(out: np.ndarray, kind: str, seed: int, stream: int, a: float, b: float
         )
     contiguous = out.flags.c_contiguous
     flat = out.reshape(-1) if contiguous else np.empty(out.size, out.dtype)  # a view when contiguous
-    kernel = fill_uniform if kind == "uniform" else fill_normal
-    kernel(flat, int(seed), int(stream), INIT_STEP, float(a), float(b))
+    _fill_kernel(kind, flat.size)(flat, int(seed), int(stream), INIT_STEP, float(a), float(b))
     if not contiguous:
         out[...] = flat.reshape(out.shape)
     return out
+
+
+def _fill_kernel(kind: str, size: int):
+    """The uniform or normal fill kernel for ``size`` elements (see :data:`PARALLEL_FILL_MIN`)."""
+    if size >= PARALLEL_FILL_MIN:
+        return fill_uniform if kind == "uniform" else fill_normal
+    return fill_uniform_serial if kind == "uniform" else fill_normal_serial
 
 
 def _fans(out, fan_in, fan_out):
@@ -497,7 +508,7 @@ def orthogonal(
     rows = out.shape[0]
     cols = out.size // rows
     flat = np.empty(rows * cols, np.float64)
-    fill_normal(flat, int(seed), int(stream), INIT_STEP, 0.0, 1.0)
+    _fill_kernel("normal", flat.size)(flat, int(seed), int(stream), INIT_STEP, 0.0, 1.0)
     a = flat.reshape(rows, cols)
     if rows < cols:
         a = a.T

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fastnn import init
+from fastnn.kernels.rng import fill_normal, fill_normal_serial, fill_uniform
 
 FAN_IN, FAN_OUT = 512, 256
 N = FAN_IN * FAN_OUT
@@ -172,3 +173,17 @@ def test_default_init_by_activation_and_table():
     ):
         assert name in init.INITIALIZERS
     assert set(init.DEFAULT_INIT.values()) <= set(init.INITIALIZERS)
+
+
+@pytest.mark.parametrize("name", ["uniform", "normal", "he_normal", "xavier_uniform", "orthogonal"])
+def test_large_arrays_fill_on_threads_with_the_same_bits(name, monkeypatch):
+    # below PARALLEL_FILL_MIN the one-thread kernels fill (a shorter compile), from it the threaded
+    # ones: the same bits either way
+    shape = (301, 203)
+    small = init.initialize(np.empty(shape, np.float32), name, seed=4, stream=2)
+    monkeypatch.setattr(init, "PARALLEL_FILL_MIN", 1)
+    assert init._fill_kernel("normal", 10) is fill_normal and init._fill_kernel("uniform", 10) is fill_uniform
+    large = init.initialize(np.empty(shape, np.float32), name, seed=4, stream=2)
+    assert large.tobytes() == small.tobytes()
+    monkeypatch.setattr(init, "PARALLEL_FILL_MIN", 10**9)
+    assert init._fill_kernel("normal", 10**8) is fill_normal_serial

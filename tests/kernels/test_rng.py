@@ -153,3 +153,17 @@ def test_permutation_is_a_deterministic_shuffle():
         rng.permutation(10, s, 0, 0, small)
         positions[s] = np.flatnonzero(small == 0)[0]
     assert stats.chisquare(np.bincount(positions, minlength=10)).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 4097, N + 3])
+def test_serial_fills_give_the_parallel_kernels_bits(dtype, n):
+    # the initialisers' one-thread kernels (fastnn.init picks them below PARALLEL_FILL_MIN)
+    for parallel, serial, args in (
+        (rng.fill_uniform, rng.fill_uniform_serial, (-2.0, 3.0)),
+        (rng.fill_normal, rng.fill_normal_serial, (0.5, 2.0)),
+    ):
+        want, got = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+        parallel(want, 5, 9, 2, *args)
+        serial(got, 5, 9, 2, *args)
+        assert got.dtype == dtype and got.tobytes() == want.tobytes()
