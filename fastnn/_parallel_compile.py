@@ -63,6 +63,8 @@ DEFAULT_COST = 0.5
 WORKER_START_SECONDS = 1.0
 #: below this estimated compile time (seconds) workers cost more than they save
 MIN_SECONDS = 3.0
+#: a spare worker given no job for this many seconds ends (a notebook's process may live for hours)
+SPARE_IDLE_SECONDS = 300.0
 #: a worker still running after this many seconds plus its share's estimate x 10 is stopped
 TIMEOUT_SECONDS = 120.0
 ENV = "FASTNN_PARALLEL_COMPILE"
@@ -536,10 +538,25 @@ def _first_compile() -> None:
     njit(lambda value: value + 1).compile("(int64,)")
 
 
+def _job_arrives(seconds: float) -> bool:
+    """Whether stdin has something to read (a job, or the end of the pipe) within ``seconds``
+    (always True where ``select`` cannot wait on a pipe: Windows)."""
+    import select
+
+    try:
+        ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
 def main() -> int:
     """Worker: get ready, read a pickled job from stdin, compile it, write the pickled outcome to
-    stdout. A spare worker whose process ended unused reads nothing: it ends quietly."""
+    stdout. A spare worker whose process ended unused reads nothing: it ends quietly, as it does
+    after :data:`SPARE_IDLE_SECONDS` without a job."""
     _first_compile()
+    if not _job_arrives(SPARE_IDLE_SECONDS):
+        return 0
     try:
         job = pickle.load(sys.stdin.buffer)
     except EOFError:

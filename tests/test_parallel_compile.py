@@ -226,3 +226,15 @@ def test_compile_job_reports_what_did_not_compile_and_types_results():
 def test_the_notice_names_the_processes():
     assert "for this CPU, once, in 3 processes, about 4 s" in _compiling.notice(4, processes=3)
     assert "processes" not in _compiling.notice(4)
+
+
+def test_a_spare_given_no_job_ends_by_itself():
+    # a notebook's process can live for hours: its spare does not wait for ever
+    code = "import sys; from fastnn import _parallel_compile as p; p.SPARE_IDLE_SECONDS = 0.5; sys.exit(p.main())"
+    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, env=environment)
+    try:
+        assert proc.wait(timeout=120) == 0  # stdin still open: it stopped waiting by itself
+    finally:
+        proc.kill()
+        proc.stdin.close()
