@@ -427,7 +427,10 @@ class _ColdCompile(event.Listener):
 
     def on_start(self, ev):
         if _is_kernel(ev.data["dispatcher"]) and not _compiling.is_quiet():
-            prestart()
+            try:
+                prestart()
+            except ValueError:  # a bad FASTNN_PARALLEL_COMPILE: the step's compile says so, not any kernel
+                pass
 
     def on_end(self, ev):
         pass
