@@ -27,6 +27,7 @@ from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
 from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
+from .kernels.sparse_update import norm_tasks
 from .layers import layer_from_config, layer_to_config
 from .layers.base import Context, Layer, Workspace, flat_rows, normalize_shape, shape_str, size_of, walk_layers
 
@@ -824,9 +825,11 @@ class Sequential:
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
         self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
         self._lane = None  # train_step's fast lane (checked against _plans at each use)
-        self._norm_partials = backend.zeros(
-            backend.kernels(self._device).norm_partials_size(max(self.params.size, 1)), np.float64, self._device
-        )
+        size = backend.kernels(self._device).norm_partials_size(max(self.params.size, 1))
+        table = freezing.sparse_table(self, frozen_too=True)
+        if table is not None:  # sparse_grad_norm's tasks: the buffer's chunks and blocks of table rows
+            size = max(size, norm_tasks(self.params.size, (table[1] - table[0]) // table[2]))
+        self._norm_partials = backend.zeros(size, np.float64, self._device)
         self._group_sum = None  # (its buffers were the old ones)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
         self._guard = backend.StateGuard(buffers)

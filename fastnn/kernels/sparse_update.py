@@ -118,17 +118,24 @@ def _norm_task(grads, sums, t, chunks, lo, hi, width, rows):
     sums[t] = total
 
 
+def norm_tasks(n: int, table_rows: int) -> int:
+    """Length of the ``partials`` scratch :func:`sparse_grad_norm` needs for a buffer of ``n``
+    elements holding a table of ``table_rows`` rows: its chunks plus a task per ROWS_PER_TASK rows."""
+    return max(1, -(-n // OPTIM_CHUNK) + -(-table_rows // ROWS_PER_TASK))
+
+
 @njit(**JIT_PARALLEL)
 def sparse_grad_norm(grads, partials, lo, width, rows):
     """Euclidean norm (float64) of ``grads`` (n,) whose table at ``lo`` (rows of ``width``) is zero
     outside the rows listed in ``rows`` (count, then rows): what ``grad_global_norm`` gives, up to
     the order of the sums, without reading the table's zero rows. Fixed tasks (the buffer's chunks
     outside the table, blocks of touched rows) summed in task order: the same bits on any number
-    of threads. ``partials``: grad_global_norm's scratch, unused (the tasks' sums are its own)."""
+    of threads. ``partials``: float64 scratch of :func:`norm_tasks` ``(grads.size, table rows)``
+    (shorter: the call allocates its own)."""
     hi = lo + (rows.shape[0] - 1) * width
     chunks = n_chunks(grads.size, OPTIM_CHUNK)
     tasks = chunks + n_chunks(max(rows[0], 0), ROWS_PER_TASK)
-    sums = np.zeros(tasks)
+    sums = partials[:tasks] if partials.shape[0] >= tasks else np.empty(tasks)
     if grads.size - (hi - lo) + max(rows[0], 0) * width < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
         for t in range(tasks):
             _norm_task(grads, sums, t, chunks, lo, hi, width, rows)
@@ -141,7 +148,7 @@ def sparse_grad_norm(grads, partials, lo, width, rows):
     return math.sqrt(total)
 
 
-__all__ = ["ROWS_PER_TASK", "adam_rows_update", "sgd_rows_update", "sparse_grad_norm"]
+__all__ = ["ROWS_PER_TASK", "adam_rows_update", "norm_tasks", "sgd_rows_update", "sparse_grad_norm"]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("sgd_rows_update", "adam_rows_update", "sparse_grad_norm")
