@@ -349,10 +349,18 @@ def _spawn(folder: str) -> subprocess.Popen:
     )
 
 
-def _send_job(proc: subprocess.Popen, job: list) -> None:
-    if proc.stdin is not None:
-        proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
-        proc.stdin.flush()
+def _send_job(proc: subprocess.Popen, job: list) -> bool:
+    """Write ``job`` to the worker; False (the worker stopped: killed here) when it cannot take it."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            proc.stdin.flush()
+            return True
+    except (OSError, ValueError):  # a broken pipe: its kernels compile here at their first call
+        pass
+    proc.kill()
+    proc.wait()
+    return False
 
 
 #: the spare worker :func:`prestart` started: {"proc", "folder", "pid" (of the process that owns
@@ -481,12 +489,15 @@ def _in_workers(items: list[Item], referenced: set[int], n: int) -> Iterator[Non
     start = time.perf_counter()
     folders: list[str] = []
     workers: list[tuple[subprocess.Popen, int]] = []
+    unsent = 0  # kernels of workers that could not take their job: they compile at their first call
     try:
         if spare is not None:
             folders.append(spare[1])
             if len(bins) > 1:
-                _send_job(spare[0], _job(bins[1]))
-                workers.append((spare[0], len(bins[1])))
+                if _send_job(spare[0], _job(bins[1])):
+                    workers.append((spare[0], len(bins[1])))
+                else:
+                    unsent += len(bins[1])
             else:  # nothing for it to do: let it go
                 spare[0].kill()
                 spare[0].wait()
@@ -497,14 +508,16 @@ def _in_workers(items: list[Item], referenced: set[int], n: int) -> Iterator[Non
                 proc = _spawn(folder)
             except OSError:  # cannot start processes here: those kernels compile at their first call
                 break
-            _send_job(proc, _job(b))
-            workers.append((proc, len(b)))
+            if _send_job(proc, _job(b)):
+                workers.append((proc, len(b)))
+            else:
+                unsent += len(b)
         if workers:
             _compiling.announce(round(max(sum(item.cost for item in b) for b in bins)), len(workers) + 1)
         outcome = compile_job(
             _job(bins[0]), done=lambda types: _send_results(workers, types), provides=frozenset(referenced)
         )
-        failed = sum(1 for error in outcome if error)
+        failed = unsent + sum(1 for error in outcome if error)
         deadline = time.perf_counter() + TIMEOUT_SECONDS + 10 * total
         for proc, count in workers:
             try:

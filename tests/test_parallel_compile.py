@@ -238,3 +238,28 @@ def test_a_spare_given_no_job_ends_by_itself():
     finally:
         proc.kill()
         proc.stdin.close()
+
+
+def test_a_worker_that_cannot_take_its_job_leaves_its_kernels_to_their_first_call(monkeypatch):
+    # a worker that ended before its job was written (a broken pipe): no error, the calls still run
+    from fastnn.kernels.checks import all_finite, labels_in_range
+
+    x, y = np.ones((3, 2)), np.zeros(3, np.int64)
+    calls = [(all_finite, (x,)), (labels_in_range, (y, 2))]
+    items = [
+        _parallel_compile.Item(i, fn, tuple(fn.typeof_pyval(a) for a in args), 2.0)
+        for i, (fn, args) in enumerate(calls)
+    ]
+
+    def ended(folder):
+        proc = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc.wait()
+        return proc
+
+    monkeypatch.setenv(_parallel_compile.ENV, "2")
+    monkeypatch.setattr(_parallel_compile, "pending", lambda calls, given=(): (items, set()))
+    monkeypatch.setattr(_parallel_compile, "take_spare", lambda: None)
+    monkeypatch.setattr(_parallel_compile, "_spawn", ended)
+    with _parallel_compile.compiled_in_workers(calls):
+        assert all_finite(x) and labels_in_range(y, 2)
+    assert _parallel_compile.last["processes"] == 1 and _parallel_compile.last["failed"] == 1, _parallel_compile.last
