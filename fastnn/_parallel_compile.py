@@ -76,7 +76,7 @@ def processes() -> int:
     wanted = _setting()
     if wanted is None:  # the default: by the idle CPUs
         wanted = idle_cpus()
-        if _spare and _spare["pid"] == os.getpid():
+        if _own_spare():
             wanted = max(2, wanted)  # a spare is ready, its start paid (getting ready, it looked busy)
     return wanted
 
@@ -397,9 +397,14 @@ def prestart() -> None:
     _spare.update(proc=proc, folder=folder, pid=os.getpid(), env=_settings())
 
 
+def _own_spare() -> bool:
+    """Whether :data:`_spare` holds a spare this process started (not its parent's, after a fork)."""
+    return bool(_spare) and _spare["pid"] == os.getpid()
+
+
 def spare() -> tuple[int, str] | None:
     """The waiting spare worker's process id and compile folder, or None (for tests and benchmarks)."""
-    if _spare and _spare["pid"] == os.getpid():
+    if _own_spare():
         return _spare["proc"].pid, _spare["folder"]
     return None
 
@@ -407,7 +412,7 @@ def spare() -> tuple[int, str] | None:
 def take_spare() -> tuple[subprocess.Popen, str] | None:
     """The waiting spare worker and its folder (now the caller's to end), or None: none started,
     it ended (an import failed), or the settings changed since it started."""
-    if not _spare or _spare["pid"] != os.getpid():
+    if not _own_spare():
         return None
     proc, folder, env = _spare.pop("proc"), _spare.pop("folder"), _spare.pop("env")
     _spare.clear()
@@ -422,7 +427,7 @@ def take_spare() -> tuple[subprocess.Popen, str] | None:
 
 @atexit.register
 def _end_spare() -> None:
-    if _spare and _spare["pid"] == os.getpid():
+    if _own_spare():
         _spare["proc"].kill()
         _spare["proc"].wait()
         shutil.rmtree(_spare["folder"], ignore_errors=True)
@@ -474,16 +479,16 @@ def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]
         return
     _windows[0] += 1
     try:
-        with _in_workers(items, referenced, n):
+        with _in_workers(items, referenced, n, total):
             yield
     finally:
         _windows[0] -= 1
 
 
 @contextlib.contextmanager
-def _in_workers(items: list[Item], referenced: set[int], n: int) -> Iterator[None]:
-    """:func:`compiled_in_workers` once it chose workers: ``items`` shared by ``n`` processes."""
-    total = sum(item.cost for item in items)
+def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -> Iterator[None]:
+    """:func:`compiled_in_workers` once it chose workers: ``items`` (estimated ``total`` seconds)
+    shared by ``n`` processes."""
     spare = take_spare()
     bins = [b for b in share(items, referenced, min(n, len(items)), ready=int(spare is not None)) if b]
     start = time.perf_counter()

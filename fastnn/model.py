@@ -825,10 +825,11 @@ class Sequential:
         self._feed = Workspace(self.input_dtype, self._device, x=self.input_shape)  # predict/forward on a device
         self._plans: dict = {}  # batch size -> _StepPlan; ("fused-infer", rows) -> fastnn._inference plans
         self._lane = None  # train_step's fast lane (checked against _plans at each use)
-        size = backend.kernels(self._device).norm_partials_size(max(self.params.size, 1))
+        n = max(self.params.size, 1)
+        size = backend.kernels(self._device).norm_partials_size(n)  # the device's grad_global_norm
         table = freezing.sparse_table(self, frozen_too=True)
-        if table is not None:  # sparse_grad_norm's tasks: the buffer's chunks and blocks of table rows
-            size = max(size, norm_tasks(self.params.size, (table[1] - table[0]) // table[2]))
+        if table is not None:  # the CPU's sparse_grad_norm: those chunks and blocks of table rows
+            size = max(size, norm_tasks(n, (table[1] - table[0]) // table[2]))
         self._norm_partials = backend.zeros(size, np.float64, self._device)
         self._group_sum = None  # (its buffers were the old ones)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]

@@ -20,7 +20,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
-from .optim import OPTIM_CHUNK, adam_rule, sgd_rule
+from .optim import OPTIM_CHUNK, adam_rule, norm_partials_size, sgd_rule
 from .tiling import numba_threads
 
 #: touched rows per task of the parallel sweep
@@ -120,8 +120,9 @@ def _norm_task(grads, sums, t, chunks, lo, hi, width, rows):
 
 def norm_tasks(n: int, table_rows: int) -> int:
     """Length of the ``partials`` scratch :func:`sparse_grad_norm` needs for a buffer of ``n``
-    elements holding a table of ``table_rows`` rows: its chunks plus a task per ROWS_PER_TASK rows."""
-    return max(1, -(-n // OPTIM_CHUNK) + -(-table_rows // ROWS_PER_TASK))
+    elements holding a table of ``table_rows`` rows: grad_global_norm's (its chunks) plus a task per
+    ROWS_PER_TASK rows."""
+    return norm_partials_size(n) + -(-table_rows // ROWS_PER_TASK)
 
 
 @njit(**JIT_PARALLEL)
