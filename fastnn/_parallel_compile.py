@@ -12,11 +12,13 @@ own cache (``fastnn._shipped_cache``: the next run loads them from there). Anyth
 not deliver (it failed, timed out, or typed a signature differently) compiles here at its first
 call, as without workers: the result is the same either way.
 
-A worker's start (interpreter, imports, Numba's first compile: about 1 s) is paid ahead: the first
-compile of a fastnn kernel in a process that may use workers (a cold cache: the model's
-initialisers, its input checks) starts one spare worker (:func:`prestart`), which gets ready and
-waits for a job; the step's compile then hands it a share at once. Unused, it exits with this
-process.
+A worker's start is paid ahead: the first compile of a fastnn kernel in a process that may use
+workers (a cold cache: the model's input checks) starts one spare worker (:func:`prestart`), which
+gets ready and waits for a job; the step's compile then hands it a share at once. Unused, it exits
+with this process. On Linux, while this process has no other Python thread, a worker is a fork of
+this process (:class:`Forked`): everything imported, it is ready after Numba's first compile
+(0.2-0.3 s). Elsewhere it is a new interpreter (:func:`_spawn`), ready after its imports too
+(about 1 s).
 
 ``FASTNN_PARALLEL_COMPILE``: ``0`` compiles in this process only; a number N uses N processes
 (default: one per idle CPU, :func:`idle_cpus`). Also in-process only: inside a daemon process, under
@@ -32,12 +34,16 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
+import numba
 from numba.core import event, types
 from numba.core.registry import CPUDispatcher
 
@@ -349,7 +355,126 @@ def _spawn(folder: str) -> subprocess.Popen:
     )
 
 
-def _send_job(proc: subprocess.Popen, job: list) -> bool:
+class Forked:
+    """A worker forked from this process: the parts of :class:`subprocess.Popen` that this module
+    uses (``pid``, ``stdin``, ``stdout``, ``returncode``, ``poll``, ``wait``, ``kill``,
+    ``communicate``), over two pipes."""
+
+    def __init__(self, pid: int, stdin, stdout):
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.returncode: int | None = None
+        self._read: list[bytes] = []
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): it ended
+                pid, status = self.pid, 256
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def wait(self) -> int:
+        return self._reap(0)  # type: ignore[return-value]
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, None]:
+        """Close stdin, read stdout to its end (``subprocess.TimeoutExpired`` after ``timeout``
+        seconds; what was read is kept for the next call), wait for the process."""
+        import select
+
+        if self.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
+            self.stdin = None
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while self.stdout is not None:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            if not select.select([self.stdout], [], [], left)[0]:
+                raise subprocess.TimeoutExpired("fastnn compile worker", timeout or 0.0)
+            chunk = os.read(self.stdout.fileno(), 1 << 16)
+            if chunk:
+                self._read.append(chunk)
+            else:
+                self.stdout.close()
+                self.stdout = None
+        self.wait()
+        return b"".join(self._read), None
+
+
+#: fork a worker where :func:`_can_fork` allows (tests set False to take the other path)
+FORK = True
+
+
+def _can_fork() -> bool:
+    """Whether a worker may be a fork of this process: Linux (fork is unsafe with macOS's system
+    libraries, absent on Windows) and no other Python thread (one holding a lock at the fork would
+    leave it locked in the child). The native threads of the BLAS and of Numba's threading layer
+    are no obstacle: the child only compiles (no parallel region, no BLAS call) and ends with
+    ``os._exit``, running nobody's exit handlers."""
+    return FORK and sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def _fork(folder: str) -> Forked | None:
+    """A worker forked from this process, compiling into ``folder``, or None where it cannot be."""
+    if not _can_fork():
+        return None
+    job_read, job_write = os.pipe()
+    out_read, out_write = os.pipe()
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns of a fork with native threads (above)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:  # no memory or processes left for it: a new interpreter will try
+        for fd in (job_read, job_write, out_read, out_write):
+            os.close(fd)
+        return None
+    if pid == 0:  # the child: never returns into the frames it was forked in
+        code = 1
+        try:
+            os.close(job_write)
+            os.close(out_read)
+            code = _forked_main(folder, job_read, out_write)
+        finally:
+            os._exit(code)
+    os.close(job_read)
+    os.close(out_write)
+    return Forked(pid, os.fdopen(job_write, "wb"), os.fdopen(out_read, "rb"))
+
+
+def _forked_main(folder: str, job_fd: int, out_fd: int) -> int:
+    """A forked worker: quiet, no workers of its own, its cache in ``folder``; then :func:`serve`."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl+C ends it, as it ends a new interpreter
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.environ[ENV] = "0"
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    _spare.clear()
+    _tried["pid"] = os.getpid()
+    numba.config.CACHE_DIR = folder
+    for module in [m for name, m in list(sys.modules.items()) if name.startswith("fastnn.kernels.")]:
+        for value in list(vars(module).values()):
+            if _is_kernel(value):  # every fastnn kernel caches (fastnn._config.JIT)
+                value.enable_caching()  # a new cache object: its locator reads CACHE_DIR now
+    _first_compile()
+    return serve(os.fdopen(job_fd, "rb"), os.fdopen(out_fd, "wb"))
+
+
+def _worker(folder: str) -> Forked | subprocess.Popen:
+    """A worker compiling into ``folder``: forked where it can be, else a new interpreter."""
+    return _fork(folder) or _spawn(folder)
+
+
+def _send_job(proc: Forked | subprocess.Popen, job: list) -> bool:
     """Write ``job`` to the worker; False (the worker stopped: killed here) when it cannot take it."""
     try:
         if proc.stdin is not None:
@@ -358,8 +483,7 @@ def _send_job(proc: subprocess.Popen, job: list) -> bool:
             return True
     except (OSError, ValueError):  # a broken pipe: its kernels compile here at their first call
         pass
-    proc.kill()
-    proc.wait()
+    _end(proc)
     return False
 
 
@@ -390,7 +514,7 @@ def prestart() -> None:
     _spare.clear()  # a spare of the process this one was forked from: not ours to use
     folder = tempfile.mkdtemp(prefix="fastnn-compile-")
     try:
-        proc = _spawn(folder)
+        proc = _worker(folder)
     except OSError:  # cannot start processes here
         shutil.rmtree(folder, ignore_errors=True)
         return
@@ -402,14 +526,15 @@ def _own_spare() -> bool:
     return bool(_spare) and _spare["pid"] == os.getpid()
 
 
-def spare() -> tuple[int, str] | None:
-    """The waiting spare worker's process id and compile folder, or None (for tests and benchmarks)."""
+def spare() -> tuple[int, str, bool] | None:
+    """The waiting spare worker's process id, its compile folder and whether it is a fork of this
+    process (:class:`Forked`), or None (for tests and benchmarks)."""
     if _own_spare():
-        return _spare["proc"].pid, _spare["folder"]
+        return _spare["proc"].pid, _spare["folder"], isinstance(_spare["proc"], Forked)
     return None
 
 
-def take_spare() -> tuple[subprocess.Popen, str] | None:
+def take_spare() -> tuple[Forked | subprocess.Popen, str] | None:
     """The waiting spare worker and its folder (now the caller's to end), or None: none started,
     it ended (an import failed), or the settings changed since it started."""
     if not _own_spare():
@@ -419,17 +544,25 @@ def take_spare() -> tuple[subprocess.Popen, str] | None:
     _tried.clear()  # the next cold compile may start another (a model's next plans)
     if proc.poll() is None and env == _settings():
         return proc, folder
-    proc.kill()
-    proc.wait()
+    _end(proc)
     shutil.rmtree(folder, ignore_errors=True)
     return None
+
+
+def _end(proc) -> None:
+    """Stop a worker and close this process's ends of its pipes."""
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 @atexit.register
 def _end_spare() -> None:
     if _own_spare():
-        _spare["proc"].kill()
-        _spare["proc"].wait()
+        _end(_spare["proc"])
         shutil.rmtree(_spare["folder"], ignore_errors=True)
     _spare.clear()
 
@@ -490,10 +623,11 @@ def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -
     """:func:`compiled_in_workers` once it chose workers: ``items`` (estimated ``total`` seconds)
     shared by ``n`` processes."""
     spare = take_spare()
-    bins = [b for b in share(items, referenced, min(n, len(items)), ready=int(spare is not None)) if b]
+    ready = min(n, len(items)) - 1 if _can_fork() else int(spare is not None)  # a fork is ready at once
+    bins = [b for b in share(items, referenced, min(n, len(items)), ready=ready) if b]
     start = time.perf_counter()
     folders: list[str] = []
-    workers: list[tuple[subprocess.Popen, int]] = []
+    workers: list[tuple[Forked | subprocess.Popen, int]] = []
     unsent = 0  # kernels of workers that could not take their job: they compile at their first call
     try:
         if spare is not None:
@@ -504,13 +638,12 @@ def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -
                 else:
                     unsent += len(bins[1])
             else:  # nothing for it to do: let it go
-                spare[0].kill()
-                spare[0].wait()
+                _end(spare[0])
         for b in bins[1 + int(spare is not None) :]:
             folder = tempfile.mkdtemp(prefix="fastnn-compile-")
             folders.append(folder)
             try:
-                proc = _spawn(folder)
+                proc = _worker(folder)
             except OSError:  # cannot start processes here: those kernels compile at their first call
                 break
             if _send_job(proc, _job(b)):
@@ -535,6 +668,7 @@ def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -
         last.clear()
         last.update(
             spare=spare is not None,
+            forked=sum(isinstance(proc, Forked) for proc, _ in workers),
             processes=len(workers) + 1,
             kernels=len(items),
             failed=failed,
@@ -545,9 +679,7 @@ def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -
             yield
     finally:
         for proc, _ in workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            _end(proc)
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -559,33 +691,40 @@ def _first_compile() -> None:
     njit(lambda value: value + 1).compile("(int64,)")
 
 
-def _job_arrives(seconds: float) -> bool:
-    """Whether stdin has something to read (a job, or the end of the pipe) within ``seconds``
+def _job_arrives(jobs, seconds: float) -> bool:
+    """Whether ``jobs`` has something to read (a job, or the end of the pipe) within ``seconds``
     (always True where ``select`` cannot wait on a pipe: Windows)."""
     import select
 
     try:
-        ready, _, _ = select.select([sys.stdin], [], [], seconds)
+        ready, _, _ = select.select([jobs], [], [], seconds)
     except (OSError, ValueError):
         return True
     return bool(ready)
 
 
-def main() -> int:
-    """Worker: get ready, read a pickled job from stdin, compile it, write the pickled outcome to
-    stdout. A spare worker whose process ended unused reads nothing: it ends quietly, as it does
+def serve(jobs, out) -> int:
+    """Read a pickled job from ``jobs`` (a binary file), compile it, write the pickled outcome to
+    ``out``. A spare worker whose process ended unused reads nothing: it ends quietly, as it does
     after :data:`SPARE_IDLE_SECONDS` without a job."""
-    _first_compile()
-    if not _job_arrives(SPARE_IDLE_SECONDS):
+    if not _job_arrives(jobs, SPARE_IDLE_SECONDS):
         return 0
     try:
-        job = pickle.load(sys.stdin.buffer)
+        job = pickle.load(jobs)
     except EOFError:
         return 0
     with _compiling.quiet():
-        outcome = compile_job(job, results=lambda: pickle.load(sys.stdin.buffer))
-    sys.stdout.buffer.write(pickle.dumps(outcome))
+        outcome = compile_job(job, results=lambda: pickle.load(jobs))
+    out.write(pickle.dumps(outcome))
+    out.flush()
     return 0
+
+
+def main() -> int:
+    """A worker started as a new interpreter (:func:`_spawn`): get ready, then :func:`serve` on
+    stdin and stdout."""
+    _first_compile()
+    return serve(sys.stdin.buffer, sys.stdout.buffer)
 
 
 event.register("numba:compile", _ColdCompile())

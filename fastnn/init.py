@@ -33,14 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels.activations import ACTIVATION_TABLE
-from .kernels.rng import fill_normal, fill_normal_serial, fill_uniform, fill_uniform_serial
+from .kernels.rng import fill_normal, fill_normal_numpy, fill_uniform, fill_uniform_numpy
 
 #: the ``step`` counter of every initialiser's draws (training steps and epochs start at 0)
 INIT_STEP = 1 << 62
-#: arrays of at least this many elements fill on Numba's threads (``fill_uniform``, ``fill_normal``),
-#: shorter ones on one (``fill_*_serial``, the same bits): the parallel kernels compile about 0.5 s
-#: longer each, which their threads repay only from here (a serial normal fill of 2^24 float32
-#: takes 160 ms, 81 ms on 2 threads; of 2^20, 10 ms)
+#: arrays of at least this many elements fill with Numba's threaded kernels (``fill_uniform``,
+#: ``fill_normal``), shorter ones with NumPy (``fill_*_numpy``): nothing to compile in a cold start
+#: (the two kernels compile in about 2 s). Uniform fills give the same bits either way, normal fills
+#: values within a few ulps (NumPy's log/cos/sin round differently). NumPy's normal fill of 2^20
+#: float32 takes about 10 ms, the kernel's 6 ms on 2 threads
 PARALLEL_FILL_MIN = 1 << 24
 
 _LINEAR_GAIN_NAMES = (
@@ -164,7 +165,7 @@ def _fill_kernel(kind: str, size: int):
     """The uniform or normal fill kernel for ``size`` elements (see :data:`PARALLEL_FILL_MIN`)."""
     if size >= PARALLEL_FILL_MIN:
         return fill_uniform if kind == "uniform" else fill_normal
-    return fill_uniform_serial if kind == "uniform" else fill_normal_serial
+    return fill_uniform_numpy if kind == "uniform" else fill_normal_numpy
 
 
 def _fans(out, fan_in, fan_out):

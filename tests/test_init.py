@@ -176,14 +176,17 @@ def test_default_init_by_activation_and_table():
 
 
 @pytest.mark.parametrize("name", ["uniform", "normal", "he_normal", "xavier_uniform", "orthogonal"])
-def test_large_arrays_fill_on_threads_with_the_same_bits(name, monkeypatch):
-    # below PARALLEL_FILL_MIN the one-thread kernels fill (a shorter compile), from it the threaded
-    # ones: the same bits either way
+def test_large_arrays_fill_on_threads_with_the_values_of_small_ones(name, monkeypatch):
+    # below PARALLEL_FILL_MIN NumPy fills (nothing to compile), from it the threaded kernels: the
+    # same bits for uniform draws, within a few ulps for normal ones (NumPy's log/cos/sin round unlike libm's)
     shape = (301, 203)
     small = init.initialize(np.empty(shape, np.float32), name, seed=4, stream=2)
     monkeypatch.setattr(init, "PARALLEL_FILL_MIN", 1)
     large = init.initialize(np.empty(shape, np.float32), name, seed=4, stream=2)
-    assert large.tobytes() == small.tobytes()
+    if name.endswith("uniform"):
+        assert large.tobytes() == small.tobytes()
+    else:
+        np.testing.assert_allclose(large, small, rtol=1e-5, atol=1e-6)
     # the threaded kernels ran: their float32 signatures exist now
     threaded = fill_uniform if name.endswith("uniform") else fill_normal
     assert any(sig[0].dtype.name == "float32" for sig in threaded.overloads)

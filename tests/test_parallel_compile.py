@@ -52,8 +52,10 @@ def _run(tmp_path, caches="a", **env):
 def test_a_cold_step_compiled_in_workers_equals_one_compiled_in_process_and_its_cache_loads_whole(tmp_path, capsys):
     parallel, parallel_err = _run(tmp_path, "a", FASTNN_PARALLEL_COMPILE="2")
     assert parallel["last"]["processes"] == 2 and parallel["last"]["failed"] == 0, parallel["last"]
-    # the initialisers' compile started a spare worker, which got the step's other share
+    # the input checks' compile started a spare worker (on Linux a fork of the process, with no
+    # other Python thread), which got the step's other share
     assert parallel["last"]["spare"] is True, parallel["last"]
+    assert parallel["last"]["forked"] == int(sys.platform.startswith("linux")), parallel["last"]
     assert all(parallel["last"]["shares"]), parallel["last"]  # both processes compiled a share
     assert "in 2 processes" in parallel_err
     # the worker's kernels were loaded, not compiled again here (the other share compiled here)
@@ -122,10 +124,12 @@ def test_busy_cpus_sees_a_process_that_spins():
 
 # a cold compile starts a spare worker; unused, it ends with the process (or when settings change)
 SPARE = """
-import json, os
+import json, os, sys, threading
 import numpy as np
 from fastnn import _parallel_compile
 from fastnn.kernels.checks import all_finite
+if sys.argv[1] == "thread":  # another Python thread: the spare is a new interpreter, not a fork
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
 all_finite(np.ones((2, 2)))  # a cold compile of a fastnn kernel
 first = _parallel_compile.spare()
 os.environ["FASTNN_FUSE"] = "never"  # another setting than the spare started with: not used
@@ -143,7 +147,8 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_a_cold_compile_starts_a_spare_that_ends_unused(tmp_path):
+@pytest.mark.parametrize("thread", ["thread", "alone"])
+def test_a_cold_compile_starts_a_spare_that_ends_unused(tmp_path, thread):
     environment = dict(
         os.environ,
         PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -152,13 +157,16 @@ def test_a_cold_compile_starts_a_spare_that_ends_unused(tmp_path):
         FASTNN_PARALLEL_COMPILE="2",
     )
     environment.pop("FASTNN_FUSE", None)
-    proc = subprocess.run([sys.executable, "-c", SPARE], env=environment, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SPARE, thread], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["first"] is not None and got["dropped"] is None, got
     assert got["second"] is not None and got["second"][0] != got["first"][0], got
-    for pid, folder in (got["first"], got["second"]):  # both ended, their folders removed
-        assert _gone(pid) and not os.path.exists(folder), (pid, folder)
+    forked = thread == "alone" and sys.platform.startswith("linux")
+    for pid, folder, fork in (got["first"], got["second"]):  # both ended, their folders removed
+        assert fork is forked and _gone(pid) and not os.path.exists(folder), (pid, folder, fork)
 
 
 def test_a_daemon_process_compiles_in_process(monkeypatch):
@@ -261,7 +269,68 @@ def test_a_worker_that_cannot_take_its_job_leaves_its_kernels_to_their_first_cal
     _parallel_compile.last.clear()
     monkeypatch.setattr(_parallel_compile, "pending", lambda calls, given=(): (items, set()))
     monkeypatch.setattr(_parallel_compile, "take_spare", lambda: None)
-    monkeypatch.setattr(_parallel_compile, "_spawn", ended)
+    monkeypatch.setattr(_parallel_compile, "_worker", ended)
     with _parallel_compile.compiled_in_workers(calls):
         assert all_finite(x) and labels_in_range(y, 2)
     assert _parallel_compile.last["processes"] == 1 and _parallel_compile.last["failed"] == 1, _parallel_compile.last
+
+
+# a forked worker compiles its job into its own folder, not the cache of the process it came from
+FORKED = """
+import json, os, pickle, sys
+import numpy as np
+from numba import typeof
+from fastnn import _parallel_compile
+from fastnn.kernels.checks import all_finite
+folder = sys.argv[1]
+worker = _parallel_compile._worker(folder)
+job = [(0, "fastnn.kernels.checks", "labels_in_range", (typeof(np.zeros(3, np.int64)), typeof(2)))]
+assert _parallel_compile._send_job(worker, job)
+out, _ = worker.communicate(timeout=120)
+all_finite(np.ones((2, 2)))  # compiled here after the fork: saved in this process's cache
+print(json.dumps({"forked": isinstance(worker, _parallel_compile.Forked), "outcome": pickle.loads(out),
+                  "code": worker.returncode}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_a_forked_worker_compiles_into_its_own_folder(tmp_path):
+    environment = dict(
+        os.environ,
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        FASTNN_CACHE_DIR=str(tmp_path / "fastnn"),
+    )
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKED, str(folder)], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"forked": True, "outcome": [None], "code": 0}, got
+
+    def files(root, name):
+        return [f for _, _, found in os.walk(root) for f in found if f.startswith(name) and f.endswith(".nbi")]
+
+    assert files(folder, "checks.labels_in_range") and not files(folder, "checks.all_finite")
+    assert files(tmp_path / "numba", "checks.all_finite") and not files(tmp_path / "numba", "checks.labels_in_range")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_a_forked_worker_ends_on_a_timeout_and_on_kill():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a child that never writes
+        try:
+            os.close(read)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(write)
+    worker = _parallel_compile.Forked(pid, None, os.fdopen(read, "rb"))
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.communicate(timeout=0.2)
+    assert worker.poll() is None
+    worker.kill()
+    assert worker.communicate() == (b"", None) and worker.returncode == -9 and _gone(pid)

@@ -129,8 +129,10 @@ def test_the_first_compile_notice_counts_no_inlined_helper_and_names_a_fused_ste
 FILL = (
     "import sys, numpy as np, fastnn, fastnn._compiling as c, fastnn._shipped_cache as s\n"
     "if len(sys.argv) > 1: s.PREBUILT = sys.argv[1]\n"
-    "from fastnn.init import _fill\n"
-    "print('SUM', _fill(np.ones(100, np.float32), 'uniform', 0, 0, 2.0, 3.0).sum() >= 200, 'COMPILES', c.compiles())"
+    "from fastnn.kernels.rng import fill_uniform\n"
+    "x = np.ones(100, np.float32)\n"
+    "fill_uniform(x, 0, 0, 0, 2.0, 3.0)\n"
+    "print('SUM', x.sum() >= 200, 'COMPILES', c.compiles())"
 )
 
 

@@ -42,9 +42,6 @@ CPU_ONLY_MODULES = {
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
 CPU_ONLY_FUNCTIONS = {
-    ("rng", "fill_uniform_serial"): "fill_uniform on one CPU thread (a shorter compile for the initialisers); "
-    "the device fills with fill_uniform",
-    ("rng", "fill_normal_serial"): "fill_normal on one CPU thread (see fill_uniform_serial)",
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
     ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
     ("activations", "activate_const"): "activate() for a constant code inside the CPU's literal_unroll loops; "

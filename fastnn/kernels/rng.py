@@ -14,6 +14,11 @@ epoch shuffle) and must be unique in a model; ``step`` counts its calls (the tra
 the epoch). Floats: ``uniform`` in [0, 1) from the top 24 bits (float32) or 53 bits (float64);
 ``normal`` by Box-Muller on pairs of indices (``2p`` -> cosine branch, ``2p + 1`` -> sine
 branch of the same two hashes), computed in the output dtype.
+
+``fill_uniform_numpy`` and ``fill_normal_numpy`` compute the fills with NumPy, in blocks: no
+compile, for the initialisers of a cold start (``fastnn.init``). The uniform one gives the kernel's
+bits; the normal one the same Box-Muller of the same uniforms, but through NumPy's ``log``, ``cos``
+and ``sin``, which round differently from the libm functions the kernels call (within a few ulps).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_EXACT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks, start_of
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -132,7 +137,9 @@ def normal(seed, stream, step, index, ref):
     return normal_at(key64(seed, stream, step), index, ref)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+# The fill loops compile without fastmath: ``low + span * u`` rounds twice, as NumPy computes it
+# (an FMA would round once: fill_uniform_numpy's bits are the kernel's).
+@njit(**JIT_EXACT)  # not inlined: one compiled body for the serial and parallel paths
 def _fill_uniform_range(out, key, low, span, i0, i1):
     for i in range(i0, i1):
         out[i] = low + span * uniform_at(key, i, out)
@@ -156,16 +163,7 @@ def fill_uniform(out, seed, stream, step, low, high):
             _fill_uniform_range(out, key, lo, span, c * FILL_CHUNK, min(n, (c + 1) * FILL_CHUNK))
 
 
-@njit(**JIT)
-def fill_uniform_serial(out, seed, stream, step, low, high):
-    """:func:`fill_uniform`'s values, bit for bit, on one thread: no parallel region, so it
-    compiles in half the time (0.5 against 1.0 s), for arrays whose fill takes milliseconds."""
-    key = key64(seed, stream, step)
-    lo = like(low, out)
-    _fill_uniform_range(out, key, lo, like(high, out) - lo, start_of(out.shape[0]), out.shape[0])
-
-
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_EXACT)  # not inlined; no fastmath (above): libm's own log, cos, sin
 def _fill_normal_pairs(out, key, mean, std, p0, p1):
     n = out.shape[0]
     for p in range(p0, p1):
@@ -192,11 +190,72 @@ def fill_normal(out, seed, stream, step, mean, std):
             _fill_normal_pairs(out, key, mu, sigma, c * chunk, min(pairs, (c + 1) * chunk))
 
 
-@njit(**JIT)
-def fill_normal_serial(out, seed, stream, step, mean, std):
-    """:func:`fill_normal`'s values, bit for bit, on one thread (see :func:`fill_uniform_serial`)."""
-    pairs = (out.shape[0] + 1) // 2
-    _fill_normal_pairs(out, key64(seed, stream, step), like(mean, out), like(std, out), start_of(pairs), pairs)
+#: elements per block of the NumPy fills (their uint64 temporaries stay in the L2 cache)
+NUMPY_BLOCK = 1 << 15
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64_int(z: int) -> int:
+    z = ((z ^ (z >> 30)) * int(_MUL1)) & _MASK64
+    z = ((z ^ (z >> 27)) * int(_MUL2)) & _MASK64
+    return z ^ (z >> 31)
+
+
+def key64_numpy(seed: int, stream: int, step: int) -> np.uint64:
+    """:func:`key64` in Python integers (the same key, without a compile)."""
+    k = _mix64_int((int(seed) & _MASK64) ^ int(_SEED_SALT))
+    k = _mix64_int(k ^ (int(stream) & _MASK64))
+    return np.uint64(_mix64_int(k ^ (int(step) & _MASK64)))
+
+
+def hash_numpy(key: np.uint64, start: int, stop: int) -> np.ndarray:
+    """:func:`hash_at` of the indices ``start`` to ``stop - 1`` under ``key``: a uint64 array."""
+    z = np.arange(start + 1, stop + 1, dtype=np.uint64)
+    z *= GOLDEN
+    z += key
+    z ^= z >> _S30
+    z *= _MUL1
+    z ^= z >> _S27
+    z *= _MUL2
+    z ^= z >> _S31
+    return z
+
+
+def unit_float_numpy(bits: np.ndarray, dtype) -> np.ndarray:
+    """:func:`unit_float` of a uint64 array: floats of ``dtype`` in [0, 1), exactly the kernel's."""
+    if np.dtype(dtype) == np.float32:
+        return (bits >> _S40).astype(np.float32) * np.float32(_INV_2_24)
+    return (bits >> _S11).astype(np.float64) * np.float64(_INV_2_53)
+
+
+def fill_uniform_numpy(out: np.ndarray, seed: int, stream: int, step: int, low: float, high: float) -> None:
+    """:func:`fill_uniform`'s values, bit for bit, computed by NumPy (1-D ``out``, float32/64)."""
+    kind = out.dtype.type
+    key = key64_numpy(seed, stream, step)
+    lo = kind(low)
+    span = kind(high) - lo
+    for start in range(0, out.shape[0], NUMPY_BLOCK):
+        stop = min(out.shape[0], start + NUMPY_BLOCK)
+        out[start:stop] = lo + span * unit_float_numpy(hash_numpy(key, start, stop), kind)
+
+
+def fill_normal_numpy(out: np.ndarray, seed: int, stream: int, step: int, mean: float, std: float) -> None:
+    """:func:`fill_normal`'s Box-Muller of the same uniforms, computed by NumPy (1-D ``out``,
+    float32/64): within a few ulps of the kernel's values (NumPy's log, cos and sin are not libm's)."""
+    kind = out.dtype.type
+    key = key64_numpy(seed, stream, step)
+    mu, sigma = kind(mean), kind(std)
+    n = out.shape[0]
+    for p0 in range(0, (n + 1) // 2, NUMPY_BLOCK // 2):
+        p1 = min((n + 1) // 2, p0 + NUMPY_BLOCK // 2)
+        u = unit_float_numpy(hash_numpy(key, 2 * p0, 2 * p1), kind)
+        r = np.sqrt(kind(-2.0) * np.log(kind(1.0) - u[0::2]))  # 1 - u in (0, 1]: finite
+        theta = kind(_TWO_PI) * u[1::2]
+        pair = np.empty(2 * (p1 - p0), kind)
+        pair[0::2] = r * np.cos(theta)
+        pair[1::2] = r * np.sin(theta)
+        stop = min(n, 2 * p1)
+        out[2 * p0 : stop] = mu + sigma * pair[: stop - 2 * p0]
 
 
 @njit(**JIT)
@@ -220,11 +279,16 @@ def permutation(n, seed, stream, step, out):
 __all__ = [
     "FILL_CHUNK",
     "GOLDEN",
+    "NUMPY_BLOCK",
     "fill_normal",
+    "fill_normal_numpy",
     "fill_uniform",
+    "fill_uniform_numpy",
     "hash64",
     "hash_at",
+    "hash_numpy",
     "key64",
+    "key64_numpy",
     "mix64",
     "normal",
     "normal_at",
@@ -233,4 +297,5 @@ __all__ = [
     "uniform",
     "uniform_at",
     "unit_float",
+    "unit_float_numpy",
 ]

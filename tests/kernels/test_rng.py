@@ -156,14 +156,23 @@ def test_permutation_is_a_deterministic_shuffle():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 7, 4097, N + 3])
-def test_serial_fills_give_the_parallel_kernels_bits(dtype, n):
-    # the initialisers' one-thread kernels (fastnn.init picks them below PARALLEL_FILL_MIN)
-    for parallel, serial, args in (
-        (rng.fill_uniform, rng.fill_uniform_serial, (-2.0, 3.0)),
-        (rng.fill_normal, rng.fill_normal_serial, (0.5, 2.0)),
-    ):
-        want, got = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
-        parallel(want, 5, 9, 2, *args)
-        serial(got, 5, 9, 2, *args)
-        assert got.dtype == dtype and got.tobytes() == want.tobytes()
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 4097, rng.NUMPY_BLOCK - 1, rng.NUMPY_BLOCK + 1, N + 3])
+def test_numpy_fills_give_the_kernels_values(dtype, n):
+    # the initialisers' NumPy fills (fastnn.init picks them below PARALLEL_FILL_MIN: nothing to compile)
+    want, got = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+    rng.fill_uniform(want, 5, 9, 2, -2.0, 3.0)
+    rng.fill_uniform_numpy(got, 5, 9, 2, -2.0, 3.0)
+    assert got.dtype == dtype and got.tobytes() == want.tobytes()  # integer hashing, exact scaling: the same bits
+    rng.fill_normal(want, 5, 9, 2, 0.5, 2.0)
+    rng.fill_normal_numpy(got, 5, 9, 2, 0.5, 2.0)
+    # the same Box-Muller of the same uniforms; NumPy's log/cos/sin round unlike libm's: a few ulps
+    ulp = np.finfo(dtype).eps
+    assert got.dtype == dtype and np.all(np.abs(got - want) <= 8 * ulp * (1 + np.abs(want))), np.abs(got - want).max()
+
+
+def test_numpy_key_and_hash_equal_the_kernels():
+    for seed, stream, step in ((0, 0, 0), (-1, 2**63 + 5, 1 << 62), (12345, 7, 3)):
+        key = rng.key64_numpy(seed, stream, step)
+        assert key == rng.key64(np.uint64(seed % 2**64), np.uint64(stream), np.uint64(step))
+        bits = rng.hash_numpy(key, 3, 40)
+        assert bits.dtype == np.uint64 and list(bits) == [rng.hash_at(key, i) for i in range(3, 40)]
