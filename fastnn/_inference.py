@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _conv_pool_fusion
+from . import _conv_pool_fusion, _parallel_compile
 from ._fused import CallRunner, rebindable
 from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
@@ -297,6 +297,14 @@ def predict_small(model, X, batch_size) -> np.ndarray | None:
         return found.outputs(X)  # None (not finite, say): the general path raises the error
 
 
+def expect(model, n: int, batch_size: int) -> None:
+    """Record now the first plan :func:`predict` runs on ``n`` rows, and have its kernels compile
+    with the next first run of a step's calls (``fastnn._parallel_compile.expect``)."""
+    if supported(model) and n >= 1:
+        chunk = batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS
+        _parallel_compile.expect(plan(model, min(n, chunk)).runner.calls)
+
+
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """Outputs (n, *output_shape) of checked rows X, in evaluation mode, in chunks of at most
     ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
@@ -312,4 +320,4 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     return out
 
 
-__all__ = ["CHECKED_ROWS", "CHUNK_ROWS", "InferencePlan", "plan", "predict", "predict_small", "supported"]
+__all__ = ["CHECKED_ROWS", "CHUNK_ROWS", "InferencePlan", "expect", "plan", "predict", "predict_small", "supported"]

@@ -597,31 +597,64 @@ def _send_results(workers: list, return_types: dict) -> None:
 last: dict = {}
 
 
+#: the call list whose first run comes later (:func:`expect`), for the next window
+_expected: list[tuple[list, tuple]] = []
+
+
+def expect(calls: Sequence, given: Sequence = ()) -> None:
+    """Have the next :func:`compiled_in_workers` window also compile the uncached kernels of
+    ``calls`` ((kernel, args) pairs whose first run comes later: a fit's validation pass), shared
+    with the window's own; it loads them into this process (and its cache) when its block ends.
+    Calls that take another call's result are left to their first run. One list is kept (a new
+    one replaces it), dropped when the next first run opens no window (nothing to compile, or no
+    worker)."""
+    _expected[:] = [(list(calls), tuple(given))]
+
+
+def _later(items: list[Item], offset: int) -> list[Item]:
+    """The taken :func:`expect` lists' items that ``items`` lacks, their call indices after ``offset``."""
+    expected = _expected[:]
+    _expected.clear()
+    seen = {(id(item.kernel), item.argtypes) for item in items}
+    later: list[Item] = []
+    for calls, given in expected:
+        for item in pending(calls, given)[0]:
+            key = (id(item.kernel), item.argtypes)
+            if key not in seen and not any(_is_result(v) for v in item.argtypes):
+                seen.add(key)
+                later.append(item._replace(call=offset + item.call))
+        offset += len(calls)
+    return later
+
+
 @contextlib.contextmanager
 def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]:
-    """Run the block (the first run of ``calls``) after their uncached kernels were compiled in
-    worker processes and this one; the workers' folders are readable inside the block."""
+    """Run the block (the first run of ``calls``) after their uncached kernels, and those of
+    :func:`expect`'s lists, were compiled in worker processes and this one; the workers' folders
+    are readable inside the block."""
     if _setting() == 1:
+        _expected.clear()
         yield
         return
     items, referenced = pending(calls, given)
-    total = sum(item.cost for item in items)
-    n = processes() if len(items) >= 2 and total >= MIN_SECONDS else 1  # sampled only when it counts
+    later = _later(items, len(calls))
+    total = sum(item.cost for item in items + later)
+    n = processes() if items and len(items) + len(later) >= 2 and total >= MIN_SECONDS else 1  # sampled when it counts
     if n <= 1:
         yield
         return
     _windows[0] += 1
     try:
-        with _in_workers(items, referenced, n, total):
+        with _in_workers(items + later, referenced, n, total, later):
             yield
     finally:
         _windows[0] -= 1
 
 
 @contextlib.contextmanager
-def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -> Iterator[None]:
+def _in_workers(items: list[Item], referenced: set[int], n: int, total: float, later: list[Item]) -> Iterator[None]:
     """:func:`compiled_in_workers` once it chose workers: ``items`` (estimated ``total`` seconds)
-    shared by ``n`` processes."""
+    shared by ``n`` processes; ``later`` (among them) are loaded after the block."""
     spare = take_spare()
     ready = min(n, len(items)) - 1 if _can_fork() else int(spare is not None)  # a fork is ready at once
     bins = [b for b in share(items, referenced, min(n, len(items)), ready=ready) if b]
@@ -674,9 +707,15 @@ def _in_workers(items: list[Item], referenced: set[int], n: int, total: float) -
             failed=failed,
             seconds=time.perf_counter() - start,
             shares=[[item.kernel.py_func.__name__ for item in b] for b in bins],
+            later=len(later),
         )
         with _shipped_cache.compiled_elsewhere(folders):
             yield
+            for item in later:  # from a worker's folder into this process and its cache (compiled here: kept)
+                try:
+                    item.kernel.compile(item.argtypes)
+                except Exception:  # its first run compiles it again and says what is wrong
+                    pass
     finally:
         for proc, _ in workers:
             _end(proc)

@@ -2685,6 +2685,30 @@ class Sequential:
         batch_size = V.check_int(batch_size, "batch_size", minimum=1)
         return self._predict(self._check_x(X), batch_size)
 
+    def plan_ahead(self, rows: int, batch_size: int = _PREDICT_BATCH) -> None:
+        """Record now the inference plan that ``predict``/``validate`` will run on ``rows`` samples, so
+        that its kernels compile along with the next first training step's (``fit`` does this for
+        its validation data: on a cold start the step's compile workers take them too).
+
+        Parameters
+        ----------
+        rows : int
+            The number of samples that will be predicted.
+        batch_size : int, default 1024
+            The ``batch_size`` of that ``predict`` call.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> model.plan_ahead(100)
+        """
+        rows = V.check_int(rows, "rows", minimum=1)
+        batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+        self.prepare("plan_ahead")
+        with self.lock:
+            inference.expect(self, rows, batch_size)
+
     def predict_proba(self, X: ArrayLike, batch_size: int = _PREDICT_BATCH) -> np.ndarray:
         """Class probabilities: softmax of the logits (cross_entropy) or sigmoid (binary).
 

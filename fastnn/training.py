@@ -742,6 +742,8 @@ def fit(
     model.prepare("fit")
     state = model.state
     dist = distributed.session(model)  # None unless this process is one of several MPI ranks
+    if dist is None and getattr(validation, "arrays", None) is not None:  # its kernels compile with the step's
+        model.plan_ahead(len(validation.arrays[0]))
     if dist is not None:
         _start_distributed(dist, model, source, shuffle, epochs, accumulate)
         validation = dist.sharded(validation)  # each rank evaluates its part; the sums are reduced

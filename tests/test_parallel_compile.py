@@ -27,9 +27,12 @@ rng = np.random.default_rng(0)
 X, y = rng.standard_normal((16, 5)).astype(np.float32), rng.integers(0, 3, 16)
 model = fnn.Sequential([fnn.Dense(5, 8, activation="relu"), fnn.Dense(8, 3)], seed=0, dtype="float32")
 model.compile("cross_entropy", "adam")
+model.plan_ahead(16)  # predict's plan for 16 rows: its kernels compile with the first step's
 before = _compiling.compiles()
 losses = [model.train_step(X, y) for _ in range(3)]
-print(json.dumps({"losses": losses, "params": model.params.tolist(), "step_compiles": _compiling.compiles() - before,
+predicted = model.predict(X).tolist()
+print(json.dumps({"losses": losses, "params": model.params.tolist(), "predicted": predicted,
+                  "step_compiles": _compiling.compiles() - before,
                   "compiled": _compiling.compiled()[before:],
                   "last": {k: v for k, v in _parallel_compile.last.items() if k != "seconds"}}))
 """
@@ -57,8 +60,10 @@ def test_a_cold_step_compiled_in_workers_equals_one_compiled_in_process_and_its_
     assert parallel["last"]["spare"] is True, parallel["last"]
     assert parallel["last"]["forked"] == int(sys.platform.startswith("linux")), parallel["last"]
     assert all(parallel["last"]["shares"]), parallel["last"]  # both processes compiled a share
+    # the inference plan's kernels were shared too, and loaded when the step's first run ended
+    assert parallel["last"]["later"] >= 1 and "dense_infer" in sum(parallel["last"]["shares"], []), parallel["last"]
     assert "in 2 processes" in parallel_err
-    # the worker's kernels were loaded, not compiled again here (the other share compiled here)
+    # the worker's kernels were loaded, not compiled again here (the other share compiled here), dense_infer too
     here = {name.rsplit(".", 1)[-1] for name in parallel["compiled"]}
     worker = set(parallel["last"]["shares"][1])
     assert set(parallel["last"]["shares"][0]) <= here and not here & worker, (here, worker)
@@ -67,10 +72,12 @@ def test_a_cold_step_compiled_in_workers_equals_one_compiled_in_process_and_its_
     exec(compile(STEP, "<step>", "exec"), {})
     alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert parallel["losses"] == alone["losses"] and parallel["params"] == alone["params"]
+    assert parallel["predicted"] == alone["predicted"]
     # the next process finds every kernel in its own cache (copied from the worker's folder): no compile
     warm, warm_err = _run(tmp_path, "a", FASTNN_PARALLEL_COMPILE="2")
     assert warm["step_compiles"] == 0 and warm["last"] == {}, warm
     assert warm["losses"] == alone["losses"] and warm["params"] == alone["params"]
+    assert warm["predicted"] == alone["predicted"]
     assert "compiling" not in warm_err
     # the workers' temporary folders are gone
     assert not [name for name in os.listdir(tmp_path / "a" / "numba") if name.startswith("fastnn-compile-")]
@@ -334,3 +341,22 @@ def test_a_forked_worker_ends_on_a_timeout_and_on_kill():
     assert worker.poll() is None
     worker.kill()
     assert worker.communicate() == (b"", None) and worker.returncode == -9 and _gone(pid)
+
+
+def test_fit_has_its_validation_plan_compiled_with_the_first_step(monkeypatch):
+    import fastnn as fnn
+
+    expected = []
+    monkeypatch.setattr("fastnn._parallel_compile.expect", lambda calls, given=(): expected.append(calls))
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((40, 5)).astype(np.float32), rng.integers(0, 3, 40)
+    model = fnn.Sequential([fnn.Dense(5, 8, activation="relu"), fnn.Dense(8, 3)], seed=0)
+    model.compile("cross_entropy", "adam")
+    model.fit(X[:30], y[:30], epochs=1, batch_size=8, validation_data=(X[30:], y[30:]), verbose=0)
+    assert len(expected) == 1
+    assert "dense_infer" in [fn.py_func.__name__ for fn, _ in expected[0]]
+    # the plan recorded is the one the validation ran: its 10 rows
+    assert any(args[0].shape[0] == 10 for fn, args in expected[0] if fn.py_func.__name__ == "dense_infer")
+    expected.clear()
+    model.fit(X[:30], y[:30], epochs=1, batch_size=8, verbose=0)  # no validation: nothing planned ahead
+    assert expected == []
