@@ -622,7 +622,7 @@ def _later(items: list[Item], offset: int) -> list[Item]:
             key = (id(item.kernel), item.argtypes)
             if key not in seen and not any(_is_result(v) for v in item.argtypes):
                 seen.add(key)
-                later.append(item._replace(call=offset + item.call))
+                later.append(Item(offset + item.call, item.kernel, item.argtypes, item.cost))
         offset += len(calls)
     return later
 
