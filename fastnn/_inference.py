@@ -301,8 +301,12 @@ def expect(model, n: int, batch_size: int) -> None:
     """Record now the first plan :func:`predict` runs on ``n`` rows, and have its kernels compile
     with the next first run of a step's calls (``fastnn._parallel_compile.expect``)."""
     if supported(model) and n >= 1:
-        chunk = batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS
-        _parallel_compile.expect(plan(model, min(n, chunk)).runner.calls)
+        _parallel_compile.expect(plan(model, min(n, _chunk_rows(batch_size))).runner.calls)
+
+
+def _chunk_rows(batch_size: int) -> int:
+    """The rows of :func:`predict`'s chunks for ``batch_size`` (>= 1)."""
+    return batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS
 
 
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -310,7 +314,7 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
     n = X.shape[0]
     out = np.empty((n, *model.output_shape), model.dtype)
-    chunk = batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS  # batch_size >= 1 (checked by the caller)
+    chunk = _chunk_rows(batch_size)  # batch_size >= 1 (checked by the caller)
     if n <= chunk:
         plan(model, n).run(X, out)
         return out

@@ -597,8 +597,8 @@ def _send_results(workers: list, return_types: dict) -> None:
 last: dict = {}
 
 
-#: the call list whose first run comes later (:func:`expect`), for the next window
-_expected: list[tuple[list, tuple]] = []
+#: the call list whose first run comes later (:func:`expect`): {"calls", "given"}, for the next window
+_expected: dict = {}
 
 
 def expect(calls: Sequence, given: Sequence = ()) -> None:
@@ -608,29 +608,26 @@ def expect(calls: Sequence, given: Sequence = ()) -> None:
     Calls that take another call's result are left to their first run. One list is kept (a new
     one replaces it), dropped when the next first run opens no window (nothing to compile, or no
     worker)."""
-    _expected[:] = [(list(calls), tuple(given))]
+    _expected.update(calls=list(calls), given=tuple(given))
 
 
 def _later(items: list[Item], offset: int) -> list[Item]:
-    """The taken :func:`expect` lists' items that ``items`` lacks, their call indices after ``offset``."""
-    expected = _expected[:]
-    _expected.clear()
+    """The items of :func:`expect`'s list (taken) that ``items`` lacks, their call indices after ``offset``."""
+    calls, given = _expected.pop("calls", []), _expected.pop("given", ())
     seen = {(id(item.kernel), item.argtypes) for item in items}
     later: list[Item] = []
-    for calls, given in expected:
-        for item in pending(calls, given)[0]:
-            key = (id(item.kernel), item.argtypes)
-            if key not in seen and not any(_is_result(v) for v in item.argtypes):
-                seen.add(key)
-                later.append(Item(offset + item.call, item.kernel, item.argtypes, item.cost))
-        offset += len(calls)
+    for item in pending(calls, given)[0]:
+        key = (id(item.kernel), item.argtypes)
+        if key not in seen and not any(_is_result(v) for v in item.argtypes):
+            seen.add(key)
+            later.append(Item(offset + item.call, item.kernel, item.argtypes, item.cost))
     return later
 
 
 @contextlib.contextmanager
 def compiled_in_workers(calls: Sequence, given: Sequence = ()) -> Iterator[None]:
     """Run the block (the first run of ``calls``) after their uncached kernels, and those of
-    :func:`expect`'s lists, were compiled in worker processes and this one; the workers' folders
+    :func:`expect`'s list, were compiled in worker processes and this one; the workers' folders
     are readable inside the block."""
     if _setting() == 1:
         _expected.clear()
