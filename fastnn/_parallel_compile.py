@@ -207,33 +207,41 @@ def _argument_types(fn, args: Sequence, given: Sequence) -> tuple | None:
 
 def pending(calls: Sequence, given: Sequence = ()) -> tuple[list[Item], set[int]]:
     """The kernel signatures of ``calls`` ((kernel, args) pairs) that neither this process nor a
-    cache has, and the indices of the calls whose results their arguments take."""
-    typed: dict[int, tuple] = {}
-    seen: set = set()
+    cache has, and the indices of the calls whose results their arguments take.
+
+    A call that takes an earlier call's result is listed only when its kernel has no signature
+    here or in a cache (one it has most likely fits) and every call it takes from can be typed
+    here; otherwise its first run compiles it, if it must."""
+    typed: dict[int, tuple] = {}  # every kernel call that can be typed: a result may come from any of them
     for index, (fn, args) in enumerate(calls):
         if _is_kernel(fn):
             argtypes = _argument_types(fn, args, given)
-            if argtypes is not None and (id(fn), argtypes) not in seen:
-                seen.add((id(fn), argtypes))
+            if argtypes is not None:
                 typed[index] = argtypes
-    with_results = {  # a kernel with a cached signature most likely has this one
+    taking = {index for index, argtypes in typed.items() if any(_is_result(v) for v in argtypes)}
+    with_results = {
         index
-        for index, argtypes in typed.items()
-        if any(_is_result(v) for v in argtypes)
-        and not calls[index][0].overloads
+        for index in taking
+        if not calls[index][0].overloads
         and not _shipped_cache.cached(calls[index][0])
+        and all(v[1] in typed for v in typed[index] if _is_result(v))
     }
     referenced = {v[1] for index in with_results for v in typed[index] if _is_result(v)}
-    if not referenced <= set(typed):  # a result of a call that cannot be typed here: leave those calls
-        with_results = {i for i in with_results if all(v[1] in typed for v in typed[i] if _is_result(v))}
-        referenced = {v[1] for index in with_results for v in typed[index] if _is_result(v)}
-    items = [
-        Item(index, calls[index][0], argtypes, COSTS.get(calls[index][0].py_func.__name__, DEFAULT_COST))
-        for index, argtypes in typed.items()
-        if index in with_results  # its argument types are known only once the calls it takes from compile (or load)
-        or index in referenced
-        or not (argtypes in calls[index][0].overloads or _shipped_cache.has_entry(calls[index][0], argtypes))
-    ]
+    items: list[Item] = []
+    seen: set = set()
+    for index, argtypes in typed.items():
+        fn = calls[index][0]
+        key = (id(fn), argtypes)
+        if index in taking and index not in with_results:
+            continue
+        wanted = (
+            index in with_results  # its argument types are known only once the calls it takes from compile (or load)
+            or index in referenced
+            or not (argtypes in fn.overloads or _shipped_cache.has_entry(fn, argtypes))
+        )
+        if wanted and (key not in seen or index in referenced):
+            seen.add(key)
+            items.append(Item(index, fn, argtypes, COSTS.get(fn.py_func.__name__, DEFAULT_COST)))
     return items, referenced
 
 

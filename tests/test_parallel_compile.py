@@ -197,6 +197,49 @@ def test_disabled_runs_the_calls_without_workers(monkeypatch):
     assert _parallel_compile.last == {}
 
 
+def _fresh_kernel(name):
+    """A kernel with no signature anywhere (no cache): what a cold process sees."""
+    import numba
+
+    def kernel(total, x):
+        return total + x[0]
+
+    kernel.__module__ = "fastnn.kernels.test_only"
+    kernel.__name__ = kernel.__qualname__ = name
+    return numba.njit(kernel)
+
+
+def test_pending_leaves_a_loaded_kernel_that_takes_a_result_to_its_first_run():
+    # a warm process: the kernel taking call 1's result has a signature, and call 1 repeats call 0's
+    # (one typed key for both). Nothing is pending, so no window opens (it used to open one each fit).
+    from fastnn.kernels.optim import grad_global_norm
+    from fastnn.kernels.step_feed import add_to_total
+
+    g = np.ones(3)
+    total = np.zeros(1, dtype=np.int64)
+    grad_global_norm(g, g)
+    add_to_total(2, total)
+    calls = [(grad_global_norm, (g, g)), (grad_global_norm, (g, g)), (add_to_total, (_fused.Result(1), total))]
+    assert _parallel_compile.pending(calls) == ([], set())
+    calls.append((add_to_total, (_fused.Result(5), total)))  # takes from a call that is not there
+    assert _parallel_compile.pending(calls) == ([], set())
+
+
+def test_pending_lists_a_cold_kernel_that_takes_a_result_and_the_call_it_takes_from():
+    from fastnn.kernels.optim import grad_global_norm
+
+    g = np.ones(3)
+    grad_global_norm(g, g)
+    taker = _fresh_kernel("takes_a_norm")
+    calls = [(grad_global_norm, (g, g)), (grad_global_norm, (g, g)), (taker, (_fused.Result(1), g))]
+    items, referenced = _parallel_compile.pending(calls)
+    assert referenced == {1}
+    assert sorted(item.call for item in items) == [1, 2]  # call 1 is typed here for its result; 0 is loaded
+    assert items[-1].argtypes == (("result", 1), types.Array(types.float64, 1, "C"))
+    untyped = [(print, ("not a kernel",)), (taker, (_fused.Result(0), g))]  # its source cannot be typed: left
+    assert _parallel_compile.pending(untyped) == ([], set())
+
+
 def test_share_balances_by_cost_and_keeps_referenced_calls_here():
     item = _parallel_compile.Item
     items = [item(0, None, (), 5.0), item(1, None, (), 5.0), item(2, None, (), 1.0), item(3, None, (), 3.0)]
