@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import sys
 
+import llvmlite.binding as llvm
 import numba
 
 # fastmath without 'nnan'/'ninf': NaN and inf stay detectable (DESIGN.md, PERF_NOTES.md).
@@ -41,6 +42,18 @@ PARALLEL_MIN_MACS = 1 << 20
 # bits than the parent and, being part of the kernels' cache stamp (kernels/_cache.py), make
 # parent and workers recompile every kernel over each other's cache (measured: 100 s per fit).
 GEMM_TILES = max(1, numba.config.NUMBA_DEFAULT_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+# OpenBLAS's x86-64 builds with AVX2 and FMA kernels (Haswell and later) compute a GEMM of at most
+# 100**3 multiply-adds in small-matrix kernels that skip packing the operands: 10-20% faster per
+# multiply-add here (its Haswell kernels on AMD EPYC), float32 and float64, except for the
+# A @ B.T form (benchmarks/RESULTS.md, "Session 17: GEMM tiles for OpenBLAS's small kernels").
+# GEMMs up to SMALL_TILING_MAX_MACS are split into tiles of that size (kernels/blas.py:
+# tile_grid). 0 (other CPUs) leaves the tiling to GEMM_TILES alone.
+_CPU_FEATURES = set(llvm.get_host_cpu_features().flatten().split(","))
+SMALL_GEMM_MACS = 1_000_000 if {"+avx2", "+fma"} <= _CPU_FEATURES else 0
+SMALL_TILING_MAX_MACS = 32 * 1_000_000
+# ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
+# outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
+SMALL_TILING_MAX_K = 1024
 # Rows per fixed-size chunk of every reduction over the batch: partial sums are per chunk,
 # combined in chunk order, so results never depend on the thread count.
 REDUCTION_CHUNK_ROWS = 64

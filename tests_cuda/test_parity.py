@@ -22,7 +22,8 @@ CPU_ONLY_MODULES = {
     "call their kernels one by one",
     "prefetch": "software prefetch hints (llvm.prefetch) for the CPU kernels' scattered row reads, no kernels; "
     "the CUDA kernels read rows in coalesced warps",
-    "tiling": "the CPU GEMMs' tile count, read at run time from a C global (no kernels); CUDA GEMMs tile "
+    "tiling": "the CPU GEMMs' tile count and OpenBLAS's small-kernel size, read at run time from C globals "
+    "(no kernels); CUDA GEMMs tile "
     "by their own launch geometry",
     "step_update": "the optimizer's update inside the CPU's fused training steps (fastnn._fused); a model on "
     "CUDA steps through Optimizer.step and the twins in kernels.cuda.optim",

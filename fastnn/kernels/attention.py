@@ -107,7 +107,7 @@ def linear_forward(x, w, b, y):
     """y = x @ w.T + b; x (m, k), w (n, k), b (n,), y (m, n)."""
     m, n = y.shape
     parallel = _worth_parallel(m, n, x.shape[1])
-    grid = _grid(m, n, parallel)
+    grid = _grid(m, n, x.shape[1], parallel, False)  # x @ w.T
     if parallel:
         for t_u in prange(grid[2] * grid[3]):
             _linear_tile(x, w, b, y, np.int64(t_u), grid)  # prange indices are uint64
@@ -161,8 +161,8 @@ def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x)
     k = x.shape[1]
     column_sums(grad_y, partials, grad_b)
     parallel = _worth_parallel(m, n, k)
-    w_grid = _grid(n, k, parallel)
-    x_grid = _grid(m, k, parallel)
+    w_grid = _grid(n, k, m, parallel, True)  # grad_y.T @ x
+    x_grid = _grid(m, k, n, parallel, True)  # grad_y @ w
     tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
     if parallel:
         for t_u in prange(tiles):

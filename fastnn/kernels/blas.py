@@ -24,9 +24,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 
-from .._config import JIT, JIT_INLINE
+from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
-from .tiling import gemm_tiles
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -247,17 +246,40 @@ def gemm(trans_a, trans_b, alpha, a, b, beta, c):
     gemm_block(trans_a, trans_b, alpha, a, b, beta, c, 0, c.shape[0], 0, c.shape[1])
 
 
-@njit(**JIT)
-def tile_shape(m, n):
-    """Output tiles for splitting an ``m x n`` GEMM over threads: ``(tile_rows, tile_cols)``.
+@njit(**JIT_INLINE)
+def small_kernel_form(trans_a, trans_b):
+    """Whether OpenBLAS's small-matrix kernels take ``op(A) @ op(B)`` in row-major order: every
+    form but ``A @ B.T`` (which its permit refuses above ~1,200 outputs: tiling it only costs)."""
+    return trans_a or not trans_b
 
-    :data:`~fastnn._config.GEMM_TILES` tiles (read at run time: :mod:`.tiling`) along the
-    longer side (multiples of 16 rows or columns): few large
-    tiles keep BLAS efficient (measured: 2 tiles beat 13 row tiles of 64 by 1.3-1.5x on 2
-    cores). The tiling depends on the shape and on Numba's thread count at start-up, never on
-    ``set_num_threads``, so results are bit-identical whatever number of threads runs them.
+
+@njit(**JIT)
+def tile_grid(m, n, k, tiles, small_macs):
+    """Output tiles of an ``m x n`` GEMM with inner size ``k``: ``(tile_rows, tile_cols, row_tiles,
+    col_tiles)``, all int64.
+
+    At least ``tiles`` tiles (the threads' share), and, when ``small_macs`` > 0 and the GEMM is at
+    most :data:`~fastnn._config.SMALL_TILING_MAX_MACS` with ``k`` at most
+    :data:`~fastnn._config.SMALL_TILING_MAX_K`, tiles of at most ``small_macs``
+    multiply-adds (OpenBLAS's small-matrix kernels; pass 0 for a form they do not take). The
+    larger of a tile's sides is split first; rows evenly, columns in multiples of 16 (a cache line
+    of float32: threads never share one). Depends on the arguments only, never on the number of
+    threads that runs the tiles, so results are bit-identical on any thread count.
     """
-    tiles = gemm_tiles()
-    if m >= n:
-        return min(m, 16 * n_chunks(n_chunks(m, tiles), 16)), n
-    return m, min(n, 16 * n_chunks(n_chunks(n, tiles), 16))
+    small = small_macs > 0 and k <= SMALL_TILING_MAX_K and m * n * k <= SMALL_TILING_MAX_MACS
+    row_tiles = 1
+    col_tiles = 1
+    tile_rows = m
+    tile_cols = n
+    while row_tiles * col_tiles < tiles or (small and tile_rows * tile_cols * k > small_macs):
+        if tile_rows >= tile_cols and tile_rows > 1:
+            row_tiles += 1
+        elif tile_cols > 16:
+            col_tiles += 1
+        elif tile_rows > 1:
+            row_tiles += 1
+        else:
+            break
+        tile_rows = n_chunks(m, row_tiles)
+        tile_cols = min(n, 16 * n_chunks(n_chunks(n, col_tiles), 16))
+    return tile_rows, tile_cols, n_chunks(m, tile_rows), n_chunks(n, tile_cols)

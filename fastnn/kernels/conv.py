@@ -34,7 +34,7 @@ from numba import literal_unroll, njit, prange
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad, activate_grad_const
-from .blas import gemm_block
+from .blas import gemm_block, small_kernel_form
 from .dense import _block, _grid, _worth_parallel
 
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
@@ -238,7 +238,7 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
     n = c.shape[1]
     k = a.shape[0] // groups if trans_a else a.shape[1]
     parallel = _worth_parallel(m * groups, n, k)
-    grid = _grid(m, n, parallel)
+    grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
     tiles = groups * grid[2] * grid[3]
     if parallel:
         for t_u in prange(tiles):

@@ -33,8 +33,8 @@ from .activations import (
     activate_const,
     elementwise_rows_grad,
 )
-from .blas import gemm_block, tile_shape
-from .tiling import numba_threads
+from .blas import gemm_block, tile_grid
+from .tiling import gemm_tiles, numba_threads, small_gemm_macs
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -81,7 +81,7 @@ def dense_forward(x, w, b, z, y, code, alpha):
     m, n = z.shape
     a = like(alpha, z)
     parallel = _worth_parallel(m, n, x.shape[1])
-    grid = _grid(m, n, parallel)
+    grid = _grid(m, n, x.shape[1], parallel, True)  # x @ w
     if _threaded(parallel):
         for t_u in prange(grid[2] * grid[3]):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
@@ -123,12 +123,13 @@ def _threaded(parallel):
 
 
 @njit(**JIT_INLINE)
-def _grid(m, n, parallel):
-    """(tile_rows, tile_cols, row_tiles, col_tiles) of an m x n output: one tile when serial."""
+def _grid(m, n, k, parallel, small_form):
+    """(tile_rows, tile_cols, row_tiles, col_tiles) of an m x n output with inner size k: one tile
+    when serial; else :func:`~.blas.tile_grid`'s, sized for the small-matrix BLAS kernels when
+    ``small_form`` (:func:`~.blas.small_kernel_form` of the product)."""
     if not parallel:
-        return m, n, 1, 1
-    tile_rows, tile_cols = tile_shape(m, n)
-    return tile_rows, tile_cols, n_chunks(m, tile_rows), n_chunks(n, tile_cols)
+        return m, n, np.int64(1), np.int64(1)
+    return tile_grid(m, n, k, gemm_tiles(), small_gemm_macs() if small_form else np.int64(0))
 
 
 @njit(**JIT_INLINE)
@@ -182,8 +183,8 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
         for j in range(n):
             grad_b[j] += partial_b[c, j]
     parallel = _worth_parallel(m, n, k)
-    w_grid = _grid(k, n, parallel)
-    x_grid = _grid(m, k, parallel)
+    w_grid = _grid(k, n, m, parallel, True)  # x.T @ grad_z
+    x_grid = _grid(m, k, n, parallel, False)  # grad_z @ w.T
     tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
     if _threaded(parallel):
         for t_u in prange(tiles):

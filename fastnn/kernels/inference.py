@@ -67,7 +67,7 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
     m, n = y.shape
     a = like(alpha, y)
     parallel = _worth_parallel(m, n, x.shape[1])
-    grid = _grid(m, n, parallel)
+    grid = _grid(m, n, x.shape[1], parallel, True)  # x @ w
     if _threaded(parallel):
         for t_u in prange(grid[2] * grid[3]):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin

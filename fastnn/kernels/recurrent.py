@@ -63,7 +63,7 @@ from numba.extending import overload
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
-from .blas import gemm_block
+from .blas import gemm_block, small_kernel_form
 from .dense import _block, _grid, _worth_parallel
 from .tiling import gemm_tiles
 
@@ -624,8 +624,9 @@ def _gemm_tile(trans_a, trans_b, a, b, beta, c, tile, grid):
 def gemm_tiled(trans_a, trans_b, a, b, beta, c):
     """c = op(a) @ op(b) + beta * c on output tiles fixed by the shape, in parallel when it pays."""
     m, n = c.shape
-    parallel = _worth_parallel(m, n, a.shape[0] if trans_a else a.shape[1])
-    grid = _grid(m, n, parallel)
+    k = a.shape[0] if trans_a else a.shape[1]
+    parallel = _worth_parallel(m, n, k)
+    grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
     if parallel:
         for t_u in prange(grid[2] * grid[3]):
             t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin

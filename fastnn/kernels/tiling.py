@@ -9,6 +9,10 @@ compiled code loads it by that name, so a cached kernel links to each process's 
 :func:`numba_threads` reads Numba's current thread count the same way, by the symbol name of the
 threading layer's function (``numba.get_num_threads`` inside njit binds a ctypes pointer, which
 stops a function from being cached).
+
+:func:`small_gemm_macs` is linked the same way: the size under which this CPU's OpenBLAS runs a
+GEMM in its small-matrix kernels (no packing), 0 where it has none; a fixed fact of the machine,
+read at run time so that a prebuilt cache loaded on another CPU tiles for that CPU.
 """
 
 from __future__ import annotations
@@ -21,26 +25,46 @@ from numba import get_num_threads, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import GEMM_TILES
+from .._config import GEMM_TILES, SMALL_GEMM_MACS
 
-_SYMBOL = "fastnn_gemm_tiles"
-_VALUE = ctypes.c_int64(GEMM_TILES)
-llvm.add_symbol(_SYMBOL, ctypes.addressof(_VALUE))
+def _linked_int64(symbol: str, value: int):
+    """An intrinsic returning ``value`` (an int64 of this process) through the C symbol ``symbol``."""
+    cell = ctypes.c_int64(value)
+    _CELLS.append(cell)  # kept alive: compiled code reads it by address
+    llvm.add_symbol(symbol, ctypes.addressof(cell))
+
+    def read(typingctx):
+        def codegen(context, builder, signature, args):
+            module = builder.module
+            variable = module.globals.get(symbol)
+            if variable is None:
+                variable = ir.GlobalVariable(module, ir.IntType(64), symbol)
+                variable.linkage = "external"
+            return builder.load(variable)
+
+        return types.int64(), codegen
+
+    return read
+
+
+_CELLS: list = []
 
 
 @intrinsic
 def gemm_tiles(typingctx):
     """Number of output tiles of a parallel GEMM (int64): GEMM_TILES of this process."""
+    return _gemm_tiles(typingctx)
 
-    def codegen(context, builder, signature, args):
-        module = builder.module
-        value = module.globals.get(_SYMBOL)
-        if value is None:
-            value = ir.GlobalVariable(module, ir.IntType(64), _SYMBOL)
-            value.linkage = "external"
-        return builder.load(value)
 
-    return types.int64(), codegen
+@intrinsic
+def small_gemm_macs(typingctx):
+    """Multiply-adds (int64) up to which a GEMM runs in this CPU's small-matrix BLAS kernels
+    (SMALL_GEMM_MACS, 0 where there are none)."""
+    return _small_gemm_macs(typingctx)
+
+
+_gemm_tiles = _linked_int64("fastnn_gemm_tiles", GEMM_TILES)
+_small_gemm_macs = _linked_int64("fastnn_small_gemm_macs", SMALL_GEMM_MACS)
 
 
 @intrinsic

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fastnn.kernels.blas import gemm, gemm_block, tile_shape
+from fastnn.kernels.blas import gemm, gemm_block, tile_grid
 
 DTYPES = [np.float32, np.float64]
 TRANSPOSES = list(itertools.product([False, True], repeat=2))
@@ -91,8 +91,33 @@ def test_tiles_cover_the_output_exactly_once(dtype):
     m, n, k = 150, 300, 7
     a, b = _operands(rng, m, n, k, False, False, dtype)
     c, _ = _view(rng, (m, n), dtype)
-    tile_rows, tile_cols = tile_shape(m, n)
+    tile_rows, tile_cols, _, _ = tile_grid(m, n, k, 2, 0)
     for r0 in range(0, m, tile_rows):
         for c0 in range(0, n, tile_cols):
             gemm_block(False, False, 1.0, a, b, 0.0, c, r0, min(r0 + tile_rows, m), c0, min(c0 + tile_cols, n))
     np.testing.assert_allclose(c, _op(a, False) @ _op(b, False), **TOL[dtype])
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "tiles", "small"),
+    [(200, 100, 100, 2, 1_000_000), (100, 100, 200, 2, 1_000_000), (128, 256, 784, 2, 1_000_000),
+     (150, 300, 7, 3, 0), (1, 40, 5, 2, 1_000_000), (5, 3, 1_000_000, 4, 1_000_000), (4096, 4096, 4096, 2, 1_000_000), (64, 128, 2048, 2, 1_000_000)],
+)
+def test_tile_grid_covers_the_output_with_enough_tiles_of_the_small_kernels_size(m, n, k, tiles, small):
+    tile_rows, tile_cols, row_tiles, col_tiles = tile_grid(m, n, k, tiles, small)
+    assert (row_tiles - 1) * tile_rows < m <= row_tiles * tile_rows  # every row, no empty tile
+    assert (col_tiles - 1) * tile_cols < n <= col_tiles * tile_cols
+    assert tile_cols == n or tile_cols % 16 == 0  # column tiles start on a float32 cache line
+    if m * n >= 16 * tiles and m >= tiles:
+        assert row_tiles * col_tiles >= tiles
+    if 0 < small and m * n * k <= 32 * small and k <= 1024 and tile_rows * tile_cols > 16:
+        assert tile_rows * tile_cols * k <= small  # sized for OpenBLAS's small-matrix kernels
+    if m * n * k > 32 * small or k > 1024:
+        assert row_tiles * col_tiles < 2 * tiles + 2  # a large GEMM or a long inner size: the threads' share only
+
+
+def test_tile_grid_splits_the_fit_benchmarks_products_evenly():
+    # 200 x 100 (k 100) and 100 x 100 (k 200): two even halves of 1e6 multiply-adds, not 112 + 88
+    assert tile_grid(200, 100, 100, 2, 1_000_000) == (100, 100, 2, 1)
+    assert tile_grid(100, 100, 200, 2, 1_000_000) == (50, 100, 2, 1)
+    assert tile_grid(200, 100, 100, 2, 0) == (100, 100, 2, 1)
