@@ -27,6 +27,7 @@ from numba.extending import intrinsic
 
 from .._config import GEMM_TILES, SMALL_GEMM_MACS
 
+
 def _linked_int64(symbol: str, value: int):
     """An intrinsic returning ``value`` (an int64 of this process) through the C symbol ``symbol``."""
     cell = ctypes.c_int64(value)
