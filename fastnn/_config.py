@@ -42,14 +42,24 @@ PARALLEL_MIN_MACS = 1 << 20
 # bits than the parent and, being part of the kernels' cache stamp (kernels/_cache.py), make
 # parent and workers recompile every kernel over each other's cache (measured: 100 s per fit).
 GEMM_TILES = max(1, numba.config.NUMBA_DEFAULT_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
-# OpenBLAS's x86-64 builds with AVX2 and FMA kernels (Haswell and later) compute a GEMM of at most
-# 100**3 multiply-adds in small-matrix kernels that skip packing the operands: 10-20% faster per
-# multiply-add here (its Haswell kernels on AMD EPYC), float32 and float64, except for the
-# A @ B.T form (benchmarks/RESULTS.md, "Session 17: GEMM tiles for OpenBLAS's small kernels").
-# GEMMs up to SMALL_TILING_MAX_MACS are split into tiles of that size (kernels/blas.py:
-# tile_grid). 0 (other CPUs) leaves the tiling to GEMM_TILES alone.
+# OpenBLAS's x86-64 builds with AVX2 and FMA kernels compute a GEMM of at most 100**3 multiply-adds
+# in small-matrix kernels that skip packing the operands: 10-20% faster per multiply-add on one
+# thread with the operands in cache (its SkylakeX kernels on AMD EPYC), float32 and float64, except
+# for the A @ B.T form. GEMMs up to SMALL_TILING_MAX_MACS are then split into tiles of that size
+# (kernels/blas.py: tile_grid): the mlp step on one thread 1.10 -> 1.00-1.02 of NumPy's GEMMs, but
+# 5-10% slower on two threads, where the unpacked tiles read operands another core wrote (benchmarks/
+# RESULTS.md, "Session 17: GEMM tiles for OpenBLAS's small kernels"). Hence FASTNN_SMALL_GEMM: "auto"
+# (the default) uses them where one thread runs every GEMM (GEMM_TILES == 1: a one-CPU machine),
+# "on" always (a process that runs one thread: a search's worker, an MPI rank), "off" never. Fixed
+# for the process like GEMM_TILES, so a run's bits never depend on set_num_threads. 0: not used.
+SMALL_GEMM = os.environ.get("FASTNN_SMALL_GEMM", "auto").strip().lower() or "auto"
+if SMALL_GEMM not in ("auto", "on", "off"):
+    raise ValueError(f"FASTNN_SMALL_GEMM must be auto, on or off, got {SMALL_GEMM!r}; unset it for auto")
 _CPU_FEATURES = set(llvm.get_host_cpu_features().flatten().split(","))
-SMALL_GEMM_MACS = 1_000_000 if {"+avx2", "+fma"} <= _CPU_FEATURES else 0
+_SMALL_KERNELS = {"+avx2", "+fma"} <= _CPU_FEATURES
+SMALL_GEMM_MACS = (
+    1_000_000 if _SMALL_KERNELS and (SMALL_GEMM == "on" or (SMALL_GEMM == "auto" and GEMM_TILES == 1)) else 0
+)
 SMALL_TILING_MAX_MACS = 32 * 1_000_000
 # ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).

@@ -35,7 +35,7 @@ from numba import njit, prange
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, REDUCTION_CHUNK_ROWS
 from ._scalar import like, n_chunks
 from .blas import gemm_block
-from .dense import _block, _grid, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _worth_parallel
 from .dropout import keep_threshold, keep_unit, row_key
 from .rng import hash_at, key64
 from .sequence import valid_steps
@@ -109,8 +109,10 @@ def linear_forward(x, w, b, y):
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, x.shape[1], parallel, False)  # x @ w.T
     if parallel:
-        for t_u in prange(grid[2] * grid[3]):
-            _linear_tile(x, w, b, y, np.int64(t_u), grid)  # prange indices are uint64
+        for s_u in prange(_shares(grid[2] * grid[3])):
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            for t in range(lo, hi):
+                _linear_tile(x, w, b, y, t, grid)
     else:
         _linear_tile(x, w, b, y, np.int64(0), grid)  # int64 like t: one compiled tile body
 
@@ -163,10 +165,14 @@ def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x)
     parallel = _worth_parallel(m, n, k)
     w_grid = _grid(n, k, m, parallel, True)  # grad_y.T @ x
     x_grid = _grid(m, k, n, parallel, True)  # grad_y @ w
-    tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
+    w_tiles = w_grid[2] * w_grid[3]
+    x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
+    tiles = w_tiles + x_tiles
     if parallel:
-        for t_u in prange(tiles):
-            _linear_grad_tile(x, w, grad_y, grad_x, grad_w, np.int64(t_u), w_grid, x_grid)
+        for s_u in prange(_shares(w_tiles) + _shares(x_tiles)):
+            lo, hi = _share(np.int64(s_u), w_tiles, x_tiles)  # prange indices are uint64
+            for t in range(lo, hi):
+                _linear_grad_tile(x, w, grad_y, grad_x, grad_w, t, w_grid, x_grid)
     else:
         for t in range(tiles):
             _linear_grad_tile(x, w, grad_y, grad_x, grad_w, t, w_grid, x_grid)

@@ -35,7 +35,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARA
 from ._scalar import like, n_chunks, nonneg
 from .activations import IDENTITY, VECTORISED_CODES, activate, activate_grad, activate_grad_const
 from .blas import gemm_block, small_kernel_form
-from .dense import _block, _grid, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _worth_parallel
 
 #: im2col scratch of one pass holds at most this many elements (or one sample): 16 MiB of float32
 COL_MAX_ELEMENTS = 1 << 22
@@ -241,9 +241,10 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
     grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
     tiles = groups * grid[2] * grid[3]
     if parallel:
-        for t_u in prange(tiles):
-            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
+        for s_u in prange(_shares(tiles)):
+            lo, hi = _share(np.int64(s_u), tiles, 0)  # prange indices are uint64
+            for t in range(lo, hi):
+                _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
     else:
         for t in range(tiles):
             _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)

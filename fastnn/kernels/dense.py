@@ -83,9 +83,10 @@ def dense_forward(x, w, b, z, y, code, alpha):
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, x.shape[1], parallel, True)  # x @ w
     if _threaded(parallel):
-        for t_u in prange(grid[2] * grid[3]):
-            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _forward_tile(x, w, b, z, y, code, a, t, grid)
+        for s_u in prange(_shares(grid[2] * grid[3])):
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            for t in range(lo, hi):
+                _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
         for t in range(grid[2] * grid[3]):  # the same tiles (one when not parallel), in a loop
             _forward_tile(x, w, b, z, y, code, a, t, grid)
@@ -130,6 +131,27 @@ def _grid(m, n, k, parallel, small_form):
     if not parallel:
         return m, n, np.int64(1), np.int64(1)
     return tile_grid(m, n, k, gemm_tiles(), small_gemm_macs() if small_form else np.int64(0))
+
+
+@njit(**JIT_INLINE)
+def _shares(tiles):
+    """Parallel tasks for ``tiles`` output tiles: one per GEMM_TILES thread (never more than the
+    tiles). Each task runs a contiguous run of tiles (:func:`_share`), so a thread keeps to one
+    region of the operands whatever the tiles' size; which thread runs a tile never changes its bits."""
+    return min(tiles, gemm_tiles())
+
+
+@njit(**JIT_INLINE)
+def _share(task, first, second):
+    """Tiles [lo, hi) of parallel task ``task``: the first product's ``first`` tiles in
+    ``_shares(first)`` contiguous runs, then the second product's ``second`` tiles (numbered after
+    the first's) in ``_shares(second)`` runs."""
+    tasks = _shares(first)
+    if task < tasks:
+        return task * first // tasks, (task + 1) * first // tasks
+    task -= tasks
+    tasks = _shares(second)
+    return first + task * second // tasks, first + (task + 1) * second // tasks
 
 
 @njit(**JIT_INLINE)
@@ -185,11 +207,14 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     parallel = _worth_parallel(m, n, k)
     w_grid = _grid(k, n, m, parallel, True)  # x.T @ grad_z
     x_grid = _grid(m, k, n, parallel, False)  # grad_z @ w.T
-    tiles = w_grid[2] * w_grid[3] + (x_grid[2] * x_grid[3] if need_grad_x else 0)
+    w_tiles = w_grid[2] * w_grid[3]
+    x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
+    tiles = w_tiles + x_tiles
     if _threaded(parallel):
-        for t_u in prange(tiles):
-            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
+        for s_u in prange(_shares(w_tiles) + _shares(x_tiles)):
+            lo, hi = _share(np.int64(s_u), w_tiles, x_tiles)  # prange indices are uint64
+            for t in range(lo, hi):
+                _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
     else:
         for t in range(tiles):
             _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)

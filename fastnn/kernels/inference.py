@@ -24,7 +24,7 @@ from .._config import JIT, JIT_PARALLEL
 from ._scalar import like
 from .activations import ROWWISE_CODES, ROWWISE_REFUSED, VECTORISED_CODES, activate, activate_const
 from .blas import gemm_block
-from .dense import _block, _grid, _threaded, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _threaded, _worth_parallel
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -69,9 +69,10 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, x.shape[1], parallel, True)  # x @ w
     if _threaded(parallel):
-        for t_u in prange(grid[2] * grid[3]):
-            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _infer_tile(x, w, scale, shift, y, code, a, t, grid)
+        for s_u in prange(_shares(grid[2] * grid[3])):
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            for t in range(lo, hi):
+                _infer_tile(x, w, scale, shift, y, code, a, t, grid)
     else:
         for t in range(grid[2] * grid[3]):  # the same tiles (one when not parallel), in a loop
             _infer_tile(x, w, scale, shift, y, code, a, t, grid)

@@ -64,7 +64,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARA
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
 from .blas import gemm_block, small_kernel_form
-from .dense import _block, _grid, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _worth_parallel
 from .tiling import gemm_tiles
 
 RNN_TANH, RNN_RELU, LSTM, GRU = range(4)
@@ -628,9 +628,10 @@ def gemm_tiled(trans_a, trans_b, a, b, beta, c):
     parallel = _worth_parallel(m, n, k)
     grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
     if parallel:
-        for t_u in prange(grid[2] * grid[3]):
-            t = np.int64(t_u)  # prange indices are uint64; int64 like the serial twin
-            _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
+        for s_u in prange(_shares(grid[2] * grid[3])):
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            for t in range(lo, hi):
+                _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
     else:
         _gemm_tile(trans_a, trans_b, a, b, beta, c, np.int64(0), grid)  # int64 like t: one compiled tile body
 

@@ -129,3 +129,60 @@ def test_tile_grid_splits_the_fit_benchmarks_products_evenly():
     assert tile_grid(200, 100, 100, 2, 1_000_000) == (100, 100, 2, 1)
     assert tile_grid(100, 100, 200, 2, 1_000_000) == (50, 100, 2, 1)
     assert tile_grid(200, 100, 100, 2, 0) == (100, 100, 2, 1)
+
+
+SMALL_GEMM_RUN = """
+import json, numpy as np, numba
+from numba import njit
+from fastnn.kernels.dense import dense_backward, dense_forward
+from fastnn.kernels.tiling import small_gemm_macs
+rng = np.random.default_rng(0)
+x, w, g = (rng.standard_normal(s).astype(np.float32) for s in ((200, 100), (100, 100), (200, 100)))
+def step():
+    z, y = np.empty((200, 100), np.float32), np.empty((200, 100), np.float32)
+    dense_forward(x, w, np.zeros(100, np.float32), z, y, 3, 0.0)  # relu
+    gz, gx, gw = np.empty_like(g), np.empty_like(x), np.empty_like(w)
+    dense_backward(x, w, z, y, g, gz, gx, gw, np.empty(100, np.float32), np.empty((4, 100), np.float32), 3, 0.0, True)
+    return y, gw, gx
+runs = []
+for threads in (1, numba.config.NUMBA_NUM_THREADS):
+    numba.set_num_threads(threads)
+    runs.append(step())
+y, gw, gx = runs[0]
+z = x.astype(np.float64) @ w
+gz = g * (z > 0)
+print(json.dumps({
+    "macs": int(njit(lambda: small_gemm_macs())()),
+    "same_bits": all(np.array_equal(a, b) for a, b in zip(*runs)),
+    "errors": [float(np.max(np.abs(a - b))) for a, b in ((y, np.maximum(z, 0)), (gw, x.T @ gz), (gx, gz @ w.T))],
+}))
+"""
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_fastnn_small_gemm_sets_the_small_kernel_tiling_and_keeps_results(setting):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as llvm
+
+    env = dict(os.environ, FASTNN_SMALL_GEMM=setting, NUMBA_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", SMALL_GEMM_RUN], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    has_kernels = {"+avx2", "+fma"} <= set(llvm.get_host_cpu_features().flatten().split(","))
+    assert out["macs"] == (1_000_000 if setting == "on" and has_kernels else 0)
+    assert out["same_bits"]  # 1 and 2 threads: the tiles are fixed for the process
+    assert max(out["errors"]) < 1e-3, out["errors"]
+
+
+def test_fastnn_small_gemm_refuses_an_unknown_setting():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTNN_SMALL_GEMM="fast")
+    proc = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "FASTNN_SMALL_GEMM must be auto, on or off, got 'fast'" in proc.stderr
