@@ -10,9 +10,10 @@ compiled code loads it by that name, so a cached kernel links to each process's 
 threading layer's function (``numba.get_num_threads`` inside njit binds a ctypes pointer, which
 stops a function from being cached).
 
-:func:`small_gemm_macs` is linked the same way: the size under which this CPU's OpenBLAS runs a
-GEMM in its small-matrix kernels (no packing), 0 where it has none; a fixed fact of the machine,
-read at run time so that a prebuilt cache loaded on another CPU tiles for that CPU.
+:func:`small_gemm_macs` is linked the same way: the size of the tiles cut for OpenBLAS's
+small-matrix kernels (``_config.SMALL_GEMM_MACS``: ``FASTNN_SMALL_GEMM`` and the CPU; 0 when not
+used), read at run time so that one cached kernel serves every setting and a prebuilt cache loaded
+on another CPU tiles for that CPU.
 """
 
 from __future__ import annotations
