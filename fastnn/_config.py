@@ -57,10 +57,11 @@ if SMALL_GEMM not in ("auto", "on", "off"):
     raise ValueError(f"FASTNN_SMALL_GEMM must be auto, on or off, got {SMALL_GEMM!r}; unset it for auto")
 _CPU_FEATURES = set(llvm.get_host_cpu_features().flatten().split(","))
 _SMALL_KERNELS = {"+avx2", "+fma"} <= _CPU_FEATURES
+_SMALL_KERNEL_MACS = 100**3
 SMALL_GEMM_MACS = (
-    1_000_000 if _SMALL_KERNELS and (SMALL_GEMM == "on" or (SMALL_GEMM == "auto" and GEMM_TILES == 1)) else 0
+    _SMALL_KERNEL_MACS if _SMALL_KERNELS and (SMALL_GEMM == "on" or (SMALL_GEMM == "auto" and GEMM_TILES == 1)) else 0
 )
-SMALL_TILING_MAX_MACS = 32 * 1_000_000
+SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
 # ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
 SMALL_TILING_MAX_K = 1024

@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS, REDUCTION_CHUNK_ROWS
 from ._scalar import like, n_chunks
-from .blas import gemm_block
+from .blas import gemm_block, small_kernel_form
 from .dense import _block, _grid, _share, _shares, _worth_parallel
 from .dropout import keep_threshold, keep_unit, row_key
 from .rng import hash_at, key64
@@ -107,7 +107,7 @@ def linear_forward(x, w, b, y):
     """y = x @ w.T + b; x (m, k), w (n, k), b (n,), y (m, n)."""
     m, n = y.shape
     parallel = _worth_parallel(m, n, x.shape[1])
-    grid = _grid(m, n, x.shape[1], parallel, False)  # x @ w.T
+    grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, True))  # x @ w.T
     if parallel:
         for s_u in prange(_shares(grid[2] * grid[3])):
             lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
@@ -163,8 +163,8 @@ def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x)
     k = x.shape[1]
     column_sums(grad_y, partials, grad_b)
     parallel = _worth_parallel(m, n, k)
-    w_grid = _grid(n, k, m, parallel, True)  # grad_y.T @ x
-    x_grid = _grid(m, k, n, parallel, True)  # grad_y @ w
+    w_grid = _grid(n, k, m, parallel, small_kernel_form(True, False))  # grad_y.T @ x
+    x_grid = _grid(m, k, n, parallel, small_kernel_form(False, False))  # grad_y @ w
     w_tiles = w_grid[2] * w_grid[3]
     x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
     tiles = w_tiles + x_tiles

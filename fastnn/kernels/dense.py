@@ -33,7 +33,7 @@ from .activations import (
     activate_const,
     elementwise_rows_grad,
 )
-from .blas import gemm_block, tile_grid
+from .blas import gemm_block, small_kernel_form, tile_grid
 from .tiling import gemm_tiles, numba_threads, small_gemm_macs
 
 
@@ -81,7 +81,7 @@ def dense_forward(x, w, b, z, y, code, alpha):
     m, n = z.shape
     a = like(alpha, z)
     parallel = _worth_parallel(m, n, x.shape[1])
-    grid = _grid(m, n, x.shape[1], parallel, True)  # x @ w
+    grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, False))  # x @ w
     if _threaded(parallel):
         for s_u in prange(_shares(grid[2] * grid[3])):
             lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
@@ -205,8 +205,8 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
         for j in range(n):
             grad_b[j] += partial_b[c, j]
     parallel = _worth_parallel(m, n, k)
-    w_grid = _grid(k, n, m, parallel, True)  # x.T @ grad_z
-    x_grid = _grid(m, k, n, parallel, False)  # grad_z @ w.T
+    w_grid = _grid(k, n, m, parallel, small_kernel_form(True, False))  # x.T @ grad_z
+    x_grid = _grid(m, k, n, parallel, small_kernel_form(False, True))  # grad_z @ w.T
     w_tiles = w_grid[2] * w_grid[3]
     x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
     tiles = w_tiles + x_tiles
