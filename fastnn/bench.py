@@ -349,29 +349,35 @@ class GemmFloor:
     ``acts[i]`` is layer i's input (batch, in_i) and ``acts[i+1]`` its output; ``grads[i+1]``
     is dZ of layer i (the last one random, fixed) and ``grads[i]`` its dX (i > 0);
     ``grad_w[i]`` is dW of layer i. Weights are scaled by 1/sqrt(fan_in) so values stay O(1).
+
+    ``convert`` and ``matmul`` put the arrays elsewhere: ``convert`` maps each float32 NumPy
+    array to the other library's array (e.g. a CUDA tensor) and ``matmul(a, b, out=c)`` is that
+    library's product (with ``torch.matmul`` on CUDA tensors the floor is cuBLAS's products).
     """
 
-    def __init__(self, sizes, batch: int, seed: int = 0):
+    def __init__(self, sizes, batch: int, seed: int = 0, convert: Callable = np.asarray, matmul: Callable = np.matmul):
         rng = np.random.default_rng(seed)
-        self.sizes, self.batch = tuple(sizes), batch
+        self.sizes, self.batch, self._matmul = tuple(sizes), batch, matmul
         shapes = list(pairwise(sizes))
-        self.weights = [(rng.standard_normal((a, b), dtype=np.float32) / np.float32(math.sqrt(a))) for a, b in shapes]
-        self.acts = [rng.standard_normal((batch, sizes[0]), dtype=np.float32)]
-        self.acts += [np.empty((batch, b), np.float32) for _, b in shapes]
-        self.grad_w = [np.empty((a, b), np.float32) for a, b in shapes]
-        self.grads: list = [None] + [np.empty((batch, s), np.float32) for s in sizes[1:]]
-        self.grads[-1][...] = rng.standard_normal((batch, sizes[-1]), dtype=np.float32)
+        weights = [(rng.standard_normal((a, b), dtype=np.float32) / np.float32(math.sqrt(a))) for a, b in shapes]
+        acts = [rng.standard_normal((batch, sizes[0]), dtype=np.float32)]
+        acts += [np.empty((batch, b), np.float32) for _, b in shapes]
+        grads = [rng.standard_normal((batch, s), dtype=np.float32) for s in sizes[1:]]
+        self.weights = [convert(w) for w in weights]
+        self.acts = [convert(act) for act in acts]
+        self.grad_w = [convert(np.empty((a, b), np.float32)) for a, b in shapes]
+        self.grads: list = [None] + [convert(g) for g in grads]
         self.forward()
 
     def forward(self) -> None:
         for i, w in enumerate(self.weights):
-            np.matmul(self.acts[i], w, out=self.acts[i + 1])
+            self._matmul(self.acts[i], w, out=self.acts[i + 1])
 
     def backward(self) -> None:
         for i in range(len(self.weights) - 1, -1, -1):
-            np.matmul(self.acts[i].T, self.grads[i + 1], out=self.grad_w[i])
+            self._matmul(self.acts[i].T, self.grads[i + 1], out=self.grad_w[i])
             if i > 0:
-                np.matmul(self.grads[i + 1], self.weights[i].T, out=self.grads[i])
+                self._matmul(self.grads[i + 1], self.weights[i].T, out=self.grads[i])
 
     def train_step(self) -> None:
         self.forward()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One run on a machine with an NVIDIA GPU (issue 15, item 5): the versions, the CUDA test suite on
+# the real GPU, then benchmarks/gpu_compare.py beside PyTorch CUDA. Logs and tables go to $OUT
+# (default /tmp/fastnn_gpu); the last lines printed are the failures and the benchmark table.
+#   bash tools/gpu_check.sh                      # TESTS_S / BENCH_S: time limits in seconds
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/fastnn_gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PY:-python3}
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+    $PY -c "import sys, numpy, scipy, numba, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'numba', numba.__version__, 'torch', torch.__version__, torch.cuda.is_available())"
+    $PY -c "import numba_cuda; print('numba-cuda', numba_cuda.__version__)"
+    $PY -c "import cupy; print('cupy', cupy.__version__, cupy.cuda.runtime.runtimeGetVersion())"
+    $PY -c "import fastnn; from fastnn import backend; print('fastnn', fastnn.__version__, 'cuda_available', backend.cuda_available())"
+} 2>&1 | tee "$OUT/info.txt"
+
+start=$(date +%s)
+FASTNN_CUDA_TESTS_ON_GPU=1 NUMBA_ENABLE_CUDASIM=0 timeout "${TESTS_S:-280}" \
+    $PY -m pytest tests_cuda -q -n "${WORKERS:-12}" --dist loadfile -p no:cacheprovider -rfE --durations=15 \
+    > "$OUT/tests_cuda.log" 2>&1
+echo "tests_cuda: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/info.txt"
+grep -E "^(FAILED|ERROR)|passed|failed|error" "$OUT/tests_cuda.log" | tail -40
+
+start=$(date +%s)
+timeout "${BENCH_S:-240}" $PY benchmarks/gpu_compare.py --configs "${CONFIGS:-tiny,mlp,wide}" \
+    --batches "${BATCHES:-512,4096}" --out "$OUT/gpu_bench.md" 2> "$OUT/gpu_bench.log"
+echo "gpu_compare: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/info.txt"
+tail -5 "$OUT/gpu_bench.log"
