@@ -33,6 +33,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable
 
 import numpy as np
@@ -240,11 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     configs = [bench.CONFIGS[name] for name in args.configs.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     log(f"fastnn {fnn.__version__}: {machine(torch, args.torch_device)}")
-    results = [
-        run_case(cfg, b, args.steps, torch, args.torch_device, args.repeats, args.min_time, log)
-        for cfg in configs
-        for b in batches
-    ]
+    failed: list[str] = []
+    results: list[dict] = []
+    for cfg in configs:
+        for b in batches:
+            try:
+                results.append(run_case(cfg, b, args.steps, torch, args.torch_device, args.repeats, args.min_time, log))
+            except Exception:  # one broken case must not lose the others' numbers
+                log(f"{cfg.name} b{b} failed:\n{traceback.format_exc()}")
+                failed.append(f"{cfg.name} b{b}")
+            report(results, torch, args, argv)
+    return 1 if failed or not results else 0
+
+
+def report(results: list[dict], torch, args, argv) -> None:
+    """Print the table of ``results`` (and write it to ``--out``): after every case, so a run cut
+    short keeps what it measured."""
     text = "\n".join(
         [
             "## fastnn on the GPU beside PyTorch CUDA and cuBLAS's matrix products (float32, ms per step)",
@@ -263,11 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Command: `python benchmarks/gpu_compare.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
         ]
     )
-    print(text)
+    print(text, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# One run on a machine with an NVIDIA GPU (issue 15, item 5): the versions, the CUDA test suite on
-# the real GPU, then benchmarks/gpu_compare.py beside PyTorch CUDA. Logs and tables go to $OUT
-# (default /tmp/fastnn_gpu); the last lines printed are the failures and the benchmark table.
-#   bash tools/gpu_check.sh                      # TESTS_S / BENCH_S: time limits in seconds
+# One run on a machine with an NVIDIA GPU (issue 15, item 5): the versions, the CUDA unit costs and
+# a profile of a step (benchmarks/gpu_profile.py), the CUDA test suite on the real GPU (each test's
+# result logged as it ends, so a run cut by its time limit still names its failures), then
+# benchmarks/gpu_compare.py beside PyTorch CUDA. Logs and tables go to $OUT (default
+# /tmp/fastnn_gpu); the last lines printed are the failures and the benchmark table.
+#   bash tools/gpu_check.sh          # PROFILE_S / TESTS_S / BENCH_S: time limits in seconds
+# Wheels in .whl/ are installed first (on a lent machine whose NumPy is newer than its Numba
+# supports, carry numpy==2.4.6 for its Python there).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastnn_gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
+if [ -d .whl ]; then  # wheels carried for packages the machine lacks or has in another version
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
 {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
@@ -18,15 +26,23 @@ PY=${PY:-python3}
     $PY -c "import fastnn; from fastnn import backend; print('fastnn', fastnn.__version__, 'cuda_available', backend.cuda_available())"
 } 2>&1 | tee "$OUT/info.txt"
 
-start=$(date +%s)
-FASTNN_CUDA_TESTS_ON_GPU=1 NUMBA_ENABLE_CUDASIM=0 timeout "${TESTS_S:-280}" \
-    $PY -m pytest tests_cuda -q -n "${WORKERS:-12}" --dist loadfile -p no:cacheprovider -rfE --durations=15 \
-    > "$OUT/tests_cuda.log" 2>&1
-echo "tests_cuda: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/info.txt"
-grep -E "^(FAILED|ERROR)|passed|failed|error" "$OUT/tests_cuda.log" | tail -40
+timeout "${PROFILE_S:-60}" $PY benchmarks/gpu_profile.py > "$OUT/gpu_profile.txt" 2>&1
+echo "gpu_profile: rc=$?" | tee -a "$OUT/info.txt"
+head -10 "$OUT/gpu_profile.txt"
+grep "ms per call" "$OUT/gpu_profile.txt"
 
 start=$(date +%s)
-timeout "${BENCH_S:-240}" $PY benchmarks/gpu_compare.py --configs "${CONFIGS:-tiny,mlp,wide}" \
-    --batches "${BATCHES:-512,4096}" --out "$OUT/gpu_bench.md" 2> "$OUT/gpu_bench.log"
+FASTNN_CUDA_TESTS_ON_GPU=1 NUMBA_ENABLE_CUDASIM=0 timeout "${TESTS_S:-300}" \
+    $PY -m pytest tests_cuda -q -n "${WORKERS:-12}" --dist loadfile -p no:cacheprovider -p no:benchmark -v -rfE --durations=15 \
+    > "$OUT/tests_cuda.log" 2>&1
+echo "tests_cuda: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/info.txt"
+grep -E "(FAILED|ERROR) " "$OUT/tests_cuda.log" | cut -c1-220 | head -30
+grep -cE "PASSED " "$OUT/tests_cuda.log"
+tail -2 "$OUT/tests_cuda.log"
+
+start=$(date +%s)
+timeout "${BENCH_S:-240}" $PY benchmarks/gpu_compare.py --configs "${CONFIGS:-mlp,tiny,wide}" \
+    --batches "${BATCHES:-512,4096}" --out "$OUT/gpu_bench.md" > /dev/null 2> "$OUT/gpu_bench.log"
 echo "gpu_compare: rc=$? in $(( $(date +%s) - start )) s" | tee -a "$OUT/info.txt"
-tail -5 "$OUT/gpu_bench.log"
+grep -A3 "failed:" "$OUT/gpu_bench.log" | head -20
+cat "$OUT/gpu_bench.md"

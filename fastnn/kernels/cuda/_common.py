@@ -12,10 +12,21 @@ import functools
 import inspect
 import math
 import threading
+import warnings
 
 import numba
 import numpy as np
 from numba import cuda
+from numba.core.errors import NumbaPerformanceWarning
+
+# fastnn launches small grids on purpose (a layer of 16 units, a batch of 1, one block per
+# reduction), and numba-cuda warns at every grid under 128 blocks, so a small model on a real GPU
+# printed a dozen "Grid size N will likely result in GPU under-utilization" lines (an H200,
+# session 18). Only that message is silenced (after Numba's highlighting codes); other performance
+# warnings still show.
+warnings.filterwarnings(
+    "ignore", message=r".*Grid size \d+ will likely result in GPU under-utilization", category=NumbaPerformanceWarning
+)
 
 #: upper bound on the blocks of a grid-stride launch (the loops cover any size)
 MAX_BLOCKS = 4096
