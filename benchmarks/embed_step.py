@@ -2,6 +2,7 @@
 
     python benchmarks/embed_step.py --threads 1 --runs 3                  # Adam, as the config
     python benchmarks/embed_step.py --threads 1 --runs 3 --optimizer sgd  # plain SGD, same lr
+    python benchmarks/embed_step.py --config embed-10k-sparse --threads 1  # the sparse table
 
 Config ``embed-10k`` of fastnn.bench: Embedding(10000, 64) on 32 token ids, Flatten, Dense(128,
 relu), Dense(10), batch 64, cross-entropy, Adam lr 1e-3 (``--optimizer sgd``: plain SGD lr 1e-3,
@@ -44,8 +45,8 @@ from fastnn.bench import _stream_floor_kernel as stream_floor_kernel
 N_STATES = {"adam": 2, "sgd": 0}
 
 
-def config(optimizer: str):
-    cfg = NET_CONFIGS["embed-10k"]
+def config(optimizer: str, name: str = "embed-10k"):
+    cfg = NET_CONFIGS[name]
     if optimizer != cfg.optimizer:
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}-{optimizer}", optimizer=optimizer)
     return cfg
@@ -119,6 +120,7 @@ def whole_cases(model, cfg, xb, yb, torch) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--config", choices=["embed-10k", "embed-10k-sparse"], default="embed-10k")
     parser.add_argument("--optimizer", choices=sorted(N_STATES), default="adam")
     parser.add_argument("--runs", type=int, default=3, help="whole runs (median and range over them)")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per run")
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch = torch_or_none()
     set_threads(args.threads)
-    cfg = config(args.optimizer)
+    cfg = config(args.optimizer, args.config)
     model = build_fastnn(cfg)
     xb, yb = make_batch(cfg)
     for _ in range(300):  # past the fused step's tier-up
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
     def cell(values, scale=1e6, fmt="{:.0f}"):
         return f"{fmt.format(np.median(values) * scale)} ({fmt.format(min(values) * scale)}-{fmt.format(max(values) * scale)})"
 
-    print(f"## embed-10k, {cfg.optimizer}, {args.threads} thread(s): median (min-max) over {args.runs} runs\n")
+    print(f"## {args.config}, {cfg.optimizer}, {args.threads} thread(s): median (min-max) over {args.runs} runs\n")
     print("| case | us | / GEMM floor |\n|---|---|---|")
     for name in runs_whole[0]:
         us = [r[name] for r in runs_whole]
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     print(f"| sum of the parts | {cell(total)} |")
     load = os.getloadavg()
     print(
-        f"\nCommand: `python benchmarks/embed_step.py --threads {args.threads} --runs {args.runs} "
+        f"\nCommand: `python benchmarks/embed_step.py --config {args.config} --threads {args.threads} --runs {args.runs} "
         f"--optimizer {args.optimizer}`; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     return 0

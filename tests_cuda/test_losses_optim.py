@@ -66,6 +66,22 @@ def test_accuracy_counts(rng):
     assert gpu_loss.binary_accuracy_count(dl, dt) == cpu_loss.binary_accuracy_count(logits, targets) == 33
 
 
+def test_accuracy_counts_reuse_their_scratch(rng, monkeypatch):
+    """A fit counts its accuracy at every step: once a thread's scratch is large enough, no
+    device allocation per call (the first call of a larger batch grows it), same counts."""
+    small, large = rng.standard_normal((8, 3)), rng.standard_normal((300, 3))
+    labels = rng.integers(0, 3, 300).astype(np.int64)
+    gpu_loss.accuracy_count(*to_device(small, labels[:8]))  # this thread's scratch exists
+    allocations = []
+    real = cuda.device_array
+    monkeypatch.setattr(cuda, "device_array", lambda *a, **k: allocations.append(a) or real(*a, **k))
+    for logits in (small, small, large, large, small):
+        dl, dlab = to_device(logits, labels[: len(logits)])
+        assert gpu_loss.accuracy_count(dl, dlab) == cpu_loss.accuracy_count(logits, labels[: len(logits)])
+        gpu_loss.binary_accuracy_count(dl, to_device((logits > 0) * 1.0)[0])
+    assert len(allocations) <= 2  # the larger batch's partials, the binary count's label stand-in: once each
+
+
 N, N_DECAY = 600, 450  # more elements than the simulator's threads: the grid-stride loop is exercised
 
 # name -> (launcher arguments after the buffers, number of state buffers, which buffers are empty)

@@ -317,3 +317,23 @@ def test_the_low_occupancy_warning_of_small_grids_is_silenced_and_no_other():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[False]"  # the copy-overhead warning only
+
+
+def test_a_second_fit_reuses_the_feeders_pinned_buffers_and_equals_one_fit(data, monkeypatch):
+    """Pinned host memory is slow to allocate: the batch feeder's buffers, events and stream are
+    kept for the model's next fit of the same batch shape (made again for another), and two fits
+    of one epoch train exactly as one fit of two epochs does."""
+    X, y = data[0][:8], data[1][:8]
+    pinned = []
+    real = backend.pinned_empty
+    monkeypatch.setattr(backend, "pinned_empty", lambda *a: pinned.append(a) or real(*a))
+    once = _fit_model("cuda")
+    once.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    assert len(pinned) == 4  # two slots of (x, y)
+    twice = _fit_model("cuda")
+    twice.fit(X, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    twice.fit(X, y, epochs=1, batch_size=4, shuffle=False, verbose=0)
+    assert len(pinned) == 8  # the second fit made none
+    np.testing.assert_array_equal(backend.host_copy(twice.params), backend.host_copy(once.params))
+    twice.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert len(pinned) == 12  # another batch shape: new slots

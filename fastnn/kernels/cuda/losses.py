@@ -14,6 +14,8 @@ to the host), or, with ``sync=False``, return None and leave it in ``partials[0]
 
 from __future__ import annotations
 
+import threading
+
 import numba
 from numba import cuda
 
@@ -138,15 +140,30 @@ def _accuracy_rows(logits, labels, targets, partials, binary):
         partials[cuda.blockIdx.x] = total
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: str):
+    """Device scratch of at least ``size`` elements, kept per thread and device: the counts
+    below sync before they return, so one buffer serves every call (a fit counted its accuracy
+    with an allocation per step)."""
+    key = (name, getattr(cuda.get_current_device(), "id", 0))  # the simulator's device has no id
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    buf = buffers.get(key)
+    if buf is None or buf.shape[0] < size:
+        buf = buffers[key] = cuda.device_array(max(size, 1), dtype=dtype)
+    return buf
+
+
 def accuracy_count(logits, labels, *, partials=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
-    ``partials``: float64 device scratch of n_partials(m) (allocated when omitted).
+    ``partials``: float64 device scratch of n_partials(m) (a per-thread buffer when omitted).
     """
     m = logits.shape[0]
     blocks = blocks_for(m)
     if partials is None:
-        partials = cuda.device_array(max(blocks, 1), dtype="float64")
+        partials = _scratch("partials", blocks, "float64")
     _accuracy_rows[blocks, BLOCK](logits, labels, logits, partials, False)
     return int(reduce_partials(partials, blocks))
 
@@ -155,9 +172,8 @@ def binary_accuracy_count(logits, targets, *, partials=None):
     """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs)."""
     blocks = blocks_for(logits.shape[0])
     if partials is None:
-        partials = cuda.device_array(max(blocks, 1), dtype="float64")
-    no_labels = cuda.device_array(1, dtype="int64")
-    _accuracy_rows[blocks, BLOCK](logits, no_labels, targets, partials, True)
+        partials = _scratch("partials", blocks, "float64")
+    _accuracy_rows[blocks, BLOCK](logits, _scratch("no_labels", 1, "int64"), targets, partials, True)
     return int(reduce_partials(partials, blocks))
 
 
