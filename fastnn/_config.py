@@ -10,10 +10,40 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import os
+import re
 import sys
 
 import llvmlite.binding as llvm
 import numba
+import numpy as np
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: "0.68.0rc1" -> (0, 68, 0)."""
+    return tuple(int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in version.split(".")[:3])
+
+
+def check_numba_numpy(numba_version: str = numba.__version__, numpy_version: str = np.__version__) -> None:
+    """Refuse, with the fix, a Numba that cannot compile against the installed NumPy.
+
+    Numba 0.68.0 registers an overload of ``np.row_stack``, which NumPy 2.5 removed, at its first
+    compile: every kernel then raised AttributeError deep inside Numba (a GPU machine's image
+    paired them, session 18). Numba 0.68.1 guards it; both allow NumPy below 2.6.
+
+    Raises
+    ------
+    ImportError
+        For such a pair, naming both versions and the two ways out.
+    """
+    if _release(numpy_version) >= (2, 5) and _release(numba_version) < (0, 68, 1):
+        raise ImportError(
+            f"fastnn cannot run numba {numba_version} with NumPy {numpy_version}: that Numba refers to "
+            "np.row_stack, which NumPy 2.5 removed, so every kernel would fail to compile. Install "
+            "numba>=0.68.1 (pip install -U 'numba>=0.68.1') or NumPy below 2.5 (pip install 'numpy<2.5')."
+        )
+
+
+check_numba_numpy()
 
 # fastmath without 'nnan'/'ninf': NaN and inf stay detectable (DESIGN.md, PERF_NOTES.md).
 # 'contract' allows FMA, 'reassoc' lets LLVM vectorise reductions, 'arcp'/'afn' cheapen

@@ -5,8 +5,12 @@
 # benchmarks/gpu_compare.py beside PyTorch CUDA. Logs and tables go to $OUT (default
 # /tmp/fastnn_gpu); the last lines printed are the failures and the benchmark table.
 #   bash tools/gpu_check.sh          # PROFILE_S / TESTS_S / BENCH_S: time limits in seconds
-# Wheels in .whl/ are installed first (on a lent machine whose NumPy is newer than its Numba
-# supports, carry numpy==2.4.6 for its Python there).
+# Wheels in .whl/ are installed first. The H200 image of session 18 paired numba 0.68.0 with NumPy
+# 2.5.2, which that Numba cannot run (np.row_stack is gone); carry NumPy 2.4.6 for its Python 3.12:
+#   echo /.whl/ >> .git/info/exclude
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl numpy==2.4.6
+# and name .whl in the run's carry.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastnn_gpu}
