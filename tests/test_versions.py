@@ -25,4 +25,3 @@ def test_a_numba_that_cannot_compile_against_numpy_2_5_is_refused_with_the_fix(n
 )
 def test_pairs_that_work_pass(numba_version, numpy_version):
     _config.check_numba_numpy(numba_version, numpy_version)  # raises for a refused pair
-
