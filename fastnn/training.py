@@ -45,9 +45,10 @@ from .layers.base import walk_layers
 from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
-# {model: {(specs, device): _FeederSlots}}: a BatchFeeder's pinned buffers, events and stream, kept
-# for the model's next fit (pinned allocations are slow; a loop of short fits made them every call)
-_FEEDER_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# {model: ((specs, device), (host, device, copied, moved, stream))}: the last BatchFeeder's pinned
+# buffers, device slots, events and stream, kept for the model's next fit of the same batch shape
+# (pinned allocations are slow; a loop of short fits made them at every call)
+_FEEDER_SLOTS: weakref.WeakKeyDictionary[object, tuple] = weakref.WeakKeyDictionary()
 _FINGERPRINT_ROWS = 256
 
 
@@ -392,18 +393,20 @@ class BatchFeeder:
         specs = (((batch_size, *model.input_shape), model.dtype), ((batch_size, *trailing), y_dtype))
         self.X, self.y, self.batch_size = X, y, batch_size
         self.n = X.shape[0] if n is None else n  # positions of the epoch's order that are trained on
-        kept = _FEEDER_SLOTS.setdefault(model, {})
         key = (tuple((shape, np.dtype(dtype).str) for shape, dtype in specs), model.device)
-        if key not in kept:  # made once per model and batch shape: the next fit reuses them (see close)
-            kept.clear()
-            kept[key] = (
-                [[backend.pinned_empty(shape, dtype) for shape, dtype in specs] for _ in range(2)],
-                [[backend.zeros(shape, dtype, model.device) for shape, dtype in specs] for _ in range(2)],
-                [backend.event(model.device) for _ in range(2)],
-                [backend.event(model.device) for _ in range(2)],
-                backend.stream(model.device, non_blocking=True),
+        kept: tuple | None = _FEEDER_SLOTS.get(model)
+        if kept is None or kept[0] != key:  # made once per model and batch shape (see close)
+            kept = _FEEDER_SLOTS[model] = (
+                key,
+                (
+                    [[backend.pinned_empty(shape, dtype) for shape, dtype in specs] for _ in range(2)],
+                    [[backend.zeros(shape, dtype, model.device) for shape, dtype in specs] for _ in range(2)],
+                    [backend.event(model.device) for _ in range(2)],
+                    [backend.event(model.device) for _ in range(2)],
+                    backend.stream(model.device, non_blocking=True),
+                ),
             )
-        self.host, self.device, self.copied, self.moved, self.stream = kept[key]
+        self.host, self.device, self.copied, self.moved, self.stream = kept[1]
         self.slot = 0
         self.pending: tuple[tuple[int, int], int] | None = None  # ((lo, hi), slot) of the batch being copied
 
