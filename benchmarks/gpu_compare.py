@@ -32,7 +32,6 @@ import argparse
 import platform
 import statistics
 import sys
-import time
 import traceback
 from collections.abc import Callable
 
@@ -53,29 +52,10 @@ def _syncs(torch, device: str) -> Callable[[], None]:
     return sync
 
 
-def time_block(fn: Callable[[], object], sync: Callable[[], None], min_time: float) -> float:
-    """Seconds per call of ``fn``: calls repeated until ``min_time`` passed, synchronised at the end."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        if calls & (calls - 1) == 0:  # check the clock at powers of two only: no sync per call
-            sync()
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                return elapsed / calls
-
-
 def interleaved_ms(impls: dict[str, Callable[[], object]], sync, repeats: int, min_time: float) -> dict[str, dict]:
-    """Median and range in ms over ``repeats`` interleaved blocks of each implementation."""
-    for fn in impls.values():  # warm-up: compiles, cuBLAS handles, allocator pools
-        fn()
-        fn()
-    sync()
-    seconds: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(repeats):
-        for name, fn in impls.items():
-            seconds[name].append(time_block(fn, sync, min_time))
+    """Median and range in ms over ``repeats`` interleaved blocks of each implementation
+    (:func:`fastnn.bench.interleaved`, the GPU's queue drained around each block)."""
+    seconds = bench.interleaved(impls, repeats, min_time, pause=0.0, sync=sync)
     return {
         name: {"median_ms": 1e3 * statistics.median(s), "min_ms": 1e3 * min(s), "max_ms": 1e3 * max(s)}
         for name, s in seconds.items()

@@ -644,11 +644,17 @@ def _warm_up(fn: Callable[[], object], calls: int, settle_s: float = 2.0) -> Non
         done += 1
 
 
-def _calibrate(fn: Callable[[], object], min_time: float) -> int:
-    """Calls per timed block so that a block lasts about ``min_time`` seconds."""
+def _no_sync() -> None:
+    pass
+
+
+def _calibrate(fn: Callable[[], object], min_time: float, sync: Callable[[], None] = _no_sync) -> int:
+    """Calls per timed block so that a block lasts about ``min_time`` seconds (``sync`` after each
+    call: an asynchronous call's work counted, not its launch)."""
     calls, start = 0, time.perf_counter()
     while True:
         fn()
+        sync()
         calls += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min(0.05, min_time) or calls >= 1000:
@@ -669,26 +675,31 @@ def interleaved(
     warmup: int = 2,
     pause: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] = _no_sync,
 ) -> dict[str, list[float]]:
     """Seconds per call of each case: ``repeats`` rounds, each timing every case in turn
     (round-robin) for a block of about ``min_time`` seconds after a ``pause`` (default
     :data:`PAUSE_S`). Each case is called ``warmup`` times first (compilation, first touch of
     memory, allocator warm-up). ``clock``: wall time, or e.g. ``time.thread_time`` for the
-    calling thread's CPU time (1 thread on a loaded machine)."""
+    calling thread's CPU time (1 thread on a loaded machine). ``sync``: waits for asynchronous
+    work (a GPU's queue), before a block starts and before it is read, and after each
+    calibration call."""
     pause = PAUSE_S if pause is None else pause
     calls = {}
     for name, fn in cases.items():
         _warm_up(fn, warmup)
-        calls[name] = _calibrate(fn, min_time)
+        calls[name] = _calibrate(fn, min_time, sync)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             n = calls[name]
             if pause > 0 and len(cases) > 1:
                 time.sleep(pause)
+            sync()
             start = clock()
             for _ in range(n):
                 fn()
+            sync()
             times[name].append((clock() - start) / n)
     return times
 
