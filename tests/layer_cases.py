@@ -331,6 +331,27 @@ def _pooling_cases():
         has_buffers=True,
         batch_one_training=False,
     )
+    # one position per channel (a CNN pooled down to 1x1): the row kernels on a (batch, C) view
+    for training in (True, False):
+        yield LayerCase(
+            f"batchnorm2d-1x1-{'train' if training else 'eval'}",
+            lambda: fnn.BatchNorm2d(3),
+            (3, 1, 1),
+            torch=lambda nn: nn.BatchNorm2d(3),
+            torch_pairs=norm_pairs,
+            training=training,
+            has_buffers=True,
+            batch_one_training=False,
+        )
+    yield LayerCase(
+        "batchnorm1d-length-1",
+        lambda: fnn.BatchNorm1d(3),
+        (3, 1),
+        torch=lambda nn: nn.BatchNorm1d(3),
+        torch_pairs=norm_pairs,
+        has_buffers=True,
+        batch_one_training=False,
+    )
     # (padding_idx is left out: its row's gradient is zero by definition, not by calculus;
     # tests/test_conv_layers.py checks it against torch)
     yield LayerCase(

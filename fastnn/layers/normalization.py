@@ -213,6 +213,10 @@ class BatchNorm1d(_Normalization):
         c = self.num_features
         return {k: v.reshape((m * self._positions, c)) for k, v in self._rows(m, arena).items()}
 
+    def _as_rows(self, x):
+        """(batch, C) view of an array of one position per channel: (batch, C) or (batch, C, 1, ...)."""
+        return x if x.ndim == 2 else x.reshape((x.shape[0], self.num_features))
+
     def _channels(self, x):
         """(batch, C, positions) view of a channels-first array."""
         return x.reshape((x.shape[0], self.num_features, self._positions))
@@ -220,8 +224,8 @@ class BatchNorm1d(_Normalization):
     def forward_calls(self, x, ctx):
         m = x.shape[0]
         ws = self._workspace(m, ctx.arena)
-        if self._positions == 1:
-            calls = self._row_forward(x, ws["y"], ws["x_hat"], ctx)
+        if self._positions == 1:  # (batch, C) rows, or channels first with one position: (batch, C, 1, ...)
+            calls = self._row_forward(self._as_rows(x), self._as_rows(ws["y"]), self._as_rows(ws["x_hat"]), ctx)
             return calls, ws["y"]
         r = self._row_views(m, ctx.arena)
         calls = [(self.K.nchw_to_rows, (self._channels(x), r["x"]))]
@@ -274,7 +278,8 @@ class BatchNorm1d(_Normalization):
         m = grad_y.shape[0]
         ws = self._workspace(m, ctx.arena)
         if self._positions == 1:
-            return self._row_backward(grad_y, ws["grad_x"], ws["x_hat"], ctx), ws["grad_x"]
+            rows = self._as_rows(grad_y), self._as_rows(ws["grad_x"]), self._as_rows(ws["x_hat"])
+            return self._row_backward(*rows, ctx), ws["grad_x"]
         r = self._row_views(m, ctx.arena)
         calls = [(self.K.nchw_to_rows, (self._channels(grad_y), r["grad_y"]))]
         calls += self._row_backward(r["grad_y"], r["grad_x"], r["x_hat"], ctx)
