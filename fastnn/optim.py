@@ -77,6 +77,15 @@ def _check_positive_or_none(value, argument: str) -> float | None:
     return check_float(value, argument, 0.0, None, low_inclusive=False)
 
 
+def _check_one_clip(clip_norm: float | None, clip_value: float | None) -> None:
+    if clip_norm is not None and clip_value is not None:
+        raise ValueError(
+            "clip_norm and clip_value were both given; clip by one of them: pass "
+            "clip_norm (global norm, like torch.nn.utils.clip_grad_norm_) or clip_value "
+            "(set the other to None first)"
+        )
+
+
 class Optimizer(Owned):
     """Base class: learning rate, clipping, binding, step counting, state (de)serialisation.
 
@@ -117,13 +126,9 @@ class Optimizer(Owned):
 
     def __init__(self, lr: float, *, clip_norm: float | None = None, clip_value: float | None = None):
         self.lr = lr
-        self.clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
+        self._clip_norm = _check_positive_or_none(clip_norm, "clip_norm")
         self._clip_value = _check_positive_or_none(clip_value, "clip_value")
-        if self.clip_norm is not None and self.clip_value is not None:
-            raise ValueError(
-                "clip_norm and clip_value were both given; clip by one of them: pass "
-                "clip_norm (global norm, like torch.nn.utils.clip_grad_norm_) or clip_value"
-            )
+        _check_one_clip(self._clip_norm, self._clip_value)
         self._hyper: dict[str, Any] = {}
         self.step_count = 0
         self.last_grad_norm: float | None = None
@@ -237,6 +242,31 @@ class Optimizer(Owned):
         raise NotImplementedError
 
     @property
+    def clip_norm(self) -> float | None:
+        """The gradients are scaled so that their global L2 norm is at most clip_norm (None: not).
+
+        Setting it checks the value as the constructor does (positive, and not together with
+        ``clip_value``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> opt = fnn.optim.SGD(lr=0.1)
+        >>> opt.clip_norm = 1.0
+        >>> opt.clip_norm = -1.0
+        Traceback (most recent call last):
+        ...
+        ValueError: clip_norm must be in (0.0, inf], got -1.0
+        """
+        return self._clip_norm
+
+    @clip_norm.setter
+    def clip_norm(self, value: float | None) -> None:
+        value = _check_positive_or_none(value, "clip_norm")
+        _check_one_clip(value, self._clip_value)
+        self._clip_norm = value
+
+    @property
     def clip_value(self) -> float | None:
         """Each gradient is clipped to [-clip_value, clip_value] before the update (None: not).
 
@@ -263,6 +293,7 @@ class Optimizer(Owned):
     @clip_value.setter
     def clip_value(self, value: float | None) -> None:
         value = _check_positive_or_none(value, "clip_value")
+        _check_one_clip(self._clip_norm, value)
         if (value is None) != (self._clip_value is None):
             self._renew_fused_token()  # the step kernels compiled without value clipping (or with) rebuild
         self._clip_value = value

@@ -241,6 +241,33 @@ def test_bad_hyper_parameters_name_the_argument(name, kwargs, argument):
         optim.get(name, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name,kwargs,argument", [case for case in BAD_HYPER if set(case[1]) <= {"clip_norm", "clip_value"}]
+)
+def test_setting_a_clip_after_construction_is_checked_as_the_constructor_checks(name, kwargs, argument):
+    """clip_norm / clip_value set on a built optimizer: a negative clip_norm would reverse every
+    update, both clips would leave clip_value silently unused; each refused as in the constructor."""
+    opt = optim.get(name)
+    with pytest.raises(ValueError, match=argument):
+        for key, value in kwargs.items():
+            setattr(opt, key, value)
+
+
+def test_clipping_can_be_switched_from_norm_to_value_and_is_used():
+    opt = optim.SGD(lr=1.0, clip_norm=1.0)
+    p, g = np.zeros(2), np.array([3.0, -4.0])
+    opt.bind(p, g, 2)
+    opt.clip_norm = None
+    opt.clip_value = 0.5
+    opt.step()
+    np.testing.assert_array_equal(p, [-0.5, 0.5])
+    opt.clip_value = None
+    opt.clip_norm = 2.5  # norm 5 -> scaled by 0.5
+    g[...] = [3.0, -4.0]  # (clipping by value clipped the gradients in place)
+    opt.step()
+    np.testing.assert_allclose(p, [-2.0, 2.5], rtol=1e-6)
+
+
 def test_hyper_parameters_are_keyword_only():
     with pytest.raises(TypeError):
         optim.Adam(1e-3, (0.9, 0.999))
