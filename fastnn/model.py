@@ -1866,6 +1866,11 @@ class Sequential:
         return None if last is None else backend.host_copy(last)
 
     def _check_xy(self, X, y, argument="X"):
+        if y is None:
+            raise ValueError(
+                f"y is missing: the loss needs targets, one per sample of {argument}; for the model's "
+                f"outputs alone use predict({argument})"
+            )
         X = self._check_x(X, argument)
         self.require_compiled("training")
         if len(self.output_shape) == 1:

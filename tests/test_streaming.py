@@ -200,6 +200,10 @@ def test_bad_arguments_around_arrays_are_refused_clearly():
         _model().fit(X, y, steps_per_epoch=2, verbose=0)
     with pytest.raises(ValueError, match="y is missing"):
         _model().fit(X, verbose=0)
+    model = _model()
+    for call in (model.evaluate, model.validate, model.train_step, model.loss_and_grads):
+        with pytest.raises(ValueError, match="y is missing.*predict"):  # not "y is ragged or holds objects"
+            call(X, None)
     with pytest.raises(ValueError, match="y must be None"):
         _model().fit(ArrayDataset(X, y), y, verbose=0)
     with pytest.raises(TypeError, match="steps_per_epoch"):
