@@ -1467,6 +1467,7 @@ class Sequential:
                 "training": self.state.to_record(),
                 "decay_bias_and_norm": self.decay_bias_and_norm,
                 "training_mode": self.training,
+                "frozen": freezing.frozen_paths(self),
             }
             if self.optimizer is not None:
                 record["optimizer"] = {"config": self.optimizer.get_config(), "state": self.optimizer.state_dict()}
@@ -1512,6 +1513,7 @@ class Sequential:
                 V.check_state_array(arrays, name, value)
             for name, value in {**record["params"], **record["buffers"]}.items():
                 backend.copy_into(arrays[name], np.asarray(value))
+            self._restore_frozen(record)
             if record.get("optimizer") is not None:
                 loss = losses_mod.from_config(record["loss"]) if record.get("loss") is not None else None
                 config = record["optimizer"]["config"]
@@ -1533,6 +1535,17 @@ class Sequential:
             self.state.load_record(record.get("training") or {})
             self.train(record.get("training_mode", True))
         return self
+
+    def _restore_frozen(self, record: dict) -> None:
+        """Each layer's ``trainable`` as the record has it (its "frozen" paths; a record without them:
+        the top-level layers its config marks untrainable)."""
+        frozen = record.get("frozen")
+        if frozen is None:
+            entries = record.get("config", {}).get("layers", [])
+            frozen = [str(i) for i, e in enumerate(entries) if isinstance(e, dict) and e.get("trainable") is False]
+        for path, layer in freezing.layer_paths(self).items():
+            if layer.trainable != (path not in frozen):
+                layer.trainable = path not in frozen
 
     @classmethod
     def from_snapshot(cls, record: dict, device: str = "cpu") -> Sequential:

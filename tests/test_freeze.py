@@ -158,6 +158,24 @@ def test_unfreeze_trains_again_and_trainable_survives_save_load_and_copies(tmp_p
     assert np.all(model.layers[2].block[0].weight != weight)
 
 
+def test_restore_puts_back_the_snapshot_s_frozen_layers_nested_ones_too():
+    """restore(record) continues exactly as from_snapshot(record): the same layers frozen."""
+    X, y = _data()
+    model = _model().freeze("2.block.0", 0)
+    record = model.snapshot()
+    model.unfreeze()
+    model.layers[1].trainable = False
+    model.restore(record)
+    clone = fnn.Sequential.from_snapshot(record)
+    for m in (model, clone):
+        assert [layer.trainable for layer in m.layers] == [False, True, True, True]
+        assert m.layers[2].block[0].trainable is False
+    assert model.optimizer.trainable == clone.optimizer.trainable is not None
+    model.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    clone.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.params, clone.params)
+
+
 def test_summary_counts_trainable_and_frozen_parameters():
     model = _model()
     model.layers[0].trainable = False
