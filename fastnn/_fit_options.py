@@ -134,13 +134,23 @@ def check_validation_split(validation_split, validation_data) -> float:
 
 def split_point(validation_split: float, n: int) -> int:
     """The first held-out sample of ``validation_split`` of ``n`` samples: training keeps the
-    first ceil(n * (1 - split)), as Keras does."""
-    at = int(math.ceil(n * (1.0 - validation_split)))
-    if at == 0 or at == n:
+    first floor(n * (1 - split)), Keras' ``split_at = int(math.floor(n * (1.0 - validation_split)))``
+    (so 0.7 of 100 holds out 70 rows, though 1 - 0.7 is 0.30000000000000004; 0.25 of 10 holds
+    out 3). Arrays and :class:`fastnn.data.ArrayDataset` split here alike.
+
+    Raises
+    ------
+    ValueError
+        If either part would be empty (the message names ``validation_split``).
+    """
+    at = int(math.floor(n * (1.0 - validation_split)))
+    if at <= 0 or at >= n:
+        at = min(max(at, 0), n)
+        hint = "a smaller split" if at == 0 else f"a larger split ({1 / n:.3g} holds out one sample)"
         raise ValueError(
             f"validation_split={validation_split} of {n} samples leaves "
-            f"{'no training' if at == 0 else 'no validation'} samples; use a split between "
-            f"{1 / n:.3g} and {1 - 1 / n:.3g}, or more data"
+            f"{'no training' if at == 0 else 'no validation'} samples (the first "
+            f"floor({n} * (1 - {validation_split})) = {at} train, as in Keras); use {hint}, or more data"
         )
     return at
 

@@ -3,10 +3,15 @@
 The gradients of ``k`` consecutive batches are summed, each weighted by its sample count for a
 mean loss (``reduction="mean"``: the sum is divided by the samples of the group), so the update
 equals that of ONE batch of all the group's samples: the same parameters up to rounding (tested
-in float64). With ``reduction="sum"`` the gradients are summed as they are. An epoch's last group
-may be shorter; it still updates. Learning-rate schedules and ``optimizer.step_count`` count
-updates, not batches (as Keras' ``iterations`` and PyTorch's ``scheduler.step()`` after
-``optimizer.step()``); callbacks' ``on_batch_*`` and the progress bar still see every batch.
+in float64). Under sample weights (``sample_weight``, ``class_weight``: the loss is
+:class:`fastnn.losses.SampleWeighted`, a batch's mean is ``sum_i w_i l_i / sum_i w_i``) a batch
+counts for its sum of weights instead of its rows, and the group's sum is divided by the group's
+sum of weights: the update is again the big batch's (a shuffled fit on arrays then gathers each
+batch before its step, so its weights are known when the step is armed). With ``reduction="sum"``
+the gradients are summed as they are. An epoch's last group may be shorter; it still updates.
+Learning-rate schedules and ``optimizer.step_count`` count updates, not batches (as Keras'
+``iterations`` and PyTorch's ``scheduler.step()`` after ``optimizer.step()``); callbacks'
+``on_batch_*`` and the progress bar still see every batch.
 
 Layers that look at the batch differ from the big batch: BatchNorm normalises each batch with its
 own statistics (and updates the running statistics once per batch), and Dropout draws its masks
@@ -25,6 +30,7 @@ import numpy as np
 
 from . import _validation as V
 from . import backend
+from . import losses as losses_mod
 from .kernels import accumulate as acc_kernels
 
 
@@ -51,6 +57,46 @@ def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
         f"at step {step}; the update was not applied. Lower the learning rate or clip gradients "
         f"(clip_norm=1.0)"
     )
+
+
+def batch_weight(loss, xb: np.ndarray, yb: np.ndarray) -> float:
+    """What a batch counts for in its group's mean: its rows, or under sample weights (``loss`` a
+    :class:`fastnn.losses.SampleWeighted`, whose mean is ``sum_i w_i l_i / sum_i w_i``) its sum of
+    weights, the last column of its targets :func:`fastnn.losses.weighted_targets`.
+
+    Parameters
+    ----------
+    loss : fastnn.losses.Loss
+        The loss trained on.
+    xb : numpy.ndarray
+        The batch's inputs (their rows count for an unweighted loss).
+    yb : numpy.ndarray
+        The batch's targets, filled (not a step plan's buffers still to be gathered into).
+
+    Returns
+    -------
+    float
+        The batch's weight in its group.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn.accumulation import batch_weight
+    >>> yb = fnn.losses.weighted_targets(np.array([0, 1, 1]), np.array([0.5, 2.0, 1.0]))
+    >>> batch_weight(fnn.losses.SampleWeighted(fnn.losses.CrossEntropy()), np.zeros((3, 2)), yb)
+    3.5
+    >>> batch_weight(fnn.losses.CrossEntropy(), np.zeros((3, 2)), np.array([0, 1, 1]))
+    3.0
+    """
+    if isinstance(loss, losses_mod.SampleWeighted):
+        return float(np.sum(yb.reshape(yb.shape[0], -1)[:, -1]))
+    return float(xb.shape[0])
+
+
+def _divisor(total: float) -> float:
+    """The divisor of a group's weighted sum of gradients: its total weight, 1 when that is 0 (all the
+    group's weights are zero: each batch's gradient is 0, and so is the group's, as a batch's)."""
+    return total if total > 0 else 1.0
 
 
 class GroupSum:
@@ -83,7 +129,7 @@ class GroupSum:
         """(kernel, arguments) of the sum after a step's gradient ``norm`` (a ``fastnn._fused.Result``)."""
         return acc_kernels.accumulate_gradients, (norm, self.scalars, self.grads, self.total, self.partials)
 
-    def arm(self, position: int, ends: bool, weight: int, divisor: int) -> None:
+    def arm(self, position: int, ends: bool, weight: float, divisor: float) -> None:
         """Make the next step add its gradients times ``weight`` to the group (its ``position``-th
         batch, 0-based: 0 starts the sum) and, when it ``ends`` the group, put the sum divided by
         ``divisor`` in the gradients for the update."""
@@ -134,7 +180,7 @@ class Stepper:
     def __init__(self, model, accumulate: int = 1):
         self.model, self.k = model, accumulate
         self.count = 0  # batches in the open group
-        self.samples = 0
+        self.samples = 0.0  # the open group's samples, or sum of sample weights (a weighted loss)
         self._buffers: tuple[GroupSum, backend.StateGuard] | None = None  # see _group
         if accumulate == 1:
             model.set_accumulation(False)  # the plans drop the sum's call
@@ -157,11 +203,11 @@ class Stepper:
         if self.count == 0:
             self._open()
         group, guard = self._group()
-        m = xb.shape[0]
+        m = batch_weight(model.loss, xb, yb)
         ends = self.count + 1 >= self.k or last
         mean = model.loss.reduction == "mean"
         try:
-            group.arm(self.count, ends, m if mean else 1, self.samples + m if mean else 1)
+            group.arm(self.count, ends, m if mean else 1, _divisor(self.samples + m) if mean else 1)
             loss, out = model.run_step(xb, yb, update=ends)
         except BaseException:
             group.disarm()
@@ -202,7 +248,7 @@ class Stepper:
         if self._buffers is None or self._buffers[0] is not group:
             self._buffers = (group, model.state_guard())
         self._buffers[1].save()
-        self.samples = 0
+        self.samples = 0.0
 
     def _update(self) -> None:
         """The update of a group whose last batch did not know it was (a stream ended): from Python,
@@ -210,7 +256,7 @@ class Stepper:
         model = self.model
         total = self._group()[0].total
         if model.loss.reduction == "mean":
-            np.divide(total, self.samples, out=model.grads)
+            np.divide(total, _divisor(self.samples), out=model.grads)
         else:
             np.copyto(model.grads, total)
         norm = model.grad_norm()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from . import backend
 
 
@@ -434,7 +436,9 @@ class EarlyStopping(_Monitor):
         Epochs without improvement before stopping.
     restore_best_weights : bool, default False
         Put back the weights of the best epoch at the end of training, whether it stopped
-        early or ran all its epochs.
+        early or ran all its epochs: every parameter and layer buffer
+        (:meth:`fastnn.Sequential.state_arrays`: BatchNorm's running statistics too, as Keras
+        restores its moving statistics), so the model evaluates as it did then.
     baseline : float, optional
         A value the metric must beat to count as improving at all.
     start_from_epoch : int, default 0
@@ -480,7 +484,33 @@ class EarlyStopping(_Monitor):
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None
-        self.best_weights = None
+        # (private: None before a best epoch, a public None would change the callback's key of
+        # fastnn.training.callback_keys, by which a resumed fit finds its saved state)
+        self._best_weights: dict | np.ndarray | None = None
+
+    @property
+    def best_weights(self) -> dict | np.ndarray | None:
+        """The best epoch's parameters and buffers by name (``model.state_arrays()``, host copies).
+
+        None before a best epoch was kept; a flat parameter array when loaded from a state saved
+        by fastnn before buffers were kept.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray or None
+            The kept arrays.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.callbacks.EarlyStopping("loss", restore_best_weights=True).best_weights is None
+        True
+        """
+        return self._best_weights
+
+    @best_weights.setter
+    def best_weights(self, value) -> None:
+        self._best_weights = value
 
     def on_epoch_end(self, epoch, logs=None):
         value = self._current(logs)
@@ -489,7 +519,7 @@ class EarlyStopping(_Monitor):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = backend.host_copy(self.model.params)
+                self.best_weights = {name: backend.host_copy(a) for name, a in self.model.state_arrays().items()}
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -498,7 +528,23 @@ class EarlyStopping(_Monitor):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
-            backend.copy_into(self.model.params, self.best_weights)
+            self._put_back(self.best_weights)
+
+    def _put_back(self, saved) -> None:
+        """Copy the kept ``saved`` arrays into the model (a flat parameter array: a state saved by
+        fastnn before buffers were kept, parameters only)."""
+        model = self.model
+        if not isinstance(saved, dict):
+            backend.copy_into(model.params, saved)
+            return
+        arrays = model.state_arrays()
+        if set(saved) != set(arrays) or any(tuple(saved[k].shape) != tuple(arrays[k].shape) for k in arrays):
+            raise ValueError(
+                f"EarlyStopping(restore_best_weights=True): the kept best weights "
+                f"({sorted(saved)}) do not match the model's arrays ({sorted(arrays)})"
+            )
+        for name, target in arrays.items():
+            backend.copy_into(target, saved[name])
 
     def state_dict(self):
         return {
@@ -518,7 +564,9 @@ class EarlyStopping(_Monitor):
         Returns
         -------
         dict of str to ndarray
-            ``{"best_weights": flat parameters}`` once a best epoch was kept, else empty.
+            ``{"best_weights.<name>": array}`` for each parameter and buffer of
+            ``model.state_arrays()`` once a best epoch was kept (a checkpoint keeps BatchNorm's
+            running statistics too), else empty.
 
         Examples
         --------
@@ -527,10 +575,14 @@ class EarlyStopping(_Monitor):
         >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
         >>> stop = fnn.callbacks.EarlyStopping("loss", patience=5, restore_best_weights=True)
         >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[stop])
-        >>> {name: a.shape for name, a in stop.arrays().items()}  # the flat parameters of the best epoch
-        {'best_weights': (3,)}
+        >>> {name: a.shape for name, a in stop.arrays().items()}  # the best epoch's arrays
+        {'best_weights.0.weight': (2, 1), 'best_weights.0.bias': (1,)}
         """
-        return {} if self.best_weights is None else {"best_weights": self.best_weights}
+        if self.best_weights is None:
+            return {}
+        if not isinstance(self.best_weights, dict):  # loaded from a file of before: flat parameters
+            return {"best_weights": self.best_weights}
+        return {f"best_weights.{name}": a for name, a in self.best_weights.items()}
 
     def load_arrays(self, arrays: dict) -> None:
         """Restore what :meth:`arrays` returned.
@@ -549,11 +601,15 @@ class EarlyStopping(_Monitor):
         >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0, callbacks=[stop])
         >>> fresh = fnn.callbacks.EarlyStopping("loss", restore_best_weights=True)
         >>> fresh.load_arrays(stop.arrays())
-        >>> np.array_equal(fresh.best_weights, stop.best_weights)
+        >>> all(np.array_equal(fresh.best_weights[k], stop.best_weights[k]) for k in stop.best_weights)
         True
         """
-        if "best_weights" in arrays:
-            self.best_weights = arrays["best_weights"].copy()
+        prefix = "best_weights."
+        kept = {k[len(prefix) :]: np.array(v) for k, v in arrays.items() if k.startswith(prefix)}
+        if kept:
+            self.best_weights = kept
+        elif "best_weights" in arrays:  # files of before: the flat parameters only
+            self.best_weights = np.array(arrays["best_weights"])
 
 
 class ReduceLROnPlateau(_Monitor):
@@ -570,9 +626,11 @@ class ReduceLROnPlateau(_Monitor):
     factor : float, default 0.1
         The factor, in (0, 1).
     patience : int, default 10
-        Epochs without improvement before lowering the rate.
+        Epochs without improvement before lowering the rate: it is lowered at the end of the
+        ``patience + 1``-th such epoch in a row (PyTorch's ``num_bad_epochs > patience``).
     cooldown : int, default 0
-        Epochs to wait after a reduction before counting again.
+        Epochs after a reduction whose lack of improvement does not count (PyTorch's cooldown:
+        with patience 0 and cooldown 2 a plateau lowers the rate every 3 epochs).
     min_lr : float, default 0.0
         The rate never goes below this.
     verbose : int, default 0
@@ -613,23 +671,25 @@ class ReduceLROnPlateau(_Monitor):
         self.cooldown_counter = 0
 
     def on_epoch_end(self, epoch, logs=None):
+        # torch.optim.lr_scheduler.ReduceLROnPlateau.step, in its order: count the epoch, then an
+        # epoch of the cooldown (the counter still > 0 before this one) counts no bad epochs
         value = self._current(logs)
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
-        if self._improved(value):
-            self.best, self.wait = value, 0
-        elif self.cooldown_counter == 0:
-            self.wait += 1
-            if self.wait > self.patience:
-                old = float(self.model.optimizer.lr)
-                new = max(old * self.factor, self.min_lr)
-                if old - new > 1e-12 * old:
-                    self.model.optimizer.lr = new
-                    if self.verbose:
-                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowered the learning rate to {new:.3g}")
-                self.cooldown_counter = self.cooldown
-                self.wait = 0
+        if self.wait > self.patience:
+            old = float(self.model.optimizer.lr)
+            new = max(old * self.factor, self.min_lr)
+            if old - new > 1e-12 * old:
+                self.model.optimizer.lr = new
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowered the learning rate to {new:.3g}")
+            self.cooldown_counter = self.cooldown
+            self.wait = 0
 
     def state_dict(self):
         return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
@@ -699,6 +759,25 @@ class LearningRateScheduler(Callback):
             self._set(self.model.optimizer.step_count)
 
 
+def _format_fields(path: str) -> list[str]:
+    """The names of ``path``'s ``str.format`` fields (``{val_loss:.3f}`` -> ``val_loss``; the
+    name before any ``.attribute`` or ``[index]``)."""
+    import re
+    import string
+
+    fields = []
+    try:
+        parsed = list(string.Formatter().parse(path))
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint path {path!r} is not a valid format string: {exc}") from exc
+    for _, field, spec, _ in parsed:
+        if field is not None:
+            fields.append(re.split(r"[.\[]", field, maxsplit=1)[0])
+            if spec and "{" in spec:  # nested fields of the spec ({loss:.{digits}f})
+                fields += _format_fields(spec)
+    return list(dict.fromkeys(fields))
+
+
 class ModelCheckpoint(Callback):
     """Save the model (weights, optimizer, training state) after each epoch.
 
@@ -720,6 +799,11 @@ class ModelCheckpoint(Callback):
     ------
     FileNotFoundError
         When the folder of ``path`` does not exist.
+    ValueError
+        When ``path`` is not a format string with named fields.
+    KeyError
+        At an epoch's end, when ``path`` names a metric its logs do not have (``val_loss``
+        without validation data): the message lists those there are (:meth:`format_path`).
 
     Examples
     --------
@@ -753,6 +837,61 @@ class ModelCheckpoint(Callback):
         self.save_best_only = bool(save_best_only)
         self._monitor = _Monitor(monitor, mode, min_delta)
         self.saved: list[str] = []
+        self._fields = _format_fields(self.path)
+        positional = [f for f in self._fields if f == "" or f.isdigit()]
+        if positional:
+            raise ValueError(
+                f"ModelCheckpoint path {self.path!r}: its format fields must be named ({{epoch}} or a "
+                f"metric such as {{val_loss:.3f}}), not positional {{{positional[0]}}}"
+            )
+
+    def format_path(self, epoch: int, logs: dict) -> str:
+        """The file of epoch ``epoch`` (0-based; ``{epoch}`` is 1-based): ``path`` formatted with the
+        epoch's ``logs``.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch that ended.
+        logs : dict
+            Its logs (``loss``, ``val_loss`` ...).
+
+        Returns
+        -------
+        str
+            The path.
+
+        Raises
+        ------
+        KeyError
+            If the path names a metric the logs do not have (as Keras: "Failed to format this
+            callback filepath"), naming the callback, the path and the metrics there are.
+        ValueError
+            If a format spec does not suit its value.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.callbacks.ModelCheckpoint("m-{epoch:02d}-{loss:.2f}.safetensors").format_path(2, {"loss": 0.5})
+        'm-03-0.50.safetensors'
+        """
+        values = {**logs, "epoch": epoch + 1}
+        missing = [field for field in self._fields if field not in values]
+        if missing:
+            hint = (
+                " (validation metrics need fit(validation_data=...) or validation_split)"
+                if any(field.startswith("val_") for field in missing)
+                else ""
+            )
+            raise KeyError(
+                f"ModelCheckpoint: failed to format this callback filepath: {self.path!r}: no "
+                f"{', '.join(repr(f) for f in missing)} in the logs of epoch {epoch + 1}{hint}; "
+                f"available: {', '.join(sorted(values))}"
+            )
+        try:
+            return self.path.format(**values)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ModelCheckpoint: failed to format this callback filepath: {self.path!r}: {exc}") from exc
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -761,7 +900,7 @@ class ModelCheckpoint(Callback):
             if not self._monitor._improved(value):
                 return
             self._monitor.best = value
-        path = self.path.format(epoch=epoch + 1, **logs)
+        path = self.format_path(epoch, logs)
         self.model.save(path)
         self.saved.append(path)
 

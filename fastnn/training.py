@@ -771,6 +771,8 @@ def fit(
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, source.steps)
     stepper = Stepper(model, accumulate)
+    if accumulate > 1 and isinstance(source, ArrayBatches) and source.weighted:
+        source.gather_inside = False  # each batch's weights are read before its step (Stepper.step)
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
     if tracker.metrics and dist is None and accumulate == 1 and isinstance(source, ArrayBatches):
         # every step commits: the step calls add the batches to the metrics' arrays (fastnn._step_feed)

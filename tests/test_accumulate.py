@@ -100,3 +100,103 @@ def test_a_group_whose_summed_gradients_overflow_is_refused_and_applies_nothing(
     model.layers[0].weight[...] = [[0.5], [-0.5]]  # the same data trains once the sum is finite
     model.fit(X[:16] * 1e-30, y[:16], epochs=1, batch_size=8, accumulate=4, shuffle=False, verbose=0)
     assert model.optimizer.step_count == 1
+
+
+def _torch_fit(model, X, y, w, batch, epochs, optimizer):
+    """The parameters after ``epochs`` of unshuffled batches of ``batch`` rows with PyTorch (float64)
+    on ``model``'s initial weights: the weighted mean loss ``sum_i w_i l_i / sum_i w_i`` per batch."""
+    torch = pytest.importorskip("torch")
+    params = []
+    for layer in model.layers:
+        params += [
+            torch.tensor(layer.weight.copy(), requires_grad=True),
+            torch.tensor(layer.bias.copy(), requires_grad=True),
+        ]
+    opt = optimizer(params)
+    Xt, yt, wt = torch.tensor(X), torch.tensor(y), torch.tensor(w)
+    for _ in range(epochs):
+        for lo in range(0, len(X), batch):
+            xb, yb, wb = Xt[lo : lo + batch], yt[lo : lo + batch], wt[lo : lo + batch]
+            logits = torch.tanh(xb @ params[0] + params[1]) @ params[2] + params[3]
+            losses = torch.nn.functional.cross_entropy(logits, yb, reduction="none")
+            opt.zero_grad()
+            ((losses * wb).sum() / wb.sum()).backward()
+            opt.step()
+    return np.concatenate([p.detach().numpy().ravel() for p in params])
+
+
+def _flat_params(model):
+    return np.concatenate([a.ravel() for layer in model.layers for a in (layer.weight, layer.bias)])
+
+
+@pytest.mark.parametrize("fuse", ["never", "always"])
+@pytest.mark.parametrize("weighting", ["sample_weight", "class_weight", "both"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_weighted_groups_equal_one_weighted_batch_k_times_larger_as_torch(opt, weighting, fuse, monkeypatch):
+    """A weighted batch's loss is sum_i w_i l_i / sum_i w_i: each batch of a group counts for its sum
+    of weights (not its rows), the group's sum is divided by the group's (class_weight: w_i =
+    class_weight[y_i], times sample_weight if both). 90 rows, groups of 3 x 8 = 24: the last is short."""
+    from fastnn import _config
+
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    X, y = _data()
+    w = np.random.default_rng(5).uniform(0.0, 3.0, len(X))
+    cw = {0: 4.0, 2: 0.25}
+    kwargs = {
+        "sample_weight": {"sample_weight": w},
+        "class_weight": {"class_weight": cw},
+        "both": {"sample_weight": w, "class_weight": cw},
+    }[weighting]
+    per_sample = np.ones(len(X)) if weighting == "class_weight" else w
+    if weighting != "sample_weight":
+        per_sample = per_sample * np.array([cw.get(c, 1.0) for c in range(3)])[y]
+    make = {
+        "sgd": (lambda: fnn.optim.SGD(lr=0.3), lambda p: __import__("torch").optim.SGD(p, lr=0.3)),
+        "adam": (lambda: fnn.optim.Adam(lr=0.02), lambda p: __import__("torch").optim.Adam(p, lr=0.02)),
+    }[opt]
+    reference = _torch_fit(_model(optimizer=make[0]()), X, y, per_sample, 24, 2, make[1])
+    for shuffle in (False, True):
+        big = _model(optimizer=make[0]())
+        big.fit(X, y, epochs=2, batch_size=24, shuffle=shuffle, verbose=0, **kwargs)
+        small = _model(optimizer=make[0]())
+        small.fit(X, y, epochs=2, batch_size=8, accumulate=3, shuffle=shuffle, verbose=0, **kwargs)
+        assert small.optimizer.step_count == big.optimizer.step_count == 8
+        np.testing.assert_allclose(small.params, big.params, rtol=1e-10, atol=1e-12)
+        if not shuffle:  # PyTorch's batches in order
+            np.testing.assert_allclose(_flat_params(small), reference, rtol=1e-10, atol=1e-12)
+
+
+def test_a_group_of_zero_weights_updates_nothing_and_a_sum_loss_stays_exact():
+    X, y = _data(40)
+    w = np.ones(40)
+    w[:20] = 0.0  # the first group (2 x 10 rows) weighs nothing
+    small = _model(optimizer=fnn.optim.SGD(lr=0.3))
+    params = small.params.copy()
+    small.fit(X[:20], y[:20], batch_size=10, accumulate=2, shuffle=False, verbose=0, sample_weight=w[:20])
+    assert small.optimizer.step_count == 1 and np.array_equal(small.params, params)
+    runs = []
+    for batch, k in ((40, 1), (10, 4)):
+        model = _model(fnn.losses.CrossEntropy(reduction="sum"), fnn.optim.SGD(lr=0.01))
+        model.fit(X, y, batch_size=batch, accumulate=k, shuffle=False, verbose=0, sample_weight=np.linspace(0, 2, 40))
+        runs.append(model.params.copy())
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-11, atol=1e-13)
+
+
+def test_weighted_streams_accumulate_as_one_batch_k_times_larger():
+    """A dataset's and a stream's (X, y, w) batches: each batch's targets carry its weights."""
+    X, y = _data()
+    w = np.random.default_rng(6).uniform(0.0, 2.0, len(X))
+    dataset = fnn.data.ArrayDataset(X, y, sample_weight=w)
+    for small_source, big_source, kwargs in (
+        (dataset, dataset, {"shuffle": True}),
+        (
+            lambda: ((X[i : i + 10], y[i : i + 10], w[i : i + 10]) for i in range(0, 90, 10)),
+            lambda: ((X[i : i + 40], y[i : i + 40], w[i : i + 40]) for i in range(0, 90, 40)),
+            {},
+        ),
+    ):
+        big = _model(optimizer=fnn.optim.SGD(lr=0.3))
+        big.fit(big_source, epochs=2, batch_size=40, class_weight={1: 3.0}, verbose=0, **kwargs)
+        small = _model(optimizer=fnn.optim.SGD(lr=0.3))
+        small.fit(small_source, epochs=2, batch_size=10, accumulate=4, class_weight={1: 3.0}, verbose=0, **kwargs)
+        np.testing.assert_allclose(small.params, big.params, rtol=1e-11, atol=1e-13)

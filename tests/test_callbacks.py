@@ -211,3 +211,164 @@ def test_callbacks_must_be_callback_instances(problem):
 def test_bad_callback_arguments(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+def _bn_model():
+    model = fnn.Sequential(
+        [fnn.Dense(5, 16), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Dense(16, 2)], seed=0, dtype="float64"
+    )
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.3))
+
+
+class _KeepState(C.Callback):
+    """Copies of every parameter and buffer at each epoch's end."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen[epoch] = {k: np.array(v) for k, v in self.model.state_arrays().items()}
+
+
+def _assert_state(model, expected):
+    arrays = model.state_arrays()
+    assert sorted(arrays) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+
+
+def test_early_stopping_restores_batch_norm_running_statistics(problem):
+    """Keras restores all weights, moving statistics included: the restored model's val_loss is the
+    best epoch's (it was not, with the parameters only)."""
+    X, y, Xv, yv = problem
+    X, Xv = X * 3 + 1, Xv * 3 + 1
+    keep = _KeepState()
+    stop = C.EarlyStopping("val_loss", patience=3, restore_best_weights=True)
+    model = _bn_model()
+    hist = model.fit(X, y, epochs=12, batch_size=16, validation_data=(Xv, yv), callbacks=[keep, stop], verbose=0)
+    assert stop.best_epoch is not None and stop.best_epoch < len(hist.epoch) - 1  # later epochs changed the state
+    assert "1.running_mean" in stop.best_weights and "1.num_batches_tracked" in stop.best_weights
+    _assert_state(model, keep.seen[stop.best_epoch])
+    assert model.evaluate(Xv, yv)["loss"] == pytest.approx(stop.best, rel=1e-12)
+
+
+def test_a_checkpoint_keeps_the_best_epochs_buffers_for_a_resumed_early_stopping(tmp_path, problem):
+    """ModelCheckpoint saves the whole model (its BatchNorm statistics reload) and EarlyStopping's
+    kept arrays with it: a fit resumed from the file restores the best epoch's buffers too."""
+    X, y, Xv, yv = problem
+    values = [2.0, 1.0, 1.5, 1.6, 1.7, 1.8]
+
+    class Fake(C.Callback):  # val_loss best at epoch 1
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = values[epoch]
+
+    def callbacks():
+        return [Fake(), keep, C.EarlyStopping("val_loss", patience=10, restore_best_weights=True)]
+
+    keep = _KeepState()
+    ckpt = C.ModelCheckpoint(tmp_path / "m-{epoch}.safetensors")
+    model = _bn_model()
+    model.fit(X, y, epochs=3, batch_size=16, validation_data=(Xv, yv), callbacks=[*callbacks(), ckpt], verbose=0)
+    loaded = fnn.load(ckpt.saved[-1])  # saved at the end of epoch 2: its own state, not the best yet
+    _assert_state(loaded, keep.seen[2])
+    stop = callbacks()[-1]
+    loaded.fit(X, y, epochs=3, batch_size=16, validation_data=(Xv, yv), callbacks=[Fake(), keep, stop], verbose=0)
+    assert stop.best_epoch == 1 and loaded.epochs_done == 6
+    _assert_state(loaded, keep.seen[1])
+
+
+_PLATEAU_VALUES = [
+    5.0,
+    4.0,
+    4.0,
+    3.95,
+    4.1,
+    3.0,
+    3.0,
+    3.0,
+    2.99,
+    3.5,
+    1.0,
+    1.0,
+    1.0,
+    1.0,
+    1.0,
+    1.0,
+    0.5,
+    0.45,
+    0.5,
+    0.5,
+]
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("patience", [0, 1])
+@pytest.mark.parametrize("cooldown", [0, 1, 2])
+def test_reduce_lr_on_plateau_matches_torch(cooldown, patience, mode):
+    """PyTorch's ReduceLROnPlateau (threshold_mode "abs", threshold = min_delta): num_bad_epochs >
+    patience lowers the rate; the cooldown's epochs count no bad epochs (it waited cooldown - 1)."""
+    torch = pytest.importorskip("torch")
+    values = _PLATEAU_VALUES if mode == "min" else [-v for v in _PLATEAU_VALUES]
+    param = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode=mode, factor=0.5, patience=patience, threshold=0.1, threshold_mode="abs", cooldown=cooldown
+    )
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", fnn.optim.SGD(lr=1.0))
+    plateau = C.ReduceLROnPlateau("loss", mode=mode, factor=0.5, patience=patience, min_delta=0.1, cooldown=cooldown)
+    plateau.set_model(model)
+    ours, theirs = [], []
+    for epoch, value in enumerate(values):
+        plateau.on_epoch_end(epoch, {"loss": value})
+        scheduler.step(value)
+        ours.append(model.optimizer.lr)
+        theirs.append(opt.param_groups[0]["lr"])
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert len(set(theirs)) > 2  # the rate was lowered more than once
+
+
+def test_reduce_lr_on_plateau_cooldown_waits_its_epochs_in_a_fit(problem):
+    X, y, _, _ = problem
+
+    class Flat(C.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["loss"] = 1.0
+
+    plateau = C.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, cooldown=2)
+    hist = make_model(lr=0.08).fit(X, y, epochs=8, batch_size=40, verbose=0, callbacks=[Flat(), plateau])
+    # epoch 0 sets best; 1 lowers; 2 and 3 cool down; 4 lowers; 5, 6 cool down; 7 lowers
+    assert hist["lr"] == pytest.approx([0.08, 0.08, 0.04, 0.04, 0.04, 0.02, 0.02, 0.02])
+
+
+def test_model_checkpoint_path_naming_a_missing_metric_is_a_clear_error(tmp_path, problem):
+    """Keras: KeyError('Failed to format this callback filepath: ...'); here it names the callback,
+    the path, the missing field and the logs' keys (val_* needs validation data)."""
+    X, y, Xv, yv = problem
+    path = str(tmp_path / "m-{val_loss:.3f}.safetensors")
+    ckpt = C.ModelCheckpoint(path)
+    with pytest.raises(KeyError, match=r"ModelCheckpoint: failed to format this callback filepath") as info:
+        make_model().fit(X, y, epochs=1, batch_size=40, verbose=0, callbacks=[ckpt])
+    message = str(info.value)
+    assert path in message and "'val_loss'" in message and "validation_data" in message
+    assert "available: accuracy, epoch, loss, lr" in message and ckpt.saved == []
+    ckpt = C.ModelCheckpoint(path)  # with validation data the same path works
+    make_model().fit(X, y, epochs=1, batch_size=40, validation_data=(Xv, yv), verbose=0, callbacks=[ckpt])
+    assert len(ckpt.saved) == 1 and ckpt.saved[0].startswith(str(tmp_path / "m-"))
+    with pytest.raises(ValueError, match=r"failed to format this callback filepath.*Unknown format code 'd'"):
+        C.ModelCheckpoint(tmp_path / "m-{loss:d}.safetensors").format_path(0, {"loss": 0.5})
+    with pytest.raises(ValueError, match="must be named"):
+        C.ModelCheckpoint(tmp_path / "m-{}.safetensors")
+    assert C.ModelCheckpoint("m-{epoch:02d}-{loss:.2f}.npz").format_path(2, {"loss": 0.5}) == "m-03-0.50.npz"
+
+
+def test_early_stopping_state_of_a_file_of_before_restores_its_flat_parameters(problem):
+    """States saved before the buffers were kept hold the flat parameters only ("best_weights")."""
+    X, y, _, _ = problem
+    model = make_model()
+    kept = model.params.copy() + 1.0
+    stop = C.EarlyStopping("loss", patience=10, restore_best_weights=True)
+    stop.load_arrays({"best_weights": kept})
+    assert stop.arrays() == {"best_weights": stop.best_weights}
+    stop.best = -1.0  # no epoch improves: the loaded weights are put back
+    model.fit(X, y, epochs=1, verbose=0, callbacks=[stop])
+    np.testing.assert_array_equal(model.params, kept)

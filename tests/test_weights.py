@@ -144,7 +144,7 @@ def test_validation_split_holds_out_the_last_samples_before_shuffling(rng):
     X, y = _data(rng, 23)
     w = rng.uniform(0.5, 2, 23)
     split = _model().fit(X, y, epochs=2, batch_size=5, validation_split=0.2, sample_weight=w, verbose=0)
-    at = int(np.ceil(23 * 0.8))  # Keras: the first ceil(n (1 - split)) samples train
+    at = int(np.floor(23 * 0.8))  # Keras: the first floor(n (1 - split)) samples train
     by_hand = _model().fit(
         X[:at],
         y[:at],
@@ -183,8 +183,8 @@ def test_bad_weights_and_splits_are_refused_clearly(rng):
     for bad in (1.0, -0.1, "0.2", True):
         with pytest.raises(ValueError, match=r"validation_split must be a number in \[0, 1\)"):
             model.fit(X, y, validation_split=bad, verbose=0)
-    with pytest.raises(ValueError, match="validation_split=0.05 of 10 samples leaves no validation samples"):
-        model.fit(X, y, validation_split=0.05, verbose=0)
+    with pytest.raises(ValueError, match="validation_split=0.95 of 10 samples leaves no training samples"):
+        model.fit(X, y, validation_split=0.95, verbose=0)
     with pytest.raises(ValueError, match=r"validation_data must be a tuple \(X_val, y_val\) or"):
         model.fit(X, y, validation_data=(X, y, None, None), verbose=0)
     with pytest.raises(ValueError, match=r"validation_data's sample_weight must have shape \(10,\)"):
