@@ -7,6 +7,7 @@ and how to fix it.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -323,6 +324,27 @@ def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:
         )
 
 
+def _shape_advice(got: tuple, shape: tuple, argument: str) -> str:
+    """How to turn an array of shape ``got`` into samples of shape ``shape``, for a message."""
+    per_sample = got[1:]
+    if len(per_sample) == len(shape) - 1:  # one axis short: a size-1 axis may complete the shape
+        for k in range(len(shape)):
+            if shape[k] == 1 and shape[:k] + shape[k + 1 :] == per_sample:
+                where = "..., None" if k == len(shape) - 1 else ":, " * (k + 1) + "None"
+                return f"add the missing axis with {argument}[{where}]"
+        return f"{argument} lacks an axis: each sample must be {len(shape)}-D"
+    if len(per_sample) == len(shape) and sorted(per_sample) == sorted(shape):  # channels last?
+        free, order = list(range(len(shape))), [0]
+        for size in shape:
+            j = next(j for j in free if per_sample[j] == size)
+            free.remove(j)
+            order.append(j + 1)
+        return f"if its axes are in another order (channels last?), move them: {argument}.transpose{tuple(order)}"
+    if math.prod(per_sample) == math.prod(shape):
+        return f"reshape the data: {argument}.reshape(len({argument}), {', '.join(map(str, shape))})"
+    return "check the data or the model's input_shape"
+
+
 def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the first layer") -> np.ndarray:
     """X as a C-contiguous ``dtype`` array of shape (samples, *input_shape) with finite values.
 
@@ -342,9 +364,8 @@ def check_input(X, argument: str, dtype, input_shape, layer_name: str = "the fir
         )
     if arr.ndim != len(shape) + 1 or arr.shape[1:] != shape:
         raise ValueError(
-            f"{argument} has shape {arr.shape}, but {layer_name} expects {expected}; reshape the data "
-            f"(e.g. {argument}.reshape(len({argument}), {', '.join(map(str, shape))})) or build the "
-            f"model with input_shape={arr.shape[1:]}"
+            f"{argument} has shape {arr.shape}, but {layer_name} expects {expected}; "
+            f"{_shape_advice(arr.shape, shape, argument)}"
         )
     if arr.shape[0] == 0:
         raise ValueError(f"{argument} is empty (shape {arr.shape}); at least one sample is required")

@@ -29,7 +29,17 @@ from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
 from .kernels.sparse_update import norm_tasks
 from .layers import layer_from_config, layer_to_config
-from .layers.base import Context, Layer, Workspace, flat_rows, normalize_shape, shape_str, size_of, walk_layers
+from .layers.base import (
+    Context,
+    Layer,
+    Workspace,
+    flat_rows,
+    normalize_shape,
+    shape_str,
+    size_of,
+    walk_layers,
+    width_mismatch,
+)
 
 _PREDICT_BATCH = 1024
 # On a device, predict/evaluate pass as many rows at once as keep the widest activation under this:
@@ -435,20 +445,14 @@ class Sequential:
 
     def _build_layers(self, shape):
         for i, layer in enumerate(self.layers):
-            expected = layer.expected_input_shape()
-            axis = layer.feature_axis
-            if expected is not None and -len(shape) <= axis < len(shape) and expected[-1] != shape[axis]:
+            problem = width_mismatch(layer, shape, owner=f"layer {i}'s")
+            if problem is not None:
                 prev = (
                     f"layer {i - 1} ({self.layers[i - 1]!r}) outputs {shape_str(shape)}"
                     if i
                     else f"the model's input is {shape_str(shape)}"
                 )
-                where = "the last axis" if axis == -1 else "the channel axis"
-                raise ValueError(
-                    f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) expects "
-                    f"{expected[-1]} features on {where}; set layer {i}'s "
-                    f"{layer.input_argument} to {shape[axis]}"
-                )
+                raise ValueError(f"layer shapes do not chain: {prev}, but layer {i} ({layer!r}) {problem}")
             try:
                 out = layer.build(shape, self.dtype)
             except ValueError as exc:

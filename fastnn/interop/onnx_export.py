@@ -457,10 +457,14 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET):
 
     Raises
     ------
+    ImportError
+        When the onnx package is not installed.
     NotImplementedError
         For a layer that has no faithful ONNX form (a user-defined layer), naming it.
+    RuntimeError
+        For an unbuilt model (as every method that needs the model's shapes).
     ValueError
-        For an unbuilt model or an opset below 17.
+        For an opset below 17 or above the installed onnx package's.
 
     Examples
     --------

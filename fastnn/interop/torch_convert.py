@@ -389,13 +389,23 @@ def _from_linear(nn, m):
     return Dense(m.in_features, m.out_features, bias=m.bias is not None), values
 
 
+#: a softmax built without dim: torch picks the axis from the input's rank (``_softmax_dim``)
+_IMPLICIT_DIM = "implicit"
+
+
+def _softmax_dim(ndim: int) -> int:
+    """The axis torch's Softmax/LogSoftmax(dim=None) acts on for input of ``ndim`` axes, the batch
+    axis included (torch.nn.functional._get_softmax_dim)."""
+    return 0 if ndim in (0, 1, 3) else 1
+
+
 def _from_activation(nn, m):
     name = type(m).__name__
     if name in ("Softmax", "LogSoftmax"):
         _require(m, m.dim in (-1, None) or m.dim >= 1, "fastnn's softmax acts on the last axis; use dim=-1")
         layer = _ACTIVATION_LAYERS["softmax" if name == "Softmax" else "log_softmax"]()
-        if m.dim not in (-1, None):
-            layer._torch_dim = m.dim  # checked against the built shape (the last axis) in from_torch
+        if m.dim != -1:  # checked against the built shape (the last axis) in from_torch
+            layer._torch_dim = _IMPLICIT_DIM if m.dim is None else m.dim
         return layer, {}
     if name == "GELU":
         return GELU(m.approximate), {}
@@ -513,10 +523,34 @@ def _from_attention(nn, m):
     return _mha_layer(nn, m.mha, m.causal)
 
 
+def _encoder_activation(nn, m) -> str:
+    """ "relu" or "gelu" (exact) for the feed-forward activation ``m`` (a TransformerEncoderLayer) runs;
+    a refusal for any other, as the tanh form of GELU: TransformerEncoderBlock has those two only."""
+    F = nn.functional
+    act = m.activation  # what the layer's forward calls: a function or a module
+    if act is F.relu or type(act) is nn.ReLU:
+        name, code = "relu", 1
+    elif act is F.gelu or (type(act) is nn.GELU and act.approximate == "none"):
+        name, code = "gelu", 2
+    else:
+        shown = repr(act) if isinstance(act, nn.Module) else getattr(act, "__name__", repr(act))
+        raise _refuse_module(
+            m,
+            f"its activation={shown} is not one fastnn's encoder block computes: it takes "
+            f"activation 'relu' (F.relu, nn.ReLU()) or 'gelu' (F.gelu, nn.GELU(), exact erf form)",
+        )
+    # torch's fast inference path runs the activation this flag names, not m.activation
+    _require(
+        m,
+        getattr(m, "activation_relu_or_gelu", code) == code,
+        f"its activation_relu_or_gelu flag ({m.activation_relu_or_gelu}) disagrees with its activation ({name})",
+    )
+    return name
+
+
 def _from_encoder(nn, m, causal: bool = False):
     _require(m, m.self_attn.batch_first, "fastnn's encoder block takes (batch, time, features): use batch_first=True")
-    activation = {1: "relu", 2: "gelu"}.get(getattr(m, "activation_relu_or_gelu", 0), "")
-    _require(m, activation in ("relu", "gelu"), "fastnn's encoder block takes activation 'relu' or 'gelu'")
+    activation = _encoder_activation(nn, m)
     _require(
         m,
         m.linear1.bias is not None and m.norm1.eps == 1e-5 == m.norm2.eps,
@@ -730,13 +764,19 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
         )
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
-    for layer in walk_layers(model.layers):  # a softmax's dim given as a number must be the last axis
+    for layer in walk_layers(model.layers):  # a softmax's dim must be the last axis
         dim = layer.__dict__.pop("_torch_dim", None)
-        if dim is not None and dim != len(layer.input_shape):
+        if dim is None:
+            continue
+        rank, name = len(layer.input_shape) + 1, type(layer).__name__
+        given = f"{name}(dim={dim})"
+        if dim == _IMPLICIT_DIM:  # resolved as torch does, from the rank of the input
+            dim = _softmax_dim(rank)
+            given = f"{name}() without dim (torch's implicit choice for {rank}-D input: dim={dim})"
+        if dim != rank - 1:
             raise NotImplementedError(
-                f"torch's {type(layer).__name__}(dim={dim}) acts on an axis other than the "
-                f"last of its input (batch, {', '.join(map(str, layer.input_shape))}); "
-                f"fastnn's acts on the last: use dim=-1"
+                f"torch's {given} acts on an axis other than the last of its input "
+                f"(batch, {', '.join(map(str, layer.input_shape))}); fastnn's acts on the last: use dim=-1"
             )
     return model.train(module.training)
 

@@ -875,6 +875,89 @@ class Layer(Owned):
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+def non_default_arguments(layer: Layer, shown=()) -> list[str]:
+    """``"name=value"`` for each :meth:`~Layer.get_config` entry of ``layer`` not in ``shown`` that
+    is not at its default, for ``repr`` (so two layers of different configurations print apart).
+
+    An entry is at its default when a layer made from the rest of the configuration holds the
+    same value: defaults that follow from other arguments (the initialiser an activation picks,
+    a pool's stride) count as defaults.
+
+    Parameters
+    ----------
+    layer : Layer
+        A layer whose class takes ``get_config()`` as keyword arguments.
+    shown : iterable of str, default ()
+        Entries the caller prints itself.
+
+    Returns
+    -------
+    list of str
+        In ``get_config()`` order.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn.layers.base import non_default_arguments
+    >>> dense = fnn.Dense(3, 2, activation="leaky_relu", negative_slope=0.3, bias=False)
+    >>> non_default_arguments(dense, shown=("in_features", "out_features", "activation"))
+    ['bias=False', 'negative_slope=0.3']
+    """
+    import warnings
+
+    config, shown = layer.get_config(), set(shown)
+    out = []
+    for key, value in config.items():
+        if key in shown:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                default = type(layer)(**{k: v for k, v in config.items() if k != key}).get_config().get(key)
+            same = default == value
+        except (TypeError, ValueError):  # the key is required, or the others need it as it is
+            same = False
+        if not same:
+            out.append(f"{key}={value!r}")
+    return out
+
+
+def width_mismatch(layer: Layer, shape, owner: str = "its") -> str | None:
+    """What is wrong when ``layer`` receives per-sample ``shape``, by the input size its
+    constructor fixes on its :attr:`~Layer.feature_axis` (as a model checks its layers).
+
+    Parameters
+    ----------
+    layer : Layer
+        The receiving layer (unbuilt).
+    shape : tuple of int
+        The per-sample shape it receives.
+    owner : str, default "its"
+        Who owns the argument in the advice (a model says "layer 2's").
+
+    Returns
+    -------
+    str or None
+        ``"expects 3 features on the channel axis; set its num_features to 4"``, or None when
+        the sizes agree or the constructor fixes none.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn.layers.base import width_mismatch
+    >>> print(width_mismatch(fnn.BatchNorm2d(2), (2, 4, 5)))  # channels first: axis 0
+    None
+    >>> width_mismatch(fnn.Dense(3, 2), (4,))
+    'expects 3 features on the last axis; set its in_features to 4'
+    """
+    expected = layer.expected_input_shape()
+    axis = layer.feature_axis
+    if expected is None or not -len(shape) <= axis < len(shape) or expected[-1] == shape[axis]:
+        return None
+    where = "the last axis" if axis in (-1, len(shape) - 1) else "the channel axis"
+    return f"expects {expected[-1]} features on {where}; set {owner} {layer.input_argument} to {shape[axis]}"
+
+
 def walk_layers(layers):
     """Every layer of ``layers`` and, depth first, the layers inside them (Residual's block ...)."""
     for layer in layers:

@@ -13,7 +13,7 @@ import math
 from .. import _validation as V
 from ..kernels.activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH
 from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
-from .base import Layer, WeightAndBias, normalize_shape, shape_str
+from .base import Layer, WeightAndBias, non_default_arguments, normalize_shape, shape_str
 from .registry import register_layer
 
 #: activations whose derivative the backward takes from y = f(z) alone (relu: z > 0 iff y > 0):
@@ -276,7 +276,8 @@ class _ConvNd(WeightAndBias, Layer):
             parts.append("bias=False")
         if self.activation != "identity":
             parts.append(f"activation={self.activation!r}")
-        return ", ".join(parts)
+        shown = ("in_channels", "out_channels", "kernel_size", "stride", "dilation", "padding", "groups", "bias")
+        return ", ".join(parts + non_default_arguments(self, (*shown, "activation")))
 
 
 @register_layer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import _validation as V
 from .._config import REDUCTION_CHUNK_ROWS
 from ..kernels.activations import ACTIVATIONS, IDENTITY, ROWWISE_CODES
-from .base import Layer, WeightAndBias, normalize_shape, rows, shape_str
+from .base import Layer, WeightAndBias, non_default_arguments, normalize_shape, rows, shape_str
 from .registry import register_layer
 
 
@@ -200,5 +200,8 @@ class Dense(WeightAndBias, Layer):
         return config
 
     def extra_repr(self):
-        act = "" if self.activation == "identity" else f", activation={self.activation!r}"
-        return f"{self.in_features}, {self.units}{act}"
+        parts = [str(self.in_features), str(self.units)]
+        if self.activation != "identity":
+            parts.append(f"activation={self.activation!r}")
+        shown = ("in_features", "out_features", "activation")
+        return ", ".join(parts + non_default_arguments(self, shown))

@@ -19,7 +19,7 @@ from .. import _validation as V
 from .. import init as initializers
 from ..kernels.recurrent import CELLS
 from ..kernels.recurrent import LSTM as LSTM_CODE
-from .base import Context, Layer, ParamSpec, normalize_shape, run_calls, shape_str
+from .base import Context, Layer, ParamSpec, non_default_arguments, normalize_shape, run_calls, shape_str
 from .registry import register_layer
 
 
@@ -161,18 +161,7 @@ class _Recurrent(Layer):
 
     def extra_repr(self):
         parts = [str(self.input_size), str(self.hidden_size)]
-        defaults = {
-            "num_layers": 1,
-            "bias": True,
-            "dropout": 0.0,
-            "bidirectional": False,
-            "return_sequences": True,
-            "learn_initial_state": False,
-            "init": None,
-            "bias_init": None,
-        }
-        parts += [f"{k}={v!r}" for k, v in self.get_config().items() if k in defaults and v != defaults[k]]
-        return ", ".join(parts)
+        return ", ".join(parts + non_default_arguments(self, ("input_size", "hidden_size")))
 
     # -- construction -------------------------------------------------------------------------
     def build(self, input_shape, dtype):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str
+from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str, width_mismatch
 from .dense import Dense
 from .registry import register_layer
 
@@ -49,6 +49,32 @@ class Residual(Layer):
     def expected_input_shape(self):
         return self.block[0].expected_input_shape()
 
+    # the block's first layer receives the input: its size argument and the axis that argument
+    # sizes are this layer's (so a model checks a channels-first block on the channel axis)
+    @property  # type: ignore[override]
+    def input_argument(self) -> str:
+        """The constructor argument of the block's first layer that fixes the input size.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Residual([fnn.BatchNorm2d(2), fnn.ReLU()]).input_argument
+        'num_features'
+        """
+        return self.block[0].input_argument
+
+    @property  # type: ignore[override]
+    def feature_axis(self) -> int:
+        """The input axis the block's first layer sizes (-1: the last, 0: channels first).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Residual([fnn.BatchNorm2d(2), fnn.ReLU()]).feature_axis
+        0
+        """
+        return self.block[0].feature_axis
+
     @property
     def lengths_policy(self) -> str | None:  # type: ignore[override]
         """ "keep" when every layer of the block keeps the padded steps apart, "use" when some read
@@ -70,13 +96,14 @@ class Residual(Layer):
         super().build(shape, dtype)
         out = shape
         for i, layer in enumerate(self.block):
-            expected = layer.expected_input_shape()
-            if expected is not None and expected[-1] != out[-1]:
-                raise ValueError(
-                    f"inside {type(self).__name__}: block layer {i} ({layer!r}) expects "
-                    f"{expected[-1]} features but receives {shape_str(out)}"
-                )
-            out = layer.build(out, dtype)
+            where = f"inside {type(self).__name__}: block layer {i} ({layer!r})"
+            problem = width_mismatch(layer, out)
+            if problem is not None:
+                raise ValueError(f"{where} receives {shape_str(out)} but {problem}")
+            try:
+                out = normalize_shape(layer.build(out, dtype))
+            except ValueError as exc:
+                raise ValueError(f"{where} cannot take {shape_str(out)}: {exc}") from None
         if out != shape:
             if not self.allow_projection or out[:-1] != shape[:-1]:
                 raise ValueError(
