@@ -7,7 +7,7 @@ import numpy as np
 from .. import _validation as V
 from .. import backend
 from .. import init as initializers
-from .base import Layer, ParamSpec, normalize_shape, shape_str
+from .base import Layer, ParamSpec, non_default_arguments, normalize_shape, shape_str
 from .masking import refuse_empty_sequences
 from .registry import register_layer
 
@@ -132,7 +132,9 @@ class Embedding(Layer):
             if self.padding_idx is not None:
                 view[self.padding_idx] = 0
 
-        return [ParamSpec("weight", (self.num_embeddings, self.embedding_dim), False, init_weight)]
+        # weight decay applies to the table as to any weight (torch decays every parameter it is given);
+        # a sparse table steps only its looked-up rows and takes no weight decay (see ``sparse``)
+        return [ParamSpec("weight", (self.num_embeddings, self.embedding_dim), not self.sparse, init_weight)]
 
     def bind(self, params, grads):
         self.weight, self.grad_weight = params["weight"], grads["weight"]
@@ -155,7 +157,7 @@ class Embedding(Layer):
         Raises
         ------
         TypeError
-            For non-integer values.
+            For non-integer values or a bool array.
         ValueError
             For indices out of range, or a sequence that is padding at every step.
 
@@ -171,6 +173,11 @@ class Embedding(Layer):
         ValueError: X holds index 10, outside [0, 10) of Embedding(10, 4); ...
         """
         arr = V.as_numeric_array(X, argument)
+        if arr.dtype.kind == "b":  # as torch: True/False are no token ids
+            raise TypeError(
+                f"{argument} must hold integer indices (int64) for {self!r}, got a bool array; "
+                f"pass token ids as integers (e.g. {argument}.astype(np.int64) if 0/1 are meant)"
+            )
         if arr.dtype.kind == "f":
             if not np.isfinite(arr).all() or np.any(arr != np.round(arr)):
                 raise TypeError(
@@ -237,4 +244,6 @@ class Embedding(Layer):
             pad += ", mask_padding=True"
         if self.sparse:
             pad += ", sparse=True"
-        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+        shown = ("num_embeddings", "embedding_dim", "padding_idx", "mask_padding", "sparse")
+        rest = "".join(f", {arg}" for arg in non_default_arguments(self, shown))
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}{rest}"
