@@ -3096,8 +3096,12 @@ class Sequential:
         ------
         ImportError
             If onnx is not installed.
+        RuntimeError
+            If the model is not built.
+        NotImplementedError
+            If a layer has no ONNX equivalent (a user subclass, for instance).
         ValueError
-            If a layer has no ONNX equivalent.
+            If the opset is outside the supported range.
 
         Examples
         --------
