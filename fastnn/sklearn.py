@@ -28,7 +28,9 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
+from numbers import Integral, Real
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -40,6 +42,7 @@ from scipy.special import expit, softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
@@ -105,6 +108,92 @@ def _threads(n_threads):
         _config.set_num_threads(previous)
 
 
+# ------------------------------------------------------------------------------ losses and optimizers
+def _gradient_scale(loss: str, n_outputs: int) -> float:
+    """c: the gradient of fastnn's ``loss`` over scikit-learn's, at the same outputs. scikit-learn's
+    data gradient at the output is (act - y) w_i / sum(w) for its three losses; fastnn's
+    "cross_entropy" (mean over samples) has the same, "mse" (mean of e^2 over samples *and* the
+    k outputs) 2 e w_i / (sum(w) k), "binary_cross_entropy" (mean over samples and the k labels)
+    (act - y) w_i / (sum(w) k)."""
+    return {"mse": 2.0 / n_outputs, "binary_cross_entropy": 1.0 / n_outputs}.get(loss, 1.0)
+
+
+def _reported_loss_factor(loss: str, n_outputs: int) -> float:
+    """fastnn's ``loss`` times this is scikit-learn's ``loss_``: its squared_loss is half the mean of
+    e^2 (over samples and outputs), its binary_log_loss the sum over labels of the mean over samples."""
+    return {"mse": 0.5, "binary_cross_entropy": float(n_outputs)}.get(loss, 1.0)
+
+
+def _decoupled(optimizer: optim.Optimizer) -> bool:
+    """Whether ``optimizer`` decays the weights apart from the gradient (AdamW, Lion:
+    ``p *= 1 - lr * weight_decay``), not as an L2 term added to it (SGD, Adam, RMSProp, Adagrad)."""
+    return bool(getattr(optimizer, "decoupled", False)) or isinstance(optimizer, optim.Lion)
+
+
+def _rebuilt(optimizer: optim.Optimizer, **changes) -> optim.Optimizer:
+    """A new, unbound optimizer of ``optimizer``'s class and hyper-parameters, ``changes`` applied."""
+    config = optimizer.get_config()
+    config.pop("name", None)
+    config.update(changes)
+    try:
+        return type(optimizer)(**config)
+    except TypeError as exc:  # a subclass whose constructor takes other arguments than its config
+        raise ValueError(
+            f"cannot set {', '.join(sorted(changes))} of the optimizer {optimizer!r}: "
+            f"{type(optimizer).__name__}(**get_config()) fails ({exc}); set alpha=0"
+        ) from exc
+
+
+_MISSING = object()
+
+
+def _same(a, b) -> bool:
+    """a == b, for parameter values (arrays compared element-wise; incomparable values differ)."""
+    if a is b:
+        return True
+    if a is _MISSING or b is _MISSING:
+        return False
+    try:
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return bool(np.array_equal(a, b))
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _dtype_name(dtype):
+    """ "float32" for every spelling of a dtype (np.float32, np.dtype("float32")); others as given."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return dtype
+
+
+#: scikit-learn's constraints of the parameters every estimator here has (``_validate_params``)
+_SHARED_CONSTRAINTS = {
+    "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "shuffle": ["boolean"],
+    "random_state": ["random_state"],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "verbose": ["verbose"],
+    "warm_start": ["boolean"],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "optimizer": [str, optim.Optimizer],
+    "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
+    "device": [StrOptions({"cpu", "cuda"})],
+    # Numba's thread count is fixed when it starts (NUMBA_NUM_THREADS); [1, 1] is written [1, 2)
+    "n_threads": [
+        None,
+        Interval(Integral, 1, numba.config.NUMBA_NUM_THREADS, closed="both")
+        if numba.config.NUMBA_NUM_THREADS > 1
+        else Interval(Integral, 1, 2, closed="left"),
+    ],
+}
+
+
 # ------------------------------------------------------------------------------ the shared fit loop
 @dataclass
 class _Validation:
@@ -120,16 +209,18 @@ class _Validation:
 class _Stopping(Callback):
     """scikit-learn's stopping rule after each epoch (:meth:`_NeuralNetBase._end_epoch`)."""
 
-    def __init__(self, estimator, n_samples: int, validation, incremental: bool):
+    def __init__(self, estimator, n_samples: int, validation, incremental: bool, loss_factor: float):
         self.estimator, self.n_samples, self.validation, self.incremental = (
             estimator,
             n_samples,
             validation,
             incremental,
         )
+        self.loss_factor = loss_factor  # fastnn's loss to scikit-learn's scale (_reported_loss_factor)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.estimator._end_epoch(logs["loss"], self.n_samples, self.validation, self.incremental):
+        loss = logs["loss"] * self.loss_factor
+        if self.estimator._end_epoch(loss, self.n_samples, self.validation, self.incremental):
             self.model.stop_training = True
 
 
@@ -145,8 +236,25 @@ class _NeuralNetBase(BaseEstimator):
     def _layers(self, n_features: int, n_outputs: int):
         raise NotImplementedError
 
-    def _optimizer(self, batch_size: int, mean_weight: float):
+    def _network_params(self) -> dict:
+        """The parameters that define the network (a warm start cannot change them)."""
         raise NotImplementedError
+
+    def _new_optimizer(self) -> optim.Optimizer:
+        """A new optimizer of the current choice (before :meth:`_optimizer_values`)."""
+        raise NotImplementedError
+
+    def _optimizer_key(self):
+        """What chooses the optimizer: a change since the last fit builds a new one."""
+        raise NotImplementedError
+
+    def _optimizer_values(self, optimizer, batch_size: int, mean_weight: float, scale: float) -> dict:
+        """``lr`` and ``weight_decay`` the parameters and this call's data give ``optimizer``
+        (``scale``: :func:`_gradient_scale`); the ones left out stay as they are."""
+        return {}
+
+    def _check_params(self) -> None:
+        """Checks of the parameters beyond ``_parameter_constraints``."""
 
     # -- the network ----------------------------------------------------------------------------
     def _seed(self) -> int:
@@ -184,7 +292,7 @@ class _NeuralNetBase(BaseEstimator):
         """Train on (X, y) for up to ``max_iter`` epochs, with scikit-learn's stopping rule.
 
         A fresh network unless ``warm_start`` (then the previous one continues, with its
-        optimizer state).
+        optimizer state unless the optimizer choice changed; see ``warm_start``).
 
         Parameters
         ----------
@@ -204,7 +312,9 @@ class _NeuralNetBase(BaseEstimator):
         Raises
         ------
         ValueError
-            For invalid X, y or parameters (scikit-learn's checks), a classifier's y of one class.
+            For invalid X, y or parameters (scikit-learn's checks: ``InvalidParameterError``
+            names the parameter), a classifier's y of one class; with ``warm_start``, a y of
+            another kind than the fitted one or changed network parameters.
 
         Examples
         --------
@@ -218,12 +328,59 @@ class _NeuralNetBase(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
+    def _validate(self) -> None:
+        """scikit-learn's check of the parameters (InvalidParameterError names the one at fault)."""
+        self._validate_params()
+        self._check_params()
+
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
+        self._validate()
         with _threads(self.n_threads):  # the builder, the fit and the validation predictions
             return self._fit_on_threads(X, y, sample_weight, incremental, classes)
 
+    def _check_same_network(self) -> None:
+        """A warm start (or partial_fit) continues the fitted network: its defining parameters must
+        not have changed since it was built."""
+        before = getattr(self, "_fitted_network", None)
+        if before is None:  # (an estimator pickled before this was recorded)
+            return
+        now = self._network_params()
+        changed = [k for k in now if not _same(before.get(k, _MISSING), now[k])]
+        if changed:
+            details = ", ".join(f"{k}={before.get(k, _MISSING)!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(
+                f"{', '.join(changed)} changed since the network was built ({details}); warm_start=True "
+                f"and partial_fit continue the fitted network and cannot change it: use warm_start=False "
+                f"(or a fresh estimator, e.g. sklearn.base.clone) to build a new one"
+            )
+
+    def _set_optimizer(self, fresh: bool, loss: str, n_outputs: int, batch_size: int, mean_weight: float) -> None:
+        """Give the network the optimizer of the current parameters: a new one at a fresh fit or when
+        the optimizer choice changed, else the fitted one (its state kept) with this call's
+        learning rate and weight decay."""
+        scale = _gradient_scale(loss, n_outputs)
+        key = self._optimizer_key()
+        if fresh or not _same(getattr(self, "_fitted_optimizer", _MISSING), key):
+            optimizer = self._new_optimizer()
+            values = self._optimizer_values(optimizer, batch_size, mean_weight, scale)
+            if "weight_decay" in values and optimizer.get_config().get("weight_decay") != values["weight_decay"]:
+                optimizer = _rebuilt(optimizer, weight_decay=values["weight_decay"])
+            self.model_.compile(loss, optimizer)
+        else:
+            current = self.model_.optimizer
+            values = self._optimizer_values(current, batch_size, mean_weight, scale)
+            if "weight_decay" in values and current.get_config().get("weight_decay") != values["weight_decay"]:
+                optimizer = _rebuilt(current, weight_decay=values["weight_decay"])
+                optimizer.load_state_dict(current.state_dict())  # the moments and step count continue
+                self.model_.compile(loss, optimizer)
+        if "lr" in values:  # (read by the fused step at each step)
+            self.model_.optimizer.lr = values["lr"]
+        self._fitted_optimizer = key
+
     def _fit_on_threads(self, X, y, sample_weight, incremental: bool, classes):
         fresh = not hasattr(self, "model_") or not (incremental or self.warm_start)
+        if not fresh:
+            self._check_same_network()
         X, y = validate_data(
             self,
             X,
@@ -244,7 +401,7 @@ class _NeuralNetBase(BaseEstimator):
         early = bool(self.early_stopping) and not incremental
         if fresh:
             self.model_ = self._new_model(X.shape[1], n_outputs)
-            self.model_.compile(loss, self._optimizer(batch_size, 1.0 if weights is None else float(weights.mean())))
+            self._fitted_network = self._network_params()
             self.n_outputs_ = n_outputs
             self.loss_curve_, self.n_iter_, self.t_ = [], 0, 0
             self.best_loss_ = None if early else np.inf
@@ -264,6 +421,8 @@ class _NeuralNetBase(BaseEstimator):
             batch_size = min(batch_size, X.shape[0])
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        # the L2 strength and learning rate of this call's parameters and (training) data
+        self._set_optimizer(fresh, loss, n_outputs, batch_size, 1.0 if weights is None else float(weights.mean()))
         epochs = 1 if incremental else self.max_iter
         epochs_before = self.n_iter_
         self.model_.fit(
@@ -274,7 +433,7 @@ class _NeuralNetBase(BaseEstimator):
             batch_size=batch_size,
             shuffle=self.shuffle,
             sample_weight=weights,  # the loss: sum_i w_i l_i / sum_i w_i
-            callbacks=[_Stopping(self, X.shape[0], validation, incremental)],
+            callbacks=[_Stopping(self, X.shape[0], validation, incremental, _reported_loss_factor(loss, n_outputs))],
             verbose=0,
         )
         if validation is not None and validation.best_state is not None:  # back to the best validation score
@@ -359,7 +518,8 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         Raises
         ------
         ValueError
-            Without ``classes`` on the first call, or for labels outside them.
+            Without ``classes`` on the first call, for labels outside them, a y of another kind
+            (multi-label or multiclass) than the fitted one, invalid or changed network parameters.
 
         Examples
         --------
@@ -372,6 +532,7 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         >>> clf.n_iter_, clf.classes_
         (3, array([0, 1]))
         """
+        self._validate()  # (before the classes check: an invalid parameter is named first)
         if not (np.ndim(y) == 2 and np.shape(y)[1] > 1):
             _check_partial_fit_first_call(self, classes)
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
@@ -389,9 +550,22 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
                 )
             if fresh:
                 self.classes_, self.out_activation_ = np.arange(y.shape[1]), "logistic"
-            elif self.out_activation_ != "logistic" or y.shape[1] != len(self.classes_):
-                raise ValueError(f"y has {y.shape[1]} label columns, the fitted estimator has {len(self.classes_)}")
+            elif self.out_activation_ != "logistic":
+                raise ValueError(
+                    f"the estimator was fitted on multiclass labels ({len(self.classes_)} classes); y is a "
+                    f"multi-label indicator with {y.shape[1]} columns: use warm_start=False or a fresh estimator"
+                )
+            elif y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} label columns, the estimator was fitted on a multi-label indicator "
+                    f"with {len(self.classes_)}: use warm_start=False or a fresh estimator"
+                )
             return y.astype(np.float64), y.shape[1], "binary_cross_entropy"
+        if not fresh and self.out_activation_ == "logistic":
+            raise ValueError(
+                f"the estimator was fitted on a multi-label indicator with {len(self.classes_)} columns; y is "
+                f"1-D labels: use warm_start=False or a fresh estimator"
+            )
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         codes = None
@@ -561,7 +735,8 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
         Raises
         ------
         ValueError
-            For a y with another number of outputs than the fitted estimator's.
+            For a y with another number of outputs than the fitted estimator's, invalid or changed
+            network parameters.
 
         Examples
         --------
@@ -638,7 +813,14 @@ _SHARED_PARAMETERS = """
     verbose : bool, default=False
         Print the loss (and validation score) after each epoch.
     warm_start : bool, default=False
-        ``fit`` continues the previous network (and its optimizer state) instead of a new one.
+        ``fit`` continues the previous network instead of a new one (as ``partial_fit`` does). Kept:
+        the weights and, while the optimizer choice (``optimizer``, and for the NeuralNet estimators its
+        ``optimizer__`` parameters) is unchanged, the optimizer's state (moments, step count); its
+        learning rate and weight decay follow the current parameters and data (``alpha``,
+        ``learning_rate_init``, batch size, sample weights) at every call. A changed optimizer
+        choice starts a new optimizer (as scikit-learn's warm start does). The parameters that
+        define the network (``hidden_layer_sizes``, ``activation``, ``dropout``, ``batch_norm``,
+        ``dtype``, ``device``; ``build_fn`` and ``module__`` parameters) cannot change: ValueError.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data, stop when its score (accuracy, R^2) stops
         improving, and keep the weights of the best score.
@@ -648,7 +830,9 @@ _SHARED_PARAMETERS = """
         Stop after this many epochs without improvement (more than ``tol``).
     optimizer : str or fastnn.optim.Optimizer, default="adam"
         A fastnn optimizer name ("adam", "sgd", "adamw", "rmsprop", "adagrad", "lion"), or an
-        instance (copied at each fresh fit).
+        instance (copied at each fresh fit, with its own learning rate; MLPClassifier and MLPRegressor: a non-zero ``alpha``
+        sets the copy's weight decay and needs an instance with a weight decay of 0, else
+        ValueError: set ``alpha=0`` to keep the instance's own, e.g. AdamW's default 1e-2).
     dtype : {"float32", "float64"}, default="float32"
         The network's floating-point type.
     device : {"cpu", "cuda"}, default="cpu"
@@ -669,7 +853,9 @@ _FITTED_ATTRIBUTES = """
     out_activation_ : {"softmax", "logistic", "identity"}
         How outputs become predictions: softmax over classes, per-label sigmoid, none.
     loss_curve_ : list of float
-        Training loss of each epoch (the data loss, without the L2 term).
+        Training loss of each epoch on scikit-learn's scale (the data loss, without the L2 term):
+        cross-entropy, half the mean squared error (regression), the binary log-loss summed over
+        the labels (multi-label). ``tol`` compares these values.
     best_loss_ : float or None
         Lowest training loss (None with early stopping).
     validation_scores_ : list of float or None
@@ -730,8 +916,39 @@ class _MLP:
         self.device = device
         self.n_threads = n_threads
 
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [str],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_norm": ["boolean"],
+        **_SHARED_CONSTRAINTS,
+    }
+
+    def _hidden_sizes(self) -> list:
+        return [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
+
+    def _check_params(self):
+        sizes = self._hidden_sizes()
+        if not all(isinstance(size, Integral) and not isinstance(size, bool) and size >= 1 for size in sizes):
+            raise InvalidParameterError(
+                f"The 'hidden_layer_sizes' parameter of {type(self).__name__} must be an int >= 1 or a "
+                f"sequence of ints >= 1. Got {self.hidden_layer_sizes!r} instead."
+            )
+
+    def _network_params(self):
+        return {
+            "hidden_layer_sizes": tuple(int(size) for size in self._hidden_sizes()),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "batch_norm": bool(self.batch_norm),
+            "dtype": _dtype_name(self.dtype),
+            "device": self.device,
+        }
+
     def _layers(self, n_features, n_outputs):
-        sizes = [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
+        sizes = self._hidden_sizes()
         activation = _SKLEARN_ACTIVATIONS.get(self.activation, self.activation)
         layers, width = [], n_features
         for size in sizes:
@@ -744,13 +961,40 @@ class _MLP:
             width = size
         return [*layers, Dense(width, n_outputs)]
 
-    def _optimizer(self, batch_size, mean_weight):
+    def _new_optimizer(self):
         if isinstance(self.optimizer, optim.Optimizer):
             return copy.deepcopy(self.optimizer)
-        # scikit-learn's L2 term: alpha * W / (the batch's weight sum) added to the gradient
-        return optim.get(
-            self.optimizer, lr=self.learning_rate_init, weight_decay=float(self.alpha) / (batch_size * mean_weight)
-        )
+        return optim.get(self.optimizer)
+
+    def _optimizer_key(self):
+        if isinstance(self.optimizer, optim.Optimizer):
+            return ("instance", type(self.optimizer), self.optimizer.get_config())
+        return ("name", self.optimizer.lower())
+
+    def _optimizer_values(self, optimizer, batch_size, mean_weight, scale):
+        # scikit-learn's L2 term: alpha * W / (the batch's weight sum) added to the gradient of its data
+        # loss; fastnn's loss has `scale` times that gradient, so the decay is scaled alike (the same
+        # objective, times `scale`). A decoupled decay (AdamW, Lion) is no L2 term: alpha / batch weight.
+        decay = float(self.alpha) / (batch_size * mean_weight) * (1.0 if _decoupled(optimizer) else scale)
+        if isinstance(self.optimizer, optim.Optimizer):  # its own learning rate, alpha on a decay of 0
+            own = self.optimizer.get_config().get("weight_decay", _MISSING)
+            if not self.alpha:
+                return {"lr": self.optimizer.lr}
+            if own is _MISSING:
+                raise ValueError(
+                    f"alpha={self.alpha} needs an optimizer with a weight_decay; {self.optimizer!r} has "
+                    f"none: set alpha=0"
+                )
+            if own != 0:
+                raise ValueError(
+                    f"alpha={self.alpha} and the optimizer instance's weight_decay={own} are both L2 "
+                    f"penalties: set alpha=0 or the instance's weight_decay=0"
+                )
+            return {"lr": self.optimizer.lr, "weight_decay": decay}
+        # plain SGD's steps scale with the gradient: learning_rate_init / scale gives scikit-learn's steps
+        # (Adam, RMSProp, Adagrad and Lion are invariant to the gradient's scale, up to eps)
+        lr = self.learning_rate_init / scale if isinstance(optimizer, optim.SGD) else self.learning_rate_init
+        return {"lr": float(lr), "weight_decay": decay}
 
 
 _MLP_PARAMETERS = """
@@ -760,9 +1004,19 @@ _MLP_PARAMETERS = """
         Hidden activation: scikit-learn's "identity", "logistic", "tanh", "relu", or any fastnn
         activation ("gelu", "elu", "leaky_relu" ...).
     alpha : float, default=1e-4
-        L2 penalty, as scikit-learn's: weight decay alpha / batch_size on the weight matrices.
+        L2 penalty on the weight matrices, as scikit-learn's: ``alpha * W / (the batch's weight sum)``
+        added to the gradient of scikit-learn's loss (here the batch's weight sum is ``batch_size`` x the
+        mean sample weight, recomputed at every fit and partial_fit call). fastnn's losses have
+        c times scikit-learn's gradient ("mse": c = 2 / n_outputs, multi-label
+        "binary_cross_entropy": c = 1 / n_labels, else 1), so the optimizer's weight decay is
+        ``c * alpha / (batch weight)``: the same objective, times c. With "adamw" and "lion" (decoupled
+        weight decay, ``p *= 1 - lr * weight_decay``) the weight decay is ``alpha / (batch weight)``, not
+        scikit-learn's L2 penalty. With an ``optimizer`` instance, alpha sets its copy's weight
+        decay; an instance with a weight_decay of its own needs alpha=0 (else ValueError).
     learning_rate_init : float, default=1e-3
-        The optimizer's learning rate (not used when ``optimizer`` is an instance).
+        The optimizer's learning rate, scikit-learn's: for "sgd" it is divided by c (see
+        ``alpha``), giving scikit-learn's steps (Adam and the others are invariant to the
+        gradient's scale). Not used when ``optimizer`` is an instance (its own lr is).
     dropout : float, default=0.0
         Dropout probability after each hidden layer (0: none).
     batch_norm : bool, default=False
@@ -877,6 +1131,8 @@ class _BuildFn(BaseEstimator):
     """A network from ``build_fn(n_features, n_outputs, **module params)``, with skorch-style
     routed parameters: ``module__<name>`` to the builder, ``optimizer__<name>`` to the optimizer."""
 
+    _parameter_constraints: dict = {"build_fn": [callable, None], **_SHARED_CONSTRAINTS}
+
     def __init__(
         self,
         build_fn=None,
@@ -987,10 +1243,20 @@ class _BuildFn(BaseEstimator):
         build = default_network if self.build_fn is None else self.build_fn
         return build(n_features, n_outputs, **self._routed("module__"))
 
-    def _optimizer(self, batch_size, mean_weight):
+    def _network_params(self):
+        params = {"build_fn": self.build_fn, "dtype": _dtype_name(self.dtype), "device": self.device}
+        return {**params, **{f"module__{k}": v for k, v in self._routed("module__").items()}}
+
+    def _new_optimizer(self):
         if isinstance(self.optimizer, optim.Optimizer):
             return copy.deepcopy(self.optimizer)
         return optim.get(self.optimizer, **self._routed("optimizer__"))
+
+    def _optimizer_key(self):
+        routed = sorted(self._routed("optimizer__").items())
+        if isinstance(self.optimizer, optim.Optimizer):
+            return ("instance", type(self.optimizer), self.optimizer.get_config(), routed)
+        return ("name", self.optimizer.lower(), routed)
 
 
 _BUILD_PARAMETERS = """
