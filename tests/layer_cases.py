@@ -311,47 +311,25 @@ def _pooling_cases():
     yield LayerCase("flatten", fnn.Flatten, (2, 3, 2), torch=lambda nn: nn.Flatten(), torch_pairs=no_pairs)
     yield LayerCase("reshape", lambda: fnn.Reshape((3, -1)), (6, 2), torch=None)
     yield LayerCase("masking", lambda: fnn.Masking(0.0), (3, 2), torch=lambda nn: nn.Identity(), torch_pairs=no_pairs)
-    for training in (True, False):
-        yield LayerCase(
-            f"batchnorm2d-{'train' if training else 'eval'}",
-            lambda: fnn.BatchNorm2d(3),
-            (3, 3, 2),
-            torch=lambda nn: nn.BatchNorm2d(3),
-            torch_pairs=norm_pairs,
-            training=training,
-            has_buffers=True,
-            batch_one_training=False,
-        )
-    yield LayerCase(
-        "batchnorm1d-length",
-        lambda: fnn.BatchNorm1d(3),
-        (3, 4),
-        torch=lambda nn: nn.BatchNorm1d(3),
-        torch_pairs=norm_pairs,
-        has_buffers=True,
-        batch_one_training=False,
-    )
-    # one position per channel (a CNN pooled down to 1x1): the row kernels on a (batch, C) view
-    for training in (True, False):
-        yield LayerCase(
-            f"batchnorm2d-1x1-{'train' if training else 'eval'}",
-            lambda: fnn.BatchNorm2d(3),
-            (3, 1, 1),
-            torch=lambda nn: nn.BatchNorm2d(3),
-            torch_pairs=norm_pairs,
-            training=training,
-            has_buffers=True,
-            batch_one_training=False,
-        )
-    yield LayerCase(
-        "batchnorm1d-length-1",
-        lambda: fnn.BatchNorm1d(3),
-        (3, 1),
-        torch=lambda nn: nn.BatchNorm1d(3),
-        torch_pairs=norm_pairs,
-        has_buffers=True,
-        batch_one_training=False,
-    )
+    # channels first, as torch's BatchNorm; one position per channel (a CNN pooled down to 1x1)
+    # runs the row kernels on a (batch, C) view
+    for name, kind, shape, modes in (
+        ("batchnorm2d", "BatchNorm2d", (3, 3, 2), (True, False)),
+        ("batchnorm2d-1x1", "BatchNorm2d", (3, 1, 1), (True, False)),
+        ("batchnorm1d-length", "BatchNorm1d", (3, 4), (True,)),
+        ("batchnorm1d-length-1", "BatchNorm1d", (3, 1), (True,)),
+    ):
+        for training in modes:
+            yield LayerCase(
+                name if len(modes) == 1 else f"{name}-{'train' if training else 'eval'}",
+                lambda kind=kind: getattr(fnn, kind)(3),
+                shape,
+                torch=lambda nn, kind=kind: getattr(nn, kind)(3),
+                torch_pairs=norm_pairs,
+                training=training,
+                has_buffers=True,
+                batch_one_training=False,
+            )
     # (padding_idx is left out: its row's gradient is zero by definition, not by calculus;
     # tests/test_conv_layers.py checks it against torch)
     yield LayerCase(

@@ -124,16 +124,19 @@ def test_unknown_monitor_is_a_clear_error(problem):
         make_model().fit(X, y, epochs=1, verbose=0, callbacks=[C.EarlyStopping(monitor="los")])
 
 
+class _FlatLoss(C.Callback):
+    """Reports a training loss of 1.0 every epoch: a plateau."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["loss"] = 1.0
+
+
 def test_reduce_lr_on_plateau(problem):
     X, y, _, _ = problem
 
-    class Flat(C.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs["loss"] = 1.0
-
     plateau = C.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_lr=0.01)
     model = make_model(lr=0.08)
-    hist = model.fit(X, y, epochs=7, verbose=0, callbacks=[Flat(), plateau])
+    hist = model.fit(X, y, epochs=7, verbose=0, callbacks=[_FlatLoss(), plateau])
     # epoch 0 sets best; 1 waits; 2 reduces; 3 waits; 4 reduces; ... lr never below min_lr
     assert hist["lr"] == [0.08, 0.08, 0.08, 0.04, 0.04, 0.02, 0.02]
     assert model.optimizer.lr == 0.01
@@ -330,12 +333,8 @@ def test_reduce_lr_on_plateau_matches_torch(cooldown, patience, mode):
 def test_reduce_lr_on_plateau_cooldown_waits_its_epochs_in_a_fit(problem):
     X, y, _, _ = problem
 
-    class Flat(C.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            logs["loss"] = 1.0
-
     plateau = C.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, cooldown=2)
-    hist = make_model(lr=0.08).fit(X, y, epochs=8, batch_size=40, verbose=0, callbacks=[Flat(), plateau])
+    hist = make_model(lr=0.08).fit(X, y, epochs=8, batch_size=40, verbose=0, callbacks=[_FlatLoss(), plateau])
     # epoch 0 sets best; 1 lowers; 2 and 3 cool down; 4 lowers; 5, 6 cool down; 7 lowers
     assert hist["lr"] == pytest.approx([0.08, 0.08, 0.04, 0.04, 0.04, 0.02, 0.02, 0.02])
 
