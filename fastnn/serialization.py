@@ -73,6 +73,9 @@ def record_to_file(record: dict) -> tuple[dict, dict]:
     if cursor_metrics:
         meta["cursor_metrics"] = json.dumps(cursor_metrics)
     training["decay_bias_and_norm"] = record.get("decay_bias_and_norm", False)
+    for key in ("frozen", "training_mode"):  # the frozen layers' paths, train/eval mode
+        if key in record:
+            training[key] = record[key]
     meta["training"] = json.dumps(training)
     meta["callbacks"] = json.dumps(callbacks)
     return tensors, meta
@@ -95,6 +98,9 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
         "metrics": json.loads(meta["metrics"]) if "metrics" in meta else [],
         "decay_bias_and_norm": bool(training.pop("decay_bias_and_norm", False)),
     }
+    for key in ("frozen", "training_mode"):  # (files before session 19 have neither: restore's defaults)
+        if key in training:
+            record[key] = training.pop(key)
     if "optimizer" in meta:
         saved = json.loads(meta["optimizer"])
         state = dict(saved["state"])
@@ -218,6 +224,13 @@ def _meta_training(training, path) -> dict:
     decay = training.get("decay_bias_and_norm", False)
     if not isinstance(decay, bool):
         raise CorruptFileError(f"{path}: metadata field 'decay_bias_and_norm' must be true or false, got {decay!r}")
+    if not isinstance(training.get("training_mode", True), bool):
+        raise CorruptFileError(
+            f"{path}: metadata field 'training_mode' must be true or false, got {training['training_mode']!r}"
+        )
+    frozen = training.get("frozen", [])
+    if not (isinstance(frozen, list) and all(isinstance(p, str) for p in frozen)):
+        raise CorruptFileError(f"{path}: metadata field 'frozen' must be a list of layer paths, got {frozen!r}")
     return {
         **training,
         "epochs_done": _meta_int(training.get("epochs_done", 0), "epochs_done", path),

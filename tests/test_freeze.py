@@ -176,6 +176,20 @@ def test_restore_puts_back_the_snapshot_s_frozen_layers_nested_ones_too():
     np.testing.assert_array_equal(model.params, clone.params)
 
 
+def test_a_saved_model_keeps_its_nested_frozen_layers_and_eval_mode(tmp_path):
+    """fnn.load gives back what pickle does: the frozen paths (nested ones too) and eval mode."""
+    X, y = _data()
+    model = _model().freeze("2.block.0")
+    model.eval()
+    model.save(tmp_path / "m.safetensors")
+    loaded = fnn.load(tmp_path / "m.safetensors")
+    assert loaded.layers[2].block[0].trainable is False and loaded.training is False
+    loaded.train()
+    weight = loaded.layers[2].block[0].weight.copy()
+    loaded.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(loaded.layers[2].block[0].weight, weight)
+
+
 def test_summary_counts_trainable_and_frozen_parameters():
     model = _model()
     model.layers[0].trainable = False
