@@ -31,6 +31,9 @@ class Callback:
     """
 
     model = None
+    #: True for a callback that saves the model's whole state (ModelCheckpoint): each of its hooks
+    #: runs after the other callbacks' hook, so a file holds what they updated in that epoch too
+    runs_last: bool = False
 
     def set_model(self, model) -> None:
         """Attach the model being trained (``fit`` calls it before ``on_train_begin``).
@@ -354,10 +357,11 @@ class CallbackList:
                     f"{type(cb).__name__}; subclass Callback and override its hooks"
                 )
             cb.set_model(model)
+        # callbacks that save the model's state run each hook after the others, so what they save
+        # holds the others' updates of that epoch whatever the list's order (Callback.runs_last)
+        ordered = [cb for cb in self.callbacks if not cb.runs_last] + [cb for cb in self.callbacks if cb.runs_last]
         for hook in self.HOOKS:
-            methods = [
-                getattr(cb, hook) for cb in self.callbacks if getattr(type(cb), hook) is not getattr(Callback, hook)
-            ]
+            methods = [getattr(cb, hook) for cb in ordered if getattr(type(cb), hook) is not getattr(Callback, hook)]
             setattr(self, hook, self._caller(methods))
 
     @staticmethod
@@ -781,6 +785,10 @@ def _format_fields(path: str) -> list[str]:
 class ModelCheckpoint(Callback):
     """Save the model (weights, optimizer, training state) after each epoch.
 
+    It runs after the other callbacks of the epoch wherever it stands in the list
+    (:attr:`Callback.runs_last`), so a file holds their state of that epoch: a fit resumed from it
+    continues exactly.
+
     Parameters
     ----------
     path : str or path-like
@@ -815,6 +823,8 @@ class ModelCheckpoint(Callback):
     >>> checkpoint.saved
     ['ckpt-1.safetensors', 'ckpt-2.safetensors']
     """
+
+    runs_last = True
 
     def __init__(
         self,

@@ -371,3 +371,23 @@ def test_early_stopping_state_of_a_file_of_before_restores_its_flat_parameters(p
     stop.best = -1.0  # no epoch improves: the loaded weights are put back
     model.fit(X, y, epochs=1, verbose=0, callbacks=[stop])
     np.testing.assert_array_equal(model.params, kept)
+
+
+@pytest.mark.parametrize("checkpoint_first", [True, False])
+def test_a_checkpoint_holds_the_epoch_s_updates_of_callbacks_after_it_in_the_list(problem, tmp_path, checkpoint_first):
+    """ModelCheckpoint saves after the other callbacks' on_epoch_end wherever it stands: the file
+    of epoch 2 holds the learning rate ReduceLROnPlateau set at epoch 2 and its counters, so the
+    fit resumed from it equals the uninterrupted one."""
+    X, y, _, _ = problem
+
+    def plateau():
+        return C.ReduceLROnPlateau(monitor="loss", patience=0, factor=0.5, min_delta=100.0)
+
+    checkpoint = C.ModelCheckpoint(str(tmp_path / "ck-{epoch}.safetensors"))
+    callbacks = [checkpoint, plateau()] if checkpoint_first else [plateau(), checkpoint]
+    whole = make_model(lr=0.1)
+    whole.fit(X, y, epochs=4, batch_size=40, verbose=0, callbacks=callbacks)
+    resumed = fnn.load(tmp_path / "ck-2.safetensors")
+    assert resumed.optimizer.lr == pytest.approx(0.05)  # epoch 1 sets the best, epoch 2 lowers it
+    resumed.fit(X, y, epochs=2, batch_size=40, verbose=0, callbacks=[plateau()])
+    np.testing.assert_array_equal(resumed.params, whole.params)
