@@ -78,7 +78,7 @@ def gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: b
 
 
 def layer_gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, training: bool = True) -> list[float]:
-    """One gradient norm per layer that holds weight matrices, first layer first.
+    """One gradient norm per layer that holds weights (matrices, convolution kernels, tables), first layer first.
 
     Parameters
     ----------
@@ -94,8 +94,9 @@ def layer_gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, train
     Returns
     -------
     list of float
-        The L2 norm of the gradients of all 2-D weights of each such layer (a Residual's block
-        and projection count as one layer).
+        The L2 norm of the gradients of all weights (parameters of 2 or more dimensions: not
+        biases or norm scales) of each such layer (a Residual's block and projection count as one
+        layer).
 
     Examples
     --------
@@ -110,7 +111,7 @@ def layer_gradient_norms(model: Sequential, X: ArrayLike, y: ArrayLike, *, train
     gradient_norms(model, X, y, training=training)
     totals: dict[int, float] = {}
     for name, value, grad in model.named_parameters():
-        if value.ndim == 2:
+        if value.ndim >= 2:  # Dense and recurrent matrices, conv kernels, embedding tables
             layer = int(name.split(".")[0])
             totals[layer] = totals.get(layer, 0.0) + float(np.dot(grad.ravel(), grad.ravel()))
     return [float(np.sqrt(totals[k])) for k in sorted(totals)]

@@ -189,7 +189,7 @@ def plot_activation_histograms(
 def plot_gradient_histograms(
     model: Sequential, X: ArrayLike, y: ArrayLike, *, bins: int = 50, path: str | os.PathLike | None = None
 ) -> Figure:
-    """Histogram of each weight matrix's gradient for one batch (no update).
+    """Histogram of each weight's gradient (matrices, convolution kernels, tables) for one batch (no update).
 
     Parameters
     ----------
@@ -225,7 +225,7 @@ def plot_gradient_histograms(
     2
     """
     diagnostics.gradient_norms(model, X, y)
-    items = [(name, backend.host_copy(grad)) for name, value, grad in model.named_parameters() if value.ndim == 2]
+    items = [(name, backend.host_copy(grad)) for name, value, grad in model.named_parameters() if value.ndim >= 2]
     return _histogram_grid([g for _, g in items], [f"{name} gradient" for name, _ in items], bins, "gradient", path)
 
 

@@ -246,3 +246,31 @@ def test_diagnostics_validate_their_arguments(moons):
         D.lr_range_test(model, X, y, start=1.0, end=0.1)
     with pytest.raises(ValueError, match="x must be an array"):
         D.gradient_check(fnn.Dense(2, 2), np.ones(3))
+
+
+def test_layer_gradient_norms_count_convolution_kernels_and_tables():
+    """Every weight-holding layer gets its norm: conv kernels (4-D) and embedding tables, not only
+    Dense matrices; each equals the norm of that layer's weight gradients computed here."""
+    rng = np.random.default_rng(0)
+    model = fnn.Sequential(
+        [
+            fnn.Conv2d(1, 3, 3, padding="same", activation="relu"),
+            fnn.MaxPool2d(2),
+            fnn.Conv2d(3, 2, 3, padding="same"),
+            fnn.Flatten(),
+            fnn.Dense(8, 3),
+        ],
+        input_shape=(1, 4, 4),
+        seed=0,
+        dtype="float64",
+    ).compile("cross_entropy", "adam")
+    X, y = rng.standard_normal((5, 1, 4, 4)), np.arange(5) % 3
+    norms = D.layer_gradient_norms(model, X, y)
+    _, grads = model.loss_and_grads(X, y)
+    want = [np.linalg.norm(grads[f"{i}.weight"]) for i in (0, 2, 4)]
+    np.testing.assert_allclose(norms, want, rtol=1e-12)
+    embed = fnn.Sequential([fnn.Embedding(7, 3), fnn.Flatten(), fnn.Dense(6, 2)], input_shape=(2,), seed=0)
+    assert (
+        len(D.layer_gradient_norms(embed.compile("cross_entropy", "sgd"), rng.integers(0, 7, (4, 2)), [0, 1, 0, 1]))
+        == 2
+    )
