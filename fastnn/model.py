@@ -9,6 +9,7 @@ import copy
 import inspect
 import math
 import threading
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -2932,7 +2933,12 @@ class Sequential:
         Parameters
         ----------
         path : str or os.PathLike
-            The file.
+            The file (an .npz archive whatever its name, so a ``.safetensors`` name is refused).
+
+        Raises
+        ------
+        ValueError
+            For a path ending in ``.safetensors`` (:meth:`save` writes those).
 
         Examples
         --------
@@ -2943,6 +2949,11 @@ class Sequential:
         """
         from .io import atomic_write
 
+        if str(path).lower().endswith(".safetensors"):  # a file fnn.load would then misread
+            raise ValueError(
+                f"save_weights writes an .npz archive, not safetensors: got path {str(path)!r}; name it "
+                f"'.npz', or use model.save(path) for a .safetensors file (weights and training state)"
+            )
         with atomic_write(path) as handle:
             np.savez(handle, **{name: backend.to_host(arr) for name, arr in self.state_arrays().items()})  # type: ignore[arg-type]
 
@@ -2973,17 +2984,26 @@ class Sequential:
 
         expected = self.state_arrays()
         io.check_npz_file(path)
-        with np.load(path, allow_pickle=False) as data:
-            missing = sorted(set(expected) - set(data.files))
-            unexpected = sorted(set(data.files) - set(expected))
-            if missing or unexpected:
-                raise ValueError(f"{path} does not match this model: missing {missing}, unexpected {unexpected}")
+        try:  # every array read and checked before the first is copied: a bad file changes nothing
+            with np.load(path, allow_pickle=False) as data:
+                missing = sorted(set(expected) - set(data.files))
+                unexpected = sorted(set(data.files) - set(expected))
+                if missing or unexpected:
+                    raise ValueError(f"{path} does not match this model: missing {missing}, unexpected {unexpected}")
+                arrays = {name: data[name] for name in expected}
+        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise ValueError(
+                f"{path} is not a readable .npz file of save_weights ({exc}); it may be truncated"
+            ) from exc
+        for name, target in expected.items():
+            value = arrays[name]
+            if value.shape != target.shape:
+                raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {target.shape}")
+            if not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
+                raise ValueError(f"{path}: {name} has dtype {value.dtype}, which does not convert to {target.dtype}")
+        with self._lock:
             for name, target in expected.items():
-                if data[name].shape != target.shape:
-                    raise ValueError(f"{path}: {name} has shape {data[name].shape}, the model expects {target.shape}")
-            with self._lock:
-                for name, target in expected.items():
-                    backend.copy_into(target, data[name])
+                backend.copy_into(target, arrays[name])
 
     # -- full save / load --------------------------------------------------------------------------
     def get_config(self) -> dict:

@@ -221,6 +221,26 @@ def test_save_and_load_weights_roundtrip(tmp_path, rng):
         mlp([3, 5, 2]).load_weights(path)
 
 
+def test_a_bad_weights_file_changes_nothing(tmp_path):
+    """A file whose last array cannot convert, or a truncated file, is refused before any array
+    is copied (the first layers used to take the other model's weights, then the load failed)."""
+    model, other = mlp([3, 4, 2], seed=0), mlp([3, 4, 2], seed=7)
+    other.save_weights(tmp_path / "w.npz")
+    arrays = dict(np.load(tmp_path / "w.npz"))
+    arrays["1.bias"] = arrays["1.bias"].astype(complex)
+    np.savez(tmp_path / "complex.npz", **arrays)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "w.npz").read_bytes()[:300])
+    before = model.params.copy()
+    with pytest.raises(ValueError, match="1.bias has dtype complex128"):
+        model.load_weights(tmp_path / "complex.npz")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        model.load_weights(tmp_path / "cut.npz")
+    np.testing.assert_array_equal(model.params, before)
+    with pytest.raises(ValueError, match=r"writes an .npz archive.*model.save"):
+        model.save_weights(tmp_path / "w.safetensors")
+    assert not (tmp_path / "w.safetensors").exists()
+
+
 def test_diverging_training_names_the_first_non_finite_layer(rng):
     model = fnn.Sequential([fnn.Dense(2, 4, activation="relu"), fnn.Dense(4, 1)], dtype="float32")
     model.layers[0].weight[...] = 3e38  # the first layer's output overflows to inf
