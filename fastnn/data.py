@@ -24,7 +24,6 @@ import math
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .datasets import ArrayDataset, MappedFile
+from .io import atomic_write
 
 __all__ = [
     "ArrayDataset",
@@ -464,20 +464,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return values.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
 
-def _atomic_write(path: str, write) -> None:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_idx(path: str | os.PathLike, array: ArrayLike) -> None:
     """Write ``array`` as an IDX file (gzipped when ``path`` ends with ``.gz``).
 
@@ -531,7 +517,8 @@ def write_idx(path: str | os.PathLike, array: ArrayLike) -> None:
             f.write(header)
             f.write(memoryview(body).cast("B"))
 
-    _atomic_write(path, write)
+    with atomic_write(path) as handle:  # fsynced, through symlinks, the mode open() gives
+        write(handle)
 
 
 # --------------------------------------------------------------------------------------------

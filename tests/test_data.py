@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -599,3 +600,20 @@ def test_standardize_function():
     np.testing.assert_array_equal(Z_te, [[0, 0]])
     assert isinstance(scaler2, data.Standardizer)
     np.testing.assert_array_equal(scaler.mean_, [1, 2])
+
+
+def test_write_idx_writes_as_open_would_through_a_symlink(tmp_path):
+    """A new IDX file gets open()'s mode (0o666 minus the umask, not mkstemp's 0o600), and a
+    symlink stays a link whose target is replaced."""
+    old = os.umask(0o022)
+    try:
+        data.write_idx(tmp_path / "new.idx", np.arange(6, dtype=np.uint8))
+        assert os.stat(tmp_path / "new.idx").st_mode & 0o777 == 0o644
+        target, link = tmp_path / "target.idx", tmp_path / "link.idx"
+        data.write_idx(target, np.arange(3, dtype=np.uint8))
+        os.symlink(target, link)
+        data.write_idx(link, np.arange(4, dtype=np.uint8))
+        assert os.path.islink(link)
+        np.testing.assert_array_equal(data.read_idx(target), np.arange(4))
+    finally:
+        os.umask(old)
