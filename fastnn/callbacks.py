@@ -389,9 +389,10 @@ class _Monitor(Callback):
     """Shared logic of callbacks that watch one metric: improvement test with min_delta and
     a clear error when the monitored metric does not exist."""
 
-    def __init__(self, monitor: str, mode: str, min_delta: float):
+    def __init__(self, monitor: str, mode: str, min_delta: float, owner: str | None = None):
         from ._validation import check_float
 
+        self._owner = owner  # the callback named in errors when this watches for another (ModelCheckpoint)
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"monitor must be a metric name such as 'val_loss', got {monitor!r}")
         self.monitor = monitor
@@ -406,7 +407,7 @@ class _Monitor(Callback):
             available = sorted(k for k, v in (logs or {}).items() if isinstance(v, float))
             hint = " (validation metrics need fit(validation_data=...))" if self.monitor.startswith("val_") else ""
             raise ValueError(
-                f"{type(self).__name__}: monitor {self.monitor!r} is not a metric of this run"
+                f"{self._owner or type(self).__name__}: monitor {self.monitor!r} is not a metric of this run"
                 f"{hint}.{suggest(self.monitor, available)} Available: {', '.join(available)}"
             )
         return float(logs[self.monitor])
@@ -845,7 +846,7 @@ class ModelCheckpoint(Callback):
                 f"exist; create it first (os.makedirs)"
             )
         self.save_best_only = bool(save_best_only)
-        self._monitor = _Monitor(monitor, mode, min_delta)
+        self._monitor = _Monitor(monitor, mode, min_delta, owner="ModelCheckpoint")
         self.saved: list[str] = []
         self._fields = _format_fields(self.path)
         positional = [f for f in self._fields if f == "" or f.isdigit()]

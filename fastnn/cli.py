@@ -281,6 +281,14 @@ def cmd_demo(args) -> int:
 _OUTPUTS = {".npz": ("weights", "Sequential.load_weights"), ".safetensors": ("whole model", "fastnn.load")}
 
 
+def _test_size(text: str) -> float | int:
+    """--test-size: a fraction (0.2) or a count of samples (50), as train_test_split takes them."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # argparse turns a ValueError into "invalid _test_size value"
+
+
 def _check_output(path: str) -> None:
     """-o checked before training, so a typo cannot lose the trained model: a known extension, in an
     existing, writable directory."""
@@ -288,6 +296,8 @@ def _check_output(path: str) -> None:
         raise ValueError(
             f"--output {path!r} is a directory; name a file in it, e.g. {os.path.join(path, 'model.npz')!r}"
         )
+    if os.path.exists(path) and not os.path.isfile(path):  # a pipe, device or socket: saving would be refused
+        raise ValueError(f"--output {path!r} exists and is not a regular file; name a file to write")
     extension = os.path.splitext(path)[1].lower()
     if extension not in _OUTPUTS:
         kinds = " or ".join(f"{ext} for the {what} ({load})" for ext, (what, load) in _OUTPUTS.items())
@@ -403,7 +413,9 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-header", action="store_true", help="the CSV's first row is data, not column names (default: inferred)"
     )
     train.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
-    train.add_argument("--test-size", type=float, default=0.2)
+    train.add_argument(
+        "--test-size", type=_test_size, default=0.2, help="held-out share (0.2) or number of samples (50)"
+    )
     train.add_argument(
         "--input-shape",
         type=_parse_shape,

@@ -391,3 +391,10 @@ def test_a_checkpoint_holds_the_epoch_s_updates_of_callbacks_after_it_in_the_lis
     assert resumed.optimizer.lr == pytest.approx(0.05)  # epoch 1 sets the best, epoch 2 lowers it
     resumed.fit(X, y, epochs=2, batch_size=40, verbose=0, callbacks=[plateau()])
     np.testing.assert_array_equal(resumed.params, whole.params)
+
+
+def test_save_best_only_without_validation_names_model_checkpoint(problem, tmp_path):
+    X, y, _, _ = problem
+    checkpoint = C.ModelCheckpoint(str(tmp_path / "best.safetensors"), save_best_only=True)
+    with pytest.raises(ValueError, match=r"^ModelCheckpoint: monitor 'val_loss' is not a metric"):
+        make_model().fit(X, y, epochs=1, verbose=0, callbacks=[checkpoint])

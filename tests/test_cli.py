@@ -170,6 +170,7 @@ def test_a_label_of_1e9_is_refused_not_built_into_1e9_outputs():
         ("missing_dir/w.npz", "the directory .*missing_dir' does not exist"),
         ("w.pt", "has the extension '.pt'; use .npz for the weights .* or .safetensors for the whole model"),
         (".", "is a directory; name a file in it"),
+        ("fifo.npz", "exists and is not a regular file"),
     ],
 )
 def test_bad_output_is_refused_before_training(tmp_path, capsys, monkeypatch, output, pattern):
@@ -178,6 +179,7 @@ def test_bad_output_is_refused_before_training(tmp_path, capsys, monkeypatch, ou
     monkeypatch.setattr(fastnn.cli, "_train_and_report", lambda *a: pytest.fail("trained before checking -o"))
     np.savez(tmp_path / "d.npz", X=np.zeros((10, 2)), y=np.arange(10) % 2)
     monkeypatch.chdir(tmp_path)
+    os.mkfifo("fifo.npz")
     assert _train("--data", "d.npz", "-o", output) == 2
     assert re.search(pattern, _error_line(capsys))
 
@@ -379,3 +381,12 @@ def test_conv_on_rows_that_are_not_images_names_the_fix(tmp_path, capsys):
     assert "--input-shape" in capsys.readouterr().err
     assert main(["train", "--data", str(path), "--target", "-1", "--no-header", "--input-shape", "2,3", "--conv"]) == 2
     assert "holds 6 values" in capsys.readouterr().err
+
+
+def test_test_size_takes_a_count_of_samples(tmp_path, capsys):
+    """--test-size 5 holds out 5 samples (an int, as the range error says), 0.25 a quarter."""
+    np.savez(tmp_path / "d.npz", X=np.random.default_rng(0).standard_normal((20, 2)), y=np.arange(20) % 2)
+    assert _train("--data", tmp_path / "d.npz", "--test-size", "5") == 0
+    assert _train("--data", tmp_path / "d.npz", "--test-size", "0.25") == 0
+    assert _train("--data", tmp_path / "d.npz", "--test-size", "50") == 2
+    assert "= [1, 19], got 50\n" in capsys.readouterr().err  # (it said "got 50.0", the int form unreachable)
