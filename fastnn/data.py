@@ -864,6 +864,8 @@ def _as_float(X: np.ndarray) -> np.ndarray:
 def _samples(X: np.ndarray, images: bool) -> np.ndarray:
     """``X`` as ``(n, features)``, or with ``images`` its per-sample shape kept, channels first:
     ``(n, rows, cols)`` -> ``(n, 1, rows, cols)``; 1-D data -> ``(n, 1)``."""
+    if X.ndim == 0:
+        raise ValueError(f"the data is a single value (a 0-dimensional array {X!r}), not samples; expected (n, ...)")
     if X.ndim == 1:
         return X.reshape(-1, 1)
     if not images:

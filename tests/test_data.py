@@ -617,3 +617,9 @@ def test_write_idx_writes_as_open_would_through_a_symlink(tmp_path):
         np.testing.assert_array_equal(data.read_idx(target), np.arange(4))
     finally:
         os.umask(old)
+
+
+def test_a_zero_dimensional_idx_file_is_not_samples(tmp_path):
+    data.write_idx(tmp_path / "scalar.idx", np.array(5, dtype=np.uint8))
+    with pytest.raises(ValueError, match="a single value .*not samples"):
+        data.load_file(tmp_path / "scalar.idx")
