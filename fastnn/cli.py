@@ -336,6 +336,11 @@ def _class_labels(y: np.ndarray) -> np.ndarray:
             f"k classes: re-encode them (e.g. np.unique(y, return_inverse=True)[1]), or pass "
             f"--task regression to predict the values"
         )
+    if len(values) < 2:
+        raise ValueError(
+            f"--target holds one class only (label {values[0]:g}): a classifier needs at least 2; "
+            f"check the target column, or pass --task regression to predict the values"
+        )
     return y.astype(np.int64)
 
 

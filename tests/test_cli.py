@@ -390,3 +390,10 @@ def test_test_size_takes_a_count_of_samples(tmp_path, capsys):
     assert _train("--data", tmp_path / "d.npz", "--test-size", "0.25") == 0
     assert _train("--data", tmp_path / "d.npz", "--test-size", "50") == 2
     assert "= [1, 19], got 50\n" in capsys.readouterr().err  # (it said "got 50.0", the int form unreachable)
+
+
+def test_one_class_is_refused_with_what_the_cli_can_change(tmp_path, capsys):
+    """(the loss' own message suggested loss='binary_cross_entropy', which the CLI cannot set)"""
+    np.savez(tmp_path / "d.npz", X=np.zeros((10, 2)), y=np.zeros(10, np.int64))
+    assert _train("--data", tmp_path / "d.npz") == 2
+    assert "one class only (label 0)" in _error_line(capsys)
