@@ -390,7 +390,7 @@ class BatchFeeder:
 
     def __init__(self, model, batch_size: int, X: np.ndarray, y: np.ndarray, n: int | None = None):
         trailing, y_dtype = model.target_shape()
-        specs = (((batch_size, *model.input_shape), model.dtype), ((batch_size, *trailing), y_dtype))
+        specs = (((batch_size, *model.input_shape), model.input_dtype), ((batch_size, *trailing), y_dtype))
         self.X, self.y, self.batch_size = X, y, batch_size
         self.n = X.shape[0] if n is None else n  # positions of the epoch's order that are trained on
         key = (tuple((shape, np.dtype(dtype).str) for shape, dtype in specs), model.device)

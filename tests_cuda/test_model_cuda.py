@@ -356,3 +356,17 @@ def test_predict_on_a_device_passes_many_rows_at_once(monkeypatch):
     assert copies == [1000, 1000, 1000, 1000, 500, 500]
     copies.clear()
     assert gpu.evaluate(X, np.zeros(2500, np.int64))["loss"] > 0 and copies[0] == 2500
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_on_token_ids_feeds_int64_batches_as_the_cpu(shuffle):
+    """The batch feeder's buffers take the model's input dtype (int64 ids before an Embedding),
+    not its float dtype: fit on arrays crashed in the gather or the copy to the device."""
+    X = np.random.default_rng(0).integers(0, 6, (6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    losses = {}
+    for device in ("cpu", "cuda"):
+        model = fnn.Sequential([fnn.Embedding(6, 3), fnn.LastStep(), fnn.Dense(3, 3)], seed=4, device=device)
+        model.compile("cross_entropy", "sgd")
+        losses[device] = model.fit(X, y, epochs=2, batch_size=3, verbose=0, shuffle=shuffle)["loss"]
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=RTOL)
