@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -538,7 +539,7 @@ class EarlyStopping(_Monitor):
     def _put_back(self, saved) -> None:
         """Copy the kept ``saved`` arrays into the model (a flat parameter array: a state saved by
         fastnn before buffers were kept, parameters only)."""
-        model = self.model
+        model: Any = self.model  # (set by fit before any hook)
         if not isinstance(saved, dict):
             backend.copy_into(model.params, saved)
             return

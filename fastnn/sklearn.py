@@ -29,6 +29,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import cast
 
 import numba
 import numpy as np
@@ -367,14 +368,14 @@ class _NeuralNetBase(BaseEstimator):
                 optimizer = _rebuilt(optimizer, weight_decay=values["weight_decay"])
             self.model_.compile(loss, optimizer)
         else:
-            current = self.model_.optimizer
+            current = cast(optim.Optimizer, self.model_.optimizer)  # (a fitted network is compiled)
             values = self._optimizer_values(current, batch_size, mean_weight, scale)
             if "weight_decay" in values and current.get_config().get("weight_decay") != values["weight_decay"]:
                 optimizer = _rebuilt(current, weight_decay=values["weight_decay"])
                 optimizer.load_state_dict(current.state_dict())  # the moments and step count continue
                 self.model_.compile(loss, optimizer)
         if "lr" in values:  # (read by the fused step at each step)
-            self.model_.optimizer.lr = values["lr"]
+            cast(optim.Optimizer, self.model_.optimizer).lr = values["lr"]
         self._fitted_optimizer = key
 
     def _fit_on_threads(self, X, y, sample_weight, incremental: bool, classes):

@@ -51,8 +51,8 @@ class Residual(Layer):
 
     # the block's first layer receives the input: its size argument and the axis that argument
     # sizes are this layer's (so a model checks a channels-first block on the channel axis)
-    @property  # type: ignore[override]
-    def input_argument(self) -> str:
+    @property
+    def input_argument(self) -> str:  # type: ignore[override]
         """The constructor argument of the block's first layer that fixes the input size.
 
         Examples
@@ -63,8 +63,8 @@ class Residual(Layer):
         """
         return self.block[0].input_argument
 
-    @property  # type: ignore[override]
-    def feature_axis(self) -> int:
+    @property
+    def feature_axis(self) -> int:  # type: ignore[override]
         """The input axis the block's first layer sizes (-1: the last, 0: channels first).
 
         Examples
