@@ -16,7 +16,9 @@ of ``GridSearchCV(n_jobs=k)``, ``cross_val_score(n_jobs=k)``) already set to CPU
 ``NUMBA_NUM_THREADS``; inside a joblib *thread* worker (``backend="threading"``) it uses 1 thread,
 since the other workers share the cores; in a task on a ``dask.distributed`` worker (Dask's joblib
 backend, ``with joblib.parallel_backend("dask")``) it uses the host's CPUs // the worker threads of all
-worker processes on that host. An int sets the count for this estimator's fit and predict.
+worker processes on that host. An int sets the count for this estimator's fit and predict, up to
+the process's ``NUMBA_NUM_THREADS`` (in a joblib process worker CPUs // k: raise it with
+``joblib.parallel_config(inner_max_num_threads=...)``).
 """
 
 from __future__ import annotations
@@ -185,13 +187,8 @@ _SHARED_CONSTRAINTS = {
     "optimizer": [str, optim.Optimizer],
     "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
     "device": [StrOptions({"cpu", "cuda"})],
-    # Numba's thread count is fixed when it starts (NUMBA_NUM_THREADS); [1, 1] is written [1, 2)
-    "n_threads": [
-        None,
-        Interval(Integral, 1, numba.config.NUMBA_NUM_THREADS, closed="both")
-        if numba.config.NUMBA_NUM_THREADS > 1
-        else Interval(Integral, 1, 2, closed="left"),
-    ],
+    # (its upper bound, the process's NUMBA_NUM_THREADS, is checked at fit: _NeuralNetBase._validate)
+    "n_threads": [None, Interval(Integral, 1, None, closed="left")],
 }
 
 
@@ -332,6 +329,14 @@ class _NeuralNetBase(BaseEstimator):
     def _validate(self) -> None:
         """scikit-learn's check of the parameters (InvalidParameterError names the one at fault)."""
         self._validate_params()
+        limit = numba.config.NUMBA_NUM_THREADS  # fixed when Numba starts, per process
+        if self.n_threads is not None and self.n_threads > limit:
+            raise InvalidParameterError(
+                f"The 'n_threads' parameter of {type(self).__name__} must be at most {limit}, the Numba "
+                f"threads of this process (NUMBA_NUM_THREADS), got {self.n_threads}. In a joblib process "
+                f"worker (GridSearchCV/cross_val_score with n_jobs=k) that is CPUs // k: give the workers "
+                f"more with joblib.parallel_config(inner_max_num_threads=...), or leave n_threads=None"
+            )
         self._check_params()
 
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):

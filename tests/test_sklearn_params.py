@@ -290,7 +290,8 @@ def test_scikit_learns_parameter_validation(Estimator):
         ("warm_start", "yes", "an instance of 'bool'"),
         ("batch_norm", "yes", "an instance of 'bool'"),
         ("verbose", "loud", r"an int in the range \[0, inf\), an instance of 'bool'"),
-        ("n_threads", 10_000, r"None or an int in the range \[1, "),
+        ("n_threads", 10_000, r"at most \d+, the Numba threads of this process"),
+        ("n_threads", 0, r"None or an int in the range \[1, inf\)"),
         ("batch_size", 0, r"a str among \{'auto'\} or an int in the range \[1, inf\)"),
     ],
 )
