@@ -1156,9 +1156,26 @@ class Sequential:
                 layer.last_output = x
                 contexts.append(ctx)
             else:
-                x = layer.forward(x, training)
+                x = self._user_result(layer, layer.forward(x, training), (x.shape[0], *layer.output_shape), "forward")
                 contexts.append(None)
         return x, contexts
+
+    def _user_result(self, layer: Layer, value, shape: tuple, method: str) -> np.ndarray:
+        """A user layer's forward output or input gradient as the next layer's kernels read it: an
+        ndarray of the model's dtype, C-contiguous (a float64 result in a float32 model, or a
+        reversed or transposed view, was read as raw memory), of the shape the layer declared."""
+        if not isinstance(value, np.ndarray):
+            raise TypeError(
+                f"{layer!r}.{method}() returned {type(value).__name__}, not a NumPy array of shape {shape_str(shape[1:])}"
+            )
+        if value.shape != shape:
+            raise ValueError(
+                f"{layer!r}.{method}() returned shape {value.shape}, but the layer was built for "
+                f"{shape_str(shape[1:])}; a layer that changes the shape overrides build()"
+            )
+        if value.dtype.kind not in "fiub":
+            raise TypeError(f"{layer!r}.{method}() returned dtype {value.dtype}; expected real numbers ({self.dtype})")
+        return np.ascontiguousarray(value, dtype=self.dtype)
 
     def _backward(self, grad: np.ndarray, contexts: list, need_grad_x: bool) -> np.ndarray | None:
         for i in range(len(self.layers) - 1, -1, -1):
@@ -1169,7 +1186,10 @@ class Sequential:
         """Layer i's backward from the context of its forward (None: a user layer's own backward)."""
         layer = self.layers[i]
         if ctx is None:
+            batch = grad.shape[0]
             grad = layer.backward(grad, need_grad_x)
+            if grad is not None:
+                grad = self._user_result(layer, grad, (batch, *layer.input_shape), "backward")
         else:
             calls, grad = layer.backward_calls(grad, ctx, need_grad_x)
             for fn, args in calls:

@@ -355,3 +355,71 @@ def test_a_dense_embedding_table_gets_weight_decay_as_torch_gives_it():
     model.fit(ids, y, epochs=1, batch_size=8, verbose=0)
     np.testing.assert_allclose(model.layers[0].weight[4:], table.detach().numpy()[4:], rtol=1e-6)
     assert not np.allclose(model.layers[0].weight[4:], table.detach().numpy()[4:] / 0.95)
+
+
+class _Half(fnn.layers.Layer):
+    """A user layer whose NumPy result is float64 (promotion) in a float32 model."""
+
+    def forward(self, x, training):
+        return x.astype(np.float64) * 0.5
+
+    def backward(self, grad_y, need_grad_x=True):
+        return grad_y * np.full(grad_y.shape[1], 0.5)
+
+
+class _Flip(fnn.layers.Layer):
+    """A user layer returning negative-stride views."""
+
+    def forward(self, x, training):
+        return x[:, ::-1]
+
+    def backward(self, grad_y, need_grad_x=True):
+        return grad_y[:, ::-1]
+
+
+@pytest.mark.parametrize("user", [_Half, _Flip])
+def test_a_user_layer_s_arrays_reach_the_next_kernels_as_the_model_s_dtype_and_contiguous(user):
+    """The next built-in layer read a float64 result or a reversed view as raw memory (1e19s)."""
+    X = np.arange(6, dtype=np.float32).reshape(2, 3)
+    model = fnn.Sequential([user(), fnn.Dense(3, 2, init="ones", bias=False)], seed=0)
+    model.compile("mse", "sgd")
+    y_user = user().forward(X, False)
+    np.testing.assert_allclose(model.predict(X), np.repeat(y_user.sum(axis=1, keepdims=True), 2, axis=1))
+    target = np.zeros((2, 2), np.float32)
+    _, grads = model.loss_and_grads(X, target)
+    grad_out = 2 * (model.predict(X) - target) / target.size  # mse's gradient
+    np.testing.assert_allclose(grads["1.weight"], np.asarray(y_user, np.float32).T @ grad_out, rtol=1e-6)
+
+
+def test_user_layer_mistakes_are_named():
+    class WrongShape(fnn.layers.Layer):
+        def forward(self, x, training):
+            return x[:, :2]
+
+        def backward(self, grad_y, need_grad_x=True):
+            return np.pad(grad_y, ((0, 0), (0, 1)))
+
+    class AList(fnn.layers.Layer):
+        def forward(self, x, training):
+            return x.tolist()
+
+    class NoBackward(fnn.layers.Layer):
+        def forward(self, x, training):
+            return 2 * x
+
+    X, y = np.ones((5, 3), np.float32), np.zeros((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"WrongShape\(\).forward\(\) returned shape \(5, 2\).*\(batch, 3\).*build"):
+        fnn.Sequential([WrongShape(), fnn.Dense(3, 2)], seed=0).predict(X)
+    with pytest.raises(TypeError, match=r"AList\(\).forward\(\) returned list"):
+        fnn.Sequential([AList(), fnn.Dense(3, 2)], seed=0).predict(X)
+    model = fnn.Sequential([NoBackward(), fnn.Dense(3, 2)], seed=0).compile("mse", "sgd")
+    with pytest.raises(NotImplementedError, match="NoBackward overrides forward but not backward"):
+        model.fit(X, y, epochs=1, verbose=0)
+
+
+def test_containers_refuse_a_user_layer_inside_with_the_reason():
+    """(they said "implements neither forward_calls nor forward" of a layer that has forward)"""
+    with pytest.raises(NotImplementedError, match=r"Residual: block layer 0 \(_Flip\(\)\) runs its own NumPy"):
+        fnn.Sequential([fnn.Residual([_Flip()])], input_shape=(4,), seed=0)
+    with pytest.raises(NotImplementedError, match=r"TimeDistributed: its layer \(_Flip\(\)\) runs its own NumPy"):
+        fnn.Sequential([fnn.TimeDistributed(_Flip())], input_shape=(3, 4), seed=0)

@@ -816,6 +816,12 @@ class Layer(Owned):
         array([[1.   , 0.42]])
         """
         if self._eager_ctx is None:
+            if type(self).forward is not Layer.forward:  # a user layer's own forward: it brings its backward
+                raise NotImplementedError(
+                    f"{type(self).__name__} overrides forward but not backward: training needs "
+                    f"backward(grad_y, need_grad_x) returning the gradient with respect to its input "
+                    f"(and writing its parameter gradients)"
+                )
             raise RuntimeError(
                 f"{self!r}.backward() was called before forward(); run forward(x, training) "
                 f"first, then backward(grad_y)"
@@ -956,6 +962,38 @@ def width_mismatch(layer: Layer, shape, owner: str = "its") -> str | None:
         return None
     where = "the last axis" if axis in (-1, len(shape) - 1) else "the channel axis"
     return f"expects {expected[-1]} features on {where}; set {owner} {layer.input_argument} to {shape[axis]}"
+
+
+def refuse_user_child(container: Layer, child: Layer, where: str) -> None:
+    """Refuse a layer with its own NumPy ``forward``/``backward`` inside ``container`` (a Residual's
+    block, TimeDistributed): containers run their children's recorded kernel calls.
+
+    Parameters
+    ----------
+    container : Layer
+        The layer that holds ``child``.
+    child : Layer
+        The layer inside it.
+    where : str
+        How the error names the child's place (``"block layer 0"``).
+
+    Raises
+    ------
+    NotImplementedError
+        When ``child`` (or a layer inside it) is not plannable.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> from fastnn.layers.base import refuse_user_child
+    >>> refuse_user_child(fnn.Residual([fnn.ReLU()]), fnn.ReLU(), "block layer 0")  # built-in: fine
+    """
+    if not child.plannable():
+        kind = type(container).__name__
+        raise NotImplementedError(
+            f"{kind}: {where} ({child!r}) runs its own NumPy forward/backward, which a {kind} cannot "
+            f"hold (it runs its layers' recorded kernel calls); put that layer outside the {kind}"
+        )
 
 
 def walk_layers(layers):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Layer, ParamSpec, flat_rows, normalize_shape, shape_str, width_mismatch
+from .base import Layer, ParamSpec, flat_rows, normalize_shape, refuse_user_child, shape_str, width_mismatch
 from .dense import Dense
 from .registry import register_layer
 
@@ -96,6 +96,7 @@ class Residual(Layer):
         super().build(shape, dtype)
         out = shape
         for i, layer in enumerate(self.block):
+            refuse_user_child(self, layer, f"block layer {i}")
             where = f"inside {type(self).__name__}: block layer {i} ({layer!r})"
             problem = width_mismatch(layer, out)
             if problem is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Context, Layer, normalize_shape, shape_str, walk_layers
+from .base import Context, Layer, normalize_shape, refuse_user_child, shape_str, walk_layers
 from .registry import register_layer
 
 _NO_LENGTHS = np.zeros(0, np.int64)  # the kernels' "every step is valid"
@@ -147,6 +147,7 @@ class TimeDistributed(Layer):
                 f"step axes (e.g. (batch, time, features))"
             )
         super().build(shape, dtype)
+        refuse_user_child(self, self.layer, "its layer")
         inner = normalize_shape(self.layer.build(shape[1:], dtype))
         self.output_shape = (shape[0], *inner)
         return self.output_shape
