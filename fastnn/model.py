@@ -994,6 +994,7 @@ class Sequential:
                         f"backward_calls with kernels from self.K, or keep the model on 'cpu'"
                     )
         with self._lock:
+            self._trainer_of(threading.get_ident(), f"to({device!r})")  # not under another thread's fit
             saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
             self.params = backend.to_device(self.params, device)
             self.grads = backend.to_device(self.grads, device)
@@ -1531,6 +1532,7 @@ class Sequential:
         """
         self.require_built("restore")
         with self._lock:
+            self._trainer_of(threading.get_ident(), "restore")  # not under another thread's fit
             arrays = self.state_arrays()
             for name, value in record["params"].items():
                 V.check_state_array(arrays, name, value)
@@ -1703,6 +1705,7 @@ class Sequential:
         if decay_bias_and_norm is not None:
             decay_bias_and_norm = bool(decay_bias_and_norm)
         with self._lock:
+            self._trainer_of(threading.get_ident(), "compile")  # not under another thread's fit
             self.loss = loss
             self.metrics = metrics
             loss.set_owner(self)

@@ -635,6 +635,26 @@ def test_train_step_fast_lane_refuses_a_second_thread(fuse_shared, rng):
     assert model.optimizer.step_count == 2
 
 
+def test_compile_and_restore_from_a_second_thread_are_refused_while_a_thread_trains(fuse_shared, rng):
+    """(they swapped the optimizer or the weights between another thread's steps, silently); the
+    training thread itself may still call them (a callback does)."""
+    import threading
+
+    X, Y = _lane_batches(rng)
+    model = _tiny().compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05))
+    model.train_step(X[0], Y[0])
+    record, optimizer = model.snapshot(), model.optimizer
+    errors = []
+    with model.training_session("test"):
+        for call in (lambda: model.compile("mse", fnn.optim.Adam()), lambda: model.restore(record)):
+            thread = threading.Thread(target=lambda call=call: errors.append(_raises(call)))
+            thread.start()
+            thread.join()
+        model.compile("mse", optimizer)  # the training thread: allowed
+    assert len(errors) == 2 and all("being trained by another thread" in e for e in errors)
+    assert model.optimizer is optimizer
+
+
 def _raises(fn, *args):
     try:
         fn(*args)
