@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
+import numbers
 import os
 import re
 import sys
@@ -140,7 +141,7 @@ def set_num_threads(n: int) -> None:
     Raises
     ------
     TypeError
-        When ``n`` is not an int.
+        When ``n`` is not an int (a NumPy integer is one; a bool is not).
     ValueError
         When ``n`` is outside [1, ``NUMBA_NUM_THREADS``].
 
@@ -157,8 +158,9 @@ def set_num_threads(n: int) -> None:
     ...
     ValueError: n must be between 1 and ... (the threads Numba started with; set NUMBA_NUM_THREADS before import for more), got 0
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):  # NumPy integers too, as Numba
         raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = int(n)
     if not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(
             f"n must be between 1 and {numba.config.NUMBA_NUM_THREADS} (the threads Numba "

@@ -258,3 +258,15 @@ def test_weight_decay_skips_bias_and_norm_unless_asked(rng):
             np.testing.assert_array_equal(after, before)
     for name, (after, before) in run(True).items():
         np.testing.assert_allclose(after, before * 0.95)
+
+
+def test_set_num_threads_takes_numpy_integers_and_refuses_bools_and_floats():
+    before = fnn.get_num_threads()
+    try:
+        fnn.set_num_threads(np.int64(1))  # (refused before; Numba's own takes it)
+        assert fnn.get_num_threads() == 1
+        for bad in (True, np.bool_(True), 1.0, "1"):
+            with pytest.raises(TypeError, match="n must be an int"):
+                fnn.set_num_threads(bad)
+    finally:
+        fnn.set_num_threads(before)
