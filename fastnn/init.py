@@ -5,8 +5,10 @@ with counters (seed, stream, INIT_STEP): the same seed and stream give the same 
 thread count and device; different streams (one per parameter) give independent weights.
 ``INIT_STEP`` keeps the draws apart from dropout masks and shuffles, whose steps count from 0.
 
-Fans follow fastnn's Dense layout, weight ``(in_features, out_features)``: ``fan_in =
-shape[0]``, ``fan_out = shape[1]`` (PyTorch's Linear stores the transpose); a 1-D array has
+Fans follow fastnn's layouts: a Dense weight is ``(in_features, out_features)``, so ``fan_in =
+shape[0]``, ``fan_out = shape[1]`` (PyTorch's Linear stores the transpose); a convolution kernel is
+PyTorch's ``(out_channels, in_channels / groups, *kernel)``, so ``fan_in = shape[1] * receptive``
+and ``fan_out = shape[0] * receptive`` as ``torch.nn.init`` computes them; a 1-D array has
 ``fan_in = fan_out = len``.
 
 - zeros, ones, constant(value): fixed values;
@@ -114,31 +116,36 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
 
 
 def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The fans of a parameter in fastnn's layout (a Dense weight is ``(in, out)``).
+    """The fans of a parameter in fastnn's layouts (a Dense weight is ``(in, out)``, a convolution
+    kernel ``(out, in / groups, *kernel)`` as PyTorch's).
 
     Parameters
     ----------
     shape : tuple of int
-        The parameter's shape; dimensions after the first two are a receptive field.
+        The parameter's shape; 2-D: a Dense weight; more: a convolution kernel, the dimensions
+        after the first two its receptive field.
 
     Returns
     -------
     fan_in, fan_out : int
-        ``shape[0] * receptive`` and ``shape[1] * receptive``; a 1-D shape gives its length twice.
+        2-D: ``shape[0]`` and ``shape[1]``; a kernel: ``shape[1] * receptive`` and
+        ``shape[0] * receptive`` (``torch.nn.init``'s); a 1-D shape gives its length twice.
 
     Examples
     --------
     >>> from fastnn import init
-    >>> init.compute_fans((784, 256)), init.compute_fans((10,))
-    ((784, 256), (10, 10))
+    >>> init.compute_fans((784, 256)), init.compute_fans((10,)), init.compute_fans((24, 4, 5, 5))
+    ((784, 256), (10, 10), (100, 600))
     """
     shape = tuple(shape)
     if len(shape) == 0:
         return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
-    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    return shape[0] * receptive, shape[1] * receptive
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[2:]))  # a convolution kernel (out, in / groups, *kernel), as torch
+    return shape[1] * receptive, shape[0] * receptive
 
 
 def _suggest(name, choices) -> str:
