@@ -1157,22 +1157,22 @@ class Sequential:
                 layer.last_output = x
                 contexts.append(ctx)
             else:
-                x = self._user_result(layer, layer.forward(x, training), (x.shape[0], *layer.output_shape), "forward")
+                x = self._user_result(layer, layer.forward(x, training), x.shape[0], layer.output_shape, "forward")
                 contexts.append(None)
         return x, contexts
 
-    def _user_result(self, layer: Layer, value, shape: tuple, method: str) -> np.ndarray:
+    def _user_result(self, layer: Layer, value, batch: int, sample_shape, method: str) -> np.ndarray:
         """A user layer's forward output or input gradient as the next layer's kernels read it: an
         ndarray of the model's dtype, C-contiguous (a float64 result in a float32 model, or a
-        reversed or transposed view, was read as raw memory), of the shape the layer declared."""
+        reversed or transposed view, was read as raw memory), of the per-sample shape the layer
+        declared (``sample_shape``; None: a build() that does not record it, not checked)."""
         if not isinstance(value, np.ndarray):
-            raise TypeError(
-                f"{layer!r}.{method}() returned {type(value).__name__}, not a NumPy array of shape {shape_str(shape[1:])}"
-            )
-        if value.shape != shape:
+            what = "a NumPy array" if sample_shape is None else f"a NumPy array of shape {shape_str(sample_shape)}"
+            raise TypeError(f"{layer!r}.{method}() returned {type(value).__name__}, not {what}")
+        if sample_shape is not None and value.shape != (batch, *sample_shape):
             raise ValueError(
                 f"{layer!r}.{method}() returned shape {value.shape}, but the layer was built for "
-                f"{shape_str(shape[1:])}; a layer that changes the shape overrides build()"
+                f"{shape_str(sample_shape)}; a layer that changes the shape overrides build()"
             )
         if value.dtype.kind not in "fiub":
             raise TypeError(f"{layer!r}.{method}() returned dtype {value.dtype}; expected real numbers ({self.dtype})")
@@ -1190,7 +1190,7 @@ class Sequential:
             batch = grad.shape[0]
             grad = layer.backward(grad, need_grad_x)
             if grad is not None:
-                grad = self._user_result(layer, grad, (batch, *layer.input_shape), "backward")
+                grad = self._user_result(layer, grad, batch, layer.input_shape, "backward")
         else:
             calls, grad = layer.backward_calls(grad, ctx, need_grad_x)
             for fn, args in calls:
