@@ -314,7 +314,10 @@ def _is_whole(y: np.ndarray) -> bool:
 
 
 def _looks_like_classes(y: np.ndarray) -> bool:
-    """--task auto: at most 100 distinct whole numbers within int32 (1e30-sized floats are all whole)."""
+    """--task auto: one label per row, at most 100 distinct whole numbers within int32 (1e30-sized
+    floats are all whole). Several target columns are a multi-output regression."""
+    if y.ndim > 1:
+        return False
     if y.dtype.kind not in "biuf" or not _is_whole(y):
         return y.dtype.kind not in "biuf"  # text labels are classes (and refused with the fix)
     values = np.unique(y)
@@ -360,6 +363,8 @@ def cmd_train(args) -> int:
             "NPZ, or the labels file of IDX images)"
         )
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # one target column stored as (n, 1)
+        y = y[:, 0]
     task = args.task
     if task == "auto":
         task = "classification" if _looks_like_classes(y) else "regression"

@@ -156,6 +156,19 @@ def test_labels_that_are_not_0_to_k_minus_1_are_refused(tmp_path, capsys, labels
     assert "{" + ", ".join(map(str, labels)) + "}" in err
 
 
+def test_task_auto_reads_target_columns(tmp_path, capsys):
+    """Several whole-valued target columns are a multi-output regression (classification takes one
+    label per row); one column stored as (n, 1) is that column's classes."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((60, 3))
+    np.savez(tmp_path / "multi.npz", X=X, y=np.round(2 * rng.standard_normal((60, 2))))
+    assert _train("--data", tmp_path / "multi.npz", "--target", "y") == 0
+    assert capsys.readouterr().out.startswith("regression: test loss")
+    np.savez(tmp_path / "column.npz", X=X, y=(X[:, :1] > 0).astype(float))
+    assert _train("--data", tmp_path / "column.npz", "--target", "y") == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
 def test_a_label_of_1e9_is_refused_not_built_into_1e9_outputs():
     from fastnn.cli import _class_labels
 
