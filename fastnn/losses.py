@@ -825,7 +825,7 @@ def from_config(config: dict) -> Loss:
     Raises
     ------
     ValueError
-        If the name is not a registered loss.
+        If ``config`` is not a dict with a ``name``, or the name is not a registered loss.
 
     Examples
     --------
@@ -833,6 +833,8 @@ def from_config(config: dict) -> Loss:
     >>> fnn.losses.from_config({"name": "mse", "reduction": "sum"})
     MSE(reduction='sum')
     """
+    if not isinstance(config, dict) or "name" not in config:
+        raise ValueError(f"a loss config must be a dict with a 'name' key (Loss.get_config()), got {config!r}")
     config = dict(config)
     name = config.pop("name")
     if isinstance(name, str) and name not in LOSSES:

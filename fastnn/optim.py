@@ -419,10 +419,12 @@ class Optimizer(Owned):
         # a new token at every (re)binding (plans holding the old buffers rebuild); None: no step kernel
         self._binding = object() if device == "cpu" and _has_step_kernel(type(self)) else None
 
-    def rebind(self, params, grads) -> None:
+    def rebind(self, params, grads, n_decay: int | None = None) -> None:
         """Attach to new flat buffers of the same size and layout, keeping the state and step count.
 
-        Used after ``model.to(device)``: the state buffers move to the device of ``params``.
+        Used after ``model.to(device)``: the state buffers move to the device of ``params``; and
+        when the decayed prefix changes (``compile(decay_bias_and_norm=...)`` on a trained model):
+        the moments and the step count go on, only the weight decay covers the new prefix.
 
         Parameters
         ----------
@@ -430,13 +432,16 @@ class Optimizer(Owned):
             The new parameter buffer (same size and dtype as the bound one).
         grads : ndarray or device array
             The new gradient buffer.
+        n_decay : int, optional
+            The new weight-decay prefix ``[0, n_decay)``; None keeps the bound one.
 
         Raises
         ------
         RuntimeError
             When the optimizer was never bound.
         ValueError
-            When the buffers differ in size or dtype from the bound ones.
+            When the buffers differ in size or dtype from the bound ones, or ``n_decay`` is
+            outside ``[0, size]``.
 
         Examples
         --------
@@ -459,6 +464,8 @@ class Optimizer(Owned):
                 f"rebind needs buffers like the bound ones ({self._params.shape} "
                 f"{self._params.dtype}), got {params.shape} {params.dtype}"
             )
+        if n_decay is not None:
+            self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
         self._attach(params, grads, device)
         self._state = {name: backend.to_device(buf, device) for name, buf in self._state.items()}
 
@@ -789,7 +796,9 @@ class Optimizer(Owned):
         Raises
         ------
         ValueError
-            When the state belongs to another optimizer or its buffers do not fit.
+            When the state belongs to another optimizer, lacks ``step_count`` or ``lr``, or its
+            buffers do not fit; everything is checked before anything is copied, so a refused
+            state leaves this optimizer as it was.
 
         Examples
         --------
@@ -808,24 +817,43 @@ class Optimizer(Owned):
                 f"this optimizer state was saved by {state.get('name')!r}, not {self.name!r}; "
                 f"load it into a {state.get('name')!r} optimizer"
             )
+        step_count, lr = self._checked_scalars(state)
         if self._params is None:
             self._pending = dict(state)
             return
-        for key, buf in self._state.items():
-            if key not in state:
-                raise ValueError(
-                    f"optimizer state lacks the buffer {key!r} that this {self.name} "
-                    f"configuration needs (saved with other hyper-parameters?)"
-                )
-            saved = np.asarray(state[key])
-            if saved.shape != buf.shape:
-                raise ValueError(
-                    f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
-                    f"bound parameters need {buf.shape}; was it saved from another model?"
-                )
-            backend.copy_into(buf, saved)
-        self.step_count = check_int(np.asarray(state["step_count"]).item(), "step_count", 0)
-        self.lr = np.asarray(state["lr"]).item()
+        buffers = {key: self._checked_buffer(state, key, buf) for key, buf in self._state.items()}
+        for key, saved in buffers.items():  # all checked first: a refused state changes nothing
+            backend.copy_into(self._state[key], saved)
+        self.step_count = step_count
+        self.lr = lr
+
+    def _checked_scalars(self, state: dict) -> tuple[int, float]:
+        """``state``'s step count and learning rate, checked (ValueError naming the key)."""
+        missing = [key for key in ("step_count", "lr") if key not in state]
+        if missing:
+            raise ValueError(
+                f"optimizer state lacks {', '.join(repr(key) for key in missing)}: pass what "
+                f"{type(self).__name__}.state_dict() returned"
+            )
+        step_count = check_int(np.asarray(state["step_count"]).item(), "step_count", 0)
+        return step_count, check_float(np.asarray(state["lr"]).item(), "lr", 0.0, None)
+
+    def _checked_buffer(self, state: dict, key: str, buf) -> np.ndarray:
+        """``state[key]`` as a float array of ``buf``'s shape (ValueError naming the buffer)."""
+        if key not in state:
+            raise ValueError(
+                f"optimizer state lacks the buffer {key!r} that this {self.name} "
+                f"configuration needs (saved with other hyper-parameters?)"
+            )
+        saved = np.asarray(state[key])
+        if saved.shape != buf.shape:
+            raise ValueError(
+                f"optimizer state buffer {key!r} has shape {saved.shape}, but the "
+                f"bound parameters need {buf.shape}; was it saved from another model?"
+            )
+        if saved.dtype.kind not in "fiu":
+            raise ValueError(f"optimizer state buffer {key!r} must hold numbers, got dtype {saved.dtype}")
+        return saved
 
     def __repr__(self) -> str:
         items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name" and v is not None)

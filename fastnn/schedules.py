@@ -500,7 +500,8 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     Raises
     ------
     ValueError
-        When ``config`` is not a dict with a known ``name``.
+        When ``config`` is not a dict with a known ``name``, or lacks the schedule's first
+        argument (``lr``, ``max_lr`` or ``warmup_steps``).
 
     Examples
     --------
@@ -514,6 +515,8 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     name = check_choice(config["name"], SCHEDULES, "schedule")
     kwargs = {k: schedule_from_config(v) if isinstance(v, dict) else v for k, v in config.items() if k != "name"}
     first = "max_lr" if name == "one_cycle" else "warmup_steps" if name == "linear_warmup" else "lr"
+    if first not in kwargs:
+        raise ValueError(f"the {name!r} schedule config lacks {first!r} (Schedule.get_config() has it), got {config!r}")
     schedule_class: Any = SCHEDULES[name]  # each subclass has its own constructor
     return schedule_class(kwargs.pop(first), **kwargs)
 

@@ -176,6 +176,40 @@ def test_state_dict_is_a_copy_and_load_checks():
         ams.load_state_dict(state)
 
 
+def test_a_refused_state_changes_nothing():
+    """load_state_dict checks every buffer and scalar before it copies any: a state refused for
+    its last buffer, a bad step count or a missing key leaves the moments and the step count as
+    they were (they were overwritten one by one up to the bad one, mixing two states)."""
+    opt = optim.Adam(lr=0.1, amsgrad=True)
+    _run(opt, *_problem(steps=3))
+    before = opt.state_dict()
+    saved = optim.Adam(lr=0.5)
+    _run(saved, *_problem(steps=7, seed=1))
+    without_max = saved.state_dict()  # no max_exp_avg_sq: refused on the last buffer
+    bad_shape = dict(before, exp_avg=np.full(SIZE, 9.0), max_exp_avg_sq=np.zeros(SIZE - 1))
+    bad_step = dict(before, exp_avg=np.full(SIZE, 9.0), step_count=-1)
+    bad_kind = dict(before, exp_avg=np.full(SIZE, 9.0), max_exp_avg_sq=np.array(["x"] * SIZE))
+    no_lr = {k: v for k, v in dict(before, exp_avg=np.full(SIZE, 9.0)).items() if k != "lr"}
+    for state, match in [
+        (without_max, "max_exp_avg_sq"),
+        (bad_shape, "shape"),
+        (bad_step, "step_count"),
+        (bad_kind, "numbers"),
+        (no_lr, "'lr'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict(state)
+        after = opt.state_dict()
+        assert after.keys() == before.keys()
+        for key, value in before.items():
+            np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+def test_an_unbound_optimizer_checks_the_scalars_of_a_state_at_once():
+    with pytest.raises(ValueError, match="step_count"):
+        optim.SGD().load_state_dict({"name": "sgd", "lr": 0.1})
+
+
 @pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
 def test_config_round_trip(name):
     opt = optim.get(name, **CASES[name][-1], clip_norm=1.5)
@@ -308,3 +342,30 @@ def test_a_copied_optimizer_writes_its_own_step_scalars():
         kernel, args = opt.fused_step_call(0.25, 1.0)
         assert kernel(*args) is True  # the original's stay armed
         opt.begin_fused_step(True)
+
+
+def test_rebind_with_a_new_decay_prefix_keeps_the_state():
+    """rebind(..., n_decay=k): the moments and step count go on (what a model recompiled with
+    another decay_bias_and_norm needs: bind would zero them), the decay covers [0, k) from then on,
+    and step plans holding the old prefix rebuild."""
+    p0, grads = _problem(steps=6)
+    hyper = {"lr": 0.01, "weight_decay": 0.1}
+    straight = optim.AdamW(**hyper)
+    params, g = p0.copy(), np.zeros(SIZE)
+    straight.bind(params, g, N_DECAY)
+    for grad in grads[:3]:
+        g[:] = grad
+        straight.step()
+    token = straight.fused_step_token()
+    straight.rebind(params, g, n_decay=SIZE)
+    assert straight.step_count == 3 and straight.fused_step_token() is not token
+    for grad in grads[3:]:
+        g[:] = grad
+        straight.step()
+    state: dict = {}
+    want = p0.copy()
+    for t, grad in enumerate(grads, start=1):
+        want = ref.adamw_step_reference(want, grad, state, t, N_DECAY if t <= 3 else SIZE, **hyper)
+    np.testing.assert_allclose(params, want, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="n_decay"):
+        straight.rebind(params, g, n_decay=SIZE + 1)

@@ -174,3 +174,17 @@ def test_bad_step():
         sched(-1)
     with pytest.raises(TypeError, match="step"):
         sched(1.5)
+
+
+@pytest.mark.parametrize(
+    "config,first",
+    [
+        ({"name": "step_decay", "step_size": 2}, "'lr'"),
+        ({"name": "one_cycle", "total_steps": 10}, "'max_lr'"),
+        ({"name": "linear_warmup", "then": 0.1}, "'warmup_steps'"),
+    ],
+)
+def test_a_config_without_its_first_argument_names_it(config, first):
+    """schedule_from_config raised a bare KeyError for a config lacking lr / max_lr / warmup_steps."""
+    with pytest.raises(ValueError, match=first):
+        S.schedule_from_config(config)

@@ -230,3 +230,12 @@ def test_accuracy_counts(dtype):
         == ref.binary_accuracy_count(logits[:, :1], targets[:, :1])
         == 27
     )
+
+
+@pytest.mark.parametrize("config", [{"reduction": "sum"}, None, "mse"])
+def test_a_loss_config_without_a_name_is_refused_clearly(config):
+    """losses.from_config named the missing key only through a bare KeyError('name')."""
+    from fastnn import losses
+
+    with pytest.raises(ValueError, match="'name' key"):
+        losses.from_config(config)
