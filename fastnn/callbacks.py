@@ -907,13 +907,18 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        previous_best = self._monitor.best
         if self.save_best_only:
             value = self._monitor._current(logs)
             if not self._monitor._improved(value):
                 return
-            self._monitor.best = value
-        path = self.format_path(epoch, logs)
-        self.model.save(path)
+            self._monitor.best = value  # (before the save: the file holds it)
+        try:
+            path = self.format_path(epoch, logs)
+            self.model.save(path)
+        except BaseException:  # not saved (a full disk, Ctrl-C): the best is still the one on disk
+            self._monitor.best = previous_best
+            raise
         self.saved.append(path)
 
     def state_dict(self):

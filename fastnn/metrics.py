@@ -1192,7 +1192,8 @@ class RMSE(_Regression):
 
 class R2(_Regression):
     """Coefficient of determination 1 - SSE / SST per output, averaged (``r2_score``): 1 for a
-    constant target predicted exactly, else 0 for a constant one.
+    constant target predicted exactly, else 0 for a constant one; nan for fewer than two rows
+    (not defined, as scikit-learn).
 
     Parameters
     ----------
@@ -1210,6 +1211,9 @@ class R2(_Regression):
     """
 
     key = "r2"
+
+    def result(self):
+        return super().result() if self.n >= 2 else math.nan
 
     def per_output(self):
         """1 - SSE / SST of each output (for a constant target: 1 if predicted exactly, else 0).

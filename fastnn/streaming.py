@@ -10,7 +10,8 @@
   interrupted epoch trained on are skipped (exact when the callable gives the same batches again);
 - an iterator or generator (``iter(g) is g``): one stream shared by all epochs, so
   ``steps_per_epoch`` is required (it may be endless); if it runs out, training stops with a
-  warning (Keras does the same). On resume it continues where it stands.
+  warning (Keras does the same). On resume it continues where it stands: the batches a stopped fit
+  took but did not train on come first, and the epoch keeps its ``steps_per_epoch`` batches.
 
 ``batch_size`` and ``shuffle`` apply to datasets only (batches of iterables are used as they
 come). Each batch is checked at the boundary like fit's arrays; errors name the batch and epoch.
@@ -23,7 +24,9 @@ progress bar, Ctrl-C, the training state (cursor, epochs) and ``accumulate`` wor
 
 from __future__ import annotations
 
+import collections
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -138,8 +141,9 @@ class _DatasetBatches:
         x, y, w = checked_batch(self.model, block, "a block of the dataset")
         return x, y if self.weights is None else self.weights.targets(y, w)
 
-    def epoch(self, epoch: int, start: int):
-        """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples."""
+    def epoch(self, epoch: int, start: int, batches: int | None = 0):
+        """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples (``batches``
+        unused: ``start`` places the epoch's rows)."""
         model = self.model
         order = EpochOrder(self.dataset, model.seed, epoch, self.shuffle, self._block)
         trailing, y_dtype = model.target_shape()
@@ -156,6 +160,9 @@ class _DatasetBatches:
             order.gather(lo, hi, xb, yb)
             yield b, xb, yb
 
+    def committed(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -163,10 +170,36 @@ class _DatasetBatches:
 _UNDECIDED = object()
 
 
+# {one-shot iterator: its items taken by a fit that stopped before their steps committed}: the
+# next fit on the same iterator takes them first, so it resumes exactly where the stream stood
+_GIVEN_BACK: weakref.WeakKeyDictionary[Iterator, list] = weakref.WeakKeyDictionary()
+# (iterators that take no weak reference keep the items here, by id, while they live)
+_GIVEN_BACK_BY_ID: dict[int, tuple[Iterator, list]] = {}
+
+
+def _give_back(stream: Iterator, items: list) -> None:
+    try:
+        _GIVEN_BACK[stream] = items
+    except TypeError:  # no weak references to it
+        _GIVEN_BACK_BY_ID[id(stream)] = (stream, items)
+
+
+def _given_back(stream: Iterator) -> list:
+    try:
+        return _GIVEN_BACK.pop(stream, [])
+    except TypeError:
+        kept = _GIVEN_BACK_BY_ID.pop(id(stream), None)
+        return [] if kept is None or kept[0] is not stream else kept[1]
+
+
 class _IterableBatches:
     """Batches from a callable (a fresh iterator per epoch), a re-iterable or a one-shot iterator.
     Weighted (the loss's targets carry a weight column) when ``class_weight`` is given or the
-    first batch has sample weights; then a batch without weights weighs 1 per sample."""
+    first batch has sample weights; then a batch without weights weighs 1 per sample.
+
+    A one-shot iterator cannot replay batches: those it gave whose steps did not commit (an
+    interrupt, an error) are kept for the next fit on it (:func:`_give_back`), and a resumed
+    epoch counts on from the batches it had done."""
 
     def __init__(self, model, data, steps, class_weight):
         self.model, self.data, self.steps = model, data, steps
@@ -180,6 +213,9 @@ class _IterableBatches:
             )
         self.fingerprint = STREAM_FINGERPRINT
         self.stream = data if not self.restartable else None
+        # the stream's items taken since the last commit, and those a stopped fit gave back
+        self.uncommitted: list = []
+        self.replay = collections.deque(_given_back(data) if self.stream is not None else ())
         self.exhausted = None
         self.first = None  # the batch taken to build the model, given back as the first batch
         self.weights, self.class_weight = _UNDECIDED, class_weight  # (the first batch decides, in _next)
@@ -202,9 +238,17 @@ class _IterableBatches:
         self.iterator = it
         return it
 
+    def _take(self, it):
+        """The next item of ``it`` (a stream: items given back first, each kept until a commit)."""
+        if self.stream is None:
+            return next(it)
+        item = self.replay.popleft() if self.replay else next(it)
+        self.uncommitted.append(item)
+        return item
+
     def _next(self, it, b, epoch):
         try:
-            item = next(it)
+            item = self._take(it)
         except StopIteration:
             return None
         xb, yb, wb = checked_batch(self.model, item, f"batch {b} of epoch {epoch + 1}")
@@ -223,9 +267,13 @@ class _IterableBatches:
             )
         return xb, yb
 
-    def epoch(self, epoch: int, start: int):
+    def epoch(self, epoch: int, start: int, batches: int | None = 0):
+        """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples (``batches``
+        batches): a restartable source skips them, a stream goes on from batch ``batches``."""
         it = self.iterator if self.first is not None and self.stream is None else self._fresh()
         done, b = 0, 0
+        if self.stream is not None and start:  # the stream stands after them: the epoch counts on
+            b = batches if batches is not None else -(-start // self.batch_size)
         while self.steps is None or b < self.steps:
             if self.first is not None:
                 batch, self.first = self.first, None
@@ -241,8 +289,15 @@ class _IterableBatches:
                 continue
             yield (b - 1, *batch)
 
+    def committed(self) -> None:
+        """The items taken so far were trained on for good."""
+        self.uncommitted.clear()
+
     def close(self) -> None:
-        pass
+        """Give the stream's items not trained on for good back to the next fit on it."""
+        if self.stream is not None and (self.uncommitted or self.replay):
+            _give_back(self.stream, [*self.uncommitted, *self.replay])
+        self.uncommitted, self.replay = [], collections.deque()
 
 
 def open_stream(

@@ -105,6 +105,9 @@ class Cursor:
     metrics : Tracker, dict or None, default None
         The metrics' state: the fit's live :class:`fastnn.metrics.Tracker`, read when the state
         is saved; a plain record after a load; None without metrics.
+    batches : int or None, default None
+        Batches of the epoch done (a one-shot stream of batches resumes its epoch by them);
+        None when not known (a file saved before they were kept).
 
     Examples
     --------
@@ -119,6 +122,7 @@ class Cursor:
     correct: int | None
     data: str
     metrics: Tracker | dict | None = None
+    batches: int | None = None
 
     def metric_state(self) -> dict | None:
         """The metrics' state as a plain record, or None.
@@ -215,14 +219,14 @@ class TrainingState:
         Returns
         -------
         dict
-            ``{"epochs_done", "cursor", "callbacks", "cursor_metrics"}``; :meth:`load_record` reads
-            it back.
+            ``{"epochs_done", "cursor", "callbacks", "cursor_metrics", "cursor_batches"}``;
+            :meth:`load_record` reads it back.
 
         Examples
         --------
         >>> from fastnn.training import TrainingState
         >>> sorted(TrainingState().to_record())
-        ['callbacks', 'cursor', 'cursor_metrics', 'epochs_done']
+        ['callbacks', 'cursor', 'cursor_batches', 'cursor_metrics', 'epochs_done']
         """
         cursor = (
             None
@@ -244,6 +248,7 @@ class TrainingState:
             "cursor": cursor,
             "callbacks": callbacks,
             "cursor_metrics": None if self.cursor is None else self.cursor.metric_state(),
+            "cursor_batches": None if self.cursor is None else self.cursor.batches,
         }
 
     def load_record(self, record: dict) -> None:
@@ -280,6 +285,7 @@ class TrainingState:
                 None if correct is None else int(correct),
                 data[0] if data else "",
                 record.get("cursor_metrics"),
+                _batches_done(record.get("cursor_batches")),
             )
         else:
             self.cursor = None
@@ -318,6 +324,13 @@ class TrainingState:
             cb.load_state_dict(saved["state"])
             if hasattr(cb, "load_arrays"):
                 cb.load_arrays(saved.get("arrays", {}))
+
+
+def _batches_done(value) -> int | None:
+    """The cursor's batch count of a record: an int >= 0, or None (not kept, or not valid)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        return None
+    return int(value)
 
 
 class _DeferredInterrupt:
@@ -481,7 +494,8 @@ class ArrayBatches:
     (``fastnn._step_feed``), or copied to a device one batch ahead (:class:`BatchFeeder`).
     Sources give ``epoch(epoch, start)``: (b, xb, yb) per batch b after the first ``start``
     samples, and ``steps`` (batches per epoch, None: until the data ends), ``batch_size``,
-    ``fingerprint``, ``weighted`` (targets carry a weight column), ``exhausted``, ``close()``.
+    ``fingerprint``, ``weighted`` (targets carry a weight column), ``exhausted``, ``committed()``
+    (the batches given so far are trained on for good) and ``close()``.
 
     Parameters
     ----------
@@ -549,7 +563,7 @@ class ArrayBatches:
         """
         return [self.batch_size, self.n_used - (self.steps - 1) * self.batch_size]
 
-    def epoch(self, epoch: int, start: int):
+    def epoch(self, epoch: int, start: int, batches: int | None = 0):
         """The batches of epoch ``epoch`` after its first ``start`` samples.
 
         Parameters
@@ -558,6 +572,8 @@ class ArrayBatches:
             The epoch (0-based): with the model's seed it fixes the order when shuffling.
         start : int
             Samples of the epoch already trained on (a resumed epoch).
+        batches : int or None, default 0
+            Batches of the epoch already trained on (unused: ``start`` places the epoch's rows).
 
         Yields
         ------
@@ -607,6 +623,21 @@ class ArrayBatches:
                 yield b, plan.x, plan.y
             else:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
+
+    def committed(self) -> None:
+        """The batches given so far were trained on for good (the step committed): nothing to do
+        for arrays, whose rows are placed by the position in the epoch.
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(8, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> X, y = model.check_data(X, y)
+        >>> ArrayBatches(model, X, y, 4, shuffle=False, weighted=False).committed()
+        """
 
     def close(self) -> None:
         """Finish the source: wait for a device copy still in flight.
@@ -717,6 +748,8 @@ def fit(
         If no loss or optimizer is set, or another thread is training the model.
     ValueError
         For invalid data or arguments.
+    TypeError
+        For an argument of the wrong type (``shuffle`` not a bool ...).
     FloatingPointError
         If training diverged (the failed step is not applied).
 
@@ -738,6 +771,7 @@ def fit(
     epochs = V.check_int(epochs, "epochs", minimum=0)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
+    shuffle = _check_shuffle(shuffle)
     user_callbacks = V.check_callbacks(callbacks, Callback)
     accumulate = check_accumulate(accumulate, model.device)
     validation_split = options.check_validation_split(validation_split, validation_data)
@@ -805,6 +839,16 @@ def fit(
     return history
 
 
+def _check_shuffle(shuffle) -> bool:
+    """``shuffle`` as a bool; a TypeError for anything else (Keras' "batch" gets a hint)."""
+    if isinstance(shuffle, str) and shuffle == "batch":
+        raise TypeError(
+            "shuffle='batch' (Keras' shuffling in batch-sized chunks) is not supported: pass shuffle=True "
+            "(every epoch a new order of all rows), or a fastnn.data.ArrayDataset, which shuffles by block"
+        )
+    return V.check_bool(shuffle, "shuffle")
+
+
 def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumulate: int) -> None:
     """Check what a data-parallel fit supports, agree with the other ranks, take rank 0's state,
     and let ``source`` hand out this rank's shard of every global batch."""
@@ -849,14 +893,15 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         cbs.on_epoch_begin(epoch, {})
         progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
-        samples, total_loss, correct = 0, 0.0, 0
+        samples, total_loss, correct, batches_done = 0, 0.0, 0, 0
         tracker.reset()
         cursor = state.cursor
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             samples, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
+            batches_done = cursor.batches
             tracker.load_state_dict(cursor.metric_state())
         committed = True
-        batches = source.epoch(epoch, samples)
+        batches = source.epoch(epoch, samples, batches_done)
         while True:
             interrupt.critical = True
             batch = next(batches, None)
@@ -866,6 +911,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     tracker.commit()
             else:
                 b, xb, yb = batch
+                batches_done = b + 1
                 cbs.on_batch_begin(b, {})
                 batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)  # under MPI: global loss
                 if budget is not None:  # the fused step's tier-up weighs the steps still to come
@@ -883,8 +929,9 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     tracker.update(*rows, committed, inside=inside)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
                 state.cursor = Cursor(
-                    epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None
+                    epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None, batches_done
                 )
+                source.committed()
                 interrupt.critical = False
                 interrupt.check()
             if batch is None:

@@ -179,6 +179,30 @@ def test_model_checkpoint_best_only(tmp_path, problem):
     np.testing.assert_array_equal(fnn.load(ckpt.saved[-1]).predict(X), model.predict(X))
 
 
+def test_a_checkpoint_whose_save_fails_keeps_the_best_on_disk(tmp_path, problem, monkeypatch):
+    X, y, Xv, yv = problem
+
+    class Fake(C.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = [3.0, 1.0, 2.0, 1.5][epoch]
+
+    ckpt = C.ModelCheckpoint(tmp_path / "best-{epoch}.safetensors", save_best_only=True)
+    model = make_model()
+    save = type(model).save
+
+    def interrupted(self, path, *args, **kwargs):  # Ctrl-C while the epoch 2 checkpoint is written
+        if str(path).endswith("best-2.safetensors"):
+            raise KeyboardInterrupt
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=4, validation_data=(Xv, yv), verbose=0, callbacks=[Fake(), ckpt])
+    model.fit(X, y, epochs=2, validation_data=(Xv, yv), verbose=0, callbacks=[Fake(), ckpt])
+    # 2.0 and 1.5 beat the 3.0 of the only file written: the best is the one saved, not the failed 1.0
+    assert [p.split("/")[-1] for p in ckpt.saved] == ["best-1.safetensors", "best-3.safetensors", "best-4.safetensors"]
+
+
 def test_checkpoint_and_logger_paths_must_have_a_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         C.ModelCheckpoint(tmp_path / "missing" / "m.safetensors")

@@ -51,3 +51,21 @@ def test_an_empty_part_is_a_clear_error_naming_validation_split(n, split, part):
         _model().fit(X, y, validation_split=split, verbose=0)
     with pytest.raises(ValueError, match=f"validation_split={split} of {n} samples leaves {part} samples"):
         _model().fit(fnn.data.ArrayDataset(X, y), validation_split=split, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "shuffle, pattern",
+    [
+        ("batch", "shuffle='batch'.*ArrayDataset"),
+        (None, "shuffle must be True or False"),
+        ("no", "shuffle must be True or False"),
+    ],
+)
+def test_shuffle_must_be_a_bool(shuffle, pattern):
+    X, y = np.ones((6, 4)), np.arange(6) % 2
+    model = _model()
+    with pytest.raises(TypeError, match=pattern):  # not silently taken as True ("batch", "no") or False (None)
+        model.fit(X, y, shuffle=shuffle, verbose=0)
+    assert model.epochs_done == 0
+    model.fit(X, y, shuffle=np.bool_(False), verbose=0)
+    assert model.epochs_done == 1

@@ -139,6 +139,56 @@ def test_a_generator_needs_steps_per_epoch_and_is_shared_by_the_epochs():
     np.testing.assert_array_equal(model.params, reference.params)
 
 
+class _StopBefore(cb_mod.Callback):
+    """KeyboardInterrupt before batch ``batch`` of epoch ``epoch`` (once): that batch was taken
+    from the data but not trained on."""
+
+    def __init__(self, epoch, batch):
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.at = None
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize("save", [False, True])
+def test_an_interrupted_generator_epoch_resumes_where_the_stream_stood(accumulate, save, tmp_path):
+    X, y = _data()
+
+    def endless():
+        while True:
+            for i in range(0, len(X), 10):
+                yield X[i : i + 10], y[i : i + 10]
+
+    sizes = []
+
+    class Count(cb_mod.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            sizes.append([])
+
+        def on_batch_end(self, batch, logs=None):
+            sizes[-1].append(batch)
+
+    reference = _model()
+    expected = reference.fit(endless(), epochs=2, steps_per_epoch=5, accumulate=accumulate, verbose=0)
+    model, stream = _model(), endless()
+    with pytest.raises(KeyboardInterrupt):  # batch 3 of epoch 0 was taken from the stream, not trained on
+        model.fit(stream, epochs=2, steps_per_epoch=5, accumulate=accumulate, verbose=0, callbacks=[_StopBefore(0, 3)])
+    if save:
+        model.save(tmp_path / "m.safetensors")
+        model = fnn.load(tmp_path / "m.safetensors")
+    history = model.fit(stream, epochs=2, steps_per_epoch=5, accumulate=accumulate, verbose=0, callbacks=[Count()])
+    done = 3 - 3 % accumulate  # the batches of the epoch that committed before the interrupt
+    assert sizes == [list(range(done, 5)), list(range(5))]  # the epoch keeps its 5 batches
+    assert history.history["loss"] == expected.history["loss"]
+    np.testing.assert_array_equal(model.params, reference.params)
+
+
 def test_a_generator_that_runs_out_stops_training_with_a_warning():
     X, y = _data()
     model = _model()

@@ -180,6 +180,18 @@ def test_r2_of_a_constant_target_follows_sklearn(rng, kernels):
     assert _streamed(model, ["r2"], out, target, kernels)["r2"] == pytest.approx(skm.r2_score(target, out))
 
 
+@pytest.mark.filterwarnings("ignore:R\\^2 score is not well-defined")  # sklearn's warning for one sample
+def test_r2_of_a_single_row_is_nan_as_sklearn(rng, kernels):
+    model = _model("mse", 2)
+    target, out = rng.standard_normal((1, 2)), rng.standard_normal((1, 2))
+    assert np.isnan(skm.r2_score(target, out))
+    assert np.isnan(_streamed(model, ["r2"], out, target, kernels)["r2"])
+    assert np.isnan(_streamed(model, ["r2"], target.copy(), target, kernels)["r2"])  # even predicted exactly
+    model.compile("mse", "sgd", metrics=["r2"])
+    history = model.fit(np.ones((1, 3)), target, epochs=1, verbose=0, validation_data=(np.ones((1, 3)), target))
+    assert np.isnan(history.history["r2"][0]) and np.isnan(history.history["val_r2"][0])
+
+
 def test_the_kernels_tell_a_pass_without_batches_from_one_without_positives():
     """nan before any batch; a multi-label pass with no positive anywhere (all counts 0) scores 0,
     through the Python updates and through the kernels alike."""
