@@ -184,6 +184,49 @@ def test_clear_errors():
         fnn.TimeDistributed("dense")
 
 
+def test_flags_must_be_booleans():
+    for make, flag in [
+        (lambda v: fnn.MultiHeadSelfAttention(4, 2, causal=v), "causal"),
+        (lambda v: fnn.MultiHeadSelfAttention(4, 2, bias=v), "bias"),
+        (lambda v: fnn.TransformerEncoderBlock(4, 2, 8, causal=v), "causal"),
+        (lambda v: fnn.TransformerEncoderBlock(4, 2, 8, norm_first=v), "norm_first"),
+    ]:
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got str 'False'"):
+            make("False")  # bool("False") is True: a string was taken for the opposite option
+        assert make(np.bool_(False)).get_config()[flag] is False
+    # torch's positional order: MultiheadAttention(E, H, dropout, bias), TransformerEncoderLayer(..., activation,
+    # layer_norm_eps): fastnn's flags are keyword-only, so such a call is refused (it was causal / pre-norm)
+    with pytest.raises(TypeError, match="positional argument"):
+        fnn.MultiHeadSelfAttention(8, 2, 0.0, True)
+    with pytest.raises(TypeError, match="positional argument"):
+        fnn.TransformerEncoderBlock(8, 2, 16, 0.1, "relu", 1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (fnn.MultiHeadSelfAttention(4, 2), (6, 4)),
+        (fnn.PositionalEncoding(10), (6, 4)),
+        (fnn.TransformerEncoderBlock(4, 2, 8, norm_first=True), (6, 4)),
+        (fnn.LastStep(), (6, 4)),
+        (fnn.TimeDistributed(fnn.Dense(4, 3)), (6, 4)),
+    ],
+    ids=["attention", "positional", "encoder", "last-step", "time-distributed"],
+)
+def test_eager_forward_refuses_a_shape_other_than_the_built_one(layer, shape):
+    model = _built(layer, shape)
+    x = np.random.default_rng(7).standard_normal((2, *shape))
+    expected = model.predict(x)
+    np.testing.assert_array_equal(layer.forward(x, False), expected)  # as built: the model's result
+    for steps in (3, 9):  # the kernels loop over the built buffers: fewer steps read, more wrote, out of bounds
+        with pytest.raises(ValueError, match=rf"was built for input \(batch, 6, 4\) but got \(batch, {steps}, 4\)"):
+            layer.forward(np.zeros((2, steps, 4)), False)
+    with pytest.raises(ValueError, match=r"but got \(batch, 6, 5\); pass arrays \(batch, 6, 4\)"):
+        layer.forward(np.zeros((2, 6, 5)), False)
+    with pytest.raises(RuntimeError, match="is not built: put it in a model"):
+        fnn.layers.layer_from_config(fnn.layers.layer_to_config(layer)).forward(x, False)
+
+
 def test_attention_dropout_in_training_only():
     model = _built(fnn.MultiHeadSelfAttention(4, 2, dropout=0.5), (6, 4))
     x = np.random.default_rng(6).standard_normal((2, 6, 4))

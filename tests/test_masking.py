@@ -87,6 +87,14 @@ def test_masking_must_come_first_and_needs_sequences():
         fnn.Embedding(5, 2, mask_padding=True)
 
 
+def test_time_distributed_refuses_a_layer_that_marks_padding():
+    # the marks of a Masking inside TimeDistributed reached no layer: the padding silently counted
+    for inner in (fnn.Masking(), fnn.Embedding(5, 2, padding_idx=0, mask_padding=True)):
+        with pytest.raises(ValueError, match=r"marks padded steps of the model's input and must be the model's first"):
+            fnn.Sequential([fnn.TimeDistributed(inner), fnn.TimeDistributed(fnn.LSTM(2, 3))], input_shape=(4, 3, 2))
+    fnn.Sequential([fnn.TimeDistributed(fnn.Embedding(5, 2, padding_idx=0))], input_shape=(4, 3))  # no marks: fine
+
+
 def test_an_all_padding_sample_is_refused_with_its_index():
     model = fnn.Sequential([fnn.Masking(-1.0), _LengthProbe()], input_shape=(3, 2))
     x = np.ones((3, 3, 2))

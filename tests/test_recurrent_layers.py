@@ -286,6 +286,22 @@ def test_errors_are_clear():
         fnn.Sequential([fnn.LSTM(3, 4, bidirectional=True), fnn.GRU(4, 2)], input_shape=(7, 3))
 
 
+def test_eager_forward_takes_any_steps_but_refuses_other_features_and_unbuilt_layers():
+    layer, module, _ = pair("gru")
+    x = np.random.default_rng(13).standard_normal((2, T + 4, I))
+    expected, _ = module(torch.from_numpy(x))
+    np.testing.assert_allclose(layer.forward(x, False), expected.detach().numpy(), **TOL)  # more steps than built
+    with pytest.raises(
+        ValueError,
+        match=r"GRU\(3, 3\) was built for input \(batch, 5, 3\) but got \(batch, 5, 7\); pass arrays \(batch, time, 3\)",
+    ):
+        layer.forward(np.zeros((2, T, 7)), False)  # was: the first 3 of the 7 features read, silently
+    with pytest.raises(ValueError, match=r"but got \(batch, 5\)"):
+        layer.forward(np.zeros((2, T)), False)  # was: a Numba typing error
+    with pytest.raises(RuntimeError, match=r"LSTM\(3, 3\) is not built"):
+        fnn.LSTM(I, H).forward(np.zeros((2, T, I)), False)  # was: AttributeError '_sets'
+
+
 def test_lengths_policy_follows_return_sequences():
     assert fnn.LSTM(3, 4).lengths_policy == "use"
     assert fnn.GRU(3, 4, return_sequences=False).lengths_policy == "drop"

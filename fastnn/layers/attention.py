@@ -18,7 +18,7 @@ from .dropout import Dropout
 from .normalization import LayerNorm
 from .registry import register_layer
 from .residual import Residual
-from .sequence import check_sequence, sequence_lengths
+from .sequence import check_built_input, check_sequence, sequence_lengths
 
 
 def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, ...]:
@@ -53,7 +53,8 @@ class MultiHeadSelfAttention(Layer):
     dropout : float, default 0.0
         Dropout of the attention weights in training (counter-based masks, as Dropout).
     causal : bool, default False
-        A query sees no later key.
+        A query sees no later key. Keyword-only, as ``bias``: torch's fourth positional argument
+        is ``bias``, so ``MultiHeadSelfAttention(8, 2, 0.0, True)`` is refused, not read as causal.
     bias : bool, default True
         Whether the projections have biases.
 
@@ -74,7 +75,9 @@ class MultiHeadSelfAttention(Layer):
     input_argument = "embed_dim"
     lengths_policy = "use"
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, causal: bool = False, bias: bool = True):
+    def __init__(
+        self, embed_dim: int, num_heads: int, dropout: float = 0.0, *, causal: bool = False, bias: bool = True
+    ):
         super().__init__()
         self.embed_dim = V.check_int(embed_dim, "embed_dim", minimum=1)
         self.num_heads = V.check_int(num_heads, "num_heads", minimum=1)
@@ -85,8 +88,8 @@ class MultiHeadSelfAttention(Layer):
                 f"each head takes embed_dim / num_heads features; use num_heads in {fits}"
             )
         self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
-        self.causal = bool(causal)
-        self.use_bias = bool(bias)
+        self.causal = V.check_bool(causal, "causal")
+        self.use_bias = V.check_bool(bias, "bias")
         self._seed, self._stream = 0, 0
         self._step = np.zeros(1, np.int64)  # dropout masks drawn so far (saved: resuming is exact)
         self.first_row = np.zeros(1, np.int64)  # global row of the batch's row 0 (fastnn.distributed sets it)
@@ -181,6 +184,7 @@ class MultiHeadSelfAttention(Layer):
         return buf.reshape((-1, *buf.shape[2:]))
 
     def forward_calls(self, x, ctx):
+        check_built_input(self, x)
         ws = self._workspace(x.shape[0], ctx.arena)
         e = self.embed_dim
         p = self.dropout if ctx.training else 0.0
@@ -330,6 +334,7 @@ class PositionalEncoding(Layer):
         return self.output_shape
 
     def forward_calls(self, x, ctx):
+        check_built_input(self, x)
         y = self._workspace(x.shape[0], ctx.arena)["y"]
         more, out = self.drop.forward_calls(y, ctx.child("dropout"))
         return [(self.K.add_positional, (flat_rows(x), self._table, flat_rows(y))), *more], out
@@ -368,7 +373,8 @@ class TransformerEncoderBlock(Layer):
     activation : {"relu", "gelu"}, default "relu"
         The feed-forward network's activation.
     norm_first : bool, default False
-        Pre-norm instead of post-norm.
+        Pre-norm instead of post-norm. Keyword-only, as ``causal``: torch's sixth positional
+        argument is ``layer_norm_eps``.
     causal : bool, default False
         A query sees no later key.
 
@@ -391,6 +397,7 @@ class TransformerEncoderBlock(Layer):
         ff_dim: int,
         dropout: float = 0.0,
         activation: str = "relu",
+        *,
         norm_first: bool = False,
         causal: bool = False,
     ):
@@ -399,8 +406,8 @@ class TransformerEncoderBlock(Layer):
         self.ff_dim = V.check_int(ff_dim, "ff_dim", minimum=1)
         self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
         self.activation = V.check_choice(activation, ("relu", "gelu"), "activation")  # torch's two
-        self.norm_first = bool(norm_first)
-        attention = MultiHeadSelfAttention(embed_dim, num_heads, dropout, causal)
+        self.norm_first = V.check_bool(norm_first, "norm_first")
+        attention = MultiHeadSelfAttention(embed_dim, num_heads, dropout, causal=causal)
         self.num_heads, self.causal = attention.num_heads, attention.causal
         e, p = self.embed_dim, self.dropout
         ff = [Dense(e, self.ff_dim, activation=self.activation), Dropout(p), Dense(self.ff_dim, e), Dropout(p)]
@@ -481,6 +488,7 @@ class TransformerEncoderBlock(Layer):
         return super().plannable() and all(layer.plannable() for _, layer in self.parts)
 
     def forward_calls(self, x, ctx):
+        check_built_input(self, x)
         calls, h = [], x
         for prefix, layer in self.parts:
             more, h = layer.forward_calls(h, ctx.child(prefix))

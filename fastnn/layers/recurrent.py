@@ -21,6 +21,7 @@ from ..kernels.recurrent import CELLS
 from ..kernels.recurrent import LSTM as LSTM_CODE
 from .base import Context, Layer, ParamSpec, non_default_arguments, normalize_shape, run_calls, shape_str
 from .registry import register_layer
+from .sequence import check_built_input
 
 
 class _Buffers:
@@ -320,6 +321,7 @@ class _Recurrent(Layer):
 
     # -- computation ----------------------------------------------------------------------------
     def forward_calls(self, x, ctx):
+        check_built_input(self, x, any_steps=True)
         K = self.K
         m, T = x.shape[0], x.shape[1]
         buf = self._buffers(m, T, ctx.arena)
