@@ -215,6 +215,20 @@ class _TrainLane:
         self.checked = self.plain_targets and plan.checks_batch
 
 
+#: what a built model's buffers, layers and plans were made for: set by the model itself only
+_FIXED_ATTRIBUTES = frozenset({"layers", "dtype", "seed", "params", "grads", "input_shape", "output_shape"})
+_FIXED_ADVICE = {
+    "dtype": "for another dtype build a new model, Sequential.from_config({**model.get_config(), 'dtype': "
+    "'float32'}), and copy the weights over (save_weights / load_weights convert them)",
+    "seed": "pass seed=... to Sequential(...) (it also fixed the initial weights and dropout masks)",
+    "params": "write into the buffer in place instead: model.params[...] = values",
+    "grads": "write into the buffer in place instead: model.grads[...] = values",
+    "layers": "build a new Sequential with the new layers",
+    "input_shape": "call model.build(input_shape) on a model not built yet, or build a new model",
+    "output_shape": "it follows from the layers",
+}
+
+
 def _method_signature(func) -> inspect.Signature:
     """The signature of ``func(model, ...)`` as a method's: ``(self, ...)``."""
     signature = inspect.signature(func)
@@ -340,8 +354,6 @@ class Sequential:
         self.built = False
         self.input_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
-        for layer in walk_layers(layers):
-            layer.set_owner(self)
         if input_features is not None and input_shape is not None:
             raise ValueError("pass input_shape or input_features, not both")
         if input_features is not None:
@@ -350,6 +362,19 @@ class Sequential:
             input_shape = layers[0].expected_input_shape()
         if input_shape is not None:
             self.build(input_shape)
+        # only a model that was made owns its layers: after a failed build (shapes that do not
+        # chain) they stay free for the corrected model, even while the error's traceback keeps
+        # this half-made one alive (an except block, IPython's last traceback)
+        for layer in walk_layers(layers):
+            layer.set_owner(self)
+
+    def __setattr__(self, name, value):
+        if name in _FIXED_ATTRIBUTES and name in self.__dict__ and not self.__dict__.get("_building"):
+            raise AttributeError(
+                f"a model's {name} cannot be replaced once set: its buffers, layers and step plans "
+                f"were made for it, so a new value would be ignored or misread; {_FIXED_ADVICE[name]}"
+            )
+        object.__setattr__(self, name, value)
 
     # -- ownership ----------------------------------------------------------------------------
     @staticmethod
@@ -870,6 +895,79 @@ class Sequential:
         if not self._building and self.built:
             self._stale = True
 
+    def assign_layer_array(self, layer: Layer, name: str, value) -> bool:
+        """Write ``value`` into a parameter or buffer of a built layer of this model, in place.
+
+        A layer calls it when one of its attributes is set (``dense.weight = w``): the attribute
+        is a view of the model's flat buffers (or a buffer its plans read), so replacing the
+        object would be undone by the next rebuild; its values are written instead.
+
+        Parameters
+        ----------
+        layer : Layer
+            A layer of this model (at any depth).
+        name : str
+            The attribute being set.
+        value : array_like
+            The new values: the attribute's shape, a dtype that converts to its dtype.
+
+        Returns
+        -------
+        bool
+            True when ``name`` is a parameter or buffer and the values were written; False for any
+            other attribute (the caller sets it as usual).
+
+        Raises
+        ------
+        ValueError
+            If ``value`` is None or has another shape.
+        TypeError
+            If ``value`` is not numeric or does not convert to the array's dtype.
+        AttributeError
+            If ``name`` is a parameter the layer keeps under no attribute of that name.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3)], seed=0)
+        >>> model[0].bias = [1.0, 2.0, 3.0]  # calls model.assign_layer_array(model[0], "bias", ...)
+        >>> model[0].bias
+        array([1., 2., 3.], dtype=float32)
+        """
+        if self._building or not self.built:
+            return False
+        params = {spec.name for spec in layer.parameter_specs()}
+        if name not in params and name not in layer.buffers():
+            return False
+        current = layer.__dict__.get(name)
+        if not hasattr(current, "shape"):  # kept elsewhere (LSTM.weight_ih_l0 ...): its view, if it has one
+            current = layer.parameter_views.get(name) if name in params else None
+        where = f"{type(layer).__name__}.{name}"
+        if current is None:
+            raise AttributeError(
+                f"{where} is not an attribute of the layer; write its values into the array of "
+                f"model.named_parameters() (or layer.parameter_arrays) in place, e.g. array[...] = value"
+            )
+        if value is None:
+            raise ValueError(
+                f"{where} cannot be set to None: it is an array of the model's state; build a new "
+                f"layer without it (e.g. Dense(..., bias=False)) for a model without it"
+            )
+        array = V.as_numeric_array(value, where)
+        if array.shape != tuple(current.shape) and not (array.size == 1 == size_of(current.shape)):
+            hint = (
+                "; that is its transpose (torch's Linear weight is (out, in), fastnn's Dense weight "
+                "(in, out)): pass value.T"
+                if array.shape == tuple(current.shape)[::-1]
+                else ""
+            )
+            raise ValueError(f"{where} has shape {tuple(current.shape)}, got an array of shape {array.shape}{hint}")
+        if not np.can_cast(array.dtype, current.dtype, casting="same_kind"):
+            raise TypeError(f"{where} holds {current.dtype}, got {array.dtype}, which does not convert to it")
+        with self._lock:
+            backend.copy_into(current, array.reshape(current.shape))
+        return True
+
     def _refresh(self) -> None:
         """Rebuild the layers' buffers and the plans after a layer's hyper-parameter changed; refuse
         changes that would change the parameters (they need a new model)."""
@@ -996,10 +1094,10 @@ class Sequential:
         with self._lock:
             self._trainer_of(threading.get_ident(), f"to({device!r})")  # not under another thread's fit
             saved = [{name: backend.host_copy(buf) for name, buf in layer.buffers().items()} for layer in self.layers]
-            self.params = backend.to_device(self.params, device)
-            self.grads = backend.to_device(self.grads, device)
             self._building = True
             try:
+                self.params = backend.to_device(self.params, device)
+                self.grads = backend.to_device(self.grads, device)
                 for layer in self.layers:  # build again: every layer buffer is allocated on the new device
                     layer.set_device(device)
                 self._build_layers(self.input_shape)

@@ -6,6 +6,7 @@ unpickled."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -126,12 +127,28 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
     return record
 
 
+def _refuse_weights_archive(path) -> None:
+    """An .npz archive of ``save_weights`` (a zip file) is refused naming ``load_weights``, not
+    misread as a safetensors header."""
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        return  # read_safetensors says what is wrong with it
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise CorruptFileError(
+            f"{os.fspath(path)} is not a valid model file of model.save: it is a zip archive (the .npz "
+            f"of model.save_weights?); load such weights into a model of the same architecture with "
+            f"model.load_weights(path)"
+        )
+
+
 def read_checkpoint(path, *, verify: bool = True) -> tuple[dict, dict]:
     """(checkpoint record, raw tensors) of a file written by :func:`save_model`.
 
     Raises CorruptFileError (a ValueError) for a damaged, tampered or foreign file. ``verify=False``
     skips the checksum (for a file whose checksum was removed); :func:`check_tensors` then checks
     structure, dtypes and shapes against the rebuilt architecture either way."""
+    _refuse_weights_archive(path)
     tensors, meta = read_safetensors(path, verify=verify)
     if meta.get("format") != FORMAT:
         raise CorruptFileError(

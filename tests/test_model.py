@@ -309,3 +309,60 @@ def test_engine_queries_before_build_or_compile_raise_clear_errors():
             call()
     with pytest.raises(RuntimeError, match="run_step needs a loss and an optimizer"):
         model.run_step(np.zeros((1, 2), np.float32), labels)
+
+
+def test_setting_a_layer_parameter_or_buffer_writes_it_into_the_model(rng):
+    """``dense.weight = w`` (as torch users set weights) used to be dropped silently at the next
+    predict: the rebuild bound the layer to the old view again. Values are now written in place."""
+    X = rng.standard_normal((4, 3))
+    model = fnn.Sequential(
+        [fnn.Dense(3, 4), fnn.Residual([fnn.Dense(4, 4), fnn.BatchNorm1d(4)]), fnn.Dense(4, 2)], seed=0, dtype="float64"
+    )
+    twin = fnn.Sequential(
+        [fnn.Dense(3, 4), fnn.Residual([fnn.Dense(4, 4), fnn.BatchNorm1d(4)]), fnn.Dense(4, 2)], seed=0, dtype="float64"
+    )
+    weight, bias, var = rng.standard_normal((3, 4)), [1.0, 2.0, 3.0, 4.0], np.full(4, 9.0, np.float32)
+    model.layers[0].weight, model.layers[0].bias = weight, bias
+    model.layers[1].block[1].running_var = var
+    twin.state_arrays()["0.weight"][...] = weight
+    twin.state_arrays()["0.bias"][...] = bias
+    twin.state_arrays()["1.block.1.running_var"][...] = var
+    np.testing.assert_array_equal(model.predict(X), twin.predict(X))
+    np.testing.assert_array_equal(model.layers[0].weight, weight)
+    assert np.shares_memory(model.layers[0].weight, model.params)
+    lstm = fnn.Sequential([fnn.LSTM(2, 3)], input_shape=(4, 2), seed=0)
+    lstm.layers[0].weight_ih_l0 = np.zeros((12, 2))
+    assert not lstm.layers[0].parameter_arrays["weight_ih_l0"].any()
+    with pytest.raises(ValueError, match=r"Dense.weight has shape \(3, 4\), got .* \(4, 3\); that is its transpose"):
+        model.layers[0].weight = weight.T
+    with pytest.raises(ValueError, match="Dense.bias cannot be set to None"):
+        model.layers[0].bias = None
+    with pytest.raises(TypeError, match="num_batches_tracked holds int64, got float64"):
+        model.layers[1].block[1].num_batches_tracked = 1.5
+    np.testing.assert_array_equal(model.layers[0].weight, weight)  # a refused value changes nothing
+
+
+@pytest.mark.parametrize("name", ["dtype", "seed", "params", "grads", "layers", "input_shape"])
+def test_attributes_a_built_model_was_made_for_cannot_be_replaced(rng, name):
+    """``model.dtype = "float32"`` on a float64 model used to make predict read float64 buffers as
+    float32 (values around 1e37); ``model.params = ...`` was ignored. Both are refused now."""
+    X = rng.standard_normal((2, 3))
+    model = mlp([3, 4, 2])
+    before = model.predict(X)
+    value = {"dtype": np.dtype("float32"), "seed": 5, "params": np.zeros_like(model.params)}.get(name, None)
+    with pytest.raises(AttributeError, match=f"a model's {name} cannot be replaced"):
+        setattr(model, name, value)
+    np.testing.assert_array_equal(model.predict(X), before)
+
+
+def test_layers_of_a_model_that_failed_to_build_can_be_used_again():
+    """A Sequential whose shapes did not chain used to keep its layers while its error was alive
+    (inside the except block, or IPython's last traceback): the corrected model was refused with
+    'already belongs to another model'."""
+    relu, dense = fnn.ReLU(), fnn.Dense(4, 2)
+    with pytest.raises(ValueError, match="do not chain") as failed:
+        fnn.Sequential([relu, dense], input_shape=(5,))
+    model = fnn.Sequential([relu, dense], input_shape=(4,), seed=0)  # while `failed` holds the traceback
+    assert failed.value is not None and model.predict(np.ones((1, 4))).shape == (1, 2)
+    with pytest.raises(ValueError, match="already belongs to another model"):
+        fnn.Sequential([dense])  # a model that was made keeps its layers

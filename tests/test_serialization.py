@@ -80,6 +80,17 @@ def test_safetensors_of_another_program_is_refused_clearly(tmp_path):
         fnn.load(path)
 
 
+def test_a_weights_archive_given_to_load_names_load_weights(tmp_path):
+    """fnn.load of a save_weights .npz used to report a 'header length 193340853072' of a
+    truncated safetensors file; it now says what the file is and what reads it."""
+    path = tmp_path / "w.npz"
+    small_model().save_weights(path)
+    with pytest.raises(
+        CorruptFileError, match=r"it is a zip archive \(the .npz of model.save_weights\?\).*load_weights\(path\)"
+    ):
+        fnn.load(path)
+
+
 def test_newer_format_version_says_so(tmp_path):
     path = tmp_path / "m.safetensors"
     small_model().save(path)

@@ -295,11 +295,14 @@ class Layer(Owned):
         self._eager_ctx: Context | None = None
 
     def __setattr__(self, name, value):
+        model = self.owner if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES else None
+        # a parameter or buffer of a built model (``dense.weight = w``) is written in place: the
+        # attribute is a view of the model's buffers, which a rebuild would bind again
+        if model is not None and model.assign_layer_array(self, name, value):
+            return
         object.__setattr__(self, name, value)
-        if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES:
-            model = self.owner
-            if model is not None:
-                model.layer_changed(self, name)
+        if model is not None:
+            model.layer_changed(self, name)
 
     @property
     def trainable(self) -> bool:
