@@ -1801,7 +1801,7 @@ class Sequential:
                 f"fnn.optim.{type(optimizer).__name__}(...)"
             )
         if decay_bias_and_norm is not None:
-            decay_bias_and_norm = bool(decay_bias_and_norm)
+            decay_bias_and_norm = V.check_bool(decay_bias_and_norm, "decay_bias_and_norm")
         with self._lock:
             self._trainer_of(threading.get_ident(), "compile")  # not under another thread's fit
             self.loss = loss
@@ -1810,18 +1810,24 @@ class Sequential:
             changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
             if decay_bias_and_norm is not None:
                 self.decay_bias_and_norm = decay_bias_and_norm
-            keep = optimizer is self.optimizer and not changed and getattr(optimizer, "_params", None) is not None
+            keep = optimizer is self.optimizer and getattr(optimizer, "_params", None) is not None
             self.optimizer = optimizer
             optimizer.set_owner(self)
             if self.built:
                 self._plans.clear()
                 if not keep:
                     self._bind_optimizer()
+                elif changed:  # the same optimizer goes on (moments, step count): only its decay range moves
+                    optimizer.rebind(self.params, self.grads, self._decay_prefix())
+                    self._set_trainable()
         return self
 
+    def _decay_prefix(self) -> int:
+        """The parameters the weight decay covers, ``params[:n]``: all, or the weight matrices."""
+        return self.params.size if self.decay_bias_and_norm else self.n_decay
+
     def _bind_optimizer(self):
-        n_decay = self.params.size if self.decay_bias_and_norm else self.n_decay
-        self.optimizer.bind(self.params, self.grads, n_decay)
+        self.optimizer.bind(self.params, self.grads, self._decay_prefix())
         self._set_trainable()
 
     def _set_trainable(self) -> None:

@@ -366,3 +366,41 @@ def test_layers_of_a_model_that_failed_to_build_can_be_used_again():
     assert failed.value is not None and model.predict(np.ones((1, 4))).shape == (1, 2)
     with pytest.raises(ValueError, match="already belongs to another model"):
         fnn.Sequential([dense])  # a model that was made keeps its layers
+
+
+def test_recompiling_with_another_decay_bias_and_norm_keeps_the_optimizer_state():
+    """compile(loss, same optimizer, decay_bias_and_norm=True) on a trained model goes on with the
+    moments and step count (it zeroed them: Adam's bias correction started over), and the decay covers
+    the biases from then on: torch's AdamW whose bias group gets the weight decay after 3 steps."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 5)), rng.integers(0, 3, 16)
+    model = fnn.Sequential([fnn.Dense(5, 4, activation="tanh"), fnn.Dense(4, 3)], seed=0, dtype="float64")
+    opt = fnn.optim.AdamW(lr=0.05, weight_decay=0.5)
+    model.compile("cross_entropy", opt)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for linear, dense in zip((net[0], net[2]), model.layers):
+            linear.weight.copy_(torch.from_numpy(dense.weight.T.copy()))
+            linear.bias.copy_(torch.from_numpy(dense.bias.copy()))
+    weights, biases = [net[0].weight, net[2].weight], [net[0].bias, net[2].bias]
+    torch_opt = torch.optim.AdamW(
+        [{"params": weights}, {"params": biases, "weight_decay": 0.0}], lr=0.05, weight_decay=0.5
+    )
+    tx, ty = torch.from_numpy(X), torch.from_numpy(y)
+    for step in range(6):
+        if step == 3:
+            moments = opt.state_dict()["exp_avg"].copy()
+            model.compile("cross_entropy", opt, decay_bias_and_norm=True)
+            assert opt.step_count == 3
+            np.testing.assert_array_equal(opt.state_dict()["exp_avg"], moments)
+            torch_opt.param_groups[1]["weight_decay"] = 0.5
+        model.train_step(X, y)
+        torch_opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(tx), ty).backward()
+        torch_opt.step()
+    for linear, dense in zip((net[0], net[2]), model.layers):
+        np.testing.assert_allclose(dense.weight, linear.weight.detach().numpy().T, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dense.bias, linear.bias.detach().numpy(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(TypeError, match="decay_bias_and_norm must be True or False"):
+        model.compile("cross_entropy", opt, decay_bias_and_norm="False")
