@@ -1484,6 +1484,7 @@ class Sequential:
         """
         self.require_compiled("loss_and_grads")
         X, y = self._check_xy(X, y)
+        y = self._weighed_by_the_fit(y)
         self.prepare("loss_and_grads")
         with self._lock, self._state_kept():
             out, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
@@ -2021,6 +2022,14 @@ class Sequential:
         if len(self.output_shape) == 1:
             return X, losses_mod.base_of(self.loss).check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
         return X, self._check_position_targets(y, X.shape[0])
+
+    def _weighed_by_the_fit(self, y: np.ndarray) -> np.ndarray:
+        """Checked plain targets given while a weighted fit trains on the SampleWeighted loss (a
+        callback calling train_step, loss_and_grads or a diagnostic): each sample weighs 1, which
+        gives the plain loss and its gradients."""
+        if isinstance(self.loss, losses_mod.SampleWeighted):
+            return losses_mod.weighted_targets(y, np.ones(y.shape[0]))
+        return y
 
     def _check_position_targets(self, y, n: int) -> np.ndarray:
         """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
@@ -2569,6 +2578,7 @@ class Sequential:
                 return loss
         given_x, given_y = xb, yb
         xb, yb = self._check_xy(xb, yb, "xb")
+        yb = self._weighed_by_the_fit(yb)
         if self._stale:
             self._refresh()
         # training_session, inlined: a generator-based context manager costs ~1 us, a tenth of a small step

@@ -220,3 +220,30 @@ def test_a_checkpoint_of_a_weighted_fit_holds_the_plain_loss(rng, tmp_path):
     assert type(loaded.loss) is fnn.losses.CrossEntropy
     assert np.array_equal(loaded.params, model.params)
     loaded.fit(X, y, verbose=0)
+
+
+def test_a_callback_of_a_weighted_fit_gets_the_plain_loss_of_plain_targets():
+    """During fit(sample_weight=...) the model trains on a SampleWeighted loss; a callback's
+    loss_and_grads, train_step or diagnostic on plain (X, y) gets the plain loss and gradients (each
+    sample weighing 1), as outside the fit; it raised a Numba typing error."""
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((64, 5)), rng.integers(0, 3, 64), rng.random(64)
+    model = fnn.Sequential([fnn.Dense(5, 8, activation="relu"), fnn.Dense(8, 3)], seed=0, dtype="float64")
+    model.compile("cross_entropy", "adam")
+    seen = {}
+
+    class Probe(fnn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen["loss_and_grads"] = self.model.loss_and_grads(X[:8], y[:8])
+            seen["norms"] = fnn.diagnostics.gradient_norms(self.model, X[:8], y[:8])
+            seen["params"] = self.model.params.copy()
+            seen["step"] = self.model.train_step(X[:8], y[:8])
+            self.model.params[:] = seen["params"]  # undo the probe's update
+
+    model.fit(X, y, sample_weight=w, epochs=1, batch_size=16, callbacks=[Probe()], verbose=0)
+    assert model.loss.name == "cross_entropy"
+    loss, grads = model.loss_and_grads(X[:8], y[:8])
+    assert seen["loss_and_grads"][0] == loss and seen["step"] == loss
+    for name, g in grads.items():
+        np.testing.assert_array_equal(seen["loss_and_grads"][1][name], g)
+    assert seen["norms"] == fnn.diagnostics.gradient_norms(model, X[:8], y[:8])
