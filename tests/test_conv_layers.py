@@ -158,6 +158,71 @@ def test_conv_family_errors_are_clear(build, pattern):
         fnn.Sequential([build()], input_shape=(3, 4, 4))
 
 
+@pytest.mark.parametrize("conv", [fnn.Conv1d, fnn.Conv2d])
+@pytest.mark.parametrize("activation", ["softmax", "log_softmax", fnn.Softmax()])
+def test_conv_refuses_row_wise_activations(conv, activation):
+    # the convolution's epilogue is elementwise: softmax used to be skipped, the outputs left as logits
+    with pytest.raises(ValueError, match="normalises whole rows.*elementwise activation"):
+        conv(2, 3, 3, activation=activation)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: fnn.Conv1d(2, 3, 3, **kw),
+        lambda **kw: fnn.Conv2d(2, 3, 3, **kw),
+        lambda **kw: fnn.Dense(2, 3, **kw),
+    ],
+)
+@pytest.mark.parametrize(
+    "kwargs, unknown",
+    [
+        (
+            dict(padding_mode="reflect"),
+            r"\['padding_mode'\]: without an activation by name",
+        ),  # was silently zero padding
+        (dict(dilaton=2), r"\['dilaton'\]"),  # a misspelt argument was silently dropped
+        (dict(activation=fnn.LeakyReLU(0.2), negative_slope=0.3), r"\['negative_slope'\]"),
+        (
+            dict(activation="leaky_relu", alpha=0.3),
+            r"\['alpha'\] for activation 'leaky_relu' \(it takes 'negative_slope'\)",
+        ),
+    ],
+    ids=["padding_mode", "misspelt", "activation_layer", "other_parameter"],
+)
+def test_layers_with_an_activation_refuse_unknown_keywords(make, kwargs, unknown):
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument\(s\) {unknown}"):
+        make(**kwargs)
+    assert make(activation="leaky_relu", negative_slope=0.3).alpha == 0.3
+
+
+@pytest.mark.parametrize("target", [(2.7, 6), "12", True, (3, 4.5)])
+def test_reshape_refuses_sizes_that_are_not_integers(target):
+    # they used to be truncated: Reshape((2.7, 6)) reshaped 12 features to (2, 6), "12" to (1, 2)
+    with pytest.raises(TypeError, match="target_shape must be a tuple of ints"):
+        fnn.Reshape(target)
+
+
+def test_reshape_takes_numpy_integers():
+    model = fnn.Sequential([fnn.Reshape(np.int64(12)), fnn.Reshape(np.array([2, -1]))], input_shape=(3, 4))
+    assert model.output_shape == (2, 6)
+    assert fnn.Reshape((np.int32(3), 4.0)).target_shape == (3, 4)
+
+
+@pytest.mark.parametrize("pool", [fnn.AvgPool1d, fnn.AvgPool2d])
+def test_count_include_pad_must_be_a_bool(pool):
+    # a string was taken for its truth value: count_include_pad="no" counted the padding
+    with pytest.raises(TypeError, match="count_include_pad must be True or False"):
+        pool(3, padding=1, count_include_pad="no")
+    assert pool(3, padding=1, count_include_pad=np.bool_(False)).count_include_pad is False
+
+
+def test_embedding_out_of_range_message_names_the_exact_index():
+    model = fnn.Sequential([fnn.Embedding(10, 3)], input_shape=(2,))
+    with pytest.raises(ValueError, match=r"holds index 1234567, outside \[0, 10\)"):
+        model.predict(np.array([[1, 1234567]]))
+
+
 def test_cnn_trains_saves_loads_and_summarises(rng, tmp_path):
     X = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
     y = (X[:, 0, :4].mean(axis=(1, 2)) > X[:, 0, 4:].mean(axis=(1, 2))).astype(int)

@@ -270,3 +270,38 @@ def test_set_num_threads_takes_numpy_integers_and_refuses_bools_and_floats():
                 fnn.set_num_threads(bad)
     finally:
         fnn.set_num_threads(before)
+
+
+def test_eager_forward_checks_its_input_and_backward_its_gradient():
+    """layer.forward(x, training) on a model's layer: another per-sample shape is refused naming both
+    (the kernels loop over the built buffers: LayerNorm returned the built shape's garbage, Dense a
+    reshape error), host data converted to the layer's dtype and C order as predict converts it; a
+    layer built alone with parameters no model allocated, and an unbuilt layer, are refused clearly
+    (Numba typing and attribute errors before); backward checks grad_y against the last output."""
+    model = fnn.Sequential([fnn.Dense(3, 2), fnn.LayerNorm(2)], input_shape=(3,), seed=0)
+    dense, norm = model.layers
+    x = np.arange(6.0).reshape(3, 2).T  # float64, Fortran order
+    np.testing.assert_array_equal(
+        dense.forward(x, False), model.layers[0].forward(np.ascontiguousarray(x, np.float32), False)
+    )
+    assert dense.forward(x, False).dtype == np.float32
+    with pytest.raises(ValueError, match=r"Dense\(3, 2\) was built for input \(batch, 3\) but got \(batch, 5\)"):
+        dense.forward(np.ones((2, 5), np.float32), False)
+    with pytest.raises(ValueError, match=r"built for input \(batch, 2\) but got \(batch, 3, 2\)"):
+        norm.forward(np.ones((4, 3, 2), np.float32), True)
+    dense.forward(np.ones((2, 3)), True)
+    with pytest.raises(
+        ValueError, match=r"grad_y of Dense\(3, 2\) must have the shape of its last forward's output \(2, 2\)"
+    ):
+        dense.backward(np.ones((3, 2)))
+    assert dense.backward(np.ones((2, 2))).dtype == np.float32  # float64 gradient converted
+    alone = fnn.LayerNorm(4)
+    with pytest.raises(RuntimeError, match=r"LayerNorm\(4.*is not built"):
+        alone.forward(np.ones((2, 4)), True)
+    alone.build((4,), "float32")
+    with pytest.raises(RuntimeError, match="has no parameters yet: a model allocates them"):
+        alone.forward(np.ones((2, 4)), True)
+    embedding = fnn.Sequential([fnn.Embedding(5, 2)], input_shape=(3,), seed=0).layers[0]
+    with pytest.raises(TypeError, match="takes int64 input, got float64"):
+        embedding.forward(np.ones((2, 3)), True)
+    assert embedding.forward(np.ones((2, 3), np.int32), True).shape == (2, 3, 2)

@@ -208,3 +208,14 @@ def test_adapters_pickle():
     again = pickle.loads(pickle.dumps(module))
     x = torch.randn(2, 3)
     assert torch.equal(again(x), module(x))
+
+
+def test_a_convolution_then_softmax_inside_time_distributed_is_refused():
+    """A convolution fuses elementwise activations only (a row-wise softmax fused into it was skipped:
+    outputs off by about 2); from_torch refuses the pair inside TimeDistributed instead of folding it."""
+    nn, adapters = torch.nn, torch_adapters.adapters
+    module = nn.Sequential(adapters().TimeDistributed(nn.Sequential(nn.Conv1d(2, 3, 2), nn.Softmax(dim=-1))))
+    with pytest.raises(NotImplementedError, match="a convolution an elementwise one"):
+        fnn.from_torch(module.double(), input_shape=(3, 2, 5))
+    relu = nn.Sequential(adapters().TimeDistributed(nn.Sequential(nn.Conv1d(2, 3, 2), nn.ReLU())))
+    assert fnn.from_torch(relu.double(), input_shape=(3, 2, 5)).layers[0].layer.activation == "relu"

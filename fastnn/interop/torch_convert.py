@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..kernels.activations import ACTIVATION_TABLE
+from ..kernels.activations import ACTIVATION_TABLE, ROWWISE_CODES
 from ..layers import (
     GRU,
     LSTM,
@@ -600,13 +600,15 @@ def _from_time_distributed(nn, m):
         and isinstance(layers[0], (Dense, Conv1d, Conv2d))
         and layers[0].activation == "identity"
         and isinstance(layers[1], Activation)
+        and (isinstance(layers[0], Dense) or layers[1].code < ROWWISE_CODES)  # a conv fuses elementwise ones only
     )
     if fusable:  # Linear/Conv then an activation: one layer with the activation fused
         layers = [type(layers[0])(**{**layers[0].get_config(), "activation": layers[1]})]
     _require(
         m,
         len(layers) == 1,
-        "fastnn's TimeDistributed wraps one layer (a Dense or a convolution may fuse the activation after it)",
+        "fastnn's TimeDistributed wraps one layer (a Dense may fuse the activation after it, a convolution an "
+        "elementwise one)",
     )
     return TimeDistributed(layers[0]), values[0]
 

@@ -37,10 +37,18 @@ _EXAMPLE_OUTPUTS = {
 
 
 def resolve_activation(activation, **params) -> tuple[str, int, float]:
-    """(name, code, alpha) from a name, None (identity) or an :class:`Activation` instance."""
-    if activation is None:
-        return "identity", _ROWS["identity"].code, 0.0
-    if isinstance(activation, Activation):
+    """(name, code, alpha) from a name, None (identity) or an :class:`Activation` instance; a
+    TypeError for keywords that are not the named activation's parameter (a layer passes on the
+    keywords it does not know: a misspelt argument or torch's ``padding_mode`` lands here)."""
+    if activation is None or isinstance(activation, Activation):
+        if params:
+            raise TypeError(
+                f"unexpected keyword argument(s) {sorted(params)}: without an activation by name none is "
+                f"taken (an activation's parameter goes with its name, e.g. activation='leaky_relu', "
+                f"negative_slope=0.1)"
+            )
+        if activation is None:
+            return "identity", _ROWS["identity"].code, 0.0
         return activation.activation, activation.code, activation.alpha
     name = V.check_choice(activation, ACTIVATIONS, "activation")
     row = _ROWS[name]

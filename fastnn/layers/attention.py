@@ -18,7 +18,7 @@ from .dropout import Dropout
 from .normalization import LayerNorm
 from .registry import register_layer
 from .residual import Residual
-from .sequence import check_built_input, check_sequence, sequence_lengths
+from .sequence import check_sequence, sequence_lengths
 
 
 def _sequence_shape(layer: Layer, input_shape, features: int | None = None) -> tuple[int, ...]:
@@ -184,7 +184,6 @@ class MultiHeadSelfAttention(Layer):
         return buf.reshape((-1, *buf.shape[2:]))
 
     def forward_calls(self, x, ctx):
-        check_built_input(self, x)
         ws = self._workspace(x.shape[0], ctx.arena)
         e = self.embed_dim
         p = self.dropout if ctx.training else 0.0
@@ -334,7 +333,6 @@ class PositionalEncoding(Layer):
         return self.output_shape
 
     def forward_calls(self, x, ctx):
-        check_built_input(self, x)
         y = self._workspace(x.shape[0], ctx.arena)["y"]
         more, out = self.drop.forward_calls(y, ctx.child("dropout"))
         return [(self.K.add_positional, (flat_rows(x), self._table, flat_rows(y))), *more], out
@@ -488,7 +486,6 @@ class TransformerEncoderBlock(Layer):
         return super().plannable() and all(layer.plannable() for _, layer in self.parts)
 
     def forward_calls(self, x, ctx):
-        check_built_input(self, x)
         calls, h = [], x
         for prefix, layer in self.parts:
             more, h = layer.forward_calls(h, ctx.child(prefix))

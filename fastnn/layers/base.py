@@ -224,6 +224,90 @@ def shape_str(shape) -> str:
     return "(batch, " + ", ".join(str(d) for d in shape) + ")"
 
 
+def _unbound(layer: Layer) -> bool:
+    """Whether ``layer`` has parameters and none bound yet (their attributes, or the arrays of
+    ``parameter_arrays`` where a layer keeps them, are missing)."""
+    specs = layer.parameter_specs()
+    if not specs or layer.sublayers():  # a container's parameters are its children's
+        return False
+    arrays = getattr(layer, "parameter_arrays", None)
+    if isinstance(arrays, dict):
+        return not arrays
+    return any(getattr(layer, spec.name, None) is None for spec in specs)
+
+
+def check_built_input(layer: Layer, x, any_steps: bool = False):
+    """``x`` checked for an eager call of the built ``layer`` (``layer.forward(x, training)``): its
+    per-sample shape the built one (the kernels size their loops by the built buffers, so another
+    shape would read and write out of bounds), a host array converted to the layer's input dtype
+    and C order as ``predict`` converts.
+
+    Parameters
+    ----------
+    layer : Layer
+        A built layer.
+    x : array_like or device array
+        Its input ``(batch, *input_shape)``.
+    any_steps : bool, default False
+        Whether the layer takes any number of steps (the time axis, ``input_shape[0]``, may differ).
+
+    Returns
+    -------
+    ndarray or device array
+        ``x``, converted when it is a host array of another dtype or layout.
+
+    Raises
+    ------
+    RuntimeError
+        When ``layer`` is not built, or has parameters no model allocated.
+    ValueError
+        When ``x``'s per-sample shape differs from the built one, naming both.
+    TypeError
+        When ``x``'s dtype does not convert to the layer's (floats given to an Embedding).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> relu = fnn.ReLU()
+    >>> _ = relu.build((3,), "float32")
+    >>> check_built_input(relu, np.zeros((5, 3))).dtype  # float64 data: converted
+    dtype('float32')
+    >>> check_built_input(relu, np.zeros((5, 4), np.float32))
+    Traceback (most recent call last):
+    ...
+    ValueError: ReLU() was built for input (batch, 3) but got (batch, 4); ...
+    """
+    built = layer.input_shape
+    if built is None:
+        raise RuntimeError(
+            f"{layer!r} is not built: put it in a model (Sequential([...], input_shape=...)) or call "
+            f"its build(input_shape, dtype) before forward()"
+        )
+    unbound = [inner for inner in walk_layers([layer]) if _unbound(inner)]
+    if unbound:
+        raise RuntimeError(
+            f"{unbound[0]!r} has no parameters yet: a model allocates them; call forward on a "
+            f"model's layer, e.g. Sequential([layer], input_shape=...).layers[0], or use model.forward"
+        )
+    want = np.dtype(getattr(layer, "input_dtype", None) or layer.dtype)
+    if not hasattr(x, "__cuda_array_interface__"):
+        x = np.asarray(x)
+        if x.dtype != want and not np.can_cast(x.dtype, want, casting="same_kind"):
+            raise TypeError(f"{layer!r} takes {want} input, got {x.dtype}, which does not convert to it")
+        x = np.ascontiguousarray(x, dtype=want)
+    elif x.dtype != want:
+        raise TypeError(f"{layer!r} takes {want} input, got a device array of {x.dtype}")
+    got = tuple(x.shape[1:])
+    fits = len(got) == len(built) and (got[1:] == built[1:] if any_steps else got == built)
+    if not fits:
+        if any_steps:
+            fix = "pass arrays (batch, time, " + ", ".join(map(str, built[1:])) + ")"
+        else:
+            fix = f"pass arrays {shape_str(built)}, or build a model with input_shape={got}"
+        raise ValueError(f"{layer!r} was built for input {shape_str(built)} but got {shape_str(got)}; {fix}")
+    return x
+
+
 class Layer(Owned):
     """Base of every layer: the protocol a model drives, and the eager ``forward``/``backward``.
 
@@ -281,6 +365,9 @@ class Layer(Owned):
     #: and the lengths), "drop" (the layer reads them and its output has no time axis), or None
     #: (it cannot honour them: a model refuses lengths arriving at it)
     lengths_policy: str | None = None
+    #: whether an eager forward takes any number of steps (the time axis of its input may differ
+    #: from the built one: the recurrent layers)
+    any_steps = False
     #: attributes the model may set on a built layer without making its plans stale
     _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input", "trainable"})
 
@@ -781,8 +868,11 @@ class Layer(Owned):
         >>> tanh.forward(np.array([[0.0, 1.0]]), training=False)
         array([[0.    , 0.7616]])
         """
-        ctx = Context(training, "eager")
-        calls, y = self.forward_calls(x, ctx)
+        return self._run_eager(x, Context(training, "eager"))
+
+    def _run_eager(self, x, ctx: Context):
+        """The eager forward of the checked input ``x`` in ``ctx``."""
+        calls, y = self.forward_calls(check_built_input(self, x, self.any_steps), ctx)
         run_calls(calls)
         self._eager_ctx = ctx
         self.last_output = y
@@ -829,10 +919,22 @@ class Layer(Owned):
                 f"{self!r}.backward() was called before forward(); run forward(x, training) "
                 f"first, then backward(grad_y)"
             )
-        calls, grad_x = self.backward_calls(grad_y, self._eager_ctx, need_grad_x)
+        calls, grad_x = self.backward_calls(self._checked_grad(grad_y), self._eager_ctx, need_grad_x)
         run_calls(calls)
         self.last_grad_input = grad_x
         return grad_x
+
+    def _checked_grad(self, grad_y):
+        """``grad_y`` of the shape of the last eager output (a host array converted to its dtype)."""
+        out = self.last_output
+        if out is None or hasattr(grad_y, "__cuda_array_interface__"):
+            return grad_y
+        grad_y = np.ascontiguousarray(grad_y, dtype=out.dtype)
+        if grad_y.shape != out.shape:
+            raise ValueError(
+                f"grad_y of {self!r} must have the shape of its last forward's output {out.shape}, got {grad_y.shape}"
+            )
+        return grad_y
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -192,9 +192,9 @@ class Embedding(Layer):
             raise ValueError(f"{argument} must be (samples, *index_shape) integer indices, got shape {arr.shape}")
         low, high = arr.min(), arr.max()
         if low < 0 or high >= self.num_embeddings:
-            bad = low if low < 0 else high
+            bad = int(low if low < 0 else high)  # whole-valued here (floats were checked): the exact id
             raise ValueError(
-                f"{argument} holds index {bad:g}, outside [0, {self.num_embeddings}) of {self!r}; "
+                f"{argument} holds index {bad}, outside [0, {self.num_embeddings}) of {self!r}; "
                 f"widen num_embeddings or remap the ids"
             )
         arr = np.ascontiguousarray(arr, dtype=np.int64)

@@ -53,7 +53,7 @@ class _PoolNd(Layer):
             raise ValueError(
                 f"padding {self.padding} must be at most half of kernel_size {self.kernel_size} (as in PyTorch)"
             )
-        self.count_include_pad = bool(count_include_pad)
+        self.count_include_pad = V.check_bool(count_include_pad, "count_include_pad")
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)

@@ -19,9 +19,16 @@ from .. import _validation as V
 from .. import init as initializers
 from ..kernels.recurrent import CELLS
 from ..kernels.recurrent import LSTM as LSTM_CODE
-from .base import Context, Layer, ParamSpec, non_default_arguments, normalize_shape, run_calls, shape_str
+from .base import (
+    Context,
+    Layer,
+    ParamSpec,
+    check_built_input,
+    non_default_arguments,
+    normalize_shape,
+    shape_str,
+)
 from .registry import register_layer
-from .sequence import check_built_input
 
 
 class _Buffers:
@@ -63,6 +70,7 @@ class _Recurrent(Layer):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docs)."""
 
     input_argument = "input_size"
+    any_steps = True
     cell = "lstm"
 
     def __init__(
@@ -321,7 +329,6 @@ class _Recurrent(Layer):
 
     # -- computation ----------------------------------------------------------------------------
     def forward_calls(self, x, ctx):
-        check_built_input(self, x, any_steps=True)
         K = self.K
         m, T = x.shape[0], x.shape[1]
         buf = self._buffers(m, T, ctx.arena)
@@ -468,14 +475,11 @@ class _Recurrent(Layer):
         ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), arrays (num_layers * directions, batch, hidden_size)
         as torch's. Afterwards :attr:`final_state` holds (h_n, c_n), and after :meth:`backward`,
         :attr:`grad_initial_state` the gradients of (h0, c0)."""
+        x = check_built_input(self, x, any_steps=True)
         ctx = Context(training, "eager")
         if initial_state is not None:
             ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])  # type: ignore[attr-defined]
-        calls, y = self.forward_calls(x, ctx)
-        run_calls(calls)
-        self._eager_ctx = ctx
-        self.last_output = y
-        return y
+        return self._run_eager(x, ctx)
 
     def _check_initial_state(self, state, batch: int):
         lstm = self._code == LSTM_CODE

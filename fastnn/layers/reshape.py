@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import _validation as V
 from .base import Layer, shape_str, size_of
 from .registry import register_layer
+
+
+def _target_dims(target_shape) -> tuple[int, ...]:
+    """``target_shape`` (an int, or a tuple, list or 1-D array of ints) as a tuple of ints; a
+    TypeError for anything else (fractional sizes, strings, bools), never a silent conversion."""
+    if isinstance(target_shape, np.ndarray) and target_shape.ndim == 1:
+        target_shape = target_shape.tolist()
+    dims = target_shape if isinstance(target_shape, (tuple, list)) else (target_shape,)
+    try:
+        return tuple(V.check_int(d, "target_shape") for d in dims)
+    except TypeError:
+        raise TypeError(f"target_shape must be a tuple of ints, e.g. (16, 4, 4), got {target_shape!r}") from None
 
 
 @register_layer
@@ -18,8 +33,10 @@ class Reshape(Layer):
 
     Raises
     ------
+    TypeError
+        For sizes that are not integers (e.g. 2.5, a string or a bool).
     ValueError
-        When the sizes do not match (at build).
+        For sizes below 1 other than one -1, or when the sizes do not match (at build).
 
     Examples
     --------
@@ -33,12 +50,7 @@ class Reshape(Layer):
 
     def __init__(self, target_shape):
         super().__init__()
-        if isinstance(target_shape, int):
-            target_shape = (target_shape,)
-        try:
-            target = tuple(int(d) for d in target_shape)
-        except (TypeError, ValueError):
-            raise TypeError(f"target_shape must be a tuple of ints, e.g. (16, 4, 4), got {target_shape!r}") from None
+        target = _target_dims(target_shape)
         if not target or sum(d == -1 for d in target) > 1 or any(d == 0 or d < -1 for d in target):
             raise ValueError(f"target_shape must be positive ints with at most one -1, got {target_shape!r}")
         self.target_shape = target

@@ -27,53 +27,6 @@ def check_sequence(layer: Layer, input_shape, rank: int | None = 2) -> tuple[int
     return shape
 
 
-def check_built_input(layer: Layer, x, any_steps: bool = False) -> None:
-    """Refuse an input whose per-sample shape is not the one ``layer`` was built for (a model never
-    passes one; the eager ``layer.forward(x, training)`` takes any array, and the kernels size their
-    loops by the built buffers, so a mismatch would read and write out of bounds).
-
-    Parameters
-    ----------
-    layer : Layer
-        A sequence layer.
-    x : ndarray
-        Its input ``(batch, *input_shape)``.
-    any_steps : bool, default False
-        Whether the layer takes any number of steps (the time axis, ``input_shape[0]``, may differ).
-
-    Raises
-    ------
-    RuntimeError
-        When ``layer`` is not built.
-    ValueError
-        When ``x``'s per-sample shape differs from the built one, naming both.
-
-    Examples
-    --------
-    >>> import fastnn as fnn
-    >>> last = fnn.Sequential([fnn.LastStep()], input_shape=(3, 2), seed=0).layers[0]
-    >>> check_built_input(last, np.zeros((5, 3, 2), np.float32))  # as built: fine
-    >>> check_built_input(last, np.zeros((5, 4, 2), np.float32))
-    Traceback (most recent call last):
-    ...
-    ValueError: LastStep() was built for input (batch, 3, 2) but got (batch, 4, 2); ...
-    """
-    built = layer.input_shape
-    if built is None:
-        raise RuntimeError(
-            f"{layer!r} is not built: put it in a model (Sequential([...], input_shape=...)) or call "
-            f"its build(input_shape, dtype) before forward()"
-        )
-    got = tuple(x.shape[1:])
-    fits = len(got) == len(built) and (got[1:] == built[1:] if any_steps else got == built)
-    if not fits:
-        if any_steps:
-            fix = "pass arrays (batch, time, " + ", ".join(map(str, built[1:])) + ")"
-        else:
-            fix = f"pass arrays {shape_str(built)}, or build a model with input_shape={got}"
-        raise ValueError(f"{layer!r} was built for input {shape_str(built)} but got {shape_str(got)}; {fix}")
-
-
 @register_layer
 class LastStep(Layer):
     """Each sample's last valid step: ``(batch, time, features)`` -> ``(batch, features)``.
@@ -100,7 +53,6 @@ class LastStep(Layer):
         return self.output_shape
 
     def forward_calls(self, x, ctx):
-        check_built_input(self, x)
         y = self._workspace(x.shape[0], ctx.arena)["y"]
         ctx.lengths_arg = sequence_lengths(ctx)
         return [(self.K.last_step_forward, (x, ctx.lengths_arg, y))], y
@@ -228,7 +180,6 @@ class TimeDistributed(Layer):
         return inner
 
     def forward_calls(self, x, ctx):
-        check_built_input(self, x)
         m, steps = x.shape[0], self.input_shape[0]
         calls, y = self.layer.forward_calls(x.reshape((m * steps, *self.input_shape[1:])), self._inner_context(ctx))
         return calls, y.reshape((m, *self.output_shape))
@@ -273,4 +224,4 @@ class TimeDistributed(Layer):
         return repr(self.layer)
 
 
-__all__ = ["LastStep", "TimeDistributed", "check_built_input", "check_sequence", "sequence_lengths"]
+__all__ = ["LastStep", "TimeDistributed", "check_sequence", "sequence_lengths"]
