@@ -639,6 +639,9 @@ class ReduceLROnPlateau(_Monitor):
         with patience 0 and cooldown 2 a plateau lowers the rate every 3 epochs).
     min_lr : float, default 0.0
         The rate never goes below this.
+    eps : float, default 1e-8
+        A reduction smaller than this is not applied (PyTorch's ``eps``: below about 1e-7 the rate
+        stays where it is).
     verbose : int, default 0
         Print a line at each reduction when non-zero.
 
@@ -663,6 +666,7 @@ class ReduceLROnPlateau(_Monitor):
         min_delta: float = 1e-4,
         cooldown: int = 0,
         min_lr: float = 0.0,
+        eps: float = 1e-8,
         verbose: int = 0,
     ):
         from ._validation import check_float, check_int
@@ -672,6 +676,7 @@ class ReduceLROnPlateau(_Monitor):
         self.patience = check_int(patience, "patience", minimum=0)
         self.cooldown = check_int(cooldown, "cooldown", minimum=0)
         self.min_lr = check_float(min_lr, "min_lr", low=0.0)
+        self.eps = check_float(eps, "eps", low=0.0)
         self.verbose = verbose
         self.wait = 0
         self.cooldown_counter = 0
@@ -690,7 +695,7 @@ class ReduceLROnPlateau(_Monitor):
         if self.wait > self.patience:
             old = float(self.model.optimizer.lr)
             new = max(old * self.factor, self.min_lr)
-            if old - new > 1e-12 * old:
+            if old - new > max(self.eps, 1e-12 * old):
                 self.model.optimizer.lr = new
                 if self.verbose:
                     print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowered the learning rate to {new:.3g}")

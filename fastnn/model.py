@@ -2837,6 +2837,8 @@ class Sequential:
         ------
         ValueError
             If X has the wrong shape or non-finite values.
+        TypeError
+            If X is a dataset, generator or callable of batches (predict takes arrays).
 
         Examples
         --------
@@ -2850,6 +2852,14 @@ class Sequential:
         out = inference.predict_small(self, X, _PREDICT_BATCH if batch_size is None else batch_size)
         if out is not None:
             return out
+        from . import streaming
+
+        if streaming.is_stream(X):  # (it was read as an array of Python objects: "X is ragged")
+            raise TypeError(
+                f"predict takes an array of inputs (n, *input_shape), got {type(X).__name__}; for batches "
+                f"from a generator or dataset predict each one: np.concatenate([model.predict(xb) for xb in "
+                f"batches])"
+            )
         rows = self._rows_per_pass(batch_size)
         return self._predict(self._check_x(X), rows)
 
@@ -2982,10 +2992,10 @@ class Sequential:
 
         Parameters
         ----------
-        X : array_like, ArrayDataset or re-iterable of batches
-            ``(n, *input_shape)`` inputs; or a :class:`fastnn.data.ArrayDataset` or a re-iterable or
-            callable of (X, y[, w]) batches: the loss and metrics of all its samples together,
-            equal to those of the same arrays.
+        X : array_like, ArrayDataset or iterable of batches
+            ``(n, *input_shape)`` inputs; or a :class:`fastnn.data.ArrayDataset`, or an iterable,
+            iterator (consumed) or callable of (X, y[, w]) batches: the loss and metrics of all its
+            samples together, equal to those of the same arrays.
         y : array_like, optional
             The targets (None for a dataset or batches: they come with the data).
         batch_size : int, optional
@@ -3032,7 +3042,7 @@ class Sequential:
                     f"evaluate on a dataset or batches takes no {', '.join(given)}: the targets and "
                     f"weights come with the data (ArrayDataset(X, y, sample_weight=w), or (X, y, w) batches)"
                 )
-            return streaming.validation(self, X)()
+            return streaming.validation(self, X, once=True)()
         batch_size = self._rows_per_pass(batch_size)
         X, y = self._check_xy(X, y)
         return self._evaluate(X, y, batch_size, fit_options.training_weights(self, y, sample_weight, class_weight))
@@ -3218,6 +3228,9 @@ class Sequential:
         ------
         RuntimeError
             If the model is not built yet.
+        ValueError
+            For a path ending in ``.npz`` (:meth:`save_weights` writes those; :meth:`load_weights`
+            would misread this file).
 
         Examples
         --------
@@ -3231,6 +3244,11 @@ class Sequential:
         """
         from . import serialization
 
+        if str(path).lower().endswith(".npz"):  # the weights archives' name: load_weights would misread it
+            raise ValueError(
+                f"save writes a safetensors file (weights and training state), not an .npz archive: got path "
+                f"{str(path)!r}; name it '.safetensors', or use model.save_weights(path) for an .npz of the weights"
+            )
         serialization.save_model(self, path)
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------

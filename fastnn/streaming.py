@@ -342,11 +342,12 @@ def open_stream(
     return source, validation(model, validation_data)
 
 
-def validation(model, data):
+def validation(model, data, once: bool = False):
     """A function giving the validation logs (loss, accuracy, compiled metrics) of ``data``:
     (X_val, y_val) or (X_val, y_val, w_val) arrays (``model.validate``), an ArrayDataset or a
     re-iterable/callable of (X, y[, w]) batches (one pass over its batches: the loss and metrics
-    of all its samples together, as for arrays); None for None."""
+    of all its samples together, as for arrays); None for None. ``once``: the function runs once
+    (``evaluate``), so a one-shot iterator of batches is taken too."""
     if data is None:
         return None
     if isinstance(data, (tuple, list)) and not is_stream(data):
@@ -357,7 +358,7 @@ def validation(model, data):
 
         on_arrays.arrays = (X_val, y_val, w_val)  # fastnn.distributed evaluates a shard of the rows
         return on_arrays
-    if isinstance(data, Iterator) or not is_stream(data):
+    if (isinstance(data, Iterator) and not once) or not is_stream(data):
         raise ValueError(options.VALIDATION_DATA_FORMS)
 
     def batches():

@@ -354,6 +354,25 @@ def test_reduce_lr_on_plateau_matches_torch(cooldown, patience, mode):
     assert len(set(theirs)) > 2  # the rate was lowered more than once
 
 
+def test_reduce_lr_on_plateau_stops_at_torchs_eps():
+    """A reduction smaller than eps (1e-8, torch's default) is not applied: from lr 1e-6 with factor
+    0.1 torch stops at 1e-8 where fastnn went on towards 0."""
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-6)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=0)
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", fnn.optim.SGD(lr=1e-6))
+    plateau = C.ReduceLROnPlateau("loss", factor=0.1, patience=0)
+    plateau.set_model(model)
+    ours, theirs = [], []
+    for epoch in range(8):
+        plateau.on_epoch_end(epoch, {"loss": 1.0})
+        scheduler.step(1.0)
+        ours.append(model.optimizer.lr)
+        theirs.append(opt.param_groups[0]["lr"])
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert ours[-1] == pytest.approx(1e-8)
+
+
 def test_reduce_lr_on_plateau_cooldown_waits_its_epochs_in_a_fit(problem):
     X, y, _, _ = problem
 

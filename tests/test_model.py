@@ -239,6 +239,9 @@ def test_a_bad_weights_file_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"writes an .npz archive.*model.save"):
         model.save_weights(tmp_path / "w.safetensors")
     assert not (tmp_path / "w.safetensors").exists()
+    with pytest.raises(ValueError, match=r"save writes a safetensors file.*model.save_weights"):
+        model.save(tmp_path / "m.NPZ")  # a weights archive's name: load_weights would then misread it
+    assert not (tmp_path / "m.NPZ").exists()
 
 
 def test_diverging_training_names_the_first_non_finite_layer(rng):

@@ -464,3 +464,20 @@ def test_batches_must_all_carry_weights_or_none():
         verbose=0,
     )
     np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_evaluate_takes_a_one_shot_iterator_and_predict_refuses_batches_clearly():
+    """evaluate consumes a generator of batches once (as Keras); it was refused as validation_data.
+    predict takes arrays: batches get a TypeError with the fix (it said "X is ragged")."""
+    rng = np.random.default_rng(0)
+    model = fnn.Sequential([fnn.Dense(3, 2)], input_shape=(3,), seed=0, dtype="float64")
+    model.compile("cross_entropy", "sgd")
+    batches = [(rng.standard_normal((4, 3)), rng.integers(0, 2, 4)) for _ in range(3)]
+    X, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    assert model.evaluate(iter(batches)) == model.evaluate(batches) == model.evaluate(X, y)
+    assert model.evaluate((b for b in batches)) == model.evaluate(X, y)
+    for stream in (iter(batches), lambda: iter(batches), (b[0] for b in batches)):
+        with pytest.raises(TypeError, match=r"predict takes an array of inputs.*predict each one"):
+            model.predict(stream)
+    with pytest.raises(ValueError, match="not a one-shot iterator"):
+        model.fit(X, y, validation_data=iter(batches), epochs=1, verbose=0)
