@@ -447,22 +447,39 @@ class Sequential:
         return self
 
     @staticmethod
-    def _carried_state(layer) -> tuple[dict, dict]:
-        """(parameters, buffers) a layer brings from an earlier model (a copy of a trained layer)."""
+    def _carried_state(layer) -> tuple[dict, dict, dict]:
+        """(parameters, buffers, assigned) a layer brings from an earlier model (a copy of a trained
+        layer), and the arrays a user assigned to its attributes outside a model (``dense.weight =
+        w`` on a free layer: kept as the parameter's values, not silently replaced)."""
         views = layer.parameter_views
         buffers = layer.buffers() if layer.output_shape is not None else {}
+        assigned = {
+            name: np.asarray(value)
+            for name, value in vars(layer).items()
+            if name[0] != "_" and hasattr(value, "shape") and value is not views.get(name)
+        }
         return (
             {name: backend.host_copy(v) for name, v in views.items()},
             {name: backend.host_copy(b) for name, b in buffers.items() if b is not None},
+            assigned,
         )
 
     def _carry_over(self, carried) -> None:
         """Layers that arrive with weights (``copy.deepcopy`` of a trained layer, ``model[a:b]``)
-        keep them instead of a fresh initialisation, where the shapes still match."""
-        for layer, (params, buffers) in zip(self.layers, carried):
+        keep them instead of a fresh initialisation, where the shapes still match; arrays assigned
+        to a free layer's parameters must match their shapes."""
+        for layer, (params, buffers, assigned) in zip(self.layers, carried):
             views = layer.parameter_views
             for name, value in params.items():
                 if name in views and views[name].shape == value.shape:
+                    backend.copy_into(views[name], value)
+            for name, value in assigned.items():
+                if name in views:
+                    if value.shape != views[name].shape:
+                        raise ValueError(
+                            f"{type(layer).__name__}.{name} was set to an array of shape {value.shape}, but "
+                            f"the layer's {name} has shape {views[name].shape} in this model"
+                        )
                     backend.copy_into(views[name], value)
             current = layer.buffers()
             for name, value in buffers.items():

@@ -1,5 +1,7 @@
 """Sequential end to end: building, gradients against finite differences and torch, training."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -407,3 +409,22 @@ def test_recompiling_with_another_decay_bias_and_norm_keeps_the_optimizer_state(
         np.testing.assert_allclose(dense.bias, linear.bias.detach().numpy(), rtol=1e-10, atol=1e-12)
     with pytest.raises(TypeError, match="decay_bias_and_norm must be True or False"):
         model.compile("cross_entropy", opt, decay_bias_and_norm="False")
+
+
+def test_arrays_set_on_a_free_layer_are_its_parameters_in_the_next_model():
+    """dense.weight = w on a layer outside any model (fresh, or a deep copy of a trained one) was
+    silently replaced by a fresh initialisation or the copy's old weights; now the model takes it,
+    and an array of the wrong shape is refused naming both shapes."""
+    trained = fnn.Sequential([fnn.Dense(3, 2), fnn.BatchNorm1d(2)], input_shape=(3,), seed=0)
+    copied = copy.deepcopy(trained.layers[0])
+    copied.weight = np.full((3, 2), 2.0)
+    model = fnn.Sequential([copied], input_shape=(3,), seed=1)
+    np.testing.assert_array_equal(model.layers[0].weight, np.full((3, 2), 2.0, np.float32))
+    np.testing.assert_array_equal(model.layers[0].bias, trained.layers[0].bias)  # the copy's own bias
+    fresh = fnn.Dense(3, 2)
+    fresh.bias = np.arange(2.0)
+    np.testing.assert_array_equal(fnn.Sequential([fresh], input_shape=(3,)).layers[0].bias, [0.0, 1.0])
+    wrong = fnn.Dense(3, 2)
+    wrong.weight = np.ones((2, 3))  # torch's (out, in)
+    with pytest.raises(ValueError, match=r"Dense.weight was set to an array of shape \(2, 3\).*\(3, 2\)"):
+        fnn.Sequential([wrong], input_shape=(3,))
