@@ -305,3 +305,23 @@ def test_eager_forward_checks_its_input_and_backward_its_gradient():
     with pytest.raises(TypeError, match="takes int64 input, got float64"):
         embedding.forward(np.ones((2, 3)), True)
     assert embedding.forward(np.ones((2, 3), np.int32), True).shape == (2, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "make, flag",
+    [
+        (lambda v: fnn.Dense(2, 3, bias=v), "bias"),
+        (lambda v: fnn.Conv1d(2, 3, 2, bias=v), "bias"),
+        (lambda v: fnn.BatchNorm1d(3, affine=v), "affine"),
+        (lambda v: fnn.BatchNorm1d(3, track_running_stats=v), "track_running_stats"),
+        (lambda v: fnn.LayerNorm(3, elementwise_affine=v), "elementwise_affine"),
+        (lambda v: fnn.Embedding(5, 2, mask_padding=v), "mask_padding"),
+        (lambda v: fnn.Residual([fnn.Dense(2, 3)], projection=v), "projection"),
+        (lambda v: fnn.LSTM(2, 3, bidirectional=v), "bidirectional"),
+    ],
+)
+def test_layer_flags_must_be_booleans(make, flag):
+    """bool("False") is True: a string flag turned the option on (Dense(bias="False") had a bias)."""
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got str 'False'"):
+        make("False")
+    make(np.bool_(False))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _validation as V
 from .. import backend
 from .._ownership import Owned
 
@@ -411,9 +412,7 @@ class Layer(Owned):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"trainable must be True or False, got {type(value).__name__} {value!r}")
-        object.__setattr__(self, "_trainable", bool(value))
+        object.__setattr__(self, "_trainable", V.check_bool(value, "trainable"))
         model = self.owner
         if model is not None:
             model.trainable_changed()
@@ -1145,7 +1144,6 @@ class WeightAndBias:
 
     def _weight_bias_options(self, activation, activation_params: dict, init, bias_init, bias) -> None:
         """Check and keep the constructor's activation (fused), init (default: by activation), bias_init, bias."""
-        from .. import _validation as V
         from .. import init as initializers
         from .activation import resolve_activation
 
@@ -1156,7 +1154,7 @@ class WeightAndBias:
             else V.check_choice(init, initializers.INITIALIZERS, "init")
         )
         self.bias_init = V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
-        self.use_bias = bool(bias)
+        self.use_bias = V.check_bool(bias, "bias")
         self.weight = self.bias = self.grad_weight = self.grad_bias = None
 
     def _weight_bias_specs(self, weight_shape: tuple, fan_in: int, fan_out: int, n_out: int) -> list[ParamSpec]:

@@ -76,7 +76,7 @@ class Embedding(Layer):
             )
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
-        self.mask_padding = bool(mask_padding)
+        self.mask_padding = V.check_bool(mask_padding, "mask_padding")
         if self.mask_padding and padding_idx is None:
             raise ValueError(
                 "mask_padding=True needs padding_idx: the index that pads the sequences, e.g. "

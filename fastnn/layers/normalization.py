@@ -25,12 +25,12 @@ class _Normalization(Layer):
     """Shared parts: the per-feature gain (``weight``, gamma) and shift (``bias``, beta), which
     get no weight decay by default, and the checks of the feature count and eps."""
 
-    def __init__(self, num_features: int, eps: float, affine: bool):
+    def __init__(self, num_features: int, eps: float, affine: bool, affine_argument: str = "affine"):
         super().__init__()
         self.num_features = V.check_int(num_features, "num_features", minimum=1)
         self.in_features = self.num_features
         self.eps = V.check_float(eps, "eps", low=0.0, low_inclusive=False)
-        self.affine = bool(affine)
+        self.affine = V.check_bool(affine, affine_argument)
         self.weight = self.bias = self.grad_weight = self.grad_bias = None
 
     def build(self, input_shape, dtype):
@@ -125,7 +125,7 @@ class BatchNorm1d(_Normalization):
     ):
         super().__init__(num_features, eps, affine)
         self.momentum = None if momentum is None else V.check_float(momentum, "momentum", 0.0, 1.0)
-        self.track_running_stats = bool(track_running_stats)
+        self.track_running_stats = V.check_bool(track_running_stats, "track_running_stats")
         self.running_mean = self.running_var = None
         self.num_batches_tracked = np.zeros(1, np.int64)
         self._positions = 1
@@ -397,7 +397,7 @@ class LayerNorm(_Normalization):
     lengths_policy = "keep"
 
     def __init__(self, normalized_features: int, eps: float = 1e-5, elementwise_affine: bool = True):
-        super().__init__(normalized_features, eps, elementwise_affine)
+        super().__init__(normalized_features, eps, elementwise_affine, "elementwise_affine")
 
     def build(self, input_shape, dtype):
         shape = super().build(input_shape, dtype)

@@ -91,7 +91,7 @@ class _Recurrent(Layer):
         self.input_size = V.check_int(input_size, "input_size", minimum=1)
         self.hidden_size = V.check_int(hidden_size, "hidden_size", minimum=1)
         self.num_layers = V.check_int(num_layers, "num_layers", minimum=1)
-        self.use_bias = _check_bool(bias, "bias")
+        self.use_bias = V.check_bool(bias, "bias")
         self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
@@ -100,9 +100,9 @@ class _Recurrent(Layer):
                 UserWarning,
                 stacklevel=3,
             )
-        self.bidirectional = _check_bool(bidirectional, "bidirectional")
-        self.return_sequences = _check_bool(return_sequences, "return_sequences")
-        self.learn_initial_state = _check_bool(learn_initial_state, "learn_initial_state")
+        self.bidirectional = V.check_bool(bidirectional, "bidirectional")
+        self.return_sequences = V.check_bool(return_sequences, "return_sequences")
+        self.learn_initial_state = V.check_bool(learn_initial_state, "learn_initial_state")
         self.init = None if init is None else V.check_choice(init, initializers.INITIALIZERS, "init")
         self.bias_init = (
             None if bias_init is None else V.check_choice(bias_init, initializers.INITIALIZERS, "bias_init")
@@ -539,12 +539,6 @@ class _Recurrent(Layer):
         (1, 5, 3)
         """
         return self._eager("grad_initial_state")
-
-
-def _check_bool(value, argument: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{argument} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 _DOC = """{what} over ``(batch, time, input_size)``, as ``torch.nn.{torch}(..., batch_first=True)``.

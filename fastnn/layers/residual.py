@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import _validation as V
 from .base import Layer, ParamSpec, flat_rows, normalize_shape, refuse_user_child, shape_str, width_mismatch
 from .dense import Dense
 from .registry import register_layer
@@ -43,7 +44,7 @@ class Residual(Layer):
         if not layers or not all(isinstance(layer, Layer) for layer in layers):
             raise TypeError(f"block must be a non-empty list of fastnn layers or a Sequential, got {block!r}")
         self.block = layers
-        self.allow_projection = bool(projection)
+        self.allow_projection = V.check_bool(projection, "projection")
         self.projection: Dense | None = None
 
     def expected_input_shape(self):
