@@ -252,7 +252,8 @@ class ActivationStats:
     mean, std : float
         Of all its outputs.
     dead_fraction : float or None
-        Share of units that are zero for every sample (ReLU outputs only, else None).
+        Share of units that are zero for every sample (and every position: a unit of a
+        convolution's output is a channel, of a sequence's a feature); ReLU outputs only, else None.
     saturated_fraction : float or None
         Share of outputs beyond 0.99 in magnitude (tanh) or outside [0.01, 0.99] (sigmoid),
         else None.
@@ -278,19 +279,24 @@ def _activation_name(layer) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def output_stats(output: ArrayLike, activation: str | None, index: int = 0, layer: str = "") -> ActivationStats:
+def output_stats(
+    output: ArrayLike, activation: str | None, index: int = 0, layer: str = "", unit_axis: int = -1
+) -> ActivationStats:
     """The :class:`ActivationStats` of one output.
 
     Parameters
     ----------
     output : array-like
-        ``(batch, units)`` values.
+        ``(batch, units)`` values, or ``(batch, *shape)`` with the units on ``unit_axis``.
     activation : str or None
         The activation that produced them.
     index : int, default 0
         The layer's position (recorded).
     layer : str, default ""
         The layer's repr (recorded).
+    unit_axis : int, default -1
+        The axis of the units: 1 for channels first ``(batch, channels, *spatial)``; a unit is dead
+        when it is zero at every other index.
 
     Returns
     -------
@@ -306,7 +312,8 @@ def output_stats(output: ArrayLike, activation: str | None, index: int = 0, laye
     out = np.asarray(output, np.float64)
     dead = saturated = None
     if activation in _RELU_LIKE:
-        dead = float(np.mean(np.all(out == 0.0, axis=0)))
+        units = np.moveaxis(out, unit_axis, -1).reshape(-1, out.shape[unit_axis])
+        dead = float(np.mean(np.all(units == 0.0, axis=0)))
     if activation in _SATURATION:
         low, high = _SATURATION[activation]
         saturated = float(np.mean((out < low) | (out > high)))
@@ -342,10 +349,32 @@ def activation_stats(model: Sequential, X: ArrayLike, *, training: bool = False)
     ('relu', True)
     """
     outputs = activations(model, X, training=training)
-    return [
-        output_stats(out, _activation_name(layer), i, repr(layer))
-        for i, (layer, out) in enumerate(zip(model.layers, outputs))
-    ]
+    stats, axis = [], -1
+    for i, (layer, out) in enumerate(zip(model.layers, outputs)):
+        axis = _unit_axis(layer, axis)
+        stats.append(output_stats(out, _activation_name(layer), i, repr(layer), axis if out.ndim > 2 else -1))
+    return stats
+
+
+def _unit_axis(layer, previous: int) -> int:
+    """The axis of the units of ``layer``'s output (batch axis 0): 1 after a convolution, pooling
+    or batch norm over channels (channels first), the input's for elementwise layers, else the
+    last (features)."""
+    from .layers import AvgPool1d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, MaxPool1d, MaxPool2d
+    from .layers.activation import Activation
+    from .layers.dropout import Dropout
+    from .layers.residual import Residual
+
+    if isinstance(layer, (Activation, Dropout)):
+        return previous
+    if isinstance(layer, Residual):
+        for inner in layer.block:
+            previous = _unit_axis(inner, previous)
+        return previous
+    channels_first = (Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, BatchNorm2d)
+    if isinstance(layer, channels_first) or (isinstance(layer, BatchNorm1d) and len(layer.input_shape or ()) == 2):
+        return 1
+    return -1
 
 
 # -------------------------------------------------------------------------------- NaN / inf

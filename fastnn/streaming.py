@@ -342,7 +342,7 @@ def open_stream(
     return source, validation(model, validation_data)
 
 
-def validation(model, data, once: bool = False):
+def validation(model, data, once=False):
     """A function giving the validation logs (loss, accuracy, compiled metrics) of ``data``:
     (X_val, y_val) or (X_val, y_val, w_val) arrays (``model.validate``), an ArrayDataset or a
     re-iterable/callable of (X, y[, w]) batches (one pass over its batches: the loss and metrics

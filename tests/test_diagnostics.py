@@ -274,3 +274,31 @@ def test_layer_gradient_norms_count_convolution_kernels_and_tables():
         len(D.layer_gradient_norms(embed.compile("cross_entropy", "sgd"), rng.integers(0, 7, (4, 2)), [0, 1, 0, 1]))
         == 2
     )
+
+
+def test_dead_units_of_a_convolution_are_its_channels():
+    """A unit of (batch, channels, *spatial) outputs is a channel: dead when zero at every sample and
+    position (it counted (channel, y, x) positions, so a live channel's zero border read as dead units)."""
+    model = fnn.Sequential(
+        [
+            fnn.Conv2d(1, 4, 3, padding=1),
+            fnn.ReLU(),
+            fnn.MaxPool2d(2),
+            fnn.Flatten(),
+            fnn.Dense(16, 3, activation="relu"),
+        ],
+        input_shape=(1, 4, 4),
+        seed=0,
+    )
+    conv, dense = model.layers[0], model.layers[4]
+    conv.weight[...] = 0.0
+    conv.bias[...] = [-1.0, -1.0, 0.5, 0.0]  # channels 0, 1 and 3 are zero everywhere, channel 2 constant
+    conv.weight[3, 0, 1, 1] = 1.0  # ... but channel 3 passes the positive pixels
+    dense.weight[...] = 0.0
+    dense.bias[...] = [1.0, 0.0, -1.0]
+    X = np.random.default_rng(0).standard_normal((5, 1, 4, 4))
+    relu, pool, out = (D.activation_stats(model, X)[i] for i in (1, 2, 4))
+    assert relu.dead_fraction == pytest.approx(2 / 4) and pool.dead_fraction is None
+    assert out.dead_fraction == pytest.approx(2 / 3)
+    series = D.output_stats(np.zeros((2, 3, 4)) + [1.0, 0.0, 0.0, 0.0], "relu", unit_axis=-1)
+    assert series.dead_fraction == pytest.approx(3 / 4)  # (batch, time, features): the features
