@@ -941,7 +941,9 @@ class Sequential:
         TypeError
             If ``value`` is not numeric or does not convert to the array's dtype.
         AttributeError
-            If ``name`` is a parameter the layer keeps under no attribute of that name.
+            If ``name`` is a parameter the layer keeps under no attribute of that name, or an array
+            of the layer that is not a parameter or buffer (``grad_weight``, the ``weight`` of a
+            ``BatchNorm1d(affine=False)``).
 
         Examples
         --------
@@ -955,6 +957,12 @@ class Sequential:
             return False
         params = {spec.name for spec in layer.parameter_specs()}
         if name not in params and name not in layer.buffers():
+            if hasattr(layer.__dict__.get(name), "shape"):  # a placeholder or gradient view the layer owns
+                raise AttributeError(
+                    f"{type(layer).__name__}.{name} is not a parameter or buffer of {layer!r} (it is the "
+                    f"layer's own array: a gradient view, or a placeholder of an option that is off), so a "
+                    f"value set there would be ignored; the parameters are {sorted(params) or 'none'}"
+                )
             return False
         current = layer.__dict__.get(name)
         if not hasattr(current, "shape"):  # kept elsewhere (LSTM.weight_ih_l0 ...): its view, if it has one

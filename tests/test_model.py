@@ -345,6 +345,11 @@ def test_setting_a_layer_parameter_or_buffer_writes_it_into_the_model(rng):
     with pytest.raises(TypeError, match="num_batches_tracked holds int64, got float64"):
         model.layers[1].block[1].num_batches_tracked = 1.5
     np.testing.assert_array_equal(model.layers[0].weight, weight)  # a refused value changes nothing
+    plain = fnn.Sequential([fnn.Dense(3, 2), fnn.BatchNorm1d(2, affine=False)], input_shape=(3,), seed=0)
+    with pytest.raises(AttributeError, match=r"BatchNorm1d.weight is not a parameter or buffer.*parameters are none"):
+        plain.layers[1].weight = np.full(2, 3.0)  # a placeholder: the next rebuild reset it to ones
+    with pytest.raises(AttributeError, match=r"Dense.grad_weight is not a parameter or buffer"):
+        plain.layers[0].grad_weight = np.ones((3, 2))
 
 
 @pytest.mark.parametrize("name", ["dtype", "seed", "params", "grads", "layers", "input_shape"])
