@@ -89,7 +89,7 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray) -> float:
     3.0
     """
     if isinstance(loss, losses_mod.SampleWeighted):
-        return float(np.sum(yb.reshape(yb.shape[0], -1)[:, -1]))
+        return float(np.sum(losses_mod.SampleWeighted.weights(yb)))
     return float(xb.shape[0])
 
 

@@ -648,9 +648,32 @@ class SampleWeighted(Loss):
         >>> loss.split(np.array([[2.0, 0.5], [1.0, 1.0]]), np.float32)
         (array([2, 1]), array([0.5, 1. ]))
         """
+        weights = self.weights(target)
         if self._classes:
-            return target[:, 0].astype(np.int64), target[:, -1]
-        return np.ascontiguousarray(target[:, :-1], dtype=dtype), target[:, -1]
+            return target[:, 0].astype(np.int64), weights
+        return np.ascontiguousarray(target[:, :-1], dtype=dtype), weights
+
+    @staticmethod
+    def weights(target: np.ndarray) -> np.ndarray:
+        """The per-sample weights of a batch of weighted targets: their last column.
+
+        Parameters
+        ----------
+        target : numpy.ndarray
+            float64 ``(m, t + 1)`` rows of :func:`weighted_targets`.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``(m,)``, a view.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.losses.SampleWeighted.weights(fnn.losses.weighted_targets(np.array([0, 1]), np.array([0.5, 2.0])))
+        array([0.5, 2. ])
+        """
+        return target.reshape(target.shape[0], -1)[:, -1]
 
     def call(self, output, target, grad, compute_grad=True):
         if not isinstance(output, np.ndarray):  # a device's output: weighed on the host
