@@ -543,14 +543,7 @@ class EarlyStopping(_Monitor):
         if not isinstance(saved, dict):
             backend.copy_into(model.params, saved)
             return
-        arrays = model.state_arrays()
-        if set(saved) != set(arrays) or any(tuple(saved[k].shape) != tuple(arrays[k].shape) for k in arrays):
-            raise ValueError(
-                f"EarlyStopping(restore_best_weights=True): the kept best weights "
-                f"({sorted(saved)}) do not match the model's arrays ({sorted(arrays)})"
-            )
-        for name, target in arrays.items():
-            backend.copy_into(target, saved[name])
+        model.load_state_arrays(saved, source="EarlyStopping(restore_best_weights=True): the kept best weights")
 
     def state_dict(self):
         return {

@@ -3167,15 +3167,51 @@ class Sequential:
             raise ValueError(
                 f"{path} is not a readable .npz file of save_weights ({exc}); it may be truncated"
             ) from exc
+        self.load_state_arrays(arrays, source=str(path))
+
+    def load_state_arrays(self, arrays: dict, *, source: str = "arrays") -> None:
+        """Copy ``arrays`` into the parameters and buffers of the same names (the checked inverse of
+        :meth:`state_arrays`): every array is checked before the first is copied, so a refused set
+        changes nothing.
+
+        Parameters
+        ----------
+        arrays : dict of str to array_like
+            One array per name of :meth:`state_arrays` (e.g. host copies of them kept earlier).
+        source : str, default "arrays"
+            What the arrays are, in error messages (a file's path).
+
+        Raises
+        ------
+        ValueError
+            If names are missing or unexpected, or an array's shape or dtype does not fit.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.BatchNorm1d(3)], seed=0)
+        >>> best = {name: a.copy() for name, a in model.state_arrays().items()}
+        >>> model.params[:] = 0.0
+        >>> model.load_state_arrays(best)
+        >>> bool(np.array_equal(model.state_arrays()["0.weight"], best["0.weight"]))
+        True
+        """
+        expected = self.state_arrays()
+        missing = sorted(set(expected) - set(arrays))
+        unexpected = sorted(set(arrays) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"{source} does not match this model: missing {missing}, unexpected {unexpected}")
+        checked = {}
         for name, target in expected.items():
-            value = arrays[name]
-            if value.shape != target.shape:
-                raise ValueError(f"{path}: {name} has shape {value.shape}, the model expects {target.shape}")
+            value = arrays[name] if hasattr(arrays[name], "__cuda_array_interface__") else np.asarray(arrays[name])
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}, the model expects {target.shape}")
             if not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
-                raise ValueError(f"{path}: {name} has dtype {value.dtype}, which does not convert to {target.dtype}")
+                raise ValueError(f"{source}: {name} has dtype {value.dtype}, which does not convert to {target.dtype}")
+            checked[name] = value
         with self._lock:
             for name, target in expected.items():
-                backend.copy_into(target, arrays[name])
+                backend.copy_into(target, checked[name])
 
     # -- full save / load --------------------------------------------------------------------------
     def get_config(self) -> dict:

@@ -443,8 +443,7 @@ class _NeuralNetBase(BaseEstimator):
             verbose=0,
         )
         if validation is not None and validation.best_state is not None:  # back to the best validation score
-            for name, value in validation.best_state.items():
-                backend.copy_into(self.model_.state_arrays()[name], value)
+            self.model_.load_state_arrays(validation.best_state)
         if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
