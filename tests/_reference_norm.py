@@ -67,6 +67,12 @@ def batchnorm_running_update(running_mean, running_var, mean, var, batch, moment
     return new_mean, new_var
 
 
+def batchnorm_momentum(momentum, batches_tracked):
+    """The momentum of PyTorch's running update after ``batches_tracked`` counted batches (this
+    one included): ``momentum``, or for ``momentum=None`` the cumulative average 1 / batches_tracked."""
+    return 1.0 / batches_tracked if momentum is None else momentum
+
+
 def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
     x_hat = (_f64(x) - _f64(running_mean)) / np.sqrt(_f64(running_var) + eps)
     return x_hat if gamma is None else _f64(gamma) * x_hat + _f64(beta)

@@ -97,3 +97,48 @@ def test_fit_and_evaluate_report_multi_label_exact_match(rng):
     assert model.evaluate(X, Y)["accuracy"] == pytest.approx(want)
     history = model.fit(X, Y, epochs=1, batch_size=N, verbose=0)  # one batch: scored before the update
     assert history["accuracy"][0] == pytest.approx(want)
+
+
+def _tracked(k, metrics, output, target, inside):
+    """Results of ``metrics`` over (output, target) streamed in batches of 4: through the metrics'
+    Python updates, or through the accumulator kernels fit's step calls run (``inside``)."""
+    from fastnn.metrics import Tracker
+
+    model = fnn.Sequential([fnn.Dense(3, k)], seed=0, dtype="float64").compile("binary_cross_entropy", "sgd")
+    tracker = Tracker(model, fnn.metrics.check_metrics(metrics, model.loss))
+    if inside:
+        assert tracker.accumulate_inside(output.shape[0])
+    for lo in range(0, output.shape[0], 4):
+        tracker.update(output[lo : lo + 4], target[lo : lo + 4])
+    return tracker.results()
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["python", "kernels"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_a_target_of_one_half_and_a_logit_of_zero_are_the_negative_class(k, inside):
+    """binary_cross_entropy's classes: a target is class 1 only above 0.5 and a logit only above 0,
+    so exactly 0.5 and exactly 0 are class 0 in the accuracy count, the metrics' Python updates and
+    their step-call kernels alike (every row here is then right)."""
+    logits = np.repeat(np.array([[-1.0], [-1.0], [2.0], [-2.0], [0.0], [3.0]]), k, axis=1)
+    targets = np.repeat(np.array([[0.5], [0.5], [1.0], [0.0], [0.0], [0.7]]), k, axis=1)
+    loss = losses.get("binary_cross_entropy")
+    assert _accuracy(loss, logits, targets) == 1.0
+    got = _tracked(k, ["binary_accuracy", "recall", "precision"], logits, targets, inside)
+    assert got == {"binary_accuracy": 1.0, "recall": 1.0, "precision": 1.0}
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["python", "kernels"])
+def test_multi_label_macro_and_weighted_averages_count_every_label_like_sklearn(rng, inside):
+    """Multi-label averages are over every label, one never true nor predicted included (it scores
+    0, as scikit-learn's zero_division=0), and "weighted" weighs each label by its support."""
+    skm = pytest.importorskip("sklearn.metrics")
+    Y = (rng.uniform(size=(30, 3)) < np.array([0.5, 0.2, 0.0])).astype(np.float64)  # label 2 never true
+    out = rng.standard_normal((30, 3)) + 2 * Y - 0.5
+    out[:, 2] = -1.0  # ... nor predicted
+    pred = (out > 0).astype(int)
+    metrics = [fnn.metrics.F1(average=a, name=a) for a in ("macro", "weighted", "micro")]
+    got = _tracked(3, [*metrics, "precision", "recall"], out, Y, inside)
+    for average in ("macro", "weighted", "micro"):
+        assert got[average] == pytest.approx(skm.f1_score(Y, pred, average=average, zero_division=0), rel=1e-12)
+    assert got["precision"] == pytest.approx(skm.precision_score(Y, pred, average="macro", zero_division=0))
+    assert got["recall"] == pytest.approx(skm.recall_score(Y, pred, average="macro", zero_division=0))

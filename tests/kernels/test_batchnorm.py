@@ -10,6 +10,7 @@ from fastnn.kernels.batchnorm import (
     batchnorm_backward,
     batchnorm_forward_eval,
     batchnorm_forward_train,
+    batchnorm_forward_train_counted,
     partial_rows,
 )
 from tests import _reference_norm as ref
@@ -176,3 +177,47 @@ def test_matches_torch_over_several_steps():
     out = np.empty_like(x)
     batchnorm_forward_eval(x, gamma, beta, rm, rv, out, EPS, True)
     np.testing.assert_allclose(out, bn.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.0, 0.3])
+def test_counted_running_statistics_match_torch(momentum):
+    """batchnorm_forward_train_counted over several batches: momentum < 0 (torch's momentum=None) is
+    the cumulative average 1 / batches counted (this one included), momentum 0 keeps the running
+    statistics, any other is used as given; the batch count as torch's num_batches_tracked."""
+    torch = pytest.importorskip("torch")
+    m, n = 11, 5
+    bn = torch.nn.BatchNorm1d(n, eps=EPS, momentum=momentum).double().train()
+    rm, rv, batches = np.zeros(n), np.ones(n), np.zeros(1, np.int64)
+    want_mean, want_var = np.zeros(n), np.ones(n)
+    for step in range(1, 5):
+        x, gamma, beta, _ = _problem(m, n, np.float64, seed=20 + step)
+        out, x_hat, mean, inv_std = np.empty_like(x), np.empty_like(x), np.empty(n), np.empty(n)
+        partials = np.empty((2, partial_rows(m), n))
+        kernel_momentum = -1.0 if momentum is None else momentum
+        batchnorm_forward_train_counted(
+            x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, partials, EPS, kernel_momentum, True, True, batches
+        )
+        with torch.no_grad():
+            bn(torch.tensor(x))
+        factor = ref.batchnorm_momentum(momentum, step)
+        want_mean, want_var = ref.batchnorm_running_update(want_mean, want_var, x.mean(0), x.var(0), m, factor)
+        assert batches[0] == step == int(bn.num_batches_tracked)
+        np.testing.assert_allclose(rm, want_mean, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rv, want_var, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rm, bn.running_mean.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(rv, bn.running_var.numpy(), rtol=1e-12, atol=1e-14)
+    if momentum == 0.0:
+        assert np.all(rm == 0.0) and np.all(rv == 1.0)
+
+
+def test_counted_forward_without_tracking_counts_no_batch():
+    """track False (batch statistics in evaluation, track_running_stats=False): neither the running
+    statistics nor the batch count change, with the cumulative average too."""
+    x, gamma, beta, _ = _problem(9, 4, np.float64)
+    rm, rv, batches = np.full(4, 3.0), np.full(4, 5.0), np.array([2], np.int64)
+    out, x_hat, mean, inv_std = np.empty_like(x), np.empty_like(x), np.empty(4), np.empty(4)
+    batchnorm_forward_train_counted(
+        x, gamma, beta, rm, rv, out, x_hat, mean, inv_std, np.empty((2, 1, 4)), EPS, -1.0, True, False, batches
+    )
+    assert batches[0] == 2 and np.all(rm == 3.0) and np.all(rv == 5.0)
+    np.testing.assert_allclose(out, ref.batchnorm_forward_train(x, gamma, beta, EPS)[0], rtol=1e-12, atol=1e-12)

@@ -186,3 +186,21 @@ def test_fastnn_small_gemm_refuses_an_unknown_setting():
     env = dict(os.environ, FASTNN_SMALL_GEMM="fast")
     proc = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "FASTNN_SMALL_GEMM must be auto, on or off, got 'fast'" in proc.stderr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+def test_gemm_block_of_one_row_or_one_column_away_from_the_corner(trans_a, trans_b, dtype):
+    """A block of one row or one column (the tile of a parallel product with few rows or columns
+    per tile) runs as a matrix-vector product: its operand strides and offsets r0, c0 > 0 on
+    row-strided views of every transpose, against NumPy."""
+    rng = np.random.default_rng(6)
+    m, n, k = 7, 6, 5
+    a, b = _operands(rng, m, n, k, trans_a, trans_b, dtype)
+    full = 2.0 * _op(a, trans_a) @ _op(b, trans_b)
+    for r0, r1, c0, c1 in [(3, 4, 1, 6), (2, 7, 4, 5), (5, 6, 2, 3)]:  # a row, a column, one element
+        c, _ = _view(rng, (m, n), dtype)
+        expected = c.astype(np.float64)
+        expected[r0:r1, c0:c1] += full[r0:r1, c0:c1]
+        gemm_block(trans_a, trans_b, 2.0, a, b, 1.0, c, r0, r1, c0, c1)
+        np.testing.assert_allclose(c, expected, **TOL[dtype], err_msg=f"block {(r0, r1, c0, c1)}")

@@ -239,3 +239,76 @@ def test_the_step_kernels_give_the_same_bits_on_any_split_into_ranges(name, dtyp
         results.append((params, *state))
     for whole, split in zip(*results):
         np.testing.assert_array_equal(whole, split)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_every_rmsprop_branch_matches_reference(momentum, centered, dtype):
+    """Each (centered, momentum) combination runs its own compiled loop (_rmsprop_range): plain,
+    centered without momentum and momentum without centering are checked too, not only both."""
+    hyper = {"lr": 0.01, "alpha": 0.9, "eps": 1e-8, "momentum": momentum, "centered": centered, "weight_decay": 0.1}
+    size, n_decay = 1001, 700
+    rng = np.random.default_rng(11)
+    p0 = rng.standard_normal(size)
+    grads = [rng.standard_normal(size) for _ in range(5)]
+    p = p0.astype(dtype)
+    step = _kernel_runner("rmsprop", size, dtype, hyper)
+    for t, g in enumerate(grads, start=1):
+        step(p, g.astype(dtype), t, n_decay)
+    expected, _ = ref.optimizer_trajectory_reference("rmsprop", p0, grads, n_decay, hyper)
+    np.testing.assert_allclose(p, expected[-1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_gate_never_scales_gradients_up(dtype):
+    """Clipping by norm only shrinks: a norm below clip_norm gives the scale 1 (min(1, ...)), as
+    torch.nn.utils.clip_grad_norm_ and Optimizer.step; the norm is still reported."""
+    from fastnn.kernels import step_update as S
+
+    grads = np.array([0.3, -0.4], dtype)
+    whole, partials = np.array([[0, 2]], np.int64), np.zeros(K.norm_partials_size(2))
+    scalars = np.full(S.N_SCALARS, np.nan)
+    scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 10.0
+    assert S.step_gate(1.0, 0.5, scalars, None, grads, whole, partials) == (True, 1.0)
+    assert scalars[S.USED_NORM] == 0.5
+    assert ref.clip_norm_scale_reference(0.5, 10.0) == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_step_kernel_starts_the_momentum_buffer_at_step_one(dtype):
+    """kernels.step_update.sgd_step: at step 1 the momentum buffer is the gradient itself (torch),
+    not (1 - dampening) * gradient; visible only with dampening, so dampening is set here."""
+    from fastnn.kernels import step_update as S
+
+    hyper = {"lr": 0.1, "momentum": 0.9, "dampening": 0.5, "weight_decay": 0.1}
+    n, n_decay = 37, 20
+    rng = np.random.default_rng(2)
+    p0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) for _ in range(3)]
+    params, velocity = p0.astype(dtype), np.zeros(n, dtype)
+    whole, partials = np.array([[0, n]], np.int64), np.zeros(K.norm_partials_size(n))
+    for t, g in enumerate(grads, start=1):
+        scalars = np.array([1.0, hyper["lr"], t, np.nan, np.nan, np.nan])  # armed, lr, step, no clipping
+        assert S.sgd_step(
+            1.0, 1.0, scalars, None, whole, partials, params, g.astype(dtype), velocity,
+            hyper["momentum"], hyper["dampening"], hyper["weight_decay"], n_decay, False,
+        )  # fmt: skip
+    expected, _ = ref.optimizer_trajectory_reference("sgd", p0, grads, n_decay, hyper)
+    np.testing.assert_allclose(params, expected[-1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_gate_clips_by_the_norm_of_a_leading_range_only(dtype):
+    """Frozen trailing parameters (the one range [0, k), k < n: a frozen last layer) are not the
+    whole buffer: clipping by norm uses the norm of [0, k), not the whole buffer's norm given."""
+    from fastnn.kernels import step_update as S
+
+    grads = np.array([3.0, -4.0, 100.0, 100.0], dtype)
+    leading, partials = np.array([[0, 2]], np.int64), np.zeros(K.norm_partials_size(4))
+    assert not S.covers_all(leading, grads.size) and S.covers_all(np.array([[0, 4]], np.int64), grads.size)
+    scalars = np.full(S.N_SCALARS, np.nan)
+    scalars[S.ARMED], scalars[S.CLIP_NORM] = 1.0, 1.0
+    go, scale = S.step_gate(1.0, ref.grad_norm_reference(grads), scalars, None, grads, leading, partials)
+    assert go and scalars[S.USED_NORM] == pytest.approx(5.0, rel=1e-12)
+    assert scale == pytest.approx(ref.clip_norm_scale_reference(5.0, 1.0), rel=1e-12)
