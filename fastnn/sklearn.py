@@ -134,17 +134,37 @@ def _decoupled(optimizer: optim.Optimizer) -> bool:
 
 
 def _rebuilt(optimizer: optim.Optimizer, **changes) -> optim.Optimizer:
-    """A new, unbound optimizer of ``optimizer``'s class and hyper-parameters, ``changes`` applied."""
+    """A new, unbound optimizer of ``optimizer``'s class and hyper-parameters, ``changes`` applied
+    (``weight_decay`` from ``alpha``, or the ``optimizer__`` parameters of an instance)."""
     config = optimizer.get_config()
     config.pop("name", None)
+    unknown = sorted(set(changes) - set(config))
+    if unknown:
+        raise ValueError(
+            f"the optimizer {optimizer!r} has no parameter {', '.join(map(repr, unknown))}; its parameters "
+            f"are {', '.join(sorted(config))} (optimizer__<name> sets one)"
+        )
     config.update(changes)
     try:
         return type(optimizer)(**config)
     except TypeError as exc:  # a subclass whose constructor takes other arguments than its config
         raise ValueError(
             f"cannot set {', '.join(sorted(changes))} of the optimizer {optimizer!r}: "
-            f"{type(optimizer).__name__}(**get_config()) fails ({exc}); set alpha=0"
+            f"{type(optimizer).__name__}(**get_config()) fails ({exc}); set alpha=0 (or leave out the "
+            f"optimizer__ parameters)"
         ) from exc
+
+
+def _check_outputs(model: Sequential, n_outputs: int) -> None:
+    """The network must give ``n_outputs`` values per sample (one per class, label or target): a
+    builder's wider last layer would otherwise give probabilities of classes that do not exist."""
+    shape = model.output_shape  # (built: the builder's network was built for n_features)
+    if shape is None or tuple(shape) != (n_outputs,):
+        raise ValueError(
+            f"the network gives outputs of shape {shape} per sample; the estimator needs ({n_outputs},): one "
+            f"per class (classifier), label (multi-label) or target (regressor). Make build_fn's last layer "
+            f"Dense(..., n_outputs), n_outputs being build_fn's second argument"
+        )
 
 
 _MISSING = object()
@@ -193,6 +213,15 @@ _SHARED_CONSTRAINTS = {
 
 
 # ------------------------------------------------------------------------------ the shared fit loop
+_SPARSE_FORMATS = ["csr", "csc"]  # scikit-learn's MLPs take these (others are converted to csr)
+
+
+def _dense(X):
+    """X as a dense array: fastnn's layers take dense input, so a scipy.sparse X (e.g. a
+    OneHotEncoder's or a ColumnTransformer's output) is densified, n_samples x n_features values."""
+    return X.toarray() if hasattr(X, "toarray") else X
+
+
 @dataclass
 class _Validation:
     """The held-out part of one fit with early stopping, and the best state seen on it."""
@@ -265,8 +294,15 @@ class _NeuralNetBase(BaseEstimator):
     def _new_model(self, n_features: int, n_outputs: int) -> Sequential:
         built = self._layers(n_features, n_outputs)
         if isinstance(built, Sequential):
-            return built.to(self.device)
-        return Sequential(built, seed=self._seed(), dtype=self.dtype, device=self.device, input_features=n_features)
+            model = built.to(self.device)
+            if not model.built:
+                model.build((n_features,))
+        else:
+            model = Sequential(
+                built, seed=self._seed(), dtype=self.dtype, device=self.device, input_features=n_features
+            )
+        _check_outputs(model, n_outputs)
+        return model
 
     def _batch_size(self, n: int) -> int:
         if isinstance(self.batch_size, str) and self.batch_size == "auto":
@@ -294,8 +330,9 @@ class _NeuralNetBase(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            The training input, float64 or float32 (cast to the network's ``dtype``).
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The training input, float64 or float32 (cast to the network's ``dtype``); a scipy.sparse
+            matrix is densified.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Labels (classifiers: of any type; a 2-D 0/1 indicator for multi-label) or real values
             (regressors).
@@ -392,10 +429,12 @@ class _NeuralNetBase(BaseEstimator):
             X,
             y,
             reset=fresh,
+            accept_sparse=_SPARSE_FORMATS,
             multi_output=True,
             dtype=(np.float64, np.float32),
             y_numeric=not self._is_classifier(),
         )
+        X = _dense(X)
         targets, n_outputs, loss = self._targets(y, fresh, classes)
         n = X.shape[0]
         weights = (
@@ -403,7 +442,6 @@ class _NeuralNetBase(BaseEstimator):
             if sample_weight is None
             else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         )
-        batch_size = self._batch_size(n)
         early = bool(self.early_stopping) and not incremental
         if fresh:
             self.model_ = self._new_model(X.shape[1], n_outputs)
@@ -422,11 +460,17 @@ class _NeuralNetBase(BaseEstimator):
                 *split, test_size=self.validation_fraction, random_state=self._seed(), stratify=stratify
             )
             X, X_val, targets, y_val = parts[:4]
+            if X_val.shape[0] < 2:  # (a score of one sample is undefined (R^2) or 0/1 (accuracy))
+                raise ValueError(
+                    f"The validation set is too small: {X_val.shape[0]} of the {n} samples "
+                    f"(validation_fraction={self.validation_fraction}); early stopping needs at least 2. "
+                    f"Increase 'validation_fraction' or the size of your dataset."
+                )
             weights, w_val = (parts[4], parts[5]) if weights is not None else (None, None)
             validation = _Validation(X_val, y_val, w_val)
-            batch_size = min(batch_size, X.shape[0])
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping
                 self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        batch_size = self._batch_size(X.shape[0])  # (of the training part, with early stopping)
         # the L2 strength and learning rate of this call's parameters and (training) data
         self._set_optimizer(fresh, loss, n_outputs, batch_size, 1.0 if weights is None else float(weights.mean()))
         epochs = 1 if incremental else self.max_iter
@@ -456,7 +500,8 @@ class _NeuralNetBase(BaseEstimator):
     def _end_epoch(self, loss: float, n_samples: int, validation, incremental: bool) -> bool:
         """Record an epoch's training loss (and validation score); True to stop (scikit-learn's
         rule: no improvement by more than ``tol`` for more than ``n_iter_no_change`` epochs)."""
-        self.loss_curve_.append(float(loss))
+        self.loss_ = float(loss)
+        self.loss_curve_.append(self.loss_)
         self.n_iter_ += 1
         self.t_ += n_samples
         message = f"Iteration {self.n_iter_}, loss = {loss:.8f}"
@@ -486,11 +531,16 @@ class _NeuralNetBase(BaseEstimator):
             )
         return True
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # (densified: _dense)
+        return tags
+
     # -- predict --------------------------------------------------------------------------------
     def _outputs(self, X) -> np.ndarray:
         """The network's outputs (n, n_outputs_) for X, float64."""
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = _dense(validate_data(self, X, reset=False, accept_sparse=_SPARSE_FORMATS, dtype=(np.float64, np.float32)))
         with _threads(self.n_threads):
             return self.model_.predict(X).astype(np.float64)
 
@@ -857,6 +907,8 @@ _FITTED_ATTRIBUTES = """
         Number of outputs of the network.
     out_activation_ : {"softmax", "logistic", "identity"}
         How outputs become predictions: softmax over classes, per-label sigmoid, none.
+    loss_ : float
+        Training loss of the last epoch (the last value of ``loss_curve_``).
     loss_curve_ : list of float
         Training loss of each epoch on scikit-learn's scale (the data loss, without the L2 term):
         cross-entropy, half the mean squared error (regression), the binary log-loss summed over
@@ -1253,9 +1305,10 @@ class _BuildFn(BaseEstimator):
         return {**params, **{f"module__{k}": v for k, v in self._routed("module__").items()}}
 
     def _new_optimizer(self):
-        if isinstance(self.optimizer, optim.Optimizer):
-            return copy.deepcopy(self.optimizer)
-        return optim.get(self.optimizer, **self._routed("optimizer__"))
+        routed = self._routed("optimizer__")
+        if isinstance(self.optimizer, optim.Optimizer):  # a copy, with the routed values
+            return _rebuilt(self.optimizer, **routed) if routed else copy.deepcopy(self.optimizer)
+        return optim.get(self.optimizer, **routed)
 
     def _optimizer_key(self):
         routed = sorted(self._routed("optimizer__").items())
@@ -1271,7 +1324,8 @@ _BUILD_PARAMETERS = """
         it is, moved to ``device``). None: :func:`default_network` (one hidden layer of 100 ReLUs).
     **routed : module__<name>=value, optimizer__<name>=value
         ``module__`` parameters are passed to ``build_fn``; ``optimizer__`` ones to the optimizer
-        (e.g. ``optimizer__lr=1e-3, optimizer__weight_decay=1e-4``). Both can be searched over."""
+        (e.g. ``optimizer__lr=1e-3, optimizer__weight_decay=1e-4``), an ``optimizer`` instance's copy
+        included (ValueError for a name it has no parameter of). Both can be searched over."""
 
 
 class NeuralNetClassifier(_BuildFn, _Classifier):

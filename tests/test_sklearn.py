@@ -36,6 +36,9 @@ EXPECTED_FAILED_CHECKS = {
     "to the order of float32 sums (relative 7e-7, the check allows "
     "rtol 1e-7); passes with dtype='float64'",
 }
+EXPECTED_FAILED_CHECKS["check_sample_weight_equivalence_on_sparse_data"] = EXPECTED_FAILED_CHECKS[
+    "check_sample_weight_equivalence_on_dense_data"
+]  # (a sparse X is densified: the same float32 sums)
 
 
 def _expected_failed_checks(estimator):
@@ -213,6 +216,76 @@ def test_tol_stops_training_and_early_stopping_keeps_the_best_epoch():
     assert np.argmax(early.validation_scores_) < early.n_iter_ - 1  # the last epoch was not the best ...
     _, X_val, _, y_val = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     assert early.score(X_val, y_val) == early.best_validation_score_  # ... and the best one's weights came back
+
+
+def test_loss_is_the_last_epochs_loss_like_scikit_learns():
+    X, y = _classes()
+    clf = MLPClassifier(**SMALL).fit(X, y)
+    assert clf.loss_ == clf.loss_curve_[-1]
+    clf.partial_fit(X, y)
+    assert clf.loss_ == clf.loss_curve_[-1] and len(clf.loss_curve_) == SMALL["max_iter"] + 1
+
+
+@pytest.mark.parametrize("Estimator", [MLPRegressor, NeuralNetRegressor])
+def test_early_stopping_refuses_a_validation_set_of_one_sample(Estimator):
+    X, _ = _classes(n=10)  # 10% of 10 samples: R^2 of one sample is undefined (nan scores before)
+    with pytest.raises(ValueError, match="validation set is too small: 1 of the 10 samples"):
+        Estimator(max_iter=3, random_state=0, early_stopping=True).fit(X, X[:, 0])
+    reg = Estimator(max_iter=3, random_state=0, early_stopping=True, validation_fraction=0.2).fit(X, X[:, 0])
+    assert np.all(np.isfinite(reg.validation_scores_))
+
+
+def test_early_stopping_warns_of_a_batch_larger_than_the_training_part():
+    X, y = _classes(n=100)  # 90 samples train: a batch of 95 is clipped to 90
+    with pytest.warns(UserWarning, match=r"batch_size \(95\) is larger than the 90 training samples"):
+        MLPClassifier(**dict(SMALL, max_iter=1, batch_size=95, early_stopping=True)).fit(X, y)
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, NeuralNetClassifier, MLPRegressor, NeuralNetRegressor])
+def test_sparse_input_equals_the_dense_one(Estimator):
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = _classes()
+    X[np.abs(X) < 0.8] = 0.0
+    if Estimator in (MLPRegressor, NeuralNetRegressor):
+        y = X[:, 0] - X[:, 1]
+    dense = Estimator(max_iter=3, random_state=0).fit(X, y)
+    for to_sparse in (sparse.csr_matrix, sparse.csc_matrix, sparse.coo_matrix, sparse.csr_array):
+        fitted = Estimator(max_iter=3, random_state=0).fit(to_sparse(X), y)
+        assert np.array_equal(fitted.predict(to_sparse(X)), dense.predict(X))
+        assert fitted.loss_curve_ == dense.loss_curve_
+
+
+def test_a_column_transformers_sparse_output_trains():
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    X, y = _classes()
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "kind": np.array(["u", "v", "w"])[np.arange(60) % 3]})
+    columns = ColumnTransformer(
+        [("num", StandardScaler(), ["a", "b"]), ("cat", OneHotEncoder(), ["kind"])], sparse_threshold=1.0
+    )
+    pipe = make_pipeline(columns, MLPClassifier(**SMALL)).fit(frame, y)
+    assert pipe.predict(frame).shape == (60,)
+
+
+@pytest.mark.parametrize("Estimator", [NeuralNetClassifier, NeuralNetRegressor])
+def test_a_builders_output_count_must_match_the_targets(Estimator):
+    X, y = _classes()  # 3 classes; the regressor: 1 target
+    wide = lambda n, k: [fnn.Dense(n, 5)]  # noqa: E731
+    with pytest.raises(ValueError, match=r"outputs of shape \(5,\) per sample; the estimator needs \((3|1),\)"):
+        Estimator(wide, max_iter=1).fit(X, y)
+
+
+def test_optimizer_parameters_reach_an_optimizer_instance():
+    X, y = _classes()
+    instance = fnn.optim.SGD(lr=0.01, momentum=0.5)
+    net = NeuralNetClassifier(optimizer=instance, optimizer__lr=0.2, optimizer__momentum=0.9, max_iter=2).fit(X, y)
+    config = net.model_.optimizer.get_config()
+    assert (net.model_.optimizer.lr, config["momentum"]) == (0.2, 0.9)
+    assert (instance.lr, instance.get_config()["momentum"]) == (0.01, 0.5)  # the instance itself is not changed
+    with pytest.raises(ValueError, match="has no parameter 'betas'"):
+        NeuralNetClassifier(optimizer=instance, optimizer__betas=(0.9, 0.99), max_iter=1).fit(X, y)
 
 
 def test_dropout_batch_norm_and_optimizers_build_the_network():
