@@ -1308,7 +1308,7 @@ class _BuildFn(BaseEstimator):
         routed = self._routed("optimizer__")
         if isinstance(self.optimizer, optim.Optimizer):  # a copy, with the routed values
             return _rebuilt(self.optimizer, **routed) if routed else copy.deepcopy(self.optimizer)
-        return optim.get(self.optimizer, **routed)
+        return _rebuilt(optim.get(self.optimizer), **routed) if routed else optim.get(self.optimizer)
 
     def _optimizer_key(self):
         routed = sorted(self._routed("optimizer__").items())

@@ -286,6 +286,10 @@ def test_optimizer_parameters_reach_an_optimizer_instance():
     assert (instance.lr, instance.get_config()["momentum"]) == (0.01, 0.5)  # the instance itself is not changed
     with pytest.raises(ValueError, match="has no parameter 'betas'"):
         NeuralNetClassifier(optimizer=instance, optimizer__betas=(0.9, 0.99), max_iter=1).fit(X, y)
+    with pytest.raises(ValueError, match=r"has no parameter 'bogus'; its parameters are amsgrad, betas"):
+        NeuralNetClassifier(optimizer="adam", optimizer__bogus=1, max_iter=1).fit(X, y)  # a bare TypeError before
+    named = NeuralNetClassifier(optimizer="adam", optimizer__lr=0.05, max_iter=1).fit(X, y)
+    assert named.model_.optimizer.lr == 0.05
 
 
 def test_dropout_batch_norm_and_optimizers_build_the_network():
