@@ -289,6 +289,14 @@ def _test_size(text: str) -> float | int:
         return float(text)  # argparse turns a ValueError into "invalid _test_size value"
 
 
+def _delimiter(text: str) -> str:
+    """--delimiter: one character; "tab" or "\\t" (as a shell passes it unquoted) is a tab."""
+    cell = "\t" if text.lower() in ("tab", "\\t") else text
+    if len(cell) != 1:
+        raise argparse.ArgumentTypeError(f"--delimiter must be one character (or 'tab'), got {text!r}")
+    return cell
+
+
 def _check_output(path: str) -> None:
     """-o checked before training, so a typo cannot lose the trained model: a known extension, in an
     existing, writable directory."""
@@ -354,9 +362,8 @@ def cmd_train(args) -> int:
     if args.output:
         _check_output(args.output)
     arch = _arch_of(args)
-    X, y = load_file(
-        args.data, target=args.target, header=False if args.no_header else "infer", images=arch is not None
-    )
+    header = True if args.header else False if args.no_header else "infer"
+    X, y = load_file(args.data, target=args.target, header=header, images=arch is not None, delimiter=args.delimiter)
     if y is None:
         raise ValueError(
             "--target is required (the label column of a CSV by name or index, the y key of an "
@@ -419,8 +426,21 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--target", help="CSV column name or 0-based index (-1: the last column), NPZ key, or IDX labels file"
     )
-    train.add_argument(
+    headers = train.add_mutually_exclusive_group()
+    headers.add_argument(
+        "--header",
+        action="store_true",
+        help="the CSV's first row is column names, even if they are numbers (default: inferred)",
+    )
+    headers.add_argument(
         "--no-header", action="store_true", help="the CSV's first row is data, not column names (default: inferred)"
+    )
+    train.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=None,
+        help="the CSV's cell separator, one character, or 'tab' (default: a tab for .tsv, else a comma, or "
+        "the ';', tab or '|' of a first line without commas)",
     )
     train.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     train.add_argument(

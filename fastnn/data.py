@@ -613,10 +613,13 @@ def _to_float(
             except ValueError:
                 col = columns[j]
                 label = f"column {col}" + (f" ({names[col]!r})" if names is not None else "")
-                raise ValueError(
-                    f"{path!r}, line {lines[i]}, {label}: {str(cells[i, j])!r} is not a number; feature "
-                    "columns must be numeric (make it the target column, or drop it)"
-                ) from None
+                problem = (
+                    "the cell is empty (a missing value); fill it in or drop the row"
+                    if cells[i, j] == ""
+                    else f"{str(cells[i, j])!r} is not a number; feature columns must be numeric (make it the "
+                    "target column, or drop it)"
+                )
+                raise ValueError(f"{path!r}, line {lines[i]}, {label}: {problem}") from None
     raise ValueError(f"{path!r}: some feature cells are not numbers")  # pragma: no cover
 
 
@@ -687,6 +690,11 @@ def read_csv(
     if not rows:
         raise ValueError(f"{path!r} is empty (no non-blank rows)")
     n_cols = len(rows[0])
+    if n_cols == 1 and target is not None:
+        raise ValueError(
+            f"{path!r} reads as a single column with delimiter {delimiter!r} (its first row is "
+            f"{rows[0][0][:60]!r}), which leaves no feature column besides the target; is the delimiter right?"
+        )
     if header == "infer":
         header = (isinstance(target, str) and not _index_text(target) and target in rows[0]) or (
             len(rows) > 1
@@ -853,6 +861,18 @@ def read_npz(path: str | os.PathLike, x_key: str = "X", y_key: str | None = "y")
 # --------------------------------------------------------------------------------------------
 
 
+def _guess_delimiter(path: str, default: str) -> str:
+    """``default``, unless the first non-blank line lacks it and holds exactly one of ``;``, tab
+    and ``|`` (a semicolon-separated export, say): then that one."""
+    try:
+        with _open_text(path) as f:
+            line = next((text for text in f if text.strip()), "")
+    except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile):
+        return default  # read_csv names the problem
+    found = [c for c in (";", "\t", "|") if c != default and c in line]
+    return found[0] if default not in line and len(found) == 1 else default
+
+
 def _looks_like_idx(head: bytes) -> bool:
     return len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
 
@@ -874,11 +894,17 @@ def _samples(X: np.ndarray, images: bool) -> np.ndarray:
 
 
 def load_file(
-    path: str | os.PathLike, target: Any = None, *, header: str | bool = "infer", images: bool = False
+    path: str | os.PathLike,
+    target: Any = None,
+    *,
+    header: str | bool = "infer",
+    images: bool = False,
+    delimiter: str | None = None,
 ) -> tuple[NDArray, NDArray | None]:
     """Load ``(X, y)`` from a CSV/TSV, NPZ or IDX file, chosen by extension and first bytes.
 
-    - ``.csv`` / ``.tsv`` (optionally ``.gz``): :func:`read_csv`.
+    - ``.csv`` / ``.tsv`` / ``.txt`` (optionally ``.gz``): :func:`read_csv`; the delimiter is
+      a tab for ``.tsv``, else a comma, or the ``;``, tab or ``|`` of a first line without commas.
     - ``.npz`` (or any zip): :func:`read_npz`.
     - IDX (``.idx``, ``*-ubyte``, ``.gz``, or IDX magic bytes): :func:`read_idx`; images
       (n, rows, cols) are flattened to (n, rows * cols).
@@ -892,6 +918,8 @@ def load_file(
         (default "y"). IDX: the path of the labels IDX file (or None).
     header : bool or "infer", default "infer"
         CSV/TSV only, as in :func:`read_csv`.
+    delimiter : str, optional
+        CSV/TSV only: one character (default: chosen as above).
     images : bool, default False
         Keep the per-sample shape of IDX and NPZ arrays for convolutions, channels first:
         (n, rows, cols) becomes (n, 1, rows, cols), (n, C, H, W) stays; 2-D data stays
@@ -933,9 +961,13 @@ def load_file(
             except (OSError, EOFError, zlib.error) as exc:
                 raise ValueError(f"{path!r}: corrupt gzip data ({exc})") from exc
     if inner.endswith((".csv", ".tsv", ".txt")):
-        return read_csv(path, target=target, delimiter="\t" if inner.endswith(".tsv") else ",", header=header)
+        if delimiter is None:
+            delimiter = _guess_delimiter(path, "\t" if inner.endswith(".tsv") else ",")
+        return read_csv(path, target=target, delimiter=delimiter, header=header)
     if not (isinstance(header, str) and header == "infer"):
         raise ValueError(f"header={header!r} applies to CSV/TSV files only, and {path!r} is not one")
+    if delimiter is not None:
+        raise ValueError(f"delimiter={delimiter!r} applies to CSV/TSV files only, and {path!r} is not one")
     if inner.endswith(".npz") or head == _ZIP_MAGIC:
         if target is not None and not isinstance(target, str):
             raise TypeError(
@@ -1158,7 +1190,9 @@ class Standardizer:
         x64 = X.astype(np.float64, copy=False)
         mean = x64.mean(axis=0)
         var = x64.var(axis=0)
-        n, eps = X.shape[0], np.finfo(X.dtype).eps
+        # the statistics are float64 whatever X's dtype, so "within rounding" is float64's (float32's
+        # eps called a float32 column of mean 1000 and std 0.1 over 1000 rows constant)
+        n, eps = X.shape[0], np.finfo(np.float64).eps
         # constant columns: exactly equal values (their mean is that value, so they become exactly 0),
         # or a variance within rounding of zero (as scikit-learn)
         exact = np.ptp(x64, axis=0) == 0

@@ -42,8 +42,8 @@ class MappedFile:
         The file (``ndarray.tofile``'s or ``np.memmap``'s layout).
     dtype : numpy.dtype or str
         The values' dtype.
-    shape : tuple of int
-        ``(rows, *sample_shape)``.
+    shape : int or tuple of int
+        ``(rows, *sample_shape)`` (an int: ``(rows,)``).
     offset : int, default 0
         Byte offset of the first row (a header's size).
 
@@ -69,9 +69,7 @@ class MappedFile:
     def __init__(self, path, dtype, shape, offset: int = 0):
         self.path = os.fspath(path)
         self.dtype = np.dtype(dtype)
-        self.shape = tuple(int(d) for d in shape)
-        if not self.shape or any(d < 0 for d in self.shape):
-            raise ValueError(f"shape must be (rows, *sample_shape) with non-negative sizes, got {shape!r}")
+        self.shape = _file_shape(shape)
         self.offset = V.check_int(offset, "offset", minimum=0)
         self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
         need = self.offset + self.row_bytes * self.shape[0]
@@ -127,11 +125,20 @@ class MappedFile:
         rows = np.asarray(key)
         if rows.dtype.kind not in "iu":
             raise IndexError(f"MappedFile takes a slice or integer rows, got {key!r}")
-        flat = rows.reshape(-1)
+        flat = self._row_numbers(rows.reshape(-1))
         out = np.empty((flat.size, *self.shape[1:]), self.dtype)
         for i, r in enumerate(flat):
             out[i] = self._read(int(r), int(r) + 1)[0]
         return out.reshape((*rows.shape, *self.shape[1:]))
+
+    def _row_numbers(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` with negative ones counted from the end (as NumPy); a row outside the file's
+        ``shape`` is refused (reading it would map bytes past the rows, or past the file)."""
+        n = self.shape[0]
+        bad = (rows < -n) | (rows >= n)
+        if bad.any():
+            raise IndexError(f"row {int(rows[bad][0])} is out of range for a MappedFile of {n} rows")
+        return np.where(rows < 0, rows + n, rows)
 
     def rows(self, lo: int, hi: int) -> MappedFile:
         """Rows [lo, hi) as a MappedFile of their own (nothing is read).
@@ -153,10 +160,24 @@ class MappedFile:
         >>> MappedFile("x.bin", np.int64, (8,)).rows(2, 5)[:]
         array([2, 3, 4])
         """
+        if not 0 <= lo <= hi <= self.shape[0]:
+            raise IndexError(f"rows({lo}, {hi}) of a MappedFile of {self.shape[0]} rows; need 0 <= lo <= hi <= rows")
         return MappedFile(self.path, self.dtype, (hi - lo, *self.shape[1:]), self.offset + lo * self.row_bytes)
 
     def __repr__(self) -> str:
         return f"MappedFile({self.path!r}, dtype={self.dtype.name}, shape={self.shape}, offset={self.offset})"
+
+
+def _file_shape(shape) -> tuple[int, ...]:
+    """``shape`` (an int or a tuple of ints) as a tuple of non-negative ints, checked."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        checked = tuple(V.check_int(d, "shape", minimum=0) for d in dims)
+    except (TypeError, ValueError):
+        checked = ()
+    if not checked:
+        raise ValueError(f"shape must be (rows, *sample_shape) with non-negative integer sizes, got {shape!r}")
+    return checked
 
 
 def _check_rows(arr, argument: str):

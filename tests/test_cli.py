@@ -410,3 +410,30 @@ def test_one_class_is_refused_with_what_the_cli_can_change(tmp_path, capsys):
     np.savez(tmp_path / "d.npz", X=np.zeros((10, 2)), y=np.zeros(10, np.int64))
     assert _train("--data", tmp_path / "d.npz") == 2
     assert "one class only (label 0)" in _error_line(capsys)
+
+
+def test_header_of_numbers_and_semicolons(tmp_path, capsys):
+    """--header reads a first row of numbers as column names (inferred, it was a sample of data:
+    its target cell became a label); a semicolon file needs no option, and --delimiter names one."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    numbered = tmp_path / "n.csv"
+    np.savetxt(numbered, np.column_stack([X, y]), delimiter=",", fmt="%.5f", header="0,1,2,7", comments="")
+    assert _train("--data", numbered, "--target", "-1") == 2
+    assert "the labels {0, 1, 7}" in _error_line(capsys)
+    assert _train("--data", numbered, "--target", "7", "--header") == 0
+    assert "classification" in capsys.readouterr().out
+    semicolons = tmp_path / "s.csv"
+    np.savetxt(semicolons, np.column_stack([X, y]), delimiter=";", fmt="%.5f", header="a;b;c;label", comments="")
+    assert _train("--data", semicolons, "--target", "label") == 0
+    assert "classification" in capsys.readouterr().out
+    assert _train("--data", semicolons, "--target", "label", "--delimiter", ",") == 2
+    assert "is the delimiter right?" in _error_line(capsys)
+    tabs = tmp_path / "t.txt"
+    np.savetxt(tabs, np.column_stack([X, y]), delimiter="\t", fmt="%.5f")
+    assert _train("--data", tabs, "--target", "-1", "--delimiter", "tab", "--no-header") == 0
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tabs), "--header", "--no-header"])
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tabs), "--delimiter", ";;"])

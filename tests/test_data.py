@@ -352,6 +352,38 @@ def test_csv_quotes_gzip_and_ragged_rows(tmp_path):
             data.read_csv(tmp_path / "r.csv", target="t")
 
 
+def test_csv_missing_value_and_wrong_delimiter_are_named(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,b,label\n1,,0\n3,4,1\n")
+    with pytest.raises(ValueError, match=r"line 2, column 1 \('b'\): the cell is empty \(a missing value\)"):
+        data.read_csv(p, target="label")
+    q = tmp_path / "s.csv"
+    q.write_text("a;b;label\n1;2;0\n3;4;1\n")
+    for target in ("label", -1):
+        with pytest.raises(ValueError, match="single column with delimiter ','.*is the delimiter right"):
+            data.read_csv(q, target=target)
+
+
+def test_load_file_guesses_a_semicolon_or_tab_delimiter(tmp_path):
+    for delimiter in (";", "\t", "|"):
+        p = tmp_path / "d.csv"
+        rows = [["a", "b", "label"], ["1.5", "2", "0"], ["3", "4", "1"]]
+        p.write_text("".join(delimiter.join(row) + "\n" for row in rows))
+        X, y = data.load_file(p, target="label")
+        np.testing.assert_array_equal(X, [[1.5, 2], [3, 4]])
+        np.testing.assert_array_equal(y, [0, 1])
+    decimal_commas = tmp_path / "e.csv"  # split at the semicolons, the decimal comma named
+    decimal_commas.write_text("a;b;label\n1,5;2;0\n3;4;1\n")
+    with pytest.raises(ValueError, match=r"line 2, column 0 \('a'\): '1,5' is not a number"):
+        data.load_file(decimal_commas, target="label")
+    commas = tmp_path / "f.csv"  # a comma in the first line: the comma stays the delimiter
+    commas.write_text("a,b;c,label\n1,2,0\n3,4,1\n")
+    assert data.load_file(commas, target="label")[0].shape == (2, 2)
+    np.savez(tmp_path / "d.npz", X=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="CSV/TSV files only"):
+        data.load_file(tmp_path / "d.npz", delimiter=";")
+
+
 def test_csv_header_inferred_from_target_name(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("a,species\n1,cat\n2,dog\n")  # no numeric column under a name: the name decides
@@ -576,6 +608,16 @@ def test_standardizer_near_constant_column_and_ints():
     np.testing.assert_array_equal(Z, [[-1, -1], [1, 1]])
 
 
+def test_standardizer_float32_column_of_a_large_mean_is_scaled():
+    """The constant-column test uses float64's rounding (the statistics' dtype): float32's called a
+    column of mean 1000 and std 0.1 over 1000 rows constant and left it unscaled."""
+    rng = np.random.default_rng(0)
+    X = (1000 + 0.1 * rng.standard_normal((1000, 1))).astype(np.float32)
+    scaler = data.Standardizer().fit(X)
+    np.testing.assert_allclose(scaler.std_, X.astype(np.float64).std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(scaler.transform(X).std(axis=0), 1.0, rtol=1e-3)
+
+
 def test_standardizer_errors():
     s = data.Standardizer()
     with pytest.raises(ValueError, match="not fitted"):
@@ -623,3 +665,25 @@ def test_a_zero_dimensional_idx_file_is_not_samples(tmp_path):
     data.write_idx(tmp_path / "scalar.idx", np.array(5, dtype=np.uint8))
     with pytest.raises(ValueError, match="a single value .*not samples"):
         data.load_file(tmp_path / "scalar.idx")
+
+
+def test_mapped_file_rows_are_checked_and_negative_rows_count_from_the_end(tmp_path):
+    """A row outside the MappedFile's shape read the file's bytes past it (silently, when the file
+    is longer) or failed inside mmap; negative rows raised OverflowError."""
+    np.arange(12, dtype=np.float32).tofile(tmp_path / "x.bin")
+    first_two = data.MappedFile(tmp_path / "x.bin", np.float32, (2, 3))  # the file holds 4 rows
+    np.testing.assert_array_equal(first_two[-1], [3, 4, 5])
+    np.testing.assert_array_equal(first_two[np.array([-2, 1])], [[0, 1, 2], [3, 4, 5]])
+    for row in (2, -3, np.array([0, 3])):
+        with pytest.raises(IndexError, match="out of range for a MappedFile of 2 rows"):
+            first_two[row]
+    with pytest.raises(IndexError, match="0 <= lo <= hi <= rows"):
+        first_two.rows(1, 3)
+    second = first_two.rows(1, 2)
+    np.testing.assert_array_equal(second[0], [3, 4, 5])
+    with pytest.raises(IndexError, match="of 1 rows"):
+        second[1]
+    assert data.MappedFile(tmp_path / "x.bin", np.float32, 12).shape == (12,)
+    for shape in ((4.5, 3), (-1, 3), (), None):
+        with pytest.raises(ValueError, match="non-negative integer sizes"):
+            data.MappedFile(tmp_path / "x.bin", np.float32, shape)
