@@ -1131,8 +1131,29 @@ def _parse_sizes(text: str) -> list[int]:
     try:
         sizes = [int(float(s)) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--optim-sizes takes parameter counts like 1e6,1e7, got {text!r}")
+        sizes = []
+    if not sizes or min(sizes) < 1000:
+        raise argparse.ArgumentTypeError(
+            f"--optim-sizes takes parameter counts of at least 1000 like 1e6,1e7, got {text!r}"
+        )
     return sizes
+
+
+def _positive(kind: type, option: str, zero: bool = False):
+    """An argparse type: a number of ``kind`` above 0 (at least 0 with ``zero``), naming ``option``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"{option} takes a {'non-negative' if zero else 'positive'} {kind.__name__}, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -1146,17 +1167,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_positive(int, "--threads"),
         default=None,
         help="threads for fastnn, torch and the floor's BLAS (default: all of Numba's)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7; 3 with --quick)")
     parser.add_argument(
-        "--min-time", type=float, default=None, help="seconds per timed block (default 0.2; 0.03 with --quick)"
+        "--repeats",
+        type=_positive(int, "--repeats"),
+        default=None,
+        help="interleaved repeats (default 7; 3 with --quick)",
+    )
+    parser.add_argument(
+        "--min-time",
+        type=_positive(float, "--min-time"),
+        default=None,
+        help="seconds per timed block (default 0.2; 0.03 with --quick)",
     )
     parser.add_argument(
         "--pause",
-        type=float,
+        type=_positive(float, "--pause", zero=True),
         default=PAUSE_S,
         help=f"seconds of rest before each timed block, so the previous case's threads sleep (default {PAUSE_S})",
     )
@@ -1172,7 +1201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-optim", action="store_true", help="skip the optimizer-update benchmark")
     parser.add_argument(
         "--runs",
-        type=int,
+        type=_positive(int, "--runs"),
         default=1,
         help="whole runs of the configs; above 1 a second table gives each row's median and range "
         "over the runs (one noisy run should not decide a target)",
@@ -1192,12 +1221,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _command(argv: list[str] | None) -> str:
-    args = " ".join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = {"compare.py": "python benchmarks/compare.py", "bench.py": "python -m fastnn.bench"}.get(
         script, "fastnn bench"
     )
-    return f"{prog} {args}".strip()
+    if prog == "fastnn bench" and given[:1] == ["bench"]:  # `fastnn bench ...`: the subcommand is in prog
+        given = given[1:]
+    return f"{prog} {' '.join(given)}".strip()
 
 
 def run(args, argv: list[str] | None = None) -> int:

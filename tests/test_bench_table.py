@@ -34,3 +34,27 @@ def test_the_spread_table_gives_median_and_range_over_runs():
         "| mlp | train | 128 | 1.100 (1.000-1.200) | 1.12 (1.08-1.30) | 2.00 (2.00-2.00) | not met: "
         "fastnn/floor 1.120 > 1.1 |" in table
     )
+
+
+def test_bench_options_refuse_values_that_would_be_ignored_or_misread(capsys):
+    """--repeats 0 ran 7 repeats, --min-time -1 and --runs 0 were taken; each is now an argparse error
+    naming the option."""
+    import argparse
+
+    import pytest
+
+    from fastnn import bench
+
+    parser = bench.add_arguments(argparse.ArgumentParser(prog="fastnn bench"))
+    for argv, message in [
+        (["--repeats", "0"], "--repeats takes a positive int, got '0'"),
+        (["--min-time", "-1"], "--min-time takes a positive float"),
+        (["--runs", "0"], "--runs takes a positive int"),
+        (["--pause", "-1"], "--pause takes a non-negative float"),
+        (["--threads", "0"], "--threads takes a positive int"),
+        (["--optim-sizes", "0"], "--optim-sizes takes parameter counts of at least 1000"),
+    ]:
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err
+    assert parser.parse_args(["--pause", "0"]).pause == 0.0
