@@ -2457,13 +2457,17 @@ class Sequential:
         >>> with model.training_session("my loop"):
         ...     _ = model.train_step(X, y)
         """
-        me = threading.get_ident()
+        me, attrs = (
+            threading.get_ident(),
+            self.__dict__,
+        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
-            previous, self._trainer = self._trainer_of(me, what), me
+            previous = self._trainer_of(me, what)
+            attrs["_trainer"] = me
         try:
             yield
         finally:
-            self._trainer = previous
+            attrs["_trainer"] = previous
 
     def _trainer_of(self, me: int, what: str) -> int | None:
         """The thread training this model now (None: none), to restore after ``me`` has trained it;
@@ -2555,7 +2559,7 @@ class Sequential:
                     optimizer.end_fused_step(norm)
                 elif update:
                     optimizer.step(grad_norm=norm)
-                self._last_x = xb
+                self.__dict__["_last_x"] = xb  # (a plain store: see _lane_step)
             except BaseException:
                 guard.restore()
                 optimizer.step_count = step_count
@@ -2607,13 +2611,17 @@ class Sequential:
         if self._stale:
             self._refresh()
         # training_session, inlined: a generator-based context manager costs ~1 us, a tenth of a small step
-        me = threading.get_ident()
+        me, attrs = (
+            threading.get_ident(),
+            self.__dict__,
+        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
-            previous, self._trainer = self._trainer_of(me, "train_step"), me
+            previous = self._trainer_of(me, "train_step")
+            attrs["_trainer"] = me
             try:
                 loss = self.run_step(xb, yb)[0]
             finally:
-                self._trainer = previous
+                attrs["_trainer"] = previous
         self._lane = self._new_lane(xb is given_x and yb is given_y, xb, yb)
         return loss
 
@@ -2665,7 +2673,10 @@ class Sequential:
         """:meth:`train_step` on checked arrays through ``lane``: :meth:`run_step`'s fused path (one
         compiled call: forward, loss, backward, norm, update), transactional as it is. None (nothing
         done) when the model, its loss, optimizer or plan changed since the lane was made."""
-        me = threading.get_ident()
+        me, attrs = (
+            threading.get_ident(),
+            self.__dict__,
+        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
             previous = self._trainer_of(me, "train_step")
             optimizer = lane.optimizer
@@ -2681,7 +2692,7 @@ class Sequential:
                 or optimizer.fused_step_token() is not lane.token
             ):
                 return None
-            self._trainer = me
+            attrs["_trainer"] = me
             try:
                 guard = self._guard
                 if guard.pairs:
@@ -2696,14 +2707,14 @@ class Sequential:
                             return None  # a non-finite batch, not a divergence: the long way names it
                         raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
                     optimizer.end_fused_step(norm)
-                    self._last_x = xb
+                    attrs["_last_x"] = xb
                     return loss
                 except BaseException:
                     guard.restore()
                     optimizer.step_count = step_count
                     raise
             finally:
-                self._trainer = previous
+                attrs["_trainer"] = previous
 
     def _divergence_report(self, loss: float, norm: float, xb, yb) -> str:
         """Re-runs the failed step eagerly in training mode (same masks: the guard restored the
