@@ -443,6 +443,13 @@ class _NeuralNetBase(BaseEstimator):
             else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         )
         early = bool(self.early_stopping) and not incremental
+        n_val = -(-n * float(self.validation_fraction) // 1)  # train_test_split's ceil(fraction * n)
+        if early and n_val < 2:  # refused before a fresh fit builds anything: no half-made model_ stays
+            raise ValueError(
+                f"The validation set is too small: {int(n_val)} of the {n} samples "
+                f"(validation_fraction={self.validation_fraction}); early stopping needs at least 2. "
+                f"Increase 'validation_fraction' or the size of your dataset."
+            )
         if fresh:
             self.model_ = self._new_model(X.shape[1], n_outputs)
             self._fitted_network = self._network_params()
@@ -460,12 +467,6 @@ class _NeuralNetBase(BaseEstimator):
                 *split, test_size=self.validation_fraction, random_state=self._seed(), stratify=stratify
             )
             X, X_val, targets, y_val = parts[:4]
-            if X_val.shape[0] < 2:  # (a score of one sample is undefined (R^2) or 0/1 (accuracy))
-                raise ValueError(
-                    f"The validation set is too small: {X_val.shape[0]} of the {n} samples "
-                    f"(validation_fraction={self.validation_fraction}); early stopping needs at least 2. "
-                    f"Increase 'validation_fraction' or the size of your dataset."
-                )
             weights, w_val = (parts[4], parts[5]) if weights is not None else (None, None)
             validation = _Validation(X_val, y_val, w_val)
             if self.validation_scores_ is None:  # a warm start of a fit without early stopping

@@ -229,8 +229,10 @@ def test_loss_is_the_last_epochs_loss_like_scikit_learns():
 @pytest.mark.parametrize("Estimator", [MLPRegressor, NeuralNetRegressor])
 def test_early_stopping_refuses_a_validation_set_of_one_sample(Estimator):
     X, _ = _classes(n=10)  # 10% of 10 samples: R^2 of one sample is undefined (nan scores before)
+    refused = Estimator(max_iter=3, random_state=0, early_stopping=True)
     with pytest.raises(ValueError, match="validation set is too small: 1 of the 10 samples"):
-        Estimator(max_iter=3, random_state=0, early_stopping=True).fit(X, X[:, 0])
+        refused.fit(X, X[:, 0])
+    assert not hasattr(refused, "model_")  # nothing half-made for a later warm start to go on from
     reg = Estimator(max_iter=3, random_state=0, early_stopping=True, validation_fraction=0.2).fit(X, X[:, 0])
     assert np.all(np.isfinite(reg.validation_scores_))
 
