@@ -237,7 +237,7 @@ def _unbound(layer: Layer) -> bool:
     return any(getattr(layer, spec.name, None) is None for spec in specs)
 
 
-def check_built_input(layer: Layer, x, any_steps: bool = False):
+def check_built_input(layer: Layer, x):
     """``x`` checked for an eager call of the built ``layer`` (``layer.forward(x, training)``): its
     per-sample shape the built one (the kernels size their loops by the built buffers, so another
     shape would read and write out of bounds), a host array converted to the layer's input dtype
@@ -248,9 +248,8 @@ def check_built_input(layer: Layer, x, any_steps: bool = False):
     layer : Layer
         A built layer.
     x : array_like or device array
-        Its input ``(batch, *input_shape)``.
-    any_steps : bool, default False
-        Whether the layer takes any number of steps (the time axis, ``input_shape[0]``, may differ).
+        Its input ``(batch, *input_shape)``; the time axis may differ from the built one where the
+        layer's :attr:`~Layer.any_steps` says so.
 
     Returns
     -------
@@ -299,9 +298,9 @@ def check_built_input(layer: Layer, x, any_steps: bool = False):
     elif x.dtype != want:
         raise TypeError(f"{layer!r} takes {want} input, got a device array of {x.dtype}")
     got = tuple(x.shape[1:])
-    fits = len(got) == len(built) and (got[1:] == built[1:] if any_steps else got == built)
+    fits = len(got) == len(built) and (got[1:] == built[1:] if layer.any_steps else got == built)
     if not fits:
-        if any_steps:
+        if layer.any_steps:
             fix = "pass arrays (batch, time, " + ", ".join(map(str, built[1:])) + ")"
         else:
             fix = f"pass arrays {shape_str(built)}, or build a model with input_shape={got}"
@@ -867,11 +866,11 @@ class Layer(Owned):
         >>> tanh.forward(np.array([[0.0, 1.0]]), training=False)
         array([[0.    , 0.7616]])
         """
-        return self._run_eager(x, Context(training, "eager"))
+        return self._run_eager(check_built_input(self, x), Context(training, "eager"))
 
     def _run_eager(self, x, ctx: Context):
-        """The eager forward of the checked input ``x`` in ``ctx``."""
-        calls, y = self.forward_calls(check_built_input(self, x, self.any_steps), ctx)
+        """The eager forward of ``x``, checked by :func:`check_built_input`, in ``ctx``."""
+        calls, y = self.forward_calls(x, ctx)
         run_calls(calls)
         self._eager_ctx = ctx
         self.last_output = y

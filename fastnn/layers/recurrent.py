@@ -475,7 +475,7 @@ class _Recurrent(Layer):
         ``h0`` (RNN, GRU) or ``(h0, c0)`` (LSTM), arrays (num_layers * directions, batch, hidden_size)
         as torch's. Afterwards :attr:`final_state` holds (h_n, c_n), and after :meth:`backward`,
         :attr:`grad_initial_state` the gradients of (h0, c0)."""
-        x = check_built_input(self, x, any_steps=True)
+        x = check_built_input(self, x)
         ctx = Context(training, "eager")
         if initial_state is not None:
             ctx.initial_state = self._check_initial_state(initial_state, x.shape[0])  # type: ignore[attr-defined]
