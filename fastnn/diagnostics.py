@@ -484,7 +484,7 @@ class OverfitResult:
     tolerance : float
         The loss counted as near zero.
     success : bool
-        Whether ``final_loss <= tolerance``.
+        Whether ``final_loss`` is finite and ``<= tolerance``.
     accuracy : float, optional
         The batch's accuracy after training, for classifiers.
 
@@ -566,6 +566,8 @@ def overfit_one_batch(
     if model.loss is None:
         raise RuntimeError("overfit_one_batch needs a loss: call model.compile(loss=...) first")
     steps = V.check_int(steps, "steps", minimum=1)
+    if tolerance is not None:
+        tolerance = V.check_float(tolerance, "tolerance", low=0.0)
     X, y = model.check_data(X, y)
     snap = _Snapshot(model)
     opt = optimizer if optimizer is not None else Adam(lr=V.check_float(lr, "lr", low=0.0, low_inclusive=False))
@@ -589,8 +591,8 @@ def overfit_one_batch(
             trained = model.snapshot()
             model.compile(model.loss, snap.optimizer)
             model.restore({**trained, "optimizer": snap.record["optimizer"]})
-    tol = 0.01 * losses[0] if tolerance is None else V.check_float(tolerance, "tolerance", low=0.0)
-    return OverfitResult(losses, final, tol, bool(final <= tol), accuracy)
+    tol = 0.01 * losses[0] if tolerance is None else tolerance
+    return OverfitResult(losses, final, tol, math.isfinite(final) and final <= tol, accuracy)
 
 
 # -------------------------------------------------------------------------------- gradient check
@@ -826,7 +828,7 @@ def lr_range_test(
     smoothing : float, default 0.9
         The exponential smoothing of the loss, in [0, 1).
     diverge_factor : float, default 4.0
-        Stop once the smoothed loss exceeds this times its best.
+        Stop once the smoothed loss exceeds this times its best; > 1.
     seed : int, default 0
         Seeds the batch order.
 
@@ -856,6 +858,7 @@ def lr_range_test(
     steps = V.check_int(steps, "steps", minimum=2)
     batch_size = V.check_int(batch_size, "batch_size", minimum=1)
     smoothing = V.check_float(smoothing, "smoothing", 0.0, 1.0, high_inclusive=False)
+    diverge_factor = V.check_float(diverge_factor, "diverge_factor", low=1.0, low_inclusive=False)
     if model.optimizer is None:
         raise RuntimeError("lr_range_test needs an optimizer: call model.compile(loss=..., optimizer=...) first")
     optimizer = model.optimizer

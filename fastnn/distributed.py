@@ -381,6 +381,34 @@ def _writes(callback) -> bool:
     return isinstance(callback, (CSVLogger, ModelCheckpoint)) or type(callback).__name__ == "TensorBoard"
 
 
+_ABSENT = "(absent)"
+
+
+def _first_difference(a, b, path: str = "") -> tuple[str, Any, Any]:
+    """Where two JSON values first differ: (path such as ``"layers[0].trainable"``, a's value, b's)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, _ABSENT) != b.get(key, _ABSENT):
+                return _first_difference(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path}.{key}" if path else key)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, z) in enumerate(zip(a, b)):
+            if x != z:
+                return _first_difference(x, z, f"{path}[{i}]")
+    return path or "the configuration", a, b
+
+
+def _model_difference(configs: list[str]) -> str:
+    """The first rank whose model configuration (JSON of ``get_config``) differs from rank 0's, and
+    where it differs."""
+    first = json.loads(configs[0])
+    for r, config in enumerate(configs[1:], start=1):
+        other = json.loads(config)
+        if other != first:
+            path, mine, theirs = _first_difference(first, other)
+            return f"rank {r} differs from rank 0 at {path}: rank 0 has {str(mine)[:200]}, rank {r} has {str(theirs)[:200]}"
+    return "their configurations are equal but their digests differ"
+
+
 class Session:
     """One ``fit`` of a model on the ranks of ``comm`` (made by :func:`session`).
 
@@ -505,6 +533,8 @@ class Session:
             values = [entry[key] for entry in everyone]
             if any(v != values[0] for v in values):
                 listing = "; ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+                if key == "model":  # digests say nothing: name the first setting that differs
+                    listing = _model_difference(self.comm.allgather(config))
                 raise DistributedError(
                     f"the ranks disagree on the {key} ({listing}); every rank must build the "
                     f"same model and fit it on the same data with the same arguments (each "

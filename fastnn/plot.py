@@ -61,6 +61,25 @@ def _history_dict(history) -> dict[str, list[float]]:
     return data
 
 
+def _epoch_numbers(history, count: int) -> np.ndarray:
+    """The 1-based epochs of ``count`` recorded values: a History's own (a continued fit's
+    epochs follow the earlier fits'), else ``1 .. count``."""
+    epochs = getattr(history, "epoch", None)
+    if epochs is not None and len(epochs) == count:
+        return np.asarray(epochs, np.int64) + 1
+    return np.arange(1, count + 1)
+
+
+def _check_twin(data: dict, name: str) -> None:
+    """A ValueError when ``val_<name>`` and ``name`` differ in length (they share the epochs)."""
+    twin = data.get(f"val_{name}")
+    if twin is not None and len(twin) != len(data[name]):
+        raise ValueError(
+            f"val_{name} has {len(twin)} values but {name} has {len(data[name])}: a curve and its val_ twin "
+            f"need one value per epoch each (pad the missing epochs with NaN)"
+        )
+
+
 def plot_history(
     history: History | dict[str, list[float]],
     *,
@@ -68,6 +87,9 @@ def plot_history(
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """Training curves: one panel per metric, each with its ``val_`` twin when present.
+
+    The x axis counts epochs from 1; a History of a continued fit is drawn at its own epochs
+    (``history.epoch``, after those of the earlier fits).
 
     Parameters
     ----------
@@ -88,6 +110,8 @@ def plot_history(
     ------
     TypeError
         When ``history`` is neither a History nor a non-empty dict.
+    ValueError
+        When a metric is not in the history, or its ``val_`` twin has another length.
     ImportError
         When matplotlib is not installed.
 
@@ -105,9 +129,10 @@ def plot_history(
             raise ValueError(
                 f"metric {name!r} is not in the history.{V.suggest(name, data)} Available: {', '.join(data)}"
             )
+        _check_twin(data, name)
     fig, axes = _figure(len(names), ncols=3)
     for ax, name in zip(axes, names):
-        epochs = np.arange(1, len(data[name]) + 1)
+        epochs = _epoch_numbers(history, len(data[name]))
         ax.plot(epochs, data[name], marker=".", label=name)
         if f"val_{name}" in data:
             ax.plot(epochs, data[f"val_{name}"], marker=".", label=f"val_{name}")

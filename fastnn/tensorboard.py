@@ -8,6 +8,7 @@ Needs tensorboardX: ``pip install "fastnn[tensorboard]"``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -15,6 +16,15 @@ import numpy as np
 
 from . import _validation as V
 from .callbacks import Callback
+
+_writers_opened = itertools.count()
+
+
+def _unique_suffix() -> str:
+    """An event file name suffix unique to this process and writer: tensorboardX names files by
+    the second they are opened in and truncates an existing one, so a second fit into the same
+    log_dir within that second would overwrite the first one's events."""
+    return f".{os.getpid()}.{next(_writers_opened)}"
 
 
 def _summary_writer():
@@ -33,8 +43,9 @@ class TensorBoard(Callback):
 
     Every epoch (global step = epoch index): scalars for each metric of the epoch's logs
     (``loss``, ``accuracy``, ``val_*``, ``lr``) and, with ``gradient_norms=True``, the L2 norm
-    of each parameter's gradient from the epoch's last batch (``grad_norm/0.weight`` ...)
-    plus their global norm (``grad_norm/global``).
+    of each parameter's gradient from the epoch's last batch (with ``accumulate=k``: the
+    gradient of its last update, the mean over its k batches) (``grad_norm/0.weight`` ...) plus
+    their global norm (``grad_norm/global``).
 
     Every ``histogram_freq`` epochs (0: never): histograms of each parameter
     (``weights/0.weight``), its gradient (``gradients/0.weight``) and each layer's output
@@ -90,7 +101,9 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, logs=None):
         if self.writer is None:
-            self.writer = self._writer_class(logdir=self.log_dir, flush_secs=self.flush_secs)
+            self.writer = self._writer_class(
+                logdir=self.log_dir, flush_secs=self.flush_secs, filename_suffix=_unique_suffix()
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         self.on_train_begin()

@@ -173,6 +173,28 @@ def test_overfit_one_batch_fails_when_the_network_is_broken():
     assert not result.success and result.final_loss > result.tolerance
 
 
+def test_overfit_one_batch_fails_when_the_first_step_diverges():
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    model = fnn.Sequential([fnn.Dense(2, 8, activation="relu"), fnn.Dense(8, 2)], seed=0)
+    model.compile("cross_entropy", "adam")
+    model.layers[1].weight[...] = 3e38  # float32 logits overflow: the loss is not finite from step 1
+    result = D.overfit_one_batch(model, X, [0, 1, 1, 0], steps=5)
+    assert result.losses == [math.inf] and result.final_loss == math.inf
+    assert not result.success and not bool(result)
+
+
+def test_overfit_one_batch_checks_tolerance_before_training(moons, monkeypatch):
+    X, y = moons
+    model = small_model()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the arguments were checked")
+
+    monkeypatch.setattr(model, "train_step", no_training)
+    with pytest.raises(ValueError, match="tolerance"):
+        D.overfit_one_batch(model, X[:8], y[:8], steps=200, tolerance=-1.0)
+
+
 class Square(Layer):
     """y = x * x * scale with one parameter per feature; ``bug=True`` forgets the factor 2."""
 
@@ -244,6 +266,8 @@ def test_diagnostics_validate_their_arguments(moons):
     model.compile("cross_entropy", "sgd")
     with pytest.raises(ValueError, match="end"):
         D.lr_range_test(model, X, y, start=1.0, end=0.1)
+    with pytest.raises(ValueError, match=r"diverge_factor must be in \(1.0, inf\]"):
+        D.lr_range_test(model, X, y, diverge_factor=0.5)  # would stop after the first step
     with pytest.raises(ValueError, match="x must be an array"):
         D.gradient_check(fnn.Dense(2, 2), np.ones(3))
 

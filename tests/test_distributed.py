@@ -116,6 +116,7 @@ def test_resume_across_world_sizes(tmp_path):
         ("kill", "Killed"),  # the launcher ends the job when a rank dies
         ("hang", "no answer from the other ranks within 3 s during "),  # the deadline (where depends on the load)
         ("data", "the ranks disagree on the data (rank 0: X (22, 5) float64, y (22,) int64; rank 1: X (21, 5)"),
+        ("model", "the ranks disagree on the model (rank 1 differs from rank 0 at layers[0].trainable: rank 0 has"),
         ("diverge", "the weights differ across ranks before step 3 (ranks [1] differ from rank 0)"),  # check_every=2
     ],
 )

@@ -57,6 +57,24 @@ def test_plot_history_lines_hold_the_history(moons_model, tmp_path):
         P.plot_history(history, metrics=["los"])
 
 
+def test_plot_history_of_a_continued_fit_is_drawn_at_its_epochs():
+    X, y = fnn.data.make_xor(16, noise=0.1, seed=0)
+    model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+    model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=3, batch_size=8, verbose=0)
+    history = model.fit(X, y, epochs=2, batch_size=8, validation_data=(X, y), verbose=0)
+    assert history.epoch == [3, 4]
+    (ax,) = P.plot_history(history, metrics=["loss"]).axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_array_equal(lines["loss"].get_xdata(), [4, 5])  # the 4th and 5th epochs
+    np.testing.assert_array_equal(lines["val_loss"].get_xdata(), [4, 5])
+    np.testing.assert_allclose(lines["loss"].get_ydata(), history["loss"])
+
+
+def test_plot_history_names_a_validation_curve_of_another_length():
+    with pytest.raises(ValueError, match=r"val_loss has 1 values but loss has 2"):
+        P.plot_history({"loss": [1.0, 0.5], "val_loss": [1.1]})
+
+
 def test_activation_histograms_count_every_output(moons_model, tmp_path):
     model, _, X, _ = moons_model
     fig = P.plot_activation_histograms(model, X, bins=20, path=tmp_path / "a.png")

@@ -3,6 +3,7 @@ protobufs shipped with tensorboardX)."""
 
 import struct
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -117,3 +118,21 @@ def test_missing_tensorboardx_names_the_extra(monkeypatch, tmp_path):
 def test_bad_histogram_freq():
     with pytest.raises(ValueError, match="histogram_freq"):
         TensorBoard("runs", histogram_freq=-1)
+
+
+def test_a_second_fit_in_the_same_second_appends_to_the_log(tmp_path, monkeypatch):
+    """Event files are named by the second they are opened in: a continued fit opened within the
+    same second must not overwrite the first fit's file."""
+    from tensorboardX import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "time", types.SimpleNamespace(time=lambda: 1700000000.25))
+    X, y = fnn.data.make_xor(16, noise=0.1, seed=0)
+    model = fnn.Sequential([fnn.Dense(2, 4, activation="tanh"), fnn.Dense(4, 2)], seed=0)
+    model.compile("cross_entropy", "sgd")
+    board = TensorBoard(tmp_path, histogram_freq=0, gradient_norms=False)
+    first = model.fit(X, y, epochs=2, batch_size=8, verbose=0, callbacks=[board])
+    second = model.fit(X, y, epochs=2, batch_size=8, verbose=0, callbacks=[board])
+    scalars, _ = read_events(tmp_path)
+    steps, values = zip(*sorted(scalars["loss"]))
+    assert steps == (0, 1, 2, 3)
+    np.testing.assert_allclose(values, first["loss"] + second["loss"], rtol=1e-6)

@@ -1,5 +1,5 @@
-"""Under mpiexec -n 2: the last rank raises, is killed, hangs, has other data or other weights;
-the job must end with a clear error instead of waiting forever."""
+"""Under mpiexec -n 2: the last rank raises, is killed, hangs, has other data, another model (a
+frozen layer) or other weights; the job must end with a clear error instead of waiting forever."""
 
 import os
 import signal
@@ -32,5 +32,8 @@ class Fault(fnn.callbacks.Callback):
 X, y = data()
 if how == "data" and last:
     X, y = X[:-1], y[:-1]
-model().fit(X, y, epochs=2, batch_size=8, callbacks=[Fault()], verbose=0)
+net = model()
+if how == "model" and last:  # a frozen layer on one rank only: its optimizer would skip it
+    net.freeze(0)
+net.fit(X, y, epochs=2, batch_size=8, callbacks=[Fault()], verbose=0)
 print("fit finished", flush=True)
