@@ -219,3 +219,61 @@ def test_a_convolution_then_softmax_inside_time_distributed_is_refused():
         fnn.from_torch(module.double(), input_shape=(3, 2, 5))
     relu = nn.Sequential(adapters().TimeDistributed(nn.Sequential(nn.Conv1d(2, 3, 2), nn.ReLU())))
     assert fnn.from_torch(relu.double(), input_shape=(3, 2, 5)).layers[0].layer.activation == "relu"
+
+
+def test_a_softmax_fused_into_a_linear_inside_time_distributed_keeps_its_axis():
+    """TimeDistributed(Linear, Softmax(dim=1)) on steps of shape (3, 4): torch's softmax acts on the
+    axis of size 3, not the last; fusing it into the Dense dropped that check (outputs off by 0.4)."""
+    a = torch_adapters.adapters()
+    for softmax in (nn.Softmax(dim=1), nn.LogSoftmax(dim=1), nn.Softmax()):
+        module = nn.Sequential(a.TimeDistributed(nn.Sequential(nn.Linear(4, 5), softmax))).double()
+        with pytest.raises(NotImplementedError, match=r"Softmax.*axis other than the last.*\(batch, 3, 5\)"):
+            fnn.from_torch(module, input_shape=(2, 3, 4))
+    module = nn.Sequential(a.TimeDistributed(nn.Sequential(nn.Linear(4, 5), nn.Softmax(dim=2)))).double()
+    model = fnn.from_torch(module, input_shape=(2, 3, 4))  # dim=2: the last axis of the steps' (batch, 3, 5)
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 4))
+    np.testing.assert_allclose(model.predict(x), torch_out(module.eval(), x), rtol=RTOL, atol=1e-12)
+
+
+def test_a_module_whose_parts_are_in_different_modes_is_refused():
+    """A BatchNorm left in eval mode inside a training module (fine-tuning with frozen statistics):
+    fastnn's mode is the model's, so the converted model normalised with the batch's statistics."""
+    module = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.2)).double().train()
+    module[1].eval()
+    with pytest.raises(NotImplementedError, match=r"BatchNorm1d.*eval mode.*module\.train\(\) or module\.eval\(\)"):
+        fnn.from_torch(module)
+    assert fnn.from_torch(module.eval()).training is False
+
+
+def test_a_sequential_subclass_with_its_own_forward_is_refused():
+    """Its modules were unrolled and its forward (here: doubling the output) silently ignored."""
+
+    class Doubled(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Plain(nn.Sequential):
+        pass
+
+    with pytest.raises(NotImplementedError, match="Doubled.*own forward"):
+        fnn.from_torch(nn.Sequential(nn.Linear(4, 3), Doubled(nn.Linear(3, 2))))
+    module = Plain(nn.Linear(4, 3), nn.Tanh()).double()
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    np.testing.assert_allclose(fnn.from_torch(module).predict(x), torch_out(module, x), rtol=RTOL)
+
+
+def test_inputs_from_torch_cannot_take_get_clear_errors():
+    """A subclass of nn.LSTM in the Recurrent adapter (was a bare KeyError), bfloat16 weights (a
+    TypeError from numpy) and a list of modules (an AttributeError)."""
+
+    class MyLSTM(nn.LSTM):
+        pass
+
+    with pytest.raises(NotImplementedError, match="MyLSTM.*nn.LSTM, nn.GRU or nn.RNN"):
+        fnn.from_torch(torch_adapters.Recurrent(MyLSTM(3, 4, batch_first=True)), input_shape=(2, 3))
+    half = nn.Sequential(nn.Linear(3, 2)).to(torch.bfloat16)
+    model = fnn.from_torch(half)
+    assert model.dtype == np.float32
+    np.testing.assert_array_equal(model.layers[0].weight, half[0].weight.detach().float().numpy().T)
+    with pytest.raises(TypeError, match=r"module.*torch\.nn\.Module.*list.*nn\.Sequential\(\*modules\)"):
+        fnn.from_torch([nn.Linear(3, 2)])

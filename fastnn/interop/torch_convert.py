@@ -362,7 +362,9 @@ def to_torch(model):
 
 
 def _array(tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()
+    """A NumPy copy of a tensor (bfloat16, which NumPy lacks, as float32)."""
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == _torch().bfloat16 else tensor).numpy()
 
 
 def _refuse_module(module, why: str) -> NotImplementedError:
@@ -405,7 +407,7 @@ def _from_activation(nn, m):
         _require(m, m.dim in (-1, None) or m.dim >= 1, "fastnn's softmax acts on the last axis; use dim=-1")
         layer = _ACTIVATION_LAYERS["softmax" if name == "Softmax" else "log_softmax"]()
         if m.dim != -1:  # checked against the built shape (the last axis) in from_torch
-            layer._torch_dim = _IMPLICIT_DIM if m.dim is None else m.dim
+            layer._torch_dim = (name, _IMPLICIT_DIM if m.dim is None else m.dim)
         return layer, {}
     if name == "GELU":
         return GELU(m.approximate), {}
@@ -488,9 +490,10 @@ def _from_recurrent_module(nn, m):
 
 def _from_recurrent(nn, m):
     rnn = m.rnn
+    cls = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}.get(type(rnn))
+    _require(rnn, cls is not None, "the Recurrent adapter wraps an nn.LSTM, nn.GRU or nn.RNN, not a subclass of one")
     _require(rnn, rnn.batch_first, "fastnn's recurrent layers take (batch, time, features): use batch_first=True")
     _require(rnn, getattr(rnn, "proj_size", 0) == 0, "fastnn's LSTM has no projection (proj_size)")
-    cls = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}[type(rnn)]
     kwargs = {"nonlinearity": rnn.nonlinearity} if cls is RNN else {}
     layer = cls(
         rnn.input_size,
@@ -603,7 +606,10 @@ def _from_time_distributed(nn, m):
         and (isinstance(layers[0], Dense) or layers[1].code < ROWWISE_CODES)  # a conv fuses elementwise ones only
     )
     if fusable:  # Linear/Conv then an activation: one layer with the activation fused
-        layers = [type(layers[0])(**{**layers[0].get_config(), "activation": layers[1]})]
+        fused = type(layers[0])(**{**layers[0].get_config(), "activation": layers[1]})
+        if "_torch_dim" in layers[1].__dict__:  # a softmax's dim, checked on the fused layer's output
+            fused._torch_dim = layers[1]._torch_dim
+        layers = [fused]
     _require(
         m,
         len(layers) == 1,
@@ -677,6 +683,12 @@ def _flat(nn, module) -> list:
     """The modules of ``module``, nested nn.Sequential unrolled (a Linear and its activation often come as one)."""
     if not isinstance(module, nn.Sequential):
         return [module]
+    _require(
+        module,
+        type(module).forward is nn.Sequential.forward,
+        f"{type(module).__name__} subclasses nn.Sequential with its own forward, which unrolling its "
+        f"modules would skip; convert an nn.Sequential of its modules if its forward only chains them",
+    )
     return [leaf for child in module for leaf in _flat(nn, child)]
 
 
@@ -737,7 +749,10 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     Raises
     ------
     NotImplementedError
-        For a module or option fastnn cannot reproduce exactly, naming it.
+        For a module or option fastnn cannot reproduce exactly, naming it (also for submodules
+        left in another mode than the module's: fastnn's train/eval mode is the whole model's).
+    TypeError
+        When ``module`` is not a ``torch.nn.Module``.
     ValueError
         When ``input_shape`` is needed and missing.
 
@@ -753,6 +768,12 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     from ..model import Sequential
 
     nn = torch.nn
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"from_torch: module must be a torch.nn.Module (an nn.Sequential or one module), got "
+            f"{type(module).__name__}; wrap a list of modules as nn.Sequential(*modules)"
+        )
+    _require_one_mode(module)
     modules = _flat(nn, module)
     if dtype is None:
         floats = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.dtype.is_floating_point]
@@ -766,11 +787,33 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
         )
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
-    for layer in walk_layers(model.layers):  # a softmax's dim must be the last axis
-        dim = layer.__dict__.pop("_torch_dim", None)
+    _check_softmax_axes(model)
+    return model.train(module.training)
+
+
+def _require_one_mode(module) -> None:
+    """Refuse a module some of whose submodules are in the other mode (train/eval): fastnn's mode is
+    the whole model's."""
+    mode = "train" if module.training else "eval"
+    for name, sub in module.named_modules():
+        if sub.training != module.training:
+            raise _refuse_module(
+                module,
+                f"its submodule {name!r} ({type(sub).__name__}) is in {'train' if sub.training else 'eval'} "
+                f"mode and the module in {mode} mode; fastnn's mode is the whole model's: call "
+                f"module.train() or module.eval() before converting",
+            )
+
+
+def _check_softmax_axes(model) -> None:
+    """Refuse a torch softmax whose dim is not the last axis of its input, now that the shapes are
+    known (the dim noted by :func:`_from_activation` on its layer, or on the layer it was fused into)."""
+    for layer in walk_layers(model.layers):
+        name, dim = layer.__dict__.pop("_torch_dim", (None, None))
         if dim is None:
             continue
-        rank, name = len(layer.input_shape) + 1, type(layer).__name__
+        shape = layer.output_shape  # the softmax's input: a softmax keeps its shape; a fused one follows a Dense
+        rank = len(shape) + 1
         given = f"{name}(dim={dim})"
         if dim == _IMPLICIT_DIM:  # resolved as torch does, from the rank of the input
             dim = _softmax_dim(rank)
@@ -778,9 +821,8 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
         if dim != rank - 1:
             raise NotImplementedError(
                 f"torch's {given} acts on an axis other than the last of its input "
-                f"(batch, {', '.join(map(str, layer.input_shape))}); fastnn's acts on the last: use dim=-1"
+                f"(batch, {', '.join(map(str, shape))}); fastnn's acts on the last: use dim=-1"
             )
-    return model.train(module.training)
 
 
 def _copy_values(layer, values: dict) -> None:
