@@ -277,3 +277,29 @@ def test_inputs_from_torch_cannot_take_get_clear_errors():
     np.testing.assert_array_equal(model.layers[0].weight, half[0].weight.detach().float().numpy().T)
     with pytest.raises(TypeError, match=r"module.*torch\.nn\.Module.*list.*nn\.Sequential\(\*modules\)"):
         fnn.from_torch([nn.Linear(3, 2)])
+
+
+def test_frozen_parameters_cross_over_both_ways():
+    """requires_grad=False on all of a module's parameters becomes trainable=False (a fit then leaves
+    them unchanged, as torch's optimizer would), and a frozen layer gives modules without
+    gradients; a module or layer frozen in part is refused (fastnn freezes whole layers)."""
+    module = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
+    module[0].requires_grad_(False)
+    model = fnn.from_torch(module)
+    assert [layer.trainable for layer in model.layers] == [False, True, True]
+    before = model.layers[0].weight.copy()
+    rng = np.random.default_rng(0)
+    model.compile("mse", fnn.optim.SGD(lr=0.1))
+    model.fit(rng.standard_normal((8, 4)), rng.standard_normal((8, 3)), epochs=1, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(model.layers[0].weight, before)
+    assert [p.requires_grad for p in model.to_torch().parameters()] == [False, False, True, True]
+
+    module[2].bias.requires_grad_(False)  # the second Linear's weight trains, its bias does not
+    with pytest.raises(NotImplementedError, match="requires_grad=False and others not"):
+        fnn.from_torch(module)
+    block = fnn.Sequential([fnn.Residual([fnn.Dense(4, 4), fnn.Dense(4, 4)])], input_shape=(4,))
+    block.layers[0].block[0].trainable = False
+    with pytest.raises(NotImplementedError, match="frozen .*and others not"):
+        block.to_torch()
+    block.layers[0].trainable = False
+    assert not any(p.requires_grad for p in block.to_torch().parameters())

@@ -344,13 +344,35 @@ def _modules(nn, layers, dtype) -> list:
             )
         if converter is None:
             raise _refuse_layer(layer, f"{type(layer).__name__} is not a layer kind this converter knows")
-        modules += converter(nn, layer, dtype)
+        converted = converter(nn, layer, dtype)
+        frozen = _frozen(layer)
+        if frozen is None:
+            raise _refuse_layer(
+                layer,
+                "some of the layers inside it are frozen (trainable=False) and others not, and its torch "
+                "module carries one requires_grad for all of them; freeze or unfreeze the whole layer first",
+            )
+        for module in converted:
+            module.requires_grad_(not frozen)
+        modules += converted
     return modules
+
+
+def _frozen(layer, inherited: bool = False) -> bool | None:
+    """Whether every parameter of ``layer`` (those of the layers inside it included) is frozen
+    (``trainable=False`` on its layer or a layer around it): True, False when none is, None when
+    some are; a layer without parameters follows its ``trainable``."""
+    here = inherited or not layer.trainable
+    states = {here} if layer.parameter_specs() or not layer.sublayers() else set()
+    for _, child in layer.sublayers():
+        states.add(_frozen(child, here))
+    return states.pop() if len(states) == 1 else None
 
 
 def to_torch(model):
     """An equal ``torch.nn.Sequential`` of a built model (float64 models give float64 modules), in
-    the model's mode; outputs equal ``model.predict`` in eval mode."""
+    the model's mode; outputs equal ``model.predict`` in eval mode. A frozen layer's modules have
+    ``requires_grad=False``; a layer frozen in part (some layers inside it) is refused."""
     torch = _torch()
     model.require_built("to_torch")
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
@@ -587,7 +609,7 @@ def _from_causal_encoder(nn, m):
 
 
 def _from_residual(nn, m):
-    block, values = _layers_from(nn, _flat(nn, m.block))
+    block, values, _ = _layers_from(nn, _flat(nn, m.block))
     layer = Residual(block, projection=m.projection is not None)
     out = {f"block.{i}.{k}": v for i, vals in enumerate(values) for k, v in vals.items()}
     if m.projection is not None:
@@ -597,7 +619,7 @@ def _from_residual(nn, m):
 
 
 def _from_time_distributed(nn, m):
-    layers, values = _layers_from(nn, _flat(nn, m.module))
+    layers, values, _ = _layers_from(nn, _flat(nn, m.module))
     fusable = (
         len(layers) == 2
         and isinstance(layers[0], (Dense, Conv1d, Conv2d))
@@ -692,10 +714,13 @@ def _flat(nn, module) -> list:
     return [leaf for child in module for leaf in _flat(nn, child)]
 
 
-def _layers_from(nn, modules) -> tuple[list, list]:
+def _layers_from(nn, modules) -> tuple[list, list, list]:
+    """The fastnn layers of torch ``modules``, each layer's state arrays by name, and each layer's
+    torch modules (a GlobalAvgPool comes from two)."""
     table = _from_table(nn)
-    values: list[dict]  # each layer's state arrays by name
-    layers, values, i = [], [], 0
+    values: list[dict]
+    sources: list[list]
+    layers, values, sources, i = [], [], [], 0
     while i < len(modules):
         m = modules[i]
         if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
@@ -706,6 +731,7 @@ def _layers_from(nn, modules) -> tuple[list, list]:
             )
             layers.append(GlobalAvgPool())
             values.append({})
+            sources.append(modules[i : i + 2])
             i += 2
             continue
         convert = table.get(type(m))
@@ -719,8 +745,9 @@ def _layers_from(nn, modules) -> tuple[list, list]:
         layer, vals = convert(nn, m)
         layers.append(layer)
         values.append(vals)
+        sources.append([m])
         i += 1
-    return layers, values
+    return layers, values, sources
 
 
 def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
@@ -744,7 +771,8 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     Returns
     -------
     fastnn.Sequential
-        In the module's mode (train or eval); its outputs equal the module's.
+        In the module's mode (train or eval); its outputs equal the module's. A module whose
+        parameters all have ``requires_grad=False`` gives a frozen layer (``trainable=False``).
 
     Raises
     ------
@@ -778,7 +806,7 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     if dtype is None:
         floats = [t.dtype for t in (*module.parameters(), *module.buffers()) if t.dtype.is_floating_point]
         dtype = "float64" if floats and floats[0] == torch.float64 else "float32"
-    layers, values = _layers_from(nn, modules)
+    layers, values, sources = _layers_from(nn, modules)
     model = Sequential(layers, seed=seed, dtype=dtype, input_shape=input_shape)
     if not model.built:
         raise ValueError(
@@ -788,7 +816,23 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
     _check_softmax_axes(model)
+    _carry_frozen(model.layers, sources)
     return model.train(module.training)
+
+
+def _carry_frozen(layers, sources) -> None:
+    """Freeze (``trainable=False``) each layer whose torch modules' parameters all have
+    ``requires_grad=False``; refuse a module with some of each (fastnn freezes whole layers)."""
+    for layer, source in zip(layers, sources):
+        flags = {p.requires_grad for m in source for p in m.parameters()}
+        if len(flags) > 1:
+            raise _refuse_module(
+                source[0],
+                "some of its parameters have requires_grad=False and others not, and fastnn freezes whole "
+                "layers (layer.trainable = False): give all of the module's parameters the same requires_grad",
+            )
+        if flags == {False}:
+            layer.trainable = False
 
 
 def _require_one_mode(module) -> None:
