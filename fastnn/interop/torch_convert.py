@@ -363,7 +363,7 @@ def _frozen(layer, inherited: bool = False) -> bool | None:
     (``trainable=False`` on its layer or a layer around it): True, False when none is, None when
     some are; a layer without parameters follows its ``trainable``."""
     here = inherited or not layer.trainable
-    states = {here} if layer.parameter_specs() or not layer.sublayers() else set()
+    states: set[bool | None] = {here} if layer.parameter_specs() or not layer.sublayers() else set()
     for _, child in layer.sublayers():
         states.add(_frozen(child, here))
     return states.pop() if len(states) == 1 else None
