@@ -84,24 +84,33 @@ def f64(*arrays):
 
 
 @pytest.fixture
-def gpu_geometry(monkeypatch):
+def gpu_geometry():
     """Launch the CUDA kernels with a GPU's block sizes (``GPU_GEOMETRY``: 256-thread blocks) on the
-    simulator, which otherwise uses ``SIM_GEOMETRY``'s small blocks; returns the geometry.
+    simulator, which otherwise uses ``SIM_GEOMETRY``'s small blocks; yields the geometry.
 
-    Sets the names in every ``fastnn.kernels.cuda`` module (they are imported first, so none keeps
-    the simulator's sizes); a simulated kernel reads them at each launch.
+    Sets the names in every ``fastnn.kernels.cuda`` module (all imported first, so none copies the
+    GPU's sizes from an already patched ``_common``); a simulated kernel reads them at each launch.
+    After the test every module has the simulator's sizes again (checked: a module left with the
+    GPU's made later tests' results differ).
     """
     import fastnn.kernels.cuda as package
     from fastnn.kernels.cuda import _common
 
-    patched = set()
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for name, size in _common.GPU_GEOMETRY.items():
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, size)
-                patched.add(name)
-    assert patched == set(_common.GPU_GEOMETRY), (
-        f"geometry names no module defines: {set(_common.GPU_GEOMETRY) - patched}"
-    )
-    return dict(_common.GPU_GEOMETRY)
+    modules = [
+        importlib.import_module(f"{package.__name__}.{info.name}") for info in pkgutil.iter_modules(package.__path__)
+    ]
+    before = {
+        (m.__name__, name): getattr(m, name) for m in modules for name in _common.GPU_GEOMETRY if hasattr(m, name)
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for module in modules:
+            for name, size in _common.GPU_GEOMETRY.items():
+                if hasattr(module, name):
+                    patch.setattr(module, name, size)
+        patched = {name for _, name in before}
+        assert patched == set(_common.GPU_GEOMETRY), (
+            f"geometry names no module defines: {set(_common.GPU_GEOMETRY) - patched}"
+        )
+        yield dict(_common.GPU_GEOMETRY)
+    after = {(m.__name__, name): getattr(m, name) for m in modules for name in _common.GPU_GEOMETRY if hasattr(m, name)}
+    assert after == before, "gpu_geometry left GPU sizes behind"
