@@ -18,3 +18,8 @@ class Owned:
     def set_owner(self, model) -> None:
         """Record ``model`` (weakly) as this object's owner."""
         object.__setattr__(self, "_owner", weakref.ref(model))
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_owner", None)  # a copy belongs to no model (and a weak reference does not pickle)
+        return state

@@ -107,7 +107,7 @@ def _pandas_column(col, label: str, non_numeric: list, missing: list):
         if n_missing:
             missing.append(f"{label} ({dtype}, {n_missing} missing)")
             return None
-        return col.to_numpy(dtype=dtype.numpy_dtype)
+        return col.to_numpy(dtype=getattr(dtype, "numpy_dtype", getattr(dtype, "subtype", None)))  # Sparse: subtype
     if kind == "O" and str(dtype) not in ("category", "string", "str"):  # objects may be plain numbers
         values = np.asarray(col.tolist())
         if values.dtype.kind in "biuf":
@@ -156,6 +156,8 @@ def as_numeric_array(X, argument: str) -> np.ndarray:
     a string, a ragged list or Python objects are refused naming ``argument``."""
     if isinstance(X, (str, bytes)):
         raise TypeError(f"{argument} must be a numeric array, got a string {X[:20]!r}")
+    if X is None:
+        raise TypeError(f"{argument} must be a numeric array, got None")
     if _is_pandas(X) and hasattr(X, "dtype" if not hasattr(X, "columns") else "dtypes"):
         return _from_pandas(X, argument)
     try:
@@ -279,9 +281,9 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
             bad = arr[arr != np.round(arr)][0]
             raise ValueError(
                 f"{argument} must hold integer class labels for cross_entropy, found "
-                f"{bad!r}; for regression targets use loss='mse'"
+                f"{_number(bad)}; for regression targets use loss='mse'"
             )
-    low, high = arr.min(), arr.max()  # before the cast: 1e20 would wrap around in int64
+    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)  # before the cast: 1e20 would wrap around
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
         raise ValueError(
@@ -314,6 +316,41 @@ def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y")
         )
     check_length(arr, n_samples, argument)
     return _as_finite(arr, dtype, argument)
+
+
+def check_loss_arrays(output, target, grad, compute_grad: bool, trailing: tuple, labels_of) -> None:
+    """The arrays of a direct ``Loss.forward_backward`` call, whose kernels index them unchecked:
+    ``output`` (m, k) float32/float64, ``target`` (m, *trailing), ``grad`` of ``output``'s shape when
+    ``compute_grad``, and the class labels ``labels_of(target)`` (None for values) integers in
+    [0, k) on the host; a mismatch would read or write past an array's end."""
+    shape = getattr(output, "shape", None)
+    if shape is None or len(shape) != 2 or np.dtype(output.dtype) not in (np.float32, np.float64):
+        raise TypeError(
+            f"output must be a (batch, outputs) float32 or float64 array, got "
+            f"{type(output).__name__} of shape {shape} and dtype {getattr(output, 'dtype', None)}"
+        )
+    m, k = shape
+    fix = "check the targets first with loss.check_targets(y, n_samples, n_outputs, dtype)"
+    got = getattr(target, "shape", None)
+    if got is None or tuple(got) != (m, *trailing):
+        what = type(target).__name__ if got is None else f"shape {tuple(got)}"
+        raise ValueError(
+            f"target has {what}, but this loss needs an array of shape {(m, *trailing)} for an output "
+            f"of shape {tuple(shape)}; {fix}"
+        )
+    if compute_grad and tuple(grad.shape) != tuple(shape):
+        raise ValueError(f"grad has shape {tuple(grad.shape)}, but must have the output's shape {tuple(shape)}")
+    labels = labels_of(target)
+    if labels is None or not isinstance(labels, np.ndarray) or labels.size == 0:
+        return
+    if not trailing and labels.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class labels, got dtype {labels.dtype}; {fix}")
+    low, high = labels.min(), labels.max()
+    if not (low >= 0 and high < k):  # (a NaN label of weighted targets too)
+        raise ValueError(
+            f"target has label {_number(high if low >= 0 else low)}, outside [0, {k}) for the "
+            f"output's {k} classes; {fix}"
+        )
 
 
 def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:

@@ -236,6 +236,14 @@ class Loss(Owned):
         float
             The loss, reduced as ``reduction`` says.
 
+        Raises
+        ------
+        ValueError
+            If ``target`` or ``grad`` does not match ``output``'s shape, or a label is outside
+            [0, outputs).
+        TypeError
+            If ``output`` is not a 2-D float array, or labels are not integers.
+
         Examples
         --------
         >>> import fastnn as fnn
@@ -244,8 +252,14 @@ class Loss(Owned):
         >>> print(round(fnn.losses.CrossEntropy().forward_backward(logits, np.array([0, 0]), grad), 4))
         1.1269
         """
+        trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
+        V.check_loss_arrays(output, target, grad, compute_grad, trailing, self._labels)
         fn, args = self.call(output, target, grad, compute_grad)
         return fn(*args)
+
+    def _labels(self, target):
+        """The class labels of checked ``target`` (kernels index the output by them), None for values."""
+        return None
 
     def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
         """The number of correctly classified samples (accuracy = this / samples).
@@ -388,6 +402,9 @@ class CrossEntropy(Loss):
 
     def target_spec(self, n_outputs, dtype):
         return (), np.dtype(np.int64)
+
+    def _labels(self, target):
+        return target
 
     def call(self, output, target, grad, compute_grad=True):
         kernels = _kernels(output)
@@ -546,7 +563,7 @@ class BinaryCrossEntropy(_Elementwise):
 
     def check_targets(self, y, n_samples, n_outputs, dtype):
         target = V.check_targets(y, n_samples, n_outputs, dtype)
-        if target.min() < 0 or target.max() > 1:
+        if target.size and (target.min() < 0 or target.max() > 1):
             raise ValueError(
                 f"binary_cross_entropy targets must lie in [0, 1], got values in [{target.min()}, {target.max()}]"
             )
@@ -624,6 +641,9 @@ class SampleWeighted(Loss):
         if y.shape != shape:
             raise ValueError(f"weighted targets must have shape {shape} (the targets, then the weight), got {y.shape}")
         return y
+
+    def _labels(self, target):
+        return target[:, 0] if self._classes else None
 
     def split(self, target: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
         """A batch of weighted targets split into the base loss's targets and the weights.
@@ -838,7 +858,8 @@ def from_config(config: dict) -> Loss:
     ----------
     config : dict
         ``{"name": ..., **arguments}``; a user loss must be registered (:func:`register_loss`)
-        first.
+        first, unless ``"name"`` is the Loss subclass itself (as copies and pickles of a model
+        hold it).
 
     Returns
     -------
@@ -860,6 +881,8 @@ def from_config(config: dict) -> Loss:
         raise ValueError(f"a loss config must be a dict with a 'name' key (Loss.get_config()), got {config!r}")
     config = dict(config)
     name = config.pop("name")
+    if isinstance(name, type) and issubclass(name, Loss):
+        return name(**config)
     if isinstance(name, str) and name not in LOSSES:
         raise ValueError(
             f"Unknown loss {name!r}{V.suggest(name, LOSSES)}. A custom loss must be registered "

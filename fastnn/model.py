@@ -905,9 +905,9 @@ class Sequential:
         --------
         >>> import fastnn as fnn
         >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.Dropout(0.5), fnn.Dense(4, 1)])
-        >>> model[1].rate = 0.25  # calls model.layer_changed(model[1], "rate")
-        >>> model.predict(np.zeros((1, 2))).shape
-        (1, 1)
+        >>> model[1].p = 0.25  # calls model.layer_changed(model[1], "p"): the plans are rebuilt
+        >>> model.predict(np.zeros((1, 2))).shape, model.get_config()["layers"][1]["config"]
+        ((1, 1), {'p': 0.25})
         """
         if not self._building and self.built:
             self._stale = True
@@ -1092,7 +1092,8 @@ class Sequential:
         ------
         RuntimeError
             Moving to "cuda" where numba-cuda, a driver or a GPU is missing (the message says which;
-            ``pip install "fastnn[cuda]"``).
+            ``pip install "fastnn[cuda]"``); or moving while the model trains (from a callback of
+            :meth:`fit`, whose batches and step plans stay on the old device).
         ValueError
             For an unknown device, or a layer with host-only forward/backward code.
 
@@ -1107,6 +1108,7 @@ class Sequential:
         self._target_device = device
         if device == self._device or not self.built:
             return self
+        self._refuse_move_while_training(device)
         if device != "cpu":
             backend.require_cuda()
             for i, layer in enumerate(self.layers):
@@ -1141,6 +1143,17 @@ class Sequential:
                 self.optimizer.rebind(self.params, self.grads)
                 self._set_trainable()  # the sparse table's rows buffer is on the new device
         return self
+
+    def _refuse_move_while_training(self, device: str) -> None:
+        """RuntimeError when this thread is training the model (a fit callback): the running fit
+        keeps its batch feeder, step plans and counters on the current device."""
+        if self._trainer == threading.get_ident():
+            raise RuntimeError(
+                f"model.to({device!r}) was called while this model trains on {self._device!r} (from a "
+                f"callback of fit?): the running fit's batches and step plans stay on {self._device!r}. "
+                f"Move the model before fit or after it returns (e.g. fit a few epochs, call "
+                f"model.to({device!r}), then fit again: training continues where it stopped)"
+            )
 
     def _rows_in(self, rows: np.ndarray, workspace: Workspace, name: str, arena: str = "infer"):
         """Host rows as the model's input: themselves on the CPU, copied into ``workspace`` on a device."""
@@ -1641,7 +1654,9 @@ class Sequential:
         RuntimeError
             If the model is not built yet.
         ValueError
-            If a parameter or buffer of the record does not match this model's.
+            If a parameter or buffer of the record does not match this model's, or another part of
+            it (loss, optimizer and its state, metrics, training state) is refused; the model is
+            then left as it was.
 
         Examples
         --------
@@ -1657,35 +1672,72 @@ class Sequential:
         self.require_built("restore")
         with self._lock:
             self._trainer_of(threading.get_ident(), "restore")  # not under another thread's fit
-            arrays = self.state_arrays()
-            for name, value in record["params"].items():
-                V.check_state_array(arrays, name, value)
-            for name, value in record["buffers"].items():
-                V.check_state_array(arrays, name, value)
-            for name, value in {**record["params"], **record["buffers"]}.items():
-                backend.copy_into(arrays[name], np.asarray(value))
-            self._restore_frozen(record)
-            if record.get("optimizer") is not None:
-                loss = losses_mod.from_config(record["loss"]) if record.get("loss") is not None else None
-                config = record["optimizer"]["config"]
-                optimizer = self.optimizer
-                if optimizer is None or _without_lr(optimizer.get_config()) != _without_lr(config):
-                    optimizer = optim_mod.optimizer_from_config(config)
-                self.metrics = []  # the record's, below
-                self.compile(
-                    loss if loss is not None else "mse",
-                    optimizer,
-                    decay_bias_and_norm=record.get("decay_bias_and_norm", False),
-                )
-                if loss is None:
-                    self.loss = None
-                self._compiled_optimizer("restore").load_state_dict(record["optimizer"]["state"])
-            elif record.get("loss") is not None:
-                self.loss = losses_mod.from_config(record["loss"])
-            self.metrics = metrics_mod.from_config(record.get("metrics"), self.loss)
-            self.state.load_record(record.get("training") or {})
-            self.train(record.get("training_mode", True))
+            undo = self._undo_restore()
+            try:
+                self._restore_record(record)
+            except BaseException:
+                undo()
+                raise
         return self
+
+    def _undo_restore(self) -> Callable[[], None]:
+        """A function putting back what :meth:`restore` changes (weights, buffers, frozen layers, loss,
+        optimizer and its state, metrics, training state and mode), for a record refused half-way."""
+        arrays = {name: backend.host_copy(a) for name, a in self.state_arrays().items()}
+        trainable = [(layer, layer.trainable) for layer in freezing.layer_paths(self).values()]
+        compiled = (self.loss, self.optimizer, self.metrics, self.decay_bias_and_norm)
+        optimizer = self.optimizer
+        bound = optimizer is not None and getattr(optimizer, "_params", None) is not None
+        optimizer_state = optimizer.state_dict() if bound and optimizer is not None else None  # (None: unbound)
+        state, mode = dict(vars(self.state)), self.training
+
+        def undo() -> None:
+            for name, target in self.state_arrays().items():
+                backend.copy_into(target, arrays[name])
+            self.optimizer = None  # (no optimizer judges the flags while they go back)
+            for layer, flag in trainable:
+                layer.trainable = flag
+            self.loss, self.optimizer, self.metrics, self.decay_bias_and_norm = compiled
+            self._plans.clear()
+            if optimizer is not None and optimizer_state is not None:
+                optimizer.rebind(self.params, self.grads, self._decay_prefix())
+                optimizer.load_state_dict(optimizer_state)
+                self._set_trainable()
+            vars(self.state).update(state)
+            self.train(mode)
+
+        return undo
+
+    def _restore_record(self, record: dict) -> None:
+        """:meth:`restore`'s work, in the model's lock (a refused part raises half-way)."""
+        arrays = self.state_arrays()
+        for name, value in record["params"].items():
+            V.check_state_array(arrays, name, value)
+        for name, value in record["buffers"].items():
+            V.check_state_array(arrays, name, value)
+        for name, value in {**record["params"], **record["buffers"]}.items():
+            backend.copy_into(arrays[name], np.asarray(value))
+        self._restore_frozen(record)
+        if record.get("optimizer") is not None:
+            loss = losses_mod.from_config(record["loss"]) if record.get("loss") is not None else None
+            config = record["optimizer"]["config"]
+            optimizer = self.optimizer
+            if optimizer is None or _without_lr(optimizer.get_config()) != _without_lr(config):
+                optimizer = optim_mod.optimizer_from_config(config)
+            self.metrics = []  # the record's, below
+            self.compile(
+                loss if loss is not None else "mse",
+                optimizer,
+                decay_bias_and_norm=record.get("decay_bias_and_norm", False),
+            )
+            if loss is None:
+                self.loss = None
+            self._compiled_optimizer("restore").load_state_dict(record["optimizer"]["state"])
+        elif record.get("loss") is not None:
+            self.loss = losses_mod.from_config(record["loss"])
+        self.metrics = metrics_mod.from_config(record.get("metrics"), self.loss)
+        self.state.load_record(record.get("training") or {})
+        self.train(record.get("training_mode", True))
 
     def _restore_frozen(self, record: dict) -> None:
         """Each layer's ``trainable`` as the record has it (its "frozen" paths; a record without them:
@@ -1729,22 +1781,54 @@ class Sequential:
         return model.to(device)
 
     def __getstate__(self):
+        layers = [layer_to_config(layer, by_class=True) for layer in self.layers]
         if not self.built:
             state = {
-                "layers": [layer_to_config(layer, by_class=True) for layer in self.layers],
+                "layers": layers,
                 "seed": self.seed,
                 "dtype": self.dtype.name,
+                "device": self._target_device,
+                "compiled": {  # the objects themselves: an unbuilt optimizer holds no arrays
+                    "loss": self.loss,
+                    "optimizer": self.optimizer,
+                    "metrics": list(self.metrics),
+                    "decay_bias_and_norm": self.decay_bias_and_norm,
+                    "training_mode": self.training,
+                },
             }
             return {"unbuilt": state}
         record = self.snapshot()
-        record["config"]["layers"] = [layer_to_config(layer, by_class=True) for layer in self.layers]
+        record["config"]["layers"] = layers
+        if record["loss"] is not None:  # by class, as the layers: a user's subclass comes back as itself
+            loss = self.loss.base if isinstance(self.loss, losses_mod.SampleWeighted) else self.loss
+            record["loss"]["name"] = type(loss)  # (a weighted fit's loss: its plain one, as the snapshot)
+        if record["optimizer"] is not None:
+            record["optimizer"]["config"]["name"] = type(self.optimizer)
+        record["metrics"] = list(self.metrics)  # (restore copies them)
         record["device"] = self._device
         return {"record": record}
+
+    def _restore_compiled(self, compiled: dict | None) -> None:
+        """The loss, optimizer, metrics and mode of an unbuilt model's copy (``__getstate__``'s
+        "compiled" objects, now the copy's own); None: a copy pickled before they were kept."""
+        if compiled is None:
+            return
+        loss, optimizer, decay = compiled["loss"], compiled["optimizer"], compiled["decay_bias_and_norm"]
+        if optimizer is not None:
+            self.compile("mse" if loss is None else loss, optimizer, decay_bias_and_norm=decay)
+        elif loss is not None:
+            loss.set_owner(self)
+        self.loss = loss  # (None: compiled above with a stand-in)
+        self.metrics = metrics_mod.from_config(compiled["metrics"], loss)
+        self.decay_bias_and_norm = decay
+        self.train(compiled["training_mode"])
 
     def __setstate__(self, state):
         if "unbuilt" in state:
             s = state["unbuilt"]
-            self.__init__([layer_from_config(e) for e in s["layers"]], seed=s["seed"], dtype=s["dtype"])
+            layers = [layer_from_config(e) for e in s["layers"]]
+            self.__init__(layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
+            self._restore_compiled(s.get("compiled"))
             return
         record = state["record"]
         config = record["config"]
@@ -1758,8 +1842,13 @@ class Sequential:
         self.to(record.get("device", "cpu"))
 
     def __deepcopy__(self, memo):
+        import copy
+
         clone = Sequential.__new__(Sequential)
-        clone.__setstate__(self.__getstate__())
+        state = self.__getstate__()
+        if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
+            state = copy.deepcopy(state, memo)
+        clone.__setstate__(state)
         memo[id(self)] = clone
         return clone
 
@@ -1830,35 +1919,40 @@ class Sequential:
             decay_bias_and_norm = V.check_bool(decay_bias_and_norm, "decay_bias_and_norm")
         with self._lock:
             self._trainer_of(threading.get_ident(), "compile")  # not under another thread's fit
+            changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
+            decay = self.decay_bias_and_norm if decay_bias_and_norm is None else decay_bias_and_norm
+            keep = optimizer is self.optimizer and getattr(optimizer, "_params", None) is not None
+            if self.built and not keep:  # first: an optimizer this model refuses changes nothing of it
+                self._bind_optimizer(optimizer, decay)
             self.loss = loss
             self.metrics = metrics
             loss.set_owner(self)
-            changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
-            if decay_bias_and_norm is not None:
-                self.decay_bias_and_norm = decay_bias_and_norm
-            keep = optimizer is self.optimizer and getattr(optimizer, "_params", None) is not None
+            self.decay_bias_and_norm = decay
             self.optimizer = optimizer
             optimizer.set_owner(self)
             if self.built:
                 self._plans.clear()
-                if not keep:
-                    self._bind_optimizer()
-                elif changed:  # the same optimizer goes on (moments, step count): only its decay range moves
+                if keep and changed:  # the same optimizer goes on (moments, step count): only its decay range moves
                     optimizer.rebind(self.params, self.grads, self._decay_prefix())
                     self._set_trainable()
         return self
 
-    def _decay_prefix(self) -> int:
-        """The parameters the weight decay covers, ``params[:n]``: all, or the weight matrices."""
-        return self.params.size if self.decay_bias_and_norm else self.n_decay
+    def _decay_prefix(self, decay_bias_and_norm: bool | None = None) -> int:
+        """The parameters the weight decay covers, ``params[:n]``: all with ``decay_bias_and_norm``
+        (default: the model's choice), else the weight matrices."""
+        decay_all = self.decay_bias_and_norm if decay_bias_and_norm is None else decay_bias_and_norm
+        return self.params.size if decay_all else self.n_decay
 
-    def _bind_optimizer(self):
-        self.optimizer.bind(self.params, self.grads, self._decay_prefix())
-        self._set_trainable()
+    def _bind_optimizer(self, optimizer=None, decay_bias_and_norm: bool | None = None) -> None:
+        """Bind ``optimizer`` (default: the model's) to the flat buffers (:meth:`_decay_prefix`)."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        optimizer.bind(self.params, self.grads, self._decay_prefix(decay_bias_and_norm))
+        self._set_trainable(optimizer)
 
-    def _set_trainable(self) -> None:
-        """The optimizer learns the trainable ranges and the sparse table (``fastnn.freezing``)."""
-        optimizer = self.optimizer
+    def _set_trainable(self, optimizer=None) -> None:
+        """The optimizer (default: the model's) learns the trainable ranges and the sparse table
+        (``fastnn.freezing``); a ValueError if it cannot update that table."""
+        optimizer = self.optimizer if optimizer is None else optimizer
         if optimizer is None:
             return
         optimizer.trainable = freezing.trainable_ranges(self)
@@ -1906,8 +2000,7 @@ class Sequential:
         >>> [layer.trainable for layer in model.freeze(0)]
         [False, True]
         """
-        for layer in freezing.resolve_layers(self, layers) if layers else self.layers:
-            layer.trainable = False
+        self._set_trainable_flags(freezing.resolve_layers(self, layers) if layers else self.layers, False)
         return self
 
     def unfreeze(self, *layers) -> Sequential:
@@ -1927,7 +2020,9 @@ class Sequential:
         Raises
         ------
         ValueError
-            If a layer is not in this model.
+            If a layer is not in this model, or the optimizer cannot train one of them (an
+            ``Embedding(sparse=True)`` under an optimizer without its lazy update); then no layer
+            changes.
 
         Examples
         --------
@@ -1936,9 +2031,21 @@ class Sequential:
         >>> [layer.trainable for layer in model.freeze().unfreeze(1)]
         [False, True]
         """
-        for layer in freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers):
-            layer.trainable = True
+        self._set_trainable_flags(freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers), True)
         return self
+
+    def _set_trainable_flags(self, layers, value: bool) -> None:
+        """``layer.trainable = value`` for each of ``layers``, all or none: when the optimizer refuses
+        one (a sparse table it cannot update), the flags already set are put back."""
+        done: list[tuple[Layer, bool]] = []
+        try:
+            for layer in layers:
+                done.append((layer, layer.trainable))
+                layer.trainable = value
+        except BaseException:
+            for layer, previous in reversed(done):
+                layer.trainable = previous
+            raise
 
     def require_compiled(self, what: str):
         """Raise a RuntimeError naming ``what`` unless the model has a loss and an optimizer.
@@ -2810,7 +2917,9 @@ class Sequential:
         Returns
         -------
         History
-            The per-epoch logs: ``history["loss"]``, ``history["val_loss"]`` ...
+            The per-epoch logs: ``history["loss"]`` (the mean of the epoch's batch losses weighted
+            by their rows, as Keras logs it), ``history["val_loss"]`` (:meth:`evaluate`'s loss of
+            the validation set) ...
 
         Raises
         ------
@@ -3023,8 +3132,10 @@ class Sequential:
     def evaluate(self, X, y=None, batch_size: int | None = None, *, sample_weight=None, class_weight=None) -> dict:
         """The loss, accuracy and compiled metrics on (X, y), in evaluation mode.
 
-        Weights weight the loss as in :meth:`fit` (over the whole set: ``sum w_i l_i / sum w_i``);
-        metrics are unweighted.
+        The loss is that of all the samples as one batch: weighted, ``sum w_i l_i / sum w_i``; with
+        ``reduction="sum"``, the sum over all samples. (The ``loss`` that :meth:`fit` logs is the
+        mean of its batch losses weighted by their rows, as Keras logs it: the two differ for
+        weighted fits and sum reductions.) Metrics are unweighted.
 
         Parameters
         ----------

@@ -342,7 +342,8 @@ class Optimizer(Owned):
 
     # ---------------------------------------------------------------- binding and stepping
     def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:
-        """Attach to the flat buffers and allocate the state buffers (resets the step count).
+        """Attach to the flat buffers and allocate the state buffers (resets the step count, unless a
+        state was loaded while unbound: then its buffers, with the step count and rate as they are).
 
         Parameters
         ----------
@@ -372,13 +373,15 @@ class Optimizer(Owned):
         device = self._check_buffers(params, grads)
         self._n_decay = check_int(n_decay, "n_decay", 0, params.size)
         self._attach(params, grads, device)
+        pending, self._pending = self._pending, None
+        if pending is not None:  # loaded while unbound: its buffers, the step count and rate as they are now
+            pending = {**pending, "step_count": self.step_count, "lr": self.lr}
         self._state = {
             name: backend.full(params.size, value, params.dtype, device) for name, value in self._state_init().items()
         }
         self.step_count = 0
         self.last_grad_norm = None
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
+        if pending is not None:
             self.load_state_dict(pending)
 
     @staticmethod
@@ -781,12 +784,20 @@ class Optimizer(Owned):
             "step_count": self.step_count,
             "lr": self.lr,
         }
-        for key, buf in self._state.items():
+        for key, buf in self._state_buffers().items():
             state[key] = backend.host_copy(buf)
         return state
 
+    def _state_buffers(self) -> dict:
+        """The state buffers by name: the bound ones, or those of a state loaded while unbound."""
+        if self._pending is None:
+            return self._state
+        scalars = ("name", "step_count", "lr")
+        return {key: np.asarray(value) for key, value in self._pending.items() if key not in scalars}
+
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict`: copied into the bound buffers, or applied at :meth:`bind`.
+        """Restore a :meth:`state_dict`: copied into the bound buffers; unbound, the step count and
+        learning rate are taken at once and the buffers at :meth:`bind`.
 
         Parameters
         ----------
@@ -818,8 +829,9 @@ class Optimizer(Owned):
                 f"load it into a {state.get('name')!r} optimizer"
             )
         step_count, lr = self._checked_scalars(state)
-        if self._params is None:
+        if self._params is None:  # the buffers are copied in at bind
             self._pending = dict(state)
+            self.step_count, self.lr = step_count, lr
             return
         buffers = {key: self._checked_buffer(state, key, buf) for key, buf in self._state.items()}
         for key, saved in buffers.items():  # all checked first: a refused state changes nothing
@@ -1495,7 +1507,8 @@ def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
     Parameters
     ----------
     config : dict
-        The config, with its ``name``.
+        The config, with its ``name`` (or, as copies and pickles of a model hold it, the
+        Optimizer subclass itself: a user's subclass need not be registered then).
 
     Returns
     -------
@@ -1516,6 +1529,9 @@ def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
     if not isinstance(config, dict) or "name" not in config:
         raise ValueError(f"an optimizer config must be a dict with a 'name' key, got {config!r}")
     kwargs = {k: tuple(v) if k == "betas" else v for k, v in config.items() if k != "name"}
+    if isinstance(config["name"], type) and issubclass(config["name"], Optimizer):
+        optimizer_class: Any = config["name"]  # each subclass has its own constructor
+        return optimizer_class(**kwargs)
     return get(config["name"], **kwargs)
 
 

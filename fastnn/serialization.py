@@ -25,7 +25,32 @@ def _split_state(state: dict) -> tuple[dict, dict]:
 
 def save_model(model, path) -> None:
     """Write ``model.snapshot()`` (the checkpoint record) to ``path`` as one safetensors file."""
+    _warn_unregistered(model)
     write_safetensors(path, *record_to_file(model.snapshot()))
+
+
+def _warn_unregistered(model) -> None:
+    """Warn when the loss or optimizer is a user's class not registered under its ``name``: a file
+    holds the name only, so fnn.load would rebuild another class (a subclass inherits its base's
+    name) or refuse the file."""
+    from .losses import LOSSES, SampleWeighted
+    from .optim import OPTIMIZERS
+
+    loss = model.loss.base if isinstance(model.loss, SampleWeighted) else model.loss  # (a weighted fit's)
+    for kind, obj, table, decorator in (
+        ("loss", loss, LOSSES, "@fastnn.register_loss"),
+        ("optimizer", model.optimizer, OPTIMIZERS, "@fastnn.optim.register_optimizer"),
+    ):
+        registered = None if obj is None else table.get(obj.name)
+        if obj is not None and registered is not type(obj):
+            outcome = "refuse the file" if registered is None else f"rebuild {registered.__name__} in its place"
+            warnings.warn(
+                f"save: the {kind} {type(obj).__name__} is not registered under its name {obj.name!r}, the "
+                f"name the file holds: fnn.load would {outcome}; give the class its own name and "
+                f"decorate it with {decorator}",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def _savable_metrics(configs: list) -> list[dict]:

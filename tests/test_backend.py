@@ -50,6 +50,23 @@ def test_to_cuda_and_load_on_cuda_raise_the_same_error(tmp_path):
         fnn.load(path, device="cuda")
 
 
+def test_moving_the_model_from_a_fit_callback_is_refused_before_the_device_check():
+    """A fit keeps its batch source and step plans on the device it started on: model.to(another
+    device) from one of its callbacks is refused, saying to move before or after fit (on "cuda"
+    it crashed in a step, or counted accuracy 0 after an epoch's move)."""
+
+    class MoveAfterFirstBatch(fnn.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            self.model.to("cuda")
+
+    X, y = np.random.default_rng(0).standard_normal((6, 3)), np.array([0, 1, 0, 1, 0, 1])
+    model = fnn.Sequential(_layers(), seed=0).compile("cross_entropy", "sgd")
+    with pytest.raises(RuntimeError, match=r"model.to\('cuda'\) was called while this model trains on 'cpu'"):
+        model.fit(X, y, batch_size=3, callbacks=[MoveAfterFirstBatch()], verbose=0)
+    assert model.device == "cpu" and model.optimizer.step_count == 1
+    assert model.to("cpu") is model  # outside fit, to() works as before
+
+
 def test_require_cuda_names_a_missing_numba_cuda(monkeypatch):
     import numba
 

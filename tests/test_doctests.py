@@ -86,3 +86,28 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name} (output above)"
     assert result.attempted > 0, f"{name} has no Examples"
     assert _registries() == registries, f"an example in {name} left a class registered (del it at the end)"
+
+
+@pytest.mark.parametrize(
+    "module_name, qualified",
+    [
+        ("fastnn.interop.onnx_export", "export_onnx"),
+        ("fastnn.interop.torch_convert", "from_torch"),
+        ("fastnn.model", "Sequential.export_onnx"),
+        ("fastnn.model", "Sequential.to_torch"),
+    ],
+)
+def test_interop_examples_run_where_their_packages_are(module_name, qualified, tmp_path, monkeypatch):
+    """The ONNX and torch examples are marked +SKIP (optional packages); with onnx, onnxruntime
+    and torch installed they run as written."""
+    for package in ("onnx", "onnxruntime", "torch"):
+        pytest.importorskip(package)
+    monkeypatch.chdir(tmp_path)
+    function = importlib.import_module(module_name)
+    for part in qualified.split("."):
+        function = getattr(function, part)
+    text = function.__doc__.replace("# doctest: +SKIP", "")
+    test = doctest.DocTestParser().get_doctest(text, {"np": np}, qualified, None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.failures == 0 and runner.tries > 1, f"{runner.failures} of {runner.tries} examples failed"

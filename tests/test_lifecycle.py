@@ -64,6 +64,57 @@ def test_unbuilt_model_copies_and_shallow_copy_refuses(rng):
         copy.copy(model)
 
 
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_an_unbuilt_compiled_model_keeps_its_compilation(how, rng):
+    """A copy of a model compiled before its input shape was known came back without its loss,
+    optimizer (state included), metrics and mode: fit then trained with the defaults (or refused)."""
+    model = fnn.Sequential([fnn.Dense(4), fnn.Dropout(0.5), fnn.Dense(3)], seed=0)
+    optimizer = fnn.optim.SGD(lr=0.05)
+    optimizer.load_state_dict({"name": "sgd", "step_count": 7, "lr": 0.02})  # applied when it binds
+    model.compile("mse", optimizer, metrics=["mae"], decay_bias_and_norm=True).eval()
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    assert not clone.built and clone.training is False and clone.decay_bias_and_norm is True
+    assert clone.loss.get_config() == model.loss.get_config()
+    assert [m.get_config() for m in clone.metrics] == [m.get_config() for m in model.metrics]
+    assert clone.optimizer is not model.optimizer and clone.optimizer.owner is clone
+    X, y = rng.standard_normal((12, 5)), rng.standard_normal((12, 3))
+    model.train().fit(X, y, epochs=2, batch_size=4, verbose=0)
+    clone.train().fit(X, y, epochs=2, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(clone.params, model.params)
+    assert clone.optimizer.step_count == model.optimizer.step_count == 13
+
+
+class _StillSGD(fnn.optim.SGD):
+    """A user's SGD (not registered: it keeps the name "sgd") that never moves the weights."""
+
+    def step(self, grad_norm=None):
+        self.step_count += 1
+
+
+class _DoubledMSE(fnn.losses.MSE):
+    """A user's MSE (not registered: it keeps the name "mse"), twice the plain one."""
+
+    def forward_backward(self, out, target, grad=None, *args, **kwargs):
+        value = super().forward_backward(out, target, grad, *args, **kwargs)
+        if grad is not None:
+            grad *= 2
+        return 2 * value
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_keeps_the_users_subclasses_of_optimizer_and_loss(how, rng):
+    """An unregistered subclass of a built-in optimizer or loss inherits its name: a copy of the model
+    made the built-in class from that name, so it trained and scored differently without a word."""
+    X, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    model = fnn.Sequential([fnn.Dense(3, 2)], seed=0).compile(_DoubledMSE(), _StillSGD(lr=0.1))
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    assert type(clone.loss) is _DoubledMSE and type(clone.optimizer) is _StillSGD
+    assert clone.evaluate(X, y) == model.evaluate(X, y)
+    before = clone.params.copy()
+    clone.fit(X, y, epochs=1, verbose=0)
+    np.testing.assert_array_equal(clone.params, before)
+
+
 # -- ownership ------------------------------------------------------------------------------------
 def test_a_layer_belongs_to_one_model():
     dense = fnn.Dense(3, 4)
@@ -89,6 +140,14 @@ def test_a_deepcopied_layer_is_free_to_join_another_model():
     twin = copy.deepcopy(dense)
     model = fnn.Sequential([twin])
     assert model.count_params() == 16
+
+
+def test_a_compiled_models_loss_pickles_and_its_copies_belong_to_no_model():
+    """The loss of a compiled model held its owner as a weak reference, which does not pickle."""
+    model = fnn.Sequential([fnn.Dense(3, 2)]).compile(fnn.losses.Huber(delta=0.5), "sgd")
+    assert model.loss.owner is model
+    for twin in (pickle.loads(pickle.dumps(model.loss)), copy.deepcopy(model.loss)):
+        assert twin.get_config() == {"name": "huber", "reduction": "mean", "delta": 0.5} and twin.owner is None
 
 
 def test_an_optimizer_belongs_to_one_model_and_a_loss_is_copied(rng):
@@ -449,3 +508,30 @@ def test_ctrl_c_during_a_step_is_held_until_the_step_commits(rng, tmp_path, monk
     resumed.fit(X, y, epochs=2, batch_size=16, verbose=0)
     np.testing.assert_array_equal(resumed.params, reference.params)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put the handler back
+
+
+@pytest.mark.parametrize("broken", ["optimizer state", "metrics", "training state"])
+def test_a_refused_restore_leaves_the_model_as_it_was(broken, rng):
+    X, y = _data(rng)
+    other = _model(seed=1)
+    other.compile("cross_entropy", fnn.optim.Adam(lr=1e-2), metrics=["accuracy"])
+    other.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    record = other.snapshot()
+    if broken == "optimizer state":
+        record["optimizer"]["state"]["exp_avg"] = record["optimizer"]["state"]["exp_avg"][:5]
+    elif broken == "metrics":
+        record["metrics"] = ["no such metric"]
+    else:
+        record["training"]["epochs_done"] = -1
+    model, twin = _model(), _model()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    twin.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    optimizer = model.optimizer
+    with pytest.raises(ValueError):
+        model.restore(record)
+    assert model.optimizer is optimizer and model.metrics == [] and model.epochs_done == 1
+    np.testing.assert_array_equal(model.params, twin.params)  # not the record's weights
+    np.testing.assert_array_equal(model.optimizer.state_dict()["exp_avg"], twin.optimizer.state_dict()["exp_avg"])
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)  # trains on exactly as before
+    twin.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(model.params, twin.params)

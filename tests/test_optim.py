@@ -210,6 +210,26 @@ def test_an_unbound_optimizer_checks_the_scalars_of_a_state_at_once():
         optim.SGD().load_state_dict({"name": "sgd", "lr": 0.1})
 
 
+def test_a_state_loaded_before_bind_shows_at_once_and_a_later_lr_wins():
+    """Loaded into an unbound optimizer, a state only took effect at bind: until then step_count,
+    lr and state_dict() were the optimizer's own (as torch's are not), and bind then overwrote a
+    learning rate set after the load."""
+    saved = optim.Adam(lr=0.1)
+    _run(saved, *_problem(steps=3))
+    state = saved.state_dict()
+    fresh = optim.Adam(lr=0.5)
+    fresh.load_state_dict(state)
+    assert (fresh.step_count, fresh.lr) == (3, 0.1)
+    shown = fresh.state_dict()
+    assert shown.keys() == state.keys()
+    for key, value in state.items():
+        np.testing.assert_array_equal(shown[key], value, err_msg=key)
+    fresh.lr = 0.02  # after the load: this rate trains
+    fresh.bind(np.zeros(SIZE), np.zeros(SIZE), N_DECAY)
+    assert (fresh.step_count, fresh.lr) == (3, 0.02)
+    np.testing.assert_array_equal(fresh.state_dict()["exp_avg_sq"], state["exp_avg_sq"])
+
+
 @pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
 def test_config_round_trip(name):
     opt = optim.get(name, **CASES[name][-1], clip_norm=1.5)
@@ -300,6 +320,42 @@ def test_clipping_can_be_switched_from_norm_to_value_and_is_used():
     g[...] = [3.0, -4.0]  # (clipping by value clipped the gradients in place)
     opt.step()
     np.testing.assert_allclose(p, [-2.0, 2.5], rtol=1e-6)
+
+
+def test_a_gradient_within_clip_norm_is_left_as_it_is():
+    """clip_grad_norm_ only scales down: a norm below clip_norm keeps the gradients."""
+    opt = optim.SGD(lr=1.0, clip_norm=10.0)
+    p, g = np.zeros(2), np.array([3.0, -4.0])
+    opt.bind(p, g, 2)
+    opt.step()
+    np.testing.assert_array_equal(p, [-3.0, 4.0])
+    assert opt.last_grad_norm == 5.0
+
+
+def test_trainable_ranges_clip_by_their_own_norm_and_decay_only_the_decayed_prefix():
+    """Stepping on ranges (frozen parameters between them): the clipping norm is that of the
+    trainable gradients (not their sum of norms), and a range past ``n_decay`` gets no decay."""
+    opt = optim.SGD(lr=1.0, weight_decay=0.5, clip_norm=2.5)
+    p, g = np.ones(6), np.array([3.0, 0.0, 100.0, 100.0, 0.0, 4.0])
+    opt.bind(p, g, 3)  # the first 3 decay; 2 and 3 are frozen
+    opt.trainable = [(0, 2), (4, 6)]
+    opt.step()
+    scale = 2.5 / (5.0 + 1e-6)  # torch's clip_grad_norm_ of the trainable gradients (norm 5)
+    np.testing.assert_allclose(p, [1 - (3 * scale + 0.5), 0.5, 1.0, 1.0, 1.0, 1 - 4 * scale], rtol=1e-14)
+    assert opt.last_grad_norm == 5.0
+
+
+def test_a_loaded_state_brings_its_learning_rate_and_step_count():
+    """As torch's load_state_dict (param_groups' lr): a schedule's rate comes back with the state."""
+    saved = optim.Adam(lr=0.1)
+    saved.bind(np.zeros(3), np.ones(3), 3)
+    saved.step()
+    saved.lr = 0.02
+    loaded = optim.Adam(lr=0.5)
+    loaded.bind(np.zeros(3), np.zeros(3), 3)
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.lr == 0.02 and loaded.step_count == 1
+    np.testing.assert_array_equal(loaded.state_dict()["exp_avg"], saved.state_dict()["exp_avg"])
 
 
 def test_hyper_parameters_are_keyword_only():

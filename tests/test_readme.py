@@ -1,6 +1,7 @@
 """The README: its two commands (CI must run the test command verbatim) and its Python examples."""
 
 import os
+import warnings
 
 import pytest
 
@@ -28,7 +29,9 @@ def python_example(heading: str) -> str:
     return section.split("```python")[1].split("```")[0]
 
 
-@pytest.mark.parametrize("heading", ["## Use", "### Convolutional networks", "### Sequences", "### Large data"])
+@pytest.mark.parametrize(
+    "heading", ["## Use", "### Convolutional networks", "### Sequences", "### Training options", "### Large data"]
+)
 def test_readme_python_examples_run(heading, tmp_path, monkeypatch):
     """The README's examples run as written (the files they save land in a temporary folder)."""
     monkeypatch.chdir(tmp_path)
@@ -40,3 +43,13 @@ def test_readme_export_example_runs(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("torch")
     test_readme_python_examples_run("## Export", tmp_path, monkeypatch)
+
+
+def test_readme_scikit_learn_example_runs(tmp_path, monkeypatch):
+    """The scikit-learn example (cross-validation, a grid search over a builder's parameters)."""
+    pytest.importorskip("sklearn")
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # its 10-20 epochs say so, as the README notes
+        test_readme_python_examples_run("## With scikit-learn", tmp_path, monkeypatch)

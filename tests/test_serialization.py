@@ -186,3 +186,32 @@ def test_resume_from_the_middle_of_an_epoch(tmp_path):
     hist = resumed.fit(X, y, epochs=1, batch_size=8, verbose=0)
     assert np.array_equal(resumed.params, straight.params)
     assert hist.epoch == [1]
+
+
+class _TwiceMSE(fnn.losses.MSE):
+    """A user's MSE, not registered: it inherits the name "mse"."""
+
+    def forward_backward(self, out, target, grad=None, *args, **kwargs):
+        return 2 * super().forward_backward(out, target, grad, *args, **kwargs)
+
+
+class _OwnNamedSGD(fnn.optim.SGD):
+    """A user's SGD with a name of its own, not registered."""
+
+    name = "own_named_sgd"
+
+
+def test_save_warns_when_the_file_cannot_name_the_users_loss_or_optimizer(tmp_path):
+    """A file holds a loss's and an optimizer's name only: fnn.load silently rebuilt fastnn's MSE for
+    a user's unregistered subclass of it (same name); save now says so, and how to register it."""
+    model = fnn.Sequential([fnn.Dense(3, 2)], seed=0).compile(_TwiceMSE(), "sgd")
+    with pytest.warns(UserWarning, match=r"loss _TwiceMSE is not registered under its name 'mse'.*rebuild MSE"):
+        model.save(tmp_path / "loss.safetensors")
+    model.compile("mse", _OwnNamedSGD(lr=0.1))
+    with pytest.warns(UserWarning, match=r"optimizer _OwnNamedSGD.*refuse the file.*register_optimizer"):
+        model.save(tmp_path / "optimizer.safetensors")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small_model().save(tmp_path / "plain.safetensors")  # fastnn's own classes: no warning

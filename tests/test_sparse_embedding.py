@@ -101,6 +101,25 @@ def test_a_frozen_sparse_table_gets_no_update():
     assert not np.array_equal(model[0].weight, table)
 
 
+@pytest.mark.parametrize("fuse", ["never", "always"])
+def test_a_frozen_layer_stays_frozen_beside_a_sparse_table(monkeypatch, fuse):
+    """The dense ranges around the table keep out a frozen layer's parameters lying between the
+    table and the next trainable ones (here the frozen Dense's bias, right after the table)."""
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    layers = [fnn.Embedding(VOCABULARY, DIM, sparse=True), fnn.Flatten(), fnn.Dense(TOKENS * DIM, 4), fnn.Dense(4, 3)]
+    model = fnn.Sequential(layers, input_shape=(TOKENS,), dtype="float64", seed=0)
+    model.compile("cross_entropy", fnn.optim.SGD(lr=0.1)).freeze(2)
+    frozen = {name: np.array(value) for name, value, _ in model.named_parameters() if name.startswith("2.")}
+    others = {name: np.array(value) for name, value, _ in model.named_parameters() if name.startswith("3.")}
+    for x, y in _batches():
+        model.train_step(x, y)
+    for name, value, _ in model.named_parameters():
+        if name in frozen:
+            np.testing.assert_array_equal(value, frozen[name], err_msg=name)
+        elif name in others:
+            assert not np.array_equal(value, others[name]), name
+
+
 def test_save_and_load_keep_sparse_and_continue_alike(tmp_path):
     model = _model(True, fnn.optim.Adam(lr=0.05))
     (x, y), (x2, y2) = _batches(2)
@@ -180,3 +199,35 @@ def test_each_steady_step_of_fit_is_one_call_into_compiled_code(monkeypatch, tmp
         per_step = PerStep(seen)
         model.fit(X, y, epochs=1, batch_size=8, verbose=0, callbacks=[per_step])
     assert per_step.steps and all(len(calls) == 1 for calls in per_step.steps), per_step.steps
+
+
+def test_a_refused_compile_leaves_the_model_training_as_before():
+    model, twin = _model(True, fnn.optim.Adam(lr=0.05)), _model(True, fnn.optim.Adam(lr=0.05))
+    (x, y), (x2, y2) = _batches(2)
+    model.train_step(x, y)
+    twin.train_step(x, y)
+    adam, loss = model.optimizer, model.loss
+    refused = fnn.optim.Adam(lr=0.05, clip_norm=1.0)
+    with pytest.raises(ValueError, match="clips gradients"):
+        model.compile("mse", refused, metrics=["r2"])
+    assert model.optimizer is adam and model.loss is loss and model.metrics == []
+    assert refused.owner is None  # free for another model
+    assert model.train_step(x2, y2) == twin.train_step(x2, y2)  # Adam's moments went on, the table lazily
+    np.testing.assert_array_equal(model.params, twin.params)
+
+
+@pytest.mark.parametrize("how", ["unfreeze", "attribute"])
+def test_a_refused_unfreeze_leaves_the_table_frozen(how):
+    model = _model(True, fnn.optim.SGD(lr=0.05)).freeze(0)
+    model.compile("cross_entropy", fnn.optim.RMSProp(lr=0.05))  # refused for a trainable sparse table
+    (x, y), (x2, y2) = _batches(2)
+    model.train_step(x, y)
+    table = model[0].weight.copy()
+    with pytest.raises(ValueError, match=r"Embedding\(sparse=True\).*RMSProp"):
+        if how == "unfreeze":
+            model.unfreeze()
+        else:
+            model[0].trainable = True
+    assert not model[0].trainable and model[2].trainable
+    model.train_step(x2, y2)
+    np.testing.assert_array_equal(model[0].weight, table)  # still frozen: RMSProp never touches it

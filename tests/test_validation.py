@@ -302,3 +302,65 @@ def test_malformed_metadata_is_a_corrupt_file_error(tmp_path, key, value, patter
     write_safetensors(path, tensors, {**meta, key: value})
     with pytest.raises(CorruptFileError, match=pattern):
         fnn.load(path)
+
+
+# -- a loss called directly (Loss.forward_backward) ----------------------------------------------
+
+
+OUT = np.array([[1.0, 2.0], [0.5, 0.1]], np.float32)
+
+
+@pytest.mark.parametrize(
+    "loss, target, grad, pattern",
+    [
+        ("mse", np.ones((2, 1), np.float32), np.empty((2, 2), np.float32), r"target has shape \(2, 1\).*\(2, 2\)"),
+        ("mse", np.ones((1, 2), np.float32), np.empty((2, 2), np.float32), r"target has shape \(1, 2\).*\(2, 2\)"),
+        ("mse", np.ones((2, 2), np.float32), np.empty((1, 2), np.float32), r"grad has shape \(1, 2\).*\(2, 2\)"),
+        ("cross_entropy", np.array([0, 2]), np.empty((2, 2), np.float32), r"target has label 2, outside \[0, 2\)"),
+        ("cross_entropy", np.array([0, -1]), np.empty((2, 2), np.float32), r"target has label -1, outside \[0, 2\)"),
+        ("cross_entropy", np.eye(2), np.empty((2, 2), np.float32), r"target has shape \(2, 2\).*\(2,\)"),
+        ("cross_entropy", np.array([0.0, 1.0]), np.empty((2, 2), np.float32), r"target.*integer.*float64"),
+    ],
+)
+def test_a_direct_loss_call_refuses_arrays_the_kernels_would_overrun(loss, target, grad, pattern):
+    before = grad.copy()
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        fnn.losses.get(loss).forward_backward(OUT, target, grad)
+    np.testing.assert_array_equal(grad, before)  # nothing was written
+
+
+def test_a_direct_weighted_loss_call_refuses_labels_out_of_range():
+    loss = fnn.losses.SampleWeighted(fnn.losses.CrossEntropy())
+    with pytest.raises(ValueError, match=r"target has label 5, outside \[0, 2\)"):
+        loss.forward_backward(OUT, fnn.losses.weighted_targets(np.array([0, 5]), np.ones(2)), np.empty_like(OUT))
+    value = loss.forward_backward(OUT, fnn.losses.weighted_targets(np.array([0, 1]), np.ones(2)), np.empty_like(OUT))
+    assert value == pytest.approx(fnn.losses.CrossEntropy().forward_backward(OUT, np.array([0, 1]), np.empty_like(OUT)))
+
+
+def test_a_direct_loss_call_without_a_gradient_takes_any_grad_placeholder():
+    value = fnn.losses.MSE().forward_backward(OUT, np.zeros((2, 2), np.float32), np.empty((1, 1)), False)
+    assert value == pytest.approx(np.mean(OUT.astype(np.float64) ** 2))
+
+
+def test_targets_of_no_samples_are_checked_without_error():
+    labels = fnn.losses.CrossEntropy().check_targets(np.zeros(0, np.int64), 0, 3, np.float32)
+    assert labels.shape == (0,) and labels.dtype == np.int64
+    values = fnn.losses.BinaryCrossEntropy().check_targets(np.zeros((0, 2)), 0, 2, np.float32)
+    assert values.shape == (0, 2) and values.dtype == np.float32
+
+
+def test_fractional_label_is_named_as_a_plain_number(model):
+    with pytest.raises(ValueError, match=r"found 2\.5;"):
+        model.fit(X, np.r_[2.5, Y[1:]], verbose=0)
+
+
+def test_none_as_X_is_named(model):
+    with pytest.raises(TypeError, match=r"X must be a numeric array, got None"):
+        model.predict(None)
+
+
+def test_pandas_sparse_columns_convert(model, pd):
+    frame = pd.DataFrame(X).astype(pd.SparseDtype(np.float64, 0.0))
+    np.testing.assert_allclose(model.predict(frame), model.predict(X), rtol=1e-6)
+    series = pd.Series(Y).astype(pd.SparseDtype(np.int64, 0))
+    assert model.evaluate(X, series)["loss"] == pytest.approx(model.evaluate(X, Y)["loss"])

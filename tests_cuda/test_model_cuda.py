@@ -370,3 +370,33 @@ def test_fit_on_token_ids_feeds_int64_batches_as_the_cpu(shuffle):
         model.compile("cross_entropy", "sgd")
         losses[device] = model.fit(X, y, epochs=2, batch_size=3, verbose=0, shuffle=shuffle)["loss"]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=RTOL)
+
+
+def test_fits_between_moves_train_as_on_one_device_and_a_move_inside_fit_is_refused(data):
+    """Fits with the model moved between them (running statistics, dropout counters,
+    Adam's moments and step count, a per-batch schedule) equal one device's fits; a callback
+    moving the model during fit is refused (the next step crashed in Numba, or after a move at an
+    epoch's end the training accuracy counted 0: the fit's batch source stays on its first device)."""
+    X, y = data[0][:8], data[1][:8]
+
+    def fit_on(model, device):
+        schedule = fnn.callbacks.LearningRateScheduler(
+            fnn.schedules.StepDecay(0.05, step_size=3, gamma=0.5), per="batch"
+        )
+        return model.to(device).fit(X, y, epochs=2, batch_size=8, callbacks=[schedule], verbose=0).history
+
+    moved, still = _model("cpu", seed=5), _model("cpu", seed=5)
+    for device in ("cuda", "cpu"):
+        moved_history, still_history = fit_on(moved, device), fit_on(still, "cpu")
+        assert moved_history["accuracy"] == still_history["accuracy"]
+        np.testing.assert_allclose(moved_history["loss"], still_history["loss"], rtol=RTOL)
+    assert moved.optimizer.step_count == still.optimizer.step_count == 4 and moved.optimizer.lr == 0.025
+    _assert_states_close(_state(still), _state(moved))
+
+    class MoveAfterBatch(fnn.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            self.model.to("cuda")
+
+    with pytest.raises(RuntimeError, match=r"model.to\('cuda'\) was called while this model trains on 'cpu'"):
+        moved.fit(X, y, epochs=2, batch_size=8, callbacks=[MoveAfterBatch()], verbose=0)
+    assert moved.device == "cpu" and moved.optimizer.step_count == 5

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import _validation as V
 from ..kernels.activations import ACTIVATION_TABLE, ACTIVATIONS
-from .base import Layer, Workspace, rows
+from .base import ActivationSetting, Layer, Workspace, rows
 from .registry import register_layer
 
 _ROWS = {row.name: row for row in ACTIVATION_TABLE}
@@ -81,7 +81,9 @@ class Activation(Layer):
     Raises
     ------
     ValueError
-        For an unknown activation or parameter.
+        For an unknown activation, or a parameter value out of its range.
+    TypeError
+        For a keyword that is not the activation's parameter.
 
     Examples
     --------
@@ -94,6 +96,8 @@ class Activation(Layer):
     """
 
     lengths_policy = "keep"
+    #: the activation's name; setting it (a name or an activation layer) changes what is computed
+    activation = ActivationSetting()
 
     def __init__(self, activation: str = "identity", **params):
         super().__init__()

@@ -411,10 +411,17 @@ class Layer(Owned):
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
+        previous = self.trainable
         object.__setattr__(self, "_trainable", V.check_bool(value, "trainable"))
         model = self.owner
-        if model is not None:
+        if model is None:
+            return
+        try:
             model.trainable_changed()
+        except BaseException:  # refused (a sparse table the optimizer cannot update): nothing changes
+            object.__setattr__(self, "_trainable", previous)
+            model.trainable_changed()
+            raise
 
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property
@@ -1136,10 +1143,36 @@ def owner_ref(model) -> weakref.ref:
     return weakref.ref(model)
 
 
+class ActivationSetting:
+    """The ``activation`` attribute of the layers with one (Activation, Dense, the convolutions):
+    the activation's name. Setting it (a name, None or an activation layer, as the constructors
+    take it) resolves the kernel code and parameter again (``code``, ``alpha``), so a built model
+    computes the activation it saves; a layer whose class sets ``rowwise_activation = False``
+    refuses softmax and log_softmax."""
+
+    def __get__(self, layer, owner=None):
+        return self if layer is None else layer.__dict__["_activation"]
+
+    def __set__(self, layer, value) -> None:
+        from ..kernels.activations import ROWWISE_CODES
+        from .activation import resolve_activation
+
+        name, code, alpha = resolve_activation(value)
+        if code >= ROWWISE_CODES and not getattr(layer, "rowwise_activation", True):
+            raise ValueError(
+                f"activation={name!r} normalises whole rows, which {type(layer).__name__} cannot fuse (its "
+                "activation acts on each output element on its own); use an elementwise activation (e.g. "
+                "'relu'), or keep the outputs as logits and train with loss='cross_entropy'"
+            )
+        layer.__dict__.update(_activation=name, code=code, alpha=alpha)
+
+
 class WeightAndBias:
     """Mixin of layers with a decayed ``weight`` and an optional ``bias`` (Dense, Conv1d/2d):
     their fused activation and initialiser options, parameter specs (initialised by name:
     ``self.init``, ``self.bias_init``) and binding."""
+
+    activation = ActivationSetting()
 
     def _weight_bias_options(self, activation, activation_params: dict, init, bias_init, bias) -> None:
         """Check and keep the constructor's activation (fused), init (default: by activation), bias_init, bias."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .. import _validation as V
-from ..kernels.activations import ACTIVATIONS, IDENTITY, RELU, ROWWISE_CODES, SIGMOID, TANH
+from ..kernels.activations import ACTIVATIONS, IDENTITY, RELU, SIGMOID, TANH
 from ..kernels.conv import conv2d_scratch_shapes, conv_output_size
 from .base import Layer, WeightAndBias, non_default_arguments, normalize_shape, shape_str
 from .registry import register_layer
@@ -36,6 +36,9 @@ class _ConvNd(WeightAndBias, Layer):
 
     _dims = 2
     input_argument = "in_channels"
+    #: False: softmax and log_softmax, which normalise rows, are refused (the activation is fused
+    #: per output element)
+    rowwise_activation = False
 
     def __init__(
         self,
@@ -77,12 +80,6 @@ class _ConvNd(WeightAndBias, Layer):
         else:
             self.padding = int_tuple(padding, n, "padding", 0)
         self._weight_bias_options(activation, activation_params, init, bias_init, bias)
-        if self.code >= ROWWISE_CODES:
-            raise ValueError(
-                f"activation={self.activation!r} normalises whole rows, which a convolution cannot fuse (its "
-                "activation acts on each output element on its own); use an elementwise activation (e.g. "
-                "'relu'), or keep the outputs as logits and train with loss='cross_entropy'"
-            )
 
     def expected_input_shape(self):
         return None  # the spatial size comes from the data (or the model's input_shape)

@@ -66,6 +66,30 @@ class Dropout(Layer):
         """
         return self._step
 
+    @property
+    def p(self) -> float:
+        """The probability of zeroing a unit, in [0, 1); a new value is checked as the constructor
+        checks it, and a built model uses it from its next call.
+
+        Returns
+        -------
+        float
+            The probability.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> drop = fnn.Dropout(0.5)
+        >>> drop.p = 0.25
+        >>> drop.p
+        0.25
+        """
+        return self.__dict__["_p"]
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.__dict__["_p"] = V.check_float(value, "p", 0.0, 1.0, high_inclusive=False)
+
     def build(self, input_shape, dtype):
         shape = super().build(input_shape, dtype)
         self._workspace = self.workspace(y=shape, grad_x=shape)
