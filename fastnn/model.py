@@ -912,6 +912,69 @@ class Sequential:
         if not self._building and self.built:
             self._stale = True
 
+    def checked_layer_argument(self, layer: Layer, name: str, value):
+        """The value a layer of this model keeps when its constructor argument ``name`` is set.
+
+        A layer calls it before one of its public attributes is set. A constructor argument
+        (a key of ``layer.get_config()``) is checked as the constructor checks it, with its errors,
+        and kept as the constructor keeps it (``kernel_size=3`` as ``(3, 3)``); any other attribute,
+        and any setting while the model builds, passes unchanged.
+
+        Parameters
+        ----------
+        layer : Layer
+            A layer of this model (at any depth).
+        name : str
+            The attribute being set.
+        value : object
+            The new value.
+
+        Returns
+        -------
+        object
+            The value to store.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As the layer's constructor raises them for that argument; ValueError also when the
+            value would change the layer's output shape or parameters (that needs a new model).
+        AttributeError
+            If the layer keeps that argument under another attribute (``LeakyReLU``'s
+            ``negative_slope`` is its ``alpha``): setting the name would change nothing computed.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3), fnn.ELU(), fnn.Dense(3, 1)])
+        >>> model[1].alpha = 0.5  # checked as ELU(alpha=0.5) would be
+        >>> model[1].alpha = -1.0
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha must be in [0.0, inf], got -1.0
+        """
+        if self._building or not self.built or layer.sublayers():  # (a container's arguments are layers)
+            return value
+        config = layer.get_config()
+        if name not in config:
+            return value
+        if name not in layer.__dict__ and not hasattr(type(layer), name):
+            raise AttributeError(
+                f"{type(layer).__name__} keeps its {name!r} argument under another attribute, so setting "
+                f"{name!r} would change nothing it computes; make a new layer instead: "
+                f"{type(layer).__name__}(**{{**layer.get_config(), {name!r}: ...}})"
+            )
+        configured = type(layer)(**{**config, name: value})  # the constructor's checks and messages
+        out = normalize_shape(configured.build(layer.input_shape, self.dtype))
+        shapes = [(spec.name, tuple(spec.shape)) for spec in configured.parameter_specs()]
+        if out != layer.output_shape or shapes != [(spec.name, tuple(spec.shape)) for spec in layer.parameter_specs()]:
+            raise ValueError(
+                f"{type(layer).__name__}.{name} = {value!r} would change the layer's output shape or parameters "
+                f"(output {shape_str(layer.output_shape)} -> {shape_str(out)}); that needs a new model: build a "
+                f"new Sequential with the new layer (copy weights with named_parameters() if needed)"
+            )
+        return configured.__dict__.get(name, value)  # (a property's value goes through its setter)
+
     def assign_layer_array(self, layer: Layer, name: str, value) -> bool:
         """Write ``value`` into a parameter or buffer of a built layer of this model, in place.
 

@@ -423,3 +423,33 @@ def test_containers_refuse_a_user_layer_inside_with_the_reason():
         fnn.Sequential([fnn.Residual([_Flip()])], input_shape=(4,), seed=0)
     with pytest.raises(NotImplementedError, match=r"TimeDistributed: its layer \(_Flip\(\)\) runs its own NumPy"):
         fnn.Sequential([fnn.TimeDistributed(_Flip())], input_shape=(3, 4), seed=0)
+
+
+def test_a_constructor_argument_set_on_a_layer_in_a_model_is_checked_as_the_constructor_checks_it():
+    """ELU.alpha = -1 and BatchNorm1d.momentum = 5 (NaN statistics) were taken; LeakyReLU's
+    negative_slope (kept as alpha) was stored beside it and changed nothing computed; a change of
+    output shape was only refused at the next call, leaving the model broken until undone."""
+    model = fnn.Sequential(
+        [fnn.Dense(2, 3), fnn.ELU(), fnn.LeakyReLU(0.1), fnn.BatchNorm1d(3), fnn.Dense(3, 1)], dtype="float64"
+    )
+    x = np.random.default_rng(0).standard_normal((4, 2))
+    before = model.predict(x)
+    with pytest.raises(ValueError, match="alpha"):
+        model[1].alpha = -1.0
+    with pytest.raises(ValueError, match="momentum"):
+        model[3].momentum = 5
+    with pytest.raises(AttributeError, match="negative_slope.*another attribute"):
+        model[2].negative_slope = 0.5
+    with pytest.raises(ValueError, match="output shape or parameters"):
+        model[0].out_features = 4
+    assert (model[1].alpha, model[3].momentum, model[0].out_features) == (1.0, 0.1, 3)
+    assert "negative_slope" not in vars(model[2])
+    np.testing.assert_array_equal(model.predict(x), before)  # nothing changed, the model still works
+    model[3].momentum = 0.2  # a valid change is kept, and saved
+    model[1].alpha = 2  # kept as the constructor keeps it
+    assert isinstance(model[1].alpha, float) and model.get_config()["layers"][3]["config"]["momentum"] == 0.2
+    conv = fnn.Sequential([fnn.Conv2d(1, 2, 3)], input_shape=(1, 5, 5))
+    conv[0].dilation = 1
+    assert conv[0].dilation == (1, 1)
+    model[0].note = "any other attribute"  # not a constructor argument: stored as it is
+    assert model[0].note == "any other attribute"

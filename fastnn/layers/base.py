@@ -387,6 +387,8 @@ class Layer(Owned):
         # attribute is a view of the model's buffers, which a rebuild would bind again
         if model is not None and model.assign_layer_array(self, name, value):
             return
+        if model is not None:
+            value = model.checked_layer_argument(self, name, value)
         object.__setattr__(self, name, value)
         if model is not None:
             model.layer_changed(self, name)
