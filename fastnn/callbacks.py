@@ -189,6 +189,56 @@ class Callback:
         1 4 True
         """
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        """Keras's name of :meth:`on_batch_begin`: override either one (as in Keras, this one calls
+        ``on_batch_begin`` unless overridden).
+
+        Parameters
+        ----------
+        batch : int
+            The batch index within the epoch.
+        logs : dict, optional
+            Empty at this point.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_train_batch_begin(self, batch, logs=None):
+        ...         print("batch", batch)
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, verbose=0, callbacks=[Spy()])
+        batch 0
+        batch 1
+        """
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        """Keras's name of :meth:`on_batch_end`: override either one (as in Keras, this one calls
+        ``on_batch_end`` unless overridden).
+
+        Parameters
+        ----------
+        batch : int
+            The batch index within the epoch.
+        logs : dict, optional
+            ``{"loss", "batch", "size"}`` of the step.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> class Spy(fnn.callbacks.Callback):
+        ...     def on_train_batch_end(self, batch, logs=None):
+        ...         print(logs["batch"], logs["size"])
+        >>> model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+        >>> X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+        >>> _ = model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, verbose=0, callbacks=[Spy()])
+        0 4
+        1 4
+        """
+        self.on_batch_end(batch, logs)
+
     def state_dict(self) -> dict:
         """The state needed to resume training exactly (saved with the model).
 
@@ -362,8 +412,12 @@ class CallbackList:
         # holds the others' updates of that epoch whatever the list's order (Callback.runs_last)
         ordered = [cb for cb in self.callbacks if not cb.runs_last] + [cb for cb in self.callbacks if cb.runs_last]
         for hook in self.HOOKS:
-            methods = [getattr(cb, hook) for cb in ordered if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            keras = _KERAS_NAMES.get(hook)  # a batch hook: Keras's name calls fastnn's (override either)
+            name = keras or hook
+            methods = [getattr(cb, name) for cb in ordered if _overrides(cb, hook) or (keras and _overrides(cb, keras))]
             setattr(self, hook, self._caller(methods))
+        for cb in self.callbacks:
+            _warn_never_called(cb)
 
     @staticmethod
     def _caller(methods):
@@ -375,6 +429,34 @@ class CallbackList:
                 method(*args)
 
         return call
+
+
+_KERAS_NAMES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}
+
+# Keras hooks fastnn never calls: evaluate and predict run no callbacks, and fit's validation
+# reaches the callbacks as the val_ entries of on_epoch_end's logs
+_NEVER_CALLED = tuple(
+    f"on_{stage}_{when}" for stage in ("test", "predict") for when in ("begin", "end", "batch_begin", "batch_end")
+)
+
+
+def _overrides(callback: Callback, hook: str) -> bool:
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+def _warn_never_called(callback: Callback) -> None:
+    """Warn about Keras hooks a callback defines that fastnn never calls (they would be ignored)."""
+    import warnings
+
+    defined = [name for name in _NEVER_CALLED if callable(getattr(callback, name, None))]
+    if defined:
+        warnings.warn(
+            f"{type(callback).__name__} defines {', '.join(defined)}, which fastnn never calls: evaluate and "
+            f"predict run no callbacks, and fit's validation results reach on_epoch_end's logs as val_* "
+            f"entries; read them there",
+            UserWarning,
+            stacklevel=5,  # (the caller of fit: CallbackList <- training.fit <- Sequential.fit)
+        )
 
 
 def _monitor_mode(monitor: str, mode: str) -> str:

@@ -3370,6 +3370,8 @@ class Sequential:
         ------
         ValueError
             If names are missing or unexpected, or an array's shape or dtype does not fit.
+        RuntimeError
+            If another thread is training the model (a fit's own callbacks may load).
 
         Examples
         --------
@@ -3395,6 +3397,7 @@ class Sequential:
                 raise ValueError(f"{source}: {name} has dtype {value.dtype}, which does not convert to {target.dtype}")
             checked[name] = value
         with self._lock:
+            self._trainer_of(threading.get_ident(), "load_state_arrays")  # not under another thread's fit
             for name, target in expected.items():
                 backend.copy_into(target, checked[name])
 
@@ -3443,7 +3446,10 @@ class Sequential:
         Raises
         ------
         ValueError
-            If a layer class is unknown (custom layers must be registered first).
+            If the config has no 'layers' list, a layer entry is malformed, or a layer class is
+            unknown (custom layers must be registered first).
+        TypeError
+            If a layer's config misses or has an unknown argument (the message names the layer).
 
         Examples
         --------
@@ -3453,11 +3459,16 @@ class Sequential:
         >>> bool(np.array_equal(clone.params, model.params))
         True
         """
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), (list, tuple)):
+            raise ValueError(
+                f"config must be a dict with a 'layers' list, as Sequential.get_config() gives, got {config!r:.200}"
+            )
         layers = [layer_from_config(entry) for entry in config["layers"]]
         shape = config.get("input_shape")
         if shape is None and config.get("input_features") is not None:  # files of fastnn 0.1
             shape = (config["input_features"],)
-        return cls(layers, seed=config["seed"], dtype=config["dtype"], input_shape=shape, device=device)
+        seed, dtype = config.get("seed", 0), config.get("dtype", "float32")  # (the constructor's defaults)
+        return cls(layers, seed=seed, dtype=dtype, input_shape=shape, device=device)
 
     def save(self, path) -> None:
         """Write everything needed to resume training exactly to one safetensors file, atomically.

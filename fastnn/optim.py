@@ -86,6 +86,13 @@ def _check_one_clip(clip_norm: float | None, clip_value: float | None) -> None:
         )
 
 
+def _has_any(hyper: dict, **plain) -> str | None:
+    """The hyper-parameters of ``hyper`` that differ from their ``plain`` values, as "has a=1, b=2"
+    (None when none does): why an optimizer has no sparse update."""
+    changed = [f"{name}={hyper[name]}" for name, value in plain.items() if hyper[name] != value]
+    return f"has {', '.join(changed)}" if changed else None
+
+
 class Optimizer(Owned):
     """Base class: learning rate, clipping, binding, step counting, state (de)serialisation.
 
@@ -1008,10 +1015,7 @@ class SGD(Optimizer):
         return {"momentum_buffer": 0.0} if self._hyper["momentum"] != 0 else {}
 
     def _sparse_unsupported(self):
-        h = self._hyper
-        if h["momentum"] != 0 or h["weight_decay"] != 0:
-            return f"has momentum={h['momentum']}, weight_decay={h['weight_decay']}"
-        return None
+        return _has_any(self._hyper, momentum=0, weight_decay=0)
 
     def _update_rows(self, table):
         self._K.sgd_rows_update(self._params, self._grads, table.rows, table.lo, table.width, self.lr)
@@ -1276,10 +1280,7 @@ class Adam(Optimizer):
         return state
 
     def _sparse_unsupported(self):
-        h = self._hyper
-        if h["weight_decay"] != 0 or h["amsgrad"]:
-            return f"has weight_decay={h['weight_decay']}, amsgrad={h['amsgrad']}"
-        return None
+        return _has_any(self._hyper, weight_decay=0, amsgrad=False)
 
     def _rows_arguments(self, table):
         """The lazy update's buffers and hyper-parameters, as both of its kernels take them."""

@@ -70,6 +70,14 @@ def test_history_records_metrics_and_learning_rate(problem):
     assert len(hist["val_accuracy"]) == 3 and hist["lr"] == [0.05] * 3
 
 
+def test_history_best_skips_nan_epochs_wherever_they_are():
+    history = C.History()
+    for epoch, (loss, acc) in enumerate([(np.nan, np.nan), (0.5, 0.7), (0.3, 0.9), (np.nan, np.nan), (0.4, 0.8)]):
+        history.on_epoch_end(epoch, {"loss": loss, "accuracy": acc})
+    assert history.best("loss") == 0.3
+    assert history.best("accuracy", mode="max") == 0.9
+
+
 def test_early_stopping_stops_and_restores_best(problem):
     X, y, Xv, yv = problem
 
@@ -114,6 +122,44 @@ def test_early_stopping_min_delta_and_accuracy_mode():
     assert stop.mode == "max"
     stop.best = 0.5
     assert not stop._improved(0.55) and stop._improved(0.61)
+
+
+def _stopped_at(stop, values):
+    """The epoch at which ``stop`` (an EarlyStopping) stops on the monitored ``values``, or None."""
+    from types import SimpleNamespace
+
+    stop.set_model(SimpleNamespace(stop_training=False))
+    for epoch, value in enumerate(values):
+        stop.on_epoch_end(epoch, {stop.monitor: value})
+        if stop.model.stop_training:
+            return epoch
+    return None
+
+
+def test_early_stopping_needs_more_than_min_delta_as_keras():
+    """An improvement must be strictly larger than ``min_delta`` (an equal value is none), and a
+    negative ``min_delta`` counts as its absolute value (Keras)."""
+    assert _stopped_at(C.EarlyStopping("loss", patience=1), [1.0, 1.0, 0.5]) == 1
+    assert _stopped_at(C.EarlyStopping("loss", patience=1, min_delta=0.5), [2.0, 1.5, 1.0]) == 1
+    assert _stopped_at(C.EarlyStopping("loss", patience=1, min_delta=-0.5), [2.0, 1.75, 1.0]) == 1
+    assert _stopped_at(C.EarlyStopping("loss", patience=1, min_delta=-0.5), [2.0, 1.25, 0.5]) is None
+
+
+def test_early_stopping_patience_counts_from_the_last_improvement():
+    assert _stopped_at(C.EarlyStopping("loss", patience=2), [1.0, 2.0, 0.5, 2.0, 2.0, 2.0]) == 4
+
+
+@pytest.mark.parametrize(
+    "monitor", ["val_accuracy", "acc", "val_auc", "precision", "val_recall", "f1", "val_my_f1", "r2"]
+)
+def test_auto_mode_maximises_accuracy_like_metrics(monitor):
+    assert C.EarlyStopping(monitor).mode == "max" and C.ReduceLROnPlateau(monitor).mode == "max"
+    assert _stopped_at(C.EarlyStopping(monitor, patience=1), [0.5, 0.6, 0.4]) == 2
+
+
+@pytest.mark.parametrize("monitor", ["loss", "val_loss", "val_mae", "rmse"])
+def test_auto_mode_minimises_the_other_metrics(monitor):
+    assert C.EarlyStopping(monitor).mode == "min"
 
 
 def test_unknown_monitor_is_a_clear_error(problem):
@@ -218,6 +264,26 @@ def test_csv_logger(tmp_path, problem):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     assert float(rows[2]["loss"]) < float(rows[0]["loss"])
+
+
+def test_csv_logger_replaces_the_file_of_an_earlier_run_unless_appending(tmp_path, problem):
+    X, y, _, _ = problem
+    path = tmp_path / "log.csv"
+    for append, epochs in ((False, 3), (False, 2), (True, 1)):
+        make_model().fit(X, y, epochs=epochs, verbose=0, callbacks=[C.CSVLogger(path, append=append)])
+    rows = list(csv.DictReader(open(path)))
+    assert [r["epoch"] for r in rows] == ["0", "1", "0"]  # the second run replaced the first, the third added
+
+
+def test_reduce_lr_on_plateau_never_goes_below_min_lr():
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("mse", fnn.optim.SGD(lr=1.0))
+    plateau = C.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_lr=0.3)
+    plateau.set_model(model)
+    rates = []
+    for epoch in range(4):
+        plateau.on_epoch_end(epoch, {"loss": 1.0})
+        rates.append(model.optimizer.lr)
+    assert rates == [1.0, 0.5, 0.3, 0.3]
 
 
 def test_callbacks_must_be_callback_instances(problem):
@@ -441,3 +507,38 @@ def test_save_best_only_without_validation_names_model_checkpoint(problem, tmp_p
     checkpoint = C.ModelCheckpoint(str(tmp_path / "best.safetensors"), save_best_only=True)
     with pytest.raises(ValueError, match=r"^ModelCheckpoint: monitor 'val_loss' is not a metric"):
         make_model().fit(X, y, epochs=1, verbose=0, callbacks=[checkpoint])
+
+
+def test_keras_batch_hook_names_are_called_and_hooks_fastnn_never_calls_are_named():
+    """A Keras callback's on_train_batch_begin/end were never called (silently); on_test_* and
+    on_predict_* hooks, which fastnn never calls, are now named in a warning."""
+    calls = []
+
+    class KerasStyle(C.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            calls.append(("keras begin", batch))
+
+        def on_train_batch_end(self, batch, logs=None):
+            calls.append(("keras end", batch, logs["size"]))
+
+    class FastnnStyle(C.Callback):
+        def on_batch_end(self, batch, logs=None):
+            calls.append(("fastnn end", batch))
+
+    class Validation(C.Callback):
+        def on_test_end(self, logs=None):
+            calls.append("never")
+
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    callbacks = [KerasStyle(), FastnnStyle(), Validation()]
+    with pytest.warns(UserWarning, match="Validation defines on_test_end, which fastnn never calls"):
+        model.fit(X, y, loss="mse", optimizer="sgd", epochs=1, batch_size=4, verbose=0, callbacks=callbacks)
+    assert calls == [
+        ("keras begin", 0),
+        ("keras end", 0, 4),
+        ("fastnn end", 0),
+        ("keras begin", 1),
+        ("keras end", 1, 4),
+        ("fastnn end", 1),
+    ]

@@ -297,6 +297,75 @@ def test_the_same_data_resumes_mid_epoch(rng):
     np.testing.assert_array_equal(model.params, reference.params)
 
 
+def test_a_resumed_epoch_logs_the_loss_and_accuracy_of_the_uninterrupted_one(rng):
+    X, y = _data(rng)
+    reference = _model().fit(X, y, epochs=1, batch_size=16, verbose=0).history
+    model = _model()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[_RaiseAt(2, "begin")])
+    resumed = model.fit(X, y, epochs=1, batch_size=16, verbose=0).history
+    assert resumed["loss"] == pytest.approx(reference["loss"], rel=1e-6)
+    assert resumed["accuracy"] == reference["accuracy"]
+
+
+def test_the_epoch_loss_is_the_mean_over_samples_of_unequal_batches(rng):
+    X, y = _data(rng)  # 48 rows in batches of 7: six of 7 and one of 6
+    model = fnn.Sequential([fnn.Dense(5, 3)], seed=0, dtype="float64").compile("cross_entropy", fnn.optim.SGD(lr=0.0))
+    history = model.fit(X, y, epochs=1, batch_size=7, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(model.evaluate(X, y)["loss"], rel=1e-12)
+
+
+def test_fit_puts_back_the_mode_it_found(rng):
+    X, y = _data(rng)
+    model = _model().eval()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert not model.training
+    model.train().fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert model.training
+
+
+def test_the_data_fingerprint_covers_every_row_of_small_data_and_all_of_y(rng):
+    from fastnn.training import data_fingerprint
+
+    X, y = _data(rng, n=300)
+    base = data_fingerprint(X, y)
+    X2 = X.copy()
+    X2[150, 1] += 1.0  # a middle row: 300 rows hold 256 evenly spaced ones, 150 among them
+    y2 = y.copy()
+    y2[151] = (y2[151] + 1) % 3  # all of y counts, rows not in X's sample too
+    assert data_fingerprint(X2, y) != base and data_fingerprint(X, y2) != base
+    assert data_fingerprint(X.copy(), y.copy()) == base
+
+
+class _Tally(cb_mod.Callback):
+    """A callback whose state its key does not show (``step`` is a tuple, not part of the key)."""
+
+    def __init__(self, step):
+        self.step, self.total = (step,), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.total += self.step[0]
+
+    def state_dict(self):
+        return {"total": self.total}
+
+    def load_state_dict(self, state):
+        self.total = state["total"]
+
+
+def test_equal_keyed_callbacks_get_their_own_state_back_after_a_save_of_a_loaded_model(rng, tmp_path):
+    """Callbacks of equal keys are numbered in order; a loaded model saved again before any fit
+    keeps the callback states still waiting for one."""
+    X, y = _data(rng)
+    model = _model()
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[_Tally(1), _Tally(10)])
+    model.save(tmp_path / "a.safetensors")
+    fnn.load(tmp_path / "a.safetensors").save(tmp_path / "b.safetensors")
+    first, second = _Tally(0), _Tally(0)
+    fnn.load(tmp_path / "b.safetensors").fit(X, y, epochs=0, verbose=0, callbacks=[first, second])
+    assert (first.total, second.total) == (2, 20)
+
+
 def test_a_memory_error_leaves_the_model_usable(rng, monkeypatch):
     X, y = _data(rng)
     model = _model()
@@ -367,6 +436,10 @@ def test_training_one_model_from_two_threads_is_refused(rng):
     try:
         with pytest.raises(RuntimeError, match="another thread"):
             model.train_step(X[:16], y[:16])
+        weights = {name: np.zeros_like(a) for name, a in model.state_arrays().items()}
+        with pytest.raises(RuntimeError, match="load_state_arrays.*another thread"):  # was taken mid-fit
+            model.load_state_arrays(weights)
+        assert not all(np.all(a == 0) for a in model.state_arrays().values())
     finally:
         release.set()
         worker.join()

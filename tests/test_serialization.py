@@ -215,3 +215,20 @@ def test_save_warns_when_the_file_cannot_name_the_users_loss_or_optimizer(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         small_model().save(tmp_path / "plain.safetensors")  # fastnn's own classes: no warning
+
+
+def test_a_malformed_model_config_gets_an_error_naming_what_is_wrong():
+    """Sequential.from_config raised a bare KeyError('class') / KeyError('layers') or an
+    iteration TypeError for hand-made configs."""
+    with pytest.raises(ValueError, match="'layers' list"):
+        fnn.Sequential.from_config({})
+    with pytest.raises(ValueError, match="'layers' list"):
+        fnn.Sequential.from_config({"layers": 3})
+    with pytest.raises(ValueError, match="a layer config must be a dict"):
+        fnn.Sequential.from_config({"layers": [{"config": {}}]})
+    with pytest.raises(TypeError, match=r"\{'bogus': 1\} does not make a Dense"):
+        fnn.Sequential.from_config({"layers": [{"class": "Dense", "config": {"bogus": 1}}]})
+    model = fnn.Sequential.from_config(
+        {"layers": [{"class": "Dense", "config": {"in_features": 2, "out_features": 3}}]}
+    )
+    assert model.dtype == np.float32 and model.seed == 0 and model.output_shape == (3,)

@@ -77,7 +77,10 @@ def layer_from_config(entry: dict) -> Layer:
     Raises
     ------
     ValueError
-        When the class name is not registered (:func:`register_layer`).
+        When the class name is not registered (:func:`register_layer`) or ``entry`` is not such a
+        description.
+    TypeError
+        When the config misses or has an unknown argument of the class (the message names both).
 
     Examples
     --------
@@ -87,6 +90,10 @@ def layer_from_config(entry: dict) -> Layer:
     """
     from .._validation import check_choice
 
+    if not isinstance(entry, dict) or "class" not in entry or not isinstance(entry.get("config", {}), dict):
+        raise ValueError(
+            f"a layer config must be a dict {{'class': name, 'config': {{...}}}} (layer_to_config's), got {entry!r:.200}"
+        )
     cls = entry["class"]
     if not isinstance(cls, type):
         if cls not in LAYERS:
@@ -95,7 +102,11 @@ def layer_from_config(entry: dict) -> Layer:
                 f"@fastnn.register_layer on its class (known: {', '.join(sorted(LAYERS))})"
             )
         cls = LAYERS[check_choice(cls, LAYERS, "layer class")]
-    layer = cls.from_config(entry["config"]) if hasattr(cls, "from_config") else cls(**entry["config"])
+    config = entry.get("config", {})
+    try:
+        layer = cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    except TypeError as exc:  # a missing or unknown argument: name the layer's config
+        raise TypeError(f"the config {config!r:.200} does not make a {cls.__name__}: {exc}") from None
     layer.trainable = entry.get("trainable", True)
     return layer
 

@@ -158,7 +158,8 @@ def _scratch(name: str, size: int, dtype: str):
 def accuracy_count(logits, labels, *, partials=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
-    ``partials``: float64 device scratch of n_partials(m) (a per-thread buffer when omitted).
+    ``partials``: float64 device scratch of at least blocks_for(m) elements, one per block of the
+    launch (a per-thread buffer when omitted).
     """
     m = logits.shape[0]
     blocks = blocks_for(m)
@@ -169,7 +170,10 @@ def accuracy_count(logits, labels, *, partials=None):
 
 
 def binary_accuracy_count(logits, targets, *, partials=None):
-    """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs)."""
+    """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs).
+
+    ``partials``: as :func:`accuracy_count`'s.
+    """
     blocks = blocks_for(logits.shape[0])
     if partials is None:
         partials = _scratch("partials", blocks, "float64")
