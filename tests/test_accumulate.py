@@ -53,6 +53,48 @@ def test_a_sum_loss_sums_the_gradients_and_a_per_batch_schedule_counts_updates()
     assert runs[1].optimizer.lr == runs[0].optimizer.lr == pytest.approx(0.002 * 0.5**3)
 
 
+def test_the_epoch_s_short_last_group_updates_before_its_batch_ends():
+    """on_batch_end of an array epoch's last batch sees its short group's update (as every
+    other group's last batch does), not a flush after the epoch's batches."""
+
+    class Steps(cb_mod.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_batch_end(self, batch, logs=None):
+            self.seen.append(self.model.optimizer.step_count)
+
+    X, y = _data()
+    steps = Steps()
+    _model().fit(X, y, batch_size=10, accumulate=4, shuffle=False, verbose=0, callbacks=[steps])
+    assert steps.seen == [0, 0, 0, 1, 1, 1, 1, 2, 3]  # 9 batches: groups of 4, 4 and 1
+
+
+def test_a_fit_leaving_mid_group_puts_the_running_statistics_back_to_the_group_s_start():
+    """An error between the batches of an open group (here a callback's) drops the group: its
+    batches' BatchNorm statistics go back, as its update never ran."""
+
+    class Boom(cb_mod.Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 4:  # the second batch of the second group
+                raise RuntimeError("boom")
+
+    X, y = _data()
+    model = _model(norm=True)
+    model.fit(X[:30], y[:30], batch_size=10, accumulate=3, shuffle=False, verbose=0)  # one whole group
+    before = {name: a.copy() for name, a in model.state_arrays().items()}
+    with pytest.raises(RuntimeError, match="boom"):
+        model.fit(X, y, batch_size=10, accumulate=3, shuffle=False, verbose=0, callbacks=[Boom()])
+    after = model.state_arrays()
+    assert model.optimizer.step_count == 2  # the first fit's group and this fit's first one
+    assert not np.array_equal(after["1.running_mean"], before["1.running_mean"])  # ... which counted
+    fresh = _model(norm=True)
+    fresh.fit(X[:30], y[:30], batch_size=10, accumulate=3, shuffle=False, verbose=0)
+    fresh.fit(X[:30], y[:30], batch_size=10, accumulate=3, shuffle=False, verbose=0)
+    for name, a in after.items():
+        np.testing.assert_array_equal(a, fresh.state_arrays()[name], err_msg=name)
+
+
 def test_streamed_batches_accumulate_and_flush_the_last_group():
     X, y = _data()
     big = _model()

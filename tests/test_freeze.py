@@ -125,6 +125,20 @@ def test_the_fused_step_honours_frozen_layers(monkeypatch, tmp_path):
     assert np.all(fused.layers[1].weight != small().layers[1].weight)
 
 
+def test_the_step_kernel_reports_the_clipping_norm_of_the_trainable_gradients(monkeypatch):
+    """last_grad_norm after a step inside the compiled call is the norm clipping used (of the
+    trainable gradients), as Optimizer.step's on the ranges."""
+    X, y = _data()
+    inside = _model().freeze(1)
+    inside.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert inside.step_plan(8).token is not None  # the step ran inside the plan's call
+    monkeypatch.setattr(fnn.optim.Optimizer, "fused_step_token", lambda self: None)
+    outside = _model().freeze(1)
+    outside.fit(X, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    assert inside.optimizer.last_grad_norm == pytest.approx(outside.optimizer.last_grad_norm, rel=1e-12)
+    np.testing.assert_allclose(inside.params, outside.params, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("fuse", ["never", "always"])
 def test_a_model_frozen_whole_changes_nothing(monkeypatch, fuse):
     """No trainable range at all (an empty list, not None): the step kernels update nothing (they
@@ -197,6 +211,28 @@ def test_summary_counts_trainable_and_frozen_parameters():
     assert "Trainable params: 113" in text and "Non-trainable params: 30" in text
     model.unfreeze(model.layers[0])
     assert "Non-trainable params: 0" in model.summary(print_fn=None)
+
+
+def _complement(spans, size):
+    """The sorted, merged ``[lo, hi)`` ranges of ``[0, size)`` outside ``spans``."""
+    free, at = [], 0
+    for lo, hi in sorted(spans):
+        if lo > at:
+            free.append((at, lo))
+        at = max(at, hi)
+    return free + ([(at, size)] if at < size else [])
+
+
+def test_the_optimizer_gets_the_merged_ranges_of_exactly_the_frozen_layer():
+    """Freezing layer 1 of 12 freezes "1." only (not "10.", "11."), and the trainable ranges the
+    optimizer steps on are merged where they touch."""
+    model = fnn.Sequential([fnn.Dense(2, 2) for _ in range(12)], dtype="float64", seed=0)
+    model.compile("mse", fnn.optim.SGD(lr=0.1))
+    model.freeze(1)
+    expected = _complement(_slices(model, "1."), model.params.size)
+    assert len(expected) == 3  # layer 1's weight and bias cut the buffer in three
+    assert model.optimizer.trainable == expected
+    assert model.summary(print_fn=None).count("Non-trainable params: 6") == 1
 
 
 def test_unknown_layers_and_bad_values_are_refused_clearly():

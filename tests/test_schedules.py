@@ -120,6 +120,14 @@ def test_closed_forms():
     assert one(99) == pytest.approx(1.0 / 25 / 1e4) and one(1000) == pytest.approx(1.0 / 25 / 1e4)
 
 
+def test_a_warmup_hands_over_exactly_at_its_last_step():
+    """From step ``warmup_steps`` on the rate is ``then``'s own (torch's SequentialLR switches
+    there), not the ramp's ``start_factor + (1 - start_factor) * 1``, which may round below 1."""
+    then = S.cosine_annealing(0.3, T_max=7)
+    warm = S.linear_warmup(5, then=then, start_factor=0.005)
+    assert [warm(5 + s) for s in range(8)] == [then(s) for s in range(8)]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_config_and_pickle_round_trip(case):
     schedule = CASES[case][0]

@@ -46,6 +46,20 @@ def test_a_dataset_of_in_memory_arrays_trains_as_the_arrays_do():
     np.testing.assert_array_equal(model.params, reference.params)
 
 
+def test_steps_per_epoch_of_a_dataset_may_be_all_its_batches_or_fewer():
+    X, y = _data()  # 90 rows: 6 batches of 16
+    reference = _model()
+    reference.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    model = _model()
+    model.fit(ArrayDataset(X, y), epochs=2, batch_size=16, steps_per_epoch=6, verbose=0)
+    np.testing.assert_array_equal(model.params, reference.params)
+    assert model.optimizer.step_count == 12
+    model.fit(ArrayDataset(X, y), epochs=1, batch_size=16, steps_per_epoch=5, verbose=0)
+    assert model.optimizer.step_count == 17
+    with pytest.raises(ValueError, match="steps_per_epoch=7 is more than the 6 batches"):
+        model.fit(ArrayDataset(X, y), batch_size=16, steps_per_epoch=7, verbose=0)
+
+
 def test_the_epoch_order_permutes_blocks_then_rows_within_each_block():
     n, block = 50, 8
     ds = ArrayDataset(np.arange(n, dtype=np.float64)[:, None], np.arange(n), block_rows=block)
@@ -186,6 +200,27 @@ def test_an_interrupted_generator_epoch_resumes_where_the_stream_stood(accumulat
     done = 3 - 3 % accumulate  # the batches of the epoch that committed before the interrupt
     assert sizes == [list(range(done, 5)), list(range(5))]  # the epoch keeps its 5 batches
     assert history.history["loss"] == expected.history["loss"]
+    np.testing.assert_array_equal(model.params, reference.params)
+
+
+def test_a_generator_interrupted_twice_mid_group_gives_its_batches_back_in_order():
+    """The second interrupted fit took part of the batches the first gave back: what it gives
+    back is those it took, then the rest, in the stream's order."""
+    X, y = _data()
+
+    def endless():
+        while True:
+            for i in range(0, len(X), 10):
+                yield X[i : i + 10], y[i : i + 10]
+
+    options = dict(epochs=2, steps_per_epoch=6, accumulate=3, verbose=0)
+    reference = _model()
+    reference.fit(endless(), **options)
+    model, stream = _model(), endless()
+    for stop in (_StopBefore(0, 5), _StopBefore(0, 4)):  # gives back batches 3, 4, 5; then 3, 4 and 5
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(stream, callbacks=[stop], **options)
+    model.fit(stream, **options)
     np.testing.assert_array_equal(model.params, reference.params)
 
 
@@ -444,6 +479,19 @@ def test_evaluate_on_a_dataset_or_batches_equals_evaluate_on_the_arrays():
             assert got[key] == pytest.approx(expected[key], rel=1e-12), key
     with pytest.raises(ValueError, match="evaluate on a dataset or batches takes no y, class_weight"):
         model.evaluate(ArrayDataset(X, y), y, class_weight={0: 2.0})
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_sum_loss_evaluated_on_batches_adds_the_batches_losses(weighted):
+    """reduction="sum": the loss of all the batches together is their sum (weighted or not), as
+    evaluate on the arrays computes it in one pass."""
+    rng = np.random.default_rng(2)
+    X, Y = rng.standard_normal((45, 5)), rng.standard_normal((45, 2))
+    w = rng.uniform(0.5, 2.0, 45) if weighted else None
+    model = fnn.Sequential([fnn.Dense(5, 2)], dtype="float64", seed=0).compile(fnn.losses.MSE(reduction="sum"), "sgd")
+    expected = model.evaluate(X, Y, sample_weight=w)["loss"]
+    batches = [(X[i : i + 10], Y[i : i + 10]) + (() if w is None else (w[i : i + 10],)) for i in range(0, 45, 10)]
+    assert model.evaluate(batches)["loss"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_batches_must_all_carry_weights_or_none():

@@ -214,6 +214,15 @@ def test_a_function_metric_gets_the_whole_epoch(rng):
     assert got == {"balanced": pytest.approx(skm.balanced_accuracy_score(y, out.argmax(axis=1)))}
 
 
+def test_auc_leaves_out_a_class_without_positives(rng, kernels):
+    """A class that is never a label has no ROC curve: the mean is over the other classes."""
+    model = _model("cross_entropy", 3)
+    y, out = rng.integers(0, 2, N), rng.standard_normal((N, 3))  # class 2 is never a label
+    probs = np.exp(out) / np.exp(out).sum(axis=1, keepdims=True)
+    expected = np.mean([skm.roc_auc_score(y == c, probs[:, c]) for c in (0, 1)])
+    assert _streamed(model, ["auc"], out, y, kernels) == {"auc": pytest.approx(expected, rel=1e-12)}
+
+
 # ------------------------------------------------------------------------------ in fit and evaluate
 def _frozen_fit(rng, metrics, callbacks=None, epochs=2, verbose=0):
     """lr = 0: the outputs in training equal the predictions after it, so the epoch's metrics
@@ -322,6 +331,16 @@ def test_the_epoch_line_shows_the_metrics(rng, capsys):
     _frozen_fit(rng, ["f1"], epochs=1, verbose=2)
     line = capsys.readouterr().err
     assert "f1: " in line and "val_f1: " in line
+
+
+def test_a_function_metric_beside_metrics_counted_inside_the_steps_gets_every_batch(rng):
+    def rows_seen(y_true, y_pred):
+        return float(len(y_true))
+
+    model, history, X, y = _frozen_fit(rng, ["f1", rows_seen])
+    assert history.history["rows_seen"] == [35.0, 35.0] and history.history["val_rows_seen"] == [10.0, 10.0]
+    pred = model.predict(X[:35]).argmax(axis=1)
+    assert history.history["f1"][-1] == pytest.approx(skm.f1_score(y[:35], pred, average="macro"))
 
 
 def test_metrics_train_with_sample_weights_and_stay_unweighted(rng):

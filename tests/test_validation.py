@@ -161,6 +161,15 @@ def test_regression_target_beyond_float32_is_called_an_overflow():
         m.fit(X, y, verbose=0)
 
 
+@pytest.mark.parametrize("bad", [1.5, -0.5])
+def test_binary_cross_entropy_targets_outside_0_1_are_refused(bad):
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0).compile("binary_cross_entropy", "sgd")
+    X, y = np.zeros((4, 2)), np.array([0.0, 1.0, bad, 0.5])
+    with pytest.raises(ValueError, match=re.escape("binary_cross_entropy targets must lie in [0, 1]")):
+        model.fit(X, y, verbose=0)
+    assert model.optimizer.step_count == 0
+
+
 @pytest.mark.parametrize("big", [1e20, 2.0**63, 1e300])
 def test_huge_label_is_named_not_wrapped_around(model, big):
     labels = Y.astype(float)

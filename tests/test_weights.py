@@ -112,6 +112,27 @@ def test_binary_class_weight_uses_the_0_1_classes(rng):
     assert np.array_equal(a.params, b.params)
 
 
+def test_a_soft_target_of_one_half_is_class_0_for_class_weight(rng):
+    """A target > 0.5 is class 1 (as accuracy counts it): 0.5 itself takes class 0's weight."""
+    X, y = _data(rng)
+    t = np.where(y > 0, 1.0, 0.5)
+    a = _model("binary_cross_entropy", 1)
+    a.fit(X, t, batch_size=6, class_weight={0: 0.25, 1: 3.0}, verbose=0)
+    b = _model("binary_cross_entropy", 1)
+    b.fit(X, t, batch_size=6, sample_weight=np.where(t > 0.5, 3.0, 0.25), verbose=0)
+    assert np.array_equal(a.params, b.params)
+
+
+def test_a_column_of_sample_weights_trains_as_the_flat_weights(rng):
+    X, y = _data(rng)
+    w = rng.uniform(0.5, 2, X.shape[0])
+    a, b = _model(), _model()
+    a.fit(X, y, batch_size=7, sample_weight=w[:, None], verbose=0)
+    b.fit(X, y, batch_size=7, sample_weight=w, verbose=0)
+    assert np.array_equal(a.params, b.params)
+    assert a.evaluate(X, y, sample_weight=w[:, None]) == b.evaluate(X, y, sample_weight=w)
+
+
 def test_unit_weights_train_like_no_weights(rng):
     X, y = _data(rng)
     a, b = _model(), _model()
