@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import sys
 import threading
@@ -52,6 +53,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from . import _config, backend, optim
 from . import losses as losses_mod
 from .callbacks import Callback
+from .kernels.activations import ACTIVATIONS
 from .layers import Activation, BatchNorm1d, Dense, Dropout
 from .model import Sequential
 
@@ -224,13 +226,11 @@ def _dense(X):
 
 @dataclass
 class _Validation:
-    """The held-out part of one fit with early stopping, and the best state seen on it."""
+    """The held-out part of one fit with early stopping."""
 
     X: np.ndarray
     y: np.ndarray
     weights: np.ndarray | None
-    best_score: float = -np.inf
-    best_state: dict | None = None  # host copies of the model's state_arrays()
 
 
 class _Stopping(Callback):
@@ -258,6 +258,7 @@ class _NeuralNetBase(BaseEstimator):
 
     loss_curve_: list[float]  # (fitted attributes: each estimator's Attributes section says them all)
     validation_scores_: list[float] | None
+    _best_state: dict[str, np.ndarray] | None  # host copies of state_arrays() at best_validation_score_
 
     # -- hooks ----------------------------------------------------------------------------------
     def _layers(self, n_features: int, n_outputs: int):
@@ -334,7 +335,8 @@ class _NeuralNetBase(BaseEstimator):
             The training input, float64 or float32 (cast to the network's ``dtype``); a scipy.sparse
             matrix is densified.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Labels (classifiers: of any type; a 2-D 0/1 indicator for multi-label) or real values
+            Labels (classifiers: of any type; a 2-D 0/1 indicator for multi-label, dense or a
+            scipy.sparse matrix, which is densified: predict gives a dense indicator) or real values
             (regressors).
         sample_weight : array-like of shape (n_samples,), default=None
             Weight of each sample's loss (None: all 1); the loss is sum_i w_i l_i / sum_i w_i.
@@ -363,9 +365,16 @@ class _NeuralNetBase(BaseEstimator):
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _validate(self) -> None:
-        """scikit-learn's check of the parameters (InvalidParameterError names the one at fault)."""
+    def _validate(self, incremental: bool) -> None:
+        """scikit-learn's check of the parameters (InvalidParameterError names the one at fault);
+        ``incremental``: for partial_fit, which cannot stop early (nothing to hold out of one epoch)."""
         self._validate_params()
+        if incremental and self.early_stopping:  # scikit-learn refuses it too, rather than ignore it
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: it trains one epoch on the data it is given, "
+                "with no validation part held out. Use fit for early stopping, or set_params(early_stopping=False) "
+                "before partial_fit"
+            )
         limit = numba.config.NUMBA_NUM_THREADS  # fixed when Numba starts, per process
         if self.n_threads is not None and self.n_threads > limit:
             raise InvalidParameterError(
@@ -377,7 +386,7 @@ class _NeuralNetBase(BaseEstimator):
         self._check_params()
 
     def _fit(self, X, y, sample_weight, incremental: bool, classes=None):
-        self._validate()
+        self._validate(incremental)
         with _threads(self.n_threads):  # the builder, the fit and the validation predictions
             return self._fit_on_threads(X, y, sample_weight, incremental, classes)
 
@@ -434,7 +443,7 @@ class _NeuralNetBase(BaseEstimator):
             dtype=(np.float64, np.float32),
             y_numeric=not self._is_classifier(),
         )
-        X = _dense(X)
+        X, y = _dense(X), _dense(y)  # (a sparse y: a multi-label indicator, as scikit-learn's MLPClassifier takes)
         targets, n_outputs, loss = self._targets(y, fresh, classes)
         n = X.shape[0]
         weights = (
@@ -442,7 +451,7 @@ class _NeuralNetBase(BaseEstimator):
             if sample_weight is None
             else _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         )
-        early = bool(self.early_stopping) and not incremental
+        early = bool(self.early_stopping)  # (not with partial_fit: _validate)
         n_val = -(-n * float(self.validation_fraction) // 1)  # train_test_split's ceil(fraction * n)
         if early and n_val < 2:  # refused before a fresh fit builds anything: no half-made model_ stays
             raise ValueError(
@@ -458,6 +467,7 @@ class _NeuralNetBase(BaseEstimator):
             self.best_loss_ = None if early else np.inf
             self.validation_scores_ = [] if early else None
             self.best_validation_score_ = -np.inf if early else None
+            self._best_state = None
             self._no_improvement = 0
         validation = None
         if early:
@@ -487,8 +497,9 @@ class _NeuralNetBase(BaseEstimator):
             callbacks=[_Stopping(self, X.shape[0], validation, incremental, _reported_loss_factor(loss, n_outputs))],
             verbose=0,
         )
-        if validation is not None and validation.best_state is not None:  # back to the best validation score
-            self.model_.load_state_arrays(validation.best_state)
+        best = getattr(self, "_best_state", None)  # (None in an estimator pickled before it was kept)
+        if validation is not None and best is not None:  # back to best_validation_score_'s weights, as scikit-learn
+            self.model_.load_state_arrays(best)
         if not incremental and self.n_iter_ - epochs_before == self.max_iter and not self.model_.stop_training:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
@@ -513,10 +524,9 @@ class _NeuralNetBase(BaseEstimator):
             self.validation_scores_.append(score)
             message += f", validation score = {score:.6f}"
             improved = score >= self.best_validation_score_ + self.tol
-            if score > validation.best_score:
-                validation.best_state = {name: backend.host_copy(a) for name, a in self.model_.state_arrays().items()}
-                validation.best_score = score
-            self.best_validation_score_ = max(self.best_validation_score_, score)
+            if score > self.best_validation_score_:  # (over warm starts too: scikit-learn's _best_coefs)
+                self._best_state = {name: backend.host_copy(a) for name, a in self.model_.state_arrays().items()}
+                self.best_validation_score_ = score
         else:
             improved = self.best_loss_ is None or loss <= self.best_loss_ - self.tol
             self.best_loss_ = loss if self.best_loss_ is None else min(self.best_loss_, loss)
@@ -553,7 +563,7 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
     def partial_fit(
         self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, classes: ArrayLike | None = None
     ):
-        """One epoch over (X, y), continuing the network (no early stopping).
+        """One epoch over (X, y), continuing the network (no early stopping: refused, as scikit-learn's).
 
         Parameters
         ----------
@@ -575,7 +585,8 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         ------
         ValueError
             Without ``classes`` on the first call, for labels outside them, a y of another kind
-            (multi-label or multiclass) than the fitted one, invalid or changed network parameters.
+            (multi-label or multiclass) than the fitted one, invalid or changed network parameters,
+            ``early_stopping=True``.
 
         Examples
         --------
@@ -588,7 +599,8 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         >>> clf.n_iter_, clf.classes_
         (3, array([0, 1]))
         """
-        self._validate()  # (before the classes check: an invalid parameter is named first)
+        self._validate(incremental=True)  # (before the classes check: an invalid parameter is named first)
+        y = _dense(y)  # (a sparse multi-label indicator)
         if not (np.ndim(y) == 2 and np.shape(y)[1] > 1):
             _check_partial_fit_first_call(self, classes)
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
@@ -772,7 +784,7 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
     """Real targets (n,) or (n, n_outputs), squared error."""
 
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None):
-        """One epoch over (X, y), continuing the network (no early stopping).
+        """One epoch over (X, y), continuing the network (no early stopping: refused, as scikit-learn's).
 
         Parameters
         ----------
@@ -792,7 +804,7 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
         ------
         ValueError
             For a y with another number of outputs than the fitted estimator's, invalid or changed
-            network parameters.
+            network parameters, ``early_stopping=True``.
 
         Examples
         --------
@@ -833,7 +845,8 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
         Returns
         -------
         ndarray of shape (n_samples,) or (n_samples, n_outputs), float64
-            (n_samples,) for a y of one dimension at fit, else one column per output.
+            (n_samples,) for a y of shape (n_samples,) or (n_samples, 1) at fit (as scikit-learn's),
+            else one column per output.
 
         Examples
         --------
@@ -865,7 +878,8 @@ _SHARED_PARAMETERS = """
     random_state : int, RandomState instance or None, default=None
         Seed of the initial weights, the shuffling order, dropout masks and the validation split.
     tol : float, default=1e-4
-        An epoch improves when the training loss falls (or the validation score rises) by more than tol.
+        An epoch improves when its training loss is at least tol below the lowest so far (or its
+        validation score at least tol above the best so far), scikit-learn's rule.
     verbose : bool, default=False
         Print the loss (and validation score) after each epoch.
     warm_start : bool, default=False
@@ -877,13 +891,17 @@ _SHARED_PARAMETERS = """
         choice starts a new optimizer (as scikit-learn's warm start does). The parameters that
         define the network (``hidden_layer_sizes``, ``activation``, ``dropout``, ``batch_norm``,
         ``dtype``, ``device``; ``build_fn`` and ``module__`` parameters) cannot change: ValueError.
+        Classifiers: y's labels must be among ``classes_`` (a subset is fine, as for partial_fit;
+        scikit-learn's warm start refuses any other set than ``classes_``).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data, stop when its score (accuracy, R^2) stops
-        improving, and keep the weights of the best score.
+        Hold out ``validation_fraction`` of the data (stratified for classifiers of 1-D labels), stop
+        when its score (accuracy, R^2) stops improving, and keep the weights of the best score
+        (``best_validation_score_``: with ``warm_start``, the best of all fits, as scikit-learn's).
+        Not with ``partial_fit`` (ValueError, as scikit-learn's).
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping, in (0, 1).
     n_iter_no_change : int, default=10
-        Stop after this many epochs without improvement (more than ``tol``).
+        Stop when more than this many epochs in a row have not improved (see ``tol``).
     optimizer : str or fastnn.optim.Optimizer, default="adam"
         A fastnn optimizer name ("adam", "sgd", "adamw", "rmsprop", "adagrad", "lion"), or an
         instance (copied at each fresh fit, with its own learning rate; MLPClassifier and MLPRegressor: a non-zero ``alpha``
@@ -921,7 +939,9 @@ _FITTED_ATTRIBUTES = """
     best_validation_score_ : float or None
         Best validation score (with early stopping, else None).
     n_iter_ : int
-        Epochs run.
+        Epochs run, in all: warm-start fits and partial_fit calls add to it, so it is always
+        ``len(loss_curve_)`` (scikit-learn's counts only the last call's epochs: 1 after a
+        partial_fit).
     t_ : int
         Training samples seen."""
 
@@ -988,6 +1008,12 @@ class _MLP:
         return [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
 
     def _check_params(self):
+        if _SKLEARN_ACTIVATIONS.get(self.activation, self.activation) not in ACTIVATIONS:
+            fastnn_names = ", ".join(repr(name) for name in ACTIVATIONS if name not in ("identity", "tanh", "relu"))
+            raise InvalidParameterError(
+                f"The 'activation' parameter of {type(self).__name__} must be one of scikit-learn's 'identity', "
+                f"'logistic', 'tanh', 'relu' or a fastnn activation ({fastnn_names}). Got {self.activation!r} instead."
+            )
         sizes = self._hidden_sizes()
         if not all(isinstance(size, Integral) and not isinstance(size, bool) and size >= 1 for size in sizes):
             raise InvalidParameterError(
@@ -1185,6 +1211,25 @@ def default_network(n_features: int, n_outputs: int, hidden: int = 100, activati
     return [Dense(n_features, hidden, activation=activation), Dense(hidden, n_outputs)]
 
 
+def _check_builder_call(build, module_params: dict) -> None:
+    """``build(n_features, n_outputs, **module_params)`` must match the builder's signature: a
+    TypeError naming the ``module__`` parameters otherwise (not the builder's bare "unexpected
+    keyword argument", which does not say where the argument came from)."""
+    try:
+        signature = inspect.signature(build)
+    except (TypeError, ValueError):  # no signature to check (e.g. a builtin): the call itself tells
+        return
+    try:
+        signature.bind(0, 0, **module_params)
+    except TypeError as exc:
+        given = ", ".join(f"module__{k}" for k in module_params) or "no module__ parameters"
+        raise TypeError(
+            f"build_fn {getattr(build, '__name__', build)}{signature} cannot be called with {given} ({exc}): it "
+            f"is called as build_fn(n_features, n_outputs, **module_params), each module__<name>=value giving "
+            f"it name=value; rename the module__ parameter to one of its arguments, or add that argument"
+        ) from exc
+
+
 class _BuildFn(BaseEstimator):
     """A network from ``build_fn(n_features, n_outputs, **module params)``, with skorch-style
     routed parameters: ``module__<name>`` to the builder, ``optimizer__<name>`` to the optimizer."""
@@ -1299,7 +1344,9 @@ class _BuildFn(BaseEstimator):
 
     def _layers(self, n_features, n_outputs):
         build = default_network if self.build_fn is None else self.build_fn
-        return build(n_features, n_outputs, **self._routed("module__"))
+        module_params = self._routed("module__")
+        _check_builder_call(build, module_params)
+        return build(n_features, n_outputs, **module_params)
 
     def _network_params(self):
         params = {"build_fn": self.build_fn, "dtype": _dtype_name(self.dtype), "device": self.device}

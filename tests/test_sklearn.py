@@ -101,6 +101,18 @@ def test_multilabel_uses_binary_cross_entropy_over_k_outputs():
     assert np.array_equal(clf.predict(X), (clf.predict_proba(X) > 0.5).astype(int))
 
 
+def test_a_sparse_multilabel_indicator_trains_as_the_dense_one():
+    import scipy.sparse as sp
+
+    X, y = _classes()
+    Y = np.stack([y == 0, y == 1, y != 1], axis=1).astype(int)
+    dense = MLPClassifier(**SMALL).fit(X, Y)
+    sparse = MLPClassifier(**SMALL).fit(X, sp.csr_matrix(Y))
+    assert np.array_equal(sparse.predict_proba(X), dense.predict_proba(X)) and sparse.predict(X).shape == (60, 3)
+    streamed = MLPClassifier(**SMALL).partial_fit(X, sp.csr_matrix(Y))  # multi-label: no classes needed
+    assert np.array_equal(streamed.classes_, [0, 1, 2]) and streamed.n_iter_ == 1
+
+
 def test_multi_output_regression():
     X, Y = make_regression(50, 4, n_targets=2, random_state=0)
     reg = MLPRegressor(**SMALL).fit(X, Y / 100)
@@ -216,6 +228,31 @@ def test_tol_stops_training_and_early_stopping_keeps_the_best_epoch():
     assert np.argmax(early.validation_scores_) < early.n_iter_ - 1  # the last epoch was not the best ...
     _, X_val, _, y_val = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     assert early.score(X_val, y_val) == early.best_validation_score_  # ... and the best one's weights came back
+
+
+def test_a_warm_started_early_stopping_keeps_the_best_weights_of_all_fits():
+    X, y = _classes(n=120)
+    clf = MLPClassifier(
+        **dict(SMALL, max_iter=30, early_stopping=True, validation_fraction=0.25, learning_rate_init=0.05)
+    ).fit(X, y)
+    first_epochs, best = clf.n_iter_, _weights_of(clf)
+    clf.set_params(warm_start=True, learning_rate_init=3.0, n_iter_no_change=2).fit(X, y)  # only gets worse
+    assert clf.n_iter_ > first_epochs and max(clf.validation_scores_[first_epochs:]) < clf.best_validation_score_
+    # scikit-learn's _best_coefs: the weights of best_validation_score_, though an earlier fit's
+    assert np.array_equal(_weights_of(clf), best)
+    _, X_val, _, y_val = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, NeuralNetRegressor])
+def test_partial_fit_refuses_early_stopping_like_scikit_learn(Estimator):
+    X, y = _classes(n=20)
+    estimator = Estimator(max_iter=2, random_state=0, early_stopping=True)
+    classes = {"classes": [0, 1, 2]} if Estimator is MLPClassifier else {}
+    with pytest.raises(ValueError, match=r"partial_fit does not support early_stopping=True.*set_params"):
+        estimator.partial_fit(X, y, **classes)
+    assert not hasattr(estimator, "model_") and not hasattr(estimator, "classes_")
+    assert estimator.set_params(early_stopping=False).partial_fit(X, y, **classes).n_iter_ == 1
 
 
 def test_loss_is_the_last_epochs_loss_like_scikit_learns():
@@ -377,6 +414,16 @@ def test_routed_parameters_reach_the_builder_and_the_optimizer():
     assert twin.module__hidden == 7 and twin.module__depth == 2 and not hasattr(twin, "model_")
     with pytest.raises(TypeError, match="unknown parameter 'hidden'.*module__<name>"):
         NeuralNetClassifier(_build, hidden=5).fit(X, y)
+
+
+def test_a_module_parameter_the_builder_lacks_is_named_with_its_prefix():
+    X, y = _classes(n=20)
+    net = NeuralNetClassifier(_build, module__widht=5, max_iter=1)
+    with pytest.raises(TypeError, match=r"hidden=8, depth=1\) cannot be called with module__widht .*'widht'"):
+        net.fit(X, y)
+    assert not hasattr(net, "model_")
+    with pytest.raises(TypeError, match="too many positional arguments"):  # not build_fn(n_features, n_outputs)
+        NeuralNetRegressor(lambda n_features: _build(n_features, 1), max_iter=1).fit(X, X[:, 0])
 
 
 def test_grid_search_over_architectures():

@@ -280,6 +280,7 @@ def test_scikit_learns_parameter_validation(Estimator):
         ("max_iter", 0, r"an int in the range \[1, inf\)"),
         ("learning_rate_init", 0.0, r"a float in the range \(0.0, inf\)"),
         ("hidden_layer_sizes", (8, 0), "an int >= 1 or a sequence of ints >= 1"),
+        ("activation", "logisitc", r"one of scikit-learn's 'identity', 'logistic', 'tanh', 'relu' or a fastnn"),
         ("hidden_layer_sizes", 0, r"an array-like or an int in the range \[1, inf\)"),
         ("dropout", 1.0, r"a float in the range \[0.0, 1.0\)"),
         ("validation_fraction", 1.5, r"a float in the range \(0.0, 1.0\)"),
