@@ -36,7 +36,7 @@ from .kernels import inference as K
 from .kernels.activations import IDENTITY, ROWWISE_CODES, activation_forward
 from .kernels.checks import all_finite
 from .layers.activation import Activation
-from .layers.base import Context, flat_rows, rows
+from .layers.base import Context, flat_rows, rows, walk_layers
 from .layers.conv import Conv1d, Conv2d
 from .layers.dense import Dense
 from .layers.dropout import Dropout
@@ -301,12 +301,19 @@ def expect(model, n: int, batch_size: int) -> None:
     """Record now the first plan :func:`predict` runs on ``n`` rows, and have its kernels compile
     with the next first run of a step's calls (``fastnn._parallel_compile.expect``)."""
     if supported(model) and n >= 1:
-        _parallel_compile.expect(plan(model, min(n, _chunk_rows(batch_size))).runner.calls)
+        _parallel_compile.expect(plan(model, min(n, _chunk_rows(model, batch_size))).runner.calls)
 
 
-def _chunk_rows(batch_size: int) -> int:
-    """The rows of :func:`predict`'s chunks for ``batch_size`` (>= 1)."""
-    return batch_size if batch_size < CHUNK_ROWS else CHUNK_ROWS
+def _batch_statistics(model) -> bool:
+    """Whether a layer of ``model`` normalises with its batch's statistics in evaluation mode
+    (BatchNorm with ``track_running_stats=False``): its outputs depend on the rows passed together."""
+    return any(isinstance(layer, BatchNorm1d) and not layer.track_running_stats for layer in walk_layers(model.layers))
+
+
+def _chunk_rows(model, batch_size: int) -> int:
+    """The rows of :func:`predict`'s chunks for ``batch_size`` (>= 1): at most :data:`CHUNK_ROWS`,
+    except for a model with batch statistics in evaluation, whose passes are ``batch_size`` rows, as asked."""
+    return batch_size if batch_size < CHUNK_ROWS or _batch_statistics(model) else CHUNK_ROWS
 
 
 def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
@@ -314,7 +321,7 @@ def predict(model, X: np.ndarray, batch_size: int) -> np.ndarray:
     ``min(batch_size, CHUNK_ROWS)`` rows. The caller holds the model's lock."""
     n = X.shape[0]
     out = np.empty((n, *model.output_shape), model.dtype)
-    chunk = _chunk_rows(batch_size)  # batch_size >= 1 (checked by the caller)
+    chunk = _chunk_rows(model, batch_size)  # batch_size >= 1 (checked by the caller)
     if n <= chunk:
         plan(model, n).run(X, out)
         return out

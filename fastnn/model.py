@@ -938,7 +938,8 @@ class Sequential:
         ------
         ValueError, TypeError
             As the layer's constructor raises them for that argument; ValueError also when the
-            value would change the layer's output shape or parameters (that needs a new model).
+            value would change the layer's output shape or parameters, or is an argument of a layer
+            with layers inside it (that needs a new model).
         AttributeError
             If the layer keeps that argument under another attribute (``LeakyReLU``'s
             ``negative_slope`` is its ``alpha``): setting the name would change nothing computed.
@@ -953,11 +954,17 @@ class Sequential:
         ...
         ValueError: alpha must be in [0.0, inf], got -1.0
         """
-        if self._building or not self.built or layer.sublayers():  # (a container's arguments are layers)
+        if self._building or not self.built:
             return value
         config = layer.get_config()
         if name not in config:
             return value
+        if layer.sublayers() and not isinstance(getattr(type(layer), name, None), property):
+            raise ValueError(
+                f"{type(layer).__name__}.{name} cannot change on a built model: {type(layer).__name__} makes the "
+                f"layers inside it from its arguments once; build a new model with "
+                f"{type(layer).__name__}(..., {name}={value!r}) and copy the weights over (load_state_arrays)"
+            )
         if name not in layer.__dict__ and not hasattr(type(layer), name):
             raise AttributeError(
                 f"{type(layer).__name__} keeps its {name!r} argument under another attribute, so setting "

@@ -50,6 +50,66 @@ def test_a_changed_activation_is_computed_and_saved(make, tmp_path):
     np.testing.assert_allclose(model.predict(x), np.tanh(z), rtol=1e-12)  # a refused name changes nothing
 
 
+def test_gelu_approximate_set_later_is_computed_and_saved(tmp_path):
+    """GELU.approximate set on a built model was saved (and shown) as "tanh" while the erf form
+    was still computed, so predict changed across save and load."""
+    gelu = fnn.GELU()
+    model = fnn.Sequential([gelu], input_shape=(3,), dtype="float64", seed=0)
+    x = np.array([[-1.0, 0.5, 2.0]])
+    model.predict(x)
+    gelu.approximate = "tanh"
+    want = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-12)
+    model.save(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(fnn.load(tmp_path / "m.safetensors").predict(x), model.predict(x))
+    with pytest.raises(ValueError, match="approximate"):
+        gelu.approximate = "fast"
+    assert gelu.approximate == "tanh" and gelu.activation == "gelu_tanh"
+
+
+@pytest.mark.parametrize("make", [fnn.ReLU, fnn.GELU, lambda: fnn.ELU(0.5)])
+def test_an_activation_class_refuses_another_activation(make, tmp_path):
+    """ReLU().activation = "tanh" computed tanh but was saved (and shown) as ReLU()."""
+    layer = make()
+    model = fnn.Sequential([layer], input_shape=(2,), dtype="float64", seed=0)
+    x = np.array([[-1.0, 2.0], [0.5, -3.0]])
+    before = model.predict(x)
+    with pytest.raises(ValueError, match=r"fnn.Activation\('tanh'\)"):
+        layer.activation = "tanh"
+    np.testing.assert_array_equal(model.predict(x), before)
+    model.save(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(fnn.load(tmp_path / "m.safetensors").predict(x), before)
+
+
+def test_positional_encoding_dropout_set_later_is_used_and_checked():
+    """PositionalEncoding.dropout set on a built model was saved but its inner Dropout kept the old p
+    (training ignored it), and an out-of-range value passed unchecked."""
+    layer = fnn.PositionalEncoding(8)
+    model = fnn.Sequential([layer], input_shape=(3, 4), dtype="float64", seed=0)
+    x = np.ones((2, 3, 4))
+    layer.dropout = 0.5
+    assert model.get_config()["layers"][0]["config"]["dropout"] == 0.5
+    train = model.forward(x, training=True)
+    assert np.any(train == 0.0) and not np.allclose(train, model.forward(x, training=False))
+    with pytest.raises(ValueError, match="dropout"):
+        layer.dropout = 1.5
+    assert layer.dropout == 0.5
+
+
+@pytest.mark.parametrize(
+    "name, value", [("causal", True), ("activation", "gelu"), ("dropout", 0.5), ("norm_first", True)]
+)
+def test_a_built_transformer_block_refuses_a_changed_argument(name, value):
+    """TransformerEncoderBlock.causal = True (or activation, dropout, norm_first) on a built model
+    was saved in its config while the layers inside it kept computing the old block."""
+    block = fnn.TransformerEncoderBlock(4, 2, 6)
+    model = fnn.Sequential([block], input_shape=(3, 4), dtype="float64", seed=0)
+    config = model.get_config()
+    with pytest.raises(ValueError, match=rf"TransformerEncoderBlock\.{name} cannot change .* new model"):
+        setattr(block, name, value)
+    assert model.get_config() == config
+
+
 def test_a_convolution_refuses_a_row_wise_activation_set_later():
     conv = fnn.Conv1d(1, 2, 3)
     fnn.Sequential([conv], input_shape=(1, 5))

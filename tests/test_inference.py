@@ -148,6 +148,22 @@ def test_large_inputs_run_in_chunks_with_a_remainder(rng, monkeypatch):
     assert ("fused-infer", 16) in model.plan_keys() and ("fused-infer", 5) in model.plan_keys()
 
 
+def test_batch_statistics_in_evaluation_see_the_whole_pass(rng, monkeypatch):
+    """BatchNorm(track_running_stats=False) normalises with its batch's statistics in evaluation
+    too (torch's convention): predict passes ``batch_size`` rows together, not CHUNK_ROWS chunks."""
+    monkeypatch.setattr(_inference, "CHUNK_ROWS", 16)
+    model = fnn.Sequential(
+        [fnn.Dense(3, 4), fnn.Residual([fnn.BatchNorm1d(4, track_running_stats=False)]), fnn.Dense(4, 2)],
+        seed=0,
+        dtype="float64",
+    )
+    x = rng.standard_normal((40, 3))
+    _close(model.predict(x), model.forward(x, training=False), "float64")
+    by_ten = model.predict(x, batch_size=10)
+    for lo in (0, 30):
+        _close(by_ten[lo : lo + 10], model.forward(x[lo : lo + 10], training=False), "float64")
+
+
 def test_predictions_follow_training_steps_loads_and_direct_writes(rng, tmp_path):
     """The fold reads the live weights and running statistics at every call: never stale."""
     model = _dense_bn("relu", "float64", rng)

@@ -175,8 +175,19 @@ def _activation_class(name: str) -> type[Activation]:
     doc += _EXAMPLE.format(layer=row.layer, output=_EXAMPLE_OUTPUTS[name])
     for method in (__init__, get_config):
         method.__qualname__ = f"{row.layer}.{method.__name__}"
-    namespace = {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__}
+    namespace = {
+        "__init__": __init__,
+        "get_config": get_config,
+        "__doc__": doc,
+        "__module__": __name__,
+        "activation_names": (name,),
+    }
     return register_layer(type(str(row.layer), (Activation,), namespace))  # type: ignore[return-value]
+
+
+def _gelu_row(approximate: str) -> str:
+    """The table row of GELU's ``approximate`` ("none": gelu, "tanh": gelu_tanh); ValueError otherwise."""
+    return "gelu" if V.check_choice(approximate, ("none", "tanh"), "approximate") == "none" else "gelu_tanh"
 
 
 Identity = _activation_class("identity")
@@ -212,10 +223,29 @@ class GELU(Activation):
     """
     )  # the parameter picks one of two table rows (gelu, gelu_tanh)
 
+    activation_names = ("gelu", "gelu_tanh")
+
     def __init__(self, approximate: str = "none"):
-        V.check_choice(approximate, ("none", "tanh"), "approximate")
-        super().__init__("gelu" if approximate == "none" else "gelu_tanh")
-        self.approximate = approximate
+        super().__init__(_gelu_row(approximate))
+
+    @property
+    def approximate(self) -> str:
+        """``"none"`` (the erf form) or ``"tanh"``: the row the layer computes; setting it changes
+        the row.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> gelu = fnn.GELU()
+        >>> gelu.approximate = "tanh"
+        >>> gelu.activation
+        'gelu_tanh'
+        """
+        return "tanh" if self.activation == "gelu_tanh" else "none"
+
+    @approximate.setter
+    def approximate(self, value: str) -> None:
+        self.activation = _gelu_row(value)
 
     def get_config(self):
         return {"approximate": self.approximate}

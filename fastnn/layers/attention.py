@@ -278,8 +278,26 @@ class PositionalEncoding(Layer):
     def __init__(self, max_len: int = 5000, dropout: float = 0.0):
         super().__init__()
         self.max_len = V.check_int(max_len, "max_len", minimum=1)
-        self.dropout = V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False)
-        self.drop = Dropout(self.dropout)
+        self.drop = Dropout(V.check_float(dropout, "dropout", 0.0, 1.0, high_inclusive=False))
+
+    @property
+    def dropout(self) -> float:
+        """The dropout probability after the addition (training only): the inner Dropout's ``p``;
+        setting it (checked as the constructor checks it) sets that ``p``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> layer = fnn.PositionalEncoding(10)
+        >>> layer.dropout = 0.25
+        >>> layer.drop.p
+        0.25
+        """
+        return self.drop.p
+
+    @dropout.setter
+    def dropout(self, value: float) -> None:
+        self.drop.p = V.check_float(value, "dropout", 0.0, 1.0, high_inclusive=False)
 
     def expected_input_shape(self):
         return None

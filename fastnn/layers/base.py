@@ -1150,7 +1150,8 @@ class ActivationSetting:
     the activation's name. Setting it (a name, None or an activation layer, as the constructors
     take it) resolves the kernel code and parameter again (``code``, ``alpha``), so a built model
     computes the activation it saves; a layer whose class sets ``rowwise_activation = False``
-    refuses softmax and log_softmax."""
+    refuses softmax and log_softmax, one whose class names its ``activation_names`` (ReLU ...)
+    any other activation."""
 
     def __get__(self, layer, owner=None):
         return self if layer is None else layer.__dict__["_activation"]
@@ -1160,6 +1161,12 @@ class ActivationSetting:
         from .activation import resolve_activation
 
         name, code, alpha = resolve_activation(value)
+        allowed = getattr(layer, "activation_names", None)
+        if allowed is not None and name not in allowed:
+            raise ValueError(
+                f"{type(layer).__name__} computes {' or '.join(map(repr, allowed))}, not {name!r} (its saved "
+                f"config names no activation); for {name!r} use fnn.Activation({name!r}) in a new model"
+            )
         if code >= ROWWISE_CODES and not getattr(layer, "rowwise_activation", True):
             raise ValueError(
                 f"activation={name!r} normalises whole rows, which {type(layer).__name__} cannot fuse (its "
