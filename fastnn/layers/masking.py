@@ -29,7 +29,8 @@ class Masking(Layer):
     The output is the input unchanged; the lengths travel with it to the following layers
     (recurrent layers and attention skip the padded steps, per-step layers keep them, LastStep
     and GlobalAvgPool(axis="time") read each sample's valid steps) and a layer that cannot honour
-    them is refused when the model is built. Must be the model's first layer; for token ids use
+    them is refused when the model is built. A loss over per-step outputs counts the padded steps
+    too (Keras leaves them out). Must be the model's first layer; for token ids use
     ``Embedding(..., padding_idx=p, mask_padding=True)`` instead.
 
     Parameters
