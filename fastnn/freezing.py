@@ -7,7 +7,9 @@ frozen layer to the layers before it. The optimizer's step count is global (one 
 ``optimizer.iterations`` in Keras; a parameter unfrozen later continues with that count (PyTorch
 keeps a step count per parameter and would start its bias correction at 1). Frozen layers keep
 their mode: a frozen BatchNorm still updates its running statistics in training mode, as in
-PyTorch with ``requires_grad=False`` (Keras switches it to inference; call ``model.eval()`` for that).
+PyTorch with ``requires_grad=False``. (Keras switches a frozen BatchNorm to inference; fastnn's fit
+trains every layer in training mode, so a BatchNorm whose statistics must stay fixed needs
+``momentum=0.0``.)
 
 The model hands the optimizer the trainable parameters as contiguous ``[lo, hi)`` ranges of the
 flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on each range.

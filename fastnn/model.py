@@ -1612,7 +1612,8 @@ class Sequential:
         y : array_like
             The targets.
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
         sample_weight : array_like, optional
             (n,) weights of the loss.
@@ -3040,7 +3041,8 @@ class Sequential:
             ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
 
         Returns
@@ -3100,7 +3102,8 @@ class Sequential:
         rows : int
             The number of samples that will be predicted.
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB. The ``batch_size`` of that ``predict`` call.
 
         Examples
@@ -3124,7 +3127,8 @@ class Sequential:
             ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
 
         Returns
@@ -3169,7 +3173,8 @@ class Sequential:
             ``(n, *input_shape)`` numeric inputs (int64 indices for an Embedding first layer); converted
             to the model's dtype.
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
 
         Returns
@@ -3216,7 +3221,8 @@ class Sequential:
         y : array_like, optional
             The targets (None for a dataset or batches: they come with the data).
         batch_size : int, optional
-            Rows per forward pass (memory, not results): default 1024 on the CPU; on a GPU, as many as
+            Rows per forward pass (memory, not results, unless a BatchNorm keeps no running statistics:
+            it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
         sample_weight : array_like, optional
             (n,) weights of the loss.

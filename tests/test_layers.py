@@ -115,6 +115,20 @@ def test_batchnorm_batch_of_one_in_training_is_refused():
     assert model.forward(np.ones((1, 3)), training=False).shape == (1, 4)
 
 
+def test_batchnorm_without_running_stats_names_the_eval_batch_of_one():
+    # eval mode normalises with the batch's statistics too: the error must not say "training" nor
+    # suggest eval mode (the caller is in it), but the batch size and track_running_stats
+    model = fnn.Sequential([fnn.Dense(3, 4), fnn.BatchNorm1d(4, track_running_stats=False)], dtype="float64")
+    model.compile("mse", "sgd")
+    X = np.arange(15.0).reshape(5, 3)
+    with pytest.raises(ValueError, match="evaluation mode too.*batch size 1.*track_running_stats=True") as info:
+        model.predict(X[:1])
+    assert "in training" not in str(info.value)
+    with pytest.raises(ValueError, match="evaluation mode too"):
+        model.evaluate(X, np.zeros((5, 4)), batch_size=4)  # a last batch of one
+    assert model.predict(X, batch_size=5).shape == (5, 4)
+
+
 def test_model_with_batchnorm_and_dropout_matches_torch(rng):
     torch = pytest.importorskip("torch")
     model = fnn.Sequential(

@@ -233,6 +233,21 @@ class BatchNorm1d(_Normalization):
         calls.append((self.K.rows_to_nchw, (r["y"], self._channels(ws["y"]))))
         return calls, ws["y"]
 
+    def _one_value_message(self, training: bool, m: int) -> str:
+        """The error of a batch of ``m`` < 2 values per channel normalised with its own statistics
+        (in training, or in evaluation without running statistics)."""
+        if training:
+            return (
+                f"{self!r} needs more than 1 value per channel in training (the batch variance "
+                f"of one value is 0), got batch size {m}; use a larger batch_size, or eval mode"
+            )
+        return (
+            f"{self!r} normalises with each batch's own statistics in evaluation mode too "
+            f"(track_running_stats=False), so it needs more than 1 value per channel, got batch size "
+            f"{m}; predict or evaluate batches of at least 2 samples (a batch_size that leaves no "
+            f"last batch of one), or build it with track_running_stats=True"
+        )
+
     def _row_forward(self, x, y, x_hat, ctx) -> list:
         """Calls normalising rows x (n, C) into y; what backward needs goes to ctx."""
         ctx.batch_stats = ctx.training or not self.track_running_stats
@@ -248,11 +263,7 @@ class BatchNorm1d(_Normalization):
         if ctx.synced:  # statistics of the global batch of all MPI ranks
             return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
         if x.shape[0] < 2:
-            raise ValueError(
-                f"{self!r} needs more than 1 value per channel in training (the batch variance "
-                f"of one value is 0), got batch size {x.shape[0]}; use a larger batch_size, "
-                f"or eval mode"
-            )
+            raise ValueError(self._one_value_message(ctx.training, x.shape[0]))
         momentum = -1.0 if self.momentum is None else self.momentum
         stats = self._stats(1, ctx.arena)
         args = (
