@@ -1209,7 +1209,7 @@ class Sequential:
                     backend.copy_into(buffers[name], value)
             self._device = device
             self._make_workspaces()
-            if self.optimizer is not None and getattr(self.optimizer, "_params", None) is not None:
+            if self.optimizer is not None and self.optimizer.is_bound:
                 self.optimizer.rebind(self.params, self.grads)
                 self._set_trainable()  # the sparse table's rows buffer is on the new device
         return self
@@ -1758,8 +1758,7 @@ class Sequential:
         trainable = [(layer, layer.trainable) for layer in freezing.layer_paths(self).values()]
         compiled = (self.loss, self.optimizer, self.metrics, self.decay_bias_and_norm)
         optimizer = self.optimizer
-        bound = optimizer is not None and getattr(optimizer, "_params", None) is not None
-        optimizer_state = optimizer.state_dict() if bound and optimizer is not None else None  # (None: unbound)
+        optimizer_state = optimizer.state_dict() if optimizer is not None and optimizer.is_bound else None
         state, mode = dict(vars(self.state)), self.training
 
         def undo() -> None:
@@ -1871,8 +1870,9 @@ class Sequential:
         record = self.snapshot()
         record["config"]["layers"] = layers
         if record["loss"] is not None:  # by class, as the layers: a user's subclass comes back as itself
-            loss = self.loss.base if isinstance(self.loss, losses_mod.SampleWeighted) else self.loss
-            record["loss"]["name"] = type(loss)  # (a weighted fit's loss: its plain one, as the snapshot)
+            record["loss"]["name"] = type(
+                losses_mod.base_of(self.loss)
+            )  # (a weighted fit's: its plain one, as the snapshot)
         if record["optimizer"] is not None:
             record["optimizer"]["config"]["name"] = type(self.optimizer)
         record["metrics"] = list(self.metrics)  # (restore copies them)
@@ -1992,7 +1992,7 @@ class Sequential:
             self._trainer_of(threading.get_ident(), "compile")  # not under another thread's fit
             changed = decay_bias_and_norm is not None and decay_bias_and_norm != self.decay_bias_and_norm
             decay = self.decay_bias_and_norm if decay_bias_and_norm is None else decay_bias_and_norm
-            keep = optimizer is self.optimizer and getattr(optimizer, "_params", None) is not None
+            keep = optimizer.is_bound and optimizer is self.optimizer
             if self.built and not keep:  # first: an optimizer this model refuses changes nothing of it
                 self._bind_optimizer(optimizer, decay)
             self.loss = loss
@@ -2147,7 +2147,7 @@ class Sequential:
                 f"{what} needs a loss and an optimizer: call model.compile(loss=..., "
                 f"optimizer=...) first, or pass them to fit()"
             )
-        if self.built and getattr(self.optimizer, "_params", None) is None:
+        if self.built and not self.optimizer.is_bound:
             self._bind_optimizer()
 
     def check_data(self, X, y=None, argument: str = "X"):
@@ -2635,10 +2635,8 @@ class Sequential:
         >>> with model.training_session("my loop"):
         ...     _ = model.train_step(X, y)
         """
-        me, attrs = (
-            threading.get_ident(),
-            self.__dict__,
-        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
+        me = threading.get_ident()
+        attrs = self.__dict__  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
             previous = self._trainer_of(me, what)
             attrs["_trainer"] = me
@@ -2789,10 +2787,8 @@ class Sequential:
         if self._stale:
             self._refresh()
         # training_session, inlined: a generator-based context manager costs ~1 us, a tenth of a small step
-        me, attrs = (
-            threading.get_ident(),
-            self.__dict__,
-        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
+        me = threading.get_ident()
+        attrs = self.__dict__  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
             previous = self._trainer_of(me, "train_step")
             attrs["_trainer"] = me
@@ -2851,10 +2847,8 @@ class Sequential:
         """:meth:`train_step` on checked arrays through ``lane``: :meth:`run_step`'s fused path (one
         compiled call: forward, loss, backward, norm, update), transactional as it is. None (nothing
         done) when the model, its loss, optimizer or plan changed since the lane was made."""
-        me, attrs = (
-            threading.get_ident(),
-            self.__dict__,
-        )  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
+        me = threading.get_ident()
+        attrs = self.__dict__  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
             previous = self._trainer_of(me, "train_step")
             optimizer = lane.optimizer

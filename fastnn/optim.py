@@ -348,6 +348,22 @@ class Optimizer(Owned):
         return self._state.get(name, self._empty)  # type: ignore[return-value]  # bound before any update
 
     # ---------------------------------------------------------------- binding and stepping
+    @property
+    def is_bound(self) -> bool:
+        """Whether :meth:`bind` attached this optimizer to a model's flat buffers.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> opt = fnn.optim.SGD()
+        >>> opt.is_bound
+        False
+        >>> _ = fnn.Sequential([fnn.Dense(2, 1)]).compile("mse", opt)
+        >>> opt.is_bound
+        True
+        """
+        return self._params is not None
+
     def bind(self, params: np.ndarray, grads: np.ndarray, n_decay: int) -> None:
         """Attach to the flat buffers and allocate the state buffers (resets the step count, unless a
         state was loaded while unbound: then its buffers, with the step count and rate as they are).

@@ -33,12 +33,11 @@ def _warn_unregistered(model) -> None:
     """Warn when the loss or optimizer is a user's class not registered under its ``name``: a file
     holds the name only, so fnn.load would rebuild another class (a subclass inherits its base's
     name) or refuse the file."""
-    from .losses import LOSSES, SampleWeighted
+    from .losses import LOSSES, base_of
     from .optim import OPTIMIZERS
 
-    loss = model.loss.base if isinstance(model.loss, SampleWeighted) else model.loss  # (a weighted fit's)
     for kind, obj, table, decorator in (
-        ("loss", loss, LOSSES, "@fastnn.register_loss"),
+        ("loss", base_of(model.loss), LOSSES, "@fastnn.register_loss"),  # (a weighted fit's: its plain loss)
         ("optimizer", model.optimizer, OPTIMIZERS, "@fastnn.optim.register_optimizer"),
     ):
         registered = None if obj is None else table.get(obj.name)
