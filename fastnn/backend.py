@@ -142,8 +142,8 @@ def kernel_names() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """The kernel functions each module of ``fastnn.kernels`` offers the object layer.
 
     Each module lists them beside its kernels (``DEVICE_API``); the CUDA module of the same
-    name has the same functions with the same arguments, plus ``CUDA_ONLY_API`` (rare steps the
-    CPU layers do in NumPy).
+    name has the same functions with the same arguments, plus ``CUDA_ONLY_API`` (kernels the CPU
+    has no twin of; no module lists any at present).
 
     Returns
     -------
@@ -522,6 +522,15 @@ def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
         dst.copy_to_device(src, stream=stream)
 
 
+def _same_place_copy(array: Any) -> Any:
+    """A new array with ``array``'s shape, dtype, device and contents."""
+    if isinstance(array, np.ndarray):
+        return host_copy(array)
+    copy = zeros(array.shape, array.dtype, "cuda")
+    copy_into(copy, array)
+    return copy
+
+
 class StateGuard:
     """Copies of buffers a step changes before it commits (running statistics, dropout
     counters), put back when the step fails, so an exception or interrupt leaves the model at
@@ -530,7 +539,9 @@ class StateGuard:
     Parameters
     ----------
     buffers : list of array
-        Host or device arrays; each gets a copy of its own shape, dtype and device.
+        Host or device arrays; each gets a copy of its own shape, dtype and device, holding its
+        contents at construction until the first :meth:`save` (on every device: a ``restore``
+        before any ``save`` puts back those contents, never zeros).
 
     Examples
     --------
@@ -545,10 +556,7 @@ class StateGuard:
     """
 
     def __init__(self, buffers: list):
-        self.pairs = [
-            (buf, host_copy(buf) if isinstance(buf, np.ndarray) else zeros(buf.shape, buf.dtype, "cuda"))
-            for buf in buffers
-        ]
+        self.pairs = [(buf, _same_place_copy(buf)) for buf in buffers]
 
     def save(self) -> None:
         """Copy the buffers' current contents into the guard.

@@ -528,7 +528,9 @@ class EarlyStopping(_Monitor):
         (:meth:`fastnn.Sequential.state_arrays`: BatchNorm's running statistics too, as Keras
         restores its moving statistics), so the model evaluates as it did then.
     baseline : float, optional
-        A value the metric must beat to count as improving at all.
+        A value the metric must beat to count as improving at all. As in Keras, an epoch is
+        restored whatever its value relative to the baseline: while none beats it,
+        ``restore_best_weights`` keeps the best of those seen.
     start_from_epoch : int, default 0
         Epochs to wait before watching (warm-up).
 
@@ -537,6 +539,12 @@ class EarlyStopping(_Monitor):
     ValueError
         At the first epoch's end, when ``monitor`` is not a metric of the run (the message
         lists those that are).
+
+    Notes
+    -----
+    The decision to stop outlives a fit that raises after it (a later callback of the epoch fails)
+    and is saved by a checkpoint of that epoch: the next fit with this callback (or its saved state)
+    trains no epoch and ends the run, restoring the best weights if asked; a fit after that trains on.
 
     Examples
     --------
@@ -572,6 +580,11 @@ class EarlyStopping(_Monitor):
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None
+        # True from the stop decision to the end of its fit: a fit that raised in between (a later
+        # callback of the epoch failed) or a checkpoint written in between ends at once when resumed
+        self._stop_pending = False
+        # the best value of the epochs whose weights are kept while none beats the baseline
+        self._best_below_baseline = math.inf if self.mode == "min" else -math.inf
         # (private: None before a best epoch, a public None would change the callback's key of
         # fastnn.training.callback_keys, by which a resumed fit finds its saved state)
         self._best_weights: dict | np.ndarray | None = None
@@ -607,14 +620,52 @@ class EarlyStopping(_Monitor):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = {name: backend.host_copy(a) for name, a in self.model.state_arrays().items()}
+                self._keep_weights()
             return
+        if self.baseline is not None and self.restore_best_weights and self.best_epoch is None:
+            if self._below_baseline_best(value):
+                self._keep_weights()  # (Keras: restored even if no epoch beats the baseline)
         self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = epoch
+            self._stop_pending = True
             self.model.stop_training = True
 
+    def _keep_weights(self) -> None:
+        """Keep host copies of the model's parameters and buffers as the best weights."""
+        model: Any = self.model  # (set by fit before any hook)
+        self.best_weights = {name: backend.host_copy(a) for name, a in model.state_arrays().items()}
+
+    def _below_baseline_best(self, value: float) -> bool:
+        """Whether ``value`` (of an epoch that does not beat the baseline) is the best of those epochs
+        (the first such epoch counts, NaN or not); it becomes the new best of them."""
+        seen = self._best_below_baseline
+        better = not math.isnan(value) and (math.isnan(seen) or (value < seen if self.mode == "min" else value > seen))
+        if self.best_weights is None or better:
+            self._best_below_baseline = value
+            return True
+        return False
+
+    def on_train_begin(self, logs=None):
+        # the stop of a fit that did not reach its end (a callback after this one raised in that
+        # epoch, or this fit resumes a checkpoint of that epoch): that run ends now, as it would have
+        model: Any = self.model
+        if self._stop_pending and self.stopped_epoch == model.epochs_done - 1:
+            import warnings
+
+            warnings.warn(
+                f"EarlyStopping stopped this run at epoch {self.stopped_epoch + 1}, but its fit did not "
+                f"reach its end (an error after the decision, or a resumed checkpoint of that epoch): "
+                f"this fit ends it without training{' and restores the best weights' if self.restore_best_weights else ''}"
+                f"; call fit again to train on",
+                UserWarning,
+                stacklevel=5,  # (the caller of fit: CallbackList <- training.fit <- Sequential.fit)
+            )
+            model.stop_training = True
+        self._stop_pending = False
+
     def on_train_end(self, logs=None):
+        self._stop_pending = False
         if self.restore_best_weights and self.best_weights is not None:
             self._put_back(self.best_weights)
 
@@ -633,11 +684,15 @@ class EarlyStopping(_Monitor):
             "wait": self.wait,
             "best_epoch": self.best_epoch,
             "stopped_epoch": self.stopped_epoch,
+            "stop_pending": self._stop_pending,
+            "best_below_baseline": self._best_below_baseline,
         }
 
     def load_state_dict(self, state):
         self.best, self.wait = float(state["best"]), int(state["wait"])
         self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self._stop_pending = bool(state.get("stop_pending", False))  # (absent from files of before)
+        self._best_below_baseline = float(state.get("best_below_baseline", self._best_below_baseline))
 
     def arrays(self) -> dict:
         """Arrays that are part of the state (saved as tensors, not JSON).
@@ -1058,15 +1113,35 @@ class CSVLogger(Callback):
         import os
 
         logs = logs or {}
-        if self._keys is None:
-            self._keys = list(logs)
         write_header = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        if self._keys is None:
+            self._keys = list(logs) if write_header else self._header_keys(logs)
         with open(self.path, "a", encoding="utf-8") as handle:
             if write_header:
                 handle.write(self.separator.join(["epoch", *self._keys]) + "\n")
             handle.write(
                 self.separator.join([str(epoch), *(repr(float(logs.get(k, math.nan))) for k in self._keys)]) + "\n"
             )
+
+    def _header_keys(self, logs: dict) -> list[str]:
+        """The metric columns of the file appended to (its header, after ``epoch``): each row is
+        written in its columns, nan for a metric this fit does not log; a warning names the metrics
+        it logs that the file has no column for."""
+        import warnings
+
+        with open(self.path, encoding="utf-8") as handle:
+            header = handle.readline().rstrip("\r\n").split(self.separator)
+        keys = header[1:] if header[:1] == ["epoch"] else list(logs)
+        extra = [k for k in logs if k not in keys]
+        if extra:
+            warnings.warn(
+                f"CSVLogger(append=True): {self.path!r} has no column for {', '.join(map(repr, extra))} (its "
+                f"header: {self.separator.join(header)}); those metrics are not written. Log this fit to a "
+                f"new file, or pass append=False to start the file again",
+                UserWarning,
+                stacklevel=7,  # (the caller of fit: on_epoch_end <- CallbackList <- _run_epochs <- fit <- fit)
+            )
+        return keys
 
 
 __all__ = [

@@ -218,6 +218,24 @@ _SHARED_CONSTRAINTS = {
 _SPARSE_FORMATS = ["csr", "csc"]  # scikit-learn's MLPs take these (others are converted to csr)
 
 
+def _sklearn_classes(labels: np.ndarray) -> np.ndarray:
+    """Sorted unique ``labels`` with scikit-learn's ``classes_`` dtype (``unique_labels``:
+    ``np.asarray(sorted(labels))``): object labels (pandas' object, "string" or categorical y) become
+    the array NumPy makes of them, ``<U`` for strings.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_classes,)
+        Sorted unique labels.
+
+    Returns
+    -------
+    ndarray of shape (n_classes,)
+        The same labels; a new array of their own dtype if ``labels`` was of object dtype.
+    """
+    return np.asarray(labels.tolist()) if labels.dtype == object else labels
+
+
 def _dense(X):
     """X as a dense array: fastnn's layers take dense input, so a scipy.sparse X (e.g. a
     OneHotEncoder's or a ColumnTransformer's output) is densified, n_samples x n_features values."""
@@ -642,6 +660,7 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
                 found, codes = np.unique(y, return_inverse=True)
             else:
                 found = np.unique(np.asarray(classes))
+            found = _sklearn_classes(found)
             if len(found) < 2:
                 raise ValueError(
                     f"a classifier needs samples of at least 2 classes, y has only one class: {found[0]!r}"
@@ -824,6 +843,8 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
         return False
 
     def _targets(self, y, fresh: bool, classes):
+        if y.ndim == 2 and y.shape[1] == 1:  # scikit-learn's MLPRegressor ravels it, with its warning
+            y = column_or_1d(y, warn=True)
         targets = np.asarray(y, np.float64).reshape(y.shape[0], -1)
         if fresh:
             self.out_activation_ = "identity"

@@ -49,8 +49,10 @@ class TensorBoard(Callback):
 
     Every ``histogram_freq`` epochs (0: never): histograms of each parameter
     (``weights/0.weight``), its gradient (``gradients/0.weight``) and each layer's output
-    (``activations/0.Dense``). Activations come from a forward pass in evaluation mode on
-    ``activation_data`` (an array of inputs) when given, else from the layers' last outputs.
+    (``activations/0.Dense``). Activations come from a forward pass in evaluation mode (as
+    ``predict``: no dropout, BatchNorm's running statistics) with the epoch's final weights, on
+    ``activation_data`` (an array of inputs) when given, else on the input of the epoch's last
+    step. That pass changes nothing: a fit trains the same with or without this callback.
 
     Parameters
     ----------
@@ -129,7 +131,7 @@ class TensorBoard(Callback):
             writer.add_histogram(f"weights/{name}", np.asarray(value, np.float64), epoch)
             writer.add_histogram(f"gradients/{name}", np.asarray(grad, np.float64), epoch)
         data = self.activation_data if self.activation_data is not None else self.model.last_batch()
-        outputs = [] if data is None else self.model.layer_outputs(data, training=self.activation_data is None)
+        outputs = [] if data is None else self.model.layer_outputs(data, training=False)
         for i, (layer, out) in enumerate(zip(self.model.layers, outputs)):
             if out is not None and np.size(out) and np.isfinite(out).all():
                 writer.add_histogram(f"activations/{i}.{type(layer).__name__}", np.asarray(out, np.float64), epoch)

@@ -117,6 +117,24 @@ def test_early_stopping_restores_best_even_without_stopping(problem):
     np.testing.assert_array_equal(model.params, fake.best)
 
 
+def test_early_stopping_restores_the_best_epoch_even_if_none_beats_the_baseline(problem):
+    """Keras: "an epoch will be restored regardless of the performance relative to the baseline";
+    fastnn kept no weights unless an epoch beat the baseline, leaving the last epoch's."""
+    X, y, Xv, yv = problem
+    values = [float("nan"), 3.0, 2.0, 2.5, 4.0]
+
+    class Fake(C.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = values[epoch]
+
+    keep = _KeepState()
+    stop = C.EarlyStopping("val_loss", patience=4, baseline=1.0, restore_best_weights=True)
+    model = make_model()
+    model.fit(X, y, epochs=5, validation_data=(Xv, yv), verbose=0, callbacks=[Fake(), keep, stop])
+    assert stop.stopped_epoch == 3 and stop.best_epoch is None and stop.best == 1.0
+    _assert_state(model, keep.seen[2])  # the best of the epochs, none under the baseline
+
+
 def test_early_stopping_min_delta_and_accuracy_mode():
     stop = C.EarlyStopping(monitor="val_accuracy", min_delta=0.1)
     assert stop.mode == "max"
@@ -273,6 +291,31 @@ def test_csv_logger_replaces_the_file_of_an_earlier_run_unless_appending(tmp_pat
         make_model().fit(X, y, epochs=epochs, verbose=0, callbacks=[C.CSVLogger(path, append=append)])
     rows = list(csv.DictReader(open(path)))
     assert [r["epoch"] for r in rows] == ["0", "1", "0"]  # the second run replaced the first, the third added
+
+
+def test_csv_logger_appends_in_the_columns_of_the_files_header(tmp_path, problem):
+    """Appending a fit with other metrics (validation now) wrote its values in its own order under
+    the file's header: val_loss stood in the lr column. Rows now follow the header; a warning names
+    the metrics it has no column for, and a metric the fit does not log is nan."""
+    X, y, Xv, yv = problem
+    path = tmp_path / "log.csv"
+    make_model().fit(X, y, epochs=1, verbose=0, callbacks=[C.CSVLogger(path)])
+    model = make_model(lr=0.125)
+    with pytest.warns(
+        UserWarning, match=r"no column for 'val_loss', 'val_accuracy' \(its header: epoch,loss,accuracy,lr\)"
+    ):
+        hist = model.fit(
+            X, y, epochs=1, validation_data=(Xv, yv), verbose=0, callbacks=[C.CSVLogger(path, append=True)]
+        )
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 2 and set(rows[1]) == {"epoch", "loss", "accuracy", "lr"}
+    assert float(rows[1]["lr"]) == 0.125 and float(rows[1]["loss"]) == hist["loss"][0]
+    with open(path, "w") as handle:
+        handle.write("epoch,val_loss,loss\n")
+    with pytest.warns(UserWarning, match="no column for 'accuracy', 'lr'"):
+        make_model().fit(X, y, epochs=1, verbose=0, callbacks=[C.CSVLogger(path, append=True)])
+    row = list(csv.DictReader(open(path)))[0]
+    assert np.isnan(float(row["val_loss"])) and float(row["loss"]) > 0
 
 
 def test_reduce_lr_on_plateau_never_goes_below_min_lr():
@@ -542,3 +585,65 @@ def test_keras_batch_hook_names_are_called_and_hooks_fastnn_never_calls_are_name
         ("keras end", 1, 4),
         ("fastnn end", 1),
     ]
+
+
+class _FailingSave(C.Callback):
+    """A checkpoint-like callback (runs last) whose save of ``epoch`` fails."""
+
+    runs_last = True
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise OSError("No space left on device")
+
+
+def test_an_early_stop_survives_a_later_callback_that_raises_in_its_epoch(problem):
+    """EarlyStopping decided to stop at epoch 1, then a checkpoint of that epoch failed: fit raised
+    before the stop (and the restore of the best weights), and continuing trained on (epochs 2, 3 ...).
+    The continued fit now ends the run as the failed one would have, then a next fit trains on."""
+    X, y, Xv, yv = problem
+    values = [1.0, 2.0, 0.5, 0.4]
+
+    class Fake(C.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = values[epoch]
+
+    keep = _KeepState()
+    stop = C.EarlyStopping("val_loss", patience=0, restore_best_weights=True)
+    callbacks = [Fake(), keep, stop, _FailingSave(epoch=1)]
+    model = make_model()
+    with pytest.raises(OSError, match="No space"):
+        model.fit(X, y, epochs=4, validation_data=(Xv, yv), verbose=0, callbacks=callbacks)
+    with pytest.warns(UserWarning, match="EarlyStopping stopped this run at epoch 2.*call fit again to train on"):
+        hist = model.fit(X, y, epochs=2, validation_data=(Xv, yv), verbose=0, callbacks=callbacks)
+    assert hist.epoch == [] and model.epochs_done == 2 and model.stop_training
+    _assert_state(model, keep.seen[0])  # the best epoch's weights, restored at the end of the run
+    hist = model.fit(X, y, epochs=2, validation_data=(Xv, yv), verbose=0, callbacks=callbacks)
+    assert hist.epoch == [2, 3] and stop.best_epoch == 3
+
+
+def test_a_checkpoint_of_the_stopping_epoch_resumes_to_the_end_of_the_run(problem, tmp_path):
+    """A checkpoint written at the epoch EarlyStopping stopped (it runs after it): a fit resumed from it
+    trained on; it now ends the run (restoring the best weights) as the uninterrupted fit did."""
+    X, y, Xv, yv = problem
+    values = [1.0, 2.0, 0.5]
+
+    class Fake(C.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_loss"] = values[epoch]
+
+    def callbacks():
+        return [Fake(), C.EarlyStopping("val_loss", patience=0, restore_best_weights=True)]
+
+    ckpt = C.ModelCheckpoint(tmp_path / "m-{epoch}.safetensors")
+    model = make_model()
+    model.fit(X, y, epochs=3, validation_data=(Xv, yv), verbose=0, callbacks=[*callbacks(), ckpt])
+    assert model.epochs_done == 2
+    resumed = fnn.load(ckpt.saved[-1])
+    with pytest.warns(UserWarning, match="EarlyStopping stopped this run"):
+        hist = resumed.fit(X, y, epochs=1, validation_data=(Xv, yv), verbose=0, callbacks=callbacks())
+    assert hist.epoch == []
+    np.testing.assert_array_equal(resumed.params, model.params)

@@ -120,6 +120,40 @@ def test_multi_output_regression():
     assert MLPRegressor(**SMALL).fit(X, Y[:, 0] / 100).predict(X).shape == (50,)
 
 
+def test_a_column_y_is_raveled_with_scikit_learns_warning():
+    """scikit-learn's MLPRegressor ravels a y of shape (n, 1) with a DataConversionWarning and
+    predicts 1-D; fastnn's raveled it without the warning."""
+    from sklearn.exceptions import DataConversionWarning
+
+    X, y = make_regression(40, 4, random_state=0)
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        column = MLPRegressor(**SMALL).fit(X, y[:, None] / 100)
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        column.partial_fit(X, y[:, None] / 100)
+    flat = MLPRegressor(**SMALL).fit(X, y / 100).partial_fit(X, y / 100)
+    assert column.n_outputs_ == 1 and column.predict(X).shape == (40,)
+    np.testing.assert_array_equal(column.predict(X), flat.predict(X))
+
+
+@pytest.mark.parametrize("dtype", [object, "string", "category"])
+def test_classes_of_pandas_string_labels_have_scikit_learns_dtype(dtype):
+    """classes_ (and predict) of a pandas y of strings were object arrays; scikit-learn's
+    MLPClassifier gives unique_labels' <U array, for fit and for partial_fit's classes."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.neural_network import MLPClassifier as SklearnMLP
+
+    X, codes = _classes(n=30)
+    y = pd.Series(np.array(["cat", "dog", "emu"])[codes], dtype=dtype)
+    ours = MLPClassifier(**SMALL).fit(X, y)
+    theirs = SklearnMLP(**SMALL).fit(X, y)
+    assert ours.classes_.dtype == theirs.classes_.dtype == np.dtype("<U3")
+    assert ours.classes_.tolist() == theirs.classes_.tolist() == ["cat", "dog", "emu"]
+    assert ours.predict(X).dtype == theirs.predict(X).dtype
+    streamed = MLPClassifier(**SMALL).partial_fit(X, y, classes=pd.Series(["emu", "cat", "dog", "yak"], dtype=dtype))
+    streamed.partial_fit(X, y)
+    assert streamed.classes_.dtype == np.dtype("<U3") and streamed.classes_.tolist() == ["cat", "dog", "emu", "yak"]
+
+
 def test_feature_names_from_a_dataframe():
     pd = pytest.importorskip("pandas")
     X, y = _classes()

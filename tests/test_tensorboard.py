@@ -136,3 +136,28 @@ def test_a_second_fit_in_the_same_second_appends_to_the_log(tmp_path, monkeypatc
     steps, values = zip(*sorted(scalars["loss"]))
     assert steps == (0, 1, 2, 3)
     np.testing.assert_allclose(values, first["loss"] + second["loss"], rtol=1e-6)
+
+
+def test_activations_of_the_last_batch_are_those_of_evaluation_mode_and_change_no_training(tmp_path):
+    """Without activation_data the histograms came from a training-mode pass on the last batch:
+    fresh dropout masks and batch statistics, unlike the documented (and activation_data's)
+    evaluation mode. Now evaluation mode on the last step's input; training is unchanged."""
+    X, y = fnn.data.make_moons(48, noise=0.1, seed=0)
+
+    def fit(callbacks):
+        model = fnn.Sequential(
+            [fnn.Dense(2, 8, activation="relu"), fnn.Dropout(0.5), fnn.BatchNorm1d(8), fnn.Dense(8, 2)], seed=0
+        )
+        model.fit(X, y, loss="cross_entropy", optimizer="adam", epochs=2, batch_size=16, callbacks=callbacks, verbose=0)
+        return model
+
+    model = fit([TensorBoard(tmp_path / "run", histogram_freq=1)])
+    plain = fit([])
+    for name, value in plain.state_arrays().items():
+        np.testing.assert_array_equal(model.state_arrays()[name], value, err_msg=name)
+    _, histograms = read_events(tmp_path / "run")
+    expected = fnn.diagnostics.activations(model, model.last_batch())
+    for i, kind in enumerate(["Dense", "Dropout", "BatchNorm1d"]):
+        histo = histograms[f"activations/{i}.{kind}"][-1][1]
+        assert histo.sum == pytest.approx(float(expected[i].sum()), rel=1e-5)
+        assert histo.sum_squares == pytest.approx(float(np.square(expected[i], dtype=np.float64).sum()), rel=1e-5)
