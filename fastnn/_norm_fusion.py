@@ -10,7 +10,8 @@ own calls compute (within float rounding) with two fewer sweeps over the activat
 and one backward (benchmarks/RESULTS.md, session 7, has the measurements).
 
 Recognising the group by the recorded calls leaves everything else as it was: evaluation
-mode, synchronised or channels-first batch norm, a device other than the CPU, softmax rows
+mode (a frozen batch norm's training step too: it records the evaluation-mode kernels), synchronised
+or channels-first batch norm, a device other than the CPU, softmax rows
 and user layers record other calls and are not fused. The layers stay separate objects.
 Set :data:`ENABLED` to False (then ``model.clear_plans()``) for the layer-by-layer plan.
 """

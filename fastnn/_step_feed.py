@@ -70,9 +70,10 @@ def _after_step(model, plan, count: bool, accumulators, first_given: int, first_
     metric accumulator on the batch's rows, its state arrays the Given arguments after
     (:class:`fastnn.metrics.Accumulator`)."""
     out, target, _ = model.loss_rows(plan.out, plan.y)
+    masked = () if plan.lengths is None else (plan.lengths, model.per_step)  # padded steps not counted
     calls: list = []
     if count:
-        calls.append((count_kernel(model.loss), (out, target)))
+        calls.append((count_kernel(model.loss), (out, target, *masked)))
         calls.append((add_to_total, (Result(first_call), Given(first_given))))
         first_given += 1
     rows = target.reshape(target.shape[0], -1)  # (labels (m,) as a column)
@@ -292,13 +293,16 @@ class StepFeed:
                     f"step's batch ({buf.shape[1:]} of {buf.dtype}); pass data checked by model.check_data"
                 )
 
-    def correct_count(self, out, yb) -> int | None:
+    def correct_count(self, out, yb, lengths=None) -> int | None:
         """The last step's correct count: counted inside its call, else by ``model.correct_count``.
 
         Parameters
         ----------
         out, yb : numpy.ndarray
             The step's output and targets.
+        lengths : numpy.ndarray, optional
+            The batch's sequence lengths, for a model that leaves padded steps out (counted
+            inside, the step's call read its own).
 
         Returns
         -------
@@ -306,7 +310,7 @@ class StepFeed:
             The count; None for losses that do not classify.
         """
         if not self.counted:
-            return self.model.correct_count(out, yb) if self.classifies else None
+            return self.model.correct_count(out, yb, lengths) if self.classifies else None
         count = int(self.totals[0])
         self.totals[0] = 0
         return count

@@ -7,7 +7,10 @@ in float64). Under sample weights (``sample_weight``, ``class_weight``: the loss
 :class:`fastnn.losses.SampleWeighted`, a batch's mean is ``sum_i w_i l_i / sum_i w_i``) a batch
 counts for its sum of weights instead of its rows, and the group's sum is divided by the group's
 sum of weights: the update is again the big batch's (a shuffled fit on arrays then gathers each
-batch before its step, so its weights are known when the step is armed). With ``reduction="sum"``
+batch before its step, so its weights are known when the step is armed). A model that leaves
+padded steps out (``model.masks_steps``: a batch's mean is over its valid steps' positions) weighs
+each batch by its valid positions and divides by the group's, so the update is again the big
+batch's (its batches are gathered before their steps too). With ``reduction="sum"``
 the gradients are summed as they are. An epoch's last group may be shorter; it still updates.
 Learning-rate schedules and ``optimizer.step_count`` count updates, not batches (as Keras'
 ``iterations`` and PyTorch's ``scheduler.step()`` after ``optimizer.step()``); callbacks'
@@ -16,6 +19,8 @@ Learning-rate schedules and ``optimizer.step_count`` count updates, not batches 
 Layers that look at the batch differ from the big batch: BatchNorm normalises each batch with its
 own statistics (and updates the running statistics once per batch), and Dropout draws its masks
 per step, so with them the result is that of ``k`` smaller batches' statistics, not the big one's.
+A frozen BatchNorm (``fastnn.freezing``) normalises with its running statistics, so it gives the
+big batch's result.
 
 A group is one transaction: an error in any of its batches restores the running statistics and
 dropout counters to the group's start and nothing is updated; ``fit`` commits its position in the
@@ -59,10 +64,11 @@ def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
     )
 
 
-def batch_weight(loss, xb: np.ndarray, yb: np.ndarray) -> float:
+def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None) -> float:
     """What a batch counts for in its group's mean: its rows, or under sample weights (``loss`` a
     :class:`fastnn.losses.SampleWeighted`, whose mean is ``sum_i w_i l_i / sum_i w_i``) its sum of
-    weights, the last column of its targets :func:`fastnn.losses.weighted_targets`.
+    weights, the last column of its targets :func:`fastnn.losses.weighted_targets`, or for a
+    ``model`` that leaves padded steps out (``model.masks_steps``) its valid steps' positions.
 
     Parameters
     ----------
@@ -72,6 +78,8 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray) -> float:
         The batch's inputs (their rows count for an unweighted loss).
     yb : numpy.ndarray
         The batch's targets, filled (not a step plan's buffers still to be gathered into).
+    model : fastnn.Sequential, optional
+        The model trained (its padded steps, if it masks them, do not count).
 
     Returns
     -------
@@ -90,6 +98,8 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray) -> float:
     """
     if isinstance(loss, losses_mod.SampleWeighted):
         return float(np.sum(losses_mod.SampleWeighted.weights(yb)))
+    if model is not None and model.masks_steps:
+        return float(np.count_nonzero(model.valid_rows(model.output_lengths(xb))))
     return float(xb.shape[0])
 
 
@@ -203,7 +213,7 @@ class Stepper:
         if self.count == 0:
             self._open()
         group, guard = self._group()
-        m = batch_weight(model.loss, xb, yb)
+        m = batch_weight(model.loss, xb, yb, model)
         ends = self.count + 1 >= self.k or last
         mean = model.loss.reduction == "mean"
         try:

@@ -28,7 +28,9 @@ So N ranks with global batch B train as one process with batch B (float64: equal
 float32: to float32 rounding), and two runs with the same N are bit-identical. Checkpoints hold
 global state only, so they resume on any number of ranks. Not equal to one process: BatchNorm
 (each rank normalises with its own shard's statistics, like torch DDP without SyncBatchNorm; the
-running statistics saved are rank 0's; ``sync_batchnorm=True`` makes it equal). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
+running statistics saved are rank 0's; ``sync_batchnorm=True`` makes it equal; a frozen BatchNorm
+trains in inference mode, with its running statistics, so it is equal and takes no part in the
+synchronisation). The fused step (``fastnn._fused``) is unchanged: it ends with the gradient
 norm, before the optimizer, which is where the Allreduce goes; the norm is recomputed after it.
 
 Only ``fit`` is distributed: ``train_step``, ``predict`` and ``evaluate`` run on each rank alone.
@@ -134,7 +136,8 @@ def init(
         Every that many steps, check that the weights are bit-identical on all ranks (a checksum
         gathered from every rank; 0: never).
     sync_batchnorm : bool, default=False
-        BatchNorm layers normalise with the statistics of the global batch (:class:`SyncBatchNorm`).
+        BatchNorm layers normalise with the statistics of the global batch (:class:`SyncBatchNorm`);
+        frozen ones (inference mode, ``fastnn.freezing``) use their running statistics.
     bucket_bytes : int, optional
         None sums the gradient with one Allreduce after the backward; a number of bytes starts a
         non-blocking Allreduce of each bucket of layers (about that many gradient bytes, in
@@ -457,6 +460,13 @@ class Session:
         self.buckets: Buckets | None = None
         self.weighted_source = None  # fit with sample or class weights: its ArrayBatches (weights in y[:, -1])
         self.batch_weight = self.shard_weight = 0.0
+        # a model that leaves padded steps out: fit's ArrayBatches (its order), every sample's lengths
+        # (set by start), and the global batch's and this shard's lengths and valid positions
+        self.masked_source = None
+        self.lengths_all: np.ndarray | None = None
+        self.batch_lengths: np.ndarray | None = None
+        self.shard_lengths: np.ndarray | None = None
+        self.batch_valid = self.shard_valid = 0
 
     # -- start ---------------------------------------------------------------------------------
     def start(
@@ -548,6 +558,7 @@ class Session:
                 f"(batch_size={batch_size}, {X.shape[0]} samples); use batch_size >= {need * self.size} and a "
                 f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks"
             )
+        self.lengths_all = model.output_lengths(X)  # (None unless the model leaves padded steps out)
         record = self.comm.bcast(model.snapshot() if self.rank == 0 else None, root=0)
         if self.rank != 0:
             model.restore(record)
@@ -637,6 +648,12 @@ class Session:
         if source is not None:  # the weighted mean of the shard becomes its share of the batch's
             weights = source.y[slice(lo, hi) if source.order is None else source.order[lo:hi], -1]
             self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
+        masked = self.masked_source
+        if masked is not None and self.lengths_all is not None:  # the mean is over the global batch's valid steps
+            lengths = self.lengths_all[slice(lo, hi) if masked.order is None else masked.order[lo:hi]]
+            self.batch_lengths, self.shard_lengths = lengths, lengths[start:stop]
+            valid = self.model.valid_rows(lengths).reshape(hi - lo, -1).sum(axis=1)
+            self.batch_valid, self.shard_valid = int(valid.sum()), int(valid[start:stop].sum())
         return lo + start, lo + stop
 
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
@@ -682,7 +699,7 @@ class Session:
         model = self.model
         weight = self.weight()
         grads = model.grads
-        count = model.correct_count(out, target)
+        count = model.correct_count(out, target, self.shard_lengths if self.masked_source is not None else None)
         self.scalars[:] = (loss * weight, 0 if count is None else count, 0.0)
         if _World.check_every and self.steps % _World.check_every == 0:
             self.check_weights()
@@ -705,7 +722,8 @@ class Session:
     def weight(self) -> float:
         """The factor of this rank's gradient in the global one: shard rows / batch rows for a
         mean loss (its gradient is of the shard's mean), the shard's sum of sample weights / the
-        batch's for a weighted mean (sum w l / sum w), 1 for a summed loss.
+        batch's for a weighted mean (sum w l / sum w), the shard's valid steps' positions / the
+        batch's for a model that leaves padded steps out, 1 for a summed loss.
 
         Returns
         -------
@@ -727,6 +745,8 @@ class Session:
             return 1.0
         if self.weighted_source is not None:
             return self.shard_weight / self.batch_weight if self.batch_weight else 0.0
+        if self.masked_source is not None:
+            return self.shard_valid / self.batch_valid if self.batch_valid else 0.0
         return self.shard_rows / self.batch_rows
 
     def check_weights(self) -> None:
@@ -810,8 +830,9 @@ class Session:
             (out,) = self.gathered(X.shape[0], out)
             lo, hi = 0, X.shape[0]
         if hi > lo:
+            lengths = model.output_lengths(X[lo:hi])  # (a model that leaves padded steps out)
             with model.lock:  # (the loss's reduction scratch is the model's)
-                evaluation.update(out, y[lo:hi], None if w is None else w[lo:hi])
+                evaluation.update(out, y[lo:hi], None if w is None else w[lo:hi], lengths)
         return evaluation if evaluation.tracker is not None else self._reduced(evaluation)
 
     def gathered(self, rows: int, *arrays) -> list:

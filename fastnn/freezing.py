@@ -5,11 +5,20 @@ the layers inside it) from the optimizer: no update, no weight decay, and their 
 (Adam's moments ...) stays as it is. Gradients are still computed and still flow through the
 frozen layer to the layers before it. The optimizer's step count is global (one per update), as
 ``optimizer.iterations`` in Keras; a parameter unfrozen later continues with that count (PyTorch
-keeps a step count per parameter and would start its bias correction at 1). Frozen layers keep
-their mode: a frozen BatchNorm still updates its running statistics in training mode, as in
-PyTorch with ``requires_grad=False``. (Keras switches a frozen BatchNorm to inference; fastnn's fit
-trains every layer in training mode, so a BatchNorm whose statistics must stay fixed needs
-``momentum=0.0``.)
+keeps a step count per parameter and would start its bias correction at 1).
+
+A frozen BatchNorm (``trainable = False`` on it or on a layer containing it: ``Layer.frozen``) runs
+in inference mode in every training step, as Keras's BatchNormalization with ``trainable=False``
+and PyTorch's fine-tuning recipe (``bn.eval(); bn.requires_grad_(False)``): the forward is its
+evaluation-mode forward, y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta, its
+running statistics and ``num_batches_tracked`` stay as they are, and the gradient is that map's,
+dx = dy * gamma / sqrt(running_var + eps). This holds in ``fit`` (fused or not, with ``accumulate=k``,
+on "cuda", under MPI: such a layer takes no part in SyncBatchNorm's statistics), ``train_step``,
+``loss_and_grads`` and the diagnostics that run training-mode passes; a last batch of one sample is
+not skipped for it. Unfreezing returns it to training mode (changing ``trainable`` records the
+step plans again). A BatchNorm without running statistics (``track_running_stats=False``) has
+none to use: frozen, it keeps normalising with each batch's statistics, as PyTorch's eval mode.
+Other layers keep their mode (a frozen Dropout still drops).
 
 The model hands the optimizer the trainable parameters as contiguous ``[lo, hi)`` ranges of the
 flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on each range.

@@ -6,10 +6,18 @@ it is given (NumPy arrays on the CPU, device arrays on the GPU), choosing the ke
 builds the call. Names: ``cross_entropy`` (from logits, integer labels,
 softmax fused), ``binary_cross_entropy`` (from logits), ``mse``, ``mae``, ``huber``.
 :class:`SampleWeighted` puts per-sample weights on one of these (``fit(sample_weight=...)``).
+
+Padded steps: given ``lengths`` (batch,) int64 and ``per_step`` (``call``, ``forward_backward``,
+``correct_count``), the rows are those of a per-step output ``(batch, time, ..., k)`` and only the
+rows of valid steps (step < the sample's length) count, as Keras leaves masked steps out: the mean
+is over the valid rows (their elements for the elementwise losses), the other rows get a zero
+gradient and are not counted (``fastnn.kernels.losses``). ``Sequential`` passes them for a model
+whose input carries lengths (``Masking``, ``Embedding(..., mask_padding=True)``).
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import overload
 
 import numpy as np
@@ -178,7 +186,15 @@ class Loss(Owned):
         """
         return (n_outputs,), np.dtype(dtype)
 
-    def call(self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True):
+    def call(
+        self,
+        output: np.ndarray,
+        target: np.ndarray,
+        grad: np.ndarray,
+        compute_grad: bool = True,
+        lengths: np.ndarray | None = None,
+        per_step: int = 1,
+    ):
         """The loss as a kernel call ``(fn, args)``: ``fn(*args)`` is :meth:`forward_backward`.
 
         Step plans record this call once and run it every step.
@@ -193,6 +209,12 @@ class Loss(Owned):
             Same shape and dtype as ``output``: receives d loss / d output.
         compute_grad : bool, default True
             False computes the value only (``grad`` is left unchanged).
+        lengths : numpy.ndarray, optional
+            (samples,) int64 on the same device: the rows are a per-step output's (``per_step`` rows
+            a step) and only those of valid steps count (the module's docstring). A subclass that
+            overrides ``call`` without this parameter cannot train models with masked sequences.
+        per_step : int, default 1
+            Rows of one step (the output's positions after the time axis).
 
         Returns
         -------
@@ -216,7 +238,13 @@ class Loss(Owned):
         raise NotImplementedError
 
     def forward_backward(
-        self, output: np.ndarray, target: np.ndarray, grad: np.ndarray, compute_grad: bool = True
+        self,
+        output: np.ndarray,
+        target: np.ndarray,
+        grad: np.ndarray,
+        compute_grad: bool = True,
+        lengths: np.ndarray | None = None,
+        per_step: int = 1,
     ) -> float:
         """The loss of ``output`` against ``target``, writing its gradient into ``grad``.
 
@@ -230,6 +258,11 @@ class Loss(Owned):
             Same shape and dtype as ``output``: receives d loss / d output when ``compute_grad``.
         compute_grad : bool, default True
             False computes the value only.
+        lengths : numpy.ndarray, optional
+            (samples,) int64 sequence lengths: ``output`` is ``samples * time * per_step`` rows of a
+            per-step output and only the rows of valid steps count (the module's docstring).
+        per_step : int, default 1
+            Rows of one step.
 
         Returns
         -------
@@ -240,7 +273,7 @@ class Loss(Owned):
         ------
         ValueError
             If ``target`` or ``grad`` does not match ``output``'s shape, or a label is outside
-            [0, outputs).
+            [0, outputs), or ``lengths`` does not fit the rows.
         TypeError
             If ``output`` is not a 2-D float array, or labels are not integers.
 
@@ -254,14 +287,21 @@ class Loss(Owned):
         """
         trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
         V.check_loss_arrays(output, target, grad, compute_grad, trailing, self._labels)
-        fn, args = self.call(output, target, grad, compute_grad)
+        if lengths is None:
+            fn, args = self.call(output, target, grad, compute_grad)
+        else:
+            check_lengths(lengths, output.shape[0], per_step)
+            refuse_without_lengths(self)
+            fn, args = self.call(output, target, grad, compute_grad, lengths, per_step)
         return fn(*args)
 
     def _labels(self, target):
         """The class labels of checked ``target`` (kernels index the output by them), None for values."""
         return None
 
-    def correct_count(self, output: np.ndarray, target: np.ndarray) -> int | None:
+    def correct_count(
+        self, output: np.ndarray, target: np.ndarray, lengths: np.ndarray | None = None, per_step: int = 1
+    ) -> int | None:
         """The number of correctly classified samples (accuracy = this / samples).
 
         Parameters
@@ -270,11 +310,16 @@ class Loss(Owned):
             (batch, outputs) float32 or float64.
         target : numpy.ndarray
             Checked targets on the same device as ``output``.
+        lengths : numpy.ndarray, optional
+            (samples,) int64 sequence lengths: only the rows of valid steps are counted (as in
+            :meth:`forward_backward`).
+        per_step : int, default 1
+            Rows of one step.
 
         Returns
         -------
         int or None
-            Samples classified right; None for regression losses.
+            Samples (rows of valid steps) classified right; None for regression losses.
 
         Examples
         --------
@@ -406,19 +451,13 @@ class CrossEntropy(Loss):
     def _labels(self, target):
         return target
 
-    def call(self, output, target, grad, compute_grad=True):
+    def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
         kernels = _kernels(output)
-        return kernels.cross_entropy_forward_backward, (
-            output,
-            target,
-            grad,
-            self._scratch(output.shape[0], kernels),
-            self.reduction == "mean",
-            compute_grad,
-        )
+        args = (output, target, grad, self._scratch(output.shape[0], kernels), self.reduction == "mean", compute_grad)
+        return kernels.cross_entropy_forward_backward, _with_lengths(args, lengths, per_step)
 
-    def correct_count(self, output, target):
-        return int(_kernels(output).accuracy_count(output, target))
+    def correct_count(self, output, target, lengths=None, per_step=1):
+        return int(_kernels(output).accuracy_count(*_with_lengths((output, target), lengths, per_step)))
 
     def predict_classes(self, output):
         """(batch,) int64: the argmax of each row (the first maximum)."""
@@ -437,9 +476,9 @@ class _Elementwise(Loss):
         super().__init__(reduction=reduction)
         self.delta = V.check_float(delta, "delta", low=0.0, low_inclusive=False)
 
-    def call(self, output, target, grad, compute_grad=True):
+    def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
         kernels = _kernels(output)
-        return kernels.elementwise_loss, (
+        args = (
             output,
             target,
             grad,
@@ -449,6 +488,7 @@ class _Elementwise(Loss):
             self.reduction == "mean",
             compute_grad,
         )
+        return kernels.elementwise_loss, _with_lengths(args, lengths, per_step)
 
 
 @register_loss
@@ -569,8 +609,8 @@ class BinaryCrossEntropy(_Elementwise):
             )
         return target
 
-    def correct_count(self, output, target):
-        return int(_kernels(output).binary_accuracy_count(output, target))
+    def correct_count(self, output, target, lengths=None, per_step=1):
+        return int(_kernels(output).binary_accuracy_count(*_with_lengths((output, target), lengths, per_step)))
 
     def predict_classes(self, output):
         """int64 ``logit > 0``: (batch,) for one output, (batch, k) for k > 1 (multi-label)."""
@@ -695,7 +735,12 @@ class SampleWeighted(Loss):
         """
         return target.reshape(target.shape[0], -1)[:, -1]
 
-    def call(self, output, target, grad, compute_grad=True):
+    def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
+        if lengths is not None:
+            raise ValueError(
+                "sample weights with masked sequences (lengths) are not supported: fit refuses "
+                "sample_weight and class_weight for per-step outputs; train without weights"
+            )
         if not isinstance(output, np.ndarray):  # a device's output: weighed on the host
             return self._on_host, (output, target, grad, compute_grad)
         m = output.shape[0]
@@ -753,8 +798,9 @@ class SampleWeighted(Loss):
         fn, args = self.call(output, target, grad, compute_grad)
         return float(fn(*args))
 
-    def correct_count(self, output, target):
-        return self.base.correct_count(output, self.split(backend.to_host(target), output.dtype)[0])
+    def correct_count(self, output, target, lengths=None, per_step=1):
+        labels = self.split(backend.to_host(target), output.dtype)[0]
+        return self.base.correct_count(output, labels, *(() if lengths is None else (lengths, per_step)))
 
     def predict_classes(self, output):
         return self.base.predict_classes(output)
@@ -767,6 +813,103 @@ class SampleWeighted(Loss):
 
     def __repr__(self) -> str:
         return f"SampleWeighted({self.base!r})"
+
+
+def _with_lengths(args: tuple, lengths, per_step: int) -> tuple:
+    """A kernel's arguments, with (lengths, per_step) after them for a masked call."""
+    return args if lengths is None else (*args, lengths, int(per_step))
+
+
+def check_lengths(lengths, rows: int, per_step: int) -> None:
+    """Refuse sequence ``lengths`` that do not describe ``rows`` loss rows of ``per_step`` rows a step.
+
+    Parameters
+    ----------
+    lengths : numpy.ndarray
+        (samples,) int64, on the host or a device.
+    rows : int
+        The loss rows (``samples * time * per_step``).
+    per_step : int
+        Rows of one step, >= 1.
+
+    Raises
+    ------
+    ValueError
+        Naming what does not fit and how to fix it.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.check_lengths(np.array([2, 1]), 6, 1)  # 2 samples of 3 steps
+    >>> fnn.losses.check_lengths(np.array([2, 1]), 5, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: lengths has 2 samples, but the output's 5 rows are not 2 samples of per_step=1 rows a step ...
+    """
+    shape, dtype = getattr(lengths, "shape", None), getattr(lengths, "dtype", None)
+    if shape is None or len(shape) != 1 or dtype != np.int64:
+        raise ValueError(
+            f"lengths must be a 1-D int64 array (the valid steps of each sample), got "
+            f"{type(lengths).__name__} of shape {shape} and dtype {dtype}"
+        )
+    if isinstance(per_step, bool) or not isinstance(per_step, (int, np.integer)) or per_step < 1:
+        raise ValueError(f"per_step must be an int >= 1 (loss rows of one step), got {per_step!r}")
+    if shape[0] == 0 or rows % (shape[0] * per_step):
+        raise ValueError(
+            f"lengths has {shape[0]} samples, but the output's {rows} rows are not {shape[0]} samples of "
+            f"per_step={per_step} rows a step (rows = samples * time * per_step): pass the lengths of this batch"
+        )
+
+
+def takes_lengths(loss: Loss) -> bool:
+    """Whether ``loss.call`` takes sequence lengths (leaves padded steps out).
+
+    Built-in losses do; a subclass that overrides ``call`` without a ``lengths`` parameter does not.
+
+    Parameters
+    ----------
+    loss : Loss
+        The loss.
+
+    Returns
+    -------
+    bool
+        True when ``call`` has a ``lengths`` parameter.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.takes_lengths(fnn.losses.MSE())
+    True
+    """
+    return "lengths" in inspect.signature(type(loss).call).parameters
+
+
+def refuse_without_lengths(loss: Loss) -> None:
+    """Refuse a loss that cannot leave padded steps out (:func:`takes_lengths` is False).
+
+    Parameters
+    ----------
+    loss : Loss
+        The loss of a model whose per-step outputs carry sequence lengths.
+
+    Raises
+    ------
+    ValueError
+        Naming the loss and the fix.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.refuse_without_lengths(fnn.losses.CrossEntropy())  # built-in: takes them
+    """
+    if not takes_lengths(loss):
+        raise ValueError(
+            f"loss {loss!r} overrides call() without a `lengths` parameter, so it cannot leave the padded "
+            f"steps of masked sequences out (Masking or Embedding(mask_padding=True) before per-step "
+            f"outputs); add `lengths=None, per_step=1` to its call() and pass them to the kernel (see "
+            f"fastnn.losses.CrossEntropy.call), or end the model with a layer that drops the time axis"
+        )
 
 
 def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:

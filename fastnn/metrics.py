@@ -1550,7 +1550,8 @@ class Tracker:
         -------
         list of Accumulator
             The distinct accumulators, each to run once per batch (none for a loss whose classes
-            or probabilities are not the built-in ones: a subclass overriding them).
+            or probabilities are not the built-in ones: a subclass overriding them; none for a
+            model that leaves padded steps out, whose batches :meth:`update` reads).
 
         Examples
         --------
@@ -1563,7 +1564,7 @@ class Tracker:
         {'f1': 1.0, 'recall': 1.0}
         """
         base = losses_mod.base_of(self.model.loss)
-        if not _builtin_classes(base):
+        if not _builtin_classes(base) or self.model.masks_steps:  # (padded steps: left out in update)
             return []
         family, k = family_of(base), self.model.output_shape[-1]
         shared: dict[tuple, Accumulator] = {}
@@ -1605,8 +1606,13 @@ class Tracker:
             metric.reset()
         self._write_arrays()
 
-    def update(self, output: Any, target: Any, commit: bool = True, *, inside: bool = False) -> None:
+    def update(
+        self, output: Any, target: Any, commit: bool = True, *, inside: bool = False, lengths: Any = None
+    ) -> None:
         """Add one batch to the pass.
+
+        For a model that leaves padded steps out (``model.masks_steps``) only the positions of
+        valid steps count, as in Keras (``lengths`` required).
 
         Parameters
         ----------
@@ -1620,6 +1626,14 @@ class Tracker:
         inside : bool, default=False
             The step's compiled call already added the batch to the :meth:`accumulate_inside` arrays:
             only the other metrics read it here (nothing is read when there are none).
+        lengths : ndarray of shape (m,), int64, optional
+            The batch's sequence lengths (``model.output_lengths(X)``), on the host: required for a
+            model that masks steps, refused otherwise.
+
+        Raises
+        ------
+        ValueError
+            If ``lengths`` is missing for a model that masks steps, or given to one that does not.
 
         Examples
         --------
@@ -1633,10 +1647,13 @@ class Tracker:
         {'mae': 1.0}
         """
         self.added = self.added or inside
+        valid = valid_rows(self.model, lengths, "Tracker.update")
         if inside and commit and not self.pending and len(self.arrays) == len(self.metrics):
             return  # every metric counted inside the step's call
         output, target = backend.to_host(output), backend.to_host(target)
         output, target, _ = self.model.loss_rows(output, target)
+        if valid is not None:  # the positions of valid steps only
+            output, target = output[valid], target[valid]
         if not commit:  # (the arrays may be a step plan's buffers, overwritten by the next step)
             self.pending.append((np.array(output), np.array(target), inside))
             return
@@ -1784,8 +1801,14 @@ class Evaluation:
         self.tracker = Tracker(model, model.metrics) if model.metrics else None
         self.batches, self.value, self.loss_sum, self.weight, self.correct, self.rows = 0, 0.0, 0.0, 0.0, 0, 0
 
-    def update(self, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> None:
+    def update(
+        self, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None, lengths: Any = None
+    ) -> None:
         """Add one batch.
+
+        For a model that leaves padded steps out (``model.masks_steps``) the loss, accuracy and
+        metrics are those of the valid steps' positions (``lengths`` required): the loss of all
+        the batches is their mean (the sum with reduction "sum").
 
         Parameters
         ----------
@@ -1795,6 +1818,14 @@ class Evaluation:
             The checked target rows.
         weights : ndarray of shape (m,), float64, optional
             Sample weights of the loss (None: every sample counts 1).
+        lengths : ndarray of shape (m,), int64, optional
+            The batch's sequence lengths (``model.output_lengths(X)``): required for a model that
+            masks steps, refused otherwise.
+
+        Raises
+        ------
+        ValueError
+            If ``lengths`` is missing for a model that masks steps, or given to one that does not.
 
         Examples
         --------
@@ -1805,7 +1836,10 @@ class Evaluation:
         >>> evaluation.results()
         {'loss': 3.0, 'mae': 2.0}
         """
+        valid = valid_rows(self.model, lengths, "Evaluation.update")
         rows, target_rows, _ = self.model.loss_rows(output, target)
+        if valid is not None:  # the positions of valid steps: their loss is the masked mean
+            rows, target_rows = rows[valid], target_rows[valid]
         loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
         if weights is None:
             self.value = loss.forward_backward(rows, target_rows, scratch, False)
@@ -1823,7 +1857,7 @@ class Evaluation:
         self.correct = None if correct is None or self.correct is None else self.correct + correct
         self.rows += rows.shape[0]
         if self.tracker is not None:
-            self.tracker.update(output, target)
+            self.tracker.update(output, target, lengths=lengths)
 
     def results(self) -> dict:
         """The loss, accuracy and metrics over the batches so far.
@@ -1856,8 +1890,51 @@ class Evaluation:
         return logs
 
 
+def valid_rows(model, lengths, what: str) -> np.ndarray | None:
+    """The loss rows of valid steps (``model.valid_rows``) for a model that masks steps, None for
+    one that does not; a ValueError naming ``what`` when ``lengths`` is missing or not wanted.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        A built model.
+    lengths : ndarray of shape (m,), int64, or None
+        The batch's sequence lengths (``model.output_lengths(X)``).
+    what : str
+        The caller, for the message.
+
+    Returns
+    -------
+    ndarray of bool or None
+        ``(m * positions,)``, or None.
+
+    Raises
+    ------
+    ValueError
+        If ``lengths`` is missing for a model that masks steps, or given to one that does not.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.Dense(1, 2)], input_shape=(2, 1))
+    >>> fnn.metrics.valid_rows(model, np.array([1, 2]), "example")
+    array([ True, False,  True,  True])
+    """
+    if model.masks_steps != (lengths is not None):
+        raise ValueError(
+            f"{what}: pass lengths=model.output_lengths(X) for a model that leaves padded steps out, and "
+            f"only for one (this model's masks_steps is {model.masks_steps}, lengths "
+            f"{'missing' if lengths is None else 'given'})"
+        )
+    return None if lengths is None else model.valid_rows(backend.to_host(lengths))
+
+
 def evaluate_outputs(
-    model: Sequential, output: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
+    model: Sequential,
+    output: np.ndarray,
+    target: np.ndarray,
+    weights: np.ndarray | None = None,
+    lengths: np.ndarray | None = None,
 ) -> dict:
     """The loss, accuracy and compiled metrics of a model's outputs against targets.
 
@@ -1871,6 +1948,9 @@ def evaluate_outputs(
         The checked targets.
     weights : ndarray of shape (n,), float64, optional
         Sample weights of the loss (:class:`fastnn.losses.SampleWeighted`).
+    lengths : ndarray of shape (n,), int64, optional
+        The sequence lengths (``model.output_lengths(X)``) of a model that leaves padded steps out
+        (required there): the loss, accuracy and metrics of the valid steps' positions.
 
     Returns
     -------
@@ -1887,5 +1967,5 @@ def evaluate_outputs(
     {'loss': 0.4701, 'accuracy': 0.6667, 'f1': 0.6667}
     """
     evaluation = Evaluation(model)
-    evaluation.update(output, target, weights)
+    evaluation.update(output, target, weights, lengths)
     return evaluation.results()

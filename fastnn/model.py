@@ -35,7 +35,9 @@ from .layers.base import (
     Layer,
     Workspace,
     flat_rows,
+    misnamed_attribute,
     normalize_shape,
+    set_by_own_code,
     shape_str,
     size_of,
     walk_layers,
@@ -85,7 +87,8 @@ class _StepPlan:
     and target buffers are filled, then forward calls, the loss kernel, backward calls and the
     gradient norm run (``run()`` returns (loss, gradient norm)), then, when the optimizer can
     (``token`` not None: ``Optimizer.fused_step_token``), its update, armed per step by
-    ``Optimizer.begin_fused_step``."""
+    ``Optimizer.begin_fused_step``. ``lengths``: the sequence lengths buffer the loss reads (its
+    padded steps left out), None when no lengths reach the output."""
 
     __slots__ = (
         "accumulator",
@@ -97,6 +100,7 @@ class _StepPlan:
         "feed",
         "forward",
         "gathering",
+        "lengths",
         "loss_args",
         "loss_fn",
         "out",
@@ -106,8 +110,9 @@ class _StepPlan:
         "y",
     )
 
-    def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts):
+    def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts, lengths=None):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
+        self.lengths = lengths
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
         self.calls = [*forward, loss_call, *backward, norm_call]
@@ -296,6 +301,10 @@ class Sequential:
     (22, (2,), (2,))
     """
 
+    #: other frameworks' names, ``{their name: fastnn's}``: Keras's ``model.trainable = False``
+    #: freezes every layer, which is ``model.freeze()`` here (see ``Sequential.__setattr__``)
+    attribute_aliases = {"trainable": "freeze"}
+
     def __init__(
         self,
         layers,
@@ -374,6 +383,19 @@ class Sequential:
                 f"a model's {name} cannot be replaced once set: its buffers, layers and step plans "
                 f"were made for it, so a new value would be ignored or misread; {_FIXED_ADVICE[name]}"
             )
+        # a misspelling of one of the model's own (``model.stop_trainning = True``), set from
+        # outside its methods, would change nothing: refused as a layer refuses one (Layer.__setattr__)
+        if (
+            name[0] != "_"
+            and name not in self.__dict__
+            and not hasattr(type(self), name)
+            and not set_by_own_code(self, inspect.currentframe().f_back)
+        ):
+            error = misnamed_attribute(
+                self, name, value, aliases=self.attribute_aliases, holder="model", ignore=_FIXED_ATTRIBUTES
+            )
+            if error is not None:
+                raise error
         object.__setattr__(self, name, value)
 
     # -- ownership ----------------------------------------------------------------------------
@@ -691,7 +713,133 @@ class Sequential:
             grad = grad.reshape((rows, k))
         return out.reshape((rows, k)), target, grad
 
-    def loss_value(self, out, target, grad, compute_grad: bool = True) -> float:
+    @property
+    def masks_steps(self) -> bool:
+        """Whether the loss and metrics leave padded steps out: the input carries sequence lengths
+        (``Masking``, ``Embedding(..., mask_padding=True)``) and they reach the output (per-step
+        outputs ``(batch, time, ..., k)``), as in Keras.
+
+        Returns
+        -------
+        bool
+            True when :meth:`loss_value`, :meth:`correct_count` and the metrics take each batch's
+            :meth:`output_lengths`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.Dense(1, 2)], input_shape=(3, 1))
+        >>> model.masks_steps
+        True
+        """
+        return self._lengths_layer() is not None
+
+    def _lengths_layer(self):
+        """The first layer, when it marks padded steps whose lengths reach the output; else None."""
+        source = None
+        for layer in self.layers:
+            if getattr(layer, "produces_lengths", False):
+                source = layer
+            elif source is not None and getattr(layer, "lengths_policy", None) == "drop":
+                source = None
+        return source
+
+    @property
+    def per_step(self) -> int:
+        """Loss rows of one step of a per-step output: :attr:`positions` / time steps (1 for ``(batch, T, k)``).
+
+        Returns
+        -------
+        int
+            The product of the output shape's axes between time and the last.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Sequential([fnn.Masking(0.0), fnn.Dense(2, 3)], input_shape=(4, 5, 2)).per_step
+        5
+        """
+        shape = self._built_output_shape("per_step")
+        return size_of(shape[1:-1]) if len(shape) > 1 else 1
+
+    def output_lengths(self, X) -> np.ndarray | None:
+        """The sequence lengths that reach the output for input ``X``: each sample's valid steps
+        (what :meth:`loss_value`, :meth:`correct_count` and the metrics take), None when the model
+        does not :attr:`masks_steps`.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Checked inputs ``(n, *input_shape)`` (:meth:`check_data`), on the host or the model's device.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            int64 ``(n,)`` on the host.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.Dense(1, 2)], input_shape=(3, 1))
+        >>> model.output_lengths(np.array([[[1.0], [0.0], [0.0]], [[1.0], [2.0], [3.0]]], np.float32))
+        array([1, 3])
+        """
+        source = self._lengths_layer()
+        return None if source is None else source.sequence_lengths(X)
+
+    def valid_rows(self, lengths) -> np.ndarray | None:
+        """The loss rows of valid steps, for :meth:`output_lengths` ``lengths``.
+
+        Parameters
+        ----------
+        lengths : numpy.ndarray or None
+            int64 ``(n,)`` host lengths, or None.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            bool ``(n * positions,)``: row ``i`` (sample ``i // positions``) is a valid step; None for None.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.Dense(1, 2)], input_shape=(3, 1))
+        >>> model.valid_rows(np.array([1, 3]))
+        array([ True, False, False,  True,  True,  True])
+        """
+        if lengths is None:
+            return None
+        steps = self._built_output_shape("valid_rows")[0]
+        valid = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
+        return np.repeat(valid, self.per_step, axis=1).reshape(-1)
+
+    def _lengths_args(self, lengths, what: str) -> tuple:
+        """(lengths, per_step) for a loss or count of a model that :attr:`masks_steps`, () otherwise;
+        refuses a masked model's call without lengths (it would count the padded steps)."""
+        if lengths is None:
+            if self.masks_steps:
+                raise ValueError(
+                    f"{what}: this model's per-step outputs carry padded steps (layer 0 is {self.layers[0]!r}), "
+                    f"which the loss and metrics leave out: pass lengths=model.output_lengths(X) for the batch X"
+                )
+            return ()
+        if not self.masks_steps:
+            raise ValueError(
+                f"{what}: lengths given, but this model's output carries no padded steps (no Masking or "
+                f"Embedding(mask_padding=True) whose lengths reach it): leave lengths out"
+            )
+        if self._device != "cpu" and isinstance(lengths, np.ndarray):
+            lengths = backend.to_device(lengths, self._device)
+        return lengths, self.per_step
+
+    def _lengths_reaching_output(self, contexts) -> np.ndarray | None:
+        """The lengths buffer the last layer's forward (``contexts``: :meth:`_forward`'s) hands to
+        the loss; None when none reaches the output."""
+        if not self.masks_steps:
+            return None
+        return self.layers[-1].output_lengths(contexts[-1])
+
+    def loss_value(self, out, target, grad, compute_grad: bool = True, lengths=None) -> float:
         """The compiled loss of ``out`` against checked ``target``, with its gradient.
 
         Parameters
@@ -704,11 +852,20 @@ class Sequential:
             Like ``out``: receives d loss / d out when ``compute_grad``.
         compute_grad : bool, default True
             False computes the value only.
+        lengths : numpy.ndarray, optional
+            int64 ``(batch,)`` sequence lengths on the model's device (:meth:`output_lengths`):
+            required when the model :attr:`masks_steps`, refused otherwise.
 
         Returns
         -------
         float
-            The loss (the mean over every position with reduction "mean").
+            The loss (the mean over every position with reduction "mean"; over the valid steps'
+            positions for a model that :attr:`masks_steps`, whose padded positions get a zero gradient).
+
+        Raises
+        ------
+        ValueError
+            If ``lengths`` is missing for a model that masks steps, or given to one that does not.
 
         Examples
         --------
@@ -723,11 +880,13 @@ class Sequential:
         True
         """
         loss = self._compiled_loss("loss_value")
+        masked = self._lengths_args(lengths, "loss_value")
         out, target, grad = self.loss_rows(out, target, grad)
-        return loss.forward_backward(out, target, grad, compute_grad)
+        return loss.forward_backward(out, target, grad, compute_grad, *masked)
 
-    def correct_count(self, out, target) -> int | None:
-        """Positions classified right (accuracy = this / (samples * positions)).
+    def correct_count(self, out, target, lengths=None) -> int | None:
+        """Positions classified right (accuracy = this / (samples * positions), or / the valid
+        steps' positions for a model that :attr:`masks_steps`).
 
         Parameters
         ----------
@@ -735,11 +894,19 @@ class Sequential:
             ``(batch, *output_shape)``, on the model's device.
         target : numpy.ndarray
             Checked targets, on the model's device.
+        lengths : numpy.ndarray, optional
+            int64 ``(batch,)`` sequence lengths on the model's device (:meth:`output_lengths`):
+            required when the model :attr:`masks_steps` (only valid steps count), refused otherwise.
 
         Returns
         -------
         int or None
             The count; None for regression losses.
+
+        Raises
+        ------
+        ValueError
+            If ``lengths`` is missing for a model that masks steps, or given to one that does not.
 
         Examples
         --------
@@ -752,8 +919,9 @@ class Sequential:
         True
         """
         loss = self._compiled_loss("correct_count")
+        masked = self._lengths_args(lengths, "correct_count")
         out, target, _ = self.loss_rows(out, target)
-        return loss.correct_count(out, target)
+        return loss.correct_count(out, target, *masked)
 
     def require_built(self, what: str):
         """Raise a RuntimeError naming ``what`` unless the model knows its shapes.
@@ -957,7 +1125,8 @@ class Sequential:
         if self._building or not self.built:
             return value
         config = layer.get_config()
-        if name not in config:
+        argument = type(layer).argument_attributes.get(name, name)  # Dense keeps out_features as units
+        if argument not in config:
             return value
         if layer.sublayers() and not isinstance(getattr(type(layer), name, None), property):
             raise ValueError(
@@ -971,7 +1140,7 @@ class Sequential:
                 f"{name!r} would change nothing it computes; make a new layer instead: "
                 f"{type(layer).__name__}(**{{**layer.get_config(), {name!r}: ...}})"
             )
-        configured = type(layer)(**{**config, name: value})  # the constructor's checks and messages
+        configured = type(layer)(**{**config, argument: value})  # the constructor's checks and messages
         out = normalize_shape(configured.build(layer.input_shape, self.dtype))
         shapes = [(spec.name, tuple(spec.shape)) for spec in configured.parameter_specs()]
         if out != layer.output_shape or shapes != [(spec.name, tuple(spec.shape)) for spec in layer.parameter_specs()]:
@@ -1597,7 +1766,7 @@ class Sequential:
         with self._lock, self._state_kept():
             out, contexts = self._forward(self._rows_in(X, self._feed, "x", "probe"), bool(training), "probe")
             grad = self._grad_out(X.shape[0], "probe")["grad"]
-            loss = self.loss_value(out, self._target_in(y), grad, True)
+            loss = self.loss_value(out, self._target_in(y), grad, True, self._lengths_reaching_output(contexts))
             self._backward(grad, contexts, False)
             return float(loss), {name: backend.host_copy(g) for name, _, g in self.named_parameters()}
 
@@ -2031,7 +2200,8 @@ class Sequential:
         optimizer.sparse_rows = None if table is None else optim_mod.SparseRows(*table)
 
     def trainable_changed(self) -> None:
-        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges.
+        """Called when a layer's ``trainable`` is set: the optimizer learns the new trainable ranges,
+        and the step plans are recorded again (a frozen BatchNorm trains in inference mode).
 
         Examples
         --------
@@ -2041,13 +2211,17 @@ class Sequential:
         >>> model.summary(print_fn=None).splitlines()[-2]
         'Non-trainable params: 12'
         """
+        if self.built:
+            self._plans.clear()
         if self.built and self.optimizer is not None:
             self._set_trainable()
 
     def freeze(self, *layers) -> Sequential:
         """Set ``trainable = False`` on the given layers (all layers when none is given).
 
-        Frozen parameters get no updates (nor weight decay); see ``fastnn.freezing``.
+        Frozen parameters get no updates (nor weight decay), and a frozen BatchNorm (or one inside
+        a frozen layer) runs in inference mode in training steps, as in Keras: it normalises with
+        its running statistics and leaves them unchanged; see ``fastnn.freezing``.
 
         Parameters
         ----------
@@ -2316,9 +2490,13 @@ class Sequential:
                 lo, _, width, rows = table
                 norm_call = (K.sparse_grad_norm, (self.grads, self._norm_partials, lo, width, rows))
             loss = self._compiled_loss("step_plan")
-            plan = self._plans[m] = _StepPlan(
-                x, y, h, forward, loss.call(*self.loss_rows(h, y, grad)), backward, norm_call, contexts
-            )
+            out_rows, y_rows, grad_rows = self.loss_rows(h, y, grad)
+            if lengths is None:
+                loss_call = loss.call(out_rows, y_rows, grad_rows)
+            else:  # padded steps left out
+                losses_mod.refuse_without_lengths(loss)
+                loss_call = loss.call(out_rows, y_rows, grad_rows, True, lengths, self.per_step)
+            plan = self._plans[m] = _StepPlan(x, y, h, forward, loss_call, backward, norm_call, contexts, lengths)
             plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         return plan
 
@@ -2710,7 +2888,7 @@ class Sequential:
                 if plan is None:  # a user layer runs its own forward/backward
                     out, contexts = self._forward(xb, True, "train")
                     grad = self._grad_out(xb.shape[0])["grad"]
-                    loss = self.loss_value(out, yb, grad, True)
+                    loss = self.loss_value(out, yb, grad, True, self._lengths_reaching_output(contexts))
                     self._backward(grad, contexts, False)
                     norm = backend.kernels(self._device).grad_global_norm(self.grads, self._norm_partials)
                     if self._group_sum is not None:
@@ -2901,7 +3079,7 @@ class Sequential:
             else:
                 if math.isfinite(loss):
                     grad = self._grad_out(out.shape[0], "probe")["grad"]
-                    self.loss_value(out, yb, grad, True)
+                    self.loss_value(out, yb, grad, True, self._lengths_reaching_output(contexts))
                     for i in range(len(self.layers) - 1, -1, -1):
                         layer = self.layers[i]
                         grad = self._layer_backward(i, grad, contexts[i], i > 0)
@@ -3196,7 +3374,8 @@ class Sequential:
 
     def _evaluate(self, X, y, batch_size, weights=None) -> dict:
         with self._lock:  # the loss's reduction scratch is shared: one evaluation at a time
-            return metrics_mod.evaluate_outputs(self, self._predict(X, batch_size), y, weights)
+            out = self._predict(X, batch_size)
+            return metrics_mod.evaluate_outputs(self, out, y, weights, self.output_lengths(X))
 
     def evaluate(self, X, y=None, batch_size: int | None = None, *, sample_weight=None, class_weight=None) -> dict:
         """The loss, accuracy and compiled metrics on (X, y), in evaluation mode.

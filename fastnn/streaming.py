@@ -373,7 +373,7 @@ def validation(model, data, once=False):
                 continue
             xb, yb, wb = checked_batch(model, item, f"validation batch {b}")
             with model.lock:  # (the loss's reduction scratch is the model's)
-                evaluation.update(model.predict(xb), yb, wb)
+                evaluation.update(model.predict(xb), yb, wb, model.output_lengths(xb))
         return evaluation
 
     def run():

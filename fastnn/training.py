@@ -108,6 +108,9 @@ class Cursor:
     batches : int or None, default None
         Batches of the epoch done (a one-shot stream of batches resumes its epoch by them);
         None when not known (a file saved before they were kept).
+    valid : int or None, default None
+        Positions of valid steps done, the accuracy's denominator of a model that leaves padded
+        steps out (``model.masks_steps``); None otherwise.
 
     Examples
     --------
@@ -123,6 +126,7 @@ class Cursor:
     data: str
     metrics: Tracker | dict | None = None
     batches: int | None = None
+    valid: int | None = None
 
     def metric_state(self) -> dict | None:
         """The metrics' state as a plain record, or None.
@@ -219,14 +223,14 @@ class TrainingState:
         Returns
         -------
         dict
-            ``{"epochs_done", "cursor", "callbacks", "cursor_metrics", "cursor_batches"}``;
-            :meth:`load_record` reads it back.
+            ``{"epochs_done", "cursor", "callbacks", "cursor_metrics", "cursor_batches",
+            "cursor_valid"}``; :meth:`load_record` reads it back.
 
         Examples
         --------
         >>> from fastnn.training import TrainingState
         >>> sorted(TrainingState().to_record())
-        ['callbacks', 'cursor', 'cursor_batches', 'cursor_metrics', 'epochs_done']
+        ['callbacks', 'cursor', 'cursor_batches', 'cursor_metrics', 'cursor_valid', 'epochs_done']
         """
         cursor = (
             None
@@ -249,6 +253,7 @@ class TrainingState:
             "callbacks": callbacks,
             "cursor_metrics": None if self.cursor is None else self.cursor.metric_state(),
             "cursor_batches": None if self.cursor is None else self.cursor.batches,
+            "cursor_valid": None if self.cursor is None else self.cursor.valid,
         }
 
     def load_record(self, record: dict) -> None:
@@ -286,6 +291,7 @@ class TrainingState:
                 data[0] if data else "",
                 record.get("cursor_metrics"),
                 _batches_done(record.get("cursor_batches")),
+                _batches_done(record.get("cursor_valid")),
             )
         else:
             self.cursor = None
@@ -805,8 +811,8 @@ def fit(
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, source.steps)
     stepper = Stepper(model, accumulate)
-    if accumulate > 1 and isinstance(source, ArrayBatches) and source.weighted:
-        source.gather_inside = False  # each batch's weights are read before its step (Stepper.step)
+    if accumulate > 1 and isinstance(source, ArrayBatches) and (source.weighted or model.masks_steps):
+        source.gather_inside = False  # each batch's weights (valid steps) are read before its step (Stepper.step)
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
     if tracker.metrics and dist is None and accumulate == 1 and isinstance(source, ArrayBatches):
         # every step commits: the step calls add the batches to the metrics' arrays (fastnn._step_feed)
@@ -878,6 +884,7 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
     )
     source.shard = dist.shard
     dist.weighted_source = source if source.weighted else None  # shards weigh by their sum of weights
+    dist.masked_source = source if model.masks_steps else None  # ... or by their valid steps' positions
 
 
 def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
@@ -888,17 +895,24 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
     state = model.state
     first_epoch = state.epochs_done
     track = bool(tracker.metrics)
+    masked = model.masks_steps  # padded steps left out: accuracy over the valid steps' positions
     last_step = -1 if source.steps is None else source.steps - 1
+    if dist is not None:  # rank 0's decision of on_train_begin everywhere
+        dist.agree_stop()
+    if model.stop_training:  # on_train_begin ended the run (EarlyStopping's stop of a fit that raised)
+        return
     for epoch in range(first_epoch, first_epoch + epochs):
         cbs.on_epoch_begin(epoch, {})
         progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
-        samples, total_loss, correct, batches_done = 0, 0.0, 0, 0
+        samples, total_loss, correct, batches_done, valid = 0, 0.0, 0, 0, 0
         tracker.reset()
         cursor = state.cursor
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             samples, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
-            batches_done = cursor.batches
+            batches_done, valid = cursor.batches, cursor.valid or 0
+            if masked and cursor.valid is None:  # a record of before valid steps were counted:
+                correct = None  # its count covered padded steps too, so this epoch logs no accuracy
             tracker.load_state_dict(cursor.metric_state())
         committed = True
         batches = source.epoch(epoch, samples, batches_done)
@@ -919,17 +933,28 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 m = xb.shape[0] if dist is None else dist.batch_rows
                 total_loss += batch_loss * m
                 samples += m
+                lengths = None
+                if masked:  # the batch's (under MPI: the global batch's) valid steps
+                    lengths = model.output_lengths(xb) if dist is None else dist.batch_lengths
+                    valid += int(np.count_nonzero(model.valid_rows(lengths)))
                 counter = getattr(source, "feed", None) or model  # the feed counted inside the step call
-                count = counter.correct_count(out, yb) if dist is None else dist.correct
+                count = counter.correct_count(out, yb, lengths) if dist is None else dist.correct
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
                     feed = getattr(source, "feed", None)
                     inside = feed is not None and feed.metrics_added()  # the step's call added the batch
                     rows = (out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)
-                    tracker.update(*rows, committed, inside=inside)
+                    tracker.update(*rows, committed, inside=inside, lengths=lengths)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
                 state.cursor = Cursor(
-                    epoch, samples, total_loss, correct, source.fingerprint, tracker if track else None, batches_done
+                    epoch,
+                    samples,
+                    total_loss,
+                    correct,
+                    source.fingerprint,
+                    tracker if track else None,
+                    batches_done,
+                    valid if masked else None,
                 )
                 source.committed()
                 interrupt.critical = False
@@ -954,7 +979,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             raise ValueError(f"epoch {epoch + 1} got no batches from the training data")
         logs = {"loss": total_loss / samples}
         if correct is not None:
-            logs["accuracy"] = correct / (samples * model.positions)
+            logs["accuracy"] = correct / (valid if masked else samples * model.positions)
         logs.update(tracker.results())
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in validation().items()})

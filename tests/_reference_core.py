@@ -213,6 +213,22 @@ def weighted_loss(name, pred, target, weights, reduction="mean", delta=1.0):
     return float(rows @ weights) / divisor, grads * weights[:, None] / divisor
 
 
+def masked_loss(name, pred, target, valid, reduction="mean", delta=1.0):
+    """Loss ``name`` over the rows where ``valid`` (bool (m,)) only, Keras' masked loss: (loss, gradient).
+    "mean": the sum over valid rows / their number (times k for elementwise losses), 0 without a
+    valid row; "sum": the sum over valid rows. Rows that are not valid get a zero gradient."""
+    pred, valid = _f64(pred), np.asarray(valid, bool)
+    grad = np.zeros_like(pred)
+    if not valid.any():
+        return 0.0, grad
+    args = (delta,) if name == "huber" else ()
+    value, grad[valid] = LOSS_REFERENCES[name](pred[valid], np.asarray(target)[valid], "sum", *args)
+    if reduction == "sum":
+        return value, grad
+    count = valid.sum() * (1 if name == "cross_entropy" else pred.shape[1])
+    return value / count, grad / count
+
+
 def accuracy_count(logits, labels):
     """Rows whose argmax (first maximum) equals the label."""
     return int((np.argmax(_f64(logits), axis=1) == np.asarray(labels)).sum())
@@ -254,6 +270,7 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "mae",
+    "masked_loss",
     "mse",
     "sequence_lengths",
     "softmax",

@@ -78,6 +78,16 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
     return x_hat if gamma is None else _f64(gamma) * x_hat + _f64(beta)
 
 
+def batchnorm_backward_eval(x, grad_out, gamma, running_mean, running_var, eps):
+    """Gradients of evaluation-mode batch norm (an affine map per feature): (grad_x, grad_gamma,
+    grad_beta); gamma None = not affine."""
+    x, g = _f64(x), _f64(grad_out)
+    inv = 1.0 / np.sqrt(_f64(running_var) + eps)
+    x_hat = (x - _f64(running_mean)) * inv
+    grad_x = g * inv if gamma is None else g * _f64(gamma) * inv
+    return grad_x, (g * x_hat).sum(axis=0), g.sum(axis=0)
+
+
 def _norm_backward(x, grad_out, gamma, eps, axis):
     """Chain rule through y = gamma * (x - mean) / sqrt(var + eps) + beta, stats over ``axis``."""
     x, g = _f64(x), _f64(grad_out)

@@ -46,6 +46,8 @@ def compiled_once():
     for dtype, norm in (("float64", True), ("float64", False), ("float32", False)):
         X, y = data(dtype=dtype)
         model(dtype, norm=norm).fit(X, y, epochs=1, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
+    X, y = data()
+    model(norm=True, frozen=True).fit(X, y, epochs=1, batch_size=8, verbose=0)  # evaluation-mode batch norm
     X, y = sequence_data()
     sequence_model().fit(X, y, epochs=1, batch_size=8, validation_data=(X[:9], y[:9]), verbose=0)
 
@@ -55,12 +57,13 @@ def check(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("dtype, sync", [("float64", "sync"), ("float32", "")])
+@pytest.mark.parametrize("dtype, sync", [("float64", "sync"), ("float32", ""), ("float64", "frozen")])
 def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
     """Weights, buffers, losses, accuracies, validation metrics and EarlyStopping of 2 ranks equal
     one process with the same global batch (Dropout masks, a ragged last batch, and in float64
-    SyncBatchNorm included; float64 to 1e-11); two runs are bit-identical; only rank 0 prints and
-    writes its CSV log. (Without BatchNorm in float64: test_resume_across_world_sizes.)"""
+    SyncBatchNorm included, or a frozen BatchNorm, which trains in inference mode: no rank moves its
+    statistics; float64 to 1e-11); two runs are bit-identical; only rank 0 prints and writes its
+    CSV log. (Without BatchNorm in float64: test_resume_across_world_sizes.)"""
     result = mpirun("equal.py", tmp_path, dtype, sync)
     assert check(result).count("ok") == 2
     assert (result.stdout + result.stderr).count(
@@ -74,6 +77,20 @@ def test_dropout_in_layers_buckets_and_validation_as_one_process():
     sample position); gradient buckets started during the backward give weights bit-identical to
     one Allreduce; each rank validates its shard of the rows and the logs equal one process's."""
     assert check(mpirun("buckets.py")).count("ok") == 2
+
+
+@pytest.mark.parametrize("metrics", ["", "metrics"])
+def test_padded_steps_are_left_out_over_all_ranks(metrics):
+    """Masking -> per-step outputs on 2 ranks equal one process: the global mean, accuracy, f1 and
+    validation are over every rank's valid steps."""
+    sys.path.insert(0, SCRIPTS)
+    try:
+        from _common import masked_model, masked_sequences
+    finally:
+        sys.path.remove(SCRIPTS)
+    X, y = masked_sequences()
+    masked_model(["f1"]).fit(X, y, epochs=1, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)  # compile here
+    assert check(mpirun("masked.py", metrics)).count("ok") == 2
 
 
 def test_bucket_bytes_must_be_positive():

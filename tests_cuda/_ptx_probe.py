@@ -152,11 +152,18 @@ def main():
         "attention.add_table": (attention._add_table, (A2, A1, A2)),
         "rng.permutation": (rng._permutation, (i, uint64, I1)),
         # float64 accumulation by design: compiled, not checked for .f64
-        "losses.cross_entropy_rows": (losses._cross_entropy_rows, (A2, int64[::1], A2, D1, f, b)),
-        "losses.elementwise_rows": (losses._elementwise_rows, (A2, A2, A2, D1, i, f, f, b)),
+        **{
+            f"losses.{name}{'_masked' if masked else ''}": (kernel, args)
+            for masked in (False, True)
+            for name, kernel, args in zip(
+                ("cross_entropy_rows", "elementwise_elements"),
+                losses._stage_one(masked),
+                ((A2, int64[::1], A2, D1, f, b, I1, i), (A2, A2, A2, D1, i, f, f, b, I1, i)),
+            )
+        },
         "optim.sum_squares": (optim._sum_squares, (A1, D1)),
         "common.finish_sum": (_common.finish_sum, (D1, i, float64, b)),
-        "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b)),
+        "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b, I1, i)),
     }
     probed = {id(kernel) for kernel, _ in kernels.values()}
     results = {"uncovered": [name for name, kernel in all_kernels() if id(kernel) not in probed]}

@@ -66,6 +66,45 @@ def test_accuracy_counts(rng):
     assert gpu_loss.binary_accuracy_count(dl, dt) == cpu_loss.binary_accuracy_count(logits, targets) == 33
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_losses_and_counts_equal_the_cpu(name, dtype, rng):
+    """Padded steps (lengths, per_step 2) left out: the same loss, gradient (zero on padded rows)
+    and counts as the CPU kernels."""
+    lengths = np.array([3, 1, 2, 3, 1], np.int64)
+    steps, per_step, k = 3, 2, 4
+    m = len(lengths) * steps * per_step
+    pred = (rng.standard_normal((m, k)) * 2).astype(dtype)
+    labels = rng.integers(0, k, m).astype(np.int64)
+    target = rng.random((m, k)).astype(dtype)
+    grad = np.empty_like(pred)
+    partials = np.empty(cpu_loss.n_partials(m))
+    dgrad = cuda.device_array_like(pred)
+    dpartials = cuda.device_array(gpu_loss.n_partials(m), np.float64)
+    dp, dlab, dt, dlen = to_device(pred, labels, target, lengths)
+    if name == "cross_entropy":
+        want = cpu_loss.cross_entropy_forward_backward(pred, labels, grad, partials, True, True, lengths, per_step)
+        got = gpu_loss.cross_entropy_forward_backward(dp, dlab, dgrad, dpartials, True, True, dlen, per_step)
+        counts = (
+            gpu_loss.accuracy_count(dp, dlab, dlen, per_step),
+            cpu_loss.accuracy_count(pred, labels, lengths, per_step),
+        )
+    else:
+        code = cpu_loss.LOSSES[name][0]
+        want = cpu_loss.elementwise_loss(pred, target, grad, partials, code, 1.0, True, True, lengths, per_step)
+        got = gpu_loss.elementwise_loss(dp, dt, dgrad, dpartials, code, 1.0, True, True, dlen, per_step)
+        counts = (
+            gpu_loss.binary_accuracy_count(dp, dt, dlen, per_step),
+            cpu_loss.binary_accuracy_count(pred, target, lengths, per_step),
+        )
+    valid = np.repeat(np.arange(steps)[None, :] < lengths[:, None], per_step, axis=1).reshape(-1)
+    rtol, atol = tol(dtype)
+    assert got == pytest.approx(want, rel=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(host(dgrad), grad, rtol=rtol, atol=atol)
+    assert not host(dgrad)[~valid].any()
+    assert counts[0] == counts[1] < valid.sum()  # (some valid rows are wrong: the count is not trivial)
+
+
 def test_accuracy_counts_reuse_their_scratch(rng, monkeypatch):
     """A fit counts its accuracy at every step: once a thread's scratch is large enough, no
     device allocation per call (the first call of a larger batch grows it), same counts."""

@@ -256,7 +256,7 @@ def test_fit_overlaps_copies_and_equals_the_synchronous_and_cpu_runs(data, monke
 
 @pytest.mark.parametrize("affine", [True, False])
 def test_backward_through_batchnorm_in_eval_mode(data, affine):
-    """Gradients through frozen running statistics on "cuda" equal the CPU's (NumPy) eval-mode backward."""
+    """Gradients through frozen running statistics on "cuda" equal the CPU's eval-mode backward."""
     X = data[0].astype(np.float64)
     model = fnn.Sequential(
         [fnn.Dense(5, 4), fnn.BatchNorm1d(4, momentum=0.5, affine=affine), fnn.Dense(4, 2)], seed=4, dtype="float64"
@@ -274,6 +274,30 @@ def test_backward_through_batchnorm_in_eval_mode(data, affine):
     for got, want in zip(results[1], results[0]):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
     assert np.abs(results[1][1]).sum() > 0
+
+
+def test_a_frozen_batchnorm_trains_in_inference_mode_on_cuda_as_on_the_cpu(data):
+    """Frozen: the running statistics normalise and stay, on "cuda" as on the CPU (fastnn.freezing);
+    Dense -> BatchNorm1d -> ReLU -> Dropout, two steps of Adam."""
+    X, y = data
+    models = {}
+    for device in ("cpu", "cuda"):
+        model = _model("cpu")  # running statistics and gamma away from (0, 1, 1):
+        model.layers[1].running_mean[...] = np.linspace(-0.5, 0.5, 8)
+        model.layers[1].running_var[...] = np.linspace(0.5, 2.0, 8)
+        model.layers[1].weight[...] = np.linspace(0.5, 1.5, 8)
+        model.freeze(1).to(device)
+        losses = [model.train_step(X, y) for _ in range(STEPS)]
+        models[device] = model.to("cpu"), losses
+    (cpu, cpu_losses), (gpu, gpu_losses) = models["cpu"], models["cuda"]
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=RTOL)
+    np.testing.assert_allclose(gpu.params, cpu.params, rtol=RTOL, atol=ATOL)
+    for model in (cpu, gpu):
+        bn = model.layers[1]
+        np.testing.assert_array_equal(bn.running_mean, np.linspace(-0.5, 0.5, 8).astype(np.float32))
+        np.testing.assert_array_equal(bn.running_var, np.linspace(0.5, 2.0, 8).astype(np.float32))
+        assert bn.num_batches_tracked[0] == 0
+    assert not np.allclose(cpu.layers[0].weight, _model("cpu").layers[0].weight)  # the rest trained
 
 
 def test_residual_forward_on_cuda(data):
@@ -400,3 +424,40 @@ def test_fits_between_moves_train_as_on_one_device_and_a_move_inside_fit_is_refu
     with pytest.raises(RuntimeError, match=r"model.to\('cuda'\) was called while this model trains on 'cpu'"):
         moved.fit(X, y, epochs=2, batch_size=8, callbacks=[MoveAfterBatch()], verbose=0)
     assert moved.device == "cpu" and moved.optimizer.step_count == 5
+
+
+def test_a_state_guard_restored_before_any_save_keeps_the_buffers_on_both_devices():
+    """A device guard's copies were zeros until the first save: restore() before save() zeroed the
+    running statistics on "cuda" (the CPU's put back the values at the guard's making)."""
+    for device in ("cpu", "cuda"):
+        running = backend.to_device(np.array([1.0, 2.0, 3.0], np.float32), device)
+        guard = backend.StateGuard([running])
+        backend.copy_into(running, np.full(3, 9.0, np.float32))  # a step that fails before any save
+        guard.restore()
+        np.testing.assert_array_equal(backend.to_host(running), [1.0, 2.0, 3.0], err_msg=device)
+
+
+def test_a_masked_sequence_model_leaves_padded_steps_out_as_on_the_cpu():
+    """Masking -> per-step Dense: the loss, its gradient (the steps), evaluate and fit's accuracy
+    count the valid steps only, on the device as on the CPU."""
+    rng = np.random.default_rng(5)
+    lengths = np.array([3, 1, 2, 3])
+    X = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    X[np.arange(3)[None, :] >= lengths[:, None]] = 0.0
+    y = rng.integers(0, 3, (4, 3))
+    models = [
+        fnn.Sequential([fnn.Masking(0.0), fnn.Dense(2, 3)], input_shape=(3, 2), seed=1, device=device).compile(
+            "cross_entropy", fnn.optim.SGD(lr=0.5)
+        )
+        for device in ("cpu", "cuda")
+    ]
+    losses = [[model.train_step(X, y) for _ in range(2)] for model in models]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=RTOL)
+    np.testing.assert_allclose(backend.to_host(models[1].params), models[0].params, rtol=RTOL, atol=ATOL)
+    logs = [model.evaluate(X, y) for model in models]
+    assert logs[1] == pytest.approx(logs[0], rel=RTOL)
+    valid = np.arange(3)[None, :] < lengths[:, None]
+    assert logs[0]["accuracy"] == pytest.approx(np.mean((models[0].predict(X).argmax(-1) == y)[valid]))
+    fits = [model.fit(X, y, epochs=1, batch_size=2, verbose=0).history for model in models]
+    assert fits[1]["accuracy"] == pytest.approx(fits[0]["accuracy"])
+    assert fits[1]["loss"] == pytest.approx(fits[0]["loss"], rel=RTOL)

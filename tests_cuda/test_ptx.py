@@ -25,7 +25,9 @@ PROBE = pathlib.Path(__file__).with_name("_ptx_probe.py")
 #: kernels whose float64 is deliberate -> why: compiled, not checked for .f64
 F64_ALLOWED = {
     "losses.cross_entropy_rows": "accumulates the loss in float64, as the CPU",
-    "losses.elementwise_rows": "accumulates the loss in float64, as the CPU",
+    "losses.elementwise_elements": "accumulates the loss in float64, as the CPU",
+    "losses.cross_entropy_rows_masked": "accumulates the loss in float64, as the CPU",
+    "losses.elementwise_elements_masked": "accumulates the loss in float64, as the CPU",
     "optim.sum_squares": "accumulates the gradient norm in float64, as the CPU",
     "common.finish_sum": "the second stage of those float64 reductions",
     "losses.accuracy_rows": "counts matching rows in float64 (exact below 2**53) for finish_sum",

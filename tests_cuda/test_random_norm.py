@@ -103,7 +103,8 @@ def test_batchnorm(dtype, m, affine, rng):
 
 @pytest.mark.parametrize("dtype,m,affine", [(np.float32, 70, True), (np.float64, 5, False), (np.float32, 1, True)])
 def test_batchnorm_backward_eval(dtype, m, affine, rng):
-    """Backward through frozen running statistics: the formulas of the CPU layer (BatchNorm1d._eval_backward)."""
+    """Backward through frozen running statistics (a frozen layer's training step, or an eval-mode
+    forward): the float64 formulas, as the CPU kernel's."""
     n = 6
     x = (rng.standard_normal((m, n)) * 3 + 1).astype(dtype)
     g = rng.standard_normal((m, n)).astype(dtype)

@@ -1,7 +1,9 @@
 """fastnn <-> PyTorch: :func:`to_torch` turns a built model into an equal ``torch.nn.Sequential``,
 :func:`from_torch` turns an ``nn.Sequential`` of supported modules into an equal fastnn model.
 Weights, biases and running statistics are copied (never shared); the mode (train/eval) carries
-over. torch is imported only when these run.
+over. A frozen fastnn BatchNorm (``Layer.frozen``) trains in inference mode, which in torch is a
+BatchNorm in eval mode with ``requires_grad=False`` inside a module in train mode (the fine-tuning
+recipe): each direction gives the other. torch is imported only when these run.
 
 torch has no single module for some fastnn layers (and its recurrent and attention modules return
 tuples, so they cannot sit in ``nn.Sequential``); the small adapters of
@@ -143,7 +145,7 @@ def _batchnorm_to(nn, layer, dtype):
             _torch().from_numpy(backend.host_copy(values.pop("num_batches_tracked")).reshape(()))
         )
     _load(bn, values, dtype)
-    return [bn]
+    return [bn.train(not layer.frozen)]  # frozen: inference mode in training too (fastnn.freezing)
 
 
 def _layernorm_to(nn, layer, dtype):
@@ -372,12 +374,15 @@ def _frozen(layer, inherited: bool = False) -> bool | None:
 def to_torch(model):
     """An equal ``torch.nn.Sequential`` of a built model (float64 models give float64 modules), in
     the model's mode; outputs equal ``model.predict`` in eval mode. A frozen layer's modules have
-    ``requires_grad=False``; a layer frozen in part (some layers inside it) is refused."""
+    ``requires_grad=False``, and a frozen BatchNorm's module is in eval mode (inference mode in
+    training, as fastnn's), so training the copy trains as fastnn does; a layer frozen in part (some
+    layers inside it) is refused."""
     torch = _torch()
     model.require_built("to_torch")
     dtype = torch.float64 if model.dtype == np.float64 else torch.float32
+    # modules are made in train mode, a frozen BatchNorm's in eval mode (_batchnorm_to)
     module = torch.nn.Sequential(*_modules(torch.nn, model.layers, dtype))
-    return module.train(model.training)
+    return module if model.training else module.eval()
 
 
 # -- torch -> fastnn ------------------------------------------------------------------------------------------
@@ -773,12 +778,18 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     fastnn.Sequential
         In the module's mode (train or eval); its outputs equal the module's. A module whose
         parameters all have ``requires_grad=False`` gives a frozen layer (``trainable=False``).
+        In a module in train mode, a BatchNorm in eval mode with ``requires_grad=False`` on its
+        parameters (torch's fine-tuning recipe) gives a frozen BatchNorm, which fastnn trains
+        in inference mode as torch does.
 
     Raises
     ------
     NotImplementedError
         For a module or option fastnn cannot reproduce exactly, naming it (also for submodules
-        left in another mode than the module's: fastnn's train/eval mode is the whole model's).
+        left in another mode than the module's: fastnn's train/eval mode is the whole model's,
+        except for a frozen BatchNorm; and for a BatchNorm frozen in train mode, or in eval mode
+        with trainable parameters, in a module in train mode: a frozen fastnn BatchNorm trains
+        in inference mode, a trainable one with batch statistics).
     TypeError
         When ``module`` is not a ``torch.nn.Module``.
     ValueError
@@ -816,13 +827,15 @@ def from_torch(module, *, input_shape=None, dtype=None, seed: int = 0):
     for layer, vals in zip(model.layers, values):
         _copy_values(layer, vals)
     _check_softmax_axes(model)
-    _carry_frozen(model.layers, sources)
+    _carry_frozen(nn, model.layers, sources, module.training)
     return model.train(module.training)
 
 
-def _carry_frozen(layers, sources) -> None:
+def _carry_frozen(nn, layers, sources, training: bool) -> None:
     """Freeze (``trainable=False``) each layer whose torch modules' parameters all have
-    ``requires_grad=False``; refuse a module with some of each (fastnn freezes whole layers)."""
+    ``requires_grad=False``; refuse a module with some of each (fastnn freezes whole layers). In a
+    module in train mode, a BatchNorm in eval mode must be frozen (it becomes a frozen layer, also
+    without parameters) and one in train mode must not be (:func:`_check_norm_modes`)."""
     for layer, source in zip(layers, sources):
         flags = {p.requires_grad for m in source for p in m.parameters()}
         if len(flags) > 1:
@@ -831,15 +844,61 @@ def _carry_frozen(layers, sources) -> None:
                 "some of its parameters have requires_grad=False and others not, and fastnn freezes whole "
                 "layers (layer.trainable = False): give all of the module's parameters the same requires_grad",
             )
-        if flags == {False}:
+        frozen = flags == {False}
+        if training:
+            frozen = _check_norm_modes(nn, source, frozen)
+        if frozen:
             layer.trainable = False
+
+
+def _check_norm_modes(nn, source: list, frozen: bool) -> bool:
+    """Whether the layer made of ``source`` (its torch modules, in a module in train mode) is frozen,
+    given ``frozen`` (all its parameters have requires_grad=False): a BatchNorm alone in eval mode
+    is, also without parameters. Refuses what fastnn would train otherwise than torch: a frozen
+    fastnn BatchNorm is in inference mode, a trainable one uses batch statistics."""
+    norms = [sub for m in source for sub in m.modules() if isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    alone = len(source) == 1 and len(norms) == 1 and norms[0] is source[0]
+    for norm in norms:
+        if norm.training and frozen:
+            where = (
+                "its parameters have requires_grad=False"
+                if alone
+                else f"it is inside a {type(source[0]).__name__} frozen whole"
+            )
+            raise _refuse_module(
+                norm,
+                f"it is in train mode and {where}; a frozen fastnn BatchNorm trains in inference mode with its "
+                f"running statistics, as Keras and torch's fine-tuning recipe (bn.eval(); bn.requires_grad_(False)) "
+                f"do: call .eval() on it to convert it frozen, or give its parameters requires_grad=True to train "
+                f"it with batch statistics",
+            )
+        if not norm.training and not alone and not frozen:
+            raise _refuse_module(
+                norm,
+                f"it is in eval mode inside a {type(source[0]).__name__} that trains, in a module in train mode; fastnn runs a "
+                f"BatchNorm in inference mode while training only when its layer is frozen: freeze the whole "
+                f"{type(source[0]).__name__} (requires_grad_(False)) or call .train() on the BatchNorm",
+            )
+        if not norm.training and alone and any(p.requires_grad for p in norm.parameters()):
+            raise _refuse_module(
+                norm,
+                "it is in eval mode, in a module in train mode, with parameters that require grad; fastnn runs "
+                "a BatchNorm in inference mode while training only when it is frozen (torch's fine-tuning recipe: "
+                "bn.eval(); bn.requires_grad_(False)): call requires_grad_(False) on it to convert it frozen, or "
+                ".train() to train it with batch statistics",
+            )
+    return frozen or (alone and not norms[0].training)
 
 
 def _require_one_mode(module) -> None:
     """Refuse a module some of whose submodules are in the other mode (train/eval): fastnn's mode is
-    the whole model's."""
+    the whole model's, except that a BatchNorm may be in eval mode in a module in train mode
+    (:func:`_check_norm_modes` then checks that it is frozen)."""
+    nn = _torch().nn
     mode = "train" if module.training else "eval"
     for name, sub in module.named_modules():
+        if module.training and not sub.training and isinstance(sub, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            continue
         if sub.training != module.training:
             raise _refuse_module(
                 module,

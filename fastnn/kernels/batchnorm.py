@@ -2,7 +2,9 @@
 
 Training normalises with the batch mean and the biased batch variance and, if tracking,
 updates ``running = (1 - momentum) * running + momentum * batch_stat`` with the *unbiased*
-variance (``var * batch / (batch - 1)``), as PyTorch does. Evaluation uses the running statistics.
+variance (``var * batch / (batch - 1)``), as PyTorch does. Evaluation uses the running statistics
+(:func:`batchnorm_forward_eval`, backward :func:`batchnorm_backward_eval`), and so does the training
+step of a frozen layer.
 
 Statistics are reduced over fixed chunks of ``REDUCTION_CHUNK_ROWS`` rows: each chunk's mean and
 sum of squared deviations go to ``partials`` (rows written by one chunk only), then the chunks
@@ -97,6 +99,21 @@ def normalize_value(x, mean, inv_std):
     if is_finite(d):
         return d * inv_std
     return _normalize_halved(x, mean, inv_std)
+
+
+@njit(**JIT_INLINE)
+def running_inv_std(running_var, eps):
+    """1 / sqrt(running_var + eps): the scale of evaluation mode (and of a frozen layer's training
+    step), by which its backward multiplies the gradient too."""
+    return like(1.0, running_var) / math.sqrt(running_var + eps)
+
+
+@njit(**JIT_INLINE)
+def running_grad_scale(gamma, running_var, eps, affine):
+    """d out / d x of evaluation-mode batch norm in one column: gamma / sqrt(running_var + eps)
+    (without gamma unless ``affine``)."""
+    inv_std = running_inv_std(running_var, eps)
+    return gamma * inv_std if affine else inv_std
 
 
 @njit(**JIT_ORDERED)  # not inlined: 'reassoc' turned var * (m / (m - 1)) into (var * m) / (m - 1), measured
@@ -238,10 +255,9 @@ def batchnorm_forward_train(
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, r1):
     n = x.shape[1]
-    one = like(1.0, x)
     for i in range(r0, r1):
         for j in range(n):
-            h = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
+            h = normalize_value(x[i, j], running_mean[j], running_inv_std(running_var[j], eps))
             out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
@@ -249,7 +265,8 @@ def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, 
 def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
     """Evaluation-mode batch norm: out = (x - running_mean) / sqrt(running_var + eps) (* gamma + beta).
 
-    ``out`` may be ``x``; any batch size (1 included).
+    ``out`` may be ``x``; any batch size (1 included). Also the forward of a frozen layer's
+    training step (``BatchNorm1d.frozen``), whose backward is :func:`batchnorm_backward_eval`.
     """
     m, n = x.shape
     e = like(eps, x)
@@ -342,9 +359,72 @@ def batchnorm_grad_x(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_b
         _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, start_of(m), m)
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _eval_hat_rows(x, running_mean, running_var, x_hat, eps, r0, r1):
+    """x_hat = (x - running_mean) / sqrt(running_var + eps) on rows r0:r1."""
+    n = x.shape[1]
+    for i in range(r0, r1):
+        for j in range(n):
+            x_hat[i, j] = normalize_value(x[i, j], running_mean[j], running_inv_std(running_var[j], eps))
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _scale_rows(grad_out, scale, grad_x, r0, r1):
+    """grad_x = grad_out * scale (per column) on rows r0:r1."""
+    n = grad_out.shape[1]
+    for i in range(r0, r1):
+        for j in range(n):
+            grad_x[i, j] = grad_out[i, j] * scale[j]
+
+
+@njit(**JIT_PARALLEL)
+def batchnorm_backward_eval(
+    grad_out, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta, partials, eps, affine
+):
+    """Gradients of evaluation-mode batch norm (:func:`batchnorm_forward_eval`): backward through
+    a frozen layer's training step (``BatchNorm1d.frozen``) or an evaluation-mode forward.
+
+    The forward is an affine map per feature, so grad_x = grad_out * gamma / sqrt(running_var +
+    eps) (without gamma unless ``affine``; may be ``grad_out``); if ``affine``, x_hat (batch,
+    features) scratch gets (x - running_mean) / sqrt(running_var + eps) and grad_beta =
+    sum(grad_out), grad_gamma = sum(grad_out * x_hat) over the batch (fixed row chunks combined
+    in chunk order, as :func:`batchnorm_backward`); else those three are not written. ``partials``
+    is scratch (it ends with the scale of each column in ``partials[0, 0]``).
+    """
+    m, n = grad_out.shape
+    e = like(eps, grad_out)
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    parallel = m * n >= PARALLEL_MIN_ELEMENTS
+    if affine:
+        if parallel:
+            for c_u in prange(chunks):
+                c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+                r0, r1 = _chunk_rows(c, m)
+                _eval_hat_rows(x, running_mean, running_var, x_hat, e, r0, r1)
+                _grad_sums_chunk(grad_out, x_hat, partials, c)
+        else:
+            for c in range(chunks):
+                r0, r1 = _chunk_rows(c, m)
+                _eval_hat_rows(x, running_mean, running_var, x_hat, e, r0, r1)
+                _grad_sums_chunk(grad_out, x_hat, partials, c)
+        sum_partials(partials, 0, grad_beta, chunks)
+        sum_partials(partials, 1, grad_gamma, chunks)
+    scale = partials[0, 0]  # free once the sums are taken
+    for j in range(n):
+        scale[j] = running_grad_scale(gamma[j], running_var[j], e, affine)
+    if parallel:
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            r0, r1 = _chunk_rows(c, m)
+            _scale_rows(grad_out, scale, grad_x, r0, r1)
+    else:
+        _scale_rows(grad_out, scale, grad_x, start_of(m), m)
+
+
 __all__ = [
     "batch_statistics",
     "batchnorm_backward",
+    "batchnorm_backward_eval",
     "batchnorm_forward_eval",
     "batchnorm_forward_train",
     "batchnorm_forward_train_counted",
@@ -354,6 +434,8 @@ __all__ = [
     "batchnorm_grad_x",
     "normalize_value",
     "partial_rows",
+    "running_grad_scale",
+    "running_inv_std",
     "running_update",
     "scaled_moments",
     "sum_partials",
@@ -396,6 +478,10 @@ def batchnorm_forward_train_counted(
 
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
-DEVICE_API = ("batchnorm_forward_train_counted", "batchnorm_forward_eval", "batchnorm_backward", "partial_rows")
-#: on the CUDA device only (the CPU layer does this rare step in NumPy)
-CUDA_ONLY_API = ("batchnorm_backward_eval",)
+DEVICE_API = (
+    "batchnorm_forward_train_counted",
+    "batchnorm_forward_eval",
+    "batchnorm_backward",
+    "batchnorm_backward_eval",
+    "partial_rows",
+)

@@ -14,6 +14,14 @@ Reductions follow torch: ``mean`` divides by the batch size for cross-entropy an
 total element count ``m * k`` for the elementwise losses; ``sum`` does not divide. The
 gradient buffer has the prediction's shape and dtype and receives d(loss)/d(prediction) for
 the chosen reduction; with ``compute_grad=False`` (evaluation) it is not touched.
+
+Padded steps (Keras' masking): given ``lengths`` (batch,) int64 and ``per_step``, the loss and
+count kernels take the rows as a per-step output's (:mod:`fastnn.kernels.masking`: row ``i`` is a
+valid step when :func:`~fastnn.kernels.masking.row_is_valid`) and leave the other rows out: they
+add nothing, their gradient rows are 0, and ``mean`` divides by the valid rows (times ``k`` for
+the elementwise losses), Keras 3's ``sum(mask * loss) / sum(mask)``; a batch without valid rows
+gives 0. Without ``lengths`` (the default, None) Numba prunes the test at compile time: the
+unmasked kernels are the code they were.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from numba import njit, prange
 from .._config import JIT, JIT_EXACT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
 from ._scalar import halved_difference, is_finite, like, n_chunks, sub_shifted, wide
 from .activations import sigmoid
+from .masking import row_is_valid, valid_rows
 
 MSE, MAE, HUBER, BCE_LOGITS, CROSS_ENTROPY = range(5)
 
@@ -158,23 +167,55 @@ def cross_entropy_row(logits, labels, grad, scale, compute_grad, i):
     return sub_shifted(wide(math.log(s)), wide(logits[i, label]), wide(row_max))
 
 
+@njit(**JIT_INLINE)
+def _padded_row(lengths, i, m, per_step, grad, compute_grad):
+    """Whether row ``i`` of ``m`` is a padded step (not :func:`row_is_valid`); its gradient row
+    zeroed then (with ``compute_grad``)."""
+    if row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+        return False
+    if compute_grad:
+        for j in range(grad.shape[1]):
+            grad[i, j] = like(0.0, grad)
+    return True
+
+
+@njit(**JIT_INLINE)
+def _rows_counted(m, lengths, per_step):
+    """The rows a mean divides by: all ``m``; with ``lengths`` (None: pruned) the valid steps' rows,
+    at least 1 (no valid row: the loss and its gradient are 0, Keras' divide_no_nan)."""
+    if lengths is None:
+        return m
+    per_sample = m // lengths.shape[0]
+    return max(valid_rows(lengths, per_sample // per_step, per_step), 1)
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk):
-    """Sum over one row chunk of :func:`cross_entropy_row` (float64)."""
-    r0, r1 = _chunk_rows(logits.shape[0], chunk)
+def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step):
+    """Sum over one row chunk of :func:`cross_entropy_row` (float64); padded rows skipped with
+    ``lengths`` (None: no test, pruned at compile time)."""
+    m = logits.shape[0]
+    r0, r1 = _chunk_rows(m, chunk)
     total = 0.0
     for i in range(r0, r1):
+        if lengths is not None:
+            if _padded_row(lengths, i, m, per_step, grad, compute_grad):
+                continue
         total += cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
     return total
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk):
-    """Sum over one row chunk of loss_term (float64); grad = loss_grad_term (scale * loss_grad)."""
-    r0, r1 = _chunk_rows(pred.shape[0], chunk)
+def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk, lengths, per_step):
+    """Sum over one row chunk of loss_term (float64); grad = loss_grad_term (scale * loss_grad);
+    padded rows skipped with ``lengths`` (None: no test, pruned at compile time)."""
+    m = pred.shape[0]
+    r0, r1 = _chunk_rows(m, chunk)
     k = pred.shape[1]
     total = 0.0
     for i in range(r0, r1):
+        if lengths is not None:
+            if _padded_row(lengths, i, m, per_step, grad, compute_grad):
+                continue
         for j in range(k):
             total += loss_term(code, pred[i, j], target[i, j], delta)
         if compute_grad:
@@ -196,49 +237,54 @@ def _combine(partials, chunks):
 
 
 @njit(**JIT_PARALLEL)
-def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute_grad):
+def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1):
     """Softmax cross-entropy from logits; returns the loss (float64) and writes its gradient.
 
     logits (m, c) float32/float64, labels (m,) int64 in [0, c), grad (m, c) of the logits'
     dtype (ignored when ``compute_grad`` is False), partials (>= n_partials(m),) float64 scratch.
     Loss = sum_i [log sum_j exp(logits[i, j]) - logits[i, labels[i]]], divided by m if
-    ``mean``; grad = (softmax(logits) - onehot(labels)) / m (or / 1 for sum).
+    ``mean``; grad = (softmax(logits) - onehot(labels)) / m (or / 1 for sum). With ``lengths``
+    (batch,) int64 and ``per_step``, only the rows of valid steps count (the module's docstring):
+    the sum over them, divided by their number if ``mean``; other rows' gradient is 0.
     """
     m, c = logits.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
-    scale = like(1.0 / m if mean else 1.0, logits)
+    divisor = _rows_counted(m, lengths, per_step)
+    scale = like(1.0 / divisor if mean else 1.0, logits)
     if m * c < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
-            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
+            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch, lengths, per_step)
     else:
         for ch_u in prange(chunks):
             ch = np.int64(ch_u)  # prange indices are uint64; int64 like the serial twin
-            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch)
+            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch, lengths, per_step)
     total = _combine(partials, chunks)
-    return total / m if mean else total
+    return total / divisor if mean else total
 
 
 @njit(**JIT_PARALLEL)
-def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_grad):
+def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_grad, lengths=None, per_step=1):
     """Elementwise loss ``code`` (MSE, MAE, HUBER, BCE_LOGITS); returns the loss (float64), writes its gradient.
 
     pred, target, grad (m, k) of one dtype float32/float64 (for BCE_LOGITS pred holds logits
     and target probabilities in [0, 1]); grad is ignored when ``compute_grad`` is False;
     partials (>= n_partials(m),) float64 scratch; ``delta`` is Huber's threshold (unused by
-    the others). Mean reduction divides by m * k (torch's convention).
+    the others). Mean reduction divides by m * k (torch's convention). With ``lengths`` (batch,)
+    int64 and ``per_step``, only the rows of valid steps count (the module's docstring): mean
+    divides by their elements (valid rows * k); other rows' gradient is 0.
     """
     m, k = pred.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     d = like(delta, pred)
-    count = m * k
+    count = _rows_counted(m, lengths, per_step) * k
     scale = 1.0 / count if mean else 1.0
-    if count < PARALLEL_MIN_ELEMENTS:
+    if m * k < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
-            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
+            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch, lengths, per_step)
     else:
         for ch_u in prange(chunks):
             ch = np.int64(ch_u)  # prange indices are uint64; int64 like the serial twin
-            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch)
+            partials[ch] = _elementwise_chunk(pred, target, grad, code, d, scale, compute_grad, ch, lengths, per_step)
     total = _combine(partials, chunks)
     return total / count if mean else total
 
@@ -272,10 +318,15 @@ def elementwise_loss_rows(pred, target, out, code, delta):
 
 
 @njit(**JIT)
-def accuracy_count(logits, labels):
-    """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64)."""
+def accuracy_count(logits, labels, lengths=None, per_step=1):
+    """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64);
+    with ``lengths`` (batch,) int64 and ``per_step``, of the valid steps' rows only (module docstring)."""
+    m = logits.shape[0]
     hits = 0
-    for i in range(logits.shape[0]):
+    for i in range(m):
+        if lengths is not None:
+            if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
         if row_argmax(logits, i) == labels[i]:
             hits += 1
     return hits
@@ -292,17 +343,21 @@ def row_argmax(logits, i):
 
 
 @njit(**JIT)
-def binary_accuracy_count(logits, targets):
+def binary_accuracy_count(logits, targets, lengths=None, per_step=1):
     """Number of rows i where (logits[i, j] > 0) equals (targets[i, j] > 0.5) for every j.
 
     logits, targets (m, k). With k = 1 the samples classified right; with k > 1 the multi-label
-    exact-match (subset accuracy) count, sklearn's ``accuracy_score``.
+    exact-match (subset accuracy) count, sklearn's ``accuracy_score``. With ``lengths`` (batch,)
+    int64 and ``per_step``, the valid steps' rows only (module docstring).
     """
     m, k = logits.shape
     zero = like(0.0, logits)
     half = like(0.5, targets)
     hits = 0
     for i in range(m):
+        if lengths is not None:
+            if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
         j = 0
         while j < k and (logits[i, j] > zero) == (targets[i, j] > half):
             j += 1

@@ -5,6 +5,11 @@ is ``padding_idx`` (``Embedding(..., mask_padding=True)``). A sample's length is
 step that is not padding: padding is trailing, as torch's ``pack_padded_sequence`` expects (a
 padding step inside a sequence counts as valid). Lengths are int64 (batch,). The per-sample rules
 are written once; the CUDA twins compile them as device functions.
+
+The losses and counts over per-step outputs leave the padded steps out with :func:`row_is_valid`
+and :func:`valid_rows`: an output ``(batch, time, *inner, k)`` is ``batch * per_sample`` loss rows
+of k values (``per_sample = time * per_step``, ``per_step`` the rows of one step), and row ``i``
+belongs to sample ``i // per_sample`` at step ``(i % per_sample) // per_step``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,23 @@ def length_from_indices(indices, b, padding_idx):
     return 0
 
 
+@njit(**JIT_INLINE)
+def row_is_valid(lengths, i, per_sample, per_step):
+    """Whether loss row ``i`` is a valid step: its step ``(i % per_sample) // per_step`` is below
+    its sample's length ``lengths[i // per_sample]`` (rows (batch * per_sample, k), see above)."""
+    b = i // per_sample
+    return (i - b * per_sample) // per_step < lengths[b]
+
+
+@njit(**JIT_INLINE)
+def valid_rows(lengths, steps, per_step):
+    """The loss rows of valid steps: sum over samples of min(lengths[b], steps), times ``per_step``."""
+    total = 0
+    for b in range(lengths.shape[0]):
+        total += min(lengths[b], steps)
+    return total * per_step
+
+
 @njit(**JIT)
 def lengths_from_values(x, mask_value, lengths):
     """lengths[b] (int64) from x (batch, time, features) float, mask_value of x's dtype."""
@@ -47,7 +69,14 @@ def lengths_from_indices(indices, padding_idx, lengths):
         lengths[b] = length_from_indices(indices, b, padding_idx)
 
 
-__all__ = ["length_from_indices", "length_from_values", "lengths_from_indices", "lengths_from_values"]
+__all__ = [
+    "length_from_indices",
+    "length_from_values",
+    "lengths_from_indices",
+    "lengths_from_values",
+    "row_is_valid",
+    "valid_rows",
+]
 
 #: the functions the object layer calls (fastnn.backend.kernels); the CUDA twin module has them too
 DEVICE_API = ("lengths_from_values", "lengths_from_indices")

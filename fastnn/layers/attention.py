@@ -75,6 +75,8 @@ class MultiHeadSelfAttention(Layer):
     input_argument = "embed_dim"
     lengths_policy = "use"
 
+    argument_attributes = {"use_bias": "bias"}
+
     def __init__(
         self, embed_dim: int, num_heads: int, dropout: float = 0.0, *, causal: bool = False, bias: bool = True
     ):

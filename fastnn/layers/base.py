@@ -3,9 +3,11 @@ per-batch-size workspaces every layer draws its buffers from."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -308,6 +310,178 @@ def check_built_input(layer: Layer, x):
     return x
 
 
+#: how alike (:func:`difflib.get_close_matches`'s ratio) the name of a new attribute must be to one
+#: of the object's own to be taken for a misspelling of it: one wrong, missing, extra or swapped
+#: letter in a name of five letters or more ("trainabel", "momentun", "stop_trainning"), while
+#: tags of one's own such as ``note``, ``tag``, ``name``, ``color`` or ``my_data`` are not
+CLOSE_NAME_CUTOFF = 0.8
+
+
+def settable_attributes(obj) -> set[str]:
+    """The public attributes of ``obj`` that code may set: its instance attributes, and its
+    class's other attributes that are neither methods nor read-only properties (the names a new
+    attribute is compared with).
+
+    Parameters
+    ----------
+    obj : object
+        A layer or a model.
+
+    Returns
+    -------
+    set of str
+        The names without a leading underscore.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> names = settable_attributes(fnn.Dropout(0.5))
+    >>> "p" in names, "trainable" in names  # properties with a setter
+    (True, True)
+    >>> "build" in names, "owner" in names  # a method, a read-only property
+    (False, False)
+    """
+    names = {key for key in vars(obj) if not key.startswith("_")}
+    for klass in type(obj).__mro__[:-1]:
+        for key, value in vars(klass).items():
+            method = callable(value) or isinstance(value, (classmethod, staticmethod))
+            if key.startswith("_") or method or key in names:
+                continue
+            found = getattr(type(obj), key, None)  # the class's own, where a subclass overrides it
+            if not (isinstance(found, property) and found.fset is None):
+                names.add(key)
+    return names
+
+
+def set_by_own_code(obj, frame) -> bool:
+    """Whether the attribute assignment made in ``frame`` is ``obj``'s own code: a method of
+    ``obj`` (``self.x = ...`` in ``__init__``, ``build``, ``bind``, ``forward``, a property's
+    setter, a function nested in one), looking past the ``__setattr__`` of a subclass that passes
+    the assignment on to its base.
+
+    Parameters
+    ----------
+    obj : object
+        The object whose attribute is set.
+    frame : frame
+        The frame that set it (``inspect.currentframe().f_back`` in ``__setattr__``).
+
+    Returns
+    -------
+    bool
+        True for ``obj``'s own methods; False for code that holds ``obj`` from outside
+        (``layer.units = 64`` in a script).
+
+    Examples
+    --------
+    >>> import inspect
+    >>> class Box:
+    ...     def here(self):
+    ...         return set_by_own_code(self, inspect.currentframe())
+    >>> box = Box()
+    >>> box.here(), set_by_own_code(box, inspect.currentframe())
+    (True, False)
+    """
+    while frame is not None:
+        local, code = frame.f_locals, frame.f_code
+        own = local.get("self") is obj or (code.co_argcount > 0 and local.get(code.co_varnames[0]) is obj)
+        if not own or code.co_name != "__setattr__":
+            return own
+        frame = frame.f_back
+    return False
+
+
+def misnamed_attribute(
+    obj,
+    name: str,
+    value,
+    *,
+    config: Mapping | None = None,
+    aliases: Mapping[str, str] | None = None,
+    holder: str = "layer",
+    ignore: Collection[str] = (),
+) -> AttributeError | None:
+    """The error for setting the new public attribute ``name`` on ``obj``, when it is a misspelling
+    (:data:`CLOSE_NAME_CUTOFF`) of one of ``obj``'s :func:`settable_attributes` or constructor
+    arguments, another framework's name of one (``aliases``), or a constructor argument ``obj``
+    keeps under another attribute: setting it would store a new attribute that changes nothing
+    the object computes. None for any other name (a tag of the user's own, ``layer.note = "..."``).
+
+    Parameters
+    ----------
+    obj : Layer or Sequential
+        The object being changed (``name`` is not one of its attributes yet).
+    name : str
+        The attribute being set.
+    value : object
+        The value (shown in the advice).
+    config : mapping, optional
+        ``obj``'s constructor arguments (a layer's :meth:`~Layer.get_config`).
+    aliases : mapping of str to str, optional
+        Other frameworks' names of ``obj``'s attributes: ``{their name: fastnn's name}``
+        (:attr:`Layer.attribute_aliases`).
+    holder : {"layer", "model"}, default "layer"
+        What ``obj`` is, as the advice calls it (``set layer.p = 0.2``).
+    ignore : collection of str, default ()
+        Attributes a misspelling is not looked for in (a model's fixed ones: none sets them).
+
+    Returns
+    -------
+    AttributeError or None
+        The error to raise, naming the class, the attribute, the intended one and the fix.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> drop = fnn.Dropout(0.5)
+    >>> print(misnamed_attribute(drop, "rate", 0.2, config=drop.get_config(), aliases={"rate": "p"}))
+    Dropout has no attribute 'rate' (another framework's name for its 'p'), and setting it would only store a new attribute that changes nothing the layer computes; set layer.p = 0.2 instead, or make a new layer: Dropout(p=0.2)
+    >>> print(misnamed_attribute(drop, "note", "the first dropout"))
+    None
+    """
+    config, aliases = dict(config or {}), aliases or {}
+    kind = type(obj).__name__
+    shown = repr(value)
+    if len(shown) > 40 or "\n" in shown:  # an array, a long list: the advice shows the name only
+        shown = "..."
+
+    def new_layer(key: str) -> str:
+        if len(config) == 1:
+            return f"{kind}({key}={shown})"
+        return f"{kind}(**{{**{holder}.get_config(), {key!r}: {shown}}})"
+
+    if name in config:
+        return AttributeError(
+            f"{kind} keeps its {name!r} argument under another attribute, so setting {name!r} would change "
+            f"nothing it computes; make a new layer instead: {new_layer(name)}"
+        )
+    settable = settable_attributes(obj)
+    target = aliases.get(name)
+    if target is None:
+        known = sorted((settable | set(config)) - set(ignore))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=CLOSE_NAME_CUTOFF)
+        if not close:
+            return None
+        target = close[0]
+        why = f"did you mean {target!r}?"
+    elif callable(getattr(type(obj), target, None)):  # another framework's attribute is a method here
+        why = f"another framework's way to do what its {target}() does"
+    else:
+        why = f"another framework's name for its {target!r}"
+    fixes = [f"set {holder}.{target} = {shown} instead"] if target in settable else []
+    if callable(getattr(type(obj), target, None)):
+        fixes.append(f"call {holder}.{target}(...) instead (see help(fnn.{kind}.{target}))")
+    if target in config:
+        fixes.append(f"make a new layer: {new_layer(target)}")
+    advice = ", or ".join(fixes) or f"{target!r} is read-only"
+    if name not in aliases:
+        advice += f". (For a tag of your own, choose a name further from the {holder}'s attributes.)"
+    return AttributeError(
+        f"{kind} has no attribute {name!r} ({why}), and setting it would only store a new attribute that "
+        f"changes nothing the {holder} computes; {advice}"
+    )
+
+
 class Layer(Owned):
     """Base of every layer: the protocol a model drives, and the eager ``forward``/``backward``.
 
@@ -335,6 +509,13 @@ class Layer(Owned):
 
     A layer belongs to one model (it holds views of that model's buffers); the model refuses a
     layer that already belongs to another live model.
+
+    Attributes: the constructor arguments are attributes of the same name (``dropout.p``), where
+    the layer keeps them so, and setting one is checked on a built model. A new attribute set from
+    outside the layer's own methods is refused (AttributeError naming the one meant) when its
+    name is another framework's for one of the layer's (:attr:`attribute_aliases`, e.g.
+    Dropout's ``rate``) or a misspelling of one of its own (``trainabel``); other new names are
+    kept as tags of your own (see ``Layer.__setattr__``).
 
     Examples
     --------
@@ -368,6 +549,14 @@ class Layer(Owned):
     #: whether an eager forward takes any number of steps (the time axis of its input may differ
     #: from the built one: the recurrent layers)
     any_steps = False
+    #: other frameworks' names of this layer's attributes, ``{their name: fastnn's name}``
+    #: (``{"rate": "p"}`` on Dropout): setting one raises AttributeError naming fastnn's (see
+    #: ``Layer.__setattr__``); each class declares its own
+    attribute_aliases: dict[str, str] = {}
+    #: constructor arguments the layer keeps under another attribute, ``{attribute: argument}``
+    #: (``{"units": "out_features"}`` on Dense): setting the attribute on a built model is checked
+    #: as setting the argument (:meth:`fastnn.Sequential.checked_layer_argument`)
+    argument_attributes: dict[str, str] = {}
     #: attributes the model may set on a built layer without making its plans stale
     _RUNTIME_ATTRIBUTES = frozenset({"training", "last_output", "last_grad_input", "trainable"})
 
@@ -382,6 +571,55 @@ class Layer(Owned):
         self._eager_ctx: Context | None = None
 
     def __setattr__(self, name, value):
+        """Set an attribute; a new public one set from outside the layer's own code is checked.
+
+        A public name the layer does not have yet (neither an instance nor a class attribute),
+        set by code outside the layer's own methods (``layer.units = 64`` in a script; a subclass's
+        ``__init__``, ``build`` or ``forward`` sets what it likes), raises AttributeError when it is
+        another framework's name of one of the layer's (:attr:`attribute_aliases`), a
+        misspelling of one of its attributes or constructor arguments (:data:`CLOSE_NAME_CUTOFF`),
+        or a constructor argument it keeps under another attribute: storing it would change
+        nothing the layer computes. Other new names (tags of your own) are stored. On a layer of
+        a built model, a constructor argument is checked as the constructor checks it, and a
+        parameter or buffer is written in place (:meth:`fastnn.Sequential.checked_layer_argument`).
+
+        Parameters
+        ----------
+        name : str
+            The attribute.
+        value : object
+            Its new value.
+
+        Raises
+        ------
+        AttributeError
+            For a misspelt or foreign name, naming the intended attribute and how to set it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> drop = fnn.Dropout(0.5)
+        >>> drop.note = "before the head"  # a tag of your own
+        >>> drop.rate = 0.2
+        Traceback (most recent call last):
+        ...
+        AttributeError: Dropout has no attribute 'rate' (another framework's name for its 'p'), ...
+        >>> drop.trainabel = False
+        Traceback (most recent call last):
+        ...
+        AttributeError: Dropout has no attribute 'trainabel' (did you mean 'trainable'?), ...
+        """
+        if (
+            name[0] != "_"
+            and name not in self.__dict__
+            and not hasattr(type(self), name)
+            and not set_by_own_code(self, inspect.currentframe().f_back)
+        ):
+            error = misnamed_attribute(
+                self, name, value, config=self._config_or_none(), aliases=type(self).attribute_aliases
+            )
+            if error is not None:
+                raise error
         model = self.owner if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES else None
         # a parameter or buffer of a built model (``dense.weight = w``) is written in place: the
         # attribute is a view of the model's buffers, which a rebuild would bind again
@@ -393,11 +631,19 @@ class Layer(Owned):
         if model is not None:
             model.layer_changed(self, name)
 
+    def _config_or_none(self) -> dict | None:
+        """:meth:`get_config`, or None where a user layer's cannot give it."""
+        try:
+            return self.get_config()
+        except Exception:  # a user layer's get_config that needs what it has not set up
+            return None
+
     @property
     def trainable(self) -> bool:
         """False: the optimizer leaves this layer's parameters, and those of the layers inside it,
-        unchanged (no update, no decay, state kept); gradients still flow through it
-        (``fastnn.freezing``).
+        unchanged (no update, no decay, state kept); gradients still flow through it. A BatchNorm
+        so frozen (its ``frozen`` property) runs in inference mode in training steps, as in Keras: its
+        running statistics normalise and stay unchanged (``fastnn.freezing``).
 
         Examples
         --------
@@ -424,6 +670,26 @@ class Layer(Owned):
             object.__setattr__(self, "_trainable", previous)
             model.trainable_changed()
             raise
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the optimizer leaves this layer's parameters unchanged: its own :attr:`trainable`
+        is False, or that of a layer containing it in its model (``model.freeze("2")`` freezes
+        ``"2.block.0"`` too). A frozen BatchNorm runs in inference mode in training steps.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> block = fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3)])
+        >>> model = fnn.Sequential([block], input_shape=(3,))
+        >>> block.trainable = False
+        >>> block.block[1].trainable, block.block[1].frozen
+        (True, True)
+        """
+        if not self.trainable:
+            return True
+        model = self.owner
+        return model is not None and _inside_frozen(model.layers, self, False) is True
 
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property
@@ -1108,6 +1374,19 @@ def refuse_user_child(container: Layer, child: Layer, where: str) -> None:
         )
 
 
+def _inside_frozen(layers, target: Layer, frozen: bool) -> bool | None:
+    """Whether ``target``, found in ``layers`` or the layers inside them, is frozen there (by its own
+    ``trainable`` or a container's; ``frozen``: the containers above ``layers`` are); None: not found."""
+    for layer in layers:
+        here = frozen or not layer.trainable
+        if layer is target:
+            return here
+        found = _inside_frozen([child for _, child in layer.sublayers()], target, here)
+        if found is not None:
+            return found
+    return None
+
+
 def walk_layers(layers):
     """Every layer of ``layers`` and, depth first, the layers inside them (Residual's block ...)."""
     for layer in layers:
@@ -1182,6 +1461,7 @@ class WeightAndBias:
     ``self.init``, ``self.bias_init``) and binding."""
 
     activation = ActivationSetting()
+    argument_attributes = {"use_bias": "bias"}
 
     def _weight_bias_options(self, activation, activation_params: dict, init, bias_init, bias) -> None:
         """Check and keep the constructor's activation (fused), init (default: by activation), bias_init, bias."""

@@ -36,6 +36,14 @@ class _ConvNd(WeightAndBias, Layer):
 
     _dims = 2
     input_argument = "in_channels"
+    attribute_aliases = {  # Keras
+        "filters": "out_channels",
+        "strides": "stride",
+        "dilation_rate": "dilation",
+        "kernel": "weight",
+        "kernel_initializer": "init",
+        "bias_initializer": "bias_init",
+    }
     #: False: softmax and log_softmax, which normalise rows, are refused (the activation is fused
     #: per output element)
     rowwise_activation = False

@@ -55,6 +55,8 @@ class Dense(WeightAndBias, Layer):
     """
 
     lengths_policy = "keep"
+    attribute_aliases = {"kernel": "weight", "kernel_initializer": "init", "bias_initializer": "bias_init"}  # Keras
+    argument_attributes = {"use_bias": "bias", "units": "out_features"}
 
     def __init__(
         self,

@@ -42,6 +42,7 @@ class Dropout(Layer):
     """
 
     lengths_policy = "keep"
+    attribute_aliases = {"rate": "p"}  # Keras
 
     def __init__(self, p: float = 0.5):
         super().__init__()

@@ -32,7 +32,9 @@ class Embedding(Layer):
         Initialiser of the weight (N(0, 1), like torch).
     mask_padding : bool, default False
         For token sequences ``(batch, time)``: each sample's trailing ``padding_idx`` tokens are
-        padding, skipped by the following layers as after :class:`Masking` (needs ``padding_idx``).
+        padding, skipped by the following layers as after :class:`Masking` (needs ``padding_idx``);
+        per-step outputs then leave the padded steps out of the loss, its gradient, accuracy and
+        metrics, as Keras does (the mean is over the valid steps).
     sparse : bool, default False
         Update only the rows each step looked up, as PyTorch does with ``sparse=True``: plain SGD
         then gives the dense result, and Adam becomes ``torch.optim.SparseAdam`` for this table
@@ -55,6 +57,12 @@ class Embedding(Layer):
     """
 
     input_argument = "num_embeddings"
+    attribute_aliases = {  # Keras
+        "input_dim": "num_embeddings",
+        "output_dim": "embedding_dim",
+        "embeddings": "weight",
+        "embeddings_initializer": "init",
+    }
     input_dtype = np.dtype(np.int64)
 
     def __init__(
@@ -203,6 +211,38 @@ class Embedding(Layer):
                 (arr != self.padding_idx).any(axis=1), argument, f"every index is padding_idx={self.padding_idx}"
             )
         return arr
+
+    def sequence_lengths(self, X) -> np.ndarray:
+        """Each sample's valid steps with ``mask_padding=True``: one past its last index that is not
+        ``padding_idx`` (the lengths the model's kernels compute in each step, here on the host).
+
+        Parameters
+        ----------
+        X : ndarray
+            Checked int64 token ids ``(batch, time)``, on the host or a device.
+
+        Returns
+        -------
+        ndarray
+            int64 ``(batch,)``.
+
+        Raises
+        ------
+        ValueError
+            Without ``mask_padding`` (no step is padding).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Embedding(10, 4, padding_idx=0, mask_padding=True).sequence_lengths(np.array([[3, 0, 0], [1, 2, 0]]))
+        array([1, 2])
+        """
+        if not self.mask_padding:
+            raise ValueError(f"{self!r} marks no padded steps: sequence_lengths needs mask_padding=True")
+        indices = np.ascontiguousarray(backend.to_host(X), dtype=np.int64)
+        lengths = np.empty(indices.shape[0], np.int64)
+        backend.kernels("cpu").lengths_from_indices(indices, self.padding_idx, lengths)
+        return lengths
 
     def forward_calls(self, x, ctx):
         m = x.shape[0]

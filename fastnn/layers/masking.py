@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation as V
+from .. import backend
 from .base import Layer, normalize_shape, shape_str
 from .registry import register_layer
 
@@ -29,8 +30,11 @@ class Masking(Layer):
     The output is the input unchanged; the lengths travel with it to the following layers
     (recurrent layers and attention skip the padded steps, per-step layers keep them, LastStep
     and GlobalAvgPool(axis="time") read each sample's valid steps) and a layer that cannot honour
-    them is refused when the model is built. A loss over per-step outputs counts the padded steps
-    too (Keras leaves them out). Must be the model's first layer; for token ids use
+    them is refused when the model is built. When they reach the output (per-step outputs
+    ``(batch, time, k)``), the loss, its gradient, accuracy and every metric leave the padded steps
+    out, as Keras does: the mean is over the valid steps (docs/architecture.md, "Sequences").
+    Unlike Keras, a padding step *inside* a sequence counts as valid (the lengths are one past the
+    last non-padding step). Must be the model's first layer; for token ids use
     ``Embedding(..., padding_idx=p, mask_padding=True)`` instead.
 
     Parameters
@@ -96,6 +100,33 @@ class Masking(Layer):
         steps = X.reshape(X.shape[0], X.shape[1], -1)
         has_valid_step = (steps != X.dtype.type(self.mask_value)).any(axis=(1, 2))
         refuse_empty_sequences(has_valid_step, argument, f"every value equals mask_value={self.mask_value}")
+
+    def sequence_lengths(self, X) -> np.ndarray:
+        """Each sample's valid steps: one past its last step that is not padding (the lengths
+        the model's kernels compute in each step, here on the host).
+
+        Parameters
+        ----------
+        X : ndarray
+            Checked input ``(batch, time, *features)``, on the host or a device.
+
+        Returns
+        -------
+        ndarray
+            int64 ``(batch,)``.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> x = np.array([[[1.0], [2.0], [0.0]], [[3.0], [0.0], [0.0]]], np.float32)
+        >>> fnn.Masking(0.0).sequence_lengths(x)
+        array([2, 1])
+        """
+        X = np.asarray(backend.to_host(X))
+        steps = np.ascontiguousarray(X.reshape(X.shape[0], X.shape[1], -1))
+        lengths = np.empty(X.shape[0], np.int64)
+        backend.kernels("cpu").lengths_from_values(steps, steps.dtype.type(self.mask_value), lengths)
+        return lengths
 
     def forward_calls(self, x, ctx):
         lengths = self._lengths(x.shape[0], ctx.arena)["lengths"]

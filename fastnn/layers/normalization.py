@@ -20,10 +20,11 @@ def _fill(value):
 
 
 class _Normalization(Layer):
-    feature_axis = -1
-
     """Shared parts: the per-feature gain (``weight``, gamma) and shift (``bias``, beta), which
     get no weight decay by default, and the checks of the feature count and eps."""
+
+    feature_axis = -1
+    attribute_aliases = {"epsilon": "eps"}  # Keras
 
     def __init__(self, num_features: int, eps: float, affine: bool, affine_argument: str = "affine"):
         super().__init__()
@@ -83,6 +84,14 @@ class BatchNorm1d(_Normalization):
     ``running = (1 - momentum) * running + momentum * batch`` with the unbiased variance
     (``momentum=None``: cumulative average). Evaluation: use the running statistics (or batch
     statistics when ``track_running_stats=False``). Output: the input's shape and dtype.
+
+    A frozen layer (``frozen``: ``trainable = False`` on it or on a layer containing it) runs
+    in inference mode in training steps too, as Keras's BatchNormalization with
+    ``trainable=False`` and PyTorch's fine-tuning recipe (``bn.eval(); bn.requires_grad_(False)``):
+    it normalises with its running statistics and leaves them (and ``num_batches_tracked``)
+    unchanged; the gradient flows through that affine map. Without running statistics
+    (``track_running_stats=False``) it keeps using each batch's statistics, as PyTorch's eval
+    mode does.
 
     Parameters
     ----------
@@ -172,7 +181,8 @@ class BatchNorm1d(_Normalization):
     @property
     def needs_batch_over_one(self) -> bool:
         """A batch of one sample with one position has no variance: fit() skips a last batch of
-        one (see ``_validation.check_batch_plan``).
+        one (see ``_validation.check_batch_plan``). Not for a frozen layer with running statistics
+        (it trains in inference mode).
 
         Examples
         --------
@@ -182,7 +192,7 @@ class BatchNorm1d(_Normalization):
         >>> rows.needs_batch_over_one, channels_first.needs_batch_over_one  # 1 and 5 positions
         (True, False)
         """
-        return self._positions == 1
+        return self._positions == 1 and not (self.track_running_stats and self.frozen)
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
@@ -249,8 +259,10 @@ class BatchNorm1d(_Normalization):
         )
 
     def _row_forward(self, x, y, x_hat, ctx) -> list:
-        """Calls normalising rows x (n, C) into y; what backward needs goes to ctx."""
-        ctx.batch_stats = ctx.training or not self.track_running_stats
+        """Calls normalising rows x (n, C) into y; what backward needs goes to ctx. A frozen layer
+        trains in inference mode (the class docstring)."""
+        training = ctx.training and not (self.track_running_stats and self.frozen)
+        ctx.batch_stats = training or not self.track_running_stats
         ctx.x = x
         if not ctx.batch_stats:
             return [
@@ -259,11 +271,11 @@ class BatchNorm1d(_Normalization):
                     (x, self.weight, self.bias, self.running_mean, self.running_var, y, self.eps, self.affine),
                 )
             ]
-        ctx.synced = ctx.training and self._sync is not None
+        ctx.synced = training and self._sync is not None
         if ctx.synced:  # statistics of the global batch of all MPI ranks
             return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
         if x.shape[0] < 2:
-            raise ValueError(self._one_value_message(ctx.training, x.shape[0]))
+            raise ValueError(self._one_value_message(training, x.shape[0]))
         momentum = -1.0 if self.momentum is None else self.momentum
         stats = self._stats(1, ctx.arena)
         args = (
@@ -280,7 +292,7 @@ class BatchNorm1d(_Normalization):
             self.eps,
             momentum,
             self.affine,
-            ctx.training and self.track_running_stats,
+            training and self.track_running_stats,
             self.num_batches_tracked,
         )
         return [(self.K.batchnorm_forward_train_counted, args)]
@@ -313,8 +325,6 @@ class BatchNorm1d(_Normalization):
                 self.affine,
             )
             return [(self.K.batchnorm_backward, args)]
-        if self.device == "cpu":
-            return [(self._eval_backward, (ctx.x, grad_y, grad_x))]
         args = (
             grad_y,
             ctx.x,
@@ -330,15 +340,6 @@ class BatchNorm1d(_Normalization):
             self.affine,
         )
         return [(self.K.batchnorm_backward_eval, args)]
-
-    def _eval_backward(self, x, grad_y, grad_x):
-        """Evaluation mode is an affine map per feature (rare: backward through a frozen layer); on the
-        CPU in NumPy, on "cuda" the kernel ``batchnorm_backward_eval`` (the same formulas)."""
-        inv_std = 1.0 / np.sqrt(self.running_var + self.dtype.type(self.eps))
-        if self.affine:
-            self.grad_bias[...] = grad_y.sum(axis=0)
-            self.grad_weight[...] = (grad_y * ((x - self.running_mean) * inv_std)).sum(axis=0)
-        np.multiply(grad_y, self.weight * inv_std, out=grad_x)
 
     def get_config(self):
         return {
@@ -406,6 +407,7 @@ class LayerNorm(_Normalization):
 
     input_argument = "normalized_features"
     lengths_policy = "keep"
+    attribute_aliases = {"epsilon": "eps", "normalized_shape": "normalized_features"}  # Keras, PyTorch
 
     def __init__(self, normalized_features: int, eps: float = 1e-5, elementwise_affine: bool = True):
         super().__init__(normalized_features, eps, elementwise_affine, "elementwise_affine")

@@ -18,6 +18,7 @@ class _PoolNd(Layer):
     _dims = 2
     _mode = "max"
     input_argument = "input shape"
+    attribute_aliases = {"pool_size": "kernel_size", "strides": "stride"}  # Keras
 
     @property
     def mode(self) -> str:

@@ -70,6 +70,8 @@ class _Recurrent(Layer):
     """Shared implementation of :class:`RNN`, :class:`LSTM` and :class:`GRU` (see their docs)."""
 
     input_argument = "input_size"
+    attribute_aliases = {"units": "hidden_size"}  # Keras
+    argument_attributes = {"use_bias": "bias"}
     any_steps = True
     cell = "lstm"
 

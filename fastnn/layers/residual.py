@@ -35,6 +35,8 @@ class Residual(Layer):
     (3, 4)
     """
 
+    argument_attributes = {"allow_projection": "projection"}
+
     def __init__(self, block, *, projection: bool = True):
         super().__init__()
         layers = getattr(block, "layers", block)

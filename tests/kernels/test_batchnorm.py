@@ -8,6 +8,7 @@ import pytest
 
 from fastnn.kernels.batchnorm import (
     batchnorm_backward,
+    batchnorm_backward_eval,
     batchnorm_forward_eval,
     batchnorm_forward_train,
     batchnorm_forward_train_counted,
@@ -120,6 +121,48 @@ def test_eval_matches_reference_batch_one(dtype):
     want = ref.batchnorm_forward_eval(big, gamma, beta, rm, rv, EPS)
     batchnorm_forward_eval(big, gamma, beta, rm, rv, big, EPS, True)
     np.testing.assert_allclose(big, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eval_backward_matches_reference_and_finite_differences(dtype):
+    """The gradients of evaluation-mode batch norm (a frozen layer's training step): the float64
+    reference, central differences of batchnorm_forward_eval, grad_x in place of grad_out, and
+    without affine the parameter gradients left alone (the CPU layer did this step in NumPy)."""
+    for m, n in [(1, 5), (7, 13), (300, 301)]:  # batch one, odd, the parallel path
+        x, gamma, beta, grad_out = _problem(m, n, dtype, seed=m)
+        rng = np.random.default_rng(n)
+        rm, rv = rng.standard_normal(n).astype(dtype), rng.uniform(0.2, 2, n).astype(dtype)
+        for affine in (True, False):
+            x_hat, grad_x = np.full_like(x, np.nan), np.full_like(x, np.nan)
+            grad_gamma, grad_beta = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+            partials = np.full((2, partial_rows(m), n), np.nan, dtype)
+            args = (x, gamma, rm, rv, x_hat, grad_x, grad_gamma, grad_beta, partials, EPS, affine)
+            batchnorm_backward_eval(grad_out, *args)
+            want = ref.batchnorm_backward_eval(x, grad_out, gamma if affine else None, rm, rv, EPS)
+            np.testing.assert_allclose(grad_x, want[0], **TOL[dtype])
+            if affine:
+                np.testing.assert_allclose(grad_gamma, want[1], rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * m)
+                np.testing.assert_allclose(grad_beta, want[2], rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * m)
+            else:
+                assert np.isnan(grad_gamma).all() and np.isnan(grad_beta).all()
+            in_place = grad_out.copy()
+            batchnorm_backward_eval(
+                in_place, x, gamma, rm, rv, x_hat, in_place, grad_gamma, grad_beta, partials, EPS, affine
+            )
+            np.testing.assert_array_equal(in_place, grad_x)
+    x, gamma, beta, upstream = _problem(5, 3, np.float64, seed=2)
+    rm, rv = np.array([0.5, -1.0, 2.0]), np.array([0.3, 1.7, 4.0])
+
+    def objective(x_, gamma_, beta_):
+        out = np.empty_like(x_)
+        batchnorm_forward_eval(x_, gamma_, beta_, rm, rv, out, EPS, True)
+        return np.sum(upstream * out)
+
+    grads = np.empty_like(x), np.empty(3), np.empty(3)
+    batchnorm_backward_eval(upstream, x, gamma, rm, rv, np.empty_like(x), *grads, np.empty((2, 1, 3)), EPS, True)
+    numeric = numeric_gradients(objective, [x, gamma, beta])
+    for name, grad, expected in zip(("x", "gamma", "beta"), grads, numeric):
+        np.testing.assert_allclose(grad, expected, rtol=1e-7, atol=1e-9, err_msg=name)
 
 
 def test_backward_finite_differences():

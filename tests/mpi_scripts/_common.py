@@ -15,13 +15,18 @@ def data(n: int = 22, dtype=np.float64):
     return X, y
 
 
-def model(dtype="float64", seed: int = 3, norm: bool = False):
+def model(dtype="float64", seed: int = 3, norm: bool = False, frozen: bool = False):
     """Dense, ReLU, Dropout (its masks must match one process), Dense; Adam with clipping (the
-    norm must be the global one)."""
+    norm must be the global one). ``norm``: a BatchNorm1d after the first Dense; ``frozen``: that
+    BatchNorm frozen (inference mode: its running statistics, set away from (0, 1), normalise)."""
     layers = [fnn.Dense(5, 8, bias=not norm), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dense(8, 3)]
     if norm:  # (a bias before it would get a gradient of pure rounding noise, which Adam amplifies)
         layers.insert(1, fnn.BatchNorm1d(8))
     net = fnn.Sequential(layers, seed=seed, dtype=dtype, input_shape=(5,))
+    if frozen:
+        net.layers[1].running_mean[...] = np.linspace(-0.5, 0.5, 8)
+        net.layers[1].running_var[...] = np.linspace(0.5, 2.0, 8)
+        net.freeze(1)
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))
 
 
@@ -51,3 +56,20 @@ def sequence_model(dtype="float64", seed: int = 5):
     ]
     net = fnn.Sequential(layers, seed=seed, dtype=dtype, input_shape=(4, 5))
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.02, clip_norm=1.0))
+
+
+def masked_sequences(n: int = 22, dtype=np.float64):
+    """(n, 4 steps, 3 features) sequences of 1 to 4 valid steps (then zeros: Masking(0.0)) and a
+    label per step; batches of 8 hold different numbers of valid steps per shard."""
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 5, n)
+    X = rng.standard_normal((n, 4, 3)).astype(dtype)
+    X[np.arange(4)[None, :] >= lengths[:, None]] = 0.0
+    return X, rng.integers(0, 3, (n, 4))
+
+
+def masked_model(metrics=None, dtype="float64"):
+    """Masking, then per-step Dense layers: the loss and metrics leave padded steps out."""
+    layers = [fnn.Masking(0.0), fnn.Dense(3, 6, activation="tanh"), fnn.Dense(6, 3)]
+    net = fnn.Sequential(layers, input_shape=(4, 3), seed=3, dtype=dtype)
+    return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5), metrics=metrics)

@@ -34,9 +34,9 @@ def spy_finish(self):  # how many buckets the backward started before the step's
     return finish(self)
 
 
-def spy_update(self, output, target, weights=None):
+def spy_update(self, output, target, weights=None, lengths=None):
     validated_rows.append(output.shape[0])
-    return update(self, output, target, weights)
+    return update(self, output, target, weights, lengths)
 
 
 Buckets.finish, Evaluation.update = spy_finish, spy_update

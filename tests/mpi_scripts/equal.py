@@ -1,6 +1,8 @@
 """Under mpiexec -n N: N ranks with global batch 8 train exactly as one process with batch 8
-(float64 to rounding, Dropout masks included; with "sync": BatchNorm too, synchronised), twice
-bit-identically; only rank 0 writes. Arguments: output folder, dtype, [sync]."""
+(float64 to rounding, Dropout masks included; with "sync": BatchNorm too, synchronised; with
+"frozen": a frozen BatchNorm, which trains in inference mode and so needs no synchronisation, and
+whose running statistics stay as they were), twice bit-identically; only rank 0 writes.
+Arguments: output folder, dtype, [sync] [frozen]."""
 
 import os
 import sys
@@ -14,6 +16,7 @@ import fastnn as fnn
 
 out_dir = sys.argv[1]
 dtype = sys.argv[2] if len(sys.argv) > 2 else "float64"
+frozen = "frozen" in sys.argv[3:]
 norm = "sync" in sys.argv[3:]
 comm = world(sync_batchnorm=norm)
 rank = comm.Get_rank()
@@ -21,7 +24,7 @@ X, y = data(dtype=dtype)
 
 
 def train():
-    net = model(dtype, norm=norm)
+    net = model(dtype, norm=norm or frozen, frozen=frozen)
     csv = fnn.callbacks.CSVLogger(os.path.join(out_dir, f"log{rank}.csv"))
     stop = fnn.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)  # stops after epoch 2
     history = net.fit(X, y, epochs=4, batch_size=8, validation_data=(X[:7], y[:7]), callbacks=[csv, stop], verbose=2)
@@ -35,6 +38,10 @@ assert history == history_again
 assert len(history["loss"]) == 2, history  # EarlyStopping stopped every rank after epoch 2
 everyone = comm.allgather({k: v.tobytes() for k, v in net.state_arrays().items()})
 assert all(p == everyone[0] for p in everyone), "the ranks' weights or buffers differ"
+if frozen:  # no rank moved (nor counted, nor synchronised) the frozen statistics
+    untouched = model(dtype, norm=True, frozen=True).layers[1]
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert np.array_equal(getattr(net.layers[1], name), getattr(untouched, name)), name
 if rank == 0:
     world(MPI.COMM_SELF, norm)  # one process, same global batch
     reference, reference_history = train()

@@ -20,7 +20,16 @@ from numba import cuda
 
 from ..._config import REDUCTION_CHUNK_ROWS
 from .._scalar import is_finite, like
-from ..batchnorm import chan_step, chan_weights, normalize_value, partial_rows, running_update, scaled_moments
+from ..batchnorm import (
+    chan_step,
+    chan_weights,
+    normalize_value,
+    partial_rows,
+    running_grad_scale,
+    running_inv_std,
+    running_update,
+    scaled_moments,
+)
 from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, lanes_sum, numba_type, per_dtype, typed
 
 
@@ -186,11 +195,10 @@ def batchnorm_forward_train_counted(
 @cuda.jit
 def _eval(x, gamma, beta, running_mean, running_var, out, eps, affine):
     n = x.shape[1]
-    one = like(1.0, x)
     for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        h = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
+        h = normalize_value(x[i, j], running_mean[j], running_inv_std(running_var[j], eps))
         out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
@@ -232,34 +240,32 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
 def _eval_hat(x, running_mean, running_var, x_hat, eps):
     """x_hat = (x - running_mean) / sqrt(running_var + eps), elementwise."""
     n = x.shape[1]
-    one = like(1.0, x)
     for e in range(cuda.grid(1), x.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        x_hat[i, j] = normalize_value(x[i, j], running_mean[j], one / math.sqrt(running_var[j] + eps))
+        x_hat[i, j] = normalize_value(x[i, j], running_mean[j], running_inv_std(running_var[j], eps))
 
 
 @cuda.jit
 def _eval_grad_x(grad_out, gamma, running_var, grad_x, eps, affine):
     """grad_x = grad_out * gamma / sqrt(running_var + eps) (without gamma unless ``affine``)."""
     n = grad_out.shape[1]
-    one = like(1.0, grad_out)
     for e in range(cuda.grid(1), grad_out.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
-        inv_std = one / math.sqrt(running_var[j] + eps)
-        grad_x[i, j] = grad_out[i, j] * (gamma[j] * inv_std if affine else inv_std)
+        grad_x[i, j] = grad_out[i, j] * running_grad_scale(gamma[j], running_var[j], eps, affine)
 
 
 def batchnorm_backward_eval(
     grad_out, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta, partials, eps, affine
 ):
-    """Gradients of evaluation-mode batch norm (frozen running statistics) on the device.
+    """Gradients of evaluation-mode batch norm (a frozen layer's training step, or an evaluation-mode
+    forward) on the device; as the CPU kernel.
 
     A per-feature affine map: grad_x = grad_out * gamma / sqrt(running_var + eps); if ``affine``,
     grad_beta = sum(grad_out) and grad_gamma = sum(grad_out * x_hat) over the batch (fixed row
-    chunks, combined in chunk order), with x_hat (batch, features) scratch written first. CUDA only:
-    the CPU layer does this step in NumPy (``BatchNorm1d._eval_backward``). ``grad_x`` may be ``grad_out``.
+    chunks, combined in chunk order), with x_hat (batch, features) scratch written first.
+    ``grad_x`` may be ``grad_out``.
     """
     m, n = grad_out.shape
     e = typed(eps, grad_out)

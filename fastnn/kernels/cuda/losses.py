@@ -10,10 +10,17 @@ accumulates its loss terms in float64, each block sums its threads in shared mem
 ``partials`` is float64 device scratch of at least :func:`n_partials` ``(batch)`` entries (the
 same size as on the CPU: the grid is bounded by it). Launchers return the loss as a float (one 8-byte copy
 to the host), or, with ``sync=False``, return None and leave it in ``partials[0]`` on the device.
+
+Padded steps: with ``lengths`` (batch,) int64 on the device and ``per_step``, as on the CPU, rows
+that are not :func:`~fastnn.kernels.masking.row_is_valid` add nothing and get a zero gradient, and
+the mean divides by the valid rows; the launcher reads the lengths back to count them (one small
+copy). Each stage-1 kernel is built twice by a factory, with and without the test (``masked`` is a
+compile-time constant there), so the unmasked launches run the code they ran before.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import numba
@@ -34,6 +41,7 @@ from ..losses import (
     loss_term,
 )
 from ..losses import n_partials as _cpu_n_partials
+from ..masking import row_is_valid, valid_rows
 from ._common import BLOCK, block_sum, blocks_for, reduce_partials, typed
 
 
@@ -49,69 +57,114 @@ def _blocks(batch: int, count: int) -> int:
 
 # The CPU's row rule compiled as a device function: one source for both backends.
 _cross_entropy_row = cuda.jit(device=True)(cross_entropy_row.py_func)
+_row_is_valid = cuda.jit(device=True)(row_is_valid.py_func)
 
 
-@cuda.jit
-def _cross_entropy_rows(logits, labels, grad, partials, scale, compute_grad):
-    buf = cuda.shared.array(BLOCK, numba.float64)
-    tid = cuda.threadIdx.x
-    acc = 0.0
-    for i in range(cuda.grid(1), logits.shape[0], cuda.gridsize(1)):
-        acc += _cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
-    buf[tid] = acc
-    total = block_sum(buf, tid)
-    if tid == 0:
-        partials[cuda.blockIdx.x] = total
+@functools.cache
+def _stage_one(masked: bool):
+    """(cross-entropy rows, elementwise elements) stage-1 kernels; ``masked`` (a compile-time
+    constant) skips the rows of padded steps (``lengths``, ``per_step``: see the module's docstring)."""
+
+    @cuda.jit
+    def cross_entropy_rows(logits, labels, grad, partials, scale, compute_grad, lengths, per_step):
+        buf = cuda.shared.array(BLOCK, numba.float64)
+        tid = cuda.threadIdx.x
+        m = logits.shape[0]
+        acc = 0.0
+        for i in range(cuda.grid(1), m, cuda.gridsize(1)):
+            if masked and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                if compute_grad:
+                    for j in range(logits.shape[1]):
+                        grad[i, j] = 0.0
+            else:
+                acc += _cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+        buf[tid] = acc
+        total = block_sum(buf, tid)
+        if tid == 0:
+            partials[cuda.blockIdx.x] = total
+
+    @cuda.jit
+    def elementwise_elements(pred, target, grad, partials, code, delta, scale, compute_grad, lengths, per_step):
+        buf = cuda.shared.array(BLOCK, numba.float64)
+        tid = cuda.threadIdx.x
+        m = pred.shape[0]
+        k = pred.shape[1]
+        acc = 0.0
+        for e in range(cuda.grid(1), m * k, cuda.gridsize(1)):
+            i = e // k
+            j = e - i * k
+            if masked and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                if compute_grad:
+                    grad[i, j] = 0.0
+            else:
+                p = pred[i, j]
+                t = target[i, j]
+                acc += loss_term(code, p, t, delta)
+                if compute_grad:
+                    grad[i, j] = loss_grad_term(code, p, t, delta, scale)
+        buf[tid] = acc
+        total = block_sum(buf, tid)
+        if tid == 0:
+            partials[cuda.blockIdx.x] = total
+
+    return cross_entropy_rows, elementwise_elements
 
 
-@cuda.jit
-def _elementwise_rows(pred, target, grad, partials, code, delta, scale, compute_grad):
-    buf = cuda.shared.array(BLOCK, numba.float64)
-    tid = cuda.threadIdx.x
-    k = pred.shape[1]
-    acc = 0.0
-    for e in range(cuda.grid(1), pred.shape[0] * k, cuda.gridsize(1)):
-        i = e // k
-        j = e - i * k
-        p = pred[i, j]
-        t = target[i, j]
-        acc += loss_term(code, p, t, delta)
-        if compute_grad:
-            grad[i, j] = loss_grad_term(code, p, t, delta, scale)
-    buf[tid] = acc
-    total = block_sum(buf, tid)
-    if tid == 0:
-        partials[cuda.blockIdx.x] = total
+def _rows_counted(m: int, lengths, per_step: int) -> int:
+    """The rows a mean divides by: ``m``, or with ``lengths`` (device) the valid steps' rows (at least 1)."""
+    if lengths is None:
+        return m
+    host = lengths.copy_to_host() if hasattr(lengths, "copy_to_host") else lengths
+    return max(int(valid_rows(host, m // host.shape[0] // per_step, per_step)), 1)
 
 
-def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute_grad, *, sync=True):
+def _lengths_arg(lengths):
+    """What a launch passes for ``lengths``: the array, or a 1-element placeholder (unmasked kernels)."""
+    return _scratch("no_lengths", 1, "int64") if lengths is None else lengths
+
+
+def cross_entropy_forward_backward(
+    logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1, *, sync=True
+):
     """Softmax cross-entropy from logits (m, c) and int64 labels (m,); returns the loss (float64).
 
-    Writes grad = (softmax - onehot) / m (or / 1 for sum) when ``compute_grad``.
+    Writes grad = (softmax - onehot) / m (or / 1 for sum) when ``compute_grad``. With ``lengths``
+    (batch,) int64 and ``per_step`` only the valid steps' rows count (the module's docstring).
     """
     m = logits.shape[0]
     blocks = _blocks(m, m)
-    scale = typed(1.0 / m if mean else 1.0, logits)
-    _cross_entropy_rows[blocks, BLOCK](logits, labels, grad, partials, scale, compute_grad)
-    return reduce_partials(partials, blocks, 1.0 / m if mean else 1.0, sync=sync)
+    divisor = _rows_counted(m, lengths, per_step)
+    scale = typed(1.0 / divisor if mean else 1.0, logits)
+    kernel = _stage_one(lengths is not None)[0]
+    kernel[blocks, BLOCK](logits, labels, grad, partials, scale, compute_grad, _lengths_arg(lengths), per_step)
+    return reduce_partials(partials, blocks, 1.0 / divisor if mean else 1.0, sync=sync)
 
 
-def elementwise_loss(pred, target, grad, partials, code, delta, mean, compute_grad, *, sync=True):
+def elementwise_loss(
+    pred, target, grad, partials, code, delta, mean, compute_grad, lengths=None, per_step=1, *, sync=True
+):
     """Elementwise loss ``code`` (MSE, MAE, HUBER, BCE_LOGITS) of pred/target (m, k); returns it.
 
     Mean divides by m * k (torch's convention); grad receives d(loss)/d(pred) when ``compute_grad``.
+    With ``lengths`` (batch,) int64 and ``per_step`` only the valid steps' rows count (mean: / their
+    elements).
     """
-    count = pred.shape[0] * pred.shape[1]
-    blocks = _blocks(pred.shape[0], count)
+    m, k = pred.shape[0], pred.shape[1]
+    blocks = _blocks(m, m * k)
+    count = _rows_counted(m, lengths, per_step) * k
     scale = 1.0 / count if mean else 1.0  # float64, as on the CPU
-    _elementwise_rows[blocks, BLOCK](pred, target, grad, partials, code, typed(delta, pred), scale, compute_grad)
+    kernel = _stage_one(lengths is not None)[1]
+    kernel[blocks, BLOCK](
+        pred, target, grad, partials, code, typed(delta, pred), scale, compute_grad, _lengths_arg(lengths), per_step
+    )
     return reduce_partials(partials, blocks, 1.0 / count if mean else 1.0, sync=sync)
 
 
 @cuda.jit
-def _accuracy_rows(logits, labels, targets, partials, binary):
+def _accuracy_rows(logits, labels, targets, partials, binary, lengths, per_step):
     """Per-block counts (as float64, exact below 2**53) of rows whose argmax == label, or (binary)
-    whose every element has (logit > 0) == (target > 0.5)."""
+    whose every element has (logit > 0) == (target > 0.5); with ``per_step`` > 0 the valid steps'
+    rows only (``lengths``; per_step 0: every row, the test once per launch in effect)."""
     buf = cuda.shared.array(BLOCK, numba.float64)
     tid = cuda.threadIdx.x
     m = logits.shape[0]
@@ -121,6 +174,8 @@ def _accuracy_rows(logits, labels, targets, partials, binary):
         zero = like(0.0, logits)
         half = like(0.5, targets)
         for i in range(cuda.grid(1), m, cuda.gridsize(1)):
+            if per_step > 0 and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
             j = 0
             while j < c and (logits[i, j] > zero) == (targets[i, j] > half):
                 j += 1
@@ -128,6 +183,8 @@ def _accuracy_rows(logits, labels, targets, partials, binary):
                 acc += 1.0
     else:
         for i in range(cuda.grid(1), m, cuda.gridsize(1)):
+            if per_step > 0 and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
             best = 0
             for j in range(1, c):
                 if logits[i, j] > logits[i, best]:
@@ -155,29 +212,33 @@ def _scratch(name: str, size: int, dtype: str):
     return buf
 
 
-def accuracy_count(logits, labels, *, partials=None):
+def accuracy_count(logits, labels, lengths=None, per_step=1, *, partials=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
-    ``partials``: float64 device scratch of at least blocks_for(m) elements, one per block of the
-    launch (a per-thread buffer when omitted).
+    With ``lengths`` (batch,) int64 and ``per_step``, the valid steps' rows only. ``partials``:
+    float64 device scratch of at least blocks_for(m) elements, one per block of the launch (a
+    per-thread buffer when omitted).
     """
     m = logits.shape[0]
     blocks = blocks_for(m)
     if partials is None:
         partials = _scratch("partials", blocks, "float64")
-    _accuracy_rows[blocks, BLOCK](logits, labels, logits, partials, False)
+    steps = 0 if lengths is None else per_step
+    _accuracy_rows[blocks, BLOCK](logits, labels, logits, partials, False, _lengths_arg(lengths), steps)
     return int(reduce_partials(partials, blocks))
 
 
-def binary_accuracy_count(logits, targets, *, partials=None):
+def binary_accuracy_count(logits, targets, lengths=None, per_step=1, *, partials=None):
     """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs).
 
-    ``partials``: as :func:`accuracy_count`'s.
+    ``lengths``, ``per_step`` and ``partials``: as :func:`accuracy_count`'s.
     """
     blocks = blocks_for(logits.shape[0])
     if partials is None:
         partials = _scratch("partials", blocks, "float64")
-    _accuracy_rows[blocks, BLOCK](logits, _scratch("no_labels", 1, "int64"), targets, partials, True)
+    steps = 0 if lengths is None else per_step
+    no_labels = _scratch("no_labels", 1, "int64")
+    _accuracy_rows[blocks, BLOCK](logits, no_labels, targets, partials, True, _lengths_arg(lengths), steps)
     return int(reduce_partials(partials, blocks))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from numba import cuda
 
-from ..masking import length_from_indices, length_from_values
+from ..masking import length_from_indices, length_from_values, row_is_valid, valid_rows
 from ._common import BLOCK, blocks_for
 
 _from_values_rule = cuda.jit(device=True)(length_from_values.py_func)
@@ -34,4 +34,9 @@ def lengths_from_indices(indices, padding_idx, lengths):
     _from_indices[blocks_for(indices.shape[0]), BLOCK](indices, padding_idx, lengths)
 
 
-__all__ = ["lengths_from_indices", "lengths_from_values"]
+__all__ = [
+    "lengths_from_indices",
+    "lengths_from_values",
+    "row_is_valid",  # the losses' rule over loss rows, shared as is (cuda/losses.py compiles it)
+    "valid_rows",
+]
