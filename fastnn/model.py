@@ -36,8 +36,8 @@ from .layers.base import (
     Workspace,
     flat_rows,
     misnamed_attribute,
+    new_attribute_from_outside,
     normalize_shape,
-    set_by_own_code,
     shape_str,
     size_of,
     walk_layers,
@@ -385,12 +385,7 @@ class Sequential:
             )
         # a misspelling of one of the model's own (``model.stop_trainning = True``), set from
         # outside its methods, would change nothing: refused as a layer refuses one (Layer.__setattr__)
-        if (
-            name[0] != "_"
-            and name not in self.__dict__
-            and not hasattr(type(self), name)
-            and not set_by_own_code(self, inspect.currentframe().f_back)
-        ):
+        if new_attribute_from_outside(self, name):
             error = misnamed_attribute(
                 self, name, value, aliases=self.attribute_aliases, holder="model", ignore=_FIXED_ATTRIBUTES
             )

@@ -391,6 +391,29 @@ def set_by_own_code(obj, frame) -> bool:
     return False
 
 
+def new_attribute_from_outside(obj, name: str) -> bool:
+    """Whether ``obj.__setattr__`` (the caller) is setting a public attribute ``obj`` does not have
+    yet (neither an instance nor a class attribute) from code outside ``obj``'s own methods
+    (:func:`set_by_own_code`): the assignments :func:`misnamed_attribute` looks at.
+
+    Parameters
+    ----------
+    obj : Layer or Sequential
+        The object whose ``__setattr__`` calls this.
+    name : str
+        The attribute being set.
+
+    Returns
+    -------
+    bool
+        False at once for a private or existing name (the common case: no frame is read).
+    """
+    if name[0] == "_" or name in obj.__dict__ or hasattr(type(obj), name):
+        return False
+    setattr_frame = inspect.currentframe().f_back  # type: ignore[union-attr]  # obj.__setattr__
+    return not set_by_own_code(obj, setattr_frame.f_back)  # type: ignore[union-attr]
+
+
 def misnamed_attribute(
     obj,
     name: str,
@@ -609,12 +632,7 @@ class Layer(Owned):
         ...
         AttributeError: Dropout has no attribute 'trainabel' (did you mean 'trainable'?), ...
         """
-        if (
-            name[0] != "_"
-            and name not in self.__dict__
-            and not hasattr(type(self), name)
-            and not set_by_own_code(self, inspect.currentframe().f_back)
-        ):
+        if new_attribute_from_outside(self, name):
             error = misnamed_attribute(
                 self, name, value, config=self._config_or_none(), aliases=type(self).attribute_aliases
             )
