@@ -391,9 +391,11 @@ def test_changing_a_built_layer_rebuilds_the_plans_or_refuses(rng):
     out = model.forward(X)
     assert np.mean(model.layer_outputs(X, training=True)[2] == 0) > 0.5
     assert out.shape == (48, 3)
-    model.layers[0].units = 7  # would change the parameters
-    with pytest.raises(ValueError, match="was changed"):
-        model.predict(X)
+    before = model.predict(X)
+    with pytest.raises(ValueError, match="would change the layer's output shape or parameters"):
+        model.layers[0].units = 7  # refused when set (units keeps Dense's out_features)
+    assert model.layers[0].units == 12
+    np.testing.assert_array_equal(model.predict(X), before)
     with pytest.raises(TypeError, match="layers are fixed"):
         model.layers.append(fnn.ReLU())
 
