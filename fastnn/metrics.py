@@ -1920,12 +1920,7 @@ def valid_rows(model, lengths, what: str) -> np.ndarray | None:
     >>> fnn.metrics.valid_rows(model, np.array([1, 2]), "example")
     array([ True, False,  True,  True])
     """
-    if model.masks_steps != (lengths is not None):
-        raise ValueError(
-            f"{what}: pass lengths=model.output_lengths(X) for a model that leaves padded steps out, and "
-            f"only for one (this model's masks_steps is {model.masks_steps}, lengths "
-            f"{'missing' if lengths is None else 'given'})"
-        )
+    model.check_lengths_argument(lengths, what)
     return None if lengths is None else model.valid_rows(backend.to_host(lengths))
 
 

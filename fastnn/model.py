@@ -808,21 +808,45 @@ class Sequential:
         valid = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
         return np.repeat(valid, self.per_step, axis=1).reshape(-1)
 
-    def _lengths_args(self, lengths, what: str) -> tuple:
-        """(lengths, per_step) for a loss or count of a model that :attr:`masks_steps`, () otherwise;
-        refuses a masked model's call without lengths (it would count the padded steps)."""
-        if lengths is None:
-            if self.masks_steps:
-                raise ValueError(
-                    f"{what}: this model's per-step outputs carry padded steps (layer 0 is {self.layers[0]!r}), "
-                    f"which the loss and metrics leave out: pass lengths=model.output_lengths(X) for the batch X"
-                )
-            return ()
-        if not self.masks_steps:
+    def check_lengths_argument(self, lengths, what: str) -> None:
+        """Refuse ``lengths`` missing for a model that :attr:`masks_steps` (its loss and metrics
+        would count the padded steps) or given to one that does not.
+
+        Parameters
+        ----------
+        lengths : numpy.ndarray or None
+            The batch's :meth:`output_lengths`, or None.
+        what : str
+            The caller, for the message (``"loss_value"``, ``"Tracker.update"``).
+
+        Raises
+        ------
+        ValueError
+            Naming ``what`` and the fix.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 3)], input_shape=(2,))
+        >>> model.check_lengths_argument(None, "example")  # no padded steps: none wanted
+        """
+        if lengths is None and self.masks_steps:
+            raise ValueError(
+                f"{what}: this model's per-step outputs carry padded steps (layer 0 is {self.layers[0]!r}), "
+                f"which the loss and metrics leave out: pass lengths=model.output_lengths(X) for the batch X"
+            )
+        if lengths is not None and not self.masks_steps:
             raise ValueError(
                 f"{what}: lengths given, but this model's output carries no padded steps (no Masking or "
                 f"Embedding(mask_padding=True) whose lengths reach it): leave lengths out"
             )
+
+    def _lengths_args(self, lengths, what: str) -> tuple:
+        """(lengths, per_step) for a loss or count of a model that :attr:`masks_steps`, () otherwise
+        (:meth:`check_lengths_argument` first)."""
+        self.check_lengths_argument(lengths, what)
+        if lengths is None:
+            return ()
         if self._device != "cpu" and isinstance(lengths, np.ndarray):
             lengths = backend.to_device(lengths, self._device)
         return lengths, self.per_step
