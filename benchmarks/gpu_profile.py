@@ -8,7 +8,11 @@ predict: far above what the launches and copies should cost. This script answers
    array arguments, a launch and synchronize, ``cuda.device_array`` (allocation), a host-to-device
    copy into an existing buffer and a device-to-host copy into an existing host array (64 KiB,
    pageable), ``cuda.synchronize()``, and a CuPy view of a Numba array (the cuBLAS path);
-2. a cProfile of ``--calls`` training steps and of ``--calls`` predicts of one config, the top
+2. the host-side CUDA work per call of that config (allocations, copies each way, host waits,
+   kernel launches, by tests_cuda/_cuda_counts.py on numba-cuda's real classes): a steady
+   ``train_step``, a 1024-row ``predict`` and a step of ``fit``, to set beside the simulator's
+   counts (benchmarks/RESULTS.md, "Session 23") and the unit costs;
+3. a cProfile of ``--calls`` training steps and of ``--calls`` predicts of one config, the top
    functions by own time (``--top``).
 
 Run on a machine with an NVIDIA GPU::
@@ -108,6 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = bench.CONFIGS[args.config]
     x, y = bench.make_batch(cfg, args.batch)
     model = bench.build_fastnn(cfg).to("cuda")
+    print(f"\n## host-side CUDA work per call, {cfg.name} batch {args.batch} (tests_cuda/_cuda_counts.py)")
+    try:
+        import os
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests_cuda import _cuda_counts
+
+        counted = _cuda_counts.measure_model(cfg.name, bench.build_fastnn(cfg).to("cuda"), x, y)
+        print(_cuda_counts.table(counted))
+        for what, counts in counted.items():
+            print(f"{what}: launches by kernel {dict(counts.kernels)}")
+    except Exception as error:  # noqa: BLE001 - the counts are extra: the profile below still runs
+        print(f"counting failed: {type(error).__name__}: {error}")
     for name, fn in (("train_step", lambda: model.train_step(x, y)), ("predict", lambda: model.predict(x))):
         start = time.perf_counter()
         for _ in range(args.calls):

@@ -27,11 +27,9 @@ from ._fused import CallRunner, Given, Result
 from .kernels import losses as loss_kernels
 from .kernels.step_feed import add_to_total, gather_batch
 
-#: the count kernel of each built-in ``Loss.correct_count`` (a subclass overriding it counts in Python)
-_COUNT_KERNELS = {
-    losses.CrossEntropy.correct_count: loss_kernels.accuracy_count,
-    losses.BinaryCrossEntropy.correct_count: loss_kernels.binary_accuracy_count,
-}
+#: the count kernel of each built-in ``Loss.correct_count`` (a subclass overriding it counts in
+#: Python): ``losses.COUNT_KERNELS``'s, the CPU functions
+_COUNT_KERNELS = {method: getattr(loss_kernels, name) for method, name in losses.COUNT_KERNELS.items()}
 
 
 #: the count kernel of a loss's weighted targets (label, weight) / (k targets, weight), by its base's
@@ -310,7 +308,7 @@ class StepFeed:
             The count; None for losses that do not classify.
         """
         if not self.counted:
-            return self.model.correct_count(out, yb, lengths) if self.classifies else None
+            return self.model.correct_count(out, yb, lengths, checked=False) if self.classifies else None
         count = int(self.totals[0])
         self.totals[0] = 0
         return count

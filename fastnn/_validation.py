@@ -274,24 +274,35 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
             f"got shape {arr.shape}; for one-hot targets use {argument}.argmax(axis=1)"
         )
     check_length(arr, n_samples, argument)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{argument} contains NaN or infinity; class labels must be integers")
-        if not np.all(arr == np.round(arr)):
-            bad = arr[arr != np.round(arr)][0]
+    check_label_values(
+        arr,
+        n_classes,
+        argument,
+        f"the model's last layer has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
+        f"widen the last layer)",
+        "for regression targets use loss='mse'",
+    )
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def check_label_values(labels: np.ndarray, n_classes: int, argument: str, fix: str, float_fix: str) -> None:
+    """The one check of class labels' values, for the targets a model is given (:func:`check_labels`)
+    and those of a direct loss call (:func:`check_loss_arrays`, weighted targets' float labels too):
+    finite, integers, in [0, n_classes). ``fix`` ends the range message, ``float_fix`` the others."""
+    if labels.size == 0:
+        return
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise ValueError(f"{argument} contains NaN or infinity; class labels must be integers ({float_fix})")
+        if not np.all(labels == np.round(labels)):
+            bad = labels[labels != np.round(labels)][0]
             raise ValueError(
-                f"{argument} must hold integer class labels for cross_entropy, found "
-                f"{_number(bad)}; for regression targets use loss='mse'"
+                f"{argument} must hold integer class labels for cross_entropy, found {_number(bad)}; {float_fix}"
             )
-    low, high = (arr.min(), arr.max()) if arr.size else (0, 0)  # before the cast: 1e20 would wrap around
+    low, high = labels.min(), labels.max()  # before any cast: 1e20 would wrap around
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
-        raise ValueError(
-            f"{argument} has label {_number(bad)}, outside [0, {n_classes}): the model's last layer "
-            f"has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
-            f"widen the last layer)"
-        )
-    return np.ascontiguousarray(arr, dtype=np.int64)
+        raise ValueError(f"{argument} has label {_number(bad)}, outside [0, {n_classes}): {fix}")
 
 
 def check_targets(y, n_samples: int, n_outputs: int, dtype, argument: str = "y") -> np.ndarray:
@@ -345,12 +356,7 @@ def check_loss_arrays(output, target, grad, compute_grad: bool, trailing: tuple,
         return
     if not trailing and labels.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class labels, got dtype {labels.dtype}; {fix}")
-    low, high = labels.min(), labels.max()
-    if not (low >= 0 and high < k):  # (a NaN label of weighted targets too)
-        raise ValueError(
-            f"target has label {_number(high if low >= 0 else low)}, outside [0, {k}) for the "
-            f"output's {k} classes; {fix}"
-        )
+    check_label_values(labels, k, "target", f"the output has {k} classes; {fix}", fix)
 
 
 def check_length(arr: np.ndarray, n_samples: int, argument: str) -> None:

@@ -64,7 +64,7 @@ def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
     )
 
 
-def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None) -> float:
+def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None) -> float:
     """What a batch counts for in its group's mean: its rows, or under sample weights (``loss`` a
     :class:`fastnn.losses.SampleWeighted`, whose mean is ``sum_i w_i l_i / sum_i w_i``) its sum of
     weights, the last column of its targets :func:`fastnn.losses.weighted_targets`, or for a
@@ -80,6 +80,9 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None) -> float:
         The batch's targets, filled (not a step plan's buffers still to be gathered into).
     model : fastnn.Sequential, optional
         The model trained (its padded steps, if it masks them, do not count).
+    lengths : numpy.ndarray, optional
+        The batch's ``model.output_lengths(xb)`` when the caller has them (the :class:`Stepper`
+        computes them once per batch); computed here otherwise.
 
     Returns
     -------
@@ -99,7 +102,7 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None) -> float:
     if isinstance(loss, losses_mod.SampleWeighted):
         return float(np.sum(losses_mod.SampleWeighted.weights(yb)))
     if model is not None and model.masks_steps:
-        return float(np.count_nonzero(model.valid_rows(model.output_lengths(xb))))
+        return float(model.valid_count(model.output_lengths(xb) if lengths is None else lengths))
     return float(xb.shape[0])
 
 
@@ -181,7 +184,9 @@ class GroupSum:
 
 class Stepper:
     """Runs the training steps of a fit: ``step(xb, yb, last)`` -> (loss, output, committed), where
-    ``committed`` says the optimizer updated (every ``accumulate``-th batch, or ``last``).
+    ``committed`` says the optimizer updated (every ``accumulate``-th batch, or ``last``). Under
+    ``accumulate`` > 1 a masked model's batch weighs by its valid positions: ``lengths`` keeps the
+    ``model.output_lengths(xb)`` the last step computed for that (None otherwise), for fit's counts.
 
     With ``accumulate`` > 1 each batch is one ``model.run_step`` whose compiled call also adds the
     batch's gradients to the group's sum (:class:`GroupSum`) and, on the group's last batch, makes
@@ -192,6 +197,7 @@ class Stepper:
         self.count = 0  # batches in the open group
         self.samples = 0.0  # the open group's samples, or sum of sample weights (a weighted loss)
         self._buffers: tuple[GroupSum, backend.StateGuard] | None = None  # see _group
+        self.lengths: np.ndarray | None = None  # the last step's batch lengths, if it computed them
         if accumulate == 1:
             model.set_accumulation(False)  # the plans drop the sum's call
 
@@ -207,13 +213,15 @@ class Stepper:
 
     def step(self, xb, yb, last: bool = False) -> tuple[float, np.ndarray, bool]:
         model = self.model
+        self.lengths = None
         if self.k == 1:
             loss, out = model.run_step(xb, yb)
             return loss, out, True
         if self.count == 0:
             self._open()
         group, guard = self._group()
-        m = batch_weight(model.loss, xb, yb, model)
+        self.lengths = model.output_lengths(xb)  # (None unless the model leaves padded steps out)
+        m = batch_weight(model.loss, xb, yb, model, self.lengths)
         ends = self.count + 1 >= self.k or last
         mean = model.loss.reduction == "mean"
         try:

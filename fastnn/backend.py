@@ -522,6 +522,102 @@ def copy_into(dst: Any, src: Any, stream: Any = 0) -> None:
         dst.copy_to_device(src, stream=stream)
 
 
+class Staging:
+    """Host-to-device copies through kept page-locked (pinned) host buffers, queued on the default
+    stream without the host waiting for them.
+
+    A copy from pageable memory makes the host wait (for the device's earlier work, then for the
+    copy); from pinned memory on a stream it is queued and returns. :meth:`upload` copies the host
+    array into a pinned buffer of its ``role`` (grown, never shrunk, to the largest rows seen, so a
+    steady caller allocates nothing) and queues the copy into the device buffer; the kernels after
+    it on the default stream see the data. A pinned buffer is rewritten only once its last copy is
+    known to be done: the caller says so with :meth:`settled` after a wait on the default stream
+    (reading a step's scalars, copying a prediction out), else the next upload of that role
+    synchronises first.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> staging = backend.Staging()  # a model on a device keeps one (needs CUDA to upload)
+    >>> x = np.ones((4, 3), np.float32)
+    >>> dev = backend.zeros((4, 3), np.float32, "cuda")  # doctest: +SKIP
+    >>> staging.upload(dev, x, "x")  # doctest: +SKIP
+    >>> staging.settled()
+    """
+
+    def __init__(self):
+        self._pinned: dict[tuple, np.ndarray] = {}  # (role, trailing shape, dtype) -> (rows, *trailing)
+        self._in_flight: set[tuple] = set()
+        self._stream: Any = None
+
+    def upload(self, dst: Any, src: np.ndarray, role: str) -> None:
+        """``dst[...] = src`` (cast to ``dst``'s dtype, same kind; broadcast) by a queued copy.
+
+        Parameters
+        ----------
+        dst : device array
+            C-contiguous, at least 1-D; its first axis is the rows.
+        src : ndarray
+            Host values.
+        role : str
+            Which pinned buffer stages it: one per role (the two copies of one step take two).
+
+        Examples
+        --------
+        >>> staging.upload(dev, np.zeros((4, 3)), "x")  # doctest: +SKIP
+        """
+        shape, dtype = tuple(dst.shape), np.dtype(dst.dtype)
+        key = (role, shape[1:], dtype.str)
+        pinned = self._pinned.get(key)
+        if key in self._in_flight:  # its last copy may still read it
+            _cuda().synchronize()
+            self._in_flight.clear()
+        if pinned is None or pinned.shape[0] < shape[0]:
+            pinned = self._pinned[key] = pinned_empty((max(shape[0], 1), *shape[1:]), dtype)
+        host = pinned[: shape[0]]
+        np.copyto(host, src, casting="same_kind")
+        if self._stream is None:
+            self._stream = _cuda().default_stream()
+        copy_into(dst, host, self._stream)
+        self._in_flight.add(key)
+
+    def settled(self) -> None:
+        """Declare the queued copies done (the caller waited on the default stream after them).
+
+        Examples
+        --------
+        >>> from fastnn import backend
+        >>> backend.Staging().settled()
+        """
+        self._in_flight.clear()
+
+
+def step_scalars(device: str) -> Any:
+    """The float64 scalars of a device's training step, read with one copy (None on the CPU).
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        The device.
+
+    Returns
+    -------
+    fastnn.kernels.cuda._common.StepScalars or None
+        Device slots for the loss, the gradient norm and a count, and their pinned host mirror.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.step_scalars("cpu") is None
+    True
+    """
+    if device == "cpu":
+        return None
+    from .kernels.cuda._common import StepScalars
+
+    return StepScalars()
+
+
 def _same_place_copy(array: Any) -> Any:
     """A new array with ``array``'s shape, dtype, device and contents."""
     if isinstance(array, np.ndarray):
@@ -595,6 +691,7 @@ __all__ = [
     "DEVICES",
     "INSTALL_HINT",
     "StateGuard",
+    "Staging",
     "copy_into",
     "cuda_available",
     "cuda_simulator",
@@ -606,6 +703,7 @@ __all__ = [
     "kernels",
     "pinned_empty",
     "require_cuda",
+    "step_scalars",
     "stream",
     "to_device",
     "to_host",

@@ -16,7 +16,10 @@ class Callback:
 
     ``logs`` is a dict of metrics: per batch ``{"loss", "batch", "size"}``; per epoch the
     epoch's ``loss``, ``accuracy`` (classification), ``val_*`` and ``lr``. Set
-    ``self.model.stop_training = True`` to stop after the current epoch.
+    ``self.model.stop_training = True`` to stop training: in ``on_batch_end`` (or
+    ``on_batch_begin``) the epoch ends after that batch, as in Keras 3 (its logs over the batches
+    trained, validation and ``on_epoch_end`` still run, and it counts as done); in ``on_epoch_end``
+    after that epoch (``fastnn.training``'s docstring says what a later fit continues with).
 
     Examples
     --------

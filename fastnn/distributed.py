@@ -22,7 +22,11 @@ call :func:`init` first) and then, on every rank:
   rank, so the weights stay identical (``check_every``: assert it with a checksum);
 * only rank 0 prints progress and runs the callbacks that write (ModelCheckpoint, CSVLogger,
   TensorBoard, or any callback with ``main_process_only = True``); the others run the rest on the
-  same epoch logs (rank 0's, broadcast), so EarlyStopping and schedules decide alike.
+  same epoch logs (rank 0's, broadcast), so EarlyStopping and schedules decide alike;
+* ``model.stop_training = True`` set in a batch hook ends the epoch after that batch (Keras 3) on
+  every rank: rank 0's decision rides on the next step's small Allreduce (no collective of its
+  own), and that step, which every rank has computed by then, is undone (:class:`StopRequested`);
+  its ``on_batch_begin`` has run. At an epoch's end rank 0's decision is broadcast.
 
 So N ranks with global batch B train as one process with batch B (float64: equal to rounding;
 float32: to float32 rounding), and two runs with the same N are bit-identical. Checkpoints hold
@@ -76,6 +80,20 @@ class DistributedError(RuntimeError):
     >>> import fastnn as fnn
     >>> issubclass(fnn.distributed.DistributedError, RuntimeError)
     True
+    """
+
+
+class StopRequested(Exception):
+    """Raised by :meth:`Session.reduce` on every rank when rank 0 stopped training after the previous
+    batch (``model.stop_training = True`` in a batch hook, Keras 3's rule): the step that carried the
+    decision is not applied (``Sequential.run_step`` undoes it), and ``fit`` ends the epoch after the
+    batch rank 0 stopped at.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> issubclass(fnn.distributed.StopRequested, RuntimeError)
+    False
     """
 
 
@@ -416,7 +434,8 @@ class Session:
     """One ``fit`` of a model on the ranks of ``comm`` (made by :func:`session`).
 
     The fit loop calls :meth:`start` once, :meth:`shard` and :meth:`reduce` each step,
-    :meth:`agree` and :meth:`agree_stop` at each epoch's end and :meth:`close` at the end.
+    :meth:`agree` and :meth:`agree_stop` at each epoch's end and :meth:`close` at the end; after
+    each batch's hooks it sets ``stop_after_batch`` (rank 0's decides, :class:`StopRequested`).
 
     Parameters
     ----------
@@ -454,8 +473,10 @@ class Session:
         self.norms = [layer for layer in walk_layers(model.layers) if hasattr(layer, "set_synchronizer")]
         self.batch_rows = 0
         self.shard_rows = 0
+        self.samples = 0  # training samples of the fit (set by start, named in check_batches' error)
         self.correct: int | None = None
-        self.scalars = np.zeros(3, np.float64)
+        self.scalars = np.zeros(3, np.float64)  # loss, correct count, rank 0's stop decision
+        self.stop_after_batch = False  # rank 0: stop_training after the last batch's hooks (set by fit)
         self.steps = 0
         self.buckets: Buckets | None = None
         self.weighted_source = None  # fit with sample or class weights: its ArrayBatches (weights in y[:, -1])
@@ -550,14 +571,8 @@ class Session:
                     f"same model and fit it on the same data with the same arguments (each "
                     f"rank takes its shard of every batch itself)"
                 )
-        smallest = min(batch_sizes)
-        need = 2 if needs_batch_over_one and not (_World.sync_batchnorm and self.norms) else 1
-        if smallest < need * self.size:
-            raise DistributedError(
-                f"a batch of {smallest} rows cannot be cut into {self.size} shards of at least {need} row(s) "
-                f"(batch_size={batch_size}, {X.shape[0]} samples); use batch_size >= {need * self.size} and a "
-                f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks"
-            )
+        self.samples = X.shape[0]
+        self.check_batches(batch_size, batch_sizes, needs_batch_over_one)
         self.lengths_all = model.output_lengths(X)  # (None unless the model leaves padded steps out)
         record = self.comm.bcast(model.snapshot() if self.rank == 0 else None, root=0)
         if self.rank != 0:
@@ -570,6 +585,47 @@ class Session:
         if _World.bucket_bytes is not None:
             self.buckets = Buckets(self, _World.bucket_bytes)
             model.set_backward_hook(self.buckets.calls_after)  # step plans rebuilt with the buckets' calls
+
+    def check_batches(self, batch_size: int, batch_sizes: list[int], needs_batch_over_one: bool) -> None:
+        """Check every global batch cuts into one shard per rank, of 2 rows at least when a layer
+        needs more than one sample (a BatchNorm, unless synchronised). ``fit`` checks at its start
+        and again at each epoch's (a callback may have unfrozen a BatchNorm), on every rank alike.
+
+        Parameters
+        ----------
+        batch_size : int
+            Rows of each global batch.
+        batch_sizes : list of int
+            The rows of a full batch and of the epoch's last one.
+        needs_batch_over_one : bool
+            Whether a layer needs shards of at least 2 rows (BatchNorm without sync, not frozen).
+
+        Raises
+        ------
+        DistributedError
+            When a batch has fewer rows than that per rank.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> run.check_batches(4, [4, 1], needs_batch_over_one=False)
+        >>> run.check_batches(4, [4, 1], needs_batch_over_one=True)
+        Traceback (most recent call last):
+        ...
+        fastnn.distributed.DistributedError: a batch of 1 rows cannot be cut into 1 shards of at least 2 row(s) ...
+        """
+        smallest = min(batch_sizes)
+        need = 2 if needs_batch_over_one and not (_World.sync_batchnorm and self.norms) else 1
+        if smallest < need * self.size:
+            raise DistributedError(
+                f"a batch of {smallest} rows cannot be cut into {self.size} shards of at least {need} row(s) "
+                f"(batch_size={batch_size}, {self.samples} samples); use batch_size >= {need * self.size} and a "
+                f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks"
+                + ("" if need == 1 else " (or keep the BatchNorm layers frozen: they train in inference mode)")
+            )
 
     def close(self) -> None:
         """End of fit: the model trains on its own again.
@@ -659,7 +715,9 @@ class Session:
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
         """The step's hook between backward and optimizer (``Sequential.run_step``): sums the
         gradient over the ranks (as the mean over the global batch) and keeps the global correct
-        count in ``self.correct``.
+        count in ``self.correct``. The small Allreduce of (loss, correct count) also carries rank
+        0's ``stop_after_batch`` (``stop_training`` after the previous batch's hooks), so every
+        rank learns it at the same step without a collective of its own.
 
         Parameters
         ----------
@@ -682,6 +740,9 @@ class Session:
         DistributedError
             When another rank does not join the Allreduce in time, or the weights differ
             (``check_every``).
+        StopRequested
+            When rank 0 stopped training after the previous batch: this step must not be applied
+            (``Sequential.run_step`` undoes it on every rank).
 
         Examples
         --------
@@ -699,8 +760,11 @@ class Session:
         model = self.model
         weight = self.weight()
         grads = model.grads
-        count = model.correct_count(out, target, self.shard_lengths if self.masked_source is not None else None)
-        self.scalars[:] = (loss * weight, 0 if count is None else count, 0.0)
+        count = model.correct_count(
+            out, target, self.shard_lengths if self.masked_source is not None else None, checked=False
+        )
+        stop = self.rank == 0 and self.stop_after_batch  # (rides on the reduction every step makes)
+        self.scalars[:] = (loss * weight, 0 if count is None else count, 1.0 if stop else 0.0)
         if _World.check_every and self.steps % _World.check_every == 0:
             self.check_weights()
         MPI = self.MPI
@@ -715,6 +779,8 @@ class Session:
             f"step {self.steps + 1}'s Allreduce",
         )
         self.steps += 1
+        if self.scalars[2]:  # rank 0 stopped after the previous batch: this step is not applied anywhere
+            raise StopRequested(f"rank 0 stopped training before step {self.steps}")
         self.correct = None if count is None else int(round(self.scalars[1]))
         norm = model.grad_norm()
         return float(self.scalars[0]), float(norm)
@@ -1305,6 +1371,7 @@ __all__ = [
     "Buckets",
     "DistributedError",
     "Session",
+    "StopRequested",
     "SyncBatchNorm",
     "active",
     "init",

@@ -26,22 +26,13 @@ flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on e
 
 from __future__ import annotations
 
-from .layers.base import Layer
+from .layers.base import Layer, layer_tree, parameter_owners
 
 
 def layer_paths(model) -> dict[str, Layer]:
     """Every layer of ``model`` by path: "0", "2", and for layers inside others "2.block.0"
-    (the prefixes of :meth:`Sequential.named_parameters`)."""
-    paths: dict[str, Layer] = {}
-
-    def visit(prefix: str, layer: Layer) -> None:
-        paths[prefix] = layer
-        for name, child in layer.sublayers():
-            visit(f"{prefix}.{name}", child)
-
-    for i, layer in enumerate(model.layers):
-        visit(str(i), layer)
-    return paths
+    (:func:`fastnn.layers.base.layer_tree`'s paths)."""
+    return {path: layer for path, layer, _ in layer_tree(model.layers)}
 
 
 def resolve_layers(model, items) -> list[Layer]:
@@ -71,18 +62,28 @@ def resolve_layers(model, items) -> list[Layer]:
 
 def frozen_paths(model) -> list[str]:
     """Paths of the layers with ``trainable = False`` (their sublayers are frozen with them)."""
-    return [path for path, layer in layer_paths(model).items() if not layer.trainable]
+    return [path for path, layer, _ in layer_tree(model.layers) if not layer.trainable]
+
+
+def _parameters(model):
+    """``(lo, shape, owner, owner's name, frozen)`` of each parameter in ``model.parameter_layout``:
+    the layer owning it (:func:`fastnn.layers.base.parameter_owners`) and whether that layer is
+    frozen (:attr:`Layer.frozen`'s rule, :func:`fastnn.layers.base.layer_tree`)."""
+    frozen = {id(layer) for _, layer, is_frozen in layer_tree(model.layers) if is_frozen}
+    owners = [parameter_owners(layer) for layer in model.layers]
+    for i, name, lo, shape in model.parameter_layout:
+        owner, own_name = owners[i][name]
+        yield lo, shape, owner, own_name, id(owner) in frozen
 
 
 def trainable_ranges(model) -> list[tuple[int, int]] | None:
-    """Sorted, merged ``[lo, hi)`` ranges of the flat buffer holding trainable parameters; None
-    when every parameter is trainable (the optimizer then runs over the whole buffer)."""
-    frozen = tuple(f"{p}." for p in frozen_paths(model))
-    if not frozen:
+    """Sorted, merged ``[lo, hi)`` ranges of the flat buffer holding trainable parameters (those of
+    layers that are not :attr:`Layer.frozen`); None when every parameter is trainable (the
+    optimizer then runs over the whole buffer)."""
+    parameters = list(_parameters(model))
+    if not any(frozen for *_, frozen in parameters):
         return None
-    spans = sorted(
-        (lo, lo + _size(shape)) for i, name, lo, shape in model.parameter_layout if not f"{i}.{name}".startswith(frozen)
-    )
+    spans = sorted((lo, lo + _size(shape)) for lo, shape, _, _, frozen in parameters if not frozen)
     merged: list[tuple[int, int]] = []
     for lo, hi in spans:
         if merged and merged[-1][1] == lo:
@@ -94,14 +95,12 @@ def trainable_ranges(model) -> list[tuple[int, int]] | None:
 
 def sparse_table(model, frozen_too: bool = False) -> tuple | None:
     """(lo, hi, row width, touched rows buffer) of the model's trainable ``Embedding(sparse=True)``
-    table (its range of the flat buffer; the rows its backward looked up), for
+    table (at any depth: its range of the flat buffer; the rows its backward looked up), for
     ``fastnn.optim.SparseRows``; None: no such layer, or it is frozen (then it gets no update) and
     not ``frozen_too``."""
-    frozen = () if frozen_too else tuple(f"{p}." for p in frozen_paths(model))
-    for i, name, lo, shape in model.parameter_layout:
-        layer = model.layers[i]
-        if getattr(layer, "sparse", False) and name == "weight" and not (frozen and f"{i}.{name}".startswith(frozen)):
-            return lo, lo + _size(shape), int(shape[1]), layer.touched_rows
+    for lo, shape, owner, name, frozen in _parameters(model):
+        if getattr(owner, "sparse", False) and name == "weight" and (frozen_too or not frozen):
+            return lo, lo + _size(shape), int(shape[1]), owner.touched_rows
     return None
 
 

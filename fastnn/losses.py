@@ -285,15 +285,21 @@ class Loss(Owned):
         >>> print(round(fnn.losses.CrossEntropy().forward_backward(logits, np.array([0, 0]), grad), 4))
         1.1269
         """
-        trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
-        V.check_loss_arrays(output, target, grad, compute_grad, trailing, self._labels)
+        self._check_arrays(output, target, grad, compute_grad, lengths, per_step)
         if lengths is None:
             fn, args = self.call(output, target, grad, compute_grad)
         else:
-            check_lengths(lengths, output.shape[0], per_step)
-            refuse_without_lengths(self)
             fn, args = self.call(output, target, grad, compute_grad, lengths, per_step)
         return fn(*args)
+
+    def _check_arrays(self, output, target, grad, compute_grad: bool, lengths, per_step: int) -> None:
+        """The checks of a direct call (:meth:`forward_backward`, a built-in :meth:`correct_count`),
+        whose kernels index the arrays unchecked; step plans and fit skip them (:func:`count_correct`)."""
+        trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
+        V.check_loss_arrays(output, target, grad, compute_grad, trailing, self._labels)
+        if lengths is not None:
+            check_lengths(lengths, output.shape[0], per_step)
+            refuse_without_lengths(self)
 
     def _labels(self, target):
         """The class labels of checked ``target`` (kernels index the output by them), None for values."""
@@ -320,6 +326,15 @@ class Loss(Owned):
         -------
         int or None
             Samples (rows of valid steps) classified right; None for regression losses.
+
+        Raises
+        ------
+        ValueError
+            If ``target`` does not have one label (row of targets) per row of ``output``, a label
+            is outside [0, outputs) or not an integer, or ``lengths`` does not fit the rows (the
+            checks of :meth:`forward_backward`; fit's own counts skip them: :func:`count_correct`).
+        TypeError
+            If ``output`` is not a 2-D float array, or labels are not integers.
 
         Examples
         --------
@@ -457,7 +472,8 @@ class CrossEntropy(Loss):
         return kernels.cross_entropy_forward_backward, _with_lengths(args, lengths, per_step)
 
     def correct_count(self, output, target, lengths=None, per_step=1):
-        return int(_kernels(output).accuracy_count(*_with_lengths((output, target), lengths, per_step)))
+        self._check_arrays(output, target, None, False, lengths, per_step)
+        return count_correct(self, output, target, lengths, per_step)
 
     def predict_classes(self, output):
         """(batch,) int64: the argmax of each row (the first maximum)."""
@@ -610,7 +626,8 @@ class BinaryCrossEntropy(_Elementwise):
         return target
 
     def correct_count(self, output, target, lengths=None, per_step=1):
-        return int(_kernels(output).binary_accuracy_count(*_with_lengths((output, target), lengths, per_step)))
+        self._check_arrays(output, target, None, False, lengths, per_step)
+        return count_correct(self, output, target, lengths, per_step)
 
     def predict_classes(self, output):
         """int64 ``logit > 0``: (batch,) for one output, (batch, k) for k > 1 (multi-label)."""
@@ -799,8 +816,8 @@ class SampleWeighted(Loss):
         return float(fn(*args))
 
     def correct_count(self, output, target, lengths=None, per_step=1):
-        labels = self.split(backend.to_host(target), output.dtype)[0]
-        return self.base.correct_count(output, labels, *(() if lengths is None else (lengths, per_step)))
+        self._check_arrays(output, target, None, False, lengths, per_step)
+        return count_correct(self, output, target, lengths, per_step)
 
     def predict_classes(self, output):
         return self.base.predict_classes(output)
@@ -813,6 +830,54 @@ class SampleWeighted(Loss):
 
     def __repr__(self) -> str:
         return f"SampleWeighted({self.base!r})"
+
+
+#: the count kernel (its name in the CPU and CUDA kernel namespaces) of each built-in
+#: ``correct_count``; a subclass overriding it counts in Python (fastnn._step_feed reads it too)
+COUNT_KERNELS = {
+    CrossEntropy.correct_count: "accuracy_count",
+    BinaryCrossEntropy.correct_count: "binary_accuracy_count",
+}
+
+
+def count_correct(loss: Loss, output, target, lengths=None, per_step: int = 1) -> int | None:
+    """``loss.correct_count`` of arrays the caller made itself (fit's steps, evaluation's rows after
+    the loss's checked call): a built-in loss's count kernel without the argument checks of its
+    public ``correct_count``, a subclass's own ``correct_count`` as it is.
+
+    Parameters
+    ----------
+    loss : Loss
+        The loss (a :class:`SampleWeighted` counts its base's way on the labels of its targets).
+    output : numpy.ndarray
+        (rows, outputs) float32 or float64, host or device.
+    target : numpy.ndarray
+        The loss's checked targets for those rows, on the same device.
+    lengths : numpy.ndarray, optional
+        (samples,) int64 sequence lengths on the same device (only valid steps count).
+    per_step : int, default 1
+        Rows of one step.
+
+    Returns
+    -------
+    int or None
+        The rows classified right; None for a loss that does not classify.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> fnn.losses.count_correct(fnn.losses.CrossEntropy(), logits, np.array([0, 0]))
+    1
+    """
+    method = type(loss).correct_count
+    if method is SampleWeighted.correct_count:
+        labels = loss.split(backend.to_host(target), output.dtype)[0]  # type: ignore[attr-defined]
+        return count_correct(loss.base, output, labels, lengths, per_step)  # type: ignore[attr-defined]
+    kernel = COUNT_KERNELS.get(method)
+    if kernel is None:
+        return loss.correct_count(output, target, *(() if lengths is None else (lengths, per_step)))
+    return int(getattr(_kernels(output), kernel)(*_with_lengths((output, target), lengths, per_step)))
 
 
 def _with_lengths(args: tuple, lengths, per_step: int) -> tuple:

@@ -1853,7 +1853,7 @@ class Evaluation:
         self.loss_sum += self.value * weight
         self.weight += weight
         self.batches += 1
-        correct = loss.correct_count(rows, target_rows)
+        correct = losses_mod.count_correct(loss, rows, target_rows)  # (checked by the loss's call above)
         self.correct = None if correct is None or self.correct is None else self.correct + correct
         self.rows += rows.shape[0]
         if self.tracker is not None:

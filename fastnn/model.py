@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import math
 import threading
@@ -28,6 +29,7 @@ from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
 from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
+from .kernels.masking import valid_rows as count_valid_rows
 from .kernels.sparse_update import norm_tasks
 from .layers import layer_from_config, layer_to_config
 from .layers.base import (
@@ -35,11 +37,13 @@ from .layers.base import (
     Layer,
     Workspace,
     flat_rows,
+    keep_as_tag,
     misnamed_attribute,
     new_attribute_from_outside,
     normalize_shape,
     shape_str,
     size_of,
+    user_tags,
     walk_layers,
     width_mismatch,
 )
@@ -105,17 +109,24 @@ class _StepPlan:
         "loss_fn",
         "out",
         "run",
+        "scalars",
+        "staging",
         "token",
         "x",
         "y",
     )
 
-    def __init__(self, x, y, out, forward, loss_call, backward, norm_call, contexts, lengths=None):
+    def __init__(
+        self, x, y, out, forward, loss_call, backward, norm_call, contexts, lengths=None, scalars=None, staging=None
+    ):
         self.x, self.y, self.out, self.forward, self.backward = x, y, out, forward, backward
         self.lengths = lengths
         self.loss_fn, self.loss_args = loss_call
         self.contexts = contexts
         self.calls = [*forward, loss_call, *backward, norm_call]
+        # on a device: the loss and norm finished by one launch and read by one copy (_read_scalars),
+        # the batch copied in through pinned buffers (backend.Staging)
+        self.scalars, self.staging = scalars, staging
         self.run, self.token, self.accumulator = None, None, None
         self.checks_batch = False  # whether run() checks the batch is finite (see _checkable_batch)
         self.feed = self.gathering = None  # fit's fastnn._step_feed: armed for a step; its runner of this plan
@@ -143,6 +154,11 @@ class _StepPlan:
                 if rows_call is not None:  # Embedding(sparse=True): its touched rows step after
                     calls = [*calls, rows_call]
             slots = (self.x, self.y) if rebindable(calls, self.x) and rebindable(calls, self.y) else ()
+            if self.scalars is not None:  # a device's plan (no fused update, no accumulation there)
+                if token is not None or accumulator is not None:
+                    raise RuntimeError("a device step plan cannot run an optimizer's fused update or accumulate")
+                calls = [*calls, (_read_scalars, (self.scalars, self.staging, Result(returns[0]), Result(returns[1])))]
+                returns = len(calls) - 1  # type: ignore[assignment]
             self.run, self.token = CallRunner(calls, returns=returns, slots=slots), token
             self.accumulator = accumulator
         return self
@@ -151,8 +167,12 @@ class _StepPlan:
         """The arrays to pass to ``run`` for the batch (xb, yb): themselves, read in place, when the
         plan can (C-contiguous host arrays of its dtypes), else copied into the plan's buffers."""
         if not self.run.slots:
-            for buf, batch in ((self.x, xb), (self.y, yb)):
-                if batch is not buf:
+            for buf, batch, role in ((self.x, xb, "x"), (self.y, yb, "y")):
+                if batch is buf:
+                    continue
+                if self.staging is not None and isinstance(batch, np.ndarray):  # a queued copy from pinned memory
+                    self.staging.upload(buf, batch, role)
+                else:
                     backend.copy_into(buf, batch)
             return ()
         return _in_place(self.x, xb), _in_place(self.y, yb)
@@ -162,6 +182,27 @@ class _StepPlan:
 #: finite inside their compiled call (well under a microsecond there), so that train_step's fast
 #: lane crosses into compiled code once per step instead of twice (~0.5 us a crossing)
 CHECKED_BATCH_VALUES = 4096
+
+
+def _read_scalars(scalars, staging, loss, norm) -> tuple[float, float]:
+    """A device step's (loss, norm): the values its deferred reductions left in ``scalars`` (one
+    launch, one copy, which waits for the step), or ``loss``/``norm`` where a call returned its
+    value itself (a loss of the user's, say). The staged input copies are done after that wait."""
+    values = scalars.read()
+    if staging is not None:
+        staging.settled()
+    return (float(values[0]) if loss is None else loss), (float(values[1]) if norm is None else norm)
+
+
+def _deferred(call: tuple, scalars, slot: int) -> tuple:
+    """``call`` with its reduction's second stage left to ``scalars`` (slot ``slot``) when its
+    kernel can (a CUDA launcher with an ``into`` argument), else ``call`` itself."""
+    fn, args = call
+    try:
+        takes = "into" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature: run as it is
+        takes = False
+    return (functools.partial(fn, into=(scalars, slot)), args) if takes else call
 
 
 def _checkable_batch(x: np.ndarray, y: np.ndarray) -> bool:
@@ -234,6 +275,96 @@ _FIXED_ADVICE = {
 }
 
 
+def checked_state_array(where: str, value, target):
+    """``value`` checked for writing into ``target``, a parameter or buffer of a model (host or
+    device array): the one rule and the messages of ``layer.weight = w`` on a built model, of an
+    array set on a layer before its model was built, and of ``load_weights`` /
+    ``load_state_arrays``. It must be numeric, have ``target``'s shape (or hold one value for a
+    one-value target) and a dtype that converts to ``target``'s (NumPy's "same_kind").
+
+    Parameters
+    ----------
+    where : str
+        What is set, for the messages (``"Dense.weight"``, ``"weights.npz: 0.weight"``).
+    value : array_like
+        The new values (a device array is taken as it is).
+    target : numpy.ndarray
+        The array they will be copied into.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``value`` as an array of ``target``'s shape (its dtype is converted by the copy).
+
+    Raises
+    ------
+    ValueError
+        If the shape differs (naming the transpose when it is one: torch's (out, in) Linear weight).
+    TypeError
+        If ``value`` is not numeric, or its dtype does not convert to ``target``'s.
+
+    Examples
+    --------
+    >>> from fastnn.model import checked_state_array
+    >>> checked_state_array("Dense.bias", [1, 2], np.zeros(2, np.float32))
+    array([1, 2])
+    >>> checked_state_array("Dense.weight", np.ones((3, 2)), np.zeros((2, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense.weight has shape (2, 3), got an array of shape (3, 2); that is its transpose ...
+    """
+    array = value if hasattr(value, "__cuda_array_interface__") else V.as_numeric_array(value, where)
+    got, shape = tuple(array.shape), tuple(target.shape)
+    if got != shape and not (size_of(got) == 1 == size_of(shape)):
+        hint = (
+            "; that is its transpose (torch's Linear weight is (out, in), fastnn's Dense weight "
+            "(in, out)): pass value.T"
+            if got == shape[::-1]
+            else ""
+        )
+        raise ValueError(f"{where} has shape {shape}, got an array of shape {got}{hint}")
+    if not np.can_cast(array.dtype, target.dtype, casting="same_kind"):
+        raise TypeError(f"{where} holds {target.dtype}, got {array.dtype}, which does not convert to it")
+    return array if got == shape else array.reshape(shape)
+
+
+def parameter_change(before, after) -> str | None:
+    """What differs between two parameter lists ``[(name, shape, weight decay)]`` of a layer or a
+    model, for a message; None when nothing does. The rule of a built model's layout: names and
+    shapes place each parameter in the flat buffers and the decay flag orders them there (decayed
+    ones first, the prefix the weight decay covers), so a change of any needs a new model.
+
+    Parameters
+    ----------
+    before, after : list of (str, tuple of int, bool)
+        The parameters as :meth:`fastnn.layers.Layer.parameter_specs` lists them.
+
+    Returns
+    -------
+    str or None
+        The change: the names and shapes, or the parameters whose weight decay would change.
+
+    Examples
+    --------
+    >>> from fastnn.model import parameter_change
+    >>> parameter_change([("weight", (3, 2), True)], [("weight", (3, 2), False)])
+    "weight decay of 'weight': on -> off, by which the flat buffer orders them"
+    >>> parameter_change([("weight", (3, 2), True)], [("weight", (3, 2), True)]) is None
+    True
+    """
+    shapes_before = [(name, tuple(shape)) for name, shape, _ in before]
+    shapes_after = [(name, tuple(shape)) for name, shape, _ in after]
+    if shapes_before != shapes_after:
+        return f"parameters {shapes_before} -> {shapes_after}"
+    flags = {True: "on", False: "off"}
+    decay = [
+        f"{name!r}: {flags[bool(was)]} -> {flags[bool(now)]}"
+        for (name, _, was), (_, _, now) in zip(before, after)
+        if bool(was) != bool(now)
+    ]
+    return f"weight decay of {', '.join(decay)}, by which the flat buffer orders them" if decay else None
+
+
 def _method_signature(func) -> inspect.Signature:
     """The signature of ``func(model, ...)`` as a method's: ``(self, ...)``."""
     signature = inspect.signature(func)
@@ -302,7 +433,8 @@ class Sequential:
     """
 
     #: other frameworks' names, ``{their name: fastnn's}``: Keras's ``model.trainable = False``
-    #: freezes every layer, which is ``model.freeze()`` here (see ``Sequential.__setattr__``)
+    #: freezes every layer, which is ``model.freeze()`` here (``= True``: ``model.unfreeze()``; see
+    #: ``Sequential.__setattr__``)
     attribute_aliases = {"trainable": "freeze"}
 
     def __init__(
@@ -386,11 +518,12 @@ class Sequential:
         # a misspelling of one of the model's own (``model.stop_trainning = True``), set from
         # outside its methods, would change nothing: refused as a layer refuses one (Layer.__setattr__)
         if new_attribute_from_outside(self, name):
-            error = misnamed_attribute(
-                self, name, value, aliases=self.attribute_aliases, holder="model", ignore=_FIXED_ATTRIBUTES
-            )
+            # (Keras's model.trainable = True unfreezes every layer: model.unfreeze() here)
+            aliases = {"trainable": "unfreeze"} if name == "trainable" and value else self.attribute_aliases
+            error = misnamed_attribute(self, name, value, aliases=aliases, holder="model", ignore=_FIXED_ATTRIBUTES)
             if error is not None:
                 raise error
+            keep_as_tag(self, name)
         object.__setattr__(self, name, value)
 
     # -- ownership ----------------------------------------------------------------------------
@@ -492,12 +625,8 @@ class Sequential:
                     backend.copy_into(views[name], value)
             for name, value in assigned.items():
                 if name in views:
-                    if value.shape != views[name].shape:
-                        raise ValueError(
-                            f"{type(layer).__name__}.{name} was set to an array of shape {value.shape}, but "
-                            f"the layer's {name} has shape {views[name].shape} in this model"
-                        )
-                    backend.copy_into(views[name], value)
+                    where = f"{type(layer).__name__}.{name} (set before the model was built)"
+                    backend.copy_into(views[name], checked_state_array(where, value, views[name]))
             current = layer.buffers()
             for name, value in buffers.items():
                 if name in current and current[name].shape == value.shape:
@@ -526,11 +655,12 @@ class Sequential:
         self._check_lengths_chain()
         self.output_shape = shape
 
-    def _check_lengths_chain(self) -> None:
+    def _check_lengths_chain(self, layers=None) -> None:
         """Sequence lengths (from Masking or Embedding(mask_padding=True), which must come first)
-        may only reach layers that honour them, until a layer drops the time axis."""
+        may only reach layers that honour them, until a layer drops the time axis; ``layers``: the
+        model's (default) or those it would have with one of them changed."""
         source = None
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers if layers is None else layers):
             if getattr(layer, "produces_lengths", False):
                 if i:
                     raise ValueError(
@@ -808,6 +938,31 @@ class Sequential:
         valid = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
         return np.repeat(valid, self.per_step, axis=1).reshape(-1)
 
+    def valid_count(self, lengths) -> int:
+        """The number of loss rows of valid steps for :meth:`output_lengths` ``lengths``: the True
+        rows of :meth:`valid_rows`, counted directly (``kernels.masking.valid_rows``, the count the
+        masked loss kernels take) without building the mask.
+
+        Parameters
+        ----------
+        lengths : numpy.ndarray
+            int64 ``(n,)`` host lengths.
+
+        Returns
+        -------
+        int
+            The sum over samples of min(length, time steps), times :attr:`per_step`.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Masking(0.0), fnn.Dense(1, 2)], input_shape=(3, 1))
+        >>> model.valid_count(np.array([1, 3]))
+        4
+        """
+        steps = self._built_output_shape("valid_count")[0]
+        return int(count_valid_rows(np.ascontiguousarray(lengths, np.int64), steps, self.per_step))
+
     def check_lengths_argument(self, lengths, what: str) -> None:
         """Refuse ``lengths`` missing for a model that :attr:`masks_steps` (its loss and metrics
         would count the padded steps) or given to one that does not.
@@ -903,7 +1058,7 @@ class Sequential:
         out, target, grad = self.loss_rows(out, target, grad)
         return loss.forward_backward(out, target, grad, compute_grad, *masked)
 
-    def correct_count(self, out, target, lengths=None) -> int | None:
+    def correct_count(self, out, target, lengths=None, *, checked: bool = True) -> int | None:
         """Positions classified right (accuracy = this / (samples * positions), or / the valid
         steps' positions for a model that :attr:`masks_steps`).
 
@@ -916,6 +1071,9 @@ class Sequential:
         lengths : numpy.ndarray, optional
             int64 ``(batch,)`` sequence lengths on the model's device (:meth:`output_lengths`):
             required when the model :attr:`masks_steps` (only valid steps count), refused otherwise.
+        checked : bool, default True
+            False skips the loss's checks of ``out`` and ``target`` (``fastnn.losses.count_correct``):
+            for arrays the caller made itself, as fit's steps.
 
         Returns
         -------
@@ -926,6 +1084,10 @@ class Sequential:
         ------
         ValueError
             If ``lengths`` is missing for a model that masks steps, or given to one that does not.
+            With ``checked``: as ``loss.correct_count`` for ``out`` and ``target`` that do not fit
+            (a length or label mismatch).
+        TypeError
+            With ``checked``: if the labels are not integers (``loss.correct_count``).
 
         Examples
         --------
@@ -940,7 +1102,9 @@ class Sequential:
         loss = self._compiled_loss("correct_count")
         masked = self._lengths_args(lengths, "correct_count")
         out, target, _ = self.loss_rows(out, target)
-        return loss.correct_count(out, target, *masked)
+        if checked:
+            return loss.correct_count(out, target, *masked)
+        return losses_mod.count_correct(loss, out, target, *masked)
 
     def require_built(self, what: str):
         """Raise a RuntimeError naming ``what`` unless the model knows its shapes.
@@ -1069,6 +1233,8 @@ class Sequential:
         if table is not None:  # the CPU's sparse_grad_norm: those chunks and blocks of table rows
             size = max(size, norm_tasks(n, (table[1] - table[0]) // table[2]))
         self._norm_partials = backend.zeros(size, np.float64, self._device)
+        self._scalars = backend.step_scalars(self._device)  # a device step's loss and norm, read together
+        self._staging = None if self._device == "cpu" else backend.Staging()  # batches copied in from pinned memory
         self._group_sum = None  # (its buffers were the old ones)
         buffers = [buf for layer in self.layers for buf in layer.buffers().values()]
         self._guard = backend.StateGuard(buffers)
@@ -1161,13 +1327,19 @@ class Sequential:
             )
         configured = type(layer)(**{**config, argument: value})  # the constructor's checks and messages
         out = normalize_shape(configured.build(layer.input_shape, self.dtype))
-        shapes = [(spec.name, tuple(spec.shape)) for spec in configured.parameter_specs()]
-        if out != layer.output_shape or shapes != [(spec.name, tuple(spec.shape)) for spec in layer.parameter_specs()]:
+        change = parameter_change(
+            [(spec.name, spec.shape, spec.decay) for spec in layer.parameter_specs()],
+            [(spec.name, spec.shape, spec.decay) for spec in configured.parameter_specs()],
+        )
+        if out != layer.output_shape or change is not None:
             raise ValueError(
                 f"{type(layer).__name__}.{name} = {value!r} would change the layer's output shape or parameters "
-                f"(output {shape_str(layer.output_shape)} -> {shape_str(out)}); that needs a new model: build a "
+                f"(output {shape_str(layer.output_shape)} -> {shape_str(out)}"
+                f"{'' if change is None else '; ' + change}); that needs a new model: build a "
                 f"new Sequential with the new layer (copy weights with named_parameters() if needed)"
             )
+        if any(top is layer for top in self.layers):  # (Embedding.mask_padding = True before a Flatten)
+            self._check_lengths_chain([configured if top is layer else top for top in self.layers])
         return configured.__dict__.get(name, value)  # (a property's value goes through its setter)
 
     def assign_layer_array(self, layer: Layer, name: str, value) -> bool:
@@ -1236,19 +1408,9 @@ class Sequential:
                 f"{where} cannot be set to None: it is an array of the model's state; build a new "
                 f"layer without it (e.g. Dense(..., bias=False)) for a model without it"
             )
-        array = V.as_numeric_array(value, where)
-        if array.shape != tuple(current.shape) and not (array.size == 1 == size_of(current.shape)):
-            hint = (
-                "; that is its transpose (torch's Linear weight is (out, in), fastnn's Dense weight "
-                "(in, out)): pass value.T"
-                if array.shape == tuple(current.shape)[::-1]
-                else ""
-            )
-            raise ValueError(f"{where} has shape {tuple(current.shape)}, got an array of shape {array.shape}{hint}")
-        if not np.can_cast(array.dtype, current.dtype, casting="same_kind"):
-            raise TypeError(f"{where} holds {current.dtype}, got {array.dtype}, which does not convert to it")
+        array = checked_state_array(where, value, current)
         with self._lock:
-            backend.copy_into(current, array.reshape(current.shape))
+            backend.copy_into(current, array)
         return True
 
     def _refresh(self) -> None:
@@ -1267,10 +1429,14 @@ class Sequential:
                     ) from None
                 layout, _ = self._parameter_layout()
                 if layout != self._signature:
+                    change = parameter_change(
+                        [(f"{i}.{name}", shape, decay) for i, name, shape, decay in self._signature],
+                        [(f"{i}.{name}", shape, decay) for i, name, shape, decay in layout],
+                    )
                     raise ValueError(
-                        "a layer of this built model was changed in a way that changes its parameters "
-                        "(their shapes or names); that needs a new model: build a new Sequential with "
-                        "the new layers (copy weights with named_parameters() if needed)"
+                        f"a layer of this built model was changed in a way that changes its parameters ({change}); "
+                        f"that needs a new model: build a new Sequential with the new layers (copy weights with "
+                        f"named_parameters() if needed)"
                     )
                 for layer in self.layers:
                     layer.training = self.training
@@ -1418,7 +1584,7 @@ class Sequential:
         if self._device == "cpu":
             return rows
         buf = workspace(rows.shape[0], arena)[name]
-        backend.copy_into(buf, rows)
+        self._staging.upload(buf, rows, name)
         return buf
 
     def __getitem__(self, index):
@@ -2038,6 +2204,23 @@ class Sequential:
         model.restore(record)
         return model.to(device)
 
+    def _tags(self) -> dict:
+        """The user's own attributes on the model and its layers (``model.note = ...``, kept as tags
+        by ``__setattr__``): ``{"model": {name: value}, "layers": {path: {name: value}}}``, what a
+        copy carries over (a copy's layers are rebuilt from their configs)."""
+        layers = {path: tags for path, layer in freezing.layer_paths(self).items() if (tags := user_tags(layer))}
+        return {"model": user_tags(self), "layers": layers}
+
+    def _put_tags(self, tags: dict | None) -> None:
+        """Set the :meth:`_tags` of the model copied (None: a copy pickled before tags were kept)."""
+        if not tags:
+            return
+        paths = freezing.layer_paths(self)
+        for obj, held in [(self, tags["model"]), *((paths[path], held) for path, held in tags["layers"].items())]:
+            for name, value in held.items():
+                object.__setattr__(obj, name, value)  # (a plain store: a tag is no argument or parameter)
+                keep_as_tag(obj, name)
+
     def __getstate__(self):
         layers = [layer_to_config(layer, by_class=True) for layer in self.layers]
         if not self.built:
@@ -2054,7 +2237,7 @@ class Sequential:
                     "training_mode": self.training,
                 },
             }
-            return {"unbuilt": state}
+            return {"unbuilt": state, "tags": self._tags()}
         record = self.snapshot()
         record["config"]["layers"] = layers
         if record["loss"] is not None:  # by class, as the layers: a user's subclass comes back as itself
@@ -2065,7 +2248,7 @@ class Sequential:
             record["optimizer"]["config"]["name"] = type(self.optimizer)
         record["metrics"] = list(self.metrics)  # (restore copies them)
         record["device"] = self._device
-        return {"record": record}
+        return {"record": record, "tags": self._tags()}
 
     def _restore_compiled(self, compiled: dict | None) -> None:
         """The loss, optimizer, metrics and mode of an unbuilt model's copy (``__getstate__``'s
@@ -2088,6 +2271,7 @@ class Sequential:
             layers = [layer_from_config(e) for e in s["layers"]]
             self.__init__(layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
             self._restore_compiled(s.get("compiled"))
+            self._put_tags(state.get("tags"))
             return
         record = state["record"]
         config = record["config"]
@@ -2099,22 +2283,26 @@ class Sequential:
         )
         self.restore(record)
         self.to(record.get("device", "cpu"))
+        self._put_tags(state.get("tags"))
 
     def __deepcopy__(self, memo):
         import copy
 
         clone = Sequential.__new__(Sequential)
         state = self.__getstate__()
+        tags = state.pop("tags")
         if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
             state = copy.deepcopy(state, memo)
+        memo[id(self)] = clone  # (a tag that refers to the model refers to the copy)
+        state["tags"] = copy.deepcopy(tags, memo)  # the user's tags: deep copies, as torch's deepcopy does
         clone.__setstate__(state)
-        memo[id(self)] = clone
         return clone
 
     def __copy__(self):
         raise TypeError(
-            "a shallow copy of a model would share its parameters and buffers; use copy.deepcopy(model) "
-            "for an independent copy"
+            "a shallow copy of a model would share its parameters, buffers and layers, and a layer "
+            "belongs to one model; use copy.deepcopy(model) for an independent copy (it keeps your "
+            "own attributes, model.note = ..., on the model and its layers)"
         )
 
     # -- training ---------------------------------------------------------------------------------
@@ -2515,7 +2703,12 @@ class Sequential:
             else:  # padded steps left out
                 losses_mod.refuse_without_lengths(loss)
                 loss_call = loss.call(out_rows, y_rows, grad_rows, True, lengths, self.per_step)
-            plan = self._plans[m] = _StepPlan(x, y, h, forward, loss_call, backward, norm_call, contexts, lengths)
+            scalars = self._scalars
+            if scalars is not None:  # a device: the loss and norm finished together, read with one copy
+                loss_call, norm_call = _deferred(loss_call, scalars, 0), _deferred(norm_call, scalars, 1)
+            plan = self._plans[m] = _StepPlan(
+                x, y, h, forward, loss_call, backward, norm_call, contexts, lengths, scalars, self._staging
+            )
             plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         return plan
 
@@ -3161,7 +3354,8 @@ class Sequential:
             ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``: adds val_loss, val_accuracy and the
             compiled metrics' ``"val_"`` values per epoch.
         callbacks : list of Callback, optional
-            :mod:`fastnn.callbacks` objects.
+            :mod:`fastnn.callbacks` objects. One that sets ``model.stop_training = True`` in a
+            batch hook ends the epoch after that batch, as in Keras 3 (``fastnn.training``).
         verbose : {0, 1, 2}, default 1
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         steps_per_epoch : int, optional
@@ -3220,7 +3414,9 @@ class Sequential:
             for lo in range(0, X.shape[0], batch_size):
                 rows = self._rows_in(X[lo : lo + batch_size], self._feed, "x", "infer")
                 result, _ = self._forward(rows, False, "infer")
-                backend.copy_into(out[lo : lo + batch_size], result)
+                backend.copy_into(out[lo : lo + batch_size], result)  # (waits for the device)
+                if self._staging is not None:
+                    self._staging.settled()
         return out
 
     def predict(self, X: ArrayLike, batch_size: int | None = None) -> np.ndarray:
@@ -3531,6 +3727,8 @@ class Sequential:
         ------
         ValueError
             If the file is not a readable .npz, or its arrays do not match this model's.
+        TypeError
+            If an array's dtype does not convert to the model's (complex values ...).
 
         Examples
         --------
@@ -3574,7 +3772,10 @@ class Sequential:
         Raises
         ------
         ValueError
-            If names are missing or unexpected, or an array's shape or dtype does not fit.
+            If names are missing or unexpected, or an array's shape does not fit.
+        TypeError
+            If an array is not numeric or its dtype does not convert to the model's
+            (``fastnn.model.checked_state_array``, the check of ``layer.weight = w``).
         RuntimeError
             If another thread is training the model (a fit's own callbacks may load).
 
@@ -3593,14 +3794,9 @@ class Sequential:
         unexpected = sorted(set(arrays) - set(expected))
         if missing or unexpected:
             raise ValueError(f"{source} does not match this model: missing {missing}, unexpected {unexpected}")
-        checked = {}
-        for name, target in expected.items():
-            value = arrays[name] if hasattr(arrays[name], "__cuda_array_interface__") else np.asarray(arrays[name])
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}, the model expects {target.shape}")
-            if not np.can_cast(value.dtype, target.dtype, casting="same_kind"):
-                raise ValueError(f"{source}: {name} has dtype {value.dtype}, which does not convert to {target.dtype}")
-            checked[name] = value
+        checked = {
+            name: checked_state_array(f"{source}: {name}", arrays[name], target) for name, target in expected.items()
+        }
         with self._lock:
             self._trainer_of(threading.get_ident(), "load_state_arrays")  # not under another thread's fit
             for name, target in expected.items():

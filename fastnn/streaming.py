@@ -80,16 +80,41 @@ def _check_steps(steps_per_epoch):
     return V.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
 
 
-def batch_plan(model, n: int, batch_size: int, shuffle: bool) -> V.BatchPlan:
+def needs_two(model):
+    """The first layer of ``model`` that needs more than one sample per training batch *now* (a
+    BatchNorm over rows that is not frozen: ``needs_batch_over_one``), or None."""
+    return next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+
+
+def batch_plan(model, n: int, batch_size: int, shuffle: bool, warn: bool = True) -> V.BatchPlan:
     """The batches of an epoch of ``n`` samples (``V.check_batch_plan``: no last batch of one for
-    batch norm), its note warned about."""
-    norm = next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+    batch norm), its note warned about (``warn``)."""
+    norm = needs_two(model)
     plan = V.check_batch_plan(
         n, batch_size, needs_batch_over_one=norm is not None, shuffle=shuffle, layer_name=repr(norm)
     )
-    if plan.note:
+    if plan.note and warn:
         warnings.warn(plan.note, stacklevel=6)  # (the caller of Sequential.fit)
     return plan
+
+
+def replan(model, n: int, batch_size: int, shuffle: bool, samples: int, epoch: int) -> V.BatchPlan:
+    """The plan of epoch ``epoch`` for the layers' trainability at its start (fit calls it after
+    ``on_epoch_begin``): a BatchNorm a callback unfroze since the fit began cannot train on a last
+    batch of one, so from this epoch on that sample is skipped, as in a fit where it was trainable
+    from the start (and warned about once); one frozen since trains on every sample again.
+    ``samples``: the samples the previous epoch used."""
+    plan = batch_plan(model, n, batch_size, shuffle, warn=False)
+    if plan.note and plan.samples != samples:
+        warnings.warn(f"from epoch {epoch + 1} on: {plan.note}", stacklevel=6)  # (the caller of Sequential.fit)
+    return plan
+
+
+def skips_last_one(model, b: int, steps: int, rows: int) -> bool:
+    """Whether batch ``b`` of ``steps``, of ``rows`` samples, is an epoch's last batch of one that a
+    layer unfrozen during the epoch (a callback's ``model.unfreeze()`` in ``on_batch_end``) cannot
+    train on: skipped, as the epoch's plan would have (:func:`replan`)."""
+    return rows == 1 and b == steps - 1 and needs_two(model) is not None
 
 
 def checked_batch(model, item, where: str):
@@ -133,8 +158,15 @@ class _DatasetBatches:
                 f"steps_per_epoch={steps} is more than the {self.batches} batches of {self.batch_size} "
                 f"in this dataset of {len(dataset)} samples; pass at most {self.batches} (or None)"
             )
+        self.requested_steps = steps
         self.steps = self.batches if steps is None else steps
         self.fingerprint = dataset.fingerprint()
+
+    def replan(self, epoch: int) -> None:
+        """The epoch's batches for the layers' trainability now (:func:`replan`)."""
+        plan = replan(self.model, len(self.dataset), self.batch_size, self.shuffle, self.n_used, epoch)
+        self.batches, self.n_used = plan.batches, plan.samples
+        self.steps = self.batches if self.requested_steps is None else min(self.requested_steps, self.batches)
 
     def _block(self, *block):
         """A block's (x, y) as trained on: checked, its weights in y's last column when weighted."""
@@ -149,7 +181,7 @@ class _DatasetBatches:
         trailing, y_dtype = model.target_shape()
         for b in range(self.steps):
             lo, hi = max(b * self.batch_size, start), min(self.n_used, (b + 1) * self.batch_size)
-            if lo >= hi:
+            if lo >= hi or skips_last_one(model, b, self.steps, hi - lo):
                 continue
             plan = model.step_plan(hi - lo) if model.device == "cpu" else None
             if plan is not None:  # gathered straight into the step's buffers
@@ -288,6 +320,9 @@ class _IterableBatches:
                 done += batch[0].shape[0]
                 continue
             yield (b - 1, *batch)
+
+    def replan(self, epoch: int) -> None:
+        """Nothing to plan: batches are used as they come."""
 
     def committed(self) -> None:
         """The items taken so far were trained on for good."""

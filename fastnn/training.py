@@ -18,6 +18,18 @@ same shapes and dtypes of X and y, the same targets, and the same values in 256 
 of X (a fingerprint kept with the position). ``fit`` on other data starts a fresh epoch position.
 The position includes the epoch's metric state (:meth:`fastnn.metrics.Tracker.state_dict`), so a
 resumed epoch logs the metrics of the uninterrupted one.
+
+Stopping (Keras 3's rule): ``model.stop_training = True`` set in ``on_batch_end`` (or
+``on_batch_begin``) ends the epoch after that batch's ``on_batch_end``; set in ``on_epoch_end``
+(EarlyStopping and the other built-in callbacks), after that epoch. A stopped epoch is finished as
+any: with ``accumulate=k`` an open group makes its update with the batches it holds (as the
+shorter last group of an epoch does, so no gradient is left half-applied or dropped); the epoch's
+logs (loss, accuracy and metrics over the batches trained), validation, ``on_epoch_end`` and its
+History entry follow, then ``fit`` ends. The stopped epoch counts as done: ``epochs_done`` is its
+number + 1 and the cursor is None, so a later ``fit`` starts the next epoch at its first batch (the
+rest of the stopped epoch's rows are not trained on; a one-shot iterator goes on from the batch
+after the last one trained). Under MPI the stop is rank 0's and every rank stops after the same
+batch (:mod:`fastnn.distributed`).
 """
 
 from __future__ import annotations
@@ -607,7 +619,7 @@ class ArrayBatches:
             permutation(X.shape[0], model.seed, _SHUFFLE_STREAM, epoch, order)
         for b in range(self.steps):
             lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
-            if lo >= hi:
+            if lo >= hi or streaming.skips_last_one(model, b, self.steps, hi - lo):
                 continue
             if self.shard is not None:  # this rank's rows of the global batch
                 lo, hi = self.shard(lo, hi)
@@ -629,6 +641,42 @@ class ArrayBatches:
                 yield b, plan.x, plan.y
             else:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
+
+    def replan(self, epoch: int) -> None:
+        """Cut epoch ``epoch`` for the layers' trainability at its start (``fit`` calls it after
+        ``on_epoch_begin``): a BatchNorm a callback unfroze cannot train on a last batch of one, which
+        is then skipped as in a fit where it was trainable from the start
+        (:func:`fastnn.streaming.replan`).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to start (0-based; named in the warning).
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.BatchNorm1d(4), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(9, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd").freeze(1)
+        >>> X, y = model.check_data(X, y)
+        >>> source = ArrayBatches(model, X, y, batch_size=4, shuffle=False, weighted=False)
+        >>> source.batch_sizes  # the frozen BatchNorm takes a last batch of one
+        [4, 1]
+        >>> _ = model.unfreeze()
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True):
+        ...     source.replan(1)
+        >>> source.batch_sizes
+        [4, 4]
+        """
+        plan = streaming.replan(
+            self.model, self.X.shape[0], self.batch_size, self.order is not None, self.n_used, epoch
+        )
+        self.steps, self.n_used = plan.batches, plan.samples
+        if self.feeder is not None:
+            self.feeder.n = self.n_used
 
     def committed(self) -> None:
         """The batches given so far were trained on for good (the step committed): nothing to do
@@ -816,7 +864,7 @@ def fit(
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
     if tracker.metrics and dist is None and accumulate == 1 and isinstance(source, ArrayBatches):
         # every step commits: the step calls add the batches to the metrics' arrays (fastnn._step_feed)
-        if tracker.accumulate_inside(source.n_used * model.positions):
+        if tracker.accumulate_inside(source.X.shape[0] * model.positions):  # (n_used may grow: ArrayBatches.replan)
             source.tracker = tracker
     base_loss = model.loss
     if source.weighted:  # trains on the weighted loss; the plain one is back after fit (finally, below)
@@ -890,19 +938,25 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
 def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
     """The epochs of one fit(): a step per batch of ``source``, an optimizer update per group of
     ``accumulate`` batches; the position in the epoch (loss sum, correct count, metric state)
-    commits after each update. Under MPI (``dist``) each rank steps on its shard of the global
-    batch; the loss and the correct count are the global batch's."""
+    commits after each update. ``stop_training`` set by a batch hook ends the epoch after that batch
+    (the module docstring). Under MPI (``dist``) each rank steps on its shard of the global batch;
+    the loss and the correct count are the global batch's, and a stop set in a batch hook is rank
+    0's, carried by the next step's reduction (which is then undone)."""
     state = model.state
     first_epoch = state.epochs_done
     track = bool(tracker.metrics)
     masked = model.masks_steps  # padded steps left out: accuracy over the valid steps' positions
-    last_step = -1 if source.steps is None else source.steps - 1
     if dist is not None:  # rank 0's decision of on_train_begin everywhere
         dist.agree_stop()
     if model.stop_training:  # on_train_begin ended the run (EarlyStopping's stop of a fit that raised)
         return
     for epoch in range(first_epoch, first_epoch + epochs):
         cbs.on_epoch_begin(epoch, {})
+        source.replan(epoch)  # a BatchNorm unfrozen by a callback skips a last batch of one from now on
+        if dist is not None:
+            dist.check_batches(source.batch_size, source.batch_sizes, streaming.needs_two(model) is not None)
+        last_step = -1 if source.steps is None else source.steps - 1
+        progress.batches = source.steps
         progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
         samples, total_loss, correct, batches_done, valid = 0, 0.0, 0, 0, 0
@@ -914,31 +968,45 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             if masked and cursor.valid is None:  # a record of before valid steps were counted:
                 correct = None  # its count covered padded steps too, so this epoch logs no accuracy
             tracker.load_state_dict(cursor.metric_state())
-        committed = True
+        committed, stopping = True, False
+        if dist is not None:  # (a stop of the last epoch's last batch was decided at its end)
+            dist.stop_after_batch = False
         batches = source.epoch(epoch, samples, batches_done)
         while True:
             interrupt.critical = True
-            batch = next(batches, None)
+            batch = None if stopping else next(batches, None)
             if batch is None:
-                if not committed:  # the open group of an epoch of unknown length: its update now
+                if not committed:  # the open group of an epoch of unknown length, or of a stop: its update now
                     committed = stepper.finish()
                     tracker.commit()
             else:
                 b, xb, yb = batch
-                batches_done = b + 1
                 cbs.on_batch_begin(b, {})
-                batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)  # under MPI: global loss
+                try:
+                    batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)
+                except distributed.StopRequested:  # rank 0 stopped after the previous batch: this one is undone
+                    model.stop_training = stopping = True
+                    continue
+                batches_done = b + 1
                 if budget is not None:  # the fused step's tier-up weighs the steps still to come
                     budget.done += 1
                 m = xb.shape[0] if dist is None else dist.batch_rows
                 total_loss += batch_loss * m
                 samples += m
                 lengths = None
-                if masked:  # the batch's (under MPI: the global batch's) valid steps
-                    lengths = model.output_lengths(xb) if dist is None else dist.batch_lengths
-                    valid += int(np.count_nonzero(model.valid_rows(lengths)))
-                counter = getattr(source, "feed", None) or model  # the feed counted inside the step call
-                count = counter.correct_count(out, yb, lengths) if dist is None else dist.correct
+                if masked:  # the batch's (under MPI: the global batch's) valid steps, once (accumulate's too)
+                    if dist is not None:
+                        lengths = dist.batch_lengths
+                    else:  # (after the step: a fed batch's xb is filled by the step's call)
+                        lengths = model.output_lengths(xb) if stepper.lengths is None else stepper.lengths
+                    valid += model.valid_count(lengths)
+                feed = getattr(source, "feed", None)  # the feed counted inside the step call
+                if dist is not None:
+                    count = dist.correct
+                elif feed is not None:
+                    count = feed.correct_count(out, yb, lengths)
+                else:  # fit's own arrays: the count without the public call's checks
+                    count = model.correct_count(out, yb, lengths, checked=False)
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
                     feed = getattr(source, "feed", None)
@@ -963,6 +1031,10 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 break
             progress.batch_end(total_loss / samples)
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
+            if dist is not None:  # rank 0's decision travels with the next step's reduction (Session.reduce)
+                dist.stop_after_batch = model.stop_training
+            elif model.stop_training:  # Keras: the epoch ends after this batch (an open group updates first)
+                stopping = True
         interrupt.critical = False
         if source.exhausted is not None:
             warnings.warn(

@@ -71,6 +71,15 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
     ) == 3  # rank 0's two distributed fits and its one-process reference
 
 
+@pytest.mark.parametrize("buckets", ["", "buckets"])
+def test_a_stop_in_a_batch_hook_is_rank_0s_on_every_rank(buckets):
+    """stop_training set in on_batch_end by a callback of rank 0 only ends the epoch after that batch
+    on both ranks, as one process (weights, dropout counters, history to 1e-11; epochs_done, no
+    cursor); the decision rides on the next step's (loss, correct) Allreduce, and that step is
+    undone everywhere; a stop set on rank 1 alone is ignored."""
+    assert check(mpirun("stop.py", buckets)).count("ok") == 2
+
+
 def test_dropout_in_layers_buckets_and_validation_as_one_process():
     """An LSTM with dropout between its layers and a TransformerEncoderBlock with attention and
     feed-forward dropout train on 2 ranks as one process (float64 to 1e-11; masks by global

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _config, _fused
+from fastnn import _config, _fused, _norm_fusion
 from tests._gradcheck import check_model_gradients, numeric_gradients_inplace
 
 
@@ -181,23 +181,53 @@ def test_accumulated_steps_with_a_frozen_batchnorm_equal_the_big_batch():
 
 
 def test_fused_steps_equal_unfused_ones_bit_for_bit(monkeypatch, tmp_path):
-    """BatchNorm -> ReLU -> Dropout frozen: the norm fusion leaves the group to the layers' kernels
-    (evaluation-mode batch norm), and the one-call fused step gives the call-by-call bits."""
+    """BatchNorm -> ReLU -> Dropout frozen: the norm fusion runs the group as its evaluation-mode
+    pair (kernels.batchnorm_act), which gives the layer-by-layer plan's bits (parameters, the
+    frozen gamma/beta's gradients, running statistics), and the one-call fused step gives the
+    call-by-call bits."""
     X, y = _data(16)
     runs = {}
-    for fuse in ("always", "never"):
+    for fuse, norm_fusion in (("always", True), ("never", True), ("never", False)):
         monkeypatch.setattr(_config, "FUSE", fuse)
+        monkeypatch.setattr(_norm_fusion, "ENABLED", norm_fusion)
         monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
         monkeypatch.setattr(_fused, "_LOADED", {})
         model = _warmed(tail=(fnn.Dropout(0.3),))
         model.fit(X, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
         plan = model.step_plan(8)
         assert plan.run.fused == (fuse == "always")
-        kernels = [fn.__name__ for fn, _ in plan.forward]
-        assert "batchnorm_forward_eval" in kernels and "batchnorm_act_forward_train" not in kernels
-        runs[fuse] = model.params.copy(), model.layers[1].running_mean.copy()
-    np.testing.assert_array_equal(runs["always"][0], runs["never"][0])
-    np.testing.assert_array_equal(runs["always"][1], runs["never"][1])
+        kernels = [fn.__name__ for fn, _ in plan.calls]
+        pair = {"batchnorm_act_forward_eval", "batchnorm_act_backward_eval"}
+        assert pair <= set(kernels) if norm_fusion else "batchnorm_forward_eval" in kernels
+        assert "batchnorm_act_forward_train" not in kernels and "batchnorm_forward_train_counted" not in kernels
+        runs[fuse, norm_fusion] = model.params.copy(), model.grads.copy(), model.layers[1].running_mean.copy()
+    for run in (runs["never", True], runs["never", False]):
+        for a, b in zip(runs["always", True], run):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["affine", "not affine", "no dropout", "float32"])
+def test_the_fused_frozen_group_trains_as_the_layers_bit_for_bit(case):
+    """The evaluation-mode pair against the layers' kernels: losses, parameters, every gradient
+    (the frozen gamma/beta's too: they enter the gradient norm) and the running statistics."""
+    X, y = _data(24, seed=4)
+    runs = []
+    for fused in (True, False):
+        _norm_fusion.ENABLED = fused
+        try:
+            norm = fnn.BatchNorm1d(6, momentum=0.3, affine=case != "not affine")
+            tail = () if case == "no dropout" else (fnn.Dropout(0.4),)
+            model = _model("float32" if case == "float32" else "float64", norm=norm, tail=tail)
+            model.fit(X[:8], y[:8], epochs=1, batch_size=8, verbose=0)
+            model.freeze(1)
+            losses = [model.train_step(X[i : i + 8], y[i : i + 8]) for i in (0, 8, 16)]
+            names = {fn.__name__ for fn, _ in model.step_plan(8).calls}
+        finally:
+            _norm_fusion.ENABLED = True
+        assert ("batchnorm_act_backward_eval" in names) == fused
+        runs.append((np.array(losses), model.params.copy(), model.grads.copy(), *_state(norm)[:3]))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_saved_model_keeps_its_frozen_batchnorm(tmp_path):

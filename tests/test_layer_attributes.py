@@ -132,6 +132,22 @@ def test_tags_of_ones_own_are_kept_on_every_layer_and_on_a_model():
         assert getattr(model, key) == value
 
 
+def test_a_tag_close_to_an_earlier_tag_is_kept_and_misspellings_are_still_refused():
+    """Tags are not taken for the layer's or model's attributes: ``fold`` then ``folds`` are two tags."""
+    dense = fnn.Dense(3, 2)
+    model = fnn.Sequential([dense], input_shape=(3,))
+    for obj in (dense, model):
+        obj.fold, obj.folds, obj.tag_a, obj.tag_b = 1, 5, "a", "b"
+        assert (obj.fold, obj.folds, obj.tag_a, obj.tag_b) == (1, 5, "a", "b")
+    with pytest.raises(AttributeError, match="did you mean 'trainable'"):
+        dense.trainabel = False
+    with pytest.raises(AttributeError, match="did you mean 'stop_training'"):
+        model.stop_trainning = True
+    clone = copy.deepcopy(dense)  # (the copy knows its tags too)
+    clone.folds2 = 6
+    assert clone.folds2 == 6
+
+
 def test_a_refused_name_leaves_a_built_model_as_it_was():
     model = fnn.Sequential([fnn.Dense(3, 4), fnn.Dropout(0.5), fnn.Dense(4, 2)], input_shape=(3,), seed=0)
     x = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
@@ -237,6 +253,8 @@ def test_a_models_misspelt_or_keras_attribute_is_refused():
         model.optimiser = None
     with pytest.raises(AttributeError, match=re.escape("call model.freeze(...) instead")):
         model.trainable = False  # Keras freezes the whole model so; fastnn: model.freeze()
+    with pytest.raises(AttributeError, match=re.escape("call model.unfreeze(...) instead")):
+        model.trainable = True  # Keras unfreezes it so (not model.freeze())
     assert "stop_trainning" not in vars(model) and "trainable" not in vars(model)
     assert model[0].trainable
 
@@ -260,3 +278,43 @@ def test_an_argument_kept_under_another_attribute_is_checked_when_set_on_a_built
         setattr(layer, attribute, value)
     assert getattr(layer, attribute) == old  # refused when set: nothing stored, the model still runs
     np.testing.assert_array_equal(model.predict(x), before)
+
+
+def test_marking_padded_steps_before_a_layer_that_cannot_honour_them_is_refused_when_set():
+    """``Embedding.mask_padding = True`` on a built model whose Flatten cannot skip padded steps is
+    refused at the assignment (it was stored, and the model failed at its next use)."""
+    embedding = fnn.Embedding(5, 3, padding_idx=0)
+    model = fnn.Sequential([embedding, fnn.Flatten(), fnn.Dense(12, 2)], input_shape=(4,), seed=0)
+    x = np.array([[1, 2, 0, 0], [3, 1, 2, 4]])
+    before = model.predict(x)
+    with pytest.raises(ValueError, match=r"layer 1 \(Flatten\(\)\) cannot honour the padded steps"):
+        embedding.mask_padding = True
+    assert embedding.mask_padding is False and not model.masks_steps
+    np.testing.assert_array_equal(model.predict(x), before)
+    tagger = fnn.Sequential([fnn.Embedding(5, 3, padding_idx=0), fnn.Dense(3, 2)], input_shape=(4,), seed=0)
+    tagger[0].mask_padding = True  # per-step layers keep the lengths: allowed
+    assert tagger.masks_steps
+
+
+@pytest.mark.parametrize(
+    ("make", "shape", "name", "kept_as"),
+    [
+        (lambda: fnn.Dense(3, 2), (3,), "bias", "use_bias"),
+        (lambda: fnn.Conv1d(2, 3, 2), (2, 5), "bias", "use_bias"),
+        (lambda: fnn.Residual([fnn.Dense(3, 4)]), (3,), "projection", "allow_projection"),
+    ],
+)
+def test_a_bool_for_an_argument_whose_name_is_another_attribute_is_refused(make, shape, name, kept_as):
+    """``dense.bias = False`` (the constructor's ``bias``): ``bias`` is the array, the argument is
+    ``use_bias``; it was ignored on a free Dense or Conv1d (the model kept a bias), and broke the
+    build of a Residual ('bool' object has no attribute 'owner')."""
+    layer = make()
+    params = fnn.Sequential([make()], input_shape=shape, seed=0).count_params()
+    with pytest.raises(AttributeError, match=re.escape(f"set layer.{kept_as} = False instead")):
+        setattr(layer, name, False)
+    assert fnn.Sequential([layer], input_shape=shape, seed=0).count_params() == params  # still builds
+    with pytest.raises(AttributeError, match=re.escape(f"constructor argument {name!r} as")):
+        setattr(layer, name, False)  # built: the same advice
+    model = fnn.Sequential([fnn.Dense(3, 1, bias_init="ones")], input_shape=(3,), seed=0)
+    model[0].bias = 0  # a value for a one-element bias array is still written
+    assert model[0].bias.tolist() == [0.0]

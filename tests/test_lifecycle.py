@@ -65,6 +65,39 @@ def test_unbuilt_model_copies_and_shallow_copy_refuses(rng):
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("built", [False, True])
+def test_a_copy_keeps_the_users_own_attributes_on_the_model_and_its_layers(how, built):
+    """Tags set from outside (``model.note = ...``, kept by the attribute rule) were dropped by deepcopy
+    and pickling (the copy is rebuilt from configs); now kept, on the model and on every layer,
+    nested ones too, as copies (deepcopy: deep copies; a tag that refers to the model refers to the
+    copy), and still tags (a misspelling of one is not refused)."""
+    first = fnn.Dense(4, 3) if built else fnn.Dense(3)
+    model = fnn.Sequential([first, fnn.Residual([fnn.Dense(3, 3), fnn.ReLU()]), fnn.Dense(3, 2)], seed=0)
+    model.note, model.itself = {"run": [1, 2]}, model
+    model[0].note = "stem"
+    model[1].block[1].probe = 5
+    model.gone = 1
+    del model.gone
+    clone = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    assert clone.built is built
+    assert clone.note == {"run": [1, 2]} and clone.note is not model.note and clone.itself is clone
+    assert clone[0].note == "stem" and clone[1].block[1].probe == 5
+    assert not hasattr(clone, "gone") and not hasattr(clone[2], "note")
+    clone.notes = "another tag"  # close to 'note', which is a tag: not taken for a misspelling
+    assert model.note == {"run": [1, 2]} and not hasattr(model, "notes")
+    again = copy.deepcopy(clone) if how == "deepcopy" else pickle.loads(pickle.dumps(clone))
+    assert again.notes == "another tag" and again[1].block[1].probe == 5
+
+
+def test_a_shallow_copy_is_refused_with_the_deep_copy_that_keeps_tags():
+    model = fnn.Sequential([fnn.Dense(4, 2)], seed=0)
+    model.note = "x"
+    with pytest.raises(TypeError, match=r"a layer belongs to one model; use copy.deepcopy\(model\).*own attributes"):
+        copy.copy(model)
+    assert copy.deepcopy(model).note == "x"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 def test_a_copy_of_an_unbuilt_compiled_model_keeps_its_compilation(how, rng):
     """A copy of a model compiled before its input shape was known came back without its loss,
     optimizer (state included), metrics and mode: fit then trained with the defaults (or refused)."""

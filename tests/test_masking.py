@@ -115,9 +115,12 @@ def test_masking_options_round_trip_through_config():
     assert emb.mask_padding and emb.produces_lengths
 
 
-def test_time_distributed_batch_norm_refuses_lengths_but_per_step_layers_keep_them():
-    with pytest.raises(ValueError, match=r"layer 1 \(TimeDistributed\(BatchNorm1d"):
-        fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.BatchNorm1d(2)), fnn.LastStep()], input_shape=(4, 2))
+def test_a_batch_norm_nested_in_time_distributed_refuses_lengths_but_per_step_layers_keep_them():
+    """TimeDistributed(BatchNorm1d) takes masked statistics (tests/test_masked_batchnorm.py); a batch
+    norm deeper inside would count the padded steps, so lengths reaching it are refused."""
+    nested = fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm1d(2)], projection=False))
+    with pytest.raises(ValueError, match=r"layer 1 \(TimeDistributed\(Residual.*cannot honour the padded steps"):
+        fnn.Sequential([fnn.Masking(), nested, fnn.LastStep()], input_shape=(4, 2))
     model = fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.Dense(2, 3)), fnn.LastStep()], input_shape=(4, 2))
     x = np.ones((2, 4, 2), np.float32)
     x[1, 2:] = 0

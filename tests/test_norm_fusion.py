@@ -124,3 +124,29 @@ def test_backward_hooks_of_a_group_run_after_its_fused_call_in_layer_order(rng):
     names = [getattr(fn, "__name__", "hook") for fn, _ in model.step_plan(9).calls]
     fused_at = names.index("batchnorm_act_backward")
     assert names[fused_at + 1 : fused_at + 4] == ["append"] * 3  # layers 3, 2, 1's hooks
+
+
+def test_a_dropout_over_other_rows_stays_out_of_the_group(rng):
+    """TimeDistributed(BatchNorm1d) -> ReLU sees (batch * time, features) rows, the Dropout after it
+    (batch, time * features): the group fuses batch norm and activation only, the dropout keeps its
+    own call and mask layout (fusing it wrote the mask and output out of bounds: the process aborted)."""
+
+    def layers():
+        return [fnn.TimeDistributed(fnn.BatchNorm1d(3)), fnn.ReLU(), fnn.Dropout(0.5), fnn.LastStep(), fnn.Dense(3, 3)]
+
+    def train(fused):
+        _norm_fusion.ENABLED = fused
+        try:
+            model = fnn.Sequential(layers(), input_shape=(4, 3), seed=0, dtype="float64")
+            model.compile(loss="cross_entropy", optimizer="sgd")
+            losses = [model.train_step(X, y) for _ in range(3)]
+            names = [fn.__name__ for fn, _ in model.step_plan(6).calls]
+        finally:
+            _norm_fusion.ENABLED = True
+        return names, np.array(losses), model.params.copy()
+
+    X, y = rng.standard_normal((6, 4, 3)), np.arange(6) % 3
+    fused, loop = train(True), train(False)
+    assert {"batchnorm_act_forward_train", "dropout_forward_counted_from", "dropout_backward"} <= set(fused[0])
+    np.testing.assert_array_equal(fused[1], loop[1])
+    np.testing.assert_array_equal(fused[2], loop[2])

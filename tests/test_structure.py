@@ -111,6 +111,8 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     ("tests/test_cli.py", "_class_labels"): "the CLI's label reading, tested directly",
     ("tests_cuda/_ptx_probe.py", "*"): "compiles every CUDA kernel to PTX, private helpers included, by name",
     ("tests_cuda/_fake_cupy.py", "_ary"): "the host array behind a simulator device array (no public accessor)",
+    ("tests_cuda/_cuda_counts.py", "*"): "counts kernel launches by patching numba-cuda's launch classes (the "
+    "simulator's kernel and its launch context, the real launch configuration): numba-cuda has no public hook",
     ("tests_cuda/test_model_cuda.py", "_masks"): "compares the dropout masks the GPU and CPU layers drew",
     ("benchmarks/profile_step.py", "*"): "profiles the pieces of a step (the optimizer kernel, a plan's slots)",
     ("benchmarks/blas_versions.py", "_candidate_libraries"): "compares the BLAS libraries kernels/blas.py would pick",

@@ -105,12 +105,15 @@ def main():
         "optim.adam": (optim._adam, (A1, A1, A1, A1, A1, i, f, f, f, f, f, f, f, f, f, f, b, f)),
         "optim.lion": (optim._lion, (A1, A1, A1, i, f, f, f, f, f, f, f, f)),
         "optim.clip": (optim._clip, (A1, f, f)),
-        "batchnorm.chunk_moments": (moments, (A2, float32[:, :, ::1])),
+        "batchnorm.chunk_moments": (moments, (A2, float32[:, :, ::1], I1, i, i)),
         "batchnorm.chunk_sums2": (sums2, (A2, A2, float32[:, :, ::1])),
-        "batchnorm.merge_moments": (batchnorm._merge_moments, (A2, float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b)),
+        "batchnorm.merge_moments": (
+            batchnorm._merge_moments,
+            (A2, float32[:, :, ::1], A1, A1, A1, A1, i, i, f, f, b, I1, i, i),
+        ),
         "batchnorm.normalize": (batchnorm._normalize, (A2, A1, A1, A1, A1, A2, A2, b)),
         "batchnorm.eval": (batchnorm._eval, (A2, A1, A1, A1, A1, A2, f, b)),
-        "batchnorm.grad_x": (batchnorm._grad_x, (A2, A2, A1, A1, A1, A1, A2, b, f)),
+        "batchnorm.grad_x": (batchnorm._grad_x, (A2, A2, A1, A1, A1, A1, A2, b, f, I1, i, i)),
         "batchnorm.eval_hat": (batchnorm._eval_hat, (A2, A1, A1, A2, f)),
         "batchnorm.eval_grad_x": (batchnorm._eval_grad_x, (A2, A1, A1, A2, f, b)),
         "layernorm.forward": (ln_forward, (A2, A1, A1, A2, A2, A1, f, b)),
@@ -163,6 +166,7 @@ def main():
         },
         "optim.sum_squares": (optim._sum_squares, (A1, D1)),
         "common.finish_sum": (_common.finish_sum, (D1, i, float64, b)),
+        "common.finish_sums": (_common.finish_sums, (D1, i, float64, b) * 3 + (D1,)),
         "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b, I1, i)),
     }
     probed = {id(kernel) for kernel, _ in kernels.values()}

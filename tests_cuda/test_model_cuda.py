@@ -461,3 +461,29 @@ def test_a_masked_sequence_model_leaves_padded_steps_out_as_on_the_cpu():
     fits = [model.fit(X, y, epochs=1, batch_size=2, verbose=0).history for model in models]
     assert fits[1]["accuracy"] == pytest.approx(fits[0]["accuracy"])
     assert fits[1]["loss"] == pytest.approx(fits[0]["loss"], rel=RTOL)
+
+
+def test_a_masked_time_distributed_batch_norm_trains_on_the_device_as_on_the_cpu():
+    """Masking -> TimeDistributed(BatchNorm1d) -> ReLU -> LastStep -> Dense: statistics over the
+    valid steps (kernels.cuda.batchnorm with lengths), the same steps and running statistics."""
+    rng = np.random.default_rng(6)
+    lengths = np.array([3, 1, 2, 3])
+    X = (rng.standard_normal((4, 3, 2)) * 2 + 1).astype(np.float32)
+    X[np.arange(3)[None, :] >= lengths[:, None]] = 0.0
+    y = np.array([0, 1, 2, 1])
+    models = [
+        fnn.Sequential(
+            [fnn.Masking(0.0), fnn.TimeDistributed(fnn.BatchNorm1d(2)), fnn.ReLU(), fnn.LastStep(), fnn.Dense(2, 3)],
+            input_shape=(3, 2),
+            seed=1,
+            device=device,
+        ).compile("cross_entropy", fnn.optim.SGD(lr=0.5))
+        for device in ("cpu", "cuda")
+    ]
+    losses = [[model.train_step(X, y) for _ in range(2)] for model in models]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=RTOL)
+    np.testing.assert_allclose(backend.to_host(models[1].params), models[0].params, rtol=RTOL, atol=ATOL)
+    bn = [model.layers[1].layer for model in models]
+    np.testing.assert_allclose(backend.to_host(bn[1].running_var), bn[0].running_var, rtol=RTOL)
+    valid = X[np.arange(3)[None, :] < lengths[:, None]]  # the same batch twice: 0.9 * 0.1 * mean + 0.1 * mean
+    np.testing.assert_allclose(backend.to_host(bn[1].running_mean), 0.19 * valid.mean(0), rtol=1e-5)

@@ -84,6 +84,10 @@ CPU_ONLY_FUNCTIONS = {
     ("losses", "elementwise_loss_rows"): "per-sample losses of fastnn.sklearn's weighted loss (see above)",
     ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
+    ("masking", "row_counts"): "the CPU batch norm's row test (None: every row); the CUDA batch norm kernels "
+    "test row_is_valid, compiled as a device function, behind their per_step == 0 flag",
+    ("masking", "counted_rows"): "the CPU batch norm backward's valid row count; the CUDA launcher counts on "
+    "the host from the lengths read back once",
     ("recurrent", "lstm_state"): "scalar rule, reached on the device through lstm_cell()",
     ("conv", "thin_forward"): "the CPU forward's direct product for thin convolutions (instead of BLAS); the "
     "CUDA conv2d_forward has its own product kernel",

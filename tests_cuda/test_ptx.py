@@ -30,6 +30,7 @@ F64_ALLOWED = {
     "losses.elementwise_elements_masked": "accumulates the loss in float64, as the CPU",
     "optim.sum_squares": "accumulates the gradient norm in float64, as the CPU",
     "common.finish_sum": "the second stage of those float64 reductions",
+    "common.finish_sums": "the second stages of a step's float64 reductions in one launch (StepScalars)",
     "losses.accuracy_rows": "counts matching rows in float64 (exact below 2**53) for finish_sum",
     "rng.fill_normal": "libdevice's own sin/cos argument reduction",
     "batchnorm.merge_moments": "rounds the count ratios 1/m and m/(m-1) from float64 as the CPU (bit parity) "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One run on a machine with an NVIDIA GPU (issue 15, item 5): the versions, the CUDA unit costs and
-# a profile of a step (benchmarks/gpu_profile.py), the CUDA test suite on the real GPU (each test's
-# result logged as it ends, so a run cut by its time limit still names its failures), then
+# One run on a machine with an NVIDIA GPU (issue 15, item 5): the versions, the CUDA unit costs, the
+# host-side CUDA work counted per call and a profile of a step (benchmarks/gpu_profile.py), the CUDA
+# test suite on the real GPU (each test's result logged as it ends, so a run cut by its time limit
+# still names its failures), then
 # benchmarks/gpu_compare.py beside PyTorch CUDA. Logs and tables go to $OUT (default
 # /tmp/fastnn_gpu); the last lines printed are the failures and the benchmark table.
 #   bash tools/gpu_check.sh          # PROFILE_S / TESTS_S / BENCH_S: time limits in seconds
@@ -34,6 +35,7 @@ timeout "${PROFILE_S:-60}" $PY benchmarks/gpu_profile.py > "$OUT/gpu_profile.txt
 echo "gpu_profile: rc=$?" | tee -a "$OUT/info.txt"
 head -10 "$OUT/gpu_profile.txt"
 grep "ms per call" "$OUT/gpu_profile.txt"
+grep -A12 "host-side CUDA work per call" "$OUT/gpu_profile.txt"  # beside the simulator's (RESULTS.md, session 23)
 
 start=$(date +%s)
 FASTNN_CUDA_TESTS_ON_GPU=1 NUMBA_ENABLE_CUDASIM=0 timeout "${TESTS_S:-300}" \

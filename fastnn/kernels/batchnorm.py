@@ -4,7 +4,10 @@ Training normalises with the batch mean and the biased batch variance and, if tr
 updates ``running = (1 - momentum) * running + momentum * batch_stat`` with the *unbiased*
 variance (``var * batch / (batch - 1)``), as PyTorch does. Evaluation uses the running statistics
 (:func:`batchnorm_forward_eval`, backward :func:`batchnorm_backward_eval`), and so does the training
-step of a frozen layer.
+step of a frozen layer. Over rows of padded sequence steps (``TimeDistributed(BatchNorm1d)`` after
+masking) the training kernels take ``lengths, per_sample, per_step`` as trailing arguments and
+count only the valid steps' rows (``masking.row_counts``; None, the default: every row, the test
+pruned at compile time), as Keras 3's masked BatchNormalization.
 
 Statistics are reduced over fixed chunks of ``REDUCTION_CHUNK_ROWS`` rows: each chunk's mean and
 sum of squared deviations go to ``partials`` (rows written by one chunk only), then the chunks
@@ -29,6 +32,7 @@ from numba import njit, prange
 
 from .._config import JIT, JIT_INLINE, JIT_ORDERED, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
 from ._scalar import big, clamp_finite, is_finite, like, n_chunks, start_of
+from .masking import counted_rows, row_counts, row_is_valid
 
 
 def partial_rows(batch: int) -> int:
@@ -42,26 +46,46 @@ def _chunk_rows(chunk, m):
     return r0, min(r0 + REDUCTION_CHUNK_ROWS, m)
 
 
+@njit(**JIT_INLINE)
+def _chunk_count(lengths, chunk, m, per_sample, per_step):
+    """The rows of chunk ``chunk`` that enter the statistics (all of them without ``lengths``)."""
+    r0, r1 = _chunk_rows(chunk, m)
+    if lengths is None:
+        return r1 - r0
+    count = 0
+    for i in range(r0, r1):
+        if row_is_valid(lengths, i, per_sample, per_step):
+            count += 1
+    return count
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _chunk_moments(x, partials, chunk):
-    """partials[0, chunk] = column means, partials[1, chunk] = sums of squared deviations."""
+def _chunk_moments(x, partials, chunk, lengths, per_sample, per_step):
+    """partials[0, chunk] = column means, partials[1, chunk] = sums of squared deviations, over the
+    chunk's rows that :func:`~fastnn.kernels.masking.row_counts` admits (zeros if none)."""
     r0, r1 = _chunk_rows(chunk, x.shape[0])
     n = x.shape[1]
     mean = partials[0, chunk]
     m2 = partials[1, chunk]
+    count = 0
+    for i in range(r0, r1):
+        if row_counts(lengths, i, per_sample, per_step):
+            if count == 0:
+                for j in range(n):
+                    mean[j] = x[i, j]
+            else:
+                for j in range(n):
+                    mean[j] += x[i, j]
+            count += 1
+    inv_count = like(1.0 / max(count, 1), x)
     for j in range(n):
-        mean[j] = x[r0, j]
-    for i in range(r0 + 1, r1):
-        for j in range(n):
-            mean[j] += x[i, j]
-    inv_count = like(1.0 / (r1 - r0), x)
-    for j in range(n):
-        mean[j] *= inv_count
+        mean[j] = mean[j] * inv_count if count else 0
         m2[j] = 0
     for i in range(r0, r1):
-        for j in range(n):
-            d = x[i, j] - mean[j]
-            m2[j] += d * d
+        if row_counts(lengths, i, per_sample, per_step):
+            for j in range(n):
+                d = x[i, j] - mean[j]
+                m2[j] += d * d
 
 
 # ---------------------------------------------------------------------------- shared rules
@@ -124,9 +148,11 @@ def running_update(running, stat, factor, keep, momentum):
 
 
 @njit(**JIT_INLINE)
-def scaled_moments(v, eps):
+def scaled_moments(v, eps, lengths=None, per_sample=1, per_step=1):
     """(mean, biased variance, 1 / sqrt(variance + eps)) of the 1-D ``v``, computed on v * 2**-e
-    with 2**e just above max|v| (exact scaling, so x - mean agrees with the scaled variance).
+    with 2**e just above max|v| (exact scaling, so x - mean agrees with the scaled variance). With
+    ``lengths``, of the entries ``k`` that ``masking.row_counts(lengths, k, per_sample, per_step)``
+    admits (a batch norm column over the valid steps' rows; at least one).
 
     For the rows or columns whose plain sums overflowed (values from ~1e19 in float32): mean and
     inv_std are finite for finite ``v``; a variance beyond the dtype's range is returned as the
@@ -136,18 +162,23 @@ def scaled_moments(v, eps):
     n = v.shape[0]
     one = like(1.0, v)
     top = like(0.0, v)
+    counted = 0
     for k in range(n):
-        top = max(top, abs(v[k]))
+        if row_counts(lengths, k, per_sample, per_step):
+            top = max(top, abs(v[k]))
+            counted += 1
     _, e = math.frexp(top)
-    count = like(n, v)
+    count = like(counted, v)
     mean = like(0.0, v)
     for k in range(n):
-        mean += like(math.ldexp(v[k], -e), v)
+        if row_counts(lengths, k, per_sample, per_step):
+            mean += like(math.ldexp(v[k], -e), v)
     mean /= count
     var = like(0.0, v)
     for k in range(n):
-        d = like(math.ldexp(v[k], -e), v) - mean
-        var += d * d
+        if row_counts(lengths, k, per_sample, per_step):
+            d = like(math.ldexp(v[k], -e), v) - mean
+            var += d * d
     var /= count
     # No ldexp may overflow (Python's, run by the CUDA simulator, raises): |mean| is kept within
     # top * 2**-e, and the variance is scaled back only when its exponent fits the dtype's.
@@ -165,22 +196,31 @@ def scaled_moments(v, eps):
 
 
 @njit(**JIT_INLINE)
-def _merge_moments(partials, mean, var, m, chunks):
-    """Chan's merge of the chunk moments in chunk order; var = biased variance."""
+def _merge_moments(partials, mean, var, m, chunks, lengths, per_sample, per_step):
+    """Chan's merge of the chunk moments in chunk order (chunks without a counted row skipped);
+    var = biased variance. Returns the rows counted (mean and var are 0 when there are none)."""
     n = mean.shape[0]
-    for j in range(n):
-        mean[j] = partials[0, 0, j]
-        var[j] = partials[1, 0, j]
-    count = min(REDUCTION_CHUNK_ROWS, m)
-    for c in range(1, chunks):
-        nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
-        wb, cross = chan_weights(count, nb, mean)
-        for j in range(n):
-            mean[j], var[j] = chan_step(mean[j], var[j], partials[0, c, j], partials[1, c, j], wb, cross)
+    count = 0
+    for c in range(chunks):
+        nb = _chunk_count(lengths, c, m, per_sample, per_step)
+        if nb == 0:
+            continue
+        if count == 0:
+            for j in range(n):
+                mean[j] = partials[0, c, j]
+                var[j] = partials[1, c, j]
+        else:
+            wb, cross = chan_weights(count, nb, mean)
+            for j in range(n):
+                mean[j], var[j] = chan_step(mean[j], var[j], partials[0, c, j], partials[1, c, j], wb, cross)
         count += nb
-    inv_m = like(1.0 / m, mean)
+    inv_m = like(1.0 / max(count, 1), mean)
     for j in range(n):
+        if count == 0:
+            mean[j] = 0
+            var[j] = 0
         var[j] *= inv_m
+    return count
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -195,34 +235,43 @@ def _normalize_rows(x, mean, inv_std, gamma, beta, out, x_hat, affine, r0, r1):
 
 
 @njit(**JIT_PARALLEL)
-def batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track):
+def batch_statistics(
+    x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track, lengths=None, per_sample=1, per_step=1
+):
     """The statistics pass of training-mode batch norm of ``x`` (batch >= 2, features): writes
     mean and inv_std = 1 / sqrt(var + eps) (features,) and, if ``track``, updates the running
-    statistics with ``momentum`` (the variance unbiased). Shared with kernels.batchnorm_act."""
+    statistics with ``momentum`` (the variance unbiased). Shared with kernels.batchnorm_act.
+
+    With ``lengths`` (int64 (samples,)): the rows are ``per_sample`` rows per sample,
+    ``per_step`` per step, and only those of valid steps (``masking.row_counts``) enter the
+    statistics (Keras 3's masked BatchNormalization), the running variance unbiased over their
+    count; a batch without such a row writes mean 0 and var 0 and leaves the running statistics.
+    """
     m, n = x.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     parallel = m * n >= PARALLEL_MIN_ELEMENTS
     if parallel:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _chunk_moments(x, partials, c)
+            _chunk_moments(x, partials, c, lengths, per_sample, per_step)
     else:
         for c in range(chunks):
-            _chunk_moments(x, partials, c)
+            _chunk_moments(x, partials, c, lengths, per_sample, per_step)
     var = inv_std  # the biased variance passes through inv_std's buffer
-    _merge_moments(partials, mean, var, m, chunks)
+    count = _merge_moments(partials, mean, var, m, chunks, lengths, per_sample, per_step)
     e = like(eps, x)
     one = like(1.0, x)
     mom = like(momentum, x)
     keep = one - mom
-    unbias = like(m / max(m - 1, 1), x)
+    unbias = like(count / max(count - 1, 1), x)
+    track = track and count > 0
     for j in range(n):
         mu = mean[j]
         v = var[j]
         if is_finite(mu) and is_finite(v):
             inv = one / math.sqrt(v + e)
         else:  # the column's sums overflowed: redo it on scaled values
-            mu, v, inv = scaled_moments(x[:, j], e)
+            mu, v, inv = scaled_moments(x[:, j], e, lengths, per_sample, per_step)
             mean[j] = mu
         if track:
             running_mean[j] = running_update(running_mean[j], mu, one, keep, mom)
@@ -232,16 +281,36 @@ def batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps,
 
 @njit(**JIT_PARALLEL)
 def batchnorm_forward_train(
-    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    x_hat,
+    mean,
+    inv_std,
+    partials,
+    eps,
+    momentum,
+    affine,
+    track,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """Training-mode batch norm of ``x`` (batch >= 2, features); shapes in the module note.
 
     Writes out, x_hat (kept for the backward; may be ``out`` when not ``affine``), mean and
     inv_std = 1 / sqrt(var + eps) (features,); ``gamma``/``beta`` are read only if ``affine``.
     If ``track``: running_mean/running_var updated in place with ``momentum`` (for PyTorch's
-    ``momentum=None``, pass 1 / batches_seen), the variance unbiased.
+    ``momentum=None``, pass 1 / batches_seen), the variance unbiased. With ``lengths``,
+    ``per_sample`` and ``per_step`` (rows of padded sequence steps, :func:`batch_statistics`):
+    the statistics over the valid steps' rows; every row is normalised with them.
     """
-    batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track)
+    batch_statistics(
+        x, running_mean, running_var, mean, inv_std, partials, eps, momentum, track, lengths, per_sample, per_step
+    )
     m, n = x.shape
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(n_chunks(m, REDUCTION_CHUNK_ROWS)):
@@ -254,6 +323,8 @@ def batchnorm_forward_train(
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _eval_rows(x, gamma, beta, running_mean, running_var, out, eps, affine, r0, r1):
+    """Rows r0:r1 of out = x_hat (* gamma + beta if ``affine``), x_hat = (x - running_mean) /
+    sqrt(running_var + eps): the evaluation-mode output, or (not ``affine``) x_hat alone."""
     n = x.shape[1]
     for i in range(r0, r1):
         for j in range(n):
@@ -308,25 +379,51 @@ def sum_partials(partials, which, total, chunks):
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1):
-    """grad_x = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat))."""
-    m, n = grad_out.shape
-    inv_m = like(1.0 / m, grad_out)
+def _grad_x_rows(
+    grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1, inv_m, lengths, per_sample, per_step
+):
+    """grad_x = gamma * inv_std / m * (m * dy - sum(dy) - x_hat * sum(dy * x_hat)) (inv_m = 1 / m,
+    m the rows counted); a row left out of the statistics (``masking.row_counts``) takes only the
+    affine map's part, gamma * inv_std * dy."""
+    n = grad_out.shape[1]
     for i in range(r0, r1):
-        for j in range(n):
-            scale = inv_std[j] * gamma[j] if affine else inv_std[j]
-            g = grad_out[i, j] - (grad_beta[j] + x_hat[i, j] * grad_gamma[j]) * inv_m
-            grad_x[i, j] = scale * g
+        if row_counts(lengths, i, per_sample, per_step):
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                g = grad_out[i, j] - (grad_beta[j] + x_hat[i, j] * grad_gamma[j]) * inv_m
+                grad_x[i, j] = scale * g
+        else:
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                grad_x[i, j] = scale * grad_out[i, j]
 
 
 @njit(**JIT_PARALLEL)
-def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine):
+def batchnorm_backward(
+    grad_out,
+    x_hat,
+    inv_std,
+    gamma,
+    grad_x,
+    grad_gamma,
+    grad_beta,
+    partials,
+    affine,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
+):
     """Gradients of training-mode batch norm from the upstream ``grad_out`` (batch, features).
 
     Closed form: with g = grad_out * gamma, grad_x = inv_std / N * (N * g - sum(g) - x_hat *
     sum(g * x_hat)) (sums over the batch). Writes grad_x (may be ``grad_out``), grad_beta =
     sum(grad_out) and grad_gamma = sum(grad_out * x_hat) (features,); when not ``affine`` the
     last two still receive those sums (use them as scratch) and ``gamma`` is not read.
+
+    With ``lengths`` (the forward's, :func:`batch_statistics`): the exact gradient of the masked
+    forward. N is the valid rows' count and only they get the statistics' terms; the sums stay
+    over every row (every output depends on the statistics, gamma and beta), and a padded row's
+    grad_x is the affine part alone, gamma * inv_std * grad_out.
     """
     m, n = grad_out.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
@@ -340,32 +437,58 @@ def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad
             _grad_sums_chunk(grad_out, x_hat, partials, c)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    batchnorm_grad_x(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine)
+    batchnorm_grad_x(
+        grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths, per_sample, per_step
+    )
 
 
 @njit(**JIT_PARALLEL)
-def batchnorm_grad_x(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine):
+def batchnorm_grad_x(
+    grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths=None, per_sample=1, per_step=1
+):
     """The last pass of :func:`batchnorm_backward`, once grad_beta = sum(grad_out) and grad_gamma =
     sum(grad_out * x_hat) are known: writes grad_x (may be ``grad_out``). Shared with
     kernels.batchnorm_act."""
     m, n = grad_out.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    inv_m = like(1.0 / max(counted_rows(lengths, m, per_sample, per_step), 1), grad_out)
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
-            _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1)
+            _grad_x_rows(
+                grad_out,
+                x_hat,
+                inv_std,
+                gamma,
+                grad_beta,
+                grad_gamma,
+                grad_x,
+                affine,
+                r0,
+                r1,
+                inv_m,
+                lengths,
+                per_sample,
+                per_step,
+            )
     else:
-        _grad_x_rows(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, start_of(m), m)
-
-
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _eval_hat_rows(x, running_mean, running_var, x_hat, eps, r0, r1):
-    """x_hat = (x - running_mean) / sqrt(running_var + eps) on rows r0:r1."""
-    n = x.shape[1]
-    for i in range(r0, r1):
-        for j in range(n):
-            x_hat[i, j] = normalize_value(x[i, j], running_mean[j], running_inv_std(running_var[j], eps))
+        _grad_x_rows(
+            grad_out,
+            x_hat,
+            inv_std,
+            gamma,
+            grad_beta,
+            grad_gamma,
+            grad_x,
+            affine,
+            start_of(m),
+            m,
+            inv_m,
+            lengths,
+            per_sample,
+            per_step,
+        )
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -400,12 +523,12 @@ def batchnorm_backward_eval(
             for c_u in prange(chunks):
                 c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
                 r0, r1 = _chunk_rows(c, m)
-                _eval_hat_rows(x, running_mean, running_var, x_hat, e, r0, r1)
+                _eval_rows(x, gamma, gamma, running_mean, running_var, x_hat, e, False, r0, r1)
                 _grad_sums_chunk(grad_out, x_hat, partials, c)
         else:
             for c in range(chunks):
                 r0, r1 = _chunk_rows(c, m)
-                _eval_hat_rows(x, running_mean, running_var, x_hat, e, r0, r1)
+                _eval_rows(x, gamma, gamma, running_mean, running_var, x_hat, e, False, r0, r1)
                 _grad_sums_chunk(grad_out, x_hat, partials, c)
         sum_partials(partials, 0, grad_beta, chunks)
         sum_partials(partials, 1, grad_gamma, chunks)
@@ -468,12 +591,32 @@ def batchnorm_forward_train_counted(
     affine,
     track,
     batches,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """:func:`batchnorm_forward_train` that also counts batches in ``batches`` (int64 (1,)) when
-    tracking; ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``)."""
+    tracking; ``momentum < 0`` means a cumulative average (PyTorch's ``momentum=None``).
+    ``lengths``, ``per_sample``, ``per_step``: statistics over valid steps' rows, as there."""
     mom = counted_momentum(momentum, track, batches)
     batchnorm_forward_train(
-        x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, mom, affine, track
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        out,
+        x_hat,
+        mean,
+        inv_std,
+        partials,
+        eps,
+        mom,
+        affine,
+        track,
+        lengths,
+        per_sample,
+        per_step,
     )
 
 

@@ -1,4 +1,5 @@
-"""Training-mode BatchNorm1d -> elementwise activation -> inverted dropout, fused.
+"""BatchNorm1d -> elementwise activation -> inverted dropout, fused: training mode, and the
+evaluation mode a frozen batch norm trains in.
 
 The three layers' kernels (kernels.batchnorm, kernels.activations, kernels.dropout) run one after
 the other write batch norm's output, read it and write the activation's, read that and write
@@ -9,6 +10,13 @@ derivative (at z = gamma * x_hat + beta recomputed, so the activation's output i
 with batch norm's two column sums, then batch norm's grad_x pass: one sweep fewer. The results
 are the unfused kernels' (the same formulas, statistics chunks, sum orders and dropout hashes),
 within float rounding.
+
+A frozen batch norm (evaluation mode in training steps) has the pair
+:func:`batchnorm_act_forward_eval` (the running statistics' affine map, activation and dropout in
+one sweep, nothing kept but the mask) and :func:`batchnorm_act_backward_eval` (one sweep of row
+chunks: x_hat recomputed, dropout mask, activation derivative, the frozen gamma/beta's column sums
+and grad_x = grad_z * gamma / sqrt(running_var + eps)): the same row functions as the training
+pair and as ``batchnorm.batchnorm_backward_eval``.
 
 Buffers (all one dtype, float32 or float64, C-contiguous, except as noted):
   x, out, x_hat, grad_out, grad_z, grad_x: (batch, features)
@@ -25,7 +33,18 @@ from numba import literal_unroll, njit, prange
 from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, REDUCTION_CHUNK_ROWS
 from ._scalar import like, n_chunks
 from .activations import VECTORISED_CODES, activate, activate_grad
-from .batchnorm import batch_statistics, batchnorm_grad_x, counted_momentum, normalize_value, sum_partials
+from .batchnorm import (
+    _chunk_rows,
+    _eval_rows,
+    _scale_rows,
+    batch_statistics,
+    batchnorm_grad_x,
+    counted_momentum,
+    normalize_value,
+    running_grad_scale,
+    running_inv_std,
+    sum_partials,
+)
 from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_flags, row_key
 from .rng import key64
 
@@ -34,6 +53,14 @@ from .rng import key64
 def _pre_activation(h, gamma, beta, j, affine):
     """Batch norm's output z of the normalised value ``h`` in column ``j``."""
     return gamma[j] * h + beta[j] if affine else h
+
+
+@njit(**JIT_INLINE)
+def _keep(x_hat, i, j, h):
+    """x_hat[i, j] = h, unless ``x_hat`` is None (a frozen layer's forward keeps no x_hat: the
+    test is pruned at compile time)."""
+    if x_hat is not None:
+        x_hat[i, j] = h
 
 
 @njit(**JIT_INLINE)
@@ -48,13 +75,13 @@ def _forward_rows_of(
             draw_row_mask(flags, mask, key, threshold, i * n, i)
             for j in range(n):
                 h = normalize_value(x[i, j], mean[j], inv_std[j])
-                x_hat[i, j] = h
+                _keep(x_hat, i, j, h)
                 y = activate(code, _pre_activation(h, gamma, beta, j, affine), alpha)
                 out[i, j] = y * scale if flags[j] else zero
         else:
             for j in range(n):
                 h = normalize_value(x[i, j], mean[j], inv_std[j])
-                x_hat[i, j] = h
+                _keep(x_hat, i, j, h)
                 out[i, j] = activate(code, _pre_activation(h, gamma, beta, j, affine), alpha)
 
 
@@ -62,7 +89,8 @@ def _forward_rows_of(
 def _forward_rows(
     code, x, mean, inv_std, gamma, beta, out, x_hat, mask, key, threshold, scale, alpha, affine, dropout, r0, r1
 ):
-    """Rows r0:r1: x_hat, and out = dropout(activation(gamma * x_hat + beta))."""
+    """Rows r0:r1: x_hat (unless None), and out = dropout(activation(gamma * x_hat + beta)), x_hat
+    = (x - mean) * inv_std."""
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code a constant in each copy: it vectorises
         if code == c:
@@ -153,6 +181,9 @@ def batchnorm_act_forward_train(
     seed,
     stream,
     dropout,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """out = dropout(f(batchnorm(x))) in training mode; shapes in the module note (batch >= 2).
 
@@ -162,9 +193,92 @@ def batchnorm_act_forward_train(
     if ``dropout``: the mask of ``dropout.dropout_forward_counted_from`` with probability ``p``
     at step ``counter[0]`` for rows numbered from ``first_row[0]``, then ``counter[0] += 1``
     (else ``mask``, ``counter``, ``first_row``, ``p``, ``seed`` and ``stream`` are not used).
+    ``lengths``, ``per_sample``, ``per_step``: statistics over the rows of valid sequence steps
+    (``batchnorm.batch_statistics``).
     """
     mom = counted_momentum(momentum, track, batches)
-    batch_statistics(x, running_mean, running_var, mean, inv_std, partials, eps, mom, track)
+    batch_statistics(
+        x, running_mean, running_var, mean, inv_std, partials, eps, mom, track, lengths, per_sample, per_step
+    )
+    _act_dropout_sweep(
+        x,
+        gamma,
+        beta,
+        mean,
+        inv_std,
+        out,
+        x_hat,
+        mask,
+        counter,
+        first_row,
+        affine,
+        code,
+        alpha,
+        p,
+        seed,
+        stream,
+        dropout,
+    )
+
+
+@njit(**JIT)
+def batchnorm_act_forward_eval(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    inv_std,
+    mask,
+    counter,
+    first_row,
+    eps,
+    affine,
+    code,
+    alpha,
+    p,
+    seed,
+    stream,
+    dropout,
+):
+    """out = dropout(f(batchnorm(x))) with batch norm in evaluation mode: a frozen layer's training
+    step (``BatchNorm1d.frozen``), the layers' ``batchnorm.batchnorm_forward_eval`` ->
+    activation -> dropout in one sweep. The running statistics normalise and stay; ``inv_std``
+    (features,) scratch gets 1 / sqrt(running_var + eps); no x_hat is kept (the backward,
+    :func:`batchnorm_act_backward_eval`, recomputes it from ``x``). Other arguments as
+    :func:`batchnorm_act_forward_train`'s.
+    """
+    e = like(eps, x)
+    for j in range(x.shape[1]):
+        inv_std[j] = running_inv_std(running_var[j], e)
+    _act_dropout_sweep(
+        x,
+        gamma,
+        beta,
+        running_mean,
+        inv_std,
+        out,
+        None,
+        mask,
+        counter,
+        first_row,
+        affine,
+        code,
+        alpha,
+        p,
+        seed,
+        stream,
+        dropout,
+    )
+
+
+@njit(**JIT_INLINE)
+def _act_dropout_sweep(
+    x, gamma, beta, mean, inv_std, out, x_hat, mask, counter, first_row, affine, code, alpha, p, seed, stream, dropout
+):
+    """The forward's sweep once the statistics are known: the dropout key of step ``counter[0]``,
+    x_hat (unless None) and out per row, then ``counter[0] += 1`` if ``dropout``."""
     key = row_key(key64(seed, stream, counter[0]), first_row[0], x.shape[1]) if dropout else np.uint64(0)
     scale = like(1.0 / (1.0 - p), x)
     _forward_sweep(
@@ -244,21 +358,22 @@ def batchnorm_act_backward(
     alpha,
     p,
     dropout,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """Gradients of :func:`batchnorm_act_forward_train` from the upstream ``grad_out``.
 
     Writes grad_z (the gradient at batch norm's output, scratch), grad_x (not ``grad_z``),
     grad_beta = sum(grad_z) and grad_gamma = sum(grad_z * x_hat) (features,), as
     ``batchnorm.batchnorm_backward`` does given grad_z; ``mask`` and ``p`` are the forward's
-    (read only if ``dropout``). ``grad_out`` is only read.
+    (read only if ``dropout``); ``lengths``, ``per_sample``, ``per_step`` too. ``grad_out`` is
+    only read.
     """
     m, n = grad_out.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     a = like(alpha, grad_out)
-    grad_y = grad_out
-    if dropout:  # dropout's own kernel (its select vectorises there) into grad_x, free until the last pass
-        dropout_backward(grad_out, mask, grad_x, p)
-        grad_y = grad_x  # not grad_z: in place, the loop below would not vectorise (2x slower, measured)
+    grad_y = _dropout_grad(grad_out, mask, grad_x, p, dropout)
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
@@ -268,7 +383,137 @@ def batchnorm_act_backward(
             _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    batchnorm_grad_x(grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine)
+    batchnorm_grad_x(
+        grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths, per_sample, per_step
+    )
 
 
-__all__ = ["batchnorm_act_backward", "batchnorm_act_forward_train"]
+@njit(**JIT_INLINE)
+def _dropout_grad(grad_out, mask, grad_x, p, dropout):
+    """The gradient at the activation's output: ``grad_out`` itself, or if ``dropout`` dropout's own
+    kernel (its select vectorises there) into grad_x, free until the last pass."""
+    if dropout:
+        dropout_backward(grad_out, mask, grad_x, p)
+        return grad_x  # not grad_z: in place, the loop after would not vectorise (2x slower, measured)
+    return grad_out
+
+
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
+def _eval_grad_chunk(
+    code,
+    grad_y,
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    x_hat,
+    scale,
+    grad_z,
+    grad_x,
+    partials,
+    chunk,
+    eps,
+    alpha,
+    affine,
+):
+    """Chunk ``chunk`` of :func:`batchnorm_act_backward_eval`: x_hat rows (as the evaluation-mode
+    backward writes them), grad_z and its column sums (:func:`_grad_sums`), grad_x = grad_z * scale."""
+    r0, r1 = _chunk_rows(chunk, x.shape[0])
+    _eval_rows(x, gamma, beta, running_mean, running_var, x_hat, eps, False, r0, r1)
+    _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+    _scale_rows(grad_z, scale, grad_x, r0, r1)
+
+
+@njit(**JIT_PARALLEL)
+def batchnorm_act_backward_eval(
+    grad_out,
+    mask,
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    x_hat,
+    scale,
+    grad_z,
+    grad_x,
+    grad_gamma,
+    grad_beta,
+    partials,
+    eps,
+    affine,
+    code,
+    alpha,
+    p,
+    dropout,
+):
+    """Gradients of :func:`batchnorm_act_forward_eval` from the upstream ``grad_out``, as the
+    layers' dropout and activation backward followed by ``batchnorm.batchnorm_backward_eval``.
+
+    One sweep of row chunks: x_hat = (x - running_mean) / sqrt(running_var + eps) ((batch,
+    features) scratch), grad_z (the gradient at batch norm's output, scratch) through the dropout
+    mask and the activation's derivative at z = gamma * x_hat + beta, its column sums, and grad_x
+    = grad_z * gamma / sqrt(running_var + eps) (without gamma unless ``affine``; ``scale``
+    (features,) scratch gets that factor). If ``affine``: grad_beta = sum(grad_z) and grad_gamma
+    = sum(grad_z * x_hat), the frozen parameters' gradients the unfused backward writes too.
+    """
+    m, n = grad_out.shape
+    chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
+    a = like(alpha, grad_out)
+    e = like(eps, grad_out)
+    for j in range(n):
+        scale[j] = running_grad_scale(gamma[j], running_var[j], e, affine)
+    grad_y = _dropout_grad(grad_out, mask, grad_x, p, dropout)  # rows read before the chunk writes them
+    if m * n >= PARALLEL_MIN_ELEMENTS:
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            _eval_grad_chunk(
+                code,
+                grad_y,
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                x_hat,
+                scale,
+                grad_z,
+                grad_x,
+                partials,
+                c,
+                e,
+                a,
+                affine,
+            )
+    else:
+        for c in range(chunks):
+            _eval_grad_chunk(
+                code,
+                grad_y,
+                x,
+                gamma,
+                beta,
+                running_mean,
+                running_var,
+                x_hat,
+                scale,
+                grad_z,
+                grad_x,
+                partials,
+                c,
+                e,
+                a,
+                affine,
+            )
+    if affine:
+        sum_partials(partials, 0, grad_beta, chunks)
+        sum_partials(partials, 1, grad_gamma, chunks)
+
+
+__all__ = [
+    "batchnorm_act_backward",
+    "batchnorm_act_backward_eval",
+    "batchnorm_act_forward_eval",
+    "batchnorm_act_forward_train",
+]

@@ -9,7 +9,9 @@ are written once; the CUDA twins compile them as device functions.
 The losses and counts over per-step outputs leave the padded steps out with :func:`row_is_valid`
 and :func:`valid_rows`: an output ``(batch, time, *inner, k)`` is ``batch * per_sample`` loss rows
 of k values (``per_sample = time * per_step``, ``per_step`` the rows of one step), and row ``i``
-belongs to sample ``i // per_sample`` at step ``(i % per_sample) // per_step``.
+belongs to sample ``i // per_sample`` at step ``(i % per_sample) // per_step``. Batch norm over
+such rows (``TimeDistributed(BatchNorm1d)`` after masking) takes its statistics over the rows of
+valid steps alone with the same test (:func:`row_counts`, :func:`counted_rows`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,24 @@ def valid_rows(lengths, steps, per_step):
     return total * per_step
 
 
+@njit(**JIT_INLINE)
+def row_counts(lengths, i, per_sample, per_step):
+    """Whether row ``i`` enters a statistic over rows (batch norm's): every row without lengths
+    (``lengths`` None, the test pruned at compile time), else :func:`row_is_valid`."""
+    if lengths is None:
+        return True
+    return row_is_valid(lengths, i, per_sample, per_step)
+
+
+@njit(**JIT_INLINE)
+def counted_rows(lengths, m, per_sample, per_step):
+    """The rows of ``m`` that :func:`row_counts` admits: ``m`` without lengths, else the valid
+    steps' rows (``per_sample // per_step`` steps of ``per_step`` rows per sample)."""
+    if lengths is None:
+        return m
+    return valid_rows(lengths, per_sample // per_step, per_step)
+
+
 @njit(**JIT)
 def lengths_from_values(x, mask_value, lengths):
     """lengths[b] (int64) from x (batch, time, features) float, mask_value of x's dtype."""
@@ -70,10 +90,12 @@ def lengths_from_indices(indices, padding_idx, lengths):
 
 
 __all__ = [
+    "counted_rows",
     "length_from_indices",
     "length_from_values",
     "lengths_from_indices",
     "lengths_from_values",
+    "row_counts",
     "row_is_valid",
     "valid_rows",
 ]

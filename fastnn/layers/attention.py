@@ -12,7 +12,16 @@ from .. import _validation as V
 from .. import backend
 from .. import init as initializers
 from ..kernels.attention import partials_shape, positional_table
-from .base import Layer, ParamSpec, flat_rows, rows, shape_str
+from .base import (
+    Layer,
+    ParamSpec,
+    bind_children,
+    children_buffers,
+    children_parameter_specs,
+    flat_rows,
+    rows,
+    shape_str,
+)
 from .dense import Dense
 from .dropout import Dropout
 from .normalization import LayerNorm
@@ -488,19 +497,13 @@ class TransformerEncoderBlock(Layer):
         return self.output_shape
 
     def parameter_specs(self):
-        return [
-            ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
-            for prefix, layer in self.parts
-            for spec in layer.parameter_specs()
-        ]
+        return children_parameter_specs(self)
 
     def bind(self, params, grads):
-        for prefix, layer in self.parts:
-            names = [spec.name for spec in layer.parameter_specs()]
-            layer.bind({n: params[f"{prefix}.{n}"] for n in names}, {n: grads[f"{prefix}.{n}"] for n in names})
+        bind_children(self, params, grads)
 
     def buffers(self):
-        return {f"{prefix}.{name}": buf for prefix, layer in self.parts for name, buf in layer.buffers().items()}
+        return children_buffers(self)
 
     def plannable(self):
         return super().plannable() and all(layer.plannable() for _, layer in self.parts)

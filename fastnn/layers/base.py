@@ -68,7 +68,9 @@ class Context:
     array (batch,) of the number of valid leading steps of each sample (padding at the end, as
     torch's ``pack_padded_sequence`` with ``batch_first=True``); a buffer whose values the step
     fills, so plans may pass it to kernels. Layers read it according to their
-    :attr:`Layer.lengths_policy`.
+    :attr:`Layer.lengths_policy`. ``step_rows``: None, or ``(lengths, steps)`` on the context of a
+    layer inside ``TimeDistributed`` whose batch rows are (sample, step) pairs of padded sequences
+    (BatchNorm then takes its statistics over the valid steps' rows).
 
     Parameters
     ----------
@@ -92,6 +94,7 @@ class Context:
         self.training = bool(training)
         self.arena = arena
         self.lengths = lengths
+        self.step_rows: tuple | None = None
         self.children: dict = {}
 
     def child(self, key) -> Context:
@@ -317,10 +320,65 @@ def check_built_input(layer: Layer, x):
 CLOSE_NAME_CUTOFF = 0.8
 
 
+#: the key, in an object's ``__dict__``, of the names of its tags (:func:`keep_as_tag`)
+_TAGS = "_user_tags"
+
+
+def keep_as_tag(obj, name: str) -> None:
+    """Remember ``name``, a new attribute set on ``obj`` from outside its own code and not refused
+    (:func:`misnamed_attribute`), as a tag of the user's own: :func:`settable_attributes` leaves it
+    out, so a later tag is not taken for a misspelling of it (``layer.fold = 1``, then
+    ``layer.folds = 5``).
+
+    Parameters
+    ----------
+    obj : Layer or Sequential
+        The object the tag is set on.
+    name : str
+        The tag's name.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> drop = fnn.Dropout(0.5)
+    >>> drop.fold = 1  # kept as a tag (Layer.__setattr__ calls keep_as_tag)
+    >>> "fold" in settable_attributes(drop)
+    False
+    """
+    obj.__dict__.setdefault(_TAGS, set()).add(name)
+
+
+def user_tags(obj) -> dict:
+    """The user's tags on ``obj`` (:func:`keep_as_tag`) that are still set, ``{name: value}`` in name
+    order: what a copy of a model carries over (``Sequential.__getstate__``, as ``copy.deepcopy``
+    and pickling of a torch ``nn.Module`` keep its plain attributes).
+
+    Parameters
+    ----------
+    obj : Layer or Sequential
+        The object the tags were set on.
+
+    Returns
+    -------
+    dict
+        Each tag's current value (a deleted tag is left out).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> drop = fnn.Dropout(0.5)
+    >>> drop.note, drop.fold = "head", 3
+    >>> user_tags(drop)
+    {'fold': 3, 'note': 'head'}
+    """
+    held = vars(obj)
+    return {name: held[name] for name in sorted(held.get(_TAGS, ())) if name in held}
+
+
 def settable_attributes(obj) -> set[str]:
-    """The public attributes of ``obj`` that code may set: its instance attributes, and its
-    class's other attributes that are neither methods nor read-only properties (the names a new
-    attribute is compared with).
+    """The public attributes of ``obj`` that code may set: its instance attributes other than the
+    user's tags (:func:`keep_as_tag`), and its class's other attributes that are neither methods nor
+    read-only properties (the names a new attribute is compared with).
 
     Parameters
     ----------
@@ -341,7 +399,8 @@ def settable_attributes(obj) -> set[str]:
     >>> "build" in names, "owner" in names  # a method, a read-only property
     (False, False)
     """
-    names = {key for key in vars(obj) if not key.startswith("_")}
+    tags = vars(obj).get(_TAGS, ())
+    names = {key for key in vars(obj) if not key.startswith("_") and key not in tags}
     for klass in type(obj).__mro__[:-1]:
         for key, value in vars(klass).items():
             method = callable(value) or isinstance(value, (classmethod, staticmethod))
@@ -505,6 +564,48 @@ def misnamed_attribute(
     )
 
 
+def kept_argument_error(layer, name: str, value) -> AttributeError | None:
+    """The error for setting ``name``, a constructor argument ``layer`` keeps under another attribute
+    (:attr:`Layer.argument_attributes`), to a bool, the argument's kind: the attribute ``name`` holds
+    something else (``dense.bias`` the bias array, ``residual.projection`` its projection layer), so
+    the value would be ignored or break the build. None for any other setting (``dense.bias = 0``
+    writes a one-element bias).
+
+    Parameters
+    ----------
+    layer : Layer
+        The layer being changed.
+    name : str
+        The attribute being set.
+    value : object
+        Its new value.
+
+    Returns
+    -------
+    AttributeError or None
+        The error to raise, naming the attribute that keeps the argument and the fix.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> print(kept_argument_error(fnn.Dense(3, 2), "bias", False))
+    Dense keeps its constructor argument 'bias' as Dense.use_bias; Dense.bias holds something else, so False set there would be ignored; set layer.use_bias = False instead, or make a new layer: Dense(**{**layer.get_config(), 'bias': False})
+    >>> print(kept_argument_error(fnn.Dense(3, 2), "bias", np.zeros(2)))  # the bias array itself
+    None
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        return None
+    kept = [attribute for attribute, argument in type(layer).argument_attributes.items() if argument == name]
+    if not kept:
+        return None
+    kind = type(layer).__name__
+    return AttributeError(
+        f"{kind} keeps its constructor argument {name!r} as {kind}.{kept[0]}; {kind}.{name} holds something "
+        f"else, so {value!r} set there would be ignored; set layer.{kept[0]} = {value!r} instead, or make a new layer: "
+        f"{kind}(**{{**layer.get_config(), {name!r}: {value!r}}})"
+    )
+
+
 class Layer(Owned):
     """Base of every layer: the protocol a model drives, and the eager ``forward``/``backward``.
 
@@ -638,6 +739,11 @@ class Layer(Owned):
             )
             if error is not None:
                 raise error
+            keep_as_tag(self, name)
+        elif isinstance(value, (bool, np.bool_)) and name in type(self).argument_attributes.values():
+            error = kept_argument_error(self, name, value)  # (dense.bias = False: use_bias)
+            if error is not None:
+                raise error
         model = self.owner if name[0] != "_" and name not in Layer._RUNTIME_ATTRIBUTES else None
         # a parameter or buffer of a built model (``dense.weight = w``) is written in place: the
         # attribute is a view of the model's buffers, which a rebuild would bind again
@@ -707,7 +813,7 @@ class Layer(Owned):
         if not self.trainable:
             return True
         model = self.owner
-        return model is not None and _inside_frozen(model.layers, self, False) is True
+        return model is not None and any(frozen for _, layer, frozen in layer_tree(model.layers) if layer is self)
 
     # -- widths of 1-D layers (the common case) -------------------------------------------
     @property
@@ -1014,6 +1120,33 @@ class Layer(Owned):
         []
         """
         return []
+
+    def child_parameter_prefix(self, child: str) -> str:
+        """The prefix this layer's parameter and buffer names give those of its sublayer ``child``
+        (the name :meth:`sublayers` gives it): ``"block.0."`` for Residual's first layer, ``""``
+        for TimeDistributed's layer, whose parameters keep their own names. A container lists its
+        children's parameters under it (``children_parameter_specs``), and freezing finds the
+        layer owning each parameter by it (``parameter_owners``).
+
+        Parameters
+        ----------
+        child : str
+            A name from :meth:`sublayers`.
+
+        Returns
+        -------
+        str
+            ``child + "."`` unless the container names its children's parameters otherwise.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Residual([fnn.Dense(3, 3)]).child_parameter_prefix("block.0")
+        'block.0.'
+        >>> fnn.TimeDistributed(fnn.Dense(3, 3)).child_parameter_prefix("layer")
+        ''
+        """
+        return f"{child}."
 
     # -- computation ---------------------------------------------------------------------
     def forward_calls(self, x: np.ndarray, ctx: Context) -> tuple[list, np.ndarray]:
@@ -1392,17 +1525,173 @@ def refuse_user_child(container: Layer, child: Layer, where: str) -> None:
         )
 
 
-def _inside_frozen(layers, target: Layer, frozen: bool) -> bool | None:
-    """Whether ``target``, found in ``layers`` or the layers inside them, is frozen there (by its own
-    ``trainable`` or a container's; ``frozen``: the containers above ``layers`` are); None: not found."""
-    for layer in layers:
-        here = frozen or not layer.trainable
-        if layer is target:
-            return here
-        found = _inside_frozen([child for _, child in layer.sublayers()], target, here)
-        if found is not None:
-            return found
-    return None
+def layer_tree(layers, prefix: str = "", frozen: bool = False):
+    """Every layer of ``layers`` and, depth first, the layers inside them, as ``(path, layer,
+    frozen)``: the path is the layer's index in ``layers`` and its :meth:`Layer.sublayers` names
+    (``"2"``, ``"2.block.0"``, the paths ``model.freeze`` takes) and ``frozen`` the one rule of
+    freezing: the layer's own ``trainable`` is False, or that of a layer containing it (so a
+    ``trainable = True`` layer inside a frozen container is frozen, as in Keras). :attr:`Layer.frozen`
+    and ``fastnn.freezing`` both read it.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The model's layers (or a container's ``[child for _, child in sublayers()]``).
+    prefix : str, default ""
+        Put before each path.
+    frozen : bool, default False
+        Whether a container above ``layers`` is frozen.
+
+    Yields
+    ------
+    tuple of (str, Layer, bool)
+        Path, layer and whether it is frozen, parents before their children.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> block = fnn.Residual([fnn.Dense(3, 3)])
+    >>> block.trainable = False
+    >>> [(path, frozen) for path, _, frozen in layer_tree([fnn.ReLU(), block])]
+    [('0', False), ('1', True), ('1.block.0', True)]
+    """
+    for i, layer in enumerate(layers):
+        yield from _subtree(f"{prefix}{i}", layer, frozen)
+
+
+def _subtree(path: str, layer: Layer, frozen: bool):
+    here = frozen or not layer.trainable
+    yield path, layer, here
+    for name, child in layer.sublayers():
+        yield from _subtree(f"{path}.{name}", child, here)
+
+
+def parameter_owners(layer: Layer) -> dict[str, tuple[Layer, str]]:
+    """The layer that owns each parameter of ``layer``: ``{name in layer.parameter_specs():
+    (owner, the owner's name for it)}``, the owner ``layer`` itself or a layer inside it, whose
+    names reach ``layer``'s through :meth:`Layer.child_parameter_prefix`.
+
+    Parameters
+    ----------
+    layer : Layer
+        A built layer.
+
+    Returns
+    -------
+    dict of str to (Layer, str)
+        One entry per parameter of ``layer``.
+
+    Raises
+    ------
+    ValueError
+        If a container does not list its children's parameters under the names
+        ``child_parameter_prefix`` gives them (a user container that renames them must override it).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> block = fnn.Residual([fnn.Dense(3, 3, bias=False)])
+    >>> _ = block.build((3,), "float32")
+    >>> {name: (type(owner).__name__, own) for name, (owner, own) in parameter_owners(block).items()}
+    {'block.0.weight': ('Dense', 'weight')}
+    """
+    names = [spec.name for spec in layer.parameter_specs()]
+    owners: dict[str, tuple[Layer, str]] = {}
+    for child_name, child in layer.sublayers():
+        prefix = layer.child_parameter_prefix(child_name)
+        owners.update((prefix + name, owner) for name, owner in parameter_owners(child).items())
+    unlisted = [name for name in owners if name not in names]
+    if unlisted:
+        raise ValueError(
+            f"{type(layer).__name__}'s parameters are {names}, but its sublayers' parameters, named by its "
+            f"child_parameter_prefix, are {sorted(owners)}: {unlisted} are missing; a container lists each "
+            f"child's parameters as child_parameter_prefix(name) + the child's name (children_parameter_specs), "
+            f"so override child_parameter_prefix to say how it names them"
+        )
+    return {name: owners.get(name, (layer, name)) for name in names}
+
+
+def children_parameter_specs(layer: Layer) -> list[ParamSpec]:
+    """The parameters of ``layer``'s sublayers, each named ``child_parameter_prefix(child) +`` the
+    child's name (a container's :meth:`Layer.parameter_specs`).
+
+    Parameters
+    ----------
+    layer : Layer
+        A container whose sublayers are built.
+
+    Returns
+    -------
+    list of ParamSpec
+        In sublayer order.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> block = fnn.Residual([fnn.Dense(3, 3)])
+    >>> _ = block.build((3,), "float32")
+    >>> [spec.name for spec in children_parameter_specs(block)]
+    ['block.0.weight', 'block.0.bias']
+    """
+    return [
+        ParamSpec(layer.child_parameter_prefix(name) + spec.name, spec.shape, spec.decay, spec.init)
+        for name, child in layer.sublayers()
+        for spec in child.parameter_specs()
+    ]
+
+
+def bind_children(layer: Layer, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+    """Bind each sublayer of ``layer`` to its views among ``params`` and ``grads``, named as
+    :func:`children_parameter_specs` names them (a container's :meth:`Layer.bind`).
+
+    Parameters
+    ----------
+    layer : Layer
+        A container.
+    params, grads : dict of str to ndarray
+        The container's views, by its parameter names.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> block = fnn.Residual([fnn.Dense(2, 2, bias=False)])
+    >>> _ = block.build((2,), "float64")
+    >>> bind_children(block, {"block.0.weight": np.eye(2)}, {"block.0.weight": np.zeros((2, 2))})
+    >>> block.block[0].weight
+    array([[1., 0.],
+           [0., 1.]])
+    """
+    for name, child in layer.sublayers():
+        prefix = layer.child_parameter_prefix(name)
+        own = [spec.name for spec in child.parameter_specs()]
+        child.bind({n: params[prefix + n] for n in own}, {n: grads[prefix + n] for n in own})
+
+
+def children_buffers(layer: Layer) -> dict[str, np.ndarray]:
+    """The buffers of ``layer``'s sublayers, named as their parameters are (a container's
+    :meth:`Layer.buffers`).
+
+    Parameters
+    ----------
+    layer : Layer
+        A container.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``child_parameter_prefix(child) + name`` -> buffer.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> children_buffers(fnn.Residual([fnn.Dropout(0.5)]))
+    {'block.0.step': array([0])}
+    """
+    return {
+        layer.child_parameter_prefix(name) + key: buf
+        for name, child in layer.sublayers()
+        for key, buf in child.buffers().items()
+    }
 
 
 def walk_layers(layers):

@@ -85,6 +85,16 @@ class BatchNorm1d(_Normalization):
     (``momentum=None``: cumulative average). Evaluation: use the running statistics (or batch
     statistics when ``track_running_stats=False``). Output: the input's shape and dtype.
 
+    Inside :class:`TimeDistributed` after ``Masking`` or ``Embedding(mask_padding=True)`` (input
+    with sequence lengths), the batch statistics are those of the valid steps only, as Keras 3's
+    BatchNormalization given a mask: the running statistics are updated from them (the variance
+    unbiased over the valid positions' count), every position, padded ones included, is
+    normalised with them, and the gradient is that forward's exact one (a padded position gets
+    the affine part alone, ``gamma / sqrt(var + eps)`` times its upstream gradient). A batch with
+    a single valid position per channel has variance 0 there (Keras's result; PyTorch would
+    refuse). Evaluation with running statistics and a frozen layer are per position, unchanged.
+    Under MPI (SyncBatchNorm) such a layer is refused.
+
     A frozen layer (``frozen``: ``trainable = False`` on it or on a layer containing it) runs
     in inference mode in training steps too, as Keras's BatchNormalization with
     ``trainable=False`` and PyTorch's fine-tuning recipe (``bn.eval(); bn.requires_grad_(False)``):
@@ -258,9 +268,20 @@ class BatchNorm1d(_Normalization):
             f"last batch of one), or build it with track_running_stats=True"
         )
 
+    def _masked_rows(self, ctx) -> tuple:
+        """``(lengths, per_sample, per_step)`` of the kernels' masked statistics when this layer runs
+        inside ``TimeDistributed`` on padded sequence steps (``ctx.step_rows``: the lengths buffer
+        and the steps per sample), else ``()``."""
+        step_rows = getattr(ctx, "step_rows", None)
+        if step_rows is None:
+            return ()
+        lengths, steps = step_rows
+        return (lengths, steps * self._positions, self._positions)
+
     def _row_forward(self, x, y, x_hat, ctx) -> list:
         """Calls normalising rows x (n, C) into y; what backward needs goes to ctx. A frozen layer
-        trains in inference mode (the class docstring)."""
+        trains in inference mode (the class docstring); batch statistics of padded sequence steps
+        leave those steps out (:meth:`_masked_rows`)."""
         training = ctx.training and not (self.track_running_stats and self.frozen)
         ctx.batch_stats = training or not self.track_running_stats
         ctx.x = x
@@ -272,6 +293,14 @@ class BatchNorm1d(_Normalization):
                 )
             ]
         ctx.synced = training and self._sync is not None
+        ctx.masked = self._masked_rows(ctx)
+        if ctx.synced and ctx.masked:
+            raise ValueError(
+                f"{self!r} normalises padded sequence steps with the statistics of the valid steps, which "
+                f"the synchronised batch norm of a data-parallel fit cannot compute (it would count the "
+                f"padding); train this model on one process, or freeze the layer (trainable=False: "
+                f"its running statistics normalise)"
+            )
         if ctx.synced:  # statistics of the global batch of all MPI ranks
             return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
         if x.shape[0] < 2:
@@ -294,6 +323,7 @@ class BatchNorm1d(_Normalization):
             self.affine,
             training and self.track_running_stats,
             self.num_batches_tracked,
+            *ctx.masked,
         )
         return [(self.K.batchnorm_forward_train_counted, args)]
 
@@ -323,6 +353,7 @@ class BatchNorm1d(_Normalization):
                 self.grad_bias,
                 self._scratch(grad_y.shape[0]),
                 self.affine,
+                *ctx.masked,
             )
             return [(self.K.batchnorm_backward, args)]
         args = (

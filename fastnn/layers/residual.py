@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .. import _validation as V
-from .base import Layer, ParamSpec, flat_rows, normalize_shape, refuse_user_child, shape_str, width_mismatch
+from .base import (
+    Layer,
+    bind_children,
+    children_buffers,
+    children_parameter_specs,
+    flat_rows,
+    normalize_shape,
+    refuse_user_child,
+    shape_str,
+    width_mismatch,
+)
 from .dense import Dense
 from .registry import register_layer
 
@@ -155,19 +165,13 @@ class Residual(Layer):
                 layer.seed_rng(seed, stream * 1000 + k + 1)
 
     def parameter_specs(self):
-        return [
-            ParamSpec(f"{prefix}.{spec.name}", spec.shape, spec.decay, spec.init)
-            for prefix, layer in self._children()
-            for spec in layer.parameter_specs()
-        ]
+        return children_parameter_specs(self)
 
     def bind(self, params, grads):
-        for prefix, layer in self._children():
-            names = [spec.name for spec in layer.parameter_specs()]
-            layer.bind({n: params[f"{prefix}.{n}"] for n in names}, {n: grads[f"{prefix}.{n}"] for n in names})
+        bind_children(self, params, grads)
 
     def buffers(self):
-        return {f"{prefix}.{name}": buf for prefix, layer in self._children() for name, buf in layer.buffers().items()}
+        return children_buffers(self)
 
     def plannable(self):
         return super().plannable() and all(layer.plannable() for _, layer in self._children())

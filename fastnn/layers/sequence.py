@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Context, Layer, normalize_shape, refuse_user_child, shape_str, walk_layers
+from .base import (
+    Context,
+    Layer,
+    bind_children,
+    children_buffers,
+    children_parameter_specs,
+    normalize_shape,
+    refuse_user_child,
+    shape_str,
+    walk_layers,
+)
 from .registry import register_layer
 
 _NO_LENGTHS = np.zeros(0, np.int64)  # the kernels' "every step is valid"
@@ -68,8 +78,11 @@ class TimeDistributed(Layer):
     ``(batch, time, *out)``, the inner layer built on ``rest`` and run on the batch * time rows.
 
     Steps are independent, so padded steps stay apart (lengths_policy "keep"; the inner layer
-    sees no lengths), unless the inner layer mixes rows through batch statistics (BatchNorm):
-    then padded steps would enter them, and a model refuses lengths arriving here.
+    sees no lengths). A BatchNorm that is the inner layer itself mixes rows through its batch
+    statistics: with lengths it takes them over the valid steps only (Keras 3's masked
+    BatchNormalization; ``ctx.step_rows`` hands it the lengths and the steps per sample). A
+    BatchNorm deeper inside (in a Residual block, say) would count the padded steps, so a model
+    refuses lengths arriving at such a TimeDistributed.
 
     Parameters
     ----------
@@ -96,9 +109,10 @@ class TimeDistributed(Layer):
 
     @property
     def lengths_policy(self) -> str | None:  # type: ignore[override]
-        from .normalization import BatchNorm1d, BatchNorm2d
+        from .normalization import BatchNorm1d
 
-        mixes = any(isinstance(layer, (BatchNorm1d, BatchNorm2d)) for layer in walk_layers([self.layer]))
+        inner = walk_layers([self.layer])
+        mixes = any(isinstance(layer, BatchNorm1d) and layer is not self.layer for layer in inner)
         return None if mixes else "keep"
 
     def __init__(self, layer: Layer):
@@ -162,32 +176,40 @@ class TimeDistributed(Layer):
         self.output_shape = (shape[0], *inner)
         return self.output_shape
 
+    def child_parameter_prefix(self, child):
+        return ""  # the inner layer's parameters keep their names ("0.weight"), the sublayer is "0.layer"
+
     def parameter_specs(self):
-        return self.layer.parameter_specs()
+        return children_parameter_specs(self)
 
     def bind(self, params, grads):
-        self.layer.bind(params, grads)
+        bind_children(self, params, grads)
 
     def buffers(self):
-        return self.layer.buffers()
+        return children_buffers(self)
 
     def plannable(self):
         return super().plannable() and self.layer.plannable()
 
-    def _inner_context(self, ctx: Context) -> Context:
+    def _inner_context(self, ctx: Context, steps: int) -> Context:
         inner = ctx.child("layer")
         inner.lengths = None  # the inner layer's batch is batch * time steps
+        # rows b * steps + t: a BatchNorm (the only inner layer lengths may reach, lengths_policy)
+        # takes its statistics over the valid steps' rows
+        inner.step_rows = None if ctx.lengths is None else (ctx.lengths, steps)
         return inner
 
     def forward_calls(self, x, ctx):
         m, steps = x.shape[0], self.input_shape[0]
-        calls, y = self.layer.forward_calls(x.reshape((m * steps, *self.input_shape[1:])), self._inner_context(ctx))
+        calls, y = self.layer.forward_calls(
+            x.reshape((m * steps, *self.input_shape[1:])), self._inner_context(ctx, steps)
+        )
         return calls, y.reshape((m, *self.output_shape))
 
     def backward_calls(self, grad_y, ctx, need_grad_x):
         m, steps = grad_y.shape[0], self.input_shape[0]
         g = grad_y.reshape((m * steps, *self.output_shape[1:]))
-        calls, grad_x = self.layer.backward_calls(g, self._inner_context(ctx), need_grad_x)
+        calls, grad_x = self.layer.backward_calls(g, self._inner_context(ctx, steps), need_grad_x)
         return calls, (None if grad_x is None else grad_x.reshape((m, *self.input_shape)))
 
     def get_config(self):

@@ -179,25 +179,122 @@ def combine_rows(partials, chunks, out):
         out[j] = total
 
 
-@cuda.jit
-def finish_sum(partials, count, scale, root):
-    """partials[0] = scale * sum(partials[0:count]) (its square root if ``root``): one block, float64."""
-    buf = cuda.shared.array(BLOCK, numba.float64)
-    tid = cuda.threadIdx.x
+def column_partials(partials, chunks: int, out):
+    """Where a column reduction of ``chunks`` row chunks writes its per-chunk sums: ``partials``,
+    to be combined into ``out`` by :func:`combine_columns`; or, for one chunk, ``out`` itself as
+    its single row (that chunk's sum is the total: no combining launch)."""
+    return out.reshape((1, out.shape[0])) if chunks == 1 else partials
+
+
+def combine_columns(partials, chunks: int, out) -> None:
+    """``out`` = the chunk-ordered sum of ``partials``' first ``chunks`` rows (:func:`combine_rows`);
+    nothing for one chunk, written into ``out`` directly (:func:`column_partials`)."""
+    if chunks > 1:
+        combine_rows[blocks_for(out.shape[0]), BLOCK](partials, chunks, out)
+
+
+@cuda.jit(device=True)
+def _finished(partials, count, scale, root, buf, tid):
+    """scale * sum(partials[0:count]) (its square root if ``root``), by every thread of one block
+    (``buf``: its float64 shared array): the second stage of every float64 reduction."""
     acc = 0.0
     for c in range(tid, count, BLOCK):
         acc += partials[c]
     buf[tid] = acc
     total = block_sum(buf, tid) * scale
+    return math.sqrt(total) if root else total
+
+
+@cuda.jit
+def finish_sum(partials, count, scale, root):
+    """partials[0] = scale * sum(partials[0:count]) (its square root if ``root``): one block, float64."""
+    buf = cuda.shared.array(BLOCK, numba.float64)
+    tid = cuda.threadIdx.x
+    total = _finished(partials, count, scale, root, buf, tid)
     if tid == 0:
-        partials[0] = math.sqrt(total) if root else total
+        partials[0] = total
 
 
-def reduce_partials(partials, count: int, scale: float = 1.0, root: bool = False, sync: bool = True):
+@cuda.jit
+def finish_sums(p0, c0, s0, r0, p1, c1, s1, r1, p2, c2, s2, r2, out):
+    """out[k] = the finished reduction k (as :func:`finish_sum`'s) for k = 0, 1, 2; a reduction of
+    count 0 leaves out[k] alone. One block: the three second stages of a step in one launch."""
+    buf = cuda.shared.array(BLOCK, numba.float64)
+    tid = cuda.threadIdx.x
+    if c0 > 0:
+        total = _finished(p0, c0, s0, r0, buf, tid)
+        if tid == 0:
+            out[0] = total
+    if c1 > 0:
+        total = _finished(p1, c1, s1, r1, buf, tid)
+        if tid == 0:
+            out[1] = total
+    if c2 > 0:
+        total = _finished(p2, c2, s2, r2, buf, tid)
+        if tid == 0:
+            out[2] = total
+
+
+class StepScalars:
+    """The float64 results of a training step's reductions (the loss, the gradient norm, a
+    correct count), finished together by one launch and read by one copy: the step's one
+    device-to-host copy and its one host wait, where each reduction read alone cost a launch, a
+    copy and a wait (benchmarks/RESULTS.md, session 23).
+
+    A reduction launched with ``into=(scalars, slot)`` (:func:`reduce_partials`) queues its second
+    stage here instead of running it; :meth:`read` runs the queued ones (:func:`finish_sums`) and
+    copies the :data:`SLOTS` values into a pinned host array kept with the object. Device and
+    host arrays are allocated once, at construction.
+
+    Parameters
+    ----------
+    pinned : bool, default True
+        Page-locked host memory for the values (False: a plain NumPy array).
+    """
+
+    #: the slots: 0 the loss, 1 the gradient norm, 2 a correct count
+    SLOTS = 3
+
+    def __init__(self, pinned: bool = True):
+        host = np.zeros(self.SLOTS, np.float64)
+        self.device = cuda.to_device(host)
+        self.host = cuda.pinned_array(self.SLOTS, np.float64) if pinned else host
+        self._queued: list = [None] * self.SLOTS
+
+    def queue(self, slot: int, partials, count: int, scale: float, root: bool) -> None:
+        """Queue the second stage of a reduction (see :func:`reduce_partials`) into ``slot``."""
+        if self._queued[slot] is not None:
+            raise RuntimeError(f"step scalar slot {slot} already holds a reduction not read yet: read() first")
+        self._queued[slot] = (partials, int(count), np.float64(scale), bool(root))
+
+    def read(self) -> np.ndarray:
+        """Finish the queued reductions (one launch), copy the slots to the host (one copy, which
+        waits for the device) and return the host array (valid until the next read; slots not
+        queued hold what they held before)."""
+        queued, self._queued = self._queued, [None] * self.SLOTS
+        args: list = []
+        for item in queued:
+            args += (self.device, 0, np.float64(0.0), False) if item is None else item
+        if any(item is not None for item in queued):
+            finish_sums[1, BLOCK](*args, self.device)
+        self.device.copy_to_host(self.host)
+        return self.host
+
+    def clear(self) -> None:
+        """Forget the queued reductions (a step that failed before its read)."""
+        self._queued = [None] * self.SLOTS
+
+
+def reduce_partials(partials, count: int, scale: float = 1.0, root: bool = False, sync: bool = True, into=None):
     """Second stage of a float64 reduction: partials[0] = scale * sum of the first ``count``.
 
     Returns that value as a Python float when ``sync`` (one 8-byte copy to the host), else None.
+    ``into=(scalars, slot)`` (a :class:`StepScalars`): nothing runs now, the stage is queued into
+    that slot and finished with the other queued ones by ``scalars.read()``; returns None.
     """
+    if into is not None:
+        into[0].queue(into[1], partials, count, scale, root)
+        return None
     finish_sum[1, BLOCK](partials, count, np.float64(scale), root)
     if sync:
         return float(partials[0:1].copy_to_host()[0])

@@ -21,7 +21,7 @@ from ..activations import IDENTITY
 from ..attention import attended_keys, dropout_row, softmax_grad_row, softmax_row
 from ..dropout import keep_threshold, row_key
 from ..rng import key64
-from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, typed
+from ._common import BLOCK, COLS, LANES, blocks_for, column_partials, combine_columns, typed
 from .dense import _kernels as _dense_kernels
 from .dense import gemm
 from .sequence import device_lengths, valid_steps
@@ -53,8 +53,8 @@ def column_sums(g, partials, out):
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid = (blocks_for(-(-n // COLS), 1), blocks_for(chunks, 1))
     zero = typed(0.0, g)
-    _dense_kernels(g.dtype)[2][grid, (COLS, LANES)](g, g, g, g, partials, IDENTITY, zero)
-    combine_rows[blocks_for(n), BLOCK](partials, chunks, out)
+    _dense_kernels(g.dtype)[2][grid, (COLS, LANES)](g, g, g, g, column_partials(partials, chunks, out), IDENTITY, zero)
+    combine_columns(partials, chunks, out)  # (one chunk: out written by the launch above)
 
 
 def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x):

@@ -9,6 +9,10 @@ whose sums overflowed, the running update and the normalisation are the CPU modu
 sum(dy * x_hat) the same way, combines them in chunk order, then computes grad_x elementwise.
 
 Buffers, shapes and arguments as on the CPU (device arrays): partials (2, partial_rows(batch), features).
+Masked statistics (``lengths`` (samples,) int64 on the device, ``per_sample``, ``per_step``: rows of
+padded sequence steps, the CPU's rule): the kernels take the lengths array, or a one-element
+placeholder with ``per_step`` 0 (every row counts: one uniform test per row); the backward's
+launcher reads the lengths back once to count the valid rows, as the masked losses do.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ..batchnorm import (
     running_update,
     scaled_moments,
 )
+from ..masking import row_is_valid
 from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, lanes_sum, numba_type, per_dtype, typed
 
 
@@ -40,8 +45,9 @@ def column_kernels(dtype):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit
-    def chunk_moments(x, partials):
-        """partials[0, chunk, j] = chunk mean of column j, partials[1, chunk, j] = its sum of squared deviations."""
+    def chunk_moments(x, partials, lengths, per_sample, per_step):
+        """partials[0, chunk, j] = chunk mean of column j, partials[1, chunk, j] = its sum of squared
+        deviations, over the rows that count (``_counts``; zeros for a chunk without one)."""
         buf = cuda.shared.array((LANES, COLS), nb_type)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -50,20 +56,23 @@ def column_kernels(dtype):
         for chunk in range(cuda.blockIdx.y, (m + REDUCTION_CHUNK_ROWS - 1) // REDUCTION_CHUNK_ROWS, cuda.gridDim.y):
             r0 = chunk * REDUCTION_CHUNK_ROWS
             r1 = min(m, r0 + REDUCTION_CHUNK_ROWS)
-            inv_count = like(1.0, x) / like(r1 - r0, x)
+            count = _chunk_count(lengths, r0, r1, per_sample, per_step)
+            inv_count = like(1.0, x) / like(max(count, 1), x)
             for tile in range(cuda.blockIdx.x, (n + COLS - 1) // COLS, cuda.gridDim.x):
                 j = tile * COLS + tx
                 acc = zero
                 if j < n:
                     for i in range(r0 + ty, r1, LANES):
-                        acc += x[i, j]
+                        if _counts(lengths, i, per_sample, per_step):
+                            acc += x[i, j]
                 buf[ty, tx] = acc
                 mean = lanes_sum(buf, tx, ty) * inv_count
                 acc = zero
                 if j < n:
                     for i in range(r0 + ty, r1, LANES):
-                        d = x[i, j] - mean
-                        acc += d * d
+                        if _counts(lengths, i, per_sample, per_step):
+                            d = x[i, j] - mean
+                            acc += d * d
                 buf[ty, tx] = acc
                 m2 = lanes_sum(buf, tx, ty)
                 if ty == 0 and j < n:
@@ -107,33 +116,78 @@ def column_grid(m: int, n: int):
     return grid, (COLS, LANES)
 
 
-# The CPU's rescue of a column whose sums overflowed, compiled as a device function.
+# The CPU's rules compiled as device functions: the rescue of a column whose sums overflowed, the
+# valid-step test of a row.
 _scaled_moments = cuda.jit(device=True)(scaled_moments.py_func)
+_row_is_valid = cuda.jit(device=True)(row_is_valid.py_func)
+
+
+@cuda.jit(device=True)
+def _counts(lengths, i, per_sample, per_step):
+    """Whether row ``i`` enters the statistics: every row for ``per_step`` 0, else the CPU's rule."""
+    return per_step == 0 or _row_is_valid(lengths, i, per_sample, per_step)
+
+
+@cuda.jit(device=True)
+def _chunk_count(lengths, r0, r1, per_sample, per_step):
+    """The rows r0:r1 that count (``_counts``)."""
+    if per_step == 0:
+        return r1 - r0
+    count = 0
+    for i in range(r0, r1):
+        if _row_is_valid(lengths, i, per_sample, per_step):
+            count += 1
+    return count
 
 
 @cuda.jit
-def _merge_moments(x, partials, mean, inv_std, running_mean, running_var, m, chunks, eps, momentum, track):
-    """Per column: Chan's merge of the chunk moments in chunk order, running stats, inv_std (as the CPU)."""
+def _merge_moments(
+    x,
+    partials,
+    mean,
+    inv_std,
+    running_mean,
+    running_var,
+    m,
+    chunks,
+    eps,
+    momentum,
+    track,
+    lengths,
+    per_sample,
+    per_step,
+):
+    """Per column: Chan's merge of the chunk moments in chunk order (chunks without a counted row
+    skipped), running stats, inv_std (as the CPU)."""
     for j in range(cuda.grid(1), mean.shape[0], cuda.gridsize(1)):
-        mu = partials[0, 0, j]
-        var = partials[1, 0, j]
-        count = min(REDUCTION_CHUNK_ROWS, m)
-        for c in range(1, chunks):
-            nb = min(REDUCTION_CHUNK_ROWS, m - c * REDUCTION_CHUNK_ROWS)
-            wb, cross = chan_weights(count, nb, mu)
-            mu, var = chan_step(mu, var, partials[0, c, j], partials[1, c, j], wb, cross)
+        mu = like(0.0, eps)
+        var = like(0.0, eps)
+        count = 0
+        for c in range(chunks):
+            r0 = c * REDUCTION_CHUNK_ROWS
+            nb = _chunk_count(lengths, r0, min(m, r0 + REDUCTION_CHUNK_ROWS), per_sample, per_step)
+            if nb == 0:
+                continue
+            if count == 0:
+                mu = partials[0, c, j]
+                var = partials[1, c, j]
+            else:
+                wb, cross = chan_weights(count, nb, mu)
+                mu, var = chan_step(mu, var, partials[0, c, j], partials[1, c, j], wb, cross)
             count += nb
-        var *= like(1.0 / m, mu)
+        var *= like(1.0 / max(count, 1), mu)
         one = like(1.0, mu)
         if is_finite(mu) and is_finite(var):
             inv = one / math.sqrt(var + eps)
-        else:  # the column's sums overflowed: redo it on scaled values
+        elif per_step == 0:  # the column's sums overflowed: redo it on scaled values
             mu, var, inv = _scaled_moments(x[:, j], eps)
+        else:
+            mu, var, inv = _scaled_moments(x[:, j], eps, lengths, per_sample, per_step)
         mean[j] = mu
-        if track:
+        if track and count > 0:
             keep = one - momentum
             running_mean[j] = running_update(running_mean[j], mu, one, keep, momentum)
-            running_var[j] = running_update(running_var[j], var, like(m / max(m - 1, 1), mu), keep, momentum)
+            running_var[j] = running_update(running_var[j], var, like(count / max(count - 1, 1), mu), keep, momentum)
         inv_std[j] = inv
 
 
@@ -148,16 +202,55 @@ def _normalize(x, mean, inv_std, gamma, beta, out, x_hat, affine):
         out[i, j] = gamma[j] * h + beta[j] if affine else h
 
 
+def _mask_args(lengths, per_sample: int, per_step: int) -> tuple:
+    """(lengths or a placeholder, per_sample, per_step or 0 for "every row") for the kernels."""
+    if lengths is None:
+        return _NO_LENGTHS, 1, 0
+    return lengths, per_sample, per_step
+
+
+_NO_LENGTHS = np.zeros(1, np.int64)  # copied to the device per launch: 8 bytes; unmasked launches only
+
+
 def batchnorm_forward_train(
-    x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, momentum, affine, track
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    x_hat,
+    mean,
+    inv_std,
+    partials,
+    eps,
+    momentum,
+    affine,
+    track,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
-    """Training-mode batch norm of ``x`` (batch >= 2, features) on the device; as the CPU kernel."""
+    """Training-mode batch norm of ``x`` (batch >= 2, features) on the device; as the CPU kernel
+    (``lengths``: statistics over the valid sequence steps' rows)."""
     m, n = x.shape
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid, block = column_grid(m, n)
-    column_kernels(x.dtype)[0][grid, block](x, partials)
+    masked = _mask_args(lengths, per_sample, per_step)
+    column_kernels(x.dtype)[0][grid, block](x, partials, *masked)
     _merge_moments[blocks_for(n), BLOCK](
-        x, partials, mean, inv_std, running_mean, running_var, m, chunks, typed(eps, x), typed(momentum, x), track
+        x,
+        partials,
+        mean,
+        inv_std,
+        running_mean,
+        running_var,
+        m,
+        chunks,
+        typed(eps, x),
+        typed(momentum, x),
+        track,
+        *masked,
     )
     _normalize[blocks_for(x.size), BLOCK](x, mean, inv_std, gamma, beta, out, x_hat, affine)
 
@@ -178,6 +271,9 @@ def batchnorm_forward_train_counted(
     affine,
     track,
     batches,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """:func:`batchnorm_forward_train` that counts batches in ``batches`` (int64 (1,)) when tracking.
 
@@ -188,7 +284,23 @@ def batchnorm_forward_train_counted(
         batches[0] += 1
     mom = momentum if momentum >= 0 else 1.0 / max(1, int(batches[0]))
     batchnorm_forward_train(
-        x, gamma, beta, running_mean, running_var, out, x_hat, mean, inv_std, partials, eps, mom, affine, track
+        x,
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        out,
+        x_hat,
+        mean,
+        inv_std,
+        partials,
+        eps,
+        mom,
+        affine,
+        track,
+        lengths,
+        per_sample,
+        per_step,
     )
 
 
@@ -213,26 +325,66 @@ def sum_partials(partials, which, total, chunks):
 
 
 @cuda.jit
-def _grad_x(grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, inv_m):
+def _grad_x(
+    grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, inv_m, lengths, per_sample, per_step
+):
+    """grad_x as the CPU's rows (a row that does not count gets the affine part alone)."""
     n = grad_out.shape[1]
     for e in range(cuda.grid(1), grad_out.shape[0] * n, cuda.gridsize(1)):
         i = e // n
         j = e - i * n
         scale = inv_std[j] * gamma[j] if affine else inv_std[j]
-        g = grad_out[i, j] - (grad_beta[j] + x_hat[i, j] * grad_gamma[j]) * inv_m
-        grad_x[i, j] = scale * g
+        if _counts(lengths, i, per_sample, per_step):
+            g = grad_out[i, j] - (grad_beta[j] + x_hat[i, j] * grad_gamma[j]) * inv_m
+            grad_x[i, j] = scale * g
+        else:
+            grad_x[i, j] = scale * grad_out[i, j]
 
 
-def batchnorm_backward(grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine):
-    """Gradients of training-mode batch norm on the device; as the CPU kernel (grad_x may be grad_out)."""
+def _counted_rows(m: int, lengths, per_sample: int, per_step: int) -> int:
+    """The rows of ``m`` the statistics count: ``m``, or the valid steps' rows of ``lengths`` (read
+    back from the device once)."""
+    if lengths is None:
+        return m
+    host = lengths.copy_to_host() if hasattr(lengths, "copy_to_host") else np.asarray(lengths)
+    steps = per_sample // per_step
+    return int(np.minimum(host, steps).sum()) * per_step
+
+
+def batchnorm_backward(
+    grad_out,
+    x_hat,
+    inv_std,
+    gamma,
+    grad_x,
+    grad_gamma,
+    grad_beta,
+    partials,
+    affine,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
+):
+    """Gradients of training-mode batch norm on the device; as the CPU kernel (grad_x may be
+    grad_out; ``lengths``: of the masked forward)."""
     m, n = grad_out.shape
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid, block = column_grid(m, n)
     column_kernels(grad_out.dtype)[1][grid, block](grad_out, x_hat, partials)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
+    inv_m = typed(1.0 / max(_counted_rows(m, lengths, per_sample, per_step), 1), grad_out)
     _grad_x[blocks_for(grad_out.size), BLOCK](
-        grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, typed(1.0 / m, grad_out)
+        grad_out,
+        x_hat,
+        inv_std,
+        gamma,
+        grad_beta,
+        grad_gamma,
+        grad_x,
+        affine,
+        inv_m,
+        *_mask_args(lengths, per_sample, per_step),
     )
 
 

@@ -1,4 +1,6 @@
-"""CUDA twin of kernels/batchnorm_act.py: BatchNorm1d -> activation -> dropout in training mode.
+"""CUDA twin of kernels/batchnorm_act.py: BatchNorm1d -> activation -> dropout in training mode,
+and in the evaluation mode of a frozen batch norm (the evaluation-mode twins around the same two
+kernels).
 
 Forward: the batch norm twin (statistics, running update, x_hat, output into ``out``), then one
 kernel, one thread per mask byte (8 columns of a row, as the dropout twin), applies the
@@ -19,7 +21,12 @@ from ..activations import activate, activate_grad
 from ..dropout import keep_threshold, keep_unit, mask_bytes, row_key
 from ..rng import hash_at, key64
 from ._common import BLOCK, blocks_for, typed
-from .batchnorm import batchnorm_backward, batchnorm_forward_train_counted
+from .batchnorm import (
+    batchnorm_backward,
+    batchnorm_backward_eval,
+    batchnorm_forward_eval,
+    batchnorm_forward_train_counted,
+)
 
 
 @cuda.jit
@@ -71,6 +78,9 @@ def batchnorm_act_forward_train(
     seed,
     stream,
     dropout,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """out = dropout(f(batchnorm(x))) on the device, as the CPU kernel (batch >= 2)."""
     batchnorm_forward_train_counted(
@@ -89,17 +99,52 @@ def batchnorm_act_forward_train(
         affine,
         track,
         batches,
+        lengths,
+        per_sample,
+        per_step,
     )
-    n = x.shape[1]
+    _launch_act_dropout(out, mask, counter, first_row, code, alpha, p, seed, stream, dropout)
+
+
+def batchnorm_act_forward_eval(
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    out,
+    inv_std,
+    mask,
+    counter,
+    first_row,
+    eps,
+    affine,
+    code,
+    alpha,
+    p,
+    seed,
+    stream,
+    dropout,
+):
+    """out = dropout(f(batchnorm(x))) with batch norm in evaluation mode on the device, as the CPU
+    kernel (the evaluation-mode twin into ``out``, then the activation and dropout in place;
+    ``inv_std`` is not used)."""
+    batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out, eps, affine)
+    _launch_act_dropout(out, mask, counter, first_row, code, alpha, p, seed, stream, dropout)
+
+
+def _launch_act_dropout(out, mask, counter, first_row, code, alpha, p, seed, stream, dropout):
+    """The activation and dropout (mask of step ``counter[0]``, then counted) in place of ``out``."""
+    n = out.shape[1]
     key = row_key(np.uint64(key64(seed, stream, int(counter[0]))), int(first_row[0]), n) if dropout else 0
-    _act_dropout[blocks_for(x.shape[0] * mask_bytes(n)), BLOCK](
+    _act_dropout[blocks_for(out.shape[0] * mask_bytes(n)), BLOCK](
         out,
         mask,
         np.uint64(key),
         np.uint64(keep_threshold(p)),
-        typed(1.0 / (1.0 - p), x),
+        typed(1.0 / (1.0 - p), out),
         code,
-        typed(alpha, x),
+        typed(alpha, out),
         dropout,
     )
     if dropout:
@@ -141,8 +186,51 @@ def batchnorm_act_backward(
     alpha,
     p,
     dropout,
+    lengths=None,
+    per_sample=1,
+    per_step=1,
 ):
     """Gradients of :func:`batchnorm_act_forward_train` on the device, as the CPU kernel."""
+    _launch_grad_z(grad_out, mask, x_hat, gamma, beta, grad_z, affine, code, alpha, p, dropout)
+    batchnorm_backward(
+        grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine, lengths, per_sample, per_step
+    )
+
+
+def batchnorm_act_backward_eval(
+    grad_out,
+    mask,
+    x,
+    gamma,
+    beta,
+    running_mean,
+    running_var,
+    x_hat,
+    scale,
+    grad_z,
+    grad_x,
+    grad_gamma,
+    grad_beta,
+    partials,
+    eps,
+    affine,
+    code,
+    alpha,
+    p,
+    dropout,
+):
+    """Gradients of :func:`batchnorm_act_forward_eval` on the device, as the CPU kernel: x_hat from
+    the running statistics, grad_z through dropout and the activation, then the evaluation-mode
+    backward twin (grad_gamma, grad_beta only if ``affine``; ``scale`` is not used)."""
+    batchnorm_forward_eval(x, gamma, gamma, running_mean, running_var, x_hat, eps, False)  # x_hat
+    _launch_grad_z(grad_out, mask, x_hat, gamma, beta, grad_z, affine, code, alpha, p, dropout)
+    batchnorm_backward_eval(
+        grad_z, x, gamma, running_mean, running_var, x_hat, grad_x, grad_gamma, grad_beta, partials, eps, affine
+    )
+
+
+def _launch_grad_z(grad_out, mask, x_hat, gamma, beta, grad_z, affine, code, alpha, p, dropout):
+    """grad_z = the gradient at batch norm's output, through dropout and the activation."""
     _grad_z[blocks_for(grad_out.size), BLOCK](
         grad_out,
         mask,
@@ -156,7 +244,11 @@ def batchnorm_act_backward(
         affine,
         dropout,
     )
-    batchnorm_backward(grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, partials, affine)
 
 
-__all__ = ["batchnorm_act_backward", "batchnorm_act_forward_train"]
+__all__ = [
+    "batchnorm_act_backward",
+    "batchnorm_act_backward_eval",
+    "batchnorm_act_forward_eval",
+    "batchnorm_act_forward_train",
+]

@@ -6,7 +6,8 @@ into the forward; when CuPy is importable and a GPU is present they go to cuBLAS
 (zero-copy through ``__cuda_array_interface__``) and the epilogue runs as one elementwise
 kernel. The backward computes grad_z = grad_y * f'(z) and the bias-gradient partial sums of
 fixed ``REDUCTION_CHUNK_ROWS`` row chunks in one kernel (block reductions, the CPU's
-``partial_b`` layout), combines the partials in chunk order, then runs the two GEMMs.
+``partial_b`` layout), combines the partials in chunk order (a batch of one chunk writes grad_b
+in that kernel: one launch fewer), then runs the two GEMMs.
 
 Shapes as on the CPU: x (batch, in), w (in, out), b (out,), z/y/grad_y/grad_z (batch, out),
 grad_x (batch, in), grad_w (in, out), grad_b (out,), partial_b (ceil(batch / 64), out);
@@ -26,7 +27,8 @@ from ._common import (
     LANES,
     TILE,
     blocks_for,
-    combine_rows,
+    column_partials,
+    combine_columns,
     lanes_sum,
     numba_type,
     per_dtype,
@@ -227,8 +229,8 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     grad_z_partials = _kernels(z.dtype)[2]
     chunks = -(-m // REDUCTION_CHUNK_ROWS)
     grid = (blocks_for(-(-n // COLS), 1), blocks_for(chunks, 1))
-    grad_z_partials[grid, (COLS, LANES)](z, y, grad_y, grad_z, partial_b, code, a)
-    combine_rows[blocks_for(n), BLOCK](partial_b, chunks, grad_b)
+    grad_z_partials[grid, (COLS, LANES)](z, y, grad_y, grad_z, column_partials(partial_b, chunks, grad_b), code, a)
+    combine_columns(partial_b, chunks, grad_b)  # (one chunk: grad_b written by the launch above)
     gemm(True, False, x, grad_z, grad_w)
     if need_grad_x:
         gemm(False, True, grad_z, w, grad_x)

@@ -124,12 +124,14 @@ def _lengths_arg(lengths):
 
 
 def cross_entropy_forward_backward(
-    logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1, *, sync=True
+    logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1, *, sync=True, into=None
 ):
     """Softmax cross-entropy from logits (m, c) and int64 labels (m,); returns the loss (float64).
 
     Writes grad = (softmax - onehot) / m (or / 1 for sum) when ``compute_grad``. With ``lengths``
     (batch,) int64 and ``per_step`` only the valid steps' rows count (the module's docstring).
+    ``into=(scalars, slot)``: the sum is finished later with a step's other scalars
+    (:class:`~fastnn.kernels.cuda._common.StepScalars`); returns None.
     """
     m = logits.shape[0]
     blocks = _blocks(m, m)
@@ -137,17 +139,17 @@ def cross_entropy_forward_backward(
     scale = typed(1.0 / divisor if mean else 1.0, logits)
     kernel = _stage_one(lengths is not None)[0]
     kernel[blocks, BLOCK](logits, labels, grad, partials, scale, compute_grad, _lengths_arg(lengths), per_step)
-    return reduce_partials(partials, blocks, 1.0 / divisor if mean else 1.0, sync=sync)
+    return reduce_partials(partials, blocks, 1.0 / divisor if mean else 1.0, sync=sync, into=into)
 
 
 def elementwise_loss(
-    pred, target, grad, partials, code, delta, mean, compute_grad, lengths=None, per_step=1, *, sync=True
+    pred, target, grad, partials, code, delta, mean, compute_grad, lengths=None, per_step=1, *, sync=True, into=None
 ):
     """Elementwise loss ``code`` (MSE, MAE, HUBER, BCE_LOGITS) of pred/target (m, k); returns it.
 
     Mean divides by m * k (torch's convention); grad receives d(loss)/d(pred) when ``compute_grad``.
     With ``lengths`` (batch,) int64 and ``per_step`` only the valid steps' rows count (mean: / their
-    elements).
+    elements). ``into``: as :func:`cross_entropy_forward_backward`'s.
     """
     m, k = pred.shape[0], pred.shape[1]
     blocks = _blocks(m, m * k)
@@ -157,7 +159,7 @@ def elementwise_loss(
     kernel[blocks, BLOCK](
         pred, target, grad, partials, code, typed(delta, pred), scale, compute_grad, _lengths_arg(lengths), per_step
     )
-    return reduce_partials(partials, blocks, 1.0 / count if mean else 1.0, sync=sync)
+    return reduce_partials(partials, blocks, 1.0 / count if mean else 1.0, sync=sync, into=into)
 
 
 @cuda.jit

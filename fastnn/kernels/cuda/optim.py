@@ -255,15 +255,17 @@ def _sum_squares(grads, partials):
         partials[cuda.blockIdx.x] = total
 
 
-def grad_global_norm(grads, partials, *, sync=True):
+def grad_global_norm(grads, partials, *, sync=True, into=None):
     """Euclidean norm of ``grads`` (n,) as a float (float64 accumulation, two-stage reduction).
 
     ``partials``: float64 device scratch of at least norm_partials_size(n). With ``sync=False``
-    returns None and leaves the norm in ``partials[0]`` on the device.
+    returns None and leaves the norm in ``partials[0]`` on the device; with ``into=(scalars,
+    slot)`` returns None and the second stage is finished later with a step's other scalars
+    (:class:`~fastnn.kernels.cuda._common.StepScalars`).
     """
     blocks = blocks_for(grads.size)
     _sum_squares[blocks, BLOCK](grads, partials)
-    return reduce_partials(partials, blocks, root=True, sync=sync)
+    return reduce_partials(partials, blocks, root=True, sync=sync, into=into)
 
 
 @cuda.jit

@@ -68,10 +68,10 @@ def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps
     )
 
 
-def sparse_grad_norm(grads, partials, lo, width, rows):
+def sparse_grad_norm(grads, partials, lo, width, rows, *, into=None):
     """The gradients' Euclidean norm: on the device, the whole buffer's (the table's untouched rows
-    are zero), by ``grad_global_norm``."""
-    return grad_global_norm(grads, partials)
+    are zero), by ``grad_global_norm`` (``into``: as its)."""
+    return grad_global_norm(grads, partials, into=into)
 
 
 __all__ = ["adam_rows_update", "sgd_rows_update", "sparse_grad_norm"]

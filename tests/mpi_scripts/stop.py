@@ -1,0 +1,73 @@
+"""Under mpiexec -n 2: ``stop_training = True`` set in on_batch_end by a callback that runs on rank 0
+only (``main_process_only``) ends the epoch after that batch on every rank, exactly as one process
+(float64 to 1e-11; Dropout counters, Adam with clipping), though the next batch's on_batch_begin has
+run (its step carried the decision and was undone); a stop set on rank 1 only changes nothing (rank
+0 decides). Epochs of 22 rows in batches of 8: 3 batches. Argument "buckets": gradient buckets
+started during the backward (the undone step's too)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import numpy as np
+from _common import data, model, world
+from mpi4py import MPI
+
+import fastnn as fnn
+
+comm = world(bucket_bytes=256 if "buckets" in sys.argv[1:] else None)
+rank = comm.Get_rank()
+X, y = data()
+
+
+class StopAt(fnn.callbacks.Callback):
+    """stop_training after batch ``at`` of epoch ``epoch``, on rank ``on`` (None: on every rank where it runs)."""
+
+    def __init__(self, epoch, at, on=None, main_process_only=True):
+        self.epoch, self.at, self.on, self.main_process_only = epoch, at, on, main_process_only
+        self.begun: list = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_batch_begin(self, batch, logs=None):
+        self.begun.append((self.current, batch))
+
+    def on_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.at) and self.on in (None, fnn.distributed.rank()):
+            self.model.stop_training = True
+
+
+def train(at, on=None, main_process_only=True):
+    net = model()
+    stop = StopAt(1, at, on, main_process_only)
+    history = net.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), callbacks=[stop], verbose=0)
+    return net, history.history, stop
+
+
+results = {at: train(at) for at in (0, 2)}  # mid-epoch, and the epoch's last batch
+local_only, local_history, _ = train(0, on=1, main_process_only=False)  # rank 1's own stop: ignored
+for at, (net, history, stop) in results.items():
+    assert net.epochs_done == 2 and net.state.cursor is None, (at, net.epochs_done)
+    assert net.optimizer.step_count == 3 + at + 1, (at, net.optimizer.step_count)
+    assert len(history["loss"]) == 2, history
+    everyone = comm.allgather({k: v.tobytes() for k, v in net.state_arrays().items()})
+    assert all(p == everyone[0] for p in everyone), f"the ranks' weights or buffers differ (stop at {at})"
+assert local_only.epochs_done == 3 and local_only.optimizer.step_count == 9
+if rank == 0:
+    world(MPI.COMM_SELF)  # one process, same global batch
+    for at, (net, history, stop) in results.items():
+        reference, reference_history, reference_stop = train(at)
+        # the next batch's on_batch_begin ran (its step, which carried rank 0's decision, was undone)
+        undone = [(1, at + 1)] if at < 2 else []
+        assert stop.begun == reference_stop.begun + undone, (stop.begun, reference_stop.begun)
+        ours = net.state_arrays()
+        for name, value in reference.state_arrays().items():  # weights, dropout counters
+            np.testing.assert_allclose(ours[name], value, rtol=1e-11, atol=1e-13, err_msg=name)
+        for key, values in reference_history.items():
+            np.testing.assert_allclose(history[key], values, rtol=1e-11, err_msg=key)
+    reference = model()
+    reference.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
+    np.testing.assert_allclose(local_only.params, reference.params, rtol=1e-11, atol=1e-13)
+comm.Barrier()
+print(f"rank {rank}: ok", flush=True)

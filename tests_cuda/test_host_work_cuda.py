@@ -1,0 +1,150 @@
+"""The host-side CUDA work of a training step and a predict, counted on the simulator
+(tests_cuda/_cuda_counts.py): a regression that allocates, copies, waits or launches more per
+call fails here. On a real GPU these counts, not the arithmetic, are a small model's time
+(benchmarks/RESULTS.md, sessions 18 and 23)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+
+import fastnn as fnn
+from fastnn import backend
+from fastnn.kernels.cuda import _common
+
+from ._cuda_counts import counting
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _model(device, loss="mse"):
+    model = fnn.Sequential([fnn.Dense(3, 4, activation="tanh"), fnn.Dense(4, 2)], seed=1, device=device)
+    return model.compile(loss, fnn.optim.Adam(lr=0.05))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(2)
+    return rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal((8, 2)).astype(np.float32)
+
+
+def test_a_steady_training_step_allocates_nothing_and_waits_once(batch):
+    """Adam step of Dense -> Dense from host arrays: the batch copied in from pinned buffers
+    (queued, no wait), the loss and gradient norm finished by one launch and read by one copy
+    (the step's only wait), 11 launches (was 2 copies and 2 waits for the scalars, 2 waiting
+    copies in, 15 launches); the losses and weights are the CPU's."""
+    x, y = batch
+    gpu, cpu = _model("cuda"), _model("cpu")
+    losses = [gpu.train_step(x, y) for _ in range(2)]  # the first step makes the plan and pinned buffers
+    with counting() as counts:
+        losses.append(gpu.train_step(x, y))
+    assert counts.row() == {
+        "alloc": 0,
+        "pinned": 0,
+        "h2d": 2,
+        "d2h": 1,
+        "d2d": 0,
+        "waits": 1,
+        "launches": 11,
+        "implicit": 0,
+    }
+    # forward 2 GEMMs; the loss; per layer the activation gradient with the bias sums (batch 8: one
+    # chunk, no combining launch) and the weight (and input) gradient GEMMs; the norm's squares;
+    # one launch finishing the loss and the norm; the update
+    assert counts.kernels == {
+        "gemm": 5,
+        "elementwise_elements": 1,
+        "grad_z_partials": 2,
+        "_sum_squares": 1,
+        "finish_sums": 1,
+        "_adam": 1,
+    }
+    np.testing.assert_allclose(losses, [cpu.train_step(x, y) for _ in range(3)], rtol=RTOL)
+    np.testing.assert_allclose(backend.to_host(gpu.params), cpu.params, rtol=RTOL, atol=ATOL)
+
+
+def test_a_steady_predict_copies_in_once_without_waiting_and_out_once(batch):
+    """predict on a device: the rows copied in from a kept pinned buffer (queued), one launch per
+    Dense layer, the outputs copied out (the one wait); no allocation on the device."""
+    gpu, cpu = _model("cuda"), _model("cpu")
+    X = np.random.default_rng(3).standard_normal((40, 3)).astype(np.float32)
+    gpu.predict(X)
+    with counting() as counts:
+        out = gpu.predict(X)
+    assert counts.row() == {
+        "alloc": 0,
+        "pinned": 0,
+        "h2d": 1,
+        "d2h": 1,
+        "d2d": 0,
+        "waits": 1,
+        "launches": 2,
+        "implicit": 0,
+    }
+    np.testing.assert_allclose(out, cpu.predict(X), rtol=RTOL, atol=ATOL)
+
+
+def test_step_scalars_finish_as_each_reduction_alone_bit_for_bit():
+    """finish_sums (three reductions in one launch, the norm's square root) writes what
+    finish_sum writes for each alone; a slot not queued keeps its value; one copy reads them."""
+    rng = np.random.default_rng(4)
+    parts = [rng.standard_normal(n) ** 2 for n in (37, 5, 70)]
+    alone = []
+    for p, scale, root in zip(parts, (0.125, 1.0, 1.0), (False, True, False)):
+        alone.append(_common.reduce_partials(cuda.to_device(p), p.size, scale, root))
+    scalars = _common.StepScalars()
+    devices = [cuda.to_device(p) for p in parts]
+    for slot, (d, p, scale, root) in enumerate(zip(devices, parts, (0.125, 1.0, 1.0), (False, True, False))):
+        assert _common.reduce_partials(d, p.size, scale, root, into=(scalars, slot)) is None
+    with counting() as counts:
+        values = scalars.read()
+    assert values.tolist() == alone  # bit for bit
+    assert counts.row()["launches"] == 1 and counts.row()["d2h"] == 1 and counts.row()["waits"] == 1
+    assert np.sqrt(parts[1].sum()) == pytest.approx(alone[1], rel=1e-15)
+    _common.reduce_partials(devices[0], 3, 1.0, False, into=(scalars, 0))
+    values = scalars.read()
+    assert values[0] == pytest.approx(parts[0][:3].sum(), rel=1e-15) and values[1:].tolist() == alone[1:]
+
+
+def test_staging_waits_only_for_a_copy_not_known_done():
+    """An upload into a role's pinned buffer whose last copy was not declared done (settled)
+    synchronises first; after settled() it does not; a larger batch grows the buffer once, a
+    smaller one reuses it; values, dtypes (cast) and broadcasting as backend.copy_into."""
+    staging = backend.Staging()
+    big, small = cuda.device_array((6, 2), np.float32), cuda.device_array((3, 2), np.float32)
+    with counting() as first:
+        staging.upload(big, np.arange(12.0).reshape(6, 2), "x")
+    assert first.row()["pinned"] == 1 and first.row()["waits"] == 0
+    with counting() as unsettled:
+        staging.upload(small, np.ones((3, 2)), "x")
+        staging.upload(small, np.full((1, 2), 2.0), "y")  # another role: its own buffer
+    assert unsettled.row()["waits"] == 1 and unsettled.row()["pinned"] == 1
+    staging.settled()
+    with counting() as settled:
+        staging.upload(small, np.full((1, 2), 3.0), "x")  # (broadcast over the rows)
+    assert settled.row() == {**settled.row(), "pinned": 0, "waits": 0, "h2d": 1}
+    np.testing.assert_array_equal(small.copy_to_host(), np.full((3, 2), 3.0, np.float32))
+    np.testing.assert_array_equal(big.copy_to_host(), np.arange(12.0, dtype=np.float32).reshape(6, 2))
+    with pytest.raises(TypeError):  # float into an integer buffer: refused as copy_into refuses it
+        staging.upload(cuda.device_array(3, np.int64), np.ones(3), "ids")
+
+
+def test_a_loss_without_deferred_reduction_still_steps_as_on_the_cpu(batch):
+    """A loss whose kernel returns its value itself (a user's loss here: no ``into``) is taken as
+    it returns; the gradient norm is still read with the step's one copy."""
+    x, y = batch
+
+    class Halved(fnn.losses.MSE):
+        name = "halved_mse"
+
+        def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
+            fn, args = super().call(output, target, grad, compute_grad, lengths, per_step)
+            return (lambda *a: fn(*a)), args
+
+    losses = {}
+    for device in ("cpu", "cuda"):
+        model = fnn.Sequential([fnn.Dense(3, 2)], seed=1, device=device).compile(Halved(), fnn.optim.SGD(lr=0.1))
+        losses[device] = [model.train_step(x, y) for _ in range(2)]
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=RTOL)
+    assert losses["cuda"][1] < losses["cuda"][0]
