@@ -662,10 +662,13 @@ def _calibrate(fn: Callable[[], object], min_time: float, sync: Callable[[], Non
     return max(1, math.ceil(min_time / (elapsed / calls)))
 
 
-# Seconds of rest before each timed block, so that the previous case's thread pool (OpenBLAS
-# threads spin for ~0.1 s after their last call, OpenMP threads for a while too) is asleep
-# before the next case starts: otherwise two pools fight over the cores (PERF_NOTES.md).
-PAUSE_S = 0.1
+# Seconds of rest before each timed block, so that the previous case's thread pool is asleep
+# before the next case starts: otherwise two pools fight over the cores (PERF_NOTES.md). NumPy's
+# OpenBLAS threads spin for 2^28 cycles after their last call: after 50 ms of NumPy products and a
+# 0.1 s rest, Numba's second thread still took no tile in 121-142 of 200 two-tile regions on the
+# 2-core VM, after 0.2 s in none (torch's OpenMP pool: none after 0.05 s); benchmarks/RESULTS.md,
+# session 23.
+PAUSE_S = 0.25
 
 
 def interleaved(
