@@ -1009,7 +1009,6 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     count = model.correct_count(out, yb, lengths, checked=False)
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
-                    feed = getattr(source, "feed", None)
                     inside = feed is not None and feed.metrics_added()  # the step's call added the batch
                     rows = (out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)
                     tracker.update(*rows, committed, inside=inside, lengths=lengths)
