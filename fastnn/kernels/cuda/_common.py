@@ -111,6 +111,20 @@ def blocks_for(work: int, per_block: int | None = None) -> int:
     return max(1, min(-(-int(work) // (BLOCK if per_block is None else per_block)), cap))
 
 
+_NO_LENGTHS = threading.local()
+
+
+def no_lengths():
+    """The 1-element int64 device array a launch passes for ``lengths`` when a kernel that can mask
+    sequence steps runs unmasked (never read then), kept per thread and device: a host placeholder
+    would be copied in and out by every launch, with a wait."""
+    key = getattr(cuda.get_current_device(), "id", 0)  # the simulator's device has no id
+    held = _NO_LENGTHS.__dict__.setdefault("arrays", {})
+    if key not in held:
+        held[key] = cuda.to_device(np.zeros(1, np.int64))  # zero, as the host placeholder was
+    return held[key]
+
+
 def typed(value, ref):
     """``value`` as a scalar of ``ref``'s dtype (host side: float32 stays float32)."""
     return ref.dtype.type(value)

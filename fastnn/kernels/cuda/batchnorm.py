@@ -35,7 +35,18 @@ from ..batchnorm import (
     scaled_moments,
 )
 from ..masking import row_is_valid
-from ._common import BLOCK, COLS, LANES, blocks_for, combine_rows, lanes_sum, numba_type, per_dtype, typed
+from ._common import (
+    BLOCK,
+    COLS,
+    LANES,
+    blocks_for,
+    combine_rows,
+    lanes_sum,
+    no_lengths,
+    numba_type,
+    per_dtype,
+    typed,
+)
 
 
 @per_dtype
@@ -205,11 +216,8 @@ def _normalize(x, mean, inv_std, gamma, beta, out, x_hat, affine):
 def _mask_args(lengths, per_sample: int, per_step: int) -> tuple:
     """(lengths or a placeholder, per_sample, per_step or 0 for "every row") for the kernels."""
     if lengths is None:
-        return _NO_LENGTHS, 1, 0
+        return no_lengths(), 1, 0
     return lengths, per_sample, per_step
-
-
-_NO_LENGTHS = np.zeros(1, np.int64)  # copied to the device per launch: 8 bytes; unmasked launches only
 
 
 def batchnorm_forward_train(

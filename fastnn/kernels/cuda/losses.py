@@ -42,7 +42,7 @@ from ..losses import (
 )
 from ..losses import n_partials as _cpu_n_partials
 from ..masking import row_is_valid, valid_rows
-from ._common import BLOCK, block_sum, blocks_for, reduce_partials, typed
+from ._common import BLOCK, block_sum, blocks_for, no_lengths, reduce_partials, typed
 
 
 def n_partials(batch: int) -> int:
@@ -120,7 +120,7 @@ def _rows_counted(m: int, lengths, per_step: int) -> int:
 
 def _lengths_arg(lengths):
     """What a launch passes for ``lengths``: the array, or a 1-element placeholder (unmasked kernels)."""
-    return _scratch("no_lengths", 1, "int64") if lengths is None else lengths
+    return no_lengths() if lengths is None else lengths
 
 
 def cross_entropy_forward_backward(
