@@ -1,7 +1,10 @@
 """The data options of ``fit``/``evaluate`` (Keras' semantics): ``sample_weight``, ``class_weight``,
 ``validation_split`` and ``validation_data=(X, y[, w])``; checked at the public boundary. Arrays get
 their weights once (:func:`training_weights`), streamed batches one batch at a time
-(:class:`BatchWeights`); both give the same float64 weight per sample."""
+(:class:`BatchWeights`); both give the same float64 weight per loss row: per sample for an output
+(batch, k); for a per-step output (batch, time, ..., k) per position, from a weight per sample
+(n,), Keras' temporal weights per step (n, time), or one per position (n, time, ...), times the
+class weight of each position's label."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 
 
-def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight") -> np.ndarray | None:
-    """float64 (n,) finite non-negative weights, or None."""
+def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight", model=None) -> np.ndarray | None:
+    """float64 finite non-negative weights, or None: (n,) one per sample; for a ``model`` with a
+    per-step output (batch, time, ..., k) also (n, time), one per step (Keras' temporal weights), or
+    (n, time, ...), one per position (:func:`fastnn.losses.row_weights` repeats them to the rows)."""
     if sample_weight is None:
         return None
     try:
@@ -24,31 +29,58 @@ def check_sample_weight(sample_weight, n: int, argument: str = "sample_weight") 
         raise TypeError(
             f"{argument} must be an array of numbers, one per sample; got {type(sample_weight).__name__}"
         ) from exc
-    if w.ndim == 2 and w.shape[1] == 1:
+    positions = () if model is None else tuple(model.output_shape[:-1])
+    if w.ndim == 2 and w.shape[1] == 1 and positions[:1] != (1,):
         w = w[:, 0]
-    if w.shape != (n,):
+    allowed = [(n, *positions[:d]) for d in range(len(positions) + 1)]
+    if w.shape not in allowed:
+        if positions:
+            raise ValueError(
+                f"{argument} must have shape ({n},), one weight per sample, or ({n}, {positions[0]}), one per "
+                f"time step of the model's per-step output {tuple(model.output_shape)}"
+                + (f", or {allowed[-1]}, one per position" if len(positions) > 1 else "")
+                + f"; got shape {w.shape}"
+            )
         raise ValueError(f"{argument} must have shape ({n},), one weight per sample, got shape {w.shape}")
     if not np.isfinite(w).all():
-        raise ValueError(
-            f"{argument} must be finite; sample {int(np.flatnonzero(~np.isfinite(w))[0])} is {w[~np.isfinite(w)][0]}"
-        )
+        where = _where(w, ~np.isfinite(w))
+        raise ValueError(f"{argument} must be finite; {where} is {w[~np.isfinite(w)][0]}")
     if (w < 0).any():
-        i = int(np.flatnonzero(w < 0)[0])
-        raise ValueError(f"{argument} must be non-negative; sample {i} has weight {w[i]}")
+        raise ValueError(f"{argument} must be non-negative; {_where(w, w < 0)} has weight {w[w < 0][0]}")
     return np.ascontiguousarray(w)
 
 
+def _where(w: np.ndarray, bad: np.ndarray) -> str:
+    """The first True entry of ``bad`` named for a message: "sample 3", or "sample 3, step 2"."""
+    index = np.unravel_index(int(np.flatnonzero(bad)[0]), w.shape)
+    return (
+        f"sample {int(index[0])}"
+        + (f", step {int(index[1])}" if w.ndim > 1 else "")
+        + (f", position {tuple(int(i) for i in index[2:])}" if w.ndim > 2 else "")
+    )
+
+
+def row_weights(model, weights: np.ndarray | None) -> np.ndarray | None:
+    """Checked weights (:func:`check_sample_weight`) as one per loss row: (n,) for an output (batch,
+    k), (n, *positions) for a per-step output; None stays None."""
+    if weights is None:
+        return None
+    return losses_mod.row_weights(weights, tuple(model.output_shape[:-1]))
+
+
 def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> np.ndarray:
-    """float64 (n,): ``class_weight[c]`` for each sample of class c (1 for classes not in the dict)."""
+    """float64 (n,) (``(n, *positions)`` for a per-step output): ``class_weight[c]`` for each row of
+    class c (1 for classes not in the dict)."""
     return class_weight_table(class_weight, model)[class_labels(model, targets)]
 
 
 def class_labels(model, targets: np.ndarray) -> np.ndarray:
-    """The classes of checked ``targets``: the labels 0..k-1 of ``cross_entropy``, 0 and 1 (target
-    > 0.5) of a one-output ``binary_cross_entropy``."""
+    """The classes of checked ``targets`` (one per loss row: (n,) or (n, *positions)): the labels
+    0..k-1 of ``cross_entropy``, 0 and 1 (target > 0.5) of a one-output ``binary_cross_entropy``.
+    (The labels of padded steps are 0 once checked: ``Sequential.check_data``.)"""
     if metrics_mod.family_of(model.loss) == metrics_mod.MULTICLASS:
         return targets
-    return (targets[:, 0] > 0.5).astype(np.int64)
+    return (targets[..., 0] > 0.5).astype(np.int64)
 
 
 def class_weight_table(class_weight, model) -> np.ndarray:
@@ -76,22 +108,15 @@ def class_weight_table(class_weight, model) -> np.ndarray:
     return table
 
 
-def require_one_row_per_sample(model) -> None:
-    if model.positions != 1:
-        raise ValueError(
-            f"sample_weight and class_weight need one output row per sample; this model's output "
-            f"{tuple(model.output_shape)} has {model.positions} positions per sample"
-        )
-
-
 def training_weights(model, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray | None:
-    """The per-sample weights of (checked) ``targets``: sample_weight times the class weights
-    (Keras multiplies them), or None when neither is given."""
+    """The weights of the loss rows of (checked) ``targets``: sample_weight (repeated over the
+    positions of a per-step output, :func:`row_weights`) times the class weights of the rows' labels
+    (Keras multiplies them), or None when neither is given. (n,) for an output (batch, k), (n,
+    *positions) for a per-step one."""
     if sample_weight is None and class_weight is None:
         return None
-    require_one_row_per_sample(model)
     n = targets.shape[0]
-    weights = check_sample_weight(sample_weight, n)
+    weights = row_weights(model, check_sample_weight(sample_weight, n, model=model))
     if class_weight is not None:
         per_class = class_weight_to_sample_weight(class_weight, model, targets)
         weights = per_class if weights is None else weights * per_class
@@ -100,18 +125,18 @@ def training_weights(model, targets: np.ndarray, sample_weight, class_weight) ->
 
 class BatchWeights:
     """The weights of a streamed fit, batch by batch: ``targets(y, w)`` -> the SampleWeighted
-    targets of checked ``y`` with the batch's sample weights ``w`` (checked; None: ones) times
-    the class weights of its labels."""
+    targets of checked ``y`` with the batch's sample weights ``w`` (checked; None: ones), repeated
+    over a per-step output's positions, times the class weights of its labels."""
 
     def __init__(self, model, class_weight):
-        require_one_row_per_sample(model)
         self.model = model
         self.table = None if class_weight is None else class_weight_table(class_weight, model)
 
     def targets(self, y: np.ndarray, w: np.ndarray | None) -> np.ndarray:
-        weights = np.ones(y.shape[0]) if w is None else w
+        model = self.model
+        weights = losses_mod.row_weights(np.ones(y.shape[0]) if w is None else w, tuple(model.output_shape[:-1]))
         if self.table is not None:
-            per_class = self.table[class_labels(self.model, y)]
+            per_class = self.table[class_labels(model, y)]
             weights = per_class if w is None else weights * per_class
         return losses_mod.weighted_targets(y, weights)
 
@@ -177,6 +202,5 @@ def check_validation_data(model, validation_data):
     X_val, y_val = model.check_data(*validation_data[:2], argument="X_val")
     w_val = None
     if len(validation_data) == 3 and validation_data[2] is not None:
-        require_one_row_per_sample(model)
-        w_val = check_sample_weight(validation_data[2], X_val.shape[0], "validation_data's sample_weight")
+        w_val = check_sample_weight(validation_data[2], X_val.shape[0], "validation_data's sample_weight", model)
     return X_val, y_val, w_val

@@ -16,13 +16,20 @@ calls run one by one. The results are those of the Python-side gather (``np.take
 for bit: a copy, and the same count and metric kernels (the tracker runs those from Python on a
 batch its step's call did not add). Function metrics stay in Python: a step of a fit with one reads
 the batch back in Python (a crossing and NumPy's work).
+
+On a device (:class:`DeviceStepFeed`) the batch comes through ``fastnn.training.BatchFeeder``'s
+copies; the step's correct count is queued into the free slot of its scalars
+(``kernels.cuda._common.StepScalars``) and read with its loss and gradient norm, and the outputs a
+fit's metrics read are copied out queued before that read: the step's one wait covers all.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from . import losses
+from . import backend, losses
 from ._fused import CallRunner, Given, Result
 from .kernels import losses as loss_kernels
 from .kernels.step_feed import add_to_total, gather_batch
@@ -312,3 +319,250 @@ class StepFeed:
         count = int(self.totals[0])
         self.totals[0] = 0
         return count
+
+    def host_batch(self, xb, yb) -> tuple:
+        """The step's batch on the host, for the fit loop's own reads (sequence lengths, metrics).
+
+        Parameters
+        ----------
+        xb, yb : numpy.ndarray
+            The batch the step got (host arrays here).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(xb, yb)`` themselves.
+        """
+        return xb, yb
+
+    def host_output(self, out):
+        """The step's outputs on the host, for the fit's metrics.
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            The step's outputs (a host array here).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``out`` itself.
+        """
+        return out
+
+
+#: the slot of a device step's scalars (``kernels.cuda._common.StepScalars``) its correct count takes
+COUNT_SLOT = 2
+
+
+def device_count_kernel(loss, device: str):
+    """The device launcher counting ``loss``'s correct classifications inside a step (it takes
+    ``into``): a plain built-in classification loss's; None where the count comes from Python (a
+    subclass overriding ``correct_count``, sample weights) or there is none.
+
+    Parameters
+    ----------
+    loss : fastnn.losses.Loss
+        The model's loss.
+    device : str
+        The model's device (not "cpu").
+
+    Returns
+    -------
+    callable or None
+        ``accuracy_count`` or ``binary_accuracy_count`` of the device's kernels, or None.
+    """
+    name = losses.COUNT_KERNELS.get(type(loss).correct_count)
+    if name is None or losses.base_of(loss) is not loss:
+        return None
+    return getattr(backend.kernels(device), name)
+
+
+class DeviceStepFeed:
+    """``fit`` on arrays on a device: each step's correct count and the outputs its metrics read
+    come back with the step's one wait.
+
+    The batch source arms the step plan with each batch (:meth:`arm`: the batch is already in the
+    plan's device buffers, copied by the :class:`fastnn.training.BatchFeeder`, whose page-locked host
+    rows of it are kept). ``Sequential.run_step`` then runs the plan's calls with, before its
+    scalars' read, the loss's count launch queued into slot :data:`COUNT_SLOT` of those scalars (one
+    more launch; its second stage joins the loss's and the norm's) and, when the fit reads outputs
+    (``outputs``: metrics), a copy of the outputs into a page-locked host buffer queued on the
+    default stream; the read (one launch, one copy, the step's one wait) covers both. The count
+    is the one :meth:`fastnn.Sequential.correct_count` gives (the same kernels, a second stage summed
+    in the same order), the outputs and targets the fit's metrics read are the device's values:
+    results bit for bit as when read one by one. After the read the feeder knows its copies into the
+    step's buffers are done (it does not wait for them again).
+
+    Parameters
+    ----------
+    model : Sequential
+        The compiled model being fit, on a device.
+    feeder : fastnn.training.BatchFeeder
+        The source's feeder.
+    outputs : bool
+        Copy each step's outputs to the host with its scalars (the fit has metrics).
+
+    Examples
+    --------
+    >>> from fastnn._step_feed import DeviceStepFeed
+    >>> feed = DeviceStepFeed(cuda_model, feeder, outputs=False)  # doctest: +SKIP
+    >>> xb, yb = feeder.load(plan, 0, 32, None)  # doctest: +SKIP
+    >>> feed.arm(plan)  # doctest: +SKIP
+    >>> loss, out = cuda_model.run_step(xb, yb)  # doctest: +SKIP
+    >>> feed.correct_count(out, yb)  # doctest: +SKIP
+    """
+
+    def __init__(self, model, feeder, outputs: bool):
+        self.model, self.feeder, self.outputs = model, feeder, outputs
+        self.plan = None  # the armed plan
+        self.host: tuple | None = None  # (inputs, targets) on the host of the armed (then last) batch
+        self.counted: int | None = None  # the last step's count, read with its scalars
+        self.output = None  # the last step's outputs, copied to the host with its scalars
+
+    def arm(self, plan) -> None:
+        """Make the next :meth:`run` of ``plan`` count its batch and copy its outputs out with its
+        scalars; the batch is the feeder's last loaded one (in ``plan.x``, ``plan.y``).
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan of the batch's size.
+        """
+        plan.feed, self.plan = self, plan
+        self.host, self.counted, self.output = self.feeder.host_batch, None, None
+
+    def disarm(self) -> None:
+        """Forget an armed step that did not run (fit left early).
+
+        Examples
+        --------
+        >>> feed.disarm()  # doctest: +SKIP
+        """
+        if self.plan is not None:
+            self.plan.feed = None
+        self.plan = None
+
+    def run(self, plan, xb, yb) -> tuple[float, float]:
+        """(loss, gradient norm) of ``plan``'s call for the batch (xb, yb), its count and outputs
+        read with its scalars when it is the plan's own buffers (else as ``plan.run`` takes it).
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan.
+        xb, yb : device arrays
+            The batch ``run_step`` got.
+
+        Returns
+        -------
+        tuple of float
+            (loss, gradient norm).
+        """
+        self.plan, plan.feed = None, None
+        self.counted = self.output = None
+        scalars = plan.scalars
+        if xb is not plan.x or yb is not plan.y or scalars is None or not _reads_scalars_last(plan.run, scalars):
+            self.host = None
+            result = plan.run(*plan.inputs(xb, yb))
+            self.feeder.settled()
+            return result
+        kernel = device_count_kernel(self.model.loss, self.model.device)
+        key = ("device", kernel, self.outputs)
+        cached = plan.counting
+        if cached is None or cached[0] is not plan.run or cached[1] != key:
+            cached = plan.counting = (plan.run, key, self._runner(plan, kernel))
+        host_out = self.feeder.pinned_output(plan.out) if self.outputs else None
+        try:
+            result = cached[2](*plan.inputs(xb, yb), *(() if host_out is None else (host_out,)))
+        except BaseException:
+            scalars.clear()  # (a reduction queued before the failure is not read with the next step)
+            raise
+        self.feeder.settled()  # the read waited for the step, after the batch's copies
+        if kernel is not None:
+            self.counted = int(scalars.host[COUNT_SLOT])
+        self.output = host_out
+        return result
+
+    def _runner(self, plan, kernel) -> CallRunner:
+        """``plan.run``'s calls with the count launch (into the scalars) and the queued output copy
+        (to Given 0) before its last call, the scalars' read."""
+        run, model = plan.run, self.model
+        *calls, read = run.calls
+        if kernel is not None:
+            out, target, _ = model.loss_rows(plan.out, plan.y)
+            masked = () if plan.lengths is None else (plan.lengths, model.per_step)
+            calls.append((functools.partial(kernel, into=(plan.scalars, COUNT_SLOT)), (out, target, *masked)))
+        if self.outputs:
+            calls.append((backend.copy_into, (Given(0), plan.out, backend.default_stream(model.device))))
+        calls.append(read)
+        return CallRunner(calls, returns=len(calls) - 1, slots=run.slots)
+
+    def correct_count(self, out, yb, lengths=None) -> int | None:
+        """The last step's correct count: read with its scalars, else by ``model.correct_count``.
+
+        Parameters
+        ----------
+        out, yb : device arrays
+            The step's output and targets.
+        lengths : numpy.ndarray, optional
+            The batch's sequence lengths, for a model that leaves padded steps out.
+
+        Returns
+        -------
+        int or None
+            The count; None for losses that do not classify.
+        """
+        if self.counted is not None:
+            count, self.counted = self.counted, None
+            return count
+        if type(losses.base_of(self.model.loss)).correct_count is losses.Loss.correct_count:
+            return None  # (a weighted regression loss: no labels to read back)
+        return self.model.correct_count(out, yb, lengths, checked=False)
+
+    def metrics_added(self) -> bool:
+        """Whether the last step's call added its batch to the tracker's accumulators: never here
+        (the fit's metrics run on the host, on :meth:`host_output` and :meth:`host_batch`).
+
+        Returns
+        -------
+        bool
+            False.
+        """
+        return False
+
+    def host_batch(self, xb, yb) -> tuple:
+        """The step's batch on the host: the feeder's page-locked rows of it (no copy back).
+
+        Parameters
+        ----------
+        xb, yb : device arrays
+            The batch the step got.
+
+        Returns
+        -------
+        tuple
+            ``(inputs, targets)`` on the host; ``(xb, yb)`` when the step did not run armed.
+        """
+        return (xb, yb) if self.host is None else self.host
+
+    def host_output(self, out):
+        """The step's outputs on the host: copied with its scalars when the feed was made with
+        ``outputs``, else ``out`` as it is.
+
+        Parameters
+        ----------
+        out : device array
+            The step's outputs.
+
+        Returns
+        -------
+        numpy.ndarray or device array
+            The copy (valid until the next step), or ``out``.
+        """
+        return out if self.output is None else self.output
+
+
+def _reads_scalars_last(run, scalars) -> bool:
+    """Whether a device plan's runner ends with the read of ``scalars`` (its one wait)."""
+    return bool(run.calls) and bool(run.calls[-1][1]) and run.calls[-1][1][0] is scalars

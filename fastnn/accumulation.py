@@ -67,8 +67,9 @@ def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
 def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None) -> float:
     """What a batch counts for in its group's mean: its rows, or under sample weights (``loss`` a
     :class:`fastnn.losses.SampleWeighted`, whose mean is ``sum_i w_i l_i / sum_i w_i``) its sum of
-    weights, the last column of its targets :func:`fastnn.losses.weighted_targets`, or for a
-    ``model`` that leaves padded steps out (``model.masks_steps``) its valid steps' positions.
+    weights, the last column of its targets :func:`fastnn.losses.weighted_targets` (of its valid
+    steps' positions only, for a ``model`` that leaves padded steps out), or for a ``model`` that
+    leaves padded steps out (``model.masks_steps``) its valid steps' positions.
 
     Parameters
     ----------
@@ -100,7 +101,10 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None)
     3.0
     """
     if isinstance(loss, losses_mod.SampleWeighted):
-        return float(np.sum(losses_mod.SampleWeighted.weights(yb)))
+        weights = losses_mod.SampleWeighted.weights(yb).reshape(-1)  # (one per loss row)
+        if model is not None and model.masks_steps:  # the valid steps' weights, as the loss sums them
+            weights = weights[model.valid_rows(model.output_lengths(xb) if lengths is None else lengths)]
+        return float(np.sum(weights))
     if model is not None and model.masks_steps:
         return float(model.valid_count(model.output_lengths(xb) if lengths is None else lengths))
     return float(xb.shape[0])

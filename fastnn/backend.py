@@ -364,6 +364,34 @@ def stream(device: str = "cuda", non_blocking: bool = False) -> Any:
     return _cuda().stream()
 
 
+def default_stream(device: str = "cuda") -> Any:
+    """The default stream, where fastnn's kernels run (0 on the CPU, which has none).
+
+    A copy between a device array and page-locked host memory passed to :func:`copy_into` on it is
+    queued after the kernels before it and returns at once; the host's next wait on the default
+    stream (a step reading its scalars) covers it.
+
+    Parameters
+    ----------
+    device : {"cuda", "cpu"}, default "cuda"
+        The device.
+
+    Returns
+    -------
+    numba.cuda stream or int
+        The stream; 0 for the CPU.
+
+    Examples
+    --------
+    >>> from fastnn import backend
+    >>> backend.default_stream("cpu")
+    0
+    """
+    if device == "cpu":
+        return 0
+    return _cuda().default_stream()
+
+
 def _non_blocking_stream():
     """numba-cuda 0.30's ``Context.create_stream`` with CU_STREAM_NON_BLOCKING instead of the default flags."""
     from numba.cuda.cudadrv import driver as drv
@@ -695,6 +723,7 @@ __all__ = [
     "copy_into",
     "cuda_available",
     "cuda_simulator",
+    "default_stream",
     "device_of",
     "event",
     "full",

@@ -700,16 +700,21 @@ class Session:
         for first_row in self.first_rows:
             first_row[0] = start
         self.batch_rows, self.shard_rows = hi - lo, stop - start
-        source = self.weighted_source
-        if source is not None:  # the weighted mean of the shard becomes its share of the batch's
-            weights = source.y[slice(lo, hi) if source.order is None else source.order[lo:hi], -1]
-            self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
-        masked = self.masked_source
+        masked, valid_rows = self.masked_source, None
         if masked is not None and self.lengths_all is not None:  # the mean is over the global batch's valid steps
             lengths = self.lengths_all[slice(lo, hi) if masked.order is None else masked.order[lo:hi]]
             self.batch_lengths, self.shard_lengths = lengths, lengths[start:stop]
-            valid = self.model.valid_rows(lengths).reshape(hi - lo, -1).sum(axis=1)
+            valid_rows = self.model.valid_rows(lengths).reshape(hi - lo, -1)
+            valid = valid_rows.sum(axis=1)
             self.batch_valid, self.shard_valid = int(valid.sum()), int(valid[start:stop].sum())
+        source = self.weighted_source
+        if source is not None:  # the weighted mean of the shard becomes its share of the batch's
+            rows = source.y[slice(lo, hi) if source.order is None else source.order[lo:hi]]
+            weights = rows[..., -1].reshape(hi - lo, -1)  # (each sample's rows: one, or its positions)
+            if valid_rows is not None:  # (a per-step output's padded positions weigh nothing)
+                weights = weights * valid_rows
+            weights = weights.sum(axis=1)
+            self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
         return lo + start, lo + stop
 
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
@@ -1185,6 +1190,12 @@ class SyncBatchNorm:
     small Allreduces (C + 1 and C values) in the forward and one (2C) in the backward; the step
     then runs unfused (these calls are NumPy, float64 sums).
 
+    Over padded sequence steps (a BatchNorm inside ``TimeDistributed`` after masking: the layer
+    passes the kernels' ``lengths, per_sample, per_step``), each rank's sums and count are those
+    of its valid steps' rows (the counts differ between ranks, so sums and counts are added, not
+    means), every row is normalised with the global statistics, and the backward gives a padded
+    row the affine part alone, as the one-process kernels (``kernels.batchnorm``) do.
+
     Parameters
     ----------
     session : Session
@@ -1211,14 +1222,15 @@ class SyncBatchNorm:
 
     def __init__(self, session: Session):
         self.session = session
-        self.rows = 0.0  # rows of the global batch at the last forward (batch rows * positions)
+        self.rows = 0.0  # rows of the global batch counted at the last forward (batch rows * positions)
+        self._counted: dict[int, float] = {}  # those of each layer's last forward, by id(layer)
 
     def _sum(self, values: np.ndarray, what: str) -> np.ndarray:
         MPI = self.session.MPI
         wait([self.session.comm.Iallreduce(MPI.IN_PLACE, values, MPI.SUM)], what)
         return values
 
-    def forward_calls(self, layer, x, y, x_hat, stats) -> list:
+    def forward_calls(self, layer, x, y, x_hat, stats, lengths=None, per_sample=1, per_step=1) -> list:
         """The calls of a BatchNorm layer's training forward with the global batch's statistics.
 
         Parameters
@@ -1231,6 +1243,11 @@ class SyncBatchNorm:
             Written: the output and the normalised input.
         stats : dict of str to ndarray
             The layer's arena of statistics: ``"mean"`` and ``"inv_std"`` (1, C), written.
+        lengths : ndarray, optional
+            int64 (samples,): the valid steps of each sample when the rows are padded sequence
+            steps (the buffer the step fills); only the valid steps' rows enter the statistics.
+        per_sample, per_step : int, default 1
+            Rows per sample and per step (``kernels.masking.row_is_valid``), with ``lengths``.
 
         Returns
         -------
@@ -1250,9 +1267,10 @@ class SyncBatchNorm:
         >>> forward(*args); stats["mean"], norm.running_mean
         (array([[3., 4.]]), array([0.3, 0.4]))
         """
-        return [(self._forward, (layer, x, y, x_hat, stats["mean"][0], stats["inv_std"][0]))]
+        masked = (lengths, per_sample, per_step)
+        return [(self._forward, (layer, x, y, x_hat, stats["mean"][0], stats["inv_std"][0], *masked))]
 
-    def backward_calls(self, layer, grad_y, grad_x, x_hat, stats) -> list:
+    def backward_calls(self, layer, grad_y, grad_x, x_hat, stats, lengths=None, per_sample=1, per_step=1) -> list:
         """The calls of a BatchNorm layer's backward with the global batch's gradient sums.
 
         Parameters
@@ -1267,6 +1285,11 @@ class SyncBatchNorm:
             The normalised input of the forward.
         stats : dict of str to ndarray
             The forward's statistics (``"inv_std"`` (1, C)).
+        lengths : ndarray, optional
+            The forward's lengths (padded sequence steps): a padded row's gradient is the affine
+            part alone, ``gamma * inv_std * grad_y``.
+        per_sample, per_step : int, default 1
+            The forward's rows per sample and per step.
 
         Returns
         -------
@@ -1292,19 +1315,34 @@ class SyncBatchNorm:
                [-0.2041,  0.    ],
                [ 0.1021,  0.    ]])
         """
-        return [(self._backward, (layer, grad_y, grad_x, x_hat, stats["inv_std"][0]))]
+        masked = (lengths, per_sample, per_step)
+        return [(self._backward, (layer, grad_y, grad_x, x_hat, stats["inv_std"][0], *masked))]
 
-    def _forward(self, layer, x, y, x_hat, mean, inv_std) -> None:
-        """x (rows, C) -> y, x_hat; mean, inv_std (C,) of the global batch."""
+    @staticmethod
+    def _valid(rows: int, lengths, per_sample: int, per_step: int) -> np.ndarray | None:
+        """bool (rows,): the rows of valid sequence steps (``kernels.masking.row_is_valid``), None
+        without ``lengths`` (every row counts); read when the step runs (the lengths are a buffer)."""
+        if lengths is None:
+            return None
+        i = np.arange(rows)
+        sample = i // per_sample
+        return (i - sample * per_sample) // per_step < np.asarray(lengths)[sample]
+
+    def _forward(self, layer, x, y, x_hat, mean, inv_std, lengths=None, per_sample=1, per_step=1) -> None:
+        """x (rows, C) -> y, x_hat; mean, inv_std (C,) of the global batch (of its valid steps' rows)."""
         c = x.shape[1]
+        valid = self._valid(x.shape[0], lengths, per_sample, per_step)
+        counted = x if valid is None else x[valid]
         first = np.empty(c + 1)
-        first[:c] = x.sum(axis=0, dtype=np.float64)
-        first[c] = x.shape[0]
+        first[:c] = counted.sum(axis=0, dtype=np.float64)
+        first[c] = counted.shape[0]
         self._sum(first, "SyncBatchNorm's mean")
-        self.rows = n = first[c]
+        self.rows = self._counted[id(layer)] = total = first[c]
+        n = total if total else 1.0  # no valid step in the global batch (the kernels' rule): mean 0, variance 0
         mu = first[:c] / n
         centred = x - mu
-        var = self._sum(np.einsum("ij,ij->j", centred, centred), "SyncBatchNorm's variance") / n
+        counted = centred if valid is None else centred[valid]
+        var = self._sum(np.einsum("ij,ij->j", counted, counted), "SyncBatchNorm's variance") / n
         inv = 1.0 / np.sqrt(var + layer.eps)
         np.multiply(centred, inv, out=x_hat, casting="same_kind")
         if layer.affine:
@@ -1316,15 +1354,19 @@ class SyncBatchNorm:
         if layer.track_running_stats:
             layer.num_batches_tracked[0] += 1
             momentum = layer.momentum if layer.momentum is not None else 1.0 / layer.num_batches_tracked[0]
-            layer.running_mean[...] = (1 - momentum) * layer.running_mean + momentum * mu
-            layer.running_var[...] = (1 - momentum) * layer.running_var + momentum * var * (n / max(n - 1, 1))
+            if total:  # (a batch without a valid step leaves them, as the kernels do)
+                layer.running_mean[...] = (1 - momentum) * layer.running_mean + momentum * mu
+                layer.running_var[...] = (1 - momentum) * layer.running_var + momentum * var * (n / max(n - 1, 1))
 
-    def _backward(self, layer, grad_y, grad_x, x_hat, inv_std) -> None:
+    def _backward(self, layer, grad_y, grad_x, x_hat, inv_std, lengths=None, per_sample=1, per_step=1) -> None:
         """grad_x from grad_y (rows, C) with the global sums; the local parameter gradients.
 
         Gradients here are of the rank's own mean loss (``Session.reduce`` weighs them by
         ``w = shard rows / batch rows`` later), so the sums are weighed by ``w`` before they are
-        added and grad_x is ``gamma * inv_std * (g - (sum g + x_hat * sum(g * x_hat)) / (N * w))``.
+        added and grad_x is ``gamma * inv_std * (g - (sum g + x_hat * sum(g * x_hat)) / (N * w))``,
+        N the rows the layer's forward counted over all ranks. The sums are over every row (each
+        output depends on the statistics); with ``lengths`` a padded row, which the statistics
+        left out, gets ``gamma * inv_std * g`` alone.
         """
         c = grad_y.shape[1]
         weight = self.session.weight()
@@ -1341,7 +1383,12 @@ class SyncBatchNorm:
             layer.grad_bias[...], layer.grad_weight[...] = sums[:c], sums[c:]
         self._sum(np.multiply(sums, weight, out=sums), "SyncBatchNorm's backward")
         scale = inv_std * (layer.weight if layer.affine else 1.0)
-        grad_x[...] = scale * (grad_y - (sums[:c] + x_hat * sums[c:]) / (self.rows * weight))
+        counted = max(self._counted.get(id(layer), self.rows), 1.0)
+        grad_x[...] = scale * (grad_y - (sums[:c] + x_hat * sums[c:]) / (counted * weight))
+        valid = self._valid(grad_y.shape[0], lengths, per_sample, per_step)
+        if valid is not None:
+            padded = ~valid
+            grad_x[padded] = scale * grad_y[padded]
 
 
 def session(model) -> Session | None:

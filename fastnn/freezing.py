@@ -26,6 +26,8 @@ flat buffer (:func:`trainable_ranges`); the optimizer runs its fused kernel on e
 
 from __future__ import annotations
 
+import numpy as np
+
 from .layers.base import Layer, layer_tree, parameter_owners
 
 
@@ -35,13 +37,30 @@ def layer_paths(model) -> dict[str, Layer]:
     return {path: layer for path, layer, _ in layer_tree(model.layers)}
 
 
+def _flat_items(items) -> list:
+    """``items`` with lists, tuples, ranges and integer arrays opened one level (``model.freeze([0,
+    1])`` as ``model.freeze(0, 1)``, as Keras users loop over ``model.layers[:2]``)."""
+    flat: list = []
+    for item in items:
+        if isinstance(item, (list, tuple, range)) or (isinstance(item, np.ndarray) and item.ndim == 1):
+            flat.extend(item)
+        else:
+            flat.append(item)
+    return flat
+
+
 def resolve_layers(model, items) -> list[Layer]:
-    """The layers named by ``items``: Layer objects of the model, indices (ints) or paths ("0",
-    "2.block.0"); ValueError naming the valid paths for anything else."""
+    """The layers named by ``items``: Layer objects of the model, indices (ints, NumPy's too; negative
+    ones count from the last layer, as ``model.layers[-1]``), paths ("0", "2.block.0"), or lists of
+    those; ValueError naming the valid paths for anything else."""
     paths = layer_paths(model)
     by_id = {id(layer): layer for layer in paths.values()}
     layers = []
-    for item in items:
+    for item in _flat_items(items):
+        if isinstance(item, np.integer):
+            item = int(item)
+        if isinstance(item, int) and not isinstance(item, bool) and -len(model.layers) <= item < 0:
+            item += len(model.layers)  # (Python's negative index of model.layers)
         if isinstance(item, Layer):
             if id(item) not in by_id:
                 raise ValueError(

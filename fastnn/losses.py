@@ -296,7 +296,16 @@ class Loss(Owned):
         """The checks of a direct call (:meth:`forward_backward`, a built-in :meth:`correct_count`),
         whose kernels index the arrays unchecked; step plans and fit skip them (:func:`count_correct`)."""
         trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
-        V.check_loss_arrays(output, target, grad, compute_grad, trailing, self._labels)
+        labels_of = self._labels
+        if lengths is not None and getattr(output, "ndim", 0) == 2:  # padded steps' labels: not read, not checked
+            check_lengths(lengths, output.shape[0], per_step)
+            valid = _valid_rows(backend.to_host(lengths), output.shape[0], per_step)
+
+            def labels_of(target):
+                labels = self._labels(target)
+                return labels[valid] if isinstance(labels, np.ndarray) else labels  # (a device's: unchecked)
+
+        V.check_loss_arrays(output, target, grad, compute_grad, trailing, labels_of)
         if lengths is not None:
             check_lengths(lengths, output.shape[0], per_step)
             refuse_without_lengths(self)
@@ -641,12 +650,16 @@ class BinaryCrossEntropy(_Elementwise):
 
 
 class SampleWeighted(Loss):
-    """``base`` loss with one weight per sample (``fit(sample_weight=...)``, ``class_weight``).
+    """``base`` loss with one weight per loss row (``fit(sample_weight=...)``, ``class_weight``).
 
-    "mean": ``sum_i w_i l_i / sum_i w_i`` over the batch (PyTorch's normalisation with
-    ``weight=``, not Keras' division by the batch size), where ``l_i`` is sample i's base loss
+    A row is a sample, or one position of a per-step output ``(batch, time, ..., k)`` (each with
+    its own weight: a sample's weight repeated, or per time step, or per class of its label).
+    "mean": ``sum_i w_i l_i / sum_i w_i`` over the batch's rows (PyTorch's normalisation with
+    ``weight=``, not Keras' division by the batch size), where ``l_i`` is row i's base loss
     (divided by its k outputs for elementwise losses, so unit weights give exactly the base loss
     and its gradient); a batch whose weights are all zero contributes 0. "sum": ``sum_i w_i l_i``.
+    With sequence ``lengths`` (masked per-step outputs) only the rows of valid steps count: the sums
+    run over them alone, the padded rows' targets are not read and their gradient is 0.
     Targets are float64 rows (m, t + 1): the base target (a label, or k values) then the weight
     (:func:`weighted_targets`), so shuffling and batching keep each weight with its sample. The
     gradient is the base kernel's, each row scaled by its weight; the value comes from the
@@ -732,17 +745,18 @@ class SampleWeighted(Loss):
 
     @staticmethod
     def weights(target: np.ndarray) -> np.ndarray:
-        """The per-sample weights of a batch of weighted targets: their last column.
+        """The weights of a batch of weighted targets: their last column.
 
         Parameters
         ----------
         target : numpy.ndarray
-            float64 ``(m, t + 1)`` rows of :func:`weighted_targets`.
+            float64 ``(m, t + 1)`` rows of :func:`weighted_targets`, or ``(m, *positions, t + 1)``
+            for a per-step output (a weight per position).
 
         Returns
         -------
         numpy.ndarray
-            float64 ``(m,)``, a view.
+            float64 ``(m,)`` (``(m, *positions)``), a view.
 
         Examples
         --------
@@ -750,20 +764,15 @@ class SampleWeighted(Loss):
         >>> fnn.losses.SampleWeighted.weights(fnn.losses.weighted_targets(np.array([0, 1]), np.array([0.5, 2.0])))
         array([0.5, 2. ])
         """
-        return target.reshape(target.shape[0], -1)[:, -1]
+        return target[..., -1]
 
     def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
-        if lengths is not None:
-            raise ValueError(
-                "sample weights with masked sequences (lengths) are not supported: fit refuses "
-                "sample_weight and class_weight for per-step outputs; train without weights"
-            )
         if not isinstance(output, np.ndarray):  # a device's output: weighed on the host
-            return self._on_host, (output, target, grad, compute_grad)
+            return self._on_host, _with_lengths((output, target, grad, compute_grad), lengths, per_step)
         m = output.shape[0]
         rows = self._rows(m)
         if self._classes:
-            return K.weighted_cross_entropy, (
+            args: tuple = (
                 output,
                 target,
                 grad,
@@ -772,8 +781,9 @@ class SampleWeighted(Loss):
                 self.reduction == "mean",
                 compute_grad,
             )
+            return K.weighted_cross_entropy, _with_lengths(args, lengths, per_step)
         base = self._elementwise_base()
-        return K.weighted_elementwise_loss, (
+        args = (
             output,
             target,
             grad,
@@ -784,6 +794,7 @@ class SampleWeighted(Loss):
             self.reduction == "mean",
             compute_grad,
         )
+        return K.weighted_elementwise_loss, _with_lengths(args, lengths, per_step)
 
     def _rows(self, m: int) -> np.ndarray:
         """(m,) float64 scratch of the per-sample losses."""
@@ -804,15 +815,16 @@ class SampleWeighted(Loss):
             raise TypeError(f"SampleWeighted cannot weight {type(self.base).__name__}: use a built-in loss")
         return self.base
 
-    def _on_host(self, output, target, grad, compute_grad):
+    def _on_host(self, output, target, grad, compute_grad, lengths=None, per_step=1):
         host_grad = np.empty(output.shape, output.dtype)
-        value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad)
+        masked = () if lengths is None else (backend.to_host(lengths), per_step)
+        value = self._weighted(backend.to_host(output), backend.to_host(target), host_grad, compute_grad, *masked)
         if compute_grad:
             backend.copy_into(grad, host_grad)
         return value
 
-    def _weighted(self, output, target, grad, compute_grad) -> float:
-        fn, args = self.call(output, target, grad, compute_grad)
+    def _weighted(self, output, target, grad, compute_grad, *masked) -> float:
+        fn, args = self.call(output, target, grad, compute_grad, *masked)
         return float(fn(*args))
 
     def correct_count(self, output, target, lengths=None, per_step=1):
@@ -878,6 +890,13 @@ def count_correct(loss: Loss, output, target, lengths=None, per_step: int = 1) -
     if kernel is None:
         return loss.correct_count(output, target, *(() if lengths is None else (lengths, per_step)))
     return int(getattr(_kernels(output), kernel)(*_with_lengths((output, target), lengths, per_step)))
+
+
+def _valid_rows(lengths: np.ndarray, rows: int, per_step: int) -> np.ndarray:
+    """bool ``(rows,)``: which loss rows are valid steps for host ``lengths`` (``kernels.masking.row_is_valid``)."""
+    per_sample = rows // lengths.shape[0]
+    steps = (np.arange(per_sample) // per_step)[None, :]
+    return (steps < lengths[:, None]).reshape(rows)
 
 
 def _with_lengths(args: tuple, lengths, per_step: int) -> tuple:
@@ -978,19 +997,26 @@ def refuse_without_lengths(loss: Loss) -> None:
 
 
 def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Targets with each sample's weight appended: the targets :class:`SampleWeighted` takes.
+    """Targets with each row's weight appended: the targets :class:`SampleWeighted` takes.
 
     Parameters
     ----------
     targets : numpy.ndarray
-        Checked targets: (n,) labels or (n, t) values.
+        Checked targets: (n,) labels or (n, t) values; for a per-step output ``(n, *positions)``
+        labels or ``(n, *positions, t)`` values.
     weights : numpy.ndarray
-        (n,) float sample weights.
+        float weights of the rows, the leading axes of ``targets``: (n,) one per sample, or
+        ``(n, *positions)`` one per position (:func:`row_weights` repeats a sample's weight).
 
     Returns
     -------
     numpy.ndarray
-        float64 (n, t + 1): the targets, then the weight.
+        float64 ``(*weights.shape, t + 1)``: each row's targets, then its weight.
+
+    Raises
+    ------
+    ValueError
+        If ``weights``' shape is not the leading axes of ``targets``' shape.
 
     Examples
     --------
@@ -998,8 +1024,69 @@ def weighted_targets(targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> fnn.losses.weighted_targets(np.array([0, 2]), np.array([1.0, 0.5]))
     array([[0. , 1. ],
            [2. , 0.5]])
+    >>> fnn.losses.weighted_targets(np.array([[0, 1, 1]]), np.array([[1.0, 0.5, 0.0]])).shape  # per step
+    (1, 3, 2)
     """
-    return np.column_stack([targets.reshape(targets.shape[0], -1), weights]).astype(np.float64, copy=False)
+    weights = np.asarray(weights)
+    shape = weights.shape
+    if not shape or targets.shape[: len(shape)] != shape:
+        raise ValueError(
+            f"weights of shape {shape} do not fit targets of shape {targets.shape}: give one weight per "
+            f"row, the targets' leading axes (fastnn.losses.row_weights repeats a sample's weight)"
+        )
+    rows = int(np.prod(shape))
+    stacked = np.column_stack([targets.reshape(rows, -1), weights.reshape(rows)]).astype(np.float64, copy=False)
+    return stacked.reshape((*shape, stacked.shape[1]))
+
+
+def row_weights(weights: np.ndarray, positions: tuple[int, ...]) -> np.ndarray:
+    """Weights ``(n,)``, ``(n, time)`` or ``(n, *positions)`` repeated to one per loss row.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        float64: one weight per sample ``(n,)``, per time step ``(n, time)`` (Keras' temporal
+        weights; ``time`` is ``positions[0]``) or per position ``(n, *positions)``.
+    positions : tuple of int
+        The per-sample axes of the output before its last (``model.output_shape[:-1]``; ``()``
+        for an output ``(batch, k)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 C-contiguous ``(n, *positions)``: a sample's weight repeated over its positions, a
+        step's over the positions after the time axis.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` has none of those shapes.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.row_weights(np.array([1.0, 2.0]), (3,))
+    array([[1., 1., 1.],
+           [2., 2., 2.]])
+    """
+    weights = np.asarray(weights, np.float64)
+    if (
+        weights.ndim < 1
+        or weights.ndim > 1 + len(positions)
+        or weights.shape[1:] != tuple(positions[: weights.ndim - 1])
+    ):
+        raise ValueError(
+            f"weights of shape {weights.shape} do not fit {len(weights) if weights.ndim else '?'} samples of "
+            f"positions {tuple(positions)}: give (n,) one per sample"
+            + (
+                f", (n, {positions[0]}) one per time step or (n, {', '.join(map(str, positions))}) one per position"
+                if positions
+                else ""
+            )
+        )
+    trailing = (1,) * (len(positions) + 1 - weights.ndim)
+    full = np.broadcast_to(weights.reshape((*weights.shape, *trailing)), (weights.shape[0], *positions))
+    return np.ascontiguousarray(full)
 
 
 @overload

@@ -1817,7 +1817,8 @@ class Evaluation:
         target : ndarray
             The checked target rows.
         weights : ndarray of shape (m,), float64, optional
-            Sample weights of the loss (None: every sample counts 1).
+            Sample weights of the loss (None: every sample counts 1); for a per-step output also
+            (m, time) or (m, \\*positions), one per step or position (``fastnn.losses.row_weights``).
         lengths : ndarray of shape (m,), int64, optional
             The batch's sequence lengths (``model.output_lengths(X)``): required for a model that
             masks steps, refused otherwise.
@@ -1838,8 +1839,11 @@ class Evaluation:
         """
         valid = valid_rows(self.model, lengths, "Evaluation.update")
         rows, target_rows, _ = self.model.loss_rows(output, target)
+        if weights is not None:  # one per loss row
+            weights = losses_mod.row_weights(weights, tuple(self.model.output_shape[:-1])).reshape(-1)
         if valid is not None:  # the positions of valid steps: their loss is the masked mean
             rows, target_rows = rows[valid], target_rows[valid]
+            weights = None if weights is None else weights[valid]
         loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
         if weights is None:
             self.value = loss.forward_backward(rows, target_rows, scratch, False)
@@ -1942,7 +1946,8 @@ def evaluate_outputs(
     target : ndarray
         The checked targets.
     weights : ndarray of shape (n,), float64, optional
-        Sample weights of the loss (:class:`fastnn.losses.SampleWeighted`).
+        Sample weights of the loss (:class:`fastnn.losses.SampleWeighted`); (n, \\*positions) for a
+        per-step output too, one per position.
     lengths : ndarray of shape (n,), int64, optional
         The sequence lengths (``model.output_lengths(X)``) of a model that leaves padded steps out
         (required there): the loss, accuracy and metrics of the valid steps' positions.

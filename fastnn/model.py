@@ -8,8 +8,12 @@ import contextlib
 import copy
 import functools
 import inspect
+import io
 import math
+import os
+import pickle
 import threading
+import warnings
 import zipfile
 from collections.abc import Callable
 
@@ -275,6 +279,149 @@ _FIXED_ADVICE = {
 }
 
 
+#: the key, in the ``__dict__`` of a model of a user's subclass of Sequential, of the names its own
+#: code set (``self.hidden = hidden`` in its ``__init__``; see ``Sequential.__setattr__``): the
+#: attributes a copy carries over besides the model's own state (``Sequential.__getstate__``)
+_SUBCLASS_ATTRIBUTES = "_subclass_names"
+#: fastnn's own source files: a new attribute set on a subclass's model by code elsewhere is the
+#: subclass's (or the user's) own
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _set_by_fastnn(frame) -> bool:
+    """Whether the attribute assignment made in ``frame`` (the caller of ``Sequential.__setattr__``)
+    is fastnn's own code, looking past a subclass's ``__setattr__`` that passes it on."""
+    while frame is not None:
+        inside = os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR)
+        if inside or frame.f_code.co_name != "__setattr__":
+            return inside
+        frame = frame.f_back
+    return False
+
+
+def _slot_names(cls) -> list[str]:
+    """The ``__slots__`` a user's subclass of Sequential (and its bases below Sequential) declares,
+    mangled as Python stores them (``__x`` of class ``Net``: ``_Net__x``)."""
+    names = []
+    for klass in cls.__mro__:
+        if klass is Sequential or klass is object:
+            continue
+        slots = vars(klass).get("__slots__", ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{klass.__name__.lstrip('_')}{name}"
+            names.append(name)
+    return names
+
+
+def _takes_sequential_arguments(cls, layers, arguments: dict) -> bool:
+    """Whether ``cls(layers, **arguments)`` (Sequential's arguments) is a call the constructor of
+    ``cls``, a user's subclass of Sequential, takes as Sequential's: its own ``__init__`` passes
+    ``layers`` (by that name, or through ``*args``) and the keywords on; a constructor of other
+    arguments (``def __init__(self, hidden=8)``) is not called with them."""
+    if cls.__init__ is Sequential.__init__:
+        return True
+    try:
+        bound = inspect.signature(cls).bind(layers, **arguments)
+    except (TypeError, ValueError):
+        return False
+    kinds = {p.name: p.kind for p in bound.signature.parameters.values()}
+    return any(
+        name == "layers" or kinds[name] is inspect.Parameter.VAR_POSITIONAL
+        for name, value in bound.arguments.items()
+        if value is layers or (isinstance(value, tuple) and len(value) > 0 and value[0] is layers)
+    )
+
+
+def _plain_twin(cls) -> type:
+    """A class of ``cls``'s memory layout (``cls``, a user's subclass of Sequential, declares
+    ``__slots__``) whose methods are Sequential's wherever ``cls`` overrides them."""
+    below = cls.__mro__[: cls.__mro__.index(Sequential)]
+    namespace = {
+        name: value
+        for name, value in vars(Sequential).items()
+        if name not in ("__dict__", "__weakref__") and any(name in vars(klass) for klass in below)
+    }
+    namespace["__slots__"] = ()
+    return type(cls)(f"Plain{cls.__name__}", (cls,), namespace)
+
+
+@contextlib.contextmanager
+def _as_sequential(model):
+    """Run Sequential's own methods on ``model``, a new object being made from a copy's state: a
+    user's subclass may override ``build``, ``compile``, ``to``, ``get_config`` ... with other
+    arguments or meanings, which the copy's rebuilding must not call. The object is a
+    ``Sequential`` meanwhile (for a subclass with ``__slots__``, another memory layout that Python
+    does not let change class: a class of its layout with Sequential's methods), then its class
+    again."""
+    cls = type(model)
+    if cls is Sequential:
+        yield
+        return
+    try:
+        model.__class__ = Sequential
+    except TypeError:
+        try:
+            model.__class__ = _plain_twin(cls)
+        except TypeError:  # (a metaclass or __init_subclass__ that refuses it: its own methods, then)
+            pass
+    try:
+        yield
+    finally:
+        model.__class__ = cls
+
+
+def _anchors(model) -> dict[tuple, object]:
+    """The objects of ``model`` that the attributes a copy carries over (the user's tags, a
+    subclass's own attributes) refer to as the copy's own, by key: the model itself, each layer by
+    path, the layers' parameter views and buffers, the flat buffers, the optimizer, the loss, the
+    metrics list and the training state (``self.head = self.layers[-1]`` in a subclass's ``__init__``: the copy's last layer, not a
+    detached copy of the original's)."""
+    anchors: dict[tuple, object] = {("model",): model}
+    for path, layer in freezing.layer_paths(model).items():
+        anchors[("layer", path)] = layer
+        for name, view in layer.parameter_views.items():
+            anchors[("parameter", path, name)] = view
+        if layer.output_shape is not None:
+            for name, buffer in layer.buffers().items():
+                if buffer is not None:
+                    anchors[("buffer", path, name)] = buffer
+    for name in ("params", "grads", "optimizer", "loss", "metrics", "state"):
+        if vars(model).get(name) is not None:
+            anchors[(name,)] = vars(model)[name]
+    return anchors
+
+
+class _AnchoredPickler(pickle.Pickler):
+    """Pickles the attributes a copy of a model carries over, the model's own objects (``_anchors``)
+    as their keys."""
+
+    def __init__(self, file, anchors: dict[tuple, object]):
+        super().__init__(file, pickle.DEFAULT_PROTOCOL)
+        self.keys = {id(obj): key for key, obj in anchors.items()}
+
+    def persistent_id(self, obj):
+        return self.keys.get(id(obj))
+
+
+class _AnchoredUnpickler(pickle.Unpickler):
+    """Reads what :class:`_AnchoredPickler` wrote, each key as the new model's object."""
+
+    def __init__(self, file, anchors: dict[tuple, object]):
+        super().__init__(file)
+        self.anchors = anchors
+
+    def persistent_load(self, pid):
+        try:
+            return self.anchors[tuple(pid)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"the pickled model's attributes refer to its part {pid!r}, which the rebuilt model lacks"
+            ) from None
+
+
 def checked_state_array(where: str, value, target):
     """``value`` checked for writing into ``target``, a parameter or buffer of a model (host or
     device array): the one rule and the messages of ``layer.weight = w`` on a built model, of an
@@ -385,7 +532,9 @@ class Sequential:
 
     Life cycle guarantees: a layer, an optimizer and a loss belong to one model (a layer or an
     optimizer of another live model is refused; a shared loss is copied); ``copy.deepcopy`` and
-    pickling give an independent model (its checkpoint record, like :meth:`save`); predict and
+    pickling give an independent model (its checkpoint record, like :meth:`save`; a model of a
+    user's subclass comes back as that subclass with its own attributes, and its constructor is
+    not called); predict and
     evaluate may be called from several threads (they take the model's lock); training one model
     from two threads at once raises RuntimeError.
 
@@ -524,6 +673,13 @@ class Sequential:
             if error is not None:
                 raise error
             keep_as_tag(self, name)
+        if (
+            type(self) is not Sequential
+            and name not in self.__dict__
+            and not _set_by_fastnn(inspect.currentframe().f_back)
+        ):
+            # a user's subclass's own attribute (``self.hidden = hidden`` in its __init__): copies keep it
+            self.__dict__.setdefault(_SUBCLASS_ATTRIBUTES, set()).add(name)
         object.__setattr__(self, name, value)
 
     # -- ownership ----------------------------------------------------------------------------
@@ -671,11 +827,16 @@ class Sequential:
             elif source is not None:
                 policy = layer.lengths_policy
                 if policy is None:
+                    why = getattr(layer, "lengths_refusal", None)  # (TimeDistributed: a BatchNorm inside)
                     raise ValueError(
                         f"layer {i} ({layer!r}) cannot honour the padded steps that layer 0 "
-                        f"({source!r}) marks: padded steps would change its valid outputs. Place it "
-                        f"after a layer that drops the time axis (LastStep(), GlobalAvgPool(axis="
-                        f"'time'), a recurrent layer with return_sequences=False), or remove the masking"
+                        f"({source!r}) marks: "
+                        + (
+                            why
+                            or "padded steps would change its valid outputs. Place it after a layer that "
+                            "drops the time axis (LastStep(), GlobalAvgPool(axis='time'), a recurrent layer "
+                            "with return_sequences=False), or remove the masking"
+                        )
                     )
                 if policy == "drop":
                     source = None
@@ -2042,7 +2203,7 @@ class Sequential:
         self.require_built("snapshot")
         with self._lock:
             record = {
-                "config": self.get_config(),
+                "config": Sequential.get_config(self),  # (a subclass's get_config may describe its own arguments)
                 "params": {name: backend.host_copy(v) for name, v, _ in self.named_parameters()},
                 "buffers": {
                     f"{i}.{name}": backend.host_copy(buf)
@@ -2221,7 +2382,9 @@ class Sequential:
                 object.__setattr__(obj, name, value)  # (a plain store: a tag is no argument or parameter)
                 keep_as_tag(obj, name)
 
-    def __getstate__(self):
+    def _copy_state(self) -> dict:
+        """The model's own state a copy is rebuilt from (``{"record": ...}``, or ``{"unbuilt": ...}``
+        before the input shape is known): Sequential's methods, whatever a subclass overrides."""
         layers = [layer_to_config(layer, by_class=True) for layer in self.layers]
         if not self.built:
             state = {
@@ -2237,8 +2400,8 @@ class Sequential:
                     "training_mode": self.training,
                 },
             }
-            return {"unbuilt": state, "tags": self._tags()}
-        record = self.snapshot()
+            return {"unbuilt": state}
+        record = Sequential.snapshot(self)
         record["config"]["layers"] = layers
         if record["loss"] is not None:  # by class, as the layers: a user's subclass comes back as itself
             record["loss"]["name"] = type(
@@ -2248,7 +2411,53 @@ class Sequential:
             record["optimizer"]["config"]["name"] = type(self.optimizer)
         record["metrics"] = list(self.metrics)  # (restore copies them)
         record["device"] = self._device
-        return {"record": record, "tags": self._tags()}
+        return {"record": record}
+
+    def _subclass_attributes(self) -> dict:
+        """The attributes a user's subclass of Sequential set on this model with its own code
+        (``self.hidden = hidden`` in its ``__init__``, a property's setter; ``Sequential.__setattr__``
+        notes their names), other than tags: ``{"dict": {name: value}, "slots": {name: value}}``
+        (its ``__slots__`` that are set). Empty for a plain Sequential."""
+        held, tags = vars(self), user_tags(self)
+        names = sorted(held.get(_SUBCLASS_ATTRIBUTES, ()))
+        own = {name: held[name] for name in names if name in held and name not in tags}
+        slots = {}
+        for name in _slot_names(type(self)):
+            with contextlib.suppress(AttributeError):  # (a slot never set)
+                slots[name] = object.__getattribute__(self, name)
+        return {"dict": own, "slots": slots}
+
+    def _carried(self) -> dict:
+        """What a copy carries over besides the model's own state: the user's tags (on the model and
+        its layers) and a subclass's own attributes."""
+        return {"tags": self._tags(), "subclass": self._subclass_attributes()}
+
+    def _pickled_carried(self) -> bytes:
+        """:meth:`_carried`, pickled with the model's own objects as references (``_anchors``): a
+        subclass's ``self.head = self.layers[-1]`` is the unpickled model's layer."""
+        carried, anchors = self._carried(), _anchors(self)
+        buffer = io.BytesIO()
+        try:
+            _AnchoredPickler(buffer, anchors).dump(carried)
+        except Exception as exc:
+            values = {**carried["tags"]["model"], **carried["subclass"]["dict"], **carried["subclass"]["slots"]}
+            for name, value in values.items():
+                try:
+                    _AnchoredPickler(io.BytesIO(), anchors).dump(value)
+                except Exception:
+                    raise TypeError(
+                        f"cannot pickle this {type(self).__name__} model: its attribute {name!r} "
+                        f"({type(value).__name__}) does not pickle ({type(exc).__name__}: {exc}); delete it "
+                        f"or give it a value that pickles (a module-level function instead of a lambda, "
+                        f"no open files or locks), or define __getstate__/__setstate__ in your subclass"
+                    ) from exc
+            raise
+        return buffer.getvalue()
+
+    def __getstate__(self):
+        state = self._copy_state()
+        state["carried"] = self._pickled_carried()
+        return state
 
     def _restore_compiled(self, compiled: dict | None) -> None:
         """The loss, optimizer, metrics and mode of an unbuilt model's copy (``__getstate__``'s
@@ -2265,37 +2474,64 @@ class Sequential:
         self.decay_bias_and_norm = decay
         self.train(compiled["training_mode"])
 
+    def _put_copy_state(self, state: dict) -> None:
+        """Make this new object (no ``__init__`` run) the model :meth:`_copy_state` described, with
+        Sequential's methods whatever a subclass overrides: a subclass's constructor, which may take
+        other arguments, is never called (as torch and Keras copy a subclassed model)."""
+        with _as_sequential(self):
+            if "unbuilt" in state:
+                s = state["unbuilt"]
+                layers = [layer_from_config(e) for e in s["layers"]]
+                Sequential.__init__(self, layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
+                Sequential._restore_compiled(self, s.get("compiled"))
+                return
+            record = state["record"]
+            config = record["config"]
+            Sequential.__init__(
+                self,
+                [layer_from_config(e) for e in config["layers"]],
+                seed=config["seed"],
+                dtype=config["dtype"],
+                input_shape=config["input_shape"],
+            )
+            Sequential.restore(self, record)
+            Sequential.to(self, record.get("device", "cpu"))
+
+    def _put_carried(self, carried: dict) -> None:
+        """Set what :meth:`_carried` took from the model copied: its tags, and a subclass's own
+        attributes (those the rebuilt model does not already have as its own state)."""
+        self._put_tags(carried.get("tags"))
+        own = carried.get("subclass") or {}
+        for name, value in own.get("dict", {}).items():
+            if name not in self.__dict__:
+                self.__dict__[name] = value
+                self.__dict__.setdefault(_SUBCLASS_ATTRIBUTES, set()).add(name)
+        for name, value in own.get("slots", {}).items():
+            object.__setattr__(self, name, value)
+
     def __setstate__(self, state):
-        if "unbuilt" in state:
-            s = state["unbuilt"]
-            layers = [layer_from_config(e) for e in s["layers"]]
-            self.__init__(layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
-            self._restore_compiled(s.get("compiled"))
-            self._put_tags(state.get("tags"))
-            return
-        record = state["record"]
-        config = record["config"]
-        self.__init__(
-            [layer_from_config(e) for e in config["layers"]],
-            seed=config["seed"],
-            dtype=config["dtype"],
-            input_shape=config["input_shape"],
-        )
-        self.restore(record)
-        self.to(record.get("device", "cpu"))
-        self._put_tags(state.get("tags"))
+        self._put_copy_state(state)
+        if "carried" in state:
+            carried = _AnchoredUnpickler(io.BytesIO(state["carried"]), _anchors(self)).load()
+        else:  # a model pickled before subclasses' attributes were kept: its tags, if any
+            carried = {"tags": state.get("tags")}
+        self._put_carried(carried)
 
     def __deepcopy__(self, memo):
-        import copy
-
-        clone = Sequential.__new__(Sequential)
-        state = self.__getstate__()
-        tags = state.pop("tags")
+        cls = type(self)
+        clone = cls.__new__(cls)
+        state = self._copy_state()
         if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
             state = copy.deepcopy(state, memo)
-        memo[id(self)] = clone  # (a tag that refers to the model refers to the copy)
-        state["tags"] = copy.deepcopy(tags, memo)  # the user's tags: deep copies, as torch's deepcopy does
-        clone.__setstate__(state)
+        clone._put_copy_state(state)
+        # what the tags and a subclass's attributes refer to: the copy's own model, layers, parameter
+        # views, optimizer and loss (a tag that refers to the model refers to the copy)
+        theirs = _anchors(clone)
+        for key, obj in _anchors(self).items():
+            if key in theirs:
+                memo[id(obj)] = theirs[key]
+        # the rest: deep copies, as torch's deepcopy of a module makes of its attributes
+        clone._put_carried(copy.deepcopy(self._carried(), memo))
         return clone
 
     def __copy__(self):
@@ -2605,20 +2841,22 @@ class Sequential:
         self.require_compiled("training")
         if len(self.output_shape) == 1:
             return X, losses_mod.base_of(self.loss).check_targets(y, X.shape[0], self.output_shape[0], self.dtype)
-        return X, self._check_position_targets(y, X.shape[0])
+        return X, self._check_position_targets(y, X.shape[0], self.output_lengths(X))
 
     def _weighed_by_the_fit(self, y: np.ndarray) -> np.ndarray:
         """Checked plain targets given while a weighted fit trains on the SampleWeighted loss (a
         callback calling train_step, loss_and_grads or a diagnostic): each sample weighs 1, which
         gives the plain loss and its gradients."""
         if isinstance(self.loss, losses_mod.SampleWeighted):
-            return losses_mod.weighted_targets(y, np.ones(y.shape[0]))
+            return losses_mod.weighted_targets(y, np.ones(y.shape[: len(self._built_output_shape("training"))]))
         return y
 
-    def _check_position_targets(self, y, n: int) -> np.ndarray:
-        """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position."""
-        loss, shape = self._compiled_loss("training"), self._built_output_shape("training")
-        lead = shape[:-1]
+    def _check_position_targets(self, y, n: int, lengths=None) -> np.ndarray:
+        """Targets (n, *positions, ...) for an output (batch, *positions, k): one target per position.
+        With the input's ``lengths`` (:meth:`output_lengths`) the targets of padded steps are not
+        checked (torch's -100 there is fine) and come back as 0: the loss and metrics never read them."""
+        loss, shape = losses_mod.base_of(self._compiled_loss("training")), self._built_output_shape("training")
+        lead = shape[:-1]  # (the plain loss's targets: a weighted fit's weights come apart from them)
         arr = V.as_numeric_array(y, "y")
         if arr.shape[: 1 + len(lead)] != (n, *lead):
             per_row = "a label" if loss.target_spec(shape[-1], self.dtype)[0] == () else f"{shape[-1]} targets"
@@ -2627,12 +2865,12 @@ class Sequential:
                 f"so y must start with ({n}, {', '.join(map(str, lead))}): {per_row} for each of the "
                 f"{size_of(lead)} positions of each of the {n} samples"
             )
-        rows = loss.check_targets(
-            arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead) :])),
-            n * size_of(lead),
-            shape[-1],
-            self.dtype,
-        )
+        arr = arr.reshape((n * size_of(lead), *arr.shape[1 + len(lead) :]))
+        valid = self.valid_rows(lengths)
+        if valid is not None and not valid.all():
+            arr = np.array(arr)  # (a copy: the caller's y stays as given)
+            arr[~valid] = 0
+        rows = loss.check_targets(arr, n * size_of(lead), shape[-1], self.dtype)
         return rows.reshape((n, *lead, *rows.shape[1:]))
 
     def step_plan(self, m: int) -> _StepPlan | None:
@@ -3366,9 +3604,11 @@ class Sequential:
         validation_split : float, default 0.0
             Hold out the last fraction of (X, y) (before shuffling) as validation data.
         sample_weight : array_like, optional
-            (n,) float >= 0: weights of each sample's loss and its gradient.
+            (n,) float >= 0: weights of each sample's loss and its gradient; for a per-step output
+            ``(n, time, ..., k)`` also ``(n, time)``, one per step (Keras' temporal weights), or one
+            per position. The weighted mean is ``sum w l / sum w`` over the (valid) positions.
         class_weight : dict, optional
-            ``{class: weight}``, multiplied into the sample weights.
+            ``{class: weight}``, multiplied into the sample weights (per position's label).
 
         Returns
         -------
@@ -3613,7 +3853,7 @@ class Sequential:
             it normalises each pass by its own): default 1024 on the CPU; on a GPU, as many as
             keep the widest activation under 256 MiB (each pass there costs launches and copies).
         sample_weight : array_like, optional
-            (n,) weights of the loss.
+            (n,) weights of the loss; (n, time) per step too for a per-step output, as in :meth:`fit`.
         class_weight : dict, optional
             ``{class: weight}``, multiplied into the sample weights.
 
@@ -3869,7 +4109,15 @@ class Sequential:
         if shape is None and config.get("input_features") is not None:  # files of fastnn 0.1
             shape = (config["input_features"],)
         seed, dtype = config.get("seed", 0), config.get("dtype", "float32")  # (the constructor's defaults)
-        return cls(layers, seed=seed, dtype=dtype, input_shape=shape, device=device)
+        arguments = {"seed": seed, "dtype": dtype, "input_shape": shape, "device": device}
+        if cls is not Sequential and not _takes_sequential_arguments(cls, layers, arguments):
+            raise TypeError(
+                f"{cls.__name__}.from_config cannot make a {cls.__name__}: its constructor does not take "
+                f"Sequential's arguments (layers, seed=, dtype=, input_shape=, device=), and the config "
+                f"describes only the layers; override from_config in {cls.__name__} (as Keras asks of "
+                f"subclassed models), or call fastnn.Sequential.from_config(config) for a plain Sequential"
+            )
+        return cls(layers, **arguments)
 
     def save(self, path) -> None:
         """Write everything needed to resume training exactly to one safetensors file, atomically.
@@ -3877,10 +4125,23 @@ class Sequential:
         Architecture, weights and buffers, loss, optimizer state and step count, the position in the
         epoch, and the state of the callbacks of the last fit(); :func:`fastnn.load` reads it.
 
+        A file holds no code (nothing in it is unpickled): a model of a user's subclass of Sequential
+        is saved as its plain Sequential part, and :func:`fastnn.load` gives a ``Sequential`` with
+        its layers, weights, optimizer and training state, without the subclass's methods and its
+        own attributes, saying so with a UserWarning (here too). To get the subclass back, make
+        one and restore the file's state into it, ``net = MyNet(...);
+        net.restore(fnn.load(path).snapshot())``; pickling (or ``copy.deepcopy``) keeps the class and
+        its attributes.
+
         Parameters
         ----------
         path : str or os.PathLike
             The file.
+
+        Warns
+        -----
+        UserWarning
+            For a model of a subclass of Sequential (see above).
 
         Raises
         ------
@@ -3907,7 +4168,22 @@ class Sequential:
                 f"save writes a safetensors file (weights and training state), not an .npz archive: got path "
                 f"{str(path)!r}; name it '.safetensors', or use model.save_weights(path) for an .npz of the weights"
             )
-        serialization.save_model(self, path)
+        model_class = None
+        if type(self) is not Sequential:  # a file holds no code: what fnn.load will give, said now
+            model_class = f"{type(self).__module__}.{type(self).__qualname__}"
+            attributes = self._subclass_attributes()
+            own = sorted({**attributes["dict"], **attributes["slots"]})
+            warnings.warn(
+                f"save: {type(self).__name__} is a subclass of fastnn.Sequential, and a file holds no code: "
+                f"fnn.load(path) will give a plain fastnn.Sequential with these layers, weights, optimizer "
+                f"and training state, without {type(self).__name__}'s methods and own attributes "
+                f"({', '.join(own) or 'none set'}); to get a {type(self).__name__} back, make one and "
+                f"restore the file's state into it: net = {type(self).__name__}(...); "
+                f"net.restore(fnn.load(path).snapshot()) (or pickle the model, which keeps its class)",
+                UserWarning,
+                stacklevel=2,
+            )
+        serialization.save_model(self, path, model_class=model_class)
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------
     def export_onnx(self, path, *, opset: int = 17):
@@ -4048,7 +4324,11 @@ def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
     Returns
     -------
     Sequential
-        The model, with its optimizer state and training position.
+        The model, with its optimizer state and training position. Always a ``Sequential``: a file
+        saved from a model of a user's subclass of Sequential holds no code, so the model comes
+        back as its plain Sequential part, with a UserWarning naming the class (Keras likewise
+        cannot rebuild a subclassed model from a file alone). To get the subclass back, make one
+        and restore this state into it: ``net = MyNet(...); net.restore(fnn.load(path).snapshot())``.
 
     Raises
     ------
@@ -4056,6 +4336,11 @@ def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
         (a ValueError) for a damaged, tampered or foreign file.
     RuntimeError
         If ``device="cuda"`` and CUDA is not available.
+
+    Warns
+    -----
+    UserWarning
+        For a file saved from a model of a subclass of Sequential (see Returns).
 
     Examples
     --------
@@ -4086,4 +4371,15 @@ def load(path, device: str = "cpu", *, verify: bool = True) -> Sequential:
             f"{path}: cannot rebuild the model from its metadata, which is incomplete, "
             f"malformed or names unknown classes ({type(exc).__name__}: {exc})"
         ) from None
+    model_class = record.get("model_class")
+    if model_class is not None:
+        short = model_class.rpartition(".")[2]
+        warnings.warn(
+            f"{os.fspath(path)} was saved from a model of {model_class}, a subclass of fastnn.Sequential; a "
+            f"file holds no code, so this is a plain fastnn.Sequential with its layers, weights, optimizer "
+            f"and training state, without {short}'s methods and own attributes; to get a {short} back, "
+            f"make one and restore this state into it: net = {short}(...); net.restore(model.snapshot())",
+            UserWarning,
+            stacklevel=2,
+        )
     return model.to(device)

@@ -23,10 +23,15 @@ def _split_state(state: dict) -> tuple[dict, dict]:
     return arrays, scalars
 
 
-def save_model(model, path) -> None:
-    """Write ``model.snapshot()`` (the checkpoint record) to ``path`` as one safetensors file."""
+def save_model(model, path, *, model_class: str | None = None) -> None:
+    """Write ``model.snapshot()`` (the checkpoint record) to ``path`` as one safetensors file;
+    ``model_class``: the import path of a user's subclass of Sequential the model is of, kept in the
+    file so that ``fastnn.load`` can say what it does not rebuild."""
     _warn_unregistered(model)
-    write_safetensors(path, *record_to_file(model.snapshot()))
+    tensors, meta = record_to_file(model.snapshot())
+    if model_class is not None:
+        meta["model_class"] = model_class
+    write_safetensors(path, tensors, meta)
 
 
 def _warn_unregistered(model) -> None:
@@ -126,6 +131,8 @@ def record_from_file(tensors: dict, meta: dict, path, version: int) -> dict:
     for key in ("frozen", "training_mode"):  # (files before session 19 have neither: restore's defaults)
         if key in training:
             record[key] = training.pop(key)
+    if "model_class" in meta:  # saved from a user's subclass of Sequential
+        record["model_class"] = str(meta["model_class"])
     if "optimizer" in meta:
         saved = json.loads(meta["optimizer"])
         state = dict(saved["state"])

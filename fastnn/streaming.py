@@ -119,7 +119,8 @@ def skips_last_one(model, b: int, steps: int, rows: int) -> bool:
 
 def checked_batch(model, item, where: str):
     """(xb, yb, wb) of the batch ``item`` ((X, y) or (X, y, sample_weight)) checked and converted
-    like fit's arrays (wb float64 (m,), or None); errors start with ``where`` (which batch)."""
+    like fit's arrays (wb float64 (m,), or per step (m, time) for a per-step output, or None);
+    errors start with ``where`` (which batch)."""
     if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
         raise TypeError(
             f"{where}: each item of the data must be a pair (X_batch, y_batch) or a triple "
@@ -130,8 +131,7 @@ def checked_batch(model, item, where: str):
         xb, yb = model.check_data(item[0], item[1], argument="X_batch")
         wb = None
         if len(item) == 3 and item[2] is not None:
-            options.require_one_row_per_sample(model)
-            wb = options.check_sample_weight(item[2], xb.shape[0], "sample_weight_batch")
+            wb = options.check_sample_weight(item[2], xb.shape[0], "sample_weight_batch", model)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
     if xb.shape[0] == 0:

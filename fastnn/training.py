@@ -49,7 +49,7 @@ from . import _fused, backend, distributed, streaming
 from . import _validation as V
 from . import losses as losses_mod
 from ._progress import EpochProgress
-from ._step_feed import StepFeed
+from ._step_feed import DeviceStepFeed, StepFeed
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
@@ -57,9 +57,10 @@ from .layers.base import walk_layers
 from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
-# {model: ((specs, device), (host, device, copied, moved, stream))}: the last BatchFeeder's pinned
-# buffers, device slots, events and stream, kept for the model's next fit of the same batch shape
-# (pinned allocations are slow; a loop of short fits made them at every call)
+# {model: ((specs, device), (host, device, copied, moved, stream, done, outputs))}: the last
+# BatchFeeder's pinned buffers, device slots, events, stream, which slots' copies are known done and
+# its pinned output buffers, kept for the model's next fit of the same batch shape (pinned
+# allocations are slow; a loop of short fits made them at every call)
 _FEEDER_SLOTS: weakref.WeakKeyDictionary[object, tuple] = weakref.WeakKeyDictionary()
 _FINGERPRINT_ROWS = 256
 
@@ -396,7 +397,10 @@ class BatchFeeder:
     buffers device-to-device, after step i's kernels that still read them. A slot is refilled only
     when its last copy has finished (the host waits on its event) and was moved on (the copy stream
     waits on an event), so the results are those of synchronous copies. ``prefetch = False``
-    copies each batch when its step starts (no overlap).
+    copies each batch when its step starts (no overlap). The host waits for a slot's last copy
+    only when it is not known done: a step that read its scalars after the batch's move (a wait on
+    the default stream, which waited for the copy) says so with :meth:`settled`
+    (``fastnn._step_feed.DeviceStepFeed``), so a steady fit's step has that read as its one wait.
 
     Parameters
     ----------
@@ -435,16 +439,22 @@ class BatchFeeder:
                     [backend.event(model.device) for _ in range(2)],
                     [backend.event(model.device) for _ in range(2)],
                     backend.stream(model.device, non_blocking=True),
+                    [True, True],  # no copy of a slot in flight (close() waits for those of a fit)
+                    {},
                 ),
             )
-        self.host, self.device, self.copied, self.moved, self.stream = kept[1]
+        self.host, self.device, self.copied, self.moved, self.stream, self.done, self.outputs = kept[1]
         self.slot = 0
         self.pending: tuple[tuple[int, int], int] | None = None  # ((lo, hi), slot) of the batch being copied
+        self.waited: set[int] = set()  # slots the default stream waited for since the last settled()
+        #: (inputs, targets): the page-locked host rows of the last loaded batch (until the next load)
+        self.host_batch: tuple | None = None
 
     def _start(self, lo: int, hi: int, order) -> None:
         """Gather rows [lo, hi) (positions in ``order`` when shuffling) into the next slot; copy them in."""
         k = self.slot = 1 - self.slot
-        self.copied[k].synchronize()  # the slot's previous copy has read its host buffers
+        if not self.done[k]:
+            self.copied[k].synchronize()  # the slot's previous copy has read its host buffers
         hx, hy = (a[: hi - lo] for a in self.host[k])
         if order is None:
             np.copyto(hx, self.X[lo:hi])
@@ -456,6 +466,7 @@ class BatchFeeder:
         for dst, src in zip(self.device[k], (hx, hy)):
             backend.copy_into(dst[: hi - lo], src, self.stream)
         self.copied[k].record(self.stream)
+        self.done[k] = False
         self.pending = ((lo, hi), k)
 
     def load(self, plan, lo: int, hi: int, order) -> tuple:
@@ -486,22 +497,62 @@ class BatchFeeder:
         k = self.pending[1]
         self.pending = None
         self.copied[k].wait(0)  # the default stream runs on after the copy only
+        self.waited.add(k)
         backend.copy_into(plan.x, self.device[k][0][: hi - lo])
         backend.copy_into(plan.y, self.device[k][1][: hi - lo])
         self.moved[k].record(0)
+        self.host_batch = tuple(a[: hi - lo] for a in self.host[k])  # (rewritten by the load after next)
         if self.prefetch and hi < self.n:
             self._start(hi, min(self.n, hi + self.batch_size), order)
         return plan.x, plan.y
 
+    def settled(self) -> None:
+        """Declare the copies of the batches loaded so far done: the host waited on the default
+        stream after their loads (a step read its scalars), and that stream had waited for them.
+
+        Examples
+        --------
+        >>> feeder.settled()  # doctest: +SKIP
+        """
+        for k in self.waited:
+            self.done[k] = True
+        self.waited.clear()
+
+    def pinned_output(self, out):
+        """A page-locked host array of ``out``'s shape and dtype, kept with the slots (one per
+        shape: a step's outputs are copied into it with its scalars).
+
+        Parameters
+        ----------
+        out : device array
+            A step plan's outputs.
+
+        Returns
+        -------
+        numpy.ndarray
+            The buffer (its contents those of the last copy into it).
+
+        Examples
+        --------
+        >>> host = feeder.pinned_output(plan.out)  # doctest: +SKIP
+        """
+        key = (tuple(out.shape), np.dtype(out.dtype).str)
+        buffer = self.outputs.get(key)
+        if buffer is None:
+            buffer = self.outputs[key] = backend.pinned_empty(key[0], out.dtype)
+        return buffer
+
     def close(self) -> None:
-        """Wait for a copy still in flight (its pinned host buffers must outlive it, and the
-        model's next fit reuses them).
+        """Wait for a copy still in flight, if any is not known done (its pinned host buffers must
+        outlive it, and the model's next fit reuses them).
 
         Examples
         --------
         >>> feeder.close()  # doctest: +SKIP
         """
-        self.stream.synchronize()
+        if not all(self.done):
+            self.stream.synchronize()
+            self.done[:] = [True, True]
 
 
 class ArrayBatches:
@@ -547,6 +598,9 @@ class ArrayBatches:
     #: shuffled batches on the CPU gathered (and counted) inside the step's compiled call
     #: (``fastnn._step_feed``); False gathers them here with ``np.take`` (same results)
     gather_inside = True
+    #: the fit reads each step's outputs on the host (its metrics): on a device they are copied out
+    #: with the step's scalars (``fastnn._step_feed.DeviceStepFeed``)
+    outputs_read = False
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, weighted: bool):
         plan = streaming.batch_plan(model, X.shape[0], batch_size, shuffle)
@@ -555,7 +609,9 @@ class ArrayBatches:
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
         self.feeder: BatchFeeder | None = None
-        self.feed: StepFeed | None = None  # CPU, shuffled: each batch gathered inside its step call
+        # CPU: each batch gathered (or read in place) and counted inside its step call; a device: its
+        # count (and outputs) read with the step's scalars
+        self.feed: StepFeed | DeviceStepFeed | None = None
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
         self.tracker: Tracker | None = None  # the fit's metrics, added inside the step calls (accumulate_inside)
 
@@ -625,19 +681,27 @@ class ArrayBatches:
                 lo, hi = self.shard(lo, hi)
             plan = model.step_plan(hi - lo)
             if feeder is not None:  # copied into the plan's device buffers, the next batch's copy started
-                yield (b, *feeder.load(plan, lo, hi, order))
+                xb, yb = feeder.load(plan, lo, hi, order)
+                if self.shard is None:  # its count (and outputs) read with the step's scalars
+                    device_feed = self.feed
+                    if not isinstance(device_feed, DeviceStepFeed):
+                        device_feed = self.feed = DeviceStepFeed(model, feeder, outputs=self.outputs_read)
+                    device_feed.arm(plan)
+                yield b, xb, yb
             elif order is None:
                 if plan is not None and self.gather_inside and self.shard is None:  # counted inside the call
-                    if self.feed is None:
-                        self.feed = StepFeed(model, X, y, None, count=True, tracker=self.tracker)
-                    self.feed.arm_count(plan)
+                    feed = self.feed
+                    if not isinstance(feed, StepFeed):
+                        feed = self.feed = StepFeed(model, X, y, None, count=True, tracker=self.tracker)
+                    feed.arm_count(plan)
                 yield b, X[lo:hi], y[lo:hi]
             elif plan is not None and not self.gather_inside:  # gathered here into the plan's buffers
                 yield b, np.take(X, order[lo:hi], axis=0, out=plan.x), np.take(y, order[lo:hi], axis=0, out=plan.y)
             elif plan is not None:  # the plan's buffers, filled by its step call (fastnn._step_feed)
-                if self.feed is None:
-                    self.feed = StepFeed(model, X, y, order, count=self.shard is None, tracker=self.tracker)
-                self.feed.arm(plan, lo, hi)
+                feed = self.feed
+                if not isinstance(feed, StepFeed):
+                    feed = self.feed = StepFeed(model, X, y, order, count=self.shard is None, tracker=self.tracker)
+                feed.arm(plan, lo, hi)
                 yield b, plan.x, plan.y
             else:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
@@ -720,7 +784,7 @@ def _open_arrays(
     weights in the targets' last column (:class:`fastnn.losses.SampleWeighted`)."""
     streaming.check_array_fit(y, steps_per_epoch)
     X, y = model.check_data(X, y)
-    sample_weight = options.check_sample_weight(sample_weight, X.shape[0])
+    sample_weight = options.check_sample_weight(sample_weight, X.shape[0], model=model)
     validation = streaming.validation(model, validation_data)
     if validation_split:
         (X, y, sample_weight), held_out = options.split_off(validation_split, X, y, sample_weight)
@@ -787,9 +851,10 @@ def fit(
     validation_split : float, default 0.0
         The fraction of (X, y) held out, in [0, 1).
     sample_weight : array_like, optional
-        (n,) weights of the samples' loss.
+        (n,) weights of the samples' loss; for a per-step output (n, time, ..., k) also (n, time),
+        one per step (Keras' temporal weights), or one per position.
     class_weight : dict, optional
-        ``{class: weight}``.
+        ``{class: weight}``; per step label for a per-step output.
 
     Returns
     -------
@@ -862,6 +927,8 @@ def fit(
     if accumulate > 1 and isinstance(source, ArrayBatches) and (source.weighted or model.masks_steps):
         source.gather_inside = False  # each batch's weights (valid steps) are read before its step (Stepper.step)
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
+    if isinstance(source, ArrayBatches):  # (on a device the step copies its outputs out with its scalars)
+        source.outputs_read = bool(tracker.metrics)
     if tracker.metrics and dist is None and accumulate == 1 and isinstance(source, ArrayBatches):
         # every step commits: the step calls add the batches to the metrics' arrays (fastnn._step_feed)
         if tracker.accumulate_inside(source.X.shape[0] * model.positions):  # (n_used may grow: ArrayBatches.replan)
@@ -994,13 +1061,15 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 total_loss += batch_loss * m
                 samples += m
                 lengths = None
+                feed = getattr(source, "feed", None)  # the feed counted inside the step call
                 if masked:  # the batch's (under MPI: the global batch's) valid steps, once (accumulate's too)
                     if dist is not None:
                         lengths = dist.batch_lengths
-                    else:  # (after the step: a fed batch's xb is filled by the step's call)
-                        lengths = model.output_lengths(xb) if stepper.lengths is None else stepper.lengths
+                    elif stepper.lengths is not None:
+                        lengths = stepper.lengths
+                    else:  # (after the step: a fed batch's xb is filled by the step's call; a device's on the host)
+                        lengths = model.output_lengths(xb if feed is None else feed.host_batch(xb, yb)[0])
                     valid += model.valid_count(lengths)
-                feed = getattr(source, "feed", None)  # the feed counted inside the step call
                 if dist is not None:
                     count = dist.correct
                 elif feed is not None:
@@ -1010,7 +1079,12 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 correct = None if count is None or correct is None else correct + count
                 if track:  # under MPI: the global batch's outputs and targets (metrics may not add up)
                     inside = feed is not None and feed.metrics_added()  # the step's call added the batch
-                    rows = (out, yb) if dist is None else dist.gathered(dist.batch_rows, out, yb)
+                    if dist is not None:
+                        rows = dist.gathered(dist.batch_rows, out, yb)
+                    elif feed is not None:  # a device's outputs copied out with the step's scalars
+                        rows = (feed.host_output(out), feed.host_batch(xb, yb)[1])
+                    else:
+                        rows = (out, yb)
                     tracker.update(*rows, committed, inside=inside, lengths=lengths)
             if committed:  # after the optimizer's update (every `accumulate` batches): the step commits here
                 state.cursor = Cursor(

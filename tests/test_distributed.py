@@ -102,6 +102,22 @@ def test_padded_steps_are_left_out_over_all_ranks(metrics):
     assert check(mpirun("masked.py", metrics)).count("ok") == 2
 
 
+@pytest.mark.parametrize("variant", ["per step", "nested"])
+def test_a_synchronised_batch_norm_over_padded_steps_trains_as_one_process(variant):
+    """sync_batchnorm=True with Masking -> TimeDistributed(BatchNorm1d) (per-step loss), or a
+    BatchNorm in a Residual block inside TimeDistributed (LastStep): 2 ranks, whose shards hold
+    different numbers of valid steps, equal one process's masked kernels on the whole batch
+    (weights, running statistics, history; float64 to 1e-10)."""
+    sys.path.insert(0, SCRIPTS)
+    try:
+        from _common import masked_norm_model, masked_sequences
+    finally:
+        sys.path.remove(SCRIPTS)
+    X, y = masked_sequences()
+    masked_norm_model(variant).fit(X, y if variant == "per step" else y[:, 0], epochs=1, batch_size=8, verbose=0)
+    assert check(mpirun("masked_norm.py", *variant.split())).count("ok") == 2
+
+
 def test_bucket_bytes_must_be_positive():
     from mpi4py import MPI
 

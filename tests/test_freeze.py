@@ -245,3 +245,19 @@ def test_unknown_layers_and_bad_values_are_refused_clearly():
         model.freeze(fnn.Dense(2, 2))
     with pytest.raises(TypeError, match="trainable must be True or False"):
         model.layers[0].trainable = "no"
+
+
+def test_numpy_and_negative_indices_and_lists_name_layers_as_in_python():
+    """model.freeze(np.int64(1)) is index 1 (it said "unknown layer np.int64(1): expected ... an
+    index"); -1 is the last layer, as model.layers[-1]; a list is its items."""
+    model = _model()
+    assert [layer.trainable for layer in model.freeze(np.int64(1))] == [True, False, True, True]
+    assert [layer.trainable for layer in model.unfreeze().freeze(-1)] == [True, True, True, False]
+    assert [layer.trainable for layer in model.unfreeze().freeze([0, "2.block.1"])] == [False, True, True, True]
+    assert not model.layers[2].block[1].trainable
+    model.unfreeze().freeze(*np.arange(2))
+    assert [layer.trainable for layer in model.layers] == [False, False, True, True]
+    with pytest.raises(ValueError, match="unknown layer -5"):
+        model.freeze(-5)
+    with pytest.raises(ValueError, match="unknown layer True"):
+        model.freeze(True)

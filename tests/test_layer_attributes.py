@@ -318,3 +318,49 @@ def test_a_bool_for_an_argument_whose_name_is_another_attribute_is_refused(make,
     model = fnn.Sequential([fnn.Dense(3, 1, bias_init="ones")], input_shape=(3,), seed=0)
     model[0].bias = 0  # a value for a one-element bias array is still written
     assert model[0].bias.tolist() == [0.0]
+    with pytest.raises(AttributeError, match=re.escape("set layer.use_bias = True instead")):
+        model[0].bias = np.True_  # NumPy's bool, advised as a plain one (it said np.True_)
+
+
+def _configure(obj, name, value):
+    """A function of the user's own that takes the layer or model first (as a method would)."""
+    setattr(obj, name, value)
+
+
+def _tag_all(model):
+    model.note = "set in a helper"
+    for layer in model.layers:
+        layer.fold = 2
+
+
+def test_a_helper_function_taking_the_layer_first_is_checked_and_its_tags_survive_copies():
+    """A function of one's own whose first argument is the layer or model was taken for its own code:
+    misspellings and foreign names set there were stored silently, and its tags were not kept, so a
+    copy of the model lost them."""
+    model = fnn.Sequential([fnn.Dense(3, 4), fnn.Dropout(0.5)], input_shape=(3,), seed=0)
+    with pytest.raises(AttributeError, match="did you mean 'trainable'"):
+        _configure(model[0], "trainabel", False)
+    with pytest.raises(AttributeError, match="another framework's name for its 'p'"):
+        (lambda layer: setattr(layer, "rate", 0.1))(model[1])
+    with pytest.raises(AttributeError, match="did you mean 'stop_training'"):
+        _configure(model, "stop_trainning", True)
+    _tag_all(model)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.note == "set in a helper" and [layer.fold for layer in clone.layers] == [2, 2]
+    # a user layer's own helper, called from its own method with the layer first, still sets what it likes
+    assert (Helped().trainabel, Helped().weights) == ("set by a helper of __init__", "set by a nested helper")
+
+
+def _set_up(layer):
+    layer.trainabel = "set by a helper of __init__"  # close to 'trainable': its own code may
+
+
+class Helped(fnn.Layer):
+    def __init__(self):
+        super().__init__()
+        _set_up(self)
+
+        def nested(me):
+            me.weights = "set by a nested helper"
+
+        nested(self)

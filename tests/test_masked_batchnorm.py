@@ -3,12 +3,15 @@ TimeDistributed after Masking, the batch statistics (and the running statistics'
 of the valid (sample, step) positions, every position is normalised with them, and the gradient is
 that forward's exact one (kernels.batchnorm with ``lengths``; layers.sequence.TimeDistributed)."""
 
+import copy
+
 import numpy as np
 import pytest
 
 import fastnn as fnn
 from fastnn import _norm_fusion
 from fastnn.kernels.batchnorm import batchnorm_backward, batchnorm_forward_train_counted, partial_rows
+from fastnn.layers.base import bind_children, children_buffers, children_parameter_specs, walk_layers
 from tests._gradcheck import numeric_gradients_inplace
 
 EPS = 1e-5
@@ -232,11 +235,221 @@ def test_a_saved_masked_model_predicts_and_trains_on_identically(tmp_path, rng):
     np.testing.assert_array_equal(loaded.layers[1].layer.running_var, model.layers[1].layer.running_var)
 
 
-def test_a_synchronised_batch_norm_refuses_masked_statistics(rng):
-    """SyncBatchNorm's statistics would count the padding: refused when the step is recorded."""
-    X, y = _sequences(rng)
-    model = _model()
-    model.layers[1].layer.set_synchronizer(object())
+def _synchronised(model, rows):
+    """``model`` with its BatchNorms computing their statistics through a SyncBatchNorm over a group
+    of one rank (``MPI.COMM_SELF``): the synchronised NumPy path, which must equal the kernels."""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    run = fnn.distributed.Session(MPI.COMM_SELF, model)
+    sync = fnn.distributed.SyncBatchNorm(run)
+    for layer in run.norms:
+        layer.set_synchronizer(sync)
     model.clear_plans()
-    with pytest.raises(ValueError, match="valid steps.*synchronised batch norm.*train this model on one process"):
-        model.train_step(X, y)
+    run.shard(0, rows)  # the shard is the whole batch: weight 1
+    return sync
+
+
+def _steps_of(model, X, y, steps=3):
+    losses = [model.train_step(X, y) for _ in range(steps)]
+    return np.array(losses), model.state_arrays()
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        lambda: [fnn.ReLU()],
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3, momentum=None)]))],
+    ],
+    ids=["relu", "and a nested batch norm"],
+)
+def test_a_synchronised_batch_norm_over_padded_steps_equals_the_kernels(middle, rng):
+    """SyncBatchNorm (the data-parallel fit's, here over one rank) takes the statistics of the
+    valid steps' rows, the running statistics from them and the masked forward's gradient, as the
+    one-process kernels: losses, weights, running statistics and batches counted after 3 steps."""
+    X, y = _sequences(rng)
+    plain, synced = _model(*middle()), _model(*middle())
+    sync = _synchronised(synced, len(X))
+    assert "_forward" in {fn.__name__ for fn, _ in synced.step_plan(len(X)).calls}  # the synchronised calls ran
+    want_losses, want = _steps_of(plain, X, y)
+    losses, got = _steps_of(synced, X, y)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-12)
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
+    assert sync.rows == (X != 0).any(axis=2).sum()  # the valid steps, not the 8 * 5 rows
+
+
+def test_a_synchronised_batch_norm_keeps_each_layers_row_count(rng):
+    """Two synchronised BatchNorms over different rows per sample (BatchNorm2d over 3 * 3 positions,
+    then BatchNorm1d over one): each backward divides by its own layer's count (it took the last
+    forward's, the other layer's), so the step equals the kernels'."""
+    layers = [
+        fnn.Conv2d(1, 2, 3),
+        fnn.BatchNorm2d(2),
+        fnn.ReLU(),
+        fnn.Flatten(),
+        fnn.Dense(18, 4),
+        fnn.BatchNorm1d(4),
+        fnn.Dense(4, 2),
+    ]
+    X, y = rng.standard_normal((6, 1, 5, 5)), np.arange(6) % 2
+    models = [
+        fnn.Sequential(copy.deepcopy(layers), input_shape=(1, 5, 5), seed=0, dtype="float64").compile(
+            "cross_entropy", fnn.optim.SGD(lr=0.1)
+        )
+        for _ in range(2)
+    ]
+    _synchronised(models[1], len(X))
+    (want_losses, want), (losses, got) = (_steps_of(model, X, y) for model in models)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-12)
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+# ---------------------------------------------------------------- BatchNorm nested in TimeDistributed
+# Each case: (the layers after Masking, the equivalent layers on the gathered valid steps' rows, the
+# step shape). The masked model on padded sequences must equal the gathered model on the valid steps.
+NESTINGS = {
+    "residual": (
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3), fnn.ReLU()]))],
+        lambda: [fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3), fnn.ReLU()])],
+        (3,),
+    ),
+    "residual in residual": (
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.Residual([fnn.BatchNorm1d(3)]), fnn.Dense(3, 3)]))],
+        lambda: [fnn.Residual([fnn.Residual([fnn.BatchNorm1d(3)]), fnn.Dense(3, 3)])],
+        (3,),
+    ),
+    "time distributed in time distributed": (
+        lambda: [fnn.TimeDistributed(fnn.TimeDistributed(fnn.BatchNorm1d(3)))],
+        lambda: [fnn.TimeDistributed(fnn.BatchNorm1d(3))],
+        (2, 3),
+    ),
+    "time distributed in a residual block": (
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.TimeDistributed(fnn.BatchNorm1d(3)), fnn.Tanh()]))],
+        lambda: [fnn.Residual([fnn.TimeDistributed(fnn.BatchNorm1d(3)), fnn.Tanh()])],
+        (2, 3),
+    ),
+    "channels first in a residual block (4 positions)": (
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm1d(2), fnn.ReLU()]))],
+        lambda: [fnn.Residual([fnn.BatchNorm1d(2), fnn.ReLU()])],
+        (2, 4),
+    ),
+    "batchnorm2d in a residual block, batch statistics in evaluation": (
+        lambda: [fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm2d(2, track_running_stats=False)]))],
+        lambda: [fnn.Residual([fnn.BatchNorm2d(2, track_running_stats=False)])],
+        (2, 2, 3),
+    ),
+    "residual around time distributed": (
+        lambda: [fnn.Residual([fnn.TimeDistributed(fnn.BatchNorm1d(3)), fnn.Dense(3, 3)])],
+        lambda: [fnn.Residual([fnn.BatchNorm1d(3), fnn.Dense(3, 3)])],
+        (3,),
+    ),
+}
+
+
+def _norms(model):
+    return [layer for layer in walk_layers(model.layers) if isinstance(layer, fnn.BatchNorm1d)]
+
+
+@pytest.mark.parametrize("case", list(NESTINGS))
+def test_a_nested_batch_norm_takes_the_valid_steps_statistics(case, rng):
+    """Forward (training, then evaluation), running statistics and the gradients of
+    sum(out * G) (G zero at padded steps) equal the same layers on the valid steps' rows gathered
+    into a batch: the padded steps enter no statistic at any depth of nesting."""
+    masked_layers, gathered_layers, step = NESTINGS[case]
+    lengths = np.array([5, 2, 3, 1, 4, 5, 2, 3])
+    valid = np.arange(5)[None, :] < lengths[:, None]
+    X = rng.standard_normal((len(lengths), 5, *step)) * 1.5 + 0.5
+    X[~valid] = 0.0  # Masking(0.0)'s padding: counted, it would pull every mean towards 0
+    masked = fnn.Sequential([fnn.Masking(), *masked_layers()], input_shape=(5, *step), seed=0, dtype="float64")
+    gathered = fnn.Sequential(gathered_layers(), input_shape=step, seed=1, dtype="float64")
+    assert masked.params.size == gathered.params.size
+    gathered.params[...] = masked.params
+    out = masked.forward(X, training=True)
+    want = gathered.forward(X[valid], training=True)
+    np.testing.assert_allclose(out[valid], want, rtol=1e-12, atol=1e-12)
+    G = rng.standard_normal(out.shape)
+    G[~valid] = 0.0
+    grad_x = masked.backward(G)
+    want_grad_x = gathered.backward(G[valid])
+    np.testing.assert_allclose(grad_x[valid], want_grad_x, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(masked.grads, gathered.grads, rtol=1e-10, atol=1e-12)
+    for got_norm, want_norm in zip(*(_norms(model) for model in (masked, gathered)), strict=True):
+        for name, value in want_norm.buffers().items():
+            np.testing.assert_allclose(got_norm.buffers()[name], value, rtol=1e-12, atol=1e-14, err_msg=name)
+    out_eval = masked.forward(X, training=False)
+    np.testing.assert_allclose(out_eval[valid], gathered.forward(X[valid], training=False), rtol=1e-12, atol=1e-12)
+
+
+def test_a_nested_batch_norm_normalises_padded_steps_with_the_valid_ones_statistics(rng):
+    X, _ = _sequences(rng)
+    valid = (X != 0).any(axis=2)
+    model = fnn.Sequential(
+        [fnn.Masking(), fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm1d(3)]))], input_shape=(5, 3), dtype="float64"
+    )
+    out = model.forward(X, training=True)
+    mean, var = X[valid].mean(axis=0), X[valid].var(axis=0)
+    np.testing.assert_allclose(out, (X - mean) / np.sqrt(var + EPS) + X, rtol=1e-12, atol=1e-13)  # padded rows too
+
+
+def test_nested_batch_norm_gradients_by_central_differences(rng):
+    X, y = _sequences(rng)
+    block = fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3), fnn.Tanh()])
+    model = fnn.Sequential(
+        [fnn.Masking(), fnn.TimeDistributed(block), fnn.LastStep(), fnn.Dense(3, 2)],
+        input_shape=(5, 3),
+        seed=0,
+        dtype="float64",
+    ).compile(loss="cross_entropy", optimizer="sgd")
+    X, y = model.check_data(X, y)
+    model.loss_and_grads(X, y)
+    analytic = model.grads.copy()
+    (numeric,) = numeric_gradients_inplace(lambda: model.loss_and_grads(X, y)[0], [model.params])
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+
+
+class _Holder(fnn.Layer):
+    """A user-written container: its child contexts would carry the steps, but fastnn cannot know."""
+
+    lengths_policy = "keep"
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def sublayers(self):
+        return [("inner", self.inner)]
+
+    def build(self, input_shape, dtype):
+        super().build(input_shape, dtype)
+        return self.inner.build(input_shape, dtype)
+
+    def parameter_specs(self):
+        return children_parameter_specs(self)
+
+    def bind(self, params, grads):
+        bind_children(self, params, grads)
+
+    def buffers(self):
+        return children_buffers(self)
+
+    def forward_calls(self, x, ctx):
+        return self.inner.forward_calls(x, ctx.child("inner"))
+
+    def backward_calls(self, grad_y, ctx, need_grad_x):
+        return self.inner.backward_calls(grad_y, ctx.child("inner"), need_grad_x)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: fnn.TimeDistributed(_Holder(fnn.BatchNorm1d(3))),
+        lambda: fnn.TimeDistributed(fnn.Residual([_Holder(fnn.BatchNorm1d(3))])),
+        lambda: fnn.Residual([fnn.TimeDistributed(fnn.Residual([_Holder(fnn.BatchNorm1d(3))]))]),
+    ],
+    ids=["in a user container", "in a user container in a residual block", "under a residual block"],
+)
+def test_a_batch_norm_the_steps_cannot_reach_is_refused_when_built(layer):
+    with pytest.raises(ValueError, match=r"BatchNorm1d\(3.*inside _Holder.*padded steps too.*Residual blocks"):
+        fnn.Sequential([fnn.Masking(), layer()], input_shape=(5, 3), dtype="float64")
+    fnn.Sequential([layer()], input_shape=(5, 3), dtype="float64")  # without masking: fine

@@ -1,6 +1,8 @@
 """Sequence lengths from padding (Masking, Embedding(mask_padding=True)) and how the model carries
 them: to layers that honour them, refused by those that cannot."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -115,12 +117,12 @@ def test_masking_options_round_trip_through_config():
     assert emb.mask_padding and emb.produces_lengths
 
 
-def test_a_batch_norm_nested_in_time_distributed_refuses_lengths_but_per_step_layers_keep_them():
-    """TimeDistributed(BatchNorm1d) takes masked statistics (tests/test_masked_batchnorm.py); a batch
-    norm deeper inside would count the padded steps, so lengths reaching it are refused."""
+def test_a_batch_norm_nested_in_time_distributed_takes_lengths_and_per_step_layers_keep_them():
+    """TimeDistributed(BatchNorm1d) takes masked statistics, at any depth of Residual blocks and
+    TimeDistributed (tests/test_masked_batchnorm.py has the values and the refused nestings)."""
     nested = fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm1d(2)], projection=False))
-    with pytest.raises(ValueError, match=r"layer 1 \(TimeDistributed\(Residual.*cannot honour the padded steps"):
-        fnn.Sequential([fnn.Masking(), nested, fnn.LastStep()], input_shape=(4, 2))
+    masked = fnn.Sequential([fnn.Masking(), nested, fnn.LastStep()], input_shape=(4, 2))
+    assert masked.layers[1].lengths_policy == "keep" and masked.layers[1].lengths_refusal is None
     model = fnn.Sequential([fnn.Masking(), fnn.TimeDistributed(fnn.Dense(2, 3)), fnn.LastStep()], input_shape=(4, 2))
     x = np.ones((2, 4, 2), np.float32)
     x[1, 2:] = 0
@@ -169,3 +171,39 @@ def test_a_masked_model_equals_each_sequence_run_alone(cls):
         alone = layer.forward(x[b : b + 1, :n], False)
         np.testing.assert_allclose(out[b, :n], alone[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_array_equal(out[b, n:], 0)
+
+
+@pytest.mark.parametrize(
+    "mask_value, X, want",
+    [
+        (0.1, np.array([[[1.0], [0.1], [0.1]], [[0.1], [2.0], [0.1]]], np.float16), [3, 3]),  # f16 0.1 != f32 0.1
+        (0.5, np.array([[[1], [0], [0]], [[0], [0], [3]]]), [3, 3]),  # int data: 0 is not 0.5
+        (0.1, np.array([[[1.0], [0.1 + 1e-12], [0.1]], [[0.1], [2.0], [0.1]]]), [1, 2]),  # float64: rounds to f32 0.1
+        (0.0, np.array([[[1.0], [-0.0], [0.0]], [[-0.0], [2.0], [-0.0]]], np.float32), [1, 2]),  # -0.0 == 0.0
+        (-0.0, np.array([[[1.0], [0.0], [-0.0]], [[3.0], [2.0], [1.0]]]), [1, 3]),
+    ],
+    ids=["float16", "int64", "float64 rounding to the mask value", "-0.0 is padding", "mask_value -0.0"],
+)
+def test_host_lengths_are_the_kernels_for_any_input_dtype(mask_value, X, want):
+    """Masking.sequence_lengths (the loss's, the metrics' and the ranks' lengths, on the host) compares
+    in the model's dtype after the model's own conversion, as the kernel in the step does: the
+    lengths agree for float16 (once a Numba typing error), integer and float64 data in a float32
+    model."""
+    model = fnn.Sequential([fnn.Masking(mask_value), fnn.LastStep()], input_shape=(3, 1), seed=0)
+    lengths = model.layers[0].sequence_lengths(X)
+    np.testing.assert_array_equal(lengths, want)
+    kernel_last = model.predict(X)[:, 0]  # each sample's last valid step, by the kernel's lengths
+    np.testing.assert_array_equal(kernel_last, np.asarray(X, np.float32)[np.arange(len(X)), lengths - 1, 0])
+
+
+def test_a_mask_value_the_model_dtype_cannot_hold_is_refused():
+    for value, becomes in ((1e40, "inf"), (1e-50, "0.0")):
+        message = re.escape(f"mask_value={value} becomes {becomes} in the model's dtype float32") + ".*float64"
+        with pytest.raises(ValueError, match=message):
+            fnn.Sequential([fnn.Masking(value), fnn.LastStep()], input_shape=(3, 1))
+        model = fnn.Sequential([fnn.Masking(value), fnn.LastStep()], input_shape=(3, 1), dtype="float64")
+        X = np.array([[[1.0], [value], [value]]])
+        assert model.layers[0].sequence_lengths(X).tolist() == [1]
+        assert model.predict(X).tolist() == [[1.0]]
+    with pytest.raises(ValueError, match="mask_value must be a finite number, got nan"):
+        fnn.Masking(float("nan"))

@@ -219,9 +219,10 @@ def measure(name: str, warm: int = 2) -> dict[str, Counts]:
 
 
 def measure_model(name: str, model, x, y, warm: int = 2, rows: int = 1024) -> dict[str, Counts]:
-    """Counts of a steady-state ``train_step`` on (x, y), a ``predict`` of ``rows`` rows and one
-    step of ``fit`` (the difference between fits of 2 and 1 batches, after a first fit made the
-    feeder), and that 1-batch fit, of a compiled device ``model``, labelled ``name``."""
+    """Counts of a steady-state ``train_step`` on (x, y), a ``predict`` and an ``evaluate`` of
+    ``rows`` rows (one pass: the pass fit's validation makes per epoch) and one step of ``fit`` (the
+    difference between fits of 2 and 1 batches, after a first fit made the feeder), and that
+    1-batch fit, of a compiled device ``model``, labelled ``name``."""
     counted: dict[str, Counts] = {}
     for _ in range(warm):
         model.train_step(x, y)
@@ -231,6 +232,10 @@ def measure_model(name: str, model, x, y, warm: int = 2, rows: int = 1024) -> di
     model.predict(big)
     with counting() as counted[f"{name} predict ({rows} rows)"]:
         model.predict(big)
+    big_y = np.resize(y, (rows, *y.shape[1:]))
+    model.evaluate(big, big_y)
+    with counting() as counted[f"{name} evaluate ({rows} rows)"]:
+        model.evaluate(big, big_y)
     xs, ys = np.concatenate([x, x]), np.concatenate([y, y])
     model.fit(xs, ys, epochs=1, batch_size=x.shape[0], shuffle=False, verbose=0)
     with counting() as one:

@@ -11,6 +11,7 @@ from numba import cuda
 
 import fastnn as fnn
 from fastnn import backend
+from fastnn import training as training_mod
 from fastnn.kernels.cuda import _common
 
 from ._cuda_counts import counting
@@ -148,3 +149,86 @@ def test_a_loss_without_deferred_reduction_still_steps_as_on_the_cpu(batch):
         losses[device] = [model.train_step(x, y) for _ in range(2)]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=RTOL)
     assert losses["cuda"][1] < losses["cuda"][0]
+
+
+def _classifier(device, metrics=None):
+    model = fnn.Sequential([fnn.Dense(3, 4, activation="tanh"), fnn.Dense(4, 3)], seed=1, device=device)
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.05), metrics=metrics)
+
+
+def _fit_counts(model, x, y, **kwargs):
+    """(counts of one fit step: a 2-batch minus a 1-batch epoch, counts of the 1-batch fit), after
+    a first fit made the feeder's buffers."""
+    rows = x.shape[0] // 2
+    fit = dict(epochs=1, batch_size=rows, shuffle=False, verbose=0, **kwargs)
+    model.fit(x, y, **fit)
+    with counting() as one:
+        model.fit(x[:rows], y[:rows], **fit)
+    with counting() as two:
+        model.fit(x, y, **fit)
+    step = {name: two[name] - one[name] for name in one.row()}
+    return step, one
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    rng = np.random.default_rng(5)
+    return rng.standard_normal((16, 3)).astype(np.float32), rng.integers(0, 3, 16)
+
+
+def test_a_fit_step_with_accuracy_waits_once_and_copies_out_once(labelled):
+    """fit with accuracy (cross-entropy) on a device: the count queued into the step's scalars and
+    read with the loss and norm (was a launch, a copy and a wait of its own); the feeder's copies
+    known done after that read (was a wait on the slot's event each step): one wait and one copy
+    out per step, and one wait for a whole 1-batch fit (was 4)."""
+    x, y = labelled
+    step, one = _fit_counts(_classifier("cuda"), x, y)
+    assert step == {
+        "alloc": 0,
+        "pinned": 0,
+        "h2d": 2,
+        "d2h": 1,
+        "d2d": 2,
+        "waits": 1,
+        "launches": 12,
+        "implicit": 0,
+    }
+    assert one.kernels["_accuracy_rows"] == 1 and one.kernels["finish_sums"] == 1 and "finish_sum" not in one.kernels
+    assert one.row()["waits"] == 1 and one.row()["d2h"] == 1 and one.row()["alloc"] == 0
+
+
+def test_a_fit_step_with_metrics_copies_the_outputs_out_before_its_one_wait(labelled):
+    """fit with metrics on a device: the outputs copied out queued before the step's scalars'
+    read and the targets taken from the feeder's host rows (were two waiting copies back): one
+    wait, two copies out per step; validation adds one pass per epoch (a copy each way, one wait)."""
+    x, y = labelled
+    model = _classifier("cuda", metrics=["f1", "auc"])
+    step, _ = _fit_counts(model, x, y)
+    assert (step["d2h"], step["waits"], step["alloc"], step["pinned"], step["implicit"]) == (2, 1, 0, 0, 0)
+    _, plain = _fit_counts(model, x, y)
+    _, validated = _fit_counts(model, x, y, validation_data=(x[:5], y[:5]))
+    extra = {name: validated[name] - plain[name] for name in plain.row()}
+    assert (extra["h2d"], extra["d2h"], extra["waits"], extra["alloc"]) == (1, 1, 1, 0)
+
+
+@pytest.mark.parametrize("metrics", [None, ["f1", "auc", "precision"]])
+def test_fit_logs_as_when_each_count_and_batch_was_read_alone(labelled, monkeypatch, metrics):
+    """The accuracy, metrics and validation logs of a shuffled 2-epoch fit (a last partial batch)
+    and its weights are those of the fit that read each step's count, outputs and targets with
+    copies of their own (the device feed not armed) bit for bit, and the CPU's within rounding."""
+    x, y = labelled[0][:14], labelled[1][:14]
+    fit = dict(epochs=2, batch_size=4, shuffle=True, verbose=0, validation_data=(x[:6], y[:6]))
+    runs = {}
+    for name in ("read with the scalars", "read alone"):
+        if name == "read alone":
+            monkeypatch.setattr(training_mod.DeviceStepFeed, "arm", lambda self, plan: None)
+        model = _classifier("cuda", metrics)
+        runs[name] = model.fit(x, y, **fit).history, backend.host_copy(model.params)
+    monkeypatch.undo()
+    (fed, fed_weights), (alone, alone_weights) = runs.values()
+    assert fed == alone and np.array_equal(fed_weights, alone_weights)
+    assert 0.0 < fed["accuracy"][1] <= 1.0 and {"val_accuracy", *(metrics or ())} <= fed.keys()
+    cpu = _classifier("cpu", metrics).fit(x, y, **fit).history
+    assert fed["accuracy"] == cpu["accuracy"]
+    for key, values in cpu.items():
+        np.testing.assert_allclose(fed[key], values, rtol=1e-5, err_msg=key)

@@ -7,6 +7,8 @@ device, one fit) are module fixtures shared by the tests.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -463,18 +465,30 @@ def test_a_masked_sequence_model_leaves_padded_steps_out_as_on_the_cpu():
     assert fits[1]["loss"] == pytest.approx(fits[0]["loss"], rel=RTOL)
 
 
-def test_a_masked_time_distributed_batch_norm_trains_on_the_device_as_on_the_cpu():
+@pytest.mark.parametrize("nested", [False, True], ids=["its layer", "nested: TimeDistributed(TimeDistributed)"])
+def test_a_masked_time_distributed_batch_norm_trains_on_the_device_as_on_the_cpu(nested):
     """Masking -> TimeDistributed(BatchNorm1d) -> ReLU -> LastStep -> Dense: statistics over the
-    valid steps (kernels.cuda.batchnorm with lengths), the same steps and running statistics."""
+    valid steps (kernels.cuda.batchnorm with lengths), the same steps and running statistics; nested,
+    each step is 2 rows of the inner TimeDistributed (per_step 2)."""
     rng = np.random.default_rng(6)
     lengths = np.array([3, 1, 2, 3])
-    X = (rng.standard_normal((4, 3, 2)) * 2 + 1).astype(np.float32)
+    step = (2, 2) if nested else (2,)
+    X = (rng.standard_normal((4, 3, *step)) * 2 + 1).astype(np.float32)
     X[np.arange(3)[None, :] >= lengths[:, None]] = 0.0
     y = np.array([0, 1, 2, 1])
+    norm = fnn.TimeDistributed(fnn.BatchNorm1d(2)) if nested else fnn.BatchNorm1d(2)
+    flat = [fnn.TimeDistributed(fnn.Flatten())] if nested else []  # (copied for each model)
     models = [
         fnn.Sequential(
-            [fnn.Masking(0.0), fnn.TimeDistributed(fnn.BatchNorm1d(2)), fnn.ReLU(), fnn.LastStep(), fnn.Dense(2, 3)],
-            input_shape=(3, 2),
+            [
+                fnn.Masking(0.0),
+                fnn.TimeDistributed(copy.deepcopy(norm)),
+                fnn.ReLU(),
+                *copy.deepcopy(flat),
+                fnn.LastStep(),
+                fnn.Dense(2 * len(step), 3),
+            ],
+            input_shape=(3, *step),
             seed=1,
             device=device,
         ).compile("cross_entropy", fnn.optim.SGD(lr=0.5))
@@ -483,7 +497,7 @@ def test_a_masked_time_distributed_batch_norm_trains_on_the_device_as_on_the_cpu
     losses = [[model.train_step(X, y) for _ in range(2)] for model in models]
     np.testing.assert_allclose(losses[1], losses[0], rtol=RTOL)
     np.testing.assert_allclose(backend.to_host(models[1].params), models[0].params, rtol=RTOL, atol=ATOL)
-    bn = [model.layers[1].layer for model in models]
+    bn = [model.layers[1].layer.layer if nested else model.layers[1].layer for model in models]
     np.testing.assert_allclose(backend.to_host(bn[1].running_var), bn[0].running_var, rtol=RTOL)
-    valid = X[np.arange(3)[None, :] < lengths[:, None]]  # the same batch twice: 0.9 * 0.1 * mean + 0.1 * mean
+    valid = X[np.arange(3)[None, :] < lengths[:, None]].reshape(-1, 2)  # the same batch twice: 0.19 * mean
     np.testing.assert_allclose(backend.to_host(bn[1].running_mean), 0.19 * valid.mean(0), rtol=1e-5)

@@ -368,10 +368,14 @@ def binary_accuracy_count(logits, targets, lengths=None, per_step=1):
 
 # ---------------------------------------------------------------------------- sample weights
 # Weighted targets are float64 rows (m, t + 1): the base target (a label, or k values), then the
-# sample's weight (fastnn.losses.weighted_targets). "mean" is sum_i w_i l_i / (sum_i w_i * per_sample)
-# (per_sample: 1 for cross-entropy, k for elementwise losses); the gradient is the base kernel's
-# (mean: scale 1 / m, or 1 / (m k)) times w_i m / sum_i w_i per row, cast to the gradient's dtype;
-# "sum": the base's "sum" gradient times w_i. A batch of zero weights contributes 0.
+# row's weight (fastnn.losses.weighted_targets; a row is a sample, or one position of a per-step
+# output). "mean" is sum_i w_i l_i / (sum_i w_i * per_sample) (per_sample: 1 for cross-entropy, k for
+# elementwise losses); the gradient is the base kernel's (mean: scale 1 / m, or 1 / (m k)) times
+# w_i m / sum_i w_i per row, cast to the gradient's dtype; "sum": the base's "sum" gradient times
+# w_i. A batch of zero weights contributes 0. With ``lengths`` (batch,) int64 and ``per_step`` (the
+# masked kernels above) the sums run over the rows of valid steps only and m is their number: a
+# padded row's target is not read, its weight not summed, its gradient row is 0 (torch's weighted
+# mean over the counted targets, which the unweighted masked mean is at unit weights, bit for bit).
 
 
 @njit(**JIT_EXACT)  # no reassoc: the order of the additions is the point
@@ -463,32 +467,81 @@ def _weigh(m, target, grad, rows, per_sample, mean, compute_grad):
     return value / divisor
 
 
+@njit(**JIT_EXACT)
+def _weigh_valid(m, target, grad, rows, per_sample, mean, compute_grad, lengths, per_step):
+    """:func:`_weigh` over the rows of valid steps only (padded rows: loss 0, gradient row 0 already).
+
+    The valid rows' weights are gathered into ``rows`` in place once their losses are read (row n of
+    the gathered ones <= row i being read), so their sum is NumPy's pairwise sum of exactly them:
+    the value :func:`_weigh` gives for the valid rows taken out of the batch (``evaluate``'s way)."""
+    w = target.shape[1] - 1
+    per_sample_rows = m // lengths.shape[0]
+    value = 0.0
+    n = 0
+    for i in range(m):
+        if row_is_valid(lengths, i, per_sample_rows, per_step):
+            value += rows[i] * target[i, w]
+            rows[n] = target[i, w]
+            n += 1
+    factor, divisor = 1.0, 1.0
+    if mean:
+        total = 0.0 + weight_sum(rows[:n].reshape((n, 1)), 0, n)
+        if total == 0.0:
+            total = np.inf  # no valid row, or all their weights zero: contributes nothing
+        factor, divisor = max(n, 1) / total, total * per_sample
+    if compute_grad:
+        for i in range(m):
+            if row_is_valid(lengths, i, per_sample_rows, per_step):
+                scale = like(target[i, w] * factor, grad)
+                for j in range(grad.shape[1]):
+                    grad[i, j] *= scale
+    return value / divisor
+
+
+@njit(**JIT_INLINE)
+def _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step):
+    """Row ``i``'s :func:`cross_entropy_row`; 0 (gradient row 0, label not read) for a padded row
+    with ``lengths`` (None: no test, pruned at compile time)."""
+    if lengths is not None:
+        if _padded_row(lengths, i, logits.shape[0], per_step, grad, compute_grad):
+            return 0.0
+    return cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+
+
 @njit(**JIT_PARALLEL)
-def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_grad):
+def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_grad, lengths=None, per_step=1):
     """Softmax cross-entropy with a weight per sample; returns the loss (float64), writes its gradient.
 
     logits (m, c) float32/float64, target (m, 2) float64 rows (label, weight), grad (m, c) of the
     logits' dtype (ignored when ``compute_grad`` is False), labels (>= m,) int64 and rows (>= m,)
     float64 scratch (written). One pass of :func:`cross_entropy_row` per row gives the row's loss and
     the base gradient (:func:`cross_entropy_forward_backward`'s, bit for bit); rows in parallel only
-    for a large batch (each row its own, so any thread count gives the same bits).
+    for a large batch (each row its own, so any thread count gives the same bits). With ``lengths``
+    (batch,) int64 and ``per_step``, only the rows of valid steps count (the comment above; the labels
+    of the others are not read).
     """
     m, c = logits.shape
     for i in range(m):
         labels[i] = np.int64(target[i, 0])
-    scale = like(1.0 / m if mean else 1.0, logits)
+    scale = like(1.0 / _rows_counted(m, lengths, per_step) if mean else 1.0, logits)
     if m * c < PARALLEL_MIN_ELEMENTS:
         for i in range(m):
-            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
+            rows[i] = _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step)
     else:
         for i in prange(m):
-            rows[i] = cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
-    return _weigh(m, target, grad, rows, 1, mean, compute_grad)
+            rows[i] = _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step)
+    if lengths is None:
+        return _weigh(m, target, grad, rows, 1, mean, compute_grad)
+    return _weigh_valid(m, target, grad, rows, 1, mean, compute_grad, lengths, per_step)
 
 
 @njit(**JIT_INLINE)
-def _weighted_elementwise_row(pred, base, grad, code, delta, scale, compute_grad, i):
-    """Row ``i``'s loss (float64 sum of loss_term); grad[i] = loss_grad_term (elementwise_loss's rule)."""
+def _weighted_elementwise_row(pred, base, grad, code, delta, scale, compute_grad, i, lengths, per_step):
+    """Row ``i``'s loss (float64 sum of loss_term); grad[i] = loss_grad_term (elementwise_loss's rule);
+    0 (gradient row 0) for a padded row with ``lengths`` (None: no test, pruned at compile time)."""
+    if lengths is not None:
+        if _padded_row(lengths, i, pred.shape[0], per_step, grad, compute_grad):
+            return 0.0
     total = 0.0
     for j in range(pred.shape[1]):
         total += loss_term(code, pred[i, j], base[i, j], delta)
@@ -499,35 +552,46 @@ def _weighted_elementwise_row(pred, base, grad, code, delta, scale, compute_grad
 
 
 @njit(**JIT_PARALLEL)
-def weighted_elementwise_loss(pred, target, grad, base, rows, code, delta, mean, compute_grad):
+def weighted_elementwise_loss(
+    pred, target, grad, base, rows, code, delta, mean, compute_grad, lengths=None, per_step=1
+):
     """Elementwise loss ``code`` with a weight per sample; returns the loss (float64), writes its gradient.
 
     pred, grad (m, k) float32/float64 (grad ignored when ``compute_grad`` is False), target (m, k + 1)
     float64 rows (k targets, weight), base (m, k) of pred's dtype and rows (>= m,) float64 scratch
     (written); ``delta`` is Huber's threshold. One pass per row gives the row's loss
     (:func:`elementwise_loss_rows`'s) and the base gradient (:func:`elementwise_loss`'s, bit for bit).
+    With ``lengths`` (batch,) int64 and ``per_step``, only the rows of valid steps count (the comment
+    above).
     """
     m, k = pred.shape
     for i in range(m):
         for j in range(k):
             base[i, j] = target[i, j]
     d = like(delta, pred)
-    scale = 1.0 / (m * k) if mean else 1.0
+    scale = 1.0 / (_rows_counted(m, lengths, per_step) * k) if mean else 1.0
     if m * k < PARALLEL_MIN_ELEMENTS:
         for i in range(m):
-            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i, lengths, per_step)
     else:
         for i in prange(m):
-            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i)
-    return _weigh(m, target, grad, rows, k, mean, compute_grad)
+            rows[i] = _weighted_elementwise_row(pred, base, grad, code, d, scale, compute_grad, i, lengths, per_step)
+    if lengths is None:
+        return _weigh(m, target, grad, rows, k, mean, compute_grad)
+    return _weigh_valid(m, target, grad, rows, k, mean, compute_grad, lengths, per_step)
 
 
 @njit(**JIT)
-def weighted_accuracy_count(logits, target):
+def weighted_accuracy_count(logits, target, lengths=None, per_step=1):
     """Number of rows i of logits (m, c) whose argmax (first maximum) equals the label target[i, 0]
-    (weighted targets (m, 2) float64: label, weight)."""
+    (weighted targets (m, 2) float64: label, weight); with ``lengths`` (batch,) int64 and
+    ``per_step``, of the valid steps' rows only (module docstring)."""
+    m = logits.shape[0]
     hits = 0
-    for i in range(logits.shape[0]):
+    for i in range(m):
+        if lengths is not None:
+            if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
         if row_argmax(logits, i) == np.int64(target[i, 0]):
             hits += 1
     return hits

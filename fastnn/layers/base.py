@@ -4,8 +4,10 @@ per-batch-size workspaces every layer draws its buffers from."""
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
+import types
 import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -68,9 +70,10 @@ class Context:
     array (batch,) of the number of valid leading steps of each sample (padding at the end, as
     torch's ``pack_padded_sequence`` with ``batch_first=True``); a buffer whose values the step
     fills, so plans may pass it to kernels. Layers read it according to their
-    :attr:`Layer.lengths_policy`. ``step_rows``: None, or ``(lengths, steps)`` on the context of a
-    layer inside ``TimeDistributed`` whose batch rows are (sample, step) pairs of padded sequences
-    (BatchNorm then takes its statistics over the valid steps' rows).
+    :attr:`Layer.lengths_policy`. ``step_rows``: None, or ``(lengths, per_sample, per_step)`` on the
+    context of a layer inside ``TimeDistributed`` (at any depth: child contexts inherit it) whose
+    batch rows come from padded sequences: ``per_sample`` rows per sample, ``per_step`` per step
+    (``kernels.masking.row_is_valid``); BatchNorm then takes its statistics over the valid steps' rows.
 
     Parameters
     ----------
@@ -98,7 +101,8 @@ class Context:
         self.children: dict = {}
 
     def child(self, key) -> Context:
-        """The context of a sub-layer (created on first use; it sees the same mode, arena and lengths).
+        """The context of a sub-layer (created on first use; it sees the same mode, arena, lengths and
+        ``step_rows``).
 
         Parameters
         ----------
@@ -121,6 +125,7 @@ class Context:
         ctx = self.children.get(key)
         if ctx is None:
             ctx = self.children[key] = Context(self.training, self.arena, self.lengths)
+            ctx.step_rows = self.step_rows
         return ctx
 
 
@@ -412,11 +417,58 @@ def settable_attributes(obj) -> set[str]:
     return names
 
 
+#: {class: (the lengths of its classes' namespaces, the code objects of its methods and of the
+#: functions nested in them)}: :func:`set_by_own_code`'s record, made again when a class changes
+_OWN_CODE: weakref.WeakKeyDictionary[type, tuple[tuple[int, ...], frozenset]] = weakref.WeakKeyDictionary()
+
+
+def _functions_of(value) -> list:
+    """The functions a class attribute runs: a function, the one of a static or class method, a
+    property's getter, setter and deleter, ``functools.cached_property``'s, each unwrapped
+    (``functools.wraps``)."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        found = [value.fget, value.fset, value.fdel]
+    else:
+        found = [value.func if isinstance(value, functools.cached_property) else value]
+    functions = []
+    for function in found:
+        for _ in range(8):  # (a chain of functools.wraps)
+            if not isinstance(function, types.FunctionType):
+                break
+            functions.append(function)
+            function = getattr(function, "__wrapped__", None)
+    return functions
+
+
+def _own_code(klass: type) -> frozenset:
+    """The code objects of ``klass``'s methods (its bases' too) and of the functions nested in them."""
+    mro = klass.__mro__[:-1]
+    sizes = tuple(len(vars(k)) for k in mro)
+    kept = _OWN_CODE.get(klass)
+    if kept is not None and kept[0] == sizes:
+        return kept[1]
+    codes: set = set()
+    pending = [f.__code__ for k in mro for value in vars(k).values() for f in _functions_of(value)]
+    while pending:
+        code = pending.pop()
+        if code not in codes:
+            codes.add(code)
+            pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+    own = frozenset(codes)
+    _OWN_CODE[klass] = (sizes, own)
+    return own
+
+
 def set_by_own_code(obj, frame) -> bool:
     """Whether the attribute assignment made in ``frame`` is ``obj``'s own code: a method of
-    ``obj`` (``self.x = ...`` in ``__init__``, ``build``, ``bind``, ``forward``, a property's
-    setter, a function nested in one), looking past the ``__setattr__`` of a subclass that passes
-    the assignment on to its base.
+    ``obj``'s class (``self.x = ...`` in ``__init__``, ``build``, ``bind``, ``forward``, a property's
+    setter, a function nested in one), or a helper function that one of them called with ``obj``
+    as its first argument, looking past the ``__setattr__`` of a subclass that passes the
+    assignment on to its base. A function of the user's own that takes ``obj`` first
+    (``def configure(layer): layer.note = ...``), called from a script or a callback, is code from
+    outside: what it sets is checked, and kept as a tag.
 
     Parameters
     ----------
@@ -437,15 +489,22 @@ def set_by_own_code(obj, frame) -> bool:
     >>> class Box:
     ...     def here(self):
     ...         return set_by_own_code(self, inspect.currentframe())
+    >>> def helper(box):
+    ...     return set_by_own_code(box, inspect.currentframe())
     >>> box = Box()
-    >>> box.here(), set_by_own_code(box, inspect.currentframe())
-    (True, False)
+    >>> box.here(), set_by_own_code(box, inspect.currentframe()), helper(box)
+    (True, False, False)
     """
+    klass = type(obj)
+    kept = _OWN_CODE.get(klass)
     while frame is not None:
-        local, code = frame.f_locals, frame.f_code
-        own = local.get("self") is obj or (code.co_argcount > 0 and local.get(code.co_varnames[0]) is obj)
-        if not own or code.co_name != "__setattr__":
-            return own
+        code = frame.f_code
+        if (kept is not None and code in kept[1]) or code in _own_code(klass):  # (made again if the class changed)
+            if code.co_name != "__setattr__":
+                return True
+        elif not (code.co_argcount > 0 and frame.f_locals.get(code.co_varnames[0]) is obj):
+            return False
+        # a subclass's __setattr__ passing the assignment on, or a helper given obj: whose call is it?
         frame = frame.f_back
     return False
 
@@ -598,11 +657,11 @@ def kept_argument_error(layer, name: str, value) -> AttributeError | None:
     kept = [attribute for attribute, argument in type(layer).argument_attributes.items() if argument == name]
     if not kept:
         return None
-    kind = type(layer).__name__
+    kind, flag = type(layer).__name__, bool(value)  # (NumPy's np.True_ shown as True)
     return AttributeError(
         f"{kind} keeps its constructor argument {name!r} as {kind}.{kept[0]}; {kind}.{name} holds something "
-        f"else, so {value!r} set there would be ignored; set layer.{kept[0]} = {value!r} instead, or make a new layer: "
-        f"{kind}(**{{**layer.get_config(), {name!r}: {value!r}}})"
+        f"else, so {flag!r} set there would be ignored; set layer.{kept[0]} = {flag!r} instead, or make a new layer: "
+        f"{kind}(**{{**layer.get_config(), {name!r}: {flag!r}}})"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import _validation as V
@@ -37,10 +39,16 @@ class Masking(Layer):
     last non-padding step). Must be the model's first layer; for token ids use
     ``Embedding(..., padding_idx=p, mask_padding=True)`` instead.
 
+    The comparison is in the model's dtype, on the input as the model converts it (float16 or
+    integer data become float32 or float64 first), so a padding value is one that equals
+    ``mask_value`` after that conversion; ``-0.0`` equals ``0.0`` (IEEE, as Keras). A
+    ``mask_value`` that the model's dtype cannot hold (it would become inf, or 0 for a nonzero
+    value) is refused when the model is built.
+
     Parameters
     ----------
     mask_value : float, default 0.0
-        The value that marks a padded step (every feature of the step equals it).
+        The value that marks a padded step (every feature of the step equals it); finite.
 
     Examples
     --------
@@ -70,8 +78,28 @@ class Masking(Layer):
                 f"reshape the data to (samples, time, features)"
             )
         super().build(shape, dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            typed = self.dtype.type(self.mask_value)
+        if not np.isfinite(typed) or (typed == 0) != (self.mask_value == 0):
+            raise ValueError(
+                f"{self!r}: mask_value={self.mask_value} becomes {typed} in the model's dtype {self.dtype}, so "
+                f"padding would not be recognised as given; pad with a value {self.dtype} holds "
+                f"(e.g. mask_value=0.0 or -1.0), or build the model with dtype='float64'"
+            )
         self._lengths = self.workspace(dtype=np.int64, lengths=())
         return shape
+
+    def _compared(self, X) -> tuple[np.ndarray, Any]:
+        """``(steps, mask_value)``: X on the host as ``(batch, time, step values)`` in the dtype the
+        model's kernels compare in (the layer's once built, else X's float32 or float64, else
+        float32, the default model dtype), and mask_value in it."""
+        X = np.asarray(backend.to_host(X))
+        dtype = self.dtype
+        if dtype is None:
+            dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        with np.errstate(over="ignore", under="ignore"):  # (as the model's own conversion: values beyond become inf)
+            steps = np.ascontiguousarray(X.reshape(X.shape[0], X.shape[1], -1), dtype=dtype)
+            return steps, dtype.type(self.mask_value)
 
     def check_sequences(self, X: np.ndarray, argument: str = "X") -> None:
         """Refuse input in which a sample is padding at every step (the model calls it).
@@ -97,8 +125,8 @@ class Masking(Layer):
         ...
         ValueError: X[1] is padding at every step ...
         """
-        steps = X.reshape(X.shape[0], X.shape[1], -1)
-        has_valid_step = (steps != X.dtype.type(self.mask_value)).any(axis=(1, 2))
+        steps, mask_value = self._compared(X)
+        has_valid_step = (steps != mask_value).any(axis=(1, 2))
         refuse_empty_sequences(has_valid_step, argument, f"every value equals mask_value={self.mask_value}")
 
     def sequence_lengths(self, X) -> np.ndarray:
@@ -122,10 +150,9 @@ class Masking(Layer):
         >>> fnn.Masking(0.0).sequence_lengths(x)
         array([2, 1])
         """
-        X = np.asarray(backend.to_host(X))
-        steps = np.ascontiguousarray(X.reshape(X.shape[0], X.shape[1], -1))
-        lengths = np.empty(X.shape[0], np.int64)
-        backend.kernels("cpu").lengths_from_values(steps, steps.dtype.type(self.mask_value), lengths)
+        steps, mask_value = self._compared(X)
+        lengths = np.empty(steps.shape[0], np.int64)
+        backend.kernels("cpu").lengths_from_values(steps, mask_value, lengths)
         return lengths
 
     def forward_calls(self, x, ctx):

@@ -93,7 +93,9 @@ class BatchNorm1d(_Normalization):
     the affine part alone, ``gamma / sqrt(var + eps)`` times its upstream gradient). A batch with
     a single valid position per channel has variance 0 there (Keras's result; PyTorch would
     refuse). Evaluation with running statistics and a frozen layer are per position, unchanged.
-    Under MPI (SyncBatchNorm) such a layer is refused.
+    The same holds for a BatchNorm deeper inside the TimeDistributed (in a Residual block, a
+    nested TimeDistributed), and under MPI with ``sync_batchnorm=True`` (``SyncBatchNorm``: each
+    rank's sums and counts over its valid steps are added over the ranks).
 
     A frozen layer (``frozen``: ``trainable = False`` on it or on a layer containing it) runs
     in inference mode in training steps too, as Keras's BatchNormalization with
@@ -271,12 +273,13 @@ class BatchNorm1d(_Normalization):
     def _masked_rows(self, ctx) -> tuple:
         """``(lengths, per_sample, per_step)`` of the kernels' masked statistics when this layer runs
         inside ``TimeDistributed`` on padded sequence steps (``ctx.step_rows``: the lengths buffer
-        and the steps per sample), else ``()``."""
+        and the batch rows per sample and per step), else ``()``; each batch row is
+        ``self._positions`` statistics rows."""
         step_rows = getattr(ctx, "step_rows", None)
         if step_rows is None:
             return ()
-        lengths, steps = step_rows
-        return (lengths, steps * self._positions, self._positions)
+        lengths, per_sample, per_step = step_rows
+        return (lengths, per_sample * self._positions, per_step * self._positions)
 
     def _row_forward(self, x, y, x_hat, ctx) -> list:
         """Calls normalising rows x (n, C) into y; what backward needs goes to ctx. A frozen layer
@@ -294,15 +297,8 @@ class BatchNorm1d(_Normalization):
             ]
         ctx.synced = training and self._sync is not None
         ctx.masked = self._masked_rows(ctx)
-        if ctx.synced and ctx.masked:
-            raise ValueError(
-                f"{self!r} normalises padded sequence steps with the statistics of the valid steps, which "
-                f"the synchronised batch norm of a data-parallel fit cannot compute (it would count the "
-                f"padding); train this model on one process, or freeze the layer (trainable=False: "
-                f"its running statistics normalise)"
-            )
-        if ctx.synced:  # statistics of the global batch of all MPI ranks
-            return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena))
+        if ctx.synced:  # statistics of the global batch of all MPI ranks (their valid steps' rows)
+            return self._sync.forward_calls(self, x, y, x_hat, self._stats(1, ctx.arena), *ctx.masked)
         if x.shape[0] < 2:
             raise ValueError(self._one_value_message(training, x.shape[0]))
         momentum = -1.0 if self.momentum is None else self.momentum
@@ -341,7 +337,7 @@ class BatchNorm1d(_Normalization):
 
     def _row_backward(self, grad_y, grad_x, x_hat, ctx) -> list:
         if getattr(ctx, "synced", False):
-            return self._sync.backward_calls(self, grad_y, grad_x, x_hat, self._stats(1, ctx.arena))
+            return self._sync.backward_calls(self, grad_y, grad_x, x_hat, self._stats(1, ctx.arena), *ctx.masked)
         if ctx.batch_stats:
             args: tuple = (
                 grad_y,

@@ -97,6 +97,28 @@ class Residual(Layer):
             return "keep"
         return "use" if policies <= {"keep", "use"} else None
 
+    @property
+    def lengths_refusal(self) -> str | None:
+        """Why sequence lengths cannot reach the block, as a layer inside it says (a model's build
+        error gives it), or None.
+
+        Returns
+        -------
+        str or None
+            The first reason a layer of the block gives (``TimeDistributed.lengths_refusal``).
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> print(fnn.Residual([fnn.TimeDistributed(fnn.BatchNorm1d(3))]).lengths_refusal)
+        None
+        """
+        for _, layer in self._children():
+            why = getattr(layer, "lengths_refusal", None)
+            if why:
+                return f"in its block, {layer!r}: {why}"
+        return None
+
     def _children(self) -> list[tuple[str, Layer]]:
         named = [(f"block.{i}", layer) for i, layer in enumerate(self.block)]
         return named + ([("projection", self.projection)] if self.projection is not None else [])

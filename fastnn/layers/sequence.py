@@ -37,6 +37,30 @@ def check_sequence(layer: Layer, input_shape, rank: int | None = 2) -> tuple[int
     return shape
 
 
+def _unmasked_batch_norm(layer: Layer) -> tuple[Layer, Layer] | None:
+    """``(container, batch_norm)`` of a BatchNorm in ``layer`` that would not get the rows' sequence
+    steps (``Context.step_rows``) when ``layer`` runs inside :class:`TimeDistributed` on padded
+    steps, else None. They reach a BatchNorm that is ``layer`` itself or sits in containers whose
+    children run on the same rows with child contexts (Residual's block and projection,
+    TimeDistributed), at any depth; not one inside any other layer that holds layers."""
+    from .normalization import BatchNorm1d
+    from .residual import Residual
+
+    if isinstance(layer, BatchNorm1d):
+        return None
+    children = [child for _, child in layer.sublayers()]
+    if isinstance(layer, (Residual, TimeDistributed)):
+        for child in children:
+            found = _unmasked_batch_norm(child)
+            if found is not None:
+                return found
+        return None
+    for inner in walk_layers(children):
+        if isinstance(inner, BatchNorm1d):
+            return layer, inner
+    return None
+
+
 @register_layer
 class LastStep(Layer):
     """Each sample's last valid step: ``(batch, time, features)`` -> ``(batch, features)``.
@@ -78,11 +102,12 @@ class TimeDistributed(Layer):
     ``(batch, time, *out)``, the inner layer built on ``rest`` and run on the batch * time rows.
 
     Steps are independent, so padded steps stay apart (lengths_policy "keep"; the inner layer
-    sees no lengths). A BatchNorm that is the inner layer itself mixes rows through its batch
-    statistics: with lengths it takes them over the valid steps only (Keras 3's masked
-    BatchNormalization; ``ctx.step_rows`` hands it the lengths and the steps per sample). A
-    BatchNorm deeper inside (in a Residual block, say) would count the padded steps, so a model
-    refuses lengths arriving at such a TimeDistributed.
+    sees no lengths). A BatchNorm mixes rows through its batch statistics: with lengths it takes
+    them over the valid steps only (Keras 3's masked BatchNormalization; ``ctx.step_rows`` hands
+    it the lengths and the rows per sample and per step), whether it is the inner layer itself or
+    sits deeper, in a Residual block or a nested TimeDistributed, at any depth. A BatchNorm inside
+    another layer that holds layers (a user-written container) would count the padded steps, so
+    a model refuses lengths arriving at such a TimeDistributed when it is built.
 
     Parameters
     ----------
@@ -109,11 +134,42 @@ class TimeDistributed(Layer):
 
     @property
     def lengths_policy(self) -> str | None:  # type: ignore[override]
-        from .normalization import BatchNorm1d
+        """ "keep" (each step on its own; a BatchNorm inside takes the valid steps' statistics), or
+        None when a BatchNorm inside sits in a container that would not hand it the steps' rows
+        (:attr:`lengths_refusal` says which).
 
-        inner = walk_layers([self.layer])
-        mixes = any(isinstance(layer, BatchNorm1d) and layer is not self.layer for layer in inner)
-        return None if mixes else "keep"
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.TimeDistributed(fnn.Residual([fnn.Dense(3, 3), fnn.BatchNorm1d(3)])).lengths_policy
+        'keep'
+        """
+        return "keep" if _unmasked_batch_norm(self.layer) is None else None
+
+    @property
+    def lengths_refusal(self) -> str | None:
+        """Why sequence lengths cannot reach this layer (the model's build error says it), or None.
+
+        Returns
+        -------
+        str or None
+            Names the BatchNorm inside that would count padded steps and the layer holding it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> print(fnn.TimeDistributed(fnn.Residual([fnn.BatchNorm1d(3)])).lengths_refusal)
+        None
+        """
+        found = _unmasked_batch_norm(self.layer)
+        if found is None:
+            return None
+        container, norm = found
+        return (
+            f"{norm!r} inside {container!r} would take its batch statistics over the padded steps too "
+            f"(TimeDistributed hands the valid steps to a BatchNorm that is its layer or sits in Residual "
+            f"blocks and nested TimeDistributed layers only); put the BatchNorm there, or remove the masking"
+        )
 
     def __init__(self, layer: Layer):
         super().__init__()
@@ -194,9 +250,15 @@ class TimeDistributed(Layer):
     def _inner_context(self, ctx: Context, steps: int) -> Context:
         inner = ctx.child("layer")
         inner.lengths = None  # the inner layer's batch is batch * time steps
-        # rows b * steps + t: a BatchNorm (the only inner layer lengths may reach, lengths_policy)
-        # takes its statistics over the valid steps' rows
-        inner.step_rows = None if ctx.lengths is None else (ctx.lengths, steps)
+        # rows b * steps + t: a BatchNorm inside (the only layer the lengths reach there, at any
+        # depth: lengths_policy) takes its statistics over the valid steps' rows
+        if ctx.lengths is not None:
+            inner.step_rows = (ctx.lengths, steps, 1)
+        elif ctx.step_rows is not None:  # inside another TimeDistributed: each of its rows is `steps` rows here
+            lengths, per_sample, per_step = ctx.step_rows
+            inner.step_rows = (lengths, per_sample * steps, per_step * steps)
+        else:
+            inner.step_rows = None
         return inner
 
     def forward_calls(self, x, ctx):

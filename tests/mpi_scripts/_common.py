@@ -73,3 +73,17 @@ def masked_model(metrics=None, dtype="float64"):
     layers = [fnn.Masking(0.0), fnn.Dense(3, 6, activation="tanh"), fnn.Dense(6, 3)]
     net = fnn.Sequential(layers, input_shape=(4, 3), seed=3, dtype=dtype)
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5), metrics=metrics)
+
+
+def masked_norm_model(variant: str = "per step", dtype="float64"):
+    """Masking, then a BatchNorm over the padded steps (its statistics over the valid steps only):
+    "per step": TimeDistributed(BatchNorm1d), ReLU and a per-step Dense (the loss over the valid
+    steps); "nested": TimeDistributed(Residual([Dense, BatchNorm1d, Tanh])), LastStep and Dense
+    (one label per sample). Momentum None: the running statistics' cumulative average."""
+    if variant == "per step":
+        layers = [fnn.Masking(0.0), fnn.TimeDistributed(fnn.BatchNorm1d(3, momentum=None)), fnn.ReLU(), fnn.Dense(3, 3)]
+    else:
+        block = fnn.Residual([fnn.Dense(3, 3, bias=False), fnn.BatchNorm1d(3), fnn.Tanh()])
+        layers = [fnn.Masking(0.0), fnn.TimeDistributed(block), fnn.LastStep(), fnn.Dense(3, 3)]
+    net = fnn.Sequential(layers, input_shape=(4, 3), seed=3, dtype=dtype)
+    return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))

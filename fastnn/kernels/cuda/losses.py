@@ -214,34 +214,51 @@ def _scratch(name: str, size: int, dtype: str):
     return buf
 
 
-def accuracy_count(logits, labels, lengths=None, per_step=1, *, partials=None):
+def _counted(partials, blocks: int, into):
+    """The count of an accuracy launch's ``blocks`` partials: an int (one copy, which waits), or
+    None with its second stage queued into ``into=(scalars, slot)`` (read with the step's scalars)."""
+    if into is not None:
+        reduce_partials(partials, blocks, into=into)
+        return None
+    return int(reduce_partials(partials, blocks))
+
+
+def _count_partials(blocks: int, partials, into):
+    """The partials scratch of a count: ``partials`` when given; else a per-thread buffer, its own
+    for a queued count (``into``: read later, with the step's scalars, so no other count may reuse it)."""
+    if partials is not None:
+        return partials
+    return _scratch("partials" if into is None else "queued_partials", blocks, "float64")
+
+
+def accuracy_count(logits, labels, lengths=None, per_step=1, *, partials=None, into=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
     With ``lengths`` (batch,) int64 and ``per_step``, the valid steps' rows only. ``partials``:
     float64 device scratch of at least blocks_for(m) elements, one per block of the launch (a
-    per-thread buffer when omitted).
+    per-thread buffer when omitted). ``into=(scalars, slot)`` (a ``_common.StepScalars``): nothing
+    is copied or waited for, the count's second stage is queued into that slot, read (as a float64,
+    exact) with the step's other scalars; returns None.
     """
     m = logits.shape[0]
     blocks = blocks_for(m)
-    if partials is None:
-        partials = _scratch("partials", blocks, "float64")
+    partials = _count_partials(blocks, partials, into)
     steps = 0 if lengths is None else per_step
     _accuracy_rows[blocks, BLOCK](logits, labels, logits, partials, False, _lengths_arg(lengths), steps)
-    return int(reduce_partials(partials, blocks))
+    return _counted(partials, blocks, into)
 
 
-def binary_accuracy_count(logits, targets, lengths=None, per_step=1, *, partials=None):
+def binary_accuracy_count(logits, targets, lengths=None, per_step=1, *, partials=None, into=None):
     """Rows of logits, targets (m, k) whose every (logit > 0) equals (target > 0.5); an int (syncs).
 
-    ``lengths``, ``per_step`` and ``partials``: as :func:`accuracy_count`'s.
+    ``lengths``, ``per_step``, ``partials`` and ``into``: as :func:`accuracy_count`'s.
     """
     blocks = blocks_for(logits.shape[0])
-    if partials is None:
-        partials = _scratch("partials", blocks, "float64")
+    partials = _count_partials(blocks, partials, into)
     steps = 0 if lengths is None else per_step
     no_labels = _scratch("no_labels", 1, "int64")
     _accuracy_rows[blocks, BLOCK](logits, no_labels, targets, partials, True, _lengths_arg(lengths), steps)
-    return int(reduce_partials(partials, blocks))
+    return _counted(partials, blocks, into)
 
 
 __all__ = [
