@@ -58,6 +58,16 @@ JIT_INLINE = dict(JIT, inline="always")
 # shift, a/2 - b/2 near the dtype max): without 'reassoc', and not inlined, so their instructions
 # keep these flags inside any caller (LLVM re-associated them into overflows or lost terms).
 JIT_ORDERED = dict(JIT, fastmath=set(FASTMATH - {"reassoc"}))
+# For the optimizers' elementwise updates (kernels/optim.py, kernels/sparse_update.py): without
+# 'arcp'. They run over ranges that start anywhere (a layer's parameters, one chunk's decayed part),
+# so an element is computed in LLVM's vector body in one split and in its scalar remainder in
+# another; with 'arcp' (and 'reassoc') Adam's ``step_size * m / denom`` took other roundings in the
+# two on AVX-512 (1 ulp in ~1 of 10^4 elements: a per-layer update != the whole buffer's), while the
+# library promises the same bits for any split (tests/kernels/test_optim_kernels.py). The exact
+# division costs nothing measurable in these memory-bound passes.
+JIT_UPDATE = dict(JIT, fastmath=set(FASTMATH - {"arcp"}))
+JIT_UPDATE_PARALLEL = dict(JIT_UPDATE, parallel=True)
+JIT_UPDATE_INLINE = dict(JIT_UPDATE, inline="always")
 # For scalar code that must give the bits Python gives (a fused step's clipping scale): no fastmath.
 JIT_EXACT = dict(JIT, fastmath=False)
 

@@ -422,6 +422,18 @@ class _AnchoredUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _array_like_numbers(value) -> bool:
+    """Whether ``value`` is a number or a (nested) list or tuple of them, not a bool or a string:
+    what a user may assign to a free layer's parameter or buffer besides an array."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    if isinstance(value, (int, float, np.number)):
+        return True
+    if isinstance(value, (list, tuple)) and value:
+        return all(_array_like_numbers(item) for item in value)
+    return False
+
+
 def checked_state_array(where: str, value, target):
     """``value`` checked for writing into ``target``, a parameter or buffer of a model (host or
     device array): the one rule and the messages of ``layer.weight = w`` on a built model, of an
@@ -759,10 +771,15 @@ class Sequential:
         w`` on a free layer: kept as the parameter's values, not silently replaced)."""
         views = layer.parameter_views
         buffers = layer.buffers() if layer.output_shape is not None else {}
+        # (numbers and lists too: ``dense.bias = [0.5, 0.5]``, ``dense.bias = 1`` on a free layer
+        # are the user's values, checked against the parameter once built, never dropped)
         assigned = {
-            name: np.asarray(value)
+            name: value if hasattr(value, "shape") else np.asarray(value)
             for name, value in vars(layer).items()
-            if name[0] != "_" and hasattr(value, "shape") and value is not views.get(name)
+            if name[0] != "_"
+            and (hasattr(value, "shape") or _array_like_numbers(value))
+            and value is not views.get(name)
+            and value is not buffers.get(name)
         }
         return (
             {name: backend.host_copy(v) for name, v in views.items()},
@@ -779,14 +796,15 @@ class Sequential:
             for name, value in params.items():
                 if name in views and views[name].shape == value.shape:
                     backend.copy_into(views[name], value)
-            for name, value in assigned.items():
-                if name in views:
-                    where = f"{type(layer).__name__}.{name} (set before the model was built)"
-                    backend.copy_into(views[name], checked_state_array(where, value, views[name]))
             current = layer.buffers()
             for name, value in buffers.items():
                 if name in current and current[name].shape == value.shape:
                     backend.copy_into(current[name], value)
+            for name, value in assigned.items():
+                target = views.get(name, current.get(name))
+                if target is not None:
+                    where = f"{type(layer).__name__}.{name} (set before the model was built)"
+                    backend.copy_into(target, checked_state_array(where, value, target))
 
     def _build_layers(self, shape):
         for i, layer in enumerate(self.layers):

@@ -205,6 +205,26 @@ def test_an_array_set_before_the_model_is_built_is_checked_as_one_set_after():
         built[0].weight = np.ones((3, 2), complex)
 
 
+def test_lists_numbers_and_buffers_set_on_a_free_layer_are_kept_or_refused_never_dropped():
+    """Only arrays set on a free layer reached its model: ``dense.bias = [0.5, 0.25]``, a number,
+    and any buffer (``bn.running_mean = ...``) were silently replaced by the initial values."""
+    dense, norm = fnn.Dense(3, 2), fnn.BatchNorm1d(2)
+    dense.bias = [0.5, 0.25]
+    norm.running_mean = np.ones(2)
+    norm.running_var = (2.0, 3.0)
+    model = fnn.Sequential([dense, norm], input_shape=(3,), dtype="float64")
+    np.testing.assert_array_equal(model[0].bias, [0.5, 0.25])
+    np.testing.assert_array_equal(model[1].running_mean, [1.0, 1.0])
+    np.testing.assert_array_equal(model[1].running_var, [2.0, 3.0])
+    scalar = fnn.Dense(3, 2)
+    scalar.bias = 1
+    with pytest.raises(ValueError, match=r"Dense.bias \(set before the model was built\) has shape \(2,\)"):
+        fnn.Sequential([scalar], input_shape=(3,))
+    one = fnn.Dense(3, 1)
+    one.bias = 0.5  # one value for a one-value parameter
+    np.testing.assert_array_equal(fnn.Sequential([one], input_shape=(3,), dtype="float64")[0].bias, [0.5])
+
+
 def test_shape_mismatches_read_alike_wherever_an_array_is_written():
     transposed = "has shape \\(3, 2\\), got an array of shape \\(2, 3\\); that is its transpose"
     free = fnn.Dense(3, 2)

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT_UPDATE, JIT_UPDATE_INLINE, JIT_UPDATE_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 
 #: Elements per fixed chunk of every sweep (updates and the gradient-norm partials).
@@ -36,7 +36,7 @@ def norm_partials_size(n: int) -> int:
     return max(1, (n + OPTIM_CHUNK - 1) // OPTIM_CHUNK)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def _chunk_bounds(c, n, n_decay):
     """Chunk ``c`` as ``[i0, i1)`` decayed and ``[i1, i2)`` not decayed."""
     i0 = c * OPTIM_CHUNK
@@ -45,7 +45,7 @@ def _chunk_bounds(c, n, n_decay):
     return i0, i1, i2
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def sign(u):
     """np.sign for one scalar of u's dtype (NaN stays NaN); usable on CUDA, which lacks the np.sign ufunc."""
     zero = like(0.0, u)
@@ -61,7 +61,7 @@ def sign(u):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def sgd_rule(p, g, buf, lr, momentum, one_minus_dampening, wd, nesterov, first_step):
     """SGD with L2 weight decay and (Nesterov) momentum; returns (p, buf)."""
     g = g + wd * p
@@ -71,7 +71,7 @@ def sgd_rule(p, g, buf, lr, momentum, one_minus_dampening, wd, nesterov, first_s
     return p - lr * g, buf
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def rmsprop_rule(p, g, sq, ga, buf, lr, alpha, one_minus_alpha, eps, momentum, wd, centered):
     """RMSprop (optionally centered, with momentum); returns (p, square_avg, grad_avg, buf)."""
     g = g + wd * p
@@ -87,7 +87,7 @@ def rmsprop_rule(p, g, sq, ga, buf, lr, alpha, one_minus_alpha, eps, momentum, w
     return p - lr * g / avg, sq, ga, buf
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def adagrad_rule(p, g, s, clr, eps, wd):
     """Adagrad with the decayed step ``clr``; returns (p, state_sum)."""
     g = g + wd * p
@@ -95,7 +95,7 @@ def adagrad_rule(p, g, s, clr, eps, wd):
     return p - clr * g / (math.sqrt(s) + eps), s
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def adam_rule(
     p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, coupled_wd, decay, amsgrad
 ):
@@ -115,7 +115,7 @@ def adam_rule(
     return p - step_size * m / denom, m, v, vmax
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def lion_rule(p, g, m, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay):
     """Lion: p -= lr * sign(beta1 m + (1 - beta1) g) after decoupled decay; returns (p, m)."""
     u = beta1 * m + one_minus_beta1 * g
@@ -129,7 +129,7 @@ def lion_rule(p, g, m, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, decay
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _sgd_range(params, grads, buf, lr, momentum, omd, wd, nesterov, first_step, gs):
     if momentum != 0:
         for i in range(params.size):
@@ -139,7 +139,7 @@ def _sgd_range(params, grads, buf, lr, momentum, omd, wd, nesterov, first_step, 
             params[i] = sgd_rule(params[i], grads[i] * gs, lr, lr, momentum, omd, wd, nesterov, first_step)[0]
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, use_buf, gs):
     zero = like(0.0, params)
     for i in range(params.size):
@@ -165,7 +165,7 @@ def _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd,
             buf[i] = b
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, centered, gs):
     # constant flags per call: after inlining each loop carries no branch (and vectorises)
     if centered:
@@ -179,13 +179,13 @@ def _rmsprop_range(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd
         _rmsprop_loop(params, grads, sq, ga, buf, lr, alpha, oma, eps, momentum, wd, False, False, gs)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _adagrad_range(params, grads, state_sum, clr, eps, wd, gs):
     for i in range(params.size):
         params[i], state_sum[i] = adagrad_rule(params[i], grads[i] * gs, state_sum[i], clr, eps, wd)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs):
     if amsgrad:
         for i in range(params.size):
@@ -225,7 +225,7 @@ def _adam_range(params, grads, m, v, vmax, step_size, omb1, beta2, omb2, bc2_sqr
             )
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _lion_range(params, grads, m, lr, beta1, omb1, beta2, omb2, decay, gs):
     for i in range(params.size):
         params[i], m[i] = lion_rule(params[i], grads[i] * gs, m[i], lr, beta1, omb1, beta2, omb2, decay)
@@ -236,14 +236,14 @@ def _lion_range(params, grads, m, lr, beta1, omb1, beta2, omb2, decay, gs):
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _sgd_chunk(params, grads, buf, c, n_decay, lr, momentum, omd, wd, nesterov, first_step, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _sgd_range(params[i0:i1], grads[i0:i1], buf[i0:i1], lr, momentum, omd, wd, nesterov, first_step, gs)
     _sgd_range(params[i1:i2], grads[i1:i2], buf[i1:i2], lr, momentum, omd, like(0.0, wd), nesterov, first_step, gs)
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def sgd_update(
     params, grads, velocity, lr, momentum, dampening, weight_decay, n_decay, nesterov, grad_scale, first_step
 ):
@@ -263,7 +263,7 @@ def sgd_update(
             _sgd_chunk(params, grads, velocity, c, n_decay, lr_, mom, omd, wd, nesterov, first_step, gs)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _rmsprop_chunk(params, grads, sq, ga, buf, c, n_decay, lr, alpha, oma, eps, momentum, wd, centered, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _rmsprop_range(
@@ -286,7 +286,7 @@ def _rmsprop_chunk(params, grads, sq, ga, buf, c, n_decay, lr, alpha, oma, eps, 
     )
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def rmsprop_update(
     params,
     grads,
@@ -351,14 +351,14 @@ def rmsprop_update(
             )
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps, wd, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _adagrad_range(params[i0:i1], grads[i0:i1], state_sum[i0:i1], clr, eps, wd, gs)
     _adagrad_range(params[i1:i2], grads[i1:i2], state_sum[i1:i2], clr, eps, like(0.0, wd), gs)
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def adagrad_update(params, grads, state_sum, lr, lr_decay, eps, weight_decay, n_decay, step, grad_scale):
     """One Adagrad step in place (torch.optim.Adagrad); ``step`` is this update's 1-based number."""
     clr = like(lr / (1.0 + (step - 1) * lr_decay), params)
@@ -373,7 +373,7 @@ def adagrad_update(params, grads, state_sum, lr, lr_decay, eps, weight_decay, n_
             _adagrad_chunk(params, grads, state_sum, c, n_decay, clr, eps_, wd, gs)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _adam_chunk(
     params, grads, m, v, vmax, c, n_decay, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs
 ):
@@ -415,7 +415,7 @@ def _adam_chunk(
     )
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def adam_update(
     params, grads, m, v, vmax, lr, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad, step, grad_scale
 ):
@@ -476,14 +476,14 @@ def adam_update(
             )
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _lion_chunk(params, grads, m, c, n_decay, lr, beta1, omb1, beta2, omb2, decay, gs):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
     _lion_range(params[i0:i1], grads[i0:i1], m[i0:i1], lr, beta1, omb1, beta2, omb2, decay, gs)
     _lion_range(params[i1:i2], grads[i1:i2], m[i1:i2], lr, beta1, omb1, beta2, omb2, like(1.0, decay), gs)
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def lion_update(params, grads, m, lr, beta1, beta2, weight_decay, n_decay, grad_scale):
     """One Lion step in place (decoupled weight decay, as in the paper); params, grads, m (n,)."""
     lr_, decay = like(lr, params), like(1.0 - lr * weight_decay, params)
@@ -505,7 +505,7 @@ def lion_update(params, grads, m, lr, beta1, beta2, weight_decay, n_decay, grad_
 # ---------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _sum_squares_chunk(grads, partials, c):
     g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     total = 0.0
@@ -514,7 +514,7 @@ def _sum_squares_chunk(grads, partials, c):
     partials[c] = total
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def grad_global_norm(grads, partials):
     """Euclidean norm of ``grads`` (n,) as float64, in one pass.
 
@@ -535,14 +535,14 @@ def grad_global_norm(grads, partials):
     return math.sqrt(total)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _clip_chunk(grads, c, low, high):
     g = grads[c * OPTIM_CHUNK : min((c + 1) * OPTIM_CHUNK, grads.size)]
     for i in range(g.size):
         g[i] = min(max(g[i], low), high)
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def clip_by_value(grads, clip_value):
     """grads = clip(grads, -clip_value, clip_value) in place (torch.nn.utils.clip_grad_value_)."""
     high = like(clip_value, grads)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT_UPDATE, JIT_UPDATE_INLINE, JIT_UPDATE_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .optim import OPTIM_CHUNK, adam_rule, norm_partials_size, sgd_rule
 from .tiling import numba_threads
@@ -27,7 +27,7 @@ from .tiling import numba_threads
 ROWS_PER_TASK = 64
 
 
-@njit(**JIT)
+@njit(**JIT_UPDATE)
 def _sgd_rows(params, grads, rows, lo, width, lr, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
@@ -36,7 +36,7 @@ def _sgd_rows(params, grads, rows, lo, width, lr, k0, k1):
             params[a + j] = sgd_rule(params[a + j], grads[a + j], lr, lr, zero, one, zero, False, False)[0]
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def sgd_rows_update(params, grads, rows, lo, width, lr):
     """Plain SGD (no momentum, no weight decay) on the touched rows: ``p -= lr * g`` there.
 
@@ -52,7 +52,7 @@ def sgd_rows_update(params, grads, rows, lo, width, lr):
             _sgd_rows(params, grads, rows, lo, width, lr_, t * ROWS_PER_TASK, min((t + 1) * ROWS_PER_TASK, count))
 
 
-@njit(**JIT)
+@njit(**JIT_UPDATE)
 def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
@@ -65,7 +65,7 @@ def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb
             )
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps, step):
     """Adam on the touched rows only, as ``torch.optim.SparseAdam``: there ``m``, ``v`` and ``p``
     move (``p -= lr * sqrt(1 - beta2**step) / (1 - beta1**step) * m / (sqrt(v) + eps)``), elsewhere
@@ -85,7 +85,7 @@ def adam_rows_update(params, grads, m, v, rows, lo, width, lr, beta1, beta2, eps
             _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, b2, omb2, eps_, t * ROWS_PER_TASK, k1)
 
 
-@njit(**JIT_INLINE)
+@njit(**JIT_UPDATE_INLINE)
 def _sum_squares(g):
     """Sum of squares (float64) of the 1-D view ``g`` (a view from index 0: the loop vectorises)."""
     total = 0.0
@@ -94,7 +94,7 @@ def _sum_squares(g):
     return total
 
 
-@njit(**JIT)
+@njit(**JIT_UPDATE)
 def _sum_squares_outside(grads, partials, c, lo, hi):
     """partials[c] = the sum of squares of chunk ``c`` of ``grads`` (OPTIM_CHUNK elements) outside [lo, hi)."""
     c0 = c * OPTIM_CHUNK
@@ -102,7 +102,7 @@ def _sum_squares_outside(grads, partials, c, lo, hi):
     partials[c] = _sum_squares(grads[c0 : max(c0, min(c1, lo))]) + _sum_squares(grads[min(max(c0, hi), c1) : c1])
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _norm_task(grads, sums, t, chunks, lo, hi, width, rows):
     """sums[t]: task t's sum of squares: chunk t of ``grads`` outside the table (t < chunks), else
     block t - chunks of ROWS_PER_TASK touched rows."""
@@ -125,7 +125,7 @@ def norm_tasks(n: int, table_rows: int) -> int:
     return norm_partials_size(n) + -(-table_rows // ROWS_PER_TASK)
 
 
-@njit(**JIT_PARALLEL)
+@njit(**JIT_UPDATE_PARALLEL)
 def sparse_grad_norm(grads, partials, lo, width, rows):
     """Euclidean norm (float64) of ``grads`` (n,) whose table at ``lo`` (rows of ``width``) is zero
     outside the rows listed in ``rows`` (count, then rows): what ``grad_global_norm`` gives, up to
