@@ -2737,8 +2737,34 @@ class Sequential:
         >>> [layer.trainable for layer in model.freeze().unfreeze(1)]
         [False, True]
         """
-        self._set_trainable_flags(freezing.resolve_layers(self, layers) if layers else walk_layers(self.layers), True)
+        named = freezing.resolve_layers(self, layers) if layers else list(walk_layers(self.layers))
+        self._set_trainable_flags(named, True)
+        if layers:
+            self._warn_still_frozen(named)
         return self
+
+    def _warn_still_frozen(self, layers) -> None:
+        """Warn for each of ``layers`` that stays frozen because a layer containing it is frozen
+        (Keras's rule, which fastnn follows; torch's ``requires_grad_`` would train it)."""
+        paths = freezing.layer_paths(self)
+        where = {id(layer): path for path, layer in paths.items()}
+        for layer in layers:
+            path = where.get(id(layer))
+            if path is None or not layer.frozen:
+                continue
+            parts = path.split(".")
+            container = next(
+                (".".join(parts[:i]) for i in range(1, len(parts)) if not paths[".".join(parts[:i])].trainable),
+                None,
+            )
+            if container is not None:
+                warnings.warn(
+                    f"layer {path!r} ({type(layer).__name__}) stays frozen: the layer containing it at "
+                    f"{container!r} has trainable=False, which freezes everything inside it; unfreeze "
+                    f"that container too (model.unfreeze({container!r})) and freeze what should stay frozen",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     def _set_trainable_flags(self, layers, value: bool) -> None:
         """``layer.trainable = value`` for each of ``layers``, all or none: when the optimizer refuses

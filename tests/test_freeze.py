@@ -2,6 +2,7 @@
 fused step, save/load, summary; checked against PyTorch with requires_grad=False."""
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -261,3 +262,17 @@ def test_numpy_and_negative_indices_and_lists_name_layers_as_in_python():
         model.freeze(-5)
     with pytest.raises(ValueError, match="unknown layer True"):
         model.freeze(True)
+
+
+def test_unfreezing_a_layer_inside_a_frozen_container_warns_that_it_stays_frozen():
+    """Keras's rule (a frozen container freezes what it holds) left ``unfreeze("1.block.0")`` a
+    silent no-op; it now warns, naming the container to unfreeze."""
+    model = fnn.Sequential([fnn.Dense(2, 4), fnn.Residual([fnn.Dense(4, 4), fnn.ReLU()]), fnn.Dense(4, 2)], seed=0)
+    model.freeze(1)
+    with pytest.warns(UserWarning, match=r"layer '1.block.0' \(Dense\) stays frozen: .* at '1' has trainable=False"):
+        model.unfreeze("1.block.0")
+    assert model.layers[1].block[0].frozen
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.unfreeze(1)  # the container itself: no warning, everything inside trains
+    assert not model.layers[1].block[0].frozen
