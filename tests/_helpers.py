@@ -31,3 +31,19 @@ class InterruptAt(fnn.callbacks.Callback):
         if (self.epoch, batch) == self.at:
             self.at = None
             raise KeyboardInterrupt
+
+
+def valid_rows(lengths, steps, per_step=1):
+    """bool (len(lengths) * steps * per_step,): which loss rows of padded sequences are valid steps."""
+    return np.repeat(np.arange(steps)[None, :] < np.asarray(lengths)[:, None], per_step, axis=1).reshape(-1)
+
+
+def loss_rows(name, rng, m, k, dtype):
+    """(predictions (m, k) of ``dtype``, targets) for the loss ``name``: int labels for
+    cross-entropy, probabilities for binary cross-entropy, values otherwise."""
+    pred = (rng.standard_normal((m, k)) * 2).astype(dtype)
+    if name == "cross_entropy":
+        return pred, rng.integers(0, k, m)
+    if name == "binary_cross_entropy":
+        return pred, rng.random((m, k)).astype(dtype)
+    return pred, rng.standard_normal((m, k)).astype(dtype)

@@ -14,30 +14,17 @@ import fastnn as fnn
 from fastnn import _config, optim
 from tests import reference as ref
 from tests._gradcheck import numeric_gradients_inplace
-from tests._helpers import InterruptAt
+from tests._helpers import InterruptAt, loss_rows, valid_rows
 
 LOSSES = ["cross_entropy", "mse", "mae", "huber", "binary_cross_entropy"]
 LENGTHS = np.array([4, 1, 3, 2, 4, 1])
-
-
-def _valid(lengths, steps, per_step=1):
-    return np.repeat(np.arange(steps)[None, :] < np.asarray(lengths)[:, None], per_step, axis=1).reshape(-1)
-
-
-def _loss_rows(name, rng, m, k, dtype):
-    pred = (rng.standard_normal((m, k)) * 2).astype(dtype)
-    if name == "cross_entropy":
-        return pred, rng.integers(0, k, m)
-    if name == "binary_cross_entropy":
-        return pred, rng.random((m, k)).astype(dtype)
-    return pred, rng.standard_normal((m, k)).astype(dtype)
 
 
 def _sequences(lengths=LENGTHS, steps=4, features=2, seed=0, dtype=np.float64):
     """Float sequences whose steps at and after each sample's length are all zero (Masking(0.0))."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((len(lengths), steps, features)).astype(dtype)
-    X[~_valid(lengths, steps).reshape(len(lengths), steps)] = 0.0
+    X[~valid_rows(lengths, steps).reshape(len(lengths), steps)] = 0.0
     return X
 
 
@@ -67,11 +54,11 @@ def test_masked_losses_match_the_float64_reference(name, dtype, reduction):
     rng = np.random.default_rng(0)
     steps, per_step, k = 4, 2, 3
     m = len(LENGTHS) * steps * per_step
-    pred, target = _loss_rows(name, rng, m, k, dtype)
+    pred, target = loss_rows(name, rng, m, k, dtype)
     loss = fnn.losses.LOSSES[name](reduction=reduction)
     grad = np.full_like(pred, np.nan)
     value = loss.forward_backward(pred, target, grad, True, LENGTHS, per_step)
-    valid = _valid(LENGTHS, steps, per_step)
+    valid = valid_rows(LENGTHS, steps, per_step)
     want, want_grad = ref.masked_loss(name, pred, target, valid, reduction)
     rtol = 1e-12 if dtype == np.float64 else 2e-6
     assert value == pytest.approx(want, rel=rtol)
@@ -90,10 +77,10 @@ def test_masked_losses_over_many_rows_take_the_parallel_path_and_match(name):
     rng = np.random.default_rng(1)
     lengths = rng.integers(1, 65, 64)
     m, k = 64 * 64, 20  # m * k above PARALLEL_MIN_ELEMENTS: chunks in prange
-    pred, target = _loss_rows(name, rng, m, k, np.float64)
+    pred, target = loss_rows(name, rng, m, k, np.float64)
     grad = np.empty_like(pred)
     value = fnn.losses.get(name).forward_backward(pred, target, grad, True, lengths, 1)
-    want, want_grad = ref.masked_loss(name, pred, target, _valid(lengths, 64))
+    want, want_grad = ref.masked_loss(name, pred, target, valid_rows(lengths, 64))
     assert value == pytest.approx(want, rel=1e-12)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-10, atol=1e-16)
 
@@ -114,7 +101,7 @@ def test_masked_cross_entropy_and_mse_equal_torch():
     rng = np.random.default_rng(3)
     batch, steps, c = len(LENGTHS), 4, 5
     logits, labels = rng.standard_normal((batch * steps, c)), rng.integers(0, c, batch * steps)
-    valid = _valid(LENGTHS, steps)
+    valid = valid_rows(LENGTHS, steps)
     t_logits = torch.tensor(logits, requires_grad=True)
     ignored = torch.tensor(np.where(valid, labels, -100))
     want = torch.nn.CrossEntropyLoss(ignore_index=-100)(t_logits, ignored)
@@ -158,7 +145,7 @@ def test_model_loss_is_the_masked_mean_and_padded_targets_do_not_matter(name):
     np.testing.assert_array_equal(model.output_lengths(X), LENGTHS)
     loss, grads = model.loss_and_grads(X, y)
     out = model.predict(X).reshape(-1, 3)
-    valid = _valid(LENGTHS, 4)
+    valid = valid_rows(LENGTHS, 4)
     target = y.reshape(-1) if name == "cross_entropy" else y.reshape(-1, 3)
     want, grad_out = ref.masked_loss(name, out, target, valid)
     assert loss == pytest.approx(want, rel=1e-12)
@@ -221,7 +208,7 @@ def test_a_masked_model_refuses_losses_and_counts_without_lengths():
     with pytest.raises(ValueError, match="leave lengths out"):
         plain.correct_count(out.astype(np.float32), y, LENGTHS)
     assert model.correct_count(out, y, model.output_lengths(X)) == int(
-        (out.argmax(-1) == y)[_valid(LENGTHS, 4).reshape(6, 4)].sum()
+        (out.argmax(-1) == y)[valid_rows(LENGTHS, 4).reshape(6, 4)].sum()
     )
 
 
@@ -249,7 +236,7 @@ def test_fused_step_equals_unfused(monkeypatch, dtype):
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     want, _ = ref.masked_loss(
-        "cross_entropy", _tagger(dtype=dtype).predict(X).reshape(-1, 3), y.ravel(), _valid(LENGTHS, 4)
+        "cross_entropy", _tagger(dtype=dtype).predict(X).reshape(-1, 3), y.ravel(), valid_rows(LENGTHS, 4)
     )
     assert runs[0][0][0] == pytest.approx(want, rel=1e-5 if dtype == "float32" else 1e-12)
 
@@ -264,7 +251,7 @@ def test_fit_evaluate_and_validation_count_only_valid_steps(shuffle, fuse, monke
     monkeypatch.setattr(_config, "FUSE", fuse)
     X, y = _sequences(), _targets("cross_entropy", (6, 4), 3)
     model = _tagger(lr=0.0, metrics=["f1"])
-    valid = _valid(LENGTHS, 4)
+    valid = valid_rows(LENGTHS, 4)
     out = model.predict(X).reshape(-1, 3)
     logs = model.evaluate(X, y, batch_size=4)
     want, _ = ref.masked_loss("cross_entropy", out, y.ravel(), valid)
@@ -284,7 +271,7 @@ def test_fit_evaluate_and_validation_count_only_valid_steps(shuffle, fuse, monke
 def test_regression_metrics_count_only_valid_steps():
     X, y = _sequences(), _targets("mse", (6, 4), 2)
     model = _tagger("mse", k=2, lr=0.0, metrics=["mae", "rmse", "r2"])
-    valid = _valid(LENGTHS, 4)
+    valid = valid_rows(LENGTHS, 4)
     out, target = model.predict(X).reshape(-1, 2)[valid], y.reshape(-1, 2)[valid]
     logs = model.evaluate(X, y, batch_size=5)
     assert logs["loss"] == pytest.approx(np.mean((out - target) ** 2), rel=1e-12)
@@ -301,7 +288,7 @@ def test_accumulated_batches_equal_one_batch_of_all_their_valid_steps():
     X, y = _sequences(), _targets("cross_entropy", (6, 4), 3)
     one = _tagger(lr=0.3)
     weight = one.layers[1].weight.copy()
-    _, grad_out = ref.masked_loss("cross_entropy", one.predict(X).reshape(-1, 3), y.ravel(), _valid(LENGTHS, 4))
+    _, grad_out = ref.masked_loss("cross_entropy", one.predict(X).reshape(-1, 3), y.ravel(), valid_rows(LENGTHS, 4))
     one.fit(X, y, epochs=1, batch_size=2, accumulate=3, shuffle=False, verbose=0)  # one update
     np.testing.assert_allclose(one.layers[1].weight, weight - 0.3 * X.reshape(-1, 2).T @ grad_out, rtol=1e-12)
     big, small = _tagger(lr=0.3), _tagger(lr=0.3)
@@ -324,7 +311,9 @@ def test_a_streamed_fit_equals_the_fit_on_arrays():
         assert got[key][0] == pytest.approx(want[key][0], rel=1e-12)
     logs = streamed.evaluate(lambda: iter([(X[:3], y[:3]), (X[3:], y[3:])]))
     assert logs == pytest.approx(streamed.evaluate(X, y))
-    want_loss, _ = ref.masked_loss("cross_entropy", streamed.predict(X).reshape(-1, 3), y.ravel(), _valid(LENGTHS, 4))
+    want_loss, _ = ref.masked_loss(
+        "cross_entropy", streamed.predict(X).reshape(-1, 3), y.ravel(), valid_rows(LENGTHS, 4)
+    )
     assert logs["loss"] == pytest.approx(want_loss, rel=1e-12)
 
 
@@ -336,7 +325,7 @@ def test_embedding_mask_padding_leaves_padded_tokens_out():
     ).compile("cross_entropy", "sgd")
     np.testing.assert_array_equal(model.output_lengths(ids), [2, 1, 4])
     loss, _ = model.loss_and_grads(ids, y)
-    want, _ = ref.masked_loss("cross_entropy", model.predict(ids).reshape(-1, 2), y.ravel(), _valid([2, 1, 4], 4))
+    want, _ = ref.masked_loss("cross_entropy", model.predict(ids).reshape(-1, 2), y.ravel(), valid_rows([2, 1, 4], 4))
     assert loss == pytest.approx(want, rel=1e-12)
     assert model.evaluate(ids, y)["loss"] == pytest.approx(want, rel=1e-12)
 
@@ -352,7 +341,7 @@ def test_an_interrupted_epoch_resumes_with_its_valid_steps_count(tmp_path):
     frozen.save(tmp_path / "frozen.safetensors")
     resumed_frozen = fnn.load(tmp_path / "frozen.safetensors")
     accuracy = resumed_frozen.fit(X, y, epochs=1, batch_size=2, shuffle=False, verbose=0).history
-    hits = (frozen.predict(X).argmax(-1) == y).reshape(-1)[_valid(LENGTHS, 4)]
+    hits = (frozen.predict(X).argmax(-1) == y).reshape(-1)[valid_rows(LENGTHS, 4)]
     assert accuracy["accuracy"][0] == pytest.approx(hits.mean())
     model = _tagger(lr=0.3)
     with pytest.raises(KeyboardInterrupt):

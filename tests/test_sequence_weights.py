@@ -17,6 +17,7 @@ import fastnn as fnn
 from fastnn import _config, optim
 from tests import _reference_core as core
 from tests import reference as ref
+from tests._helpers import loss_rows, valid_rows
 
 LOSSES = ["cross_entropy", "mse", "mae", "huber", "binary_cross_entropy"]
 LENGTHS = np.array([4, 1, 3, 2, 4, 1])
@@ -24,16 +25,7 @@ STEPS = 4
 
 
 def _valid(lengths=LENGTHS, steps=STEPS, per_step=1):
-    return np.repeat(np.arange(steps)[None, :] < np.asarray(lengths)[:, None], per_step, axis=1).reshape(-1)
-
-
-def _rows(name, rng, m, k, dtype):
-    pred = (rng.standard_normal((m, k)) * 2).astype(dtype)
-    if name == "cross_entropy":
-        return pred, rng.integers(0, k, m)
-    if name == "binary_cross_entropy":
-        return pred, rng.random((m, k)).astype(dtype)
-    return pred, rng.standard_normal((m, k)).astype(dtype)
+    return valid_rows(lengths, steps, per_step)
 
 
 def _masked_weighted_reference(name, pred, target, weights, valid, reduction="mean"):
@@ -74,7 +66,7 @@ def test_masked_weighted_losses_match_the_float64_reference(name, dtype, reducti
     rng = np.random.default_rng(0)
     per_step, k = 2, 3
     m = len(LENGTHS) * STEPS * per_step
-    pred, target = _rows(name, rng, m, k, dtype)
+    pred, target = loss_rows(name, rng, m, k, dtype)
     valid = _valid(per_step=per_step)
     if name == "cross_entropy":
         target = np.where(valid, target, -100)  # not read, not checked
@@ -99,7 +91,7 @@ def test_masked_weighted_losses_match_the_float64_reference(name, dtype, reducti
 @pytest.mark.parametrize("name", LOSSES)
 def test_unit_weights_give_the_masked_loss_and_its_gradient_bit_for_bit(name):
     rng = np.random.default_rng(5)
-    pred, target = _rows(name, rng, len(LENGTHS) * STEPS, 3, np.float32)
+    pred, target = loss_rows(name, rng, len(LENGTHS) * STEPS, 3, np.float32)
     base = fnn.losses.LOSSES[name]()
     grad, wgrad = np.empty_like(pred), np.empty_like(pred)
     value = base.forward_backward(pred, target, grad, True, LENGTHS, 1)
@@ -125,7 +117,7 @@ def test_no_valid_row_or_zero_weights_contribute_nothing():
 def test_masked_weighted_gradient_matches_finite_differences():
     rng = np.random.default_rng(7)
     for name in ("cross_entropy", "huber"):
-        pred, target = _rows(name, rng, len(LENGTHS) * STEPS, 3, np.float64)
+        pred, target = loss_rows(name, rng, len(LENGTHS) * STEPS, 3, np.float64)
         loss = fnn.losses.SampleWeighted(fnn.losses.LOSSES[name]())
         wt = fnn.losses.weighted_targets(target, rng.uniform(0.1, 2, len(pred)))
         grad, scratch = np.empty_like(pred), np.empty_like(pred)
