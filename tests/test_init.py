@@ -199,7 +199,15 @@ def test_a_kernel_s_fans_are_torch_s(shape, fans):
     in Dense's (in, out) order: 0.058 against torch's 0.141 for the first shape)."""
     torch = pytest.importorskip("torch")
     assert init.compute_fans(shape) == fans
-    w = init.he_normal(np.empty(shape), seed=3)
-    want = float(torch.nn.init.kaiming_normal_(torch.empty(shape, dtype=torch.float64)).std())
-    assert w.std() == pytest.approx(math.sqrt(2 / fans[0]), rel=0.1)
-    assert w.std() == pytest.approx(want, rel=0.15)
+    # the std of one small kernel's draws wanders by ~4% (336 values): average 40 seeded draws of
+    # each side, so both sit within 2% of sqrt(2 / fan_in) and of each other (was flaky unseeded)
+    ours = np.mean([init.he_normal(np.empty(shape), seed=s).std() for s in range(40)])
+    generator = torch.Generator().manual_seed(3)
+    theirs = np.mean(
+        [
+            float(torch.nn.init.kaiming_normal_(torch.empty(shape, dtype=torch.float64), generator=generator).std())
+            for _ in range(40)
+        ]
+    )
+    assert ours == pytest.approx(math.sqrt(2 / fans[0]), rel=0.02)
+    assert ours == pytest.approx(theirs, rel=0.03)
