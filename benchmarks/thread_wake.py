@@ -31,8 +31,8 @@ from fastnn.kernels.blas import gemm_block
 
 
 @njit(parallel=True)
-def _two_tiles(x, w, z, ran_on):
-    """z = x @ w in two column tiles, one per task; ran_on[t] = the Numba thread of tile t."""
+def two_tiles(x, w, z, ran_on):
+    """z = x @ w (float32) in two column tiles, one per ``prange`` task; ran_on[t] = the Numba thread of tile t."""
     m, n = z.shape
     for t in prange(2):
         ran_on[t] = numba.get_thread_id()
@@ -40,7 +40,8 @@ def _two_tiles(x, w, z, ran_on):
 
 
 @njit
-def _two_tiles_serial(x, w, z):
+def two_tiles_serial(x, w, z):
+    """The same two tiles of ``two_tiles`` in a loop on the calling thread (its one-thread time)."""
     m, n = z.shape
     for t in range(2):
         gemm_block(False, False, np.float32(1.0), x, w, np.float32(0.0), z, 0, m, t * n // 2, (t + 1) * n // 2)
@@ -51,7 +52,7 @@ def _calls(x, w, z, ran_on, count: int) -> tuple[list[float], int]:
     seconds, alone = [], 0
     for _ in range(count):
         start = time.perf_counter()
-        _two_tiles(x, w, z, ran_on)
+        two_tiles(x, w, z, ran_on)
         seconds.append(time.perf_counter() - start)
         alone += int(ran_on[0] == ran_on[1])
     return seconds, alone
@@ -67,12 +68,12 @@ def main(argv=None) -> None:
     w = rng.standard_normal((k, n), dtype=np.float32)
     z = np.empty((m, n), np.float32)
     ran_on = np.zeros(2, np.int64)
-    _two_tiles(x, w, z, ran_on)
-    _two_tiles_serial(x, w, z)
+    two_tiles(x, w, z, ran_on)
+    two_tiles_serial(x, w, z)
     serial = []
     for _ in range(100):
         start = time.perf_counter()
-        _two_tiles_serial(x, w, z)
+        two_tiles_serial(x, w, z)
         serial.append(time.perf_counter() - start)
 
     rows = []
