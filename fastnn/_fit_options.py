@@ -77,9 +77,11 @@ def class_weight_to_sample_weight(class_weight, model, targets: np.ndarray) -> n
 def class_labels(model, targets: np.ndarray) -> np.ndarray:
     """The classes of checked ``targets`` (one per loss row: (n,) or (n, *positions)): the labels
     0..k-1 of ``cross_entropy``, 0 and 1 (target > 0.5) of a one-output ``binary_cross_entropy``.
-    (The labels of padded steps are 0 once checked: ``Sequential.check_data``.)"""
+    (The labels of padded steps are 0 once checked: ``Sequential.check_data``; ignored ones,
+    ``CrossEntropy(ignore_index=...)``, are taken as 0 here.)"""
     if metrics_mod.family_of(model.loss) == metrics_mod.MULTICLASS:
-        return targets
+        ignore = losses_mod.ignore_index_of(model.loss)  # ignored targets: any class (their weight is not read)
+        return targets if ignore is None else np.where(targets == ignore, 0, targets)
     return (targets[..., 0] > 0.5).astype(np.int64)
 
 

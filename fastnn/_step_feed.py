@@ -75,7 +75,7 @@ def _after_step(model, plan, count: bool, accumulators, first_given: int, first_
     metric accumulator on the batch's rows, its state arrays the Given arguments after
     (:class:`fastnn.metrics.Accumulator`)."""
     out, target, _ = model.loss_rows(plan.out, plan.y)
-    masked = () if plan.lengths is None else (plan.lengths, model.per_step)  # padded steps not counted
+    masked = losses.count_tail(model.loss, plan.lengths, model.per_step)  # padded steps, ignored labels: not counted
     calls: list = []
     if count:
         calls.append((count_kernel(model.loss), (out, target, *masked)))
@@ -491,7 +491,7 @@ class DeviceStepFeed:
         *calls, read = run.calls
         if kernel is not None:
             out, target, _ = model.loss_rows(plan.out, plan.y)
-            masked = () if plan.lengths is None else (plan.lengths, model.per_step)
+            masked = losses.count_tail(model.loss, plan.lengths, model.per_step)
             calls.append((functools.partial(kernel, into=(plan.scalars, COUNT_SLOT)), (out, target, *masked)))
         if self.outputs:
             calls.append((backend.copy_into, (Given(0), plan.out, backend.default_stream(model.device))))

@@ -254,8 +254,9 @@ def check_array(
     return _as_finite(arr, dtype, argument)
 
 
-def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.ndarray:
-    """Integer class labels in [0, n_classes) as a contiguous int64 vector of length n_samples."""
+def check_labels(y, n_samples: int, n_classes: int, argument: str = "y", ignore_index: int | None = None) -> np.ndarray:
+    """Integer class labels in [0, n_classes) as a contiguous int64 vector of length n_samples;
+    with ``ignore_index`` (``CrossEntropy``'s), labels equal to it are accepted too (left out)."""
     if (
         type(y) is np.ndarray
         and y.dtype == np.int64
@@ -274,12 +275,13 @@ def check_labels(y, n_samples: int, n_classes: int, argument: str = "y") -> np.n
             f"got shape {arr.shape}; for one-hot targets use {argument}.argmax(axis=1)"
         )
     check_length(arr, n_samples, argument)
+    ignored = f" or the ignored label {ignore_index}" if ignore_index is not None else ""
     check_label_values(
-        arr,
+        arr if ignore_index is None else arr[arr != ignore_index],
         n_classes,
         argument,
-        f"the model's last layer has {n_classes} outputs; labels must be 0..{n_classes - 1} (remap them, or "
-        f"widen the last layer)",
+        f"the model's last layer has {n_classes} outputs; labels must be 0..{n_classes - 1}{ignored} (remap "
+        f"them, or widen the last layer)",
         "for regression targets use loss='mse'",
     )
     return np.ascontiguousarray(arr, dtype=np.int64)

@@ -10,7 +10,8 @@ sum of weights: the update is again the big batch's (a shuffled fit on arrays th
 batch before its step, so its weights are known when the step is armed). A model that leaves
 padded steps out (``model.masks_steps``: a batch's mean is over its valid steps' positions) weighs
 each batch by its valid positions and divides by the group's, so the update is again the big
-batch's (its batches are gathered before their steps too). With ``reduction="sum"``
+batch's (its batches are gathered before their steps too); so does a loss that ignores a label
+(``CrossEntropy(ignore_index=...)``), by the batch's targets not ignored. With ``reduction="sum"``
 the gradients are summed as they are. An epoch's last group may be shorter; it still updates.
 Learning-rate schedules and ``optimizer.step_count`` count updates, not batches (as Keras'
 ``iterations`` and PyTorch's ``scheduler.step()`` after ``optimizer.step()``); callbacks'
@@ -100,13 +101,17 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None)
     >>> batch_weight(fnn.losses.CrossEntropy(), np.zeros((3, 2)), np.array([0, 1, 1]))
     3.0
     """
+    kept = losses_mod.counted_targets(loss, yb)  # targets not ignored (CrossEntropy(ignore_index=...))
+    if model is not None and model.masks_steps:
+        valid = model.valid_rows(model.output_lengths(xb) if lengths is None else lengths)
+        kept = valid if kept is None else kept & valid
     if isinstance(loss, losses_mod.SampleWeighted):
         weights = losses_mod.SampleWeighted.weights(yb).reshape(-1)  # (one per loss row)
-        if model is not None and model.masks_steps:  # the valid steps' weights, as the loss sums them
-            weights = weights[model.valid_rows(model.output_lengths(xb) if lengths is None else lengths)]
+        if kept is not None:  # the counted rows' weights, as the loss sums them
+            weights = weights[kept]
         return float(np.sum(weights))
-    if model is not None and model.masks_steps:
-        return float(model.valid_count(model.output_lengths(xb) if lengths is None else lengths))
+    if kept is not None:
+        return float(np.count_nonzero(kept))
     return float(xb.shape[0])
 
 

@@ -594,20 +594,63 @@ class Staging:
         --------
         >>> staging.upload(dev, np.zeros((4, 3)), "x")  # doctest: +SKIP
         """
-        shape, dtype = tuple(dst.shape), np.dtype(dst.dtype)
-        key = (role, shape[1:], dtype.str)
-        pinned = self._pinned.get(key)
-        if key in self._in_flight:  # its last copy may still read it
-            _cuda().synchronize()
-            self._in_flight.clear()
-        if pinned is None or pinned.shape[0] < shape[0]:
-            pinned = self._pinned[key] = pinned_empty((max(shape[0], 1), *shape[1:]), dtype)
-        host = pinned[: shape[0]]
+        host = self.buffer(role, dst.shape[0], tuple(dst.shape[1:]), dst.dtype)
         np.copyto(host, src, casting="same_kind")
+        copy_into(dst, host, self.stream)
+
+    @property
+    def stream(self) -> Any:
+        """The default stream, where the copies are queued (fastnn's kernels run there).
+
+        Examples
+        --------
+        >>> staging.stream  # doctest: +SKIP
+        <Stream 0x0 (CUDA default stream)>
+        """
         if self._stream is None:
             self._stream = _cuda().default_stream()
-        copy_into(dst, host, self._stream)
+        return self._stream
+
+    def buffer(self, role: str, rows: int, trailing: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
+        """The pinned host buffer of ``role`` as ``rows`` rows, for copies the caller queues on
+        :attr:`stream` itself (either way: a pass's rows in, its outputs out).
+
+        It is the buffer :meth:`upload` stages that role's rows of that shape and dtype in (grown,
+        never shrunk). The caller may write or read it now: when its last copy was not declared
+        done (:meth:`settled`) this synchronises first. It counts as in flight from now on, until
+        the caller's next wait on the default stream and :meth:`settled`.
+
+        Parameters
+        ----------
+        role : str
+            Which buffer: one per role.
+        rows : int
+            Its rows (first axis).
+        trailing : tuple of int
+            The shape of a row.
+        dtype : dtype-like
+            Its dtype.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(rows, *trailing)``, page-locked, its values left from before.
+
+        Examples
+        --------
+        >>> host = staging.buffer("out", 256, (10,), np.float32)  # doctest: +SKIP
+        >>> dev.copy_to_host(host, stream=staging.stream)  # doctest: +SKIP
+        """
+        dtype = np.dtype(dtype)
+        key = (role, tuple(trailing), dtype.str)
+        pinned = self._pinned.get(key)
+        if key in self._in_flight:  # its last copy may still read or write it
+            _cuda().synchronize()
+            self._in_flight.clear()
+        if pinned is None or pinned.shape[0] < rows:
+            pinned = self._pinned[key] = pinned_empty((max(rows, 1), *trailing), dtype)
         self._in_flight.add(key)
+        return pinned[:rows]
 
     def settled(self) -> None:
         """Declare the queued copies done (the caller waited on the default stream after them).

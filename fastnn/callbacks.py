@@ -147,7 +147,11 @@ class Callback:
         """
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        """Called before every training step.
+        """Called before every training step, before the batch is read.
+
+        Freezing or unfreezing layers here applies to this batch's step. An epoch's last batch of
+        one sample that a BatchNorm cannot train on (one value per channel) still gets this call,
+        then no step and no ``on_batch_end`` (fit warns why).
 
         Parameters
         ----------

@@ -13,6 +13,10 @@ rows of valid steps (step < the sample's length) count, as Keras leaves masked s
 is over the valid rows (their elements for the elementwise losses), the other rows get a zero
 gradient and are not counted (``fastnn.kernels.losses``). ``Sequential`` passes them for a model
 whose input carries lengths (``Masking``, ``Embedding(..., mask_padding=True)``).
+
+Ignored labels: ``CrossEntropy(ignore_index=-100)`` (torch's ``ignore_index``, Keras 3's
+``ignore_class``) leaves the rows labelled ``-100`` out the same way: no loss, a zero gradient, not
+in the mean's divisor nor in the accuracy and metrics; with padded steps, both rules apply.
 """
 
 from __future__ import annotations
@@ -296,14 +300,20 @@ class Loss(Owned):
         """The checks of a direct call (:meth:`forward_backward`, a built-in :meth:`correct_count`),
         whose kernels index the arrays unchecked; step plans and fit skip them (:func:`count_correct`)."""
         trailing = self.target_spec(output.shape[-1] if getattr(output, "ndim", 0) == 2 else 1, np.float64)[0]
-        labels_of = self._labels
+        ignore = ignore_index_of(self)
+        valid = None
         if lengths is not None and getattr(output, "ndim", 0) == 2:  # padded steps' labels: not read, not checked
             check_lengths(lengths, output.shape[0], per_step)
             valid = _valid_rows(backend.to_host(lengths), output.shape[0], per_step)
 
-            def labels_of(target):
-                labels = self._labels(target)
-                return labels[valid] if isinstance(labels, np.ndarray) else labels  # (a device's: unchecked)
+        def labels_of(target):
+            labels = self._labels(target)
+            if not isinstance(labels, np.ndarray):  # (a device's: unchecked; or None: values)
+                return labels
+            keep = valid
+            if ignore is not None:  # labels equal to ignore_index: not read, not checked
+                keep = labels != ignore if keep is None else keep & (labels != ignore)
+            return labels if keep is None else labels[keep]
 
         V.check_loss_arrays(output, target, grad, compute_grad, trailing, labels_of)
         if lengths is not None:
@@ -441,11 +451,25 @@ class CrossEntropy(Loss):
     """Softmax cross-entropy from logits (batch, classes) with integer labels (batch,).
 
     Accuracy: the fraction of samples whose argmax (the first maximum) equals the label.
+    A per-step output (batch, time, ..., classes) takes one label per position.
 
     Parameters
     ----------
     reduction : {"mean", "sum"}, default "mean"
         Mean or sum over the samples.
+    ignore_index : int, optional
+        A label that marks targets to leave out, as torch's ``CrossEntropyLoss(ignore_index=-100)``
+        and Keras 3's ``SparseCategoricalCrossentropy(ignore_class=...)``: such a target adds no loss
+        and no gradient, and is not counted: "mean" divides by the targets not ignored (with
+        ``sample_weight`` / ``class_weight``, by their weights' sum), and the accuracy and compiled
+        metrics skip it. A batch whose targets are all ignored gives a loss of 0 and a zero gradient
+        (torch gives nan there; Keras 0). Any other label outside [0, classes) is still refused.
+        None (the default) ignores nothing. Padded steps of masked sequences are left out as well.
+
+    Raises
+    ------
+    TypeError
+        If ``ignore_index`` is neither None nor an integer (a bool or a float is refused).
 
     Examples
     --------
@@ -456,10 +480,18 @@ class CrossEntropy(Loss):
     0.6931
     >>> grad
     array([[ 0.5, -0.5]], dtype=float32)
+    >>> loss = fnn.losses.CrossEntropy(ignore_index=-100)
+    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0]])
+    >>> print(round(loss.forward_backward(logits, np.array([0, -100]), np.empty_like(logits)), 4))
+    0.1269
     """
 
     name = "cross_entropy"
     is_classification = True
+
+    def __init__(self, *, reduction: str = "mean", ignore_index: int | None = None):
+        super().__init__(reduction=reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def check_targets(self, y, n_samples, n_outputs, dtype):
         if n_outputs < 2:
@@ -467,7 +499,7 @@ class CrossEntropy(Loss):
                 "cross_entropy needs a last layer with at least 2 outputs (one per class); "
                 "for a single output use loss='binary_cross_entropy'"
             )
-        return V.check_labels(y, n_samples, n_outputs)
+        return V.check_labels(y, n_samples, n_outputs, ignore_index=self.ignore_index)
 
     def target_spec(self, n_outputs, dtype):
         return (), np.dtype(np.int64)
@@ -478,7 +510,7 @@ class CrossEntropy(Loss):
     def call(self, output, target, grad, compute_grad=True, lengths=None, per_step=1):
         kernels = _kernels(output)
         args = (output, target, grad, self._scratch(output.shape[0], kernels), self.reduction == "mean", compute_grad)
-        return kernels.cross_entropy_forward_backward, _with_lengths(args, lengths, per_step)
+        return kernels.cross_entropy_forward_backward, _with_lengths(args, lengths, per_step, self.ignore_index)
 
     def correct_count(self, output, target, lengths=None, per_step=1):
         self._check_arrays(output, target, None, False, lengths, per_step)
@@ -492,6 +524,12 @@ class CrossEntropy(Loss):
         probs = np.empty_like(output)
         _CPU.activation_forward(output, probs, SOFTMAX, 0.0)
         return probs
+
+    def get_config(self):
+        config = super().get_config()
+        if self.ignore_index is not None:
+            config["ignore_index"] = self.ignore_index
+        return config
 
 
 class _Elementwise(Loss):
@@ -781,7 +819,7 @@ class SampleWeighted(Loss):
                 self.reduction == "mean",
                 compute_grad,
             )
-            return K.weighted_cross_entropy, _with_lengths(args, lengths, per_step)
+            return K.weighted_cross_entropy, _with_lengths(args, lengths, per_step, ignore_index_of(self))
         base = self._elementwise_base()
         args = (
             output,
@@ -889,7 +927,133 @@ def count_correct(loss: Loss, output, target, lengths=None, per_step: int = 1) -
     kernel = COUNT_KERNELS.get(method)
     if kernel is None:
         return loss.correct_count(output, target, *(() if lengths is None else (lengths, per_step)))
-    return int(getattr(_kernels(output), kernel)(*_with_lengths((output, target), lengths, per_step)))
+    args = _with_lengths((output, target), lengths, per_step, ignore_index_of(loss))
+    return int(getattr(_kernels(output), kernel)(*args))
+
+
+def check_ignore_index(ignore_index) -> int | None:
+    """``ignore_index`` of :class:`CrossEntropy` checked: None, or an int (a NumPy integer too).
+
+    Parameters
+    ----------
+    ignore_index : int or None
+        The label that marks ignored targets.
+
+    Returns
+    -------
+    int or None
+        The label as a Python int, or None.
+
+    Raises
+    ------
+    TypeError
+        For a bool, a float or anything else not an integer, naming the fix.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.check_ignore_index(np.int64(-100))
+    -100
+    >>> fnn.losses.check_ignore_index(-100.0)
+    Traceback (most recent call last):
+    ...
+    TypeError: ignore_index must be None or an integer label (torch's default is -100), got float -100.0; ...
+    """
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(
+            f"ignore_index must be None or an integer label (torch's default is -100), got "
+            f"{type(ignore_index).__name__} {ignore_index!r}; pass e.g. ignore_index=-100 and use "
+            f"that label for the targets to leave out"
+        )
+    value = int(ignore_index)
+    if not -(2**62) <= value < 2**62:
+        raise ValueError(f"ignore_index must lie within +-2**62 (an int64 label), got {value}")
+    return value
+
+
+def ignore_index_of(loss: Loss | None) -> int | None:
+    """The label whose targets ``loss`` leaves out (:class:`CrossEntropy`'s ``ignore_index``, under a
+    :class:`SampleWeighted` one too), None when it ignores none.
+
+    Parameters
+    ----------
+    loss : Loss or None
+        A loss.
+
+    Returns
+    -------
+    int or None
+        The ignored label.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.ignore_index_of(fnn.losses.SampleWeighted(fnn.losses.CrossEntropy(ignore_index=-1)))
+    -1
+    >>> fnn.losses.ignore_index_of(fnn.losses.MSE()) is None
+    True
+    """
+    value = getattr(base_of(loss), "ignore_index", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def counted_targets(loss: Loss, target: np.ndarray) -> np.ndarray | None:
+    """Which loss rows of host ``target`` count: those whose label is not the loss's ignored one.
+
+    Parameters
+    ----------
+    loss : Loss
+        The loss (plain or :class:`SampleWeighted`) the targets were checked for.
+    target : numpy.ndarray
+        Checked host targets: labels ``(n, *positions)``, or weighted rows ``(n, *positions, 2)``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        bool ``(n * positions,)`` (the loss rows, in order); None when the loss ignores no label.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.counted_targets(fnn.losses.CrossEntropy(ignore_index=-100), np.array([[1, -100], [0, 2]]))
+    array([ True, False,  True,  True])
+    """
+    ignore = ignore_index_of(loss)
+    if ignore is None:
+        return None
+    labels = np.asarray(target)
+    if isinstance(loss, SampleWeighted):
+        labels = labels[..., 0]
+    return labels.reshape(-1) != ignore
+
+
+def count_tail(loss: Loss, lengths, per_step: int) -> tuple:
+    """What a count kernel of ``loss`` takes after ``(output, target)``: ``(lengths, per_step)`` for
+    padded steps and the ignored label (:func:`ignore_index_of`), () when neither applies.
+
+    Parameters
+    ----------
+    loss : Loss
+        The model's loss.
+    lengths : numpy.ndarray or None
+        The batch's sequence lengths (on the kernel's device), or None.
+    per_step : int
+        Rows of one step.
+
+    Returns
+    -------
+    tuple
+        The trailing arguments.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> fnn.losses.count_tail(fnn.losses.CrossEntropy(ignore_index=-100), None, 1)
+    (None, 1, -100)
+    """
+    return _with_lengths((), lengths, per_step, ignore_index_of(loss))
 
 
 def _valid_rows(lengths: np.ndarray, rows: int, per_step: int) -> np.ndarray:
@@ -899,8 +1063,11 @@ def _valid_rows(lengths: np.ndarray, rows: int, per_step: int) -> np.ndarray:
     return (steps < lengths[:, None]).reshape(rows)
 
 
-def _with_lengths(args: tuple, lengths, per_step: int) -> tuple:
-    """A kernel's arguments, with (lengths, per_step) after them for a masked call."""
+def _with_lengths(args: tuple, lengths, per_step: int, ignore_index: int | None = None) -> tuple:
+    """A kernel's arguments, with (lengths, per_step) after them for a masked call, and
+    (lengths or None, per_step, ignore_index) for a call that ignores a label."""
+    if ignore_index is not None:
+        return (*args, lengths, int(per_step), ignore_index)
     return args if lengths is None else (*args, lengths, int(per_step))
 
 

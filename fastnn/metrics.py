@@ -1566,6 +1566,8 @@ class Tracker:
         base = losses_mod.base_of(self.model.loss)
         if not _builtin_classes(base) or self.model.masks_steps:  # (padded steps: left out in update)
             return []
+        if losses_mod.ignore_index_of(base) is not None:  # (ignored targets: left out in update)
+            return []
         family, k = family_of(base), self.model.output_shape[-1]
         shared: dict[tuple, Accumulator] = {}
         for index, metric in enumerate(self.metrics):
@@ -1612,7 +1614,8 @@ class Tracker:
         """Add one batch to the pass.
 
         For a model that leaves padded steps out (``model.masks_steps``) only the positions of
-        valid steps count, as in Keras (``lengths`` required).
+        valid steps count, as in Keras (``lengths`` required); for a loss that ignores a label
+        (``CrossEntropy(ignore_index=...)``) only the targets not ignored, as Keras' ``ignore_class``.
 
         Parameters
         ----------
@@ -1652,7 +1655,8 @@ class Tracker:
             return  # every metric counted inside the step's call
         output, target = backend.to_host(output), backend.to_host(target)
         output, target, _ = self.model.loss_rows(output, target)
-        if valid is not None:  # the positions of valid steps only
+        valid = _counted(self.model, target, valid)
+        if valid is not None:  # the positions of valid steps (and targets not ignored) only
             output, target = output[valid], target[valid]
         if not commit:  # (the arrays may be a step plan's buffers, overwritten by the next step)
             self.pending.append((np.array(output), np.array(target), inside))
@@ -1841,10 +1845,17 @@ class Evaluation:
         rows, target_rows, _ = self.model.loss_rows(output, target)
         if weights is not None:  # one per loss row
             weights = losses_mod.row_weights(weights, tuple(self.model.output_shape[:-1])).reshape(-1)
-        if valid is not None:  # the positions of valid steps: their loss is the masked mean
+        valid = _counted(self.model, target_rows, valid)
+        if valid is not None:  # the positions of valid steps (targets not ignored): their loss is the masked mean
             rows, target_rows = rows[valid], target_rows[valid]
             weights = None if weights is None else weights[valid]
         loss, scratch = self.loss, np.empty((1, 1), rows.dtype)
+        if rows.shape[0] == 0:  # every target ignored: the batch adds nothing (its loss 0, Keras' and ours)
+            self.value = 0.0
+            self.batches += 1
+            if self.tracker is not None:
+                self.tracker.update(output, target, lengths=lengths)
+            return
         if weights is None:
             self.value = loss.forward_backward(rows, target_rows, scratch, False)
             weight = rows.shape[0]
@@ -1888,10 +1899,21 @@ class Evaluation:
             value = self.loss_sum
         logs = {"loss": float(value)}
         if self.correct is not None:
-            logs["accuracy"] = self.correct / self.rows
+            logs["accuracy"] = self.correct / self.rows if self.rows else 0.0  # (every target ignored: 0)
         if self.tracker is not None:
             logs.update(self.tracker.results())
         return logs
+
+
+def _counted(model, target_rows: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
+    """The loss rows that count: ``valid`` (the valid steps', or None: all) and, for a loss that ignores
+    a label, those of the host ``target_rows`` not labelled with it (None when every row counts)."""
+    ignore = losses_mod.ignore_index_of(model.loss)
+    if ignore is None:
+        return valid
+    labels = backend.to_host(target_rows)
+    kept = (labels[:, 0] if labels.ndim == 2 else labels) != ignore  # (weighted rows: label, weight)
+    return kept if valid is None else valid & kept
 
 
 def valid_rows(model, lengths, what: str) -> np.ndarray | None:

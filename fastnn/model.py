@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import copyreg
 import functools
 import inspect
 import io
@@ -13,6 +14,7 @@ import math
 import os
 import pickle
 import threading
+import types
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -57,6 +59,10 @@ _PREDICT_BATCH = 1024
 # a pass there costs its launches, copies and syncs whatever its rows (1.5 ms for a 3-layer MLP on
 # an H200, 1024 or 4096 rows alike, session 18), so 1024-row passes made batched predict 4x slower.
 _DEVICE_PASS_BYTES = 256 << 20
+#: the pinned host bytes (rows in and outputs out) of the passes of a device predict/evaluate that
+#: wait for the device once together (a wave); each wave has at least one pass. Waiting once per
+#: pass cost a wait per ``batch_size`` rows (Sequential._device_predict)
+DEVICE_WAVE_BYTES = 256 << 20
 _MAX_PLANS = 8
 
 
@@ -88,6 +94,13 @@ class _LayerList(list):
 
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce_ex__(self, protocol):
+        # a copy of the list alone (copy.deepcopy, pickle; Python's rebuilds a list by appending): a
+        # plain list of the copied layers, each free of any model, as Keras's model.layers is a new
+        # list; inside a copy of its model (a subclass's self.blocks = self.layers) it is the copy's
+        # own list (_anchors)
+        return (list, (list(self),))
 
 
 class _StepPlan:
@@ -388,10 +401,98 @@ def _anchors(model) -> dict[tuple, object]:
             for name, buffer in layer.buffers().items():
                 if buffer is not None:
                     anchors[("buffer", path, name)] = buffer
-    for name in ("params", "grads", "optimizer", "loss", "metrics", "state"):
+    for name in ("layers", "params", "grads", "optimizer", "loss", "metrics", "state"):
         if vars(model).get(name) is not None:
             anchors[(name,)] = vars(model)[name]
+    for i, metric in enumerate(vars(model).get("metrics") or ()):
+        if isinstance(metric, metrics_mod.Metric):  # (self.f1 = self.metrics[0]: the copy's metric object)
+            anchors[("metric", i)] = metric
     return anchors
+
+
+def _memory_roots(anchors: dict[tuple, object]) -> list[tuple[tuple, np.ndarray]]:
+    """The NumPy arrays among ``anchors`` (the flat parameter and gradient buffers, the layers'
+    buffers and parameter views), largest first: the memory a view held by a copied attribute
+    (``self.row = self.layers[0].weight[0]``, ``self.params[-10:]``) is rebuilt on in the copy."""
+    arrays = [(key, obj) for key, obj in anchors.items() if type(obj) is np.ndarray and obj.flags.c_contiguous]
+    return sorted(arrays, key=lambda item: -item[1].nbytes)
+
+
+def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
+    """[low, high) addresses of the bytes ``array`` (a non-empty one) reaches (NumPy's byte_bounds,
+    which moved between NumPy 1 and 2)."""
+    low = high = array.__array_interface__["data"][0]
+    for n, stride in zip(array.shape, array.strides):
+        if stride < 0:
+            low += (n - 1) * stride
+        else:
+            high += (n - 1) * stride
+    return low, high + array.itemsize
+
+
+def _view_key(obj, roots: list[tuple[tuple, np.ndarray]]) -> tuple | None:
+    """``("view", root key, offset, shape, strides, dtype, writeable, id)`` when ``obj`` is a NumPy
+    view inside the memory of one of ``roots`` (``_memory_roots``), else None."""
+    if not isinstance(obj, np.ndarray) or obj.base is None or obj.size == 0:
+        return None
+    lo, hi = _byte_bounds(obj)
+    for key, root in roots:
+        start, stop = _byte_bounds(root)
+        if start <= lo and hi <= stop:
+            offset = obj.__array_interface__["data"][0] - start
+            return ("view", key, offset, obj.shape, obj.strides, obj.dtype.str, obj.flags.writeable, id(obj))
+    return None
+
+
+def _view_from_key(pid: tuple, anchors: dict[tuple, object]) -> np.ndarray:
+    """The view :func:`_view_key` described, on the memory of ``anchors``' array of its root key."""
+    _, key, offset, shape, strides, dtype, writeable, _ = pid
+    root = anchors[tuple(key)]
+    if type(root) is not np.ndarray:
+        raise TypeError(f"the copy's part {key!r} is no NumPy array")
+    view = np.ndarray(tuple(shape), np.dtype(dtype), buffer=root, offset=offset, strides=tuple(strides))
+    view.flags.writeable = bool(writeable) and root.flags.writeable
+    return view
+
+
+class _ViewFinder(pickle.Pickler):
+    """Walks what a deep copy of a model carries over as pickling would (the same ``__reduce_ex__``
+    and ``__getstate__`` that ``copy.deepcopy`` follows), writing nothing, and notes the views of the
+    model's memory it holds (``_view_key``): ``Sequential.__deepcopy__`` gives each the copy's
+    memory. The model's own objects are not entered; arrays and what does not pickle are skipped."""
+
+    def __init__(self, anchors: dict[tuple, object]):
+        super().__init__(_NullFile(), pickle.DEFAULT_PROTOCOL)
+        self.anchored = {id(obj) for obj in anchors.values()}
+        self.roots = _memory_roots(anchors)
+        self.views: dict[int, tuple[np.ndarray, tuple]] = {}
+
+    def persistent_id(self, obj):
+        return "anchor" if id(obj) in self.anchored else None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.ndarray):
+            key = _view_key(obj, self.roots) if type(obj) is np.ndarray else None
+            if key is not None:
+                self.views[id(obj)] = (obj, key)
+            return (int, ())  # (its bytes are not needed)
+        if obj is int:  # (the stand-in's own callable)
+            return NotImplemented
+        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
+            return (int, ())  # (shared by a deep copy, not entered)
+        try:
+            reducer = copyreg.dispatch_table.get(type(obj))
+            reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+        except Exception:  # (a lock, a file: the deep copy shares or refuses it itself)
+            return (int, ())
+        return reduced if isinstance(reduced, tuple) else (int, ())
+
+
+class _NullFile:
+    """A file that forgets what is written to it."""
+
+    def write(self, data) -> int:
+        return len(data)
 
 
 class _AnchoredPickler(pickle.Pickler):
@@ -401,9 +502,13 @@ class _AnchoredPickler(pickle.Pickler):
     def __init__(self, file, anchors: dict[tuple, object]):
         super().__init__(file, pickle.DEFAULT_PROTOCOL)
         self.keys = {id(obj): key for key, obj in anchors.items()}
+        self.roots = _memory_roots(anchors)
 
     def persistent_id(self, obj):
-        return self.keys.get(id(obj))
+        key = self.keys.get(id(obj))
+        if key is None and type(obj) is np.ndarray:  # a view of the model's memory: the copy's memory
+            key = _view_key(obj, self.roots)
+        return key
 
 
 class _AnchoredUnpickler(pickle.Unpickler):
@@ -412,9 +517,12 @@ class _AnchoredUnpickler(pickle.Unpickler):
     def __init__(self, file, anchors: dict[tuple, object]):
         super().__init__(file)
         self.anchors = anchors
+        self.views: dict[tuple, np.ndarray] = {}
 
     def persistent_load(self, pid):
         try:
+            if pid[0] == "view":  # (one object per view pickled: the same view again is that object)
+                return self.views.setdefault(tuple(pid), _view_from_key(pid, self.anchors))
             return self.anchors[tuple(pid)]
         except KeyError:
             raise pickle.UnpicklingError(
@@ -2544,12 +2652,20 @@ class Sequential:
         clone._put_copy_state(state)
         # what the tags and a subclass's attributes refer to: the copy's own model, layers, parameter
         # views, optimizer and loss (a tag that refers to the model refers to the copy)
-        theirs = _anchors(clone)
-        for key, obj in _anchors(self).items():
+        theirs, mine, carried = _anchors(clone), _anchors(self), self._carried()
+        for key, obj in mine.items():
             if key in theirs:
                 memo[id(obj)] = theirs[key]
+        # views of the model's memory (self.row = self.layers[0].weight[0]): views of the copy's, as
+        # torch's deepcopy keeps a view of a tensor's storage a view of the copied storage
+        finder = _ViewFinder(mine)
+        with contextlib.suppress(Exception):  # (what the walk cannot enter, the deep copy copies)
+            finder.dump(carried)
+        for view, key in finder.views.values():
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # (a root the copy lacks: copied)
+                memo[id(view)] = _view_from_key(key, theirs)
         # the rest: deep copies, as torch's deepcopy of a module makes of its attributes
-        clone._put_carried(copy.deepcopy(self._carried(), memo))
+        clone._put_carried(copy.deepcopy(carried, memo))
         return clone
 
     def __copy__(self):
@@ -3409,6 +3525,8 @@ class Sequential:
                     optimizer.step(grad_norm=norm)
                 self.__dict__["_last_x"] = xb  # (a plain store: see _lane_step)
             except BaseException:
+                if self._scalars is not None:  # a device: a reduction queued before the failure is not read later
+                    self._scalars.clear()
                 guard.restore()
                 optimizer.step_count = step_count
                 raise
@@ -3695,12 +3813,50 @@ class Sequential:
             raise RuntimeError("predict needs a built model: call model.build(input_shape) or compile()")
         out = np.empty((X.shape[0], *self.output_shape), self.dtype)
         with self._lock:
+            if self._staging is not None:
+                return self._device_predict(X, batch_size, out)
             for lo in range(0, X.shape[0], batch_size):
                 rows = self._rows_in(X[lo : lo + batch_size], self._feed, "x", "infer")
                 result, _ = self._forward(rows, False, "infer")
                 backend.copy_into(out[lo : lo + batch_size], result)  # (waits for the device)
                 if self._staging is not None:
                     self._staging.settled()
+        return out
+
+    def _device_predict(self, X: np.ndarray, batch_size: int, out: np.ndarray) -> np.ndarray:
+        """:meth:`_predict` on a device, into ``out``: one wait per wave of passes (all of them unless
+        their rows in and outputs out pass :data:`DEVICE_WAVE_BYTES`), where each pass waited for its own.
+
+        Each pass's rows go through their own rows of the staging's pinned "x" buffer and its outputs
+        into their own rows of its "out" buffer, every copy queued on the default stream with the
+        kernels (the stream orders them: a pass's buffers are rewritten by the next pass only after
+        its copies), except the wave's last pass's outputs: copied straight into ``out`` by the copy
+        that waits for the device, after which the others are on the host. The same kernels on the
+        same rows: the outputs of one pass after another, bit for bit. The caller holds the lock."""
+        staging, n = self._staging, X.shape[0]
+        row_bytes = X[:1].nbytes + out[:1].nbytes
+        wave = max(1, DEVICE_WAVE_BYTES // max(1, row_bytes) // batch_size) * batch_size
+        for start in range(0, n, wave):
+            stop = min(start + wave, n)
+            last = start + (stop - 1 - start) // batch_size * batch_size  # the wave's last pass
+            host_x = None
+            host_out = staging.buffer("out", last - start, out.shape[1:], out.dtype) if last > start else None
+            for lo in range(start, stop, batch_size):
+                hi = min(lo + batch_size, stop)
+                buf = self._feed(hi - lo, "infer")["x"]
+                if host_x is None:
+                    host_x = staging.buffer("x", stop - start, tuple(buf.shape[1:]), buf.dtype)
+                rows = host_x[lo - start : hi - start]
+                np.copyto(rows, X[lo:hi], casting="same_kind")
+                backend.copy_into(buf, rows, staging.stream)  # queued
+                result, _ = self._forward(buf, False, "infer")
+                if lo == last or host_out is None or result.dtype != out.dtype:
+                    backend.copy_into(out[lo:hi], result)  # (waits for the device: the queued copies too)
+                else:
+                    backend.copy_into(host_out[lo - start : hi - start], result, staging.stream)  # queued
+            staging.settled()
+            if host_out is not None:
+                out[start:last] = host_out
         return out
 
     def predict(self, X: ArrayLike, batch_size: int | None = None) -> np.ndarray:

@@ -35,7 +35,7 @@ from . import _fit_options as options
 from . import _validation as V
 from . import metrics as metrics_mod
 from .datasets import ArrayDataset, EpochOrder
-from .layers.base import walk_layers
+from .layers.sequence import TimeDistributed
 
 STREAM_FINGERPRINT = "stream"
 
@@ -80,10 +80,33 @@ def _check_steps(steps_per_epoch):
     return V.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
 
 
+def _rows_per_sample(layers, rows: int = 1):
+    """(layer, rows) of every layer of ``layers`` and, depth first, of the layers inside them:
+    ``rows`` is how many rows of the layer's batch one sample of the model's batch makes (a layer
+    inside :class:`TimeDistributed` runs on batch * time rows; a nested one multiplies again)."""
+    for layer in layers:
+        yield layer, rows
+        inner = rows
+        if isinstance(layer, TimeDistributed) and layer.input_shape is not None:
+            inner = rows * layer.input_shape[0]
+        yield from _rows_per_sample([child for _, child in layer.sublayers()], inner)
+
+
 def needs_two(model):
-    """The first layer of ``model`` that needs more than one sample per training batch *now* (a
-    BatchNorm over rows that is not frozen: ``needs_batch_over_one``), or None."""
-    return next((layer for layer in walk_layers(model.layers) if getattr(layer, "needs_batch_over_one", False)), None)
+    """The first layer of ``model`` that needs more than one sample per training batch *now*, or
+    None: a BatchNorm that is not frozen and has one value per channel in a sample
+    (``needs_batch_over_one``: one position) and not more rows per sample either (a BatchNorm inside
+    ``TimeDistributed`` over more than one step sees batch * time rows, so a batch of one sample has
+    ``time`` values per channel and trains, as in torch; with padded steps the layer takes the
+    valid ones, Keras' masked BatchNormalization)."""
+    return next(
+        (
+            layer
+            for layer, rows in _rows_per_sample(model.layers)
+            if rows == 1 and getattr(layer, "needs_batch_over_one", False)
+        ),
+        None,
+    )
 
 
 def batch_plan(model, n: int, batch_size: int, shuffle: bool, warn: bool = True) -> V.BatchPlan:
@@ -110,11 +133,28 @@ def replan(model, n: int, batch_size: int, shuffle: bool, samples: int, epoch: i
     return plan
 
 
-def skips_last_one(model, b: int, steps: int, rows: int) -> bool:
-    """Whether batch ``b`` of ``steps``, of ``rows`` samples, is an epoch's last batch of one that a
-    layer unfrozen during the epoch (a callback's ``model.unfreeze()`` in ``on_batch_end``) cannot
-    train on: skipped, as the epoch's plan would have (:func:`replan`)."""
-    return rows == 1 and b == steps - 1 and needs_two(model) is not None
+def skips_last_one(source, epoch: int, b: int, rows: int, last: bool) -> bool:
+    """Whether batch ``b`` of ``source``'s epoch ``epoch`` (fit's arrays or a dataset's batches), of
+    ``rows`` samples, is skipped: it is the last batch of the pass (``last``), has one sample, and
+    a layer cannot train on it with the layers' trainability now (:func:`needs_two`). The source
+    asks right before the step, after ``on_batch_begin``, so a BatchNorm a callback froze for this
+    batch trains on it, and one it unfroze skips it instead of failing. A skip that the epoch's
+    plan did not announce (the layer was made trainable during the epoch) is warned about, once:
+    ``source.planned`` (the samples the epoch is known to train on) then leaves that sample out,
+    and :func:`replan` says nothing more while the layer stays trainable."""
+    if rows != 1 or not last:
+        return False
+    norm = needs_two(source.model)
+    if norm is None:
+        return False
+    if source.planned == source.n_used:  # the plan counted on this sample: say why it is not trained on
+        plan = batch_plan(source.model, source.n_used, source.batch_size, source.shuffle, warn=False)
+        warnings.warn(
+            f"epoch {epoch + 1}: {norm!r} became trainable during the epoch (a callback unfroze it); {plan.note}",
+            stacklevel=6,  # (the caller of Sequential.fit)
+        )
+        source.planned = plan.samples
+    return True
 
 
 def checked_batch(model, item, where: str):
@@ -152,7 +192,10 @@ class _DatasetBatches:
             self.weights = options.BatchWeights(model, class_weight)
         self.weighted = self.weights is not None
         plan = batch_plan(model, len(dataset), batch_size, shuffle)
-        self.batch_size, self.batches, self.n_used = plan.batch_size, plan.batches, plan.samples
+        # every batch of the pass is offered: whether a last batch of one trains is decided right
+        # before its step (skips_last_one); ``planned``: the samples the epoch's plan trains on
+        self.batch_size, self.n_used, self.planned = plan.batch_size, len(dataset), plan.samples
+        self.batches = -(-self.n_used // self.batch_size)
         if steps is not None and steps > self.batches:
             raise ValueError(
                 f"steps_per_epoch={steps} is more than the {self.batches} batches of {self.batch_size} "
@@ -162,26 +205,35 @@ class _DatasetBatches:
         self.steps = self.batches if steps is None else steps
         self.fingerprint = dataset.fingerprint()
 
+    @property
+    def trained_steps(self) -> int:
+        """The steps the epoch's plan expects: ``steps`` less a last batch of one it skips."""
+        return self.steps - (self.planned < self.n_used and self.steps == self.batches)
+
     def replan(self, epoch: int) -> None:
-        """The epoch's batches for the layers' trainability now (:func:`replan`)."""
-        plan = replan(self.model, len(self.dataset), self.batch_size, self.shuffle, self.n_used, epoch)
-        self.batches, self.n_used = plan.batches, plan.samples
-        self.steps = self.batches if self.requested_steps is None else min(self.requested_steps, self.batches)
+        """The epoch's plan for the layers' trainability now (:func:`replan`): which samples it
+        is expected to train on (its batches stay; a last batch of one is decided at its step)."""
+        self.planned = replan(self.model, self.n_used, self.batch_size, self.shuffle, self.planned, epoch).samples
 
     def _block(self, *block):
         """A block's (x, y) as trained on: checked, its weights in y's last column when weighted."""
         x, y, w = checked_batch(self.model, block, "a block of the dataset")
         return x, y if self.weights is None else self.weights.targets(y, w)
 
-    def epoch(self, epoch: int, start: int, batches: int | None = 0):
+    def epoch(self, epoch: int, start: int, batches: int | None = 0, begin=None):
         """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples (``batches``
-        unused: ``start`` places the epoch's rows)."""
+        unused: ``start`` places the epoch's rows); ``begin(b)`` (fit's ``on_batch_begin``) runs
+        before each batch is read, and a last batch of one is then kept or skipped (:func:`skips_last_one`)."""
         model = self.model
         order = EpochOrder(self.dataset, model.seed, epoch, self.shuffle, self._block)
         trailing, y_dtype = model.target_shape()
         for b in range(self.steps):
             lo, hi = max(b * self.batch_size, start), min(self.n_used, (b + 1) * self.batch_size)
-            if lo >= hi or skips_last_one(model, b, self.steps, hi - lo):
+            if lo >= hi:
+                continue
+            if begin is not None:
+                begin(b)
+            if skips_last_one(self, epoch, b, hi - lo, b == self.batches - 1):
                 continue
             plan = model.step_plan(hi - lo) if model.device == "cpu" else None
             if plan is not None:  # gathered straight into the step's buffers
@@ -299,9 +351,11 @@ class _IterableBatches:
             )
         return xb, yb
 
-    def epoch(self, epoch: int, start: int, batches: int | None = 0):
+    def epoch(self, epoch: int, start: int, batches: int | None = 0, begin=None):
         """(b, xb, yb) of each batch b of ``epoch`` after the first ``start`` samples (``batches``
-        batches): a restartable source skips them, a stream goes on from batch ``batches``."""
+        batches): a restartable source skips them, a stream goes on from batch ``batches``;
+        ``begin(b)`` (fit's ``on_batch_begin``) runs before each batch is given (batches are used
+        as they come: none is skipped)."""
         it = self.iterator if self.first is not None and self.stream is None else self._fresh()
         done, b = 0, 0
         if self.stream is not None and start:  # the stream stands after them: the epoch counts on
@@ -319,6 +373,8 @@ class _IterableBatches:
             if self.restartable and done < start:  # resuming: this batch was trained on before the interrupt
                 done += batch[0].shape[0]
                 continue
+            if begin is not None:
+                begin(b - 1)
             yield (b - 1, *batch)
 
     def replan(self, epoch: int) -> None:

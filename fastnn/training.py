@@ -53,7 +53,6 @@ from ._step_feed import DeviceStepFeed, StepFeed
 from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
-from .layers.base import walk_layers
 from .metrics import Tracker
 
 _SHUFFLE_STREAM = 1 << 40  # RNG stream of the epoch order (parameters and dropout use others)
@@ -604,7 +603,10 @@ class ArrayBatches:
 
     def __init__(self, model, X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, weighted: bool):
         plan = streaming.batch_plan(model, X.shape[0], batch_size, shuffle)
-        self.batch_size, self.steps, self.n_used = plan.batch_size, plan.batches, plan.samples
+        # every batch of the epoch is offered: whether a last batch of one trains is decided right
+        # before its step (streaming.skips_last_one); ``planned``: the samples the epoch's plan trains on
+        self.batch_size, self.n_used, self.planned = plan.batch_size, X.shape[0], plan.samples
+        self.steps, self.shuffle = -(-self.n_used // self.batch_size), shuffle
         self.model, self.X, self.y, self.weighted = model, X, y, weighted
         self.order = np.empty(X.shape[0], np.int64) if shuffle else None
         self.fingerprint = data_fingerprint(X, y)
@@ -616,13 +618,39 @@ class ArrayBatches:
         self.tracker: Tracker | None = None  # the fit's metrics, added inside the step calls (accumulate_inside)
 
     @property
+    def trained_steps(self) -> int:
+        """The steps of an epoch as its plan expects them: ``steps``, less a last batch of one that
+        a BatchNorm cannot train on (decided again at that batch: a callback may freeze it).
+
+        Returns
+        -------
+        int
+            The steps the epoch's plan trains.
+
+        Examples
+        --------
+        >>> from fastnn.training import ArrayBatches
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(2, 4), fnn.BatchNorm1d(4), fnn.Dense(4, 2)], seed=0)
+        >>> X, y = fnn.data.make_xor(9, seed=0)
+        >>> _ = model.compile(loss="cross_entropy", optimizer="sgd")
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True):  # (the note: the last batch of one is skipped)
+        ...     source = ArrayBatches(model, *model.check_data(X, y), 4, shuffle=False, weighted=False)
+        >>> source.steps, source.trained_steps
+        (3, 2)
+        """
+        return self.steps - (self.planned < self.n_used)
+
+    @property
     def batch_sizes(self) -> list[int]:
-        """The sizes of a full batch and of the epoch's last one.
+        """The sizes of a full batch and of the epoch's last one that trains with the layers'
+        trainability now (a last batch of one that a BatchNorm cannot train on is skipped).
 
         Returns
         -------
         list of int
-            ``[batch_size, size of the last batch]``.
+            ``[batch_size, size of the last batch trained]``.
 
         Examples
         --------
@@ -635,9 +663,12 @@ class ArrayBatches:
         >>> ArrayBatches(model, X, y, 4, shuffle=False, weighted=False).batch_sizes
         [4, 4]
         """
-        return [self.batch_size, self.n_used - (self.steps - 1) * self.batch_size]
+        last = self.n_used - (self.steps - 1) * self.batch_size
+        if last == 1 and self.steps > 1 and streaming.needs_two(self.model) is not None:
+            last = self.batch_size  # (skipped: the batch before it, a full one, is the last trained)
+        return [self.batch_size, last]
 
-    def epoch(self, epoch: int, start: int, batches: int | None = 0):
+    def epoch(self, epoch: int, start: int, batches: int | None = 0, begin=None):
         """The batches of epoch ``epoch`` after its first ``start`` samples.
 
         Parameters
@@ -648,6 +679,10 @@ class ArrayBatches:
             Samples of the epoch already trained on (a resumed epoch).
         batches : int or None, default 0
             Batches of the epoch already trained on (unused: ``start`` places the epoch's rows).
+        begin : callable, optional
+            ``begin(b)`` runs before batch ``b`` is read (fit's ``on_batch_begin``: a callback may
+            freeze or unfreeze layers there); then an epoch's last batch of one sample is skipped
+            when a layer cannot train on it (:func:`fastnn.streaming.skips_last_one`).
 
         Yields
         ------
@@ -675,7 +710,11 @@ class ArrayBatches:
             permutation(X.shape[0], model.seed, _SHUFFLE_STREAM, epoch, order)
         for b in range(self.steps):
             lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
-            if lo >= hi or streaming.skips_last_one(model, b, self.steps, hi - lo):
+            if lo >= hi:
+                continue
+            if begin is not None:  # before the step plan is taken: a hook that freezes a layer records new plans
+                begin(b)
+            if streaming.skips_last_one(self, epoch, b, hi - lo, b == self.steps - 1):
                 continue
             if self.shard is not None:  # this rank's rows of the global batch
                 lo, hi = self.shard(lo, hi)
@@ -707,10 +746,11 @@ class ArrayBatches:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
 
     def replan(self, epoch: int) -> None:
-        """Cut epoch ``epoch`` for the layers' trainability at its start (``fit`` calls it after
-        ``on_epoch_begin``): a BatchNorm a callback unfroze cannot train on a last batch of one, which
-        is then skipped as in a fit where it was trainable from the start
-        (:func:`fastnn.streaming.replan`).
+        """The plan of epoch ``epoch`` for the layers' trainability at its start (``fit`` calls it
+        after ``on_epoch_begin``): a BatchNorm a callback unfroze cannot train on a last batch of one,
+        which the plan then expects to skip, as in a fit where it was trainable from the start, and
+        says so once (:func:`fastnn.streaming.replan`). The batches stay: whether the last batch of
+        one trains is decided right before its step (after its ``on_batch_begin``).
 
         Parameters
         ----------
@@ -726,21 +766,18 @@ class ArrayBatches:
         >>> _ = model.compile(loss="cross_entropy", optimizer="sgd").freeze(1)
         >>> X, y = model.check_data(X, y)
         >>> source = ArrayBatches(model, X, y, batch_size=4, shuffle=False, weighted=False)
-        >>> source.batch_sizes  # the frozen BatchNorm takes a last batch of one
-        [4, 1]
+        >>> source.batch_sizes, source.trained_steps  # the frozen BatchNorm takes a last batch of one
+        ([4, 1], 3)
         >>> _ = model.unfreeze()
         >>> import warnings
         >>> with warnings.catch_warnings(record=True):
         ...     source.replan(1)
-        >>> source.batch_sizes
-        [4, 4]
+        >>> source.batch_sizes, source.trained_steps
+        ([4, 4], 2)
         """
-        plan = streaming.replan(
-            self.model, self.X.shape[0], self.batch_size, self.order is not None, self.n_used, epoch
-        )
-        self.steps, self.n_used = plan.batches, plan.samples
-        if self.feeder is not None:
-            self.feeder.n = self.n_used
+        self.planned = streaming.replan(
+            self.model, self.n_used, self.batch_size, self.shuffle, self.planned, epoch
+        ).samples
 
     def committed(self) -> None:
         """The batches given so far were trained on for good (the step committed): nothing to do
@@ -924,7 +961,8 @@ def fit(
     state.restore_callbacks(user_callbacks)
     progress = EpochProgress(verbose, epochs, source.steps)
     stepper = Stepper(model, accumulate)
-    if accumulate > 1 and isinstance(source, ArrayBatches) and (source.weighted or model.masks_steps):
+    ignoring = losses_mod.ignore_index_of(model.loss) is not None
+    if accumulate > 1 and isinstance(source, ArrayBatches) and (source.weighted or model.masks_steps or ignoring):
         source.gather_inside = False  # each batch's weights (valid steps) are read before its step (Stepper.step)
     tracker = Tracker(model, model.metrics, weighted=source.weighted)
     if isinstance(source, ArrayBatches):  # (on a device the step copies its outputs out with its scalars)
@@ -978,6 +1016,7 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
         for what, given in (
             ("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
             ("accumulate > 1", accumulate > 1),
+            ("a loss with ignore_index", losses_mod.ignore_index_of(model.loss) is not None),
         )
         if given
     ]
@@ -986,7 +1025,7 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
             f"data-parallel fit (fastnn.distributed) does not support {', '.join(refused)} "
             f"yet; leave it out, or run one process (FASTNN_DISTRIBUTED=0)"
         )
-    needs_batch_over_one = any(getattr(layer, "needs_batch_over_one", False) for layer in walk_layers(model.layers))
+    needs_batch_over_one = streaming.needs_two(model) is not None  # (a BatchNorm seeing one row per sample)
     dist.start(
         source.X,
         source.y,
@@ -1013,6 +1052,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
     first_epoch = state.epochs_done
     track = bool(tracker.metrics)
     masked = model.masks_steps  # padded steps left out: accuracy over the valid steps' positions
+    ignoring = losses_mod.ignore_index_of(model.loss) is not None  # ... and ignored targets too
+    counting = masked or ignoring  # accuracy over the counted positions (`valid`), not samples * positions
     if dist is not None:  # rank 0's decision of on_train_begin everywhere
         dist.agree_stop()
     if model.stop_training:  # on_train_begin ended the run (EarlyStopping's stop of a fit that raised)
@@ -1022,8 +1063,11 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         source.replan(epoch)  # a BatchNorm unfrozen by a callback skips a last batch of one from now on
         if dist is not None:
             dist.check_batches(source.batch_size, source.batch_sizes, streaming.needs_two(model) is not None)
-        last_step = -1 if source.steps is None else source.steps - 1
-        progress.batches = source.steps
+        # the steps the epoch's plan trains: an accumulated group ends on the last of them (a last
+        # batch of one that a callback's freeze lets train after it is a group of its own)
+        trained_steps = getattr(source, "trained_steps", source.steps)
+        last_step = -1 if trained_steps is None else trained_steps - 1
+        progress.batches = trained_steps
         progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
         samples, total_loss, correct, batches_done, valid = 0, 0.0, 0, 0, 0
@@ -1032,13 +1076,15 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         if cursor is not None and cursor.epoch == epoch:  # resuming mid-epoch on the same data
             samples, total_loss, correct = cursor.samples, cursor.loss_sum, cursor.correct
             batches_done, valid = cursor.batches, cursor.valid or 0
-            if masked and cursor.valid is None:  # a record of before valid steps were counted:
+            if counting and cursor.valid is None:  # a record of before valid steps were counted:
                 correct = None  # its count covered padded steps too, so this epoch logs no accuracy
             tracker.load_state_dict(cursor.metric_state())
         committed, stopping = True, False
         if dist is not None:  # (a stop of the last epoch's last batch was decided at its end)
             dist.stop_after_batch = False
-        batches = source.epoch(epoch, samples, batches_done)
+        # on_batch_begin runs inside the source, before it reads the batch into a step plan and
+        # decides whether an epoch's last batch of one trains (with the trainability the step uses)
+        batches = source.epoch(epoch, samples, batches_done, begin=lambda b: cbs.on_batch_begin(b, {}))
         while True:
             interrupt.critical = True
             batch = None if stopping else next(batches, None)
@@ -1047,10 +1093,9 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     committed = stepper.finish()
                     tracker.commit()
             else:
-                b, xb, yb = batch
-                cbs.on_batch_begin(b, {})
+                b, xb, yb = batch  # (its on_batch_begin ran: begin, above)
                 try:
-                    batch_loss, out, committed = stepper.step(xb, yb, last=b == last_step)
+                    batch_loss, out, committed = stepper.step(xb, yb, last=last_step >= 0 and b >= last_step)
                 except distributed.StopRequested:  # rank 0 stopped after the previous batch: this one is undone
                     model.stop_training = stopping = True
                     continue
@@ -1069,6 +1114,13 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                         lengths = stepper.lengths
                     else:  # (after the step: a fed batch's xb is filled by the step's call; a device's on the host)
                         lengths = model.output_lengths(xb if feed is None else feed.host_batch(xb, yb)[0])
+                if ignoring:  # the batch's targets not ignored (of valid steps), on the host
+                    host_y = backend.to_host(yb if feed is None else feed.host_batch(xb, yb)[1])
+                    kept = losses_mod.counted_targets(model.loss, host_y)
+                    if masked:
+                        kept &= model.valid_rows(backend.to_host(lengths))
+                    valid += int(np.count_nonzero(kept))
+                elif masked:
                     valid += model.valid_count(lengths)
                 if dist is not None:
                     count = dist.correct
@@ -1095,7 +1147,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     source.fingerprint,
                     tracker if track else None,
                     batches_done,
-                    valid if masked else None,
+                    valid if counting else None,
                 )
                 source.committed()
                 interrupt.critical = False
@@ -1124,7 +1176,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             raise ValueError(f"epoch {epoch + 1} got no batches from the training data")
         logs = {"loss": total_loss / samples}
         if correct is not None:
-            logs["accuracy"] = correct / (valid if masked else samples * model.positions)
+            counted = valid if counting else samples * model.positions
+            logs["accuracy"] = correct / counted if counted else 0.0  # (every target ignored: Keras' 0)
         logs.update(tracker.results())
         if validation is not None:
             logs.update({f"val_{k}": v for k, v in validation().items()})

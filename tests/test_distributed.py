@@ -102,6 +102,23 @@ def test_padded_steps_are_left_out_over_all_ranks(metrics):
     assert check(mpirun("masked.py", metrics)).count("ok") == 2
 
 
+def test_temporal_and_class_weights_of_per_step_outputs_weigh_over_all_ranks():
+    """Per-step outputs fit with temporal weights (batch, time), one weight per sequence, and
+    class_weight, with and without Masking (one launch, four cases): 2 ranks equal one process, the
+    loss sum w l / sum w over the global batch's counted positions, not a mean of the ranks' means."""
+    sys.path.insert(0, SCRIPTS)
+    try:
+        from _common import masked_model, masked_sequences
+    finally:
+        sys.path.remove(SCRIPTS)
+    import numpy as np
+
+    X, y = masked_sequences()
+    weights = np.ones(y.shape)
+    masked_model(["f1"]).fit(X, y, sample_weight=weights, class_weight={1: 2.0}, epochs=1, batch_size=8, verbose=0)
+    assert check(mpirun("sequence_weights.py")).count("ok") == 2
+
+
 @pytest.mark.parametrize("variant", ["per step", "nested"])
 def test_a_synchronised_batch_norm_over_padded_steps_trains_as_one_process(variant):
     """sync_batchnorm=True with Masking -> TimeDistributed(BatchNorm1d) (per-step loss), or a

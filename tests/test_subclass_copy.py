@@ -309,3 +309,145 @@ def test_from_config_of_a_subclass_is_refused_unless_its_constructor_takes_seque
     assert type(Methods.from_snapshot(record)) is Methods
     with pytest.raises(TypeError, match="override from_config"):
         Net.from_snapshot(record)
+
+
+class Views(fnn.Sequential):
+    """A subclass caching NumPy views of its own memory, not the parameter views themselves: a row
+    and the transpose of a weight, a slice of the flat parameters, a read-only view of the flat
+    gradient, and views inside a dict; the same view held twice."""
+
+    def __init__(self):
+        super().__init__([fnn.Dense(4, 6), fnn.Tanh(), fnn.Dense(6, 2)], seed=7, dtype="float64", input_shape=(4,))
+        self.row = self.layers[0].weight[0]
+        self.views = {"transposed": self.layers[0].weight.T, "tail": self.params[-5:]}
+        self.again = self.row
+        self.grad_head = self.grads[:3]
+        self.grad_head.flags.writeable = False
+        self.init_row = self.layers[0].weight[0].copy()  # a copy, not a view: stays a copy
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_views_of_the_models_memory_are_views_of_the_copys(how, rng):
+    """A subclass's view of a parameter or of the flat buffers (self.row = self.layers[0].weight[0])
+    was copied as a detached array: the copy's view no longer followed the copy's training. Now it is
+    the same view of the copy's memory (as torch's deepcopy keeps a tensor view on the copied storage)."""
+    X, y = _data(rng)
+    model = Views().compile("cross_entropy", fnn.optim.SGD(lr=0.1))
+    clone = _copy(model, how)
+    pairs = {
+        "row": (clone.row, model.row),
+        "transposed": (clone.views["transposed"], model.views["transposed"]),
+        "tail": (clone.views["tail"], model.views["tail"]),
+        "grad_head": (clone.grad_head, model.grad_head),
+    }
+    for name, (mine, theirs) in pairs.items():
+        buffer = clone.grads if name == "grad_head" else clone.params
+        assert np.shares_memory(mine, buffer) and not np.shares_memory(mine, theirs), name
+        assert mine.shape == theirs.shape and mine.strides == theirs.strides, name
+        np.testing.assert_array_equal(mine, theirs, err_msg=name)
+    assert clone.again is clone.row and not clone.grad_head.flags.writeable
+    assert not np.shares_memory(clone.init_row, clone.params)
+    clone.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(clone.row, clone.layers[0].weight[0])  # follows the copy's training
+    np.testing.assert_array_equal(clone.views["transposed"], clone.layers[0].weight.T)
+    np.testing.assert_array_equal(clone.views["tail"], clone.params[-5:])
+    np.testing.assert_array_equal(clone.grad_head, clone.grads[:3])
+    assert not np.array_equal(clone.row, model.row)  # ... and the original's stays its own
+    np.testing.assert_array_equal(model.row, model.init_row)
+
+
+class Blocks(fnn.Sequential):
+    """Keras and torch habits: the layers list kept as an attribute, a dict of layers, references
+    to the optimizer and to a compiled metric, a property."""
+
+    def __init__(self):
+        super().__init__([fnn.Dense(4, 5), fnn.ReLU(), fnn.Dense(5, 2)], seed=8, input_shape=(4,))
+        self.blocks = self.layers
+        self.by_name = {"encoder": self.layers[0], "head": self.layers[-1]}
+        self.compile("cross_entropy", fnn.optim.Adam(lr=0.01), metrics=["f1"])
+        self.opt = self.optimizer
+        self.f1 = self.metrics[0]
+
+    @property
+    def head(self):
+        return self.by_name["head"]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_subclass_keeping_its_layers_list_copies(how, rng):
+    """self.blocks = self.layers made copy.deepcopy and pickle fail (the model's list refuses the
+    appends Python's copy rebuilds a list with); a compiled metric held by the subclass was a
+    detached copy. Now both are the copy's own."""
+    X, y = _data(rng)
+    model = Blocks()
+    clone = _copy(model, how)
+    assert clone.blocks is clone.layers and clone.blocks is not model.layers
+    assert clone.by_name["encoder"] is clone.layers[0] and clone.head is clone.layers[-1]
+    assert clone.opt is clone.optimizer and clone.f1 is clone.metrics[0] and clone.f1 is not model.f1
+    with pytest.raises(TypeError, match="layers are fixed"):
+        clone.blocks.append(fnn.Dense(2, 2))  # still the model's list
+    clone.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(clone.params, model.params)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_the_layers_list_alone_is_a_list_of_free_layers(how, rng):
+    X, _ = _data(rng)
+    model = Blocks()
+    layers = _copy(model.layers, how)
+    assert type(layers) is list and len(layers) == 3
+    assert all(a is not b and a.owner is None for a, b in zip(layers, model.layers))
+    rebuilt = fnn.Sequential(layers, input_shape=(4,))  # free layers: a new model takes them
+    rebuilt.params[...] = model.params
+    np.testing.assert_array_equal(rebuilt.predict(X), model.predict(X))
+
+
+class Regularised(Net):
+    """A subclass of a subclass, with Dropout and BatchNorm layers of its own."""
+
+    def __init__(self):
+        fnn.Sequential.__init__(
+            self,
+            [fnn.Dense(4, 6, bias=False), fnn.BatchNorm1d(6), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dense(6, 2)],
+            seed=9,
+            dtype="float64",
+        )
+        self.hidden, self.note_text = 6, "regularised"
+
+
+def test_a_compiled_subclass_of_a_subclass_copied_then_trained_equals_the_original(rng):
+    """Held up (session 25 review): a deep copy of a compiled model of a subclass of a subclass
+    shares no buffer with the original and trains exactly as it (shuffle, dropout masks, batch
+    statistics, Adam's moments)."""
+    X, y = _data(rng)
+    model = Regularised().compile("cross_entropy", fnn.optim.Adam(lr=0.01))
+    clone = copy.deepcopy(model)
+    assert type(clone) is Regularised and clone.summary_line() == "regularised: 6 hidden"
+    for name, array in model.state_arrays().items():
+        assert not np.shares_memory(array, clone.state_arrays()[name]), name
+    assert not np.shares_memory(model.grads, clone.grads)
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    assert not np.array_equal(clone.params, model.params)  # the original's fit left the copy alone
+    clone.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    for name, array in model.state_arrays().items():
+        np.testing.assert_array_equal(clone.state_arrays()[name], array, err_msg=name)
+
+
+def _fit_in_worker(model, X, y):
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    return model
+
+
+def test_a_subclass_model_round_trips_through_a_joblib_worker(rng):
+    """Held up: sent to a joblib (loky) worker, trained there and sent back, a subclass's model is
+    the subclass with its references to its own parts, and equals the same fit here."""
+    from joblib import Parallel, delayed
+
+    X, y = _data(rng)
+    model = Blocks()
+    (back,) = Parallel(n_jobs=2)(delayed(_fit_in_worker)(model, X, y) for _ in range(1))
+    here = _fit_in_worker(copy.deepcopy(model), X, y)
+    assert type(back) is Blocks and back.blocks is back.layers and back.opt is back.optimizer
+    assert back.f1 is back.metrics[0]
+    np.testing.assert_array_equal(back.params, here.params)

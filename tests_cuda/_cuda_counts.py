@@ -220,7 +220,8 @@ def measure(name: str, warm: int = 2) -> dict[str, Counts]:
 
 def measure_model(name: str, model, x, y, warm: int = 2, rows: int = 1024) -> dict[str, Counts]:
     """Counts of a steady-state ``train_step`` on (x, y), a ``predict`` and an ``evaluate`` of
-    ``rows`` rows (one pass: the pass fit's validation makes per epoch) and one step of ``fit`` (the
+    ``rows`` rows (one pass: the pass fit's validation makes per epoch), that ``evaluate`` in 4
+    passes (``batch_size=rows // 4``: one wait for all) and one step of ``fit`` (the
     difference between fits of 2 and 1 batches, after a first fit made the feeder), and that
     1-batch fit, of a compiled device ``model``, labelled ``name``."""
     counted: dict[str, Counts] = {}
@@ -236,6 +237,9 @@ def measure_model(name: str, model, x, y, warm: int = 2, rows: int = 1024) -> di
     model.evaluate(big, big_y)
     with counting() as counted[f"{name} evaluate ({rows} rows)"]:
         model.evaluate(big, big_y)
+    model.evaluate(big, big_y, batch_size=rows // 4)
+    with counting() as counted[f"{name} evaluate ({rows} rows, 4 passes)"]:
+        model.evaluate(big, big_y, batch_size=rows // 4)
     xs, ys = np.concatenate([x, x]), np.concatenate([y, y])
     model.fit(xs, ys, epochs=1, batch_size=x.shape[0], shuffle=False, verbose=0)
     with counting() as one:

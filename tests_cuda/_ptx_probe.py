@@ -161,13 +161,13 @@ def main():
             for name, kernel, args in zip(
                 ("cross_entropy_rows", "elementwise_elements"),
                 losses._stage_one(masked),
-                ((A2, int64[::1], A2, D1, f, b, I1, i), (A2, A2, A2, D1, i, f, f, b, I1, i)),
+                ((A2, int64[::1], A2, D1, f, b, I1, i, i), (A2, A2, A2, D1, i, f, f, b, I1, i)),
             )
         },
         "optim.sum_squares": (optim._sum_squares, (A1, D1)),
         "common.finish_sum": (_common.finish_sum, (D1, i, float64, b)),
         "common.finish_sums": (_common.finish_sums, (D1, i, float64, b) * 3 + (D1,)),
-        "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b, I1, i)),
+        "losses.accuracy_rows": (losses._accuracy_rows, (A2, I1, A2, D1, b, I1, i, b, i)),
     }
     probed = {id(kernel) for kernel, _ in kernels.values()}
     results = {"uncovered": [name for name, kernel in all_kernels() if id(kernel) not in probed]}

@@ -11,8 +11,10 @@ from numba import cuda
 
 import fastnn as fnn
 from fastnn import backend
+from fastnn import model as model_mod
 from fastnn import training as training_mod
 from fastnn.kernels.cuda import _common
+from fastnn.kernels.cuda import optim as cuda_optim
 
 from ._cuda_counts import counting
 
@@ -86,6 +88,89 @@ def test_a_steady_predict_copies_in_once_without_waiting_and_out_once(batch):
     np.testing.assert_allclose(out, cpu.predict(X), rtol=RTOL, atol=ATOL)
 
 
+@pytest.fixture(scope="module")
+def passes():
+    """40 rows evaluated in passes of 12: 4 passes (12, 12, 12, 4)."""
+    rng = np.random.default_rng(6)
+    return rng.standard_normal((40, 3)).astype(np.float32), rng.standard_normal((40, 2)).astype(np.float32), 12
+
+
+def _pass_by_pass(model, X, rows):
+    """The outputs of X predicted one pass at a time (each call a single pass: its own wait)."""
+    return np.concatenate([model.predict(X[lo : lo + rows], batch_size=rows) for lo in range(0, len(X), rows)])
+
+
+@pytest.mark.parametrize("call", ["predict", "evaluate"])
+def test_a_multi_pass_predict_or_evaluate_waits_once(passes, call):
+    """predict/evaluate of 4 passes on a device: each pass's rows copied in and its outputs copied
+    out queued on the default stream, the last pass's copy out the one wait (was one wait per
+    pass: 4); no allocation once warm; the outputs, loss and metrics those of the passes run one
+    by one, bit for bit, and the CPU's within rounding."""
+    X, y, rows = passes
+    gpu, cpu = _model("cuda"), _model("cpu")
+    run = (lambda: gpu.predict(X, batch_size=rows)) if call == "predict" else (lambda: gpu.evaluate(X, y, rows))
+    run()
+    with counting() as counts:
+        result = run()
+    assert counts.row() == {
+        "alloc": 0,
+        "pinned": 0,
+        "h2d": 4,
+        "d2h": 4,
+        "d2d": 0,
+        "waits": 1,
+        "launches": 8,
+        "implicit": 0,
+    }
+    alone = _pass_by_pass(gpu, X, rows)
+    if call == "predict":
+        assert np.array_equal(result, alone)
+        np.testing.assert_allclose(result, cpu.predict(X, batch_size=rows), rtol=RTOL, atol=ATOL)
+    else:
+        assert result == fnn.metrics.evaluate_outputs(gpu, alone, y)
+        np.testing.assert_allclose(result["loss"], cpu.evaluate(X, y, rows)["loss"], rtol=RTOL)
+
+
+def test_multi_pass_predict_waits_once_per_wave_of_pinned_rows(passes, monkeypatch):
+    """Passes whose rows in and out pass DEVICE_WAVE_BYTES of pinned memory wait once per wave:
+    2 passes a wave here (4 waits for 7 passes, a last short one), the outputs those of one wave."""
+    X, _, _ = passes
+    gpu = _model("cuda")
+    whole = gpu.predict(X, batch_size=6)
+    monkeypatch.setattr(model_mod, "DEVICE_WAVE_BYTES", 12 * (X[:1].nbytes + whole[:1].nbytes) + 1)
+    gpu.predict(X, batch_size=6)
+    with counting() as counts:
+        waved = gpu.predict(X, batch_size=6)
+    assert (counts["waits"], counts["h2d"], counts["d2h"], counts["alloc"], counts["pinned"]) == (4, 7, 7, 0, 0)
+    assert np.array_equal(waved, whole) and np.array_equal(whole, _pass_by_pass(gpu, X, 6))
+
+
+def test_a_failed_multi_pass_predict_leaves_the_next_one_right(passes, monkeypatch):
+    """A pass that raises after earlier passes' copies were queued: the next predict waits for
+    those copies before reusing their pinned rows (one wait more, once), and gives the outputs
+    of an untouched model."""
+    X, _, rows = passes
+    gpu = _model("cuda")
+    expected = gpu.predict(X, batch_size=rows)
+    forward_calls, calls = fnn.Dense.forward_calls, []
+
+    def failing(layer, x, ctx):  # (on the class: a layer's own attribute set would rebuild the model)
+        calls.append(x.shape[0])
+        if len(calls) == 6:
+            raise KeyboardInterrupt("injected in the third pass's second layer")
+        return forward_calls(layer, x, ctx)
+
+    monkeypatch.setattr(fnn.Dense, "forward_calls", failing)
+    with pytest.raises(KeyboardInterrupt, match="injected"):
+        gpu.predict(X, batch_size=rows)
+    monkeypatch.undo()
+    assert calls == [rows] * 6
+    with counting() as counts:
+        again = gpu.predict(X, batch_size=rows)
+    assert counts["waits"] == 2  # the pinned buffers' queued copies first, then the one wait as ever
+    assert np.array_equal(again, expected)
+
+
 def test_step_scalars_finish_as_each_reduction_alone_bit_for_bit():
     """finish_sums (three reductions in one launch, the norm's square root) writes what
     finish_sum writes for each alone; a slot not queued keeps its value; one copy reads them."""
@@ -106,6 +191,32 @@ def test_step_scalars_finish_as_each_reduction_alone_bit_for_bit():
     _common.reduce_partials(devices[0], 3, 1.0, False, into=(scalars, 0))
     values = scalars.read()
     assert values[0] == pytest.approx(parts[0][:3].sum(), rel=1e-15) and values[1:].tolist() == alone[1:]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
+def test_a_train_step_failing_before_its_scalars_read_leaves_none_queued(batch, monkeypatch, failure):
+    """A plain train_step that fails after its loss's reduction was queued into the step's scalars
+    and before their read (here the gradient norm's second stage raises) leaves nothing queued:
+    the next step reads only its own loss and norm, and two good steps around the failed one give
+    the bits of a fresh model's two steps (was: the stale loss reduction refused the next step's)."""
+    x, y = batch
+    model, fresh = _model("cuda"), _model("cuda")
+    losses = [model.train_step(x, y)]
+    scalars = model.step_plan(x.shape[0]).scalars
+
+    def failing(*args, **kwargs):
+        raise failure("injected between the step's reductions and their read")
+
+    monkeypatch.setattr(cuda_optim, "reduce_partials", failing)
+    with pytest.raises(failure, match="injected"):
+        model.train_step(x, y)
+    monkeypatch.undo()
+    assert scalars.pending == 0
+    losses.append(model.train_step(x, y))
+    assert scalars.pending == 0
+    assert losses == [fresh.train_step(x, y) for _ in range(2)]  # bit for bit
+    assert np.array_equal(backend.host_copy(model.params), backend.host_copy(fresh.params))
+    assert model.optimizer.step_count == fresh.optimizer.step_count == 2
 
 
 def test_staging_waits_only_for_a_copy_not_known_done():

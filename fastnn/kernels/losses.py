@@ -22,6 +22,13 @@ add nothing, their gradient rows are 0, and ``mean`` divides by the valid rows (
 the elementwise losses), Keras 3's ``sum(mask * loss) / sum(mask)``; a batch without valid rows
 gives 0. Without ``lengths`` (the default, None) Numba prunes the test at compile time: the
 unmasked kernels are the code they were.
+
+Ignored labels (torch's ``ignore_index``, Keras 3's ``ignore_class``): the cross-entropy kernels and
+their counts take ``ignore_index`` (an int; None, the default, pruned at compile time like
+``lengths``). A row whose label equals it is left out as a padded row is: it adds nothing, its
+gradient row is 0, its label never indexes the logits, and ``mean`` divides by the rows counted
+(valid and not ignored; their weights' sum when weighted); a batch with none gives 0 and a zero
+gradient (torch gives nan there; Keras 0). Both apply together with ``lengths``.
 """
 
 from __future__ import annotations
@@ -189,10 +196,42 @@ def _rows_counted(m, lengths, per_step):
     return max(valid_rows(lengths, per_sample // per_step, per_step), 1)
 
 
+@njit(**JIT_INLINE)
+def _ignored_row(labels, i, ignore_index, grad, compute_grad):
+    """Whether row ``i``'s label is ``ignore_index`` (None: never; the test pruned at compile time);
+    its gradient row zeroed then (with ``compute_grad``)."""
+    if ignore_index is None:
+        return False
+    if labels[i] != ignore_index:
+        return False
+    if compute_grad:
+        for j in range(grad.shape[1]):
+            grad[i, j] = like(0.0, grad)
+    return True
+
+
+@njit(**JIT_INLINE)
+def _labels_counted(m, labels, lengths, per_step, ignore_index):
+    """The rows a cross-entropy mean divides by: :func:`_rows_counted`, or with ``ignore_index``
+    (None: pruned) the rows (of valid steps, with ``lengths``) whose label is not ``ignore_index``,
+    at least 1 (none counted: the loss and its gradient are 0)."""
+    if ignore_index is None:
+        return _rows_counted(m, lengths, per_step)
+    n = 0
+    for i in range(m):
+        if labels[i] == ignore_index:
+            continue
+        if lengths is not None:
+            if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
+        n += 1
+    return max(n, 1)
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step):
+def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step, ignore_index):
     """Sum over one row chunk of :func:`cross_entropy_row` (float64); padded rows skipped with
-    ``lengths`` (None: no test, pruned at compile time)."""
+    ``lengths``, rows labelled ``ignore_index`` with it (None: no test, pruned at compile time)."""
     m = logits.shape[0]
     r0, r1 = _chunk_rows(m, chunk)
     total = 0.0
@@ -200,6 +239,8 @@ def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengt
         if lengths is not None:
             if _padded_row(lengths, i, m, per_step, grad, compute_grad):
                 continue
+        if _ignored_row(labels, i, ignore_index, grad, compute_grad):
+            continue
         total += cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
     return total
 
@@ -237,7 +278,9 @@ def _combine(partials, chunks):
 
 
 @njit(**JIT_PARALLEL)
-def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1):
+def cross_entropy_forward_backward(
+    logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1, ignore_index=None
+):
     """Softmax cross-entropy from logits; returns the loss (float64) and writes its gradient.
 
     logits (m, c) float32/float64, labels (m,) int64 in [0, c), grad (m, c) of the logits'
@@ -245,19 +288,24 @@ def cross_entropy_forward_backward(logits, labels, grad, partials, mean, compute
     Loss = sum_i [log sum_j exp(logits[i, j]) - logits[i, labels[i]]], divided by m if
     ``mean``; grad = (softmax(logits) - onehot(labels)) / m (or / 1 for sum). With ``lengths``
     (batch,) int64 and ``per_step``, only the rows of valid steps count (the module's docstring):
-    the sum over them, divided by their number if ``mean``; other rows' gradient is 0.
+    the sum over them, divided by their number if ``mean``; other rows' gradient is 0. With
+    ``ignore_index`` (an int), rows labelled with it are left out the same way (the module's docstring).
     """
     m, c = logits.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
-    divisor = _rows_counted(m, lengths, per_step)
+    divisor = _labels_counted(m, labels, lengths, per_step, ignore_index)
     scale = like(1.0 / divisor if mean else 1.0, logits)
     if m * c < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
-            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch, lengths, per_step)
+            partials[ch] = _cross_entropy_chunk(
+                logits, labels, grad, scale, compute_grad, ch, lengths, per_step, ignore_index
+            )
     else:
         for ch_u in prange(chunks):
             ch = np.int64(ch_u)  # prange indices are uint64; int64 like the serial twin
-            partials[ch] = _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch, lengths, per_step)
+            partials[ch] = _cross_entropy_chunk(
+                logits, labels, grad, scale, compute_grad, ch, lengths, per_step, ignore_index
+            )
     total = _combine(partials, chunks)
     return total / divisor if mean else total
 
@@ -318,14 +366,18 @@ def elementwise_loss_rows(pred, target, out, code, delta):
 
 
 @njit(**JIT)
-def accuracy_count(logits, labels, lengths=None, per_step=1):
+def accuracy_count(logits, labels, lengths=None, per_step=1, ignore_index=None):
     """Number of rows i of logits (m, c) whose argmax (first maximum) equals labels[i] (int64);
-    with ``lengths`` (batch,) int64 and ``per_step``, of the valid steps' rows only (module docstring)."""
+    with ``lengths`` (batch,) int64 and ``per_step``, of the valid steps' rows only; with
+    ``ignore_index``, of the rows not labelled with it (module docstring)."""
     m = logits.shape[0]
     hits = 0
     for i in range(m):
         if lengths is not None:
             if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
+        if ignore_index is not None:
+            if labels[i] == ignore_index:
                 continue
         if row_argmax(logits, i) == labels[i]:
             hits += 1
@@ -467,19 +519,35 @@ def _weigh(m, target, grad, rows, per_sample, mean, compute_grad):
     return value / divisor
 
 
+@njit(**JIT_INLINE)
+def _row_counted(i, m, lengths, per_step, labels, ignore_index):
+    """Whether row ``i`` of ``m`` counts: a valid step (``lengths`` None: every row) whose label is not
+    ``ignore_index`` (None: every label; both tests pruned at compile time when None)."""
+    if lengths is not None:
+        if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+            return False
+    if ignore_index is not None:
+        if labels[i] == ignore_index:
+            return False
+    return True
+
+
 @njit(**JIT_EXACT)
-def _weigh_valid(m, target, grad, rows, per_sample, mean, compute_grad, lengths, per_step):
-    """:func:`_weigh` over the rows of valid steps only (padded rows: loss 0, gradient row 0 already).
+def _weigh_valid(
+    m, target, grad, rows, per_sample, mean, compute_grad, lengths, per_step, labels=None, ignore_index=None
+):
+    """:func:`_weigh` over the rows of valid steps only (padded rows: loss 0, gradient row 0 already);
+    with ``ignore_index`` (``lengths`` may then be None), also only over the rows whose ``labels`` are
+    not ``ignore_index`` (their loss 0, gradient row 0 already, weight not summed).
 
     The valid rows' weights are gathered into ``rows`` in place once their losses are read (row n of
     the gathered ones <= row i being read), so their sum is NumPy's pairwise sum of exactly them:
     the value :func:`_weigh` gives for the valid rows taken out of the batch (``evaluate``'s way)."""
     w = target.shape[1] - 1
-    per_sample_rows = m // lengths.shape[0]
     value = 0.0
     n = 0
     for i in range(m):
-        if row_is_valid(lengths, i, per_sample_rows, per_step):
+        if _row_counted(i, m, lengths, per_step, labels, ignore_index):
             value += rows[i] * target[i, w]
             rows[n] = target[i, w]
             n += 1
@@ -491,7 +559,7 @@ def _weigh_valid(m, target, grad, rows, per_sample, mean, compute_grad, lengths,
         factor, divisor = max(n, 1) / total, total * per_sample
     if compute_grad:
         for i in range(m):
-            if row_is_valid(lengths, i, per_sample_rows, per_step):
+            if _row_counted(i, m, lengths, per_step, labels, ignore_index):
                 scale = like(target[i, w] * factor, grad)
                 for j in range(grad.shape[1]):
                     grad[i, j] *= scale
@@ -499,17 +567,21 @@ def _weigh_valid(m, target, grad, rows, per_sample, mean, compute_grad, lengths,
 
 
 @njit(**JIT_INLINE)
-def _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step):
+def _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step, ignore_index):
     """Row ``i``'s :func:`cross_entropy_row`; 0 (gradient row 0, label not read) for a padded row
-    with ``lengths`` (None: no test, pruned at compile time)."""
+    with ``lengths`` or a row labelled ``ignore_index`` (None: no test, pruned at compile time)."""
     if lengths is not None:
         if _padded_row(lengths, i, logits.shape[0], per_step, grad, compute_grad):
             return 0.0
+    if _ignored_row(labels, i, ignore_index, grad, compute_grad):
+        return 0.0
     return cross_entropy_row(logits, labels, grad, scale, compute_grad, i)
 
 
 @njit(**JIT_PARALLEL)
-def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_grad, lengths=None, per_step=1):
+def weighted_cross_entropy(
+    logits, target, grad, labels, rows, mean, compute_grad, lengths=None, per_step=1, ignore_index=None
+):
     """Softmax cross-entropy with a weight per sample; returns the loss (float64), writes its gradient.
 
     logits (m, c) float32/float64, target (m, 2) float64 rows (label, weight), grad (m, c) of the
@@ -518,21 +590,25 @@ def weighted_cross_entropy(logits, target, grad, labels, rows, mean, compute_gra
     the base gradient (:func:`cross_entropy_forward_backward`'s, bit for bit); rows in parallel only
     for a large batch (each row its own, so any thread count gives the same bits). With ``lengths``
     (batch,) int64 and ``per_step``, only the rows of valid steps count (the comment above; the labels
-    of the others are not read).
+    of the others are not read); with ``ignore_index``, only the rows not labelled with it.
     """
     m, c = logits.shape
     for i in range(m):
         labels[i] = np.int64(target[i, 0])
-    scale = like(1.0 / _rows_counted(m, lengths, per_step) if mean else 1.0, logits)
+    scale = like(1.0 / _labels_counted(m, labels, lengths, per_step, ignore_index) if mean else 1.0, logits)
     if m * c < PARALLEL_MIN_ELEMENTS:
         for i in range(m):
-            rows[i] = _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step)
+            rows[i] = _weighted_cross_entropy_row(
+                logits, labels, grad, scale, compute_grad, i, lengths, per_step, ignore_index
+            )
     else:
         for i in prange(m):
-            rows[i] = _weighted_cross_entropy_row(logits, labels, grad, scale, compute_grad, i, lengths, per_step)
-    if lengths is None:
+            rows[i] = _weighted_cross_entropy_row(
+                logits, labels, grad, scale, compute_grad, i, lengths, per_step, ignore_index
+            )
+    if lengths is None and ignore_index is None:
         return _weigh(m, target, grad, rows, 1, mean, compute_grad)
-    return _weigh_valid(m, target, grad, rows, 1, mean, compute_grad, lengths, per_step)
+    return _weigh_valid(m, target, grad, rows, 1, mean, compute_grad, lengths, per_step, labels, ignore_index)
 
 
 @njit(**JIT_INLINE)
@@ -582,15 +658,19 @@ def weighted_elementwise_loss(
 
 
 @njit(**JIT)
-def weighted_accuracy_count(logits, target, lengths=None, per_step=1):
+def weighted_accuracy_count(logits, target, lengths=None, per_step=1, ignore_index=None):
     """Number of rows i of logits (m, c) whose argmax (first maximum) equals the label target[i, 0]
     (weighted targets (m, 2) float64: label, weight); with ``lengths`` (batch,) int64 and
-    ``per_step``, of the valid steps' rows only (module docstring)."""
+    ``per_step``, of the valid steps' rows only; with ``ignore_index``, of the rows not labelled
+    with it (module docstring)."""
     m = logits.shape[0]
     hits = 0
     for i in range(m):
         if lengths is not None:
             if not row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
+        if ignore_index is not None:
+            if np.int64(target[i, 0]) == ignore_index:
                 continue
         if row_argmax(logits, i) == np.int64(target[i, 0]):
             hits += 1

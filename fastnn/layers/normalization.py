@@ -194,7 +194,9 @@ class BatchNorm1d(_Normalization):
     def needs_batch_over_one(self) -> bool:
         """A batch of one sample with one position has no variance: fit() skips a last batch of
         one (see ``_validation.check_batch_plan``). Not for a frozen layer with running statistics
-        (it trains in inference mode).
+        (it trains in inference mode). Inside ``TimeDistributed`` over more than one step a sample
+        is several rows of this layer's batch, so fit trains on a batch of one there
+        (``fastnn.streaming.needs_two``).
 
         Examples
         --------

@@ -298,6 +298,11 @@ class StepScalars:
         """Forget the queued reductions (a step that failed before its read)."""
         self._queued = [None] * self.SLOTS
 
+    @property
+    def pending(self) -> int:
+        """How many reductions are queued and not read yet (0 after :meth:`read` or :meth:`clear`)."""
+        return sum(item is not None for item in self._queued)
+
 
 def reduce_partials(partials, count: int, scale: float = 1.0, root: bool = False, sync: bool = True, into=None):
     """Second stage of a float64 reduction: partials[0] = scale * sum of the first ``count``.

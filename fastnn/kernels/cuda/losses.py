@@ -16,6 +16,11 @@ that are not :func:`~fastnn.kernels.masking.row_is_valid` add nothing and get a 
 the mean divides by the valid rows; the launcher reads the lengths back to count them (one small
 copy). Each stage-1 kernel is built twice by a factory, with and without the test (``masked`` is a
 compile-time constant there), so the unmasked launches run the code they ran before.
+
+Ignored labels: cross-entropy and its count take ``ignore_index`` as on the CPU (rows labelled with
+it add nothing, get a zero gradient and are not counted; the mean divides by the rows counted, at
+least 1). The stage-1 kernel is built a third way for it (``ignoring``, a compile-time constant);
+the launcher reads the labels back to count the rows (one small copy, as for ``lengths``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import functools
 import threading
 
 import numba
+import numpy as np
 from numba import cuda
 
 from .._scalar import like
@@ -61,18 +67,22 @@ _row_is_valid = cuda.jit(device=True)(row_is_valid.py_func)
 
 
 @functools.cache
-def _stage_one(masked: bool):
+def _stage_one(masked: bool, ignoring: bool = False):
     """(cross-entropy rows, elementwise elements) stage-1 kernels; ``masked`` (a compile-time
-    constant) skips the rows of padded steps (``lengths``, ``per_step``: see the module's docstring)."""
+    constant) skips the rows of padded steps (``lengths``, ``per_step``: see the module's docstring),
+    ``ignoring`` (one too) the cross-entropy rows labelled ``ignore_index``."""
 
     @cuda.jit
-    def cross_entropy_rows(logits, labels, grad, partials, scale, compute_grad, lengths, per_step):
+    def cross_entropy_rows(logits, labels, grad, partials, scale, compute_grad, lengths, per_step, ignore_index):
         buf = cuda.shared.array(BLOCK, numba.float64)
         tid = cuda.threadIdx.x
         m = logits.shape[0]
         acc = 0.0
         for i in range(cuda.grid(1), m, cuda.gridsize(1)):
-            if masked and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+            skip = masked and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step)
+            if ignoring and labels[i] == ignore_index:
+                skip = True
+            if skip:
                 if compute_grad:
                     for j in range(logits.shape[1]):
                         grad[i, j] = 0.0
@@ -118,27 +128,55 @@ def _rows_counted(m: int, lengths, per_step: int) -> int:
     return max(int(valid_rows(host, m // host.shape[0] // per_step, per_step)), 1)
 
 
+def _labels_counted(labels, lengths, per_step: int, ignore_index) -> int:
+    """The rows a cross-entropy mean divides by: :func:`_rows_counted`, or with ``ignore_index`` the
+    rows (of valid steps, with ``lengths``) not labelled with it, at least 1 (labels read back)."""
+    m = labels.shape[0]
+    if ignore_index is None:
+        return _rows_counted(m, lengths, per_step)
+    counted = (labels.copy_to_host() if hasattr(labels, "copy_to_host") else np.asarray(labels)) != ignore_index
+    if lengths is not None:
+        host = lengths.copy_to_host() if hasattr(lengths, "copy_to_host") else np.asarray(lengths)
+        per_sample = m // host.shape[0]
+        steps = (np.arange(per_sample) // per_step)[None, :]
+        counted &= (steps < host[:, None]).reshape(m)
+    return max(int(np.count_nonzero(counted)), 1)
+
+
 def _lengths_arg(lengths):
     """What a launch passes for ``lengths``: the array, or a 1-element placeholder (unmasked kernels)."""
     return no_lengths() if lengths is None else lengths
 
 
 def cross_entropy_forward_backward(
-    logits, labels, grad, partials, mean, compute_grad, lengths=None, per_step=1, *, sync=True, into=None
+    logits,
+    labels,
+    grad,
+    partials,
+    mean,
+    compute_grad,
+    lengths=None,
+    per_step=1,
+    ignore_index=None,
+    *,
+    sync=True,
+    into=None,
 ):
     """Softmax cross-entropy from logits (m, c) and int64 labels (m,); returns the loss (float64).
 
     Writes grad = (softmax - onehot) / m (or / 1 for sum) when ``compute_grad``. With ``lengths``
-    (batch,) int64 and ``per_step`` only the valid steps' rows count (the module's docstring).
+    (batch,) int64 and ``per_step`` only the valid steps' rows count (the module's docstring); with
+    ``ignore_index`` (an int) only the rows not labelled with it.
     ``into=(scalars, slot)``: the sum is finished later with a step's other scalars
     (:class:`~fastnn.kernels.cuda._common.StepScalars`); returns None.
     """
     m = logits.shape[0]
     blocks = _blocks(m, m)
-    divisor = _rows_counted(m, lengths, per_step)
+    divisor = _labels_counted(labels, lengths, per_step, ignore_index)
     scale = typed(1.0 / divisor if mean else 1.0, logits)
-    kernel = _stage_one(lengths is not None)[0]
-    kernel[blocks, BLOCK](logits, labels, grad, partials, scale, compute_grad, _lengths_arg(lengths), per_step)
+    kernel = _stage_one(lengths is not None, ignore_index is not None)[0]
+    ignored = -1 if ignore_index is None else int(ignore_index)  # (not read unless ignoring)
+    kernel[blocks, BLOCK](logits, labels, grad, partials, scale, compute_grad, _lengths_arg(lengths), per_step, ignored)
     return reduce_partials(partials, blocks, 1.0 / divisor if mean else 1.0, sync=sync, into=into)
 
 
@@ -163,10 +201,11 @@ def elementwise_loss(
 
 
 @cuda.jit
-def _accuracy_rows(logits, labels, targets, partials, binary, lengths, per_step):
+def _accuracy_rows(logits, labels, targets, partials, binary, lengths, per_step, ignoring, ignore_index):
     """Per-block counts (as float64, exact below 2**53) of rows whose argmax == label, or (binary)
     whose every element has (logit > 0) == (target > 0.5); with ``per_step`` > 0 the valid steps'
-    rows only (``lengths``; per_step 0: every row, the test once per launch in effect)."""
+    rows only (``lengths``; per_step 0: every row, the test once per launch in effect); with
+    ``ignoring``, the rows not labelled ``ignore_index`` only."""
     buf = cuda.shared.array(BLOCK, numba.float64)
     tid = cuda.threadIdx.x
     m = logits.shape[0]
@@ -186,6 +225,8 @@ def _accuracy_rows(logits, labels, targets, partials, binary, lengths, per_step)
     else:
         for i in range(cuda.grid(1), m, cuda.gridsize(1)):
             if per_step > 0 and not _row_is_valid(lengths, i, m // lengths.shape[0], per_step):
+                continue
+            if ignoring and labels[i] == ignore_index:
                 continue
             best = 0
             for j in range(1, c):
@@ -231,10 +272,11 @@ def _count_partials(blocks: int, partials, into):
     return _scratch("partials" if into is None else "queued_partials", blocks, "float64")
 
 
-def accuracy_count(logits, labels, lengths=None, per_step=1, *, partials=None, into=None):
+def accuracy_count(logits, labels, lengths=None, per_step=1, ignore_index=None, *, partials=None, into=None):
     """Rows of logits (m, c) whose argmax (first maximum) equals labels[i]; an int (syncs).
 
-    With ``lengths`` (batch,) int64 and ``per_step``, the valid steps' rows only. ``partials``:
+    With ``lengths`` (batch,) int64 and ``per_step``, the valid steps' rows only; with
+    ``ignore_index`` (an int), the rows not labelled with it only. ``partials``:
     float64 device scratch of at least blocks_for(m) elements, one per block of the launch (a
     per-thread buffer when omitted). ``into=(scalars, slot)`` (a ``_common.StepScalars``): nothing
     is copied or waited for, the count's second stage is queued into that slot, read (as a float64,
@@ -244,7 +286,10 @@ def accuracy_count(logits, labels, lengths=None, per_step=1, *, partials=None, i
     blocks = blocks_for(m)
     partials = _count_partials(blocks, partials, into)
     steps = 0 if lengths is None else per_step
-    _accuracy_rows[blocks, BLOCK](logits, labels, logits, partials, False, _lengths_arg(lengths), steps)
+    ignoring, ignored = ignore_index is not None, -1 if ignore_index is None else int(ignore_index)
+    _accuracy_rows[blocks, BLOCK](
+        logits, labels, logits, partials, False, _lengths_arg(lengths), steps, ignoring, ignored
+    )
     return _counted(partials, blocks, into)
 
 
@@ -257,7 +302,7 @@ def binary_accuracy_count(logits, targets, lengths=None, per_step=1, *, partials
     partials = _count_partials(blocks, partials, into)
     steps = 0 if lengths is None else per_step
     no_labels = _scratch("no_labels", 1, "int64")
-    _accuracy_rows[blocks, BLOCK](logits, no_labels, targets, partials, True, _lengths_arg(lengths), steps)
+    _accuracy_rows[blocks, BLOCK](logits, no_labels, targets, partials, True, _lengths_arg(lengths), steps, False, -1)
     return _counted(partials, blocks, into)
 
 
