@@ -101,6 +101,13 @@ def class_weight_table(class_weight, model) -> np.ndarray:
     table = np.ones(n_classes)
     for cls, weight in class_weight.items():
         if isinstance(cls, bool) or not isinstance(cls, numbers.Integral) or not 0 <= cls < n_classes:  # type: ignore[operator]
+            ignore = losses_mod.ignore_index_of(model.loss)  # (torch's weight= has no entry for it either)
+            if ignore is not None and not isinstance(cls, bool) and cls == ignore:
+                raise ValueError(
+                    f"class_weight has a weight for {cls!r}, the loss's ignore_index: its targets add no loss, so "
+                    f"they take no weight; leave {cls!r} out of class_weight (the classes are the integers "
+                    f"0..{n_classes - 1})"
+                )
             raise ValueError(
                 f"class_weight has unknown class {cls!r}: the classes of this model are the integers 0..{n_classes - 1}"
             )

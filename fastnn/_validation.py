@@ -351,8 +351,16 @@ def check_loss_arrays(output, target, grad, compute_grad: bool, trailing: tuple,
             f"target has {what}, but this loss needs an array of shape {(m, *trailing)} for an output "
             f"of shape {tuple(shape)}; {fix}"
         )
-    if compute_grad and tuple(grad.shape) != tuple(shape):
-        raise ValueError(f"grad has shape {tuple(grad.shape)}, but must have the output's shape {tuple(shape)}")
+    if compute_grad:
+        got_grad = getattr(grad, "shape", None)
+        if got_grad is None or np.dtype(getattr(grad, "dtype", object)) not in (np.float32, np.float64):
+            raise TypeError(
+                f"grad must be a float32 or float64 array of the output's shape {tuple(shape)} (it receives "
+                f"d loss / d output), got {type(grad).__name__} of dtype {getattr(grad, 'dtype', None)}; pass "
+                f"np.empty_like(output), or compute_grad=False for the value only"
+            )
+        if tuple(got_grad) != tuple(shape):
+            raise ValueError(f"grad has shape {tuple(got_grad)}, but must have the output's shape {tuple(shape)}")
     labels = labels_of(target)
     if labels is None or not isinstance(labels, np.ndarray) or labels.size == 0:
         return

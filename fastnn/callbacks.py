@@ -150,8 +150,9 @@ class Callback:
         """Called before every training step, before the batch is read.
 
         Freezing or unfreezing layers here applies to this batch's step. An epoch's last batch of
-        one sample that a BatchNorm cannot train on (one value per channel) still gets this call,
-        then no step and no ``on_batch_end`` (fit warns why).
+        one sample that a BatchNorm cannot train on (one value per channel) is skipped without this
+        call; if this call unfreezes such a BatchNorm for that batch, the batch is skipped after it
+        (no step, no ``on_batch_end``; fit warns why).
 
         Parameters
         ----------

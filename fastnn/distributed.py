@@ -13,7 +13,9 @@ call :func:`init` first) and then, on every rank:
   RNN/LSTM/GRU, attention and TransformerEncoderBlock) numbers its samples by their position in
   the global batch, so the masks are those of one process;
 * after the backward pass, scales the local gradient by ``shard rows / batch rows`` (mean losses;
-  with sample or class weights: the shard's sum of weights / the batch's) and sums it over the
+  with sample or class weights: the shard's sum of weights / the batch's; with padded steps left
+  out or ignored targets, ``CrossEntropy(ignore_index=...)``: the shard's counted positions / the
+  batch's, or their weights' sums) and sums it over the
   ranks with one in-place Allreduce of the flat gradient buffer (or, with ``bucket_bytes``, one
   per bucket of layers, started during the backward: :class:`Buckets`), together with a small
   Allreduce of (loss, correct count); compiled metrics see the global batch's outputs
@@ -60,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend
+from . import backend, losses
 from .layers.base import walk_layers
 
 _LAUNCH_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -488,6 +490,9 @@ class Session:
         self.batch_lengths: np.ndarray | None = None
         self.shard_lengths: np.ndarray | None = None
         self.batch_valid = self.shard_valid = 0
+        # a loss that ignores a label (CrossEntropy(ignore_index=...)): fit's ArrayBatches; the counts
+        # above are then of the targets not ignored (of valid steps), the weights of those alone
+        self.ignoring_source = None
 
     # -- start ---------------------------------------------------------------------------------
     def start(
@@ -700,19 +705,27 @@ class Session:
         for first_row in self.first_rows:
             first_row[0] = start
         self.batch_rows, self.shard_rows = hi - lo, stop - start
-        masked, valid_rows = self.masked_source, None
+        rows = slice(lo, hi)
+        masked, counted = self.masked_source, None  # counted: (batch rows, positions) bool, or None (all count)
         if masked is not None and self.lengths_all is not None:  # the mean is over the global batch's valid steps
-            lengths = self.lengths_all[slice(lo, hi) if masked.order is None else masked.order[lo:hi]]
+            lengths = self.lengths_all[rows if masked.order is None else masked.order[lo:hi]]
             self.batch_lengths, self.shard_lengths = lengths, lengths[start:stop]
-            valid_rows = self.model.valid_rows(lengths).reshape(hi - lo, -1)
-            valid = valid_rows.sum(axis=1)
-            self.batch_valid, self.shard_valid = int(valid.sum()), int(valid[start:stop].sum())
+            counted = self.model.valid_rows(lengths).reshape(hi - lo, -1)
+        ignoring = self.ignoring_source
+        if ignoring is not None:  # ... and over its targets not ignored (the kept ones of every rank)
+            targets = ignoring.y[rows if ignoring.order is None else ignoring.order[lo:hi]]
+            labels = targets[..., 0] if ignoring.weighted else targets  # (weighted rows: label, weight)
+            kept = (labels != losses.ignore_index_of(self.model.loss)).reshape(hi - lo, -1)
+            counted = kept if counted is None else counted & kept
+        if counted is not None:
+            per_sample = counted.sum(axis=1)
+            self.batch_valid, self.shard_valid = int(per_sample.sum()), int(per_sample[start:stop].sum())
         source = self.weighted_source
         if source is not None:  # the weighted mean of the shard becomes its share of the batch's
-            rows = source.y[slice(lo, hi) if source.order is None else source.order[lo:hi]]
-            weights = rows[..., -1].reshape(hi - lo, -1)  # (each sample's rows: one, or its positions)
-            if valid_rows is not None:  # (a per-step output's padded positions weigh nothing)
-                weights = weights * valid_rows
+            targets = source.y[rows if source.order is None else source.order[lo:hi]]
+            weights = targets[..., -1].reshape(hi - lo, -1)  # (each sample's rows: one, or its positions)
+            if counted is not None:  # (a per-step output's padded positions and ignored targets weigh nothing)
+                weights = np.where(counted, weights, 0.0)
             weights = weights.sum(axis=1)
             self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
         return lo + start, lo + stop
@@ -763,7 +776,7 @@ class Session:
         (0.25, 1.0)
         """
         model = self.model
-        weight = self.weight()
+        weight, factor = self.weight(), self._gradient_factor()
         grads = model.grads
         count = model.correct_count(
             out, target, self.shard_lengths if self.masked_source is not None else None, checked=False
@@ -776,8 +789,8 @@ class Session:
         if self.buckets is not None:  # those the backward has not started (a step that ran unplanned)
             gradient = self.buckets.finish()
         else:
-            if weight != 1.0:
-                np.multiply(grads, grads.dtype.type(weight), out=grads)
+            if factor != 1.0:
+                np.multiply(grads, grads.dtype.type(factor), out=grads)
             gradient = [self.comm.Iallreduce(MPI.IN_PLACE, grads, MPI.SUM)]
         wait(
             [*gradient, self.comm.Iallreduce(MPI.IN_PLACE, self.scalars, MPI.SUM)],
@@ -794,7 +807,9 @@ class Session:
         """The factor of this rank's gradient in the global one: shard rows / batch rows for a
         mean loss (its gradient is of the shard's mean), the shard's sum of sample weights / the
         batch's for a weighted mean (sum w l / sum w), the shard's valid steps' positions / the
-        batch's for a model that leaves padded steps out, 1 for a summed loss.
+        batch's for a model that leaves padded steps out, its targets not ignored / the batch's for
+        ``CrossEntropy(ignore_index=...)`` (both rules together, and the weights of those positions
+        alone when weighted), 1 for a summed loss.
 
         Returns
         -------
@@ -816,9 +831,19 @@ class Session:
             return 1.0
         if self.weighted_source is not None:
             return self.shard_weight / self.batch_weight if self.batch_weight else 0.0
-        if self.masked_source is not None:
+        if self.masked_source is not None or self.ignoring_source is not None:
             return self.shard_valid / self.batch_valid if self.batch_valid else 0.0
         return self.shard_rows / self.batch_rows
+
+    def _gradient_factor(self) -> float:
+        """What this rank's gradient is multiplied by before the sum: :meth:`weight`, but 1 for a
+        shard that counts for nothing (weight 0: every target ignored, every weight 0, or no valid
+        step). Such a shard's loss gradient is exactly 0, so its gradient holds only what
+        :class:`SyncBatchNorm`'s global sums give its rows (the batch's loss depends on them through
+        the statistics), already of the batch's loss; weighing it by 0 would lose it. (Without
+        SyncBatchNorm that gradient is 0 either way.)"""
+        weight = self.weight()
+        return weight if weight else 1.0
 
     def check_weights(self) -> None:
         """Check that every rank holds bit-identical weights.
@@ -1113,7 +1138,7 @@ class Buckets:
         >>> fnn.distributed.wait(buckets.finish(), "the buckets")
         """
         MPI, comm, grads = self.session.MPI, self.session.comm, self.session.model.grads
-        weight = self.session.weight()
+        weight = self.session._gradient_factor()
         requests = []
         for lo, hi in self.ranges[bucket]:
             part = grads[lo:hi]
@@ -1366,16 +1391,12 @@ class SyncBatchNorm:
         added and grad_x is ``gamma * inv_std * (g - (sum g + x_hat * sum(g * x_hat)) / (N * w))``,
         N the rows the layer's forward counted over all ranks. The sums are over every row (each
         output depends on the statistics); with ``lengths`` a padded row, which the statistics
-        left out, gets ``gamma * inv_std * g`` alone.
+        left out, gets ``gamma * inv_std * g`` alone. A shard that counts for nothing in the loss
+        (every target ignored or weighing 0) has ``g = 0`` from the loss and ``w = 1``
+        (``Session._gradient_factor``): its grad_x is the global sums' part, of the batch's loss.
         """
         c = grad_y.shape[1]
-        weight = self.session.weight()
-        if weight == 0.0:  # the formula divides by it; the gradient through the global statistics is lost
-            raise DistributedError(
-                "sync_batchnorm: every sample weight of this rank's shard of the batch is 0 (sample_weight or "
-                "class_weight), which the synchronised backward cannot weigh; give those samples a small "
-                "positive weight, or leave sync_batchnorm off"
-            )
+        weight = self.session._gradient_factor()
         sums = np.empty(2 * c)
         sums[:c] = grad_y.sum(axis=0, dtype=np.float64)
         sums[c:] = np.einsum("ij,ij->j", grad_y, x_hat, dtype=np.float64)

@@ -258,8 +258,9 @@ class Loss(Owned):
             (batch, outputs) float32 or float64.
         target : numpy.ndarray
             Checked targets (:meth:`check_targets`) on the same device as ``output``.
-        grad : numpy.ndarray
-            Same shape and dtype as ``output``: receives d loss / d output when ``compute_grad``.
+        grad : numpy.ndarray or None
+            Same shape and dtype as ``output``: receives d loss / d output when ``compute_grad``
+            (None only with ``compute_grad=False``).
         compute_grad : bool, default True
             False computes the value only.
         lengths : numpy.ndarray, optional
@@ -279,7 +280,8 @@ class Loss(Owned):
             If ``target`` or ``grad`` does not match ``output``'s shape, or a label is outside
             [0, outputs), or ``lengths`` does not fit the rows.
         TypeError
-            If ``output`` is not a 2-D float array, or labels are not integers.
+            If ``output`` is not a 2-D float array, ``grad`` not a float array (None with
+            ``compute_grad``), or labels are not integers.
 
         Examples
         --------
@@ -290,6 +292,8 @@ class Loss(Owned):
         1.1269
         """
         self._check_arrays(output, target, grad, compute_grad, lengths, per_step)
+        if grad is None:  # compute_grad=False (checked): the kernels take an array they do not write
+            grad = backend.zeros((1, 1), output.dtype, backend.device_of(output))
         if lengths is None:
             fn, args = self.call(output, target, grad, compute_grad)
         else:

@@ -33,6 +33,7 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
+from ._ownership import PartsPickling, transplantable
 from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
 from .kernels.masking import valid_rows as count_valid_rows
@@ -410,6 +411,32 @@ def _anchors(model) -> dict[tuple, object]:
     return anchors
 
 
+def _copy_parts(model) -> dict[tuple, object]:
+    """The parts of ``model`` that a copy rebuilds and that a copy of them made earlier in the same
+    ``copy.deepcopy`` call or pickle becomes (:func:`_adopted`): its top-level layers (``("layer",
+    i)``) and, built, its optimizer (an unbuilt model's optimizer is copied as itself already)."""
+    parts: dict[tuple, object] = {("layer", i): layer for i, layer in enumerate(vars(model).get("layers") or ())}
+    optimizer = vars(model).get("optimizer")
+    if optimizer is not None and vars(model).get("built"):
+        parts[("optimizer",)] = optimizer
+    return {key: part for key, part in parts.items() if transplantable(part)}
+
+
+def _adopted(fresh, earlier):
+    """``earlier`` made the object ``fresh`` is (its ``__dict__`` moved over; a copy's own part, just
+    made, that nothing else refers to yet), where ``earlier`` is a part of the copy made before
+    the model: a free copy of the original's part (``copy.deepcopy([model.layers[0], model])``) or
+    the bare object that part pickled as inside its model's state. Else ``fresh``."""
+    if earlier is None or earlier is fresh or type(earlier) is not type(fresh) or not transplantable(earlier):
+        return fresh
+    if earlier.owner is not None:
+        return fresh  # (another live model's part: never taken)
+    held = vars(earlier)
+    held.clear()
+    held.update(vars(fresh))
+    return earlier
+
+
 def _memory_roots(anchors: dict[tuple, object]) -> list[tuple[tuple, np.ndarray]]:
     """The NumPy arrays among ``anchors`` (the flat parameter and gradient buffers, the layers'
     buffers and parameter views), largest first: the memory a view held by a copied attribute
@@ -431,7 +458,7 @@ def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
 
 
 def _view_key(obj, roots: list[tuple[tuple, np.ndarray]]) -> tuple | None:
-    """``("view", root key, offset, shape, strides, dtype, writeable, id)`` when ``obj`` is a NumPy
+    """``("view", root key, offset, shape, strides, dtype, writeable)`` when ``obj`` is a NumPy
     view inside the memory of one of ``roots`` (``_memory_roots``), else None."""
     if not isinstance(obj, np.ndarray) or obj.base is None or obj.size == 0:
         return None
@@ -440,13 +467,15 @@ def _view_key(obj, roots: list[tuple[tuple, np.ndarray]]) -> tuple | None:
         start, stop = _byte_bounds(root)
         if start <= lo and hi <= stop:
             offset = obj.__array_interface__["data"][0] - start
-            return ("view", key, offset, obj.shape, obj.strides, obj.dtype.str, obj.flags.writeable, id(obj))
+            return ("view", key, offset, obj.shape, obj.strides, obj.dtype.str, obj.flags.writeable)
     return None
 
 
 def _view_from_key(pid: tuple, anchors: dict[tuple, object]) -> np.ndarray:
-    """The view :func:`_view_key` described, on the memory of ``anchors``' array of its root key."""
-    _, key, offset, shape, strides, dtype, writeable, _ = pid
+    """The view :func:`_view_key` described, on the memory of ``anchors``' array of its root key
+    (``pid`` may go on: the number :class:`_AnchoredPickler` gave the view, or an ``id()`` where an
+    older fastnn pickled it)."""
+    _, key, offset, shape, strides, dtype, writeable = pid[:7]
     root = anchors[tuple(key)]
     if type(root) is not np.ndarray:
         raise TypeError(f"the copy's part {key!r} is no NumPy array")
@@ -471,6 +500,8 @@ class _ViewFinder(pickle.Pickler):
         return "anchor" if id(obj) in self.anchored else None
 
     def reducer_override(self, obj):
+        if isinstance(obj, PartsPickling):  # (a model's marks: they act only where really pickled)
+            return (int, ())
         if isinstance(obj, np.ndarray):
             key = _view_key(obj, self.roots) if type(obj) is np.ndarray else None
             if key is not None:
@@ -497,17 +528,22 @@ class _NullFile:
 
 class _AnchoredPickler(pickle.Pickler):
     """Pickles the attributes a copy of a model carries over, the model's own objects (``_anchors``)
-    as their keys."""
+    as their keys, and each view of the model's memory as its place there and its number in this
+    pickling (one object per view; numbers, not ``id()``, so that equal models pickle to equal
+    bytes)."""
 
     def __init__(self, file, anchors: dict[tuple, object]):
         super().__init__(file, pickle.DEFAULT_PROTOCOL)
         self.keys = {id(obj): key for key, obj in anchors.items()}
         self.roots = _memory_roots(anchors)
+        self.view_numbers: dict[int, int] = {}  # id(view) -> its number (the views stay alive meanwhile)
 
     def persistent_id(self, obj):
         key = self.keys.get(id(obj))
         if key is None and type(obj) is np.ndarray:  # a view of the model's memory: the copy's memory
             key = _view_key(obj, self.roots)
+            if key is not None:
+                key = (*key, self.view_numbers.setdefault(id(obj), len(self.view_numbers)))
         return key
 
 
@@ -2585,6 +2621,23 @@ class Sequential:
         state["carried"] = self._pickled_carried()
         return state
 
+    def __reduce_ex__(self, protocol):
+        # the state (__getstate__), then the model's parts themselves between two marks: each pickles
+        # as a bare object there (a free copy if pickled before the model), which __setstate__ makes
+        # the rebuilt model's part, so that pickle.dumps([model, model.layers[0]]) keeps them together
+        reduced = super().__reduce_ex__(protocol)
+        parts = _copy_parts(self)
+        if not parts or not isinstance(reduced, tuple) or len(reduced) < 3 or not isinstance(reduced[2], dict):
+            return reduced
+        objects = list(parts.values())
+        state = {
+            **reduced[2],
+            "parts_begin": PartsPickling(objects, True),
+            "parts": parts,
+            "parts_end": PartsPickling(objects, False),
+        }
+        return (*reduced[:2], state, *reduced[3:])
+
     def _restore_compiled(self, compiled: dict | None) -> None:
         """The loss, optimizer, metrics and mode of an unbuilt model's copy (``__getstate__``'s
         "compiled" objects, now the copy's own); None: a copy pickled before they were kept."""
@@ -2600,14 +2653,17 @@ class Sequential:
         self.decay_bias_and_norm = decay
         self.train(compiled["training_mode"])
 
-    def _put_copy_state(self, state: dict) -> None:
+    def _put_copy_state(self, state: dict, earlier: dict | None = None) -> None:
         """Make this new object (no ``__init__`` run) the model :meth:`_copy_state` described, with
         Sequential's methods whatever a subclass overrides: a subclass's constructor, which may take
-        other arguments, is never called (as torch and Keras copy a subclassed model)."""
+        other arguments, is never called (as torch and Keras copy a subclassed model). ``earlier``:
+        objects of the copy made before it (``{key: object}`` of :func:`_copy_parts`'s keys), which
+        become its parts (:func:`_adopted`)."""
+        earlier = earlier or {}
         with _as_sequential(self):
             if "unbuilt" in state:
                 s = state["unbuilt"]
-                layers = [layer_from_config(e) for e in s["layers"]]
+                layers = [_adopted(layer_from_config(e), earlier.get(("layer", i))) for i, e in enumerate(s["layers"])]
                 Sequential.__init__(self, layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
                 Sequential._restore_compiled(self, s.get("compiled"))
                 return
@@ -2615,13 +2671,16 @@ class Sequential:
             config = record["config"]
             Sequential.__init__(
                 self,
-                [layer_from_config(e) for e in config["layers"]],
+                [_adopted(layer_from_config(e), earlier.get(("layer", i))) for i, e in enumerate(config["layers"])],
                 seed=config["seed"],
                 dtype=config["dtype"],
                 input_shape=config["input_shape"],
             )
             Sequential.restore(self, record)
             Sequential.to(self, record.get("device", "cpu"))
+        optimizer = vars(self).get("optimizer")
+        if optimizer is not None:  # (nothing else refers to the copy's optimizer yet: its plans come later)
+            vars(self)["optimizer"] = _adopted(optimizer, earlier.get(("optimizer",)))
 
     def _put_carried(self, carried: dict) -> None:
         """Set what :meth:`_carried` took from the model copied: its tags, and a subclass's own
@@ -2636,7 +2695,7 @@ class Sequential:
             object.__setattr__(self, name, value)
 
     def __setstate__(self, state):
-        self._put_copy_state(state)
+        self._put_copy_state(state, state.get("parts"))
         if "carried" in state:
             carried = _AnchoredUnpickler(io.BytesIO(state["carried"]), _anchors(self)).load()
         else:  # a model pickled before subclasses' attributes were kept: its tags, if any
@@ -2646,10 +2705,14 @@ class Sequential:
     def __deepcopy__(self, memo):
         cls = type(self)
         clone = cls.__new__(cls)
+        memo[id(self)] = clone  # (what refers back to the model while it is copied: the copy)
         state = self._copy_state()
+        # a layer or the optimizer copied earlier in this deepcopy (copy.deepcopy([model.layers[0],
+        # model])): that copy becomes the copy's own, as torch's deepcopy keeps copies[0] is copies[1][0]
+        earlier = {key: memo[id(part)] for key, part in _copy_parts(self).items() if id(part) in memo}
         if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
             state = copy.deepcopy(state, memo)
-        clone._put_copy_state(state)
+        clone._put_copy_state(state, earlier)
         # what the tags and a subclass's attributes refer to: the copy's own model, layers, parameter
         # views, optimizer and loss (a tag that refers to the model refers to the copy)
         theirs, mine, carried = _anchors(clone), _anchors(self), self._carried()
@@ -3850,9 +3913,9 @@ class Sequential:
                 np.copyto(rows, X[lo:hi], casting="same_kind")
                 backend.copy_into(buf, rows, staging.stream)  # queued
                 result, _ = self._forward(buf, False, "infer")
-                if lo == last or host_out is None or result.dtype != out.dtype:
+                if lo == last or host_out is None:  # (None: a wave of one pass)
                     backend.copy_into(out[lo:hi], result)  # (waits for the device: the queued copies too)
-                else:
+                else:  # (into the rows out[start:last] takes from host_out below; a cast would copy at once)
                     backend.copy_into(host_out[lo - start : hi - start], result, staging.stream)  # queued
             staging.settled()
             if host_out is not None:

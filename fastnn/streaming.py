@@ -137,8 +137,9 @@ def skips_last_one(source, epoch: int, b: int, rows: int, last: bool) -> bool:
     """Whether batch ``b`` of ``source``'s epoch ``epoch`` (fit's arrays or a dataset's batches), of
     ``rows`` samples, is skipped: it is the last batch of the pass (``last``), has one sample, and
     a layer cannot train on it with the layers' trainability now (:func:`needs_two`). The source
-    asks right before the step, after ``on_batch_begin``, so a BatchNorm a callback froze for this
-    batch trains on it, and one it unfroze skips it instead of failing. A skip that the epoch's
+    asks before ``on_batch_begin`` (a batch skipped then gets neither it nor ``on_batch_end``, as
+    Keras pairs them) and again after it, so a BatchNorm a callback unfroze there skips the batch
+    instead of failing (that batch's ``on_batch_begin`` then has no ``on_batch_end``). A skip that the epoch's
     plan did not announce (the layer was made trainable during the epoch) is warned about, once:
     ``source.planned`` (the samples the epoch is known to train on) then leaves that sample out,
     and :func:`replan` says nothing more while the layer stays trainable."""
@@ -231,10 +232,13 @@ class _DatasetBatches:
             lo, hi = max(b * self.batch_size, start), min(self.n_used, (b + 1) * self.batch_size)
             if lo >= hi:
                 continue
+            last = b == self.batches - 1
+            if skips_last_one(self, epoch, b, hi - lo, last):
+                continue  # (a batch skipped as planned: no on_batch_begin, no on_batch_end)
             if begin is not None:
                 begin(b)
-            if skips_last_one(self, epoch, b, hi - lo, b == self.batches - 1):
-                continue
+                if skips_last_one(self, epoch, b, hi - lo, last):
+                    continue  # (the hook unfroze a BatchNorm that cannot train on it: warned)
             plan = model.step_plan(hi - lo) if model.device == "cpu" else None
             if plan is not None:  # gathered straight into the step's buffers
                 xb, yb = plan.x, plan.y

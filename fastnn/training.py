@@ -681,8 +681,9 @@ class ArrayBatches:
             Batches of the epoch already trained on (unused: ``start`` places the epoch's rows).
         begin : callable, optional
             ``begin(b)`` runs before batch ``b`` is read (fit's ``on_batch_begin``: a callback may
-            freeze or unfreeze layers there); then an epoch's last batch of one sample is skipped
-            when a layer cannot train on it (:func:`fastnn.streaming.skips_last_one`).
+            freeze or unfreeze layers there). An epoch's last batch of one sample that a layer
+            cannot train on is skipped (:func:`fastnn.streaming.skips_last_one`): before ``begin``
+            (no call for it) and, when ``begin`` unfroze such a layer, after it.
 
         Yields
         ------
@@ -712,10 +713,13 @@ class ArrayBatches:
             lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
             if lo >= hi:
                 continue
+            last = b == self.steps - 1
+            if streaming.skips_last_one(self, epoch, b, hi - lo, last):
+                continue  # (a batch skipped as planned: no on_batch_begin, no on_batch_end)
             if begin is not None:  # before the step plan is taken: a hook that freezes a layer records new plans
                 begin(b)
-            if streaming.skips_last_one(self, epoch, b, hi - lo, b == self.steps - 1):
-                continue
+                if streaming.skips_last_one(self, epoch, b, hi - lo, last):
+                    continue  # (the hook unfroze a BatchNorm that cannot train on it: warned)
             if self.shard is not None:  # this rank's rows of the global batch
                 lo, hi = self.shard(lo, hi)
             plan = model.step_plan(hi - lo)
@@ -1016,7 +1020,6 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
         for what, given in (
             ("a dataset or batches (pass arrays)", not isinstance(source, ArrayBatches)),
             ("accumulate > 1", accumulate > 1),
-            ("a loss with ignore_index", losses_mod.ignore_index_of(model.loss) is not None),
         )
         if given
     ]
@@ -1039,6 +1042,8 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
     source.shard = dist.shard
     dist.weighted_source = source if source.weighted else None  # shards weigh by their sum of weights
     dist.masked_source = source if model.masks_steps else None  # ... or by their valid steps' positions
+    ignoring = losses_mod.ignore_index_of(model.loss) is not None
+    dist.ignoring_source = source if ignoring else None  # ... or targets not ignored (either weighed alike)
 
 
 def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
@@ -1114,7 +1119,9 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                         lengths = stepper.lengths
                     else:  # (after the step: a fed batch's xb is filled by the step's call; a device's on the host)
                         lengths = model.output_lengths(xb if feed is None else feed.host_batch(xb, yb)[0])
-                if ignoring:  # the batch's targets not ignored (of valid steps), on the host
+                if dist is not None and counting:  # the global batch's counted positions (Session.shard)
+                    valid += dist.batch_valid
+                elif ignoring:  # the batch's targets not ignored (of valid steps), on the host
                     host_y = backend.to_host(yb if feed is None else feed.host_batch(xb, yb)[1])
                     kept = losses_mod.counted_targets(model.loss, host_y)
                     if masked:

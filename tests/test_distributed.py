@@ -105,10 +105,13 @@ def test_padded_steps_are_left_out_over_all_ranks(metrics):
 def test_temporal_and_class_weights_of_per_step_outputs_weigh_over_all_ranks():
     """Per-step outputs fit with temporal weights (batch, time), one weight per sequence, and
     class_weight, with and without Masking (one launch, four cases): 2 ranks equal one process, the
-    loss sum w l / sum w over the global batch's counted positions, not a mean of the ranks' means."""
+    loss sum w l / sum w over the global batch's counted positions, not a mean of the ranks' means.
+    The same launch: CrossEntropy(ignore_index=-100) with 2-D and per-step outputs, weighted or not,
+    masked or not, a rank's shard of a batch (and a whole batch) only ignored targets: the mean over
+    the global batch's kept targets (their weights' sum), accuracy, f1 and validation as one process."""
     sys.path.insert(0, SCRIPTS)
     try:
-        from _common import masked_model, masked_sequences
+        from _common import masked_model, masked_sequences, sequence_weights_model
     finally:
         sys.path.remove(SCRIPTS)
     import numpy as np
@@ -116,6 +119,16 @@ def test_temporal_and_class_weights_of_per_step_outputs_weigh_over_all_ranks():
     X, y = masked_sequences()
     weights = np.ones(y.shape)
     masked_model(["f1"]).fit(X, y, sample_weight=weights, class_weight={1: 2.0}, epochs=1, batch_size=8, verbose=0)
+    ignored = np.where(y == 0, -100, y)
+    for masking in (True, False):  # (the ignore_index kernels compiled here, before the ranks)
+        for two_d in (True, False):
+            target = ignored[:, 0] if two_d else ignored
+            for weighted in (False, True):
+                net = sequence_weights_model(masking, two_d, ["f1"], "ignore")
+                w = np.ones(len(X)) if weighted else None
+                net.fit(
+                    X, target, sample_weight=w, validation_data=(X[:7], target[:7]), epochs=1, batch_size=8, verbose=0
+                )
     assert check(mpirun("sequence_weights.py")).count("ok") == 2
 
 
@@ -124,14 +137,20 @@ def test_a_synchronised_batch_norm_over_padded_steps_trains_as_one_process(varia
     """sync_batchnorm=True with Masking -> TimeDistributed(BatchNorm1d) (per-step loss), or a
     BatchNorm in a Residual block inside TimeDistributed (LastStep): 2 ranks, whose shards hold
     different numbers of valid steps, equal one process's masked kernels on the whole batch
-    (weights, running statistics, history; float64 to 1e-10)."""
+    (weights, running statistics, history; float64 to 1e-10); also with ignore_index where one
+    rank's shard of a batch holds only ignored targets (its gradient through the statistics kept)."""
     sys.path.insert(0, SCRIPTS)
     try:
         from _common import masked_norm_model, masked_sequences
     finally:
         sys.path.remove(SCRIPTS)
+    import fastnn as fnn
+
     X, y = masked_sequences()
-    masked_norm_model(variant).fit(X, y if variant == "per step" else y[:, 0], epochs=1, batch_size=8, verbose=0)
+    y = y if variant == "per step" else y[:, 0]
+    masked_norm_model(variant).fit(X, y, epochs=1, batch_size=8, verbose=0)
+    ignoring = masked_norm_model(variant, loss=fnn.losses.CrossEntropy(ignore_index=-100))
+    ignoring.fit(X, y, validation_data=(X[:7], y[:7]), epochs=1, batch_size=8, verbose=0)  # (its kernels compiled)
     assert check(mpirun("masked_norm.py", *variant.split())).count("ok") == 2
 
 

@@ -176,6 +176,48 @@ def test_other_labels_out_of_range_are_still_refused():
         model.evaluate(X, np.array([0, IGNORE, -1]))
 
 
+def test_a_class_weight_for_the_ignored_label_is_refused_naming_ignore_index():
+    """torch's ``weight=`` has no entry for ``ignore_index``: a weight keyed by it is refused, naming
+    it (a weight for an ignored label within the classes is a class's weight, as in torch)."""
+    X, y = np.zeros((4, 2)), np.array([0, IGNORE, 2, 1])
+    model = fnn.Sequential([fnn.Dense(2, 3)], seed=0).compile(fnn.losses.CrossEntropy(ignore_index=IGNORE), "sgd")
+    for call in (
+        lambda: model.fit(X, y, epochs=1, verbose=0, class_weight={IGNORE: 2.0}),
+        lambda: model.evaluate(X, y, class_weight={IGNORE: 2.0}),
+    ):
+        with pytest.raises(
+            ValueError, match=r"weight for -100, the loss's ignore_index.*leave -100 out of class_weight"
+        ):
+            call()
+    with pytest.raises(ValueError, match="unknown class 7"):
+        model.evaluate(X, y, class_weight={7: 2.0})
+    zero = fnn.Sequential([fnn.Dense(2, 3)], seed=0).compile(fnn.losses.CrossEntropy(ignore_index=0), "sgd")
+    assert zero.evaluate(X, np.array([0, 1, 2, 1]), class_weight={0: 5.0}) == zero.evaluate(X, np.array([0, 1, 2, 1]))
+
+
+@pytest.mark.parametrize("ignore_index", [None, IGNORE])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_forward_backward_without_a_gradient_array_or_with_a_wrong_one(ignore_index, weighted):
+    """compute_grad=False takes grad=None (was a Numba typing error); with compute_grad a None or
+    integer grad is refused naming grad (an int64 one silently got a gradient truncated to 0)."""
+    logits = np.random.default_rng(0).standard_normal((5, 3))
+    labels = np.array([0, 1, 2, 2, 1]) if ignore_index is None else np.array([0, 1, IGNORE, 2, 1])
+    loss = fnn.losses.CrossEntropy(ignore_index=ignore_index)
+    target = labels
+    if weighted:
+        loss, target = fnn.losses.SampleWeighted(loss), fnn.losses.weighted_targets(labels, np.ones(5))
+    for dtype in (np.float32, np.float64):
+        out = logits.astype(dtype)
+        want = loss.forward_backward(out, target, np.empty_like(out))
+        assert loss.forward_backward(out, target, None, False) == want
+        for bad in (None, np.zeros((5, 3), np.int64), [[0.0] * 3] * 5):
+            with pytest.raises(TypeError, match="grad must be a float32 or float64 array of the output's shape"):
+                loss.forward_backward(out, target, bad)
+    model = fnn.Sequential([fnn.Dense(2, 3)], seed=0, dtype="float64").compile(fnn.losses.base_of(loss), "sgd")
+    out = np.random.default_rng(1).standard_normal((5, 3))
+    assert model.loss_value(out, labels, None, compute_grad=False) == model.loss_value(out, labels, np.empty_like(out))
+
+
 def test_a_plain_cross_entropy_model_still_refuses_minus_100():
     model = fnn.Sequential([fnn.Dense(2, 3)], seed=0).compile("cross_entropy", "sgd")
     with pytest.raises(ValueError, match="label -100, outside"):

@@ -75,7 +75,18 @@ def masked_model(metrics=None, dtype="float64"):
     return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5), metrics=metrics)
 
 
-def masked_norm_model(variant: str = "per step", dtype="float64"):
+def sequence_weights_model(masking: bool = True, last_step: bool = False, metrics=None, loss="cross_entropy"):
+    """[Masking], a per-step Dense, [LastStep: a 2-D output], Dense (sequence_weights.py's cases);
+    ``loss`` "ignore": CrossEntropy(ignore_index=-100)."""
+    first = [fnn.Masking(0.0)] if masking else []
+    middle = [fnn.LastStep()] if last_step else []
+    layers = [*first, fnn.Dense(3, 6, activation="tanh"), *middle, fnn.Dense(6, 3)]
+    net = fnn.Sequential(layers, input_shape=(4, 3), seed=3, dtype="float64")
+    loss = fnn.losses.CrossEntropy(ignore_index=-100) if loss == "ignore" else loss
+    return net.compile(loss, fnn.optim.Adam(lr=0.05, clip_norm=0.5), metrics=metrics)
+
+
+def masked_norm_model(variant: str = "per step", dtype="float64", loss="cross_entropy"):
     """Masking, then a BatchNorm over the padded steps (its statistics over the valid steps only):
     "per step": TimeDistributed(BatchNorm1d), ReLU and a per-step Dense (the loss over the valid
     steps); "nested": TimeDistributed(Residual([Dense, BatchNorm1d, Tanh])), LastStep and Dense
@@ -86,4 +97,4 @@ def masked_norm_model(variant: str = "per step", dtype="float64"):
         block = fnn.Residual([fnn.Dense(3, 3, bias=False), fnn.BatchNorm1d(3), fnn.Tanh()])
         layers = [fnn.Masking(0.0), fnn.TimeDistributed(block), fnn.LastStep(), fnn.Dense(3, 3)]
     net = fnn.Sequential(layers, input_shape=(4, 3), seed=3, dtype=dtype)
-    return net.compile("cross_entropy", fnn.optim.Adam(lr=0.05, clip_norm=0.5))
+    return net.compile(loss, fnn.optim.Adam(lr=0.05, clip_norm=0.5))
