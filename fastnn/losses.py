@@ -633,6 +633,9 @@ class Huber(_Elementwise):
 
     name, code = "huber", K.HUBER
 
+    def __init__(self, *, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction=reduction, delta=delta)  # (its own: a wrong keyword names Huber)
+
     def get_config(self):
         return dict(super().get_config(), delta=self.delta)
 

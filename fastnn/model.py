@@ -62,8 +62,10 @@ _PREDICT_BATCH = 1024
 _DEVICE_PASS_BYTES = 256 << 20
 #: the pinned host bytes (rows in and outputs out) of the passes of a device predict/evaluate that
 #: wait for the device once together (a wave); each wave has at least one pass. Waiting once per
-#: pass cost a wait per ``batch_size`` rows (Sequential._device_predict)
-DEVICE_WAVE_BYTES = 256 << 20
+#: pass cost a wait per ``batch_size`` rows (Sequential._device_predict). The staging keeps these
+#: buffers for the model's next calls, so the cap is what a model may pin for good: 64 MiB is ~3 ms
+#: of copying at PCIe speed per wave, where one more wait costs microseconds
+DEVICE_WAVE_BYTES = 64 << 20
 _MAX_PLANS = 8
 
 
@@ -3809,8 +3811,8 @@ class Sequential:
             Compiles with it first (default: the compiled optimizer).
         epochs : int, default 1
             Passes over the data (counted in :attr:`epochs_done`).
-        batch_size : int, default 32
-            Samples per step.
+        batch_size : int or None, default 32
+            Samples per step (None: 32, Keras' default; batches given as an iterable are used as they come).
         shuffle : bool, default True
             Shuffle the samples each epoch (a seeded, counter-based order).
         validation_data : tuple, optional

@@ -844,7 +844,7 @@ def fit(
     loss=None,
     optimizer=None,
     epochs: int = 1,
-    batch_size: int = 32,
+    batch_size: int | None = 32,
     shuffle: bool = True,
     validation_data=None,
     callbacks=None,
@@ -875,8 +875,9 @@ def fit(
         Compiles with it first.
     epochs : int, default 1
         Passes over the data, >= 0.
-    batch_size : int, default 32
-        Samples per step, >= 1.
+    batch_size : int or None, default 32
+        Samples per step, >= 1; None: 32 (Keras' default). Batches given as an iterable or a
+        generator are used as they come.
     shuffle : bool, default True
         Shuffle each epoch (a seeded, counter-based order).
     validation_data : tuple, optional
@@ -929,7 +930,7 @@ def fit(
             model.require_compiled("fit")
         model.compile(loss if loss is not None else model.loss, optimizer if optimizer is not None else model.optimizer)
     epochs = V.check_int(epochs, "epochs", minimum=0)
-    batch_size = V.check_int(batch_size, "batch_size", minimum=1)
+    batch_size = 32 if batch_size is None else V.check_int(batch_size, "batch_size", minimum=1)
     verbose = V.check_int(verbose, "verbose", minimum=0, maximum=2)
     shuffle = _check_shuffle(shuffle)
     user_callbacks = V.check_callbacks(callbacks, Callback)

@@ -529,3 +529,23 @@ def test_evaluate_takes_a_one_shot_iterator_and_predict_refuses_batches_clearly(
             model.predict(stream)
     with pytest.raises(ValueError, match="not a one-shot iterator"):
         model.fit(X, y, validation_data=iter(batches), epochs=1, verbose=0)
+
+
+def test_batch_size_none_is_keras_default_for_arrays_and_unused_for_batches():
+    """``batch_size=None`` (Keras' default argument): 32 rows per step on arrays, and a list of
+    batches trains as given (it was refused as "must be an integer")."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((70, 3)), rng.integers(0, 2, 70)
+
+    def model():
+        return fnn.Sequential([fnn.Dense(3, 2)], dtype="float64", seed=0).compile("cross_entropy", "sgd")
+
+    default, none = model(), model()
+    default.fit(X, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    none.fit(X, y, epochs=1, batch_size=None, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(none.params, default.params)
+    assert none.optimizer.step_count == 3
+    batches = [(X[i : i + 10], y[i : i + 10]) for i in range(0, 70, 10)]
+    listed = model()
+    listed.fit(batches, epochs=1, batch_size=None, verbose=0)
+    assert listed.optimizer.step_count == 7
