@@ -30,11 +30,18 @@ def transplantable(obj) -> bool:
     reduce: object = cls.__reduce__
     if reduce_ex is not Owned.__reduce_ex__ or reduce is not object.__reduce__:
         return False  # (its own pickling: left as it is)
-    for klass in cls.__mro__:
+    return all_in_dict(obj) and hasattr(obj, "__weakref__")
+
+
+def all_in_dict(obj) -> bool:
+    """Whether ``obj``'s state is all in its ``__dict__`` (no ``__slots__`` of its own in its class
+    or a base): moving another object's ``__dict__`` into it makes it that object (a metric of a
+    model's copy adopted by the copy of it made in the same ``copy.deepcopy`` or pickle)."""
+    for klass in type(obj).__mro__:
         slots = vars(klass).get("__slots__", ())
         if any(name not in ("__dict__", "__weakref__") for name in ([slots] if isinstance(slots, str) else slots)):
             return False
-    return hasattr(obj, "__dict__") and hasattr(obj, "__weakref__")
+    return hasattr(obj, "__dict__")
 
 
 class PartsPickling:

@@ -629,7 +629,12 @@ class Session:
                 f"a batch of {smallest} rows cannot be cut into {self.size} shards of at least {need} row(s) "
                 f"(batch_size={batch_size}, {self.samples} samples); use batch_size >= {need * self.size} and a "
                 f"sample count whose last batch has >= {need * self.size} rows, or fewer ranks"
-                + ("" if need == 1 else " (or keep the BatchNorm layers frozen: they train in inference mode)")
+                + (
+                    ""
+                    if need == 1
+                    else " (or fastnn.distributed.init(sync_batchnorm=True): statistics over the global batch; or "
+                    "keep the BatchNorm layers frozen: they train in inference mode)"
+                )
             )
 
     def close(self) -> None:
@@ -701,6 +706,8 @@ class Session:
         >>> run.shard(8, 12)  # one rank: the whole batch
         (8, 12)
         """
+        if (hi - lo) // self.size < 2 and self.norms and not _World.sync_batchnorm:
+            self._check_unfrozen_norms(hi - lo)  # (every rank alike: the smallest shard decides)
         start, stop = shard_bounds(hi - lo, self.size, self.rank)
         for first_row in self.first_rows:
             first_row[0] = start
@@ -729,6 +736,24 @@ class Session:
             weights = weights.sum(axis=1)
             self.batch_weight, self.shard_weight = float(weights.sum()), float(weights[start:stop].sum())
         return lo + start, lo + stop
+
+    def _check_unfrozen_norms(self, rows: int) -> None:
+        """A DistributedError, on every rank alike, when a global batch of ``rows`` rows gives some
+        rank a shard of one row and an unsynchronised BatchNorm trains on one row per sample (a
+        callback unfroze it during the epoch, after :meth:`check_batches` passed at its start);
+        BatchNorm's own error on that rank alone would name a batch size the fit was not given."""
+        from .streaming import needs_two
+
+        norm = needs_two(self.model)
+        if norm is not None:
+            smallest = rows // self.size
+            raise DistributedError(
+                f"{norm!r} became trainable during the epoch (a callback unfroze it), and a batch of {rows} "
+                f"rows cut into {self.size} shards gives a rank {smallest} row(s), on which it cannot train "
+                f"(one value per channel); use a batch_size and a sample count whose last batch has >= "
+                f"{2 * self.size} rows, fastnn.distributed.init(sync_batchnorm=True) (statistics over the "
+                f"global batch), or keep it frozen in this fit"
+            )
 
     def reduce(self, loss: float, norm: float, out, target) -> tuple[float, float]:
         """The step's hook between backward and optimizer (``Sequential.run_step``): sums the

@@ -33,7 +33,7 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
-from ._ownership import PartsPickling, transplantable
+from ._ownership import PartsPickling, all_in_dict, transplantable
 from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
 from .kernels.masking import valid_rows as count_valid_rows
@@ -45,6 +45,7 @@ from .layers.base import (
     Workspace,
     flat_rows,
     keep_as_tag,
+    layer_tree,
     misnamed_attribute,
     new_attribute_from_outside,
     normalize_shape,
@@ -415,13 +416,28 @@ def _anchors(model) -> dict[tuple, object]:
 
 def _copy_parts(model) -> dict[tuple, object]:
     """The parts of ``model`` that a copy rebuilds and that a copy of them made earlier in the same
-    ``copy.deepcopy`` call or pickle becomes (:func:`_adopted`): its top-level layers (``("layer",
-    i)``) and, built, its optimizer (an unbuilt model's optimizer is copied as itself already)."""
-    parts: dict[tuple, object] = {("layer", i): layer for i, layer in enumerate(vars(model).get("layers") or ())}
-    optimizer = vars(model).get("optimizer")
-    if optimizer is not None and vars(model).get("built"):
-        parts[("optimizer",)] = optimizer
+    ``copy.deepcopy`` call or pickle becomes (:func:`_adopted`): its layers by path, nested ones too
+    (``("layer", "1")``, ``("layer", "1.block.0")``: ``model.layer(path)``'s paths), and, built, its
+    optimizer and its loss (an unbuilt model's optimizer and loss are copied as themselves already;
+    under a weighted fit's :class:`~fastnn.losses.SampleWeighted` loss, the plain loss it wraps,
+    which is the copy's loss)."""
+    held = vars(model)
+    parts: dict[tuple, object] = {("layer", path): layer for path, layer, _ in layer_tree(held.get("layers") or ())}
+    if held.get("built"):
+        if held.get("optimizer") is not None:
+            parts[("optimizer",)] = held["optimizer"]
+        if held.get("loss") is not None:
+            parts[("loss",)] = losses_mod.base_of(held["loss"])
     return {key: part for key, part in parts.items() if transplantable(part)}
+
+
+def _part_keys(earlier: dict | None) -> dict[tuple, object]:
+    """``earlier`` (:meth:`Sequential._put_copy_state`'s) with a top-level layer's key as a path
+    (``("layer", 0)`` of a model pickled by an earlier fastnn is ``("layer", "0")``)."""
+    return {
+        (key[0], str(key[1])) if key[0] == "layer" and isinstance(key[1], int) else key: part
+        for key, part in (earlier or {}).items()
+    }
 
 
 def _adopted(fresh, earlier):
@@ -437,6 +453,104 @@ def _adopted(fresh, earlier):
     held.clear()
     held.update(vars(fresh))
     return earlier
+
+
+def _replace_child(parent, old, new) -> int:
+    """Make ``parent`` (a container layer) hold ``new`` wherever its attributes hold ``old``: as an
+    attribute, an item of a list or tuple, or in a ``(name, layer)`` pair of such a list
+    (Residual's ``block``, TimeDistributed's ``layer``, a Transformer block's ``parts``). The
+    number of places changed (0: ``parent`` holds it some other way; nothing changed)."""
+
+    def swapped(items):
+        return tuple(new if item is old else item for item in items)
+
+    count = 0
+    held = vars(parent)
+    for name, value in list(held.items()):
+        if value is old:
+            held[name], count = new, count + 1
+        elif type(value) is list:
+            for i, item in enumerate(value):
+                if item is old:
+                    value[i], count = new, count + 1
+                elif type(item) is tuple and any(x is old for x in item):
+                    value[i], count = swapped(item), count + 1
+        elif type(value) is tuple and any(x is old for x in value):
+            held[name], count = swapped(value), count + 1
+    return count
+
+
+def _adopt_children(layer, path: str, earlier: dict[tuple, object]) -> None:
+    """The layers inside ``layer`` (at ``path`` in its model, a copy being made), at any depth,
+    that a copy of them made earlier in the same ``copy.deepcopy`` call or pickle becomes
+    (``earlier``, by ``("layer", path)``): each takes the fresh child's state and its place in the
+    container. A child the container holds in a way :func:`_replace_child` does not find is left
+    as it is (the earlier object too: see :func:`_fill_unadopted`)."""
+    for name, child in layer.sublayers():
+        child_path = f"{path}.{name}"
+        part = earlier.get(("layer", child_path))
+        if part is not None and part is not child:
+            kept = dict(vars(part)) if transplantable(part) else None
+            if _adopted(child, part) is part:
+                if _replace_child(layer, child, part):
+                    child = part
+                else:  # (not held where it can be swapped: the earlier object as it was)
+                    vars(part).clear()
+                    vars(part).update(kept or {})
+        _adopt_children(child, child_path, earlier)
+
+
+def _fill_unadopted(model, earlier: dict[tuple, object]) -> None:
+    """A part pickled inside its model as a bare object (:class:`~fastnn._ownership.PartsPickling`)
+    that the copy could not adopt (a part the rebuilt model lacks, or holds in a way that cannot
+    be swapped) becomes a free copy of the copy's part (its own memory, no owner), never an empty
+    object nor one sharing the copy's arrays; an unknown one raises."""
+    mine = _copy_parts(model)
+    for key, part in earlier.items():
+        if vars(part) or mine.get(key) is part:
+            continue
+        source = mine.get(key)
+        if source is None or type(source) is not type(part):
+            raise pickle.UnpicklingError(
+                f"the pickled model holds a part {key!r} ({type(part).__name__}) that the rebuilt model "
+                f"lacks; pickle it again with this version of fastnn"
+            )
+        vars(part).update(vars(copy.deepcopy(source)))
+
+
+def _adopt_metrics(model, earlier: dict[tuple, object]) -> None:
+    """The copy's metric objects (``model.metrics``: fresh copies of the original's) that the objects
+    made of them earlier in the same copy become (``earlier``'s ``("metric", i)``: a free copy made
+    before the model, or the metric object the model's pickled state held): ``copies[1] is
+    copies[0].metrics[0]`` for ``copy.deepcopy([model, model.metrics[0]])`` in either order."""
+    metrics = vars(model).get("metrics")
+    if not metrics:
+        return
+    adopted = list(metrics)
+    for i, metric in enumerate(metrics):
+        part = earlier.get(("metric", i))
+        if (
+            part is None
+            or part is metric
+            or type(part) is not type(metric)
+            or not isinstance(metric, metrics_mod.Metric)
+            or not (all_in_dict(part) and all_in_dict(metric))
+        ):
+            continue
+        held = vars(part)
+        held.clear()
+        held.update(vars(metric))
+        adopted[i] = part
+    vars(model)["metrics"] = type(metrics)(adopted) if isinstance(metrics, (list, tuple)) else metrics
+
+
+def _state_metrics(state: dict) -> list:
+    """The metric objects a copy's state (:meth:`Sequential._copy_state`) holds."""
+    if "unbuilt" in state:
+        held = (state["unbuilt"].get("compiled") or {}).get("metrics")
+    else:
+        held = state["record"].get("metrics")
+    return list(held or ())
 
 
 def _memory_roots(anchors: dict[tuple, object]) -> list[tuple[tuple, np.ndarray]]:
@@ -2659,30 +2773,44 @@ class Sequential:
         """Make this new object (no ``__init__`` run) the model :meth:`_copy_state` described, with
         Sequential's methods whatever a subclass overrides: a subclass's constructor, which may take
         other arguments, is never called (as torch and Keras copy a subclassed model). ``earlier``:
-        objects of the copy made before it (``{key: object}`` of :func:`_copy_parts`'s keys), which
-        become its parts (:func:`_adopted`)."""
-        earlier = earlier or {}
+        objects of the copy made before it (``{key: object}`` of :func:`_copy_parts`'s keys, and
+        ``("metric", i)``), which become its parts (:func:`_adopted`, :func:`_adopt_children`,
+        :func:`_adopt_metrics`); a bare one that cannot be is filled as a free copy."""
+        earlier = _part_keys(earlier)
+
+        def fresh(i: int, entry) -> Layer:
+            layer = _adopted(layer_from_config(entry), earlier.get(("layer", str(i))))
+            _adopt_children(layer, str(i), earlier)  # (before the model: nothing else refers to them yet)
+            return layer
+
         with _as_sequential(self):
             if "unbuilt" in state:
                 s = state["unbuilt"]
-                layers = [_adopted(layer_from_config(e), earlier.get(("layer", i))) for i, e in enumerate(s["layers"])]
+                layers = [fresh(i, e) for i, e in enumerate(s["layers"])]
                 Sequential.__init__(self, layers, seed=s["seed"], dtype=s["dtype"], device=s.get("device", "cpu"))
                 Sequential._restore_compiled(self, s.get("compiled"))
-                return
-            record = state["record"]
-            config = record["config"]
-            Sequential.__init__(
-                self,
-                [_adopted(layer_from_config(e), earlier.get(("layer", i))) for i, e in enumerate(config["layers"])],
-                seed=config["seed"],
-                dtype=config["dtype"],
-                input_shape=config["input_shape"],
-            )
-            Sequential.restore(self, record)
-            Sequential.to(self, record.get("device", "cpu"))
-        optimizer = vars(self).get("optimizer")
-        if optimizer is not None:  # (nothing else refers to the copy's optimizer yet: its plans come later)
-            vars(self)["optimizer"] = _adopted(optimizer, earlier.get(("optimizer",)))
+            else:
+                record = state["record"]
+                config = record["config"]
+                Sequential.__init__(
+                    self,
+                    [fresh(i, e) for i, e in enumerate(config["layers"])],
+                    seed=config["seed"],
+                    dtype=config["dtype"],
+                    input_shape=config["input_shape"],
+                )
+                Sequential.restore(self, record)
+                Sequential.to(self, record.get("device", "cpu"))
+        held = vars(self)
+        if "record" in state:
+            for i, layer in enumerate(held["layers"]):  # (the layers a build made: Residual's projection)
+                _adopt_children(layer, str(i), earlier)
+            # nothing else refers to the copy's optimizer and loss yet (their plans come later)
+            for name in ("optimizer", "loss"):
+                if held.get(name) is not None:
+                    held[name] = _adopted(held[name], earlier.get((name,)))
+        _adopt_metrics(self, earlier)
+        _fill_unadopted(self, {key: part for key, part in earlier.items() if key[0] != "metric"})
 
     def _put_carried(self, carried: dict) -> None:
         """Set what :meth:`_carried` took from the model copied: its tags, and a subclass's own
@@ -2697,7 +2825,10 @@ class Sequential:
             object.__setattr__(self, name, value)
 
     def __setstate__(self, state):
-        self._put_copy_state(state, state.get("parts"))
+        # the metric objects the state held are the unpickled ones a list pickled with the model
+        # refers to (pickle.dumps([model, model.metrics[0]]), either order): the copy's metrics
+        earlier = {**state.get("parts", {}), **{("metric", i): m for i, m in enumerate(_state_metrics(state))}}
+        self._put_copy_state(state, earlier)
         if "carried" in state:
             carried = _AnchoredUnpickler(io.BytesIO(state["carried"]), _anchors(self)).load()
         else:  # a model pickled before subclasses' attributes were kept: its tags, if any
@@ -2714,13 +2845,20 @@ class Sequential:
         earlier = {key: memo[id(part)] for key, part in _copy_parts(self).items() if id(part) in memo}
         if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
             state = copy.deepcopy(state, memo)
+            metrics = _state_metrics(state)  # (copies made earlier are among them: the memo's)
+        else:  # (the state holds the model's own metric objects: copies made earlier are the memo's)
+            metrics = [memo.get(id(metric)) for metric in vars(self).get("metrics") or ()]
+        earlier.update({("metric", i): metric for i, metric in enumerate(metrics) if metric is not None})
         clone._put_copy_state(state, earlier)
         # what the tags and a subclass's attributes refer to: the copy's own model, layers, parameter
         # views, optimizer and loss (a tag that refers to the model refers to the copy)
         theirs, mine, carried = _anchors(clone), _anchors(self), self._carried()
         for key, obj in mine.items():
-            if key in theirs:
+            if key in theirs and type(theirs[key]) is type(obj):  # (a weighted fit's loss: its base, below)
                 memo[id(obj)] = theirs[key]
+        loss = vars(self).get("loss")
+        if isinstance(loss, losses_mod.SampleWeighted) and vars(clone).get("loss") is not None:
+            memo.setdefault(id(loss.base), vars(clone)["loss"])  # (the wrapper copies as a free one around it)
         # views of the model's memory (self.row = self.layers[0].weight[0]): views of the copy's, as
         # torch's deepcopy keeps a view of a tensor's storage a view of the copied storage
         finder = _ViewFinder(mine)

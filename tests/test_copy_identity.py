@@ -172,3 +172,191 @@ def test_a_pickle_that_failed_between_its_marks_leaves_no_part_pickling_bare():
     assert alone.owner is None
     again, again_layer = pickle.loads(pickle.dumps([model, layer]))
     assert again_layer is again.layers[0]
+
+
+# -- nested layers, the loss and the metric objects ---------------------------------------------------
+# (a layer inside a container, a Residual's projection made by the build, the loss and a compiled
+# metric object were free copies beside the copied model unless deepcopied with the model first)
+
+
+def _nested():
+    model = fnn.Sequential(
+        [
+            fnn.Dense(4, 6),
+            fnn.Residual([fnn.Dense(6, 6), fnn.BatchNorm1d(6), fnn.ReLU()]),
+            fnn.Residual([fnn.Dense(6, 3), fnn.Dropout(0.25)]),  # (a projection 6 -> 3, made by the build)
+            fnn.Dense(3, 2),
+        ],
+        seed=3,
+        input_shape=(4,),
+    )
+    return model.compile("cross_entropy", fnn.optim.Adam(lr=0.01), metrics=["f1_score"])
+
+
+_NESTED_PATHS = ("1.block.0", "1.block.1", "2.block.1", "2.projection", "1")
+
+
+def _nested_parts(model):
+    paths = fnn.freezing.layer_paths(model)
+    return [*(paths[path] for path in _NESTED_PATHS), model.loss, model.metrics[0]]
+
+
+def _with_model(model, parts, how, model_first, protocol=pickle.DEFAULT_PROTOCOL):
+    """(the copy, its parts' copies) of ``[model, *parts]`` or ``[*parts, model]`` copied at once."""
+    copies = _copy([model, *parts] if model_first else [*parts, model], how, protocol)
+    return (copies[0], copies[1:]) if model_first else (copies[-1], copies[:-1])
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("model_first", [True, False])
+def test_nested_layers_the_loss_and_metrics_copied_with_their_model_are_the_copys_own(how, model_first, rng):
+    X, y = _data(rng)
+    model = _nested()
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    clone, parts = _with_model(model, _nested_parts(model), how, model_first)
+    for part, theirs, mine in zip(parts, _nested_parts(clone), _nested_parts(model)):
+        assert part is theirs and part is not mine
+    inner, norm, drop, projection, residual, loss, f1 = parts
+    assert residual.block[0] is inner and residual.block[1] is norm and clone.layers[2].projection is projection
+    assert inner.owner is clone and projection.owner is clone and loss.owner is clone
+    assert np.shares_memory(inner.weight, clone.params) and not np.shares_memory(inner.weight, model.params)
+    assert np.shares_memory(projection.weight, clone.params)
+    np.testing.assert_array_equal(norm.running_mean, model.layers[1].block[1].running_mean)
+    # the copy trains bit for bit as the original, through the very objects handed back
+    before = model.params.copy()
+    clone.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.params, before)
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(clone.params, model.params)
+    np.testing.assert_array_equal(norm.running_var, model.layers[1].block[1].running_var)
+    assert drop.step[0] == model.layers[2].block[1].step[0] > 0
+    np.testing.assert_array_equal(projection.weight, model.layers[2].projection.weight)
+    # the metric object handed back is the copy's (a fresh one of the same configuration)
+    assert clone.metrics == [f1] and f1.get_config() == model.metrics[0].get_config()
+    assert clone.evaluate(X, y)["f1_score"] == model.evaluate(X, y)["f1_score"]
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_nested_parts_keep_the_link_for_every_pickle_protocol(protocol):
+    model = _nested()
+    for model_first in (True, False):
+        clone, parts = _with_model(model, _nested_parts(model), "pickle", model_first, protocol)
+        assert all(part is theirs for part, theirs in zip(parts, _nested_parts(clone)))
+
+
+def _sequence_model():
+    model = fnn.Sequential(
+        [
+            fnn.TimeDistributed(fnn.Dense(4, 8)),
+            fnn.TransformerEncoderBlock(8, 2, 16, dropout=0.1),
+            fnn.TimeDistributed(fnn.Dense(8, 1)),
+        ],
+        seed=5,
+        input_shape=(5, 4),
+    )
+    return model.compile("mse", fnn.optim.SGD(lr=0.05, momentum=0.9))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("model_first", [True, False])
+def test_layers_deep_inside_timedistributed_and_transformer_blocks_are_the_copys_own(how, model_first, rng):
+    """Containers hold their layers as an attribute (TimeDistributed's ``layer``), in a list of
+    (name, layer) pairs (a Transformer block's ``parts``) and nested three deep."""
+    X = rng.standard_normal((12, 5, 4)).astype(np.float32)
+    y = rng.standard_normal((12, 5, 1)).astype(np.float32)
+    model = _sequence_model()
+    model.fit(X, y, epochs=1, batch_size=4, verbose=0)
+    paths = [path for path in fnn.freezing.layer_paths(model) if "." in path]
+    assert "1.feedforward.block.1" in paths and "0.layer" in paths
+    originals = [fnn.freezing.layer_paths(model)[path] for path in paths]
+    clone, parts = _with_model(model, originals, how, model_first)
+    theirs = fnn.freezing.layer_paths(clone)
+    assert all(part is theirs[path] and part.owner is clone for path, part in zip(paths, parts))
+    clone.fit(X, y, epochs=2, batch_size=4, verbose=0)
+    model.fit(X, y, epochs=2, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(clone.params, model.params)
+    np.testing.assert_array_equal(parts[paths.index("0.layer")].weight, model.layers[0].layer.weight)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("model_first", [True, False])
+def test_an_unbuilt_models_nested_layers_loss_and_metrics_are_the_copys_own(how, model_first, rng):
+    X, y = _data(rng)
+    model = fnn.Sequential([fnn.Residual([fnn.Dense(None, 4), fnn.Tanh()]), fnn.Dense(4, 2)], seed=0)
+    model.compile("cross_entropy", "adam", metrics=["f1_score"])
+    parts = [model.layers[0].block[0], model.loss, model.metrics[0]]
+    clone, (inner, loss, f1) = _with_model(model, parts, how, model_first)
+    assert not clone.built
+    assert inner is clone.layers[0].block[0] and loss is clone.loss and f1 is clone.metrics[0]
+    clone.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(inner.weight, model.layers[0].block[0].weight)
+    assert np.shares_memory(inner.weight, clone.params)
+
+
+class _CopyDuringFit(fnn.callbacks.Callback):
+    """Copies the model with its loss (a weighted fit's SampleWeighted) in the middle of a fit."""
+
+    def __init__(self, how, model_first):
+        super().__init__()
+        self.how, self.model_first, self.copies = how, model_first, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.copies is None:
+            self.copies = _with_model(self.model, [self.model.loss], self.how, self.model_first)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("model_first", [True, False])
+def test_a_weighted_fits_loss_copied_with_its_model_wraps_the_copys_loss(how, model_first, rng):
+    """A copy holds the plain loss (as a snapshot does: the weights belong to that fit); the weighted
+    loss copied with it is a free SampleWeighted around the copy's loss."""
+    X, y = _data(rng)
+    model = _model()
+    callback = _CopyDuringFit(how, model_first)
+    model.fit(
+        X, y, epochs=2, batch_size=8, verbose=0, sample_weight=np.linspace(0.5, 1.5, len(y)), callbacks=[callback]
+    )
+    clone, (weighted,) = callback.copies
+    assert type(clone.loss) is fnn.losses.CrossEntropy and clone.loss.owner is clone
+    assert isinstance(weighted, fnn.losses.SampleWeighted) and weighted.base is clone.loss
+    assert weighted.owner is None
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_nested_layers_the_loss_and_metrics_copied_without_their_model_stay_free(how):
+    model = _nested()
+    for objects in (_nested_parts(model), [*_nested_parts(model), _nested()]):
+        copies = _copy(objects, how)
+        inner, norm, _, projection, residual, loss, f1 = copies[:7]
+        assert inner.owner is None and projection.owner is None and residual.owner is None and loss.owner is None
+        assert residual.block[0] is inner and residual.block[1] is norm  # (one copy: its links kept)
+        assert not np.shares_memory(inner.weight, model.params)
+        np.testing.assert_array_equal(inner.weight, model.layers[1].block[0].weight)
+        assert f1 is not model.metrics[0] and type(f1) is type(model.metrics[0])
+
+
+@fnn.register_layer
+class SlotDense(fnn.Dense):
+    """A layer with a slot of its own: a copy cannot move another object's state into it."""
+
+    __slots__ = ("note",)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("model_first", [True, False])
+def test_a_nested_layer_that_cannot_be_adopted_is_a_free_copy_sharing_no_memory(how, model_first, rng):
+    X, y = _data(rng)
+    model = fnn.Sequential([fnn.Residual([SlotDense(4, 4), fnn.ReLU()]), fnn.Dense(4, 2)], seed=1, input_shape=(4,))
+    model.compile("cross_entropy", "sgd")
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    clone, (inner, relu) = _with_model(model, list(model.layers[0].block), how, model_first)
+    assert relu is clone.layers[0].block[1]
+    if inner is not clone.layers[0].block[0]:  # (deepcopy with the model first keeps it: the memo)
+        assert inner.owner is None and type(inner) is SlotDense
+        assert not np.shares_memory(inner.weight, clone.params) and not np.shares_memory(inner.weight, model.params)
+        np.testing.assert_array_equal(inner.weight, model.layers[0].block[0].weight)
+        clone.fit(X, y, epochs=1, batch_size=8, verbose=0)  # (the free copy is left alone)
+        np.testing.assert_array_equal(inner.weight, model.layers[0].block[0].weight)
+    else:
+        assert how == "deepcopy" and model_first

@@ -164,6 +164,29 @@ def test_bucket_bytes_must_be_positive():
             fnn.distributed.init(MPI.COMM_SELF, bucket_bytes=bad)
 
 
+def test_a_shard_of_one_row_for_a_batchnorm_unfrozen_mid_epoch_is_refused_naming_it():
+    """A global batch whose smallest shard has one row, while an unsynchronised BatchNorm trains on
+    one row per sample (a callback unfroze it after the epoch's check_batches): a DistributedError on
+    every rank naming the layer and the fixes, not BatchNorm's "got batch size 1" on one rank. A
+    frozen BatchNorm, or shards of two rows, pass. (Under mpiexec: stop.py's last case.)"""
+    from mpi4py import MPI
+
+    import fastnn as fnn
+
+    layers = [fnn.Dense(5, 4, bias=False), fnn.BatchNorm1d(4), fnn.Dense(4, 3)]
+    net = fnn.Sequential(layers, input_shape=(5,), dtype="float64", seed=0).compile("cross_entropy", "sgd")
+    run = fnn.distributed.Session(MPI.COMM_SELF, net)
+    assert run.shard(8, 10) == (8, 10)
+    with pytest.raises(
+        fnn.distributed.DistributedError, match=r"BatchNorm1d\(4.* became trainable during the epoch"
+    ) as info:
+        run.shard(16, 17)
+    assert "a batch of 1 rows cut into 1 shards gives a rank 1 row(s)" in str(info.value)
+    assert "sync_batchnorm=True" in str(info.value) and "last batch has >= 2 rows" in str(info.value)
+    net.freeze(1)
+    assert run.shard(16, 17) == (16, 17)
+
+
 def test_buckets_cover_the_gradient_once_in_backward_order():
     """Layers grouped from the last one into buckets of >= bucket_bytes; each bucket is its
     layers' weights and biases (two sections of the flat buffer), the whole buffer exactly once,

@@ -3,7 +3,8 @@ only (``main_process_only``) ends the epoch after that batch on every rank, exac
 (float64 to 1e-11; Dropout counters, Adam with clipping), though the next batch's on_batch_begin has
 run (its step carried the decision and was undone); a stop set on rank 1 only changes nothing (rank
 0 decides). Epochs of 22 rows in batches of 8: 3 batches. Argument "buckets": gradient buckets
-started during the backward (the undone step's too)."""
+started during the backward (the undone step's too). Last: a BatchNorm unfrozen during an epoch whose
+last batch gives a rank one row is refused on every rank with a DistributedError naming it."""
 
 import os
 import sys
@@ -69,5 +70,22 @@ if rank == 0:
     reference = model()
     reference.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
     np.testing.assert_allclose(local_only.params, reference.params, rtol=1e-11, atol=1e-13)
+world(MPI.COMM_WORLD)
+
+
+class Unfreeze(fnn.callbacks.Callback):
+    def on_batch_begin(self, batch, logs=None):
+        if batch == 1:
+            self.model.unfreeze()
+
+
+# a BatchNorm frozen at the start (shards of 4, 4, then 2 + 1 rows pass check_batches), unfrozen during
+# the epoch: the last batch's 1-row shard is refused on every rank alike, naming the layer
+try:
+    model(norm=True, frozen=True).fit(X[:19], y[:19], epochs=1, batch_size=8, callbacks=[Unfreeze()], verbose=0)
+except fnn.distributed.DistributedError as exc:
+    assert "became trainable during the epoch" in str(exc) and "a batch of 3 rows cut into 2 shards" in str(exc), exc
+else:
+    raise AssertionError("a BatchNorm unfrozen mid-epoch trained on a shard of one row")
 comm.Barrier()
 print(f"rank {rank}: ok", flush=True)
