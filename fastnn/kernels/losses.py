@@ -175,15 +175,21 @@ def cross_entropy_row(logits, labels, grad, scale, compute_grad, i):
 
 
 @njit(**JIT_INLINE)
+def _left_out(grad, i, compute_grad):
+    """A row left out of the loss: its gradient row zeroed (with ``compute_grad``); True."""
+    if compute_grad:
+        for j in range(grad.shape[1]):
+            grad[i, j] = like(0.0, grad)
+    return True
+
+
+@njit(**JIT_INLINE)
 def _padded_row(lengths, i, m, per_step, grad, compute_grad):
     """Whether row ``i`` of ``m`` is a padded step (not :func:`row_is_valid`); its gradient row
     zeroed then (with ``compute_grad``)."""
     if row_is_valid(lengths, i, m // lengths.shape[0], per_step):
         return False
-    if compute_grad:
-        for j in range(grad.shape[1]):
-            grad[i, j] = like(0.0, grad)
-    return True
+    return _left_out(grad, i, compute_grad)
 
 
 @njit(**JIT_INLINE)
@@ -204,10 +210,7 @@ def _ignored_row(labels, i, ignore_index, grad, compute_grad):
         return False
     if labels[i] != ignore_index:
         return False
-    if compute_grad:
-        for j in range(grad.shape[1]):
-            grad[i, j] = like(0.0, grad)
-    return True
+    return _left_out(grad, i, compute_grad)
 
 
 @njit(**JIT_INLINE)
