@@ -26,9 +26,12 @@ call :func:`init` first) and then, on every rank:
   TensorBoard, or any callback with ``main_process_only = True``); the others run the rest on the
   same epoch logs (rank 0's, broadcast), so EarlyStopping and schedules decide alike;
 * ``model.stop_training = True`` set in a batch hook ends the epoch after that batch (Keras 3) on
-  every rank: rank 0's decision rides on the next step's small Allreduce (no collective of its
-  own), and that step, which every rank has computed by then, is undone (:class:`StopRequested`);
-  its ``on_batch_begin`` has run. At an epoch's end rank 0's decision is broadcast.
+  every rank, rank 0's decision (:meth:`Session.batch_ended`): when a callback on some rank has an
+  ``on_batch_begin`` hook (a per-batch LearningRateScheduler, a freeze...), a one-byte broadcast
+  after each batch's hooks, so the next batch's ``on_batch_begin`` runs only if training goes on,
+  as in one process; otherwise the decision rides on the next step's small Allreduce (no
+  collective of its own) and that step, which every rank has computed by then, is undone
+  (:class:`StopRequested`). At an epoch's end rank 0's decision is broadcast.
 
 So N ranks with global batch B train as one process with batch B (float64: equal to rounding;
 float32: to float32 rounding), and two runs with the same N are bit-identical. Checkpoints hold
@@ -87,9 +90,10 @@ class DistributedError(RuntimeError):
 
 class StopRequested(Exception):
     """Raised by :meth:`Session.reduce` on every rank when rank 0 stopped training after the previous
-    batch (``model.stop_training = True`` in a batch hook, Keras 3's rule): the step that carried the
-    decision is not applied (``Sequential.run_step`` undoes it), and ``fit`` ends the epoch after the
-    batch rank 0 stopped at.
+    batch (``model.stop_training = True`` in a batch hook, Keras 3's rule) and no callback has an
+    ``on_batch_begin`` hook (:meth:`Session.batch_ended`): the step that carried the decision is not
+    applied (``Sequential.run_step`` undoes it), and ``fit`` ends the epoch after the batch rank 0
+    stopped at.
 
     Examples
     --------
@@ -394,6 +398,17 @@ def _digest(array) -> str:
     return hashlib.blake2b(np.ascontiguousarray(backend.to_host(array)).data, digest_size=16).hexdigest()
 
 
+def _begins_batches(callback) -> bool:
+    """True for callbacks with an ``on_batch_begin`` hook (fastnn's name or Keras's), as
+    ``CallbackList`` calls them."""
+    from .callbacks import Callback
+
+    kind = type(callback)
+    return kind.on_batch_begin is not Callback.on_batch_begin or (
+        kind.on_train_batch_begin is not Callback.on_train_batch_begin
+    )
+
+
 def _writes(callback) -> bool:
     """True for callbacks that write files (run on rank 0 only)."""
     flag = getattr(callback, "main_process_only", None)
@@ -437,7 +452,7 @@ class Session:
 
     The fit loop calls :meth:`start` once, :meth:`shard` and :meth:`reduce` each step,
     :meth:`agree` and :meth:`agree_stop` at each epoch's end and :meth:`close` at the end; after
-    each batch's hooks it sets ``stop_after_batch`` (rank 0's decides, :class:`StopRequested`).
+    each batch's hooks :meth:`batch_ended` (rank 0's stop decides).
 
     Parameters
     ----------
@@ -478,7 +493,10 @@ class Session:
         self.samples = 0  # training samples of the fit (set by start, named in check_batches' error)
         self.correct: int | None = None
         self.scalars = np.zeros(3, np.float64)  # loss, correct count, rank 0's stop decision
-        self.stop_after_batch = False  # rank 0: stop_training after the last batch's hooks (set by fit)
+        self.stop_after_batch = False  # rank 0: stop_training after the last batch's hooks (batch_ended)
+        # some rank runs an on_batch_begin hook (set by callbacks): the stop is agreed after every batch
+        self.agree_each_batch = False
+        self.stop_flag = np.zeros(1, np.uint8)  # (batch_ended's broadcast)
         self.steps = 0
         self.buckets: Buckets | None = None
         self.weighted_source = None  # fit with sample or class weights: its ArrayBatches (weights in y[:, -1])
@@ -658,7 +676,9 @@ class Session:
             self.model.clear_plans()
 
     def callbacks(self, callbacks: list) -> list:
-        """The callbacks this rank runs: all on rank 0, those that do not write on the others.
+        """The callbacks this rank runs: all on rank 0, those that do not write on the others. Every
+        rank also learns whether some rank's callbacks have an ``on_batch_begin`` hook
+        (``agree_each_batch``: :meth:`batch_ended`); a collective, called once per fit on every rank.
 
         Parameters
         ----------
@@ -680,8 +700,56 @@ class Session:
         >>> callbacks = [fnn.callbacks.CSVLogger("log.csv"), fnn.callbacks.EarlyStopping("loss")]
         >>> len(run.callbacks(callbacks))  # rank 0 runs both
         2
+        >>> run.agree_each_batch  # no on_batch_begin hook on any rank: a stop rides on the next step
+        False
         """
-        return list(callbacks) if self.rank == 0 else [cb for cb in callbacks if not _writes(cb)]
+        kept = list(callbacks) if self.rank == 0 else [cb for cb in callbacks if not _writes(cb)]
+        hooked = np.array([1 if any(_begins_batches(cb) for cb in kept) else 0], np.uint8)
+        MPI = self.MPI
+        wait([self.comm.Iallreduce(MPI.IN_PLACE, hooked, MPI.MAX)], "the start of fit (its callbacks' hooks)")
+        self.agree_each_batch = bool(hooked[0])
+        return kept
+
+    def batch_ended(self) -> bool:
+        """After a batch's ``on_batch_end`` (``fit``): rank 0's ``model.stop_training`` decides for
+        every rank. When some rank runs an ``on_batch_begin`` hook (``agree_each_batch``) it is
+        broadcast now (one byte), so that a stop skips the next batch's ``on_batch_begin`` and its
+        side effects (a per-batch learning rate, a freeze), as in one process; otherwise it rides on
+        the next step's reduction (no collective of its own, :meth:`reduce`), which then raises
+        :class:`StopRequested`.
+
+        Returns
+        -------
+        bool
+            True when the ranks agreed now to stop (``model.stop_training`` is then rank 0's
+            decision on every rank); False when they go on or decide at the next step.
+
+        Raises
+        ------
+        DistributedError
+            When another rank does not join the broadcast in time.
+
+        Examples
+        --------
+        >>> from mpi4py import MPI
+        >>> import fastnn as fnn
+        >>> model = fnn.Sequential([fnn.Dense(3, 1)], seed=0).compile("mse", "sgd")
+        >>> run = fnn.distributed.Session(MPI.COMM_SELF, model)  # a group of one rank: runs here
+        >>> model.stop_training = True
+        >>> run.batch_ended(), run.stop_after_batch  # no on_batch_begin hook: the next step carries it
+        (False, True)
+        >>> run.agree_each_batch = True
+        >>> run.batch_ended(), model.stop_training  # an on_batch_begin hook somewhere: agreed now
+        (True, True)
+        """
+        model = self.model
+        if not self.agree_each_batch:
+            self.stop_after_batch = model.stop_training  # (rank 0's counts: reduce)
+            return False
+        self.stop_flag[0] = 1 if self.rank == 0 and model.stop_training else 0
+        wait([self.comm.Ibcast(self.stop_flag, root=0)], f"the stop decision after step {self.steps}")
+        model.stop_training = bool(self.stop_flag[0])
+        return model.stop_training
 
     # -- steps ---------------------------------------------------------------------------------
     def shard(self, lo: int, hi: int) -> tuple[int, int]:
@@ -759,8 +827,9 @@ class Session:
         """The step's hook between backward and optimizer (``Sequential.run_step``): sums the
         gradient over the ranks (as the mean over the global batch) and keeps the global correct
         count in ``self.correct``. The small Allreduce of (loss, correct count) also carries rank
-        0's ``stop_after_batch`` (``stop_training`` after the previous batch's hooks), so every
-        rank learns it at the same step without a collective of its own.
+        0's ``stop_after_batch`` (``stop_training`` after the previous batch's hooks, unless
+        :meth:`batch_ended` agreed on it already), so every rank learns it at the same step without
+        a collective of its own.
 
         Parameters
         ----------

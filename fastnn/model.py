@@ -4544,7 +4544,9 @@ class Sequential:
         Warns
         -----
         UserWarning
-            For a model of a subclass of Sequential (see above).
+            For a model of a subclass of Sequential (see above); for a layer class, at any depth,
+            not registered under its name (:func:`fastnn.layers.register_layer`), which ``fnn.load``
+            would refuse or rebuild as another class.
 
         Raises
         ------

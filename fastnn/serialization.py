@@ -27,8 +27,10 @@ def save_model(model, path, *, model_class: str | None = None) -> None:
     """Write ``model.snapshot()`` (the checkpoint record) to ``path`` as one safetensors file;
     ``model_class``: the import path of a user's subclass of Sequential the model is of, kept in the
     file so that ``fastnn.load`` can say what it does not rebuild."""
+    record = model.snapshot()
     _warn_unregistered(model)
-    tensors, meta = record_to_file(model.snapshot())
+    _warn_unregistered_layers(model, record["config"])
+    tensors, meta = record_to_file(record)
     if model_class is not None:
         meta["model_class"] = model_class
     write_safetensors(path, tensors, meta)
@@ -55,6 +57,50 @@ def _warn_unregistered(model) -> None:
                 UserWarning,
                 stacklevel=4,
             )
+
+
+def _named_classes(entry) -> set[str]:
+    """The layer class names a model configuration holds (its layers' and, at any depth, those of
+    the layer descriptions inside a container's config: Residual's block, TimeDistributed's layer)."""
+    names: set[str] = set()
+    if isinstance(entry, dict):
+        if isinstance(entry.get("class"), str) and isinstance(entry.get("config", {}), dict):
+            names.add(entry["class"])
+        for value in entry.values():
+            names |= _named_classes(value)
+    elif isinstance(entry, (list, tuple)):
+        for value in entry:
+            names |= _named_classes(value)
+    return names
+
+
+def _warn_unregistered_layers(model, config: dict) -> None:
+    """Warn, once per class, when a layer the file names (at the top or inside a container, at any
+    depth) is a user's class not registered under its name: fnn.load would refuse the file, or
+    rebuild another class of that name (a subclass of Dense named Dense)."""
+    from .layers import LAYERS
+    from .layers.base import layer_tree
+
+    named = _named_classes(config.get("layers", []))
+    seen: dict[type, list[str]] = {}
+    for path, layer, _ in layer_tree(model.layers):
+        cls = type(layer)
+        if cls.__name__ in named and LAYERS.get(cls.__name__) is not cls:
+            seen.setdefault(cls, []).append(path)
+    for cls, paths in seen.items():
+        registered = LAYERS.get(cls.__name__)
+        if registered is None:
+            outcome, fix = "refuse the file (Unknown layer class)", "decorate it with @fastnn.register_layer"
+        else:
+            outcome = f"rebuild {registered.__module__}.{registered.__qualname__} in its place"
+            fix = "give the class its own name and decorate it with @fastnn.register_layer"
+        warnings.warn(
+            f"save: the layer class {cls.__name__} (at {', '.join(paths)}) is not registered under its "
+            f"name {cls.__name__!r}, the name the file holds: fnn.load would {outcome}; {fix} (and import "
+            f"it before fnn.load); copy.deepcopy and pickle keep the class without registering it",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _savable_metrics(configs: list) -> list[dict]:

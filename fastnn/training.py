@@ -1053,7 +1053,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
     commits after each update. ``stop_training`` set by a batch hook ends the epoch after that batch
     (the module docstring). Under MPI (``dist``) each rank steps on its shard of the global batch;
     the loss and the correct count are the global batch's, and a stop set in a batch hook is rank
-    0's, carried by the next step's reduction (which is then undone)."""
+    0's, agreed after the batch when a callback has an on_batch_begin hook (which then does not run
+    again), else carried by the next step's reduction (which is then undone): Session.batch_ended."""
     state = model.state
     first_epoch = state.epochs_done
     track = bool(tracker.metrics)
@@ -1164,8 +1165,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 break
             progress.batch_end(total_loss / samples)
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
-            if dist is not None:  # rank 0's decision travels with the next step's reduction (Session.reduce)
-                dist.stop_after_batch = model.stop_training
+            if dist is not None:  # rank 0's decision: agreed now, or with the next step's reduction
+                stopping = dist.batch_ended()  # (now when some rank runs on_batch_begin hooks)
             elif model.stop_training:  # Keras: the epoch ends after this batch (an open group updates first)
                 stopping = True
         interrupt.critical = False

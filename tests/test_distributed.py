@@ -74,9 +74,12 @@ def test_two_ranks_train_as_one_process(tmp_path, dtype, sync):
 @pytest.mark.parametrize("buckets", ["", "buckets"])
 def test_a_stop_in_a_batch_hook_is_rank_0s_on_every_rank(buckets):
     """stop_training set in on_batch_end by a callback of rank 0 only ends the epoch after that batch
-    on both ranks, as one process (weights, dropout counters, history to 1e-11; epochs_done, no
-    cursor); the decision rides on the next step's (loss, correct) Allreduce, and that step is
-    undone everywhere; a stop set on rank 1 alone is ignored."""
+    on both ranks, as one process (weights, dropout counters, history with lr to 1e-11, optimizer.lr,
+    on_batch_begin calls; epochs_done, no cursor): without on_batch_begin hooks the decision rides on
+    the next step's (loss, correct) Allreduce and that step is undone everywhere; with one on some
+    rank (rank 0's alone, Keras's name; a per-batch LearningRateScheduler on both) the ranks agree
+    after each batch, so the next batch's on_batch_begin does not run; a stop set on rank 1 alone is
+    ignored in both ways."""
     assert check(mpirun("stop.py", buckets)).count("ok") == 2
 
 

@@ -1,6 +1,7 @@
 """Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
 Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
 
+from contextvars import ContextVar
 from typing import Any
 
 from .activation import (
@@ -31,17 +32,25 @@ from .reshape import Flatten, Reshape
 from .residual import Residual
 from .sequence import LastStep, TimeDistributed
 
+#: whether :func:`layer_to_config` stores classes rather than names: True while a copy's
+#: description is made (``layer_to_config(layer, by_class=True)``), so that a container's
+#: ``get_config`` (Residual, TimeDistributed, a user's container calling ``layer_to_config`` on its
+#: children) describes the layers inside it by class too, at any depth
+_BY_CLASS: ContextVar[bool] = ContextVar("fastnn_layer_config_by_class", default=False)
 
-def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
+
+def layer_to_config(layer: Layer, by_class: bool | None = None) -> dict:
     """A layer's description, as a saved model stores it.
 
     Parameters
     ----------
     layer : Layer
         Any layer.
-    by_class : bool, default False
+    by_class : bool, optional
         Store the class object itself instead of its name (pickling and copies, where a class
-        need not be registered).
+        need not be registered), for this layer and the layers inside it (the
+        ``layer_to_config`` calls of a container's ``get_config``). Default: as the description
+        this call is part of (by name at the top).
 
     Returns
     -------
@@ -55,7 +64,14 @@ def layer_to_config(layer: Layer, by_class: bool = False) -> dict:
     >>> fnn.layers.layer_to_config(fnn.Dense(4, 2, activation="relu"))["class"]
     'Dense'
     """
-    entry: dict[str, Any] = {"class": type(layer) if by_class else type(layer).__name__, "config": layer.get_config()}
+    if by_class is None:
+        by_class = _BY_CLASS.get()
+    token = _BY_CLASS.set(bool(by_class))
+    try:
+        config = layer.get_config()
+    finally:
+        _BY_CLASS.reset(token)
+    entry: dict[str, Any] = {"class": type(layer) if by_class else type(layer).__name__, "config": config}
     if not layer.trainable:
         entry["trainable"] = False
     return entry

@@ -1,10 +1,14 @@
 """Under mpiexec -n 2: ``stop_training = True`` set in on_batch_end by a callback that runs on rank 0
 only (``main_process_only``) ends the epoch after that batch on every rank, exactly as one process
-(float64 to 1e-11; Dropout counters, Adam with clipping), though the next batch's on_batch_begin has
-run (its step carried the decision and was undone); a stop set on rank 1 only changes nothing (rank
-0 decides). Epochs of 22 rows in batches of 8: 3 batches. Argument "buckets": gradient buckets
-started during the backward (the undone step's too). Last: a BatchNorm unfrozen during an epoch whose
-last batch gives a rank one row is refused on every rank with a DistributedError naming it."""
+(float64 to 1e-11; Dropout counters, Adam with clipping); a stop set on rank 1 only changes nothing
+(rank 0 decides). Epochs of 22 rows in batches of 8: 3 batches. Two ways, as Session.batch_ended:
+no callback with an on_batch_begin hook on any rank: the decision rides on the next step's reduction
+and that step is undone; an on_batch_begin hook on some rank (a counting one on rank 0 only; a
+per-batch LearningRateScheduler on every rank): the ranks agree after each batch, so the next
+batch's on_batch_begin never runs (the lr logged and left in the optimizer are one process's).
+Argument "buckets": gradient buckets started during the backward (the undone step's too). Last: a
+BatchNorm unfrozen during an epoch whose last batch gives a rank one row is refused on every rank
+with a DistributedError naming it."""
 
 import os
 import sys
@@ -31,45 +35,60 @@ class StopAt(fnn.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.current = epoch
 
-    def on_batch_begin(self, batch, logs=None):
-        self.begun.append((self.current, batch))
-
     def on_batch_end(self, batch, logs=None):
         if (self.current, batch) == (self.epoch, self.at) and self.on in (None, fnn.distributed.rank()):
             self.model.stop_training = True
 
 
-def train(at, on=None, main_process_only=True):
+class CountingStopAt(StopAt):
+    """StopAt that also records its on_batch_begin calls (a hook by Keras's name)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begun.append((self.current, batch))
+
+
+def train(at, hooks="", on=None, main_process_only=True):
+    """hooks "": no on_batch_begin anywhere; "count": CountingStopAt (rank 0 only, unless
+    main_process_only=False); "schedule": that and a per-batch LearningRateScheduler on every rank."""
     net = model()
-    stop = StopAt(1, at, on, main_process_only)
-    history = net.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), callbacks=[stop], verbose=0)
+    stop = (CountingStopAt if hooks else StopAt)(1, at, on, main_process_only)
+    schedule = fnn.schedules.StepDecay(0.05, step_size=1, gamma=0.8)
+    callbacks = [stop] + ([fnn.callbacks.LearningRateScheduler(schedule, per="batch")] if hooks == "schedule" else [])
+    history = net.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), callbacks=callbacks, verbose=0)
     return net, history.history, stop
 
 
-results = {at: train(at) for at in (0, 2)}  # mid-epoch, and the epoch's last batch
-local_only, local_history, _ = train(0, on=1, main_process_only=False)  # rank 1's own stop: ignored
-for at, (net, history, stop) in results.items():
-    assert net.epochs_done == 2 and net.state.cursor is None, (at, net.epochs_done)
-    assert net.optimizer.step_count == 3 + at + 1, (at, net.optimizer.step_count)
+cases = [("", 0), ("", 2), ("count", 0), ("schedule", 0), ("schedule", 2)]  # mid-epoch, and the epoch's last batch
+results = {case: train(case[1], case[0]) for case in cases}
+# rank 1's own stop: ignored (carried and dropped by the reduction; or overruled after the batch)
+local_only = {hooks: train(0, hooks, on=1, main_process_only=False)[0] for hooks in ("", "count")}
+for (hooks, at), (net, history, stop) in results.items():
+    assert net.epochs_done == 2 and net.state.cursor is None, (hooks, at, net.epochs_done)
+    assert net.optimizer.step_count == 3 + at + 1, (hooks, at, net.optimizer.step_count)
     assert len(history["loss"]) == 2, history
     everyone = comm.allgather({k: v.tobytes() for k, v in net.state_arrays().items()})
-    assert all(p == everyone[0] for p in everyone), f"the ranks' weights or buffers differ (stop at {at})"
-assert local_only.epochs_done == 3 and local_only.optimizer.step_count == 9
+    assert all(p == everyone[0] for p in everyone), f"the ranks' weights or buffers differ ({hooks!r}, stop at {at})"
+    lrs = comm.allgather((net.optimizer.lr, history["lr"]))
+    assert all(lr == lrs[0] for lr in lrs), (hooks, at, lrs)
+for hooks, net in local_only.items():
+    assert net.epochs_done == 3 and net.optimizer.step_count == 9, (hooks, net.epochs_done)
 if rank == 0:
     world(MPI.COMM_SELF)  # one process, same global batch
-    for at, (net, history, stop) in results.items():
-        reference, reference_history, reference_stop = train(at)
-        # the next batch's on_batch_begin ran (its step, which carried rank 0's decision, was undone)
-        undone = [(1, at + 1)] if at < 2 else []
-        assert stop.begun == reference_stop.begun + undone, (stop.begun, reference_stop.begun)
+    for (hooks, at), (net, history, stop) in results.items():
+        reference, reference_history, reference_stop = train(at, hooks)
+        # on_batch_begin is not called for a batch after the stop (no step undone behind the hooks' back)
+        assert stop.begun == reference_stop.begun, (hooks, at, stop.begun, reference_stop.begun)
+        assert net.optimizer.lr == reference.optimizer.lr, (hooks, at, net.optimizer.lr, reference.optimizer.lr)
         ours = net.state_arrays()
         for name, value in reference.state_arrays().items():  # weights, dropout counters
-            np.testing.assert_allclose(ours[name], value, rtol=1e-11, atol=1e-13, err_msg=name)
-        for key, values in reference_history.items():
-            np.testing.assert_allclose(history[key], values, rtol=1e-11, err_msg=key)
+            np.testing.assert_allclose(ours[name], value, rtol=1e-11, atol=1e-13, err_msg=f"{hooks!r} {at} {name}")
+        assert history.keys() == reference_history.keys(), (history.keys(), reference_history.keys())
+        for key, values in reference_history.items():  # lr included
+            np.testing.assert_allclose(history[key], values, rtol=1e-11, err_msg=f"{hooks!r} {at} {key}")
     reference = model()
     reference.fit(X, y, epochs=3, batch_size=8, validation_data=(X[:7], y[:7]), verbose=0)
-    np.testing.assert_allclose(local_only.params, reference.params, rtol=1e-11, atol=1e-13)
+    for net in local_only.values():
+        np.testing.assert_allclose(net.params, reference.params, rtol=1e-11, atol=1e-13)
 world(MPI.COMM_WORLD)
 
 
