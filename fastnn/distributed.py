@@ -788,10 +788,13 @@ class Session:
             counted = self.model.valid_rows(lengths).reshape(hi - lo, -1)
         ignoring = self.ignoring_source
         if ignoring is not None:  # ... and over its targets not ignored (the kept ones of every rank)
-            targets = ignoring.y[rows if ignoring.order is None else ignoring.order[lo:hi]]
-            labels = targets[..., 0] if ignoring.weighted else targets  # (weighted rows: label, weight)
-            kept = (labels != losses.ignore_index_of(self.model.loss)).reshape(hi - lo, -1)
-            counted = kept if counted is None else counted & kept
+            # (a weighted fit trains on SampleWeighted: counted_targets reads the label column)
+            kept = losses.counted_targets(
+                self.model.loss, ignoring.y[rows if ignoring.order is None else ignoring.order[lo:hi]]
+            )
+            if kept is not None:
+                kept = kept.reshape(hi - lo, -1)
+                counted = kept if counted is None else counted & kept
         if counted is not None:
             per_sample = counted.sum(axis=1)
             self.batch_valid, self.shard_valid = int(per_sample.sum()), int(per_sample[start:stop].sum())
