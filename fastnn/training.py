@@ -50,7 +50,7 @@ from . import _validation as V
 from . import losses as losses_mod
 from ._progress import EpochProgress
 from ._step_feed import DeviceStepFeed, StepFeed
-from .accumulation import Stepper, check_accumulate
+from .accumulation import Stepper, check_accumulate, counted_rows
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 from .metrics import Tracker
@@ -1125,9 +1125,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     valid += dist.batch_valid
                 elif ignoring:  # the batch's targets not ignored (of valid steps), on the host
                     host_y = backend.to_host(yb if feed is None else feed.host_batch(xb, yb)[1])
-                    kept = losses_mod.counted_targets(model.loss, host_y)
-                    if masked:
-                        kept &= model.valid_rows(backend.to_host(lengths))
+                    kept = counted_rows(model.loss, host_y, model, backend.to_host(lengths) if masked else None)
                     valid += int(np.count_nonzero(kept))
                 elif masked:
                     valid += model.valid_count(lengths)
