@@ -50,8 +50,15 @@ class EpochProgress:
             if self.bar.n == self.batches or self.bar.n % 8 == 0:
                 self.bar.set_postfix_str(f"loss: {loss:.4g}", refresh=False)
 
-    def epoch_end(self, epoch: int, logs: dict, seconds: float) -> None:
+    def epoch_end(self, epoch: int, logs: dict, seconds: float, complete: bool = False) -> None:
+        """Close the epoch's bar (or print its line); ``complete``: every batch the epoch trains ran
+        (its data was not cut short nor the fit stopped), so the bar ends full, on the batches it
+        counted: a last batch of one skipped after its ``on_batch_begin`` (a callback unfroze a
+        BatchNorm there) or trained after a freeze leaves the count the epoch began with, and an
+        epoch of unknown length has none (Keras sets its target to the batches seen)."""
         if self.bar is not None:
+            if complete and self.bar.total != self.bar.n:
+                self.bar.total = self.bar.n
             self.bar.set_postfix_str(format_metrics(logs), refresh=True)
             self.bar.close()
             self.bar = None

@@ -65,43 +65,6 @@ def _diverged(batches: int, norm: float, step: int) -> FloatingPointError:
     )
 
 
-def counted_rows(loss, yb: np.ndarray, model=None, lengths=None) -> np.ndarray | None:
-    """The loss rows of a batch that count in its mean: those of valid steps (``model`` masks
-    padded steps: ``lengths``, the batch's ``model.output_lengths``) whose targets ``loss`` does not
-    ignore (``CrossEntropy(ignore_index=...)``: :func:`fastnn.losses.counted_targets`).
-
-    Parameters
-    ----------
-    loss : fastnn.losses.Loss
-        The loss trained on (plain or :class:`fastnn.losses.SampleWeighted`).
-    yb : numpy.ndarray
-        The batch's checked host targets.
-    model : fastnn.Sequential, optional
-        The model trained; its padded steps do not count when it masks them.
-    lengths : numpy.ndarray, optional
-        The batch's host ``model.output_lengths(xb)`` (needed when ``model`` masks steps).
-
-    Returns
-    -------
-    numpy.ndarray or None
-        bool ``(loss rows,)``; None when every row counts.
-
-    Examples
-    --------
-    >>> import fastnn as fnn
-    >>> from fastnn.accumulation import counted_rows
-    >>> counted_rows(fnn.losses.CrossEntropy(ignore_index=-1), np.array([0, -1, 1]))
-    array([ True, False,  True])
-    >>> counted_rows(fnn.losses.CrossEntropy(), np.array([0, 1])) is None
-    True
-    """
-    kept = losses_mod.counted_targets(loss, yb)
-    if model is not None and model.masks_steps:
-        valid = model.valid_rows(lengths)
-        kept = valid if kept is None else kept & valid
-    return kept
-
-
 def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None) -> float:
     """What a batch counts for in its group's mean: its rows, or under sample weights (``loss`` a
     :class:`fastnn.losses.SampleWeighted`, whose mean is ``sum_i w_i l_i / sum_i w_i``) its sum of
@@ -140,8 +103,10 @@ def batch_weight(loss, xb: np.ndarray, yb: np.ndarray, model=None, lengths=None)
     """
     if model is not None and model.masks_steps and lengths is None:
         lengths = model.output_lengths(xb)
-    kept = counted_rows(loss, yb, model, lengths)  # valid steps' targets not ignored; None: all rows
-    if isinstance(loss, losses_mod.SampleWeighted):
+    weighted = isinstance(loss, losses_mod.SampleWeighted)  # (its targets carry the weight column)
+    valid = model.valid_rows(lengths) if model is not None and model.masks_steps else None
+    kept = losses_mod.counted_rows(loss, yb, weighted=weighted, valid=valid)  # valid steps' targets not ignored
+    if weighted:
         weights = losses_mod.SampleWeighted.weights(yb).reshape(-1)  # (one per loss row)
         if kept is not None:  # the counted rows' weights, as the loss sums them
             weights = weights[kept]

@@ -788,13 +788,14 @@ class Session:
             counted = self.model.valid_rows(lengths).reshape(hi - lo, -1)
         ignoring = self.ignoring_source
         if ignoring is not None:  # ... and over its targets not ignored (the kept ones of every rank)
-            # (a weighted fit trains on SampleWeighted: counted_targets reads the label column)
-            kept = losses.counted_targets(
-                self.model.loss, ignoring.y[rows if ignoring.order is None else ignoring.order[lo:hi]]
+            kept = losses.counted_rows(
+                self.model.loss,
+                ignoring.y[rows if ignoring.order is None else ignoring.order[lo:hi]],
+                weighted=ignoring.weighted,  # (a weighted fit's targets: label, weight)
+                valid=None if counted is None else counted.reshape(-1),
             )
             if kept is not None:
-                kept = kept.reshape(hi - lo, -1)
-                counted = kept if counted is None else counted & kept
+                counted = kept.reshape(hi - lo, -1)
         if counted is not None:
             per_sample = counted.sum(axis=1)
             self.batch_valid, self.shard_valid = int(per_sample.sum()), int(per_sample[start:stop].sum())

@@ -1006,34 +1006,85 @@ def ignore_index_of(loss: Loss | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def counted_targets(loss: Loss, target: np.ndarray) -> np.ndarray | None:
-    """Which loss rows of host ``target`` count: those whose label is not the loss's ignored one.
+def counted_rows(
+    loss: Loss | None, target: np.ndarray, *, weighted: bool, valid: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The loss rows that count in a batch's mean: those of ``valid`` (the valid steps' positions of a
+    model that leaves padded steps out; None: every row) whose target ``loss`` does not ignore
+    (``CrossEntropy(ignore_index=...)``, :func:`ignore_index_of`).
+
+    The one rule fit's accuracy count, gradient accumulation's batch weights, the metrics' and
+    evaluation's rows and an MPI shard's share of the global batch all use.
 
     Parameters
     ----------
-    loss : Loss
-        The loss (plain or :class:`SampleWeighted`) the targets were checked for.
+    loss : Loss or None
+        The loss (plain or :class:`SampleWeighted`) whose ignored label leaves rows out.
     target : numpy.ndarray
-        Checked host targets: labels ``(n, *positions)``, or weighted rows ``(n, *positions, 2)``.
+        Checked host targets: labels ``(n, *positions)`` or their loss rows ``(rows,)``; with
+        ``weighted``, rows of (label, weight) ``(n, *positions, 2)`` or ``(rows, 2)``.
+    weighted : bool
+        Whether ``target`` carries a weight column (:func:`weighted_targets`: a weighted fit's
+        targets, checked by its :class:`SampleWeighted` loss); its labels are the first column.
+    valid : numpy.ndarray, optional
+        bool ``(rows,)``: the rows of valid steps (``model.valid_rows(lengths)``); None: all rows.
 
     Returns
     -------
     numpy.ndarray or None
-        bool ``(n * positions,)`` (the loss rows, in order); None when the loss ignores no label.
+        bool ``(rows,)`` (the loss rows, in order): ``valid`` and the targets not ignored; None
+        when every row counts.
+
+    Raises
+    ------
+    TypeError
+        If ``weighted`` is not a bool.
+    ValueError
+        If ``weighted`` targets have no (label, weight) last axis, or ``valid`` is not one bool
+        per loss row.
 
     Examples
     --------
     >>> import fastnn as fnn
-    >>> fnn.losses.counted_targets(fnn.losses.CrossEntropy(ignore_index=-100), np.array([[1, -100], [0, 2]]))
+    >>> loss = fnn.losses.CrossEntropy(ignore_index=-100)
+    >>> fnn.losses.counted_rows(loss, np.array([[1, -100], [0, 2]]), weighted=False)
     array([ True, False,  True,  True])
+    >>> fnn.losses.counted_rows(loss, np.array([1, -100, 2]), weighted=False, valid=np.array([True, True, False]))
+    array([ True, False, False])
+    >>> y = fnn.losses.weighted_targets(np.array([-100, 1]), np.array([0.5, 2.0]))
+    >>> fnn.losses.counted_rows(fnn.losses.SampleWeighted(loss), y, weighted=True)
+    array([False,  True])
+    >>> fnn.losses.counted_rows(fnn.losses.MSE(), np.zeros((2, 1)), weighted=False) is None
+    True
     """
+    if not isinstance(weighted, (bool, np.bool_)):
+        raise TypeError(
+            f"weighted must be True (the targets carry a weight column: label, weight) or False (labels "
+            f"only), got {type(weighted).__name__} {weighted!r}"
+        )
     ignore = ignore_index_of(loss)
     if ignore is None:
-        return None
-    labels = np.asarray(target)
-    if isinstance(loss, SampleWeighted):
-        labels = labels[..., 0]
-    return labels.reshape(-1) != ignore
+        kept = None
+    else:
+        labels = np.asarray(target)
+        if weighted:
+            if labels.ndim < 2 or labels.shape[-1] != 2:
+                raise ValueError(
+                    f"weighted targets must end in a (label, weight) axis of 2, got shape {labels.shape}; "
+                    f"pass weighted=False for plain labels, or build them with fastnn.losses.weighted_targets"
+                )
+            labels = labels[..., 0]
+        kept = labels.reshape(-1) != ignore
+    if valid is None:
+        return kept
+    valid = np.asarray(valid)
+    if valid.dtype != np.bool_ or valid.ndim != 1 or (kept is not None and valid.shape != kept.shape):
+        rows = "one per loss row" if kept is None else f"{kept.shape[0]} (one per loss row)"
+        raise ValueError(
+            f"valid must be a 1D bool array of the rows of valid steps, {rows}, got {valid.dtype} "
+            f"array of shape {valid.shape}; pass model.valid_rows(lengths) for the batch, or None"
+        )
+    return valid if kept is None else valid & kept
 
 
 def count_tail(loss: Loss, lengths, per_step: int) -> tuple:

@@ -1655,7 +1655,7 @@ class Tracker:
             return  # every metric counted inside the step's call
         output, target = backend.to_host(output), backend.to_host(target)
         output, target, _ = self.model.loss_rows(output, target)
-        valid = _counted(self.model, target, valid)
+        valid = losses_mod.counted_rows(self.model.loss, target, weighted=self.weighted, valid=valid)
         if valid is not None:  # the positions of valid steps (and targets not ignored) only
             output, target = output[valid], target[valid]
         if not commit:  # (the arrays may be a step plan's buffers, overwritten by the next step)
@@ -1845,7 +1845,8 @@ class Evaluation:
         rows, target_rows, _ = self.model.loss_rows(output, target)
         if weights is not None:  # one per loss row
             weights = losses_mod.row_weights(weights, tuple(self.model.output_shape[:-1])).reshape(-1)
-        valid = _counted(self.model, target_rows, valid)
+        # (the target rows are labels: the weights come apart, whatever loss the model trains on)
+        valid = losses_mod.counted_rows(self.model.loss, backend.to_host(target_rows), weighted=False, valid=valid)
         if valid is not None:  # the positions of valid steps (targets not ignored): their loss is the masked mean
             rows, target_rows = rows[valid], target_rows[valid]
             weights = None if weights is None else weights[valid]
@@ -1903,17 +1904,6 @@ class Evaluation:
         if self.tracker is not None:
             logs.update(self.tracker.results())
         return logs
-
-
-def _counted(model, target_rows: np.ndarray, valid: np.ndarray | None) -> np.ndarray | None:
-    """The loss rows that count: ``valid`` (the valid steps', or None: all) and, for a loss that ignores
-    a label, those of the host ``target_rows`` not labelled with it (None when every row counts)."""
-    ignore = losses_mod.ignore_index_of(model.loss)
-    if ignore is None:
-        return valid
-    labels = backend.to_host(target_rows)
-    kept = (labels[:, 0] if labels.ndim == 2 else labels) != ignore  # (weighted rows: label, weight)
-    return kept if valid is None else valid & kept
 
 
 def valid_rows(model, lengths, what: str) -> np.ndarray | None:

@@ -457,27 +457,41 @@ def _adopted(fresh, earlier):
 
 def _replace_child(parent, old, new) -> int:
     """Make ``parent`` (a container layer) hold ``new`` wherever its attributes hold ``old``: as an
-    attribute, an item of a list or tuple, or in a ``(name, layer)`` pair of such a list
-    (Residual's ``block``, TimeDistributed's ``layer``, a Transformer block's ``parts``). The
-    number of places changed (0: ``parent`` holds it some other way; nothing changed)."""
+    attribute, or an item at any depth of the lists, tuples and dicts they hold (Residual's
+    ``block``, TimeDistributed's ``layer``, a Transformer block's ``(name, layer)`` pairs of
+    ``parts``, a user's container's ``{name: layer}`` or list of lists). The number of places
+    changed (0: ``parent`` holds it some other way, in an object of its own; nothing changed)."""
 
-    def swapped(items):
-        return tuple(new if item is old else item for item in items)
+    def swapped(value, depth: int) -> tuple[object, int]:
+        # (value with ``old`` replaced: a list or dict in place, a tuple anew; the places changed)
+        if value is old:
+            return new, 1
+        kind = type(value)
+        if depth > _HOLDING_DEPTH or kind not in (list, tuple, dict):
+            return value, 0
+        items = list(value.items()) if kind is dict else list(enumerate(value))
+        count, out = 0, []
+        for key, item in items:
+            item, changed = swapped(item, depth + 1)
+            out.append(item)
+            if changed and kind is not tuple:
+                value[key] = item
+            count += changed
+        if count and kind is tuple:
+            return tuple(out), count
+        return value, count
 
     count = 0
     held = vars(parent)
     for name, value in list(held.items()):
-        if value is old:
-            held[name], count = new, count + 1
-        elif type(value) is list:
-            for i, item in enumerate(value):
-                if item is old:
-                    value[i], count = new, count + 1
-                elif type(item) is tuple and any(x is old for x in item):
-                    value[i], count = swapped(item), count + 1
-        elif type(value) is tuple and any(x is old for x in value):
-            held[name], count = swapped(value), count + 1
+        value, changed = swapped(value, 0)
+        if changed:
+            held[name], count = value, count + changed
     return count
+
+
+#: how deep in lists, tuples and dicts :func:`_replace_child` looks for a child (a cycle stops there)
+_HOLDING_DEPTH = 8
 
 
 def _adopt_children(layer, path: str, earlier: dict[tuple, object]) -> None:
@@ -513,7 +527,9 @@ def _fill_unadopted(model, earlier: dict[tuple, object]) -> None:
         if source is None or type(source) is not type(part):
             raise pickle.UnpicklingError(
                 f"the pickled model holds a part {key!r} ({type(part).__name__}) that the rebuilt model "
-                f"lacks; pickle it again with this version of fastnn"
+                f"lacks: a container layer's get_config/from_config does not recreate it (describe every "
+                f"child of sublayers() in get_config), or it was pickled by another version of fastnn "
+                f"(pickle it again with this one)"
             )
         vars(part).update(vars(copy.deepcopy(source)))
 

@@ -50,7 +50,7 @@ from . import _validation as V
 from . import losses as losses_mod
 from ._progress import EpochProgress
 from ._step_feed import DeviceStepFeed, StepFeed
-from .accumulation import Stepper, check_accumulate, counted_rows
+from .accumulation import Stepper, check_accumulate
 from .callbacks import Callback, CallbackList, History
 from .kernels.rng import permutation
 from .metrics import Tracker
@@ -1125,7 +1125,12 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     valid += dist.batch_valid
                 elif ignoring:  # the batch's targets not ignored (of valid steps), on the host
                     host_y = backend.to_host(yb if feed is None else feed.host_batch(xb, yb)[1])
-                    kept = counted_rows(model.loss, host_y, model, backend.to_host(lengths) if masked else None)
+                    kept = losses_mod.counted_rows(
+                        model.loss,
+                        host_y,
+                        weighted=source.weighted,  # (a weighted fit's targets: label, weight)
+                        valid=model.valid_rows(backend.to_host(lengths)) if masked else None,
+                    )
                     valid += int(np.count_nonzero(kept))
                 elif masked:
                     valid += model.valid_count(lengths)
@@ -1193,7 +1198,9 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             logs = dist.agree(logs)
         state.epochs_done = epoch + 1
         state.cursor = None
-        progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start)
+        # (a stopped epoch's bar ends at the batches run; one that ran all its batches, full)
+        complete = not stopping and source.exhausted is None
+        progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start, complete=complete)
         cbs.on_epoch_end(epoch, logs)
         if dist is not None:  # rank 0's decision everywhere (a callback of rank 0 only may stop)
             dist.agree_stop()

@@ -322,6 +322,23 @@ def test_accumulated_batches_equal_one_batch_of_their_kept_targets():
     np.testing.assert_allclose(small.params, big.params, rtol=1e-11, atol=1e-14)
 
 
+def test_weighted_accumulated_batches_and_their_accuracy_count_the_kept_targets_only():
+    """Under sample weights the targets carry a weight column: the counted rows are read from the
+    labels (``losses.counted_rows(..., weighted=True)``), for the groups' weights and the accuracy."""
+    X, y = _data(n=24)
+    w = np.random.default_rng(4).uniform(0.2, 2.0, len(X))
+    keep = y != IGNORE
+    big = _classifier(fnn.losses.CrossEntropy(ignore_index=IGNORE), metrics=())
+    small = _classifier(fnn.losses.CrossEntropy(ignore_index=IGNORE), metrics=())
+    plain = _classifier("cross_entropy", metrics=())
+    fit = {"epochs": 2, "shuffle": False, "verbose": 0}
+    logged = big.fit(X, y, sample_weight=w, batch_size=24, **fit).history
+    small.fit(X, y, sample_weight=w, batch_size=8, accumulate=3, **fit)
+    want = plain.fit(X[keep], y[keep], sample_weight=w[keep], batch_size=int(keep.sum()), **fit).history
+    np.testing.assert_allclose(small.params, big.params, rtol=1e-11, atol=1e-14)
+    assert logged["accuracy"] == pytest.approx(want["accuracy"], rel=1e-12)
+
+
 def test_a_fit_whose_targets_are_all_ignored_logs_zero_not_nan():
     X = np.random.default_rng(0).standard_normal((6, 5))
     y = np.full(6, IGNORE)
@@ -395,3 +412,34 @@ def test_a_masked_tagger_leaves_padded_steps_and_ignored_targets_out():
     history = model.fit(X, y, epochs=1, batch_size=4, verbose=0).history
     assert history["accuracy"][0] == pytest.approx(logs["accuracy"])
     assert history["f1"][0] == pytest.approx(logs["f1"])
+
+
+def test_counted_rows_is_one_rule_for_every_layout_of_the_targets():
+    """``losses.counted_rows``: the loss rows of valid steps whose targets are not ignored, for labels
+    (per sample or per step, before or as loss rows) and weighted (label, weight) rows alike."""
+    loss = fnn.losses.CrossEntropy(ignore_index=IGNORE)
+    labels = np.array([[1, IGNORE, 0], [IGNORE, 2, 2]])
+    expected = np.array([True, False, True, False, True, True])
+    weighted = fnn.losses.weighted_targets(labels.reshape(-1), np.linspace(0.5, 3.0, 6)).reshape(2, 3, 2)
+    for target, is_weighted in ((labels, False), (labels.reshape(-1), False), (weighted, True)):
+        np.testing.assert_array_equal(fnn.losses.counted_rows(loss, target, weighted=is_weighted), expected)
+    wrapped = fnn.losses.SampleWeighted(loss)
+    np.testing.assert_array_equal(fnn.losses.counted_rows(wrapped, weighted.reshape(6, 2), weighted=True), expected)
+    valid = np.array([True, True, False, True, True, False])
+    np.testing.assert_array_equal(fnn.losses.counted_rows(loss, labels, weighted=False, valid=valid), expected & valid)
+    # a loss that ignores no label: the valid steps' rows, or None (every row counts)
+    plain = fnn.losses.CrossEntropy()
+    assert fnn.losses.counted_rows(plain, labels, weighted=False) is None
+    assert fnn.losses.counted_rows(fnn.losses.MSE(), np.zeros((6, 1)), weighted=False, valid=valid) is valid
+
+
+def test_counted_rows_refuses_a_layout_it_cannot_read():
+    loss = fnn.losses.CrossEntropy(ignore_index=IGNORE)
+    with pytest.raises(TypeError, match="weighted must be True .* or False"):
+        fnn.losses.counted_rows(loss, np.array([0, 1]), weighted=None)
+    with pytest.raises(ValueError, match=r"weighted targets must end in a \(label, weight\) axis.*weighted=False"):
+        fnn.losses.counted_rows(loss, np.array([0, 1, 2]), weighted=True)
+    with pytest.raises(ValueError, match="valid must be a 1D bool array .* 3 \\(one per loss row\\)"):
+        fnn.losses.counted_rows(loss, np.array([0, 1, 2]), weighted=False, valid=np.array([True, False]))
+    with pytest.raises(ValueError, match="valid must be a 1D bool array"):
+        fnn.losses.counted_rows(loss, np.array([0, 1]), weighted=False, valid=np.array([1, 0]))

@@ -6,6 +6,8 @@ positions (BatchNorm2d) sees more than one value per channel in a one-sample bat
 as torch does."""
 
 import copy
+import io
+import sys
 import warnings
 
 import numpy as np
@@ -303,3 +305,53 @@ def test_a_masked_batchnorm_trains_on_a_last_sample_of_one_valid_step():
         reference.train_step(X[lo : lo + 4], y[lo : lo + 4])
     _same(model, reference)
     assert model.optimizer.step_count == 3
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _final_bars(shown: str) -> list[str]:
+    """Each epoch's bar as last drawn (tqdm redraws a line after a carriage return)."""
+    return [line.split("\r")[-1] for line in shown.split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("frozen", "batch", "action", "trained"),
+    [
+        (True, 5, lambda m: m.unfreeze(), 5),  # the last batch of one skipped after its on_batch_begin
+        (False, 2, lambda m: m.freeze(1), 6),  # planned to be skipped, trained after a freeze
+    ],
+    ids=["unfrozen_in_the_last_batch", "frozen_before_it"],
+)
+def test_the_progress_bar_ends_full_when_the_last_batch_of_one_is_decided_during_the_epoch(
+    monkeypatch, frozen, batch, action, trained
+):
+    """Keras shows a finished epoch done: the bar ends at 100%, on the batches trained (5/5, not stuck
+    at 5/6; 6/6, not 6/5), and a skipped batch still gets no on_batch_end."""
+    pytest.importorskip("tqdm")
+    X, y = _data()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    pairs = Pairs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (the skip's notes: tested above)
+        _model(frozen=frozen).fit(
+            X, y, epochs=1, batch_size=BATCH, shuffle=False, callbacks=[pairs, At(batch, action)], verbose=1
+        )
+    assert [b for what, b in pairs.calls if what == "end"] == list(range(trained))
+    (bar,) = _final_bars(terminal.getvalue())
+    assert bar.startswith("Epoch 1/1: 100%") and f" {trained}/{trained} " in bar, bar
+
+
+def test_the_bar_of_an_epoch_of_unknown_length_ends_full(monkeypatch):
+    """An epoch of unknown length (a callable stream): the bar ends full on the batches seen."""
+    pytest.importorskip("tqdm")
+    X, y = _data()
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    batches = [(X[i : i + BATCH], y[i : i + BATCH]) for i in range(0, 40, BATCH)]
+    _model(frozen=True).fit(lambda: iter(batches), epochs=2, verbose=1)
+    bars = _final_bars(terminal.getvalue())
+    assert len(bars) == 2 and all(" 5/5 " in bar for bar in bars), bars
