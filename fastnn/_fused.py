@@ -29,6 +29,7 @@ import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from numba import typeof
 from numba.core.registry import CPUDispatcher
 
 from . import _compiling, _config, _parallel_compile
@@ -181,15 +182,21 @@ class _Arguments:
         self._names[id(arr)] = name
         return name
 
-    def view_line(self, view: tuple[str, int, int, np.ndarray], table_entry: int | None) -> str:
+    def view_line(self, view: tuple[str, int, int, np.ndarray], table_entry: int | None, slot: int | None) -> str:
         """The source line that makes a view: for a buffer passed by address (its entry in the
         table, ``table_entry``), ``numba.carray`` at the view's own address (no slicing, no
         reshape checks: ~40 ns less a view, measured on the 50 views of a tiny step); for a slot's
-        buffer or a parameter, ``view<ndim>`` of it (:mod:`fastnn.kernels.views`)."""
+        buffer (number ``slot``: its size and layout checked once at the top), ``numba.carray`` at
+        the address in the array passed, of that array's dtype (no reference count: the caller
+        holds the array; ~0.1 us less a tiny step's call); for a parameter, ``view<ndim>`` of it
+        (:mod:`fastnn.kernels.views`)."""
         name, buffer, m, arr = view
+        shape = ", ".join(f"meta[{m + 2 + axis}]" for axis in range(arr.ndim))
+        if slot is not None:
+            at = f"p{slot} + meta[{m}] * s{slot}.itemsize"
+            return f"    {name} = carray(pointer({at}), ({shape},), s{slot}.dtype)"
         if table_entry is None:
             return f"    {name} = view{arr.ndim}(b{buffer}, meta[{m}:{m + 2 + arr.ndim}])"
-        shape = ", ".join(f"meta[{m + 2 + axis}]" for axis in range(arr.ndim))
         at = f"table[{2 * table_entry}] + meta[{m}] * {arr.itemsize}"
         return f"    {name} = carray(pointer({at}), ({shape},), np.{arr.dtype.name})"
 
@@ -230,7 +237,8 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
     pairs (the records, the scalars and the buffers that are neither slots nor read-only), which
     ``run`` takes back as ``numba.carray`` arrays (no unboxing, no reference counts; the caller
     keeps the arrays of the table alive); then one C-contiguous array per slot (see
-    :class:`FusedCalls`); then the other arrays (read-only or not C-contiguous); then the
+    :class:`FusedCalls`; checked for layout and size at the top, then read by address as well,
+    its views of its own dtype); then the other arrays (read-only or not C-contiguous); then the
     :class:`Given` arguments."""
     wanted = _returned(returns)
     names: dict[tuple[str, str], str]  # (module, function) -> its name in the generated source
@@ -252,19 +260,34 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
         body.append(f"    return r{returns}")
     slot_roots = [_root(slot) for slot in slots]
     flats = list(args._flats.values())
+    slot_of: dict[int, int] = {}  # buffer index -> the slot whose flat view it is
+    for i, buffer in enumerate(args.buffers):
+        if any(buffer is f for f in flats):
+            slot = next((j for j, root in enumerate(slot_roots) if buffer.base is root), -1)
+            if slot >= 0:
+                slot_of[i] = slot
+    # each slot taken by address: the array passed in its place must be C-contiguous, of the
+    # slot's size (recorded in meta), as the views inside it were recorded
+    checks = []
+    for j, slot in enumerate(slots):
+        checks += [
+            f"    if not (s{j}.flags.c_contiguous and s{j}.size == meta[{len(args.meta)}]):",
+            f'        raise ValueError("fastnn fused step: argument {j} must be a C-contiguous array of the '
+            f'shape of the slot it stands for; pass one (numpy.ascontiguousarray) or call without arrays")',
+            f"    p{j} = s{j}.ctypes.data",
+        ]
+        args.meta.append(np.asarray(slot).size)
     tables = [
         ("meta", np.array(args.meta, np.int64)),
         ("fv", np.array(args.fv, np.float64)),
         ("iv", np.array(args.iv, np.int64)),
     ]
-    params, passed, unpack = ["address", *(f"s{j}" for j in range(len(slots)))], [], []
+    params, passed = ["address", *(f"s{j}" for j in range(len(slots)))], []
     table_entry: dict[int, int] = {}  # buffer index -> its entry in the table
     for i, buffer in enumerate(args.buffers):
-        flat = any(buffer is f for f in flats)
-        slot = next((j for j, root in enumerate(slot_roots) if flat and buffer.base is root), -1)
-        if slot >= 0:  # the flat view of a slot: of the array passed in its place
-            unpack.append(f"    b{i} = s{slot}.reshape(s{slot}.size)")
-        elif flat and _by_address(buffer):
+        if i in slot_of:  # the flat view of a slot: the array passed in its place, by address (checks)
+            continue
+        if any(buffer is f for f in flats) and _by_address(buffer):
             table_entry[i] = len(tables)
             tables.append((f"b{i}", buffer))
         else:
@@ -277,7 +300,7 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
             f"    {name} = carray(pointer(table[{2 * j}]), table[{2 * j + 1}], np.{arr.dtype.name})"
             for j, (name, arr) in enumerate(tables)
         ),
-        *unpack,
+        *checks,
     ]
     source = "\n".join(
         [
@@ -291,7 +314,7 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
             "@njit(cache=True, nogil=True)",
             f"def run({', '.join(params)}):",
             *unpack,
-            *(args.view_line(view, table_entry.get(view[1])) for view in args.views),
+            *(args.view_line(view, table_entry.get(view[1]), slot_of.get(view[1])) for view in args.views),
             *body,
             "",
         ]
@@ -412,8 +435,9 @@ class FusedCalls:
         self._fn = _load(self.source)
 
     def __call__(self, *arrays):
-        """Run the calls; ``arrays``: one per slot (C-contiguous, of its shape), or none for the slots
-        themselves, then the :class:`Given` arguments."""
+        """Run the calls; ``arrays``: one per slot (C-contiguous, of its shape: another raises
+        ValueError before any call runs), or none for the slots themselves, then the :class:`Given`
+        arguments."""
         n = len(self._slots)
         slots = arrays[:n] if arrays else self._slots
         return self._fn(self._address, *slots, *self._loose, *arrays[n:])
@@ -425,6 +449,29 @@ class FusedCalls:
         if self._n_given or not self._slots:
             return None
         fn, address, loose = self._fn, self._address, self._loose
+        if not loose:
+            return functools.partial(fn, address)
+        return lambda *arrays: fn(address, *arrays, *loose)
+
+    def typed_slot_caller(self) -> Callable | None:
+        """:meth:`slot_caller`, skipping Numba's dispatch (the typing of the arguments and the choice
+        of the compiled version: ~0.15 us a call), or None when it has none (or the slots are not
+        plain C-contiguous, aligned, writeable arrays of a native dtype). Made for arrays like the
+        slots (compiled or loaded now if no call made it yet), its caller must pass arrays exactly
+        like them: ``numpy.ndarray`` of the slot's dtype and number of dimensions, C-contiguous,
+        aligned and writeable (``flags.carray``); anything else would be read as if it were, unchecked."""
+        if self._n_given or not self._slots:
+            return None
+        if not all(type(slot) is np.ndarray and slot.flags.carray and slot.dtype.isnative for slot in self._slots):
+            return None
+        address, loose = self._address, self._loose
+        compile_for = getattr(self._fn, "compile", None)  # a Numba dispatcher's (not with NUMBA_DISABLE_JIT)
+        if compile_for is None:
+            return None
+        try:  # the compiled version for these types: the dispatcher's (made at its first call), else made now
+            fn = compile_for(tuple(typeof(value) for value in (address, *self._slots, *loose)))
+        except RuntimeError:  # compilation disabled on this dispatcher: its own calls still work
+            return None
         if not loose:
             return functools.partial(fn, address)
         return lambda *arrays: fn(address, *arrays, *loose)
@@ -539,6 +586,10 @@ class CallRunner:
     def slot_caller(self) -> Callable | None:
         """The fused function's :meth:`FusedCalls.slot_caller` once fused (None before, or when it has none)."""
         return None if self._fused is None else self._fused.slot_caller()
+
+    def typed_slot_caller(self) -> Callable | None:
+        """The fused function's :meth:`FusedCalls.typed_slot_caller` once fused (None before, or when it has none)."""
+        return None if self._fused is None else self._fused.typed_slot_caller()
 
     def __call__(self, *arrays):
         if self._fused is not None:

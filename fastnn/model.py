@@ -3786,7 +3786,7 @@ class Sequential:
         True
         """
         lane = self._lane
-        if lane is not None and self._lane_takes(lane, xb, yb):
+        if lane is not None:
             loss = self._lane_step(lane, xb, yb)
             if loss is not None:
                 return loss
@@ -3827,13 +3827,26 @@ class Sequential:
             and (xb.shape, xb.dtype, yb.shape, yb.dtype) == (plan.x.shape, plan.x.dtype, plan.y.shape, plan.y.dtype)
         ):
             return None
-        call = plan.run.slot_caller()
+        # the compiled function called without Numba's dispatch: the lane passes arrays of the slots' kind only
+        call = plan.run.typed_slot_caller() or plan.run.slot_caller()
         return None if call is None else _TrainLane(plan, call, self.loss, self.optimizer, xb, yb, shape[0])
 
-    def _lane_takes(self, lane: _TrainLane, xb, yb) -> bool:
-        """Whether ``lane`` takes (xb, yb): arrays of the lane's kind (shape, dtype, C-contiguous,
-        aligned, writeable) with values its loss accepts (finite, labels in range, ...). False sends the
+    def _lane_values_taken(self, lane: _TrainLane, xb: np.ndarray, yb: np.ndarray) -> bool:
+        """Whether the lane's loss accepts the values of (xb, yb), arrays of the lane's kind, when its
+        plan does not check them inside the call (finite, labels in range, ...). False sends the
         step the long way, whose checks raise the errors."""
+        x2 = xb if xb.ndim == 2 else xb.reshape(xb.shape[0], -1)
+        if lane.plain_targets:
+            return all_finite_pair(x2, yb)
+        return all_finite(x2) and lane.base_loss.check_targets(yb, xb.shape[0], lane.n_outputs, self.dtype) is yb
+
+    def _lane_step(self, lane: _TrainLane, xb, yb) -> float | None:
+        """:meth:`train_step` through ``lane`` when it takes (xb, yb): arrays of the lane's kind (type,
+        shape, dtype, C-contiguous, aligned, writeable: what its compiled function was made for) with
+        values its loss accepts; then :meth:`run_step`'s fused path (one compiled call: forward, loss,
+        backward, norm, update), transactional as it is. None (nothing done: the long way, whose
+        checks raise the errors) when it does not take them, or when the model, its loss, optimizer
+        or plan changed since the lane was made."""
         if not (
             type(xb) is np.ndarray
             and type(yb) is np.ndarray
@@ -3844,32 +3857,25 @@ class Sequential:
             and xb.flags.carray  # C-contiguous, aligned and writeable (one flag test each)
             and yb.flags.carray
         ):
-            return False
-        if lane.checked:
-            return True
-        x2 = xb if xb.ndim == 2 else xb.reshape(xb.shape[0], -1)
-        if lane.plain_targets:
-            return all_finite_pair(x2, yb)
-        return all_finite(x2) and lane.base_loss.check_targets(yb, xb.shape[0], lane.n_outputs, self.dtype) is yb
-
-    def _lane_step(self, lane: _TrainLane, xb: np.ndarray, yb: np.ndarray) -> float | None:
-        """:meth:`train_step` on checked arrays through ``lane``: :meth:`run_step`'s fused path (one
-        compiled call: forward, loss, backward, norm, update), transactional as it is. None (nothing
-        done) when the model, its loss, optimizer or plan changed since the lane was made."""
+            return None
+        if not (lane.checked or self._lane_values_taken(lane, xb, yb)):
+            return None
         me = threading.get_ident()
         attrs = self.__dict__  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
         with self._lock:
-            previous = self._trainer_of(me, "train_step")
-            optimizer = lane.optimizer
+            previous = self._trainer
+            if previous is not None and previous != me:
+                self._trainer_of(me, "train_step")  # raises: another thread trains the model
+            optimizer, plan = lane.optimizer, lane.plan
             if (
                 self._stale
                 or self.loss is not lane.loss
                 or self.optimizer is not optimizer
                 or optimizer is None
                 or self._step_reduce is not None
-                or self._plans.get(xb.shape[0]) is not lane.plan
-                or lane.plan.run is not lane.runner
-                or lane.plan.feed is not None
+                or self._plans.get(lane.x_shape[0]) is not plan
+                or plan.run is not lane.runner
+                or plan.feed is not None
                 or optimizer.fused_step_token() is not lane.token
             ):
                 return None

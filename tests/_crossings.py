@@ -7,6 +7,7 @@ they are matched by (file name, function name)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -19,23 +20,32 @@ def _key(code) -> tuple[str, str]:
     return os.path.basename(code.co_filename), code.co_name
 
 
-def _dispatchers() -> set:
-    """(file, name) of every dispatcher in fastnn's modules and its generated steps."""
-    found = set()
+def _dispatchers() -> tuple[set, dict]:
+    """(file, name) of every dispatcher in fastnn's modules and its generated steps; and {id: name}
+    of the compiled versions' entry points, which a caller may call without the dispatcher (a
+    train_step lane: ``fastnn._fused.FusedCalls.typed_slot_caller``, a ``functools.partial`` of one)."""
+    found, entries = set(), {}
     for name, module in list(sys.modules.items()):
         if module is not None and name.startswith("fastnn"):
-            found.update(_key(v.py_func.__code__) for v in list(vars(module).values()) if isinstance(v, Dispatcher))
-    return found
+            for v in list(vars(module).values()):
+                if isinstance(v, Dispatcher):
+                    found.add(_key(v.py_func.__code__))
+                    entries.update((id(c.entry_point), v.py_func.__name__) for c in list(v.overloads.values()))
+    return found, entries
 
 
 @contextlib.contextmanager
 def counting():
     """Within the block, the names of the compiled functions called from Python, in order."""
-    known, seen = _dispatchers(), []
+    (known, entries), seen = _dispatchers(), []
 
     def hook(frame, event, arg):
         if event == "call" and _key(frame.f_code) in known:
             seen.append(frame.f_code.co_name)
+        elif event == "c_call":  # an entry point called directly, or through a functools.partial
+            name = entries.get(id(arg.func if isinstance(arg, functools.partial) else arg))
+            if name is not None:
+                seen.append(name)
 
     previous = sys.getprofile()
     sys.setprofile(hook)

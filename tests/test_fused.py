@@ -5,6 +5,7 @@ here fusion is switched on per test through ``fastnn._config.FUSE``.
 """
 
 import copy
+import functools
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from numba.core.dispatcher import Dispatcher
 
 import fastnn as fnn
 from fastnn import _config, _fused, _inference
@@ -145,6 +147,36 @@ def test_buffers_go_by_address_but_slots_and_read_only_arrays_are_arguments(fuse
         np.testing.assert_array_equal(out_frozen, expected_frozen)
     with pytest.raises(TypeError, match="copy the model instead"):
         copy.deepcopy(runner)  # a copy would run on the original's buffers (the table holds addresses)
+
+
+def test_a_slot_is_read_by_address_after_a_check_of_the_array_passed(fuse, rng):
+    """A slot's views are taken at the address of the array passed in its place (no reference
+    counts); an array that is not C-contiguous or not of the slot's size is refused with a
+    ValueError before anything runs. The typed caller (no Numba dispatch: the version compiled
+    for arrays like the slots, called directly) gives the same results as the dispatcher's."""
+    from fastnn.kernels.activations import ACTIVATIONS, activation_forward
+
+    tanh = ACTIVATIONS["tanh"][0]
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    out = np.zeros_like(x)
+    runner = _fused.CallRunner([(activation_forward, (x, out, tanh, 0.0))], slots=(x,))
+    assert runner.fused
+    assert "s0.ctypes.data" in runner._fused.source and "s0.reshape" not in runner._fused.source
+    for bad in (rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float32)[:, ::2]):
+        with pytest.raises(ValueError, match="argument 0 must be a C-contiguous array of the shape of the slot"):
+            runner(bad)
+        assert not out.any()  # refused before any kernel ran
+    batch = rng.standard_normal((4, 3)).astype(np.float32)
+    runner(batch)
+    expected = np.zeros_like(x)
+    activation_forward(batch, expected, tanh, 0.0)
+    np.testing.assert_array_equal(out, expected)
+    typed = runner.typed_slot_caller()
+    assert isinstance(typed, functools.partial) and not isinstance(typed.func, Dispatcher)  # no dispatch
+    out[...] = 0
+    typed(x)
+    activation_forward(x, expected, tanh, 0.0)
+    np.testing.assert_array_equal(out, expected)
 
 
 def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(monkeypatch):

@@ -379,6 +379,26 @@ def test_bind_and_step_checks():
         opt.bind(np.zeros(4), np.zeros(4), 5)
 
 
+def test_begin_fused_step_writes_the_step_kernels_scalars_at_their_positions():
+    """begin_fused_step packs (armed, lr, step, clip_norm, clip_value) in one write: the positions
+    must be the ones fastnn.kernels.step_update reads (NaN: no clipping)."""
+    from fastnn.kernels import step_update
+
+    assert (step_update.ARMED, step_update.LR, step_update.STEP) == (0, 1, 2)
+    assert (step_update.CLIP_NORM, step_update.CLIP_VALUE) == (3, 4)
+    params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+    for clip in ({"clip_norm": 2.5}, {"clip_value": 0.75}, {}):
+        opt = optim.SGD(lr=0.125, **clip)
+        opt.bind(params, grads, n_decay=2)
+        opt.step_count = 6
+        kernel, args = opt.fused_step_call(0.25, 1.0)
+        scalars = next(a for a in args if isinstance(a, np.ndarray) and a.shape == (step_update.N_SCALARS,))
+        for update in (True, False):
+            opt.begin_fused_step(update)
+            expected = [float(update), 0.125, 7.0, clip.get("clip_norm", np.nan), clip.get("clip_value", np.nan)]
+            np.testing.assert_array_equal(scalars[:5], expected)
+
+
 def test_a_copied_optimizer_writes_its_own_step_scalars():
     """begin_fused_step writes through a view of the optimizer's scalars array: a pickled or deep
     copy gets a view of its own array, never of the original's."""

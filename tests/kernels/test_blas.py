@@ -204,3 +204,35 @@ def test_gemm_block_of_one_row_or_one_column_away_from_the_corner(trans_a, trans
         expected[r0:r1, c0:c1] += full[r0:r1, c0:c1]
         gemm_block(trans_a, trans_b, 2.0, a, b, 1.0, c, r0, r1, c0, c1)
         np.testing.assert_allclose(c, expected, **TOL[dtype], err_msg=f"block {(r0, r1, c0, c1)}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+def test_an_outer_product_against_a_transposed_b_gives_blas_bits_in_its_block(trans_a, dtype):
+    """op(A) @ B.T with inner size 1 (a Dense layer with one output: its input gradient) skips
+    BLAS: on row-strided views, in a block away from the corner, over NaN (beta 0 ignores the old
+    contents) it writes exactly BLAS's bits (the same product with a zero second column, which
+    BLAS computes) and nothing outside the block."""
+    rng = np.random.default_rng(7)
+    m, n = 9, 21
+    a, b = _operands(rng, m, n, 1, trans_a, True, dtype)
+    a2, b2 = _operands(rng, m, n, 2, trans_a, True, dtype)
+    a2[...] = 0
+    b2[...] = 0
+    if trans_a:
+        a2[:1] = a
+    else:
+        a2[:, :1] = a
+    b2[:, :1] = b
+    blas = np.zeros((m, n), dtype)
+    gemm(trans_a, True, 1.0, a2, b2, 0.0, blas)  # inner size 2: BLAS
+    np.testing.assert_allclose(blas, _op(a, trans_a) @ _op(b, True), **TOL[dtype])
+    for r0, r1, c0, c1 in [(0, m, 0, n), (2, 7, 3, 19)]:
+        c, parent = _view(rng, (m, n), dtype)
+        c[...] = np.nan
+        before = parent.copy()
+        gemm_block(trans_a, True, 1.0, a, b, 0.0, c, r0, r1, c0, c1)
+        np.testing.assert_array_equal(c[r0:r1, c0:c1], blas[r0:r1, c0:c1])
+        inside = np.zeros(parent.shape, dtype=bool)
+        inside[2 + r0 : 2 + r1, 1 + c0 : 1 + c1] = True
+        np.testing.assert_array_equal(parent[~inside], before[~inside])
