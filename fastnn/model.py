@@ -38,7 +38,7 @@ from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
 from .kernels.masking import valid_rows as count_valid_rows
 from .kernels.sparse_update import norm_tasks
-from .layers import layer_from_config, layer_to_config
+from .layers import layer_from_config, layer_to_config, using_layer_classes
 from .layers.base import (
     Context,
     Layer,
@@ -532,6 +532,218 @@ def _fill_unadopted(model, earlier: dict[tuple, object]) -> None:
                 f"(pickle it again with this one)"
             )
         vars(part).update(vars(copy.deepcopy(source)))
+
+
+class _Unfillable(Exception):
+    """A child's place in a rebuilt container that a copy cannot give the child it describes."""
+
+
+def _layer_nodes(roots) -> dict[str, tuple]:
+    """``{path: (layer, its parent's path or None, its name in the parent or None)}`` of ``roots``
+    (``[(path, layer)]``) and, depth first, of the layers inside them (:meth:`Layer.sublayers`;
+    ``model.layer(path)``'s paths)."""
+    nodes: dict[str, tuple] = {}
+
+    def walk(path: str, layer, parent: str | None, name: str | None) -> None:
+        nodes[path] = (layer, parent, name)
+        for child_name, child in layer.sublayers():
+            walk(f"{path}.{child_name}", child, path, child_name)
+
+    for path, layer in roots:
+        walk(path, layer, None, None)
+    return nodes
+
+
+#: the config values :func:`_config_differs` compares (others, a function or an object of the
+#: user's, it takes as equal: it never refuses what it cannot tell apart)
+_PLAIN_VALUES = (str, bytes, bool, int, float, complex, type(None), np.generic, np.dtype, type)
+
+
+def _config_differs(a, b, depth: int = 0) -> bool:
+    """Whether two layer configs (``get_config()``'s) surely differ: dicts, lists and tuples item
+    by item, arrays by value, numbers, strings and classes by equality (nan equals nan)."""
+    if a is b or depth > _HOLDING_DEPTH:
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() != b.keys() or any(_config_differs(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_config_differs(x, y, depth + 1) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            return not np.array_equal(a, b, equal_nan=True)
+        except TypeError:  # (an array of objects or strings: no nan)
+            return not np.array_equal(a, b)
+    if isinstance(a, _PLAIN_VALUES) and isinstance(b, _PLAIN_VALUES):
+        with contextlib.suppress(TypeError, ValueError):
+            if a != a and b != b:  # noqa: PLR0124  (nan)
+                return False
+            return bool(a != b)
+    return False
+
+
+def _put_children(layer, path: str, fills: dict[str, dict]) -> None:
+    """Give ``layer`` (a layer just rebuilt at ``path`` from its description) the children that
+    ``fills`` describes (``{path: layer_to_config entry}``, in the order found: parents first), in
+    the place of those its container rebuilt in their stead (:func:`_replace_child`)."""
+    for where, entry in fills.items():
+        if not where.startswith(path + "."):
+            continue
+        nodes = _layer_nodes([(path, layer)])
+        child, parent_path, name = nodes.get(where, (None, None, None))
+        if parent_path is None:
+            raise _Unfillable(where)
+        parent = nodes[parent_path][0]
+        replacement = layer_from_config(entry)
+        try:
+            swapped = _replace_child(parent, child, replacement)
+        except TypeError:  # (no __dict__: a container of __slots__)
+            swapped = 0
+        if not swapped or dict(parent.sublayers()).get(name) is not replacement:
+            raise _Unfillable(where)
+
+
+def _rebuilt_nodes(model, entries: list, chosen: list[int], fills: dict, classes: dict) -> dict[str, tuple]:
+    """:func:`_layer_nodes` of the layers ``chosen`` (indices) that a copy of ``model`` rebuilds
+    from ``entries`` (``layer_to_config(layer, by_class=True)``'s) and ``fills``, built as the
+    model's (a build may make children: Residual's projection), each from its own input shape (a
+    child of another output width shows inside that layer); no model, no memory."""
+    held = vars(model)
+    nodes = {}
+    for i in chosen:
+        with using_layer_classes(classes):
+            layer = layer_from_config(entries[i])
+            _put_children(layer, str(i), fills)
+        if held.get("built"):
+            own = held["layers"][i]
+            shape = vars(own).get("input_shape") or (held["layers"][i - 1].output_shape if i else held["input_shape"])
+            layer.build(shape, held["dtype"])
+        nodes.update(_layer_nodes([(str(i), layer)]))
+    return nodes
+
+
+def _holds_users_container(layer) -> bool:
+    """Whether ``layer`` is, or holds at any depth, a container layer of a class not fastnn's own
+    (fastnn's containers describe every child in their configs: only a user's may not)."""
+    nodes = _layer_nodes([("", layer)])
+    containers = {parent for _, parent, _ in nodes.values() if parent is not None}
+    return any(type(nodes[path][0]).__module__.partition(".")[0] != "fastnn" for path in containers)
+
+
+def _named_classes(value, depth: int = 0) -> set[str]:
+    """The layer class names (not classes) in layer descriptions: a user's container's get_config
+    that names its children's classes itself, not through ``layer_to_config``."""
+    names: set[str] = set()
+    if depth > _HOLDING_DEPTH:
+        return names
+    if isinstance(value, dict):
+        if isinstance(value.get("class"), str) and isinstance(value.get("config", {}), dict):
+            names.add(value["class"])
+        for item in value.values():
+            names |= _named_classes(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            names |= _named_classes(item, depth + 1)
+    return names
+
+
+def _first_difference(mine: dict, theirs: dict, fills: dict) -> tuple | None:
+    """Where the rebuilt layers ``theirs`` differ from the model's ``mine`` (:func:`_layer_nodes`
+    both): ``(path, the differing child's node, what the rebuilt container holds there, whether
+    that place can take the child)``; None where they agree (a child's class, and its config
+    where its container rebuilt it: a child a copy puts back, ``fills``, is rebuilt from its own
+    config as a top-level layer is)."""
+    for path, (layer, parent, name) in mine.items():
+        if path not in theirs:
+            return path, (layer, parent, name), "without it", False
+        other = theirs[path][0]
+        if type(other) is not type(layer):
+            return path, (layer, parent, name), f"with a {type(other).__name__} in its place", parent is not None
+        if parent is None:
+            continue
+        try:
+            differs = path not in fills and _config_differs(layer.get_config(), other.get_config())
+        except Exception:  # (a config that cannot be read now: not compared)
+            differs = False
+        if differs or _config_differs(getattr(layer, "output_shape", None), getattr(other, "output_shape", None)):
+            return path, (layer, parent, name), f"as another {type(other).__name__} (of its defaults)", True
+    for path, (layer, parent, name) in theirs.items():
+        if path not in mine:
+            return path, (layer, parent, name), None, False
+    return None
+
+
+def _undescribed(what: str, nodes: dict, found: tuple, why: str = "") -> str:
+    """The message refusing a copy of a model whose user container does not describe a child."""
+    path, (child, parent, name), outcome, _ = found
+    container = type(nodes[parent][0]).__name__ if parent in nodes else "container"
+    kind = type(child).__name__
+    if outcome is None:
+        problem = (
+            f"its layer {container} (at {parent!r}) rebuilt from {container}.get_config() holds a child "
+            f"{name!r} ({kind}) that the model's own {container} does not hold"
+        )
+    else:
+        problem = (
+            f"its layer {container} (at {parent!r}) holds the child {name!r} ({kind}, at {path!r}) that "
+            f"{container}.get_config() does not describe: {container}.from_config rebuilds the "
+            f"{container} {outcome}{why}"
+        )
+    result = "copy" if what.startswith("copy") else "model loaded from the file"
+    return (
+        f"cannot {what} this model: {problem}, so the {result} would silently differ from it; "
+        f"describe every child of {container}.sublayers() in {container}.get_config() "
+        f"(layer_to_config(child)) and rebuild each in from_config (layer_from_config(config[...]))"
+    )
+
+
+def _described_children(model, entries: list, what: str, fillable: bool = True) -> tuple[dict, dict]:
+    """Check that the layers a copy of ``model`` rebuilds from ``entries`` (its layers'
+    ``layer_to_config(layer, by_class=True)``) are the model's, at any depth: the same children
+    (:meth:`Layer.sublayers`) of the same classes and configs. A user's container whose
+    ``get_config`` leaves a child out, rebuilt with a child of its defaults in that place, gets
+    the model's child put back there (``fillable``: a copy carries these "fills", ``{path: entry}``;
+    a file cannot); a child it rebuilds without, or one that cannot be put back, is refused with
+    a TypeError naming the container and the child: a copy is complete or is not made. Returns
+    ``(fills, classes)``: ``classes``, the model's layer classes by the names a container's
+    ``get_config`` gives them itself (:func:`~fastnn.layers.using_layer_classes`)."""
+    layers = vars(model).get("layers") or ()
+    named = _named_classes(entries)
+    by_name: dict[str, set] = {}
+    for _, layer, _ in layer_tree(layers) if named else ():
+        by_name.setdefault(type(layer).__name__, set()).add(type(layer))
+    classes = {name: next(iter(kinds)) for name, kinds in by_name.items() if name in named and len(kinds) == 1}
+    chosen = [i for i, layer in enumerate(layers) if _holds_users_container(layer)]
+    if not chosen:
+        return {}, classes
+    mine = _layer_nodes([(str(i), layers[i]) for i in chosen])
+    fills: dict[str, dict] = {}
+    for _ in range(len(mine) + 1):
+        try:
+            theirs = _rebuilt_nodes(model, entries, chosen, fills, classes)
+        except _Unfillable as exc:
+            stuck = (exc.args[0], mine[exc.args[0]], "with another child in its place", False)
+            raise TypeError(
+                _undescribed(what, mine, stuck, ", which it holds where a copy cannot put the model's child back")
+            ) from None
+        except Exception as exc:
+            if not fills:
+                return {}, classes  # (the copy's own rebuilding raises its error)
+            last = next(reversed(fills))
+            stuck = (last, mine[last], "with another child in its place", False)
+            raise TypeError(
+                _undescribed(what, mine, stuck, f", and the model's child does not build there ({exc})")
+            ) from exc
+        found = _first_difference(mine, theirs, fills)
+        if found is None:
+            return fills, classes
+        path, _, _, can_fill = found
+        if not (fillable and can_fill and path not in fills):
+            nodes = mine if found[2] is not None else theirs
+            if not fillable and can_fill:
+                found = (*found[:2], f"{found[2]} (a file holds descriptions only)", can_fill)
+            raise TypeError(_undescribed(what, nodes, found))
+        fills[path] = layer_to_config(mine[path][0], by_class=True)
+    return fills, classes
 
 
 def _adopt_metrics(model, earlier: dict[tuple, object]) -> None:
@@ -2678,8 +2890,13 @@ class Sequential:
 
     def _copy_state(self) -> dict:
         """The model's own state a copy is rebuilt from (``{"record": ...}``, or ``{"unbuilt": ...}``
-        before the input shape is known): Sequential's methods, whatever a subclass overrides."""
+        before the input shape is known): Sequential's methods, whatever a subclass overrides. A
+        user's container whose get_config leaves a child out: the child put back (``"fills"``), or
+        a TypeError naming both (:func:`_described_children`); ``"classes"``: the model's layer
+        classes by the names such a get_config gives them itself."""
         layers = [layer_to_config(layer, by_class=True) for layer in self.layers]
+        fills, classes = _described_children(self, layers, "copy or pickle")
+        extra = {key: value for key, value in (("fills", fills), ("classes", classes)) if value}
         if not self.built:
             state = {
                 "layers": layers,
@@ -2694,7 +2911,7 @@ class Sequential:
                     "training_mode": self.training,
                 },
             }
-            return {"unbuilt": state}
+            return {"unbuilt": state, **extra}
         record = Sequential.snapshot(self)
         record["config"]["layers"] = layers
         if record["loss"] is not None:  # by class, as the layers: a user's subclass comes back as itself
@@ -2705,7 +2922,7 @@ class Sequential:
             record["optimizer"]["config"]["name"] = type(self.optimizer)
         record["metrics"] = list(self.metrics)  # (restore copies them)
         record["device"] = self._device
-        return {"record": record}
+        return {"record": record, **extra}
 
     def _subclass_attributes(self) -> dict:
         """The attributes a user's subclass of Sequential set on this model with its own code
@@ -2793,13 +3010,16 @@ class Sequential:
         ``("metric", i)``), which become its parts (:func:`_adopted`, :func:`_adopt_children`,
         :func:`_adopt_metrics`); a bare one that cannot be is filled as a free copy."""
         earlier = _part_keys(earlier)
+        fills = state.get("fills") or {}
 
         def fresh(i: int, entry) -> Layer:
-            layer = _adopted(layer_from_config(entry), earlier.get(("layer", str(i))))
+            layer = layer_from_config(entry)
+            _put_children(layer, str(i), fills)  # (the children its container's get_config leaves out)
+            layer = _adopted(layer, earlier.get(("layer", str(i))))
             _adopt_children(layer, str(i), earlier)  # (before the model: nothing else refers to them yet)
             return layer
 
-        with _as_sequential(self):
+        with _as_sequential(self), using_layer_classes(state.get("classes") or {}):
             if "unbuilt" in state:
                 s = state["unbuilt"]
                 layers = [fresh(i, e) for i, e in enumerate(s["layers"])]
@@ -4610,6 +4830,8 @@ class Sequential:
                 UserWarning,
                 stacklevel=2,
             )
+        # a user's container whose get_config leaves a child out would load without it: refused
+        _described_children(self, [layer_to_config(layer, by_class=True) for layer in self.layers], "save", False)
         serialization.save_model(self, path, model_class=model_class)
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------

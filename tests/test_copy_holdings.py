@@ -4,7 +4,8 @@ copied with the model, or pickled beside it, into those places: ``pickle.dumps([
 keeps them together as ``copy.deepcopy`` does), or an object of its own, where no place can be
 swapped: the child pickled beside the model is then a free copy of the copy's child, with its
 values and its own memory, never an empty object (``fastnn.model``'s ``_fill_unadopted``). A child
-that the container's ``get_config`` does not describe is refused by name when unpickled."""
+that the container's ``get_config`` does not describe is refused by name when pickled (and when
+unpickled, where the container's class changed since)."""
 
 import copy
 import pickle
@@ -193,11 +194,22 @@ class Forgetful(DictBox):
         return list(self.kids.items())
 
 
-def test_a_child_the_containers_config_leaves_out_is_refused_by_name_when_unpickled():
+def test_a_child_the_containers_config_leaves_out_is_refused_by_name_when_pickled(monkeypatch):
     fnn.register_layer(Forgetful)
     try:
         model = fnn.Sequential([Forgetful(fnn.Dense(4, 2), extra=True)], seed=0, input_shape=(4,))
-        blob = pickle.dumps(model.compile("mse", "sgd"))
+        model.compile("mse", "sgd")
+        with pytest.raises(TypeError, match=r"Forgetful \(at '0'\) holds the child 'extra' \(ReLU.*get_config"):
+            pickle.dumps(model)  # (refused before anything is written: tests/test_copy_refusals.py)
+        # a pickle whose container's class no longer rebuilds the child (changed since it was
+        # pickled): refused by name when unpickled
+        full = {"get_config": lambda self: {"inner": layer_to_config(self.child()), "extra": True}}
+        monkeypatch.setattr(Forgetful, "get_config", full["get_config"])
+        monkeypatch.setattr(
+            Forgetful, "from_config", classmethod(lambda cls, c: cls(layer_from_config(c["inner"]), c["extra"]))
+        )
+        blob = pickle.dumps(model)
+        monkeypatch.undo()
         with pytest.raises(pickle.UnpicklingError, match=r"\('layer', '0.extra'\) \(ReLU\).*get_config"):
             pickle.loads(blob)
     finally:

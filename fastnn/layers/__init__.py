@@ -1,6 +1,8 @@
 """Layers: Dense, activations, Dropout, normalisation, Residual, convolutions, pooling, reshaping,
 Embedding. Every class is in one table, :data:`LAYERS`, filled by :func:`register_layer`."""
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -37,6 +39,48 @@ from .sequence import LastStep, TimeDistributed
 #: ``get_config`` (Residual, TimeDistributed, a user's container calling ``layer_to_config`` on its
 #: children) describes the layers inside it by class too, at any depth
 _BY_CLASS: ContextVar[bool] = ContextVar("fastnn_layer_config_by_class", default=False)
+
+
+#: layer classes by name that :func:`layer_from_config` takes before the registry, while a copy of a
+#: model is made (:func:`using_layer_classes`): the model's own classes, registered or not
+_IN_USE: ContextVar[Mapping[str, type] | None] = ContextVar("fastnn_layer_classes_in_use", default=None)
+
+
+@contextlib.contextmanager
+def using_layer_classes(classes: Mapping[str, type]) -> Iterator[None]:
+    """Resolve these layer class names to these classes first in :func:`layer_from_config`, meanwhile.
+
+    A copy of a model (``copy.deepcopy``, pickle) rebuilds its layers from their descriptions;
+    a user's container whose ``get_config`` names its children's classes itself (instead of
+    calling :func:`layer_to_config`) names them by ``__name__``, and the copy resolves those names
+    to the classes the model holds, registered or not.
+
+    Parameters
+    ----------
+    classes : mapping of str to type
+        ``{name: layer class}``, taken before :data:`LAYERS` (the names not in it: as registered).
+
+    Yields
+    ------
+    None
+        Inside the ``with`` block, :func:`layer_from_config` resolves the names.
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> class Twice(fnn.layers.Identity):
+    ...     pass
+    >>> with fnn.layers.using_layer_classes({"Twice": Twice}):
+    ...     layer = fnn.layers.layer_from_config({"class": "Twice", "config": {}})
+    >>> type(layer) is Twice
+    True
+    """
+    outer = _IN_USE.get()
+    token = _IN_USE.set({**(outer or {}), **classes})
+    try:
+        yield
+    finally:
+        _IN_USE.reset(token)
 
 
 def layer_to_config(layer: Layer, by_class: bool | None = None) -> dict:
@@ -111,6 +155,9 @@ def layer_from_config(entry: dict) -> Layer:
             f"a layer config must be a dict {{'class': name, 'config': {{...}}}} (layer_to_config's), got {entry!r:.200}"
         )
     cls = entry["class"]
+    in_use = _IN_USE.get()
+    if not isinstance(cls, type) and in_use and isinstance(cls, str) and isinstance(in_use.get(cls), type):
+        cls = in_use[cls]  # (a copy's: the class the model holds by that name)
     if not isinstance(cls, type):
         if cls not in LAYERS:
             raise ValueError(
@@ -173,4 +220,5 @@ __all__ = [
     "layer_from_config",
     "layer_to_config",
     "register_layer",
+    "using_layer_classes",
 ]
