@@ -59,8 +59,20 @@ _TASK_ELEMENTS = 4096
 THIN_FORWARD_WEIGHTS = 800
 #: columns per :func:`thin_forward` task: the task's rows of zcol stay in L1 over the k loop
 _THIN_COLUMNS = 1024
-#: most partial weight gradients (KW x O x C each, summed in order) of :func:`_shifted_backward`
+#: partial weight gradients (KW x O x C each, summed in order) of :func:`_shifted_backward`, one
+#: per chunk of samples (fewer for a smaller batch): the tasks of conv_pool's per-sample backward,
+#: which does each sample's grad_z, weight and input gradients in one task (RESULTS.md, session 26)
 _SHIFTED_GRAD_W_PARTS = 8
+#: the shifted GEMMs' per-tap weight gradient ``grad_z_s (O, OW) @ xs_j.T`` (A @ B.T) with more
+#: outputs O x C than this runs as ``part_j.T = xs_j @ grad_z_s.T`` (A @ B) on grad_z_s transposed
+#: first (:func:`_grad_w_transposed`): OpenBLAS's small-matrix kernels take A @ B up to
+#: :data:`_SMALL_KERNEL_MACS` multiply-adds, but refuse A @ B.T above 1,200 outputs (its SkylakeX
+#: permit). Measured at 1 thread, CPU time, 64 samples x 5 taps (RESULTS.md, session 26): 64 x 32
+#: outputs over 128 columns 1818 us as A @ B.T, 965 as A @ B (the transposes ~110 more); 32 x 16
+#: over 256 (under the limit) 748 vs 632 + ~110
+_NT_SMALL_OUTPUTS = 1200
+#: the largest GEMM (multiply-adds) of OpenBLAS's small-matrix kernels
+_SMALL_KERNEL_MACS = 100**3
 
 
 def conv_output_size(
@@ -593,17 +605,25 @@ def _tap_major(w2, kw):
     return wk
 
 
+@njit(**JIT_INLINE)
+def _shifted_taps(wk, xs, zs, dw, ow):
+    """``zs = sum_j wk[j] @ xs[:, j * dw:j * dw + OW]``: the forward products of one sample of
+    :func:`_shifted_forward`, one accumulating GEMM per kernel tap j in order. wk (KW, O, C) from
+    :func:`_tap_major`, xs (C, LP) the sample's padded rows, zs (O, OW) any row-major block (the
+    same bits wherever it lies)."""
+    for j in range(wk.shape[0]):
+        beta = like(0.0 if j == 0 else 1.0, zs)
+        gemm_block(False, False, like(1.0, zs), wk[j], xs[:, j * dw : j * dw + ow], beta, zs, 0, zs.shape[0], 0, ow)
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _shifted_sample(x, wk, xpad, zcol, n0, s, pl, dw, ow):
     """Sample n0 + s of :func:`_shifted_forward`: its padded rows into xpad[s] (C, LP), then
-    ``zcol[:, s * OW:(s + 1) * OW] = sum_j wk[j] @ xpad[s][:, j * dw:j * dw + OW]``, one
-    accumulating GEMM per kernel tap j in order (the padded rows and the output stay in cache)."""
+    :func:`_shifted_taps` into ``zcol[:, s * OW:(s + 1) * OW]`` (the padded rows and the output
+    stay in cache)."""
     xs = xpad[s]
     _pad_rows(x, xs, n0 + s, pl)
-    zs = zcol[:, s * ow : (s + 1) * ow]
-    for j in range(wk.shape[0]):
-        beta = like(0.0 if j == 0 else 1.0, zcol)
-        gemm_block(False, False, like(1.0, zcol), wk[j], xs[:, j * dw : j * dw + ow], beta, zs, 0, zs.shape[0], 0, ow)
+    _shifted_taps(wk, xs, zcol[:, s * ow : (s + 1) * ow], dw, ow)
 
 
 @njit(**JIT_PARALLEL)
@@ -625,10 +645,75 @@ def _shifted_forward(x, w2, col, zcol, n0, count, pl, dw, kw, ow):
 
 
 @njit(**JIT_INLINE)
-def _grad_w_chunk(count, ow):
-    """Samples per partial weight gradient of :func:`_shifted_backward` (fixed by the shape):
-    about :data:`_TASK_ELEMENTS` columns, and at most :data:`_SHIFTED_GRAD_W_PARTS` partials."""
-    return max(_chunk_samples(ow), n_chunks(count, _SHIFTED_GRAD_W_PARTS))
+def _shifted_chunk(count):
+    """Samples per partial weight gradient of the shifted GEMMs' backward (fixed by the shape):
+    :data:`_SHIFTED_GRAD_W_PARTS` partials (fewer for a smaller batch), which are also its tasks."""
+    return n_chunks(count, _SHIFTED_GRAD_W_PARTS)
+
+
+@njit(**JIT_INLINE)
+def _grad_w_transposed(c_out, c_in, ow):
+    """Whether the shifted GEMMs' weight gradient takes the transposed form (partials (KW, C, O),
+    :data:`_NT_SMALL_OUTPUTS`): fixed by the shape, so are the bits."""
+    return c_out * c_in > _NT_SMALL_OUTPUTS and c_out * c_in * ow <= _SMALL_KERNEL_MACS
+
+
+@njit(**JIT_INLINE)
+def _grad_w_scratch(c_out, c_in, ow, dtype):
+    """A task's scratch for grad_z_s transposed (OW, O) (:func:`_grad_w_transposed`), else (1, 1)."""
+    if _grad_w_transposed(c_out, c_in, ow):
+        return np.empty((ow, c_out), dtype)
+    return np.empty((1, 1), dtype)
+
+
+@njit(**JIT_INLINE)
+def _shifted_parts(chunks, kw, c_out, c_in, ow, dtype):
+    """The partial weight gradients of the shifted GEMMs' backward: (chunks, KW, O, C), or
+    (chunks, KW, C, O) in the transposed form (:func:`_grad_w_transposed`)."""
+    if _grad_w_transposed(c_out, c_in, ow):
+        return np.empty((chunks, kw, c_in, c_out), dtype)
+    return np.empty((chunks, kw, c_out, c_in), dtype)
+
+
+@njit(**JIT_INLINE)
+def _shifted_grad_w_taps(zs, xs, part, beta, dw, ow, zt):
+    """``part[j] = grad_z_s @ xs[:, j * dw:j * dw + OW].T + beta * part[j]`` for every tap j:
+    one sample's share of the weight gradient (part (KW, O, C), zs (O, OW) any row-major block);
+    in the transposed form (:func:`_grad_w_transposed`; part (KW, C, O)) ``part[j] =
+    xs[:, j * dw:j * dw + OW] @ zt + beta * part[j]`` with zt (OW, O) = zs.T written first."""
+    if _grad_w_transposed(zs.shape[0], xs.shape[0], ow):
+        for t in range(ow):  # contiguous stores: the faster loop order (RESULTS.md, session 26)
+            for o in range(zs.shape[0]):
+                zt[t, o] = zs[o, t]
+        for j in range(part.shape[0]):
+            gemm_block(
+                False,
+                False,
+                like(1.0, zs),
+                xs[:, j * dw : j * dw + ow],
+                zt,
+                beta,
+                part[j],
+                0,
+                part.shape[1],
+                0,
+                part.shape[2],
+            )
+        return
+    for j in range(part.shape[0]):
+        gemm_block(
+            False,
+            True,
+            like(1.0, zs),
+            zs,
+            xs[:, j * dw : j * dw + ow],
+            beta,
+            part[j],
+            0,
+            part.shape[1],
+            0,
+            part.shape[2],
+        )
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -639,45 +724,31 @@ def _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, task, chunk, pl, dw, ow, pad
     count = xpad.shape[0]
     s0 = task * chunk
     part = parts[task]
+    zt = _grad_w_scratch(zcol.shape[0], xpad.shape[1], ow, zcol.dtype)
     for s in range(s0, min(count, s0 + chunk)):
         xs = xpad[s]
         if not padded:
             _pad_rows(x, xs, n0 + s, pl)
-        zs = zcol[:, s * ow : (s + 1) * ow]
         beta = like(0.0 if s == s0 else 1.0, zcol)
-        for j in range(part.shape[0]):
-            gemm_block(
-                False,
-                True,
-                like(1.0, zcol),
-                zs,
-                xs[:, j * dw : j * dw + ow],
-                beta,
-                part[j],
-                0,
-                part.shape[1],
-                0,
-                part.shape[2],
-            )
+        _shifted_grad_w_taps(zcol[:, s * ow : (s + 1) * ow], xs, part, beta, dw, ow, zt)
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, s, pl, dw, ow):
-    """grad_x of sample n0 + s: ``dxpad[:, j * dw:j * dw + OW] += wk[j].T @ grad_z_s`` for the taps j
-    in order from zero (each element summed in tap order, as col2im sums), in xpad[s]'s memory,
-    then its unpadded columns (zeros where no output reads the input)."""
-    dxs = xpad[s]
+@njit(**JIT_INLINE)
+def _shifted_grad_x_taps(wk, zs, dxs, grad_x, n, pl, dw, ow):
+    """grad_x[n] from grad_z_s = zs (O, OW): ``dxs[:, j * dw:j * dw + OW] += wk[j].T @ zs`` for the
+    taps j in order from zero (each element summed in tap order, as col2im sums) in dxs (C, LP:
+    the sample's padded rows may be overwritten), then its unpadded columns (zeros where no
+    output reads the input)."""
     zero = like(0.0, dxs)
     _fill(dxs.reshape(dxs.size), 0, dxs.size, zero)
-    zs = zcol[:, s * ow : (s + 1) * ow]
     for j in range(wk.shape[0]):
         gemm_block(
             True,
             False,
-            like(1.0, zcol),
+            like(1.0, zs),
             wk[j],
             zs,
-            like(1.0, zcol),
+            like(1.0, zs),
             dxs[:, j * dw : j * dw + ow],
             0,
             dxs.shape[0],
@@ -687,10 +758,34 @@ def _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, s, pl, dw, ow):
     length, lp = grad_x.shape[3], dxs.shape[1]
     stop = max(0, min(length, lp - pl))  # input columns t < stop are padded column t + pl
     for c in range(grad_x.shape[1]):
-        row, src = grad_x[n0 + s, c, 0], dxs[c]
+        row, src = grad_x[n, c, 0], dxs[c]
         for t in range(stop):
             row[nonneg(t)] = src[nonneg(t + pl)]
         _fill(row, stop, length - stop, zero)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_grad_x_sample(wk, zcol, xpad, grad_x, n0, s, pl, dw, ow):
+    """grad_x of sample n0 + s (:func:`_shifted_grad_x_taps` of its grad_z columns of zcol), in
+    xpad[s]'s memory."""
+    _shifted_grad_x_taps(wk, zcol[:, s * ow : (s + 1) * ow], xpad[s], grad_x, n0 + s, pl, dw, ow)
+
+
+@njit(**JIT_INLINE)
+def _sum_shifted_parts(parts, gw2, beta, ow):
+    """``gw2[o, c * KW + j] = sum_t parts[t, j, o, c] (in t order) + beta * gw2[o, c * KW + j]``
+    (parts[t, j, c, o] in the transposed form of OW columns: :func:`_shifted_parts`)."""
+    c_out, kw = gw2.shape[0], parts.shape[1]
+    c_in = gw2.shape[1] // kw
+    transposed = _grad_w_transposed(c_out, c_in, ow)
+    for o in range(c_out):
+        for c in range(c_in):
+            for j in range(kw):
+                total = parts[0, j, c, o] if transposed else parts[0, j, o, c]
+                for t in range(1, parts.shape[0]):
+                    total += parts[t, j, c, o] if transposed else parts[t, j, o, c]
+                k = c * kw + j
+                gw2[o, k] = total + beta * gw2[o, k] if beta != 0 else total
 
 
 @njit(**JIT_PARALLEL)
@@ -702,9 +797,9 @@ def _shifted_backward(x, w2, gw2, col, zcol, grad_x, n0, count, pl, dw, kw, ow, 
     padded inputs of these samples."""
     c_in, c_out = x.shape[1], w2.shape[0]
     xpad = _padded(col, count, c_in, ow + (kw - 1) * dw)
-    chunk = _grad_w_chunk(count, ow)
+    chunk = _shifted_chunk(count)
     chunks = n_chunks(count, chunk)
-    parts = np.empty((chunks, kw, c_out, c_in), w2.dtype)
+    parts = _shifted_parts(chunks, kw, c_out, c_in, ow, w2.dtype)
     parallel = w2.size * count * ow >= PARALLEL_MIN_MACS
     if parallel:
         for t_u in prange(chunks):
@@ -712,14 +807,7 @@ def _shifted_backward(x, w2, gw2, col, zcol, grad_x, n0, count, pl, dw, kw, ow, 
     else:
         for t in range(chunks):
             _shifted_grad_w_chunk(x, zcol, xpad, parts, n0, t, chunk, pl, dw, ow, padded)
-    for o in range(c_out):
-        for c in range(c_in):
-            for j in range(kw):
-                total = parts[0, j, o, c]
-                for t in range(1, chunks):
-                    total += parts[t, j, o, c]
-                k = c * kw + j
-                gw2[o, k] = total + beta * gw2[o, k] if beta != 0 else total
+    _sum_shifted_parts(parts, gw2, beta, ow)
     if not need_grad_x:
         return
     wk = _tap_major(w2, kw)

@@ -7,7 +7,13 @@ the convolution's full output is never written to memory or read back: only the 
 and its argmax (int32 flat index in the plane, as kernels/pooling.py) are stored. Backward: per
 plane the pooled gradient times f' at the pooled output is stored at each argmax of a zeroed
 grad_z plane (and the plane's bias sum taken by conv._run_sum, the loop conv2d_backward's sweep
-uses), then the convolution's weight and input gradients as in conv2d_backward.
+uses), then the convolution's weight and input gradients as in conv2d_backward. Convolutions that
+take conv.py's shifted GEMMs (conv.is_shifted_forward: 1-D, stride 1, one group) run per sample
+instead: its products into an (O, OW) block of the task's own, activated and pooled from there
+(forward); its grad_z planes into such a block, then its share of the weight gradient and its
+input gradient from it (backward, tasks of conv._shifted_chunk's chunks of samples): zcol is not
+used and nothing of the sample leaves cache between the products and the sweep (benchmarks/RESULTS.md,
+session 26).
 
 Bit for bit what conv2d_forward (with y as z), maxpool2d_forward, maxpool2d_backward and
 conv2d_backward compute for activations whose derivative needs y alone (identity, relu, tanh,
@@ -23,10 +29,28 @@ from __future__ import annotations
 import numpy as np
 from numba import literal_unroll, njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_MACS
 from ._scalar import like, n_chunks, nonneg
 from .activations import VECTORISED_CODES, activate, activate_grad, activate_grad_const
-from .conv import _backward_products, _chunk_samples, _forward_product, _run_sum, _sum_bias_partials, _task_span
+from .conv import (
+    _backward_products,
+    _chunk_samples,
+    _forward_product,
+    _grad_w_scratch,
+    _pad_rows,
+    _padded,
+    _run_sum,
+    _shifted_chunk,
+    _shifted_grad_w_taps,
+    _shifted_grad_x_taps,
+    _shifted_parts,
+    _shifted_taps,
+    _sum_bias_partials,
+    _sum_shifted_parts,
+    _tap_major,
+    _task_span,
+    is_shifted_forward,
+)
 from .pooling import _has_nan, _max_pairs_run
 
 #: windows per pooled row from which the backward writes grad_z rows in one sweep each (as
@@ -53,15 +77,12 @@ def _max_windows_nan(zf, pf, af, xb, yb, pool_h, w, poh, pow_):
 
 
 @njit(**JIT_INLINE)
-def _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha):
-    """Plane (sample s, channel o) of zcol (flat ``zf``, rows of ``width``): z + b[o] -> f(z) in
-    place, then its max pooling into plane s * c_out + o of the flat pooled output and argmax."""
+def _activate_pool_plane(zf, xb, bias, pf, af, yb, oh, ow, pool_h, poh, pow_, code, alpha):
+    """The (OH, OW) plane at zf[xb] (rows of OW): z + bias -> f(z) in place, then its max pooling
+    into the flat pooled output and argmax at pf/af[yb]."""
     p = oh * ow
-    xb = o * width + s * p
-    bias = b[o]
     for t in range(xb, xb + p):
         zf[nonneg(t)] = activate(code, zf[nonneg(t)] + bias, alpha)
-    yb = (s * c_out + o) * poh * pow_
     if _has_nan(zf, xb, xb + p):
         _max_windows_nan(zf, pf, af, xb, yb, pool_h, ow, poh, pow_)
     elif pool_h == 2:  # literal flags: the window's loads are constants in each run
@@ -114,53 +135,74 @@ def _grad_z_plane_body(gzf, xb, pf, af, gpf, plane, oh, ow, pool_h, poh, pow_, c
 
 
 @njit(**JIT_INLINE)
-def _pool_grad_z_plane(gzf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, const):
-    """grad_z of plane (sample s, channel o) into zcol (flat ``gzf``, rows of ``width``): at each
-    window's argmax the pooled gradient times f' at the pooled output, else 0 (the rows and
-    columns past the last window too); partial_b[s, o] = its sum. ``const``: ``code`` is a
-    constant of VECTORISED_CODES."""
-    xb = o * width + s * oh * ow
+def _pool_grad_z_plane(gzf, xb, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, const):
+    """grad_z of plane (sample s, channel o) into the (OH, OW) plane at gzf[xb]: at each window's
+    argmax the pooled gradient times f' at the pooled output, else 0 (the rows and columns past
+    the last window too); partial_b[s, o] = its sum. ``const``: ``code`` is a constant of
+    VECTORISED_CODES."""
     _grad_z_plane_body(gzf, xb, pf, af, gpf, s * c_out + o, oh, ow, pool_h, poh, pow_, code, alpha, const)
     partial_b[s, o] = _run_sum(gzf[xb : xb + oh * ow], 0, oh * ow)
 
 
-@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _forward_task(zf, b, pf, af, width, n, task, c_out, oh, ow, pool_h, code, alpha):
-    """Forward planes of sweep task ``task`` (channel o, samples s0 .. s1: conv._task_span, one
-    contiguous run of zcol's row o): :func:`_activate_pool_plane`, the code a constant in each
-    copy of the loop."""
-    o, s0, s1 = _task_span(n, task, oh * ow)
+@njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it; one compiled body for both paths
+def _forward_planes(zf, b, pf, af, o0, o1, s0, s1, row, sample, c_out, oh, ow, pool_h, code, alpha):
+    """Planes (sample s, channel o), o0 <= o < o1, s0 <= s < s1, at zf[o * row + s * sample]:
+    :func:`_activate_pool_plane`, the code a constant in each copy of the loop. The sweep's tasks
+    (zcol) and the shifted GEMMs' samples (a block of their own) share this one compiled body."""
     poh, pow_ = oh // pool_h, ow // 2
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):  # the code is a constant inside each loop: it vectorises
         if code == c:
             vectorised = True
-            for s in range(s0, s1):
-                _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, c, alpha)
+            for o in range(o0, o1):
+                for s in range(s0, s1):
+                    xb, yb = o * row + s * sample, (s * c_out + o) * poh * pow_
+                    _activate_pool_plane(zf, xb, b[o], pf, af, yb, oh, ow, pool_h, poh, pow_, c, alpha)
     if not vectorised:
-        for s in range(s0, s1):
-            _activate_pool_plane(zf, width, b, pf, af, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha)
+        for o in range(o0, o1):
+            for s in range(s0, s1):
+                xb, yb = o * row + s * sample, (s * c_out + o) * poh * pow_
+                _activate_pool_plane(zf, xb, b[o], pf, af, yb, oh, ow, pool_h, poh, pow_, code, alpha)
 
 
-@njit(**JIT)  # not inlined: as _forward_task
-def _backward_task(zf, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, pool_h, code, alpha):
-    """grad_z planes of sweep task ``task`` (:func:`_forward_task`'s planes):
-    :func:`_pool_grad_z_plane`, the code a constant in each copy of the loop."""
-    o, s0, s1 = _task_span(n, task, oh * ow)
+@njit(**JIT)  # not inlined: as _forward_planes
+def _grad_z_planes(zf, pf, af, gpf, partial_b, o0, o1, s0, s1, row, sample, c_out, oh, ow, pool_h, code, alpha):
+    """grad_z of planes (sample s, channel o), o0 <= o < o1, s0 <= s < s1, at zf[o * row + s *
+    sample] with their bias sums: :func:`_pool_grad_z_plane`, the code a constant in each copy of
+    the loop (one compiled body for the sweep and the shifted GEMMs' samples)."""
     poh, pow_ = oh // pool_h, ow // 2
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):
         if code == c:
             vectorised = True
-            for s in range(s0, s1):
-                _pool_grad_z_plane(
-                    zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, c, alpha, True
-                )
+            for o in range(o0, o1):
+                for s in range(s0, s1):
+                    xb = o * row + s * sample
+                    _pool_grad_z_plane(
+                        zf, xb, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, c, alpha, True
+                    )
     if not vectorised:
-        for s in range(s0, s1):
-            _pool_grad_z_plane(
-                zf, width, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, False
-            )
+        for o in range(o0, o1):
+            for s in range(s0, s1):
+                xb = o * row + s * sample
+                _pool_grad_z_plane(
+                    zf, xb, pf, af, gpf, partial_b, s, o, c_out, oh, ow, pool_h, poh, pow_, code, alpha, False
+                )
+
+
+@njit(**JIT_INLINE)
+def _forward_task(zf, b, pf, af, width, n, task, c_out, oh, ow, pool_h, code, alpha):
+    """Forward planes of sweep task ``task`` (channel o, samples s0 .. s1: conv._task_span, one
+    contiguous run of zcol's row o): :func:`_forward_planes`."""
+    o, s0, s1 = _task_span(n, task, oh * ow)
+    _forward_planes(zf, b, pf, af, o, o + 1, s0, s1, width, oh * ow, c_out, oh, ow, pool_h, code, alpha)
+
+
+@njit(**JIT_INLINE)
+def _backward_task(zf, pf, af, gpf, partial_b, width, n, task, c_out, oh, ow, pool_h, code, alpha):
+    """grad_z planes of sweep task ``task`` (:func:`_forward_task`'s planes): :func:`_grad_z_planes`."""
+    o, s0, s1 = _task_span(n, task, oh * ow)
+    _grad_z_planes(zf, pf, af, gpf, partial_b, o, o + 1, s0, s1, width, oh * ow, c_out, oh, ow, pool_h, code, alpha)
 
 
 @njit(**JIT_INLINE)
@@ -204,6 +246,175 @@ def _backward_sweep(zcol, pooled, argmax, grad_pooled, partial_b, oh, ow, pool_h
             _backward_task(zf, pf, af, grad_pooled, partial_b, width, n, t, c_out, oh, ow, pool_h, code, a)
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_forward_sample(x, wk, xpad, b, pf, af, s, pl, dw, oh, ow, pool_h, code, alpha):
+    """Sample s of :func:`_shifted_forward`: its padded rows into xpad[s], its products
+    (conv._shifted_taps) into an (O, OW) block of its own, then each plane activated and pooled
+    from there while it is in cache (:func:`_forward_planes`). zcol's rows of the sample lie a whole row of the batch apart (a power of two
+    apart in the 1-D CNN: they share cache sets), its own block is contiguous."""
+    c_out = wk.shape[1]
+    xs = xpad[s]
+    _pad_rows(x, xs, s, pl)
+    zs = np.empty((c_out, ow), xpad.dtype)
+    _shifted_taps(wk, xs, zs, dw, ow)
+    first = np.int64(0)  # not a literal: the sweep's compiled _forward_planes
+    _forward_planes(
+        zs.reshape(zs.size), b, pf, af, first, c_out, s, s + 1, oh * ow, first, c_out, oh, ow, pool_h, code, alpha
+    )
+
+
+@njit(**JIT_PARALLEL)
+def _shifted_forward(x, w2, col, b, pooled, argmax, pl, dw, kw, oh, ow, pool_h, code, alpha):
+    """The fused forward of a convolution conv.is_shifted_forward takes (1-D, stride 1, one
+    group): per sample (:func:`_shifted_forward_sample`; samples are the tasks) the shifted
+    GEMMs of conv._shifted_forward and the activation and pooling, so the convolution's output
+    never leaves the task's cache and zcol is not written. col holds the padded inputs, as
+    conv._shifted_forward leaves it (the backward reads them)."""
+    n = x.shape[0]
+    wk = _tap_major(w2, kw)
+    xpad = _padded(col, n, x.shape[1], ow + (kw - 1) * dw)
+    pf, af = pooled.reshape(pooled.size), argmax.reshape(argmax.size)
+    a = like(alpha, col)
+    if w2.size * n * ow < PARALLEL_MIN_MACS:
+        for s in range(n):
+            _shifted_forward_sample(x, wk, xpad, b, pf, af, s, pl, dw, oh, ow, pool_h, code, a)
+    else:
+        for s_u in prange(n):
+            _shifted_forward_sample(x, wk, xpad, b, pf, af, np.int64(s_u), pl, dw, oh, ow, pool_h, code, a)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _shifted_backward_chunk(
+    x,
+    wk,
+    xpad,
+    pf,
+    af,
+    gpf,
+    partial_b,
+    parts,
+    grad_x,
+    task,
+    chunk,
+    pl,
+    dw,
+    oh,
+    ow,
+    pool_h,
+    code,
+    alpha,
+    padded,
+    need_grad_x,
+):
+    """Chunk ``task`` of :func:`_shifted_backward`'s samples (``chunk`` each), in order: each
+    sample's grad_z (:func:`_grad_z_planes`) into an (O, OW) block of the task's own, its share of
+    parts[task] (conv._shifted_grad_w_taps; its padded rows written first unless ``padded``) and,
+    with ``need_grad_x``, its grad_x (conv._shifted_grad_x_taps, over its padded rows), all from
+    that block in cache."""
+    count, c_out = xpad.shape[0], wk.shape[1]
+    s0 = task * chunk
+    part = parts[task]
+    gz = np.empty((c_out, ow), xpad.dtype)
+    gzf = gz.reshape(gz.size)
+    first = np.int64(0)  # not a literal: the sweep's compiled _grad_z_planes
+    zt = _grad_w_scratch(c_out, xpad.shape[1], ow, xpad.dtype)
+    for s in range(s0, min(count, s0 + chunk)):
+        _grad_z_planes(
+            gzf, pf, af, gpf, partial_b, first, c_out, s, s + 1, oh * ow, first, c_out, oh, ow, pool_h, code, alpha
+        )
+        xs = xpad[s]
+        if not padded:
+            _pad_rows(x, xs, s, pl)
+        _shifted_grad_w_taps(gz, xs, part, like(0.0 if s == s0 else 1.0, gz), dw, ow, zt)
+        if need_grad_x:
+            _shifted_grad_x_taps(wk, gz, xs, grad_x, s, pl, dw, ow)
+
+
+@njit(**JIT_PARALLEL)
+def _shifted_backward(
+    x,
+    w2,
+    gw2,
+    col,
+    pooled,
+    argmax,
+    grad_pooled,
+    partial_b,
+    grad_x,
+    pl,
+    dw,
+    kw,
+    oh,
+    ow,
+    pool_h,
+    code,
+    alpha,
+    need_grad_x,
+    padded,
+):
+    """The fused backward of :func:`_shifted_forward`'s convolutions: tasks of conv._shifted_chunk's
+    chunks of samples (:func:`_shifted_backward_chunk`), then gw2 = the chunks' partial weight
+    gradients summed in order: the same products and sums as conv2d_backward's shifted GEMMs, so
+    the same bits; zcol is not used. ``padded``: col holds the forward's padded inputs."""
+    count, c_in, c_out = x.shape[0], x.shape[1], w2.shape[0]
+    wk = _tap_major(w2, kw)
+    xpad = _padded(col, count, c_in, ow + (kw - 1) * dw)
+    chunk = _shifted_chunk(count)
+    chunks = n_chunks(count, chunk)
+    parts = _shifted_parts(chunks, kw, c_out, c_in, ow, w2.dtype)
+    pf, af = pooled.reshape(pooled.size), argmax.reshape(argmax.size)
+    a = like(alpha, col)
+    if w2.size * count * ow >= PARALLEL_MIN_MACS:
+        for t_u in prange(chunks):
+            _shifted_backward_chunk(
+                x,
+                wk,
+                xpad,
+                pf,
+                af,
+                grad_pooled,
+                partial_b,
+                parts,
+                grad_x,
+                np.int64(t_u),
+                chunk,
+                pl,
+                dw,
+                oh,
+                ow,
+                pool_h,
+                code,
+                a,
+                padded,
+                need_grad_x,
+            )
+    else:
+        for t in range(chunks):
+            _shifted_backward_chunk(
+                x,
+                wk,
+                xpad,
+                pf,
+                af,
+                grad_pooled,
+                partial_b,
+                parts,
+                grad_x,
+                t,
+                chunk,
+                pl,
+                dw,
+                oh,
+                ow,
+                pool_h,
+                code,
+                a,
+                padded,
+                need_grad_x,
+            )
+    _sum_shifted_parts(parts, gw2, like(0.0, col), ow)
+
+
 @njit(**JIT)
 def _check(x, y, col, pooled, pool_h):
     """Refuse shapes the fused kernels do not take (a silently wrong result otherwise)."""
@@ -243,13 +454,17 @@ def conv2d_maxpool_forward(
 
     x (N, C, H, W), w (O, C // groups, KH, KW), b (O,); y (N, O, OH, OW) gives the convolution's
     output shape and is not written; pooled, argmax (N, O, OH // pool_h, OW // 2); col, zcol:
-    scratch of conv2d_scratch_shapes holding the whole batch (col keeps the im2col for the
-    backward; zcol ends holding f(z)). Geometry, groups, code and alpha as conv2d_forward's.
+    scratch of conv2d_scratch_shapes holding the whole batch (col keeps the im2col, or the padded
+    inputs of the shifted GEMMs, for the backward; zcol ends holding f(z), or is not written by
+    the shifted GEMMs' per-sample path). Geometry, groups, code and alpha as conv2d_forward's.
     """
     _check(x, y, col, pooled, pool_h)
     c_out, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     oh, ow = y.shape[2], y.shape[3]
+    if is_shifted_forward(x, w2, groups, kh, oh, ow, pad_top, stride_w, dilation_w):
+        _shifted_forward(x, w2, col, b, pooled, argmax, pad_left, dilation_w, kw, oh, ow, pool_h, code, alpha)
+        return
     _forward_product(
         x,
         w2,
@@ -310,6 +525,31 @@ def conv2d_maxpool_backward(
     w2 = w.reshape((c_out, w.shape[1] * kh * kw))
     gw2 = grad_w.reshape(w2.shape)
     oh, ow = y.shape[2], y.shape[3]
+    if is_shifted_forward(x, w2, groups, kh, oh, ow, pad_top, stride_w, dilation_w):
+        gpf = grad_pooled.reshape(grad_pooled.size)
+        _shifted_backward(
+            x,
+            w2,
+            gw2,
+            col,
+            pooled,
+            argmax,
+            gpf,
+            partial_b,
+            grad_x,
+            pad_left,
+            dilation_w,
+            kw,
+            oh,
+            ow,
+            pool_h,
+            code,
+            alpha,
+            need_grad_x,
+            col_ready,
+        )
+        _sum_bias_partials(partial_b, grad_b)
+        return
     _backward_sweep(zcol, pooled, argmax, grad_pooled.reshape(grad_pooled.size), partial_b, oh, ow, pool_h, code, alpha)
     _backward_products(
         x,

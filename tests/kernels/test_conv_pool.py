@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from fastnn.kernels.activations import IDENTITY, RELU, SIGMOID, TANH
-from fastnn.kernels.conv import conv2d_backward, conv2d_forward, conv2d_scratch_shapes, conv_output_size
+from fastnn.kernels.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv2d_scratch_shapes,
+    conv_output_size,
+    is_shifted_forward,
+)
 from fastnn.kernels.conv_pool import conv2d_maxpool_backward, conv2d_maxpool_forward
 from fastnn.kernels.pooling import maxpool2d_backward, maxpool2d_forward
 from tests import _reference_conv as ref
@@ -26,7 +32,16 @@ CASES = {
     "groups, stride, dilation, identity": (2, 4, 9, 12, 6, (2, 2), (1, 2), (1, 0), (2, 1), 2, "identity", 1),
     "2d relu 1x2 windows": (2, 3, 5, 10, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1, "relu", 1),
     "parallel planes (the 1-D CNN's shape)": (16, 16, 1, 256, 16, (1, 5), (1, 1), (0, 2), (1, 1), 1, "relu", 1),
+    # 1-D, stride 1, one group, over THIN_FORWARD_WEIGHTS: conv.is_shifted_forward (the per-sample fused path)
+    "shifted, dilated, odd length, chunks of 3": (19, 18, 1, 21, 16, (1, 3), (1, 1), (0, 2), (1, 2), 1, "tanh", 1),
+    "shifted, batch 1, odd channels, valid": (1, 20, 1, 16, 11, (1, 5), (1, 1), (0, 0), (1, 1), 1, "sigmoid", 1),
+    "shifted, identity, padding over the kernel": (2, 17, 1, 9, 10, (1, 5), (1, 1), (0, 4), (1, 1), 1, "identity", 1),
+    # O x C over 1,200: the weight gradient's transposed form (conv._NT_SMALL_OUTPUTS); O == C too
+    "shifted, transposed weight gradient": (24, 40, 1, 14, 32, (1, 3), (1, 1), (0, 1), (1, 1), 1, "relu", 1),
+    "shifted, transposed, as many outputs as inputs": (3, 36, 1, 10, 36, (1, 3), (1, 1), (0, 1), (1, 2), 1, "tanh", 1),
 }
+#: the cases conv.is_shifted_forward takes (test_shifted_cases_take_the_shifted_forward checks)
+SHIFTED = ["parallel planes (the 1-D CNN's shape)", *(k for k in CASES if k.startswith("shifted"))]
 SMALL = [k for k in CASES if not k.startswith("parallel")]
 
 
@@ -131,15 +146,41 @@ def test_matches_the_reference(name, dtype):
         np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
-def test_first_layer_leaves_grad_x_alone():
-    case = CASES["1d relu, odd length"]
+@pytest.mark.parametrize("name", ["1d relu, odd length", "shifted, dilated, odd length, chunks of 3"])
+def test_first_layer_leaves_grad_x_alone(name):
+    case = CASES[name]
     x, w, b, gp, out = _setup(case, np.float64)
     got = fused(case, x, w, b, gp, out, need_grad_x=False)
     assert np.isnan(got[2]).all()
-    np.testing.assert_array_equal(got[3], unfused(case, x, w, b, gp, out, need_grad_x=False)[3])
+    want = unfused(case, x, w, b, gp, out, need_grad_x=False)
+    np.testing.assert_array_equal(got[3], want[3])
+    np.testing.assert_array_equal(got[4], want[4])
 
 
-@pytest.mark.parametrize("name", ["1d relu, odd length", "2d tanh 2x2, odd rows", "groups, stride, dilation, identity"])
+def test_shifted_cases_take_the_shifted_forward():
+    """SHIFTED run the per-sample fused path (conv.is_shifted_forward), the others the sweeps."""
+    for name, case in CASES.items():
+        x, w, _, _, out = _setup(case, np.float64)
+        stride, pads, dil, groups = case[6], case[7], case[8], case[9]
+        w2 = w.reshape(w.shape[0], -1)
+        got = is_shifted_forward(x, w2, groups, w.shape[2], out[2], out[3], pads[0], stride[1], dil[1])
+        assert got == (name in SHIFTED), name
+    # both forms of the shifted weight gradient (O x C over 1,200 outputs: transposed) are covered
+    outputs = {CASES[k][4] * CASES[k][1] for k in SHIFTED}
+    assert min(outputs) <= 1200 < max(outputs)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "1d relu, odd length",
+        "2d tanh 2x2, odd rows",
+        "groups, stride, dilation, identity",
+        "shifted, dilated, odd length, chunks of 3",
+        "shifted, identity, padding over the kernel",
+        "shifted, transposed, as many outputs as inputs",
+    ],
+)
 def test_finite_differences(name):
     case = CASES[name]
     x, w, b, gp, out = _setup(case, np.float64, seed=2)
@@ -153,8 +194,16 @@ def test_finite_differences(name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bit_identical_on_one_and_two_threads(dtype):
-    case = CASES["parallel planes (the 1-D CNN's shape)"]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "parallel planes (the 1-D CNN's shape)",
+        "shifted, dilated, odd length, chunks of 3",
+        "shifted, transposed weight gradient",
+    ],
+)
+def test_bit_identical_on_one_and_two_threads(dtype, name):
+    case = CASES[name]
     x, w, b, gp, out = _setup(case, dtype, seed=3)
     before = numba.get_num_threads()
     try:
@@ -168,7 +217,9 @@ def test_bit_identical_on_one_and_two_threads(dtype):
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("name", ["groups, stride, dilation, identity", "2d tanh 2x2, odd rows"])
+@pytest.mark.parametrize(
+    "name", ["groups, stride, dilation, identity", "2d tanh 2x2, odd rows", "shifted, dilated, odd length, chunks of 3"]
+)
 def test_nan_pools_as_the_unfused_kernels(name):
     """A NaN in the convolution's output wins its window (kernels/pooling.py's rule): the same
     pooled output and argmax as the unfused kernels, and the gradients are not finite (relu
