@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import copyreg
 import functools
 import inspect
 import io
 import math
 import os
-import pickle
 import threading
-import types
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -23,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _conv_pool_fusion as conv_pool_fusion
+from . import _copies as copies
 from . import _fit_options as fit_options
 from . import _inference as inference
 from . import _norm_fusion as norm_fusion
@@ -33,7 +31,7 @@ from . import metrics as metrics_mod
 from . import optim as optim_mod
 from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
-from ._ownership import PartsPickling, all_in_dict, transplantable
+from ._ownership import PartsPickling
 from .accumulation import GroupSum
 from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
 from .kernels.masking import valid_rows as count_valid_rows
@@ -45,7 +43,6 @@ from .layers.base import (
     Workspace,
     flat_rows,
     keep_as_tag,
-    layer_tree,
     misnamed_attribute,
     new_attribute_from_outside,
     normalize_shape,
@@ -103,7 +100,7 @@ class _LayerList(list):
         # a copy of the list alone (copy.deepcopy, pickle; Python's rebuilds a list by appending): a
         # plain list of the copied layers, each free of any model, as Keras's model.layers is a new
         # list; inside a copy of its model (a subclass's self.blocks = self.layers) it is the copy's
-        # own list (_anchors)
+        # own list (fastnn._copies.anchors)
         return (list, (list(self),))
 
 
@@ -388,526 +385,6 @@ def _as_sequential(model):
         yield
     finally:
         model.__class__ = cls
-
-
-def _anchors(model) -> dict[tuple, object]:
-    """The objects of ``model`` that the attributes a copy carries over (the user's tags, a
-    subclass's own attributes) refer to as the copy's own, by key: the model itself, each layer by
-    path, the layers' parameter views and buffers, the flat buffers, the optimizer, the loss, the
-    metrics list and the training state (``self.head = self.layers[-1]`` in a subclass's ``__init__``: the copy's last layer, not a
-    detached copy of the original's)."""
-    anchors: dict[tuple, object] = {("model",): model}
-    for path, layer in freezing.layer_paths(model).items():
-        anchors[("layer", path)] = layer
-        for name, view in layer.parameter_views.items():
-            anchors[("parameter", path, name)] = view
-        if layer.output_shape is not None:
-            for name, buffer in layer.buffers().items():
-                if buffer is not None:
-                    anchors[("buffer", path, name)] = buffer
-    for name in ("layers", "params", "grads", "optimizer", "loss", "metrics", "state"):
-        if vars(model).get(name) is not None:
-            anchors[(name,)] = vars(model)[name]
-    for i, metric in enumerate(vars(model).get("metrics") or ()):
-        if isinstance(metric, metrics_mod.Metric):  # (self.f1 = self.metrics[0]: the copy's metric object)
-            anchors[("metric", i)] = metric
-    return anchors
-
-
-def _copy_parts(model) -> dict[tuple, object]:
-    """The parts of ``model`` that a copy rebuilds and that a copy of them made earlier in the same
-    ``copy.deepcopy`` call or pickle becomes (:func:`_adopted`): its layers by path, nested ones too
-    (``("layer", "1")``, ``("layer", "1.block.0")``: ``model.layer(path)``'s paths), and, built, its
-    optimizer and its loss (an unbuilt model's optimizer and loss are copied as themselves already;
-    under a weighted fit's :class:`~fastnn.losses.SampleWeighted` loss, the plain loss it wraps,
-    which is the copy's loss)."""
-    held = vars(model)
-    parts: dict[tuple, object] = {("layer", path): layer for path, layer, _ in layer_tree(held.get("layers") or ())}
-    if held.get("built"):
-        if held.get("optimizer") is not None:
-            parts[("optimizer",)] = held["optimizer"]
-        if held.get("loss") is not None:
-            parts[("loss",)] = losses_mod.base_of(held["loss"])
-    return {key: part for key, part in parts.items() if transplantable(part)}
-
-
-def _part_keys(earlier: dict | None) -> dict[tuple, object]:
-    """``earlier`` (:meth:`Sequential._put_copy_state`'s) with a top-level layer's key as a path
-    (``("layer", 0)`` of a model pickled by an earlier fastnn is ``("layer", "0")``)."""
-    return {
-        (key[0], str(key[1])) if key[0] == "layer" and isinstance(key[1], int) else key: part
-        for key, part in (earlier or {}).items()
-    }
-
-
-def _adopted(fresh, earlier):
-    """``earlier`` made the object ``fresh`` is (its ``__dict__`` moved over; a copy's own part, just
-    made, that nothing else refers to yet), where ``earlier`` is a part of the copy made before
-    the model: a free copy of the original's part (``copy.deepcopy([model.layers[0], model])``) or
-    the bare object that part pickled as inside its model's state. Else ``fresh``."""
-    if earlier is None or earlier is fresh or type(earlier) is not type(fresh) or not transplantable(earlier):
-        return fresh
-    if earlier.owner is not None:
-        return fresh  # (another live model's part: never taken)
-    held = vars(earlier)
-    held.clear()
-    held.update(vars(fresh))
-    return earlier
-
-
-def _replace_child(parent, old, new) -> int:
-    """Make ``parent`` (a container layer) hold ``new`` wherever its attributes hold ``old``: as an
-    attribute, or an item at any depth of the lists, tuples and dicts they hold (Residual's
-    ``block``, TimeDistributed's ``layer``, a Transformer block's ``(name, layer)`` pairs of
-    ``parts``, a user's container's ``{name: layer}`` or list of lists). The number of places
-    changed (0: ``parent`` holds it some other way, in an object of its own; nothing changed)."""
-
-    def swapped(value, depth: int) -> tuple[object, int]:
-        # (value with ``old`` replaced: a list or dict in place, a tuple anew; the places changed)
-        if value is old:
-            return new, 1
-        kind = type(value)
-        if depth > _HOLDING_DEPTH or kind not in (list, tuple, dict):
-            return value, 0
-        items = list(value.items()) if kind is dict else list(enumerate(value))
-        count, out = 0, []
-        for key, item in items:
-            item, changed = swapped(item, depth + 1)
-            out.append(item)
-            if changed and kind is not tuple:
-                value[key] = item
-            count += changed
-        if count and kind is tuple:
-            return tuple(out), count
-        return value, count
-
-    count = 0
-    held = vars(parent)
-    for name, value in list(held.items()):
-        value, changed = swapped(value, 0)
-        if changed:
-            held[name], count = value, count + changed
-    return count
-
-
-#: how deep in lists, tuples and dicts :func:`_replace_child` looks for a child (a cycle stops there)
-_HOLDING_DEPTH = 8
-
-
-def _adopt_children(layer, path: str, earlier: dict[tuple, object]) -> None:
-    """The layers inside ``layer`` (at ``path`` in its model, a copy being made), at any depth,
-    that a copy of them made earlier in the same ``copy.deepcopy`` call or pickle becomes
-    (``earlier``, by ``("layer", path)``): each takes the fresh child's state and its place in the
-    container. A child the container holds in a way :func:`_replace_child` does not find is left
-    as it is (the earlier object too: see :func:`_fill_unadopted`)."""
-    for name, child in layer.sublayers():
-        child_path = f"{path}.{name}"
-        part = earlier.get(("layer", child_path))
-        if part is not None and part is not child:
-            kept = dict(vars(part)) if transplantable(part) else None
-            if _adopted(child, part) is part:
-                if _replace_child(layer, child, part):
-                    child = part
-                else:  # (not held where it can be swapped: the earlier object as it was)
-                    vars(part).clear()
-                    vars(part).update(kept or {})
-        _adopt_children(child, child_path, earlier)
-
-
-def _fill_unadopted(model, earlier: dict[tuple, object]) -> None:
-    """A part pickled inside its model as a bare object (:class:`~fastnn._ownership.PartsPickling`)
-    that the copy could not adopt (a part the rebuilt model lacks, or holds in a way that cannot
-    be swapped) becomes a free copy of the copy's part (its own memory, no owner), never an empty
-    object nor one sharing the copy's arrays; an unknown one raises."""
-    mine = _copy_parts(model)
-    for key, part in earlier.items():
-        if vars(part) or mine.get(key) is part:
-            continue
-        source = mine.get(key)
-        if source is None or type(source) is not type(part):
-            raise pickle.UnpicklingError(
-                f"the pickled model holds a part {key!r} ({type(part).__name__}) that the rebuilt model "
-                f"lacks: a container layer's get_config/from_config does not recreate it (describe every "
-                f"child of sublayers() in get_config), or it was pickled by another version of fastnn "
-                f"(pickle it again with this one)"
-            )
-        vars(part).update(vars(copy.deepcopy(source)))
-
-
-class _Unfillable(Exception):
-    """A child's place in a rebuilt container that a copy cannot give the child it describes."""
-
-
-def _layer_nodes(roots) -> dict[str, tuple]:
-    """``{path: (layer, its parent's path or None, its name in the parent or None)}`` of ``roots``
-    (``[(path, layer)]``) and, depth first, of the layers inside them (:meth:`Layer.sublayers`;
-    ``model.layer(path)``'s paths)."""
-    nodes: dict[str, tuple] = {}
-
-    def walk(path: str, layer, parent: str | None, name: str | None) -> None:
-        nodes[path] = (layer, parent, name)
-        for child_name, child in layer.sublayers():
-            walk(f"{path}.{child_name}", child, path, child_name)
-
-    for path, layer in roots:
-        walk(path, layer, None, None)
-    return nodes
-
-
-#: the config values :func:`_config_differs` compares (others, a function or an object of the
-#: user's, it takes as equal: it never refuses what it cannot tell apart)
-_PLAIN_VALUES = (str, bytes, bool, int, float, complex, type(None), np.generic, np.dtype, type)
-
-
-def _config_differs(a, b, depth: int = 0) -> bool:
-    """Whether two layer configs (``get_config()``'s) surely differ: dicts, lists and tuples item
-    by item, arrays by value, numbers, strings and classes by equality (nan equals nan)."""
-    if a is b or depth > _HOLDING_DEPTH:
-        return False
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() != b.keys() or any(_config_differs(a[k], b[k], depth + 1) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) != len(b) or any(_config_differs(x, y, depth + 1) for x, y in zip(a, b))
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        try:
-            return not np.array_equal(a, b, equal_nan=True)
-        except TypeError:  # (an array of objects or strings: no nan)
-            return not np.array_equal(a, b)
-    if isinstance(a, _PLAIN_VALUES) and isinstance(b, _PLAIN_VALUES):
-        with contextlib.suppress(TypeError, ValueError):
-            if a != a and b != b:  # noqa: PLR0124  (nan)
-                return False
-            return bool(a != b)
-    return False
-
-
-def _put_children(layer, path: str, fills: dict[str, dict]) -> None:
-    """Give ``layer`` (a layer just rebuilt at ``path`` from its description) the children that
-    ``fills`` describes (``{path: layer_to_config entry}``, in the order found: parents first), in
-    the place of those its container rebuilt in their stead (:func:`_replace_child`)."""
-    for where, entry in fills.items():
-        if not where.startswith(path + "."):
-            continue
-        nodes = _layer_nodes([(path, layer)])
-        child, parent_path, name = nodes.get(where, (None, None, None))
-        if parent_path is None:
-            raise _Unfillable(where)
-        parent = nodes[parent_path][0]
-        replacement = layer_from_config(entry)
-        try:
-            swapped = _replace_child(parent, child, replacement)
-        except TypeError:  # (no __dict__: a container of __slots__)
-            swapped = 0
-        if not swapped or dict(parent.sublayers()).get(name) is not replacement:
-            raise _Unfillable(where)
-
-
-def _rebuilt_nodes(model, entries: list, chosen: list[int], fills: dict, classes: dict) -> dict[str, tuple]:
-    """:func:`_layer_nodes` of the layers ``chosen`` (indices) that a copy of ``model`` rebuilds
-    from ``entries`` (``layer_to_config(layer, by_class=True)``'s) and ``fills``, built as the
-    model's (a build may make children: Residual's projection), each from its own input shape (a
-    child of another output width shows inside that layer); no model, no memory."""
-    held = vars(model)
-    nodes = {}
-    for i in chosen:
-        with using_layer_classes(classes):
-            layer = layer_from_config(entries[i])
-            _put_children(layer, str(i), fills)
-        if held.get("built"):
-            own = held["layers"][i]
-            shape = vars(own).get("input_shape") or (held["layers"][i - 1].output_shape if i else held["input_shape"])
-            layer.build(shape, held["dtype"])
-        nodes.update(_layer_nodes([(str(i), layer)]))
-    return nodes
-
-
-def _holds_users_container(layer) -> bool:
-    """Whether ``layer`` is, or holds at any depth, a container layer of a class not fastnn's own
-    (fastnn's containers describe every child in their configs: only a user's may not)."""
-    nodes = _layer_nodes([("", layer)])
-    containers = {parent for _, parent, _ in nodes.values() if parent is not None}
-    return any(type(nodes[path][0]).__module__.partition(".")[0] != "fastnn" for path in containers)
-
-
-def _named_classes(value, depth: int = 0) -> set[str]:
-    """The layer class names (not classes) in layer descriptions: a user's container's get_config
-    that names its children's classes itself, not through ``layer_to_config``."""
-    names: set[str] = set()
-    if depth > _HOLDING_DEPTH:
-        return names
-    if isinstance(value, dict):
-        if isinstance(value.get("class"), str) and isinstance(value.get("config", {}), dict):
-            names.add(value["class"])
-        for item in value.values():
-            names |= _named_classes(item, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            names |= _named_classes(item, depth + 1)
-    return names
-
-
-def _first_difference(mine: dict, theirs: dict, fills: dict) -> tuple | None:
-    """Where the rebuilt layers ``theirs`` differ from the model's ``mine`` (:func:`_layer_nodes`
-    both): ``(path, the differing child's node, what the rebuilt container holds there, whether
-    that place can take the child)``; None where they agree (a child's class, and its config
-    where its container rebuilt it: a child a copy puts back, ``fills``, is rebuilt from its own
-    config as a top-level layer is)."""
-    for path, (layer, parent, name) in mine.items():
-        if path not in theirs:
-            return path, (layer, parent, name), "without it", False
-        other = theirs[path][0]
-        if type(other) is not type(layer):
-            return path, (layer, parent, name), f"with a {type(other).__name__} in its place", parent is not None
-        if parent is None:
-            continue
-        try:
-            differs = path not in fills and _config_differs(layer.get_config(), other.get_config())
-        except Exception:  # (a config that cannot be read now: not compared)
-            differs = False
-        if differs or _config_differs(getattr(layer, "output_shape", None), getattr(other, "output_shape", None)):
-            return path, (layer, parent, name), f"as another {type(other).__name__} (of its defaults)", True
-    for path, (layer, parent, name) in theirs.items():
-        if path not in mine:
-            return path, (layer, parent, name), None, False
-    return None
-
-
-def _undescribed(what: str, nodes: dict, found: tuple, why: str = "") -> str:
-    """The message refusing a copy of a model whose user container does not describe a child."""
-    path, (child, parent, name), outcome, _ = found
-    container = type(nodes[parent][0]).__name__ if parent in nodes else "container"
-    kind = type(child).__name__
-    if outcome is None:
-        problem = (
-            f"its layer {container} (at {parent!r}) rebuilt from {container}.get_config() holds a child "
-            f"{name!r} ({kind}) that the model's own {container} does not hold"
-        )
-    else:
-        problem = (
-            f"its layer {container} (at {parent!r}) holds the child {name!r} ({kind}, at {path!r}) that "
-            f"{container}.get_config() does not describe: {container}.from_config rebuilds the "
-            f"{container} {outcome}{why}"
-        )
-    result = "copy" if what.startswith("copy") else "model loaded from the file"
-    return (
-        f"cannot {what} this model: {problem}, so the {result} would silently differ from it; "
-        f"describe every child of {container}.sublayers() in {container}.get_config() "
-        f"(layer_to_config(child)) and rebuild each in from_config (layer_from_config(config[...]))"
-    )
-
-
-def _described_children(model, entries: list, what: str, fillable: bool = True) -> tuple[dict, dict]:
-    """Check that the layers a copy of ``model`` rebuilds from ``entries`` (its layers'
-    ``layer_to_config(layer, by_class=True)``) are the model's, at any depth: the same children
-    (:meth:`Layer.sublayers`) of the same classes and configs. A user's container whose
-    ``get_config`` leaves a child out, rebuilt with a child of its defaults in that place, gets
-    the model's child put back there (``fillable``: a copy carries these "fills", ``{path: entry}``;
-    a file cannot); a child it rebuilds without, or one that cannot be put back, is refused with
-    a TypeError naming the container and the child: a copy is complete or is not made. Returns
-    ``(fills, classes)``: ``classes``, the model's layer classes by the names a container's
-    ``get_config`` gives them itself (:func:`~fastnn.layers.using_layer_classes`)."""
-    layers = vars(model).get("layers") or ()
-    named = _named_classes(entries)
-    by_name: dict[str, set] = {}
-    for _, layer, _ in layer_tree(layers) if named else ():
-        by_name.setdefault(type(layer).__name__, set()).add(type(layer))
-    classes = {name: next(iter(kinds)) for name, kinds in by_name.items() if name in named and len(kinds) == 1}
-    chosen = [i for i, layer in enumerate(layers) if _holds_users_container(layer)]
-    if not chosen:
-        return {}, classes
-    mine = _layer_nodes([(str(i), layers[i]) for i in chosen])
-    fills: dict[str, dict] = {}
-    for _ in range(len(mine) + 1):
-        try:
-            theirs = _rebuilt_nodes(model, entries, chosen, fills, classes)
-        except _Unfillable as exc:
-            stuck = (exc.args[0], mine[exc.args[0]], "with another child in its place", False)
-            raise TypeError(
-                _undescribed(what, mine, stuck, ", which it holds where a copy cannot put the model's child back")
-            ) from None
-        except Exception as exc:
-            if not fills:
-                return {}, classes  # (the copy's own rebuilding raises its error)
-            last = next(reversed(fills))
-            stuck = (last, mine[last], "with another child in its place", False)
-            raise TypeError(
-                _undescribed(what, mine, stuck, f", and the model's child does not build there ({exc})")
-            ) from exc
-        found = _first_difference(mine, theirs, fills)
-        if found is None:
-            return fills, classes
-        path, _, _, can_fill = found
-        if not (fillable and can_fill and path not in fills):
-            nodes = mine if found[2] is not None else theirs
-            if not fillable and can_fill:
-                found = (*found[:2], f"{found[2]} (a file holds descriptions only)", can_fill)
-            raise TypeError(_undescribed(what, nodes, found))
-        fills[path] = layer_to_config(mine[path][0], by_class=True)
-    return fills, classes
-
-
-def _adopt_metrics(model, earlier: dict[tuple, object]) -> None:
-    """The copy's metric objects (``model.metrics``: fresh copies of the original's) that the objects
-    made of them earlier in the same copy become (``earlier``'s ``("metric", i)``: a free copy made
-    before the model, or the metric object the model's pickled state held): ``copies[1] is
-    copies[0].metrics[0]`` for ``copy.deepcopy([model, model.metrics[0]])`` in either order."""
-    metrics = vars(model).get("metrics")
-    if not metrics:
-        return
-    adopted = list(metrics)
-    for i, metric in enumerate(metrics):
-        part = earlier.get(("metric", i))
-        if (
-            part is None
-            or part is metric
-            or type(part) is not type(metric)
-            or not isinstance(metric, metrics_mod.Metric)
-            or not (all_in_dict(part) and all_in_dict(metric))
-        ):
-            continue
-        held = vars(part)
-        held.clear()
-        held.update(vars(metric))
-        adopted[i] = part
-    vars(model)["metrics"] = type(metrics)(adopted) if isinstance(metrics, (list, tuple)) else metrics
-
-
-def _state_metrics(state: dict) -> list:
-    """The metric objects a copy's state (:meth:`Sequential._copy_state`) holds."""
-    if "unbuilt" in state:
-        held = (state["unbuilt"].get("compiled") or {}).get("metrics")
-    else:
-        held = state["record"].get("metrics")
-    return list(held or ())
-
-
-def _memory_roots(anchors: dict[tuple, object]) -> list[tuple[tuple, np.ndarray]]:
-    """The NumPy arrays among ``anchors`` (the flat parameter and gradient buffers, the layers'
-    buffers and parameter views), largest first: the memory a view held by a copied attribute
-    (``self.row = self.layers[0].weight[0]``, ``self.params[-10:]``) is rebuilt on in the copy."""
-    arrays = [(key, obj) for key, obj in anchors.items() if type(obj) is np.ndarray and obj.flags.c_contiguous]
-    return sorted(arrays, key=lambda item: -item[1].nbytes)
-
-
-def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
-    """[low, high) addresses of the bytes ``array`` (a non-empty one) reaches (NumPy's byte_bounds,
-    which moved between NumPy 1 and 2)."""
-    low = high = array.__array_interface__["data"][0]
-    for n, stride in zip(array.shape, array.strides):
-        if stride < 0:
-            low += (n - 1) * stride
-        else:
-            high += (n - 1) * stride
-    return low, high + array.itemsize
-
-
-def _view_key(obj, roots: list[tuple[tuple, np.ndarray]]) -> tuple | None:
-    """``("view", root key, offset, shape, strides, dtype, writeable)`` when ``obj`` is a NumPy
-    view inside the memory of one of ``roots`` (``_memory_roots``), else None."""
-    if not isinstance(obj, np.ndarray) or obj.base is None or obj.size == 0:
-        return None
-    lo, hi = _byte_bounds(obj)
-    for key, root in roots:
-        start, stop = _byte_bounds(root)
-        if start <= lo and hi <= stop:
-            offset = obj.__array_interface__["data"][0] - start
-            return ("view", key, offset, obj.shape, obj.strides, obj.dtype.str, obj.flags.writeable)
-    return None
-
-
-def _view_from_key(pid: tuple, anchors: dict[tuple, object]) -> np.ndarray:
-    """The view :func:`_view_key` described, on the memory of ``anchors``' array of its root key
-    (``pid`` may go on: the number :class:`_AnchoredPickler` gave the view, or an ``id()`` where an
-    older fastnn pickled it)."""
-    _, key, offset, shape, strides, dtype, writeable = pid[:7]
-    root = anchors[tuple(key)]
-    if type(root) is not np.ndarray:
-        raise TypeError(f"the copy's part {key!r} is no NumPy array")
-    view = np.ndarray(tuple(shape), np.dtype(dtype), buffer=root, offset=offset, strides=tuple(strides))
-    view.flags.writeable = bool(writeable) and root.flags.writeable
-    return view
-
-
-class _ViewFinder(pickle.Pickler):
-    """Walks what a deep copy of a model carries over as pickling would (the same ``__reduce_ex__``
-    and ``__getstate__`` that ``copy.deepcopy`` follows), writing nothing, and notes the views of the
-    model's memory it holds (``_view_key``): ``Sequential.__deepcopy__`` gives each the copy's
-    memory. The model's own objects are not entered; arrays and what does not pickle are skipped."""
-
-    def __init__(self, anchors: dict[tuple, object]):
-        super().__init__(_NullFile(), pickle.DEFAULT_PROTOCOL)
-        self.anchored = {id(obj) for obj in anchors.values()}
-        self.roots = _memory_roots(anchors)
-        self.views: dict[int, tuple[np.ndarray, tuple]] = {}
-
-    def persistent_id(self, obj):
-        return "anchor" if id(obj) in self.anchored else None
-
-    def reducer_override(self, obj):
-        if isinstance(obj, PartsPickling):  # (a model's marks: they act only where really pickled)
-            return (int, ())
-        if isinstance(obj, np.ndarray):
-            key = _view_key(obj, self.roots) if type(obj) is np.ndarray else None
-            if key is not None:
-                self.views[id(obj)] = (obj, key)
-            return (int, ())  # (its bytes are not needed)
-        if obj is int:  # (the stand-in's own callable)
-            return NotImplemented
-        if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
-            return (int, ())  # (shared by a deep copy, not entered)
-        try:
-            reducer = copyreg.dispatch_table.get(type(obj))
-            reduced = reducer(obj) if reducer is not None else obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
-        except Exception:  # (a lock, a file: the deep copy shares or refuses it itself)
-            return (int, ())
-        return reduced if isinstance(reduced, tuple) else (int, ())
-
-
-class _NullFile:
-    """A file that forgets what is written to it."""
-
-    def write(self, data) -> int:
-        return len(data)
-
-
-class _AnchoredPickler(pickle.Pickler):
-    """Pickles the attributes a copy of a model carries over, the model's own objects (``_anchors``)
-    as their keys, and each view of the model's memory as its place there and its number in this
-    pickling (one object per view; numbers, not ``id()``, so that equal models pickle to equal
-    bytes)."""
-
-    def __init__(self, file, anchors: dict[tuple, object]):
-        super().__init__(file, pickle.DEFAULT_PROTOCOL)
-        self.keys = {id(obj): key for key, obj in anchors.items()}
-        self.roots = _memory_roots(anchors)
-        self.view_numbers: dict[int, int] = {}  # id(view) -> its number (the views stay alive meanwhile)
-
-    def persistent_id(self, obj):
-        key = self.keys.get(id(obj))
-        if key is None and type(obj) is np.ndarray:  # a view of the model's memory: the copy's memory
-            key = _view_key(obj, self.roots)
-            if key is not None:
-                key = (*key, self.view_numbers.setdefault(id(obj), len(self.view_numbers)))
-        return key
-
-
-class _AnchoredUnpickler(pickle.Unpickler):
-    """Reads what :class:`_AnchoredPickler` wrote, each key as the new model's object."""
-
-    def __init__(self, file, anchors: dict[tuple, object]):
-        super().__init__(file)
-        self.anchors = anchors
-        self.views: dict[tuple, np.ndarray] = {}
-
-    def persistent_load(self, pid):
-        try:
-            if pid[0] == "view":  # (one object per view pickled: the same view again is that object)
-                return self.views.setdefault(tuple(pid), _view_from_key(pid, self.anchors))
-            return self.anchors[tuple(pid)]
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"the pickled model's attributes refer to its part {pid!r}, which the rebuilt model lacks"
-            ) from None
 
 
 def _array_like_numbers(value) -> bool:
@@ -2857,6 +2334,12 @@ class Sequential:
         Sequential
             Equal to the snapshotted model (weights, optimizer state, training state).
 
+        Raises
+        ------
+        ValueError
+            As :meth:`from_config` (a container layer of the user's whose ``get_config`` leaves a
+            child out is refused, naming both), or as :meth:`restore`.
+
         Examples
         --------
         >>> import fastnn as fnn
@@ -2892,10 +2375,10 @@ class Sequential:
         """The model's own state a copy is rebuilt from (``{"record": ...}``, or ``{"unbuilt": ...}``
         before the input shape is known): Sequential's methods, whatever a subclass overrides. A
         user's container whose get_config leaves a child out: the child put back (``"fills"``), or
-        a TypeError naming both (:func:`_described_children`); ``"classes"``: the model's layer
+        a TypeError naming both (:func:`~fastnn._copies.described_children`); ``"classes"``: the model's layer
         classes by the names such a get_config gives them itself."""
         layers = [layer_to_config(layer, by_class=True) for layer in self.layers]
-        fills, classes = _described_children(self, layers, "copy or pickle")
+        fills, classes = copies.described_children(self, layers, "copy or pickle")
         extra = {key: value for key, value in (("fills", fills), ("classes", classes)) if value}
         if not self.built:
             state = {
@@ -2944,17 +2427,17 @@ class Sequential:
         return {"tags": self._tags(), "subclass": self._subclass_attributes()}
 
     def _pickled_carried(self) -> bytes:
-        """:meth:`_carried`, pickled with the model's own objects as references (``_anchors``): a
+        """:meth:`_carried`, pickled with the model's own objects as references (:func:`~fastnn._copies.anchors`): a
         subclass's ``self.head = self.layers[-1]`` is the unpickled model's layer."""
-        carried, anchors = self._carried(), _anchors(self)
+        carried, anchors = self._carried(), copies.anchors(self)
         buffer = io.BytesIO()
         try:
-            _AnchoredPickler(buffer, anchors).dump(carried)
+            copies.AnchoredPickler(buffer, anchors).dump(carried)
         except Exception as exc:
             values = {**carried["tags"]["model"], **carried["subclass"]["dict"], **carried["subclass"]["slots"]}
             for name, value in values.items():
                 try:
-                    _AnchoredPickler(io.BytesIO(), anchors).dump(value)
+                    copies.AnchoredPickler(io.BytesIO(), anchors).dump(value)
                 except Exception:
                     raise TypeError(
                         f"cannot pickle this {type(self).__name__} model: its attribute {name!r} "
@@ -2975,7 +2458,7 @@ class Sequential:
         # as a bare object there (a free copy if pickled before the model), which __setstate__ makes
         # the rebuilt model's part, so that pickle.dumps([model, model.layers[0]]) keeps them together
         reduced = super().__reduce_ex__(protocol)
-        parts = _copy_parts(self)
+        parts = copies.copy_parts(self)
         if not parts or not isinstance(reduced, tuple) or len(reduced) < 3 or not isinstance(reduced[2], dict):
             return reduced
         objects = list(parts.values())
@@ -3006,17 +2489,17 @@ class Sequential:
         """Make this new object (no ``__init__`` run) the model :meth:`_copy_state` described, with
         Sequential's methods whatever a subclass overrides: a subclass's constructor, which may take
         other arguments, is never called (as torch and Keras copy a subclassed model). ``earlier``:
-        objects of the copy made before it (``{key: object}`` of :func:`_copy_parts`'s keys, and
-        ``("metric", i)``), which become its parts (:func:`_adopted`, :func:`_adopt_children`,
-        :func:`_adopt_metrics`); a bare one that cannot be is filled as a free copy."""
-        earlier = _part_keys(earlier)
+        objects of the copy made before it (``{key: object}`` of :func:`~fastnn._copies.copy_parts`'s keys, and
+        ``("metric", i)``), which become its parts (:func:`~fastnn._copies.adopted`, :func:`~fastnn._copies.adopt_children`,
+        :func:`~fastnn._copies.adopt_metrics`); a bare one that cannot be is filled as a free copy."""
+        earlier = copies.part_keys(earlier)
         fills = state.get("fills") or {}
 
         def fresh(i: int, entry) -> Layer:
             layer = layer_from_config(entry)
-            _put_children(layer, str(i), fills)  # (the children its container's get_config leaves out)
-            layer = _adopted(layer, earlier.get(("layer", str(i))))
-            _adopt_children(layer, str(i), earlier)  # (before the model: nothing else refers to them yet)
+            copies.put_children(layer, str(i), fills)  # (the children its container's get_config leaves out)
+            layer = copies.adopted(layer, earlier.get(("layer", str(i))))
+            copies.adopt_children(layer, str(i), earlier)  # (before the model: nothing else refers to them yet)
             return layer
 
         with _as_sequential(self), using_layer_classes(state.get("classes") or {}):
@@ -3040,13 +2523,13 @@ class Sequential:
         held = vars(self)
         if "record" in state:
             for i, layer in enumerate(held["layers"]):  # (the layers a build made: Residual's projection)
-                _adopt_children(layer, str(i), earlier)
+                copies.adopt_children(layer, str(i), earlier)
             # nothing else refers to the copy's optimizer and loss yet (their plans come later)
             for name in ("optimizer", "loss"):
                 if held.get(name) is not None:
-                    held[name] = _adopted(held[name], earlier.get((name,)))
-        _adopt_metrics(self, earlier)
-        _fill_unadopted(self, {key: part for key, part in earlier.items() if key[0] != "metric"})
+                    held[name] = copies.adopted(held[name], earlier.get((name,)))
+        copies.adopt_metrics(self, earlier)
+        copies.fill_unadopted(self, {key: part for key, part in earlier.items() if key[0] != "metric"})
 
     def _put_carried(self, carried: dict) -> None:
         """Set what :meth:`_carried` took from the model copied: its tags, and a subclass's own
@@ -3063,10 +2546,10 @@ class Sequential:
     def __setstate__(self, state):
         # the metric objects the state held are the unpickled ones a list pickled with the model
         # refers to (pickle.dumps([model, model.metrics[0]]), either order): the copy's metrics
-        earlier = {**state.get("parts", {}), **{("metric", i): m for i, m in enumerate(_state_metrics(state))}}
+        earlier = {**state.get("parts", {}), **{("metric", i): m for i, m in enumerate(copies.state_metrics(state))}}
         self._put_copy_state(state, earlier)
         if "carried" in state:
-            carried = _AnchoredUnpickler(io.BytesIO(state["carried"]), _anchors(self)).load()
+            carried = copies.AnchoredUnpickler(io.BytesIO(state["carried"]), copies.anchors(self)).load()
         else:  # a model pickled before subclasses' attributes were kept: its tags, if any
             carried = {"tags": state.get("tags")}
         self._put_carried(carried)
@@ -3078,17 +2561,17 @@ class Sequential:
         state = self._copy_state()
         # a layer or the optimizer copied earlier in this deepcopy (copy.deepcopy([model.layers[0],
         # model])): that copy becomes the copy's own, as torch's deepcopy keeps copies[0] is copies[1][0]
-        earlier = {key: memo[id(part)] for key, part in _copy_parts(self).items() if id(part) in memo}
+        earlier = {key: memo[id(part)] for key, part in copies.copy_parts(self).items() if id(part) in memo}
         if "unbuilt" in state:  # its loss, optimizer and metrics objects: copies of their own
             state = copy.deepcopy(state, memo)
-            metrics = _state_metrics(state)  # (copies made earlier are among them: the memo's)
+            metrics = copies.state_metrics(state)  # (copies made earlier are among them: the memo's)
         else:  # (the state holds the model's own metric objects: copies made earlier are the memo's)
             metrics = [memo.get(id(metric)) for metric in vars(self).get("metrics") or ()]
         earlier.update({("metric", i): metric for i, metric in enumerate(metrics) if metric is not None})
         clone._put_copy_state(state, earlier)
         # what the tags and a subclass's attributes refer to: the copy's own model, layers, parameter
         # views, optimizer and loss (a tag that refers to the model refers to the copy)
-        theirs, mine, carried = _anchors(clone), _anchors(self), self._carried()
+        theirs, mine, carried = copies.anchors(clone), copies.anchors(self), self._carried()
         for key, obj in mine.items():
             if key in theirs and type(theirs[key]) is type(obj):  # (a weighted fit's loss: its base, below)
                 memo[id(obj)] = theirs[key]
@@ -3097,12 +2580,12 @@ class Sequential:
             memo.setdefault(id(loss.base), vars(clone)["loss"])  # (the wrapper copies as a free one around it)
         # views of the model's memory (self.row = self.layers[0].weight[0]): views of the copy's, as
         # torch's deepcopy keeps a view of a tensor's storage a view of the copied storage
-        finder = _ViewFinder(mine)
+        finder = copies.ViewFinder(mine)
         with contextlib.suppress(Exception):  # (what the walk cannot enter, the deep copy copies)
             finder.dump(carried)
         for view, key in finder.views.values():
             with contextlib.suppress(KeyError, TypeError, ValueError):  # (a root the copy lacks: copied)
-                memo[id(view)] = _view_from_key(key, theirs)
+                memo[id(view)] = copies.view_from_key(key, theirs)
         # the rest: deep copies, as torch's deepcopy of a module makes of its attributes
         clone._put_carried(copy.deepcopy(carried, memo))
         return clone
@@ -4695,7 +4178,11 @@ class Sequential:
         -------
         dict
             ``{"class": "Sequential", "dtype", "seed", "input_shape", "layers"}``;
-            :meth:`from_config` rebuilds the model (with new weights).
+            :meth:`from_config` rebuilds the model (with new weights). A model holding a container
+            layer of the user's (at any depth) adds ``"structure"``: each such layer's children
+            (paths, class names, parameter shapes, digests of their configs), by which
+            :meth:`from_config` refuses to rebuild a container whose ``get_config`` leaves a child
+            out, rather than rebuilding it without the child or with one of its defaults.
 
         Examples
         --------
@@ -4705,13 +4192,19 @@ class Sequential:
         >>> config["dtype"], config["input_shape"], len(config["layers"])
         ('float32', [2], 2)
         """
-        return {
+        entries = [layer_to_config(layer) for layer in self.layers]
+        config = {
             "class": "Sequential",
             "dtype": self.dtype.name,
             "seed": self.seed,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
-            "layers": [layer_to_config(layer) for layer in self.layers],
+            "layers": entries,
         }
+        # a user's container whose get_config leaves a child out: from_config tells (its "structure")
+        structure = copies.structure_fingerprint(self.layers, entries, self.input_shape, self.built)
+        if structure is not None:
+            config["structure"] = structure
+        return config
 
     @classmethod
     def from_config(cls, config: dict, device: str = "cpu") -> Sequential:
@@ -4733,7 +4226,10 @@ class Sequential:
         ------
         ValueError
             If the config has no 'layers' list, a layer entry is malformed, or a layer class is
-            unknown (custom layers must be registered first).
+            unknown (custom layers must be registered first); if a container layer of the user's
+            rebuilds without a child the configured model held, or with another in its place (its
+            ``get_config`` leaves the child out: the message names the container and the child;
+            checked against the config's ``"structure"``, where it has one).
         TypeError
             If a layer's config misses or has an unknown argument (the message names the layer).
 
@@ -4762,7 +4258,19 @@ class Sequential:
                 f"describes only the layers; override from_config in {cls.__name__} (as Keras asks of "
                 f"subclassed models), or call fastnn.Sequential.from_config(config) for a plain Sequential"
             )
-        return cls(layers, **arguments)
+        # a user's container whose get_config left a child out (the config's "structure" tells): refused
+        structure = config.get("structure")
+        try:
+            model = cls(layers, **arguments)
+        except Exception as exc:  # (a child of its defaults in its place may not chain: that said first)
+            problem = copies.structure_difference(structure, config["layers"], shape, layers, False, unfinished=True)
+            if problem is not None:
+                raise ValueError(problem) from exc
+            raise
+        problem = copies.structure_difference(structure, config["layers"], shape, layers, model.built)
+        if problem is not None:
+            raise ValueError(problem)
+        return model
 
     def save(self, path) -> None:
         """Write everything needed to resume training exactly to one safetensors file, atomically.
@@ -4831,7 +4339,7 @@ class Sequential:
                 stacklevel=2,
             )
         # a user's container whose get_config leaves a child out would load without it: refused
-        _described_children(self, [layer_to_config(layer, by_class=True) for layer in self.layers], "save", False)
+        copies.described_children(self, [layer_to_config(layer, by_class=True) for layer in self.layers], "save", False)
         serialization.save_model(self, path, model_class=model_class)
 
     # -- interop (fastnn/interop) --------------------------------------------------------------------

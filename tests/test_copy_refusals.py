@@ -12,6 +12,7 @@ or not."""
 
 import copy
 import io
+import json
 import pickle
 import types
 
@@ -351,3 +352,179 @@ def test_a_users_container_inside_fastnns_containers_is_checked_too(make, regist
     model = fnn.Sequential([block, fnn.LastStep(), fnn.Dense(4, 2)], seed=0, input_shape=(3, 4))
     with pytest.raises(TypeError, match=r"Forgetful \(at '0.block.0.layer'\) holds the child 'extra'"):
         make(model)
+
+
+# -- from_config / from_snapshot: the config's "structure" tells a child get_config leaves out -------
+@pytest.fixture
+def containers_registered():
+    for cls in CONTAINERS:
+        fnn.register_layer(cls)
+    yield
+    for cls in CONTAINERS:
+        if LAYERS.get(cls.__name__) is cls:
+            del LAYERS[cls.__name__]
+
+
+REBUILDS = {
+    "from_config": lambda model: fnn.Sequential.from_config(model.get_config()),
+    "from_config_json": lambda model: fnn.Sequential.from_config(json.loads(json.dumps(model.get_config()))),
+    "from_snapshot": lambda model: fnn.Sequential.from_snapshot(model.snapshot()),
+}
+
+UNDESCRIBED = {  # (the model, what the message says of its container and child)
+    "left_out": (
+        lambda: _model(Forgetful(fnn.Dense(4, 4), extra=fnn.ReLU())),
+        r"Forgetful \(at '0'\) held the child 'extra' \(ReLU, at '0.extra'\) that Forgetful.get_config\(\) "
+        r"does not describe: Forgetful.from_config rebuilds the Forgetful without it",
+    ),
+    "other_config": (
+        lambda: _model(Defaulted(fnn.Dense(4, 4, activation="tanh"))),
+        r"Defaulted \(at '0'\) held the child 'body' \(Dense, at '0.body'\).*as another Dense",
+    ),
+    "other_class": (
+        lambda: _model(Defaulted(MyTanh())),
+        r"Defaulted \(at '0'\) held the child 'body' \(MyTanh, at '0.body'\).*with a Dense in its place",
+    ),
+    "other_width": (  # (the default body does not chain with the next layer: said as this, not that)
+        lambda: _model(Defaulted(fnn.Dense(4, 6)), width=6),
+        r"Defaulted \(at '0'\) held the child 'body' \(Dense, at '0.body'\).*as another Dense",
+    ),
+    "added": (
+        lambda: _model(Eager(fnn.Dense(4, 4))),
+        r"Eager \(at '0'\), rebuilt from Eager.get_config\(\), holds a child 'extra' \(ReLU, at '0.extra'\)",
+    ),
+    "nested": (
+        lambda: fnn.Sequential(
+            [fnn.Residual([fnn.TimeDistributed(Forgetful(fnn.Dense(4, 4), extra=fnn.ReLU()))]), fnn.LastStep()],
+            seed=0,
+            input_shape=(3, 4),
+        ),
+        r"Forgetful \(at '0.block.0.layer'\) held the child 'extra' \(ReLU, at '0.block.0.layer.extra'\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(REBUILDS))
+@pytest.mark.parametrize("case", sorted(UNDESCRIBED))
+def test_from_config_and_from_snapshot_refuse_a_child_get_config_leaves_out(how, case, containers_registered):
+    make, says = UNDESCRIBED[case]
+    model = make()
+    with pytest.raises(ValueError, match=r"cannot rebuild the model this config describes: its layer " + says) as info:
+        REBUILDS[how](model)
+    assert "silently differ" in str(info.value) and "get_config() (layer_to_config(child))" in str(info.value)
+
+
+def test_an_unbuilt_models_config_is_checked_too(containers_registered):
+    model = _model(Forgetful(fnn.Dense(4, 4), extra=fnn.ReLU()), built=False)
+    assert not model.built
+    with pytest.raises(ValueError, match=r"Forgetful \(at '0'\) held the child 'extra'"):
+        fnn.Sequential.from_config(model.get_config())
+
+
+@pytest.mark.parametrize("how", sorted(REBUILDS))
+def test_a_described_container_rebuilds_from_its_config(how, containers_registered, rng):
+    model = _model(Forgetful(fnn.Dense(4, 4, activation="tanh")))
+    X, y = _data(rng)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    assert "structure" in model.get_config()
+    clone = REBUILDS[how](model)
+    assert clone.layers[0].kids["body"].activation == "tanh"
+    if how == "from_snapshot":
+        np.testing.assert_array_equal(clone.predict(X), model.predict(X))
+
+
+def test_a_described_container_saves_and_loads(containers_registered, rng, tmp_path):
+    from fastnn.serialization import read_checkpoint
+
+    model = _model(fnn.Residual([Forgetful(fnn.Dense(4, 4, activation="tanh"))]))
+    X, y = _data(rng)
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0)
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    record, _ = read_checkpoint(path)  # (the file's config, through JSON)
+    assert record["config"]["structure"]["layers"]["0"]["tree"]["0.block.0.body"]["class"] == "Dense"
+    np.testing.assert_array_equal(fnn.load(path).predict(X), model.predict(X))
+
+
+def test_a_config_without_structure_rebuilds_unchecked(containers_registered):
+    # a config written before the check (or by a user): rebuilt as it describes, as before
+    config = _model(Forgetful(fnn.Dense(4, 4), extra=fnn.ReLU())).get_config()
+    del config["structure"]
+    clone = fnn.Sequential.from_config(config)
+    assert [name for name, _ in clone.layers[0].sublayers()] == ["body"]
+
+
+def test_a_plain_models_config_is_unchanged():
+    model = fnn.Sequential([fnn.Residual([fnn.Dense(4, 4)]), fnn.Dense(4, 2)], seed=0, input_shape=(4,))
+    assert sorted(model.get_config()) == ["class", "dtype", "input_shape", "layers", "seed"]
+
+
+def test_a_config_edited_on_purpose_is_rebuilt_as_edited(containers_registered):
+    model = _model(Forgetful(fnn.Dense(4, 4), extra=fnn.ReLU()))
+    config = model.get_config()
+    edited = copy.deepcopy(config)  # the container's own entry edited: the user's description now
+    edited["layers"][0]["config"]["body"]["config"]["activation"] = "relu"
+    assert fnn.Sequential.from_config(edited).layers[0].kids["body"].activation == "relu"
+    reshaped = {**config, "input_shape": [5]}  # another input shape: other parameter shapes
+    reshaped["layers"] = copy.deepcopy(config["layers"])
+    reshaped["layers"][0]["config"]["body"]["config"]["in_features"] = 5
+    assert fnn.Sequential.from_config(reshaped).input_shape == (5,)
+    # another dtype (what the model's advice suggests) changes no structure: still checked
+    with pytest.raises(ValueError, match=r"Forgetful \(at '0'\) held the child 'extra'"):
+        fnn.Sequential.from_config({**config, "dtype": "float64"})
+    well = _model(Forgetful(fnn.Dense(4, 4)))
+    assert fnn.Sequential.from_config({**well.get_config(), "dtype": "float64"}).dtype == np.float64
+
+
+class Opaque(fnn.Dense):
+    """A user's layer whose config cannot be read (nothing to compare but its class and parameters)."""
+
+    def get_config(self):
+        raise NotImplementedError("no config")
+
+
+class OpaqueDefaulted(Defaulted):
+    """As Defaulted, with an Opaque default body."""
+
+    def __init__(self, body=None):
+        super().__init__(Opaque(4, 4) if body is None else body)
+
+
+def test_a_child_of_other_parameters_is_refused_where_its_config_tells_nothing(containers_registered):
+    fnn.register_layer(OpaqueDefaulted)
+    try:
+        model = _model(OpaqueDefaulted(Opaque(4, 4, bias=False)))
+        with pytest.raises(
+            ValueError,
+            match=r"OpaqueDefaulted \(at '0'\) held the child 'body' \(Opaque, at '0.body'\).*as another Opaque "
+            r"\(of its defaults: parameters \{'weight': \[4, 4\], 'bias': \[4\]\}, not \{'weight': \[4, 4\]\}\)",
+        ):
+            fnn.Sequential.from_config(model.get_config())
+        whole = _model(OpaqueDefaulted())
+        assert type(fnn.Sequential.from_config(whole.get_config()).layers[0].kids["body"]) is Opaque
+    finally:
+        del LAYERS["OpaqueDefaulted"]
+
+
+class Lazy(fnn.Dense):
+    """A user's Dense whose config leaves its input width to the build (its weight's shape follows
+    the model's input shape)."""
+
+    def get_config(self):
+        return {"out_features": self.out_features}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(None, config["out_features"])
+
+
+def test_another_input_shape_rebuilds_as_configured(containers_registered):
+    fnn.register_layer(Lazy)
+    try:
+        model = fnn.Sequential([Forgetful(Lazy(None, 4)), fnn.Dense(4, 2)], seed=0, input_shape=(4,))
+        config = model.get_config()
+        clone = fnn.Sequential.from_config({**config, "input_shape": [5]})  # (the body's weight: (5, 4))
+        assert clone.layers[0].kids["body"].weight.shape == (5, 4)
+        assert fnn.Sequential.from_config(config).layers[0].kids["body"].weight.shape == (4, 4)
+    finally:
+        del LAYERS["Lazy"]

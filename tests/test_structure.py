@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fastnn._fit_options",
         "fastnn._progress",
         "fastnn._step_feed",
+        "fastnn._copies",
     ),
     ("fastnn.callbacks", "fastnn.metrics", "fastnn.serialization"),
     ("fastnn.layers", "fastnn.losses", "fastnn.optim", "fastnn.schedules"),
