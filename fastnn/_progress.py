@@ -29,7 +29,9 @@ class EpochProgress:
         self.use_bar = verbose == 1 and interactive
         self.bar = None
 
-    def epoch_begin(self, epoch: int) -> None:
+    def epoch_begin(self, epoch: int, done: int = 0) -> None:
+        """Open the epoch's bar; ``done``: batches an interrupted fit already ran in this epoch (a
+        resumed epoch's bar starts there and ends on the epoch's count, as the uninterrupted one)."""
         if self.use_bar:
             if _in_notebook():
                 from tqdm.notebook import tqdm
@@ -37,6 +39,7 @@ class EpochProgress:
                 from tqdm import tqdm
             self.bar = tqdm(
                 total=self.batches,
+                initial=done,
                 desc=f"Epoch {epoch + 1}/{self.epochs}",
                 unit="batch",
                 file=self.stream,

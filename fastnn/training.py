@@ -1075,7 +1075,6 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         trained_steps = getattr(source, "trained_steps", source.steps)
         last_step = -1 if trained_steps is None else trained_steps - 1
         progress.batches = trained_steps
-        progress.epoch_begin(epoch - first_epoch)
         start = time.perf_counter()
         samples, total_loss, correct, batches_done, valid = 0, 0.0, 0, 0, 0
         tracker.reset()
@@ -1086,6 +1085,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             if counting and cursor.valid is None:  # a record of before valid steps were counted:
                 correct = None  # its count covered padded steps too, so this epoch logs no accuracy
             tracker.load_state_dict(cursor.metric_state())
+        progress.epoch_begin(epoch - first_epoch, batches_done)  # (a resumed epoch's bar: from its batches done)
         committed, stopping = True, False
         if dist is not None:  # (a stop of the last epoch's last batch was decided at its end)
             dist.stop_after_batch = False

@@ -312,9 +312,20 @@ class _Terminal(io.StringIO):
         return True
 
 
+def _draws(shown: str) -> list[list[str]]:
+    """Each epoch's bar as drawn, draw by draw, per epoch ("Epoch i/n: ..."; tqdm redraws after a
+    carriage return); other output on the stream (fastnn's one-time "compiling" notice with a fresh
+    cache, which may break a bar's line in two) left out."""
+    epochs: dict[str, list[str]] = {}
+    for draw in shown.replace("\n", "\r").split("\r"):
+        if draw.startswith("Epoch "):
+            epochs.setdefault(draw.split(":")[0], []).append(draw)
+    return list(epochs.values())
+
+
 def _final_bars(shown: str) -> list[str]:
-    """Each epoch's bar as last drawn (tqdm redraws a line after a carriage return)."""
-    return [line.split("\r")[-1] for line in shown.split("\n") if line.strip()]
+    """Each epoch's bar as last drawn."""
+    return [draws[-1] for draws in _draws(shown)]
 
 
 @pytest.mark.parametrize(
@@ -355,3 +366,27 @@ def test_the_bar_of_an_epoch_of_unknown_length_ends_full(monkeypatch):
     _model(frozen=True).fit(lambda: iter(batches), epochs=2, verbose=1)
     bars = _final_bars(terminal.getvalue())
     assert len(bars) == 2 and all(" 5/5 " in bar for bar in bars), bars
+
+
+def test_a_resumed_epochs_bar_starts_at_its_batches_done_and_ends_full(monkeypatch):
+    """An epoch interrupted after 2 of its 6 batches and resumed: its bar starts at 2 and ends 6/6
+    (the uninterrupted epoch's count), not 4/4 or 4/6."""
+    pytest.importorskip("tqdm")
+    X, y = _data()
+    model = _model(frozen=True)
+
+    class Interrupt(fnn.callbacks.Callback):
+        def on_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=BATCH, shuffle=False, callbacks=[Interrupt()], verbose=0)
+    assert model.state.cursor is not None and model.state.cursor.batches == 2
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    model.fit(X, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=1)
+    (bar,) = _final_bars(terminal.getvalue())
+    assert bar.startswith("Epoch 1/1: 100%") and " 6/6 " in bar, bar
+    (draws,) = _draws(terminal.getvalue())
+    assert " 2/6 " in draws[0], draws
