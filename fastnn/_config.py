@@ -106,6 +106,34 @@ SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
 # ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
 SMALL_TILING_MAX_K = 1024
+
+
+def _l2_bytes_per_core() -> int:
+    """One core's L2 cache in bytes (sysconf, else sysfs), or 1 MiB when the system does not say."""
+    try:
+        size = os.sysconf("SC_LEVEL2_CACHE_SIZE")
+        if size > 0:
+            return size
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as f:
+            text = f.read().strip().upper()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+# A matrix-vector product (a Dense layer at batch 1: streaming its weights) runs its tiles in a
+# parallel region only when its weights take more than half of one core's L2: then each thread keeps
+# its own share of the weights in its core's L2 across calls. Below, one core holds them all and the
+# region's start (a tbb/omp wake-up, 4-6 us on the Intel VM) costs more than the halved stream saves:
+# mlp's batch-1 predict (784x256 float32 = 784 KiB, L2 2 MiB) took 16.4 us split, 10.7 serial, while on
+# the AMD VM (1 MiB L2) the split took it from 16.5 to ~9 us (benchmarks/RESULTS.md, "Session 27:
+# batch-1 products"). The same tiles run either way (serially in a loop), so the bits do not change.
+MATVEC_SPLIT_BYTES = _l2_bytes_per_core() // 2
+
 # Rows per fixed-size chunk of every reduction over the batch: partial sums are per chunk,
 # combined in chunk order, so results never depend on the thread count.
 REDUCTION_CHUNK_ROWS = 64

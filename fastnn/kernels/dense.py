@@ -34,7 +34,7 @@ from .activations import (
     elementwise_rows_grad,
 )
 from .blas import gemm_block, small_kernel_form, tile_grid
-from .tiling import gemm_tiles, numba_threads, small_gemm_macs
+from .tiling import gemm_tiles, matvec_split_bytes, numba_threads, small_gemm_macs
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -82,7 +82,7 @@ def dense_forward(x, w, b, z, y, code, alpha):
     a = like(alpha, z)
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, False))  # x @ w
-    if _threaded(parallel):
+    if _threaded_product(parallel, m, w):
         for s_u in prange(_shares(grid[2] * grid[3])):
             lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
             for t in range(lo, hi):
@@ -111,7 +111,8 @@ def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
 def _worth_parallel(m, n, k):
     """Whether the products of an (m, k) x (k, n) layer are worth a parallel region: enough
     multiply-adds, or, at batch 1 (matrix-vector products, bound by streaming the k x n
-    weights), enough weights (mlp inference at batch 1: 784x256 gemv 16.5 -> ~9 us)."""
+    weights), enough weights (mlp inference at batch 1 on the AMD VM: 784x256 gemv 16.5 -> ~9 us; whether
+    a batch-1 product's tiles then run in a region: :func:`_threaded_product`)."""
     return m * n * k >= PARALLEL_MIN_MACS or (m == 1 and n * k >= PARALLEL_MIN_ELEMENTS)
 
 
@@ -121,6 +122,15 @@ def _threaded(parallel):
     one thread, where the region costs ~1.8 us for nothing (784x256 at batch 1: 11.8 vs 10.0
     us); the same tiles then run in a loop, so results do not change."""
     return parallel and numba_threads() > 1
+
+
+@njit(**JIT_INLINE)
+def _threaded_product(parallel, m, w):
+    """:func:`_threaded` for the products of an (m, k) x ``w`` (k, n) layer: at batch 1 (a
+    matrix-vector product) only when ``w`` takes more than ``_config.MATVEC_SPLIT_BYTES`` (half
+    a core's L2: each thread then keeps its share of the weights in its own L2); below, one core
+    streams them faster than a region starts. The tiles are the same either way."""
+    return _threaded(parallel) and (m > 1 or w.size * w.itemsize > matvec_split_bytes())
 
 
 @njit(**JIT_INLINE)

@@ -24,7 +24,7 @@ from .._config import JIT, JIT_PARALLEL
 from ._scalar import like
 from .activations import ROWWISE_CODES, ROWWISE_REFUSED, VECTORISED_CODES, activate, activate_const
 from .blas import gemm_block, small_kernel_form
-from .dense import _block, _grid, _share, _shares, _threaded, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _threaded_product, _worth_parallel
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
@@ -68,7 +68,7 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
     a = like(alpha, y)
     parallel = _worth_parallel(m, n, x.shape[1])
     grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, False))  # x @ w
-    if _threaded(parallel):
+    if _threaded_product(parallel, m, w):
         for s_u in prange(_shares(grid[2] * grid[3])):
             lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
             for t in range(lo, hi):

@@ -26,7 +26,7 @@ from numba import get_num_threads, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import GEMM_TILES, SMALL_GEMM_MACS
+from .._config import GEMM_TILES, MATVEC_SPLIT_BYTES, SMALL_GEMM_MACS
 
 
 def _linked_int64(symbol: str, value: int):
@@ -65,8 +65,16 @@ def small_gemm_macs(typingctx):
     return _small_gemm_macs(typingctx)
 
 
+@intrinsic
+def matvec_split_bytes(typingctx):
+    """Bytes of weights (int64) above which a matrix-vector product runs its tiles in a parallel
+    region (``_config.MATVEC_SPLIT_BYTES``: half of this CPU's per-core L2)."""
+    return _matvec_split_bytes(typingctx)
+
+
 _gemm_tiles = _linked_int64("fastnn_gemm_tiles", GEMM_TILES)
 _small_gemm_macs = _linked_int64("fastnn_small_gemm_macs", SMALL_GEMM_MACS)
+_matvec_split_bytes = _linked_int64("fastnn_matvec_split_bytes", MATVEC_SPLIT_BYTES)
 
 
 @intrinsic

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastnn._config import REDUCTION_CHUNK_ROWS
+from fastnn._config import MATVEC_SPLIT_BYTES, REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import (
     ACTIVATIONS,
     IDENTITY,
@@ -15,7 +15,7 @@ from fastnn.kernels.activations import (
     activation_forward,
 )
 from fastnn.kernels.dense import dense_backward, dense_forward
-from fastnn.kernels.tiling import numba_threads
+from fastnn.kernels.tiling import matvec_split_bytes, numba_threads
 from tests import _reference_core as ref
 from tests._gradcheck import numeric_gradients
 
@@ -115,7 +115,9 @@ def test_backward_finite_differences(name):
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("relu", (256, 512, 384)), ("softmax", (256, 512, 384)), ("tanh", (1, 784, 256))],  # last: batch-1 tiles
+    # batch-1 tiles: 784x256 float32 (784 KiB) runs them in a loop on a CPU with 2 MiB of L2 per core,
+    # in a region on one with 1 MiB; 1024x1024 (4 MiB) in a region on both (kernels.dense._threaded_product)
+    [("relu", (256, 512, 384)), ("softmax", (256, 512, 384)), ("tanh", (1, 784, 256)), ("relu", (1, 1024, 1024))],
 )
 def test_bit_identical_on_one_and_two_threads(name, shape):
     x, w, b, grad_y = _problem(*shape, np.float32, seed=2)
@@ -172,3 +174,9 @@ def test_parallel_kernels_see_numbas_current_thread_count():
             assert threads() == n
     finally:
         numba.set_num_threads(before)
+
+
+def test_batch_one_products_split_above_half_a_cores_l2():
+    """The compiled kernels read the split size of this process (half the L2 of a core, as the
+    system reports it), not a constant frozen into the cache."""
+    assert numba.njit(lambda: matvec_split_bytes())() == MATVEC_SPLIT_BYTES > 0
