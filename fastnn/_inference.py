@@ -230,17 +230,20 @@ class InferencePlan:
         # outputs() may hand X and a new output array straight to the fused function
         self._lean = self.checks_input and self._x_slot and self._out_slot
         self._direct: Callable | None = None  # the runner's fused function, bound (FusedCalls.slot_caller), once fused
+        # ... and its compiled version called without Numba's dispatch (FusedCalls.typed_slot_caller),
+        # for outputs()' lean call only: X of the plan's shape and dtype with flags.carray, a new output
+        self._typed: Callable | None = None
 
     def outputs(self, X: np.ndarray) -> np.ndarray | None:
         """A new array of the outputs of the ndarray ``X`` when X is rows this plan runs as they are
         (its input shape and dtype, C-contiguous, finite), else None. The caller holds the model's lock."""
         if not (X.shape == self.x.shape and X.dtype == self.x.dtype and X.flags.c_contiguous):
             return None
-        direct = self._direct
-        if direct is not None and self._lean and X.flags.carray:
+        typed = self._typed
+        if typed is not None and X.flags.carray:
             # the serving loop's call: the fused function on X itself, its finite check inside
             out = np.empty(self.out.shape, self.out.dtype)
-            return out if direct(X, out) else None
+            return out if typed(X, out) else None
         if not (self.checks_input or all_finite(flat_rows(X))):
             return None
         out = np.empty(self.out.shape, self.out.dtype)
@@ -260,6 +263,8 @@ class InferencePlan:
         call = self._direct
         if call is None:  # the compiled function itself once the runner has fused (nothing in between)
             call = self._direct = self.runner.slot_caller() if arrays else None
+            if call is not None and self._lean:
+                self._typed = self.runner.typed_slot_caller()
         finite = (self.runner if call is None else call)(*arrays) is not False
         if self._copy_from is not None:
             out[...] = self._copy_from

@@ -323,6 +323,27 @@ def test_small_plans_check_their_input_inside_the_call(rng, monkeypatch, tmp_pat
         np.testing.assert_array_equal(model.predict(x), expected)
 
 
+def test_the_fused_small_call_takes_only_arrays_like_its_slots(rng, monkeypatch, tmp_path):
+    """A fused small plan's lean call (the compiled version, no dispatch) runs on X itself only
+    when X is like the slot it was made for; a read-only, misaligned, byte-swapped or
+    Fortran-ordered X of the same shape gives the same outputs through the general path."""
+    monkeypatch.setattr(_config, "FUSE", "always")
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    model = _dense_bn("relu", "float32", rng)
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    expected = model.predict(x)
+    np.testing.assert_array_equal(model.predict(x), expected)  # the lean call, once fused
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(x.shape)
+    misaligned[...] = x
+    swapped = x.astype(x.dtype.newbyteorder())
+    for variant in (frozen, misaligned, swapped, np.asfortranarray(x)):
+        np.testing.assert_array_equal(model.predict(variant), expected)
+
+
 def test_the_first_prediction_builds_a_model_without_an_input_shape():
     model = fnn.Sequential([fnn.Flatten(), fnn.Dense(12, 3)], seed=0)
     x = np.ones((2, 3, 4), np.float32)
