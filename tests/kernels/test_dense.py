@@ -88,6 +88,63 @@ def test_forward_and_backward_match_reference(name, dtype):
             np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{label} {shape}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", [name for name, (code, _, _) in ACTIVATIONS.items() if code < ROWWISE_CODES])
+@pytest.mark.parametrize("n", [1, 10, 16, 17])
+def test_grad_z_and_bias_sums_are_the_two_pass_bits(name, dtype, n):
+    """Narrow layers (one pass: grad_z, then its bias sum, per element) give the bits of the two
+    passes: grad_z = activation_backward's, grad_b = each row chunk's rows added in order, the
+    chunks' sums added in order."""
+    m = REDUCTION_CHUNK_ROWS + 6  # two chunks
+    alpha = ACTIVATIONS[name][1]
+    code = ACTIVATIONS[name][0]
+    x, w, b, grad_y = _problem(m, 5, n, dtype, seed=n)
+    z, y = _forward(name, x, w, b, alpha)
+    _, _, grad_b = _backward(name, x, w, b, grad_y, alpha)
+    grad_z = grad_y.copy()
+    if code != IDENTITY:
+        activation_backward(z, y, grad_y, grad_z, code, alpha)
+    sums = []
+    for r0 in range(0, m, REDUCTION_CHUNK_ROWS):
+        total = np.zeros(n, dtype)
+        for row in grad_z[r0 : r0 + REDUCTION_CHUNK_ROWS]:
+            total = total + row
+        sums.append(total)
+    np.testing.assert_array_equal(grad_b, sums[0] + sums[1])
+    grad_z_kernel = np.full_like(z, np.nan)
+    dense_backward(
+        x,
+        w,
+        z,
+        y,
+        grad_y,
+        grad_z_kernel if code != IDENTITY else grad_y.copy(),
+        np.full_like(x, np.nan),
+        np.full_like(w, np.nan),
+        np.full_like(b, np.nan),
+        np.full((2, n), np.nan, dtype),
+        code,
+        alpha,
+        True,
+    )
+    if code != IDENTITY:
+        np.testing.assert_array_equal(grad_z_kernel, grad_z)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 16, 33])
+def test_identity_output_in_place_is_the_bits_of_a_separate_output(dtype, n):
+    """An identity layer writes y into z itself (the layer passes y = z): the same bits as y apart."""
+    x, w, b, _ = _problem(40, 7, n, dtype)
+    z_same = np.full((40, n), np.nan, dtype)
+    dense_forward(x, w, b, z_same, z_same, IDENTITY, 0.0)
+    z, y = np.full_like(z_same, np.nan), np.full_like(z_same, np.nan)
+    dense_forward(x, w, b, z, y, IDENTITY, 0.0)
+    np.testing.assert_array_equal(z_same, z)
+    np.testing.assert_array_equal(z_same, y)
+    np.testing.assert_allclose(z_same, x.astype(np.float64) @ w + b, **TOL[dtype])
+
+
 @pytest.mark.parametrize("shape", [(7, 13, 11), (130, 77, 300)])
 def test_need_grad_x_false_leaves_grad_x_untouched(shape):
     x, w, b, grad_y = _problem(*shape, np.float64)
