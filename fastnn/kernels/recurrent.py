@@ -64,7 +64,7 @@ from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS, PARA
 from ._scalar import like, n_chunks, start_of
 from .activations import fast_tanh, sigmoid
 from .blas import gemm_block, small_kernel_form
-from .dense import _block, _grid, _share, _shares, _worth_parallel
+from .dense import _block, _grid, _share, _shares, _threaded_product, _worth_parallel
 from .tiling import gemm_tiles
 
 RNN_TANH, RNN_RELU, LSTM, GRU = range(4)
@@ -622,18 +622,20 @@ def _gemm_tile(trans_a, trans_b, a, b, beta, c, tile, grid):
 
 @njit(**JIT_PARALLEL)
 def gemm_tiled(trans_a, trans_b, a, b, beta, c):
-    """c = op(a) @ op(b) + beta * c on output tiles fixed by the shape, in parallel when it pays."""
+    """c = op(a) @ op(b) + beta * c on output tiles fixed by the shape, in parallel when it pays
+    (at one row, a recurrent step at batch 1: only when ``b`` exceeds half a core's L2, as Dense)."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     parallel = _worth_parallel(m, n, k)
     grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
-    if parallel:
+    if _threaded_product(parallel, m, b):
         for s_u in prange(_shares(grid[2] * grid[3])):
             lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
             for t in range(lo, hi):
                 _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
     else:
-        _gemm_tile(trans_a, trans_b, a, b, beta, c, np.int64(0), grid)  # int64 like t: one compiled tile body
+        for t in range(grid[2] * grid[3]):  # the same tiles (one when not parallel), in a loop
+            _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths

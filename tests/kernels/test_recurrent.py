@@ -222,10 +222,13 @@ def test_backward_matches_finite_differences(cell):
         np.testing.assert_allclose(a, n, rtol=1e-6, atol=1e-8, err_msg=name)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_bit_identical_on_one_and_two_threads(cell):
-    """Sizes past the parallel thresholds (GEMM tiles, column sums), float32."""
-    p, x, h0, c0, lens, grad_y, grad_hn, grad_cn = problem(cell, (40, 7, 48, 64), np.float32, seed=9, lengths=True)
+@pytest.mark.parametrize(
+    "cell, shape", [("lstm", (40, 7, 48, 64)), ("gru", (40, 7, 48, 64)), ("lstm", (1, 5, 300, 256))]
+)
+def test_bit_identical_on_one_and_two_threads(cell, shape):
+    """Sizes past the parallel thresholds (GEMM tiles, column sums), float32; batch 1 with tiled
+    matrix-vector products (kernels.dense._threaded_product: a region or a loop by their weights' size)."""
+    p, x, h0, c0, lens, grad_y, grad_hn, grad_cn = problem(cell, shape, np.float32, seed=9, lengths=True)
     results = []
     before = numba.get_num_threads()
     try:
