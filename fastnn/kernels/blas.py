@@ -22,10 +22,14 @@ import sys
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
+from .views import pointer
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -155,6 +159,65 @@ for _name in (_PREFIX + "openblas_set_num_threads", "openblas_set_num_threads"):
         getattr(_lib, _name)(1)
         break
 
+#: OpenBLAS's kernel family for this CPU (``openblas_get_corename``: "SkylakeX", "Haswell", ...; "" if unknown)
+CORE_NAME = ""
+for _name in (_PREFIX + "openblas_get_corename", "openblas_get_corename"):
+    if hasattr(_lib, _name):
+        _corename = getattr(_lib, _name)
+        _corename.restype = ctypes.c_char_p
+        CORE_NAME = (_corename() or b"").decode("ascii", "replace").strip()
+        break
+
+# ``A @ B.T`` (row-major), which OpenBLAS's small-matrix permit refuses: its packing GEMM costs ~0.1-0.2 us
+# more than the small kernel of ``A @ B`` at a tiny step's sizes (32x16 @ (16x16).T: 0.37 against 0.27 us
+# with the copy of B). So :func:`_gemm_block` copies a small ``B`` transposed onto its stack and runs the
+# ``A @ B`` form, where the two give the same bits: measured on OpenBLAS 0.3.34's SkylakeX kernels
+# (the Cooperlake family uses the same s/dgemm kernels), at every m up to 512 and width n up to 64 with an
+# inner size k of at most 31 float32 or 15 float64 values (k * itemsize < 128 bytes) and alpha 1, beta 0:
+# beyond those the two paths sum k in different orders (float64 from k = 16 at some widths, float32 from
+# k = 32; float64 k = 2 at n ~200). Other kernel families keep the packing GEMM (not measured: their bits
+# must not change). ``FASTNN_NT_COPY=off`` keeps the packing GEMM everywhere ("auto", the default: as above).
+NT_COPY = os.environ.get("FASTNN_NT_COPY", "auto").strip().lower() or "auto"
+if NT_COPY not in ("auto", "off"):
+    raise ValueError(f"FASTNN_NT_COPY must be auto or off, got {NT_COPY!r}; unset it for auto")
+#: bytes of one row of ``B`` (its inner size k times the itemsize) below which the copy is taken; 0: never
+NT_COPY_ROW_BYTES = 128 if NT_COPY == "auto" and CORE_NAME.lower() in ("skylakex", "cooperlake") else 0
+#: widths n (rows of ``B``) up to which the copy is taken
+NT_COPY_MAX_N = 64
+#: bytes of the stack copy of ``B`` (its n x k block): larger blocks keep the packing GEMM
+NT_COPY_BYTES = 4096
+_NT_COPY_CELL = ctypes.c_int64(NT_COPY_ROW_BYTES)  # read by compiled code through the symbol below
+llvm.add_symbol("fastnn_nt_copy_row_bytes", ctypes.addressof(_NT_COPY_CELL))
+
+
+@intrinsic
+def nt_copy_row_bytes(typingctx):
+    """:data:`NT_COPY_ROW_BYTES` of this process (int64), read at run time through a linked symbol, so
+    one cached kernel serves every CPU."""
+
+    def codegen(context, builder, signature, args):
+        variable = builder.module.globals.get("fastnn_nt_copy_row_bytes")
+        if variable is None:
+            variable = ir.GlobalVariable(builder.module, ir.IntType(64), "fastnn_nt_copy_row_bytes")
+            variable.linkage = "external"
+        return builder.load(variable)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _stack_block(typingctx, like):
+    """The address (int64) of :data:`NT_COPY_BYTES` bytes, aligned for ``like``'s dtype, in the calling
+    function's stack frame (no allocation): valid until that function returns."""
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(like.dtype)
+        size = context.get_constant(types.intp, NT_COPY_BYTES // context.get_abi_sizeof(element))
+        return builder.ptrtoint(cgutils.alloca_once(builder, element, size=size), ir.IntType(64))
+
+    return types.int64(like), codegen
+
+
 _i32, _ip = types.int32, types.intp
 
 
@@ -241,10 +304,34 @@ def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
         rows, cols = (k, m) if trans_a else (m, k)
         _gemv(_TRANS if trans_a else _NO_TRANS, rows, cols, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
         return
+    if (
+        trans_b
+        and not trans_a
+        and alpha == 1
+        and beta == 0
+        and k * itemsize < nt_copy_row_bytes()
+        and n <= NT_COPY_MAX_N
+        and n * k * itemsize <= NT_COPY_BYTES
+    ):
+        # A @ B.T as A @ (B's block copied transposed): the small kernel, the same bits (NT_COPY_ROW_BYTES)
+        pb = _stack_block(c)
+        _transpose_rows(b, carray(pointer(pb), n * k, c.dtype), c0, n, k)
+        tb = _NO_TRANS
+        ldb = n
     if itemsize == 4:
         _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
     else:
         _dgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), pa, lda, pb, ldb, np.float64(beta), pc, ldc)
+
+
+@njit(**JIT_INLINE)
+def _transpose_rows(b, bt, c0, n, k):
+    """``bt[:k * n]`` = rows ``c0:c0 + n`` of ``b`` (n x k), transposed (k x n, row-major)."""
+    # (unsigned bounds: no negative-index wraparound in the loops, see dense._bias_activate_block)
+    r0, n_u, k_u = np.uint64(c0), np.uint64(n), np.uint64(k)
+    for kk in range(k_u):
+        for j in range(n_u):
+            bt[kk * n_u + j] = b[r0 + j, kk]
 
 
 @njit(**JIT)

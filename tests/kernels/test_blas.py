@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from fastnn.kernels import blas
 from fastnn.kernels.blas import gemm, gemm_block, tile_grid
 
 DTYPES = [np.float32, np.float64]
@@ -236,3 +237,85 @@ def test_an_outer_product_against_a_transposed_b_gives_blas_bits_in_its_block(tr
         inside = np.zeros(parent.shape, dtype=bool)
         inside[2 + r0 : 2 + r1, 1 + c0 : 1 + c1] = True
         np.testing.assert_array_equal(parent[~inside], before[~inside])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_small_product_against_a_transposed_b_gives_the_bits_of_the_plain_form_on_a_copy(dtype):
+    """A @ B.T with a small B (under the NT_COPY_* bounds where the copy is on) runs as A @ (B's block
+    copied transposed): on row-strided views, in blocks away from the corner, over NaN, it writes
+    exactly what the A @ B form gives on a transposed copy of B's block, close to NumPy's, and nothing
+    outside its block; larger B (k = 40, n = 70) and other alpha / beta keep the A @ B.T form, also close
+    to NumPy's."""
+    rng = np.random.default_rng(8)
+    for m, n, k in [(32, 16, 16), (7, 5, 3), (33, 64, 15), (65, 17, 31), (40, 70, 8), (20, 16, 40)]:
+        a, b = _operands(rng, m, n, k, False, True, dtype)
+        for r0, r1, c0, c1 in [(0, m, 0, n), (2, m - 1, 3, n - 1)]:
+            c, parent = _view(rng, (m, n), dtype)
+            c[...] = np.nan
+            before = parent.copy()
+            gemm_block(False, True, 1.0, a, b, 0.0, c, r0, r1, c0, c1)
+            width = c1 - c0
+            if k * a.itemsize < blas.NT_COPY_ROW_BYTES and width <= blas.NT_COPY_MAX_N:  # copied
+                plain = np.full((m, n), np.nan, dtype)
+                gemm_block(False, False, 1.0, a, np.ascontiguousarray(b[c0:c1].T), 0.0, plain, r0, r1, 0, width)
+                np.testing.assert_array_equal(c[r0:r1, c0:c1], plain[r0:r1, :width], err_msg=f"{(m, n, k)}")
+            expected = _op(a, False) @ _op(b, True)
+            np.testing.assert_allclose(c[r0:r1, c0:c1], expected[r0:r1, c0:c1], **TOL[dtype])
+            inside = np.zeros(parent.shape, dtype=bool)
+            inside[2 + r0 : 2 + r1, 1 + c0 : 1 + c1] = True
+            np.testing.assert_array_equal(parent[~inside], before[~inside])
+        c, _ = _view(rng, (m, n), dtype)
+        c0 = c.astype(np.float64)
+        gemm(False, True, 0.5, a, b, 1.0, c)  # alpha / beta: the A @ B.T form
+        np.testing.assert_allclose(c, 0.5 * _op(a, False) @ _op(b, True) + c0, **TOL[dtype])
+
+
+NT_COPY_RUN = """
+import hashlib, json, numpy as np
+from numba import njit
+from fastnn.kernels import blas
+@njit(cache=False)
+def nt(a, b, c):
+    blas.gemm_block(False, True, 1.0, a, b, 0.0, c, 0, c.shape[0], 0, c.shape[1])
+rng = np.random.default_rng(0)
+h = hashlib.sha256()
+for dtype in (np.float32, np.float64):
+    for _ in range(400):
+        m, n, k = (int(v) for v in rng.integers(2, 65, 3))
+        k = min(k, 31 if dtype == np.float32 else 15) if rng.random() < 0.7 else k
+        a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+        c = np.empty((m, n), dtype)
+        nt(a, b, c)
+        h.update(c.tobytes())
+print(json.dumps({"row_bytes": blas.NT_COPY_ROW_BYTES, "core": blas.CORE_NAME, "hash": h.hexdigest()}))
+"""
+
+
+def test_fastnn_nt_copy_off_keeps_the_packing_product_with_the_same_bits():
+    """FASTNN_NT_COPY=off turns the transposed copy off; on or off, a small A @ B.T gives the same
+    bits (random shapes up to 64, most within the copy's bounds, float32 and float64)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for setting in ("auto", "off"):
+        env = dict(os.environ, FASTNN_NT_COPY=setting)
+        proc = subprocess.run([sys.executable, "-c", NT_COPY_RUN], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs["off"]["row_bytes"] == 0
+    on_skylake = runs["auto"]["core"].lower() in ("skylakex", "cooperlake")
+    assert runs["auto"]["row_bytes"] == (128 if on_skylake else 0)
+    assert runs["auto"]["hash"] == runs["off"]["hash"]
+
+
+def test_fastnn_nt_copy_refuses_an_unknown_setting():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTNN_NT_COPY="on")
+    proc = subprocess.run([sys.executable, "-c", "import fastnn"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "FASTNN_NT_COPY must be auto or off, got 'on'" in proc.stderr
