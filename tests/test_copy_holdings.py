@@ -16,7 +16,6 @@ import pytest
 
 import fastnn as fnn
 from fastnn.layers import LAYERS, layer_from_config, layer_to_config
-from fastnn.layers.base import bind_children, children_buffers, children_parameter_specs
 
 
 class _Box(fnn.layers.Layer):
@@ -35,23 +34,10 @@ class _Box(fnn.layers.Layer):
     def sublayers(self):
         return [("inner", self.child())]
 
-    def set_device(self, device):
-        super().set_device(device)
-        self.child().set_device(device)
-
     def build(self, input_shape, dtype):
         super().build(input_shape, dtype)
         self.output_shape = self.child().build(input_shape, dtype)
         return self.output_shape
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
 
     def forward_calls(self, x, ctx):
         return self.child().forward_calls(x, ctx.child(0))

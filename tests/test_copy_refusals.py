@@ -22,7 +22,6 @@ import pytest
 
 import fastnn as fnn
 from fastnn.layers import LAYERS, layer_from_config, layer_to_config
-from fastnn.layers.base import bind_children, children_buffers, children_parameter_specs
 
 
 class _Holder(fnn.layers.Layer):
@@ -34,26 +33,12 @@ class _Holder(fnn.layers.Layer):
     def sublayers(self):
         return list(self.kids.items())
 
-    def set_device(self, device):
-        super().set_device(device)
-        for _, child in self.sublayers():
-            child.set_device(device)
-
     def build(self, input_shape, dtype):
         super().build(input_shape, dtype)
         for _, child in self.sublayers():
             child.build(input_shape, dtype)
         self.output_shape = self.run().output_shape
         return self.output_shape
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
 
     def forward_calls(self, x, ctx):
         index = [name for name, _ in self.sublayers()].index("body")

@@ -16,7 +16,6 @@ import pytest
 import fastnn as fnn
 from fastnn.io import CorruptFileError
 from fastnn.layers import LAYERS, layer_from_config, layer_to_config
-from fastnn.layers.base import bind_children, children_buffers, children_parameter_specs
 
 
 class MyDense(fnn.Dense):
@@ -49,27 +48,10 @@ class Wrapped(fnn.layers.Layer):
     def sublayers(self):
         return [("inner", self.inner)]
 
-    def set_device(self, device):
-        super().set_device(device)
-        self.inner.set_device(device)
-
-    def seed_rng(self, seed, stream):
-        if hasattr(self.inner, "seed_rng"):
-            self.inner.seed_rng(seed, stream * 1000 + 1)
-
     def build(self, input_shape, dtype):
         super().build(input_shape, dtype)
         self.output_shape = self.inner.build(input_shape, dtype)
         return self.output_shape
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
 
     def forward_calls(self, x, ctx):
         return self.inner.forward_calls(x, ctx.child(0))

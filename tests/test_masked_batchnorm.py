@@ -11,7 +11,7 @@ import pytest
 import fastnn as fnn
 from fastnn import _norm_fusion
 from fastnn.kernels.batchnorm import batchnorm_backward, batchnorm_forward_train_counted, partial_rows
-from fastnn.layers.base import bind_children, children_buffers, children_parameter_specs, walk_layers
+from fastnn.layers.base import walk_layers
 from tests._gradcheck import numeric_gradients_inplace
 
 EPS = 1e-5
@@ -423,15 +423,6 @@ class _Holder(fnn.Layer):
     def build(self, input_shape, dtype):
         super().build(input_shape, dtype)
         return self.inner.build(input_shape, dtype)
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
 
     def forward_calls(self, x, ctx):
         return self.inner.forward_calls(x, ctx.child("inner"))

@@ -15,9 +15,6 @@ from ..kernels.attention import partials_shape, positional_table
 from .base import (
     Layer,
     ParamSpec,
-    bind_children,
-    children_buffers,
-    children_parameter_specs,
     flat_rows,
     rows,
     shape_str,
@@ -316,10 +313,6 @@ class PositionalEncoding(Layer):
     def sublayers(self):
         return [("dropout", self.drop)]
 
-    def set_device(self, device):
-        super().set_device(device)
-        self.drop.set_device(device)
-
     def seed_rng(self, seed, stream):
         """Key the random streams of the layers inside by the model's seed (the model calls it).
 
@@ -343,9 +336,6 @@ class PositionalEncoding(Layer):
         False
         """
         self.drop.seed_rng(seed, stream)
-
-    def buffers(self):
-        return {f"dropout.{name}": buf for name, buf in self.drop.buffers().items()}
 
     def build(self, input_shape, dtype):
         steps, features = _sequence_shape(self, input_shape)
@@ -458,55 +448,12 @@ class TransformerEncoderBlock(Layer):
     def sublayers(self):
         return list(self.parts)
 
-    def set_device(self, device):
-        super().set_device(device)
-        for _, layer in self.parts:
-            layer.set_device(device)
-
-    def seed_rng(self, seed, stream):
-        """Key the random streams of the layers inside by the model's seed (the model calls it).
-
-        Parameters
-        ----------
-        seed : int
-            The model's seed.
-        stream : int
-            A number unique to this layer in the model; each child gets one derived from it.
-
-        Examples
-        --------
-        >>> import fastnn as fnn
-        >>> a, b = (fnn.TransformerEncoderBlock(4, 2, ff_dim=8, dropout=0.5) for _ in range(2))
-        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
-        >>> x = np.ones((1, 3, 4), np.float32)
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        True
-        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        False
-        """
-        for k, (_, layer) in enumerate(self.parts):
-            if hasattr(layer, "seed_rng"):
-                layer.seed_rng(seed, stream * 1000 + k + 1)
-
     def build(self, input_shape, dtype):
         shape = _sequence_shape(self, input_shape, self.embed_dim)
         super().build(shape, dtype)
         for _, layer in self.parts:
             shape = layer.build(shape, dtype)
         return self.output_shape
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
-
-    def plannable(self):
-        return super().plannable() and all(layer.plannable() for _, layer in self.parts)
 
     def forward_calls(self, x, ctx):
         calls, h = [], x

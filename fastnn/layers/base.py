@@ -935,7 +935,10 @@ class Layer(Owned):
 
     # -- construction -------------------------------------------------------------------
     def set_device(self, device: str) -> None:
-        """Use ``device``'s kernels and allocate there from the next ``build`` on.
+        """Use ``device``'s kernels and allocate there from the next ``build`` on; the layers inside
+        this one (:meth:`sublayers`) move with it.
+
+        A layer that overrides it calls ``super().set_device(device)``.
 
         Parameters
         ----------
@@ -949,10 +952,16 @@ class Layer(Owned):
         >>> relu.set_device("cpu")
         >>> relu.device, relu.K is fnn.backend.kernels("cpu")
         ('cpu', True)
+        >>> block = fnn.Residual([fnn.Dense(3, 3)])
+        >>> block.set_device("cpu")  # its block's Dense too
+        >>> block.block[0].device
+        'cpu'
         """
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "K", backend.kernels(device))
         self.last_output = self.last_grad_input = None
+        for _, child in self.sublayers():
+            child.set_device(device)
 
     def zeros(self, shape, dtype=None):
         """A zero array on this layer's device.
@@ -1075,6 +1084,13 @@ class Layer(Owned):
     def parameter_specs(self) -> list[ParamSpec]:
         """The trainable parameters the model allocates for this layer (after ``build``).
 
+        The default lists those of the layers inside it (:meth:`sublayers`), each named
+        :meth:`child_parameter_prefix` + the child's name, in sublayer order
+        (``children_parameter_specs``): empty for a layer without sublayers, the whole list for
+        a container. A layer with parameters of its own overrides it; a container that has some
+        returns its own first, then ``super().parameter_specs()`` (torch's ``named_parameters``
+        order).
+
         Returns
         -------
         list of ParamSpec
@@ -1087,11 +1103,21 @@ class Layer(Owned):
         >>> _ = dense.build((3,), "float32")
         >>> [(spec.name, spec.shape, spec.decay) for spec in dense.parameter_specs()]
         [('weight', (3, 2), True), ('bias', (2,), False)]
+        >>> block = fnn.Residual([fnn.Dense(3, 3, bias=False)])
+        >>> _ = block.build((3,), "float32")
+        >>> [spec.name for spec in block.parameter_specs()]  # its children's
+        ['block.0.weight']
         """
-        return []
+        return children_parameter_specs(self)
 
     def bind(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
         """Receive views of the model's flat parameter and gradient buffers.
+
+        The default passes the layers inside this one (:meth:`sublayers`) theirs, named as
+        :meth:`parameter_specs` names them (``bind_children``), and ignores the rest. A layer
+        with parameters of its own overrides it; a container that has some keeps its own views,
+        then calls ``super().bind(params, grads)`` (a model refuses one whose sublayers were left
+        unbound).
 
         Parameters
         ----------
@@ -1112,9 +1138,14 @@ class Layer(Owned):
         >>> dense.forward(np.ones((1, 3)), training=False)  # 3 * 1 + 1
         array([[4., 4.]])
         """
+        bind_children(self, params, grads)
 
     def buffers(self) -> dict[str, np.ndarray]:
         """Non-trainable state saved with the model.
+
+        The default gives those of the layers inside this one (:meth:`sublayers`), named as their
+        parameters are (``children_buffers``). A container with buffers of its own returns
+        ``{**its_own, **super().buffers()}`` (a model refuses one that leaves its sublayers' out).
 
         Returns
         -------
@@ -1126,8 +1157,10 @@ class Layer(Owned):
         >>> import fastnn as fnn
         >>> fnn.Dropout(0.5).buffers(), fnn.Dense(3, 2).buffers()
         ({'step': array([0])}, {})
+        >>> fnn.Residual([fnn.Dense(3, 3), fnn.Dropout(0.5)]).buffers()  # its children's
+        {'block.1.step': array([0])}
         """
-        return {}
+        return children_buffers(self)
 
     @property
     def parameter_views(self) -> dict[str, np.ndarray]:
@@ -1145,12 +1178,18 @@ class Layer(Owned):
         return self.__dict__.get("_param_views") or {}
 
     def keep_parameter_views(self, views: dict[str, np.ndarray]) -> None:
-        """Record the views of :meth:`bind` (the model calls it after binding).
+        """Record the views of :meth:`bind` (the model calls it after binding), and check that the
+        binding reached the layers inside this one (``check_sublayers_bound``).
 
         Parameters
         ----------
         views : dict of str to ndarray
             The parameter views given to :meth:`bind`.
+
+        Raises
+        ------
+        ValueError
+            When a container's ``bind`` or ``buffers`` left out the layers inside it.
 
         Examples
         --------
@@ -1160,10 +1199,20 @@ class Layer(Owned):
         >>> dense.parameter_views
         {'bias': array([0., 0.])}
         """
+        if self.sublayers():
+            check_sublayers_bound(self, views)
         object.__setattr__(self, "_param_views", views)
 
     def sublayers(self) -> list[tuple[str, Layer]]:
         """The layers this one contains (Residual's block ...).
+
+        A layer that holds layers (a container) overrides it, and then gets the rest of the
+        protocol for its children from :class:`Layer`, as a torch ``nn.Module`` or a Keras layer
+        does: :meth:`parameter_specs`, :meth:`bind`, :meth:`buffers`, :meth:`set_device`,
+        :meth:`seed_rng` and :meth:`plannable` pass each call on to them. It still writes its own
+        ``build`` (which builds the children), ``forward_calls``/``backward_calls`` (which run them
+        with ``ctx.child(key)``) and, to be saved, ``get_config``/``from_config``
+        (:func:`fastnn.layers.layer_to_config` and ``layer_from_config`` describe the children).
 
         Returns
         -------
@@ -1206,6 +1255,33 @@ class Layer(Owned):
         ''
         """
         return f"{child}."
+
+    def seed_rng(self, seed: int, stream: int) -> None:
+        """Key the random streams of the layers inside this one by the model's seed (the model calls
+        it after ``build``): sublayer ``k`` (0-based, :meth:`sublayers` order) gets the stream
+        ``stream * 1000 + k + 1``. Layers that draw random numbers (Dropout) override it.
+
+        Parameters
+        ----------
+        seed : int
+            The model's seed.
+        stream : int
+            A number unique to this layer in the model; each child gets one derived from it.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> a, b = (fnn.Residual([fnn.Dense(4, 4), fnn.Dropout(0.5)]) for _ in range(2))
+        >>> models = [fnn.Sequential([layer], input_shape=(4,), seed=0) for layer in (a, b)]
+        >>> x = np.ones((1, 4), np.float32)
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        True
+        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
+        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
+        False
+        """
+        for k, (_, child) in enumerate(self.sublayers()):
+            child.seed_rng(seed, stream * 1000 + k + 1)
 
     # -- computation ---------------------------------------------------------------------
     def forward_calls(self, x: np.ndarray, ctx: Context) -> tuple[list, np.ndarray]:
@@ -1313,8 +1389,9 @@ class Layer(Owned):
         Returns
         -------
         bool
-            True when forward/backward are described by forward_calls/backward_calls; False
-            for user layers that override forward/backward (run eagerly).
+            True when forward/backward are described by forward_calls/backward_calls, by this
+            layer and every layer inside it (:meth:`sublayers`); False for user layers that
+            override forward/backward (run eagerly), and for the containers holding one.
 
         Examples
         --------
@@ -1326,7 +1403,8 @@ class Layer(Owned):
         (True, False)
         """
         cls = type(self)
-        return cls.forward is Layer.forward and cls.backward is Layer.backward
+        own = cls.forward is Layer.forward and cls.backward is Layer.backward
+        return own and all(child.plannable() for _, child in self.sublayers())
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """Eager forward of this layer alone (in the "eager" arena).
@@ -1664,8 +1742,9 @@ def parameter_owners(layer: Layer) -> dict[str, tuple[Layer, str]]:
         raise ValueError(
             f"{type(layer).__name__}'s parameters are {names}, but its sublayers' parameters, named by its "
             f"child_parameter_prefix, are {sorted(owners)}: {unlisted} are missing; a container lists each "
-            f"child's parameters as child_parameter_prefix(name) + the child's name (children_parameter_specs), "
-            f"so override child_parameter_prefix to say how it names them"
+            f"child's parameters as child_parameter_prefix(name) + the child's name (Layer.parameter_specs does: "
+            f"a container with parameters of its own returns them followed by super().parameter_specs()), "
+            f"so list them so, or override child_parameter_prefix to say how it names them"
         )
     return {name: owners.get(name, (layer, name)) for name in names}
 
@@ -1701,7 +1780,7 @@ def children_parameter_specs(layer: Layer) -> list[ParamSpec]:
 
 def bind_children(layer: Layer, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
     """Bind each sublayer of ``layer`` to its views among ``params`` and ``grads``, named as
-    :func:`children_parameter_specs` names them (a container's :meth:`Layer.bind`).
+    ``children_parameter_specs`` names them (a container's :meth:`Layer.bind`).
 
     Parameters
     ----------
@@ -1723,7 +1802,107 @@ def bind_children(layer: Layer, params: Mapping[str, np.ndarray], grads: Mapping
     for name, child in layer.sublayers():
         prefix = layer.child_parameter_prefix(name)
         own = [spec.name for spec in child.parameter_specs()]
+        missing = [prefix + n for n in own if prefix + n not in params or prefix + n not in grads]
+        if missing:
+            parameter_owners(layer)  # (says which names the container's parameter_specs left out)
+            raise ValueError(
+                f"{type(layer).__name__}.bind was given no views for {missing} of its sublayer {name!r}; "
+                f"its parameter_specs must list them (Layer.parameter_specs does)"
+            )
         child.bind({n: params[prefix + n] for n in own}, {n: grads[prefix + n] for n in own})
+
+
+def _address(array) -> tuple | None:
+    """(data pointer, shape) of a host or device array, None for anything else."""
+    face = getattr(array, "__cuda_array_interface__", None) or getattr(array, "__array_interface__", None)
+    if not isinstance(face, dict) or "data" not in face:
+        return None
+    return face["data"][0], tuple(face["shape"])
+
+
+def _bound_array(layer: Layer, name: str):
+    """What ``layer`` (whose ``bind`` is fastnn's) holds as its parameter ``name``."""
+    arrays = getattr(layer, "parameter_arrays", None)
+    return arrays.get(name) if isinstance(arrays, dict) else getattr(layer, name, None)
+
+
+def _binds_by_name(layer: Layer) -> bool:
+    """Whether ``layer``'s ``bind`` and ``parameter_specs`` are fastnn's (a built-in layer, or a
+    user's subclass of one that keeps them), so it holds each parameter under its name."""
+    kind = type(layer)
+    return all(
+        getattr(getattr(kind, m, None), "__module__", "").startswith("fastnn.") for m in ("bind", "parameter_specs")
+    )
+
+
+def check_sublayers_bound(layer: Layer, views: Mapping[str, np.ndarray]) -> None:
+    """Check that :meth:`Layer.bind` of ``layer``, given ``views``, reached every layer inside it, and
+    that each container's :meth:`~Layer.buffers` include its sublayers': a container that overrides
+    ``bind`` or ``buffers`` (for state of its own) and forgets ``super()``'s would train layers holding
+    no parameters, or stale ones, or lose their running statistics when saved.
+
+    Each layer inside whose ``bind`` and ``parameter_specs`` are fastnn's (a built-in or a subclass
+    of one) must hold its views of ``views`` (named ``child_parameter_prefix`` + its own, at any
+    depth); a user's own leaf layer, which keeps its views where it likes, is not looked at.
+
+    Parameters
+    ----------
+    layer : Layer
+        A layer just bound by a model.
+    views : dict of str to ndarray
+        The views the model gave its :meth:`~Layer.bind`.
+
+    Raises
+    ------
+    ValueError
+        Naming the container whose ``bind`` (the innermost one written outside fastnn above the
+        layer left out) or ``buffers`` left a layer out, that layer and the fix
+        (``super().bind(params, grads)``, ``{**own, **super().buffers()}``).
+
+    Examples
+    --------
+    >>> import fastnn as fnn
+    >>> model = fnn.Sequential([fnn.Residual([fnn.Dense(3, 3)])], input_shape=(3,))
+    >>> block = model.layers[0]
+    >>> check_sublayers_bound(block, block.parameter_views)  # bound: nothing to say
+    >>> check_sublayers_bound(block, {k: v.copy() for k, v in block.parameter_views.items()})
+    Traceback (most recent call last):
+    ...
+    ValueError: Residual.bind did not pass 'block.0' (Dense(3, 3)) its parameter 'weight' ...
+    """
+    _check_bound(layer, views, [])
+
+
+def _check_bound(layer: Layer, views: Mapping[str, np.ndarray], chain: list[tuple[Layer, str]]) -> None:
+    """``check_sublayers_bound`` of ``layer``, inside the containers ``chain`` ([(container, the
+    name of the next one in it)])."""
+    for name, child in layer.sublayers():
+        prefix = layer.child_parameter_prefix(name)
+        mine = {n: views[prefix + n] for n in (spec.name for spec in child.parameter_specs()) if prefix + n in views}
+        below = [*chain, (layer, name)]
+        if not child.sublayers() and _binds_by_name(child):
+            for n, view in mine.items():
+                held = _bound_array(child, n)
+                if held is None or _address(held) != _address(view):
+                    written = [i for i, (outer, _) in enumerate(below) if not _binds_by_name(outer)]
+                    at = written[-1] if written else len(below) - 1
+                    path = ".".join(step for _, step in below[at:])
+                    raise ValueError(
+                        f"{type(below[at][0]).__name__}.bind did not pass {path!r} ({child!r}) its parameter "
+                        f"{n!r} (it holds {'none' if held is None else 'another array'}), so training would "
+                        f"compute with {'nothing' if held is None else 'stale weights'}; a container's bind that "
+                        f"keeps views of its own must also call super().bind(params, grads)"
+                    )
+        _check_bound(child, mine, below)
+    if layer.sublayers():
+        given = layer.buffers()
+        left_out = [key for key in children_buffers(layer) if key not in given]
+        if left_out:
+            raise ValueError(
+                f"{type(layer).__name__}.buffers() leaves out its sublayers' buffers {left_out}, so saving and "
+                f"copying the model would lose them; a container with buffers of its own returns "
+                f"{{**its_own, **super().buffers()}}"
+            )
 
 
 def children_buffers(layer: Layer) -> dict[str, np.ndarray]:

@@ -5,9 +5,6 @@ from __future__ import annotations
 from .. import _validation as V
 from .base import (
     Layer,
-    bind_children,
-    children_buffers,
-    children_parameter_specs,
     flat_rows,
     normalize_shape,
     refuse_user_child,
@@ -92,7 +89,7 @@ class Residual(Layer):
     def lengths_policy(self) -> str | None:  # type: ignore[override]
         """ "keep" when every layer of the block keeps the padded steps apart, "use" when some read
         the lengths (attention ...), None when one cannot honour them."""
-        policies = {layer.lengths_policy for _, layer in self._children()}
+        policies = {layer.lengths_policy for _, layer in self.sublayers()}
         if policies <= {"keep"}:
             return "keep"
         return "use" if policies <= {"keep", "use"} else None
@@ -113,18 +110,15 @@ class Residual(Layer):
         >>> print(fnn.Residual([fnn.TimeDistributed(fnn.BatchNorm1d(3))]).lengths_refusal)
         None
         """
-        for _, layer in self._children():
+        for _, layer in self.sublayers():
             why = getattr(layer, "lengths_refusal", None)
             if why:
                 return f"in its block, {layer!r}: {why}"
         return None
 
-    def _children(self) -> list[tuple[str, Layer]]:
+    def sublayers(self) -> list[tuple[str, Layer]]:
         named = [(f"block.{i}", layer) for i, layer in enumerate(self.block)]
         return named + ([("projection", self.projection)] if self.projection is not None else [])
-
-    def sublayers(self):
-        return self._children()
 
     def build(self, input_shape, dtype):
         shape = normalize_shape(input_shape)
@@ -154,49 +148,6 @@ class Residual(Layer):
         self.output_shape = out
         self._workspace = self.workspace(y=out, grad_x=shape)
         return out
-
-    def set_device(self, device):
-        super().set_device(device)
-        for _, layer in self._children():
-            layer.set_device(device)
-
-    def seed_rng(self, seed, stream):
-        """Key the random streams of the layers inside by the model's seed (the model calls it).
-
-        Parameters
-        ----------
-        seed : int
-            The model's seed.
-        stream : int
-            A number unique to this layer in the model; each child gets one derived from it.
-
-        Examples
-        --------
-        >>> import fastnn as fnn
-        >>> a, b = (fnn.Residual([fnn.Dense(4, 4), fnn.Dropout(0.5)]) for _ in range(2))
-        >>> models = [fnn.Sequential([layer], input_shape=(4,), seed=0) for layer in (a, b)]
-        >>> x = np.ones((1, 4), np.float32)
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        True
-        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        False
-        """
-        for k, (_, layer) in enumerate(self._children()):
-            if hasattr(layer, "seed_rng"):
-                layer.seed_rng(seed, stream * 1000 + k + 1)
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
-
-    def plannable(self):
-        return super().plannable() and all(layer.plannable() for _, layer in self._children())
 
     def forward_calls(self, x, ctx):
         calls, h = [], x

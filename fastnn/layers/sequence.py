@@ -8,9 +8,6 @@ import numpy as np
 from .base import (
     Context,
     Layer,
-    bind_children,
-    children_buffers,
-    children_parameter_specs,
     normalize_shape,
     refuse_user_child,
     shape_str,
@@ -183,35 +180,6 @@ class TimeDistributed(Layer):
     def sublayers(self):
         return [("layer", self.layer)]
 
-    def set_device(self, device):
-        super().set_device(device)
-        self.layer.set_device(device)
-
-    def seed_rng(self, seed, stream):
-        """Key the random streams of the layers inside by the model's seed (the model calls it).
-
-        Parameters
-        ----------
-        seed : int
-            The model's seed.
-        stream : int
-            A number unique to this layer in the model; each child gets one derived from it.
-
-        Examples
-        --------
-        >>> import fastnn as fnn
-        >>> a, b = (fnn.TimeDistributed(fnn.Dropout(0.5)) for _ in range(2))
-        >>> models = [fnn.Sequential([layer], input_shape=(3, 4), seed=0) for layer in (a, b)]
-        >>> x = np.ones((1, 3, 4), np.float32)
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        True
-        >>> b.seed_rng(seed=0, stream=99)  # another stream: other masks
-        >>> np.array_equal(a.forward(x, training=True), b.forward(x, training=True))
-        False
-        """
-        if hasattr(self.layer, "seed_rng"):
-            self.layer.seed_rng(seed, stream * 1000 + 1)
-
     def build(self, input_shape, dtype):
         shape = check_sequence(self, input_shape, rank=None)
         if len(shape) < 2:
@@ -234,18 +202,6 @@ class TimeDistributed(Layer):
 
     def child_parameter_prefix(self, child):
         return ""  # the inner layer's parameters keep their names ("0.weight"), the sublayer is "0.layer"
-
-    def parameter_specs(self):
-        return children_parameter_specs(self)
-
-    def bind(self, params, grads):
-        bind_children(self, params, grads)
-
-    def buffers(self):
-        return children_buffers(self)
-
-    def plannable(self):
-        return super().plannable() and self.layer.plannable()
 
     def _inner_context(self, ctx: Context, steps: int) -> Context:
         inner = ctx.child("layer")
