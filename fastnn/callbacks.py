@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -854,7 +855,9 @@ class LearningRateScheduler(Callback):
     Parameters
     ----------
     schedule : callable
-        ``schedule(step) -> lr``: a :mod:`fastnn.schedules` schedule or any callable.
+        ``schedule(step) -> lr``: a :mod:`fastnn.schedules` schedule or any callable; or, as in
+        Keras, ``schedule(step, lr) -> lr`` (a callable that takes two positional arguments is given
+        the optimizer's current learning rate as the second).
     per : {"epoch", "batch"}, default "epoch"
         The step counts epochs, or optimizer steps (batches).
 
@@ -888,15 +891,31 @@ class LearningRateScheduler(Callback):
         self.schedule = schedule
         self.per = check_choice(per, ("epoch", "batch"), "per")
 
+    def _takes_lr(self) -> bool:
+        """Whether the schedule is Keras' ``schedule(epoch, lr)``: two required positional arguments."""
+        try:
+            params = inspect.signature(self.schedule).parameters.values()
+        except (TypeError, ValueError):  # (a callable without a signature: called with the step alone)
+            return False
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        required = [p for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+        return len(required) >= 2
+
     def _set(self, step: int):
-        lr = float(self.schedule(step))
-        if not (lr >= 0 and math.isfinite(lr)):
-            raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
         if self.model is None:
             raise RuntimeError(
                 f"{type(self).__name__} sets a model's learning rate: pass it to fit(callbacks=[...]) "
                 f"(or call set_model(model) first)"
             )
+        form = self.__dict__.get("_form")  # (schedule, takes_lr): the signature read once per schedule (~10 us)
+        if form is None or form[0] is not self.schedule:
+            form = self._form = (self.schedule, self._takes_lr())
+        if form[1]:  # Keras' schedule(epoch, lr)
+            lr = float(self.schedule(step, float(self.model.optimizer.lr)))
+        else:
+            lr = float(self.schedule(step))
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"schedule returned an invalid learning rate {lr} at step {step}")
         self.model.optimizer.lr = lr
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -11,7 +11,8 @@ gradient norm), the optimizer updates, and only then does the position in the ep
 step *commits*). Any exception or KeyboardInterrupt before the commit leaves the model exactly as
 after the previous step (``Sequential.run_step`` restores running statistics and dropout counters;
 the optimizer has not run). Ctrl-C during ``fit`` in the main thread is deferred to the next step
-boundary, so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupted run bit for bit.
+boundary (after the batch's ``on_batch_end`` callbacks; at an epoch's end, after its ``on_epoch_end``),
+so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupted run bit for bit.
 
 Resuming mid-epoch: ``fit`` continues a saved or interrupted epoch only on the *same data*: the
 same shapes and dtypes of X and y, the same targets, and the same values in 256 evenly spaced rows
@@ -383,6 +384,9 @@ class _DeferredInterrupt:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        if self.pending and exc[0] is None:  # a Ctrl-C held to the end of the loop is never lost
+            self.pending = False
+            raise KeyboardInterrupt
         return False
 
 
@@ -1162,17 +1166,20 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                     valid if counting else None,
                 )
                 source.committed()
-                interrupt.critical = False
-                interrupt.check()
             if batch is None:
                 break
             progress.batch_end(total_loss / samples)
             cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
+            if committed:  # Ctrl-C is acted on once every callback saw the batch's end (none misses it on resume)
+                interrupt.critical = False
+                interrupt.check()
             if dist is not None:  # rank 0's decision: agreed now, or with the next step's reduction
                 stopping = dist.batch_ended()  # (now when some rank runs on_batch_begin hooks)
             elif model.stop_training:  # Keras: the epoch ends after this batch (an open group updates first)
                 stopping = True
-        interrupt.critical = False
+        # the epoch's end, up to its last on_epoch_end, is one critical section: a Ctrl-C in it is
+        # acted on after every callback saw the end of the epoch that now counts as done
+        interrupt.critical = True
         if source.exhausted is not None:
             warnings.warn(
                 f"the training data ran out after {source.exhausted[1]} batches of epoch "
@@ -1204,5 +1211,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         cbs.on_epoch_end(epoch, logs)
         if dist is not None:  # rank 0's decision everywhere (a callback of rank 0 only may stop)
             dist.agree_stop()
+        interrupt.critical = False
+        interrupt.check()
         if model.stop_training:
             break
