@@ -21,10 +21,15 @@ from numba import njit, prange
 from .._config import JIT_UPDATE, JIT_UPDATE_INLINE, JIT_UPDATE_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .optim import OPTIM_CHUNK, adam_rule, norm_partials_size, sgd_rule
+from .prefetch import prefetch_span
 from .tiling import numba_threads
 
 #: touched rows per task of the parallel sweep
 ROWS_PER_TASK = 64
+
+#: rows ahead whose cache lines the row updates prefetch (the rows are scattered over the table:
+#: the hardware prefetchers do not see them coming)
+PREFETCH_ROWS = 4
 
 
 @njit(**JIT_UPDATE)
@@ -56,6 +61,12 @@ def sgd_rows_update(params, grads, rows, lo, width, lr):
 def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
+        if k + PREFETCH_ROWS < k1:
+            ahead = lo + rows[1 + k + PREFETCH_ROWS] * width
+            prefetch_span(params, ahead, width)
+            prefetch_span(grads, ahead, width)
+            prefetch_span(m, ahead, width)
+            prefetch_span(v, ahead, width)
         a = np.uint64(lo + rows[1 + k] * width)
         for j in range(np.uint64(width)):  # unsigned indices (see _sgd_rows)
             i = a + j
