@@ -604,6 +604,7 @@ class Sequential:
         self.optimizer: optim_mod.Optimizer | None = None
         self.training = True
         self.stop_training = False
+        self.history = None  # the History of the latest fit, set when it starts (Keras' model.history)
         from .training import TrainingState
 
         self.state = TrainingState()
@@ -3705,7 +3706,8 @@ class Sequential:
         History
             The per-epoch logs: ``history["loss"]`` (the mean of the epoch's batch losses weighted
             by their rows, as Keras logs it), ``history["val_loss"]`` (:meth:`evaluate`'s loss of
-            the validation set) ...
+            the validation set) ... Also ``model.history`` from the fit's start (Keras' attribute):
+            an interrupted fit's holds the epochs it finished. Copies and files do not keep it.
 
         Raises
         ------

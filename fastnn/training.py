@@ -964,7 +964,7 @@ def fit(
         user_callbacks, verbose = dist.callbacks(user_callbacks), verbose if dist.rank == 0 else 0
     if state.cursor is not None and state.cursor.data != source.fingerprint:
         state.cursor = None  # other data: a fresh epoch position
-    history = History()
+    history = model.history = History()  # Keras' model.history: this fit's, even if it is interrupted
     cbs = CallbackList([history, *user_callbacks], model)
     state.callbacks = user_callbacks
     state.restore_callbacks(user_callbacks)

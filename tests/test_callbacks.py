@@ -647,3 +647,26 @@ def test_a_checkpoint_of_the_stopping_epoch_resumes_to_the_end_of_the_run(proble
         hist = resumed.fit(X, y, epochs=1, validation_data=(Xv, yv), verbose=0, callbacks=callbacks())
     assert hist.epoch == []
     np.testing.assert_array_equal(resumed.params, model.params)
+
+
+def test_model_history_is_the_latest_fits_even_when_interrupted():
+    """Keras' ``model.history``: None before any fit, then the History that fit returns; an
+    interrupted fit's holds the epochs it finished."""
+    X, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    model = fnn.Sequential([fnn.Dense(2, 1)], seed=0)
+    assert model.history is None
+    first = model.fit(X, y, loss="mse", optimizer="sgd", epochs=2, verbose=0)
+    assert model.history is first and first.epoch == [0, 1]
+
+    class StopAtSecondEpoch(fnn.callbacks.Callback):
+        ends = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends += 1
+            if self.ends == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=10, verbose=0, callbacks=[StopAtSecondEpoch()])
+    assert model.history is not first
+    assert len(model.history.epoch) == 2 and len(model.history["loss"]) == 2
