@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
+from .tiling import _linked_int64
 from .views import pointer
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -186,23 +187,14 @@ NT_COPY_ROW_BYTES = 128 if NT_COPY == "auto" and CORE_NAME.lower() in ("skylakex
 NT_COPY_MAX_N = 64
 #: bytes of the stack copy of ``B`` (its n x k block): larger blocks keep the packing GEMM
 NT_COPY_BYTES = 4096
-_NT_COPY_CELL = ctypes.c_int64(NT_COPY_ROW_BYTES)  # read by compiled code through the symbol below
-llvm.add_symbol("fastnn_nt_copy_row_bytes", ctypes.addressof(_NT_COPY_CELL))
+_nt_copy_row_bytes = _linked_int64("fastnn_nt_copy_row_bytes", NT_COPY_ROW_BYTES)
 
 
 @intrinsic
 def nt_copy_row_bytes(typingctx):
-    """:data:`NT_COPY_ROW_BYTES` of this process (int64), read at run time through a linked symbol, so
-    one cached kernel serves every CPU."""
-
-    def codegen(context, builder, signature, args):
-        variable = builder.module.globals.get("fastnn_nt_copy_row_bytes")
-        if variable is None:
-            variable = ir.GlobalVariable(builder.module, ir.IntType(64), "fastnn_nt_copy_row_bytes")
-            variable.linkage = "external"
-        return builder.load(variable)
-
-    return types.int64(), codegen
+    """:data:`NT_COPY_ROW_BYTES` of this process (int64), read at run time through a linked symbol
+    (as the tile count), so one cached kernel serves every CPU."""
+    return _nt_copy_row_bytes(typingctx)
 
 
 @intrinsic
