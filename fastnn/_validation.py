@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import os
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -48,6 +49,13 @@ def check_int(value, argument: str, minimum: int | None = None, maximum: int | N
     if maximum is not None and value > maximum:
         raise ValueError(f"{argument} must be <= {maximum}, got {value}")
     return value
+
+
+def check_path(path, argument: str = "path") -> str:
+    """``path`` (a str, bytes or os.PathLike) as a str; a TypeError naming ``argument`` otherwise."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(path))
+    raise TypeError(f"{argument} must be a file path (a str or a pathlib.Path), got {type(path).__name__} {path!r}")
 
 
 def check_bool(value, argument: str) -> bool:

@@ -21,6 +21,9 @@ class Callback:
     ``on_batch_begin``) the epoch ends after that batch, as in Keras 3 (its logs over the batches
     trained, validation and ``on_epoch_end`` still run, and it counts as done); in ``on_epoch_end``
     after that epoch (``fastnn.training``'s docstring says what a later fit continues with).
+    Raising KeyboardInterrupt in ``on_batch_end`` or ``on_epoch_end`` interrupts ``fit`` as a Ctrl-C
+    does: the later callbacks still see that end, the interrupt comes at the next step boundary, and
+    a later ``fit`` resumes as if uninterrupted.
 
     Examples
     --------
@@ -424,20 +427,37 @@ class CallbackList:
             keras = _KERAS_NAMES.get(hook)  # a batch hook: Keras's name calls fastnn's (override either)
             name = keras or hook
             methods = [getattr(cb, name) for cb in ordered if _overrides(cb, hook) or (keras and _overrides(cb, keras))]
-            setattr(self, hook, self._caller(methods))
+            setattr(self, hook, self._caller(methods, finish=hook.endswith("_end")))
         for cb in self.callbacks:
             _warn_never_called(cb)
 
     @staticmethod
-    def _caller(methods):
+    def _caller(methods, finish: bool):
+        """One hook's call. An end hook (``finish``) that one callback stops with KeyboardInterrupt
+        still reaches the later callbacks, then raises it: none misses the end that happened (its
+        state stays that of the uninterrupted run, as for a Ctrl-C: fastnn.training). In a begin
+        hook it propagates at once: the batch or epoch has not run and begins again on resume."""
         if not methods:
             return lambda *args: None
+        if not finish:
 
-        def call(*args):
+            def call(*args):
+                for method in methods:
+                    method(*args)
+
+            return call
+
+        def call_all(*args):
+            stop = None
             for method in methods:
-                method(*args)
+                try:
+                    method(*args)
+                except KeyboardInterrupt as exc:
+                    stop = stop or exc  # (the first one is raised, with its traceback)
+            if stop is not None:
+                raise stop
 
-        return call
+        return call_all
 
 
 _KERAS_NAMES = {"on_batch_begin": "on_train_batch_begin", "on_batch_end": "on_train_batch_end"}

@@ -18,6 +18,8 @@ from typing import IO
 
 import numpy as np
 
+from ._validation import check_path
+
 _TMP_PREFIX = ".fastnn-tmp-"
 # .fastnn-tmp-<pid>-<16 hex digits>-<name>: only files of exactly this form are ever cleaned up
 _TMP_NAME = re.compile(r"\.fastnn-tmp-[0-9]+-[0-9a-f]{16}-.")
@@ -126,7 +128,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     >>> open("notes.txt").read()
     'all or nothing'
     """
-    path = os.fspath(path)
+    path = check_path(path)
     target, existing = _save_target(path)
     directory = os.path.dirname(target)
     _remove_stale_temporaries(directory)
@@ -374,7 +376,7 @@ def read_safetensors(path: str | os.PathLike, *, verify: bool = True) -> tuple[d
     >>> read_safetensors("ids.safetensors")[0]["ids"]
     array([0, 1, 2])
     """
-    path = os.fspath(path)
+    path = check_path(path)
     with open(path, "rb") as handle:
         blob = handle.read()
     header, meta, payload = _parse_header(path, blob)
@@ -422,8 +424,9 @@ def check_npz_file(path: str | os.PathLike | IO) -> None:
     >>> np.savez("w.npz", w=np.zeros(2))
     >>> check_npz_file("w.npz")             # an archive: no error
     """
-    if not isinstance(path, (str, os.PathLike)):
+    if hasattr(path, "read"):
         return
+    path = check_path(path)
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):

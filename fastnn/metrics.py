@@ -48,6 +48,7 @@ updated in Python, one more crossing and NumPy's work per step.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable
 from functools import cached_property
@@ -1254,7 +1255,7 @@ class FunctionMetric(Metric):
     Raises
     ------
     TypeError
-        When ``fn`` is not callable.
+        When ``fn`` is not callable, or cannot be called with two arguments.
 
     Examples
     --------
@@ -1273,6 +1274,14 @@ class FunctionMetric(Metric):
     def __init__(self, fn, *, name: str | None = None):
         if not callable(fn):
             raise TypeError(f"a metric function must be callable, got {fn!r}")
+        try:  # a wrong signature is refused here, not after an epoch of training
+            inspect.signature(fn).bind(None, None)
+        except TypeError as exc:
+            raise TypeError(
+                f"a metric function is called as fn(y_true, y_pred); {fn!r} cannot take those two arguments ({exc})"
+            ) from None
+        except ValueError:  # no signature to read (some builtins): called as it is
+            pass
         self.fn = fn
         super().__init__(name=name or getattr(fn, "__name__", type(fn).__name__))
 

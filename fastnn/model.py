@@ -713,7 +713,7 @@ class Sequential:
         >>> model.build((5,)).output_shape
         (3,)
         """
-        shape = normalize_shape(input_shape)
+        shape = normalize_shape(input_shape, "input_shape")
         carried = [self._carried_state(layer) for layer in self.layers]
         self._building = True
         try:
@@ -4340,7 +4340,14 @@ class Sequential:
                 UserWarning,
                 stacklevel=2,
             )
-        # a user's container whose get_config leaves a child out would load without it: refused
+        # a user's container whose get_config leaves a child out would load without it: refused.
+        # Two descriptions of the layers on purpose, not one computed twice: this check rebuilds
+        # the layers from descriptions *by class* (the model's own classes, registered or not, as
+        # a copy does), so it asks only "does get_config describe every child?"; the file holds the
+        # JSON description *by name* (snapshot -> get_config, with its "structure" record), whose
+        # registry problems save_model warns about. Deriving one from the other is not safe: names
+        # do not map back to classes (a user's Dense subclass named "Dense"), and turning classes
+        # into names would rewrite values of a get_config that are not layer descriptions.
         copies.described_children(self, [layer_to_config(layer, by_class=True) for layer in self.layers], "save", False)
         serialization.save_model(self, path, model_class=model_class)
 

@@ -12,7 +12,11 @@ step *commits*). Any exception or KeyboardInterrupt before the commit leaves the
 after the previous step (``Sequential.run_step`` restores running statistics and dropout counters;
 the optimizer has not run). Ctrl-C during ``fit`` in the main thread is deferred to the next step
 boundary (after the batch's ``on_batch_end`` callbacks; at an epoch's end, after its ``on_epoch_end``),
-so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupted run bit for bit.
+so ``save`` afterwards, ``fnn.load`` and ``fit`` give the uninterrupted run bit for bit. A callback
+that raises KeyboardInterrupt to stop (PyTorch Lightning's graceful stop) is treated alike: in
+``on_batch_end`` or ``on_epoch_end`` the later callbacks still see that end, and the interrupt is
+raised where a Ctrl-C would be (with ``accumulate=k``, after the open group's update); raised in
+``on_batch_begin`` or ``on_epoch_begin`` it stops at once, before that batch or epoch runs.
 
 Resuming mid-epoch: ``fit`` continues a saved or interrupted epoch only on the *same data*: the
 same shapes and dtypes of X and y, the same targets, and the same values in 256 evenly spaced rows
@@ -361,6 +365,7 @@ class _DeferredInterrupt:
         self.pending = False
         self.critical = False
         self._previous = None
+        self._held: KeyboardInterrupt | None = None  # a callback's own, raised as it was
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -376,17 +381,22 @@ class _DeferredInterrupt:
         else:
             raise KeyboardInterrupt
 
+    def hold(self, exc: KeyboardInterrupt) -> None:
+        """Hold a KeyboardInterrupt a callback raised (to stop fit) until :meth:`check`, as a Ctrl-C."""
+        self.pending = True
+        self._held = self._held or exc
+
     def check(self) -> None:
         if self.pending:
             self.pending = False
-            raise KeyboardInterrupt
+            held, self._held = self._held, None
+            raise held or KeyboardInterrupt()
 
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         if self.pending and exc[0] is None:  # a Ctrl-C held to the end of the loop is never lost
-            self.pending = False
-            raise KeyboardInterrupt
+            self.check()
         return False
 
 
@@ -1169,7 +1179,10 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             if batch is None:
                 break
             progress.batch_end(total_loss / samples)
-            cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
+            try:
+                cbs.on_batch_end(b, {"loss": batch_loss, "batch": b, "size": m})
+            except KeyboardInterrupt as exc:  # a callback's stop (every callback saw the end): held as a Ctrl-C
+                interrupt.hold(exc)
             if committed:  # Ctrl-C is acted on once every callback saw the batch's end (none misses it on resume)
                 interrupt.critical = False
                 interrupt.check()
@@ -1208,7 +1221,10 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         # (a stopped epoch's bar ends at the batches run; one that ran all its batches, full)
         complete = not stopping and source.exhausted is None
         progress.epoch_end(epoch - first_epoch, logs, time.perf_counter() - start, complete=complete)
-        cbs.on_epoch_end(epoch, logs)
+        try:
+            cbs.on_epoch_end(epoch, logs)
+        except KeyboardInterrupt as exc:  # a callback's stop, after every callback saw the end: as a Ctrl-C
+            interrupt.hold(exc)
         if dist is not None:  # rank 0's decision everywhere (a callback of rank 0 only may stop)
             dist.agree_stop()
         interrupt.critical = False

@@ -670,3 +670,34 @@ def test_model_history_is_the_latest_fits_even_when_interrupted():
         model.fit(X, y, epochs=10, verbose=0, callbacks=[StopAtSecondEpoch()])
     assert model.history is not first
     assert len(model.history.epoch) == 2 and len(model.history["loss"]) == 2
+
+
+def test_a_keyboard_interrupt_from_an_end_hook_reaches_the_later_callbacks_first():
+    """A callback stopping with KeyboardInterrupt in an end hook: the later callbacks (History,
+    ModelCheckpoint, which runs last) still get that end, then the first interrupt is raised; in a
+    begin hook it propagates at once (the batch or epoch has not run)."""
+    calls = []
+
+    class Stop(C.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            raise KeyboardInterrupt("begin")
+
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("end")
+
+    class Seen(C.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            calls.append(("begin", epoch))
+
+        def on_epoch_end(self, epoch, logs=None):
+            calls.append(("end", epoch))
+            raise KeyboardInterrupt("second")
+
+    history = C.History()
+    callbacks = C.CallbackList([Stop(), history, Seen()], model=None)
+    with pytest.raises(KeyboardInterrupt, match="end"):
+        callbacks.on_epoch_end(0, {"loss": 0.5})
+    assert history["loss"] == [0.5] and calls == [("end", 0)]
+    with pytest.raises(KeyboardInterrupt, match="begin"):
+        callbacks.on_epoch_begin(1, {})
+    assert calls == [("end", 0)]

@@ -12,7 +12,7 @@ import pytest
 import fastnn as fnn
 from fastnn import _config
 from fastnn.layers import LAYERS, layer_from_config, layer_to_config
-from fastnn.layers.base import ParamSpec, flat_rows, parameter_owners, rows
+from fastnn.layers.base import ParamSpec, check_sublayers_bound, flat_rows, parameter_owners, rows
 from tests._gradcheck import numeric_gradients_inplace
 
 
@@ -431,3 +431,37 @@ def test_a_container_whose_children_keep_stale_weights_is_refused():
     assert stale.block[0].weight is not None
     with pytest.raises(ValueError, match=r"ForgetsBind\.bind did not pass 'inner\.block\.0'.*another array.*stale"):
         fnn.Sequential([ForgetsBind(stale), fnn.Dense(4, 2)], input_shape=(4,), seed=0)
+
+
+class _CountedNorm(fnn.BatchNorm1d):
+    """A BatchNorm1d that counts the calls of its ``buffers()``."""
+
+    def __init__(self, features):
+        super().__init__(features)
+        self.calls = [0]  # (mutated in place: setting an attribute of a built layer reads its buffers)
+
+    def buffers(self):
+        self.calls[0] += 1
+        return super().buffers()
+
+
+def test_nested_containers_are_checked_once_per_build_whatever_their_depth():
+    """The check that every container's bind and buffers reached its sublayers walks the tree once:
+    a layer 6 containers deep has its buffers read as often in a build as one in a single
+    container (not once more per level above it), and once by the check itself."""
+
+    def built(depth):
+        leaf = layer = _CountedNorm(3)
+        for i in range(depth):
+            layer = fnn.Residual([layer]) if i % 2 else ParallelSum(layer, fnn.Dense(3, 3))
+        model = fnn.Sequential([layer, fnn.Dense(3, 2)], input_shape=(3,), seed=0)
+        return model, leaf
+
+    (_, shallow_leaf), (deep, deep_leaf) = built(1), built(6)
+    assert deep_leaf.calls == shallow_leaf.calls
+    top = deep.layers[0]
+    deep_leaf.calls[0] = 0
+    check_sublayers_bound(top, top.parameter_views)
+    assert deep_leaf.calls == [1]
+    with pytest.raises(ValueError, match=r"ParallelSum\.bind did not pass"):  # (still refuses a stale child)
+        check_sublayers_bound(top, {k: v.copy() for k, v in top.parameter_views.items()})

@@ -292,16 +292,19 @@ def test_epochs_over_two_fits_are_one_fit(seed):
 
 # -- Ctrl-C while callbacks run (regression: the callbacks after the interrupted one missed the end) --------
 class _CtrlC(fnn.callbacks.Callback):
-    """A real SIGINT from inside a hook, the first time it runs."""
+    """A real SIGINT from inside a hook, the first time it runs; or (``how="raise"``) the hook
+    itself stops fit by raising KeyboardInterrupt."""
 
     state_key = "ctrl-c"
 
-    def __init__(self, hook):
-        self.hook, self.fired = hook, False
+    def __init__(self, hook, how="signal"):
+        self.hook, self.how, self.fired = hook, how, False
 
     def _fire(self, hook):
         if hook == self.hook and not self.fired:
             self.fired = True
+            if self.how == "raise":
+                raise KeyboardInterrupt("the callback's own stop")
             os.kill(os.getpid(), signal.SIGINT)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -329,8 +332,14 @@ class _BatchTally(fnn.callbacks.Callback):
         self.seen = state["seen"]
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+@pytest.mark.parametrize("how", ["signal", "raise"])
 @pytest.mark.parametrize("hook", ["epoch_end", "batch_end"])
-def test_ctrl_c_in_a_callback_lets_the_later_callbacks_see_the_end(hook, rng):
+def test_ctrl_c_in_a_callback_lets_the_later_callbacks_see_the_end(hook, how, accumulate, rng, tmp_path):
+    """A Ctrl-C, or a callback's own ``raise KeyboardInterrupt``, in the first callback: the later
+    ones (ReduceLROnPlateau, a batch tally, History, ModelCheckpoint) still see that end, fit stops
+    at the step boundary (with accumulate=2, after the open group's update), and the resumed fit is
+    the uninterrupted one."""
     X, y = rng.standard_normal((24, 3)), rng.integers(0, 2, 24)
 
     def model():
@@ -340,12 +349,20 @@ def test_ctrl_c_in_a_callback_lets_the_later_callbacks_see_the_end(hook, rng):
     def plateau():  # never improves after the first epoch: halves the rate at every later epoch's end
         return fnn.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=10.0)
 
+    options = {"batch_size": 8, "accumulate": accumulate, "verbose": 0}
     reference, tally = model(), _BatchTally()
-    reference.fit(X, y, epochs=3, batch_size=8, verbose=0, callbacks=[plateau(), tally])
-    net, ctrl_c, later, counted = model(), _CtrlC(hook), plateau(), _BatchTally()
-    with pytest.raises(KeyboardInterrupt):
-        net.fit(X, y, epochs=3, batch_size=8, verbose=0, callbacks=[ctrl_c, later, counted])
-    net.fit(X, y, epochs=3 - net.state.epochs_done, batch_size=8, verbose=0, callbacks=[ctrl_c, later, counted])
+    reference.fit(X, y, epochs=3, callbacks=[plateau(), tally], **options)
+    net, ctrl_c, later, counted = model(), _CtrlC(hook, how), plateau(), _BatchTally()
+    checkpoint = fnn.callbacks.ModelCheckpoint(tmp_path / "m-{epoch}.fnn")
+    with pytest.raises(KeyboardInterrupt, match="the callback's own stop" if how == "raise" else ""):
+        net.fit(X, y, epochs=3, callbacks=[ctrl_c, later, counted, checkpoint], **options)
+    if hook == "epoch_end":  # the epoch counts as done: in the History and the checkpoint of its end
+        assert net.state.epochs_done == 1 and net.state.cursor is None
+        assert net.history.epoch == [0] and checkpoint.saved == [str(tmp_path / "m-1.fnn")]
+    else:  # after batch 0's end, or with accumulate=2 after batch 1's (its group's update)
+        assert net.state.epochs_done == 0 and net.state.cursor.batches == accumulate
+        assert counted.seen == accumulate
+    net.fit(X, y, epochs=3 - net.state.epochs_done, callbacks=[ctrl_c, later, counted], **options)
     assert net.optimizer.lr == reference.optimizer.lr == 0.025
     assert counted.seen == tally.seen == 9
     _assert_same(_state(reference), _state(net))

@@ -1873,10 +1873,17 @@ def check_sublayers_bound(layer: Layer, views: Mapping[str, np.ndarray]) -> None
     _check_bound(layer, views, [])
 
 
-def _check_bound(layer: Layer, views: Mapping[str, np.ndarray], chain: list[tuple[Layer, str]]) -> None:
+def _check_bound(layer: Layer, views: Mapping[str, np.ndarray], chain: list[tuple[Layer, str]]) -> dict:
     """``check_sublayers_bound`` of ``layer``, inside the containers ``chain`` ([(container, the
-    name of the next one in it)])."""
-    for name, child in layer.sublayers():
+    name of the next one in it)]), in one walk: each layer inside is looked at once, however deep
+    (a container's check uses its children's buffers as the walk found them, rather than asking
+    each level for the buffers of everything below it again). Returns ``layer``'s buffers (what
+    its :meth:`Layer.buffers` gives)."""
+    children = layer.sublayers()
+    if not children:
+        return layer.buffers()
+    below_buffers: dict[str, np.ndarray] = {}
+    for name, child in children:
         prefix = layer.child_parameter_prefix(name)
         mine = {n: views[prefix + n] for n in (spec.name for spec in child.parameter_specs()) if prefix + n in views}
         below = [*chain, (layer, name)]
@@ -1893,16 +1900,19 @@ def _check_bound(layer: Layer, views: Mapping[str, np.ndarray], chain: list[tupl
                         f"compute with {'nothing' if held is None else 'stale weights'}; a container's bind that "
                         f"keeps views of its own must also call super().bind(params, grads)"
                     )
-        _check_bound(child, mine, below)
-    if layer.sublayers():
-        given = layer.buffers()
-        left_out = [key for key in children_buffers(layer) if key not in given]
-        if left_out:
-            raise ValueError(
-                f"{type(layer).__name__}.buffers() leaves out its sublayers' buffers {left_out}, so saving and "
-                f"copying the model would lose them; a container with buffers of its own returns "
-                f"{{**its_own, **super().buffers()}}"
-            )
+        for key, buf in _check_bound(child, mine, below).items():
+            below_buffers[prefix + key] = buf  # (children_buffers(layer), from the walk)
+    if getattr(type(layer), "buffers", None) is Layer.buffers:  # Layer's own: exactly its children's
+        return below_buffers
+    given = layer.buffers()
+    left_out = [key for key in below_buffers if key not in given]
+    if left_out:
+        raise ValueError(
+            f"{type(layer).__name__}.buffers() leaves out its sublayers' buffers {left_out}, so saving and "
+            f"copying the model would lose them; a container with buffers of its own returns "
+            f"{{**its_own, **super().buffers()}}"
+        )
+    return given
 
 
 def children_buffers(layer: Layer) -> dict[str, np.ndarray]:
@@ -1939,14 +1949,14 @@ def walk_layers(layers):
         yield from walk_layers([child for _, child in layer.sublayers()])
 
 
-def normalize_shape(shape) -> Shape:
-    """A per-sample shape as a tuple of positive ints (an int n is (n,)); ValueError otherwise."""
+def normalize_shape(shape, argument: str = "a per-sample shape") -> Shape:
+    """A per-sample shape as a tuple of positive ints (an int n is (n,)); ValueError naming
+    ``argument`` otherwise."""
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     if isinstance(shape, (str, bytes)):
         raise ValueError(
-            f"a per-sample shape must be a tuple of positive integers, e.g. (784,) or (1, 28, 28), "
-            f"got the string {shape!r}"
+            f"{argument} must be a tuple of positive integers, e.g. (784,) or (1, 28, 28), got the string {shape!r}"
         )
     try:
         out = tuple(int(d) for d in shape)
@@ -1955,8 +1965,7 @@ def normalize_shape(shape) -> Shape:
         ok, out = False, ()
     if not ok or not out or any(d < 1 for d in out):
         raise ValueError(
-            f"a per-sample shape must be a non-empty tuple of positive integers, e.g. (784,) or "
-            f"(1, 28, 28), got {shape!r}"
+            f"{argument} must be a non-empty tuple of positive integers, e.g. (784,) or (1, 28, 28), got {shape!r}"
         )
     return out
 
