@@ -242,15 +242,18 @@ def _in_place(buf: np.ndarray, batch: np.ndarray) -> np.ndarray:
 class _TrainLane:
     """What :meth:`Sequential.train_step`'s fast lane needs of the last step it took the long way:
     the plan that ran fused with the optimizer's update inside, its compiled function called on
-    the batch arrays directly, and what the batch looked like (shapes, dtypes) when its checks
-    passed on the arrays themselves. The lane re-checks everything that can change per call: the
-    arrays' type, shape, dtype, layout and values, and that the model, its loss, optimizer and plan
-    are still the ones it was made for; anything else goes the long way (which raises the errors)."""
+    the batch arrays directly (``fn(head, xb, yb)``), and what the batch looked like (shapes,
+    dtypes) when its checks passed on the arrays themselves. The lane re-checks everything that can
+    change per call: the arrays' type, shape, dtype, layout and values, and that the model, its
+    loss, optimizer and plan are still the ones it was made for; anything else goes the long way
+    (which raises the errors)."""
 
     __slots__ = (
         "base_loss",
-        "call",
+        "batch",
         "checked",
+        "fn",
+        "head",
         "loss",
         "n_outputs",
         "optimizer",
@@ -265,18 +268,43 @@ class _TrainLane:
     )
 
     def __init__(
-        self, plan: _StepPlan, call: Callable, loss, optimizer, xb: np.ndarray, yb: np.ndarray, n_outputs: int
+        self,
+        plan: _StepPlan,
+        call: Callable,
+        loss,
+        optimizer: optim_mod.Optimizer,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        n_outputs: int,
     ):
-        self.plan, self.runner, self.call, self.token = plan, plan.run, call, plan.token
+        self.plan, self.runner, self.token = plan, plan.run, plan.token
+        # call(xb, yb) as fn(head, xb, yb): a partial's function and its one bound argument (the
+        # fused step's table address) called directly, without the partial's layer (~0.02 us)
+        if type(call) is functools.partial and len(call.args) == 1 and not call.keywords:
+            self.fn, self.head = call.func, call.args[0]
+        else:
+            self.fn, self.head = _call_without_head, call
         self.n_outputs = n_outputs
         self.loss, self.optimizer = loss, optimizer
         self.x_shape, self.x_dtype, self.y_shape, self.y_dtype = xb.shape, xb.dtype, yb.shape, yb.dtype
+        self.batch = xb.shape[0]
         base = self.base_loss = losses_mod.base_of(loss)
         # the loss checks its targets as every real-valued loss does (finite values): checked here with
         # the inputs in one call; other losses (labels, ranges) check them themselves
         self.plain_targets = type(base).check_targets is losses_mod.Loss.check_targets and yb.ndim == 2
         # ... and inside the plan's own call when it checks its batch (then only a failed step looks again)
         self.checked = self.plain_targets and plan.checks_batch
+
+
+def _call_without_head(call: Callable, xb: np.ndarray, yb: np.ndarray):
+    """``call(xb, yb)``: a lane's ``fn`` when its call is not a partial of one argument (``head`` is the call)."""
+    return call(xb, yb)
+
+
+#: the arrays :meth:`Sequential.train_step`'s fast lane takes (exactly this type: no subclass)
+_NDARRAY = np.ndarray
+_isfinite = math.isfinite
+_get_ident = threading.get_ident
 
 
 #: what a built model's buffers, layers and plans were made for: set by the model itself only
@@ -3446,7 +3474,7 @@ class Sequential:
                     optimizer.end_fused_step(norm)
                 elif update:
                     optimizer.step(grad_norm=norm)
-                self.__dict__["_last_x"] = xb  # (a plain store: see _lane_step)
+                self.__dict__["_last_x"] = xb  # (a plain store: see training_session)
             except BaseException:
                 if self._scalars is not None:  # a device: a reduction queued before the failure is not read later
                     self._scalars.clear()
@@ -3489,11 +3517,72 @@ class Sequential:
         >>> bool(last < first)
         True
         """
+        # the fast lane: a batch like the last one that took the long way, through the compiled call
+        # of its plan (forward, loss, backward, norm and update in one), as run_step's fused path and
+        # transactional as it is; the long way (whose checks raise the errors) when the lane does not
+        # take the arrays: of the lane's kind (type, shape, dtype, C-contiguous, aligned, writeable:
+        # what its compiled function was made for), with values its loss accepts, and the model, its
+        # loss, optimizer and plan unchanged since the lane was made. Inline, with the lock taken
+        # once: each Python call and attribute read here is a share of a tiny network's step
         lane = self._lane
-        if lane is not None:
-            loss = self._lane_step(lane, xb, yb)
-            if loss is not None:
-                return loss
+        if (
+            lane is not None
+            and type(xb) is _NDARRAY
+            and type(yb) is _NDARRAY
+            and xb.shape == lane.x_shape
+            and yb.shape == lane.y_shape
+            and xb.dtype is lane.x_dtype
+            and yb.dtype is lane.y_dtype
+            and xb.flags.carray  # C-contiguous, aligned and writeable (one flag test each)
+            and yb.flags.carray
+            and (lane.checked or self._lane_values_taken(lane, xb, yb))
+        ):
+            optimizer, plan = lane.optimizer, lane.plan
+            lock = self._lock
+            lock.acquire()
+            try:
+                # no trainer mark (as training_session sets) on the way through: the lock, held to the
+                # end of the step, keeps every other thread out, and no layer's Python runs before it
+                # is released (a divergence's report, which runs them, is marked)
+                trainer = self._trainer
+                if trainer is not None and trainer != _get_ident():
+                    self._trainer_of(_get_ident(), "train_step")  # raises: another thread trains the model
+                if not (
+                    self._stale
+                    or self.loss is not lane.loss
+                    or self.optimizer is not optimizer
+                    or self._step_reduce is not None
+                    or self._plans.get(lane.batch) is not plan
+                    or plan.run is not lane.runner
+                    or plan.feed is not None
+                ):
+                    guard = self._guard
+                    if guard.pairs:
+                        guard.save()
+                    step_count = optimizer.step_count
+                    try:
+                        if optimizer.arm_fused_step(lane.token):  # False: a new binding, trainable, ...
+                            loss, norm = lane.fn(lane.head, xb, yb)
+                            if _isfinite(loss) and _isfinite(norm):
+                                optimizer.end_fused_step(norm)
+                                self.__dict__["_last_x"] = xb  # (a plain store: see training_session)
+                                return loss
+                            guard.restore()
+                            if not lane.checked or all_finite_pair(flat_rows(xb), yb):
+                                attrs = self.__dict__  # marked the trainer while the report runs the layers
+                                attrs["_trainer"] = _get_ident()
+                                try:
+                                    report = self._divergence_report(loss, norm, xb, yb)
+                                finally:
+                                    attrs["_trainer"] = trainer
+                                raise FloatingPointError(report)
+                            # a non-finite batch, not a divergence: the long way names it
+                    except BaseException:
+                        guard.restore()
+                        optimizer.step_count = step_count
+                        raise
+            finally:
+                lock.release()
         given_x, given_y = xb, yb
         xb, yb = self._check_xy(xb, yb, "xb")
         yb = self._weighed_by_the_fit(yb)
@@ -3523,6 +3612,7 @@ class Sequential:
             and plan is not None
             and plan.feed is None
             and plan.token is not None
+            and self.optimizer is not None
             and self._step_reduce is None
             and len(shape) == 1
             and self._plain_input
@@ -3543,69 +3633,6 @@ class Sequential:
         if lane.plain_targets:
             return all_finite_pair(x2, yb)
         return all_finite(x2) and lane.base_loss.check_targets(yb, xb.shape[0], lane.n_outputs, self.dtype) is yb
-
-    def _lane_step(self, lane: _TrainLane, xb, yb) -> float | None:
-        """:meth:`train_step` through ``lane`` when it takes (xb, yb): arrays of the lane's kind (type,
-        shape, dtype, C-contiguous, aligned, writeable: what its compiled function was made for) with
-        values its loss accepts; then :meth:`run_step`'s fused path (one compiled call: forward, loss,
-        backward, norm, update), transactional as it is. None (nothing done: the long way, whose
-        checks raise the errors) when it does not take them, or when the model, its loss, optimizer
-        or plan changed since the lane was made."""
-        if not (
-            type(xb) is np.ndarray
-            and type(yb) is np.ndarray
-            and xb.shape == lane.x_shape
-            and yb.shape == lane.y_shape
-            and xb.dtype is lane.x_dtype
-            and yb.dtype is lane.y_dtype
-            and xb.flags.carray  # C-contiguous, aligned and writeable (one flag test each)
-            and yb.flags.carray
-        ):
-            return None
-        if not (lane.checked or self._lane_values_taken(lane, xb, yb)):
-            return None
-        me = threading.get_ident()
-        attrs = self.__dict__  # plain stores: Sequential.__setattr__ (the fixed names' guard) costs ~0.2 us a call
-        with self._lock:
-            previous = self._trainer
-            if previous is not None and previous != me:
-                self._trainer_of(me, "train_step")  # raises: another thread trains the model
-            optimizer, plan = lane.optimizer, lane.plan
-            if (
-                self._stale
-                or self.loss is not lane.loss
-                or self.optimizer is not optimizer
-                or optimizer is None
-                or self._step_reduce is not None
-                or self._plans.get(lane.x_shape[0]) is not plan
-                or plan.run is not lane.runner
-                or plan.feed is not None
-                or optimizer.fused_step_token() is not lane.token
-            ):
-                return None
-            attrs["_trainer"] = me
-            try:
-                guard = self._guard
-                if guard.pairs:
-                    guard.save()
-                step_count = optimizer.step_count
-                try:
-                    optimizer.begin_fused_step(True)
-                    loss, norm = lane.call(xb, yb)
-                    if not (math.isfinite(loss) and math.isfinite(norm)):
-                        guard.restore()
-                        if lane.checked and not all_finite_pair(flat_rows(xb), yb):
-                            return None  # a non-finite batch, not a divergence: the long way names it
-                        raise FloatingPointError(self._divergence_report(loss, norm, xb, yb))
-                    optimizer.end_fused_step(norm)
-                    attrs["_last_x"] = xb
-                    return loss
-                except BaseException:
-                    guard.restore()
-                    optimizer.step_count = step_count
-                    raise
-            finally:
-                attrs["_trainer"] = previous
 
     def _divergence_report(self, loss: float, norm: float, xb, yb) -> str:
         """Re-runs the failed step eagerly in training mode (same masks: the guard restored the

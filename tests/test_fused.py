@@ -687,6 +687,154 @@ def test_compile_and_restore_from_a_second_thread_are_refused_while_a_thread_tra
     assert model.optimizer is optimizer
 
 
+def _reduce_nothing(loss, norm, output, target):
+    return loss, norm
+
+
+# each change that can leave train_step's fast lane stale, applied to a model on the lane and to its
+# twin whose read-only batches always go the long way: (change, whether the lane takes the next step)
+_LANE_CHANGES = {
+    "compile": (lambda m: m.compile("mse", fnn.optim.SGD(lr=0.02, momentum=0.5)), False),
+    "compile, the loss only": (lambda m: m.compile("mae", m.optimizer), False),
+    "freeze": (lambda m: m.freeze(m.layers[0]), False),  # optimizer.trainable: a new token
+    "clip_value switched on": (lambda m: setattr(m.optimizer, "clip_value", 0.01), False),  # a new token
+    "clear_plans": (lambda m: m.clear_plans(), False),
+    "rebind": (lambda m: m.compile("mse", m.optimizer, decay_bias_and_norm=True), False),
+    "a layer's attribute": (lambda m: setattr(m.layers[0], "activation", "relu"), False),
+    "gradient reducer": (lambda m: m.set_gradient_reducer(_reduce_nothing), False),  # (as under MPI)
+    # not stale: the plan, its run and the optimizer's token unchanged; the new values reach the
+    # kernel (the clips are written into its scalars when set, the rate at each step)
+    "lr": (lambda m: setattr(m.optimizer, "lr", 0.003), True),
+    "clip_norm": (lambda m: setattr(m.optimizer, "clip_norm", 0.05), True),
+    "set_accumulation": (lambda m: m.set_accumulation(True), True),  # (unarmed outside fit: plain steps)
+}
+
+
+@pytest.mark.parametrize("change", list(_LANE_CHANGES))
+def test_train_step_fast_lane_follows_each_change_that_can_make_it_stale(fuse_shared, rng, monkeypatch, change):
+    """After each change, the next step goes the long way where the lane is stale (and a new lane
+    is made after it, where the long way can be repeated) or stays on the lane where it is not:
+    the same losses, weights and optimizer state as a twin on the long way throughout."""
+    apply, stays = _LANE_CHANGES[change]
+    X, Y = _lane_batches(rng, n=8)
+    lane, long_way = _tiny(), _tiny()
+    for model in (lane, long_way):
+        model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
+    long_ways = []
+    run_step = fnn.Sequential.run_step
+    monkeypatch.setattr(fnn.Sequential, "run_step", lambda m, *a, **k: long_ways.append(m) or run_step(m, *a, **k))
+    losses: dict[int, list] = {id(lane): [], id(long_way): []}
+    for i in range(len(X)):
+        if i == 4:
+            apply(lane)
+            apply(long_way)
+            long_ways.clear()
+            before = lane._lane
+        frozen_x, frozen_y = X[i].copy(), Y[i].copy()
+        frozen_x.flags.writeable = frozen_y.flags.writeable = False
+        losses[id(lane)].append(lane.train_step(X[i], Y[i]))
+        losses[id(long_way)].append(long_way.train_step(frozen_x, frozen_y))
+        if i == 4:
+            assert (lane not in long_ways) == stays
+            assert (lane._lane is before) == stays
+        if i == 1:
+            assert lane._lane is not None
+    np.testing.assert_array_equal(losses[id(lane)], losses[id(long_way)])
+    np.testing.assert_array_equal(lane.params, long_way.params)
+    for name, buffer in lane.optimizer.state_dict().items():
+        np.testing.assert_array_equal(buffer, long_way.optimizer.state_dict()[name])
+    if change != "gradient reducer":  # (under a reducer every step goes the long way: no lane is made)
+        assert lane._lane is not None and lane not in long_ways[-3:]  # back on a lane
+
+
+def test_train_step_fast_lane_follows_an_update_replaced_on_the_optimizer(fuse_shared, rng, monkeypatch):
+    """An optimizer whose own ``_update`` was replaced on the instance steps from Python (no fused
+    token): the lane made before does not step past it."""
+    X, Y = _lane_batches(rng)
+    model = _tiny().compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05))
+    model.train_step(X[0], Y[0])
+    model.train_step(X[1], Y[1])
+    assert model._lane is not None
+    updates = []
+    original = model.optimizer._update
+    monkeypatch.setattr(model.optimizer, "_update", lambda scale: updates.append(scale) or original(scale))
+    model.train_step(X[2], Y[2])
+    model.train_step(X[3], Y[3])
+    assert updates == [1.0, 1.0] and model.optimizer.step_count == 4
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["strided", "fortran", "unaligned", "subclass", "float64", "one more row"],
+)
+def test_train_step_fast_lane_leaves_arrays_of_another_kind_to_the_long_way(fuse_shared, rng, monkeypatch, kind):
+    """Arrays the lane's compiled call was not made for go the long way (converted there): the step
+    is the long way's, bit for bit."""
+    X, Y = _lane_batches(rng)
+    lane, long_way = _tiny(), _tiny()
+    for model in (lane, long_way):
+        model.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.05, momentum=0.9))
+        model.train_step(X[0], Y[0])
+        model.train_step(X[1], Y[1])
+    assert lane._lane is not None
+    x = X[2]
+    if kind == "strided":
+        x = np.ascontiguousarray(np.repeat(x, 2, axis=1))[:, ::2]
+    elif kind == "fortran":
+        x = np.asfortranarray(x)
+    elif kind == "unaligned":
+        raw = np.zeros(x.nbytes + 1, np.uint8)
+        x = raw[1:].view(np.float32).reshape(x.shape)
+        x[...] = X[2]
+        assert not x.flags.aligned
+    elif kind == "subclass":
+        x = X[2].view(type("Sub", (np.ndarray,), {}))
+    elif kind == "float64":
+        x = X[2].astype(np.float64)
+    elif kind == "one more row":
+        x = np.concatenate([X[2], X[2][:1]])
+    y = Y[2] if kind != "one more row" else np.concatenate([Y[2], Y[2][:1]])
+    long_ways = []
+    run_step = fnn.Sequential.run_step
+    monkeypatch.setattr(fnn.Sequential, "run_step", lambda m, *a, **k: long_ways.append(m) or run_step(m, *a, **k))
+    frozen_x, frozen_y = np.array(x), y.copy()
+    frozen_x.flags.writeable = frozen_y.flags.writeable = False
+    assert lane.train_step(x, y) == long_way.train_step(frozen_x, frozen_y)
+    assert lane in long_ways
+    np.testing.assert_array_equal(lane.params, long_way.params)
+
+
+def test_train_step_fast_lane_from_two_threads_at_once_takes_every_step_once(fuse_shared, rng):
+    """Two threads stepping one model on its lane (no fit, no session: the lock alone orders them):
+    every step is taken once, whole, as the same steps one after the other are."""
+    import threading
+
+    X, Y = _lane_batches(rng)
+    model, alone = _tiny(), _tiny()
+    for m in (model, alone):
+        m.compile(loss="mse", optimizer=fnn.optim.SGD(lr=0.01, momentum=0.9))
+        m.train_step(X[0], Y[0])
+        m.train_step(X[1], Y[1])
+    assert model._lane is not None
+    n = 400
+    start = threading.Barrier(2)
+
+    def steps():
+        start.wait()
+        for _ in range(n):
+            model.train_step(X[2], Y[2])
+
+    threads = [threading.Thread(target=steps) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(2 * n):
+        alone.train_step(X[2], Y[2])
+    assert model.optimizer.step_count == alone.optimizer.step_count == 2 * n + 2
+    np.testing.assert_array_equal(model.params, alone.params)
+
+
 def _raises(fn, *args):
     try:
         fn(*args)

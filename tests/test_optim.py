@@ -399,6 +399,68 @@ def test_begin_fused_step_writes_the_step_kernels_scalars_at_their_positions():
             np.testing.assert_array_equal(scalars[:5], expected)
 
 
+def _copied(opt, how):
+    import copy
+    import pickle
+
+    if how == "older pickle":  # a state whose scalars were written only by begin_fused_step: none yet
+        state = opt.__getstate__()
+        state["_step_scalars"] = np.zeros_like(state["_step_scalars"])
+        twin = type(opt).__new__(type(opt))
+        twin.__setstate__(state)
+        return twin
+    return copy.deepcopy(opt) if how == "deepcopy" else pickle.loads(pickle.dumps(opt))
+
+
+_SCALAR_CHANGES = {
+    "lr": lambda opt: setattr(opt, "lr", 0.375),
+    "clip_norm": lambda opt: setattr(opt, "clip_norm", 0.5),
+    "clip_norm off": lambda opt: setattr(opt, "clip_norm", None),
+    "clip_value": lambda opt: (setattr(opt, "clip_norm", None), setattr(opt, "clip_value", 0.25)),
+    "clip_value changed": lambda opt: (
+        setattr(opt, "clip_norm", None),
+        setattr(opt, "clip_value", 0.25),
+        opt.begin_fused_step(True),
+        setattr(opt, "clip_value", 0.125),
+    ),
+    "step_count": lambda opt: setattr(opt, "step_count", 41),
+    "bind": lambda opt: opt.bind(np.zeros(3, np.float32), np.zeros(3, np.float32), n_decay=3),
+    "rebind": lambda opt: opt.rebind(np.ones(2, np.float32), np.zeros(2, np.float32)),
+    "load_state_dict": lambda opt: opt.load_state_dict({**opt.state_dict(), "lr": 0.0625, "step_count": 9}),
+    "deepcopy": lambda opt: _copied(opt, "deepcopy"),
+    "pickle": lambda opt: _copied(opt, "pickle"),
+    "older pickle": lambda opt: _copied(opt, "older pickle"),
+}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+@pytest.mark.parametrize("change", list(_SCALAR_CHANGES))
+def test_arm_fused_step_writes_what_begin_fused_step_writes(name, change):
+    """arm_fused_step writes the armed flag, the rate and the step number only: the clips were
+    written into the scalars when they were set (or bound, or copied). After each change that
+    can reach them, its scalars are begin_fused_step(True)'s, and a stale token writes nothing."""
+    params, grads = np.array([1.0, -2.0], np.float32), np.array([0.5, 0.5], np.float32)
+    opt = optim.optimizer_from_config({"name": name, "lr": 0.125, "clip_norm": 2.5})
+    opt.bind(params, grads, n_decay=2)
+    opt.step_count = 6
+    opt.begin_fused_step(True)
+    copies = ("deepcopy", "pickle", "older pickle")
+    opt = _SCALAR_CHANGES[change](opt) if change in copies else opt
+    if change not in copies:
+        _SCALAR_CHANGES[change](opt)
+    scalars = opt.fused_step_call(0.25, 1.0)[1][2]
+    assert opt.arm_fused_step(opt.fused_step_token())
+    armed = scalars.copy()
+    opt.begin_fused_step(True)  # (after: what it writes would hide clips not written when set)
+    np.testing.assert_array_equal(armed, scalars)
+    old = opt.fused_step_token()
+    opt.trainable = [(0, 1)]  # a new token
+    scalars[:3] = -1.0
+    assert not opt.arm_fused_step(old) and not opt.arm_fused_step(None)
+    assert (scalars[:3] == -1.0).all()
+    assert opt.arm_fused_step(opt.fused_step_token()) and scalars[0] == 1.0
+
+
 def test_a_copied_optimizer_writes_its_own_step_scalars():
     """begin_fused_step writes through a view of the optimizer's scalars array: a pickled or deep
     copy gets a view of its own array, never of the original's."""
