@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from fastnn._config import REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import ACTIVATIONS, activation_backward, activation_forward
 from fastnn.kernels.dense import dense_backward, dense_forward
 from fastnn.kernels.elementwise import add
 from fastnn.kernels.losses import cross_entropy_forward_backward, cross_entropy_rows, n_partials, weighted_cross_entropy
+from fastnn.kernels.microgemm import micro_gemm_block
 
 BATCH, IN, OUT = 128, 784, 256
 DENSE_GROUP = f"dense {IN}->{OUT} relu, batch {BATCH}, float32, forward+backward"
@@ -221,3 +223,43 @@ def test_cross_entropy_torch(benchmark, logits_labels):
         return loss.item()
 
     assert np.isfinite(_run(benchmark, step))
+
+
+GEMM_GROUP = f"GEMM {BATCH}x{IN} @ {IN}x{OUT} float32, one thread: fastnn's register-blocked kernel, NumPy, torch"
+
+
+@pytest.fixture(scope="module")
+def gemm_operands():
+    rng = _rng()
+    return rng.standard_normal((BATCH, IN)).astype(np.float32), rng.standard_normal((IN, OUT)).astype(np.float32)
+
+
+@pytest.mark.benchmark(group=GEMM_GROUP)
+def test_gemm_micro(benchmark, gemm_operands):
+    a, b = gemm_operands
+    c = np.empty((BATCH, OUT), np.float32)
+    _run(benchmark, micro_gemm_block, False, a, b, c, 0, BATCH, 0, OUT)  # one call: one thread
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.benchmark(group=GEMM_GROUP)
+def test_gemm_numpy_floor(benchmark, gemm_operands):
+    a, b = gemm_operands
+    c = np.empty((BATCH, OUT), np.float32)
+    with threadpool_limits(1):
+        _run(benchmark, lambda: np.matmul(a, b, out=c))
+    assert np.isfinite(c).all()
+
+
+@pytest.mark.benchmark(group=GEMM_GROUP)
+def test_gemm_torch(benchmark, gemm_operands):
+    torch = pytest.importorskip("torch")
+    a, b = (torch.from_numpy(x) for x in gemm_operands)
+    c = torch.empty((BATCH, OUT))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(benchmark, lambda: torch.mm(a, b, out=c))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(c).all()

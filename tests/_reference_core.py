@@ -244,6 +244,12 @@ def add(a, b):
     return _f64(a) + _f64(b)
 
 
+def matmul(a, b, trans_a=False):
+    """op(a) @ b in float64, op(a) = a.T when ``trans_a`` (the register-blocked GEMM's product)."""
+    a = _f64(a)
+    return (a.T if trans_a else a) @ _f64(b)
+
+
 def sequence_lengths(x, mask_value) -> np.ndarray:
     """Valid leading steps per sample: one past the last step of x (batch, time, ...) whose values
     are not all mask_value (0 when every step is padding)."""
@@ -271,6 +277,7 @@ __all__ = [
     "log_softmax_backward",
     "mae",
     "masked_loss",
+    "matmul",
     "mse",
     "sequence_lengths",
     "softmax",

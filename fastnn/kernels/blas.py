@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
+from .microgemm import micro_gemm_block, micro_wanted
 from .tiling import _linked_int64
 from .views import pointer
 
@@ -295,6 +296,9 @@ def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
         inc_b = 1 if trans_b else ldb
         rows, cols = (k, m) if trans_a else (m, k)
         _gemv(_TRANS if trans_a else _NO_TRANS, rows, cols, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
+        return
+    if not trans_b and alpha == 1 and beta == 0 and micro_wanted(m, n, k):
+        micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1)  # fastnn's register-blocked GEMM (microgemm.py)
         return
     if (
         trans_b

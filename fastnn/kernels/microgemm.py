@@ -1,0 +1,349 @@
+"""A register-blocked GEMM written in LLVM vector IR: ``C = op(A) @ B`` on output blocks.
+
+OpenBLAS packs both operands on every call; at the shapes of fastnn's layers (a batch of 32-512
+rows, inner and output sizes of 64-2048) that copy, and its generic blocking, leave a fifth to a
+third of the CPU's peak unused, where PyTorch's oneDNN reaches it (benchmarks/RESULTS.md, "Session
+28"). This kernel reads the operands where they lie: ``B``'s rows (``k x n``, unit stride along
+``n``) as vectors, ``op(A)``'s elements broadcast, a block of ``MR x NR`` outputs held in vector
+registers over the whole inner sum (``MR * NV`` accumulators, ``NR = NV * VW``), then stored once.
+
+Every output element is one fused multiply-add chain over ``k`` in order, the same whatever the
+block, tile or thread that computes it: results do not depend on the tiling or the thread count.
+They differ from OpenBLAS's in the last bits (another summation order), so a product takes one or
+the other by its shape only (:func:`micro_wanted`), the same in every path (eager, fused step,
+inference plan).
+
+The register shape follows the compile target (Numba's CPU features, so a kernel cached or
+prebuilt for another target gets that target's shape): with AVX-512, 16 float32 or 8 float64 a
+vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4 a vector and
+``6 x 2`` (12 of 16). Used by default only where measured faster than OpenBLAS (AVX-512 targets;
+:data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off).
+
+Shapes: ``a`` (m, k), or (k, m) when ``trans_a``; ``b`` (k, n) with unit stride along n; ``c`` (m, n)
+with unit stride along n; one dtype, float32 or float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .._config import JIT, MICRO_GEMM_MODE
+from .tiling import _linked_int64
+from .views import pointer
+
+#: rows of a register block (all targets)
+MR = 6
+#: vectors of a register block's row, by target: AVX-512 has 32 vector registers, AVX2 16
+NV_WIDE, NV_NARROW = 4, 2
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+def _wide_target(context) -> bool:
+    """Whether the compile target has AVX-512F (512-bit vectors, 32 registers)."""
+    features = getattr(context.codegen(), "_tm_features", "") or ""
+    return "+avx512f" in features.split(",")
+
+
+def _vector_width(context, dtype) -> int:
+    """Lanes of one vector register of the target for ``dtype`` (a Numba float type)."""
+    bits = 512 if _wide_target(context) else 256
+    return bits // (32 if dtype == types.float32 else 64)
+
+
+def _block_vectors(context) -> int:
+    """Vectors in a register block's row on the compile target."""
+    return NV_WIDE if _wide_target(context) else NV_NARROW
+
+
+def _data(context, builder, array_type, value, offset):
+    """Pointer to element ``offset`` (int64, elements) of an array's data."""
+    base = context.make_array(array_type)(context, builder, value).data
+    return builder.gep(base, [offset])
+
+
+def _register_block(nv: int):
+    """An intrinsic ``block(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate,
+    pack)`` computing ``MR`` rows of ``nv`` vectors of C: ``C[i, j] (+)= sum_kk A[a_off + i*sa_i +
+    kk*sa_k] * B[b_off + kk*ldb + j]``, stored at ``c_off + i*ldc + j`` for the first ``rows`` rows
+    (1..MR; the missing rows read A's last row instead: no access outside A). ``accumulate``: the
+    sums start from C's values (a later block of the inner sum: the same chain of rounded
+    multiply-adds as one pass), else from zero. ``pack`` (an array, or None): B's vectors are also
+    stored there, row ``kk`` at ``kk * nv * VW``, for the next strips to read from L1. Offsets and
+    strides in elements (int64)."""
+
+    @intrinsic
+    def block(typingctx, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
+        sig = types.void(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+        packing = not isinstance(pack, types.NoneType)
+
+        def codegen(context, builder, signature, args):
+            a_v, a_off_v, sa_i_v, sa_k_v, b_v, b_off_v, ldb_v, c_v, c_off_v, ldc_v, k_v, rows_v, acc_v, pack_v = args
+            real = context.get_value_type(signature.args[0].dtype)
+            width = _vector_width(context, signature.args[0].dtype)
+            vec = ir.VectorType(real, width)
+            vec_ptr = vec.as_pointer()
+            pa = _data(context, builder, signature.args[0], a_v, a_off_v)
+            pb = _data(context, builder, signature.args[4], b_v, b_off_v)
+            pc = _data(context, builder, signature.args[7], c_v, c_off_v)
+            pp = _data(context, builder, signature.args[13], pack_v, ir.Constant(_I64, 0)) if packing else None
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{width}{real.intrinsic_name}"
+            )
+            zero = ir.Constant(vec, [0.0] * width)
+            splat_mask = ir.Constant(ir.VectorType(_I32, width), [0] * width)
+            last = builder.sub(rows_v, ir.Constant(_I64, 1))
+            row_starts, c_rows, present = [], [], []
+            for i in range(MR):  # a missing row reads the last real one
+                here = builder.icmp_signed("<", ir.Constant(_I64, i), rows_v)
+                present.append(here)
+                row = builder.select(here, ir.Constant(_I64, i), last)
+                row_starts.append(builder.gep(pa, [builder.mul(row, sa_i_v)]))
+                c_rows.append(builder.gep(pc, [builder.mul(ir.Constant(_I64, i), ldc_v)]))
+
+            def c_vector(i, j):
+                return builder.bitcast(builder.gep(c_rows[i], [ir.Constant(_I64, j * width)]), vec_ptr)
+
+            accumulators = [[cgutils.alloca_once_value(builder, zero) for _ in range(nv)] for _ in range(MR)]
+            with builder.if_then(cgutils.as_bool_bit(builder, acc_v)):
+                for i in range(MR):
+                    with builder.if_then(present[i]):
+                        for j in range(nv):
+                            builder.store(builder.load(c_vector(i, j), align=1), accumulators[i][j])
+            with cgutils.for_range(builder, k_v) as loop:
+                kk = loop.index
+                b_row = builder.gep(pb, [builder.mul(kk, ldb_v)])
+                b_vectors = [
+                    builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(_I64, j * width)]), vec_ptr), align=1)
+                    for j in range(nv)
+                ]
+                if packing:
+                    packed_row = builder.gep(pp, [builder.mul(kk, ir.Constant(_I64, nv * width))])
+                    for j in range(nv):
+                        target = builder.bitcast(builder.gep(packed_row, [ir.Constant(_I64, j * width)]), vec_ptr)
+                        builder.store(b_vectors[j], target, align=1)
+                a_step = builder.mul(kk, sa_k_v)
+                for i in range(MR):
+                    scalar = builder.load(builder.gep(row_starts[i], [a_step]))
+                    lane = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(_I32, 0))
+                    broadcast = builder.shuffle_vector(lane, ir.Constant(vec, None), splat_mask)
+                    for j in range(nv):
+                        slot = accumulators[i][j]
+                        builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
+            for i in range(MR):
+                with builder.if_then(present[i]):
+                    for j in range(nv):
+                        builder.store(builder.load(accumulators[i][j]), c_vector(i, j), align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return block
+
+
+_block_1, _block_2, _block_3, _block_4 = (_register_block(nv) for nv in (1, 2, 3, 4))
+
+
+@intrinsic
+def vector_width(typingctx, like):
+    """Lanes (int64) of one vector of the compile target for ``like``'s dtype (an array)."""
+    sig = types.int64(like)
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_I64, _vector_width(context, signature.args[0].dtype))
+
+    return sig, codegen
+
+
+@intrinsic
+def block_vectors(typingctx):
+    """Vectors (int64) in a register block's row on the compile target (NV)."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_I64, _block_vectors(context))
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _wide_compile_target(typingctx):
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), int(_wide_target(context)))
+
+    return types.boolean(), codegen
+
+
+_micro_gemm_mode = _linked_int64("fastnn_micro_gemm_mode", MICRO_GEMM_MODE)
+
+
+@intrinsic
+def _mode(typingctx):
+    return _micro_gemm_mode(typingctx)
+
+
+#: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels; a register
+#: block's edges waste more of a small product)
+MICRO_MIN_MACS = 32 * 1024
+#: ... or narrower outputs (a classifier's 10 columns: one vector a row, too few accumulators to hide
+#: the multiply-add latency, on a padded copy)
+MICRO_MIN_N = 32
+
+
+@njit(**JIT)
+def micro_wanted(m, n, k):
+    """Whether an ``(m, k) @ (k, n)`` product (alpha 1, beta 0, B not transposed) runs here rather than
+    in OpenBLAS: ``FASTNN_MICRO_GEMM`` on, or auto on an AVX-512 compile target, for products of at
+    least :data:`MICRO_MIN_MACS` multiply-adds with ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`.
+    Depends on the shape only, so a product takes the same kernel in every path."""
+    mode = _mode()
+    if mode == 0 or (mode == 1 and not _wide_compile_target()):
+        return False
+    return m >= 2 and n >= MICRO_MIN_N and k >= 1 and m * n * k >= MICRO_MIN_MACS
+
+
+@njit(**JIT)
+def _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
+    """The register block of ``nv`` vectors (1..4) for one MR-row strip (see :func:`_register_block`)."""
+    if nv == 4:
+        _block_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+    elif nv == 3:
+        _block_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+    elif nv == 2:
+        _block_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+    else:
+        _block_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+
+
+#: bytes of the L1-resident copy of a panel's block of B (on the kernel's stack)
+PANEL_BYTES = 32 * 1024
+
+
+def _stack_bytes(nbytes: int):
+    """An intrinsic ``(like) -> int64``: the address of ``nbytes`` bytes in the calling function's
+    stack frame, valid until it returns."""
+
+    def buffer(typingctx, like):
+        def codegen(context, builder, signature, args):
+            element = context.get_data_type(like.dtype)
+            size = context.get_constant(types.intp, nbytes // context.get_abi_sizeof(element))
+            return builder.ptrtoint(cgutils.alloca_once(builder, element, size=size), ir.IntType(64))
+
+        return types.int64(like), codegen
+
+    return intrinsic(buffer)
+
+
+#: the L1-resident copy of a panel's block of B, and a register block's tile (MR rows of 4 x 64 bytes)
+_panel_buffer, _tile_buffer = _stack_bytes(PANEL_BYTES), _stack_bytes(MR * 4 * 64)
+
+
+@njit(**JIT)
+def _copy_block(b, copy, k0, depth, p0, cols, width_out):
+    """``copy[kk * width_out + j] = b[k0 + kk, p0 + j]`` for kk < depth, j < cols, zeros up to ``width_out``."""
+    for kk in range(depth):
+        row = copy[kk * width_out : (kk + 1) * width_out]
+        src = b[k0 + kk, p0 : p0 + cols]
+        for j in range(cols):
+            row[j] = src[j]
+        for j in range(cols, width_out):
+            row[j] = 0
+
+
+@njit(**JIT)
+def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
+    """``C[r0:r1, c0:c1] = op(A)[r0:r1, :] @ B[:, c0:c1]`` (see the module docstring for shapes).
+
+    Panels of ``NR`` columns of B, in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
+    swept by strips of ``MR`` rows of op(A). The first strip reads the block from B and leaves a
+    copy on the stack for the next ones; a panel narrower than its vectors is copied first
+    (zero-padded) and its strips go through a tile. Nothing outside the operands is read or written.
+    (``A @ B.T`` stays with OpenBLAS: a transposing copy of each block cost more than it saved.)
+    """
+    m = r1 - r0
+    n = c1 - c0
+    if m <= 0 or n <= 0:
+        return
+    k = b.shape[0]
+    itemsize = c.itemsize
+    lda = a.strides[0] // itemsize
+    ldb = b.strides[0] // itemsize
+    ldc = c.strides[0] // itemsize
+    sa_i, sa_k = (np.int64(1), np.int64(lda)) if trans_a else (np.int64(lda), np.int64(1))
+    width = vector_width(c)
+    nr = block_vectors() * width
+    kc = PANEL_BYTES // (nr * itemsize)
+    copy = carray(pointer(_panel_buffer(c)), kc * nr, c.dtype)
+    tile = carray(pointer(_tile_buffer(c)), MR * nr, c.dtype)
+    zero = np.int64(0)
+    for p0 in range(c0, c1, nr):
+        cols = min(nr, c1 - p0)
+        nv = (cols + width - 1) // width
+        padded = nv * width
+        whole = cols == padded
+        for k0 in range(0, k, kc):
+            depth = min(kc, k - k0)
+            later = k0 > 0
+            a_k = k0 * sa_k
+            first = r0
+            if whole:  # the first strip reads B and leaves the copy (none for one strip)
+                rows = min(MR, m)
+                a_off, b_off, c_off = r0 * sa_i + a_k, k0 * ldb + p0, r0 * ldc + p0
+                if m > MR:
+                    _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, copy)
+                else:
+                    _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, None)
+                first = r0 + MR
+            else:
+                _copy_block(b, copy, k0, depth, p0, cols, padded)
+            for i0 in range(first, r1, MR):
+                rows = min(MR, r1 - i0)
+                if whole:
+                    _run_block(
+                        nv,
+                        a,
+                        i0 * sa_i + a_k,
+                        sa_i,
+                        sa_k,
+                        copy,
+                        zero,
+                        padded,
+                        c,
+                        i0 * ldc + p0,
+                        ldc,
+                        depth,
+                        rows,
+                        later,
+                        None,
+                    )
+                else:  # through the tile: C's row has fewer columns than the vectors
+                    for i in range(rows if later else 0):
+                        for j in range(cols):
+                            tile[i * padded + j] = c[i0 + i, p0 + j]
+                    _run_block(
+                        nv,
+                        a,
+                        i0 * sa_i + a_k,
+                        sa_i,
+                        sa_k,
+                        copy,
+                        zero,
+                        padded,
+                        tile,
+                        zero,
+                        padded,
+                        depth,
+                        rows,
+                        later,
+                        None,
+                    )
+                    for i in range(rows):
+                        for j in range(cols):
+                            c[i0 + i, p0 + j] = tile[i * padded + j]
+
+
+__all__ = ["MICRO_MIN_MACS", "MICRO_MIN_N", "MR", "micro_gemm_block", "micro_wanted"]
