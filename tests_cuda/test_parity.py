@@ -18,6 +18,8 @@ CPU_ONLY_MODULES = {
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
     "is copied to the device",
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
+    "microgemm": "the CPU GEMM's register-blocked kernel in LLVM vector IR, called by kernels.blas for the "
+    "larger products; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
     "call their kernels one by one",
     "prefetch": "software prefetch hints (llvm.prefetch) for the CPU kernels' scattered row reads, no kernels; "
