@@ -302,44 +302,15 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
                 _copy_block(b, copy, k0, depth, p0, cols, padded)
             for i0 in range(first, r1, MR):
                 rows = min(MR, r1 - i0)
+                a_off, c_off = i0 * sa_i + a_k, i0 * ldc + p0
                 if whole:
-                    _run_block(
-                        nv,
-                        a,
-                        i0 * sa_i + a_k,
-                        sa_i,
-                        sa_k,
-                        copy,
-                        zero,
-                        padded,
-                        c,
-                        i0 * ldc + p0,
-                        ldc,
-                        depth,
-                        rows,
-                        later,
-                        None,
-                    )
+                    _run_block(nv, a, a_off, sa_i, sa_k, copy, zero, padded, c, c_off, ldc, depth, rows, later, None)
                 else:  # through the tile: C's row has fewer columns than the vectors
                     for i in range(rows if later else 0):
                         for j in range(cols):
                             tile[i * padded + j] = c[i0 + i, p0 + j]
                     _run_block(
-                        nv,
-                        a,
-                        i0 * sa_i + a_k,
-                        sa_i,
-                        sa_k,
-                        copy,
-                        zero,
-                        padded,
-                        tile,
-                        zero,
-                        padded,
-                        depth,
-                        rows,
-                        later,
-                        None,
+                        nv, a, a_off, sa_i, sa_k, copy, zero, padded, tile, zero, padded, depth, rows, later, None
                     )
                     for i in range(rows):
                         for j in range(cols):
