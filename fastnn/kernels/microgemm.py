@@ -3,15 +3,17 @@
 OpenBLAS packs both operands on every call; at the shapes of fastnn's layers (a batch of 32-512
 rows, inner and output sizes of 64-2048) that copy, and its generic blocking, leave a fifth to a
 third of the CPU's peak unused, where PyTorch's oneDNN reaches it (benchmarks/RESULTS.md, "Session
-28"). This kernel reads the operands where they lie: ``B``'s rows (``k x n``, unit stride along
-``n``) as vectors, ``op(A)``'s elements broadcast, a block of ``MR x NR`` outputs held in vector
-registers over the whole inner sum (``MR * NV`` accumulators, ``NR = NV * VW``), then stored once.
+28"). This kernel reads ``op(A)`` where it lies, its elements broadcast, and ``B``'s rows (``k x n``,
+unit stride along ``n``) as vectors, in blocks of the inner sum that fit L1 (the first strip of rows
+copies each block to the stack as it streams it, the next strips read the copy); a block of ``MR x NR``
+outputs stays in vector registers over each such block (``MR * NV`` accumulators, ``NR = NV * VW``),
+its partial sums kept in C between blocks.
 
 Every output element is one fused multiply-add chain over ``k`` in order, the same whatever the
 block, tile or thread that computes it: results do not depend on the tiling or the thread count.
-They differ from OpenBLAS's in the last bits (another summation order), so a product takes one or
-the other by its shape only (:func:`micro_wanted`), the same in every path (eager, fused step,
-inference plan).
+They can differ from OpenBLAS's in the last bits (equal up to an inner size of 256 on OpenBLAS
+0.3.34's SkylakeX kernels, another summation order beyond), so a product takes one or the other by
+its shape only (:func:`micro_wanted`), the same in every path (eager, fused step, inference plan).
 
 The register shape follows the compile target (Numba's CPU features, so a kernel cached or
 prebuilt for another target gets that target's shape): with AVX-512, 16 float32 or 8 float64 a
@@ -46,6 +48,8 @@ _I32 = ir.IntType(32)
 
 def _wide_target(context) -> bool:
     """Whether the compile target has AVX-512F (512-bit vectors, 32 registers)."""
+    # Numba's target-machine feature string (NUMBA_CPU_FEATURES, or the host's); a Numba without
+    # it reads as a narrow target: the AVX2 shape, and "auto" leaves the products to OpenBLAS
     features = getattr(context.codegen(), "_tm_features", "") or ""
     return "+avx512f" in features.split(",")
 
