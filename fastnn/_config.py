@@ -103,6 +103,9 @@ SMALL_GEMM_MACS = (
     _SMALL_KERNEL_MACS if _SMALL_KERNELS and (SMALL_GEMM == "on" or (SMALL_GEMM == "auto" and GEMM_TILES == 1)) else 0
 )
 SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
+# ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
+# outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
+SMALL_TILING_MAX_K = 1024
 # fastnn's own register-blocked GEMM (kernels/microgemm.py) for products of at least 32k multiply-adds
 # with B not transposed (a Dense layer's forward and weight gradient, a convolution's): faster than
 # OpenBLAS's packing GEMM on AVX-512 (benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM").
@@ -112,9 +115,6 @@ MICRO_GEMM = os.environ.get("FASTNN_MICRO_GEMM", "auto").strip().lower() or "aut
 if MICRO_GEMM not in ("auto", "on", "off"):
     raise ValueError(f"FASTNN_MICRO_GEMM must be auto, on or off, got {MICRO_GEMM!r}; unset it for auto")
 MICRO_GEMM_MODE = {"off": 0, "auto": 1, "on": 2}[MICRO_GEMM]
-# ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
-# outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
-SMALL_TILING_MAX_K = 1024
 
 
 def _l2_bytes_per_core() -> int:

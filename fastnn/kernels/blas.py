@@ -22,16 +22,14 @@ import sys
 
 import llvmlite.binding as llvm
 import numpy as np
-from llvmlite import ir
 from numba import carray, njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
 from .microgemm import micro_gemm_block, micro_wanted
 from .tiling import _linked_int64
-from .views import pointer
+from .views import _stack_bytes, pointer
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -198,17 +196,9 @@ def nt_copy_row_bytes(typingctx):
     return _nt_copy_row_bytes(typingctx)
 
 
-@intrinsic
-def _stack_block(typingctx, like):
-    """The address (int64) of :data:`NT_COPY_BYTES` bytes, aligned for ``like``'s dtype, in the calling
-    function's stack frame (no allocation): valid until that function returns."""
-
-    def codegen(context, builder, signature, args):
-        element = context.get_data_type(like.dtype)
-        size = context.get_constant(types.intp, NT_COPY_BYTES // context.get_abi_sizeof(element))
-        return builder.ptrtoint(cgutils.alloca_once(builder, element, size=size), ir.IntType(64))
-
-    return types.int64(like), codegen
+#: the address (int64) of NT_COPY_BYTES bytes, aligned for its argument's dtype, in the calling function's
+#: stack frame (no allocation), valid until that function returns
+_stack_block = _stack_bytes(NT_COPY_BYTES)
 
 
 _i32, _ip = types.int32, types.intp

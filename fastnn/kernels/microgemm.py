@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from .._config import JIT, MICRO_GEMM_MODE
 from .tiling import _linked_int64
-from .views import pointer
+from .views import _stack_bytes, pointer
 
 #: rows of a register block (all targets)
 MR = 6
@@ -207,7 +207,7 @@ def micro_wanted(m, n, k):
     mode = _mode()
     if mode == 0 or (mode == 1 and not _wide_compile_target()):
         return False
-    return m >= 2 and n >= MICRO_MIN_N and k >= 1 and m * n * k >= MICRO_MIN_MACS
+    return m >= 2 and n >= MICRO_MIN_N and m * n * k >= MICRO_MIN_MACS
 
 
 @njit(**JIT)
@@ -225,21 +225,6 @@ def _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, 
 
 #: bytes of the L1-resident copy of a panel's block of B (on the kernel's stack)
 PANEL_BYTES = 32 * 1024
-
-
-def _stack_bytes(nbytes: int):
-    """An intrinsic ``(like) -> int64``: the address of ``nbytes`` bytes in the calling function's
-    stack frame, valid until it returns."""
-
-    def buffer(typingctx, like):
-        def codegen(context, builder, signature, args):
-            element = context.get_data_type(like.dtype)
-            size = context.get_constant(types.intp, nbytes // context.get_abi_sizeof(element))
-            return builder.ptrtoint(cgutils.alloca_once(builder, element, size=size), ir.IntType(64))
-
-        return types.int64(like), codegen
-
-    return intrinsic(buffer)
 
 
 #: the L1-resident copy of a panel's block of B, and a register block's tile (MR rows of 4 x 64 bytes)

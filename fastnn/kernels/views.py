@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT
@@ -30,6 +31,22 @@ def pointer(typingctx, address):
         return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
 
     return types.voidptr(types.int64), codegen
+
+
+def _stack_bytes(nbytes: int):
+    """An intrinsic ``(like) -> int64``: the address of ``nbytes`` bytes, aligned for ``like``'s dtype
+    (an array), in the calling function's stack frame (no allocation), valid until it returns; for
+    ``numba.carray(pointer(address), size, dtype)``."""
+
+    def buffer(typingctx, like):
+        def codegen(context, builder, signature, args):
+            element = context.get_data_type(like.dtype)
+            size = context.get_constant(types.intp, nbytes // context.get_abi_sizeof(element))
+            return builder.ptrtoint(cgutils.alloca_once(builder, element, size=size), ir.IntType(64))
+
+        return types.int64(like), codegen
+
+    return intrinsic(buffer)
 
 
 @njit(**JIT)
