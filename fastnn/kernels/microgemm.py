@@ -190,24 +190,36 @@ def _mode(typingctx):
     return _micro_gemm_mode(typingctx)
 
 
-#: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels; a register
-#: block's edges waste more of a small product)
-MICRO_MIN_MACS = 32 * 1024
+#: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels skip packing up to
+#: 100**3: below ~10**6 they won at most tile shapes, benchmarks/micro_gemm_grid.py)
+MICRO_MIN_MACS = 1 << 20
 #: ... or narrower outputs (a classifier's 10 columns: one vector a row, too few accumulators to hide
 #: the multiply-add latency, on a padded copy)
 MICRO_MIN_N = 32
+#: ... or outputs whose width is not a multiple of this (16 float32 lanes of AVX-512, two vectors of
+#: float64): a partial last vector goes through the zero-padded copy and its tile, 5-75% slower than
+#: OpenBLAS at every width-100 tile measured (benchmarks/micro_gemm_grid.py)
+MICRO_N_MULTIPLE = 16
 
 
 @njit(**JIT)
 def micro_wanted(m, n, k):
     """Whether an ``(m, k) @ (k, n)`` product (alpha 1, beta 0, B not transposed) runs here rather than
     in OpenBLAS: ``FASTNN_MICRO_GEMM`` on, or auto on an AVX-512 compile target, for products of at
-    least :data:`MICRO_MIN_MACS` multiply-adds with ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`.
+    least :data:`MICRO_MIN_MACS` multiply-adds with ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`, a
+    multiple of :data:`MICRO_N_MULTIPLE` (:func:`micro_wanted_shape`).
     Depends on the shape only, so a product takes the same kernel in every path."""
     mode = _mode()
     if mode == 0 or (mode == 1 and not _wide_compile_target()):
         return False
-    return m >= 2 and n >= MICRO_MIN_N and m * n * k >= MICRO_MIN_MACS
+    return micro_wanted_shape(m, n, k)
+
+
+@njit(**JIT)
+def micro_wanted_shape(m, n, k):
+    """The shape half of :func:`micro_wanted` (whatever ``FASTNN_MICRO_GEMM`` says): whether an
+    ``(m, k) @ (k, n)`` product is one the register-blocked kernel was measured faster at."""
+    return m >= 2 and n >= MICRO_MIN_N and n % MICRO_N_MULTIPLE == 0 and m * n * k >= MICRO_MIN_MACS
 
 
 @njit(**JIT)
@@ -306,4 +318,12 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
                             c[i0 + i, p0 + j] = tile[i * padded + j]
 
 
-__all__ = ["MICRO_MIN_MACS", "MICRO_MIN_N", "MR", "micro_gemm_block", "micro_wanted"]
+__all__ = [
+    "MICRO_MIN_MACS",
+    "MICRO_MIN_N",
+    "MICRO_N_MULTIPLE",
+    "MR",
+    "micro_gemm_block",
+    "micro_wanted",
+    "micro_wanted_shape",
+]

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from fastnn.kernels import blas
-from fastnn.kernels.microgemm import MICRO_MIN_MACS, MICRO_MIN_N, micro_gemm_block, micro_wanted
+from fastnn.kernels.microgemm import (
+    MICRO_MIN_MACS,
+    MICRO_MIN_N,
+    MICRO_N_MULTIPLE,
+    micro_gemm_block,
+    micro_wanted,
+    micro_wanted_shape,
+)
 
 from .. import reference as ref
 
@@ -78,6 +85,10 @@ def test_which_products_it_takes():
     assert not micro_wanted(1, 256, 784)
     assert not micro_wanted(128, MICRO_MIN_N - 1, 784)
     assert not micro_wanted(8, 32, MICRO_MIN_MACS // 256 - 1)
+    # a width that is not a multiple of the vectors (the digits MLP's 100 hidden units): OpenBLAS
+    assert not micro_wanted(200, 100, 784) and not micro_wanted_shape(200, MICRO_N_MULTIPLE * 6 + 4, 784)
+    assert micro_wanted_shape(128, 256, 784) and micro_wanted_shape(64, MICRO_N_MULTIPLE * 2, MICRO_MIN_MACS)
+    assert not micro_wanted_shape(64, 64, MICRO_MIN_MACS // (64 * 64) - 1)
     wanted = micro_wanted(128, 256, 784)
     assert wanted == micro_wanted(64, 128, 784)  # the same answer for every large product
     if wanted:  # this process uses it (AVX-512, or FASTNN_MICRO_GEMM=on): blas's gemm gives its bits
@@ -94,13 +105,13 @@ _FORCED = textwrap.dedent(
     import numpy as np
     from fastnn.kernels import blas, dense, microgemm
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((70, 90)).astype(np.float32)
-    w = rng.standard_normal((90, 48)).astype(np.float32)
+    x = rng.standard_normal((70, 320)).astype(np.float32)  # 70 x 48 x 320 >= MICRO_MIN_MACS
+    w = rng.standard_normal((320, 48)).astype(np.float32)
     mine = np.empty((70, 48), np.float32)
     blas.gemm(False, False, 1.0, x, w, 0.0, mine)
     direct = np.empty_like(mine)
     microgemm.micro_gemm_block(False, x, w, direct, 0, 70, 0, 48)
-    print(microgemm.micro_wanted(70, 48, 90), np.array_equal(mine, direct))
+    print(microgemm.micro_wanted(70, 48, 320), np.array_equal(mine, direct))
     """
 )
 
