@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from fastnn._config import REDUCTION_CHUNK_ROWS
 from fastnn.kernels.activations import ACTIVATIONS, activation_backward, activation_forward
+from fastnn.kernels.blas import gemm
 from fastnn.kernels.dense import dense_backward, dense_forward
 from fastnn.kernels.elementwise import add
 from fastnn.kernels.losses import cross_entropy_forward_backward, cross_entropy_rows, n_partials, weighted_cross_entropy
@@ -260,6 +261,49 @@ def test_gemm_torch(benchmark, gemm_operands):
     torch.set_num_threads(1)
     try:
         _run(benchmark, lambda: torch.mm(a, b, out=c))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(c).all()
+
+
+GEMV_GROUP = (
+    f"GEMM 1x{IN} @ {IN}x{OUT} float32 (batch 1), one thread: fastnn's row-times-matrix kernel (blas.gemm), "
+    "NumPy, torch"
+)
+
+
+@pytest.fixture(scope="module")
+def gemv_operands():
+    rng = _rng()
+    return rng.standard_normal((1, IN)).astype(np.float32), rng.standard_normal((IN, OUT)).astype(np.float32)
+
+
+@pytest.mark.benchmark(group=GEMV_GROUP)
+def test_gemv_fastnn(benchmark, gemv_operands):
+    x, w = gemv_operands
+    c = np.empty((1, OUT), np.float32)
+    _run(benchmark, gemm, False, False, 1.0, x, w, 0.0, c)  # one serial call (gemv.py where it takes the shape)
+    np.testing.assert_allclose(c, x.astype(np.float64) @ w.astype(np.float64), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.benchmark(group=GEMV_GROUP)
+def test_gemv_numpy_floor(benchmark, gemv_operands):
+    x, w = gemv_operands
+    c = np.empty((1, OUT), np.float32)
+    with threadpool_limits(1):
+        _run(benchmark, lambda: np.matmul(x, w, out=c))
+    assert np.isfinite(c).all()
+
+
+@pytest.mark.benchmark(group=GEMV_GROUP)
+def test_gemv_torch(benchmark, gemv_operands):
+    torch = pytest.importorskip("torch")
+    x, w = (torch.from_numpy(a) for a in gemv_operands)
+    c = torch.empty((1, OUT))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run(benchmark, lambda: torch.mm(x, w, out=c))
     finally:
         torch.set_num_threads(threads)
     assert torch.isfinite(c).all()

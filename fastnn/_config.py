@@ -110,7 +110,8 @@ SMALL_TILING_MAX_K = 1024
 # with B not transposed (a Dense layer's forward and weight gradient, a convolution's): faster than
 # OpenBLAS's packing GEMM on AVX-512 (benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM").
 # FASTNN_MICRO_GEMM: "auto" (the default) uses it where the kernels are compiled for AVX-512, "on"
-# everywhere, "off" never (OpenBLAS for every product). Read at run time by the compiled kernels.
+# everywhere, "off" never (OpenBLAS for every product). Read at run time by the compiled kernels. The
+# same switch governs the batch-1 row-times-matrix kernel (kernels/gemv.py, "Session 29").
 MICRO_GEMM = os.environ.get("FASTNN_MICRO_GEMM", "auto").strip().lower() or "auto"
 if MICRO_GEMM not in ("auto", "on", "off"):
     raise ValueError(f"FASTNN_MICRO_GEMM must be auto, on or off, got {MICRO_GEMM!r}; unset it for auto")

@@ -358,3 +358,29 @@ def test_small_predictions_of_index_inputs_keep_their_checks():
     assert _inference.predict_small(model, ids, 1024) is None  # indices are range-checked every call
     with pytest.raises(ValueError, match="num_embeddings|range"):
         model.predict(np.array([[0, 4]]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_one_predictions_of_the_mlp(dtype, rng):
+    """The bench's mlp (784 -> 256 -> 128 -> 10) at batch 1, where every product is one row times the
+    weights (kernels/gemv.py where it takes the shape, else OpenBLAS's gemv): the float64 reference
+    of the network; the same row inside a batch (other kernels) up to rounding; the layer-by-layer
+    forward's bits (every path takes the same kernel for the same shape)."""
+    model = fnn.Sequential(
+        [fnn.Dense(784, 256, activation="relu"), fnn.Dense(256, 128, activation="relu"), fnn.Dense(128, 10)],
+        seed=0,
+        dtype=dtype,
+    )
+    x = rng.standard_normal((5, 784)).astype(dtype)
+    h = x.astype(np.float64)
+    for i, layer in enumerate(model.layers):
+        h = h @ layer.weight.astype(np.float64) + layer.bias
+        h = np.maximum(h, 0.0) if i < 2 else h
+    batch = model.predict(x)
+    for i in range(5):
+        for _ in range(2):  # the plan's first call, then the serving loop's (predict_small)
+            one = model.predict(x[i : i + 1])
+            assert one.shape == (1, 10) and one.dtype == dtype
+            _close(one[0], h[i], dtype)
+            _close(one[0], batch[i], dtype)
+            np.testing.assert_array_equal(one, model.forward(x[i : i + 1], training=False))

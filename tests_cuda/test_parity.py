@@ -20,6 +20,8 @@ CPU_ONLY_MODULES = {
     "blas": "binding of the CPU OpenBLAS; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "microgemm": "the CPU GEMM's register-blocked kernel in LLVM vector IR, called by kernels.blas for the "
     "larger products; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
+    "gemv": "the CPU's batch-1 row-times-matrix kernel in LLVM vector IR, called by kernels.blas for one row "
+    "of C; the CUDA GEMM is kernels.cuda.dense.gemm (tiled or cuBLAS)",
     "views": "views of a flat buffer for the CPU's fused steps (fastnn._fused), no kernels; CUDA step plans "
     "call their kernels one by one",
     "prefetch": "software prefetch hints (llvm.prefetch) for the CPU kernels' scattered row reads, no kernels; "

@@ -27,6 +27,7 @@ from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
+from .gemv import gemv_wanted, row_times_matrix
 from .microgemm import micro_gemm_block, micro_wanted
 from .tiling import _linked_int64
 from .views import _stack_bytes, pointer
@@ -244,9 +245,30 @@ def gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
     literals (``True``, ``0``), each of which would compile another copy of the body (around a
     BLAS call, a branch on a flag costs nothing).
     """
-    _gemm_block(
-        bool(trans_a), bool(trans_b), alpha, a, b, beta, c, np.int64(r0), np.int64(r1), np.int64(c0), np.int64(c1)
-    )
+    # one row of C, B not transposed: fastnn's row-times-matrix kernel where it takes the shape (_row_block)
+    row = r1 - r0 == 1 and not trans_b and alpha == 1 and beta == 0
+    if not (row and _row_block(bool(trans_a), a, b, c, np.int64(r0), np.int64(c0), np.int64(c1))):
+        _gemm_block(
+            bool(trans_a), bool(trans_b), alpha, a, b, beta, c, np.int64(r0), np.int64(r1), np.int64(c0), np.int64(c1)
+        )
+
+
+@njit(**JIT)
+def _row_block(trans_a, a, b, c, r0, c0, c1):
+    """``C[r0, c0:c1] = op(A)[r0] @ B[:, c0:c1]`` by fastnn's row-times-matrix kernel (gemv.py: the
+    output row in registers, B streamed once) when :func:`~.gemv.gemv_wanted` takes the shape;
+    returns whether it did (else the caller runs :func:`_gemm_block`: OpenBLAS's gemv). A small
+    function of its own, calling nothing that raises: Numba then drops its reference counting
+    of the arrays, which through _gemm_block's entry cost ~0.07 us, as much as a 16x16 product."""
+    n = c1 - c0
+    k = a.shape[0] if trans_a else a.shape[1]
+    itemsize = c.itemsize
+    if n <= 0 or not gemv_wanted(k, n, itemsize):
+        return False
+    lda = a.strides[0] // itemsize
+    a_off, inc_a = (r0, lda) if trans_a else (r0 * lda, np.int64(1))
+    row_times_matrix(a, a_off, inc_a, b, c0, b.strides[0] // itemsize, c, r0 * (c.strides[0] // itemsize) + c0, k, n)
+    return True
 
 
 @njit(**JIT)

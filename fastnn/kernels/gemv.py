@@ -1,0 +1,255 @@
+"""A row vector times a matrix, written in LLVM vector IR: ``c = x @ W`` for one row ``x``.
+
+A Dense layer at batch 1 (mlp inference's serving call) multiplies one row by its ``k x n``
+weights. OpenBLAS's ``sgemv`` (row-major ``W.T @ x``) reads ``W`` with unaligned vectors and
+loads and stores ``c`` once per group of rows; here the output row stays in vector registers (up
+to 16 vectors, 256 float32 columns on AVX-512) while ``W``'s rows stream through once, read as
+aligned vectors (benchmarks/RESULTS.md, "Session 29: batch-1 products"; 784x256 float32 from L2:
+~4.4 against ~5.8-8.5 us at one thread).
+
+Every output element is one fused multiply-add chain over ``k`` in order, starting from zero, the
+same whatever block of columns computes it (a column's bits do not depend on ``n``, on the block
+or on a tiling of the columns). They can differ from OpenBLAS's in the last bits, so a product
+takes one or the other by its shape only (:func:`gemv_wanted`), the same in every path (eager,
+fused step, inference plan).
+
+The register shape follows the compile target, as :mod:`.microgemm`'s: with AVX-512, 16 float32
+or 8 float64 a vector and up to :data:`NV_WIDE` vectors of accumulators (of the 32 registers);
+otherwise 8 or 4 a vector and up to :data:`NV_NARROW` (of 16). The first and last vectors of a
+block are read and written with masked loads and stores: nothing outside ``x``, the ``k x n``
+block of ``W`` and the ``n`` outputs is read or written. Used by default where measured faster
+than OpenBLAS (AVX-512 targets; ``FASTNN_MICRO_GEMM``, shared with :mod:`.microgemm`: auto, on, off).
+
+Shapes: ``x`` any array whose elements ``x_off + kk * incx`` (kk < k) are the row; ``w`` with
+elements ``w_off + kk * ldw + j`` (j < n) the matrix (unit stride along n); ``c`` with elements
+``c_off + j`` the output; one dtype, float32 or float64. Offsets and strides in elements.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .._config import JIT
+from .microgemm import _data, _mode, _vector_width, _wide_compile_target, _wide_target
+
+#: vectors of accumulators by target (AVX-512 has 32 vector registers, AVX2 16): a block of 16 (8)
+#: vectors of columns, plus one when the block starts inside a vector (its rows read aligned)
+NV_WIDE, NV_NARROW = 17, 9
+#: products whose output row takes at most this many bytes (256 float32 columns, 128 float64) run in
+#: one pass over ``W`` here; wider ones only while ``W`` takes at most :data:`MULTI_PASS_BYTES`
+#: (several passes over ``W``, each a slice of its rows: from memory that lost to OpenBLAS by 10-20%)
+ONE_PASS_BYTES = 1024
+#: see :data:`ONE_PASS_BYTES`
+MULTI_PASS_BYTES = 1 << 20
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_I1 = ir.IntType(1)
+
+
+def _row_vectors(context) -> int:
+    """Vectors of accumulators on the compile target."""
+    return NV_WIDE if _wide_target(context) else NV_NARROW
+
+
+def _itemsize(real) -> int:
+    return 8 if isinstance(real, ir.DoubleType) else 4
+
+
+def _masked(builder, name: str, vec, args):
+    """A call of ``llvm.masked.<name>`` (load or store) on vectors of type ``vec``."""
+    width = vec.count
+    mask = ir.VectorType(_I1, width)
+    ptr = ir.PointerType()
+    if name == "load":
+        fn_type = ir.FunctionType(vec, [ptr, _I32, mask, vec])
+    else:
+        fn_type = ir.FunctionType(ir.VoidType(), [vec, ptr, _I32, mask])
+    fn = cgutils.get_or_insert_function(
+        builder.module, fn_type, f"llvm.masked.{name}.v{width}{vec.element.intrinsic_name}.p0"
+    )
+    return builder.call(fn, args)
+
+
+def _lane_mask(builder, width: int, low, high):
+    """The i1 vector ``low <= lane < high`` (i64 values) of ``width`` lanes."""
+    lanes = ir.VectorType(_I64, width)
+    index = ir.Constant(lanes, list(range(width)))
+    splat = ir.Constant(ir.VectorType(_I32, width), [0] * width)
+
+    def broadcast(value):
+        single = builder.insert_element(ir.Constant(lanes, None), value, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(single, ir.Constant(lanes, None), splat)
+
+    return builder.and_(
+        builder.icmp_signed(">=", index, broadcast(low)), builder.icmp_signed("<", index, broadcast(high))
+    )
+
+
+def _emit_block(builder, vec, fma, px, incx, pw, ldw, pc, k, nv: int, head, tail):
+    """IR of ``nv`` vectors of outputs: ``pc[j] = sum_kk px[kk * incx] * pw[kk * ldw + j]``, one
+    multiply-add chain a column in ``kk`` order from zero. ``head`` and ``tail`` (i1 vectors): the
+    lanes of the first and the last vector that exist; the others are neither read nor written."""
+    width = vec.count
+    vec_ptr = vec.as_pointer()
+    zero = ir.Constant(vec, [0.0] * width)
+    align = ir.Constant(_I32, _itemsize(vec.element))  # the element's own
+    masks = {0: head} if nv > 1 else {0: builder.and_(head, tail)}
+    if nv > 1:
+        masks[nv - 1] = tail
+    splat_mask = ir.Constant(ir.VectorType(_I32, width), [0] * width)
+
+    def vector_at(base, j):
+        return builder.bitcast(builder.gep(base, [ir.Constant(_I64, j * width)]), vec_ptr)
+
+    accumulators = [cgutils.alloca_once_value(builder, zero) for _ in range(nv)]
+    for slot in accumulators:  # (allocas live in the entry block: zero them here, at each use)
+        builder.store(zero, slot)
+
+    def emit_row(kk):
+        scalar = builder.load(builder.gep(px, [builder.mul(kk, incx)]))
+        lane = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(_I32, 0))
+        broadcast = builder.shuffle_vector(lane, ir.Constant(vec, None), splat_mask)
+        row = builder.gep(pw, [builder.mul(kk, ldw)])
+        for j in range(nv):
+            if j in masks:
+                w = _masked(builder, "load", vec, [vector_at(row, j), align, masks[j], zero])
+            else:
+                w = builder.load(vector_at(row, j), align=1)
+            slot = accumulators[j]
+            builder.store(builder.call(fma, [broadcast, w, builder.load(slot)]), slot)
+
+    with cgutils.for_range(builder, k) as loop:
+        emit_row(loop.index)
+    for j in range(nv):
+        value = builder.load(accumulators[j])
+        if j in masks:
+            _masked(builder, "store", vec, [value, vector_at(pc, j), align, masks[j]])
+        else:
+            builder.store(value, vector_at(pc, j), align=1)
+
+
+@intrinsic
+def row_times_matrix(typingctx, x, x_off, incx, w, w_off, ldw, c, c_off, k, n):
+    """``c[c_off + j] = sum_kk x[x_off + kk * incx] * w[w_off + kk * ldw + j]`` for ``j < n`` (see
+    the module docstring).
+
+    When every row of the block starts at the same offset within a vector (``ldw`` a multiple of the
+    vector's lanes), its ``s`` leading lanes before the block are skipped: the vectors are read
+    aligned, the first and last ones masked, and each output column sits ``s`` lanes further in its
+    vector (a 784x256 float32 block 16 bytes off a cache line: ~7.4 -> ~4.4 us, RESULTS.md).
+    Then blocks of the target's accumulator vectors, the last one of the vectors left."""
+    sig = types.void(x, x_off, incx, w, w_off, ldw, c, c_off, k, n)
+
+    def codegen(context, builder, signature, args):
+        x_v, x_off_v, incx_v, w_v, w_off_v, ldw_v, c_v, c_off_v, k_v, n_v = args
+        real = context.get_value_type(signature.args[0].dtype)
+        width = _vector_width(context, signature.args[0].dtype)
+        itemsize = _itemsize(real)
+        vec = ir.VectorType(real, width)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{width}{real.intrinsic_name}"
+        )
+        nv_max = _row_vectors(context)
+        one, w_const = ir.Constant(_I64, 1), ir.Constant(_I64, width)
+        px = _data(context, builder, signature.args[0], x_v, x_off_v)
+        pw = _data(context, builder, signature.args[3], w_v, w_off_v)
+        pc = _data(context, builder, signature.args[6], c_v, c_off_v)
+        # the block's lead within an aligned vector, when all its rows share it (else 0: unaligned reads)
+        address = builder.ptrtoint(pw, _I64)
+        vector_bytes = ir.Constant(_I64, width * itemsize)
+        offset = builder.urem(address, vector_bytes)
+        same = builder.and_(
+            builder.icmp_signed("==", builder.srem(ldw_v, w_const), ir.Constant(_I64, 0)),
+            builder.icmp_signed("==", builder.urem(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0)),
+        )
+        lead = builder.select(same, builder.udiv(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0))
+        neg_lead = builder.sub(ir.Constant(_I64, 0), lead)
+        pw = builder.gep(pw, [neg_lead])
+        pc = builder.gep(pc, [neg_lead])
+        span = builder.add(lead, n_v)  # lanes from the first vector's start to the last column
+        vectors = builder.sdiv(builder.add(span, ir.Constant(_I64, width - 1)), w_const)
+        last_lanes = builder.sub(span, builder.mul(builder.sub(vectors, one), w_const))
+        full = builder.sdiv(vectors, ir.Constant(_I64, nv_max))
+        rest = builder.sub(vectors, builder.mul(full, ir.Constant(_I64, nv_max)))
+        all_lanes = ir.Constant(ir.VectorType(_I1, width), [1] * width)
+        head_mask = _lane_mask(builder, width, lead, w_const)
+        tail_mask = _lane_mask(builder, width, ir.Constant(_I64, 0), last_lanes)
+        panel = ir.Constant(_I64, nv_max * width)
+        # full blocks of nv_max vectors (the first's head and the last's tail masked)
+        with cgutils.for_range(builder, full) as loop:
+            col = builder.mul(loop.index, panel)
+            first = builder.icmp_signed("==", loop.index, ir.Constant(_I64, 0))
+            last = builder.and_(
+                builder.icmp_signed("==", loop.index, builder.sub(full, one)),
+                builder.icmp_signed("==", rest, ir.Constant(_I64, 0)),
+            )
+            head = builder.select(first, head_mask, all_lanes)
+            tail = builder.select(last, tail_mask, all_lanes)
+            _emit_block(
+                builder,
+                vec,
+                fma,
+                px,
+                incx_v,
+                builder.gep(pw, [col]),
+                ldw_v,
+                builder.gep(pc, [col]),
+                k_v,
+                nv_max,
+                head,
+                tail,
+            )
+        # the vectors left (fewer than nv_max): one block, its tail masked
+        done = builder.mul(full, panel)
+        w_rest, c_rest = builder.gep(pw, [done]), builder.gep(pc, [done])
+        head = builder.select(builder.icmp_signed("==", full, ir.Constant(_I64, 0)), head_mask, all_lanes)
+        after = builder.append_basic_block("gemv.after")
+        switch = builder.switch(rest, after)
+        for nv in range(1, nv_max):
+            case = builder.append_basic_block(f"gemv.rest{nv}")
+            switch.add_case(ir.Constant(_I64, nv), case)
+            builder.position_at_end(case)
+            _emit_block(builder, vec, fma, px, incx_v, w_rest, ldw_v, c_rest, k_v, nv, head, tail_mask)
+            builder.branch(after)
+        builder.position_at_end(after)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def row_vectors(typingctx):
+    """Vectors (int64) of accumulators on the compile target (:data:`NV_WIDE` or :data:`NV_NARROW`)."""
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(_I64, _row_vectors(context))
+
+    return types.int64(), codegen
+
+
+@njit(**JIT)
+def gemv_wanted(k, n, itemsize):
+    """Whether ``(1, k) @ (k, n)`` (alpha 1, beta 0, the matrix not transposed, elements of
+    ``itemsize`` bytes) runs here rather than in OpenBLAS's gemv: ``FASTNN_MICRO_GEMM`` on, or auto
+    on an AVX-512 compile target, for an output row of at most :data:`ONE_PASS_BYTES`, or a matrix
+    of at most :data:`MULTI_PASS_BYTES`. Depends on the shape only, so a product takes the same
+    kernel in every path."""
+    mode = _mode()
+    if mode == 0 or (mode == 1 and not _wide_compile_target()):
+        return False
+    return n * itemsize <= ONE_PASS_BYTES or k * n * itemsize <= MULTI_PASS_BYTES
+
+
+__all__ = [
+    "MULTI_PASS_BYTES",
+    "NV_NARROW",
+    "NV_WIDE",
+    "ONE_PASS_BYTES",
+    "gemv_wanted",
+    "row_times_matrix",
+    "row_vectors",
+]
