@@ -154,19 +154,23 @@ DTYPES = ("float32", "float64")
 # (fastnn._fused) after this many runs, when Python's dispatch was more than FUSE_MIN_SHARE of
 # their time. FASTNN_FUSE=always fuses at once, =never keeps the Python loop (the test suite
 # uses never, except the tests of fusion itself, to save the compile time).
-# The share is estimated from the dispatch alone (~1.1 us per call), which is what fusing saves
+# The share was estimated from the dispatch alone (~1.1 us per call), which is what fusing saves
 # on a tiny network (9 calls: 12.6 us measured) but a fraction of what it saves on a mid-size one:
 # the mlp step (784-256-128-10, batch 128, 9 calls; estimate 10 us, 0.6%) ran 76 us (4.5%) faster
 # fused, mlp-bn-do (13 calls; estimate 0.2%) 108 us (1.4%) (interleaved A/B of the same plan,
-# 1 thread, CPU time: benchmarks/RESULTS.md, "Session 10: tier-up"). Hence a low bar.
+# 1 thread, CPU time: benchmarks/RESULTS.md, "Session 10: tier-up"). Hence a low bar. It is now
+# estimated per call and argument (fastnn._fused.estimated_saving).
 FUSE_AFTER_CALLS = 200
 FUSE_MIN_SHARE = 0.005
-# ... and when the runs still expected (a fit says how many steps it will take) times the measured
-# saving per run exceed the compile time of a new fused step (first time for a model structure;
-# loading one compiled before costs FUSE_LOAD_SECONDS): short fits never wait for a compile that
-# would not pay for itself.
+# ... and when the runs still expected (a fit says how many steps it will take) times the estimated
+# saving per run (fastnn._fused.estimated_saving) exceed the compile time of a new fused step (first
+# time for a model structure); loading one compiled before costs FUSE_LOAD_SECONDS (Numba's cache:
+# 24-30 ms measured), one this process loaded already FUSE_BUILD_SECONDS (its table: ~3 ms), and
+# those two also count the runs the step ran unfused before (a loop of short fits): short fits
+# never wait for a compile that would not pay for itself.
 FUSE_COMPILE_SECONDS = 3.0
-FUSE_LOAD_SECONDS = 0.1
+FUSE_LOAD_SECONDS = 0.03
+FUSE_BUILD_SECONDS = 0.005
 FUSE = os.environ.get("FASTNN_FUSE", "auto").strip().lower() or "auto"
 if FUSE not in ("auto", "always", "never"):
     raise ValueError(f"FASTNN_FUSE must be auto, always or never, got {FUSE!r}; unset it for auto")

@@ -442,6 +442,14 @@ class FusedCalls:
         slots = arrays[:n] if arrays else self._slots
         return self._fn(self._address, *slots, *self._loose, *arrays[n:])
 
+    def given_caller(self) -> Callable | None:
+        """``f(*given)`` for calls without slots: the compiled function with its bound address and
+        other arrays (a ``functools.partial``: no Python frame between the caller and Numba's
+        dispatch), taking the :class:`Given` arguments; None when the calls have slots."""
+        if self._slots:
+            return None
+        return functools.partial(self._fn, self._address, *self._loose)
+
     def slot_caller(self) -> Callable | None:
         """``f(*arrays)``, one array per slot, running the calls with as little as possible in between
         (the compiled function with its bound address and other arrays), or None when the calls
@@ -517,25 +525,72 @@ def expected_runs(total: int | None) -> Iterator[RunBudget | None]:
         _BUDGET.reset(token)
 
 
-def worth_fusing(saving_per_run: float, source: Callable[[], str]) -> bool:
+def fusing_cost(source: str) -> tuple[float, bool]:
+    """(seconds, compiles) that fusing the step of ``source`` costs now: a build of its table when
+    this process loaded it already (``_config.FUSE_BUILD_SECONDS``), a load of Numba's cache when an
+    earlier process compiled it (``FUSE_LOAD_SECONDS``), else a compile (``FUSE_COMPILE_SECONDS``;
+    ``compiles`` True)."""
+    if _step_file(source)[0] in _LOADED:
+        return _config.FUSE_BUILD_SECONDS, False
+    if _compiled_before(source):
+        return _config.FUSE_LOAD_SECONDS, False
+    return _config.FUSE_COMPILE_SECONDS, True
+
+
+def worth_fusing(saving_per_run: float, source: Callable[[], str], runs_before: int = 0) -> bool:
     """Whether fusing pays: the runs still expected (:func:`expected_runs`) times the saving of
-    each exceed the compile time (``_config.FUSE_COMPILE_SECONDS``; a step compiled before only
-    loads). ``source()`` gives the generated source, asked for only when needed."""
+    each exceed its cost (:func:`fusing_cost`). A step that needs no compile also counts the
+    ``runs_before`` it ran unfused (earlier fits of the model: as many are taken to come, the rule
+    of a JIT's hot counter), so a loop of short fits fuses once their runs pay for the load; a
+    compile waits for a fit whose own runs pay for it (a short fit never waits for one).
+    ``source()`` gives the generated source, asked for only when needed."""
     budget = _BUDGET.get()
     if budget is None:
         return True
-    cost = _config.FUSE_LOAD_SECONDS if _compiled_before(source()) else _config.FUSE_COMPILE_SECONDS
-    return budget.remaining * saving_per_run > cost
+    cost, compiles = fusing_cost(source())
+    runs = budget.remaining if compiles else budget.remaining + runs_before
+    return runs * saving_per_run > cost
+
+
+#: what a call from Python costs beyond its kernel's work, in units of :func:`_dispatch_seconds` (a
+#: one-array kernel's call from Python, ~0.2 us here): ``CallRunner._run_calls``' own Python per call
+#: (its arguments gathered, the result kept) and the call's dispatch, the unboxing of each further
+#: array argument (~0.05 us) and of each scalar (~0.02 us). Measured on fit's runners (fused against
+#: unfused, same calls, 1-2 threads): a tiny network's step (9 calls, 51 arrays, 23 scalars) saved
+#: 7.5 us a run (9 us a step of fit), estimated 8.1 (the old estimate, one 7-argument dispatch per
+#: call: 9.8); a 64-100-10 Adam step saved 14.5 us, estimated 9.0 (fused, its kernels also run
+#: closer together), so the estimate stays on the safe side for larger steps.
+_LOOP_PER_CALL = 2.5
+_PER_ARRAY = 0.25
+_PER_SCALAR = 0.1
+
+
+def estimated_saving(calls: Sequence[Call], slots: Sequence = ()) -> float:
+    """Estimated seconds that fusing ``calls`` saves per run: each call's dispatch from Python
+    (per argument: an array's unboxing costs more than a scalar's) and the Python loop's own time
+    per call, less the one call of the fused function (its slots and :class:`Given` arguments)."""
+    arrays = scalars = 0
+    for _, args in calls:
+        for value in args:
+            if isinstance(value, (np.ndarray, Given)):
+                arrays += 1
+            else:
+                scalars += 1
+    n = len(calls)
+    units = n * (1 + _LOOP_PER_CALL) + _PER_ARRAY * max(0, arrays - n) + _PER_SCALAR * scalars
+    units -= 1 + _PER_ARRAY * (len(slots) + _n_given(calls))  # the fused function's own call
+    return max(0.0, units) * _dispatch_seconds()
 
 
 class CallRunner:
     """Runs a recorded list of kernel calls, tiering up like a JIT.
 
     The calls first run one by one from Python. Once they have run ``FUSE_AFTER_CALLS``
-    times, if Python's dispatch of them was measured at more than ``FUSE_MIN_SHARE`` of their
-    time (small networks, small batches), they are compiled into one function
-    (:class:`FusedCalls`: 3-7 s the first time for a new model structure, cached on disk after)
-    and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
+    times, if what fusing saves (:func:`estimated_saving`: Python's dispatch of each call and its
+    arguments, and its loop) is more than ``FUSE_MIN_SHARE`` of their measured time (small
+    networks, small batches) and the runs still expected pay for it (:func:`worth_fusing`), they
+    are compiled into one function (:class:`FusedCalls`: 3-7 s the first time for a new model
+    structure, cached on disk after: a load of ~30 ms) and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
     ``always`` or ``never``. ``returns``: index of the call whose result ``__call__`` returns (a tuple of
     indices: a tuple of their results). ``slots``: arrays the calls use through C-contiguous
     views only (:func:`rebindable`); ``__call__(*arrays)`` then runs the calls on ``arrays`` (each
@@ -544,7 +599,9 @@ class CallRunner:
     """
 
     __slots__ = (
+        "_actions",
         "_cold",
+        "_direct",
         "_elapsed",
         "_fused",
         "_kept",
@@ -553,6 +610,7 @@ class CallRunner:
         "_runs",
         "_step_source",
         "_tiering",
+        "_total",
         "calls",
         "returns",
         "slots",
@@ -569,10 +627,13 @@ class CallRunner:
             for index, (_, args) in enumerate(self.calls)
             if any(isinstance(v, (Result, Given)) for v in args)
         }
+        self._actions = self._call_actions()
         self._fused: FusedCalls | None = None
+        self._direct: Callable | None = None  # once fused without slots: its given_caller
         self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
         self._runs = 0
         self._elapsed = 0.0
+        self._total = 0  # runs measured unfused, over every window (worth_fusing's runs_before)
         self._cold = True  # the first run: its uncached kernels may compile in worker processes
         self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
         if self._tiering and _config.FUSE == "always":
@@ -592,6 +653,9 @@ class CallRunner:
         return None if self._fused is None else self._fused.typed_slot_caller()
 
     def __call__(self, *arrays):
+        direct = self._direct
+        if direct is not None:  # fused, no slots: the compiled function's partial (~0.2 us less a call)
+            return direct(*arrays)
         if self._fused is not None:
             return self._fused(*arrays)
         if self._cold:
@@ -605,18 +669,19 @@ class CallRunner:
         if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
             self._elapsed += time.perf_counter() - start
         self._runs += 1
+        self._total += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
             self._decide()
         return result
 
     def _decide(self) -> None:
-        """After the measured runs: fuse when Python's dispatch is a real share of a run and the
-        runs still expected pay for the compile; when only the latter fails, measure again later
-        (a longer fit of the same model may come)."""
-        saving = len(self.calls) * _dispatch_seconds()
+        """After the measured runs: fuse when what fusing saves (:func:`estimated_saving`) is a real
+        share of a run and the runs still expected pay for the compile or load (:func:`worth_fusing`);
+        when only the latter fails, measure again later (a longer fit of the same model may come)."""
+        saving = estimated_saving(self.calls, self.slots)
         if saving <= _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
             self._tiering = False
-        elif worth_fusing(saving, self._generated_source):
+        elif worth_fusing(saving, self._generated_source, self._total):
             self._tiering = False
             self._fuse()
         else:
@@ -634,6 +699,7 @@ class CallRunner:
         """Compile the calls into one function; if that fails, keep running them one by one."""
         try:
             self._fused = FusedCalls(self.calls, self.returns, self.slots)
+            self._direct = self._fused.given_caller()
         except Exception as error:  # a speed-up only: never let it stop training
             self._tiering = False
             warnings.warn(
@@ -656,21 +722,39 @@ class CallRunner:
                         rebound.setdefault(index, []).append((position, slot, start, start + arr.size, arr.shape))
         return rebound
 
+    def _call_actions(self) -> tuple:
+        """Per call, None when it runs on its recorded arguments alone and its result is not kept,
+        else (index, its rebound arguments or None, its Result/Given arguments or None, whether its
+        result is kept): what ``_run_calls`` does around each call, worked out once."""
+        return tuple(
+            None
+            if not (index in self._rebound or index in self._results_in or index in self._kept)
+            else (index, self._rebound.get(index), self._results_in.get(index), index in self._kept)
+            for index in range(len(self.calls))
+        )
+
     def _run_calls(self, arrays=()):
         results = {}
         given = arrays[len(self.slots) :]
         flats = [arr.reshape(-1) for arr in arrays[: len(self.slots)]]
-        for index, (fn, args) in enumerate(self.calls):
-            if flats and index in self._rebound:
+        calls, actions = self.calls, self._actions
+        if len(actions) != len(calls):  # (the list was changed in place: a test's injected call)
+            actions = self._actions = self._call_actions()
+        for (fn, args), action in zip(calls, actions):
+            if action is None:  # most calls: no lookups around them (~0.1 us a call less)
+                fn(*args)
+                continue
+            index, rebound, takes, kept = action
+            if flats and rebound is not None:
                 args = list(args)
-                for position, slot, start, stop, shape in self._rebound[index]:
+                for position, slot, start, stop, shape in rebound:
                     args[position] = flats[slot][start:stop].reshape(shape)
-            if index in self._results_in:
+            if takes is not None:
                 args = list(args)
-                for position, source in self._results_in[index]:
+                for position, source in takes:
                     args[position] = results[source.index] if isinstance(source, Result) else given[source.index]
             value = fn(*args)
-            if index in self._kept:
+            if kept:
                 results[index] = value
         if isinstance(self.returns, tuple):
             return tuple(results[i] for i in self.returns)
@@ -679,7 +763,8 @@ class CallRunner:
 
 @functools.cache
 def _dispatch_seconds() -> float:
-    """Measured cost of calling a cached 7-argument kernel from Python (seconds, once per process)."""
+    """Measured cost of calling a cached one-array kernel from Python (seconds, once per process):
+    the unit of :func:`estimated_saving`."""
     from .kernels.checks import all_finite
 
     probe = np.zeros((1, 1), np.float32)
@@ -689,4 +774,4 @@ def _dispatch_seconds() -> float:
         for _ in range(20):
             all_finite(probe)
         best = min(best, (time.perf_counter() - start) / 20)
-    return best + 6 * 1.5e-7  # + the unboxing of 6 more arguments (measured ~0.13-0.15 us each)
+    return best

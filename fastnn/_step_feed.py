@@ -202,6 +202,21 @@ class StepFeed:
         self.counted = False  # the last step's count is in totals
         self.tracked = False  # the last step's call added its batch to the tracker's accumulators
         self.classifies = True  # the loss counts correct classifications (False: its count is None)
+        self._loss = None  # the loss _for_loss worked out the following for
+        self._count = False  # its count kernel runs inside the step's call
+        self._key: object = False  # what the runner adds after the step (the runners' cache key)
+        self._extra: tuple = ()  # the Given arguments after the batch's
+
+    def _for_loss(self, loss) -> None:
+        """Work out what ``loss`` counts: whether it classifies, whether its count runs inside the
+        call, the runners' key and the arrays after the batch's."""
+        counts = type(loss).correct_count
+        base_counts = type(losses.base_of(loss)).correct_count  # (a weighted MSE counts nothing)
+        self.classifies = counts is not losses.Loss.correct_count and base_counts is not losses.Loss.correct_count
+        count = self._count = self.count and counts_inside(loss)
+        self._key = (count, self.metric_key) if self.accumulators else count
+        self._extra = (self.totals, *self.metric_arrays) if count else self.metric_arrays
+        self._loss = loss
 
     def arm_count(self, plan) -> None:
         """Make the next :meth:`run` of ``plan`` count its batch's correct classifications inside
@@ -254,14 +269,11 @@ class StepFeed:
             (loss, gradient norm).
         """
         rows, self.rows, self.plan, plan.feed = self.rows, None, None, None
-        counts = type(self.model.loss).correct_count
-        base_counts = type(losses.base_of(self.model.loss)).correct_count  # (a weighted MSE counts nothing)
         self.counted = self.tracked = False
-        self.classifies = counts is not losses.Loss.correct_count and base_counts is not losses.Loss.correct_count
-        count = self.count and counts_inside(self.model.loss)
-        accumulators = self.accumulators
-        key = (count, self.metric_key) if accumulators else count  # what the runner adds after the step
-        extra = (self.totals, *self.metric_arrays) if count else self.metric_arrays
+        loss = self.model.loss
+        if loss is not self._loss:  # what the loss counts: worked out once per loss, not per step
+            self._for_loss(loss)
+        count, key, extra, accumulators = self._count, self._key, self._extra, self.accumulators
         if rows is None and (count or accumulators):  # the batch as given, counted inside
             cached = plan.counting
             if cached is None or cached[0] is not plan.run or cached[1] != key:

@@ -723,16 +723,22 @@ class ArrayBatches:
         feeder = self.feeder
         if order is not None:  # counter-based: the order of epoch e depends only on (seed, e)
             permutation(X.shape[0], model.seed, _SHUFFLE_STREAM, epoch, order)
+        n_used = self.n_used
         for b in range(self.steps):
-            lo, hi = max(b * batch_size, start), min(self.n_used, (b + 1) * batch_size)
+            lo, hi = b * batch_size, (b + 1) * batch_size
+            if lo < start:  # (max and min without their calls: a tiny network's step is a few us)
+                lo = start
+            if hi > n_used:
+                hi = n_used
             if lo >= hi:
                 continue
             last = b == self.steps - 1
-            if streaming.skips_last_one(self, epoch, b, hi - lo, last):
+            one = last and hi - lo == 1  # (the only batch streaming.skips_last_one may skip: asked for it only)
+            if one and streaming.skips_last_one(self, epoch, b, hi - lo, last):
                 continue  # (a batch skipped as planned: no on_batch_begin, no on_batch_end)
             if begin is not None:  # before the step plan is taken: a hook that freezes a layer records new plans
                 begin(b)
-                if streaming.skips_last_one(self, epoch, b, hi - lo, last):
+                if one and streaming.skips_last_one(self, epoch, b, hi - lo, last):
                     continue  # (the hook unfroze a BatchNorm that cannot train on it: warned)
             if self.shard is not None:  # this rank's rows of the global batch
                 lo, hi = self.shard(lo, hi)
@@ -1075,6 +1081,7 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
     masked = model.masks_steps  # padded steps left out: accuracy over the valid steps' positions
     ignoring = losses_mod.ignore_index_of(model.loss) is not None  # ... and ignored targets too
     counting = masked or ignoring  # accuracy over the counted positions (`valid`), not samples * positions
+    plain = stepper.k == 1  # every batch one run_step (Stepper.step's first branch, without its call)
     if dist is not None:  # rank 0's decision of on_train_begin everywhere
         dist.agree_stop()
     if model.stop_training:  # on_train_begin ended the run (EarlyStopping's stop of a fit that raised)
@@ -1116,7 +1123,11 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             else:
                 b, xb, yb = batch  # (its on_batch_begin ran: begin, above)
                 try:
-                    batch_loss, out, committed = stepper.step(xb, yb, last=last_step >= 0 and b >= last_step)
+                    if plain:
+                        batch_loss, out = model.run_step(xb, yb)
+                        committed = True
+                    else:
+                        batch_loss, out, committed = stepper.step(xb, yb, last=last_step >= 0 and b >= last_step)
                 except distributed.StopRequested:  # rank 0 stopped after the previous batch: this one is undone
                     model.stop_training = stopping = True
                     continue
@@ -1185,7 +1196,8 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
                 interrupt.hold(exc)
             if committed:  # Ctrl-C is acted on once every callback saw the batch's end (none misses it on resume)
                 interrupt.critical = False
-                interrupt.check()
+                if interrupt.pending:
+                    interrupt.check()
             if dist is not None:  # rank 0's decision: agreed now, or with the next step's reduction
                 stopping = dist.batch_ended()  # (now when some rank runs on_batch_begin hooks)
             elif model.stop_training:  # Keras: the epoch ends after this batch (an open group updates first)

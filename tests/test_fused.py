@@ -216,6 +216,95 @@ def test_fusing_waits_until_the_runs_still_expected_pay_for_the_compile(monkeypa
     assert _fused._BUDGET.get() is None
 
 
+def test_the_saving_estimate_counts_each_call_and_its_arguments(monkeypatch):
+    """What fusing saves per run: per call the Python loop's own time and a dispatch (with its
+    first array), per further array its unboxing, per scalar less; less the fused call's own (its
+    Given arguments): in units of the measured one-array dispatch."""
+    from fastnn.kernels.checks import all_finite, all_finite_pair
+
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1.0)  # the unit
+    a, b = np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32)
+    one = [(all_finite, (a,))]
+    per_call = 1 + _fused._LOOP_PER_CALL
+    assert _fused.estimated_saving(one) == pytest.approx(per_call - 1)
+    two = [(all_finite, (a,)), (all_finite_pair, (a, b))]
+    assert _fused.estimated_saving(two) == pytest.approx(2 * per_call + _fused._PER_ARRAY - 1)
+    scalars = [(all_finite, (a,)), (all_finite_pair, (a, b, 3, 0.5, None, _fused.Result(0)))]
+    assert _fused.estimated_saving(scalars) == pytest.approx(
+        2 * per_call + _fused._PER_ARRAY + 4 * _fused._PER_SCALAR - 1
+    )
+    given = [(all_finite, (_fused.Given(0),)), (all_finite_pair, (_fused.Given(0), b))]
+    assert _fused.estimated_saving(given) == pytest.approx(2 * per_call + _fused._PER_ARRAY - 1 - _fused._PER_ARRAY)
+    # a real step (fit's runner of a tiny network): more calls and arguments, a larger saving, and
+    # several times the old estimate's dispatch of one argument per call
+    model = _tiny()
+    model.compile(loss="mse", optimizer="adam")
+    plan = model.step_plan(8)
+    calls = plan.run.calls
+    estimate = _fused.estimated_saving(calls, plan.run.slots)
+    assert estimate > _fused.estimated_saving(calls[:3]) > 0
+    assert estimate > 1.5 * len(calls) * (1 + _fused._PER_ARRAY)
+
+
+def test_fusing_costs_a_build_a_load_or_a_compile(monkeypatch):
+    """A step this process loaded costs a build of its table, one an earlier process compiled a
+    load of Numba's cache, any other a compile (the only one a short fit never waits for)."""
+    monkeypatch.setattr(_config, "FUSE_COMPILE_SECONDS", 3.0)
+    monkeypatch.setattr(_config, "FUSE_LOAD_SECONDS", 0.04)
+    monkeypatch.setattr(_config, "FUSE_BUILD_SECONDS", 0.005)
+    monkeypatch.setattr(_fused, "_compiled_before", lambda source: source in ("on disk", "loaded"))
+    monkeypatch.setattr(_fused, "_LOADED", {_fused._step_file("loaded")[0]: lambda: None})
+    assert _fused.fusing_cost("loaded") == (0.005, False)
+    assert _fused.fusing_cost("on disk") == (0.04, False)
+    assert _fused.fusing_cost("new") == (3.0, True)
+    with _fused.expected_runs(1_000):  # 1000 x 10 us = 10 ms: pays for a build, not a load
+        assert _fused.worth_fusing(1e-5, lambda: "loaded")
+        assert not _fused.worth_fusing(1e-5, lambda: "on disk")
+        # the runs it ran unfused before (earlier short fits) count for a load ...
+        assert _fused.worth_fusing(1e-5, lambda: "on disk", runs_before=4_000)
+        assert not _fused.worth_fusing(1e-5, lambda: "on disk", runs_before=2_000)
+        # ... never for a compile: a short fit does not wait for one, however many came before
+        assert not _fused.worth_fusing(1e-5, lambda: "new", runs_before=10**9)
+
+
+def test_the_tier_up_decides_on_the_estimate_and_the_runs_it_ran_before(monkeypatch):
+    """CallRunner's decision with a fake budget and clock-free measurements: the estimate (not a
+    timing) against the cost; a step loadable from disk fuses once this fit's runs still to come and
+    the runs before pay for the load; the share bar still keeps dispatch-free steps unfused."""
+    from fastnn.kernels.checks import all_finite
+
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 5)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.0)
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1e-6)
+    monkeypatch.setattr(_fused, "fusing_cost", lambda source: (0.04, False))  # compiled before: a load
+    fused = []
+    monkeypatch.setattr(_fused.CallRunner, "_fuse", lambda self: fused.append(self))
+    probe = np.zeros((2, 2), np.float32)
+    calls = [(all_finite, (probe,))] * 10
+    saving = _fused.estimated_saving(calls)  # 10 calls of one array, one unit each: ~20 us a run
+    assert 1e-5 < saving < 1e-4
+    runner = _fused.CallRunner(calls)
+    with _fused.expected_runs(100) as budget:  # 100 runs: ~2 ms, not the 40 ms of a load
+        for _ in range(5):
+            runner()
+            budget.done += 1
+    assert not fused and runner._total == 5 and runner._runs == 1  # measuring again
+    needed = int(0.04 / saving) + 1
+    # at the next decision (4 runs on): needed - 6 runs to come do not pay alone; with the 9 run so far they do
+    with _fused.expected_runs(needed - 3) as budget:
+        for _ in range(4):
+            runner()
+            budget.done += 1
+    assert fused == [runner]
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", float("inf"))  # what fusing saves is no share of a run
+    other = _fused.CallRunner(calls)
+    with _fused.expected_runs(10**9):
+        for _ in range(5):
+            other()
+    assert fused == [runner] and not other._tiering
+
+
 def test_a_short_fit_does_not_stop_to_compile_its_step(monkeypatch):
     """A fit of 12 steps never pays for a compile: the plan keeps running its calls (and is
     measured again, for a longer fit to come); the fit counts its steps into the budget."""
@@ -227,7 +316,9 @@ def test_a_short_fit_does_not_stop_to_compile_its_step(monkeypatch):
     seen = []
     real = _fused.worth_fusing
     monkeypatch.setattr(
-        _fused, "worth_fusing", lambda saving, source: seen.append(_fused._BUDGET.get().done) or real(saving, source)
+        _fused,
+        "worth_fusing",
+        lambda saving, source, *rest: seen.append(_fused._BUDGET.get().done) or real(saving, source, *rest),
     )
     model = _tiny()
     model.compile(loss="mse", optimizer="sgd")
@@ -255,7 +346,9 @@ def test_a_runner_generates_its_step_source_once_across_re_measure_windows(monke
     decisions = []
     real_worth = _fused.worth_fusing
     monkeypatch.setattr(
-        _fused, "worth_fusing", lambda saving, source: decisions.append(source()) or real_worth(saving, source)
+        _fused,
+        "worth_fusing",
+        lambda saving, source, *rest: decisions.append(source()) or real_worth(saving, source, *rest),
     )
     model = _tiny()
     model.compile(loss="mse", optimizer="sgd")

@@ -163,3 +163,30 @@ def test_unshuffled_fit_counts_inside_the_call_alike(name):
     outside, logs_outside = _fit(MODELS[name], "float64", False, shuffle=False)
     np.testing.assert_array_equal(inside.params, outside.params)
     assert logs_inside == logs_outside
+
+
+def test_a_feed_works_out_what_its_loss_counts_once_per_loss_not_per_step(monkeypatch):
+    """What the loss counts (its count kernel, the runners' key, the arrays after the batch) is
+    worked out once per fit, not per step; a fit on another loss (a weighted fit's SampleWeighted,
+    a loss that counts nothing) works it out for that loss."""
+    seen = []
+    real = _step_feed.counts_inside
+    monkeypatch.setattr(_step_feed, "counts_inside", lambda loss: seen.append(loss) or real(loss))
+    model, _, targets = _labels("float64")
+    r = np.random.default_rng(5)
+    X, y = r.standard_normal((40, 3)), targets(r, 40)
+    history = model.fit(X, y, epochs=3, batch_size=8, verbose=0)  # 15 steps
+    assert seen == [model.loss] and 0 < history.history["accuracy"][-1] <= 1
+    seen.clear()
+    model.fit(X, y, epochs=1, batch_size=8, verbose=0, sample_weight=np.linspace(0.5, 2.0, 40))
+    assert len(seen) == 1 and isinstance(seen[0], fnn.losses.SampleWeighted)
+    model.compile("mse", model.optimizer)  # a loss that counts nothing
+    yv = r.standard_normal((40, 3))
+    seen.clear()
+    history = model.fit(X, yv, epochs=2, batch_size=8, verbose=0)
+    assert seen == [model.loss] and "accuracy" not in history.history
+    feed = _step_feed.StepFeed(model, *model.check_data(X, yv), np.arange(40), count=True)
+    plan = model.step_plan(8)
+    feed.arm(plan, 0, 8)
+    model.run_step(plan.x, plan.y, update=False)
+    assert not feed.classifies and not feed.counted and feed.correct_count(plan.out, plan.y) is None
