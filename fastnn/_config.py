@@ -76,6 +76,14 @@ JIT_EXACT = dict(JIT, fastmath=False)
 PARALLEL_MIN_ELEMENTS = 65_536
 # GEMMs with fewer multiply-adds than this run as one serial BLAS call.
 PARALLEL_MIN_MACS = 1 << 20
+# ... and a Dense layer's (or a recurrent input projection's) tiled product runs its tiles in a
+# parallel region only from this many multiply-adds; below, the same tiles run in a loop on the
+# calling thread (the same bits). A region's start (waking the second thread, ~5 us with tbb) and
+# the operands' move to the other core's cache cost more than half of a 1.3M multiply-add product
+# saves: 2 threads against 1, same tiles, 200x64x100 forward 17.7 -> 16.9 us, its backward 36.5 ->
+# 44.2 us; 200x100x100 (2M) forward 24.7 -> 19.7, backward 54.1 -> 54.8 (benchmarks/RESULTS.md,
+# "Session 29: small products on one thread").
+THREAD_MIN_MACS = 3 << 19  # 1.5M
 # GEMMs run in parallel are split into this many output tiles (the machine's CPU count, or
 # NUMBA_NUM_THREADS if larger; fixed for the process: set_num_threads changes who runs the tiles,
 # not the tiling, so the bits of every product stay the same). Not NUMBA_NUM_THREADS alone:

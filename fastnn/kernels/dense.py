@@ -22,6 +22,7 @@ from .._config import (
     PARALLEL_MIN_ELEMENTS,
     PARALLEL_MIN_MACS,
     REDUCTION_CHUNK_ROWS,
+    THREAD_MIN_MACS,
 )
 from ._scalar import like, n_chunks
 from .activations import (
@@ -169,11 +170,15 @@ def _threaded(parallel):
 
 @njit(**JIT_INLINE)
 def _threaded_product(parallel, m, w):
-    """:func:`_threaded` for the products of an (m, k) x ``w`` (k, n) layer: at batch 1 (a
-    matrix-vector product) only when ``w`` takes more than ``_config.MATVEC_SPLIT_BYTES`` (half
-    a core's L2: each thread then keeps its share of the weights in its own L2); below, one core
-    streams them faster than a region starts. The tiles are the same either way."""
-    return _threaded(parallel) and (m > 1 or w.size * w.itemsize > matvec_split_bytes())
+    """:func:`_threaded` for the products of an (m, k) x ``w`` (k, n) layer: from
+    ``_config.THREAD_MIN_MACS`` multiply-adds (below, a region's start and the operands' move to the
+    other core cost more than the split saves); at batch 1 (a matrix-vector product) only when ``w``
+    takes more than ``_config.MATVEC_SPLIT_BYTES`` (half a core's L2: each thread then keeps its
+    share of the weights in its own L2); below, one core streams them faster than a region starts.
+    The tiles are the same either way."""
+    if m > 1:
+        return _threaded(parallel and m * w.size >= THREAD_MIN_MACS)
+    return _threaded(parallel) and w.size * w.itemsize > matvec_split_bytes()
 
 
 @njit(**JIT_INLINE)
@@ -263,7 +268,7 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     w_tiles = w_grid[2] * w_grid[3]
     x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
     tiles = w_tiles + x_tiles
-    if _threaded(parallel):
+    if _threaded(parallel and m * n * k >= THREAD_MIN_MACS):  # (each product's size: _threaded_product)
         for s_u in prange(_shares(w_tiles) + _shares(x_tiles)):
             lo, hi = _share(np.int64(s_u), w_tiles, x_tiles)  # prange indices are uint64
             for t in range(lo, hi):
