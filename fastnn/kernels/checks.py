@@ -13,15 +13,16 @@ from ._scalar import big
 def all_finite(x):
     """True when the 2-D array ``x`` holds no NaN or infinity (one vectorised pass).
 
-    Counts the values with ``|v| <= max``, false for NaN and +-inf. (Not ``v - v == 0``: the
-    kernels' fastmath flags fold that to true, measured for float64.)"""
+    ANDs ``|v| <= max`` over the values, false for NaN and +-inf: a reduction of vector masks
+    (counting them in an int64 took twice as long: 128x784 float32 9.4 -> 4.3 us). (Not
+    ``v - v == 0``: the kernels' fastmath flags fold that to true, measured for float64.)"""
     limit = big(x[0, 0])
-    good = 0
+    ok = True
     for i in range(x.shape[0]):
         row = x[i]
         for j in range(x.shape[1]):
-            good += abs(row[j]) <= limit
-    return good == x.shape[0] * x.shape[1]
+            ok &= abs(row[j]) <= limit
+    return ok
 
 
 @njit(**JIT)
