@@ -350,19 +350,18 @@ def _cross_entropy_block(logits, labels, buf, b0, scale, compute_grad, r0, r1, o
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step, ignore_index):
-    """Sum over one row chunk of the rows' losses (:func:`_cross_entropy_block`, float64); padded rows
-    skipped with ``lengths``, rows labelled ``ignore_index`` with it (None: no test, pruned at compile
-    time). Without ``compute_grad`` the exps go to scratch: ``grad`` is not touched."""
+def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step, ignore_index, out=None):
+    """Sum over one row chunk of the rows' losses (:func:`_cross_entropy_block`, float64), each also in
+    ``out`` (None: not kept); padded rows skipped with ``lengths``, rows labelled ``ignore_index`` with
+    it (None: no test, pruned at compile time). Without ``compute_grad`` the exps go to scratch:
+    ``grad`` is not touched."""
     r0, r1 = _chunk_rows(logits.shape[0], chunk)
     if compute_grad:
         return _cross_entropy_block(
-            logits, labels, grad, r0 - r0, scale, True, r0, r1, None, lengths, per_step, ignore_index
+            logits, labels, grad, r0 - r0, scale, True, r0, r1, out, lengths, per_step, ignore_index
         )
     scratch = np.empty((r1 - r0, logits.shape[1]), logits.dtype)
-    return _cross_entropy_block(
-        logits, labels, scratch, r0, scale, False, r0, r1, None, lengths, per_step, ignore_index
-    )
+    return _cross_entropy_block(logits, labels, scratch, r0, scale, False, r0, r1, out, lengths, per_step, ignore_index)
 
 
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
@@ -689,20 +688,6 @@ def _weigh_valid(
     return value / divisor
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _weighted_cross_entropy_chunk(
-    logits, labels, grad, rows, scale, compute_grad, chunk, lengths, per_step, ignore_index
-):
-    """One row chunk's losses into ``rows`` and (with ``compute_grad``) base gradient rows
-    (:func:`_cross_entropy_block`: 0 and a zero gradient row for a row left out)."""
-    r0, r1 = _chunk_rows(logits.shape[0], chunk)
-    if compute_grad:
-        _cross_entropy_block(logits, labels, grad, r0 - r0, scale, True, r0, r1, rows, lengths, per_step, ignore_index)
-        return
-    scratch = np.empty((r1 - r0, logits.shape[1]), logits.dtype)
-    _cross_entropy_block(logits, labels, scratch, r0, scale, False, r0, r1, rows, lengths, per_step, ignore_index)
-
-
 @njit(**JIT_PARALLEL)
 def weighted_cross_entropy(
     logits, target, grad, labels, rows, mean, compute_grad, lengths=None, per_step=1, ignore_index=None
@@ -724,13 +709,11 @@ def weighted_cross_entropy(
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     if m * c < PARALLEL_MIN_ELEMENTS:
         for ch in range(chunks):
-            _weighted_cross_entropy_chunk(
-                logits, labels, grad, rows, scale, compute_grad, ch, lengths, per_step, ignore_index
-            )
+            _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, ch, lengths, per_step, ignore_index, rows)
     else:
         for ch_u in prange(chunks):
-            _weighted_cross_entropy_chunk(
-                logits, labels, grad, rows, scale, compute_grad, np.int64(ch_u), lengths, per_step, ignore_index
+            _cross_entropy_chunk(
+                logits, labels, grad, scale, compute_grad, np.int64(ch_u), lengths, per_step, ignore_index, rows
             )
     if lengths is None and ignore_index is None:
         return _weigh(m, target, grad, rows, 1, mean, compute_grad)
