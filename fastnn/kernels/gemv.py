@@ -33,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT
-from .microgemm import _data, _mode, _vector_width, _wide_compile_target, _wide_target
+from .microgemm import _data, _fma, _mode, _splat, _target_int, _vector_width, _wide_compile_target, _wide_target
 
 #: vectors of accumulators by target (AVX-512 has 32 vector registers, AVX2 16): a block of 16 (8)
 #: vectors of columns, plus one when the block starts inside a vector (its rows read aligned)
@@ -78,14 +78,9 @@ def _lane_mask(builder, width: int, low, high):
     """The i1 vector ``low <= lane < high`` (i64 values) of ``width`` lanes."""
     lanes = ir.VectorType(_I64, width)
     index = ir.Constant(lanes, list(range(width)))
-    splat = ir.Constant(ir.VectorType(_I32, width), [0] * width)
-
-    def broadcast(value):
-        single = builder.insert_element(ir.Constant(lanes, None), value, ir.Constant(_I32, 0))
-        return builder.shuffle_vector(single, ir.Constant(lanes, None), splat)
-
     return builder.and_(
-        builder.icmp_signed(">=", index, broadcast(low)), builder.icmp_signed("<", index, broadcast(high))
+        builder.icmp_signed(">=", index, _splat(builder, lanes, low)),
+        builder.icmp_signed("<", index, _splat(builder, lanes, high)),
     )
 
 
@@ -100,7 +95,6 @@ def _emit_block(builder, vec, fma, px, incx, pw, ldw, pc, k, nv: int, head, tail
     masks = {0: head} if nv > 1 else {0: builder.and_(head, tail)}
     if nv > 1:
         masks[nv - 1] = tail
-    splat_mask = ir.Constant(ir.VectorType(_I32, width), [0] * width)
 
     def vector_at(base, j):
         return builder.bitcast(builder.gep(base, [ir.Constant(_I64, j * width)]), vec_ptr)
@@ -111,8 +105,7 @@ def _emit_block(builder, vec, fma, px, incx, pw, ldw, pc, k, nv: int, head, tail
 
     def emit_row(kk):
         scalar = builder.load(builder.gep(px, [builder.mul(kk, incx)]))
-        lane = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(_I32, 0))
-        broadcast = builder.shuffle_vector(lane, ir.Constant(vec, None), splat_mask)
+        broadcast = _splat(builder, vec, scalar)
         row = builder.gep(pw, [builder.mul(kk, ldw)])
         for j in range(nv):
             if j in masks:
@@ -150,9 +143,7 @@ def row_times_matrix(typingctx, x, x_off, incx, w, w_off, ldw, c, c_off, k, n):
         width = _vector_width(context, signature.args[0].dtype)
         itemsize = _itemsize(real)
         vec = ir.VectorType(real, width)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{width}{real.intrinsic_name}"
-        )
+        fma = _fma(builder, vec)
         nv_max = _row_vectors(context)
         one, w_const = ir.Constant(_I64, 1), ir.Constant(_I64, width)
         px = _data(context, builder, signature.args[0], x_v, x_off_v)
@@ -221,14 +212,9 @@ def row_times_matrix(typingctx, x, x_off, incx, w, w_off, ldw, c, c_off, k, n):
     return sig, codegen
 
 
-@intrinsic
-def row_vectors(typingctx):
-    """Vectors (int64) of accumulators on the compile target (:data:`NV_WIDE` or :data:`NV_NARROW`)."""
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(_I64, _row_vectors(context))
-
-    return types.int64(), codegen
+row_vectors = _target_int(
+    _row_vectors, "Vectors (int64) of accumulators on the compile target (:data:`NV_WIDE` or :data:`NV_NARROW`)."
+)
 
 
 @njit(**JIT)

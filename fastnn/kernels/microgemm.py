@@ -71,6 +71,36 @@ def _data(context, builder, array_type, value, offset):
     return builder.gep(base, [offset])
 
 
+def _fma(builder, vec):
+    """The ``llvm.fma`` intrinsic on vectors of type ``vec`` (declared once per module)."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{vec.count}{vec.element.intrinsic_name}"
+    )
+
+
+def _splat(builder, vec, value):
+    """``value`` (a scalar of ``vec``'s element type) in every lane of a vector of type ``vec``."""
+    lane = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(
+        lane, ir.Constant(vec, None), ir.Constant(ir.VectorType(_I32, vec.count), [0] * vec.count)
+    )
+
+
+def _target_int(value_of, doc: str):
+    """An intrinsic with no arguments returning ``value_of(context)`` (int64): a constant of the
+    compile target (its vector registers, say), documented by ``doc``."""
+
+    @intrinsic
+    def constant(typingctx):
+        def codegen(context, builder, signature, args):
+            return ir.Constant(_I64, value_of(context))
+
+        return types.int64(), codegen
+
+    constant.__doc__ = doc
+    return constant
+
+
 def _register_block(nv: int):
     """An intrinsic ``block(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate,
     pack)`` computing ``MR`` rows of ``nv`` vectors of C: ``C[i, j] (+)= sum_kk A[a_off + i*sa_i +
@@ -96,11 +126,8 @@ def _register_block(nv: int):
             pb = _data(context, builder, signature.args[4], b_v, b_off_v)
             pc = _data(context, builder, signature.args[7], c_v, c_off_v)
             pp = _data(context, builder, signature.args[13], pack_v, ir.Constant(_I64, 0)) if packing else None
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{width}{real.intrinsic_name}"
-            )
+            fma = _fma(builder, vec)
             zero = ir.Constant(vec, [0.0] * width)
-            splat_mask = ir.Constant(ir.VectorType(_I32, width), [0] * width)
             last = builder.sub(rows_v, ir.Constant(_I64, 1))
             row_starts, c_rows, present = [], [], []
             for i in range(MR):  # a missing row reads the last real one
@@ -134,8 +161,7 @@ def _register_block(nv: int):
                 a_step = builder.mul(kk, sa_k_v)
                 for i in range(MR):
                     scalar = builder.load(builder.gep(row_starts[i], [a_step]))
-                    lane = builder.insert_element(ir.Constant(vec, None), scalar, ir.Constant(_I32, 0))
-                    broadcast = builder.shuffle_vector(lane, ir.Constant(vec, None), splat_mask)
+                    broadcast = _splat(builder, vec, scalar)
                     for j in range(nv):
                         slot = accumulators[i][j]
                         builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
@@ -164,14 +190,7 @@ def vector_width(typingctx, like):
     return sig, codegen
 
 
-@intrinsic
-def block_vectors(typingctx):
-    """Vectors (int64) in a register block's row on the compile target (NV)."""
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(_I64, _block_vectors(context))
-
-    return types.int64(), codegen
+block_vectors = _target_int(_block_vectors, "Vectors (int64) in a register block's row on the compile target (NV).")
 
 
 @intrinsic
