@@ -3011,12 +3011,8 @@ class Sequential:
         ((4, 2), (4,))
         """
         plan = self._plans.get(m)
-        if plan is not None:  # (inline: fit asks for its plan twice a step, ~0.1 us less each)
-            optimizer = self.optimizer
-            token = None if optimizer is None else optimizer.fused_step_token()
-            if plan.run is not None and token is plan.token and self._group_sum is plan.accumulator:
-                return plan  # (what with_optimizer returns unchanged)
-            return plan.with_optimizer(optimizer, token, self._group_sum)
+        if plan is not None:
+            return plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         if self._plannable:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
