@@ -277,7 +277,7 @@ def _shifted_exp_overload(v):
 _row_max_buffer = _stack_bytes(REDUCTION_CHUNK_ROWS * 8)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)  # inlined, as _cross_entropy_block: no NRT refcounts on the arrays a call per block
 def _exp_rows(buf, lo, hi):
     """buf[lo:hi] = shifted_exp(buf[lo:hi]): one flat loop when the rows are contiguous (a row of 10
     logits is too short for a loop of vectors of its own), else row by row (the same values)."""
@@ -293,7 +293,7 @@ def _exp_rows(buf, lo, hi):
             buf[i, j] = shifted_exp(buf[i, j])
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)  # inlined into its chunk: a call with these arrays cost NRT refcounts (200 x 10: 3.9 -> 3.6 us)
 def _cross_entropy_block(logits, labels, buf, b0, scale, compute_grad, r0, r1, out, lengths, per_step, ignore_index):
     """Rows ``[r0, r1)`` (at most REDUCTION_CHUNK_ROWS) of softmax cross-entropy: the sum in row
     order of the counted rows' log-sum-exp(row) - row[label] (float64), each also in ``out[i]``
@@ -508,12 +508,20 @@ def accuracy_count(logits, labels, lengths=None, per_step=1, ignore_index=None):
 
 @njit(**JIT_INLINE)
 def row_argmax(logits, i):
-    """The column of row ``i``'s first maximum."""
-    best = 0
-    for j in range(1, logits.shape[1]):
-        if logits[i, j] > logits[i, best]:
-            best = j
-    return best
+    """The column of row ``i``'s first maximum; NaN entries never win, except a NaN in column 0,
+    which gives 0 (the rule of a scan that moves on a strictly greater value only).
+
+    Two branch-free passes (the maximum, then the first column equal to it): the scan's branch on
+    each value mispredicted on fresh logits (200 x 10 float32, a new batch each call: 3.8 -> 1.2 us)."""
+    c = logits.shape[1]
+    top = logits[i, 0]
+    for j in range(1, c):
+        v = logits[i, j]
+        top = v if v > top else top  # NaN never replaces top (maxss)
+    first = c
+    for j in range(c):
+        first = min(first, j if logits[i, j] == top else c)
+    return first if first < c else 0  # none equal: top is a NaN from column 0
 
 
 @njit(**JIT)

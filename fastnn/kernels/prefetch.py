@@ -12,7 +12,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .._config import JIT
+from .._config import JIT_INLINE
 
 CACHE_LINE_BYTES = 64
 
@@ -34,7 +34,7 @@ def prefetch(typingctx, address):
     return signature, codegen
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)  # inlined: called per row, and a call with an array argument costs NRT refcounts
 def prefetch_span(a, start, count):
     """Prefetch the cache lines of elements ``[start, start + count)`` of the contiguous array ``a``
     (any rank, by flat index)."""

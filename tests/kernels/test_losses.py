@@ -17,6 +17,7 @@ from fastnn.kernels.losses import (
     elementwise_loss,
     elementwise_loss_rows,
     n_partials,
+    weighted_accuracy_count,
 )
 from tests import _reference_core as ref
 
@@ -230,6 +231,42 @@ def test_accuracy_counts(dtype):
         == ref.binary_accuracy_count(logits[:, :1], targets[:, :1])
         == 27
     )
+
+
+def _scan_argmax(row):
+    """The first maximum as a scan that moves on a strictly greater value only: NaN never wins,
+    except a NaN in column 0, which stays (np.argmax gives the first NaN instead)."""
+    best = 0
+    for j in range(1, row.shape[0]):
+        if row[j] > row[best]:
+            best = j
+    return best
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [1, 2, 3, 8, 10, 17])
+def test_accuracy_count_takes_the_first_maximum_with_nan_ties_and_zeros(dtype, c):
+    """The branch-free argmax (a maximum, then the first column equal to it) gives the scan's column
+    on rows of NaN, +-inf, ties and +-0, one row at a time and over the batch (weighted too)."""
+    rng = np.random.default_rng(c)
+    m = 301
+    x = rng.standard_normal((m, c))
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, 1.0])
+    mask = rng.random((m, c)) < 0.35
+    x[mask] = rng.choice(special, mask.sum())
+    x[0] = np.nan
+    if c > 1:
+        x[1, 0], x[2, -1] = np.nan, np.nan  # NaN first (column 0 wins), NaN last (never wins)
+    x = x.astype(dtype)
+    want = np.array([_scan_argmax(row) for row in x])
+    assert want[0] == 0
+    for label in range(c):
+        labels = np.full(m, label, np.int64)
+        hits = [accuracy_count(x[i : i + 1], labels[i : i + 1]) for i in range(m)]
+        np.testing.assert_array_equal(hits, want == label)
+        assert accuracy_count(x, labels) == int((want == label).sum())
+        target = np.stack([labels.astype(np.float64), np.ones(m)], axis=1)
+        assert weighted_accuracy_count(x, target) == int((want == label).sum())
 
 
 @pytest.mark.parametrize("config", [{"reduction": "sum"}, None, "mse"])
