@@ -4,10 +4,22 @@ of the two is faster where, for the shape rule of ``microgemm.micro_wanted``.
 
     python benchmarks/micro_gemm_grid.py            # the whole grid (about a minute)
     python benchmarks/micro_gemm_grid.py --quick    # m in {64, 200}, k in {64, 256}, n in {64, 100, 256}
+    python benchmarks/micro_gemm_grid.py --small    # narrow and short products, float32 and float64
+    python benchmarks/micro_gemm_grid.py --float64  # the grid (or --quick) in float64
+    python benchmarks/micro_gemm_grid.py --nt       # the NT form only (any of the above)
 
-One thread, float32, best of 5 blocks, microseconds per product (all its tiles, run in a loop as the
-kernels run them on one thread). ``N``: the forward ``x @ w`` (m x k @ k x n); ``TN``: the weight
-gradient ``x.T @ grad_z`` (k x m @ m x n, inner size m). Each row gives the tile the rule sees
+``--small`` covers what the grid leaves out, the products of scikit-learn-style nets and of the
+"tiny" bench net: batches of 2-8, 32 and 200 rows (m), inner sizes from 2 (k), outputs from 2 wide
+(n: a classifier's 10, 16-wide hidden layers). Batch 1 is not measured: ``gemm_block`` gives a
+one-row product to the row-times-matrix kernel (kernels/gemv.py) or OpenBLAS's gemv, never to
+either GEMM.
+
+One thread, float32 (and float64 where asked), best of 5 blocks, microseconds per product (all
+its tiles, run in a loop as the kernels run them on one thread). ``N``: the forward ``x @ w`` (m x k @ k x n); ``TN``: the weight
+gradient ``x.T @ grad_z`` (k x m @ m x n, inner size m); ``NT``: the input gradient ``grad_z @ w.T``
+(here ``m x k @ (n x k).T``: a layer of ``n`` inputs and ``k`` outputs, inner size k). The micro times include a call of
+``gemm_block`` on an empty block per tile (its entry and argument checks: ~0.05 us), as the products
+that ``gemm_block`` sends to the kernel pay them. Each row gives the tile the rule sees
 (rows x cols, inner size), both times, their ratio (micro / OpenBLAS: below 1 the register-blocked
 kernel wins) and what ``micro_wanted`` chooses for that tile.
 """
@@ -33,28 +45,35 @@ from fastnn.kernels import blas, microgemm  # noqa: E402
 M = (32, 64, 128, 200, 256, 512)
 K = (32, 64, 100, 128, 256, 512, 784)
 N = (32, 64, 100, 128, 256)
+#: --small: batches (m), inner sizes (k) and outputs (n) below the grid's (and a few of its own to join them)
+SMALL_M = (2, 3, 4, 5, 6, 7, 8, 32, 200)
+SMALL_K = (2, 10, 16, 32, 100, 256)
+SMALL_N = (2, 10, 16, 24, 32, 64, 100, 256)
 
 
 @njit
-def _tiles_blas(trans_a, a, b, c, grid, reps):
+def _tiles_blas(trans_a, trans_b, a, b, c, grid, reps):
     rows, cols, row_tiles, col_tiles = grid
     for _ in range(reps):
         for t in range(row_tiles * col_tiles):
             r0 = (t // col_tiles) * rows
             c0 = (t % col_tiles) * cols
             blas.gemm_block(
-                trans_a, False, 1.0, a, b, 0.0, c, r0, min(r0 + rows, c.shape[0]), c0, min(c0 + cols, c.shape[1])
+                trans_a, trans_b, 1.0, a, b, 0.0, c, r0, min(r0 + rows, c.shape[0]), c0, min(c0 + cols, c.shape[1])
             )
 
 
 @njit
-def _tiles_micro(trans_a, a, b, c, grid, reps):
+def _tiles_micro(trans_a, trans_b, a, b, c, grid, reps):
     rows, cols, row_tiles, col_tiles = grid
     for _ in range(reps):
         for t in range(row_tiles * col_tiles):
             r0 = (t // col_tiles) * rows
             c0 = (t % col_tiles) * cols
-            microgemm.micro_gemm_block(trans_a, a, b, c, r0, min(r0 + rows, c.shape[0]), c0, min(c0 + cols, c.shape[1]))
+            # gemm_block's entry and return (an empty block): what the kernel costs when gemm_block takes it to it
+            blas.gemm_block(trans_a, trans_b, 1.0, a, b, 0.0, c, r0, r0, c0, c0)
+            r1, c1 = min(r0 + rows, c.shape[0]), min(c0 + cols, c.shape[1])
+            microgemm.micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b)
 
 
 def _grid(m, n, k, small_form):
@@ -66,44 +85,60 @@ def _grid(m, n, k, small_form):
     )
 
 
-def _best_us(fn, *args) -> float:
-    macs = args[1].size * args[2].shape[1]
+def _pair_us(a, b, c, trans_a, trans_b, grid) -> tuple[float, float]:
+    """(OpenBLAS, micro) microseconds of one product: best of 5 blocks each, the two alternated."""
+    macs = a.size * c.shape[1]
     reps = max(1, int(2e6 // max(macs, 1)))
-    fn(*args, 1)
-    best = np.inf
+    _tiles_blas(trans_a, trans_b, a, b, c, grid, 1)
+    _tiles_micro(trans_a, trans_b, a, b, c, grid, 1)
+    best = [np.inf, np.inf]
     for _ in range(5):
-        start = time.perf_counter()
-        fn(*args, reps)
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best * 1e6
+        for which, fn in enumerate((_tiles_blas, _tiles_micro)):
+            start = time.perf_counter()
+            fn(trans_a, trans_b, a, b, c, grid, reps)
+            best[which] = min(best[which], (time.perf_counter() - start) / reps)
+    return best[0] * 1e6, best[1] * 1e6
+
+
+def _measure(rng, form, m, k, n, dtype) -> str:
+    """One row of the table: the product of a batch of ``m`` rows, ``k`` inputs and ``n`` outputs."""
+    if form == "N":  # x (m, k) @ w (k, n) -> (m, n)
+        a, rows, inner = rng.standard_normal((m, k)).astype(dtype), m, k
+    elif form == "TN":  # x.T @ grad_z: x (m, k), grad_z (m, n) -> (k, n), inner size m
+        a, rows, inner = rng.standard_normal((m, k)).astype(dtype), k, m
+    else:  # NT, grad_z @ w.T: grad_z (m, k), w (n, k) -> (m, n), inner size k
+        a, rows, inner = rng.standard_normal((m, k)).astype(dtype), m, k
+    trans_a, trans_b = form == "TN", form == "NT"
+    b = rng.standard_normal((n, inner) if trans_b else (inner, n)).astype(dtype)
+    c = np.empty((rows, n), dtype)
+    grid = _grid(rows, n, inner, not trans_b)  # blas.small_kernel_form: every form but A @ B.T
+    ob, mi = _pair_us(a, b, c, trans_a, trans_b, grid)
+    tile = f"{grid[0]}x{grid[1]}x{inner}"
+    wanted = microgemm.micro_wanted_shape(grid[0], grid[1], inner, trans_b, blas.OPENBLAS_FAMILY)
+    rule = "micro" if wanted else "blas"
+    name = np.dtype(dtype).name.replace("float", "f")
+    return f"{form:4s} {name:3s} {m:4d} {k:4d} {n:4d}  {tile:>14s} {ob:9.3f} {mi:9.3f} {mi / ob:6.2f} {rule}"
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv
-    ms, ks, ns = ((64, 200), (64, 256), (64, 100, 256)) if quick else (M, K, N)
+    quick, small = "--quick" in sys.argv, "--small" in sys.argv
+    forms = ("NT",) if "--nt" in sys.argv else ("N", "TN", "NT")
+    if small:
+        ms, ks, ns, dtypes = SMALL_M, SMALL_K, SMALL_N, (np.float32, np.float64)
+    else:
+        ms, ks, ns = ((64, 200), (64, 256), (64, 100, 256)) if quick else (M, K, N)
+        dtypes = (np.float64,) if "--float64" in sys.argv else (np.float32,)
     rng = np.random.default_rng(0)
     print(f"GEMM_TILES={_config.GEMM_TILES} SMALL_GEMM_MACS={_config.SMALL_GEMM_MACS} OpenBLAS {blas.CORE_NAME}")
-    print(f"{'form':4s} {'m':>4s} {'k':>4s} {'n':>4s}  {'tile':>14s} {'openblas':>9s} {'micro':>9s} {'ratio':>6s} rule")
-    for m in ms:
-        for k in ks:
-            for n in ns:
-                for form in ("N", "TN"):
-                    if form == "N":  # x (m, k) @ w (k, n) -> (m, n)
-                        a, rows, inner = rng.standard_normal((m, k)).astype(np.float32), m, k
-                    else:  # x.T @ grad_z: x (m, k), grad_z (m, n) -> (k, n), inner size m
-                        a, rows, inner = rng.standard_normal((m, k)).astype(np.float32), k, m
-                    b = rng.standard_normal((inner, n)).astype(np.float32)
-                    c = np.empty((rows, n), np.float32)
-                    grid = _grid(rows, n, inner, True)
-                    trans = form == "TN"
-                    ob = _best_us(_tiles_blas, trans, a, b, c, grid)
-                    mi = _best_us(_tiles_micro, trans, a, b, c, grid)
-                    tile = f"{grid[0]}x{grid[1]}x{inner}"
-                    rule = "micro" if microgemm.micro_wanted_shape(grid[0], grid[1], inner) else "blas"
-                    print(
-                        f"{form:4s} {m:4d} {k:4d} {n:4d}  {tile:>14s} {ob:9.2f} {mi:9.2f} {mi / ob:6.2f} {rule}",
-                        flush=True,
-                    )
+    print(
+        f"{'form':4s} {'dt':3s} {'m':>4s} {'k':>4s} {'n':>4s}  {'tile':>14s} {'openblas':>9s} {'micro':>9s} {'ratio':>6s} rule"
+    )
+    for dtype in dtypes:
+        for m in ms:
+            for k in ks:
+                for n in ns:
+                    for form in forms:
+                        print(_measure(rng, form, m, k, n, dtype), flush=True)
 
 
 if __name__ == "__main__":

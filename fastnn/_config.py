@@ -53,6 +53,11 @@ FASTMATH = frozenset({"contract", "reassoc", "arcp", "afn", "nsz"})
 
 JIT = dict(cache=True, error_model="numpy", fastmath=set(FASTMATH), nogil=True)
 JIT_PARALLEL = dict(JIT, parallel=True)
+# A helper with array arguments called per row, per element or per small block is inlined at Numba's
+# level (JIT_INLINE): a call Numba does not inline costs atomic NRT_incref/NRT_decref pairs on its
+# arrays at each call level, which the refcount pruning leaves in the caller's loop even where LLVM
+# inlines the body (kernels/step_feed.py: gather_batch 16.9 -> 1.5 us). A call once per chunk or
+# tile may stay a call; a helper with literal_unroll called in a prange body cannot be inlined.
 JIT_INLINE = dict(JIT, inline="always")
 # For the few scalar helpers whose order of operations is their point (a - (b - shift) with a huge
 # shift, a/2 - b/2 near the dtype max): without 'reassoc', and not inlined, so their instructions
@@ -114,9 +119,11 @@ SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
 # ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
 SMALL_TILING_MAX_K = 1024
-# fastnn's own register-blocked GEMM (kernels/microgemm.py) for products of at least 32k multiply-adds
-# with B not transposed (a Dense layer's forward and weight gradient, a convolution's): faster than
-# OpenBLAS's packing GEMM on AVX-512 (benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM").
+# fastnn's own register-blocked GEMM (kernels/microgemm.py) for the products where it was measured
+# faster than OpenBLAS on AVX-512: against OpenBLAS's 512-bit kernels (SkylakeX) large products of
+# whole vectors with B not transposed (a Dense layer's forward and weight gradient, a convolution's;
+# benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM"); against its 256-bit ones (Haswell,
+# Zen) most products from 32 outputs wide, A @ B.T included ("Session 30"): microgemm.micro_wanted_shape.
 # FASTNN_MICRO_GEMM: "auto" (the default) uses it where the kernels are compiled for AVX-512, "on"
 # everywhere, "off" never (OpenBLAS for every product). Read at run time by the compiled kernels. The
 # same switch governs the batch-1 row-times-matrix kernel (kernels/gemv.py, "Session 29").

@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
 from .gemv import gemv_wanted, row_times_matrix
-from .microgemm import micro_gemm_block, micro_wanted
+from .microgemm import blas_family, micro_gemm_block, micro_wanted
 from .tiling import _linked_int64
 from .views import _stack_bytes, pointer
 
@@ -168,6 +168,19 @@ for _name in (_PREFIX + "openblas_get_corename", "openblas_get_corename"):
         _corename.restype = ctypes.c_char_p
         CORE_NAME = (_corename() or b"").decode("ascii", "replace").strip()
         break
+
+#: :data:`CORE_NAME`'s ``family`` code for :func:`~.microgemm.micro_wanted` (which products fastnn's
+#: register-blocked GEMM takes): ``microgemm.BLAS_512`` for OpenBLAS's 512-bit kernels, else ``BLAS_256``
+OPENBLAS_FAMILY = blas_family(CORE_NAME)
+_openblas_family = _linked_int64("fastnn_openblas_family", OPENBLAS_FAMILY)
+
+
+@intrinsic
+def openblas_family(typingctx):
+    """:data:`OPENBLAS_FAMILY` of this process (int64), read at run time through a linked symbol (as
+    :func:`nt_copy_row_bytes`), so one cached kernel serves every CPU."""
+    return _openblas_family(typingctx)
+
 
 # ``A @ B.T`` (row-major), which OpenBLAS's small-matrix permit refuses: its packing GEMM costs ~0.1-0.2 us
 # more than the small kernel of ``A @ B`` at a tiny step's sizes (32x16 @ (16x16).T: 0.37 against 0.27 us
@@ -309,8 +322,8 @@ def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
         rows, cols = (k, m) if trans_a else (m, k)
         _gemv(_TRANS if trans_a else _NO_TRANS, rows, cols, alpha, pa, lda, pb, inc_b, beta, pc, ldc, itemsize)
         return
-    if not trans_b and alpha == 1 and beta == 0 and micro_wanted(m, n, k):
-        micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1)  # fastnn's register-blocked GEMM (microgemm.py)
+    if alpha == 1 and beta == 0 and micro_wanted(m, n, k, trans_b, openblas_family()):
+        micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b)  # fastnn's register-blocked GEMM (microgemm.py)
         return
     if (
         trans_b

@@ -19,10 +19,14 @@ The register shape follows the compile target (Numba's CPU features, so a kernel
 prebuilt for another target gets that target's shape): with AVX-512, 16 float32 or 8 float64 a
 vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4 a vector and
 ``6 x 2`` (12 of 16). Used by default only where measured faster than OpenBLAS (AVX-512 targets;
-:data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off).
+:data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off), which depends on
+OpenBLAS's kernel family (:func:`micro_wanted_shape`): against its 512-bit kernels (SkylakeX) large
+products of whole vectors only, against its 256-bit ones (Haswell, Zen) most products from 32 outputs
+wide, ``A @ B.T`` included.
 
-Shapes: ``a`` (m, k), or (k, m) when ``trans_a``; ``b`` (k, n) with unit stride along n; ``c`` (m, n)
-with unit stride along n; one dtype, float32 or float64.
+Shapes: ``a`` (m, k), or (k, m) when ``trans_a``; ``b`` (k, n) with unit stride along n, or (n, k)
+with unit stride along k when ``trans_b`` (its blocks copied transposed into the L1 buffer); ``c``
+(m, n) with unit stride along n; one dtype, float32 or float64.
 """
 
 from __future__ import annotations
@@ -209,8 +213,15 @@ def _mode(typingctx):
     return _micro_gemm_mode(typingctx)
 
 
-#: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels skip packing up to
-#: 100**3: below ~10**6 they won at most tile shapes, benchmarks/micro_gemm_grid.py)
+#: OpenBLAS's kernel families (``blas.CORE_NAME``, lower case) whose GEMM kernels use 512-bit vectors
+#: (AVX-512), against which :data:`BLAS_512`'s rule was measured; every other family, or an unknown
+#: one, is :data:`BLAS_256` (Haswell, Zen, Sandybridge, ...: AVX2 kernels at half the width)
+BLAS_512_FAMILIES = ("skylakex", "cooperlake", "sapphirerapids")
+#: ``family`` codes of :func:`micro_wanted` (int64, a process constant: see :func:`blas_family`)
+BLAS_256, BLAS_512 = 0, 1
+
+#: BLAS_512: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels skip
+#: packing up to 100**3: below ~10**6 they won at most tile shapes, benchmarks/micro_gemm_grid.py)
 MICRO_MIN_MACS = 1 << 20
 #: ... or narrower outputs (a classifier's 10 columns: one vector a row, too few accumulators to hide
 #: the multiply-add latency, on a padded copy)
@@ -221,24 +232,72 @@ MICRO_MIN_N = 32
 MICRO_N_MULTIPLE = 16
 
 
+def blas_family(core_name: str) -> int:
+    """The ``family`` code (:data:`BLAS_512` or :data:`BLAS_256`) of OpenBLAS's kernel family ``core_name``
+    (``openblas_get_corename``: "SkylakeX", "Haswell", ...; "" when unknown)."""
+    return BLAS_512 if core_name.strip().lower() in BLAS_512_FAMILIES else BLAS_256
+
+
 @njit(**JIT)
-def micro_wanted(m, n, k):
-    """Whether an ``(m, k) @ (k, n)`` product (alpha 1, beta 0, B not transposed) runs here rather than
-    in OpenBLAS: ``FASTNN_MICRO_GEMM`` on, or auto on an AVX-512 compile target, for products of at
-    least :data:`MICRO_MIN_MACS` multiply-adds with ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`, a
-    multiple of :data:`MICRO_N_MULTIPLE` (:func:`micro_wanted_shape`).
-    Depends on the shape only, so a product takes the same kernel in every path."""
+def micro_wanted(m, n, k, trans_b, family):
+    """Whether an ``(m, k) @ op(B)`` product (``op(B)`` is ``k x n``: ``B``, or ``B.T`` when ``trans_b``;
+    alpha 1, beta 0) runs here rather than in OpenBLAS: ``FASTNN_MICRO_GEMM`` on, or auto on an
+    AVX-512 compile target, for the shapes of :func:`micro_wanted_shape` against OpenBLAS's kernel
+    ``family`` (int64: :data:`BLAS_512` or :data:`BLAS_256`, this process's :data:`.blas.OPENBLAS_FAMILY`).
+    Depends on the shape and process constants only, so a product takes the same kernel in every path."""
     mode = _mode()
     if mode == 0 or (mode == 1 and not _wide_compile_target()):
         return False
-    return micro_wanted_shape(m, n, k)
+    return micro_wanted_shape(m, n, k, trans_b, family)
 
 
 @njit(**JIT)
-def micro_wanted_shape(m, n, k):
+def micro_wanted_shape(m, n, k, trans_b, family):
     """The shape half of :func:`micro_wanted` (whatever ``FASTNN_MICRO_GEMM`` says): whether an
-    ``(m, k) @ (k, n)`` product is one the register-blocked kernel was measured faster at."""
-    return m >= 2 and n >= MICRO_MIN_N and n % MICRO_N_MULTIPLE == 0 and m * n * k >= MICRO_MIN_MACS
+    ``(m, k) @ op(B)`` product with ``n`` outputs a row is one the register-blocked kernel was
+    measured faster at, against OpenBLAS's kernel ``family`` (int64 code, see :func:`blas_family`).
+
+    :data:`BLAS_512` (SkylakeX-type kernels): ``B`` not transposed, at least :data:`MICRO_MIN_MACS`
+    multiply-adds, ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`, a multiple of :data:`MICRO_N_MULTIPLE`.
+    :data:`BLAS_256`: see :func:`_wanted_against_256`."""
+    if family == BLAS_512:
+        return not trans_b and m >= 2 and n >= MICRO_MIN_N and n % MICRO_N_MULTIPLE == 0 and m * n * k >= MICRO_MIN_MACS
+    return _wanted_against_256(m, n, k, trans_b)
+
+
+#: BLAS_256 (OpenBLAS's AVX2 kernels, half the vector width of the register blocks here): products with
+#: an inner size below this stay with OpenBLAS (k of 2-7: ~0.1-0.2 us either way, micro at most ~10%
+#: faster and sometimes slower; benchmarks/micro_gemm_grid.py --small)
+MICRO_256_MIN_K = 8
+#: ... and a width not a multiple of MICRO_N_MULTIPLE (a partial last panel, through the padded copy
+#: and its tile) only with at least this many rows and inner size (float32 at n 20-50 was 0.9-2x
+#: slower than OpenBLAS at every size measured; n 72-100 with m, k >= 32: 0.7-0.9)
+MICRO_256_PARTIAL_MIN = 32
+#: see MICRO_256_PARTIAL_MIN: and at least one whole panel (64 float32 columns)
+MICRO_256_PARTIAL_MIN_N = 64
+#: ``A @ B.T`` (each block of B copied transposed, one element at a time) only with at least this many
+#: rows to share the copy (float32: 1.1-2.5x OpenBLAS's time at m <= 8, ~0.95 at 32, 0.6-0.9 from 64),
+#: and twice as many for a partial last panel
+MICRO_256_NT_MIN_M = 64
+
+
+@njit(**JIT)
+def _wanted_against_256(m, n, k, trans_b):
+    """:func:`micro_wanted_shape` against OpenBLAS's 256-bit (AVX2) kernel families, measured on a Zen 5
+    (OpenBLAS 0.3.34's Haswell kernels, benchmarks/micro_gemm_grid.py, its ``--small`` and ``--nt``):
+    products with ``m`` >= 2 (``m`` >= :data:`MICRO_256_NT_MIN_M` when ``trans_b``), an inner size of at
+    least :data:`MICRO_256_MIN_K` and whole vectors of outputs (``n`` >= :data:`MICRO_MIN_N`, a
+    multiple of :data:`MICRO_N_MULTIPLE`: float32 at 0.5 of OpenBLAS's time, median, float64 0.5);
+    another width only from :data:`MICRO_256_PARTIAL_MIN_N` columns with ``m`` and ``k`` >=
+    :data:`MICRO_256_PARTIAL_MIN` (``m`` >= 2 * MICRO_256_NT_MIN_M when ``trans_b``). Narrower outputs
+    (a classifier's 10, a 16-wide layer) stay with OpenBLAS."""
+    min_m = MICRO_256_NT_MIN_M if trans_b else 2
+    if m < min_m or k < MICRO_256_MIN_K or n < MICRO_MIN_N:
+        return False
+    if n % MICRO_N_MULTIPLE == 0:
+        return True
+    partial_m = 2 * MICRO_256_NT_MIN_M if trans_b else MICRO_256_PARTIAL_MIN
+    return n >= MICRO_256_PARTIAL_MIN_N and m >= partial_m and k >= MICRO_256_PARTIAL_MIN
 
 
 @njit(**JIT)
@@ -275,20 +334,34 @@ def _copy_block(b, copy, k0, depth, p0, cols, width_out):
 
 
 @njit(**JIT)
-def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
-    """``C[r0:r1, c0:c1] = op(A)[r0:r1, :] @ B[:, c0:c1]`` (see the module docstring for shapes).
+def _copy_block_transposed(b, copy, k0, depth, p0, cols, width_out):
+    """``copy[kk * width_out + j] = b[p0 + j, k0 + kk]`` for kk < depth, j < cols, zeros up to ``width_out``
+    (a block of ``B.T`` from ``B``'s rows, each read along its unit stride)."""
+    for j in range(cols):
+        src = b[p0 + j, k0 : k0 + depth]
+        for kk in range(depth):
+            copy[kk * width_out + j] = src[kk]
+    for kk in range(depth):
+        for j in range(cols, width_out):
+            copy[kk * width_out + j] = 0
 
-    Panels of ``NR`` columns of B, in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
-    swept by strips of ``MR`` rows of op(A). The first strip reads the block from B and leaves a
-    copy on the stack for the next ones; a panel narrower than its vectors is copied first
-    (zero-padded) and its strips go through a tile. Nothing outside the operands is read or written.
-    (``A @ B.T`` stays with OpenBLAS: a transposing copy of each block cost more than it saved.)
+
+@njit(**JIT)
+def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
+    """``C[r0:r1, c0:c1] = op(A)[r0:r1, :] @ op(B)[:, c0:c1]`` (see the module docstring for shapes;
+    ``op(B)`` is ``B.T`` when ``trans_b``: ``b`` (n, k) with unit stride along k).
+
+    Panels of ``NR`` columns of op(B), in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
+    swept by strips of ``MR`` rows of op(A). With ``B`` not transposed, the first strip reads the
+    block from B and leaves a copy on the stack for the next ones; a block of ``B.T``, or a panel
+    narrower than its vectors, is copied first (transposed, zero-padded), and a narrow panel's strips go
+    through a tile. Nothing outside the operands is read or written.
     """
     m = r1 - r0
     n = c1 - c0
     if m <= 0 or n <= 0:
         return
-    k = b.shape[0]
+    k = b.shape[1] if trans_b else b.shape[0]
     itemsize = c.itemsize
     lda = a.strides[0] // itemsize
     ldb = b.strides[0] // itemsize
@@ -310,7 +383,7 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
             later = k0 > 0
             a_k = k0 * sa_k
             first = r0
-            if whole:  # the first strip reads B and leaves the copy (none for one strip)
+            if whole and not trans_b:  # the first strip reads B and leaves the copy (none for one strip)
                 rows = min(MR, m)
                 a_off, b_off, c_off = r0 * sa_i + a_k, k0 * ldb + p0, r0 * ldc + p0
                 if m > MR:
@@ -318,6 +391,8 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
                 else:
                     _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, None)
                 first = r0 + MR
+            elif trans_b:
+                _copy_block_transposed(b, copy, k0, depth, p0, cols, padded)
             else:
                 _copy_block(b, copy, k0, depth, p0, cols, padded)
             for i0 in range(first, r1, MR):
@@ -338,10 +413,18 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1):
 
 
 __all__ = [
+    "BLAS_256",
+    "BLAS_512",
+    "BLAS_512_FAMILIES",
     "MICRO_MIN_MACS",
     "MICRO_MIN_N",
+    "MICRO_256_MIN_K",
+    "MICRO_256_NT_MIN_M",
+    "MICRO_256_PARTIAL_MIN",
+    "MICRO_256_PARTIAL_MIN_N",
     "MICRO_N_MULTIPLE",
     "MR",
+    "blas_family",
     "micro_gemm_block",
     "micro_wanted",
     "micro_wanted_shape",
