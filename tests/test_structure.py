@@ -82,14 +82,6 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     ("fastnn/backend.py", "_stream_finalizer"): "numba-cuda: a stream's finalizer is not public",
     ("fastnn/kernels/_cache.py", "_locator_classes"): "Numba's cache has no public way to add a locator",
     ("fastnn/_shipped_cache.py", "_load_index"): "Numba's cache file has no public index lookup",
-    (
-        "fastnn/kernels/_linkage.py",
-        "_optimize_final_module",
-    ): "Numba's code library finalizes its module in this method only: the linked-in copies are made internal before it runs",
-    (
-        "tests/kernels/test_linkage.py",
-        "_final_module",
-    ): "a compiled library's LLVM module, to read its functions' linkage (Numba has no public accessor)",
     ("fastnn/_shipped_cache.py", "_index_key"): "Numba's function cache makes an entry's key only in this method",
     ("fastnn/sklearn.py", "_check_partial_fit_first_call"): "scikit-learn's own partial_fit protocol helper",
     ("fastnn/sklearn.py", "_check_sample_weight"): "scikit-learn's sample_weight check, as its estimators use it",

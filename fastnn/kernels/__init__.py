@@ -7,8 +7,6 @@ it compiles them, and each is tested against a float64 NumPy reference.
 
 from ._cache import install as _install_cache_locators
 from ._cache import start_threading_layer as _start_threading_layer
-from ._linkage import install as _install_own_copies
 
 _install_cache_locators()
-_install_own_copies()
 _start_threading_layer()
