@@ -1,4 +1,7 @@
-"""The benchmark table's target column and the spread over several runs (fastnn.bench)."""
+"""The benchmark table's target column and the spread over several runs, and its warm-up and
+calibration (fastnn.bench)."""
+
+import time
 
 from fastnn.bench import format_spread_table, spread_rows, target_status
 
@@ -58,3 +61,36 @@ def test_bench_options_refuse_values_that_would_be_ignored_or_misread(capsys):
             parser.parse_args(argv)
         assert message in capsys.readouterr().err
     assert parser.parse_args(["--pause", "0"]).pause == 0.0
+
+
+def test_the_warm_up_reaches_the_tier_up_however_long_the_first_calls_took():
+    # a cold process's first call compiles for seconds: the warm-up must still run the calls a
+    # recorded step needs to tier up, not stop at its time limit with the compile counted in it
+    from fastnn import _config
+    from fastnn.bench import _warm_up
+
+    calls = []
+
+    def step():
+        if not calls:
+            time.sleep(0.3)  # the first call's compile
+        calls.append(1)
+
+    _warm_up(step, 2, settle_s=0.25)
+    assert len(calls) > _config.FUSE_AFTER_CALLS
+
+
+def test_a_one_time_cost_during_calibration_does_not_shrink_the_timed_blocks():
+    from fastnn.bench import _calibrate
+
+    calls = []
+
+    def step():
+        calls.append(1)
+        if len(calls) == 3:
+            time.sleep(0.2)  # a late tier-up's compile inside the first measure
+        else:
+            time.sleep(1e-4)
+
+    per_block = _calibrate(step, 0.2)
+    assert per_block > 200  # ~0.2 s / ~0.1-0.2 ms a call: not ~0.2 s / 0.2 s
