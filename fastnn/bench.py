@@ -633,7 +633,7 @@ def _blas_user(lib: dict, ours: str | None) -> str:
 # ----------------------------------------------------------------------------- timing
 
 
-def _warm_up(fn: Callable[[], object], calls: int, settle_s: float = 2.0) -> None:
+def warm_up(fn: Callable[[], object], calls: int, settle_s: float = 2.0) -> None:
     """Call ``fn`` ``calls`` times (compilation, first touches: however long they take), then on
     until fastnn's recorded calls have had the chance to tier up to a fused step
     (``FUSE_AFTER_CALLS`` runs, then a compile or a cache load), for ``settle_s`` seconds at most
@@ -653,7 +653,7 @@ def _no_sync() -> None:
     pass
 
 
-def _calibrate(fn: Callable[[], object], min_time: float, sync: Callable[[], None] = _no_sync) -> int:
+def calibrate(fn: Callable[[], object], min_time: float, sync: Callable[[], None] = _no_sync) -> int:
     """Calls per timed block so that a block lasts about ``min_time`` seconds (``sync`` after each
     call: an asynchronous call's work counted, not its launch). Measured twice, the faster kept:
     a one-time cost in the first measure (a late tier-up's compile) must not shrink the blocks
@@ -700,8 +700,8 @@ def interleaved(
     pause = PAUSE_S if pause is None else pause
     calls = {}
     for name, fn in cases.items():
-        _warm_up(fn, warmup)
-        calls[name] = _calibrate(fn, min_time, sync)
+        warm_up(fn, warmup)
+        calls[name] = calibrate(fn, min_time, sync)
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():

@@ -67,7 +67,7 @@ def test_the_warm_up_reaches_the_tier_up_however_long_the_first_calls_took():
     # a cold process's first call compiles for seconds: the warm-up must still run the calls a
     # recorded step needs to tier up, not stop at its time limit with the compile counted in it
     from fastnn import _config
-    from fastnn.bench import _warm_up
+    from fastnn.bench import warm_up
 
     calls = []
 
@@ -76,12 +76,12 @@ def test_the_warm_up_reaches_the_tier_up_however_long_the_first_calls_took():
             time.sleep(0.3)  # the first call's compile
         calls.append(1)
 
-    _warm_up(step, 2, settle_s=0.25)
+    warm_up(step, 2, settle_s=0.25)
     assert len(calls) > _config.FUSE_AFTER_CALLS
 
 
 def test_a_one_time_cost_during_calibration_does_not_shrink_the_timed_blocks():
-    from fastnn.bench import _calibrate
+    from fastnn.bench import calibrate
 
     calls = []
 
@@ -92,5 +92,5 @@ def test_a_one_time_cost_during_calibration_does_not_shrink_the_timed_blocks():
         else:
             time.sleep(1e-4)
 
-    per_block = _calibrate(step, 0.2)
+    per_block = calibrate(step, 0.2)
     assert per_block > 200  # ~0.2 s / ~0.1-0.2 ms a call: not ~0.2 s / 0.2 s

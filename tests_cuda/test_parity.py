@@ -13,6 +13,7 @@ import fastnn.kernels
 
 #: CPU kernel modules without a CUDA twin module
 CPU_ONLY_MODULES = {
+    "_linkage": "the binding of the CPU libraries' linked-in copies (local symbols), no kernels",
     "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "
