@@ -13,6 +13,7 @@ import fastnn.kernels
 
 #: CPU kernel modules without a CUDA twin module
 CPU_ONLY_MODULES = {
+    "_lazy_ir": "how the CPU libraries are cached and loaded (their IR parsed when linked), no kernels",
     "_linkage": "the binding of the CPU libraries' linked-in copies (local symbols), no kernels",
     "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
