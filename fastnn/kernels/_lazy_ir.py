@@ -5,8 +5,8 @@ callers to link and inline) and parses that bitcode into an LLVM module at every
 the symbols the library defines; most loaded kernels are never linked into a new compile, so the
 parse is wasted, and each loaded library keeps its module in memory. Measured on this package
 (2-core VM, warm caches): the mlp's first training step and prediction spent 0.10 s of ~1.0 s
-parsing 8 modules, and loading a compiled fused step (every kernel of the step linked in) took
-116-141 ms, against 26-38 ms without the parse.
+parsing 8 modules, and a cached fused step's first call (every kernel of the step linked in) took
+164-209 ms, against 17-21 ms without the parse.
 
 :func:`install` stores the defined symbols' names with the object code of fastnn's own functions
 (modules ``fastnn.*`` and the generated fused steps) under a kind of its own (:data:`KIND`), loads
@@ -71,7 +71,6 @@ def _unserialize_lazily(cls, codegen_, state):
     self._finalize_final_module()  # the object code, handed to the JIT through the object cache
     self._codegen._engine._defined_symbols.update(names)
     self._fastnn_bitcode = shared_bitcode  # parsed if a new compile links this library
-    self._fastnn_names = True  # (linked or not, it is written again the same way)
     return self
 
 
