@@ -17,6 +17,8 @@ Numba's format, so their cache files stay readable without fastnn.
 
 from __future__ import annotations
 
+import weakref
+
 import llvmlite.binding as llvm
 from numba.core import codegen, compiler
 
@@ -33,6 +35,9 @@ _numba_reduce = compiler.CompileResult._reduce
 #: (``fastnn._compiling.FUSED_STEP_PREFIX``, above this package: a test keeps the two equal)
 OWN_PREFIXES = ("fastnn.", "fastnn_step_")
 
+#: the code libraries of fastnn's functions compiled in this process, to be cached with their names
+_own_libraries: weakref.WeakSet = weakref.WeakSet()
+
 
 def own_module(modname: str) -> bool:
     """Whether a function of module ``modname`` is fastnn's (its kernels, its fused steps)."""
@@ -48,12 +53,12 @@ def defined_names(module: llvm.ModuleRef) -> tuple[str, ...]:
 
 def _reduce_marking_own(self):
     if own_module(self.fndesc.modname):
-        self.library._fastnn_names = True
+        _own_libraries.add(self.library)
     return _numba_reduce(self)
 
 
 def _serialize_with_names(self):
-    if not self.__dict__.get("_fastnn_names"):
+    if self not in _own_libraries:
         return _numba_serialize(self)
     self._ensure_finalized()
     shared = self._get_module_for_linking()
