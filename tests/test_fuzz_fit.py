@@ -354,7 +354,7 @@ def test_ctrl_c_in_a_callback_lets_the_later_callbacks_see_the_end(hook, how, ac
     reference.fit(X, y, epochs=3, callbacks=[plateau(), tally], **options)
     net, ctrl_c, later, counted = model(), _CtrlC(hook, how), plateau(), _BatchTally()
     checkpoint = fnn.callbacks.ModelCheckpoint(tmp_path / "m-{epoch}.fnn")
-    with pytest.raises(KeyboardInterrupt, match="the callback's own stop" if how == "raise" else ""):
+    with pytest.raises(KeyboardInterrupt, match="the callback's own stop" if how == "raise" else "^$"):
         net.fit(X, y, epochs=3, callbacks=[ctrl_c, later, counted, checkpoint], **options)
     if hook == "epoch_end":  # the epoch counts as done: in the History and the checkpoint of its end
         assert net.state.epochs_done == 1 and net.state.cursor is None
