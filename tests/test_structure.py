@@ -79,6 +79,12 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     "method only: fastnn's functions are marked there to be cached with their defined names",
     ("fastnn/kernels/_lazy_ir.py", "_engine"): "Numba's JIT engine of the codegen, to register a loaded "
     "library's defined names (what Numba's own loading does after parsing the module)",
+    ("fastnn/kernels/_lazy_ir.py", "_tm"): "Numba's JIT target machine, to compile a library's module to the "
+    "object code the JIT would make, which the JIT then loads as it loads a cached library",
+    ("fastnn/kernels/_lazy_ir.py", "_rtlinker"): "Numba's record of the functions defined in this process (for "
+    "recursive calls across libraries), filled from a module the JIT never sees",
+    ("fastnn/kernels/_lazy_ir.py", "_create_empty_module"): "the empty module Numba gives a library loaded "
+    "from its cache, for one compiled to object code",
     ("fastnn/kernels/_lazy_ir.py", "_defined_symbols"): "the JIT engine's set of defined names, which "
     "Numba fills from the parsed module on a load; filled here from the names cached with the object code",
     (

@@ -1,4 +1,4 @@
-"""fastnn's kernels loaded from the cache parse their LLVM IR only when a new compile links them.
+"""fastnn's compiled libraries keep their LLVM IR only as bitcode, parsed when a new compile links them.
 
 Numba caches a CPU library as its object code plus the bitcode of its optimised module (for later
 callers to link and inline) and parses that bitcode into an LLVM module at every load, only to list
@@ -6,13 +6,21 @@ the symbols the library defines; most loaded kernels are never linked into a new
 parse is wasted, and each loaded library keeps its module in memory. Measured on this package
 (2-core VM, warm caches): the mlp's first training step and prediction spent 0.10 s of ~1.0 s
 parsing 8 modules, and a cached fused step's first call (every kernel of the step linked in) took
-164-209 ms, against 17-21 ms without the parse.
+164-209 ms, against 17-21 ms without the parse. A library compiled in the process is worse: the
+JIT keeps its optimised module for the life of the process (Numba never removes modules from it)
+and a clone of it once a caller links it, so a process that compiles grows by the IR of everything
+it compiled: fastnn's kernels and four fused steps compiled in one process held 903 MB, 166 MB when
+loaded from the cache.
 
-:func:`install` stores the defined symbols' names with the object code of fastnn's own functions
-(modules ``fastnn.*`` and the generated fused steps) under a kind of its own (:data:`KIND`), loads
-those libraries without parsing, and parses the bitcode the first time a new compile links the
-library (Numba's ``_get_module_for_linking``). Other functions compiled in the process keep
-Numba's format, so their cache files stay readable without fastnn.
+:func:`install` makes fastnn's own libraries (functions of modules ``fastnn.*`` and the generated
+fused steps) behave alike whether compiled or loaded: a compiled one is turned into object code by
+the JIT's target machine (with its linked-in copies local, :mod:`._linkage`), keeps its module as
+bitcode bytes, and hands the JIT an empty module plus the object code, as a cache load does (the
+same 4 fits: 721 MB); both are cached with their defined names under a kind of their own
+(:data:`KIND`) and parse their bitcode the first time a new compile links them (Numba's
+``_get_module_for_linking``). Their LLVM cannot be inspected (``inspect_llvm``/``inspect_asm``
+refuse, as for any cached function). Other functions compiled in the process keep Numba's ways and
+format, so their cache files stay readable without fastnn.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import weakref
 import llvmlite.binding as llvm
 from numba.core import codegen, compiler
 
+from . import _linkage
+
 #: the serialization kind of a library cached with its defined names (Numba's own: "object")
 KIND = "fastnn-object"
 
@@ -29,6 +39,10 @@ _numba_serialize = codegen.CPUCodeLibrary.serialize_using_object_code
 _numba_unserialize = codegen.CPUCodeLibrary._unserialize.__func__
 _numba_module_for_linking = codegen.CPUCodeLibrary._get_module_for_linking
 _numba_reduce = compiler.CompileResult._reduce
+_previous_finalize = codegen.CPUCodeLibrary._finalize_final_module  # set again by install()
+
+#: global variables that tie a module to this process (Python objects' addresses, recursion stubs)
+_PROCESS_BOUND_PREFIXES = ("numba.dynamic.globals", codegen.RuntimeLinker.PREFIX)
 
 
 #: module names of fastnn's own compiled functions: the package's, and the generated fused steps'
@@ -61,8 +75,61 @@ def _serialize_with_names(self):
     if self not in _own_libraries:
         return _numba_serialize(self)
     self._ensure_finalized()
+    if "_fastnn_object" in self.__dict__:  # compiled to object code by _finalize_from_object
+        bitcode = self.__dict__.get("_fastnn_bitcode") or self._get_module_for_linking().as_bitcode()
+        return (self.name, KIND, (self._fastnn_object, bitcode, self._fastnn_names))
     shared = self._get_module_for_linking()
     return (self.name, KIND, (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared)))
+
+
+def _owner(function_name: str) -> str:
+    """The first namespace of a Numba-mangled function name (``_ZN6fastnn7kernels...`` -> ``fastnn``), or ""."""
+    name = function_name.removeprefix("cpython.").removeprefix("cfunc.")
+    if not name.startswith("_ZN"):
+        return ""
+    digits = len(name) - len(name[3:].lstrip("0123456789")) - 3
+    if digits == 0:
+        return ""
+    length = int(name[3 : 3 + digits])
+    return name[3 + digits : 3 + digits + length]
+
+
+def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
+    """Whether ``library`` (being finalized) is fastnn's and can be handed to the JIT as object code:
+    caching enabled, no dynamic globals (addresses of this process) or unresolved recursive calls."""
+    if not library.__dict__.get("_object_caching_enabled"):
+        return False
+    if any(gv.name.startswith(_PROCESS_BOUND_PREFIXES) for gv in module.global_variables):
+        return False
+    return any(
+        own_module(_owner(fn.name))
+        for fn in module.functions
+        if not fn.is_declaration and fn.linkage == llvm.Linkage.external
+    )
+
+
+def _finalize_from_object(self):
+    module = self._final_module
+    if not _compiles_to_object(self, module):
+        return _previous_finalize(self)
+    self._verify_declare_only_symbols()
+    with _linkage.own_copies(module):
+        object_code = bytes(self._codegen._tm.emit_object(module))
+    names = defined_names(module)
+    self._codegen._rtlinker.scan_defined_symbols(module)
+    for fn in module.functions:  # the module later compiles link: Numba's _get_module_for_linking
+        if not fn.is_declaration and fn.linkage == llvm.Linkage.external:
+            fn.linkage = _linkage.LINKED_COPY
+    self._fastnn_bitcode = module.as_bitcode()
+    self._fastnn_object = object_code
+    self._fastnn_names = names
+    self._final_module = llvm.parse_assembly(str(self._codegen._create_empty_module(self.name)))
+    self.enable_object_caching()
+    self._set_compiled_object(object_code)
+    _previous_finalize(self)  # an empty module: the JIT loads the object code through the object cache
+    self._codegen._engine._defined_symbols.update(names)
+    _own_libraries.add(self)
+    return None
 
 
 def _unserialize_lazily(cls, codegen_, state):
@@ -88,7 +155,11 @@ def _module_for_linking(self):
 
 def install() -> None:
     """Cache fastnn's libraries with their defined names and parse their bitcode lazily (idempotent)."""
+    global _previous_finalize
     cls = codegen.CPUCodeLibrary
+    if cls._finalize_final_module is not _finalize_from_object:
+        _previous_finalize = cls._finalize_final_module
+        cls._finalize_final_module = _finalize_from_object
     cls.serialize_using_object_code = _serialize_with_names
     cls._unserialize = classmethod(_unserialize_lazily)
     cls._get_module_for_linking = _module_for_linking

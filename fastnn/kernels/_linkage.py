@@ -23,6 +23,9 @@ only: global variables (the run-time constants of :mod:`.tiling`) keep binding b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import llvmlite.binding as llvm
 from numba.core import codegen
 
@@ -36,31 +39,45 @@ def linked_copies(module: llvm.ModuleRef) -> list:
     return [fn for fn in module.functions if not fn.is_declaration and fn.linkage == LINKED_COPY]
 
 
-def _finalize_with_own_copies(self) -> None:
-    copies = linked_copies(self._final_module)
+@contextlib.contextmanager
+def own_copies(module: llvm.ModuleRef) -> Iterator[None]:
+    """Within the block, the functions ``module`` links in from other libraries are ``internal``
+    (compile its object code there); ``linkonce_odr`` again after."""
+    copies = linked_copies(module)
     for fn in copies:
         fn.linkage = llvm.Linkage.internal
     try:
-        _numba_finalize_final_module(self)  # adds the module to the JIT and compiles it to object code
+        yield
     finally:
         for fn in copies:
             fn.linkage = LINKED_COPY
 
 
+def _finalize_with_own_copies(self) -> None:
+    with own_copies(self._final_module):
+        _numba_finalize_final_module(self)  # adds the module to the JIT and compiles it to object code
+
+
 _numba_finalize_final_module = codegen.CPUCodeLibrary._finalize_final_module
+
+
+_installed = False
 
 
 def install() -> None:
     """Compile the linked-in copies of every CPU library finalized from now on as local symbols
     (idempotent). It applies to any Numba function compiled in this process: only which copy a
-    call binds to changes, not what a function computes."""
-    if codegen.CPUCodeLibrary._finalize_final_module is not _finalize_with_own_copies:
+    call binds to changes, not what a function computes. Install it before :mod:`._lazy_ir`,
+    which wraps it."""
+    global _installed
+    if not _installed:
         codegen.CPUCodeLibrary._finalize_final_module = _finalize_with_own_copies
+        _installed = True
 
 
 def installed() -> bool:
     """Whether :func:`install` ran in this process."""
-    return codegen.CPUCodeLibrary._finalize_final_module is _finalize_with_own_copies
+    return _installed
 
 
-__all__ = ["LINKED_COPY", "install", "installed", "linked_copies"]
+__all__ = ["LINKED_COPY", "install", "installed", "linked_copies", "own_copies"]

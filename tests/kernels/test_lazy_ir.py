@@ -67,5 +67,7 @@ def test_a_cached_kernel_loads_unparsed_and_still_links_into_a_new_compile(tmp_p
     for run in runs:
         assert run.returncode == 0, run.stderr[-2000:]
     compiled, loaded = (run.stdout.split() for run in runs)
-    assert compiled == ["parsed", "linked", "True"]  # compiled here: its module is in memory
-    assert loaded == ["lazy", "linked", "True"]  # from the cache: parsed only when linked
+    # compiled here (handed to the JIT as object code, its module kept as bitcode) or loaded from
+    # the cache: the module is parsed only when a new compile links the library
+    assert compiled == ["lazy", "linked", "True"]
+    assert loaded == ["lazy", "linked", "True"]
