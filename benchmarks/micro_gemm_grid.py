@@ -7,12 +7,17 @@ of the two is faster where, for the shape rule of ``microgemm.micro_wanted``.
     python benchmarks/micro_gemm_grid.py --small    # narrow and short products, float32 and float64
     python benchmarks/micro_gemm_grid.py --float64  # the grid (or --quick) in float64
     python benchmarks/micro_gemm_grid.py --nt       # the NT form only (any of the above)
+    python benchmarks/micro_gemm_grid.py --partial  # widths that end in a partial vector, float32 and float64
 
 ``--small`` covers what the grid leaves out, the products of scikit-learn-style nets and of the
 "tiny" bench net: batches of 2-8, 32 and 200 rows (m), inner sizes from 2 (k), outputs from 2 wide
 (n: a classifier's 10, 16-wide hidden layers). Batch 1 is not measured: ``gemm_block`` gives a
 one-row product to the row-times-matrix kernel (kernels/gemv.py) or OpenBLAS's gemv, never to
 either GEMM.
+
+``--partial`` covers widths that are not a multiple of the vectors (the kernel's last vector masked):
+a classifier's 10 outputs, LeNet's 84 and 120, 100 hidden units, and others around the vectors
+(16 float32 lanes) and panels (64), at products from 0.2 to 30 million multiply-adds.
 
 One thread, float32 (and float64 where asked), best of 5 blocks, microseconds per product (all
 its tiles, run in a loop as the kernels run them on one thread). ``N``: the forward ``x @ w`` (m x k @ k x n); ``TN``: the weight
@@ -49,6 +54,10 @@ N = (32, 64, 100, 128, 256)
 SMALL_M = (2, 3, 4, 5, 6, 7, 8, 32, 200)
 SMALL_K = (2, 10, 16, 32, 100, 256)
 SMALL_N = (2, 10, 16, 24, 32, 64, 100, 256)
+#: --partial: widths (n) ending in a partial vector, and batches (m) and inner sizes (k) around the rule's 10**6
+PARTIAL_M = (32, 128, 256)
+PARTIAL_K = (64, 256, 784)
+PARTIAL_N = (10, 20, 36, 50, 72, 84, 100, 120, 136, 200)
 
 
 @njit
@@ -125,6 +134,8 @@ def main() -> None:
     forms = ("NT",) if "--nt" in sys.argv else ("N", "TN", "NT")
     if small:
         ms, ks, ns, dtypes = SMALL_M, SMALL_K, SMALL_N, (np.float32, np.float64)
+    elif "--partial" in sys.argv:
+        ms, ks, ns, dtypes = PARTIAL_M, PARTIAL_K, PARTIAL_N, (np.float32, np.float64)
     else:
         ms, ks, ns = ((64, 200), (64, 256), (64, 100, 256)) if quick else (M, K, N)
         dtypes = (np.float64,) if "--float64" in sys.argv else (np.float32,)

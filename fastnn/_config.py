@@ -120,9 +120,10 @@ SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
 SMALL_TILING_MAX_K = 1024
 # fastnn's own register-blocked GEMM (kernels/microgemm.py) for the products where it was measured
-# faster than OpenBLAS on AVX-512: against OpenBLAS's 512-bit kernels (SkylakeX) large products of
-# whole vectors with B not transposed (a Dense layer's forward and weight gradient, a convolution's;
-# benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM"); against its 256-bit ones (Haswell,
+# faster than OpenBLAS on AVX-512: against OpenBLAS's 512-bit kernels (SkylakeX) products of at least
+# 2**20 multiply-adds and 10 outputs wide with B not transposed (a Dense layer's forward and weight
+# gradient, a convolution's; benchmarks/RESULTS.md, "Session 28: a register-blocked GEMM", and "Session
+# 31" for partial widths, a masked last vector); against its 256-bit ones (Haswell,
 # Zen) most products from 32 outputs wide, A @ B.T included ("Session 30"): microgemm.micro_wanted_shape.
 # FASTNN_MICRO_GEMM: "auto" (the default) uses it where the kernels are compiled for AVX-512, "on"
 # everywhere, "off" never (OpenBLAS for every product). Read at run time by the compiled kernels. The

@@ -28,7 +28,7 @@ from numba.extending import intrinsic
 from .._config import JIT, JIT_INLINE, SMALL_TILING_MAX_K, SMALL_TILING_MAX_MACS
 from ._scalar import n_chunks
 from .gemv import gemv_wanted, row_times_matrix
-from .microgemm import blas_family, micro_gemm_block, micro_wanted
+from .microgemm import blas_family, micro_gemm_block, micro_wanted, transpose_rows
 from .tiling import _linked_int64
 from .views import _stack_bytes, pointer
 
@@ -336,23 +336,13 @@ def _gemm_block(trans_a, trans_b, alpha, a, b, beta, c, r0, r1, c0, c1):
     ):
         # A @ B.T as A @ (B's block copied transposed): the small kernel, the same bits (NT_COPY_ROW_BYTES)
         pb = _stack_block(c)
-        _transpose_rows(b, carray(pointer(pb), n * k, c.dtype), c0, n, k)
+        transpose_rows(b, carray(pointer(pb), n * k, c.dtype), c0, n, np.int64(0), k, n)
         tb = _NO_TRANS
         ldb = n
     if itemsize == 4:
         _sgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), pa, lda, pb, ldb, np.float32(beta), pc, ldc)
     else:
         _dgemm(_ROW_MAJOR, ta, tb, m, n, k, np.float64(alpha), pa, lda, pb, ldb, np.float64(beta), pc, ldc)
-
-
-@njit(**JIT_INLINE)
-def _transpose_rows(b, bt, c0, n, k):
-    """``bt[:k * n]`` = rows ``c0:c0 + n`` of ``b`` (n x k), transposed (k x n, row-major)."""
-    # (unsigned bounds: no negative-index wraparound in the loops, see dense._bias_activate_block)
-    r0, n_u, k_u = np.uint64(c0), np.uint64(n), np.uint64(k)
-    for kk in range(k_u):
-        for j in range(n_u):
-            bt[kk * n_u + j] = b[r0 + j, kk]
 
 
 @njit(**JIT)

@@ -7,7 +7,10 @@ third of the CPU's peak unused, where PyTorch's oneDNN reaches it (benchmarks/RE
 unit stride along ``n``) as vectors, in blocks of the inner sum that fit L1 (the first strip of rows
 copies each block to the stack as it streams it, the next strips read the copy); a block of ``MR x NR``
 outputs stays in vector registers over each such block (``MR * NV`` accumulators, ``NR = NV * VW``),
-its partial sums kept in C between blocks.
+its partial sums kept in C between blocks. A panel whose width is not a multiple of the vectors'
+ends in a masked vector (``llvm.masked.load`` / ``llvm.masked.store`` of its columns only, a
+half-width one for at most half a vector's columns): no padded copy, nothing past C's or B's columns
+touched.
 
 Every output element is one fused multiply-add chain over ``k`` in order, the same whatever the
 block, tile or thread that computes it: results do not depend on the tiling or the thread count.
@@ -21,7 +24,7 @@ vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4
 ``6 x 2`` (12 of 16). Used by default only where measured faster than OpenBLAS (AVX-512 targets;
 :data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off), which depends on
 OpenBLAS's kernel family (:func:`micro_wanted_shape`): against its 512-bit kernels (SkylakeX) large
-products of whole vectors only, against its 256-bit ones (Haswell, Zen) most products from 32 outputs
+products from 10 outputs wide (``A @ B`` and ``A.T @ B``), against its 256-bit ones (Haswell, Zen) most products from 32 outputs
 wide, ``A @ B.T`` included.
 
 Shapes: ``a`` (m, k), or (k, m) when ``trans_a``; ``b`` (k, n) with unit stride along n, or (n, k)
@@ -37,9 +40,9 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import JIT, MICRO_GEMM_MODE
+from .._config import JIT, JIT_INLINE, MICRO_GEMM_MODE
 from .tiling import _linked_int64
-from .views import _stack_bytes, pointer
+from .views import pointer
 
 #: rows of a register block (all targets)
 MR = 6
@@ -105,33 +108,84 @@ def _target_int(value_of, doc: str):
     return constant
 
 
-def _register_block(nv: int):
+def _masked(builder, name, vec, args):
+    """A call of ``llvm.masked.load`` / ``llvm.masked.store`` (``name``) on vectors of type ``vec``."""
+    ptr = vec.as_pointer()
+    suffix = f"v{vec.count}{vec.element.intrinsic_name}"
+    if name == "load":  # (pointer, alignment, mask, pass-through)
+        fnty = ir.FunctionType(vec, [ptr, _I32, args[2].type, vec])
+    else:  # (value, pointer, alignment, mask)
+        fnty = ir.FunctionType(ir.VoidType(), [vec, ptr, _I32, args[3].type])
+    # the typed-pointer mangling (LLVM 14); LLVM 15+ remangles it for opaque pointers when it reads the IR
+    function = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.{name}.{suffix}.p0{suffix}")
+    return builder.call(function, args)
+
+
+#: the last vector of a register block's row (:func:`_register_block`): whole, masked, or masked at half
+#: the width (``lanes`` <= VW / 2: on a CPU that splits its widest vectors in two, such as Zen 4's
+#: AVX-512, half the multiply-adds' cost; the same elsewhere)
+WHOLE, MASKED, HALF = 0, 1, 2
+
+
+def _register_block(nv: int, tail: int):
     """An intrinsic ``block(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate,
-    pack)`` computing ``MR`` rows of ``nv`` vectors of C: ``C[i, j] (+)= sum_kk A[a_off + i*sa_i +
+    pack, lanes)`` computing ``MR`` rows of ``nv`` vectors of C: ``C[i, j] (+)= sum_kk A[a_off + i*sa_i +
     kk*sa_k] * B[b_off + kk*ldb + j]``, stored at ``c_off + i*ldc + j`` for the first ``rows`` rows
     (1..MR; the missing rows read A's last row instead: no access outside A). ``accumulate``: the
     sums start from C's values (a later block of the inner sum: the same chain of rounded
     multiply-adds as one pass), else from zero. ``pack`` (an array, or None): B's vectors are also
-    stored there, row ``kk`` at ``kk * nv * VW``, for the next strips to read from L1. Offsets and
-    strides in elements (int64)."""
+    stored there, row ``kk`` at ``kk * nv * VW``, for the next strips to read from L1. ``tail``
+    (:data:`MASKED`, :data:`HALF`): the last vector has ``lanes`` columns only (1..VW, 1..VW/2), read
+    from B and C and written to C by masked loads and stores, nothing past them touched (its other
+    lanes are zeros in ``pack``); :data:`WHOLE`: ``lanes`` is ignored. Offsets and strides in elements
+    (int64). Each element's sum is the same chain of multiply-adds in every variant."""
 
     @intrinsic
-    def block(typingctx, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
-        sig = types.void(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+    def block(typingctx, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes):
+        sig = types.void(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
         packing = not isinstance(pack, types.NoneType)
 
         def codegen(context, builder, signature, args):
-            a_v, a_off_v, sa_i_v, sa_k_v, b_v, b_off_v, ldb_v, c_v, c_off_v, ldc_v, k_v, rows_v, acc_v, pack_v = args
+            a_v, a_off_v, sa_i_v, sa_k_v, b_v, b_off_v, ldb_v, c_v, c_off_v, ldc_v, k_v, rows_v, acc_v, pack_v, _ = args
+            lanes_v = args[-1]
             real = context.get_value_type(signature.args[0].dtype)
             width = _vector_width(context, signature.args[0].dtype)
-            vec = ir.VectorType(real, width)
-            vec_ptr = vec.as_pointer()
+            align = ir.Constant(_I32, context.get_abi_sizeof(real))
             pa = _data(context, builder, signature.args[0], a_v, a_off_v)
             pb = _data(context, builder, signature.args[4], b_v, b_off_v)
             pc = _data(context, builder, signature.args[7], c_v, c_off_v)
             pp = _data(context, builder, signature.args[13], pack_v, ir.Constant(_I64, 0)) if packing else None
-            fma = _fma(builder, vec)
-            zero = ir.Constant(vec, [0.0] * width)
+            # vector j's type (the last one half as wide for HALF), and the mask of a masked last one
+            vecs = [ir.VectorType(real, width)] * nv
+            if tail == HALF:
+                vecs[-1] = ir.VectorType(real, width // 2)
+            mask = None
+            if tail != WHOLE:  # lane < lanes
+                count = vecs[-1].count
+                index = ir.VectorType(_I64, count)
+                limit = builder.insert_element(ir.Constant(index, None), lanes_v, ir.Constant(_I32, 0))
+                limit = builder.shuffle_vector(
+                    limit, ir.Constant(index, None), ir.Constant(ir.VectorType(_I32, count), [0] * count)
+                )
+                mask = builder.icmp_unsigned("<", ir.Constant(index, list(range(count))), limit)
+
+            def zero(j):
+                return ir.Constant(vecs[j], [0.0] * vecs[j].count)
+
+            def address(row, j):  # of vector j of a row (a pointer to its first element)
+                return builder.bitcast(builder.gep(row, [ir.Constant(_I64, j * width)]), vecs[j].as_pointer())
+
+            def load(row, j):
+                if mask is not None and j == nv - 1:
+                    return _masked(builder, "load", vecs[j], [address(row, j), align, mask, zero(j)])
+                return builder.load(address(row, j), align=1)
+
+            def store(value, row, j):
+                if mask is not None and j == nv - 1:
+                    _masked(builder, "store", vecs[j], [value, address(row, j), align, mask])
+                else:
+                    builder.store(value, address(row, j), align=1)
+
             last = builder.sub(rows_v, ir.Constant(_I64, 1))
             row_starts, c_rows, present = [], [], []
             for i in range(MR):  # a missing row reads the last real one
@@ -141,38 +195,32 @@ def _register_block(nv: int):
                 row_starts.append(builder.gep(pa, [builder.mul(row, sa_i_v)]))
                 c_rows.append(builder.gep(pc, [builder.mul(ir.Constant(_I64, i), ldc_v)]))
 
-            def c_vector(i, j):
-                return builder.bitcast(builder.gep(c_rows[i], [ir.Constant(_I64, j * width)]), vec_ptr)
-
-            accumulators = [[cgutils.alloca_once_value(builder, zero) for _ in range(nv)] for _ in range(MR)]
+            accumulators = [[cgutils.alloca_once_value(builder, zero(j)) for j in range(nv)] for _ in range(MR)]
             with builder.if_then(cgutils.as_bool_bit(builder, acc_v)):
                 for i in range(MR):
                     with builder.if_then(present[i]):
                         for j in range(nv):
-                            builder.store(builder.load(c_vector(i, j), align=1), accumulators[i][j])
+                            builder.store(load(c_rows[i], j), accumulators[i][j])
             with cgutils.for_range(builder, k_v) as loop:
                 kk = loop.index
                 b_row = builder.gep(pb, [builder.mul(kk, ldb_v)])
-                b_vectors = [
-                    builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(_I64, j * width)]), vec_ptr), align=1)
-                    for j in range(nv)
-                ]
-                if packing:
+                b_vectors = [load(b_row, j) for j in range(nv)]
+                if packing:  # whole vectors (a masked one's other lanes are zeros)
                     packed_row = builder.gep(pp, [builder.mul(kk, ir.Constant(_I64, nv * width))])
                     for j in range(nv):
-                        target = builder.bitcast(builder.gep(packed_row, [ir.Constant(_I64, j * width)]), vec_ptr)
-                        builder.store(b_vectors[j], target, align=1)
+                        builder.store(b_vectors[j], address(packed_row, j), align=1)
                 a_step = builder.mul(kk, sa_k_v)
                 for i in range(MR):
                     scalar = builder.load(builder.gep(row_starts[i], [a_step]))
-                    broadcast = _splat(builder, vec, scalar)
                     for j in range(nv):
                         slot = accumulators[i][j]
+                        broadcast = _splat(builder, vecs[j], scalar)
+                        fma = _fma(builder, vecs[j])
                         builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
             for i in range(MR):
                 with builder.if_then(present[i]):
                     for j in range(nv):
-                        builder.store(builder.load(accumulators[i][j]), c_vector(i, j), align=1)
+                        store(builder.load(accumulators[i][j]), c_rows[i], j)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -180,7 +228,10 @@ def _register_block(nv: int):
     return block
 
 
-_block_1, _block_2, _block_3, _block_4 = (_register_block(nv) for nv in (1, 2, 3, 4))
+#: register blocks by vectors (1..4) and last vector (WHOLE, MASKED, HALF)
+_block_1, _block_2, _block_3, _block_4 = (_register_block(nv, WHOLE) for nv in (1, 2, 3, 4))
+_masked_1, _masked_2, _masked_3, _masked_4 = (_register_block(nv, MASKED) for nv in (1, 2, 3, 4))
+_half_1, _half_2, _half_3, _half_4 = (_register_block(nv, HALF) for nv in (1, 2, 3, 4))
 
 
 @intrinsic
@@ -223,12 +274,17 @@ BLAS_256, BLAS_512 = 0, 1
 #: BLAS_512: products with fewer multiply-adds stay with OpenBLAS (its small-matrix kernels skip
 #: packing up to 100**3: below ~10**6 they won at most tile shapes, benchmarks/micro_gemm_grid.py)
 MICRO_MIN_MACS = 1 << 20
-#: ... or narrower outputs (a classifier's 10 columns: one vector a row, too few accumulators to hide
-#: the multiply-add latency, on a padded copy)
+#: ... or fewer outputs a row than this: up to 8 (half of AVX-512's 16 float32 lanes) a row is one
+#: half-width vector, too few multiply-add chains for its latency (float32 1.2-1.7x OpenBLAS's time
+#: from 10**6 multiply-adds); from 10 (a classifier's outputs) float32 ran at 0.95-1.03 of its time,
+#: float64 at 0.55-0.97, wider outputs of any width (the last vector masked) at 0.77-1.03, median ~0.93
+#: (benchmarks/micro_gemm_grid.py, session 31: until then only whole vectors from 32 wide)
+MICRO_512_MIN_N = 10
+#: BLAS_256 (and BLAS_512 until session 31): narrower outputs stay with OpenBLAS (a classifier's 10
+#: columns: one vector a row, too few accumulators to hide the multiply-add latency)
 MICRO_MIN_N = 32
-#: ... or outputs whose width is not a multiple of this (16 float32 lanes of AVX-512, two vectors of
-#: float64): a partial last vector goes through the zero-padded copy and its tile, 5-75% slower than
-#: OpenBLAS at every width-100 tile measured (benchmarks/micro_gemm_grid.py)
+#: BLAS_256: a width that is not a multiple of this (16 float32 lanes of AVX-512, two vectors of
+#: float64) ends in a partial panel, taken only as :data:`MICRO_256_PARTIAL_MIN` says
 MICRO_N_MULTIPLE = 16
 
 
@@ -258,10 +314,10 @@ def micro_wanted_shape(m, n, k, trans_b, family):
     measured faster at, against OpenBLAS's kernel ``family`` (int64 code, see :func:`blas_family`).
 
     :data:`BLAS_512` (SkylakeX-type kernels): ``B`` not transposed, at least :data:`MICRO_MIN_MACS`
-    multiply-adds, ``m`` >= 2 and ``n`` >= :data:`MICRO_MIN_N`, a multiple of :data:`MICRO_N_MULTIPLE`.
-    :data:`BLAS_256`: see :func:`_wanted_against_256`."""
+    multiply-adds (below, OpenBLAS's small-matrix kernels win), ``m`` >= 2 and ``n`` >= :data:`MICRO_512_MIN_N`
+    (any width: the last vector of a row is masked). :data:`BLAS_256`: see :func:`_wanted_against_256`."""
     if family == BLAS_512:
-        return not trans_b and m >= 2 and n >= MICRO_MIN_N and n % MICRO_N_MULTIPLE == 0 and m * n * k >= MICRO_MIN_MACS
+        return not trans_b and m >= 2 and n >= MICRO_512_MIN_N and m * n * k >= MICRO_MIN_MACS
     return _wanted_against_256(m, n, k, trans_b)
 
 
@@ -269,9 +325,10 @@ def micro_wanted_shape(m, n, k, trans_b, family):
 #: an inner size below this stay with OpenBLAS (k of 2-7: ~0.1-0.2 us either way, micro at most ~10%
 #: faster and sometimes slower; benchmarks/micro_gemm_grid.py --small)
 MICRO_256_MIN_K = 8
-#: ... and a width not a multiple of MICRO_N_MULTIPLE (a partial last panel, through the padded copy
-#: and its tile) only with at least this many rows and inner size (float32 at n 20-50 was 0.9-2x
-#: slower than OpenBLAS at every size measured; n 72-100 with m, k >= 32: 0.7-0.9)
+#: ... and a width not a multiple of MICRO_N_MULTIPLE (a partial last panel) only with at least this
+#: many rows and inner size (float32 at n 20-50 was 0.9-2x slower than OpenBLAS at every size measured;
+#: n 72-100 with m, k >= 32: 0.7-0.9; measured in session 30 with the padded copy that the masked last
+#: vector replaced in session 31, not re-measured since: no AVX2-family CPU at hand)
 MICRO_256_PARTIAL_MIN = 32
 #: see MICRO_256_PARTIAL_MIN: and at least one whole panel (64 float32 columns)
 MICRO_256_PARTIAL_MIN_N = 64
@@ -301,49 +358,75 @@ def _wanted_against_256(m, n, k, trans_b):
 
 
 @njit(**JIT)
-def _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
-    """The register block of ``nv`` vectors (1..4) for one MR-row strip (see :func:`_register_block`)."""
-    if nv == 4:
-        _block_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+def _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
+    """The register block of ``nv`` vectors (1..4) for one MR-row strip (see :func:`_register_block`),
+    its last vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width
+    vector for at most half of them)."""
+    width = vector_width(c)
+    if lanes == width:
+        if nv == 4:
+            _block_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        elif nv == 3:
+            _block_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        elif nv == 2:
+            _block_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        else:
+            _block_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+    elif 2 * lanes > width:
+        if nv == 4:
+            _masked_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        elif nv == 3:
+            _masked_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        elif nv == 2:
+            _masked_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+        else:
+            _masked_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
+    elif nv == 4:
+        _half_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
     elif nv == 3:
-        _block_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+        _half_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
     elif nv == 2:
-        _block_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+        _half_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
     else:
-        _block_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+        _half_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
 
 
 #: bytes of the L1-resident copy of a panel's block of B (on the kernel's stack)
 PANEL_BYTES = 32 * 1024
 
 
-#: the L1-resident copy of a panel's block of B, and a register block's tile (MR rows of 4 x 64 bytes)
-_panel_buffer, _tile_buffer = _stack_bytes(PANEL_BYTES), _stack_bytes(MR * 4 * 64)
+#: alignment (bytes) of that copy: a cache line, so that no vector read from it or stored to it is split
+PANEL_ALIGN = 64
 
 
-@njit(**JIT)
-def _copy_block(b, copy, k0, depth, p0, cols, width_out):
-    """``copy[kk * width_out + j] = b[k0 + kk, p0 + j]`` for kk < depth, j < cols, zeros up to ``width_out``."""
-    for kk in range(depth):
-        row = copy[kk * width_out : (kk + 1) * width_out]
-        src = b[k0 + kk, p0 : p0 + cols]
-        for j in range(cols):
-            row[j] = src[j]
-        for j in range(cols, width_out):
-            row[j] = 0
+@intrinsic
+def _panel_buffer(typingctx, like):
+    """The address (int64) of :data:`PANEL_BYTES` bytes aligned to :data:`PANEL_ALIGN`, in the calling
+    function's stack frame (no allocation), valid until it returns, for ``like``'s dtype (an array)."""
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(like.dtype)
+        size = context.get_constant(types.intp, PANEL_BYTES // context.get_abi_sizeof(element))
+        with builder.goto_entry_block():
+            buffer = builder.alloca(element, size=size)
+            buffer.align = PANEL_ALIGN
+        return builder.ptrtoint(buffer, _I64)
+
+    return types.int64(like), codegen
 
 
-@njit(**JIT)
-def _copy_block_transposed(b, copy, k0, depth, p0, cols, width_out):
-    """``copy[kk * width_out + j] = b[p0 + j, k0 + kk]`` for kk < depth, j < cols, zeros up to ``width_out``
-    (a block of ``B.T`` from ``B``'s rows, each read along its unit stride)."""
-    for j in range(cols):
-        src = b[p0 + j, k0 : k0 + depth]
-        for kk in range(depth):
-            copy[kk * width_out + j] = src[kk]
-    for kk in range(depth):
-        for j in range(cols, width_out):
-            copy[kk * width_out + j] = 0
+@njit(**JIT_INLINE)
+def transpose_rows(b, bt, r0, n, k0, k, ld):
+    """``bt[kk * ld + j] = b[r0 + j, k0 + kk]`` for ``kk < k``, ``j < n``: columns ``k0:k0 + k`` of rows
+    ``r0:r0 + n`` of ``b`` (2-D, unit stride along its rows), transposed into the flat ``bt`` (k x n,
+    row stride ``ld`` >= n; the elements between ``n`` and ``ld`` are left as they are). A block of
+    ``B.T`` from ``B``'s rows, for the GEMMs that read ``op(B) = B.T`` as ``k x n`` rows (this module's
+    kernel, and blas's small ``A @ B.T``)."""
+    # (unsigned bounds: no negative-index wraparound in the loops, see dense._bias_activate_block)
+    i0, j0, n_u, k_u, ld_u = np.uint64(r0), np.uint64(k0), np.uint64(n), np.uint64(k), np.uint64(ld)
+    for j in range(n_u):  # along b's rows (unit stride): a column of b at a time thrashes L1 at large k
+        for kk in range(k_u):
+            bt[kk * ld_u + j] = b[i0 + j, j0 + kk]
 
 
 @njit(**JIT)
@@ -353,9 +436,9 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
 
     Panels of ``NR`` columns of op(B), in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
     swept by strips of ``MR`` rows of op(A). With ``B`` not transposed, the first strip reads the
-    block from B and leaves a copy on the stack for the next ones; a block of ``B.T``, or a panel
-    narrower than its vectors, is copied first (transposed, zero-padded), and a narrow panel's strips go
-    through a tile. Nothing outside the operands is read or written.
+    block from B and leaves a copy on the stack for the next ones; a block of ``B.T`` is copied first
+    (transposed). A panel whose width is not a multiple of the vectors' has its last vector masked
+    (loads and stores of that many columns only). Nothing outside the operands is read or written.
     """
     m = r1 - r0
     n = c1 - c0
@@ -371,45 +454,31 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
     nr = block_vectors() * width
     kc = PANEL_BYTES // (nr * itemsize)
     copy = carray(pointer(_panel_buffer(c)), kc * nr, c.dtype)
-    tile = carray(pointer(_tile_buffer(c)), MR * nr, c.dtype)
     zero = np.int64(0)
     for p0 in range(c0, c1, nr):
         cols = min(nr, c1 - p0)
         nv = (cols + width - 1) // width
         padded = nv * width
-        whole = cols == padded
+        lanes = cols - (nv - 1) * width  # of the last vector (masked when fewer than width)
         for k0 in range(0, k, kc):
             depth = min(kc, k - k0)
             later = k0 > 0
             a_k = k0 * sa_k
             first = r0
-            if whole and not trans_b:  # the first strip reads B and leaves the copy (none for one strip)
+            if not trans_b:  # the first strip reads B and leaves the copy (none for one strip)
                 rows = min(MR, m)
                 a_off, b_off, c_off = r0 * sa_i + a_k, k0 * ldb + p0, r0 * ldc + p0
                 if m > MR:
-                    _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, copy)
+                    _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, copy)
                 else:
-                    _run_block(nv, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, None)
+                    _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, None)
                 first = r0 + MR
-            elif trans_b:
-                _copy_block_transposed(b, copy, k0, depth, p0, cols, padded)
             else:
-                _copy_block(b, copy, k0, depth, p0, cols, padded)
+                transpose_rows(b, copy, p0, cols, k0, depth, padded)
             for i0 in range(first, r1, MR):
                 rows = min(MR, r1 - i0)
                 a_off, c_off = i0 * sa_i + a_k, i0 * ldc + p0
-                if whole:
-                    _run_block(nv, a, a_off, sa_i, sa_k, copy, zero, padded, c, c_off, ldc, depth, rows, later, None)
-                else:  # through the tile: C's row has fewer columns than the vectors
-                    for i in range(rows if later else 0):
-                        for j in range(cols):
-                            tile[i * padded + j] = c[i0 + i, p0 + j]
-                    _run_block(
-                        nv, a, a_off, sa_i, sa_k, copy, zero, padded, tile, zero, padded, depth, rows, later, None
-                    )
-                    for i in range(rows):
-                        for j in range(cols):
-                            c[i0 + i, p0 + j] = tile[i * padded + j]
+                _run_block(nv, lanes, a, a_off, sa_i, sa_k, copy, zero, padded, c, c_off, ldc, depth, rows, later, None)
 
 
 __all__ = [
@@ -418,14 +487,19 @@ __all__ = [
     "BLAS_512_FAMILIES",
     "MICRO_MIN_MACS",
     "MICRO_MIN_N",
+    "MICRO_512_MIN_N",
     "MICRO_256_MIN_K",
     "MICRO_256_NT_MIN_M",
     "MICRO_256_PARTIAL_MIN",
     "MICRO_256_PARTIAL_MIN_N",
     "MICRO_N_MULTIPLE",
     "MR",
+    "HALF",
+    "MASKED",
+    "WHOLE",
     "blas_family",
     "micro_gemm_block",
     "micro_wanted",
     "micro_wanted_shape",
+    "transpose_rows",
 ]

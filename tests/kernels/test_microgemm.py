@@ -20,6 +20,8 @@ from fastnn.kernels.microgemm import (
     MICRO_256_NT_MIN_M,
     MICRO_256_PARTIAL_MIN,
     MICRO_256_PARTIAL_MIN_N,
+    MICRO_512_MIN_N,
+    MICRO_MIN_MACS,
     MICRO_MIN_N,
     blas_family,
     micro_gemm_block,
@@ -112,7 +114,7 @@ def test_which_products_it_takes():
     """By shape only: never batch 1, narrow outputs or small products (OpenBLAS keeps those)."""
     family = blas.OPENBLAS_FAMILY
     assert not micro_wanted(1, 256, 784, False, family)
-    assert not micro_wanted(128, MICRO_MIN_N - 1, 784, False, family)
+    assert not micro_wanted(128, min(MICRO_MIN_N, MICRO_512_MIN_N) - 1, 784, False, family)
     assert not micro_wanted(8, 32, 4, False, family)
     assert micro_wanted_shape(128, 256, 784, False, BLAS_512) and micro_wanted_shape(128, 256, 784, False, BLAS_256)
     wanted = micro_wanted(128, 256, 784, False, family)
@@ -162,14 +164,28 @@ _RULE_N = (1, 2, 10, 15, 16, 17, 24, 31, 32, 33, 36, 48, 63, 64, 72, 100, 128, 2
 _RULE_K = (1, 2, 7, 8, 10, 16, 31, 32, 33, 64, 100, 128, 200, 256, 512, 784, 1024, 4096)
 
 
-def test_the_512_bit_rule_is_the_rule_before():
-    """Against OpenBLAS's SkylakeX-type kernels nothing changes: the decisions of session 28's rule at
-    every shape, and ``A @ B.T`` stays with OpenBLAS."""
+def _rule_512(m, n, k):
+    """Session 31's rule (the last vector masked), written out: any width from 10 columns."""
+    return m >= 2 and n >= 10 and m * n * k >= 1 << 20
+
+
+def test_the_512_bit_rule():
+    """Against OpenBLAS's SkylakeX-type kernels: every product session 28's rule took, and large ones of
+    any width from 10 columns (the last vector masked: LeNet's 84 and 120, 100 hidden units, a
+    classifier's 10 outputs at a large batch); ``A @ B.T`` and small products stay with OpenBLAS."""
     for m in _RULE_M:
         for n in _RULE_N:
             for k in _RULE_K:
-                assert micro_wanted_shape(m, n, k, False, BLAS_512) == _rule_before(m, n, k), (m, n, k)
+                wanted = micro_wanted_shape(m, n, k, False, BLAS_512)
+                assert wanted == _rule_512(m, n, k), (m, n, k)
+                assert wanted or not _rule_before(m, n, k), (m, n, k)
                 assert not micro_wanted_shape(m, n, k, True, BLAS_512), (m, n, k)
+    assert micro_wanted_shape(256, 100, 512, False, BLAS_512) and micro_wanted_shape(2048, 10, 512, False, BLAS_512)
+    assert not micro_wanted_shape(100, 100, 64, False, BLAS_512)  # the digits net's hidden layer (a tile)
+    assert not micro_wanted_shape(200, 10, 100, False, BLAS_512)  # its output layer
+    assert not micro_wanted_shape(2048, MICRO_512_MIN_N - 1, 512, False, BLAS_512)
+    assert micro_wanted_shape(2, 1 << 19, 1, False, BLAS_512)
+    assert not micro_wanted_shape(2, MICRO_MIN_MACS // 2 - 1, 1, False, BLAS_512)
 
 
 def test_the_256_bit_rule():
