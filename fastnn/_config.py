@@ -152,13 +152,28 @@ def _l2_bytes_per_core() -> int:
 
 
 # A matrix-vector product (a Dense layer at batch 1: streaming its weights) runs its tiles in a
-# parallel region only when its weights take more than half of one core's L2: then each thread keeps
-# its own share of the weights in its core's L2 across calls. Below, one core holds them all and the
-# region's start (a tbb/omp wake-up, 4-6 us on the Intel VM) costs more than the halved stream saves:
-# mlp's batch-1 predict (784x256 float32 = 784 KiB, L2 2 MiB) took 16.4 us split, 10.7 serial, while on
-# the AMD VM (1 MiB L2) the split took it from 16.5 to ~9 us (benchmarks/RESULTS.md, "Session 27:
-# batch-1 products"). The same tiles run either way (serially in a loop), so the bits do not change.
-MATVEC_SPLIT_BYTES = _l2_bytes_per_core() // 2
+# parallel region only when its weights take more than half of one core's L2 (then each thread keeps
+# its own share of the weights in its core's L2 across calls) and more than MATVEC_SPLIT_MIN_BYTES.
+# Below, the region's start (a tbb wake-up: 4-6 us on the Intel VM, 3.2-3.4 us for an empty 2-thread
+# region on the Zen 4 VM) costs as much as the halved stream saves or more: mlp's batch-1 predict
+# (784x256 float32 = 784 KiB, L2 2 MiB) took 16.4 us split, 10.7 serial (benchmarks/RESULTS.md,
+# "Session 27: batch-1 products"; on that session's AMD VM, 1 MiB L2, the split took it from 16.5 to
+# ~9 us, a measurement the next one does not repeat). The floor is for L2s of 1 MiB: on the Zen 4 VM one core streams
+# the weights through gemv.py's kernel at 9.0 ns/KiB from its L2 and 10.6-11.4 from L3 (~100 GB/s:
+# the L2's bandwidth is the limit, not where the weights live), so splitting 784 KiB saves ~3.8 us
+# of 7.6 against a region's 3.2+ us, and loses outright when the other core is busy or its thread
+# asleep (session 32: mlp's batch-1 predict 28 against 43 us in the bench, under load). The same
+# tiles run either way (serially in a loop), so the bits do not change.
+MATVEC_SPLIT_MIN_BYTES = 1 << 20
+
+
+def matvec_split_bytes_for(l2_bytes: int) -> int:
+    """Bytes of weights above which a matrix-vector product splits over the threads, for a core
+    with ``l2_bytes`` of L2: half of it, and at least :data:`MATVEC_SPLIT_MIN_BYTES`."""
+    return max(l2_bytes // 2, MATVEC_SPLIT_MIN_BYTES)
+
+
+MATVEC_SPLIT_BYTES = matvec_split_bytes_for(_l2_bytes_per_core())
 
 # Rows per fixed-size chunk of every reduction over the batch: partial sums are per chunk,
 # combined in chunk order, so results never depend on the thread count.

@@ -4,6 +4,7 @@ eval-mode batch norm folded into the Dense / convolution before it, dropout skip
 The reference is the layer-by-layer forward in evaluation mode (``model.forward(x, training=False)``:
 each layer's own kernels, batch norm unfolded)."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -384,3 +385,30 @@ def test_batch_one_predictions_of_the_mlp(dtype, rng):
             _close(one[0], h[i], dtype)
             _close(one[0], batch[i], dtype)
             np.testing.assert_array_equal(one, model.forward(x[i : i + 1], training=False))
+
+
+@pytest.mark.parametrize("features", [784, 1040])
+def test_batch_one_predictions_do_not_depend_on_the_threads(features, rng):
+    """A batch-1 prediction gives the same bits on one and two threads, whether its first product
+    runs on the calling thread (784x256 float32: 784 KiB, below ``_config.MATVEC_SPLIT_BYTES``) or
+    splits its tiles over the threads (1040x256: 1040 KiB, above it on CPUs with up to 2 MiB of L2);
+    the plan's first call and the serving loop's (predict_small) both."""
+    model = fnn.Sequential(
+        [fnn.Dense(features, 256, activation="relu"), fnn.Dense(256, 128, activation="relu"), fnn.Dense(128, 10)],
+        seed=0,
+    )
+    x = rng.standard_normal((3, features)).astype(np.float32)
+    threads = numba.get_num_threads()
+    outputs = {}
+    try:
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS), 1):
+            numba.set_num_threads(n)
+            outputs.setdefault(n, []).append([model.predict(x[i : i + 1]) for i in range(3) for _ in range(2)])
+    finally:
+        numba.set_num_threads(threads)
+    runs = [run for per_count in outputs.values() for run in per_count]
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(a, b)
+    for i in range(3):
+        np.testing.assert_array_equal(runs[0][2 * i], model.forward(x[i : i + 1], training=False))

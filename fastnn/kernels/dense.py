@@ -173,8 +173,9 @@ def _threaded_product(parallel, m, w):
     """:func:`_threaded` for the products of an (m, k) x ``w`` (k, n) layer: from
     ``_config.THREAD_MIN_MACS`` multiply-adds (below, a region's start and the operands' move to the
     other core cost more than the split saves); at batch 1 (a matrix-vector product) only when ``w``
-    takes more than ``_config.MATVEC_SPLIT_BYTES`` (half a core's L2: each thread then keeps its
-    share of the weights in its own L2); below, one core streams them faster than a region starts.
+    takes more than ``_config.MATVEC_SPLIT_BYTES`` (half a core's L2, so that each thread keeps its
+    share of the weights in its own L2, and at least 1 MiB); below, one core streams them about as
+    fast as, or faster than, a region starts and the halves stream.
     The tiles are the same either way."""
     if m > 1:
         return _threaded(parallel and m * w.size >= THREAD_MIN_MACS)

@@ -623,7 +623,7 @@ def _gemm_tile(trans_a, trans_b, a, b, beta, c, tile, grid):
 @njit(**JIT_PARALLEL)
 def gemm_tiled(trans_a, trans_b, a, b, beta, c):
     """c = op(a) @ op(b) + beta * c on output tiles fixed by the shape, in parallel when it pays
-    (at one row, a recurrent step at batch 1: only when ``b`` exceeds half a core's L2, as Dense)."""
+    (at one row, a recurrent step at batch 1: only when ``b`` exceeds ``_config.MATVEC_SPLIT_BYTES``, as Dense)."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     parallel = _worth_parallel(m, n, k)

@@ -68,7 +68,7 @@ def small_gemm_macs(typingctx):
 @intrinsic
 def matvec_split_bytes(typingctx):
     """Bytes of weights (int64) above which a matrix-vector product runs its tiles in a parallel
-    region (``_config.MATVEC_SPLIT_BYTES``: half of this CPU's per-core L2)."""
+    region (``_config.MATVEC_SPLIT_BYTES``: half of this CPU's per-core L2, at least 1 MiB)."""
     return _matvec_split_bytes(typingctx)
 
 

@@ -6,7 +6,12 @@ import numba
 import numpy as np
 import pytest
 
-from fastnn._config import MATVEC_SPLIT_BYTES, REDUCTION_CHUNK_ROWS
+from fastnn._config import (
+    MATVEC_SPLIT_BYTES,
+    MATVEC_SPLIT_MIN_BYTES,
+    REDUCTION_CHUNK_ROWS,
+    matvec_split_bytes_for,
+)
 from fastnn.kernels.activations import (
     ACTIVATIONS,
     IDENTITY,
@@ -172,9 +177,16 @@ def test_backward_finite_differences(name):
 
 @pytest.mark.parametrize(
     "name, shape",
-    # batch-1 tiles: 784x256 float32 (784 KiB) runs them in a loop on a CPU with 2 MiB of L2 per core,
-    # in a region on one with 1 MiB; 1024x1024 (4 MiB) in a region on both (kernels.dense._threaded_product)
-    [("relu", (256, 512, 384)), ("softmax", (256, 512, 384)), ("tanh", (1, 784, 256)), ("relu", (1, 1024, 1024))],
+    # batch-1 tiles: 784x256 float32 (784 KiB) runs them in a loop (below 1 MiB, whatever the L2);
+    # 1040x256 (1040 KiB) in a region on a CPU with up to 2 MiB of L2 per core; 1024x1024 (4 MiB) in a
+    # region up to 8 MiB (kernels.dense._threaded_product, _config.MATVEC_SPLIT_BYTES)
+    [
+        ("relu", (256, 512, 384)),
+        ("softmax", (256, 512, 384)),
+        ("tanh", (1, 784, 256)),
+        ("relu", (1, 1040, 256)),
+        ("relu", (1, 1024, 1024)),
+    ],
 )
 def test_bit_identical_on_one_and_two_threads(name, shape):
     x, w, b, grad_y = _problem(*shape, np.float32, seed=2)
@@ -235,5 +247,23 @@ def test_parallel_kernels_see_numbas_current_thread_count():
 
 def test_batch_one_products_split_above_half_a_cores_l2():
     """The compiled kernels read the split size of this process (half the L2 of a core, as the
-    system reports it), not a constant frozen into the cache."""
-    assert numba.njit(lambda: matvec_split_bytes())() == MATVEC_SPLIT_BYTES > 0
+    system reports it, and at least 1 MiB), not a constant frozen into the cache."""
+    assert numba.njit(lambda: matvec_split_bytes())() == MATVEC_SPLIT_BYTES >= MATVEC_SPLIT_MIN_BYTES
+
+
+def test_batch_one_products_below_1_mib_run_on_one_thread():
+    """A matrix-vector product splits over the threads only above half a core's L2 and above 1 MiB:
+    below, one core streams the weights about as fast as a parallel region starts (on a 1 MiB-L2
+    Zen 4: 9-11 ns/KiB from L2 or L3, a region 3+ us), so mlp's 784x256 float32 weights (784 KiB)
+    stay on one thread on any CPU."""
+    assert MATVEC_SPLIT_MIN_BYTES == 1 << 20
+    kib = 1 << 10
+    for l2, split in (
+        (256 * kib, 1 << 20),
+        (1 << 20, 1 << 20),
+        (2 << 20, 1 << 20),
+        (4 << 20, 2 << 20),
+        (32 << 20, 16 << 20),
+    ):
+        assert matvec_split_bytes_for(l2) == split
+    assert 784 * 256 * 4 <= MATVEC_SPLIT_BYTES
