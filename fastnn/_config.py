@@ -190,9 +190,13 @@ DTYPES = ("float32", "float64")
 # the mlp step (784-256-128-10, batch 128, 9 calls; estimate 10 us, 0.6%) ran 76 us (4.5%) faster
 # fused, mlp-bn-do (13 calls; estimate 0.2%) 108 us (1.4%) (interleaved A/B of the same plan,
 # 1 thread, CPU time: benchmarks/RESULTS.md, "Session 10: tier-up"). Hence a low bar. It is now
-# estimated per call and argument (fastnn._fused.estimated_saving).
+# estimated per call and argument (fastnn._fused.estimated_saving), in units of a dispatch measured
+# inside the step (fastnn._fused.cold_dispatch_seconds: after kernels that sweep megabytes a dispatch
+# costs 2-4 warm ones). That still undershoots larger steps about 2-3x (mlp-bn-do: estimate 34-54 us,
+# measured 110-150 us; session 32), so the bar on the estimate is 0.2% for a real saving of ~0.5%:
+# mlp-bn-do fuses, a step of 100 ms (wide) does not compile for its 0.01%.
 FUSE_AFTER_CALLS = 200
-FUSE_MIN_SHARE = 0.005
+FUSE_MIN_SHARE = 0.002
 # ... and when the runs still expected (a fit says how many steps it will take) times the estimated
 # saving per run (fastnn._fused.estimated_saving) exceed the compile time of a new fused step (first
 # time for a model structure); loading one compiled before costs FUSE_LOAD_SECONDS (Numba's cache:

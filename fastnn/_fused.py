@@ -565,10 +565,12 @@ _PER_ARRAY = 0.25
 _PER_SCALAR = 0.1
 
 
-def estimated_saving(calls: Sequence[Call], slots: Sequence = ()) -> float:
+def estimated_saving(calls: Sequence[Call], slots: Sequence = (), unit: float | None = None) -> float:
     """Estimated seconds that fusing ``calls`` saves per run: each call's dispatch from Python
     (per argument: an array's unboxing costs more than a scalar's) and the Python loop's own time
-    per call, less the one call of the fused function (its slots and :class:`Given` arguments)."""
+    per call, less the one call of the fused function (its slots and :class:`Given` arguments).
+    ``unit``: the seconds of one unit (a one-array dispatch) in the step itself
+    (:func:`cold_dispatch_seconds`); by default the warm one, :func:`_dispatch_seconds`."""
     arrays = scalars = 0
     for _, args in calls:
         for value in args:
@@ -579,7 +581,28 @@ def estimated_saving(calls: Sequence[Call], slots: Sequence = ()) -> float:
     n = len(calls)
     units = n * (1 + _LOOP_PER_CALL) + _PER_ARRAY * max(0, arrays - n) + _PER_SCALAR * scalars
     units -= 1 + _PER_ARRAY * (len(slots) + _n_given(calls))  # the fused function's own call
-    return max(0.0, units) * _dispatch_seconds()
+    return max(0.0, units) * (_dispatch_seconds() if unit is None else unit)
+
+
+#: the most :func:`cold_dispatch_seconds` makes of a unit, in warm units: one preempted probe (a
+#: step of one or two calls has no median to hide it in) never makes a step look worth a compile
+_COLD_MAX_UNITS = 8.0
+
+
+def cold_dispatch_seconds(cold: Sequence[float], warm: Sequence[float]) -> float:
+    """The unit of :func:`estimated_saving` as the step itself pays it: after a kernel that swept
+    megabytes, the interpreter's and the dispatcher's code and data are out of the caches, and a
+    dispatch costs several warm ones (``mlp-bn-do``: a one-array probe ~1 us after each kernel
+    against ~0.25 us right after the probe itself; the fused step saved ~110-150 us a run, sessions
+    10 and 31, where the warm unit estimated 14). ``cold[i]``: a probe's seconds right after call ``i``; ``warm[i]``: a
+    second probe's right after the first (the probe's own overhead, cancelled). The unit is the warm
+    one plus the median excess of the cold probes, at most ``_COLD_MAX_UNITS`` warm units; a step
+    whose kernels leave the caches warm (a tiny network's) keeps the warm unit."""
+    unit = _dispatch_seconds()
+    if not cold:
+        return unit
+    excess = float(np.median([max(0.0, c - w) for c, w in zip(cold, warm)]))
+    return min(unit + excess, _COLD_MAX_UNITS * unit)
 
 
 class CallRunner:
@@ -587,7 +610,8 @@ class CallRunner:
 
     The calls first run one by one from Python. Once they have run ``FUSE_AFTER_CALLS``
     times, if what fusing saves (:func:`estimated_saving`: Python's dispatch of each call and its
-    arguments, and its loop) is more than ``FUSE_MIN_SHARE`` of their measured time (small
+    arguments, and its loop, in units of a dispatch measured inside the step on its second run:
+    :meth:`_probed_run`) is more than ``FUSE_MIN_SHARE`` of their fastest measured run (small
     networks, small batches) and the runs still expected pay for it (:func:`worth_fusing`), they
     are compiled into one function (:class:`FusedCalls`: 3-7 s the first time for a new model
     structure, cached on disk after: a load of ~30 ms) and run as one call from then on. ``FASTNN_FUSE`` (see ``fastnn._config``) can force
@@ -602,7 +626,7 @@ class CallRunner:
         "_actions",
         "_cold",
         "_direct",
-        "_elapsed",
+        "_fastest",
         "_fused",
         "_kept",
         "_rebound",
@@ -610,7 +634,9 @@ class CallRunner:
         "_runs",
         "_step_source",
         "_tiering",
+        "_timed",
         "_total",
+        "_unit",
         "calls",
         "returns",
         "slots",
@@ -632,7 +658,9 @@ class CallRunner:
         self._direct: Callable | None = None  # once fused without slots: its given_caller
         self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
         self._runs = 0
-        self._elapsed = 0.0
+        self._timed = 0  # runs timed in this window (not the first, not the probed one)
+        self._fastest = float("inf")  # the fastest timed run of the window (_decide's measure)
+        self._unit: float | None = None  # the dispatch unit measured in the step (_probed_run), once
         self._total = 0  # runs measured unfused, over every window (worth_fusing's runs_before)
         self._cold = True  # the first run: its uncached kernels may compile in worker processes
         self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
@@ -664,10 +692,14 @@ class CallRunner:
                 return self(*arrays)
         if not self._tiering:
             return self._run_calls(arrays)
-        start = time.perf_counter()
-        result = self._run_calls(arrays)
-        if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
-            self._elapsed += time.perf_counter() - start
+        if self._runs == 1 and self._unit is None:  # once, the first run after the kernels' load: not timed
+            result = self._probed_run(arrays)
+        else:
+            start = time.perf_counter()
+            result = self._run_calls(arrays)
+            if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
+                self._fastest = min(self._fastest, time.perf_counter() - start)
+                self._timed += 1
         self._runs += 1
         self._total += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
@@ -677,15 +709,55 @@ class CallRunner:
     def _decide(self) -> None:
         """After the measured runs: fuse when what fusing saves (:func:`estimated_saving`) is a real
         share of a run and the runs still expected pay for the compile or load (:func:`worth_fusing`);
-        when only the latter fails, measure again later (a longer fit of the same model may come)."""
-        saving = estimated_saving(self.calls, self.slots)
-        if saving <= _config.FUSE_MIN_SHARE * self._elapsed / max(1, self._runs - 1):
+        when only the latter fails, measure again later (a longer fit of the same model may come).
+        The estimate's unit is the dispatch as the step pays it (:meth:`_probed_run`).
+
+        The share is of the fastest timed run, not of their mean: other processes on the machine
+        only ever add time (a loaded machine's mean, up to twice the fastest run here, refused a
+        step whose fusing saved 80-190 us of ~1.6 ms: the embed-10k-sparse bench)."""
+        saving = estimated_saving(self.calls, self.slots, self._unit)
+        if saving <= _config.FUSE_MIN_SHARE * self._fastest:
             self._tiering = False
         elif worth_fusing(saving, self._generated_source, self._total):
             self._tiering = False
             self._fuse()
         else:
-            self._runs, self._elapsed = 1, 0.0
+            self._runs, self._timed, self._fastest = 1, 0, float("inf")
+
+    def _probed_run(self, arrays):
+        """One run of the calls with, after each, two calls of a one-array kernel, each timed: the
+        first pays the dispatch as the next call of the step would (its code and data evicted by the
+        kernel just run), the second the probe's own cost; sets ``_unit``
+        (:func:`cold_dispatch_seconds`)."""
+        from .kernels.checks import all_finite
+
+        probe = np.zeros((1, 1), np.float32)
+        all_finite(probe)  # loaded before the run
+        cold: list[float] = []
+        warm: list[float] = []
+        clock = time.perf_counter
+
+        def probed(fn):
+            def call(*args):
+                value = fn(*args)
+                start = clock()
+                all_finite(probe)
+                middle = clock()
+                all_finite(probe)
+                cold.append(middle - start)
+                warm.append(clock() - middle)
+                return value
+
+            return call
+
+        calls = self.calls
+        self.calls = [(probed(fn), args) for fn, args in calls]
+        try:
+            result = self._run_calls(arrays)
+        finally:
+            self.calls = calls
+        self._unit = cold_dispatch_seconds(cold, warm)
+        return result
 
     def _generated_source(self) -> str:
         """The generated step's source (it depends on the calls' structure only): made at the

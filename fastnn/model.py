@@ -33,7 +33,7 @@ from . import training as training_mod
 from ._fused import CallRunner, Result, rebindable
 from ._ownership import PartsPickling
 from .accumulation import GroupSum
-from .kernels.checks import all_finite, all_finite_pair, loss_if_finite
+from .kernels.checks import all_finite, all_finite_pair, labels_in_range, loss_if_finite
 from .kernels.masking import valid_rows as count_valid_rows
 from .kernels.sparse_update import norm_tasks
 from .layers import layer_from_config, layer_to_config, using_layer_classes
@@ -246,7 +246,10 @@ class _TrainLane:
     dtypes) when its checks passed on the arrays themselves. The lane re-checks everything that can
     change per call: the arrays' type, shape, dtype, layout and values, and that the model, its
     loss, optimizer and plan are still the ones it was made for; anything else goes the long way
-    (which raises the errors)."""
+    (which raises the errors). ``index_limit``: for a model whose first layer takes int64 indices
+    (``Embedding``), the bound n of their range [0, n), checked at every call (the values of an
+    array may change between calls, the one given before too); None for float inputs (checked
+    finite, in Python or inside the plan's call)."""
 
     __slots__ = (
         "base_loss",
@@ -254,6 +257,7 @@ class _TrainLane:
         "checked",
         "fn",
         "head",
+        "index_limit",
         "loss",
         "n_outputs",
         "optimizer",
@@ -276,8 +280,10 @@ class _TrainLane:
         xb: np.ndarray,
         yb: np.ndarray,
         n_outputs: int,
+        index_limit: int | None = None,
     ):
         self.plan, self.runner, self.token = plan, plan.run, plan.token
+        self.index_limit = index_limit
         # call(xb, yb) as fn(head, xb, yb): a partial's function and its one bound argument (the
         # fused step's table address) called directly, without the partial's layer (~0.02 us)
         if type(call) is functools.partial and len(call.args) == 1 and not call.keywords:
@@ -293,7 +299,7 @@ class _TrainLane:
         # the inputs in one call; other losses (labels, ranges) check them themselves
         self.plain_targets = type(base).check_targets is losses_mod.Loss.check_targets and yb.ndim == 2
         # ... and inside the plan's own call when it checks its batch (then only a failed step looks again)
-        self.checked = self.plain_targets and plan.checks_batch
+        self.checked = self.plain_targets and plan.checks_batch and index_limit is None
 
 
 def _call_without_head(call: Callable, xb: np.ndarray, yb: np.ndarray):
@@ -3608,6 +3614,7 @@ class Sequential:
         that step cannot be repeated with fewer checks: the arrays were converted (``given``
         False), or the step did not run as one compiled call with the update inside."""
         plan, shape = self._plans.get(xb.shape[0]), self.output_shape
+        index_limit = self._lane_index_limit(xb)
         if not (
             given
             and shape is not None
@@ -3617,7 +3624,7 @@ class Sequential:
             and self.optimizer is not None
             and self._step_reduce is None
             and len(shape) == 1
-            and self._plain_input
+            and (self._plain_input or index_limit is not None)
             and xb.flags.writeable
             and yb.flags.writeable
             and (xb.shape, xb.dtype, yb.shape, yb.dtype) == (plan.x.shape, plan.x.dtype, plan.y.shape, plan.y.dtype)
@@ -3625,12 +3632,35 @@ class Sequential:
             return None
         # the compiled function called without Numba's dispatch: the lane passes arrays of the slots' kind only
         call = plan.run.typed_slot_caller() or plan.run.slot_caller()
-        return None if call is None else _TrainLane(plan, call, self.loss, self.optimizer, xb, yb, shape[0])
+        if call is None:
+            return None
+        return _TrainLane(plan, call, self.loss, self.optimizer, xb, yb, shape[0], index_limit)
+
+    def _lane_index_limit(self, xb: np.ndarray) -> int | None:
+        """For checked int64 indices ``xb`` of a first layer whose whole check of such an array is
+        the range of its values (``index_limit``: ``Embedding`` without ``mask_padding``), that
+        range's bound, which the fast lane checks at every step; else None."""
+        first = self.layers[0] if self.built else None
+        if first is None or xb.dtype != np.int64 or getattr(first, "check_sequences", None) is not None:
+            return None
+        if getattr(first, "check_indices", None) is None:
+            return None
+        limit = getattr(first, "index_limit", None)
+        return limit if type(limit) is int and limit > 0 else None
 
     def _lane_values_taken(self, lane: _TrainLane, xb: np.ndarray, yb: np.ndarray) -> bool:
         """Whether the lane's loss accepts the values of (xb, yb), arrays of the lane's kind, when its
-        plan does not check them inside the call (finite, labels in range, ...). False sends the
+        plan does not check them inside the call (finite, labels in range, ...), and, for index
+        inputs, whether every index lies in the first layer's range (checked at every step: the
+        array given may be the one of the step before, its values changed since). False sends the
         step the long way, whose checks raise the errors."""
+        limit = lane.index_limit
+        if limit is not None:
+            if not labels_in_range(xb.reshape(-1), limit):
+                return False
+            if lane.plain_targets:
+                return all_finite(yb)
+            return lane.base_loss.check_targets(yb, xb.shape[0], lane.n_outputs, self.dtype) is yb
         x2 = xb if xb.ndim == 2 else xb.reshape(xb.shape[0], -1)
         if lane.plain_targets:
             return all_finite_pair(x2, yb)

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -198,6 +199,34 @@ def test_runner_tiers_up_only_after_enough_runs_and_only_when_dispatch_matters(m
     assert model.step_plan(5).run.fused
 
 
+@pytest.mark.parametrize("fastest, fuses", [(0.1, True), (0.9, False)])
+def test_the_tier_up_weighs_the_saving_against_the_fastest_run(monkeypatch, fastest, fuses):
+    """The share of a run that fusing saves is of the fastest measured run: a run slowed by other
+    processes (here one of two) does not hide what fusing saves (their mean would, at 0.9 s)."""
+    from fastnn.kernels.checks import all_finite
+
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 4)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 0.02)
+    monkeypatch.setattr(
+        _fused, "estimated_saving", lambda calls, slots=(), unit=None: 0.01
+    )  # > 2% of 0.1 s, < 2% of 0.9 s
+    clock = [0.0]
+    durations = iter([0.5, 1.0, fastest, 1.0])  # the first and the probed runs, unmeasured, then two measured
+
+    def run_calls(self, arrays=()):
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(_fused, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(_fused.CallRunner, "_run_calls", run_calls)
+    fused: list = []
+    monkeypatch.setattr(_fused.CallRunner, "_fuse", lambda self: fused.append(self))
+    runner = _fused.CallRunner([(all_finite, (np.zeros((1, 1), np.float32),))], returns=0)
+    for _ in range(4):
+        runner()
+    assert (fused == [runner]) == fuses and not runner._tiering
+
+
 def test_fusing_waits_until_the_runs_still_expected_pay_for_the_compile(monkeypatch):
     monkeypatch.setattr(_config, "FUSE_COMPILE_SECONDS", 3.0)
     monkeypatch.setattr(_config, "FUSE_LOAD_SECONDS", 0.1)
@@ -382,7 +411,7 @@ def test_a_slow_first_run_does_not_hide_the_dispatch_share(fuse, monkeypatch):
     for _ in range(4):
         model.train_step(X, X[:, :1])
     run = model.step_plan(4).run
-    assert run.fused, (run._runs, run._elapsed)
+    assert run.fused, (run._runs, run._fastest)
 
 
 def test_user_layers_are_never_fused(fuse, rng):
@@ -928,9 +957,175 @@ def test_train_step_fast_lane_from_two_threads_at_once_takes_every_step_once(fus
     np.testing.assert_array_equal(model.params, alone.params)
 
 
+def _embedder(sparse=False, mask_padding=False, seed=4):
+    padding = {"padding_idx": 0, "mask_padding": True} if mask_padding else {}
+    pool = [fnn.GlobalAvgPool(axis="time"), fnn.Dense(4, 8, activation="relu")]
+    return fnn.Sequential(
+        [
+            fnn.Embedding(10, 4, sparse=sparse, **padding),
+            *(pool if mask_padding else [fnn.Flatten(), fnn.Dense(12, 8, activation="relu")]),
+            fnn.Dense(8, 3),
+        ],
+        input_shape=(3,),
+        seed=seed,
+    )
+
+
+def _index_batches(rng, n=6, batch=8):
+    return rng.integers(1, 10, (n, batch, 3)), rng.integers(0, 3, (n, batch))
+
+
+def _counting_long_ways(monkeypatch) -> list:
+    long_ways: list = []
+    run_step = fnn.Sequential.run_step
+    monkeypatch.setattr(fnn.Sequential, "run_step", lambda m, *a, **k: long_ways.append(m) or run_step(m, *a, **k))
+    return long_ways
+
+
+@pytest.mark.parametrize("sparse, loss", [(False, "cross_entropy"), (True, "cross_entropy"), (True, "mse")])
+def test_train_step_fast_lane_takes_index_inputs_bit_for_bit(fuse_shared, rng, monkeypatch, sparse, loss):
+    """A model whose first layer takes indices (Embedding, dense or sparse table) takes the fast lane
+    after one step the long way, its indices' range checked at each step: the same losses, weights
+    and optimizer state as a twin whose read-only batches always go the long way (whole-valued
+    float indices, converted there, too)."""
+    X, labels = _index_batches(rng)
+    Y = labels if loss == "cross_entropy" else rng.standard_normal((len(X), 8, 3)).astype(np.float32)
+    lane, long_way = _embedder(sparse), _embedder(sparse)
+    for model in (lane, long_way):
+        model.compile(loss=loss, optimizer=fnn.optim.Adam(lr=0.01))
+    long_ways = _counting_long_ways(monkeypatch)
+    losses: dict[int, list] = {id(lane): [], id(long_way): []}
+    for i in range(len(X)):
+        frozen_x = X[i].astype(np.float64) if i == 4 else X[i].copy()
+        frozen_y = Y[i].copy()
+        frozen_x.flags.writeable = frozen_y.flags.writeable = False
+        losses[id(lane)].append(lane.train_step(X[i], Y[i]))
+        losses[id(long_way)].append(long_way.train_step(frozen_x, frozen_y))
+        assert lane._lane is not None and lane._lane.index_limit == 10 and long_way._lane is None
+    assert long_ways.count(lane) == 1  # the first step only
+    np.testing.assert_array_equal(losses[id(lane)], losses[id(long_way)])
+    np.testing.assert_array_equal(lane.params, long_way.params)
+    for name, buffer in lane.optimizer.state_dict().items():
+        np.testing.assert_array_equal(buffer, long_way.optimizer.state_dict()[name])
+    assert lane.optimizer.step_count == long_way.optimizer.step_count == len(X)
+
+
+def _mutated(x, where, value):
+    x[where] = value  # in place: the very array the lane checked and took before
+    return x
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (lambda x: np.where(x == 9, 10, x), ValueError, r"xb holds index 10, outside \[0, 10\) of Embedding"),
+        (lambda x: np.where(x == 1, -1, x), ValueError, r"xb holds index -1, outside \[0, 10\) of Embedding"),
+        (lambda x: _mutated(x, (5, 2), 10), ValueError, r"xb holds index 10, outside \[0, 10\)"),
+        (lambda x: _mutated(x, (0, 0), -3), ValueError, r"xb holds index -3, outside \[0, 10\)"),
+        (lambda x: x + 0.5, TypeError, "xb must hold integer indices for Embedding.*non-integer values"),
+        (lambda x: x > 4, TypeError, "xb must hold integer indices.*got a bool array"),
+        (lambda x: x.astype(np.int32) + 10, ValueError, r"xb holds index \d+, outside \[0, 10\)"),
+    ],
+)
+@pytest.mark.parametrize("at_step", [2, 5])
+def test_train_step_fast_lane_refuses_bad_indices_at_any_step(fuse_shared, rng, bad, error, match, at_step):
+    """Indices out of range, or not integers, after the lane is set up (a new array, or the array
+    the lane took before changed in place) get the long way's errors and change nothing; the next
+    good step goes on as on a twin that never saw the bad batch."""
+    X, Y = _index_batches(rng)
+    model, twin = _embedder(sparse=True), _embedder(sparse=True)
+    for m in (model, twin):
+        m.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=0.01))
+    for i in range(at_step):
+        model.train_step(X[i], Y[i])
+        twin.train_step(X[i].copy(), Y[i].copy())
+    assert model._lane is not None
+    params, state = model.params.copy(), model.optimizer.state_dict()
+    xb = X[at_step - 1]  # the array of the last step, on the lane
+    with pytest.raises(error, match=match):
+        model.train_step(bad(xb), Y[at_step - 1])
+    np.testing.assert_array_equal(model.params, params)
+    for name, buffer in state.items():
+        np.testing.assert_array_equal(model.optimizer.state_dict()[name], buffer)
+    assert model.optimizer.step_count == at_step
+    assert model.train_step(X[at_step], Y[at_step]) == twin.train_step(X[at_step].copy(), Y[at_step].copy())
+    np.testing.assert_array_equal(model.params, twin.params)
+
+
+def test_train_step_fast_lane_checks_labels_beside_indices_and_skips_masked_sequences(fuse_shared, rng):
+    """On an index lane the labels keep their loss's check; an Embedding with mask_padding (whose
+    sequences are checked too) takes no lane, and refuses a sequence of padding alone at any step."""
+    X, Y = _index_batches(rng)
+    model = _embedder().compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
+    model.train_step(X[0], Y[0])
+    model.train_step(X[1], Y[1])
+    assert model._lane is not None
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        model.train_step(X[2], np.where(Y[2] == 0, 3, Y[2]))
+    assert model.optimizer.step_count == 2
+    masked = _embedder(mask_padding=True).compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
+    for i in range(3):
+        masked.train_step(X[i], Y[i])
+    assert masked._lane is None and masked.layers[0].index_limit is None
+    X[3][2] = 0
+    with pytest.raises(ValueError, match="padding_idx=0"):
+        masked.train_step(X[3], Y[3])
+    assert masked.optimizer.step_count == 3
+
+
 def _raises(fn, *args):
     try:
         fn(*args)
     except RuntimeError as error:
         return str(error)
     return ""
+
+
+def test_the_dispatch_unit_in_the_step_adds_the_median_cold_excess_and_is_capped(monkeypatch):
+    """A probe after each kernel (cold) against one right after it (warm): the unit is the warm
+    dispatch plus the median excess, never below the warm unit, at most _COLD_MAX_UNITS of it."""
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1e-6)
+    assert _fused.cold_dispatch_seconds([], []) == 1e-6
+    # a tiny step: the kernels leave the caches warm, the probes cost alike
+    assert _fused.cold_dispatch_seconds([3e-7, 2e-7, 3e-7], [3e-7, 3e-7, 3e-7]) == pytest.approx(1e-6)
+    # a large step: ~1 us more after most kernels; one preempted probe is not the median
+    cold = [1.3e-6, 1.2e-6, 5e-3, 1.1e-6, 0.3e-6]
+    warm = [0.3e-6] * 5
+    assert _fused.cold_dispatch_seconds(cold, warm) == pytest.approx(1e-6 + 0.9e-6)
+    # a step of one call preempted in its probe: capped
+    assert _fused.cold_dispatch_seconds([5e-3], [3e-7]) == pytest.approx(_fused._COLD_MAX_UNITS * 1e-6)
+    calls = [(None, (np.zeros(1),))] * 3
+    assert _fused.estimated_saving(calls, (), 4e-6) == pytest.approx(4 * _fused.estimated_saving(calls, (), 1e-6))
+
+
+def test_the_runner_probes_its_dispatch_once_untimed_and_decides_on_it(monkeypatch):
+    """The second run probes after each call (same results, calls restored), is not timed, happens
+    once per runner; the decision's estimate takes that unit: a step whose dispatch is dear in
+    place fuses where the warm unit would keep it unfused."""
+    from fastnn.kernels.checks import all_finite
+
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    monkeypatch.setattr(_config, "FUSE_AFTER_CALLS", 4)
+    monkeypatch.setattr(_config, "FUSE_MIN_SHARE", 1.0)  # the saving must beat a whole run's time
+    monkeypatch.setattr(_fused, "_dispatch_seconds", lambda: 1e-12)  # warm: a saving of nothing
+    monkeypatch.setattr(_fused, "fusing_cost", lambda source: (0.0, False))
+    fused = []
+    monkeypatch.setattr(_fused.CallRunner, "_fuse", lambda self: fused.append(self))
+    probe, bad = np.zeros((2, 2), np.float32), np.full((2, 2), np.nan, np.float32)
+    calls = [(all_finite, (probe,)), (all_finite, (bad,)), (all_finite, (probe,))]
+    seen = []
+    real = _fused.cold_dispatch_seconds
+    monkeypatch.setattr(
+        _fused, "cold_dispatch_seconds", lambda cold, warm: seen.append((len(cold), len(warm))) or real(cold, warm)
+    )
+    warm_runner = _fused.CallRunner(calls, returns=(0, 1))
+    for _ in range(6):
+        assert warm_runner() == (True, False)  # the probed run's results too
+    assert seen == [(3, 3)] and warm_runner.calls == calls and not fused and not warm_runner._tiering
+    assert 1e-12 <= warm_runner._unit <= _fused._COLD_MAX_UNITS * 1e-12
+    monkeypatch.setattr(_fused, "cold_dispatch_seconds", lambda cold, warm: 1.0)  # dear in place: ~10 s a run
+    dear = _fused.CallRunner(calls, returns=(0, 1))
+    dear._cold = False  # (no compile in workers)
+    for _ in range(4):
+        dear()
+    assert fused == [dear] and dear._timed == 2  # runs 3 and 4 timed: not the first, not the probed one

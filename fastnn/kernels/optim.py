@@ -101,7 +101,9 @@ def adam_rule(
 ):
     """Adam/AdamW: ``coupled_wd`` adds L2 to the gradient, ``decay`` (1 - lr * wd) shrinks p first.
 
-    Returns (p, m, v, vmax); ``step_size`` is lr / (1 - beta1**t), ``bc2_sqrt`` sqrt(1 - beta2**t).
+    Returns (p, m, v, vmax); ``step_size`` is lr / (1 - beta1**t), ``bc2_sqrt`` sqrt(1 - beta2**t),
+    or None where that is exactly 1 in the working dtype: the division by it is then left out
+    (``x / 1`` is ``x``, bit for bit; Numba prunes the branch on a None argument).
     """
     g = g + coupled_wd * p
     p = p * decay
@@ -109,9 +111,12 @@ def adam_rule(
     v = beta2 * v + one_minus_beta2 * g * g
     if amsgrad:
         vmax = max(vmax, v)
-        denom = math.sqrt(vmax) / bc2_sqrt + eps
+        root = math.sqrt(vmax)
     else:
-        denom = math.sqrt(v) / bc2_sqrt + eps
+        root = math.sqrt(v)
+    if bc2_sqrt is not None:
+        root = root / bc2_sqrt
+    denom = root + eps
     return p - step_size * m / denom, m, v, vmax
 
 
@@ -378,41 +383,30 @@ def _adam_chunk(
     params, grads, m, v, vmax, c, n_decay, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs
 ):
     i0, i1, i2 = _chunk_bounds(c, params.size, n_decay)
+    # sqrt(1 - beta2**t) rounded to 1 (float32: t >= 16,628 at beta2 0.999): the division left out
+    # (same bits) in a specialisation of its own (a None argument: Numba prunes the branch)
+    if bc2_sqrt == like(1.0, params):
+        _adam_pieces(params, grads, m, v, vmax, i0, i1, i2,
+                     step_size, omb1, beta2, omb2, None, eps, coupled_wd, decay, amsgrad, gs)  # fmt: skip
+    else:
+        _adam_pieces(params, grads, m, v, vmax, i0, i1, i2,
+                     step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs)  # fmt: skip
+
+
+@njit(**JIT_UPDATE_INLINE)
+def _adam_pieces(
+    params, grads, m, v, vmax, i0, i1, i2, step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs
+):
+    """Adam over ``[i0, i1)`` with weight decay and ``[i1, i2)`` without; ``bc2_sqrt`` None: no division."""
     one, zero = like(1.0, params), like(0.0, params)
     _adam_range(
-        params[i0:i1],
-        grads[i0:i1],
-        m[i0:i1],
-        v[i0:i1],
-        vmax[i0:i1],
-        step_size,
-        omb1,
-        beta2,
-        omb2,
-        bc2_sqrt,
-        eps,
-        coupled_wd,
-        decay,
-        amsgrad,
-        gs,
-    )
+        params[i0:i1], grads[i0:i1], m[i0:i1], v[i0:i1], vmax[i0:i1],
+        step_size, omb1, beta2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs,
+    )  # fmt: skip
     _adam_range(
-        params[i1:i2],
-        grads[i1:i2],
-        m[i1:i2],
-        v[i1:i2],
-        vmax[i1:i2],
-        step_size,
-        omb1,
-        beta2,
-        omb2,
-        bc2_sqrt,
-        eps,
-        zero,
-        one,
-        amsgrad,
-        gs,
-    )
+        params[i1:i2], grads[i1:i2], m[i1:i2], v[i1:i2], vmax[i1:i2],
+        step_size, omb1, beta2, omb2, bc2_sqrt, eps, zero, one, amsgrad, gs,
+    )  # fmt: skip
 
 
 @njit(**JIT_UPDATE_PARALLEL)

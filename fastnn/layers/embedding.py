@@ -224,6 +224,28 @@ class Embedding(Layer):
             )
         return arr
 
+    @property
+    def index_limit(self) -> int | None:
+        """The bound n when :meth:`check_indices` takes a C-contiguous int64 array of the input
+        shape as it is once its values lie in [0, n): a model's fast training lane then checks
+        its batches by that range alone, at every step. None with ``mask_padding`` (its
+        sequences are checked too).
+
+        Returns
+        -------
+        int or None
+            ``num_embeddings``, or None.
+
+        Examples
+        --------
+        >>> import fastnn as fnn
+        >>> fnn.Embedding(10, 4).index_limit
+        10
+        >>> fnn.Embedding(10, 4, padding_idx=0, mask_padding=True).index_limit is None
+        True
+        """
+        return None if self.mask_padding else self.num_embeddings
+
     def sequence_lengths(self, X) -> np.ndarray:
         """Each sample's valid steps with ``mask_padding=True``: one past its last index that is not
         ``padding_idx`` (the lengths the model's kernels compute in each step, here on the host).

@@ -167,3 +167,32 @@ def test_steps_from_draws_the_masks_of_the_batch_major_samples(steps, batch, fea
     np.testing.assert_array_equal(
         _backward(part.reshape(steps * batch, features), mask, 0.4), out.reshape(mask.shape[0], -1)
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("features", [1, 7, 8, 9, 64, 515])
+def test_serial_backward_gives_the_parallel_paths_bits(features, dtype):
+    """The serial twin (its mask spread to flags first, so it vectorises) against the parallel path:
+    the same rows of one large input, bit for bit, NaN, infinities, signed zeros and in place too."""
+    from fastnn._config import PARALLEL_MIN_ELEMENTS
+
+    rows = -(-PARALLEL_MIN_ELEMENTS // features)  # the parallel path for the whole input
+    rng = np.random.default_rng(features)
+    x = rng.standard_normal((rows, features)).astype(dtype)
+    x.flat[:5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    mask = rng.integers(0, 256, (rows, mask_bytes(features)), dtype=np.uint8)
+    mask[:, -1] &= np.uint8((1 << (features - 8 * (mask_bytes(features) - 1))) - 1)  # padding bits 0
+    whole = _backward(x, mask, 0.3)
+    small = max(1, (PARALLEL_MIN_ELEMENTS - 1) // features)  # the serial path
+    part = _backward(x[:small].copy(), mask[:small].copy(), 0.3)
+    np.testing.assert_array_equal(part.view(np.uint8), whole[:small].view(np.uint8))
+    in_place = x[:small].copy()
+    dropout_backward(in_place, mask[:small], in_place, 0.3)
+    np.testing.assert_array_equal(in_place.view(np.uint8), whole[:small].view(np.uint8))
+    # a strided (non-contiguous) grad_out and grad_in
+    strided_in, strided_out = np.zeros((small, 2 * features), dtype), np.zeros((small, 2 * features), dtype)
+    strided_in[:, ::2] = x[:small]
+    dropout_backward(strided_in[:, ::2], mask[:small], strided_out[:, ::2], 0.3)
+    np.testing.assert_array_equal(
+        np.ascontiguousarray(strided_out[:, ::2]).view(np.uint8), whole[:small].view(np.uint8)
+    )

@@ -312,3 +312,47 @@ def test_step_gate_clips_by_the_norm_of_a_leading_range_only(dtype):
     go, scale = S.step_gate(1.0, ref.grad_norm_reference(grads), scalars, None, grads, leading, partials)
     assert go and scalars[S.USED_NORM] == pytest.approx(5.0, rel=1e-12)
     assert scale == pytest.approx(ref.clip_norm_scale_reference(5.0, 1.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("n", [1001, PARALLEL_MIN_ELEMENTS + 4321])  # serial and parallel paths
+def test_adam_leaves_out_a_bias_correction_of_exactly_one_with_the_same_bits(n, amsgrad, dtype):
+    """Once sqrt(1 - beta2**t) rounds to 1 in the dtype (float32 from t = 16,628 at beta2 0.999,
+    float64 from 37,412), the kernel leaves out the division by it: the same bits as dividing by
+    that 1 (the shared rule in a loop of the update's flags, given the 1); the step before still
+    divides, and the same loop given its correction reproduces it (the loop is a faithful reference)."""
+    import math
+
+    from numba import njit
+
+    from fastnn._config import JIT_UPDATE
+
+    @njit(**dict(JIT_UPDATE, cache=False))
+    def divided(p, g, m, v, vmax, step_size, omb1, b2, omb2, bc2, eps, zero, one, amsgrad):
+        for i in range(p.size):
+            p[i], m[i], v[i], w = K.adam_rule(
+                p[i], g[i] * one, m[i], v[i], vmax[i] if amsgrad else v[i],
+                step_size, omb1, b2, omb2, bc2, eps, zero, one, amsgrad,
+            )  # fmt: skip
+            if amsgrad:
+                vmax[i] = w
+
+    lr, beta1, beta2, eps = 1e-3, 0.9, 0.999, 1e-8
+    first = {np.float32: 16_628, np.float64: 37_412}[dtype]
+    assert dtype(math.sqrt(1.0 - beta2**first)) == 1.0 > dtype(math.sqrt(1.0 - beta2 ** (first - 1)))
+    rng = np.random.default_rng(n)
+    g = rng.standard_normal(n).astype(dtype) * dtype(10.0) ** rng.integers(-20, 20, n).astype(dtype)
+    g[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(dtype).max]
+    state = [rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype) * dtype(0.1)]
+    state += [np.abs(rng.standard_normal(n)).astype(dtype) * dtype(1e-3) for _ in range(2)]  # v, vmax
+    for t in (first - 1, first, first + 1000):
+        p, m, v, vmax = (a.copy() for a in state)
+        want = [a.copy() for a in state]
+        K.adam_update(p, g, m, v, vmax if amsgrad else v[:0], lr, beta1, beta2, eps, 0.0, 0, False, amsgrad, t, 1.0)
+        divided(
+            *want[:1], g, *want[1:], dtype(lr / (1.0 - beta1**t)), dtype(1.0 - beta1), dtype(beta2),
+            dtype(1.0 - beta2), dtype(math.sqrt(1.0 - beta2**t)), dtype(eps), dtype(0.0), dtype(1.0), amsgrad,
+        )  # fmt: skip
+        for got, expected in zip((p, m, v, vmax) if amsgrad else (p, m, v), want):
+            np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), expected.view(f"u{got.itemsize}"))
