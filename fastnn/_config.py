@@ -183,8 +183,9 @@ DTYPES = ("float32", "float64")
 
 # Recorded kernel calls (training steps, small predictions) tier up to one compiled function
 # (fastnn._fused) after this many runs, when Python's dispatch was more than FUSE_MIN_SHARE of
-# their time. FASTNN_FUSE=always fuses at once, =never keeps the Python loop (the test suite
-# uses never, except the tests of fusion itself, to save the compile time).
+# their fastest timed run (other processes only ever add time). FASTNN_FUSE=always fuses at once,
+# =never keeps the Python loop (the test suite uses never, except the tests of fusion itself, to
+# save the compile time).
 # The share was estimated from the dispatch alone (~1.1 us per call), which is what fusing saves
 # on a tiny network (9 calls: 12.6 us measured) but a fraction of what it saves on a mid-size one:
 # the mlp step (784-256-128-10, batch 128, 9 calls; estimate 10 us, 0.6%) ran 76 us (4.5%) faster
