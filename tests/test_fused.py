@@ -746,6 +746,17 @@ def test_a_batch_refused_inside_the_lanes_call_changes_no_buffer(fuse_shared, rn
     assert model.train_step(X[2], Y[2]) == before.train_step(X[2], Y[2])  # the same next step
 
 
+def _assert_the_lane_refuses_a_label_out_of_range(model, X, labels):
+    """Two steps put ``model`` (3 classes) on the fast lane; a third with a label 3 raises the loss's
+    error and takes no step."""
+    model.train_step(X[0], labels[0])
+    model.train_step(X[1], labels[1])
+    assert model._lane is not None
+    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
+        model.train_step(X[2], np.where(labels[2] == 0, 3, labels[2]))
+    assert model.optimizer.step_count == 2
+
+
 def test_train_step_fast_lane_checks_labels_the_loss_way_and_follows_a_new_compile(fuse, rng):
     """A loss with its own target checks (class labels) keeps them on the lane; a new optimizer or
     a diverging step leaves it as the long way would."""
@@ -753,12 +764,7 @@ def test_train_step_fast_lane_checks_labels_the_loss_way_and_follows_a_new_compi
     labels = rng.integers(0, 3, (4, 8))
     model = fnn.Sequential([fnn.Dense(2, 5, activation="relu"), fnn.Dense(5, 3)], seed=1)
     model.compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
-    model.train_step(X[0], labels[0])
-    model.train_step(X[1], labels[1])
-    assert model._lane is not None
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
-        model.train_step(X[2], np.where(labels[2] == 0, 3, labels[2]))
-    assert model.optimizer.step_count == 2
+    _assert_the_lane_refuses_a_label_out_of_range(model, X, labels)
     twin = copy.deepcopy(model)
     for m in (model, twin):
         m.compile(loss="cross_entropy", optimizer=fnn.optim.Adam(lr=0.01))
@@ -1057,12 +1063,7 @@ def test_train_step_fast_lane_checks_labels_beside_indices_and_skips_masked_sequ
     sequences are checked too) takes no lane, and refuses a sequence of padding alone at any step."""
     X, Y = _index_batches(rng)
     model = _embedder().compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
-    model.train_step(X[0], Y[0])
-    model.train_step(X[1], Y[1])
-    assert model._lane is not None
-    with pytest.raises(ValueError, match=r"label 3, outside \[0, 3\)"):
-        model.train_step(X[2], np.where(Y[2] == 0, 3, Y[2]))
-    assert model.optimizer.step_count == 2
+    _assert_the_lane_refuses_a_label_out_of_range(model, X, Y)
     masked = _embedder(mask_padding=True).compile(loss="cross_entropy", optimizer=fnn.optim.SGD(lr=0.1))
     for i in range(3):
         masked.train_step(X[i], Y[i])

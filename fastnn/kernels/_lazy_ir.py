@@ -25,6 +25,7 @@ format, so their cache files stay readable without fastnn.
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import llvmlite.binding as llvm
@@ -82,16 +83,14 @@ def _serialize_with_names(self):
     return (self.name, KIND, (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared)))
 
 
+#: a Numba-mangled name (of a function, or of its CPython or C wrapper) up to its first namespace's length
+_MANGLED_FIRST_NAMESPACE = re.compile(r"(?:cpython\.|cfunc\.)?_ZN(\d+)")
+
+
 def _owner(function_name: str) -> str:
     """The first namespace of a Numba-mangled function name (``_ZN6fastnn7kernels...`` -> ``fastnn``), or ""."""
-    name = function_name.removeprefix("cpython.").removeprefix("cfunc.")
-    if not name.startswith("_ZN"):
-        return ""
-    digits = len(name) - len(name[3:].lstrip("0123456789")) - 3
-    if digits == 0:
-        return ""
-    length = int(name[3 : 3 + digits])
-    return name[3 + digits : 3 + digits + length]
+    match = _MANGLED_FIRST_NAMESPACE.match(function_name)
+    return function_name[match.end() : match.end() + int(match[1])] if match else ""
 
 
 def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
