@@ -53,6 +53,33 @@ OWN_PREFIXES = ("fastnn.", "fastnn_step_")
 #: the code libraries of fastnn's functions compiled in this process, to be cached with their names
 _own_libraries: weakref.WeakSet = weakref.WeakSet()
 
+#: functions compiled code calls by a C name of fastnn's (not copied into each caller): the name's
+#: prefix -> the function making such a name callable in this process (compiling or loading the
+#: library that defines it); run before a library calling them is handed to the JIT, compiled or loaded
+_providers: dict = {}
+
+
+def provide(prefix: str, ensure) -> None:
+    """Register ``ensure(name)``, which makes the function ``name`` (any name starting with ``prefix``)
+    callable in this process; a cached library that calls one runs it before it is loaded."""
+    _providers[prefix] = ensure
+
+
+def needed_names(module: llvm.ModuleRef) -> tuple[str, ...]:
+    """The functions ``module`` declares whose names a provider (:func:`provide`) defines."""
+    prefixes = tuple(_providers)
+    if not prefixes:
+        return ()
+    return tuple(fn.name for fn in module.functions if fn.is_declaration and fn.name.startswith(prefixes))
+
+
+def _provide(names) -> None:
+    for name in names:
+        ensure = next((ensure for prefix, ensure in _providers.items() if name.startswith(prefix)), None)
+        if ensure is None:  # its provider's module was not imported: no kernel that calls it was either
+            raise RuntimeError(f"fastnn: a cached kernel calls {name!r}, which nothing in this process defines")
+        ensure(name)
+
 
 def own_module(modname: str) -> bool:
     """Whether a function of module ``modname`` is fastnn's (its kernels, its fused steps)."""
@@ -76,11 +103,12 @@ def _serialize_with_names(self):
     if self not in _own_libraries:
         return _numba_serialize(self)
     self._ensure_finalized()
+    needs = self.__dict__.get("_fastnn_needs", ())
     if "_fastnn_object" in self.__dict__:  # compiled to object code by _finalize_from_object
         bitcode = self.__dict__.get("_fastnn_bitcode") or self._get_module_for_linking().as_bitcode()
-        return (self.name, KIND, (self._fastnn_object, bitcode, self._fastnn_names))
+        return (self.name, KIND, (self._fastnn_object, bitcode, self._fastnn_names, needs))
     shared = self._get_module_for_linking()
-    return (self.name, KIND, (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared)))
+    return (self.name, KIND, (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared), needs))
 
 
 #: a Numba-mangled name (of a function, or of its CPython or C wrapper) up to its first namespace's length
@@ -109,6 +137,11 @@ def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
 
 def _finalize_from_object(self):
     module = self._final_module
+    needs = needed_names(module)
+    if needs:  # cached with its needs (fastnn's format), whoever's it is: a new process provides them first
+        _provide(needs)
+        self._fastnn_needs = needs
+        _own_libraries.add(self)
     if not _compiles_to_object(self, module):
         return _previous_finalize(self)
     self._verify_declare_only_symbols()
@@ -135,7 +168,9 @@ def _unserialize_lazily(cls, codegen_, state):
     name, kind, data = state
     if kind != KIND:
         return _numba_unserialize(cls, codegen_, state)
-    object_code, shared_bitcode, names = data
+    object_code, shared_bitcode, names = data[:3]
+    needs = data[3] if len(data) > 3 else ()  # (older files: their code calls nothing by fastnn's names)
+    _provide(needs)  # before the JIT resolves the object code's calls
     self = codegen_.create_library(name)
     self.enable_object_caching()
     self._set_compiled_object(object_code)
@@ -170,4 +205,4 @@ def installed() -> bool:
     return compiler.CompileResult._reduce is _reduce_marking_own
 
 
-__all__ = ["KIND", "OWN_PREFIXES", "defined_names", "install", "installed", "own_module"]
+__all__ = ["KIND", "OWN_PREFIXES", "defined_names", "install", "installed", "needed_names", "own_module", "provide"]

@@ -34,6 +34,7 @@ with unit stride along k when ``trans_b`` (its blocks copied transposed into the
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
@@ -41,6 +42,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, MICRO_GEMM_MODE
+from . import _lazy_ir
 from .tiling import _linked_int64
 from .views import pointer
 
@@ -127,111 +129,245 @@ def _masked(builder, name, vec, args):
 WHOLE, MASKED, HALF = 0, 1, 2
 
 
-def _register_block(nv: int, tail: int):
-    """An intrinsic ``block(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate,
-    pack, lanes)`` computing ``MR`` rows of ``nv`` vectors of C: ``C[i, j] (+)= sum_kk A[a_off + i*sa_i +
-    kk*sa_k] * B[b_off + kk*ldb + j]``, stored at ``c_off + i*ldc + j`` for the first ``rows`` rows
-    (1..MR; the missing rows read A's last row instead: no access outside A). ``accumulate``: the
-    sums start from C's values (a later block of the inner sum: the same chain of rounded
-    multiply-adds as one pass), else from zero. ``pack`` (an array, or None): B's vectors are also
-    stored there, row ``kk`` at ``kk * nv * VW``, for the next strips to read from L1. ``tail``
-    (:data:`MASKED`, :data:`HALF`): the last vector has ``lanes`` columns only (1..VW, 1..VW/2), read
-    from B and C and written to C by masked loads and stores, nothing past them touched (its other
-    lanes are zeros in ``pack``); :data:`WHOLE`: ``lanes`` is ignored. Offsets and strides in elements
-    (int64). Each element's sum is the same chain of multiply-adds in every variant."""
+def _emit_block(builder, real, width, nv, tail, pointers, values):
+    """Emit, at ``builder``, the register block of ``nv`` vectors of ``width`` lanes of ``real`` (an LLVM
+    float type) for one strip of ``MR`` rows: ``C[i, j] (+)= sum_kk A[i*sa_i + kk*sa_k] * B[kk*ldb + j]``,
+    stored at ``i*ldc + j`` for the first ``rows`` rows (1..MR; the missing rows read A's last row
+    instead: no access outside A). ``pointers``: ``(pa, pb, pc, pp)``, A's, B's and C's first elements
+    and the pack buffer's (None: no packing); ``values``: ``(sa_i, sa_k, ldb, ldc, k, rows, accumulate,
+    lanes)``, int64 strides in elements, ``accumulate`` an i1. ``accumulate``: the sums start from C's
+    values (a later block of the inner sum: the same chain of rounded multiply-adds as one pass), else
+    from zero. With a pack buffer, B's vectors are also stored there, row ``kk`` at ``kk * nv * width``,
+    for the next strips to read from L1. ``tail`` (:data:`MASKED`, :data:`HALF`): the last vector has
+    ``lanes`` columns only (1..width, 1..width/2), read from B and C and written to C by masked loads
+    and stores, nothing past them touched (its other lanes are zeros in the pack buffer);
+    :data:`WHOLE`: ``lanes`` is ignored. Each element's sum is the same chain of multiply-adds in
+    every variant."""
+    pa, pb, pc, pp = pointers
+    sa_i_v, sa_k_v, ldb_v, ldc_v, k_v, rows_v, acc_v, lanes_v = values
+    align = ir.Constant(_I32, 4 if isinstance(real, ir.FloatType) else 8)
+    # vector j's type (the last one half as wide for HALF), and the mask of a masked last one
+    vecs = [ir.VectorType(real, width)] * nv
+    if tail == HALF:
+        vecs[-1] = ir.VectorType(real, width // 2)
+    mask = None
+    if tail != WHOLE:  # lane < lanes
+        count = vecs[-1].count
+        index = ir.VectorType(_I64, count)
+        limit = builder.insert_element(ir.Constant(index, None), lanes_v, ir.Constant(_I32, 0))
+        limit = builder.shuffle_vector(
+            limit, ir.Constant(index, None), ir.Constant(ir.VectorType(_I32, count), [0] * count)
+        )
+        mask = builder.icmp_unsigned("<", ir.Constant(index, list(range(count))), limit)
+
+    def zero(j):
+        return ir.Constant(vecs[j], [0.0] * vecs[j].count)
+
+    def address(row, j):  # of vector j of a row (a pointer to its first element)
+        return builder.bitcast(builder.gep(row, [ir.Constant(_I64, j * width)]), vecs[j].as_pointer())
+
+    def load(row, j):
+        if mask is not None and j == nv - 1:
+            return _masked(builder, "load", vecs[j], [address(row, j), align, mask, zero(j)])
+        return builder.load(address(row, j), align=1)
+
+    def store(value, row, j):
+        if mask is not None and j == nv - 1:
+            _masked(builder, "store", vecs[j], [value, address(row, j), align, mask])
+        else:
+            builder.store(value, address(row, j), align=1)
+
+    last = builder.sub(rows_v, ir.Constant(_I64, 1))
+    row_starts, c_rows, present = [], [], []
+    for i in range(MR):  # a missing row reads the last real one
+        here = builder.icmp_signed("<", ir.Constant(_I64, i), rows_v)
+        present.append(here)
+        row = builder.select(here, ir.Constant(_I64, i), last)
+        row_starts.append(builder.gep(pa, [builder.mul(row, sa_i_v)]))
+        c_rows.append(builder.gep(pc, [builder.mul(ir.Constant(_I64, i), ldc_v)]))
+
+    accumulators = [[cgutils.alloca_once_value(builder, zero(j)) for j in range(nv)] for _ in range(MR)]
+    with builder.if_then(acc_v):
+        for i in range(MR):
+            with builder.if_then(present[i]):
+                for j in range(nv):
+                    builder.store(load(c_rows[i], j), accumulators[i][j])
+    with cgutils.for_range(builder, k_v) as loop:
+        kk = loop.index
+        b_row = builder.gep(pb, [builder.mul(kk, ldb_v)])
+        b_vectors = [load(b_row, j) for j in range(nv)]
+        if pp is not None:  # whole vectors (a masked one's other lanes are zeros)
+            packed_row = builder.gep(pp, [builder.mul(kk, ir.Constant(_I64, nv * width))])
+            for j in range(nv):
+                builder.store(b_vectors[j], address(packed_row, j), align=1)
+        a_step = builder.mul(kk, sa_k_v)
+        for i in range(MR):
+            scalar = builder.load(builder.gep(row_starts[i], [a_step]))
+            for j in range(nv):
+                slot = accumulators[i][j]
+                broadcast = _splat(builder, vecs[j], scalar)
+                fma = _fma(builder, vecs[j])
+                builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
+    for i in range(MR):
+        with builder.if_then(present[i]):
+            for j in range(nv):
+                store(builder.load(accumulators[i][j]), c_rows[i], j)
+
+
+#: the out-of-line register blocks (:func:`block_symbol`): compiled once a process, not copied into
+#: every kernel that calls them (each copy was optimised and compiled again with its caller: ~2/3 of
+#: a GEMM-using library's code and of the package's compile time)
+_BLOCK_PREFIX = "fastnn_microgemm_block_v1_"
+
+
+def block_symbol(dtype, wide: bool, packing: bool) -> str:
+    """The C symbol of the register blocks for ``dtype`` (a Numba float type) on 512-bit vectors
+    (``wide``) or 256-bit ones, storing B's vectors to a pack buffer or not: a function ``void (A*,
+    sa_i, sa_k, B*, ldb, C*, ldc, k, rows, i1 accumulate, pack*, nv, lanes)`` (:func:`_define_blocks`)."""
+    return f"{_BLOCK_PREFIX}{dtype}_{512 if wide else 256}_{'pack' if packing else 'nopack'}"
+
+
+def _block_function_type(real) -> ir.FunctionType:
+    ptr = real.as_pointer()
+    return ir.FunctionType(
+        ir.VoidType(), [ptr, _I64, _I64, ptr, _I64, ptr, _I64, _I64, _I64, ir.IntType(1), ptr, _I64, _I64]
+    )
+
+
+def _define_blocks(module, symbol: str, real, width: int, packing: bool) -> None:
+    """Define in ``module`` the function ``symbol`` (external linkage): the register block of ``nv``
+    vectors (1..4; another count reads as 1) whose last vector has ``lanes`` columns (whole when
+    ``width``, masked when more than half of them, a masked half-width vector otherwise), the twelve
+    variants of :func:`_emit_block` one branch each."""
+    function = ir.Function(module, _block_function_type(real), symbol)
+    pa, sa_i, sa_k, pb, ldb, pc, ldc, k, rows, accumulate, pp, nv, lanes = function.args
+    entry = function.append_basic_block("entry")
+    builder = ir.IRBuilder(entry)
+
+    def const(value):
+        return ir.Constant(_I64, value)
+
+    over_half = builder.icmp_signed(">", builder.mul(lanes, const(2)), const(width))
+    tail = builder.select(
+        builder.icmp_signed("==", lanes, const(width)),
+        const(WHOLE),
+        builder.select(over_half, const(MASKED), const(HALF)),
+    )
+    vectors = const(1)
+    for count in (2, 3, 4):
+        vectors = builder.select(builder.icmp_signed("==", nv, const(count)), const(count), vectors)
+    case = builder.add(builder.mul(tail, const(4)), builder.sub(vectors, const(1)))
+    pointers = (pa, pb, pc, pp if packing else None)
+    values = (sa_i, sa_k, ldb, ldc, k, rows, accumulate, lanes)
+    cases = []
+    for variant in (WHOLE, MASKED, HALF):
+        for count in (1, 2, 3, 4):
+            block = function.append_basic_block(f"block_{variant}_{count}")
+            builder.position_at_end(block)
+            _emit_block(builder, real, width, count, variant, pointers, values)
+            builder.ret_void()
+            cases.append((variant * 4 + count - 1, block))
+    builder.position_at_end(entry)  # the blocks' allocas are in the entry block: the dispatch ends it
+    switch = builder.switch(case, cases[0][1])
+    for value, block in cases:
+        switch.add_case(const(value), block)
+
+
+def _definitions(wide: bool):
+    """An intrinsic ``define(like)`` adding to its module the register blocks (:func:`block_symbol`, with
+    and without packing) for ``like``'s dtype (an array), on 512-bit (``wide``) or 256-bit vectors."""
 
     @intrinsic
-    def block(typingctx, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes):
-        sig = types.void(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        packing = not isinstance(pack, types.NoneType)
-
+    def define(typingctx, like):
         def codegen(context, builder, signature, args):
-            a_v, a_off_v, sa_i_v, sa_k_v, b_v, b_off_v, ldb_v, c_v, c_off_v, ldc_v, k_v, rows_v, acc_v, pack_v, _ = args
-            lanes_v = args[-1]
-            real = context.get_value_type(signature.args[0].dtype)
-            width = _vector_width(context, signature.args[0].dtype)
-            align = ir.Constant(_I32, context.get_abi_sizeof(real))
-            pa = _data(context, builder, signature.args[0], a_v, a_off_v)
-            pb = _data(context, builder, signature.args[4], b_v, b_off_v)
-            pc = _data(context, builder, signature.args[7], c_v, c_off_v)
-            pp = _data(context, builder, signature.args[13], pack_v, ir.Constant(_I64, 0)) if packing else None
-            # vector j's type (the last one half as wide for HALF), and the mask of a masked last one
-            vecs = [ir.VectorType(real, width)] * nv
-            if tail == HALF:
-                vecs[-1] = ir.VectorType(real, width // 2)
-            mask = None
-            if tail != WHOLE:  # lane < lanes
-                count = vecs[-1].count
-                index = ir.VectorType(_I64, count)
-                limit = builder.insert_element(ir.Constant(index, None), lanes_v, ir.Constant(_I32, 0))
-                limit = builder.shuffle_vector(
-                    limit, ir.Constant(index, None), ir.Constant(ir.VectorType(_I32, count), [0] * count)
-                )
-                mask = builder.icmp_unsigned("<", ir.Constant(index, list(range(count))), limit)
-
-            def zero(j):
-                return ir.Constant(vecs[j], [0.0] * vecs[j].count)
-
-            def address(row, j):  # of vector j of a row (a pointer to its first element)
-                return builder.bitcast(builder.gep(row, [ir.Constant(_I64, j * width)]), vecs[j].as_pointer())
-
-            def load(row, j):
-                if mask is not None and j == nv - 1:
-                    return _masked(builder, "load", vecs[j], [address(row, j), align, mask, zero(j)])
-                return builder.load(address(row, j), align=1)
-
-            def store(value, row, j):
-                if mask is not None and j == nv - 1:
-                    _masked(builder, "store", vecs[j], [value, address(row, j), align, mask])
-                else:
-                    builder.store(value, address(row, j), align=1)
-
-            last = builder.sub(rows_v, ir.Constant(_I64, 1))
-            row_starts, c_rows, present = [], [], []
-            for i in range(MR):  # a missing row reads the last real one
-                here = builder.icmp_signed("<", ir.Constant(_I64, i), rows_v)
-                present.append(here)
-                row = builder.select(here, ir.Constant(_I64, i), last)
-                row_starts.append(builder.gep(pa, [builder.mul(row, sa_i_v)]))
-                c_rows.append(builder.gep(pc, [builder.mul(ir.Constant(_I64, i), ldc_v)]))
-
-            accumulators = [[cgutils.alloca_once_value(builder, zero(j)) for j in range(nv)] for _ in range(MR)]
-            with builder.if_then(cgutils.as_bool_bit(builder, acc_v)):
-                for i in range(MR):
-                    with builder.if_then(present[i]):
-                        for j in range(nv):
-                            builder.store(load(c_rows[i], j), accumulators[i][j])
-            with cgutils.for_range(builder, k_v) as loop:
-                kk = loop.index
-                b_row = builder.gep(pb, [builder.mul(kk, ldb_v)])
-                b_vectors = [load(b_row, j) for j in range(nv)]
-                if packing:  # whole vectors (a masked one's other lanes are zeros)
-                    packed_row = builder.gep(pp, [builder.mul(kk, ir.Constant(_I64, nv * width))])
-                    for j in range(nv):
-                        builder.store(b_vectors[j], address(packed_row, j), align=1)
-                a_step = builder.mul(kk, sa_k_v)
-                for i in range(MR):
-                    scalar = builder.load(builder.gep(row_starts[i], [a_step]))
-                    for j in range(nv):
-                        slot = accumulators[i][j]
-                        broadcast = _splat(builder, vecs[j], scalar)
-                        fma = _fma(builder, vecs[j])
-                        builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
-            for i in range(MR):
-                with builder.if_then(present[i]):
-                    for j in range(nv):
-                        store(builder.load(accumulators[i][j]), c_rows[i], j)
+            dtype = signature.args[0].dtype
+            real = context.get_value_type(dtype)
+            width = (512 if wide else 256) // (32 if dtype == types.float32 else 64)
+            for packing in (False, True):
+                symbol = block_symbol(dtype, wide, packing)
+                if symbol not in builder.module.globals:
+                    _define_blocks(builder.module, symbol, real, width, packing)
             return context.get_dummy_value()
 
-        return sig, codegen
+        return types.void(like), codegen
 
-    return block
+    return define
 
 
-#: register blocks by vectors (1..4) and last vector (WHOLE, MASKED, HALF)
-_block_1, _block_2, _block_3, _block_4 = (_register_block(nv, WHOLE) for nv in (1, 2, 3, 4))
-_masked_1, _masked_2, _masked_3, _masked_4 = (_register_block(nv, MASKED) for nv in (1, 2, 3, 4))
-_half_1, _half_2, _half_3, _half_4 = (_register_block(nv, HALF) for nv in (1, 2, 3, 4))
+_define_512, _define_256 = _definitions(True), _definitions(False)
+
+
+@njit(**JIT)
+def _blocks_512(like):
+    """Compiled for its library: it defines the 512-bit register blocks of ``like``'s dtype."""
+    _define_512(like)
+
+
+@njit(**JIT)
+def _blocks_256(like):
+    """Compiled for its library: it defines the 256-bit register blocks of ``like``'s dtype."""
+    _define_256(like)
+
+
+_resolvable: set = set()
+
+
+def ensure_block_symbol(symbol: str) -> None:
+    """Make the register blocks ``symbol`` (:func:`block_symbol`) callable by name in this process: the
+    library defining them compiled, or loaded from the cache, once a process, before any code calling
+    them is compiled or loaded (:mod:`._lazy_ir` calls this for the names a cached library needs)."""
+    if symbol in _resolvable:
+        return
+    dtype_name, bits, _ = symbol[len(_BLOCK_PREFIX) :].split("_")
+    if dtype_name not in ("float32", "float64") or bits not in ("512", "256"):
+        raise RuntimeError(f"fastnn: no register blocks named {symbol!r} (a cache file of another fastnn version?)")
+    host = _blocks_512 if bits == "512" else _blocks_256
+    argtypes = (types.Array(getattr(types, dtype_name), 1, "C"),)
+    host.compile(argtypes)
+    library = host.overloads[argtypes].library
+    for packing in ("pack", "nopack"):
+        name = f"{_BLOCK_PREFIX}{dtype_name}_{bits}_{packing}"
+        llvm.add_symbol(name, library.get_pointer_to_function(name))
+        _resolvable.add(name)
+
+
+_lazy_ir.provide(_BLOCK_PREFIX, ensure_block_symbol)
+
+
+@intrinsic
+def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
+    """The register block of ``nv`` vectors (1..4) for one MR-row strip (:func:`_emit_block`), its last
+    vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width vector for
+    at most half of them): a call of the out-of-line blocks (:func:`block_symbol`). Offsets and strides
+    in elements (int64); ``pack``: an array, or None."""
+    sig = types.void(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
+    packing = not isinstance(pack, types.NoneType)
+
+    def codegen(context, builder, signature, args):
+        argtypes = signature.args
+        dtype = argtypes[2].dtype
+        symbol = block_symbol(dtype, _wide_target(context), packing)
+        ensure_block_symbol(symbol)
+        real = context.get_value_type(dtype)
+        function = cgutils.get_or_insert_function(builder.module, _block_function_type(real), symbol)
+
+        def i64(index):
+            return context.cast(builder, args[index], argtypes[index], types.int64)
+
+        def data(index, offset):
+            return _data(context, builder, argtypes[index], args[index], offset)
+
+        pp = data(15, ir.Constant(_I64, 0)) if packing else ir.Constant(real.as_pointer(), None)
+        accumulate_bit = context.cast(builder, args[14], argtypes[14], types.boolean)
+        strides = (i64(4), i64(5))
+        builder.call(
+            function,
+            [data(2, i64(3)), *strides, data(6, i64(7)), i64(8), data(9, i64(10)), i64(11), i64(12), i64(13)]
+            + [accumulate_bit, pp, i64(0), i64(1)],
+        )
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -355,40 +491,6 @@ def _wanted_against_256(m, n, k, trans_b):
         return True
     partial_m = 2 * MICRO_256_NT_MIN_M if trans_b else MICRO_256_PARTIAL_MIN
     return n >= MICRO_256_PARTIAL_MIN_N and m >= partial_m and k >= MICRO_256_PARTIAL_MIN
-
-
-@njit(**JIT)
-def _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
-    """The register block of ``nv`` vectors (1..4) for one MR-row strip (see :func:`_register_block`),
-    its last vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width
-    vector for at most half of them)."""
-    width = vector_width(c)
-    if lanes == width:
-        if nv == 4:
-            _block_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        elif nv == 3:
-            _block_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        elif nv == 2:
-            _block_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        else:
-            _block_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-    elif 2 * lanes > width:
-        if nv == 4:
-            _masked_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        elif nv == 3:
-            _masked_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        elif nv == 2:
-            _masked_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-        else:
-            _masked_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-    elif nv == 4:
-        _half_4(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-    elif nv == 3:
-        _half_3(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-    elif nv == 2:
-        _half_2(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
-    else:
-        _half_1(a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack, lanes)
 
 
 #: bytes of the L1-resident copy of a panel's block of B (on the kernel's stack)
