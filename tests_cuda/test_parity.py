@@ -15,6 +15,8 @@ import fastnn.kernels
 CPU_ONLY_MODULES = {
     "_lazy_ir": "how the CPU libraries are cached and loaded (their IR parsed when linked), no kernels",
     "_linkage": "the binding of the CPU libraries' linked-in copies (local symbols), no kernels",
+    "_outline": "functions of LLVM IR compiled once a CPU process and called by name (the GEMM's register "
+    "blocks, the batch-1 row kernel), no kernels of its own",
     "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "

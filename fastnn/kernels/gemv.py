@@ -33,7 +33,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT
-from .microgemm import _data, _fma, _mode, _splat, _target_int, _vector_width, _wide_compile_target, _wide_target
+from ._outline import OutOfLine
+from .microgemm import _data, _fma, _mode, _splat, _target_int, _wide_compile_target, _wide_target
 
 #: vectors of accumulators by target (AVX-512 has 32 vector registers, AVX2 16): a block of 16 (8)
 #: vectors of columns, plus one when the block starts inside a vector (its rows read aligned)
@@ -125,10 +126,99 @@ def _emit_block(builder, vec, fma, px, incx, pw, ldw, pc, k, nv: int, head, tail
             builder.store(value, vector_at(pc, j), align=1)
 
 
+def _row_function_type(real) -> ir.FunctionType:
+    """``void (x*, incx, w*, ldw, c*, k, n)``."""
+    ptr = real.as_pointer()
+    return ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, _I64, ptr, _I64, _I64])
+
+
+def _define_row(module, symbol: str, real, wide: bool, variant: str) -> None:
+    """Define in ``module`` the function ``symbol`` (external linkage, :func:`_row_function_type`):
+    :func:`row_times_matrix` on pointers to ``x``'s, ``w``'s and ``c``'s first elements, on 512-bit
+    (``wide``) or 256-bit vectors of ``real`` (an LLVM float type); one ``variant`` ("row")."""
+    itemsize = _itemsize(real)
+    width = (512 if wide else 256) // (8 * itemsize)
+    function = ir.Function(module, _row_function_type(real), symbol)
+    px, incx_v, pw, ldw_v, pc, k_v, n_v = function.args
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    vec = ir.VectorType(real, width)
+    fma = _fma(builder, vec)
+    nv_max = NV_WIDE if wide else NV_NARROW
+    one, w_const = ir.Constant(_I64, 1), ir.Constant(_I64, width)
+    # the block's lead within an aligned vector, when all its rows share it (else 0: unaligned reads)
+    address = builder.ptrtoint(pw, _I64)
+    vector_bytes = ir.Constant(_I64, width * itemsize)
+    offset = builder.urem(address, vector_bytes)
+    same = builder.and_(
+        builder.icmp_signed("==", builder.srem(ldw_v, w_const), ir.Constant(_I64, 0)),
+        builder.icmp_signed("==", builder.urem(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0)),
+    )
+    lead = builder.select(same, builder.udiv(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0))
+    neg_lead = builder.sub(ir.Constant(_I64, 0), lead)
+    pw = builder.gep(pw, [neg_lead])
+    pc = builder.gep(pc, [neg_lead])
+    span = builder.add(lead, n_v)  # lanes from the first vector's start to the last column
+    vectors = builder.sdiv(builder.add(span, ir.Constant(_I64, width - 1)), w_const)
+    last_lanes = builder.sub(span, builder.mul(builder.sub(vectors, one), w_const))
+    full = builder.sdiv(vectors, ir.Constant(_I64, nv_max))
+    rest = builder.sub(vectors, builder.mul(full, ir.Constant(_I64, nv_max)))
+    all_lanes = ir.Constant(ir.VectorType(_I1, width), [1] * width)
+    head_mask = _lane_mask(builder, width, lead, w_const)
+    tail_mask = _lane_mask(builder, width, ir.Constant(_I64, 0), last_lanes)
+    panel = ir.Constant(_I64, nv_max * width)
+    # full blocks of nv_max vectors (the first's head and the last's tail masked)
+    with cgutils.for_range(builder, full) as loop:
+        col = builder.mul(loop.index, panel)
+        first = builder.icmp_signed("==", loop.index, ir.Constant(_I64, 0))
+        last = builder.and_(
+            builder.icmp_signed("==", loop.index, builder.sub(full, one)),
+            builder.icmp_signed("==", rest, ir.Constant(_I64, 0)),
+        )
+        head = builder.select(first, head_mask, all_lanes)
+        tail = builder.select(last, tail_mask, all_lanes)
+        w_block, c_block = builder.gep(pw, [col]), builder.gep(pc, [col])
+        _emit_block(builder, vec, fma, px, incx_v, w_block, ldw_v, c_block, k_v, nv_max, head, tail)
+    # the vectors left (fewer than nv_max): one block, its tail masked
+    done = builder.mul(full, panel)
+    w_rest, c_rest = builder.gep(pw, [done]), builder.gep(pc, [done])
+    head = builder.select(builder.icmp_signed("==", full, ir.Constant(_I64, 0)), head_mask, all_lanes)
+    after = builder.append_basic_block("gemv.after")
+    switch = builder.switch(rest, after)
+    for nv in range(1, nv_max):
+        case = builder.append_basic_block(f"gemv.rest{nv}")
+        switch.add_case(ir.Constant(_I64, nv), case)
+        builder.position_at_end(case)
+        _emit_block(builder, vec, fma, px, incx_v, w_rest, ldw_v, c_rest, k_v, nv, head, tail_mask)
+        builder.branch(after)
+    builder.position_at_end(after)
+    builder.ret_void()
+
+
+#: the row kernel, compiled once a process and called by name (:mod:`._outline`), not copied into
+#: every library of a GEMM's call chain
+ROWS = OutOfLine("fastnn_gemv_row_v1_", ("row",), _define_row)
+_define_512, _define_256 = ROWS.definer(True), ROWS.definer(False)
+
+
+@njit(**JIT)
+def _rows_512(like):
+    """Compiled for its library: it defines the 512-bit row kernel of ``like``'s dtype."""
+    _define_512(like)
+
+
+@njit(**JIT)
+def _rows_256(like):
+    """Compiled for its library: it defines the 256-bit row kernel of ``like``'s dtype."""
+    _define_256(like)
+
+
+ROWS.hosts(_rows_512, _rows_256)
+
+
 @intrinsic
 def row_times_matrix(typingctx, x, x_off, incx, w, w_off, ldw, c, c_off, k, n):
     """``c[c_off + j] = sum_kk x[x_off + kk * incx] * w[w_off + kk * ldw + j]`` for ``j < n`` (see
-    the module docstring).
+    the module docstring): a call of the out-of-line kernel (:data:`ROWS`).
 
     When every row of the block starts at the same offset within a vector (``ldw`` a multiple of the
     vector's lanes), its ``s`` leading lanes before the block are skipped: the vectors are read
@@ -138,75 +228,21 @@ def row_times_matrix(typingctx, x, x_off, incx, w, w_off, ldw, c, c_off, k, n):
     sig = types.void(x, x_off, incx, w, w_off, ldw, c, c_off, k, n)
 
     def codegen(context, builder, signature, args):
-        x_v, x_off_v, incx_v, w_v, w_off_v, ldw_v, c_v, c_off_v, k_v, n_v = args
-        real = context.get_value_type(signature.args[0].dtype)
-        width = _vector_width(context, signature.args[0].dtype)
-        itemsize = _itemsize(real)
-        vec = ir.VectorType(real, width)
-        fma = _fma(builder, vec)
-        nv_max = _row_vectors(context)
-        one, w_const = ir.Constant(_I64, 1), ir.Constant(_I64, width)
-        px = _data(context, builder, signature.args[0], x_v, x_off_v)
-        pw = _data(context, builder, signature.args[3], w_v, w_off_v)
-        pc = _data(context, builder, signature.args[6], c_v, c_off_v)
-        # the block's lead within an aligned vector, when all its rows share it (else 0: unaligned reads)
-        address = builder.ptrtoint(pw, _I64)
-        vector_bytes = ir.Constant(_I64, width * itemsize)
-        offset = builder.urem(address, vector_bytes)
-        same = builder.and_(
-            builder.icmp_signed("==", builder.srem(ldw_v, w_const), ir.Constant(_I64, 0)),
-            builder.icmp_signed("==", builder.urem(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0)),
+        argtypes = signature.args
+        dtype = argtypes[0].dtype
+
+        def i64(index):
+            return context.cast(builder, args[index], argtypes[index], types.int64)
+
+        def data(index, offset):
+            return _data(context, builder, argtypes[index], args[index], offset)
+
+        ROWS.call(
+            builder,
+            ROWS.symbol(dtype, _wide_target(context), "row"),
+            _row_function_type(context.get_value_type(dtype)),
+            [data(0, i64(1)), i64(2), data(3, i64(4)), i64(5), data(6, i64(7)), i64(8), i64(9)],
         )
-        lead = builder.select(same, builder.udiv(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0))
-        neg_lead = builder.sub(ir.Constant(_I64, 0), lead)
-        pw = builder.gep(pw, [neg_lead])
-        pc = builder.gep(pc, [neg_lead])
-        span = builder.add(lead, n_v)  # lanes from the first vector's start to the last column
-        vectors = builder.sdiv(builder.add(span, ir.Constant(_I64, width - 1)), w_const)
-        last_lanes = builder.sub(span, builder.mul(builder.sub(vectors, one), w_const))
-        full = builder.sdiv(vectors, ir.Constant(_I64, nv_max))
-        rest = builder.sub(vectors, builder.mul(full, ir.Constant(_I64, nv_max)))
-        all_lanes = ir.Constant(ir.VectorType(_I1, width), [1] * width)
-        head_mask = _lane_mask(builder, width, lead, w_const)
-        tail_mask = _lane_mask(builder, width, ir.Constant(_I64, 0), last_lanes)
-        panel = ir.Constant(_I64, nv_max * width)
-        # full blocks of nv_max vectors (the first's head and the last's tail masked)
-        with cgutils.for_range(builder, full) as loop:
-            col = builder.mul(loop.index, panel)
-            first = builder.icmp_signed("==", loop.index, ir.Constant(_I64, 0))
-            last = builder.and_(
-                builder.icmp_signed("==", loop.index, builder.sub(full, one)),
-                builder.icmp_signed("==", rest, ir.Constant(_I64, 0)),
-            )
-            head = builder.select(first, head_mask, all_lanes)
-            tail = builder.select(last, tail_mask, all_lanes)
-            _emit_block(
-                builder,
-                vec,
-                fma,
-                px,
-                incx_v,
-                builder.gep(pw, [col]),
-                ldw_v,
-                builder.gep(pc, [col]),
-                k_v,
-                nv_max,
-                head,
-                tail,
-            )
-        # the vectors left (fewer than nv_max): one block, its tail masked
-        done = builder.mul(full, panel)
-        w_rest, c_rest = builder.gep(pw, [done]), builder.gep(pc, [done])
-        head = builder.select(builder.icmp_signed("==", full, ir.Constant(_I64, 0)), head_mask, all_lanes)
-        after = builder.append_basic_block("gemv.after")
-        switch = builder.switch(rest, after)
-        for nv in range(1, nv_max):
-            case = builder.append_basic_block(f"gemv.rest{nv}")
-            switch.add_case(ir.Constant(_I64, nv), case)
-            builder.position_at_end(case)
-            _emit_block(builder, vec, fma, px, incx_v, w_rest, ldw_v, c_rest, k_v, nv, head, tail_mask)
-            builder.branch(after)
-        builder.position_at_end(after)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -235,6 +271,7 @@ __all__ = [
     "NV_NARROW",
     "NV_WIDE",
     "ONE_PASS_BYTES",
+    "ROWS",
     "gemv_wanted",
     "row_times_matrix",
     "row_vectors",

@@ -34,7 +34,6 @@ with unit stride along k when ``trans_b`` (its blocks copied transposed into the
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
@@ -42,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, MICRO_GEMM_MODE
-from . import _lazy_ir
+from ._outline import OutOfLine
 from .tiling import _linked_int64
 from .views import pointer
 
@@ -129,6 +128,11 @@ def _masked(builder, name, vec, args):
 WHOLE, MASKED, HALF = 0, 1, 2
 
 
+def _itemsize(real) -> int:
+    """Bytes of an element of the LLVM float type ``real``."""
+    return 8 if isinstance(real, ir.DoubleType) else 4
+
+
 def _emit_block(builder, real, width, nv, tail, pointers, values):
     """Emit, at ``builder``, the register block of ``nv`` vectors of ``width`` lanes of ``real`` (an LLVM
     float type) for one strip of ``MR`` rows: ``C[i, j] (+)= sum_kk A[i*sa_i + kk*sa_k] * B[kk*ldb + j]``,
@@ -145,7 +149,7 @@ def _emit_block(builder, real, width, nv, tail, pointers, values):
     every variant."""
     pa, pb, pc, pp = pointers
     sa_i_v, sa_k_v, ldb_v, ldc_v, k_v, rows_v, acc_v, lanes_v = values
-    align = ir.Constant(_I32, 4 if isinstance(real, ir.FloatType) else 8)
+    align = ir.Constant(_I32, _itemsize(real))
     # vector j's type (the last one half as wide for HALF), and the mask of a masked last one
     vecs = [ir.VectorType(real, width)] * nv
     if tail == HALF:
@@ -214,31 +218,21 @@ def _emit_block(builder, real, width, nv, tail, pointers, values):
                 store(builder.load(accumulators[i][j]), c_rows[i], j)
 
 
-#: the out-of-line register blocks (:func:`block_symbol`): compiled once a process, not copied into
-#: every kernel that calls them (each copy was optimised and compiled again with its caller: ~2/3 of
-#: a GEMM-using library's code and of the package's compile time)
-_BLOCK_PREFIX = "fastnn_microgemm_block_v1_"
-
-
-def block_symbol(dtype, wide: bool, packing: bool) -> str:
-    """The C symbol of the register blocks for ``dtype`` (a Numba float type) on 512-bit vectors
-    (``wide``) or 256-bit ones, storing B's vectors to a pack buffer or not: a function ``void (A*,
-    sa_i, sa_k, B*, ldb, C*, ldc, k, rows, i1 accumulate, pack*, nv, lanes)`` (:func:`_define_blocks`)."""
-    return f"{_BLOCK_PREFIX}{dtype}_{512 if wide else 256}_{'pack' if packing else 'nopack'}"
-
-
 def _block_function_type(real) -> ir.FunctionType:
+    """``void (A*, sa_i, sa_k, B*, ldb, C*, ldc, k, rows, i1 accumulate, pack*, nv, lanes)``."""
     ptr = real.as_pointer()
     return ir.FunctionType(
         ir.VoidType(), [ptr, _I64, _I64, ptr, _I64, ptr, _I64, _I64, _I64, ir.IntType(1), ptr, _I64, _I64]
     )
 
 
-def _define_blocks(module, symbol: str, real, width: int, packing: bool) -> None:
-    """Define in ``module`` the function ``symbol`` (external linkage): the register block of ``nv``
-    vectors (1..4; another count reads as 1) whose last vector has ``lanes`` columns (whole when
-    ``width``, masked when more than half of them, a masked half-width vector otherwise), the twelve
-    variants of :func:`_emit_block` one branch each."""
+def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
+    """Define in ``module`` the function ``symbol`` (external linkage, :func:`_block_function_type`): the
+    register block of ``nv`` vectors (1..4; another count reads as 1) whose last vector has ``lanes``
+    columns (whole when the vector's lanes, masked when more than half of them, a masked half-width
+    vector otherwise), the twelve variants of :func:`_emit_block` one branch each; ``variant`` "pack":
+    B's vectors also stored to the pack buffer."""
+    width = (512 if wide else 256) // (8 * _itemsize(real))
     function = ir.Function(module, _block_function_type(real), symbol)
     pa, sa_i, sa_k, pb, ldb, pc, ldc, k, rows, accumulate, pp, nv, lanes = function.args
     entry = function.append_basic_block("entry")
@@ -257,44 +251,26 @@ def _define_blocks(module, symbol: str, real, width: int, packing: bool) -> None
     for count in (2, 3, 4):
         vectors = builder.select(builder.icmp_signed("==", nv, const(count)), const(count), vectors)
     case = builder.add(builder.mul(tail, const(4)), builder.sub(vectors, const(1)))
-    pointers = (pa, pb, pc, pp if packing else None)
+    pointers = (pa, pb, pc, pp if variant == "pack" else None)
     values = (sa_i, sa_k, ldb, ldc, k, rows, accumulate, lanes)
     cases = []
-    for variant in (WHOLE, MASKED, HALF):
+    for tail_kind in (WHOLE, MASKED, HALF):
         for count in (1, 2, 3, 4):
-            block = function.append_basic_block(f"block_{variant}_{count}")
+            block = function.append_basic_block(f"block_{tail_kind}_{count}")
             builder.position_at_end(block)
-            _emit_block(builder, real, width, count, variant, pointers, values)
+            _emit_block(builder, real, width, count, tail_kind, pointers, values)
             builder.ret_void()
-            cases.append((variant * 4 + count - 1, block))
+            cases.append((tail_kind * 4 + count - 1, block))
     builder.position_at_end(entry)  # the blocks' allocas are in the entry block: the dispatch ends it
     switch = builder.switch(case, cases[0][1])
     for value, block in cases:
         switch.add_case(const(value), block)
 
 
-def _definitions(wide: bool):
-    """An intrinsic ``define(like)`` adding to its module the register blocks (:func:`block_symbol`, with
-    and without packing) for ``like``'s dtype (an array), on 512-bit (``wide``) or 256-bit vectors."""
-
-    @intrinsic
-    def define(typingctx, like):
-        def codegen(context, builder, signature, args):
-            dtype = signature.args[0].dtype
-            real = context.get_value_type(dtype)
-            width = (512 if wide else 256) // (32 if dtype == types.float32 else 64)
-            for packing in (False, True):
-                symbol = block_symbol(dtype, wide, packing)
-                if symbol not in builder.module.globals:
-                    _define_blocks(builder.module, symbol, real, width, packing)
-            return context.get_dummy_value()
-
-        return types.void(like), codegen
-
-    return define
-
-
-_define_512, _define_256 = _definitions(True), _definitions(False)
+#: the register blocks, compiled once a process and called by name (:mod:`._outline`): each copy in a
+#: caller was optimised and compiled again with it (~2/3 of a GEMM-using library's code)
+BLOCKS = OutOfLine("fastnn_microgemm_block_v1_", ("nopack", "pack"), _define_blocks)
+_define_512, _define_256 = BLOCKS.definer(True), BLOCKS.definer(False)
 
 
 @njit(**JIT)
@@ -309,36 +285,14 @@ def _blocks_256(like):
     _define_256(like)
 
 
-_resolvable: set = set()
-
-
-def ensure_block_symbol(symbol: str) -> None:
-    """Make the register blocks ``symbol`` (:func:`block_symbol`) callable by name in this process: the
-    library defining them compiled, or loaded from the cache, once a process, before any code calling
-    them is compiled or loaded (:mod:`._lazy_ir` calls this for the names a cached library needs)."""
-    if symbol in _resolvable:
-        return
-    dtype_name, bits, _ = symbol[len(_BLOCK_PREFIX) :].split("_")
-    if dtype_name not in ("float32", "float64") or bits not in ("512", "256"):
-        raise RuntimeError(f"fastnn: no register blocks named {symbol!r} (a cache file of another fastnn version?)")
-    host = _blocks_512 if bits == "512" else _blocks_256
-    argtypes = (types.Array(getattr(types, dtype_name), 1, "C"),)
-    host.compile(argtypes)
-    library = host.overloads[argtypes].library
-    for packing in ("pack", "nopack"):
-        name = f"{_BLOCK_PREFIX}{dtype_name}_{bits}_{packing}"
-        llvm.add_symbol(name, library.get_pointer_to_function(name))
-        _resolvable.add(name)
-
-
-_lazy_ir.provide(_BLOCK_PREFIX, ensure_block_symbol)
+BLOCKS.hosts(_blocks_512, _blocks_256)
 
 
 @intrinsic
 def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
     """The register block of ``nv`` vectors (1..4) for one MR-row strip (:func:`_emit_block`), its last
     vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width vector for
-    at most half of them): a call of the out-of-line blocks (:func:`block_symbol`). Offsets and strides
+    at most half of them): a call of the out-of-line blocks (:data:`BLOCKS`). Offsets and strides
     in elements (int64); ``pack``: an array, or None."""
     sig = types.void(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
     packing = not isinstance(pack, types.NoneType)
@@ -346,10 +300,7 @@ def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_o
     def codegen(context, builder, signature, args):
         argtypes = signature.args
         dtype = argtypes[2].dtype
-        symbol = block_symbol(dtype, _wide_target(context), packing)
-        ensure_block_symbol(symbol)
         real = context.get_value_type(dtype)
-        function = cgutils.get_or_insert_function(builder.module, _block_function_type(real), symbol)
 
         def i64(index):
             return context.cast(builder, args[index], argtypes[index], types.int64)
@@ -360,8 +311,10 @@ def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_o
         pp = data(15, ir.Constant(_I64, 0)) if packing else ir.Constant(real.as_pointer(), None)
         accumulate_bit = context.cast(builder, args[14], argtypes[14], types.boolean)
         strides = (i64(4), i64(5))
-        builder.call(
-            function,
+        BLOCKS.call(
+            builder,
+            BLOCKS.symbol(dtype, _wide_target(context), "pack" if packing else "nopack"),
+            _block_function_type(real),
             [data(2, i64(3)), *strides, data(6, i64(7)), i64(8), data(9, i64(10)), i64(11), i64(12), i64(13)]
             + [accumulate_bit, pp, i64(0), i64(1)],
         )
@@ -595,6 +548,7 @@ __all__ = [
     "MICRO_256_PARTIAL_MIN",
     "MICRO_256_PARTIAL_MIN_N",
     "MICRO_N_MULTIPLE",
+    "BLOCKS",
     "MR",
     "HALF",
     "MASKED",

@@ -61,5 +61,5 @@ def test_a_cached_kernel_loads_its_blocks_first_and_gives_the_compiled_bits(tmp_
 
 
 def test_an_unknown_block_name_is_refused_clearly():
-    with pytest.raises(RuntimeError, match="no register blocks named 'fastnn_microgemm_block_v1_float16_512_pack'"):
-        microgemm.ensure_block_symbol("fastnn_microgemm_block_v1_float16_512_pack")
+    with pytest.raises(RuntimeError, match="no function named 'fastnn_microgemm_block_v1_float16_512_pack'"):
+        microgemm.BLOCKS.ensure("fastnn_microgemm_block_v1_float16_512_pack")
