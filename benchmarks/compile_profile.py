@@ -3,6 +3,8 @@ every Numba compile (CPU seconds, per function, its callees' compiles subtracted
 
     NUMBA_CACHE_DIR=$(mktemp -d) FASTNN_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py demo --verbose 0
     NUMBA_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --group dense   # or adam, conv_pool
+    NUMBA_CACHE_DIR=$(mktemp -d) FASTNN_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --llvm \
+        warmup --only "cnn 2-d" --dtype float32 -q
 
 Run it with empty caches (as above), else nothing compiles. ``--group`` compiles one group of
 kernels only, by calling them once on small float32 arrays (dense: dense_forward and
@@ -10,6 +12,9 @@ dense_backward with relu; adam: the gradient norm and the in-step Adam update; c
 conv -> ReLU -> max pooling pair, forward and backward, of a small 1-D convolution). Prints the process's CPU time, the
 number of compiles and, per function, its exclusive compile CPU seconds and how many times it
 compiled (literal and dtype specialisations count once each); ``--json FILE`` keeps every event.
+``--llvm`` adds LLVM's share: the CPU seconds Numba's code libraries spend optimising their final
+module (the function's own code and every callee linked into it) and compiling it to object code,
+in total and per function (the compile in progress when its library is finalized).
 """
 
 import json
@@ -35,6 +40,26 @@ class _Timer(event.Listener):
         if _stack:
             _stack[-1][2] += inclusive
         _events.append((name, inclusive, inclusive - callees, signature))
+
+
+_llvm: dict = defaultdict(lambda: [0.0, 0.0])  # function -> [optimise s, object code s]
+
+
+def _time_llvm() -> None:
+    """Wrap Numba's two LLVM steps of a library's finalize (module optimisation, object code)."""
+    from numba.core import codegen
+
+    for slot, method in enumerate(("_optimize_final_module", "_finalize_final_module")):
+        original = getattr(codegen.CPUCodeLibrary, method)
+
+        def timed(self, original=original, slot=slot):
+            start = time.process_time()
+            try:
+                return original(self)
+            finally:
+                _llvm[_stack[-1][0] if _stack else "(outside a compile)"][slot] += time.process_time() - start
+
+        setattr(codegen.CPUCodeLibrary, method, timed)
 
 
 def _compile_group(group: str) -> int:
@@ -90,6 +115,12 @@ def main(argv: list[str]) -> int:
         i = argv.index("--json")
         out, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     event.register("numba:compile", _Timer())
+    llvm = "--llvm" in argv
+    if llvm:
+        argv = [a for a in argv if a != "--llvm"]
+        import fastnn.kernels  # noqa: F401  (its own patches of the finalize first: the timer wraps them)
+
+        _time_llvm()
     start = time.process_time()
     if "--group" in argv:
         rc = _compile_group(argv[argv.index("--group") + 1])
@@ -108,8 +139,12 @@ def main(argv: list[str]) -> int:
         f"{len(per_function)} functions, {compile_s:.1f} s CPU",
         file=sys.stderr,
     )
+    if llvm:
+        optimise, emit = (sum(times[i] for times in _llvm.values()) for i in (0, 1))
+        print(f"LLVM: optimising {optimise:.1f} s, object code {emit:.1f} s CPU (per function below)", file=sys.stderr)
     for name, (count, seconds) in sorted(per_function.items(), key=lambda item: -item[1][1]):
-        print(f"{seconds:7.2f} s {count:3d}x {name}", file=sys.stderr)
+        phases = f"  (LLVM {_llvm[name][0]:.2f} + {_llvm[name][1]:.2f})" if llvm else ""
+        print(f"{seconds:7.2f} s {count:3d}x {name}{phases}", file=sys.stderr)
     if out:
         with open(out, "w") as handle:
             json.dump(_events, handle)

@@ -75,8 +75,6 @@ UPWARD_ALLOWED: dict[tuple[str, str], str] = {
 # (file, private name) -> why. Third-party internals have no public equivalent; white-box tests
 # test a module's private helpers on purpose.
 PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
-    ("fastnn/kernels/_lazy_ir.py", "_reduce"): "Numba's CompileResult reduces itself for the cache in this "
-    "method only: fastnn's functions are marked there to be cached with their defined names",
     ("fastnn/kernels/_lazy_ir.py", "_engine"): "Numba's JIT engine of the codegen, to register a loaded "
     "library's defined names (what Numba's own loading does after parsing the module)",
     ("fastnn/kernels/_lazy_ir.py", "_tm"): "Numba's JIT target machine, to compile a library's module to the "

@@ -29,7 +29,7 @@ import re
 import weakref
 
 import llvmlite.binding as llvm
-from numba.core import codegen, compiler
+from numba.core import codegen
 
 from . import _linkage
 
@@ -39,7 +39,6 @@ KIND = "fastnn-object"
 _numba_serialize = codegen.CPUCodeLibrary.serialize_using_object_code
 _numba_unserialize = codegen.CPUCodeLibrary._unserialize.__func__
 _numba_module_for_linking = codegen.CPUCodeLibrary._get_module_for_linking
-_numba_reduce = compiler.CompileResult._reduce
 _previous_finalize = codegen.CPUCodeLibrary._finalize_final_module  # set again by install()
 
 #: global variables that tie a module to this process (Python objects' addresses, recursion stubs)
@@ -93,12 +92,6 @@ def defined_names(module: llvm.ModuleRef) -> tuple[str, ...]:
     )
 
 
-def _reduce_marking_own(self):
-    if own_module(self.fndesc.modname):
-        _own_libraries.add(self.library)
-    return _numba_reduce(self)
-
-
 def _serialize_with_names(self):
     if self not in _own_libraries:
         return _numba_serialize(self)
@@ -121,13 +114,9 @@ def _owner(function_name: str) -> str:
     return function_name[match.end() : match.end() + int(match[1])] if match else ""
 
 
-def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
-    """Whether ``library`` (being finalized) is fastnn's and can be handed to the JIT as object code:
-    caching enabled, no dynamic globals (addresses of this process) or unresolved recursive calls."""
-    if not library.__dict__.get("_object_caching_enabled"):
-        return False
-    if any(gv.name.startswith(_PROCESS_BOUND_PREFIXES) for gv in module.global_variables):
-        return False
+def _defines_own(module: llvm.ModuleRef) -> bool:
+    """Whether ``module`` (a library's, being finalized) defines a function of fastnn's (its entry
+    points are external; the functions linked in from other libraries are not)."""
     return any(
         own_module(_owner(fn.name))
         for fn in module.functions
@@ -135,14 +124,24 @@ def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
     )
 
 
+def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
+    """Whether ``library`` (being finalized, fastnn's) can be handed to the JIT as object code: caching
+    enabled, no dynamic globals (addresses of this process) or unresolved recursive calls."""
+    if not library.__dict__.get("_object_caching_enabled"):
+        return False
+    return not any(gv.name.startswith(_PROCESS_BOUND_PREFIXES) for gv in module.global_variables)
+
+
 def _finalize_from_object(self):
     module = self._final_module
     needs = needed_names(module)
-    if needs:  # cached with its needs (fastnn's format), whoever's it is: a new process provides them first
+    if needs:  # a new process provides them before it loads the library
         _provide(needs)
         self._fastnn_needs = needs
+    own = _defines_own(module)
+    if own or needs:  # cached in fastnn's format, with its names (and needs)
         _own_libraries.add(self)
-    if not _compiles_to_object(self, module):
+    if not (own and _compiles_to_object(self, module)):
         return _previous_finalize(self)
     self._verify_declare_only_symbols()
     with _linkage.own_copies(module):
@@ -160,7 +159,6 @@ def _finalize_from_object(self):
     self._set_compiled_object(object_code)
     _previous_finalize(self)  # an empty module: the JIT loads the object code through the object cache
     self._codegen._engine._defined_symbols.update(names)
-    _own_libraries.add(self)
     return None
 
 
@@ -197,12 +195,11 @@ def install() -> None:
     cls.serialize_using_object_code = _serialize_with_names
     cls._unserialize = classmethod(_unserialize_lazily)
     cls._get_module_for_linking = _module_for_linking
-    compiler.CompileResult._reduce = _reduce_marking_own
 
 
 def installed() -> bool:
     """Whether :func:`install` ran in this process."""
-    return compiler.CompileResult._reduce is _reduce_marking_own
+    return codegen.CPUCodeLibrary._finalize_final_module is _finalize_from_object
 
 
 __all__ = ["KIND", "OWN_PREFIXES", "defined_names", "install", "installed", "needed_names", "own_module", "provide"]
