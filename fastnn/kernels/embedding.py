@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._config import JIT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
+from .._config import JIT, JIT_EXACT, JIT_INLINE, JIT_PARALLEL, PARALLEL_MIN_ELEMENTS
 from ._scalar import like, n_chunks
 from .tiling import gemm_tiles, numba_threads
 
@@ -125,43 +125,72 @@ def read_marks(seen, rows):
     rows[0] = count
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, v0, v1):
-    """Zero the rows of [v0, v1) listed in ``rows`` (all of [v0, v1) when the count is -1: the dense
-    :func:`_grad_rows`), then add the gradients of the indices in [v0, v1) (:func:`_add_rows`)."""
-    if rows[0] < 0:
-        _grad_rows(indices, grad_out, grad_weight, padding_idx, v0, v1)
-        return
+@njit(**JIT_EXACT)  # no fastmath: 0 + g keeps the bits of zeroing then adding (nsz would fold it to g)
+def _regrad_rows(indices, grad_out, grad_weight, padding_idx, seen, rows, v0, v1):
+    """The gradient rows of [v0, v1) in one pass over the indices, in index order: a row's first
+    index assigns ``0 + grad_out[m]`` (the bits of zeroing the row, then adding) and marks it in
+    ``seen``, the next ones add; then the rows of [v0, v1) listed in ``rows`` (all of [v0, v1)
+    when the count is -1) that no index marked are zeroed. Touches ``seen`` inside [v0, v1) only."""
     zero = like(0.0, grad_weight)
-    for k in range(rows[0]):
-        v = rows[1 + k]
-        if v0 <= v < v1:
-            for j in range(grad_weight.shape[1]):
-                grad_weight[v, j] = zero
-    _add_rows(indices, grad_out, grad_weight, padding_idx, v0, v1)
+    dim = grad_weight.shape[1]
+    for m in range(indices.shape[0]):
+        v = indices[m]
+        if v0 <= v < v1 and v != padding_idx:
+            if seen[v] == 0:
+                seen[v] = 1
+                for j in range(dim):
+                    grad_weight[v, j] = zero + grad_out[m, j]
+            else:
+                for j in range(dim):
+                    grad_weight[v, j] += grad_out[m, j]
+    if rows[0] < 0:
+        for v in range(v0, v1):
+            if seen[v] == 0:
+                for j in range(dim):
+                    grad_weight[v, j] = zero
+    else:
+        for k in range(rows[0]):
+            v = rows[1 + k]
+            if v0 <= v < v1 and seen[v] == 0:
+                for j in range(dim):
+                    grad_weight[v, j] = zero
+
+
+@njit(**JIT)
+def _list_marked(indices, padding_idx, seen, rows):
+    """:func:`embedding_rows` from the marks :func:`_regrad_rows` left in ``seen`` (cleared here):
+    few indices in a large vocabulary unmark their own rows and are sorted (no sweep of ``seen``)."""
+    if indices.shape[0] * 16 < seen.shape[0]:
+        for m in range(indices.shape[0]):
+            if indices[m] != padding_idx:
+                seen[indices[m]] = 0
+        embedding_rows(indices, padding_idx, seen, rows)
+    else:
+        read_marks(seen, rows)
 
 
 @njit(**JIT_PARALLEL)
 def embedding_backward_rows(indices, grad_out, grad_weight, padding_idx, seen, rows):
     """:func:`embedding_backward` for ``Embedding(sparse=True)``, whose gradient is zero outside
-    the rows the previous call listed in ``rows`` (count -1: not known, e.g. a new buffer): zeroes
-    those rows instead of the whole table and scatter-adds (over vocabulary ranges, as
-    :func:`embedding_backward`), then lists the rows ``indices`` look up (:func:`embedding_rows`).
-    The same bits as :func:`embedding_backward` on any thread count; a step's cost follows the rows
-    looked up, not the vocabulary.
+    the rows the previous call listed in ``rows`` (count -1: not known, e.g. a new buffer): one
+    pass over the indices per vocabulary range (as :func:`embedding_backward`) sums the rows they
+    look up (a row's first index assigns, marking it), then the listed rows not looked up again
+    are zeroed, then ``rows`` lists the rows looked up (as :func:`embedding_rows`). The same bits
+    as :func:`embedding_backward` on any thread count; a step's cost follows the rows looked up,
+    not the vocabulary.
 
     indices (M,) int64, grad_out (M, D), grad_weight (V, D), seen (V,) uint8 (zero), rows (V + 1,) int64."""
     vocabulary = grad_weight.shape[0]
     if grad_out.size < PARALLEL_MIN_ELEMENTS or numba_threads() == 1:
-        _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, 0, vocabulary)
+        _regrad_rows(indices, grad_out, grad_weight, padding_idx, seen, rows, 0, vocabulary)
     else:
         ranges = gemm_tiles()  # vocabulary ranges, as embedding_backward
         per = n_chunks(vocabulary, ranges)
         for r_u in prange(ranges):
             r = np.int64(r_u)  # prange indices are uint64; int64 like the serial twin
             v0, v1 = min(r * per, vocabulary), min((r + 1) * per, vocabulary)
-            _regrad_rows(indices, grad_out, grad_weight, padding_idx, rows, v0, v1)
-    embedding_rows(indices, padding_idx, seen, rows)
+            _regrad_rows(indices, grad_out, grad_weight, padding_idx, seen, rows, v0, v1)
+    _list_marked(indices, padding_idx, seen, rows)
 
 
 __all__ = ["embedding_backward", "embedding_backward_rows", "embedding_forward", "embedding_rows"]

@@ -61,10 +61,9 @@ def sgd_rows_update(params, grads, rows, lo, width, lr):
 def _adam_rows(params, grads, m, v, rows, lo, width, step_size, omb1, beta2, omb2, eps, k0, k1):
     zero, one = like(0.0, params), like(1.0, params)
     for k in range(k0, k1):
-        if k + PREFETCH_ROWS < k1:
+        if k + PREFETCH_ROWS < k1:  # not the gradient rows: the backward and the norm just wrote and read them
             ahead = lo + rows[1 + k + PREFETCH_ROWS] * width
             prefetch_span(params, ahead, width)
-            prefetch_span(grads, ahead, width)
             prefetch_span(m, ahead, width)
             prefetch_span(v, ahead, width)
         a = np.uint64(lo + rows[1 + k] * width)
