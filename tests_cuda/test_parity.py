@@ -51,6 +51,9 @@ CPU_ONLY_MODULES = {
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
 CPU_ONLY_FUNCTIONS = {
+    ("dropout", "row_spread"): "scratch of the CPU's vectorised mask rows (one flag byte a column); the CUDA "
+    "kernels read a mask bit per thread",
+    ("dropout", "spread_row"): "a mask row spread to flag bytes for the CPU's vectorised loops (see above)",
     ("activations", "sigmoid"): "scalar function, reached on the device through activate()",
     ("optim", "sign"): "scalar helper, reached on the device through lion_rule()",
     ("activations", "activate_const"): "activate() for a constant code inside the CPU's literal_unroll loops; "

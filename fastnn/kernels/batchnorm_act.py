@@ -5,9 +5,12 @@ The three layers' kernels (kernels.batchnorm, kernels.activations, kernels.dropo
 the other write batch norm's output, read it and write the activation's, read that and write
 dropout's. Here, after batch norm's statistics pass, one sweep per row draws the dropout flags
 and mask (dropout's own row code, into a row of uint8 flags) and writes x_hat and the output: two sweeps fewer. Backward:
-dropout's own kernel into grad_x (free until the last pass), then one sweep of the activation's
-derivative (at z = gamma * x_hat + beta recomputed, so the activation's output is never stored)
-with batch norm's two column sums, then batch norm's grad_x pass: one sweep fewer. The results
+one sweep of row chunks applies dropout's mask (each row's bits spread to a flag byte a column,
+dropout_backward's select into a row of scratch) and the activation's derivative (at z = gamma *
+x_hat + beta recomputed, so the activation's output is never stored) into grad_x, with batch
+norm's two column sums, then batch norm's grad_x pass over grad_x in place: two sweeps fewer and
+no (batch, features) scratch written (grad_z is left alone; mlp-bn-do's fused step 34 us less at
+1 thread, the same bits). The results
 are the unfused kernels' (the same formulas, statistics chunks, sum orders and dropout hashes),
 within float rounding.
 
@@ -38,14 +41,14 @@ from .batchnorm import (
     _eval_rows,
     _scale_rows,
     batch_statistics,
-    batchnorm_grad_x,
     counted_momentum,
     normalize_value,
     running_grad_scale,
     running_inv_std,
     sum_partials,
 )
-from .dropout import draw_row_mask, dropout_backward, keep_threshold, row_flags, row_key
+from .dropout import draw_row_mask, keep_threshold, row_flags, row_key, row_spread, spread_row
+from .masking import counted_rows, row_counts
 from .rng import key64
 
 
@@ -303,41 +306,90 @@ def _act_dropout_sweep(
 
 
 @njit(**JIT_INLINE)
-def _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
-    """Per row: grad_z[i] = grad_y[i] * f'(z) (in place when grad_y is grad_z), then the column
-    sums of grad_z and grad_z * x_hat into partials[:, chunk] (batch norm's own sum order)."""
+def _act_grad_row(code, gy, hi, gamma, beta, gz, alpha, affine):
+    """One row: gz = gy * f'(z), z = gamma * hi + beta (hi if not ``affine``)."""
+    n = gz.shape[0]
+    if affine:  # the branch outside the loops: each loop vectorises
+        for j in range(n):
+            z = gamma[j] * hi[j] + beta[j]
+            gz[j] = gy[j] * activate_grad(code, z, activate(code, z, alpha), alpha)
+    else:
+        for j in range(n):
+            gz[j] = gy[j] * activate_grad(code, hi[j], activate(code, hi[j], alpha), alpha)
+
+
+@njit(**JIT_INLINE)
+def _grad_sums_of(
+    code, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine
+):
+    """Per row: grad_y = dropout's gradient of ``grad_out`` (the row's mask spread to a flag byte a
+    column, ``grad_out[i] * drop_scale`` where kept, else 0: dropout_backward's select, into a row
+    of scratch) if ``dropout``, else ``grad_out[i]``; grad_z[i] = grad_y * f'(z); then the column
+    sums of grad_z and grad_z * x_hat into partials[:, chunk] (batch norm's own sum order). Three
+    loops over a row in L1, each vectorised (grad_y in a scratch row of its own: written into
+    grad_z in place, the loop after would not vectorise)."""
     r0 = chunk * REDUCTION_CHUNK_ROWS
-    r1 = min(grad_y.shape[0], r0 + REDUCTION_CHUNK_ROWS)
-    n = grad_y.shape[1]
+    r1 = min(grad_out.shape[0], r0 + REDUCTION_CHUNK_ROWS)
+    n = grad_out.shape[1]
+    zero = like(0.0, grad_out)
     s = partials[0, chunk]
     sx = partials[1, chunk]
     for j in range(n):
         s[j] = 0
         sx[j] = 0
+    spread = row_spread(n if dropout else 0)
+    flags = spread.view(np.uint8)
+    gy_row = np.empty(n if dropout else 0, grad_out.dtype)
     for i in range(r0, r1):
-        gz, gy, hi = grad_z[i], grad_y[i], x_hat[i]
-        if affine:  # the branch outside the loops: each loop vectorises
+        gz, hi, go = grad_z[i], x_hat[i], grad_out[i]
+        if dropout:
+            spread_row(mask, i, spread)
             for j in range(n):
-                z = gamma[j] * hi[j] + beta[j]
-                gz[j] = gy[j] * activate_grad(code, z, activate(code, z, alpha), alpha)
+                gy_row[j] = go[j] * drop_scale if flags[j] else zero
+            _act_grad_row(code, gy_row, hi, gamma, beta, gz, alpha, affine)
         else:
-            for j in range(n):
-                gz[j] = gy[j] * activate_grad(code, hi[j], activate(code, hi[j], alpha), alpha)
+            _act_grad_row(code, go, hi, gamma, beta, gz, alpha, affine)
         for j in range(n):
             s[j] += gz[j]
             sx[j] += gz[j] * hi[j]
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
-def _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
+def _grad_sums(code, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine):
     """Chunk ``chunk``'s rows of :func:`_grad_sums_of`, with a vectorised copy per common code."""
     vectorised = False
     for c in literal_unroll(VECTORISED_CODES):
         if code == c:
             vectorised = True
-            _grad_sums_of(c, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+            _grad_sums_of(
+                c, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine
+            )
     if not vectorised:
-        _grad_sums_of(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+        _grad_sums_of(
+            code, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine
+        )
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _grad_x_rows_in_place(
+    g, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, r0, r1, inv_m, lengths, per_sample, per_step
+):
+    """``batchnorm._grad_x_rows`` with grad_out and grad_x one array ``g`` (rows r0:r1 of g = gamma
+    * inv_std * (g - (grad_beta + x_hat * grad_gamma) / m), the affine part alone on rows left out
+    of the statistics): the same formulas, so the same bits. One array, not two that alias: LLVM
+    sees the in-place update and vectorises it (with two arguments that alias, its overlap check
+    failed and the scalar loop ran, 2x slower)."""
+    n = g.shape[1]
+    for i in range(r0, r1):
+        gi, hi = g[i], x_hat[i]
+        if row_counts(lengths, i, per_sample, per_step):
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                gi[j] = scale * (gi[j] - (grad_beta[j] + hi[j] * grad_gamma[j]) * inv_m)
+        else:
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                gi[j] = scale * gi[j]
 
 
 @njit(**JIT_PARALLEL)
@@ -364,44 +416,58 @@ def batchnorm_act_backward(
 ):
     """Gradients of :func:`batchnorm_act_forward_train` from the upstream ``grad_out``.
 
-    Writes grad_z (the gradient at batch norm's output, scratch), grad_x (not ``grad_z``),
-    grad_beta = sum(grad_z) and grad_gamma = sum(grad_z * x_hat) (features,), as
-    ``batchnorm.batchnorm_backward`` does given grad_z; ``mask`` and ``p`` are the forward's
+    Writes grad_x, grad_beta = sum(grad_z) and grad_gamma = sum(grad_z * x_hat) (features,), as
+    ``batchnorm.batchnorm_backward`` does given grad_z, the gradient at batch norm's output (held
+    in grad_x until the last pass overwrites it in place; the ``grad_z`` buffer is not used); ``mask`` and ``p`` are the forward's
     (read only if ``dropout``); ``lengths``, ``per_sample``, ``per_step`` too. ``grad_out`` is
     only read.
     """
     m, n = grad_out.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
     a = like(alpha, grad_out)
-    grad_y = _dropout_grad(grad_out, mask, grad_x, p, dropout)
+    ds = like(1.0 / (1.0 - p), grad_out)  # dropout_backward's scale
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
+            _grad_sums(code, grad_out, mask, ds, dropout, x_hat, gamma, beta, grad_x, partials, c, a, affine)
     else:
         for c in range(chunks):
-            _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, c, a, affine)
+            _grad_sums(code, grad_out, mask, ds, dropout, x_hat, gamma, beta, grad_x, partials, c, a, affine)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    batchnorm_grad_x(
-        grad_z, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths, per_sample, per_step
-    )
-
-
-@njit(**JIT_INLINE)
-def _dropout_grad(grad_out, mask, grad_x, p, dropout):
-    """The gradient at the activation's output: ``grad_out`` itself, or if ``dropout`` dropout's own
-    kernel (its select vectorises there) into grad_x, free until the last pass."""
-    if dropout:
-        dropout_backward(grad_out, mask, grad_x, p)
-        return grad_x  # not grad_z: in place, the loop after would not vectorise (2x slower, measured)
-    return grad_out
+    inv_m = like(1.0 / max(counted_rows(lengths, m, per_sample, per_step), 1), grad_out)
+    if m * n >= PARALLEL_MIN_ELEMENTS:
+        for c_u in prange(chunks):
+            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
+            r0, r1 = _chunk_rows(c, m)
+            _grad_x_rows_in_place(
+                grad_x,
+                x_hat,
+                inv_std,
+                gamma,
+                grad_beta,
+                grad_gamma,
+                affine,
+                r0,
+                r1,
+                inv_m,
+                lengths,
+                per_sample,
+                per_step,
+            )
+    else:
+        _grad_x_rows_in_place(
+            grad_x, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, 0, m, inv_m, lengths, per_sample, per_step
+        )
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
 def _eval_grad_chunk(
     code,
-    grad_y,
+    grad_out,
+    mask,
+    drop_scale,
+    dropout,
     x,
     gamma,
     beta,
@@ -421,7 +487,7 @@ def _eval_grad_chunk(
     backward writes them), grad_z and its column sums (:func:`_grad_sums`), grad_x = grad_z * scale."""
     r0, r1 = _chunk_rows(chunk, x.shape[0])
     _eval_rows(x, gamma, beta, running_mean, running_var, x_hat, eps, False, r0, r1)
-    _grad_sums(code, grad_y, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
+    _grad_sums(code, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, grad_z, partials, chunk, alpha, affine)
     _scale_rows(grad_z, scale, grad_x, r0, r1)
 
 
@@ -464,13 +530,16 @@ def batchnorm_act_backward_eval(
     e = like(eps, grad_out)
     for j in range(n):
         scale[j] = running_grad_scale(gamma[j], running_var[j], e, affine)
-    grad_y = _dropout_grad(grad_out, mask, grad_x, p, dropout)  # rows read before the chunk writes them
+    ds = like(1.0 / (1.0 - p), grad_out)  # dropout_backward's scale
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             _eval_grad_chunk(
                 code,
-                grad_y,
+                grad_out,
+                mask,
+                ds,
+                dropout,
                 x,
                 gamma,
                 beta,
@@ -490,7 +559,10 @@ def batchnorm_act_backward_eval(
         for c in range(chunks):
             _eval_grad_chunk(
                 code,
-                grad_y,
+                grad_out,
+                mask,
+                ds,
+                dropout,
                 x,
                 gamma,
                 beta,

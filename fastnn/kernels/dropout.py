@@ -150,6 +150,23 @@ _SPREAD = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorde
 
 
 @njit(**JIT_INLINE)
+def row_spread(features):
+    """Scratch for :func:`spread_row`: uint64 (mask_bytes(features),); its uint8 view holds one
+    keep flag (1/0) per column (and up to 7 padding flags)."""
+    return np.empty((features + 7) >> 3, np.uint64)
+
+
+@njit(**JIT_INLINE)
+def spread_row(mask, i, spread):
+    """Row ``i`` of the bit ``mask`` spread to one flag byte per column: ``spread`` (from
+    :func:`row_spread`) viewed as uint8 has at ``j`` the keep flag of column ``j`` (a table look-up
+    per 8 columns). A loop then reads its flag at ``j``, not a bit of byte ``j >> 3``, and
+    vectorises; shared with kernels.batchnorm_act."""
+    for b in range(spread.shape[0]):
+        spread[b] = _SPREAD[mask[i, b]]
+
+
+@njit(**JIT_INLINE)
 def _backward_serial(grad_out, mask, grad_in, scale):
     """The serial twin of the chunked rows (same bits): each row's mask bytes are first spread to one
     flag byte per column (a table look-up per 8 columns), so the select reads its flag at ``j``, not
@@ -159,12 +176,10 @@ def _backward_serial(grad_out, mask, grad_in, scale):
     noalias)."""
     m, n = grad_out.shape
     zero = like(0.0, grad_out)
-    n_bytes = (n + 7) >> 3
-    spread = np.empty(n_bytes, np.uint64)
+    spread = row_spread(n)
     flags = spread.view(np.uint8)
     for i in range(m):
-        for b in range(n_bytes):
-            spread[b] = _SPREAD[mask[i, b]]
+        spread_row(mask, i, spread)
         go = grad_out[i]
         gi = grad_in[i]
         for j in range(n):
@@ -200,6 +215,8 @@ __all__ = [
     "mask_bytes",
     "row_flags",
     "row_key",
+    "row_spread",
+    "spread_row",
 ]
 
 
