@@ -398,6 +398,56 @@ def _grad_x_rows(
                 grad_x[i, j] = scale * grad_out[i, j]
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _grad_x_rows_in_place(
+    g, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, r0, r1, inv_m, lengths, per_sample, per_step
+):
+    """:func:`_grad_x_rows` with grad_out and grad_x one array ``g`` (rows r0:r1 of g = gamma
+    * inv_std * (g - (grad_beta + x_hat * grad_gamma) / m), the affine part alone on rows left out
+    of the statistics): the same formulas, so the same bits. One array, not two that alias: LLVM
+    sees the in-place update and vectorises it (with two arguments that alias, its overlap check
+    failed and the scalar loop ran, 2x slower)."""
+    n = g.shape[1]
+    for i in range(r0, r1):
+        gi, hi = g[i], x_hat[i]
+        if row_counts(lengths, i, per_sample, per_step):
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                gi[j] = scale * (gi[j] - (grad_beta[j] + hi[j] * grad_gamma[j]) * inv_m)
+        else:
+            for j in range(n):
+                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
+                gi[j] = scale * gi[j]
+
+
+@njit(**JIT_INLINE)
+def _grad_x_chunk(
+    grad_out, x_hat, inv_std, gamma, grad_beta, grad_gamma, grad_x, affine, r0, r1, inv_m, lengths, per_sample, per_step
+):
+    """:func:`_grad_x_rows`, or :func:`_grad_x_rows_in_place` when ``grad_out`` is None."""
+    if grad_out is None:
+        _grad_x_rows_in_place(
+            grad_x, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, r0, r1, inv_m, lengths, per_sample, per_step
+        )
+    else:
+        _grad_x_rows(
+            grad_out,
+            x_hat,
+            inv_std,
+            gamma,
+            grad_beta,
+            grad_gamma,
+            grad_x,
+            affine,
+            r0,
+            r1,
+            inv_m,
+            lengths,
+            per_sample,
+            per_step,
+        )
+
+
 @njit(**JIT_PARALLEL)
 def batchnorm_backward(
     grad_out,
@@ -447,16 +497,16 @@ def batchnorm_grad_x(
     grad_out, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths=None, per_sample=1, per_step=1
 ):
     """The last pass of :func:`batchnorm_backward`, once grad_beta = sum(grad_out) and grad_gamma =
-    sum(grad_out * x_hat) are known: writes grad_x (may be ``grad_out``). Shared with
-    kernels.batchnorm_act."""
-    m, n = grad_out.shape
+    sum(grad_out * x_hat) are known: writes grad_x; ``grad_out`` None: grad_x holds it and is
+    updated in place (:func:`_grad_x_rows_in_place`). Shared with kernels.batchnorm_act."""
+    m, n = grad_x.shape
     chunks = n_chunks(m, REDUCTION_CHUNK_ROWS)
-    inv_m = like(1.0 / max(counted_rows(lengths, m, per_sample, per_step), 1), grad_out)
+    inv_m = like(1.0 / max(counted_rows(lengths, m, per_sample, per_step), 1), grad_x)
     if m * n >= PARALLEL_MIN_ELEMENTS:
         for c_u in prange(chunks):
             c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
             r0, r1 = _chunk_rows(c, m)
-            _grad_x_rows(
+            _grad_x_chunk(
                 grad_out,
                 x_hat,
                 inv_std,
@@ -473,7 +523,7 @@ def batchnorm_grad_x(
                 per_step,
             )
     else:
-        _grad_x_rows(
+        _grad_x_chunk(
             grad_out,
             x_hat,
             inv_std,

@@ -41,6 +41,7 @@ from .batchnorm import (
     _eval_rows,
     _scale_rows,
     batch_statistics,
+    batchnorm_grad_x,
     counted_momentum,
     normalize_value,
     running_grad_scale,
@@ -48,7 +49,6 @@ from .batchnorm import (
     sum_partials,
 )
 from .dropout import draw_row_mask, keep_threshold, row_flags, row_key, row_spread, spread_row
-from .masking import counted_rows, row_counts
 from .rng import key64
 
 
@@ -370,28 +370,6 @@ def _grad_sums(code, grad_out, mask, drop_scale, dropout, x_hat, gamma, beta, gr
         )
 
 
-@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
-def _grad_x_rows_in_place(
-    g, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, r0, r1, inv_m, lengths, per_sample, per_step
-):
-    """``batchnorm._grad_x_rows`` with grad_out and grad_x one array ``g`` (rows r0:r1 of g = gamma
-    * inv_std * (g - (grad_beta + x_hat * grad_gamma) / m), the affine part alone on rows left out
-    of the statistics): the same formulas, so the same bits. One array, not two that alias: LLVM
-    sees the in-place update and vectorises it (with two arguments that alias, its overlap check
-    failed and the scalar loop ran, 2x slower)."""
-    n = g.shape[1]
-    for i in range(r0, r1):
-        gi, hi = g[i], x_hat[i]
-        if row_counts(lengths, i, per_sample, per_step):
-            for j in range(n):
-                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
-                gi[j] = scale * (gi[j] - (grad_beta[j] + hi[j] * grad_gamma[j]) * inv_m)
-        else:
-            for j in range(n):
-                scale = inv_std[j] * gamma[j] if affine else inv_std[j]
-                gi[j] = scale * gi[j]
-
-
 @njit(**JIT_PARALLEL)
 def batchnorm_act_backward(
     grad_out,
@@ -435,30 +413,9 @@ def batchnorm_act_backward(
             _grad_sums(code, grad_out, mask, ds, dropout, x_hat, gamma, beta, grad_x, partials, c, a, affine)
     sum_partials(partials, 0, grad_beta, chunks)
     sum_partials(partials, 1, grad_gamma, chunks)
-    inv_m = like(1.0 / max(counted_rows(lengths, m, per_sample, per_step), 1), grad_out)
-    if m * n >= PARALLEL_MIN_ELEMENTS:
-        for c_u in prange(chunks):
-            c = np.int64(c_u)  # prange indices are uint64; int64 like the serial twin
-            r0, r1 = _chunk_rows(c, m)
-            _grad_x_rows_in_place(
-                grad_x,
-                x_hat,
-                inv_std,
-                gamma,
-                grad_beta,
-                grad_gamma,
-                affine,
-                r0,
-                r1,
-                inv_m,
-                lengths,
-                per_sample,
-                per_step,
-            )
-    else:
-        _grad_x_rows_in_place(
-            grad_x, x_hat, inv_std, gamma, grad_beta, grad_gamma, affine, 0, m, inv_m, lengths, per_sample, per_step
-        )
+    batchnorm_grad_x(  # in place: grad_x holds grad_z
+        None, x_hat, inv_std, gamma, grad_x, grad_gamma, grad_beta, affine, lengths, per_sample, per_step
+    )
 
 
 @njit(**JIT)  # not inlined: literal_unroll inside a prange body would serialise it
