@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import llvmlite.binding as llvm
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -27,6 +28,16 @@ from . import _lazy_ir
 
 #: vector widths (bits) of the compile targets: 512 (AVX-512) or 256 (AVX2 and older)
 WIDE_BITS, NARROW_BITS = 512, 256
+
+
+def element_bytes(real) -> int:
+    """Bytes of an element of the LLVM float type ``real``."""
+    return 8 if isinstance(real, ir.DoubleType) else 4
+
+
+def vector_lanes(real, wide: bool) -> int:
+    """Elements of ``real`` in one vector of ``wide`` (512-bit) or 256-bit width."""
+    return (WIDE_BITS if wide else NARROW_BITS) // (8 * element_bytes(real))
 
 
 class OutOfLine:
@@ -90,4 +101,4 @@ class OutOfLine:
         builder.call(cgutils.get_or_insert_function(builder.module, function_type, symbol), arguments)
 
 
-__all__ = ["NARROW_BITS", "OutOfLine", "WIDE_BITS"]
+__all__ = ["NARROW_BITS", "OutOfLine", "WIDE_BITS", "element_bytes", "vector_lanes"]

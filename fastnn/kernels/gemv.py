@@ -33,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT
-from ._outline import OutOfLine
+from ._outline import OutOfLine, element_bytes, vector_lanes
 from .microgemm import _data, _fma, _mode, _splat, _target_int, _wide_compile_target, _wide_target
 
 #: vectors of accumulators by target (AVX-512 has 32 vector registers, AVX2 16): a block of 16 (8)
@@ -54,10 +54,6 @@ _I1 = ir.IntType(1)
 def _row_vectors(context) -> int:
     """Vectors of accumulators on the compile target."""
     return NV_WIDE if _wide_target(context) else NV_NARROW
-
-
-def _itemsize(real) -> int:
-    return 8 if isinstance(real, ir.DoubleType) else 4
 
 
 def _masked(builder, name: str, vec, args):
@@ -92,7 +88,7 @@ def _emit_block(builder, vec, fma, px, incx, pw, ldw, pc, k, nv: int, head, tail
     width = vec.count
     vec_ptr = vec.as_pointer()
     zero = ir.Constant(vec, [0.0] * width)
-    align = ir.Constant(_I32, _itemsize(vec.element))  # the element's own
+    align = ir.Constant(_I32, element_bytes(vec.element))  # the element's own
     masks = {0: head} if nv > 1 else {0: builder.and_(head, tail)}
     if nv > 1:
         masks[nv - 1] = tail
@@ -136,8 +132,8 @@ def _define_row(module, symbol: str, real, wide: bool, variant: str) -> None:
     """Define in ``module`` the function ``symbol`` (external linkage, :func:`_row_function_type`):
     :func:`row_times_matrix` on pointers to ``x``'s, ``w``'s and ``c``'s first elements, on 512-bit
     (``wide``) or 256-bit vectors of ``real`` (an LLVM float type); one ``variant`` ("row")."""
-    itemsize = _itemsize(real)
-    width = (512 if wide else 256) // (8 * itemsize)
+    size = element_bytes(real)
+    width = vector_lanes(real, wide)
     function = ir.Function(module, _row_function_type(real), symbol)
     px, incx_v, pw, ldw_v, pc, k_v, n_v = function.args
     builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -147,13 +143,13 @@ def _define_row(module, symbol: str, real, wide: bool, variant: str) -> None:
     one, w_const = ir.Constant(_I64, 1), ir.Constant(_I64, width)
     # the block's lead within an aligned vector, when all its rows share it (else 0: unaligned reads)
     address = builder.ptrtoint(pw, _I64)
-    vector_bytes = ir.Constant(_I64, width * itemsize)
+    vector_bytes = ir.Constant(_I64, width * size)
     offset = builder.urem(address, vector_bytes)
     same = builder.and_(
         builder.icmp_signed("==", builder.srem(ldw_v, w_const), ir.Constant(_I64, 0)),
-        builder.icmp_signed("==", builder.urem(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0)),
+        builder.icmp_signed("==", builder.urem(offset, ir.Constant(_I64, size)), ir.Constant(_I64, 0)),
     )
-    lead = builder.select(same, builder.udiv(offset, ir.Constant(_I64, itemsize)), ir.Constant(_I64, 0))
+    lead = builder.select(same, builder.udiv(offset, ir.Constant(_I64, size)), ir.Constant(_I64, 0))
     neg_lead = builder.sub(ir.Constant(_I64, 0), lead)
     pw = builder.gep(pw, [neg_lead])
     pc = builder.gep(pc, [neg_lead])

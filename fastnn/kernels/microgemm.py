@@ -41,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._config import JIT, JIT_INLINE, MICRO_GEMM_MODE
-from ._outline import OutOfLine
+from ._outline import OutOfLine, element_bytes, vector_lanes
 from .tiling import _linked_int64
 from .views import pointer
 
@@ -128,11 +128,6 @@ def _masked(builder, name, vec, args):
 WHOLE, MASKED, HALF = 0, 1, 2
 
 
-def _itemsize(real) -> int:
-    """Bytes of an element of the LLVM float type ``real``."""
-    return 8 if isinstance(real, ir.DoubleType) else 4
-
-
 def _emit_block(builder, real, width, nv, tail, pointers, values):
     """Emit, at ``builder``, the register block of ``nv`` vectors of ``width`` lanes of ``real`` (an LLVM
     float type) for one strip of ``MR`` rows: ``C[i, j] (+)= sum_kk A[i*sa_i + kk*sa_k] * B[kk*ldb + j]``,
@@ -149,7 +144,7 @@ def _emit_block(builder, real, width, nv, tail, pointers, values):
     every variant."""
     pa, pb, pc, pp = pointers
     sa_i_v, sa_k_v, ldb_v, ldc_v, k_v, rows_v, acc_v, lanes_v = values
-    align = ir.Constant(_I32, _itemsize(real))
+    align = ir.Constant(_I32, element_bytes(real))
     # vector j's type (the last one half as wide for HALF), and the mask of a masked last one
     vecs = [ir.VectorType(real, width)] * nv
     if tail == HALF:
@@ -232,7 +227,7 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
     columns (whole when the vector's lanes, masked when more than half of them, a masked half-width
     vector otherwise), the twelve variants of :func:`_emit_block` one branch each; ``variant`` "pack":
     B's vectors also stored to the pack buffer."""
-    width = (512 if wide else 256) // (8 * _itemsize(real))
+    width = vector_lanes(real, wide)
     function = ir.Function(module, _block_function_type(real), symbol)
     pa, sa_i, sa_k, pb, ldb, pc, ldc, k, rows, accumulate, pp, nv, lanes = function.args
     entry = function.append_basic_block("entry")
