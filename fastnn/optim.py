@@ -619,8 +619,9 @@ class Optimizer(Owned):
         """(kernel, arguments) of this optimizer's step after a training step's ``loss`` and gradient
         ``norm`` (``fastnn._fused.Result`` references to the calls returning them): clipping and the
         update in one call of ``fastnn.kernels.step_update``, made only when armed by
-        :meth:`begin_fused_step` and when the step is finite. Only while :meth:`fused_step_token`
-        is not None.
+        :meth:`begin_fused_step` and when the step is finite (Adam's also steps the touched rows of
+        :attr:`sparse_rows`: see :meth:`fused_rows_call`). Only while :meth:`fused_step_token` is
+        not None.
 
         Parameters
         ----------
@@ -654,7 +655,9 @@ class Optimizer(Owned):
     def fused_rows_call(self, updated) -> tuple | None:
         """(kernel, arguments) of the lazy update of :attr:`sparse_rows` inside a model's compiled
         step, right after :meth:`fused_step_call`'s kernel: it steps the touched rows when
-        ``updated`` (that kernel's result: armed and finite) is True. None without such a table.
+        ``updated`` (that kernel's result: armed and finite) is True. None without such a table, or
+        when :meth:`fused_step_call`'s kernel steps the touched rows itself (Adam: one parallel
+        sweep over the dense chunks and the rows).
 
         Parameters
         ----------
@@ -664,7 +667,7 @@ class Optimizer(Owned):
         Returns
         -------
         tuple or None
-            ``(kernel, arguments)``; the kernel returns ``updated``.
+            ``(kernel, arguments)``; the kernel returns ``updated``. None: no such call.
 
         Examples
         --------
@@ -688,8 +691,9 @@ class Optimizer(Owned):
         step this is: ``step_count`` already counts it)."""
         raise NotImplementedError
 
-    def _rows_step_call(self, updated, table: SparseRows) -> tuple:
-        """(kernel of ``fastnn.kernels.step_update``, arguments) of that update inside a step."""
+    def _rows_step_call(self, updated, table: SparseRows) -> tuple | None:
+        """(kernel of ``fastnn.kernels.step_update``, arguments) of that update inside a step (None:
+        :meth:`fused_step_call`'s kernel steps the rows too)."""
         raise NotImplementedError
 
     def begin_fused_step(self, update: bool) -> None:
@@ -1385,8 +1389,7 @@ class Adam(Optimizer):
         self._K.adam_rows_update(*buffers, *where, self.lr, *hyper, self.step_count)
 
     def _rows_step_call(self, updated, table):
-        buffers, where, hyper = self._rows_arguments(table)
-        return step_update.adam_rows_step, (updated, self._step_scalars, *buffers, *where, *hyper)
+        return None  # stepped by _step_call's kernel (adam_sparse_step), in its parallel sweep
 
     def _update(self, grad_scale):
         h = self._hyper
@@ -1412,6 +1415,11 @@ class Adam(Optimizer):
         h = self._hyper
         state = (self._state["exp_avg"], self._state["exp_avg_sq"], self._buffer("max_exp_avg_sq"))
         hyper = (h["betas"][0], h["betas"][1], h["eps"], h["weight_decay"], self._n_decay, self.decoupled, h["amsgrad"])
+        table = self._sparse
+        if table is not None:  # the touched rows in the same parallel sweep (fused_rows_call: none)
+            self._check_sparse()
+            where = (table.rows, table.lo, table.width)
+            return step_update.adam_sparse_step, (*self._step_head(loss, norm), *state, *hyper, *where)
         return step_update.adam_step, (*self._step_head(loss, norm), *state, *hyper)
 
 

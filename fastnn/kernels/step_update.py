@@ -27,6 +27,10 @@ Python; the rest of the buffers, and their optimizer state, stay as they are.
 
 A sparse table (``Embedding(sparse=True)``) is left out of those ranges and steps right after, in
 its own call (``*_rows_step``): only the rows the step looked up, when the step kernel updated.
+Adam's (:func:`adam_sparse_step`) steps them in the step kernel's own parallel sweep instead: one
+parallel region holds the dense chunks and the blocks of touched rows, split over the threads by
+their cost, so that neither waits for the other's region to end (the row update waits on memory
+for the scattered rows, the dense one on its divisions).
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_EXACT
-from ._scalar import n_chunks
+from .._config import JIT_EXACT, JIT_UPDATE, JIT_UPDATE_PARALLEL, PARALLEL_MIN_ELEMENTS
+from ._scalar import like, n_chunks
 from .optim import (
     OPTIM_CHUNK,
+    _adam_chunk,
     _sum_squares_chunk,
     adagrad_update,
     adam_update,
@@ -48,11 +53,17 @@ from .optim import (
     rmsprop_update,
     sgd_update,
 )
-from .sparse_update import adam_rows_update, sgd_rows_update
+from .sparse_update import ROWS_PER_TASK, _adam_rows, adam_rows_update, sgd_rows_update
+from .tiling import numba_threads
 
 #: positions in ``scalars``
 ARMED, LR, STEP, CLIP_NORM, CLIP_VALUE, USED_NORM = range(6)
 N_SCALARS = 6
+
+#: cost of a touched row's element in :func:`adam_sparse_step`'s split of the work over the threads,
+#: in elements of the dense update (Zen 4, one thread: 0.45 ns a dense element, bound by its
+#: divisions and streams; 0.9 ns a row element, which waits on memory for the scattered rows)
+ROW_ELEMENT_COST = 2
 
 
 @njit(**JIT_EXACT)
@@ -289,8 +300,103 @@ def adam_rows_step(updated, scalars, params, grads, m, v, rows, lo, width, beta1
     return updated
 
 
+@njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
+def _adam_share(
+    w, workers, params, grads, m, v, vmax, ranges, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps,
+    coupled_wd, decay, amsgrad, gs, rows, lo, width, row_step,
+):  # fmt: skip
+    """Worker ``w`` of ``workers``: the tasks (each range's OPTIM_CHUNK chunks, as adam_update splits
+    it, then blocks of ROWS_PER_TASK touched rows) that start in its share of the total cost."""
+    count = max(rows[0], 0)
+    total = ROW_ELEMENT_COST * count * width
+    for r in range(ranges.shape[0]):
+        total += ranges[r, 1] - ranges[r, 0]
+    a, b = total * w // workers, total * (w + 1) // workers  # this worker's share [a, b) of the cost
+    start = 0  # cost before the range
+    for r in range(ranges.shape[0]):
+        r_lo, r_hi, nd = range_of(ranges, r, n_decay)
+        size = r_hi - r_lo
+        for c in range(n_chunks(size, OPTIM_CHUNK)):
+            at = start + c * OPTIM_CHUNK
+            if a <= at < b:  # adam_update on the range's views, chunk c
+                _adam_chunk(params[r_lo:r_hi], grads[r_lo:r_hi], m[r_lo:r_hi], v[r_lo:r_hi], vmax[r_lo:r_hi],
+                            c, nd, step_size, omb1, b2, omb2, bc2_sqrt, eps, coupled_wd, decay, amsgrad, gs)  # fmt: skip
+        start += size
+    block = ROW_ELEMENT_COST * ROWS_PER_TASK * width  # cost of a full block of rows
+    if count == 0 or block == 0:
+        return
+    j0 = max(0, -(-(a - start) // block))  # the first and last + 1 block starting in [a, b)
+    j1 = min(n_chunks(count, ROWS_PER_TASK), max(0, -(-(b - start) // block)))
+    if j0 < j1:  # one call over the worker's blocks: its prefetches run across their bounds
+        _adam_rows(params, grads, m, v, rows, lo, width, row_step, omb1, b2, omb2, eps,
+                   j0 * ROWS_PER_TASK, min(j1 * ROWS_PER_TASK, count))  # fmt: skip
+
+
+@njit(**JIT_UPDATE_PARALLEL)
+def _adam_ranges_rows(
+    params, grads, m, v, vmax, ranges, lr, beta1, beta2, eps, weight_decay, n_decay, decoupled, amsgrad, step,
+    grad_scale, rows, lo, width,
+):  # fmt: skip
+    """adam_update on each of ``ranges`` and adam_rows_update on the touched rows, in one sweep: the
+    scalars of each, their element rules on the same elements (the same bits on any split)."""
+    step_size = like(lr / (1.0 - beta1**step), params)  # adam_update's scalars
+    bc2_sqrt = like(math.sqrt(1.0 - beta2**step), params)
+    coupled_wd = like(0.0 if decoupled else weight_decay, params)
+    decay = like(1.0 - lr * weight_decay if decoupled else 1.0, params)
+    omb1, b2, omb2 = like(1.0 - beta1, params), like(beta2, params), like(1.0 - beta2, params)
+    eps_, gs = like(eps, params), like(grad_scale, params)
+    row_step = like(lr * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step), params)  # adam_rows_update's
+    elements = max(rows[0], 0) * width
+    for r in range(ranges.shape[0]):
+        elements += ranges[r, 1] - ranges[r, 0]
+    workers = numba_threads()
+    if elements < PARALLEL_MIN_ELEMENTS or workers == 1:
+        _adam_share(0, 1, params, grads, m, v, vmax, ranges, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps_,
+                    coupled_wd, decay, amsgrad, gs, rows, lo, width, row_step)  # fmt: skip
+    else:
+        for w_u in prange(workers):
+            _adam_share(np.int64(w_u), workers, params, grads, m, v, vmax, ranges, n_decay, step_size, omb1, b2,
+                        omb2, bc2_sqrt, eps_, coupled_wd, decay, amsgrad, gs, rows, lo, width, row_step)  # fmt: skip
+
+
+@njit(**JIT_EXACT)
+def adam_sparse_step(
+    loss,
+    norm,
+    scalars,
+    by_value,
+    ranges,
+    partials,
+    params,
+    grads,
+    m,
+    v,
+    vmax,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    n_decay,
+    decoupled,
+    amsgrad,
+    rows,
+    lo,
+    width,
+):
+    """:func:`adam_step` and then :func:`adam_rows_step` of a sparse table's touched rows (``rows``,
+    ``lo``, ``width`` as :func:`~fastnn.kernels.sparse_update.adam_rows_update` takes them), the
+    same bits, in one parallel sweep over the dense ranges' chunks and the blocks of rows."""
+    go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
+    if go:
+        _adam_ranges_rows(params, grads, m, v, vmax, ranges, scalars[LR], beta1, beta2, eps, weight_decay, n_decay,
+                          decoupled, amsgrad, np.int64(scalars[STEP]), scale, rows, lo, width)  # fmt: skip
+    return go
+
+
 __all__ = [
+    "ROW_ELEMENT_COST",
     "adam_rows_step",
+    "adam_sparse_step",
     "sgd_rows_step",
     "ARMED",
     "CLIP_NORM",

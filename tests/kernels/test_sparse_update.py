@@ -1,5 +1,5 @@
-"""embedding_rows, the lazy row updates (sgd_rows_update, adam_rows_update) and sparse_grad_norm
-against float64 references, the dense kernels and thread counts."""
+"""embedding_rows, the lazy row updates (sgd_rows_update, adam_rows_update, the fused step's
+adam_sparse_step) and sparse_grad_norm against float64 references, the dense kernels and thread counts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numba
 import numpy as np
 import pytest
 
+from fastnn.kernels import step_update
 from fastnn.kernels.embedding import embedding_rows
 from fastnn.kernels.optim import norm_partials_size, sgd_update
 from fastnn.kernels.sparse_update import adam_rows_update, norm_tasks, sgd_rows_update, sparse_grad_norm
@@ -162,3 +163,49 @@ def test_sparse_grad_norm_is_bit_identical_on_one_and_two_threads():
     finally:
         numba.set_num_threads(saved)
     assert norms[0] == norms[1] == norms[2] == norms[3]
+
+
+# (dense parameters before the table, trainable ranges or None: all but the table): the parallel
+# sweep's split over the threads falls in the dense chunks, in the rows, or between them
+SWEEP_CASES = [(3, None), (70_001, None), (200_003, None), (70_001, [(0, 1_000), (70_001 + 132_000, 70_001 + 132_002)])]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SWEEP_CASES, ids=[f"case{i}" for i in range(len(SWEEP_CASES))])
+def test_adam_sparse_step_is_adam_step_then_adam_rows_step_bit_for_bit(case, dtype):
+    offset, trainable = case
+    vocabulary, width, rows = UPDATE_CASES[-1]
+    params, grads, counted = _table(dtype, vocabulary, width, rows, seed=6, offset=offset)
+    grads[:offset] = params[:offset] / 3  # gradients outside the table too
+    grads[-2:] = 0.5
+    lo, hi = offset, offset + vocabulary * width
+    dense = [(0, lo), (hi, params.size)] if trainable is None else trainable
+    ranges = np.array(dense, np.int64).reshape(-1, 2)
+    hyper = (0.9, 0.999, 1e-8, 0.0, params.size, False, False)
+    results = []
+    saved = numba.get_num_threads()
+    try:
+        for fused, threads in ((False, 1), (True, 1), (True, 2)):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            p, m, v = params.copy(), np.full_like(params, 0.1), np.full_like(params, 0.2)
+            for step in (1, 2, 3):
+                scalars = np.array([1.0, 1e-3, step, np.nan, np.nan, np.nan])
+                head = (0.5, 1.0, scalars, None, ranges, np.zeros(64), p, grads, m, v, np.empty(0, dtype))
+                if fused:
+                    assert step_update.adam_sparse_step(*head, *hyper, counted, lo, width)
+                else:
+                    updated = step_update.adam_step(*head, *hyper)
+                    step_update.adam_rows_step(updated, scalars, p, grads, m, v, counted, lo, width, *hyper[:3])
+            results.append((p, m, v))
+            # not armed (the scalars disarmed by the last call) or a non-finite loss: nothing moves
+            before = p.copy()
+            assert not step_update.adam_sparse_step(*head, *hyper, counted, lo, width)
+            scalars[0] = 1.0
+            assert not step_update.adam_sparse_step(np.nan, *head[1:], *hyper, counted, lo, width)
+            np.testing.assert_array_equal(p, before)
+    finally:
+        numba.set_num_threads(saved)
+    assert not np.array_equal(results[0][0], params)
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            np.testing.assert_array_equal(one, two)
