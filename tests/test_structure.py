@@ -94,6 +94,12 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
         "tests/kernels/test_linkage.py",
         "_final_module",
     ): "a compiled library's LLVM module, to read its functions' linkage (Numba has no public accessor)",
+    ("fastnn/kernels/_step_calls.py", "_final_module"): "a fused step's LLVM module before Numba links its "
+    "callees in: its calls of fastnn's kernels are renamed there (Numba has no public accessor)",
+    ("fastnn/kernels/_step_calls.py", "_linking_libraries"): "the libraries Numba links into a fused step's: "
+    "those of the kernels it now calls by name are left out",
+    ("fastnn/kernels/_step_calls.py", "_reload_init"): "what a library must run when reloaded, which a caller "
+    "inherits from each library it links (Numba's finalize does the same for the ones it links)",
     ("fastnn/_config.py", "_is_initialized"): "Numba's threading layer has no public 'already started' query",
     ("fastnn/_parallel_compile.py", "_exit"): "os._exit: a forked worker ends without unwinding into the frames "
     "it was forked in, or running its parent's exit handlers",

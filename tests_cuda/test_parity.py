@@ -17,6 +17,7 @@ CPU_ONLY_MODULES = {
     "_linkage": "the binding of the CPU libraries' linked-in copies (local symbols), no kernels",
     "_outline": "functions of LLVM IR compiled once a CPU process and called by name (the GEMM's register "
     "blocks, the batch-1 row kernel), no kernels of its own",
+    "_step_calls": "how a CPU fused step calls its kernels (by a stable C name, not a copy), no kernels",
     "_cache": "the Numba cache locator for the CPU kernels, no kernels",
     "_scalar": "typed-scalar helpers (like, n_chunks) used by both backends' code, not kernels",
     "checks": "fast validation of user input (finite values, label range), done on the host before a batch "

@@ -53,15 +53,22 @@ OWN_PREFIXES = ("fastnn.", "fastnn_step_")
 _own_libraries: weakref.WeakSet = weakref.WeakSet()
 
 #: functions compiled code calls by a C name of fastnn's (not copied into each caller): the name's
-#: prefix -> the function making such a name callable in this process (compiling or loading the
-#: library that defines it); run before a library calling them is handed to the JIT, compiled or loaded
+#: prefix -> (ensure, describe, remember): ``ensure(name)`` makes such a name callable in this process
+#: (compiling or loading the library that defines it), run before a library calling it is handed to the
+#: JIT, compiled or loaded; ``describe(name)`` gives what a cache file keeps to do so in another process
+#: (or None: nothing), which hands it to ``remember(name, description)`` before ``ensure``
 _providers: dict = {}
 
 
-def provide(prefix: str, ensure) -> None:
+def provide(prefix: str, ensure, describe=None, remember=None) -> None:
     """Register ``ensure(name)``, which makes the function ``name`` (any name starting with ``prefix``)
-    callable in this process; a cached library that calls one runs it before it is loaded."""
-    _providers[prefix] = ensure
+    callable in this process; a cached library that calls one runs it before it is loaded, after
+    ``remember(name, describe(name))`` with the description its compiling process cached (if given)."""
+    _providers[prefix] = (ensure, describe, remember)
+
+
+def _provider(name: str):
+    return next((entry for prefix, entry in _providers.items() if name.startswith(prefix)), None)
 
 
 def needed_names(module: llvm.ModuleRef) -> tuple[str, ...]:
@@ -72,12 +79,28 @@ def needed_names(module: llvm.ModuleRef) -> tuple[str, ...]:
     return tuple(fn.name for fn in module.functions if fn.is_declaration and fn.name.startswith(prefixes))
 
 
-def _provide(names) -> None:
+def _provide(names, descriptions=()) -> None:
+    for name, description in descriptions:
+        provider = _provider(name)
+        if provider is not None and provider[2] is not None:
+            provider[2](name, description)
     for name in names:
-        ensure = next((ensure for prefix, ensure in _providers.items() if name.startswith(prefix)), None)
-        if ensure is None:  # its provider's module was not imported: no kernel that calls it was either
+        provider = _provider(name)
+        if provider is None:  # its provider's module was not imported: no kernel that calls it was either
             raise RuntimeError(f"fastnn: a cached kernel calls {name!r}, which nothing in this process defines")
-        ensure(name)
+        provider[0](name)
+
+
+def _descriptions(names) -> tuple:
+    """(name, description) of the ``names`` whose providers describe them (kept in the cache file)."""
+    described = []
+    for name in names:
+        provider = _provider(name)
+        if provider is not None and provider[1] is not None:
+            description = provider[1](name)
+            if description is not None:
+                described.append((name, description))
+    return tuple(described)
 
 
 def own_module(modname: str) -> bool:
@@ -97,18 +120,20 @@ def _serialize_with_names(self):
         return _numba_serialize(self)
     self._ensure_finalized()
     needs = self.__dict__.get("_fastnn_needs", ())
+    described = _descriptions(needs)
     if "_fastnn_object" in self.__dict__:  # compiled to object code by _finalize_from_object
         bitcode = self.__dict__.get("_fastnn_bitcode") or self._get_module_for_linking().as_bitcode()
-        return (self.name, KIND, (self._fastnn_object, bitcode, self._fastnn_names, needs))
+        return (self.name, KIND, (self._fastnn_object, bitcode, self._fastnn_names, needs, described))
     shared = self._get_module_for_linking()
-    return (self.name, KIND, (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared), needs))
+    data = (self._get_compiled_object(), shared.as_bitcode(), defined_names(shared), needs, described)
+    return (self.name, KIND, data)
 
 
 #: a Numba-mangled name (of a function, or of its CPython or C wrapper) up to its first namespace's length
 _MANGLED_FIRST_NAMESPACE = re.compile(r"(?:cpython\.|cfunc\.)?_ZN(\d+)")
 
 
-def _owner(function_name: str) -> str:
+def owner(function_name: str) -> str:
     """The first namespace of a Numba-mangled function name (``_ZN6fastnn7kernels...`` -> ``fastnn``), or ""."""
     match = _MANGLED_FIRST_NAMESPACE.match(function_name)
     return function_name[match.end() : match.end() + int(match[1])] if match else ""
@@ -118,7 +143,7 @@ def _defines_own(module: llvm.ModuleRef) -> bool:
     """Whether ``module`` (a library's, being finalized) defines a function of fastnn's (its entry
     points are external; the functions linked in from other libraries are not)."""
     return any(
-        own_module(_owner(fn.name))
+        own_module(owner(fn.name))
         for fn in module.functions
         if not fn.is_declaration and fn.linkage == llvm.Linkage.external
     )
@@ -168,7 +193,7 @@ def _unserialize_lazily(cls, codegen_, state):
         return _numba_unserialize(cls, codegen_, state)
     object_code, shared_bitcode, names = data[:3]
     needs = data[3] if len(data) > 3 else ()  # (older files: their code calls nothing by fastnn's names)
-    _provide(needs)  # before the JIT resolves the object code's calls
+    _provide(needs, data[4] if len(data) > 4 else ())  # before the JIT resolves the object code's calls
     self = codegen_.create_library(name)
     self.enable_object_caching()
     self._set_compiled_object(object_code)
@@ -202,4 +227,14 @@ def installed() -> bool:
     return codegen.CPUCodeLibrary._finalize_final_module is _finalize_from_object
 
 
-__all__ = ["KIND", "OWN_PREFIXES", "defined_names", "install", "installed", "needed_names", "own_module", "provide"]
+__all__ = [
+    "KIND",
+    "OWN_PREFIXES",
+    "defined_names",
+    "install",
+    "installed",
+    "needed_names",
+    "own_module",
+    "owner",
+    "provide",
+]

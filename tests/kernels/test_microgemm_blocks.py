@@ -31,7 +31,7 @@ print(digest.hexdigest())
 from fastnn.kernels import _lazy_ir
 for library in (overload.library for overload in microgemm.micro_gemm_block.overloads.values()):
     if "_fastnn_object" in library.__dict__:  # compiled in this process: what its cache file keeps
-        _, kind, (_, _, names, needs) = library.serialize_using_object_code()
+        _, kind, (_, _, names, needs, _) = library.serialize_using_object_code()
         print(kind, sorted(needs), any(name.startswith("fastnn_microgemm_block_") for name in names))
 """
 
