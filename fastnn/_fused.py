@@ -325,6 +325,9 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
 
 
 _LOADED: dict[str, Callable] = {}
+#: runs measured unfused in this process per step structure (its generated source), over every
+#: runner of it: worth_fusing's runs before of a new model of a structure run before (``_others_runs``)
+_STRUCTURE_RUNS: dict[str, int] = {}
 _LOAD_LOCK = threading.Lock()  # threads fusing one structure import (and compile) it once
 
 
@@ -625,6 +628,7 @@ class CallRunner:
     __slots__ = (
         "_actions",
         "_cold",
+        "_counted",
         "_direct",
         "_fastest",
         "_fused",
@@ -662,6 +666,7 @@ class CallRunner:
         self._fastest = float("inf")  # the fastest timed run of the window (_decide's measure)
         self._unit: float | None = None  # the dispatch unit measured in the step (_probed_run), once
         self._total = 0  # runs measured unfused, over every window (worth_fusing's runs_before)
+        self._counted = 0  # of them, those counted into _STRUCTURE_RUNS
         self._cold = True  # the first run: its uncached kernels may compile in worker processes
         self._tiering = _config.FUSE != "never" and bool(self.calls) and fusible(self.calls)
         if self._tiering and _config.FUSE == "always":
@@ -694,6 +699,8 @@ class CallRunner:
             return self._run_calls(arrays)
         if self._runs == 1 and self._unit is None:  # once, the first run after the kernels' load: not timed
             result = self._probed_run(arrays)
+            if self._fuse_early():
+                return result
         else:
             start = time.perf_counter()
             result = self._run_calls(arrays)
@@ -718,11 +725,38 @@ class CallRunner:
         saving = estimated_saving(self.calls, self.slots, self._unit)
         if saving <= _config.FUSE_MIN_SHARE * self._fastest:
             self._tiering = False
-        elif worth_fusing(saving, self._generated_source, self._total):
+        elif worth_fusing(saving, self._generated_source, self._total + self._others_runs()):
             self._tiering = False
             self._fuse()
         else:
             self._runs, self._timed, self._fastest = 1, 0, float("inf")
+
+    def _others_runs(self) -> int:
+        """Runs of this step's structure by other runners of this process (other models of the
+        same structure: a scikit-learn estimator builds a new model per fit), and this runner's
+        runs so far counted for them (:data:`_STRUCTURE_RUNS`)."""
+        key = self._generated_source()
+        others = _STRUCTURE_RUNS.get(key, 0) - self._counted
+        _STRUCTURE_RUNS[key] = others + self._total
+        self._counted = self._total
+        return others
+
+    def _fuse_early(self) -> bool:
+        """At the probed run: fuse now when this process already loaded the step of this
+        structure (a table's build, ``FUSE_BUILD_SECONDS``) and the runs still expected pay for it,
+        rather than after ``FUSE_AFTER_CALLS`` runs (a step plan of a fit's last batch runs once
+        an epoch: it would never get there). True when fused."""
+        budget = _BUDGET.get()
+        if budget is None or not self._tiering:
+            return False
+        saving = estimated_saving(self.calls, self.slots, self._unit)
+        if budget.remaining * saving <= _config.FUSE_BUILD_SECONDS:
+            return False
+        if _step_file(self._generated_source())[0] not in _LOADED:
+            return False
+        self._tiering = False
+        self._fuse()
+        return True
 
     def _probed_run(self, arrays):
         """One run of the calls with, after each, two calls of a one-array kernel, each timed: the

@@ -290,6 +290,50 @@ class StepFeed:
         self.counted, self.tracked = count, bool(accumulators)
         return result
 
+    def lane_runner(self, plan):
+        """The runner of ``plan``'s steps in fit's lane (:func:`fastnn.training._run_lane`), that
+        :meth:`run` uses for an armed step (the same runner, cached on the plan), and the arguments
+        after its batch's rows: ``runner(x_all, y_all, order, lo, hi, *extra)`` gathers, steps and
+        counts the rows ``order[lo:hi]`` as an armed :meth:`run` does; None when the batch's count or
+        the tracker's metrics would need Python after the step (counted outside, or accumulators).
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan of the batch's size (its ``run`` built).
+
+        Returns
+        -------
+        tuple or None
+            ``(runner, extra)``, or None.
+        """
+        loss = self.model.loss
+        if loss is not self._loss:
+            self._for_loss(loss)
+        if self.accumulators or self.order is None or (self.classifies and not self._count):
+            return None
+        key = self._key
+        cached = plan.gathering
+        if cached is None or cached[0] is not plan.run or cached[1] != key:
+            self._check_rows(plan)
+            cached = plan.gathering = (plan.run, key, gathering_runner(self.model, plan, self._count, ()))
+        return cached[2], self._extra
+
+    def take_count(self) -> int | None:
+        """The correct count the lane's steps added up (:meth:`lane_runner`), then zero; None for
+        a loss that does not classify.
+
+        Returns
+        -------
+        int or None
+            The count.
+        """
+        if not self._count:
+            return None
+        count = int(self.totals[0])
+        self.totals[0] = 0
+        return count
+
     def metrics_added(self) -> bool:
         """Whether the last step's call added its batch to the tracker's accumulators (read once).
 

@@ -411,6 +411,10 @@ class CallbackList:
     on_batch_begin: Callable[..., None]
     on_batch_end: Callable[..., None]
 
+    #: some callback has a batch hook (``on_batch_begin``/``on_batch_end`` or Keras' names): fit
+    #: runs Python between its steps (without one, an epoch may run in fit's lane)
+    batch_hooks = False
+
     def __init__(self, callbacks, model):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
@@ -428,6 +432,8 @@ class CallbackList:
             name = keras or hook
             methods = [getattr(cb, name) for cb in ordered if _overrides(cb, hook) or (keras and _overrides(cb, keras))]
             setattr(self, hook, self._caller(methods, finish=hook.endswith("_end")))
+            if keras is not None and methods:
+                self.batch_hooks = True
         for cb in self.callbacks:
             _warn_never_called(cb)
 

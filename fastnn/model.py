@@ -3491,6 +3491,81 @@ class Sequential:
                 raise
             return loss, out
 
+    def lane_ready(self, plan) -> bool:
+        """Whether :meth:`lane_step` can run ``plan``'s steps: the optimizer's update inside the
+        step's call, no gradient reduction over ranks, no accumulated group (what :meth:`run_step`
+        then does is what :meth:`lane_step` does), and :meth:`run_step` is this class's own (a
+        subclass's or an instance's replacement, a wrapper, is called by the step loop).
+
+        Parameters
+        ----------
+        plan : _StepPlan or None
+            A step plan of this model (``step_plan``).
+
+        Returns
+        -------
+        bool
+            True when the plan's steps can run in fit's lane.
+        """
+        return (
+            plan is not None
+            and plan.token is not None
+            and plan.scalars is None
+            and self._step_reduce is None
+            and self._group_sum is None
+            and self.optimizer is not None
+            and self.optimizer.is_bound
+            and type(self).run_step is Sequential.run_step
+            and "run_step" not in self.__dict__
+        )
+
+    def lane_step(self, plan, runner, args) -> float:
+        """One step of fit's lane (:func:`fastnn.training._run_lane`): what :meth:`run_step` does
+        for a step whose batch ``plan``'s runner gathers inside its call (``runner(*args)``: the
+        plan's armed :class:`fastnn._step_feed.StepFeed` runner), without its per-step lookups.
+        Transactional as :meth:`run_step`; only where :meth:`lane_ready` holds.
+
+        Parameters
+        ----------
+        plan : _StepPlan
+            The step plan of the batch's size.
+        runner : callable
+            Its gathering runner (:meth:`fastnn._step_feed.StepFeed.lane_runner`).
+        args : tuple
+            The runner's arguments.
+
+        Returns
+        -------
+        float
+            The batch's loss.
+
+        Raises
+        ------
+        FloatingPointError
+            If the loss or the gradient norm is not finite (the step is not applied).
+        """
+        optimizer = self.optimizer
+        if optimizer is None:  # (lane_ready holds: never here)
+            raise RuntimeError("lane_step: the model has no optimizer; compile it first")
+        with self._lock:
+            guard = self._guard
+            if guard.pairs:
+                guard.save()
+            step_count = optimizer.step_count
+            try:
+                optimizer.begin_fused_step(True)
+                loss, norm = runner(*args)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    guard.restore()
+                    raise FloatingPointError(self._divergence_report(loss, norm, plan.x, plan.y))
+                optimizer.end_fused_step(norm)
+                self.__dict__["_last_x"] = plan.x
+            except BaseException:
+                guard.restore()
+                optimizer.step_count = step_count
+                raise
+            return loss
+
     def train_step(self, xb, yb) -> float:
         """One forward, loss, backward and optimizer update on a batch.
 

@@ -630,6 +630,7 @@ class ArrayBatches:
         self.feed: StepFeed | DeviceStepFeed | None = None
         self.shard = None  # under MPI (fastnn.distributed): (lo, hi) of the global batch -> this rank's rows
         self.tracker: Tracker | None = None  # the fit's metrics, added inside the step calls (accumulate_inside)
+        self._lane: tuple | None = None  # (its steps, batches) of the last epoch's lane (ArrayBatches.lane)
 
     @property
     def trained_steps(self) -> int:
@@ -769,6 +770,62 @@ class ArrayBatches:
             else:
                 yield b, X[order[lo:hi]], y[order[lo:hi]]
 
+    def lane(self, epoch: int) -> list | None:
+        """Epoch ``epoch``'s batches for fit's lane (:func:`_run_lane`), its order shuffled: per batch
+        ``(m, plan, runner, args)``, ``runner(*args)`` the step of the rows the batch of
+        :meth:`epoch` would gather (``StepFeed.lane_runner``); None (nothing done) when a batch needs
+        the step loop: not shuffled, on a device, under MPI, metrics accumulated, a batch of one
+        (a BatchNorm may skip it), a plan not in :meth:`fastnn.Sequential.lane_ready`'s terms.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch (0-based), begun from its start.
+
+        Returns
+        -------
+        list or None
+            The batches, or None.
+        """
+        model, order, batch_size, n_used = self.model, self.order, self.batch_size, self.n_used
+        if (
+            order is None
+            or not self.gather_inside
+            or self.shard is not None
+            or self.tracker is not None
+            or self.feeder is not None
+            or model.device != "cpu"
+        ):
+            return None
+        last = n_used - (self.steps - 1) * batch_size
+        if last < 2:  # (a last batch of one: streaming.skips_last_one decides at its step)
+            return None
+        feed = self.feed
+        if not isinstance(feed, StepFeed):
+            feed = self.feed = StepFeed(model, self.X, self.y, order, count=True, tracker=None)
+        steps = []
+        for m in (batch_size, last) if last != batch_size else (batch_size,):
+            plan = model.step_plan(m)
+            if not model.lane_ready(plan):
+                return None
+            ran = feed.lane_runner(plan)
+            if ran is None:
+                return None
+            steps.append((plan, *ran))
+        permutation(self.X.shape[0], model.seed, _SHUFFLE_STREAM, epoch, order)
+        cached = self._lane
+        if cached is not None and len(cached[0]) == len(steps):  # the batches of the last epoch's lane
+            if all(a is c for s, k in zip(steps, cached[0]) for a, c in zip(s, k)):
+                return cached[1]
+        x_all, y_all = feed.x_all, feed.y_all
+        batches = []
+        for b in range(self.steps):
+            m = batch_size if b < self.steps - 1 else last
+            plan, runner, extra = steps[0] if m == batch_size else steps[1]
+            batches.append((m, plan, runner, (x_all, y_all, order, b * batch_size, b * batch_size + m, *extra)))
+        self._lane = (steps, batches)
+        return batches
+
     def replan(self, epoch: int) -> None:
         """The plan of epoch ``epoch`` for the layers' trainability at its start (``fit`` calls it
         after ``on_epoch_begin``): a BatchNorm a callback unfroze cannot train on a last batch of one,
@@ -799,6 +856,9 @@ class ArrayBatches:
         >>> source.batch_sizes, source.trained_steps
         ([4, 4], 2)
         """
+        if self.batch_size > 1 and self.n_used % self.batch_size != 1:  # no last batch of one: every
+            self.planned = self.n_used  # sample trains, whatever the layers' trainability (as replan says)
+            return
         self.planned = streaming.replan(
             self.model, self.n_used, self.batch_size, self.shuffle, self.planned, epoch
         ).samples
@@ -1067,6 +1127,37 @@ def _start_distributed(dist, model, source, shuffle: bool, epochs: int, accumula
     dist.ignoring_source = source if ignoring else None  # ... or targets not ignored (either weighed alike)
 
 
+def _run_lane(model, source, lane, interrupt, budget, state, epoch) -> tuple:
+    """An epoch's steps in fit's lane: ``lane`` (:meth:`ArrayBatches.lane`) run step after step
+    (:meth:`fastnn.Sequential.lane_step`), with only the loop's sums between them: nothing needs
+    Python there (no batch hook, no progress bar, no metric, the count inside the calls). A Ctrl-C
+    (held: the lane is one critical section) ends the lane after its step. Returns ``(samples, loss
+    sum, batches done, correct count)``, the sums as the step loop adds them; on an exception the
+    position after the steps done is committed first (``state.cursor``), as the step loop's."""
+    samples, total_loss, done = 0, 0.0, 0
+    feed = source.feed
+    totals = feed.totals
+    before = int(totals[0])
+    interrupt.critical = True
+    try:
+        for m, plan, runner, args in lane:
+            before = int(totals[0])
+            batch_loss = model.lane_step(plan, runner, args)
+            done += 1
+            if budget is not None:
+                budget.done += 1
+            total_loss += batch_loss * m
+            samples += m
+            if interrupt.pending:
+                break
+    except BaseException:
+        totals[0] = before  # (the failed step's count is not the epoch's)
+        count = feed.take_count()
+        state.cursor = Cursor(epoch, samples, total_loss, count, source.fingerprint, None, done, None)
+        raise
+    return samples, total_loss, done, feed.take_count()
+
+
 def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, stepper, tracker, dist=None, budget=None):
     """The epochs of one fit(): a step per batch of ``source``, an optimizer update per group of
     ``accumulate`` batches; the position in the epoch (loss sum, correct count, metric state)
@@ -1086,6 +1177,15 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
         dist.agree_stop()
     if model.stop_training:  # on_train_begin ended the run (EarlyStopping's stop of a fit that raised)
         return
+    # an epoch may run in the lane (_run_lane) when nothing needs Python between its steps
+    lane_open = (
+        plain
+        and dist is None
+        and not track
+        and not counting
+        and isinstance(source, ArrayBatches)
+        and not getattr(cbs, "batch_hooks", True)
+    )
     for epoch in range(first_epoch, first_epoch + epochs):
         cbs.on_epoch_begin(epoch, {})
         source.replan(epoch)  # a BatchNorm unfrozen by a callback skips a last batch of one from now on
@@ -1112,7 +1212,19 @@ def _run_epochs(model, source, epochs, cbs, progress, interrupt, validation, ste
             dist.stop_after_batch = False
         # on_batch_begin runs inside the source, before it reads the batch into a step plan and
         # decides whether an epoch's last batch of one trains (with the trainability the step uses)
-        batches = source.epoch(epoch, samples, batches_done, begin=lambda b: cbs.on_batch_begin(b, {}))
+        lane = None
+        if lane_open and samples == 0 and batches_done == 0 and progress.bar is None:
+            lane = source.lane(epoch)
+        if lane is not None:  # every step in a row, no Python between them but their bookkeeping
+            samples, total_loss, batches_done, count = _run_lane(model, source, lane, interrupt, budget, state, epoch)
+            correct = None if count is None else correct + count
+            state.cursor = Cursor(epoch, samples, total_loss, correct, source.fingerprint, None, batches_done, None)
+            interrupt.critical = False
+            if interrupt.pending:  # a Ctrl-C during the lane: acted on after the step it came in
+                interrupt.check()
+            batches = iter(())
+        else:
+            batches = source.epoch(epoch, samples, batches_done, begin=lambda b: cbs.on_batch_begin(b, {}))
         while True:
             interrupt.critical = True
             batch = None if stopping else next(batches, None)

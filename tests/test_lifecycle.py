@@ -2,14 +2,16 @@
 failures, resuming on other data, callback state keys, non-finite gradients."""
 
 import copy
+import os
 import pickle
+import signal
 import threading
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
-from fastnn import _step_feed
+from fastnn import _config, _step_feed
 from fastnn import callbacks as cb_mod
 
 
@@ -299,6 +301,48 @@ def test_an_interrupt_anywhere_then_save_load_fit_equals_the_uninterrupted_run(w
     resumed.fit(X, y, epochs=2, batch_size=16, verbose=0)
     np.testing.assert_array_equal(resumed.params, reference.params)
     np.testing.assert_array_equal(resumed.predict(X), reference.predict(X))
+
+
+@pytest.mark.parametrize("how", ["kernel", "signal"])
+def test_an_interrupt_in_fits_lane_then_save_load_fit_equals_the_uninterrupted_run(how, rng, tmp_path, monkeypatch):
+    """An epoch with nothing to run between its steps runs in fit's lane (Sequential.lane_step,
+    not run_step): an exception from inside the 2nd step's call leaves the position after the 1st
+    committed; a Ctrl-C during the 2nd step is held and acted on after it, its position committed."""
+    X, y = _data(rng)
+    reference = _model()
+    reference.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    model = _model()
+    original = model.lane_step
+    calls = {"n": 0}
+
+    def step(plan, runner, args):
+        calls["n"] += 1
+        if calls["n"] != 2:
+            return original(plan, runner, args)
+        if how == "signal":
+            os.kill(os.getpid(), signal.SIGINT)  # held by fit (the step is critical) ...
+            return original(plan, runner, args)  # ... so this step commits first
+
+        def broken(*a):
+            raise KeyboardInterrupt
+
+        kept = runner.calls[1]
+        runner.calls[1] = (broken, kept[1])
+        try:
+            return original(plan, runner, args)
+        finally:
+            runner.calls[1] = kept
+
+    monkeypatch.setattr(model, "lane_step", step)
+    monkeypatch.setattr(_config, "FUSE", "never")  # (the runner's calls, one by one: patchable)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    assert model.state.cursor is not None and model.state.cursor.batches == (2 if how == "signal" else 1)
+    monkeypatch.undo()
+    model.save(tmp_path / "m.safetensors")
+    resumed = fnn.load(tmp_path / "m.safetensors")
+    resumed.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(resumed.params, reference.params)
 
 
 def test_fit_on_other_data_starts_a_fresh_epoch_position(rng):
