@@ -18,6 +18,14 @@ that raises KeyboardInterrupt to stop (PyTorch Lightning's graceful stop) is tre
 raised where a Ctrl-C would be (with ``accumulate=k``, after the open group's update); raised in
 ``on_batch_begin`` or ``on_epoch_begin`` it stops at once, before that batch or epoch runs.
 
+The lane (:func:`_run_lane`): an epoch whose steps need no Python between them (no callback with a
+batch hook, no progress bar, no metric, no ``accumulate``, on the CPU, one process, shuffled, begun
+at its first batch, no last batch of one, every plan gathering its batch inside the compiled call)
+runs its steps back to back, with only the loss and sample sums between them, and commits the
+position once at its end; a Ctrl-C is held to the end of the step it comes in (then committed and
+raised as above), and an exception inside a step commits the steps before it. Anything else takes
+the step loop. The two give the same bits (tests/test_lifecycle.py, the scikit-learn estimators).
+
 Resuming mid-epoch: ``fit`` continues a saved or interrupted epoch only on the *same data*: the
 same shapes and dtypes of X and y, the same targets, and the same values in 256 evenly spaced rows
 of X (a fingerprint kept with the position). ``fit`` on other data starts a fresh epoch position.
