@@ -6,6 +6,9 @@ every Numba compile (CPU seconds, per function, its callees' compiles subtracted
     NUMBA_CACHE_DIR=$(mktemp -d) FASTNN_CACHE_DIR=$(mktemp -d) python benchmarks/compile_profile.py --llvm \
         warmup --only "cnn 2-d" --dtype float32 -q
 
+``pytest ARGS`` instead of a fastnn command profiles a test run (``pytest.main(ARGS)``), e.g.
+``... compile_profile.py --llvm pytest -q -p no:cacheprovider tests/test_fused.py``.
+
 Run it with empty caches (as above), else nothing compiles. ``--group`` compiles one group of
 kernels only, by calling them once on small float32 arrays (dense: dense_forward and
 dense_backward with relu; adam: the gradient norm and the in-step Adam update; conv_pool: the fused
@@ -124,6 +127,10 @@ def main(argv: list[str]) -> int:
     start = time.process_time()
     if "--group" in argv:
         rc = _compile_group(argv[argv.index("--group") + 1])
+    elif argv[:1] == ["pytest"]:
+        import pytest
+
+        rc = pytest.main(argv[1:])
     else:
         from fastnn.cli import main as fastnn_main
 
