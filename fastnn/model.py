@@ -3506,6 +3506,19 @@ class Sequential:
         -------
         bool
             True when the plan's steps can run in fit's lane.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastnn as fnn
+        >>> X, y = np.random.default_rng(0).random((64, 3)).astype(np.float32), np.arange(64) % 2
+        >>> model = fnn.Sequential([fnn.Dense(3, 2)], seed=0)
+        >>> _ = model.compile(optimizer="adam", loss="cross_entropy")
+        >>> model.lane_ready(None)
+        False
+        >>> _ = model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+        >>> model.lane_ready(model.step_plan(16))
+        True
         """
         return (
             plan is not None
@@ -3520,17 +3533,17 @@ class Sequential:
         )
 
     def lane_step(self, plan, runner, args) -> float:
-        """One step of fit's lane (:func:`fastnn.training._run_lane`): what :meth:`run_step` does
-        for a step whose batch ``plan``'s runner gathers inside its call (``runner(*args)``: the
-        plan's armed :class:`fastnn._step_feed.StepFeed` runner), without its per-step lookups.
-        Transactional as :meth:`run_step`; only where :meth:`lane_ready` holds.
+        """One step of fit's lane (``fastnn.training``: an epoch's steps back to back): what
+        :meth:`run_step` does for a step whose batch ``plan``'s runner gathers inside its call
+        (``runner(*args)``: the plan's armed step-feed runner), without its per-step lookups.
+        Transactional as :meth:`run_step`; only where :meth:`lane_ready` holds. ``fit`` calls it.
 
         Parameters
         ----------
         plan : _StepPlan
             The step plan of the batch's size.
         runner : callable
-            Its gathering runner (:meth:`fastnn._step_feed.StepFeed.lane_runner`).
+            Its gathering runner (the step feed's ``lane_runner``).
         args : tuple
             The runner's arguments.
 
@@ -3543,6 +3556,18 @@ class Sequential:
         ------
         FloatingPointError
             If the loss or the gradient norm is not finite (the step is not applied).
+
+        Examples
+        --------
+        ``fit`` runs an epoch's steps through it when :meth:`lane_ready` holds for its plans:
+
+        >>> import numpy as np
+        >>> import fastnn as fnn
+        >>> X, y = np.random.default_rng(0).random((64, 3)).astype(np.float32), np.arange(64) % 2
+        >>> model = fnn.Sequential([fnn.Dense(3, 2)], seed=0)
+        >>> _ = model.compile(optimizer="adam", loss="cross_entropy")
+        >>> model.fit(X, y, epochs=2, batch_size=16, verbose=0).history["loss"][-1] > 0
+        True
         """
         optimizer = self.optimizer
         if optimizer is None:  # (lane_ready holds: never here)
