@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fastnn.kernels import _step_calls
+from fastnn.kernels import _lazy_ir, _step_calls
 
 _FIT = """
 import hashlib, sys
@@ -15,7 +15,7 @@ import numpy as np
 from numba.core import event
 import fastnn as fnn
 from fastnn import _config
-from fastnn.kernels import _step_calls
+from fastnn.kernels import _lazy_ir, _step_calls
 
 _config.FUSE = sys.argv[1]
 compiled = []
@@ -94,3 +94,10 @@ def test_a_name_it_cannot_bind_is_a_clear_error():
     _step_calls.remember(changed, ("fastnn.kernels.checks", "all_finite", pickle.dumps(argtypes), "bool"))
     with pytest.raises(RuntimeError, match="arguments it no longer takes"):
         _step_calls.ensure(changed)
+
+
+def test_the_step_prefix_is_the_fused_steps_module_prefix():
+    from fastnn import _compiling
+
+    assert _step_calls.STEP_PREFIX == _compiling.FUSED_STEP_PREFIX
+    assert _step_calls.STEP_PREFIX in _lazy_ir.OWN_PREFIXES
