@@ -47,7 +47,8 @@ _PROCESS_BOUND_PREFIXES = ("numba.dynamic.globals", codegen.RuntimeLinker.PREFIX
 
 #: module names of fastnn's own compiled functions: the package's, and the generated fused steps'
 #: (``fastnn._compiling.FUSED_STEP_PREFIX``, above this package: a test keeps the two equal)
-OWN_PREFIXES = ("fastnn.", "fastnn_step_")
+STEP_PREFIX = "fastnn_step_"
+OWN_PREFIXES = ("fastnn.", STEP_PREFIX)
 
 #: the code libraries of fastnn's functions compiled in this process, to be cached with their names
 _own_libraries: weakref.WeakSet = weakref.WeakSet()
@@ -139,14 +140,15 @@ def owner(function_name: str) -> str:
     return function_name[match.end() : match.end() + int(match[1])] if match else ""
 
 
+def entry_owners(module: llvm.ModuleRef) -> list[str]:
+    """The first namespace (:func:`owner`) of each function ``module`` defines as an entry point
+    (external linkage; the functions linked in from other libraries are not)."""
+    return [owner(fn.name) for fn in module.functions if not fn.is_declaration and fn.linkage == llvm.Linkage.external]
+
+
 def _defines_own(module: llvm.ModuleRef) -> bool:
-    """Whether ``module`` (a library's, being finalized) defines a function of fastnn's (its entry
-    points are external; the functions linked in from other libraries are not)."""
-    return any(
-        own_module(owner(fn.name))
-        for fn in module.functions
-        if not fn.is_declaration and fn.linkage == llvm.Linkage.external
-    )
+    """Whether ``module`` (a library's, being finalized) defines a function of fastnn's."""
+    return any(own_module(name) for name in entry_owners(module))
 
 
 def _compiles_to_object(library, module: llvm.ModuleRef) -> bool:
@@ -230,7 +232,9 @@ def installed() -> bool:
 __all__ = [
     "KIND",
     "OWN_PREFIXES",
+    "STEP_PREFIX",
     "defined_names",
+    "entry_owners",
     "install",
     "installed",
     "needed_names",

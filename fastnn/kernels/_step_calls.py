@@ -35,9 +35,6 @@ PREFIX = "fastnn_kernel_v1_"
 #: the packages whose module-level kernels a fused step calls by name
 KERNEL_PACKAGE = "fastnn.kernels."
 
-#: module names of the fused steps (``fastnn._compiling.FUSED_STEP_PREFIX``: a test keeps them equal)
-STEP_PREFIX = "fastnn_step_"
-
 #: name -> (module, qualified name, pickled argument types, return type): what binds a name
 _described: dict[str, tuple[str, str, bytes, str]] = {}
 
@@ -127,11 +124,7 @@ def remember(name: str, description) -> None:
 
 
 def _defines_step(module: llvm.ModuleRef) -> bool:
-    return any(
-        _lazy_ir.owner(fn.name).startswith(STEP_PREFIX)
-        for fn in module.functions
-        if not fn.is_declaration and fn.linkage == llvm.Linkage.external
-    )
+    return any(name.startswith(_lazy_ir.STEP_PREFIX) for name in _lazy_ir.entry_owners(module))
 
 
 def call_kernels_by_name(library) -> None:

@@ -101,5 +101,5 @@ def test_a_name_it_cannot_bind_is_a_clear_error():
 def test_the_step_prefix_is_the_fused_steps_module_prefix():
     from fastnn import _compiling
 
-    assert _step_calls.STEP_PREFIX == _compiling.FUSED_STEP_PREFIX
-    assert _step_calls.STEP_PREFIX in _lazy_ir.OWN_PREFIXES
+    assert _lazy_ir.STEP_PREFIX == _compiling.FUSED_STEP_PREFIX
+    assert _lazy_ir.STEP_PREFIX in _lazy_ir.OWN_PREFIXES
