@@ -26,8 +26,8 @@ those ranges only and clipping by norm uses their norm (``partials``: the float6
 Python; the rest of the buffers, and their optimizer state, stay as they are.
 
 A sparse table (``Embedding(sparse=True)``) is left out of those ranges and steps right after, in
-its own call (``*_rows_step``): only the rows the step looked up, when the step kernel updated.
-Adam's (:func:`adam_sparse_step`) steps them in the step kernel's own parallel sweep instead: one
+its own call (:func:`sgd_rows_step`): only the rows the step looked up, when the step kernel updated.
+Adam (:func:`adam_sparse_step`) steps them in the step kernel's own parallel sweep instead: one
 parallel region holds the dense chunks and the blocks of touched rows, split over the threads by
 their cost, so that neither waits for the other's region to end (the row update waits on memory
 for the scattered rows, the dense one on its divisions).
@@ -53,7 +53,7 @@ from .optim import (
     rmsprop_update,
     sgd_update,
 )
-from .sparse_update import ROWS_PER_TASK, _adam_rows, adam_rows_update, sgd_rows_update
+from .sparse_update import ROWS_PER_TASK, _adam_rows, sgd_rows_update
 from .tiling import numba_threads
 
 #: positions in ``scalars``
@@ -291,15 +291,6 @@ def sgd_rows_step(updated, scalars, params, grads, rows, lo, width):
     return updated
 
 
-@njit(**JIT_EXACT)
-def adam_rows_step(updated, scalars, params, grads, m, v, rows, lo, width, beta1, beta2, eps):
-    """:func:`~fastnn.kernels.sparse_update.adam_rows_update` of a sparse table's touched rows (this
-    step's learning rate and number) when the step kernel before it ``updated``; returns that."""
-    if updated:
-        adam_rows_update(params, grads, m, v, rows, lo, width, scalars[LR], beta1, beta2, eps, np.int64(scalars[STEP]))
-    return updated
-
-
 @njit(**JIT_UPDATE)  # not inlined: one compiled body for the serial and parallel paths
 def _adam_share(
     w, workers, params, grads, m, v, vmax, ranges, n_decay, step_size, omb1, b2, omb2, bc2_sqrt, eps,
@@ -383,9 +374,10 @@ def adam_sparse_step(
     lo,
     width,
 ):
-    """:func:`adam_step` and then :func:`adam_rows_step` of a sparse table's touched rows (``rows``,
-    ``lo``, ``width`` as :func:`~fastnn.kernels.sparse_update.adam_rows_update` takes them), the
-    same bits, in one parallel sweep over the dense ranges' chunks and the blocks of rows."""
+    """:func:`adam_step` and then, when it updated, :func:`~fastnn.kernels.sparse_update.adam_rows_update`
+    of a sparse table's touched rows (``rows``, ``lo``, ``width`` as that takes them; this step's
+    learning rate and number), the same bits, in one parallel sweep over the dense ranges' chunks and
+    the blocks of rows."""
     go, scale = step_gate(loss, norm, scalars, by_value, grads, ranges, partials)
     if go:
         _adam_ranges_rows(params, grads, m, v, vmax, ranges, scalars[LR], beta1, beta2, eps, weight_decay, n_decay,
@@ -395,7 +387,6 @@ def adam_sparse_step(
 
 __all__ = [
     "ROW_ELEMENT_COST",
-    "adam_rows_step",
     "adam_sparse_step",
     "sgd_rows_step",
     "ARMED",

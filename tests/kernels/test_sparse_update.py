@@ -172,7 +172,7 @@ SWEEP_CASES = [(3, None), (70_001, None), (200_003, None), (70_001, [(0, 1_000),
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", SWEEP_CASES, ids=[f"case{i}" for i in range(len(SWEEP_CASES))])
-def test_adam_sparse_step_is_adam_step_then_adam_rows_step_bit_for_bit(case, dtype):
+def test_adam_sparse_step_is_adam_step_then_adam_rows_update_bit_for_bit(case, dtype):
     offset, trainable = case
     vocabulary, width, rows = UPDATE_CASES[-1]
     params, grads, counted = _table(dtype, vocabulary, width, rows, seed=6, offset=offset)
@@ -194,8 +194,8 @@ def test_adam_sparse_step_is_adam_step_then_adam_rows_step_bit_for_bit(case, dty
                 if fused:
                     assert step_update.adam_sparse_step(*head, *hyper, counted, lo, width)
                 else:
-                    updated = step_update.adam_step(*head, *hyper)
-                    step_update.adam_rows_step(updated, scalars, p, grads, m, v, counted, lo, width, *hyper[:3])
+                    if step_update.adam_step(*head, *hyper):  # then the touched rows, as two calls did
+                        adam_rows_update(p, grads, m, v, counted, lo, width, 1e-3, *hyper[:3], step)
             results.append((p, m, v))
             # not armed (the scalars disarmed by the last call) or a non-finite loss: nothing moves
             before = p.copy()
