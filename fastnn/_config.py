@@ -119,6 +119,14 @@ SMALL_TILING_MAX_MACS = 32 * _SMALL_KERNEL_MACS
 # ... and whose inner size is at most this: with a longer one a tile of 10^6 multiply-adds has too few
 # outputs (64 x 2048 @ 2048 x 128: 22 x 16 tiles, 13% slower than one call; k <= 1024: 9-17% faster).
 SMALL_TILING_MAX_K = 1024
+# A Dense layer's parallel forward product whose inner size is at least this many times its larger
+# output side (embed-10k's 64x2048 @ 2048x128) is split along k into GEMM_TILES parts, summed in part
+# order (kernels/dense.py: _k_parts), instead of into output tiles: each thread then reads its own rows
+# of the weights, where output tiles had both threads read every row. The optimizer's update, which
+# writes those rows next, was slowed by the lines the other core held (embed-10k-sparse on Zen 4, 2
+# threads: Adam after the step's forward and backward 275 -> 151 us, the forward 198 -> 177 us;
+# benchmarks/RESULTS.md, "Session 35: the forward product split along k").
+K_SPLIT_MIN_RATIO = 4
 # fastnn's own register-blocked GEMM (kernels/microgemm.py) for the products where it was measured
 # faster than OpenBLAS on AVX-512: against OpenBLAS's 512-bit kernels (SkylakeX) products of at least
 # 2**20 multiply-adds and 10 outputs wide with B not transposed (a Dense layer's forward and weight

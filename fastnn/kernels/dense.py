@@ -19,6 +19,7 @@ from .._config import (
     JIT,
     JIT_INLINE,
     JIT_PARALLEL,
+    K_SPLIT_MIN_RATIO,
     PARALLEL_MIN_ELEMENTS,
     PARALLEL_MIN_MACS,
     REDUCTION_CHUNK_ROWS,
@@ -79,18 +80,72 @@ def _forward_tile(x, w, b, z, y, code, alpha, tile, grid):
     _bias_activate_block(z, y, b, code, alpha, r0, r1, c0, c1)
 
 
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _forward_k_part(x, w, z, sums, part, parts):
+    """Part ``part`` of ``parts`` of x @ w: the product over rows k0:k1 of ``w`` (columns of ``x``),
+    written to z (part 0) or to sums[part - 1]."""
+    k = x.shape[1]
+    k0, k1 = part * k // parts, (part + 1) * k // parts
+    one, zero = like(1.0, z), like(0.0, z)
+    m, n = z.shape
+    if part == 0:
+        gemm_block(False, False, one, x[:, k0:k1], w[k0:k1], zero, z, 0, m, 0, n)
+    else:
+        gemm_block(False, False, one, x[:, k0:k1], w[k0:k1], zero, sums[part - 1], 0, m, 0, n)
+
+
+@njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
+def _sum_parts_block(z, y, b, sums, code, alpha, block, blocks):
+    """Rows of block ``block`` of ``blocks``: z += each of ``sums`` in part order, then the bias and
+    the activation (:func:`_bias_activate_block`)."""
+    m, n = z.shape
+    r0, r1 = block * m // blocks, (block + 1) * m // blocks
+    for p in range(sums.shape[0]):
+        for i in range(r0, r1):
+            for j in range(n):
+                z[i, j] += sums[p, i, j]
+    _bias_activate_block(z, y, b, code, alpha, r0, r1, 0, n)
+
+
+@njit(**JIT_INLINE)
+def _k_parts(m, n, k, parallel, w):
+    """Parts of the inner size ``k`` a Dense layer's forward product is split into (1: none, the
+    output tiles of :func:`_grid`): ``gemm_tiles()`` for a product run in parallel (batch > 1, as
+    many multiply-adds as :func:`_threaded_product` asks) whose ``k`` is at least
+    ``_config.K_SPLIT_MIN_RATIO`` times its larger output side. Shapes only, never the number of
+    threads, so a result's bits do not depend on it."""
+    if parallel and m > 1 and m * w.size >= THREAD_MIN_MACS and k >= K_SPLIT_MIN_RATIO * max(m, n):
+        return gemm_tiles()
+    return np.int64(1)
+
+
 @njit(**JIT_PARALLEL)
 def dense_forward(x, w, b, z, y, code, alpha):
     """z = x @ w + b and y = f(z) (elementwise activation ``code``); ``y`` may be ``z`` for identity.
 
     x (batch, in), w (in, out), b (out,), z/y (batch, out), one dtype. Writes z and y. Raises
-    ValueError for a row-wise code (see the module docstring).
+    ValueError for a row-wise code (see the module docstring). A long inner size (:func:`_k_parts`)
+    is split along k: each part's product, then z = the parts summed in order + b.
     """
     if code >= ROWWISE_CODES:
         raise ValueError(ROWWISE_REFUSED)
     m, n = z.shape
     a = like(alpha, z)
     parallel = _worth_parallel(m, n, x.shape[1])
+    parts = _k_parts(m, n, x.shape[1], parallel, w)
+    if parts > 1:
+        sums = np.empty((parts - 1, m, n), z.dtype)
+        if _threaded(True):
+            for p_u in prange(parts):
+                _forward_k_part(x, w, z, sums, np.int64(p_u), parts)  # prange indices are uint64
+            for r_u in prange(parts):
+                _sum_parts_block(z, y, b, sums, code, a, np.int64(r_u), parts)
+        else:
+            for p in range(parts):
+                _forward_k_part(x, w, z, sums, p, parts)
+            for r in range(parts):
+                _sum_parts_block(z, y, b, sums, code, a, r, parts)
+        return
     grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, False))  # x @ w
     if _threaded_product(parallel, m, w):
         for s_u in prange(_shares(grid[2] * grid[3])):

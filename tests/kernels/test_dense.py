@@ -26,8 +26,9 @@ from tests._gradcheck import numeric_gradients
 
 DTYPES = [np.float32, np.float64]
 ACTIVATION_NAMES = ["identity", "relu", "tanh", "sigmoid", "gelu", "leaky_relu", "softmax", "log_softmax"]
-# (batch, in_features, out_features); the last two run the parallel, tiled paths
-SHAPES = [(1, 3, 5), (7, 13, 11), (130, 77, 300), (129, 130, 131)]
+# (batch, in_features, out_features); the last three run the parallel paths: output tiles, and a
+# forward split along its long inner size (kernels.dense._k_parts: k >= 4 x the larger output side)
+SHAPES = [(1, 3, 5), (7, 13, 11), (130, 77, 300), (129, 130, 131), (33, 2001, 130)]
 TOL = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float64: {"rtol": 1e-10, "atol": 1e-11}}
 
 
@@ -186,6 +187,8 @@ def test_backward_finite_differences(name):
         ("tanh", (1, 784, 256)),
         ("relu", (1, 1040, 256)),
         ("relu", (1, 1024, 1024)),
+        ("identity", (33, 2001, 130)),  # the forward split along k, z summed in part order
+        ("gelu", (64, 2048, 128)),  # embed-10k's Dense layer
     ],
 )
 def test_bit_identical_on_one_and_two_threads(name, shape):
