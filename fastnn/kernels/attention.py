@@ -110,7 +110,7 @@ def linear_forward(x, w, b, y):
     grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, True))  # x @ w.T
     if parallel:
         for s_u in prange(_shares(grid[2] * grid[3])):
-            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3])  # prange indices are uint64
             for t in range(lo, hi):
                 _linear_tile(x, w, b, y, t, grid)
     else:
@@ -169,9 +169,13 @@ def linear_backward(x, w, grad_y, grad_x, grad_w, grad_b, partials, need_grad_x)
     x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
     tiles = w_tiles + x_tiles
     if parallel:
-        for s_u in prange(_shares(w_tiles) + _shares(x_tiles)):
-            lo, hi = _share(np.int64(s_u), w_tiles, x_tiles)  # prange indices are uint64
+        for s_u in prange(max(_shares(w_tiles), _shares(x_tiles))):  # paired runs: see dense._share
+            s = np.int64(s_u)  # prange indices are uint64
+            lo, hi = _share(s, w_tiles)
             for t in range(lo, hi):
+                _linear_grad_tile(x, w, grad_y, grad_x, grad_w, t, w_grid, x_grid)
+            lo, hi = _share(s, x_tiles)
+            for t in range(w_tiles + lo, w_tiles + hi):
                 _linear_grad_tile(x, w, grad_y, grad_x, grad_w, t, w_grid, x_grid)
     else:
         for t in range(tiles):

@@ -254,7 +254,7 @@ def _group_gemm(trans_a, trans_b, a, b, beta, c, groups):
     tiles = groups * grid[2] * grid[3]
     if parallel:
         for s_u in prange(_shares(tiles)):
-            lo, hi = _share(np.int64(s_u), tiles, 0)  # prange indices are uint64
+            lo, hi = _share(np.int64(s_u), tiles)  # prange indices are uint64
             for t in range(lo, hi):
                 _group_gemm_tile(trans_a, trans_b, a, b, beta, c, groups, t, grid)
     else:

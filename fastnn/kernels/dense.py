@@ -149,7 +149,7 @@ def dense_forward(x, w, b, z, y, code, alpha):
     grid = _grid(m, n, x.shape[1], parallel, small_kernel_form(False, False))  # x @ w
     if _threaded_product(parallel, m, w):
         for s_u in prange(_shares(grid[2] * grid[3])):
-            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3])  # prange indices are uint64
             for t in range(lo, hi):
                 _forward_tile(x, w, b, z, y, code, a, t, grid)
     else:
@@ -256,16 +256,18 @@ def _shares(tiles):
 
 
 @njit(**JIT_INLINE)
-def _share(task, first, second):
-    """Tiles [lo, hi) of parallel task ``task``: the first product's ``first`` tiles in
-    ``_shares(first)`` contiguous runs, then the second product's ``second`` tiles (numbered after
-    the first's) in ``_shares(second)`` runs."""
-    tasks = _shares(first)
-    if task < tasks:
-        return task * first // tasks, (task + 1) * first // tasks
-    task -= tasks
-    tasks = _shares(second)
-    return first + task * second // tasks, first + (task + 1) * second // tasks
+def _share(task, tiles):
+    """Tiles [lo, hi) of parallel task ``task``: ``tiles`` tiles in ``_shares(tiles)`` contiguous runs
+    (none for a task past them). Two products in one region (a backward's weight and input
+    gradients) run ``max`` of their ``_shares`` tasks, each task its run of the one, then its run
+    of the other: a thread then computes the rows of the weight gradient and the columns of the
+    input gradient that read the same rows of the weights, and each thread does half of each
+    product, where runs of the first product then of the second gave one thread the one product
+    and the other thread the other (embed-10k's 64x2048x128 backward, 2 threads: 416 -> 370 us)."""
+    tasks = _shares(tiles)
+    if task >= tasks:
+        return tiles, tiles
+    return task * tiles // tasks, (task + 1) * tiles // tasks
 
 
 @njit(**JIT_INLINE)
@@ -325,9 +327,13 @@ def dense_backward(x, w, z, y, grad_y, grad_z, grad_x, grad_w, grad_b, partial_b
     x_tiles = x_grid[2] * x_grid[3] if need_grad_x else 0
     tiles = w_tiles + x_tiles
     if _threaded(parallel and m * n * k >= THREAD_MIN_MACS):  # (each product's size: _threaded_product)
-        for s_u in prange(_shares(w_tiles) + _shares(x_tiles)):
-            lo, hi = _share(np.int64(s_u), w_tiles, x_tiles)  # prange indices are uint64
+        for s_u in prange(max(_shares(w_tiles), _shares(x_tiles))):
+            s = np.int64(s_u)  # prange indices are uint64
+            lo, hi = _share(s, w_tiles)
             for t in range(lo, hi):
+                _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
+            lo, hi = _share(s, x_tiles)
+            for t in range(w_tiles + lo, w_tiles + hi):
                 _backward_tile(x, w, grad_z, grad_x, grad_w, t, w_grid, x_grid)
     else:
         for t in range(tiles):

@@ -76,7 +76,7 @@ def dense_infer(x, w, scale, shift, y, code, alpha):
     grid = _grid(m, n, k, tiled, small_kernel_form(False, False))  # x @ w
     if threaded:
         for s_u in prange(_shares(grid[2] * grid[3])):
-            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3])  # prange indices are uint64
             for t in range(lo, hi):
                 _infer_tile(x, w, scale, shift, y, code, a, t, grid)
     else:

@@ -630,7 +630,7 @@ def gemm_tiled(trans_a, trans_b, a, b, beta, c):
     grid = _grid(m, n, k, parallel, small_kernel_form(trans_a, trans_b))
     if _threaded_product(parallel, m, b):
         for s_u in prange(_shares(grid[2] * grid[3])):
-            lo, hi = _share(np.int64(s_u), grid[2] * grid[3], 0)  # prange indices are uint64
+            lo, hi = _share(np.int64(s_u), grid[2] * grid[3])  # prange indices are uint64
             for t in range(lo, hi):
                 _gemm_tile(trans_a, trans_b, a, b, beta, c, t, grid)
     else:
