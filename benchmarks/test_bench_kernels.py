@@ -22,30 +22,37 @@ from fastnn.kernels.losses import cross_entropy_forward_backward, cross_entropy_
 from fastnn.kernels.microgemm import micro_gemm_block
 
 BATCH, IN, OUT = 128, 784, 256
-DENSE_GROUP = f"dense {IN}->{OUT} relu, batch {BATCH}, float32, forward+backward"
+# (batch, in, out) of the dense groups: mlp's first layer, and embed-10k's Dense layer, whose inner size
+# (2048, at least 4x its outputs) splits the forward product along k (kernels.dense._k_parts)
+DENSE_SHAPES = [(BATCH, IN, OUT), (64, 2048, 128)]
+
+
+def _dense_group(x, w) -> str:
+    return f"dense {w.shape[0]}->{w.shape[1]} relu, batch {x.shape[0]}, float32, forward+backward"
 
 
 def _rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="module")
-def dense_arrays():
+@pytest.fixture(scope="module", params=DENSE_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def dense_arrays(request):
+    batch, n_in, n_out = request.param
     rng = _rng()
-    x = rng.standard_normal((BATCH, IN)).astype(np.float32)
-    w = (rng.standard_normal((IN, OUT)) * np.sqrt(2.0 / IN)).astype(np.float32)
-    b = np.zeros(OUT, np.float32)
-    grad_y = rng.standard_normal((BATCH, OUT)).astype(np.float32)
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
+    b = np.zeros(n_out, np.float32)
+    grad_y = rng.standard_normal((batch, n_out)).astype(np.float32)
     buffers = {
         name: np.empty(shape, np.float32)
         for name, shape in [
-            ("z", (BATCH, OUT)),
-            ("y", (BATCH, OUT)),
-            ("grad_z", (BATCH, OUT)),
-            ("grad_x", (BATCH, IN)),
-            ("grad_w", (IN, OUT)),
-            ("grad_b", (OUT,)),
-            ("partial_b", (-(-BATCH // REDUCTION_CHUNK_ROWS), OUT)),
+            ("z", (batch, n_out)),
+            ("y", (batch, n_out)),
+            ("grad_z", (batch, n_out)),
+            ("grad_x", (batch, n_in)),
+            ("grad_w", (n_in, n_out)),
+            ("grad_b", (n_out,)),
+            ("partial_b", (-(-batch // REDUCTION_CHUNK_ROWS), n_out)),
         ]
     }
     return x, w, b, grad_y, buffers
@@ -56,9 +63,9 @@ def _run(benchmark, fn, *args):
     return benchmark(fn, *args)
 
 
-@pytest.mark.benchmark(group=DENSE_GROUP)
 def test_dense_fastnn(benchmark, dense_arrays):
     x, w, b, grad_y, o = dense_arrays
+    benchmark.group = _dense_group(x, w)
     relu = ACTIVATIONS["relu"][0]
 
     def step():
@@ -83,10 +90,10 @@ def test_dense_fastnn(benchmark, dense_arrays):
     assert all(np.all(np.isfinite(o[name])) for name in ("y", "grad_x", "grad_w", "grad_b"))
 
 
-@pytest.mark.benchmark(group=DENSE_GROUP)
 def test_dense_gemm_floor(benchmark, dense_arrays):
     """The three matrix products alone (NumPy's BLAS into preallocated outputs): the floor to beat."""
     x, w, _, grad_z, o = dense_arrays
+    benchmark.group = _dense_group(x, w)
 
     def step():
         np.matmul(x, w, out=o["z"])
@@ -97,11 +104,11 @@ def test_dense_gemm_floor(benchmark, dense_arrays):
     assert np.all(np.isfinite(o["grad_x"]))
 
 
-@pytest.mark.benchmark(group=DENSE_GROUP)
 def test_dense_torch(benchmark, dense_arrays):
     torch = pytest.importorskip("torch")
     x, w, b, grad_y, _ = dense_arrays
-    layer = torch.nn.Linear(IN, OUT)
+    benchmark.group = _dense_group(x, w)
+    layer = torch.nn.Linear(*w.shape)
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w.T.copy()))
         layer.bias.copy_(torch.from_numpy(b))
