@@ -260,10 +260,11 @@ def _share(task, tiles):
     """Tiles [lo, hi) of parallel task ``task``: ``tiles`` tiles in ``_shares(tiles)`` contiguous runs
     (none for a task past them). Two products in one region (a backward's weight and input
     gradients) run ``max`` of their ``_shares`` tasks, each task its run of the one, then its run
-    of the other: a thread then computes the rows of the weight gradient and the columns of the
-    input gradient that read the same rows of the weights, and each thread does half of each
-    product, where runs of the first product then of the second gave one thread the one product
-    and the other thread the other (embed-10k's 64x2048x128 backward, 2 threads: 416 -> 370 us)."""
+    of the other, so that each thread does a share of each product: runs of the first product,
+    then of the second, had one thread compute the one product and the other thread the other
+    (embed-10k's 64x2048x128 backward, 2 threads: 416 -> 370 us, same bits). With a tall weight
+    (split by rows) a thread's rows of the weight gradient and its columns of the input gradient
+    then read the same rows of the weights."""
     tasks = _shares(tiles)
     if task >= tasks:
         return tiles, tiles
