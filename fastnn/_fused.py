@@ -325,7 +325,8 @@ def _source(calls: Sequence[Call], returns, slots: Sequence = ()) -> tuple[str, 
 
 
 _LOADED: dict[str, Callable] = {}
-#: runs measured unfused in this process per step structure (its generated source), over every
+#: runs measured unfused in this process per step structure (the digest of its generated source,
+#: :func:`_step_file`'s: some 80 bytes a structure, whatever the size of its source), over every
 #: runner of it: worth_fusing's runs before of a new model of a structure run before (``_others_runs``)
 _STRUCTURE_RUNS: dict[str, int] = {}
 _LOAD_LOCK = threading.Lock()  # threads fusing one structure import (and compile) it once
@@ -735,7 +736,7 @@ class CallRunner:
         """Runs of this step's structure by other runners of this process (other models of the
         same structure: a scikit-learn estimator builds a new model per fit), and this runner's
         runs so far counted for them (:data:`_STRUCTURE_RUNS`)."""
-        key = self._generated_source()
+        key = _step_file(self._generated_source())[0]
         others = _STRUCTURE_RUNS.get(key, 0) - self._counted
         _STRUCTURE_RUNS[key] = others + self._total
         self._counted = self._total

@@ -125,6 +125,29 @@ def test_one_generated_step_serves_every_model_of_one_structure(fuse):
     assert len([f for f in os.listdir(fuse) if f.endswith(".py")]) == 1
 
 
+def test_a_structure_this_process_loaded_fuses_at_a_new_models_second_run(fuse, monkeypatch, rng):
+    """A scikit-learn estimator builds a new model per fit: a step structure this process has loaded
+    fuses at the new model's second run (the probed one) when the runs expected pay for the build of
+    its table, not after FUSE_AFTER_CALLS runs; a structure not loaded waits for them."""
+    X = rng.standard_normal((18, 2)).astype(np.float32)
+    y = X[:, :1] * X[:, 1:]
+    loaded = _tiny(seed=1)
+    loaded.compile(loss="mse", optimizer="sgd")
+    loaded.train_step(X[:9], y[:9])  # FUSE "always": this structure is now loaded
+    assert loaded.step_plan(9).run.fused
+    monkeypatch.setattr(_config, "FUSE", "auto")
+    with _fused.expected_runs(100_000):
+        same = _tiny(seed=2, width=24)  # the same structure: sizes and values are arguments
+        other = fnn.Sequential([fnn.Dense(2, 8, activation="relu"), fnn.Dense(8, 1)], seed=2)
+        for model in (same, other):
+            model.compile(loss="mse", optimizer="sgd")
+            for i in range(2):
+                model.train_step(X[9 * i : 9 * (i + 1)], y[9 * i : 9 * (i + 1)])
+    assert same.step_plan(9).run.fused
+    assert not other.step_plan(9).run.fused
+    assert _config.FUSE_AFTER_CALLS > 2
+
+
 def test_buffers_go_by_address_but_slots_and_read_only_arrays_are_arguments(fuse, rng):
     """Writeable buffers reach the step through its address table; a slot is an argument (any
     array of its shape), and so is a read-only array; results equal the kernels called directly."""
