@@ -5,8 +5,10 @@ that the other core read or wrote last.
     python benchmarks/update_after.py --config mlp --threads 2 --repeats 300
 
 A config of ``fastnn.bench`` (``--config``), its recorded step run call by call (``model.step_plan``:
-the forward calls, the loss, the backward calls), and the update alone (``optimizer.step`` with a
-given norm, the kernel the fused step calls) timed by the wall clock right after:
+the forward calls, the loss, the backward calls), and the update alone timed by the wall clock right
+after. The update is ``optimizer.step`` with a given norm, from Python: the fused step's update kernel
+for a dense model; with a sparse table, the dense update and then the rows' in a call of their own,
+where the fused step runs both in one region (``kernels.step_update.adam_sparse_step``). Before it:
 
 - another update: every buffer the update touches is warm in the cache of the thread that touches it;
 - each call of the step, alone, after an update: which call leaves the update slower;
