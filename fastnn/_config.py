@@ -125,7 +125,7 @@ SMALL_TILING_MAX_K = 1024
 # of the weights, where output tiles had both threads read every row. The optimizer's update, which
 # writes those rows next, was slowed by the lines the other core held (embed-10k-sparse on Zen 4, 2
 # threads: Adam after the step's forward and backward 275 -> 151 us, the forward 198 -> 177 us;
-# benchmarks/RESULTS.md, "Session 35: the forward product split along k").
+# benchmarks/RESULTS.md, "Session 35: lines the other core holds").
 K_SPLIT_MIN_RATIO = 4
 # fastnn's own register-blocked GEMM (kernels/microgemm.py) for the products where it was measured
 # faster than OpenBLAS on AVX-512: against OpenBLAS's 512-bit kernels (SkylakeX) products of at least
