@@ -45,7 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.neural_network import MLPClassifier as SkMLP
 
-from fastnn.bench import set_threads
+from fastnn.bench import PAUSE_S, set_threads
 from fastnn.data import load_digits
 from fastnn.kernels.step_feed import gather_batch
 from fastnn.sklearn import MLPClassifier as FastMLP
@@ -86,6 +86,7 @@ def _estimators(epochs: int) -> dict:
 
 def _timed_fit(make, X_train, y_train, X_test, y_test) -> tuple[float, float]:
     model = make()
+    time.sleep(PAUSE_S)  # the other library's thread pool asleep first: two pools would fight over the cores
     start = CLOCK()
     model.fit(X_train, y_train)
     seconds = CLOCK() - start
@@ -212,6 +213,7 @@ def _breakdown_case(name: str, X, y, epochs: int, repeats: int) -> list[dict]:
     seconds: dict = {part: [] for part in parts}
     for _ in range(repeats):
         for part, run in parts.items():
+            time.sleep(PAUSE_S)  # as in _timed_fit
             start = CLOCK()
             run()
             seconds[part].append(CLOCK() - start)

@@ -24,8 +24,8 @@ vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4
 ``6 x 2`` (12 of 16). Used by default only where measured faster than OpenBLAS (AVX-512 targets;
 :data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off), which depends on
 OpenBLAS's kernel family (:func:`micro_wanted_shape`): against its 512-bit kernels (SkylakeX) large
-products from 10 outputs wide (``A @ B`` and ``A.T @ B``), against its 256-bit ones (Haswell, Zen) most products from 32 outputs
-wide, ``A @ B.T`` included.
+products from 10 outputs wide (``A @ B`` and ``A.T @ B``), against its 256-bit ones (Haswell, Zen) most products from
+10 outputs wide, ``A @ B.T`` from 32 rows.
 
 Shapes: ``a`` (m, k), or (k, m) when ``trans_a``; ``b`` (k, n) with unit stride along n, or (n, k)
 with unit stride along k when ``trans_b`` (its blocks copied transposed into the L1 buffer); ``c``
@@ -364,12 +364,6 @@ MICRO_MIN_MACS = 1 << 20
 #: float64 at 0.55-0.97, wider outputs of any width (the last vector masked) at 0.77-1.03, median ~0.93
 #: (benchmarks/micro_gemm_grid.py, session 31: until then only whole vectors from 32 wide)
 MICRO_512_MIN_N = 10
-#: BLAS_256 (and BLAS_512 until session 31): narrower outputs stay with OpenBLAS (a classifier's 10
-#: columns: one vector a row, too few accumulators to hide the multiply-add latency)
-MICRO_MIN_N = 32
-#: BLAS_256: a width that is not a multiple of this (16 float32 lanes of AVX-512, two vectors of
-#: float64) ends in a partial panel, taken only as :data:`MICRO_256_PARTIAL_MIN` says
-MICRO_N_MULTIPLE = 16
 
 
 def blas_family(core_name: str) -> int:
@@ -405,40 +399,39 @@ def micro_wanted_shape(m, n, k, trans_b, family):
     return _wanted_against_256(m, n, k, trans_b)
 
 
-#: BLAS_256 (OpenBLAS's AVX2 kernels, half the vector width of the register blocks here): products with
-#: an inner size below this stay with OpenBLAS (k of 2-7: ~0.1-0.2 us either way, micro at most ~10%
-#: faster and sometimes slower; benchmarks/micro_gemm_grid.py --small)
-MICRO_256_MIN_K = 8
-#: ... and a width not a multiple of MICRO_N_MULTIPLE (a partial last panel) only with at least this
-#: many rows and inner size (float32 at n 20-50 was 0.9-2x slower than OpenBLAS at every size measured;
-#: n 72-100 with m, k >= 32: 0.7-0.9; measured in session 30 with the padded copy that the masked last
-#: vector replaced in session 31, not re-measured since: no AVX2-family CPU at hand)
-MICRO_256_PARTIAL_MIN = 32
-#: see MICRO_256_PARTIAL_MIN: and at least one whole panel (64 float32 columns)
-MICRO_256_PARTIAL_MIN_N = 64
+#: BLAS_256 (OpenBLAS's AVX2 kernels, half the vector width of the register blocks here): narrower
+#: outputs stay with OpenBLAS (2 wide: 1.2-1.7x its time from 32 rows; benchmarks/micro_gemm_grid.py
+#: --small on a Zen 5, session 36)
+MICRO_256_MIN_N = 10
+#: ... from this width every product of 2+ rows (float32 0.3-0.92 of OpenBLAS's time, float64 0.27-0.91)
+MICRO_256_WIDE_N = 16
+#: ... narrower ones (10-15 wide) with this many rows or more only with an inner size of at least
+#: :data:`MICRO_256_NARROW_MIN_K` (float32 at k 4-8: 1.02-1.14x OpenBLAS's time; fewer rows: 0.84-0.94)
+MICRO_256_ROWS = 32
+MICRO_256_NARROW_MIN_K = 10
 #: ``A @ B.T`` (each block of B copied transposed, one element at a time) only with at least this many
-#: rows to share the copy (float32: 1.1-2.5x OpenBLAS's time at m <= 8, ~0.95 at 32, 0.6-0.9 from 64),
-#: and twice as many for a partial last panel
-MICRO_256_NT_MIN_M = 64
+#: rows to share the copy (m <= 8: 1.1-1.9x OpenBLAS's time; 32+: 0.52-0.88 from 16 wide), and a
+#: narrow width (10-15) only with an inner size of at least :data:`MICRO_256_NT_NARROW_MIN_K`
+#: (float32 k 10: 1.04x, k 32+: 0.59-0.93)
+MICRO_256_NT_MIN_M = 32
+MICRO_256_NT_NARROW_MIN_K = 32
 
 
 @njit(**JIT)
 def _wanted_against_256(m, n, k, trans_b):
     """:func:`micro_wanted_shape` against OpenBLAS's 256-bit (AVX2) kernel families, measured on a Zen 5
-    (OpenBLAS 0.3.34's Haswell kernels, benchmarks/micro_gemm_grid.py, its ``--small`` and ``--nt``):
-    products with ``m`` >= 2 (``m`` >= :data:`MICRO_256_NT_MIN_M` when ``trans_b``), an inner size of at
-    least :data:`MICRO_256_MIN_K` and whole vectors of outputs (``n`` >= :data:`MICRO_MIN_N`, a
-    multiple of :data:`MICRO_N_MULTIPLE`: float32 at 0.5 of OpenBLAS's time, median, float64 0.5);
-    another width only from :data:`MICRO_256_PARTIAL_MIN_N` columns with ``m`` and ``k`` >=
-    :data:`MICRO_256_PARTIAL_MIN` (``m`` >= 2 * MICRO_256_NT_MIN_M when ``trans_b``). Narrower outputs
-    (a classifier's 10, a 16-wide layer) stay with OpenBLAS."""
-    min_m = MICRO_256_NT_MIN_M if trans_b else 2
-    if m < min_m or k < MICRO_256_MIN_K or n < MICRO_MIN_N:
+    (OpenBLAS 0.3.34's Haswell kernels, benchmarks/micro_gemm_grid.py and its ``--small``, ``--partial``
+    and ``--float64``, with the masked last vector; session 36): products of 2+ rows and at least
+    :data:`MICRO_256_WIDE_N` outputs a row, or :data:`MICRO_256_MIN_N` with fewer than
+    :data:`MICRO_256_ROWS` rows or an inner size of :data:`MICRO_256_NARROW_MIN_K`; ``A @ B.T`` from
+    :data:`MICRO_256_NT_MIN_M` rows, a narrow one with an inner size of :data:`MICRO_256_NT_NARROW_MIN_K`.
+    Every product it takes in those grids ran faster than OpenBLAS's (float32 and float64)."""
+    if m < 2 or n < MICRO_256_MIN_N:
         return False
-    if n % MICRO_N_MULTIPLE == 0:
-        return True
-    partial_m = 2 * MICRO_256_NT_MIN_M if trans_b else MICRO_256_PARTIAL_MIN
-    return n >= MICRO_256_PARTIAL_MIN_N and m >= partial_m and k >= MICRO_256_PARTIAL_MIN
+    wide = n >= MICRO_256_WIDE_N
+    if trans_b:
+        return m >= MICRO_256_NT_MIN_M and (wide or k >= MICRO_256_NT_NARROW_MIN_K)
+    return wide or m < MICRO_256_ROWS or k >= MICRO_256_NARROW_MIN_K
 
 
 #: bytes of the L1-resident copy of a panel's block of B (on the kernel's stack)
@@ -536,13 +529,13 @@ __all__ = [
     "BLAS_512",
     "BLAS_512_FAMILIES",
     "MICRO_MIN_MACS",
-    "MICRO_MIN_N",
     "MICRO_512_MIN_N",
-    "MICRO_256_MIN_K",
+    "MICRO_256_MIN_N",
+    "MICRO_256_WIDE_N",
+    "MICRO_256_ROWS",
+    "MICRO_256_NARROW_MIN_K",
     "MICRO_256_NT_MIN_M",
-    "MICRO_256_PARTIAL_MIN",
-    "MICRO_256_PARTIAL_MIN_N",
-    "MICRO_N_MULTIPLE",
+    "MICRO_256_NT_NARROW_MIN_K",
     "BLOCKS",
     "MR",
     "HALF",

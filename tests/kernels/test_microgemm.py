@@ -16,13 +16,14 @@ from fastnn.kernels import blas
 from fastnn.kernels.microgemm import (
     BLAS_256,
     BLAS_512,
-    MICRO_256_MIN_K,
+    MICRO_256_MIN_N,
+    MICRO_256_NARROW_MIN_K,
     MICRO_256_NT_MIN_M,
-    MICRO_256_PARTIAL_MIN,
-    MICRO_256_PARTIAL_MIN_N,
+    MICRO_256_NT_NARROW_MIN_K,
+    MICRO_256_ROWS,
+    MICRO_256_WIDE_N,
     MICRO_512_MIN_N,
     MICRO_MIN_MACS,
-    MICRO_MIN_N,
     blas_family,
     micro_gemm_block,
     micro_wanted,
@@ -114,8 +115,8 @@ def test_which_products_it_takes():
     """By shape only: never batch 1, narrow outputs or small products (OpenBLAS keeps those)."""
     family = blas.OPENBLAS_FAMILY
     assert not micro_wanted(1, 256, 784, False, family)
-    assert not micro_wanted(128, min(MICRO_MIN_N, MICRO_512_MIN_N) - 1, 784, False, family)
-    assert not micro_wanted(8, 32, 4, False, family)
+    assert not micro_wanted(128, min(MICRO_256_MIN_N, MICRO_512_MIN_N) - 1, 784, False, family)
+    assert not micro_wanted(8, 2, 4, False, family)
     assert micro_wanted_shape(128, 256, 784, False, BLAS_512) and micro_wanted_shape(128, 256, 784, False, BLAS_256)
     wanted = micro_wanted(128, 256, 784, False, family)
     assert wanted == micro_wanted(64, 128, 784, False, family)  # the same answer for every large product
@@ -188,30 +189,36 @@ def test_the_512_bit_rule():
     assert not micro_wanted_shape(2, MICRO_MIN_MACS // 2 - 1, 1, False, BLAS_512)
 
 
+def _rule_256(m, n, k, trans_b):
+    """Session 36's rule against the AVX2 kernels, written out (not imported)."""
+    if m < 2 or n < 10:
+        return False
+    if trans_b:
+        return m >= 32 and (n >= 16 or k >= 32)
+    return n >= 16 or m < 32 or k >= 10
+
+
 def test_the_256_bit_rule():
-    """Against OpenBLAS's AVX2 kernels: every product of whole vectors 32+ wide with an inner size of
-    8+, a partial last vector only for large products, ``A @ B.T`` from 64 rows; never narrow ones."""
-    assert micro_wanted_shape(2, 32, MICRO_256_MIN_K, False, BLAS_256)  # far below MICRO_MIN_MACS
+    """Against OpenBLAS's AVX2 kernels: products of 2+ rows from 16 outputs wide, 10-15 wide with few
+    rows or an inner size of 10+, ``A @ B.T`` from 32 rows; never one row or fewer than 10 outputs."""
+    assert micro_wanted_shape(2, MICRO_256_WIDE_N, 1, False, BLAS_256)  # far below MICRO_MIN_MACS
+    assert micro_wanted_shape(32, 16, 16, False, BLAS_256)  # the tiny net's 16-wide hidden layers
     assert micro_wanted_shape(128, 128, 10, False, BLAS_256)  # the mlp's output layer, its inner size 10
-    assert not micro_wanted_shape(2, 32, MICRO_256_MIN_K - 1, False, BLAS_256)
+    assert micro_wanted_shape(200, 10, 100, False, BLAS_256)  # a classifier's 10 outputs
+    assert micro_wanted_shape(MICRO_256_ROWS - 1, MICRO_256_MIN_N, 4, False, BLAS_256)
+    assert not micro_wanted_shape(MICRO_256_ROWS, MICRO_256_MIN_N, MICRO_256_NARROW_MIN_K - 1, False, BLAS_256)
+    assert not micro_wanted_shape(200, MICRO_256_MIN_N - 1, 100, False, BLAS_256)  # 9 outputs
     assert not micro_wanted_shape(1, 256, 784, False, BLAS_256)
-    assert not micro_wanted_shape(200, 10, 100, False, BLAS_256)  # a classifier's 10 outputs
-    assert not micro_wanted_shape(32, 16, 16, False, BLAS_256)  # 16-wide hidden layers
-    assert micro_wanted_shape(100, 100, 64, False, BLAS_256)  # the digits net's hidden layer (a tile)
-    assert not micro_wanted_shape(MICRO_256_PARTIAL_MIN - 1, 100, 64, False, BLAS_256)
-    assert not micro_wanted_shape(100, 100, MICRO_256_PARTIAL_MIN - 1, False, BLAS_256)
-    assert not micro_wanted_shape(100, MICRO_256_PARTIAL_MIN_N - 12, 64, False, BLAS_256)
-    assert micro_wanted_shape(MICRO_256_NT_MIN_M, 64, 10, True, BLAS_256)
+    assert micro_wanted_shape(MICRO_256_NT_MIN_M, 16, 16, True, BLAS_256)  # the tiny net's input gradient
     assert not micro_wanted_shape(MICRO_256_NT_MIN_M - 1, 64, 256, True, BLAS_256)
-    assert not micro_wanted_shape(200, 100, 10, True, BLAS_256)  # the digits net's input gradient
-    assert micro_wanted_shape(2 * MICRO_256_NT_MIN_M, 100, 64, True, BLAS_256)
-    for m in _RULE_M:  # the broad rule takes everything the old one took, and no 1-row or narrow product
+    assert not micro_wanted_shape(200, 10, MICRO_256_NT_NARROW_MIN_K - 1, True, BLAS_256)
+    assert micro_wanted_shape(200, 100, 10, True, BLAS_256)  # the digits net's input gradient
+    for m in _RULE_M:
         for n in _RULE_N:
             for k in _RULE_K:
-                broad = micro_wanted_shape(m, n, k, False, BLAS_256)
-                assert broad or not _rule_before(m, n, k) or k < MICRO_256_MIN_K, (m, n, k)
-                assert not broad or (m >= 2 and n >= MICRO_MIN_N), (m, n, k)
-                assert not micro_wanted_shape(m, n, k, True, BLAS_256) or broad, (m, n, k)
+                for trans_b in (False, True):
+                    assert micro_wanted_shape(m, n, k, trans_b, BLAS_256) == _rule_256(m, n, k, trans_b), (m, n, k)
+                assert not micro_wanted_shape(m, n, k, True, BLAS_256) or micro_wanted_shape(m, n, k, False, BLAS_256)
 
 
 _FORCED = textwrap.dedent(
