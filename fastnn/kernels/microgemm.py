@@ -21,7 +21,7 @@ its shape only (:func:`micro_wanted`), the same in every path (eager, fused step
 The register shape follows the compile target (Numba's CPU features, so a kernel cached or
 prebuilt for another target gets that target's shape): with AVX-512, 16 float32 or 8 float64 a
 vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4 a vector and
-``6 x 2`` (12 of 16). Used by default only where measured faster than OpenBLAS (AVX-512 targets;
+``6 x 2`` (12 of 16); a panel one vector wide (a narrow product, or a wide one's last) takes ``12 x 1``. Used by default only where measured faster than OpenBLAS (AVX-512 targets;
 :data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off), which depends on
 OpenBLAS's kernel family (:func:`micro_wanted_shape`): against its 512-bit kernels (SkylakeX) large
 products from 10 outputs wide (``A @ B`` and ``A.T @ B``), against its 256-bit ones (Haswell, Zen) most products from
@@ -47,6 +47,19 @@ from .views import pointer
 
 #: rows of a register block (all targets)
 MR = 6
+#: rows of a one-vector-wide block (outputs at most one vector wide: a classifier's 10, a 16-wide layer):
+#: 12 chains of multiply-adds where 6 left the units waiting on their latency (float32, one thread,
+#: ``benchmarks/micro_gemm_grid.py --small`` on a Zen 5: 200x100 @ 100x10 5.4 -> 4.2 us, x.T @ grad 100x10
+#: (inner 200) 5.5 -> 4.6, most 10-16 wide products 10-25 % faster; session 36)
+MR_ONE_VECTOR = 12
+
+
+def strip_rows(nv):
+    """Rows of a register block of ``nv`` vectors (an int, at code generation): :data:`MR_ONE_VECTOR`
+    for one, else :data:`MR` (``micro_gemm_block`` writes the same choice out)."""
+    return MR_ONE_VECTOR if nv == 1 else MR
+
+
 #: vectors of a register block's row, by target: AVX-512 has 32 vector registers, AVX2 16
 NV_WIDE, NV_NARROW = 4, 2
 
@@ -128,10 +141,10 @@ def _masked(builder, name, vec, args):
 WHOLE, MASKED, HALF = 0, 1, 2
 
 
-def _emit_block(builder, real, width, nv, tail, pointers, values):
+def _emit_block(builder, real, width, nv, tail, pointers, values, mr):
     """Emit, at ``builder``, the register block of ``nv`` vectors of ``width`` lanes of ``real`` (an LLVM
-    float type) for one strip of ``MR`` rows: ``C[i, j] (+)= sum_kk A[i*sa_i + kk*sa_k] * B[kk*ldb + j]``,
-    stored at ``i*ldc + j`` for the first ``rows`` rows (1..MR; the missing rows read A's last row
+    float type) for one strip of ``mr`` rows: ``C[i, j] (+)= sum_kk A[i*sa_i + kk*sa_k] * B[kk*ldb + j]``,
+    stored at ``i*ldc + j`` for the first ``rows`` rows (1..mr; the missing rows read A's last row
     instead: no access outside A). ``pointers``: ``(pa, pb, pc, pp)``, A's, B's and C's first elements
     and the pack buffer's (None: no packing); ``values``: ``(sa_i, sa_k, ldb, ldc, k, rows, accumulate,
     lanes)``, int64 strides in elements, ``accumulate`` an i1. ``accumulate``: the sums start from C's
@@ -178,16 +191,16 @@ def _emit_block(builder, real, width, nv, tail, pointers, values):
 
     last = builder.sub(rows_v, ir.Constant(_I64, 1))
     row_starts, c_rows, present = [], [], []
-    for i in range(MR):  # a missing row reads the last real one
+    for i in range(mr):  # a missing row reads the last real one
         here = builder.icmp_signed("<", ir.Constant(_I64, i), rows_v)
         present.append(here)
         row = builder.select(here, ir.Constant(_I64, i), last)
         row_starts.append(builder.gep(pa, [builder.mul(row, sa_i_v)]))
         c_rows.append(builder.gep(pc, [builder.mul(ir.Constant(_I64, i), ldc_v)]))
 
-    accumulators = [[cgutils.alloca_once_value(builder, zero(j)) for j in range(nv)] for _ in range(MR)]
+    accumulators = [[cgutils.alloca_once_value(builder, zero(j)) for j in range(nv)] for _ in range(mr)]
     with builder.if_then(acc_v):
-        for i in range(MR):
+        for i in range(mr):
             with builder.if_then(present[i]):
                 for j in range(nv):
                     builder.store(load(c_rows[i], j), accumulators[i][j])
@@ -200,14 +213,14 @@ def _emit_block(builder, real, width, nv, tail, pointers, values):
             for j in range(nv):
                 builder.store(b_vectors[j], address(packed_row, j), align=1)
         a_step = builder.mul(kk, sa_k_v)
-        for i in range(MR):
+        for i in range(mr):
             scalar = builder.load(builder.gep(row_starts[i], [a_step]))
             for j in range(nv):
                 slot = accumulators[i][j]
                 broadcast = _splat(builder, vecs[j], scalar)
                 fma = _fma(builder, vecs[j])
                 builder.store(builder.call(fma, [broadcast, b_vectors[j], builder.load(slot)]), slot)
-    for i in range(MR):
+    for i in range(mr):
         with builder.if_then(present[i]):
             for j in range(nv):
                 store(builder.load(accumulators[i][j]), c_rows[i], j)
@@ -225,8 +238,10 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
     """Define in ``module`` the function ``symbol`` (external linkage, :func:`_block_function_type`): the
     register block of ``nv`` vectors (1..4; another count reads as 1) whose last vector has ``lanes``
     columns (whole when the vector's lanes, masked when more than half of them, a masked half-width
-    vector otherwise), the twelve variants of :func:`_emit_block` one branch each; ``variant`` "pack":
-    B's vectors also stored to the pack buffer."""
+    vector otherwise), for ``rows`` rows: the twelve variants of :func:`_emit_block` one branch each
+    (``strip_rows(nv)`` rows), and for one vector and at most :data:`MR` rows three more of ``MR`` rows
+    (a short strip does the work of its rows, not of ``MR_ONE_VECTOR``); ``variant`` "pack": B's
+    vectors also stored to the pack buffer."""
     width = vector_lanes(real, wide)
     function = ir.Function(module, _block_function_type(real), symbol)
     pa, sa_i, sa_k, pb, ldb, pc, ldc, k, rows, accumulate, pp, nv, lanes = function.args
@@ -246,6 +261,10 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
     for count in (2, 3, 4):
         vectors = builder.select(builder.icmp_signed("==", nv, const(count)), const(count), vectors)
     case = builder.add(builder.mul(tail, const(4)), builder.sub(vectors, const(1)))
+    short = builder.and_(
+        builder.icmp_signed("==", vectors, const(1)), builder.icmp_signed("<=", rows, const(MR))
+    )  # one vector, a strip of at most MR rows: its MR-row block (cases 12 + tail)
+    case = builder.select(short, builder.add(const(12), tail), case)
     pointers = (pa, pb, pc, pp if variant == "pack" else None)
     values = (sa_i, sa_k, ldb, ldc, k, rows, accumulate, lanes)
     cases = []
@@ -253,9 +272,15 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
         for count in (1, 2, 3, 4):
             block = function.append_basic_block(f"block_{tail_kind}_{count}")
             builder.position_at_end(block)
-            _emit_block(builder, real, width, count, tail_kind, pointers, values)
+            _emit_block(builder, real, width, count, tail_kind, pointers, values, strip_rows(count))
             builder.ret_void()
             cases.append((tail_kind * 4 + count - 1, block))
+    for tail_kind in (WHOLE, MASKED, HALF):
+        block = function.append_basic_block(f"block_{tail_kind}_1_short")
+        builder.position_at_end(block)
+        _emit_block(builder, real, width, 1, tail_kind, pointers, values, MR)
+        builder.ret_void()
+        cases.append((12 + tail_kind, block))
     builder.position_at_end(entry)  # the blocks' allocas are in the entry block: the dispatch ends it
     switch = builder.switch(case, cases[0][1])
     for value, block in cases:
@@ -264,7 +289,7 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
 
 #: the register blocks, compiled once a process and called by name (:mod:`._outline`): each copy in a
 #: caller was optimised and compiled again with it (~2/3 of a GEMM-using library's code)
-BLOCKS = OutOfLine("fastnn_microgemm_block_v1_", ("nopack", "pack"), _define_blocks)
+BLOCKS = OutOfLine("fastnn_microgemm_block_v2_", ("nopack", "pack"), _define_blocks)
 _define_512, _define_256 = BLOCKS.definer(True), BLOCKS.definer(False)
 
 
@@ -285,7 +310,7 @@ BLOCKS.hosts(_blocks_512, _blocks_256)
 
 @intrinsic
 def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
-    """The register block of ``nv`` vectors (1..4) for one MR-row strip (:func:`_emit_block`), its last
+    """The register block of ``nv`` vectors (1..4) for one strip of ``strip_rows(nv)`` rows (:func:`_emit_block`), its last
     vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width vector for
     at most half of them): a call of the out-of-line blocks (:data:`BLOCKS`). Offsets and strides
     in elements (int64); ``pack``: an array, or None."""
@@ -478,8 +503,9 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
     ``op(B)`` is ``B.T`` when ``trans_b``: ``b`` (n, k) with unit stride along k).
 
     Panels of ``NR`` columns of op(B), in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
-    swept by strips of ``MR`` rows of op(A). With ``B`` not transposed, the first strip reads the
-    block from B and leaves a copy on the stack for the next ones; a block of ``B.T`` is copied first
+    swept by strips of ``MR`` rows of op(A) (:data:`MR_ONE_VECTOR` for a panel one vector wide). With
+    ``B`` not transposed, the first strip reads the block from B and leaves a copy on the stack for the
+    next ones; a block of ``B.T`` is copied first
     (transposed). A panel whose width is not a multiple of the vectors' has its last vector masked
     (loads and stores of that many columns only). Nothing outside the operands is read or written.
     """
@@ -503,23 +529,24 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
         nv = (cols + width - 1) // width
         padded = nv * width
         lanes = cols - (nv - 1) * width  # of the last vector (masked when fewer than width)
+        mr = MR_ONE_VECTOR if nv == 1 else MR  # strip_rows(nv)
         for k0 in range(0, k, kc):
             depth = min(kc, k - k0)
             later = k0 > 0
             a_k = k0 * sa_k
             first = r0
             if not trans_b:  # the first strip reads B and leaves the copy (none for one strip)
-                rows = min(MR, m)
+                rows = min(mr, m)
                 a_off, b_off, c_off = r0 * sa_i + a_k, k0 * ldb + p0, r0 * ldc + p0
-                if m > MR:
+                if m > mr:
                     _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, copy)
                 else:
                     _run_block(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, depth, rows, later, None)
-                first = r0 + MR
+                first = r0 + mr
             else:
                 transpose_rows(b, copy, p0, cols, k0, depth, padded)
-            for i0 in range(first, r1, MR):
-                rows = min(MR, r1 - i0)
+            for i0 in range(first, r1, mr):
+                rows = min(mr, r1 - i0)
                 a_off, c_off = i0 * sa_i + a_k, i0 * ldc + p0
                 _run_block(nv, lanes, a, a_off, sa_i, sa_k, copy, zero, padded, c, c_off, ldc, depth, rows, later, None)
 
@@ -538,6 +565,7 @@ __all__ = [
     "MICRO_256_NT_NARROW_MIN_K",
     "BLOCKS",
     "MR",
+    "MR_ONE_VECTOR",
     "HALF",
     "MASKED",
     "WHOLE",
@@ -545,5 +573,6 @@ __all__ = [
     "micro_gemm_block",
     "micro_wanted",
     "micro_wanted_shape",
+    "strip_rows",
     "transpose_rows",
 ]

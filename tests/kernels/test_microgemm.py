@@ -37,6 +37,8 @@ TOL = {np.float32: {"rtol": 2e-5, "atol": 2e-5}, np.float64: {"rtol": 1e-12, "at
 # odd shapes, batch 1, one inner element, several inner-sum blocks (k > 128), widths around the
 # vectors (16 float32 / 8 float64 lanes) and the register block (6 rows, 4 vectors)
 SHAPES = [(1, 1, 1), (1, 37, 5), (2, 64, 1), (5, 17, 7), (6, 64, 3), (7, 65, 130), (13, 100, 64), (33, 48, 300)]
+# one-vector panels (MR_ONE_VECTOR-row strips): a classifier's 10 outputs, 16 wide, a wide product's 16-wide last panel
+SHAPES += [(29, 10, 33), (25, 16, 7), (13, 80, 20), (200, 10, 140)]
 
 
 def _strided(rng, shape, dtype):
@@ -80,7 +82,7 @@ def test_an_elements_bits_do_not_depend_on_the_blocks(trans_a, trans_b, dtype):
     micro_gemm_block(trans_a, a, b, whole, 0, m, 0, n, trans_b)
     pieces = np.full((m, n), np.nan, dtype)
     for r0, r1 in [(0, 5), (5, 6), (6, 29)]:
-        for c0, c1 in [(0, 20), (20, 84), (84, 101), (101, 150)]:
+        for c0, c1 in [(0, 20), (20, 84), (84, 96), (96, 101), (101, 150)]:  # 12 and 5 wide: one-vector panels
             micro_gemm_block(trans_a, a, b, pieces, r0, r1, c0, c1, trans_b)
     np.testing.assert_array_equal(pieces, whole)
 

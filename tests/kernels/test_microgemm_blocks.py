@@ -54,12 +54,12 @@ def test_a_cached_kernel_loads_its_blocks_first_and_gives_the_compiled_bits(tmp_
         kind, needs, defines = line.split(" ", 1)[0], line.split(" ", 1)[1].rsplit(" ", 1)[0], line.rsplit(" ", 1)[1]
         assert kind == _lazy_ir.KIND and defines == "False", line
         assert re.fullmatch(
-            r"\['fastnn_microgemm_block_v1_(float\d\d)_(512|256)_nopack', 'fastnn_microgemm_block_v1_\1_\2_pack'\]",
+            r"\['fastnn_microgemm_block_v2_(float\d\d)_(512|256)_nopack', 'fastnn_microgemm_block_v2_\1_\2_pack'\]",
             needs,
         ), line
     assert loaded[1:] == []  # (loaded: nothing compiled)
 
 
 def test_an_unknown_block_name_is_refused_clearly():
-    with pytest.raises(RuntimeError, match="no function named 'fastnn_microgemm_block_v1_float16_512_pack'"):
-        microgemm.BLOCKS.ensure("fastnn_microgemm_block_v1_float16_512_pack")
+    with pytest.raises(RuntimeError, match="no function named 'fastnn_microgemm_block_v2_float16_512_pack'"):
+        microgemm.BLOCKS.ensure("fastnn_microgemm_block_v2_float16_512_pack")
