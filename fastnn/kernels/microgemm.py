@@ -21,7 +21,8 @@ its shape only (:func:`micro_wanted`), the same in every path (eager, fused step
 The register shape follows the compile target (Numba's CPU features, so a kernel cached or
 prebuilt for another target gets that target's shape): with AVX-512, 16 float32 or 8 float64 a
 vector and ``MR x NV = 6 x 4`` (24 of the 32 vector registers); otherwise 8 or 4 a vector and
-``6 x 2`` (12 of 16); a panel one vector wide (a narrow product, or a wide one's last) takes ``12 x 1``. Used by default only where measured faster than OpenBLAS (AVX-512 targets;
+``6 x 2`` (12 of 16); a panel one vector wide (a narrow product, or a wide one's last) takes
+``12 x 1``. Used by default only where measured faster than OpenBLAS (AVX-512 targets;
 :data:`~fastnn._config.MICRO_GEMM`, ``FASTNN_MICRO_GEMM``: auto, on, off), which depends on
 OpenBLAS's kernel family (:func:`micro_wanted_shape`): against its 512-bit kernels (SkylakeX) large
 products from 10 outputs wide (``A @ B`` and ``A.T @ B``), against its 256-bit ones (Haswell, Zen) most products from
@@ -49,8 +50,8 @@ from .views import pointer
 MR = 6
 #: rows of a one-vector-wide block (outputs at most one vector wide: a classifier's 10, a 16-wide layer):
 #: 12 chains of multiply-adds where 6 left the units waiting on their latency (float32, one thread,
-#: ``benchmarks/micro_gemm_grid.py --small`` on a Zen 5: 200x100 @ 100x10 5.4 -> 4.2 us, x.T @ grad 100x10
-#: (inner 200) 5.5 -> 4.6, most 10-16 wide products 10-25 % faster; session 36)
+#: ``benchmarks/micro_gemm_grid.py --small`` on a Zen 5: 200x100 @ 100x10 5.2-5.4 -> 3.9-4.1 us, x.T @ grad
+#: 100x10 (inner 200) 5.5-5.7 -> 4.2-4.3, no 10-16 wide product slower; benchmarks/RESULTS.md, session 36)
 MR_ONE_VECTOR = 12
 
 
@@ -310,9 +311,10 @@ BLOCKS.hosts(_blocks_512, _blocks_256)
 
 @intrinsic
 def _run_block(typingctx, nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack):
-    """The register block of ``nv`` vectors (1..4) for one strip of ``strip_rows(nv)`` rows (:func:`_emit_block`), its last
-    vector masked to ``lanes`` columns when that is fewer than the vector's (a half-width vector for
-    at most half of them): a call of the out-of-line blocks (:data:`BLOCKS`). Offsets and strides
+    """The register block of ``nv`` vectors (1..4) for one strip of up to ``strip_rows(nv)`` rows
+    (:func:`_emit_block`), its last vector masked to ``lanes`` columns when that is fewer than the
+    vector's (a half-width vector for at most half of them): a call of the out-of-line blocks
+    (:data:`BLOCKS`). Offsets and strides
     in elements (int64); ``pack``: an array, or None."""
     sig = types.void(nv, lanes, a, a_off, sa_i, sa_k, b, b_off, ldb, c, c_off, ldc, k, rows, accumulate, pack)
     packing = not isinstance(pack, types.NoneType)
@@ -505,9 +507,9 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
     Panels of ``NR`` columns of op(B), in blocks of ``kc`` inner rows that fit L1 (:data:`PANEL_BYTES`),
     swept by strips of ``MR`` rows of op(A) (:data:`MR_ONE_VECTOR` for a panel one vector wide). With
     ``B`` not transposed, the first strip reads the block from B and leaves a copy on the stack for the
-    next ones; a block of ``B.T`` is copied first
-    (transposed). A panel whose width is not a multiple of the vectors' has its last vector masked
-    (loads and stores of that many columns only). Nothing outside the operands is read or written.
+    next ones; a block of ``B.T`` is copied first (transposed). A panel whose width is not a multiple
+    of the vectors' has its last vector masked (loads and stores of that many columns only). Nothing
+    outside the operands is read or written.
     """
     m = r1 - r0
     n = c1 - c0
