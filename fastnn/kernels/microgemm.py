@@ -39,7 +39,7 @@ import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 from .._config import JIT, JIT_INLINE, MICRO_GEMM_MODE
 from ._outline import OutOfLine, element_bytes, vector_lanes
@@ -55,9 +55,10 @@ MR = 6
 MR_ONE_VECTOR = 12
 
 
+@register_jitable
 def strip_rows(nv):
-    """Rows of a register block of ``nv`` vectors (an int, at code generation): :data:`MR_ONE_VECTOR`
-    for one, else :data:`MR` (``micro_gemm_block`` writes the same choice out)."""
+    """Rows of a register block of ``nv`` vectors: :data:`MR_ONE_VECTOR` for one, else :data:`MR` (from
+    Python when the blocks are generated, and in ``micro_gemm_block``)."""
     return MR_ONE_VECTOR if nv == 1 else MR
 
 
@@ -261,27 +262,29 @@ def _define_blocks(module, symbol: str, real, wide: bool, variant: str) -> None:
     vectors = const(1)
     for count in (2, 3, 4):
         vectors = builder.select(builder.icmp_signed("==", nv, const(count)), const(count), vectors)
-    case = builder.add(builder.mul(tail, const(4)), builder.sub(vectors, const(1)))
-    short = builder.and_(
+    tails, counts = (WHOLE, MASKED, HALF), (1, 2, 3, 4)
+    short_case = len(tails) * len(counts)  # the MR-row one-vector blocks' cases: short_case + tail
+    case = builder.add(builder.mul(tail, const(len(counts))), builder.sub(vectors, const(1)))
+    short = builder.and_(  # one vector, a strip of at most MR rows
         builder.icmp_signed("==", vectors, const(1)), builder.icmp_signed("<=", rows, const(MR))
-    )  # one vector, a strip of at most MR rows: its MR-row block (cases 12 + tail)
-    case = builder.select(short, builder.add(const(12), tail), case)
+    )
+    case = builder.select(short, builder.add(const(short_case), tail), case)
     pointers = (pa, pb, pc, pp if variant == "pack" else None)
     values = (sa_i, sa_k, ldb, ldc, k, rows, accumulate, lanes)
     cases = []
-    for tail_kind in (WHOLE, MASKED, HALF):
-        for count in (1, 2, 3, 4):
+    for tail_kind in tails:
+        for count in counts:
             block = function.append_basic_block(f"block_{tail_kind}_{count}")
             builder.position_at_end(block)
             _emit_block(builder, real, width, count, tail_kind, pointers, values, strip_rows(count))
             builder.ret_void()
-            cases.append((tail_kind * 4 + count - 1, block))
-    for tail_kind in (WHOLE, MASKED, HALF):
+            cases.append((tail_kind * len(counts) + count - 1, block))
+    for tail_kind in tails:
         block = function.append_basic_block(f"block_{tail_kind}_1_short")
         builder.position_at_end(block)
         _emit_block(builder, real, width, 1, tail_kind, pointers, values, MR)
         builder.ret_void()
-        cases.append((12 + tail_kind, block))
+        cases.append((short_case + tail_kind, block))
     builder.position_at_end(entry)  # the blocks' allocas are in the entry block: the dispatch ends it
     switch = builder.switch(case, cases[0][1])
     for value, block in cases:
@@ -531,7 +534,7 @@ def micro_gemm_block(trans_a, a, b, c, r0, r1, c0, c1, trans_b=False):
         nv = (cols + width - 1) // width
         padded = nv * width
         lanes = cols - (nv - 1) * width  # of the last vector (masked when fewer than width)
-        mr = MR_ONE_VECTOR if nv == 1 else MR  # strip_rows(nv)
+        mr = strip_rows(nv)
         for k0 in range(0, k, kc):
             depth = min(kc, k - k0)
             later = k0 > 0
