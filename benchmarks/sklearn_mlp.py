@@ -9,10 +9,10 @@ Fit cases: the same network (one hidden layer of 100 ReLU units, softmax output)
 epochs (scikit-learn's stopping rule switched off in both), float32 data for both, on
 ``--threads`` threads (fastnn's Numba pool; scikit-learn's NumPy BLAS). The time is the median fit
 of ``--repeats`` interleaved fits, each after ``fastnn.bench.PAUSE_S`` of rest (the other library's
-threads asleep: OpenBLAS's spin after its calls would take a core from the next fit), after one untimed fit of each library on the same data with the
-same epochs (so every batch size, plan, tier-up and compiled kernel the timed fits use is loaded
-before the clock); that first fit's time is shown apart ("first fit": with this process's compiles
-or cache loads). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix products alone in
+threads asleep: OpenBLAS's spin after its calls would take a core from the next fit), after one
+untimed fit of each library on the same data with the same epochs (so every batch size, plan,
+tier-up and compiled kernel the timed fits use is loaded before the clock); that first fit's time is
+shown apart ("first fit": with this process's compiles or cache loads). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix products alone in
 NumPy's BLAS (no activation, loss or update): neither library can go below it.
 
   digits        scikit-learn's 1797 8x8 digits, 200 epochs (scikit-learn's default max_iter)
