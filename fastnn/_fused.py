@@ -212,6 +212,8 @@ class _Arguments:
             return f"r{value.index}"
         if isinstance(value, Given):
             return f"g{value.index}"
+        if isinstance(value, tuple):  # (a Dense chain's per-layer arrays): built inside the function
+            return f"({''.join(f'{self.value(v)}, ' for v in value)})"
         return self.array(value) if isinstance(value, np.ndarray) else _scalar_expr(value, self.fv, self.iv)
 
 
@@ -416,6 +418,8 @@ def rebindable(calls: Sequence[Call], slot) -> bool:
     root = _root(slot)
     if not root.flags.c_contiguous or root.dtype != slot.dtype or _offset(slot, root) != 0:
         return False
+    if any(_root(v) is root for _, args in calls for arr in args if isinstance(arr, tuple) for v in arr):
+        return False  # (a view inside a tuple argument is not rebound per call)
     return all(
         arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0 and _offset(arr, root) + arr.size <= slot.size
         for _, args in calls

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _conv_pool_fusion as conv_pool_fusion
+from . import _dense_chain as dense_chain
 from . import _copies as copies
 from . import _fit_options as fit_options
 from . import _inference as inference
@@ -3035,7 +3036,7 @@ class Sequential:
             pairs = conv_pool_fusion.find_pairs(forward)  # conv -> MaxPool (2 wide, tiling): one kernel pair
             forward = conv_pool_fusion.fuse_forward(forward, pairs)
             groups = norm_fusion.find_groups(forward)  # BatchNorm1d -> activation (-> Dropout): one kernel pair
-            forward = norm_fusion.fuse_forward(forward, groups)
+            flat_forward = norm_fusion.fuse_forward(forward, groups)
             grad = self._grad_out(m)["grad"]
             backward: list = [None] * len(self.layers)
             g = grad
@@ -3044,7 +3045,7 @@ class Sequential:
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
                 backward[i] = calls if after is None else [*calls, *after(i)]
             backward = conv_pool_fusion.fuse_backward(backward, pairs)
-            backward = norm_fusion.fuse_backward(backward, groups)
+            flat_backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call: tuple = (K.grad_global_norm, (self.grads, self._norm_partials))
             table = freezing.sparse_table(self, frozen_too=True)
@@ -3058,11 +3059,14 @@ class Sequential:
             else:  # padded steps left out
                 losses_mod.refuse_without_lengths(loss)
                 loss_call = loss.call(out_rows, y_rows, grad_rows, True, lengths, self.per_step)
+            chain = None if self._device != "cpu" else dense_chain.chain_call(forward, loss_call, backward, m)
+            if chain is not None:  # Dense layers and their loss: one call, the batch's rows split over the threads
+                flat_forward, loss_call, flat_backward = [], chain, []
             scalars = self._scalars
             if scalars is not None:  # a device: the loss and norm finished together, read with one copy
                 loss_call, norm_call = _deferred(loss_call, scalars, 0), _deferred(norm_call, scalars, 1)
             plan = self._plans[m] = _StepPlan(
-                x, y, h, forward, loss_call, backward, norm_call, contexts, lengths, scalars, self._staging
+                x, y, h, flat_forward, loss_call, flat_backward, norm_call, contexts, lengths, scalars, self._staging
             )
             plan.with_optimizer(self.optimizer, self._step_token(), self._group_sum)
         return plan

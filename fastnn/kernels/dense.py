@@ -161,18 +161,24 @@ def dense_forward(x, w, b, z, y, code, alpha):
 def _grad_z_chunk(z, y, grad_y, grad_z, partial_b, code, alpha, chunk):
     """grad_z = grad_y * f'(z) on one fixed row chunk, and that chunk's bias-gradient partial."""
     r0 = chunk * REDUCTION_CHUNK_ROWS
-    r1 = min(r0 + REDUCTION_CHUNK_ROWS, z.shape[0])
+    grad_z_rows(z, y, grad_y, grad_z, partial_b, code, alpha, chunk, r0, min(r0 + REDUCTION_CHUNK_ROWS, z.shape[0]))
+
+
+@njit(**JIT_INLINE)
+def grad_z_rows(z, y, grad_y, grad_z, partial_b, code, alpha, row, r0, r1):
+    """grad_z = grad_y * f'(z) on rows ``[r0, r1)`` and their bias-gradient sums in row order,
+    into ``partial_b[row]`` (grad_z is grad_y for identity: only the sums)."""
     n = z.shape[1]
     if code != IDENTITY and n <= NARROW_GRAD_Z:
-        _narrow_grad_z(z, y, grad_y, grad_z, partial_b, code, alpha, chunk, r0, r1)
+        _narrow_grad_z(z, y, grad_y, grad_z, partial_b, code, alpha, row, r0, r1)
         return
     if code != IDENTITY:
         elementwise_rows_grad(code, z, y, grad_y, grad_z, alpha, r0, r1)
     for j in range(n):
-        partial_b[chunk, j] = 0
+        partial_b[row, j] = 0
     for i in range(r0, r1):  # indexed, not through row views (see _bias_activate_block)
         for j in range(n):
-            partial_b[chunk, j] += grad_z[i, j]
+            partial_b[row, j] += grad_z[i, j]
 
 
 #: widths up to which :func:`_grad_z_chunk` forms grad_z and its bias sums in one pass over the rows

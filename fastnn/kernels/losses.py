@@ -349,6 +349,18 @@ def _cross_entropy_block(logits, labels, buf, b0, scale, compute_grad, r0, r1, o
     return total
 
 
+@njit(**JIT)
+def cross_entropy_grad_rows(logits, labels, grad, scale, r0, r1):
+    """Softmax cross-entropy of rows ``[r0, r1)``: the sum of their losses (float64), in blocks of
+    at most REDUCTION_CHUNK_ROWS rows from r0, and their gradient rows, scale (softmax - onehot),
+    by :func:`_cross_entropy_block`'s row rule (a training step's rows split over threads)."""
+    total = 0.0
+    for s0 in range(r0, r1, REDUCTION_CHUNK_ROWS):
+        s1 = min(s0 + REDUCTION_CHUNK_ROWS, r1)
+        total += _cross_entropy_block(logits, labels, grad, 0, scale, True, s0, s1, None, None, 1, None)
+    return total
+
+
 @njit(**JIT)  # not inlined: one compiled body for the serial and parallel paths
 def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengths, per_step, ignore_index, out=None):
     """Sum over one row chunk of the rows' losses (:func:`_cross_entropy_block`, float64), each also in
@@ -368,8 +380,15 @@ def _cross_entropy_chunk(logits, labels, grad, scale, compute_grad, chunk, lengt
 def _elementwise_chunk(pred, target, grad, code, delta, scale, compute_grad, chunk, lengths, per_step):
     """Sum over one row chunk of loss_term (float64); grad = loss_grad_term (scale * loss_grad);
     padded rows skipped with ``lengths`` (None: no test, pruned at compile time)."""
+    r0, r1 = _chunk_rows(pred.shape[0], chunk)
+    return elementwise_rows(pred, target, grad, code, delta, scale, compute_grad, r0, r1, lengths, per_step)
+
+
+@njit(**JIT_INLINE)
+def elementwise_rows(pred, target, grad, code, delta, scale, compute_grad, r0, r1, lengths=None, per_step=1):
+    """:func:`_elementwise_chunk` on rows ``[r0, r1)``: their loss_term sum in row order (float64)
+    and, with ``compute_grad``, their gradient rows."""
     m = pred.shape[0]
-    r0, r1 = _chunk_rows(m, chunk)
     k = pred.shape[1]
     total = 0.0
     for i in range(r0, r1):
