@@ -418,7 +418,9 @@ def rebindable(calls: Sequence[Call], slot) -> bool:
     root = _root(slot)
     if not root.flags.c_contiguous or root.dtype != slot.dtype or _offset(slot, root) != 0:
         return False
-    if any(_root(v) is root for _, args in calls for arr in args if isinstance(arr, tuple) for v in arr):
+    if any(
+        isinstance(v, np.ndarray) and _root(v) is root for _, a in calls for t in a if isinstance(t, tuple) for v in t
+    ):
         return False  # (a view inside a tuple argument is not rebound per call)
     return all(
         arr.flags.c_contiguous and 1 <= arr.ndim <= 4 and arr.size > 0 and _offset(arr, root) + arr.size <= slot.size

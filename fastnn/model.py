@@ -20,8 +20,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _conv_pool_fusion as conv_pool_fusion
-from . import _dense_chain as dense_chain
 from . import _copies as copies
+from . import _dense_chain as dense_chain
 from . import _fit_options as fit_options
 from . import _inference as inference
 from . import _norm_fusion as norm_fusion

@@ -234,6 +234,32 @@ def _sparse_embedding(rng):  # Embedding(sparse=True): its rows backward, row up
     )
 
 
+def _small_mlp_large_batch(rng):  # scikit-learn's MLPClassifier and MLPRegressor: rows split (fastnn._dense_chain)
+    import fastnn as fnn
+
+    return (
+        [fnn.Dense(64, 100, activation="relu"), fnn.Dense(100, 10)],
+        rng.standard_normal((400, 64)),
+        _labels(rng, 400, 10),
+        {},
+        "cross_entropy",
+        ("adam",),
+    )
+
+
+def _small_regressor_large_batch(rng):
+    import fastnn as fnn
+
+    return (
+        [fnn.Dense(64, 100, activation="relu"), fnn.Dense(100, 1)],
+        rng.standard_normal((400, 64)),
+        rng.standard_normal((400, 1)),
+        {},
+        "mse",
+        ("adam",),
+    )
+
+
 RECIPES = (
     Recipe("mlp (fastnn demo)", _mlp_demo, fused=True),
     Recipe("mlp (README)", _mlp_readme, fused=True, weighted=True),
@@ -245,6 +271,8 @@ RECIPES = (
     Recipe("gru, rnn, masking", _recurrent),
     Recipe("transformer (README)", _transformer, fused=True),
     Recipe("sparse embedding", _sparse_embedding, fused=True),
+    Recipe("small mlp on a large batch (scikit-learn's MLPClassifier)", _small_mlp_large_batch),
+    Recipe("small regressor on a large batch (scikit-learn's MLPRegressor)", _small_regressor_large_batch),
 )
 
 

@@ -229,6 +229,25 @@ def masked_loss(name, pred, target, valid, reduction="mean", delta=1.0):
     return value / count, grad / count
 
 
+def dense_chain_step(x, ws, bs, activations, alphas, target, loss="cross_entropy", reduction="mean"):
+    """A chain of dense layers and its loss (a ``LOSS_REFERENCES`` name): returns (loss, [grad_w],
+    [grad_b], [z], [y]), the gradients of the loss by the layers' chain rule, in layer order."""
+    inputs, zs, ys = [], [], []
+    h = _f64(x)
+    for w, b, name, alpha in zip(ws, bs, activations, alphas):
+        inputs.append(h)
+        z, h = dense_forward(h, w, b, name, alpha)
+        zs.append(z)
+        ys.append(h)
+    value, grad = LOSS_REFERENCES[loss](h, target, reduction)
+    grad_ws, grad_bs = [], []
+    for inp, w, b, name, alpha in reversed(list(zip(inputs, ws, bs, activations, alphas))):
+        grad, grad_w, grad_b = dense_backward(inp, w, b, grad, name, alpha)
+        grad_ws.insert(0, grad_w)
+        grad_bs.insert(0, grad_b)
+    return value, grad_ws, grad_bs, zs, ys
+
+
 def accuracy_count(logits, labels):
     """Rows whose argmax (first maximum) equals the label."""
     return int((np.argmax(_f64(logits), axis=1) == np.asarray(labels)).sum())
@@ -271,6 +290,7 @@ __all__ = [
     "binary_cross_entropy",
     "cross_entropy",
     "dense_backward",
+    "dense_chain_step",
     "dense_forward",
     "huber",
     "log_softmax",

@@ -42,6 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "fastnn._inference",
         "fastnn._norm_fusion",
         "fastnn._conv_pool_fusion",
+        "fastnn._dense_chain",
         "fastnn._fit_options",
         "fastnn._progress",
         "fastnn._step_feed",

@@ -54,7 +54,10 @@ def _backward_rows(x, ws, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas
         grad_z_rows(z, ys[layer], gys[layer], gz, parts_b[layer], codes[layer], like(alphas[layer], z), task, r0, r1)
         inp = x if layer == 0 else ys[layer - 1]
         k, n = inp.shape[1], z.shape[1]
-        gemm_block(True, False, one, inp[r0:r1], gz[r0:r1], zero, parts_w[layer][task], 0, k, 0, n)
+        if r1 > r0:
+            gemm_block(True, False, one, inp[r0:r1], gz[r0:r1], zero, parts_w[layer][task], 0, k, 0, n)
+        else:  # (a task of no rows: a batch smaller than the tasks)
+            parts_w[layer][task][...] = zero
         if layer > 0:
             gemm_block(False, True, one, gz, ws[layer], zero, gxs[layer], r0, r1, 0, k)
 
@@ -186,3 +189,6 @@ def dense_chain_elementwise(
             )
     total = _finish(partials, gws, gbs, parts_w, parts_b)
     return total / count if mean else total
+
+
+__all__ = ["dense_chain_cross_entropy", "dense_chain_elementwise"]
