@@ -60,6 +60,8 @@ COSTS = {
     "adam_update": 2.0,
     "gather_batch": 2.1,  # with its row prefetch (1.3 without; 1.9-2.2 measured, 2026-12-03)
     "cross_entropy_forward_backward": 1.5,
+    "dense_chain_cross_entropy": 15.0,  # its row functions (GEMM blocks, epilogues, loss) and region (2026-12-07)
+    "dense_chain_elementwise": 15.0,
     "clip_by_value": 0.7,
     "grad_global_norm": 0.6,
 }
