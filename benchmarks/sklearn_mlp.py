@@ -56,7 +56,7 @@ CLOCK = time.perf_counter  # time.process_time with --cpu-clock
 GRID = {"hidden_layer_sizes": [(32,), (64,), (128,)], "learning_rate_init": [1e-3, 1e-2], "alpha": [1e-4, 1e-3]}
 
 
-def _datasets(quick: bool) -> dict:
+def datasets(quick: bool) -> dict:
     X, y = load_digits()
     n, features = (4_000, 40) if quick else (50_000, 100)
     Xs, ys = make_classification(
@@ -70,7 +70,7 @@ def _datasets(quick: bool) -> dict:
     return {"digits": (X / 16.0, y, 10 if quick else 200), "synthetic": (Xs, ys, 3 if quick else 20)}
 
 
-def _estimators(epochs: int) -> dict:
+def estimators(epochs: int) -> dict:
     """The two classifiers with the same network, solver and epochs (no early stop in either)."""
     common = dict(
         hidden_layer_sizes=(100,),
@@ -128,10 +128,10 @@ def gemm_floor(n: int, features: int, hidden: int, classes: int, batch: int, epo
 
 def fit_cases(quick: bool, repeats: int) -> list[dict]:
     rows = []
-    for name, (X, y, epochs) in _datasets(quick).items():
+    for name, (X, y, epochs) in datasets(quick).items():
         X = X.astype(np.float32)
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
-        makers = _estimators(epochs)
+        makers = estimators(epochs)
         first = {impl: _timed_fit(make, X_train, y_train, X_test, y_test)[0] for impl, make in makers.items()}
         times = {impl: [] for impl in makers}
         accuracy = {}
@@ -166,7 +166,7 @@ def breakdown(repeats: int, quick: bool) -> list[dict]:
     optimizer); the step's kernel calls alone, one by one; the shuffled batches' gather alone
     (``gather_batch`` over an epoch's order, as fit runs it); the GEMM floor."""
     rows = []
-    for name, (X, y, _) in _datasets(quick).items():
+    for name, (X, y, _) in datasets(quick).items():
         epochs = {"digits": 50, "synthetic": 3}[name] if not quick else 2
         rows += _breakdown_case(name, X.astype(np.float32), y, epochs, repeats)
     return rows
@@ -174,7 +174,7 @@ def breakdown(repeats: int, quick: bool) -> list[dict]:
 
 def _breakdown_case(name: str, X, y, epochs: int, repeats: int) -> list[dict]:
     X_train, _, y_train, _ = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
-    make = _estimators(epochs)
+    make = estimators(epochs)
     fitted = make["fastnn"]().fit(X_train, y_train)
     model, n = fitted.model_, X_train.shape[0]
     labels = np.searchsorted(fitted.classes_, y_train)
