@@ -11,8 +11,9 @@ weight and bias gradients are its partial sums added in a fixed order.
 
 Only where it pays: this process runs its GEMMs on more than one thread (``GEMM_TILES``), each of
 those row runs has at least :data:`MIN_TASK_ROWS` rows, the step has at least :data:`MIN_MACS`
-multiply-adds and its layers at most :data:`MAX_WEIGHTS` weights (a small network on a large batch:
-the layer-by-layer products do not pay for a parallel region each, or pay less than this). The choice
+multiply-adds and its layers at most :data:`MAX_WEIGHTS` weights, and :data:`MAX_WEIGHTS_PER_ROW` a
+row of the batch: a small network on a large batch, whose layer-by-layer products do not pay for a
+parallel region each, or pay less than the split (scikit-learn's MLPClassifier on digits). The choice
 depends on the shapes and ``GEMM_TILES`` alone, never on the threads running, so a plan's results
 do not change with ``set_num_threads``; its sums are grouped otherwise than the layer-by-layer
 calls', so the two differ within float rounding (benchmarks/RESULTS.md, session 37, has the
@@ -37,6 +38,11 @@ MIN_MACS = 1 << 21
 #: which with large layers streams more than the split saves (784-256-128-10 at batch 128, 234k
 #: weights: 1.13x slower; 256-256-10, 68k: even)
 MAX_WEIGHTS = 1 << 15
+#: the most weights per batch row: each thread's partial weight gradient comes from its m / threads
+#: rows alone, a short inner size for a product of the weights' size (train_step, 2 threads, to the
+#: layer-by-layer step: 64-100-10 at batch 200, 37 a row, 0.77-0.87; 64-64-64-10 at 128, 69, 0.88;
+#: 128-128-10 at 256, 69, 0.81; at 128, 138, 1.05; at 64, 276, 1.39)
+MAX_WEIGHTS_PER_ROW = 96
 #: the fewest batch rows of each thread's run
 MIN_TASK_ROWS = 32
 
@@ -96,7 +102,8 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
     backwards = [_only(calls, K.dense_backward) for calls in backward]
     if any(f is None for f in forwards) or any(b is None for b in backwards):
         return None
-    if _steps_macs(forwards) < MIN_MACS or sum(f[1].size for f in forwards) > MAX_WEIGHTS:  # type: ignore[arg-type,index]
+    weights = sum(f[1].size for f in forwards)  # type: ignore[index]
+    if _steps_macs(forwards) < MIN_MACS or weights > min(MAX_WEIGHTS, MAX_WEIGHTS_PER_ROW * m):  # type: ignore[arg-type]
         return None
     x = forwards[0][0]  # type: ignore[index]
     dtype = x.dtype
@@ -143,4 +150,4 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
     return kernel, (x, *loss_args, *layers)
 
 
-__all__ = ["ENABLED", "MAX_WEIGHTS", "MIN_MACS", "MIN_TASK_ROWS", "chain_call"]
+__all__ = ["ENABLED", "MAX_WEIGHTS", "MAX_WEIGHTS_PER_ROW", "MIN_MACS", "MIN_TASK_ROWS", "chain_call"]

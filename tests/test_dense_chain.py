@@ -50,7 +50,16 @@ def test_a_small_network_on_a_large_batch_takes_the_chain(rng, loss, kernel):
 
 @pytest.mark.parametrize(
     "case",
-    ["small step", "large weights", "dropout between", "one task", "disabled", "ignore_index", "small batch"],
+    [
+        "small step",
+        "large weights",
+        "many weights a row",
+        "dropout between",
+        "one task",
+        "disabled",
+        "ignore_index",
+        "small batch",
+    ],
 )
 def test_steps_it_does_not_pay_for_or_does_not_fit_keep_their_layers(rng, monkeypatch, case):
     kwargs: dict = {}
@@ -59,6 +68,8 @@ def test_steps_it_does_not_pay_for_or_does_not_fit_keep_their_layers(rng, monkey
         kwargs = {"hidden": 16}  # 200 x (64 x 16 x 2 + 16 x 10 x 3): 0.5M multiply-adds
     elif case == "large weights":
         kwargs = {"hidden": 600}  # 44k weights
+    elif case == "many weights a row":
+        kwargs, batch = {"inputs": 128, "hidden": 128}, 64  # 17.6k weights, 2.3M multiply-adds: 276 weights a row
     elif case == "dropout between":
         kwargs = {"extra": (fnn.Dropout(0.2),)}
     elif case == "one task":
@@ -71,7 +82,7 @@ def test_steps_it_does_not_pay_for_or_does_not_fit_keep_their_layers(rng, monkey
     model = _digits_like(**kwargs)
     if case == "ignore_index":
         model.compile(loss=fnn.losses.CrossEntropy(ignore_index=0), optimizer="adam")
-    X, y = _data(rng)
+    X, y = _data(rng, inputs=kwargs.get("inputs", 64))
     model.fit(X, y, epochs=1, batch_size=batch, verbose=0)
     names = _kernels(model, batch)
     assert not names & CHAIN and "dense_backward" in names
