@@ -3,6 +3,12 @@ layer-by-layer step, beside scikit-learn's MLPClassifier, in one run.
 
     python benchmarks/dense_chain_ab.py                 # digits and 50k x 100, 7 rounds
     python benchmarks/dense_chain_ab.py --rounds 3 --cases digits
+    python benchmarks/dense_chain_ab.py --steps 64-100-10:200 128-128-10:64   # train_step, chain forced on/off
+
+``--steps``: for each ``WIDTHS:BATCH`` (ReLU hidden layers, softmax cross-entropy, Adam), the median of 7
+alternated blocks of 300 ``train_step`` calls on one batch with the chain and with the layer-by-layer
+step (``MIN_MACS`` and the weight bounds lifted, so that the chain is measured where the rule
+would refuse it too): what the rule's bounds (fastnn._dense_chain) were set from.
 
 The cases and estimators are benchmarks/sklearn_mlp.py's (same network, solver, epochs, float32
 data, 2 threads). Each round fits the three in turn, each after ``fastnn.bench.PAUSE_S`` of rest,
@@ -46,13 +52,56 @@ def _fit(variant: str, makers: dict, X, y) -> float:
     return seconds
 
 
+def _steps_case(spec: str, batch: int) -> str:
+    """The train_step A/B of one ``WIDTHS`` chain at ``batch`` (module docstring), as a table row."""
+    import fastnn as fnn
+
+    sizes = [int(v) for v in spec.split("-")]
+    rng = np.random.default_rng(0)
+    X = rng.random((batch, sizes[0])).astype(np.float32)
+    y = np.arange(batch) % sizes[-1]
+    models = {}
+    for chain in (True, False):
+        _dense_chain.ENABLED = chain
+        hidden = [fnn.Dense(a, b, activation="relu") for a, b in zip(sizes[:-2], sizes[1:-1])]
+        model = fnn.Sequential([*hidden, fnn.Dense(sizes[-2], sizes[-1])], seed=0)
+        model.compile(loss="cross_entropy", optimizer="adam")
+        for _ in range(300):
+            model.train_step(X, y)
+        assert any(fn.__name__.startswith("dense_chain") for fn, _ in model.step_plan(batch).calls) == chain
+        models[chain] = model
+    times: dict = {True: [], False: []}
+    for _ in range(7):
+        for chain, model in models.items():
+            time.sleep(0.1)
+            start = time.perf_counter()
+            for _ in range(300):
+                model.train_step(X, y)
+            times[chain].append((time.perf_counter() - start) / 300 * 1e6)
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    weights = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return f"| {spec} | {batch} | {weights} | {weights / batch:.0f} | {on:.1f} | {off:.1f} | {on / off:.2f} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--cases", default="digits,synthetic")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", nargs="*", default=None, help="WIDTHS:BATCH cases of the train_step A/B")
     args = parser.parse_args()
     set_threads(args.threads)
+    if args.steps is not None:
+        limits = _dense_chain.MIN_MACS, _dense_chain.MAX_WEIGHTS, _dense_chain.MAX_WEIGHTS_PER_ROW
+        _dense_chain.MIN_MACS, _dense_chain.MAX_WEIGHTS, _dense_chain.MAX_WEIGHTS_PER_ROW = 0, 1 << 62, 1 << 62
+        print("| widths | batch | weights | a row | chain us | layer by layer us | ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for case in args.steps:
+            spec, batch = case.split(":")
+            print(_steps_case(spec, int(batch)), flush=True)
+        _dense_chain.MIN_MACS, _dense_chain.MAX_WEIGHTS, _dense_chain.MAX_WEIGHTS_PER_ROW = limits
+        _dense_chain.ENABLED = True
+        return
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     print("| case | " + " | ".join(f"{v} s" for v in VARIANTS) + " | sklearn / rows split | sklearn / layer by layer |")
     print("|---|" + "---|" * (len(VARIANTS) + 2))
