@@ -98,21 +98,24 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
     if not ENABLED or tasks < 2 or m < tasks * MIN_TASK_ROWS or not forward or len(forward) != len(backward):
         return None
     K = backend.kernels("cpu")
-    forwards = [_only(calls, K.dense_forward) for calls in forward]
-    backwards = [_only(calls, K.dense_backward) for calls in backward]
-    if any(f is None for f in forwards) or any(b is None for b in backwards):
+    found = [_only(calls, K.dense_forward) for calls in forward] + [
+        _only(calls, K.dense_backward) for calls in backward
+    ]
+    if any(args is None for args in found):
         return None
-    weights = sum(f[1].size for f in forwards)  # type: ignore[index]
-    if _steps_macs(forwards) < MIN_MACS or weights > min(MAX_WEIGHTS, MAX_WEIGHTS_PER_ROW * m):  # type: ignore[arg-type]
+    forwards: list[tuple] = [args for args in found[: len(forward)] if args is not None]
+    backwards: list[tuple] = [args for args in found[len(forward) :] if args is not None]
+    weights = sum(f[1].size for f in forwards)
+    if _steps_macs(forwards) < MIN_MACS or weights > min(MAX_WEIGHTS, MAX_WEIGHTS_PER_ROW * m):
         return None
-    x = forwards[0][0]  # type: ignore[index]
+    x = forwards[0][0]
     dtype = x.dtype
     if dtype not in (np.float32, np.float64):
         return None
     for layer, (f, b) in enumerate(zip(forwards, backwards)):
-        fx, w, bias, z, y, code, _ = f  # type: ignore[misc]
-        bx, bw, bz, by, _, gz, gx, gw, gb, _, bcode, _, need_grad_x = b  # type: ignore[misc]
-        inp = x if layer == 0 else forwards[layer - 1][4]  # type: ignore[index]
+        fx, w, bias, z, y, code, _ = f
+        bx, bw, bz, by, _, gz, gx, gw, gb, _, bcode, _, need_grad_x = b
+        inp = x if layer == 0 else forwards[layer - 1][4]
         if code >= ROWWISE_CODES or bcode != code or bool(need_grad_x) != (layer > 0):
             return None
         if not all(_same(a, b) for a, b in ((fx, inp), (bx, fx), (bw, w), (bz, z), (by, y))):
@@ -121,9 +124,9 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
         if any(not a.flags.c_contiguous or a.dtype != dtype for a in arrays) or z.shape[0] != m:
             return None
     for layer in range(1, len(backwards)):  # layer l's upstream gradient is layer l + 1's grad_x
-        if not _same(backwards[layer - 1][4], backwards[layer][6]):  # type: ignore[index]
+        if not _same(backwards[layer - 1][4], backwards[layer][6]):
             return None
-    logits, grad = forwards[-1][4], backwards[-1][4]  # type: ignore[index]
+    logits, grad = forwards[-1][4], backwards[-1][4]
     parts = _loss_parts(loss_call, logits, grad, m)
     if parts is None:
         return None
@@ -133,19 +136,19 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
     partials = np.zeros(tasks, np.float64)  # the tasks' loss sums
     loss_args = (loss_args[0], loss_args[1], partials, *loss_args[3:])
     layers = (
-        tuple(f[1] for f in forwards),  # type: ignore[index]  ws
-        tuple(f[2] for f in forwards),  # type: ignore[index]  bs
-        tuple(f[3] for f in forwards),  # type: ignore[index]  zs
-        tuple(f[4] for f in forwards),  # type: ignore[index]  ys
-        tuple(b[4] for b in backwards),  # type: ignore[index]  gys
-        tuple(b[5] for b in backwards),  # type: ignore[index]  gzs
-        tuple(b[6] for b in backwards),  # type: ignore[index]  gxs (layer 0's: a placeholder)
-        tuple(b[7] for b in backwards),  # type: ignore[index]  gws
-        tuple(b[8] for b in backwards),  # type: ignore[index]  gbs
-        tuple(np.zeros((tasks, *f[1].shape), dtype) for f in forwards),  # type: ignore[index]  parts_w
-        tuple(np.zeros((tasks, *f[2].shape), dtype) for f in forwards),  # type: ignore[index]  parts_b
-        np.array([f[5] for f in forwards], np.int64),  # type: ignore[index]  codes
-        np.array([f[6] for f in forwards], np.float64),  # type: ignore[index]  alphas
+        tuple(f[1] for f in forwards),  # ws
+        tuple(f[2] for f in forwards),  # bs
+        tuple(f[3] for f in forwards),  # zs
+        tuple(f[4] for f in forwards),  # ys
+        tuple(b[4] for b in backwards),  # gys
+        tuple(b[5] for b in backwards),  # gzs
+        tuple(b[6] for b in backwards),  # gxs (layer 0's: a placeholder)
+        tuple(b[7] for b in backwards),  # gws
+        tuple(b[8] for b in backwards),  # gbs
+        tuple(np.zeros((tasks, *f[1].shape), dtype) for f in forwards),  # parts_w
+        tuple(np.zeros((tasks, *f[2].shape), dtype) for f in forwards),  # parts_b
+        np.array([f[5] for f in forwards], np.int64),  # codes
+        np.array([f[6] for f in forwards], np.float64),  # alphas
     )
     return kernel, (x, *loss_args, *layers)
 
