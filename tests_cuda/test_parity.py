@@ -48,6 +48,8 @@ CPU_ONLY_MODULES = {
     "fastnn._step_feed); a model on CUDA updates its metrics through Metric.update on the step's host output",
     "inference": "the CPU's inference plans (fastnn._inference: eval BatchNorm folded into the GEMM epilogue); "
     "a model on CUDA predicts through its layers' own kernels, each with its twin",
+    "dense_chain": "a Dense chain's step with its batch rows split over the CPU's threads (fastnn._dense_chain); "
+    "CUDA step plans call the layers' own kernels, each with its twin",
 }
 
 #: public @njit functions of the CPU modules that need no CUDA launcher, with the reason
@@ -94,6 +96,11 @@ CPU_ONLY_FUNCTIONS = {
     ("losses", "cross_entropy_rows"): "per-sample losses of fastnn.sklearn's weighted loss, which runs on host "
     "copies of a device batch",
     ("losses", "elementwise_loss_rows"): "per-sample losses of fastnn.sklearn's weighted loss (see above)",
+    ("losses", "cross_entropy_grad_rows"): "rows of a CPU thread's task in kernels.dense_chain (CPU only); the "
+    "CUDA loss kernels take a row a thread",
+    ("losses", "elementwise_rows"): "rows of a CPU thread's task in kernels.dense_chain (see above)",
+    ("dense", "grad_z_rows"): "rows of a CPU thread's task in kernels.dense_chain and of the CPU's fixed row "
+    "chunks (see above)",
     ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "row_counts"): "the CPU batch norm's row test (None: every row); the CUDA batch norm kernels "
