@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import backend
+from ._fused import only_call
 from .kernels.activations import IDENTITY, RELU, SIGMOID, TANH
 from .kernels.conv_gap import conv2d_gap_backward, conv2d_gap_forward
 from .kernels.conv_pool import conv2d_maxpool_backward, conv2d_maxpool_forward
@@ -57,13 +58,6 @@ class Pair:
     def pool_h(self) -> int:
         """The pooling window's height (1 or 2; its width is 2)."""
         return int(self.pool[3])
-
-
-def _only(calls: Calls, kernel) -> tuple | None:
-    """The arguments of ``calls`` when they are the one call of ``kernel``, else None."""
-    if len(calls) == 1 and calls[0][0] is kernel:
-        return calls[0][1]
-    return None
 
 
 def _same(a, b) -> bool:
@@ -113,9 +107,9 @@ def find_pairs(forward: list[Calls]) -> list[Pair]:
     pairs: list[Pair] = []
     i = 0
     while i + 1 < len(forward):
-        conv = _only(forward[i], K.conv2d_forward)
-        pool = _only(forward[i + 1], K.maxpool2d_forward)
-        mean = _only(forward[i + 1], K.global_avgpool_forward) if GLOBAL_AVG_ENABLED else None
+        conv = only_call(forward[i], K.conv2d_forward)
+        pool = only_call(forward[i + 1], K.maxpool2d_forward)
+        mean = only_call(forward[i + 1], K.global_avgpool_forward) if GLOBAL_AVG_ENABLED else None
         if conv is not None and pool is not None and _fusible(conv, pool):
             pairs.append(Pair(i, conv, pool))
             i += 2

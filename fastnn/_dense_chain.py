@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _config, backend
+from ._fused import only_call
 from .kernels.activations import ROWWISE_CODES
 from .kernels.dense_chain import dense_chain_cross_entropy, dense_chain_elementwise
 
@@ -47,13 +48,6 @@ MAX_WEIGHTS_PER_ROW = 96
 MIN_TASK_ROWS = 32
 
 Calls = list  # [(kernel, args), ...] of one layer
-
-
-def _only(calls: Calls, kernel) -> tuple | None:
-    """The arguments of ``calls`` when they are the one call of ``kernel``, else None."""
-    if len(calls) == 1 and calls[0][0] is kernel:
-        return calls[0][1]
-    return None
 
 
 def _same(a, b) -> bool:
@@ -98,8 +92,8 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
     if not ENABLED or tasks < 2 or m < tasks * MIN_TASK_ROWS or not forward or len(forward) != len(backward):
         return None
     K = backend.kernels("cpu")
-    found = [_only(calls, K.dense_forward) for calls in forward] + [
-        _only(calls, K.dense_backward) for calls in backward
+    found = [only_call(calls, K.dense_forward) for calls in forward] + [
+        only_call(calls, K.dense_backward) for calls in backward
     ]
     if any(args is None for args in found):
         return None

@@ -97,6 +97,14 @@ class Given:
         return f"Given({self.index})"
 
 
+def only_call(calls: Sequence[Call], kernel) -> tuple | None:
+    """The arguments of ``calls`` (one layer's recorded calls) when they are the one call of
+    ``kernel``, else None: what the step plans' fusion passes recognise a layer by."""
+    if len(calls) == 1 and calls[0][0] is kernel:
+        return calls[0][1]
+    return None
+
+
 def _n_given(calls: Sequence[Call]) -> int:
     """How many :class:`Given` arguments ``calls`` take (one past the highest index)."""
     return 1 + max((v.index for _, values in calls for v in values if isinstance(v, Given)), default=-1)

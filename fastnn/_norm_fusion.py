@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from ._fused import only_call
 from .kernels.activations import ROWWISE_CODES
 from .kernels.batchnorm_act import (
     batchnorm_act_backward,
@@ -65,13 +66,6 @@ class Group:
         return self.start + (2 if self.dropout is None else 3)
 
 
-def _only(calls: Calls, kernel: Any) -> tuple | None:
-    """The arguments of ``calls`` when they are the one call of ``kernel``, else None."""
-    if len(calls) == 1 and calls[0][0] is kernel:
-        return calls[0][1]
-    return None
-
-
 def find_groups(forward: list[Calls]) -> list[Group]:
     """The fusible groups in the per-layer forward calls of a training step plan, in order."""
     if not ENABLED:
@@ -80,15 +74,15 @@ def find_groups(forward: list[Calls]) -> list[Group]:
     groups: list[Group] = []
     i = 0
     while i + 1 < len(forward):
-        norm = _only(forward[i], K.batchnorm_forward_train_counted)
+        norm = only_call(forward[i], K.batchnorm_forward_train_counted)
         frozen = norm is None
         if frozen:
-            norm = _only(forward[i], K.batchnorm_forward_eval)
-        act = _only(forward[i + 1], K.activation_forward)
+            norm = only_call(forward[i], K.batchnorm_forward_eval)
+        act = only_call(forward[i + 1], K.activation_forward)
         if norm is None or act is None or act[2] >= ROWWISE_CODES or norm[0].ndim != 2 or act[0].shape != norm[0].shape:
             i += 1
             continue
-        drop = _only(forward[i + 2], K.dropout_forward_counted_from) if i + 2 < len(forward) else None
+        drop = only_call(forward[i + 2], K.dropout_forward_counted_from) if i + 2 < len(forward) else None
         if drop is not None and drop[0].shape != norm[0].shape:  # dropout over other rows: its own calls
             drop = None
         columns = np.zeros((2, norm[0].shape[1]), norm[0].dtype) if frozen else None
