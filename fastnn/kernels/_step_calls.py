@@ -128,20 +128,18 @@ def _defines_step(module: llvm.ModuleRef) -> bool:
 
 
 #: the Numba-mangled prefix of the functions of the modules whose parallel regions call their task
-#: function by name (:func:`_by_name_from_region`)
+#: function by name (:func:`_defines_region`)
 BY_NAME_FROM_REGIONS = ("_ZN6fastnn7kernels11dense_chain",)
 
 #: the name Numba gives a parallel region's body (a ``prange`` loop compiled as a gufunc)
 _REGION_BODY = "__numba_parfor_gufunc_"
 
 
-def _by_name_from_region(module: llvm.ModuleRef, fn) -> bool:
-    """Whether ``fn``, declared in ``module``, is a task a parallel region's body (``module``
-    defines one) calls by name: a function of :data:`BY_NAME_FROM_REGIONS`' modules, whose copy,
-    linked into the region and optimised again with it, was most of the kernel's compile
-    (``kernels.dense_chain``: 7.0 s of which 5.7 linking its task)."""
-    if not fn.name.startswith(BY_NAME_FROM_REGIONS):
-        return False
+def _defines_region(module: llvm.ModuleRef) -> bool:
+    """Whether ``module`` defines a parallel region's body: one that calls the functions of
+    :data:`BY_NAME_FROM_REGIONS`' modules by name, whose copies, linked into the region and optimised
+    again with it, were most of the kernel's compile (``kernels.dense_chain``: 7.0 s of which 5.7
+    linking its task)."""
     return any(_REGION_BODY in f.name for f in module.functions if not f.is_declaration)
 
 
@@ -157,8 +155,8 @@ def call_kernels_by_name(library) -> None:
     if not declared:
         return
     if not _defines_step(module):
-        declared = [fn for fn in declared if _by_name_from_region(module, fn)]
-        if not declared:
+        declared = [fn for fn in declared if fn.name.startswith(BY_NAME_FROM_REGIONS)]
+        if not declared or not _defines_region(module):
             return
     entries = _kernel_entries()
     renamed = set()
