@@ -208,13 +208,16 @@ FUSE_AFTER_CALLS = 200
 FUSE_MIN_SHARE = 0.002
 # ... and when the runs still expected (a fit says how many steps it will take) times the estimated
 # saving per run (fastnn._fused.estimated_saving) exceed the compile time of a new fused step (first
-# time for a model structure); loading one compiled before costs FUSE_LOAD_SECONDS (Numba's cache:
-# 24-30 ms measured), one this process loaded already FUSE_BUILD_SECONDS (its table: ~3 ms), and
-# those two also count the runs the step ran unfused before (a loop of short fits): short fits
-# never wait for a compile that would not pay for itself.
+# time for a model structure); loading one compiled before costs FUSE_LOAD_SECONDS, one this process
+# loaded already FUSE_BUILD_SECONDS (its table), and those two also count the runs the step ran
+# unfused before (a loop of short fits): short fits never wait for a compile that would not pay for
+# itself. Measured (session 38, Zen 4: FusedCalls and its first call after a fit loaded the kernels,
+# the steps and fit runners of a 64-100-10 MLP, the 64-128-64-10 demo MLP and a BatchNorm/Dropout
+# MLP): a load 5.0-6.8 ms (24-30 ms before session 37's steps called their kernels by name), a build
+# 0.85-1.3 ms; the constants keep a margin (~20%) over the slowest.
 FUSE_COMPILE_SECONDS = 3.0
-FUSE_LOAD_SECONDS = 0.03
-FUSE_BUILD_SECONDS = 0.005
+FUSE_LOAD_SECONDS = 0.008
+FUSE_BUILD_SECONDS = 0.002
 FUSE = os.environ.get("FASTNN_FUSE", "auto").strip().lower() or "auto"
 if FUSE not in ("auto", "always", "never"):
     raise ValueError(f"FASTNN_FUSE must be auto, always or never, got {FUSE!r}; unset it for auto")

@@ -8,8 +8,8 @@ Each *recipe* is a tiny model that trains a step, predicts and evaluates, so eve
 layers, loss and optimizer call compiles (the kernels are generic in their sizes: tiny shapes
 compile the same code as large ones). Together the recipes use every layer, loss, optimizer and
 activation; those marked ``fused`` also compile the fused training step (``fastnn._fused``) of
-the models ``fastnn demo`` and the README train, which small models tier up to; those marked
-``weighted`` also fit with ``sample_weight`` and ``accumulate=2`` (the weighted losses' kernels and
+the models ``fastnn demo``, the README and the scikit-learn estimators' default network train,
+which small models tier up to; those marked ``weighted`` also fit with ``sample_weight`` and ``accumulate=2`` (the weighted losses' kernels and
 the gradient sum's), for each of their losses.
 
 With ``--jobs N`` each worker process compiles a share of the recipes into the shared on-disk
@@ -271,8 +271,8 @@ RECIPES = (
     Recipe("gru, rnn, masking", _recurrent),
     Recipe("transformer (README)", _transformer, fused=True),
     Recipe("sparse embedding", _sparse_embedding, fused=True),
-    Recipe("small mlp on a large batch (scikit-learn's MLPClassifier)", _small_mlp_large_batch),
-    Recipe("small regressor on a large batch (scikit-learn's MLPRegressor)", _small_regressor_large_batch),
+    Recipe("small mlp on a large batch (scikit-learn's MLPClassifier)", _small_mlp_large_batch, fused=True),
+    Recipe("small regressor on a large batch (scikit-learn's MLPRegressor)", _small_regressor_large_batch, fused=True),
 )
 
 

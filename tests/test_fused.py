@@ -287,6 +287,11 @@ def test_the_saving_estimate_counts_each_call_and_its_arguments(monkeypatch):
     )
     given = [(all_finite, (_fused.Given(0),)), (all_finite_pair, (_fused.Given(0), b))]
     assert _fused.estimated_saving(given) == pytest.approx(2 * per_call + _fused._PER_ARRAY - 1 - _fused._PER_ARRAY)
+    # a tuple's items count one by one (a Dense chain's per-layer arrays: Numba unboxes each)
+    tupled = [(all_finite, (a,)), (all_finite_pair, (a, (a, b), (b, 0.5)))]
+    assert _fused.estimated_saving(tupled) == pytest.approx(
+        2 * per_call + 3 * _fused._PER_ARRAY + _fused._PER_SCALAR - 1
+    )
     # a real step (fit's runner of a tiny network): more calls and arguments, a larger saving, and
     # several times the old estimate's dispatch of one argument per call
     model = _tiny()
