@@ -15,6 +15,9 @@ data, 2 threads). Each round fits the three in turn, each after ``fastnn.bench.P
 after one untimed fit of each; the table gives the median and the range of the rounds' fit times
 and scikit-learn's time over each fastnn step's. The switch is the module flag
 ``fastnn._dense_chain.ENABLED``, read when a model builds its step plans (each fit builds a model).
+Both fastnn variants run their calls unfused (``FASTNN_FUSE=never``, set here unless given): the A/B
+is of the step's strategy, whereas whether the tier-up fuses a fit's calls depends on which fused
+steps a ``fastnn warmup`` compiled (benchmarks/sklearn_mlp.py times the fit as users get it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+os.environ.setdefault("FASTNN_FUSE", "never")  # before fastnn's import (module docstring)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sklearn_mlp import datasets, estimators  # noqa: E402
 

@@ -12,7 +12,12 @@ of ``--repeats`` interleaved fits, each after ``fastnn.bench.PAUSE_S`` of rest (
 threads asleep: OpenBLAS's spin after its calls would take a core from the next fit), after one
 untimed fit of each library on the same data with the same epochs (so every batch size, plan,
 tier-up and compiled kernel the timed fits use is loaded before the clock); that first fit's time is
-shown apart ("first fit": with this process's compiles or cache loads). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix products alone in
+shown apart ("first fit": with this process's compiles or cache loads). Between the first fit and the
+timed ones, ``fastnn warmup``'s recipe of this network runs (all but ``--quick``), as on a machine
+where ``fastnn warmup`` ran once: it compiles the fused step of the fit's lane (gather, step, update
+and count in one call), which a fit loads when its steps pay for the load; a fit never waits for
+its ~3 s compile (``fastnn._fused``), so without the warmup a digits fit runs its step unfused
+(~10 us a step more). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix products alone in
 NumPy's BLAS (no activation, loss or update): neither library can go below it.
 
   digits        scikit-learn's 1797 8x8 digits, 200 epochs (scikit-learn's default max_iter)
@@ -50,9 +55,11 @@ from fastnn.bench import PAUSE_S, set_threads
 from fastnn.data import load_digits
 from fastnn.kernels.step_feed import gather_batch
 from fastnn.sklearn import MLPClassifier as FastMLP
+from fastnn.warmup import warmup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLOCK = time.perf_counter  # time.process_time with --cpu-clock
+WARMUP_RECIPE = "scikit-learn's MLPClassifier"  # fastnn warmup's recipe of the estimators' default network
 GRID = {"hidden_layer_sizes": [(32,), (64,), (128,)], "learning_rate_init": [1e-3, 1e-2], "alpha": [1e-4, 1e-3]}
 
 
@@ -133,6 +140,8 @@ def fit_cases(quick: bool, repeats: int) -> list[dict]:
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
         makers = estimators(epochs)
         first = {impl: _timed_fit(make, X_train, y_train, X_test, y_test)[0] for impl, make in makers.items()}
+        if not quick:  # the fused step `fastnn warmup` compiles (module docstring)
+            warmup(dtypes=("float32",), progress=False, only=WARMUP_RECIPE)
         times = {impl: [] for impl in makers}
         accuracy = {}
         for _ in range(repeats):  # interleaved: a slow spell of the machine hits both
