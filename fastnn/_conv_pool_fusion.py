@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import backend
-from ._fused import only_call
+from ._fused import only_call, same_array
 from .kernels.activations import IDENTITY, RELU, SIGMOID, TANH
 from .kernels.conv_gap import conv2d_gap_backward, conv2d_gap_forward
 from .kernels.conv_pool import conv2d_maxpool_backward, conv2d_maxpool_forward
@@ -60,18 +60,13 @@ class Pair:
         return int(self.pool[3])
 
 
-def _same(a, b) -> bool:
-    """Whether arrays a and b are one buffer seen with one shape."""
-    return a.shape == b.shape and a.ctypes.data == b.ctypes.data
-
-
 def _fusible(conv: tuple, pool: tuple) -> bool:
     x, _, _, col, _, z, y = conv[:7]
     code = conv[14]
     px, pooled, _, kh, kw, sh, sw, pt, pl = pool
     n, o, oh, ow = y.shape
     return (
-        _same(z, y)
+        same_array(z, y)
         and code in FUSED_CODES
         and col.shape[1] == n * oh * ow  # the whole batch in one pass
         and px.ctypes.data == y.ctypes.data
@@ -89,7 +84,7 @@ def _mean_fusible(conv: tuple, pool: tuple) -> bool:
     px, mean = pool
     n, o, oh, ow = y.shape
     return (
-        _same(z, y)
+        same_array(z, y)
         and conv[14] in FUSED_CODES
         and col.shape[1] == n * oh * ow  # the whole batch in one pass
         and px.ctypes.data == y.ctypes.data
@@ -155,7 +150,7 @@ def _mean_backward(conv_b: tuple, pool_calls: Calls, pair: Pair) -> tuple:
     the forward to the backward: a training plan's arena)."""
     grad_mean, pool_grad_x = _first(pool_calls, backend.kernels("cpu").global_avgpool_backward, pair)
     x, w, _, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, *rest = conv_b
-    if not _same(pool_grad_x, grad_y.reshape(pool_grad_x.shape)) or not rest[-1]:
+    if not same_array(pool_grad_x, grad_y.reshape(pool_grad_x.shape)) or not rest[-1]:
         raise RuntimeError(
             f"fastnn could not fuse the convolution and global average pooling at layers {pair.start}-"
             f"{pair.start + 1}: the pooling's backward does not feed the convolution's, or the plan's scratch "
@@ -183,7 +178,7 @@ def fuse_backward(backward: list[Calls], pairs: list[Pair]) -> list[Calls]:
         pool_b = _first(backward[pair.start + 1], K.maxpool2d_backward, pair)
         argmax, grad_pooled, pool_grad_x = pool_b[:3]
         x, w, _, y, grad_y, col, zcol, grad_x, grad_w, grad_b, partial_b, *rest = conv_b
-        if not _same(pool_grad_x, grad_y.reshape(pool_grad_x.shape)) or not _same(argmax, pair.pool[2]):
+        if not same_array(pool_grad_x, grad_y.reshape(pool_grad_x.shape)) or not same_array(argmax, pair.pool[2]):
             raise RuntimeError(
                 f"fastnn could not fuse the convolution and max pooling at layers {pair.start}-{pair.start + 1}: "
                 "the pooling's backward does not feed the convolution's; set fastnn._conv_pool_fusion.ENABLED "

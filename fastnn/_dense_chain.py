@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _config, backend
-from ._fused import only_call
+from ._fused import Given, only_call, same_array
 from .kernels.activations import ROWWISE_CODES
 from .kernels.dense_chain import dense_chain_cross_entropy, dense_chain_elementwise
 
@@ -49,16 +49,8 @@ MIN_TASK_ROWS = 32
 
 Calls = list  # [(kernel, args), ...] of one layer
 
-
-def _same(a, b) -> bool:
-    """Whether ``a`` and ``b`` are the same array (the same memory, shape and strides)."""
-    return (
-        isinstance(a, np.ndarray)
-        and isinstance(b, np.ndarray)
-        and a.shape == b.shape
-        and a.strides == b.strides
-        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-    )
+#: a chain call's empty order: nothing to gather (the batch is in its buffers)
+NO_ORDER = np.zeros(0, np.int64)
 
 
 def _steps_macs(forwards: list[tuple]) -> int:
@@ -70,17 +62,19 @@ def _steps_macs(forwards: list[tuple]) -> int:
 
 
 def _loss_parts(loss_call: tuple, logits, grad, m: int):
-    """(kernel, loss arguments) of the chain for the recorded loss call, or None when it does not apply."""
+    """(kernel, the gather's target rows, loss arguments, the loss's outputs, whether it computes its
+    gradient) of the chain for the recorded loss call, or None when it does not apply."""
     K = backend.kernels("cpu")
     fn, args = loss_call
     if fn is K.cross_entropy_forward_backward and len(args) == 6:
         out, labels, g, _, mean, compute_grad = args
-        if labels.ndim == 1 and labels.dtype == np.int64 and labels.shape[0] == m:
-            return dense_chain_cross_entropy, (labels, g, None, bool(mean)), out, compute_grad
+        if labels.ndim == 1 and labels.dtype == np.int64 and labels.shape[0] == m and labels.flags.c_contiguous:
+            rows = labels.reshape(m, 1)  # the gather's target
+            return dense_chain_cross_entropy, rows, (labels, g, None, bool(mean)), out, compute_grad
     if fn is K.elementwise_loss and len(args) == 8:
         out, target, g, _, code, delta, mean, compute_grad = args
         if target.ndim == 2 and target.dtype == logits.dtype and target.shape == logits.shape:
-            return dense_chain_elementwise, (target, g, None, code, delta, bool(mean)), out, compute_grad
+            return dense_chain_elementwise, target, (target, g, None, code, delta, bool(mean)), out, compute_grad
     return None
 
 
@@ -112,23 +106,24 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
         inp = x if layer == 0 else forwards[layer - 1][4]
         if code >= ROWWISE_CODES or bcode != code or bool(need_grad_x) != (layer > 0):
             return None
-        if not all(_same(a, b) for a, b in ((fx, inp), (bx, fx), (bw, w), (bz, z), (by, y))):
+        if not all(same_array(a, b) for a, b in ((fx, inp), (bx, fx), (bw, w), (bz, z), (by, y))):
             return None
         arrays = (fx, w, bias, z, y, gz, gx, gw, gb)
         if any(not a.flags.c_contiguous or a.dtype != dtype for a in arrays) or z.shape[0] != m:
             return None
     for layer in range(1, len(backwards)):  # layer l's upstream gradient is layer l + 1's grad_x
-        if not _same(backwards[layer - 1][4], backwards[layer][6]):
+        if not same_array(backwards[layer - 1][4], backwards[layer][6]):
             return None
     logits, grad = forwards[-1][4], backwards[-1][4]
     parts = _loss_parts(loss_call, logits, grad, m)
     if parts is None:
         return None
-    kernel, loss_args, out, compute_grad = parts
-    if not (_same(out, logits) and _same(loss_args[1], grad) and compute_grad):
+    kernel, y_rows, loss_args, out, compute_grad = parts
+    if not (same_array(out, logits) and same_array(loss_args[1], grad) and compute_grad):
         return None
     partials = np.zeros(tasks, np.float64)  # the tasks' loss sums
     loss_args = (loss_args[0], loss_args[1], partials, *loss_args[3:])
+    batch = (x, y_rows, NO_ORDER, 0, 0) if kernel is dense_chain_elementwise else (x, y_rows, NO_ORDER, 0, 0, y_rows)
     layers = (
         tuple(f[1] for f in forwards),  # ws
         tuple(f[2] for f in forwards),  # bs
@@ -144,7 +139,35 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
         np.array([f[5] for f in forwards], np.int64),  # codes
         np.array([f[6] for f in forwards], np.float64),  # alphas
     )
-    return kernel, (x, *loss_args, *layers)
+    return kernel, (*batch, x, *loss_args, *layers)
 
 
-__all__ = ["ENABLED", "MAX_WEIGHTS", "MAX_WEIGHTS_PER_ROW", "MIN_MACS", "MIN_TASK_ROWS", "chain_call"]
+def gathering_call(call: tuple, x: np.ndarray, y: np.ndarray) -> tuple | None:
+    """``call`` (a step plan's first) made to gather its batch itself, each thread its own rows,
+    when it is a chain call on the plan's input rows ``x`` (batch, features) and target rows ``y``
+    (batch, targets): its gather arguments become fit's (:class:`~fastnn._fused.Given` 0 to 4, the
+    data set, its targets, the epoch's order and the batch's positions, as
+    :func:`~fastnn.kernels.step_feed.gather_batch` takes them); None for any other call. The same
+    rows as gather_batch's copy, so the same bits."""
+    fn, args = call
+    if fn is dense_chain_elementwise:
+        inputs, targets = args[5], args[6]  # (x_all, y_all, order, lo, hi,) x, target, ...
+    elif fn is dense_chain_cross_entropy:
+        targets, inputs = args[5], args[6]  # (x_all, y_all, order, lo, hi,) y_rows, x, ...
+    else:
+        return None
+    if not (same_array(inputs, x) and same_array(targets, y)):
+        return None
+    return fn, (*(Given(i) for i in range(5)), *args[5:])
+
+
+__all__ = [
+    "ENABLED",
+    "MAX_WEIGHTS",
+    "MAX_WEIGHTS_PER_ROW",
+    "MIN_MACS",
+    "MIN_TASK_ROWS",
+    "NO_ORDER",
+    "chain_call",
+    "gathering_call",
+]

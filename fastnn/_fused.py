@@ -105,6 +105,18 @@ def only_call(calls: Sequence[Call], kernel) -> tuple | None:
     return None
 
 
+def same_array(a, b) -> bool:
+    """Whether ``a`` and ``b`` are views of one buffer with one shape and strides: the test by
+    which the fusion passes find one recorded call's output among the next call's arguments."""
+    return (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
 def _n_given(calls: Sequence[Call]) -> int:
     """How many :class:`Given` arguments ``calls`` take (one past the highest index)."""
     return 1 + max((v.index for _, values in calls for v in values if isinstance(v, Given)), default=-1)

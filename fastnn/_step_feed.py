@@ -29,6 +29,7 @@ import functools
 
 import numpy as np
 
+from . import _dense_chain as dense_chain
 from . import backend, losses
 from ._fused import CallRunner, Given, Result
 from .kernels import losses as loss_kernels
@@ -95,7 +96,8 @@ def signature(accumulators) -> tuple:
 
 
 def gathering_runner(model, plan, count: bool, accumulators=()) -> CallRunner:
-    """The runner of ``plan``'s calls with the gather kernel before them and, with ``count``, the
+    """The runner of ``plan``'s calls with the gather kernel before them (a Dense chain's call
+    gathers its rows itself: :func:`fastnn._dense_chain.gathering_call`) and, with ``count``, the
     loss's count kernel after them, then the metric ``accumulators``' kernels: arguments
     ``(x_all, y_all, order, lo, hi)``, then ``totals`` with ``count``, then each accumulator's
     state arrays; returns (loss, gradient norm) as ``plan.run`` does.
@@ -118,10 +120,14 @@ def gathering_runner(model, plan, count: bool, accumulators=()) -> CallRunner:
     """
     run = plan.run
     m = plan.x.shape[0]
-    gather = (gather_batch, (*(Given(i) for i in range(5)), plan.x.reshape(m, -1), plan.y.reshape(m, -1)))
-    calls = [gather, *_shifted(run.calls, 1)]
+    x, y = plan.x.reshape(m, -1), plan.y.reshape(m, -1)
+    gathering = dense_chain.gathering_call(run.calls[0], x, y) if run.calls else None
+    if gathering is not None:  # a Dense chain: each thread gathers the rows it computes on
+        calls, returns = [gathering, *run.calls[1:]], run.returns
+    else:
+        calls = [(gather_batch, (*(Given(i) for i in range(5)), x, y)), *_shifted(run.calls, 1)]
+        returns = tuple(i + 1 for i in run.returns)
     calls += _after_step(model, plan, count, accumulators, 5, len(calls))
-    returns = tuple(i + 1 for i in run.returns)
     return CallRunner(calls, returns=returns)
 
 

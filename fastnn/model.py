@@ -3035,8 +3035,6 @@ class Sequential:
                 contexts.append(ctx)
             pairs = conv_pool_fusion.find_pairs(forward)  # conv -> MaxPool (2 wide, tiling): one kernel pair
             forward = conv_pool_fusion.fuse_forward(forward, pairs)
-            groups = norm_fusion.find_groups(forward)  # BatchNorm1d -> activation (-> Dropout): one kernel pair
-            flat_forward = norm_fusion.fuse_forward(forward, groups)
             grad = self._grad_out(m)["grad"]
             backward: list = [None] * len(self.layers)
             g = grad
@@ -3045,7 +3043,6 @@ class Sequential:
                 calls, g = self.layers[i].backward_calls(g, contexts[i], i > 0)
                 backward[i] = calls if after is None else [*calls, *after(i)]
             backward = conv_pool_fusion.fuse_backward(backward, pairs)
-            flat_backward = norm_fusion.fuse_backward(backward, groups)
             K = backend.kernels(self._device)
             norm_call: tuple = (K.grad_global_norm, (self.grads, self._norm_partials))
             table = freezing.sparse_table(self, frozen_too=True)
@@ -3062,6 +3059,10 @@ class Sequential:
             chain = None if self._device != "cpu" else dense_chain.chain_call(forward, loss_call, backward, m)
             if chain is not None:  # Dense layers and their loss: one call, the batch's rows split over the threads
                 flat_forward, loss_call, flat_backward = [], chain, []
+            else:
+                groups = norm_fusion.find_groups(forward)  # BatchNorm1d -> activation (-> Dropout): one kernel pair
+                flat_forward = norm_fusion.fuse_forward(forward, groups)
+                flat_backward = norm_fusion.fuse_backward(backward, groups)
             scalars = self._scalars
             if scalars is not None:  # a device: the loss and norm finished together, read with one copy
                 loss_call, norm_call = _deferred(loss_call, scalars, 0), _deferred(norm_call, scalars, 1)

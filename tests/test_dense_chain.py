@@ -142,3 +142,27 @@ def test_a_slot_viewed_inside_a_tuple_is_not_rebound():
     x = np.zeros((4, 3))
     assert _fused.rebindable([(np.sum, (x,))], x)
     assert not _fused.rebindable([(np.sum, (x, (x[:2],)))], x)
+
+
+@pytest.mark.parametrize("loss,fuse", [("cross_entropy", "never"), ("mse", "always")])
+def test_fit_gathers_each_task_s_rows_inside_the_chain_bit_for_bit(rng, monkeypatch, tmp_path, loss, fuse):
+    """fit's lane runs the chain gathering its own rows (no gather_batch call before it): the same
+    bits as the gather kernel followed by the chain, one by one and fused (a regression's runner
+    counts nothing: its last Given argument is the batch's end, which the chain takes)."""
+    X, y = _data(rng, loss=loss)
+    monkeypatch.setenv("FASTNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_fused, "_LOADED", {})
+    monkeypatch.setattr(_config, "FUSE", fuse)
+    runs = {}
+    for inside in (True, False):
+        if not inside:
+            monkeypatch.setattr(_dense_chain, "gathering_call", lambda call, x, y: None)
+        model = _digits_like(loss=loss)
+        history = model.fit(X, y, epochs=2, batch_size=200, verbose=0).history["loss"]
+        runner = model.step_plan(200).gathering[2]
+        names = [fn.__name__ for fn, _ in runner.calls]
+        assert names[0] in CHAIN if inside else names[:2] == ["gather_batch", names[1]] and names[1] in CHAIN
+        assert runner.fused == (fuse == "always")
+        runs[inside] = (history, model.params.copy())
+    assert runs[True][0] == runs[False][0]
+    np.testing.assert_array_equal(runs[True][1], runs[False][1])

@@ -101,6 +101,8 @@ CPU_ONLY_FUNCTIONS = {
     ("losses", "elementwise_rows"): "rows of a CPU thread's task in kernels.dense_chain (see above)",
     ("dense", "grad_z_rows"): "rows of a CPU thread's task in kernels.dense_chain and of the CPU's fixed row "
     "chunks (see above)",
+    ("step_feed", "gather_rows"): "a CPU thread's rows of the batch's gather, inside a task of kernels.dense_chain "
+    "(CPU only); the CUDA gather_batch takes a row a thread",
     ("masking", "length_from_values"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "length_from_indices"): "per-sample rule, compiled as a device function by the CUDA launchers",
     ("masking", "row_counts"): "the CPU batch norm's row test (None: every row); the CUDA batch norm kernels "

@@ -10,6 +10,12 @@ its own core's cache for the whole step; only the weights are read by every thre
 partial weight gradients are added once (``fastnn._dense_chain`` records these calls in a
 step plan where they pay).
 
+The batch can be gathered by the same tasks, each its own rows (``x_all``, ``y_all``, ``order``,
+``lo``, ``hi``: :func:`.step_feed.gather_batch`'s arguments, its copy into ``x`` and ``y_rows``): fit's
+shuffled batch then lands in the core that computes on it. An empty ``order`` gathers nothing (the
+batch is in ``x`` and ``y_rows`` already; then ``x_all`` and ``y_all`` are any arrays of their types:
+``x`` and ``y_rows`` themselves).
+
 Shapes, one float dtype throughout: x (batch, in_0); tuples over the L layers in layer order:
 ws (in_l, out_l), bs (out_l,), zs and ys (batch, out_l) (``ys[l]`` is ``zs[l]`` for an identity
 layer), gys (batch, out_l) the upstream gradient (the last layer's is the loss gradient, layer
@@ -30,6 +36,7 @@ from ._scalar import like
 from .blas import gemm_block
 from .dense import _bias_activate_block, grad_z_rows
 from .losses import cross_entropy_grad_rows, elementwise_rows
+from .step_feed import gather_rows
 from .tiling import numba_threads
 
 
@@ -54,10 +61,13 @@ def _backward_rows(x, ws, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas
         grad_z_rows(z, ys[layer], gys[layer], gz, parts_b[layer], codes[layer], like(alphas[layer], z), task, r0, r1)
         inp = x if layer == 0 else ys[layer - 1]
         k, n = inp.shape[1], z.shape[1]
+        part = parts_w[layer][task]
         if r1 > r0:
-            gemm_block(True, False, one, inp[r0:r1], gz[r0:r1], zero, parts_w[layer][task], 0, k, 0, n)
-        else:  # (a task of no rows: a batch smaller than the tasks)
-            parts_w[layer][task][...] = zero
+            gemm_block(True, False, one, inp[r0:r1], gz[r0:r1], zero, part, 0, k, 0, n)
+        else:  # (a task of no rows: a batch smaller than the tasks; loops, as in _add_parts)
+            for i in range(k):
+                for j in range(n):
+                    part[i, j] = zero
         if layer > 0:
             gemm_block(False, True, one, gz, ws[layer], zero, gxs[layer], r0, r1, 0, k)
 
@@ -89,10 +99,23 @@ def _task_rows(m, task, tasks):
 
 
 @njit(**JIT)
-def _cross_entropy_task(x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, task):
-    """Task ``task``'s rows of :func:`dense_chain_cross_entropy`: forward, loss and backward; returns
-    the rows' loss sum (float64)."""
+def _rows_of(x_all, y_all, order, lo, hi, y_rows, x, parts_b, task):
+    """Rows [r0, r1) of task ``task`` (:func:`_task_rows`), those below ``hi - lo`` gathered into
+    ``x`` and ``y_rows`` first when ``order`` is not empty (module docstring)."""
     r0, r1 = _task_rows(x.shape[0], task, parts_b[0].shape[0])
+    if order.shape[0] > 0:
+        gather_rows(x_all, y_all, order, lo, x, y_rows, r0, max(r0, min(r1, hi - lo)))
+    return r0, r1
+
+
+@njit(**JIT)
+def _cross_entropy_task(
+    x_all, y_all, order, lo, hi, y_rows, x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes,
+    alphas, task,
+):  # fmt: skip
+    """Task ``task``'s rows of :func:`dense_chain_cross_entropy`: gather, forward, loss and backward;
+    returns the rows' loss sum (float64)."""
+    r0, r1 = _rows_of(x_all, y_all, order, lo, hi, y_rows, x, parts_b, task)
     _forward_rows(x, ws, bs, zs, ys, codes, alphas, r0, r1)
     loss = cross_entropy_grad_rows(ys[len(ys) - 1], labels, grad, scale, r0, r1)
     _backward_rows(x, ws, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, task, r0, r1)
@@ -101,11 +124,12 @@ def _cross_entropy_task(x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, p
 
 @njit(**JIT)
 def _elementwise_task(
-    x, target, grad, code, delta, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, task
-):
-    """Task ``task``'s rows of :func:`dense_chain_elementwise`: forward, loss and backward; returns
-    the rows' loss sum (float64)."""
-    r0, r1 = _task_rows(x.shape[0], task, parts_b[0].shape[0])
+    x_all, y_all, order, lo, hi, x, target, grad, code, delta, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b,
+    codes, alphas, task,
+):  # fmt: skip
+    """Task ``task``'s rows of :func:`dense_chain_elementwise`: gather, forward, loss and backward;
+    returns the rows' loss sum (float64)."""
+    r0, r1 = _rows_of(x_all, y_all, order, lo, hi, target, x, parts_b, task)
     _forward_rows(x, ws, bs, zs, ys, codes, alphas, r0, r1)
     loss = elementwise_rows(ys[len(ys) - 1], target, grad, code, delta, scale, True, r0, r1)
     _backward_rows(x, ws, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, task, r0, r1)
@@ -124,12 +148,14 @@ def _finish(partials, gws, gbs, parts_w, parts_b):
 
 @njit(**JIT_PARALLEL)
 def dense_chain_cross_entropy(
-    x, labels, grad, partials, mean, ws, bs, zs, ys, gys, gzs, gxs, gws, gbs, parts_w, parts_b, codes, alphas
-):
+    x_all, y_all, order, lo, hi, y_rows, x, labels, grad, partials, mean, ws, bs, zs, ys, gys, gzs, gxs, gws, gbs,
+    parts_w, parts_b, codes, alphas,
+):  # fmt: skip
     """One training step's forward, softmax cross-entropy and backward of a Dense chain, its rows
     split over the threads (module docstring); returns the loss (float64).
 
-    labels (batch,) int64 in [0, classes), grad (batch, classes) the loss gradient (``gys[-1]``),
+    labels (batch,) int64 in [0, classes) and y_rows (batch, 1) its view (the gather's target),
+    grad (batch, classes) the loss gradient (``gys[-1]``),
     partials (>= tasks,) float64 scratch. The loss is the sum over rows of log-sum-exp(logits) -
     logits[label] (logits: the last layer's ``ys``), divided by the batch if ``mean``; its gradient
     is :func:`.losses.cross_entropy_forward_backward`'s.
@@ -140,19 +166,26 @@ def dense_chain_cross_entropy(
         for t_u in prange(parts_b[0].shape[0]):
             t = np.int64(t_u)  # prange indices are uint64
             partials[t] = _cross_entropy_task(
-                x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, t
-            )
+                x_all, y_all, order, lo, hi, y_rows, x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w,
+                parts_b, codes, alphas, t,
+            )  # fmt: skip
     else:  # the same tasks in a loop: one thread gains nothing from a region
         for t in range(parts_b[0].shape[0]):
             partials[t] = _cross_entropy_task(
-                x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, t
-            )
+                x_all, y_all, order, lo, hi, y_rows, x, labels, grad, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w,
+                parts_b, codes, alphas, t,
+            )  # fmt: skip
     total = _finish(partials, gws, gbs, parts_w, parts_b)
     return total / m if mean else total
 
 
 @njit(**JIT_PARALLEL)
 def dense_chain_elementwise(
+    x_all,
+    y_all,
+    order,
+    lo,
+    hi,
     x,
     target,
     grad,
@@ -178,7 +211,8 @@ def dense_chain_elementwise(
     MSE, MAE, Huber with threshold ``delta``, binary cross-entropy from logits) and backward of a
     Dense chain, its rows split over the threads (module docstring); returns the loss (float64).
 
-    target (batch, out) of the outputs' dtype, grad (batch, out) the loss gradient (``gys[-1]``),
+    target (batch, out) of the outputs' dtype (the gather's target too), grad (batch, out) the loss
+    gradient (``gys[-1]``),
     partials (>= tasks,) float64 scratch; a mean divides by batch * out.
     """
     count = x.shape[0] * grad.shape[1]
@@ -188,13 +222,15 @@ def dense_chain_elementwise(
         for t_u in prange(parts_b[0].shape[0]):
             t = np.int64(t_u)  # prange indices are uint64
             partials[t] = _elementwise_task(
-                x, target, grad, code, d, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, t
-            )
+                x_all, y_all, order, lo, hi, x, target, grad, code, d, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w,
+                parts_b, codes, alphas, t,
+            )  # fmt: skip
     else:  # the same tasks in a loop: one thread gains nothing from a region
         for t in range(parts_b[0].shape[0]):
             partials[t] = _elementwise_task(
-                x, target, grad, code, d, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas, t
-            )
+                x_all, y_all, order, lo, hi, x, target, grad, code, d, scale, ws, bs, zs, ys, gys, gzs, gxs, parts_w,
+                parts_b, codes, alphas, t,
+            )  # fmt: skip
     total = _finish(partials, gws, gbs, parts_w, parts_b)
     return total / count if mean else total
 

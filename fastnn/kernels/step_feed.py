@@ -44,15 +44,29 @@ def gather_batch(x_all, y_all, order, lo, hi, x, y):
     ``order`` prefetched (past ``hi`` too: the next batch's first rows load during the step).
     Element loops, not row assignments: a row assignment compiles Numba's shape-mismatch error
     with its string formatting (2.8 s of a cold ``fastnn demo``)."""
-    n = order.shape[0]
-    for i in range(lo, min(n, lo + PREFETCH_AHEAD)):
-        _prefetch_rows(x_all, y_all, order[i])
     if x.size + y.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(hi - lo):
-            _copy_row(x_all, y_all, order, lo + i, x, y, i)
+        gather_rows(x_all, y_all, order, lo, x, y, 0, hi - lo)
     else:
+        _prefetch_first(x_all, y_all, order, lo)
         for i in prange(hi - lo):
             _copy_row(x_all, y_all, order, lo + i, x, y, i)
+
+
+@njit(**JIT)
+def gather_rows(x_all, y_all, order, lo, x, y, i0, i1):
+    """Rows [i0, i1) of :func:`gather_batch`'s copy, on one thread: ``x[i] = x_all[order[lo + i]]``
+    and ``y[i] = y_all[order[lo + i]]``, prefetched as there (a thread's share of a batch that a
+    kernel splits by rows: ``fastnn.kernels.dense_chain``)."""
+    _prefetch_first(x_all, y_all, order, lo + i0)
+    for i in range(i0, i1):
+        _copy_row(x_all, y_all, order, lo + i, x, y, i)
+
+
+@njit(**JIT_INLINE)
+def _prefetch_first(x_all, y_all, order, position):
+    """Prefetch the rows ``order[position:position + PREFETCH_AHEAD]`` (those in ``order``)."""
+    for i in range(position, min(order.shape[0], position + PREFETCH_AHEAD)):
+        _prefetch_rows(x_all, y_all, order[i])
 
 
 @njit(**JIT_INLINE)

@@ -7,9 +7,11 @@ import numba
 import numpy as np
 import pytest
 
+from fastnn._dense_chain import NO_ORDER
 from fastnn.kernels.activations import ACTIVATIONS
 from fastnn.kernels.dense_chain import dense_chain_cross_entropy, dense_chain_elementwise
 from fastnn.kernels.losses import LOSSES
+from fastnn.kernels.step_feed import gather_batch
 from tests import _reference_core as ref
 from tests._gradcheck import numeric_gradients
 
@@ -26,10 +28,25 @@ CHAINS = [
 LOSS_NAMES = ["cross_entropy", "mse", "mae", "huber", "binary_cross_entropy"]
 
 
-def _problem(m, widths, activations, loss, dtype, tasks, seed=0):
-    """The chain kernel and its arguments for a random problem, and the reference's inputs."""
+def _problem(m, widths, activations, loss, dtype, tasks, seed=0, gather=False):
+    """The chain kernel and its arguments for a random problem, and the reference's inputs; with
+    ``gather`` the kernel gathers its batch (rows ``order[3:3 + m]`` of a data set of m + 5 rows)
+    into buffers of NaN (labels -1)."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((m, widths[0])).astype(dtype)
+    n = m + 5 if gather else m
+    x_all = rng.standard_normal((n, widths[0])).astype(dtype)
+    if loss == "cross_entropy":
+        y_all = rng.integers(0, widths[-1], (n, 1)).astype(np.int64)
+    else:
+        y_all = rng.random((n, widths[-1])).astype(dtype)
+    if gather:
+        order, lo = rng.permutation(n).astype(np.int64), 3
+        x_ref, y_ref = x_all[order[lo : lo + m]], y_all[order[lo : lo + m]]
+        x, y_rows = np.full_like(x_ref, np.nan), np.full_like(y_ref, -1 if loss == "cross_entropy" else np.nan)
+        batch = (x_all, y_all, order, lo, lo + m)
+    else:
+        x, y_rows = x_ref, y_ref = x_all, y_all
+        batch = (x, y_rows, NO_ORDER, 0, 0)
     ws = tuple((rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype) for a, b in zip(widths[:-1], widths[1:]))
     bs = tuple((0.1 * rng.standard_normal(b)).astype(dtype) for b in widths[1:])
     codes = np.array([ACTIVATIONS[name][0] for name in activations], np.int64)
@@ -47,14 +64,12 @@ def _problem(m, widths, activations, loss, dtype, tasks, seed=0):
     partials = np.full(tasks, np.nan)
     layers = (ws, bs, zs, ys, gys, gzs, gxs, gws, gbs, parts_w, parts_b, codes, alphas)
     if loss == "cross_entropy":
-        target = rng.integers(0, widths[-1], m).astype(np.int64)
-        head = (x, target, gys[-1], partials, True)
-        kernel = dense_chain_cross_entropy
+        head = (*batch, y_rows, x, y_rows.reshape(m), gys[-1], partials, True)
+        kernel, target = dense_chain_cross_entropy, y_ref.reshape(m)
     else:
-        target = rng.random((m, widths[-1])).astype(dtype)
-        head = (x, target, gys[-1], partials, LOSSES[loss][0], 1.0, True)
-        kernel = dense_chain_elementwise
-    return kernel, (*head, *layers), (x, ws, bs, target)
+        head = (*batch, x, y_rows, gys[-1], partials, LOSSES[loss][0], 1.0, True)
+        kernel, target = dense_chain_elementwise, y_ref
+    return kernel, (*head, *layers), (x_ref, ws, bs, target)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -92,13 +107,14 @@ def test_chain_finite_differences(loss):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("gather", [False, True], ids=["batch given", "batch gathered"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "huber"])
-def test_chain_bits_do_not_depend_on_threads(loss):
+def test_chain_bits_do_not_depend_on_threads(loss, gather):
     """The tasks fix the row split: 1 and 2 threads give the same bits; another task count sums
     in another order (close, not the same)."""
     results = {}
     for tasks, threads in [(2, 1), (2, 2), (3, 2)]:
-        kernel, args, _ = _problem(300, (64, 100, 10), ("relu", "identity"), loss, np.float32, tasks)
+        kernel, args, _ = _problem(300, (64, 100, 10), ("relu", "identity"), loss, np.float32, tasks, gather=gather)
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
@@ -111,3 +127,27 @@ def test_chain_bits_do_not_depend_on_threads(loss):
     np.testing.assert_allclose(v3, v1, rtol=1e-6)
     for a, b in zip(g1, g3):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("m,widths,activations", [CHAINS[0], CHAINS[1], CHAINS[4]], ids=lambda v: str(v))
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_gathering_chain_equals_the_gather_then_the_chain(m, widths, activations, loss, dtype):
+    """Each task gathering its own rows (fit's lane: fastnn._dense_chain.gathering_call) gives the
+    bits of gather_batch's copy followed by the chain on the gathered batch; batch 1 leaves a task
+    without rows."""
+    kernel, args, _ = _problem(m, widths, activations, loss, dtype, tasks=2, seed=5, gather=True)
+    value = kernel(*args)
+    x_all, y_all, order, lo, hi, *_ = args
+    again, expected, _ = _problem(m, widths, activations, loss, dtype, tasks=2, seed=5, gather=True)
+    x, y_rows = expected[6 if loss == "cross_entropy" else 5], expected[5 if loss == "cross_entropy" else 6]
+    gather_batch(x_all, y_all, order, lo, hi, x, y_rows)
+    flat = (x, y_rows, NO_ORDER, 0, 0)
+    if loss == "cross_entropy":
+        plain = (*flat, y_rows, x, *expected[7:])
+    else:
+        plain = (*flat, *expected[5:])
+    assert again(*plain) == value
+    assert np.array_equal(args[6 if loss == "cross_entropy" else 5], x)  # the gathered batch in the kernel's buffers
+    for got, want in zip((*args[-6], *args[-5], *args[-10]), (*plain[-6], *plain[-5], *plain[-10])):
+        assert np.array_equal(got, want)
