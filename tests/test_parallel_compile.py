@@ -225,6 +225,31 @@ def test_pending_leaves_a_loaded_kernel_that_takes_a_result_to_its_first_run():
     assert _parallel_compile.pending(calls) == ([], set())
 
 
+def test_pending_remembers_the_argument_kinds_it_found_nothing_pending_for(monkeypatch):
+    """A new model of a structure seen before (a scikit-learn estimator's next fit) is not typed
+    again: its calls' kernels and argument kinds (dtype, dimensions, layout, tuples, Given values)
+    were found with nothing pending; another kind, or a list with something pending, is typed."""
+    from fastnn.kernels.optim import grad_global_norm
+
+    monkeypatch.setattr(_parallel_compile, "_NOTHING_PENDING", set())
+    g = np.ones(3)
+    grad_global_norm(g, g)
+    calls = [(grad_global_norm, (g, _fused.Given(0)))]
+    assert _parallel_compile.pending(calls, (g,)) == ([], set())
+    typed = []
+    real = _parallel_compile._pending
+    monkeypatch.setattr(_parallel_compile, "_pending", lambda c, v: typed.append(c) or real(c, v))
+    other = np.zeros(3)  # other arrays of the same kinds: remembered
+    assert _parallel_compile.pending([(grad_global_norm, (other, _fused.Given(0)))], (other,)) == ([], set())
+    assert not typed
+    for values in [(np.ones(3, np.float32),), (np.ones(6)[::2],), (np.ones((1, 3)),)]:  # dtype, layout, rank
+        _parallel_compile.pending(calls, values)
+    assert len(typed) == 3
+    cold = [(_fresh_kernel("cold_kernel_kinds"), (np.float64(1.0), g))]
+    assert _parallel_compile.pending(cold)[0] and _parallel_compile.pending(cold)[0]  # typed each time
+    assert len(typed) == 5
+
+
 def test_pending_lists_a_cold_kernel_that_takes_a_result_and_the_call_it_takes_from():
     from fastnn.kernels.optim import grad_global_norm
 
