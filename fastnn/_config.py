@@ -213,8 +213,8 @@ FUSE_MIN_SHARE = 0.002
 # unfused before (a loop of short fits): short fits never wait for a compile that would not pay for
 # itself. Measured (session 38, Zen 4: FusedCalls and its first call after a fit loaded the kernels,
 # the steps and fit runners of a 64-100-10 MLP, the 64-128-64-10 demo MLP and a BatchNorm/Dropout
-# MLP): a load 5.0-6.8 ms (24-30 ms before session 37's steps called their kernels by name), a build
-# 0.85-1.3 ms; the constants keep a margin (~20%) over the slowest.
+# MLP): a load 5.0-6.8 ms (24-30 ms in session 29, before fused steps called their kernels by name), a
+# build 0.85-1.3 ms; the constants keep a margin (~20%) over the slowest.
 FUSE_COMPILE_SECONDS = 3.0
 FUSE_LOAD_SECONDS = 0.008
 FUSE_BUILD_SECONDS = 0.002
