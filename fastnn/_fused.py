@@ -598,7 +598,8 @@ _PER_SCALAR = 0.1
 def estimated_saving(calls: Sequence[Call], slots: Sequence = (), unit: float | None = None) -> float:
     """Estimated seconds that fusing ``calls`` saves per run: each call's dispatch from Python
     (per argument: an array's unboxing costs more than a scalar's; a tuple's items count one by
-    one) and the Python loop's own time per call, less the one call of the fused function (its slots and :class:`Given` arguments).
+    one) and the Python loop's own time per call, less the one call of the fused function (its
+    slots and :class:`Given` arguments).
     ``unit``: the seconds of one unit (a one-array dispatch) in the step itself
     (:func:`cold_dispatch_seconds`); by default the warm one, :func:`_dispatch_seconds`."""
     arrays = scalars = 0

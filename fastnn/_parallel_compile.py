@@ -210,7 +210,8 @@ def _argument_types(fn, args: Sequence, given: Sequence) -> tuple | None:
 
 #: the :func:`_kinds` of call lists found with nothing pending: a signature compiled or cached stays
 #: so for the process, so a new model of a structure seen before (a scikit-learn estimator's fit)
-#: skips typing its calls' arguments again (~1.4 ms a digits MLPClassifier fit)
+#: skips typing its calls' arguments again (~1.4 ms a digits MLPClassifier fit). A wrong memory could
+#: only leave a kernel to compile at its first call, in this process, instead of in the workers.
 _NOTHING_PENDING: set = set()
 
 
@@ -221,7 +222,7 @@ def _kind(value) -> object:
     kind = type(value)
     if kind is np.ndarray:
         flags = value.flags
-        return value.dtype.str, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+        return value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
     if kind is tuple:
         items = tuple(_kind(item) for item in value)
         return None if None in items else items
