@@ -231,23 +231,23 @@ def test_pending_remembers_the_argument_kinds_it_found_nothing_pending_for(monke
     were found with nothing pending; another kind, or a list with something pending, is typed."""
     from fastnn.kernels.optim import grad_global_norm
 
-    monkeypatch.setattr(_parallel_compile, "_NOTHING_PENDING", set())
+    memory: set = set()
+    monkeypatch.setattr(_parallel_compile, "_NOTHING_PENDING", memory)
     g = np.ones(3)
     grad_global_norm(g, g)
     calls = [(grad_global_norm, (g, _fused.Given(0)))]
     assert _parallel_compile.pending(calls, (g,)) == ([], set())
+    assert len(memory) == 1
+    cold = [(_fresh_kernel("cold_kernel_kinds"), (np.float64(1.0), g))]
+    assert _parallel_compile.pending(cold)[0] and len(memory) == 1  # something to compile: not remembered
     typed = []
-    real = _parallel_compile._pending
-    monkeypatch.setattr(_parallel_compile, "_pending", lambda c, v: typed.append(c) or real(c, v))
-    other = np.zeros(3)  # other arrays of the same kinds: remembered
+    monkeypatch.setattr(_parallel_compile, "_pending", lambda c, v: typed.append(c) or ([], set()))
+    other = np.zeros(3)  # other arrays of the same kinds: remembered, not typed
     assert _parallel_compile.pending([(grad_global_norm, (other, _fused.Given(0)))], (other,)) == ([], set())
     assert not typed
     for values in [(np.ones(3, np.float32),), (np.ones(6)[::2],), (np.ones((1, 3)),)]:  # dtype, layout, rank
         _parallel_compile.pending(calls, values)
     assert len(typed) == 3
-    cold = [(_fresh_kernel("cold_kernel_kinds"), (np.float64(1.0), g))]
-    assert _parallel_compile.pending(cold)[0] and _parallel_compile.pending(cold)[0]  # typed each time
-    assert len(typed) == 5
 
 
 def test_pending_lists_a_cold_kernel_that_takes_a_result_and_the_call_it_takes_from():
