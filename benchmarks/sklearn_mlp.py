@@ -17,8 +17,8 @@ timed ones, ``fastnn warmup``'s recipe of this network runs (all but ``--quick``
 where ``fastnn warmup`` ran once: it compiles the fused step of the fit's lane (gather, step, update
 and count in one call), which a fit loads when its steps pay for the load; a fit never waits for
 its ~3 s compile (``fastnn._fused``), so without the warmup a digits fit runs its step unfused
-(~10 us a step more). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix products alone in
-NumPy's BLAS (no activation, loss or update): neither library can go below it.
+(~10 us a step more). The accuracy is on a held-out 20 %. The GEMM floor is the same fit's matrix
+products alone in NumPy's BLAS (no activation, loss or update): neither library can go below it.
 
   digits        scikit-learn's 1797 8x8 digits, 200 epochs (scikit-learn's default max_iter)
   synthetic     make_classification: 50,000 x 100, 10 classes, 20 epochs

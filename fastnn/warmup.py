@@ -9,8 +9,8 @@ layers, loss and optimizer call compiles (the kernels are generic in their sizes
 compile the same code as large ones). Together the recipes use every layer, loss, optimizer and
 activation; those marked ``fused`` also compile the fused training step (``fastnn._fused``) of
 the models ``fastnn demo``, the README and the scikit-learn estimators' default network train,
-which small models tier up to; those marked ``weighted`` also fit with ``sample_weight`` and ``accumulate=2`` (the weighted losses' kernels and
-the gradient sum's), for each of their losses.
+which small models tier up to; those marked ``weighted`` also fit with ``sample_weight`` and
+``accumulate=2`` (the weighted losses' kernels and the gradient sum's), for each of their losses.
 
 With ``--jobs N`` each worker process compiles a share of the recipes into the shared on-disk
 cache (Numba's compiler holds the GIL and a process-wide lock, so threads would not help); the
