@@ -75,21 +75,23 @@ def _backward_rows(x, ws, zs, ys, gys, gzs, gxs, parts_w, parts_b, codes, alphas
 @njit(**JIT)
 def _add_parts(gws, gbs, parts_w, parts_b):
     """Each layer's weight and bias gradients: its tasks' partial sums added in task order (loops
-    of scalars: array expressions over the tuples' items compiled ~20x slower)."""
+    of scalars: array expressions over the tuples' items compiled ~20x slower; over flat views,
+    the task loop outside, so the inner loop vectorises: 4.9 -> 1 us for digits' 7,510)."""
     tasks = parts_b[0].shape[0]
     for layer in range(len(gws)):
-        gw, gb, pw, pb = gws[layer], gbs[layer], parts_w[layer], parts_b[layer]
-        for i in range(gw.shape[0]):
-            for j in range(gw.shape[1]):
-                total = pw[0, i, j]
-                for task in range(1, tasks):
-                    total += pw[task, i, j]
-                gw[i, j] = total
-        for j in range(gb.shape[0]):
-            total = pb[0, j]
-            for task in range(1, tasks):
-                total += pb[task, j]
-            gb[j] = total
+        _add_flat(gws[layer].reshape(-1), parts_w[layer].reshape(tasks, -1))
+        _add_flat(gbs[layer], parts_b[layer])
+
+
+@njit(**JIT)
+def _add_flat(total, parts):
+    """total (n,) = the rows of parts (tasks, n) added in row order."""
+    n = total.shape[0]
+    for j in range(n):
+        total[j] = parts[0, j]
+    for task in range(1, parts.shape[0]):
+        for j in range(n):
+            total[j] += parts[task, j]
 
 
 @njit(**JIT)
