@@ -51,6 +51,9 @@ Calls = list  # [(kernel, args), ...] of one layer
 
 #: a chain call's empty order: nothing to gather (the batch is in its buffers)
 NO_ORDER = np.zeros(0, np.int64)
+#: the chain kernels' leading gather arguments (x_all, y_all, order, lo, hi); the two after them are
+#: the batch's buffers, the elementwise kernel's (x, target), the cross-entropy one's (y_rows, x)
+GATHER_ARGS = 5
 
 
 def _steps_macs(forwards: list[tuple]) -> int:
@@ -123,7 +126,8 @@ def chain_call(forward: list[Calls], loss_call: tuple, backward: list[Calls], m:
         return None
     partials = np.zeros(tasks, np.float64)  # the tasks' loss sums
     loss_args = (loss_args[0], loss_args[1], partials, *loss_args[3:])
-    batch = (x, y_rows, NO_ORDER, 0, 0) if kernel is dense_chain_elementwise else (x, y_rows, NO_ORDER, 0, 0, y_rows)
+    gather = (x, y_rows, NO_ORDER, 0, 0)  # (GATHER_ARGS) the batch as the data set: nothing gathered
+    batch = gather if kernel is dense_chain_elementwise else (*gather, y_rows)
     layers = (
         tuple(f[1] for f in forwards),  # ws
         tuple(f[2] for f in forwards),  # bs
@@ -151,18 +155,19 @@ def gathering_call(call: tuple, x: np.ndarray, y: np.ndarray) -> tuple | None:
     rows as gather_batch's copy, so the same bits."""
     fn, args = call
     if fn is dense_chain_elementwise:
-        inputs, targets = args[5], args[6]  # (x_all, y_all, order, lo, hi,) x, target, ...
+        inputs, targets = args[GATHER_ARGS], args[GATHER_ARGS + 1]
     elif fn is dense_chain_cross_entropy:
-        targets, inputs = args[5], args[6]  # (x_all, y_all, order, lo, hi,) y_rows, x, ...
+        targets, inputs = args[GATHER_ARGS], args[GATHER_ARGS + 1]
     else:
         return None
     if not (same_array(inputs, x) and same_array(targets, y)):
         return None
-    return fn, (*(Given(i) for i in range(5)), *args[5:])
+    return fn, (*(Given(i) for i in range(GATHER_ARGS)), *args[GATHER_ARGS:])
 
 
 __all__ = [
     "ENABLED",
+    "GATHER_ARGS",
     "MAX_WEIGHTS",
     "MAX_WEIGHTS_PER_ROW",
     "MIN_MACS",
