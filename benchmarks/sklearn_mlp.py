@@ -3,6 +3,7 @@
     python benchmarks/sklearn_mlp.py                 # digits and 50k x 100, 3 repeats, 2 threads
     python benchmarks/sklearn_mlp.py --quick         # small sizes: a smoke run (the CI test uses it)
     python benchmarks/sklearn_mlp.py --threads 1 --cpu-clock --fits-only   # a busy machine
+    python benchmarks/sklearn_mlp.py --fits-only --seeds 8   # also: test accuracy over 8 seeds each
 
 Fit cases: the same network (one hidden layer of 100 ReLU units, softmax output), the same solver
 (Adam, lr 1e-3, L2 penalty ``alpha`` 1e-4, batch 200, shuffled each epoch), the same number of
@@ -28,6 +29,11 @@ Search case: GridSearchCV over 12 candidates (hidden 32/64/128 x lr 1e-3/1e-2 x 
 process workers: each gets CPUs // 2 Numba threads from joblib) and ``n_jobs=2`` with
 joblib's ``inner_max_num_threads`` set to all CPUs (oversubscribed, to show what the split saves).
 The worker pool is started and warmed before the timed runs.
+
+``--seeds N`` also fits each library with ``random_state`` 0 .. N-1 on each fit case (untimed) and
+gives the held-out accuracy's mean and standard deviation over the seeds: whether the two train
+the same model (their initial weights come from the same distribution, scikit-learn's, but are
+different draws; one seed's accuracy differs by up to ~1 % between seeds).
 
 ``--cpu-clock`` times the fits and the floor in the process's CPU time instead of wall time: on
 a machine busy with other jobs, with ``--threads 1``, it leaves out the time spent waiting for
@@ -265,6 +271,29 @@ def search_cases(quick: bool, threads: int) -> list[dict]:
     return rows
 
 
+def seed_cases(quick: bool, seeds: int) -> list[dict]:
+    """Held-out accuracy of each library on each fit case, over ``random_state`` 0 .. seeds - 1."""
+    rows = []
+    for name, (X, y, epochs) in datasets(quick).items():
+        X = X.astype(np.float32)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
+        for impl, make in estimators(epochs).items():
+            scores = [
+                make().set_params(random_state=seed).fit(X_train, y_train).score(X_test, y_test)
+                for seed in range(seeds)
+            ]
+            rows.append(
+                {
+                    "case": f"{name} {X.shape[0]}x{X.shape[1]}, {epochs} epochs",
+                    "library": impl,
+                    "mean": float(np.mean(scores)),
+                    "sd": float(np.std(scores, ddof=1)) if seeds > 1 else 0.0,
+                    "scores": [float(a) for a in scores],
+                }
+            )
+    return rows
+
+
 def table(fits: list[dict], searches: list[dict]) -> str:
     lines = [
         "| case | fastnn s | scikit-learn s | GEMM floor s | sklearn / fastnn | fastnn / floor | sklearn / floor "
@@ -293,6 +322,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpu-clock", action="store_true", help="fits and floor in process CPU time (a busy machine)")
     parser.add_argument("--fits-only", action="store_true", help="leave out the GridSearchCV cases")
     parser.add_argument("--breakdown", action="store_true", help="also: each case's fit time per step, by part")
+    parser.add_argument("--seeds", type=int, default=0, help="also: each fit case's accuracy over this many seeds")
     parser.add_argument(
         "--out",
         default=os.path.join(HERE, "results", "sklearn_mlp"),
@@ -314,7 +344,18 @@ def main(argv=None) -> dict:
         }
         if args.breakdown:
             result["breakdown"] = breakdown(args.repeats, args.quick)
+        if args.seeds:
+            result["seeds"] = seed_cases(args.quick, args.seeds)
     text = table(result["fits"], result["searches"])
+    if args.seeds:
+        text += (
+            f"\n\n| accuracy over {args.seeds} seeds | library | mean | sd | min | max |\n|---|---|---|---|---|---|\n"
+        )
+        text += "\n".join(
+            f"| {r['case']} | {r['library']} | {r['mean']:.4f} | {r['sd']:.4f} | {min(r['scores']):.3f} | "
+            f"{max(r['scores']):.3f} |"
+            for r in result["seeds"]
+        )
     if args.breakdown:
         text += "\n\n| per step (batch 200) | part | us | / floor |\n|---|---|---|---|\n"
         text += "\n".join(

@@ -28,3 +28,17 @@ def test_sklearn_mlp_breakdown_runs_every_part():
         parts = [row["part"] for row in rows if row["case"] == case]
         assert parts[-3:] == ["the step's kernel calls alone", "the shuffled batch's gather alone", "GEMM floor"]
     assert all(row["us_per_step"] > 0 and row["over_floor"] > 0 for row in rows)
+
+
+def test_sklearn_mlp_seeds_fit_each_library_on_each_seed():
+    """--seeds: each library's held-out accuracy over random_state 0 .. N-1 on both fit cases."""
+    rows = sklearn_mlp.seed_cases(quick=True, seeds=2)
+    assert [(row["case"].split()[0], row["library"]) for row in rows] == [
+        ("digits", "fastnn"),
+        ("digits", "scikit-learn"),
+        ("synthetic", "fastnn"),
+        ("synthetic", "scikit-learn"),
+    ]
+    for row in rows:
+        assert len(row["scores"]) == 2 and min(row["scores"]) > 0.15  # 10 classes: chance is 0.1
+        assert row["mean"] == sum(row["scores"]) / 2 and row["sd"] >= 0

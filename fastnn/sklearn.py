@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import math
 import os
 import sys
 import threading
@@ -50,7 +51,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
-from . import _config, backend, optim
+from . import _config, backend, init, optim
 from . import losses as losses_mod
 from .callbacks import Callback
 from .kernels.activations import ACTIVATIONS
@@ -702,7 +703,7 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         >>> clf = MLPClassifier(hidden_layer_sizes=(8,), alpha=1.0, learning_rate_init=0.03, max_iter=1000, random_state=0)
         >>> clf = clf.fit(X, y)
         >>> clf.decision_function(X[3:6]).round(1)  # two classes: one logit difference per sample
-        array([ 6.8, -3.8,  2.8])
+        array([ 7.2, -3. ,  2.4])
         """
         out = self._outputs(X)
         if self.out_activation_ == "softmax" and len(self.classes_) == 2:
@@ -732,8 +733,8 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         >>> clf = clf.fit(X, y)
         >>> clf.predict_proba(X[3:6]).round(2)
         array([[0.  , 1.  ],
-               [0.98, 0.02],
-               [0.06, 0.94]])
+               [0.95, 0.05],
+               [0.08, 0.92]])
         """
         out = self._outputs(X)
         return expit(out) if self.out_activation_ == "logistic" else softmax(out, axis=1)
@@ -759,9 +760,9 @@ class _Classifier(ClassifierMixin, _NeuralNetBase):
         >>> clf = MLPClassifier(hidden_layer_sizes=(8,), alpha=1.0, learning_rate_init=0.03, max_iter=1000, random_state=0)
         >>> clf = clf.fit(X, y)
         >>> clf.predict_log_proba(X[3:6]).round(1)
-        array([[-6.8, -0. ],
-               [-0. , -3.8],
-               [-2.9, -0.1]])
+        array([[-7.2, -0. ],
+               [-0. , -3.1],
+               [-2.5, -0.1]])
         """
         return np.log(self.predict_proba(X))
 
@@ -877,7 +878,7 @@ class _Regressor(RegressorMixin, _NeuralNetBase):
         >>> y = y / 100  # targets of order 1
         >>> reg = MLPRegressor(hidden_layer_sizes=(8,), learning_rate_init=0.03, max_iter=1000, random_state=0)
         >>> reg.fit(X, y).predict(X[:3]).round(1), y[:3].round(1)
-        (array([ 2.5, -1. ,  1.2]), array([ 2.4, -0.8,  1.3]))
+        (array([ 2.4, -0.8,  1.2]), array([ 2.4, -0.8,  1.3]))
         """
         out = self._outputs(X)
         return out[:, 0] if out.shape[1] == 1 else out
@@ -1066,6 +1067,11 @@ class _MLP:
             width = size
         return [*layers, Dense(width, n_outputs)]
 
+    def _new_model(self, n_features, n_outputs):
+        model = super()._new_model(n_features, n_outputs)
+        _sklearn_initialisation(model, self.activation)
+        return model
+
     def _new_optimizer(self):
         if isinstance(self.optimizer, optim.Optimizer):
             return copy.deepcopy(self.optimizer)
@@ -1102,6 +1108,24 @@ class _MLP:
         return {"lr": float(lr), "weight_decay": decay}
 
 
+def _sklearn_initialisation(model: Sequential, activation: str) -> None:
+    """Give ``model``'s Dense layers scikit-learn's initial weights (its MLP's ``_init_coef``): weight
+    and bias from U(-b, b), b = sqrt(factor / (fan_in + fan_out)), factor 2 for the "logistic"
+    activation, else 6 (a Glorot uniform weight, a bias of the same bound). Drawn from fastnn's
+    counter RNG with the model's seed, each parameter's stream its index, as the model's own
+    initialisation; every other parameter (a BatchNorm's) keeps its own."""
+    factor = 2.0 if activation == "logistic" else 6.0
+    arrays = {name: backend.host_copy(a) for name, a in model.state_arrays().items()}
+    for stream, (name, _, _) in enumerate(model.named_parameters()):
+        layer, kind = name.split(".", 1)
+        dense = model.layers[int(layer)]
+        if isinstance(dense, Dense) and kind in ("weight", "bias"):
+            fan_in, fan_out = arrays[f"{layer}.weight"].shape
+            bound = math.sqrt(factor / (fan_in + fan_out))
+            init.uniform(arrays[name], -bound, bound, seed=model.seed, stream=stream)
+    model.load_state_arrays(arrays)
+
+
 _MLP_PARAMETERS = """
     hidden_layer_sizes : tuple of int, default=(100,)
         Width of each hidden layer.
@@ -1127,6 +1151,11 @@ _MLP_PARAMETERS = """
     batch_norm : bool, default=False
         Batch normalisation before each hidden activation."""
 
+_MLP_INITIALISATION = """
+    The initial weights are scikit-learn's MLP's: every Dense weight and bias drawn from U(-b, b),
+    b = sqrt(factor / (fan_in + fan_out)), factor 2 for "logistic", else 6 (from fastnn's counter RNG
+    and ``random_state``: the draws differ from scikit-learn's)."""
+
 
 class MLPClassifier(_MLP, _Classifier):
     __doc__ = f"""Multi-layer perceptron classifier trained by fastnn (softmax cross-entropy).
@@ -1134,6 +1163,7 @@ class MLPClassifier(_MLP, _Classifier):
     Labels of any type (``classes_``); a 2-D 0/1 ``y`` is multi-label (a sigmoid per label,
     binary cross-entropy). Outputs are logits: ``decision_function``; ``predict_proba`` applies
     softmax (or sigmoids).
+{_MLP_INITIALISATION}
 
     Parameters
     ----------{_MLP_PARAMETERS}{_SHARED_PARAMETERS}
@@ -1171,6 +1201,7 @@ class MLPRegressor(_MLP, _Regressor):
     __doc__ = f"""Multi-layer perceptron regressor trained by fastnn (mean squared error).
 
     ``y`` of shape (n_samples,) or (n_samples, n_outputs).
+{_MLP_INITIALISATION}
 
     Parameters
     ----------{_MLP_PARAMETERS}{_SHARED_PARAMETERS}
@@ -1194,9 +1225,9 @@ class MLPRegressor(_MLP, _Regressor):
     >>> reg = MLPRegressor(hidden_layer_sizes=(8,), learning_rate_init=0.03, max_iter=1000, random_state=1)
     >>> reg = reg.fit(X_train, y_train)
     >>> reg.predict(X_test[:2]).round(1), y_test[:2].round(1)
-    (array([-1.5,  0.3]), array([-1.5,  0.2]))
+    (array([-1.6,  0.3]), array([-1.5,  0.2]))
     >>> round(reg.score(X_test, y_test), 2)
-    0.97
+    1.0
     """
 
 

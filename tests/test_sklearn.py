@@ -290,6 +290,28 @@ def test_partial_fit_refuses_early_stopping_like_scikit_learn(Estimator):
     assert estimator.set_params(early_stopping=False).partial_fit(X, y, **classes).n_iter_ == 1
 
 
+@pytest.mark.parametrize("activation, factor", [("relu", 6.0), ("tanh", 6.0), ("logistic", 2.0)])
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_initial_weights_are_scikit_learns(Estimator, activation, factor):
+    # scikit-learn's _init_coef: every Dense weight and bias from U(-b, b), b = sqrt(factor / (fan_in +
+    # fan_out)); a learning rate of 1e-12 leaves them where they started (Adam moves each by ~lr)
+    X, y = make_classification(n_samples=64, n_features=30, n_informative=5, n_classes=3, random_state=0)
+    est = Estimator(hidden_layer_sizes=(200, 40), activation=activation, learning_rate_init=1e-12, max_iter=1)
+    model = est.set_params(random_state=3).fit(X, y).model_
+    state = model.state_arrays()
+    for layer, (fan_in, fan_out) in enumerate([(30, 200), (200, 40), (40, state["2.bias"].shape[0])]):
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        for name in ("weight", "bias"):
+            values = state[f"{layer}.{name}"].astype(np.float64)
+            assert np.abs(values).max() <= bound * (1 + 1e-6), (layer, name)
+            if values.size >= 200:  # a uniform's spread: max near the bound, variance b^2 / 3
+                assert np.abs(values).max() > 0.9 * bound, (layer, name)
+                assert values.std() == pytest.approx(bound / np.sqrt(3), rel=0.15), (layer, name)
+        assert np.count_nonzero(state[f"{layer}.bias"]) == fan_out  # (not zeros: scikit-learn's biases are drawn)
+    again = Estimator(**est.get_params()).fit(X, y).model_.state_arrays()
+    assert all(np.array_equal(again[k], state[k]) for k in state)  # the seed fixes them
+
+
 def test_loss_is_the_last_epochs_loss_like_scikit_learns():
     X, y = _classes()
     clf = MLPClassifier(**SMALL).fit(X, y)
