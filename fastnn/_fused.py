@@ -667,9 +667,9 @@ class CallRunner:
         "_rebound",
         "_results_in",
         "_runs",
+        "_step_digest",
         "_step_source",
         "_tiering",
-        "_timed",
         "_total",
         "_unit",
         "calls",
@@ -692,9 +692,10 @@ class CallRunner:
         self._fused: FusedCalls | None = None
         self._direct: Callable | None = None  # once fused without slots: its given_caller
         self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
+        self._step_digest: str | None = None  # its _step_file digest, once
         self._runs = 0
-        self._timed = 0  # runs timed in this window (not the first, not the probed one)
-        self._fastest = float("inf")  # the fastest timed run of the window (_decide's measure)
+        # the fastest run of the window, the first and the probed one untimed (_decide's measure)
+        self._fastest = float("inf")
         self._unit: float | None = None  # the dispatch unit measured in the step (_probed_run), once
         self._total = 0  # runs measured unfused, over every window (worth_fusing's runs_before)
         self._counted = 0  # of them, those counted into _STRUCTURE_RUNS
@@ -737,7 +738,6 @@ class CallRunner:
             result = self._run_calls(arrays)
             if self._runs:  # the first run loads (or compiles) the kernels: it would hide the dispatch's share
                 self._fastest = min(self._fastest, time.perf_counter() - start)
-                self._timed += 1
         self._runs += 1
         self._total += 1
         if self._runs >= _config.FUSE_AFTER_CALLS:
@@ -760,13 +760,13 @@ class CallRunner:
             self._tiering = False
             self._fuse()
         else:
-            self._runs, self._timed, self._fastest = 1, 0, float("inf")
+            self._runs, self._fastest = 1, float("inf")
 
     def _others_runs(self) -> int:
         """Runs of this step's structure by other runners of this process (other models of the
         same structure: a scikit-learn estimator builds a new model per fit), and this runner's
         runs so far counted for them (:data:`_STRUCTURE_RUNS`)."""
-        key = _step_file(self._generated_source())[0]
+        key = self._generated_digest()
         others = _STRUCTURE_RUNS.get(key, 0) - self._counted
         _STRUCTURE_RUNS[key] = others + self._total
         self._counted = self._total
@@ -783,7 +783,7 @@ class CallRunner:
         saving = estimated_saving(self.calls, self.slots, self._unit)
         if budget.remaining * saving <= _config.FUSE_BUILD_SECONDS:
             return False
-        if _step_file(self._generated_source())[0] not in _LOADED:
+        if self._generated_digest() not in _LOADED:
             return False
         self._tiering = False
         self._fuse()
@@ -831,6 +831,12 @@ class CallRunner:
         if self._step_source is None:
             self._step_source = _source(self.calls, self.returns, self.slots)[0]
         return self._step_source
+
+    def _generated_digest(self) -> str:
+        """The generated step's :func:`_step_file` digest (its structure's key), hashed once."""
+        if self._step_digest is None:
+            self._step_digest = _step_file(self._generated_source())[0]
+        return self._step_digest
 
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""
