@@ -51,8 +51,9 @@ Calls = list  # [(kernel, args), ...] of one layer
 
 #: a chain call's empty order: nothing to gather (the batch is in its buffers)
 NO_ORDER = np.zeros(0, np.int64)
-#: the chain kernels' leading gather arguments (x_all, y_all, order, lo, hi); the two after them are
-#: the batch's buffers, the elementwise kernel's (x, target), the cross-entropy one's (y_rows, x)
+#: the chain kernels' leading gather arguments (x_all, y_all, order, lo, hi: gather_batch's, and fit's
+#: gathering runner's first Given arguments); the two after them are the batch's buffers, the
+#: elementwise kernel's (x, target), the cross-entropy one's (y_rows, x)
 GATHER_ARGS = 5
 
 

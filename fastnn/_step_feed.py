@@ -125,9 +125,9 @@ def gathering_runner(model, plan, count: bool, accumulators=()) -> CallRunner:
     if gathering is not None:  # a Dense chain: each thread gathers the rows it computes on
         calls, returns = [gathering, *run.calls[1:]], run.returns
     else:
-        calls = [(gather_batch, (*(Given(i) for i in range(5)), x, y)), *_shifted(run.calls, 1)]
+        calls = [(gather_batch, (*(Given(i) for i in range(dense_chain.GATHER_ARGS)), x, y)), *_shifted(run.calls, 1)]
         returns = tuple(i + 1 for i in run.returns)
-    calls += _after_step(model, plan, count, accumulators, 5, len(calls))
+    calls += _after_step(model, plan, count, accumulators, dense_chain.GATHER_ARGS, len(calls))
     return CallRunner(calls, returns=returns)
 
 
