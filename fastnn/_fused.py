@@ -457,8 +457,16 @@ class FusedCalls:
     :func:`rebindable`): ``__call__(*arrays)`` runs the calls on ``arrays`` in their place, and the
     arguments after them are the :class:`Given` ones."""
 
-    def __init__(self, calls: Sequence[Call], returns: int | tuple[int, ...] | None = None, slots: Sequence = ()):
-        self.source, values, self._pointed = _source(calls, returns, slots)  # _pointed: kept alive
+    def __init__(
+        self,
+        calls: Sequence[Call],
+        returns: int | tuple[int, ...] | None = None,
+        slots: Sequence = (),
+        generated: tuple | None = None,
+    ):
+        """``generated``: :func:`_source`'s result for these arguments, when the caller made it already."""
+        generated = _source(calls, returns, slots) if generated is None else generated
+        self.source, values, self._pointed = generated  # _pointed: kept alive
         self._address, self._loose = values[0], tuple(values[1:])
         self._slots = tuple(slots)
         self._n_given = _n_given(calls)
@@ -668,7 +676,7 @@ class CallRunner:
         "_results_in",
         "_runs",
         "_step_digest",
-        "_step_source",
+        "_step_generated",
         "_tiering",
         "_total",
         "_unit",
@@ -691,7 +699,7 @@ class CallRunner:
         self._actions = self._call_actions()
         self._fused: FusedCalls | None = None
         self._direct: Callable | None = None  # once fused without slots: its given_caller
-        self._step_source: str | None = None  # the generated source, made once (asked at every re-measure)
+        self._step_generated: tuple | None = None  # _source's result, made once (asked at every re-measure)
         self._step_digest: str | None = None  # its _step_file digest, once
         self._runs = 0
         # the fastest run of the window, the first and the probed one untimed (_decide's measure)
@@ -828,9 +836,14 @@ class CallRunner:
         """The generated step's source (it depends on the calls' structure only): made at the
         first decision and kept, so a fit too short to fuse does not regenerate it at every
         re-measure window."""
-        if self._step_source is None:
-            self._step_source = _source(self.calls, self.returns, self.slots)[0]
-        return self._step_source
+        return self._generated()[0]
+
+    def _generated(self) -> tuple:
+        """:func:`_source`'s (source, values, arrays) for the calls, made once: the decisions read
+        the source, :meth:`_fuse` builds on all of it (the calls' arrays are bound once)."""
+        if self._step_generated is None:
+            self._step_generated = _source(self.calls, self.returns, self.slots)
+        return self._step_generated
 
     def _generated_digest(self) -> str:
         """The generated step's :func:`_step_file` digest (its structure's key), hashed once."""
@@ -841,7 +854,7 @@ class CallRunner:
     def _fuse(self) -> None:
         """Compile the calls into one function; if that fails, keep running them one by one."""
         try:
-            self._fused = FusedCalls(self.calls, self.returns, self.slots)
+            self._fused = FusedCalls(self.calls, self.returns, self.slots, generated=self._generated())
             self._direct = self._fused.given_caller()
         except Exception as error:  # a speed-up only: never let it stop training
             self._tiering = False
